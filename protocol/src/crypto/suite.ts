@@ -1,0 +1,126 @@
+/**
+ * The DT crypto suite 1: ECDSA over P-256 with SHA-256 (COSE alg ES256 = -7).
+ *
+ * `@noble/curves` is the reference implementation and the only one used by
+ * `protocol/` and `firmware/`. Signatures are deterministic (RFC 6979) and
+ * always low-S; verification rejects high-S signatures so that a signed
+ * object has exactly one valid signature (no malleability), on every path.
+ * Servers may inject a faster {@link Verifier} (see `@dt/protocol/native`).
+ *
+ * @module
+ */
+import { p256 } from '@noble/curves/nist.js';
+import { sha256 as nobleSha256 } from '@noble/hashes/sha2.js';
+import { DtError, ErrorCode } from '../errors.ts';
+import { concatBytes } from '../bytes.ts';
+
+/** COSE algorithm identifier for ES256. */
+export const ALG_ES256 = -7;
+/** Length of a SEC1 uncompressed P-256 public key (0x04 || x || y). */
+export const PUBLIC_KEY_LENGTH = 65;
+/** Length of a raw (r || s) P-256 signature. */
+export const SIGNATURE_LENGTH = 64;
+/** Length of a key id (see {@link keyId}). */
+export const KEY_ID_LENGTH = 16;
+
+/** The P-256 group order n. */
+export const P256_N = p256.Point.CURVE().n;
+const HALF_N = P256_N >> 1n;
+
+/** SHA-256. */
+export function sha256(data: Uint8Array): Uint8Array {
+  return nobleSha256(data);
+}
+
+/** A source of random bytes (a CSPRNG on real hardware; seeded in tests). */
+export type RandomSource = (length: number) => Uint8Array;
+
+/** An ES256 key pair. `secretKey` must never be logged or serialized outside secure storage. */
+export interface KeyPair {
+  /** 32-byte scalar. */
+  readonly secretKey: Uint8Array;
+  /** 65-byte SEC1 uncompressed point. */
+  readonly publicKey: Uint8Array;
+}
+
+/**
+ * Something that verifies ES256 signatures. The reference is {@link nobleVerifier};
+ * the Node-only fast path lives in `@dt/protocol/native`.
+ */
+export interface Verifier {
+  /** Verifies a 64-byte r||s signature over `message` (hashed with SHA-256 inside). Never throws. */
+  verify(signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array): boolean;
+}
+
+/**
+ * Generates a key pair from 48 random bytes (reduced mod n-1 by noble, bias < 2^-128).
+ */
+export function generateKeyPair(random: RandomSource): KeyPair {
+  const secretKey = p256.utils.randomSecretKey(random(48));
+  return { secretKey, publicKey: p256.getPublicKey(secretKey, false) };
+}
+
+/** Derives the public key of a secret key. Throws `BAD_KEY` for an invalid scalar. */
+export function publicKeyOf(secretKey: Uint8Array): Uint8Array {
+  if (!p256.utils.isValidSecretKey(secretKey)) throw new DtError(ErrorCode.BAD_KEY, 'invalid secret key');
+  return p256.getPublicKey(secretKey, false);
+}
+
+/** True for a valid uncompressed P-256 point (on the curve, not infinity). */
+export function isValidPublicKey(publicKey: Uint8Array): boolean {
+  if (publicKey.length !== PUBLIC_KEY_LENGTH || publicKey[0] !== 4) return false;
+  try {
+    return p256.utils.isValidPublicKey(publicKey, false);
+  } catch {
+    return false;
+  }
+}
+
+/** Splits an uncompressed public key into its 32-byte coordinates. */
+export function publicKeyCoordinates(publicKey: Uint8Array): { x: Uint8Array; y: Uint8Array } {
+  if (!isValidPublicKey(publicKey)) throw new DtError(ErrorCode.BAD_KEY, 'not an uncompressed P-256 point');
+  return { x: publicKey.slice(1, 33), y: publicKey.slice(33, 65) };
+}
+
+/** Builds an uncompressed public key from coordinates, validating the point. */
+export function publicKeyFromCoordinates(x: Uint8Array, y: Uint8Array): Uint8Array {
+  const pk = concatBytes(new Uint8Array([4]), x, y);
+  if (!isValidPublicKey(pk)) throw new DtError(ErrorCode.BAD_KEY, 'coordinates are not a P-256 point');
+  return pk;
+}
+
+/**
+ * Key id: the first 16 bytes of SHA-256 over the 65-byte uncompressed public key.
+ * Used as COSE `kid`, card id, terminal id and token owner.
+ */
+export function keyId(publicKey: Uint8Array): Uint8Array {
+  if (publicKey.length !== PUBLIC_KEY_LENGTH) throw new DtError(ErrorCode.BAD_KEY, 'public key must be 65 bytes');
+  return sha256(publicKey).slice(0, KEY_ID_LENGTH);
+}
+
+/** Signs `message` (SHA-256 inside) with RFC 6979 deterministic k; returns low-S r||s. */
+export function sign(message: Uint8Array, secretKey: Uint8Array): Uint8Array {
+  return p256.sign(message, secretKey, { lowS: true, prehash: true });
+}
+
+/** True when `signature` (64 bytes, r||s, 0 < r,s < n, s ≤ n/2) is over the 32-byte `r||s` form. */
+export function isCanonicalSignature(signature: Uint8Array): boolean {
+  if (signature.length !== SIGNATURE_LENGTH) return false;
+  let r = 0n;
+  let s = 0n;
+  for (let i = 0; i < 32; i++) r = (r << 8n) | BigInt(signature[i]!);
+  for (let i = 32; i < 64; i++) s = (s << 8n) | BigInt(signature[i]!);
+  return r > 0n && r < P256_N && s > 0n && s <= HALF_N;
+}
+
+/** The reference verifier (`@noble/curves`), low-S only. */
+export const nobleVerifier: Verifier = {
+  verify(signature, message, publicKey) {
+    if (!isCanonicalSignature(signature) || !isValidPublicKey(publicKey)) return false;
+    try {
+      return p256.verify(signature, message, publicKey, { lowS: true, prehash: true });
+    } catch {
+      return false;
+    }
+  },
+};

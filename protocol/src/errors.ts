@@ -1,0 +1,73 @@
+/**
+ * Errors of the DT protocol layer.
+ *
+ * Every error the protocol throws is a {@link DtError} with a stable `code`
+ * (listed in {@link ErrorCode} and in SPEC.md section "Error codes"). Messages
+ * never contain key material, PINs or whole card secrets: they name fields,
+ * lengths and limits only.
+ *
+ * @module
+ */
+
+/** Stable error codes. The string value is the wire/log form and never changes. */
+export const ErrorCode = {
+  // --- encoding ---
+  CBOR_MALFORMED: 'CBOR_MALFORMED',
+  CBOR_NON_DETERMINISTIC: 'CBOR_NON_DETERMINISTIC',
+  CBOR_FORBIDDEN_TYPE: 'CBOR_FORBIDDEN_TYPE',
+  TOO_LARGE: 'TOO_LARGE',
+  SCHEMA_MISSING_FIELD: 'SCHEMA_MISSING_FIELD',
+  SCHEMA_UNKNOWN_FIELD: 'SCHEMA_UNKNOWN_FIELD',
+  SCHEMA_WRONG_TYPE: 'SCHEMA_WRONG_TYPE',
+  SCHEMA_OUT_OF_RANGE: 'SCHEMA_OUT_OF_RANGE',
+  UNSUPPORTED_VERSION: 'UNSUPPORTED_VERSION',
+  AMOUNT_OVERFLOW: 'AMOUNT_OVERFLOW',
+  // --- COSE / signatures ---
+  COSE_MALFORMED: 'COSE_MALFORMED',
+  COSE_WRONG_ALGORITHM: 'COSE_WRONG_ALGORITHM',
+  COSE_WRONG_CONTENT_TYPE: 'COSE_WRONG_CONTENT_TYPE',
+  BAD_SIGNATURE: 'BAD_SIGNATURE',
+  KEY_MISMATCH: 'KEY_MISMATCH',
+  BAD_KEY: 'BAD_KEY',
+  // --- certificates ---
+  CERT_EXPIRED: 'CERT_EXPIRED',
+  CERT_NOT_YET_VALID: 'CERT_NOT_YET_VALID',
+  CERT_WRONG_ROLE: 'CERT_WRONG_ROLE',
+  CERT_CHAIN_BROKEN: 'CERT_CHAIN_BROKEN',
+  CERT_UNTRUSTED_ROOT: 'CERT_UNTRUSTED_ROOT',
+  CERT_NOT_PERMITTED: 'CERT_NOT_PERMITTED',
+  // --- transport / framing ---
+  APDU_MALFORMED: 'APDU_MALFORMED',
+  APDU_TOO_LONG: 'APDU_TOO_LONG',
+  CARD_STATUS: 'CARD_STATUS',
+  FRAME_MALFORMED: 'FRAME_MALFORMED',
+  FRAME_CRC: 'FRAME_CRC',
+  FRAME_SEQUENCE: 'FRAME_SEQUENCE',
+  FRAME_CHANNEL: 'FRAME_CHANNEL',
+  /** An exchange was cancelled through its AbortSignal before it completed. */
+  ABORTED: 'ABORTED',
+} as const;
+
+/** A stable error code, see {@link ErrorCode}. */
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/**
+ * Base error of the toolkit. `code` is stable and machine-readable; `details`
+ * carries structured, non-secret context (field paths, sizes, limits).
+ */
+export class DtError extends Error {
+  readonly code: ErrorCode;
+  readonly details: Readonly<Record<string, string | number | boolean>>;
+
+  constructor(code: ErrorCode, message: string, details: Record<string, string | number | boolean> = {}) {
+    super(`${code}: ${message}`);
+    this.name = 'DtError';
+    this.code = code;
+    this.details = details;
+  }
+}
+
+/** True when `e` is a {@link DtError}, optionally with the given code. */
+export function isDtError(e: unknown, code?: ErrorCode): e is DtError {
+  return e instanceof DtError && (code === undefined || e.code === code);
+}

@@ -1,0 +1,17 @@
+/**
+ * `@dt/protocol`: the DT offline payment protocol, pure TypeScript over
+ * `Uint8Array` (no Node built-ins), usable in firmware, terminals and servers.
+ *
+ * @module
+ */
+export * from './errors.ts';
+export * from './bytes.ts';
+export * from './amounts.ts';
+export * from './ids.ts';
+export * from './crypto/suite.ts';
+export * from './cbor/deterministic.ts';
+export * from './schema/dsl.ts';
+export * from './schema/messages.ts';
+export * from './cose/sign1.ts';
+export * from './cose/cwt.ts';
+export * from './codec.ts';
