@@ -15,3 +15,5 @@ export * from './schema/messages.ts';
 export * from './cose/sign1.ts';
 export * from './cose/cwt.ts';
 export * from './codec.ts';
+export * from './apdu/index.ts';
+export * from './framing/index.ts';

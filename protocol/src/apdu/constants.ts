@@ -301,7 +301,7 @@ export const SW_TABLE: readonly SwInfo[] = [
     mask: 0xffff,
     name: 'INTERNAL_ERROR',
     description: 'internal error',
-    usage: 'unexpected failure inside the applet; state unchanged',
+    usage: 'unexpected failure inside the applet',
   },
 ];
 

@@ -17,14 +17,7 @@
  */
 
 import { DtError, ErrorCode } from '../errors.ts';
-import {
-  CLA,
-  INS,
-  SW,
-  isMoreData,
-  isWrongLe,
-  swLength,
-} from './constants.ts';
+import { CLA, INS, SW, isMoreData, isWrongLe, swLength } from './constants.ts';
 import {
   CardStatusError,
   DEFAULT_MAX_COMMAND_DATA,
@@ -169,10 +162,13 @@ export async function exchange(
     return { response: await send(blocks[blocks.length - 1]!), final: true };
   };
 
-  let { response, final } = await sendChain(chainCommand(cmd, maxCommand));
-  if (!final) return response;
+  const first = await sendChain(chainCommand(cmd, maxCommand));
+  if (!first.final) return first.response;
+  let response = first.response;
   if (isWrongLe(response.sw)) {
-    ({ response } = await sendChain(chainCommand({ ...cmd, le: swLength(response.sw) }, maxCommand)));
+    const retry = await sendChain(chainCommand({ ...cmd, le: swLength(response.sw) }, maxCommand));
+    if (!retry.final) return retry.response;
+    response = retry.response;
   }
 
   let total = response.data.length;
