@@ -10,6 +10,7 @@ export * from './amounts.ts';
 export * from './ids.ts';
 export * from './crypto/suite.ts';
 export * from './cbor/deterministic.ts';
+export * from './cbor/diagnostic.ts';
 export * from './schema/dsl.ts';
 export * from './schema/messages.ts';
 export * from './cose/sign1.ts';

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# One-step setup for a fresh clone: system packages (as root), then npm
+# packages from the lockfile. Install scripts run only for the packages
+# approved in package.json "allowScripts" (native builds: better-sqlite3,
+# @pokusew/pcsclite, cbor-extract; esbuild's binary check).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-system.sh
+
+node -e 'const [a,b]=process.versions.node.split(".").map(Number); if (a<20||(a===20&&b<19)) { console.error("setup: Node >= 20.19 is required, found "+process.versions.node); process.exit(1) }'
+
+if [ -d node_modules ] && [ node_modules/.package-lock.json -nt package-lock.json ] && [ -z "${DT_SETUP_FORCE:-}" ]; then
+  echo "setup: node_modules is up to date with package-lock.json"
+else
+  echo "setup: npm ci (native modules build from source; this can take a few minutes)"
+  npm ci --no-audit --no-fund
+fi
+
+# Fail early and clearly if a native module did not build.
+node -e 'require("better-sqlite3")' 2>/dev/null || { echo "setup: better-sqlite3 did not build; run: npm rebuild better-sqlite3" >&2; exit 1; }
+echo "setup: done"

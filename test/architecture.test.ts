@@ -1,0 +1,137 @@
+/**
+ * Architecture rules of docs/ARCHITECTURE.md, checked on the source:
+ * packages import only downward in the dependency table, the pure cores
+ * (protocol/, firmware/) use no Node built-ins, no Buffer and no timers, and
+ * no package reaches into another's files by relative path.
+ */
+import test from 'ava';
+import { readFileSync, readdirSync, statSync, existsSync } from 'node:fs';
+import { join, relative, resolve, dirname, sep } from 'node:path';
+import { builtinModules } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+
+/** package folder -> workspace packages it may import (the "may depend on" column). */
+const ALLOWED: Record<string, readonly string[]> = {
+  protocol: [],
+  firmware: ['protocol'],
+  'card-applet-sim': ['firmware', 'protocol'],
+  terminal: ['protocol'],
+  acquirer: ['protocol'],
+  ledger: ['protocol'],
+  'hardware-tests': ['terminal', 'protocol', 'card-applet-sim', 'firmware'],
+};
+
+/** Third-party packages the pure cores may use. */
+const PURE_THIRD_PARTY: Record<string, readonly string[]> = {
+  protocol: ['cbor-x', '@noble/curves', '@noble/hashes'],
+  firmware: ['@noble/curves', '@noble/hashes'],
+};
+
+/** Files of the pure cores that are allowed to use Node (documented exceptions). */
+const PURE_EXCEPTIONS = new Set(['protocol/src/native.ts']);
+
+const FOLDER_OF_PACKAGE: Record<string, string> = {
+  '@dt/protocol': 'protocol',
+  '@dt/firmware': 'firmware',
+  '@dt/card-applet-sim': 'card-applet-sim',
+  '@dt/terminal': 'terminal',
+  '@dt/acquirer': 'acquirer',
+  '@dt/ledger': 'ledger',
+  '@dt/hardware-tests': 'hardware-tests',
+};
+
+function sourceFiles(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  const out: string[] = [];
+  for (const name of readdirSync(dir)) {
+    const p = join(dir, name);
+    if (statSync(p).isDirectory()) out.push(...sourceFiles(p));
+    else if (/\.(ts|mts|js|mjs)$/.test(name) && !name.endsWith('.d.ts')) out.push(p);
+  }
+  return out;
+}
+
+/** Module specifiers of static imports, re-exports and dynamic imports. */
+function importsOf(source: string): string[] {
+  const specs: string[] = [];
+  const re = /(?:^|[\s;])(?:import|export)\s[^'";]*?from\s*['"]([^'"]+)['"]|(?:^|[\s;])import\s*['"]([^'"]+)['"]|import\(\s*['"]([^'"]+)['"]\s*\)/gm;
+  for (const m of source.matchAll(re)) specs.push((m[1] ?? m[2] ?? m[3])!);
+  return specs;
+}
+
+function packageName(spec: string): string {
+  const parts = spec.split('/');
+  return spec.startsWith('@') ? parts.slice(0, 2).join('/') : parts[0]!;
+}
+
+const NODE_BUILTINS = new Set(builtinModules.flatMap((m) => [m, `node:${m}`]));
+
+function stripComments(source: string): string {
+  return source.replace(/\/\*[\s\S]*?\*\//g, '').replace(/(^|[^:'"`])\/\/.*$/gm, '$1');
+}
+
+const packages = Object.keys(ALLOWED).filter((p) => existsSync(join(ROOT, p, 'package.json')));
+
+test('every existing package is covered by the rules', (t) => {
+  t.true(packages.includes('protocol'));
+  const rootPkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { workspaces: string[] };
+  for (const ws of rootPkg.workspaces) {
+    t.true(ws === 'test' || ws in ALLOWED, `workspace ${ws} has no row in the dependency table`);
+  }
+});
+
+for (const pkg of packages) {
+  test(`${pkg}: imports only what the dependency table allows`, (t) => {
+    const files = sourceFiles(join(ROOT, pkg, 'src'));
+    t.true(files.length > 0, `${pkg}/src has source files`);
+    const problems: string[] = [];
+    for (const file of files) {
+      const rel = relative(ROOT, file).split(sep).join('/');
+      for (const spec of importsOf(readFileSync(file, 'utf8'))) {
+        if (spec.startsWith('.')) {
+          const target = relative(ROOT, resolve(dirname(file), spec)).split(sep).join('/');
+          if (!target.startsWith(`${pkg}/`)) problems.push(`${rel}: relative import leaves the package: ${spec}`);
+          continue;
+        }
+        const name = packageName(spec);
+        const folder = FOLDER_OF_PACKAGE[name];
+        if (folder !== undefined) {
+          if (folder !== pkg && !ALLOWED[pkg]!.includes(folder)) problems.push(`${rel}: may not import ${name}`);
+          continue;
+        }
+        const pure = PURE_THIRD_PARTY[pkg];
+        if (pure && !PURE_EXCEPTIONS.has(rel)) {
+          if (NODE_BUILTINS.has(spec) || spec.startsWith('node:')) problems.push(`${rel}: pure package imports Node built-in ${spec}`);
+          else if (!pure.includes(name)) problems.push(`${rel}: pure package imports ${name}`);
+        }
+      }
+    }
+    t.deepEqual(problems, []);
+  });
+}
+
+for (const pkg of Object.keys(PURE_THIRD_PARTY).filter((p) => packages.includes(p))) {
+  test(`${pkg}: pure core uses no Node globals, timers or Buffer`, (t) => {
+    const forbidden = /\b(Buffer|process\.|setTimeout|setInterval|setImmediate|require\(|__dirname|TextEncoder|TextDecoder)\b/;
+    const problems: string[] = [];
+    for (const file of sourceFiles(join(ROOT, pkg, 'src'))) {
+      const rel = relative(ROOT, file).split(sep).join('/');
+      if (PURE_EXCEPTIONS.has(rel)) continue;
+      stripComments(readFileSync(file, 'utf8'))
+        .split('\n')
+        .forEach((line, i) => {
+          const m = forbidden.exec(line);
+          if (m) problems.push(`${rel}:${i + 1}: ${m[1]}`);
+        });
+    }
+    t.deepEqual(problems, []);
+  });
+}
+
+test('the import scanner finds every import form (guards the rules above)', (t) => {
+  const src = `import a from 'x';\nimport { b } from "@dt/ledger";\nexport * from './c.ts';\nimport 'side-effect';\nconst d = await import('node:fs');\nimport type { E } from '@noble/curves/nist.js';`;
+  t.deepEqual(importsOf(src), ['x', '@dt/ledger', './c.ts', 'side-effect', 'node:fs', '@noble/curves/nist.js']);
+  t.is(packageName('@noble/curves/nist.js'), '@noble/curves');
+});
