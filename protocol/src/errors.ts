@@ -14,6 +14,8 @@ export const ErrorCode = {
   // --- encoding ---
   CBOR_MALFORMED: 'CBOR_MALFORMED',
   CBOR_NON_DETERMINISTIC: 'CBOR_NON_DETERMINISTIC',
+  /** A map holds the same key twice (RFC 8949 §5.6: such a map is not valid). */
+  CBOR_DUPLICATE_KEY: 'CBOR_DUPLICATE_KEY',
   CBOR_FORBIDDEN_TYPE: 'CBOR_FORBIDDEN_TYPE',
   TOO_LARGE: 'TOO_LARGE',
   SCHEMA_MISSING_FIELD: 'SCHEMA_MISSING_FIELD',
@@ -46,6 +48,33 @@ export const ErrorCode = {
   FRAME_CHANNEL: 'FRAME_CHANNEL',
   /** An exchange was cancelled through its AbortSignal before it completed. */
   ABORTED: 'ABORTED',
+  // --- handover validation (flows.md "Offline validation of a handover"; see handover.ts) ---
+  /** Step 1: the handover or one of its objects does not decode within its limits. */
+  HANDOVER_MALFORMED: 'HANDOVER_MALFORMED',
+  /** Step 1: the card certificate chain does not verify up to the pinned root at the transfer time. */
+  HANDOVER_CHAIN: 'HANDOVER_CHAIN',
+  /** Step 2: the card key id is on the revocation list. */
+  CARD_REVOKED: 'CARD_REVOKED',
+  /** Step 3: a provenance token is not ledger-signed, not owned by the card, of another currency, duplicated or expired. */
+  TOKEN_INVALID: 'TOKEN_INVALID',
+  /** Step 4: a transfer is not signed by the card key or names another card. */
+  TRANSFER_SIGNATURE: 'TRANSFER_SIGNATURE',
+  /** Step 4: counters are not consecutive or a `prev` link (or the receipt anchor) is wrong. */
+  HISTORY_BROKEN: 'HISTORY_BROKEN',
+  /** Step 5: an input is unknown or used twice, sums differ, or the outputs are not shaped as flows.md says. */
+  VALUE_NOT_CONSERVED: 'VALUE_NOT_CONSERVED',
+  /** Step 5: a marked input is paid where its mark does not allow, marks are mixed, or an output's mark is wrong. */
+  MARK_VIOLATION: 'MARK_VIOLATION',
+  /** Step 6: the transfer does not pay this terminal. */
+  WRONG_PAYEE: 'WRONG_PAYEE',
+  /** Step 6: amount, currency, merchant, mcc, nonce or time differ from the terminal's request. */
+  REQUEST_MISMATCH: 'REQUEST_MISMATCH',
+  /** Step 7: a certified card limit (per payment, offline total, offline count) is exceeded. */
+  LIMIT_EXCEEDED: 'LIMIT_EXCEEDED',
+  /** Step 7: the amount is above the card's CVM limit but no cardholder verification was done. */
+  CVM_REQUIRED: 'CVM_REQUIRED',
+  /** The transfer time is after the latest time the validator accepts (a future-dated transfer). */
+  TRANSFER_TIME: 'TRANSFER_TIME',
 } as const;
 
 /** A stable error code, see {@link ErrorCode}. */

@@ -16,5 +16,7 @@ export * from './schema/messages.ts';
 export * from './cose/sign1.ts';
 export * from './cose/cwt.ts';
 export * from './codec.ts';
+export * from './handover.ts';
+export * from './wallet.ts';
 export * from './apdu/index.ts';
 export * from './framing/index.ts';

@@ -13,11 +13,21 @@
  * so those are passed as `bigint`, which it writes as a major-type-0/1 8-byte
  * head: the shortest form for that range).
  *
- * Decoding: size check first, then cbor-x decodes, then the value is walked
- * and every type checked, then the value is re-encoded and compared byte for
- * byte with the input. Any difference (non-shortest integers, unsorted or
- * duplicate map keys, floats standing for integers, indefinite lengths) is
- * `CBOR_NON_DETERMINISTIC`.
+ * Decoding, in this order (the first failing step names the error):
+ * 1. size check: more than `maxSize` bytes is `TOO_LARGE`;
+ * 2. a bounded pre-scan of the CBOR heads ({@link scanCbor}) that never
+ *    allocates by a length the input claims: truncated or otherwise
+ *    ill-formed input (reserved additional information, stray break,
+ *    trailing bytes) is `CBOR_MALFORMED`, nesting deeper than
+ *    {@link MAX_DEPTH} is `TOO_LARGE`, a map holding the same key twice (also
+ *    when one copy uses a non-shortest head) is `CBOR_DUPLICATE_KEY`, and an
+ *    float, simple value other than false/true or tag other than 18 is
+ *    `CBOR_FORBIDDEN_TYPE`, an indefinite length is `CBOR_NON_DETERMINISTIC`;
+ * 3. cbor-x decodes, and the value is walked and every type checked
+ *    (`CBOR_FORBIDDEN_TYPE`, `SCHEMA_OUT_OF_RANGE` for integers beyond 2^53-1);
+ * 4. the value is re-encoded and compared byte for byte with the input. Any
+ *    difference (non-shortest integers or lengths, unsorted map keys) is
+ *    `CBOR_NON_DETERMINISTIC`.
  *
  * @module
  */
@@ -136,15 +146,20 @@ function fromDecoded(v: unknown, depth: number): CborValue {
 
 /**
  * Decodes exactly one deterministic CBOR item. Throws a {@link DtError} with
- * `TOO_LARGE`, `CBOR_MALFORMED`, `CBOR_FORBIDDEN_TYPE` or `CBOR_NON_DETERMINISTIC`.
+ * `TOO_LARGE`, `CBOR_MALFORMED`, `CBOR_DUPLICATE_KEY`, `CBOR_FORBIDDEN_TYPE`,
+ * `SCHEMA_OUT_OF_RANGE` or `CBOR_NON_DETERMINISTIC` (see the module comment
+ * for the order in which they are checked).
  */
 export function decodeDeterministic(bytes: Uint8Array, maxSize: number = DEFAULT_MAX_SIZE): CborValue {
   if (!(bytes instanceof Uint8Array)) throw new DtError(ErrorCode.CBOR_MALFORMED, 'input is not a byte array');
   if (bytes.length > maxSize) throw new DtError(ErrorCode.TOO_LARGE, 'object exceeds size limit', { size: bytes.length, maxSize });
   if (bytes.length === 0) throw new DtError(ErrorCode.CBOR_MALFORMED, 'empty input');
+  scanCbor(bytes);
   let raw: unknown;
   try {
-    raw = decoder.decode(bytes);
+    // cbor-x caches a `dataView` property on the array it decodes; give it a
+    // fresh view over the same memory so the caller's array is left untouched.
+    raw = decoder.decode(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));
   } catch (e) {
     const msg = e instanceof Error ? e.message : 'decode failed';
     throw new DtError(ErrorCode.CBOR_MALFORMED, `not well-formed CBOR (${msg.slice(0, 80)})`);
@@ -164,4 +179,209 @@ export function decodeDeterministic(bytes: Uint8Array, maxSize: number = DEFAULT
     });
   }
   return value;
+}
+
+// ---------------------------------------------------------------- pre-scan
+
+function malformed(message: string, offset: number): never {
+  throw new DtError(ErrorCode.CBOR_MALFORMED, message, { offset });
+}
+
+/** Big-endian unsigned integer of `n` bytes at `pos` as a decimal string (exact up to 2^64-1). */
+function uintString(b: Uint8Array, pos: number, n: number): string {
+  if (n <= 4) {
+    let v = 0;
+    for (let i = 0; i < n; i++) v = v * 256 + b[pos + i]!;
+    return String(v);
+  }
+  let v = 0n;
+  for (let i = 0; i < n; i++) v = (v << 8n) | BigInt(b[pos + i]!);
+  return v.toString();
+}
+
+/**
+ * Pre-scanner state. One instance per call, so the scanner is reentrant.
+ * `dupAt` is the offset of the first map that repeats a key, or -1.
+ */
+interface ScanState {
+  readonly b: Uint8Array;
+  dupAt: number;
+  /** Offset of the first indefinite-length item, or -1. */
+  indefAt: number;
+  /** Offset of the first float, simple value other than false/true, or tag not in {@link ALLOWED_TAGS}, or -1. */
+  forbiddenAt: number;
+}
+
+/** Argument of a head: `value` is exact up to 2^53 and only used as a length or count. */
+interface Head {
+  readonly major: number;
+  readonly ai: number;
+  readonly value: number;
+  /** Offset just after the head. */
+  readonly end: number;
+}
+
+function readHead(s: ScanState, pos: number): Head {
+  const b = s.b;
+  if (pos >= b.length) malformed('truncated: expected a data item', pos);
+  const ib = b[pos]!;
+  const major = ib >> 5;
+  const ai = ib & 31;
+  if (ai < 24) return { major, ai, value: ai, end: pos + 1 };
+  if (ai <= 27) {
+    const n = 1 << (ai - 24);
+    if (pos + 1 + n > b.length) malformed('truncated: head argument', pos);
+    let value = 0;
+    // A length or count above 2^53 is beyond any input anyway; precision loss cannot make it fit.
+    for (let i = 0; i < n; i++) value = value * 256 + b[pos + 1 + i]!;
+    return { major, ai, value, end: pos + 1 + n };
+  }
+  if (ai < 31) malformed('reserved additional information', pos);
+  // ai = 31: indefinite length (majors 2-5) or break (major 7); not well-formed for 0, 1, 6.
+  if (major === 0 || major === 1 || major === 6) malformed('indefinite length on a major type that has none', pos);
+  if (major !== 7 && s.indefAt < 0) s.indefAt = pos;
+  return { major, ai, value: -1, end: pos + 1 };
+}
+
+/** True when the byte at `pos` is a break (0xff). Throws on truncation. */
+function atBreak(s: ScanState, pos: number): boolean {
+  if (pos >= s.b.length) malformed('truncated: missing break', pos);
+  return s.b[pos] === 0xff;
+}
+
+/**
+ * Identity of a map key for duplicate detection: integers by value (so that
+ * `1` and a non-shortest `1` collide, as they decode to the same key), strings
+ * by major type and content, anything else by its encoded bytes.
+ */
+function keyIdentity(s: ScanState, h: Head, start: number, end: number): string {
+  const b = s.b;
+  if ((h.major === 0 || h.major === 1) && h.ai < 28) {
+    const n = h.ai < 24 ? 0 : 1 << (h.ai - 24);
+    return `${h.major}:${n === 0 ? String(h.ai) : uintString(b, start + 1, n)}`;
+  }
+  if ((h.major === 2 || h.major === 3) && h.ai !== 31) return `${h.major}s:${toKeyHex(b, h.end, end)}`;
+  return `r:${toKeyHex(b, start, end)}`;
+}
+
+function toKeyHex(b: Uint8Array, from: number, to: number): string {
+  let out = '';
+  for (let i = from; i < to; i++) out += (b[i]! < 16 ? '0' : '') + b[i]!.toString(16);
+  return out;
+}
+
+/** Strict UTF-8 check without allocating (same rules as `fromUtf8`: no overlongs, surrogates or values past U+10FFFF). */
+function validUtf8(b: Uint8Array, from: number, to: number): boolean {
+  for (let i = from; i < to; ) {
+    const c = b[i]!;
+    if (c < 0x80) { i++; continue; }
+    let n: number;
+    let cp: number;
+    let min: number;
+    if ((c & 0xe0) === 0xc0) { n = 1; cp = c & 0x1f; min = 0x80; }
+    else if ((c & 0xf0) === 0xe0) { n = 2; cp = c & 0x0f; min = 0x800; }
+    else if ((c & 0xf8) === 0xf0) { n = 3; cp = c & 0x07; min = 0x10000; }
+    else return false;
+    if (i + n >= to) return false; // continuation bytes i+1..i+n must lie inside the string
+    for (let k = 1; k <= n; k++) {
+      const d = b[i + k]!;
+      if ((d & 0xc0) !== 0x80) return false;
+      cp = (cp << 6) | (d & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
+    i += n + 1;
+  }
+  return true;
+}
+
+/** Scans one data item at `pos` with nesting `depth`; returns the offset after it. */
+function scanItem(s: ScanState, pos: number, depth: number): number {
+  if (depth > MAX_DEPTH) throw new DtError(ErrorCode.TOO_LARGE, 'nesting too deep', { maxDepth: MAX_DEPTH });
+  const b = s.b;
+  const h = readHead(s, pos);
+  switch (h.major) {
+    case 0:
+    case 1:
+      return h.end;
+    case 2:
+    case 3: {
+      if (h.ai !== 31) {
+        if (h.value > b.length - h.end) malformed('truncated: string shorter than its length', pos);
+        if (h.major === 3 && !validUtf8(b, h.end, h.end + h.value)) malformed('text string is not valid UTF-8', pos);
+        return h.end + h.value;
+      }
+      // Indefinite string: definite chunks of the same major type, then a break.
+      let p = h.end;
+      while (!atBreak(s, p)) {
+        const c = readHead(s, p);
+        if (c.major !== h.major || c.ai === 31) malformed('bad chunk in an indefinite-length string', p);
+        if (c.value > b.length - c.end) malformed('truncated: chunk shorter than its length', p);
+        p = c.end + c.value;
+      }
+      return p + 1;
+    }
+    case 4: {
+      let p = h.end;
+      if (h.ai === 31) {
+        while (!atBreak(s, p)) p = scanItem(s, p, depth + 1);
+        return p + 1;
+      }
+      // Every item takes at least one byte: a count beyond the rest is truncation (and is never allocated).
+      if (h.value > b.length - p) malformed('truncated: array shorter than its count', pos);
+      for (let i = 0; i < h.value; i++) p = scanItem(s, p, depth + 1);
+      return p;
+    }
+    case 5: {
+      let p = h.end;
+      const indefinite = h.ai === 31;
+      if (!indefinite && h.value > (b.length - p) / 2) malformed('truncated: map shorter than its count', pos);
+      const seen = new Set<string>();
+      for (let i = 0; indefinite ? !atBreak(s, p) : i < h.value; i++) {
+        const keyStart = p;
+        const kh = readHead(s, p);
+        p = scanItem(s, p, depth + 1);
+        const id = keyIdentity(s, kh, keyStart, p);
+        if (seen.has(id)) {
+          if (s.dupAt < 0) s.dupAt = pos;
+        } else seen.add(id);
+        p = scanItem(s, p, depth + 1);
+      }
+      return indefinite ? p + 1 : p;
+    }
+    case 6:
+      if (!ALLOWED_TAGS.has(h.value) && s.forbiddenAt < 0) s.forbiddenAt = pos;
+      return scanItem(s, h.end, depth + 1);
+    default: {
+      // Major 7: simple values and floats. Only false (20) and true (21) belong to the DT data model.
+      if (h.ai === 31) malformed('unexpected break', pos);
+      if (h.ai === 24 && h.value < 32) malformed('two-byte simple value below 32', pos);
+      if (h.ai !== 20 && h.ai !== 21 && s.forbiddenAt < 0) s.forbiddenAt = pos;
+      return h.end;
+    }
+  }
+}
+
+/**
+ * Bounded well-formedness pre-scan of one CBOR item (RFC 8949 appendix C),
+ * run before any decoder allocates anything. Work and memory are linear in
+ * the input size: a claimed length or count is checked against the bytes
+ * that remain before it is used, and nesting is limited to {@link MAX_DEPTH}.
+ *
+ * Throws `CBOR_MALFORMED` (truncated, reserved or ill-formed heads, trailing
+ * bytes, text that is not UTF-8), `TOO_LARGE` (nesting) or, once the whole
+ * item is known to be well-formed: `CBOR_DUPLICATE_KEY` for a map that
+ * repeats a key, else `CBOR_FORBIDDEN_TYPE` for a float, a simple value other
+ * than false/true or a tag other than 18, else `CBOR_NON_DETERMINISTIC` for an
+ * indefinite length. The other rules of
+ * determinism and the data model are judged by {@link decodeDeterministic}.
+ */
+export function scanCbor(bytes: Uint8Array): void {
+  const s: ScanState = { b: bytes, dupAt: -1, indefAt: -1, forbiddenAt: -1 };
+  const end = scanItem(s, 0, 0);
+  if (end !== bytes.length) malformed('trailing bytes after the data item', end);
+  if (s.dupAt >= 0) throw new DtError(ErrorCode.CBOR_DUPLICATE_KEY, 'map holds the same key twice', { offset: s.dupAt });
+  // Floats are refused whatever their value: 1.0 is not a spelling of 1 in DT CBOR.
+  if (s.forbiddenAt >= 0) throw new DtError(ErrorCode.CBOR_FORBIDDEN_TYPE, 'float, simple value or tag outside the DT data model', { offset: s.forbiddenAt });
+  // Decided here because cbor-x does not read every indefinite form (it fails on indefinite byte strings).
+  if (s.indefAt >= 0) throw new DtError(ErrorCode.CBOR_NON_DETERMINISTIC, 'indefinite length', { offset: s.indefAt });
 }

@@ -223,12 +223,20 @@ function decodeField(kind: FieldKind, v: CborValue, path: string): unknown {
 }
 
 function decodeStructAt(schema: StructSchema, m: CborMap, path: string): Record<string, unknown> {
+  // The version is checked before anything else (unknown keys included) so
+  // that a future version, which will likely add keys, gets
+  // UNSUPPORTED_VERSION rather than a confusing field error (SPEC.md §2.6).
+  for (const f of schema.fields) {
+    if (f.type.kind === 'const' && f.type.code === ErrorCode.UNSUPPORTED_VERSION) {
+      const v = m.get(f.key);
+      if (v !== f.type.value) fail(ErrorCode.UNSUPPORTED_VERSION, `${path}.${f.name}`, v === undefined ? 'required field missing' : 'unexpected value', { expected: f.type.value });
+    }
+  }
   const byKey = new Map(schema.fields.map((f) => [f.key, f]));
   for (const k of m.keys()) {
     if (!byKey.has(k)) fail(ErrorCode.SCHEMA_UNKNOWN_FIELD, `${path}.#${k}`, 'unknown map key', { key: k });
   }
-  // The version is checked before anything else so that a future version
-  // gets UNSUPPORTED_VERSION rather than a confusing field error.
+  // Other constants (COSE_Key kty, alg, crv) come next, then the fields in order.
   const ordered = [...schema.fields].sort((a, b) => (a.type.kind === 'const' ? -1 : 0) - (b.type.kind === 'const' ? -1 : 0));
   const out: Record<string, unknown> = {};
   for (const f of ordered) {

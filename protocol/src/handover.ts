@@ -1,0 +1,461 @@
+/**
+ * Offline validation of a handover: flows.md "Offline validation of a
+ * handover", steps 1-7, shared by the terminal (before it approves) and the
+ * ledger (at settlement). Pure: no I/O, no clock; the caller passes the time
+ * rules, the revocation lookup and the verifier.
+ *
+ * Validation never throws for bad input: it returns `{ ok: false, code,
+ * index?, detail? }` with a stable {@link HandoverCode} (the first failing
+ * step wins), or `{ ok: true, ... }` with everything the caller needs to
+ * settle or store the payment.
+ *
+ * @example
+ * const trust = createTrustStore({ root: rootCert, ledgerCert, at: now });
+ * const r = validateHandover(handoverBytes, { trust, request: myRequest, isRevoked: (kid) => crl.has(toHex(kid)) });
+ * if (!r.ok) decline(r.code);
+ *
+ * @module
+ */
+import { DtError, ErrorCode, isDtError } from './errors.ts';
+import { bytesEqual, toHex } from './bytes.ts';
+import { addAmounts, sumAmounts } from './amounts.ts';
+import { outputId } from './ids.ts';
+import { keyId, nobleVerifier, type Verifier } from './crypto/suite.ts';
+import { encodeDeterministic } from './cbor/deterministic.ts';
+import { encodeStruct } from './schema/dsl.ts';
+import {
+  Cvm, MarkSchema, Role,
+  type Handover, type Mark, type PaymentRequest, type SyncReceipt, type Token, type Transfer,
+} from './schema/messages.ts';
+import { decodeMessage, openSigned, payloadHash, verifySigned, encodeMessage } from './codec.ts';
+import { verifyCoseSign1 } from './cose/sign1.ts';
+import { verifyChain, verifyRoot, type VerifiedCertificate } from './cose/cwt.ts';
+
+/** The stable failure codes of {@link validateHandover} (a subset of {@link ErrorCode}). */
+export const HandoverCode = {
+  HANDOVER_MALFORMED: ErrorCode.HANDOVER_MALFORMED,
+  HANDOVER_CHAIN: ErrorCode.HANDOVER_CHAIN,
+  CARD_REVOKED: ErrorCode.CARD_REVOKED,
+  TOKEN_INVALID: ErrorCode.TOKEN_INVALID,
+  TRANSFER_SIGNATURE: ErrorCode.TRANSFER_SIGNATURE,
+  HISTORY_BROKEN: ErrorCode.HISTORY_BROKEN,
+  VALUE_NOT_CONSERVED: ErrorCode.VALUE_NOT_CONSERVED,
+  MARK_VIOLATION: ErrorCode.MARK_VIOLATION,
+  WRONG_PAYEE: ErrorCode.WRONG_PAYEE,
+  REQUEST_MISMATCH: ErrorCode.REQUEST_MISMATCH,
+  LIMIT_EXCEEDED: ErrorCode.LIMIT_EXCEEDED,
+  CVM_REQUIRED: ErrorCode.CVM_REQUIRED,
+  TRANSFER_TIME: ErrorCode.TRANSFER_TIME,
+} as const;
+/** A handover validation failure code. */
+export type HandoverCode = (typeof HandoverCode)[keyof typeof HandoverCode];
+
+// ---------------------------------------------------------------- trust store
+/** What every party pins (flows.md "Trust"): the issuer root and the ledger key. */
+export interface TrustStore {
+  /** The verified, self-signed issuer root. */
+  readonly root: VerifiedCertificate;
+  /** The ledger's public key (65 bytes) that signs tokens, receipts, outcomes and revocation lists. */
+  readonly ledgerKey: Uint8Array;
+  /** Key id of {@link ledgerKey}. */
+  readonly ledgerKid: Uint8Array;
+  /** The ledger certificate, when the store was built from one. */
+  readonly ledgerCert?: VerifiedCertificate;
+}
+
+/** Inputs of {@link createTrustStore}. Give `ledgerCert` (preferred) or a bare `ledgerKey`. */
+export interface TrustStoreOptions {
+  /** The issuer root certificate bytes. */
+  readonly root: Uint8Array;
+  /** Optional pin of the root's key id. */
+  readonly rootKid?: Uint8Array;
+  /** The ledger certificate (role LEDGER, issued by the root). */
+  readonly ledgerCert?: Uint8Array;
+  /** The ledger public key, when no certificate is at hand (e.g. configured out of band). */
+  readonly ledgerKey?: Uint8Array;
+  /** Time (seconds) at which the root and ledger certificate must be valid. */
+  readonly at: number;
+  readonly verifier?: Verifier;
+}
+
+/**
+ * Verifies the root (and the ledger certificate) and returns a trust store.
+ * Throws a {@link DtError} (certificate codes) when they do not verify: a
+ * party with a broken trust store must not start.
+ */
+export function createTrustStore(opts: TrustStoreOptions): TrustStore {
+  const verifier = opts.verifier ?? nobleVerifier;
+  const root = verifyRoot(opts.root, opts.at, opts.rootKid, verifier);
+  if (opts.ledgerCert) {
+    const [ledger] = verifyChain([opts.ledgerCert], { root, at: opts.at, leafRole: Role.LEDGER, verifier });
+    if (opts.ledgerKey && !bytesEqual(opts.ledgerKey, ledger!.publicKey)) {
+      throw new DtError(ErrorCode.KEY_MISMATCH, 'ledger key does not match the ledger certificate');
+    }
+    return { root, ledgerKey: ledger!.publicKey, ledgerKid: ledger!.kid, ledgerCert: ledger! };
+  }
+  if (!opts.ledgerKey) throw new DtError(ErrorCode.BAD_KEY, 'a ledger certificate or key is required');
+  return { root, ledgerKey: opts.ledgerKey, ledgerKid: keyId(opts.ledgerKey) };
+}
+
+// ---------------------------------------------------------------- results
+/** A transfer of the chain whose card signature has been verified. */
+export interface ValidatedTransfer {
+  /** The signed COSE_Sign1 bytes. */
+  readonly bytes: Uint8Array;
+  readonly transfer: Transfer;
+  /** `payloadHash` of the transfer: its name everywhere (spent set, `prev`, outcomes). */
+  readonly hash: Uint8Array;
+}
+
+/** A ledger-signed token whose signature, owner, currency and expiry have been checked. */
+export interface ValidatedToken {
+  readonly bytes: Uint8Array;
+  readonly token: Token;
+}
+
+/** A coin spent by a transfer: a token serial (16 bytes) or a change output id (32 bytes). */
+export interface SpentCoin {
+  readonly id: Uint8Array;
+  readonly value: number;
+  readonly mark?: Mark;
+}
+
+/** Success of {@link validateHandover}. */
+export interface HandoverValid {
+  readonly ok: true;
+  readonly handover: Handover;
+  /** The paying transfer (the last of {@link chain}). */
+  readonly transfer: Transfer;
+  readonly transferBytes: Uint8Array;
+  readonly transferHash: Uint8Array;
+  /** The card key id, public key and verified certificate chain (leaf first). */
+  readonly cardKid: Uint8Array;
+  readonly cardPublicKey: Uint8Array;
+  readonly cardChain: readonly VerifiedCertificate[];
+  /** Key id of the issuing bank (the card certificate's issuer): it bears a covered double spend. */
+  readonly issuingBankKid: Uint8Array;
+  /** The history transfers then the paying transfer, all verified, in counter order. */
+  readonly chain: readonly ValidatedTransfer[];
+  readonly tokens: readonly ValidatedToken[];
+  /** The coins spent by the paying transfer, with their values and mark. */
+  readonly inputs: readonly SpentCoin[];
+  /** The coins spent by each transfer of {@link chain} (same order). */
+  readonly chainInputs: readonly (readonly SpentCoin[])[];
+  /** `sum(history amounts) + amount` (step 7). */
+  readonly offlineTotal: number;
+  /** `len(history) + 1` (step 7). */
+  readonly offlineCount: number;
+  /** The handover's sync receipt, verified, when it carried one. */
+  readonly receipt?: SyncReceipt;
+}
+
+/** Failure of {@link validateHandover}: the first failing step's code. */
+export interface HandoverInvalid {
+  readonly ok: false;
+  readonly code: HandoverCode;
+  /** Position of the offending object (token index, chain index with the paying transfer last, certificate index). */
+  readonly index?: number;
+  /** Non-secret, human-readable detail (e.g. the underlying DtError code). */
+  readonly detail?: string;
+  /** Set when the paying transfer at least decoded: lets a ledger name it in an INVALID outcome. */
+  readonly transferHash?: Uint8Array;
+  readonly cardKid?: Uint8Array;
+  readonly amount?: number;
+}
+
+/** Result of {@link validateHandover}. */
+export type HandoverResult = HandoverValid | HandoverInvalid;
+
+/** The part of a terminal's PaymentRequest a transfer must copy (step 6). */
+export type ExpectedRequest = Pick<PaymentRequest, 'amount' | 'currency' | 'terminal' | 'merchant' | 'mcc' | 'nonce' | 'time'>;
+
+/** Context of {@link validateHandover}. */
+export interface HandoverContext {
+  readonly trust: TrustStore;
+  /** Signature verifier; the noble reference by default, `nativeVerifier` on servers. */
+  readonly verifier?: Verifier;
+  /** Step 2: true when the card key id is revoked. Omitted: no revocation check (the ledger, as notary, settles honest transfers of revoked cards). */
+  readonly isRevoked?: (cardKid: Uint8Array) => boolean;
+  /**
+   * Step 6 (terminal): the request(s) the transfer must answer. Pass the new
+   * request and, on a torn-tap retry, the interrupted request too: the transfer
+   * must equal one of them in every copied field.
+   */
+  readonly request?: ExpectedRequest | readonly ExpectedRequest[];
+  /** Step 6 (ledger): the payee the transfer must pay (the batch's terminal). Checked when no `request` is given. */
+  readonly payee?: Uint8Array;
+  /** Latest acceptable transfer time (seconds): rejects future-dated transfers (e.g. the batch time plus a skew). */
+  readonly notAfter?: number;
+  /** Skip step 7 (only for diagnostics; terminals and the ledger always check limits). */
+  readonly skipLimits?: boolean;
+}
+
+type Fail = HandoverInvalid;
+const fail = (code: HandoverCode, detail?: string, index?: number): Fail => ({ ok: false, code, ...(detail !== undefined ? { detail } : {}), ...(index !== undefined ? { index } : {}) });
+
+function errDetail(e: unknown): string {
+  return isDtError(e) ? e.code : 'UNEXPECTED';
+}
+
+/** Canonical encoding of a mark (or '' for none), so marks compare by value. */
+export function markKey(mark: Mark | undefined): string {
+  return mark === undefined ? '' : toHex(encodeDeterministic(encodeStruct(MarkSchema, mark)));
+}
+
+/** True when a coin with `mark` may be paid to `merchant` / `mcc` (flows.md "Marks"). Unmarked coins go anywhere. */
+export function markAllows(mark: Mark | undefined, merchant: string, mcc: number): boolean {
+  if (mark === undefined) return true;
+  return (mark.merchants?.includes(merchant) ?? false) || (mark.mccs?.includes(mcc) ?? false);
+}
+
+/** The mark the payee output carries when paid from coins with `mark`: `hops - 1`, none at 0. */
+export function payeeMark(mark: Mark | undefined): Mark | undefined {
+  if (mark === undefined || mark.hops <= 1) return undefined;
+  return { ...mark, hops: mark.hops - 1 };
+}
+
+// ---------------------------------------------------------------- chain check
+/** Inputs of {@link checkTransferChain}. */
+export interface ChainCheckOptions {
+  readonly cardKid: Uint8Array;
+  readonly cardPublicKey: Uint8Array;
+  /** Signed transfers in counter order (history, then the paying transfer if any). */
+  readonly transfers: readonly Uint8Array[];
+  /** Spendable coins at the start of the chain (confirmed tokens): id hex -> coin. */
+  readonly coins: ReadonlyMap<string, SpentCoin>;
+  /** Expected `prev` and counter of the first transfer, when the anchor is known. */
+  readonly anchor?: { readonly prev: Uint8Array; readonly counter: number };
+  /** Currency every transfer must use. */
+  readonly currency?: number;
+  readonly verifier?: Verifier;
+}
+
+/** Success of {@link checkTransferChain}. */
+export interface ChainCheckOk {
+  readonly ok: true;
+  readonly chain: readonly ValidatedTransfer[];
+  readonly chainInputs: readonly (readonly SpentCoin[])[];
+  /** Coins still unspent after the chain (the starting coins minus spent ones, plus change outputs). */
+  readonly remaining: ReadonlyMap<string, SpentCoin>;
+}
+
+/**
+ * Steps 4 and 5 over a card's chain of transfers: signatures, `card` field,
+ * consecutive counters, `prev` links, conservation, output shape and marks.
+ * Used by {@link validateHandover} and by the ledger when it checks a
+ * SyncRequest's history against the tokens it issued.
+ */
+export function checkTransferChain(o: ChainCheckOptions): ChainCheckOk | HandoverInvalid {
+  const verifier = o.verifier ?? nobleVerifier;
+  const chain: ValidatedTransfer[] = [];
+  // Step 4: signatures, card field, counters, links.
+  for (let i = 0; i < o.transfers.length; i++) {
+    const bytes = o.transfers[i]!;
+    let opened;
+    try {
+      opened = openSigned('Transfer', bytes);
+    } catch (e) {
+      return fail(HandoverCode.HANDOVER_MALFORMED, `transfer: ${errDetail(e)}`, i);
+    }
+    try {
+      verifyCoseSign1(opened.cose, o.cardPublicKey, verifier);
+    } catch (e) {
+      return fail(HandoverCode.TRANSFER_SIGNATURE, errDetail(e), i);
+    }
+    const t = opened.message;
+    if (!bytesEqual(t.card, o.cardKid)) return fail(HandoverCode.TRANSFER_SIGNATURE, 'card field names another key', i);
+    const hash = payloadHash(opened.cose);
+    if (i === 0) {
+      if (o.anchor) {
+        if (t.counter !== o.anchor.counter + 1) return fail(HandoverCode.HISTORY_BROKEN, 'counter does not follow the anchor', i);
+        if (!bytesEqual(t.prev, o.anchor.prev)) return fail(HandoverCode.HISTORY_BROKEN, 'prev is not the anchor', i);
+      }
+    } else {
+      const before = chain[i - 1]!;
+      if (t.counter !== before.transfer.counter + 1) return fail(HandoverCode.HISTORY_BROKEN, 'counters not consecutive', i);
+      if (!bytesEqual(t.prev, before.hash)) return fail(HandoverCode.HISTORY_BROKEN, 'prev does not name the previous transfer', i);
+    }
+    chain.push({ bytes, transfer: t, hash });
+  }
+  // Step 5: conservation along the chain.
+  const available = new Map(o.coins);
+  const used = new Set<string>();
+  const chainInputs: SpentCoin[][] = [];
+  for (let i = 0; i < chain.length; i++) {
+    const { transfer: t, hash } = chain[i]!;
+    if (o.currency !== undefined && t.currency !== o.currency) return fail(HandoverCode.VALUE_NOT_CONSERVED, 'currency differs', i);
+    const ins: SpentCoin[] = [];
+    for (const id of t.inputs) {
+      const k = toHex(id);
+      if (used.has(k)) return fail(HandoverCode.VALUE_NOT_CONSERVED, 'input used twice in the chain', i);
+      const coin = available.get(k);
+      if (!coin) return fail(HandoverCode.VALUE_NOT_CONSERVED, 'input is neither a given token nor an earlier change output', i);
+      used.add(k);
+      available.delete(k);
+      ins.push(coin);
+    }
+    const mk = markKey(ins[0]!.mark);
+    if (ins.some((c) => markKey(c.mark) !== mk)) return fail(HandoverCode.MARK_VIOLATION, 'inputs carry different marks', i);
+    let inSum: number;
+    let outSum: number;
+    try {
+      inSum = sumAmounts(ins.map((c) => c.value));
+      outSum = sumAmounts(t.outputs.map((x) => x.value));
+    } catch {
+      return fail(HandoverCode.VALUE_NOT_CONSERVED, 'amount overflow', i);
+    }
+    if (inSum !== outSum) return fail(HandoverCode.VALUE_NOT_CONSERVED, 'sum(inputs) != sum(outputs)', i);
+    const pay = t.outputs[0]!;
+    if (pay.value !== t.amount) return fail(HandoverCode.VALUE_NOT_CONSERVED, 'payee output value != amount', i);
+    if (!bytesEqual(pay.owner, t.payee)) return fail(HandoverCode.VALUE_NOT_CONSERVED, 'payee output owner != payee', i);
+    const change = t.outputs[1];
+    if (change && !bytesEqual(change.owner, t.card)) return fail(HandoverCode.VALUE_NOT_CONSERVED, 'change output not owned by the card', i);
+    const inMark = ins[0]!.mark;
+    if (!markAllows(inMark, t.merchant, t.mcc)) return fail(HandoverCode.MARK_VIOLATION, 'mark does not allow this merchant', i);
+    if (markKey(pay.mark) !== markKey(payeeMark(inMark))) return fail(HandoverCode.MARK_VIOLATION, 'payee output mark is wrong', i);
+    if (change && markKey(change.mark) !== mk) return fail(HandoverCode.MARK_VIOLATION, 'change output mark differs from the inputs', i);
+    if (change) {
+      const cid = outputId(hash, 1);
+      available.set(toHex(cid), { id: cid, value: change.value, ...(change.mark ? { mark: change.mark } : {}) });
+    }
+    chainInputs.push(ins);
+  }
+  return { ok: true, chain, chainInputs, remaining: available };
+}
+
+// ---------------------------------------------------------------- validateHandover
+function requestMatches(t: Transfer, r: ExpectedRequest): boolean {
+  return (
+    t.amount === r.amount && t.currency === r.currency && t.merchant === r.merchant && t.mcc === r.mcc &&
+    t.time === r.time && bytesEqual(t.nonce, r.nonce)
+  );
+}
+
+/**
+ * Validates a handover as flows.md steps 1-7 say, in order; the first
+ * failure gives the code. Accepts the encoded Handover (decoded with its size
+ * limits) or an already decoded one.
+ */
+export function validateHandover(input: Uint8Array | Handover, ctx: HandoverContext): HandoverResult {
+  const verifier = ctx.verifier ?? nobleVerifier;
+  // ---- step 1: decode everything with the size limits.
+  let handover: Handover;
+  try {
+    handover = input instanceof Uint8Array ? decodeMessage('Handover', input) : decodeMessage('Handover', encodeMessage('Handover', input));
+  } catch (e) {
+    return fail(HandoverCode.HANDOVER_MALFORMED, errDetail(e));
+  }
+  let opened;
+  try {
+    opened = openSigned('Transfer', handover.transfer);
+  } catch (e) {
+    return fail(HandoverCode.HANDOVER_MALFORMED, `transfer: ${errDetail(e)}`);
+  }
+  const transfer = opened.message;
+  const transferHash = payloadHash(opened.cose);
+  const named = { transferHash, cardKid: transfer.card, amount: transfer.amount };
+  const failT = (code: HandoverCode, detail?: string, index?: number): Fail => ({ ...fail(code, detail, index), ...named });
+
+  if (ctx.notAfter !== undefined && transfer.time > ctx.notAfter) return failT(HandoverCode.TRANSFER_TIME, 'transfer dated after the accepted time');
+  // The card chain, at the transfer's time.
+  let cardChain: VerifiedCertificate[];
+  try {
+    // The root must be valid at that time too.
+    const rc = ctx.trust.root.claims;
+    if (transfer.time < rc.nbf || transfer.time > rc.exp) return failT(HandoverCode.HANDOVER_CHAIN, 'root not valid at the transfer time');
+    cardChain = verifyChain(handover.chain, { root: ctx.trust.root, at: transfer.time, leafRole: Role.CARD, verifier });
+  } catch (e) {
+    return failT(HandoverCode.HANDOVER_CHAIN, errDetail(e), isDtError(e) && typeof e.details.index === 'number' ? e.details.index : undefined);
+  }
+  const card = cardChain[0]!;
+  if (!bytesEqual(card.kid, transfer.card)) return failT(HandoverCode.HANDOVER_CHAIN, 'the chain certifies another card');
+  const limits = card.claims.limits!;
+
+  // ---- step 2: revocation.
+  if (ctx.isRevoked?.(card.kid)) return failT(HandoverCode.CARD_REVOKED);
+
+  // ---- step 3: tokens.
+  const tokens: ValidatedToken[] = [];
+  const coins = new Map<string, SpentCoin>();
+  for (let i = 0; i < handover.tokens.length; i++) {
+    let token: Token;
+    try {
+      token = verifySigned('Token', handover.tokens[i]!, ctx.trust.ledgerKey, verifier).message;
+    } catch (e) {
+      return failT(HandoverCode.TOKEN_INVALID, errDetail(e), i);
+    }
+    if (!bytesEqual(token.owner, card.kid)) return failT(HandoverCode.TOKEN_INVALID, 'token not owned by the card', i);
+    if (token.currency !== transfer.currency) return failT(HandoverCode.TOKEN_INVALID, 'token currency differs', i);
+    if (token.expires !== undefined && transfer.time > token.expires) return failT(HandoverCode.TOKEN_INVALID, 'token expired', i);
+    const k = toHex(token.serial);
+    if (coins.has(k)) return failT(HandoverCode.TOKEN_INVALID, 'token given twice', i);
+    coins.set(k, { id: token.serial, value: token.value, ...(token.mark ? { mark: token.mark } : {}) });
+    tokens.push({ bytes: handover.tokens[i]!, token });
+  }
+
+  // ---- step 4 (anchor): the receipt, when given, anchors the chain.
+  let receipt: SyncReceipt | undefined;
+  let anchor: { prev: Uint8Array; counter: number } | undefined;
+  if (handover.receipt) {
+    try {
+      const r = verifySigned('SyncReceipt', handover.receipt, ctx.trust.ledgerKey, verifier);
+      receipt = r.message;
+      anchor = { prev: payloadHash(r.cose), counter: receipt.counter };
+    } catch (e) {
+      return failT(HandoverCode.HISTORY_BROKEN, `receipt: ${errDetail(e)}`);
+    }
+    if (!bytesEqual(receipt.card, card.kid)) return failT(HandoverCode.HISTORY_BROKEN, 'receipt names another card');
+  }
+
+  // ---- steps 4 and 5 over history + transfer.
+  const all = [...handover.history, handover.transfer];
+  const checked = checkTransferChain({
+    cardKid: card.kid, cardPublicKey: card.publicKey, transfers: all, coins, currency: transfer.currency, verifier,
+    ...(anchor ? { anchor } : {}),
+  });
+  if (!checked.ok) return { ...checked, ...named };
+
+  // ---- step 6: the transfer pays this terminal.
+  if (ctx.request !== undefined) {
+    const reqs: readonly ExpectedRequest[] = Array.isArray(ctx.request) ? ctx.request : [ctx.request as ExpectedRequest];
+    if (!reqs.some((r) => bytesEqual(r.terminal, transfer.payee))) return failT(HandoverCode.WRONG_PAYEE);
+    if (!reqs.some((r) => bytesEqual(r.terminal, transfer.payee) && requestMatches(transfer, r))) return failT(HandoverCode.REQUEST_MISMATCH);
+  } else if (ctx.payee !== undefined && !bytesEqual(ctx.payee, transfer.payee)) {
+    return failT(HandoverCode.WRONG_PAYEE);
+  }
+
+  // ---- step 7: limits.
+  let offlineTotal: number;
+  try {
+    offlineTotal = addAmounts(sumAmounts(checked.chain.slice(0, -1).map((x) => x.transfer.amount)), transfer.amount);
+  } catch {
+    return failT(HandoverCode.LIMIT_EXCEEDED, 'offline total overflows');
+  }
+  const offlineCount = checked.chain.length;
+  if (!ctx.skipLimits) {
+    if (transfer.amount > limits.perPayment) return failT(HandoverCode.LIMIT_EXCEEDED, 'perPayment');
+    if (offlineTotal > limits.offlineTotal) return failT(HandoverCode.LIMIT_EXCEEDED, 'offlineTotal');
+    if (offlineCount > limits.offlineCount) return failT(HandoverCode.LIMIT_EXCEEDED, 'offlineCount');
+    if (transfer.amount > limits.cvmLimit && transfer.cvm === Cvm.NONE) return failT(HandoverCode.CVM_REQUIRED);
+  }
+
+  return {
+    ok: true,
+    handover,
+    transfer,
+    transferBytes: handover.transfer,
+    transferHash,
+    cardKid: card.kid,
+    cardPublicKey: card.publicKey,
+    cardChain,
+    // verifyChain only accepts a card certified by a bank, so the chain has the bank at index 1.
+    issuingBankKid: cardChain[1]!.kid,
+    chain: checked.chain,
+    tokens,
+    inputs: checked.chainInputs[checked.chainInputs.length - 1]!,
+    chainInputs: checked.chainInputs,
+    offlineTotal,
+    offlineCount,
+    ...(receipt ? { receipt } : {}),
+  };
+}

@@ -1,0 +1,349 @@
+/**
+ * The reference wallet: a plain, in-memory model of what a card does under
+ * flows.md (pay, torn-tap retry, sync). Tests, the ledger and acquirer suites
+ * and the demo use it to produce real signed Transfers and Handovers; the
+ * firmware applet must produce byte-identical structures for the same state
+ * and request (it adds PIN, persistence and the APDU layer on top).
+ *
+ * It is not a secure element: its state is a plain object (which makes
+ * {@link ReferenceWallet.clone} possible, the "cloned card" of the
+ * double-spend tests).
+ *
+ * @example
+ * const w = new ReferenceWallet({ signer: keyPairSigner(cardKeys), chain: [cardCert, bankCert] });
+ * const sync = w.beginSync(challenge);          // hand to the ledger
+ * w.completeSync(receiptBytes, ledgerPublicKey); // tokens arrive
+ * const { handover } = w.pay(paymentRequest, { cvm: Cvm.OFFLINE_PIN });
+ *
+ * @module
+ */
+import { DtError, ErrorCode } from './errors.ts';
+import { bytesEqual, toHex } from './bytes.ts';
+import { sumAmounts } from './amounts.ts';
+import { GENESIS_PREV, outputId } from './ids.ts';
+import { nobleVerifier, type Verifier } from './crypto/suite.ts';
+import type { Signer } from './cose/sign1.ts';
+import { encodeMessage, openSigned, payloadHash, signMessage, verifySigned } from './codec.ts';
+import { Cvm, LIMITS, type CardLimitsSchema, type Handover, type Mark, type Output, type Transfer } from './schema/messages.ts';
+import type { Infer } from './schema/dsl.ts';
+import { markAllows, markKey, payeeMark, type ExpectedRequest } from './handover.ts';
+
+/** Card limits as certified. */
+export type CardLimits = Infer<typeof CardLimitsSchema>;
+
+/** A spendable coin of the wallet: a token (with its signed bytes) or a change output. */
+export interface WalletCoin {
+  /** 16-byte token serial or 32-byte output id. */
+  readonly id: Uint8Array;
+  readonly value: number;
+  readonly mark?: Mark;
+}
+
+/** The wallet's whole state (flows.md "Card chain of transfers"). */
+export interface WalletState {
+  /** Last counter used (0 when personalized). */
+  counter: number;
+  /** `GENESIS_PREV`, or the hash of the last transfer or receipt. */
+  prev: Uint8Array;
+  /** Signed transfers since the last sync, in counter order. */
+  history: Uint8Array[];
+  /** Spendable coins. */
+  holdings: WalletCoin[];
+  /** Signed tokens received since (and including) the last sync, by serial hex: the provenance a handover carries. */
+  tokens: Record<string, Uint8Array>;
+  /** The last sync receipt (anchor of the chain). */
+  receipt?: Uint8Array;
+  /** A signed SyncRequest waiting for its receipt. */
+  pendingSync?: Uint8Array;
+  /** The last handover given out (for a torn-tap retry). */
+  lastHandover?: Uint8Array;
+  /** The last nonces signed (at most 64), hex. */
+  nonces: string[];
+}
+
+/** Options of {@link ReferenceWallet}. */
+export interface ReferenceWalletOptions {
+  /** The card key (its kid is the card id). */
+  readonly signer: Signer;
+  /** `[card certificate, issuing bank certificate]`. */
+  readonly chain: readonly Uint8Array[];
+  /** Starting state (default: freshly personalized, empty). */
+  readonly state?: WalletState;
+}
+
+/** Options of {@link ReferenceWallet.pay}. */
+export interface PayOptions {
+  /** Cardholder verification done for this payment (default `Cvm.NONE`). */
+  readonly cvm?: number;
+  /** Refuse payments above the certified limits, as a real card does (default true). Tests turn it off to build over-limit transfers. */
+  readonly enforceLimits?: boolean;
+  /** Use exactly these coins (ids) as inputs instead of the automatic selection. */
+  readonly inputs?: readonly Uint8Array[];
+}
+
+/** What {@link ReferenceWallet.pay} returns. */
+export interface PayResult {
+  /** Signed Transfer bytes. */
+  readonly transfer: Uint8Array;
+  readonly transferHash: Uint8Array;
+  /** Encoded Handover (what the card sends the terminal). */
+  readonly handover: Uint8Array;
+  /** True when this was a torn-tap retry answered with the stored handover. */
+  readonly retried: boolean;
+}
+
+const MAX_NONCES = 64;
+
+/** A fresh, empty wallet state. */
+export function emptyWalletState(): WalletState {
+  return { counter: 0, prev: GENESIS_PREV, history: [], holdings: [], tokens: {}, nonces: [] };
+}
+
+function copyState(s: WalletState): WalletState {
+  return {
+    counter: s.counter,
+    prev: s.prev.slice(),
+    history: s.history.map((b) => b.slice()),
+    holdings: s.holdings.map((c) => ({ ...c, id: c.id.slice() })),
+    tokens: Object.fromEntries(Object.entries(s.tokens).map(([k, v]) => [k, v.slice()])),
+    ...(s.receipt ? { receipt: s.receipt.slice() } : {}),
+    ...(s.pendingSync ? { pendingSync: s.pendingSync.slice() } : {}),
+    ...(s.lastHandover ? { lastHandover: s.lastHandover.slice() } : {}),
+    nonces: [...s.nonces],
+  };
+}
+
+/** The reference wallet (see the module documentation). */
+export class ReferenceWallet {
+  /** The card key id. */
+  readonly kid: Uint8Array;
+  /** The certified limits read from the card certificate. */
+  readonly limits: CardLimits;
+  readonly chain: readonly Uint8Array[];
+  #signer: Signer;
+  #state: WalletState;
+
+  constructor(opts: ReferenceWalletOptions) {
+    this.#signer = opts.signer;
+    this.kid = opts.signer.kid;
+    this.chain = opts.chain;
+    const leaf = openSigned('Certificate', opts.chain[0]!).message;
+    if (!leaf.limits) throw new DtError(ErrorCode.CERT_WRONG_ROLE, 'the first certificate is not a card certificate');
+    if (!bytesEqual(leaf.cnf.coseKey.kid, this.kid)) throw new DtError(ErrorCode.KEY_MISMATCH, 'the card certificate certifies another key');
+    this.limits = leaf.limits;
+    this.#state = opts.state ? copyState(opts.state) : emptyWalletState();
+  }
+
+  /** A deep copy of the current state (safe to persist or inspect). */
+  get state(): WalletState {
+    return copyState(this.#state);
+  }
+
+  /** Sum of the holdings. */
+  get balance(): number {
+    return sumAmounts(this.#state.holdings.map((c) => c.value));
+  }
+
+  /** A second wallet with the same key and state: a cloned secure element (for double-spend tests). */
+  clone(): ReferenceWallet {
+    return new ReferenceWallet({ signer: this.#signer, chain: this.chain, state: this.#state });
+  }
+
+  /**
+   * Adds ledger-signed tokens to the holdings without a sync (a personalization
+   * shortcut for tests that have no ledger). Verifies each token against the
+   * ledger key and its owner.
+   */
+  holdTokens(tokens: readonly Uint8Array[], ledgerKey: Uint8Array, verifier: Verifier = nobleVerifier): void {
+    for (const b of tokens) {
+      const t = verifySigned('Token', b, ledgerKey, verifier).message;
+      if (!bytesEqual(t.owner, this.kid)) throw new DtError(ErrorCode.TOKEN_INVALID, 'token owned by another key');
+      const k = toHex(t.serial);
+      if (this.#state.tokens[k]) throw new DtError(ErrorCode.TOKEN_INVALID, 'token already held');
+      this.#state.tokens[k] = b.slice();
+      this.#state.holdings.push({ id: t.serial, value: t.value, ...(t.mark ? { mark: t.mark } : {}) });
+    }
+  }
+
+  /** Chooses coins of one mark class allowed for the payee, largest first; marked (purpose) coins are preferred where they are allowed. */
+  #select(amount: number, merchant: string, mcc: number): WalletCoin[] {
+    const classes = new Map<string, WalletCoin[]>();
+    for (const c of this.#state.holdings) {
+      if (!markAllows(c.mark, merchant, mcc)) continue;
+      const k = markKey(c.mark);
+      const list = classes.get(k) ?? [];
+      list.push(c);
+      classes.set(k, list);
+    }
+    const order = [...classes.keys()].sort((a, b) => (a === '' ? 1 : 0) - (b === '' ? 1 : 0));
+    for (const k of order) {
+      const coins = [...classes.get(k)!].sort((a, b) => b.value - a.value);
+      const picked: WalletCoin[] = [];
+      let sum = 0;
+      for (const c of coins) {
+        if (sum >= amount || picked.length >= LIMITS.maxInputs) break;
+        picked.push(c);
+        sum += c.value;
+      }
+      if (sum >= amount) return picked;
+    }
+    throw new DtError(ErrorCode.VALUE_NOT_CONSERVED, 'insufficient funds for this payee', { amount });
+  }
+
+  /**
+   * PAY: signs a Transfer answering `request` and returns it with the
+   * Handover. A retry (`retryOf` naming the last transfer's nonce, same
+   * payee) returns the stored handover and signs nothing. Throws a
+   * {@link DtError} when the card would refuse (nonce reused, sync pending,
+   * limits, funds).
+   */
+  pay(request: ExpectedRequest & { retryOf?: Uint8Array }, opts: PayOptions = {}): PayResult {
+    const s = this.#state;
+    if (s.pendingSync) throw new DtError(ErrorCode.LIMIT_EXCEEDED, 'a sync is pending');
+    if (request.retryOf && s.lastHandover && s.history.length > 0) {
+      const last = openSigned('Transfer', s.history[s.history.length - 1]!);
+      if (bytesEqual(last.message.nonce, request.retryOf) && bytesEqual(last.message.payee, request.terminal)) {
+        return { transfer: s.history[s.history.length - 1]!, transferHash: payloadHash(last.cose), handover: s.lastHandover, retried: true };
+      }
+    }
+    if (s.nonces.includes(toHex(request.nonce))) throw new DtError(ErrorCode.REQUEST_MISMATCH, 'nonce already signed');
+    const cvm = opts.cvm ?? Cvm.NONE;
+    if (opts.enforceLimits ?? true) {
+      const total = sumAmounts(s.history.map((b) => openSigned('Transfer', b).message.amount)) + request.amount;
+      if (request.amount > this.limits.perPayment || total > this.limits.offlineTotal || s.history.length + 1 > this.limits.offlineCount) {
+        throw new DtError(ErrorCode.LIMIT_EXCEEDED, 'card limit exceeded');
+      }
+      if (request.amount > this.limits.cvmLimit && cvm === Cvm.NONE) throw new DtError(ErrorCode.CVM_REQUIRED, 'cardholder verification required');
+    }
+    if (s.history.length >= LIMITS.maxHistory) throw new DtError(ErrorCode.LIMIT_EXCEEDED, 'history full: sync needed');
+    let coins: WalletCoin[];
+    if (opts.inputs) {
+      coins = opts.inputs.map((id) => {
+        const c = s.holdings.find((h) => bytesEqual(h.id, id));
+        if (!c) throw new DtError(ErrorCode.VALUE_NOT_CONSERVED, 'input not held');
+        return c;
+      });
+    } else {
+      coins = this.#select(request.amount, request.merchant, request.mcc);
+    }
+    const inSum = sumAmounts(coins.map((c) => c.value));
+    const mark = coins[0]?.mark;
+    const pm = payeeMark(mark);
+    const outputs: Output[] = [{ value: request.amount, owner: request.terminal, ...(pm ? { mark: pm } : {}) }];
+    if (inSum > request.amount) outputs.push({ value: inSum - request.amount, owner: this.kid, ...(mark ? { mark } : {}) });
+    const transfer: Transfer = {
+      card: this.kid,
+      counter: s.counter + 1,
+      prev: s.prev,
+      inputs: coins.map((c) => c.id),
+      outputs,
+      amount: request.amount,
+      currency: request.currency,
+      payee: request.terminal,
+      merchant: request.merchant,
+      mcc: request.mcc,
+      nonce: request.nonce,
+      time: request.time,
+      cvm,
+    };
+    const signed = signMessage('Transfer', transfer, this.#signer);
+    const hash = payloadHash(openSigned('Transfer', signed).cose);
+    const handover = this.#handover(signed, [...s.history, signed]);
+    // Commit the new state only after everything was built (a real card journals this atomically).
+    const spent = new Set(coins.map((c) => toHex(c.id)));
+    s.holdings = s.holdings.filter((c) => !spent.has(toHex(c.id)));
+    if (outputs[1]) s.holdings.push({ id: outputId(hash, 1), value: outputs[1].value, ...(mark ? { mark } : {}) });
+    s.counter = transfer.counter;
+    s.prev = hash;
+    s.history.push(signed);
+    s.lastHandover = handover;
+    s.nonces.push(toHex(request.nonce));
+    if (s.nonces.length > MAX_NONCES) s.nonces.shift();
+    return { transfer: signed, transferHash: hash, handover, retried: false };
+  }
+
+  /** Builds the handover of `transfer`: every token its chain derives from, the history before it, the receipt. */
+  #handover(transfer: Uint8Array, chain: readonly Uint8Array[]): Uint8Array {
+    const s = this.#state;
+    const tokens: Uint8Array[] = [];
+    const seen = new Set<string>();
+    for (const b of chain) {
+      for (const id of openSigned('Transfer', b).message.inputs) {
+        const k = toHex(id);
+        const tb = s.tokens[k];
+        if (tb && !seen.has(k)) {
+          seen.add(k);
+          tokens.push(tb);
+        }
+      }
+    }
+    const h: Handover = {
+      transfer,
+      chain: [...this.chain],
+      tokens,
+      history: chain.slice(0, -1).map((b) => b),
+      ...(s.receipt ? { receipt: s.receipt } : {}),
+    };
+    return encodeMessage('Handover', h);
+  }
+
+  /**
+   * SYNC BEGIN: signs a SyncRequest (counter + 1, current prev, full history,
+   * holdings, balance, the host's challenge) and keeps it pending. A repeated
+   * call returns the same pending request.
+   */
+  beginSync(challenge: Uint8Array): Uint8Array {
+    const s = this.#state;
+    if (s.pendingSync) return s.pendingSync;
+    const req = signMessage('SyncRequest', {
+      card: this.kid,
+      counter: s.counter + 1,
+      prev: s.prev,
+      history: [...s.history],
+      holdings: s.holdings.map((c) => c.id),
+      balance: sumAmounts(s.holdings.map((c) => c.value)),
+      challenge,
+    }, this.#signer);
+    s.counter += 1;
+    s.pendingSync = req;
+    return req;
+  }
+
+  /**
+   * SYNC COMPLETE: checks the receipt against the pending request (ledger
+   * signature, card, counter, request hash, tokens owned by the card and new,
+   * total at least balance + loaded) and then replaces the holdings.
+   */
+  completeSync(receiptBytes: Uint8Array, ledgerKey: Uint8Array, verifier: Verifier = nobleVerifier): void {
+    const s = this.#state;
+    if (!s.pendingSync) throw new DtError(ErrorCode.HISTORY_BROKEN, 'no sync pending');
+    const pending = openSigned('SyncRequest', s.pendingSync);
+    const r = verifySigned('SyncReceipt', receiptBytes, ledgerKey, verifier);
+    const rc = r.message;
+    if (!bytesEqual(rc.card, this.kid) || rc.counter !== pending.message.counter || !bytesEqual(rc.request, payloadHash(pending.cose))) {
+      throw new DtError(ErrorCode.HISTORY_BROKEN, 'receipt does not answer the pending request');
+    }
+    const held = new Set(s.holdings.map((c) => toHex(c.id)));
+    const holdings: WalletCoin[] = [];
+    const tokens: Record<string, Uint8Array> = {};
+    for (const b of rc.tokens) {
+      const t = verifySigned('Token', b, ledgerKey, verifier).message;
+      const k = toHex(t.serial);
+      if (!bytesEqual(t.owner, this.kid) || held.has(k) || tokens[k]) throw new DtError(ErrorCode.TOKEN_INVALID, 'receipt token not owned by the card or not new');
+      tokens[k] = b.slice();
+      holdings.push({ id: t.serial, value: t.value, ...(t.mark ? { mark: t.mark } : {}) });
+    }
+    const total = sumAmounts(holdings.map((c) => c.value));
+    const floor = pending.message.balance + rc.loaded;
+    if (total < floor || (rc.voided.length === 0 && total !== floor)) {
+      throw new DtError(ErrorCode.VALUE_NOT_CONSERVED, 'receipt tokens do not add up to balance + loaded + voided');
+    }
+    s.holdings = holdings;
+    s.tokens = tokens;
+    s.history = [];
+    s.prev = payloadHash(r.cose);
+    s.receipt = receiptBytes.slice();
+    delete s.pendingSync;
+    delete s.lastHandover;
+  }
+}

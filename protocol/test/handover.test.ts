@@ -1,0 +1,365 @@
+import test from 'ava';
+
+import {
+  BankPermission, Cvm, CURRENCY_KZT, ErrorCode, GENESIS_PREV, ReferenceWallet, Role,
+  createTrustStore, decodeMessage, encodeMessage, generateKeyPair, issueCertificate, keyPairSigner,
+  openSigned, outputId, payloadHash, signMessage, validateHandover,
+  type ExpectedRequest, type HandoverContext, type KeyPair, type Mark, type Signer, type Transfer,
+} from '../src/index.ts';
+import { nativeVerifier } from '../src/native.ts';
+
+// ---------------------------------------------------------------- fixture
+const rnd = (n: number) => crypto.getRandomValues(new Uint8Array(n));
+const T0 = 1_800_000_000;
+const YEAR = 365 * 86400;
+
+interface Party { keys: KeyPair; signer: Signer; cert: Uint8Array }
+
+function party(role: number, issuer: Signer | null, extra: Record<string, unknown> = {}, validity = { nbf: T0 - YEAR, exp: T0 + YEAR }): Party {
+  const keys = generateKeyPair(rnd);
+  const signer = keyPairSigner(keys);
+  const cert = issueCertificate(
+    { iss: 'dt', sub: `role-${role}`, iat: T0 - YEAR, ...validity, role: role as never, publicKey: keys.publicKey, ...extra } as never,
+    issuer ?? signer,
+  );
+  return { keys, signer, cert };
+}
+
+const LIMITS = { perPayment: 50_000, offlineTotal: 100_000, offlineCount: 5, cvmLimit: 20_000 };
+
+function world() {
+  const root = party(Role.ISSUER, null);
+  const ledger = party(Role.LEDGER, root.signer);
+  const bank = party(Role.BANK, root.signer, { perms: BankPermission.ISSUING | BankPermission.ACQUIRING });
+  const trust = createTrustStore({ root: root.cert, ledgerCert: ledger.cert, at: T0 });
+  const card = (limits = LIMITS, validity?: { nbf: number; exp: number }, issuer = bank) => {
+    const p = party(Role.CARD, issuer.signer, { limits }, validity);
+    return { ...p, wallet: new ReferenceWallet({ signer: p.signer, chain: [p.cert, issuer.cert] }) };
+  };
+  const terminal = (merchant = 'shop-1', mcc = 5411) => {
+    const p = party(Role.TERMINAL, bank.signer, { merchant: { id: merchant, mcc, name: merchant } });
+    return { ...p, merchant, mcc };
+  };
+  let serialN = 0;
+  const token = (owner: Uint8Array, value: number, mark?: Mark, signer = ledger.signer) => {
+    const serial = new Uint8Array(16);
+    serial[15] = ++serialN;
+    serial[0] = 0xaa;
+    return signMessage('Token', { serial, value, currency: CURRENCY_KZT, owner, issued: T0 - 100, ...(mark ? { mark } : {}) }, signer);
+  };
+  return { root, ledger, bank, trust, card, terminal, token };
+}
+
+function request(term: { signer: Signer; merchant: string; mcc: number }, amount: number, time = T0): ExpectedRequest {
+  return { amount, currency: CURRENCY_KZT, terminal: term.signer.kid, merchant: term.merchant, mcc: term.mcc, nonce: rnd(16), time };
+}
+
+function ctx(w: ReturnType<typeof world>, extra: Partial<HandoverContext> = {}): HandoverContext {
+  return { trust: w.trust, ...extra };
+}
+
+/** Re-encodes a handover with some fields replaced. */
+function patch(handover: Uint8Array, f: (h: ReturnType<typeof decodeMessage<'Handover'>>) => void): Uint8Array {
+  const h = decodeMessage('Handover', handover);
+  f(h);
+  return encodeMessage('Handover', h);
+}
+
+function resign(transferBytes: Uint8Array, signer: Signer, f: (t: Transfer) => void = () => {}): Uint8Array {
+  const t = { ...openSigned('Transfer', transferBytes).message };
+  f(t);
+  return signMessage('Transfer', t, signer);
+}
+
+// ---------------------------------------------------------------- tests
+test('a valid chained handover validates, with noble and native verifiers alike', (t) => {
+  const w = world();
+  const c = w.card();
+  c.wallet.holdTokens([w.token(c.signer.kid, 30_000), w.token(c.signer.kid, 40_000)], w.ledger.keys.publicKey);
+  const shop = w.terminal();
+  const r1 = request(shop, 10_000);
+  c.wallet.pay(r1);
+  const r2 = request(shop, 25_000);
+  const r3 = request(shop, 5_000);
+  c.wallet.pay(r2, { cvm: Cvm.OFFLINE_PIN });
+  const p3 = c.wallet.pay(r3);
+
+  for (const verifier of [undefined, nativeVerifier]) {
+    const res = validateHandover(p3.handover, ctx(w, { request: r3, verifier: verifier as never }));
+    if (!res.ok) return t.fail(`${res.code} ${res.detail}`);
+    t.is(res.chain.length, 3);
+    t.is(res.offlineTotal, 40_000);
+    t.is(res.offlineCount, 3);
+    t.deepEqual(res.transferHash, p3.transferHash);
+    t.deepEqual(res.cardKid, c.signer.kid);
+    t.deepEqual(res.issuingBankKid, w.bank.signer.kid);
+    t.is(res.transfer.counter, 3);
+    t.is(res.inputs.reduce((s, x) => s + x.value, 0), res.transfer.outputs.reduce((s, o) => s + o.value, 0));
+  }
+  // The handover carries exactly the tokens the chain derives from.
+  const h = decodeMessage('Handover', p3.handover);
+  t.is(h.history.length, 2);
+  t.true(h.tokens.length >= 1);
+});
+
+test('HANDOVER_MALFORMED for bytes that are not a handover', (t) => {
+  const w = world();
+  const r = validateHandover(new Uint8Array([0xa0]), ctx(w));
+  t.false(r.ok);
+  if (!r.ok) t.is(r.code, ErrorCode.HANDOVER_MALFORMED);
+  const r2 = validateHandover(new Uint8Array([1, 2, 3]), ctx(w));
+  t.false(r2.ok);
+  if (!r2.ok) t.is(r2.code, ErrorCode.HANDOVER_MALFORMED);
+});
+
+test('HANDOVER_CHAIN: expired card, foreign root, bank without ISSUING, mismatched chain', (t) => {
+  const w = world();
+  const shop = w.terminal();
+  // Card certificate expired before the transfer time.
+  const old = w.card(LIMITS, { nbf: T0 - YEAR, exp: T0 - 10 });
+  old.wallet.holdTokens([w.token(old.signer.kid, 1000)], w.ledger.keys.publicKey);
+  const r1 = validateHandover(old.wallet.pay(request(shop, 100)).handover, ctx(w));
+  t.like(r1, { ok: false, code: ErrorCode.HANDOVER_CHAIN, detail: ErrorCode.CERT_EXPIRED });
+
+  // Bank that may only acquire.
+  const acq = party(Role.BANK, w.root.signer, { perms: BankPermission.ACQUIRING });
+  const c2 = w.card(LIMITS, undefined, acq);
+  c2.wallet.holdTokens([w.token(c2.signer.kid, 1000)], w.ledger.keys.publicKey);
+  t.like(validateHandover(c2.wallet.pay(request(shop, 100)).handover, ctx(w)), { ok: false, code: ErrorCode.HANDOVER_CHAIN, detail: ErrorCode.CERT_NOT_PERMITTED });
+
+  // A chain from another issuer root.
+  const other = world();
+  const c3 = other.card();
+  c3.wallet.holdTokens([other.token(c3.signer.kid, 1000)], other.ledger.keys.publicKey);
+  t.like(validateHandover(c3.wallet.pay(request(shop, 100)).handover, ctx(w)), { ok: false, code: ErrorCode.HANDOVER_CHAIN });
+
+  // Another card's certificate in front of this card's transfer.
+  const c4 = w.card();
+  const c5 = w.card();
+  c4.wallet.holdTokens([w.token(c4.signer.kid, 1000)], w.ledger.keys.publicKey);
+  const h = patch(c4.wallet.pay(request(shop, 100)).handover, (x) => { x.chain = [c5.cert, w.bank.cert]; });
+  t.like(validateHandover(h, ctx(w)), { ok: false, code: ErrorCode.HANDOVER_CHAIN });
+});
+
+test('CARD_REVOKED when the revocation lookup names the card', (t) => {
+  const w = world();
+  const c = w.card();
+  c.wallet.holdTokens([w.token(c.signer.kid, 1000)], w.ledger.keys.publicKey);
+  const p = c.wallet.pay(request(w.terminal(), 100));
+  t.like(validateHandover(p.handover, ctx(w, { isRevoked: (k) => k[0] === c.signer.kid[0] && k[1] === c.signer.kid[1] })), { ok: false, code: ErrorCode.CARD_REVOKED });
+  t.true(validateHandover(p.handover, ctx(w, { isRevoked: () => false })).ok);
+});
+
+test('TOKEN_INVALID: forged, foreign-owned, duplicated or expired token', (t) => {
+  const w = world();
+  const shop = w.terminal();
+  const other = w.card();
+  const forger = party(Role.LEDGER, w.root.signer);
+  for (const [name, make] of [
+    ['forged', (kid: Uint8Array) => w.token(kid, 1000, undefined, forger.signer)],
+    ['foreign', (_kid: Uint8Array) => w.token(other.signer.kid, 1000)],
+  ] as const) {
+    const c = w.card();
+    const tok = make(c.signer.kid);
+    // Build the transfer by hand: the wallet would refuse foreign tokens.
+    const serial = openSigned('Token', tok).message.serial;
+    const tr = signMessage('Transfer', {
+      card: c.signer.kid, counter: 1, prev: GENESIS_PREV, inputs: [serial], outputs: [{ value: 1000, owner: shop.signer.kid }],
+      amount: 1000, currency: CURRENCY_KZT, payee: shop.signer.kid, merchant: shop.merchant, mcc: shop.mcc, nonce: rnd(16), time: T0, cvm: 0,
+    }, c.signer);
+    const h = encodeMessage('Handover', { transfer: tr, chain: [c.cert, w.bank.cert], tokens: [tok], history: [] });
+    t.like(validateHandover(h, ctx(w)), { ok: false, code: ErrorCode.TOKEN_INVALID, index: 0 }, name);
+  }
+  const c = w.card();
+  const tok = w.token(c.signer.kid, 1000);
+  c.wallet.holdTokens([tok], w.ledger.keys.publicKey);
+  const p = c.wallet.pay(request(shop, 100));
+  t.like(validateHandover(patch(p.handover, (x) => { x.tokens = [tok, tok]; }), ctx(w)), { ok: false, code: ErrorCode.TOKEN_INVALID, index: 1 });
+
+  const c2 = w.card();
+  const serial = new Uint8Array(16).fill(7);
+  const expiring = signMessage('Token', { serial, value: 500, currency: CURRENCY_KZT, owner: c2.signer.kid, issued: T0 - 100, expires: T0 - 1 }, w.ledger.signer);
+  c2.wallet.holdTokens([expiring], w.ledger.keys.publicKey);
+  t.like(validateHandover(c2.wallet.pay(request(shop, 100)).handover, ctx(w)), { ok: false, code: ErrorCode.TOKEN_INVALID, detail: 'token expired' });
+});
+
+test('TRANSFER_SIGNATURE and HISTORY_BROKEN over the chain', (t) => {
+  const w = world();
+  const shop = w.terminal();
+  const c = w.card();
+  c.wallet.holdTokens([w.token(c.signer.kid, 50_000)], w.ledger.keys.publicKey);
+  c.wallet.pay(request(shop, 100));
+  c.wallet.pay(request(shop, 200));
+  const p = c.wallet.pay(request(shop, 300));
+  const intruder = generateKeyPair(rnd);
+
+  // The paying transfer re-signed by another key (same card field).
+  const forged = patch(p.handover, (x) => { x.transfer = resign(x.transfer, keyPairSigner(intruder)); });
+  t.like(validateHandover(forged, ctx(w)), { ok: false, code: ErrorCode.TRANSFER_SIGNATURE, index: 2 });
+
+  // A flipped signature bit.
+  const flipped = patch(p.handover, (x) => { const b = x.transfer.slice(); b[b.length - 1]! ^= 1; x.transfer = b; });
+  t.like(validateHandover(flipped, ctx(w)), { ok: false, code: ErrorCode.TRANSFER_SIGNATURE });
+
+  // A history transfer left out: the counter jumps.
+  const gap = patch(p.handover, (x) => { x.history = [x.history[0]!]; });
+  t.like(validateHandover(gap, ctx(w)), { ok: false, code: ErrorCode.HISTORY_BROKEN, index: 1 });
+
+  // History reordered.
+  const swapped = patch(p.handover, (x) => { x.history = [x.history[1]!, x.history[0]!]; });
+  t.like(validateHandover(swapped, ctx(w)), { ok: false, code: ErrorCode.HISTORY_BROKEN });
+
+  // A transfer with the right counter but a wrong prev (signed by the card: a fork).
+  const fork = patch(p.handover, (x) => { x.transfer = resign(x.transfer, c.signer, (tr) => { tr.prev = new Uint8Array(32).fill(9); }); });
+  t.like(validateHandover(fork, ctx(w)), { ok: false, code: ErrorCode.HISTORY_BROKEN, index: 2 });
+});
+
+test('the receipt anchors the chain', (t) => {
+  const w = world();
+  const shop = w.terminal();
+  const c = w.card();
+  // Sync through a hand-made ledger receipt.
+  const req = c.wallet.beginSync(rnd(16));
+  const sr = openSigned('SyncRequest', req);
+  const tok = w.token(c.signer.kid, 5000);
+  const receipt = signMessage('SyncReceipt', { card: c.signer.kid, counter: sr.message.counter, request: payloadHash(sr.cose), tokens: [tok], time: T0, loaded: 5000, voided: [] }, w.ledger.signer);
+  c.wallet.completeSync(receipt, w.ledger.keys.publicKey);
+  t.is(c.wallet.balance, 5000);
+  const p = c.wallet.pay(request(shop, 100));
+  t.true(validateHandover(p.handover, ctx(w)).ok);
+  t.is(openSigned('Transfer', p.transfer).message.counter, 2);
+  // A receipt of another sync does not anchor this chain.
+  const otherReceipt = signMessage('SyncReceipt', { card: c.signer.kid, counter: 1, request: new Uint8Array(32), tokens: [], time: T0, loaded: 0, voided: [] }, w.ledger.signer);
+  t.like(validateHandover(patch(p.handover, (x) => { x.receipt = otherReceipt; }), ctx(w)), { ok: false, code: ErrorCode.HISTORY_BROKEN });
+  // A receipt not signed by the ledger.
+  const fake = signMessage('SyncReceipt', openSigned('SyncReceipt', receipt).message, c.signer);
+  t.like(validateHandover(patch(p.handover, (x) => { x.receipt = fake; }), ctx(w)), { ok: false, code: ErrorCode.HISTORY_BROKEN });
+  // A receipt that does not add up is refused by the wallet.
+  const c2 = w.card();
+  const req2 = openSigned('SyncRequest', c2.wallet.beginSync(rnd(16)));
+  const bad = signMessage('SyncReceipt', { card: c2.signer.kid, counter: req2.message.counter, request: payloadHash(req2.cose), tokens: [w.token(c2.signer.kid, 10)], time: T0, loaded: 5, voided: [] }, w.ledger.signer);
+  t.throws(() => c2.wallet.completeSync(bad, w.ledger.keys.publicKey), { message: /VALUE_NOT_CONSERVED/ });
+});
+
+test('VALUE_NOT_CONSERVED: missing provenance, inflated outputs, input reused', (t) => {
+  const w = world();
+  const shop = w.terminal();
+  const c = w.card();
+  c.wallet.holdTokens([w.token(c.signer.kid, 1000)], w.ledger.keys.publicKey);
+  const p1 = c.wallet.pay(request(shop, 100));
+  const p2 = c.wallet.pay(request(shop, 100));
+  // The schema requires at least one token; a token unrelated to the chain leaves the first input unknown.
+  t.throws(() => patch(p2.handover, (x) => { x.tokens = []; }), { message: /SCHEMA_OUT_OF_RANGE/ });
+  const other = w.token(c.signer.kid, 5);
+  t.like(validateHandover(patch(p2.handover, (x) => { x.tokens = [other]; }), ctx(w)), { ok: false, code: ErrorCode.VALUE_NOT_CONSERVED, index: 0 });
+  // The card signs more change than it had.
+  const inflated = patch(p1.handover, (x) => {
+    x.transfer = resign(x.transfer, c.signer, (tr) => { tr.outputs = [tr.outputs[0]!, { ...tr.outputs[1]!, value: tr.outputs[1]!.value + 1 }]; });
+  });
+  t.like(validateHandover(inflated, ctx(w)), { ok: false, code: ErrorCode.VALUE_NOT_CONSERVED });
+  // The second transfer spends the token the first already spent.
+  const p1t = openSigned('Transfer', p1.transfer).message;
+  const reuse = patch(p2.handover, (x) => {
+    x.transfer = resign(x.transfer, c.signer, (tr) => { tr.inputs = [p1t.inputs[0]!]; tr.outputs = [tr.outputs[0]!, { value: 900, owner: c.signer.kid }]; });
+  });
+  t.like(validateHandover(reuse, ctx(w)), { ok: false, code: ErrorCode.VALUE_NOT_CONSERVED, index: 1 });
+  // The payee output pays someone else than the named payee.
+  const diverted = patch(p1.handover, (x) => {
+    x.transfer = resign(x.transfer, c.signer, (tr) => { tr.outputs = [{ ...tr.outputs[0]!, owner: c.signer.kid }, tr.outputs[1]!]; });
+  });
+  t.like(validateHandover(diverted, ctx(w)), { ok: false, code: ErrorCode.VALUE_NOT_CONSERVED });
+});
+
+test('MARK_VIOLATION: marked value only where the mark allows, and never into unmarked change', (t) => {
+  const w = world();
+  const canteen = w.terminal('canteen-1', 5812);
+  const shop = w.terminal('shop-1', 5411);
+  const c = w.card();
+  const mark: Mark = { mccs: [5812], hops: 1 };
+  const meal = w.token(c.signer.kid, 2000, mark);
+  c.wallet.holdTokens([meal, w.token(c.signer.kid, 3000)], w.ledger.keys.publicKey);
+  // Allowed at the canteen: the wallet prefers the purpose-bound coin, payee output loses the mark at hops 1.
+  const ok = c.wallet.pay(request(canteen, 500));
+  const res = validateHandover(ok.handover, ctx(w));
+  t.true(res.ok);
+  if (res.ok) {
+    t.deepEqual(res.inputs[0]!.mark, mark);
+    t.is(res.transfer.outputs[0]!.mark, undefined);
+    t.deepEqual(res.transfer.outputs[1]!.mark, mark);
+  }
+  // Paying the shop with the (marked) change is refused.
+  const mealSerial = outputId(ok.transferHash, 1);
+  const bad = c.wallet.clone().pay(request(shop, 100), { inputs: [mealSerial] });
+  t.like(validateHandover(bad.handover, ctx(w)), { ok: false, code: ErrorCode.MARK_VIOLATION, index: 1 });
+  // The change stripped of its mark.
+  const stripped = patch(ok.handover, (x) => {
+    x.transfer = resign(x.transfer, c.signer, (tr) => { tr.outputs = [tr.outputs[0]!, { value: tr.outputs[1]!.value, owner: c.signer.kid }]; });
+  });
+  t.like(validateHandover(stripped, ctx(w)), { ok: false, code: ErrorCode.MARK_VIOLATION });
+});
+
+test('WRONG_PAYEE, REQUEST_MISMATCH and the torn-tap retry', (t) => {
+  const w = world();
+  const shop = w.terminal();
+  const thief = w.terminal('shop-2');
+  const c = w.card();
+  c.wallet.holdTokens([w.token(c.signer.kid, 10_000)], w.ledger.keys.publicKey);
+  const r = request(shop, 700);
+  const p = c.wallet.pay(r);
+  t.true(validateHandover(p.handover, ctx(w, { request: r })).ok);
+  t.like(validateHandover(p.handover, ctx(w, { request: { ...r, terminal: thief.signer.kid } })), { ok: false, code: ErrorCode.WRONG_PAYEE });
+  t.like(validateHandover(p.handover, ctx(w, { payee: thief.signer.kid })), { ok: false, code: ErrorCode.WRONG_PAYEE });
+  t.like(validateHandover(p.handover, ctx(w, { request: { ...r, amount: 701 } })), { ok: false, code: ErrorCode.REQUEST_MISMATCH });
+  t.like(validateHandover(p.handover, ctx(w, { request: { ...r, nonce: rnd(16) } })), { ok: false, code: ErrorCode.REQUEST_MISMATCH });
+  t.like(validateHandover(p.handover, ctx(w, { request: { ...r, time: r.time + 1 } })), { ok: false, code: ErrorCode.REQUEST_MISMATCH });
+  t.like(validateHandover(p.handover, ctx(w, { notAfter: r.time - 1 })), { ok: false, code: ErrorCode.TRANSFER_TIME });
+
+  // Retry: same handover back, nothing new signed; validates against [new request, interrupted request].
+  const retry = { ...request(shop, 700, T0 + 5), retryOf: r.nonce };
+  const again = c.wallet.pay(retry);
+  t.true(again.retried);
+  t.deepEqual(again.handover, p.handover);
+  t.is(c.wallet.state.counter, 1);
+  t.like(validateHandover(again.handover, ctx(w, { request: retry })), { ok: false, code: ErrorCode.REQUEST_MISMATCH });
+  t.true(validateHandover(again.handover, ctx(w, { request: [retry, r] })).ok);
+  // A nonce already signed is refused by the card.
+  t.throws(() => c.wallet.pay(r), { message: /nonce already signed/ });
+});
+
+test('LIMIT_EXCEEDED and CVM_REQUIRED from the certified limits', (t) => {
+  const w = world();
+  const shop = w.terminal();
+  const c = w.card({ perPayment: 1000, offlineTotal: 1500, offlineCount: 2, cvmLimit: 300 });
+  c.wallet.holdTokens([w.token(c.signer.kid, 10_000)], w.ledger.keys.publicKey);
+  const over = c.wallet.clone().pay(request(shop, 1001), { enforceLimits: false, cvm: Cvm.ON_DEVICE });
+  t.like(validateHandover(over.handover, ctx(w)), { ok: false, code: ErrorCode.LIMIT_EXCEEDED, detail: 'perPayment' });
+  t.throws(() => c.wallet.clone().pay(request(shop, 1001), { cvm: Cvm.ON_DEVICE }), { message: /LIMIT_EXCEEDED/ });
+  const nocvm = c.wallet.clone().pay(request(shop, 301), { enforceLimits: false });
+  t.like(validateHandover(nocvm.handover, ctx(w)), { ok: false, code: ErrorCode.CVM_REQUIRED });
+  t.true(validateHandover(c.wallet.clone().pay(request(shop, 300)).handover, ctx(w)).ok);
+  c.wallet.pay(request(shop, 900), { cvm: Cvm.OFFLINE_PIN });
+  const total = c.wallet.clone().pay(request(shop, 700), { enforceLimits: false, cvm: Cvm.OFFLINE_PIN });
+  t.like(validateHandover(total.handover, ctx(w)), { ok: false, code: ErrorCode.LIMIT_EXCEEDED, detail: 'offlineTotal' });
+  c.wallet.pay(request(shop, 100));
+  const count = c.wallet.pay(request(shop, 100), { enforceLimits: false });
+  t.like(validateHandover(count.handover, ctx(w)), { ok: false, code: ErrorCode.LIMIT_EXCEEDED, detail: 'offlineCount' });
+});
+
+test('no single-byte corruption of a handover validates', (t) => {
+  const w = world();
+  const shop = w.terminal();
+  const c = w.card();
+  c.wallet.holdTokens([w.token(c.signer.kid, 10_000)], w.ledger.keys.publicKey);
+  c.wallet.pay(request(shop, 100));
+  const p = c.wallet.pay(request(shop, 100));
+  // Step through the encoding (every 7th byte keeps the test fast with the pure-JS verifier).
+  let checked = 0;
+  for (let i = 0; i < p.handover.length; i += 7) {
+    const b = p.handover.slice();
+    b[i]! ^= 0x01;
+    const r = validateHandover(b, ctx(w, { verifier: nativeVerifier }));
+    t.false(r.ok, `byte ${i}`);
+    checked++;
+  }
+  t.true(checked > 50);
+});

@@ -1,0 +1,103 @@
+/**
+ * `protocol/src` must stay pure (ARCHITECTURE: it runs in firmware and
+ * embedded JS engines): no Node built-ins, no Buffer, no TextEncoder/
+ * TextDecoder, no process, no timers, and imports only from itself,
+ * `@noble/curves`, `@noble/hashes` and `cbor-x`. The one exception is
+ * `src/native.ts`, the Node-only fast path, which the pure entry point must
+ * not re-export.
+ *
+ * Checked on the TypeScript syntax tree, so comments that mention these
+ * names do not count and a use cannot hide in an unusual formatting.
+ */
+import test from 'ava';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join, relative, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import ts from 'typescript';
+
+const SRC = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'src');
+const EXEMPT = new Set(['native.ts']);
+const ALLOWED_PACKAGES = [/^@noble\/curves(\/|$)/, /^@noble\/hashes(\/|$)/, /^cbor-x$/];
+const FORBIDDEN_GLOBALS = new Set([
+  'Buffer', 'TextEncoder', 'TextDecoder', 'process', 'require', 'module', '__dirname', '__filename',
+  'setTimeout', 'setInterval', 'setImmediate', 'clearTimeout', 'clearInterval', 'clearImmediate', 'global',
+]);
+
+function sourceFiles(dir: string): string[] {
+  const out: string[] = [];
+  for (const name of readdirSync(dir).sort()) {
+    const p = join(dir, name);
+    if (statSync(p).isDirectory()) out.push(...sourceFiles(p));
+    else if (name.endsWith('.ts')) out.push(p);
+  }
+  return out;
+}
+
+/** Problems found in one file: forbidden imports and uses of forbidden globals. */
+function impurities(file: string, text: string): string[] {
+  const sf = ts.createSourceFile(file, text, ts.ScriptTarget.ES2022, true);
+  const problems: string[] = [];
+  const where = (n: ts.Node) => `${file}:${sf.getLineAndCharacterOfPosition(n.getStart(sf)).line + 1}`;
+  const checkSpecifier = (spec: ts.Expression | undefined, n: ts.Node) => {
+    if (!spec || !ts.isStringLiteralLike(spec)) return;
+    const s = spec.text;
+    if (s.startsWith('./') || s.startsWith('../')) {
+      if (/(^|\/)native(\.ts)?$/.test(s)) problems.push(`${where(n)}: imports the Node-only native.ts`);
+      return;
+    }
+    if (!ALLOWED_PACKAGES.some((re) => re.test(s))) problems.push(`${where(n)}: imports '${s}'`);
+  };
+  const visit = (n: ts.Node): void => {
+    if (ts.isImportDeclaration(n) || ts.isExportDeclaration(n)) checkSpecifier(n.moduleSpecifier, n);
+    else if (ts.isCallExpression(n) && n.expression.kind === ts.SyntaxKind.ImportKeyword) checkSpecifier(n.arguments[0], n);
+    else if (ts.isImportTypeNode(n) && ts.isLiteralTypeNode(n.argument)) checkSpecifier(n.argument.literal as ts.Expression, n);
+    else if (ts.isIdentifier(n) && FORBIDDEN_GLOBALS.has(n.text)) {
+      const p = n.parent;
+      // A property name (`x.process`, `{ process: 1 }`) or a declaration of our own is not the global.
+      const isPropertyName = (ts.isPropertyAccessExpression(p) && p.name === n) || ((ts.isPropertyAssignment(p) || ts.isPropertySignature(p) || ts.isPropertyDeclaration(p) || ts.isMethodDeclaration(p)) && p.name === n);
+      if (!isPropertyName) problems.push(`${where(n)}: uses ${n.text}`);
+    }
+    ts.forEachChild(n, visit);
+  };
+  visit(sf);
+  return problems;
+}
+
+test('protocol/src imports nothing from Node and uses no Node globals (native.ts excepted)', (t) => {
+  const files = sourceFiles(SRC).filter((f) => !EXEMPT.has(relative(SRC, f)));
+  t.true(files.length > 10, 'scans the whole source tree');
+  const problems = files.flatMap((f) => impurities(relative(SRC, f), readFileSync(f, 'utf8')));
+  t.deepEqual(problems, []);
+});
+
+test('the purity check itself catches each kind of impurity', (t) => {
+  const bad = [
+    "import { readFileSync } from 'node:fs';",
+    "import fs from 'fs';",
+    "export { x } from 'node:crypto';",
+    "const m = await import('node:os');",
+    'const b = Buffer.from([1]);',
+    'const e = new TextEncoder();',
+    'const d = new TextDecoder();',
+    'if (process.env.X) {}',
+    'setTimeout(() => 0, 1);',
+    "import { nativeVerifier } from './native.ts';",
+    "import x from 'left-pad';",
+  ];
+  for (const line of bad) t.is(impurities('probe.ts', line).length, 1, line);
+  const good = [
+    "import { p256 } from '@noble/curves/nist.js';",
+    "import { sha256 } from '@noble/hashes/sha2.js';",
+    "import { Decoder } from 'cbor-x';",
+    "import { x } from '../bytes.ts';",
+    '// Buffer, TextEncoder and process in a comment',
+    'const o = { process: 1 }; o.process = 2;',
+    "const s = 'setTimeout is not called here';",
+  ];
+  for (const line of good) t.deepEqual(impurities('probe.ts', line), [], line);
+});
+
+test('the pure entry point does not re-export native.ts', (t) => {
+  const index = readFileSync(join(SRC, 'index.ts'), 'utf8');
+  t.false(/native/.test(index.replace(/\/\*[\s\S]*?\*\/|\/\/.*$/gm, '')));
+});
