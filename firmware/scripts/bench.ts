@@ -1,0 +1,124 @@
+/**
+ * Firmware benchmark: bundle size (raw and gzip), QuickJS heap use, and the
+ * time of one PAY (the whole exchange: chained command, chain and signature
+ * checks, signing, journal commit, GET RESPONSE) inside QuickJS and on Node.
+ * Writes `bench-results.json` next to package.json. No pass/fail thresholds:
+ * the numbers are for people and CI artefacts.
+ *
+ * Usage: `npm run bench -w firmware`.
+ */
+import { gzipSync } from 'node:zlib';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ApduTransport } from '@dt/protocol';
+import { Applet, MemoryStorage } from '../src/index.ts';
+import { buildBundle } from './build.ts';
+import { QuickJsCard } from './quickjs-card.ts';
+import { Host, Ledger, T0, load, makePki, paymentRequest, personalize, seededRandom } from '../test/fixtures.ts';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const PAYS = Number(process.env.BENCH_PAYS ?? 8);
+const MEMORY_LIMIT = 16 * 1024 * 1024;
+
+const pki = makePki('bench');
+const ledger = new Ledger(pki);
+// Generous limits so that every benchmark payment is accepted.
+const limits = { perPayment: 1_000_000, offlineTotal: 10_000_000, offlineCount: 64, cvmLimit: 1_000_000 };
+
+async function prepare(transport: ApduTransport): Promise<Host> {
+  const host = new Host({ process: (a: Uint8Array) => transport.transmit(a) } as unknown as Applet);
+  await personalize(host, pki, { limits });
+  await load(host, ledger, 1_000_000, { values: [400_000, 300_000, 200_000, 100_000] });
+  return host;
+}
+
+async function timePays(host: Host): Promise<number[]> {
+  const times: number[] = [];
+  for (let i = 0; i < PAYS; i++) {
+    const req = paymentRequest(pki, pki.terminal, { amount: 1_000 + i, time: T0 + i });
+    const start = performance.now();
+    const r = await host.pay(req);
+    times.push(performance.now() - start);
+    if (r.sw !== 0x9000) throw new Error(`PAY ${i} answered ${r.sw.toString(16)}`);
+  }
+  return times;
+}
+
+function stats(ms: number[]) {
+  const s = [...ms].sort((a, b) => a - b);
+  const r = (x: number) => Math.round(x * 100) / 100;
+  return { runs: s.length, medianMs: r(s[Math.floor(s.length / 2)]!), minMs: r(s[0]!), maxMs: r(s[s.length - 1]!) };
+}
+
+const bundle = await buildBundle();
+const bytes = new TextEncoder().encode(bundle);
+
+// Node.
+const nodeApplet = new Applet({ storage: new MemoryStorage(), random: seededRandom('bench-card') });
+const nodeHost = await prepare({ transmit: (a) => nodeApplet.process(a) });
+const nodeTimes = await timePays(nodeHost);
+
+// QuickJS.
+const card = await QuickJsCard.create({ bundle, storage: new MemoryStorage(), random: seededRandom('bench-card'), memoryLimit: MEMORY_LIMIT });
+const afterLoad = card.memory().usedBytes;
+let peak = afterLoad;
+const qjsHost = await prepare({
+  transmit: async (a) => {
+    const r = await card.process(a);
+    peak = Math.max(peak, card.memory().usedBytes);
+    return r;
+  },
+});
+const qjsTimes = await timePays(qjsHost);
+const afterPays = card.memory().usedBytes;
+card.dispose();
+
+/** True when a card personalizes, loads and pays inside QuickJS with a heap limit of `limit` bytes. */
+async function paysWithin(limit: number): Promise<boolean> {
+  let c: QuickJsCard | undefined;
+  try {
+    c = await QuickJsCard.create({ bundle, storage: new MemoryStorage(), random: seededRandom('bench-card'), memoryLimit: limit });
+    const card = c;
+    const host = await prepare({ transmit: (a) => card.process(a) });
+    const r = await host.pay(paymentRequest(pki, pki.terminal, { amount: 1_000 }));
+    return r.sw === 0x9000;
+  } catch {
+    return false;
+  } finally {
+    try {
+      c?.dispose();
+    } catch {
+      // A runtime that hit its limit may refuse to free cleanly; it is dropped anyway.
+    }
+  }
+}
+
+// Smallest heap limit (64 KiB resolution) under which the whole life still works.
+let lo = 64 * 1024;
+let hi = MEMORY_LIMIT;
+while (hi - lo > 64 * 1024) {
+  const mid = Math.floor((lo + hi) / 2 / 65536) * 65536;
+  if (await paysWithin(mid)) hi = mid;
+  else lo = mid;
+}
+
+const results = {
+  date: new Date().toISOString(),
+  node: process.version,
+  bundle: { file: 'dist/firmware.js', bytes: bytes.length, gzipBytes: gzipSync(bytes, { level: 9 }).length },
+  quickjs: {
+    memoryLimitBytes: MEMORY_LIMIT,
+    heapAfterBundleLoadBytes: afterLoad,
+    heapPeakBytes: peak,
+    heapAfterPaysBytes: afterPays,
+    smallestWorkingLimitBytes: hi,
+    pay: stats(qjsTimes),
+  },
+  nodePay: stats(nodeTimes),
+  slowdown: Math.round((stats(qjsTimes).medianMs / stats(nodeTimes).medianMs) * 10) / 10,
+  notes: 'heap*Bytes: QuickJS computeMemoryUsage().memory_used_size sampled between APDUs (QuickJS estimate of all its objects, which is larger than what the malloc limit counts); smallestWorkingLimitBytes: smallest setMemoryLimit (64 KiB steps) under which loading the bundle, personalization, a LOAD and a PAY all succeed: the figure to size an embedded heap by.',
+  note: 'PAY = one full PAY exchange (chained PaymentRequest, terminal chain + request verification, ECDSA signature, journal commit, handover through GET RESPONSE); pure-JS P-256 (@noble/curves) in both engines',
+};
+writeFileSync(path.join(here, '..', 'bench-results.json'), JSON.stringify(results, null, 2) + '\n');
+console.log(JSON.stringify(results, null, 2));

@@ -1,0 +1,785 @@
+/**
+ * The DT wallet applet: APDU dispatcher and command handlers over a
+ * {@link Hal}. One instance is one card (or hardware wallet).
+ *
+ * Rules every handler follows:
+ * - RAM state is never modified in place: a handler builds the next
+ *   {@link CardState}, commits it through the journal, and only then adopts
+ *   it and answers. Anything that leaves the card (a signature above all) is
+ *   sent after the commit that accounts for it.
+ * - Input is decoded with size limits and verified before it is trusted; any
+ *   decoding or verification failure is a status word, never a crash.
+ * - A storage write that throws is a power cut: the applet stops (process()
+ *   rethrows and refuses further commands) until {@link Applet.powerOn}.
+ *
+ * @module
+ */
+import {
+  addAmounts, bytesEqual, CardApduProcessor, CardStatusError, CLA, constantTimeEqual, markAllows, markKey, payeeMark,
+  CURRENCY_KZT, Cvm, DT_AID, DtError, ErrorCode, encodeDeterministic, encodeMessage, encodeResponse,
+  generateKeyPair, INS, keyPairSigner, LIMITS, openSigned, outputId, PERSONALIZE_P1, Role, sha256,
+  signMessage, subjectKey, sumAmounts, SW, SYNC_P1, toHex, verifyChain, verifyCoseSign1, verifyRoot, verifySigned,
+  publicKeyOf, type Certificate, type CommandApdu, type ResponseApdu, type Signer, type Transfer,
+  type VerifiedCertificate, DEFAULT_MAX_COMMAND_DATA,
+} from '@dt/protocol';
+import type { Hal } from './hal.ts';
+import { ShadowJournal } from './journal.ts';
+import {
+  blankState, decodeState, encodeState, NONCE_MEMORY, PIN_FIELD, type CardState, type Coin,
+} from './state.ts';
+import {
+  APPLET_VERSION, Capability, CardStatusSchema, ChangePinSchema, decodeFormat, encodeFormat, Personalized,
+  PIN_LENGTH, PROTOCOL_VERSION, PUK_LENGTH, SelectResponseSchema, SetConfigSchema, SetPinSchema, UnblockPinSchema,
+  WriteCertificatesSchema,
+} from './formats.ts';
+
+/** Options of {@link Applet}. */
+export interface AppletOptions {
+  /**
+   * Bound on the data of one (chained) command, in bytes. Default 65535, the
+   * most a short-APDU chain carries by default; a SyncReceipt with many
+   * tokens needs this much.
+   */
+  readonly maxCommandData?: number;
+}
+
+/** Error thrown by {@link Applet.process} after a storage failure until the next power-on. */
+export class AppletHaltedError extends Error {
+  /** Builds the error. */
+  constructor() {
+    super('applet halted after a storage failure: power it on again');
+    this.name = 'AppletHaltedError';
+  }
+}
+
+/** Error thrown by {@link Applet.process} when called while a previous command is still being processed. */
+export class AppletBusyError extends Error {
+  /** Builds the error. */
+  constructor() {
+    super('applet busy: one command at a time');
+    this.name = 'AppletBusyError';
+  }
+}
+
+/**
+ * Error with which a command that was waiting (for `Hal.confirm`) when the
+ * card was powered off and on again ends: its session is gone, so it neither
+ * commits nor answers.
+ */
+export class AppletPowerLostError extends Error {
+  /** Builds the error. */
+  constructor() {
+    super('power was lost while the command was waiting');
+    this.name = 'AppletPowerLostError';
+  }
+}
+
+/** Facts derived from the history (decoded once per state, not stored twice). */
+interface HistoryEntry {
+  readonly amount: number;
+  readonly nonce: Uint8Array;
+  readonly inputs: readonly Uint8Array[];
+  readonly hash: Uint8Array;
+}
+
+/** Facts derived from the personalization data (certificates parsed once). */
+interface Trust {
+  readonly root: VerifiedCertificate;
+  readonly ledger: VerifiedCertificate;
+  readonly card: Certificate;
+  readonly limits: NonNullable<Certificate['limits']>;
+  readonly currency: number;
+}
+
+const EMPTY = new Uint8Array(0);
+
+function fail(sw: number): never {
+  throw new CardStatusError(sw);
+}
+
+/** Runs `f`; any DtError (bad encoding, bad signature, bad chain) becomes status word `sw`. */
+function checked<T>(sw: number, f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    if (e instanceof DtError) fail(sw);
+    throw e;
+  }
+}
+
+function ok(data: Uint8Array = EMPTY): ResponseApdu {
+  return { data, sw: SW.OK };
+}
+
+/** Right-pads a PIN to the stored field length so comparisons always cover the same length. */
+function padPin(pin: Uint8Array): Uint8Array {
+  const out = new Uint8Array(PIN_FIELD).fill(0xff);
+  out.set(pin.subarray(0, PIN_FIELD));
+  return out;
+}
+
+function isDigits(b: Uint8Array, min: number, max: number): boolean {
+  if (b.length < min || b.length > max) return false;
+  for (const c of b) if (c < 0x30 || c > 0x39) return false;
+  return true;
+}
+
+function checkTime(c: Certificate, at: number): boolean {
+  return c.nbf <= at && at <= c.exp;
+}
+
+/**
+ * Deterministic input selection (APDU.md "Input selection"); the same rule as
+ * the protocol's ReferenceWallet, so both build byte-identical transfers.
+ *
+ * Coins are eligible when not expired at `at` and their mark allows the
+ * merchant (unmarked coins always are). Eligible coins are grouped by mark
+ * class (one class per transfer, flows.md). Marked classes are tried first,
+ * in the order their first coin appears in the holdings, then the unmarked
+ * class, so purpose-bound value is used where it is accepted. Within a class,
+ * coins are taken by value descending (holdings order among equal values)
+ * until the amount is covered, at most {@link LIMITS.maxInputs} of them. The
+ * first class that covers the amount wins; if none does: `undefined`.
+ */
+export function selectInputs(coins: readonly Coin[], amount: number, merchant: string, mcc: number, at: number): Coin[] | undefined {
+  const classes = new Map<string, Coin[]>();
+  for (const c of coins) {
+    if (c.expires !== undefined && c.expires < at) continue;
+    if (!markAllows(c.mark, merchant, mcc)) continue;
+    const k = markKey(c.mark);
+    let list = classes.get(k);
+    if (!list) classes.set(k, (list = []));
+    list.push(c);
+  }
+  const order = [...classes.keys()].filter((k) => k !== '');
+  if (classes.has('')) order.push('');
+  for (const k of order) {
+    // Array.prototype.sort is stable (ES2019), so equal values keep holdings order.
+    const sorted = [...classes.get(k)!].sort((a, b) => b.value - a.value);
+    const picked: Coin[] = [];
+    let sum = 0;
+    for (const c of sorted) {
+      if (sum >= amount || picked.length >= LIMITS.maxInputs) break;
+      picked.push(c);
+      sum = addAmounts(sum, c.value);
+    }
+    if (sum >= amount) return picked;
+  }
+  return undefined;
+}
+
+/**
+ * The wallet applet. Construct it over a {@link Hal}; it reads its state at
+ * once (as {@link powerOn} does). Feed it raw command APDUs with
+ * {@link process}; it answers raw response APDUs (data | SW1 SW2), doing
+ * command chaining and GET RESPONSE itself.
+ *
+ * @example
+ * const card = new Applet({ storage: new MemoryStorage(), random: (n) => crypto.getRandomValues(new Uint8Array(n)) });
+ * const rsp = await card.process(encodeCommand(selectCommand())); // ... 90 00
+ */
+export class Applet {
+  readonly #hal: Hal;
+  readonly #options: AppletOptions;
+  readonly #journal: ShadowJournal;
+  #processor!: CardApduProcessor;
+  // ---- persistent (mirrors the committed journal record)
+  #state: CardState = blankState();
+  #corrupt = false;
+  // ---- derived from #state (recomputed on adopt)
+  #history: HistoryEntry[] = [];
+  #trust: Trust | undefined;
+  #signer: Signer | undefined;
+  // ---- volatile
+  #selected = false;
+  #pinVerified = false;
+  #halted = false;
+  #storageFailed = false;
+  #busy = false;
+  /** Incremented by every power-on: a command started in an earlier session must not continue. */
+  #epoch = 0;
+
+  /** Creates the applet and powers it on. */
+  constructor(hal: Hal, options: AppletOptions = {}) {
+    this.#hal = hal;
+    this.#options = options;
+    // Every storage write goes through this wrapper so that a throwing write
+    // (power cut) is recognised however deep in a handler it happens.
+    const storage = hal.storage;
+    this.#journal = new ShadowJournal({
+      read: (slot) => storage.read(slot),
+      write: (slot, data) => {
+        try {
+          storage.write(slot, data);
+        } catch (e) {
+          this.#storageFailed = true;
+          throw e;
+        }
+      },
+    });
+    this.powerOn();
+  }
+
+  /**
+   * Power-on reset: re-reads the committed state from storage and clears all
+   * volatile state (selection, PIN-verified flag, pending command chain and
+   * GET RESPONSE data).
+   */
+  powerOn(): void {
+    this.#epoch++;
+    this.#busy = false;
+    this.#processor = new CardApduProcessor((cmd) => this.#dispatch(cmd), {
+      maxData: this.#options.maxCommandData ?? DEFAULT_MAX_COMMAND_DATA,
+    });
+    this.#selected = false;
+    this.#pinVerified = false;
+    this.#halted = false;
+    this.#storageFailed = false;
+    this.#corrupt = false;
+    const found = this.#journal.load();
+    if (found.kind === 'corrupt') {
+      this.#corrupt = true;
+      this.#adopt(blankState());
+      return;
+    }
+    if (found.kind === 'blank') {
+      this.#adopt(blankState());
+      return;
+    }
+    try {
+      this.#adopt(decodeState(found.body));
+    } catch {
+      // An intact record that does not decode can only come from another
+      // firmware version or a bug: refuse to work rather than guess.
+      this.#corrupt = true;
+      this.#adopt(blankState());
+    }
+  }
+
+  /**
+   * Processes one command APDU and returns the response APDU (data | SW1 SW2).
+   *
+   * @throws whatever `Storage.write` threw (a power cut); afterwards every call
+   *   throws {@link AppletHaltedError} until {@link powerOn}.
+   * @throws AppletBusyError when called before the previous call settled (a
+   *   card processes one command at a time; only `Hal.confirm` can make a
+   *   command wait).
+   */
+  async process(command: Uint8Array): Promise<Uint8Array> {
+    if (this.#halted) throw new AppletHaltedError();
+    if (this.#busy) throw new AppletBusyError();
+    this.#busy = true;
+    const epoch = this.#epoch;
+    try {
+      return await this.#processor.process(command);
+    } catch (e) {
+      if (e instanceof AppletPowerLostError) throw e;
+      if (this.#storageFailed) {
+        this.#halted = true;
+        throw e;
+      }
+      // A bug, not a power cut: answer 6F00 and fall back to the committed
+      // state (handlers never change RAM state before their commit).
+      this.powerOn();
+      return encodeResponse(EMPTY, SW.INTERNAL_ERROR);
+    } finally {
+      if (epoch === this.#epoch) this.#busy = false;
+    }
+  }
+
+  /**
+   * A copy of the committed state, for hosts (state files, clone tools) and
+   * tests. It contains the card's secret key and PIN: never log or display it.
+   */
+  get committedState(): CardState {
+    return structuredCloneState(this.#state);
+  }
+
+  // ------------------------------------------------------------------ state
+
+  #adopt(s: CardState): void {
+    this.#state = s;
+    this.#history = s.history.map((bytes) => {
+      const { message, cose } = openSigned('Transfer', bytes);
+      return { amount: message.amount, nonce: message.nonce, inputs: message.inputs, hash: sha256(cose.payload) };
+    });
+    this.#signer = s.secretKey ? keyPairSigner({ secretKey: s.secretKey, publicKey: s.publicKey ?? publicKeyOf(s.secretKey) }) : undefined;
+    this.#trust = undefined;
+    if (s.chain && s.root && s.ledger) {
+      // Verified when written (WRITE CERTIFICATES); the journal's hash protects
+      // them since, so they are only parsed here.
+      const root = openSigned('Certificate', s.root).message;
+      const ledger = openSigned('Certificate', s.ledger).message;
+      const card = openSigned('Certificate', s.chain[0]!).message;
+      this.#trust = {
+        root: { bytes: s.root, claims: root, ...subjectKey(root) },
+        ledger: { bytes: s.ledger, claims: ledger, ...subjectKey(ledger) },
+        card,
+        limits: card.limits!,
+        currency: card.currency ?? CURRENCY_KZT,
+      };
+    }
+  }
+
+  /** Commits `next` durably, then makes it the RAM state. */
+  #commit(next: CardState): void {
+    this.#journal.commit(encodeState(next));
+    this.#adopt(next);
+  }
+
+  #kid(): Uint8Array {
+    return this.#signer!.kid;
+  }
+
+  #balance(): number {
+    return sumAmounts(this.#state.coins.map((c) => c.value));
+  }
+
+  // ------------------------------------------------------------------ dispatch
+
+  async #dispatch(cmd: CommandApdu): Promise<ResponseApdu> {
+    if (this.#corrupt) fail(SW.INTERNAL_ERROR);
+    if (cmd.cla === CLA.ISO) {
+      if (cmd.ins === INS.SELECT) return this.#select(cmd);
+      fail(SW.INS_NOT_SUPPORTED);
+    }
+    if (cmd.cla !== CLA.PROPRIETARY) fail(SW.CLA_NOT_SUPPORTED);
+    const known = Object.values(INS) as number[];
+    if (!known.includes(cmd.ins) || cmd.ins === INS.SELECT || cmd.ins === INS.GET_RESPONSE) fail(SW.INS_NOT_SUPPORTED);
+    if (!this.#selected) fail(SW.COMMAND_NOT_ALLOWED);
+    switch (cmd.ins) {
+      case INS.GET_STATUS:
+        this.#p1p2(cmd, 0);
+        return this.#status();
+      case INS.GET_CERTIFICATES:
+        this.#p1p2(cmd, 0);
+        if (!this.#state.chain) fail(SW.CONDITIONS_NOT_SATISFIED);
+        return ok(encodeDeterministic(this.#state.chain));
+      case INS.VERIFY_PIN:
+        this.#p1p2(cmd, 0);
+        return this.#verifyPin(cmd.data);
+      case INS.CHANGE_PIN:
+        this.#p1p2(cmd, 0);
+        return this.#changePin(cmd.data);
+      case INS.UNBLOCK_PIN:
+        this.#p1p2(cmd, 0);
+        return this.#unblockPin(cmd.data);
+      case INS.PAY:
+        this.#p1p2(cmd, 0);
+        return this.#pay(cmd.data);
+      case INS.PERSONALIZE:
+        return this.#personalize(cmd);
+      case INS.LOAD:
+      case INS.SYNC:
+        return this.#sync(cmd, cmd.ins === INS.LOAD);
+      default:
+        return fail(SW.INS_NOT_SUPPORTED);
+    }
+  }
+
+  #p1p2(cmd: CommandApdu, p1: number): void {
+    if (cmd.p1 !== p1 || cmd.p2 !== 0) fail(SW.INCORRECT_P1P2);
+  }
+
+  #select(cmd: CommandApdu): ResponseApdu {
+    if (cmd.p1 !== 0x04 || cmd.p2 !== 0x00) fail(SW.INCORRECT_P1P2);
+    if (!cmd.data || !bytesEqual(cmd.data, DT_AID)) {
+      this.#selected = false;
+      this.#pinVerified = false;
+      fail(SW.APP_NOT_FOUND);
+    }
+    // A new selection is a new session: nothing verified carries over.
+    this.#selected = true;
+    this.#pinVerified = false;
+    let caps = Capability.PAY | Capability.SYNC | Capability.LOAD | Capability.OFFLINE_PIN | Capability.MARKS | Capability.RETRY;
+    if (this.#hal.confirm) caps |= Capability.ON_DEVICE_CONFIRM;
+    return ok(
+      encodeFormat(SelectResponseSchema, {
+        applet: APPLET_VERSION,
+        protocol: PROTOCOL_VERSION,
+        capabilities: caps,
+        locked: this.#state.locked,
+        maxCommand: this.#options.maxCommandData ?? DEFAULT_MAX_COMMAND_DATA,
+        ...(this.#signer ? { card: this.#kid() } : {}),
+      }),
+    );
+  }
+
+  #status(): ResponseApdu {
+    const s = this.#state;
+    let personalized = 0;
+    if (s.secretKey) personalized |= Personalized.KEY;
+    if (s.chain) personalized |= Personalized.CERTIFICATES;
+    if (s.pin) personalized |= Personalized.PIN;
+    if (s.configured) personalized |= Personalized.CONFIG;
+    const last = this.#history.length > 0 ? this.#history[this.#history.length - 1]! : undefined;
+    return ok(
+      encodeFormat(CardStatusSchema, {
+        locked: s.locked,
+        ...(this.#signer ? { card: this.#kid() } : {}),
+        counter: s.counter,
+        balance: this.#balance(),
+        offlineValue: sumAmounts(this.#history.map((h) => h.amount)),
+        offlineCount: this.#history.length,
+        ...(this.#trust ? { limits: this.#trust.limits, currency: this.#trust.currency } : {}),
+        pinTries: s.pinTries,
+        pukTries: s.pukTries,
+        pinVerified: this.#pinVerified,
+        syncPending: s.pending !== undefined,
+        floor: s.floor,
+        coins: s.coins.length,
+        personalized,
+        ...(last ? { lastNonce: last.nonce } : {}),
+      }),
+    );
+  }
+
+  // ------------------------------------------------------------------ personalization
+
+  #personalize(cmd: CommandApdu): ResponseApdu {
+    if (cmd.p2 !== 0) fail(SW.INCORRECT_P1P2);
+    const known = Object.values(PERSONALIZE_P1) as number[];
+    if (!known.includes(cmd.p1)) fail(SW.INCORRECT_P1P2);
+    if (this.#state.locked) fail(SW.COMMAND_NOT_ALLOWED);
+    const s = this.#state;
+    const data = cmd.data ?? EMPTY;
+    switch (cmd.p1) {
+      case PERSONALIZE_P1.GENERATE_KEY: {
+        if (data.length !== 0) fail(SW.WRONG_LENGTH);
+        // The certificate binds the key: once written, the key may not change.
+        if (s.chain) fail(SW.CONDITIONS_NOT_SATISFIED);
+        const kp = generateKeyPair((n) => this.#hal.random(n));
+        this.#commit({ ...s, secretKey: kp.secretKey, publicKey: kp.publicKey });
+        return ok(kp.publicKey);
+      }
+      case PERSONALIZE_P1.WRITE_CERTIFICATES: {
+        if (!s.secretKey || !s.publicKey) fail(SW.CONDITIONS_NOT_SATISFIED);
+        const w = checked(SW.WRONG_DATA, () => decodeFormat(WriteCertificatesSchema, data, 16 * 1024));
+        const floor = Math.max(s.floor, w.time);
+        checked(SW.WRONG_DATA, () => {
+          const root = verifyRoot(w.root, floor);
+          const [card] = verifyChain(w.chain, { root, at: floor, leafRole: Role.CARD });
+          verifyChain([w.ledger], { root, at: floor, leafRole: Role.LEDGER });
+          if (!bytesEqual(card!.publicKey, s.publicKey!)) throw new DtError(ErrorCode.KEY_MISMATCH, 'card certificate is for another key');
+        });
+        this.#commit({ ...s, chain: w.chain, root: w.root, ledger: w.ledger, floor });
+        return ok();
+      }
+      case PERSONALIZE_P1.SET_PIN: {
+        const p = checked(SW.WRONG_DATA, () => decodeFormat(SetPinSchema, data));
+        if (!isDigits(p.pin, PIN_LENGTH.min, PIN_LENGTH.max) || !isDigits(p.puk, PUK_LENGTH.min, PUK_LENGTH.max)) fail(SW.WRONG_DATA);
+        const pinMax = p.pinTries ?? 3;
+        const pukMax = p.pukTries ?? 10;
+        this.#commit({ ...s, pin: padPin(p.pin), puk: padPin(p.puk), pinMax, pinTries: pinMax, pukMax, pukTries: pukMax });
+        return ok();
+      }
+      case PERSONALIZE_P1.SET_CONFIG: {
+        const c = checked(SW.WRONG_DATA, () => decodeFormat(SetConfigSchema, data));
+        this.#commit({
+          ...s,
+          floor: Math.max(s.floor, c.floor ?? 0),
+          confirm: c.confirm ?? s.confirm,
+          configured: true,
+        });
+        return ok();
+      }
+      default: {
+        // LOCK
+        if (data.length !== 0) fail(SW.WRONG_LENGTH);
+        if (!s.secretKey || !s.chain || !s.pin) fail(SW.CONDITIONS_NOT_SATISFIED);
+        this.#commit({ ...s, locked: true });
+        return ok();
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------ PIN
+
+  /**
+   * Checks `candidate` against the stored secret with the retry counter
+   * decremented and committed BEFORE the comparison, so cutting the power
+   * after a wrong guess cannot save a try. Returns true on a match (counter
+   * restored, committed again).
+   */
+  #tryPin(kind: 'pin' | 'puk', candidate: Uint8Array): boolean {
+    const s = this.#state;
+    const tries = kind === 'pin' ? s.pinTries : s.pukTries;
+    if (tries === 0) fail(SW.PIN_BLOCKED);
+    const decremented: CardState = kind === 'pin' ? { ...s, pinTries: tries - 1 } : { ...s, pukTries: tries - 1 };
+    this.#commit(decremented);
+    const stored = kind === 'pin' ? s.pin! : s.puk!;
+    const valid = candidate.length <= PIN_FIELD && constantTimeEqual(padPin(candidate), stored);
+    if (!valid) return false;
+    const restored: CardState = kind === 'pin' ? { ...this.#state, pinTries: s.pinMax } : { ...this.#state, pukTries: s.pukMax };
+    this.#commit(restored);
+    return true;
+  }
+
+  #requireLocked(): void {
+    if (!this.#state.locked) fail(SW.CONDITIONS_NOT_SATISFIED);
+  }
+
+  #verifyPin(data: Uint8Array | undefined): ResponseApdu {
+    this.#requireLocked();
+    if (!data || data.length === 0) {
+      // ISO/IEC 7816-4: VERIFY without data asks for the retry counter.
+      if (this.#pinVerified) return ok();
+      if (this.#state.pinTries === 0) fail(SW.PIN_BLOCKED);
+      fail(SW.wrongPin(this.#state.pinTries));
+    }
+    if (!isDigits(data, PIN_LENGTH.min, PIN_LENGTH.max)) fail(SW.WRONG_DATA);
+    this.#pinVerified = false;
+    if (!this.#tryPin('pin', data)) fail(SW.wrongPin(this.#state.pinTries));
+    this.#pinVerified = true;
+    return ok();
+  }
+
+  #changePin(data: Uint8Array | undefined): ResponseApdu {
+    this.#requireLocked();
+    const c = checked(SW.WRONG_DATA, () => decodeFormat(ChangePinSchema, data ?? EMPTY));
+    if (!isDigits(c.current, PIN_LENGTH.min, PIN_LENGTH.max) || !isDigits(c.next, PIN_LENGTH.min, PIN_LENGTH.max)) fail(SW.WRONG_DATA);
+    this.#pinVerified = false;
+    if (!this.#tryPin('pin', c.current)) fail(SW.wrongPin(this.#state.pinTries));
+    this.#commit({ ...this.#state, pin: padPin(c.next) });
+    return ok();
+  }
+
+  #unblockPin(data: Uint8Array | undefined): ResponseApdu {
+    this.#requireLocked();
+    const u = checked(SW.WRONG_DATA, () => decodeFormat(UnblockPinSchema, data ?? EMPTY));
+    if (!isDigits(u.puk, PUK_LENGTH.min, PUK_LENGTH.max) || !isDigits(u.next, PIN_LENGTH.min, PIN_LENGTH.max)) fail(SW.WRONG_DATA);
+    this.#pinVerified = false;
+    if (!this.#tryPin('puk', u.puk)) fail(SW.wrongPin(this.#state.pukTries));
+    const s = this.#state;
+    this.#commit({ ...s, pin: padPin(u.next), pinTries: s.pinMax });
+    return ok();
+  }
+
+  // ------------------------------------------------------------------ PAY
+
+  async #pay(data: Uint8Array | undefined): Promise<ResponseApdu> {
+    this.#requireLocked();
+    // The PIN verification is consumed by this PAY whatever its outcome.
+    const pinVerified = this.#pinVerified;
+    this.#pinVerified = false;
+    const trust = this.#trust!;
+    const s = this.#state;
+
+    // 1. The request and the terminal: decode, verify the chain up to the
+    //    pinned root (role TERMINAL under an ACQUIRING bank) and the signature.
+    const { cose, message: req } = checked(SW.WRONG_DATA, () => openSigned('PaymentRequest', data ?? EMPTY));
+    // The card has no trusted clock: it never checks validity before its floor.
+    const at = Math.max(req.time, s.floor);
+    const terminal = checked(SW.WRONG_DATA, () => {
+      if (!checkTime(trust.root.claims, at)) throw new DtError(ErrorCode.CERT_EXPIRED, 'pinned root not valid at this time');
+      const [leaf] = verifyChain(req.chain, { root: trust.root, at, leafRole: Role.TERMINAL });
+      verifyCoseSign1(cose, leaf!.publicKey);
+      return leaf!;
+    });
+    const merchant = terminal.claims.merchant!;
+    if (!bytesEqual(req.terminal, terminal.kid) || req.merchant !== merchant.id || req.mcc !== merchant.mcc) fail(SW.WRONG_DATA);
+
+    // 2. Torn-tap retry: the same handover again, nothing new signed.
+    if (req.retryOf && s.last && bytesEqual(s.last.nonce, req.retryOf) && bytesEqual(s.last.payee, req.terminal)) {
+      return ok(s.last.handover);
+    }
+
+    // 3. Conditions.
+    if (s.pending) fail(SW.CONDITIONS_NOT_SATISFIED);
+    const seen = s.nonces.some((n) => bytesEqual(n, req.nonce)) || this.#history.some((h) => bytesEqual(h.nonce, req.nonce));
+    if (seen) fail(SW.DATA_INVALID);
+    if (req.currency !== trust.currency) fail(SW.WRONG_DATA);
+    if (!checkTime(trust.card, at)) fail(SW.CONDITIONS_NOT_SATISFIED);
+    const limits = trust.limits;
+    const spent = sumAmounts(this.#history.map((h) => h.amount));
+    if (req.amount > limits.perPayment) fail(SW.CONDITIONS_NOT_SATISFIED);
+    if (addAmounts(spent, req.amount) > limits.offlineTotal) fail(SW.CONDITIONS_NOT_SATISFIED);
+    if (this.#history.length + 1 > Math.min(limits.offlineCount, LIMITS.maxHistory)) fail(SW.CONDITIONS_NOT_SATISFIED);
+    const inputs = selectInputs(s.coins, req.amount, req.merchant, req.mcc, at);
+    if (!inputs) fail(SW.CONDITIONS_NOT_SATISFIED);
+
+    //    The handover will carry every token the chain's inputs come from, in
+    //    order of first use along the chain (history, then this transfer).
+    const tokenBySerial = new Map<string, { bytes: Uint8Array; expires: number | undefined }>();
+    for (const t of s.tokens) {
+      const m = openSigned('Token', t).message;
+      tokenBySerial.set(toHex(m.serial), { bytes: t, expires: m.expires });
+    }
+    const tokens: Uint8Array[] = [];
+    const included = new Set<string>();
+    for (const ids of [...this.#history.map((h) => h.inputs), inputs.map((c) => c.id)]) {
+      for (const id of ids) {
+        const k = toHex(id);
+        const tok = tokenBySerial.get(k);
+        if (!tok || included.has(k)) continue;
+        // A verifier rejects a handover with any token expired at the
+        // transfer time: refuse now (sync needed) rather than sign value away.
+        if (tok.expires !== undefined && tok.expires < req.time) fail(SW.CONDITIONS_NOT_SATISFIED);
+        included.add(k);
+        tokens.push(tok.bytes);
+      }
+    }
+
+    // 4. Cardholder verification.
+    let cvm: number = pinVerified ? Cvm.OFFLINE_PIN : Cvm.NONE;
+    if (this.#hal.confirm && s.confirm === 1) {
+      let approved = false;
+      const epoch = this.#epoch;
+      try {
+        approved = (await this.#hal.confirm({ amount: req.amount, currency: req.currency, merchant: merchant.name, mcc: req.mcc })) === true;
+      } catch {
+        // A failing screen or button is no approval: fail closed.
+      }
+      // The holder may have pulled the card (or unplugged the wallet) meanwhile.
+      if (epoch !== this.#epoch) throw new AppletPowerLostError();
+      if (!approved) fail(SW.CONDITIONS_NOT_SATISFIED);
+      if (cvm === Cvm.NONE) cvm = Cvm.ON_DEVICE;
+    }
+    if (req.amount > limits.cvmLimit && cvm === Cvm.NONE) fail(SW.SECURITY_NOT_SATISFIED);
+
+    // 5. The transfer: payee output, then change (flows.md "Transfer").
+    const total = sumAmounts(inputs.map((c) => c.value));
+    const mark = inputs[0]!.mark;
+    const pm = payeeMark(mark);
+    const change = total - req.amount;
+    const kid = this.#kid();
+    const transfer: Transfer = {
+      card: kid,
+      counter: s.counter + 1,
+      prev: s.prev,
+      inputs: inputs.map((c) => c.id),
+      outputs: [
+        { value: req.amount, owner: req.terminal, ...(pm ? { mark: pm } : {}) },
+        ...(change > 0 ? [{ value: change, owner: kid, ...(mark ? { mark } : {}) }] : []),
+      ],
+      amount: req.amount,
+      currency: req.currency,
+      payee: req.terminal,
+      merchant: req.merchant,
+      mcc: req.mcc,
+      nonce: req.nonce,
+      time: req.time,
+      cvm,
+    };
+    const signed = signMessage('Transfer', transfer, this.#signer!);
+    const hash = sha256(encodeMessage('Transfer', transfer));
+
+    // 6. The handover.
+    const handover = encodeMessage('Handover', {
+      transfer: signed,
+      chain: s.chain!,
+      tokens,
+      history: s.history,
+      ...(s.receipt ? { receipt: s.receipt } : {}),
+    });
+
+    // 7. Commit counter, chain, coins and the handover, THEN answer.
+    const spentIds = new Set(inputs.map((c) => toHex(c.id)));
+    const expiries = inputs.map((c) => c.expires).filter((e): e is number => e !== undefined);
+    const coins = s.coins.filter((c) => !spentIds.has(toHex(c.id)));
+    if (change > 0) {
+      coins.push({
+        id: outputId(hash, 1),
+        value: change,
+        ...(mark ? { mark } : {}),
+        ...(expiries.length > 0 ? { expires: Math.min(...expiries) } : {}),
+      });
+    }
+    this.#commit({
+      ...s,
+      counter: transfer.counter,
+      prev: hash,
+      history: [...s.history, signed],
+      coins,
+      nonces: [...s.nonces, req.nonce].slice(-NONCE_MEMORY),
+      last: { nonce: req.nonce, payee: req.terminal, handover },
+      floor: Math.max(s.floor, req.time),
+    });
+    return ok(handover);
+  }
+
+  // ------------------------------------------------------------------ SYNC / LOAD
+
+  #sync(cmd: CommandApdu, load: boolean): ResponseApdu {
+    if (cmd.p2 !== 0 || (cmd.p1 !== SYNC_P1.BEGIN && cmd.p1 !== SYNC_P1.COMPLETE)) fail(SW.INCORRECT_P1P2);
+    this.#requireLocked();
+    const s = this.#state;
+    const data = cmd.data ?? EMPTY;
+    if (cmd.p1 === SYNC_P1.BEGIN) {
+      if (data.length !== 16) fail(SW.WRONG_LENGTH);
+      // A repeated BEGIN answers the pending request: no second counter.
+      if (s.pending) return ok(s.pending);
+      const request = signMessage(
+        'SyncRequest',
+        {
+          card: this.#kid(),
+          counter: s.counter + 1,
+          prev: s.prev,
+          history: s.history,
+          holdings: s.coins.map((c) => c.id),
+          balance: this.#balance(),
+          challenge: data,
+        },
+        this.#signer!,
+      );
+      this.#commit({ ...s, counter: s.counter + 1, pending: request });
+      return ok(request);
+    }
+
+    // COMPLETE
+    if (!s.pending) fail(SW.CONDITIONS_NOT_SATISFIED);
+    const trust = this.#trust!;
+    const pending = openSigned('SyncRequest', s.pending);
+    const kid = this.#kid();
+    const { cose, message: r } = checked(SW.WRONG_DATA, () => verifySigned('SyncReceipt', data, trust.ledger.publicKey));
+    const at = Math.max(r.time, s.floor);
+    if (!checkTime(trust.ledger.claims, at)) fail(SW.WRONG_DATA);
+    if (!bytesEqual(r.card, kid) || r.counter !== pending.message.counter) fail(SW.WRONG_DATA);
+    if (!bytesEqual(r.request, sha256(pending.cose.payload))) fail(SW.WRONG_DATA);
+    if (load && r.loaded === 0) fail(SW.WRONG_DATA);
+    // Voided orphans must be transfers of the history this request handed in.
+    let voidedValue = 0;
+    const voided = new Set<string>();
+    for (const v of r.voided) {
+      const h = this.#history.find((e) => bytesEqual(e.hash, v));
+      if (!h || voided.has(toHex(v))) fail(SW.WRONG_DATA);
+      voided.add(toHex(v));
+      voidedValue = addAmounts(voidedValue, h.amount);
+    }
+    const held = new Set(s.coins.map((c) => toHex(c.id)));
+    const serials = new Set<string>();
+    const coins: Coin[] = [];
+    for (const t of r.tokens) {
+      const token = checked(SW.WRONG_DATA, () => verifySigned('Token', t, trust.ledger.publicKey).message);
+      const id = toHex(token.serial);
+      if (!bytesEqual(token.owner, kid) || token.currency !== trust.currency) fail(SW.WRONG_DATA);
+      if (token.expires !== undefined && token.expires < at) fail(SW.WRONG_DATA);
+      if (held.has(id) || serials.has(id)) fail(SW.WRONG_DATA);
+      serials.add(id);
+      coins.push({
+        id: token.serial,
+        value: token.value,
+        ...(token.mark ? { mark: token.mark } : {}),
+        ...(token.expires !== undefined ? { expires: token.expires } : {}),
+      });
+    }
+    const expected = checked(SW.WRONG_DATA, () => addAmounts(addAmounts(pending.message.balance, r.loaded), voidedValue));
+    const received = checked(SW.WRONG_DATA, () => sumAmounts(coins.map((c) => c.value)));
+    if (received !== expected) fail(SW.WRONG_DATA);
+    const { last: _last, pending: _pending, ...rest } = s;
+    this.#commit({
+      ...rest,
+      coins,
+      tokens: r.tokens,
+      history: [],
+      prev: sha256(cose.payload),
+      receipt: data.slice(),
+      floor: Math.max(s.floor, r.time),
+    });
+    return ok();
+  }
+}
+
+function structuredCloneState(s: CardState): CardState {
+  return decodeState(encodeState(s));
+}

@@ -1,0 +1,24 @@
+/**
+ * `@dt/firmware`: the DT wallet applet (card or hardware wallet), pure
+ * TypeScript over a hardware abstraction ({@link Hal}). Runs on Node, in
+ * embedded JS engines (QuickJS, the esbuild bundle in `dist/firmware.js`) and
+ * is what `card-applet-sim` serves to pcscd, serial and HID hosts.
+ *
+ * @example
+ * const card = new Applet({ storage: new MemoryStorage(), random });
+ * card.powerOn();
+ * const rsp = await card.process(encodeCommand(selectCommand()));
+ *
+ * @module
+ */
+export type { Hal, Storage, ConfirmationPrompt } from './hal.ts';
+export { ATR } from './atr.ts';
+export { MemoryStorage, type StorageSnapshot } from './memory-storage.ts';
+export { Applet, AppletBusyError, AppletHaltedError, AppletPowerLostError, selectInputs, type AppletOptions } from './applet.ts';
+export { ShadowJournal, JOURNAL_SLOTS, type JournalLoad } from './journal.ts';
+export { CardStateSchema, CoinSchema, decodeState, encodeState, blankState, NONCE_MEMORY, type CardState, type Coin } from './state.ts';
+export {
+  APPLET_VERSION, PROTOCOL_VERSION, Capability, Personalized, PIN_LENGTH, PUK_LENGTH,
+  SelectResponseSchema, CardStatusSchema, WriteCertificatesSchema, SetPinSchema, SetConfigSchema, ChangePinSchema, UnblockPinSchema,
+  encodeFormat, decodeFormat, type SelectResponse, type CardStatus, type WriteCertificates, type SetPin, type SetConfig,
+} from './formats.ts';
