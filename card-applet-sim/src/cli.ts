@@ -1,0 +1,452 @@
+/**
+ * `dt-card`: create, personalize, inspect, clone and serve simulated DT cards.
+ *
+ * Run `dt-card --help` (or `node card-applet-sim/bin/dt-card.js --help`).
+ * Every command takes `--json` for machine-readable output. Keys and PINs
+ * are never printed.
+ *
+ * @module
+ */
+
+import { existsSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { MemoryStorage } from '@dt/firmware';
+import type { Storage } from '@dt/firmware';
+import { CardStatusError, describeSw, fromHex, keyPairSigner, openSigned, publicKeyOf, swHex, toHex } from '@dt/protocol';
+import { SimulatedCard } from './card.ts';
+import { isPowerCut } from './faults.ts';
+import type { FaultPlan } from './faults.ts';
+import { FileStorage, readStateFile } from './storage.ts';
+import { InProcessTransport } from './inprocess.ts';
+import { loadDevPki, loadOrCreateDevPki } from './devpki.ts';
+import { devIssuingBank, devLoad, getStatus, personalizeCard, selectApplet } from './host.ts';
+import type { IssuingBank } from './host.ts';
+import { VpcdClient, VPCD_CONTROL, VPCD_DEFAULT_PORT } from './vpcd.ts';
+import { SerialCardEndpoint, openTty } from './serial.ts';
+
+/** The warning `clone` prints (and the README quotes). */
+export const CLONE_WARNING = 'ATTACK TOOL: a clone double-spends and gets the card revoked';
+
+const int = (name: string, min = 0) => (v: string): number => {
+  if (!/^[0-9]+$/.test(v)) throw new InvalidArgumentError(`${name} must be an integer`);
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}`);
+  return n;
+};
+
+const byte = (name: string) => (v: string): number => {
+  const m = /^(?:0x)?([0-9a-fA-F]{1,2})$/.exec(v);
+  if (!m) throw new InvalidArgumentError(`${name} must be a byte in hex, e.g. 30`);
+  return Number.parseInt(m[1]!, 16);
+};
+
+const amountList = (v: string, prev: number[] = []): number[] => [...prev, ...v.split(',').map((s) => int('amount', 1)(s.trim()))];
+
+interface Output {
+  json: boolean;
+}
+
+function print(opts: Output, human: string, json: unknown): void {
+  if (opts.json) process.stdout.write(JSON.stringify(json, jsonBytes) + '\n');
+  else process.stdout.write(human + '\n');
+}
+
+function jsonBytes(_key: string, value: unknown): unknown {
+  return value instanceof Uint8Array ? toHex(value) : value;
+}
+
+/** A storage that refuses writes: `show` only reads. */
+class ReadOnlyStorage implements Storage {
+  readonly #inner: Storage;
+  constructor(inner: Storage) {
+    this.#inner = inner;
+  }
+  read(slot: number): Uint8Array | undefined {
+    return this.#inner.read(slot);
+  }
+  write(): void {
+    throw new Error('read-only card view: the applet tried to write while showing state');
+  }
+}
+
+/** Reads a secret key file: 64 hex digits, 32 raw bytes, or JSON `{ "secretKey": "<hex>" }`. */
+function readKeyFile(path: string): Uint8Array {
+  const raw = readFileSync(path);
+  if (raw.length === 32) return new Uint8Array(raw);
+  const text = raw.toString('utf8').trim();
+  if (/^[0-9a-fA-F]{64}$/.test(text)) return fromHex(text);
+  try {
+    const json = JSON.parse(text) as { secretKey?: unknown; d?: unknown };
+    const hex = typeof json.secretKey === 'string' ? json.secretKey : typeof json.d === 'string' ? json.d : undefined;
+    if (hex !== undefined && /^[0-9a-fA-F]{64}$/.test(hex)) return fromHex(hex);
+  } catch {
+    // Not JSON: fall through to the error, which names no key material.
+  }
+  throw new Error(`${path}: not a P-256 secret key (expected 32 raw bytes, 64 hex digits, or JSON {"secretKey": hex})`);
+}
+
+/** Reads a certificate file: COSE_Sign1 bytes, or the same in hex or base64 text. */
+function readCertFile(path: string): Uint8Array {
+  const raw = readFileSync(path);
+  const candidates: Uint8Array[] = [new Uint8Array(raw)];
+  const text = raw.toString('utf8').trim();
+  if (/^[0-9a-fA-F]+$/.test(text) && text.length % 2 === 0) candidates.push(fromHex(text));
+  if (/^[A-Za-z0-9+/=\s]+$/.test(text)) candidates.push(new Uint8Array(Buffer.from(text, 'base64')));
+  for (const c of candidates) {
+    try {
+      openSigned('Certificate', c);
+      return c;
+    } catch {
+      // try the next encoding
+    }
+  }
+  throw new Error(`${path}: not a DT certificate (COSE_Sign1 CWT, raw, hex or base64)`);
+}
+
+function faultPlan(o: Record<string, unknown>): FaultPlan {
+  const plan: FaultPlan = {};
+  if (o.cutAtWrite !== undefined) plan.cutAtWrite = o.cutAtWrite as number;
+  if (o.torn !== undefined) plan.torn = o.torn === true ? true : (o.torn as number);
+  if (o.cutBeforeApdu !== undefined || o.cutBeforeIns !== undefined) {
+    plan.cutBeforeApdu = {};
+    if (o.cutBeforeApdu !== undefined) plan.cutBeforeApdu.index = o.cutBeforeApdu as number;
+    if (o.cutBeforeIns !== undefined) plan.cutBeforeApdu.ins = o.cutBeforeIns as number;
+  }
+  if (o.cutAfterApdu !== undefined || o.cutAfterIns !== undefined) {
+    plan.cutAfterApdu = {};
+    if (o.cutAfterApdu !== undefined) plan.cutAfterApdu.index = o.cutAfterApdu as number;
+    if (o.cutAfterIns !== undefined) plan.cutAfterApdu.ins = o.cutAfterIns as number;
+  }
+  if (o.dropFrame !== undefined) plan.dropFrame = o.dropFrame as number;
+  if (o.corruptFrame !== undefined) plan.corruptFrame = o.corruptFrame as number;
+  if (o.delayMs !== undefined) plan.delayMs = o.delayMs as number;
+  return plan;
+}
+
+const PERSONALIZED_BITS: [number, string][] = [
+  [0x01, 'key'],
+  [0x02, 'certificates'],
+  [0x04, 'PIN'],
+  [0x08, 'config'],
+];
+
+async function showCard(file: string, opts: Output): Promise<void> {
+  const state = readStateFile(file);
+  // Read-only view of the latest committed file, so `show` also works while
+  // the card is being served by another process.
+  const card = new SimulatedCard({ storage: new ReadOnlyStorage(new MemoryStorage(state.slots)) });
+  const t = new InProcessTransport(card);
+  const sel = await selectApplet(t);
+  const s = await getStatus(t);
+  const done = PERSONALIZED_BITS.filter(([b]) => (s.personalized & b) !== 0).map(([, n]) => n);
+  const summary = {
+    file: resolve(file),
+    label: state.meta.label,
+    created: state.meta.created,
+    ...(state.meta.clonedFrom ? { clonedFrom: state.meta.clonedFrom } : {}),
+    storageWrites: state.writes,
+    applet: sel.applet,
+    protocol: sel.protocol,
+    capabilities: sel.capabilities,
+    locked: s.locked,
+    personalized: done,
+    ...(s.card ? { card: toHex(s.card) } : {}),
+    counter: s.counter,
+    balance: s.balance,
+    currency: s.currency ?? null,
+    coins: s.coins,
+    offlineValue: s.offlineValue,
+    offlineCount: s.offlineCount,
+    ...(s.limits ? { limits: s.limits } : {}),
+    pinTries: s.pinTries,
+    pukTries: s.pukTries,
+    syncPending: s.syncPending,
+    clockFloor: s.floor,
+  };
+  const lines = [
+    `card file      ${summary.file}`,
+    `label          ${summary.label}${state.meta.clonedFrom ? `  (CLONE of ${state.meta.clonedFrom})` : ''}`,
+    `created        ${summary.created}   storage writes: ${summary.storageWrites}`,
+    `applet         v${sel.applet}, protocol v${sel.protocol}, capabilities 0x${sel.capabilities.toString(16)}`,
+    `personalized   ${done.length ? done.join(', ') : 'blank'}${s.locked ? ' (locked)' : ' (open)'}`,
+    ...(s.card ? [`card key id    ${toHex(s.card)}`] : []),
+    `counter        ${s.counter}`,
+    `balance        ${s.balance} tiyn in ${s.coins} coin(s)${s.currency ? `, currency ${s.currency}` : ''}`,
+    `offline        ${s.offlineValue} tiyn in ${s.offlineCount} payment(s) since the last sync`,
+    ...(s.limits
+      ? [`limits         per payment ${s.limits.perPayment}, offline total ${s.limits.offlineTotal}, offline count ${s.limits.offlineCount}, CVM above ${s.limits.cvmLimit}`]
+      : []),
+    `PIN tries      ${s.pinTries} left${s.pinTries === 0 ? ' (BLOCKED)' : ''}, unblock tries ${s.pukTries} left`,
+    `sync pending   ${s.syncPending ? 'yes (PAY refused until SYNC COMPLETE)' : 'no'}`,
+    `clock floor    ${s.floor} (${new Date(s.floor * 1000).toISOString()})`,
+  ];
+  print(opts, lines.join('\n'), summary);
+}
+
+function issuingBankFrom(o: Record<string, unknown>): { bank: IssuingBank; dev?: string } {
+  if (o.ledgerData !== undefined) {
+    // The layout `dt-ledger init` / `dt-ledger bank add` write.
+    const dir = o.ledgerData as string;
+    const name = (o.bank as string | undefined) ?? 'bank';
+    o = { ...o, bankKey: join(dir, 'banks', `${name}.key.json`), bankCert: join(dir, 'banks', `${name}.cert`), root: join(dir, 'root.cert'), ledgerCert: join(dir, 'ledger.cert') };
+  }
+  const files = ['bankKey', 'bankCert', 'root', 'ledgerCert'].filter((k) => o[k] !== undefined);
+  if (files.length > 0) {
+    if (files.length !== 4) throw new Error('--bank-key, --bank-cert, --root and --ledger-cert go together');
+    const secretKey = readKeyFile(o.bankKey as string);
+    const signer = keyPairSigner({ secretKey, publicKey: publicKeyOf(secretKey) });
+    const cert = readCertFile(o.bankCert as string);
+    if (toHex(openSigned('Certificate', cert).message.cnf.coseKey.kid) !== toHex(signer.kid)) throw new Error('--bank-key does not match --bank-cert');
+    return { bank: { signer, cert, root: readCertFile(o.root as string), ledgerCert: readCertFile(o.ledgerCert as string) } };
+  }
+  const dir = (o.devPki as string | undefined) ?? 'dev-pki';
+  const { pki, created } = loadOrCreateDevPki(dir);
+  if (created) process.stderr.write(`dt-card: created a development PKI in ${resolve(dir)} (dev keys: never use in production)\n`);
+  return { bank: devIssuingBank(pki), dev: dir };
+}
+
+/** Opens the card file for a command that changes it, runs `f`, and releases the lock. */
+async function withCard<T>(file: string, f: (t: InProcessTransport) => Promise<T>): Promise<T> {
+  const storage = FileStorage.open(file);
+  try {
+    const card = new SimulatedCard({ storage });
+    return await f(new InProcessTransport(card));
+  } finally {
+    storage.close();
+  }
+}
+
+function addFaultOptions(cmd: Command): Command {
+  return cmd
+    .option('--cut-at-write <n>', 'cut the power during the n-th storage write (1-based, counted from start)', int('--cut-at-write', 1))
+    .addOption(new Option('--torn [bytes]', 'with --cut-at-write: tear the write (keep a random prefix, or exactly <bytes> new bytes)').argParser(int('--torn')))
+    .option('--cut-before-apdu <n>', 'cut the power when the n-th APDU arrives, before the applet runs it', int('--cut-before-apdu', 1))
+    .option('--cut-before-ins <hex>', 'cut the power when an APDU with this INS arrives (first one), e.g. 30 for PAY', byte('--cut-before-ins'))
+    .option('--cut-after-apdu <n>', 'run the n-th APDU, then cut the power before its response leaves', int('--cut-after-apdu', 1))
+    .option('--cut-after-ins <hex>', 'run the first APDU with this INS, then cut the power before its response leaves', byte('--cut-after-ins'))
+    .option('--drop-frame <n>', 'drop the n-th frame the card sends (vpcd: R-APDU, the card leaves the field; serial: frame)', int('--drop-frame', 1))
+    .option('--corrupt-frame <n>', 'flip one byte of the n-th frame the card sends', int('--corrupt-frame', 1))
+    .option('--delay-ms <ms>', 'delay every response by this many milliseconds', int('--delay-ms'));
+}
+
+async function serve(file: string, o: Record<string, unknown>, opts: Output): Promise<void> {
+  if ((o.vpcd ? 1 : 0) + (o.serial ? 1 : 0) !== 1) throw new Error('serve needs exactly one of --vpcd or --serial <path>');
+  const storage = FileStorage.open(file);
+  const card = new SimulatedCard({ storage, faults: faultPlan(o) });
+  const log = (event: string, fields: Record<string, unknown> = {}): void => {
+    if (opts.json) process.stdout.write(JSON.stringify({ time: new Date().toISOString(), event, ...fields }, jsonBytes) + '\n');
+    else {
+      const rest = Object.entries(fields).map(([k, v]) => `${k}=${v instanceof Uint8Array ? toHex(v) : String(v)}`).join(' ');
+      process.stdout.write(`${new Date().toISOString()} ${event}${rest ? ' ' + rest : ''}\n`);
+    }
+  };
+  const apduFields = (cmd: Uint8Array, rsp: Uint8Array | undefined): Record<string, unknown> => {
+    const f: Record<string, unknown> = { ins: (cmd[1] ?? 0).toString(16).padStart(2, '0'), length: cmd.length };
+    // Only headers and status words are logged: command data can hold a PIN.
+    if (rsp !== undefined && rsp.length >= 2) {
+      const sw = (rsp[rsp.length - 2]! << 8) | rsp[rsp.length - 1]!;
+      f.sw = swHex(sw);
+      f.status = describeSw(sw);
+      f.responseLength = rsp.length;
+    } else f.sw = 'none (no answer)';
+    return f;
+  };
+  let stop: () => Promise<void>;
+  if (o.vpcd) {
+    const client = new VpcdClient(card, {
+      host: o.host as string,
+      port: o.port as number,
+      slot: o.slot as number,
+    });
+    client.on('connected', () => log('connected', { reader: `vpcd ${o.host}:${client.port}` }));
+    client.on('disconnected', (reason) => log('disconnected', { reason }));
+    client.on('apdu', (c, r) => log('apdu', apduFields(c, r)));
+    client.on('fault', (d) => log('fault', { description: d }));
+    // pcscd polls get-ATR about twice a second: log power changes only.
+    client.on('control', (c) => {
+      if (c !== VPCD_CONTROL.GET_ATR) log('control', { code: ['power-off', 'power-on', 'reset'][c] ?? c });
+    });
+    let lastWarning = '';
+    client.on('warning', (e) => {
+      // Connection refused repeats every retry while pcscd is down: log changes only.
+      if (e.message !== lastWarning) log('warning', { message: e.message });
+      lastWarning = e.message;
+    });
+    client.start();
+    log('serving', { transport: 'vpcd', host: o.host, port: client.port, slot: o.slot, atr: card.atr });
+    stop = () => client.stop();
+  } else {
+    const path = o.serial as string;
+    const link = openTty(path);
+    const endpoint = new SerialCardEndpoint(card, link, {
+      onApdu: (c, r) => log('apdu', apduFields(c, r)),
+      onFrameError: (e) => log('frame-error', { code: e.code }),
+    });
+    log('serving', { transport: 'serial', path });
+    stop = async () => {
+      endpoint.stop();
+      link.close();
+    };
+  }
+  await new Promise<void>((done) => {
+    const onSignal = (): void => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      done();
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  });
+  await stop();
+  for (const e of card.faults.events) log('fault-summary', { kind: e.kind, where: e.where });
+  storage.close();
+  log('stopped');
+}
+
+/** Builds the `dt-card` command tree. */
+export function buildProgram(): Command {
+  const program = new Command();
+  program
+    .name('dt-card')
+    .description('Simulated DT wallet cards: create, personalize, inspect, clone, and serve them to pcscd (vpcd) or a serial port')
+    .showHelpAfterError()
+    .configureOutput({ outputError: (s, write) => write(s) });
+
+  program
+    .command('create')
+    .description('create a blank card (a new state file, mode 0600); personalize it next')
+    .argument('<file>', 'state file to create (must not exist)')
+    .option('--label <label>', 'a name for the card, shown by `show`')
+    .option('--json', 'machine-readable output')
+    .action((file: string, o: { label?: string; json?: boolean }) => {
+      const storage = FileStorage.create(file, o.label !== undefined ? { label: o.label } : {});
+      storage.close();
+      print({ json: !!o.json }, `created blank card ${resolve(file)}`, { file: resolve(file), label: storage.meta.label });
+    });
+
+  program
+    .command('personalize')
+    .description(
+      'personalize a blank card as its issuing bank: key generated on the card, certificate, PIN, limits, lock. ' +
+        'Uses --ledger-data (the ledger PKI tooling) or --bank-key/--bank-cert/--root/--ledger-cert when given, else a development PKI in --dev-pki (created if missing)',
+    )
+    .argument('<file>', 'card state file')
+    .option('--dev-pki <dir>', 'development PKI directory (created if missing)', 'dev-pki')
+    .option('--ledger-data <dir>', 'the ledger PKI directory of `dt-ledger init` (root.cert, ledger.cert, banks/<name>.key.json and .cert)')
+    .option('--bank <name>', 'with --ledger-data: the issuing bank (banks/<name>.*)', 'bank')
+    .option('--bank-key <file>', 'issuing bank secret key (32 raw bytes, 64 hex digits, or JSON {"secretKey": hex})')
+    .option('--bank-cert <file>', 'issuing bank certificate (COSE_Sign1, raw/hex/base64)')
+    .option('--root <file>', 'issuer root certificate the card pins')
+    .option('--ledger-cert <file>', 'ledger certificate the card pins')
+    .requiredOption('--pin <digits>', 'initial PIN (4..12 digits)')
+    .requiredOption('--puk <digits>', 'unblock code (8..16 digits)')
+    .option('--subject <text>', 'card certificate subject', 'card')
+    .option('--per-payment <tiyn>', 'limit per offline payment', int('--per-payment'), 50_000_00)
+    .option('--offline-total <tiyn>', 'limit of offline value since the last sync', int('--offline-total'), 100_000_00)
+    .option('--offline-count <n>', 'limit of offline payments since the last sync (1..64)', int('--offline-count', 1), 10)
+    .option('--cvm-limit <tiyn>', 'payments above this amount need the PIN', int('--cvm-limit'), 10_000_00)
+    .option('--confirm', 'hardware wallet: ask the holder on the device before each payment')
+    .option('--load <amounts>', 'dev PKI only: load these amounts (comma separated, one token each) after personalizing', amountList)
+    .option('--json', 'machine-readable output')
+    .action(async (file: string, o: Record<string, unknown>) => {
+      if (!/^[0-9]{4,12}$/.test(o.pin as string)) throw new InvalidArgumentError('--pin must be 4..12 digits');
+      if (!/^[0-9]{8,16}$/.test(o.puk as string)) throw new InvalidArgumentError('--puk must be 8..16 digits');
+      if (!existsSync(file)) throw new Error(`no card file ${file} (create it first: dt-card create ${file})`);
+      const { bank, dev } = issuingBankFrom(o);
+      if (o.load !== undefined && dev === undefined) throw new Error('--load needs the dev PKI (it signs with the dev ledger key)');
+      const result = await withCard(file, async (t) => {
+        const p = await personalizeCard(t, bank, {
+          pin: o.pin as string,
+          puk: o.puk as string,
+          subject: o.subject as string,
+          limits: { perPayment: o.perPayment as number, offlineTotal: o.offlineTotal as number, offlineCount: o.offlineCount as number, cvmLimit: o.cvmLimit as number },
+          confirm: !!o.confirm,
+        });
+        if (o.load !== undefined) await devLoad(t, loadDevPki(dev!), o.load as number[]);
+        return p;
+      });
+      print(
+        { json: !!o.json },
+        `personalized ${resolve(file)}: card key id ${toHex(result.cardKid)}${o.load ? `, loaded ${(o.load as number[]).join(' + ')} tiyn` : ''}`,
+        { file: resolve(file), card: result.cardKid, certificate: result.certificate, ...(dev ? { devPki: resolve(dev) } : {}), loaded: o.load ?? [] },
+      );
+    });
+
+  program
+    .command('load')
+    .description('DEV ONLY: load value onto a personalized card with the dev ledger key (no spent set; refuses cards with offline payments since their last sync)')
+    .argument('<file>', 'card state file')
+    .argument('<amounts>', 'amounts in tiyn, comma separated (one token each)', amountList)
+    .option('--dev-pki <dir>', 'development PKI directory', 'dev-pki')
+    .option('--json', 'machine-readable output')
+    .action(async (file: string, amounts: number[], o: { devPki: string; json?: boolean }) => {
+      const pki = loadDevPki(o.devPki);
+      const r = await withCard(file, (t) => devLoad(t, pki, amounts));
+      print({ json: !!o.json }, `loaded ${amounts.join(' + ')} tiyn onto ${resolve(file)} (${r.tokens.length} token(s) on the card)`, {
+        file: resolve(file),
+        loaded: amounts,
+        tokens: r.tokens.length,
+      });
+    });
+
+  program
+    .command('show')
+    .description('show the card state: counter, balance, offline totals since sync, limits, PIN tries (never keys); works while the card is served')
+    .argument('<file>', 'card state file')
+    .option('--json', 'machine-readable output')
+    .action(async (file: string, o: { json?: boolean }) => showCard(file, { json: !!o.json }));
+
+  program
+    .command('clone')
+    .description(`copy a card with its keys and state. ${CLONE_WARNING}`)
+    .argument('<source>', 'card state file to copy')
+    .argument('<target>', 'new state file (must not exist)')
+    .option('--json', 'machine-readable output')
+    .action((source: string, target: string, o: { json?: boolean }) => {
+      process.stderr.write(`${CLONE_WARNING}\n`);
+      const state = readStateFile(source);
+      const copy = FileStorage.create(target, { label: `${state.meta.label} (clone)`, created: new Date().toISOString(), clonedFrom: resolve(source) }, { lock: true });
+      try {
+        // Slot by slot, in slot order: each is one durable write, and the
+        // applet's journal reads the pair consistently once all are there.
+        for (const [slot, data] of [...state.slots.entries()].sort((a, b) => a[0] - b[0])) copy.write(slot, data);
+      } finally {
+        copy.close();
+      }
+      print({ json: !!o.json }, `cloned ${resolve(source)} -> ${resolve(target)}`, { source: resolve(source), target: resolve(target), warning: CLONE_WARNING });
+    });
+
+  addFaultOptions(
+    program
+      .command('serve')
+      .description('serve a card until SIGINT/SIGTERM: to pcscd through the vpcd driver (--vpcd) or on a serial device with COBS/CRC-32 framing (--serial)')
+      .argument('<file>', 'card state file')
+      .option('--vpcd', "connect to pcscd's vpcd driver (the card appears in reader \"Virtual PCD 00 <slot>\")")
+      .option('--slot <n>', 'vpcd reader slot: port = --port + n', int('--slot'), 0)
+      .option('--host <host>', 'vpcd host', '127.0.0.1')
+      .option('--port <port>', 'vpcd port of slot 0', int('--port', 1), VPCD_DEFAULT_PORT)
+      .option('--serial <path>', 'serial device or pty to serve on, e.g. one end of a socat pty pair')
+      .option('--json', 'log events as JSON lines'),
+  ).action(async (file: string, o: Record<string, unknown>) => serve(file, o, { json: !!o.json }));
+
+  return program;
+}
+
+/** Runs the CLI with `argv` (default `process.argv`); sets the exit code on failure. */
+export async function main(argv: string[] = process.argv): Promise<void> {
+  try {
+    await buildProgram().parseAsync(argv);
+  } catch (e) {
+    const msg =
+      e instanceof CardStatusError
+        ? `the card refused: ${e.message}`
+        : isPowerCut(e)
+          ? e.message
+          : e instanceof Error
+            ? e.message
+            : String(e);
+    process.stderr.write(`dt-card: ${msg}\n`);
+    process.exitCode = 1;
+  }
+}

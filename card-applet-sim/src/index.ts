@@ -1,0 +1,40 @@
+/**
+ * `@dt/card-applet-sim`: the DT wallet applet (`@dt/firmware`) hosted on a
+ * PC. A {@link SimulatedCard} keeps its memory in a state file
+ * ({@link FileStorage}) and is served to hosts through:
+ *
+ * - {@link InProcessTransport} (unit tests), and HID framing through an
+ *   injectable device interface ({@link VirtualHidCard}, {@link HidTransport});
+ * - {@link VpcdClient}: a real `pcscd` through the vsmartcard vpcd driver;
+ * - {@link SerialCardEndpoint}: a serial device (e.g. a `socat` pty) with the
+ *   protocol's COBS + CRC-32 framing, and {@link SerialTransport} for hosts.
+ *
+ * Faults ({@link FaultPlan}) cut the power at any storage write or APDU, drop
+ * or corrupt frames and add delays. {@link startPcscd} runs a private pcscd
+ * for tests. The `dt-card` CLI (src/cli.ts) wraps it all.
+ *
+ * @module
+ */
+
+export { SimulatedCard, CardBusyError, CardNotPoweredError, nodeRandom, systemClock, sleep } from './card.ts';
+export type { AppletFactory, AppletLike, SimulatedCardOptions } from './card.ts';
+export { FaultInjector, FaultInjectingStorage, PowerCutError, isPowerCut } from './faults.ts';
+export type { ApduSelector, FaultEvent, FaultPlan } from './faults.ts';
+export { FileStorage, StateFileError, readStateFile, writeFileAtomic, STATE_FORMAT, STATE_VERSION } from './storage.ts';
+export type { StateMeta } from './storage.ts';
+export { InProcessTransport, VirtualHidCard, HidTransport, HidDisconnectedError, TransportTimeoutError } from './inprocess.ts';
+export type { HidDevice, HidTransportOptions, InProcessTransportOptions, VirtualHidCardOptions } from './inprocess.ts';
+export { SerialCardEndpoint, SerialTransport, SerialLinkError, createLinkPair, openTty } from './serial.ts';
+export type { ByteLink, SerialCardEndpointOptions, SerialTransportOptions } from './serial.ts';
+export { VpcdClient, VPCD_CONTROL, VPCD_DEFAULT_PORT } from './vpcd.ts';
+export type { VpcdClientEvents, VpcdClientOptions } from './vpcd.ts';
+export { startPcscd, pcscdUnavailableReason, freePortPair, PcscdUnavailableError, VPCD_DRIVER } from './pcscd.ts';
+export type { PcscdHandle, StartPcscdOptions } from './pcscd.ts';
+export {
+  createDevPki, saveDevPki, loadDevPki, loadOrCreateDevPki, issueDevTerminal, devPaymentRequest, devToken, DEV_PKI_FILE,
+} from './devpki.ts';
+export type { CreateDevPkiOptions, DevParty, DevPki, DevTerminal } from './devpki.ts';
+export {
+  selectApplet, getStatus, getCertificates, verifyPin, changePin, unblockPin, pay, personalizeCard, devLoad, devIssuingBank,
+} from './host.ts';
+export type { CardLimits, DevLoadResult, IssuingBank, PersonalizeOptions, Personalized } from './host.ts';

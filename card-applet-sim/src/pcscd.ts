@@ -1,0 +1,219 @@
+/**
+ * Test harness: a private `pcscd` with the vpcd reader driver, for tests of
+ * any package that need a real PC/SC stack.
+ *
+ * pcsc-lite 1.9 has its socket and pid file at fixed paths under
+ * `/run/pcscd`, and refuses to start while another pcscd runs. To let tests
+ * (and engineers, and a system pcscd) run side by side, each private daemon
+ * runs in its own mount namespace (`unshare --mount`) with a temporary
+ * directory bind-mounted over `/run/pcscd`. Clients find it through the
+ * `PCSCLITE_CSOCK_NAME` environment variable, which libpcsclite reads, so
+ * `nfc-pcsc`, `pcsc_scan` and `scriptor` all work against it. The vpcd driver
+ * gets its own reader configuration (`pcscd -c <dir>`) with a free TCP port
+ * instead of the fixed 35963 of `/etc/reader.conf.d/vpcd`.
+ *
+ * Needs root (mount namespaces, bind mounts) and the Debian packages
+ * `pcscd` and `vsmartcard-vpcd`.
+ *
+ * @example
+ * const pcscd = await startPcscd();
+ * process.env.PCSCLITE_CSOCK_NAME = pcscd.socketPath; // before loading nfc-pcsc
+ * const client = new VpcdClient(card, { port: pcscd.vpcdPort });
+ * ...
+ * await pcscd.stop();
+ *
+ * @module
+ */
+
+import { spawn, spawnSync } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/** Where Debian installs the vpcd reader driver. */
+export const VPCD_DRIVER = '/usr/lib/pcsc/drivers/serial/libifdvpcd.so';
+
+/** Options of {@link startPcscd}. */
+export interface StartPcscdOptions {
+  /** TCP port of the first vpcd slot (slot 1 is port + 1); default: a free pair. */
+  vpcdPort?: number;
+  /** Time to wait for the daemon to be ready, in ms (default 15000). */
+  timeoutMs?: number;
+  /** Pass `-a` (log APDUs) and `-d` (debug) to pcscd; the log goes to `logPath`. */
+  debug?: boolean;
+}
+
+/** A running private pcscd. */
+export interface PcscdHandle {
+  /** Path of its client socket: set `PCSCLITE_CSOCK_NAME` to this. */
+  readonly socketPath: string;
+  /** TCP port of vpcd slot 0 (reader "Virtual PCD 00 00"); slot 1 listens on port + 1. */
+  readonly vpcdPort: number;
+  /** Names of the two vpcd readers, as PC/SC lists them. */
+  readonly readers: readonly [string, string];
+  /** Environment for child processes (`pcsc_scan`, `scriptor`) that must use this daemon. */
+  readonly env: NodeJS.ProcessEnv;
+  /** pcscd's stdout/stderr log. */
+  readonly logPath: string;
+  /** Process id of the daemon. */
+  readonly pid: number;
+  /** Stops the daemon and removes its temporary directory. */
+  stop(): Promise<void>;
+}
+
+/** Why the harness cannot run here. */
+export class PcscdUnavailableError extends Error {
+  /** Stable code. */
+  readonly code = 'PCSCD_UNAVAILABLE';
+
+  /** Builds the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = 'PcscdUnavailableError';
+  }
+}
+
+/**
+ * Why {@link startPcscd} cannot work on this machine, or `undefined` when it
+ * can: not root, or pcscd / the vpcd driver / unshare missing.
+ */
+export function pcscdUnavailableReason(): string | undefined {
+  if (typeof process.getuid === 'function' && process.getuid() !== 0) return 'needs root (mount namespace for a private pcscd)';
+  for (const bin of ['pcscd', 'unshare', 'mount']) {
+    if (spawnSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' }).status !== 0) return `${bin} not installed`;
+  }
+  if (!existsSync(VPCD_DRIVER)) return `vpcd driver ${VPCD_DRIVER} not installed (Debian package vsmartcard-vpcd)`;
+  return undefined;
+}
+
+/** Finds a TCP port p such that p and p + 1 are both free on all interfaces. */
+export async function freePortPair(): Promise<number> {
+  const listen = (port: number): Promise<{ port: number; close: () => Promise<void> } | undefined> =>
+    new Promise((resolve) => {
+      const server = createServer();
+      server.once('error', () => resolve(undefined));
+      server.listen({ port, host: '0.0.0.0', exclusive: true }, () => {
+        const addr = server.address();
+        const p = typeof addr === 'object' && addr !== null ? addr.port : 0;
+        resolve({ port: p, close: () => new Promise<void>((r) => server.close(() => r())) });
+      });
+    });
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const a = await listen(0);
+    if (a === undefined) continue;
+    if (a.port >= 65535) {
+      await a.close();
+      continue;
+    }
+    const b = await listen(a.port + 1);
+    await a.close();
+    if (b !== undefined) {
+      await b.close();
+      return a.port;
+    }
+  }
+  throw new Error('no free pair of TCP ports found');
+}
+
+function shellQuote(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+async function waitFor(cond: () => boolean, timeoutMs: number, child: ChildProcess, what: string, logPath: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new PcscdUnavailableError(`pcscd exited (${child.exitCode ?? child.signalCode}) before ${what}; see ${logPath}`);
+    }
+    if (Date.now() > deadline) throw new PcscdUnavailableError(`pcscd: timed out waiting for ${what}; see ${logPath}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/**
+ * Starts a private pcscd with two vpcd readers on free TCP ports and waits
+ * until it accepts clients and its vpcd ports listen.
+ *
+ * @throws PcscdUnavailableError when this machine cannot run it (see
+ *   {@link pcscdUnavailableReason}) or the daemon does not come up.
+ */
+export async function startPcscd(options: StartPcscdOptions = {}): Promise<PcscdHandle> {
+  const reason = pcscdUnavailableReason();
+  if (reason !== undefined) throw new PcscdUnavailableError(`cannot start a private pcscd: ${reason}`);
+  const vpcdPort = options.vpcdPort ?? (await freePortPair());
+  const dir = mkdtempSync(join(tmpdir(), 'dt-pcscd-'));
+  const runDir = join(dir, 'run');
+  const confDir = join(dir, 'reader.conf.d');
+  mkdirSync(runDir);
+  mkdirSync(confDir);
+  // DEVICENAME "/dev/null:<port>" makes vpcd listen for the card on <port>
+  // (a host name instead of /dev/null would make it connect out).
+  const hex = `0x${vpcdPort.toString(16).toUpperCase()}`;
+  writeFileSync(
+    join(confDir, 'vpcd'),
+    `FRIENDLYNAME "Virtual PCD"\nDEVICENAME   /dev/null:${hex}\nLIBPATH      ${VPCD_DRIVER}\nCHANNELID    ${hex}\n`,
+  );
+  // The mount point must exist in the shared file system; the bind mount
+  // itself stays inside the new namespace.
+  mkdirSync('/run/pcscd', { recursive: true });
+  const logPath = join(dir, 'pcscd.log');
+  const log = createWriteStream(logPath);
+  const flags = ['--foreground', '-c', confDir, ...(options.debug ? ['--debug', '--apdu'] : [])];
+  const script = `mount --bind ${shellQuote(runDir)} /run/pcscd && exec pcscd ${flags.map(shellQuote).join(' ')}`;
+  // unshare without --fork execs sh in the new namespace, and sh execs
+  // pcscd: the child pid is the daemon's pid.
+  const child = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout.pipe(log);
+  child.stderr.pipe(log);
+  const socketPath = join(runDir, 'pcscd.comm');
+
+  const stop = async (): Promise<void> => {
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise<void>((r) => child.once('exit', () => r()));
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(timer);
+    }
+    log.end();
+    rmSync(dir, { recursive: true, force: true });
+  };
+
+  try {
+    await waitFor(() => existsSync(socketPath), options.timeoutMs ?? 15_000, child, 'its socket', logPath);
+    await waitFor(() => portListening(vpcdPort) && portListening(vpcdPort + 1), options.timeoutMs ?? 15_000, child, 'the vpcd ports', logPath);
+  } catch (e) {
+    await stop().catch(() => undefined);
+    throw e;
+  }
+  return {
+    socketPath,
+    vpcdPort,
+    readers: ['Virtual PCD 00 00', 'Virtual PCD 00 01'],
+    env: { ...process.env, PCSCLITE_CSOCK_NAME: socketPath },
+    logPath,
+    pid: child.pid!,
+    stop,
+  };
+}
+
+/** True when something listens on TCP `port` (from /proc/net/tcp, no connection made: vpcd takes one client only). */
+function portListening(port: number): boolean {
+  const hex = port.toString(16).toUpperCase().padStart(4, '0');
+  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const cols = line.trim().split(/\s+/);
+      // local_address is "IP:PORT" in hex; state 0A is LISTEN.
+      if (cols.length > 3 && cols[1]!.endsWith(`:${hex}`) && cols[3] === '0A') return true;
+    }
+  }
+  return false;
+}

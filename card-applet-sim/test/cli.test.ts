@@ -1,0 +1,161 @@
+/**
+ * The `dt-card` CLI, run as a separate process exactly as a user runs it
+ * (bin/dt-card.js): create, personalize (dev PKI and ledger PKI files),
+ * show, clone, and its errors.
+ */
+import test from 'ava';
+import { spawn } from 'node:child_process';
+import { mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { MemoryStorage, ShadowJournal, decodeState } from '@dt/firmware';
+import { Role, bytesEqual, decodeMessage, openSigned, toHex, verifyChain, verifyCoseSign1, verifyRoot } from '@dt/protocol';
+import type { OpenedMessage } from '@dt/protocol';
+import {
+  FileStorage,
+  InProcessTransport,
+  SimulatedCard,
+  createDevPki,
+  getCertificates,
+  devPaymentRequest,
+  issueDevTerminal,
+  loadDevPki,
+  pay,
+  readStateFile,
+  selectApplet,
+  systemClock,
+} from '../src/index.ts';
+import { tempDir } from './helpers.ts';
+
+const BIN = join(fileURLToPath(new URL('.', import.meta.url)), '..', 'bin', 'dt-card.js');
+
+function dtCard(args: string[], cwd: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [BIN, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString('utf8')));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')));
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** The secret key inside a card file, read through the firmware's journal (for the never-printed check). */
+function secretOf(file: string): Uint8Array {
+  const loaded = new ShadowJournal(new MemoryStorage(readStateFile(file).slots)).load();
+  if (loaded.kind !== 'state') throw new Error('no committed state');
+  const sk = decodeState(loaded.body).secretKey;
+  if (!sk) throw new Error('no key');
+  return sk;
+}
+
+test('create, personalize with the dev PKI and --load, show (human and JSON) without ever printing the key', async (t) => {
+  const dir = tempDir();
+  const c = await dtCard(['create', 'alice.card', '--label', 'alice'], dir);
+  t.is(c.code, 0, c.stderr);
+  t.is(statSync(join(dir, 'alice.card')).mode & 0o777, 0o600);
+  const p = await dtCard(['personalize', 'alice.card', '--pin', '2468', '--puk', '13572468', '--per-payment', '30000', '--cvm-limit', '10000', '--load', '20000,5000', '--json'], dir);
+  t.is(p.code, 0, p.stderr);
+  t.regex(p.stderr, /created a development PKI/);
+  const pj = JSON.parse(p.stdout);
+  t.deepEqual(pj.loaded, [20000, 5000]);
+
+  const human = await dtCard(['show', 'alice.card'], dir);
+  t.is(human.code, 0, human.stderr);
+  t.regex(human.stdout, /label +alice/);
+  t.regex(human.stdout, /counter +1\n/);
+  t.regex(human.stdout, /balance +25000 tiyn in 2 coin\(s\)/);
+  t.regex(human.stdout, /offline +0 tiyn in 0 payment\(s\) since the last sync/);
+  t.regex(human.stdout, /per payment 30000, .* CVM above 10000/);
+  t.regex(human.stdout, /PIN tries +3 left/);
+  const json = JSON.parse((await dtCard(['show', 'alice.card', '--json'], dir)).stdout);
+  t.is(json.balance, 25_000);
+  t.is(json.card, pj.card);
+  t.deepEqual(json.personalized, ['key', 'certificates', 'PIN', 'config']);
+  const secret = toHex(secretOf(join(dir, 'alice.card')));
+  for (const out of [human.stdout, JSON.stringify(json), p.stdout, p.stderr]) {
+    t.false(out.toLowerCase().includes(secret), 'the secret key is never printed');
+    t.false(out.includes('2468') || out.includes('13572468'), 'nor the PIN or PUK');
+  }
+});
+
+test('clone prints the attack-tool warning and makes a card that signs with the same key and counter: a double spend', async (t) => {
+  const dir = tempDir();
+  t.is((await dtCard(['create', 'a.card'], dir)).code, 0);
+  t.is((await dtCard(['personalize', 'a.card', '--pin', '1234', '--puk', '12345678', '--load', '10000'], dir)).code, 0);
+  const c = await dtCard(['clone', 'a.card', 'b.card'], dir);
+  t.is(c.code, 0, c.stderr);
+  t.true(c.stderr.includes('ATTACK TOOL: a clone double-spends and gets the card revoked'));
+  t.regex((await dtCard(['show', 'b.card'], dir)).stdout, /CLONE of .*a\.card/);
+
+  const pki = loadDevPki(join(dir, 'dev-pki'));
+  const terminal = issueDevTerminal(pki);
+  const root = verifyRoot(pki.issuer.cert, systemClock());
+  const transfers: OpenedMessage<'Transfer'>[] = [];
+  for (const name of ['a.card', 'b.card']) {
+    const storage = FileStorage.open(join(dir, name));
+    const transport = new InProcessTransport(new SimulatedCard({ storage }));
+    await selectApplet(transport);
+    const chain = await getCertificates(transport);
+    const handover = await pay(transport, devPaymentRequest(terminal, 7_000).bytes);
+    storage.close();
+    const transfer = openSigned('Transfer', decodeMessage('Handover', handover).transfer);
+    // Each transfer verifies under the key its card's certificate names.
+    const [leaf] = verifyChain(chain, { root, at: systemClock(), leafRole: Role.CARD });
+    t.notThrows(() => verifyCoseSign1(transfer.cose, leaf!.publicKey));
+    transfers.push(transfer);
+  }
+  const [a, b] = transfers as [OpenedMessage<'Transfer'>, OpenedMessage<'Transfer'>];
+  t.deepEqual(a.message.card, b.message.card, 'same card key');
+  t.is(a.message.counter, b.message.counter, 'same counter');
+  t.deepEqual(a.message.inputs, b.message.inputs, 'the same token spent twice');
+  t.notDeepEqual(a.message.nonce, b.message.nonce, 'two different transfers');
+  t.deepEqual(a.cose.kid, b.cose.kid, 'signed with the same key');
+});
+
+test('personalize from the ledger PKI layout (--ledger-data): the card chain verifies to that root', async (t) => {
+  const dir = tempDir();
+  const pki = createDevPki();
+  const data = join(dir, 'ledger-data');
+  mkdirSync(join(data, 'banks'), { recursive: true });
+  const keyJson = (sk: Uint8Array, pk: Uint8Array) => JSON.stringify({ alg: 'ES256', secretKey: toHex(sk), publicKey: toHex(pk) }) + '\n';
+  writeFileSync(join(data, 'root.cert'), pki.issuer.cert);
+  writeFileSync(join(data, 'ledger.cert'), pki.ledger.cert);
+  writeFileSync(join(data, 'banks', 'kaspi.key.json'), keyJson(pki.bank.keys.secretKey, pki.bank.keys.publicKey), { mode: 0o600 });
+  writeFileSync(join(data, 'banks', 'kaspi.cert'), pki.bank.cert);
+  t.is((await dtCard(['create', 'c.card'], dir)).code, 0);
+  const p = await dtCard(['personalize', 'c.card', '--ledger-data', data, '--bank', 'kaspi', '--pin', '1234', '--puk', '12345678', '--subject', 'holder-42'], dir);
+  t.is(p.code, 0, p.stderr);
+  t.notRegex(p.stderr, /development PKI/);
+  const storage = FileStorage.open(join(dir, 'c.card'));
+  const tr = new InProcessTransport(new SimulatedCard({ storage }));
+  await selectApplet(tr);
+  const chain = await getCertificates(tr);
+  storage.close();
+  const root = verifyRoot(pki.issuer.cert, systemClock());
+  const [card, bank] = verifyChain(chain, { root, at: systemClock(), leafRole: Role.CARD });
+  t.is(card!.claims.sub, 'holder-42');
+  t.true(bytesEqual(bank!.kid, pki.bank.signer.kid));
+  t.true(bytesEqual(openSigned('Certificate', chain[1]!).message.cnf.coseKey.kid, pki.bank.signer.kid));
+});
+
+test('errors: existing file, bad PIN format, second personalization (6986), serve without a transport, missing file', async (t) => {
+  const dir = tempDir();
+  t.is((await dtCard(['create', 'x.card'], dir)).code, 0);
+  const again = await dtCard(['create', 'x.card'], dir);
+  t.is(again.code, 1);
+  t.regex(again.stderr, /already exists/);
+  const badPin = await dtCard(['personalize', 'x.card', '--pin', '12', '--puk', '12345678'], dir);
+  t.is(badPin.code, 1);
+  t.regex(badPin.stderr, /--pin must be 4\.\.12 digits/);
+  t.is((await dtCard(['personalize', 'x.card', '--pin', '1234', '--puk', '12345678'], dir)).code, 0);
+  const twice = await dtCard(['personalize', 'x.card', '--pin', '1234', '--puk', '12345678'], dir);
+  t.is(twice.code, 1);
+  t.regex(twice.stderr, /card refused: .*6986/);
+  const serve = await dtCard(['serve', 'x.card'], dir);
+  t.is(serve.code, 1);
+  t.regex(serve.stderr, /exactly one of --vpcd or --serial/);
+  const missing = await dtCard(['show', 'nope.card'], dir);
+  t.is(missing.code, 1);
+  t.regex(missing.stderr, /no state file/);
+});
