@@ -57,7 +57,7 @@ export const INS = {
   PAY: 0x30,
   /** PERSONALIZE: issuance steps selected by P1, see {@link PERSONALIZE_P1}. */
   PERSONALIZE: 0x40,
-  /** LOAD: store confirmed tokens on the card. */
+  /** LOAD: like SYNC (P1 BEGIN/COMPLETE), for a ledger receipt that adds value (SPEC §10.9). */
   LOAD: 0x50,
   /** SYNC: hand in the offline chain and receive a receipt, P1 see {@link SYNC_P1}. */
   SYNC: 0x52,
@@ -82,7 +82,7 @@ export const PERSONALIZE_P1 = {
   WRITE_CERTIFICATES: 0x02,
   /** Set the initial PIN. */
   SET_PIN: 0x03,
-  /** Set limits and configuration. */
+  /** Set the card configuration (limits come from the card certificate). */
   SET_CONFIG: 0x04,
   /** Lock personalization for good; later PERSONALIZE commands answer 6986. */
   LOCK: 0x0f,
