@@ -27,7 +27,7 @@ import {
   Cvm, MarkSchema, Role,
   type Handover, type Mark, type PaymentRequest, type SyncReceipt, type Token, type Transfer,
 } from './schema/messages.ts';
-import { decodeMessage, openSigned, payloadHash, verifySigned, encodeMessage } from './codec.ts';
+import { decodeMessage, openSigned, payloadHash, verifySigned, encodeMessage, type OpenedMessage } from './codec.ts';
 import { verifyCoseSign1 } from './cose/sign1.ts';
 import { verifyChain, verifyRoot, type VerifiedCertificate } from './cose/cwt.ts';
 
@@ -188,6 +188,10 @@ export interface HandoverContext {
   readonly notAfter?: number;
   /** Skip step 7 (only for diagnostics; terminals and the ledger always check limits). */
   readonly skipLimits?: boolean;
+  /** Parses signed Transfers (default `openSigned`); see {@link ChainCheckOptions.openTransfer}. */
+  readonly openTransfer?: TransferOpener;
+  /** Verifies the card chain (default `verifyChain` against `trust.root`); see {@link CardChainVerifier}. */
+  readonly verifyCardChain?: CardChainVerifier;
 }
 
 type Fail = HandoverInvalid;
@@ -228,7 +232,24 @@ export interface ChainCheckOptions {
   /** Currency every transfer must use. */
   readonly currency?: number;
   readonly verifier?: Verifier;
+  /** Parses a signed Transfer (default `openSigned`); servers pass a cache, since a card's history repeats in each of its handovers. */
+  readonly openTransfer?: TransferOpener;
 }
+
+/**
+ * Parses (without verifying) a signed Transfer; must behave exactly like
+ * `openSigned('Transfer', bytes)`. It may also return the transfer's
+ * `payloadHash` (computed once by a cache).
+ */
+export type TransferOpener = (bytes: Uint8Array) => OpenedMessage<'Transfer'> & { readonly hash?: Uint8Array };
+const defaultOpener: TransferOpener = (b) => openSigned('Transfer', b);
+
+/**
+ * Verifies a card chain like `verifyChain(chain, { root, at, leafRole: CARD, verifier })`
+ * (same result, same errors). Servers inject a cache: a chain that verified
+ * stays valid for every time inside all its certificates' validity periods.
+ */
+export type CardChainVerifier = (chain: readonly Uint8Array[], at: number) => VerifiedCertificate[];
 
 /** Success of {@link checkTransferChain}. */
 export interface ChainCheckOk {
@@ -253,7 +274,7 @@ export function checkTransferChain(o: ChainCheckOptions): ChainCheckOk | Handove
     const bytes = o.transfers[i]!;
     let opened;
     try {
-      opened = openSigned('Transfer', bytes);
+      opened = (o.openTransfer ?? defaultOpener)(bytes);
     } catch (e) {
       return fail(HandoverCode.HANDOVER_MALFORMED, `transfer: ${errDetail(e)}`, i);
     }
@@ -264,7 +285,7 @@ export function checkTransferChain(o: ChainCheckOptions): ChainCheckOk | Handove
     }
     const t = opened.message;
     if (!bytesEqual(t.card, o.cardKid)) return fail(HandoverCode.TRANSFER_SIGNATURE, 'card field names another key', i);
-    const hash = payloadHash(opened.cose);
+    const hash = opened.hash ?? payloadHash(opened.cose);
     if (i === 0) {
       if (o.anchor) {
         if (t.counter !== o.anchor.counter + 1) return fail(HandoverCode.HISTORY_BROKEN, 'counter does not follow the anchor', i);
@@ -347,12 +368,12 @@ export function validateHandover(input: Uint8Array | Handover, ctx: HandoverCont
   }
   let opened;
   try {
-    opened = openSigned('Transfer', handover.transfer);
+    opened = (ctx.openTransfer ?? defaultOpener)(handover.transfer);
   } catch (e) {
     return fail(HandoverCode.HANDOVER_MALFORMED, `transfer: ${errDetail(e)}`);
   }
   const transfer = opened.message;
-  const transferHash = payloadHash(opened.cose);
+  const transferHash = opened.hash ?? payloadHash(opened.cose);
   const named = { transferHash, cardKid: transfer.card, amount: transfer.amount };
   const failT = (code: HandoverCode, detail?: string, index?: number): Fail => ({ ...fail(code, detail, index), ...named });
 
@@ -363,7 +384,9 @@ export function validateHandover(input: Uint8Array | Handover, ctx: HandoverCont
     // The root must be valid at that time too.
     const rc = ctx.trust.root.claims;
     if (transfer.time < rc.nbf || transfer.time > rc.exp) return failT(HandoverCode.HANDOVER_CHAIN, 'root not valid at the transfer time');
-    cardChain = verifyChain(handover.chain, { root: ctx.trust.root, at: transfer.time, leafRole: Role.CARD, verifier });
+    cardChain = ctx.verifyCardChain
+      ? ctx.verifyCardChain(handover.chain, transfer.time)
+      : verifyChain(handover.chain, { root: ctx.trust.root, at: transfer.time, leafRole: Role.CARD, verifier });
   } catch (e) {
     return failT(HandoverCode.HANDOVER_CHAIN, errDetail(e), isDtError(e) && typeof e.details.index === 'number' ? e.details.index : undefined);
   }
@@ -412,6 +435,7 @@ export function validateHandover(input: Uint8Array | Handover, ctx: HandoverCont
   const checked = checkTransferChain({
     cardKid: card.kid, cardPublicKey: card.publicKey, transfers: all, coins, currency: transfer.currency, verifier,
     ...(anchor ? { anchor } : {}),
+    ...(ctx.openTransfer ? { openTransfer: ctx.openTransfer } : {}),
   });
   if (!checked.ok) return { ...checked, ...named };
 

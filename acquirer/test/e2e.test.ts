@@ -1,0 +1,174 @@
+/**
+ * End to end with the real ledger (@dt/ledger, SQLite): reference wallets
+ * funded through the ledger pay terminals; terminals submit signed batches to
+ * the acquirer; the acquirer forwards them; terminals fetch the ledger-signed
+ * outcomes; the ledger's own balances prove every payment settled once.
+ */
+import test, { type ExecutionContext } from 'ava';
+import { join } from 'node:path';
+import { OutcomeStatus, toHex, verifySigned, type Outcome } from '@dt/protocol';
+import { startLedgerServer, openSqliteStorage } from '@dt/ledger';
+import { createTestLedger, type TestLedger, type TestTerminal } from '@dt/ledger/testkit';
+import { startAcquirer, submitBatch, fetchAllOutcomes, fetchCrl, type AcquirerConfig } from '../src/index.ts';
+import { closedPort, tempDir } from './fixtures.ts';
+
+const nowSeconds = () => Math.floor(Date.now() / 1000);
+
+async function kit(t: ExecutionContext): Promise<{ k: TestLedger; dir: string }> {
+  const { dir, cleanup } = tempDir();
+  const k = await createTestLedger({ now: nowSeconds(), storage: openSqliteStorage(join(dir, 'ledger.db')) });
+  t.teardown(async () => {
+    await k.storage.close();
+    cleanup();
+  });
+  return { k, dir };
+}
+
+function config(k: TestLedger, dir: string, ledgerUrl: string, extra: Partial<AcquirerConfig> = {}): AcquirerConfig {
+  return { ledgerUrl, root: k.pki.issuer.cert, bankCert: k.pki.bank.cert, ledgerCert: k.pki.ledger.cert, dbFile: join(dir, 'acquirer.db'), ...extra };
+}
+
+async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function decode(k: TestLedger, list: Uint8Array[]): Outcome[] {
+  return list.map((o) => verifySigned('Outcome', o, k.pki.ledger.keys.publicKey).message);
+}
+
+/** Each card pays each terminal `amount`; returns the handovers per terminal. */
+function payments(k: TestLedger, cards: Awaited<ReturnType<TestLedger['fundCard']>>[], terms: TestTerminal[], amount: number): Uint8Array[][] {
+  return terms.map((term) => cards.map((c) => c.wallet.pay(k.request(term, amount)).handover));
+}
+
+test('happy path: batches from several terminals settle once; terminals read signed outcomes; resends change nothing', async (t) => {
+  const { k, dir } = await kit(t);
+  const srv = await startLedgerServer({ ledger: k.ledger, port: 0 });
+  t.teardown(() => srv.close());
+  const acq = await startAcquirer(config(k, dir, srv.url));
+  t.teardown(() => acq.close());
+
+  const cards = await Promise.all([k.fundCard(100_000), k.fundCard(100_000), k.fundCard(100_000)]);
+  const terms = [k.newTerminal('shop-a'), k.newTerminal('shop-b')];
+  const hs = payments(k, cards, terms, 1_250);
+  const batches = terms.map((term, i) => k.batch(term, hs[i]!));
+  const acks = await Promise.all(batches.map((b) => submitBatch(acq.url, b)));
+  t.deepEqual(acks.map((a) => a.handovers), [3, 3]);
+
+  for (const [i, term] of terms.entries()) {
+    const page = await waitFor('outcomes', async () => {
+      const p = await fetchAllOutcomes(acq.url, term.signer, 0);
+      return p.outcomes.length === 3 ? p : undefined;
+    });
+    const os = decode(k, page.outcomes);
+    t.deepEqual(os.map((o) => o.status), [OutcomeStatus.SETTLED, OutcomeStatus.SETTLED, OutcomeStatus.SETTLED]);
+    t.true(os.every((o) => toHex(o.terminal) === toHex(term.kid) && o.amount === 1_250));
+    t.deepEqual(page.refs, [[1, 0], [1, 1], [1, 2]]);
+    // Resending the same batch after settlement: the same ack, and nothing new for the ledger.
+    const again = await submitBatch(acq.url, batches[i]!);
+    t.deepEqual(again, acks[i]);
+  }
+  await acq.forwardNow();
+  const balances = await k.ledger.merchantBalances();
+  t.is(balances[toHex(terms[0]!.kid)], 3 * 1_250);
+  t.is(balances[toHex(terms[1]!.kid)], 3 * 1_250);
+  t.is((await k.ledger.counts()).settled, 6);
+  t.true((await k.ledger.audit()).ok);
+
+  // The acquirer distributes the ledger's revocation list, byte for byte.
+  const crl = await waitFor('crl', async () => fetchCrl(acq.url).catch(() => undefined));
+  t.is(toHex(crl), toHex(await k.ledger.crl()));
+
+  const health = (await (await fetch(`${acq.url}/v1/health`)).json()) as Record<string, unknown>;
+  t.like(health, { status: 'ok', ledgerReachable: true, queueDepth: 0, settledBatches: 2 });
+  const metrics = await (await fetch(`${acq.url}/v1/metrics`)).text();
+  t.regex(metrics, /^dt_acquirer_batches_received_total 2$/m);
+  t.regex(metrics, /^dt_acquirer_batches_duplicate_total 2$/m);
+  t.regex(metrics, /^dt_acquirer_outcomes_recorded_total 6$/m);
+  t.regex(metrics, /^dt_acquirer_pending_batches 0$/m);
+});
+
+test('a double spend comes back as DOUBLE_SPEND with proof, and the new revocation list reaches the acquirer', async (t) => {
+  const { k, dir } = await kit(t);
+  const srv = await startLedgerServer({ ledger: k.ledger, port: 0 });
+  t.teardown(() => srv.close());
+  const acq = await startAcquirer(config(k, dir, srv.url, { autoForward: false }));
+  t.teardown(() => acq.close());
+  const card = await k.fundCard(10_000);
+  const clone = card.wallet.clone();
+  const [a, b] = [k.newTerminal('shop-a'), k.newTerminal('shop-b')];
+  await submitBatch(acq.url, k.batch(a, [card.wallet.pay(k.request(a, 7_000)).handover]));
+  await submitBatch(acq.url, k.batch(b, [clone.pay(k.request(b, 6_000)).handover]));
+  const r = await acq.forwardNow();
+  t.is(r.settled, 2);
+  const [oa] = decode(k, (await fetchAllOutcomes(acq.url, a.signer, 0)).outcomes);
+  const [ob] = decode(k, (await fetchAllOutcomes(acq.url, b.signer, 0)).outcomes);
+  t.is(oa!.status, OutcomeStatus.SETTLED);
+  t.is(ob!.status, OutcomeStatus.DOUBLE_SPEND);
+  t.is(ob!.proof?.length, 2);
+  // The settle triggered a refresh: the list now names the card.
+  const crl = verifySigned('RevocationList', await fetchCrl(acq.url), k.pki.ledger.keys.publicKey).message;
+  t.true(crl.version >= 1);
+  t.true(crl.revoked.some((kid) => toHex(kid) === toHex(card.identity.kid)));
+});
+
+test('ledger down: batches are acknowledged and kept; once the ledger is up, outcomes arrive', async (t) => {
+  const { k, dir } = await kit(t);
+  const port = await closedPort();
+  const acq = await startAcquirer(config(k, dir, `http://127.0.0.1:${port}`, { forwarder: { backoffBaseMs: 50, backoffMaxMs: 400 } }));
+  t.teardown(() => acq.close());
+  const cards = await Promise.all([k.fundCard(50_000), k.fundCard(50_000)]);
+  const terms = [k.newTerminal('shop-a'), k.newTerminal('shop-b'), k.newTerminal('shop-c')];
+  const hs = payments(k, cards, terms, 999);
+  for (const [i, term] of terms.entries()) await submitBatch(acq.url, k.batch(term, hs[i]!));
+
+  // Retries happen while the ledger is down, and health says so.
+  await waitFor('retries', async () => {
+    const m = await (await fetch(`${acq.url}/v1/metrics`)).text();
+    return Number(/^dt_acquirer_forward_retries_total (\d+)$/m.exec(m)![1]) >= 2 ? true : undefined;
+  });
+  const down = (await (await fetch(`${acq.url}/v1/health`)).json()) as Record<string, unknown>;
+  t.like(down, { status: 'degraded', ledgerReachable: false, queueDepth: 3, pendingHandovers: 6 });
+  t.is(typeof down.lastForwardError, 'string');
+  t.is((await k.ledger.counts()).settled, 0);
+
+  const srv = await startLedgerServer({ ledger: k.ledger, port });
+  t.teardown(() => srv.close());
+  for (const term of terms) {
+    const page = await waitFor('outcomes after the ledger came back', async () => {
+      const p = await fetchAllOutcomes(acq.url, term.signer, 0);
+      return p.outcomes.length === 2 ? p : undefined;
+    });
+    t.deepEqual(decode(k, page.outcomes).map((o) => o.status), [OutcomeStatus.SETTLED, OutcomeStatus.SETTLED]);
+  }
+  const balances = await k.ledger.merchantBalances();
+  for (const term of terms) t.is(balances[toHex(term.kid)], 2 * 999);
+  t.like(await (await fetch(`${acq.url}/v1/health`)).json(), { ledgerReachable: true, queueDepth: 0 });
+});
+
+test('the queue survives an acquirer restart (same database), and a terminal resend after restart gets the same ack', async (t) => {
+  const { k, dir } = await kit(t);
+  const srv = await startLedgerServer({ ledger: k.ledger, port: 0 });
+  t.teardown(() => srv.close());
+  const first = await startAcquirer(config(k, dir, srv.url, { autoForward: false }));
+  const card = await k.fundCard(20_000);
+  const term = k.newTerminal('shop-r');
+  const batch = k.batch(term, [card.wallet.pay(k.request(term, 3_000)).handover, card.wallet.pay(k.request(term, 4_000)).handover]);
+  const ack = await submitBatch(first.url, batch);
+  await first.close();
+  const second = await startAcquirer(config(k, dir, srv.url, { autoForward: false }));
+  t.teardown(() => second.close());
+  t.deepEqual(await submitBatch(second.url, batch), ack);
+  t.like(await (await fetch(`${second.url}/v1/health`)).json(), { queueDepth: 1 });
+  t.is((await second.forwardNow()).settled, 1);
+  t.is((await second.forwardNow()).settled, 0);
+  t.deepEqual(await submitBatch(second.url, batch), ack);
+  t.is((await k.ledger.merchantBalances())[toHex(term.kid)], 7_000);
+  t.is(decode(k, (await fetchAllOutcomes(second.url, term.signer, 0)).outcomes).length, 2);
+});

@@ -1,0 +1,16 @@
+/**
+ * `@dt/ledger`: the reference ledger and notary. See README.md.
+ *
+ * @module
+ */
+export * from './ledger.ts';
+export * from './pki.ts';
+export * from './load.ts';
+export * from './native-signer.ts';
+export * from './storage/types.ts';
+export { openSqliteStorage } from './storage/sqlite.ts';
+export { openPostgresStorage, type PostgresConfig } from './storage/postgres.ts';
+export * from './server.ts';
+export * from './pool.ts';
+export { startPgCluster, pgAvailable, type PgCluster } from './pg-cluster.ts';
+export { buildProgram, openDataDir, readKeyFile, writeKeyFile, type DataDir } from './cli.ts';

@@ -1,0 +1,185 @@
+/**
+ * Parallel handover validation on worker threads with the native (OpenSSL)
+ * verifier: signature checks are the ledger's main CPU cost and are pure,
+ * so they spread over every core while the main thread does storage work.
+ * Handovers of one card go to the same worker, whose memoizing verifier
+ * then skips the certificates, tokens and history transfers it already
+ * verified for that card's earlier handovers.
+ *
+ * @module
+ */
+import { Worker } from 'node:worker_threads';
+import { availableParallelism } from 'node:os';
+import { createHash } from 'node:crypto';
+import {
+  openSigned, payloadHash, Role, utf8, verifyChain,
+  type CardChainVerifier, type HandoverResult, type OpenedMessage, type TransferOpener, type VerifiedCertificate, type Verifier,
+} from '@dt/protocol';
+import type { HandoverValidator, ValidationJob } from './ledger.ts';
+
+/**
+ * Wraps a verifier with a bounded memo of successful verifications, keyed by
+ * SHA-256(lengths || publicKey || signature || message). Only `true` results are kept, so
+ * a cached answer is always one the inner verifier actually gave.
+ */
+export function memoVerifier(inner: Verifier, maxEntries = 50_000): Verifier & { hits: number; misses: number } {
+  const seen = new Set<string>();
+  const v = {
+    hits: 0,
+    misses: 0,
+    verify(signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array): boolean {
+      // Length-prefixed, so no (signature, message) split can collide with another one.
+      const lens = new Uint32Array([publicKey.length, signature.length, message.length]);
+      const k = createHash('sha256').update(new Uint8Array(lens.buffer)).update(publicKey).update(signature).update(message).digest('base64');
+      if (seen.has(k)) {
+        v.hits++;
+        return true;
+      }
+      v.misses++;
+      const ok = inner.verify(signature, message, publicKey);
+      if (ok) {
+        if (seen.size >= maxEntries) seen.delete(seen.values().next().value as string);
+        seen.add(k);
+      }
+      return ok;
+    },
+  };
+  return v;
+}
+
+/**
+ * A bounded cache of parsed Transfers keyed by SHA-256 of their bytes: parsing
+ * is a pure function of the bytes, and each handover repeats the card's whole
+ * history. Results are shared, so callers must treat them as read-only (the
+ * validator does).
+ */
+export function cachingTransferOpener(maxEntries = 10_000): TransferOpener {
+  const cache = new Map<string, OpenedMessage<'Transfer'> & { hash: Uint8Array }>();
+  return (bytes) => {
+    const k = createHash('sha256').update(bytes).digest('base64');
+    const hit = cache.get(k);
+    if (hit) return hit;
+    const o = openSigned('Transfer', bytes);
+    const opened = { ...o, hash: payloadHash(o.cose) };
+    if (cache.size >= maxEntries) cache.delete(cache.keys().next().value as string);
+    cache.set(k, opened);
+    return opened;
+  };
+}
+
+/**
+ * A {@link CardChainVerifier} that remembers chains that verified, with the
+ * time window in which all their certificates are valid; a cached chain is
+ * reused only for a time inside that window (anything else is verified again,
+ * so expiry and not-yet-valid errors are exactly those of `verifyChain`).
+ */
+export function cachingCardChainVerifier(root: VerifiedCertificate, verifier: Verifier, maxEntries = 10_000): CardChainVerifier {
+  const cache = new Map<string, { certs: VerifiedCertificate[]; from: number; to: number }>();
+  return (chain, at) => {
+    const h = createHash('sha256');
+    for (const c of chain) h.update(new Uint8Array(new Uint32Array([c.length]).buffer)).update(c);
+    const k = h.digest('base64');
+    const hit = cache.get(k);
+    if (hit && at >= hit.from && at <= hit.to) return hit.certs;
+    const certs = verifyChain(chain, { root, at, leafRole: Role.CARD, verifier });
+    const from = Math.max(...certs.map((c) => c.claims.nbf));
+    const to = Math.min(...certs.map((c) => c.claims.exp));
+    if (cache.size >= maxEntries) cache.delete(cache.keys().next().value as string);
+    cache.set(k, { certs, from, to });
+    return certs;
+  };
+}
+
+/** Options of {@link createValidatorPool}. */
+export interface ValidatorPoolOptions {
+  readonly rootCert: Uint8Array;
+  readonly ledgerCert: Uint8Array;
+  /** Time at which the trust store is checked (seconds). */
+  readonly at: number;
+  /** Worker threads (default: available parallelism). */
+  readonly workers?: number;
+  /** Old-generation heap limit of each worker in MiB (default 256): the caches are bounded well below it, and the limit makes V8 collect instead of growing. */
+  readonly maxWorkerHeapMb?: number;
+}
+
+/** A running pool: `validate` plugs into `Ledger.open({ validator })`. */
+export interface ValidatorPool {
+  readonly size: number;
+  readonly validate: HandoverValidator;
+  /** Signature verifications actually performed and answered from the memo, over all workers. */
+  stats(): Promise<{ verifies: number; memoHits: number }>;
+  close(): Promise<void>;
+}
+
+interface Pending { resolve: (r: unknown) => void; reject: (e: unknown) => void }
+
+const TRANSFER_CT = Buffer.from(utf8('application/dt.transfer+cbor'));
+
+/**
+ * Worker affinity key of a handover: the card kid, read straight from the
+ * paying transfer's protected header (content type, then `04 50` + 16-byte kid)
+ * without decoding anything. Only performance depends on it (a card's
+ * handovers meet the same memo); a handover it cannot read goes to worker 0
+ * and is validated in full like any other.
+ */
+export function affinityOf(handover: Uint8Array): number {
+  const b = Buffer.from(handover.buffer, handover.byteOffset, handover.byteLength);
+  const at = b.indexOf(TRANSFER_CT);
+  const k = at + TRANSFER_CT.length;
+  if (at < 0 || k + 18 > b.length || b[k] !== 0x04 || b[k + 1] !== 0x50) return 0;
+  return (b[k + 2]! << 8) | b[k + 3]!;
+}
+
+/** Starts worker threads that validate handovers with the native verifier. */
+export async function createValidatorPool(opts: ValidatorPoolOptions): Promise<ValidatorPool> {
+  const size = Math.max(1, opts.workers ?? availableParallelism());
+  const workers: Worker[] = [];
+  const pending = new Map<number, Pending>();
+  let nextId = 0;
+  for (let i = 0; i < size; i++) {
+    // A JS bootstrap registers the TypeScript loader inside the worker (see validate-worker.mjs).
+    const w = new Worker(new URL('./validate-worker.mjs', import.meta.url), {
+      workerData: { rootCert: opts.rootCert, ledgerCert: opts.ledgerCert, at: opts.at },
+      resourceLimits: { maxOldGenerationSizeMb: opts.maxWorkerHeapMb ?? 256 },
+    });
+    w.on('message', (m: { id: number; results?: unknown; error?: string }) => {
+      const p = pending.get(m.id);
+      if (!p) return;
+      pending.delete(m.id);
+      if (m.error) p.reject(new Error(m.error));
+      else p.resolve(m.results);
+    });
+    w.on('error', (e) => {
+      for (const p of pending.values()) p.reject(e);
+      pending.clear();
+    });
+    workers.push(w);
+  }
+  await Promise.all(workers.map((w) => new Promise<void>((resolve, reject) => {
+    w.once('message', () => resolve());
+    w.once('error', reject);
+  })));
+  const call = (w: Worker, msg: Record<string, unknown>) => new Promise<unknown>((resolve, reject) => {
+    const id = nextId++;
+    pending.set(id, { resolve, reject });
+    w.postMessage({ id, ...msg });
+  });
+  return {
+    size,
+    async validate(jobs: readonly ValidationJob[]): Promise<HandoverResult[]> {
+      const parts: number[][] = workers.map(() => []);
+      jobs.forEach((j, i) => parts[affinityOf(j.handover) % size]!.push(i));
+      const answers = await Promise.all(parts.map((idx, wi) => (idx.length ? call(workers[wi]!, { jobs: idx.map((i) => jobs[i]) }) : Promise.resolve([])) as Promise<HandoverResult[]>));
+      const out: HandoverResult[] = new Array(jobs.length);
+      parts.forEach((idx, wi) => idx.forEach((i, k) => { out[i] = answers[wi]![k]!; }));
+      return out;
+    },
+    async stats() {
+      const all = (await Promise.all(workers.map((w) => call(w, { stats: true })))) as { verifies: number; memoHits: number }[];
+      return all.reduce((a, s) => ({ verifies: a.verifies + s.verifies, memoHits: a.memoHits + s.memoHits }), { verifies: 0, memoHits: 0 });
+    },
+    async close() {
+      await Promise.all(workers.map((w) => w.terminate()));
+    },
+  };
+}

@@ -1,0 +1,81 @@
+/**
+ * The ledger's storage interface: transactions over a small SQL dialect that
+ * SQLite (3.35+) and PostgreSQL (and PostgreSQL-compatible distributed
+ * engines: CockroachDB, YugabyteDB, Citus) all accept unchanged:
+ * `?` placeholders (rewritten to `$n` for PostgreSQL), `BLOB` columns
+ * (`BYTEA` on PostgreSQL), `BIGINT` amounts, natural primary keys only (no
+ * sequences), and `INSERT ... ON CONFLICT DO NOTHING RETURNING` as the single
+ * atomic statement of the notary's spent set.
+ *
+ * @module
+ */
+
+/** A value bound to or read from SQL. Blobs are plain `Uint8Array`, integers JS numbers (amounts never exceed 2^53-1). */
+export type SqlValue = number | string | Uint8Array | null;
+/** A result row. */
+export type Row = Record<string, SqlValue>;
+
+/** Statements inside one transaction. */
+export interface SqlTx {
+  /** All rows of a query. */
+  all<T extends Row = Row>(sql: string, params?: readonly SqlValue[]): Promise<T[]>;
+  /** The first row, or undefined. */
+  get<T extends Row = Row>(sql: string, params?: readonly SqlValue[]): Promise<T | undefined>;
+  /** Runs a statement; returns the number of changed rows. */
+  run(sql: string, params?: readonly SqlValue[]): Promise<number>;
+}
+
+/** A storage backend. */
+export interface LedgerStorage {
+  readonly kind: 'sqlite' | 'postgres';
+  /**
+   * Runs `fn` in one serializable, durable transaction: committed (and on disk)
+   * when the promise resolves, rolled back when `fn` throws. Transactions of one
+   * storage object run one at a time.
+   */
+  transaction<T>(fn: (tx: SqlTx) => Promise<T>): Promise<T>;
+  /** Closes the backend. */
+  close(): Promise<void>;
+}
+
+/** Serializes async critical sections (one transaction at a time per storage object). */
+export class Mutex {
+  #tail: Promise<unknown> = Promise.resolve();
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.#tail.then(fn, fn);
+    this.#tail = next.catch(() => undefined);
+    return next;
+  }
+}
+
+/** DDL shared by both backends; `BLOB` becomes `BYTEA` on PostgreSQL. */
+export const SCHEMA: readonly string[] = [
+  `CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BIGINT NOT NULL)`,
+  `CREATE TABLE IF NOT EXISTS allocations (id BLOB PRIMARY KEY, bank BLOB NOT NULL, amount BIGINT NOT NULL, time BIGINT NOT NULL)`,
+  `CREATE TABLE IF NOT EXISTS banks (kid BLOB PRIMARY KEY, cert BLOB NOT NULL, perms BIGINT NOT NULL, balance BIGINT NOT NULL)`,
+  `CREATE TABLE IF NOT EXISTS cards (kid BLOB PRIMARY KEY, bank BLOB NOT NULL, cert BLOB NOT NULL, anchor BLOB NOT NULL, anchor_counter BIGINT NOT NULL, anchor_sync BLOB)`,
+  `CREATE TABLE IF NOT EXISTS loads (id BLOB PRIMARY KEY, card BLOB NOT NULL, bank BLOB NOT NULL, amount BIGINT NOT NULL, state TEXT NOT NULL, sync BLOB, time BIGINT NOT NULL)`,
+  `CREATE INDEX IF NOT EXISTS loads_card ON loads (card, state)`,
+  `CREATE TABLE IF NOT EXISTS tokens (serial BLOB PRIMARY KEY, card BLOB NOT NULL, value BIGINT NOT NULL, sync BLOB NOT NULL, bytes BLOB NOT NULL)`,
+  `CREATE INDEX IF NOT EXISTS tokens_sync ON tokens (sync)`,
+  // The notary: input id (token serial or output id) -> the transfer or sync request that spent it.
+  `CREATE TABLE IF NOT EXISTS spent (id BLOB PRIMARY KEY, by_hash BLOB NOT NULL)`,
+  // One signed object per card counter: a second one is a fork.
+  `CREATE TABLE IF NOT EXISTS counters (card BLOB NOT NULL, counter BIGINT NOT NULL, hash BLOB NOT NULL, PRIMARY KEY (card, counter))`,
+  `CREATE TABLE IF NOT EXISTS objects (hash BLOB PRIMARY KEY, bytes BLOB NOT NULL)`,
+  // state: recorded (known, payee not yet paid) | settled | voided
+  `CREATE TABLE IF NOT EXISTS transfers (hash BLOB PRIMARY KEY, card BLOB NOT NULL, counter BIGINT NOT NULL, amount BIGINT NOT NULL, payee BLOB NOT NULL,
+     change_id BLOB, change_value BIGINT NOT NULL, mark BLOB, time BIGINT NOT NULL, state TEXT NOT NULL)`,
+  `CREATE INDEX IF NOT EXISTS transfers_card ON transfers (card, state)`,
+  // The first verdict on a transfer a terminal submitted (replays answer from it).
+  `CREATE TABLE IF NOT EXISTS verdicts (transfer BLOB PRIMARY KEY, status BIGINT NOT NULL, covered BIGINT NOT NULL, code TEXT, time BIGINT NOT NULL,
+     card BLOB NOT NULL, terminal BLOB NOT NULL, amount BIGINT NOT NULL, proof1 BLOB, proof2 BLOB)`,
+  `CREATE TABLE IF NOT EXISTS outcomes (batch BLOB NOT NULL, idx BIGINT NOT NULL, bytes BLOB NOT NULL, PRIMARY KEY (batch, idx))`,
+  `CREATE TABLE IF NOT EXISTS batches (hash BLOB PRIMARY KEY, terminal BLOB NOT NULL, seq BIGINT NOT NULL, count BIGINT NOT NULL, time BIGINT NOT NULL)`,
+  `CREATE TABLE IF NOT EXISTS merchants (kid BLOB PRIMARY KEY, balance BIGINT NOT NULL)`,
+  `CREATE TABLE IF NOT EXISTS covers (transfer BLOB PRIMARY KEY, bank BLOB NOT NULL, terminal BLOB NOT NULL, amount BIGINT NOT NULL)`,
+  `CREATE TABLE IF NOT EXISTS proofs (first BLOB NOT NULL, second BLOB NOT NULL, card BLOB NOT NULL, time BIGINT NOT NULL, PRIMARY KEY (first, second))`,
+  `CREATE TABLE IF NOT EXISTS revocations (card BLOB PRIMARY KEY, version BIGINT NOT NULL, time BIGINT NOT NULL)`,
+  `CREATE TABLE IF NOT EXISTS crls (version BIGINT PRIMARY KEY, bytes BLOB NOT NULL)`,
+  `CREATE TABLE IF NOT EXISTS syncs (request BLOB PRIMARY KEY, card BLOB NOT NULL, receipt BLOB NOT NULL)`,
+];

@@ -1,0 +1,31 @@
+/**
+ * Worker thread of the validator pool (pool.ts): validates handovers with
+ * the native verifier behind a memo, answers `{ id, results }`.
+ *
+ * @module
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { createTrustStore, validateHandover } from '@dt/protocol';
+import { nativeVerifier } from '@dt/protocol/native';
+import { cachingCardChainVerifier, cachingTransferOpener, memoVerifier } from './pool.ts';
+import type { ValidationJob } from './ledger.ts';
+
+const data = workerData as { rootCert: Uint8Array; ledgerCert: Uint8Array; at: number };
+const verifier = memoVerifier(nativeVerifier);
+const openTransfer = cachingTransferOpener();
+const trust = createTrustStore({ root: data.rootCert, ledgerCert: data.ledgerCert, at: data.at, verifier: nativeVerifier });
+const verifyCardChain = cachingCardChainVerifier(trust.root, verifier);
+
+parentPort!.on('message', (m: { id: number; jobs?: ValidationJob[]; stats?: boolean }) => {
+  try {
+    if (m.stats) {
+      parentPort!.postMessage({ id: m.id, results: { verifies: verifier.misses, memoHits: verifier.hits } });
+      return;
+    }
+    const results = m.jobs!.map((j) => validateHandover(j.handover, { trust, verifier, openTransfer, verifyCardChain, payee: j.payee, notAfter: j.notAfter }));
+    parentPort!.postMessage({ id: m.id, results });
+  } catch (e) {
+    parentPort!.postMessage({ id: m.id, error: e instanceof Error ? e.message : String(e) });
+  }
+});
+parentPort!.postMessage({ ready: true });
