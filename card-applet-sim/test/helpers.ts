@@ -67,7 +67,7 @@ export function request(amount: number, extra: { retryOf?: Uint8Array; nonce?: U
 }
 
 /**
- * Validates a handover as the terminal would (flows.md steps 1-7) against the
+ * Validates a handover as the terminal would (SPEC.md §7.4 steps 1-7) against the
  * request it answers; throws with the validation code otherwise.
  * Returns the transfer.
  */

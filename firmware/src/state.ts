@@ -9,7 +9,7 @@ import {
   encodeDeterministic, encodeStruct, LIMITS, MarkSchema, struct, uint, MAX_UINT, VERSION_1, type Infer,
 } from '@dt/protocol';
 
-/** How many signed terminal nonces the card remembers besides its history (flows.md: 64). */
+/** How many signed terminal nonces the card remembers besides its history (SPEC.md §7.5: 64). */
 export const NONCE_MEMORY = 64;
 
 /** Longest PIN / unblock code, in bytes. Stored right-padded with 0xFF to this length. */

@@ -448,7 +448,7 @@ test('SYNC/LOAD: repeated BEGIN returns the pending request; PAY refused while p
   t.is((await host.syncComplete(ledger.receipt(b1.data, { values: [93_000, 1] }))).sw, 0x6a80, 'value created');
   t.is((await host.syncComplete(ledger.receipt(b1.data, { values: [92_999] }))).sw, 0x6a80, 'value lost');
   t.is((await host.syncComplete(ledger.receipt(b1.data, { loaded: 0 }), true)).sw, 0x6a80, 'LOAD needs loaded > 0');
-  t.is((await host.syncComplete(ledger.receipt(b1.data, { voided: [new Uint8Array(32)] }))).sw, 0x6a80, 'voided hash not in the history');
+  t.is((await host.syncComplete(ledger.receipt(b1.data, { voided: [new Uint8Array(32)] }))).sw, 0x6a80, 'voided hash not in the history, and no value for it');
   const tok = openSigned('Token', wc.tokens[0]!).message;
   const foreignTok = signMessage('Token', { ...tok, owner: new Uint8Array(16) }, pki.ledger.signer);
   t.is((await host.syncComplete(signMessage('SyncReceipt', { ...wc, tokens: [foreignTok] }, pki.ledger.signer))).sw, 0x6a80, 'token of another owner');
@@ -475,6 +475,23 @@ test('SYNC/LOAD: repeated BEGIN returns the pending request; PAY refused while p
   const v = validate(p.data, req2);
   t.true(v.ok, JSON.stringify(v));
   if (v.ok) t.is(toHex(v.transfer.prev), toHex(payloadHash(openSigned('SyncReceipt', good).cose)));
+});
+
+test('SYNC: an orphan voided after the sync that reported it (not in the current history) comes back as extra value', async (t) => {
+  const { host } = await readyCard([50_000]);
+  t.is((await host.pay(paymentRequest(pki, pki.terminal, { amount: 7_000 }))).sw, 0x9000);
+  // First sync: the transfer is reported, the ledger keeps it waiting for the terminal.
+  const b1 = await host.syncBegin(new Uint8Array(16).fill(3));
+  const r1 = openSigned('SyncRequest', b1.data).message;
+  const orphan = payloadHash(openSigned('Transfer', r1.history[0]!).cose);
+  t.is((await host.syncComplete(ledger.receipt(b1.data))).sw, 0x9000);
+  // Second sync, after the void window: the orphan is voided; the card no longer holds it.
+  const b2 = await host.syncBegin(new Uint8Array(16).fill(4));
+  t.is(openSigned('SyncRequest', b2.data).message.history.length, 0);
+  t.is((await host.syncComplete(ledger.receipt(b2.data, { voided: [orphan], values: [43_000] }))).sw, 0x6a80, 'no value for the voided orphan');
+  t.is((await host.syncComplete(ledger.receipt(b2.data, { voided: [orphan, orphan], values: [50_000] }))).sw, 0x6a80, 'duplicate voided hash');
+  t.is((await host.syncComplete(ledger.receipt(b2.data, { voided: [orphan], values: [50_000] }))).sw, 0x9000);
+  t.is((await status(host)).balance, 50_000);
 });
 
 test('on-device confirmation: declined -> 6985 and nothing signed; approved -> cvm ON_DEVICE satisfies the CVM limit', async (t) => {

@@ -1,5 +1,5 @@
 /**
- * The reference ledger and notary (flows.md "Sync and load", "Settlement").
+ * The reference ledger and notary (SPEC.md §7.6 "Sync and load", §7.7 "Settlement").
  *
  * Every state change is one storage transaction, committed before the caller
  * gets an answer. Signature and certificate checks run before the

@@ -1,5 +1,5 @@
 /**
- * The bank load order (protocol/spec-parts/handover.md "Bank load order"):
+ * The bank load order (protocol/SPEC.md §7.6.1 "Bank load order"):
  * a COSE_Sign1 by a bank key over `{0: 1, 1: card kid, 2: amount, 3: load id, 4: time}`.
  *
  * @module

@@ -48,7 +48,7 @@ export const ErrorCode = {
   FRAME_CHANNEL: 'FRAME_CHANNEL',
   /** An exchange was cancelled through its AbortSignal before it completed. */
   ABORTED: 'ABORTED',
-  // --- handover validation (flows.md "Offline validation of a handover"; see handover.ts) ---
+  // --- handover validation (SPEC.md §7.4, §8.1; see handover.ts) ---
   /** Step 1: the handover or one of its objects does not decode within its limits. */
   HANDOVER_MALFORMED: 'HANDOVER_MALFORMED',
   /** Step 1: the card certificate chain does not verify up to the pinned root at the transfer time. */
@@ -61,7 +61,7 @@ export const ErrorCode = {
   TRANSFER_SIGNATURE: 'TRANSFER_SIGNATURE',
   /** Step 4: counters are not consecutive or a `prev` link (or the receipt anchor) is wrong. */
   HISTORY_BROKEN: 'HISTORY_BROKEN',
-  /** Step 5: an input is unknown or used twice, sums differ, or the outputs are not shaped as flows.md says. */
+  /** Step 5: an input is unknown or used twice, sums differ, or the outputs are not shaped as SPEC.md §7.3 says. */
   VALUE_NOT_CONSERVED: 'VALUE_NOT_CONSERVED',
   /** Step 5: a marked input is paid where its mark does not allow, marks are mixed, or an output's mark is wrong. */
   MARK_VIOLATION: 'MARK_VIOLATION',

@@ -1,6 +1,6 @@
 /**
- * Offline validation of a handover: flows.md "Offline validation of a
- * handover", steps 1-7, shared by the terminal (before it approves) and the
+ * Offline validation of a handover: SPEC.md §7.4 (steps 1-7) and §7.4.1
+ * (the check table), shared by the terminal (before it approves) and the
  * ledger (at settlement). Pure: no I/O, no clock; the caller passes the time
  * rules, the revocation lookup and the verifier.
  *
@@ -51,7 +51,7 @@ export const HandoverCode = {
 export type HandoverCode = (typeof HandoverCode)[keyof typeof HandoverCode];
 
 // ---------------------------------------------------------------- trust store
-/** What every party pins (flows.md "Trust"): the issuer root and the ledger key. */
+/** What every party pins (SPEC.md §7.1 "Trust"): the issuer root and the ledger key. */
 export interface TrustStore {
   /** The verified, self-signed issuer root. */
   readonly root: VerifiedCertificate;
@@ -206,7 +206,7 @@ export function markKey(mark: Mark | undefined): string {
   return mark === undefined ? '' : toHex(encodeDeterministic(encodeStruct(MarkSchema, mark)));
 }
 
-/** True when a coin with `mark` may be paid to `merchant` / `mcc` (flows.md "Marks"). Unmarked coins go anywhere. */
+/** True when a coin with `mark` may be paid to `merchant` / `mcc` (SPEC.md §7.3, marks). Unmarked coins go anywhere. */
 export function markAllows(mark: Mark | undefined, merchant: string, mcc: number): boolean {
   if (mark === undefined) return true;
   return (mark.merchants?.includes(merchant) ?? false) || (mark.mccs?.includes(mcc) ?? false);
@@ -353,7 +353,7 @@ function requestMatches(t: Transfer, r: ExpectedRequest): boolean {
 }
 
 /**
- * Validates a handover as flows.md steps 1-7 say, in order; the first
+ * Validates a handover as SPEC.md §7.4 steps 1-7 say, in order; the first
  * failure gives the code. Accepts the encoded Handover (decoded with its size
  * limits) or an already decoded one.
  */

@@ -1,6 +1,6 @@
 /**
  * The reference wallet: a plain, in-memory model of what a card does under
- * flows.md (pay, torn-tap retry, sync). Tests, the ledger and acquirer suites
+ * SPEC.md §7 (pay, torn-tap retry, sync; §7.4.2). Tests, the ledger and acquirer suites
  * and the demo use it to produce real signed Transfers and Handovers; the
  * firmware applet must produce byte-identical structures for the same state
  * and request (it adds PIN, persistence and the APDU layer on top).
@@ -19,7 +19,7 @@
  */
 import { DtError, ErrorCode } from './errors.ts';
 import { bytesEqual, toHex } from './bytes.ts';
-import { sumAmounts } from './amounts.ts';
+import { addAmounts, sumAmounts } from './amounts.ts';
 import { GENESIS_PREV, outputId } from './ids.ts';
 import { nobleVerifier, type Verifier } from './crypto/suite.ts';
 import type { Signer } from './cose/sign1.ts';
@@ -39,7 +39,7 @@ export interface WalletCoin {
   readonly mark?: Mark;
 }
 
-/** The wallet's whole state (flows.md "Card chain of transfers"). */
+/** The wallet's whole state (SPEC.md §7.2 "Card chain of transfers"). */
 export interface WalletState {
   /** Last counter used (0 when personalized). */
   counter: number;
@@ -312,7 +312,7 @@ export class ReferenceWallet {
   /**
    * SYNC COMPLETE: checks the receipt against the pending request (ledger
    * signature, card, counter, request hash, tokens owned by the card and new,
-   * total at least balance + loaded) and then replaces the holdings.
+   * total = balance + loaded + voided value, SPEC §7.6) and then replaces the holdings.
    */
   completeSync(receiptBytes: Uint8Array, ledgerKey: Uint8Array, verifier: Verifier = nobleVerifier): void {
     const s = this.#state;
@@ -333,9 +333,26 @@ export class ReferenceWallet {
       tokens[k] = b.slice();
       holdings.push({ id: t.serial, value: t.value, ...(t.mark ? { mark: t.mark } : {}) });
     }
+    // Voided orphans of the history this request handed in have a known
+    // amount; an orphan of an earlier chain (voided after the sync that
+    // reported it) only has to bring some value back (SPEC §7.6).
+    const known = new Map(pending.message.history.map((b) => {
+      const o = openSigned('Transfer', b);
+      return [toHex(payloadHash(o.cose)), o.message.amount] as const;
+    }));
+    let expected = addAmounts(pending.message.balance, rc.loaded);
+    let unknown = 0;
+    const seen = new Set<string>();
+    for (const v of rc.voided) {
+      const k = toHex(v);
+      if (seen.has(k)) throw new DtError(ErrorCode.VALUE_NOT_CONSERVED, 'receipt voids a transfer twice');
+      seen.add(k);
+      const amount = known.get(k);
+      if (amount === undefined) unknown++;
+      else expected = addAmounts(expected, amount);
+    }
     const total = sumAmounts(holdings.map((c) => c.value));
-    const floor = pending.message.balance + rc.loaded;
-    if (total < floor || (rc.voided.length === 0 && total !== floor)) {
+    if (unknown === 0 ? total !== expected : total <= expected) {
       throw new DtError(ErrorCode.VALUE_NOT_CONSERVED, 'receipt tokens do not add up to balance + loaded + voided');
     }
     s.holdings = holdings;
