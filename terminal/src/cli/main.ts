@@ -1,0 +1,558 @@
+/**
+ * `dt-pos`: the merchant's command line for the DT POS terminal.
+ *
+ * Exit codes (also in `dt-pos --help` and README.md):
+ *   0 success (charge: APPROVED)
+ *   1 charge DECLINED
+ *   2 usage error (bad arguments)
+ *   3 ONLINE REQUIRED (charge), or the acquirer could not be reached (sync)
+ *   4 END: no card, not a DT card, reader busy or unavailable, cancelled
+ *   5 terminal not initialized or configuration invalid
+ *   6 internal or journal error
+ *   7 PRESENT CARD AGAIN and the card was not presented again in time
+ *
+ * @module
+ */
+import { Command, CommanderError } from 'commander';
+import { existsSync, readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { createRequire } from 'node:module';
+import {
+  BankPermission, fromHex, issueCertificate, keyPairSigner, openSigned, publicKeyOf, Role, toHex, CURRENCY_KZT,
+} from '@dt/protocol';
+import { TerminalError, TerminalErrorCode, isTerminalError } from '../errors.ts';
+import {
+  certificateRequest, createTerminalKey, identityPaths, loadIdentity, loadTerminalKey, saveIdentity, writeFileDurable, type TerminalIdentity,
+} from '../identity.ts';
+import { DEFAULT_CONFIG, configPath, loadConfig, saveConfig, type TerminalConfig } from '../config.ts';
+import { Journal, type PaymentRecord } from '../journal/journal.ts';
+import { PaymentKernel } from '../kernel/kernel.ts';
+import type { TapOutcome } from '../kernel/outcome.ts';
+import type { PinPad, PinPrompt } from '../kernel/pinpad.ts';
+import { SyncClient } from '../sync/client.ts';
+import { PcscReaders } from '../transports/pcsc.ts';
+import { openSerialReader } from '../transports/serial.ts';
+import { listHidDevices, openHidReader } from '../transports/hid.ts';
+import type { CardReader } from '../transports/reader.ts';
+import { assessRisk } from '../policy.ts';
+
+/** Exit codes of `dt-pos`. */
+export const ExitCode = {
+  OK: 0,
+  DECLINED: 1,
+  USAGE: 2,
+  ONLINE_REQUIRED: 3,
+  END: 4,
+  NOT_INITIALIZED: 5,
+  INTERNAL: 6,
+  PRESENT_CARD_AGAIN: 7,
+} as const;
+
+const EXIT_HELP = `
+Exit codes:
+  0  success (charge: APPROVED)
+  1  charge DECLINED
+  2  usage error
+  3  ONLINE REQUIRED (charge), or the acquirer was unreachable (sync)
+  4  END: no card, not a DT card, reader busy/unavailable, cancelled
+  5  terminal not initialized, or invalid configuration
+  6  internal or journal error
+  7  PRESENT CARD AGAIN and the card was not presented again
+
+Amounts are in tenge with up to two decimals (150, 150.5, 150.50); stored in tiyn.
+Data directory: --data-dir, else $DT_POS_HOME, else ~/.dt-pos.`;
+
+const now = (): number => Math.floor(Date.now() / 1000);
+
+/** Parses "150", "150.5", "150.50" tenge into tiyn. */
+export function parseAmount(s: string): number {
+  const m = /^(\d{1,13})(?:\.(\d{1,2}))?$/.exec(s.trim());
+  if (!m) throw new TerminalError(TerminalErrorCode.CONFIG, `not an amount: ${s} (use tenge with up to two decimals, e.g. 150.50)`);
+  const tiyn = Number(m[1]) * 100 + Number((m[2] ?? '').padEnd(2, '0'));
+  if (tiyn <= 0 || !Number.isSafeInteger(tiyn)) throw new TerminalError(TerminalErrorCode.CONFIG, 'amount must be positive');
+  return tiyn;
+}
+
+/** Formats tiyn as tenge, e.g. 15050 -> "150.50 KZT". */
+export function formatAmount(tiyn: number): string {
+  return `${Math.floor(tiyn / 100)}.${String(tiyn % 100).padStart(2, '0')} KZT`;
+}
+
+function iso(t: number | undefined): string {
+  return t === undefined ? '-' : new Date(t * 1000).toISOString().replace('.000Z', 'Z');
+}
+
+interface Globals {
+  dataDir: string;
+  json: boolean;
+}
+
+function globals(cmd: Command): Globals {
+  const o = cmd.optsWithGlobals() as { dataDir?: string; json?: boolean };
+  return { dataDir: resolve(o.dataDir ?? process.env.DT_POS_HOME ?? join(homedir(), '.dt-pos')), json: o.json === true };
+}
+
+class Exit extends Error {
+  constructor(readonly code: number) {
+    super(`exit ${code}`);
+  }
+}
+
+function out(g: Globals, json: unknown, human: string): void {
+  process.stdout.write(g.json ? JSON.stringify(json, (_k, v: unknown) => (v instanceof Uint8Array ? toHex(v) : v)) + '\n' : human + '\n');
+}
+
+function openJournal(g: Globals): Journal {
+  return Journal.open(join(g.dataDir, 'journal.sqlite'));
+}
+
+function requireIdentity(g: Globals): TerminalIdentity {
+  return loadIdentity(g.dataDir, now());
+}
+
+// ---------------------------------------------------------------- readers
+/** Opens a reader from a spec: `pcsc`, `pcsc:<name part>`, `serial:<path>`, `hid:<path>`. */
+export async function openReader(spec: string, apduTimeoutMs?: number): Promise<{ reader: CardReader; close: () => Promise<void> }> {
+  if (spec === 'pcsc' || spec.startsWith('pcsc:')) {
+    const pcsc = new PcscReaders(apduTimeoutMs ? { apduTimeoutMs } : {});
+    const name = spec === 'pcsc' ? undefined : spec.slice(5);
+    return { reader: pcsc.reader(name), close: () => pcsc.close() };
+  }
+  if (spec.startsWith('serial:')) {
+    const r = await openSerialReader(spec.slice(7));
+    return { reader: r, close: () => r.close() };
+  }
+  if (spec.startsWith('hid:')) {
+    const r = openHidReader(spec.slice(4));
+    return { reader: r, close: () => r.close() };
+  }
+  throw new TerminalError(TerminalErrorCode.CONFIG, `unknown reader spec ${spec} (pcsc, pcsc:<name>, serial:<path>, hid:<path>)`);
+}
+
+// ---------------------------------------------------------------- PIN pad on the terminal's own keyboard
+/**
+ * PIN entry on the console: hidden input on a TTY (echoes `*`), or one line
+ * from stdin when it is a pipe (an external PIN pad process). The digits go
+ * into a fresh buffer for the kernel, which wipes it; nothing is logged.
+ */
+export class ConsolePinPad implements PinPad {
+  #lines: AsyncIterator<string> | undefined;
+
+  /** {@inheritDoc PinPad.requestPin} */
+  async requestPin(prompt: PinPrompt, signal: AbortSignal): Promise<Uint8Array | null> {
+    const tries = prompt.triesLeft !== undefined ? ` (wrong PIN, ${prompt.triesLeft} tries left)` : '';
+    for (;;) {
+      process.stderr.write(`Enter PIN for ${formatAmount(prompt.amount)}${tries}, empty to cancel: `);
+      const text = process.stdin.isTTY ? await this.#hidden(signal) : await this.#line(signal);
+      process.stderr.write('\n');
+      if (text === null || text.length === 0) return null;
+      // A malformed entry is not sent to the card (it would cost nothing, but tells the holder nothing either).
+      if (/^[0-9]{4,12}$/.test(text)) return pinDigits(text);
+      process.stderr.write('A PIN is 4 to 12 digits.\n');
+    }
+  }
+
+  #line(signal: AbortSignal): Promise<string | null> {
+    if (!this.#lines) this.#lines = createInterface({ input: process.stdin, terminal: false })[Symbol.asyncIterator]();
+    const it = this.#lines;
+    return new Promise((resolveP, reject) => {
+      signal.addEventListener('abort', () => reject(signal.reason), { once: true });
+      it.next().then((r) => resolveP(r.done ? null : r.value.trim()), reject);
+    });
+  }
+
+  #hidden(signal: AbortSignal): Promise<string | null> {
+    return new Promise((resolveP, reject) => {
+      const stdin = process.stdin;
+      let buf = '';
+      stdin.setRawMode(true);
+      stdin.resume();
+      const done = (v: string | null, e?: unknown): void => {
+        stdin.off('data', onData);
+        stdin.setRawMode(false);
+        stdin.pause();
+        if (e) reject(e);
+        else resolveP(v);
+      };
+      const onData = (d: Buffer): void => {
+        for (const ch of d.toString('utf8')) {
+          if (ch === '\r' || ch === '\n') return done(buf);
+          if (ch === '\u0003' || ch === '\u001b') return done(null);
+          if (ch === '\u007f') {
+            buf = buf.slice(0, -1);
+            continue;
+          }
+          if (/[0-9]/.test(ch) && buf.length < 12) {
+            buf += ch;
+            process.stderr.write('*');
+          }
+        }
+      };
+      signal.addEventListener('abort', () => done(null, signal.reason), { once: true });
+      stdin.on('data', onData);
+    });
+  }
+}
+
+function pinDigits(s: string): Uint8Array {
+  const b = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) b[i] = s.charCodeAt(i);
+  return b;
+}
+
+// ---------------------------------------------------------------- commands
+function outcomeExit(o: TapOutcome): number {
+  switch (o.kind) {
+    case 'APPROVED':
+      return ExitCode.OK;
+    case 'DECLINED':
+      return ExitCode.DECLINED;
+    case 'ONLINE_REQUIRED':
+      return ExitCode.ONLINE_REQUIRED;
+    case 'PRESENT_CARD_AGAIN':
+      return ExitCode.PRESENT_CARD_AGAIN;
+    default:
+      return ExitCode.END;
+  }
+}
+
+function receiptText(p: PaymentRecord, merchantName: string): string {
+  return [
+    `Receipt #${p.id}  ${merchantName} (${p.merchant}, MCC ${p.mcc})`,
+    `  amount      ${formatAmount(p.amount)}`,
+    `  time        ${iso(p.time)}`,
+    `  card        ${toHex(p.card)} counter ${p.counter}`,
+    `  verified    ${p.cvm === 1 ? 'PIN' : p.cvm === 2 ? 'on device' : 'no CVM'}`,
+    `  transfer    ${toHex(p.transferHash)}`,
+    `  state       ${p.state}${p.state === 'double_spent' ? (p.covered ? ' (covered)' : ' (NOT covered)') : ''}${p.outcomeCode ? ` ${p.outcomeCode}` : ''}`,
+  ].join('\n');
+}
+
+function paymentJson(p: PaymentRecord): Record<string, unknown> {
+  return {
+    id: p.id, amount: p.amount, currency: p.currency, state: p.state, covered: p.covered ?? null, outcomeCode: p.outcomeCode ?? null,
+    transfer: toHex(p.transferHash), card: toHex(p.card), counter: p.counter, time: p.time, approvedAt: p.approvedAt, cvm: p.cvm,
+    merchant: p.merchant, mcc: p.mcc, batch: p.batchSeq ?? null,
+  };
+}
+
+/** Builds the `dt-pos` program (exported for tests of the help text). */
+export function buildProgram(): Command {
+  const program = new Command('dt-pos')
+    .description('DT offline POS terminal: take Digital Tenge card payments offline, keep them safe, sync them later.')
+    .option('-d, --data-dir <dir>', 'terminal data directory (keys, certificates, config.json, journal.sqlite)')
+    .option('--json', 'machine-readable JSON output (one object per command)')
+    .addHelpText('after', EXIT_HELP)
+    .exitOverride()
+    .showHelpAfterError();
+
+  program
+    .command('init')
+    .description('create the terminal key and a certificate request for the acquiring bank; with --dev, certify it with a local dev PKI')
+    .requiredOption('--merchant-id <id>', 'merchant id the acquiring bank registered')
+    .requiredOption('--mcc <code>', 'merchant category code (ISO 18245)', (v) => Number.parseInt(v, 10))
+    .requiredOption('--name <name>', 'merchant name printed on receipts')
+    .option('--acquirer <url>', 'acquirer base URL for sync, e.g. http://127.0.0.1:8081')
+    .option('--reader <spec>', 'default reader: pcsc, pcsc:<name>, serial:<path>, hid:<path>', 'pcsc')
+    .option('--dev <pki-dir>', 'development: self-provision with the dev PKI in this directory (dev-pki.json of dt-card / the ledger dev tools)')
+    .action((o: { merchantId: string; mcc: number; name: string; acquirer?: string; reader: string; dev?: string }, cmd: Command) => {
+      const g = globals(cmd);
+      if (!Number.isInteger(o.mcc) || o.mcc < 0 || o.mcc > 9999) throw new TerminalError(TerminalErrorCode.CONFIG, '--mcc must be 0..9999');
+      const paths = identityPaths(g.dataDir);
+      const kp = existsSync(paths.key) ? loadTerminalKey(g.dataDir) : createTerminalKey(g.dataDir);
+      const merchant = { id: o.merchantId, mcc: o.mcc, name: o.name };
+      const cfg: TerminalConfig = { ...DEFAULT_CONFIG, ...(existsSync(configPath(g.dataDir)) ? loadConfig(g.dataDir) : {}), reader: o.reader, ...(o.acquirer ? { acquirerUrl: o.acquirer } : {}) };
+      saveConfig(g.dataDir, cfg);
+      const request = certificateRequest(kp, merchant, now());
+      writeFileDurable(paths.request, request);
+      const kid = toHex(keyPairSigner(kp).kid);
+      if (!o.dev) {
+        out(g, { initialized: false, terminal: kid, certificateRequest: paths.request },
+          `Terminal key ${kid} created in ${g.dataDir}.\nSend ${paths.request} to your acquiring bank, then install its answer with:\n  dt-pos install-cert --cert terminal.cert --bank-cert bank.cert --root root.cert --ledger-cert ledger.cert`);
+        return;
+      }
+      const pki = readDevPki(o.dev);
+      const t = now();
+      const cert = issueCertificate(
+        { iss: openSigned('Certificate', pki.bank.cert).message.sub, sub: `terminal-${merchant.id}`, iat: t, nbf: t - 86_400, exp: t + 365 * 86_400, role: Role.TERMINAL, merchant, currency: CURRENCY_KZT, publicKey: kp.publicKey },
+        keyPairSigner({ secretKey: pki.bank.secretKey, publicKey: publicKeyOf(pki.bank.secretKey) }),
+      );
+      saveIdentity(g.dataDir, { chain: [cert, pki.bank.cert], root: pki.root, ledgerCert: pki.ledgerCert });
+      const id = requireIdentity(g);
+      out(g, { initialized: true, terminal: kid, merchant, certExpires: id.certExpires, dataDir: g.dataDir },
+        `Terminal ${kid} certified for ${merchant.name} (${merchant.id}, MCC ${merchant.mcc}) by the dev bank; valid until ${iso(id.certExpires)}.\nRun 'dt-pos sync' to fetch the revocation list before taking payments.`);
+    });
+
+  program
+    .command('install-cert')
+    .description("install the acquiring bank's answer to the certificate request (the chain and the trust anchors)")
+    .requiredOption('--cert <file>', 'terminal certificate issued by the bank (raw CBOR or hex)')
+    .requiredOption('--bank-cert <file>', 'acquiring bank certificate')
+    .requiredOption('--root <file>', 'issuer root certificate (the trust anchor to pin)')
+    .requiredOption('--ledger-cert <file>', 'ledger certificate')
+    .action((o: { cert: string; bankCert: string; root: string; ledgerCert: string }, cmd: Command) => {
+      const g = globals(cmd);
+      saveIdentity(g.dataDir, { chain: [readCert(o.cert), readCert(o.bankCert)], root: readCert(o.root), ledgerCert: readCert(o.ledgerCert) });
+      try {
+        const id = requireIdentity(g);
+        out(g, { installed: true, terminal: toHex(id.kid), merchant: id.merchant }, `Installed: terminal ${toHex(id.kid)} for ${id.merchant.name}.`);
+      } catch (e) {
+        // Never keep an identity that does not verify.
+        writeFileDurable(identityPaths(g.dataDir).identity, '{}\n');
+        throw e;
+      }
+    });
+
+  program
+    .command('charge')
+    .description('take a payment: wait for a tap on the reader, show progress and the outcome (PIN on this console when needed)')
+    .argument('<amount>', 'amount in tenge, e.g. 150.50')
+    .option('-r, --reader <spec>', 'reader: pcsc, pcsc:<name>, serial:<path>, hid:<path> (default from config.json)')
+    .option('-t, --timeout <seconds>', 'how long to wait for the card', (v) => Number.parseInt(v, 10))
+    .option('--retries <n>', 'PRESENT CARD AGAIN rounds before giving up', (v) => Number.parseInt(v, 10), 3)
+    .action(async (amountText: string, o: { reader?: string; timeout?: number; retries: number }, cmd: Command) => {
+      const g = globals(cmd);
+      const amount = parseAmount(amountText);
+      const identity = requireIdentity(g);
+      const cfg = loadConfig(g.dataDir);
+      const journal = openJournal(g);
+      const { reader, close } = await openReader(o.reader ?? cfg.reader);
+      const ctl = new AbortController();
+      const onSig = (): void => ctl.abort();
+      process.once('SIGINT', onSig);
+      try {
+        const kernel = new PaymentKernel({
+          identity, journal, policy: cfg.policy, pinPad: new ConsolePinPad(),
+          timeouts: { ...cfg.timeouts, ...(o.timeout ? { cardMs: o.timeout * 1000 } : {}) },
+        });
+        const say = (s: string): void => {
+          if (!g.json) process.stderr.write(s + '\n');
+        };
+        let outcome: TapOutcome;
+        for (let round = 0; ; round++) {
+          outcome = await kernel.charge(reader, amount, {
+            signal: ctl.signal,
+            onProgress: (state) => {
+              if (state === 'WAITING_FOR_CARD') say(`${formatAmount(amount)}: present card on ${reader.name}...`);
+              else if (state === 'PAYING') say('processing, do not remove the card...');
+            },
+          });
+          if (outcome.kind !== 'PRESENT_CARD_AGAIN' || round >= o.retries || ctl.signal.aborted) break;
+          say('PRESENT CARD AGAIN');
+        }
+        const human =
+          outcome.kind === 'APPROVED'
+            ? `APPROVED ${formatAmount(outcome.payment.amount)}  receipt #${outcome.payment.id}${outcome.recovered ? ' (recovered torn tap)' : ''}${outcome.alreadyRecorded ? ' (already recorded)' : ''}`
+            : `${outcome.kind.replace(/_/g, ' ')}: ${outcome.reason}${'detail' in outcome && outcome.detail ? ` (${outcome.detail})` : ''}`;
+        out(g, outcome.kind === 'APPROVED' ? { outcome: 'APPROVED', payment: paymentJson(outcome.payment), recovered: outcome.recovered } : { outcome: outcome.kind, ...outcome, kind: undefined }, human);
+        throw new Exit(outcomeExit(outcome));
+      } finally {
+        process.off('SIGINT', onSig);
+        await close();
+        journal.close();
+      }
+    });
+
+  program
+    .command('status')
+    .description('terminal identity, pending (unverified) value and since when, revocation list age, last sync, torn taps')
+    .action((_o: unknown, cmd: Command) => {
+      const g = globals(cmd);
+      const identity = requireIdentity(g);
+      const cfg = loadConfig(g.dataDir);
+      const journal = openJournal(g);
+      try {
+        const pending = journal.pendingSummary();
+        const crl = journal.crl();
+        const t = now();
+        const risk = assessRisk(cfg.policy, { amount: 1, pending: pending.amount, crlIssued: crl?.issued, now: t });
+        const lastOk = journal.getMeta('lastSyncOk');
+        const lastErr = journal.getMeta('lastSyncError');
+        const torn = journal.tornAttempts();
+        const data = {
+          terminal: toHex(identity.kid), merchant: identity.merchant, certExpires: identity.certExpires,
+          pending: { count: pending.count, amount: pending.amount, since: pending.since ?? null },
+          crl: crl ? { version: crl.version, issued: crl.issued, ageSeconds: t - crl.issued, revoked: crl.count } : null,
+          offlineAcceptance: risk.offline ? (risk.narrowed ? 'narrowed' : 'normal') : `stopped (${risk.reason})`,
+          lastSyncOk: lastOk ? Number(lastOk) : null, lastSyncError: lastErr ? (JSON.parse(lastErr) as unknown) : null,
+          openBatch: journal.openBatch()?.seq ?? null, tornTaps: torn.length, acquirer: cfg.acquirerUrl ?? null,
+        };
+        out(g, data, [
+          `Terminal ${data.terminal}  ${identity.merchant.name} (${identity.merchant.id}, MCC ${identity.merchant.mcc})`,
+          `Pending verification: ${formatAmount(pending.amount)} in ${pending.count} payment(s)${pending.since ? `, since ${iso(pending.since)}` : ''}`,
+          `Revocation list: ${crl ? `v${crl.version}, issued ${iso(crl.issued)} (${Math.floor((t - crl.issued) / 3600)} h old), ${crl.count} revoked` : 'none (sync first)'}`,
+          `Offline acceptance: ${data.offlineAcceptance}`,
+          `Last successful sync: ${lastOk ? iso(Number(lastOk)) : 'never'}${lastErr ? `; last problem: ${lastErr}` : ''}`,
+          `Torn taps awaiting the card: ${torn.length}${data.openBatch ? `; batch ${data.openBatch} awaiting acknowledgement` : ''}`,
+        ].join('\n'));
+      } finally {
+        journal.close();
+      }
+    });
+
+  program
+    .command('sync')
+    .description('send pending payments to the acquirer, apply ledger outcomes, fetch the revocation list (works offline: reports what is pending)')
+    .option('--acquirer <url>', 'acquirer base URL (default from config.json)')
+    .action(async (o: { acquirer?: string }, cmd: Command) => {
+      const g = globals(cmd);
+      const identity = requireIdentity(g);
+      const cfg = loadConfig(g.dataDir);
+      const url = o.acquirer ?? cfg.acquirerUrl;
+      if (!url) throw new TerminalError(TerminalErrorCode.CONFIG, 'no acquirer URL: pass --acquirer or set acquirerUrl in config.json');
+      const journal = openJournal(g);
+      try {
+        const r = await new SyncClient({ identity, journal, acquirerUrl: url }).sync();
+        const sent = r.batches.reduce((s, b) => s + b.total, 0);
+        out(g, r, [
+          r.online ? 'Online.' : 'OFFLINE: the acquirer could not be reached; payments stay queued.',
+          `Sent ${r.batches.length} batch(es), ${formatAmount(sent)}; ${r.outcomes.applied} outcome(s) applied${r.crl ? `; revocation list v${r.crl.version}` : ''}.`,
+          `Pending verification: ${formatAmount(r.pending.amount)} in ${r.pending.count} payment(s)${r.pending.since ? `, since ${iso(r.pending.since)}` : ''}.`,
+          ...r.problems.map((p) => `problem (${p.step}): ${p.code}: ${p.message}`),
+        ].join('\n'));
+        if (!r.online) throw new Exit(ExitCode.ONLINE_REQUIRED);
+        if (r.problems.length > 0) throw new Exit(ExitCode.INTERNAL);
+      } finally {
+        journal.close();
+      }
+    });
+
+  program
+    .command('report')
+    .description('totals by state and per day (UTC), double spends covered or not')
+    .action((_o: unknown, cmd: Command) => {
+      const g = globals(cmd);
+      const journal = openJournal(g);
+      try {
+        const byState = journal.totalsByState();
+        const byDay = journal.totalsByDay();
+        const ds = journal.doubleSpent();
+        const lines = ['State         count  amount'];
+        for (const [s, v] of Object.entries(byState)) lines.push(`${s.padEnd(13)} ${String(v.count).padStart(5)}  ${formatAmount(v.amount)}`);
+        lines.push(`double spent covered: ${formatAmount(ds.covered.amount)} (${ds.covered.count}); not covered: ${formatAmount(ds.uncovered.amount)} (${ds.uncovered.count})`, '', 'Day         state         count  amount');
+        for (const d of byDay) lines.push(`${d.day}  ${d.state.padEnd(13)} ${String(d.count).padStart(5)}  ${formatAmount(d.amount)}`);
+        out(g, { byState, byDay, doubleSpent: ds }, lines.join('\n'));
+      } finally {
+        journal.close();
+      }
+    });
+
+  program
+    .command('receipt')
+    .description('print the receipt of a payment')
+    .argument('<id>', 'receipt number', (v) => Number.parseInt(v, 10))
+    .action((id: number, _o: unknown, cmd: Command) => {
+      const g = globals(cmd);
+      const journal = openJournal(g);
+      try {
+        const p = Number.isSafeInteger(id) ? journal.getPayment(id) : undefined;
+        if (!p) throw new TerminalError(TerminalErrorCode.NOT_FOUND, `no receipt #${id}`);
+        let name = p.merchant;
+        try {
+          name = requireIdentity(g).merchant.name;
+        } catch {
+          // The receipt stands on its own.
+        }
+        out(g, paymentJson(p), receiptText(p, name));
+      } finally {
+        journal.close();
+      }
+    });
+
+  program
+    .command('readers')
+    .description('list PC/SC readers (with card presence), HID devices and serial ports')
+    .option('--wait <seconds>', 'how long to wait for PC/SC readers', (v) => Number.parseInt(v, 10), 2)
+    .action(async (o: { wait: number }, cmd: Command) => {
+      const g = globals(cmd);
+      const pcsc = new PcscReaders({ reconnectDelayMs: 60_000 });
+      let readers: { name: string; cardPresent: boolean }[] = [];
+      let pcscError: string | undefined;
+      try {
+        await pcsc.waitForReaders(o.wait * 1000);
+        await new Promise((r) => setTimeout(r, 300));
+        readers = pcsc.list();
+        pcscError = pcsc.contextError;
+      } finally {
+        await pcsc.close();
+      }
+      let hid: ReturnType<typeof listHidDevices> = [];
+      try {
+        hid = listHidDevices();
+      } catch {
+        // node-hid unavailable on this machine
+      }
+      let serial: { path: string; manufacturer?: string }[] = [];
+      try {
+        const require = createRequire(import.meta.url);
+        const { SerialPort } = require('serialport') as typeof import('serialport');
+        serial = (await SerialPort.list()).map((p) => ({ path: p.path, ...(p.manufacturer ? { manufacturer: p.manufacturer } : {}) }));
+      } catch {
+        // listing needs udevadm on Linux; ports can still be named by path
+      }
+      out(g, { pcsc: readers, pcscError: pcscError ?? null, hid, serial }, [
+        'PC/SC readers:', ...(readers.length ? readers.map((r) => `  pcsc:${r.name}${r.cardPresent ? '  [card present]' : ''}`) : [`  (none${pcscError ? `: ${pcscError}` : ''})`]),
+        'HID devices:', ...(hid.length ? hid.map((d) => `  hid:${d.path}  ${d.vendorId.toString(16).padStart(4, '0')}:${d.productId.toString(16).padStart(4, '0')} ${d.product ?? ''}`) : ['  (none)']),
+        'Serial ports:', ...(serial.length ? serial.map((s) => `  serial:${s.path} ${s.manufacturer ?? ''}`) : ['  (none listed; any port can be used as serial:<path>)']),
+      ].join('\n'));
+    });
+
+  return program;
+}
+
+function readCert(file: string): Uint8Array {
+  const raw = readFileSync(file);
+  const text = raw.toString('utf8').trim();
+  return /^[0-9a-fA-F]+$/.test(text) && text.length % 2 === 0 ? fromHex(text) : new Uint8Array(raw);
+}
+
+/** Reads a dev PKI directory (`dev-pki.json`: dt-dev-pki v1, as card-applet-sim's `saveDevPki` writes it). */
+function readDevPki(dir: string): { root: Uint8Array; ledgerCert: Uint8Array; bank: { secretKey: Uint8Array; cert: Uint8Array } } {
+  const p = join(dir, 'dev-pki.json');
+  if (!existsSync(p)) throw new TerminalError(TerminalErrorCode.CONFIG, `no dev PKI at ${p}`, { path: p });
+  try {
+    const j = JSON.parse(readFileSync(p, 'utf8')) as { format?: string; issuer: { cert: string }; ledger: { cert: string }; bank: { secretKey: string; cert: string } };
+    if (j.format !== 'dt-dev-pki') throw new Error('not a dt-dev-pki file');
+    const bankCert = fromHex(j.bank.cert);
+    const claims = openSigned('Certificate', bankCert).message;
+    if (claims.role !== Role.BANK || ((claims.perms ?? 0) & BankPermission.ACQUIRING) === 0) throw new Error('the dev bank cannot acquire');
+    return { root: fromHex(j.issuer.cert), ledgerCert: fromHex(j.ledger.cert), bank: { secretKey: fromHex(j.bank.secretKey), cert: bankCert } };
+  } catch (e) {
+    // Never echo the file: it holds secret keys.
+    throw new TerminalError(TerminalErrorCode.CONFIG, `${p} is not a usable dev PKI: ${(e as Error).message}`, { path: p });
+  }
+}
+
+function exitCodeOf(e: unknown): number {
+  if (e instanceof Exit) return e.code;
+  if (isTerminalError(e)) {
+    if (e.code === TerminalErrorCode.NOT_INITIALIZED || e.code === TerminalErrorCode.CONFIG) return ExitCode.NOT_INITIALIZED;
+    if (e.code === TerminalErrorCode.NOT_FOUND) return ExitCode.USAGE;
+    if (e.code === TerminalErrorCode.READER_UNAVAILABLE || e.code === TerminalErrorCode.READER_BUSY) return ExitCode.END;
+  }
+  return ExitCode.INTERNAL;
+}
+
+/** Runs the CLI with `argv` (process.argv form); resolves to the exit code. */
+export async function run(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return ExitCode.OK;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.exitCode === 0) return ExitCode.OK;
+      return ExitCode.USAGE;
+    }
+    const code = exitCodeOf(e);
+    if (!(e instanceof Exit)) {
+      const json = process.argv.includes('--json') || argv.includes('--json');
+      const msg = e instanceof Error ? e.message : String(e);
+      if (json) process.stdout.write(JSON.stringify({ error: isTerminalError(e) ? e.code : 'INTERNAL', message: msg }) + '\n');
+      else process.stderr.write(`dt-pos: ${msg}\n`);
+    }
+    return code;
+  }
+}

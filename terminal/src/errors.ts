@@ -1,0 +1,76 @@
+/**
+ * Errors of the terminal package. Every error carries a stable `code`
+ * (machine-readable, never changes) and non-secret `details`; PINs, keys and
+ * card secrets never appear in messages.
+ *
+ * @module
+ */
+
+/** Stable error codes of `@dt/terminal`. */
+export const TerminalErrorCode = {
+  /** A second exchange was started on a reader while one was in progress. */
+  READER_BUSY: 'READER_BUSY',
+  /** The reader is gone (unplugged, context lost) and not back yet. */
+  READER_UNAVAILABLE: 'READER_UNAVAILABLE',
+  /** No card in the field, or the card left the field during an exchange. */
+  CARD_REMOVED: 'CARD_REMOVED',
+  /** A wait (card, APDU, PIN, network) exceeded its time limit. */
+  TIMEOUT: 'TIMEOUT',
+  /** The operation was cancelled through its AbortSignal. */
+  ABORTED: 'ABORTED',
+  /** A device-level transport failure (I/O error, framing error, closed port). */
+  TRANSPORT: 'TRANSPORT',
+  /** The configuration file is missing, unreadable or invalid. */
+  CONFIG: 'CONFIG',
+  /** The terminal is not initialized (no key or no certificate). */
+  NOT_INITIALIZED: 'NOT_INITIALIZED',
+  /** The journal database is unusable or an invariant would be broken. */
+  JOURNAL: 'JOURNAL',
+  /** A network call to the acquirer failed (after its retries). */
+  NETWORK: 'NETWORK',
+  /** The acquirer answered something the terminal refuses to trust. */
+  BAD_RESPONSE: 'BAD_RESPONSE',
+  /** Not found (e.g. a receipt id). */
+  NOT_FOUND: 'NOT_FOUND',
+} as const;
+/** A terminal error code. */
+export type TerminalErrorCode = (typeof TerminalErrorCode)[keyof typeof TerminalErrorCode];
+
+/** Base error of `@dt/terminal`. */
+export class TerminalError extends Error {
+  /** Stable code, see {@link TerminalErrorCode}. */
+  readonly code: TerminalErrorCode;
+  /** Structured, non-secret context. */
+  readonly details: Readonly<Record<string, string | number | boolean>>;
+
+  /** Builds the error; `cause` is kept for diagnostics. */
+  constructor(code: TerminalErrorCode, message: string, details: Record<string, string | number | boolean> = {}, cause?: unknown) {
+    super(`${code}: ${message}`, cause === undefined ? undefined : { cause });
+    this.name = 'TerminalError';
+    this.code = code;
+    this.details = details;
+  }
+}
+
+/** The reader already runs an exchange (one at a time per reader). */
+export class ReaderBusyError extends TerminalError {
+  /** Builds the error for the named reader. */
+  constructor(reader: string) {
+    super(TerminalErrorCode.READER_BUSY, `reader ${reader} is busy with another exchange`, { reader });
+    this.name = 'ReaderBusyError';
+  }
+}
+
+/** A wait timed out. */
+export class TimeoutError extends TerminalError {
+  /** Builds the error; `what` names the wait (e.g. "card", "apdu", "pin"). */
+  constructor(what: string, ms: number) {
+    super(TerminalErrorCode.TIMEOUT, `${what} timed out after ${ms} ms`, { what, ms });
+    this.name = 'TimeoutError';
+  }
+}
+
+/** True when `e` is a {@link TerminalError}, optionally with the given code. */
+export function isTerminalError(e: unknown, code?: TerminalErrorCode): e is TerminalError {
+  return e instanceof TerminalError && (code === undefined || e.code === code);
+}

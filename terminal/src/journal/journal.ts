@@ -1,0 +1,614 @@
+/**
+ * The durable offline journal of the terminal (SQLite through better-sqlite3).
+ *
+ * Durability rules (why the pragmas are what they are):
+ * - `journal_mode=WAL` + `synchronous=FULL`: a committed transaction is on
+ *   disk (WAL fsynced) when `commit` returns, so a payment the terminal showed
+ *   as APPROVED survives a power cut or SIGKILL right after.
+ * - Every state change is one transaction: a payment row and its spent inputs
+ *   and the attempt that produced it change together or not at all.
+ * - Uniqueness is enforced by the database, not by the code: a transfer hash
+ *   and a `(card, counter)` pair appear at most once, so a payment can never be
+ *   recorded twice, whatever crashes or retries happen.
+ *
+ * States of a payment (`PaymentState`): `pending` (approved offline, not yet
+ * sent), `submitted` (in a batch the acquirer acknowledged), `settled`,
+ * `rejected` (ledger said INVALID or VOIDED), `double_spent` (with `covered`).
+ *
+ * @module
+ */
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { plainBytes, toHex } from '@dt/protocol';
+import { TerminalError, TerminalErrorCode } from '../errors.ts';
+
+/** Lifecycle state of a journalled payment. */
+export const PaymentState = {
+  PENDING: 'pending',
+  SUBMITTED: 'submitted',
+  SETTLED: 'settled',
+  REJECTED: 'rejected',
+  DOUBLE_SPENT: 'double_spent',
+} as const;
+/** A payment state. */
+export type PaymentState = (typeof PaymentState)[keyof typeof PaymentState];
+
+/** Lifecycle state of a payment attempt (one PAY command sent to a card). */
+export const AttemptState = {
+  /** The PAY command may have reached the card; no answer recorded yet. */
+  SENT: 'sent',
+  /** The card answered and the payment was approved (a payment row exists). */
+  APPROVED: 'approved',
+  /** The card answered and the terminal declined (nothing was stored as paid). */
+  DECLINED: 'declined',
+  /** No answer (card left the field, crash): the card may have signed; retry with `retryOf`. */
+  TORN: 'torn',
+  /** Recovered by a later retry, or given up (the ledger voids an unsubmitted transfer). */
+  CLOSED: 'closed',
+} as const;
+/** An attempt state. */
+export type AttemptState = (typeof AttemptState)[keyof typeof AttemptState];
+
+/** One journalled payment. */
+export interface PaymentRecord {
+  /** Receipt number, local to the terminal, increasing. */
+  readonly id: number;
+  readonly transferHash: Uint8Array;
+  readonly card: Uint8Array;
+  readonly counter: number;
+  readonly amount: number;
+  readonly currency: number;
+  /** Nonce of the request the card answered (the interrupted one after a torn-tap retry). */
+  readonly nonce: Uint8Array;
+  /** Transfer time (terminal time copied into the transfer), seconds. */
+  readonly time: number;
+  /** When the terminal approved, seconds. */
+  readonly approvedAt: number;
+  readonly cvm: number;
+  readonly merchant: string;
+  readonly mcc: number;
+  readonly handover: Uint8Array;
+  readonly state: PaymentState;
+  readonly covered: boolean | undefined;
+  readonly outcomeCode: string | undefined;
+  readonly batchSeq: number | undefined;
+  readonly updatedAt: number;
+}
+
+/** What the kernel records when it approves. */
+export interface NewPayment {
+  readonly transferHash: Uint8Array;
+  readonly card: Uint8Array;
+  readonly counter: number;
+  readonly amount: number;
+  readonly currency: number;
+  readonly nonce: Uint8Array;
+  readonly time: number;
+  readonly approvedAt: number;
+  readonly cvm: number;
+  readonly merchant: string;
+  readonly mcc: number;
+  readonly handover: Uint8Array;
+  /** Ids of the coins the paying transfer spends (token serials or output ids). */
+  readonly inputs: readonly Uint8Array[];
+}
+
+/** Result of {@link Journal.recordApproval}. */
+export type RecordResult =
+  | { readonly kind: 'recorded'; readonly payment: PaymentRecord }
+  /** The same transfer was already recorded (a replayed handover): not a second payment. */
+  | { readonly kind: 'duplicate'; readonly payment: PaymentRecord }
+  /** Another transfer of this card reuses the counter or an input we already accepted: a double spend. */
+  | { readonly kind: 'conflict'; readonly existing: PaymentRecord; readonly reason: 'counter' | 'input' };
+
+/** One payment attempt. */
+export interface AttemptRecord {
+  readonly nonce: Uint8Array;
+  readonly amount: number;
+  readonly created: number;
+  readonly card: Uint8Array | undefined;
+  readonly retryOf: Uint8Array | undefined;
+  readonly state: AttemptState;
+  /** The signed PaymentRequest sent (public data). */
+  readonly request: Uint8Array;
+  readonly time: number;
+}
+
+/** One stored batch. */
+export interface BatchRecord {
+  readonly seq: number;
+  readonly created: number;
+  readonly bytes: Uint8Array;
+  readonly state: 'built' | 'acked';
+  readonly count: number;
+  readonly total: number;
+}
+
+/** Totals of one state (or day). */
+export interface Totals {
+  readonly count: number;
+  readonly amount: number;
+}
+
+/** Summary of what is not yet verified by the ledger. */
+export interface PendingSummary extends Totals {
+  /** Approval time (seconds) of the oldest unverified payment, when any. */
+  readonly since: number | undefined;
+}
+
+/** A verified ledger outcome to apply to a payment. */
+export interface OutcomeUpdate {
+  readonly transferHash: Uint8Array;
+  readonly state: PaymentState;
+  readonly covered: boolean;
+  readonly code?: string;
+  /** The signed Outcome, kept as evidence. */
+  readonly bytes: Uint8Array;
+}
+
+/** The revocation list the terminal holds. */
+export interface StoredCrl {
+  readonly version: number;
+  readonly issued: number;
+  readonly fetchedAt: number;
+  readonly count: number;
+}
+
+const SCHEMA_VERSION = 1;
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+CREATE TABLE IF NOT EXISTS attempts (
+  nonce BLOB PRIMARY KEY CHECK (length(nonce) = 16),
+  created INTEGER NOT NULL,
+  amount INTEGER NOT NULL CHECK (amount > 0),
+  time INTEGER NOT NULL,
+  card BLOB,
+  retry_of BLOB,
+  request BLOB NOT NULL,
+  state TEXT NOT NULL CHECK (state IN ('sent','approved','declined','torn','closed'))
+) STRICT;
+CREATE INDEX IF NOT EXISTS attempts_state ON attempts (state, created);
+CREATE TABLE IF NOT EXISTS payments (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  transfer_hash BLOB NOT NULL UNIQUE CHECK (length(transfer_hash) = 32),
+  card BLOB NOT NULL,
+  counter INTEGER NOT NULL,
+  amount INTEGER NOT NULL CHECK (amount > 0),
+  currency INTEGER NOT NULL,
+  nonce BLOB NOT NULL,
+  time INTEGER NOT NULL,
+  approved_at INTEGER NOT NULL,
+  cvm INTEGER NOT NULL,
+  merchant TEXT NOT NULL,
+  mcc INTEGER NOT NULL,
+  handover BLOB NOT NULL,
+  state TEXT NOT NULL CHECK (state IN ('pending','submitted','settled','rejected','double_spent')),
+  covered INTEGER,
+  outcome BLOB,
+  outcome_code TEXT,
+  batch_seq INTEGER,
+  crl_version INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL,
+  UNIQUE (card, counter)
+) STRICT;
+CREATE INDEX IF NOT EXISTS payments_state ON payments (state, id);
+CREATE TABLE IF NOT EXISTS spent_inputs (
+  input BLOB PRIMARY KEY,
+  payment_id INTEGER NOT NULL REFERENCES payments (id)
+) STRICT;
+CREATE TABLE IF NOT EXISTS batches (
+  seq INTEGER PRIMARY KEY CHECK (seq > 0),
+  created INTEGER NOT NULL,
+  bytes BLOB NOT NULL,
+  state TEXT NOT NULL CHECK (state IN ('built','acked')),
+  acked_at INTEGER
+) STRICT;
+CREATE TABLE IF NOT EXISTS crl (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  version INTEGER NOT NULL,
+  issued INTEGER NOT NULL,
+  fetched_at INTEGER NOT NULL,
+  bytes BLOB NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS revoked (kid BLOB PRIMARY KEY) STRICT;
+`;
+
+interface PaymentRow {
+  id: number; transfer_hash: Uint8Array; card: Uint8Array; counter: number; amount: number; currency: number;
+  nonce: Uint8Array; time: number; approved_at: number; cvm: number; merchant: string; mcc: number;
+  handover: Uint8Array; state: PaymentState; covered: number | null; outcome_code: string | null;
+  batch_seq: number | null; updated_at: number;
+}
+
+interface AttemptRow {
+  nonce: Uint8Array; amount: number; created: number; time: number; card: Uint8Array | null;
+  retry_of: Uint8Array | null; state: AttemptState; request: Uint8Array;
+}
+
+function toPayment(r: PaymentRow): PaymentRecord {
+  return {
+    id: r.id,
+    transferHash: plainBytes(r.transfer_hash),
+    card: plainBytes(r.card),
+    counter: r.counter,
+    amount: r.amount,
+    currency: r.currency,
+    nonce: plainBytes(r.nonce),
+    time: r.time,
+    approvedAt: r.approved_at,
+    cvm: r.cvm,
+    merchant: r.merchant,
+    mcc: r.mcc,
+    handover: plainBytes(r.handover),
+    state: r.state,
+    covered: r.covered === null ? undefined : r.covered === 1,
+    outcomeCode: r.outcome_code ?? undefined,
+    batchSeq: r.batch_seq ?? undefined,
+    updatedAt: r.updated_at,
+  };
+}
+
+function toAttempt(r: AttemptRow): AttemptRecord {
+  return {
+    nonce: plainBytes(r.nonce),
+    amount: r.amount,
+    created: r.created,
+    time: r.time,
+    card: r.card === null ? undefined : plainBytes(r.card),
+    retryOf: r.retry_of === null ? undefined : plainBytes(r.retry_of),
+    state: r.state,
+    request: plainBytes(r.request),
+  };
+}
+
+/** Options of {@link Journal.open}. */
+export interface JournalOptions {
+  /** Clock in seconds (injected for tests); defaults to the system clock. */
+  readonly now?: () => number;
+}
+
+/**
+ * The terminal's journal. Open it once per process (SQLite serializes writers
+ * across processes anyway; a second terminal process on the same file waits
+ * on the lock for up to 5 s, then fails closed).
+ *
+ * @example
+ * const journal = Journal.open('/var/lib/dt-pos/journal.sqlite');
+ * const pending = journal.pendingSummary();
+ */
+export class Journal {
+  readonly #db: Database.Database;
+  readonly #now: () => number;
+
+  private constructor(db: Database.Database, now: () => number) {
+    this.#db = db;
+    this.#now = now;
+  }
+
+  /** Opens (creating if needed) the journal at `path` (`:memory:` for a throwaway one). */
+  static open(path: string, options: JournalOptions = {}): Journal {
+    if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+    let db: Database.Database;
+    try {
+      db = new Database(path, { timeout: 5000 });
+      if (path !== ':memory:') {
+        const mode = db.pragma('journal_mode = WAL', { simple: true });
+        if (String(mode).toLowerCase() !== 'wal') throw new Error(`journal_mode is ${String(mode)}, not wal`);
+      }
+      // FULL: the WAL is fsynced at every commit; an approval depends on it.
+      db.pragma('synchronous = FULL');
+      db.pragma('foreign_keys = ON');
+      db.exec(SCHEMA);
+      const v = db.prepare(`SELECT value FROM meta WHERE key = 'schema'`).get() as { value: string } | undefined;
+      if (v === undefined) db.prepare(`INSERT INTO meta (key, value) VALUES ('schema', ?)`).run(String(SCHEMA_VERSION));
+      else if (Number(v.value) !== SCHEMA_VERSION) throw new Error(`unsupported journal schema ${v.value}`);
+    } catch (e) {
+      throw new TerminalError(TerminalErrorCode.JOURNAL, `cannot open the journal at ${path}: ${(e as Error).message}`, { path }, e);
+    }
+    return new Journal(db, options.now ?? (() => Math.floor(Date.now() / 1000)));
+  }
+
+  /** Closes the database. */
+  close(): void {
+    this.#db.close();
+  }
+
+  /** The synchronous pragma in force (2 = FULL); exposed so tests can prove durability settings. */
+  get pragmas(): { journalMode: string; synchronous: number } {
+    return {
+      journalMode: String(this.#db.pragma('journal_mode', { simple: true })),
+      synchronous: Number(this.#db.pragma('synchronous', { simple: true })),
+    };
+  }
+
+  // ------------------------------------------------------------ meta
+  /** Reads a metadata value. */
+  getMeta(key: string): string | undefined {
+    return (this.#db.prepare('SELECT value FROM meta WHERE key = ?').get(key) as { value: string } | undefined)?.value;
+  }
+
+  /** Writes a metadata value (durably). */
+  setMeta(key: string, value: string): void {
+    this.#db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value').run(key, value);
+  }
+
+  // ------------------------------------------------------------ attempts
+  /**
+   * Records that a PAY command is about to be sent. Committed before the
+   * command leaves the terminal, so a crash while the card signs is found at
+   * the next start ({@link markSentAttemptsTorn}) and retried with `retryOf`.
+   */
+  recordAttempt(a: { nonce: Uint8Array; amount: number; time: number; card?: Uint8Array; retryOf?: Uint8Array; request: Uint8Array }): void {
+    this.#db
+      .prepare('INSERT INTO attempts (nonce, created, amount, time, card, retry_of, request, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
+      .run(a.nonce, this.#now(), a.amount, a.time, a.card ?? null, a.retryOf ?? null, a.request, AttemptState.SENT);
+  }
+
+  /** Moves an attempt to `state` (only from `sent` or `torn`). */
+  setAttemptState(nonce: Uint8Array, state: AttemptState): void {
+    this.#db.prepare(`UPDATE attempts SET state = ? WHERE nonce = ? AND state IN ('sent','torn')`).run(state, nonce);
+  }
+
+  /** At start-up: attempts left `sent` by a crash become `torn` (the card may have signed). Returns how many. */
+  markSentAttemptsTorn(): number {
+    return this.#db.prepare(`UPDATE attempts SET state = 'torn' WHERE state = 'sent'`).run().changes;
+  }
+
+  /** One attempt by nonce. */
+  getAttempt(nonce: Uint8Array): AttemptRecord | undefined {
+    const r = this.#db.prepare('SELECT * FROM attempts WHERE nonce = ?').get(nonce) as AttemptRow | undefined;
+    return r && toAttempt(r);
+  }
+
+  /**
+   * The torn attempt to name in `retryOf` for the next tap: the most recent
+   * torn attempt of this card (or of an unknown card) for the same amount,
+   * not older than `maxAgeSeconds`.
+   */
+  findTornAttempt(amount: number, card: Uint8Array | undefined, maxAgeSeconds: number): AttemptRecord | undefined {
+    const since = this.#now() - maxAgeSeconds;
+    const rows = this.#db
+      .prepare(`SELECT * FROM attempts WHERE state = 'torn' AND amount = ? AND created >= ? ORDER BY created DESC, rowid DESC`)
+      .all(amount, since) as AttemptRow[];
+    const match = rows.find((r) => card === undefined || r.card === null || toHex(r.card) === toHex(card));
+    return match && toAttempt(match);
+  }
+
+  /** Torn attempts (the card may hold a signed transfer the terminal never received). */
+  tornAttempts(): AttemptRecord[] {
+    return (this.#db.prepare(`SELECT * FROM attempts WHERE state = 'torn' ORDER BY created`).all() as AttemptRow[]).map(toAttempt);
+  }
+
+  // ------------------------------------------------------------ payments
+  /**
+   * Records an approved payment durably, in one transaction with its spent
+   * inputs and its attempt(s). Call it BEFORE telling anyone it is approved.
+   * Idempotent for the same transfer; refuses a conflicting one.
+   */
+  recordApproval(p: NewPayment, attemptNonces: readonly Uint8Array[] = []): RecordResult {
+    const tx = this.#db.transaction((): RecordResult => {
+      const same = this.#db.prepare('SELECT * FROM payments WHERE transfer_hash = ?').get(p.transferHash) as PaymentRow | undefined;
+      if (same) {
+        for (const n of attemptNonces) this.setAttemptState(n, AttemptState.CLOSED);
+        return { kind: 'duplicate', payment: toPayment(same) };
+      }
+      const byCounter = this.#db.prepare('SELECT * FROM payments WHERE card = ? AND counter = ?').get(p.card, p.counter) as PaymentRow | undefined;
+      if (byCounter) return { kind: 'conflict', existing: toPayment(byCounter), reason: 'counter' };
+      for (const input of p.inputs) {
+        const hit = this.#db
+          .prepare('SELECT p.* FROM spent_inputs s JOIN payments p ON p.id = s.payment_id WHERE s.input = ?')
+          .get(input) as PaymentRow | undefined;
+        if (hit) return { kind: 'conflict', existing: toPayment(hit), reason: 'input' };
+      }
+      const now = this.#now();
+      const info = this.#db
+        .prepare(
+          // crl_version: the list held when approving; the batch reports it so the ledger can tell whether the merchant is covered.
+          `INSERT INTO payments (transfer_hash, card, counter, amount, currency, nonce, time, approved_at, cvm, merchant, mcc, handover, state, crl_version, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', coalesce((SELECT version FROM crl WHERE id = 1), 0), ?)`,
+        )
+        .run(p.transferHash, p.card, p.counter, p.amount, p.currency, p.nonce, p.time, p.approvedAt, p.cvm, p.merchant, p.mcc, p.handover, now);
+      const id = Number(info.lastInsertRowid);
+      const ins = this.#db.prepare('INSERT INTO spent_inputs (input, payment_id) VALUES (?, ?)');
+      for (const input of p.inputs) ins.run(input, id);
+      for (const n of attemptNonces) {
+        this.#db.prepare(`UPDATE attempts SET state = 'closed' WHERE nonce = ? AND state = 'torn'`).run(n);
+        this.#db.prepare(`UPDATE attempts SET state = 'approved' WHERE nonce = ? AND state = 'sent'`).run(n);
+      }
+      return { kind: 'recorded', payment: toPayment(this.#db.prepare('SELECT * FROM payments WHERE id = ?').get(id) as PaymentRow) };
+    });
+    try {
+      // IMMEDIATE: take the write lock before reading, so two processes cannot both pass the checks.
+      return tx.immediate();
+    } catch (e) {
+      throw new TerminalError(TerminalErrorCode.JOURNAL, `cannot record the payment: ${(e as Error).message}`, {}, e);
+    }
+  }
+
+  /** One payment by receipt id. */
+  getPayment(id: number): PaymentRecord | undefined {
+    const r = this.#db.prepare('SELECT * FROM payments WHERE id = ?').get(id) as PaymentRow | undefined;
+    return r && toPayment(r);
+  }
+
+  /** One payment by transfer hash. */
+  getPaymentByTransfer(hash: Uint8Array): PaymentRecord | undefined {
+    const r = this.#db.prepare('SELECT * FROM payments WHERE transfer_hash = ?').get(hash) as PaymentRow | undefined;
+    return r && toPayment(r);
+  }
+
+  /** Payments, oldest first, optionally of one state. */
+  listPayments(opts: { state?: PaymentState; limit?: number; afterId?: number } = {}): PaymentRecord[] {
+    const where: string[] = ['id > ?'];
+    const args: (string | number)[] = [opts.afterId ?? 0];
+    if (opts.state) {
+      where.push('state = ?');
+      args.push(opts.state);
+    }
+    const sql = `SELECT * FROM payments WHERE ${where.join(' AND ')} ORDER BY id LIMIT ?`;
+    return (this.#db.prepare(sql).all(...args, opts.limit ?? -1) as PaymentRow[]).map(toPayment);
+  }
+
+  /**
+   * Value not yet verified by the ledger (pending + submitted) and since when:
+   * the exposure the risk policy caps, and what the merchant is told when offline.
+   */
+  pendingSummary(): PendingSummary {
+    const r = this.#db
+      .prepare(`SELECT count(*) AS count, coalesce(sum(amount), 0) AS amount, min(approved_at) AS since FROM payments WHERE state IN ('pending','submitted')`)
+      .get() as { count: number; amount: number; since: number | null };
+    return { count: r.count, amount: r.amount, since: r.since ?? undefined };
+  }
+
+  /** Totals by state. */
+  totalsByState(): Record<PaymentState, Totals> {
+    const out = Object.fromEntries(Object.values(PaymentState).map((s) => [s, { count: 0, amount: 0 }])) as Record<PaymentState, Totals>;
+    for (const r of this.#db.prepare('SELECT state, count(*) AS count, sum(amount) AS amount FROM payments GROUP BY state').all() as { state: PaymentState; count: number; amount: number }[]) {
+      out[r.state] = { count: r.count, amount: r.amount };
+    }
+    return out;
+  }
+
+  /** Totals per UTC day (YYYY-MM-DD of the approval time) and state, days ascending. */
+  totalsByDay(): { day: string; state: PaymentState; count: number; amount: number }[] {
+    return this.#db
+      .prepare(
+        `SELECT strftime('%Y-%m-%d', approved_at, 'unixepoch') AS day, state, count(*) AS count, sum(amount) AS amount
+         FROM payments GROUP BY day, state ORDER BY day, state`,
+      )
+      .all() as { day: string; state: PaymentState; count: number; amount: number }[];
+  }
+
+  /** Double-spent payments with whether the merchant is covered. */
+  doubleSpent(): { covered: Totals; uncovered: Totals } {
+    const rows = this.#db
+      .prepare(`SELECT coalesce(covered, 0) AS covered, count(*) AS count, sum(amount) AS amount FROM payments WHERE state = 'double_spent' GROUP BY coalesce(covered, 0)`)
+      .all() as { covered: number; count: number; amount: number }[];
+    const pick = (c: number): Totals => {
+      const r = rows.find((x) => x.covered === c);
+      return { count: r?.count ?? 0, amount: r?.amount ?? 0 };
+    };
+    return { covered: pick(1), uncovered: pick(0) };
+  }
+
+  // ------------------------------------------------------------ batches
+  /**
+   * Builds the next batch from unbatched pending payments in one
+   * transaction: `build` gets the sequence number and the handovers and
+   * returns the signed Batch bytes, which are stored before anything is sent
+   * (so a retry after a crash resends the very same bytes: idempotent).
+   * Returns undefined when nothing is pending. An unacknowledged batch is
+   * returned as is instead of building a new one (one batch in flight).
+   */
+  nextBatch(maxHandovers: number, build: (seq: number, handovers: Uint8Array[], crlVersion: number) => Uint8Array): BatchRecord | undefined {
+    const tx = this.#db.transaction((): BatchRecord | undefined => {
+      const open = this.#db.prepare(`SELECT seq FROM batches WHERE state = 'built' ORDER BY seq LIMIT 1`).get() as { seq: number } | undefined;
+      if (open) return this.getBatch(open.seq);
+      // One batch carries payments approved under one revocation list version (the oldest first),
+      // so the version it reports is exactly the one each of its payments was checked against.
+      const first = this.#db
+        .prepare(`SELECT crl_version FROM payments WHERE state = 'pending' AND batch_seq IS NULL ORDER BY id LIMIT 1`)
+        .get() as { crl_version: number } | undefined;
+      if (!first) return undefined;
+      const rows = this.#db
+        .prepare(`SELECT id, handover FROM payments WHERE state = 'pending' AND batch_seq IS NULL AND crl_version = ? ORDER BY id LIMIT ?`)
+        .all(first.crl_version, maxHandovers) as { id: number; handover: Uint8Array }[];
+      const last = this.#db.prepare('SELECT max(seq) AS seq FROM batches').get() as { seq: number | null };
+      const seq = (last.seq ?? 0) + 1;
+      const bytes = build(seq, rows.map((r) => plainBytes(r.handover)), first.crl_version);
+      this.#db.prepare(`INSERT INTO batches (seq, created, bytes, state) VALUES (?, ?, ?, 'built')`).run(seq, this.#now(), bytes);
+      const upd = this.#db.prepare('UPDATE payments SET batch_seq = ?, updated_at = ? WHERE id = ?');
+      for (const r of rows) upd.run(seq, this.#now(), r.id);
+      return this.getBatch(seq);
+    });
+    return tx.immediate();
+  }
+
+  /** A stored batch. */
+  getBatch(seq: number): BatchRecord | undefined {
+    const b = this.#db.prepare('SELECT * FROM batches WHERE seq = ?').get(seq) as { seq: number; created: number; bytes: Uint8Array; state: 'built' | 'acked' } | undefined;
+    if (!b) return undefined;
+    const t = this.#db.prepare('SELECT count(*) AS count, coalesce(sum(amount), 0) AS total FROM payments WHERE batch_seq = ?').get(seq) as { count: number; total: number };
+    return { seq: b.seq, created: b.created, bytes: plainBytes(b.bytes), state: b.state, count: t.count, total: t.total };
+  }
+
+  /** Marks a batch acknowledged by the acquirer; its pending payments become `submitted`. */
+  ackBatch(seq: number): void {
+    this.#db.transaction(() => {
+      this.#db.prepare(`UPDATE batches SET state = 'acked', acked_at = ? WHERE seq = ? AND state = 'built'`).run(this.#now(), seq);
+      this.#db.prepare(`UPDATE payments SET state = 'submitted', updated_at = ? WHERE batch_seq = ? AND state = 'pending'`).run(this.#now(), seq);
+    }).immediate();
+  }
+
+  /** The batch waiting for an acknowledgement, if any. */
+  openBatch(): BatchRecord | undefined {
+    const r = this.#db.prepare(`SELECT seq FROM batches WHERE state = 'built' ORDER BY seq LIMIT 1`).get() as { seq: number } | undefined;
+    return r && this.getBatch(r.seq);
+  }
+
+  // ------------------------------------------------------------ outcomes
+  /**
+   * Applies verified ledger outcomes and advances the outcome cursor in one
+   * transaction. Outcomes for unknown transfers are ignored (counted);
+   * a final state is never changed again.
+   */
+  applyOutcomes(
+    outcomes: readonly OutcomeUpdate[],
+    cursor: string | undefined,
+  ): { applied: number; unknown: number } {
+    return this.#db.transaction(() => {
+      let applied = 0;
+      let unknown = 0;
+      const upd = this.#db.prepare(
+        `UPDATE payments SET state = ?, covered = ?, outcome = ?, outcome_code = ?, updated_at = ?
+         WHERE transfer_hash = ? AND state IN ('pending','submitted')`,
+      );
+      for (const o of outcomes) {
+        const r = upd.run(o.state, o.covered ? 1 : 0, o.bytes, o.code ?? null, this.#now(), o.transferHash);
+        if (r.changes === 1) applied++;
+        else if (!this.getPaymentByTransfer(o.transferHash)) unknown++;
+      }
+      if (cursor !== undefined) this.setMeta('outcomeCursor', cursor);
+      return { applied, unknown };
+    }).immediate();
+  }
+
+  // ------------------------------------------------------------ revocation list
+  /**
+   * Replaces the held revocation list by a newer one (caller verified its
+   * signature). Refuses to go back to an older version.
+   */
+  storeCrl(crl: { version: number; issued: number; bytes: Uint8Array; revoked: readonly Uint8Array[] }): boolean {
+    return this.#db.transaction(() => {
+      const cur = this.#db.prepare('SELECT version FROM crl WHERE id = 1').get() as { version: number } | undefined;
+      if (cur && crl.version < cur.version) return false;
+      if (cur && crl.version === cur.version) {
+        // Same list: only the freshness changes.
+        this.#db.prepare('UPDATE crl SET fetched_at = ? WHERE id = 1').run(this.#now());
+        return true;
+      }
+      this.#db.prepare('DELETE FROM revoked').run();
+      const ins = this.#db.prepare('INSERT OR IGNORE INTO revoked (kid) VALUES (?)');
+      for (const k of crl.revoked) ins.run(k);
+      this.#db
+        .prepare('INSERT INTO crl (id, version, issued, fetched_at, bytes) VALUES (1, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET version = excluded.version, issued = excluded.issued, fetched_at = excluded.fetched_at, bytes = excluded.bytes')
+        .run(crl.version, crl.issued, this.#now(), crl.bytes);
+      return true;
+    }).immediate();
+  }
+
+  /** The held revocation list's metadata, if any. */
+  crl(): StoredCrl | undefined {
+    const r = this.#db.prepare('SELECT version, issued, fetched_at FROM crl WHERE id = 1').get() as { version: number; issued: number; fetched_at: number } | undefined;
+    if (!r) return undefined;
+    const c = this.#db.prepare('SELECT count(*) AS n FROM revoked').get() as { n: number };
+    return { version: r.version, issued: r.issued, fetchedAt: r.fetched_at, count: c.n };
+  }
+
+  /** True when the card key id is on the held revocation list. */
+  isRevoked(kid: Uint8Array): boolean {
+    return this.#db.prepare('SELECT 1 FROM revoked WHERE kid = ?').get(kid) !== undefined;
+  }
+}

@@ -1,0 +1,454 @@
+/**
+ * The payment kernel: from "waiting for a card" to an outcome.
+ *
+ * ```text
+ * WAITING_FOR_CARD -> SELECTING -> [risk] -> [PIN_ENTRY] -> PAYING -> VALIDATING -> COMMITTING -> APPROVED
+ *        |               |            |           |            |            |
+ *      END(NO_CARD)   END(NOT_DT)  ONLINE_REQ.  DECLINED   PRESENT_CARD   DECLINED
+ *                                                           _AGAIN (torn)
+ * ```
+ *
+ * It talks to cards only through a {@link CardReader} (any `ApduTransport`),
+ * validates the handover with the protocol's `validateHandover` (SPEC.md
+ * §7.4 steps 1-7; never re-implemented here), applies the terminal's risk policy,
+ * and commits the payment to the journal BEFORE it returns APPROVED.
+ *
+ * Torn taps: the PAY attempt is journalled before the command leaves the
+ * terminal. If no answer comes back (card pulled, timeout, crash), the
+ * attempt is `torn` and the next tap of the same amount (from the same card,
+ * when the card announced its id) names it in `retryOf`; the card then
+ * returns the same handover instead of signing again, and the journal's
+ * uniqueness on the transfer hash makes a second recording impossible.
+ *
+ * @module
+ */
+import { randomBytes } from 'node:crypto';
+import {
+  CardStatusError, CLA, Cvm, decodeDeterministic, DT_AID, exchange, HandoverCode, INS, isDtError, LIMITS,
+  openSigned, selectCommand, signMessage, SW, swHex, toHex, validateHandover, createTrustStore,
+  type ApduTransport, type ExpectedRequest, type PaymentRequest, type Verifier,
+} from '@dt/protocol';
+import { isTerminalError, TerminalErrorCode } from '../errors.ts';
+import { AttemptState, type Journal, type AttemptRecord } from '../journal/journal.ts';
+import { assessRisk, type RiskPolicy } from '../policy.ts';
+import type { CardReader, CardSession } from '../transports/reader.ts';
+import { deadline } from '../util/abort.ts';
+import type { TerminalIdentity } from '../identity.ts';
+import { DeclineReason, EndReason, type KernelState, type TapOutcome } from './outcome.ts';
+import type { PinPad } from './pinpad.ts';
+
+/** Capability bit of SELECT (firmware APDU.md): offline payment. */
+const CAP_PAY = 0x01;
+/** Capability bit of SELECT: torn-tap retry with `retryOf`. */
+const CAP_RETRY = 0x40;
+
+/** Time limits of one tap, in milliseconds. */
+export interface KernelTimeouts {
+  /** Waiting for a card to be presented. */
+  readonly cardMs: number;
+  /** The whole card conversation once the card is detected (the contactless budget, generous for PIN entry). */
+  readonly tapMs: number;
+  /** One PIN entry on the PIN pad. */
+  readonly pinMs: number;
+}
+
+/** Defaults: 60 s to present a card, 10 s for the card conversation, 60 s per PIN entry. */
+export const DEFAULT_TIMEOUTS: KernelTimeouts = { cardMs: 60_000, tapMs: 10_000, pinMs: 60_000 };
+
+/** Construction options of {@link PaymentKernel}. */
+export interface KernelOptions {
+  readonly identity: TerminalIdentity;
+  readonly journal: Journal;
+  readonly policy: RiskPolicy;
+  readonly timeouts?: Partial<KernelTimeouts>;
+  /** The PIN pad; without one, a tap that needs a PIN is declined (NO_PIN_PAD). */
+  readonly pinPad?: PinPad;
+  /** Clock in seconds (terminal time, copied into requests). */
+  readonly now?: () => number;
+  /** CSPRNG for nonces (default `node:crypto` randomBytes). Never a counter or the time. */
+  readonly random?: (n: number) => Uint8Array;
+  /** Signature verifier (default noble; a server-grade terminal may pass `nativeVerifier`). */
+  readonly verifier?: Verifier;
+  /** PIN entries allowed per tap before declining (default 3). */
+  readonly maxPinEntries?: number;
+}
+
+/** Options of one {@link PaymentKernel.charge}. */
+export interface ChargeOptions {
+  readonly signal?: AbortSignal;
+  /** Progress callback (for a display): never receives secrets. */
+  readonly onProgress?: (state: KernelState, info?: Record<string, string | number>) => void;
+}
+
+const nodeRandom = (n: number): Uint8Array => new Uint8Array(randomBytes(n));
+
+/** Facts from SELECT. */
+interface Selected {
+  readonly capabilities: number;
+  readonly card: Uint8Array | undefined;
+  readonly maxCommand: number;
+}
+
+class Outcome extends Error {
+  constructor(readonly outcome: TapOutcome) {
+    super(outcome.kind);
+  }
+}
+
+const stop = (o: TapOutcome): never => {
+  throw new Outcome(o);
+};
+
+/** A stable, non-secret code for an error (diagnostics in outcomes). */
+function errorCode(e: unknown): string {
+  if (isTerminalError(e) || isDtError(e)) return e.code;
+  const c = (e as { code?: unknown })?.code;
+  return typeof c === 'string' ? c : e instanceof Error ? e.name : 'UNKNOWN';
+}
+
+/** Transport/timeout failures mean "the card left the field" (or never answered). */
+function isCommunicationFailure(e: unknown): boolean {
+  if (e instanceof CardStatusError) return false;
+  if (isTerminalError(e)) {
+    return e.code === TerminalErrorCode.CARD_REMOVED || e.code === TerminalErrorCode.TIMEOUT || e.code === TerminalErrorCode.TRANSPORT || e.code === TerminalErrorCode.READER_UNAVAILABLE;
+  }
+  // Framing/APDU decoding errors from the protocol layer, and device errors of the adapters.
+  if (isDtError(e)) return true;
+  return e instanceof Error;
+}
+
+/**
+ * The payment kernel. One instance per terminal; `charge` runs one tap at a
+ * time (the reader lock refuses a second concurrent tap).
+ *
+ * @example
+ * const kernel = new PaymentKernel({ identity, journal, policy, pinPad });
+ * const outcome = await kernel.charge(reader, 1500, { signal });
+ * if (outcome.kind === 'APPROVED') printReceipt(outcome.payment);
+ */
+export class PaymentKernel {
+  readonly #o: KernelOptions;
+  readonly #timeouts: KernelTimeouts;
+  readonly #now: () => number;
+  readonly #random: (n: number) => Uint8Array;
+
+  /** Creates the kernel; torn attempts left `sent` by a crash are marked torn now. */
+  constructor(options: KernelOptions) {
+    this.#o = options;
+    this.#timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
+    this.#now = options.now ?? (() => Math.floor(Date.now() / 1000));
+    this.#random = options.random ?? nodeRandom;
+    options.journal.markSentAttemptsTorn();
+  }
+
+  /**
+   * Runs one tap for `amount` (tiyn) on `reader` and returns its outcome.
+   * Never throws for card, reader or validation problems: those are outcomes.
+   */
+  async charge(reader: CardReader, amount: number, options: ChargeOptions = {}): Promise<TapOutcome> {
+    const progress = options.onProgress ?? (() => {});
+    if (!Number.isSafeInteger(amount) || amount <= 0 || amount > LIMITS.maxAmount) {
+      return { kind: 'END', reason: 'INVALID_AMOUNT' };
+    }
+    // Terminal risk management before any card is involved (EMV pre-processing).
+    const journal = this.#o.journal;
+    const crl = journal.crl();
+    const risk = assessRisk(this.#o.policy, { amount, pending: journal.pendingSummary().amount, crlIssued: crl?.issued, now: this.#now() });
+    if (!risk.offline) return { kind: 'ONLINE_REQUIRED', reason: risk.reason };
+
+    progress('WAITING_FOR_CARD', { amount });
+    let session: CardSession;
+    try {
+      session = await reader.waitForCard({ ...(options.signal ? { signal: options.signal } : {}), timeoutMs: this.#timeouts.cardMs });
+    } catch (e) {
+      if (options.signal?.aborted) return { kind: 'END', reason: EndReason.CANCELLED };
+      if (isTerminalError(e, TerminalErrorCode.TIMEOUT)) return { kind: 'END', reason: EndReason.NO_CARD };
+      return { kind: 'END', reason: EndReason.READER, detail: isTerminalError(e) ? e.code : 'UNEXPECTED' };
+    }
+    progress('CARD_DETECTED', { reader: session.reader });
+    const tap = deadline(options.signal, this.#timeouts.tapMs, 'tap');
+    try {
+      return await this.#tap(session, amount, risk.pinRequired, tap.signal, options.signal, progress);
+    } catch (e) {
+      if (e instanceof Outcome) return e.outcome;
+      throw e;
+    } finally {
+      tap.dispose();
+      await session.release().catch(() => {});
+      progress('DONE');
+    }
+  }
+
+  async #tap(
+    session: CardSession,
+    amount: number,
+    terminalWantsPin: boolean,
+    signal: AbortSignal,
+    cancel: AbortSignal | undefined,
+    progress: NonNullable<ChargeOptions['onProgress']>,
+  ): Promise<TapOutcome> {
+    const { identity, journal } = this.#o;
+    // ---- SELECT: is this a DT card?
+    progress('SELECTING');
+    const selected = await this.#select(session, signal, cancel);
+    if ((selected.capabilities & CAP_PAY) === 0) stop({ kind: 'END', reason: EndReason.CARD_NOT_USABLE, detail: 'no PAY capability' });
+
+    // ---- a torn attempt of this card for the same amount is retried (retryOf).
+    const { torn, unrecoverable } = await this.#pickTorn(session, selected, amount, signal, cancel);
+
+    // ---- PIN (terminal CVM limit) before PAY; the card may still ask (6982).
+    let pinDone = false;
+    // Also before a torn-tap retry: if the card never got the first PAY, it signs anew and needs the PIN.
+    if (terminalWantsPin) {
+      await this.#verifyPin(session, amount, signal, cancel, progress);
+      pinDone = true;
+    }
+
+    for (;;) {
+      const now = this.#now();
+      const req: PaymentRequest = {
+        amount,
+        currency: identity.currency,
+        terminal: identity.kid,
+        merchant: identity.merchant.id,
+        mcc: identity.merchant.mcc,
+        nonce: this.#random(16),
+        time: now,
+        chain: identity.chain,
+        ...(torn ? { retryOf: torn.nonce } : {}),
+      };
+      const signed = signMessage('PaymentRequest', req, identity.signer);
+      // Journalled BEFORE the command leaves: a crash from here on leaves a torn attempt.
+      journal.recordAttempt({ nonce: req.nonce, amount, time: now, ...(selected.card ? { card: selected.card } : {}), ...(torn ? { retryOf: torn.nonce } : {}), request: signed });
+      progress('PAYING');
+      let response: { data: Uint8Array; sw: number };
+      try {
+        response = await exchange(
+          session,
+          { cla: CLA.PROPRIETARY, ins: INS.PAY, p1: 0, p2: 0, data: signed, le: 256 },
+          { signal, maxResponse: LIMITS.maxHandoverSize, maxCommand: selected.maxCommand },
+        );
+      } catch (e) {
+        // No (usable) answer: the card may have signed. Leave the attempt torn for a retry.
+        journal.setAttemptState(req.nonce, AttemptState.TORN);
+        if (cancel?.aborted) stop({ kind: 'END', reason: EndReason.CANCELLED, detail: 'payment interrupted; present the card again to complete it' });
+        if (isCommunicationFailure(e) || signal.aborted) stop({ kind: 'PRESENT_CARD_AGAIN', reason: 'NO_ANSWER', detail: errorCode(e), tornAttempt: toHex(req.nonce) });
+        throw e;
+      }
+      if (response.sw === SW.SECURITY_NOT_SATISFIED && !pinDone) {
+        // The card's own CVM limit: nothing was signed; verify the PIN and ask again with a fresh nonce.
+        journal.setAttemptState(req.nonce, AttemptState.DECLINED);
+        await this.#verifyPin(session, amount, signal, cancel, progress);
+        pinDone = true;
+        continue;
+      }
+      if (response.sw !== SW.OK) {
+        journal.setAttemptState(req.nonce, AttemptState.DECLINED);
+        return this.#cardRefused(response.sw);
+      }
+      return this.#validateAndCommit(response.data, req, torn, unrecoverable, progress);
+    }
+  }
+
+  /**
+   * Chooses the torn attempt to retry. With the card's id and its GET STATUS
+   * `lastNonce` (the nonce of its last signed transfer), the choice is exact:
+   * only the attempt the card can still answer is named. Without them (an
+   * applet that does not say), the most recent torn attempt for this amount.
+   */
+  async #pickTorn(
+    session: ApduTransport,
+    selected: Selected,
+    amount: number,
+    signal: AbortSignal,
+    cancel: AbortSignal | undefined,
+  ): Promise<{ torn: AttemptRecord | undefined; unrecoverable: Uint8Array[] }> {
+    const journal = this.#o.journal;
+    if ((selected.capabilities & CAP_RETRY) === 0) return { torn: undefined, unrecoverable: [] };
+    const candidates = journal.tornAttempts().filter((a) => a.created >= this.#now() - this.#o.policy.retryWindow);
+    const mine = selected.card ? candidates.filter((a) => a.card !== undefined && toHex(a.card) === toHex(selected.card!)) : [];
+    if (mine.length === 0) return { torn: journal.findTornAttempt(amount, selected.card, this.#o.policy.retryWindow), unrecoverable: [] };
+    let lastNonce: Uint8Array | undefined;
+    try {
+      const st = await exchange(session, { cla: CLA.PROPRIETARY, ins: INS.GET_STATUS, p1: 0, p2: 0, le: 256 }, { signal, maxResponse: 4096 });
+      if (st.sw === SW.OK) {
+        const m = decodeDeterministic(st.data, 4096);
+        const n = m instanceof Map ? (m as Map<number, unknown>).get(16) : undefined;
+        if (n instanceof Uint8Array && n.length === 16) lastNonce = n;
+      }
+    } catch (e) {
+      if (cancel?.aborted) stop({ kind: 'END', reason: EndReason.CANCELLED });
+      stop({ kind: 'PRESENT_CARD_AGAIN', reason: 'NO_ANSWER', detail: errorCode(e) });
+    }
+    if (lastNonce === undefined) return { torn: journal.findTornAttempt(amount, selected.card, this.#o.policy.retryWindow), unrecoverable: [] };
+    const answerable = mine.find((a) => toHex(a.nonce) === toHex(lastNonce!));
+    const unrecoverable = mine.filter((a) => a !== answerable).map((a) => a.nonce);
+    if (answerable && answerable.amount === amount) return { torn: answerable, unrecoverable };
+    // The card's last transfer answers a torn attempt of another amount: keep that attempt
+    // open (the next tap for that amount recovers it) and pay this amount normally.
+    return { torn: undefined, unrecoverable };
+  }
+
+  async #select(session: ApduTransport, signal: AbortSignal, cancel: AbortSignal | undefined): Promise<Selected> {
+    let r: { data: Uint8Array; sw: number };
+    try {
+      r = await exchange(session, selectCommand(DT_AID), { signal, maxResponse: 1024 });
+    } catch (e) {
+      if (cancel?.aborted) stop({ kind: 'END', reason: EndReason.CANCELLED });
+      if (isCommunicationFailure(e) || signal.aborted) stop({ kind: 'PRESENT_CARD_AGAIN', reason: 'NO_ANSWER', detail: errorCode(e) });
+      throw e;
+    }
+    if (r.sw !== SW.OK) stop({ kind: 'END', reason: EndReason.NOT_DT_CARD, detail: swHex(r.sw) });
+    // Read the fields we need from the SELECT map leniently: later applet
+    // versions may add keys, which must not turn a DT card into "not a DT card".
+    let map: Map<number, unknown>;
+    try {
+      const v = decodeDeterministic(r.data, 1024);
+      if (!(v instanceof Map)) throw new Error('not a map');
+      map = v as Map<number, unknown>;
+    } catch {
+      return stop({ kind: 'END', reason: EndReason.NOT_DT_CARD, detail: 'SELECT answer is not a DT applet answer' });
+    }
+    const caps = map.get(3);
+    const locked = map.get(4);
+    const maxCommand = map.get(5);
+    const card = map.get(6);
+    if (typeof caps !== 'number') stop({ kind: 'END', reason: EndReason.NOT_DT_CARD, detail: 'no capabilities' });
+    if (locked !== true) stop({ kind: 'END', reason: EndReason.CARD_NOT_USABLE, detail: 'card not personalized' });
+    return {
+      capabilities: caps as number,
+      card: card instanceof Uint8Array && card.length === 16 ? card : undefined,
+      maxCommand: typeof maxCommand === 'number' && maxCommand >= 255 ? Math.min(maxCommand, 65535) : 255 * 16,
+    };
+  }
+
+  async #verifyPin(session: ApduTransport, amount: number, signal: AbortSignal, cancel: AbortSignal | undefined, progress: NonNullable<ChargeOptions['onProgress']>): Promise<void> {
+    const pad = this.#o.pinPad;
+    if (!pad) stop({ kind: 'DECLINED', reason: DeclineReason.NO_PIN_PAD });
+    const max = this.#o.maxPinEntries ?? 3;
+    let triesLeft: number | undefined;
+    for (let entry = 0; entry < max; entry++) {
+      progress('PIN_ENTRY', triesLeft === undefined ? {} : { triesLeft });
+      const pinDeadline = deadline(signal, this.#timeouts.pinMs, 'pin');
+      let pin: Uint8Array | null;
+      try {
+        pin = await pad!.requestPin({ amount, currency: this.#o.identity.currency, ...(triesLeft !== undefined ? { triesLeft } : {}) }, pinDeadline.signal);
+      } catch (e) {
+        if (cancel?.aborted) stop({ kind: 'END', reason: EndReason.CANCELLED });
+        if (pinDeadline.signal.aborted) stop({ kind: 'DECLINED', reason: DeclineReason.PIN_CANCELLED, detail: 'PIN entry timed out' });
+        throw e;
+      } finally {
+        pinDeadline.dispose();
+      }
+      if (pin === null) stop({ kind: 'DECLINED', reason: DeclineReason.PIN_CANCELLED });
+      let sw: number;
+      try {
+        sw = (await exchange(session, { cla: CLA.PROPRIETARY, ins: INS.VERIFY_PIN, p1: 0, p2: 0, data: pin! }, { signal, maxResponse: 0 })).sw;
+      } catch (e) {
+        if (cancel?.aborted) stop({ kind: 'END', reason: EndReason.CANCELLED });
+        if (isCommunicationFailure(e) || signal.aborted) stop({ kind: 'PRESENT_CARD_AGAIN', reason: 'NO_ANSWER', detail: errorCode(e) });
+        throw e;
+      } finally {
+        // The PIN goes to the card and nowhere else: wipe our copy at once.
+        pin!.fill(0);
+      }
+      if (sw === SW.OK) return;
+      if (sw === SW.PIN_BLOCKED) stop({ kind: 'DECLINED', reason: DeclineReason.PIN_BLOCKED });
+      if ((sw & 0xfff0) === 0x63c0) {
+        triesLeft = sw & 0x0f;
+        if (triesLeft === 0) stop({ kind: 'DECLINED', reason: DeclineReason.PIN_BLOCKED });
+        continue;
+      }
+      stop({ kind: 'DECLINED', reason: DeclineReason.CARD_ERROR, detail: swHex(sw) });
+    }
+    stop({ kind: 'DECLINED', reason: DeclineReason.WRONG_PIN });
+  }
+
+  #cardRefused(sw: number): TapOutcome {
+    switch (sw) {
+      case SW.CONDITIONS_NOT_SATISFIED:
+        // Card limits reached, sync pending, no coins for this amount: the card must sync first.
+        return { kind: 'ONLINE_REQUIRED', reason: 'CARD_LIMITS' };
+      case SW.DATA_INVALID:
+        return { kind: 'DECLINED', reason: DeclineReason.NONCE_REPLAY };
+      case SW.PIN_BLOCKED:
+        return { kind: 'DECLINED', reason: DeclineReason.PIN_BLOCKED };
+      case SW.SECURITY_NOT_SATISFIED:
+        return { kind: 'DECLINED', reason: DeclineReason.WRONG_PIN, detail: 'card still requires cardholder verification' };
+      case SW.WRONG_DATA:
+        return { kind: 'DECLINED', reason: DeclineReason.CARD_REFUSED, detail: swHex(sw) };
+      default:
+        return { kind: 'DECLINED', reason: DeclineReason.CARD_ERROR, detail: swHex(sw) };
+    }
+  }
+
+  #validateAndCommit(
+    handoverBytes: Uint8Array,
+    req: PaymentRequest,
+    torn: AttemptRecord | undefined,
+    unrecoverable: readonly Uint8Array[],
+    progress: NonNullable<ChargeOptions['onProgress']>,
+  ): TapOutcome {
+    const { identity, journal } = this.#o;
+    progress('VALIDATING');
+    const now = this.#now();
+    const expected: ExpectedRequest[] = [req];
+    if (torn) {
+      // The interrupted request is ours (we signed and journalled it): its fields are what the old transfer must copy.
+      expected.push(openSigned('PaymentRequest', torn.request).message);
+    }
+    const trust = createTrustStore({ root: identity.root, ledgerCert: identity.ledgerCert, at: now, ...(this.#o.verifier ? { verifier: this.#o.verifier } : {}) });
+    const result = validateHandover(handoverBytes, {
+      trust,
+      request: expected,
+      isRevoked: (kid) => journal.isRevoked(kid),
+      // A transfer dated after our own clock cannot answer our request.
+      notAfter: now,
+      ...(this.#o.verifier ? { verifier: this.#o.verifier } : {}),
+    });
+    // Torn attempts this card can no longer answer (its last transfer is another one) are closed
+    // with this approval: if the card did sign them, the ledger voids those orphans and returns the value.
+    const attemptNonces = [req.nonce, ...(torn ? [torn.nonce] : []), ...unrecoverable];
+    if (!result.ok) {
+      if (result.code === HandoverCode.HANDOVER_MALFORMED) {
+        // The answer was damaged on the way: the card has signed, so get the same handover again.
+        journal.setAttemptState(req.nonce, AttemptState.TORN);
+        return { kind: 'PRESENT_CARD_AGAIN', reason: 'DAMAGED_ANSWER', tornAttempt: toHex(req.nonce) };
+      }
+      journal.setAttemptState(req.nonce, AttemptState.DECLINED);
+      return { kind: 'DECLINED', reason: result.code, ...(result.detail ? { detail: result.detail } : {}) };
+    }
+    const t = result.transfer;
+    if (t.cvm === Cvm.NONE && t.amount > this.#o.policy.cvmLimit) {
+      // Our own CVM rule: the PIN must be inside the signed transfer (no CVM bypass).
+      journal.setAttemptState(req.nonce, AttemptState.DECLINED);
+      return { kind: 'DECLINED', reason: HandoverCode.CVM_REQUIRED, detail: 'terminal CVM limit' };
+    }
+    const recovered = torn !== undefined && toHex(t.nonce) === toHex(torn.nonce);
+    progress('COMMITTING');
+    // Durable commit BEFORE anyone is told "approved".
+    const r = journal.recordApproval(
+      {
+        transferHash: result.transferHash,
+        card: result.cardKid,
+        counter: t.counter,
+        amount: t.amount,
+        currency: t.currency,
+        nonce: t.nonce,
+        time: t.time,
+        approvedAt: now,
+        cvm: t.cvm,
+        merchant: t.merchant,
+        mcc: t.mcc,
+        handover: handoverBytes,
+        inputs: result.inputs.map((c) => c.id),
+      },
+      attemptNonces,
+    );
+    if (r.kind === 'conflict') {
+      journal.setAttemptState(req.nonce, AttemptState.DECLINED);
+      return { kind: 'DECLINED', reason: DeclineReason.DOUBLE_SPEND_DETECTED, detail: `conflicts with receipt ${r.existing.id} (${r.reason})` };
+    }
+    return { kind: 'APPROVED', payment: r.payment, alreadyRecorded: r.kind === 'duplicate', recovered };
+  }
+}

@@ -1,0 +1,353 @@
+/**
+ * The sync client: when the terminal is online it signs and sends its
+ * pending payments to the acquirer in batches, fetches the ledger's
+ * outcomes and applies them, and fetches the revocation list.
+ *
+ * Wire contract (acquirer/README.md): `POST /v1/batches` (signed Batch,
+ * `application/cose`) answers a CBOR BatchAck; `GET
+ * /v1/terminals/:kid/outcomes?after=N` with a `DT-COSE` signed authorization
+ * answers a CBOR OutcomePage; `GET /v1/crl` answers the signed
+ * RevocationList. Errors are JSON `{code, message}`.
+ *
+ * Why it cannot lose or duplicate a payment:
+ * - a batch is built, signed and stored in one journal transaction before it
+ *   is sent, and the very same bytes are resent until acknowledged (the
+ *   acquirer answers an identical resend with the same ack);
+ * - payments become `submitted` only after a verified ack naming this
+ *   terminal, this sequence number and the SHA-256 of these bytes;
+ * - outcomes are verified with the pinned ledger key and applied together
+ *   with the cursor in one transaction.
+ *
+ * With the acquirer down, `sync` returns a report saying so (and what is
+ * pending since when); nothing is lost, everything is retried next time.
+ *
+ * @module
+ */
+import { randomBytes } from 'node:crypto';
+import {
+  bytes as bytesKind, bytesEqual, coseSign1, createTrustStore, decodeDeterministic, decodeStruct, defineSchema,
+  encodeDeterministic, encodeStruct, isDtError, LIMITS, MAX_UINT, OutcomeStatus, sha256, signMessage, text, toHex, uint,
+  verifySigned, array, bool, bytesUpTo, type Signer,
+} from '@dt/protocol';
+import { TerminalError, TerminalErrorCode } from '../errors.ts';
+import type { TerminalIdentity } from '../identity.ts';
+import { PaymentState, type Journal, type OutcomeUpdate, type PendingSummary } from '../journal/journal.ts';
+import { abortReason, sleep } from '../util/abort.ts';
+import { installRevocationList, type CrlInstallResult } from './crl.ts';
+
+// ---------------------------------------------------------------- wire objects (acquirer/src/wire.ts, auth.ts)
+/** BatchAck (answer to POST /v1/batches). */
+const BatchAckSchema = defineSchema({
+  name: 'BatchAck',
+  fields: [
+    { key: 1, name: 'terminal', type: bytesKind(16) },
+    { key: 2, name: 'seq', type: uint(MAX_UINT, 1) },
+    { key: 3, name: 'hash', type: bytesKind(32) },
+    { key: 4, name: 'handovers', type: uint(LIMITS.maxBatchHandovers) },
+    { key: 5, name: 'received', type: uint(MAX_UINT) },
+  ],
+});
+
+/** Most outcomes in one page (bounds the decoder). */
+const MAX_PAGE = 10_000;
+const OutcomePageSchema = defineSchema({
+  name: 'OutcomePage',
+  fields: [
+    { key: 1, name: 'outcomes', type: array(bytesUpTo(LIMITS.maxOutcomeSize), MAX_PAGE) },
+    { key: 2, name: 'cursor', type: uint(MAX_UINT) },
+    { key: 3, name: 'refs', type: array(array(uint(MAX_UINT), 2, 2), MAX_PAGE) },
+    { key: 4, name: 'more', type: bool() },
+  ],
+});
+
+/** Signed authorization of a terminal read (acquirer/src/auth.ts). */
+const RequestAuthSchema = defineSchema({
+  name: 'RequestAuth',
+  fields: [
+    { key: 1, name: 'method', type: text(16) },
+    { key: 2, name: 'target', type: text(512) },
+    { key: 3, name: 'time', type: uint(MAX_UINT) },
+    { key: 4, name: 'nonce', type: bytesKind(16) },
+  ],
+});
+const AUTH_CONTENT_TYPE = 'application/dt.acq-auth+cbor';
+
+/** The `Authorization: DT-COSE …` header value for one request. */
+export function signAcquirerRequest(signer: Signer, method: string, target: string, time: number, nonce: Uint8Array): string {
+  const payload = encodeDeterministic(encodeStruct(RequestAuthSchema, { method, target, time, nonce }));
+  return `DT-COSE ${Buffer.from(coseSign1(payload, AUTH_CONTENT_TYPE, signer)).toString('base64url')}`;
+}
+
+// ---------------------------------------------------------------- retries
+/** Retry policy of the HTTP calls (exponential backoff with full jitter). */
+export interface RetryPolicy {
+  /** Attempts per call, first included (default 4). */
+  readonly attempts: number;
+  /** First backoff (default 250 ms). */
+  readonly baseMs: number;
+  /** Largest backoff (default 4 s). */
+  readonly maxMs: number;
+  /** Per-request time limit (default 15 s). */
+  readonly timeoutMs: number;
+}
+
+/** Default retry policy. */
+export const DEFAULT_RETRY: RetryPolicy = { attempts: 4, baseMs: 250, maxMs: 4000, timeoutMs: 15_000 };
+
+/** An HTTP refusal by the acquirer. */
+export class AcquirerRefusedError extends TerminalError {
+  /** Builds it from the HTTP status and the acquirer's stable code. */
+  constructor(readonly status: number, readonly acquirerCode: string, message: string) {
+    super(TerminalErrorCode.NETWORK, `acquirer answered ${status} ${acquirerCode}: ${message}`, { status, acquirerCode });
+    this.name = 'AcquirerRefusedError';
+  }
+  /** True when retrying may help (overload, server error). */
+  get transient(): boolean {
+    return this.status >= 500 || this.status === 429 || this.status === 408;
+  }
+}
+
+// ---------------------------------------------------------------- client
+/** Options of {@link SyncClient}. */
+export interface SyncClientOptions {
+  readonly identity: TerminalIdentity;
+  readonly journal: Journal;
+  /** Base URL of the acquirer, e.g. `http://127.0.0.1:8081`. */
+  readonly acquirerUrl: string;
+  readonly retry?: Partial<RetryPolicy>;
+  /** Clock in seconds. */
+  readonly now?: () => number;
+  /** Handovers per batch (default 500). */
+  readonly maxBatchHandovers?: number;
+  /** `fetch` implementation (default the global one). */
+  readonly fetch?: typeof fetch;
+  /** Random numbers for jitter and nonces (default node:crypto). */
+  readonly random?: (n: number) => Uint8Array;
+  /** Hook called between steps (tests use it to observe and to crash at chosen points). */
+  readonly onStep?: (step: string, info?: Record<string, number>) => void;
+}
+
+/** One step's failure. */
+export interface SyncProblem {
+  readonly step: 'crl' | 'batches' | 'outcomes';
+  readonly code: string;
+  readonly message: string;
+}
+
+/** What one sync did. */
+export interface SyncReport {
+  /** True when every step reached the acquirer. */
+  readonly online: boolean;
+  readonly batches: { seq: number; count: number; total: number }[];
+  readonly outcomes: { applied: number; unknown: number; byState: Partial<Record<PaymentState, number>> };
+  readonly crl?: CrlInstallResult;
+  readonly problems: SyncProblem[];
+  /** What is still unverified after this sync, and since when. */
+  readonly pending: PendingSummary;
+}
+
+const OUTCOME_STATE: Record<number, PaymentState> = {
+  [OutcomeStatus.SETTLED]: PaymentState.SETTLED,
+  [OutcomeStatus.ALREADY_SETTLED]: PaymentState.SETTLED,
+  [OutcomeStatus.DOUBLE_SPEND]: PaymentState.DOUBLE_SPENT,
+  [OutcomeStatus.INVALID]: PaymentState.REJECTED,
+  [OutcomeStatus.VOIDED]: PaymentState.REJECTED,
+};
+
+/**
+ * Sync client of one terminal.
+ *
+ * @example
+ * const report = await new SyncClient({ identity, journal, acquirerUrl }).sync();
+ * if (!report.online) console.log(`offline: ${report.pending.amount} pending since ${report.pending.since}`);
+ */
+export class SyncClient {
+  readonly #o: SyncClientOptions;
+  readonly #retry: RetryPolicy;
+  readonly #now: () => number;
+  readonly #fetch: typeof fetch;
+  readonly #random: (n: number) => Uint8Array;
+
+  /** Creates the client. */
+  constructor(options: SyncClientOptions) {
+    this.#o = options;
+    this.#retry = { ...DEFAULT_RETRY, ...options.retry };
+    this.#now = options.now ?? (() => Math.floor(Date.now() / 1000));
+    this.#fetch = options.fetch ?? fetch;
+    this.#random = options.random ?? ((n) => new Uint8Array(randomBytes(n)));
+  }
+
+  /** Runs one sync: batches, outcomes, revocation list. Never throws for network trouble: see the report. */
+  async sync(options: { signal?: AbortSignal } = {}): Promise<SyncReport> {
+    const { journal } = this.#o;
+    const problems: SyncProblem[] = [];
+    const batches: SyncReport['batches'] = [];
+    const outcomes: SyncReport['outcomes'] = { applied: 0, unknown: 0, byState: {} };
+    let crl: CrlInstallResult | undefined;
+    const note = (step: SyncProblem['step'], e: unknown): void => {
+      if (options.signal?.aborted) throw abortReason(options.signal);
+      const code = e instanceof AcquirerRefusedError ? e.acquirerCode : e instanceof TerminalError ? e.code : isDtError(e) ? e.code : 'NETWORK';
+      problems.push({ step, code, message: (e as Error).message });
+    };
+    // Batches first: each reports the revocation list version its payments were checked against.
+    try {
+      await this.#submitBatches(batches, options.signal);
+    } catch (e) {
+      note('batches', e);
+    }
+    try {
+      await this.#fetchOutcomes(outcomes, options.signal);
+    } catch (e) {
+      note('outcomes', e);
+    }
+    try {
+      crl = await this.#fetchCrl(options.signal);
+    } catch (e) {
+      note('crl', e);
+    }
+    const now = this.#now();
+    const online = !problems.some((p) => p.code === 'NETWORK' || p.code === TerminalErrorCode.NETWORK);
+    if (problems.length === 0) {
+      journal.setMeta('lastSyncOk', String(now));
+      journal.setMeta('lastSyncError', '');
+    } else {
+      journal.setMeta('lastSyncError', JSON.stringify({ at: now, problems: problems.map((p) => ({ step: p.step, code: p.code })) }));
+    }
+    journal.setMeta('lastSyncAttempt', String(now));
+    return { online, batches, outcomes, ...(crl ? { crl } : {}), problems, pending: journal.pendingSummary() };
+  }
+
+  // ------------------------------------------------------------ batches
+  async #submitBatches(out: SyncReport['batches'], signal: AbortSignal | undefined): Promise<void> {
+    const { journal, identity } = this.#o;
+    const max = Math.min(this.#o.maxBatchHandovers ?? 500, LIMITS.maxBatchHandovers);
+    for (;;) {
+      const batch = journal.nextBatch(max, (seq, handovers, crlVersion) =>
+        signMessage('Batch', { terminal: identity.kid, seq, time: this.#now(), chain: identity.chain, handovers, crlVersion }, identity.signer),
+      );
+      if (!batch) return;
+      this.#o.onStep?.('batch-built', { seq: batch.seq });
+      const res = await this.#request('POST', '/v1/batches', batch.bytes, signal);
+      let ack;
+      try {
+        ack = decodeStruct(BatchAckSchema, decodeDeterministic(res, 256));
+      } catch (e) {
+        throw new TerminalError(TerminalErrorCode.BAD_RESPONSE, 'batch acknowledgement does not decode', {}, e);
+      }
+      // The ack must name exactly what we sent; anything else is not an acknowledgement.
+      if (!bytesEqual(ack.terminal, identity.kid) || ack.seq !== batch.seq || !bytesEqual(ack.hash, sha256(batch.bytes)) || ack.handovers !== batch.count) {
+        throw new TerminalError(TerminalErrorCode.BAD_RESPONSE, 'batch acknowledgement names another batch', { seq: batch.seq });
+      }
+      this.#o.onStep?.('batch-acked', { seq: batch.seq });
+      journal.ackBatch(batch.seq);
+      out.push({ seq: batch.seq, count: batch.count, total: batch.total });
+    }
+  }
+
+  // ------------------------------------------------------------ outcomes
+  async #fetchOutcomes(out: SyncReport['outcomes'], signal: AbortSignal | undefined): Promise<void> {
+    const { journal, identity } = this.#o;
+    const trust = createTrustStore({ root: identity.root, ledgerCert: identity.ledgerCert, at: this.#now() });
+    for (;;) {
+      const cursor = journal.getMeta('outcomeCursor') ?? '0';
+      const target = `/v1/terminals/${toHex(identity.kid)}/outcomes?after=${cursor}`;
+      let body: Uint8Array;
+      try {
+        body = await this.#request('GET', target, undefined, signal, true);
+      } catch (e) {
+        // The acquirer knows a terminal from its first accepted batch: before that there is nothing to fetch.
+        if (e instanceof AcquirerRefusedError && e.acquirerCode === 'TERMINAL_UNKNOWN' && journal.getBatch(1) === undefined) return;
+        throw e;
+      }
+      let page;
+      try {
+        page = decodeStruct(OutcomePageSchema, decodeDeterministic(body, MAX_PAGE * (LIMITS.maxOutcomeSize + 32) + 64));
+      } catch (e) {
+        throw new TerminalError(TerminalErrorCode.BAD_RESPONSE, 'outcome page does not decode', {}, e);
+      }
+      const applied: OutcomeUpdate[] = [];
+      for (const bytes of page.outcomes) {
+        let o;
+        try {
+          o = verifySigned('Outcome', bytes, trust.ledgerKey).message;
+        } catch (e) {
+          // One bad outcome: apply nothing from this page and keep the cursor (fail closed).
+          throw new TerminalError(TerminalErrorCode.BAD_RESPONSE, `outcome does not verify with the ledger key: ${isDtError(e) ? e.code : 'error'}`, {}, e);
+        }
+        if (!bytesEqual(o.terminal, identity.kid)) throw new TerminalError(TerminalErrorCode.BAD_RESPONSE, 'outcome for another terminal');
+        const state = OUTCOME_STATE[o.status];
+        if (!state) throw new TerminalError(TerminalErrorCode.BAD_RESPONSE, `unknown outcome status ${o.status}`);
+        applied.push({ transferHash: o.transfer, state, covered: o.covered, ...(o.code ? { code: o.code } : {}), bytes });
+        out.byState[state] = (out.byState[state] ?? 0) + 1;
+      }
+      if (String(page.cursor) === cursor && page.outcomes.length === 0) return;
+      const r = journal.applyOutcomes(applied, String(page.cursor));
+      out.applied += r.applied;
+      out.unknown += r.unknown;
+      this.#o.onStep?.('outcomes-applied', { count: applied.length });
+      if (!page.more) return;
+    }
+  }
+
+  // ------------------------------------------------------------ revocation list
+  async #fetchCrl(signal: AbortSignal | undefined): Promise<CrlInstallResult | undefined> {
+    let body: Uint8Array;
+    try {
+      body = await this.#request('GET', '/v1/crl', undefined, signal);
+    } catch (e) {
+      if (e instanceof AcquirerRefusedError && e.acquirerCode === 'CRL_UNAVAILABLE') return undefined;
+      throw e;
+    }
+    return installRevocationList(this.#o.journal, body, this.#o.identity, this.#now());
+  }
+
+  // ------------------------------------------------------------ HTTP with retries
+  async #request(method: 'GET' | 'POST', target: string, body: Uint8Array | undefined, signal: AbortSignal | undefined, auth = false): Promise<Uint8Array> {
+    const r = this.#retry;
+    let lastError: unknown;
+    for (let attempt = 1; attempt <= r.attempts; attempt++) {
+      if (signal?.aborted) throw abortReason(signal);
+      try {
+        return await this.#once(method, target, body, signal, auth);
+      } catch (e) {
+        lastError = e;
+        if (signal?.aborted) throw abortReason(signal);
+        const transient = e instanceof AcquirerRefusedError ? e.transient : !(e instanceof TerminalError);
+        if (!transient || attempt === r.attempts) break;
+        // Full jitter: sleep uniformly in [0, min(max, base * 2^(attempt-1))].
+        const cap = Math.min(r.maxMs, r.baseMs * 2 ** (attempt - 1));
+        const rnd = this.#random(4);
+        const frac = (((rnd[0]! << 24) | (rnd[1]! << 16) | (rnd[2]! << 8) | rnd[3]!) >>> 0) / 2 ** 32;
+        await sleep(Math.floor(cap * frac), signal);
+      }
+    }
+    if (lastError instanceof TerminalError) throw lastError;
+    throw new TerminalError(TerminalErrorCode.NETWORK, `acquirer unreachable: ${(lastError as Error)?.message ?? 'unknown error'}`, { target: target.split('?')[0]! }, lastError);
+  }
+
+  async #once(method: 'GET' | 'POST', target: string, body: Uint8Array | undefined, signal: AbortSignal | undefined, auth: boolean): Promise<Uint8Array> {
+    const headers: Record<string, string> = {};
+    if (body) headers['content-type'] = 'application/cose';
+    // A fresh authorization per attempt: the acquirer refuses a reused nonce.
+    if (auth) headers.authorization = signAcquirerRequest(this.#o.identity.signer, method, target, this.#now(), this.#random(16));
+    const timeout = AbortSignal.timeout(this.#retry.timeoutMs);
+    const res = await this.#fetch(new URL(target, this.#o.acquirerUrl), {
+      method,
+      headers,
+      ...(body ? { body } : {}),
+      signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
+    });
+    const buf = new Uint8Array(await res.arrayBuffer());
+    if (res.status === 200) return buf;
+    let code = `HTTP_${res.status}`;
+    let message = res.statusText;
+    try {
+      const j = JSON.parse(Buffer.from(buf).toString('utf8')) as { code?: unknown; message?: unknown };
+      if (typeof j.code === 'string') code = j.code;
+      if (typeof j.message === 'string') message = j.message.slice(0, 200);
+    } catch {
+      // not JSON
+    }
+    throw new AcquirerRefusedError(res.status, code, message);
+  }
+}

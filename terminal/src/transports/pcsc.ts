@@ -1,0 +1,452 @@
+/**
+ * PC/SC readers through `nfc-pcsc` (contactless readers such as the ACS
+ * ACR122U, and the simulated card in a real `pcscd` through vpcd).
+ *
+ * `nfc-pcsc` is wrapped, not trusted:
+ * - `autoProcessing` is turned off (it would read NDEF/UIDs on its own);
+ *   the DT kernel does its own SELECT, chaining, 61xx and 6Cxx handling
+ *   through the protocol's `exchange` over this transport;
+ * - the receive buffer is sized for the largest short R-APDU (256 data bytes
+ *   + SW1 SW2): this toolkit never sends extended APDUs, so nothing longer
+ *   can legitimately come back, and a buffer that is too small would fail
+ *   with SCARD_E_INSUFFICIENT_BUFFER;
+ * - `nfc-pcsc` drops connection errors (it emits the error object as an
+ *   event name), so when a card is present but not connected this adapter
+ *   connects itself and reports the failure (e.g. another process holds the
+ *   reader exclusively) as a typed error, retrying until the wait ends;
+ * - when the PC/SC context dies (pcscd restarted, reader unplugged with the
+ *   service gone) the context is closed and recreated after a short delay,
+ *   so a terminal left running all day reconnects on its own;
+ * - one exchange at a time per reader: a second session or a concurrent
+ *   `transmit` gets a `ReaderBusyError`.
+ *
+ * @module
+ */
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { EventEmitter } from 'node:events';
+import type { TransmitOptions } from '@dt/protocol';
+import { TerminalError, TerminalErrorCode } from '../errors.ts';
+import { abortReason, checkAborted, sleep } from '../util/abort.ts';
+import { GuardedTransport, ReaderLock, waitWithTimeout, type CardReader, type CardSession, type WaitOptions } from './reader.ts';
+
+/** Largest short response APDU: 256 data bytes + SW1 SW2. */
+export const PCSC_RESPONSE_BUFFER = 258;
+
+// ---------------------------------------------------------------- minimal typings of nfc-pcsc (it ships none)
+/** The part of an nfc-pcsc `Reader` this adapter uses. */
+export interface NfcReaderLike extends EventEmitter {
+  readonly name: string;
+  autoProcessing: boolean;
+  card: { atr?: Uint8Array } | null;
+  connection: unknown;
+  connect(mode?: number): Promise<unknown>;
+  disconnect(): Promise<unknown>;
+  transmit(data: Uint8Array, responseMaxLength: number): Promise<Uint8Array>;
+}
+/** The part of an nfc-pcsc `NFC` this adapter uses. */
+export interface NfcLike extends EventEmitter {
+  close(): void;
+}
+/** Builds a fresh PC/SC context (an `NFC` instance). */
+export type NfcFactory = () => NfcLike;
+
+/** Where libpcsclite looks for pcscd: `$PCSCLITE_CSOCK_NAME`, else the Debian default. */
+export function pcscdSocketPath(): string {
+  return process.env.PCSCLITE_CSOCK_NAME ?? '/run/pcscd/pcscd.comm';
+}
+
+/**
+ * The real factory: `new NFC()` from nfc-pcsc, loaded lazily (so the native
+ * module is only needed when used). libpcsclite's context setup spins for a
+ * long time when pcscd is not running (measured here: over 20 s of busy
+ * waiting, blocking the event loop), so the factory refuses at once when the
+ * daemon's socket is absent; the caller retries later.
+ */
+export const defaultNfcFactory: NfcFactory = () => {
+  const socket = pcscdSocketPath();
+  if (!existsSync(socket)) throw new TerminalError(TerminalErrorCode.READER_UNAVAILABLE, `pcscd is not running (no socket at ${socket})`, { socket });
+  const require = createRequire(import.meta.url);
+  const { NFC } = require('nfc-pcsc') as { NFC: new (logger?: unknown) => NfcLike };
+  return new NFC();
+};
+
+/** Options of {@link PcscReaders}. */
+export interface PcscOptions {
+  /** Context factory (tests may pass one; default nfc-pcsc). */
+  readonly nfcFactory?: NfcFactory;
+  /** Delay before recreating a lost context, ms (default 1000). */
+  readonly reconnectDelayMs?: number;
+  /** Per-APDU time limit, ms (default 5000). */
+  readonly apduTimeoutMs?: number;
+  /** Observer for diagnostics (never receives APDU contents). */
+  readonly onEvent?: (event: PcscEvent) => void;
+}
+
+/** Diagnostic events of {@link PcscReaders}. */
+export type PcscEvent =
+  | { type: 'context'; state: 'up' | 'lost'; detail?: string }
+  | { type: 'reader'; state: 'added' | 'removed'; reader: string }
+  | { type: 'card'; state: 'present' | 'removed'; reader: string }
+  | { type: 'connect-error'; reader: string; detail: string };
+
+interface ReaderSlot {
+  nfc: NfcReaderLike;
+  present: boolean;
+  /** When the card was seen (ms), to give nfc-pcsc's own connect a head start. */
+  presentSince: number;
+  connected: boolean;
+  lastConnectError?: string;
+}
+
+/**
+ * The PC/SC subsystem: tracks readers and cards across context losses. Get a
+ * {@link CardReader} for one reader with {@link reader}.
+ *
+ * @example
+ * const pcsc = new PcscReaders();
+ * const reader = pcsc.reader(/ACR122|Virtual PCD 00 00/);
+ * const outcome = await kernel.charge(reader, 1500);
+ * await pcsc.close();
+ */
+export class PcscReaders {
+  readonly #factory: NfcFactory;
+  readonly #reconnectDelayMs: number;
+  readonly #apduTimeoutMs: number;
+  readonly #onEvent: (e: PcscEvent) => void;
+  readonly #slots = new Map<string, ReaderSlot>();
+  readonly #changed = new EventEmitter();
+  #nfc: NfcLike | undefined;
+  #closed = false;
+  #restartTimer: NodeJS.Timeout | undefined;
+  #contextError: string | undefined;
+
+  /** Starts the PC/SC context. */
+  constructor(options: PcscOptions = {}) {
+    this.#factory = options.nfcFactory ?? defaultNfcFactory;
+    this.#reconnectDelayMs = options.reconnectDelayMs ?? 1000;
+    this.#apduTimeoutMs = options.apduTimeoutMs ?? 5000;
+    this.#onEvent = options.onEvent ?? (() => {});
+    this.#changed.setMaxListeners(0);
+    this.#start();
+  }
+
+  /** Names of the readers currently known. */
+  get readerNames(): string[] {
+    return [...this.#slots.keys()];
+  }
+
+  /** The last context error while the context is down, if any. */
+  get contextError(): string | undefined {
+    return this.#contextError;
+  }
+
+  /** Snapshot of readers and whether a card is present. */
+  list(): { name: string; cardPresent: boolean }[] {
+    return [...this.#slots.entries()].map(([name, s]) => ({ name, cardPresent: s.present }));
+  }
+
+  /** Waits until at least one reader is known (or the time runs out); returns the names. */
+  async waitForReaders(timeoutMs: number, signal?: AbortSignal): Promise<string[]> {
+    const until = Date.now() + timeoutMs;
+    while (this.#slots.size === 0 && Date.now() < until) await this.#waitChange(Math.max(1, until - Date.now()), signal);
+    return this.readerNames;
+  }
+
+  /**
+   * A {@link CardReader} for the first reader whose name matches `match`
+   * (a substring or a RegExp; default: any reader). The reader may come and
+   * go; the CardReader follows it.
+   */
+  reader(match?: string | RegExp): PcscCardReader {
+    return new PcscCardReader(this, match, this.#apduTimeoutMs);
+  }
+
+  /** Stops the context. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    if (this.#restartTimer) clearTimeout(this.#restartTimer);
+    this.#stop();
+    this.#changed.emit('change');
+  }
+
+  // ---- internals used by PcscCardReader
+  /** @internal */
+  findSlot(match: string | RegExp | undefined): { name: string; slot: ReaderSlot } | undefined {
+    for (const [name, slot] of this.#slots) {
+      if (match === undefined || (typeof match === 'string' ? name.includes(match) : match.test(name))) return { name, slot };
+    }
+    return undefined;
+  }
+
+  /** @internal Waits for any change of readers/cards, at most `ms`. */
+  #waitChange(ms: number, signal?: AbortSignal): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.#changed.off('change', done);
+        signal?.removeEventListener('abort', onAbort);
+        resolve();
+      };
+      const onAbort = (): void => {
+        clearTimeout(timer);
+        this.#changed.off('change', done);
+        reject(abortReason(signal!));
+      };
+      const timer = setTimeout(done, ms);
+      this.#changed.once('change', done);
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  /** @internal */
+  waitChange(ms: number, signal?: AbortSignal): Promise<void> {
+    return this.#waitChange(ms, signal);
+  }
+
+  /** @internal */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** @internal Connects a present card when nfc-pcsc failed to (its connect errors are swallowed). */
+  async ensureConnected(name: string, slot: ReaderSlot): Promise<void> {
+    if (slot.connected && slot.nfc.connection) return;
+    try {
+      // A stale handle (the card was reset or re-inserted faster than the status poll saw): drop it first.
+      if (slot.nfc.connection) await slot.nfc.disconnect().catch(() => {});
+      await slot.nfc.connect();
+      slot.connected = true;
+      slot.lastConnectError = undefined;
+    } catch (e) {
+      slot.lastConnectError = describe(e);
+      this.#onEvent({ type: 'connect-error', reader: name, detail: slot.lastConnectError });
+      throw new TerminalError(TerminalErrorCode.READER_UNAVAILABLE, `cannot connect to the card in ${name}: ${slot.lastConnectError}`, { reader: name });
+    }
+  }
+
+  #start(): void {
+    if (this.#closed) return;
+    let nfc: NfcLike;
+    try {
+      nfc = this.#factory();
+    } catch (e) {
+      this.#lost(describe(e));
+      return;
+    }
+    this.#nfc = nfc;
+    this.#contextError = undefined;
+    this.#onEvent({ type: 'context', state: 'up' });
+    nfc.on('reader', (r: NfcReaderLike) => this.#addReader(r));
+    nfc.on('error', (e: unknown) => {
+      if (this.#nfc === nfc) this.#lost(describe(e));
+    });
+  }
+
+  #addReader(r: NfcReaderLike): void {
+    r.autoProcessing = false;
+    const slot: ReaderSlot = { nfc: r, present: false, presentSince: 0, connected: false };
+    this.#slots.set(r.name, slot);
+    this.#onEvent({ type: 'reader', state: 'added', reader: r.name });
+    r.on('card', () => {
+      if (!slot.present) slot.presentSince = Date.now();
+      slot.present = true;
+      slot.connected = true;
+      this.#onEvent({ type: 'card', state: 'present', reader: r.name });
+      this.#changed.emit('change');
+    });
+    r.on('card.off', () => {
+      slot.present = false;
+      slot.connected = false;
+      this.#onEvent({ type: 'card', state: 'removed', reader: r.name });
+      this.#changed.emit('change');
+    });
+    // nfc-pcsc emits the connect error object itself as the event name: catch-all for
+    // 'error' only; a present-but-unconnected card is found by the status watch below.
+    r.on('error', () => {});
+    const raw = (r as unknown as { reader?: EventEmitter & { state?: number; SCARD_STATE_PRESENT?: number } }).reader;
+    raw?.on('status', (status: { state: number }) => {
+      const presentBit = raw.SCARD_STATE_PRESENT ?? 0x20;
+      const present = (status.state & presentBit) !== 0;
+      if (present && !slot.present) {
+        slot.present = true;
+        slot.presentSince = Date.now();
+        this.#changed.emit('change');
+      } else if (!present && slot.present) {
+        slot.present = false;
+        slot.connected = false;
+        this.#changed.emit('change');
+      }
+    });
+    r.on('end', () => {
+      if (this.#slots.get(r.name) === slot) this.#slots.delete(r.name);
+      this.#onEvent({ type: 'reader', state: 'removed', reader: r.name });
+      this.#changed.emit('change');
+    });
+    this.#changed.emit('change');
+  }
+
+  #stop(): void {
+    const nfc = this.#nfc;
+    this.#nfc = undefined;
+    this.#slots.clear();
+    if (nfc) {
+      nfc.removeAllListeners('reader');
+      nfc.on('error', () => {});
+      try {
+        nfc.close();
+      } catch {
+        // already gone
+      }
+    }
+  }
+
+  #lost(detail: string): void {
+    this.#contextError = detail;
+    this.#onEvent({ type: 'context', state: 'lost', detail });
+    this.#stop();
+    this.#changed.emit('change');
+    if (this.#closed || this.#restartTimer) return;
+    // Recreate the context: pcscd may come back (service restart, reader re-plugged).
+    this.#restartTimer = setTimeout(() => {
+      this.#restartTimer = undefined;
+      this.#start();
+      this.#changed.emit('change');
+    }, this.#reconnectDelayMs);
+    this.#restartTimer.unref?.();
+  }
+}
+
+function describe(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+/** Maps a pcsclite transmit failure to a typed error (the card left the field, or the reader went away). */
+function transmitError(reader: string, e: unknown): TerminalError {
+  const msg = describe(e);
+  const inner = describe((e as { previous?: unknown })?.previous ?? '');
+  // SCARD_W_REMOVED_CARD 0x80100069, SCARD_W_RESET_CARD 0x80100068, SCARD_E_NO_SMARTCARD 0x8010000C,
+  // SCARD_E_NOT_TRANSACTED 0x80100016 (the card lost power mid-command).
+  if (/0x80100069|0x80100068|0x8010000C|0x80100016|removed|No card/i.test(`${msg} ${inner}`)) {
+    return new TerminalError(TerminalErrorCode.CARD_REMOVED, `card left the field of ${reader}`, { reader }, e);
+  }
+  return new TerminalError(TerminalErrorCode.TRANSPORT, `PC/SC transmit failed on ${reader}: ${msg} ${inner}`.trim(), { reader }, e);
+}
+
+/** One PC/SC reader as a {@link CardReader}. */
+export class PcscCardReader implements CardReader {
+  readonly #pcsc: PcscReaders;
+  readonly #match: string | RegExp | undefined;
+  readonly #lock: ReaderLock;
+  readonly #apduTimeoutMs: number;
+
+  /** Use {@link PcscReaders.reader}. */
+  constructor(pcsc: PcscReaders, match: string | RegExp | undefined, apduTimeoutMs: number) {
+    this.#pcsc = pcsc;
+    this.#match = match;
+    this.#apduTimeoutMs = apduTimeoutMs;
+    this.#lock = new ReaderLock(match === undefined ? 'pcsc' : String(match));
+  }
+
+  /** Name of the matched reader, or the match pattern while none is present. */
+  get name(): string {
+    return this.#pcsc.findSlot(this.#match)?.name ?? (this.#match === undefined ? 'pcsc' : String(this.#match));
+  }
+
+  /** {@inheritDoc CardReader.waitForCard} */
+  async waitForCard(options: WaitOptions = {}): Promise<CardSession> {
+    checkAborted(options.signal);
+    this.#lock.acquire();
+    try {
+      const found = await waitWithTimeout((signal) => this.#waitPresent(signal), options);
+      return this.#session(found.name, found.slot);
+    } catch (e) {
+      this.#lock.release();
+      throw e;
+    }
+  }
+
+  async #waitPresent(signal: AbortSignal | undefined): Promise<{ name: string; slot: ReaderSlot }> {
+    for (;;) {
+      checkAborted(signal);
+      if (this.#pcsc.closed) throw new TerminalError(TerminalErrorCode.READER_UNAVAILABLE, 'PC/SC closed');
+      const found = this.#pcsc.findSlot(this.#match);
+      if (found && found.slot.present && (found.slot.connected || Date.now() - found.slot.presentSince > 400)) {
+        try {
+          await this.#pcsc.ensureConnected(found.name, found.slot);
+          return found;
+        } catch {
+          // Someone else holds the card, or it is half-inserted: wait and retry.
+          await sleep(200, signal);
+          continue;
+        }
+      }
+      await this.#pcsc.waitChange(found?.slot.present ? 100 : 500, signal);
+    }
+  }
+
+  #session(name: string, slot: ReaderSlot): CardSession {
+    let open = true;
+    let first = true;
+    const lock = this.#lock;
+    const pcsc = this.#pcsc;
+    const once = async (apdu: Uint8Array, signal: AbortSignal | undefined): Promise<Uint8Array> => {
+      if (!open) throw new TerminalError(TerminalErrorCode.CARD_REMOVED, 'session released', { reader: name });
+      if (!slot.present || !slot.connected) throw new TerminalError(TerminalErrorCode.CARD_REMOVED, `no card in ${name}`, { reader: name });
+      checkAborted(signal);
+      // pcsclite cannot cancel a transmit: on abort we stop waiting; the reply, if any, is dropped.
+      const p = slot.nfc.transmit(Buffer.from(apdu.buffer, apdu.byteOffset, apdu.byteLength), PCSC_RESPONSE_BUFFER).then(
+        (r) => new Uint8Array(r),
+        (e: unknown) => {
+          // Whatever happened, this connection is no longer trusted: the next session reconnects.
+          slot.connected = false;
+          throw transmitError(name, e);
+        },
+      );
+      if (!signal) return p;
+      return new Promise<Uint8Array>((resolve, reject) => {
+        const onAbort = (): void => {
+          p.catch(() => {});
+          reject(abortReason(signal));
+        };
+        signal.addEventListener('abort', onAbort, { once: true });
+        p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+      });
+    };
+    const raw = {
+      async transmit(apdu: Uint8Array, o: TransmitOptions = {}): Promise<Uint8Array> {
+        const signal = o.signal as AbortSignal | undefined;
+        const isFirst = first;
+        first = false;
+        try {
+          return await once(apdu, signal);
+        } catch (e) {
+          // A card re-inserted (or reset) just before the session started leaves a stale
+          // handle: reconnect and send the session's FIRST command once more. Only the
+          // first: it is the kernel's SELECT, which changes nothing on the card, so a
+          // repeat is harmless; later commands are never repeated (PAY must not be).
+          if (!isFirst || !(e instanceof TerminalError) || e.code !== TerminalErrorCode.CARD_REMOVED || signal?.aborted) throw e;
+          await sleep(150, signal);
+          if (!slot.present) throw e;
+          await pcsc.ensureConnected(name, slot);
+          return once(apdu, signal);
+        }
+      },
+    };
+    const guarded = new GuardedTransport(raw, name, this.#apduTimeoutMs);
+    const atr = slot.nfc.card?.atr;
+    return {
+      reader: name,
+      ...(atr ? { atr: new Uint8Array(atr) } : {}),
+      transmit: (apdu, o) => guarded.transmit(apdu, o),
+      async release() {
+        if (!open) return;
+        open = false;
+        lock.release();
+      },
+    };
+  }
+
+  /** Nothing to free per reader (the {@link PcscReaders} owns the context). */
+  async close(): Promise<void> {}
+}

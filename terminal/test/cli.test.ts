@@ -1,0 +1,147 @@
+/**
+ * The `dt-pos` command, run as a real process (bin/dt-pos.js): --help covers
+ * every command and the exit codes; init --dev self-provisions against a dev
+ * PKI on disk; sync, charge on a serial wallet (socat pty), receipt, report
+ * and status, with their JSON output and exit codes.
+ */
+import test from 'ava';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { openTty, SerialCardEndpoint } from '@dt/card-applet-sim';
+import { toHex } from '@dt/protocol';
+import { formatAmount, parseAmount } from '../src/cli/main.ts';
+import { tempDir } from './helpers/fixtures.ts';
+import { startWorld, worldCard } from './helpers/world.ts';
+
+const BIN = fileURLToPath(new URL('../bin/dt-pos.js', import.meta.url));
+
+function dtPos(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    p.on('exit', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
+test('amount parsing and formatting', (t) => {
+  t.is(parseAmount('150'), 15000);
+  t.is(parseAmount('150.5'), 15050);
+  t.is(parseAmount('0.01'), 1);
+  t.throws(() => parseAmount('1.234'));
+  t.throws(() => parseAmount('-1'));
+  t.throws(() => parseAmount('0'));
+  t.is(formatAmount(15050), '150.50 KZT');
+});
+
+test('--help documents every command and the exit codes; a bad option is a usage error (2)', async (t) => {
+  const h = await dtPos(['--help']);
+  t.is(h.code, 0);
+  for (const c of ['init', 'install-cert', 'charge', 'status', 'sync', 'report', 'receipt', 'readers']) t.regex(h.stdout, new RegExp(`\\n  ${c}\\b`));
+  t.regex(h.stdout, /Exit codes:/);
+  for (const c of ['charge', 'init', 'sync']) {
+    const r = await dtPos([c, '--help']);
+    t.is(r.code, 0);
+    t.regex(r.stdout, /Usage: dt-pos/);
+  }
+  t.is((await dtPos(['charge'])).code, 2);
+  t.is((await dtPos(['frobnicate'])).code, 2);
+});
+
+test('init --dev, sync, charge on a serial wallet, receipt, report, status, and sync to settlement', async (t) => {
+  const { dir, cleanup } = tempDir('dt-pos-cli-');
+  const procs: ChildProcess[] = [];
+  const w = await startWorld(dir);
+  t.teardown(async () => {
+    for (const p of procs) p.kill('SIGTERM');
+    await w.close();
+    cleanup();
+  });
+  // The dev PKI on disk (dt-dev-pki v1, the format card-applet-sim's saveDevPki writes).
+  const pkiDir = join(dir, 'pki');
+  mkdirSync(pkiDir);
+  const pki = w.tl.pki;
+  const party = (p: { keys: { secretKey: Uint8Array }; cert: Uint8Array }) => ({ secretKey: toHex(p.keys.secretKey), cert: toHex(p.cert) });
+  writeFileSync(join(pkiDir, 'dev-pki.json'), JSON.stringify({ format: 'dt-dev-pki', version: 1, issuer: party(pki.issuer), ledger: party(pki.ledger), bank: party(pki.bank) }));
+  const data = join(dir, 'pos');
+  const D = ['--data-dir', data];
+
+  const init = await dtPos([...D, '--json', 'init', '--merchant-id', 'cli-shop', '--mcc', '5411', '--name', 'CLI Shop', '--dev', pkiDir, '--acquirer', w.acquirer.url]);
+  t.is(init.code, 0, init.stderr);
+  const ij = JSON.parse(init.stdout) as { initialized: boolean; terminal: string };
+  t.true(ij.initialized);
+  t.is(statSync(join(data, 'terminal.key')).mode & 0o777, 0o600, 'terminal key readable by its owner only');
+  t.true(existsSync(join(data, 'certificate-request.cbor')));
+  t.false(init.stdout.includes('secretKey'), 'no key material in the output');
+
+  // No revocation list yet: offline acceptance is stopped; sync fetches one.
+  const st0 = JSON.parse((await dtPos([...D, '--json', 'status'])).stdout) as { offlineAcceptance: string };
+  t.regex(st0.offlineAcceptance, /stopped \(NO_REVOCATION_LIST\)/);
+  const s1 = await dtPos([...D, '--json', 'sync']);
+  t.is(s1.code, 0, s1.stdout + s1.stderr);
+
+  // A firmware card on a serial line (socat pty pair).
+  const a = join(dir, 'pty-card');
+  const b = join(dir, 'pty-pos');
+  procs.push(spawn('socat', [`pty,raw,echo=0,link=${a}`, `pty,raw,echo=0,link=${b}`], { stdio: 'ignore' }));
+  for (let i = 0; i < 100 && !(existsSync(a) && existsSync(b)); i++) await new Promise((r) => setTimeout(r, 50));
+  const card = await worldCard(w, 5_000_000);
+  const link = openTty(a);
+  const ep = new SerialCardEndpoint(card.card, link);
+  t.teardown(() => {
+    ep.stop();
+    link.close();
+  });
+
+  const c1 = await dtPos([...D, '--json', 'charge', '150.50', '--reader', `serial:${b}`]);
+  t.is(c1.code, 0, c1.stdout + c1.stderr);
+  const cj = JSON.parse(c1.stdout) as { outcome: string; payment: { id: number; amount: number; state: string } };
+  t.is(cj.outcome, 'APPROVED');
+  t.is(cj.payment.amount, 15050);
+  t.is(cj.payment.state, 'pending');
+
+  const human = await dtPos([...D, 'charge', '20', '--reader', `serial:${b}`]);
+  t.is(human.code, 0);
+  t.regex(human.stdout, /^APPROVED 20\.00 KZT {2}receipt #2/);
+  t.regex(human.stderr, /present card/);
+
+  // Above the default floor limit (50 000 KZT): ONLINE REQUIRED, exit 3.
+  const big = await dtPos([...D, '--json', 'charge', '60000', '--reader', `serial:${b}`]);
+  t.is(big.code, 3);
+  t.is((JSON.parse(big.stdout) as { outcome: string }).outcome, 'ONLINE_REQUIRED');
+
+  const rc = await dtPos([...D, 'receipt', String(cj.payment.id)]);
+  t.is(rc.code, 0);
+  t.regex(rc.stdout, /Receipt #1 {2}CLI Shop/);
+  t.regex(rc.stdout, /150\.50 KZT/);
+  t.is((await dtPos([...D, 'receipt', '999'])).code, 2);
+
+  const st = JSON.parse((await dtPos([...D, '--json', 'status'])).stdout) as { pending: { amount: number; count: number; since: number } };
+  t.is(st.pending.amount, 17050);
+  t.is(st.pending.count, 2);
+
+  // Acquirer unreachable: exit 3 and the pending amount is reported.
+  const off = await dtPos([...D, '--json', 'sync', '--acquirer', 'http://127.0.0.1:9']);
+  t.is(off.code, 3);
+  t.is((JSON.parse(off.stdout) as { pending: { amount: number } }).pending.amount, 17050);
+
+  t.is((await dtPos([...D, 'sync'])).code, 0);
+  await w.acquirer.forwardNow();
+  t.is((await dtPos([...D, 'sync'])).code, 0);
+  const rep = JSON.parse((await dtPos([...D, '--json', 'report'])).stdout) as { byState: Record<string, { count: number; amount: number }>; byDay: { day: string }[] };
+  t.deepEqual(rep.byState.settled, { count: 2, amount: 17050 });
+  t.is(rep.byDay[0]!.day, new Date().toISOString().slice(0, 10));
+  const humanReport = await dtPos([...D, 'report']);
+  t.regex(humanReport.stdout, /settled\s+2\s+170\.50 KZT/);
+});
+
+test('readers lists what it finds and never fails without hardware', async (t) => {
+  const r = await dtPos(['--json', 'readers', '--wait', '1'], { PCSCLITE_CSOCK_NAME: '/nonexistent/pcscd.comm' });
+  t.is(r.code, 0, r.stderr);
+  const j = JSON.parse(r.stdout) as { pcsc: unknown[]; hid: unknown[]; serial: unknown[] };
+  t.true(Array.isArray(j.pcsc) && Array.isArray(j.hid) && Array.isArray(j.serial));
+});

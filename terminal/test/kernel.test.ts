@@ -1,0 +1,296 @@
+/**
+ * The payment kernel against real firmware (card-applet-sim's in-process
+ * simulated card): every outcome, PIN entry, torn taps with retryOf,
+ * revocation, double-spend detection, busy readers and timeouts.
+ */
+import test from 'ava';
+import { MemoryStorage } from '@dt/firmware';
+import { getStatus as rawStatus, selectApplet, InProcessTransport, SimulatedCard } from '@dt/card-applet-sim';
+import { Cvm, encodeResponse, INS, SW, type ApduTransport, type TransmitOptions } from '@dt/protocol';
+import { PaymentKernel, PaymentState, ReaderBusyError, TimeoutError, TransportReader, type CardReader, type CardSession } from '../src/index.ts';
+import {
+  createDevPki, devTerminalIdentity, makeCard, makeJournal, readerFor, ScriptedPinPad, signedCrl, tempDir, TEST_POLICY, nowSec, TEST_LIMITS,
+} from './helpers/fixtures.ts';
+
+const pki = createDevPki();
+
+/** GET STATUS after a fresh SELECT (a power cut deselects the applet). */
+async function getStatus(t: ApduTransport) {
+  await selectApplet(t);
+  return rawStatus(t);
+}
+
+/**
+ * The card processes the complete PAY (last block of the chain: CLA 80, INS 30)
+ * but its answer is lost on the way back, once: a torn tap.
+ */
+function losePayAnswerOnce(inner: ApduTransport): ApduTransport {
+  let armed = true;
+  return {
+    async transmit(apdu, o) {
+      const r = await inner.transmit(apdu, o);
+      if (armed && apdu[0] === 0x80 && apdu[1] === INS.PAY) {
+        armed = false;
+        throw new Error('field lost: response never arrived');
+      }
+      return r;
+    },
+  };
+}
+const identity = devTerminalIdentity(pki);
+
+function setup(t: { teardown: (f: () => void) => void }, opts: { revoked?: Uint8Array[]; pins?: (string | null)[]; policy?: typeof TEST_POLICY } = {}) {
+  const { dir, cleanup } = tempDir();
+  const journal = makeJournal(pki, dir, opts.revoked);
+  const pinPad = new ScriptedPinPad(opts.pins ?? []);
+  const kernel = new PaymentKernel({ identity, journal, policy: opts.policy ?? TEST_POLICY, pinPad, timeouts: { cardMs: 2000, tapMs: 8000, pinMs: 2000 } });
+  t.teardown(() => {
+    journal.close();
+    cleanup();
+  });
+  return { dir, journal, pinPad, kernel };
+}
+
+test('APPROVED below the CVM limit: journalled as pending before the outcome, card balance drops by the amount', async (t) => {
+  const { journal, kernel, pinPad } = setup(t);
+  const c = await makeCard(pki);
+  const before = await getStatus(c.transport);
+  const states: string[] = [];
+  const o = await kernel.charge(readerFor(c.transport), 123_456, { onProgress: (s) => states.push(s) });
+  t.is(o.kind, 'APPROVED');
+  if (o.kind !== 'APPROVED') return;
+  t.is(o.payment.amount, 123_456);
+  t.is(o.payment.state, PaymentState.PENDING);
+  t.false(o.alreadyRecorded);
+  t.is(journal.listPayments().length, 1);
+  t.is(journal.pendingSummary().amount, 123_456);
+  t.deepEqual(o.payment.card, c.kid);
+  const after = await getStatus(c.transport);
+  t.is(before.balance - after.balance, 123_456);
+  t.is(after.counter, before.counter + 1);
+  t.is(pinPad.prompts.length, 0);
+  t.deepEqual(states.slice(0, 3), ['WAITING_FOR_CARD', 'CARD_DETECTED', 'SELECTING']);
+  t.true(states.indexOf('COMMITTING') < states.indexOf('DONE'));
+});
+
+test('PIN above the terminal CVM limit: wrong PIN shows tries left, right PIN approves with OFFLINE_PIN in the signed transfer; the PIN buffer is wiped', async (t) => {
+  const { journal, kernel, pinPad } = setup(t, { pins: ['9999', '1234'] });
+  const c = await makeCard(pki);
+  const o = await kernel.charge(readerFor(c.transport), 1_600_000);
+  t.is(o.kind, 'APPROVED');
+  if (o.kind !== 'APPROVED') return;
+  t.is(o.payment.cvm, Cvm.OFFLINE_PIN);
+  t.is(pinPad.prompts.length, 2);
+  t.is(pinPad.prompts[0]!.triesLeft, undefined);
+  t.is(typeof pinPad.prompts[1]!.triesLeft, 'number');
+  for (const b of pinPad.given) t.true(b.every((x) => x === 0), 'PIN buffer wiped after use');
+  t.is(journal.listPayments().length, 1);
+});
+
+test('PIN cancelled -> DECLINED PIN_CANCELLED, nothing journalled, card not charged', async (t) => {
+  const { journal, kernel } = setup(t, { pins: [null] });
+  const c = await makeCard(pki);
+  const before = await getStatus(c.transport);
+  const o = await kernel.charge(readerFor(c.transport), 1_600_000);
+  t.deepEqual(o, { kind: 'DECLINED', reason: 'PIN_CANCELLED' });
+  t.is(journal.listPayments().length, 0);
+  t.is((await getStatus(c.transport)).balance, before.balance);
+});
+
+test('three wrong PINs -> DECLINED and no payment', async (t) => {
+  const { journal, kernel } = setup(t, { pins: ['1111', '2222', '3333'] });
+  const c = await makeCard(pki);
+  const o = await kernel.charge(readerFor(c.transport), 1_600_000);
+  t.is(o.kind, 'DECLINED');
+  t.true(o.kind === 'DECLINED' && (o.reason === 'WRONG_PIN' || o.reason === 'PIN_BLOCKED'));
+  t.is(journal.listPayments().length, 0);
+});
+
+test('card CVM limit below the terminal one: the card answers 6982, the kernel asks the PIN and approves', async (t) => {
+  const { kernel, pinPad } = setup(t, { pins: ['1234'], policy: { ...TEST_POLICY, cvmLimit: 4_000_000 } });
+  const c = await makeCard(pki, { limits: { ...TEST_LIMITS, cvmLimit: 100_000 } });
+  const o = await kernel.charge(readerFor(c.transport), 500_000);
+  t.is(o.kind, 'APPROVED');
+  t.is(pinPad.prompts.length, 1);
+  if (o.kind === 'APPROVED') t.is(o.payment.cvm, Cvm.OFFLINE_PIN);
+});
+
+test('no PIN pad and a PIN is needed -> DECLINED NO_PIN_PAD', async (t) => {
+  const { dir, cleanup } = tempDir();
+  t.teardown(cleanup);
+  const journal = makeJournal(pki, dir);
+  t.teardown(() => journal.close());
+  const kernel = new PaymentKernel({ identity, journal, policy: TEST_POLICY });
+  const c = await makeCard(pki);
+  const o = await kernel.charge(readerFor(c.transport), 1_600_000);
+  t.deepEqual(o, { kind: 'DECLINED', reason: 'NO_PIN_PAD' });
+});
+
+test('torn tap: response lost after the card signed -> PRESENT_CARD_AGAIN; the retry names retryOf, gets the same transfer, pays once', async (t) => {
+  const { journal, kernel } = setup(t);
+  const c = await makeCard(pki);
+  const before = await getStatus(c.transport);
+  const o1 = await kernel.charge(readerFor(losePayAnswerOnce(c.transport)), 250_000);
+  t.is(o1.kind, 'PRESENT_CARD_AGAIN');
+  t.is(journal.listPayments().length, 0);
+  t.is(journal.tornAttempts().length, 1);
+  const mid = await getStatus(c.transport);
+  t.is(mid.counter, before.counter + 1, 'the card did sign during the torn tap');
+  const o2 = await kernel.charge(readerFor(c.transport), 250_000);
+  t.is(o2.kind, 'APPROVED');
+  if (o2.kind !== 'APPROVED') return;
+  t.true(o2.recovered);
+  const after = await getStatus(c.transport);
+  t.is(after.counter, before.counter + 1, 'no second signature');
+  t.is(before.balance - after.balance, 250_000, 'paid once');
+  t.is(journal.listPayments().length, 1);
+  t.is(journal.tornAttempts().length, 0);
+});
+
+test('a crash after PAY left the attempt "sent": a new kernel marks it torn and the next tap recovers it', async (t) => {
+  const { journal } = setup(t);
+  const c = await makeCard(pki);
+  // First kernel: the card signs but the answer never arrives (power cut after PAY) and the
+  // attempt is then forced back to "sent", as a SIGKILL between send and answer leaves it.
+  const k1 = new PaymentKernel({ identity, journal, policy: TEST_POLICY });
+  const o1 = await k1.charge(readerFor(losePayAnswerOnce(c.transport)), 300_000);
+  t.is(o1.kind, 'PRESENT_CARD_AGAIN');
+  const torn = journal.tornAttempts()[0]!;
+  journal.setAttemptState(torn.nonce, 'sent' as never);
+  t.is(journal.tornAttempts().length, 0);
+  const k2 = new PaymentKernel({ identity, journal, policy: TEST_POLICY });
+  t.is(journal.tornAttempts().length, 1);
+  const o2 = await k2.charge(readerFor(c.transport), 300_000);
+  t.is(o2.kind, 'APPROVED');
+  t.true(o2.kind === 'APPROVED' && o2.recovered);
+  t.is(journal.listPayments().length, 1);
+});
+
+test('revoked card -> DECLINED CARD_REVOKED (offline revocation list)', async (t) => {
+  const c = await makeCard(pki);
+  const { journal, kernel } = setup(t, { revoked: [c.kid] });
+  const o = await kernel.charge(readerFor(c.transport), 10_000);
+  t.is(o.kind, 'DECLINED');
+  t.is(o.kind === 'DECLINED' && o.reason, 'CARD_REVOKED');
+  t.is(journal.listPayments().length, 0);
+});
+
+test('cloned card paying the same counter again -> DECLINED DOUBLE_SPEND_DETECTED', async (t) => {
+  const { journal, kernel } = setup(t);
+  const c = await makeCard(pki);
+  const snapshot = c.storage.snapshot();
+  const o1 = await kernel.charge(readerFor(c.transport), 100_000);
+  t.is(o1.kind, 'APPROVED');
+  const clone = new SimulatedCard({ storage: new MemoryStorage(snapshot) });
+  const o2 = await kernel.charge(readerFor(new InProcessTransport(clone)), 100_000);
+  t.is(o2.kind, 'DECLINED');
+  t.is(o2.kind === 'DECLINED' && o2.reason, 'DOUBLE_SPEND_DETECTED');
+  t.is(journal.listPayments().length, 1);
+});
+
+test('ONLINE_REQUIRED: above the floor limit, over the pending cap, without or with a too old revocation list, narrowed floor', async (t) => {
+  const c = await makeCard(pki);
+  const r = readerFor(c.transport);
+  {
+    const { kernel } = setup(t);
+    t.deepEqual(await kernel.charge(r, 5_000_001), { kind: 'ONLINE_REQUIRED', reason: 'ABOVE_FLOOR_LIMIT' });
+  }
+  {
+    const { kernel } = setup(t, { policy: { ...TEST_POLICY, pendingCap: 150_000 } });
+    t.is((await kernel.charge(r, 100_000)).kind, 'APPROVED');
+    t.deepEqual(await kernel.charge(r, 100_000), { kind: 'ONLINE_REQUIRED', reason: 'PENDING_CAP' });
+  }
+  {
+    const { dir, cleanup } = tempDir();
+    t.teardown(cleanup);
+    const { Journal } = await import('../src/index.ts');
+    const j = Journal.open(`${dir}/j.sqlite`);
+    t.teardown(() => j.close());
+    const k = new PaymentKernel({ identity, journal: j, policy: TEST_POLICY });
+    t.deepEqual(await k.charge(r, 1000), { kind: 'ONLINE_REQUIRED', reason: 'NO_REVOCATION_LIST' });
+    j.storeCrl({ version: 1, issued: nowSec() - TEST_POLICY.maxCrlAge - 10, bytes: signedCrl(pki, 1), revoked: [] });
+    t.deepEqual(await k.charge(r, 1000), { kind: 'ONLINE_REQUIRED', reason: 'REVOCATION_LIST_TOO_OLD' });
+    j.storeCrl({ version: 2, issued: nowSec() - TEST_POLICY.crlNarrowAfter - 10, bytes: signedCrl(pki, 2), revoked: [] });
+    t.deepEqual(await k.charge(r, TEST_POLICY.narrowedFloorLimit + 1), { kind: 'ONLINE_REQUIRED', reason: 'ABOVE_NARROWED_FLOOR_LIMIT' });
+    t.is((await k.charge(r, 1000)).kind, 'APPROVED');
+  }
+});
+
+test('card limits reached (card answers 6985) -> ONLINE_REQUIRED CARD_LIMITS', async (t) => {
+  const { kernel } = setup(t);
+  const c = await makeCard(pki, { limits: { ...TEST_LIMITS, offlineCount: 1 } });
+  t.is((await kernel.charge(readerFor(c.transport), 1000)).kind, 'APPROVED');
+  t.deepEqual(await kernel.charge(readerFor(c.transport), 1000), { kind: 'ONLINE_REQUIRED', reason: 'CARD_LIMITS' });
+});
+
+test('END: not a DT card (SELECT answered 6A82)', async (t) => {
+  const { kernel } = setup(t);
+  // Another card (e.g. a bank card) without the DT applet: it answers SELECT with 6A82.
+  const other: ApduTransport = { transmit: async () => encodeResponse(new Uint8Array(0), SW.APP_NOT_FOUND) };
+  t.deepEqual(await kernel.charge(readerFor(other), 1000), { kind: 'END', reason: 'NOT_DT_CARD', detail: '6A82' });
+});
+
+/** A reader with no card ever presented. */
+class EmptyReader implements CardReader {
+  readonly name = 'empty';
+  waitForCard(o: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<CardSession> {
+    return new Promise((_, reject) => {
+      const timer = setTimeout(() => reject(new TimeoutError('card', o.timeoutMs ?? 0)), o.timeoutMs ?? 1e9);
+      o.signal?.addEventListener('abort', () => {
+        clearTimeout(timer);
+        reject(o.signal!.reason);
+      });
+    });
+  }
+  async close(): Promise<void> {}
+}
+
+test('END: no card presented in time (NO_CARD) and operator cancel (CANCELLED)', async (t) => {
+  const { kernel } = setup(t);
+  t.deepEqual(await kernel.charge(new EmptyReader(), 1000), { kind: 'END', reason: 'NO_CARD' });
+  const ctl = new AbortController();
+  setTimeout(() => ctl.abort(), 50);
+  t.deepEqual(await kernel.charge(new EmptyReader(), 1000, { signal: ctl.signal }), { kind: 'END', reason: 'CANCELLED' });
+});
+
+test('a card that stops answering mid-PAY times out into PRESENT_CARD_AGAIN (per-APDU timeout), the attempt stays torn', async (t) => {
+  const { journal, kernel } = setup(t);
+  const c = await makeCard(pki);
+  // Forwards everything, but the PAY answer never comes back (the card left the field).
+  const hang: ApduTransport = {
+    async transmit(apdu: Uint8Array, o?: TransmitOptions) {
+      if (apdu[1] === INS.PAY) return new Promise<Uint8Array>((_, reject) => o?.signal?.addEventListener('abort', () => reject(o.signal!.reason)));
+      return c.transport.transmit(apdu, o);
+    },
+  };
+  const o = await kernel.charge(new TransportReader('hang', hang, { apduTimeoutMs: 200 }), 1000);
+  t.is(o.kind, 'PRESENT_CARD_AGAIN');
+  t.is(journal.tornAttempts().length, 1);
+});
+
+test('one tap at a time per reader: a concurrent charge on the same reader ends with READER (busy), the first still approves', async (t) => {
+  const { kernel } = setup(t);
+  const c = await makeCard(pki);
+  const r = readerFor(c.transport);
+  const [a, b] = await Promise.all([kernel.charge(r, 1000), kernel.charge(r, 2000)]);
+  const outcomes = [a, b].map((o) => o.kind).sort();
+  t.deepEqual(outcomes, ['APPROVED', 'END']);
+  const end = [a, b].find((o) => o.kind === 'END')!;
+  t.deepEqual(end, { kind: 'END', reason: 'READER', detail: 'READER_BUSY' });
+  // And at the transport level: a second concurrent transmit is refused with a typed error.
+  const session = await r.waitForCard();
+  await t.throwsAsync(r.waitForCard(), { instanceOf: ReaderBusyError });
+  await session.release();
+});
+
+test('replaying an approved handover is recorded once (duplicate), never as a second payment', async (t) => {
+  const { journal, kernel } = setup(t);
+  const c = await makeCard(pki);
+  const o = await kernel.charge(readerFor(c.transport), 42_000);
+  t.is(o.kind, 'APPROVED');
+  if (o.kind !== 'APPROVED') return;
+  const p = o.payment;
+  const again = journal.recordApproval({ ...p, inputs: [] });
+  t.is(again.kind, 'duplicate');
+  t.is(journal.listPayments().length, 1);
+});
