@@ -6,9 +6,9 @@
  * @module
  */
 import { randomBytes } from 'node:crypto';
-import { toHex, type Signer } from '@dt/protocol';
-import { signRequest } from './auth.ts';
-import { decodeAck, decodeOutcomePage, type BatchAck, type OutcomePage } from './wire.ts';
+import {
+  ACQUIRER_MEDIA_TYPES, decodeBatchAck, decodeOutcomePage, signAcquirerRequest, toHex, type BatchAck, type OutcomePage, type Signer,
+} from '@dt/protocol';
 
 /** A refusal by the acquirer: HTTP status plus the stable `code` of its JSON body. */
 export class AcquirerHttpError extends Error {
@@ -49,17 +49,17 @@ export interface ClientOptions {
 export async function submitBatch(baseUrl: string, batch: Uint8Array, opts: ClientOptions = {}): Promise<BatchAck> {
   const res = await fetch(new URL('/v1/batches', baseUrl), {
     method: 'POST',
-    headers: { 'content-type': 'application/cose' },
+    headers: { 'content-type': ACQUIRER_MEDIA_TYPES.cose },
     body: batch,
     signal: AbortSignal.timeout(opts.timeoutMs ?? 30_000),
   });
   if (res.status !== 200) return fail(res);
-  return decodeAck(await bytesOf(res));
+  return decodeBatchAck(await bytesOf(res));
 }
 
 /**
  * Fetches one page of this terminal's outcomes after `cursor`, authenticated
- * with a fresh signed authorization (see `auth.ts`).
+ * with a fresh signed authorization (`signAcquirerRequest`, SPEC.md §7.7.1).
  */
 export async function fetchOutcomes(
   baseUrl: string,
@@ -70,7 +70,7 @@ export async function fetchOutcomes(
   const target = `/v1/terminals/${toHex(terminal.kid)}/outcomes?after=${cursor}`;
   const time = Math.floor((opts.now ?? Date.now)() / 1000);
   const res = await fetch(new URL(target, baseUrl), {
-    headers: { authorization: signRequest(terminal, 'GET', target, time, new Uint8Array(randomBytes(16))) },
+    headers: { authorization: signAcquirerRequest(terminal, 'GET', target, time, new Uint8Array(randomBytes(16))) },
     signal: AbortSignal.timeout(opts.timeoutMs ?? 30_000),
   });
   if (res.status !== 200) return fail(res);

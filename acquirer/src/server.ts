@@ -9,7 +9,8 @@
 import { performance } from 'node:perf_hooks';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import {
-  BankPermission, bytesEqual, decodeDeterministic, fromHex, isDtError, LIMITS, openSigned,
+  ACQUIRER_LIMITS, ACQUIRER_MEDIA_TYPES, BankPermission, bytesEqual, decodeDeterministic, encodeBatchAck, encodeOutcomePage,
+  fromHex, isDtError, LIMITS, openSigned, parseAcquirerAuth,
   plainBytes, Role, sha256, toHex, verifyChain, verifyCoseSign1, verifyRoot, verifySigned,
   type CborValue, type OpenedMessage, type Verifier, type VerifiedCertificate,
 } from '@dt/protocol';
@@ -20,8 +21,7 @@ import { admitBatch, verifyTerminalChain, type TrustConfig } from './verify.ts';
 import { LedgerCallError, LedgerClient } from './ledger-client.ts';
 import { Forwarder, type ForwarderOptions, type ForwardResult } from './forwarder.ts';
 import { Metrics } from './metrics.ts';
-import { NonceCache, parseAuthHeader } from './auth.ts';
-import { encodeAck, encodeOutcomePage } from './wire.ts';
+import { NonceCache } from './auth.ts';
 
 /** Configuration of {@link startAcquirer}. */
 export interface AcquirerConfig {
@@ -77,7 +77,7 @@ export interface RunningAcquirer {
   close(): Promise<void>;
 }
 
-const CBOR_TYPES = ['application/cbor', 'application/cose'];
+const CBOR_TYPES: string[] = [ACQUIRER_MEDIA_TYPES.cbor, ACQUIRER_MEDIA_TYPES.cose];
 
 function seconds(ms: number): number {
   return Math.floor(ms / 1000);
@@ -111,7 +111,7 @@ export async function startAcquirer(cfg: AcquirerConfig): Promise<RunningAcquire
   const metrics = new Metrics();
   const ledger = new LedgerClient(cfg.ledgerUrl, cfg.ledgerTimeoutMs ?? 120_000);
   const healthProbe = new LedgerClient(cfg.ledgerUrl, 2_000);
-  const skew = cfg.authSkewSeconds ?? 300;
+  const skew = cfg.authSkewSeconds ?? ACQUIRER_LIMITS.authSkewSeconds;
   const nonces = new NonceCache(skew * 1000, 100_000);
   const pageSize = cfg.outcomePageSize ?? 1000;
 
@@ -189,9 +189,9 @@ export async function startAcquirer(cfg: AcquirerConfig): Promise<RunningAcquire
   app.setNotFoundHandler((_req, reply) => reply.status(404).send({ code: AcquirerErrorCode.NOT_FOUND, message: 'no such route' }));
 
   const sendCbor = (reply: FastifyReply, bytes: Uint8Array) =>
-    reply.header('content-type', 'application/cbor').send(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+    reply.header('content-type', ACQUIRER_MEDIA_TYPES.cbor).send(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
 
-  const ackOf = (b: StoredBatch) => encodeAck({ terminal: b.terminal, seq: b.seq, hash: b.hash, handovers: b.handovers, received: seconds(b.receivedAt) });
+  const ackOf = (b: StoredBatch) => encodeBatchAck({ terminal: b.terminal, seq: b.seq, hash: b.hash, handovers: b.handovers, received: seconds(b.receivedAt) });
 
   // ---- POST /v1/batches: admission, sequence check, durable store, ack.
   app.post('/v1/batches', async (req, reply) => {
@@ -278,7 +278,7 @@ export async function startAcquirer(cfg: AcquirerConfig): Promise<RunningAcquire
     if (typeof header !== 'string' || header.length === 0) throw new AcquirerError(AcquirerErrorCode.AUTH_REQUIRED, 'a signed DT-COSE authorization is required');
     let parsed;
     try {
-      parsed = parseAuthHeader(header);
+      parsed = parseAcquirerAuth(header);
     } catch {
       throw new AcquirerError(AcquirerErrorCode.AUTH_INVALID, 'malformed authorization');
     }
@@ -308,7 +308,7 @@ export async function startAcquirer(cfg: AcquirerConfig): Promise<RunningAcquire
     const c = store.crl();
     if (!c) throw new AcquirerError(AcquirerErrorCode.CRL_UNAVAILABLE, 'no verified revocation list yet');
     return reply
-      .header('content-type', 'application/cose')
+      .header('content-type', ACQUIRER_MEDIA_TYPES.cose)
       .header('x-dt-crl-version', String(c.version))
       .send(Buffer.from(c.bytes.buffer, c.bytes.byteOffset, c.bytes.byteLength));
   });

@@ -127,3 +127,50 @@ export function plainBytes(b: Uint8Array): Uint8Array {
 export function u32be(n: number): Uint8Array {
   return new Uint8Array([(n >>> 24) & 255, (n >>> 16) & 255, (n >>> 8) & 255, n & 255]);
 }
+
+const B64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+
+/** Base64url of `bytes` (RFC 4648 §5) without padding. */
+export function toBase64Url(bytes: Uint8Array): string {
+  let s = '';
+  let i = 0;
+  for (; i + 2 < bytes.length; i += 3) {
+    const n = (bytes[i]! << 16) | (bytes[i + 1]! << 8) | bytes[i + 2]!;
+    s += B64URL[n >>> 18]! + B64URL[(n >>> 12) & 63]! + B64URL[(n >>> 6) & 63]! + B64URL[n & 63]!;
+  }
+  const rest = bytes.length - i;
+  if (rest === 1) {
+    const n = bytes[i]! << 16;
+    s += B64URL[n >>> 18]! + B64URL[(n >>> 12) & 63]!;
+  } else if (rest === 2) {
+    const n = (bytes[i]! << 16) | (bytes[i + 1]! << 8);
+    s += B64URL[n >>> 18]! + B64URL[(n >>> 12) & 63]! + B64URL[(n >>> 6) & 63]!;
+  }
+  return s;
+}
+
+/**
+ * Bytes of an unpadded base64url string. Strict: only the 64 url-safe
+ * characters, no padding, no impossible length, and the unused low bits of
+ * the last character must be zero, so every byte string has exactly one
+ * accepted encoding.
+ */
+export function fromBase64Url(s: string): Uint8Array {
+  if (s.length % 4 === 1) throw new DtError(ErrorCode.SCHEMA_WRONG_TYPE, 'invalid base64url length');
+  const out = new Uint8Array(Math.floor((s.length * 3) / 4));
+  let acc = 0;
+  let bits = 0;
+  let o = 0;
+  for (let i = 0; i < s.length; i++) {
+    const v = B64URL.indexOf(s[i]!);
+    if (v < 0) throw new DtError(ErrorCode.SCHEMA_WRONG_TYPE, 'invalid base64url character');
+    acc = ((acc << 6) | v) & 0xffffff;
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out[o++] = (acc >>> bits) & 255;
+    }
+  }
+  if ((acc & ((1 << bits) - 1)) !== 0) throw new DtError(ErrorCode.SCHEMA_WRONG_TYPE, 'non-canonical base64url (unused bits set)');
+  return out;
+}

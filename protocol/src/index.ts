@@ -13,6 +13,7 @@ export * from './cbor/deterministic.ts';
 export * from './cbor/diagnostic.ts';
 export * from './schema/dsl.ts';
 export * from './schema/messages.ts';
+export * from './schema/acquirer.ts';
 export * from './cose/sign1.ts';
 export * from './cose/cwt.ts';
 export * from './codec.ts';

@@ -3,11 +3,12 @@
  * pending payments to the acquirer in batches, fetches the ledger's
  * outcomes and applies them, and fetches the revocation list.
  *
- * Wire contract (acquirer/README.md): `POST /v1/batches` (signed Batch,
+ * Wire contract (acquirer/README.md, SPEC.md §7.7.1; the objects are defined
+ * once in `@dt/protocol`): `POST /v1/batches` (signed Batch,
  * `application/cose`) answers a CBOR BatchAck; `GET
  * /v1/terminals/:kid/outcomes?after=N` with a `DT-COSE` signed authorization
- * answers a CBOR OutcomePage; `GET /v1/crl` answers the signed
- * RevocationList. Errors are JSON `{code, message}`.
+ * (`signAcquirerRequest`) answers a CBOR OutcomePage; `GET /v1/crl` answers
+ * the signed RevocationList. Errors are JSON `{code, message}`.
  *
  * Why it cannot lose or duplicate a payment:
  * - a batch is built, signed and stored in one journal transaction before it
@@ -25,58 +26,14 @@
  */
 import { randomBytes } from 'node:crypto';
 import {
-  bytes as bytesKind, bytesEqual, coseSign1, createTrustStore, decodeDeterministic, decodeStruct, defineSchema,
-  encodeDeterministic, encodeStruct, isDtError, LIMITS, MAX_UINT, OutcomeStatus, sha256, signMessage, text, toHex, uint,
-  verifySigned, array, bool, bytesUpTo, type Signer,
+  ACQUIRER_MEDIA_TYPES, bytesEqual, createTrustStore, decodeBatchAck, decodeOutcomePage, isDtError, LIMITS, OutcomeStatus,
+  sha256, signAcquirerRequest, signMessage, toHex, verifySigned,
 } from '@dt/protocol';
 import { TerminalError, TerminalErrorCode } from '../errors.ts';
 import type { TerminalIdentity } from '../identity.ts';
 import { PaymentState, type Journal, type OutcomeUpdate, type PendingSummary } from '../journal/journal.ts';
 import { abortReason, sleep } from '../util/abort.ts';
 import { installRevocationList, type CrlInstallResult } from './crl.ts';
-
-// ---------------------------------------------------------------- wire objects (acquirer/src/wire.ts, auth.ts)
-/** BatchAck (answer to POST /v1/batches). */
-const BatchAckSchema = defineSchema({
-  name: 'BatchAck',
-  fields: [
-    { key: 1, name: 'terminal', type: bytesKind(16) },
-    { key: 2, name: 'seq', type: uint(MAX_UINT, 1) },
-    { key: 3, name: 'hash', type: bytesKind(32) },
-    { key: 4, name: 'handovers', type: uint(LIMITS.maxBatchHandovers) },
-    { key: 5, name: 'received', type: uint(MAX_UINT) },
-  ],
-});
-
-/** Most outcomes in one page (bounds the decoder). */
-const MAX_PAGE = 10_000;
-const OutcomePageSchema = defineSchema({
-  name: 'OutcomePage',
-  fields: [
-    { key: 1, name: 'outcomes', type: array(bytesUpTo(LIMITS.maxOutcomeSize), MAX_PAGE) },
-    { key: 2, name: 'cursor', type: uint(MAX_UINT) },
-    { key: 3, name: 'refs', type: array(array(uint(MAX_UINT), 2, 2), MAX_PAGE) },
-    { key: 4, name: 'more', type: bool() },
-  ],
-});
-
-/** Signed authorization of a terminal read (acquirer/src/auth.ts). */
-const RequestAuthSchema = defineSchema({
-  name: 'RequestAuth',
-  fields: [
-    { key: 1, name: 'method', type: text(16) },
-    { key: 2, name: 'target', type: text(512) },
-    { key: 3, name: 'time', type: uint(MAX_UINT) },
-    { key: 4, name: 'nonce', type: bytesKind(16) },
-  ],
-});
-const AUTH_CONTENT_TYPE = 'application/dt.acq-auth+cbor';
-
-/** The `Authorization: DT-COSE …` header value for one request. */
-export function signAcquirerRequest(signer: Signer, method: string, target: string, time: number, nonce: Uint8Array): string {
-  const payload = encodeDeterministic(encodeStruct(RequestAuthSchema, { method, target, time, nonce }));
-  return `DT-COSE ${Buffer.from(coseSign1(payload, AUTH_CONTENT_TYPE, signer)).toString('base64url')}`;
-}
 
 // ---------------------------------------------------------------- retries
 /** Retry policy of the HTTP calls (exponential backoff with full jitter). */
@@ -230,7 +187,7 @@ export class SyncClient {
       const res = await this.#request('POST', '/v1/batches', batch.bytes, signal);
       let ack;
       try {
-        ack = decodeStruct(BatchAckSchema, decodeDeterministic(res, 256));
+        ack = decodeBatchAck(res);
       } catch (e) {
         throw new TerminalError(TerminalErrorCode.BAD_RESPONSE, 'batch acknowledgement does not decode', {}, e);
       }
@@ -261,7 +218,7 @@ export class SyncClient {
       }
       let page;
       try {
-        page = decodeStruct(OutcomePageSchema, decodeDeterministic(body, MAX_PAGE * (LIMITS.maxOutcomeSize + 32) + 64));
+        page = decodeOutcomePage(body);
       } catch (e) {
         throw new TerminalError(TerminalErrorCode.BAD_RESPONSE, 'outcome page does not decode', {}, e);
       }
@@ -327,7 +284,7 @@ export class SyncClient {
 
   async #once(method: 'GET' | 'POST', target: string, body: Uint8Array | undefined, signal: AbortSignal | undefined, auth: boolean): Promise<Uint8Array> {
     const headers: Record<string, string> = {};
-    if (body) headers['content-type'] = 'application/cose';
+    if (body) headers['content-type'] = ACQUIRER_MEDIA_TYPES.cose;
     // A fresh authorization per attempt: the acquirer refuses a reused nonce.
     if (auth) headers.authorization = signAcquirerRequest(this.#o.identity.signer, method, target, this.#now(), this.#random(16));
     const timeout = AbortSignal.timeout(this.#retry.timeoutMs);
