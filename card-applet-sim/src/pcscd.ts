@@ -30,7 +30,7 @@ import type { ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 
 /** Where Debian installs the vpcd reader driver. */
 export const VPCD_DRIVER = '/usr/lib/pcsc/drivers/serial/libifdvpcd.so';
@@ -43,6 +43,15 @@ export interface StartPcscdOptions {
   timeoutMs?: number;
   /** Pass `-a` (log APDUs) and `-d` (debug) to pcscd; the log goes to `logPath`. */
   debug?: boolean;
+  /**
+   * Client socket path to serve, e.g. the `socketPath` of a daemon already
+   * stopped: a pcscd restarted on the same path (libpcsclite reads
+   * `PCSCLITE_CSOCK_NAME` once per process, so a client process can only
+   * follow a restart there). Must end in `/pcscd.comm`; its directory is
+   * created if missing, and what this call created is removed by `stop()`.
+   * Default: a new temporary directory.
+   */
+  socketPath?: string;
 }
 
 /** A running private pcscd. */
@@ -144,9 +153,17 @@ export async function startPcscd(options: StartPcscdOptions = {}): Promise<Pcscd
   if (reason !== undefined) throw new PcscdUnavailableError(`cannot start a private pcscd: ${reason}`);
   const vpcdPort = options.vpcdPort ?? (await freePortPair());
   const dir = mkdtempSync(join(tmpdir(), 'dt-pcscd-'));
-  const runDir = join(dir, 'run');
+  // pcscd always names its socket pcscd.comm inside the directory mounted over /run/pcscd.
+  if (options.socketPath !== undefined && basename(options.socketPath) !== 'pcscd.comm') {
+    rmSync(dir, { recursive: true, force: true });
+    throw new Error(`startPcscd: socketPath must end in /pcscd.comm, got ${options.socketPath}`);
+  }
+  const runDir = options.socketPath !== undefined ? dirname(options.socketPath) : join(dir, 'run');
   const confDir = join(dir, 'reader.conf.d');
-  mkdirSync(runDir);
+  // The topmost directory this call created for a given socketPath (undefined if it existed): stop() removes it.
+  const createdRunDir = mkdirSync(runDir, { recursive: true });
+  // A stale socket left by a killed daemon would look like readiness below.
+  rmSync(join(runDir, 'pcscd.comm'), { force: true });
   mkdirSync(confDir);
   // DEVICENAME "/dev/null:<port>" makes vpcd listen for the card on <port>
   // (a host name instead of /dev/null would make it connect out).
@@ -179,6 +196,7 @@ export async function startPcscd(options: StartPcscdOptions = {}): Promise<Pcscd
     }
     log.end();
     rmSync(dir, { recursive: true, force: true });
+    if (options.socketPath !== undefined && createdRunDir !== undefined) rmSync(createdRunDir, { recursive: true, force: true });
   };
 
   try {

@@ -2,8 +2,8 @@
  * The PC/SC adapter through a real pcscd (started by the test, vpcd driver)
  * with the simulated card served into it by card-applet-sim's vpcd client:
  * payments, card removal and reinsertion, a torn tap recovered through a real
- * reader, the busy error, and recovery after pcscd itself restarts (the
- * context is recreated).
+ * reader, the busy error, and context loss and recreation with a scripted
+ * context (a real pcscd restart is in pcsc-restart.test.ts).
  *
  * Needs root, pcscd and vsmartcard-vpcd (CI runs as root; see README).
  */
@@ -133,7 +133,7 @@ test.serial('one session per reader: a second waitForCard on the same reader get
   await s2.release();
 });
 
-/** A scripted PC/SC context: readers and failures on demand (the real one cannot be made to die on cue). */
+/** A scripted PC/SC context: readers and failures on demand, at exact points (the real restart is in pcsc-restart.test.ts). */
 class FakeNfc extends EventEmitter {
   closed = false;
   close(): void {

@@ -14,9 +14,11 @@
  *   event name), so when a card is present but not connected this adapter
  *   connects itself and reports the failure (e.g. another process holds the
  *   reader exclusively) as a typed error, retrying until the wait ends;
- * - when the PC/SC context dies (pcscd restarted, reader unplugged with the
- *   service gone) the context is closed and recreated after a short delay,
- *   so a terminal left running all day reconnects on its own;
+ * - when the PC/SC context dies (pcscd restarted or crashed, reader
+ *   unplugged with the service gone) the context is closed and recreated
+ *   after a short delay, once pcscd accepts connections again (checked
+ *   asynchronously: libpcsclite would spin on the event loop otherwise), so
+ *   a terminal left running all day reconnects on its own;
  * - one exchange at a time per reader: a second session or a concurrent
  *   `transmit` gets a `ReaderBusyError`.
  *
@@ -25,6 +27,7 @@
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { EventEmitter } from 'node:events';
+import { connect } from 'node:net';
 import type { TransmitOptions } from '@dt/protocol';
 import { TerminalError, TerminalErrorCode } from '../errors.ts';
 import { abortReason, checkAborted, sleep } from '../util/abort.ts';
@@ -58,10 +61,12 @@ export function pcscdSocketPath(): string {
 
 /**
  * The real factory: `new NFC()` from nfc-pcsc, loaded lazily (so the native
- * module is only needed when used). libpcsclite's context setup spins for a
- * long time when pcscd is not running (measured here: over 20 s of busy
- * waiting, blocking the event loop), so the factory refuses at once when the
- * daemon's socket is absent; the caller retries later.
+ * module is only needed when used). `@pokusew/pcsclite`'s constructor
+ * retries `SCardEstablishContext` in a loop on the JavaScript thread for as
+ * long as it returns SCARD_E_NO_SERVICE, i.e. forever while pcscd is down,
+ * so the factory refuses at once when the daemon's socket is absent (the
+ * caller retries later); {@link PcscReaders} also checks that the daemon
+ * accepts before calling it (see {@link pcscdAccepting}).
  */
 export const defaultNfcFactory: NfcFactory = () => {
   const socket = pcscdSocketPath();
@@ -71,10 +76,49 @@ export const defaultNfcFactory: NfcFactory = () => {
   return new NFC();
 };
 
+/**
+ * Whether pcscd accepts clients on `socket`: connects to the Unix socket
+ * and hangs up at once (pcscd drops a client that closes before its first
+ * request). Resolves `undefined` when it does, else why not.
+ *
+ * Why: libpcsclite's `SCardEstablishContext` fails with
+ * SCARD_E_NO_SERVICE when nobody accepts on the socket, and
+ * `@pokusew/pcsclite`'s constructor retries that in a tight loop on the
+ * calling (JavaScript) thread until the daemon answers: with the socket
+ * missing, or left behind by a daemon that crashed (SIGKILL leaves it), the
+ * whole process would spin. Checking asynchronously first keeps the event
+ * loop free; only a daemon that dies between this check and the context
+ * set-up (a window of microseconds) can still make it spin, until a daemon
+ * answers again.
+ */
+export function pcscdAccepting(socket: string = pcscdSocketPath(), timeoutMs = 2000): Promise<string | undefined> {
+  if (!existsSync(socket)) return Promise.resolve(`pcscd is not running (no socket at ${socket})`);
+  return new Promise((resolve) => {
+    const s = connect({ path: socket });
+    const done = (reason: string | undefined): void => {
+      clearTimeout(timer);
+      s.removeAllListeners();
+      s.on('error', () => {});
+      s.destroy();
+      resolve(reason);
+    };
+    const timer = setTimeout(() => done(`pcscd does not answer on ${socket}`), timeoutMs);
+    s.once('connect', () => done(undefined));
+    s.once('error', (e) => done(`pcscd is not running (${socket}: ${describe(e)})`));
+  });
+}
+
 /** Options of {@link PcscReaders}. */
 export interface PcscOptions {
   /** Context factory (tests may pass one; default nfc-pcsc). */
   readonly nfcFactory?: NfcFactory;
+  /**
+   * Checked before each context is created: `undefined` when the service is
+   * up, else why not (the adapter retries after `reconnectDelayMs`).
+   * Default: {@link pcscdAccepting} with the default factory, none with a
+   * custom one.
+   */
+  readonly serviceCheck?: () => Promise<string | undefined>;
   /** Delay before recreating a lost context, ms (default 1000). */
   readonly reconnectDelayMs?: number;
   /** Per-APDU time limit, ms (default 5000). */
@@ -111,6 +155,7 @@ interface ReaderSlot {
  */
 export class PcscReaders {
   readonly #factory: NfcFactory;
+  readonly #serviceCheck: (() => Promise<string | undefined>) | undefined;
   readonly #reconnectDelayMs: number;
   readonly #apduTimeoutMs: number;
   readonly #onEvent: (e: PcscEvent) => void;
@@ -124,6 +169,7 @@ export class PcscReaders {
   /** Starts the PC/SC context. */
   constructor(options: PcscOptions = {}) {
     this.#factory = options.nfcFactory ?? defaultNfcFactory;
+    this.#serviceCheck = options.serviceCheck ?? (options.nfcFactory === undefined ? () => pcscdAccepting() : undefined);
     this.#reconnectDelayMs = options.reconnectDelayMs ?? 1000;
     this.#apduTimeoutMs = options.apduTimeoutMs ?? 5000;
     this.#onEvent = options.onEvent ?? (() => {});
@@ -227,6 +273,25 @@ export class PcscReaders {
 
   #start(): void {
     if (this.#closed) return;
+    const check = this.#serviceCheck;
+    if (check === undefined) {
+      this.#create();
+      return;
+    }
+    check().then(
+      (reason) => {
+        if (this.#closed || this.#nfc) return;
+        if (reason === undefined) this.#create();
+        else this.#lost(reason);
+        this.#changed.emit('change');
+      },
+      (e: unknown) => {
+        if (!this.#closed && !this.#nfc) this.#lost(describe(e));
+      },
+    );
+  }
+
+  #create(): void {
     let nfc: NfcLike;
     try {
       nfc = this.#factory();
@@ -302,8 +367,9 @@ export class PcscReaders {
   }
 
   #lost(detail: string): void {
+    // Reported once per reason, not on every retry while the service stays down.
+    if (this.#contextError !== detail) this.#onEvent({ type: 'context', state: 'lost', detail });
     this.#contextError = detail;
-    this.#onEvent({ type: 'context', state: 'lost', detail });
     this.#stop();
     this.#changed.emit('change');
     if (this.#closed || this.#restartTimer) return;
