@@ -1,11 +1,11 @@
 /**
- * Protocol walkthrough: the main-job command until the end-to-end demo
- * (issue 6) exists. Every step runs the real protocol code: keys are
- * generated, certificates issued and verified, a transfer signed by the card
- * and checked by the terminal, and the signed transfer is printed in CBOR
+ * Protocol walkthrough (`npm run walkthrough`): one payment through the raw
+ * protocol calls, without devices or servers. Every step runs the real
+ * protocol code: keys are generated, certificates issued and verified, a
+ * transfer signed by the card and checked by the terminal, and the signed transfer is printed in CBOR
  * diagnostic notation.
  *
- * Usage: npm run demo [-- --json] [-- --amount N]
+ * Usage: npm run walkthrough [-- --json] [-- --amount N]
  */
 import { webcrypto } from 'node:crypto';
 import {
@@ -33,7 +33,7 @@ import {
 } from '@dt/protocol';
 import { nativeVerifier } from '@dt/protocol/native';
 
-const HELP = `npm run demo -- [options]
+const HELP = `npm run walkthrough -- [options]
 
 Runs the DT protocol walkthrough with freshly generated keys:
 issuer root, ledger, bank, card and terminal certificates; a ledger-signed

@@ -1,7 +1,8 @@
 /**
  * The README's two commands are the contract with a new user: the first runs
  * the main job, the second every test, and `.ci/run` runs exactly the second.
- * This test also runs the main job (the demo) and checks what it reports.
+ * The main job itself (the story) is run by story.test.ts; this file runs the
+ * protocol walkthrough (`npm run walkthrough`).
  */
 import test from 'ava';
 import { readFileSync } from 'node:fs';
@@ -44,7 +45,7 @@ test('every workspace package has a README section', (t) => {
   for (const ws of pkg.workspaces) t.regex(readme, new RegExp(`^##+ .*\`${ws}/\``, 'm'), `README section for ${ws}/`);
 });
 
-test('the main job runs the protocol for real and rejects a tampered transfer', async (t) => {
+test('the protocol walkthrough runs the protocol for real and rejects a tampered transfer', async (t) => {
   const { stdout } = await run(process.execPath, ['--import', 'tsx', 'scripts/demo.ts', '--json', '--amount', '7000'], { cwd: ROOT });
   const out = JSON.parse(stdout) as { steps: { step: string; detail: string }[]; transfer: { hex: string; diagnostic: string } };
   t.true(out.steps.some((s) => s.step.startsWith('Terminal verified') && s.detail.includes('10000 = 7000 + 3000')));
@@ -54,9 +55,15 @@ test('the main job runs the protocol for real and rejects a tampered transfer', 
   t.regex(out.transfer.diagnostic, /^18\(\[/);
 });
 
-test('the main job refuses bad input with a clear message and exit code 2', async (t) => {
+test('the protocol walkthrough refuses bad input with a clear message and exit code 2', async (t) => {
   const err = await t.throwsAsync(run(process.execPath, ['--import', 'tsx', 'scripts/demo.ts', '--amount', 'lots'], { cwd: ROOT }));
   const e = err as unknown as { code: number; stderr: string };
   t.is(e.code, 2);
   t.regex(e.stderr, /--amount must be an integer/);
+});
+
+test('the README main job (npm run demo) is the end-to-end story that story.test.ts runs', (t) => {
+  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+  t.is(pkg.scripts['demo'], 'node --import tsx scripts/story.ts');
+  t.is(pkg.scripts['walkthrough'], 'node --import tsx scripts/demo.ts');
 });

@@ -1,0 +1,470 @@
+/**
+ * The end-to-end story (issue 6): a cloned card double-spends offline, and
+ * the system catches it. Every step runs the real code of the packages:
+ *
+ * 1. issuer, bank, ledger (SQLite in a temp dir, HTTP on a free loopback
+ *    port) and acquirer (HTTP, free port) come up; terminals A and B are
+ *    certified by the bank and keep their journals in the temp dir;
+ * 2. a firmware card (hosted by card-applet-sim) is personalized, registered
+ *    and loaded online (bank load order, LOAD through the card's APDUs
+ *    against the ledger's HTTP API); a byte-for-byte clone of its memory is
+ *    made: the attack;
+ * 3. offline: the genuine card pays A several times, the clone pays B the
+ *    first amount again (same counter, same coins). Through a private pcscd
+ *    and the terminal's PC/SC adapter when running as root with pcscd
+ *    installed, else in-process;
+ * 4. the terminals sync through the acquirer; the ledger settles, finds the
+ *    double spend (proof: the card, the two transfers with the same counter),
+ *    revokes the card and covers B, which followed the rules;
+ * 5. the new revocation list reaches the terminals; the clone is declined
+ *    offline (CARD_REVOKED);
+ * 6. the owner syncs the genuine card (SYNC through the card's APDUs against
+ *    the ledger); the balances and the ledger's supply invariant are checked.
+ *
+ * Usage: node --import tsx scripts/story.ts [--json] [--in-process] [--help]
+ * Exit codes: 0 story ok, 1 an invariant or expected outcome failed, 2 bad usage.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import {
+  CLA, INS, OutcomeStatus, SYNC_P1, decodeDeterministic, encodeDeterministic, openSigned, payloadHash, subjectKey, toHex, transmitOk, verifySigned,
+  type ApduTransport,
+} from '@dt/protocol';
+import { MemoryStorage } from '@dt/firmware';
+import {
+  InProcessTransport, SimulatedCard, VpcdClient, getStatus, pcscdUnavailableReason, personalizeCard, selectApplet, startPcscd,
+  type PcscdHandle,
+} from '@dt/card-applet-sim';
+import { Ledger, createPki, nativeSigner, openSqliteStorage, signLoadOrder, startLedgerServer, type AuditReport, type LedgerServer, type LedgerStorage } from '@dt/ledger';
+import { startAcquirer, type RunningAcquirer } from '@dt/acquirer';
+import {
+  DEFAULT_POLICY, Journal, PaymentKernel, PcscReaders, SyncClient, TransportReader, buildIdentity,
+  type CardReader, type SyncReport, type TapOutcome, type TerminalIdentity,
+} from '@dt/terminal';
+
+const HELP = `node --import tsx scripts/story.ts [options]
+
+The DT end-to-end story: ledger, acquirer and two terminals come up; a card
+is personalized, loaded online and cloned; the genuine card pays terminal A,
+the clone pays terminal B offline; the terminals sync, the ledger catches the
+double spend, revokes the card and covers B; the clone is declined offline;
+the genuine card tries to sync (refused: the card is revoked) and the supply
+invariant is checked.
+
+Options:
+  --json        print one JSON document with every step's results
+  --in-process  tap through the in-process transport even when pcscd could run
+  --help        show this help
+
+Exit codes: 0 story ok, 1 an invariant or expected outcome failed, 2 bad usage,
+130 interrupted (Ctrl-C; everything started is stopped and the temp dir removed).
+`;
+
+/** Amounts of the story, in tiyn (1 KZT = 100 tiyn). */
+export const STORY = {
+  /** The issuer's allocation to the bank. */
+  allocation: 100_000_000,
+  /** Loaded onto the card online. */
+  load: 5_000_000,
+  /** The genuine card's payments at terminal A. */
+  genuineTaps: [120_000, 450_000, 80_000],
+  /** The clone's payment at terminal B (the same value as the genuine card's first). */
+  cloneTap: 120_000,
+  /** The clone's attempt after the revocation list arrived. */
+  cloneRetry: 30_000,
+  /** Card limits certified by the bank. */
+  limits: { perPayment: 1_000_000, offlineTotal: 4_000_000, offlineCount: 10, cvmLimit: 1_000_000 },
+} as const;
+
+interface Args { json: boolean; inProcess: boolean }
+
+function parseArgs(argv: readonly string[]): Args {
+  const out: Args = { json: false, inProcess: false };
+  for (const a of argv) {
+    if (a === '--help' || a === '-h') {
+      process.stdout.write(HELP);
+      process.exit(0);
+    } else if (a === '--json') out.json = true;
+    else if (a === '--in-process') out.inProcess = true;
+    else {
+      process.stderr.write(`story: unknown option ${a}\n\n${HELP}`);
+      process.exit(2);
+    }
+  }
+  return out;
+}
+
+const nowSec = (): number => Math.floor(Date.now() / 1000);
+const rnd16 = (): Uint8Array => new Uint8Array(randomBytes(16));
+const tenge = (tiyn: number): string => `${(tiyn / 100).toLocaleString('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 2 })} KZT`;
+
+/** One tap as the story reports it. */
+interface TapReport {
+  readonly terminal: 'A' | 'B';
+  readonly card: 'genuine' | 'clone';
+  readonly amount: number;
+  readonly kind: TapOutcome['kind'];
+  readonly reason?: string;
+  readonly counter?: number;
+  readonly transfer?: string;
+  /** Wall time of the tap, milliseconds (informative; never asserted). */
+  readonly ms: number;
+}
+
+/** A check the story makes; any failed check makes the exit code 1. */
+interface Check { readonly what: string; readonly ok: boolean; readonly expected: unknown; readonly actual: unknown }
+
+class Output {
+  readonly checks: Check[] = [];
+  /** Set on Ctrl-C: steps still unwinding while things are stopped print nothing more. */
+  interrupted = false;
+  constructor(readonly json: boolean) {}
+  step(n: number, title: string): void {
+    if (!this.json && !this.interrupted) process.stdout.write(`\n${n}. ${title}\n`);
+  }
+  line(text: string): void {
+    if (!this.json && !this.interrupted) process.stdout.write(`   ${text}\n`);
+  }
+  expect(what: string, actual: unknown, expected: unknown): boolean {
+    const ok = JSON.stringify(actual) === JSON.stringify(expected);
+    this.checks.push({ what, ok, expected, actual });
+    if (!ok && !this.json && !this.interrupted) process.stdout.write(`   !! ${what}: expected ${JSON.stringify(expected)}, got ${JSON.stringify(actual)}\n`);
+    return ok;
+  }
+}
+
+/** Everything the story starts, so that it can all be stopped (also on Ctrl-C). */
+class Resources {
+  readonly #closers: { name: string; close: () => unknown }[] = [];
+  #closed = false;
+  add(name: string, close: () => unknown): void {
+    this.#closers.push({ name, close });
+  }
+  /** Stops everything in reverse order; a failure to stop one thing does not keep the others running. */
+  async closeAll(): Promise<string[]> {
+    if (this.#closed) return [];
+    this.#closed = true;
+    const problems: string[] = [];
+    for (const c of this.#closers.reverse()) {
+      try {
+        await c.close();
+      } catch (e) {
+        problems.push(`${c.name}: ${(e as Error).message}`);
+      }
+    }
+    return problems;
+  }
+}
+
+async function postCbor(url: string, body: Uint8Array): Promise<{ status: number; bytes: Uint8Array; json?: { code?: string; message?: string } }> {
+  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/cbor' }, body: Buffer.from(body) });
+  const bytes = new Uint8Array(await res.arrayBuffer());
+  if ((res.headers.get('content-type') ?? '').includes('json')) return { status: res.status, bytes, json: JSON.parse(Buffer.from(bytes).toString('utf8')) };
+  return { status: res.status, bytes };
+}
+
+async function postOk(url: string, body: Uint8Array): Promise<Uint8Array> {
+  const r = await postCbor(url, body);
+  if (r.status !== 200) throw new Error(`${url}: HTTP ${r.status} ${r.json?.code ?? ''} ${r.json?.message ?? ''}`);
+  return r.bytes;
+}
+
+/** SYNC or LOAD through the card's APDUs against the ledger's HTTP API. */
+async function cardSync(t: ApduTransport, ledgerUrl: string, ins: number): Promise<{ ok: true; receipt: Uint8Array } | { ok: false; status: number; code: string }> {
+  const request = await transmitOk(t, { cla: CLA.PROPRIETARY, ins, p1: SYNC_P1.BEGIN, p2: 0, data: rnd16(), le: 256 });
+  const r = await postCbor(`${ledgerUrl}/v1/sync`, request);
+  if (r.status !== 200) return { ok: false, status: r.status, code: r.json?.code ?? `HTTP_${r.status}` };
+  await transmitOk(t, { cla: CLA.PROPRIETARY, ins, p1: SYNC_P1.COMPLETE, p2: 0, data: r.bytes });
+  return { ok: true, receipt: r.bytes };
+}
+
+interface Terminal {
+  readonly name: 'A' | 'B';
+  readonly identity: TerminalIdentity;
+  readonly journal: Journal;
+  readonly kernel: PaymentKernel;
+  readonly sync: () => Promise<SyncReport>;
+}
+
+/** The story; returns the JSON document. Throws only on an unexpected error. */
+async function story(args: Args, out: Output, res: Resources): Promise<Record<string, unknown>> {
+  const doc: Record<string, unknown> = {};
+  const dir = mkdtempSync(join(tmpdir(), 'dt-story-'));
+  res.add('temp dir', () => rmSync(dir, { recursive: true, force: true }));
+
+  // ---------------------------------------------------------------- 1
+  out.step(1, 'Issuer, bank, ledger and acquirer come up; terminals A and B are provisioned');
+  const t0 = nowSec();
+  const pki = createPki({ now: t0 });
+  const storage: LedgerStorage = openSqliteStorage(join(dir, 'ledger.db'));
+  res.add('ledger storage', () => storage.close());
+  const ledger = await Ledger.open({ storage, signer: nativeSigner(pki.ledger.keys), rootCert: pki.issuer.cert, ledgerCert: pki.ledger.cert, now: nowSec });
+  await ledger.registerBank(pki.bank.cert);
+  await ledger.allocate(pki.bank.kid, STORY.allocation, rnd16());
+  const ledgerServer: LedgerServer = await startLedgerServer({ ledger, port: 0, host: '127.0.0.1' });
+  res.add('ledger server', () => ledgerServer.close());
+  const acquirer: RunningAcquirer = await startAcquirer({
+    ledgerUrl: ledgerServer.url, root: pki.issuer.cert, bankCert: pki.bank.cert, ledgerCert: pki.ledger.cert,
+    dbFile: join(dir, 'acquirer.db'), port: 0, host: '127.0.0.1',
+    // The story drives forwarding and list refreshes itself, so that each step shows its own effect.
+    autoForward: false, crlRefreshMs: 3_600_000,
+  });
+  res.add('acquirer', () => acquirer.close());
+  await acquirer.refreshCrl();
+  out.line(`issuer ${toHex(pki.issuer.kid)}, bank ${toHex(pki.bank.kid)} (allocated ${tenge(STORY.allocation)})`);
+  out.line(`ledger   ${ledgerServer.url} (SQLite ${join(dir, 'ledger.db')})`);
+  out.line(`acquirer ${acquirer.url}`);
+
+  const terminal = async (name: 'A' | 'B'): Promise<Terminal> => {
+    const merchant = `KZ-SHOP-${name}`;
+    const cert = pki.issueTerminal({ merchant: { id: merchant, mcc: 5411, name: `Shop ${name}` } });
+    const identity = buildIdentity({ keyPair: cert.keys, chain: [...cert.chain], root: pki.issuer.cert, ledgerCert: pki.ledger.cert }, nowSec());
+    const journal = Journal.open(join(dir, `terminal-${name}.sqlite`));
+    res.add(`journal ${name}`, () => journal.close());
+    const client = new SyncClient({ identity, journal, acquirerUrl: acquirer.url, retry: { attempts: 3, baseMs: 50, maxMs: 500, timeoutMs: 10_000 } });
+    const kernel = new PaymentKernel({ identity, journal, policy: DEFAULT_POLICY, timeouts: { cardMs: 10_000, tapMs: 15_000 } });
+    return { name, identity, journal, kernel, sync: () => client.sync() };
+  };
+  const A = await terminal('A');
+  const B = await terminal('B');
+  // First contact: each terminal fetches the revocation list (offline acceptance needs one).
+  const firstA = await A.sync();
+  const firstB = await B.sync();
+  out.expect('terminal A online at first contact', firstA.online, true);
+  out.expect('terminal B online at first contact', firstB.online, true);
+  const crl0 = A.journal.crl()?.version;
+  for (const t of [A, B]) out.line(`terminal ${t.name} ${toHex(t.identity.kid)} certified by the bank; revocation list v${t.journal.crl()?.version}`);
+  doc.setup = {
+    ledgerUrl: ledgerServer.url, acquirerUrl: acquirer.url, issuer: toHex(pki.issuer.kid), bank: toHex(pki.bank.kid), allocation: STORY.allocation,
+    terminals: { A: toHex(A.identity.kid), B: toHex(B.identity.kid) }, crlVersion: crl0,
+  };
+
+  // ---------------------------------------------------------------- 2
+  out.step(2, 'A card is personalized, loaded online, and cloned (the attack)');
+  const genuineStorage = new MemoryStorage();
+  const genuine = new SimulatedCard({ storage: genuineStorage });
+  const counter = new InProcessTransport(genuine); // the bank's personalization station and the owner's app
+  const bank = { signer: pki.bank.signer, cert: pki.bank.cert, root: pki.issuer.cert, ledgerCert: pki.ledger.cert };
+  const p = await personalizeCard(counter, bank, { pin: '1234', puk: '12345678', limits: STORY.limits });
+  const cardKid = toHex(p.cardKid);
+  await postOk(`${ledgerServer.url}/v1/cards`, encodeDeterministic([p.certificate, pki.bank.cert]));
+  await postOk(`${ledgerServer.url}/v1/loads`, signLoadOrder({ card: p.cardKid, amount: STORY.load, id: rnd16(), time: nowSec() }, pki.bank.signer));
+  await selectApplet(counter);
+  const load = await cardSync(counter, ledgerServer.url, INS.LOAD);
+  if (!load.ok) throw new Error(`LOAD refused by the ledger: ${load.code}`);
+  const loaded = openSigned('SyncReceipt', load.receipt).message.loaded;
+  const afterLoad = (await getStatus(counter)).balance;
+  out.expect('loaded by the ledger', loaded, STORY.load);
+  out.expect('card balance after the load', afterLoad, STORY.load);
+  out.line(`card ${cardKid} personalized by the bank, registered, loaded ${tenge(loaded)}; balance ${tenge(afterLoad)}`);
+  // The attack: the card's whole memory (keys, counter, coins) copied into a second card.
+  const clone = new SimulatedCard({ storage: new MemoryStorage(genuineStorage.snapshot()) });
+  out.line('ATTACK: the card memory is copied byte for byte into a second card (same keys, counter and coins)');
+  doc.card = { kid: cardKid, loaded, balance: afterLoad, cloned: true };
+
+  // ---------------------------------------------------------------- 3
+  let readerA: CardReader;
+  let readerB: CardReader;
+  let genuineVpcd: VpcdClient | undefined;
+  const why = args.inProcess ? '--in-process given' : pcscdUnavailableReason();
+  const mode: 'pcscd' | 'in-process' = why === undefined ? 'pcscd' : 'in-process';
+  let pcscd: PcscdHandle | undefined;
+  if (mode === 'pcscd') {
+    pcscd = await startPcscd();
+    res.add('pcscd', () => pcscd!.stop());
+    process.env.PCSCLITE_CSOCK_NAME = pcscd.socketPath;
+    const pcsc = new PcscReaders();
+    res.add('PC/SC context', () => pcsc.close());
+    await pcsc.waitForReaders(15_000);
+    genuineVpcd = new VpcdClient(genuine, { port: pcscd.vpcdPort, slot: 0 });
+    const cloneVpcd = new VpcdClient(clone, { port: pcscd.vpcdPort, slot: 1 });
+    res.add('vpcd genuine', () => genuineVpcd!.stop());
+    res.add('vpcd clone', () => cloneVpcd.stop());
+    genuineVpcd.start();
+    cloneVpcd.start();
+    readerA = pcsc.reader(pcscd.readers[0]);
+    readerB = pcsc.reader(pcscd.readers[1]);
+  } else {
+    readerA = new TransportReader('A: in-process', new InProcessTransport(genuine), { apduTimeoutMs: 5000 });
+    readerB = new TransportReader('B: in-process', new InProcessTransport(clone), { apduTimeoutMs: 5000 });
+  }
+  out.step(3, `Offline taps (${mode === 'pcscd' ? `through a private pcscd: terminal A on "${pcscd!.readers[0]}", B on "${pcscd!.readers[1]}"` : `in-process transport: ${why}`})`);
+  doc.mode = mode;
+  if (why !== undefined) doc.modeReason = why;
+
+  const tap = async (t: Terminal, reader: CardReader, who: 'genuine' | 'clone', amount: number): Promise<TapReport> => {
+    const start = performance.now();
+    let o = await t.kernel.charge(reader, amount);
+    // A real reader may still be settling (card just inserted): the merchant asks for the card again.
+    for (let i = 0; i < 20 && o.kind === 'PRESENT_CARD_AGAIN'; i++) {
+      await new Promise((r) => setTimeout(r, 250));
+      o = await t.kernel.charge(reader, amount);
+    }
+    const ms = Math.round(performance.now() - start);
+    const r: TapReport = {
+      terminal: t.name, card: who, amount, kind: o.kind, ms,
+      ...(o.kind === 'APPROVED' ? { counter: o.payment.counter, transfer: toHex(o.payment.transferHash) } : {}),
+      ...('reason' in o ? { reason: o.reason } : {}),
+    };
+    out.line(`${who.padEnd(7)} card -> terminal ${t.name}: ${tenge(amount).padStart(14)}  ${r.kind}${r.reason ? ` (${r.reason})` : ''}${r.counter !== undefined ? `, counter ${r.counter}` : ''}  [${ms} ms]`);
+    return r;
+  };
+  const taps: TapReport[] = [];
+  for (const amount of STORY.genuineTaps) taps.push(await tap(A, readerA, 'genuine', amount));
+  taps.push(await tap(B, readerB, 'clone', STORY.cloneTap));
+  for (const [i, r] of taps.entries()) out.expect(`tap ${i + 1} (${r.card} at ${r.terminal}) approved offline`, r.kind, 'APPROVED');
+  out.expect('the clone reused the counter of the genuine card\'s first payment', taps[3]!.counter, taps[0]!.counter);
+  doc.taps = taps;
+
+  // ---------------------------------------------------------------- 4
+  out.step(4, 'The terminals sync through the acquirer; the ledger settles and finds the double spend');
+  const paidGenuine = STORY.genuineTaps.reduce((s, a) => s + a, 0);
+  const sA = await A.sync();
+  await acquirer.forwardNow();
+  const sB = await B.sync();
+  await acquirer.forwardNow();
+  const batches = (r: SyncReport) => r.batches.map((b) => `batch ${b.seq} (${b.count} payment${b.count === 1 ? '' : 's'}, ${tenge(b.total)})`).join(', ') || 'nothing';
+  out.line(`A sent ${batches(sA)}; B sent ${batches(sB)}; the acquirer forwarded each to the ledger`);
+  // The outcomes come back to the terminals at their next sync.
+  await A.sync();
+  await B.sync();
+  const settledA = A.journal.totalsByState().settled;
+  const dsB = B.journal.totalsByState().double_spent;
+  const coveredB = B.journal.doubleSpent().covered;
+  out.expect('A: every payment settled', settledA, { count: STORY.genuineTaps.length, amount: paidGenuine });
+  out.expect('B: the clone\'s payment is a double spend', dsB, { count: 1, amount: STORY.cloneTap });
+  out.expect('B: covered (it followed the rules with the list it had)', coveredB, { count: 1, amount: STORY.cloneTap });
+  // The proof, as anyone holding B's signed batch can get it: the ledger answers a replayed
+  // batch with the outcomes it stored (idempotent), signed by its key. Verify the outcome
+  // against the ledger key and both proof transfers against the card's certified key.
+  const batchB = B.journal.getBatch(sB.batches[0]?.seq ?? 1);
+  if (!batchB) throw new Error('terminal B has no batch 1');
+  const verdicts = decodeDeterministic(await postOk(`${ledgerServer.url}/v1/settle`, encodeDeterministic([batchB.bytes])), 1 << 20) as Uint8Array[][];
+  const outcome = verifySigned('Outcome', verdicts[0]![0]!, pki.ledger.keys.publicKey).message;
+  const cardKey = subjectKey(openSigned('Certificate', p.certificate).message).publicKey;
+  const proofTransfers = (outcome.proof ?? []).map((x) => ({ hash: toHex(payloadHash(openSigned('Transfer', x).cose)), t: verifySigned('Transfer', x, cardKey).message }));
+  const counters = proofTransfers.map((x) => x.t.counter);
+  const hashes = proofTransfers.map((x) => x.hash);
+  const proof = { card: toHex(outcome.card), status: outcome.status, code: outcome.code, covered: outcome.covered, transfers: hashes, counters, cards: proofTransfers.map((x) => toHex(x.t.card)), amounts: proofTransfers.map((x) => x.t.amount) };
+  const audit1 = await ledger.audit();
+  const revokedAt = audit1.revocations.find((r) => r.card === cardKid);
+  out.expect('the ledger-signed outcome for B is DOUBLE_SPEND', outcome.status, OutcomeStatus.DOUBLE_SPEND);
+  out.expect('the outcome names the card', proof.card, cardKid);
+  out.expect('proof: two transfers signed by the card', proof.cards, [cardKid, cardKid]);
+  out.expect('proof: the same counter twice', counters, [taps[0]!.counter, taps[0]!.counter]);
+  out.expect('proof: the genuine transfer and the clone\'s', [...hashes].sort(), [taps[0]!.transfer, taps[3]!.transfer].sort());
+  out.expect('the ledger keeps the proof', audit1.proofs.filter((x) => x.card === cardKid).map((x) => [x.first, x.second].sort()), [[...hashes].sort()]);
+  out.expect('the card is revoked by the ledger', revokedAt !== undefined, true);
+  out.line(`A: ${settledA.count} settled (${tenge(settledA.amount)}); B: ${dsB.count} DOUBLE_SPEND, covered ${tenge(coveredB.amount)} by the bank`);
+  out.line(`proof (ledger-signed outcome, ${proof.code}): card ${proof.card}, transfers ${hashes.map((h) => h.slice(0, 16)).join(' and ')} with counters ${counters.join(' and ')}`);
+  out.line(`card revoked in revocation list v${revokedAt?.version}`);
+  doc.settlement = {
+    batches: { A: sA.batches, B: sB.batches },
+    A: { settled: settledA },
+    B: { doubleSpent: dsB, covered: coveredB },
+    proof,
+    revoked: revokedAt !== undefined, crlVersion: revokedAt?.version,
+  };
+
+  // ---------------------------------------------------------------- 5
+  out.step(5, 'The revocation list reaches the terminals; the clone is declined offline');
+  await acquirer.refreshCrl();
+  const cA = await A.sync();
+  const cB = await B.sync();
+  const crlA = A.journal.crl()?.version;
+  const crlB = B.journal.crl()?.version;
+  out.expect('terminal A holds the new list', crlA, revokedAt?.version);
+  out.expect('terminal B holds the new list', crlB, revokedAt?.version);
+  out.expect('both terminals list the card as revoked', [A.journal.isRevoked(p.cardKid), B.journal.isRevoked(p.cardKid)], [true, true]);
+  out.line(`A: list v${crlA}${cA.crl ? ' installed' : ''}; B: list v${crlB}${cB.crl ? ' installed' : ''}`);
+  const retry = await tap(B, readerB, 'clone', STORY.cloneRetry);
+  out.expect('the clone is declined offline', [retry.kind, retry.reason], ['DECLINED', 'CARD_REVOKED']);
+  doc.revocation = { crlVersion: { A: crlA, B: crlB }, revokedAtTerminals: { A: A.journal.isRevoked(p.cardKid), B: B.journal.isRevoked(p.cardKid) }, cloneTap: retry };
+
+  // ---------------------------------------------------------------- 6
+  out.step(6, 'The owner syncs the genuine card; final balances and the supply invariant');
+  // The owner takes the card out of the reader and syncs it from the app.
+  if (genuineVpcd) await genuineVpcd.stop();
+  await selectApplet(counter);
+  const before = (await getStatus(counter)).balance;
+  const sync = await cardSync(counter, ledgerServer.url, INS.SYNC);
+  const cardBalance = (await getStatus(counter)).balance;
+  // The ledger refuses to sync a revoked card: its value stays on the card (the bank's matter now).
+  const syncResult = sync.ok ? { ok: true as const } : { ok: false as const, status: sync.status, code: sync.code };
+  out.line(sync.ok ? 'the ledger accepted the sync' : `the ledger refused the sync: HTTP ${sync.status} ${sync.code} (the card is revoked; its value stays on it for the bank to settle)`);
+  out.expect('the card kept its balance', before, STORY.load - paidGenuine);
+  out.expect('genuine card sync answered CARD_REVOKED', syncResult, { ok: false, status: 403, code: 'CARD_REVOKED' });
+  const audit: AuditReport = await ledger.audit();
+  const merchants = await ledger.merchantBalances();
+  const balances = {
+    card: cardBalance,
+    merchantA: merchants[toHex(A.identity.kid)] ?? 0,
+    merchantB: merchants[toHex(B.identity.kid)] ?? 0,
+    bank: audit.bankBalances,
+  };
+  const expected = {
+    card: STORY.load - paidGenuine,
+    merchantA: paidGenuine,
+    merchantB: STORY.cloneTap,
+    bank: STORY.allocation - STORY.load - STORY.cloneTap,
+  };
+  out.expect('final balances', balances, expected);
+  out.expect('supply invariant (ledger audit)', { ok: audit.ok, difference: audit.difference }, { ok: true, difference: 0 });
+  out.expect('covered by the bank', audit.covered, STORY.cloneTap);
+  doc.final = { genuineSync: syncResult, balances, expected, audit };
+
+  if (!out.json) {
+    const rows: [string, string, string][] = [
+      ['genuine card (on the card)', tenge(balances.card), tenge(expected.card)],
+      ['merchant A (settled)', tenge(balances.merchantA), tenge(expected.merchantA)],
+      ['merchant B (covered)', tenge(balances.merchantB), tenge(expected.merchantB)],
+      ['bank', tenge(balances.bank), tenge(expected.bank)],
+      ['issued', tenge(audit.issued), tenge(STORY.allocation)],
+      ['supply difference', tenge(audit.difference), tenge(0)],
+    ];
+    process.stdout.write('\n   ' + 'account'.padEnd(28) + 'actual'.padStart(18) + 'expected'.padStart(18) + '\n');
+    for (const [a, b, c] of rows) process.stdout.write('   ' + a.padEnd(28) + b.padStart(18) + c.padStart(18) + (b === c ? '' : '  !!') + '\n');
+  }
+  return doc;
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const out = new Output(args.json);
+  const res = new Resources();
+  const onSignal = (sig: NodeJS.Signals) => {
+    // A second Ctrl-C while stopping: the user insists, leave now.
+    if (out.interrupted) process.exit(130);
+    out.interrupted = true;
+    process.stderr.write(`\nstory: ${sig}, stopping everything\n`);
+    void res.closeAll().then((problems) => {
+      for (const p of problems) process.stderr.write(`cleanup: ${p}\n`);
+    }).finally(() => process.exit(130));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  let doc: Record<string, unknown> = {};
+  let error: string | undefined;
+  try {
+    doc = await story(args, out, res);
+  } catch (e) {
+    error = (e as Error).stack ?? String(e);
+  }
+  const cleanup = await res.closeAll();
+  const failed = out.checks.filter((c) => !c.ok);
+  // Something left running is a failure too: the story promises to stop everything it started.
+  const ok = error === undefined && failed.length === 0 && out.checks.length > 0 && cleanup.length === 0;
+  if (args.json) {
+    process.stdout.write(JSON.stringify({ ok, ...doc, checks: out.checks, ...(error ? { error } : {}), ...(cleanup.length ? { cleanupProblems: cleanup } : {}) }, null, 2) + '\n');
+  } else {
+    if (error) process.stderr.write(`\nstory failed: ${error}\n`);
+    for (const c of cleanup) process.stderr.write(`cleanup: ${c}\n`);
+    process.stdout.write(`\n${ok ? 'STORY OK' : 'STORY FAILED'}: ${out.checks.length - failed.length}/${out.checks.length} checks hold\n`);
+  }
+  process.exitCode = ok ? 0 : 1;
+}
+
+await main();
