@@ -19,7 +19,9 @@
  * 5. the new revocation list reaches the terminals; the clone is declined
  *    offline (CARD_REVOKED);
  * 6. the owner syncs the genuine card (SYNC through the card's APDUs against
- *    the ledger); the balances and the ledger's supply invariant are checked.
+ *    the ledger): the card is revoked, so the ledger issues no fresh tokens and
+ *    its value goes back to the issuing bank for the owner (receipt `redeemed`);
+ *    the balances and the ledger's supply invariant are checked.
  *
  * Usage: node --import tsx scripts/story.ts [--json] [--in-process] [--help]
  * Exit codes: 0 story ok, 1 an invariant or expected outcome failed, 2 bad usage.
@@ -51,8 +53,8 @@ The DT end-to-end story: ledger, acquirer and two terminals come up; a card
 is personalized, loaded online and cloned; the genuine card pays terminal A,
 the clone pays terminal B offline; the terminals sync, the ledger catches the
 double spend, revokes the card and covers B; the clone is declined offline;
-the genuine card tries to sync (refused: the card is revoked) and the supply
-invariant is checked.
+the owner syncs the genuine card (it is revoked: its value goes back to the
+issuing bank for the owner) and the supply invariant is checked.
 
 Options:
   --json        print one JSON document with every step's results
@@ -392,11 +394,15 @@ async function story(args: Args, out: Output, res: Resources): Promise<Record<st
   const before = (await getStatus(counter)).balance;
   const sync = await cardSync(counter, ledgerServer.url, INS.SYNC);
   const cardBalance = (await getStatus(counter)).balance;
-  // The ledger refuses to sync a revoked card: its value stays on the card (the bank's matter now).
-  const syncResult = sync.ok ? { ok: true as const } : { ok: false as const, status: sync.status, code: sync.code };
-  out.line(sync.ok ? 'the ledger accepted the sync' : `the ledger refused the sync: HTTP ${sync.status} ${sync.code} (the card is revoked; its value stays on it for the bank to settle)`);
-  out.expect('the card kept its balance', before, STORY.load - paidGenuine);
-  out.expect('genuine card sync answered CARD_REVOKED', syncResult, { ok: false, status: 403, code: 'CARD_REVOKED' });
+  // A revoked card still syncs, but its key gets no fresh tokens: the ledger moves its value
+  // to the issuing bank, which pays the owner (SPEC §7.6); the receipt says how much.
+  const redeemed = sync.ok ? verifySigned('SyncReceipt', sync.receipt, pki.ledger.keys.publicKey).message.redeemed ?? 0 : 0;
+  const syncResult = sync.ok ? { ok: true as const, redeemed } : { ok: false as const, status: sync.status, code: sync.code };
+  out.line(sync.ok
+    ? `the card is revoked: its ${tenge(redeemed)} go back to the issuing bank for the owner (card balance now ${tenge(cardBalance)})`
+    : `the ledger refused the sync: HTTP ${sync.status} ${sync.code}`);
+  out.expect('the card held its balance before the sync', before, STORY.load - paidGenuine);
+  out.expect('genuine card sync accepted, value redeemed to the bank', syncResult, { ok: true, redeemed: STORY.load - paidGenuine });
   const audit: AuditReport = await ledger.audit();
   const merchants = await ledger.merchantBalances();
   const balances = {
@@ -406,10 +412,11 @@ async function story(args: Args, out: Output, res: Resources): Promise<Record<st
     bank: audit.bankBalances,
   };
   const expected = {
-    card: STORY.load - paidGenuine,
+    card: 0,
     merchantA: paidGenuine,
     merchantB: STORY.cloneTap,
-    bank: STORY.allocation - STORY.load - STORY.cloneTap,
+    // The bank bore the clone's payment and got the revoked card's value back for the owner.
+    bank: STORY.allocation - STORY.load - STORY.cloneTap + (STORY.load - paidGenuine),
   };
   out.expect('final balances', balances, expected);
   out.expect('supply invariant (ledger audit)', { ok: audit.ok, difference: audit.difference }, { ok: true, difference: 0 });
@@ -419,6 +426,7 @@ async function story(args: Args, out: Output, res: Resources): Promise<Record<st
   if (!out.json) {
     const rows: [string, string, string][] = [
       ['genuine card (on the card)', tenge(balances.card), tenge(expected.card)],
+      ['redeemed to the bank (owner)', tenge(redeemed), tenge(STORY.load - paidGenuine)],
       ['merchant A (settled)', tenge(balances.merchantA), tenge(expected.merchantA)],
       ['merchant B (covered)', tenge(balances.merchantB), tenge(expected.merchantB)],
       ['bank', tenge(balances.bank), tenge(expected.bank)],

@@ -7,9 +7,10 @@
  * counter 2 again; the ledger settles A, calls B's payment a DOUBLE_SPEND
  * with a proof naming the card and counter 2 twice, revokes the card in list
  * v1 and has the bank cover B; the clone is then declined offline
- * (CARD_REVOKED); the revoked genuine card's sync is refused (403
- * CARD_REVOKED) and it keeps 43,500.00 KZT; bank 1,000,000 - 50,000 - 1,200
- * = 948,800.00 KZT; the supply invariant holds.
+ * (CARD_REVOKED); the revoked genuine card still syncs: no fresh tokens, its
+ * 43,500.00 KZT go back to the issuing bank for the owner (receipt
+ * `redeemed`) and the card shows 0; bank 1,000,000 - 50,000 - 1,200 + 43,500
+ * = 992,300.00 KZT; the supply invariant holds.
  *
  * The pcscd mode needs root, pcscd and vsmartcard-vpcd: in CI (CI=true) it
  * must run; elsewhere without them the story must say why and fall back to
@@ -92,16 +93,17 @@ function assertStory(t: ExecutionContext, run: Run, mode: 'pcscd' | 'in-process'
   t.deepEqual(doc.revocation.revokedAtTerminals, { A: true, B: true });
   t.like(doc.revocation.cloneTap, { terminal: 'B', card: 'clone', amount: 30_000, kind: 'DECLINED', reason: 'CARD_REVOKED' });
 
-  // Final: the revoked card's sync is refused; balances and supply.
+  // Final: the revoked card's sync moves its value to the bank for the owner; balances and supply.
   const f = doc.final;
-  t.deepEqual(f.genuineSync, { ok: false, status: 403, code: 'CARD_REVOKED' });
-  t.deepEqual(f.balances, { card: 4_350_000, merchantA: 650_000, merchantB: 120_000, bank: 94_880_000 });
+  t.deepEqual(f.genuineSync, { ok: true, redeemed: 4_350_000 });
+  t.deepEqual(f.balances, { card: 0, merchantA: 650_000, merchantB: 120_000, bank: 99_230_000 });
   t.true(f.audit.ok);
   t.is(f.audit.difference, 0);
   t.is(f.audit.issued, 100_000_000);
   t.is(f.audit.redeemed, 770_000);
   t.is(f.audit.covered, 120_000);
-  t.is(f.audit.unspentChange, 4_350_000);
+  t.is(f.audit.unspentChange, 0);
+  t.is(f.audit.unspentTokens, 0);
   t.is(f.audit.pendingPayee, 0);
   t.is(f.audit.pendingLoads, 0);
   t.deepEqual(f.audit.proofs.map((p: any) => p.card), [kid]);
@@ -133,6 +135,8 @@ test('the human output: six numbered steps, the summary table and STORY OK', asy
   for (const n of [1, 2, 3, 4, 5, 6]) t.regex(run.stdout, new RegExp(`^${n}\\. `, 'm'));
   t.regex(run.stdout, /clone\s+card -> terminal B:\s+300\.00 KZT\s+DECLINED \(CARD_REVOKED\)/);
   t.regex(run.stdout, /supply difference\s+0\.00 KZT\s+0\.00 KZT\n/);
+  t.regex(run.stdout, /the card is revoked: its 43,500\.00 KZT go back to the issuing bank for the owner/);
+  t.regex(run.stdout, /bank\s+992,300\.00 KZT\s+992,300\.00 KZT\n/);
   t.regex(run.stdout, /STORY OK: (\d+)\/\1 checks hold/);
 });
 

@@ -770,7 +770,9 @@ export class Applet {
       });
     }
     const expected = checked(SW.WRONG_DATA, () => addAmounts(addAmounts(pending.message.balance, r.loaded), voidedValue));
-    const received = checked(SW.WRONG_DATA, () => sumAmounts(coins.map((c) => c.value)));
+    // Value redeemed to the issuing bank (revoked card, SPEC §7.6) leaves the card:
+    // tokens + redeemed must match, so a redeemed above everything fails the check.
+    const received = checked(SW.WRONG_DATA, () => addAmounts(sumAmounts(coins.map((c) => c.value)), r.redeemed ?? 0));
     if (unknownVoided === 0 ? received !== expected : received <= expected) fail(SW.WRONG_DATA);
     const { last: _last, pending: _pending, ...rest } = s;
     this.#commit({

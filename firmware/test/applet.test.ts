@@ -494,6 +494,33 @@ test('SYNC: an orphan voided after the sync that reported it (not in the current
   t.is((await status(host)).balance, 50_000);
 });
 
+test('SYNC: a revoked card\'s receipt redeems its value to the bank: no tokens, balance 0, history cleared; a redeemed above the value is 6A80', async (t) => {
+  const { host } = await readyCard([50_000]);
+  t.is((await host.pay(paymentRequest(pki, pki.terminal, { amount: 7_000 }))).sw, 0x9000);
+  const b1 = await host.syncBegin(new Uint8Array(16).fill(5));
+  const req = openSigned('SyncRequest', b1.data).message;
+  t.is(req.balance, 43_000);
+  t.is(req.history.length, 1);
+  const orphan = payloadHash(openSigned('Transfer', req.history[0]!).cose);
+  // Refusals leave the request pending.
+  t.is((await host.syncComplete(ledger.receipt(b1.data, { redeemed: 43_001, values: [] }))).sw, 0x6a80, 'redeemed above the balance');
+  t.is((await host.syncComplete(ledger.receipt(b1.data, { redeemed: 42_999, values: [] }))).sw, 0x6a80, 'value lost: 1 tiyn neither redeemed nor in tokens');
+  t.is((await host.syncComplete(ledger.receipt(b1.data, { redeemed: 43_000, values: [1] }))).sw, 0x6a80, 'value created next to the redeemed value');
+  t.is((await host.syncComplete(ledger.receipt(b1.data, { voided: [orphan], redeemed: 50_001, values: [] }))).sw, 0x6a80, 'redeemed above balance + voided value');
+  t.is((await host.syncComplete(ledger.receipt(b1.data, { redeemed: 43_000 }), true)).sw, 0x6a80, 'LOAD needs loaded > 0');
+  t.true((await status(host)).syncPending);
+  // Balance plus the voided orphan, all redeemed: no tokens, the card is empty and its history cleared.
+  const good = ledger.receipt(b1.data, { voided: [orphan], redeemed: 50_000 });
+  t.is(openSigned('SyncReceipt', good).message.tokens.length, 0);
+  t.is((await host.syncComplete(good)).sw, 0x9000);
+  const st = await status(host);
+  t.is(st.balance, 0);
+  t.false(st.syncPending);
+  const b2 = await host.syncBegin(new Uint8Array(16).fill(6));
+  t.deepEqual(openSigned('SyncRequest', b2.data).message.history, []);
+  t.deepEqual(openSigned('SyncRequest', b2.data).message.holdings, []);
+});
+
 test('on-device confirmation: declined -> 6985 and nothing signed; approved -> cvm ON_DEVICE satisfies the CVM limit', async (t) => {
   let answer: boolean | 'throw' = false;
   const prompts: unknown[] = [];

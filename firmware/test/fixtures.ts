@@ -110,6 +110,8 @@ export interface ReceiptOptions {
   values?: number[];
   marks?: (Mark | undefined)[];
   voided?: Uint8Array[];
+  /** Value moved to the issuing bank (revoked card); subtracted from the default token total. */
+  redeemed?: number;
   time?: number;
   expires?: number;
 }
@@ -126,7 +128,7 @@ export class Ledger {
       const t = req.message.history.map((b) => openSigned('Transfer', b)).find((x) => Buffer.from(payloadHash(x.cose)).equals(Buffer.from(v)));
       voidedValue += t ? t.message.amount : 0;
     }
-    const total = req.message.balance + loaded + voidedValue;
+    const total = req.message.balance + loaded + voidedValue - (o.redeemed ?? 0);
     const values = o.values ?? (total > 0 ? [total] : []);
     const tokens = values.map((value, i) => {
       const mark = o.marks?.[i];
@@ -147,6 +149,7 @@ export class Ledger {
       request: payloadHash(req.cose),
       tokens,
       time: o.time ?? T0,
+      ...(o.redeemed !== undefined ? { redeemed: o.redeemed } : {}),
       loaded,
       voided: o.voided ?? [],
     }, this.pki.ledger.signer);

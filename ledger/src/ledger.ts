@@ -10,10 +10,10 @@
  * @module
  */
 import {
-  BankPermission, bytesEqual, checkTransferChain, createTrustStore, encodeStruct, encodeDeterministic,
+  addAmounts, BankPermission, bytesEqual, checkTransferChain, createTrustStore, encodeStruct, encodeDeterministic,
   GENESIS_PREV, LIMITS, MarkSchema, decodeStruct, decodeDeterministic,
   OutcomeStatus, openSigned, outputId, payloadHash, Role, sha256, signMessage, toHex, utf8, concatBytes,
-  subjectKey, validateHandover, verifyChain, verifyCoseSign1, isDtError,
+  subjectKey, sumAmounts, validateHandover, verifyChain, verifyCoseSign1, isDtError,
   type CardChainVerifier, type HandoverResult, type Mark, type TransferOpener, type Outcome, type Signer, type SpentCoin, type TrustStore, type ValidatedTransfer, type Verifier,
 } from '@dt/protocol';
 import { nativeVerifier } from '@dt/protocol/native';
@@ -100,7 +100,7 @@ export interface AuditReport {
 }
 
 /** Answer to a bank load. */
-export interface LoadAnswer { id: string; card: string; amount: number; state: 'pending' | 'delivered' }
+export interface LoadAnswer { id: string; card: string; amount: number; state: 'pending' | 'delivered' | 'cancelled' }
 
 const ZERO16 = new Uint8Array(16);
 const ZERO32 = new Uint8Array(32);
@@ -245,7 +245,7 @@ export class Ledger {
     }
     const { cose, order } = opened;
     const now = this.#now();
-    const answer = (state: 'pending' | 'delivered'): LoadAnswer => ({ id: toHex(order.id), card: toHex(order.card), amount: order.amount, state });
+    const answer = (state: LoadAnswer['state']): LoadAnswer => ({ id: toHex(order.id), card: toHex(order.card), amount: order.amount, state });
     const out = await this.storage.transaction(async (tx) => {
       const bank = await tx.get(`SELECT cert, perms FROM banks WHERE kid = ?`, [cose.kid]);
       if (!bank) throw new LedgerError(403, LedgerErrorCode.BANK_UNKNOWN, 'signer is not a registered bank');
@@ -262,7 +262,7 @@ export class Ledger {
         if (!bytesEqual(b(prior.card), order.card) || n(prior.amount) !== order.amount || !bytesEqual(b(prior.bank), cose.kid)) {
           throw new LedgerError(409, LedgerErrorCode.ID_CONFLICT, 'load id reused for another order');
         }
-        return answer(prior.state as 'pending' | 'delivered');
+        return answer(prior.state as LoadAnswer['state']);
       }
       const card = await tx.get(`SELECT bank FROM cards WHERE kid = ?`, [order.card]);
       if (!card) throw new LedgerError(404, LedgerErrorCode.CARD_UNKNOWN, 'card not registered');
@@ -534,6 +534,11 @@ export class Ledger {
    * voids orphans older than the window, delivers pending loads, and returns
    * the signed SyncReceipt with fresh tokens. The same request again returns
    * the same receipt.
+   *
+   * A revoked card is verified and recorded the same way, but its key is not
+   * trusted with fresh tokens: its pending loads go back to their banks, and
+   * its balance plus voided value is credited to its issuing bank (which pays
+   * the owner) and reported as `redeemed` in a receipt without tokens (SPEC §7.6).
    */
   async sync(requestBytes: Uint8Array): Promise<Uint8Array> {
     let opened;
@@ -589,7 +594,7 @@ export class Ledger {
       receipt = await this.storage.transaction(async (tx) => {
         const again = await tx.get(`SELECT receipt FROM syncs WHERE request = ?`, [hash]);
         if (again) return b(again.receipt);
-        if (await tx.get(`SELECT version FROM revocations WHERE card = ?`, [req.card])) throw new LedgerError(403, LedgerErrorCode.CARD_REVOKED, 'card revoked');
+        const revoked = !!(await tx.get(`SELECT version FROM revocations WHERE card = ?`, [req.card]));
         // The chain was checked against the anchor read before this transaction: it must still be the card's anchor.
         const cur = await tx.get(`SELECT anchor FROM cards WHERE kid = ?`, [req.card]);
         if (!cur || !bytesEqual(b(cur.anchor), b(card.anchor))) throw new LedgerError(409, LedgerErrorCode.SYNC_INVALID, 'the card synced concurrently; retry');
@@ -608,6 +613,27 @@ export class Ledger {
           [req.card, now - this.#voidWindow, LIMITS.maxHistory],
         );
         for (const o of orphans) await tx.run(`UPDATE transfers SET state = 'voided' WHERE hash = ?`, [b(o.hash)]);
+        if (revoked) {
+          // No fresh tokens for a compromised key: pending loads return to the banks that
+          // ordered them, and everything the card held (holdings and voided orphans) is
+          // credited to its issuing bank, which pays the owner out of band.
+          const loads = await tx.all(`SELECT bank, amount FROM loads WHERE card = ? AND state = 'pending' ORDER BY id`, [req.card]);
+          for (const l of loads) await tx.run(`UPDATE banks SET balance = balance + ? WHERE kid = ?`, [n(l.amount), b(l.bank)]);
+          await tx.run(`UPDATE loads SET state = 'cancelled', sync = ? WHERE card = ? AND state = 'pending'`, [hash, req.card]);
+          const redeemed = addAmounts(sumAmounts(holdings.map((c) => c.value)), sumAmounts(orphans.map((o) => n(o.amount))));
+          const issuer = b((await tx.get(`SELECT bank FROM cards WHERE kid = ?`, [req.card]))!.bank);
+          if (redeemed > 0 && (await tx.run(`UPDATE banks SET balance = balance + ? WHERE kid = ?`, [redeemed, issuer])) !== 1) {
+            throw new LedgerError(500, LedgerErrorCode.BANK_UNKNOWN, 'issuing bank of the card not registered');
+          }
+          const rb = signMessage('SyncReceipt', {
+            card: req.card, counter: req.counter, request: hash, tokens: [], time: now, loaded: 0,
+            voided: orphans.map((o) => b(o.hash)), ...(redeemed > 0 ? { redeemed } : {}),
+          }, this.#signer);
+          await tx.run(`UPDATE cards SET anchor = ?, anchor_counter = ?, anchor_sync = ? WHERE kid = ?`, [payloadHash(openSigned('SyncReceipt', rb).cose), req.counter, hash, req.card]);
+          await tx.run(`INSERT INTO syncs (request, card, receipt) VALUES (?, ?, ?)`, [hash, req.card, rb]);
+          this.stats.voided += orphans.length;
+          return rb;
+        }
         const loads = await tx.all(`SELECT id, amount FROM loads WHERE card = ? AND state = 'pending' ORDER BY id`, [req.card]);
         await tx.run(`UPDATE loads SET state = 'delivered', sync = ? WHERE card = ? AND state = 'pending'`, [hash, req.card]);
         const loaded = loads.reduce((s, l) => s + n(l.amount), 0);

@@ -218,10 +218,57 @@ for (const [name, open] of BACKENDS) {
       t.is(STATUS_NAME[ocs[1]!.status], 'DOUBLE_SPEND');
       t.false(ocs[1]!.covered);
       t.is((await k.ledger.audit()).covered, 4_000);
-      // A revoked card cannot sync or be loaded.
+      // A revoked card cannot be loaded; this card's own sync forks against pc (counter 2), so it is a double spend.
+      const eLoad = await t.throwsAsync(k.ledger.load(signLoadOrder({ card: card.identity.kid, amount: 1, id: rnd16(), time: k.clock.now }, k.pki.bank.signer)), { instanceOf: LedgerError });
+      t.is(eLoad!.code, 'CARD_REVOKED');
       const e = await t.throwsAsync(k.ledger.sync(card.wallet.beginSync(rnd16())), { instanceOf: LedgerError });
-      t.is(e!.code, 'CARD_REVOKED');
+      t.is(e!.code, 'DOUBLE_SPEND');
     }));
+
+  test(`${name}: a revoked card's genuine sync: history recorded, loads cancelled, value redeemed to the issuing bank, no tokens`, (t) =>
+    withLedger(open, t, async (k) => {
+      const card = await k.fundCard(10_000);
+      // A load ordered before the revocation is still pending at the sync.
+      t.like(await k.ledger.load(signLoadOrder({ card: card.identity.kid, amount: 2_000, id: rnd16(), time: k.clock.now }, k.pki.bank.signer)), { state: 'pending' });
+      const clone = card.wallet.clone();
+      const a = k.newTerminal('shop-a');
+      const b = k.newTerminal('shop-b');
+      const c = k.newTerminal('shop-c');
+      const pa = card.wallet.pay(k.request(a, 3_000));
+      const pb = clone.pay(k.request(b, 4_000));
+      t.deepEqual(statuses((await k.ledger.settle([k.batch(a, [pa.handover])]))[0]!), ['SETTLED']);
+      t.is(outcomes((await k.ledger.settle([k.batch(b, [pb.handover])]))[0]!)[0]!.status, OutcomeStatus.DOUBLE_SPEND);
+      t.true((await k.ledger.audit()).revocations.some((r) => r.card === toHex(card.identity.kid)));
+      // The genuine card pays once more; that terminal never submits, so the sync voids it.
+      const pc = card.wallet.pay(k.request(c, 1_000));
+      k.clock.now += 8 * 86400;
+      const before = await k.ledger.audit();
+      const req = card.wallet.beginSync(rnd16());
+      const receipt = await k.ledger.sync(req);
+      const r = verifySigned('SyncReceipt', receipt, k.pki.ledger.keys.publicKey).message;
+      t.is(toHex(r.request), toHex(payloadHash(openSigned('SyncRequest', req).cose)));
+      t.deepEqual(r.tokens, []);
+      t.is(r.loaded, 0);
+      t.deepEqual(r.voided.map(toHex), [toHex(pc.transferHash)]);
+      t.is(r.redeemed, 6_000 + 1_000); // holdings plus the voided orphan's value
+      // Issuing bank credited with the redeemed value, the cancelled load returned: nothing pending, invariant intact.
+      const after = await k.ledger.audit();
+      t.true(after.ok, JSON.stringify(after));
+      t.is(after.bankBalances, before.bankBalances + 7_000 + 2_000);
+      t.is(after.pendingLoads, 0);
+      // Before, the ledger knew only pa's 7,000 change; the sync records pc and spends its 6,000 change: nothing left unspent.
+      t.is(before.unspentTokens + before.unspentChange, 7_000);
+      t.is(after.unspentTokens + after.unspentChange, 0);
+      // The card applies it: empty, history cleared.
+      card.wallet.completeSync(receipt, k.pki.ledger.keys.publicKey);
+      t.is(card.wallet.balance, 0);
+      t.deepEqual(openSigned('SyncRequest', card.wallet.clone().beginSync(rnd16())).message.history, []);
+      // Idempotent: the same request gets the same receipt and credits nothing twice.
+      t.is(toHex(await k.ledger.sync(req)), toHex(receipt));
+      t.deepEqual(await k.ledger.audit(), after);
+      // The late terminal is VOIDED: the value went to the bank, not paid twice.
+      t.like(outcomes((await k.ledger.settle([k.batch(c, [pc.handover])]))[0]!)[0], { status: OutcomeStatus.VOIDED });
+    }, { voidWindow: 7 * 86400 }));
 
   test(`${name}: a clone spending value the card already synced is a double spend proven by the SyncRequest`, (t) =>
     withLedger(open, t, async (k) => {

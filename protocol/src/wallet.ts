@@ -312,7 +312,7 @@ export class ReferenceWallet {
   /**
    * SYNC COMPLETE: checks the receipt against the pending request (ledger
    * signature, card, counter, request hash, tokens owned by the card and new,
-   * total = balance + loaded + voided value, SPEC §7.6) and then replaces the holdings.
+   * total + redeemed = balance + loaded + voided value, SPEC §7.6) and then replaces the holdings.
    */
   completeSync(receiptBytes: Uint8Array, ledgerKey: Uint8Array, verifier: Verifier = nobleVerifier): void {
     const s = this.#state;
@@ -351,9 +351,11 @@ export class ReferenceWallet {
       if (amount === undefined) unknown++;
       else expected = addAmounts(expected, amount);
     }
-    const total = sumAmounts(holdings.map((c) => c.value));
+    // Value the ledger moved to the issuing bank (revoked card) leaves the card:
+    // compare tokens + redeemed with what came in, so nothing is subtracted.
+    const total = addAmounts(sumAmounts(holdings.map((c) => c.value)), rc.redeemed ?? 0);
     if (unknown === 0 ? total !== expected : total <= expected) {
-      throw new DtError(ErrorCode.VALUE_NOT_CONSERVED, 'receipt tokens do not add up to balance + loaded + voided');
+      throw new DtError(ErrorCode.VALUE_NOT_CONSERVED, 'receipt tokens + redeemed do not add up to balance + loaded + voided');
     }
     s.holdings = holdings;
     s.tokens = tokens;

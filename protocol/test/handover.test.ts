@@ -241,6 +241,23 @@ test('the receipt anchors the chain', (t) => {
   t.throws(() => c2.wallet.completeSync(bad, w.ledger.keys.publicKey), { message: /VALUE_NOT_CONSERVED/ });
 });
 
+test('a redeeming receipt (revoked card): tokens + redeemed must equal what the card handed in; all redeemed empties the card', (t) => {
+  const w = world();
+  const c = w.card();
+  c.wallet.holdTokens([w.token(c.signer.kid, 1000)], w.ledger.keys.publicKey);
+  const sr = openSigned('SyncRequest', c.wallet.beginSync(rnd(16)));
+  const rc = (redeemed: number, tokens: Uint8Array[] = []) => signMessage('SyncReceipt', {
+    card: c.signer.kid, counter: sr.message.counter, request: payloadHash(sr.cose), tokens, time: T0, loaded: 0, voided: [], redeemed,
+  }, w.ledger.signer);
+  t.throws(() => c.wallet.completeSync(rc(1001), w.ledger.keys.publicKey), { message: /VALUE_NOT_CONSERVED/ }, 'more redeemed than held');
+  t.throws(() => c.wallet.completeSync(rc(999), w.ledger.keys.publicKey), { message: /VALUE_NOT_CONSERVED/ }, 'one tiyn lost');
+  t.throws(() => c.wallet.completeSync(rc(1000, [w.token(c.signer.kid, 1)]), w.ledger.keys.publicKey), { message: /VALUE_NOT_CONSERVED/ }, 'value created');
+  t.is(c.wallet.balance, 1000, 'refusals change nothing');
+  c.wallet.completeSync(rc(1000), w.ledger.keys.publicKey);
+  t.is(c.wallet.balance, 0);
+  t.deepEqual(openSigned('SyncRequest', c.wallet.beginSync(rnd(16))).message.history, []);
+});
+
 test('VALUE_NOT_CONSERVED: missing provenance, inflated outputs, input reused', (t) => {
   const w = world();
   const shop = w.terminal();

@@ -298,6 +298,9 @@ export const SyncReceiptSchema = defineSchema({
     { key: 5, name: 'time', type: time },
     { key: 6, name: 'loaded', type: amount },
     { key: 7, name: 'voided', type: array(hash32, LIMITS.maxHistory) },
+    // Set only when the ledger moved the card's value to its issuing bank (revoked card):
+    // the card's key is not trusted with fresh tokens, the owner is paid out by the bank.
+    { key: 8, name: 'redeemed', type: uint(MAX_UINT, 1), optional: true },
   ],
 });
 export type SyncReceipt = Infer<typeof SyncReceiptSchema>;
