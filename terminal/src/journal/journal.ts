@@ -50,25 +50,10 @@ export const AttemptState = {
 /** An attempt state. */
 export type AttemptState = (typeof AttemptState)[keyof typeof AttemptState];
 
-/** One journalled payment. */
-export interface PaymentRecord {
+/** One journalled payment: what the kernel recorded (without the inputs) and its settlement state. */
+export interface PaymentRecord extends Omit<NewPayment, 'inputs'> {
   /** Receipt number, local to the terminal, increasing. */
   readonly id: number;
-  readonly transferHash: Uint8Array;
-  readonly card: Uint8Array;
-  readonly counter: number;
-  readonly amount: number;
-  readonly currency: number;
-  /** Nonce of the request the card answered (the interrupted one after a torn-tap retry). */
-  readonly nonce: Uint8Array;
-  /** Transfer time (terminal time copied into the transfer), seconds. */
-  readonly time: number;
-  /** When the terminal approved, seconds. */
-  readonly approvedAt: number;
-  readonly cvm: number;
-  readonly merchant: string;
-  readonly mcc: number;
-  readonly handover: Uint8Array;
   readonly state: PaymentState;
   readonly covered: boolean | undefined;
   readonly outcomeCode: string | undefined;
@@ -83,8 +68,11 @@ export interface NewPayment {
   readonly counter: number;
   readonly amount: number;
   readonly currency: number;
+  /** Nonce of the request the card answered (the interrupted one after a torn-tap retry). */
   readonly nonce: Uint8Array;
+  /** Transfer time (terminal time copied into the transfer), seconds. */
   readonly time: number;
+  /** When the terminal approved, seconds. */
   readonly approvedAt: number;
   readonly cvm: number;
   readonly merchant: string;
