@@ -23,6 +23,8 @@ import { loadDevPki, loadOrCreateDevPki } from './devpki.ts';
 import { devIssuingBank, devLoad, getStatus, personalizeCard, selectApplet } from './host.ts';
 import type { IssuingBank } from './host.ts';
 import { VpcdClient, VPCD_CONTROL, VPCD_DEFAULT_PORT } from './vpcd.ts';
+import { startCardControl } from './control.ts';
+import type { CardControlServer } from './control.ts';
 import { SerialCardEndpoint, openTty } from './serial.ts';
 
 /** The warning `clone` prints (and the README quotes). */
@@ -232,6 +234,7 @@ function addFaultOptions(cmd: Command): Command {
 
 async function serve(file: string, o: Record<string, unknown>, opts: Output): Promise<void> {
   if ((o.vpcd ? 1 : 0) + (o.serial ? 1 : 0) !== 1) throw new Error('serve needs exactly one of --vpcd or --serial <path>');
+  if (o.control !== undefined && !o.vpcd) throw new Error('--control needs --vpcd (it takes the card out of the vpcd reader and puts it back)');
   const storage = FileStorage.open(file);
   const card = new SimulatedCard({ storage, faults: faultPlan(o) });
   const log = (event: string, fields: Record<string, unknown> = {}): void => {
@@ -259,6 +262,21 @@ async function serve(file: string, o: Record<string, unknown>, opts: Output): Pr
       port: o.port as number,
       slot: o.slot as number,
     });
+    let control: CardControlServer | undefined;
+    if (o.control !== undefined) {
+      try {
+        control = await startCardControl(resolve(o.control as string), {
+          card,
+          holder: client,
+          // The committed memory, as `show` reads it from the file.
+          snapshot: () => new Map(storage.slotNumbers.map((n) => [n, storage.read(n)!] as const)),
+          onCommand: (command, ok, detail) => log('control-request', { command, ok, ...(detail ? { code: detail } : {}) }),
+        });
+      } catch (e) {
+        storage.close();
+        throw e;
+      }
+    }
     client.on('connected', () => log('connected', { reader: `vpcd ${o.host}:${client.port}` }));
     client.on('disconnected', (reason) => log('disconnected', { reason }));
     client.on('apdu', (c, r) => log('apdu', apduFields(c, r)));
@@ -274,8 +292,11 @@ async function serve(file: string, o: Record<string, unknown>, opts: Output): Pr
       lastWarning = e.message;
     });
     client.start();
-    log('serving', { transport: 'vpcd', host: o.host, port: client.port, slot: o.slot, atr: card.atr });
-    stop = () => client.stop();
+    log('serving', { transport: 'vpcd', host: o.host, port: client.port, slot: o.slot, atr: card.atr, ...(control ? { control: control.socketPath } : {}) });
+    stop = async () => {
+      await control?.close();
+      await client.stop();
+    };
   } else {
     const path = o.serial as string;
     const link = openTty(path);
@@ -427,6 +448,10 @@ export function buildProgram(): Command {
       .option('--host <host>', 'vpcd host', '127.0.0.1')
       .option('--port <port>', 'vpcd port of slot 0', int('--port', 1), VPCD_DEFAULT_PORT)
       .option('--serial <path>', 'serial device or pty to serve on, e.g. one end of a socat pty pair')
+      .option(
+        '--control <socket>',
+        'with --vpcd: card control channel on this Unix socket (mode 0600, JSON lines; removed on exit): remove/insert the card, arm/disarm faults, fault events, card status',
+      )
       .option('--json', 'log events as JSON lines'),
   ).action(async (file: string, o: Record<string, unknown>) => serve(file, o, { json: !!o.json }));
 

@@ -11,7 +11,9 @@
  *
  * Faults ({@link FaultPlan}) cut the power at any storage write or APDU, drop
  * or corrupt frames and add delays. {@link startPcscd} runs a private pcscd
- * for tests. The `dt-card` CLI (src/cli.ts) wraps it all.
+ * for tests. {@link startCardControl} / {@link connectCardControl}: the card
+ * control channel of `dt-card serve --control` (remove/insert the card, arm
+ * faults, read its state) for the lab. The `dt-card` CLI (src/cli.ts) wraps it all.
  *
  * @module
  */
@@ -27,6 +29,10 @@ export type { HidDevice, HidTransportOptions, InProcessTransportOptions, Virtual
 export { SerialCardEndpoint, SerialTransport, SerialLinkError, createLinkPair, openTty } from './serial.ts';
 export type { ByteLink, SerialCardEndpointOptions, SerialTransportOptions } from './serial.ts';
 export { VpcdClient, VPCD_CONTROL, VPCD_DEFAULT_PORT } from './vpcd.ts';
+export { startCardControl, connectCardControl, parseFaultPlan, readCardStatus, CardControlError, MAX_CONTROL_LINE, MAX_REINSERT_MS } from './control.ts';
+export type {
+  CardControlClient, CardControlServer, CardControlServerOptions, CardControlStatus, CardHolder, ConnectCardControlOptions,
+} from './control.ts';
 export type { VpcdClientEvents, VpcdClientOptions } from './vpcd.ts';
 export { startPcscd, pcscdUnavailableReason, freePortPair, PcscdUnavailableError, VPCD_DRIVER } from './pcscd.ts';
 export type { PcscdHandle, StartPcscdOptions } from './pcscd.ts';

@@ -23,6 +23,11 @@
  * connection breaks because pcscd restarted, keeps retrying every
  * `reconnectMs` until {@link VpcdClient.stop}.
  *
+ * {@link VpcdClient.remove} takes the card out of the reader on purpose (a
+ * lab robot's hand, the `remove` command of the card control channel): the
+ * connection closes and stays closed, whatever happens, until
+ * {@link VpcdClient.insert} puts the card back.
+ *
  * @module
  */
 
@@ -93,6 +98,8 @@ export class VpcdClient extends EventEmitter<VpcdClientEvents> {
   #buffer: Buffer = Buffer.alloc(0);
   #queue: Promise<void> = Promise.resolve();
   #connections = 0;
+  /** False while the card is taken out with {@link remove}: no (re)connection until {@link insert}. */
+  #present = true;
 
   /** Prepares a client; nothing happens before {@link start}. */
   constructor(card: SimulatedCard, options: VpcdClientOptions = {}) {
@@ -115,6 +122,11 @@ export class VpcdClient extends EventEmitter<VpcdClientEvents> {
   /** True while connected (the card is in the reader). */
   get connected(): boolean {
     return this.#socket !== undefined && !this.#socket.connecting && !this.#socket.destroyed;
+  }
+
+  /** False while the card is taken out of the reader with {@link remove}. */
+  get present(): boolean {
+    return this.#present;
   }
 
   /** Number of successful connections so far (reinsertions included). */
@@ -146,6 +158,45 @@ export class VpcdClient extends EventEmitter<VpcdClientEvents> {
     this.#card.powerOff();
   }
 
+  /**
+   * Takes the card out of the reader: the connection to the driver closes
+   * (to pcscd the card left the field), the card loses power, and no
+   * reconnection happens, not even the automatic one after a power cut,
+   * until {@link insert}. An APDU the card is processing completes on the
+   * card (its answer is lost), as when a card is pulled right after it
+   * finished. Resolves once the connection is closed and the card is
+   * unpowered. Idempotent.
+   */
+  async remove(): Promise<void> {
+    this.#present = false;
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    const socket = this.#socket;
+    this.#socket = undefined;
+    const wasConnected = socket !== undefined && !socket.connecting && !socket.destroyed;
+    if (socket !== undefined && !socket.destroyed) {
+      await new Promise<void>((resolve) => {
+        socket.once('close', () => resolve());
+        socket.destroy();
+      });
+    }
+    // After the command in flight, if any: the card leaves the field without power.
+    this.#queue = this.#queue.then(() => this.#card.powerOff());
+    await this.#queue;
+    if (wasConnected) this.emit('disconnected', 'removed');
+  }
+
+  /**
+   * Puts a card taken out with {@link remove} back into the reader: connects
+   * to the driver again (and keeps retrying while the driver is away, as
+   * after {@link start}). Does nothing while the card is in the reader.
+   */
+  insert(): void {
+    if (this.#present) return;
+    this.#present = true;
+    if (this.#running && this.#socket === undefined && this.#timer === undefined) this.#connect();
+  }
+
   /** Resolves once connected (or rejects after `timeoutMs`). */
   waitConnected(timeoutMs = 10_000): Promise<void> {
     if (this.connected) return Promise.resolve();
@@ -163,7 +214,7 @@ export class VpcdClient extends EventEmitter<VpcdClientEvents> {
   }
 
   #schedule(delay: number): void {
-    if (!this.#running || this.#timer !== undefined) return;
+    if (!this.#running || !this.#present || this.#timer !== undefined) return;
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
       this.#connect();
@@ -171,7 +222,7 @@ export class VpcdClient extends EventEmitter<VpcdClientEvents> {
   }
 
   #connect(): void {
-    if (!this.#running) return;
+    if (!this.#running || !this.#present) return;
     const socket = new Socket();
     this.#socket = socket;
     this.#buffer = Buffer.alloc(0);
@@ -277,6 +328,8 @@ export class VpcdClient extends EventEmitter<VpcdClientEvents> {
 
   #reply(socket: Socket, payload: Uint8Array): void {
     if (payload.length > 0xffff) throw new RangeError('vpcd message too long');
+    // The card was taken out while it processed the command: the answer is lost.
+    if (socket.destroyed) return;
     const header = Buffer.alloc(2);
     header.writeUInt16BE(payload.length, 0);
     socket.write(Buffer.concat([header, payload]));

@@ -1,0 +1,136 @@
+/**
+ * Record and replay: the conformance suite runs against a simulated card
+ * served in-process from a state file (through the lab's recorded context,
+ * with a real ledger for the revocation list and the SYNC case); a copy of
+ * the state file taken before the run is then replayed with every
+ * transcript, in recording order, and must answer byte for byte the same
+ * (signatures included: the card is deterministic from the same state).
+ * One flipped byte in a recorded answer makes exactly that case fail, at that
+ * line. PIN digits never appear in clear in a transcript, and masked
+ * commands are replayable only with --pin.
+ */
+import test from 'ava';
+import { copyFileSync, cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { FileStorage, InProcessTransport, SimulatedCard } from '@dt/card-applet-sim';
+import { TransportReader } from '@dt/terminal';
+import { conformance } from '../src/suites/conformance.ts';
+import { createLabContext } from '../src/context.ts';
+import { runSuites } from '../src/runner.ts';
+import { readTranscript } from '../src/transcript.ts';
+import { collectTranscripts, replayAll, stateFileTarget } from '../src/replay.ts';
+import type { LabRun } from '../src/model.ts';
+import { LAB_PIN, startLabWorld, type LabWorld } from './helpers/lab-world.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'dt-lab-replay-test-'));
+let world: LabWorld;
+let before: string;
+let out: string;
+let run: LabRun;
+
+test.before(async () => {
+  world = await startLabWorld(dir);
+  before = join(dir, 'before.card');
+  copyFileSync(world.stateFile, before);
+  out = join(dir, 'report');
+  const storage = FileStorage.open(world.stateFile);
+  const card = new SimulatedCard({ storage });
+  const reader = new TransportReader('in-process lab card', new InProcessTransport(card));
+  const handle = await createLabContext({
+    cardReader: reader, terminalDir: world.terminalDir, ledgerUrl: world.ledgerUrl, pin: LAB_PIN,
+    suites: ['conformance'], signal: new AbortController().signal, tool: 'dt-lab test',
+  });
+  try {
+    run = await runSuites(handle.context, [conformance], { outDir: out, recorder: handle.recorder });
+  } finally {
+    await handle.close();
+    storage.close();
+  }
+});
+
+test.after.always(async () => {
+  await world?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test('the recorded conformance run passes with a transcript per case', (t) => {
+  const cases = run.suites[0]!.cases;
+  const bad = cases.filter((c) => c.status === 'failed' || c.status === 'error');
+  t.deepEqual(bad.map((c) => `${c.name}: ${c.message}`), []);
+  // With a terminal, a ledger and the PIN, nothing needs skipping except what the card cannot show.
+  const passed = new Set(cases.filter((c) => c.status === 'passed').map((c) => c.name));
+  for (const name of ['select-dt-applet', 'response-chaining', 'verify-pin-wrong', 'change-pin-same', 'pay-bad-terminal-signature', 'pay-valid-handover', 'pay-nonce-replay', 'sync', 'personalize-locked', 'chain-over-limit', 'malformed-extended-length', 'short-apdus-only']) {
+    t.true(passed.has(name), `${name} passed`);
+  }
+  t.is(run.summary.total, cases.length);
+  for (const c of cases) {
+    t.truthy(c.transcript, `${c.name} has a transcript`);
+    const tr = readTranscript(join(out, c.transcript!));
+    t.is(tr.header.case, c.name);
+    t.is(tr.header.suite, 'conformance');
+  }
+  const pay = cases.find((c) => c.name === 'pay-valid-handover')!;
+  t.is(pay.details?.paid, 100);
+  t.is(pay.details?.balanceAfter, world.loaded - 100);
+  // The run's accounting from the card's own handovers in the transcripts.
+  t.deepEqual(run.card?.signedInRun, { transfers: 1, value: 100, voided: 0, voidedValue: 0 });
+});
+
+test('PIN digits never appear in clear in a transcript; the PIN commands are masked as **', (t) => {
+  const pinHex = Buffer.from(LAB_PIN).toString('hex');
+  let masked = 0;
+  for (const f of collectTranscripts([out])) {
+    const text = readFileSync(f.path, 'utf8');
+    for (const line of text.split('\n').filter((l) => l.startsWith('=> '))) {
+      t.false(line.includes(pinHex), `${f.path}: ${line.slice(0, 40)}`);
+      if (line.includes('********')) masked++;
+    }
+  }
+  // verify-pin-wrong (1), verify-pin-session (1), change-pin-same (2 runs, 1 line + 1 VERIFY)
+  t.true(masked >= 4, `masked PIN commands: ${masked}`);
+});
+
+test('replaying every transcript against a copy of the state file matches byte for byte', async (t) => {
+  const files = collectTranscripts([out]);
+  t.true(files.length > 30);
+  t.deepEqual(files.filter((f) => f.error).map((f) => f.error), []);
+  const replayOut = join(dir, 'replay-strict');
+  const r = await replayAll(files, stateFileTarget(before), { strict: true, pin: LAB_PIN, outDir: replayOut });
+  const cases = r.suites[0]!.cases;
+  t.deepEqual(cases.filter((c) => c.status !== 'passed').map((c) => `${c.name}: ${c.message}`), []);
+  t.is(cases.length, files.length);
+  t.is(r.suites[0]!.name, 'replay');
+});
+
+test('without --pin the masked transcripts are reported as not replayable, the rest still match', async (t) => {
+  const files = collectTranscripts([out]);
+  const r = await replayAll(files, stateFileTarget(before), { strict: true, outDir: join(dir, 'replay-nopin') });
+  const cases = r.suites[0]!.cases;
+  const skipped = cases.filter((c) => c.status === 'skipped');
+  t.deepEqual(skipped.map((c) => c.name).sort(), ['conformance/change-pin-same', 'conformance/verify-pin-session', 'conformance/verify-pin-wrong']);
+  for (const c of skipped) t.regex(c.message!, /not replayable: line \d+ has masked PIN bytes: give --pin/);
+  t.deepEqual(cases.filter((c) => c.status === 'failed' || c.status === 'error').map((c) => `${c.name}: ${c.message}`), []);
+});
+
+test('one flipped byte in a recorded answer fails exactly that case, at that line', async (t) => {
+  const tampered = join(dir, 'tampered');
+  cpSync(join(out, 'transcripts'), tampered, { recursive: true });
+  const file = join(tampered, 'conformance', 'get-status.apdu');
+  const lines = readFileSync(file, 'utf8').split('\n');
+  // The GET STATUS answer: the first "<=" line after the one of SELECT with more than a status word.
+  const idx = lines.findIndex((l, i) => l.startsWith('<= ') && l.length > 3 + 4 && lines[i - 1]!.startsWith('=> 8010'));
+  t.true(idx > 0);
+  const l = lines[idx]!;
+  const pos = 3 + 6; // a data byte, not the status word
+  lines[idx] = l.slice(0, pos) + (l[pos] === '0' ? '1' : '0') + l.slice(pos + 1);
+  writeFileSync(file, lines.join('\n'));
+  const r = await replayAll(collectTranscripts([tampered]), stateFileTarget(before), { strict: true, pin: LAB_PIN, outDir: join(dir, 'replay-tampered') });
+  const bad = r.suites[0]!.cases.filter((c) => c.status !== 'passed');
+  t.is(bad.length, 1);
+  t.is(bad[0]!.name, 'conformance/get-status');
+  t.is(bad[0]!.status, 'failed');
+  t.is((bad[0]!.details!.mismatch as { line: number }).line, idx + 1);
+  t.regex(bad[0]!.message!, new RegExp(`^line ${idx + 1}: different bytes: expected <= `));
+  t.true(readdirSync(tampered).length > 0);
+});
