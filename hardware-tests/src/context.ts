@@ -17,6 +17,7 @@ import {
 import type { CardControl, LabContext, LabOptions, LabTerminal } from './suite.ts';
 import type { SuiteName } from './model.ts';
 import { Recorder } from './recorder.ts';
+import { connectCardControl } from '@dt/card-applet-sim';
 
 /** A configuration or usage problem: `dt-lab` exits 2 with this message. */
 export class LabConfigError extends Error {
@@ -160,14 +161,13 @@ async function openReaderSpec(spec: string, o: ContextOptions, timeoutMs: number
   }
 }
 
-/** Connects H1's control channel through `@dt/card-applet-sim` (`connectCardControl`). */
+/** Connects to the control channel of a simulated card (`dt-card serve --control`). */
 async function openControl(socket: string): Promise<CardControl> {
-  const mod = (await import('@dt/card-applet-sim')) as unknown as { connectCardControl?: (path: string) => Promise<CardControl> };
-  if (typeof mod.connectCardControl !== 'function') throw new LabConfigError('this build of @dt/card-applet-sim has no card control channel (connectCardControl)');
   try {
-    return await mod.connectCardControl(socket);
+    return await connectCardControl(socket);
   } catch (e) {
-    throw new LabConfigError(`cannot connect to the card control socket ${socket}: ${(e as Error).message}`);
+    // The client's message already names the socket and what to run.
+    throw new LabConfigError((e as Error).message);
   }
 }
 

@@ -27,7 +27,7 @@
  * @module
  */
 import { copyFileSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { tmpdir, hostname, cpus, platform } from 'node:os';
+import { tmpdir } from 'node:os';
 import { basename, join, relative, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { toHex, type ApduTransport } from '@dt/protocol';
@@ -35,7 +35,7 @@ import { FileStorage, InProcessTransport, SimulatedCard } from '@dt/card-applet-
 import type { CardReader } from '@dt/terminal';
 import { summarize, type CaseResult, type LabRun } from './model.ts';
 import { readTranscript, unmask, TranscriptError, MASK_PIN, type ParsedExchange, type Transcript } from './transcript.ts';
-import { TOOL_VERSION, errorMessage } from './runner.ts';
+import { TOOL_VERSION, errorMessage, labHost } from './runner.ts';
 
 /** Where a mismatch is. */
 export interface Mismatch {
@@ -279,14 +279,13 @@ export async function replayAll(files: readonly TranscriptFile[], target: Replay
     cases.push(c);
     o.onCase?.(c);
   }
-  const cpu = cpus();
   return {
     format: 'dt-lab-report',
     version: 1,
     tool: { name: 'dt-lab', version: TOOL_VERSION },
     startedAt,
     finishedAt: new Date().toISOString(),
-    host: { hostname: hostname(), platform: `${platform()} ${process.arch}`, node: process.version, cpus: `${cpu.length} x ${cpu[0]?.model ?? 'unknown'}` },
+    host: labHost(),
     reader: { name: target.name },
     options: { mode: 'replay', strict: o.strict, transcripts: files.length, ...(o.signal?.aborted ? { interrupted: true } : {}) },
     suites: [{ name: 'replay', startedAt, durationMs: Math.round((performance.now() - t0) * 10) / 10, cases }],

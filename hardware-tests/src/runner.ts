@@ -20,6 +20,12 @@ import { valueOut } from './transcript.ts';
 /** Tool version written into reports and transcripts. */
 export const TOOL_VERSION = '0.1.0';
 
+/** The host facts of a report (`LabRun.host`). */
+export function labHost(): LabRun['host'] {
+  const cpu = cpus();
+  return { hostname: hostname(), platform: `${platform()} ${process.arch}`, node: process.version, cpus: `${cpu.length} x ${cpu[0]?.model ?? 'unknown'}` };
+}
+
 class CaseVerdict extends Error {
   constructor(readonly status: 'failed' | 'skipped', message: string) {
     super(message);
@@ -40,6 +46,47 @@ function show(v: unknown, hex: boolean): string {
 function same(a: unknown, b: unknown): boolean {
   if (a instanceof Uint8Array && b instanceof Uint8Array) return a.length === b.length && a.every((x, i) => x === b[i]);
   return Object.is(a, b);
+}
+
+/** What one case body came to (see {@link runCaseBody}). */
+export interface CaseVerdictResult {
+  readonly status: CaseStatus;
+  readonly message?: string;
+  readonly details: Record<string, unknown>;
+  readonly durationMs: number;
+}
+
+/**
+ * Runs one case body with the {@link CaseApi} verdict calls and never
+ * throws: `fail`/`expect`/`check` make it `failed`, `skip` `skipped`, any
+ * other exception `error` (with a one-line message, never a stack).
+ */
+export async function runCaseBody(body: (c: CaseApi) => Promise<void>): Promise<CaseVerdictResult> {
+  const details: Record<string, unknown> = {};
+  const api: CaseApi = {
+    details,
+    expect(what, actual, expected, hex) {
+      if (!same(actual, expected)) throw new CaseVerdict('failed', `${what}: expected ${show(expected, hex === true)}, got ${show(actual, hex === true)}`);
+    },
+    check(cond, message) {
+      if (!cond) throw new CaseVerdict('failed', message);
+    },
+    fail(message) {
+      throw new CaseVerdict('failed', message);
+    },
+    skip(reason) {
+      throw new CaseVerdict('skipped', reason);
+    },
+  };
+  const t0 = performance.now();
+  try {
+    await body(api);
+    return { status: 'passed', details, durationMs: performance.now() - t0 };
+  } catch (e) {
+    const durationMs = performance.now() - t0;
+    if (e instanceof CaseVerdict) return { status: e.status, message: e.message, details, durationMs };
+    return { status: 'error', message: errorMessage(e), details, durationMs };
+  }
 }
 
 /** A one-line, bounded description of an unexpected error (no stack). */
@@ -160,37 +207,7 @@ export async function runSuites(ctx: LabContext, suites: readonly LabSuite[], o:
         files.add(file);
         progress.caseStarted(suite.name, name, cases.length + 1);
         o.recorder.begin(suite.name, name);
-        const details: Record<string, unknown> = {};
-        const api: CaseApi = {
-          details,
-          expect(what, actual, expected, hex) {
-            if (!same(actual, expected)) throw new CaseVerdict('failed', `${what}: expected ${show(expected, hex === true)}, got ${show(actual, hex === true)}`);
-          },
-          check(cond, message) {
-            if (!cond) throw new CaseVerdict('failed', message);
-          },
-          fail(message) {
-            throw new CaseVerdict('failed', message);
-          },
-          skip(reason) {
-            throw new CaseVerdict('skipped', reason);
-          },
-        };
-        const t0 = performance.now();
-        let status: CaseStatus = 'passed';
-        let message: string | undefined;
-        try {
-          await body(api);
-        } catch (e) {
-          if (e instanceof CaseVerdict) {
-            status = e.status;
-            message = e.message;
-          } else {
-            status = 'error';
-            message = errorMessage(e);
-          }
-        }
-        const durationMs = performance.now() - t0;
+        const { status, message, details, durationMs } = await runCaseBody(body);
         const transcript = o.recorder.end(o.outDir, file);
         let safeDetails: Record<string, unknown> | undefined;
         try {
@@ -236,14 +253,13 @@ export async function runSuites(ctx: LabContext, suites: readonly LabSuite[], o:
   }
   progress.close();
   const all = results.flatMap((s) => s.cases);
-  const cpu = cpus();
   return {
     format: 'dt-lab-report',
     version: 1,
     tool: { name: 'dt-lab', version: TOOL_VERSION },
     startedAt,
     finishedAt: new Date().toISOString(),
-    host: { hostname: hostname(), platform: `${platform()} ${process.arch}`, node: process.version, cpus: `${cpu.length} x ${cpu[0]?.model ?? 'unknown'}` },
+    host: labHost(),
     reader: { name: ctx.readerName, ...(o.card?.atr ? { atr: String(o.card.atr) } : {}) },
     card: { ...o.card, signedInRun: signedInRun(o.recorder) },
     options: { ...o.runOptions, ...(ctx.signal.aborted ? { interrupted: true } : {}) },

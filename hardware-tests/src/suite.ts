@@ -19,7 +19,7 @@
  *
  * @module
  */
-import type { FaultEvent, FaultPlan } from '@dt/card-applet-sim';
+import type { CardControlClient, CardControlStatus } from '@dt/card-applet-sim';
 import type { CardReader, CardSession, Journal, PaymentKernel, TerminalIdentity } from '@dt/terminal';
 import type { EnduranceResult, SuiteName, TimingResult } from './model.ts';
 
@@ -44,39 +44,14 @@ export interface LabTerminal {
   readonly kernel: PaymentKernel;
 }
 
-/** What the card's own state says (read out of band through the card control channel, not through APDUs). */
-export interface CardControlStatus {
-  readonly personalized: boolean;
-  readonly balance: number;
-  readonly counter: number;
-  /** Offline value and count since the last sync. */
-  readonly offlineTotal: number;
-  readonly offlineCount: number;
-  /** True while the card is in the reader (connected to vpcd). */
-  readonly inReader: boolean;
-}
-
 /**
- * The control channel of a simulated card served by `dt-card serve --control <socket>`:
- * what a lab robot's hand does to a real card (remove, reinsert) plus the
- * simulator's fault injection. Absent for real cards.
+ * The control channel of a simulated card served by `dt-card serve --control <socket>`
+ * (`connectCardControl` of `@dt/card-applet-sim`): what a lab robot's hand
+ * does to a real card (remove, reinsert) plus the simulator's fault
+ * injection and a read of the card's state. Absent for real cards.
  */
-export interface CardControl {
-  /** Takes the card out of the reader (vpcd disconnect); `reinsertAfterMs` puts it back, otherwise it stays out until {@link insert}. */
-  remove(reinsertAfterMs?: number): Promise<void>;
-  /** Puts a removed card back into the reader. */
-  insert(): Promise<void>;
-  /** Arms a fault plan (fires once per fault, counted from now). */
-  arm(plan: FaultPlan): Promise<void>;
-  /** Clears the armed plan. */
-  disarm(): Promise<void>;
-  /** Faults that fired since the card was served. */
-  events(): Promise<FaultEvent[]>;
-  /** The card's state. */
-  status(): Promise<CardControlStatus>;
-  /** Closes the connection to the control socket. */
-  close(): Promise<void>;
-}
+export type CardControl = CardControlClient;
+export type { CardControlStatus };
 
 /** Everything a suite may use. */
 export interface LabContext {

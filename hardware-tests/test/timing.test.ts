@@ -11,7 +11,8 @@ import { PHASES, type CaseResult, type Phase } from '../src/model.ts';
 import { histogram, percentile, phaseStats, roundMs } from '../src/stats.ts';
 import { timeTaps } from '../src/timing.ts';
 import { timing } from '../src/suites/timing.ts';
-import type { CaseApi, CaseRunner, LabContext, LabOptions } from '../src/suite.ts';
+import type { CaseRunner, LabContext, LabOptions } from '../src/suite.ts';
+import { runCaseBody } from '../src/runner.ts';
 import { startLabWorld, type LabWorld } from '../bench/lab-world.ts';
 
 // ---------------------------------------------------------------- stats
@@ -158,42 +159,12 @@ test.serial('timeTaps: a refusal a sync cannot cure stops the run with the reaso
 });
 
 // ---------------------------------------------------------------- the suite through a minimal runner
-class Verdict extends Error {
-  constructor(readonly status: 'failed' | 'skipped', message: string) {
-    super(message);
-  }
-}
-
-/** A minimal CaseRunner (the real one, with transcripts, is the lab runner's). */
+/** A CaseRunner without transcripts, over the lab runner's verdict API. */
 function runner(cases: CaseResult[]): CaseRunner {
   return {
     async case(name, description, body) {
-      const details: Record<string, unknown> = {};
-      const api: CaseApi = {
-        details,
-        expect(what, actual, expected) {
-          if (actual !== expected) throw new Verdict('failed', `${what}: expected ${String(expected)}, got ${String(actual)}`);
-        },
-        check(cond, message) {
-          if (!cond) throw new Verdict('failed', message);
-        },
-        fail(message) {
-          throw new Verdict('failed', message);
-        },
-        skip(reason) {
-          throw new Verdict('skipped', reason);
-        },
-      };
-      const start = Date.now();
-      let status: CaseResult['status'] = 'passed';
-      let message: string | undefined;
-      try {
-        await body(api);
-      } catch (e) {
-        status = e instanceof Verdict ? e.status : 'error';
-        message = (e as Error).message;
-      }
-      cases.push({ suite: 'timing', name, description, status, durationMs: Date.now() - start, details, ...(message ? { message } : {}) });
+      const r = await runCaseBody(body);
+      cases.push({ suite: 'timing', name, description, status: r.status, durationMs: r.durationMs, details: r.details, ...(r.message ? { message: r.message } : {}) });
     },
   };
 }

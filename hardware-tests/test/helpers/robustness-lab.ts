@@ -34,7 +34,8 @@ import {
   DEFAULT_POLICY, Journal, PaymentKernel, TerminalError, TerminalErrorCode, buildIdentity, installRevocationList,
   type CardReader, type CardSession, type TerminalIdentity, type WaitOptions,
 } from '@dt/terminal';
-import type { CaseApi, CaseRunner, CardControl, CardControlStatus, LabContext, LabOptions, LabTerminal } from '../../src/suite.ts';
+import { runCaseBody } from '../../src/runner.ts';
+import type { CaseRunner, CardControl, CardControlStatus, LabContext, LabOptions, LabTerminal } from '../../src/suite.ts';
 import type { CaseStatus } from '../../src/model.ts';
 
 export const nowSec = (): number => Math.floor(Date.now() / 1000);
@@ -329,13 +330,7 @@ export interface RecordedCase {
   readonly details: Record<string, unknown>;
 }
 
-class Verdict extends Error {
-  constructor(readonly status: 'failed' | 'skipped', message: string) {
-    super(message);
-  }
-}
-
-/** A minimal case runner: runs cases in order and keeps their verdicts. */
+/** A case runner without transcripts: runs cases in order with the lab runner's verdict API and keeps their verdicts. */
 export function recordingRunner(only?: readonly string[]): CaseRunner & { readonly cases: RecordedCase[]; byName(name: string): RecordedCase } {
   const cases: RecordedCase[] = [];
   return {
@@ -348,29 +343,8 @@ export function recordingRunner(only?: readonly string[]): CaseRunner & { readon
     async case(name, _description, body) {
       // A run limited to some cases (as `dt-lab run --case` would): the others do not run at all.
       if (only && !only.includes(name)) return;
-      const details: Record<string, unknown> = {};
-      const api: CaseApi = {
-        details,
-        expect(what, actual, expected) {
-          if (!Object.is(actual, expected)) throw new Verdict('failed', `${what}: expected ${JSON.stringify(expected)}, got ${JSON.stringify(actual)}`);
-        },
-        check(cond, message) {
-          if (!cond) throw new Verdict('failed', message);
-        },
-        fail(message) {
-          throw new Verdict('failed', message);
-        },
-        skip(reason) {
-          throw new Verdict('skipped', reason);
-        },
-      };
-      try {
-        await body(api);
-        cases.push({ name, status: 'passed', details });
-      } catch (e) {
-        if (e instanceof Verdict) cases.push({ name, status: e.status, message: e.message, details });
-        else cases.push({ name, status: 'error', message: e instanceof Error ? `${e.name}: ${e.message}` : String(e), details });
-      }
+      const r = await runCaseBody(body);
+      cases.push({ name, status: r.status, details: r.details, ...(r.message ? { message: r.message } : {}) });
     },
   };
 }
