@@ -58,7 +58,7 @@ import {
 } from '@dt/protocol';
 import { nativeVerifier } from '@dt/protocol/native';
 import { VpcdClient, startPcscd, type PcscdHandle } from '@dt/card-applet-sim';
-import { PcscReaders, TransportReader, type Journal } from '@dt/terminal';
+import { PcscReaders, TransportReader, VERIFIERS, verifierByName, type Journal, type VerifierName } from '@dt/terminal';
 import { InProcessTransport } from '@dt/card-applet-sim';
 import { PHASES, type Phase, type PhaseStats } from '../src/model.ts';
 import { phaseStats } from '../src/stats.ts';
@@ -80,6 +80,7 @@ Options:
   --offline-count N   offline payment count limit of the latency card (default 10)
   --verify-reps N     verifications of each handover per verifier (default 5)
   --plain-taps N      taps measured before loopback quickack is enabled (default 20)
+  --verifier NAME     the tapping terminal's signature verifier: native (dt-pos's default) or noble (default native)
   --host-net          run on the host's network as is (vpcd then costs ~40 ms per APDU)
   --out FILE          output (default hardware-tests/bench-results.json)
   --help              this help
@@ -106,7 +107,7 @@ try {
     options: {
       taps: { type: 'string' }, amount: { type: 'string' }, warmup: { type: 'string' }, 'offline-count': { type: 'string' },
       'verify-reps': { type: 'string' }, out: { type: 'string' }, help: { type: 'boolean', short: 'h' },
-      'plain-taps': { type: 'string' }, 'host-net': { type: 'boolean' },
+      'plain-taps': { type: 'string' }, 'host-net': { type: 'boolean' }, verifier: { type: 'string' },
     },
     strict: true,
   }).values;
@@ -126,6 +127,8 @@ const REPS = intArg(args['verify-reps'], 'verify-reps', 5, 1);
 const OUT = resolve(args.out ?? new URL('../bench-results.json', import.meta.url).pathname);
 const PLAIN_TAPS = intArg(args['plain-taps'], 'plain-taps', 20, 0);
 const HOST_NET = args['host-net'] === true;
+const VERIFIER = (args.verifier ?? 'native') as VerifierName;
+if (!(VERIFIERS as readonly string[]).includes(VERIFIER)) usage(`--verifier must be one of ${VERIFIERS.join(', ')}, got ${args.verifier}`);
 /** Set in the re-executed child: we are inside the private network namespace. */
 const IN_NETNS = process.env.DT_BENCH_NETNS === '1';
 
@@ -225,7 +228,8 @@ async function main(): Promise<Record<string, unknown>> {
   const names = await pcsc.waitForReaders(15_000);
   if (!names.includes(pcscd.readers[0])) throw new Error(`pcscd did not list ${pcscd.readers[0]} (readers: ${names.join(', ') || 'none'})`);
   const reader = pcsc.reader(pcscd.readers[0]);
-  const terminal = world.newTerminal('bench-pcsc');
+  // The tapping terminal verifies like dt-pos does by default (native), unless --verifier says otherwise.
+  const terminal = world.newTerminal('bench-pcsc', verifierByName(VERIFIER));
   const before = await card.balance();
   log(`card in "${reader.name}"; offline count limit ${OFFLINE_COUNT}`);
   let plain: Awaited<ReturnType<typeof timeTaps>> | undefined;
@@ -313,7 +317,7 @@ async function main(): Promise<Record<string, unknown>> {
       network: IN_NETNS
         ? 'private network namespace, loopback route with quickack 1 (see defaultLoopback for the same taps without it)'
         : 'host network as is (--host-net): includes vpcd\'s ~40 ms delayed-ACK stall per APDU',
-      taps: TAPS, warmupTaps: WARMUP, approved: t.approved, amount: AMOUNT,
+      taps: TAPS, warmupTaps: WARMUP, approved: t.approved, amount: AMOUNT, verifier: VERIFIER,
       cardLimits: limits,
       syncs: t.syncs,
       unit: 'ms',

@@ -14,7 +14,7 @@
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { PcscReaders } from '@dt/terminal';
+import { PcscReaders, parseVerifierName, type VerifierName } from '@dt/terminal';
 import { SUITE_NAMES, type LabRun, type SuiteName } from './model.ts';
 import { LabConfigError, createLabContext, matchReader, PAYMENT_SUITES } from './context.ts';
 import { TOOL_VERSION, checkSuiteNames, errorMessage, exitCodeOf, probeCard, runSuites, streamProgress } from './runner.ts';
@@ -37,6 +37,15 @@ Suites: ${SUITE_NAMES.join(', ')}. The lab guide: hardware-tests/README.md.`;
 class Exit extends Error {
   constructor(readonly code: number, message?: string) {
     super(message ?? `exit ${code}`);
+  }
+}
+
+/** Commander parser of --verifier. */
+function verifierOption(v: string): VerifierName {
+  try {
+    return parseVerifierName(v);
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
   }
 }
 
@@ -107,6 +116,7 @@ interface RunOpts {
   rounds: number;
   cardTimeout: number;
   pin?: string;
+  verifier?: VerifierName;
   quiet?: boolean;
   interactive: boolean;
   json?: boolean;
@@ -137,6 +147,7 @@ async function runCommand(suiteArgs: string[], o: RunOpts): Promise<number> {
       ...(o.ledger ? { ledgerUrl: o.ledger } : {}),
       ...(o.cardControl ? { cardControl: o.cardControl } : {}),
       ...(pin ? { pin } : {}),
+      ...(o.verifier ? { verifier: o.verifier } : {}),
       suites: names,
       options: { taps: o.taps, amount: o.amount, rounds: o.rounds, cardTimeoutMs: Math.round(o.cardTimeout * 1000), interactive },
       signal: stop.signal,
@@ -170,7 +181,7 @@ async function runCommand(suiteArgs: string[], o: RunOpts): Promise<number> {
       card,
       runOptions: {
         suites: names, reader: ctx.readerName, taps: o.taps, amount: o.amount, rounds: o.rounds, cardTimeoutMs: Math.round(o.cardTimeout * 1000), interactive,
-        terminal: o.terminal ?? null, ledger: o.ledger ?? null, cardControl: o.cardControl ?? null, pinGiven: pin !== undefined,
+        terminal: o.terminal ?? null, ledger: o.ledger ?? null, cardControl: o.cardControl ?? null, pinGiven: pin !== undefined, verifier: handle.verifier,
       },
     });
     const written = writeAll(run, out, say);
@@ -310,6 +321,7 @@ export function buildProgram(exit: (code: number) => void): Command {
     .option('--rounds <n>', 'rounds of the endurance suite', positiveInt('--rounds', 1, 1000), 2)
     .option('--card-timeout <seconds>', 'how long to wait for the card in the reader', seconds('--card-timeout'), 10)
     .option('--pin <pin>', "the card's PIN for the PIN cases (prefer the DT_LAB_PIN environment variable: a command line is visible to other users); never printed, masked in transcripts")
+    .option('--verifier <name>', "the lab terminal's signature verifier: native (OpenSSL) or noble (pure JS); default: the verifier in --terminal's config.json, else native", verifierOption)
     .option('--quiet', 'print failures and the summary only')
     .option('--no-interactive', 'never prompt (default: prompt for a hand on the card when stdin and stdout are terminals)')
     .option('--json', 'print {out, summary} as JSON on stdout (progress goes to stderr)')

@@ -11,8 +11,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import {
-  DEFAULT_POLICY, Journal, PaymentKernel, PcscReaders, installRevocationList, loadIdentity, openHidReader, openSerialReader,
-  verifyRevocationList, type CardReader, type CardSession, type TerminalIdentity,
+  DEFAULT_POLICY, Journal, PaymentKernel, PcscReaders, installRevocationList, loadConfig, loadIdentity, openHidReader, openSerialReader, verifierByName,
+  verifyRevocationList, type CardReader, type CardSession, type TerminalIdentity, type VerifierName,
 } from '@dt/terminal';
 import type { CardControl, LabContext, LabOptions, LabTerminal } from './suite.ts';
 import type { SuiteName } from './model.ts';
@@ -62,6 +62,8 @@ export interface ContextOptions {
   readonly tool: string;
   /** Clock in seconds (terminal time). */
   readonly now?: () => number;
+  /** Signature verifier of the lab terminal's kernel (default: the `verifier` of `--terminal`'s config.json, else native). */
+  readonly verifier?: VerifierName;
 }
 
 /** Facts only this package's own suites use (the PIN, the recorder). */
@@ -82,6 +84,8 @@ export function labExtras(ctx: LabContext): LabExtras | undefined {
 export interface LabContextHandle {
   readonly context: LabContext;
   readonly recorder: Recorder;
+  /** The lab terminal's signature verifier (reported in the run's options). */
+  readonly verifier: VerifierName;
   /** Sets where progress goes (the runner installs its display). */
   setProgress(p: (message: string, done?: number, total?: number) => void): void;
   /** Closes journals, the reader, the control channel and removes the work directory. */
@@ -196,12 +200,14 @@ export async function createLabContext(o: ContextOptions): Promise<LabContextHan
 
     // ---- terminal identity and revocation list, checked before any card is touched
     let identity: TerminalIdentity | undefined;
+    let verifier: VerifierName = o.verifier ?? 'native';
     let crl: Uint8Array | undefined;
     let terminalMissing: string | undefined;
     if (o.terminalDir) {
       const dir = resolve(o.terminalDir);
       try {
         identity = loadIdentity(dir, now());
+        if (!o.verifier) verifier = loadConfig(dir).verifier;
       } catch (e) {
         throw new LabConfigError(`--terminal ${dir}: ${(e as Error).message}`);
       }
@@ -273,6 +279,7 @@ export async function createLabContext(o: ContextOptions): Promise<LabContextHan
         identity,
         journal,
         policy: DEFAULT_POLICY,
+        verifier: verifierByName(verifier),
         timeouts: { cardMs: options.cardTimeoutMs, tapMs: 15_000 },
         now,
       });
@@ -298,6 +305,7 @@ export async function createLabContext(o: ContextOptions): Promise<LabContextHan
     return {
       context,
       recorder,
+      verifier,
       setProgress(p) {
         progress = p;
       },

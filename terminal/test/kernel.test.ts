@@ -7,7 +7,7 @@ import test from 'ava';
 import { MemoryStorage } from '@dt/firmware';
 import { getStatus as rawStatus, selectApplet, InProcessTransport, SimulatedCard } from '@dt/card-applet-sim';
 import { Cvm, encodeResponse, INS, SW, type ApduTransport, type TransmitOptions } from '@dt/protocol';
-import { PaymentKernel, PaymentState, ReaderBusyError, TimeoutError, TransportReader, type CardReader, type CardSession } from '../src/index.ts';
+import { PaymentKernel, PaymentState, ReaderBusyError, TimeoutError, TransportReader, VERIFIERS, parseConfig, verifierByName, type CardReader, type CardSession } from '../src/index.ts';
 import {
   createDevPki, devTerminalIdentity, makeCard, makeJournal, readerFor, ScriptedPinPad, signedCrl, tempDir, TEST_POLICY, nowSec, TEST_LIMITS,
 } from './helpers/fixtures.ts';
@@ -293,4 +293,44 @@ test('replaying an approved handover is recorded once (duplicate), never as a se
   const again = journal.recordApproval({ ...p, inputs: [] });
   t.is(again.kind, 'duplicate');
   t.is(journal.listPayments().length, 1);
+});
+
+test('verifier: config.json picks native (default) or noble, anything else is refused; the kernel checks every signature with the one it is given', async (t) => {
+  t.is(parseConfig({}).verifier, 'native');
+  t.is(parseConfig({ verifier: 'noble' }).verifier, 'noble');
+  t.throws(() => parseConfig({ verifier: 'openssl' }), { message: /verifier must be one of native, noble/ });
+  for (const name of VERIFIERS) {
+    const { dir, cleanup } = tempDir();
+    const journal = makeJournal(pki, dir);
+    t.teardown(() => {
+      journal.close();
+      cleanup();
+    });
+    let calls = 0;
+    const inner = verifierByName(name);
+    const counting = { verify: (s: Uint8Array, m: Uint8Array, k: Uint8Array) => (calls++, inner.verify(s, m, k)) };
+    const kernel = new PaymentKernel({ identity, journal, policy: TEST_POLICY, verifier: counting, timeouts: { cardMs: 2000, tapMs: 8000, pinMs: 2000 } });
+    const c = await makeCard(pki);
+    const o = await kernel.charge(readerFor(c.transport), 1_000);
+    t.is(o.kind, 'APPROVED', name);
+    t.true(calls >= 3, `${name}: the handover's signatures went through it (${calls} calls)`);
+  }
+  // A verifier that accepts nothing: even the terminal's own root does not verify, so the tap
+  // ends before any card is touched (fail closed): no attempt, no payment, the card not charged.
+  const { dir, cleanup } = tempDir();
+  const journal = makeJournal(pki, dir);
+  t.teardown(() => {
+    journal.close();
+    cleanup();
+  });
+  const kernel = new PaymentKernel({ identity, journal, policy: TEST_POLICY, verifier: { verify: () => false }, timeouts: { cardMs: 2000, tapMs: 8000, pinMs: 2000 } });
+  const c = await makeCard(pki);
+  const before = await getStatus(c.transport);
+  const o = await kernel.charge(readerFor(c.transport), 1_000);
+  t.deepEqual(o, { kind: 'END', reason: 'TERMINAL_TRUST', detail: 'BAD_SIGNATURE' });
+  t.is(journal.listPayments().length, 0);
+  t.is(journal.tornAttempts().length, 0);
+  const after = await getStatus(c.transport);
+  t.is(after.counter, before.counter);
+  t.is(after.balance, before.balance);
 });

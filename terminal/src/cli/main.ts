@@ -26,7 +26,7 @@ import { TerminalError, TerminalErrorCode, isTerminalError } from '../errors.ts'
 import {
   certificateRequest, createTerminalKey, identityPaths, loadIdentity, loadTerminalKey, saveIdentity, writeFileDurable, type TerminalIdentity,
 } from '../identity.ts';
-import { DEFAULT_CONFIG, configPath, loadConfig, saveConfig, type TerminalConfig } from '../config.ts';
+import { DEFAULT_CONFIG, configPath, loadConfig, saveConfig, verifierByName, type TerminalConfig } from '../config.ts';
 import { Journal, type PaymentRecord } from '../journal/journal.ts';
 import { PaymentKernel } from '../kernel/kernel.ts';
 import type { TapOutcome } from '../kernel/outcome.ts';
@@ -324,7 +324,7 @@ export function buildProgram(): Command {
       process.once('SIGINT', onSig);
       try {
         const kernel = new PaymentKernel({
-          identity, journal, policy: cfg.policy, pinPad: new ConsolePinPad(),
+          identity, journal, policy: cfg.policy, pinPad: new ConsolePinPad(), verifier: verifierByName(cfg.verifier),
           timeouts: { ...cfg.timeouts, ...(o.timeout ? { cardMs: o.timeout * 1000 } : {}) },
         });
         const say = (s: string): void => {

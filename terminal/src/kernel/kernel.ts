@@ -26,7 +26,7 @@ import { randomBytes } from 'node:crypto';
 import {
   CardStatusError, CLA, Cvm, decodeDeterministic, DT_AID, exchange, HandoverCode, INS, isDtError, LIMITS,
   openSigned, selectCommand, signMessage, SW, swHex, toHex, validateHandover, createTrustStore,
-  type ApduTransport, type ExpectedRequest, type PaymentRequest, type Verifier,
+  type ApduTransport, type ExpectedRequest, type PaymentRequest, type TrustStore, type Verifier,
 } from '@dt/protocol';
 import { isTerminalError, TerminalErrorCode } from '../errors.ts';
 import { AttemptState, type Journal, type AttemptRecord } from '../journal/journal.ts';
@@ -155,6 +155,14 @@ export class PaymentKernel {
     const crl = journal.crl();
     const risk = assessRisk(this.#o.policy, { amount, pending: journal.pendingSummary().amount, crlIssued: crl?.issued, now: this.#now() });
     if (!risk.offline) return { kind: 'ONLINE_REQUIRED', reason: risk.reason };
+    // The terminal's own trust anchors are checked before any card is touched: if they
+    // cannot verify, no handover could, and a card must not sign a transfer for nothing.
+    let trust: TrustStore;
+    try {
+      trust = this.#trustStore(this.#now());
+    } catch (e) {
+      return { kind: 'END', reason: EndReason.TERMINAL_TRUST, detail: errorCode(e) };
+    }
 
     progress('WAITING_FOR_CARD', { amount });
     let session: CardSession;
@@ -168,7 +176,7 @@ export class PaymentKernel {
     progress('CARD_DETECTED', { reader: session.reader });
     const tap = deadline(options.signal, this.#timeouts.tapMs, 'tap');
     try {
-      return await this.#tap(session, amount, risk.pinRequired, tap.signal, options.signal, progress);
+      return await this.#tap(session, amount, risk.pinRequired, trust, tap.signal, options.signal, progress);
     } catch (e) {
       if (e instanceof Outcome) return e.outcome;
       throw e;
@@ -179,10 +187,17 @@ export class PaymentKernel {
     }
   }
 
+  /** The trust store of a tap: the terminal's pinned root and ledger certificate, verified at `at`. Throws when they do not verify. */
+  #trustStore(at: number): TrustStore {
+    const { identity } = this.#o;
+    return createTrustStore({ root: identity.root, ledgerCert: identity.ledgerCert, at, ...(this.#o.verifier ? { verifier: this.#o.verifier } : {}) });
+  }
+
   async #tap(
     session: CardSession,
     amount: number,
     terminalWantsPin: boolean,
+    trust: TrustStore,
     signal: AbortSignal,
     cancel: AbortSignal | undefined,
     progress: NonNullable<ChargeOptions['onProgress']>,
@@ -246,7 +261,7 @@ export class PaymentKernel {
         journal.setAttemptState(req.nonce, AttemptState.DECLINED);
         return this.#cardRefused(response.sw);
       }
-      return this.#validateAndCommit(response.data, req, torn, unrecoverable, progress);
+      return this.#validateAndCommit(response.data, req, torn, unrecoverable, trust, progress);
     }
   }
 
@@ -387,9 +402,10 @@ export class PaymentKernel {
     req: PaymentRequest,
     torn: AttemptRecord | undefined,
     unrecoverable: readonly Uint8Array[],
+    trust: TrustStore,
     progress: NonNullable<ChargeOptions['onProgress']>,
   ): TapOutcome {
-    const { identity, journal } = this.#o;
+    const { journal } = this.#o;
     progress('VALIDATING');
     const now = this.#now();
     const expected: ExpectedRequest[] = [req];
@@ -397,7 +413,6 @@ export class PaymentKernel {
       // The interrupted request is ours (we signed and journalled it): its fields are what the old transfer must copy.
       expected.push(openSigned('PaymentRequest', torn.request).message);
     }
-    const trust = createTrustStore({ root: identity.root, ledgerCert: identity.ledgerCert, at: now, ...(this.#o.verifier ? { verifier: this.#o.verifier } : {}) });
     const result = validateHandover(handoverBytes, {
       trust,
       request: expected,

@@ -55,6 +55,11 @@ export const EndReason = {
   CANCELLED: 'CANCELLED',
   /** The reader is busy or gone. */
   READER: 'READER',
+  /**
+   * The terminal's own trust anchors (root, ledger certificate) do not verify
+   * now: no card is touched, nothing is signed (fix the identity, `dt-pos status`).
+   */
+  TERMINAL_TRUST: 'TERMINAL_TRUST',
 } as const;
 
 /** Result of one tap. */
