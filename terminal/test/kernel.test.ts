@@ -334,3 +334,57 @@ test('verifier: config.json picks native (default) or noble, anything else is re
   t.is(after.counter, before.counter);
   t.is(after.balance, before.balance);
 });
+
+/**
+ * Flips one bit in the last data byte of the final piece of a PAY answer (the handover ends
+ * with the transfer's signature) while `times` lasts: damage on the way, not at the card.
+ */
+function damagePayAnswer(inner: ApduTransport, times: number): ApduTransport {
+  let inPay = false;
+  let left = times;
+  return {
+    async transmit(apdu, o) {
+      const r = await inner.transmit(apdu, o);
+      if (apdu[1] === INS.PAY && apdu[0] === 0x80) inPay = true;
+      else if (apdu[1] !== 0xc0) inPay = false;
+      const sw = (r[r.length - 2]! << 8) | r[r.length - 1]!;
+      if (inPay && sw === SW.OK && r.length > 2 && left > 0) {
+        left--;
+        inPay = false;
+        const d = r.slice();
+        d[d.length - 3]! ^= 0x01;
+        return d;
+      }
+      return r;
+    },
+  };
+}
+
+test('an answer damaged on the way (a signature no longer verifies): PRESENT_CARD_AGAIN, the retry gets the same transfer and pays once; a card whose answer is always bad is declined on the retry', async (t) => {
+  const { journal, kernel } = setup(t);
+  const c = await makeCard(pki);
+  const before = await getStatus(c.transport);
+  const first = await kernel.charge(readerFor(damagePayAnswer(c.transport, 1)), 2_000);
+  t.is(first.kind, 'PRESENT_CARD_AGAIN');
+  if (first.kind !== 'PRESENT_CARD_AGAIN') return;
+  t.is(first.reason, 'DAMAGED_ANSWER');
+  t.regex(first.detail ?? '', /^(TRANSFER_SIGNATURE|HANDOVER_CHAIN|TOKEN_INVALID|HISTORY_BROKEN)$/);
+  t.is(journal.listPayments().length, 0);
+  const retry = await kernel.charge(readerFor(c.transport), 2_000);
+  t.is(retry.kind, 'APPROVED');
+  if (retry.kind === 'APPROVED') t.true(retry.recovered);
+  const after = await getStatus(c.transport);
+  t.is(before.balance - after.balance, 2_000, 'paid once');
+  t.is(after.counter, before.counter + 1, 'one transfer signed');
+  t.is(journal.listPayments().length, 1);
+
+  // Every answer bad (a card that signs wrongly, or a link that always breaks it): one retry, then DECLINED.
+  const { journal: j2, kernel: k2 } = setup(t);
+  const bad = damagePayAnswer(c.transport, 10);
+  const a = await k2.charge(readerFor(bad), 3_000);
+  t.is(a.kind, 'PRESENT_CARD_AGAIN');
+  const b = await k2.charge(readerFor(bad), 3_000);
+  t.is(b.kind, 'DECLINED');
+  if (b.kind === 'DECLINED') t.regex(b.reason, /^(TRANSFER_SIGNATURE|HANDOVER_CHAIN|TOKEN_INVALID|HISTORY_BROKEN)$/);
+  t.is(j2.listPayments().length, 0);
+});

@@ -9,7 +9,7 @@
  * | `power-cut-pay-write`, `-torn`, `-torn-prefix` | power cut during the card's own commit write of PAY (the firmware commits a PAY in one shadow-journal write): the write lost, torn at a random length, torn after 8 bytes | PRESENT_CARD_AGAIN; the card recovers at power-up; the retry completes (recovered or fresh, depending on what survived); paid once |
  * | `reset-between-commands` | the card leaves the field and comes back between SELECT and the next command | the applet answers 6986 until selected again; its state is intact |
  * | `reader-unplugged-mid-tap` | the card is taken away when PAY starts and stays away | a clean outcome (no hang, no exception); a tap without the card ends cleanly; after reinsertion the next tap works |
- * | `corrupted-answer` | one byte of the card's PAY answer flipped | never approved on a damaged answer: PRESENT_CARD_AGAIN (retry recovers it) or DECLINED (fail closed: the signed transfer is an orphan the ledger voids at the card's next sync); then a tap works |
+ * | `corrupted-answer` | one byte of the card's PAY answer flipped | never approved on a damaged answer: PRESENT_CARD_AGAIN DAMAGED_ANSWER and the retry recovers the same transfer; DECLINED only when the damage hit the status word (fail closed: the signed transfer is then an orphan the ledger voids at the card's next sync); then a tap works |
  * | `slow-card` | every answer delayed (well under the tap timeout) | APPROVED |
  *
  * Every case that takes payments ends with a normal tap (the card works

@@ -37,6 +37,15 @@ import type { TerminalIdentity } from '../identity.ts';
 import { DeclineReason, EndReason, type KernelState, type TapOutcome } from './outcome.ts';
 import type { PinPad } from './pinpad.ts';
 
+/**
+ * Validation failures that damage in transit can cause (a flipped bit breaks a certificate,
+ * token or transfer signature, or a hash link of the history): the first one of an attempt is
+ * answered PRESENT CARD AGAIN and the retry gets the same handover back.
+ */
+const INTEGRITY_CODES: ReadonlySet<string> = new Set([
+  HandoverCode.HANDOVER_CHAIN, HandoverCode.TOKEN_INVALID, HandoverCode.TRANSFER_SIGNATURE, HandoverCode.HISTORY_BROKEN,
+]);
+
 /** Capability bit of SELECT (firmware APDU.md): offline payment. */
 const CAP_PAY = 0x01;
 /** Capability bit of SELECT: torn-tap retry with `retryOf`. */
@@ -425,10 +434,13 @@ export class PaymentKernel {
     // with this approval: if the card did sign them, the ledger voids those orphans and returns the value.
     const attemptNonces = [req.nonce, ...(torn ? [torn.nonce] : []), ...unrecoverable];
     if (!result.ok) {
-      if (result.code === HandoverCode.HANDOVER_MALFORMED) {
-        // The answer was damaged on the way: the card has signed, so get the same handover again.
+      // The answer may have been damaged on the way: a flipped bit breaks the CBOR framing, a
+      // signature or a hash link. The card has signed, so get the same handover again (retryOf)
+      // rather than decline and leave its value tied up in an orphan until its next sync. A
+      // broken signature on the retry's answer too is the card's own: declined then (fail closed).
+      if (result.code === HandoverCode.HANDOVER_MALFORMED || (INTEGRITY_CODES.has(result.code) && torn === undefined)) {
         journal.setAttemptState(req.nonce, AttemptState.TORN);
-        return { kind: 'PRESENT_CARD_AGAIN', reason: 'DAMAGED_ANSWER', tornAttempt: toHex(req.nonce) };
+        return { kind: 'PRESENT_CARD_AGAIN', reason: 'DAMAGED_ANSWER', detail: result.code, tornAttempt: toHex(req.nonce) };
       }
       journal.setAttemptState(req.nonce, AttemptState.DECLINED);
       return { kind: 'DECLINED', reason: result.code, ...(result.detail ? { detail: result.detail } : {}) };
