@@ -96,6 +96,8 @@ export class Recorder {
   readonly stats: ApduStats = { commands: 0, maxCommandData: 0, maxResponse: 0, nonShort: 0 };
   readonly #transfers = new Map<string, SignedTransfer>();
   readonly #voided = new Set<string>();
+  /** Card public keys seen in the run (key id hex -> key): the accounting verifies transfers with them. */
+  readonly #cardKeys = new Map<string, Uint8Array>();
 
   /** Creates a recorder. */
   constructor(options: RecorderOptions) {
@@ -155,7 +157,7 @@ export class Recorder {
     const tape = this.#tape;
     this.#tape = undefined;
     if (!tape) return undefined;
-    const money = moneyIn(tape.exchanges);
+    const money = moneyIn(tape.exchanges, this.#cardKeys);
     for (const t of money.transfers) if (!this.#transfers.has(t.nonce)) this.#transfers.set(t.nonce, t);
     for (const v of money.voided) this.#voided.add(v);
     const rel = join('transcripts', safeName(tape.suite), `${fileName}.apdu`);

@@ -297,7 +297,7 @@ export function checkSuiteNames(names: readonly string[], known: readonly SuiteN
  * suites; the error goes into the facts.
  */
 export async function probeCard(ctx: LabContext, recorder: Recorder, outDir: string): Promise<Record<string, unknown>> {
-  const { selectApplet, getStatus } = await import('@dt/card-applet-sim');
+  const { selectApplet, getStatus, getCertificates } = await import('@dt/card-applet-sim');
   recorder.begin('run', 'card-info');
   const facts: Record<string, unknown> = {};
   try {
@@ -311,6 +311,9 @@ export async function probeCard(ctx: LabContext, recorder: Recorder, outDir: str
       Object.assign(facts, { counter: st.counter, balance: st.balance, offlineValue: st.offlineValue, offlineCount: st.offlineCount, coins: st.coins, pinTries: st.pinTries, syncPending: st.syncPending });
       if (st.limits) facts.limits = { ...st.limits };
       if (st.currency !== undefined) facts.currency = st.currency;
+      // The card's certificates: their leaf key lets the run's accounting check the card's
+      // signature on every transfer it counts (a copy damaged on the way is not counted).
+      if (sel.locked) facts.certificates = (await getCertificates(s)).length;
     } finally {
       await s.release();
     }

@@ -46,7 +46,7 @@
  * @module
  */
 import { readFileSync, statSync } from 'node:fs';
-import { decodeMessage, fromHex, openSigned, payloadHash, toHex } from '@dt/protocol';
+import { decodeDeterministic, decodeMessage, fromHex, openSigned, payloadHash, subjectKey, toHex, verifySigned } from '@dt/protocol';
 
 /** First line of every transcript. */
 export const TRANSCRIPT_MAGIC = '# dt-lab transcript v1';
@@ -371,9 +371,29 @@ export interface CardMoney {
   readonly voided: readonly string[];
 }
 
-function transferOf(signed: Uint8Array): SignedTransfer {
-  const { cose, message } = openSigned('Transfer', signed);
+/**
+ * Opens a transfer and checks the card's signature on it with one of the
+ * card keys seen in the run (`keys`: kid hex -> public key). A copy damaged
+ * on the way (a flipped byte: the robustness suite does that on purpose)
+ * does not verify and is not counted: only what the card really signed is.
+ */
+function transferOf(signed: Uint8Array, keys: ReadonlyMap<string, Uint8Array>): SignedTransfer | undefined {
+  const { message } = openSigned('Transfer', signed);
+  const key = keys.get(toHex(message.card));
+  if (key === undefined) return undefined;
+  const { cose } = verifySigned('Transfer', signed, key);
   return { nonce: toHex(message.nonce), hash: toHex(payloadHash(cose)), amount: message.amount, counter: message.counter };
+}
+
+/** The card key a certificate certifies (kid hex and public key), or undefined when it does not decode. */
+function certifiedKey(cert: Uint8Array | undefined): [string, Uint8Array] | undefined {
+  if (cert === undefined) return undefined;
+  try {
+    const { publicKey, kid } = subjectKey(openSigned('Certificate', cert).message);
+    return [toHex(kid), publicKey];
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -426,22 +446,36 @@ function* completedCommands(exchanges: readonly Exchange[]): Generator<{ header:
  * handover was lost or damaged is still counted once the card syncs), and
  * the hashes voided by the SyncReceipts it accepted (SYNC/LOAD COMPLETE
  * answered 9000). Value that left the card = sum over distinct transfers
- * minus those voided. Data that does not decode is ignored (the suites
- * check it).
+ * minus those voided. A transfer counts only when the card's signature on
+ * it verifies (key from the certificates the card presented in the run):
+ * a copy damaged on the way is not the card's. Data that does not decode
+ * is ignored (the suites check it).
  */
-export function moneyIn(exchanges: readonly Exchange[]): CardMoney {
+export function moneyIn(exchanges: readonly Exchange[], keys: Map<string, Uint8Array> = new Map()): CardMoney {
+  const completed = [...completedCommands(exchanges)].filter((k) => k.sw === 0x9000 && k.header[0] === 0x80);
+  // The card keys (`keys`, by key id, extended here; pass one map through a whole run): the
+  // leaf of each handover's chain and of GET CERTIFICATES answers. A damaged certificate
+  // yields another key with another id, which no transfer names.
+  for (const k of completed) {
+    try {
+      const leaf = k.header[1] === 0x30 ? decodeMessage('Handover', k.answer).chain[0] : k.header[1] === 0x12 ? (decodeDeterministic(k.answer, 64 * 1024) as Uint8Array[])[0] : undefined;
+      const ck = certifiedKey(leaf);
+      if (ck) keys.set(ck[0], ck[1]);
+    } catch {
+      // does not decode: no key from it
+    }
+  }
   const transfers = new Map<string, SignedTransfer>();
   const voided = new Set<string>();
   const add = (signed: Uint8Array): void => {
     try {
-      const t = transferOf(signed);
-      if (!transfers.has(t.nonce)) transfers.set(t.nonce, t);
+      const t = transferOf(signed, keys);
+      if (t && !transfers.has(t.nonce)) transfers.set(t.nonce, t);
     } catch {
-      // not a transfer
+      // not a transfer, or not the card's signature (damaged on the way)
     }
   };
-  for (const k of completedCommands(exchanges)) {
-    if (k.sw !== 0x9000 || k.header[0] !== 0x80) continue;
+  for (const k of completed) {
     const ins = k.header[1];
     const p1 = k.header[2];
     try {
@@ -456,8 +490,8 @@ export function moneyIn(exchanges: readonly Exchange[]): CardMoney {
 }
 
 /** Transfers the card signed in `exchanges` (see {@link moneyIn}). */
-export function transfersIn(exchanges: readonly Exchange[]): SignedTransfer[] {
-  return [...moneyIn(exchanges).transfers];
+export function transfersIn(exchanges: readonly Exchange[], keys?: Map<string, Uint8Array>): SignedTransfer[] {
+  return [...moneyIn(exchanges, keys).transfers];
 }
 
 /** Value that left the card according to `money`: distinct transfers not voided. */

@@ -180,6 +180,10 @@ test('dt-lab readers, run (all suites) and the reports, against a dt-card card t
   //      sync requests and receipts account for the value it moved
   const transfers = new Map<string, SignedTransfer>();
   const voided = new Set<string>();
+  // The run's first transcript (SELECT, GET STATUS, GET CERTIFICATES) gives the card key the accounting verifies transfers with.
+  const keys = new Map<string, Uint8Array>();
+  moneyIn(readTranscript(join(out, 'transcripts', 'run', 'card-info.apdu')).exchanges, keys);
+  t.is(keys.size, 1, 'the card key from its certificates');
   const pinHex = Buffer.from(LAB_PIN).toString('hex');
   for (const c of cases) {
     t.truthy(c.transcript, `${c.suite}/${c.name} has a transcript`);
@@ -188,7 +192,7 @@ test('dt-lab readers, run (all suites) and the reports, against a dt-card card t
     const tr = readTranscript(path);
     t.is(tr.header.case, c.name);
     t.false(readFileSync(path, 'utf8').split('\n').some((l) => l.startsWith('=> ') && l.includes(pinHex)), `${path} holds the PIN`);
-    const m = moneyIn(tr.exchanges);
+    const m = moneyIn(tr.exchanges, keys);
     for (const x of m.transfers) if (!transfers.has(x.nonce)) transfers.set(x.nonce, x);
     for (const v of m.voided) voided.add(v);
   }

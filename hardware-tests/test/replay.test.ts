@@ -18,7 +18,8 @@ import { TransportReader } from '@dt/terminal';
 import { conformance } from '../src/suites/conformance.ts';
 import { createLabContext } from '../src/context.ts';
 import { runSuites } from '../src/runner.ts';
-import { readTranscript } from '../src/transcript.ts';
+import { moneyIn, readTranscript, type Exchange } from '../src/transcript.ts';
+import { decodeMessage } from '@dt/protocol';
 import { collectTranscripts, replayAll, stateFileTarget } from '../src/replay.ts';
 import type { LabRun } from '../src/model.ts';
 import { LAB_PIN, startLabWorld, type LabWorld } from './helpers/lab-world.ts';
@@ -133,4 +134,33 @@ test('one flipped byte in a recorded answer fails exactly that case, at that lin
   t.is((bad[0]!.details!.mismatch as { line: number }).line, idx + 1);
   t.regex(bad[0]!.message!, new RegExp(`^line ${idx + 1}: different bytes: expected <= `));
   t.true(readdirSync(tampered).length > 0);
+});
+
+test('the run accounting counts a transfer only when the card signature verifies: a copy damaged on the way is not the card', (t) => {
+  const pay = run.suites[0]!.cases.find((c) => c.name === 'pay-valid-handover')!;
+  const { exchanges } = readTranscript(join(out, pay.transcript!));
+  // Reassemble the PAY answer (61xx pieces and GET RESPONSE) into one handover.
+  const start = exchanges.findIndex((x) => x.command[0] === 0x80 && x.command[1] === 0x30);
+  t.true(start >= 0, 'the case sent a complete PAY');
+  const parts: Uint8Array[] = [];
+  for (let i = start; i < exchanges.length; i++) {
+    const r = exchanges[i]!.response!;
+    parts.push(r.subarray(0, r.length - 2));
+    if (r[r.length - 2] === 0x90) break;
+  }
+  const handover = Uint8Array.from(Buffer.concat(parts));
+  const transfer = decodeMessage('Handover', handover).transfer;
+  const at = Buffer.from(handover).indexOf(Buffer.from(transfer));
+  t.true(at > 0);
+  const one = (answer: Uint8Array): Exchange[] => [{ command: Uint8Array.from([0x80, 0x30, 0x00, 0x00, 0x01, 0x00]), response: Uint8Array.from([...answer, 0x90, 0x00]) }];
+  const good = moneyIn(one(handover));
+  t.is(good.transfers.length, 1);
+  t.is(good.transfers[0]!.amount, 100);
+  // One byte of the transfer's signature flipped: it still decodes, it is not the card's signature.
+  const damaged = handover.slice();
+  damaged[at + transfer.length - 1]! ^= 0x01;
+  t.is(decodeMessage('Handover', damaged).transfer.length, transfer.length);
+  t.is(moneyIn(one(damaged)).transfers.length, 0);
+  // The damaged copy and then the good one (a torn-tap retry): counted once.
+  t.is(moneyIn([...one(damaged), ...one(handover)]).transfers.length, 1);
 });
