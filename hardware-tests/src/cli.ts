@@ -100,6 +100,15 @@ function writeAll(run: LabRun, out: string, say: (s: string) => void): boolean {
   }
 }
 
+/** Writes the reports, prints the summary (and the --json line), and gives the exit code of a run or replay. */
+function finish(run: LabRun, out: string, say: (s: string) => void, json: boolean, signal: AbortSignal): number {
+  const written = writeAll(run, out, say);
+  say(summaryLine(run));
+  if (json) process.stdout.write(JSON.stringify({ out, summary: run.summary, reports: written }) + '\n');
+  if (signal.aborted) return ExitCode.INTERRUPTED;
+  return written ? exitCodeOf(run) : ExitCode.FAILED;
+}
+
 function summaryLine(run: LabRun): string {
   const s = run.summary;
   return `${s.total} cases: ${s.passed} passed, ${s.failed} failed, ${s.errors} errors, ${s.skipped} skipped`;
@@ -184,11 +193,7 @@ async function runCommand(suiteArgs: string[], o: RunOpts): Promise<number> {
         terminal: o.terminal ?? null, ledger: o.ledger ?? null, cardControl: o.cardControl ?? null, pinGiven: pin !== undefined, verifier: handle.verifier,
       },
     });
-    const written = writeAll(run, out, say);
-    say(summaryLine(run));
-    if (o.json) process.stdout.write(JSON.stringify({ out, summary: run.summary, reports: written }) + '\n');
-    if (stop.signal.aborted) return ExitCode.INTERRUPTED;
-    return written ? exitCodeOf(run) : ExitCode.FAILED;
+    return finish(run, out, say, o.json === true, stop.signal);
   } finally {
     stop.dispose();
     await handle.close();
@@ -250,11 +255,7 @@ async function replayCommand(args: string[], o: ReplayOpts): Promise<number> {
       },
     });
     progress.close();
-    const written = writeAll(run, out, say);
-    say(summaryLine(run));
-    if (o.json) process.stdout.write(JSON.stringify({ out, summary: run.summary, reports: written }) + '\n');
-    if (stop.signal.aborted) return ExitCode.INTERRUPTED;
-    return written ? exitCodeOf(run) : ExitCode.FAILED;
+    return finish(run, out, say, o.json === true, stop.signal);
   } finally {
     stop.dispose();
     await target.close();

@@ -9,7 +9,7 @@ import { Applet } from '@dt/firmware';
 import { CLA, INS } from '@dt/protocol';
 import type { AppletFactory } from '@dt/card-applet-sim';
 import { endurance } from '../src/suites/endurance.ts';
-import { LAB_LIMITS, LAB_LOAD, labContext, recordingRunner, startLabWorld } from './helpers/robustness-lab.ts';
+import { LAB_LIMITS, LAB_LOAD, forgetfulApplet, labContext, recordingRunner, startLabWorld } from './helpers/robustness-lab.ts';
 
 test('pays to the card limits, syncs through the ledger, and again: every case passes and the figures add up', async (t) => {
   const w = await startLabWorld();
@@ -68,23 +68,6 @@ test('a card without value for the amount, or without a terminal, is skipped wit
   t.is(none.cases[0]!.status, 'skipped');
   t.regex(none.cases[0]!.message ?? '', /no lab terminal/);
 });
-
-/** A broken card: the real applet, but each PAY's commit is undone (the card keeps the value it paid). */
-const forgetfulApplet: AppletFactory = (hal) => {
-  const inner = new Applet(hal);
-  return {
-    powerOn: () => inner.powerOn(),
-    async process(cmd: Uint8Array) {
-      const lastPay = cmd[1] === INS.PAY && (cmd[0]! & CLA.CHAINING) === 0;
-      const saved = lastPay ? [0, 1].map((slot) => hal.storage.read(slot)) : [];
-      const r = await inner.process(cmd);
-      saved.forEach((data, slot) => {
-        if (data !== undefined) hal.storage.write(slot, data);
-      });
-      return r;
-    },
-  };
-};
 
 /** A broken card that refuses its third payment with 6A80 (wrong data), long before its limits. */
 const refusingApplet: AppletFactory = (hal) => {

@@ -6,11 +6,9 @@
  * real pcscd and `dt-card serve --control` is in robustness-pcscd.test.ts.
  */
 import test from 'ava';
-import { Applet } from '@dt/firmware';
-import { CLA, INS } from '@dt/protocol';
 import type { AppletFactory } from '@dt/card-applet-sim';
 import { robustness, NEEDS_CONTROL } from '../src/suites/robustness.ts';
-import { labContext, recordingRunner, startLabWorld, type LabWorld } from './helpers/robustness-lab.ts';
+import { forgetfulApplet, labContext, recordingRunner, startLabWorld, type LabWorld } from './helpers/robustness-lab.ts';
 
 const MONEY_CASES = [
   'removed-after-signing',
@@ -121,26 +119,6 @@ test('without a lab terminal the payment cases are skipped with the terminal rea
   t.is(reset.status, 'passed', reset.message);
 });
 
-/**
- * A broken card: the real applet, but after every PAY it puts its memory
- * back as it was (the commit does not stick). The terminal gets valid
- * transfers; the card keeps its value: money created.
- */
-const forgetfulApplet: AppletFactory = (hal) => {
-  const inner = new Applet(hal);
-  return {
-    powerOn: () => inner.powerOn(),
-    async process(cmd: Uint8Array) {
-      const lastPay = cmd[1] === INS.PAY && (cmd[0]! & CLA.CHAINING) === 0;
-      const saved = lastPay ? [0, 1].map((slot) => hal.storage.read(slot)) : [];
-      const r = await inner.process(cmd);
-      saved.forEach((data, slot) => {
-        if (data !== undefined) hal.storage.write(slot, data);
-      });
-      return r;
-    },
-  };
-};
 
 test('a card whose payments do not stick (value kept after approval) fails every payment case', async (t) => {
   const w = await world(t, forgetfulApplet);

@@ -24,7 +24,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLA, INS, SYNC_P1, transmitOk, type TransmitOptions } from '@dt/protocol';
-import { MemoryStorage, type Storage } from '@dt/firmware';
+import { Applet, MemoryStorage, type Storage } from '@dt/firmware';
 import {
   InProcessTransport, SimulatedCard, isPowerCut, parseFaultPlan, personalizeCard, readCardStatus, selectApplet,
   type AppletFactory, type FaultEvent, type FaultPlan,
@@ -348,3 +348,24 @@ export function recordingRunner(only?: readonly string[]): CaseRunner & { readon
     },
   };
 }
+
+/**
+ * A broken card: the real applet, but after every PAY it puts its memory
+ * back as it was (the commit does not stick). The terminal gets valid
+ * transfers; the card keeps its value: money created.
+ */
+export const forgetfulApplet: AppletFactory = (hal) => {
+  const inner = new Applet(hal);
+  return {
+    powerOn: () => inner.powerOn(),
+    async process(cmd: Uint8Array) {
+      const lastPay = cmd[1] === INS.PAY && (cmd[0]! & CLA.CHAINING) === 0;
+      const saved = lastPay ? [0, 1].map((slot) => hal.storage.read(slot)) : [];
+      const r = await inner.process(cmd);
+      saved.forEach((data, slot) => {
+        if (data !== undefined) hal.storage.write(slot, data);
+      });
+      return r;
+    },
+  };
+};
