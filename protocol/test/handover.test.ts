@@ -3,7 +3,7 @@ import test from 'ava';
 import {
   BankPermission, Cvm, CURRENCY_KZT, ErrorCode, GENESIS_PREV, ReferenceWallet, Role,
   createTrustStore, decodeMessage, encodeMessage, generateKeyPair, issueCertificate, keyPairSigner,
-  openSigned, outputId, payloadHash, signMessage, validateHandover,
+  openSigned, outputId, payloadHash, signMessage, validateHandover, handoverTransfers, decodeDeterministic, encodeDeterministic, bytesEqual as bytesEq,
   type ExpectedRequest, type HandoverContext, type KeyPair, type Mark, type Signer, type Transfer,
 } from '../src/index.ts';
 import { nativeVerifier } from '../src/native.ts';
@@ -379,4 +379,81 @@ test('no single-byte corruption of a handover validates', (t) => {
     checked++;
   }
   t.true(checked > 50);
+});
+
+// ---------------------------------------------------------------- issue 12: every chain is anchored
+/** A card synced once through a hand-made ledger receipt, holding one token of `value`. */
+function syncedCard(w: ReturnType<typeof world>, value: number, limits = LIMITS) {
+  const c = w.card(limits);
+  const sr = openSigned('SyncRequest', c.wallet.beginSync(rnd(16)));
+  const tok = w.token(c.signer.kid, value);
+  const receipt = signMessage('SyncReceipt', { card: c.signer.kid, counter: sr.message.counter, request: payloadHash(sr.cose), tokens: [tok], time: T0, loaded: value, voided: [] }, w.ledger.signer);
+  c.wallet.completeSync(receipt, w.ledger.keys.publicKey);
+  return { c, receipt, tok };
+}
+
+test('a handover that leaves out its receipt (and history) is HISTORY_BROKEN: only genesis is anchored without one', (t) => {
+  const w = world();
+  const shop = w.terminal();
+  const { c } = syncedCard(w, 50_000);
+  const p = c.wallet.pay(request(shop, 1000));
+  t.true(validateHandover(p.handover, ctx(w)).ok);
+  // The attack of issue 12: strip the receipt; the chain then starts nowhere the validator can check.
+  const stripped = patch(p.handover, (x) => { delete x.receipt; });
+  t.like(validateHandover(stripped, ctx(w)), { ok: false, code: ErrorCode.HISTORY_BROKEN, index: 0 });
+  // A second payment with its history and receipt stripped cannot get past the offline count either.
+  const c2 = syncedCard(w, 50_000, { ...LIMITS, offlineCount: 1 }).c;
+  c2.wallet.pay(request(shop, 100));
+  const second = c2.wallet.pay(request(shop, 100), { enforceLimits: false });
+  t.like(validateHandover(second.handover, ctx(w)), { ok: false, code: ErrorCode.LIMIT_EXCEEDED, detail: 'offlineCount' });
+  const hidden = patch(second.handover, (x) => { delete x.receipt; x.history = []; });
+  t.like(validateHandover(hidden, ctx(w)), { ok: false, code: ErrorCode.HISTORY_BROKEN });
+  // A genesis chain (counter 1, prev GENESIS_PREV) needs no receipt.
+  const g = w.card();
+  g.wallet.holdTokens([w.token(g.signer.kid, 5000)], w.ledger.keys.publicKey);
+  const gp = g.wallet.pay(request(shop, 100));
+  const gv = validateHandover(gp.handover, ctx(w));
+  t.true(gv.ok);
+  if (gv.ok) {
+    t.is(gv.anchorCounter, 0);
+    t.is(gv.offlineCount, 1);
+    t.deepEqual(openSigned('Transfer', gp.transfer).message.prev, GENESIS_PREV);
+  }
+});
+
+test('offline count and anchor come from the counters; isIssuedToken is the ledger-only token check', (t) => {
+  const w = world();
+  const shop = w.terminal();
+  const { c, receipt, tok } = syncedCard(w, 50_000);
+  c.wallet.pay(request(shop, 100));
+  const p = c.wallet.pay(request(shop, 200));
+  const v = validateHandover(p.handover, ctx(w));
+  t.true(v.ok);
+  const rc = openSigned('SyncReceipt', receipt).message.counter;
+  if (v.ok) {
+    t.is(v.anchorCounter, rc);
+    t.is(v.offlineCount, 2);
+    t.is(v.offlineTotal, 300);
+  }
+  const serial = openSigned('Token', tok).message.serial;
+  t.true(validateHandover(p.handover, ctx(w, { isIssuedToken: (k) => bytesEq(k.serial, serial) })).ok);
+  t.like(validateHandover(p.handover, ctx(w, { isIssuedToken: () => false })), { ok: false, code: ErrorCode.TOKEN_INVALID, index: 0 });
+});
+
+test('handoverTransfers finds every card-signed transfer, even in a handover that does not decode', (t) => {
+  const w = world();
+  const shop = w.terminal();
+  const { c } = syncedCard(w, 50_000);
+  const p1 = c.wallet.pay(request(shop, 100));
+  const p2 = c.wallet.pay(request(shop, 200));
+  const found = handoverTransfers(p2.handover);
+  t.deepEqual(found, [p1.transfer, p2.transfer]);
+  // Break the container: an unknown key makes it fail the strict decode, the transfers are still found.
+  const h = decodeDeterministic(p2.handover) as Map<number, unknown>;
+  h.set(99, 1);
+  const broken = encodeDeterministic(h as never);
+  t.throws(() => decodeMessage('Handover', broken));
+  t.deepEqual(handoverTransfers(broken), [p1.transfer, p2.transfer]);
+  t.deepEqual(handoverTransfers(new Uint8Array([0xff, 0x00])), []);
+  t.deepEqual(handoverTransfers(encodeDeterministic(new Map([[1, 5]]) as never)), []);
 });
