@@ -75,8 +75,11 @@ export interface Pki {
   createBank(opts: { name: string; perms: number; validity?: Validity; keys?: KeyPair }): Identity;
   /** Issues a card certificate from `bank` (default: the default bank); generates the card key unless `keys` is given. */
   issueCard(opts?: { limits?: CardLimits; bank?: Identity; validity?: Validity; keys?: KeyPair; name?: string }): Identity;
-  /** Issues a terminal certificate from `bank` (default: the default bank). */
-  issueTerminal(opts: { merchant: MerchantInfo; bank?: Identity; validity?: Validity; keys?: KeyPair }): Identity;
+  /**
+   * Issues a terminal certificate from `bank` (default: the default bank). `crlMaxAge`:
+   * the certified revocation-list age policy in seconds (claim absent: 3 days, SPEC §3.3).
+   */
+  issueTerminal(opts: { merchant: MerchantInfo; bank?: Identity; validity?: Validity; keys?: KeyPair; crlMaxAge?: number }): Identity;
 }
 
 /** Default card limits for tests and the demo: 50,000.00 KZT per payment, 100,000.00 offline, 10 payments, PIN above 10,000.00. */
@@ -106,7 +109,7 @@ export function createPki(opts: { now: number; issuerKeys?: KeyPair; ledgerKeys?
   };
   const issueTerminal: Pki['issueTerminal'] = (o) => {
     const b = o.bank ?? bank;
-    const id = make(Role.TERMINAL, o.merchant.id, { signer: b.signer, name: 'bank' }, o.validity ?? validity, { merchant: o.merchant }, o.keys);
+    const id = make(Role.TERMINAL, o.merchant.id, { signer: b.signer, name: 'bank' }, o.validity ?? validity, terminalClaims(o), o.keys);
     return { ...id, chain: [id.cert, b.cert] };
   };
   return { now, issuer, ledger, bank, createLedger, createBank, issueCard, issueTerminal };
@@ -124,9 +127,14 @@ export function issueCard(bank: Identity, opts: { validity: Validity; limits?: C
   return { ...id, chain: [id.cert, bank.cert] };
 }
 
-/** Issues a terminal certificate from an existing bank identity. */
-export function issueTerminal(bank: Identity, opts: { validity: Validity; merchant: MerchantInfo; keys?: KeyPair }): Identity {
-  const id = make(Role.TERMINAL, opts.merchant.id, { signer: bank.signer, name: 'bank' }, opts.validity, { merchant: opts.merchant }, opts.keys);
+/** The claims of a terminal certificate: its merchant, and its CRL-age policy when given. */
+function terminalClaims(o: { merchant: MerchantInfo; crlMaxAge?: number }): Record<string, unknown> {
+  return { merchant: o.merchant, ...(o.crlMaxAge !== undefined ? { crlMaxAge: o.crlMaxAge } : {}) };
+}
+
+/** Issues a terminal certificate from an existing bank identity (`crlMaxAge` as in {@link Pki.issueTerminal}). */
+export function issueTerminal(bank: Identity, opts: { validity: Validity; merchant: MerchantInfo; keys?: KeyPair; crlMaxAge?: number }): Identity {
+  const id = make(Role.TERMINAL, opts.merchant.id, { signer: bank.signer, name: 'bank' }, opts.validity, terminalClaims(opts), opts.keys);
   return { ...id, chain: [id.cert, bank.cert] };
 }
 
