@@ -490,4 +490,7 @@ test('ReferenceWallet time bound (SPEC §10.7 step 2a): TRANSFER_TIME beyond CAR
   t.is(fresh.state.trusted, openSigned('Certificate', p2.cert).message.iat);
   t.is(new ReferenceWallet({ signer: p2.signer, chain: [p2.cert, w.bank.cert], state: { ...fresh.state, trusted: 42 } }).state.trusted, 42);
   t.is(c.wallet.clone().state.trusted, synced, 'a clone has the same trusted time');
+  // A broken or cloned card signs whatever it is asked: tests build such transfers with enforceLimits off.
+  const far = request(shop, 1_000, synced + 200 * 86_400);
+  t.is(openSigned('Transfer', c.wallet.clone().pay(far, { enforceLimits: false }).transfer).message.time, far.time);
 });
