@@ -78,4 +78,6 @@ export const SCHEMA: readonly string[] = [
   `CREATE TABLE IF NOT EXISTS revocations (card BLOB PRIMARY KEY, version BIGINT NOT NULL, time BIGINT NOT NULL)`,
   `CREATE TABLE IF NOT EXISTS crls (version BIGINT PRIMARY KEY, bytes BLOB NOT NULL)`,
   `CREATE TABLE IF NOT EXISTS syncs (request BLOB PRIMARY KEY, card BLOB NOT NULL, receipt BLOB NOT NULL)`,
+  // Acquirer keys the operator blocked (`dt-ledger acquirer-block`): their settle requests are refused (SPEC §7.7.2).
+  `CREATE TABLE IF NOT EXISTS acquirer_blocks (kid BLOB PRIMARY KEY, reason TEXT NOT NULL, time BIGINT NOT NULL)`,
 ];
