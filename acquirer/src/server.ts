@@ -135,7 +135,7 @@ export function loadTrust(
  * and starts the forwarder and the revocation list refresh.
  *
  * @example
- * const acq = await startAcquirer({ ledgerUrl, root, bankCert, ledgerCert, dbFile: '/var/lib/dt/acq.db' });
+ * const acq = await startAcquirer({ ledgerUrl, root, bankCert, ledgerCert, acquirerCert, acquirerSigner: readAcquirerKey('acquirer.key.json'), dbFile: '/var/lib/dt/acq.db' });
  * await acq.forwardNow();
  * await acq.close();
  */
