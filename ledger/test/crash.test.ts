@@ -109,8 +109,10 @@ test('SIGKILL at random points while settling: nothing settled twice, answers st
         expected += amount;
       }
     }
-    const fork = clone.pay({ amount: 999, currency: CURRENCY_KZT, terminal: terms[0]!.kid, merchant: 'm0', mcc: 5411, nonce: new Uint8Array(randomBytes(16)), time: now });
-    perTerminal[0]!.push(fork.handover);
+    // The fork goes to another terminal than the honest payment it forks (a terminal holding both would have
+    // declined the second, and the ledger then pays it no cover: SPEC §7.7 cover rule 3).
+    const fork = clone.pay({ amount: 999, currency: CURRENCY_KZT, terminal: terms[1]!.kid, merchant: 'm1', mcc: 5411, nonce: new Uint8Array(randomBytes(16)), time: now });
+    perTerminal[1]!.push(fork.handover);
     // Batches of 4 handovers; terminals also resend some handovers inside later batches.
     const batches: Uint8Array[] = [];
     terms.forEach((term, ti) => {
