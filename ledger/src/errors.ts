@@ -27,11 +27,12 @@ export const LedgerApiCode = {
 export type LedgerApiCode = (typeof LedgerApiCode)[keyof typeof LedgerApiCode];
 
 /**
- * HTTP status of each code, in SPEC.md §8.2 order. Two codes answer on routes of different
- * kinds with different statuses (listed most common first): `BAD_SIGNATURE` is 400 for a
+ * HTTP status of each code, in SPEC.md §8.2 order. Three codes answer with different
+ * statuses in different cases (listed most common first): `BAD_SIGNATURE` is 400 for a
  * batch or a sync request and 403 for a bank's load order (an authentication of the bank);
- * `BANK_UNKNOWN` is 403 for a load order's signer and 404 for the bank a card or an
- * allocation names. Any other status given for a code is replaced by the first.
+ * `SYNC_INVALID` is 400 for a request that fails a check and 409 when the card synced
+ * concurrently (retry); `BANK_UNKNOWN` is 403 for a load order's signer and 404 for the
+ * bank a card or an allocation names. Any other status given for a code is replaced by the first.
  */
 export const LEDGER_ERROR_STATUS: { readonly [C in LedgerApiCode]: readonly [number, ...number[]] } = {
   MALFORMED: [400],
@@ -41,7 +42,7 @@ export const LEDGER_ERROR_STATUS: { readonly [C in LedgerApiCode]: readonly [num
   BAD_SIGNATURE: [400, 403],
   CARD_CHAIN: [400],
   BANK_CHAIN: [400],
-  SYNC_INVALID: [400],
+  SYNC_INVALID: [400, 409],
   ACQUIRER_AUTH: [401],
   ACQUIRER_STALE: [401],
   ACQUIRER_REPLAYED: [401],
