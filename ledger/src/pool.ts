@@ -130,6 +130,14 @@ export function affinityOf(handover: Uint8Array): number {
   return (b[k + 2]! << 8) | b[k + 3]!;
 }
 
+// Run from the TypeScript sources (the repo, under tsx), a JS bootstrap registers the TypeScript
+// loader inside the worker (see validate-worker.mjs), and the worker needs the dt-source condition:
+// worker threads inherit neither the parent's loader hooks nor a condition they added. Built, the
+// worker is plain JavaScript and inherits the parent's options.
+const FROM_SOURCE = import.meta.url.endsWith('.ts');
+const WORKER = new URL(FROM_SOURCE ? './validate-worker.mjs' : './validate-worker.js', import.meta.url);
+const WORKER_ARGV = FROM_SOURCE ? ['--conditions=dt-source'] : undefined;
+
 /** Starts worker threads that validate handovers with the native verifier. */
 export async function createValidatorPool(opts: ValidatorPoolOptions): Promise<ValidatorPool> {
   const size = Math.max(1, opts.workers ?? availableParallelism());
@@ -137,8 +145,8 @@ export async function createValidatorPool(opts: ValidatorPoolOptions): Promise<V
   const pending = new Map<number, Pending>();
   let nextId = 0;
   for (let i = 0; i < size; i++) {
-    // A JS bootstrap registers the TypeScript loader inside the worker (see validate-worker.mjs).
-    const w = new Worker(new URL('./validate-worker.mjs', import.meta.url), {
+    const w = new Worker(WORKER, {
+      execArgv: WORKER_ARGV,
       workerData: { rootCert: opts.rootCert, ledgerCert: opts.ledgerCert, at: opts.at },
       resourceLimits: { maxOldGenerationSizeMb: opts.maxWorkerHeapMb ?? 256 },
     });
