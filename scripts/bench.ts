@@ -35,7 +35,7 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { cpus, tmpdir, totalmem } from 'node:os';
+import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
@@ -270,6 +270,8 @@ const round = (x: number, digits: number): number => Math.round(x * 10 ** digits
 async function runHeadline(out: string): Promise<number> {
   const tiny = process.env.DT_BENCH_HEADLINE_TINY === '1';
   const started = performance.now();
+  // The machine is shared: the load around the run says how far its absolute figures can be trusted.
+  const loadBefore = loadavg().map((x) => round(x, 2));
   const work = mkdtempSync(join(tmpdir(), 'dt-headline-'));
   const file = (n: string) => join(work, n);
   // Sizes: the issue's definitions; the tiny configuration only exercises the plumbing.
@@ -362,7 +364,11 @@ async function runHeadline(out: string): Promise<number> {
       cardCryptoPerPay: at(fw, 'cryptoPerPay'), firmwareNodePayMs: at(fw, 'nodePay.medianMs'),
       ledger: lg === undefined ? undefined : { config: at(lg, 'config'), dataset: at(lg, 'dataset'), runs: at(lg, 'runs') },
     },
-    headlineRun: { generatedAt: new Date().toISOString(), durationSeconds, budgetSeconds: 900, tiny, host: hostInfo(), runs, errors },
+    headlineRun: {
+      generatedAt: new Date().toISOString(), durationSeconds, budgetSeconds: 900, tiny, host: hostInfo(),
+      loadAverage: { before: loadBefore, after: loadavg().map((x) => round(x, 2)), note: '1/5/15-minute load averages of the machine (os.loadavg) at the start and the end' },
+      runs, errors,
+    },
   });
   process.stderr.write(`\n${'headline'.padEnd(30)}${'measured'.padStart(12)}   goal\n`);
   for (const k of HEADLINE_KEYS) {
