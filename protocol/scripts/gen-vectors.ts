@@ -569,7 +569,7 @@ function certificateFile(): VectorFile {
   const invalid: InvalidVector[] = [
     ...invalidSigned({
       name: 'Certificate', base: openSigned('Certificate', cardCert).message, signer: keys.issuingBank,
-      missingKey: 4, uintKey: 4, outOfRange: [CertClaim.ROLE, 6, 'role 6 (roles are 1..5)'], oversize: true,
+      missingKey: 4, uintKey: 4, outOfRange: [CertClaim.ROLE, 7, 'role 7 (roles are 1..6)'], oversize: true,
     }),
     chainVector('chain-card-expired', 'card certificate expired before the verification time', [expiredCard, issuingBankCert], cardAt, Role.CARD, ErrorCode.CERT_EXPIRED),
     chainVector('chain-card-not-yet-valid', 'card certificate nbf after the verification time', [futureCard, issuingBankCert], cardAt, Role.CARD, ErrorCode.CERT_NOT_YET_VALID),

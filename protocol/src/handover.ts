@@ -21,10 +21,11 @@ import { bytesEqual, toHex } from './bytes.ts';
 import { addAmounts, sumAmounts } from './amounts.ts';
 import { outputId } from './ids.ts';
 import { keyId, nobleVerifier, type Verifier } from './crypto/suite.ts';
-import { encodeDeterministic } from './cbor/deterministic.ts';
+import { decodeRelaxed, encodeDeterministic } from './cbor/deterministic.ts';
+import { GENESIS_PREV } from './ids.ts';
 import { encodeStruct } from './schema/dsl.ts';
 import {
-  Cvm, MarkSchema, Role,
+  Cvm, LIMITS, MarkSchema, Role,
   type Handover, type Mark, type PaymentRequest, type SyncReceipt, type Token, type Transfer,
 } from './schema/messages.ts';
 import { decodeMessage, openSigned, payloadHash, verifySigned, encodeMessage, type OpenedMessage } from './codec.ts';
@@ -143,8 +144,10 @@ export interface HandoverValid {
   readonly chainInputs: readonly (readonly SpentCoin[])[];
   /** `sum(history amounts) + amount` (step 7). */
   readonly offlineTotal: number;
-  /** `len(history) + 1` (step 7). */
+  /** `transfer.counter - anchor counter` = `len(history) + 1` (step 7): counted from the anchor, never from what the card chose to show. */
   readonly offlineCount: number;
+  /** Counter of the chain's anchor: the receipt's counter, or 0 at the card's genesis. Names the card's offline period (cover, SPEC §7.7). */
+  readonly anchorCounter: number;
   /** The handover's sync receipt, verified, when it carried one. */
   readonly receipt?: SyncReceipt;
 }
@@ -192,6 +195,12 @@ export interface HandoverContext {
   readonly openTransfer?: TransferOpener;
   /** Verifies the card chain (default `verifyChain` against `trust.root`); see {@link CardChainVerifier}. */
   readonly verifyCardChain?: CardChainVerifier;
+  /**
+   * Step 3, what only the ledger knows: true when `token` is one the ledger issued to the
+   * card (same serial, owner and value in its records). Terminals omit it (they check the
+   * ledger's signature, which only the ledger can make).
+   */
+  readonly isIssuedToken?: (token: Token) => boolean;
 }
 
 type Fail = HandoverInvalid;
@@ -412,13 +421,16 @@ export function validateHandover(input: Uint8Array | Handover, ctx: HandoverCont
     if (token.expires !== undefined && transfer.time > token.expires) return failT(HandoverCode.TOKEN_INVALID, 'token expired', i);
     const k = toHex(token.serial);
     if (coins.has(k)) return failT(HandoverCode.TOKEN_INVALID, 'token given twice', i);
+    if (ctx.isIssuedToken && !ctx.isIssuedToken(token)) return failT(HandoverCode.TOKEN_INVALID, 'not a token the ledger issued to this card', i);
     coins.set(k, { id: token.serial, value: token.value, ...(token.mark ? { mark: token.mark } : {}) });
     tokens.push({ bytes: handover.tokens[i]!, token });
   }
 
-  // ---- step 4 (anchor): the receipt, when given, anchors the chain.
+  // ---- step 4 (anchor): every chain is anchored, at the receipt it carries or at the card's
+  // genesis. A chain that starts anywhere else cannot be checked for completeness (limits) or
+  // forks, so it is refused here exactly as the ledger refuses it (SPEC §7.4 step 4).
   let receipt: SyncReceipt | undefined;
-  let anchor: { prev: Uint8Array; counter: number } | undefined;
+  let anchor: { prev: Uint8Array; counter: number } = GENESIS_ANCHOR;
   if (handover.receipt) {
     try {
       const r = verifySigned('SyncReceipt', handover.receipt, ctx.trust.ledgerKey, verifier);
@@ -433,11 +445,16 @@ export function validateHandover(input: Uint8Array | Handover, ctx: HandoverCont
   // ---- steps 4 and 5 over history + transfer.
   const all = [...handover.history, handover.transfer];
   const checked = checkTransferChain({
-    cardKid: card.kid, cardPublicKey: card.publicKey, transfers: all, coins, currency: transfer.currency, verifier,
-    ...(anchor ? { anchor } : {}),
+    cardKid: card.kid, cardPublicKey: card.publicKey, transfers: all, coins, currency: transfer.currency, verifier, anchor,
     ...(ctx.openTransfer ? { openTransfer: ctx.openTransfer } : {}),
   });
-  if (!checked.ok) return { ...checked, ...named };
+  if (!checked.ok) {
+    // Without a receipt the only anchor is genesis: say so rather than "counter does not follow".
+    if (!handover.receipt && checked.code === HandoverCode.HISTORY_BROKEN && checked.index === 0) {
+      return failT(HandoverCode.HISTORY_BROKEN, 'chain not anchored: no receipt and not the card\'s genesis', 0);
+    }
+    return { ...checked, ...named };
+  }
 
   // ---- step 6: the transfer pays this terminal.
   if (ctx.request !== undefined) {
@@ -455,7 +472,8 @@ export function validateHandover(input: Uint8Array | Handover, ctx: HandoverCont
   } catch {
     return failT(HandoverCode.LIMIT_EXCEEDED, 'offline total overflows');
   }
-  const offlineCount = checked.chain.length;
+  // Anchored and consecutive, so the chain is everything since the anchor: count from the counters.
+  const offlineCount = transfer.counter - anchor.counter;
   if (!ctx.skipLimits) {
     if (transfer.amount > limits.perPayment) return failT(HandoverCode.LIMIT_EXCEEDED, 'perPayment');
     if (offlineTotal > limits.offlineTotal) return failT(HandoverCode.LIMIT_EXCEEDED, 'offlineTotal');
@@ -480,6 +498,37 @@ export function validateHandover(input: Uint8Array | Handover, ctx: HandoverCont
     chainInputs: checked.chainInputs,
     offlineTotal,
     offlineCount,
+    anchorCounter: anchor.counter,
     ...(receipt ? { receipt } : {}),
   };
+}
+
+/** The anchor of a card's first chain: counter 0, `prev = GENESIS_PREV` (SPEC §6.4). */
+const GENESIS_ANCHOR = { prev: GENESIS_PREV, counter: 0 } as const;
+
+// ---------------------------------------------------------------- evidence
+/**
+ * Every Transfer a handover carries (its history, then the paying transfer), as signed bytes,
+ * however broken the handover around them is: decoded strictly when it is a well-formed
+ * Handover, else read leniently (a CBOR map whose key 1 is a byte string and key 4 an array
+ * of byte strings). Nothing is verified: the ledger checks each candidate's card signature
+ * with the card key it registered and records the ones that verify as evidence BEFORE it
+ * judges the handover (SPEC §7.7 step E), so a fork cannot be hidden by breaking the
+ * handover around it. Bounded by the handover's size.
+ */
+export function handoverTransfers(input: Uint8Array): Uint8Array[] {
+  try {
+    const h = decodeMessage('Handover', input);
+    return [...h.history, h.transfer];
+  } catch {
+    // fall through to the lenient reading
+  }
+  const raw = decodeRelaxed(input, LIMITS.maxHandoverSize);
+  if (!(raw instanceof Map)) return [];
+  const out: Uint8Array[] = [];
+  const history = raw.get(4);
+  if (Array.isArray(history)) for (const x of history) if (x instanceof Uint8Array && x.length <= LIMITS.maxTransferSize) out.push(new Uint8Array(x));
+  const t = raw.get(1);
+  if (t instanceof Uint8Array && t.length <= LIMITS.maxTransferSize) out.push(new Uint8Array(t));
+  return out;
 }

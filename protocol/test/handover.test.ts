@@ -1,9 +1,9 @@
 import test from 'ava';
 
 import {
-  BankPermission, Cvm, CURRENCY_KZT, ErrorCode, GENESIS_PREV, ReferenceWallet, Role,
+  BankPermission, CARD_TIME_AHEAD, Cvm, CURRENCY_KZT, ErrorCode, GENESIS_PREV, ReferenceWallet, Role,
   createTrustStore, decodeMessage, encodeMessage, generateKeyPair, issueCertificate, keyPairSigner,
-  openSigned, outputId, payloadHash, signMessage, validateHandover,
+  openSigned, outputId, payloadHash, signMessage, validateHandover, handoverTransfers, decodeDeterministic, encodeDeterministic, bytesEqual as bytesEq,
   type ExpectedRequest, type HandoverContext, type KeyPair, type Mark, type Signer, type Transfer,
 } from '../src/index.ts';
 import { nativeVerifier } from '../src/native.ts';
@@ -34,7 +34,9 @@ function world() {
   const trust = createTrustStore({ root: root.cert, ledgerCert: ledger.cert, at: T0 });
   const card = (limits = LIMITS, validity?: { nbf: number; exp: number }, issuer = bank) => {
     const p = party(Role.CARD, issuer.signer, { limits }, validity);
-    return { ...p, wallet: new ReferenceWallet({ signer: p.signer, chain: [p.cert, issuer.cert] }) };
+    // Personalized (and given its tokens) just before T0: its certificate is a year old, and the
+    // wallet's trusted time bounds its request times (SPEC §10.8).
+    return { ...p, wallet: new ReferenceWallet({ signer: p.signer, chain: [p.cert, issuer.cert], personalizedAt: T0 - 100 }) };
   };
   const terminal = (merchant = 'shop-1', mcc = 5411) => {
     const p = party(Role.TERMINAL, bank.signer, { merchant: { id: merchant, mcc, name: merchant } });
@@ -379,4 +381,116 @@ test('no single-byte corruption of a handover validates', (t) => {
     checked++;
   }
   t.true(checked > 50);
+});
+
+// ---------------------------------------------------------------- issue 12: every chain is anchored
+/** A card synced once through a hand-made ledger receipt, holding one token of `value`. */
+function syncedCard(w: ReturnType<typeof world>, value: number, limits = LIMITS) {
+  const c = w.card(limits);
+  const sr = openSigned('SyncRequest', c.wallet.beginSync(rnd(16)));
+  const tok = w.token(c.signer.kid, value);
+  const receipt = signMessage('SyncReceipt', { card: c.signer.kid, counter: sr.message.counter, request: payloadHash(sr.cose), tokens: [tok], time: T0, loaded: value, voided: [] }, w.ledger.signer);
+  c.wallet.completeSync(receipt, w.ledger.keys.publicKey);
+  return { c, receipt, tok };
+}
+
+test('a handover that leaves out its receipt (and history) is HISTORY_BROKEN: only genesis is anchored without one', (t) => {
+  const w = world();
+  const shop = w.terminal();
+  const { c } = syncedCard(w, 50_000);
+  const p = c.wallet.pay(request(shop, 1000));
+  t.true(validateHandover(p.handover, ctx(w)).ok);
+  // The attack of issue 12: strip the receipt; the chain then starts nowhere the validator can check.
+  const stripped = patch(p.handover, (x) => { delete x.receipt; });
+  t.like(validateHandover(stripped, ctx(w)), { ok: false, code: ErrorCode.HISTORY_BROKEN, index: 0 });
+  // A second payment with its history and receipt stripped cannot get past the offline count either.
+  const c2 = syncedCard(w, 50_000, { ...LIMITS, offlineCount: 1 }).c;
+  c2.wallet.pay(request(shop, 100));
+  const second = c2.wallet.pay(request(shop, 100), { enforceLimits: false });
+  t.like(validateHandover(second.handover, ctx(w)), { ok: false, code: ErrorCode.LIMIT_EXCEEDED, detail: 'offlineCount' });
+  const hidden = patch(second.handover, (x) => { delete x.receipt; x.history = []; });
+  t.like(validateHandover(hidden, ctx(w)), { ok: false, code: ErrorCode.HISTORY_BROKEN });
+  // A genesis chain (counter 1, prev GENESIS_PREV) needs no receipt.
+  const g = w.card();
+  g.wallet.holdTokens([w.token(g.signer.kid, 5000)], w.ledger.keys.publicKey);
+  const gp = g.wallet.pay(request(shop, 100));
+  const gv = validateHandover(gp.handover, ctx(w));
+  t.true(gv.ok);
+  if (gv.ok) {
+    t.is(gv.anchorCounter, 0);
+    t.is(gv.offlineCount, 1);
+    t.deepEqual(openSigned('Transfer', gp.transfer).message.prev, GENESIS_PREV);
+  }
+});
+
+test('offline count and anchor come from the counters; isIssuedToken is the ledger-only token check', (t) => {
+  const w = world();
+  const shop = w.terminal();
+  const { c, receipt, tok } = syncedCard(w, 50_000);
+  c.wallet.pay(request(shop, 100));
+  const p = c.wallet.pay(request(shop, 200));
+  const v = validateHandover(p.handover, ctx(w));
+  t.true(v.ok);
+  const rc = openSigned('SyncReceipt', receipt).message.counter;
+  if (v.ok) {
+    t.is(v.anchorCounter, rc);
+    t.is(v.offlineCount, 2);
+    t.is(v.offlineTotal, 300);
+  }
+  const serial = openSigned('Token', tok).message.serial;
+  t.true(validateHandover(p.handover, ctx(w, { isIssuedToken: (k) => bytesEq(k.serial, serial) })).ok);
+  t.like(validateHandover(p.handover, ctx(w, { isIssuedToken: () => false })), { ok: false, code: ErrorCode.TOKEN_INVALID, index: 0 });
+});
+
+test('handoverTransfers finds every card-signed transfer, even in a handover that does not decode', (t) => {
+  const w = world();
+  const shop = w.terminal();
+  const { c } = syncedCard(w, 50_000);
+  const p1 = c.wallet.pay(request(shop, 100));
+  const p2 = c.wallet.pay(request(shop, 200));
+  const found = handoverTransfers(p2.handover);
+  t.deepEqual(found, [p1.transfer, p2.transfer]);
+  // Break the container: an unknown key makes it fail the strict decode, the transfers are still found.
+  const h = decodeDeterministic(p2.handover) as Map<number, unknown>;
+  h.set(99, 1);
+  const broken = encodeDeterministic(h as never);
+  t.throws(() => decodeMessage('Handover', broken));
+  t.deepEqual(handoverTransfers(broken), [p1.transfer, p2.transfer]);
+  t.deepEqual(handoverTransfers(new Uint8Array([0xff, 0x00])), []);
+  t.deepEqual(handoverTransfers(encodeDeterministic(new Map([[1, 5]]) as never)), []);
+});
+
+test('ReferenceWallet time bound (SPEC §10.7 step 2a): TRANSFER_TIME beyond CARD_TIME_AHEAD after the trusted time, nothing signed; the receipt time raises it; retries are bound too', (t) => {
+  const w = world();
+  const shop = w.terminal();
+  const c = w.card(); // personalizedAt T0 - 100
+  c.wallet.holdTokens([w.token(c.signer.kid, 50_000)], w.ledger.keys.publicKey);
+  t.is(c.wallet.state.trusted, T0 - 100);
+  const bound = T0 - 100 + CARD_TIME_AHEAD;
+  const before = c.wallet.state;
+  t.throws(() => c.wallet.pay(request(shop, 1_000, bound + 1)), { code: ErrorCode.TRANSFER_TIME });
+  t.deepEqual(c.wallet.state, before, 'a refusal changes nothing');
+  const atBound = request(shop, 1_000, bound);
+  const p = c.wallet.pay(atBound);
+  t.true(validateHandover(p.handover, ctx(w, { request: atBound })).ok);
+  t.is(c.wallet.state.trusted, T0 - 100, 'a request time is never trusted');
+  t.throws(() => c.wallet.pay({ ...request(shop, 1_000, bound + 1), retryOf: atBound.nonce }), { code: ErrorCode.TRANSFER_TIME }, 'retry beyond the bound');
+  t.true(c.wallet.pay({ ...request(shop, 1_000, bound), retryOf: atBound.nonce }).retried);
+  // The sync's receipt time is the new trusted time.
+  const sr = openSigned('SyncRequest', c.wallet.beginSync(rnd(16)));
+  const synced = bound + 86_400;
+  const receipt = signMessage('SyncReceipt', { card: c.signer.kid, counter: sr.message.counter, request: payloadHash(sr.cose), tokens: [w.token(c.signer.kid, 49_000)], time: synced, loaded: 0, voided: [] }, w.ledger.signer);
+  c.wallet.completeSync(receipt, w.ledger.keys.publicKey);
+  t.is(c.wallet.state.trusted, synced);
+  t.throws(() => c.wallet.pay(request(shop, 1_000, synced + CARD_TIME_AHEAD + 1)), { code: ErrorCode.TRANSFER_TIME });
+  t.false(c.wallet.pay(request(shop, 1_000, synced + CARD_TIME_AHEAD)).retried);
+  // Without personalizedAt, a fresh wallet's trusted time is its card certificate's iat; a given state keeps its own.
+  const p2 = party(Role.CARD, w.bank.signer, { limits: LIMITS });
+  const fresh = new ReferenceWallet({ signer: p2.signer, chain: [p2.cert, w.bank.cert] });
+  t.is(fresh.state.trusted, openSigned('Certificate', p2.cert).message.iat);
+  t.is(new ReferenceWallet({ signer: p2.signer, chain: [p2.cert, w.bank.cert], state: { ...fresh.state, trusted: 42 } }).state.trusted, 42);
+  t.is(c.wallet.clone().state.trusted, synced, 'a clone has the same trusted time');
+  // A broken or cloned card signs whatever it is asked: tests build such transfers with enforceLimits off.
+  const far = request(shop, 1_000, synced + 200 * 86_400);
+  t.is(openSigned('Transfer', c.wallet.clone().pay(far, { enforceLimits: false }).transfer).message.time, far.time);
 });

@@ -181,6 +181,22 @@ export function decodeDeterministic(bytes: Uint8Array, maxSize: number = DEFAULT
   return value;
 }
 
+/**
+ * Decodes one CBOR item WITHOUT the deterministic-encoding checks (still bounded by
+ * `maxSize`; nesting bounded by the decoder). Returns cbor-x's raw value (maps as `Map`),
+ * or `undefined` when the bytes are not CBOR at all. For evidence extraction only
+ * (SPEC.md §7.7 step E: a ledger must find card-signed objects even in a handover that is
+ * not well formed); never use it to accept anything.
+ */
+export function decodeRelaxed(bytes: Uint8Array, maxSize: number): unknown {
+  if (!(bytes instanceof Uint8Array) || bytes.length === 0 || bytes.length > maxSize) return undefined;
+  try {
+    return decoder.decode(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+  } catch {
+    return undefined;
+  }
+}
+
 // ---------------------------------------------------------------- pre-scan
 
 function malformed(message: string, offset: number): never {

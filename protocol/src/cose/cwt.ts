@@ -6,7 +6,7 @@
  * Trust model (SPEC.md §5): the issuer root is a self-signed certificate
  * pinned by every party. The root certifies ledgers and banks; a bank with
  * the ISSUING permission certifies cards; a bank with the ACQUIRING
- * permission certifies terminals. Chains are given leaf first, root excluded.
+ * permission certifies terminals and its acquirer service. Chains are given leaf first, root excluded.
  *
  * @module
  */
@@ -34,6 +34,8 @@ const PARENT: Record<number, { role: Role; perm?: number }> = {
   [Role.BANK]: { role: Role.ISSUER },
   [Role.CARD]: { role: Role.BANK, perm: BankPermission.ISSUING },
   [Role.TERMINAL]: { role: Role.BANK, perm: BankPermission.ACQUIRING },
+  // The acquirer's service key: it signs the settle requests the ledger accepts (SPEC §7.7.2).
+  [Role.ACQUIRER]: { role: Role.BANK, perm: BankPermission.ACQUIRING },
 };
 
 function checkRoleClaims(c: Certificate): void {
@@ -44,6 +46,7 @@ function checkRoleClaims(c: Certificate): void {
   need((c.role === Role.BANK) === (c.perms !== undefined), 'perms only and always for banks');
   need((c.role === Role.CARD) === (c.limits !== undefined), 'limits only and always for cards');
   need((c.role === Role.TERMINAL) === (c.merchant !== undefined), 'merchant only and always for terminals');
+  need(c.crlMaxAge === undefined || c.role === Role.TERMINAL, 'crlMaxAge only for terminals');
   need(c.nbf <= c.exp, 'nbf after exp');
 }
 

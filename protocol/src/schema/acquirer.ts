@@ -15,7 +15,7 @@ import { fromBase64Url, toBase64Url } from '../bytes.ts';
 import { decodeDeterministic, encodeDeterministic, type CborValue } from '../cbor/deterministic.ts';
 import { coseSign1, decodeCoseSign1, type CoseSign1, type Signer } from '../cose/sign1.ts';
 import { DtError, ErrorCode } from '../errors.ts';
-import { array, bool, bytes, bytesUpTo, decodeStruct, defineSchema, encodeStruct, text, uint, MAX_UINT, type Infer } from './dsl.ts';
+import { array, bool, bytes, bytesUpTo, decodeStruct, defineSchema, encodeStruct, text, uint, MAX_UINT, VERSION_1, type Infer } from './dsl.ts';
 import { LIMITS } from './messages.ts';
 
 // ---------------------------------------------------------------- constants
@@ -37,7 +37,16 @@ export const ACQUIRER_LIMITS = {
   maxAuthTarget: 512,
   /** Default accepted distance between a {@link RequestAuth} time and the acquirer clock (seconds). */
   authSkewSeconds: 300,
+  /** Most batches in one {@link SettleRequest}. */
+  maxSettleBatches: 64,
+  /** Largest signed {@link SettleRequest} (bytes): what the ledger accepts as one settle body. */
+  maxSettleSize: 128 * 1024 * 1024,
+  /** Default accepted distance between a {@link SettleRequest} time and the ledger clock (seconds). */
+  settleSkewSeconds: 300,
 } as const;
+
+/** COSE content type of a signed {@link SettleRequest} (acquirer to ledger). */
+export const SETTLE_CONTENT_TYPE = 'application/dt.settle+cbor';
 
 /** COSE content type of a signed {@link RequestAuth}. */
 export const ACQUIRER_AUTH_CONTENT_TYPE = 'application/dt.acq-auth+cbor';
@@ -167,5 +176,52 @@ export function parseAcquirerAuth(header: string): ParsedAcquirerAuth {
   return { cose, auth };
 }
 
+// ---------------------------------------------------------------- SettleRequest (acquirer -> ledger)
+/**
+ * Schema of the acquirer's signed settle request (SPEC.md §7.7.2): the ledger settles only
+ * batches that an acquirer certified by the terminals' acquiring bank signed for.
+ */
+export const SettleRequestSchema = defineSchema({
+  name: 'SettleRequest',
+  fields: [
+    { key: 0, name: 'v', type: VERSION_1 },
+    { key: 1, name: 'chain', type: array(bytesUpTo(LIMITS.maxCertificateSize, 16), LIMITS.maxChainCerts, 1) },
+    { key: 2, name: 'time', type: uint(MAX_UINT) },
+    { key: 3, name: 'nonce', type: bytes(16) },
+    { key: 4, name: 'batches', type: array(bytesUpTo(LIMITS.maxBatchSize, 16), ACQUIRER_LIMITS.maxSettleBatches, 1) },
+  ],
+});
+/** An acquirer's settle request: its chain `[acquirer cert, bank cert]`, time (s), a fresh 16-byte nonce, the signed batches. */
+export type SettleRequest = Infer<typeof SettleRequestSchema>;
+
+/**
+ * Signs a settle request with the acquirer's key (COSE_Sign1, ES256, `kid` = the acquirer's key id).
+ *
+ * @example
+ * const body = signSettleRequest({ chain: [acquirerCert, bankCert], time: nowSeconds, nonce: random16, batches }, acquirerSigner);
+ */
+export function signSettleRequest(r: SettleRequest, signer: Signer): Uint8Array {
+  const payload = encodeDeterministic(encodeStruct(SettleRequestSchema, r));
+  return coseSign1(payload, SETTLE_CONTENT_TYPE, signer);
+}
+
+/** A parsed, NOT yet verified settle request. */
+export interface ParsedSettleRequest {
+  readonly cose: CoseSign1;
+  readonly request: SettleRequest;
+}
+
+/**
+ * Parses a signed settle request (bounded by {@link ACQUIRER_LIMITS}.maxSettleSize); throws a
+ * {@link DtError} on anything malformed. Verifies nothing: the ledger checks the acquirer's chain,
+ * the signature, the time, the nonce and each batch's bank (SPEC.md §7.7.2).
+ */
+export function parseSettleRequest(bytes: Uint8Array): ParsedSettleRequest {
+  const cose = decodeCoseSign1(bytes, ACQUIRER_LIMITS.maxSettleSize);
+  if (cose.contentType !== SETTLE_CONTENT_TYPE) throw new DtError(ErrorCode.COSE_WRONG_CONTENT_TYPE, `expected ${SETTLE_CONTENT_TYPE}`);
+  const request = decodeStruct(SettleRequestSchema, decodeDeterministic(cose.payload, ACQUIRER_LIMITS.maxSettleSize));
+  return { cose, request };
+}
+
 /** The acquirer wire schemas (outside {@link MESSAGES}: not signed protocol messages), for tooling and SPEC checks. */
-export const ACQUIRER_SCHEMAS = [BatchAckSchema, OutcomePageSchema, RequestAuthSchema] as const;
+export const ACQUIRER_SCHEMAS = [BatchAckSchema, OutcomePageSchema, RequestAuthSchema, SettleRequestSchema] as const;

@@ -54,7 +54,7 @@ const signedObject = (maxSize: number) => bytesUpTo(maxSize, 16);
 
 // ---------------------------------------------------------------- certificates (CWT)
 /** Roles certified by a DT certificate. */
-export const Role = { ISSUER: 1, LEDGER: 2, BANK: 3, CARD: 4, TERMINAL: 5 } as const;
+export const Role = { ISSUER: 1, LEDGER: 2, BANK: 3, CARD: 4, TERMINAL: 5, ACQUIRER: 6 } as const;
 export type Role = (typeof Role)[keyof typeof Role];
 
 /** Bank permission bits (claim `perms`). */
@@ -101,7 +101,21 @@ export const MerchantSchema = defineSchema({
 });
 
 /** Private claim keys of DT certificates (private-use range of the CWT claims registry, < -65536). */
-export const CertClaim = { VERSION: -65537, ROLE: -65538, PERMS: -65539, LIMITS: -65540, MERCHANT: -65541, CURRENCY: -65542 } as const;
+export const CertClaim = { VERSION: -65537, ROLE: -65538, PERMS: -65539, LIMITS: -65540, MERCHANT: -65541, CURRENCY: -65542, CRL_MAX_AGE: -65543 } as const;
+
+/**
+ * Largest age (seconds) of the revocation list a terminal may accept offline payments
+ * with, when its certificate does not say (`crlMaxAge` claim absent): 3 days.
+ * The ledger believes a terminal's declared CRL version only within this policy (SPEC §7.7).
+ */
+export const DEFAULT_TERMINAL_CRL_MAX_AGE = 3 * 86_400;
+
+/**
+ * How far (seconds) a payment request's time may run ahead of the card's last trusted
+ * time (its personalization or its last applied sync receipt, both ledger- or bank-made)
+ * before the card refuses to pay: 30 days (SPEC §10.8). A card must sync at least that often.
+ */
+export const CARD_TIME_AHEAD = 30 * 86_400;
 
 /** A certificate: the claims set of a CWT (RFC 8392) signed as COSE_Sign1. */
 export const CertificateSchema = defineSchema({
@@ -114,11 +128,13 @@ export const CertificateSchema = defineSchema({
     { key: 6, name: 'iat', type: time },
     { key: 8, name: 'cnf', type: struct(ConfirmationSchema) },
     { key: CertClaim.VERSION, name: 'v', type: VERSION_1 },
-    { key: CertClaim.ROLE, name: 'role', type: uint(5, 1) },
+    { key: CertClaim.ROLE, name: 'role', type: uint(6, 1) },
     { key: CertClaim.PERMS, name: 'perms', type: uint(3, 1), optional: true },
     { key: CertClaim.LIMITS, name: 'limits', type: struct(CardLimitsSchema), optional: true },
     { key: CertClaim.MERCHANT, name: 'merchant', type: struct(MerchantSchema), optional: true },
     { key: CertClaim.CURRENCY, name: 'currency', type: currency, optional: true },
+    // Terminals only: the acquiring bank certifies the terminal's revocation-list age policy.
+    { key: CertClaim.CRL_MAX_AGE, name: 'crlMaxAge', type: uint(365 * 86_400, 60), optional: true },
   ],
 });
 export type Certificate = Infer<typeof CertificateSchema>;
