@@ -29,8 +29,9 @@
  * leaves (card, load, token, sync receipt, sync request object, counter),
  * with random ids and random bytes of the sizes the real cards' rows have;
  * and (2) synthetic retired-card history up to `spentRows` rows in the spent
- * set: per transfer a spent-set row, a counter, a transfer (state settled,
- * value 0) and its object (random bytes of a transfer's size). Values are
+ * set: per transfer a spent-set claim (card, coin, transfer), a counter, a
+ * transfer (state settled, value 0) and its object (random bytes of a
+ * transfer's size). Values are
  * accounted (the issued total grows with the bulk cards' tokens), so the
  * ledger's supply audit still holds afterwards. These rows give the indexes
  * and the page cache the size of a ledger with that many cards and
@@ -360,7 +361,7 @@ export async function fillSqlite(storage: LedgerStorage, ds: Dataset, target: Fi
       // in key order (B-tree appends: the bulk part takes seconds, not minutes); the measured rows do not.
       await tx.run(`CREATE TEMP TABLE dt_fill AS ${series(transfers)} SELECT i, randomblob(32) AS hash, randomblob(32) AS coin FROM s`);
       await tx.run(`CREATE TEMP TABLE dt_retired AS ${series(Math.ceil(transfers / 10))} SELECT i AS c, randomblob(16) AS kid FROM s`);
-      await tx.run(`INSERT INTO spent (id, by_hash) SELECT coin, hash FROM dt_fill ORDER BY coin`);
+      await tx.run(`INSERT INTO spent (card, id, by_hash) SELECT k.kid, f.coin, f.hash FROM dt_fill f JOIN dt_retired k ON k.c = f.i / 10 ORDER BY k.kid, f.coin`);
       await tx.run(`INSERT INTO counters (card, counter, hash) SELECT k.kid, f.i % 10 + 1, f.hash FROM dt_fill f JOIN dt_retired k ON k.c = f.i / 10 ORDER BY k.kid, f.i % 10 + 1`);
       await tx.run(`INSERT INTO objects (hash, bytes) SELECT hash, randomblob(?) FROM dt_fill ORDER BY hash`, [sz.transfer]);
       await tx.run(
@@ -440,7 +441,7 @@ export async function fillPostgres(storage: LedgerStorage, ds: Dataset, target: 
     }
     if (transfers > 0) {
       await tx.run(`CREATE TEMP TABLE dt_fill ON COMMIT DROP AS SELECT i, ${id('hash', 32)} AS hash, ${id('coin', 32)} AS coin, ${id('retired', 16, '(i / 10)')} AS kid FROM generate_series(0, ${transfers - 1}) AS i`);
-      await tx.run(`INSERT INTO spent (id, by_hash) SELECT coin, hash FROM dt_fill ORDER BY coin`);
+      await tx.run(`INSERT INTO spent (card, id, by_hash) SELECT kid, coin, hash FROM dt_fill ORDER BY kid, coin`);
       await tx.run(`INSERT INTO counters (card, counter, hash) SELECT kid, i % 10 + 1, hash FROM dt_fill ORDER BY kid, i % 10 + 1`);
       await tx.run(`INSERT INTO objects (hash, bytes) SELECT hash, ${blob('transfer', sz.transfer)} FROM dt_fill ORDER BY hash`);
       await tx.run(
