@@ -138,7 +138,19 @@ export async function openReader(spec: string, apduTimeoutMs?: number): Promise<
  * into a fresh buffer for the kernel, which wipes it; nothing is logged.
  */
 export class ConsolePinPad implements PinPad {
+  #rl: ReturnType<typeof createInterface> | undefined;
   #lines: AsyncIterator<string> | undefined;
+
+  /**
+   * Stops reading stdin. A readline interface left open on a pipe keeps
+   * the process alive until the other end closes: `charge` calls this after
+   * the outcome so that it exits.
+   */
+  close(): void {
+    this.#rl?.close();
+    this.#rl = undefined;
+    this.#lines = undefined;
+  }
 
   /** {@inheritDoc PinPad.requestPin} */
   async requestPin(prompt: PinPrompt, signal: AbortSignal): Promise<Uint8Array | null> {
@@ -155,7 +167,10 @@ export class ConsolePinPad implements PinPad {
   }
 
   #line(signal: AbortSignal): Promise<string | null> {
-    if (!this.#lines) this.#lines = createInterface({ input: process.stdin, terminal: false })[Symbol.asyncIterator]();
+    if (!this.#lines) {
+      this.#rl = createInterface({ input: process.stdin, terminal: false });
+      this.#lines = this.#rl[Symbol.asyncIterator]();
+    }
     const it = this.#lines;
     return new Promise((resolveP, reject) => {
       signal.addEventListener('abort', () => reject(signal.reason), { once: true });
@@ -322,9 +337,10 @@ export function buildProgram(): Command {
       const ctl = new AbortController();
       const onSig = (): void => ctl.abort();
       process.once('SIGINT', onSig);
+      const pinPad = new ConsolePinPad();
       try {
         const kernel = new PaymentKernel({
-          identity, journal, policy: cfg.policy, pinPad: new ConsolePinPad(), verifier: verifierByName(cfg.verifier),
+          identity, journal, policy: cfg.policy, pinPad, verifier: verifierByName(cfg.verifier),
           timeouts: { ...cfg.timeouts, ...(o.timeout ? { cardMs: o.timeout * 1000 } : {}) },
         });
         const say = (s: string): void => {
@@ -350,6 +366,7 @@ export function buildProgram(): Command {
         throw new Exit(outcomeExit(outcome));
       } finally {
         process.off('SIGINT', onSig);
+        pinPad.close();
         await close();
         journal.close();
       }
