@@ -17,6 +17,7 @@
  * @module
  */
 import Fastify, { type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
 import { decodeDeterministic, encodeDeterministic, isDtError, toHex, type CborValue } from '@dt/protocol';
 import { Ledger, LedgerError, LedgerErrorCode, type LedgerOptions } from './ledger.ts';
 
@@ -29,8 +30,12 @@ export type LedgerServerOptions = ({ ledger: Ledger } | LedgerOptions) & {
   readonly bodyLimit?: number;
   /** Most batches in one settle request (default 64). */
   readonly maxBatchesPerRequest?: number;
-  /** Log requests (default false). */
-  readonly logger?: boolean;
+  /**
+   * Request log (default off): a pino logger (`dt-ledger serve` passes one
+   * writing JSON lines to stderr), or `true` for pino's default. One line per
+   * request: method, route, status, duration; never bodies or keys.
+   */
+  readonly logger?: boolean | Logger;
 };
 
 /** A running ledger server. */
@@ -51,10 +56,16 @@ function byteStrings(v: CborValue, what: string, max: number): Uint8Array[] {
 }
 
 /** Builds the fastify app over a ledger (not listening). */
-export function buildLedgerApp(ledger: Ledger, opts: { bodyLimit?: number; maxBatchesPerRequest?: number; logger?: boolean } = {}): FastifyInstance {
+export function buildLedgerApp(ledger: Ledger, opts: { bodyLimit?: number; maxBatchesPerRequest?: number; logger?: boolean | Logger } = {}): FastifyInstance {
   const bodyLimit = opts.bodyLimit ?? 128 * 1024 * 1024;
   const maxBatches = opts.maxBatchesPerRequest ?? 64;
-  const app = Fastify({ logger: opts.logger ?? false, bodyLimit });
+  const logging = typeof opts.logger === 'object' ? { loggerInstance: opts.logger } : { logger: opts.logger ?? false };
+  // fastify's own request logging is off: it logs the URL with its query string, twice per request.
+  const app = Fastify({ ...logging, disableRequestLogging: true, bodyLimit }) as unknown as FastifyInstance;
+  // One line per request, the same format as the acquirer's: never a body, a header or a query string.
+  app.addHook('onResponse', async (req, reply) => {
+    req.log.info({ method: req.method, route: req.routeOptions.url ?? null, status: reply.statusCode, durationMs: Math.round(reply.elapsedTime * 10) / 10 }, 'request');
+  });
   app.addContentTypeParser(CBOR, { parseAs: 'buffer', bodyLimit }, (_req, body, done) => done(null, body));
   const http = { requests: 0, errors: 0 };
   const body = (b: unknown): Uint8Array => {
