@@ -16,7 +16,7 @@
  *
  * @module
  */
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { decodeDeterministic, encodeDeterministic, isDtError, toHex, type CborValue } from '@dt/protocol';
 import { Ledger, LedgerError, LedgerErrorCode, type LedgerOptions } from './ledger.ts';
@@ -61,7 +61,7 @@ export function buildLedgerApp(ledger: Ledger, opts: { bodyLimit?: number; maxBa
   const maxBatches = opts.maxBatchesPerRequest ?? 64;
   const logging = typeof opts.logger === 'object' ? { loggerInstance: opts.logger } : { logger: opts.logger ?? false };
   // fastify's own request logging is off: it logs the URL with its query string, twice per request.
-  const app = Fastify({ ...logging, disableRequestLogging: true, bodyLimit }) as unknown as FastifyInstance;
+  const app = Fastify({ ...logging, logController: new LogController({ disableRequestLogging: true }), bodyLimit }) as unknown as FastifyInstance;
   // One line per request, the same format as the acquirer's: never a body, a header or a query string.
   app.addHook('onResponse', async (req, reply) => {
     req.log.info({ method: req.method, route: req.routeOptions.url ?? null, status: reply.statusCode, durationMs: Math.round(reply.elapsedTime * 10) / 10 }, 'request');
