@@ -9,6 +9,7 @@ import { pino, type Level } from 'pino';
 import { fromHex } from '@dt/protocol';
 import { startAcquirer, loadTrust } from './server.ts';
 import { AcquirerStore } from './store.ts';
+import { readAcquirerKey } from './keyfile.ts';
 import { nativeVerifier } from '@dt/protocol/native';
 
 /**
@@ -21,7 +22,7 @@ import { nativeVerifier } from '@dt/protocol/native';
 export const EXIT_CODES = [
   { code: 0, name: 'OK', meaning: 'success (serve: stopped by SIGINT/SIGTERM)' },
   { code: 2, name: 'USAGE', meaning: 'usage: bad command, option or value, or a file named on the command line is missing or unreadable' },
-  { code: 4, name: 'CONFIG', meaning: 'the certificates do not verify (root, bank with ACQUIRING permission, ledger)' },
+  { code: 4, name: 'CONFIG', meaning: 'the certificates or the key do not verify (root, bank with ACQUIRING permission, ledger, the ACQUIRER certificate of --key), or the key file is readable by others' },
   { code: 5, name: 'START', meaning: 'serve cannot start (the database cannot be opened, the address is in use)' },
   { code: 6, name: 'INTERNAL', meaning: 'internal error' },
 ] as const;
@@ -85,6 +86,8 @@ program
   .requiredOption('--bank-cert <file>', "this acquirer's bank certificate (CWT; raw CBOR or hex); must be issued by the root with ACQUIRING permission")
   .requiredOption('--root <file>', 'the pinned issuer root certificate (CWT; raw CBOR or hex)')
   .requiredOption('--ledger-cert <file>', 'the ledger certificate (CWT; raw CBOR or hex), used to verify outcomes and revocation lists')
+  .requiredOption('--key <file>', "this acquirer's key file (JSON {alg, secretKey, publicKey} as dt-ledger writes it, mode 0600): signs every settle request; never logged")
+  .requiredOption('--cert <file>', "this acquirer's certificate (CWT; raw CBOR or hex): role ACQUIRER, issued by the --bank-cert bank for the --key key")
   .requiredOption('--db <file>', 'SQLite database file (created if missing)')
   .option('--port <n>', 'TCP port to listen on (0 = any free port)', port, 8081)
   .option('--host <addr>', 'address to listen on', '127.0.0.1')
@@ -92,7 +95,7 @@ program
   .option('--crl-refresh <seconds>', 'revocation list refresh period', positiveInt, 60)
   .option('--batches-per-call <n>', 'most terminal batches grouped into one ledger settle call', positiveInt, 32)
   .addOption(new Option('--log-level <level>', 'request log (JSON lines on stderr: method, route, status, duration; never bodies or keys)').choices(['silent', 'error', 'warn', 'info', 'debug']).default('info'))
-  .action(async (o: { ledger: string; bankCert: string; root: string; ledgerCert: string; db: string; port: number; host: string; maxBody: number; crlRefresh: number; batchesPerCall: number; logLevel: Level | 'silent' }) => {
+  .action(async (o: { ledger: string; bankCert: string; root: string; ledgerCert: string; key: string; cert: string; db: string; port: number; host: string; maxBody: number; crlRefresh: number; batchesPerCall: number; logLevel: Level | 'silent' }) => {
     let ledgerUrl: URL | undefined;
     try {
       ledgerUrl = new URL(o.ledger);
@@ -103,8 +106,18 @@ program
     const root = readCert(o.root, 'root certificate');
     const bankCert = readCert(o.bankCert, 'bank certificate');
     const ledgerCert = readCert(o.ledgerCert, 'ledger certificate');
+    const acquirerCert = readCert(o.cert, 'acquirer certificate');
+    let acquirerSigner;
     try {
-      loadTrust({ root, bankCert, ledgerCert }, Math.floor(Date.now() / 1000), nativeVerifier);
+      acquirerSigner = readAcquirerKey(o.key);
+    } catch (e) {
+      // A key file that cannot be read is a usage error; one that is not a private ES256 key is configuration.
+      const msg = (e as Error).message;
+      throw new CliError(msg.startsWith('cannot read') ? ExitCode.USAGE : ExitCode.CONFIG, msg);
+    }
+    try {
+      // Refuse to start unless this is an ACQUIRER certificate of our bank for our key (the ledger would refuse every settle call).
+      loadTrust({ root, bankCert, ledgerCert, acquirerCert, acquirerKid: acquirerSigner.kid }, Math.floor(Date.now() / 1000), nativeVerifier);
     } catch (e) {
       throw new CliError(ExitCode.CONFIG, `certificates do not verify: ${(e as Error).message}`);
     }
@@ -118,7 +131,7 @@ program
     let acq;
     try {
       acq = await startAcquirer({
-        ledgerUrl: o.ledger, root, bankCert, ledgerCert, dbFile: o.db, port: o.port, host: o.host,
+        ledgerUrl: o.ledger, root, bankCert, ledgerCert, acquirerCert, acquirerSigner, dbFile: o.db, port: o.port, host: o.host,
         maxBodyBytes: o.maxBody, crlRefreshMs: o.crlRefresh * 1000,
         forwarder: { maxBatchesPerCall: o.batchesPerCall, ...(beforeRecord ? { beforeRecord } : {}) },
         logger: pino({ level: o.logLevel }, pino.destination(2)),

@@ -14,7 +14,7 @@ import { join, resolve } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { MemoryStorage } from '@dt/firmware';
 import type { Storage } from '@dt/firmware';
-import { CardStatusError, describeSw, formatTenge, fromHex, keyPairSigner, openSigned, publicKeyOf, swHex, toHex } from '@dt/protocol';
+import { CARD_TIME_AHEAD, CardStatusError, describeSw, formatTenge, fromHex, keyPairSigner, openSigned, publicKeyOf, swHex, toHex } from '@dt/protocol';
 import { SimulatedCard } from './card.ts';
 import { isPowerCut } from './faults.ts';
 import type { FaultPlan } from './faults.ts';
@@ -204,6 +204,7 @@ async function showCard(file: string, opts: Output): Promise<void> {
     pukTries: s.pukTries,
     syncPending: s.syncPending,
     clockFloor: s.floor,
+    ...(s.trusted !== undefined ? { trustedTime: s.trusted } : {}),
   };
   const lines = [
     `card file      ${summary.file}`,
@@ -221,6 +222,9 @@ async function showCard(file: string, opts: Output): Promise<void> {
     `PIN tries      ${s.pinTries} left${s.pinTries === 0 ? ' (BLOCKED)' : ''}, unblock tries ${s.pukTries} left`,
     `sync pending   ${s.syncPending ? 'yes (PAY refused until SYNC COMPLETE)' : 'no'}`,
     `clock floor    ${s.floor} (${new Date(s.floor * 1000).toISOString()})`,
+    ...(s.trusted !== undefined
+      ? [`trusted time   ${s.trusted} (${new Date(s.trusted * 1000).toISOString()}); PAY refused for requests after ${new Date((s.trusted + CARD_TIME_AHEAD) * 1000).toISOString()} until a sync`]
+      : []),
   ];
   print(opts, lines.join('\n'), summary);
 }

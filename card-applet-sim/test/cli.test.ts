@@ -68,8 +68,13 @@ test('create, personalize with the dev PKI and --load, show (human and JSON) wit
   t.regex(human.stdout, /offline +0\.00 KZT in 0 payment\(s\) since the last sync/);
   t.regex(human.stdout, /per payment 300\.00 KZT, .* CVM above 100\.00 KZT/);
   t.regex(human.stdout, /PIN tries +3 left/);
+  t.regex(human.stdout, /trusted time +\d+ \(\d{4}-\d\d-\d\dT.*\); PAY refused for requests after \d{4}-/);
   const json = JSON.parse((await dtCard(['show', 'alice.card', '--json'], dir)).stdout);
   t.is(json.balance, 25_000);
+  // Personalization and the load receipt are the only times the card has seen (SPEC §10.8):
+  // both raised the floor and the trusted time alike; no payment has moved the floor yet.
+  t.true(Number.isSafeInteger(json.trustedTime) && json.trustedTime <= Math.floor(Date.now() / 1000) + 1);
+  t.is(json.trustedTime, json.clockFloor);
   t.is(json.card, pj.card);
   t.deepEqual(json.personalized, ['key', 'certificates', 'PIN', 'config']);
   const secret = toHex(secretOf(join(dir, 'alice.card')));

@@ -15,7 +15,7 @@
  * @module
  */
 import {
-  addAmounts, bytesEqual, CardApduProcessor, CardStatusError, CLA, constantTimeEqual, markAllows, markKey, payeeMark,
+  addAmounts, bytesEqual, CARD_TIME_AHEAD, CardApduProcessor, CardStatusError, CLA, constantTimeEqual, markAllows, markKey, payeeMark,
   CURRENCY_KZT, Cvm, DT_AID, DtError, ErrorCode, encodeDeterministic, encodeMessage, encodeResponse,
   generateKeyPair, INS, keyPairSigner, LIMITS, openSigned, outputId, PERSONALIZE_P1, Role, sha256,
   signMessage, subjectKey, sumAmounts, SW, SYNC_P1, toHex, verifyChain, verifyCoseSign1, verifyRoot, verifySigned,
@@ -430,6 +430,7 @@ export class Applet {
         coins: s.coins.length,
         personalized,
         ...(last ? { lastNonce: last.nonce } : {}),
+        ...(s.chain && s.trusted !== undefined ? { trusted: s.trusted } : {}),
       }),
     );
   }
@@ -462,7 +463,9 @@ export class Applet {
           verifyChain([w.ledger], { root, at: floor, leafRole: Role.LEDGER });
           if (!bytesEqual(card!.publicKey, s.publicKey!)) throw new DtError(ErrorCode.KEY_MISMATCH, 'card certificate is for another key');
         });
-        this.#commit({ ...s, chain: w.chain, root: w.root, ledger: w.ledger, floor });
+        // Before the lock the floor holds only personalization times (PAY needs a locked
+        // card), all from the issuing bank: they are the card's first trusted time.
+        this.#commit({ ...s, chain: w.chain, root: w.root, ledger: w.ledger, floor, trusted: Math.max(s.trusted ?? 0, floor) });
         return ok();
       }
       case PERSONALIZE_P1.SET_PIN: {
@@ -475,9 +478,12 @@ export class Applet {
       }
       case PERSONALIZE_P1.SET_CONFIG: {
         const c = checked(SW.WRONG_DATA, () => decodeFormat(SetConfigSchema, data));
+        const floor = Math.max(s.floor, c.floor ?? 0);
         this.#commit({
           ...s,
-          floor: Math.max(s.floor, c.floor ?? 0),
+          floor,
+          // The issuing bank's time, like WRITE CERTIFICATES (SPEC §10.8).
+          ...(c.floor !== undefined ? { trusted: Math.max(s.trusted ?? 0, floor) } : {}),
           confirm: c.confirm ?? s.confirm,
           configured: true,
         });
@@ -578,6 +584,12 @@ export class Applet {
     });
     const merchant = terminal.claims.merchant!;
     if (!bytesEqual(req.terminal, terminal.kid) || req.merchant !== merchant.id || req.mcc !== merchant.mcc) fail(SW.WRONG_DATA);
+
+    // 1a. Time bound (SPEC §10.7 step 2a): the request time is the terminal's claim; the card
+    //     signs nothing dated more than CARD_TIME_AHEAD after the last time its bank or the
+    //     ledger gave it, so a certified terminal cannot move the card (and its floor) months
+    //     ahead. No trusted time at all (cannot happen on a locked card) refuses everything.
+    if (req.time > (s.trusted ?? 0) + CARD_TIME_AHEAD) fail(SW.CONDITIONS_NOT_SATISFIED);
 
     // 2. Torn-tap retry: the same handover again, nothing new signed.
     if (req.retryOf && s.last && bytesEqual(s.last.nonce, req.retryOf) && bytesEqual(s.last.payee, req.terminal)) {
@@ -783,6 +795,8 @@ export class Applet {
       prev: sha256(cose.payload),
       receipt: data.slice(),
       floor: Math.max(s.floor, r.time),
+      // The ledger's time, verified with its signature: the card's new trusted time (SPEC §10.8).
+      trusted: Math.max(s.trusted ?? 0, r.time),
     });
     return ok();
   }

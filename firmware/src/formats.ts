@@ -71,6 +71,8 @@ export const CardStatusSchema = defineSchema({
     { key: 14, name: 'currency', type: uint(999, 1), optional: true },
     { key: 15, name: 'personalized', type: uint(15) },
     { key: 16, name: 'lastNonce', type: bytes(16), optional: true },
+    // Trusted time (SPEC §10.8), once certificates are written.
+    { key: 17, name: 'trusted', type: uint(MAX_UINT), optional: true },
   ],
 });
 export type CardStatus = Infer<typeof CardStatusSchema>;

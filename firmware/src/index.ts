@@ -16,7 +16,7 @@ export { ATR } from './atr.ts';
 export { MemoryStorage, type StorageSnapshot } from './memory-storage.ts';
 export { Applet, AppletBusyError, AppletHaltedError, AppletPowerLostError, selectInputs, type AppletOptions } from './applet.ts';
 export { ShadowJournal, JOURNAL_SLOTS, type JournalLoad } from './journal.ts';
-export { CardStateSchema, CoinSchema, decodeState, encodeState, blankState, NONCE_MEMORY, type CardState, type Coin } from './state.ts';
+export { CardStateSchema, CoinSchema, decodeState, encodeState, blankState, legacyTrustedTime, NONCE_MEMORY, type CardState, type Coin } from './state.ts';
 export {
   APPLET_VERSION, PROTOCOL_VERSION, Capability, Personalized, PIN_LENGTH, PUK_LENGTH,
   SelectResponseSchema, CardStatusSchema, WriteCertificatesSchema, SetPinSchema, SetConfigSchema, ChangePinSchema, UnblockPinSchema,

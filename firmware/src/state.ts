@@ -6,7 +6,7 @@
  */
 import {
   array, bool, bytes, bytesOneOf, bytesUpTo, CardLimitsSchema, decodeDeterministic, decodeStruct, defineSchema,
-  encodeDeterministic, encodeStruct, LIMITS, MarkSchema, struct, uint, MAX_UINT, VERSION_1, type Infer,
+  encodeDeterministic, encodeStruct, LIMITS, MarkSchema, openSigned, struct, uint, MAX_UINT, VERSION_1, type Infer,
 } from '@dt/protocol';
 
 /** How many signed terminal nonces the card remembers besides its history (SPEC.md §7.5: 64). */
@@ -62,6 +62,10 @@ export const CardStateSchema = defineSchema({
     { key: 14, name: 'configured', type: bool() },
     // ---- clock floor (seconds), only ever raised
     { key: 20, name: 'floor', type: uint(MAX_UINT) },
+    // ---- trusted time (seconds, SPEC §10.8): the latest time the issuing bank (personalization)
+    // or the ledger (an applied SyncReceipt) gave; a PaymentRequest may be dated at most
+    // CARD_TIME_AHEAD after it. Absent in records written before it existed (see decodeState).
+    { key: 30, name: 'trusted', type: uint(MAX_UINT), optional: true },
     // ---- chain of signatures
     { key: 21, name: 'counter', type: uint(MAX_UINT) },
     { key: 22, name: 'prev', type: bytes(32) },
@@ -86,9 +90,29 @@ export function encodeState(s: CardState): Uint8Array {
   return encodeDeterministic(encodeStruct(CardStateSchema, s));
 }
 
-/** Decodes a journal body; throws a DtError when it is not a valid state. */
+/**
+ * Decodes a journal body; throws a DtError when it is not a valid state.
+ *
+ * A record written before the trusted time existed (no key 30) but with certificates gets
+ * {@link legacyTrustedTime}: the card adopts it and commits it with its next state change.
+ */
 export function decodeState(body: Uint8Array): CardState {
-  return decodeStruct(CardStateSchema, decodeDeterministic(body, MAX_STATE_SIZE));
+  const s = decodeStruct(CardStateSchema, decodeDeterministic(body, MAX_STATE_SIZE));
+  if (s.trusted !== undefined || !s.chain) return s;
+  return { ...s, trusted: legacyTrustedTime(s) };
+}
+
+/**
+ * The trusted time of a record that predates it (SPEC §10.10): the time of the kept
+ * SyncReceipt when the card has synced, else the card certificate's `iat` (both signed by a
+ * party the card trusts with time). Never the clock floor: the floor may have been moved by
+ * a terminal's request time, which is exactly what the trusted time must not follow.
+ * A card whose migrated trusted time is more than 30 days old must sync before it pays.
+ */
+export function legacyTrustedTime(s: CardState): number {
+  const issued = s.chain ? openSigned('Certificate', s.chain[0]!).message.iat : 0;
+  const synced = s.receipt ? openSigned('SyncReceipt', s.receipt).message.time : 0;
+  return Math.max(issued, synced);
 }
 
 /** The state of a card fresh from the factory (nothing personalized). */

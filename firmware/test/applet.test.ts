@@ -4,12 +4,12 @@
  */
 import test from 'ava';
 import {
-  CLA, Cvm, DT_AID, INS, SW_TABLE, swHex, PERSONALIZE_P1, SYNC_P1, createTrustStore, decodeDeterministic, encodeDeterministic, toHex, type CborValue, decodeMessage, encodeCommand,
+  CARD_TIME_AHEAD, CLA, Cvm, DT_AID, INS, SW_TABLE, swHex, PERSONALIZE_P1, SYNC_P1, createTrustStore, decodeDeterministic, encodeDeterministic, toHex, type CborValue, decodeMessage, encodeCommand,
   keyPairSigner, openSigned, payloadHash, ReferenceWallet, signMessage, subjectKey, validateHandover, verifySigned, type Mark,
 } from '@dt/protocol';
 import {
-  AppletBusyError, AppletHaltedError, AppletPowerLostError, ATR, Capability, CardStatusSchema, ChangePinSchema, decodeFormat, encodeFormat, MemoryStorage, SelectResponseSchema,
-  UnblockPinSchema, WriteCertificatesSchema, type CardStatus,
+  Applet, AppletBusyError, AppletHaltedError, AppletPowerLostError, ATR, Capability, CardStatusSchema, ChangePinSchema, decodeFormat, encodeFormat, encodeState,
+  legacyTrustedTime, MemoryStorage, SelectResponseSchema, ShadowJournal, UnblockPinSchema, WriteCertificatesSchema, type CardState, type CardStatus,
 } from '../src/index.ts';
 import { Host, Ledger, PIN, PUK, T0, load, makePki, newCard, observedSw, paymentRequest, personalize, seededRandom } from './fixtures.ts';
 
@@ -203,6 +203,8 @@ test('firmware handovers are byte-identical to the protocol ReferenceWallet for 
       tokens: Object.fromEntries(st.tokens.map((b) => [Buffer.from(openSigned('Token', b).message.serial).toString('hex'), b])),
       receipt,
       nonces: [],
+      // The card's trusted time (its last receipt's, SPEC §10.8) is part of the state too.
+      trusted: st.trusted!,
     },
   });
   for (const [i, amount] of [9_000, 14_000, 2_000, 500, 6_000].entries()) {
@@ -408,6 +410,86 @@ test('marks: marked value pays only where allowed, is preferred there, keeps its
   const t3 = openSigned('Transfer', decodeMessage('Handover', r3.data).transfer).message;
   t.deepEqual(t3.outputs[0]!.mark, { mccs: [5814], hops: 1 });
   t.true(validate(r3.data, paymentRequest(pki, pki.canteen, { amount: 2_000, nonce: t3.nonce, time: t3.time })).ok);
+});
+
+test('time bound after personalization: a request dated more than CARD_TIME_AHEAD after the trusted time is 6985, nothing signed, the floor unmoved; at the bound 9000', async (t) => {
+  const c = newCard(new MemoryStorage(), 'time-perso');
+  await personalize(c.host, pki); // WRITE CERTIFICATES and SET CONFIG at T0 - 100
+  const personalized = T0 - 100;
+  t.is((await status(c.host)).trusted, personalized, 'personalization time is the first trusted time');
+  // A receipt dated before the personalization leaves the trusted time where it is (it never goes back).
+  await load(c.host, ledger, 50_000, { time: T0 - 10_000 });
+  t.is((await status(c.host)).trusted, personalized);
+  const bound = personalized + CARD_TIME_AHEAD;
+  const before = await status(c.host);
+  const state = toHex(encodeState(c.applet.committedState));
+  const late = paymentRequest(pki, pki.terminal, { amount: 1_000, time: bound + 1 });
+  t.is((await c.host.pay(late)).sw, 0x6985, 'one second beyond the bound');
+  t.deepEqual(await status(c.host), before, 'counter, floor, balance, last nonce unchanged');
+  t.is(toHex(encodeState(c.applet.committedState)), state, 'nothing committed');
+  const atBound = paymentRequest(pki, pki.terminal, { amount: 1_000, time: bound });
+  const r = await c.host.pay(atBound);
+  t.is(r.sw, 0x9000, 'exactly at the bound');
+  t.true(validate(r.data, atBound).ok);
+  const after = await status(c.host);
+  t.is(after.floor, bound, 'the paid request raised the floor');
+  t.is(after.trusted, personalized, 'a terminal\'s time is never trusted');
+  t.is((await c.host.pay(paymentRequest(pki, pki.terminal, { amount: 1_000, time: bound + 1 }))).sw, 0x6985, 'a raised floor does not extend the bound');
+});
+
+test('time bound after a sync: the applied receipt\'s time is the trusted time; a torn-tap retry dated beyond it is refused too', async (t) => {
+  const { host } = await readyCard([40_000, 40_000], { seed: 'time-sync' });
+  t.is((await status(host)).trusted, T0, 'the load receipt\'s time');
+  t.is((await host.pay(paymentRequest(pki, pki.terminal, { amount: 1_000, time: T0 + CARD_TIME_AHEAD + 1 }))).sw, 0x6985);
+  t.is((await host.pay(paymentRequest(pki, pki.terminal, { amount: 1_000, time: T0 + 60 }))).sw, 0x9000);
+  const synced = T0 + 20 * 86_400;
+  const begin = await host.syncBegin(new Uint8Array(16));
+  t.is((await host.syncComplete(ledger.receipt(begin.data, { time: synced }))).sw, 0x9000);
+  t.is((await status(host)).trusted, synced, 'raised by the sync');
+  const bound = synced + CARD_TIME_AHEAD;
+  const counter = (await status(host)).counter;
+  t.is((await host.pay(paymentRequest(pki, pki.terminal, { amount: 2_000, time: bound + 1 }))).sw, 0x6985);
+  t.is((await status(host)).counter, counter, 'nothing signed');
+  const nonce = pki.rng(16);
+  const ok = await host.pay(paymentRequest(pki, pki.terminal, { amount: 2_000, time: bound, nonce }));
+  t.is(ok.sw, 0x9000, 'at the bound');
+  t.is((await host.pay(paymentRequest(pki, pki.terminal, { amount: 2_000, time: bound + 1, retryOf: nonce }))).sw, 0x6985, 'retry beyond the bound');
+  const retry = await host.pay(paymentRequest(pki, pki.terminal, { amount: 2_000, time: bound, retryOf: nonce }));
+  t.is(retry.sw, 0x9000);
+  t.is(toHex(retry.data), toHex(ok.data), 'the stored handover at the bound');
+});
+
+test('a state record written before the trusted time existed still loads: trusted = the kept receipt\'s time, else the card certificate\'s iat', async (t) => {
+  const legacy = (st: CardState) => {
+    const { trusted: _t, ...old } = st;
+    const body = encodeState(old);
+    t.false((decodeDeterministic(body) as Map<number, unknown>).has(30), 'no key 30 in the old record');
+    const storage = new MemoryStorage();
+    const j = new ShadowJournal(storage);
+    j.load();
+    j.commit(body);
+    const applet = new Applet({ storage, random: seededRandom('legacy') });
+    return { applet, host: new Host(applet) };
+  };
+  // Synced card: the receipt's time.
+  const synced = await readyCard([30_000], { seed: 'legacy-1' });
+  const old = legacy(synced.applet.committedState);
+  await old.host.select();
+  const st = await status(old.host);
+  t.is(st.trusted, T0, 'the kept receipt\'s time');
+  t.is(st.balance, 30_000);
+  t.is((await old.host.pay(paymentRequest(pki, pki.terminal, { amount: 1_000, time: T0 + CARD_TIME_AHEAD + 1 }))).sw, 0x6985);
+  t.is((await old.host.pay(paymentRequest(pki, pki.terminal, { amount: 1_000, time: T0 + CARD_TIME_AHEAD }))).sw, 0x9000);
+  t.is(old.applet.committedState.trusted, T0, 'committed with the next state change');
+  // Never synced: the card certificate's iat (the fixtures issue it a year before T0).
+  const fresh = newCard(new MemoryStorage(), 'legacy-2');
+  await personalize(fresh.host, pki);
+  const st2 = fresh.applet.committedState;
+  const iat = openSigned('Certificate', st2.chain![0]!).message.iat;
+  t.is(legacyTrustedTime(st2), iat);
+  const old2 = legacy(st2);
+  await old2.host.select();
+  t.is((await status(old2.host)).trusted, iat);
 });
 
 test('insufficient funds and expired tokens: 6985', async (t) => {

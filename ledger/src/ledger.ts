@@ -4,17 +4,25 @@
  * Every state change is one storage transaction, committed before the caller
  * gets an answer. Signature and certificate checks run before the
  * transaction (they are pure, and can run on worker threads); the
- * transaction only consults and updates the spent set, counters and
- * balances, so it is short.
+ * transaction only consults and updates claims, counters and balances, so
+ * it is short.
+ *
+ * Evidence before judgement (SPEC §7.7 step E): every transfer a handover
+ * carries whose signature verifies with the card key the ledger registered
+ * is recorded (its (card, counter) and input claims) BEFORE the handover is
+ * judged, so a fork cannot be hidden by breaking or stripping the handover
+ * around it. Claims detect forks; value moves only through chains that pass
+ * the shared acceptance rule (`validateHandover`, the terminal's own).
  *
  * @module
  */
 import {
   addAmounts, BankPermission, bytesEqual, checkTransferChain, createTrustStore, encodeStruct, encodeDeterministic,
-  GENESIS_PREV, LIMITS, MarkSchema, decodeStruct, decodeDeterministic,
+  DEFAULT_TERMINAL_CRL_MAX_AGE, GENESIS_PREV, LIMITS, MarkSchema, decodeStruct, decodeDeterministic,
   OutcomeStatus, openSigned, outputId, payloadHash, Role, sha256, signMessage, toHex, utf8, concatBytes,
-  subjectKey, sumAmounts, validateHandover, verifyChain, verifyCoseSign1, isDtError,
-  type CardChainVerifier, type HandoverResult, type Mark, type TransferOpener, type Outcome, type Signer, type SpentCoin, type TrustStore, type ValidatedTransfer, type Verifier,
+  handoverTransfers, subjectKey, sumAmounts, validateHandover, verifyChain, verifyCoseSign1, isDtError,
+  type CardChainVerifier, type HandoverResult, type HandoverValid, type Mark, type TransferOpener, type Outcome, type Signer,
+  type SpentCoin, type TrustStore, type ValidatedTransfer, type Verifier,
 } from '@dt/protocol';
 import { nativeVerifier } from '@dt/protocol/native';
 import type { LedgerStorage, SqlTx } from './storage/types.ts';
@@ -80,6 +88,7 @@ export interface LedgerOptions {
 
 /** Result of {@link Ledger.audit}. */
 export interface AuditReport {
+  /** The supply invariant holds, no balance is below its floor and no card's cover is above its bound. */
   readonly ok: boolean;
   /** Value the issuer allocated to banks. */
   readonly issued: number;
@@ -94,6 +103,10 @@ export interface AuditReport {
   readonly covered: number;
   /** issued - (bankBalances + pendingLoads + unspentTokens + unspentChange + pendingPayee + redeemed). Zero when the invariant holds. */
   readonly difference: number;
+  /** Balances below their floor (a bank below minus its credit line, a merchant below zero): must be empty. */
+  readonly floorBreaches: { kind: 'bank' | 'merchant'; kid: string; balance: number; floor: number }[];
+  /** Cards whose covered total exceeds the certified `offlineTotal` (SPEC §7.7 cover rule 5): must be empty. */
+  readonly coverBreaches: { card: string; covered: number; bound: number }[];
   readonly proofs: { first: string; second: string; card: string; time: number }[];
   readonly revocations: { card: string; version: number; time: number }[];
   readonly crlVersion: number;
@@ -106,13 +119,39 @@ const ZERO16 = new Uint8Array(16);
 const ZERO32 = new Uint8Array(32);
 const SERIAL_DOMAIN = utf8('DT-TOKEN-SERIAL-V1');
 const MAX_TRANSFER = LIMITS.maxTransferSize;
+/** A new revocation list is signed at least this often (seconds), even when nothing changed (SPEC §7.8). */
+export const CRL_REFRESH_SECONDS = 3600;
+/** Proofs kept per card: a fork revokes the card at the first one; more only repeat the evidence (bounded state). */
+export const MAX_PROOFS_PER_CARD = 16;
+/**
+ * Evidence window above a card's anchor: an honest card signs at most `offlineCount` (<= 64)
+ * transfers and then one sync request after its last sync, so a counter beyond
+ * `anchor + maxHistory + 1` can never be part of a valid chain and is not recorded (bounded
+ * state; every counter up to the anchor is already held, so any other object there is a fork).
+ */
+const EVIDENCE_WINDOW = LIMITS.maxHistory + 1;
 
-/** Thrown inside a settlement transaction when a transfer conflicts with a recorded one (rolls it back). */
-class Conflict extends Error {
-  constructor(readonly firstHash: Uint8Array, readonly second: Uint8Array, readonly secondHash: Uint8Array, readonly reason: 'COUNTER_REUSED' | 'INPUT_SPENT') {
-    super(reason);
-  }
+/** Two card-signed objects of one card with the same counter or the same input (SPEC §7.7 step E). */
+interface Fork {
+  readonly card: Uint8Array;
+  readonly firstHash: Uint8Array;
+  readonly second: Uint8Array;
+  readonly secondHash: Uint8Array;
+  readonly reason: 'COUNTER_REUSED' | 'INPUT_SPENT';
 }
+
+/** A card-signed object found in a handover or a sync request whose signature verified with the registered card key. */
+interface EvidenceObject {
+  readonly bytes: Uint8Array;
+  readonly hash: Uint8Array;
+  readonly card: Uint8Array;
+  readonly counter: number;
+  /** Claimed input ids (a transfer's inputs, a sync request's holdings). */
+  readonly claims: readonly Uint8Array[];
+}
+
+/** What the ledger keeps of a registered card for evidence checks. */
+interface CardKey { readonly publicKey: Uint8Array }
 
 const markBytes = (m: Mark | undefined): Uint8Array | null => (m ? encodeDeterministic(encodeStruct(MarkSchema, m)) : null);
 const markFrom = (b: Uint8Array | null | undefined): Mark | undefined => (b ? decodeStruct(MarkSchema, decodeDeterministic(b, 1024)) : undefined);
@@ -123,7 +162,23 @@ interface OpenBatch {
   readonly seq: number;
   readonly time: number;
   readonly crlVersion: number;
+  /** The terminal's certified revocation-list age policy (seconds): the claim, or the SPEC default. */
+  readonly crlMaxAge: number;
   readonly handovers: readonly Uint8Array[];
+}
+
+/** A batch's stored outcomes and, for the handovers still without one, their evidence and validation. */
+interface Prepared {
+  readonly out: (Uint8Array | undefined)[];
+  readonly todo: number[];
+  readonly results: HandoverResult[];
+  readonly evidence: HandoverEvidence[];
+}
+
+/** The evidence of one handover, and the hash of its paying transfer when that transfer is itself evidence (card-signed). */
+interface HandoverEvidence {
+  readonly objects: EvidenceObject[];
+  readonly paying?: Uint8Array;
 }
 
 /** What applying one handover produced: its signed outcome and the metric to count after the commit. */
@@ -145,6 +200,10 @@ export class Ledger {
   readonly #memo: Verifier;
   readonly #openTransfer: TransferOpener;
   readonly #verifyCardChain: CardChainVerifier;
+  /** Registered card keys (bounded): a card's certificate never changes once registered. */
+  readonly #cardKeys = new Map<string, CardKey>();
+  /** The latest signed revocation list, so that GET /v1/crl does not decode it every time. */
+  #crlCache: { version: number; issued: number; bytes: Uint8Array } | undefined;
   /** Counters for `/v1/metrics`. */
   readonly stats = { settled: 0, alreadySettled: 0, doubleSpends: 0, invalid: 0, voided: 0, syncs: 0, loads: 0, batches: 0 };
 
@@ -172,7 +231,8 @@ export class Ledger {
     await l.storage.transaction(async (tx) => {
       for (const k of ['crl_version', 'issued']) await tx.run(`INSERT INTO meta (k, v) VALUES (?, 0) ON CONFLICT (k) DO NOTHING`, [k]);
       if (!(await tx.get(`SELECT version FROM crls WHERE version = 0`))) {
-        await tx.run(`INSERT INTO crls (version, bytes) VALUES (0, ?)`, [signMessage('RevocationList', { version: 0, issued: now, revoked: [] }, l.#signer)]);
+        const bytes = signMessage('RevocationList', { version: 0, issued: now, revoked: [], nextUpdate: now + CRL_REFRESH_SECONDS }, l.#signer);
+        await tx.run(`INSERT INTO crls (version, issued, bytes) VALUES (0, ?, ?)`, [now, bytes]);
       }
     });
     return l;
@@ -215,6 +275,21 @@ export class Ledger {
       if ((await tx.run(`UPDATE banks SET balance = balance + ? WHERE kid = ?`, [amount, bankKid])) !== 1) throw new LedgerError(404, LedgerErrorCode.BANK_UNKNOWN, 'bank not registered');
       await tx.run(`INSERT INTO allocations (id, bank, amount, time) VALUES (?, ?, ?, ?)`, [id, bankKid, amount, this.#now()]);
       await tx.run(`UPDATE meta SET v = v + ? WHERE k = 'issued'`, [amount]);
+    });
+  }
+
+  /**
+   * The issuer grants a bank a credit line: its balance may then go down to `-amount` (its floor,
+   * SPEC §7.6.2), e.g. to pay covers beyond what it holds. 0 removes it. Refused (409
+   * `INSUFFICIENT_ALLOCATION`) when the bank's balance is already below the new floor.
+   */
+  async setCreditLine(bankKid: Uint8Array, amount: number): Promise<void> {
+    if (!Number.isSafeInteger(amount) || amount < 0) throw new LedgerError(400, LedgerErrorCode.MALFORMED, 'credit line must be a non-negative integer');
+    await this.storage.transaction(async (tx) => {
+      const bank = await tx.get(`SELECT balance FROM banks WHERE kid = ?`, [bankKid]);
+      if (!bank) throw new LedgerError(404, LedgerErrorCode.BANK_UNKNOWN, 'bank not registered');
+      if (n(bank.balance) < -amount) throw new LedgerError(409, LedgerErrorCode.INSUFFICIENT_ALLOCATION, 'the bank is already below that floor');
+      await tx.run(`UPDATE banks SET credit_line = ? WHERE kid = ?`, [amount, bankKid]);
     });
   }
 
@@ -268,6 +343,7 @@ export class Ledger {
       if (!card) throw new LedgerError(404, LedgerErrorCode.CARD_UNKNOWN, 'card not registered');
       if (!bytesEqual(b(card.bank), cose.kid)) throw new LedgerError(403, LedgerErrorCode.NOT_PERMITTED, 'card issued by another bank');
       if (await tx.get(`SELECT version FROM revocations WHERE card = ?`, [order.card])) throw new LedgerError(403, LedgerErrorCode.CARD_REVOKED, 'card revoked');
+      // A load is paid from the bank's own balance: never below zero (a credit line is for covers, not loads).
       if ((await tx.run(`UPDATE banks SET balance = balance - ? WHERE kid = ? AND balance >= ?`, [order.amount, cose.kid, order.amount])) !== 1) {
         throw new LedgerError(409, LedgerErrorCode.INSUFFICIENT_ALLOCATION, 'bank allocation too small');
       }
@@ -279,58 +355,146 @@ export class Ledger {
   }
 
   // ------------------------------------------------------------ revocation
-  /** The latest signed revocation list. */
+  /**
+   * The latest signed revocation list. A new version is signed when the latest is older than
+   * {@link CRL_REFRESH_SECONDS}, so a terminal that syncs can always hold a fresh list (SPEC §7.8).
+   */
   async crl(): Promise<Uint8Array> {
-    return this.storage.transaction(async (tx) => b((await tx.get(`SELECT bytes FROM crls ORDER BY version DESC LIMIT 1`))!.bytes));
+    const now = this.#now();
+    const top = await this.storage.transaction((tx) => tx.get(`SELECT version, issued FROM crls ORDER BY version DESC LIMIT 1`));
+    const c = this.#crlCache;
+    if (c && top && c.version === n(top.version) && now - c.issued < CRL_REFRESH_SECONDS) return c.bytes;
+    const out = await this.storage.transaction(async (tx) => {
+      const latest = (await tx.get(`SELECT version, issued, bytes FROM crls ORDER BY version DESC LIMIT 1`))!;
+      if (now - n(latest.issued) < CRL_REFRESH_SECONDS) return { version: n(latest.version), issued: n(latest.issued), bytes: b(latest.bytes) };
+      return this.#signCrl(tx, now);
+    });
+    this.#crlCache = out;
+    return out.bytes;
+  }
+
+  /** Signs the next revocation list version over the current revocations (inside `tx`). */
+  async #signCrl(tx: SqlTx, now: number): Promise<{ version: number; issued: number; bytes: Uint8Array }> {
+    const version = n((await tx.get(`UPDATE meta SET v = v + 1 WHERE k = 'crl_version' RETURNING v`))!.v);
+    const all = (await tx.all(`SELECT card FROM revocations ORDER BY card`)).map((x) => b(x.card));
+    const bytes = signMessage('RevocationList', { version, issued: now, revoked: all, nextUpdate: now + CRL_REFRESH_SECONDS }, this.#signer);
+    await tx.run(`INSERT INTO crls (version, issued, bytes) VALUES (?, ?, ?)`, [version, now, bytes]);
+    return { version, issued: now, bytes };
   }
 
   /** Revokes a card (inside `tx`); returns the list version that first names it. */
   async #revoke(tx: SqlTx, card: Uint8Array, now: number): Promise<number> {
     const r = await tx.get(`SELECT version FROM revocations WHERE card = ?`, [card]);
     if (r) return n(r.version);
-    const v = n((await tx.get(`UPDATE meta SET v = v + 1 WHERE k = 'crl_version' RETURNING v`))!.v);
-    await tx.run(`INSERT INTO revocations (card, version, time) VALUES (?, ?, ?)`, [card, v, now]);
-    const all = (await tx.all(`SELECT card FROM revocations ORDER BY card`)).map((x) => b(x.card));
-    await tx.run(`INSERT INTO crls (version, bytes) VALUES (?, ?)`, [v, signMessage('RevocationList', { version: v, issued: now, revoked: all }, this.#signer)]);
-    return v;
+    const next = n((await tx.get(`SELECT v FROM meta WHERE k = 'crl_version'`))!.v) + 1;
+    await tx.run(`INSERT INTO revocations (card, version, time) VALUES (?, ?, ?)`, [card, next, now]);
+    const signed = await this.#signCrl(tx, now);
+    return signed.version;
   }
 
-  // ------------------------------------------------------------ the notary
+  // ------------------------------------------------------------ evidence (SPEC §7.7 step E)
+  /** The registered key of a card, or undefined when the card is not registered (then nothing it signs can be attributed). */
+  async #cardKey(card: Uint8Array): Promise<CardKey | undefined> {
+    const k = toHex(card);
+    const hit = this.#cardKeys.get(k);
+    if (hit) return hit;
+    const row = await this.storage.transaction((tx) => tx.get(`SELECT cert FROM cards WHERE kid = ?`, [card]));
+    if (!row) return undefined;
+    const key = { publicKey: subjectKey(openSigned('Certificate', b(row.cert)).message).publicKey };
+    if (this.#cardKeys.size >= 100_000) this.#cardKeys.delete(this.#cardKeys.keys().next().value as string);
+    this.#cardKeys.set(k, key);
+    return key;
+  }
+
   /**
-   * Records a card-signed transfer: its counter and every input into the
-   * spent set, each with one atomic `INSERT ... ON CONFLICT DO NOTHING
-   * RETURNING`. A transfer already recorded is a no-op; a conflict throws
-   * {@link Conflict} (the transaction rolls back).
+   * The evidence of a handover: every transfer it carries (however broken the handover is) that
+   * opens as a signed Transfer and whose signature verifies with the card key the ledger registered.
    */
-  async #record(tx: SqlTx, vt: ValidatedTransfer, ins: readonly SpentCoin[]): Promise<void> {
-    if (await tx.get(`SELECT state FROM transfers WHERE hash = ?`, [vt.hash])) return;
-    const t = vt.transfer;
-    const c = await tx.get(`INSERT INTO counters (card, counter, hash) VALUES (?, ?, ?) ON CONFLICT (card, counter) DO NOTHING RETURNING hash`, [t.card, t.counter, vt.hash]);
-    if (!c) {
-      const ex = await tx.get(`SELECT hash FROM counters WHERE card = ? AND counter = ?`, [t.card, t.counter]);
-      throw new Conflict(b(ex!.hash), vt.bytes, vt.hash, 'COUNTER_REUSED');
-    }
-    for (const coin of ins) {
-      const s = await tx.get(`INSERT INTO spent (id, by_hash) VALUES (?, ?) ON CONFLICT (id) DO NOTHING RETURNING id`, [coin.id, vt.hash]);
-      if (!s) {
-        const ex = await tx.get(`SELECT by_hash FROM spent WHERE id = ?`, [coin.id]);
-        throw new Conflict(b(ex!.by_hash), vt.bytes, vt.hash, 'INPUT_SPENT');
+  async #evidenceOf(handover: Uint8Array): Promise<HandoverEvidence> {
+    const out: EvidenceObject[] = [];
+    const candidates = handoverTransfers(handover);
+    let paying: Uint8Array | undefined;
+    for (const [i, bytes] of candidates.entries()) {
+      let opened;
+      try {
+        opened = this.#openTransfer(bytes);
+      } catch {
+        continue;
       }
+      const t = opened.message;
+      if (!bytesEqual(opened.cose.kid, t.card)) continue;
+      const key = await this.#cardKey(t.card);
+      if (!key) continue;
+      try {
+        verifyCoseSign1(opened.cose, key.publicKey, this.#memo);
+      } catch {
+        continue;
+      }
+      const hash = opened.hash ?? payloadHash(opened.cose);
+      out.push({ bytes, hash, card: t.card, counter: t.counter, claims: t.inputs });
+      if (i === candidates.length - 1) paying = hash;
     }
-    await tx.run(`INSERT INTO objects (hash, bytes) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING`, [vt.hash, vt.bytes]);
+    return { objects: out, ...(paying ? { paying } : {}) };
+  }
+
+  /**
+   * Records evidence objects (inside `tx`): each object's bytes, its (card, counter) claim and its
+   * input claims, in the given order. A claim already held by another object is a fork: its proof
+   * is stored and the card revoked. Returns the first fork found, if any.
+   */
+  async #recordEvidence(tx: SqlTx, objects: readonly EvidenceObject[], now: number): Promise<Fork | undefined> {
+    let first: Fork | undefined;
+    const anchors = new Map<string, number>();
+    for (const o of objects) {
+      const ck = toHex(o.card);
+      let anchor = anchors.get(ck);
+      if (anchor === undefined) {
+        const row = await tx.get(`SELECT anchor_counter FROM cards WHERE kid = ?`, [o.card]);
+        if (!row) continue;
+        anchor = n(row.anchor_counter);
+        anchors.set(ck, anchor);
+      }
+      // Beyond the window no honest chain can reach: not evidence of anything (bounded state).
+      if (o.counter > anchor + EVIDENCE_WINDOW) continue;
+      const forks: Fork[] = [];
+      const c = await tx.get(`INSERT INTO counters (card, counter, hash) VALUES (?, ?, ?) ON CONFLICT (card, counter) DO NOTHING RETURNING hash`, [o.card, o.counter, o.hash]);
+      if (!c) {
+        const ex = b((await tx.get(`SELECT hash FROM counters WHERE card = ? AND counter = ?`, [o.card, o.counter]))!.hash);
+        if (!bytesEqual(ex, o.hash)) forks.push({ card: o.card, firstHash: ex, second: o.bytes, secondHash: o.hash, reason: 'COUNTER_REUSED' });
+      }
+      for (const id of o.claims) {
+        const s = await tx.get(`INSERT INTO spent (card, id, by_hash) VALUES (?, ?, ?) ON CONFLICT (card, id) DO NOTHING RETURNING by_hash`, [o.card, id, o.hash]);
+        if (s) continue;
+        const ex = b((await tx.get(`SELECT by_hash FROM spent WHERE card = ? AND id = ?`, [o.card, id]))!.by_hash);
+        if (!bytesEqual(ex, o.hash)) forks.push({ card: o.card, firstHash: ex, second: o.bytes, secondHash: o.hash, reason: 'INPUT_SPENT' });
+      }
+      await tx.run(`INSERT INTO objects (hash, bytes) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING`, [o.hash, o.bytes]);
+      for (const f of forks) await this.#proof(tx, f, now);
+      first ??= forks[0];
+    }
+    return first;
+  }
+
+  /** Stores the evidence of a fork (bounded per card) and revokes the card; returns the revocation version and the first object's bytes. */
+  async #proof(tx: SqlTx, f: Fork, now: number): Promise<{ version: number; first: Uint8Array }> {
+    const kept = n((await tx.get(`SELECT COUNT(*) AS c FROM proofs WHERE card = ?`, [f.card]))!.c);
+    if (kept < MAX_PROOFS_PER_CARD) {
+      await tx.run(`INSERT INTO objects (hash, bytes) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING`, [f.secondHash, f.second]);
+      await tx.run(`INSERT INTO proofs (first, second, card, time) VALUES (?, ?, ?, ?) ON CONFLICT (first, second) DO NOTHING`, [f.firstHash, f.secondHash, f.card, now]);
+    }
+    const first = b((await tx.get(`SELECT bytes FROM objects WHERE hash = ?`, [f.firstHash]))!.bytes);
+    return { version: await this.#revoke(tx, f.card, now), first };
+  }
+
+  // ------------------------------------------------------------ value
+  /** Records a validated chain transfer as value (inside `tx`): its payee output pending, its change the card's. Its claims are already held (step E). */
+  async #recordValue(tx: SqlTx, vt: ValidatedTransfer, ins: readonly SpentCoin[]): Promise<void> {
+    const t = vt.transfer;
     const change = t.outputs[1];
     await tx.run(
-      `INSERT INTO transfers (hash, card, counter, amount, payee, change_id, change_value, mark, time, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'recorded')`,
+      `INSERT INTO transfers (hash, card, counter, amount, payee, change_id, change_value, mark, time, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'recorded') ON CONFLICT (hash) DO NOTHING`,
       [vt.hash, t.card, t.counter, t.amount, t.payee, change ? outputId(vt.hash, 1) : null, change?.value ?? 0, markBytes(ins[0]?.mark), t.time],
     );
-  }
-
-  /** Stores the evidence of a fork, revokes the card; returns the revocation version. */
-  async #proof(tx: SqlTx, card: Uint8Array, c: Conflict, now: number): Promise<{ version: number; first: Uint8Array }> {
-    await tx.run(`INSERT INTO objects (hash, bytes) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING`, [c.secondHash, c.second]);
-    await tx.run(`INSERT INTO proofs (first, second, card, time) VALUES (?, ?, ?, ?) ON CONFLICT (first, second) DO NOTHING`, [c.firstHash, c.secondHash, card, now]);
-    const first = b((await tx.get(`SELECT bytes FROM objects WHERE hash = ?`, [c.firstHash]))!.bytes);
-    return { version: await this.#revoke(tx, card, now), first };
   }
 
   // ------------------------------------------------------------ settlement
@@ -356,7 +520,10 @@ export class Ledger {
     } catch {
       throw new LedgerError(400, LedgerErrorCode.BAD_SIGNATURE, `batch ${index}: signature invalid`, { index });
     }
-    return { hash: payloadHash(opened.cose), terminal: m.terminal, seq: m.seq, time: m.time, crlVersion: m.crlVersion, handovers: m.handovers };
+    return {
+      hash: payloadHash(opened.cose), terminal: m.terminal, seq: m.seq, time: m.time, crlVersion: m.crlVersion,
+      crlMaxAge: term[0]!.claims.crlMaxAge ?? DEFAULT_TERMINAL_CRL_MAX_AGE, handovers: m.handovers,
+    };
   }
 
   /**
@@ -364,6 +531,9 @@ export class Ledger {
    * refuses the whole request and changes nothing. Returns, per batch, the
    * signed Outcomes in handover order. Replaying a batch returns the stored
    * outcomes byte for byte.
+   *
+   * This is the ledger's own entry point (tests, tools, the HTTP server after it has
+   * authenticated the acquirer, SPEC §7.7.2); it trusts its caller to have done that.
    */
   async settle(batches: readonly Uint8Array[]): Promise<Uint8Array[][]> {
     const opened = batches.map((x, i) => this.#openBatch(x, i));
@@ -379,23 +549,24 @@ export class Ledger {
     return out;
   }
 
-  /** Stored outcomes of a batch and the validation of the handovers still without one. */
-  async #prepare(ob: OpenBatch): Promise<{ out: (Uint8Array | undefined)[]; todo: number[]; results: HandoverResult[] }> {
+  /** Stored outcomes of a batch and, for the handovers still without one, their evidence and validation. */
+  async #prepare(ob: OpenBatch): Promise<Prepared> {
     const stored = await this.storage.transaction((tx) => tx.all(`SELECT idx, bytes FROM outcomes WHERE batch = ?`, [ob.hash]));
     const out: (Uint8Array | undefined)[] = new Array(ob.handovers.length);
     for (const r of stored) out[n(r.idx)] = b(r.bytes);
     const todo = [...out.keys()].filter((i) => out[i] === undefined);
     const notAfter = Math.min(ob.time, this.#now()) + this.#skew;
     const results = todo.length > 0 ? await this.#validate(todo.map((i) => ({ handover: ob.handovers[i]!, payee: ob.terminal, notAfter }))) : [];
-    return { out, todo, results };
+    const evidence: HandoverEvidence[] = [];
+    for (const i of todo) evidence.push(await this.#evidenceOf(ob.handovers[i]!));
+    return { out, todo, results, evidence };
   }
 
   /**
-   * Applies a batch in ONE durable transaction, each handover inside its own
-   * savepoint: a transfer's spent-set, counter and balance changes happen
-   * all together or not at all, and nobody sees an outcome before the commit.
+   * Applies a batch in ONE durable transaction: for each handover, evidence first, then
+   * judgement (SPEC §7.7); nobody sees an outcome before the commit.
    */
-  async #commitBatch(ob: OpenBatch, p: { out: (Uint8Array | undefined)[]; todo: number[]; results: HandoverResult[] }): Promise<Uint8Array[]> {
+  async #commitBatch(ob: OpenBatch, p: Prepared): Promise<Uint8Array[]> {
     if (p.todo.length === 0) return p.out as Uint8Array[];
     const now = this.#now();
     const counted: (keyof Ledger['stats'])[] = [];
@@ -403,21 +574,9 @@ export class Ledger {
     await this.storage.transaction(async (tx) => {
       for (let k = 0; k < p.todo.length; k++) {
         const idx = p.todo[k]!;
-        const v = p.results[k]!;
-        await tx.run(`SAVEPOINT handover`);
-        try {
-          const r = await this.#apply(tx, ob, idx, v, now);
-          out[idx] = r.bytes;
-          if (r.stat) counted.push(r.stat);
-          await tx.run(`RELEASE SAVEPOINT handover`);
-        } catch (e) {
-          await tx.run(`ROLLBACK TO SAVEPOINT handover`);
-          await tx.run(`RELEASE SAVEPOINT handover`);
-          if (!(e instanceof Conflict) || !v.ok) throw e;
-          const r = await this.#doubleSpend(tx, ob, idx, v, e, now);
-          out[idx] = r.bytes;
-          if (r.stat) counted.push(r.stat);
-        }
+        const r = await this.#apply(tx, ob, idx, p.results[k]!, p.evidence[k]!, now);
+        out[idx] = r.bytes;
+        if (r.stat) counted.push(r.stat);
       }
       await tx.run(`INSERT INTO batches (hash, terminal, seq, count, time) VALUES (?, ?, ?, ?, ?) ON CONFLICT (hash) DO NOTHING`, [ob.hash, ob.terminal, ob.seq, ob.handovers.length, ob.time]);
     });
@@ -452,88 +611,99 @@ export class Ledger {
     );
   }
 
-  /** Applies one validated handover of a batch; returns its signed outcome. */
-  async #apply(tx: SqlTx, ob: OpenBatch, idx: number, v: HandoverResult, now: number): Promise<Applied> {
+  /** Applies one handover of a batch: evidence, then the first matching case of SPEC §7.7's table. */
+  async #apply(tx: SqlTx, ob: OpenBatch, idx: number, v: HandoverResult, evidence: HandoverEvidence, now: number): Promise<Applied> {
     const dup = await tx.get(`SELECT bytes FROM outcomes WHERE batch = ? AND idx = ?`, [ob.hash, idx]);
     if (dup) return { bytes: b(dup.bytes) };
-    const invalid = async (code: string, hash?: Uint8Array, card?: Uint8Array): Promise<Applied> => {
-      const bytes = this.#outcome({ transfer: hash ?? ZERO32, status: OutcomeStatus.INVALID, covered: false, code, time: now, card: card ?? ZERO16, terminal: ob.terminal, amount: 0 });
+    const store = async (o: Outcome, stat: keyof Ledger['stats'], save: boolean): Promise<Applied> => {
+      if (save) await this.#saveVerdict(tx, o);
+      const bytes = this.#outcome(o);
       await this.#storeOutcome(tx, ob, idx, bytes);
-      return { bytes, stat: 'invalid' };
+      return { bytes, stat };
     };
-    if (!v.ok) return invalid(v.code, v.transferHash, v.cardKid);
-    // The ledger knows every anchor: a chain must start at a receipt or at the card's genesis.
-    const first = v.chain[0]!.transfer;
-    if (!v.receipt && !(first.counter === 1 && bytesEqual(first.prev, GENESIS_PREV))) return invalid('HISTORY_BROKEN', v.transferHash, v.cardKid);
-    // Every token must be one this ledger issued to this card (not only signed by its key).
-    for (const tk of v.tokens) {
-      const row = await tx.get(`SELECT card, value FROM tokens WHERE serial = ?`, [tk.token.serial]);
-      if (!row || !bytesEqual(b(row.card), v.cardKid) || n(row.value) !== tk.token.value) return invalid('TOKEN_INVALID', v.transferHash, v.cardKid);
+    // Step E: evidence before judgement, whatever else is wrong with the handover.
+    const fork = await this.#recordEvidence(tx, evidence.objects, now);
+    // The paying transfer's name, when it is card-signed (a copy with a broken signature names nothing).
+    const paying = v.ok ? v.transferHash : evidence.paying;
+    if (paying) {
+      const replay = await this.#verdictOutcome(tx, paying);
+      if (replay) return store(replay, replay.status === OutcomeStatus.ALREADY_SETTLED ? 'alreadySettled' : replay.status === OutcomeStatus.DOUBLE_SPEND ? 'doubleSpends' : 'voided', false);
     }
-    const replay = await this.#verdictOutcome(tx, v.transferHash);
-    if (replay) {
-      const bytes = this.#outcome(replay);
-      await this.#storeOutcome(tx, ob, idx, bytes);
-      return { bytes, stat: 'alreadySettled' };
+    if (fork) return store(await this.#doubleSpend(tx, ob, v, fork, paying, now), 'doubleSpends', paying !== undefined);
+    if (!v.ok) {
+      return store({ transfer: v.transferHash ?? ZERO32, status: OutcomeStatus.INVALID, covered: false, code: v.code, time: now, card: v.cardKid ?? ZERO16, terminal: ob.terminal, amount: 0 }, 'invalid', false);
     }
-    for (let i = 0; i < v.chain.length; i++) await this.#record(tx, v.chain[i]!, v.chainInputs[i]!);
+    // What only the ledger knows (step 3): every token is one it issued to this card.
+    for (let i = 0; i < v.tokens.length; i++) {
+      const tk = v.tokens[i]!.token;
+      const row = await tx.get(`SELECT card, value FROM tokens WHERE serial = ?`, [tk.serial]);
+      if (!row || !bytesEqual(b(row.card), v.cardKid) || n(row.value) !== tk.value) {
+        return store({ transfer: v.transferHash, status: OutcomeStatus.INVALID, covered: false, code: 'TOKEN_INVALID', time: now, card: v.cardKid, terminal: ob.terminal, amount: 0 }, 'invalid', false);
+      }
+    }
+    for (let i = 0; i < v.chain.length; i++) await this.#recordValue(tx, v.chain[i]!, v.chainInputs[i]!);
     const row = await tx.get(`SELECT state FROM transfers WHERE hash = ?`, [v.transferHash]);
     const t = v.transfer;
-    let o: Outcome;
-    let stat: keyof Ledger['stats'];
     if (row!.state === 'voided') {
-      o = { transfer: v.transferHash, status: OutcomeStatus.VOIDED, covered: false, code: 'VOIDED', time: now, card: v.cardKid, terminal: ob.terminal, amount: t.amount };
-      stat = 'voided';
-    } else {
-      await tx.run(`UPDATE transfers SET state = 'settled' WHERE hash = ?`, [v.transferHash]);
-      await tx.run(`INSERT INTO merchants (kid, balance) VALUES (?, ?) ON CONFLICT (kid) DO UPDATE SET balance = merchants.balance + excluded.balance`, [ob.terminal, t.amount]);
-      o = { transfer: v.transferHash, status: OutcomeStatus.SETTLED, covered: false, time: now, card: v.cardKid, terminal: ob.terminal, amount: t.amount };
-      stat = 'settled';
+      return store({ transfer: v.transferHash, status: OutcomeStatus.VOIDED, covered: false, code: 'VOIDED', time: now, card: v.cardKid, terminal: ob.terminal, amount: t.amount }, 'voided', true);
     }
-    await this.#saveVerdict(tx, o);
-    const bytes = this.#outcome(o);
-    await this.#storeOutcome(tx, ob, idx, bytes);
-    return { bytes, stat };
+    await tx.run(`UPDATE transfers SET state = 'settled' WHERE hash = ?`, [v.transferHash]);
+    await tx.run(`INSERT INTO merchants (kid, balance) VALUES (?, ?) ON CONFLICT (kid) DO UPDATE SET balance = merchants.balance + excluded.balance`, [ob.terminal, t.amount]);
+    return store({ transfer: v.transferHash, status: OutcomeStatus.SETTLED, covered: false, time: now, card: v.cardKid, terminal: ob.terminal, amount: t.amount }, 'settled', true);
   }
 
-  async #doubleSpend(tx: SqlTx, ob: OpenBatch, idx: number, v: HandoverResult & { ok: true }, c: Conflict, now: number): Promise<Applied> {
-    let stat: keyof Ledger['stats'] | undefined;
-    const replay = await this.#verdictOutcome(tx, v.transferHash);
-    let o: Outcome;
-    if (replay) {
-      o = replay;
-    } else {
-      const { version, first } = await this.#proof(tx, v.cardKid, c, now);
-      // Cover: the terminal's list predates the revocation and the payment was within the certified limits (validation checked them).
-      const covered = ob.crlVersion < version;
-      const amount = v.transfer.amount;
-      if (covered) {
-        const bank = v.cardChain[1]!;
-        await tx.run(`INSERT INTO banks (kid, cert, perms, balance) VALUES (?, ?, ?, 0) ON CONFLICT (kid) DO NOTHING`, [bank.kid, bank.bytes, bank.claims.perms ?? 0]);
-        await tx.run(`UPDATE banks SET balance = balance - ? WHERE kid = ?`, [amount, bank.kid]);
-        await tx.run(`INSERT INTO merchants (kid, balance) VALUES (?, ?) ON CONFLICT (kid) DO UPDATE SET balance = merchants.balance + excluded.balance`, [ob.terminal, amount]);
-        await tx.run(`INSERT INTO covers (transfer, bank, terminal, amount) VALUES (?, ?, ?, ?)`, [v.transferHash, bank.kid, ob.terminal, amount]);
-      }
-      // The proof: both card-signed objects (a SyncRequest too large for the Outcome stays in the ledger's proof table).
-      const fits = first.length <= MAX_TRANSFER && c.second.length <= MAX_TRANSFER;
-      o = {
-        transfer: v.transferHash, status: OutcomeStatus.DOUBLE_SPEND, covered, code: c.reason, time: now, card: v.cardKid, terminal: ob.terminal, amount,
-        ...(fits ? { proof: [first, c.second] } : {}),
-      };
-      await this.#saveVerdict(tx, o);
-      stat = 'doubleSpends';
+  /** The DOUBLE_SPEND outcome of a handover whose objects fork the card's chain, with cover decided by SPEC §7.7's rule. */
+  async #doubleSpend(tx: SqlTx, ob: OpenBatch, v: HandoverResult, f: Fork, paying: Uint8Array | undefined, now: number): Promise<Outcome> {
+    const { version, first } = await this.#proof(tx, f, now);
+    let covered = false;
+    const amount = v.ok ? v.transfer.amount : (v.amount ?? 0);
+    if (v.ok && (await this.#coverable(tx, ob, v, first, version))) {
+      const bank = v.cardChain[1]!;
+      await tx.run(`UPDATE banks SET balance = balance - ? WHERE kid = ?`, [amount, bank.kid]);
+      await tx.run(`INSERT INTO merchants (kid, balance) VALUES (?, ?) ON CONFLICT (kid) DO UPDATE SET balance = merchants.balance + excluded.balance`, [ob.terminal, amount]);
+      await tx.run(`INSERT INTO covers (transfer, bank, terminal, card, counter, amount) VALUES (?, ?, ?, ?, ?, ?)`, [v.transferHash, bank.kid, ob.terminal, v.cardKid, v.transfer.counter, amount]);
+      for (const c of v.inputs) await tx.run(`INSERT INTO cover_coins (card, id, transfer) VALUES (?, ?, ?)`, [v.cardKid, c.id, v.transferHash]);
+      covered = true;
     }
-    const bytes = this.#outcome(o);
-    await this.#storeOutcome(tx, ob, idx, bytes);
-    return { bytes, ...(stat ? { stat } : {}) };
+    // The proof: both card-signed objects (a SyncRequest too large for the Outcome stays in the ledger's proof table).
+    const fits = first.length <= MAX_TRANSFER && f.second.length <= MAX_TRANSFER;
+    return {
+      transfer: paying ?? v.transferHash ?? ZERO32, status: OutcomeStatus.DOUBLE_SPEND, covered, code: f.reason, time: now, card: f.card, terminal: ob.terminal,
+      amount,
+      ...(fits ? { proof: [first, f.second] } : {}),
+    };
+  }
+
+  /** SPEC §7.7 cover rules 2-6 for a valid handover whose chain forks (rule 1 is `v.ok`). */
+  async #coverable(tx: SqlTx, ob: OpenBatch, v: HandoverValid, firstBytes: Uint8Array, revokedAt: number): Promise<boolean> {
+    const t = v.transfer;
+    // 2: the declared list is one the ledger published, before the batch, fresh under the terminal's
+    // certified policy at the transfer time, and older than the card's revocation.
+    const crl = await tx.get(`SELECT issued FROM crls WHERE version = ?`, [ob.crlVersion]);
+    if (!crl) return false;
+    const issued = n(crl.issued);
+    if (issued > ob.time + this.#skew || issued < t.time - ob.crlMaxAge || ob.crlVersion >= revokedAt) return false;
+    // 3: a terminal following the rules holds its own first approval and declines the second.
+    const first = openTransferPayee(firstBytes);
+    if (first && bytesEqual(first, ob.terminal)) return false;
+    // 4: once per (terminal, card, counter) and per coin.
+    if (await tx.get(`SELECT transfer FROM covers WHERE terminal = ? AND card = ? AND counter = ?`, [ob.terminal, v.cardKid, t.counter])) return false;
+    for (const c of v.inputs) if (await tx.get(`SELECT transfer FROM cover_coins WHERE card = ? AND id = ?`, [v.cardKid, c.id])) return false;
+    // 5: the bound: what the bank allowed the card offline between two syncs.
+    const sofar = n((await tx.get(`SELECT COALESCE(SUM(amount), 0) AS s FROM covers WHERE card = ?`, [v.cardKid]))!.s);
+    if (sofar + t.amount > v.cardChain[0]!.claims.limits!.offlineTotal) return false;
+    // 6: the issuing bank's floor.
+    const bank = await tx.get(`SELECT balance, credit_line FROM banks WHERE kid = ?`, [v.issuingBankKid]);
+    if (!bank || n(bank.balance) - t.amount < -n(bank.credit_line)) return false;
+    return true;
   }
 
   // ------------------------------------------------------------ sync
   /**
-   * A card's signed SyncRequest: records its history, spends its holdings,
-   * voids orphans older than the window, delivers pending loads, and returns
-   * the signed SyncReceipt with fresh tokens. The same request again returns
-   * the same receipt.
+   * A card's signed SyncRequest: records it and its history as evidence, then checks it,
+   * records its history as value, spends its holdings, voids orphans (older than the window,
+   * or dated in the future), delivers pending loads, and returns the signed SyncReceipt with
+   * fresh tokens. The same request again returns the same receipt.
    *
    * A revoked card is verified and recorded the same way, but its key is not
    * trusted with fresh tokens: its pending loads go back to their banks, and
@@ -549,7 +719,7 @@ export class Ledger {
     }
     const req = opened.message;
     const hash = payloadHash(opened.cose);
-    const card = await this.storage.transaction((tx) => tx.get(`SELECT cert, anchor, anchor_counter, anchor_sync FROM cards WHERE kid = ?`, [req.card]));
+    const card = await this.storage.transaction((tx) => tx.get(`SELECT bank, cert, anchor, anchor_counter, anchor_sync FROM cards WHERE kid = ?`, [req.card]));
     if (!card) throw new LedgerError(404, LedgerErrorCode.CARD_UNKNOWN, 'card not registered');
     const cert = openSigned('Certificate', b(card.cert)).message;
     const cardKey = subjectKey(cert).publicKey;
@@ -560,6 +730,26 @@ export class Ledger {
     }
     const prior = await this.storage.transaction((tx) => tx.get(`SELECT receipt FROM syncs WHERE request = ?`, [hash]));
     if (prior) return b(prior.receipt);
+    const now = this.#now();
+
+    // Step E: the request and every history transfer the card key signed are evidence, recorded
+    // and committed before anything is judged, so a fork shows even in a sync that is then refused.
+    const evidence: EvidenceObject[] = [];
+    for (const h of req.history) {
+      try {
+        const o = this.#openTransfer(h);
+        if (!bytesEqual(o.message.card, req.card) || !bytesEqual(o.cose.kid, req.card)) continue;
+        verifyCoseSign1(o.cose, cardKey, this.#memo);
+        evidence.push({ bytes: h, hash: o.hash ?? payloadHash(o.cose), card: req.card, counter: o.message.counter, claims: o.message.inputs });
+      } catch {
+        // not attributable to this card: the chain check below refuses the sync
+      }
+    }
+    evidence.push({ bytes: requestBytes, hash, card: req.card, counter: req.counter, claims: req.holdings });
+    const fork = await this.storage.transaction((tx) => this.#recordEvidence(tx, evidence, now));
+    if (fork) throw new LedgerError(409, LedgerErrorCode.DOUBLE_SPEND, `the card forked its chain (${fork.reason}); it is revoked`, { detail: fork.reason });
+
+    // Step J: the request continues the chain from the card's anchor and conserves value.
     const tokenRows = card.anchor_sync
       ? await this.storage.transaction((tx) => tx.all(`SELECT serial, value, bytes FROM tokens WHERE sync = ?`, [b(card.anchor_sync)]))
       : [];
@@ -569,133 +759,131 @@ export class Ledger {
       coins.set(toHex(t.serial), { id: t.serial, value: t.value, ...(t.mark ? { mark: t.mark } : {}) });
     }
     const checked = checkTransferChain({
-      cardKid: req.card, cardPublicKey: cardKey, transfers: req.history, coins, verifier: this.#verifier,
+      cardKid: req.card, cardPublicKey: cardKey, transfers: req.history, coins, verifier: this.#memo, openTransfer: this.#openTransfer,
       anchor: { prev: b(card.anchor), counter: n(card.anchor_counter) },
     });
-    if (!checked.ok) throw new LedgerError(400, LedgerErrorCode.SYNC_INVALID, `history: ${checked.code}`, { code: checked.code, ...(checked.index !== undefined ? { index: checked.index } : {}) });
+    const invalid = (message: string, detail: string, index?: number) =>
+      new LedgerError(400, LedgerErrorCode.SYNC_INVALID, message, { detail, ...(index !== undefined ? { index } : {}) });
+    if (!checked.ok) throw invalid(`history: ${checked.code}`, checked.code, checked.index);
     const last = checked.chain[checked.chain.length - 1];
     const expectCounter = (last ? last.transfer.counter : n(card.anchor_counter)) + 1;
     const expectPrev = last ? last.hash : b(card.anchor);
-    if (req.counter !== expectCounter || !bytesEqual(req.prev, expectPrev)) throw new LedgerError(400, LedgerErrorCode.SYNC_INVALID, 'counter or prev does not continue the chain');
+    if (req.counter !== expectCounter || !bytesEqual(req.prev, expectPrev)) throw invalid('counter or prev does not continue the chain', 'HISTORY_BROKEN');
     const holdings: SpentCoin[] = [];
     const seen = new Set<string>();
     for (const id of req.holdings) {
       const k = toHex(id);
       const coin = checked.remaining.get(k);
-      if (!coin || seen.has(k)) throw new LedgerError(400, LedgerErrorCode.SYNC_INVALID, 'a holding is not an unspent coin of the card');
+      if (!coin || seen.has(k)) throw invalid('a holding is not an unspent coin of the card', 'VALUE_NOT_CONSERVED');
       seen.add(k);
       holdings.push(coin);
     }
-    if (holdings.reduce((s, c) => s + c.value, 0) !== req.balance) throw new LedgerError(400, LedgerErrorCode.SYNC_INVALID, 'balance is not the sum of the holdings');
-    const now = this.#now();
-    let conflict: Conflict | undefined;
-    let receipt: Uint8Array | undefined;
-    try {
-      receipt = await this.storage.transaction(async (tx) => {
-        const again = await tx.get(`SELECT receipt FROM syncs WHERE request = ?`, [hash]);
-        if (again) return b(again.receipt);
-        const revoked = !!(await tx.get(`SELECT version FROM revocations WHERE card = ?`, [req.card]));
-        // The chain was checked against the anchor read before this transaction: it must still be the card's anchor.
-        const cur = await tx.get(`SELECT anchor FROM cards WHERE kid = ?`, [req.card]);
-        if (!cur || !bytesEqual(b(cur.anchor), b(card.anchor))) throw new LedgerError(409, LedgerErrorCode.SYNC_INVALID, 'the card synced concurrently; retry');
-        for (let i = 0; i < checked.chain.length; i++) await this.#record(tx, checked.chain[i]!, checked.chainInputs[i]!);
-        // The request itself consumes a counter and spends every holding: a later transfer spending one is a fork.
-        await tx.run(`INSERT INTO objects (hash, bytes) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING`, [hash, requestBytes]);
-        const cr = await tx.get(`INSERT INTO counters (card, counter, hash) VALUES (?, ?, ?) ON CONFLICT (card, counter) DO NOTHING RETURNING hash`, [req.card, req.counter, hash]);
-        if (!cr) throw new Conflict(b((await tx.get(`SELECT hash FROM counters WHERE card = ? AND counter = ?`, [req.card, req.counter]))!.hash), requestBytes, hash, 'COUNTER_REUSED');
-        for (const c of holdings) {
-          const s = await tx.get(`INSERT INTO spent (id, by_hash) VALUES (?, ?) ON CONFLICT (id) DO NOTHING RETURNING id`, [c.id, hash]);
-          if (!s) throw new Conflict(b((await tx.get(`SELECT by_hash FROM spent WHERE id = ?`, [c.id]))!.by_hash), requestBytes, hash, 'INPUT_SPENT');
+    if (holdings.reduce((s, c) => s + c.value, 0) !== req.balance) throw invalid('balance is not the sum of the holdings', 'VALUE_NOT_CONSERVED');
+
+    const receipt = await this.storage.transaction(async (tx) => {
+      const again = await tx.get(`SELECT receipt FROM syncs WHERE request = ?`, [hash]);
+      if (again) return b(again.receipt);
+      const revoked = !!(await tx.get(`SELECT version FROM revocations WHERE card = ?`, [req.card]));
+      // The chain was checked against the anchor read before this transaction: it must still be the card's anchor.
+      const cur = await tx.get(`SELECT anchor FROM cards WHERE kid = ?`, [req.card]);
+      if (!cur || !bytesEqual(b(cur.anchor), b(card.anchor))) throw new LedgerError(409, LedgerErrorCode.SYNC_INVALID, 'the card synced concurrently; retry', { detail: 'CONCURRENT_SYNC' });
+      for (let i = 0; i < checked.chain.length; i++) await this.#recordValue(tx, checked.chain[i]!, checked.chainInputs[i]!);
+      // Orphans: transfers of this card no terminal submitted within the window, and transfers dated in
+      // the future (they cannot settle now; a future date must not freeze the cardholder's value).
+      const orphans = await tx.all(
+        `SELECT hash, amount, mark FROM transfers WHERE card = ? AND state = 'recorded' AND (time <= ? OR time > ?) ORDER BY counter LIMIT ?`,
+        [req.card, now - this.#voidWindow, now + this.#skew, LIMITS.maxHistory],
+      );
+      for (const o of orphans) await tx.run(`UPDATE transfers SET state = 'voided' WHERE hash = ?`, [b(o.hash)]);
+      this.stats.voided += orphans.length;
+      const finish = async (receiptBytes: Uint8Array): Promise<Uint8Array> => {
+        await tx.run(`UPDATE cards SET anchor = ?, anchor_counter = ?, anchor_sync = ? WHERE kid = ?`, [payloadHash(openSigned('SyncReceipt', receiptBytes).cose), req.counter, hash, req.card]);
+        await tx.run(`INSERT INTO syncs (request, card, receipt) VALUES (?, ?, ?)`, [hash, req.card, receiptBytes]);
+        return receiptBytes;
+      };
+      if (revoked) {
+        // No fresh tokens for a compromised key: pending loads return to the banks that
+        // ordered them, and everything the card held (holdings and voided orphans) is
+        // credited to its issuing bank, which pays the owner out of band.
+        const loads = await tx.all(`SELECT bank, amount FROM loads WHERE card = ? AND state = 'pending' ORDER BY id`, [req.card]);
+        for (const l of loads) await tx.run(`UPDATE banks SET balance = balance + ? WHERE kid = ?`, [n(l.amount), b(l.bank)]);
+        await tx.run(`UPDATE loads SET state = 'cancelled', sync = ? WHERE card = ? AND state = 'pending'`, [hash, req.card]);
+        const redeemed = addAmounts(sumAmounts(holdings.map((c) => c.value)), sumAmounts(orphans.map((o) => n(o.amount))));
+        if (redeemed > 0 && (await tx.run(`UPDATE banks SET balance = balance + ? WHERE kid = ?`, [redeemed, b(card.bank)])) !== 1) {
+          throw new LedgerError(500, LedgerErrorCode.BANK_UNKNOWN, 'issuing bank of the card not registered');
         }
-        // Orphans: transfers of this card no terminal submitted within the window.
-        const orphans = await tx.all(
-          `SELECT hash, amount, mark FROM transfers WHERE card = ? AND state = 'recorded' AND time <= ? ORDER BY counter LIMIT ?`,
-          [req.card, now - this.#voidWindow, LIMITS.maxHistory],
-        );
-        for (const o of orphans) await tx.run(`UPDATE transfers SET state = 'voided' WHERE hash = ?`, [b(o.hash)]);
-        if (revoked) {
-          // No fresh tokens for a compromised key: pending loads return to the banks that
-          // ordered them, and everything the card held (holdings and voided orphans) is
-          // credited to its issuing bank, which pays the owner out of band.
-          const loads = await tx.all(`SELECT bank, amount FROM loads WHERE card = ? AND state = 'pending' ORDER BY id`, [req.card]);
-          for (const l of loads) await tx.run(`UPDATE banks SET balance = balance + ? WHERE kid = ?`, [n(l.amount), b(l.bank)]);
-          await tx.run(`UPDATE loads SET state = 'cancelled', sync = ? WHERE card = ? AND state = 'pending'`, [hash, req.card]);
-          const redeemed = addAmounts(sumAmounts(holdings.map((c) => c.value)), sumAmounts(orphans.map((o) => n(o.amount))));
-          const issuer = b((await tx.get(`SELECT bank FROM cards WHERE kid = ?`, [req.card]))!.bank);
-          if (redeemed > 0 && (await tx.run(`UPDATE banks SET balance = balance + ? WHERE kid = ?`, [redeemed, issuer])) !== 1) {
-            throw new LedgerError(500, LedgerErrorCode.BANK_UNKNOWN, 'issuing bank of the card not registered');
-          }
-          const rb = signMessage('SyncReceipt', {
-            card: req.card, counter: req.counter, request: hash, tokens: [], time: now, loaded: 0,
-            voided: orphans.map((o) => b(o.hash)), ...(redeemed > 0 ? { redeemed } : {}),
-          }, this.#signer);
-          await tx.run(`UPDATE cards SET anchor = ?, anchor_counter = ?, anchor_sync = ? WHERE kid = ?`, [payloadHash(openSigned('SyncReceipt', rb).cose), req.counter, hash, req.card]);
-          await tx.run(`INSERT INTO syncs (request, card, receipt) VALUES (?, ?, ?)`, [hash, req.card, rb]);
-          this.stats.voided += orphans.length;
-          return rb;
-        }
-        const loads = await tx.all(`SELECT id, amount FROM loads WHERE card = ? AND state = 'pending' ORDER BY id`, [req.card]);
-        await tx.run(`UPDATE loads SET state = 'delivered', sync = ? WHERE card = ? AND state = 'pending'`, [hash, req.card]);
-        const loaded = loads.reduce((s, l) => s + n(l.amount), 0);
-        // Fresh tokens: one per mark class (marks survive a sync), loads unmarked.
-        const classes = new Map<string, { mark?: Mark; value: number }>();
-        const add = (mark: Mark | undefined, value: number) => {
-          const k = mark ? toHex(markBytes(mark)!) : '';
-          const e = classes.get(k) ?? { ...(mark ? { mark } : {}), value: 0 };
-          e.value += value;
-          classes.set(k, e);
-        };
-        for (const c of holdings) add(c.mark, c.value);
-        for (const o of orphans) add(markFrom(o.mark as Uint8Array | null), n(o.amount));
-        if (loaded > 0) add(undefined, loaded);
-        const tokens: Uint8Array[] = [];
-        let i = 0;
-        for (const [, cls] of [...classes.entries()].sort(([a], [z]) => (a < z ? -1 : a > z ? 1 : 0))) {
-          if (cls.value <= 0) continue;
-          const serial = sha256(concatBytes(SERIAL_DOMAIN, hash, new Uint8Array([i++]))).slice(0, 16);
-          const tb = signMessage('Token', { serial, value: cls.value, currency: cert.currency ?? 398, owner: req.card, issued: now, ...(cls.mark ? { mark: cls.mark } : {}) }, this.#signer);
-          await tx.run(`INSERT INTO tokens (serial, card, value, sync, bytes) VALUES (?, ?, ?, ?, ?)`, [serial, req.card, cls.value, hash, tb]);
-          tokens.push(tb);
-        }
-        const rb = signMessage('SyncReceipt', { card: req.card, counter: req.counter, request: hash, tokens, time: now, loaded, voided: orphans.map((o) => b(o.hash)) }, this.#signer);
-        await tx.run(`UPDATE cards SET anchor = ?, anchor_counter = ?, anchor_sync = ? WHERE kid = ?`, [payloadHash(openSigned('SyncReceipt', rb).cose), req.counter, hash, req.card]);
-        await tx.run(`INSERT INTO syncs (request, card, receipt) VALUES (?, ?, ?)`, [hash, req.card, rb]);
-        this.stats.voided += orphans.length;
-        return rb;
-      });
-    } catch (e) {
-      if (!(e instanceof Conflict)) throw e;
-      conflict = e;
-    }
-    if (conflict) {
-      const c = conflict;
-      await this.storage.transaction((tx) => this.#proof(tx, req.card, c, now));
-      throw new LedgerError(409, LedgerErrorCode.DOUBLE_SPEND, `the card forked its chain (${c.reason}); it is revoked`);
-    }
+        return finish(signMessage('SyncReceipt', {
+          card: req.card, counter: req.counter, request: hash, tokens: [], time: now, loaded: 0,
+          voided: orphans.map((o) => b(o.hash)), ...(redeemed > 0 ? { redeemed } : {}),
+        }, this.#signer));
+      }
+      const loads = await tx.all(`SELECT id, amount FROM loads WHERE card = ? AND state = 'pending' ORDER BY id`, [req.card]);
+      await tx.run(`UPDATE loads SET state = 'delivered', sync = ? WHERE card = ? AND state = 'pending'`, [hash, req.card]);
+      const loaded = loads.reduce((s, l) => s + n(l.amount), 0);
+      // Fresh tokens: one per mark class (marks survive a sync), loads unmarked.
+      const classes = new Map<string, { mark?: Mark; value: number }>();
+      const add = (mark: Mark | undefined, value: number) => {
+        const k = mark ? toHex(markBytes(mark)!) : '';
+        const e = classes.get(k) ?? { ...(mark ? { mark } : {}), value: 0 };
+        e.value += value;
+        classes.set(k, e);
+      };
+      for (const c of holdings) add(c.mark, c.value);
+      for (const o of orphans) add(markFrom(o.mark as Uint8Array | null), n(o.amount));
+      if (loaded > 0) add(undefined, loaded);
+      const tokens: Uint8Array[] = [];
+      let i = 0;
+      for (const [, cls] of [...classes.entries()].sort(([a], [z]) => (a < z ? -1 : a > z ? 1 : 0))) {
+        if (cls.value <= 0) continue;
+        const serial = sha256(concatBytes(SERIAL_DOMAIN, hash, new Uint8Array([i++]))).slice(0, 16);
+        const tb = signMessage('Token', { serial, value: cls.value, currency: cert.currency ?? 398, owner: req.card, issued: now, ...(cls.mark ? { mark: cls.mark } : {}) }, this.#signer);
+        await tx.run(`INSERT INTO tokens (serial, card, value, sync, bytes) VALUES (?, ?, ?, ?, ?)`, [serial, req.card, cls.value, hash, tb]);
+        tokens.push(tb);
+      }
+      return finish(signMessage('SyncReceipt', { card: req.card, counter: req.counter, request: hash, tokens, time: now, loaded, voided: orphans.map((o) => b(o.hash)) }, this.#signer));
+    });
     this.stats.syncs++;
-    return receipt!;
+    return receipt;
   }
 
   // ------------------------------------------------------------ audit
-  /** The supply invariant and the lists of proofs and revocations. */
+  /**
+   * The books: the supply invariant (value is neither created nor lost), every balance at or
+   * above its floor, every card's cover within its bound, and the lists of proofs and revocations.
+   */
   async audit(): Promise<AuditReport> {
     return this.storage.transaction(async (tx) => {
       const sum = async (sql: string, p: unknown[] = []) => n((await tx.get(sql, p as never))?.s ?? 0);
+      // A coin's value is spent when its claim holder moved value: a value record or a completed sync.
+      const valueSpent = (col: string, card: string) =>
+        `EXISTS (SELECT 1 FROM spent s WHERE s.card = ${card} AND s.id = ${col} AND (EXISTS (SELECT 1 FROM transfers x WHERE x.hash = s.by_hash) OR EXISTS (SELECT 1 FROM syncs y WHERE y.request = s.by_hash)))`;
       const issued = await sum(`SELECT v AS s FROM meta WHERE k = 'issued'`);
       const bankBalances = await sum(`SELECT COALESCE(SUM(balance), 0) AS s FROM banks`);
       const pendingLoads = await sum(`SELECT COALESCE(SUM(amount), 0) AS s FROM loads WHERE state = 'pending'`);
-      const unspentTokens = await sum(`SELECT COALESCE(SUM(value), 0) AS s FROM tokens t WHERE NOT EXISTS (SELECT 1 FROM spent s WHERE s.id = t.serial)`);
-      const unspentChange = await sum(`SELECT COALESCE(SUM(change_value), 0) AS s FROM transfers t WHERE change_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM spent s WHERE s.id = t.change_id)`);
+      const unspentTokens = await sum(`SELECT COALESCE(SUM(value), 0) AS s FROM tokens t WHERE NOT ${valueSpent('t.serial', 't.card')}`);
+      const unspentChange = await sum(`SELECT COALESCE(SUM(change_value), 0) AS s FROM transfers t WHERE change_id IS NOT NULL AND NOT ${valueSpent('t.change_id', 't.card')}`);
       const pendingPayee = await sum(`SELECT COALESCE(SUM(amount), 0) AS s FROM transfers WHERE state = 'recorded'`);
       const redeemed = await sum(`SELECT COALESCE(SUM(balance), 0) AS s FROM merchants`);
       const covered = await sum(`SELECT COALESCE(SUM(amount), 0) AS s FROM covers`);
       const difference = issued - (bankBalances + pendingLoads + unspentTokens + unspentChange + pendingPayee + redeemed);
+      const floorBreaches: AuditReport['floorBreaches'] = [
+        ...(await tx.all(`SELECT kid, balance, credit_line FROM banks WHERE balance < -credit_line`)).map((r) => ({ kind: 'bank' as const, kid: toHex(b(r.kid)), balance: n(r.balance), floor: -n(r.credit_line) })),
+        ...(await tx.all(`SELECT kid, balance FROM merchants WHERE balance < 0`)).map((r) => ({ kind: 'merchant' as const, kid: toHex(b(r.kid)), balance: n(r.balance), floor: 0 })),
+      ];
+      const coverBreaches: AuditReport['coverBreaches'] = [];
+      for (const r of await tx.all(`SELECT c.card AS card, SUM(c.amount) AS s, k.cert AS cert FROM covers c JOIN cards k ON k.kid = c.card GROUP BY c.card, k.cert`)) {
+        const bound = openSigned('Certificate', b(r.cert)).message.limits?.offlineTotal ?? 0;
+        if (n(r.s) > bound) coverBreaches.push({ card: toHex(b(r.card)), covered: n(r.s), bound });
+      }
       const proofs = (await tx.all(`SELECT first, second, card, time FROM proofs ORDER BY time, first, second`)).map((r) => ({
         first: toHex(b(r.first)), second: toHex(b(r.second)), card: toHex(b(r.card)), time: n(r.time),
       }));
       const revocations = (await tx.all(`SELECT card, version, time FROM revocations ORDER BY version`)).map((r) => ({ card: toHex(b(r.card)), version: n(r.version), time: n(r.time) }));
       const crlVersion = await sum(`SELECT v AS s FROM meta WHERE k = 'crl_version'`);
-      return { ok: difference === 0, issued, bankBalances, pendingLoads, unspentTokens, unspentChange, pendingPayee, redeemed, covered, difference, proofs, revocations, crlVersion };
+      return {
+        ok: difference === 0 && floorBreaches.length === 0 && coverBreaches.length === 0,
+        issued, bankBalances, pendingLoads, unspentTokens, unspentChange, pendingPayee, redeemed, covered, difference, floorBreaches, coverBreaches, proofs, revocations, crlVersion,
+      };
     });
   }
 
@@ -704,7 +892,12 @@ export class Ledger {
     return this.storage.transaction(async (tx) => Object.fromEntries((await tx.all(`SELECT kid, balance FROM merchants`)).map((r) => [toHex(b(r.kid)), n(r.balance)])));
   }
 
-  /** Counts of settled transfers and spent-set entries (used by tests and the crash test). */
+  /** Balance per bank (hex kid -> amount). */
+  async bankBalances(): Promise<Record<string, number>> {
+    return this.storage.transaction(async (tx) => Object.fromEntries((await tx.all(`SELECT kid, balance FROM banks`)).map((r) => [toHex(b(r.kid)), n(r.balance)])));
+  }
+
+  /** Counts of settled transfers and claim entries (used by tests and the crash test). */
   async counts(): Promise<{ settled: number; spent: number; transfers: number; verdicts: number }> {
     return this.storage.transaction(async (tx) => ({
       settled: n((await tx.get(`SELECT COUNT(*) AS c FROM transfers WHERE state = 'settled'`))!.c),
@@ -715,4 +908,11 @@ export class Ledger {
   }
 }
 
-
+/** The payee of a signed Transfer, or undefined for another object (a SyncRequest). */
+function openTransferPayee(bytes: Uint8Array): Uint8Array | undefined {
+  try {
+    return openSigned('Transfer', bytes).message.payee;
+  } catch {
+    return undefined;
+  }
+}

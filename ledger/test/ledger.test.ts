@@ -109,12 +109,16 @@ for (const [name, open] of BACKENDS) {
       // Submitted by a terminal it does not pay.
       cases.push([ErrorCode.WRONG_PAYEE, good.handover, b]);
       // Over the certified per-payment limit.
-      const small = await k.fundCard(10_000, { limits: { perPayment: 1_000, offlineTotal: 5_000, offlineCount: 5, cvmLimit: 500 } });
-      cases.push([ErrorCode.LIMIT_EXCEEDED, small.wallet.clone().pay(k.request(a, 2_000), { enforceLimits: false, cvm: 1 }).handover, a]);
-      cases.push([ErrorCode.CVM_REQUIRED, small.wallet.clone().pay(k.request(a, 800), { enforceLimits: false }).handover, a]);
+      // (Each case that signs a new transfer uses a card of its own: two transfers of one card with the
+      // same counter are a fork, which is DOUBLE_SPEND whatever else is wrong with them: SPEC §7.7.)
+      const smallLimits = { perPayment: 1_000, offlineTotal: 5_000, offlineCount: 5, cvmLimit: 500 };
+      const small = await k.fundCard(10_000, { limits: smallLimits });
+      cases.push([ErrorCode.LIMIT_EXCEEDED, small.wallet.pay(k.request(a, 2_000), { enforceLimits: false, cvm: 1 }).handover, a]);
+      const small2 = await k.fundCard(10_000, { limits: smallLimits });
+      cases.push([ErrorCode.CVM_REQUIRED, small2.wallet.pay(k.request(a, 800), { enforceLimits: false }).handover, a]);
       // Future-dated transfer.
       const future = { ...k.request(a, 100), time: k.clock.now + 3_600 };
-      cases.push([ErrorCode.TRANSFER_TIME, card.wallet.clone().pay(future).handover, a]);
+      cases.push([ErrorCode.TRANSFER_TIME, (await k.fundCard(10_000)).wallet.pay(future).handover, a]);
       // A token signed with the ledger key that the ledger never issued.
       const rogue = await k.fundCard(0);
       rogue.wallet.holdTokens([signMessage('Token', { serial: rnd16(), value: 5_000, currency: CURRENCY_KZT, owner: rogue.identity.kid, issued: k.clock.now }, k.pki.ledger.signer)], k.pki.ledger.keys.publicKey);
@@ -352,12 +356,16 @@ for (const [name, open] of BACKENDS) {
       // A payment made after the second sync settles normally (chain anchored at the new receipt).
       const pc = card.wallet.pay(k.request(b, 500));
       t.deepEqual(statuses((await k.ledger.settle([k.batch(b, [pc.handover])]))[0]!), ['SETTLED']);
-      // A sync whose history was tampered with is refused and changes nothing.
-      const before = await stateDigest(k.storage);
+      // A sync that creates value is refused and moves no value; what the card signed is kept as evidence
+      // (its counter is claimed: a second request with that counter would be a fork).
+      const before = await stateDigest(k.storage, { evidence: false });
       const bad = signMessage('SyncRequest', { ...openSigned('SyncRequest', card.wallet.clone().beginSync(rnd16())).message, balance: 1_000_000 }, card.identity.signer);
       const e5 = await t.throwsAsync(k.ledger.sync(bad), { instanceOf: LedgerError });
       t.is(e5!.code, 'SYNC_INVALID');
-      t.is(await stateDigest(k.storage), before);
+      t.is(e5!.details.detail, 'VALUE_NOT_CONSERVED');
+      t.is(await stateDigest(k.storage, { evidence: false }), before);
+      const badHash = payloadHash(openSigned('SyncRequest', bad).cose);
+      t.truthy(await k.storage.transaction((tx) => tx.get(`SELECT hash FROM counters WHERE hash = ?`, [badHash])));
     }, { voidWindow: 7 * 86400 }));
 
   test(`${name}: any arrival order of one card's chained transfers gives the same final state`, (t) =>

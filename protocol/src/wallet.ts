@@ -24,7 +24,7 @@ import { GENESIS_PREV, outputId } from './ids.ts';
 import { nobleVerifier, type Verifier } from './crypto/suite.ts';
 import type { Signer } from './cose/sign1.ts';
 import { encodeMessage, openSigned, payloadHash, signMessage, verifySigned } from './codec.ts';
-import { Cvm, LIMITS, type CardLimitsSchema, type Handover, type Mark, type Output, type Transfer } from './schema/messages.ts';
+import { CARD_TIME_AHEAD, Cvm, LIMITS, type CardLimitsSchema, type Handover, type Mark, type Output, type Transfer } from './schema/messages.ts';
 import type { Infer } from './schema/dsl.ts';
 import { markAllows, markKey, payeeMark, type ExpectedRequest } from './handover.ts';
 
@@ -59,6 +59,13 @@ export interface WalletState {
   lastHandover?: Uint8Array;
   /** The last nonces signed (at most 64), hex. */
   nonces: string[];
+  /**
+   * Trusted time (seconds, SPEC §10.8): the personalization time, then the time of the last
+   * applied receipt. `pay` refuses a request dated more than `CARD_TIME_AHEAD` after it.
+   * Absent in a given state: the constructor fills it in (`personalizedAt`, else the card
+   * certificate's `iat`).
+   */
+  trusted?: number;
 }
 
 /** Options of {@link ReferenceWallet}. */
@@ -69,13 +76,22 @@ export interface ReferenceWalletOptions {
   readonly chain: readonly Uint8Array[];
   /** Starting state (default: freshly personalized, empty). */
   readonly state?: WalletState;
+  /**
+   * Personalization time (seconds): the trusted time of a state that has none (SPEC §10.8),
+   * as WRITE CERTIFICATES gives it to the applet. Default: the card certificate's `iat`.
+   */
+  readonly personalizedAt?: number;
 }
 
 /** Options of {@link ReferenceWallet.pay}. */
 export interface PayOptions {
   /** Cardholder verification done for this payment (default `Cvm.NONE`). */
   readonly cvm?: number;
-  /** Refuse payments above the certified limits, as a real card does (default true). Tests turn it off to build over-limit transfers. */
+  /**
+   * Refuse payments above the certified limits and requests dated beyond the time bound
+   * (SPEC §10.7 step 2a), as a real card does (default true). Tests turn it off to build
+   * what only a broken or cloned card signs: over-limit or far-future-dated transfers.
+   */
   readonly enforceLimits?: boolean;
   /** Use exactly these coins (ids) as inputs instead of the automatic selection. */
   readonly inputs?: readonly Uint8Array[];
@@ -110,6 +126,7 @@ function copyState(s: WalletState): WalletState {
     ...(s.pendingSync ? { pendingSync: s.pendingSync.slice() } : {}),
     ...(s.lastHandover ? { lastHandover: s.lastHandover.slice() } : {}),
     nonces: [...s.nonces],
+    ...(s.trusted !== undefined ? { trusted: s.trusted } : {}),
   };
 }
 
@@ -132,6 +149,7 @@ export class ReferenceWallet {
     if (!bytesEqual(leaf.cnf.coseKey.kid, this.kid)) throw new DtError(ErrorCode.KEY_MISMATCH, 'the card certificate certifies another key');
     this.limits = leaf.limits;
     this.#state = opts.state ? copyState(opts.state) : emptyWalletState();
+    this.#state.trusted ??= opts.personalizedAt ?? leaf.iat;
   }
 
   /** A deep copy of the current state (safe to persist or inspect). */
@@ -194,11 +212,16 @@ export class ReferenceWallet {
    * PAY: signs a Transfer answering `request` and returns it with the
    * Handover. A retry (`retryOf` naming the last transfer's nonce, same
    * payee) returns the stored handover and signs nothing. Throws a
-   * {@link DtError} when the card would refuse (nonce reused, sync pending,
-   * limits, funds).
+   * {@link DtError} when the card would refuse: `TRANSFER_TIME` for a request
+   * dated more than `CARD_TIME_AHEAD` after the trusted time (SPEC §10.7 step
+   * 2a; checked first, retries included), then nonce reused, sync pending,
+   * limits, funds.
    */
   pay(request: ExpectedRequest & { retryOf?: Uint8Array }, opts: PayOptions = {}): PayResult {
     const s = this.#state;
+    if ((opts.enforceLimits ?? true) && request.time > s.trusted! + CARD_TIME_AHEAD) {
+      throw new DtError(ErrorCode.TRANSFER_TIME, 'request dated too far after the card\'s trusted time: sync first', { time: request.time, trusted: s.trusted!, ahead: CARD_TIME_AHEAD });
+    }
     if (s.pendingSync) throw new DtError(ErrorCode.LIMIT_EXCEEDED, 'a sync is pending');
     if (request.retryOf && s.lastHandover && s.history.length > 0) {
       const last = openSigned('Transfer', s.history[s.history.length - 1]!);
@@ -362,6 +385,8 @@ export class ReferenceWallet {
     s.history = [];
     s.prev = payloadHash(r.cose);
     s.receipt = receiptBytes.slice();
+    // The ledger's signed time is the new trusted time (SPEC §10.8); it never goes back.
+    s.trusted = Math.max(s.trusted!, rc.time);
     delete s.pendingSync;
     delete s.lastHandover;
   }

@@ -1,7 +1,7 @@
 import test from 'ava';
 
 import {
-  BankPermission, Cvm, CURRENCY_KZT, ErrorCode, GENESIS_PREV, ReferenceWallet, Role,
+  BankPermission, CARD_TIME_AHEAD, Cvm, CURRENCY_KZT, ErrorCode, GENESIS_PREV, ReferenceWallet, Role,
   createTrustStore, decodeMessage, encodeMessage, generateKeyPair, issueCertificate, keyPairSigner,
   openSigned, outputId, payloadHash, signMessage, validateHandover, handoverTransfers, decodeDeterministic, encodeDeterministic, bytesEqual as bytesEq,
   type ExpectedRequest, type HandoverContext, type KeyPair, type Mark, type Signer, type Transfer,
@@ -34,7 +34,9 @@ function world() {
   const trust = createTrustStore({ root: root.cert, ledgerCert: ledger.cert, at: T0 });
   const card = (limits = LIMITS, validity?: { nbf: number; exp: number }, issuer = bank) => {
     const p = party(Role.CARD, issuer.signer, { limits }, validity);
-    return { ...p, wallet: new ReferenceWallet({ signer: p.signer, chain: [p.cert, issuer.cert] }) };
+    // Personalized (and given its tokens) just before T0: its certificate is a year old, and the
+    // wallet's trusted time bounds its request times (SPEC §10.8).
+    return { ...p, wallet: new ReferenceWallet({ signer: p.signer, chain: [p.cert, issuer.cert], personalizedAt: T0 - 100 }) };
   };
   const terminal = (merchant = 'shop-1', mcc = 5411) => {
     const p = party(Role.TERMINAL, bank.signer, { merchant: { id: merchant, mcc, name: merchant } });
@@ -456,4 +458,39 @@ test('handoverTransfers finds every card-signed transfer, even in a handover tha
   t.deepEqual(handoverTransfers(broken), [p1.transfer, p2.transfer]);
   t.deepEqual(handoverTransfers(new Uint8Array([0xff, 0x00])), []);
   t.deepEqual(handoverTransfers(encodeDeterministic(new Map([[1, 5]]) as never)), []);
+});
+
+test('ReferenceWallet time bound (SPEC §10.7 step 2a): TRANSFER_TIME beyond CARD_TIME_AHEAD after the trusted time, nothing signed; the receipt time raises it; retries are bound too', (t) => {
+  const w = world();
+  const shop = w.terminal();
+  const c = w.card(); // personalizedAt T0 - 100
+  c.wallet.holdTokens([w.token(c.signer.kid, 50_000)], w.ledger.keys.publicKey);
+  t.is(c.wallet.state.trusted, T0 - 100);
+  const bound = T0 - 100 + CARD_TIME_AHEAD;
+  const before = c.wallet.state;
+  t.throws(() => c.wallet.pay(request(shop, 1_000, bound + 1)), { code: ErrorCode.TRANSFER_TIME });
+  t.deepEqual(c.wallet.state, before, 'a refusal changes nothing');
+  const atBound = request(shop, 1_000, bound);
+  const p = c.wallet.pay(atBound);
+  t.true(validateHandover(p.handover, ctx(w, { request: atBound })).ok);
+  t.is(c.wallet.state.trusted, T0 - 100, 'a request time is never trusted');
+  t.throws(() => c.wallet.pay({ ...request(shop, 1_000, bound + 1), retryOf: atBound.nonce }), { code: ErrorCode.TRANSFER_TIME }, 'retry beyond the bound');
+  t.true(c.wallet.pay({ ...request(shop, 1_000, bound), retryOf: atBound.nonce }).retried);
+  // The sync's receipt time is the new trusted time.
+  const sr = openSigned('SyncRequest', c.wallet.beginSync(rnd(16)));
+  const synced = bound + 86_400;
+  const receipt = signMessage('SyncReceipt', { card: c.signer.kid, counter: sr.message.counter, request: payloadHash(sr.cose), tokens: [w.token(c.signer.kid, 49_000)], time: synced, loaded: 0, voided: [] }, w.ledger.signer);
+  c.wallet.completeSync(receipt, w.ledger.keys.publicKey);
+  t.is(c.wallet.state.trusted, synced);
+  t.throws(() => c.wallet.pay(request(shop, 1_000, synced + CARD_TIME_AHEAD + 1)), { code: ErrorCode.TRANSFER_TIME });
+  t.false(c.wallet.pay(request(shop, 1_000, synced + CARD_TIME_AHEAD)).retried);
+  // Without personalizedAt, a fresh wallet's trusted time is its card certificate's iat; a given state keeps its own.
+  const p2 = party(Role.CARD, w.bank.signer, { limits: LIMITS });
+  const fresh = new ReferenceWallet({ signer: p2.signer, chain: [p2.cert, w.bank.cert] });
+  t.is(fresh.state.trusted, openSigned('Certificate', p2.cert).message.iat);
+  t.is(new ReferenceWallet({ signer: p2.signer, chain: [p2.cert, w.bank.cert], state: { ...fresh.state, trusted: 42 } }).state.trusted, 42);
+  t.is(c.wallet.clone().state.trusted, synced, 'a clone has the same trusted time');
+  // A broken or cloned card signs whatever it is asked: tests build such transfers with enforceLimits off.
+  const far = request(shop, 1_000, synced + 200 * 86_400);
+  t.is(openSigned('Transfer', c.wallet.clone().pay(far, { enforceLimits: false }).transfer).message.time, far.time);
 });

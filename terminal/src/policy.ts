@@ -2,10 +2,14 @@
  * The terminal's risk policy (from its config file) and its evaluation
  * before a tap: floor limit, CVM limit, cap on pending (unverified) value,
  * and the age of the revocation list, after which offline acceptance first
- * narrows (a lower floor limit) and then stops.
+ * narrows (a lower floor limit) and then stops. The list age at which it stops
+ * is never above what the terminal's certificate allows (`crlMaxAge`, SPEC §3.3
+ * and §7.7 cover rule 2): the ledger covers a double spend only for a terminal
+ * that kept to it, so a config file cannot widen it.
  *
  * @module
  */
+import { DEFAULT_TERMINAL_CRL_MAX_AGE, openSigned } from '@dt/protocol';
 import { TerminalError, TerminalErrorCode } from './errors.ts';
 
 /** Risk policy; amounts in tiyn, ages in seconds. */
@@ -20,7 +24,10 @@ export interface RiskPolicy {
   readonly crlNarrowAfter: number;
   /** Floor limit while the revocation list is stale. */
   readonly narrowedFloorLimit: number;
-  /** Revocation list older than this (or none at all): no offline acceptance. */
+  /**
+   * Revocation list older than this (or none at all): no offline acceptance. Capped by the
+   * certificate's `crlMaxAge` ({@link effectiveMaxCrlAge}).
+   */
   readonly maxCrlAge: number;
   /** Torn attempts younger than this are retried with `retryOf` on the next tap. */
   readonly retryWindow: number;
@@ -79,17 +86,42 @@ export interface RiskInput {
   /** Issue time of the held revocation list, or undefined when the terminal has none. */
   readonly crlIssued: number | undefined;
   readonly now: number;
+  /**
+   * The list age the terminal's certificate allows ({@link certifiedCrlMaxAge}); default
+   * `DEFAULT_TERMINAL_CRL_MAX_AGE` (3 days), what a certificate without the claim means.
+   */
+  readonly certifiedCrlMaxAge?: number;
+}
+
+/**
+ * The oldest revocation list (seconds) the terminal certificate `cert` lets the terminal
+ * accept offline payments with: its `crlMaxAge` claim, or `DEFAULT_TERMINAL_CRL_MAX_AGE`
+ * (3 days) when it has none (SPEC §3.3). The certificate was verified when the identity
+ * was built; this only reads the claim.
+ */
+export function certifiedCrlMaxAge(cert: Uint8Array): number {
+  return openSigned('Certificate', cert).message.crlMaxAge ?? DEFAULT_TERMINAL_CRL_MAX_AGE;
+}
+
+/**
+ * The list age beyond which no payment is taken offline: the smaller of the configured
+ * `policy.maxCrlAge` and the certified value. A config may narrow the certificate's
+ * policy, never widen it.
+ */
+export function effectiveMaxCrlAge(policy: RiskPolicy, certified: number = DEFAULT_TERMINAL_CRL_MAX_AGE): number {
+  return Math.min(policy.maxCrlAge, certified);
 }
 
 /**
  * Decides whether a payment of `amount` may be taken offline. The list's age
  * counts from its issue time (signed by the ledger), not from when it was
- * fetched, so replaying an old list does not make it fresh.
+ * fetched, so replaying an old list does not make it fresh; it may not exceed
+ * {@link effectiveMaxCrlAge}.
  */
 export function assessRisk(policy: RiskPolicy, r: RiskInput): RiskDecision {
   if (r.crlIssued === undefined) return { offline: false, reason: RiskReason.NO_REVOCATION_LIST };
   const age = Math.max(0, r.now - r.crlIssued);
-  if (age > policy.maxCrlAge) return { offline: false, reason: RiskReason.REVOCATION_LIST_TOO_OLD };
+  if (age > effectiveMaxCrlAge(policy, r.certifiedCrlMaxAge)) return { offline: false, reason: RiskReason.REVOCATION_LIST_TOO_OLD };
   const narrowed = age > policy.crlNarrowAfter;
   const floor = narrowed ? policy.narrowedFloorLimit : policy.floorLimit;
   if (r.amount > floor) return { offline: false, reason: narrowed ? RiskReason.ABOVE_NARROWED_FLOOR_LIMIT : RiskReason.ABOVE_FLOOR_LIMIT };

@@ -360,7 +360,7 @@ function damagePayAnswer(inner: ApduTransport, times: number): ApduTransport {
   };
 }
 
-test('an answer damaged on the way (a signature no longer verifies): PRESENT_CARD_AGAIN, the retry gets the same transfer and pays once; a card whose answer is always bad is declined on the retry', async (t) => {
+test('an answer damaged on the way (a signature no longer verifies): PRESENT_CARD_AGAIN, the retry gets the same transfer and pays once; a card whose answer is always bad is declined on the retry (CARD_ANSWER_INVALID)', async (t) => {
   const { journal, kernel } = setup(t);
   const c = await makeCard(pki);
   const before = await getStatus(c.transport);
@@ -377,14 +377,22 @@ test('an answer damaged on the way (a signature no longer verifies): PRESENT_CAR
   t.is(before.balance - after.balance, 2_000, 'paid once');
   t.is(after.counter, before.counter + 1, 'one transfer signed');
   t.is(journal.listPayments().length, 1);
+  // The approval cleared the card's record: damage on a later tap gets its retry again.
+  const again = await kernel.charge(readerFor(damagePayAnswer(c.transport, 1)), 2_500);
+  t.is(again.kind, 'PRESENT_CARD_AGAIN');
+  t.is((await kernel.charge(readerFor(c.transport), 2_500)).kind, 'APPROVED');
 
-  // Every answer bad (a card that signs wrongly, or a link that always breaks it): one retry, then DECLINED.
+  // Every answer bad (a card that signs wrongly, or a link that always breaks it): one retry, then DECLINED CARD_ANSWER_INVALID.
   const { journal: j2, kernel: k2 } = setup(t);
   const bad = damagePayAnswer(c.transport, 10);
   const a = await k2.charge(readerFor(bad), 3_000);
   t.is(a.kind, 'PRESENT_CARD_AGAIN');
   const b = await k2.charge(readerFor(bad), 3_000);
   t.is(b.kind, 'DECLINED');
-  if (b.kind === 'DECLINED') t.regex(b.reason, /^(TRANSFER_SIGNATURE|HANDOVER_CHAIN|TOKEN_INVALID|HISTORY_BROKEN)$/);
+  if (b.kind === 'DECLINED') {
+    t.is(b.reason, 'CARD_ANSWER_INVALID');
+    t.regex(b.detail ?? '', /^(TRANSFER_SIGNATURE|HANDOVER_CHAIN|TOKEN_INVALID|HISTORY_BROKEN)\b/);
+  }
   t.is(j2.listPayments().length, 0);
+  t.is(j2.tornAttempts().length, 0, 'the chain is given up');
 });

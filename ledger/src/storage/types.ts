@@ -52,16 +52,21 @@ export class Mutex {
 export const SCHEMA: readonly string[] = [
   `CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BIGINT NOT NULL)`,
   `CREATE TABLE IF NOT EXISTS allocations (id BLOB PRIMARY KEY, bank BLOB NOT NULL, amount BIGINT NOT NULL, time BIGINT NOT NULL)`,
-  `CREATE TABLE IF NOT EXISTS banks (kid BLOB PRIMARY KEY, cert BLOB NOT NULL, perms BIGINT NOT NULL, balance BIGINT NOT NULL)`,
+  // credit_line: how far below zero the issuer lets the bank's balance go (its floor is -credit_line; SPEC §7.6.2).
+  `CREATE TABLE IF NOT EXISTS banks (kid BLOB PRIMARY KEY, cert BLOB NOT NULL, perms BIGINT NOT NULL, balance BIGINT NOT NULL, credit_line BIGINT NOT NULL DEFAULT 0)`,
   `CREATE TABLE IF NOT EXISTS cards (kid BLOB PRIMARY KEY, bank BLOB NOT NULL, cert BLOB NOT NULL, anchor BLOB NOT NULL, anchor_counter BIGINT NOT NULL, anchor_sync BLOB)`,
   `CREATE TABLE IF NOT EXISTS loads (id BLOB PRIMARY KEY, card BLOB NOT NULL, bank BLOB NOT NULL, amount BIGINT NOT NULL, state TEXT NOT NULL, sync BLOB, time BIGINT NOT NULL)`,
   `CREATE INDEX IF NOT EXISTS loads_card ON loads (card, state)`,
   `CREATE TABLE IF NOT EXISTS tokens (serial BLOB PRIMARY KEY, card BLOB NOT NULL, value BIGINT NOT NULL, sync BLOB NOT NULL, bytes BLOB NOT NULL)`,
   `CREATE INDEX IF NOT EXISTS tokens_sync ON tokens (sync)`,
-  // The notary: input id (token serial or output id) -> the transfer or sync request that spent it.
-  `CREATE TABLE IF NOT EXISTS spent (id BLOB PRIMARY KEY, by_hash BLOB NOT NULL)`,
+  // The notary's claims (SPEC §7.7 step E): per card, input id (token serial or output id) -> the first
+  // card-signed object (transfer or sync request) that named it. A second object is a fork. Claims are
+  // evidence and move no value: a coin's value is spent when its claim holder is a value record
+  // (a row of \`transfers\`) or a completed sync (a row of \`syncs\`).
+  `CREATE TABLE IF NOT EXISTS spent (card BLOB NOT NULL, id BLOB NOT NULL, by_hash BLOB NOT NULL, PRIMARY KEY (card, id))`,
   // One signed object per card counter: a second one is a fork.
   `CREATE TABLE IF NOT EXISTS counters (card BLOB NOT NULL, counter BIGINT NOT NULL, hash BLOB NOT NULL, PRIMARY KEY (card, counter))`,
+  // Every evidence object (card-signed transfer or sync request) by its payload hash.
   `CREATE TABLE IF NOT EXISTS objects (hash BLOB PRIMARY KEY, bytes BLOB NOT NULL)`,
   // state: recorded (known, payee not yet paid) | settled | voided
   `CREATE TABLE IF NOT EXISTS transfers (hash BLOB PRIMARY KEY, card BLOB NOT NULL, counter BIGINT NOT NULL, amount BIGINT NOT NULL, payee BLOB NOT NULL,
@@ -73,9 +78,16 @@ export const SCHEMA: readonly string[] = [
   `CREATE TABLE IF NOT EXISTS outcomes (batch BLOB NOT NULL, idx BIGINT NOT NULL, bytes BLOB NOT NULL, PRIMARY KEY (batch, idx))`,
   `CREATE TABLE IF NOT EXISTS batches (hash BLOB PRIMARY KEY, terminal BLOB NOT NULL, seq BIGINT NOT NULL, count BIGINT NOT NULL, time BIGINT NOT NULL)`,
   `CREATE TABLE IF NOT EXISTS merchants (kid BLOB PRIMARY KEY, balance BIGINT NOT NULL)`,
-  `CREATE TABLE IF NOT EXISTS covers (transfer BLOB PRIMARY KEY, bank BLOB NOT NULL, terminal BLOB NOT NULL, amount BIGINT NOT NULL)`,
+  // Cover paid for a double spend: at most once per (terminal, card, counter) and per coin (SPEC §7.7).
+  `CREATE TABLE IF NOT EXISTS covers (transfer BLOB PRIMARY KEY, bank BLOB NOT NULL, terminal BLOB NOT NULL, card BLOB NOT NULL, counter BIGINT NOT NULL, amount BIGINT NOT NULL)`,
+  `CREATE UNIQUE INDEX IF NOT EXISTS covers_once ON covers (terminal, card, counter)`,
+  `CREATE INDEX IF NOT EXISTS covers_card ON covers (card)`,
+  `CREATE TABLE IF NOT EXISTS cover_coins (card BLOB NOT NULL, id BLOB NOT NULL, transfer BLOB NOT NULL, PRIMARY KEY (card, id))`,
   `CREATE TABLE IF NOT EXISTS proofs (first BLOB NOT NULL, second BLOB NOT NULL, card BLOB NOT NULL, time BIGINT NOT NULL, PRIMARY KEY (first, second))`,
   `CREATE TABLE IF NOT EXISTS revocations (card BLOB PRIMARY KEY, version BIGINT NOT NULL, time BIGINT NOT NULL)`,
-  `CREATE TABLE IF NOT EXISTS crls (version BIGINT PRIMARY KEY, bytes BLOB NOT NULL)`,
+  // Every revocation list the ledger signed, with its issue time: the cover rule checks declared versions against it.
+  `CREATE TABLE IF NOT EXISTS crls (version BIGINT PRIMARY KEY, issued BIGINT NOT NULL, bytes BLOB NOT NULL)`,
   `CREATE TABLE IF NOT EXISTS syncs (request BLOB PRIMARY KEY, card BLOB NOT NULL, receipt BLOB NOT NULL)`,
+  // Acquirer keys the operator blocked (`dt-ledger acquirer-block`): their settle requests are refused (SPEC §7.7.2).
+  `CREATE TABLE IF NOT EXISTS acquirer_blocks (kid BLOB PRIMARY KEY, reason TEXT NOT NULL, time BIGINT NOT NULL)`,
 ];

@@ -29,7 +29,7 @@ import { PcscReaders } from '../transports/pcsc.ts';
 import { openSerialReader } from '../transports/serial.ts';
 import { listHidDevices, openHidReader } from '../transports/hid.ts';
 import type { CardReader } from '../transports/reader.ts';
-import { assessRisk } from '../policy.ts';
+import { assessRisk, certifiedCrlMaxAge } from '../policy.ts';
 
 /**
  * The exit codes of `dt-pos`, the one table: {@link ExitCode}, `--help` and
@@ -387,7 +387,7 @@ export function buildProgram(): Command {
         const pending = journal.pendingSummary();
         const crl = journal.crl();
         const t = now();
-        const risk = assessRisk(cfg.policy, { amount: 1, pending: pending.amount, crlIssued: crl?.issued, now: t });
+        const risk = assessRisk(cfg.policy, { amount: 1, pending: pending.amount, crlIssued: crl?.issued, now: t, certifiedCrlMaxAge: certifiedCrlMaxAge(identity.chain[0]!) });
         const lastOk = journal.getMeta('lastSyncOk');
         const lastErr = journal.getMeta('lastSyncError');
         const torn = journal.tornAttempts();

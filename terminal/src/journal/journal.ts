@@ -143,6 +143,18 @@ export interface StoredCrl {
   readonly count: number;
 }
 
+/**
+ * Most torn attempts kept open per card (per announced card id; attempts of cards that
+ * announce none count as one card). Older ones are closed: a card can only answer a
+ * retry of its last transfer, and the kernel retries the newest, so anything older is
+ * already given up (the ledger voids such an orphan at the card's sync). A card that
+ * never answers cannot grow the torn set beyond this.
+ */
+export const MAX_TORN_PER_CARD = 4;
+
+/** Most torn attempts kept open in all (cards that announce a new id at every tap). */
+export const MAX_TORN_ATTEMPTS = 64;
+
 const SCHEMA_VERSION = 1;
 
 const SCHEMA = `
@@ -334,14 +346,50 @@ export class Journal {
       .run(a.nonce, this.#now(), a.amount, a.time, a.card ?? null, a.retryOf ?? null, a.request, AttemptState.SENT);
   }
 
-  /** Moves an attempt to `state` (only from `sent` or `torn`). */
+  /**
+   * Moves an attempt to `state` (only from `sent` or `torn`). A move to `torn` also enforces
+   * the bounds on open torn attempts ({@link MAX_TORN_PER_CARD}, {@link MAX_TORN_ATTEMPTS}),
+   * in the same transaction.
+   */
   setAttemptState(nonce: Uint8Array, state: AttemptState): void {
-    this.#db.prepare(`UPDATE attempts SET state = ? WHERE nonce = ? AND state IN ('sent','torn')`).run(state, nonce);
+    this.#db.transaction(() => {
+      this.#db.prepare(`UPDATE attempts SET state = ? WHERE nonce = ? AND state IN ('sent','torn')`).run(state, nonce);
+      if (state === AttemptState.TORN) this.#boundTorn();
+    }).immediate();
   }
 
   /** At start-up: attempts left `sent` by a crash become `torn` (the card may have signed). Returns how many. */
   markSentAttemptsTorn(): number {
-    return this.#db.prepare(`UPDATE attempts SET state = 'torn' WHERE state = 'sent'`).run().changes;
+    return this.#db.transaction(() => {
+      const n = this.#db.prepare(`UPDATE attempts SET state = 'torn' WHERE state = 'sent'`).run().changes;
+      if (n > 0) this.#boundTorn();
+      return n;
+    }).immediate();
+  }
+
+  /**
+   * Closes torn attempts created more than `maxAgeSeconds` ago: past the retry window no
+   * tap names them any more (the card's orphan is voided by the ledger at its sync), so
+   * keeping them open would only let them pile up. Returns how many were closed.
+   */
+  closeStaleTornAttempts(maxAgeSeconds: number): number {
+    return this.#db.prepare(`UPDATE attempts SET state = 'closed' WHERE state = 'torn' AND created < ?`).run(this.#now() - maxAgeSeconds).changes;
+  }
+
+  /** Closes open torn attempts beyond the per-card and the total bound, oldest first. */
+  #boundTorn(): void {
+    // PARTITION BY card groups the attempts of cards without an id (NULL) together.
+    this.#db
+      .prepare(
+        `UPDATE attempts SET state = 'closed' WHERE rowid IN (
+           SELECT rowid FROM (
+             SELECT rowid, row_number() OVER (PARTITION BY card ORDER BY created DESC, rowid DESC) AS n FROM attempts WHERE state = 'torn'
+           ) WHERE n > ?)`,
+      )
+      .run(MAX_TORN_PER_CARD);
+    this.#db
+      .prepare(`UPDATE attempts SET state = 'closed' WHERE rowid IN (SELECT rowid FROM attempts WHERE state = 'torn' ORDER BY created DESC, rowid DESC LIMIT -1 OFFSET ?)`)
+      .run(MAX_TORN_ATTEMPTS);
   }
 
   /** One attempt by nonce. */

@@ -30,7 +30,7 @@ import {
 } from '@dt/protocol';
 import { isTerminalError, TerminalErrorCode } from '../errors.ts';
 import { AttemptState, type Journal, type AttemptRecord } from '../journal/journal.ts';
-import { assessRisk, type RiskPolicy } from '../policy.ts';
+import { assessRisk, certifiedCrlMaxAge, effectiveMaxCrlAge, RiskReason, type RiskPolicy } from '../policy.ts';
 import type { CardReader, CardSession } from '../transports/reader.ts';
 import { deadline } from '../util/abort.ts';
 import type { TerminalIdentity } from '../identity.ts';
@@ -38,13 +38,21 @@ import { DeclineReason, EndReason, type KernelState, type TapOutcome } from './o
 import type { PinPad } from './pinpad.ts';
 
 /**
- * Validation failures that damage in transit can cause (a flipped bit breaks a certificate,
- * token or transfer signature, or a hash link of the history): the first one of an attempt is
- * answered PRESENT CARD AGAIN and the retry gets the same handover back.
+ * Validation failures that damage in transit can cause (a flipped bit breaks the CBOR framing,
+ * a certificate, token or transfer signature, or a hash link of the history). The first one of
+ * an attempt chain (a fresh request) is answered PRESENT CARD AGAIN and the retry gets the same
+ * handover back; a damaged answer to the retry is declined ({@link DeclineReason.CARD_ANSWER_INVALID}),
+ * so a card that always answers garbage cannot keep the terminal retrying.
  */
-const INTEGRITY_CODES: ReadonlySet<string> = new Set([
-  HandoverCode.HANDOVER_CHAIN, HandoverCode.TOKEN_INVALID, HandoverCode.TRANSFER_SIGNATURE, HandoverCode.HISTORY_BROKEN,
+const DAMAGE_CODES: ReadonlySet<string> = new Set([
+  HandoverCode.HANDOVER_MALFORMED, HandoverCode.HANDOVER_CHAIN, HandoverCode.TOKEN_INVALID, HandoverCode.TRANSFER_SIGNATURE, HandoverCode.HISTORY_BROKEN,
 ]);
+
+/**
+ * Cards remembered with the time of their last damaged answer (see `#damaged`). A bound, so
+ * that cards announcing a new id at every tap cannot grow the kernel's memory.
+ */
+const MAX_DAMAGED_CARDS = 256;
 
 /** Capability bit of SELECT (firmware APDU.md): offline payment. */
 const CAP_PAY = 0x01;
@@ -140,10 +148,21 @@ export class PaymentKernel {
   readonly #timeouts: KernelTimeouts;
   readonly #now: () => number;
   readonly #random: (n: number) => Uint8Array;
+  /** The revocation-list age this terminal's certificate allows (SPEC §7.7 cover rule 2). */
+  readonly #certifiedCrlMaxAge: number;
+  /**
+   * Card id (hex; `''` for cards that announce none) to the time of its last damaged answer.
+   * Within the retry window a card gets PRESENT CARD AGAIN for a damaged answer once: a card
+   * that answers garbage whatever the terminal asks (even one that reports a last nonce that
+   * never matches, so that every tap looks like a fresh attempt) is then declined. Cleared by
+   * an approval for the card. In memory: a restart allows one more retry, nothing else.
+   */
+  readonly #damaged = new Map<string, number>();
 
   /** Creates the kernel; torn attempts left `sent` by a crash are marked torn now. */
   constructor(options: KernelOptions) {
     this.#o = options;
+    this.#certifiedCrlMaxAge = certifiedCrlMaxAge(options.identity.chain[0]!);
     this.#timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
     this.#now = options.now ?? (() => Math.floor(Date.now() / 1000));
     this.#random = options.random ?? nodeRandom;
@@ -161,8 +180,13 @@ export class PaymentKernel {
     }
     // Terminal risk management before any card is involved (EMV pre-processing).
     const journal = this.#o.journal;
+    // Torn attempts past the retry window can no longer be named: close them, so what a
+    // card can leave behind in the journal stays bounded (the ledger voids the orphans).
+    journal.closeStaleTornAttempts(this.#o.policy.retryWindow);
     const crl = journal.crl();
-    const risk = assessRisk(this.#o.policy, { amount, pending: journal.pendingSummary().amount, crlIssued: crl?.issued, now: this.#now() });
+    const risk = assessRisk(this.#o.policy, {
+      amount, pending: journal.pendingSummary().amount, crlIssued: crl?.issued, now: this.#now(), certifiedCrlMaxAge: this.#certifiedCrlMaxAge,
+    });
     if (!risk.offline) return { kind: 'ONLINE_REQUIRED', reason: risk.reason };
     // The terminal's own trust anchors are checked before any card is touched: if they
     // cannot verify, no handover could, and a card must not sign a transfer for nothing.
@@ -185,7 +209,7 @@ export class PaymentKernel {
     progress('CARD_DETECTED', { reader: session.reader });
     const tap = deadline(options.signal, this.#timeouts.tapMs, 'tap');
     try {
-      return await this.#tap(session, amount, risk.pinRequired, trust, tap.signal, options.signal, progress);
+      return await this.#tap(session, amount, risk.pinRequired, crl!.issued, trust, tap.signal, options.signal, progress);
     } catch (e) {
       if (e instanceof Outcome) return e.outcome;
       throw e;
@@ -206,6 +230,7 @@ export class PaymentKernel {
     session: CardSession,
     amount: number,
     terminalWantsPin: boolean,
+    crlIssued: number,
     trust: TrustStore,
     signal: AbortSignal,
     cancel: AbortSignal | undefined,
@@ -230,6 +255,11 @@ export class PaymentKernel {
 
     for (;;) {
       const now = this.#now();
+      // The list must still be young enough at the request's own time (a PIN entry may have
+      // taken a while): the transfer is dated `now`, and the ledger judges the list by it.
+      if (now - crlIssued > effectiveMaxCrlAge(this.#o.policy, this.#certifiedCrlMaxAge)) {
+        stop({ kind: 'ONLINE_REQUIRED', reason: RiskReason.REVOCATION_LIST_TOO_OLD });
+      }
       const req: PaymentRequest = {
         amount,
         currency: identity.currency,
@@ -270,7 +300,7 @@ export class PaymentKernel {
         journal.setAttemptState(req.nonce, AttemptState.DECLINED);
         return this.#cardRefused(response.sw);
       }
-      return this.#validateAndCommit(response.data, req, torn, unrecoverable, trust, progress);
+      return this.#validateAndCommit(response.data, req, selected.card, torn, unrecoverable, trust, progress);
     }
   }
 
@@ -307,6 +337,10 @@ export class PaymentKernel {
     if (lastNonce === undefined) return { torn: journal.findTornAttempt(amount, selected.card, this.#o.policy.retryWindow), unrecoverable: [] };
     const answerable = mine.find((a) => toHex(a.nonce) === toHex(lastNonce!));
     const unrecoverable = mine.filter((a) => a !== answerable).map((a) => a.nonce);
+    // The card says its last transfer is another one: these can never be retried. Close them
+    // now (not only with the next approval), so a card that never lets a tap finish cannot
+    // pile up torn attempts; if the card signed them, the ledger voids those orphans.
+    for (const n of unrecoverable) journal.setAttemptState(n, AttemptState.CLOSED);
     if (answerable && answerable.amount === amount) return { torn: answerable, unrecoverable };
     // The card's last transfer answers a torn attempt of another amount: keep that attempt
     // open (the next tap for that amount recovers it) and pay this amount normally.
@@ -406,9 +440,20 @@ export class PaymentKernel {
     }
   }
 
+  /** Remembers a damaged answer of `card`; true when it already gave one within the retry window. */
+  #damagedBefore(card: Uint8Array | undefined, now: number): boolean {
+    const key = card ? toHex(card) : '';
+    const last = this.#damaged.get(key);
+    this.#damaged.delete(key);
+    this.#damaged.set(key, now);
+    if (this.#damaged.size > MAX_DAMAGED_CARDS) this.#damaged.delete(this.#damaged.keys().next().value!);
+    return last !== undefined && now - last <= this.#o.policy.retryWindow;
+  }
+
   #validateAndCommit(
     handoverBytes: Uint8Array,
     req: PaymentRequest,
+    selectedCard: Uint8Array | undefined,
     torn: AttemptRecord | undefined,
     unrecoverable: readonly Uint8Array[],
     trust: TrustStore,
@@ -434,13 +479,21 @@ export class PaymentKernel {
     // with this approval: if the card did sign them, the ledger voids those orphans and returns the value.
     const attemptNonces = [req.nonce, ...(torn ? [torn.nonce] : []), ...unrecoverable];
     if (!result.ok) {
-      // The answer may have been damaged on the way: a flipped bit breaks the CBOR framing, a
-      // signature or a hash link. The card has signed, so get the same handover again (retryOf)
-      // rather than decline and leave its value tied up in an orphan until its next sync. A
-      // broken signature on the retry's answer too is the card's own: declined then (fail closed).
-      if (result.code === HandoverCode.HANDOVER_MALFORMED || (INTEGRITY_CODES.has(result.code) && torn === undefined)) {
-        journal.setAttemptState(req.nonce, AttemptState.TORN);
-        return { kind: 'PRESENT_CARD_AGAIN', reason: 'DAMAGED_ANSWER', detail: result.code, tornAttempt: toHex(req.nonce) };
+      if (DAMAGE_CODES.has(result.code)) {
+        // The answer may have been damaged on the way: a flipped bit breaks the CBOR framing, a
+        // signature or a hash link. The card has signed, so get the same handover again (retryOf)
+        // rather than decline and leave its value tied up in an orphan until its next sync.
+        // Once per attempt chain, and once per card within the retry window: a damaged answer to
+        // a retry, or a second one from the same card, is the card's own (or a link that always
+        // breaks it), declined then (fail closed), and the chain is given up.
+        const again = this.#damagedBefore(selectedCard, now);
+        if (torn === undefined && !again) {
+          journal.setAttemptState(req.nonce, AttemptState.TORN);
+          return { kind: 'PRESENT_CARD_AGAIN', reason: 'DAMAGED_ANSWER', detail: result.code, tornAttempt: toHex(req.nonce) };
+        }
+        journal.setAttemptState(req.nonce, AttemptState.DECLINED);
+        if (torn) journal.setAttemptState(torn.nonce, AttemptState.CLOSED);
+        return { kind: 'DECLINED', reason: DeclineReason.CARD_ANSWER_INVALID, detail: result.detail ? `${result.code}: ${result.detail}` : result.code };
       }
       journal.setAttemptState(req.nonce, AttemptState.DECLINED);
       return { kind: 'DECLINED', reason: result.code, ...(result.detail ? { detail: result.detail } : {}) };
@@ -476,6 +529,7 @@ export class PaymentKernel {
       journal.setAttemptState(req.nonce, AttemptState.DECLINED);
       return { kind: 'DECLINED', reason: DeclineReason.DOUBLE_SPEND_DETECTED, detail: `conflicts with receipt ${r.existing.id} (${r.reason})` };
     }
+    this.#damaged.delete(selectedCard ? toHex(selectedCard) : '');
     return { kind: 'APPROVED', payment: r.payment, alreadyRecorded: r.kind === 'duplicate', recovered };
   }
 }

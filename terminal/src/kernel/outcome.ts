@@ -41,6 +41,13 @@ export const DeclineReason = {
   DOUBLE_SPEND_DETECTED: 'DOUBLE_SPEND_DETECTED',
   /** The card's currency is not the terminal's. */
   CURRENCY: 'CURRENCY',
+  /**
+   * The card's answer to a torn-tap retry was damaged again (it does not decode, or a
+   * certificate, token or transfer signature or a history link does not verify; `detail`
+   * names the check): one PRESENT CARD AGAIN per attempt chain, then this. A faulty or
+   * hostile card; the signed transfer, if any, is an orphan the ledger voids at its sync.
+   */
+  CARD_ANSWER_INVALID: 'CARD_ANSWER_INVALID',
 } as const;
 
 /** Reasons for END (the tap did not reach a payment decision). */
