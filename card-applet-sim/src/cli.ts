@@ -38,7 +38,7 @@ export const EXIT_CODES = [
   { code: 1, name: 'REFUSED', meaning: 'refused: the card answered an error status word (e.g. 6986 already personalized)' },
   { code: 2, name: 'USAGE', meaning: 'usage: bad command, option or value, or a file named on the command line is missing or unreadable' },
   { code: 4, name: 'POWER_CUT', meaning: 'an injected fault cut the power of the card during the command' },
-  { code: 5, name: 'STATE_FILE', meaning: 'the card state file already exists, is invalid, or is in use by another process' },
+  { code: 5, name: 'STATE_FILE', meaning: 'the card state file already exists or is invalid, or it or the control socket is in use by another process' },
   { code: 6, name: 'INTERNAL', meaning: 'internal error' },
 ] as const;
 
@@ -55,6 +55,9 @@ with two decimals (150.50 KZT); --json output keeps integer tiyn.`;
 
 /** A command-line mistake: exit code 2. */
 class UsageError extends Error {}
+
+/** What the command needs is taken (the control socket of another serve): exit code 5, like a locked state file. */
+class InUseError extends Error {}
 
 /** The warning `clone` prints (and the README quotes). */
 export const CLONE_WARNING = 'ATTACK TOOL: a clone double-spends and gets the card revoked';
@@ -317,7 +320,7 @@ async function serve(file: string, o: Record<string, unknown>, opts: Output): Pr
         });
       } catch (e) {
         storage.close();
-        throw e;
+        throw new InUseError((e as Error).message);
       }
     }
     client.on('connected', () => log('connected', { reader: `vpcd ${o.host}:${client.port}` }));
@@ -515,6 +518,7 @@ function exitCodeOf(e: unknown): number {
   if (e instanceof CardStatusError) return ExitCode.REFUSED;
   if (isPowerCut(e)) return ExitCode.POWER_CUT;
   if (e instanceof StateFileError) return e.code === 'STATE_MISSING' ? ExitCode.USAGE : ExitCode.STATE_FILE;
+  if (e instanceof InUseError) return ExitCode.STATE_FILE;
   return ExitCode.INTERNAL;
 }
 

@@ -408,11 +408,11 @@ serial('pcscd: status matches dt-card show; a second serve on the same socket is
   const other = join(dir2, 'other.card');
   FileStorage.create(other).close();
   const second = await run(['serve', other, '--vpcd', '--port', String(live!.pcscd.vpcdPort), '--slot', '1', '--control', socketPath], 20_000);
-  t.is(second.code, 1);
+  t.is(second.code, 5, 'in use by another process');
   t.regex(second.err, /control socket .* is in use/);
   t.true(existsSync(socketPath));
   const serialToo = await run(['serve', other, '--serial', '/dev/null', '--control', join(dir2, 'x.sock')], 20_000);
-  t.is(serialToo.code, 1);
+  t.is(serialToo.code, 2);
   t.regex(serialToo.err, /--control needs --vpcd/);
 
   const exited = new Promise((r) => live!.serve.once('exit', r));

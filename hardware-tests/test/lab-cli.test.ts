@@ -12,7 +12,10 @@
  * (JUnit with the same counts), report.html and a transcript per case; the
  * card's final state (dt-card show after the server stopped) must account
  * for exactly the value the card signed away in the run: no money lost or
- * created. This test process never loads pcsclite.
+ * created. Then the whole report (every suite, faults and card removals
+ * included) replays against the copy of the card taken before the run, byte
+ * for byte, and `--quiet` prints the summary line alone. This test process
+ * never loads pcsclite.
  *
  * Never skipped: the CI image has pcscd and vsmartcard-vpcd, and the test
  * runs as root (startPcscd needs its own mount namespace).
