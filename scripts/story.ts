@@ -23,7 +23,7 @@
  *    its value goes back to the issuing bank for the owner (receipt `redeemed`);
  *    the balances and the ledger's supply invariant are checked.
  *
- * Usage: node --import tsx scripts/story.ts [--json] [--in-process] [--help]
+ * Usage: node --conditions=dt-source --import tsx scripts/story.ts [--json] [--in-process] [--help]
  * Exit codes: {@link EXIT_CODES}.
  */
 import { randomBytes } from 'node:crypto';
@@ -60,7 +60,7 @@ export const EXIT_CODES = [
   { code: 130, name: 'INTERRUPTED', meaning: 'interrupted (Ctrl-C): everything started is stopped, the temp directory removed' },
 ] as const;
 
-const HELP = `node --import tsx scripts/story.ts [options]
+const HELP = `node --conditions=dt-source --import tsx scripts/story.ts [options]
 
 The DT end-to-end story: ledger, acquirer and two terminals come up; a card
 is personalized, loaded online and cloned; the genuine card pays terminal A,

@@ -25,7 +25,7 @@ const COMMANDS: { name: string; argv: string[] }[] = [
   { name: 'dt-ledger', argv: [join(ROOT, 'ledger/bin/dt-ledger.js')] },
   { name: 'dt-acquirer', argv: [join(ROOT, 'acquirer/bin/dt-acquirer.js')] },
   { name: 'dt-lab', argv: [join(ROOT, 'hardware-tests/bin/dt-lab.js')] },
-  { name: 'npm run demo', argv: ['--import', 'tsx', join(ROOT, 'scripts/story.ts')] },
+  { name: 'npm run demo', argv: ['--conditions=dt-source', '--import', 'tsx', join(ROOT, 'scripts/story.ts')] },
 ];
 
 interface Done {
