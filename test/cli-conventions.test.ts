@@ -81,8 +81,13 @@ for (const c of COMMANDS) {
     const rows = helpRows(help.stdout);
     t.true(rows.length >= 3, `${c.name} --help has an "Exit codes:" table:\n${help.stdout}`);
     t.deepEqual(rows, readmeRows().get(c.name), `${c.name}: --help and README.md's exit-code table differ`);
-    t.deepEqual(rows.map(([code]) => code), [...rows.map(([code]) => code)].sort((a, b) => a - b), 'in code order');
-    for (const [code, meaning] of rows) if (code in SHARED) t.regex(meaning, SHARED[code]!, `${c.name} code ${code} keeps the shared meaning`);
+    t.deepEqual(
+      rows.map(([code]) => code),
+      [...rows.map(([code]) => code)].sort((a, b) => a - b),
+      'in code order',
+    );
+    for (const [code, meaning] of rows)
+      if (code in SHARED) t.regex(meaning, SHARED[code]!, `${c.name} code ${code} keeps the shared meaning`);
     t.true(rows.some(([code]) => code === 0) && rows.some(([code]) => code === 2));
     const bad = await run(process.execPath, [...c.argv, '--no-such-option']);
     t.is(bad.code, 2, `${c.name} --no-such-option: ${bad.stdout}${bad.stderr}`);
@@ -91,7 +96,10 @@ for (const c of COMMANDS) {
 }
 
 test('the README table has no command that does not exist', (t) => {
-  t.deepEqual([...readmeRows().keys()], COMMANDS.map((c) => c.name));
+  t.deepEqual(
+    [...readmeRows().keys()],
+    COMMANDS.map((c) => c.name),
+  );
 });
 
 test('npx dt-… from nested directories inside the repository runs this checkout (registry unreachable); a name not installed is refused, not fetched', async (t) => {
