@@ -24,7 +24,7 @@
  *    the balances and the ledger's supply invariant are checked.
  *
  * Usage: node --conditions=dt-source --import tsx scripts/story.ts [--json] [--in-process] [--help]
- * Exit codes: 0 story ok, 1 an invariant or expected outcome failed, 2 bad usage.
+ * Exit codes: {@link EXIT_CODES}.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -32,7 +32,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import {
-  CLA, INS, OutcomeStatus, SYNC_P1, decodeDeterministic, encodeDeterministic, openSigned, payloadHash, signSettleRequest, subjectKey, toHex, transmitOk, verifySigned,
+  CLA, INS, OutcomeStatus, SYNC_P1, decodeDeterministic, encodeDeterministic, formatTenge, openSigned, payloadHash, signSettleRequest, subjectKey, toHex, transmitOk, verifySigned,
   type ApduTransport,
 } from '@dt/protocol';
 import { MemoryStorage } from '@dt/firmware';
@@ -46,6 +46,19 @@ import {
   DEFAULT_CONFIG, DEFAULT_POLICY, Journal, PaymentKernel, PcscReaders, SyncClient, TransportReader, buildIdentity, verifierByName,
   type CardReader, type SyncReport, type TapOutcome, type TerminalIdentity,
 } from '@dt/terminal';
+
+/**
+ * The exit codes of the story (`npm run demo`), the one table (`--help`
+ * prints it; the root README repeats it, checked by a test). 0-3 mean the
+ * same for every command line of the toolkit; 4 and up are the story's own.
+ */
+export const EXIT_CODES = [
+  { code: 0, name: 'OK', meaning: 'the story holds: every check passed and everything started was stopped' },
+  { code: 1, name: 'FAILED', meaning: 'refused: a check of the story failed (an outcome, a balance or the supply invariant)' },
+  { code: 2, name: 'USAGE', meaning: 'usage: unknown option' },
+  { code: 6, name: 'INTERNAL', meaning: 'the story could not run to its end (an error), or left something running' },
+  { code: 130, name: 'INTERRUPTED', meaning: 'interrupted (Ctrl-C): everything started is stopped, the temp directory removed' },
+] as const;
 
 const HELP = `node --conditions=dt-source --import tsx scripts/story.ts [options]
 
@@ -61,8 +74,10 @@ Options:
   --in-process  tap through the in-process transport even when pcscd could run
   --help        show this help
 
-Exit codes: 0 story ok, 1 an invariant or expected outcome failed, 2 bad usage,
-130 interrupted (Ctrl-C; everything started is stopped and the temp dir removed).
+Exit codes:
+${EXIT_CODES.map((e) => `  ${String(e.code).padEnd(3)} ${e.meaning}`).join('\n')}
+
+Amounts are shown in tenge with two decimals (1500.00 KZT); --json gives integer tiyn.
 `;
 
 /** Amounts of the story, in tiyn (1 KZT = 100 tiyn). */
@@ -101,7 +116,8 @@ function parseArgs(argv: readonly string[]): Args {
 
 const nowSec = (): number => Math.floor(Date.now() / 1000);
 const rnd16 = (): Uint8Array => new Uint8Array(randomBytes(16));
-const tenge = (tiyn: number): string => `${(tiyn / 100).toLocaleString('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 2 })} KZT`;
+/** The toolkit's one human amount format (1500.00 KZT). */
+const tenge = formatTenge;
 
 /** One tap as the story reports it. */
 interface TapReport {
@@ -489,7 +505,8 @@ async function main(): Promise<void> {
     for (const c of cleanup) process.stderr.write(`cleanup: ${c}\n`);
     process.stdout.write(`\n${ok ? 'STORY OK' : 'STORY FAILED'}: ${out.checks.length - failed.length}/${out.checks.length} checks hold\n`);
   }
-  process.exitCode = ok ? 0 : 1;
+  // A failed check is the story's verdict (1); an error, no checks at all, or something left running is not (6).
+  process.exitCode = ok ? 0 : error !== undefined || cleanup.length > 0 || out.checks.length === 0 ? 6 : 1;
 }
 
 await main();

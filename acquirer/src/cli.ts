@@ -1,26 +1,42 @@
 /**
- * `dt-acquirer` command line.
- *
- * Exit codes: 0 clean shutdown (SIGINT/SIGTERM) or success; 1 unexpected
- * failure; 2 bad usage (unknown option, missing or invalid value); 3 bad
- * configuration (a certificate or key file is unreadable or does not verify,
- * or the acquirer certificate is not this bank's ACQUIRER certificate for this
- * key); 4 the service cannot start (database cannot be opened, port in use).
+ * `dt-acquirer` command line. Exit codes: {@link EXIT_CODES}.
  *
  * @module
  */
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { pino, type Level } from 'pino';
 import { fromHex } from '@dt/protocol';
 import { startAcquirer, loadTrust } from './server.ts';
 import { AcquirerStore } from './store.ts';
 import { readAcquirerKey } from './keyfile.ts';
 import { nativeVerifier } from '@dt/protocol/native';
 
-/** Exit codes of the CLI. */
-export const ExitCode = { OK: 0, FAILURE: 1, USAGE: 2, CONFIG: 3, START: 4 } as const;
+/**
+ * The exit codes of `dt-acquirer`, the one table (`--help` prints it; the
+ * root README repeats it, checked by a test). 0-3 mean the same for every
+ * command line of the toolkit (this one has no business refusal and needs no
+ * peer to start: the ledger is retried while the service runs); 4 and up are
+ * its own.
+ */
+export const EXIT_CODES = [
+  { code: 0, name: 'OK', meaning: 'success (serve: stopped by SIGINT/SIGTERM)' },
+  { code: 2, name: 'USAGE', meaning: 'usage: bad command, option or value, or a file named on the command line is missing or unreadable' },
+  { code: 4, name: 'CONFIG', meaning: 'the certificates or the key do not verify (root, bank with ACQUIRING permission, ledger, the ACQUIRER certificate of --key), or the key file is readable by others' },
+  { code: 5, name: 'START', meaning: 'serve cannot start (the database cannot be opened, the address is in use)' },
+  { code: 6, name: 'INTERNAL', meaning: 'internal error' },
+] as const;
 
-class ConfigError extends Error {}
+type ExitName = (typeof EXIT_CODES)[number]['name'];
+/** Exit codes of `dt-acquirer` by name (from {@link EXIT_CODES}). */
+export const ExitCode = Object.fromEntries(EXIT_CODES.map((e) => [e.name, e.code])) as { readonly [K in ExitName]: Extract<(typeof EXIT_CODES)[number], { name: K }>['code'] };
+
+/** Why the command failed, with its exit code. */
+class CliError extends Error {
+  constructor(readonly exitCode: number, message: string) {
+    super(message);
+  }
+}
 
 /** Reads a certificate file: raw CBOR bytes, or hex text (whitespace ignored). */
 function readCert(file: string, what: string): Uint8Array {
@@ -28,7 +44,8 @@ function readCert(file: string, what: string): Uint8Array {
   try {
     raw = readFileSync(file);
   } catch (e) {
-    throw new ConfigError(`cannot read ${what} file ${file}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`);
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new CliError(ExitCode.USAGE, `cannot read ${what} file ${file}: ${code === 'ENOENT' ? 'no such file' : (code ?? 'error')}`);
   }
   const text = raw.toString('latin1').replace(/\s+/g, '');
   if (text.length > 0 && /^[0-9a-fA-F]+$/.test(text) && text.length % 2 === 0) return fromHex(text);
@@ -59,12 +76,7 @@ const program = new Command()
     'after',
     `
 Exit codes:
-  0  clean shutdown (SIGINT/SIGTERM), --help, or success
-  1  unexpected failure
-  2  bad usage (unknown option, missing or invalid value)
-  3  bad configuration (a certificate or key file unreadable, the certificates do not verify,
-     or --cert is not an ACQUIRER certificate of the --bank-cert bank for the --key key)
-  4  cannot start (database cannot be opened, port in use)`,
+${EXIT_CODES.map((e) => `  ${String(e.code).padEnd(3)} ${e.meaning}`).join('\n')}`,
   );
 
 program
@@ -82,13 +94,15 @@ program
   .option('--max-body <bytes>', 'largest accepted request body in bytes', positiveInt, 64 * 1024 * 1024)
   .option('--crl-refresh <seconds>', 'revocation list refresh period', positiveInt, 60)
   .option('--batches-per-call <n>', 'most terminal batches grouped into one ledger settle call', positiveInt, 32)
-  .addOption(new Option('--log-level <level>', 'log level (requests and errors; bodies are never logged)').choices(['silent', 'error', 'warn', 'info', 'debug']).default('info'))
-  .action(async (o: { ledger: string; bankCert: string; root: string; ledgerCert: string; key: string; cert: string; db: string; port: number; host: string; maxBody: number; crlRefresh: number; batchesPerCall: number; logLevel: string }) => {
+  .addOption(new Option('--log-level <level>', 'request log (JSON lines on stderr: method, route, status, duration; never bodies or keys)').choices(['silent', 'error', 'warn', 'info', 'debug']).default('info'))
+  .action(async (o: { ledger: string; bankCert: string; root: string; ledgerCert: string; key: string; cert: string; db: string; port: number; host: string; maxBody: number; crlRefresh: number; batchesPerCall: number; logLevel: Level | 'silent' }) => {
+    let ledgerUrl: URL | undefined;
     try {
-      new URL(o.ledger);
+      ledgerUrl = new URL(o.ledger);
     } catch {
-      throw new CommanderError(ExitCode.USAGE, 'dt.badUrl', `error: --ledger is not a URL: ${o.ledger}`);
+      // not a URL: refused below
     }
+    if (!ledgerUrl || (ledgerUrl.protocol !== 'http:' && ledgerUrl.protocol !== 'https:')) throw new CliError(ExitCode.USAGE, `--ledger must be an http(s) URL, e.g. http://127.0.0.1:8440; got ${o.ledger}`);
     const root = readCert(o.root, 'root certificate');
     const bankCert = readCert(o.bankCert, 'bank certificate');
     const ledgerCert = readCert(o.ledgerCert, 'ledger certificate');
@@ -97,13 +111,15 @@ program
     try {
       acquirerSigner = readAcquirerKey(o.key);
     } catch (e) {
-      throw new ConfigError((e as Error).message);
+      // A key file that cannot be read is a usage error; one that is not a private ES256 key is configuration.
+      const msg = (e as Error).message;
+      throw new CliError(msg.startsWith('cannot read') ? ExitCode.USAGE : ExitCode.CONFIG, msg);
     }
     try {
       // Refuse to start unless this is an ACQUIRER certificate of our bank for our key (the ledger would refuse every settle call).
       loadTrust({ root, bankCert, ledgerCert, acquirerCert, acquirerKid: acquirerSigner.kid }, Math.floor(Date.now() / 1000), nativeVerifier);
     } catch (e) {
-      throw new ConfigError(`certificates do not verify: ${(e as Error).message}`);
+      throw new CliError(ExitCode.CONFIG, `certificates do not verify: ${(e as Error).message}`);
     }
     // Test-only fault injection (documented in README): SIGKILL this process right before
     // recording the Nth verified settle answer, to prove crash recovery.
@@ -118,11 +134,10 @@ program
         ledgerUrl: o.ledger, root, bankCert, ledgerCert, acquirerCert, acquirerSigner, dbFile: o.db, port: o.port, host: o.host,
         maxBodyBytes: o.maxBody, crlRefreshMs: o.crlRefresh * 1000,
         forwarder: { maxBatchesPerCall: o.batchesPerCall, ...(beforeRecord ? { beforeRecord } : {}) },
-        logger: o.logLevel === 'silent' ? false : { level: o.logLevel },
+        logger: pino({ level: o.logLevel }, pino.destination(2)),
       });
     } catch (e) {
-      process.stderr.write(`dt-acquirer: cannot start: ${(e as Error).message}\n`);
-      process.exit(ExitCode.START);
+      throw new CliError(ExitCode.START, `cannot start: ${(e as Error).message}`);
     }
     process.stdout.write(`dt-acquirer listening on ${acq.url}\n`);
     const stop = () => {
@@ -143,8 +158,7 @@ program
     try {
       store = new AcquirerStore(o.db);
     } catch (e) {
-      process.stderr.write(`dt-acquirer: cannot open database: ${(e as Error).message}\n`);
-      process.exit(ExitCode.START);
+      throw new CliError(ExitCode.START, `cannot open database: ${(e as Error).message}`);
     }
     store.revokeTerminal(o.kid, o.reason, Date.now());
     store.close();
@@ -154,14 +168,8 @@ program
 try {
   await program.parseAsync(process.argv);
 } catch (e) {
-  if (e instanceof CommanderError) {
-    // --help and --version end here with exitCode 0.
-    process.exit(e.exitCode === 0 ? ExitCode.OK : e.code === 'dt.badUrl' ? ExitCode.USAGE : e.exitCode === 1 ? ExitCode.USAGE : e.exitCode);
-  }
-  if (e instanceof ConfigError) {
-    process.stderr.write(`dt-acquirer: ${e.message}\n`);
-    process.exit(ExitCode.CONFIG);
-  }
+  // Commander printed its own usage errors; --help and --version end here with exitCode 0.
+  if (e instanceof CommanderError) process.exit(e.exitCode === 0 ? ExitCode.OK : ExitCode.USAGE);
   process.stderr.write(`dt-acquirer: ${(e as Error).message}\n`);
-  process.exit(ExitCode.FAILURE);
+  process.exit(e instanceof CliError ? e.exitCode : ExitCode.INTERNAL);
 }

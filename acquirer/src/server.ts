@@ -7,7 +7,8 @@
  * @module
  */
 import { performance } from 'node:perf_hooks';
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
 import { randomBytes } from 'node:crypto';
 import {
   ACQUIRER_LIMITS, ACQUIRER_MEDIA_TYPES, BankPermission, bytesEqual, decodeDeterministic, encodeBatchAck, encodeOutcomePage,
@@ -73,8 +74,13 @@ export interface AcquirerConfig {
   readonly now?: () => number;
   /** Signature verifier (default `nativeVerifier`, OpenSSL through node:crypto). */
   readonly verifier?: Verifier;
-  /** fastify logger (default off). Bodies are never logged. */
-  readonly logger?: boolean | { level: string };
+  /**
+   * Request log (default off): a pino logger (`dt-acquirer serve` passes one
+   * writing JSON lines to stderr), or fastify's logger options. One line per
+   * request, the ledger's format: method, route, status, duration; never
+   * bodies, headers (authorization) or query strings.
+   */
+  readonly logger?: boolean | { level: string } | Logger;
 }
 
 /** A running acquirer. */
@@ -205,11 +211,17 @@ export async function startAcquirer(cfg: AcquirerConfig): Promise<RunningAcquire
     await refreshCrl();
   }, seal);
 
+  const logging = typeof cfg.logger === 'object' && 'child' in cfg.logger ? { loggerInstance: cfg.logger } : { logger: cfg.logger ?? false };
   const app: FastifyInstance = Fastify({
-    logger: cfg.logger ?? false,
+    ...logging,
+    // fastify's own request lines log the URL with its query string: ours below log the route.
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: cfg.maxBodyBytes ?? LIMITS.maxBatchSize,
     // Terminals may be slow links; but do not keep a connection forever.
     requestTimeout: 120_000,
+  }) as unknown as FastifyInstance;
+  app.addHook('onResponse', async (req, reply) => {
+    req.log.info({ method: req.method, route: req.routeOptions.url ?? null, status: reply.statusCode, durationMs: Math.round(reply.elapsedTime * 10) / 10 }, 'request');
   });
   app.removeAllContentTypeParsers();
   app.addContentTypeParser(CBOR_TYPES, { parseAs: 'buffer' }, (_req, body, done) => done(null, body));

@@ -2,22 +2,23 @@
  * `dt-card`: create, personalize, inspect, clone and serve simulated DT cards.
  *
  * Run `dt-card --help` (or `node card-applet-sim/bin/dt-card.js --help`).
- * Every command takes `--json` for machine-readable output. Keys and PINs
- * are never printed.
+ * Every command takes `--json` for machine-readable output (amounts in
+ * integer tiyn); people read amounts in tenge with two decimals. Keys and
+ * PINs are never printed. Exit codes: {@link EXIT_CODES}.
  *
  * @module
  */
 
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { MemoryStorage } from '@dt/firmware';
 import type { Storage } from '@dt/firmware';
-import { CARD_TIME_AHEAD, CardStatusError, describeSw, fromHex, keyPairSigner, openSigned, publicKeyOf, swHex, toHex } from '@dt/protocol';
+import { CARD_TIME_AHEAD, CardStatusError, describeSw, formatTenge, fromHex, keyPairSigner, openSigned, publicKeyOf, swHex, toHex } from '@dt/protocol';
 import { SimulatedCard } from './card.ts';
 import { isPowerCut } from './faults.ts';
 import type { FaultPlan } from './faults.ts';
-import { FileStorage, readStateFile } from './storage.ts';
+import { FileStorage, StateFileError, readStateFile } from './storage.ts';
 import { InProcessTransport } from './inprocess.ts';
 import { loadDevPki, loadOrCreateDevPki } from './devpki.ts';
 import { devIssuingBank, devLoad, getStatus, personalizeCard, selectApplet } from './host.ts';
@@ -26,6 +27,37 @@ import { VpcdClient, VPCD_CONTROL, VPCD_DEFAULT_PORT } from './vpcd.ts';
 import { startCardControl } from './control.ts';
 import type { CardControlServer } from './control.ts';
 import { SerialCardEndpoint, openTty } from './serial.ts';
+
+/**
+ * The exit codes of `dt-card`, the one table (`--help` prints it; the root
+ * README repeats it, checked by a test). 0-3 mean the same for every
+ * command line of the toolkit; 4 and up are this command's own.
+ */
+export const EXIT_CODES = [
+  { code: 0, name: 'OK', meaning: 'success (serve: stopped by SIGINT/SIGTERM)' },
+  { code: 1, name: 'REFUSED', meaning: 'refused: the card answered an error status word (e.g. 6986 already personalized)' },
+  { code: 2, name: 'USAGE', meaning: 'usage: bad command, option or value, or a file named on the command line is missing or unreadable' },
+  { code: 4, name: 'POWER_CUT', meaning: 'an injected fault cut the power of the card during the command' },
+  { code: 5, name: 'STATE_FILE', meaning: 'the card state file already exists or is invalid, or it or the control socket is in use by another process' },
+  { code: 6, name: 'INTERNAL', meaning: 'internal error' },
+] as const;
+
+type ExitName = (typeof EXIT_CODES)[number]['name'];
+/** Exit codes of `dt-card` by name (from {@link EXIT_CODES}). */
+export const ExitCode = Object.fromEntries(EXIT_CODES.map((e) => [e.name, e.code])) as { readonly [K in ExitName]: Extract<(typeof EXIT_CODES)[number], { name: K }>['code'] };
+
+const EXIT_HELP = `
+Exit codes:
+${EXIT_CODES.map((e) => `  ${String(e.code).padEnd(3)} ${e.meaning}`).join('\n')}
+
+Amount options are integer tiyn (100 tiyn = 1 KZT); people read amounts in tenge
+with two decimals (150.50 KZT); --json output keeps integer tiyn.`;
+
+/** A command-line mistake: exit code 2. */
+class UsageError extends Error {}
+
+/** What the command needs is taken (the control socket of another serve): exit code 5, like a locked state file. */
+class InUseError extends Error {}
 
 /** The warning `clone` prints (and the README quotes). */
 export const CLONE_WARNING = 'ATTACK TOOL: a clone double-spends and gets the card revoked';
@@ -74,7 +106,7 @@ class ReadOnlyStorage implements Storage {
 
 /** Reads a secret key file: 64 hex digits, 32 raw bytes, or JSON `{ "secretKey": "<hex>" }`. */
 function readKeyFile(path: string): Uint8Array {
-  const raw = readFileSync(path);
+  const raw = readArgFile(path);
   if (raw.length === 32) return new Uint8Array(raw);
   const text = raw.toString('utf8').trim();
   if (/^[0-9a-fA-F]{64}$/.test(text)) return fromHex(text);
@@ -85,12 +117,12 @@ function readKeyFile(path: string): Uint8Array {
   } catch {
     // Not JSON: fall through to the error, which names no key material.
   }
-  throw new Error(`${path}: not a P-256 secret key (expected 32 raw bytes, 64 hex digits, or JSON {"secretKey": hex})`);
+  throw new UsageError(`${path}: not a P-256 secret key (expected 32 raw bytes, 64 hex digits, or JSON {"secretKey": hex})`);
 }
 
 /** Reads a certificate file: COSE_Sign1 bytes, or the same in hex or base64 text. */
 function readCertFile(path: string): Uint8Array {
-  const raw = readFileSync(path);
+  const raw = readArgFile(path);
   const candidates: Uint8Array[] = [new Uint8Array(raw)];
   const text = raw.toString('utf8').trim();
   if (/^[0-9a-fA-F]+$/.test(text) && text.length % 2 === 0) candidates.push(fromHex(text));
@@ -103,7 +135,17 @@ function readCertFile(path: string): Uint8Array {
       // try the next encoding
     }
   }
-  throw new Error(`${path}: not a DT certificate (COSE_Sign1 CWT, raw, hex or base64)`);
+  throw new UsageError(`${path}: not a DT certificate (COSE_Sign1 CWT, raw, hex or base64)`);
+}
+
+/** Reads a file named on the command line; missing or unreadable is a usage error. */
+function readArgFile(path: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new UsageError(`${path}: ${code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a directory' : 'cannot be read'}`);
+  }
 }
 
 function faultPlan(o: Record<string, unknown>): FaultPlan {
@@ -175,10 +217,10 @@ async function showCard(file: string, opts: Output): Promise<void> {
     `personalized   ${done.length ? done.join(', ') : 'blank'}${s.locked ? ' (locked)' : ' (open)'}`,
     ...(s.card ? [`card key id    ${toHex(s.card)}`] : []),
     `counter        ${s.counter}`,
-    `balance        ${s.balance} tiyn in ${s.coins} coin(s)${s.currency ? `, currency ${s.currency}` : ''}`,
-    `offline        ${s.offlineValue} tiyn in ${s.offlineCount} payment(s) since the last sync`,
+    `balance        ${formatTenge(s.balance)} in ${s.coins} coin(s)${s.currency ? `, currency ${s.currency}` : ''}`,
+    `offline        ${formatTenge(s.offlineValue)} in ${s.offlineCount} payment(s) since the last sync`,
     ...(s.limits
-      ? [`limits         per payment ${s.limits.perPayment}, offline total ${s.limits.offlineTotal}, offline count ${s.limits.offlineCount}, CVM above ${s.limits.cvmLimit}`]
+      ? [`limits         per payment ${formatTenge(s.limits.perPayment)}, offline total ${formatTenge(s.limits.offlineTotal)}, offline count ${s.limits.offlineCount}, CVM above ${formatTenge(s.limits.cvmLimit)}`]
       : []),
     `PIN tries      ${s.pinTries} left${s.pinTries === 0 ? ' (BLOCKED)' : ''}, unblock tries ${s.pukTries} left`,
     `sync pending   ${s.syncPending ? 'yes (PAY refused until SYNC COMPLETE)' : 'no'}`,
@@ -199,11 +241,11 @@ function issuingBankFrom(o: Record<string, unknown>): { bank: IssuingBank; dev?:
   }
   const files = ['bankKey', 'bankCert', 'root', 'ledgerCert'].filter((k) => o[k] !== undefined);
   if (files.length > 0) {
-    if (files.length !== 4) throw new Error('--bank-key, --bank-cert, --root and --ledger-cert go together');
+    if (files.length !== 4) throw new UsageError('--bank-key, --bank-cert, --root and --ledger-cert go together');
     const secretKey = readKeyFile(o.bankKey as string);
     const signer = keyPairSigner({ secretKey, publicKey: publicKeyOf(secretKey) });
     const cert = readCertFile(o.bankCert as string);
-    if (toHex(openSigned('Certificate', cert).message.cnf.coseKey.kid) !== toHex(signer.kid)) throw new Error('--bank-key does not match --bank-cert');
+    if (toHex(openSigned('Certificate', cert).message.cnf.coseKey.kid) !== toHex(signer.kid)) throw new UsageError('--bank-key does not match --bank-cert');
     return { bank: { signer, cert, root: readCertFile(o.root as string), ledgerCert: readCertFile(o.ledgerCert as string) } };
   }
   const dir = (o.devPki as string | undefined) ?? 'dev-pki';
@@ -237,8 +279,8 @@ function addFaultOptions(cmd: Command): Command {
 }
 
 async function serve(file: string, o: Record<string, unknown>, opts: Output): Promise<void> {
-  if ((o.vpcd ? 1 : 0) + (o.serial ? 1 : 0) !== 1) throw new Error('serve needs exactly one of --vpcd or --serial <path>');
-  if (o.control !== undefined && !o.vpcd) throw new Error('--control needs --vpcd (it takes the card out of the vpcd reader and puts it back)');
+  if ((o.vpcd ? 1 : 0) + (o.serial ? 1 : 0) !== 1) throw new UsageError('serve needs exactly one of --vpcd or --serial <path>');
+  if (o.control !== undefined && !o.vpcd) throw new UsageError('--control needs --vpcd (it takes the card out of the vpcd reader and puts it back)');
   const storage = FileStorage.open(file);
   const card = new SimulatedCard({ storage, faults: faultPlan(o) });
   const log = (event: string, fields: Record<string, unknown> = {}): void => {
@@ -278,7 +320,7 @@ async function serve(file: string, o: Record<string, unknown>, opts: Output): Pr
         });
       } catch (e) {
         storage.close();
-        throw e;
+        throw new InUseError((e as Error).message);
       }
     }
     client.on('connected', () => log('connected', { reader: `vpcd ${o.host}:${client.port}` }));
@@ -336,6 +378,8 @@ export function buildProgram(): Command {
     .name('dt-card')
     .description('Simulated DT wallet cards: create, personalize, inspect, clone, and serve them to pcscd (vpcd) or a serial port')
     .showHelpAfterError()
+    .exitOverride()
+    .addHelpText('after', EXIT_HELP)
     .configureOutput({ outputError: (s, write) => write(s) });
 
   program
@@ -375,11 +419,11 @@ export function buildProgram(): Command {
     .option('--load <amounts>', 'dev PKI only: load these amounts (comma separated, one token each) after personalizing', amountList)
     .option('--json', 'machine-readable output')
     .action(async (file: string, o: Record<string, unknown>) => {
-      if (!/^[0-9]{4,12}$/.test(o.pin as string)) throw new InvalidArgumentError('--pin must be 4..12 digits');
-      if (!/^[0-9]{8,16}$/.test(o.puk as string)) throw new InvalidArgumentError('--puk must be 8..16 digits');
-      if (!existsSync(file)) throw new Error(`no card file ${file} (create it first: dt-card create ${file})`);
+      if (!/^[0-9]{4,12}$/.test(o.pin as string)) throw new UsageError('--pin must be 4..12 digits');
+      if (!/^[0-9]{8,16}$/.test(o.puk as string)) throw new UsageError('--puk must be 8..16 digits');
+      if (!existsSync(file)) throw new UsageError(`no card file ${file} (create it first: dt-card create ${file})`);
       const { bank, dev } = issuingBankFrom(o);
-      if (o.load !== undefined && dev === undefined) throw new Error('--load needs the dev PKI (it signs with the dev ledger key)');
+      if (o.load !== undefined && dev === undefined) throw new UsageError('--load needs the dev PKI (it signs with the dev ledger key)');
       const result = await withCard(file, async (t) => {
         const p = await personalizeCard(t, bank, {
           pin: o.pin as string,
@@ -393,7 +437,7 @@ export function buildProgram(): Command {
       });
       print(
         { json: !!o.json },
-        `personalized ${resolve(file)}: card key id ${toHex(result.cardKid)}${o.load ? `, loaded ${(o.load as number[]).join(' + ')} tiyn` : ''}`,
+        `personalized ${resolve(file)}: card key id ${toHex(result.cardKid)}${o.load ? `, loaded ${(o.load as number[]).map(formatTenge).join(' + ')}` : ''}`,
         { file: resolve(file), card: result.cardKid, certificate: result.certificate, ...(dev ? { devPki: resolve(dev) } : {}), loaded: o.load ?? [] },
       );
     });
@@ -402,13 +446,18 @@ export function buildProgram(): Command {
     .command('load')
     .description('DEV ONLY: load value onto a personalized card with the dev ledger key (no spent set; refuses cards with offline payments since their last sync)')
     .argument('<file>', 'card state file')
-    .argument('<amounts>', 'amounts in tiyn, comma separated (one token each)', amountList)
+    .argument('<amounts>', 'amounts in tiyn (100 = 1 KZT), comma separated (one token each)', amountList)
     .option('--dev-pki <dir>', 'development PKI directory', 'dev-pki')
     .option('--json', 'machine-readable output')
     .action(async (file: string, amounts: number[], o: { devPki: string; json?: boolean }) => {
-      const pki = loadDevPki(o.devPki);
+      let pki;
+      try {
+        pki = loadDevPki(o.devPki);
+      } catch (e) {
+        throw new UsageError(`--dev-pki ${o.devPki}: not a usable development PKI (${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no dev-pki.json' : (e as Error).message})`);
+      }
       const r = await withCard(file, (t) => devLoad(t, pki, amounts));
-      print({ json: !!o.json }, `loaded ${amounts.join(' + ')} tiyn onto ${resolve(file)} (${r.tokens.length} token(s) on the card)`, {
+      print({ json: !!o.json }, `loaded ${amounts.map(formatTenge).join(' + ')} onto ${resolve(file)} (${r.tokens.length} token(s) on the card)`, {
         file: resolve(file),
         loaded: amounts,
         tokens: r.tokens.length,
@@ -462,20 +511,32 @@ export function buildProgram(): Command {
   return program;
 }
 
-/** Runs the CLI with `argv` (default `process.argv`); sets the exit code on failure. */
+/** The exit code for an error a command threw. */
+function exitCodeOf(e: unknown): number {
+  if (e instanceof CommanderError) return e.exitCode === 0 ? ExitCode.OK : ExitCode.USAGE;
+  if (e instanceof UsageError) return ExitCode.USAGE;
+  if (e instanceof CardStatusError) return ExitCode.REFUSED;
+  if (isPowerCut(e)) return ExitCode.POWER_CUT;
+  if (e instanceof StateFileError) return e.code === 'STATE_MISSING' ? ExitCode.USAGE : ExitCode.STATE_FILE;
+  if (e instanceof InUseError) return ExitCode.STATE_FILE;
+  return ExitCode.INTERNAL;
+}
+
+/** Runs the CLI with `argv` (default `process.argv`); sets the exit code ({@link EXIT_CODES}) on failure. */
 export async function main(argv: string[] = process.argv): Promise<void> {
   try {
     await buildProgram().parseAsync(argv);
   } catch (e) {
-    const msg =
-      e instanceof CardStatusError
-        ? `the card refused: ${e.message}`
-        : isPowerCut(e)
-          ? e.message
+    // Commander has printed its own message (usage errors, --help).
+    if (!(e instanceof CommanderError)) {
+      const msg =
+        e instanceof CardStatusError
+          ? `the card refused: ${e.message}`
           : e instanceof Error
             ? e.message
             : String(e);
-    process.stderr.write(`dt-card: ${msg}\n`);
-    process.exitCode = 1;
+      process.stderr.write(`dt-card: ${msg}\n`);
+    }
+    process.exitCode = exitCodeOf(e);
   }
 }

@@ -139,7 +139,7 @@ export class CardControlError extends Error {
   }
 }
 
-const PLAN_KEYS = new Set(['cutAtWrite', 'torn', 'cutBeforeApdu', 'cutAfterApdu', 'dropFrame', 'corruptFrame', 'delayMs']);
+const PLAN_KEYS = new Set(['cutAtWrite', 'torn', 'cutBeforeApdu', 'cutAfterApdu', 'dropFrame', 'corruptFrame', 'delayMs', 'seed']);
 
 /**
  * Reads a {@link FaultPlan} from untrusted JSON: only the plan's keys, each of
@@ -187,6 +187,8 @@ export function parseFaultPlan(json: unknown): FaultPlan {
   if (corruptFrame !== undefined) plan.corruptFrame = corruptFrame;
   const delayMs = num('delayMs');
   if (delayMs !== undefined) plan.delayMs = delayMs;
+  const seed = num('seed');
+  if (seed !== undefined) plan.seed = seed;
   if (plan.torn !== undefined && plan.torn !== false && plan.cutAtWrite === undefined) bad('torn needs cutAtWrite');
   try {
     // The simulator's own validation: positive 1-based counts, bytes, delays.

@@ -69,6 +69,14 @@ export interface FaultPlan {
   corruptFrame?: number;
   /** Delay every response by this many milliseconds. */
   delayMs?: number;
+  /**
+   * Seed (0 .. 2^32-1) of the randomness of this plan (a torn write's length,
+   * a corrupted byte's position and value): the same plan with the same seed
+   * on the same card state does exactly the same thing, so a recorded lab
+   * case that armed it replays byte for byte. Without it the randomness is
+   * fresh.
+   */
+  seed?: number;
 }
 
 /** What happened, for logs and test assertions. */
@@ -89,7 +97,7 @@ export class FaultInjector {
   #apdus = 0;
   #frames = 0;
   #fired = new Set<FaultEvent['kind']>();
-  readonly #random: (n: number) => Uint8Array;
+  #random: (n: number) => Uint8Array;
   /** Every fault that fired, in order. */
   readonly events: FaultEvent[] = [];
 
@@ -101,8 +109,11 @@ export class FaultInjector {
   constructor(plan: FaultPlan = {}, random: (n: number) => Uint8Array = defaultRandom) {
     checkPlan(plan);
     this.#plan = { ...plan };
-    this.#random = random;
+    this.#fresh = random;
+    this.#random = plan.seed !== undefined ? seededRandom(plan.seed) : random;
   }
+
+  readonly #fresh: (n: number) => Uint8Array;
 
   /** The current plan. */
   get plan(): Readonly<FaultPlan> {
@@ -128,6 +139,7 @@ export class FaultInjector {
   arm(plan: FaultPlan): void {
     checkPlan(plan);
     this.#plan = { ...plan };
+    this.#random = plan.seed !== undefined ? seededRandom(plan.seed) : this.#fresh;
     this.#writes = 0;
     this.#apdus = 0;
     this.#frames = 0;
@@ -281,6 +293,7 @@ export class FaultInjectingStorage implements Storage {
 }
 
 function checkPlan(plan: FaultPlan): void {
+  if (plan.seed !== undefined && (!Number.isInteger(plan.seed) || plan.seed < 0 || plan.seed > 0xffffffff)) throw new RangeError('seed must be an integer from 0 to 2^32-1');
   const positive = (n: number | undefined, name: string): void => {
     if (n !== undefined && (!Number.isInteger(n) || n < 1)) throw new RangeError(`${name} must be a positive integer (1-based)`);
   };
@@ -306,6 +319,26 @@ function randomBelow(random: (n: number) => Uint8Array, n: number): number {
 
 function hexByte(b: number): string {
   return b < 0 ? '--' : b.toString(16).toUpperCase().padStart(2, '0');
+}
+
+/**
+ * A deterministic byte source from a 32-bit seed (mulberry32): fault
+ * simulation only, never cryptography. Same seed, same bytes.
+ */
+function seededRandom(seed: number): (n: number) => Uint8Array {
+  let a = seed >>> 0;
+  const next = (): number => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (t ^ (t >>> 14)) >>> 0;
+  };
+  return (n) => {
+    const out = new Uint8Array(n);
+    for (let i = 0; i < n; i++) out[i] = next() & 0xff;
+    return out;
+  };
 }
 
 function defaultRandom(n: number): Uint8Array {

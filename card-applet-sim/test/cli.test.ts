@@ -64,9 +64,9 @@ test('create, personalize with the dev PKI and --load, show (human and JSON) wit
   t.is(human.code, 0, human.stderr);
   t.regex(human.stdout, /label +alice/);
   t.regex(human.stdout, /counter +1\n/);
-  t.regex(human.stdout, /balance +25000 tiyn in 2 coin\(s\)/);
-  t.regex(human.stdout, /offline +0 tiyn in 0 payment\(s\) since the last sync/);
-  t.regex(human.stdout, /per payment 30000, .* CVM above 10000/);
+  t.regex(human.stdout, /balance +250\.00 KZT in 2 coin\(s\)/);
+  t.regex(human.stdout, /offline +0\.00 KZT in 0 payment\(s\) since the last sync/);
+  t.regex(human.stdout, /per payment 300\.00 KZT, .* CVM above 100\.00 KZT/);
   t.regex(human.stdout, /PIN tries +3 left/);
   t.regex(human.stdout, /trusted time +\d+ \(\d{4}-\d\d-\d\dT.*\); PAY refused for requests after \d{4}-/);
   const json = JSON.parse((await dtCard(['show', 'alice.card', '--json'], dir)).stdout);
@@ -144,23 +144,29 @@ test('personalize from the ledger PKI layout (--ledger-data): the card chain ver
   t.true(bytesEqual(openSigned('Certificate', chain[1]!).message.cnf.coseKey.kid, pki.bank.signer.kid));
 });
 
-test('errors: existing file, bad PIN format, second personalization (6986), serve without a transport, missing file', async (t) => {
+test('errors and exit codes: existing file (5), bad PIN format (2), second personalization (6986: 1), serve without a transport (2), missing file (2), unknown option (2)', async (t) => {
   const dir = tempDir();
   t.is((await dtCard(['create', 'x.card'], dir)).code, 0);
   const again = await dtCard(['create', 'x.card'], dir);
-  t.is(again.code, 1);
+  t.is(again.code, 5);
   t.regex(again.stderr, /already exists/);
   const badPin = await dtCard(['personalize', 'x.card', '--pin', '12', '--puk', '12345678'], dir);
-  t.is(badPin.code, 1);
+  t.is(badPin.code, 2);
   t.regex(badPin.stderr, /--pin must be 4\.\.12 digits/);
   t.is((await dtCard(['personalize', 'x.card', '--pin', '1234', '--puk', '12345678'], dir)).code, 0);
   const twice = await dtCard(['personalize', 'x.card', '--pin', '1234', '--puk', '12345678'], dir);
   t.is(twice.code, 1);
   t.regex(twice.stderr, /card refused: .*6986/);
   const serve = await dtCard(['serve', 'x.card'], dir);
-  t.is(serve.code, 1);
+  t.is(serve.code, 2);
   t.regex(serve.stderr, /exactly one of --vpcd or --serial/);
   const missing = await dtCard(['show', 'nope.card'], dir);
-  t.is(missing.code, 1);
+  t.is(missing.code, 2);
   t.regex(missing.stderr, /no state file/);
+  const bad = await dtCard(['show', 'x.card', '--frobnicate'], dir);
+  t.is(bad.code, 2);
+  t.regex(bad.stderr, /unknown option '--frobnicate'/);
+  const help = await dtCard(['--help'], dir);
+  t.is(help.code, 0);
+  t.regex(help.stdout, /Exit codes:\n  0   success/);
 });

@@ -26,7 +26,7 @@ import { fileURLToPath } from 'node:url';
 import { MemoryStorage } from '@dt/firmware';
 import { CLA, INS, SW, decodeResponse, encodeCommand, selectCommand } from '@dt/protocol';
 import {
-  CardControlError, FileStorage, InProcessTransport, MAX_CONTROL_LINE, VpcdClient, connectCardControl, getStatus, parseFaultPlan, selectApplet, startCardControl, startPcscd,
+  CardControlError, FaultInjector, FileStorage, InProcessTransport, MAX_CONTROL_LINE, VpcdClient, connectCardControl, getStatus, parseFaultPlan, selectApplet, startCardControl, startPcscd,
 } from '../src/index.ts';
 import type { CardHolder, PcscdHandle } from '../src/index.ts';
 import { LOADED, needsPcscd, readyCard, tempDir } from './helpers.ts';
@@ -95,11 +95,31 @@ async function inProcessServer() {
 test('parseFaultPlan: accepts the plan fields, refuses wrong types, unknown fields and what the simulator refuses', (t) => {
   t.deepEqual(parseFaultPlan({ cutAfterApdu: { ins: 0x30 }, delayMs: 10 }), { cutAfterApdu: { ins: 0x30 }, delayMs: 10 });
   t.deepEqual(parseFaultPlan({ cutAtWrite: 2, torn: 5 }), { cutAtWrite: 2, torn: 5 });
-  for (const bad of [null, [], 'x', { cutAtWrite: '2' }, { cutAtWrite: 0 }, { nope: 1 }, { cutAfterApdu: {} }, { cutAfterApdu: { ins: 300 } }, { cutBeforeApdu: { ins: 1, x: 1 } }, { torn: 'yes', cutAtWrite: 1 }, { torn: true }, { delayMs: -1 }]) {
+  t.deepEqual(parseFaultPlan({ corruptFrame: 1, seed: 42 }), { corruptFrame: 1, seed: 42 });
+  for (const bad of [null, [], 'x', { cutAtWrite: '2' }, { cutAtWrite: 0 }, { nope: 1 }, { cutAfterApdu: {} }, { cutAfterApdu: { ins: 300 } }, { cutBeforeApdu: { ins: 1, x: 1 } }, { torn: 'yes', cutAtWrite: 1 }, { torn: true }, { delayMs: -1 }, { seed: -1 }, { seed: 2 ** 32 }, { seed: 1.5 }]) {
     const e = t.throws(() => parseFaultPlan(bad), undefined, JSON.stringify(bad));
     t.true(e instanceof CardControlError && e.code === 'BAD_PLAN', JSON.stringify(bad));
   }
 });
+
+test('a seeded plan is deterministic: the same seed corrupts the same byte the same way, and tears the same write at the same length', (t) => {
+  const frame = new Uint8Array(64).map((_, i) => i);
+  const corrupt = (seed: number) => {
+    const f = new FaultInjector({ corruptFrame: 1, seed });
+    return [toHexBytes(f.onOutgoingFrame(frame)!), f.events[0]!.where];
+  };
+  t.deepEqual(corrupt(7), corrupt(7));
+  t.notDeepEqual(corrupt(7)[0], toHexBytes(frame), 'the frame is corrupted');
+  const tear = (seed: number) => {
+    const f = new FaultInjector();
+    f.arm({ cutAtWrite: 1, torn: true, seed });
+    return f.onWrite(1, new Uint8Array(200).fill(0xab), undefined)!.where;
+  };
+  t.is(tear(99), tear(99));
+  t.not(new Set([1, 2, 3, 4, 5, 6].map(tear)).size, 1, 'different seeds tear at different lengths');
+});
+
+const toHexBytes = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
 test('server: arm/disarm/events drive the card, status reads committed state, wire errors are answered and the server keeps serving', async (t) => {
   const { card, holder, socketPath, server } = await inProcessServer();
@@ -388,11 +408,11 @@ serial('pcscd: status matches dt-card show; a second serve on the same socket is
   const other = join(dir2, 'other.card');
   FileStorage.create(other).close();
   const second = await run(['serve', other, '--vpcd', '--port', String(live!.pcscd.vpcdPort), '--slot', '1', '--control', socketPath], 20_000);
-  t.is(second.code, 1);
+  t.is(second.code, 5, 'in use by another process');
   t.regex(second.err, /control socket .* is in use/);
   t.true(existsSync(socketPath));
   const serialToo = await run(['serve', other, '--serial', '/dev/null', '--control', join(dir2, 'x.sock')], 20_000);
-  t.is(serialToo.code, 1);
+  t.is(serialToo.code, 2);
   t.regex(serialToo.err, /--control needs --vpcd/);
 
   const exited = new Promise((r) => live!.serve.once('exit', r));

@@ -5,9 +5,7 @@
  *   dt-lab run [suite...] --reader NAME [options]
  *   dt-lab replay <transcript|dir...> (--reader NAME | --card STATE) [options]
  *
- * Exit codes: 0 every case passed (skips allowed), 1 a case failed or
- * errored (or the reports could not be written), 2 usage or configuration
- * error, 130 interrupted (Ctrl-C; the reports of what ran are written).
+ * Exit codes: {@link EXIT_CODES}.
  *
  * @module
  */
@@ -16,23 +14,38 @@ import { mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { PcscReaders, parseVerifierName, type VerifierName } from '@dt/terminal';
 import { SUITE_NAMES, type LabRun, type SuiteName } from './model.ts';
-import { LabConfigError, createLabContext, matchReader, PAYMENT_SUITES } from './context.ts';
+import { LabConfigError, LabUnreachableError, createLabContext, matchReader, PAYMENT_SUITES } from './context.ts';
 import { TOOL_VERSION, checkSuiteNames, errorMessage, exitCodeOf, probeCard, runSuites, streamProgress } from './runner.ts';
 import { suitesByName } from './suites/index.ts';
 import { writeReports } from './reports/index.ts';
 import { collectTranscripts, readerTarget, replayAll, stateFileTarget, type ReplayTarget } from './replay.ts';
 
-/** Exit codes of `dt-lab`. */
-export const ExitCode = { OK: 0, FAILED: 1, USAGE: 2, INTERRUPTED: 130 } as const;
+/**
+ * The exit codes of `dt-lab`, the one table (`--help` prints it; the root
+ * README repeats it, checked by a test). 0-3 mean the same for every
+ * command line of the toolkit; 4 and up are this command's own.
+ */
+export const EXIT_CODES = [
+  { code: 0, name: 'OK', meaning: 'every case passed (skipped cases allowed)' },
+  { code: 1, name: 'FAILED', meaning: 'refused: a case failed or errored (the card or terminal broke a rule)' },
+  { code: 2, name: 'USAGE', meaning: 'usage: bad command, option or value, unknown suite, no such reader, bad terminal directory' },
+  { code: 3, name: 'UNREACHABLE', meaning: 'unreachable: the ledger of --ledger, or pcscd, cannot be reached' },
+  { code: 4, name: 'NO_CARD', meaning: 'no card answered in the reader' },
+  { code: 5, name: 'REPORTS', meaning: 'the reports could not be written' },
+  { code: 6, name: 'INTERNAL', meaning: 'internal error' },
+  { code: 130, name: 'INTERRUPTED', meaning: 'interrupted with Ctrl-C (the reports of the cases that ran are written)' },
+] as const;
+
+type ExitName = (typeof EXIT_CODES)[number]['name'];
+/** Exit codes of `dt-lab` by name (from {@link EXIT_CODES}). */
+export const ExitCode = Object.fromEntries(EXIT_CODES.map((e) => [e.name, e.code])) as { readonly [K in ExitName]: Extract<(typeof EXIT_CODES)[number], { name: K }>['code'] };
 
 const EXIT_HELP = `
 Exit codes:
-  0    every case passed (skipped cases allowed)
-  1    a case failed or errored, or the reports could not be written
-  2    usage or configuration error (unknown suite, no such reader, no card, bad terminal dir...)
-  130  interrupted with Ctrl-C (the reports of the cases that ran are written)
+${EXIT_CODES.map((e) => `  ${String(e.code).padEnd(3)} ${e.meaning}`).join('\n')}
 
-Suites: ${SUITE_NAMES.join(', ')}. The lab guide: hardware-tests/README.md.`;
+Suites: ${SUITE_NAMES.join(', ')}. Amount options are integer tiyn (100 = 1 KZT); reports show
+tenge with two decimals; report.json keeps integer tiyn. The lab guide: hardware-tests/README.md.`;
 
 class Exit extends Error {
   constructor(readonly code: number, message?: string) {
@@ -100,13 +113,17 @@ function writeAll(run: LabRun, out: string, say: (s: string) => void): boolean {
   }
 }
 
-/** Writes the reports, prints the summary (and the --json line), and gives the exit code of a run or replay. */
-function finish(run: LabRun, out: string, say: (s: string) => void, json: boolean, signal: AbortSignal): number {
+/**
+ * Writes the reports, prints the summary (and the --json line), and gives
+ * the exit code of a run or replay. The summary line is printed even with
+ * --quiet: it is the one line a quiet run promises.
+ */
+function finish(run: LabRun, out: string, say: (s: string) => void, summary: (s: string) => void, json: boolean, signal: AbortSignal): number {
   const written = writeAll(run, out, say);
-  say(summaryLine(run));
+  summary(summaryLine(run));
   if (json) process.stdout.write(JSON.stringify({ out, summary: run.summary, reports: written }) + '\n');
   if (signal.aborted) return ExitCode.INTERRUPTED;
-  return written ? exitCodeOf(run) : ExitCode.FAILED;
+  return written ? exitCodeOf(run) : ExitCode.REPORTS;
 }
 
 function summaryLine(run: LabRun): string {
@@ -145,6 +162,7 @@ async function runCommand(suiteArgs: string[], o: RunOpts): Promise<number> {
   const say = (s: string): void => {
     if (!o.quiet) log.write(`${s}\n`);
   };
+  const summary = (s: string): void => void log.write(`${s}\n`);
   const progress = streamProgress(log, { quiet: o.quiet === true });
   const stop = interruptible(say);
   const interactive = o.interactive && process.stdin.isTTY === true && process.stdout.isTTY === true;
@@ -164,6 +182,7 @@ async function runCommand(suiteArgs: string[], o: RunOpts): Promise<number> {
     });
   } catch (e) {
     stop.dispose();
+    if (e instanceof LabUnreachableError) throw new Exit(ExitCode.UNREACHABLE, e.message);
     if (e instanceof LabConfigError) throw new Exit(ExitCode.USAGE, e.message);
     throw e;
   }
@@ -178,7 +197,7 @@ async function runCommand(suiteArgs: string[], o: RunOpts): Promise<number> {
       await s.release();
     } catch (e) {
       if (stop.signal.aborted) return ExitCode.INTERRUPTED;
-      throw new Exit(ExitCode.USAGE, `no card in "${ctx.readerName}" (waited ${o.cardTimeout} s): ${errorMessage(e)}`);
+      throw new Exit(ExitCode.NO_CARD, `no card in "${ctx.readerName}" (waited ${o.cardTimeout} s): ${errorMessage(e)}`);
     }
     const card = await probeCard(ctx, handle.recorder, out);
     if (card.error) say(`note: the card did not answer SELECT/GET STATUS: ${String(card.error)}`);
@@ -193,7 +212,7 @@ async function runCommand(suiteArgs: string[], o: RunOpts): Promise<number> {
         terminal: o.terminal ?? null, ledger: o.ledger ?? null, cardControl: o.cardControl ?? null, pinGiven: pin !== undefined, verifier: handle.verifier,
       },
     });
-    return finish(run, out, say, o.json === true, stop.signal);
+    return finish(run, out, say, summary, o.json === true, stop.signal);
   } finally {
     stop.dispose();
     await handle.close();
@@ -223,6 +242,7 @@ async function replayCommand(args: string[], o: ReplayOpts): Promise<number> {
   const say = (s: string): void => {
     if (!o.quiet) log.write(`${s}\n`);
   };
+  const summary = (s: string): void => void log.write(`${s}\n`);
   const progress = streamProgress(log, { quiet: o.quiet === true });
   let target: ReplayTarget;
   try {
@@ -238,7 +258,7 @@ async function replayCommand(args: string[], o: ReplayOpts): Promise<number> {
       }
     }
   } catch (e) {
-    throw new Exit(ExitCode.USAGE, (e as Error).message);
+    throw new Exit(e instanceof LabUnreachableError ? ExitCode.UNREACHABLE : ExitCode.USAGE, (e as Error).message);
   }
   // Against a state-file copy the card is deterministic: compare everything byte for byte unless --loose.
   const strict = o.strict === true || (o.card !== undefined && o.loose !== true);
@@ -255,7 +275,7 @@ async function replayCommand(args: string[], o: ReplayOpts): Promise<number> {
       },
     });
     progress.close();
-    return finish(run, out, say, o.json === true, stop.signal);
+    return finish(run, out, say, summary, o.json === true, stop.signal);
   } finally {
     stop.dispose();
     await target.close();
@@ -288,7 +308,7 @@ async function readersCommand(o: { wait: number; json?: boolean }): Promise<numb
   if (o.json) process.stdout.write(JSON.stringify({ readers, error: error ?? null }) + '\n');
   else if (readers.length === 0) process.stdout.write(`no PC/SC readers${error ? `: ${error}` : ''}\n`);
   else for (const r of readers) process.stdout.write(`${r.name}${r.cardPresent ? `  [card${r.atr ? ` ATR ${r.atr}` : ''}]` : '  [no card]'}\n`);
-  return readers.length === 0 && error ? ExitCode.USAGE : ExitCode.OK;
+  return readers.length === 0 && error ? ExitCode.UNREACHABLE : ExitCode.OK;
 }
 
 /** Builds the command tree; `exit` receives the exit code of an action. */
@@ -323,7 +343,7 @@ export function buildProgram(exit: (code: number) => void): Command {
     .option('--card-timeout <seconds>', 'how long to wait for the card in the reader', seconds('--card-timeout'), 10)
     .option('--pin <pin>', "the card's PIN for the PIN cases (prefer the DT_LAB_PIN environment variable: a command line is visible to other users); never printed, masked in transcripts")
     .option('--verifier <name>', "the lab terminal's signature verifier: native (OpenSSL) or noble (pure JS); default: the verifier in --terminal's config.json, else native", verifierOption)
-    .option('--quiet', 'print failures and the summary only')
+    .option('--quiet', 'print failures and the final summary line only')
     .option('--no-interactive', 'never prompt (default: prompt for a hand on the card when stdin and stdout are terminals)')
     .option('--json', 'print {out, summary} as JSON on stdout (progress goes to stderr)')
     .action(async (suites: string[], o: RunOpts) => exit(await runCommand(suites, o)));
@@ -339,7 +359,7 @@ export function buildProgram(exit: (code: number) => void): Command {
     .option('--loose', 'with --card: compare "~" answers by status word and shape only')
     .option('--out <dir>', 'report directory (default ./lab-replay-<timestamp>)')
     .option('--card-timeout <seconds>', 'how long to wait for the card in the reader', seconds('--card-timeout'), 10)
-    .option('--quiet', 'print failures and the summary only')
+    .option('--quiet', 'print failures and the final summary line only')
     .option('--json', 'print {out, summary} as JSON on stdout')
     .action(async (files: string[], o: ReplayOpts) => exit(await replayCommand(files, o)));
 
@@ -349,8 +369,9 @@ export function buildProgram(exit: (code: number) => void): Command {
 /**
  * Runs the CLI with `argv` (default `process.argv`), then exits the process
  * with the exit code (`exit: false` only sets `process.exitCode`, for
- * in-process callers). Exiting explicitly matters: the PC/SC library keeps
- * handles open after its context is closed, which would keep the process alive.
+ * in-process callers). Exiting explicitly is a safety net: a card control
+ * client or a reader a suite forgot to close must not keep a finished run alive
+ * (the PC/SC adapter itself releases everything it opened: terminal/src/transports/pcsc.ts).
  */
 export async function main(argv: string[] = process.argv, options: { exit?: boolean } = {}): Promise<void> {
   let code: number = ExitCode.OK;
@@ -369,10 +390,10 @@ export async function main(argv: string[] = process.argv, options: { exit?: bool
       code = e.code;
     } else if (e instanceof LabConfigError) {
       process.stderr.write(`dt-lab: ${e.message}\n`);
-      code = ExitCode.USAGE;
+      code = e instanceof LabUnreachableError ? ExitCode.UNREACHABLE : ExitCode.USAGE;
     } else {
       process.stderr.write(`dt-lab: ${e instanceof Error ? e.message : String(e)}\n`);
-      code = ExitCode.FAILED;
+      code = ExitCode.INTERNAL;
     }
   }
   process.exitCode = code;

@@ -28,6 +28,15 @@ export class LabConfigError extends Error {
   }
 }
 
+/** A peer the run needs (the ledger of --ledger, pcscd) cannot be reached: `dt-lab` exits 3. */
+export class LabUnreachableError extends LabConfigError {
+  /** Builds the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = 'LabUnreachableError';
+  }
+}
+
 /** Defaults of {@link LabOptions}. */
 export const DEFAULT_LAB_OPTIONS: LabOptions = { taps: 200, amount: 100, rounds: 2, cardTimeoutMs: 10_000, interactive: false };
 
@@ -133,7 +142,7 @@ export async function fetchCrl(ledgerUrl: string, signal?: AbortSignal): Promise
   try {
     res = await fetch(new URL('/v1/crl', ledgerUrl), { signal: signal ? AbortSignal.any([signal, timeout]) : timeout });
   } catch (e) {
-    throw new LabConfigError(`cannot reach the ledger at ${ledgerUrl}: ${(e as Error).message}`);
+    throw new LabUnreachableError(`cannot reach the ledger at ${ledgerUrl}: ${(e as Error).message}`);
   }
   if (res.status !== 200) throw new LabConfigError(`the ledger at ${ledgerUrl} answered HTTP ${res.status} to GET /v1/crl`);
   const length = Number(res.headers.get('content-length') ?? '0');
@@ -156,7 +165,7 @@ async function openReaderSpec(spec: string, o: ContextOptions, timeoutMs: number
   const pcsc = new PcscReaders({ apduTimeoutMs: 10_000, reconnectDelayMs: 1000 });
   try {
     const names = await pcsc.waitForReaders(Math.min(timeoutMs, 5000), o.signal);
-    if (names.length === 0 && pcsc.contextError) throw new LabConfigError(`no PC/SC readers: ${pcsc.contextError}`);
+    if (names.length === 0 && pcsc.contextError) throw new LabUnreachableError(`no PC/SC readers: ${pcsc.contextError}`);
     const name = matchReader(names, wanted);
     return { reader: pcsc.reader(new RegExp(`^${escapeRegExp(name)}$`)), name, close: () => pcsc.close() };
   } catch (e) {
@@ -295,7 +304,8 @@ export async function createLabContext(o: ContextOptions): Promise<LabContextHan
       terminal,
       ...(terminalMissing && !crl ? { terminalMissing } : {}),
       ...(o.ledgerUrl ? { ledgerUrl: o.ledgerUrl } : {}),
-      ...(control ? { control } : {}),
+      // What the control channel does to the card is part of each case's transcript (replay does it again).
+      ...(control ? { control: recorder.wrapControl(control) } : {}),
       options,
       signal: o.signal,
       progress: (m, d, t) => progress(m, d, t),

@@ -11,7 +11,7 @@ export * from './model.ts';
 export type { CardControl, CardControlStatus, CaseApi, CaseRunner, LabContext, LabOptions, LabSuite, LabTerminal } from './suite.ts';
 export { syncCard, type CardSyncResult } from './cardsync.ts';
 export {
-  createLabContext, labExtras, matchReader, readJournalCrl, fetchCrl, LabConfigError, DEFAULT_LAB_OPTIONS, PAYMENT_SUITES,
+  createLabContext, labExtras, matchReader, readJournalCrl, fetchCrl, LabConfigError, LabUnreachableError, DEFAULT_LAB_OPTIONS, PAYMENT_SUITES,
   type ContextOptions, type LabContextHandle, type LabExtras,
 } from './context.ts';
 export { Recorder, isLooseCommand, shortDataLength, safeName, type ApduStats, type RecorderOptions } from './recorder.ts';
@@ -30,4 +30,4 @@ export {
 } from './replay.ts';
 export { SUITES, suitesByName } from './suites/index.ts';
 export { writeReports, type ReportPaths } from './reports/index.ts';
-export { main, buildProgram, ExitCode } from './cli.ts';
+export { main, buildProgram, ExitCode, EXIT_CODES } from './cli.ts';

@@ -8,14 +8,22 @@
  * {@link isLooseCommand}) so that replay against a live card compares them
  * by status word and shape only.
  *
+ * What the lab does to a simulated card through its control channel
+ * (faults armed, the card taken out and put back) changes what the card
+ * answers next, so it is part of the case: {@link Recorder.wrapControl}
+ * records it between the exchanges (`# control:` lines), and gives every
+ * fault plan with random parts a seed, so that replay can do exactly the same.
+ *
  * @module
  */
+import { randomInt } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { ApduTransport, TransmitOptions } from '@dt/protocol';
 import type { CardReader, CardSession, WaitOptions } from '@dt/terminal';
-import { formatTranscript, maskSecrets, moneyIn, type Exchange, type SignedTransfer } from './transcript.ts';
+import type { CardControlClient, FaultPlan } from '@dt/card-applet-sim';
+import { formatTranscript, maskSecrets, moneyIn, type ControlEvent, type Exchange, type SignedTransfer } from './transcript.ts';
 
 const CLA_CHAINING = 0x10;
 
@@ -74,6 +82,8 @@ interface CaseTape {
   atr?: Uint8Array;
   /** Cases that send malformed APDUs on purpose are left out of {@link ApduStats.nonShort}. */
   allowNonShort: boolean;
+  /** Control events since the last exchange (they go before the next one). */
+  events: ControlEvent[];
 }
 
 /** Options of {@link Recorder}. */
@@ -114,7 +124,7 @@ export class Recorder {
 
   /** Starts recording a case. */
   begin(suite: string, name: string): void {
-    this.#tape = { suite, name, exchanges: [], reader: this.#o.reader, allowNonShort: false };
+    this.#tape = { suite, name, exchanges: [], reader: this.#o.reader, allowNonShort: false, events: [] };
     this.#looseContinues = false;
   }
 
@@ -166,6 +176,7 @@ export class Recorder {
     const text = formatTranscript(
       { tool: this.#o.tool, suite: tape.suite, case: tape.name, seq: this.#seq++, reader: tape.reader, ...(tape.atr ? { atr: tape.atr } : {}), time: new Date().toISOString() },
       tape.exchanges,
+      tape.events,
     );
     writeFileSync(path, text, { mode: 0o644 });
     return rel;
@@ -188,14 +199,57 @@ export class Recorder {
     if (response && response.length > this.stats.maxResponse) this.stats.maxResponse = response.length;
     if (!this.#tape) return;
     const mask = maskSecrets(command, this.#o.secrets ?? [], this.#public);
+    const before = this.#tape.events;
+    this.#tape.events = [];
     const x: Exchange = {
       command: command.slice(),
       ...(mask ? { mask } : {}),
+      ...(before.length ? { before } : {}),
       ...(response !== undefined ? { response: response.slice() } : { noAnswer: noAnswer ?? 'no answer' }),
       ...(loose && response !== undefined ? { loose: true } : {}),
       ms,
     };
     this.#tape.exchanges.push(x);
+  }
+
+  /** Records a control event into the current case, before its next exchange. */
+  recordControl(event: ControlEvent): void {
+    this.#tape?.events.push(event);
+  }
+
+  /**
+   * Wraps a card control channel so that what changes the card (arm,
+   * disarm, remove, insert) goes into the current case's transcript. A plan
+   * with random parts (a torn write of random length, a corrupted frame) is
+   * given a seed first, unless it has one: the card then does what replay
+   * can do again. An event is recorded once the card has done it; one that
+   * failed is not.
+   */
+  wrapControl(c: CardControlClient): CardControlClient {
+    const seeded = (plan: FaultPlan): FaultPlan =>
+      plan.seed === undefined && (plan.torn === true || plan.corruptFrame !== undefined) ? { ...plan, seed: randomInt(0, 2 ** 32) } : plan;
+    return {
+      remove: async (reinsertAfterMs?: number) => {
+        await c.remove(reinsertAfterMs);
+        this.recordControl(reinsertAfterMs === undefined ? { command: 'remove' } : { command: 'remove', reinsertAfterMs });
+      },
+      insert: async () => {
+        await c.insert();
+        this.recordControl({ command: 'insert' });
+      },
+      arm: async (plan: FaultPlan) => {
+        const p = seeded(plan);
+        await c.arm(p);
+        this.recordControl({ command: 'arm', plan: p });
+      },
+      disarm: async () => {
+        await c.disarm();
+        this.recordControl({ command: 'disarm' });
+      },
+      events: () => c.events(),
+      status: () => c.status(),
+      close: () => c.close(),
+    };
   }
 
   /** Wraps a transport so that its exchanges are recorded. */

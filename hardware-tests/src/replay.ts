@@ -10,19 +10,36 @@
  *   against a simulated card from a state file, where the card is
  *   deterministic: RFC 6979 signatures, no clock in its decisions) loose
  *   lines are compared byte for byte too;
- * - `<=` with no answer: the command must again get no answer.
+ * - `<=` with no answer: the command must again get no answer; except when
+ *   the recorded reason is the reader's (`CARD_REMOVED: …`,
+ *   `READER_UNAVAILABLE: …`: the reader reported the card gone, e.g. a stale
+ *   handle right after the card was put back): the command never reached the
+ *   card then, so it is not sent now either.
  *
  * A command with masked bytes (`**`: the `--pin` digits) is rebuilt from
  * `pin`; without it, or with `??` bytes (a secret the lab did not know), the
  * transcript is not replayable and is reported as skipped, before anything
  * of it is sent.
  *
+ * `# control:` events (faults armed through the simulated card's control
+ * channel, the card taken out of the reader and put back) are done again,
+ * at the same point between the same commands. Against a state file the
+ * card behaves as it did in the vpcd reader it was recorded in: a power cut
+ * or a dropped answer leaves it out of the field (commands get no answer)
+ * until the transcript shows the next answered command, when it is presented
+ * again (powered up, as vpcd does after its reinsertion delay); armed plans
+ * carry the seed of their randomness, so torn writes and corrupted bytes
+ * come out the same. A live card in a reader has no control channel here:
+ * its transcripts with control events are skipped with the reason.
+ *
  * Targets: a live card in a reader (sessions through the recorder-free
  * reader), or a COPY of a `dt-card` state file served in-process, powered on
  * afresh before each transcript, with its clock pinned to the transcript's
  * time. Replay transcripts in the order they were recorded (directories are
  * sorted by their `# seq:` header) against a copy of the state file taken
- * before the recorded run.
+ * before the recorded run: every transcript of a complete run, in that
+ * order, replays (a case replayed only in part leaves the card elsewhere
+ * than the next transcript expects).
  *
  * @module
  */
@@ -31,10 +48,10 @@ import { tmpdir } from 'node:os';
 import { basename, join, relative, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { toHex, type ApduTransport } from '@dt/protocol';
-import { FileStorage, InProcessTransport, SimulatedCard } from '@dt/card-applet-sim';
+import { FileStorage, SimulatedCard, isPowerCut } from '@dt/card-applet-sim';
 import type { CardReader } from '@dt/terminal';
 import { summarize, type CaseResult, type LabRun } from './model.ts';
-import { readTranscript, unmask, TranscriptError, MASK_PIN, type ParsedExchange, type Transcript } from './transcript.ts';
+import { readTranscript, unmask, TranscriptError, MASK_PIN, type ControlEvent, type ParsedExchange, type Transcript } from './transcript.ts';
 import { TOOL_VERSION, errorMessage, labHost } from './runner.ts';
 
 /** Where a mismatch is. */
@@ -54,14 +71,35 @@ export interface ReplayResult {
   readonly exchanges: number;
 }
 
+/** The card of one transcript, as {@link ReplayTarget.open} gives it. */
+export interface ReplayCard {
+  readonly transport: ApduTransport;
+  /**
+   * Does a recorded control event to the card; absent when the target has
+   * no control channel (its transcripts with control events are skipped).
+   */
+  readonly control?: (event: ControlEvent) => Promise<void>;
+  /**
+   * Called before a command whose recorded answer exists: a card out of the
+   * field (after a power cut or a dropped answer) is presented again.
+   */
+  readonly present?: () => Promise<void>;
+  release(): Promise<void>;
+}
+
 /** A target for one transcript: a transport, opened fresh per transcript. */
 export interface ReplayTarget {
   /** Name for reports. */
   readonly name: string;
   /** Opens the card for one transcript (`time`: the transcript's time, seconds). */
-  open(time: number | undefined): Promise<{ transport: ApduTransport; release(): Promise<void> }>;
+  open(time: number | undefined): Promise<ReplayCard>;
   /** Frees the target. */
   close(): Promise<void>;
+}
+
+/** A no-answer reason that says the reader never handed the command to the card (see the recorder's `reason`). */
+export function readerDidNotDeliver(noAnswer: string | undefined): boolean {
+  return noAnswer !== undefined && /^(CARD_REMOVED|READER_UNAVAILABLE): /.test(noAnswer);
 }
 
 function swOf(r: Uint8Array): number {
@@ -92,9 +130,18 @@ export function compareAnswer(x: ParsedExchange, actual: Uint8Array | undefined,
   return undefined;
 }
 
-/** Replays one parsed transcript against `transport`. */
-export async function replayTranscript(t: Transcript, transport: ApduTransport, options: { strict: boolean; pin?: string }): Promise<ReplayResult> {
+/**
+ * Replays one parsed transcript against `card` (a transport alone is a card
+ * without a control channel).
+ */
+export async function replayTranscript(t: Transcript, target: ApduTransport | ReplayCard, options: { strict: boolean; pin?: string }): Promise<ReplayResult> {
+  const card: Omit<ReplayCard, 'release'> = 'transport' in target ? target : { transport: target };
+  const transport = card.transport;
   const pin = options.pin ? new TextEncoder().encode(options.pin) : undefined;
+  const controlled = t.exchanges.some((x) => x.before?.length) || (t.after?.length ?? 0) > 0;
+  if (controlled && !card.control) {
+    return { status: 'skipped', exchanges: 0, message: 'not replayable here: the case drove the card through its control channel (faults, removal); replay it against a state file (--card)' };
+  }
   // Rebuild every command first: a transcript is replayed whole or not at all.
   const commands: Uint8Array[] = [];
   for (const x of t.exchanges) {
@@ -115,6 +162,10 @@ export async function replayTranscript(t: Transcript, transport: ApduTransport, 
   }
   for (let i = 0; i < t.exchanges.length; i++) {
     const x = t.exchanges[i]!;
+    for (const e of x.before ?? []) await card.control!(e);
+    // The reader reported the card gone: in the recorded run nothing reached the card.
+    if (x.response === undefined && readerDidNotDeliver(x.noAnswer)) continue;
+    if (x.response !== undefined) await card.present?.();
     let actual: Uint8Array | undefined;
     let failure: string | undefined;
     try {
@@ -129,13 +180,26 @@ export async function replayTranscript(t: Transcript, transport: ApduTransport, 
       return { status: 'failed', exchanges: i + 1, mismatch: { line: x.responseLine, expected, actual: got }, message: `line ${x.responseLine}: ${why}: expected <= ${expected}, got <= ${got}` };
     }
   }
+  for (const e of t.after ?? []) await card.control!(e);
   return { status: 'passed', exchanges: t.exchanges.length };
+}
+
+/** The card is out of the field: the command never reached it (as PC/SC reports a card that left the reader). */
+class NotInField extends Error {
+  constructor(why: string) {
+    super(`card left the field (${why})`);
+    this.name = 'CardRemoved';
+  }
 }
 
 /**
  * A simulated card from a COPY of a dt-card state file (the original is
  * never opened for writing), powered on before each transcript, its clock
- * pinned to the transcript's time.
+ * pinned to the transcript's time. It stands in the reader the way
+ * `dt-card serve --vpcd` stands in vpcd: every answer leaves through the
+ * fault plan's frame hooks (a dropped frame takes the card out of the field,
+ * a corrupted one arrives corrupted), a power cut leaves it out of the field,
+ * and control events arm, disarm, take out and put back.
  */
 export function stateFileTarget(stateFile: string): ReplayTarget {
   const dir = mkdtempSync(join(tmpdir(), 'dt-lab-replay-'));
@@ -144,14 +208,56 @@ export function stateFileTarget(stateFile: string): ReplayTarget {
   const storage = FileStorage.open(copy);
   let clock = Math.floor(Date.now() / 1000);
   const card = new SimulatedCard({ storage, now: () => clock });
-  const transport = new InProcessTransport(card);
+  let inField = false;
+  let outWhy = 'taken out';
+  const takeOut = (why: string): void => {
+    inField = false;
+    outWhy = why;
+    if (card.powered) card.powerOff();
+  };
+  const present = async (): Promise<void> => {
+    if (inField && card.powered) return;
+    try {
+      card.powerOn();
+      inField = true;
+    } catch (e) {
+      // A planned cut during the card's start-up recovery: it stays out, as vpcd pulls it.
+      if (!isPowerCut(e)) throw e;
+      takeOut('power cut during power-up');
+    }
+  };
+  const transport: ApduTransport = {
+    async transmit(apdu) {
+      if (!inField || !card.powered) throw new NotInField(outWhy);
+      let rsp: Uint8Array;
+      try {
+        rsp = await card.transmit(apdu);
+      } catch (e) {
+        if (isPowerCut(e)) takeOut('power cut');
+        throw e;
+      }
+      const out = card.faults.onOutgoingFrame(rsp);
+      if (out === null) {
+        takeOut('answer dropped');
+        throw new NotInField('answer dropped');
+      }
+      return out;
+    },
+  };
+  const control = async (e: ControlEvent): Promise<void> => {
+    if (e.command === 'arm') card.faults.arm(e.plan);
+    else if (e.command === 'disarm') card.faults.disarm();
+    else if (e.command === 'remove') takeOut('taken out of the reader');
+    else await present();
+  };
   return {
     name: `state file ${stateFile} (copy)`,
     async open(time) {
       if (time !== undefined) clock = time;
       // Each transcript starts from a power-on, like a card presented to a reader.
-      card.powerOn();
-      return { transport, release: async () => {} };
+      inField = false;
+      await present();
+      return { transport, control, present, release: async () => {} };
     },
     async close() {
       storage.close();
@@ -259,7 +365,7 @@ export async function replayAll(files: readonly TranscriptFile[], target: Replay
       let opened: Awaited<ReturnType<ReplayTarget['open']>> | undefined;
       try {
         opened = await target.open(Number.isFinite(time) ? time : undefined);
-        r = await replayTranscript(f.transcript, opened.transport, { strict: o.strict, ...(o.pin ? { pin: o.pin } : {}) });
+        r = await replayTranscript(f.transcript, opened, { strict: o.strict, ...(o.pin ? { pin: o.pin } : {}) });
       } catch (e) {
         r = { status: 'error', exchanges: 0, message: errorMessage(e) };
       } finally {

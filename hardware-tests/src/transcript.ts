@@ -26,6 +26,14 @@
  * - `# ` lines are comments. Before the first APDU, `# key: value` comments
  *   form the header (`suite`, `case`, `seq`, `reader`, `atr`, `time`, `tool`).
  *   `# <n> ms` after an answer is its round-trip time (informative).
+ * - `# control: <json>` is something the lab did to a simulated card through
+ *   its control channel (`dt-card serve --control`) at that point of the
+ *   case, between two exchanges: `{"command":"arm","plan":{…}}` (a fault
+ *   plan, with the `seed` of its randomness), `{"command":"disarm"}`,
+ *   `{"command":"remove"}` (optionally `"reinsertAfterMs"`) and
+ *   `{"command":"insert"}`. It is not a comment: replay does the same to the
+ *   card before the next command, so that a case that cut the power or took
+ *   the card away replays exactly (see replay.ts).
  * - `=> <hex>` is one command APDU exactly as sent (spaces between bytes are
  *   allowed). A byte written `**` is masked: it was a PIN or PUK digit, never
  *   written in clear (see {@link maskSecrets}).
@@ -34,7 +42,11 @@
  *   SYNC/LOAD BEGIN, GENERATE KEY and the GET RESPONSE pieces that continue
  *   them): replay against a live card compares it loosely (see replay.ts).
  *   `<=` with nothing after it means the command got no answer; the reason
- *   follows as `# no answer: <reason>`.
+ *   follows as `# no answer: <reason>`. A reason that starts with the
+ *   reader's error code `CARD_REMOVED:` or `READER_UNAVAILABLE:` means the
+ *   reader reported the card gone and the command did not reach the card;
+ *   any other (e.g. an answer without a status word, as vpcd delivers a power
+ *   cut) means it did.
  *
  * Every `=>` is followed by exactly one `<=` before the next `=>`.
  *
@@ -47,6 +59,47 @@
  */
 import { readFileSync, statSync } from 'node:fs';
 import { decodeDeterministic, decodeMessage, fromHex, openSigned, payloadHash, subjectKey, toHex, verifySigned } from '@dt/protocol';
+import { parseFaultPlan, type FaultPlan } from '@dt/card-applet-sim';
+
+/**
+ * What the lab did to a simulated card through its control channel, as a
+ * transcript records it (`# control: <json>`): only what changes the card.
+ */
+export type ControlEvent =
+  | { readonly command: 'arm'; readonly plan: FaultPlan }
+  | { readonly command: 'disarm' }
+  | { readonly command: 'remove'; readonly reinsertAfterMs?: number }
+  | { readonly command: 'insert' };
+
+/** Reads a control event from untrusted JSON text; throws a plain Error saying what is wrong. */
+export function parseControlEvent(text: string): ControlEvent {
+  let j: unknown;
+  try {
+    j = JSON.parse(text);
+  } catch {
+    throw new Error('control event is not JSON');
+  }
+  if (typeof j !== 'object' || j === null || Array.isArray(j)) throw new Error('control event must be a JSON object');
+  const o = j as Record<string, unknown>;
+  const keys = Object.keys(o).sort().join(',');
+  switch (o.command) {
+    case 'arm':
+      if (keys !== 'command,plan') throw new Error('arm takes exactly "plan"');
+      return { command: 'arm', plan: parseFaultPlan(o.plan) };
+    case 'disarm':
+    case 'insert':
+      if (keys !== 'command') throw new Error(`${o.command} takes no fields`);
+      return { command: o.command };
+    case 'remove':
+      if (keys === 'command') return { command: 'remove' };
+      if (keys !== 'command,reinsertAfterMs' || typeof o.reinsertAfterMs !== 'number' || !Number.isSafeInteger(o.reinsertAfterMs) || o.reinsertAfterMs < 0) {
+        throw new Error('remove takes only "reinsertAfterMs", a non-negative integer');
+      }
+      return { command: 'remove', reinsertAfterMs: o.reinsertAfterMs };
+    default:
+      throw new Error('control command must be arm, disarm, remove or insert');
+  }
+}
 
 /** First line of every transcript. */
 export const TRANSCRIPT_MAGIC = '# dt-lab transcript v1';
@@ -73,6 +126,8 @@ export interface Exchange {
   readonly loose?: boolean;
   /** Round-trip time in milliseconds, when known. */
   readonly ms?: number;
+  /** What the lab did to the card through its control channel right before this command. */
+  readonly before?: readonly ControlEvent[];
 }
 
 /** A parsed exchange with the line numbers of its two lines (1-based). */
@@ -86,6 +141,8 @@ export interface Transcript {
   /** Header fields (`# key: value` before the first APDU). */
   readonly header: Readonly<Record<string, string>>;
   readonly exchanges: readonly ParsedExchange[];
+  /** Control events after the last exchange (replay applies them too: the next case starts from there). */
+  readonly after?: readonly ControlEvent[];
 }
 
 /** Header of a transcript as written. */
@@ -121,8 +178,8 @@ function clean(value: string): string {
   return value.replace(/[\u0000-\u001f\u007f]/g, ' ').slice(0, 512);
 }
 
-/** Renders a transcript (header and exchanges) as text. */
-export function formatTranscript(header: TranscriptHeader, exchanges: readonly Exchange[]): string {
+/** Renders a transcript (header, exchanges, and the control events after the last one) as text. */
+export function formatTranscript(header: TranscriptHeader, exchanges: readonly Exchange[], after: readonly ControlEvent[] = []): string {
   const lines = [
     TRANSCRIPT_MAGIC,
     `# tool: ${clean(header.tool)}`,
@@ -133,7 +190,9 @@ export function formatTranscript(header: TranscriptHeader, exchanges: readonly E
     ...(header.atr ? [`# atr: ${toHex(header.atr)}`] : []),
     `# time: ${clean(header.time)}`,
   ];
+  const control = (e: ControlEvent): string => `# control: ${JSON.stringify(e)}`;
   for (const x of exchanges) {
+    for (const e of x.before ?? []) lines.push(control(e));
     lines.push(`=> ${hexLine(x.command, x.mask)}`);
     if (x.response === undefined) {
       lines.push('<=');
@@ -143,6 +202,7 @@ export function formatTranscript(header: TranscriptHeader, exchanges: readonly E
     }
     if (x.ms !== undefined) lines.push(`# ${x.ms.toFixed(1)} ms`);
   }
+  for (const e of after) lines.push(control(e));
   return lines.join('\n') + '\n';
 }
 
@@ -178,10 +238,11 @@ export function parseTranscript(text: string, file?: string): Transcript {
   if (lines.at(-1) === '') lines.pop();
   const header: Record<string, string> = {};
   const exchanges: ParsedExchange[] = [];
-  let pending: { command: Uint8Array; mask?: Uint8Array; line: number } | undefined;
+  let pending: { command: Uint8Array; mask?: Uint8Array; before?: ControlEvent[]; line: number } | undefined;
   let last: { index: number } | undefined;
   let seenApdu = false;
   let expectNoAnswerReason = false;
+  let events: ControlEvent[] = [];
   for (let i = 0; i < lines.length; i++) {
     const n = i + 1;
     const raw = lines[i]!.replace(/\r$/, '');
@@ -194,6 +255,16 @@ export function parseTranscript(text: string, file?: string): Transcript {
       if (expectNoAnswerReason && /^no answer:/.test(body)) {
         const idx = last!.index;
         exchanges[idx] = { ...exchanges[idx]!, noAnswer: body.slice('no answer:'.length).trim() };
+        expectNoAnswerReason = false;
+        continue;
+      }
+      if (body.startsWith('control:')) {
+        if (events.length >= MAX_EXCHANGES) throw new TranscriptError(n, `more than ${MAX_EXCHANGES} control events in a row`, file);
+        try {
+          events.push(parseControlEvent(body.slice('control:'.length).trim()));
+        } catch (e) {
+          throw new TranscriptError(n, (e as Error).message, file);
+        }
         expectNoAnswerReason = false;
         continue;
       }
@@ -212,7 +283,8 @@ export function parseTranscript(text: string, file?: string): Transcript {
       if (exchanges.length >= MAX_EXCHANGES) throw new TranscriptError(n, `more than ${MAX_EXCHANGES} exchanges`, file);
       const { bytes, mask } = parseHex(line.slice(2), n, true, file);
       if (bytes.length === 0) throw new TranscriptError(n, 'empty command', file);
-      pending = { command: bytes, ...(mask ? { mask } : {}), line: n };
+      pending = { command: bytes, ...(mask ? { mask } : {}), ...(events.length ? { before: events } : {}), line: n };
+      events = [];
       seenApdu = true;
       continue;
     }
@@ -221,7 +293,7 @@ export function parseTranscript(text: string, file?: string): Transcript {
       let rest = line.slice(2).trim();
       const loose = rest.startsWith('~');
       if (loose) rest = rest.slice(1).trim();
-      const base = { command: pending.command, ...(pending.mask ? { mask: pending.mask } : {}), commandLine: pending.line, responseLine: n };
+      const base = { command: pending.command, ...(pending.mask ? { mask: pending.mask } : {}), ...(pending.before ? { before: pending.before } : {}), commandLine: pending.line, responseLine: n };
       if (rest === '') {
         if (loose) throw new TranscriptError(n, '"~" needs an answer', file);
         exchanges.push({ ...base, noAnswer: 'no answer' });
@@ -238,7 +310,7 @@ export function parseTranscript(text: string, file?: string): Transcript {
     throw new TranscriptError(n, `unknown line (expected "# ", "=> " or "<= "): ${line.slice(0, 40)}`, file);
   }
   if (pending) throw new TranscriptError(pending.line, 'command without an answer at the end of the transcript', file);
-  return { header, exchanges };
+  return { header, exchanges, ...(events.length ? { after: events } : {}) };
 }
 
 /** Reads and parses a transcript file (size checked before reading). */

@@ -6,7 +6,7 @@
  */
 import test from 'ava';
 import { Applet } from '@dt/firmware';
-import { CLA, INS } from '@dt/protocol';
+import { CLA, INS, formatTenge } from '@dt/protocol';
 import type { AppletFactory } from '@dt/card-applet-sim';
 import { endurance } from '../src/suites/endurance.ts';
 import { LAB_LIMITS, LAB_LOAD, forgetfulApplet, labContext, recordingRunner, startLabWorld } from './helpers/robustness-lab.ts';
@@ -60,7 +60,7 @@ test('a card without value for the amount, or without a terminal, is skipped wit
   const out = await endurance.run(labContext(w, { options: { amount: LAB_LOAD + 1 } }), poor);
   t.is(poor.cases.length, 1);
   t.is(poor.cases[0]!.status, 'skipped');
-  t.regex(poor.cases[0]!.message ?? '', new RegExp(`holds ${LAB_LOAD} tiyn, not enough for one tap of ${LAB_LOAD + 1}`));
+  t.regex(poor.cases[0]!.message ?? '', new RegExp(`holds ${formatTenge(LAB_LOAD).replace('.', '\\.')}, not enough for one tap of ${formatTenge(LAB_LOAD + 1).replace('.', '\\.')}`));
   t.deepEqual(out.endurance?.rounds, []);
 
   const none = recordingRunner();

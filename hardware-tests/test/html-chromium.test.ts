@@ -55,7 +55,7 @@ function attrs(tag: string): Record<string, string> {
 if (!browser && !inCi) {
   test.skip(`HTML report in headless Chromium (skipped: ${missing})`, () => {});
 } else {
-  test('HTML report in headless Chromium: histograms per phase, bars match the bins, breakdown, screenshot', async (t) => {
+  test('HTML report in headless Chromium: histograms per phase, bars match the bins, labels inside and not overlapping, breakdown, screenshot', async (t) => {
     if (!browser) return t.fail(`CI=true but ${missing}`);
     const dir = mkdtempSync(join(tmpdir(), 'dt-lab-html-'));
     try {
@@ -81,6 +81,24 @@ if (!browser && !inCi) {
         t.is(Number(tallest['data-count']), Math.max(...expected.map((b) => b.count)));
         t.regex(m[2]!, /class="marker p50"/);
         t.regex(m[2]!, /class="marker p95"/);
+        // Labels as Chromium laid them out: each whole inside the plot's box, no two overlapping.
+        const [, , vw, vh] = (a.viewBox ?? '').split(' ').map(Number) as [number, number, number, number];
+        const labels = [...m[2]!.matchAll(/<text [^>]*>[^<]*<\/text>/g)].map((x) => ({ text: x[0].replace(/<[^>]+>/g, ''), box: attrs(x[0])['data-box'] }));
+        t.true(labels.length >= 8, `${phase}: title, axis labels and both percentile labels`);
+        const boxes = labels.map((l) => {
+          t.truthy(l.box, `${phase}: "${l.text}" was laid out`);
+          const [x, y, w, h] = (l.box ?? '0 0 0 0').split(' ').map(Number) as [number, number, number, number];
+          return { text: l.text, x, y, w, h };
+        });
+        for (const b of boxes) t.true(b.w > 0 && b.x >= 0 && b.y >= 0 && b.x + b.w <= vw + 0.01 && b.y + b.h <= vh + 0.01, `${phase}: "${b.text}" inside the plot (${b.x}, ${b.y}, ${b.w}, ${b.h})`);
+        for (let i = 0; i < boxes.length; i++) {
+          for (let j = i + 1; j < boxes.length; j++) {
+            const p = boxes[i]!;
+            const q = boxes[j]!;
+            const overlap = p.x < q.x + q.w && q.x < p.x + p.w && p.y < q.y + q.h && q.y < p.y + p.h;
+            t.false(overlap, `${phase}: labels "${p.text}" and "${q.text}" overlap`);
+          }
+        }
       }
       const bd = /<svg class="breakdown"[^>]*>([\s\S]*?)<\/svg>/.exec(dom);
       t.truthy(bd, 'breakdown drawn');

@@ -12,7 +12,10 @@
  * (JUnit with the same counts), report.html and a transcript per case; the
  * card's final state (dt-card show after the server stopped) must account
  * for exactly the value the card signed away in the run: no money lost or
- * created. This test process never loads pcsclite.
+ * created. Then the whole report (every suite, faults and card removals
+ * included) replays against the copy of the card taken before the run, byte
+ * for byte, and `--quiet` prints the summary line alone. This test process
+ * never loads pcsclite.
  *
  * Never skipped: the CI image has pcscd and vsmartcard-vpcd, and the test
  * runs as root (startPcscd needs its own mount namespace).
@@ -118,9 +121,9 @@ test('dt-lab readers, run (all suites) and the reports, against a dt-card card t
     t.true(ours!.cardPresent);
     t.regex(ours!.atr ?? '', /^3b88800144545741/i); // "DTWALLET" ATR (SPEC §10.11)
 
-    // ---- the empty reader (slot 1): one clear error at the start, exit 2
+    // ---- the empty reader (slot 1): one clear error at the start, exit 4 (no card)
     const empty = await run(DT_LAB, ['run', 'conformance', '--reader', pcscd.readers[1], '--card-timeout', '1', '--out', join(dir, 'empty')], env, 60_000);
-    t.is(empty.code, 2, empty.stderr);
+    t.is(empty.code, 4, empty.stderr);
     t.regex(empty.stderr, /no card in "Virtual PCD 00 01" \(waited 1 s\)/);
 
     // ---- Ctrl-C: stops after the current case, writes the reports of what ran, exits 130
@@ -211,13 +214,15 @@ test('dt-lab readers, run (all suites) and the reports, against a dt-card card t
   t.is(state.balance, world.loaded - money.value + money.voidedValue, `loaded ${world.loaded}; signed ${money.value} in ${money.transfers} transfers, ${money.voidedValue} of it voided by the ledger`);
   t.false(state.syncPending);
 
-  // ---- replay: the conformance transcripts of the run against the copy taken before it, byte for byte
+  // ---- replay: the WHOLE report (every suite's transcripts, faults and removals included, in recording
+  //      order) against the copy taken before the run, byte for byte; --quiet prints the summary line only
   const replayOut = join(dir, 'replay');
-  const replayed = await run(DT_LAB, ['replay', join(out, 'transcripts', 'run'), join(out, 'transcripts', 'conformance'), '--card', join(dir, 'before.card'), '--out', replayOut], env, 120_000);
-  t.is(replayed.code, 0, `${replayed.stdout.slice(-3000)}\n${replayed.stderr}`);
+  const replayed = await run(DT_LAB, ['replay', out, '--card', join(dir, 'before.card'), '--out', replayOut, '--quiet'], env, 300_000);
   const replayRun = JSON.parse(readFileSync(join(replayOut, 'report.json'), 'utf8')) as LabRun;
-  const conformanceCount = report.suites.find((x) => x.name === 'conformance')!.cases.length;
+  t.deepEqual(replayRun.suites[0]!.cases.filter((c) => c.status !== 'passed').map((c) => `${c.name}: ${c.message}`), []);
+  t.is(replayed.code, 0, `${replayed.stdout.slice(-3000)}\n${replayed.stderr}`);
   t.is(replayRun.suites[0]!.name, 'replay');
-  t.is(replayRun.summary.total, conformanceCount + 1);
-  t.is(replayRun.summary.passed, conformanceCount + 1);
+  t.is(replayRun.summary.total, cases.length + 1, 'every case of the run, and the card-info probe');
+  t.is(replayRun.summary.passed, cases.length + 1);
+  t.is(replayed.stdout, `${cases.length + 1} cases: ${cases.length + 1} passed, 0 failed, 0 errors, 0 skipped\n`, '--quiet: the summary line and nothing else');
 });

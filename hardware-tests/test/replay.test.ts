@@ -164,3 +164,49 @@ test('the run accounting counts a transfer only when the card signature verifies
   // The damaged copy and then the good one (a torn-tap retry): counted once.
   t.is(moneyIn([...one(damaged), ...one(handover)]).transfers.length, 1);
 });
+
+test('replay does what the control channel did: a cut armed in the transcript cuts again, the card comes back when the next answer is due; a reader-side "card gone" is not sent', async (t) => {
+  const work = mkdtempSync(join(tmpdir(), 'dt-lab-replay-control-'));
+  t.teardown(() => rmSync(work, { recursive: true, force: true }));
+  const state = join(work, 'card.state');
+  copyFileSync(before, state);
+  // Record by hand what the robustness suite does: SELECT, arm a cut after the next APDU, GET STATUS (lost),
+  // a command the reader refused (stale handle), SELECT again once the card is back.
+  const select = Uint8Array.from(Buffer.from('00a404000af0445457414c4c45540100', 'hex'));
+  const status = Uint8Array.from(Buffer.from('8010000000', 'hex'));
+  const liveStorage = FileStorage.open(state);
+  const live = new SimulatedCard({ storage: liveStorage });
+  live.powerOn();
+  const a1 = await live.transmit(select);
+  live.faults.arm({ cutAfterApdu: { index: 1 } });
+  await t.throwsAsync(live.transmit(status));
+  live.powerOn();
+  const a3 = await live.transmit(select);
+  liveStorage.close();
+  const text = [
+    '# dt-lab transcript v1', '# suite: robustness', '# case: hand', '# seq: 1',
+    `=> ${Buffer.from(select).toString('hex')}`, `<= ${Buffer.from(a1).toString('hex')}`,
+    '# control: {"command":"arm","plan":{"cutAfterApdu":{"index":1}}}',
+    '=> 8010000000', '<=', '# no answer: answer of 0 byte(s) without a status word',
+    '=> 8010000000', '<=', '# no answer: CARD_REMOVED: card left the field of R',
+    `=> ${Buffer.from(select).toString('hex')}`, `<= ${Buffer.from(a3).toString('hex')}`,
+    '# control: {"command":"disarm"}',
+  ].join('\n') + '\n';
+  writeFileSync(join(work, 'hand.apdu'), text);
+  const target = stateFileTarget(before);
+  try {
+    const r = await replayAll(collectTranscripts([join(work, 'hand.apdu')]), target, { strict: true, outDir: work });
+    t.deepEqual(r.suites[0]!.cases.map((c) => [c.status, c.message]), [['passed', undefined]]);
+  } finally {
+    await target.close();
+  }
+  // Without the control event the cut does not happen and the replay says where it differs.
+  writeFileSync(join(work, 'hand.apdu'), text.replace(/# control: \{"command":"arm"[^\n]*\n/, ''));
+  const again = stateFileTarget(before);
+  try {
+    const r = await replayAll(collectTranscripts([join(work, 'hand.apdu')]), again, { strict: true, outDir: work });
+    t.regex(r.suites[0]!.cases[0]!.message ?? '', /^line 8: expected no answer/);
+  } finally {
+    await again.close();
+  }
+});

@@ -126,3 +126,67 @@ test('the recorder marks signed answers ~ (and their GET RESPONSE pieces), count
   const text = formatTranscript({ ...header, case: 'c' }, xs);
   t.is(parseTranscript(text).exchanges.length, 4);
 });
+
+test('control events round-trip between the exchanges they came between (and after the last); malformed ones are refused with the line', (t) => {
+  const text = formatTranscript(header, [
+    { command: b('00a4040000'), response: b('9000') },
+    { command: b('8030000001aa00'), before: [{ command: 'arm', plan: { cutAfterApdu: { index: 1 }, seed: 7 } }, { command: 'remove', reinsertAfterMs: 300 }], noAnswer: 'answer of 0 byte(s) without a status word' },
+    { command: b('8010000000'), before: [{ command: 'insert' }], response: b('9000') },
+  ], [{ command: 'disarm' }]);
+  t.true(text.includes('# control: {"command":"arm","plan":{"cutAfterApdu":{"index":1},"seed":7}}\n# control: {"command":"remove","reinsertAfterMs":300}\n=> 8030000001aa00\n'));
+  const p = parseTranscript(text);
+  t.is(p.exchanges[0]!.before, undefined);
+  t.deepEqual(p.exchanges[1]!.before, [{ command: 'arm', plan: { cutAfterApdu: { index: 1 }, seed: 7 } }, { command: 'remove', reinsertAfterMs: 300 }]);
+  t.deepEqual(p.exchanges[2]!.before, [{ command: 'insert' }]);
+  t.deepEqual(p.after, [{ command: 'disarm' }]);
+  // Before the first APDU a control line is an event, not a header field.
+  const first = parseTranscript(`${TRANSCRIPT_MAGIC}\n# suite: s\n# control: {"command":"remove"}\n=> 8010\n<=\n# no answer: CARD_REMOVED: gone\n`);
+  t.false('control' in first.header);
+  t.deepEqual(first.exchanges[0]!.before, [{ command: 'remove' }]);
+  const bad = (line: string, re: RegExp): void => {
+    const e = t.throws(() => parseTranscript(`${TRANSCRIPT_MAGIC}\n=> 8010\n<= 9000\n${line}\n`), { instanceOf: TranscriptError });
+    t.is(e!.line, 4, line);
+    t.regex(e!.message, re);
+  };
+  bad('# control: nope', /not JSON/);
+  bad('# control: {"command":"explode"}', /arm, disarm, remove or insert/);
+  bad('# control: {"command":"arm","plan":{"cutAtWrite":0}}', /positive integer/);
+  bad('# control: {"command":"arm","plan":{"nope":1}}', /unknown plan field/);
+  bad('# control: {"command":"remove","reinsertAfterMs":-1}', /non-negative integer/);
+  bad('# control: {"command":"insert","x":1}', /takes no fields/);
+});
+
+test('the recorder records what the control channel did (seeding random plans) before the next exchange, and nothing when the call failed', async (t) => {
+  const rec = new Recorder({ tool: 'dt-lab test', reader: 'R' });
+  const calls: string[] = [];
+  const control = rec.wrapControl({
+    remove: async () => void calls.push('remove'),
+    insert: async () => void calls.push('insert'),
+    arm: async (plan) => void calls.push(`arm ${JSON.stringify(plan)}`),
+    disarm: async () => {
+      throw new Error('socket closed');
+    },
+    events: async () => [],
+    status: async () => ({ personalized: true, balance: 0, counter: 0, offlineTotal: 0, offlineCount: 0, inReader: true }),
+    close: async () => {},
+  });
+  const dir = (await import('node:fs')).mkdtempSync(`${(await import('node:os')).tmpdir()}/dt-lab-rec-`);
+  rec.begin('robustness', 'case');
+  const transport = rec.wrapTransport({ transmit: async () => b('9000') });
+  await transport.transmit(b('00a4040000'));
+  await control.arm({ cutAtWrite: 1, torn: true });
+  await control.arm({ cutAfterApdu: { index: 1 } });
+  await control.remove(250);
+  await t.throwsAsync(control.disarm());
+  await transport.transmit(b('8010000000'));
+  await control.insert();
+  const rel = rec.end(dir, 'case')!;
+  const p = parseTranscript((await import('node:fs')).readFileSync(`${dir}/${rel}`, 'utf8'));
+  const before = p.exchanges[1]!.before!;
+  t.is(before.length, 3, 'the failed disarm is not recorded');
+  const torn = before[0]!;
+  t.true(torn.command === 'arm' && typeof torn.plan.seed === 'number', 'a random plan gets a seed');
+  t.is(calls[0], `arm ${JSON.stringify(torn.command === 'arm' ? torn.plan : {})}`, 'the card got the seeded plan');
+  t.deepEqual(before.slice(1), [{ command: 'arm', plan: { cutAfterApdu: { index: 1 } } }, { command: 'remove', reinsertAfterMs: 250 }]);
+  t.deepEqual(p.after, [{ command: 'insert' }]);
+});

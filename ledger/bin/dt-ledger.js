@@ -7,4 +7,5 @@ import { existsSync } from 'node:fs';
 const source = new URL('../src/cli.ts', import.meta.url);
 const fromSource = existsSync(source);
 if (fromSource) await import('../../scripts/dev-source.mjs');
-await import(fromSource ? source.href : '../dist/cli.js');
+const { main } = await import(fromSource ? source.href : '../dist/cli.js');
+await main();

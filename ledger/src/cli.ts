@@ -9,14 +9,18 @@
  *   `acquirer-add` more); `dt-acquirer serve --key --cert` reads them;
  * - `ledger.db`: the SQLite database (unless `--pg` selects PostgreSQL).
  *
+ * Exit codes: {@link EXIT_CODES}. Amounts on the command line are integer
+ * tiyn; people read them in tenge with two decimals; `--json` keeps tiyn.
+ *
  * @module
  */
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { pino, type Level } from 'pino';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { BankPermission, fromHex, openSigned, publicKeyOf, subjectKey, toHex, bytesEqual, type KeyPair } from '@dt/protocol';
-import { Ledger } from './ledger.ts';
+import { BankPermission, formatTenge, fromHex, openSigned, publicKeyOf, subjectKey, toHex, bytesEqual, type KeyPair } from '@dt/protocol';
+import { Ledger, LedgerError } from './ledger.ts';
 import { createIssuer, identityFrom, issueAcquirer, issueBank, issueLedgerCert, type Identity } from './pki.ts';
 import { blockAcquirer, unblockAcquirer } from './acquirers.ts';
 import { openSqliteStorage } from './storage/sqlite.ts';
@@ -24,6 +28,53 @@ import { openPostgresStorage } from './storage/postgres.ts';
 import { startLedgerServer } from './server.ts';
 import { nativeSigner } from './native-signer.ts';
 import type { LedgerStorage } from './storage/types.ts';
+
+/**
+ * The exit codes of `dt-ledger`, the one table (`--help` prints it; the root
+ * README repeats it, checked by a test). 0-3 mean the same for every
+ * command line of the toolkit; 4 and up are this command's own.
+ */
+export const EXIT_CODES = [
+  { code: 0, name: 'OK', meaning: 'success (serve: stopped by SIGINT/SIGTERM)' },
+  { code: 1, name: 'REFUSED', meaning: "refused: the ledger's rules said no (e.g. INSUFFICIENT_ALLOCATION), or audit found the supply invariant broken" },
+  { code: 2, name: 'USAGE', meaning: 'usage: bad command, option or value, or a file named on the command line is missing or unreadable' },
+  { code: 3, name: 'UNREACHABLE', meaning: 'unreachable: the PostgreSQL server of --pg cannot be reached or refused the connection' },
+  { code: 4, name: 'DATA_DIR', meaning: 'the data directory is not initialized, already initialized, or holds keys that do not verify' },
+  { code: 5, name: 'START', meaning: 'serve cannot listen (address in use or not available)' },
+  { code: 6, name: 'INTERNAL', meaning: 'internal error' },
+] as const;
+
+type ExitName = (typeof EXIT_CODES)[number]['name'];
+/** Exit codes of `dt-ledger` by name (from {@link EXIT_CODES}). */
+export const ExitCode = Object.fromEntries(EXIT_CODES.map((e) => [e.name, e.code])) as { readonly [K in ExitName]: Extract<(typeof EXIT_CODES)[number], { name: K }>['code'] };
+
+const EXIT_HELP = `
+Exit codes:
+${EXIT_CODES.map((e) => `  ${String(e.code).padEnd(3)} ${e.meaning}`).join('\n')}
+
+Amounts are given in integer tiyn (100 tiyn = 1 KZT) and shown in tenge with two
+decimals (1500.00 KZT); --json output keeps integer tiyn.`;
+
+/** Why a command failed, with its exit code. */
+class CliError extends Error {
+  constructor(readonly exitCode: number, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}
+
+/** Commander parser of an amount in tiyn. */
+function tiyn(v: string): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n <= 0) throw new InvalidArgumentError('must be a positive integer amount in tiyn (100 tiyn = 1 KZT)');
+  return n;
+}
+
+/** Commander parser of a non-negative integer. */
+function nonNegativeInt(v: string): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n)) throw new InvalidArgumentError('must be a non-negative integer');
+  return n;
+}
 
 const YEAR = 365 * 86400;
 const nowSec = () => Math.floor(Date.now() / 1000);
@@ -55,23 +106,31 @@ export interface DataDir {
 
 /** Opens the identities of a data directory created by `dt-ledger init`. */
 export function openDataDir(dir: string): DataDir {
-  const rootCert = new Uint8Array(readFileSync(join(dir, 'root.cert')));
-  const ledgerCert = new Uint8Array(readFileSync(join(dir, 'ledger.cert')));
+  if (!existsSync(join(dir, 'root.cert'))) throw new CliError(ExitCode.DATA_DIR, `${dir} is not an initialized data directory (no root.cert; run dt-ledger init -d ${dir})`);
+  const inDir = <T>(what: string, f: () => T): T => {
+    try {
+      return f();
+    } catch (e) {
+      throw new CliError(ExitCode.DATA_DIR, `${dir}: ${what}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : (e as Error).message}`, { cause: e });
+    }
+  };
+  const rootCert = inDir('root.cert', () => new Uint8Array(readFileSync(join(dir, 'root.cert'))));
+  const ledgerCert = inDir('ledger.cert', () => new Uint8Array(readFileSync(join(dir, 'ledger.cert'))));
   return {
     dir,
-    issuer: identityFrom(readKeyFile(join(dir, 'issuer.key.json')), [rootCert]),
-    ledger: identityFrom(readKeyFile(join(dir, 'ledger.key.json')), [ledgerCert]),
-    bank: (name) => identityFrom(readKeyFile(join(dir, 'banks', `${name}.key.json`)), [new Uint8Array(readFileSync(join(dir, 'banks', `${name}.cert`)))]),
-    acquirer: (name) => {
+    issuer: inDir('issuer key', () => identityFrom(readKeyFile(join(dir, 'issuer.key.json')), [rootCert])),
+    ledger: inDir('ledger key', () => identityFrom(readKeyFile(join(dir, 'ledger.key.json')), [ledgerCert])),
+    bank: (name) => inDir(`bank ${name}`, () => identityFrom(readKeyFile(join(dir, 'banks', `${name}.key.json`)), [new Uint8Array(readFileSync(join(dir, 'banks', `${name}.cert`)))])),
+    acquirer: (name) => inDir(`acquirer ${name}`, () => {
       const cert = new Uint8Array(readFileSync(join(dir, 'acquirers', `${name}.cert`)));
       // Its bank: the bank certificate of this directory whose key signed it.
       const signer = openSigned('Certificate', cert).cose.kid;
       const bankCert = readdirSync(join(dir, 'banks')).filter((f) => f.endsWith('.cert'))
         .map((f) => new Uint8Array(readFileSync(join(dir, 'banks', f))))
         .find((c) => bytesEqual(subjectKey(openSigned('Certificate', c).message).kid, signer));
-      if (!bankCert) throw new Error(`acquirer ${name}: its bank is not in ${join(dir, 'banks')}`);
+      if (!bankCert) throw new Error(`its bank is not in ${join(dir, 'banks')}`);
       return identityFrom(readKeyFile(join(dir, 'acquirers', `${name}.key.json`)), [cert, bankCert]);
-    },
+    }),
   };
 }
 
@@ -79,9 +138,9 @@ const NAME = /^[A-Za-z0-9_-]{1,64}$/;
 
 /** Certifies a new acquirer key under an acquiring bank and writes `acquirers/<name>.key.json` (0600) and `.cert`. */
 function writeAcquirer(dir: string, bank: Identity, name: string, now: number): Identity {
-  if (((openSigned('Certificate', bank.cert).message.perms ?? 0) & BankPermission.ACQUIRING) === 0) throw new Error('the bank lacks the acquiring permission');
+  if (((openSigned('Certificate', bank.cert).message.perms ?? 0) & BankPermission.ACQUIRING) === 0) throw new CliError(ExitCode.USAGE, 'the bank lacks the acquiring permission');
   mkdirSync(join(dir, 'acquirers'), { recursive: true, mode: 0o700 });
-  if (existsSync(join(dir, 'acquirers', `${name}.key.json`))) throw new Error(`acquirer ${name} exists already`);
+  if (existsSync(join(dir, 'acquirers', `${name}.key.json`))) throw new CliError(ExitCode.DATA_DIR, `acquirer ${name} exists already`);
   const acq = issueAcquirer(bank, { name, validity: { nbf: now - 86400, exp: now + 2 * YEAR } });
   writeKeyFile(join(dir, 'acquirers', `${name}.key.json`), acq.keys);
   writeFileSync(join(dir, 'acquirers', `${name}.cert`), acq.cert);
@@ -96,18 +155,25 @@ function kidOption(v: string): Uint8Array {
 interface StorageOpts { data: string; pg?: string; db?: string }
 
 async function openStorage(o: StorageOpts): Promise<LedgerStorage> {
-  if (o.pg) return openPostgresStorage({ connectionString: o.pg });
+  if (o.pg) {
+    try {
+      return await openPostgresStorage({ connectionString: o.pg });
+    } catch (e) {
+      // Connection refused, no socket, unknown database, authentication: the server is not there for us.
+      throw new CliError(ExitCode.UNREACHABLE, `cannot reach PostgreSQL at --pg: ${(e as Error).message || (e as NodeJS.ErrnoException).code}`, { cause: e });
+    }
+  }
   return openSqliteStorage(o.db ?? join(o.data, 'ledger.db'));
 }
 
-async function openLedger(o: StorageOpts & { voidWindow?: string }): Promise<Ledger> {
+async function openLedger(o: StorageOpts & { voidWindow?: number }): Promise<Ledger> {
   const d = openDataDir(o.data);
   return Ledger.open({
     storage: await openStorage(o),
     signer: nativeSigner(d.ledger.keys),
     rootCert: d.issuer.cert,
     ledgerCert: d.ledger.cert,
-    ...(o.voidWindow ? { voidWindow: Number(o.voidWindow) } : {}),
+    ...(o.voidWindow !== undefined ? { voidWindow: o.voidWindow } : {}),
   });
 }
 
@@ -115,27 +181,30 @@ function out(json: boolean, obj: unknown, text: string): void {
   process.stdout.write(json ? JSON.stringify(obj) + '\n' : text + '\n');
 }
 
-const storageOptions = (c: Command) =>
+const databaseOptions = (c: Command) =>
   c
-    .requiredOption('-d, --data <dir>', 'data directory created by `dt-ledger init`')
     .option('--db <file>', 'SQLite database file (default: <data>/ledger.db)')
     .option('--pg <url>', 'use PostgreSQL at this connection string instead of SQLite (e.g. postgresql://user@/db?host=/run/postgresql)')
-    .option('--json', 'machine-readable JSON output');
+    .option('--json', 'machine-readable JSON output (amounts in integer tiyn)');
+
+const storageOptions = (c: Command) => databaseOptions(c.requiredOption('-d, --data <dir>', 'data directory created by `dt-ledger init`'));
 
 /** Builds the `dt-ledger` program (exported for tests). */
 export function buildProgram(): Command {
   const program = new Command('dt-ledger')
     .description('DT reference ledger and notary: issuance, loads, syncs, settlement of offline transfers, double-spend proofs, revocation')
-    .showHelpAfterError();
+    .showHelpAfterError()
+    .exitOverride()
+    .addHelpText('after', EXIT_HELP);
 
-  program
-    .command('init')
-    .description('create the issuer root and the ledger key and certificate in a new data directory (private keys are written with mode 0600 and never printed)')
-    .requiredOption('-d, --data <dir>', 'data directory to create')
-    .option('--issuer-name <name>', 'subject name of the issuer root', 'DT issuer')
-    .option('--json', 'machine-readable JSON output')
-    .action(async (o: { data: string; issuerName: string; json?: boolean }) => {
-      if (existsSync(join(o.data, 'issuer.key.json'))) throw new Error(`${o.data} is already initialized`);
+  databaseOptions(
+    program
+      .command('init')
+      .description('create the issuer root and the ledger key and certificate in a new data directory (private keys are written with mode 0600 and never printed), and the database (SQLite in the directory, or --pg)')
+      .requiredOption('-d, --data <dir>', 'data directory to create')
+      .option('--issuer-name <name>', 'subject name of the issuer root', 'DT issuer'),
+  ).action(async (o: StorageOpts & { issuerName: string; json?: boolean }) => {
+      if (existsSync(join(o.data, 'issuer.key.json'))) throw new CliError(ExitCode.DATA_DIR, `${o.data} is already initialized`);
       mkdirSync(join(o.data, 'banks'), { recursive: true, mode: 0o700 });
       const now = nowSec();
       const validity = { nbf: now - 86400, exp: now + 10 * YEAR };
@@ -146,10 +215,11 @@ export function buildProgram(): Command {
       writeFileSync(join(o.data, 'root.cert'), issuer.cert);
       writeFileSync(join(o.data, 'ledger.cert'), ledger.cert);
       // Create the database (and the signed empty revocation list).
-      const l = await openLedger({ data: o.data });
+      const l = await openLedger(o);
+      const kind = l.storage.kind;
       await l.storage.close();
-      out(!!o.json, { data: o.data, issuerKid: toHex(issuer.kid), ledgerKid: toHex(ledger.kid) },
-        `initialized ${o.data}\nissuer root kid ${toHex(issuer.kid)}\nledger kid      ${toHex(ledger.kid)}`);
+      out(!!o.json, { data: o.data, storage: kind, issuerKid: toHex(issuer.kid), ledgerKid: toHex(ledger.kid) },
+        `initialized ${o.data} (${kind})\nissuer root kid ${toHex(issuer.kid)}\nledger kid      ${toHex(ledger.kid)}`);
     });
 
   storageOptions(
@@ -158,9 +228,9 @@ export function buildProgram(): Command {
       .description('certify a bank under the issuer root, register it with the ledger, and optionally allocate value to it; an acquiring bank also gets its acquirer key and certificate (acquirers/<name>.key.json, .cert)')
       .requiredOption('--name <name>', 'bank name (also the key file name under <data>/banks)')
       .addOption(new Option('--perms <perms>', 'comma-separated permissions').choices(['issuing', 'acquiring', 'issuing,acquiring', 'acquiring,issuing']).default('issuing,acquiring'))
-      .option('--allocate <amount>', 'value (tiyn) the issuer allocates to the bank'),
-  ).action(async (o: StorageOpts & { name: string; perms: string; allocate?: string; json?: boolean }) => {
-    if (!NAME.test(o.name)) throw new Error('bank name: letters, digits, _ and - only');
+      .option('--allocate <tiyn>', 'value (integer tiyn) the issuer allocates to the bank', tiyn),
+  ).action(async (o: StorageOpts & { name: string; perms: string; allocate?: number; json?: boolean }) => {
+    if (!NAME.test(o.name)) throw new CliError(ExitCode.USAGE, 'bank name: letters, digits, _ and - only');
     const d = openDataDir(o.data);
     const now = nowSec();
     const perms = (o.perms.includes('issuing') ? 1 : 0) | (o.perms.includes('acquiring') ? 2 : 0);
@@ -172,12 +242,12 @@ export function buildProgram(): Command {
     const l = await openLedger(o);
     try {
       await l.registerBank(bank.cert);
-      if (o.allocate) await l.allocate(bank.kid, Number(o.allocate), new Uint8Array(randomBytes(16)));
+      if (o.allocate) await l.allocate(bank.kid, o.allocate, new Uint8Array(randomBytes(16)));
     } finally {
       await l.storage.close();
     }
-    out(!!o.json, { name: o.name, kid: toHex(bank.kid), perms, allocated: Number(o.allocate ?? 0), ...(acq ? { acquirerKid: toHex(acq.kid) } : {}) },
-      `bank ${o.name} kid ${toHex(bank.kid)} perms ${o.perms}${o.allocate ? ` allocated ${o.allocate}` : ''}${acq ? `\nacquirer ${o.name} kid ${toHex(acq.kid)} (acquirers/${o.name}.key.json, acquirers/${o.name}.cert)` : ''}`);
+    out(!!o.json, { name: o.name, kid: toHex(bank.kid), perms, allocated: o.allocate ?? 0, ...(acq ? { acquirerKid: toHex(acq.kid) } : {}) },
+      `bank ${o.name} kid ${toHex(bank.kid)} perms ${o.perms}${o.allocate ? ` allocated ${formatTenge(o.allocate)}` : ''}${acq ? `\nacquirer ${o.name} kid ${toHex(acq.kid)} (acquirers/${o.name}.key.json, acquirers/${o.name}.cert)` : ''}`);
   });
 
   storageOptions(
@@ -185,16 +255,17 @@ export function buildProgram(): Command {
       .command('allocate')
       .description('the issuer allocates new value (tiyn) to a registered bank')
       .requiredOption('--bank <name>', 'bank name under <data>/banks')
-      .requiredOption('--amount <amount>', 'value in tiyn'),
-  ).action(async (o: StorageOpts & { bank: string; amount: string; json?: boolean }) => {
+      .requiredOption('--amount <tiyn>', 'value in integer tiyn (100 tiyn = 1 KZT)', tiyn),
+  ).action(async (o: StorageOpts & { bank: string; amount: number; json?: boolean }) => {
     const d = openDataDir(o.data);
+    const kid = d.bank(o.bank).kid;
     const l = await openLedger(o);
     try {
-      await l.allocate(d.bank(o.bank).kid, Number(o.amount), new Uint8Array(randomBytes(16)));
+      await l.allocate(kid, o.amount, new Uint8Array(randomBytes(16)));
     } finally {
       await l.storage.close();
     }
-    out(!!o.json, { bank: o.bank, amount: Number(o.amount) }, `allocated ${o.amount} to ${o.bank}`);
+    out(!!o.json, { bank: o.bank, amount: o.amount }, `allocated ${formatTenge(o.amount)} to ${o.bank}`);
   });
 
   storageOptions(
@@ -203,15 +274,24 @@ export function buildProgram(): Command {
       .description('run the ledger HTTP API (POST /v1/settle, /v1/sync, /v1/loads, /v1/cards; GET /v1/crl, /v1/health, /v1/metrics)')
       .option('-p, --port <port>', 'TCP port (0: any free port)', '8440')
       .option('--host <host>', 'listen address', '127.0.0.1')
-      .option('--void-window <seconds>', 'seconds after which an unsubmitted transfer is voided at the next sync', String(7 * 86400)),
-  ).action(async (o: StorageOpts & { port: string; host: string; voidWindow: string; json?: boolean }) => {
+      .option('--void-window <seconds>', 'seconds after which an unsubmitted transfer is voided at the next sync', nonNegativeInt, 7 * 86400)
+      .addOption(new Option('--log-level <level>', 'request log (JSON lines on stderr: method, route, status, duration; never bodies or keys)').choices(['silent', 'error', 'warn', 'info', 'debug']).default('info')),
+  ).action(async (o: StorageOpts & { port: string; host: string; voidWindow: number; logLevel: Level | 'silent'; json?: boolean }) => {
+    const port = Number(o.port);
+    if (!/^\d{1,5}$/.test(o.port) || port > 65535) throw new CliError(ExitCode.USAGE, `--port must be a TCP port number 0-65535, got ${o.port}`);
     const ledger = await openLedger(o);
-    const srv = await startLedgerServer({ ledger, port: Number(o.port), host: o.host });
+    let srv;
+    try {
+      srv = await startLedgerServer({ ledger, port, host: o.host, logger: pino({ level: o.logLevel }, pino.destination(2)) });
+    } catch (e) {
+      await ledger.storage.close();
+      throw new CliError(ExitCode.START, `cannot listen on ${o.host}:${o.port}: ${(e as Error).message}`, { cause: e });
+    }
     out(!!o.json, { url: srv.url, storage: ledger.storage.kind }, `dt-ledger listening on ${srv.url} (${ledger.storage.kind})`);
     const stop = async () => {
       await srv.close();
       await ledger.storage.close();
-      process.exit(0);
+      process.exit(ExitCode.OK);
     };
     process.once('SIGINT', () => void stop());
     process.once('SIGTERM', () => void stop());
@@ -225,7 +305,7 @@ export function buildProgram(): Command {
     .requiredOption('--name <name>', 'acquirer name (file name under <data>/acquirers)')
     .option('--json', 'machine-readable JSON output')
     .action((o: { data: string; bank: string; name: string; json?: boolean }) => {
-      if (!NAME.test(o.name)) throw new Error('acquirer name: letters, digits, _ and - only');
+      if (!NAME.test(o.name)) throw new CliError(ExitCode.USAGE, 'acquirer name: letters, digits, _ and - only');
       const acq = writeAcquirer(o.data, openDataDir(o.data).bank(o.bank), o.name, nowSec());
       out(!!o.json, { name: o.name, bank: o.bank, kid: toHex(acq.kid) }, `acquirer ${o.name} of bank ${o.bank} kid ${toHex(acq.kid)} (acquirers/${o.name}.key.json, acquirers/${o.name}.cert)`);
     });
@@ -266,7 +346,7 @@ export function buildProgram(): Command {
   storageOptions(
     program
       .command('audit')
-      .description('check the supply invariant (issued = bank balances + pending loads + unspent tokens and change + pending payee value + value redeemed to merchants) and list double-spend proofs and revocations; exits 1 when the invariant fails'),
+      .description('check the supply invariant (issued = bank balances + pending loads + unspent tokens and change + pending payee value + value redeemed to merchants) and list double-spend proofs and revocations; exits 1 when the invariant fails (amounts in tenge; --json: integer tiyn)'),
   ).action(async (o: StorageOpts & { json?: boolean }) => {
     const ledger = await openLedger(o);
     let report;
@@ -277,28 +357,40 @@ export function buildProgram(): Command {
     }
     const lines = [
       `supply invariant: ${report.ok ? 'OK' : 'FAILED'}`,
-      `  issued            ${report.issued}`,
-      `  bank balances     ${report.bankBalances}`,
-      `  pending loads     ${report.pendingLoads}`,
-      `  unspent tokens    ${report.unspentTokens}`,
-      `  unspent change    ${report.unspentChange}`,
-      `  pending payee     ${report.pendingPayee}`,
-      `  redeemed          ${report.redeemed} (of which covered double spends ${report.covered})`,
-      `  difference        ${report.difference}`,
+      `  issued            ${formatTenge(report.issued)}`,
+      `  bank balances     ${formatTenge(report.bankBalances)}`,
+      `  pending loads     ${formatTenge(report.pendingLoads)}`,
+      `  unspent tokens    ${formatTenge(report.unspentTokens)}`,
+      `  unspent change    ${formatTenge(report.unspentChange)}`,
+      `  pending payee     ${formatTenge(report.pendingPayee)}`,
+      `  redeemed          ${formatTenge(report.redeemed)} (of which covered double spends ${formatTenge(report.covered)})`,
+      `  difference        ${formatTenge(report.difference)}`,
       `double-spend proofs: ${report.proofs.length}`,
       ...report.proofs.map((p) => `  card ${p.card} first ${p.first} second ${p.second} at ${p.time}`),
       `revocations (list version ${report.crlVersion}): ${report.revocations.length}`,
       ...report.revocations.map((r) => `  card ${r.card} in version ${r.version} at ${r.time}`),
     ];
     out(!!o.json, report, lines.join('\n'));
-    if (!report.ok) process.exitCode = 1;
+    if (!report.ok) process.exitCode = ExitCode.REFUSED;
   });
   return program;
 }
 
-if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith('dt-ledger.js') || process.argv[1]?.endsWith('dt-ledger')) {
-  buildProgram().parseAsync(process.argv).catch((e: unknown) => {
-    process.stderr.write(`dt-ledger: ${e instanceof Error ? e.message : String(e)}\n`);
-    process.exit(2);
-  });
+/** The exit code for an error a command threw ({@link EXIT_CODES}). */
+export function exitCodeOf(e: unknown): number {
+  if (e instanceof CommanderError) return e.exitCode === 0 ? ExitCode.OK : ExitCode.USAGE;
+  if (e instanceof CliError) return e.exitCode;
+  if (e instanceof LedgerError) return ExitCode.REFUSED;
+  return ExitCode.INTERNAL;
+}
+
+/** Runs the CLI with `argv` (process.argv form); sets `process.exitCode` (serve keeps running). */
+export async function main(argv: string[] = process.argv): Promise<void> {
+  try {
+    await buildProgram().parseAsync(argv);
+  } catch (e) {
+    // Commander printed its own usage errors and --help.
+    if (!(e instanceof CommanderError)) process.stderr.write(`dt-ledger: ${e instanceof Error ? e.message : String(e)}\n`);
+    process.exitCode = exitCodeOf(e);
+  }
 }

@@ -18,7 +18,8 @@
  *
  * @module
  */
-import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyInstance, type FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
 import { ACQUIRER_LIMITS, decodeDeterministic, encodeDeterministic, isDtError, toHex, type CborValue, type Verifier } from '@dt/protocol';
 import { Ledger, LedgerError, LedgerErrorCode, type LedgerOptions } from './ledger.ts';
 import { errorBody, LedgerApiCode, LedgerApiError } from './errors.ts';
@@ -37,8 +38,12 @@ export interface LedgerAppOptions {
   readonly bodyLimit?: number;
   /** Most batches in one settle request (default and at most 64, `ACQUIRER_LIMITS.maxSettleBatches`). */
   readonly maxBatchesPerRequest?: number;
-  /** Log requests (default false). */
-  readonly logger?: boolean;
+  /**
+   * Request log (default off): a pino logger (`dt-ledger serve` passes one
+   * writing JSON lines to stderr), or `true` for pino's default. One line per
+   * request: method, route, status, duration; never bodies or keys.
+   */
+  readonly logger?: boolean | Logger;
   /** Accepted |settle request time − ledger time|, seconds (default 300, `ACQUIRER_LIMITS.settleSkewSeconds`). */
   readonly settleSkewSeconds?: number;
   /** Most settle requests one acquirer may make within twice the skew (default 10,000; more answer 503 BUSY). */
@@ -78,7 +83,13 @@ export function buildLedgerApp(ledger: Ledger, opts: LedgerAppOptions = {}): Fas
     ...(opts.settleNoncesPerAcquirer !== undefined ? { perAcquirer: opts.settleNoncesPerAcquirer } : {}),
     ...(opts.settleMaxAcquirers !== undefined ? { maxAcquirers: opts.settleMaxAcquirers } : {}),
   });
-  const app = Fastify({ logger: opts.logger ?? false, bodyLimit });
+  const logging = typeof opts.logger === 'object' ? { loggerInstance: opts.logger } : { logger: opts.logger ?? false };
+  // fastify's own request logging is off: it logs the URL with its query string, twice per request.
+  const app = Fastify({ ...logging, logController: new LogController({ disableRequestLogging: true }), bodyLimit }) as unknown as FastifyInstance;
+  // One line per request, the same format as the acquirer's: never a body, a header or a query string.
+  app.addHook('onResponse', async (req, reply) => {
+    req.log.info({ method: req.method, route: req.routeOptions.url ?? null, status: reply.statusCode, durationMs: Math.round(reply.elapsedTime * 10) / 10 }, 'request');
+  });
   app.addContentTypeParser([CBOR, COSE], { parseAs: 'buffer', bodyLimit }, (_req, body, done) => done(null, body));
   const http = { requests: 0, errors: 0, settleRefused: 0 };
   /** The raw body, which must have been sent as `type`. */

@@ -1,10 +1,11 @@
 import test from 'ava';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
+import { pgAvailable, startPgCluster } from '../src/pg-cluster.ts';
 import { signMessage } from '@dt/protocol';
 import { openDataDir } from '../src/cli.ts';
 import { Ledger } from '../src/ledger.ts';
@@ -26,7 +27,7 @@ test('dt-ledger init, bank-add, audit: keys stay private, audit fails (exit 1) w
     const keys = JSON.parse(readFileSync(join(data, 'ledger.key.json'), 'utf8')) as { secretKey: string };
     t.false(init.stdout.includes(keys.secretKey), 'init never prints a private key');
     t.is(statSync(join(data, 'issuer.key.json')).mode & 0o777, 0o600);
-    t.not(run('init', '-d', data).status, 0, 'init refuses an initialized directory');
+    t.is(run('init', '-d', data).status, 4, 'init refuses an initialized directory');
     t.is(run('bank-add', '-d', data, '--name', 'b1', '--allocate', '5000').status, 0);
     const ok = run('audit', '-d', data, '--json');
     t.is(ok.status, 0);
@@ -61,10 +62,10 @@ test('dt-ledger bank-add writes the acquirer of an acquiring bank; acquirer-add;
     // An issuing-only bank gets no acquirer, and cannot certify one.
     t.is(run('bank-add', '-d', data, '--name', 'iss', '--perms', 'issuing').status, 0);
     t.false(existsSync(join(data, 'acquirers', 'iss.key.json')));
-    t.not(run('acquirer-add', '-d', data, '--bank', 'iss', '--name', 'x').status, 0);
+    t.is(run('acquirer-add', '-d', data, '--bank', 'iss', '--name', 'x').status, 2, 'an issuing-only bank: a usage error');
     const second = run('acquirer-add', '-d', data, '--bank', 'acq', '--name', 'acq-2', '--json');
     t.is(second.status, 0, second.stderr);
-    t.not(run('acquirer-add', '-d', data, '--bank', 'acq', '--name', 'acq-2').status, 0, 'an existing acquirer is not overwritten');
+    t.is(run('acquirer-add', '-d', data, '--bank', 'acq', '--name', 'acq-2').status, 4, 'an existing acquirer is not overwritten');
 
     // The data directory's acquirer signs settle requests the ledger on that database accepts, until it is blocked.
     const d = openDataDir(data);
@@ -94,10 +95,115 @@ test('dt-ledger bank-add writes the acquirer of an acquiring bank; acquirer-add;
     t.deepEqual(await ask(), { status: 403, code: 'ACQUIRER_UNKNOWN' });
     t.is(run('acquirer-unblock', '-d', data, '--kid', acquirerKid).status, 0);
     t.deepEqual(await ask(), { status: 200, code: undefined });
-    t.not(run('acquirer-block', '-d', data, '--kid', 'not-hex').status, 0);
+    t.is(run('acquirer-block', '-d', data, '--kid', 'not-hex').status, 2);
     const help = execFileSync(process.execPath, [BIN, '--help']).toString();
     for (const c of ['acquirer-add', 'acquirer-block', 'acquirer-unblock']) t.regex(help, new RegExp(`^  ${c} `, 'm'));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+/** Runs `dt-ledger serve` until `during` resolves, then SIGTERM; gives stdout, stderr and the exit code. */
+async function serving(args: string[], during: (url: string) => Promise<void>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const p = spawn(process.execPath, [BIN, 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((r) => p.on('exit', (c) => r(c)));
+  const url = await new Promise<string>((resolve, reject) => {
+    p.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+      const m = /listening on (http:\/\/\S+)/.exec(stdout);
+      if (m) resolve(m[1]!);
+    });
+    void exited.then((c) => reject(new Error(`dt-ledger serve exited ${c}: ${stderr}`)));
+  });
+  try {
+    await during(url);
+  } finally {
+    p.kill('SIGTERM');
+  }
+  return { code: await exited, stdout, stderr };
+}
+
+test('dt-ledger exit codes: usage 2, not initialized 4, already initialized 4, PostgreSQL unreachable 3; --help lists them; amounts in tenge', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'dt-ledger-codes-'));
+  const data = join(dir, 'd');
+  try {
+    const help = run('--help');
+    t.is(help.status, 0);
+    t.regex(help.stdout, /Exit codes:\n  0   success/);
+    t.is(run('audit', '-d', data, '--frobnicate').status, 2);
+    t.is(run('allocate', '-d', data, '--bank', 'b', '--amount', '12.5').status, 2, 'an amount is integer tiyn');
+    const none = run('audit', '-d', data);
+    t.is(none.status, 4);
+    t.regex(none.stderr, /not an initialized data directory/);
+    t.is(run('init', '-d', data).status, 0);
+    t.is(run('init', '-d', data).status, 4);
+    t.is(run('bank-add', '-d', data, '--name', 'b1', '--allocate', '150000').status, 0);
+    const human = run('audit', '-d', data);
+    t.regex(human.stdout, /issued +1500\.00 KZT/);
+    t.regex(human.stdout, /difference +0\.00 KZT/);
+    t.is(run('bank-add', '-d', data, '--name', 'b1').status, 6, 'the bank key file exists: internal, nothing overwritten');
+    t.is(run('bank-add', '-d', data, '--name', 'bad name').status, 2);
+    t.is(run('allocate', '-d', data, '--bank', 'nobank', '--amount', '5').status, 4, 'no such bank in the data directory');
+    const pg = run('init', '-d', join(dir, 'pg'), '--pg', `postgresql://postgres@/nodb?host=${join(dir, 'no-socket-here')}`);
+    t.is(pg.status, 3, pg.stderr);
+    t.regex(pg.stderr, /cannot reach PostgreSQL/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('dt-ledger serve logs one JSON line per request on stderr (method, route, status, duration), never a body or a query string; --log-level warn logs none', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'dt-ledger-log-'));
+  const data = join(dir, 'd');
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  t.is(run('init', '-d', data).status, 0);
+  const secret = 'PIN-1234-SECRET';
+  const r = await serving(['-d', data, '--port', '0'], async (url) => {
+    t.is((await fetch(`${url}/v1/health`)).status, 200);
+    t.is((await fetch(`${url}/v1/crl?token=${secret}`)).status, 200);
+    t.is((await fetch(`${url}/v1/sync`, { method: 'POST', headers: { 'content-type': 'application/cbor' }, body: new TextEncoder().encode(secret) })).status, 400);
+  });
+  t.is(r.code, 0, r.stderr);
+  // JSON lines (node may print a warning of its own first).
+  const lines = r.stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+  const requests = lines.filter((l) => l.msg === 'request');
+  t.deepEqual(requests.map((l) => [l.method, l.route, l.status]), [['GET', '/v1/health', 200], ['GET', '/v1/crl', 200], ['POST', '/v1/sync', 400]]);
+  for (const l of requests) {
+    t.is(typeof l.durationMs, 'number');
+    t.is(l.level, 30);
+  }
+  t.false(r.stderr.includes(secret), 'no body or query string in the log');
+  const quiet = await serving(['-d', data, '--port', '0', '--log-level', 'warn'], async (url) => {
+    t.is((await fetch(`${url}/v1/health`)).status, 200);
+  });
+  t.false(quiet.stderr.includes('"msg":"request"'));
+  t.is(run('serve', '-d', data, '--log-level', 'chatty').status, 2);
+});
+
+test('dt-ledger init --pg creates the database in PostgreSQL, like every database command', async (t) => {
+  if (!pgAvailable()) {
+    if (process.env.CI) t.fail('PostgreSQL server binaries are required in CI');
+    else t.log('PostgreSQL not installed: skipped');
+    return;
+  }
+  const cluster = startPgCluster({ fsync: false });
+  const dir = mkdtempSync(join(tmpdir(), 'dt-ledger-pg-'));
+  t.teardown(() => {
+    cluster.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const db = cluster.createDatabase('cli_init');
+  const url = `postgresql://${db.user}@/${db.database}?host=${String(db.host)}`;
+  const data = join(dir, 'd');
+  const init = run('init', '-d', data, '--pg', url, '--json');
+  t.is(init.status, 0, init.stderr);
+  t.is((JSON.parse(init.stdout) as { storage: string }).storage, 'postgres');
+  t.false(existsSync(join(data, 'ledger.db')), 'no SQLite file');
+  t.is(run('bank-add', '-d', data, '--pg', url, '--name', 'b1', '--allocate', '5000').status, 0);
+  const audit = run('audit', '-d', data, '--pg', url, '--json');
+  t.is(audit.status, 0, audit.stderr);
+  t.like(JSON.parse(audit.stdout), { ok: true, issued: 5000 });
 });

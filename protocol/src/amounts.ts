@@ -41,3 +41,16 @@ export function sumAmounts(values: Iterable<number>): number {
   for (const v of values) s = addAmounts(s, v);
   return s;
 }
+
+/**
+ * An amount in tiyn as a person reads it: tenge with two decimals and the
+ * currency, no digit grouping, e.g. `150000` → `"1500.00 KZT"`, `-5` →
+ * `"-0.05 KZT"` (a difference). Every command line and report of the toolkit
+ * shows amounts this way; JSON output keeps integer tiyn.
+ */
+export function formatTenge(tiyn: number): string {
+  if (!Number.isSafeInteger(tiyn)) throw new DtError(ErrorCode.AMOUNT_OVERFLOW, 'not an integer amount of tiyn');
+  const sign = tiyn < 0 ? '-' : '';
+  const abs = Math.abs(tiyn);
+  return `${sign}${Math.floor(abs / 100)}.${String(abs % 100).padStart(2, '0')} KZT`;
+}

@@ -7,7 +7,7 @@
 import test from 'ava';
 import fc from 'fast-check';
 
-import { addAmounts, DtError, ErrorCode, isAmount, LIMITS, subtractAmounts, sumAmounts } from '../src/index.ts';
+import { addAmounts, DtError, ErrorCode, formatTenge, isAmount, LIMITS, subtractAmounts, sumAmounts } from '../src/index.ts';
 import { SEED } from './helpers/arbitrary.ts';
 
 const MAX = LIMITS.maxAmount;
@@ -137,4 +137,14 @@ test('property: (a + b) - b = a whenever a + b is an amount (no value created or
       { seed: SEED, numRuns: 1000 },
     ),
   );
+});
+
+test('formatTenge: tenge with two decimals and the currency, for people; exact at the maximum', (t) => {
+  t.is(formatTenge(0), '0.00 KZT');
+  t.is(formatTenge(5), '0.05 KZT');
+  t.is(formatTenge(15050), '150.50 KZT');
+  t.is(formatTenge(150_000), '1500.00 KZT');
+  t.is(formatTenge(-5), '-0.05 KZT');
+  t.is(formatTenge(MAX), '90071992547409.91 KZT');
+  t.throws(() => formatTenge(1.5), { instanceOf: DtError });
 });

@@ -36,7 +36,12 @@ export const TerminalErrorCode = {
 /** A terminal error code. */
 export type TerminalErrorCode = (typeof TerminalErrorCode)[keyof typeof TerminalErrorCode];
 
-/** Base error of `@dt/terminal`. */
+/**
+ * Base error of `@dt/terminal`. The `message` says what happened and never
+ * repeats the `code`: whoever shows the error prints `code: message` once
+ * (a message that embedded its code came out as `BAD_RESPONSE: BAD_RESPONSE: …`
+ * wherever both were printed, as `dt-pos sync` does for each problem).
+ */
 export class TerminalError extends Error {
   /** Stable code, see {@link TerminalErrorCode}. */
   readonly code: TerminalErrorCode;
@@ -45,7 +50,7 @@ export class TerminalError extends Error {
 
   /** Builds the error; `cause` is kept for diagnostics. */
   constructor(code: TerminalErrorCode, message: string, details: Record<string, string | number | boolean> = {}, cause?: unknown) {
-    super(`${code}: ${message}`, cause === undefined ? undefined : { cause });
+    super(message, cause === undefined ? undefined : { cause });
     this.name = 'TerminalError';
     this.code = code;
     this.details = details;

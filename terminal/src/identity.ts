@@ -10,7 +10,7 @@
  *
  * @module
  */
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync, openSync, fsyncSync, closeSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync, openSync, fsyncSync, closeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import {
@@ -141,26 +141,76 @@ export interface StoredIdentity {
   readonly ledgerCert: Uint8Array;
 }
 
-/** Stores the certificate chain and trust anchors. */
+function identityJson(id: StoredIdentity): string {
+  return JSON.stringify({ v: 1, chain: id.chain.map(toHex), root: toHex(id.root), ledgerCert: toHex(id.ledgerCert) }, null, 2) + '\n';
+}
+
+/** Stores the certificate chain and trust anchors, unverified (provisioning tools and tests; `install-cert` uses {@link installIdentity}). */
 export function saveIdentity(dataDir: string, id: StoredIdentity): void {
-  writeFileDurable(
-    identityPaths(dataDir).identity,
-    JSON.stringify({ v: 1, chain: id.chain.map(toHex), root: toHex(id.root), ledgerCert: toHex(id.ledgerCert) }, null, 2) + '\n',
-  );
+  writeFileDurable(identityPaths(dataDir).identity, identityJson(id));
+}
+
+/**
+ * Installs a certificate chain and trust anchors atomically: they are
+ * written to a temporary file next to `identity.json`, read back from it and
+ * verified with the terminal key at `at` (the same check every command
+ * makes when it loads the identity), and only then renamed over
+ * `identity.json`. When anything fails the temporary file is removed and the
+ * installed identity, if any, is left exactly as it was.
+ *
+ * @throws TerminalError NOT_INITIALIZED (no terminal key, or the parts do
+ *   not verify), CONFIG (the key file is unreadable).
+ */
+export function installIdentity(dataDir: string, id: StoredIdentity, at: number): TerminalIdentity {
+  const target = identityPaths(dataDir).identity;
+  const keyPair = loadTerminalKey(dataDir);
+  const tmp = `${target}.${process.pid}.installing`;
+  try {
+    mkdirSync(dirname(target), { recursive: true });
+    writeFileSync(tmp, identityJson(id), { mode: 0o644 });
+    const fd = openSync(tmp, 'r');
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    // Verify what is on disk, not what we meant to write.
+    const identity = buildIdentity({ keyPair, ...readStoredIdentity(tmp) }, at);
+    renameSync(tmp, target);
+    syncDir(dirname(target));
+    return identity;
+  } finally {
+    rmSync(tmp, { force: true });
+  }
+}
+
+/** fsyncs a directory so that a rename in it is durable. */
+function syncDir(dir: string): void {
+  let fd: number | undefined;
+  try {
+    fd = openSync(dir, 'r');
+    fsyncSync(fd);
+  } catch {
+    // Some file systems refuse to fsync a directory; the rename is still atomic.
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+function readStoredIdentity(p: string): StoredIdentity {
+  try {
+    const j = JSON.parse(readFileSync(p, 'utf8')) as { chain: string[]; root: string; ledgerCert: string };
+    return { chain: j.chain.map(fromHex), root: fromHex(j.root), ledgerCert: fromHex(j.ledgerCert) };
+  } catch (e) {
+    throw new TerminalError(TerminalErrorCode.CONFIG, `${p} is not a valid identity file`, { path: p }, e);
+  }
 }
 
 /** Loads and verifies the full identity of the terminal in `dataDir` at time `at`. */
 export function loadIdentity(dataDir: string, at: number): TerminalIdentity {
   const p = identityPaths(dataDir).identity;
   if (!existsSync(p)) throw new TerminalError(TerminalErrorCode.NOT_INITIALIZED, `no certificate at ${p}; install the acquiring bank's answer or run dt-pos init --dev`, { path: p });
-  let stored: StoredIdentity;
-  try {
-    const j = JSON.parse(readFileSync(p, 'utf8')) as { chain: string[]; root: string; ledgerCert: string };
-    stored = { chain: j.chain.map(fromHex), root: fromHex(j.root), ledgerCert: fromHex(j.ledgerCert) };
-  } catch (e) {
-    throw new TerminalError(TerminalErrorCode.CONFIG, `${p} is not a valid identity file`, { path: p }, e);
-  }
-  return buildIdentity({ keyPair: loadTerminalKey(dataDir), ...stored }, at);
+  return buildIdentity({ keyPair: loadTerminalKey(dataDir), ...readStoredIdentity(p) }, at);
 }
 
 // ---------------------------------------------------------------- certificate request

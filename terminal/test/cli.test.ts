@@ -6,12 +6,14 @@
  */
 import test from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { openTty, SerialCardEndpoint } from '@dt/card-applet-sim';
-import { toHex } from '@dt/protocol';
+import { issueCertificate, openSigned, Role, toHex, CURRENCY_KZT } from '@dt/protocol';
+import { issueLedgerCert } from '@dt/ledger';
 import { formatAmount, parseAmount } from '../src/cli/main.ts';
+import { loadTerminalKey, TerminalError } from '../src/index.ts';
 import { tempDir } from './helpers/fixtures.ts';
 import { startWorld, worldCard } from './helpers/world.ts';
 
@@ -144,4 +146,91 @@ test('readers lists what it finds and never fails without hardware', async (t) =
   t.is(r.code, 0, r.stderr);
   const j = JSON.parse(r.stdout) as { pcsc: unknown[]; hid: unknown[]; serial: unknown[] };
   t.true(Array.isArray(j.pcsc) && Array.isArray(j.hid) && Array.isArray(j.serial));
+});
+
+test('install-cert is atomic: a missing file is a usage error (2) and a chain that does not verify is refused (5), both leaving the working identity as it was; a good answer installs', async (t) => {
+  const { dir, cleanup } = tempDir('dt-pos-install-');
+  const w = await startWorld(dir);
+  t.teardown(async () => {
+    await w.close();
+    cleanup();
+  });
+  const pki = w.tl.pki;
+  const party = (p: { keys: { secretKey: Uint8Array }; cert: Uint8Array }) => ({ secretKey: toHex(p.keys.secretKey), cert: toHex(p.cert) });
+  const pkiDir = join(dir, 'pki');
+  mkdirSync(pkiDir);
+  writeFileSync(join(pkiDir, 'dev-pki.json'), JSON.stringify({ format: 'dt-dev-pki', version: 1, issuer: party(pki.issuer), ledger: party(pki.ledger), bank: party(pki.bank) }));
+  const data = join(dir, 'pos');
+  const D = ['--data-dir', data];
+  t.is((await dtPos([...D, 'init', '--merchant-id', 'm1', '--mcc', '5411', '--name', 'M1', '--dev', pkiDir, '--acquirer', w.acquirer.url])).code, 0);
+  const identityFile = join(data, 'identity.json');
+  const working = readFileSync(identityFile, 'utf8');
+  const files = () => readdirSync(data).sort();
+  const before = files();
+
+  // The certificates on disk, as a bank would hand them over.
+  const certs = join(dir, 'certs');
+  mkdirSync(certs);
+  const kp = loadTerminalKey(data);
+  const now = Math.floor(Date.now() / 1000);
+  const termCert = issueCertificate(
+    { iss: openSigned('Certificate', pki.bank.cert).message.sub, sub: 'terminal-m1', iat: now, nbf: now - 60, exp: now + 86_400, role: Role.TERMINAL, merchant: { id: 'm1', mcc: 5411, name: 'M1 renamed' }, currency: CURRENCY_KZT, publicKey: kp.publicKey },
+    pki.bank.signer,
+  );
+  writeFileSync(join(certs, 'terminal.cert'), termCert);
+  writeFileSync(join(certs, 'bank.cert'), pki.bank.cert);
+  writeFileSync(join(certs, 'root.cert'), toHex(pki.issuer.cert)); // hex is accepted too
+  writeFileSync(join(certs, 'ledger.cert'), pki.ledger.cert);
+  const args = (o: Record<string, string> = {}) => {
+    const f = { cert: 'terminal.cert', 'bank-cert': 'bank.cert', root: 'root.cert', 'ledger-cert': 'ledger.cert', ...o };
+    return Object.entries(f).flatMap(([k, v]) => [`--${k}`, join(certs, v)]);
+  };
+
+  // A missing file: a clear message, the usage code, nothing touched.
+  const missing = await dtPos([...D, 'install-cert', ...args({ cert: 'no-such.cert' })]);
+  t.is(missing.code, 2, missing.stderr);
+  t.regex(missing.stderr, /--cert \S*no-such\.cert: no such file/);
+  t.notRegex(missing.stderr, /ENOENT/);
+  t.is(readFileSync(identityFile, 'utf8'), working);
+
+  // The bank's certificate where the terminal's belongs: it does not verify; refused, nothing touched, no temp file left.
+  const wrong = await dtPos([...D, 'install-cert', ...args({ cert: 'bank.cert' })]);
+  t.is(wrong.code, 5, wrong.stderr);
+  t.regex(wrong.stderr, /not installed, the certificates do not verify: .*the installed identity is unchanged/);
+  t.is(readFileSync(identityFile, 'utf8'), working);
+  t.deepEqual(files(), before);
+  const st = await dtPos([...D, '--json', 'status']);
+  t.is(st.code, 0, 'the terminal still works');
+  t.is((JSON.parse(st.stdout) as { merchant: { name: string } }).merchant.name, 'M1');
+
+  // The good answer installs.
+  const ok = await dtPos([...D, '--json', 'install-cert', ...args()]);
+  t.is(ok.code, 0, ok.stderr);
+  t.true((JSON.parse(ok.stdout) as { installed: boolean }).installed);
+  t.is((JSON.parse((await dtPos([...D, '--json', 'status'])).stdout) as { merchant: { name: string } }).merchant.name, 'M1 renamed');
+  t.deepEqual(files().filter((f) => f.includes('identity')), ['identity.json']);
+});
+
+test('error codes are printed once: a terminal pinning another ledger gets BAD_RESPONSE for the revocation list, shown as "BAD_RESPONSE: …" (exit 6)', async (t) => {
+  t.is(new TerminalError('BAD_RESPONSE', 'revocation list refused: KEY_MISMATCH').message, 'revocation list refused: KEY_MISMATCH');
+  const { dir, cleanup } = tempDir('dt-pos-prefix-');
+  const w = await startWorld(dir);
+  t.teardown(async () => {
+    await w.close();
+    cleanup();
+  });
+  const pki = w.tl.pki;
+  const now = Math.floor(Date.now() / 1000);
+  // A second ledger certified by the same issuer: the terminal trusts it, but the acquirer's lists are signed by the real one.
+  const other = issueLedgerCert(pki.issuer, { validity: { nbf: now - 60, exp: now + 86_400 } });
+  const party = (p: { keys: { secretKey: Uint8Array }; cert: Uint8Array }) => ({ secretKey: toHex(p.keys.secretKey), cert: toHex(p.cert) });
+  const pkiDir = join(dir, 'pki');
+  mkdirSync(pkiDir);
+  writeFileSync(join(pkiDir, 'dev-pki.json'), JSON.stringify({ format: 'dt-dev-pki', version: 1, issuer: party(pki.issuer), ledger: party(other), bank: party(pki.bank) }));
+  const D = ['--data-dir', join(dir, 'pos')];
+  t.is((await dtPos([...D, 'init', '--merchant-id', 'm2', '--mcc', '5411', '--name', 'M2', '--dev', pkiDir, '--acquirer', w.acquirer.url])).code, 0);
+  const s = await dtPos([...D, 'sync']);
+  t.is(s.code, 6, s.stdout + s.stderr);
+  t.regex(s.stdout, /^problem \(crl\): BAD_RESPONSE: revocation list refused: KEY_MISMATCH$/m);
+  t.notRegex(s.stdout + s.stderr, /([A-Z_]{4,}): \1:/);
 });

@@ -187,6 +187,8 @@ test.serial('context lost (pcscd gone): the adapter closes it, recreates it, fin
   await s1.release();
   // The service dies: the context reports an error; readers are gone.
   contexts[0]!.emit('error', new Error('SCardGetStatusChange error: RPC transport error.(0x80100013)'));
+  // The old context is released once its readers are (after the current tick: see releaseContext).
+  for (let i = 0; i < 50 && !contexts[0]!.closed; i++) await new Promise((r) => setTimeout(r, 10));
   t.true(contexts[0]!.closed);
   t.deepEqual(pcsc.readerNames, []);
   await t.throwsAsync(reader.waitForCard({ timeoutMs: 30 }), { code: 'TIMEOUT' });

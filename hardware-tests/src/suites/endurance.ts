@@ -25,7 +25,7 @@
  *
  * @module
  */
-import { LIMITS, openSigned } from '@dt/protocol';
+import { LIMITS, formatTenge, openSigned } from '@dt/protocol';
 import { getStatus, selectApplet } from '@dt/card-applet-sim';
 import type { CardSession, TapOutcome } from '@dt/terminal';
 import type { EnduranceResult } from '../model.ts';
@@ -77,7 +77,7 @@ export const endurance: LabSuite = {
       let reachedLimits = false;
       const last = r === total;
 
-      await cases.case(`round-${r}-pay-to-limits`, `round ${r}: taps of ${amount} tiyn are approved until the card's offline limits stop it (ONLINE_REQUIRED CARD_LIMITS); balance drop = value approved`, async (c) => {
+      await cases.case(`round-${r}-pay-to-limits`, `round ${r}: taps of ${formatTenge(amount)} are approved until the card's offline limits stop it (ONLINE_REQUIRED CARD_LIMITS); balance drop = value approved`, async (c) => {
         if (!labTried) {
           labTried = true;
           lab = ctx.terminal();
@@ -85,8 +85,8 @@ export const endurance: LabSuite = {
         if (!lab) c.skip(ctx.terminalMissing ?? 'no lab terminal');
         const before = await facts();
         c.details.before = before;
-        if (before.balance < amount) c.skip(`the card holds ${before.balance} tiyn, not enough for one tap of ${amount} tiyn: load it first`);
-        if (before.limits && before.limits.perPayment < amount) c.skip(`the card's per-payment limit (${before.limits.perPayment}) is below the tap amount ${amount}: use --amount`);
+        if (before.balance < amount) c.skip(`the card holds ${formatTenge(before.balance)}, not enough for one tap of ${formatTenge(amount)}: load it first`);
+        if (before.limits && before.limits.perPayment < amount) c.skip(`the card's per-payment limit (${formatTenge(before.limits.perPayment)}) is below the tap amount ${formatTenge(amount)}: use --amount`);
         // What the limits should allow (for progress): count, value and balance, whichever is first.
         const byCount = (before.limits ? Math.min(before.limits.offlineCount, LIMITS.maxHistory) : LIMITS.maxHistory) - before.offlineCount;
         const byValue = before.limits ? Math.floor((before.limits.offlineTotal - before.offlineTotal) / amount) : Infinity;
@@ -134,7 +134,7 @@ export const endurance: LabSuite = {
         if (lim && after.offlineTotal + amount > lim.offlineTotal) reasons.push('offline total');
         if (after.balance < amount) reasons.push('balance');
         c.details.limitReached = reasons;
-        c.check(reasons.length > 0, `the card refused after ${after.offlineCount} payments / ${after.offlineTotal} tiyn offline with ${after.balance} tiyn left, before any of its limits (${lim ? `${lim.offlineCount} payments, ${lim.offlineTotal} tiyn` : 'limits unknown'})`);
+        c.check(reasons.length > 0, `the card refused after ${after.offlineCount} payments / ${formatTenge(after.offlineTotal)} offline with ${formatTenge(after.balance)} left, before any of its limits (${lim ? `${lim.offlineCount} payments, ${formatTenge(lim.offlineTotal)}` : 'limits unknown'})`);
       });
 
       if (round === undefined) break;

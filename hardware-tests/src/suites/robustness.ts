@@ -36,7 +36,7 @@
  * @module
  */
 import {
-  CLA, CardStatusError, INS, SW, decodeCommand, decodeResponse, encodeCommand, openSigned, selectCommand, toHex,
+  CLA, CardStatusError, INS, SW, decodeCommand, decodeResponse, encodeCommand, formatTenge, openSigned, selectCommand, toHex,
   type TransmitOptions,
 } from '@dt/protocol';
 import { getStatus, selectApplet, type FaultPlan } from '@dt/card-applet-sim';
@@ -289,7 +289,7 @@ export const robustness: LabSuite = {
         let before = await cardFacts();
         const lim = await readLimits();
         if (lim && (before.offlineCount + CASE_PAYMENTS > lim.offlineCount || before.offlineTotal + CASE_PAYMENTS * amount > lim.offlineTotal)) {
-          const used = `${before.offlineCount} of ${lim.offlineCount} payments, ${before.offlineTotal} of ${lim.offlineTotal} tiyn since its last sync`;
+          const used = `${before.offlineCount} of ${lim.offlineCount} payments, ${formatTenge(before.offlineTotal)} of ${formatTenge(lim.offlineTotal)} since its last sync`;
           if (!ctx.ledgerUrl) c.skip(`the card's offline limits are nearly used up (${used}): give --ledger <url> so that the lab can sync it`);
           // Before the case's sums start: the sync itself moves no value on a normal card.
           ctx.progress(`syncing the card through the ledger (${used})`);
@@ -306,10 +306,10 @@ export const robustness: LabSuite = {
           // A card loaded for the whole suite cannot run out legitimately: its value vanished.
           if (suiteStart.balance >= MONEY_CASES * CASE_PAYMENTS * amount) {
             c.fail(
-              `the card holds ${before.balance} tiyn, down from ${suiteStart.balance} at the start of the suite, while the lab approved ${approvedSoFar(lab) - suiteStart.approvedBefore} tiyn: value vanished`,
+              `the card holds ${formatTenge(before.balance)}, down from ${formatTenge(suiteStart.balance)} at the start of the suite, while the lab approved ${formatTenge(approvedSoFar(lab) - suiteStart.approvedBefore)}: value vanished`,
             );
           }
-          c.skip(`the card holds ${before.balance} tiyn, less than the ${CASE_PAYMENTS} taps of ${amount} tiyn this case needs: load it first`);
+          c.skip(`the card holds ${formatTenge(before.balance)}, less than the ${CASE_PAYMENTS} taps of ${formatTenge(amount)} this case needs: load it first`);
         }
         const firstId = lab.journal.listPayments().at(-1)?.id ?? 0;
         const orphans: { amount: number; nonce: string }[] = [];

@@ -3,15 +3,17 @@
  * reader under test, each split into phases (see ../timing.ts), with
  * p50/p95/p99 per phase. One case, `tap-latency`: it passes when every
  * requested tap was approved. The latency goal (p95 tap-to-outcome under
- * {@link TAP_GOAL_P95_MS} ms) is reported as a fact in the details, not as a
- * verdict: lab machines and readers differ, and a shared CI runner's
- * latency says nothing about the card.
+ * {@link TAP_GOAL_P95_MS} ms) is informational, reported as a fact in the
+ * details and labelled so in every report, never a verdict: lab machines and
+ * readers differ (vpcd on a default loopback adds ~40 ms per APDU), and a
+ * shared CI runner's latency says nothing about the card.
  *
  * @module
  */
 import type { TimingResult } from '../model.ts';
 import type { LabSuite } from '../suite.ts';
 import { timeTaps } from '../timing.ts';
+import { formatTenge } from '@dt/protocol';
 
 /** The tap-to-outcome goal of the issue: p95 of the total under 150 ms. */
 export const TAP_GOAL_P95_MS = 150;
@@ -23,7 +25,7 @@ export const timing: LabSuite = {
   async run(ctx, cases) {
     let result: TimingResult | undefined;
     const { taps, amount } = ctx.options;
-    await cases.case('tap-latency', `${taps} approved taps of ${amount} tiyn; latency per phase`, async (c) => {
+    await cases.case('tap-latency', `${taps} approved taps of ${formatTenge(amount)}; latency per phase`, async (c) => {
       const terminal = ctx.terminal();
       if (!terminal) c.skip(ctx.terminalMissing ?? 'no lab terminal identity given');
       // Progress about every 5 % of the run (at least every tap for short runs).
@@ -56,7 +58,7 @@ export const timing: LabSuite = {
         syncs: r.syncs,
         outcomes: r.outcomes,
         phasesMs: perPhase,
-        goal: `p95 total < ${TAP_GOAL_P95_MS} ms`,
+        goal: `p95 total < ${TAP_GOAL_P95_MS} ms (informational, not part of the verdict)`,
         goalMet: r.approved > 0 ? r.phases.total.p95 < TAP_GOAL_P95_MS : null,
       });
       if (r.stoppedEarly !== undefined) c.fail(`${r.approved} of ${taps} taps approved: ${r.stoppedEarly}`);

@@ -1,84 +1,87 @@
 /**
  * `dt-pos`: the merchant's command line for the DT POS terminal.
  *
- * Exit codes (also in `dt-pos --help` and README.md):
- *   0 success (charge: APPROVED)
- *   1 charge DECLINED
- *   2 usage error (bad arguments)
- *   3 ONLINE REQUIRED (charge), or the acquirer could not be reached (sync)
- *   4 END: no card, not a DT card, reader busy or unavailable, cancelled
- *   5 terminal not initialized or configuration invalid
- *   6 internal or journal error
- *   7 PRESENT CARD AGAIN and the card was not presented again in time
+ * Exit codes: {@link EXIT_CODES} (the one table: `--help` prints it, and
+ * the root README's exit-code table repeats it, checked by a test).
  *
  * @module
  */
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { createRequire } from 'node:module';
 import {
-  BankPermission, fromHex, issueCertificate, keyPairSigner, openSigned, publicKeyOf, Role, toHex, CURRENCY_KZT,
+  BankPermission, ErrorCode, formatTenge, fromHex, issueCertificate, keyPairSigner, openSigned, publicKeyOf, Role, toHex, CURRENCY_KZT,
 } from '@dt/protocol';
 import { TerminalError, TerminalErrorCode, isTerminalError } from '../errors.ts';
 import {
-  certificateRequest, createTerminalKey, identityPaths, loadIdentity, loadTerminalKey, saveIdentity, writeFileDurable, type TerminalIdentity,
+  certificateRequest, createTerminalKey, identityPaths, installIdentity, loadIdentity, loadTerminalKey, writeFileDurable, type TerminalIdentity,
 } from '../identity.ts';
 import { DEFAULT_CONFIG, configPath, loadConfig, saveConfig, verifierByName, type TerminalConfig } from '../config.ts';
 import { Journal, type PaymentRecord } from '../journal/journal.ts';
 import { PaymentKernel } from '../kernel/kernel.ts';
 import type { TapOutcome } from '../kernel/outcome.ts';
 import type { PinPad, PinPrompt } from '../kernel/pinpad.ts';
-import { SyncClient } from '../sync/client.ts';
+import { SyncClient, type SyncProblem } from '../sync/client.ts';
 import { PcscReaders } from '../transports/pcsc.ts';
 import { openSerialReader } from '../transports/serial.ts';
 import { listHidDevices, openHidReader } from '../transports/hid.ts';
 import type { CardReader } from '../transports/reader.ts';
 import { assessRisk, certifiedCrlMaxAge } from '../policy.ts';
 
-/** Exit codes of `dt-pos`. */
-export const ExitCode = {
-  OK: 0,
-  DECLINED: 1,
-  USAGE: 2,
-  ONLINE_REQUIRED: 3,
-  END: 4,
-  NOT_INITIALIZED: 5,
-  INTERNAL: 6,
-  PRESENT_CARD_AGAIN: 7,
-} as const;
+/**
+ * The exit codes of `dt-pos`, the one table: {@link ExitCode}, `--help` and
+ * the README come from it. 0-3 mean the same for every command line of the
+ * toolkit (0 ok, 1 refused by the business rules, 2 usage, 3 offline or
+ * unreachable); 4 and up are this command's own.
+ */
+export const EXIT_CODES = [
+  { code: 0, name: 'OK', meaning: 'success (charge: APPROVED)' },
+  { code: 1, name: 'DECLINED', meaning: 'refused: charge DECLINED, or the acquirer refused what sync sent' },
+  { code: 2, name: 'USAGE', meaning: 'usage: bad command, option or value, or a file named on the command line is missing or unreadable' },
+  { code: 3, name: 'ONLINE_REQUIRED', meaning: 'offline: charge ONLINE REQUIRED, or the acquirer was unreachable (sync)' },
+  { code: 4, name: 'END', meaning: 'END: no card, not a DT card, reader busy or unavailable, cancelled (Ctrl-C)' },
+  { code: 5, name: 'NOT_INITIALIZED', meaning: 'terminal not initialized, or its configuration or certificates do not verify' },
+  { code: 6, name: 'INTERNAL', meaning: 'internal or journal error, or an acquirer answer the terminal does not trust' },
+  { code: 7, name: 'PRESENT_CARD_AGAIN', meaning: 'PRESENT CARD AGAIN and the card was not presented again' },
+] as const;
+
+type ExitName = (typeof EXIT_CODES)[number]['name'];
+/** Exit codes of `dt-pos` by name (from {@link EXIT_CODES}). */
+export const ExitCode = Object.fromEntries(EXIT_CODES.map((e) => [e.name, e.code])) as { readonly [K in ExitName]: Extract<(typeof EXIT_CODES)[number], { name: K }>['code'] };
 
 const EXIT_HELP = `
 Exit codes:
-  0  success (charge: APPROVED)
-  1  charge DECLINED
-  2  usage error
-  3  ONLINE REQUIRED (charge), or the acquirer was unreachable (sync)
-  4  END: no card, not a DT card, reader busy/unavailable, cancelled
-  5  terminal not initialized, or invalid configuration
-  6  internal or journal error
-  7  PRESENT CARD AGAIN and the card was not presented again
+${EXIT_CODES.map((e) => `  ${String(e.code).padEnd(3)} ${e.meaning}`).join('\n')}
 
-Amounts are in tenge with up to two decimals (150, 150.5, 150.50); stored in tiyn.
+Amounts are typed in tenge with up to two decimals (150, 150.5, 150.50) and shown
+as tenge with two decimals (150.50 KZT); --json output gives integer tiyn (1 KZT = 100 tiyn).
 Data directory: --data-dir, else $DT_POS_HOME, else ~/.dt-pos.`;
+
+/** A command-line mistake: exit code 2 (USAGE). */
+export class UsageError extends Error {
+  /** Builds the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = 'UsageError';
+  }
+}
 
 const now = (): number => Math.floor(Date.now() / 1000);
 
-/** Parses "150", "150.5", "150.50" tenge into tiyn. */
+/** Parses "150", "150.5", "150.50" tenge into tiyn; a {@link UsageError} otherwise. */
 export function parseAmount(s: string): number {
   const m = /^(\d{1,13})(?:\.(\d{1,2}))?$/.exec(s.trim());
-  if (!m) throw new TerminalError(TerminalErrorCode.CONFIG, `not an amount: ${s} (use tenge with up to two decimals, e.g. 150.50)`);
+  if (!m) throw new UsageError(`not an amount: ${s} (use tenge with up to two decimals, e.g. 150.50)`);
   const tiyn = Number(m[1]) * 100 + Number((m[2] ?? '').padEnd(2, '0'));
-  if (tiyn <= 0 || !Number.isSafeInteger(tiyn)) throw new TerminalError(TerminalErrorCode.CONFIG, 'amount must be positive');
+  if (tiyn <= 0 || !Number.isSafeInteger(tiyn)) throw new UsageError('amount must be positive');
   return tiyn;
 }
 
-/** Formats tiyn as tenge, e.g. 15050 -> "150.50 KZT". */
-export function formatAmount(tiyn: number): string {
-  return `${Math.floor(tiyn / 100)}.${String(tiyn % 100).padStart(2, '0')} KZT`;
-}
+/** Formats tiyn as tenge, e.g. 15050 -> "150.50 KZT" (the toolkit's one format: `formatTenge`). */
+export const formatAmount = formatTenge;
 
 function iso(t: number | undefined): string {
   return t === undefined ? '-' : new Date(t * 1000).toISOString().replace('.000Z', 'Z');
@@ -138,7 +141,19 @@ export async function openReader(spec: string, apduTimeoutMs?: number): Promise<
  * into a fresh buffer for the kernel, which wipes it; nothing is logged.
  */
 export class ConsolePinPad implements PinPad {
+  #rl: ReturnType<typeof createInterface> | undefined;
   #lines: AsyncIterator<string> | undefined;
+
+  /**
+   * Stops reading stdin. A readline interface left open on a pipe keeps
+   * the process alive until the other end closes: `charge` calls this after
+   * the outcome so that it exits.
+   */
+  close(): void {
+    this.#rl?.close();
+    this.#rl = undefined;
+    this.#lines = undefined;
+  }
 
   /** {@inheritDoc PinPad.requestPin} */
   async requestPin(prompt: PinPrompt, signal: AbortSignal): Promise<Uint8Array | null> {
@@ -155,7 +170,10 @@ export class ConsolePinPad implements PinPad {
   }
 
   #line(signal: AbortSignal): Promise<string | null> {
-    if (!this.#lines) this.#lines = createInterface({ input: process.stdin, terminal: false })[Symbol.asyncIterator]();
+    if (!this.#lines) {
+      this.#rl = createInterface({ input: process.stdin, terminal: false });
+      this.#lines = this.#rl[Symbol.asyncIterator]();
+    }
     const it = this.#lines;
     return new Promise((resolveP, reject) => {
       signal.addEventListener('abort', () => reject(signal.reason), { once: true });
@@ -253,14 +271,13 @@ export function buildProgram(): Command {
     .command('init')
     .description('create the terminal key and a certificate request for the acquiring bank; with --dev, certify it with a local dev PKI')
     .requiredOption('--merchant-id <id>', 'merchant id the acquiring bank registered')
-    .requiredOption('--mcc <code>', 'merchant category code (ISO 18245)', (v) => Number.parseInt(v, 10))
+    .requiredOption('--mcc <code>', 'merchant category code (ISO 18245), 0..9999', intOption('--mcc', 0, 9999))
     .requiredOption('--name <name>', 'merchant name printed on receipts')
     .option('--acquirer <url>', 'acquirer base URL for sync, e.g. http://127.0.0.1:8081')
     .option('--reader <spec>', 'default reader: pcsc, pcsc:<name>, serial:<path>, hid:<path>', 'pcsc')
     .option('--dev <pki-dir>', 'development: self-provision with the dev PKI in this directory (dev-pki.json of dt-card / the ledger dev tools)')
     .action((o: { merchantId: string; mcc: number; name: string; acquirer?: string; reader: string; dev?: string }, cmd: Command) => {
       const g = globals(cmd);
-      if (!Number.isInteger(o.mcc) || o.mcc < 0 || o.mcc > 9999) throw new TerminalError(TerminalErrorCode.CONFIG, '--mcc must be 0..9999');
       const paths = identityPaths(g.dataDir);
       const kp = existsSync(paths.key) ? loadTerminalKey(g.dataDir) : createTerminalKey(g.dataDir);
       const merchant = { id: o.merchantId, mcc: o.mcc, name: o.name };
@@ -280,30 +297,31 @@ export function buildProgram(): Command {
         { iss: openSigned('Certificate', pki.bank.cert).message.sub, sub: `terminal-${merchant.id}`, iat: t, nbf: t - 86_400, exp: t + 365 * 86_400, role: Role.TERMINAL, merchant, currency: CURRENCY_KZT, publicKey: kp.publicKey },
         keyPairSigner({ secretKey: pki.bank.secretKey, publicKey: publicKeyOf(pki.bank.secretKey) }),
       );
-      saveIdentity(g.dataDir, { chain: [cert, pki.bank.cert], root: pki.root, ledgerCert: pki.ledgerCert });
-      const id = requireIdentity(g);
+      const id = installIdentity(g.dataDir, { chain: [cert, pki.bank.cert], root: pki.root, ledgerCert: pki.ledgerCert }, t);
       out(g, { initialized: true, terminal: kid, merchant, certExpires: id.certExpires, dataDir: g.dataDir },
         `Terminal ${kid} certified for ${merchant.name} (${merchant.id}, MCC ${merchant.mcc}) by the dev bank; valid until ${iso(id.certExpires)}.\nRun 'dt-pos sync' to fetch the revocation list before taking payments.`);
     });
 
   program
     .command('install-cert')
-    .description("install the acquiring bank's answer to the certificate request (the chain and the trust anchors)")
+    .description("install the acquiring bank's answer to the certificate request (the chain and the trust anchors); atomic: verified with the terminal key before it replaces the installed identity, which a failed install leaves as it was")
     .requiredOption('--cert <file>', 'terminal certificate issued by the bank (raw CBOR or hex)')
     .requiredOption('--bank-cert <file>', 'acquiring bank certificate')
     .requiredOption('--root <file>', 'issuer root certificate (the trust anchor to pin)')
     .requiredOption('--ledger-cert <file>', 'ledger certificate')
     .action((o: { cert: string; bankCert: string; root: string; ledgerCert: string }, cmd: Command) => {
       const g = globals(cmd);
-      saveIdentity(g.dataDir, { chain: [readCert(o.cert), readCert(o.bankCert)], root: readCert(o.root), ledgerCert: readCert(o.ledgerCert) });
+      const parts = { chain: [readCert(o.cert, '--cert'), readCert(o.bankCert, '--bank-cert')], root: readCert(o.root, '--root'), ledgerCert: readCert(o.ledgerCert, '--ledger-cert') };
+      let id: TerminalIdentity;
       try {
-        const id = requireIdentity(g);
-        out(g, { installed: true, terminal: toHex(id.kid), merchant: id.merchant }, `Installed: terminal ${toHex(id.kid)} for ${id.merchant.name}.`);
+        id = installIdentity(g.dataDir, parts, now());
       } catch (e) {
-        // Never keep an identity that does not verify.
-        writeFileDurable(identityPaths(g.dataDir).identity, '{}\n');
+        if (isTerminalError(e) && e.code === TerminalErrorCode.NOT_INITIALIZED && existsSync(identityPaths(g.dataDir).key)) {
+          throw new TerminalError(TerminalErrorCode.NOT_INITIALIZED, `not installed, the certificates do not verify: ${e.message}; the installed identity is unchanged`, {}, e);
+        }
         throw e;
       }
+      out(g, { installed: true, terminal: toHex(id.kid), merchant: id.merchant, certExpires: id.certExpires }, `Installed: terminal ${toHex(id.kid)} for ${id.merchant.name}; valid until ${iso(id.certExpires)}.`);
     });
 
   program
@@ -311,8 +329,8 @@ export function buildProgram(): Command {
     .description('take a payment: wait for a tap on the reader, show progress and the outcome (PIN on this console when needed)')
     .argument('<amount>', 'amount in tenge, e.g. 150.50')
     .option('-r, --reader <spec>', 'reader: pcsc, pcsc:<name>, serial:<path>, hid:<path> (default from config.json)')
-    .option('-t, --timeout <seconds>', 'how long to wait for the card', (v) => Number.parseInt(v, 10))
-    .option('--retries <n>', 'PRESENT CARD AGAIN rounds before giving up', (v) => Number.parseInt(v, 10), 3)
+    .option('-t, --timeout <seconds>', 'how long to wait for the card', intOption('--timeout', 1, 86_400))
+    .option('--retries <n>', 'PRESENT CARD AGAIN rounds before giving up', intOption('--retries', 0, 100), 3)
     .action(async (amountText: string, o: { reader?: string; timeout?: number; retries: number }, cmd: Command) => {
       const g = globals(cmd);
       const amount = parseAmount(amountText);
@@ -323,9 +341,10 @@ export function buildProgram(): Command {
       const ctl = new AbortController();
       const onSig = (): void => ctl.abort();
       process.once('SIGINT', onSig);
+      const pinPad = new ConsolePinPad();
       try {
         const kernel = new PaymentKernel({
-          identity, journal, policy: cfg.policy, pinPad: new ConsolePinPad(), verifier: verifierByName(cfg.verifier),
+          identity, journal, policy: cfg.policy, pinPad, verifier: verifierByName(cfg.verifier),
           timeouts: { ...cfg.timeouts, ...(o.timeout ? { cardMs: o.timeout * 1000 } : {}) },
         });
         const say = (s: string): void => {
@@ -351,6 +370,7 @@ export function buildProgram(): Command {
         throw new Exit(outcomeExit(outcome));
       } finally {
         process.off('SIGINT', onSig);
+        pinPad.close();
         await close();
         journal.close();
       }
@@ -414,7 +434,7 @@ export function buildProgram(): Command {
           ...r.problems.map((p) => `problem (${p.step}): ${p.code}: ${p.message}`),
         ].join('\n'));
         if (!r.online) throw new Exit(ExitCode.ONLINE_REQUIRED);
-        if (r.problems.length > 0) throw new Exit(ExitCode.INTERNAL);
+        if (r.problems.length > 0) throw new Exit(r.problems.every(refusedByAcquirer) ? ExitCode.DECLINED : ExitCode.INTERNAL);
       } finally {
         journal.close();
       }
@@ -443,7 +463,7 @@ export function buildProgram(): Command {
   program
     .command('receipt')
     .description('print the receipt of a payment')
-    .argument('<id>', 'receipt number', (v) => Number.parseInt(v, 10))
+    .argument('<id>', 'receipt number', intOption('receipt number', 1, Number.MAX_SAFE_INTEGER))
     .action((id: number, _o: unknown, cmd: Command) => {
       const g = globals(cmd);
       const journal = openJournal(g);
@@ -465,7 +485,7 @@ export function buildProgram(): Command {
   program
     .command('readers')
     .description('list PC/SC readers (with card presence), HID devices and serial ports')
-    .option('--wait <seconds>', 'how long to wait for PC/SC readers', (v) => Number.parseInt(v, 10), 2)
+    .option('--wait <seconds>', 'how long to wait for PC/SC readers', intOption('--wait', 0, 3600), 2)
     .action(async (o: { wait: number }, cmd: Command) => {
       const g = globals(cmd);
       const pcsc = new PcscReaders({ reconnectDelayMs: 60_000 });
@@ -503,8 +523,30 @@ export function buildProgram(): Command {
   return program;
 }
 
-function readCert(file: string): Uint8Array {
-  const raw = readFileSync(file);
+/** A commander parser for an integer option in [min, max] (a usage error otherwise). */
+function intOption(name: string, min: number, max: number): (v: string) => number {
+  return (v) => {
+    const n = Number(v);
+    if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < min || n > max) throw new InvalidArgumentError(`${name} must be an integer from ${min} to ${max}`);
+    return n;
+  };
+}
+
+/** A sync problem that is the acquirer's refusal (its own stable code), not a terminal-side failure. */
+function refusedByAcquirer(p: SyncProblem): boolean {
+  const ours = new Set<string>([...Object.values(TerminalErrorCode), ...Object.values(ErrorCode)]);
+  return !ours.has(p.code);
+}
+
+/** Reads a certificate file named by `option` (raw CBOR or hex); a missing or unreadable file is a usage error. */
+function readCert(file: string, option: string): Uint8Array {
+  let raw: Buffer;
+  try {
+    raw = readFileSync(file);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new UsageError(`${option} ${file}: ${code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a directory' : code === 'EACCES' ? 'permission denied' : 'cannot be read'}`);
+  }
   const text = raw.toString('utf8').trim();
   return /^[0-9a-fA-F]+$/.test(text) && text.length % 2 === 0 ? fromHex(text) : new Uint8Array(raw);
 }
@@ -528,6 +570,7 @@ function readDevPki(dir: string): { root: Uint8Array; ledgerCert: Uint8Array; ba
 
 function exitCodeOf(e: unknown): number {
   if (e instanceof Exit) return e.code;
+  if (e instanceof UsageError) return ExitCode.USAGE;
   if (isTerminalError(e)) {
     if (e.code === TerminalErrorCode.NOT_INITIALIZED || e.code === TerminalErrorCode.CONFIG) return ExitCode.NOT_INITIALIZED;
     if (e.code === TerminalErrorCode.NOT_FOUND) return ExitCode.USAGE;
@@ -551,8 +594,9 @@ export async function run(argv: string[]): Promise<number> {
     if (!(e instanceof Exit)) {
       const json = process.argv.includes('--json') || argv.includes('--json');
       const msg = e instanceof Error ? e.message : String(e);
-      if (json) process.stdout.write(JSON.stringify({ error: isTerminalError(e) ? e.code : 'INTERNAL', message: msg }) + '\n');
-      else process.stderr.write(`dt-pos: ${msg}\n`);
+      const errorCode = isTerminalError(e) ? e.code : e instanceof UsageError ? 'USAGE' : 'INTERNAL';
+      if (json) process.stdout.write(JSON.stringify({ error: errorCode, message: msg }) + '\n');
+      else process.stderr.write(`dt-pos: ${errorCode === 'USAGE' ? '' : `${errorCode}: `}${msg}\n`);
     }
     return code;
   }

@@ -55,7 +55,8 @@ export const DEFAULT_RETRY: RetryPolicy = { attempts: 4, baseMs: 250, maxMs: 400
 export class AcquirerRefusedError extends TerminalError {
   /** Builds it from the HTTP status and the acquirer's stable code. */
   constructor(readonly status: number, readonly acquirerCode: string, message: string) {
-    super(TerminalErrorCode.NETWORK, `acquirer answered ${status} ${acquirerCode}: ${message}`, { status, acquirerCode });
+    // The acquirer's code is this problem's code (SyncProblem.code): the message does not repeat it.
+    super(TerminalErrorCode.NETWORK, `acquirer answered HTTP ${status}: ${message}`, { status, acquirerCode });
     this.name = 'AcquirerRefusedError';
   }
   /** True when retrying may help (overload, server error). */

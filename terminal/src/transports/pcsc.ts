@@ -20,7 +20,15 @@
  *   asynchronously: libpcsclite would spin on the event loop otherwise), so
  *   a terminal left running all day reconnects on its own;
  * - one exchange at a time per reader: a second session or a concurrent
- *   `transmit` gets a `ReaderBusyError`.
+ *   `transmit` gets a `ReaderBusyError`;
+ * - closing releases everything native: `nfc-pcsc`'s `NFC.close()` only
+ *   stops the PC/SC context's own watcher thread, but `@pokusew/pcsclite`
+ *   starts one more thread per reader (its status watch) with a libuv handle
+ *   that only that reader's `close()` releases, and keeps the card handle
+ *   until the reader is disconnected; left open, they keep the process
+ *   alive for ever (a `dt-pos charge` that never exits after its outcome) and
+ *   leak a thread per reader in a long-running till. {@link PcscReaders.close}
+ *   and a lost context disconnect and close every reader, then the context.
  *
  * @module
  */
@@ -47,9 +55,22 @@ export interface NfcReaderLike extends EventEmitter {
   disconnect(): Promise<unknown>;
   transmit(data: Uint8Array, responseMaxLength: number): Promise<Uint8Array>;
 }
+/**
+ * The part of a raw `@pokusew/pcsclite` CardReader (nfc-pcsc's `reader.reader`)
+ * that closing needs.
+ */
+export interface RawReaderLike {
+  /** Stops the reader's status thread and releases its libuv handle. */
+  close(): void;
+  /** Releases the card handle; calls back at once when not connected. */
+  disconnect?(disposition: number, cb: (err?: unknown) => void): void;
+  readonly SCARD_LEAVE_CARD?: number;
+}
 /** The part of an nfc-pcsc `NFC` this adapter uses. */
 export interface NfcLike extends EventEmitter {
   close(): void;
+  /** The raw readers by name (`NFC.readers` is `@pokusew/pcsclite`'s map). */
+  readonly readers?: Record<string, RawReaderLike>;
 }
 /** Builds a fresh PC/SC context (an `NFC` instance). */
 export type NfcFactory = () => NfcLike;
@@ -208,12 +229,17 @@ export class PcscReaders {
     return new PcscCardReader(this, match, this.#apduTimeoutMs);
   }
 
-  /** Stops the context. */
+  /**
+   * Stops the context and releases every native resource (card handles,
+   * per-reader status threads, the context's thread), so nothing PC/SC keeps
+   * the process alive afterwards. Idempotent.
+   */
   async close(): Promise<void> {
     this.#closed = true;
     if (this.#restartTimer) clearTimeout(this.#restartTimer);
-    this.#stop();
+    const released = this.#stop();
     this.#changed.emit('change');
+    await released;
   }
 
   // ---- internals used by PcscCardReader
@@ -351,26 +377,23 @@ export class PcscReaders {
     this.#changed.emit('change');
   }
 
-  #stop(): void {
+  /** Drops the context; resolves once its native resources are released (see {@link releaseContext}). */
+  #stop(): Promise<void> {
     const nfc = this.#nfc;
+    const slots = [...this.#slots.values()];
     this.#nfc = undefined;
     this.#slots.clear();
-    if (nfc) {
-      nfc.removeAllListeners('reader');
-      nfc.on('error', () => {});
-      try {
-        nfc.close();
-      } catch {
-        // already gone
-      }
-    }
+    if (!nfc) return Promise.resolve();
+    nfc.removeAllListeners('reader');
+    nfc.on('error', () => {});
+    return releaseContext(nfc, slots.map((s) => rawReaderOf(s.nfc)).filter((r): r is RawReaderLike => r !== undefined));
   }
 
   #lost(detail: string): void {
     // Reported once per reason, not on every retry while the service stays down.
     if (this.#contextError !== detail) this.#onEvent({ type: 'context', state: 'lost', detail });
     this.#contextError = detail;
-    this.#stop();
+    void this.#stop();
     this.#changed.emit('change');
     if (this.#closed || this.#restartTimer) return;
     // Recreate the context: pcscd may come back (service restart, reader re-plugged).
@@ -385,6 +408,59 @@ export class PcscReaders {
 
 function describe(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
+}
+
+/** The raw pcsclite reader behind an nfc-pcsc reader, when it has one (fakes in tests may not). */
+function rawReaderOf(r: NfcReaderLike): RawReaderLike | undefined {
+  const raw = (r as unknown as { reader?: Partial<RawReaderLike> }).reader;
+  return raw && typeof raw.close === 'function' ? (raw as RawReaderLike) : undefined;
+}
+
+/**
+ * Releases a PC/SC context: disconnects every reader's card handle, closes
+ * every reader (its status thread and libuv handle), then the context.
+ *
+ * Why in this order and not earlier: `@pokusew/pcsclite` starts the
+ * context's watcher in a `process.nextTick` after construction, and
+ * `PCSCLite.close()` before that tick leaves the watcher to start afterwards
+ * and run for ever; waiting one `setImmediate` puts the close after it.
+ * Readers are taken from the context's own map as well as from the slots, so
+ * one announced in the same tick is closed too. Errors are ignored: the
+ * context may already be dead (pcscd gone), and every step is idempotent.
+ */
+export async function releaseContext(nfc: NfcLike, known: readonly RawReaderLike[] = []): Promise<void> {
+  await new Promise<void>((r) => setImmediate(r));
+  const readers = new Set<RawReaderLike>(known);
+  try {
+    for (const r of Object.values(nfc.readers ?? {})) if (r && typeof r.close === 'function') readers.add(r);
+  } catch {
+    // no reader map on this context
+  }
+  await Promise.all(
+    [...readers].map(
+      (r) =>
+        new Promise<void>((done) => {
+          if (typeof r.disconnect !== 'function') return done();
+          try {
+            r.disconnect(r.SCARD_LEAVE_CARD ?? 0, () => done());
+          } catch {
+            done();
+          }
+        }),
+    ),
+  );
+  for (const r of readers) {
+    try {
+      r.close();
+    } catch {
+      // already closed, or its reader went away
+    }
+  }
+  try {
+    nfc.close();
+  } catch {
+    // already gone
+  }
 }
 
 /** Maps a pcsclite transmit failure to a typed error (the card left the field, or the reader went away). */
