@@ -32,13 +32,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import {
-  CLA, INS, OutcomeStatus, SYNC_P1, decodeDeterministic, encodeDeterministic, openSigned, payloadHash, subjectKey, toHex, transmitOk, verifySigned,
-  type ApduTransport,
+  CLA, INS, OutcomeStatus, SYNC_P1, decodeDeterministic, encodeDeterministic, openSigned, payloadHash, subjectKey, toHex, transmitOk,
+  verifySigned, type ApduTransport, getStatus, selectApplet,
 } from '@dt/protocol';
 import { MemoryStorage } from '@dt/firmware';
 import {
-  InProcessTransport, SimulatedCard, VpcdClient, getStatus, pcscdUnavailableReason, personalizeCard, selectApplet, startPcscd,
-  type PcscdHandle,
+  InProcessTransport, SimulatedCard, VpcdClient, pcscdUnavailableReason, personalizeCard, startPcscd, type PcscdHandle,
 } from '@dt/card-applet-sim';
 import { Ledger, createPki, nativeSigner, openSqliteStorage, signLoadOrder, startLedgerServer, type AuditReport, type LedgerServer, type LedgerStorage } from '@dt/ledger';
 import { startAcquirer, type RunningAcquirer } from '@dt/acquirer';

@@ -9,20 +9,19 @@ import { mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MemoryStorage, ShadowJournal, decodeState } from '@dt/firmware';
-import { Role, bytesEqual, decodeMessage, openSigned, toHex, verifyChain, verifyCoseSign1, verifyRoot } from '@dt/protocol';
+import {
+  Role, bytesEqual, decodeMessage, openSigned, toHex, verifyChain, verifyCoseSign1, verifyRoot, getCertificates, pay, selectApplet,
+} from '@dt/protocol';
 import type { OpenedMessage } from '@dt/protocol';
 import {
   FileStorage,
   InProcessTransport,
   SimulatedCard,
   createDevPki,
-  getCertificates,
   devPaymentRequest,
   issueDevTerminal,
   loadDevPki,
-  pay,
   readStateFile,
-  selectApplet,
   systemClock,
 } from '../src/index.ts';
 import { tempDir } from './helpers.ts';

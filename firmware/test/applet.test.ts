@@ -4,12 +4,14 @@
  */
 import test from 'ava';
 import {
-  CARD_TIME_AHEAD, CLA, Cvm, DT_AID, INS, SW_TABLE, swHex, PERSONALIZE_P1, SYNC_P1, createTrustStore, decodeDeterministic, encodeDeterministic, toHex, type CborValue, decodeMessage, encodeCommand,
-  keyPairSigner, openSigned, payloadHash, ReferenceWallet, signMessage, subjectKey, validateHandover, verifySigned, type Mark,
+  CARD_TIME_AHEAD, CLA, Cvm, DT_AID, INS, SW_TABLE, swHex, PERSONALIZE_P1, SYNC_P1, createTrustStore, decodeDeterministic,
+  encodeDeterministic, toHex, type CborValue, decodeMessage, encodeCommand, keyPairSigner, openSigned, payloadHash, ReferenceWallet,
+  signMessage, subjectKey, validateHandover, verifySigned, type Mark, Capability, CardStatusSchema, ChangePinSchema, decodeFormat,
+  encodeFormat, SelectResponseSchema, UnblockPinSchema, WriteCertificatesSchema, type CardStatus,
 } from '@dt/protocol';
 import {
-  Applet, AppletBusyError, AppletHaltedError, AppletPowerLostError, ATR, Capability, CardStatusSchema, ChangePinSchema, decodeFormat, encodeFormat, encodeState,
-  legacyTrustedTime, MemoryStorage, SelectResponseSchema, ShadowJournal, UnblockPinSchema, WriteCertificatesSchema, type CardState, type CardStatus,
+  Applet, AppletBusyError, AppletHaltedError, AppletPowerLostError, ATR, encodeState, legacyTrustedTime, MemoryStorage, ShadowJournal,
+  type CardState,
 } from '../src/index.ts';
 import { Host, Ledger, PIN, PUK, T0, load, makePki, newCard, observedSw, paymentRequest, personalize, seededRandom } from './fixtures.ts';
 

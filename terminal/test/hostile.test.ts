@@ -8,11 +8,12 @@
  */
 import test from 'ava';
 import { decodeState, ShadowJournal, type CardState } from '@dt/firmware';
-import { getStatus as rawStatus, selectApplet } from '@dt/card-applet-sim';
+
 import { identityFrom, issueTerminal } from '@dt/ledger';
 import {
-  CardApduProcessor, CLA, DEFAULT_TERMINAL_CRL_MAX_AGE, decodeDeterministic, decodeMessage, encodeDeterministic, exchange, INS, keyPairSigner,
-  openSigned, ReferenceWallet, SW, toHex, type ApduTransport, type CborValue, type PaymentRequest,
+  CardApduProcessor, CLA, DEFAULT_TERMINAL_CRL_MAX_AGE, decodeDeterministic, decodeMessage, encodeDeterministic, exchange, INS,
+  keyPairSigner, openSigned, ReferenceWallet, SW, toHex, type ApduTransport, type CborValue, type PaymentRequest, getStatus as rawStatus,
+  selectApplet,
 } from '@dt/protocol';
 import {
   AttemptState, buildIdentity, certifiedCrlMaxAge, DeclineReason, effectiveMaxCrlAge, Journal, MAX_TORN_ATTEMPTS, MAX_TORN_PER_CARD,

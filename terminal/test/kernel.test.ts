@@ -5,8 +5,8 @@
  */
 import test from 'ava';
 import { MemoryStorage } from '@dt/firmware';
-import { getStatus as rawStatus, selectApplet, InProcessTransport, SimulatedCard } from '@dt/card-applet-sim';
-import { Cvm, encodeResponse, INS, SW, type ApduTransport, type TransmitOptions } from '@dt/protocol';
+import { InProcessTransport, SimulatedCard } from '@dt/card-applet-sim';
+import { Cvm, encodeResponse, INS, SW, type ApduTransport, type TransmitOptions, getStatus as rawStatus, selectApplet } from '@dt/protocol';
 import { PaymentKernel, PaymentState, ReaderBusyError, TimeoutError, TransportReader, VERIFIERS, parseConfig, verifierByName, type CardReader, type CardSession } from '../src/index.ts';
 import {
   createDevPki, devTerminalIdentity, makeCard, makeJournal, readerFor, ScriptedPinPad, signedCrl, tempDir, TEST_POLICY, nowSec, TEST_LIMITS,

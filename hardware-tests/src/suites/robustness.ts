@@ -36,10 +36,10 @@
  * @module
  */
 import {
-  CLA, CardStatusError, INS, SW, decodeCommand, decodeResponse, encodeCommand, openSigned, selectCommand, toHex,
-  type TransmitOptions,
+  CLA, CardStatusError, INS, SW, decodeCommand, decodeResponse, encodeCommand, openSigned, selectCommand, toHex, type TransmitOptions,
+  getStatus, selectApplet,
 } from '@dt/protocol';
-import { getStatus, selectApplet, type FaultPlan } from '@dt/card-applet-sim';
+import { type FaultPlan } from '@dt/card-applet-sim';
 import { syncCard } from '../cardsync.ts';
 import type { CardReader, CardSession, PaymentRecord, TapOutcome, WaitOptions } from '@dt/terminal';
 import type { CaseApi, LabContext, LabSuite, LabTerminal } from '../suite.ts';

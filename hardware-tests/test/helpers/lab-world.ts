@@ -8,8 +8,8 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { INS, encodeDeterministic } from '@dt/protocol';
-import { FileStorage, InProcessTransport, SimulatedCard, personalizeCard, selectApplet, getStatus } from '@dt/card-applet-sim';
+import { INS, encodeDeterministic, selectApplet, getStatus } from '@dt/protocol';
+import { FileStorage, InProcessTransport, SimulatedCard, personalizeCard } from '@dt/card-applet-sim';
 import { Ledger, createPki, nativeSigner, openSqliteStorage, signLoadOrder, startLedgerServer, type LedgerServer, type Pki } from '@dt/ledger';
 import { saveIdentity, saveTerminalKey } from '@dt/terminal';
 import { syncCard } from '../../src/cardsync.ts';

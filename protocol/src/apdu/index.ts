@@ -37,7 +37,6 @@ export {
   encodeResponse,
   getResponseCommand,
   isOk,
-  selectCommand,
   statusError,
 } from './codec.ts';
 export type { CommandApdu, ResponseApdu } from './codec.ts';

@@ -1,89 +1,37 @@
 /**
- * Host-side commands for a DT card over any {@link ApduTransport}: select,
- * status, certificates, PIN, PAY, personalization by an issuing bank, and a
- * development load signed by a dev ledger. Command layouts follow
- * `firmware/APDU.md`; data formats are the firmware's schema tables.
+ * The two station roles the simulator plays around a card, written on the
+ * protocol's card command set (`@dt/protocol`, SPEC §9–10): an issuing bank
+ * personalizing a blank card ({@link personalizeCard}), and a development
+ * load signed by the dev ledger key ({@link devLoad}). The commands, their
+ * formats and their parsers are the protocol's; this module only sequences
+ * them and signs what the bank or the dev ledger signs.
  *
  * @module
  */
 
 import {
-  CLA,
   CURRENCY_KZT,
-  INS,
-  PERSONALIZE_P1,
   Role,
-  SYNC_P1,
-  decodeDeterministic,
+  generateKey,
   issueCertificate,
+  lockPersonalization,
   openSigned,
   payloadHash,
-  selectCommand,
+  selectApplet,
+  setConfig,
+  setPin,
   signMessage,
-  transmitOk,
+  syncBegin,
+  syncComplete,
+  utf8,
+  writeCertificates,
 } from '@dt/protocol';
-import type { ApduTransport, Certificate, ExchangeOptions, Signer } from '@dt/protocol';
-import {
-  CardStatusSchema,
-  ChangePinSchema,
-  SelectResponseSchema,
-  SetConfigSchema,
-  SetPinSchema,
-  UnblockPinSchema,
-  WriteCertificatesSchema,
-  decodeFormat,
-  encodeFormat,
-} from '@dt/firmware';
-import type { CardStatus, SelectResponse } from '@dt/firmware';
+import type { ApduTransport, CardLimits, Signer } from '@dt/protocol';
 import { nodeRandom, systemClock } from './card.ts';
 import { devToken } from './devpki.ts';
 import type { DevPki } from './devpki.ts';
 
-/** Card limits as certified (see the protocol's CardLimitsSchema). */
-export type CardLimits = NonNullable<Certificate['limits']>;
-
-const utf8 = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'utf8'));
-
-/** SELECT the DT applet; returns its version and capabilities. */
-export async function selectApplet(t: ApduTransport, options: ExchangeOptions = {}): Promise<SelectResponse> {
-  return decodeFormat(SelectResponseSchema, await transmitOk(t, selectCommand(), options));
-}
-
-/** GET STATUS: counter, balance, offline totals, limits, PIN tries (never key material). */
-export async function getStatus(t: ApduTransport, options: ExchangeOptions = {}): Promise<CardStatus> {
-  const data = await transmitOk(t, { cla: CLA.PROPRIETARY, ins: INS.GET_STATUS, p1: 0, p2: 0, le: 256 }, options);
-  return decodeFormat(CardStatusSchema, data);
-}
-
-/** GET CERTIFICATES: the card's chain `[card, issuing bank]`. */
-export async function getCertificates(t: ApduTransport, options: ExchangeOptions = {}): Promise<Uint8Array[]> {
-  const data = await transmitOk(t, { cla: CLA.PROPRIETARY, ins: INS.GET_CERTIFICATES, p1: 0, p2: 0, le: 256 }, options);
-  const chain = decodeDeterministic(data, 8192);
-  if (!Array.isArray(chain) || !chain.every((c) => c instanceof Uint8Array)) throw new TypeError('GET CERTIFICATES did not answer an array of byte strings');
-  return chain as Uint8Array[];
-}
-
-/** VERIFY PIN (ASCII digits). Throws `WrongPinError` (63Cx) or `CardStatusError` (6983 blocked). */
-export async function verifyPin(t: ApduTransport, pin: string, options: ExchangeOptions = {}): Promise<void> {
-  await transmitOk(t, { cla: CLA.PROPRIETARY, ins: INS.VERIFY_PIN, p1: 0, p2: 0, data: utf8(pin) }, options);
-}
-
-/** CHANGE PIN from `current` to `next`. */
-export async function changePin(t: ApduTransport, current: string, next: string, options: ExchangeOptions = {}): Promise<void> {
-  const data = encodeFormat(ChangePinSchema, { current: utf8(current), next: utf8(next) });
-  await transmitOk(t, { cla: CLA.PROPRIETARY, ins: INS.CHANGE_PIN, p1: 0, p2: 0, data }, options);
-}
-
-/** UNBLOCK PIN with the unblock code `puk`, setting `next`. */
-export async function unblockPin(t: ApduTransport, puk: string, next: string, options: ExchangeOptions = {}): Promise<void> {
-  const data = encodeFormat(UnblockPinSchema, { puk: utf8(puk), next: utf8(next) });
-  await transmitOk(t, { cla: CLA.PROPRIETARY, ins: INS.UNBLOCK_PIN, p1: 0, p2: 0, data }, options);
-}
-
-/** PAY: sends a signed PaymentRequest (chained when long) and returns the Handover bytes (via GET RESPONSE when long). */
-export async function pay(t: ApduTransport, request: Uint8Array, options: ExchangeOptions = {}): Promise<Uint8Array> {
-  return transmitOk(t, { cla: CLA.PROPRIETARY, ins: INS.PAY, p1: 0, p2: 0, data: request, le: 256 }, options);
-}
+export type { CardLimits } from '@dt/protocol';
 
 /** What an issuing bank needs to personalize a card. */
 export interface IssuingBank {
@@ -124,7 +72,7 @@ export interface PersonalizeOptions {
 }
 
 /** Result of {@link personalizeCard}. */
-export interface Personalized {
+export interface PersonalizeResult {
   /** Key id of the card key (generated on the card). */
   readonly cardKid: Uint8Array;
   /** The card's public key. */
@@ -139,12 +87,10 @@ export interface Personalized {
  * certifies it, WRITE CERTIFICATES (chain, pinned root and ledger
  * certificates, current time), SET PIN, SET CONFIG (clock floor), LOCK.
  */
-export async function personalizeCard(t: ApduTransport, bank: IssuingBank, options: PersonalizeOptions): Promise<Personalized> {
+export async function personalizeCard(t: ApduTransport, bank: IssuingBank, options: PersonalizeOptions): Promise<PersonalizeResult> {
   const now = options.now ?? systemClock();
   await selectApplet(t);
-  const perso = (p1: number, data?: Uint8Array, le?: number) =>
-    transmitOk(t, { cla: CLA.PROPRIETARY, ins: INS.PERSONALIZE, p1, p2: 0, ...(data ? { data } : {}), ...(le ? { le } : {}) });
-  const publicKey = await perso(PERSONALIZE_P1.GENERATE_KEY, undefined, 256);
+  const publicKey = await generateKey(t);
   const bankClaims = openSigned('Certificate', bank.cert).message;
   const certificate = issueCertificate(
     {
@@ -160,18 +106,15 @@ export async function personalizeCard(t: ApduTransport, bank: IssuingBank, optio
     },
     bank.signer,
   );
-  await perso(PERSONALIZE_P1.WRITE_CERTIFICATES, encodeFormat(WriteCertificatesSchema, { chain: [certificate, bank.cert], root: bank.root, ledger: bank.ledgerCert, time: now }));
-  await perso(
-    PERSONALIZE_P1.SET_PIN,
-    encodeFormat(SetPinSchema, {
-      pin: utf8(options.pin),
-      puk: utf8(options.puk),
-      ...(options.pinTries !== undefined ? { pinTries: options.pinTries } : {}),
-      ...(options.pukTries !== undefined ? { pukTries: options.pukTries } : {}),
-    }),
-  );
-  await perso(PERSONALIZE_P1.SET_CONFIG, encodeFormat(SetConfigSchema, { floor: now, confirm: options.confirm ? 1 : 0 }));
-  if (!options.noLock) await perso(PERSONALIZE_P1.LOCK);
+  await writeCertificates(t, { chain: [certificate, bank.cert], root: bank.root, ledger: bank.ledgerCert, time: now });
+  await setPin(t, {
+    pin: utf8(options.pin),
+    puk: utf8(options.puk),
+    ...(options.pinTries !== undefined ? { pinTries: options.pinTries } : {}),
+    ...(options.pukTries !== undefined ? { pukTries: options.pukTries } : {}),
+  });
+  await setConfig(t, { floor: now, confirm: options.confirm ? 1 : 0 });
+  if (!options.noLock) await lockPersonalization(t);
   const cardKid = openSigned('Certificate', certificate).message.cnf.coseKey.kid;
   return { cardKid, publicKey, certificate };
 }
@@ -200,7 +143,7 @@ export async function devLoad(t: ApduTransport, pki: DevPki, amounts: readonly n
   if (amounts.length === 0 || amounts.some((a) => !Number.isSafeInteger(a) || a <= 0)) throw new RangeError('amounts must be positive integers');
   const now = options.now ?? systemClock();
   await selectApplet(t);
-  const request = await transmitOk(t, { cla: CLA.PROPRIETARY, ins: INS.LOAD, p1: SYNC_P1.BEGIN, p2: 0, data: nodeRandom(16), le: 256 });
+  const request = await syncBegin(t, nodeRandom(16), { load: true });
   const { cose, message } = openSigned('SyncRequest', request);
   if (message.history.length > 0) {
     throw new Error('devLoad: the card has offline payments since its last sync; a dev load would drop them (sync it with a real ledger)');
@@ -214,7 +157,7 @@ export async function devLoad(t: ApduTransport, pki: DevPki, amounts: readonly n
     { card: message.card, counter: message.counter, request: payloadHash(cose), tokens, time: now, loaded, voided: [] },
     pki.ledger.signer,
   );
-  await transmitOk(t, { cla: CLA.PROPRIETARY, ins: INS.LOAD, p1: SYNC_P1.COMPLETE, p2: 0, data: receipt });
+  await syncComplete(t, receipt, { load: true });
   return { request, receipt, tokens };
 }
 
