@@ -125,6 +125,17 @@ export const UnblockPinSchema = defineSchema({
 /** UNBLOCK PIN data. */
 export type UnblockPin = Infer<typeof UnblockPinSchema>;
 
+/** Every format table of SPEC §10.4, in its order (a test checks the CDDL there against them). */
+export const CARD_FORMATS = [
+  SelectResponseSchema,
+  CardStatusSchema,
+  WriteCertificatesSchema,
+  SetPinSchema,
+  SetConfigSchema,
+  ChangePinSchema,
+  UnblockPinSchema,
+] as const;
+
 /**
  * Encodes a format struct as deterministic CBOR.
  *

@@ -17,7 +17,7 @@ export {
 } from './constants.ts';
 export type { CardCommandName, CommandHeader } from './constants.ts';
 export {
-  CardStatusSchema, ChangePinSchema, SelectResponseSchema, SetConfigSchema, SetPinSchema, UnblockPinSchema, WriteCertificatesSchema,
+  CARD_FORMATS, CardStatusSchema, ChangePinSchema, SelectResponseSchema, SetConfigSchema, SetPinSchema, UnblockPinSchema, WriteCertificatesSchema,
   decodeFormat, decodeFormatLenient, encodeFormat, formatKey,
 } from './formats.ts';
 export type { CardStatus, ChangePin, SelectResponse, SetConfig, SetPin, UnblockPin, WriteCertificates } from './formats.ts';
