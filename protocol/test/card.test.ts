@@ -143,7 +143,7 @@ test('parseApplicationInfo refuses what is not a DT applet answer: no capabiliti
   t.true(isDtError(badCaps, ErrorCode.SCHEMA_MISSING_FIELD) && badCaps.details.field === 'capabilities');
   t.throws(() => parseApplicationInfo(encodeDeterministic([1, 2])), { code: ErrorCode.SCHEMA_WRONG_TYPE });
   t.throws(() => parseApplicationInfo(Uint8Array.of(0xbf, 0x01)), { instanceOf: Error });
-  t.throws(() => parseApplicationInfo(encodeDeterministic(new Map([[3, 1], [7, bytes(2000)]]))), { code: ErrorCode.TOO_LARGE });
+  t.throws(() => parseApplicationInfo(encodeDeterministic(new Map<number, CborValue>([[3, 1], [7, bytes(2000)]]))), { code: ErrorCode.TOO_LARGE });
 });
 
 test('invalid inputs: every parser throws a DtError for bytes that are not its answer', (t) => {
