@@ -32,7 +32,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import {
-  CLA, INS, OutcomeStatus, SYNC_P1, decodeDeterministic, encodeDeterministic, openSigned, payloadHash, subjectKey, toHex, transmitOk,
+  OutcomeStatus, decodeDeterministic, encodeDeterministic, openSigned, payloadHash, signSettleRequest, subjectKey, syncBegin, syncComplete, toHex,
   verifySigned, type ApduTransport, getStatus, selectApplet,
 } from '@dt/protocol';
 import { MemoryStorage } from '@dt/firmware';
@@ -160,25 +160,25 @@ class Resources {
   }
 }
 
-async function postCbor(url: string, body: Uint8Array): Promise<{ status: number; bytes: Uint8Array; json?: { code?: string; message?: string } }> {
-  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/cbor' }, body: Buffer.from(body) });
+async function postCbor(url: string, body: Uint8Array, contentType = 'application/cbor'): Promise<{ status: number; bytes: Uint8Array; json?: { code?: string; message?: string } }> {
+  const res = await fetch(url, { method: 'POST', headers: { 'content-type': contentType }, body: Buffer.from(body) });
   const bytes = new Uint8Array(await res.arrayBuffer());
   if ((res.headers.get('content-type') ?? '').includes('json')) return { status: res.status, bytes, json: JSON.parse(Buffer.from(bytes).toString('utf8')) };
   return { status: res.status, bytes };
 }
 
-async function postOk(url: string, body: Uint8Array): Promise<Uint8Array> {
-  const r = await postCbor(url, body);
+async function postOk(url: string, body: Uint8Array, contentType?: string): Promise<Uint8Array> {
+  const r = await postCbor(url, body, contentType);
   if (r.status !== 200) throw new Error(`${url}: HTTP ${r.status} ${r.json?.code ?? ''} ${r.json?.message ?? ''}`);
   return r.bytes;
 }
 
 /** SYNC or LOAD through the card's APDUs against the ledger's HTTP API. */
-async function cardSync(t: ApduTransport, ledgerUrl: string, ins: number): Promise<{ ok: true; receipt: Uint8Array } | { ok: false; status: number; code: string }> {
-  const request = await transmitOk(t, { cla: CLA.PROPRIETARY, ins, p1: SYNC_P1.BEGIN, p2: 0, data: rnd16(), le: 256 });
+async function cardSync(t: ApduTransport, ledgerUrl: string, load: boolean): Promise<{ ok: true; receipt: Uint8Array } | { ok: false; status: number; code: string }> {
+  const request = await syncBegin(t, rnd16(), { load });
   const r = await postCbor(`${ledgerUrl}/v1/sync`, request);
   if (r.status !== 200) return { ok: false, status: r.status, code: r.json?.code ?? `HTTP_${r.status}` };
-  await transmitOk(t, { cla: CLA.PROPRIETARY, ins, p1: SYNC_P1.COMPLETE, p2: 0, data: r.bytes });
+  await syncComplete(t, r.bytes, { load });
   return { ok: true, receipt: r.bytes };
 }
 
@@ -207,8 +207,11 @@ async function story(args: Args, out: Output, res: Resources): Promise<Record<st
   await ledger.allocate(pki.bank.kid, STORY.allocation, rnd16());
   const ledgerServer: LedgerServer = await startLedgerServer({ ledger, port: 0, host: '127.0.0.1' });
   res.add('ledger server', () => ledgerServer.close());
+  // The acquirer's own key, certified by the bank (role ACQUIRER): the ledger settles only what it signs (SPEC §7.7.2).
+  const acquirerId = pki.issueAcquirer({ name: 'story acquirer' });
   const acquirer: RunningAcquirer = await startAcquirer({
     ledgerUrl: ledgerServer.url, root: pki.issuer.cert, bankCert: pki.bank.cert, ledgerCert: pki.ledger.cert,
+    acquirerCert: acquirerId.cert, acquirerSigner: acquirerId.signer,
     dbFile: join(dir, 'acquirer.db'), port: 0, host: '127.0.0.1',
     // The story drives forwarding and list refreshes itself, so that each step shows its own effect.
     autoForward: false, crlRefreshMs: 3_600_000,
@@ -254,7 +257,7 @@ async function story(args: Args, out: Output, res: Resources): Promise<Record<st
   await postOk(`${ledgerServer.url}/v1/cards`, encodeDeterministic([p.certificate, pki.bank.cert]));
   await postOk(`${ledgerServer.url}/v1/loads`, signLoadOrder({ card: p.cardKid, amount: STORY.load, id: rnd16(), time: nowSec() }, pki.bank.signer));
   await selectApplet(counter);
-  const load = await cardSync(counter, ledgerServer.url, INS.LOAD);
+  const load = await cardSync(counter, ledgerServer.url, true);
   if (!load.ok) throw new Error(`LOAD refused by the ledger: ${load.code}`);
   const loaded = openSigned('SyncReceipt', load.receipt).message.loaded;
   const afterLoad = (await getStatus(counter)).balance;
@@ -338,12 +341,14 @@ async function story(args: Args, out: Output, res: Resources): Promise<Record<st
   out.expect('A: every payment settled', settledA, { count: STORY.genuineTaps.length, amount: paidGenuine });
   out.expect('B: the clone\'s payment is a double spend', dsB, { count: 1, amount: STORY.cloneTap });
   out.expect('B: covered (it followed the rules with the list it had)', coveredB, { count: 1, amount: STORY.cloneTap });
-  // The proof, as anyone holding B's signed batch can get it: the ledger answers a replayed
-  // batch with the outcomes it stored (idempotent), signed by its key. Verify the outcome
-  // against the ledger key and both proof transfers against the card's certified key.
+  // The proof, as B's acquirer can get it: the ledger answers a replayed batch (in a settle
+  // request the acquirer signs, SPEC §7.7.2) with the outcomes it stored (idempotent), signed
+  // by its key. Verify the outcome against the ledger key and both proof transfers against
+  // the card's certified key.
   const batchB = B.journal.getBatch(sB.batches[0]?.seq ?? 1);
   if (!batchB) throw new Error('terminal B has no batch 1');
-  const verdicts = decodeDeterministic(await postOk(`${ledgerServer.url}/v1/settle`, encodeDeterministic([batchB.bytes])), 1 << 20) as Uint8Array[][];
+  const replay = signSettleRequest({ chain: [...acquirerId.chain], time: nowSec(), nonce: rnd16(), batches: [batchB.bytes] }, acquirerId.signer);
+  const verdicts = decodeDeterministic(await postOk(`${ledgerServer.url}/v1/settle`, replay, 'application/cose'), 1 << 20) as Uint8Array[][];
   const outcome = verifySigned('Outcome', verdicts[0]![0]!, pki.ledger.keys.publicKey).message;
   const cardKey = subjectKey(openSigned('Certificate', p.certificate).message).publicKey;
   const proofTransfers = (outcome.proof ?? []).map((x) => ({ hash: toHex(payloadHash(openSigned('Transfer', x).cose)), t: verifySigned('Transfer', x, cardKey).message }));
@@ -391,7 +396,7 @@ async function story(args: Args, out: Output, res: Resources): Promise<Record<st
   if (genuineVpcd) await genuineVpcd.stop();
   await selectApplet(counter);
   const before = (await getStatus(counter)).balance;
-  const sync = await cardSync(counter, ledgerServer.url, INS.SYNC);
+  const sync = await cardSync(counter, ledgerServer.url, false);
   const cardBalance = (await getStatus(counter)).balance;
   // A revoked card still syncs, but its key gets no fresh tokens: the ledger moves its value
   // to the issuing bank, which pays the owner (SPEC §7.6); the receipt says how much.

@@ -24,8 +24,12 @@ const dir = mkdtempSync(join(tmpdir(), 'dt-acq-bench-'));
 try {
   const k = await createTestLedger({ now: Math.floor(Date.now() / 1000), storage: openSqliteStorage(join(dir, 'ledger.db')) });
   const srv = await startLedgerServer({ ledger: k.ledger, port: 0 });
+  // The test ledger's clock is settable; keep it on real time (the acquirer signs its settle requests with real time).
+  const clock = setInterval(() => (k.clock.now = Math.floor(Date.now() / 1000)), 1000);
+  clock.unref();
   const acq = await startAcquirer({
-    ledgerUrl: srv.url, root: k.pki.issuer.cert, bankCert: k.pki.bank.cert, ledgerCert: k.pki.ledger.cert, dbFile: join(dir, 'acquirer.db'), autoForward: false,
+    ledgerUrl: srv.url, root: k.pki.issuer.cert, bankCert: k.pki.bank.cert, ledgerCert: k.pki.ledger.cert,
+    acquirerCert: k.acquirer.cert, acquirerSigner: k.acquirer.signer, dbFile: join(dir, 'acquirer.db'), autoForward: false,
   });
   const runs: Array<Record<string, number>> = [];
   for (let run = 0; run < RUNS; run++) {

@@ -3,8 +3,9 @@
  *
  * Exit codes: 0 clean shutdown (SIGINT/SIGTERM) or success; 1 unexpected
  * failure; 2 bad usage (unknown option, missing or invalid value); 3 bad
- * configuration (a certificate file is unreadable or does not verify); 4 the
- * service cannot start (database cannot be opened, port in use).
+ * configuration (a certificate or key file is unreadable or does not verify,
+ * or the acquirer certificate is not this bank's ACQUIRER certificate for this
+ * key); 4 the service cannot start (database cannot be opened, port in use).
  *
  * @module
  */
@@ -13,6 +14,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { fromHex } from '@dt/protocol';
 import { startAcquirer, loadTrust } from './server.ts';
 import { AcquirerStore } from './store.ts';
+import { readAcquirerKey } from './keyfile.ts';
 import { nativeVerifier } from '@dt/protocol/native';
 
 /** Exit codes of the CLI. */
@@ -60,7 +62,8 @@ Exit codes:
   0  clean shutdown (SIGINT/SIGTERM), --help, or success
   1  unexpected failure
   2  bad usage (unknown option, missing or invalid value)
-  3  bad configuration (certificate file unreadable, or the certificates do not verify)
+  3  bad configuration (a certificate or key file unreadable, the certificates do not verify,
+     or --cert is not an ACQUIRER certificate of the --bank-cert bank for the --key key)
   4  cannot start (database cannot be opened, port in use)`,
   );
 
@@ -71,6 +74,8 @@ program
   .requiredOption('--bank-cert <file>', "this acquirer's bank certificate (CWT; raw CBOR or hex); must be issued by the root with ACQUIRING permission")
   .requiredOption('--root <file>', 'the pinned issuer root certificate (CWT; raw CBOR or hex)')
   .requiredOption('--ledger-cert <file>', 'the ledger certificate (CWT; raw CBOR or hex), used to verify outcomes and revocation lists')
+  .requiredOption('--key <file>', "this acquirer's key file (JSON {alg, secretKey, publicKey} as dt-ledger writes it, mode 0600): signs every settle request; never logged")
+  .requiredOption('--cert <file>', "this acquirer's certificate (CWT; raw CBOR or hex): role ACQUIRER, issued by the --bank-cert bank for the --key key")
   .requiredOption('--db <file>', 'SQLite database file (created if missing)')
   .option('--port <n>', 'TCP port to listen on (0 = any free port)', port, 8081)
   .option('--host <addr>', 'address to listen on', '127.0.0.1')
@@ -78,7 +83,7 @@ program
   .option('--crl-refresh <seconds>', 'revocation list refresh period', positiveInt, 60)
   .option('--batches-per-call <n>', 'most terminal batches grouped into one ledger settle call', positiveInt, 32)
   .addOption(new Option('--log-level <level>', 'log level (requests and errors; bodies are never logged)').choices(['silent', 'error', 'warn', 'info', 'debug']).default('info'))
-  .action(async (o: { ledger: string; bankCert: string; root: string; ledgerCert: string; db: string; port: number; host: string; maxBody: number; crlRefresh: number; batchesPerCall: number; logLevel: string }) => {
+  .action(async (o: { ledger: string; bankCert: string; root: string; ledgerCert: string; key: string; cert: string; db: string; port: number; host: string; maxBody: number; crlRefresh: number; batchesPerCall: number; logLevel: string }) => {
     try {
       new URL(o.ledger);
     } catch {
@@ -87,8 +92,16 @@ program
     const root = readCert(o.root, 'root certificate');
     const bankCert = readCert(o.bankCert, 'bank certificate');
     const ledgerCert = readCert(o.ledgerCert, 'ledger certificate');
+    const acquirerCert = readCert(o.cert, 'acquirer certificate');
+    let acquirerSigner;
     try {
-      loadTrust({ root, bankCert, ledgerCert }, Math.floor(Date.now() / 1000), nativeVerifier);
+      acquirerSigner = readAcquirerKey(o.key);
+    } catch (e) {
+      throw new ConfigError((e as Error).message);
+    }
+    try {
+      // Refuse to start unless this is an ACQUIRER certificate of our bank for our key (the ledger would refuse every settle call).
+      loadTrust({ root, bankCert, ledgerCert, acquirerCert, acquirerKid: acquirerSigner.kid }, Math.floor(Date.now() / 1000), nativeVerifier);
     } catch (e) {
       throw new ConfigError(`certificates do not verify: ${(e as Error).message}`);
     }
@@ -102,7 +115,7 @@ program
     let acq;
     try {
       acq = await startAcquirer({
-        ledgerUrl: o.ledger, root, bankCert, ledgerCert, dbFile: o.db, port: o.port, host: o.host,
+        ledgerUrl: o.ledger, root, bankCert, ledgerCert, acquirerCert, acquirerSigner, dbFile: o.db, port: o.port, host: o.host,
         maxBodyBytes: o.maxBody, crlRefreshMs: o.crlRefresh * 1000,
         forwarder: { maxBatchesPerCall: o.batchesPerCall, ...(beforeRecord ? { beforeRecord } : {}) },
         logger: o.logLevel === 'silent' ? false : { level: o.logLevel },

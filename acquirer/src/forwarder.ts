@@ -1,12 +1,17 @@
 /**
  * The forwarder: takes pending batches from the store, groups batches of many
- * terminals into one `POST /v1/settle`, verifies every outcome the ledger
- * returns, and records them durably together with the batches' new state.
+ * terminals into one `POST /v1/settle` (a settle request signed with the
+ * acquirer key, fresh nonce and time for every call, retries and splits
+ * included: SPEC.md §7.7.2), verifies every outcome the ledger returns, and
+ * records them durably together with the batches' new state.
  *
  * Failure handling:
  * - network errors, timeouts, 5xx, 408, 429, and answers that fail
  *   verification: the group stays pending; the loop retries with exponential
  *   backoff and jitter (equal jitter: half the delay fixed, half random).
+ * - a refusal of the acquirer itself (its authentication: `ACQUIRER_AUTH`,
+ *   `_STALE`, `_REPLAYED`, `_UNKNOWN`; or the media type): the batches are not
+ *   at fault; they stay pending and are retried with backoff like an outage.
  * - other 4xx: resending the same request cannot succeed. A group is split
  *   and each batch forwarded alone so one poisoned batch cannot block others;
  *   a single batch refused this way is marked REJECTED with the ledger's code.
@@ -123,6 +128,8 @@ export class Forwarder {
     private readonly metrics: Metrics,
     private readonly opts: ForwarderOptions,
     private readonly onSettled: () => Promise<void>,
+    /** Wraps the batches of one call in a settle request signed with the acquirer key (fresh nonce and time each call). */
+    private readonly seal: (batches: readonly Uint8Array[]) => Uint8Array,
   ) {}
 
   /** The last forwarding error (cleared by a success). */
@@ -226,8 +233,9 @@ export class Forwarder {
       this.#lastError = error;
       this.metrics.inc('retries');
       // Unreachable, timed out or 5xx: the ledger is down for us. (An answer that failed
-      // verification came from a reachable ledger; it is reported through lastError.)
-      if (e instanceof LedgerCallError) this.metrics.ledgerUp = false;
+      // verification, or a 4xx refusing the acquirer itself, came from a reachable ledger;
+      // it is reported through lastError.)
+      if (e instanceof LedgerCallError && !(e.status >= 400 && e.status < 500)) this.metrics.ledgerUp = false;
     }
     if (settled > 0) {
       await this.onSettled().catch(() => undefined);
@@ -241,7 +249,7 @@ export class Forwarder {
     this.metrics.inc('settleCalls');
     let answer: CborValue;
     try {
-      answer = await this.ledger.settle(group.map((b) => b.bytes));
+      answer = await this.ledger.settle(this.seal(group.map((b) => b.bytes)), group.length);
     } catch (e) {
       if (e instanceof LedgerCallError && e.kind === 'reject') {
         this.metrics.ledgerUp = true;

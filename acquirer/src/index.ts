@@ -10,7 +10,8 @@
  *
  * @module
  */
-export { startAcquirer, loadTrust, type AcquirerConfig, type RunningAcquirer } from './server.ts';
+export { startAcquirer, loadTrust, type AcquirerConfig, type LoadedTrust, type RunningAcquirer } from './server.ts';
+export { readAcquirerKey } from './keyfile.ts';
 export type { ForwardResult, ForwarderOptions } from './forwarder.ts';
 export { AcquirerError, AcquirerErrorCode, HTTP_STATUS, isAcquirerError } from './errors.ts';
 export { AcquirerStore, BatchState, type StoredBatch, type StoredOutcome } from './store.ts';

@@ -1,21 +1,34 @@
 /**
  * HTTP client for the ledger's settlement contract:
  *
- * - `POST /v1/settle`, body `application/cbor` = CBOR array of signed Batch
- *   byte strings → 200, CBOR array (one entry per batch) of arrays of signed
- *   Outcome byte strings in handover order. Idempotent.
+ * - `POST /v1/settle`, body `application/cose` = the acquirer's
+ *   SignedSettleRequest (SPEC.md §7.7.2: its chain, time, a fresh nonce and the
+ *   signed batches, signed with the acquirer key) → 200, CBOR array (one entry
+ *   per batch) of arrays of signed Outcome byte strings in handover order.
+ *   Idempotent.
  * - `GET /v1/crl` → signed RevocationList bytes.
  * - `GET /v1/health`.
- * - Errors: 4xx/5xx with JSON `{code, message}`.
+ * - Errors: 4xx/5xx with JSON `{code, message, detail?, index?}`.
  *
- * This module only moves bytes and classifies failures; verifying what the
- * ledger returns is the forwarder's job.
+ * This module only moves bytes and classifies failures; signing the request
+ * and verifying what the ledger returns are the forwarder's job.
  *
  * @module
  */
-import { decodeDeterministic, encodeDeterministic, LIMITS, plainBytes, type CborValue } from '@dt/protocol';
+import { ACQUIRER_MEDIA_TYPES, decodeDeterministic, LIMITS, plainBytes, type CborValue } from '@dt/protocol';
 
-/** Why a ledger call failed: `retry` (network, timeout, 5xx, 408, 429) or `reject` (other 4xx: resending the same request cannot help). */
+/**
+ * Refusals about the acquirer itself, not about a batch it forwards: its authentication (SPEC §7.7.2:
+ * chain, signature, blocked or unknown bank, clock, nonce) or the body's media type. Splitting the group
+ * cannot help and the batches are not at fault, so they stay pending and are retried with backoff
+ * (the operator sees the code in `lastForwardError`) instead of being marked rejected.
+ */
+const ACQUIRER_LEVEL_CODES: ReadonlySet<string> = new Set(['ACQUIRER_AUTH', 'ACQUIRER_STALE', 'ACQUIRER_REPLAYED', 'ACQUIRER_UNKNOWN', 'UNSUPPORTED_MEDIA_TYPE']);
+
+/**
+ * Why a ledger call failed: `retry` (network, timeout, 5xx, 408, 429, or a refusal of the acquirer
+ * itself: see {@link ACQUIRER_LEVEL_CODES}) or `reject` (other 4xx: resending the same batches cannot help).
+ */
 export class LedgerCallError extends Error {
   constructor(
     readonly kind: 'retry' | 'reject',
@@ -58,20 +71,22 @@ export class LedgerClient {
     } catch {
       // Not JSON: keep the HTTP status as the code.
     }
-    const retryable = res.status >= 500 || res.status === 408 || res.status === 429;
+    const retryable = res.status >= 500 || res.status === 408 || res.status === 429 || ACQUIRER_LEVEL_CODES.has(code);
     throw new LedgerCallError(retryable ? 'retry' : 'reject', res.status, code, `ledger answered ${res.status} ${code} ${message}`.trim());
   }
 
-  /** Posts batches for settlement; returns the decoded outer structure (not yet verified). */
-  async settle(batches: readonly Uint8Array[]): Promise<CborValue> {
-    const body = encodeDeterministic([...batches]);
+  /**
+   * Posts a signed settle request (`signSettleRequest`) carrying `batchCount` batches; returns the
+   * decoded outer structure of the answer (not yet verified).
+   */
+  async settle(signedRequest: Uint8Array, batchCount: number): Promise<CborValue> {
     const out = await this.#call(
       '/v1/settle',
-      { method: 'POST', headers: { 'content-type': 'application/cbor', accept: 'application/cbor' }, body },
-      maxSettleResponse(batches.length),
+      { method: 'POST', headers: { 'content-type': ACQUIRER_MEDIA_TYPES.cose, accept: ACQUIRER_MEDIA_TYPES.cbor }, body: signedRequest },
+      maxSettleResponse(batchCount),
     );
     try {
-      return decodeDeterministic(out, maxSettleResponse(batches.length));
+      return decodeDeterministic(out, maxSettleResponse(batchCount));
     } catch (e) {
       throw new LedgerCallError('retry', 200, 'LEDGER_BAD_RESPONSE', `settle response does not decode: ${(e as Error).message}`);
     }

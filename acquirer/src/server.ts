@@ -8,11 +8,12 @@
  */
 import { performance } from 'node:perf_hooks';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { randomBytes } from 'node:crypto';
 import {
   ACQUIRER_LIMITS, ACQUIRER_MEDIA_TYPES, BankPermission, bytesEqual, decodeDeterministic, encodeBatchAck, encodeOutcomePage,
-  fromHex, isDtError, LIMITS, openSigned, parseAcquirerAuth,
+  fromHex, isDtError, LIMITS, openSigned, parseAcquirerAuth, ReplayWindows, signSettleRequest,
   plainBytes, Role, sha256, toHex, verifyChain, verifyCoseSign1, verifyRoot, verifySigned,
-  type CborValue, type OpenedMessage, type Verifier, type VerifiedCertificate,
+  type CborValue, type OpenedMessage, type Signer, type Verifier, type VerifiedCertificate,
 } from '@dt/protocol';
 import { nativeVerifier } from '@dt/protocol/native';
 import { AcquirerError, AcquirerErrorCode } from './errors.ts';
@@ -21,7 +22,6 @@ import { admitBatch, verifyTerminalChain, type TrustConfig } from './verify.ts';
 import { LedgerCallError, LedgerClient } from './ledger-client.ts';
 import { Forwarder, type ForwarderOptions, type ForwardResult } from './forwarder.ts';
 import { Metrics } from './metrics.ts';
-import { NonceCache } from './auth.ts';
 
 /** Configuration of {@link startAcquirer}. */
 export interface AcquirerConfig {
@@ -33,6 +33,13 @@ export interface AcquirerConfig {
   readonly rootKid?: Uint8Array;
   /** This acquirer's bank certificate (issued by the root, with ACQUIRING permission). */
   readonly bankCert: Uint8Array;
+  /**
+   * This acquirer's own certificate (role ACQUIRER, issued by the bank of {@link bankCert}):
+   * the ledger settles only requests signed with the key it certifies (SPEC §7.7.2).
+   */
+  readonly acquirerCert: Uint8Array;
+  /** The key of {@link acquirerCert}: signs every settle request (never logged). */
+  readonly acquirerSigner: Signer;
   /** The ledger certificate (issued by the root): verifies outcomes and revocation lists. */
   readonly ledgerCert: Uint8Array;
   /** SQLite database file (created if missing). */
@@ -51,6 +58,13 @@ export interface AcquirerConfig {
   readonly crlRefreshMs?: number;
   /** Accepted clock skew of signed terminal requests, seconds (default 300). */
   readonly authSkewSeconds?: number;
+  /**
+   * Most signed reads one terminal may make within twice the skew (its own replay window,
+   * default 256): a terminal that fills it gets 503 BUSY, the others are not affected.
+   */
+  readonly authNoncesPerTerminal?: number;
+  /** Most terminals with a live replay window at once (default 50,000). */
+  readonly authMaxTerminals?: number;
   /** Outcomes per page of `GET /v1/terminals/:kid/outcomes` (default 1000). */
   readonly outcomePageSize?: number;
   /** Ledger call timeout in ms (default 120 000: a settle call validates up to 2000 handovers). */
@@ -83,15 +97,37 @@ function seconds(ms: number): number {
   return Math.floor(ms / 1000);
 }
 
-/** Verifies the configured certificates; throws a plain Error naming what is wrong. */
-export function loadTrust(cfg: Pick<AcquirerConfig, 'root' | 'rootKid' | 'bankCert' | 'ledgerCert'>, at: number, verifier: Verifier): TrustConfig & { ledger: VerifiedCertificate } {
+/** The verified configuration: whom the acquirer trusts, and who it is. */
+export interface LoadedTrust extends TrustConfig {
+  readonly ledger: VerifiedCertificate;
+  /** This acquirer's verified certificate (role ACQUIRER under {@link TrustConfig.bank}). */
+  readonly acquirer: VerifiedCertificate;
+}
+
+/**
+ * Verifies the configured certificates at `at` (seconds): the root, the bank (ACQUIRING),
+ * the ledger, and this acquirer's own certificate (role ACQUIRER, issued by that bank, for
+ * the key `acquirerKid` names). Throws a plain Error naming what is wrong.
+ */
+export function loadTrust(
+  cfg: Pick<AcquirerConfig, 'root' | 'rootKid' | 'bankCert' | 'ledgerCert' | 'acquirerCert'> & { readonly acquirerKid: Uint8Array },
+  at: number,
+  verifier: Verifier,
+): LoadedTrust {
   const root = verifyRoot(cfg.root, at, cfg.rootKid, verifier);
   const [bank] = verifyChain([cfg.bankCert], { root, at, leafRole: Role.BANK, verifier });
   if (((bank!.claims.perms ?? 0) & BankPermission.ACQUIRING) === 0) {
     throw new Error('the bank certificate lacks the ACQUIRING permission');
   }
   const [ledger] = verifyChain([cfg.ledgerCert], { root, at, leafRole: Role.LEDGER, verifier });
-  return { root, bank: bank!, ledger: ledger!, verifier };
+  let acquirer: VerifiedCertificate;
+  try {
+    [acquirer] = verifyChain([cfg.acquirerCert, cfg.bankCert], { root, at, leafRole: Role.ACQUIRER, verifier }) as [VerifiedCertificate];
+  } catch (e) {
+    throw new Error(`the acquirer certificate is not an ACQUIRER certificate of this bank, valid now: ${isDtError(e) ? e.code : (e as Error).message}`);
+  }
+  if (!bytesEqual(acquirer.kid, cfg.acquirerKid)) throw new Error('the acquirer key is not the key of the acquirer certificate');
+  return { root, bank: bank!, ledger: ledger!, acquirer, verifier };
 }
 
 /**
@@ -99,20 +135,22 @@ export function loadTrust(cfg: Pick<AcquirerConfig, 'root' | 'rootKid' | 'bankCe
  * and starts the forwarder and the revocation list refresh.
  *
  * @example
- * const acq = await startAcquirer({ ledgerUrl, root, bankCert, ledgerCert, dbFile: '/var/lib/dt/acq.db' });
+ * const acq = await startAcquirer({ ledgerUrl, root, bankCert, ledgerCert, acquirerCert, acquirerSigner: readAcquirerKey('acquirer.key.json'), dbFile: '/var/lib/dt/acq.db' });
  * await acq.forwardNow();
  * await acq.close();
  */
 export async function startAcquirer(cfg: AcquirerConfig): Promise<RunningAcquirer> {
   const now = cfg.now ?? Date.now;
   const verifier = cfg.verifier ?? nativeVerifier;
-  const trust = loadTrust(cfg, seconds(now()), verifier);
+  const trust = loadTrust({ ...cfg, acquirerKid: cfg.acquirerSigner.kid }, seconds(now()), verifier);
   const store = new AcquirerStore(cfg.dbFile);
   const metrics = new Metrics();
   const ledger = new LedgerClient(cfg.ledgerUrl, cfg.ledgerTimeoutMs ?? 120_000);
   const healthProbe = new LedgerClient(cfg.ledgerUrl, 2_000);
   const skew = cfg.authSkewSeconds ?? ACQUIRER_LIMITS.authSkewSeconds;
-  const nonces = new NonceCache(skew * 1000, 100_000);
+  // Replay windows of signed reads, one per terminal (in ms): a nonce is remembered for twice the
+  // skew, and one terminal filling its window gets BUSY for itself only (SPEC §7.7.1 step 6).
+  const nonces = new ReplayWindows({ retain: 2 * skew * 1000, perParty: cfg.authNoncesPerTerminal ?? 256, maxParties: cfg.authMaxTerminals ?? 50_000 });
   const pageSize = cfg.outcomePageSize ?? 1000;
 
   // Key ids the ledger revoked (hex); refused as terminals too should a terminal key ever be listed.
@@ -157,9 +195,13 @@ export async function startAcquirer(cfg: AcquirerConfig): Promise<RunningAcquire
     now,
     ...cfg.forwarder,
   };
+  // Every settle call travels in a request signed with the acquirer key: its chain, its time, a fresh nonce (SPEC §7.7.2).
+  const acquirerChain = [cfg.acquirerCert, cfg.bankCert];
+  const seal = (batches: readonly Uint8Array[]): Uint8Array =>
+    signSettleRequest({ chain: acquirerChain, time: seconds(now()), nonce: new Uint8Array(randomBytes(16)), batches: [...batches] }, cfg.acquirerSigner);
   const forwarder = new Forwarder(store, ledger, trust.ledger, verifier, metrics, fwdOpts, async () => {
     await refreshCrl();
-  });
+  }, seal);
 
   const app: FastifyInstance = Fastify({
     logger: cfg.logger ?? false,
@@ -273,6 +315,18 @@ export async function startAcquirer(cfg: AcquirerConfig): Promise<RunningAcquire
     );
   });
 
+  /**
+   * Authorization of terminal reads (`DT-COSE`, SPEC §7.7.1; the wire format is defined once in
+   * `@dt/protocol`, `signAcquirerRequest` / `parseAcquirerAuth`). Accepted when the kid is the
+   * terminal named in the path, the terminal is known (its chain was stored with an accepted batch)
+   * and still valid and unrevoked, the signature verifies with the certified key, method and target
+   * match the request byte for byte, the time is within ±skew of the acquirer clock, and the nonce
+   * is new in this terminal's own replay window. Why not a challenge round trip: one request
+   * instead of two and no session state beyond the bounded windows; the signed target binds the
+   * authorization to one URL (cursor included), and the window stops replays of the same one. The
+   * nonce is looked at last, once the terminal is authenticated, so only known terminals get a
+   * window. Outcomes are ledger-signed: this protects the merchant's privacy, not integrity.
+   */
   const authenticate = (req: FastifyRequest, kid: Uint8Array): void => {
     const header = req.headers.authorization;
     if (typeof header !== 'string' || header.length === 0) throw new AcquirerError(AcquirerErrorCode.AUTH_REQUIRED, 'a signed DT-COSE authorization is required');
@@ -298,9 +352,9 @@ export async function startAcquirer(cfg: AcquirerConfig): Promise<RunningAcquire
       throw new AcquirerError(AcquirerErrorCode.AUTH_INVALID, 'authorization names another request');
     }
     if (Math.abs(parsed.auth.time - seconds(at)) > skew) throw new AcquirerError(AcquirerErrorCode.AUTH_STALE, 'authorization time too far from the acquirer clock');
-    const r = nonces.add(parsed.auth.nonce, at);
+    const r = nonces.add(kid, parsed.auth.nonce, at);
     if (r === 'replayed') throw new AcquirerError(AcquirerErrorCode.AUTH_REPLAYED, 'authorization already used');
-    if (r === 'full') throw new AcquirerError(AcquirerErrorCode.BUSY, 'too many authorizations in the window; retry later');
+    if (r === 'full') throw new AcquirerError(AcquirerErrorCode.BUSY, 'too many authorizations from this terminal in the window; retry later');
   };
 
   // ---- GET /v1/crl: the latest verified ledger revocation list, byte for byte.
@@ -330,6 +384,7 @@ export async function startAcquirer(cfg: AcquirerConfig): Promise<RunningAcquire
       rejectedBatches: q.rejectedBatches,
       crlVersion: store.crl()?.version ?? null,
       lastForwardError: forwarder.lastError ?? null,
+      acquirerKid: toHex(trust.acquirer.kid),
     };
   });
 

@@ -10,13 +10,13 @@ import {
   type CborValue,
 } from '@dt/protocol';
 import { startAcquirer, decodeAck, signRequest, fetchOutcomes, AcquirerHttpError, type RunningAcquirer } from '../src/index.ts';
-import { closedPort, makeBatch, makePki, makeTerminal, makeWallet, pay, seededRandom, tempDir, NOW, type Terminal } from './fixtures.ts';
+import { acquirerIdentity, closedPort, makeBatch, makePki, makeTerminal, makeWallet, pay, seededRandom, tempDir, NOW, type Terminal } from './fixtures.ts';
 
 const pki = makePki('admission');
 const foreignPki = makePki('another issuer');
 const rnd = seededRandom('admission nonces');
 
-async function start(t: ExecutionContext, extra: { maxBodyBytes?: number } = {}): Promise<RunningAcquirer & { dbFile: string }> {
+async function start(t: ExecutionContext, extra: { maxBodyBytes?: number; authNoncesPerTerminal?: number } = {}): Promise<RunningAcquirer & { dbFile: string }> {
   const { dir, cleanup } = tempDir();
   const dbFile = join(dir, 'acq.db');
   const acq = await startAcquirer({
@@ -24,6 +24,7 @@ async function start(t: ExecutionContext, extra: { maxBodyBytes?: number } = {})
     root: pki.root.cert,
     bankCert: pki.acquiringBank.cert,
     ledgerCert: pki.ledger.cert,
+    ...acquirerIdentity(pki),
     dbFile,
     autoForward: false,
     ...extra,
@@ -222,6 +223,25 @@ test('outcome reads need a fresh signature by the terminal over exactly that req
   t.true(err instanceof AcquirerHttpError && err.code === 'TERMINAL_REVOKED');
 });
 
+test('the replay window is per terminal: one terminal that floods its own gets 503 BUSY, another terminal still reads', async (t) => {
+  const acq = await start(t, { authNoncesPerTerminal: 20 });
+  const flooder = makeTerminal(pki, pki.acquiringBank, { merchant: 'M-FLOOD' });
+  const other = makeTerminal(pki, pki.acquiringBank, { merchant: 'M-OTHER' });
+  for (const term of [flooder, other]) t.is((await post(acq.url, makeBatch(term, 1, handovers(term, 1)))).status, 200);
+  const read = async (term: Terminal) => {
+    const target = `/v1/terminals/${toHex(term.kid)}/outcomes?after=0`;
+    const res = await fetch(acq.url + target, { headers: { authorization: signRequest(term.signer, 'GET', target, NOW(), rnd(16)) } });
+    return { status: res.status, code: res.status === 200 ? undefined : ((await res.json()) as { code: string }).code };
+  };
+  // A certified terminal signs fresh, valid authorizations as fast as it can: it fills its own window ...
+  for (let i = 0; i < 20; i++) t.is((await read(flooder)).status, 200, `read ${i}`);
+  t.deepEqual(await read(flooder), { status: 503, code: 'BUSY' });
+  t.deepEqual(await read(flooder), { status: 503, code: 'BUSY' });
+  // ... and only its own: the other terminal's reads still succeed, many of them.
+  for (let i = 0; i < 20; i++) t.deepEqual(await read(other), { status: 200, code: undefined }, `other read ${i}`);
+  t.deepEqual(await read(other), { status: 503, code: 'BUSY' }, 'the other terminal has a window of the same size');
+});
+
 test('without a verified revocation list GET /v1/crl is 503 CRL_UNAVAILABLE; unknown routes are 404', async (t) => {
   const acq = await start(t);
   const r = await fetch(`${acq.url}/v1/crl`);
@@ -232,12 +252,16 @@ test('without a verified revocation list GET /v1/crl is 503 CRL_UNAVAILABLE; unk
   t.like(await n.json(), { code: 'NOT_FOUND' });
 });
 
-test('startAcquirer refuses certificates that do not fit: a bank without ACQUIRING, a foreign ledger', async (t) => {
+test('startAcquirer refuses certificates that do not fit: a bank without ACQUIRING, a foreign ledger, an acquirer certificate of another bank, role or key', async (t) => {
   const { dir, cleanup } = tempDir();
   t.teardown(cleanup);
-  const base = { ledgerUrl: 'http://127.0.0.1:1', root: pki.root.cert, ledgerCert: pki.ledger.cert, bankCert: pki.acquiringBank.cert, dbFile: join(dir, 'a.db') };
+  const base = { ledgerUrl: 'http://127.0.0.1:1', root: pki.root.cert, ledgerCert: pki.ledger.cert, bankCert: pki.acquiringBank.cert, ...acquirerIdentity(pki), dbFile: join(dir, 'a.db') };
   await t.throwsAsync(startAcquirer({ ...base, bankCert: pki.issuingBank.cert }), { message: /ACQUIRING/ });
   await t.throwsAsync(startAcquirer({ ...base, ledgerCert: foreignPki.ledger.cert }), { message: /CERT_CHAIN_BROKEN/ });
   await t.throwsAsync(startAcquirer({ ...base, bankCert: pki.ledger.cert }), { message: /CERT_WRONG_ROLE/ });
+  // Its own certificate: issued by another bank than --bank-cert, of another role (a terminal's), or for another key.
+  await t.throwsAsync(startAcquirer({ ...base, bankCert: pki.otherBank.cert }), { message: /acquirer certificate .*CERT_CHAIN_BROKEN/ });
+  await t.throwsAsync(startAcquirer({ ...base, acquirerCert: makeTerminal(pki, pki.acquiringBank).chain[0]! }), { message: /acquirer certificate .*CERT_WRONG_ROLE/ });
+  await t.throwsAsync(startAcquirer({ ...base, acquirerSigner: pki.acquiringBank.signer }), { message: /acquirer key is not the key/ });
   t.truthy(decodeDeterministic(openSigned('Certificate', pki.root.cert).cose.payload, 4096));
 });

@@ -4,12 +4,12 @@
  */
 import test from 'ava';
 import { spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { chmodSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { toHex } from '@dt/protocol';
 import { startAcquirer, submitBatch, AcquirerHttpError } from '../src/index.ts';
-import { closedPort, makeBatch, makePki, makeTerminal, tempDir } from './fixtures.ts';
+import { acquirerIdentity, closedPort, makeBatch, makePki, makeTerminal, tempDir, type Party } from './fixtures.ts';
 
 const BIN = fileURLToPath(new URL('../bin/dt-acquirer.js', import.meta.url));
 const pki = makePki('cli');
@@ -25,19 +25,30 @@ function run(args: string[]): Promise<{ code: number | null; stdout: string; std
   });
 }
 
-function certFiles(dir: string, hex = false): { root: string; bank: string; ledger: string } {
+/** Writes a key file in the format `dt-ledger` writes (and the acquirer README documents). */
+function keyFile(dir: string, name: string, p: Party, mode = 0o600): string {
+  const f = join(dir, name);
+  writeFileSync(f, JSON.stringify({ alg: 'ES256', secretKey: toHex(p.keys.secretKey), publicKey: toHex(p.keys.publicKey) }) + '\n', { mode });
+  chmodSync(f, mode);
+  return f;
+}
+
+function certFiles(dir: string, hex = false): { root: string; bank: string; ledger: string; key: string; cert: string } {
   const w = (name: string, b: Uint8Array) => {
     const f = join(dir, name);
     writeFileSync(f, hex ? toHex(b) + '\n' : b);
     return f;
   };
-  return { root: w('root.cert', pki.root.cert), bank: w('bank.cert', pki.acquiringBank.cert), ledger: w('ledger.cert', pki.ledger.cert) };
+  return {
+    root: w('root.cert', pki.root.cert), bank: w('bank.cert', pki.acquiringBank.cert), ledger: w('ledger.cert', pki.ledger.cert),
+    key: keyFile(dir, 'acquirer.key.json', pki.acquirer), cert: w('acquirer.cert', pki.acquirer.cert),
+  };
 }
 
 test('--help documents every serve option and the exit codes; exit 0', async (t) => {
   const r = await run(['serve', '--help']);
   t.is(r.code, 0);
-  for (const o of ['--ledger', '--bank-cert', '--root', '--ledger-cert', '--db', '--port', '--host', '--max-body', '--crl-refresh', '--batches-per-call', '--log-level']) {
+  for (const o of ['--ledger', '--bank-cert', '--root', '--ledger-cert', '--key', '--cert', '--db', '--port', '--host', '--max-body', '--crl-refresh', '--batches-per-call', '--log-level']) {
     t.true(r.stdout.includes(o), o);
   }
   const top = await run(['--help']);
@@ -50,15 +61,34 @@ test('exit codes: 2 for bad usage, 3 for certificates that do not verify, 4 when
   const { dir, cleanup } = tempDir();
   t.teardown(cleanup);
   const c = certFiles(dir);
-  const base = ['serve', '--ledger', 'http://127.0.0.1:1', '--root', c.root, '--bank-cert', c.bank, '--ledger-cert', c.ledger, '--log-level', 'silent'];
+  const me = ['--key', c.key, '--cert', c.cert];
+  const base = ['serve', '--ledger', 'http://127.0.0.1:1', '--root', c.root, '--bank-cert', c.bank, '--ledger-cert', c.ledger, ...me, '--log-level', 'silent'];
   t.is((await run(['serve'])).code, 2, 'missing required options');
   t.is((await run([...base, '--db', join(dir, 'a.db'), '--port', 'seventy'])).code, 2, 'invalid port');
   t.is((await run(['serve', '--bogus'])).code, 2, 'unknown option');
-  t.is((await run(['serve', '--ledger', 'not a url', '--root', c.root, '--bank-cert', c.bank, '--ledger-cert', c.ledger, '--db', join(dir, 'a.db')])).code, 2);
-  const wrongBank = await run(['serve', '--ledger', 'http://127.0.0.1:1', '--root', c.root, '--bank-cert', c.ledger, '--ledger-cert', c.ledger, '--db', join(dir, 'a.db')]);
+  t.is((await run(['serve', '--ledger', 'not a url', '--root', c.root, '--bank-cert', c.bank, '--ledger-cert', c.ledger, ...me, '--db', join(dir, 'a.db')])).code, 2);
+  t.is((await run(['serve', '--ledger', 'http://127.0.0.1:1', '--root', c.root, '--bank-cert', c.bank, '--ledger-cert', c.ledger, '--db', join(dir, 'a.db')])).code, 2, 'no --key/--cert');
+  const wrongBank = await run(['serve', '--ledger', 'http://127.0.0.1:1', '--root', c.root, '--bank-cert', c.ledger, '--ledger-cert', c.ledger, ...me, '--db', join(dir, 'a.db')]);
   t.is(wrongBank.code, 3);
   t.regex(wrongBank.stderr, /certificates do not verify/);
-  t.is((await run(['serve', '--ledger', 'http://127.0.0.1:1', '--root', join(dir, 'missing'), '--bank-cert', c.bank, '--ledger-cert', c.ledger, '--db', join(dir, 'a.db')])).code, 3);
+  t.is((await run(['serve', '--ledger', 'http://127.0.0.1:1', '--root', join(dir, 'missing'), '--bank-cert', c.bank, '--ledger-cert', c.ledger, ...me, '--db', join(dir, 'a.db')])).code, 3);
+  // The acquirer's own identity (exit 3, and the key never appears in what it prints):
+  const serveWith = (key: string, cert: string) => run(['serve', '--ledger', 'http://127.0.0.1:1', '--root', c.root, '--bank-cert', c.bank, '--ledger-cert', c.ledger, '--key', key, '--cert', cert, '--db', join(dir, 'a.db'), '--log-level', 'silent']);
+  const secret = toHex(pki.acquirer.keys.secretKey);
+  const cases: [string, string, string, RegExp][] = [
+    ['a key file others can read', keyFile(dir, 'open.key.json', pki.acquirer, 0o644), c.cert, /readable by others/],
+    ['a key file that is not one', (writeFileSync(join(dir, 'bad.key.json'), 'not json', { mode: 0o600 }), join(dir, 'bad.key.json')), c.cert, /not JSON/],
+    ['a missing key file', join(dir, 'none.key.json'), c.cert, /cannot read the acquirer key file/],
+    ['another key than the certificate', keyFile(dir, 'other.key.json', pki.acquiringBank), c.cert, /acquirer key is not the key/],
+    ["a terminal's certificate", c.key, (writeFileSync(join(dir, 'term.cert'), makeTerminal(pki, pki.acquiringBank).chain[0]!), join(dir, 'term.cert')), /CERT_WRONG_ROLE/],
+    ["another bank's acquirer certificate", c.key, (writeFileSync(join(dir, 'other.cert'), makePki('cli other').acquirer.cert), join(dir, 'other.cert')), /CERT_CHAIN_BROKEN|BAD_SIGNATURE/],
+  ];
+  for (const [what, key, cert, message] of cases) {
+    const r = await serveWith(key, cert);
+    t.is(r.code, 3, what);
+    t.regex(r.stderr, message, what);
+    t.false((r.stdout + r.stderr).includes(secret), `${what}: the key is never printed`);
+  }
   const noDb = await run([...base, '--db', join(dir, 'no', 'such', 'dir', 'a.db'), '--port', '0']);
   t.is(noDb.code, 4);
   t.regex(noDb.stderr, /cannot start/);
@@ -69,13 +99,15 @@ test('serve accepts hex certificate files and stops cleanly on SIGTERM; revoke-t
   t.teardown(cleanup);
   const c = certFiles(dir, true);
   const db = join(dir, 'acq.db');
-  const p = spawn(process.execPath, [BIN, 'serve', '--ledger', `http://127.0.0.1:${await closedPort()}`, '--root', c.root, '--bank-cert', c.bank, '--ledger-cert', c.ledger, '--db', db, '--port', '0', '--log-level', 'silent'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // Debug logging: even then the acquirer key is never logged.
+  const p = spawn(process.execPath, [BIN, 'serve', '--ledger', `http://127.0.0.1:${await closedPort()}`, '--root', c.root, '--bank-cert', c.bank, '--ledger-cert', c.ledger, '--key', c.key, '--cert', c.cert, '--db', db, '--port', '0', '--log-level', 'debug'], { stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<number | null>((r) => p.on('exit', (code) => r(code)));
+  let out = '';
+  p.stderr.on('data', (d: Buffer) => (out += d.toString()));
   const url = await new Promise<string>((resolve) => {
-    let out = '';
     p.stdout.on('data', (d: Buffer) => {
       out += d.toString();
-      const m = /listening on (\S+)/.exec(out);
+      const m = /listening on (http\S+)/.exec(out);
       if (m) resolve(m[1]!);
     });
   });
@@ -86,12 +118,19 @@ test('serve accepts hex certificate files and stops cleanly on SIGTERM; revoke-t
   const err = await submitBatch(url, makeBatch(term, 2, [])).catch((e: unknown) => e);
   t.true(err instanceof AcquirerHttpError && err.code === 'TERMINAL_REVOKED');
   t.is((await run(['revoke-terminal', '--db', db, '--kid', 'nothex'])).code, 2);
+  // Wait until the forwarder made its first (signed) settle call to the unreachable ledger.
+  for (;;) {
+    const h = (await (await fetch(`${url}/v1/health`)).json()) as { lastForwardError: string | null };
+    if (h.lastForwardError !== null) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
   p.kill('SIGTERM');
   t.is(await exited, 0);
+  t.false(out.includes(toHex(pki.acquirer.keys.secretKey)), 'the acquirer key is never logged');
   // The library refuses a second service on the same port as a start failure, not a crash.
-  const acq = await startAcquirer({ ledgerUrl: 'http://127.0.0.1:1', root: pki.root.cert, bankCert: pki.acquiringBank.cert, ledgerCert: pki.ledger.cert, dbFile: join(dir, 'b.db'), autoForward: false });
+  const acq = await startAcquirer({ ledgerUrl: 'http://127.0.0.1:1', root: pki.root.cert, bankCert: pki.acquiringBank.cert, ledgerCert: pki.ledger.cert, ...acquirerIdentity(pki), dbFile: join(dir, 'b.db'), autoForward: false });
   const port = new URL(acq.url).port;
-  const busy = await run(['serve', '--ledger', 'http://127.0.0.1:1', '--root', c.root, '--bank-cert', c.bank, '--ledger-cert', c.ledger, '--db', join(dir, 'c.db'), '--port', port, '--log-level', 'silent']);
+  const busy = await run(['serve', '--ledger', 'http://127.0.0.1:1', '--root', c.root, '--bank-cert', c.bank, '--ledger-cert', c.ledger, '--key', c.key, '--cert', c.cert, '--db', join(dir, 'c.db'), '--port', port, '--log-level', 'silent']);
   await acq.close();
   t.is(busy.code, 4);
 });

@@ -14,7 +14,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { OutcomeStatus, toHex, verifySigned } from '@dt/protocol';
-import { startLedgerServer, openSqliteStorage } from '@dt/ledger';
+import { startLedgerServer, openSqliteStorage, writeKeyFile } from '@dt/ledger';
 import { createTestLedger, type TestTerminal } from '@dt/ledger/testkit';
 import { submitBatch, fetchAllOutcomes, type BatchAck } from '../src/index.ts';
 import { seededFloat, tempDir } from './fixtures.ts';
@@ -50,13 +50,19 @@ test('SIGKILL at seeded random points and between settle and record: nothing los
   t.teardown(cleanup);
   const k = await createTestLedger({ now: Math.floor(Date.now() / 1000), storage: openSqliteStorage(join(dir, 'ledger.db')) });
   t.teardown(() => k.storage.close());
+  // The test ledger's clock is settable; keep it on real time (the acquirer signs its settle requests with real time).
+  const clock = setInterval(() => (k.clock.now = Math.floor(Date.now() / 1000)), 200);
+  t.teardown(() => clearInterval(clock));
   const srv = await startLedgerServer({ ledger: k.ledger, port: 0 });
   t.teardown(() => srv.close());
-  for (const [name, bytes] of [['root', k.pki.issuer.cert], ['bank', k.pki.bank.cert], ['ledger', k.pki.ledger.cert]] as const) {
+  for (const [name, bytes] of [['root', k.pki.issuer.cert], ['bank', k.pki.bank.cert], ['ledger', k.pki.ledger.cert], ['acquirer', k.acquirer.cert]] as const) {
     writeFileSync(join(dir, `${name}.cert`), bytes);
   }
+  // The acquirer key in the file format dt-ledger writes.
+  writeKeyFile(join(dir, 'acquirer.key.json'), k.acquirer.keys);
   const args = [
     '--ledger', srv.url, '--root', join(dir, 'root.cert'), '--bank-cert', join(dir, 'bank.cert'), '--ledger-cert', join(dir, 'ledger.cert'),
+    '--key', join(dir, 'acquirer.key.json'), '--cert', join(dir, 'acquirer.cert'),
     '--db', join(dir, 'acquirer.db'), '--port', '0', '--batches-per-call', '2', '--log-level', 'silent',
   ];
 

@@ -6,10 +6,11 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { join } from 'node:path';
-import { OutcomeStatus, toHex, verifySigned, type Outcome } from '@dt/protocol';
-import { startLedgerServer, openSqliteStorage } from '@dt/ledger';
+import { randomBytes } from 'node:crypto';
+import { encodeDeterministic, OutcomeStatus, signSettleRequest, toHex, verifySigned, type Outcome } from '@dt/protocol';
+import { blockAcquirer, startLedgerServer, openSqliteStorage, unblockAcquirer } from '@dt/ledger';
 import { createTestLedger, type TestLedger, type TestTerminal } from '@dt/ledger/testkit';
-import { startAcquirer, submitBatch, fetchAllOutcomes, fetchCrl, type AcquirerConfig } from '../src/index.ts';
+import { startAcquirer, submitBatch, fetchAllOutcomes, fetchCrl, AcquirerHttpError, type AcquirerConfig } from '../src/index.ts';
 import { closedPort, tempDir } from './fixtures.ts';
 
 const nowSeconds = () => Math.floor(Date.now() / 1000);
@@ -17,7 +18,10 @@ const nowSeconds = () => Math.floor(Date.now() / 1000);
 async function kit(t: ExecutionContext): Promise<{ k: TestLedger; dir: string }> {
   const { dir, cleanup } = tempDir();
   const k = await createTestLedger({ now: nowSeconds(), storage: openSqliteStorage(join(dir, 'ledger.db')) });
+  // The test ledger's clock is settable; keep it on real time (the acquirer signs its settle requests with real time).
+  const clock = setInterval(() => (k.clock.now = nowSeconds()), 200);
   t.teardown(async () => {
+    clearInterval(clock);
     await k.storage.close();
     cleanup();
   });
@@ -25,7 +29,10 @@ async function kit(t: ExecutionContext): Promise<{ k: TestLedger; dir: string }>
 }
 
 function config(k: TestLedger, dir: string, ledgerUrl: string, extra: Partial<AcquirerConfig> = {}): AcquirerConfig {
-  return { ledgerUrl, root: k.pki.issuer.cert, bankCert: k.pki.bank.cert, ledgerCert: k.pki.ledger.cert, dbFile: join(dir, 'acquirer.db'), ...extra };
+  return {
+    ledgerUrl, root: k.pki.issuer.cert, bankCert: k.pki.bank.cert, ledgerCert: k.pki.ledger.cert,
+    acquirerCert: k.acquirer.cert, acquirerSigner: k.acquirer.signer, dbFile: join(dir, 'acquirer.db'), ...extra,
+  };
 }
 
 async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
@@ -171,4 +178,53 @@ test('the queue survives an acquirer restart (same database), and a terminal res
   t.deepEqual(await submitBatch(second.url, batch), ack);
   t.is((await k.ledger.merchantBalances())[toHex(term.kid)], 7_000);
   t.is(decode(k, (await fetchAllOutcomes(second.url, term.signer, 0)).outcomes).length, 2);
+});
+
+test('a terminal revoked at its acquirer cannot settle by posting to the ledger directly; nothing is settled, the books do not move', async (t) => {
+  const { k, dir } = await kit(t);
+  const srv = await startLedgerServer({ ledger: k.ledger, port: 0 });
+  t.teardown(() => srv.close());
+  const acq = await startAcquirer(config(k, dir, srv.url, { autoForward: false }));
+  t.teardown(() => acq.close());
+  const card = await k.fundCard(20_000);
+  const term = k.newTerminal('shop-revoked');
+  acq.revokeTerminal(term.kid, 'stolen');
+  // The terminal signs a valid batch of a genuine payment; its acquirer refuses it ...
+  const batch = k.batch(term, [card.wallet.pay(k.request(term, 5_000)).handover]);
+  const viaAcquirer = await submitBatch(acq.url, batch).catch((e: unknown) => e);
+  t.true(viaAcquirer instanceof AcquirerHttpError && viaAcquirer.code === 'TERMINAL_REVOKED');
+  // ... so it goes around it, straight to the ledger: as the old bare body, and in an envelope it signs itself.
+  const before = await k.ledger.audit();
+  const post = async (body: Uint8Array, type: string) => {
+    const r = await fetch(`${srv.url}/v1/settle`, { method: 'POST', headers: { 'content-type': type }, body });
+    return { status: r.status, code: ((await r.json()) as { code: string }).code };
+  };
+  t.deepEqual(await post(encodeDeterministic([batch]), 'application/cbor'), { status: 415, code: 'UNSUPPORTED_MEDIA_TYPE' });
+  t.deepEqual(await post(encodeDeterministic([batch]), 'application/cose'), { status: 400, code: 'MALFORMED' });
+  const own = signSettleRequest({ chain: [...term.chain], time: nowSeconds(), nonce: new Uint8Array(randomBytes(16)), batches: [batch] }, term.signer);
+  t.deepEqual(await post(own, 'application/cose'), { status: 401, code: 'ACQUIRER_AUTH' });
+  t.is((await k.ledger.counts()).settled, 0);
+  t.false(toHex(term.kid) in (await k.ledger.merchantBalances()));
+  t.deepEqual(await k.ledger.audit(), before);
+});
+
+test('an acquirer the ledger blocks keeps its batches pending (ACQUIRER_UNKNOWN, not rejected); unblocked, they settle once', async (t) => {
+  const { k, dir } = await kit(t);
+  const srv = await startLedgerServer({ ledger: k.ledger, port: 0 });
+  t.teardown(() => srv.close());
+  const acq = await startAcquirer(config(k, dir, srv.url, { autoForward: false }));
+  t.teardown(() => acq.close());
+  const card = await k.fundCard(20_000);
+  const term = k.newTerminal('shop-blocked-acq');
+  await submitBatch(acq.url, k.batch(term, [card.wallet.pay(k.request(term, 2_500)).handover]));
+  await blockAcquirer(k.storage, k.acquirer.kid, 'test', nowSeconds());
+  const r = await acq.forwardNow();
+  t.regex(r.error ?? '', /403 ACQUIRER_UNKNOWN/);
+  t.is(r.pending, 1);
+  t.like(await (await fetch(`${acq.url}/v1/health`)).json(), { rejectedBatches: 0, queueDepth: 1, ledgerReachable: true });
+  t.is((await k.ledger.counts()).settled, 0);
+  await unblockAcquirer(k.storage, k.acquirer.kid);
+  t.is((await acq.forwardNow()).settled, 1);
+  t.is((await k.ledger.merchantBalances())[toHex(term.kid)], 2_500);
+  t.deepEqual(decode(k, (await fetchAllOutcomes(acq.url, term.signer, 0)).outcomes).map((o) => o.status), [OutcomeStatus.SETTLED]);
 });

@@ -52,6 +52,8 @@ export interface TestPki {
   readonly ledger: Party;
   /** Acquiring bank of the acquirer under test. */
   readonly acquiringBank: Party;
+  /** The acquirer's own service key, certified by {@link acquiringBank} (role ACQUIRER): signs its settle requests. */
+  readonly acquirer: Party;
   /** Another acquiring bank under the same root. */
   readonly otherBank: Party;
   /** Card-issuing bank. */
@@ -76,11 +78,13 @@ export function makePki(seed: string): TestPki {
   };
   const byRoot = (sub: string, role: Role, perms?: number) => (kp: KeyPair) =>
     issueCertificate({ iss: 'DT issuer', sub, exp: t + 5 * YEAR, nbf: t - YEAR, iat: t, role, ...(perms ? { perms } : {}), publicKey: kp.publicKey }, rootSigner);
+  const acquiringBank = party(random, byRoot('acquirer bank', Role.BANK, BankPermission.ACQUIRING));
   return {
     random,
     root,
     ledger: party(random, byRoot('ledger', Role.LEDGER)),
-    acquiringBank: party(random, byRoot('acquirer bank', Role.BANK, BankPermission.ACQUIRING)),
+    acquiringBank,
+    acquirer: party(random, (kp) => issueCertificate({ iss: 'bank', sub: 'acquirer', exp: t + YEAR, nbf: t - 3600, iat: t, role: Role.ACQUIRER, publicKey: kp.publicKey }, acquiringBank.signer)),
     otherBank: party(random, byRoot('other bank', Role.BANK, BankPermission.ACQUIRING)),
     issuingBank: party(random, byRoot('issuing bank', Role.BANK, BankPermission.ISSUING)),
   };
@@ -134,6 +138,11 @@ export function makeWallet(pki: TestPki, tokens: number, value: number): Referen
 /** The wallet pays `amount` to `terminal`; returns the encoded handover. */
 export function pay(w: ReferenceWallet, terminal: Terminal, amount: number, random: RandomSource): Uint8Array {
   return w.pay({ amount, currency: CURRENCY_KZT, terminal: terminal.kid, merchant: terminal.merchant, mcc: terminal.mcc, nonce: random(16), time: NOW() - 10 }).handover;
+}
+
+/** The acquirer identity options of {@link startAcquirer} for a test PKI. */
+export function acquirerIdentity(pki: TestPki): { acquirerCert: Uint8Array; acquirerSigner: Signer } {
+  return { acquirerCert: pki.acquirer.cert, acquirerSigner: pki.acquirer.signer };
 }
 
 /** A signed batch. */

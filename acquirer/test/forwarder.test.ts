@@ -9,11 +9,11 @@ import test, { type ExecutionContext } from 'ava';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import {
-  decodeDeterministic, decodeMessage, encodeDeterministic, openSigned, payloadHash, signMessage, verifySigned, OutcomeStatus,
-  type Signer,
+  bytesEqual, decodeMessage, encodeDeterministic, openSigned, parseSettleRequest, payloadHash, signMessage, toHex, verifyCoseSign1, verifySigned, OutcomeStatus,
+  type Signer, type SettleRequest,
 } from '@dt/protocol';
 import { startAcquirer, submitBatch, fetchAllOutcomes } from '../src/index.ts';
-import { makeBatch, makePki, makeTerminal, makeWallet, pay, seededRandom, tempDir, NOW, type Terminal } from './fixtures.ts';
+import { acquirerIdentity, makeBatch, makePki, makeTerminal, makeWallet, pay, seededRandom, tempDir, NOW, type Terminal } from './fixtures.ts';
 
 const pki = makePki('forwarder');
 const rnd = seededRandom('forwarder nonces');
@@ -37,14 +37,34 @@ function outcomesFor(batches: Uint8Array[], signer: Signer, mutate?: (hash: Uint
   );
 }
 
-async function scriptedLedger(t: ExecutionContext, script: Script): Promise<{ url: string; calls: Uint8Array[][] }> {
+/**
+ * A scripted ledger on a real HTTP server. Like the real one it takes only the acquirer's signed
+ * settle request (SPEC §7.7.2): it checks the content type, the chain and the signature with the
+ * test acquirer's key (anything else is a test failure, answered 401), and records each request.
+ */
+async function scriptedLedger(t: ExecutionContext, script: Script): Promise<{ url: string; calls: Uint8Array[][]; requests: SettleRequest[] }> {
   const calls: Uint8Array[][] = [];
+  const requests: SettleRequest[] = [];
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       if (req.url === '/v1/settle') {
-        const batches = decodeDeterministic(new Uint8Array(Buffer.concat(chunks)), 64 * 1024 * 1024) as Uint8Array[];
+        let request: SettleRequest;
+        try {
+          if (req.headers['content-type'] !== 'application/cose') throw new Error(`content type ${req.headers['content-type']}`);
+          const parsed = parseSettleRequest(new Uint8Array(Buffer.concat(chunks)));
+          if (!bytesEqual(parsed.request.chain[0]!, pki.acquirer.cert) || !bytesEqual(parsed.request.chain[1]!, pki.acquiringBank.cert)) throw new Error('not the acquirer chain');
+          verifyCoseSign1(parsed.cose, pki.acquirer.keys.publicKey);
+          request = parsed.request;
+        } catch (e) {
+          t.fail(`the acquirer sent a settle request the ledger would refuse: ${(e as Error).message}`);
+          res.writeHead(401, { 'content-type': 'application/json' });
+          res.end('{"code":"ACQUIRER_AUTH","message":"test ledger refused the request"}');
+          return;
+        }
+        requests.push(request);
+        const batches = request.batches;
         calls.push(batches);
         const r = script(batches);
         res.writeHead(r.status, { 'content-type': typeof r.body === 'string' ? 'application/json' : 'application/cbor' });
@@ -61,13 +81,13 @@ async function scriptedLedger(t: ExecutionContext, script: Script): Promise<{ ur
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   t.teardown(() => new Promise<void>((r) => server.close(() => r())));
   const a = server.address();
-  return { url: `http://127.0.0.1:${typeof a === 'object' && a ? a.port : 0}`, calls };
+  return { url: `http://127.0.0.1:${typeof a === 'object' && a ? a.port : 0}`, calls, requests };
 }
 
 async function acquirer(t: ExecutionContext, ledgerUrl: string) {
   const { dir, cleanup } = tempDir();
   const acq = await startAcquirer({
-    ledgerUrl, root: pki.root.cert, bankCert: pki.acquiringBank.cert, ledgerCert: pki.ledger.cert, dbFile: join(dir, 'a.db'), autoForward: false,
+    ledgerUrl, root: pki.root.cert, bankCert: pki.acquiringBank.cert, ledgerCert: pki.ledger.cert, ...acquirerIdentity(pki), dbFile: join(dir, 'a.db'), autoForward: false,
   });
   t.teardown(async () => {
     await acq.close();
@@ -172,7 +192,7 @@ test('grouping respects the per-call batch and handover limits, in arrival order
   const ledger = await scriptedLedger(t, (b) => ({ status: 200, body: outcomesFor(b, pki.ledger.signer) }));
   const { dir, cleanup } = tempDir();
   const acq = await startAcquirer({
-    ledgerUrl: ledger.url, root: pki.root.cert, bankCert: pki.acquiringBank.cert, ledgerCert: pki.ledger.cert, dbFile: join(dir, 'a.db'),
+    ledgerUrl: ledger.url, root: pki.root.cert, bankCert: pki.acquiringBank.cert, ledgerCert: pki.ledger.cert, ...acquirerIdentity(pki), dbFile: join(dir, 'a.db'),
     autoForward: false, forwarder: { maxHandoversPerCall: 3, maxBatchesPerCall: 2 },
   });
   t.teardown(async () => {
@@ -187,4 +207,52 @@ test('grouping respects the per-call batch and handover limits, in arrival order
   // [2] (2+2 > 3), [2,1], [1,1] (two batches at most), [5] (a lone batch may exceed the handover cap).
   t.deepEqual(ledger.calls.map((c) => c.map((b) => openSigned('Batch', b).message.handovers.length)), [[2], [2, 1], [1, 1], [5]]);
   t.deepEqual((await fetchAllOutcomes(acq.url, term.signer, 0)).refs.map(([s]) => s), [1, 1, 2, 2, 3, 4, 5, 6, 6, 6, 6, 6]);
+});
+
+test('every settle call is signed by the acquirer key with its chain, its time and a fresh nonce, retries and splits included', async (t) => {
+  const term = makeTerminal(pki, pki.acquiringBank);
+  const poisoned = batchOf(term, 2, 1);
+  let down = true;
+  const ledger = await scriptedLedger(t, (b) =>
+    down ? { status: 503, body: '{"code":"BUSY","message":"later"}' }
+      : b.some((x) => bytesEqual(x, poisoned)) ? { status: 400, body: '{"code":"BATCH_INVALID","message":"no"}' }
+        : { status: 200, body: outcomesFor(b, pki.ledger.signer) },
+  );
+  const acq = await acquirer(t, ledger.url);
+  await submitBatch(acq.url, batchOf(term, 1, 1));
+  await submitBatch(acq.url, poisoned);
+  t.regex((await acq.forwardNow()).error ?? '', /503 BUSY/);
+  down = false;
+  const r = await acq.forwardNow();
+  t.is(r.settled, 1);
+  t.is(r.rejected, 1);
+  // One failed call, the refused group, then each batch alone: four requests, four nonces.
+  t.is(ledger.requests.length, 4);
+  t.is(new Set(ledger.requests.map((q) => toHex(q.nonce))).size, 4, 'a fresh nonce for every call');
+  for (const q of ledger.requests) t.true(Math.abs(q.time - NOW()) <= 5, 'the acquirer time (seconds)');
+});
+
+test('a refusal of the acquirer itself (its authentication) keeps the batches pending, not rejected; they settle once it is fixed', async (t) => {
+  let refusal: string | undefined = 'ACQUIRER_STALE';
+  const ledger = await scriptedLedger(t, (b) =>
+    refusal ? { status: refusal === 'ACQUIRER_UNKNOWN' ? 403 : 401, body: JSON.stringify({ code: refusal, message: 'refused' }) } : { status: 200, body: outcomesFor(b, pki.ledger.signer) },
+  );
+  const acq = await acquirer(t, ledger.url);
+  const term = makeTerminal(pki, pki.acquiringBank);
+  await submitBatch(acq.url, batchOf(term, 1, 2));
+  await submitBatch(acq.url, batchOf(term, 2, 1));
+  for (const code of ['ACQUIRER_STALE', 'ACQUIRER_AUTH', 'ACQUIRER_REPLAYED', 'ACQUIRER_UNKNOWN']) {
+    refusal = code;
+    const r = await acq.forwardNow();
+    t.is(r.rejected, 0, code);
+    t.is(r.pending, 2, code);
+    t.regex(r.error ?? '', new RegExp(code));
+    const h = await health(acq.url);
+    t.is(h.rejectedBatches, 0);
+    t.regex(h.lastForwardError ?? '', new RegExp(code));
+  }
+  refusal = undefined;
+  const r = await acq.forwardNow();
+  t.is(r.settled, 2);
+  t.is((await fetchAllOutcomes(acq.url, term.signer, 0)).outcomes.length, 3);
 });

@@ -4,17 +4,21 @@
  * Data directory layout (created by `init`):
  * - `issuer.key.json`, `ledger.key.json`, `banks/<name>.key.json`: key pairs, mode 0600 (never printed);
  * - `root.cert`, `ledger.cert`, `banks/<name>.cert`: certificates (COSE_Sign1 CWT bytes);
+ * - `acquirers/<name>.key.json`, `acquirers/<name>.cert`: an acquirer's service key and its certificate
+ *   (role ACQUIRER, issued by an acquiring bank: `bank-add` writes one named like the bank,
+ *   `acquirer-add` more); `dt-acquirer serve --key --cert` reads them;
  * - `ledger.db`: the SQLite database (unless `--pg` selects PostgreSQL).
  *
  * @module
  */
-import { Command, Option } from 'commander';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { fromHex, publicKeyOf, toHex, type KeyPair } from '@dt/protocol';
+import { BankPermission, fromHex, openSigned, publicKeyOf, subjectKey, toHex, bytesEqual, type KeyPair } from '@dt/protocol';
 import { Ledger } from './ledger.ts';
-import { createIssuer, identityFrom, issueBank, issueLedgerCert, type Identity } from './pki.ts';
+import { createIssuer, identityFrom, issueAcquirer, issueBank, issueLedgerCert, type Identity } from './pki.ts';
+import { blockAcquirer, unblockAcquirer } from './acquirers.ts';
 import { openSqliteStorage } from './storage/sqlite.ts';
 import { openPostgresStorage } from './storage/postgres.ts';
 import { startLedgerServer } from './server.ts';
@@ -45,6 +49,8 @@ export interface DataDir {
   readonly issuer: Identity;
   readonly ledger: Identity;
   bank(name: string): Identity;
+  /** An acquirer written by `bank-add` or `acquirer-add`: chain `[acquirer cert, its bank's cert]`. */
+  acquirer(name: string): Identity;
 }
 
 /** Opens the identities of a data directory created by `dt-ledger init`. */
@@ -56,7 +62,35 @@ export function openDataDir(dir: string): DataDir {
     issuer: identityFrom(readKeyFile(join(dir, 'issuer.key.json')), [rootCert]),
     ledger: identityFrom(readKeyFile(join(dir, 'ledger.key.json')), [ledgerCert]),
     bank: (name) => identityFrom(readKeyFile(join(dir, 'banks', `${name}.key.json`)), [new Uint8Array(readFileSync(join(dir, 'banks', `${name}.cert`)))]),
+    acquirer: (name) => {
+      const cert = new Uint8Array(readFileSync(join(dir, 'acquirers', `${name}.cert`)));
+      // Its bank: the bank certificate of this directory whose key signed it.
+      const signer = openSigned('Certificate', cert).cose.kid;
+      const bankCert = readdirSync(join(dir, 'banks')).filter((f) => f.endsWith('.cert'))
+        .map((f) => new Uint8Array(readFileSync(join(dir, 'banks', f))))
+        .find((c) => bytesEqual(subjectKey(openSigned('Certificate', c).message).kid, signer));
+      if (!bankCert) throw new Error(`acquirer ${name}: its bank is not in ${join(dir, 'banks')}`);
+      return identityFrom(readKeyFile(join(dir, 'acquirers', `${name}.key.json`)), [cert, bankCert]);
+    },
   };
+}
+
+const NAME = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** Certifies a new acquirer key under an acquiring bank and writes `acquirers/<name>.key.json` (0600) and `.cert`. */
+function writeAcquirer(dir: string, bank: Identity, name: string, now: number): Identity {
+  if (((openSigned('Certificate', bank.cert).message.perms ?? 0) & BankPermission.ACQUIRING) === 0) throw new Error('the bank lacks the acquiring permission');
+  mkdirSync(join(dir, 'acquirers'), { recursive: true, mode: 0o700 });
+  if (existsSync(join(dir, 'acquirers', `${name}.key.json`))) throw new Error(`acquirer ${name} exists already`);
+  const acq = issueAcquirer(bank, { name, validity: { nbf: now - 86400, exp: now + 2 * YEAR } });
+  writeKeyFile(join(dir, 'acquirers', `${name}.key.json`), acq.keys);
+  writeFileSync(join(dir, 'acquirers', `${name}.cert`), acq.cert);
+  return acq;
+}
+
+function kidOption(v: string): Uint8Array {
+  if (!/^[0-9a-fA-F]{32}$/.test(v)) throw new InvalidArgumentError('must be a 16-byte key id in hex (32 digits)');
+  return fromHex(v.toLowerCase());
 }
 
 interface StorageOpts { data: string; pg?: string; db?: string }
@@ -121,18 +155,20 @@ export function buildProgram(): Command {
   storageOptions(
     program
       .command('bank-add')
-      .description('certify a bank under the issuer root, register it with the ledger, and optionally allocate value to it')
+      .description('certify a bank under the issuer root, register it with the ledger, and optionally allocate value to it; an acquiring bank also gets its acquirer key and certificate (acquirers/<name>.key.json, .cert)')
       .requiredOption('--name <name>', 'bank name (also the key file name under <data>/banks)')
       .addOption(new Option('--perms <perms>', 'comma-separated permissions').choices(['issuing', 'acquiring', 'issuing,acquiring', 'acquiring,issuing']).default('issuing,acquiring'))
       .option('--allocate <amount>', 'value (tiyn) the issuer allocates to the bank'),
   ).action(async (o: StorageOpts & { name: string; perms: string; allocate?: string; json?: boolean }) => {
-    if (!/^[A-Za-z0-9_-]{1,64}$/.test(o.name)) throw new Error('bank name: letters, digits, _ and - only');
+    if (!NAME.test(o.name)) throw new Error('bank name: letters, digits, _ and - only');
     const d = openDataDir(o.data);
     const now = nowSec();
     const perms = (o.perms.includes('issuing') ? 1 : 0) | (o.perms.includes('acquiring') ? 2 : 0);
     const bank = issueBank(d.issuer, { name: o.name, perms, validity: { nbf: now - 86400, exp: now + 5 * YEAR } });
     writeKeyFile(join(o.data, 'banks', `${o.name}.key.json`), bank.keys);
     writeFileSync(join(o.data, 'banks', `${o.name}.cert`), bank.cert);
+    // An acquiring bank's acquirer (the service key that signs its settle requests), named like the bank.
+    const acq = (perms & BankPermission.ACQUIRING) !== 0 ? writeAcquirer(o.data, bank, o.name, now) : undefined;
     const l = await openLedger(o);
     try {
       await l.registerBank(bank.cert);
@@ -140,7 +176,8 @@ export function buildProgram(): Command {
     } finally {
       await l.storage.close();
     }
-    out(!!o.json, { name: o.name, kid: toHex(bank.kid), perms, allocated: Number(o.allocate ?? 0) }, `bank ${o.name} kid ${toHex(bank.kid)} perms ${o.perms}${o.allocate ? ` allocated ${o.allocate}` : ''}`);
+    out(!!o.json, { name: o.name, kid: toHex(bank.kid), perms, allocated: Number(o.allocate ?? 0), ...(acq ? { acquirerKid: toHex(acq.kid) } : {}) },
+      `bank ${o.name} kid ${toHex(bank.kid)} perms ${o.perms}${o.allocate ? ` allocated ${o.allocate}` : ''}${acq ? `\nacquirer ${o.name} kid ${toHex(acq.kid)} (acquirers/${o.name}.key.json, acquirers/${o.name}.cert)` : ''}`);
   });
 
   storageOptions(
@@ -178,6 +215,52 @@ export function buildProgram(): Command {
     };
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
+  });
+
+  program
+    .command('acquirer-add')
+    .description("certify another acquirer key under an acquiring bank of the data directory (acquirers/<name>.key.json, mode 0600, and acquirers/<name>.cert); the ledger accepts its settle requests while the bank is registered and the acquirer is not blocked")
+    .requiredOption('-d, --data <dir>', 'data directory created by `dt-ledger init`')
+    .requiredOption('--bank <name>', 'acquiring bank name under <data>/banks')
+    .requiredOption('--name <name>', 'acquirer name (file name under <data>/acquirers)')
+    .option('--json', 'machine-readable JSON output')
+    .action((o: { data: string; bank: string; name: string; json?: boolean }) => {
+      if (!NAME.test(o.name)) throw new Error('acquirer name: letters, digits, _ and - only');
+      const acq = writeAcquirer(o.data, openDataDir(o.data).bank(o.bank), o.name, nowSec());
+      out(!!o.json, { name: o.name, bank: o.bank, kid: toHex(acq.kid) }, `acquirer ${o.name} of bank ${o.bank} kid ${toHex(acq.kid)} (acquirers/${o.name}.key.json, acquirers/${o.name}.cert)`);
+    });
+
+  storageOptions(
+    program
+      .command('acquirer-block')
+      .description('block an acquirer key: its settle requests are refused (403 ACQUIRER_UNKNOWN) from now on, also by a running `serve` on the same database')
+      .requiredOption('--kid <hex>', 'acquirer key id (32 hex digits)', kidOption)
+      .option('--reason <text>', 'reason kept with the block', 'blocked by operator'),
+  ).action(async (o: StorageOpts & { kid: Uint8Array; reason: string; json?: boolean }) => {
+    const storage = await openStorage(o);
+    let changed;
+    try {
+      changed = await blockAcquirer(storage, o.kid, o.reason, nowSec());
+    } finally {
+      await storage.close();
+    }
+    out(!!o.json, { kid: toHex(o.kid), blocked: true, changed }, `acquirer ${toHex(o.kid)} ${changed ? 'blocked' : 'was already blocked'}`);
+  });
+
+  storageOptions(
+    program
+      .command('acquirer-unblock')
+      .description('lift the block of an acquirer key')
+      .requiredOption('--kid <hex>', 'acquirer key id (32 hex digits)', kidOption),
+  ).action(async (o: StorageOpts & { kid: Uint8Array; json?: boolean }) => {
+    const storage = await openStorage(o);
+    let changed;
+    try {
+      changed = await unblockAcquirer(storage, o.kid);
+    } finally {
+      await storage.close();
+    }
+    out(!!o.json, { kid: toHex(o.kid), blocked: false, changed }, `acquirer ${toHex(o.kid)} ${changed ? 'unblocked' : 'was not blocked'}`);
   });
 
   storageOptions(

@@ -1,6 +1,6 @@
 /**
  * Issuance and PKI tooling: the issuer root, the ledger certificate, banks
- * with permissions, card and terminal certificates. Used by the ledger CLI
+ * with permissions, card, terminal and acquirer certificates. Used by the ledger CLI
  * (`dt-ledger init`), the tests of the ledger, acquirer and terminal, and the
  * demo. Keys come from the OS CSPRNG; secret keys are never printed.
  *
@@ -8,6 +8,7 @@
  * const pki = createPki({ now });
  * const card = pki.issueCard({ limits });       // keys + [card cert, bank cert]
  * const term = pki.issueTerminal({ merchant: { id: 'shop-1', mcc: 5411, name: 'Shop' } });
+ * const acq = pki.issueAcquirer();                // the acquirer's service key: signs its settle requests
  *
  * @module
  */
@@ -27,7 +28,7 @@ export interface Identity {
   readonly kid: Uint8Array;
   /** The certificate of this identity. */
   readonly cert: Uint8Array;
-  /** The chain to present (leaf first, root excluded): `[cert]` for banks and the ledger, `[cert, bank cert]` for cards and terminals. */
+  /** The chain to present (leaf first, root excluded): `[cert]` for banks and the ledger, `[cert, bank cert]` for cards, terminals and acquirers. */
   readonly chain: readonly Uint8Array[];
 }
 
@@ -80,6 +81,11 @@ export interface Pki {
    * the certified revocation-list age policy in seconds (claim absent: 3 days, SPEC §3.3).
    */
   issueTerminal(opts: { merchant: MerchantInfo; bank?: Identity; validity?: Validity; keys?: KeyPair; crlMaxAge?: number }): Identity;
+  /**
+   * Issues an acquirer certificate (role ACQUIRER, chain `[acquirer, bank]`) from `bank` (default: the
+   * default bank; it must have ACQUIRING): the service key whose signed settle requests the ledger accepts (SPEC §7.7.2).
+   */
+  issueAcquirer(opts?: { bank?: Identity; validity?: Validity; keys?: KeyPair; name?: string }): Identity;
 }
 
 /** Default card limits for tests and the demo: 50,000.00 KZT per payment, 100,000.00 offline, 10 payments, PIN above 10,000.00. */
@@ -112,7 +118,10 @@ export function createPki(opts: { now: number; issuerKeys?: KeyPair; ledgerKeys?
     const id = make(Role.TERMINAL, o.merchant.id, { signer: b.signer, name: 'bank' }, o.validity ?? validity, terminalClaims(o), o.keys);
     return { ...id, chain: [id.cert, b.cert] };
   };
-  return { now, issuer, ledger, bank, createLedger, createBank, issueCard, issueTerminal };
+  let acquirers = 0;
+  // (Named apart from the module's issueAcquirer, which it calls.)
+  const newAcquirer: Pki['issueAcquirer'] = (o = {}) => issueAcquirer(o.bank ?? bank, { validity: o.validity ?? validity, name: o.name ?? `acquirer-${++acquirers}`, ...(o.keys ? { keys: o.keys } : {}) });
+  return { now, issuer, ledger, bank, createLedger, createBank, issueCard, issueTerminal, issueAcquirer: newAcquirer };
 }
 
 /** Certifies a bank under an existing issuer identity. */
@@ -135,6 +144,15 @@ function terminalClaims(o: { merchant: MerchantInfo; crlMaxAge?: number }): Reco
 /** Issues a terminal certificate from an existing bank identity (`crlMaxAge` as in {@link Pki.issueTerminal}). */
 export function issueTerminal(bank: Identity, opts: { validity: Validity; merchant: MerchantInfo; keys?: KeyPair; crlMaxAge?: number }): Identity {
   const id = make(Role.TERMINAL, opts.merchant.id, { signer: bank.signer, name: 'bank' }, opts.validity, terminalClaims(opts), opts.keys);
+  return { ...id, chain: [id.cert, bank.cert] };
+}
+
+/**
+ * Issues an acquirer certificate (role ACQUIRER) from an existing bank identity with ACQUIRING:
+ * the key the acquirer signs its settle requests with (SPEC §7.7.2). Chain `[acquirer, bank]`.
+ */
+export function issueAcquirer(bank: Identity, opts: { validity: Validity; name?: string; keys?: KeyPair }): Identity {
+  const id = make(Role.ACQUIRER, opts.name ?? 'acquirer', { signer: bank.signer, name: 'bank' }, opts.validity, {}, opts.keys);
   return { ...id, chain: [id.cert, bank.cert] };
 }
 

@@ -10,12 +10,14 @@
  * const shop = k.newTerminal('shop-1');
  * const { handover } = card.wallet.pay(k.request(shop, 500));
  * const [outcomes] = await k.ledger.settle([k.batch(shop, [handover])]);
+ * // Over HTTP the batches travel in the acquirer's signed envelope (SPEC §7.7.2):
+ * await fetch(`${url}/v1/settle`, { method: 'POST', headers: { 'content-type': 'application/cose' }, body: k.settleRequest([k.batch(shop, [handover])]) });
  *
  * @module
  */
 import { randomBytes } from 'node:crypto';
 import {
-  CURRENCY_KZT, ReferenceWallet, signMessage,
+  CURRENCY_KZT, ReferenceWallet, signMessage, signSettleRequest,
   type ExpectedRequest, type PaymentRequest,
 } from '@dt/protocol';
 import { Ledger, type LedgerOptions } from './ledger.ts';
@@ -28,6 +30,15 @@ import { createValidatorPool, type ValidatorPool } from './pool.ts';
 
 /** A card of the test kit: its identity (keys, chain) and its reference wallet. */
 export interface TestCard { readonly identity: Identity; readonly wallet: ReferenceWallet }
+/**
+ * Signs a settle request (SPEC §7.7.2) for `batches` with an acquirer identity (chain `[acquirer, bank]`,
+ * e.g. `pki.issueAcquirer()`): what `POST /v1/settle` takes as `application/cose`. A fresh random nonce
+ * unless `nonce` is given; `time` in seconds (the ledger accepts ±300 s of its clock).
+ */
+export function signSettle(acquirer: Identity, batches: readonly Uint8Array[], opts: { time: number; nonce?: Uint8Array }): Uint8Array {
+  return signSettleRequest({ chain: [...acquirer.chain], time: opts.time, nonce: opts.nonce ?? new Uint8Array(randomBytes(16)), batches: [...batches] }, acquirer.signer);
+}
+
 /** A terminal of the test kit. */
 export interface TestTerminal extends Identity { readonly merchant: string; readonly mcc: number; seq: number }
 
@@ -38,6 +49,10 @@ export interface TestLedger {
   readonly storage: LedgerStorage;
   /** The settable clock (seconds) the ledger uses. */
   readonly clock: { now: number };
+  /** The acquirer of the default bank (role ACQUIRER, chain `[acquirer, bank]`): signs settle requests. */
+  readonly acquirer: Identity;
+  /** A settle request for `batches` signed by {@link acquirer} (or `opts.acquirer`), time = clock, fresh nonce unless given. */
+  settleRequest(batches: readonly Uint8Array[], opts?: { acquirer?: Identity; time?: number; nonce?: Uint8Array }): Uint8Array;
   /** Issues and registers a card, loads `amount` through the bank and syncs it (0: no load, no sync). */
   fundCard(amount: number, opts?: { limits?: CardLimits }): Promise<TestCard>;
   /** Issues a terminal certificate for a merchant. */
@@ -83,8 +98,12 @@ export async function createTestLedger(opts: { storage?: LedgerStorage; now?: nu
     await ledger.load(signLoadOrder({ card: card.identity.kid, amount, id: new Uint8Array(randomBytes(16)), time: clock.now }, pki.bank.signer));
     return sync(card);
   };
+  const acquirer = pki.issueAcquirer({ name: 'DT acquirer' });
   return {
-    pki, ledger, storage, clock, sync, topUp,
+    pki, ledger, storage, clock, sync, topUp, acquirer,
+    settleRequest(batches, o = {}) {
+      return signSettle(o.acquirer ?? acquirer, batches, { time: o.time ?? clock.now, ...(o.nonce ? { nonce: o.nonce } : {}) });
+    },
     ...(pool ? { pool } : {}),
     async close() {
       await pool?.close();

@@ -19,6 +19,7 @@ import {
 import { openDataDir } from '../src/cli.ts';
 import { issueCard, issueTerminal, type Identity } from '../src/pki.ts';
 import { signLoadOrder } from '../src/load.ts';
+import { signSettle } from '../src/testkit.ts';
 
 const BIN = fileURLToPath(new URL('../bin/dt-ledger.js', import.meta.url));
 const CBOR = { 'content-type': 'application/cbor' };
@@ -60,8 +61,8 @@ function kill(s: Server): Promise<void> {
   });
 }
 
-async function post(url: string, path: string, body: Uint8Array): Promise<Uint8Array> {
-  const r = await fetch(`${url}${path}`, { method: 'POST', headers: CBOR, body });
+async function post(url: string, path: string, body: Uint8Array, headers: Record<string, string> = CBOR): Promise<Uint8Array> {
+  const r = await fetch(`${url}${path}`, { method: 'POST', headers, body });
   if (r.status !== 200) throw new Error(`${path}: ${r.status} ${await r.text()}`);
   return new Uint8Array(await r.arrayBuffer());
 }
@@ -75,6 +76,10 @@ test('SIGKILL at random points while settling: nothing settled twice, answers st
     execFileSync(process.execPath, [BIN, 'bank-add', '-d', data, '--name', 'bank', '--allocate', '100000000', '--json']);
     const d = openDataDir(data);
     const bank = d.bank('bank');
+    // The acquirer `bank-add` wrote for the bank: every settle request is signed by it (SPEC §7.7.2).
+    const acquirer = d.acquirer('bank');
+    const settle = (url: string, bs: Uint8Array[]) =>
+      post(url, '/v1/settle', signSettle(acquirer, bs, { time: Math.floor(Date.now() / 1000) }), { 'content-type': 'application/cose' });
     const now = Math.floor(Date.now() / 1000);
     const validity = { nbf: now - 86400, exp: now + 86400 * 365 };
     server = await startServer(data);
@@ -122,7 +127,7 @@ test('SIGKILL at random points while settling: nothing settled twice, answers st
     // One answered request before any crash: its outcomes must come back byte for byte after every crash.
     const answers = new Map<number, string>();
     const warm = [0, 3];
-    const warmRes = decodeDeterministic(await post(server.url, '/v1/settle', encodeDeterministic(warm.map((i) => batches[i]!))), 1 << 24) as Uint8Array[][];
+    const warmRes = decodeDeterministic(await settle(server.url, warm.map((i) => batches[i]!)), 1 << 24) as Uint8Array[][];
     warm.forEach((bi, k) => answers.set(bi, warmRes[k]!.map(toHex).join(',')));
 
     // Crash phase.
@@ -140,7 +145,7 @@ test('SIGKILL at random points while settling: nothing settled twice, answers st
       let killed: Promise<void> | undefined;
       const timer = setTimeout(() => { killed = kill(s); }, delay);
       try {
-        const res = decodeDeterministic(await post(s.url, '/v1/settle', encodeDeterministic(picked.map((i) => batches[i]!))), 1 << 24) as Uint8Array[][];
+        const res = decodeDeterministic(await settle(s.url, picked.map((i) => batches[i]!)), 1 << 24) as Uint8Array[][];
         picked.forEach((bi, k) => {
           const enc = res[k]!.map(toHex).join(',');
           const prior = answers.get(bi);
@@ -166,7 +171,7 @@ test('SIGKILL at random points while settling: nothing settled twice, answers st
 
     // Recovery: restart and resubmit everything.
     if (!server) server = await startServer(data);
-    const final = decodeDeterministic(await post(server.url, '/v1/settle', encodeDeterministic(batches)), 1 << 24) as Uint8Array[][];
+    const final = decodeDeterministic(await settle(server.url, batches), 1 << 24) as Uint8Array[][];
     final.forEach((res, bi) => {
       const prior = answers.get(bi);
       if (prior !== undefined) t.is(res.map(toHex).join(','), prior, `batch ${bi} changed after the crashes`);

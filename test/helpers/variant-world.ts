@@ -47,9 +47,12 @@ export async function startBackOffice(dir: string): Promise<BackOffice> {
   await ledger.registerBank(pki.bank.cert);
   await ledger.allocate(pki.bank.kid, VARIANT.allocation, rnd16());
   const ledgerServer = await startLedgerServer({ ledger, port: 0, host: '127.0.0.1' });
+  // The acquirer's service key, certified by the bank: the ledger settles only what it signs.
+  const acquirerId = pki.issueAcquirer();
   const start = (port = 0) =>
     startAcquirer({
       ledgerUrl: ledgerServer.url, root: pki.issuer.cert, bankCert: pki.bank.cert, ledgerCert: pki.ledger.cert,
+      acquirerCert: acquirerId.cert, acquirerSigner: acquirerId.signer,
       dbFile: join(dir, 'acquirer.db'), port, host: '127.0.0.1',
       // The tests drive forwarding and list refreshes themselves.
       autoForward: false, crlRefreshMs: 3_600_000,

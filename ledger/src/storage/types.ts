@@ -88,4 +88,6 @@ export const SCHEMA: readonly string[] = [
   // Every revocation list the ledger signed, with its issue time: the cover rule checks declared versions against it.
   `CREATE TABLE IF NOT EXISTS crls (version BIGINT PRIMARY KEY, issued BIGINT NOT NULL, bytes BLOB NOT NULL)`,
   `CREATE TABLE IF NOT EXISTS syncs (request BLOB PRIMARY KEY, card BLOB NOT NULL, receipt BLOB NOT NULL)`,
+  // Acquirer keys the operator blocked (`dt-ledger acquirer-block`): their settle requests are refused (SPEC §7.7.2).
+  `CREATE TABLE IF NOT EXISTS acquirer_blocks (kid BLOB PRIMARY KEY, reason TEXT NOT NULL, time BIGINT NOT NULL)`,
 ];

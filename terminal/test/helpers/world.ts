@@ -40,6 +40,8 @@ export async function startWorld(dir: string): Promise<World> {
       root: tl.pki.issuer.cert,
       bankCert: tl.pki.bank.cert,
       ledgerCert: tl.pki.ledger.cert,
+      acquirerCert: tl.acquirer.cert,
+      acquirerSigner: tl.acquirer.signer,
       dbFile: join(dir, 'acquirer.db'),
       port,
       autoForward: false,
