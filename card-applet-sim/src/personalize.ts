@@ -138,19 +138,29 @@ export interface DevLoadResult {
  * Development only: unlike the real ledger, this keeps no spent set and does
  * not settle the card's offline history, so use it on cards that have not
  * paid offline since their last sync (it refuses otherwise).
+ *
+ * `options.now` dates the receipt and tokens (default now); `options.random`
+ * draws the challenge and the token serials (default Node's CSPRNG; a seeded
+ * source makes a load reproducible, as the golden transcripts need).
  */
-export async function devLoad(t: ApduTransport, pki: DevPki, amounts: readonly number[], options: { now?: number } = {}): Promise<DevLoadResult> {
+export async function devLoad(
+  t: ApduTransport,
+  pki: DevPki,
+  amounts: readonly number[],
+  options: { now?: number; random?: (n: number) => Uint8Array } = {},
+): Promise<DevLoadResult> {
   if (amounts.length === 0 || amounts.some((a) => !Number.isSafeInteger(a) || a <= 0)) throw new RangeError('amounts must be positive integers');
   const now = options.now ?? systemClock();
+  const random = options.random ?? nodeRandom;
   await selectApplet(t);
-  const request = await syncBegin(t, nodeRandom(16), { load: true });
+  const request = await syncBegin(t, random(16), { load: true });
   const { cose, message } = openSigned('SyncRequest', request);
   if (message.history.length > 0) {
     throw new Error('devLoad: the card has offline payments since its last sync; a dev load would drop them (sync it with a real ledger)');
   }
   const tokens: Uint8Array[] = [];
-  if (message.balance > 0) tokens.push(devToken(pki, message.card, message.balance, { issued: now }));
-  for (const a of amounts) tokens.push(devToken(pki, message.card, a, { issued: now }));
+  if (message.balance > 0) tokens.push(devToken(pki, message.card, message.balance, { issued: now, serial: random(16) }));
+  for (const a of amounts) tokens.push(devToken(pki, message.card, a, { issued: now, serial: random(16) }));
   const loaded = amounts.reduce((s, a) => s + a, 0);
   const receipt = signMessage(
     'SyncReceipt',
