@@ -16,7 +16,7 @@
  * is stale and is not taken). A failing package bench fails the run (exit 1),
  * but the file is still written with what there is and the error noted.
  *
- * Usage: node --import tsx scripts/bench.ts [--only ws1,ws2] [--out FILE] [--help]
+ * Usage: node --conditions=dt-source --import tsx scripts/bench.ts [--only ws1,ws2] [--out FILE] [--help]
  * Exit codes: 0 all benches ran, 1 a bench failed, 2 bad usage.
  *
  * @module

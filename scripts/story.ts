@@ -23,7 +23,7 @@
  *    its value goes back to the issuing bank for the owner (receipt `redeemed`);
  *    the balances and the ledger's supply invariant are checked.
  *
- * Usage: node --import tsx scripts/story.ts [--json] [--in-process] [--help]
+ * Usage: node --conditions=dt-source --import tsx scripts/story.ts [--json] [--in-process] [--help]
  * Exit codes: 0 story ok, 1 an invariant or expected outcome failed, 2 bad usage.
  */
 import { randomBytes } from 'node:crypto';
@@ -46,7 +46,7 @@ import {
   type CardReader, type SyncReport, type TapOutcome, type TerminalIdentity,
 } from '@dt/terminal';
 
-const HELP = `node --import tsx scripts/story.ts [options]
+const HELP = `node --conditions=dt-source --import tsx scripts/story.ts [options]
 
 The DT end-to-end story: ledger, acquirer and two terminals come up; a card
 is personalized, loaded online and cloned; the genuine card pays terminal A,

@@ -2,7 +2,8 @@
  * Architecture rules of docs/ARCHITECTURE.md, checked on the source:
  * packages import only downward in the dependency table, the pure cores
  * (protocol/, firmware/) use no Node built-ins, no Buffer and no timers, and
- * no package reaches into another's files by relative path.
+ * no package reaches into another's files by relative path, and no source file
+ * imports itself through a chain of imports (within or across packages).
  */
 import test from 'ava';
 import { readFileSync, readdirSync, statSync, existsSync } from 'node:fs';
@@ -129,6 +130,81 @@ for (const pkg of Object.keys(PURE_THIRD_PARTY).filter((p) => packages.includes(
     t.deepEqual(problems, []);
   });
 }
+
+/** Source entry (the `dt-source` condition) of each export of a workspace package, keyed by specifier. */
+function sourceExports(): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const [name, folder] of Object.entries(FOLDER_OF_PACKAGE)) {
+    const file = join(ROOT, folder, 'package.json');
+    if (!existsSync(file)) continue;
+    const pkg = JSON.parse(readFileSync(file, 'utf8')) as { exports: Record<string, string | Record<string, string>> };
+    for (const [sub, target] of Object.entries(pkg.exports)) {
+      const src = typeof target === 'string' ? target : target['dt-source'];
+      if (src !== undefined) out.set(name + sub.slice(1), resolve(ROOT, folder, src));
+    }
+  }
+  return out;
+}
+
+/** The file an import leads to when it is one of the workspace's own files (relative, or a @dt package's export). */
+function importTarget(file: string, spec: string, exportsMap: Map<string, string>): string | undefined {
+  if (spec.startsWith('.')) return resolve(dirname(file), spec);
+  return exportsMap.get(spec);
+}
+
+/** Every import cycle of a graph (file -> files it imports), each once, as the path that closes it. */
+function findCycles(graph: ReadonlyMap<string, readonly string[]>): string[][] {
+  const state = new Map<string, 'open' | 'done'>();
+  const stack: string[] = [];
+  const seen = new Set<string>();
+  const cycles: string[][] = [];
+  const visit = (node: string): void => {
+    state.set(node, 'open');
+    stack.push(node);
+    for (const next of graph.get(node) ?? []) {
+      if (!graph.has(next)) continue;
+      const s = state.get(next);
+      if (s === 'open') {
+        const cycle = stack.slice(stack.indexOf(next));
+        const key = [...cycle].sort().join('\n');
+        if (!seen.has(key)) {
+          seen.add(key);
+          cycles.push([...cycle, next]);
+        }
+      } else if (s === undefined) visit(next);
+    }
+    stack.pop();
+    state.set(node, 'done');
+  };
+  for (const node of [...graph.keys()].sort()) if (!state.has(node)) visit(node);
+  return cycles;
+}
+
+test('no source file imports itself through a chain of imports, within or across packages (type imports count)', (t) => {
+  const exportsMap = sourceExports();
+  const graph = new Map<string, string[]>();
+  for (const pkg of packages) {
+    for (const file of sourceFiles(join(ROOT, pkg, 'src'))) {
+      const targets = importsOf(readFileSync(file, 'utf8')).map((spec) => importTarget(file, spec, exportsMap));
+      graph.set(file, targets.filter((x): x is string => x !== undefined));
+    }
+  }
+  t.true(graph.size > 100, 'scans every package');
+  const rel = (f: string) => relative(ROOT, f).split(sep).join('/');
+  t.deepEqual(findCycles(graph).map((c) => c.map(rel).join(' -> ')), []);
+});
+
+test('the cycle finder finds direct, indirect and self imports, and follows @dt exports (guards the rule above)', (t) => {
+  const g = new Map<string, string[]>([
+    ['a', ['b']], ['b', ['c', 'x']], ['c', ['a']], ['d', ['d']], ['e', ['a']], ['f', ['g']], ['g', []],
+  ]);
+  t.deepEqual(findCycles(g), [['a', 'b', 'c', 'a'], ['d', 'd']]);
+  t.deepEqual(findCycles(new Map([['a', ['b']], ['b', []]])), []);
+  const exportsMap = sourceExports();
+  t.is(importTarget(join(ROOT, 'ledger/src/ledger.ts'), '@dt/protocol/native', exportsMap), join(ROOT, 'protocol/src/native.ts'));
+  t.is(importTarget(join(ROOT, 'ledger/src/ledger.ts'), './load.ts', exportsMap), join(ROOT, 'ledger/src/load.ts'));
+  t.is(importTarget(join(ROOT, 'ledger/src/ledger.ts'), 'fastify', exportsMap), undefined);
+});
 
 test('the import scanner finds every import form (guards the rules above)', (t) => {
   const src = `import a from 'x';\nimport { b } from "@dt/ledger";\nexport * from './c.ts';\nimport 'side-effect';\nconst d = await import('node:fs');\nimport type { E } from '@noble/curves/nist.js';`;

@@ -46,7 +46,7 @@ test('every workspace package has a README section', (t) => {
 });
 
 test('the protocol walkthrough runs the protocol for real and rejects a tampered transfer', async (t) => {
-  const { stdout } = await run(process.execPath, ['--import', 'tsx', 'scripts/demo.ts', '--json', '--amount', '7000'], { cwd: ROOT });
+  const { stdout } = await run(process.execPath, ['--conditions=dt-source', '--import', 'tsx', 'scripts/demo.ts', '--json', '--amount', '7000'], { cwd: ROOT });
   const out = JSON.parse(stdout) as { steps: { step: string; detail: string }[]; transfer: { hex: string; diagnostic: string } };
   t.true(out.steps.some((s) => s.step.startsWith('Terminal verified') && s.detail.includes('10000 = 7000 + 3000')));
   t.true(out.steps.some((s) => s.step.startsWith('A tampered transfer') && s.detail.includes('BAD_SIGNATURE')));
@@ -56,7 +56,7 @@ test('the protocol walkthrough runs the protocol for real and rejects a tampered
 });
 
 test('the protocol walkthrough refuses bad input with a clear message and exit code 2', async (t) => {
-  const err = await t.throwsAsync(run(process.execPath, ['--import', 'tsx', 'scripts/demo.ts', '--amount', 'lots'], { cwd: ROOT }));
+  const err = await t.throwsAsync(run(process.execPath, ['--conditions=dt-source', '--import', 'tsx', 'scripts/demo.ts', '--amount', 'lots'], { cwd: ROOT }));
   const e = err as unknown as { code: number; stderr: string };
   t.is(e.code, 2);
   t.regex(e.stderr, /--amount must be an integer/);
@@ -64,6 +64,6 @@ test('the protocol walkthrough refuses bad input with a clear message and exit c
 
 test('the README main job (npm run demo) is the end-to-end story that story.test.ts runs', (t) => {
   const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
-  t.is(pkg.scripts['demo'], 'node --import tsx scripts/story.ts');
-  t.is(pkg.scripts['walkthrough'], 'node --import tsx scripts/demo.ts');
+  t.is(pkg.scripts['demo'], 'node --conditions=dt-source --import tsx scripts/story.ts');
+  t.is(pkg.scripts['walkthrough'], 'node --conditions=dt-source --import tsx scripts/demo.ts');
 });

@@ -272,7 +272,7 @@ test.serial('(c) terminal process SIGKILLed right after APPROVED: the reopened j
   }
   const amount = 80_000;
 
-  const child = spawn(process.execPath, ['--import', 'tsx', CHILD, dataDir, spec, String(amount)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--conditions=dt-source', '--import', 'tsx', CHILD, dataDir, spec, String(amount)], { stdio: ['ignore', 'pipe', 'pipe'] });
   procs.push(child);
   let stdout = '';
   let stderr = '';

@@ -29,7 +29,7 @@ interface Run { code: number | null; stdout: string; stderr: string }
 
 function runStory(args: string[]): Promise<Run> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'scripts', 'story.ts'), ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--conditions=dt-source', '--import', 'tsx', join(root, 'scripts', 'story.ts'), ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -150,7 +150,7 @@ test('bad usage exits 2; --help exits 0', async (t) => {
 });
 
 test('Ctrl-C: the story stops everything, removes its temp dir and exits 130', async (t) => {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'scripts', 'story.ts'), '--in-process'], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--conditions=dt-source', '--import', 'tsx', join(root, 'scripts', 'story.ts'), '--in-process'], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   let dir: string | undefined;

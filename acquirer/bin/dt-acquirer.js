@@ -1,7 +1,10 @@
 #!/usr/bin/env node
-// Entry point of the `dt-acquirer` command: loads the TypeScript sources through tsx
-// (the workspace ships sources, not a build).
-import { register } from 'tsx/esm/api';
+// Entry point of the `dt-acquirer` command. An installed package runs the built JavaScript
+// (dist/); in the repo, where the TypeScript sources sit next to bin/, it runs them
+// through tsx (scripts/dev-source.mjs), so no build step is needed.
+import { existsSync } from 'node:fs';
 
-register();
-await import('../src/cli.ts');
+const source = new URL('../src/cli.ts', import.meta.url);
+const fromSource = existsSync(source);
+if (fromSource) await import('../../scripts/dev-source.mjs');
+await import(fromSource ? source.href : '../dist/cli.js');

@@ -275,7 +275,7 @@ export class Forwarder {
       verified = verifySettleAnswer(answer, group, this.ledgerCert, this.verifier);
     } catch (e) {
       // Fail closed: an answer we cannot verify is not recorded; retry later.
-      throw new Error(`LEDGER_BAD_RESPONSE: ${(e as Error).message}`);
+      throw new Error(`LEDGER_BAD_RESPONSE: ${(e as Error).message}`, { cause: e });
     }
     this.opts.beforeRecord?.();
     const n = this.store.recordOutcomes(verified, this.opts.now());

@@ -24,7 +24,7 @@ export function readAcquirerKey(file: string): Signer {
     mode = statSync(file).mode;
     text = readFileSync(file, 'utf8');
   } catch (e) {
-    throw new Error(`cannot read the acquirer key file ${file}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`);
+    throw new Error(`cannot read the acquirer key file ${file}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`, { cause: e });
   }
   if ((mode & 0o077) !== 0) throw new Error(`the acquirer key file ${file} is readable by others (mode ${(mode & 0o777).toString(8)}); chmod 600 it`);
   let j: { alg?: unknown; secretKey?: unknown; publicKey?: unknown };

@@ -124,7 +124,9 @@ export function loadTrust(
   try {
     [acquirer] = verifyChain([cfg.acquirerCert, cfg.bankCert], { root, at, leafRole: Role.ACQUIRER, verifier }) as [VerifiedCertificate];
   } catch (e) {
-    throw new Error(`the acquirer certificate is not an ACQUIRER certificate of this bank, valid now: ${isDtError(e) ? e.code : (e as Error).message}`);
+    throw new Error(`the acquirer certificate is not an ACQUIRER certificate of this bank, valid now: ${isDtError(e) ? e.code : (e as Error).message}`, {
+      cause: e,
+    });
   }
   if (!bytesEqual(acquirer.kid, cfg.acquirerKid)) throw new Error('the acquirer key is not the key of the acquirer certificate');
   return { root, bank: bank!, ledger: ledger!, acquirer, verifier };

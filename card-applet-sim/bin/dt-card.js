@@ -1,8 +1,11 @@
 #!/usr/bin/env node
-// dt-card: runs the TypeScript CLI (src/cli.ts) through tsx, so no build step
-// is needed. Usage: dt-card --help
-import { register } from 'tsx/esm/api';
+// Entry point of the `dt-card` command. An installed package runs the built JavaScript
+// (dist/); in the repo, where the TypeScript sources sit next to bin/, it runs them
+// through tsx (scripts/dev-source.mjs), so no build step is needed.
+import { existsSync } from 'node:fs';
 
-register();
-const { main } = await import('../src/cli.ts');
+const source = new URL('../src/cli.ts', import.meta.url);
+const fromSource = existsSync(source);
+if (fromSource) await import('../../scripts/dev-source.mjs');
+const { main } = await import(fromSource ? source.href : '../dist/cli.js');
 await main();

@@ -180,6 +180,7 @@ export class VirtualHidCard implements HidDevice {
   /** Resolves with the next input report. */
   read(options: { signal?: AbortSignalLike } = {}): Promise<Uint8Array> {
     const { signal } = options;
+    // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- the abort reason, passed on as it came
     if (signal?.aborted) return Promise.reject(signal.reason ?? new AbortError());
     if (!this.#connected) return Promise.reject(new HidDisconnectedError());
     const next = this.#queue.shift();
@@ -197,6 +198,7 @@ export class VirtualHidCard implements HidDevice {
       };
       const onAbort = (): void => {
         this.#waiters = this.#waiters.filter((w) => w !== waiter);
+        // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- the abort reason, passed on as it came
         reject(signal?.reason ?? new AbortError());
       };
       signal?.addEventListener('abort', onAbort, { once: true });

@@ -363,6 +363,7 @@ export class SerialTransport implements ApduTransport {
       const onAbort = (): void => {
         clearTimeout(timer);
         this.#listener = undefined;
+        // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- the abort reason, passed on as it came
         reject(signal?.reason ?? new AbortError());
       };
       const timer = setTimeout(() => finish({ kind: 'timeout' }), this.#timeoutMs);

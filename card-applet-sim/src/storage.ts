@@ -277,7 +277,7 @@ function acquireLock(path: string): void {
       return;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      let pid = NaN;
+      let pid: number;
       try {
         pid = Number.parseInt(readFileSync(lp, 'utf8'), 10);
       } catch {

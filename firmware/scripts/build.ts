@@ -25,6 +25,9 @@ export async function buildBundle(outfile: string = BUNDLE_PATH): Promise<string
     platform: 'neutral',
     // Neutral has no default main fields; the dependencies (noble, cbor-x) publish ESM.
     mainFields: ['module', 'main'],
+    // The @dt packages from their TypeScript sources (no build of protocol/ needed); `module` is
+    // the condition esbuild adds by itself when none are given.
+    conditions: ['dt-source', 'module'],
     format: 'iife',
     globalName: GLOBAL_NAME,
     target: 'es2020',

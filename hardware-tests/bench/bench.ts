@@ -48,10 +48,9 @@
 import { execFile, spawnSync } from 'node:child_process';
 import { existsSync, writeFileSync, renameSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
+import { parseArgs, promisify } from 'node:util';
 import { cpus, hostname } from 'node:os';
 import { resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import {
   LIMITS, createTrustStore, decodeMessage, nobleVerifier, openSigned, validateHandover, type Verifier,

@@ -264,7 +264,7 @@ async function replayCommand(args: string[], o: ReplayOpts): Promise<number> {
 
 async function readersCommand(o: { wait: number; json?: boolean }): Promise<number> {
   const pcsc = new PcscReaders({ reconnectDelayMs: 60_000 });
-  let readers: { name: string; cardPresent: boolean; atr?: string }[] = [];
+  let readers: { name: string; cardPresent: boolean; atr?: string }[];
   let error: string | undefined;
   try {
     await pcsc.waitForReaders(o.wait * 1000);

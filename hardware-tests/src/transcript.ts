@@ -120,6 +120,7 @@ function hexLine(bytes: Uint8Array, mask?: Uint8Array): string {
 
 /** Header values are single-line text: control characters would let a reader name forge lines. */
 function clean(value: string): string {
+  // eslint-disable-next-line no-control-regex -- control characters are what it removes
   return value.replace(/[\u0000-\u001f\u007f]/g, ' ').slice(0, 512);
 }
 

@@ -108,10 +108,9 @@ function decodeEntities(s: string, where: string): string {
  * character references, no forbidden characters. Throws on anything else.
  */
 export function parseXml(xml: string): XmlElement {
-  let i = 0;
   const decl = /^<\?xml version="1\.0" encoding="UTF-8"\?>\n/.exec(xml);
   if (!decl) throw new Error('missing XML declaration');
-  i = decl[0].length;
+  let i = decl[0].length;
   const stack: XmlElement[] = [];
   let root: XmlElement | undefined;
   while (i < xml.length) {

@@ -119,6 +119,7 @@ test('HTML: self-contained (nothing fetched), everything escaped, data block par
   t.false(html.includes(`<b>&"'`));
   t.is(html.split('</script>').length - 1, 2);
   t.false(html.includes('<!--'));
+  // eslint-disable-next-line no-control-regex -- looks for the control characters the report must not contain
   t.false(/[\u0001\u0008\u000b\u001b\uffff]/.test(html));
   t.true(html.includes('&lt;b&gt;&amp;&quot;&apos;&lt;/b&gt;'));
   // Tables: one row per case with its status class; the endurance rounds; the phase table.

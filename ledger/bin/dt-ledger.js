@@ -1,6 +1,10 @@
 #!/usr/bin/env node
-// Launcher: the ledger is TypeScript run through tsx (as every package of this repo).
-import { register } from 'tsx/esm/api';
+// Entry point of the `dt-ledger` command. An installed package runs the built JavaScript
+// (dist/); in the repo, where the TypeScript sources sit next to bin/, it runs them
+// through tsx (scripts/dev-source.mjs), so no build step is needed.
+import { existsSync } from 'node:fs';
 
-register();
-await import('../src/cli.ts');
+const source = new URL('../src/cli.ts', import.meta.url);
+const fromSource = existsSync(source);
+if (fromSource) await import('../../scripts/dev-source.mjs');
+await import(fromSource ? source.href : '../dist/cli.js');

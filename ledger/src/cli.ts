@@ -213,8 +213,8 @@ export function buildProgram(): Command {
       await ledger.storage.close();
       process.exit(0);
     };
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
+    process.once('SIGINT', () => void stop());
+    process.once('SIGTERM', () => void stop());
   });
 
   program

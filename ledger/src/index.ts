@@ -13,6 +13,7 @@ export { openPostgresStorage, type PostgresConfig } from './storage/postgres.ts'
 export * from './server.ts';
 export * from './errors.ts';
 export * from './acquirers.ts';
+export * from './validation.ts';
 export * from './pool.ts';
 export { startPgCluster, pgAvailable, type PgCluster } from './pg-cluster.ts';
 export { buildProgram, openDataDir, readKeyFile, writeKeyFile, type DataDir } from './cli.ts';

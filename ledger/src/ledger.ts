@@ -27,7 +27,7 @@ import {
 import { nativeVerifier } from '@dt/protocol/native';
 import type { LedgerStorage, SqlTx } from './storage/types.ts';
 import { openLoadOrder } from './load.ts';
-import { cachingCardChainVerifier, cachingTransferOpener, memoVerifier } from './pool.ts';
+import { cachingCardChainVerifier, cachingTransferOpener, memoVerifier, type HandoverValidator, type ValidationJob } from './validation.ts';
 
 /** Stable error codes of the ledger's API (HTTP 4xx bodies carry them). */
 export const LedgerErrorCode = {
@@ -56,16 +56,6 @@ export class LedgerError extends Error {
     this.name = 'LedgerError';
   }
 }
-
-/** One handover to validate: bytes, the batch's terminal and the latest acceptable transfer time. */
-export interface ValidationJob {
-  readonly handover: Uint8Array;
-  readonly payee: Uint8Array;
-  readonly notAfter: number;
-}
-
-/** Validates many handovers (in process, or on a worker pool: see `pool.ts`). */
-export type HandoverValidator = (jobs: readonly ValidationJob[]) => Promise<HandoverResult[]>;
 
 /** Options of {@link Ledger.open}. */
 export interface LedgerOptions {

@@ -10,85 +10,8 @@
  */
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
-import { createHash } from 'node:crypto';
-import {
-  openSigned, payloadHash, Role, utf8, verifyChain,
-  type CardChainVerifier, type HandoverResult, type OpenedMessage, type TransferOpener, type VerifiedCertificate, type Verifier,
-} from '@dt/protocol';
-import type { HandoverValidator, ValidationJob } from './ledger.ts';
-
-/**
- * Wraps a verifier with a bounded memo of successful verifications, keyed by
- * SHA-256(lengths || publicKey || signature || message). Only `true` results are kept, so
- * a cached answer is always one the inner verifier actually gave.
- */
-export function memoVerifier(inner: Verifier, maxEntries = 50_000): Verifier & { hits: number; misses: number } {
-  const seen = new Set<string>();
-  const v = {
-    hits: 0,
-    misses: 0,
-    verify(signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array): boolean {
-      // Length-prefixed, so no (signature, message) split can collide with another one.
-      const lens = new Uint32Array([publicKey.length, signature.length, message.length]);
-      const k = createHash('sha256').update(new Uint8Array(lens.buffer)).update(publicKey).update(signature).update(message).digest('base64');
-      if (seen.has(k)) {
-        v.hits++;
-        return true;
-      }
-      v.misses++;
-      const ok = inner.verify(signature, message, publicKey);
-      if (ok) {
-        if (seen.size >= maxEntries) seen.delete(seen.values().next().value as string);
-        seen.add(k);
-      }
-      return ok;
-    },
-  };
-  return v;
-}
-
-/**
- * A bounded cache of parsed Transfers keyed by SHA-256 of their bytes: parsing
- * is a pure function of the bytes, and each handover repeats the card's whole
- * history. Results are shared, so callers must treat them as read-only (the
- * validator does).
- */
-export function cachingTransferOpener(maxEntries = 10_000): TransferOpener {
-  const cache = new Map<string, OpenedMessage<'Transfer'> & { hash: Uint8Array }>();
-  return (bytes) => {
-    const k = createHash('sha256').update(bytes).digest('base64');
-    const hit = cache.get(k);
-    if (hit) return hit;
-    const o = openSigned('Transfer', bytes);
-    const opened = { ...o, hash: payloadHash(o.cose) };
-    if (cache.size >= maxEntries) cache.delete(cache.keys().next().value as string);
-    cache.set(k, opened);
-    return opened;
-  };
-}
-
-/**
- * A {@link CardChainVerifier} that remembers chains that verified, with the
- * time window in which all their certificates are valid; a cached chain is
- * reused only for a time inside that window (anything else is verified again,
- * so expiry and not-yet-valid errors are exactly those of `verifyChain`).
- */
-export function cachingCardChainVerifier(root: VerifiedCertificate, verifier: Verifier, maxEntries = 10_000): CardChainVerifier {
-  const cache = new Map<string, { certs: VerifiedCertificate[]; from: number; to: number }>();
-  return (chain, at) => {
-    const h = createHash('sha256');
-    for (const c of chain) h.update(new Uint8Array(new Uint32Array([c.length]).buffer)).update(c);
-    const k = h.digest('base64');
-    const hit = cache.get(k);
-    if (hit && at >= hit.from && at <= hit.to) return hit.certs;
-    const certs = verifyChain(chain, { root, at, leafRole: Role.CARD, verifier });
-    const from = Math.max(...certs.map((c) => c.claims.nbf));
-    const to = Math.min(...certs.map((c) => c.claims.exp));
-    if (cache.size >= maxEntries) cache.delete(cache.keys().next().value as string);
-    cache.set(k, { certs, from, to });
-    return certs;
-  };
-}
+import { utf8, type HandoverResult } from '@dt/protocol';
+import type { HandoverValidator, ValidationJob } from './validation.ts';
 
 /** Options of {@link createValidatorPool}. */
 export interface ValidatorPoolOptions {
@@ -130,6 +53,14 @@ export function affinityOf(handover: Uint8Array): number {
   return (b[k + 2]! << 8) | b[k + 3]!;
 }
 
+// Run from the TypeScript sources (the repo, under tsx), a JS bootstrap registers the TypeScript
+// loader inside the worker (see validate-worker.mjs), and the worker needs the dt-source condition:
+// worker threads inherit neither the parent's loader hooks nor a condition they added. Built, the
+// worker is plain JavaScript and inherits the parent's options.
+const FROM_SOURCE = import.meta.url.endsWith('.ts');
+const WORKER = new URL(FROM_SOURCE ? './validate-worker.mjs' : './validate-worker.js', import.meta.url);
+const WORKER_ARGV = FROM_SOURCE ? ['--conditions=dt-source'] : undefined;
+
 /** Starts worker threads that validate handovers with the native verifier. */
 export async function createValidatorPool(opts: ValidatorPoolOptions): Promise<ValidatorPool> {
   const size = Math.max(1, opts.workers ?? availableParallelism());
@@ -137,8 +68,8 @@ export async function createValidatorPool(opts: ValidatorPoolOptions): Promise<V
   const pending = new Map<number, Pending>();
   let nextId = 0;
   for (let i = 0; i < size; i++) {
-    // A JS bootstrap registers the TypeScript loader inside the worker (see validate-worker.mjs).
-    const w = new Worker(new URL('./validate-worker.mjs', import.meta.url), {
+    const w = new Worker(WORKER, {
+      execArgv: WORKER_ARGV,
       workerData: { rootCert: opts.rootCert, ledgerCert: opts.ledgerCert, at: opts.at },
       resourceLimits: { maxOldGenerationSizeMb: opts.maxWorkerHeapMb ?? 256 },
     });

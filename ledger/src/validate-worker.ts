@@ -7,8 +7,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { createTrustStore, validateHandover } from '@dt/protocol';
 import { nativeVerifier } from '@dt/protocol/native';
-import { cachingCardChainVerifier, cachingTransferOpener, memoVerifier } from './pool.ts';
-import type { ValidationJob } from './ledger.ts';
+import { cachingCardChainVerifier, cachingTransferOpener, memoVerifier, type ValidationJob } from './validation.ts';
 
 const data = workerData as { rootCert: Uint8Array; ledgerCert: Uint8Array; at: number };
 const verifier = memoVerifier(nativeVerifier);

@@ -3,7 +3,7 @@ import { encodeMessage, decodeMessage, ErrorCode, OutcomeStatus, validateHandove
 import { nativeVerifier } from '@dt/protocol/native';
 import { createPki, issueCard } from '../src/pki.ts';
 import { createTestLedger } from '../src/testkit.ts';
-import { cachingCardChainVerifier, memoVerifier } from '../src/pool.ts';
+import { cachingCardChainVerifier, memoVerifier } from '../src/validation.ts';
 import { outcomes } from './_helpers.ts';
 
 test('the worker pool validates like the in-thread validator and memoizes repeated signatures', async (t) => {

@@ -19,10 +19,9 @@
 import { DtError, ErrorCode, isDtError } from './errors.ts';
 import { bytesEqual, toHex } from './bytes.ts';
 import { addAmounts, sumAmounts } from './amounts.ts';
-import { outputId } from './ids.ts';
+import { GENESIS_PREV, outputId } from './ids.ts';
 import { keyId, nobleVerifier, type Verifier } from './crypto/suite.ts';
 import { decodeRelaxed, encodeDeterministic } from './cbor/deterministic.ts';
-import { GENESIS_PREV } from './ids.ts';
 import { encodeStruct } from './schema/dsl.ts';
 import {
   Cvm, LIMITS, MarkSchema, Role,

@@ -84,7 +84,7 @@ function expectCode(fn: () => unknown, code: ErrorCode): void {
     fn();
   } catch (e) {
     if (isDtError(e, code)) return;
-    throw new Error(`expected ${code}, got ${String(e)}`);
+    throw new Error(`expected ${code}, got ${String(e)}`, { cause: e });
   }
   throw new Error(`expected ${code}, nothing thrown`);
 }
@@ -188,6 +188,10 @@ function valueMutations(kind: FieldKind, slot: Slot, path: string): Mutation[] {
     }
     case 'struct':
       out.push(...structMutations(kind.schema, { get: (r) => slot.get(r) as CborMap }, path));
+      break;
+    case 'int':
+    case 'bool':
+      // No bounds to cross: a bool gets only the wrong-type mutation below, an int none.
       break;
   }
   if (kind.kind !== 'int') set('wrong CBOR type', ErrorCode.SCHEMA_WRONG_TYPE, () => wrongType(kind));

@@ -1,8 +1,11 @@
 #!/usr/bin/env node
-// Entry point of the `dt-pos` command: loads the TypeScript sources through tsx
-// (the workspace ships sources, not a build).
-import { register } from 'tsx/esm/api';
+// Entry point of the `dt-pos` command. An installed package runs the built JavaScript
+// (dist/); in the repo, where the TypeScript sources sit next to bin/, it runs them
+// through tsx (scripts/dev-source.mjs), so no build step is needed.
+import { existsSync } from 'node:fs';
 
-register();
-const { run } = await import('../src/cli/main.ts');
+const source = new URL('../src/cli/main.ts', import.meta.url);
+const fromSource = existsSync(source);
+if (fromSource) await import('../../scripts/dev-source.mjs');
+const { run } = await import(fromSource ? source.href : '../dist/cli/main.js');
 process.exitCode = await run(process.argv);

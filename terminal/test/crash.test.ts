@@ -86,7 +86,7 @@ test('crash test: SIGKILL the terminal at random points during taps and syncs; n
   let lines = 0;
   let syncs = 0;
   for (let it = 0; it < ITERATIONS; it++) {
-    const child = spawn(process.execPath, ['--import', 'tsx', CHILD, dataDir, world.acquirer.url, String(SEED + it), kids.join(','), ptys.join(',')], {
+    const child = spawn(process.execPath, ['--conditions=dt-source', '--import', 'tsx', CHILD, dataDir, world.acquirer.url, String(SEED + it), kids.join(','), ptys.join(',')], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     procs.push(child);

@@ -71,7 +71,7 @@ export async function startBackOffice(dir: string): Promise<BackOffice> {
       closed = true;
       await bo.acquirer.close().catch(() => {});
       await ledgerServer.close().catch(() => {});
-      storage.close();
+      await storage.close();
     },
   };
   await bo.acquirer.refreshCrl();

@@ -77,7 +77,7 @@ export async function startLabWorld(dir: string, o: { load?: number; limits?: { 
     pki, ledgerUrl: server.url, stateFile, terminalDir, loaded: load,
     async close() {
       await server.close().catch(() => {});
-      storage.close();
+      await storage.close();
     },
   };
 }

@@ -291,7 +291,7 @@ export async function startLabWorld(
       await control.close();
       for (const j of journals) j.close();
       await server.close().catch(() => undefined);
-      ledgerStorage.close();
+      await ledgerStorage.close();
       rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -95,6 +95,7 @@ export class AbortError extends DtError {
 
 /** Throws the signal's reason (or an {@link AbortError}) when it has aborted. */
 export function throwIfAborted(signal: AbortSignalLike | undefined): void {
+  // eslint-disable-next-line @typescript-eslint/only-throw-error -- the abort reason, thrown as the caller gave it
   if (signal?.aborted) throw signal.reason ?? new AbortError();
 }
 

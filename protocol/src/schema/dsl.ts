@@ -32,6 +32,7 @@ export interface StructKind<S extends StructSchema = StructSchema> { readonly ki
 export interface ConstKind { readonly kind: 'const'; readonly value: number; readonly code: ErrorCode }
 
 /** Every field kind. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- any kind of item or struct: the union must accept every instantiation
 export type FieldKind = UintKind | IntKind | BytesKind | TextKind | BoolKind | ArrayKind<any> | StructKind<any> | ConstKind;
 
 /** One field of a struct: CBOR map key, property name, kind, optionality. */

@@ -173,6 +173,7 @@ export class ConsolePinPad implements PinPad {
         stdin.off('data', onData);
         stdin.setRawMode(false);
         stdin.pause();
+        // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- a stdin error, passed on as it came
         if (e) reject(e);
         else resolveP(v);
       };
@@ -468,7 +469,7 @@ export function buildProgram(): Command {
     .action(async (o: { wait: number }, cmd: Command) => {
       const g = globals(cmd);
       const pcsc = new PcscReaders({ reconnectDelayMs: 60_000 });
-      let readers: { name: string; cardPresent: boolean }[] = [];
+      let readers: { name: string; cardPresent: boolean }[];
       let pcscError: string | undefined;
       try {
         await pcsc.waitForReaders(o.wait * 1000);
