@@ -192,11 +192,17 @@ export class RecordStore {
 
   /** The recording as text, one `=>` and one `<=` line per exchange after the `comments` (each written as `# ...`). */
   toString(comments: readonly string[] = []): string {
-    const out = comments.map((c) => `# ${c}`.trimEnd());
+    // eslint-disable-next-line no-control-regex -- control characters in a comment would forge lines
+    const out = comments.map((c) => `# ${c.replace(/[\u0000-\u001f\u007f]/g, ' ')}`.trimEnd());
     for (const x of this.#exchanges) {
       out.push(`=> ${toHex(x.command)}`);
-      if (x.response) out.push(`<= ${toHex(x.response)}`);
-      else out.push('<=', `# no answer: ${(x.noAnswer ?? 'no answer').replace(/[\u0000-\u001f\u007f]/g, ' ')}`);
+      if (x.response) {
+        out.push(`<= ${toHex(x.response)}`);
+        continue;
+      }
+      // One line of text: a control character in the reason would forge lines.
+      // eslint-disable-next-line no-control-regex -- control characters are what it removes
+      out.push('<=', `# no answer: ${(x.noAnswer ?? 'no answer').replace(/[\u0000-\u001f\u007f]/g, ' ')}`);
     }
     return out.join('\n') + '\n';
   }
