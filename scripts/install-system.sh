@@ -6,13 +6,14 @@
 #   socat                    pty pairs for the serial transport
 #   postgresql               the ledger's PostgreSQL backend (tests start a throwaway cluster)
 #   python3, make, g++       node-gyp builds of native modules (better-sqlite3, pcsclite)
+#   gcc, libc6-dev           the pcscd shim that gives vpcd's sockets TCP_NODELAY (card-applet-sim/native)
 #   chromium                 headless browser: the lab suite's test opens the HTML report and checks its plots
 # Idempotent: does nothing when everything is present. Needs root to install;
 # without root it lists what is missing and exits 0 so that the caller can
 # decide (tests that need a missing component fail with a clear message).
 set -euo pipefail
 
-PACKAGES=(pcscd vsmartcard-vpcd libpcsclite-dev pcsc-tools socat postgresql python3 make g++ chromium)
+PACKAGES=(pcscd vsmartcard-vpcd libpcsclite-dev pcsc-tools socat postgresql python3 make g++ gcc libc6-dev chromium)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

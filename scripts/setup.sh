@@ -2,7 +2,9 @@
 # One-step setup for a fresh clone: system packages (as root), then npm
 # packages from the lockfile. Install scripts run only for the packages
 # approved in package.json "allowScripts" (native builds: better-sqlite3,
-# @pokusew/pcsclite, cbor-extract; esbuild's binary check).
+# @pokusew/pcsclite, cbor-extract; esbuild's binary check). Last, the pcscd
+# shim that sets TCP_NODELAY on the vpcd driver's sockets is compiled with
+# the machine's C compiler (card-applet-sim/native; never committed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,4 +21,10 @@ fi
 
 # Fail early and clearly if a native module did not build.
 node -e 'require("better-sqlite3")' 2>/dev/null || { echo "setup: better-sqlite3 did not build; run: npm rebuild better-sqlite3" >&2; exit 1; }
+# The private pcscd of tests, demo, lab and bench preloads it: without it every APDU through
+# Debian's vpcd waits ~40 ms for a delayed ACK (card-applet-sim/native/vpcd-nodelay.c says why).
+if ! bash card-applet-sim/native/build.sh; then
+  echo "setup: the vpcd TCP_NODELAY shim did not build; the private pcscd still works without it, but every APDU through vpcd costs ~40 ms more (fix the compiler error above and run npm run setup again)" >&2
+  exit 1
+fi
 echo "setup: done"

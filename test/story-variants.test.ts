@@ -66,7 +66,7 @@ async function setup(t: ExecutionContext): Promise<{ dir: string; bo: BackOffice
 /** The card in a reader: through pcscd on `slot` when available, else in-process. */
 function insert(t: ExecutionContext, card: SimulatedCard, slot: number): CardReader {
   if (pcscd && pcsc) {
-    const vpcd = new VpcdClient(card, { port: pcscd.vpcdPort, slot, reinsertDelayMs: 200 });
+    const vpcd = new VpcdClient(card, { port: pcscd.vpcdPort, slot, reinsertDelayMs: 1000 });
     vpcd.start();
     t.teardown(() => vpcd.stop());
     return pcsc.reader(pcscd.readers[slot]);

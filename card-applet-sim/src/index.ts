@@ -34,8 +34,8 @@ export type {
   CardControlClient, CardControlServer, CardControlServerOptions, CardControlStatus, CardHolder, ConnectCardControlOptions,
 } from './control.ts';
 export type { VpcdClientEvents, VpcdClientOptions } from './vpcd.ts';
-export { startPcscd, pcscdUnavailableReason, freePortPair, PcscdUnavailableError, VPCD_DRIVER } from './pcscd.ts';
-export type { PcscdHandle, StartPcscdOptions } from './pcscd.ts';
+export { startPcscd, pcscdUnavailableReason, freePortPair, PcscdUnavailableError, VPCD_DRIVER, VPCD_NODELAY_SHIM } from './pcscd.ts';
+export type { PcscdHandle, StartPcscdOptions, VpcdNoDelay } from './pcscd.ts';
 export {
   createDevPki, saveDevPki, loadDevPki, loadOrCreateDevPki, issueDevTerminal, devPaymentRequest, devToken, DEV_PKI_FILE,
 } from './devpki.ts';

@@ -15,6 +15,15 @@
  * Needs root (mount namespaces, bind mounts) and the Debian packages
  * `pcscd` and `vsmartcard-vpcd`.
  *
+ * Latency: Debian's vpcd (0.8) sends each command as two TCP writes (length,
+ * then APDU) without TCP_NODELAY, and the card side's delayed ACK then costs
+ * about 40 ms per APDU. The daemon is started with an LD_PRELOAD shim
+ * (`card-applet-sim/native/vpcd-nodelay.c`, built by `npm run setup`) that
+ * sets TCP_NODELAY on vpcd's sockets inside the real pcscd; the handle's
+ * {@link PcscdHandle.vpcdNoDelay} says whether it is active (checked in the
+ * daemon's `/proc/<pid>/maps`). Without the shim everything works, slower,
+ * and a warning says why.
+ *
  * @example
  * const pcscd = await startPcscd();
  * process.env.PCSCLITE_CSOCK_NAME = pcscd.socketPath; // before loading nfc-pcsc
@@ -27,13 +36,30 @@
 
 import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 /** Where Debian installs the vpcd reader driver. */
 export const VPCD_DRIVER = '/usr/lib/pcsc/drivers/serial/libifdvpcd.so';
+
+/**
+ * The TCP_NODELAY shim for pcscd, as `npm run setup` builds it
+ * (`card-applet-sim/native/build.sh`; never committed).
+ */
+export const VPCD_NODELAY_SHIM = fileURLToPath(new URL('../native/build/libdt-vpcd-nodelay.so', import.meta.url));
+
+/** Whether vpcd's sockets in a private pcscd have TCP_NODELAY (see {@link VPCD_NODELAY_SHIM}). */
+export interface VpcdNoDelay {
+  /** True when the shim is mapped into the daemon (read from its `/proc/<pid>/maps`). */
+  readonly active: boolean;
+  /** Path of the shim the daemon was started with, if any. */
+  readonly shim?: string;
+  /** Why it is not active: disabled, not built, or not loaded. */
+  readonly reason?: string;
+}
 
 /** Options of {@link startPcscd}. */
 export interface StartPcscdOptions {
@@ -52,6 +78,12 @@ export interface StartPcscdOptions {
    * Default: a new temporary directory.
    */
   socketPath?: string;
+  /**
+   * The LD_PRELOAD shim that gives vpcd's sockets TCP_NODELAY (default
+   * {@link VPCD_NODELAY_SHIM}); `false` starts pcscd without it (vpcd then
+   * costs ~40 ms per APDU: for comparisons).
+   */
+  noDelayShim?: string | false;
 }
 
 /** A running private pcscd. */
@@ -68,6 +100,8 @@ export interface PcscdHandle {
   readonly logPath: string;
   /** Process id of the daemon. */
   readonly pid: number;
+  /** Whether the TCP_NODELAY shim is active in the daemon (fast APDUs through vpcd). */
+  readonly vpcdNoDelay: VpcdNoDelay;
   /** Stops the daemon and removes its temporary directory. */
   stop(): Promise<void>;
 }
@@ -178,7 +212,10 @@ export async function startPcscd(options: StartPcscdOptions = {}): Promise<Pcscd
   const logPath = join(dir, 'pcscd.log');
   const log = createWriteStream(logPath);
   const flags = ['--foreground', '-c', confDir, ...(options.debug ? ['--debug', '--apdu'] : [])];
-  const script = `mount --bind ${shellQuote(runDir)} /run/pcscd && exec pcscd ${flags.map(shellQuote).join(' ')}`;
+  const shim = shimFor(options.noDelayShim, dir);
+  // The shim goes into pcscd only (not unshare, sh or mount); its log lines land in pcscd's log.
+  const preload = shim.path !== undefined ? `export LD_PRELOAD=${shellQuote(shim.path)} DT_VPCD_NODELAY_LOG=1 && ` : '';
+  const script = `mount --bind ${shellQuote(runDir)} /run/pcscd && ${preload}exec pcscd ${flags.map(shellQuote).join(' ')}`;
   // unshare without --fork execs sh in the new namespace, and sh execs
   // pcscd: the child pid is the daemon's pid.
   const child = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -206,6 +243,8 @@ export async function startPcscd(options: StartPcscdOptions = {}): Promise<Pcscd
     await stop().catch(() => undefined);
     throw e;
   }
+  const vpcdNoDelay = noDelayState(child.pid!, shim);
+  if (!vpcdNoDelay.active && options.noDelayShim !== false) warnSlowVpcd(vpcdNoDelay.reason!);
   return {
     socketPath,
     vpcdPort,
@@ -213,8 +252,51 @@ export async function startPcscd(options: StartPcscdOptions = {}): Promise<Pcscd
     env: { ...process.env, PCSCLITE_CSOCK_NAME: socketPath },
     logPath,
     pid: child.pid!,
+    vpcdNoDelay,
     stop,
   };
+}
+
+/** The shim to preload, or why there is none. */
+function shimFor(option: string | false | undefined, dir: string): { path?: string; reason?: string } {
+  if (option === false) return { reason: 'disabled (noDelayShim: false)' };
+  const file = option ?? VPCD_NODELAY_SHIM;
+  if (!existsSync(file)) {
+    return {
+      reason: option === undefined
+        ? `shim not built: ${file} is missing (npm run setup builds it with card-applet-sim/native/build.sh)`
+        : `shim ${file} not found`,
+    };
+  }
+  // LD_PRELOAD splits its list on spaces and colons: a path with either goes through a copy.
+  if (/[\s:]/.test(file)) {
+    const copy = join(dir, basename(file).replace(/[\s:]/g, '_'));
+    copyFileSync(file, copy);
+    return { path: realpathSync(copy) };
+  }
+  return { path: realpathSync(file) };
+}
+
+/** Reads the daemon's memory map: the shim is active when the dynamic loader mapped it. */
+function noDelayState(pid: number, shim: { path?: string; reason?: string }): VpcdNoDelay {
+  if (shim.path === undefined) return { active: false, reason: shim.reason! };
+  let maps = '';
+  try {
+    maps = readFileSync(`/proc/${pid}/maps`, 'utf8');
+  } catch (e) {
+    return { active: false, shim: shim.path, reason: `cannot read /proc/${pid}/maps: ${(e as Error).message}` };
+  }
+  return maps.split('\n').some((line) => line.endsWith(` ${shim.path}`))
+    ? { active: true, shim: shim.path }
+    : { active: false, shim: shim.path, reason: `pcscd did not load ${shim.path} (see its log: the dynamic loader says why)` };
+}
+
+let warned = false;
+/** Once per process: every APDU through vpcd will wait for a delayed ACK. */
+function warnSlowVpcd(reason: string): void {
+  if (warned) return;
+  warned = true;
+  process.stderr.write(`startPcscd: vpcd runs without TCP_NODELAY (${reason}): each APDU through the virtual reader costs about 40 ms more\n`);
 }
 
 /** True when something listens on TCP `port` (from /proc/net/tcp, no connection made: vpcd takes one client only). */

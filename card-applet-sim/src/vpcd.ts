@@ -57,7 +57,7 @@ export interface VpcdClientOptions {
   port?: number;
   /** Wait between connection attempts while pcscd is away, in ms (default 500). */
   reconnectMs?: number;
-  /** Time the card stays out of the reader after a power cut or dropped frame, in ms (default 300). */
+  /** Time the card stays out of the reader after a power cut or dropped frame, in ms (default 1000: longer than two of pcscd's 400 ms status polls, so pcscd always sees the card leave and come back). */
   reinsertDelayMs?: number;
 }
 
@@ -111,7 +111,7 @@ export class VpcdClient extends EventEmitter<VpcdClientEvents> {
     this.#port = (options.port ?? VPCD_DEFAULT_PORT) + slot;
     if (this.#port > 65535) throw new RangeError('port out of range');
     this.#reconnectMs = options.reconnectMs ?? 500;
-    this.#reinsertDelayMs = options.reinsertDelayMs ?? 300;
+    this.#reinsertDelayMs = options.reinsertDelayMs ?? 1000;
   }
 
   /** TCP port this client connects to. */

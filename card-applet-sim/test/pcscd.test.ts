@@ -82,7 +82,7 @@ test.before(async () => {
   const storage = FileStorage.create(join(dir, 'slot0.card'));
   const { card } = await readyCard({ storage });
   card.powerOff();
-  const client = new VpcdClient(card, { port: pcscd.vpcdPort, slot: 0, reinsertDelayMs: 300 });
+  const client = new VpcdClient(card, { port: pcscd.vpcdPort, slot: 0, reinsertDelayMs: 1000 });
   client.start();
 
   // Slot 1: a card made and served by the CLI.

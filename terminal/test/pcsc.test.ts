@@ -94,7 +94,7 @@ test.serial('torn tap through a real reader: the card loses power right after si
   await pcsc.waitForReaders(10_000);
   const reader = pcsc.reader(pcscd.readers[0]);
   const card = await loadedCard();
-  const vpcd = new VpcdClient(card, { port: pcscd.vpcdPort, reinsertDelayMs: 200 });
+  const vpcd = new VpcdClient(card, { port: pcscd.vpcdPort, reinsertDelayMs: 1000 });
   vpcd.start();
   t.teardown(() => vpcd.stop());
   // The first GET RESPONSE after PAY: the card has signed and committed; the field is lost.

@@ -1,0 +1,286 @@
+/**
+ * The ledger's headline figures (`npm run bench -- --headline` runs this):
+ * settled transfers per second through the settlement code and configuration
+ * `dt-ledger serve` runs, divided by the native P-256 verifications per
+ * second the same cores do in the same run.
+ *
+ * - The ledger is built as `serve` builds it (ledger/src/cli.ts `openLedger`):
+ *   `Ledger.open({ storage, signer: nativeSigner(ledger key), rootCert,
+ *   ledgerCert })` over `openSqliteStorage(file)` (WAL, synchronous=FULL, on
+ *   disk) or `openPostgresStorage(config)`, default void window, validation
+ *   in the main thread (serve has no worker pool). Batches go to
+ *   `Ledger.settle` exactly as the server's `POST /v1/settle` hands them over
+ *   (in-process: the HTTP layer is not measured), in settle calls grouped as
+ *   the acquirer's forwarder groups them.
+ * - State before measuring (`headline-dataset.ts`): at least `--cards` active
+ *   cards and `--spent-rows` rows in the spent set; the measured cards are
+ *   real (registered, loaded, synced and their earlier payments settled
+ *   through the ledger's API), the rest is added in bulk at the storage level.
+ * - Measured: `--mixed` real, fully signed handovers at 0..5 history hops
+ *   (evenly mixed, one card each, from `--terminals` terminals in batches of
+ *   `--batch`), on SQLite and on PostgreSQL (a throwaway cluster with fsync,
+ *   as the ledger's tests start one); `--hops63` handovers at 63 hops on
+ *   SQLite. Only the `settle` calls are timed; every outcome must be a
+ *   ledger-signed SETTLED and the supply audit must hold afterwards.
+ * - The ceiling: one worker thread per core verifying with the ledger's
+ *   `nativeVerifier`, all at once, for `--ceiling-seconds`, measured right
+ *   before each settlement run (the machine is shared: the ratio compares
+ *   figures taken under the same load).
+ *
+ * Usage: node --conditions=dt-source --import tsx ledger/bench/headline.ts [--cards N] [--spent-rows N]
+ *        [--mixed N] [--hops63 N] [--terminals N] [--batch N] [--ceiling-seconds S] [--out FILE]
+ * Exit codes: 0 written, 1 the benchmark failed, 2 bad usage.
+ *
+ * @module
+ */
+import { availableParallelism, cpus, tmpdir } from 'node:os';
+import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { Worker } from 'node:worker_threads';
+import { OutcomeStatus, verifySigned } from '@dt/protocol';
+import { Ledger } from '../src/ledger.ts';
+import { nativeSigner } from '../src/native-signer.ts';
+import { openSqliteStorage } from '../src/storage/sqlite.ts';
+import { openPostgresStorage } from '../src/storage/postgres.ts';
+import { startPgCluster, type PgCluster } from '../src/pg-cluster.ts';
+import type { LedgerStorage } from '../src/storage/types.ts';
+import {
+  buildDataset, fillBuiltSqlite, fillPostgres, installPostgres, installSqliteFile, tableRows,
+  type Dataset, type Fill, type Workload,
+} from './headline-dataset.ts';
+
+const HELP = `node --conditions=dt-source --import tsx ledger/bench/headline.ts [options]
+
+Settled transfers/s through the ledger as dt-ledger serve runs it, divided by
+the native P-256 verifies/s of all cores, measured in the same run: SQLite and
+PostgreSQL at 0..5 history hops, SQLite at 63 hops. Writes JSON.
+
+Options:
+  --cards N            active cards before measuring (default 100000)
+  --spent-rows N       rows in the spent set before measuring (default 1000000)
+  --mixed N            measured handovers at 0..5 hops, per backend (default 3000)
+  --hops63 N           measured handovers at 63 hops, SQLite (default 150)
+  --terminals N        terminals the payments are spread over (default 200)
+  --batch N            handovers per terminal batch (default 50)
+  --ceiling-seconds S  duration of each verify-ceiling measurement (default 3)
+  --out FILE           output (default ledger/bench-headline.json)
+  --help               this help
+
+Exit codes: 0 written, 1 benchmark failed, 2 bad usage.
+`;
+
+function usage(message: string): never {
+  process.stderr.write(`headline: ${message}\n\n${HELP}`);
+  process.exit(2);
+}
+
+let args;
+try {
+  args = parseArgs({
+    options: {
+      cards: { type: 'string' }, 'spent-rows': { type: 'string' }, mixed: { type: 'string' }, hops63: { type: 'string' },
+      terminals: { type: 'string' }, batch: { type: 'string' }, 'ceiling-seconds': { type: 'string' }, out: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+  }).values;
+} catch (e) {
+  usage((e as Error).message);
+}
+if (args.help) {
+  process.stdout.write(HELP);
+  process.exit(0);
+}
+const num = (v: string | undefined, name: string, def: number, min: number): number => {
+  if (v === undefined) return def;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < min || (name !== 'ceiling-seconds' && !Number.isInteger(n))) usage(`--${name} must be ${name === 'ceiling-seconds' ? 'a number' : 'an integer'} >= ${min}, got ${v}`);
+  return n;
+};
+const CARDS = num(args.cards, 'cards', 100_000, 1);
+const SPENT = num(args['spent-rows'], 'spent-rows', 1_000_000, 0);
+const MIXED = num(args.mixed, 'mixed', 3000, 6);
+const HOPS63 = num(args.hops63, 'hops63', 150, 1);
+const TERMINALS = num(args.terminals, 'terminals', 200, 1);
+const BATCH = num(args.batch, 'batch', 50, 1);
+const CEILING_SECONDS = num(args['ceiling-seconds'], 'ceiling-seconds', 3, 0.2);
+const OUT = args.out ?? new URL('../bench-headline.json', import.meta.url).pathname;
+if (MIXED + HOPS63 > CARDS) usage('--cards must be at least --mixed + --hops63 (the measured cards are among the active ones)');
+
+const log = (s: string): void => void process.stderr.write(`[headline] ${s}\n`);
+const r3 = (x: number): number => Math.round(x * 1000) / 1000;
+
+/** Native P-256 verifies per second of all cores together, right now. */
+async function verifyCeiling(seconds: number): Promise<{ perSecond: number; workers: number; seconds: number }> {
+  const n = availableParallelism();
+  const workers = Array.from({ length: n }, () => new Worker(new URL('./verify-ceiling.mjs', import.meta.url), { workerData: { seconds } }));
+  try {
+    await Promise.all(workers.map((w) => new Promise<void>((res, rej) => {
+      w.once('message', () => res());
+      w.once('error', rej);
+    })));
+    const done = workers.map((w) => new Promise<{ verifies: number; seconds: number }>((res, rej) => {
+      w.once('message', res);
+      w.once('error', rej);
+    }));
+    for (const w of workers) w.postMessage('go');
+    const r = await Promise.all(done);
+    return { perSecond: r.reduce((s, x) => s + x.verifies / x.seconds, 0), workers: n, seconds };
+  } finally {
+    await Promise.all(workers.map((w) => w.terminate()));
+  }
+}
+
+/** The ledger exactly as `dt-ledger serve` opens it (ledger/src/cli.ts openLedger), over `storage`. */
+function openAsServe(ds: Dataset, storage: LedgerStorage): Promise<Ledger> {
+  return Ledger.open({ storage, signer: nativeSigner(ds.pki.ledger.keys), rootCert: ds.pki.issuer.cert, ledgerCert: ds.pki.ledger.cert });
+}
+
+/**
+ * One settle call as the server makes it: `POST /v1/settle` decodes the CBOR
+ * array of batches and calls `ledger.settle(batches)`. (Kept in one place: the
+ * settle API is the seam a change to settlement would move.)
+ */
+function settleAsServer(ledger: Ledger, batches: readonly Uint8Array[]): Promise<Uint8Array[][]> {
+  return ledger.settle(batches);
+}
+
+interface Run {
+  readonly backend: 'sqlite' | 'postgres';
+  readonly hops: string;
+  readonly handovers: number;
+  readonly byHops: Readonly<Record<string, number>>;
+  readonly meanHandoverBytes: number;
+  readonly settleCalls: number;
+  readonly settled: number;
+  readonly seconds: number;
+  readonly settledPerSecond: number;
+  readonly verifyCeiling: { perSecond: number; workers: number; seconds: number };
+  readonly ratio: number;
+  readonly rowsBefore: { spent: number; cards: number };
+  readonly auditOk: boolean;
+}
+
+/** Settles `w` on a fresh serve-configured ledger over `storage`; times only the settle calls. */
+async function measure(ds: Dataset, storage: LedgerStorage, backend: Run['backend'], hops: string, w: Workload): Promise<Run> {
+  const rowsBefore = await tableRows(storage);
+  const ledger = await openAsServe(ds, storage);
+  log(`${backend} ${hops}: verify ceiling (${availableParallelism()} workers, ${CEILING_SECONDS} s)`);
+  const ceiling = await verifyCeiling(CEILING_SECONDS);
+  log(`${backend} ${hops}: ceiling ${ceiling.perSecond.toFixed(0)} verifies/s; settling ${w.handovers} handovers in ${w.calls.length} settle calls`);
+  const ledgerKey = ds.pki.ledger.keys.publicKey;
+  let ms = 0;
+  let settled = 0;
+  for (const [i, call] of w.calls.entries()) {
+    const t0 = performance.now();
+    const out = await settleAsServer(ledger, call);
+    ms += performance.now() - t0;
+    // Checked outside the timed part: every outcome is the ledger's signature on SETTLED.
+    for (const batch of out) {
+      for (const o of batch) {
+        const m = verifySigned('Outcome', o, ledgerKey).message;
+        if (m.status !== OutcomeStatus.SETTLED) throw new Error(`${backend} ${hops}: outcome ${m.status} ${m.code ?? ''} instead of SETTLED`);
+        settled++;
+      }
+    }
+    if ((i + 1) % Math.max(1, Math.floor(w.calls.length / 5)) === 0) log(`  ${settled}/${w.handovers} settled, ${(settled / (ms / 1000)).toFixed(0)}/s`);
+  }
+  if (settled !== w.handovers) throw new Error(`${backend} ${hops}: ${settled} settled of ${w.handovers}`);
+  const audit = await ledger.audit();
+  if (!audit.ok) throw new Error(`${backend} ${hops}: supply invariant failed after settlement (difference ${audit.difference})`);
+  const perSecond = settled / (ms / 1000);
+  log(`${backend} ${hops}: ${perSecond.toFixed(0)} settled/s = ${(100 * perSecond / ceiling.perSecond).toFixed(2)}% of the ceiling`);
+  return {
+    backend, hops, handovers: w.handovers, byHops: w.byHops, meanHandoverBytes: w.meanHandoverBytes, settleCalls: w.calls.length,
+    settled, seconds: r3(ms / 1000), settledPerSecond: r3(perSecond), verifyCeiling: { ...ceiling, perSecond: r3(ceiling.perSecond) },
+    ratio: perSecond / ceiling.perSecond, rowsBefore, auditOk: audit.ok,
+  };
+}
+
+async function main(): Promise<Record<string, unknown>> {
+  const started = performance.now();
+  const closers: (() => unknown)[] = [];
+  try {
+    log(`dataset: ${MIXED} mixed + ${HOPS63} 63-hop measured cards through the ledger's API; bulk to ${CARDS} cards and ${SPENT} spent rows`);
+    const ds = await buildDataset({ mixed: MIXED, hops63: HOPS63, terminals: TERMINALS, batchSize: BATCH, log });
+    closers.push(() => ds.dispose());
+    const target = { cards: CARDS, spentRows: SPENT };
+    const fills: Record<string, Fill> = {};
+
+    // PostgreSQL first gets the real part (a throwaway cluster with fsync on, as the ledger's tests and
+    // bench start one), then its bulk part server-side.
+    log('postgres: starting a throwaway cluster');
+    const cluster: PgCluster = startPgCluster({ fsync: true });
+    closers.push(() => cluster.stop());
+    const pg = await openPostgresStorage(cluster.createDatabase(`headline_${process.pid}`));
+    closers.push(() => pg.close());
+    await installPostgres(ds, pg, log);
+    fills.postgres = await fillPostgres(pg, ds, target);
+    log(`postgres: bulk part: ${fills.postgres.cards} cards, ${fills.postgres.transfers} transfers in ${fills.postgres.seconds.toFixed(0)} s`);
+
+    // SQLite: the bulk part goes into the built file on tmpfs, which is then copied to disk and
+    // fsynced, and opened as serve opens it.
+    fills.sqlite = await fillBuiltSqlite(ds, target);
+    log(`sqlite: bulk part: ${fills.sqlite.cards} cards, ${fills.sqlite.transfers} transfers in ${fills.sqlite.seconds.toFixed(0)} s`);
+    const dir = mkdtempSync(join(tmpdir(), 'dt-headline-sqlite-'));
+    closers.push(() => rmSync(dir, { recursive: true, force: true }));
+    const file = join(dir, 'ledger.db');
+    installSqliteFile(ds, file);
+    const sqlite = openSqliteStorage(file);
+    closers.push(() => sqlite.close());
+    const sqliteMixed = await measure(ds, sqlite, 'sqlite', '0..5', ds.mixed);
+    // The same database, a fresh ledger: the 63-hop cards are others, none of it is in memory.
+    const sqlite63 = await measure(ds, sqlite, 'sqlite', '63', ds.hops63);
+    await sqlite.close();
+    closers.pop();
+
+    const pgMixed = await measure(ds, pg, 'postgres', '0..5', ds.mixed);
+
+    return {
+      tool: '@dt/ledger headline bench',
+      date: new Date().toISOString(),
+      host: { node: process.version, cores: availableParallelism(), cpu: cpus()[0]?.model ?? 'unknown' },
+      config: {
+        cards: CARDS, spentRows: SPENT, mixed: MIXED, hops63: HOPS63, terminals: TERMINALS, batchSize: BATCH, ceilingSeconds: CEILING_SECONDS,
+        ledger: 'as dt-ledger serve: Ledger.open({ storage, signer: nativeSigner(ledger key), rootCert, ledgerCert }), default void window, validation in the main thread (no worker pool); batches handed to Ledger.settle in-process as POST /v1/settle does',
+        sqlite: 'openSqliteStorage(file): WAL, synchronous=FULL, file on disk (os.tmpdir())',
+        postgres: 'openPostgresStorage over a throwaway cluster (startPgCluster, fsync on, unix socket)',
+        settleCalls: 'terminal batches shuffled across terminals, at most 32 batches / 2,000 handovers / 16 MiB a call (the acquirer forwarder\'s limits)',
+      },
+      dataset: {
+        realCards: ds.realCards, priorTransfers: ds.priorTransfers, buildSeconds: r3(ds.buildSeconds), bulk: fills,
+        note: 'measured cards built through the ledger API (register, load, sync, earlier payments settled); the other active cards and the historical spent-set rows inserted in bulk at the storage level (ledger/bench/headline-dataset.ts)',
+      },
+      runs: { sqliteMixed, sqliteHops63: sqlite63, postgresMixed: pgMixed },
+      ratios: {
+        ledgerSqliteCeilingRatio: sqliteMixed.ratio,
+        ledgerPostgresCeilingRatio: pgMixed.ratio,
+        ledgerCeilingRatioHops63: sqlite63.ratio,
+      },
+      durationSeconds: r3((performance.now() - started) / 1000),
+    };
+  } finally {
+    for (const c of closers.reverse()) {
+      try {
+        await c();
+      } catch (e) {
+        log(`cleanup: ${(e as Error).message}`);
+      }
+    }
+  }
+}
+
+let exit = 0;
+try {
+  const doc = await main();
+  const tmp = `${OUT}.tmp-${process.pid}`;
+  writeFileSync(tmp, JSON.stringify(doc, null, 2) + '\n');
+  renameSync(tmp, OUT);
+  const r = doc.ratios as Record<string, number>;
+  log(`ratios: sqlite ${r.ledgerSqliteCeilingRatio!.toFixed(4)}, postgres ${r.ledgerPostgresCeilingRatio!.toFixed(4)}, sqlite 63 hops ${r.ledgerCeilingRatioHops63!.toFixed(4)}; results in ${OUT} (${doc.durationSeconds} s)`);
+} catch (e) {
+  process.stderr.write(`headline failed: ${(e as Error).stack ?? String(e)}\n`);
+  exit = 1;
+}
+process.exit(exit);
