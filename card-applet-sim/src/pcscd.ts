@@ -280,7 +280,7 @@ function shimFor(option: string | false | undefined, dir: string): { path?: stri
 /** Reads the daemon's memory map: the shim is active when the dynamic loader mapped it. */
 function noDelayState(pid: number, shim: { path?: string; reason?: string }): VpcdNoDelay {
   if (shim.path === undefined) return { active: false, reason: shim.reason! };
-  let maps = '';
+  let maps: string;
   try {
     maps = readFileSync(`/proc/${pid}/maps`, 'utf8');
   } catch (e) {
