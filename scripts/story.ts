@@ -32,13 +32,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import {
-  CLA, INS, OutcomeStatus, SYNC_P1, decodeDeterministic, encodeDeterministic, formatTenge, openSigned, payloadHash, signSettleRequest, subjectKey, toHex, transmitOk, verifySigned,
-  type ApduTransport,
+  OutcomeStatus, decodeDeterministic, encodeDeterministic, formatTenge, openSigned, payloadHash, signSettleRequest, subjectKey, syncBegin, syncComplete, toHex,
+  verifySigned, type ApduTransport, getStatus, selectApplet,
 } from '@dt/protocol';
 import { MemoryStorage } from '@dt/firmware';
 import {
-  InProcessTransport, SimulatedCard, VpcdClient, getStatus, pcscdUnavailableReason, personalizeCard, selectApplet, startPcscd,
-  type PcscdHandle,
+  InProcessTransport, SimulatedCard, VpcdClient, pcscdUnavailableReason, personalizeCard, startPcscd, type PcscdHandle,
 } from '@dt/card-applet-sim';
 import { Ledger, createPki, nativeSigner, openSqliteStorage, signLoadOrder, startLedgerServer, type AuditReport, type LedgerServer, type LedgerStorage } from '@dt/ledger';
 import { startAcquirer, type RunningAcquirer } from '@dt/acquirer';
@@ -193,11 +192,11 @@ async function postOk(url: string, body: Uint8Array, contentType?: string): Prom
 }
 
 /** SYNC or LOAD through the card's APDUs against the ledger's HTTP API. */
-async function cardSync(t: ApduTransport, ledgerUrl: string, ins: number): Promise<{ ok: true; receipt: Uint8Array } | { ok: false; status: number; code: string }> {
-  const request = await transmitOk(t, { cla: CLA.PROPRIETARY, ins, p1: SYNC_P1.BEGIN, p2: 0, data: rnd16(), le: 256 });
+async function cardSync(t: ApduTransport, ledgerUrl: string, load: boolean): Promise<{ ok: true; receipt: Uint8Array } | { ok: false; status: number; code: string }> {
+  const request = await syncBegin(t, rnd16(), { load });
   const r = await postCbor(`${ledgerUrl}/v1/sync`, request);
   if (r.status !== 200) return { ok: false, status: r.status, code: r.json?.code ?? `HTTP_${r.status}` };
-  await transmitOk(t, { cla: CLA.PROPRIETARY, ins, p1: SYNC_P1.COMPLETE, p2: 0, data: r.bytes });
+  await syncComplete(t, r.bytes, { load });
   return { ok: true, receipt: r.bytes };
 }
 
@@ -277,7 +276,7 @@ async function story(args: Args, out: Output, res: Resources): Promise<Record<st
   await postOk(`${ledgerServer.url}/v1/cards`, encodeDeterministic([p.certificate, pki.bank.cert]));
   await postOk(`${ledgerServer.url}/v1/loads`, signLoadOrder({ card: p.cardKid, amount: STORY.load, id: rnd16(), time: nowSec() }, pki.bank.signer));
   await selectApplet(counter);
-  const load = await cardSync(counter, ledgerServer.url, INS.LOAD);
+  const load = await cardSync(counter, ledgerServer.url, true);
   if (!load.ok) throw new Error(`LOAD refused by the ledger: ${load.code}`);
   const loaded = openSigned('SyncReceipt', load.receipt).message.loaded;
   const afterLoad = (await getStatus(counter)).balance;
@@ -425,7 +424,7 @@ async function story(args: Args, out: Output, res: Resources): Promise<Record<st
   if (genuineVpcd) await genuineVpcd.stop();
   await selectApplet(counter);
   const before = (await getStatus(counter)).balance;
-  const sync = await cardSync(counter, ledgerServer.url, INS.SYNC);
+  const sync = await cardSync(counter, ledgerServer.url, false);
   const cardBalance = (await getStatus(counter)).balance;
   // A revoked card still syncs, but its key gets no fresh tokens: the ledger moves its value
   // to the issuing bank, which pays the owner (SPEC §7.6); the receipt says how much.

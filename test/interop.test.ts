@@ -9,11 +9,11 @@
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
 import {
-  CLA, INS, SYNC_P1, OutcomeStatus, decodeMessage, openSigned, payloadHash, signMessage, toHex, transmitOk,
-  type ApduTransport,
+  CLA, INS, SYNC_P1, OutcomeStatus, decodeMessage, openSigned, payloadHash, signMessage, toHex, transmitOk, type ApduTransport, pay,
+  getStatus, selectApplet,
 } from '@dt/protocol';
 import { MemoryStorage } from '@dt/firmware';
-import { InProcessTransport, SimulatedCard, personalizeCard, pay, getStatus, selectApplet } from '@dt/card-applet-sim';
+import { InProcessTransport, SimulatedCard, personalizeCard } from '@dt/card-applet-sim';
 import { signLoadOrder, type AuditReport } from '@dt/ledger';
 import { createTestLedger, type TestLedger, type TestTerminal } from '@dt/ledger/testkit';
 

@@ -25,10 +25,9 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { INS, toHex } from '@dt/protocol';
+import { INS, toHex, getStatus, selectApplet } from '@dt/protocol';
 import {
-  InProcessTransport, SerialCardEndpoint, VpcdClient, getStatus, openTty, pcscdUnavailableReason, selectApplet, startPcscd,
-  type PcscdHandle, type SimulatedCard,
+  InProcessTransport, SerialCardEndpoint, VpcdClient, openTty, pcscdUnavailableReason, startPcscd, type PcscdHandle, type SimulatedCard,
 } from '@dt/card-applet-sim';
 import { Journal, PcscReaders, TransportReader, saveIdentity, saveTerminalKey, type CardReader, type TapOutcome } from '@dt/terminal';
 import { VARIANT, certifyTerminal, loadedCard, openTerminal, startBackOffice, type BackOffice, type Terminal } from './helpers/variant-world.ts';

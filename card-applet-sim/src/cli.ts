@@ -14,17 +14,19 @@ import { join, resolve } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { MemoryStorage } from '@dt/firmware';
 import type { Storage } from '@dt/firmware';
-import { CARD_TIME_AHEAD, CardStatusError, describeSw, formatTenge, fromHex, keyPairSigner, openSigned, publicKeyOf, swHex, toHex } from '@dt/protocol';
+import {
+  CARD_TIME_AHEAD, CardStatusError, Personalized, describeSw, formatTenge, fromHex, getStatus, keyPairSigner, openSigned, publicKeyOf, selectApplet, swHex, toHex,
+} from '@dt/protocol';
 import { SimulatedCard } from './card.ts';
 import { isPowerCut } from './faults.ts';
 import type { FaultPlan } from './faults.ts';
 import { FileStorage, StateFileError, readStateFile } from './storage.ts';
 import { InProcessTransport } from './inprocess.ts';
 import { loadDevPki, loadOrCreateDevPki } from './devpki.ts';
-import { devIssuingBank, devLoad, getStatus, personalizeCard, selectApplet } from './host.ts';
-import type { IssuingBank } from './host.ts';
+import { devIssuingBank, devLoad, personalizeCard } from './personalize.ts';
+import type { IssuingBank } from './personalize.ts';
 import { VpcdClient, VPCD_CONTROL, VPCD_DEFAULT_PORT } from './vpcd.ts';
-import { startCardControl } from './control.ts';
+import { CardControlError, parseFaultPlan, startCardControl } from './control.ts';
 import type { CardControlServer } from './control.ts';
 import { SerialCardEndpoint, openTty } from './serial.ts';
 
@@ -148,31 +150,30 @@ function readArgFile(path: string): Buffer {
   }
 }
 
+/**
+ * The fault flags of `serve` as a plan, read by the one plan parser (the control
+ * channel's {@link parseFaultPlan}: field types, then the simulator's own checks).
+ */
 function faultPlan(o: Record<string, unknown>): FaultPlan {
-  const plan: FaultPlan = {};
-  if (o.cutAtWrite !== undefined) plan.cutAtWrite = o.cutAtWrite as number;
-  if (o.torn !== undefined) plan.torn = o.torn === true ? true : (o.torn as number);
-  if (o.cutBeforeApdu !== undefined || o.cutBeforeIns !== undefined) {
-    plan.cutBeforeApdu = {};
-    if (o.cutBeforeApdu !== undefined) plan.cutBeforeApdu.index = o.cutBeforeApdu as number;
-    if (o.cutBeforeIns !== undefined) plan.cutBeforeApdu.ins = o.cutBeforeIns as number;
-  }
-  if (o.cutAfterApdu !== undefined || o.cutAfterIns !== undefined) {
-    plan.cutAfterApdu = {};
-    if (o.cutAfterApdu !== undefined) plan.cutAfterApdu.index = o.cutAfterApdu as number;
-    if (o.cutAfterIns !== undefined) plan.cutAfterApdu.ins = o.cutAfterIns as number;
-  }
-  if (o.dropFrame !== undefined) plan.dropFrame = o.dropFrame as number;
-  if (o.corruptFrame !== undefined) plan.corruptFrame = o.corruptFrame as number;
-  if (o.delayMs !== undefined) plan.delayMs = o.delayMs as number;
-  return plan;
+  const selector = (index: unknown, ins: unknown): Record<string, unknown> | undefined =>
+    index === undefined && ins === undefined ? undefined : { ...(index !== undefined ? { index } : {}), ...(ins !== undefined ? { ins } : {}) };
+  return parseFaultPlan({
+    cutAtWrite: o.cutAtWrite,
+    torn: o.torn,
+    cutBeforeApdu: selector(o.cutBeforeApdu, o.cutBeforeIns),
+    cutAfterApdu: selector(o.cutAfterApdu, o.cutAfterIns),
+    dropFrame: o.dropFrame,
+    corruptFrame: o.corruptFrame,
+    delayMs: o.delayMs,
+  });
 }
 
+/** How `show` names the personalization steps done (the bits of CardStatus `personalized`). */
 const PERSONALIZED_BITS: [number, string][] = [
-  [0x01, 'key'],
-  [0x02, 'certificates'],
-  [0x04, 'PIN'],
-  [0x08, 'config'],
+  [Personalized.KEY, 'key'],
+  [Personalized.CERTIFICATES, 'certificates'],
+  [Personalized.PIN, 'PIN'],
+  [Personalized.CONFIG, 'config'],
 ];
 
 async function showCard(file: string, opts: Output): Promise<void> {
@@ -515,6 +516,8 @@ export function buildProgram(): Command {
 function exitCodeOf(e: unknown): number {
   if (e instanceof CommanderError) return e.exitCode === 0 ? ExitCode.OK : ExitCode.USAGE;
   if (e instanceof UsageError) return ExitCode.USAGE;
+  // A fault plan the flags spell wrong (e.g. --torn without --cut-at-write) is a usage error.
+  if (e instanceof CardControlError && e.code === 'BAD_PLAN') return ExitCode.USAGE;
   if (e instanceof CardStatusError) return ExitCode.REFUSED;
   if (isPowerCut(e)) return ExitCode.POWER_CUT;
   if (e instanceof StateFileError) return e.code === 'STATE_MISSING' ? ExitCode.USAGE : ExitCode.STATE_FILE;

@@ -41,11 +41,11 @@ import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer } from 'node:net';
 import type { Server, Socket } from 'node:net';
 import { MemoryStorage } from '@dt/firmware';
+import { FULLY_PERSONALIZED, getStatus, selectApplet } from '@dt/protocol';
 import { SimulatedCard } from './card.ts';
 import { FaultInjector } from './faults.ts';
 import type { ApduSelector, FaultEvent, FaultPlan } from './faults.ts';
 import { InProcessTransport } from './inprocess.ts';
-import { getStatus, selectApplet } from './host.ts';
 
 /** Longest request or answer line, in bytes (without the newline). */
 export const MAX_CONTROL_LINE = 64 * 1024;
@@ -143,8 +143,9 @@ const PLAN_KEYS = new Set(['cutAtWrite', 'torn', 'cutBeforeApdu', 'cutAfterApdu'
 
 /**
  * Reads a {@link FaultPlan} from untrusted JSON: only the plan's keys, each of
- * its type, then the simulator's own plan validation (the same as the
- * `dt-card serve` fault flags). Throws {@link CardControlError} `BAD_PLAN`.
+ * its type, then the simulator's own plan validation. The one fault-plan
+ * parser: the `dt-card serve` fault flags go through it too. Throws
+ * {@link CardControlError} `BAD_PLAN`.
  */
 export function parseFaultPlan(json: unknown): FaultPlan {
   const bad = (message: string): never => {
@@ -198,9 +199,6 @@ export function parseFaultPlan(json: unknown): FaultPlan {
   }
   return plan;
 }
-
-/** Personalization bits of GET STATUS (firmware APDU.md): key, certificates, PIN, config. */
-const FULLY_PERSONALIZED = 0x0f;
 
 /**
  * The card's state read from a copy of its committed memory, the way

@@ -40,7 +40,6 @@ export {
   createDevPki, saveDevPki, loadDevPki, loadOrCreateDevPki, issueDevTerminal, devPaymentRequest, devToken, DEV_PKI_FILE,
 } from './devpki.ts';
 export type { CreateDevPkiOptions, DevParty, DevPki, DevTerminal } from './devpki.ts';
-export {
-  selectApplet, getStatus, getCertificates, verifyPin, changePin, unblockPin, pay, personalizeCard, devLoad, devIssuingBank,
-} from './host.ts';
-export type { CardLimits, DevLoadResult, IssuingBank, PersonalizeOptions, Personalized } from './host.ts';
+// The card's command set (selectApplet, getStatus, pay, ...) is the protocol's (`@dt/protocol`, SPEC §9-10).
+export { personalizeCard, devLoad, devIssuingBank } from './personalize.ts';
+export type { CardLimits, DevLoadResult, IssuingBank, PersonalizeOptions, PersonalizeResult } from './personalize.ts';

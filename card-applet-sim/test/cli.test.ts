@@ -9,20 +9,19 @@ import { mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MemoryStorage, ShadowJournal, decodeState } from '@dt/firmware';
-import { Role, bytesEqual, decodeMessage, openSigned, toHex, verifyChain, verifyCoseSign1, verifyRoot } from '@dt/protocol';
+import {
+  Role, bytesEqual, decodeMessage, openSigned, toHex, verifyChain, verifyCoseSign1, verifyRoot, getCertificates, pay, selectApplet,
+} from '@dt/protocol';
 import type { OpenedMessage } from '@dt/protocol';
 import {
   FileStorage,
   InProcessTransport,
   SimulatedCard,
   createDevPki,
-  getCertificates,
   devPaymentRequest,
   issueDevTerminal,
   loadDevPki,
-  pay,
   readStateFile,
-  selectApplet,
   systemClock,
 } from '../src/index.ts';
 import { tempDir } from './helpers.ts';
@@ -144,7 +143,7 @@ test('personalize from the ledger PKI layout (--ledger-data): the card chain ver
   t.true(bytesEqual(openSigned('Certificate', chain[1]!).message.cnf.coseKey.kid, pki.bank.signer.kid));
 });
 
-test('errors and exit codes: existing file (5), bad PIN format (2), second personalization (6986: 1), serve without a transport (2), missing file (2), unknown option (2)', async (t) => {
+test('errors and exit codes: existing file (5), bad PIN format (2), second personalization (6986: 1), serve without a transport (2), --torn without --cut-at-write (2), missing file (2), unknown option (2)', async (t) => {
   const dir = tempDir();
   t.is((await dtCard(['create', 'x.card'], dir)).code, 0);
   const again = await dtCard(['create', 'x.card'], dir);
@@ -160,6 +159,9 @@ test('errors and exit codes: existing file (5), bad PIN format (2), second perso
   const serve = await dtCard(['serve', 'x.card'], dir);
   t.is(serve.code, 2);
   t.regex(serve.stderr, /exactly one of --vpcd or --serial/);
+  // A fault plan spelled wrong on the command line is a usage error too.
+  const torn = await dtCard(['serve', 'x.card', '--vpcd', '--torn'], dir);
+  t.is(torn.code, 2);
   const missing = await dtCard(['show', 'nope.card'], dir);
   t.is(missing.code, 2);
   t.regex(missing.stderr, /no state file/);

@@ -24,9 +24,10 @@ import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MemoryStorage } from '@dt/firmware';
-import { CLA, INS, SW, decodeResponse, encodeCommand, selectCommand } from '@dt/protocol';
+import { CLA, INS, SW, decodeResponse, encodeCommand, selectCommand, getStatus, selectApplet } from '@dt/protocol';
 import {
-  CardControlError, FaultInjector, FileStorage, InProcessTransport, MAX_CONTROL_LINE, VpcdClient, connectCardControl, getStatus, parseFaultPlan, selectApplet, startCardControl, startPcscd,
+  CardControlError, FaultInjector, FileStorage, InProcessTransport, MAX_CONTROL_LINE, VpcdClient, connectCardControl, parseFaultPlan, startCardControl,
+  startPcscd,
 } from '../src/index.ts';
 import type { CardHolder, PcscdHandle } from '../src/index.ts';
 import { LOADED, needsPcscd, readyCard, tempDir } from './helpers.ts';

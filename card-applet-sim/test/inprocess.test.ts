@@ -11,6 +11,10 @@ import {
   encodeCommand,
   exchange,
   selectCommand,
+  getStatus,
+  pay,
+  selectApplet,
+  verifyPin,
 } from '@dt/protocol';
 import type { ApduTransport } from '@dt/protocol';
 import {
@@ -19,10 +23,6 @@ import {
   InProcessTransport,
   PowerCutError,
   SimulatedCard,
-  getStatus,
-  pay,
-  selectApplet,
-  verifyPin,
 } from '../src/index.ts';
 import { LIMITS, LOADED, PIN, assertValidHandover, readyCard, request } from './helpers.ts';
 

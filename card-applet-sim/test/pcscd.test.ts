@@ -16,9 +16,11 @@ import type { Readable } from 'node:stream';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ATR } from '@dt/firmware';
-import { CLA, INS, SW, decodeMessage, decodeResponse, encodeCommand, exchange, openSigned, selectCommand } from '@dt/protocol';
+import {
+  CLA, INS, SW, decodeMessage, decodeResponse, encodeCommand, exchange, openSigned, selectCommand, getStatus, pay, selectApplet,
+} from '@dt/protocol';
 import type { ApduTransport } from '@dt/protocol';
-import { FileStorage, SimulatedCard, VpcdClient, getStatus, pay, selectApplet, startPcscd } from '../src/index.ts';
+import { FileStorage, SimulatedCard, VpcdClient, startPcscd } from '../src/index.ts';
 import type { PcscdHandle } from '../src/index.ts';
 import { LOADED, assertValidHandover, needsPcscd, readyCard, request, tempDir } from './helpers.ts';
 import { nextCard, nfcTransport, openReader, waitCard } from './nfc.ts';

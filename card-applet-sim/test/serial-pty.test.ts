@@ -10,16 +10,14 @@ import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { getStatus, pay, selectApplet } from '@dt/protocol';
 import {
   FileStorage,
   InProcessTransport,
   SerialCardEndpoint,
   SimulatedCard,
   SerialTransport,
-  getStatus,
   openTty,
-  pay,
-  selectApplet,
 } from '../src/index.ts';
 import { LOADED, assertValidHandover, readyCard, request, tempDir } from './helpers.ts';
 

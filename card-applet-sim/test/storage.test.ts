@@ -2,7 +2,7 @@ import test from 'ava';
 import { copyFileSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { MemoryStorage } from '@dt/firmware';
-import { CardStatusError, SW } from '@dt/protocol';
+import { CardStatusError, SW, getStatus, pay, selectApplet, verifyPin } from '@dt/protocol';
 import {
   FaultInjectingStorage,
   FaultInjector,
@@ -12,10 +12,6 @@ import {
   StateFileError,
   InProcessTransport,
   devLoad,
-  getStatus,
-  pay,
-  selectApplet,
-  verifyPin,
 } from '../src/index.ts';
 import { LIMITS, LOADED, PIN, assertValidHandover, readyCard, request, tempDir, world } from './helpers.ts';
 

@@ -9,6 +9,9 @@ import {
   encodeCommand,
   encodeFrame,
   selectCommand,
+  getStatus,
+  pay,
+  selectApplet,
 } from '@dt/protocol';
 import type { SerialFrame } from '@dt/protocol';
 import {
@@ -20,9 +23,6 @@ import {
   SimulatedCard,
   VirtualHidCard,
   createLinkPair,
-  getStatus,
-  pay,
-  selectApplet,
 } from '../src/index.ts';
 import type { HidDevice } from '../src/index.ts';
 import { LOADED, assertValidHandover, readyCard, request } from './helpers.ts';

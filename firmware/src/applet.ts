@@ -15,23 +15,22 @@
  * @module
  */
 import {
-  addAmounts, bytesEqual, CARD_TIME_AHEAD, CardApduProcessor, CardStatusError, CLA, constantTimeEqual, markAllows, markKey, payeeMark,
+  addAmounts, bytesEqual, CARD_TIME_AHEAD, CardApduProcessor, CardStatusError, CLA, constantTimeEqual, payeeMark,
   CURRENCY_KZT, Cvm, DT_AID, DtError, ErrorCode, encodeDeterministic, encodeMessage, encodeResponse,
   generateKeyPair, INS, keyPairSigner, LIMITS, openSigned, outputId, PERSONALIZE_P1, Role, sha256,
   signMessage, subjectKey, sumAmounts, SW, SYNC_P1, toHex, verifyChain, verifyCoseSign1, verifyRoot, verifySigned,
-  publicKeyOf, type Certificate, type CommandApdu, type ResponseApdu, type Signer, type Transfer,
-  type VerifiedCertificate, DEFAULT_MAX_COMMAND_DATA,
+  publicKeyOf, selectInputs, type Certificate, type CommandApdu, type ResponseApdu, type Signer, type Transfer,
+  type VerifiedCertificate, DEFAULT_MAX_COMMAND_DATA, SELECT_P1P2, DEFAULT_PIN_TRIES, DEFAULT_PUK_TRIES, SYNC_CHALLENGE_LENGTH,
+  WRITE_CERTIFICATES_MAX_SIZE,
+  APPLET_VERSION, Capability, CardStatusSchema, ChangePinSchema, decodeFormat, encodeFormat, Personalized,
+  PIN_LENGTH, PROTOCOL_VERSION, PUK_LENGTH, SelectResponseSchema, SetConfigSchema, SetPinSchema, UnblockPinSchema,
+  WriteCertificatesSchema,
 } from '@dt/protocol';
 import type { Hal } from './hal.ts';
 import { ShadowJournal } from './journal.ts';
 import {
   blankState, decodeState, encodeState, NONCE_MEMORY, PIN_FIELD, type CardState, type Coin,
 } from './state.ts';
-import {
-  APPLET_VERSION, Capability, CardStatusSchema, ChangePinSchema, decodeFormat, encodeFormat, Personalized,
-  PIN_LENGTH, PROTOCOL_VERSION, PUK_LENGTH, SelectResponseSchema, SetConfigSchema, SetPinSchema, UnblockPinSchema,
-  WriteCertificatesSchema,
-} from './formats.ts';
 
 /** Options of {@link Applet}. */
 export interface AppletOptions {
@@ -126,46 +125,6 @@ function isDigits(b: Uint8Array, min: number, max: number): boolean {
 
 function checkTime(c: Certificate, at: number): boolean {
   return c.nbf <= at && at <= c.exp;
-}
-
-/**
- * Deterministic input selection (APDU.md "Input selection"); the same rule as
- * the protocol's ReferenceWallet, so both build byte-identical transfers.
- *
- * Coins are eligible when not expired at `at` and their mark allows the
- * merchant (unmarked coins always are). Eligible coins are grouped by mark
- * class (one class per transfer, SPEC.md §7.3). Marked classes are tried first,
- * in the order their first coin appears in the holdings, then the unmarked
- * class, so purpose-bound value is used where it is accepted. Within a class,
- * coins are taken by value descending (holdings order among equal values)
- * until the amount is covered, at most {@link LIMITS.maxInputs} of them. The
- * first class that covers the amount wins; if none does: `undefined`.
- */
-export function selectInputs(coins: readonly Coin[], amount: number, merchant: string, mcc: number, at: number): Coin[] | undefined {
-  const classes = new Map<string, Coin[]>();
-  for (const c of coins) {
-    if (c.expires !== undefined && c.expires < at) continue;
-    if (!markAllows(c.mark, merchant, mcc)) continue;
-    const k = markKey(c.mark);
-    let list = classes.get(k);
-    if (!list) classes.set(k, (list = []));
-    list.push(c);
-  }
-  const order = [...classes.keys()].filter((k) => k !== '');
-  if (classes.has('')) order.push('');
-  for (const k of order) {
-    // Array.prototype.sort is stable (ES2019), so equal values keep holdings order.
-    const sorted = [...classes.get(k)!].sort((a, b) => b.value - a.value);
-    const picked: Coin[] = [];
-    let sum = 0;
-    for (const c of sorted) {
-      if (sum >= amount || picked.length >= LIMITS.maxInputs) break;
-      picked.push(c);
-      sum = addAmounts(sum, c.value);
-    }
-    if (sum >= amount) return picked;
-  }
-  return undefined;
 }
 
 /**
@@ -382,7 +341,7 @@ export class Applet {
   }
 
   #select(cmd: CommandApdu): ResponseApdu {
-    if (cmd.p1 !== 0x04 || cmd.p2 !== 0x00) fail(SW.INCORRECT_P1P2);
+    if (cmd.p1 !== SELECT_P1P2.P1_BY_NAME || cmd.p2 !== SELECT_P1P2.P2_FIRST) fail(SW.INCORRECT_P1P2);
     if (!cmd.data || !bytesEqual(cmd.data, DT_AID)) {
       this.#selected = false;
       this.#pinVerified = false;
@@ -455,7 +414,7 @@ export class Applet {
       }
       case PERSONALIZE_P1.WRITE_CERTIFICATES: {
         if (!s.secretKey || !s.publicKey) fail(SW.CONDITIONS_NOT_SATISFIED);
-        const w = checked(SW.WRONG_DATA, () => decodeFormat(WriteCertificatesSchema, data, 16 * 1024));
+        const w = checked(SW.WRONG_DATA, () => decodeFormat(WriteCertificatesSchema, data, WRITE_CERTIFICATES_MAX_SIZE));
         const floor = Math.max(s.floor, w.time);
         checked(SW.WRONG_DATA, () => {
           const root = verifyRoot(w.root, floor);
@@ -471,8 +430,8 @@ export class Applet {
       case PERSONALIZE_P1.SET_PIN: {
         const p = checked(SW.WRONG_DATA, () => decodeFormat(SetPinSchema, data));
         if (!isDigits(p.pin, PIN_LENGTH.min, PIN_LENGTH.max) || !isDigits(p.puk, PUK_LENGTH.min, PUK_LENGTH.max)) fail(SW.WRONG_DATA);
-        const pinMax = p.pinTries ?? 3;
-        const pukMax = p.pukTries ?? 10;
+        const pinMax = p.pinTries ?? DEFAULT_PIN_TRIES;
+        const pukMax = p.pukTries ?? DEFAULT_PUK_TRIES;
         this.#commit({ ...s, pin: padPin(p.pin), puk: padPin(p.puk), pinMax, pinTries: pinMax, pukMax, pukTries: pukMax });
         return ok();
       }
@@ -607,6 +566,7 @@ export class Applet {
     if (req.amount > limits.perPayment) fail(SW.CONDITIONS_NOT_SATISFIED);
     if (addAmounts(spent, req.amount) > limits.offlineTotal) fail(SW.CONDITIONS_NOT_SATISFIED);
     if (this.#history.length + 1 > Math.min(limits.offlineCount, LIMITS.maxHistory)) fail(SW.CONDITIONS_NOT_SATISFIED);
+    // The one selection rule of the protocol (SPEC §10.7), shared with the reference wallet.
     const inputs = selectInputs(s.coins, req.amount, req.merchant, req.mcc, at);
     if (!inputs) fail(SW.CONDITIONS_NOT_SATISFIED);
 
@@ -718,7 +678,7 @@ export class Applet {
     const s = this.#state;
     const data = cmd.data ?? EMPTY;
     if (cmd.p1 === SYNC_P1.BEGIN) {
-      if (data.length !== 16) fail(SW.WRONG_LENGTH);
+      if (data.length !== SYNC_CHALLENGE_LENGTH) fail(SW.WRONG_LENGTH);
       // A repeated BEGIN answers the pending request: no second counter.
       if (s.pending) return ok(s.pending);
       const request = signMessage(

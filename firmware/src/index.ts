@@ -14,11 +14,6 @@
 export type { Hal, Storage, ConfirmationPrompt } from './hal.ts';
 export { ATR } from './atr.ts';
 export { MemoryStorage, type StorageSnapshot } from './memory-storage.ts';
-export { Applet, AppletBusyError, AppletHaltedError, AppletPowerLostError, selectInputs, type AppletOptions } from './applet.ts';
+export { Applet, AppletBusyError, AppletHaltedError, AppletPowerLostError, type AppletOptions } from './applet.ts';
 export { ShadowJournal, JOURNAL_SLOTS, type JournalLoad } from './journal.ts';
 export { CardStateSchema, CoinSchema, decodeState, encodeState, blankState, legacyTrustedTime, NONCE_MEMORY, type CardState, type Coin } from './state.ts';
-export {
-  APPLET_VERSION, PROTOCOL_VERSION, Capability, Personalized, PIN_LENGTH, PUK_LENGTH,
-  SelectResponseSchema, CardStatusSchema, WriteCertificatesSchema, SetPinSchema, SetConfigSchema, ChangePinSchema, UnblockPinSchema,
-  encodeFormat, decodeFormat, type SelectResponse, type CardStatus, type WriteCertificates, type SetPin, type SetConfig,
-} from './formats.ts';

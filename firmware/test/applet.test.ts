@@ -4,12 +4,14 @@
  */
 import test from 'ava';
 import {
-  CARD_TIME_AHEAD, CLA, Cvm, DT_AID, INS, SW_TABLE, swHex, PERSONALIZE_P1, SYNC_P1, createTrustStore, decodeDeterministic, encodeDeterministic, toHex, type CborValue, decodeMessage, encodeCommand,
-  keyPairSigner, openSigned, payloadHash, ReferenceWallet, signMessage, subjectKey, validateHandover, verifySigned, type Mark,
+  CARD_TIME_AHEAD, CLA, CURRENCY_KZT, Cvm, DT_AID, INS, SW_TABLE, swHex, PERSONALIZE_P1, SYNC_P1, createTrustStore, decodeDeterministic,
+  encodeDeterministic, toHex, type CborValue, decodeMessage, encodeCommand, keyPairSigner, openSigned, payloadHash, ReferenceWallet,
+  signMessage, subjectKey, validateHandover, verifySigned, type Mark, Capability, CardStatusSchema, ChangePinSchema, decodeFormat,
+  encodeFormat, SelectResponseSchema, UnblockPinSchema, WriteCertificatesSchema, type CardStatus,
 } from '@dt/protocol';
 import {
-  Applet, AppletBusyError, AppletHaltedError, AppletPowerLostError, ATR, Capability, CardStatusSchema, ChangePinSchema, decodeFormat, encodeFormat, encodeState,
-  legacyTrustedTime, MemoryStorage, SelectResponseSchema, ShadowJournal, UnblockPinSchema, WriteCertificatesSchema, type CardState, type CardStatus,
+  Applet, AppletBusyError, AppletHaltedError, AppletPowerLostError, ATR, encodeState, legacyTrustedTime, MemoryStorage, ShadowJournal,
+  type CardState,
 } from '../src/index.ts';
 import { Host, Ledger, PIN, PUK, T0, load, makePki, newCard, observedSw, paymentRequest, personalize, seededRandom } from './fixtures.ts';
 
@@ -219,6 +221,64 @@ test('firmware handovers are byte-identical to the protocol ReferenceWallet for 
   }
   // The sync requests agree too.
   t.is(toHex((await host.syncBegin(challenge)).data), toHex(w2.beginSync(challenge)));
+});
+
+test('firmware and ReferenceWallet select the same inputs with expiring coins: a coin expired at max(request time, floor) is skipped by both', async (t) => {
+  const c = newCard(new MemoryStorage(), 'twin-expiry');
+  await personalize(c.host, pki);
+  // A receipt by hand: one token per expiry (the fixture ledger gives all tokens one expiry).
+  const begin = await c.host.syncBegin(pki.rng(16), true);
+  t.is(begin.sw, 0x9000);
+  const req = openSigned('SyncRequest', begin.data);
+  const coin = (value: number, expires?: number) =>
+    signMessage('Token', { serial: pki.rng(16), value, currency: CURRENCY_KZT, owner: req.message.card, issued: T0, ...(expires !== undefined ? { expires } : {}) }, pki.ledger.signer);
+  const tokens = [coin(1_000, T0 + 50), coin(20_000), coin(7_000, T0 + 10_000)];
+  const receipt = signMessage('SyncReceipt', { card: req.message.card, counter: req.message.counter, request: payloadHash(req.cose), tokens, time: T0, loaded: 28_000, voided: [] }, pki.ledger.signer);
+  t.is((await c.host.syncComplete(receipt, true)).sw, 0x9000);
+  const st = c.applet.committedState;
+  const wallet = new ReferenceWallet({
+    signer: keyPairSigner({ secretKey: st.secretKey!, publicKey: st.publicKey! }),
+    chain: st.chain!,
+    state: {
+      counter: st.counter,
+      prev: st.prev,
+      history: [],
+      holdings: st.coins.map((x) => ({ id: x.id, value: x.value, ...(x.mark ? { mark: x.mark } : {}), ...(x.expires !== undefined ? { expires: x.expires } : {}) })),
+      tokens: Object.fromEntries(st.tokens.map((b) => [toHex(openSigned('Token', b).message.serial), b])),
+      receipt: st.receipt!,
+      nonces: [],
+      trusted: st.trusted!,
+      floor: st.floor,
+    },
+  });
+  // [amount, time, both pay?]: the 1_000 coin expires at T0 + 50.
+  const steps: [number, number, boolean][] = [
+    [5_000, T0 + 10, true], // the 20_000 coin; change 15_000
+    [2_000, T0 + 20, true], // the change; change 13_000
+    [20_500, T0 + 60, false], // 13_000 + 7_000 fall short; the expired 1_000 would have covered it
+    [19_000, T0 + 70, true], // 13_000 + 7_000; change 1_000 keeps the 7_000 coin's expiry
+    [500, T0 + 80, true], // the 1_000 change
+    [1_000, T0 + 40, false], // dated before the expiry, but the floor is T0 + 80: the 1_000 coin stays expired
+  ];
+  for (const [i, [amount, time, pays]] of steps.entries()) {
+    const request = paymentRequest(pki, pki.terminal, { amount, time });
+    const pin = amount > pki.limits.cvmLimit;
+    if (pin) t.is((await c.host.verifyPin(PIN)).sw, 0x9000);
+    const card = await c.host.pay(request);
+    const cvm = pin ? Cvm.OFFLINE_PIN : Cvm.NONE;
+    if (!pays) {
+      t.is(card.sw, 0x6985, `step ${i}: the card refuses`);
+      t.throws(() => wallet.pay(openSigned('PaymentRequest', request).message, { cvm }), { message: /insufficient funds/ }, `step ${i}: the wallet refuses`);
+      continue;
+    }
+    t.is(card.sw, 0x9000, `step ${i}`);
+    t.is(toHex(card.data), toHex(wallet.pay(openSigned('PaymentRequest', request).message, { cvm }).handover), `step ${i}: same handover`);
+    t.true(validate(card.data, request).ok);
+  }
+  t.is(toHex(wallet.state.holdings.find((h) => h.value === 500)!.id), toHex(c.applet.committedState.coins.find((x) => x.value === 500)!.id));
+  t.is(wallet.state.holdings.find((h) => h.value === 500)!.expires, T0 + 10_000, 'the change keeps the earliest expiry of its inputs');
+  const challenge = new Uint8Array(16).fill(9);
+  t.is(toHex((await c.host.syncBegin(challenge)).data), toHex(wallet.beginSync(challenge)));
 });
 
 test('limits: per payment, offline total, offline count -> 6985; CVM limit -> 6982 until VERIFY PIN; the verification is consumed by one PAY', async (t) => {

@@ -5,13 +5,11 @@
  * reader-side exchange (chaining and GET RESPONSE included).
  */
 import {
-  BankPermission, CURRENCY_KZT, concatBytes, exchange, generateKeyPair, issueCertificate, keyPairSigner,
-  openSigned, payloadHash, Role, sha256, signMessage, sumAmounts, u32be, CLA, INS, PERSONALIZE_P1, SYNC_P1, DT_AID,
-  type CommandApdu, type KeyPair, type Mark, type ResponseApdu, type Signer, type Token,
+  BankPermission, CURRENCY_KZT, concatBytes, exchange, generateKeyPair, issueCertificate, keyPairSigner, openSigned, payloadHash, Role,
+  sha256, signMessage, sumAmounts, u32be, CLA, INS, PERSONALIZE_P1, SYNC_P1, DT_AID, type CommandApdu, type KeyPair, type Mark,
+  type ResponseApdu, type Signer, type Token, encodeFormat, SetConfigSchema, SetPinSchema, WriteCertificatesSchema,
 } from '@dt/protocol';
-import {
-  Applet, encodeFormat, MemoryStorage, SetConfigSchema, SetPinSchema, WriteCertificatesSchema, type Hal, type Storage,
-} from '../src/index.ts';
+import { Applet, MemoryStorage, type Hal, type Storage } from '../src/index.ts';
 
 /** Deterministic random bytes: SHA-256(seed || counter) blocks. Same seed, same stream. */
 export function seededRandom(seed: string): (n: number) => Uint8Array {

@@ -9,8 +9,9 @@ import test from 'ava';
 import fc from 'fast-check';
 import {
   createTrustStore, Cvm, isDtError, keyPairSigner, openSigned, ReferenceWallet, sumAmounts, toHex, validateHandover, type Mark,
+  CardStatusSchema, decodeFormat,
 } from '@dt/protocol';
-import { CardStatusSchema, decodeFormat, MemoryStorage } from '../src/index.ts';
+import { MemoryStorage } from '../src/index.ts';
 import { Ledger, PIN, T0, makePki, newCard, paymentRequest, personalize } from './fixtures.ts';
 
 const pki = makePki('model');

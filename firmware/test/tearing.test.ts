@@ -18,11 +18,10 @@
  */
 import test from 'ava';
 import {
-  createTrustStore, decodeMessage, INS, openSigned, payloadHash, PERSONALIZE_P1, sumAmounts, toHex, validateHandover,
+  createTrustStore, decodeMessage, INS, openSigned, payloadHash, PERSONALIZE_P1, sumAmounts, toHex, validateHandover, CardStatusSchema,
+  decodeFormat, encodeFormat, Personalized, SetConfigSchema, SetPinSchema,
 } from '@dt/protocol';
-import {
-  Applet, CardStatusSchema, decodeFormat, encodeFormat, MemoryStorage, Personalized, SetConfigSchema, SetPinSchema, type Storage,
-} from '../src/index.ts';
+import { Applet, MemoryStorage, type Storage } from '../src/index.ts';
 import { Host, Ledger, PIN, PUK, T0, makePki, paymentRequest, personalize, seededRandom } from './fixtures.ts';
 
 type Mode = 'before' | 'torn' | 'after';

@@ -13,9 +13,9 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { INS, type Verifier } from '@dt/protocol';
+import { type Verifier, getStatus, selectApplet } from '@dt/protocol';
 import { MemoryStorage } from '@dt/firmware';
-import { InProcessTransport, SimulatedCard, getStatus, personalizeCard, selectApplet, type CardLimits } from '@dt/card-applet-sim';
+import { InProcessTransport, SimulatedCard, personalizeCard, type CardLimits } from '@dt/card-applet-sim';
 import { Ledger, createPki, nativeSigner, openSqliteStorage, signLoadOrder, startLedgerServer, type LedgerServer, type Pki } from '@dt/ledger';
 import { DEFAULT_POLICY, Journal, PaymentKernel, buildIdentity, installRevocationList } from '@dt/terminal';
 import { syncCard } from '../src/cardsync.ts';
@@ -95,7 +95,7 @@ export async function startLabWorld(opts: LabWorldOptions): Promise<LabWorld> {
       await ledger.registerCard([p.certificate, pki.bank.cert]);
       await ledger.load(signLoadOrder({ card: p.cardKid, amount: load, id: rnd16(), time: nowSec() }, pki.bank.signer));
       await selectApplet(owner);
-      const r = await syncCard(owner, ledgerServer.url, { ins: INS.LOAD });
+      const r = await syncCard(owner, ledgerServer.url, { load: true });
       if (!r.ok) throw new Error(`LOAD refused by the ledger: ${r.code}`);
       return {
         card, owner, kid: p.cardKid,

@@ -11,7 +11,7 @@
  * @module
  */
 import { randomBytes } from 'node:crypto';
-import { CLA, INS, SYNC_P1, transmitOk, type ApduTransport } from '@dt/protocol';
+import { SYNC_CHALLENGE_LENGTH, syncBegin, syncComplete, type ApduTransport } from '@dt/protocol';
 
 /** Largest SyncReceipt the lab accepts from a ledger (a card's receipt is a few KiB). */
 const MAX_RECEIPT = 64 * 1024;
@@ -22,13 +22,13 @@ export type CardSyncResult =
   | { readonly ok: false; readonly status: number; readonly code: string; readonly message?: string };
 
 /**
- * Runs SYNC (or LOAD with `ins = INS.LOAD`) on the selected card in `t`
- * against `ledgerUrl`. A ledger refusal is a result; card errors throw
- * (`CardStatusError`), transport errors throw.
+ * Runs SYNC (or LOAD with `load: true`) on the selected card in `t` against
+ * `ledgerUrl`, with the protocol's card command set. A ledger refusal is a
+ * result; card errors throw (`CardStatusError`), transport errors throw.
  */
-export async function syncCard(t: ApduTransport, ledgerUrl: string, options: { ins?: number; signal?: AbortSignal; timeoutMs?: number } = {}): Promise<CardSyncResult> {
-  const ins = options.ins ?? INS.SYNC;
-  const request = await transmitOk(t, { cla: CLA.PROPRIETARY, ins, p1: SYNC_P1.BEGIN, p2: 0, data: new Uint8Array(randomBytes(16)), le: 256 }, options.signal ? { signal: options.signal } : {});
+export async function syncCard(t: ApduTransport, ledgerUrl: string, options: { load?: boolean; signal?: AbortSignal; timeoutMs?: number } = {}): Promise<CardSyncResult> {
+  const load = options.load ?? false;
+  const request = await syncBegin(t, new Uint8Array(randomBytes(SYNC_CHALLENGE_LENGTH)), { load, ...(options.signal ? { signal: options.signal } : {}) });
   const timeout = AbortSignal.timeout(options.timeoutMs ?? 30_000);
   const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
   const res = await fetch(new URL('/v1/sync', ledgerUrl), { method: 'POST', headers: { 'content-type': 'application/cbor' }, body: Buffer.from(request), signal });
@@ -50,6 +50,6 @@ export async function syncCard(t: ApduTransport, ledgerUrl: string, options: { i
     }
     return { ok: false, status: res.status, code, ...(message ? { message } : {}) };
   }
-  await transmitOk(t, { cla: CLA.PROPRIETARY, ins, p1: SYNC_P1.COMPLETE, p2: 0, data: bytes }, options.signal ? { signal: options.signal } : {});
+  await syncComplete(t, bytes, { load, ...(options.signal ? { signal: options.signal } : {}) });
   return { ok: true, receipt: bytes };
 }

@@ -20,35 +20,30 @@ import { randomInt } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { answerIsFresh, identifyCommand, isMoreData as isMoreDataSw } from '@dt/protocol';
 import type { ApduTransport, TransmitOptions } from '@dt/protocol';
 import type { CardReader, CardSession, WaitOptions } from '@dt/terminal';
 import type { CardControlClient, FaultPlan } from '@dt/card-applet-sim';
 import { formatTranscript, maskSecrets, moneyIn, type ControlEvent, type Exchange, type SignedTransfer } from './transcript.ts';
-
-const CLA_CHAINING = 0x10;
 
 /**
  * True when the answer to `apdu` is signed or random by nature, so that a
  * card answers it differently every time even from the same state when it
  * signs with fresh randomness: PAY (80 30), SYNC and LOAD BEGIN (80 52/50,
  * P1 01) and PERSONALIZE GENERATE KEY (80 40 01). Intermediate blocks of a
- * chain (CLA bit 10) are answered 9000 and stay exact.
+ * chain (CLA bit 10) are answered 9000 and stay exact. The protocol's
+ * {@link answerIsFresh}.
  */
 export function isLooseCommand(apdu: Uint8Array): boolean {
-  if (apdu.length < 4) return false;
-  const cla = apdu[0]!;
-  if ((cla & CLA_CHAINING) !== 0 || (cla & ~CLA_CHAINING) !== 0x80) return false;
-  const ins = apdu[1]!;
-  const p1 = apdu[2]!;
-  return ins === 0x30 || ((ins === 0x50 || ins === 0x52) && p1 === 0x01) || (ins === 0x40 && p1 === 0x01);
+  return answerIsFresh(apdu);
 }
 
 function isGetResponse(apdu: Uint8Array): boolean {
-  return apdu.length >= 2 && apdu[0] === 0x00 && apdu[1] === 0xc0;
+  return identifyCommand(apdu) === 'GET_RESPONSE';
 }
 
 function isMoreData(rsp: Uint8Array): boolean {
-  return rsp.length >= 2 && rsp[rsp.length - 2] === 0x61;
+  return rsp.length >= 2 && isMoreDataSw((rsp[rsp.length - 2]! << 8) | rsp[rsp.length - 1]!);
 }
 
 /** Statistics over everything recorded in a run (what the short-APDU conformance case checks). */

@@ -11,6 +11,7 @@
  */
 import { hostname, cpus, platform } from 'node:os';
 import { performance } from 'node:perf_hooks';
+import { getCertificates, getStatus, selectApplet } from '@dt/protocol';
 import { summarize, type CaseResult, type CaseStatus, type LabRun, type SuiteName, type SuiteResult } from './model.ts';
 import type { CaseApi, CaseRunner, LabContext, LabSuite } from './suite.ts';
 import type { Recorder } from './recorder.ts';
@@ -297,7 +298,6 @@ export function checkSuiteNames(names: readonly string[], known: readonly SuiteN
  * suites; the error goes into the facts.
  */
 export async function probeCard(ctx: LabContext, recorder: Recorder, outDir: string): Promise<Record<string, unknown>> {
-  const { selectApplet, getStatus, getCertificates } = await import('@dt/card-applet-sim');
   recorder.begin('run', 'card-info');
   const facts: Record<string, unknown> = {};
   try {

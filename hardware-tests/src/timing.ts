@@ -25,7 +25,7 @@
  * @module
  */
 import { performance } from 'node:perf_hooks';
-import { CLA, DT_AID, INS, selectCommand, transmitOk, type TransmitOptions } from '@dt/protocol';
+import { MAX_SELECT_ANSWER, identifyCommand, selectCommand, transmitOk, type CardCommandName, type TransmitOptions } from '@dt/protocol';
 import type { CardReader, CardSession, TapOutcome, WaitOptions } from '@dt/terminal';
 import { syncCard } from './cardsync.ts';
 import { PHASES, type Phase, type PhaseStats, type TimingResult } from './model.ts';
@@ -34,8 +34,8 @@ import type { LabTerminal } from './suite.ts';
 
 /** One APDU as the timing wrapper saw it. */
 interface TimedApdu {
-  readonly ins: number;
-  readonly proprietary: boolean;
+  /** Which command it was (the protocol's command table), undefined for anything else. */
+  readonly command: CardCommandName | undefined;
   readonly start: number;
   end: number;
 }
@@ -89,8 +89,8 @@ export function describeOutcome(o: TapOutcome): string {
   return `${o.kind}/${o.reason}${detail}`;
 }
 
-const isSelect = (a: TimedApdu): boolean => !a.proprietary && a.ins === INS.SELECT;
-const isPay = (a: TimedApdu): boolean => a.proprietary && a.ins === INS.PAY;
+const isSelect = (a: TimedApdu): boolean => a.command === 'SELECT';
+const isPay = (a: TimedApdu): boolean => a.command === 'PAY';
 
 /**
  * The phases of one traced tap. Throws when the trace lacks a step an
@@ -105,7 +105,7 @@ function phasesOf(trace: TapTrace, outcomeAt: number): Record<Phase, number> {
   // A GET RESPONSE belongs to the command it continues.
   const group: ('select' | 'pay' | 'other')[] = [];
   trace.apdus.forEach((a, i) => {
-    if (!a.proprietary && a.ins === INS.GET_RESPONSE && i > 0) group.push(group[i - 1]!);
+    if (a.command === 'GET_RESPONSE' && i > 0) group.push(group[i - 1]!);
     else group.push(isSelect(a) ? 'select' : isPay(a) ? 'pay' : 'other');
   });
   const sel = trace.apdus.filter((_, i) => group[i] === 'select');
@@ -133,7 +133,7 @@ function timedReader(reader: CardReader, current: () => TapTrace | undefined): C
     ...(s.atr ? { atr: s.atr } : {}),
     async transmit(apdu: Uint8Array, o?: TransmitOptions): Promise<Uint8Array> {
       const trace = current();
-      const rec: TimedApdu = { ins: apdu[1] ?? -1, proprietary: ((apdu[0] ?? 0) & CLA.PROPRIETARY) !== 0, start: performance.now(), end: Number.NaN };
+      const rec: TimedApdu = { command: identifyCommand(apdu), start: performance.now(), end: Number.NaN };
       try {
         return await s.transmit(apdu, o);
       } finally {
@@ -241,7 +241,7 @@ export async function timeTaps(opts: TimeTapsOptions): Promise<TimeTapsResult> {
 async function syncOnReader(reader: CardReader, ledgerUrl: string, signal: AbortSignal | undefined, timeoutMs: number) {
   const session = await reader.waitForCard({ ...(signal ? { signal } : {}), timeoutMs });
   try {
-    await transmitOk(session, selectCommand(DT_AID), { ...(signal ? { signal } : {}), maxResponse: 1024 });
+    await transmitOk(session, selectCommand(), { ...(signal ? { signal } : {}), maxResponse: MAX_SELECT_ANSWER });
     return await syncCard(session, ledgerUrl, signal ? { signal } : {});
   } finally {
     await session.release();

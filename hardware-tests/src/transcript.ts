@@ -58,7 +58,10 @@
  * @module
  */
 import { readFileSync, statSync } from 'node:fs';
-import { decodeDeterministic, decodeMessage, fromHex, openSigned, payloadHash, subjectKey, toHex, verifySigned } from '@dt/protocol';
+import {
+  SW, decodeMessage, fromHex, identifyCommand, isChainedBlock, isMoreData, mayCarrySecret, openSigned, parseCertificates, payloadHash, subjectKey,
+  toHex, verifySigned, type CardCommandName,
+} from '@dt/protocol';
 import { parseFaultPlan, type FaultPlan } from '@dt/card-applet-sim';
 
 /**
@@ -327,17 +330,13 @@ export function readTranscript(path: string): Transcript {
 
 // ------------------------------------------------------------------ masking
 
-/** INS bytes whose data field carries a PIN or PUK (VERIFY, CHANGE, UNBLOCK PIN). */
-export const PIN_INS: ReadonlySet<number> = new Set([0x20, 0x24, 0x2c]);
-/** INS and P1 of PERSONALIZE SET PIN (PIN and PUK in its data). */
-const PERSONALIZE = 0x40;
-const SET_PIN = 0x03;
-
-/** True when `apdu` is a command whose data may hold a PIN or PUK. */
+/**
+ * True when `apdu` is a command whose data may hold a PIN or PUK (VERIFY,
+ * CHANGE, UNBLOCK PIN, PERSONALIZE SET PIN, whatever their CLA and P2): the
+ * protocol's {@link mayCarrySecret}.
+ */
 export function carriesPin(apdu: Uint8Array): boolean {
-  if (apdu.length < 4) return false;
-  const ins = apdu[1]!;
-  return PIN_INS.has(ins) || (ins === PERSONALIZE && apdu[2] === SET_PIN);
+  return mayCarrySecret(apdu);
 }
 
 function indexOf(hay: Uint8Array, needle: Uint8Array, from: number): number {
@@ -474,18 +473,19 @@ function certifiedKey(cert: Uint8Array | undefined): [string, Uint8Array] | unde
  * last block of a chain), its whole data, and its whole answer when it
  * came back complete (61xx pieces gathered through GET RESPONSE).
  */
-function* completedCommands(exchanges: readonly Exchange[]): Generator<{ header: Uint8Array; data: Uint8Array; sw: number; answer: Uint8Array }> {
+function* completedCommands(
+  exchanges: readonly Exchange[],
+): Generator<{ name: CardCommandName | undefined; data: Uint8Array; sw: number; answer: Uint8Array }> {
   let chain: Uint8Array[] = [];
-  let pending: { header: Uint8Array; data: Uint8Array; parts: Uint8Array[] } | undefined;
+  let pending: { name: CardCommandName | undefined; data: Uint8Array; parts: Uint8Array[] } | undefined;
   for (const x of exchanges) {
     const c = x.command;
     const r = x.response;
-    const isGetResponse = c.length >= 2 && c[0] === 0x00 && c[1] === 0xc0;
-    if (isGetResponse && pending && r && r.length >= 2) {
+    if (identifyCommand(c) === 'GET_RESPONSE' && pending && r && r.length >= 2) {
       pending.parts.push(r.subarray(0, r.length - 2));
       const sw = (r[r.length - 2]! << 8) | r[r.length - 1]!;
-      if ((sw & 0xff00) === 0x6100) continue;
-      yield { header: pending.header, data: pending.data, sw, answer: Uint8Array.from(Buffer.concat(pending.parts)) };
+      if (isMoreData(sw)) continue;
+      yield { name: pending.name, data: pending.data, sw, answer: Uint8Array.from(Buffer.concat(pending.parts)) };
       pending = undefined;
       continue;
     }
@@ -496,7 +496,7 @@ function* completedCommands(exchanges: readonly Exchange[]): Generator<{ header:
     }
     const lc = c.length > 5 && c[4]! > 0 && c.length >= 5 + c[4]! ? c[4]! : 0;
     const data = c.subarray(5, 5 + lc);
-    if ((c[0]! & 0x10) !== 0) {
+    if (isChainedBlock(c)) {
       chain.push(data);
       continue;
     }
@@ -504,11 +504,12 @@ function* completedCommands(exchanges: readonly Exchange[]): Generator<{ header:
     chain = [];
     if (!r || r.length < 2) continue;
     const sw = (r[r.length - 2]! << 8) | r[r.length - 1]!;
-    if ((sw & 0xff00) === 0x6100) {
-      pending = { header: c.subarray(0, 4), data: whole, parts: [r.subarray(0, r.length - 2)] };
+    const name = identifyCommand(c);
+    if (isMoreData(sw)) {
+      pending = { name, data: whole, parts: [r.subarray(0, r.length - 2)] };
       continue;
     }
-    yield { header: c.subarray(0, 4), data: whole, sw, answer: r.subarray(0, r.length - 2) };
+    yield { name, data: whole, sw, answer: r.subarray(0, r.length - 2) };
   }
 }
 
@@ -525,13 +526,14 @@ function* completedCommands(exchanges: readonly Exchange[]): Generator<{ header:
  * is ignored (the suites check it).
  */
 export function moneyIn(exchanges: readonly Exchange[], keys: Map<string, Uint8Array> = new Map()): CardMoney {
-  const completed = [...completedCommands(exchanges)].filter((k) => k.sw === 0x9000 && k.header[0] === 0x80);
+  // Commands the card completed (9000), named by the protocol's command table.
+  const completed = [...completedCommands(exchanges)].filter((k) => k.sw === SW.OK);
   // The card keys (`keys`, by key id, extended here; pass one map through a whole run): the
   // leaf of each handover's chain and of GET CERTIFICATES answers. A damaged certificate
   // yields another key with another id, which no transfer names.
   for (const k of completed) {
     try {
-      const leaf = k.header[1] === 0x30 ? decodeMessage('Handover', k.answer).chain[0] : k.header[1] === 0x12 ? (decodeDeterministic(k.answer, 64 * 1024) as Uint8Array[])[0] : undefined;
+      const leaf = k.name === 'PAY' ? decodeMessage('Handover', k.answer).chain[0] : k.name === 'GET_CERTIFICATES' ? parseCertificates(k.answer, 64 * 1024)[0] : undefined;
       const ck = certifiedKey(leaf);
       if (ck) keys.set(ck[0], ck[1]);
     } catch {
@@ -549,12 +551,10 @@ export function moneyIn(exchanges: readonly Exchange[], keys: Map<string, Uint8A
     }
   };
   for (const k of completed) {
-    const ins = k.header[1];
-    const p1 = k.header[2];
     try {
-      if (ins === 0x30) add(decodeMessage('Handover', k.answer).transfer);
-      else if ((ins === 0x52 || ins === 0x50) && p1 === 0x01) for (const h of openSigned('SyncRequest', k.answer).message.history) add(h);
-      else if ((ins === 0x52 || ins === 0x50) && p1 === 0x02) for (const v of openSigned('SyncReceipt', k.data).message.voided) voided.add(toHex(v));
+      if (k.name === 'PAY') add(decodeMessage('Handover', k.answer).transfer);
+      else if (k.name === 'SYNC_BEGIN' || k.name === 'LOAD_BEGIN') for (const h of openSigned('SyncRequest', k.answer).message.history) add(h);
+      else if (k.name === 'SYNC_COMPLETE' || k.name === 'LOAD_COMPLETE') for (const v of openSigned('SyncReceipt', k.data).message.voided) voided.add(toHex(v));
     } catch {
       // does not decode: nothing to account
     }

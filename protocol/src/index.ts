@@ -21,4 +21,5 @@ export * from './codec.ts';
 export * from './handover.ts';
 export * from './wallet.ts';
 export * from './apdu/index.ts';
+export * from './card/index.ts';
 export * from './framing/index.ts';

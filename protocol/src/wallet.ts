@@ -24,9 +24,10 @@ import { GENESIS_PREV, outputId } from './ids.ts';
 import { nobleVerifier, type Verifier } from './crypto/suite.ts';
 import type { Signer } from './cose/sign1.ts';
 import { encodeMessage, openSigned, payloadHash, signMessage, verifySigned } from './codec.ts';
-import { CARD_TIME_AHEAD, Cvm, LIMITS, type CardLimitsSchema, type Handover, type Mark, type Output, type Transfer } from './schema/messages.ts';
+import { CARD_TIME_AHEAD, Cvm, LIMITS, type CardLimitsSchema, type Handover, type Mark, type Output, type Token, type Transfer } from './schema/messages.ts';
 import type { Infer } from './schema/dsl.ts';
-import { markAllows, markKey, payeeMark, type ExpectedRequest } from './handover.ts';
+import { payeeMark, type ExpectedRequest } from './handover.ts';
+import { selectInputs } from './card/selection.ts';
 
 /** Card limits as certified. */
 export type CardLimits = Infer<typeof CardLimitsSchema>;
@@ -37,6 +38,11 @@ export interface WalletCoin {
   readonly id: Uint8Array;
   readonly value: number;
   readonly mark?: Mark;
+  /**
+   * Earliest expiry (seconds) of the ledger tokens the coin derives from, as the applet keeps
+   * it (SPEC §10.7 step 11); input selection skips coins expired at the payment time.
+   */
+  readonly expires?: number;
 }
 
 /** The wallet's whole state (SPEC.md §7.2 "Card chain of transfers"). */
@@ -66,6 +72,12 @@ export interface WalletState {
    * certificate's `iat`).
    */
   trusted?: number;
+  /**
+   * Clock floor (seconds, SPEC §10.8), as the applet keeps it: the trusted time, raised to the
+   * time of every request paid and every receipt applied. Coins expired at `max(request time,
+   * floor)` are not spent. Absent in a given state: the constructor starts it at `trusted`.
+   */
+  floor?: number;
 }
 
 /** Options of {@link ReferenceWallet}. */
@@ -127,7 +139,13 @@ function copyState(s: WalletState): WalletState {
     ...(s.lastHandover ? { lastHandover: s.lastHandover.slice() } : {}),
     nonces: [...s.nonces],
     ...(s.trusted !== undefined ? { trusted: s.trusted } : {}),
+    ...(s.floor !== undefined ? { floor: s.floor } : {}),
   };
+}
+
+/** The holding a verified token gives: its serial, value, mark and expiry. */
+function coinOf(t: Token): WalletCoin {
+  return { id: t.serial, value: t.value, ...(t.mark ? { mark: t.mark } : {}), ...(t.expires !== undefined ? { expires: t.expires } : {}) };
 }
 
 /** The reference wallet (see the module documentation). */
@@ -150,6 +168,7 @@ export class ReferenceWallet {
     this.limits = leaf.limits;
     this.#state = opts.state ? copyState(opts.state) : emptyWalletState();
     this.#state.trusted ??= opts.personalizedAt ?? leaf.iat;
+    this.#state.floor ??= this.#state.trusted;
   }
 
   /** A deep copy of the current state (safe to persist or inspect). */
@@ -179,33 +198,19 @@ export class ReferenceWallet {
       const k = toHex(t.serial);
       if (this.#state.tokens[k]) throw new DtError(ErrorCode.TOKEN_INVALID, 'token already held');
       this.#state.tokens[k] = b.slice();
-      this.#state.holdings.push({ id: t.serial, value: t.value, ...(t.mark ? { mark: t.mark } : {}) });
+      this.#state.holdings.push(coinOf(t));
     }
   }
 
-  /** Chooses coins of one mark class allowed for the payee, largest first; marked (purpose) coins are preferred where they are allowed. */
-  #select(amount: number, merchant: string, mcc: number): WalletCoin[] {
-    const classes = new Map<string, WalletCoin[]>();
-    for (const c of this.#state.holdings) {
-      if (!markAllows(c.mark, merchant, mcc)) continue;
-      const k = markKey(c.mark);
-      const list = classes.get(k) ?? [];
-      list.push(c);
-      classes.set(k, list);
-    }
-    const order = [...classes.keys()].sort((a, b) => (a === '' ? 1 : 0) - (b === '' ? 1 : 0));
-    for (const k of order) {
-      const coins = [...classes.get(k)!].sort((a, b) => b.value - a.value);
-      const picked: WalletCoin[] = [];
-      let sum = 0;
-      for (const c of coins) {
-        if (sum >= amount || picked.length >= LIMITS.maxInputs) break;
-        picked.push(c);
-        sum += c.value;
-      }
-      if (sum >= amount) return picked;
-    }
-    throw new DtError(ErrorCode.VALUE_NOT_CONSERVED, 'insufficient funds for this payee', { amount });
+  /**
+   * Chooses the inputs with the applet's own rule ({@link selectInputs}, SPEC §10.7): coins not
+   * expired at `max(time, floor)` of one mark class allowed for the payee, largest first; marked
+   * (purpose) coins are preferred where they are allowed.
+   */
+  #select(amount: number, merchant: string, mcc: number, time: number): WalletCoin[] {
+    const picked = selectInputs(this.#state.holdings, amount, merchant, mcc, Math.max(time, this.#state.floor!));
+    if (!picked) throw new DtError(ErrorCode.VALUE_NOT_CONSERVED, 'insufficient funds for this payee', { amount });
+    return picked;
   }
 
   /**
@@ -247,7 +252,7 @@ export class ReferenceWallet {
         return c;
       });
     } else {
-      coins = this.#select(request.amount, request.merchant, request.mcc);
+      coins = this.#select(request.amount, request.merchant, request.mcc, request.time);
     }
     const inSum = sumAmounts(coins.map((c) => c.value));
     const mark = coins[0]?.mark;
@@ -275,7 +280,17 @@ export class ReferenceWallet {
     // Commit the new state only after everything was built (a real card journals this atomically).
     const spent = new Set(coins.map((c) => toHex(c.id)));
     s.holdings = s.holdings.filter((c) => !spent.has(toHex(c.id)));
-    if (outputs[1]) s.holdings.push({ id: outputId(hash, 1), value: outputs[1].value, ...(mark ? { mark } : {}) });
+    // The change coin keeps the inputs' mark and the earliest expiry among them, as on the card.
+    const expiries = coins.map((c) => c.expires).filter((e): e is number => e !== undefined);
+    if (outputs[1]) {
+      s.holdings.push({
+        id: outputId(hash, 1),
+        value: outputs[1].value,
+        ...(mark ? { mark } : {}),
+        ...(expiries.length > 0 ? { expires: Math.min(...expiries) } : {}),
+      });
+    }
+    s.floor = Math.max(s.floor!, request.time);
     s.counter = transfer.counter;
     s.prev = hash;
     s.history.push(signed);
@@ -354,7 +369,7 @@ export class ReferenceWallet {
       const k = toHex(t.serial);
       if (!bytesEqual(t.owner, this.kid) || held.has(k) || tokens[k]) throw new DtError(ErrorCode.TOKEN_INVALID, 'receipt token not owned by the card or not new');
       tokens[k] = b.slice();
-      holdings.push({ id: t.serial, value: t.value, ...(t.mark ? { mark: t.mark } : {}) });
+      holdings.push(coinOf(t));
     }
     // Voided orphans of the history this request handed in have a known
     // amount; an orphan of an earlier chain (voided after the sync that
@@ -387,6 +402,7 @@ export class ReferenceWallet {
     s.receipt = receiptBytes.slice();
     // The ledger's signed time is the new trusted time (SPEC §10.8); it never goes back.
     s.trusted = Math.max(s.trusted!, rc.time);
+    s.floor = Math.max(s.floor!, rc.time);
     delete s.pendingSync;
     delete s.lastHandover;
   }

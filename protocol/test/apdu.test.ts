@@ -23,12 +23,12 @@ import {
   encodeResponse,
   exchange,
   getResponseCommand,
-  selectCommand,
   statusError,
   swHex,
   swInfo,
   transmitOk,
 } from '../src/apdu/index.ts';
+import { selectCommand } from '../src/card/index.ts';
 import type { AbortSignalLike, ApduTransport, CommandApdu, ResponseApdu, TransmitOptions } from '../src/apdu/index.ts';
 
 // ---------------------------------------------------------------------------

@@ -182,7 +182,8 @@ test('TOKEN_INVALID: forged, foreign-owned, duplicated or expired token', (t) =>
   const serial = new Uint8Array(16).fill(7);
   const expiring = signMessage('Token', { serial, value: 500, currency: CURRENCY_KZT, owner: c2.signer.kid, issued: T0 - 100, expires: T0 - 1 }, w.ledger.signer);
   c2.wallet.holdTokens([expiring], w.ledger.keys.publicKey);
-  t.like(validateHandover(c2.wallet.pay(request(shop, 100)).handover, ctx(w)), { ok: false, code: ErrorCode.TOKEN_INVALID, detail: 'token expired' });
+  // Input selection (like the card's) skips a coin expired at the request time: name it as the input.
+  t.like(validateHandover(c2.wallet.pay(request(shop, 100), { inputs: [serial] }).handover, ctx(w)), { ok: false, code: ErrorCode.TOKEN_INVALID, detail: 'token expired' });
 });
 
 test('TRANSFER_SIGNATURE and HISTORY_BROKEN over the chain', (t) => {
@@ -493,4 +494,33 @@ test('ReferenceWallet time bound (SPEC §10.7 step 2a): TRANSFER_TIME beyond CAR
   // A broken or cloned card signs whatever it is asked: tests build such transfers with enforceLimits off.
   const far = request(shop, 1_000, synced + 200 * 86_400);
   t.is(openSigned('Transfer', c.wallet.clone().pay(far, { enforceLimits: false }).transfer).message.time, far.time);
+});
+
+test('ReferenceWallet input selection is the applet\'s (SPEC §10.7): coins expired at max(request time, floor) are skipped; change keeps the earliest expiry', (t) => {
+  const w = world();
+  const shop = w.terminal();
+  const c = w.card();
+  const expiring = (value: number, expires: number, n: number) => {
+    const serial = new Uint8Array(16).fill(n);
+    return { serial, bytes: signMessage('Token', { serial, value, currency: CURRENCY_KZT, owner: c.signer.kid, issued: T0 - 100, expires }, w.ledger.signer) };
+  };
+  const big = expiring(30_000, T0 + 50, 1); // the largest coin, expiring first
+  const mid = expiring(8_000, T0 + 5_000, 2);
+  const small = w.token(c.signer.kid, 3_000); // no expiry
+  c.wallet.holdTokens([big.bytes, mid.bytes, small], w.ledger.keys.publicKey);
+  t.deepEqual(c.wallet.state.holdings.map((h) => h.expires), [T0 + 50, T0 + 5_000, undefined], 'the wallet keeps each token\'s expiry');
+  // Before the expiry the largest coin pays, as before.
+  const first = c.wallet.pay(request(shop, 1_000, T0 + 10));
+  t.deepEqual(openSigned('Transfer', first.transfer).message.inputs, [big.serial]);
+  const change = c.wallet.state.holdings.find((h) => h.value === 29_000)!;
+  t.is(change.expires, T0 + 50, 'the change coin expires with its input');
+  // After it, the expired change is skipped: the 8_000 coin pays, though 29_000 is larger.
+  const second = c.wallet.pay(request(shop, 1_000, T0 + 60));
+  t.deepEqual(openSigned('Transfer', second.transfer).message.inputs, [mid.serial]);
+  // More than the unexpired coins hold: refused, though the expired change would cover it.
+  t.throws(() => c.wallet.pay(request(shop, 11_000, T0 + 70)), { code: ErrorCode.VALUE_NOT_CONSERVED });
+  // The floor (raised to T0 + 60 by the last payment) decides, not an earlier request time.
+  t.is(c.wallet.state.floor, T0 + 60);
+  t.throws(() => c.wallet.pay(request(shop, 11_000, T0 + 20)), { code: ErrorCode.VALUE_NOT_CONSERVED }, 'dated before the expiry, after the floor');
+  t.true(c.wallet.state.holdings.some((h) => h.value === 29_000), 'the expired coin is still held (the ledger settles it at the next sync)');
 });

@@ -14,6 +14,7 @@ import fc from 'fast-check';
 import {
   ACQUIRER_SCHEMAS,
   BankPermission,
+  CARD_FORMATS,
   Cvm,
   decodeDeterministic,
   decodeMessage,
@@ -370,6 +371,22 @@ test('SPEC.md §3 (and §7.7.1 for the acquirer API objects) gives the CDDL of e
   t.true(schemas.length >= 18);
   for (const s of ACQUIRER_SCHEMAS) t.true(schemas.includes(s as StructSchema), s.name);
   for (const s of schemas) {
+    const members = rules.get(s.name);
+    if (!members) {
+      t.fail(`SPEC.md has no CDDL rule ${s.name}`);
+      continue;
+    }
+    t.deepEqual(
+      members,
+      s.fields.map((f) => ({ optional: f.optional === true, key: f.key, type: cddlType(f.type), name: f.name })),
+      `CDDL of ${s.name}`,
+    );
+  }
+});
+
+test('SPEC.md §10.4 gives the CDDL of every card command format exactly (keys, names, optionality, types)', (t) => {
+  const rules = specRules();
+  for (const s of CARD_FORMATS as readonly StructSchema[]) {
     const members = rules.get(s.name);
     if (!members) {
       t.fail(`SPEC.md has no CDDL rule ${s.name}`);

@@ -8,11 +8,12 @@
  */
 import test from 'ava';
 import { decodeState, ShadowJournal, type CardState } from '@dt/firmware';
-import { getStatus as rawStatus, selectApplet } from '@dt/card-applet-sim';
+
 import { identityFrom, issueTerminal } from '@dt/ledger';
 import {
-  CardApduProcessor, CLA, DEFAULT_TERMINAL_CRL_MAX_AGE, decodeDeterministic, decodeMessage, encodeDeterministic, exchange, INS, keyPairSigner,
-  openSigned, ReferenceWallet, SW, toHex, type ApduTransport, type CborValue, type PaymentRequest,
+  CardApduProcessor, DEFAULT_TERMINAL_CRL_MAX_AGE, decodeDeterministic, decodeMessage, encodeDeterministic, exchange,
+  keyPairSigner, openSigned, ReferenceWallet, SW, toHex, type ApduTransport, type CborValue, type PaymentRequest, getStatus as rawStatus,
+  selectApplet, formatKey, identifyCommand, isChainedBlock, SelectResponseSchema,
 } from '@dt/protocol';
 import {
   AttemptState, buildIdentity, certifiedCrlMaxAge, DeclineReason, effectiveMaxCrlAge, Journal, MAX_TORN_ATTEMPTS, MAX_TORN_PER_CARD,
@@ -58,7 +59,7 @@ function garbageToPay(inner: ApduTransport, answer: Uint8Array): ApduTransport {
   return {
     async transmit(apdu, o) {
       const r = await inner.transmit(apdu, o);
-      if (apdu[0] === CLA.PROPRIETARY && apdu[1] === INS.PAY) return Uint8Array.of(...answer, 0x90, 0x00);
+      if (identifyCommand(apdu) === 'PAY' && !isChainedBlock(apdu)) return Uint8Array.of(...answer, 0x90, 0x00);
       return r;
     },
   };
@@ -69,11 +70,11 @@ function payAnswerLost(inner: ApduTransport, hideCardId = false): ApduTransport 
   return {
     async transmit(apdu, o) {
       const r = await inner.transmit(apdu, o);
-      if (apdu[0] === CLA.PROPRIETARY && apdu[1] === INS.PAY) throw new Error('field lost: response never arrived');
-      if (hideCardId && apdu[0] === CLA.ISO && apdu[1] === INS.SELECT && r.length > 2) {
+      if (identifyCommand(apdu) === 'PAY' && !isChainedBlock(apdu)) throw new Error('field lost: response never arrived');
+      if (hideCardId && identifyCommand(apdu) === 'SELECT' && r.length > 2) {
         // An applet that does not announce its id (SELECT key 6): the kernel cannot tell cards apart.
         const m = decodeDeterministic(r.subarray(0, -2)) as Map<number, CborValue>;
-        m.delete(6);
+        m.delete(formatKey(SelectResponseSchema, 'card'));
         return Uint8Array.of(...encodeDeterministic(m), ...r.subarray(-2));
       }
       return r;
@@ -239,7 +240,7 @@ function cloneOf(st: CardState): ReferenceWallet {
 /** A card whose SELECT and GET STATUS come from the real card, and whose PAY answers come from `pay`. */
 function cloneTransport(inner: ApduTransport, pay: (req: PaymentRequest) => Uint8Array): ApduTransport {
   const proc = new CardApduProcessor(async (cmd) => {
-    if (cmd.cla === CLA.PROPRIETARY && cmd.ins === INS.PAY) return { data: pay(openSigned('PaymentRequest', cmd.data!).message), sw: SW.OK };
+    if (identifyCommand(cmd) === 'PAY') return { data: pay(openSigned('PaymentRequest', cmd.data!).message), sw: SW.OK };
     return exchange(inner, cmd);
   });
   return { transmit: (apdu) => proc.process(apdu) };

@@ -5,8 +5,10 @@
  */
 import test from 'ava';
 import { MemoryStorage } from '@dt/firmware';
-import { getStatus as rawStatus, selectApplet, InProcessTransport, SimulatedCard } from '@dt/card-applet-sim';
-import { Cvm, encodeResponse, INS, SW, type ApduTransport, type TransmitOptions } from '@dt/protocol';
+import { InProcessTransport, SimulatedCard } from '@dt/card-applet-sim';
+import {
+  Cvm, encodeResponse, identifyCommand, isChainedBlock, SW, type ApduTransport, type TransmitOptions, getStatus as rawStatus, selectApplet,
+} from '@dt/protocol';
 import { PaymentKernel, PaymentState, ReaderBusyError, TimeoutError, TransportReader, VERIFIERS, parseConfig, verifierByName, type CardReader, type CardSession } from '../src/index.ts';
 import {
   createDevPki, devTerminalIdentity, makeCard, makeJournal, readerFor, ScriptedPinPad, signedCrl, tempDir, TEST_POLICY, nowSec, TEST_LIMITS,
@@ -29,7 +31,7 @@ function losePayAnswerOnce(inner: ApduTransport): ApduTransport {
   return {
     async transmit(apdu, o) {
       const r = await inner.transmit(apdu, o);
-      if (armed && apdu[0] === 0x80 && apdu[1] === INS.PAY) {
+      if (armed && identifyCommand(apdu) === 'PAY' && !isChainedBlock(apdu)) {
         armed = false;
         throw new Error('field lost: response never arrived');
       }
@@ -259,7 +261,7 @@ test('a card that stops answering mid-PAY times out into PRESENT_CARD_AGAIN (per
   // Forwards everything, but the PAY answer never comes back (the card left the field).
   const hang: ApduTransport = {
     async transmit(apdu: Uint8Array, o?: TransmitOptions) {
-      if (apdu[1] === INS.PAY) return new Promise<Uint8Array>((_, reject) => o?.signal?.addEventListener('abort', () => reject(o.signal!.reason)));
+      if (identifyCommand(apdu) === 'PAY') return new Promise<Uint8Array>((_, reject) => o?.signal?.addEventListener('abort', () => reject(o.signal!.reason)));
       return c.transport.transmit(apdu, o);
     },
   };
@@ -345,7 +347,7 @@ function damagePayAnswer(inner: ApduTransport, times: number): ApduTransport {
   return {
     async transmit(apdu, o) {
       const r = await inner.transmit(apdu, o);
-      if (apdu[1] === INS.PAY && apdu[0] === 0x80) inPay = true;
+      if (identifyCommand(apdu) === 'PAY' && !isChainedBlock(apdu)) inPay = true;
       else if (apdu[1] !== 0xc0) inPay = false;
       const sw = (r[r.length - 2]! << 8) | r[r.length - 1]!;
       if (inPay && sw === SW.OK && r.length > 2 && left > 0) {

@@ -13,7 +13,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { EventEmitter } from 'node:events';
-import { openTty, SerialCardEndpoint, VirtualHidCard, getStatus, selectApplet } from '@dt/card-applet-sim';
+import { openTty, SerialCardEndpoint, VirtualHidCard } from '@dt/card-applet-sim';
+import { getStatus, selectApplet } from '@dt/protocol';
 import { HidWalletTransport, openSerialReader, PaymentKernel, TransportReader, type NodeHidDeviceLike } from '../src/index.ts';
 import { createDevPki, devTerminalIdentity, makeCard, makeJournal, tempDir, TEST_POLICY } from './helpers/fixtures.ts';
 

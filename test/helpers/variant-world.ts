@@ -8,9 +8,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { CLA, INS, SYNC_P1, transmitOk } from '@dt/protocol';
+import { CLA, INS, SYNC_P1, transmitOk, selectApplet } from '@dt/protocol';
 import { MemoryStorage } from '@dt/firmware';
-import { InProcessTransport, SimulatedCard, personalizeCard, selectApplet } from '@dt/card-applet-sim';
+import { InProcessTransport, SimulatedCard, personalizeCard } from '@dt/card-applet-sim';
 import { Ledger, createPki, nativeSigner, openSqliteStorage, signLoadOrder, startLedgerServer, type LedgerServer, type Pki } from '@dt/ledger';
 import { startAcquirer, type RunningAcquirer } from '@dt/acquirer';
 import { DEFAULT_POLICY, Journal, PaymentKernel, SyncClient, buildIdentity, type TerminalIdentity } from '@dt/terminal';

@@ -15,13 +15,13 @@
  */
 import { randomBytes, randomInt } from 'node:crypto';
 import {
-  CLA, DT_AID, INS, LIMITS, Role, SW, SYNC_P1, decodeDeterministic, decodeResponse, encodeCommand, exchange, generateKeyPair, keyPairSigner,
-  openSigned, signMessage, swHex, verifyChain, verifyRoot, type CommandApdu, type PaymentRequest,
+  CLA, CardCommand, Capability, DT_AID, INS, LIMITS, Role, SW, buildCommand, changePinCommand, decodeResponse, encodeCommand, exchange,
+  generateKeyCommand, generateKeyPair, getCertificatesCommand, getResponseCommand, getStatusCommand, hasCapability, identifyCommand,
+  isChainedBlock, isMoreData, keyPairSigner, loadBeginCommand, loadCompleteCommand, lockCommand, openSigned, parseCardStatus,
+  parseCertificates, parseSelectResponse, payCommand, selectCommand, setConfigCommand, setPinCommand, signMessage, swHex, swLength,
+  syncBeginCommand, syncCompleteCommand, unblockPinCommand, verifyChain, verifyPinCommand, verifyRoot,
+  type CardStatus, type CommandApdu, type CommandHeader, type PaymentRequest, type SelectResponse,
 } from '@dt/protocol';
-import {
-  CardStatusSchema, ChangePinSchema, SelectResponseSchema, SetPinSchema, UnblockPinSchema, decodeFormat, encodeFormat,
-  type CardStatus, type SelectResponse,
-} from '@dt/firmware';
 import type { CardSession } from '@dt/terminal';
 import type { CaseApi, LabContext, LabSuite } from '../suite.ts';
 import { labExtras } from '../context.ts';
@@ -30,6 +30,8 @@ import { syncCard } from '../cardsync.ts';
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 const hex = (s: string): Uint8Array => Uint8Array.from(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
 const rnd = (n: number): Uint8Array => new Uint8Array(randomBytes(n));
+/** An instruction byte the applet does not have. */
+const UNKNOWN_INS = 0xfe;
 
 /** One raw answer. */
 interface Answer {
@@ -48,8 +50,16 @@ async function cmd(s: CardSession, c: CommandApdu): Promise<Answer> {
   return exchange(s, c);
 }
 
-const SELECT = (aid: Uint8Array = DT_AID): Uint8Array => encodeCommand({ cla: CLA.ISO, ins: INS.SELECT, p1: 0x04, p2: 0x00, data: aid, le: 256 });
-const P = (ins: number, p1 = 0, p2 = 0, data?: Uint8Array, le?: number): CommandApdu => ({ cla: CLA.PROPRIETARY, ins, p1, p2, ...(data && data.length ? { data } : {}), ...(le ? { le } : {}) });
+// Commands come from the protocol's builders (SPEC §9.2); the probes of a wrong CLA, INS, P1
+// or P2 take a builder's command and change that one byte, so every other byte is the real one.
+const SELECT = (aid: Uint8Array = DT_AID): Uint8Array => encodeCommand(selectCommand(aid));
+const APDU = (c: CommandApdu): Uint8Array => encodeCommand(c);
+const GET_STATUS = (): Uint8Array => APDU(getStatusCommand());
+const VERIFY_PIN_STATE = (): Uint8Array => APDU(verifyPinCommand());
+/** GET RESPONSE for the `xx` of a 61xx status word (00: 256). */
+const GET_RESPONSE = (sw: number): Uint8Array => APDU(getResponseCommand(swLength(sw)));
+/** The 4 header bytes of a command followed by `rest` (hex): malformed APDUs no builder makes. */
+const withHeader = (h: CommandHeader, rest: string): Uint8Array => Uint8Array.of(h.cla, h.ins, h.p1, h.p2, ...hex(rest));
 
 function expectSw(c: CaseApi, what: string, a: Answer, sw: number): void {
   c.expect(`${what}: status word`, a.sw, sw, true);
@@ -58,13 +68,13 @@ function expectSw(c: CaseApi, what: string, a: Answer, sw: number): void {
 async function select(c: CaseApi, s: CardSession): Promise<SelectResponse> {
   const a = await send(s, SELECT());
   expectSw(c, 'SELECT', a, SW.OK);
-  return decodeFormat(SelectResponseSchema, a.data);
+  return parseSelectResponse(a.data);
 }
 
 async function status(c: CaseApi, s: CardSession): Promise<CardStatus> {
-  const a = await cmd(s, P(INS.GET_STATUS, 0, 0, undefined, 256));
+  const a = await cmd(s, getStatusCommand());
   expectSw(c, 'GET STATUS', a, SW.OK);
-  return decodeFormat(CardStatusSchema, a.data);
+  return parseCardStatus(a.data);
 }
 
 /** The persistent facts of a card that a refused command must leave as they were. */
@@ -105,10 +115,10 @@ function lastPayRequest(exchanges: readonly { command: Uint8Array }[]): Uint8Arr
   let found: Uint8Array | undefined;
   for (const x of exchanges) {
     const a = x.command;
-    if (a.length < 5 || a[1] !== INS.PAY || (a[0]! & ~CLA.CHAINING) !== CLA.PROPRIETARY) continue;
+    if (a.length < 5 || identifyCommand(a) !== 'PAY') continue;
     const lc = a[4]!;
     parts.push(a.subarray(5, 5 + lc));
-    if ((a[0]! & CLA.CHAINING) === 0) {
+    if (!isChainedBlock(a)) {
       found = Uint8Array.from(Buffer.concat(parts));
       parts = [];
     }
@@ -135,7 +145,7 @@ export const conformance: LabSuite = {
         selectInfo = r;
         c.expect('applet version', r.applet, 1);
         c.expect('protocol version', r.protocol, 1);
-        c.check((r.capabilities & 0x01) !== 0, `capabilities 0x${r.capabilities.toString(16)} lack PAY (0x01)`);
+        c.check(hasCapability(r, Capability.PAY), `capabilities 0x${r.capabilities.toString(16)} lack PAY (0x01)`);
         c.check(r.maxCommand >= 255, `maxCommand ${r.maxCommand} is below 255`);
         if (r.locked) c.check(r.card !== undefined && r.card.length === 16, 'a locked card announces its 16-byte key id');
         Object.assign(c.details, { applet: r.applet, protocol: r.protocol, capabilities: `0x${r.capabilities.toString(16)}`, locked: r.locked, maxCommand: r.maxCommand, ...(r.card ? { card: r.card } : {}) });
@@ -148,7 +158,7 @@ export const conformance: LabSuite = {
         const other = DT_AID.slice();
         other[9] = 0x02;
         expectSw(c, 'SELECT F0..02', await send(s, SELECT(other)), SW.APP_NOT_FOUND);
-        expectSw(c, 'GET STATUS after the failed SELECT', await send(s, encodeCommand(P(INS.GET_STATUS, 0, 0, undefined, 256))), SW.COMMAND_NOT_ALLOWED);
+        expectSw(c, 'GET STATUS after the failed SELECT', await send(s, GET_STATUS()), SW.COMMAND_NOT_ALLOWED);
         await select(c, s);
       });
     });
@@ -156,15 +166,15 @@ export const conformance: LabSuite = {
     await cases.case('select-partial-aid', 'SELECT with a truncated AID or no AID answers 6A82 (no partial-name matching)', async (c) => {
       await session(ctx, async (s) => {
         expectSw(c, 'SELECT first 5 AID bytes', await send(s, SELECT(DT_AID.subarray(0, 5))), SW.APP_NOT_FOUND);
-        expectSw(c, 'SELECT without data', await send(s, hex('00a40400')), SW.APP_NOT_FOUND);
+        expectSw(c, 'SELECT without data', await send(s, APDU(buildCommand(CardCommand.SELECT))), SW.APP_NOT_FOUND);
         await select(c, s);
       });
     });
 
     await cases.case('select-wrong-p1p2', 'SELECT with P1/P2 other than 04/00 answers 6A86', async (c) => {
       await session(ctx, async (s) => {
-        expectSw(c, 'SELECT P1=00', await send(s, encodeCommand({ cla: 0, ins: INS.SELECT, p1: 0, p2: 0, data: DT_AID, le: 256 })), SW.INCORRECT_P1P2);
-        expectSw(c, 'SELECT P2=0C', await send(s, encodeCommand({ cla: 0, ins: INS.SELECT, p1: 4, p2: 0x0c, data: DT_AID, le: 256 })), SW.INCORRECT_P1P2);
+        expectSw(c, 'SELECT P1=00', await send(s, APDU({ ...selectCommand(), p1: 0x00 })), SW.INCORRECT_P1P2);
+        expectSw(c, 'SELECT P2=0C', await send(s, APDU({ ...selectCommand(), p2: 0x0c })), SW.INCORRECT_P1P2);
       });
     });
 
@@ -183,12 +193,11 @@ export const conformance: LabSuite = {
     await cases.case('get-certificates', 'GET CERTIFICATES (80 12) answers the chain [card, issuing bank]; the leaf certifies the key SELECT announced', async (c) => {
       await session(ctx, async (s) => {
         const sel = await select(c, s);
-        const a = await cmd(s, P(INS.GET_CERTIFICATES, 0, 0, undefined, 256));
+        const a = await cmd(s, getCertificatesCommand());
         if (!sel.locked && a.sw === SW.CONDITIONS_NOT_SATISFIED) c.skip('the card has no certificates yet (not personalized)');
         expectSw(c, 'GET CERTIFICATES', a, SW.OK);
-        const chain = decodeDeterministic(a.data, 8192);
-        c.check(Array.isArray(chain) && chain.length === 2 && chain.every((x) => x instanceof Uint8Array), 'the answer is a CBOR array of two certificates');
-        const certs = chain as Uint8Array[];
+        const certs = parseCertificates(a.data);
+        c.check(certs.length === 2, 'the answer is a CBOR array of two certificates');
         const leaf = openSigned('Certificate', certs[0]!).message;
         c.expect('leaf role', leaf.role, Role.CARD);
         if (sel.card) c.expect('leaf key id = SELECT card id', Buffer.from(leaf.cnf.coseKey.kid).toString('hex'), Buffer.from(sel.card).toString('hex'));
@@ -206,18 +215,18 @@ export const conformance: LabSuite = {
     await cases.case('response-chaining', 'a long answer comes as 256-byte pieces with 61xx and GET RESPONSE (00 C0), Le = xx, ending in 9000 (§9.5)', async (c) => {
       await session(ctx, async (s) => {
         await select(c, s);
-        const whole = await cmd(s, P(INS.GET_CERTIFICATES, 0, 0, undefined, 256));
+        const whole = await cmd(s, getCertificatesCommand());
         if (whole.sw !== SW.OK) c.skip(`GET CERTIFICATES answered ${swHex(whole.sw)}: no long answer to test with`);
         if (whole.data.length <= 256) c.skip(`the certificate chain is only ${whole.data.length} bytes: no 61xx needed`);
-        let a = await send(s, hex('8012000000'));
+        let a = await send(s, APDU(getCertificatesCommand()));
         const parts: Uint8Array[] = [a.data];
         let pieces = 1;
         c.expect('first piece length', a.data.length, 256);
-        while ((a.sw & 0xff00) === 0x6100) {
+        while (isMoreData(a.sw)) {
           const xx = a.sw & 0xff;
           const left = whole.data.length - parts.reduce((n, p) => n + p.length, 0);
           c.expect('61xx announces the bytes left (00: 256 or more)', xx, left >= 256 ? 0 : left);
-          a = await send(s, Uint8Array.of(0x00, 0xc0, 0x00, 0x00, xx));
+          a = await send(s, GET_RESPONSE(a.sw));
           parts.push(a.data);
           c.check(++pieces <= 300, 'more than 300 GET RESPONSE pieces');
         }
@@ -230,13 +239,13 @@ export const conformance: LabSuite = {
     await cases.case('le-handling', 'Le shorter than the answer gives Le bytes and 61xx; the rest comes with GET RESPONSE; the card never answers 6Cxx for it', async (c) => {
       await session(ctx, async (s) => {
         await select(c, s);
-        const full = await send(s, hex('8010000000'));
+        const full = await send(s, GET_STATUS());
         expectSw(c, 'GET STATUS Le=00', full, SW.OK);
-        const first = await send(s, hex('8010000008'));
-        c.check((first.sw & 0xff00) === 0x6100, `GET STATUS Le=08 answered ${swHex(first.sw)}, expected 61xx`);
+        const first = await send(s, APDU({ ...getStatusCommand(), le: 8 }));
+        c.check(isMoreData(first.sw), `GET STATUS Le=08 answered ${swHex(first.sw)}, expected 61xx`);
         c.expect('GET STATUS Le=08 data length', first.data.length, 8);
         c.expect('61xx = bytes left', first.sw & 0xff, full.data.length - 8);
-        const rest = await send(s, Uint8Array.of(0x00, 0xc0, 0x00, 0x00, first.sw & 0xff));
+        const rest = await send(s, GET_RESPONSE(first.sw));
         expectSw(c, 'GET RESPONSE', rest, SW.OK);
         c.expect('Le=08 + GET RESPONSE = Le=00 answer', Buffer.concat([first.data, rest.data]).toString('hex'), Buffer.from(full.data).toString('hex'));
       });
@@ -245,17 +254,17 @@ export const conformance: LabSuite = {
     await cases.case('get-response-nothing-pending', 'GET RESPONSE with nothing pending answers 6985', async (c) => {
       await session(ctx, async (s) => {
         await select(c, s);
-        expectSw(c, 'GET RESPONSE', await send(s, hex('00c0000000')), SW.CONDITIONS_NOT_SATISFIED);
+        expectSw(c, 'GET RESPONSE', await send(s, APDU(getResponseCommand(256))), SW.CONDITIONS_NOT_SATISFIED);
       });
     });
 
     await cases.case('get-response-wrong-p1p2', 'GET RESPONSE with P1/P2 not 00 answers 6A86 and keeps the pending answer', async (c) => {
       await session(ctx, async (s) => {
         await select(c, s);
-        const first = await send(s, hex('8010000008'));
-        c.check((first.sw & 0xff00) === 0x6100, `GET STATUS Le=08 answered ${swHex(first.sw)}, expected 61xx`);
-        expectSw(c, 'GET RESPONSE P1=01', await send(s, Uint8Array.of(0x00, 0xc0, 0x01, 0x00, first.sw & 0xff)), SW.INCORRECT_P1P2);
-        const rest = await send(s, Uint8Array.of(0x00, 0xc0, 0x00, 0x00, first.sw & 0xff));
+        const first = await send(s, APDU({ ...getStatusCommand(), le: 8 }));
+        c.check(isMoreData(first.sw), `GET STATUS Le=08 answered ${swHex(first.sw)}, expected 61xx`);
+        expectSw(c, 'GET RESPONSE P1=01', await send(s, APDU({ ...getResponseCommand(swLength(first.sw)), p1: 0x01 })), SW.INCORRECT_P1P2);
+        const rest = await send(s, GET_RESPONSE(first.sw));
         expectSw(c, 'GET RESPONSE after the refused one', rest, SW.OK);
         c.expect('rest length', rest.data.length, first.sw & 0xff);
       });
@@ -264,10 +273,10 @@ export const conformance: LabSuite = {
     await cases.case('get-response-dropped', 'any other command drops a pending answer: GET RESPONSE then answers 6985', async (c) => {
       await session(ctx, async (s) => {
         await select(c, s);
-        const first = await send(s, hex('8010000008'));
-        c.check((first.sw & 0xff00) === 0x6100, `GET STATUS Le=08 answered ${swHex(first.sw)}, expected 61xx`);
-        expectSw(c, 'GET STATUS', await send(s, hex('8010000000')), SW.OK);
-        expectSw(c, 'GET RESPONSE', await send(s, hex('00c0000000')), SW.CONDITIONS_NOT_SATISFIED);
+        const first = await send(s, APDU({ ...getStatusCommand(), le: 8 }));
+        c.check(isMoreData(first.sw), `GET STATUS Le=08 answered ${swHex(first.sw)}, expected 61xx`);
+        expectSw(c, 'GET STATUS', await send(s, GET_STATUS()), SW.OK);
+        expectSw(c, 'GET RESPONSE', await send(s, APDU(getResponseCommand(256))), SW.CONDITIONS_NOT_SATISFIED);
       });
     });
 
@@ -277,7 +286,7 @@ export const conformance: LabSuite = {
         const sel = await select(c, s);
         if (!sel.locked) c.skip('the card is not personalized');
         const before = await status(c, s);
-        const a = await send(s, hex('80200000'));
+        const a = await send(s, VERIFY_PIN_STATE());
         expectSw(c, 'VERIFY PIN (no data)', a, before.pinTries === 0 ? SW.PIN_BLOCKED : SW.wrongPin(before.pinTries));
         c.expect('PIN tries after', (await status(c, s)).pinTries, before.pinTries);
         c.details.pinTries = before.pinTries;
@@ -292,7 +301,7 @@ export const conformance: LabSuite = {
         const long = wrongDigits(13);
         declarePublic(enc(long));
         for (const [what, v] of [['non-digits', '12a4'], ['3 digits', '123'], ['13 digits', long]] as const) {
-          expectSw(c, `VERIFY PIN ${what}`, await send(s, encodeCommand(P(INS.VERIFY_PIN, 0, 0, enc(v)))), SW.WRONG_DATA);
+          expectSw(c, `VERIFY PIN ${what}`, await send(s, APDU(verifyPinCommand(enc(v)))), SW.WRONG_DATA);
         }
         c.expect('PIN tries after', (await status(c, s)).pinTries, before.pinTries);
       });
@@ -307,8 +316,8 @@ export const conformance: LabSuite = {
         if (before.pinTries < 2) c.skip(`only ${before.pinTries} PIN tries left: a wrong PIN could block the card`);
         const wrong = wrongDigits(pin!.length, pin);
         declarePublic(enc(wrong));
-        expectSw(c, 'VERIFY wrong PIN', await send(s, encodeCommand(P(INS.VERIFY_PIN, 0, 0, enc(wrong)))), SW.wrongPin(before.pinTries - 1));
-        const right = await send(s, encodeCommand(P(INS.VERIFY_PIN, 0, 0, enc(pin!))));
+        expectSw(c, 'VERIFY wrong PIN', await send(s, APDU(verifyPinCommand(enc(wrong)))), SW.wrongPin(before.pinTries - 1));
+        const right = await send(s, APDU(verifyPinCommand(enc(pin!))));
         expectSw(c, 'VERIFY the right PIN (is --pin this card\'s PIN?)', right, SW.OK);
         c.expect('PIN tries restored', (await status(c, s)).pinTries, before.pinTries);
       });
@@ -321,11 +330,11 @@ export const conformance: LabSuite = {
         if (!sel.locked) c.skip('the card is not personalized');
         const before = await status(c, s);
         if (before.pinTries < 2) c.skip(`only ${before.pinTries} PIN tries left`);
-        expectSw(c, 'VERIFY PIN', await send(s, encodeCommand(P(INS.VERIFY_PIN, 0, 0, enc(pin!)))), SW.OK);
-        expectSw(c, 'VERIFY PIN (no data) after success', await send(s, hex('80200000')), SW.OK);
+        expectSw(c, 'VERIFY PIN', await send(s, APDU(verifyPinCommand(enc(pin!)))), SW.OK);
+        expectSw(c, 'VERIFY PIN (no data) after success', await send(s, VERIFY_PIN_STATE()), SW.OK);
         c.expect('pinVerified in GET STATUS', (await status(c, s)).pinVerified, true);
         await select(c, s);
-        expectSw(c, 'VERIFY PIN (no data) after SELECT', await send(s, hex('80200000')), SW.wrongPin(before.pinTries));
+        expectSw(c, 'VERIFY PIN (no data) after SELECT', await send(s, VERIFY_PIN_STATE()), SW.wrongPin(before.pinTries));
       });
     });
 
@@ -334,10 +343,10 @@ export const conformance: LabSuite = {
         const sel = await select(c, s);
         if (!sel.locked) c.skip('the card is not personalized');
         const before = await status(c, s);
-        expectSw(c, 'CHANGE PIN not CBOR', await send(s, encodeCommand(P(INS.CHANGE_PIN, 0, 0, hex('010203')))), SW.WRONG_DATA);
+        expectSw(c, 'CHANGE PIN not CBOR', await send(s, APDU(buildCommand(CardCommand.CHANGE_PIN, hex('010203')))), SW.WRONG_DATA);
         const next = wrongDigits(4, pin);
         declarePublic(enc(next));
-        expectSw(c, 'CHANGE PIN current "12a4"', await send(s, encodeCommand(P(INS.CHANGE_PIN, 0, 0, encodeFormat(ChangePinSchema, { current: enc('12a4'), next: enc(next) })))), SW.WRONG_DATA);
+        expectSw(c, 'CHANGE PIN current "12a4"', await send(s, APDU(changePinCommand(enc('12a4'), enc(next)))), SW.WRONG_DATA);
         c.expect('PIN tries after', (await status(c, s)).pinTries, before.pinTries);
       });
     });
@@ -349,9 +358,9 @@ export const conformance: LabSuite = {
         if (!sel.locked) c.skip('the card is not personalized');
         const before = await status(c, s);
         if (before.pinTries < 2) c.skip(`only ${before.pinTries} PIN tries left`);
-        expectSw(c, 'CHANGE PIN', await send(s, encodeCommand(P(INS.CHANGE_PIN, 0, 0, encodeFormat(ChangePinSchema, { current: enc(pin!), next: enc(pin!) })))), SW.OK);
+        expectSw(c, 'CHANGE PIN', await send(s, APDU(changePinCommand(enc(pin!), enc(pin!)))), SW.OK);
         c.expect('PIN tries after', (await status(c, s)).pinTries, before.pinTries);
-        expectSw(c, 'VERIFY PIN after CHANGE', await send(s, encodeCommand(P(INS.VERIFY_PIN, 0, 0, enc(pin!)))), SW.OK);
+        expectSw(c, 'VERIFY PIN after CHANGE', await send(s, APDU(verifyPinCommand(enc(pin!)))), SW.OK);
       });
     });
 
@@ -360,10 +369,10 @@ export const conformance: LabSuite = {
         const sel = await select(c, s);
         if (!sel.locked) c.skip('the card is not personalized');
         const before = await status(c, s);
-        expectSw(c, 'UNBLOCK PIN not CBOR', await send(s, encodeCommand(P(INS.UNBLOCK_PIN, 0, 0, hex('a0')))), SW.WRONG_DATA);
+        expectSw(c, 'UNBLOCK PIN not CBOR', await send(s, APDU(buildCommand(CardCommand.UNBLOCK_PIN, hex('a0')))), SW.WRONG_DATA);
         const next = wrongDigits(4, pin);
         declarePublic(enc(next));
-        expectSw(c, 'UNBLOCK PIN puk "abcdefgh"', await send(s, encodeCommand(P(INS.UNBLOCK_PIN, 0, 0, encodeFormat(UnblockPinSchema, { puk: enc('abcdefgh'), next: enc(next) })))), SW.WRONG_DATA);
+        expectSw(c, 'UNBLOCK PIN puk "abcdefgh"', await send(s, APDU(unblockPinCommand(enc('abcdefgh'), enc(next)))), SW.WRONG_DATA);
         const after = await status(c, s);
         c.expect('PUK tries after', after.pukTries, before.pukTries);
         c.expect('PIN tries after', after.pinTries, before.pinTries);
@@ -376,8 +385,8 @@ export const conformance: LabSuite = {
         const sel = await select(c, s);
         if (!sel.locked) c.skip('the card is not personalized');
         const before = await status(c, s);
-        expectSw(c, 'PAY 3 bytes', await send(s, encodeCommand(P(INS.PAY, 0, 0, hex('010203'), 256))), SW.WRONG_DATA);
-        expectSw(c, 'PAY empty CBOR map', await send(s, encodeCommand(P(INS.PAY, 0, 0, hex('a0'), 256))), SW.WRONG_DATA);
+        expectSw(c, 'PAY 3 bytes', await send(s, APDU(payCommand(hex('010203')))), SW.WRONG_DATA);
+        expectSw(c, 'PAY empty CBOR map', await send(s, APDU(payCommand(hex('a0')))), SW.WRONG_DATA);
         expectUnchanged(c, before, await status(c, s));
       });
     });
@@ -387,7 +396,7 @@ export const conformance: LabSuite = {
         const sel = await select(c, s);
         if (!sel.locked) c.skip('the card is not personalized');
         const before = await status(c, s);
-        const a = await cmd(s, P(INS.PAY, 0, 0, new Uint8Array(8193).fill(0xa5), 256));
+        const a = await cmd(s, payCommand(new Uint8Array(8193).fill(0xa5)));
         expectSw(c, 'PAY 8193 bytes', a, SW.WRONG_DATA);
         expectUnchanged(c, before, await status(c, s));
       });
@@ -402,7 +411,7 @@ export const conformance: LabSuite = {
         let blocks = 0;
         for (;;) {
           ctx.progress('chaining', sent, sel.maxCommand);
-          const a = await send(s, encodeCommand({ cla: CLA.PROPRIETARY | CLA.CHAINING, ins: INS.PAY, p1: 0, p2: 0, data: block }));
+          const a = await send(s, APDU({ ...buildCommand(CardCommand.PAY, block), cla: CardCommand.PAY.cla | CLA.CHAINING }));
           blocks++;
           sent += block.length;
           if (sent <= sel.maxCommand) {
@@ -412,7 +421,7 @@ export const conformance: LabSuite = {
           expectSw(c, `block ${blocks} that goes over ${sel.maxCommand} bytes`, a, SW.WRONG_LENGTH);
           break;
         }
-        expectSw(c, 'GET STATUS after the discarded chain', await send(s, hex('8010000000')), SW.OK);
+        expectSw(c, 'GET STATUS after the discarded chain', await send(s, GET_STATUS()), SW.OK);
         Object.assign(c.details, { blocks, bytes: sent, maxCommand: sel.maxCommand });
       });
     });
@@ -420,9 +429,9 @@ export const conformance: LabSuite = {
     await cases.case('chain-interrupted', 'a chain interrupted by another command answers 6883 and is discarded; the next command works', async (c) => {
       await session(ctx, async (s) => {
         await select(c, s);
-        expectSw(c, 'first PAY block (chaining)', await send(s, encodeCommand({ cla: CLA.PROPRIETARY | CLA.CHAINING, ins: INS.PAY, p1: 0, p2: 0, data: new Uint8Array(255) })), SW.OK);
-        expectSw(c, 'GET STATUS in the middle of the chain', await send(s, hex('8010000000')), SW.CHAIN_EXPECTED);
-        expectSw(c, 'GET STATUS again', await send(s, hex('8010000000')), SW.OK);
+        expectSw(c, 'first PAY block (chaining)', await send(s, APDU({ ...buildCommand(CardCommand.PAY, new Uint8Array(255)), cla: CardCommand.PAY.cla | CLA.CHAINING })), SW.OK);
+        expectSw(c, 'GET STATUS in the middle of the chain', await send(s, GET_STATUS()), SW.CHAIN_EXPECTED);
+        expectSw(c, 'GET STATUS again', await send(s, GET_STATUS()), SW.OK);
       });
     });
 
@@ -448,14 +457,14 @@ export const conformance: LabSuite = {
         const forger = keyPairSigner(generateKeyPair(rnd));
         const bytes = signMessage('PaymentRequest', request(t!), { kid: t!.identity.kid, sign: forger.sign });
         const from = extras?.recorder.current.length ?? 0;
-        const a = await cmd(s, P(INS.PAY, 0, 0, bytes, 256));
+        const a = await cmd(s, payCommand(bytes));
         expectSw(c, 'PAY', a, SW.WRONG_DATA);
-        const blocks = (extras?.recorder.current ?? []).slice(from).filter((x) => x.command[1] === INS.PAY);
+        const blocks = (extras?.recorder.current ?? []).slice(from).filter((x) => identifyCommand(x.command) === 'PAY');
         if (extras) {
           c.check(blocks.length === Math.ceil(bytes.length / 255), `the request of ${bytes.length} bytes went in ${blocks.length} APDUs`);
           blocks.forEach((b, i) => {
             const last = i === blocks.length - 1;
-            c.expect(`block ${i + 1} CLA`, b.command[0], last ? 0x80 : 0x90, true);
+            c.expect(`block ${i + 1} CLA`, b.command[0], last ? CardCommand.PAY.cla : CardCommand.PAY.cla | CLA.CHAINING, true);
             c.check((b.command[4] ?? 0) <= 255 && b.command.length <= 261, `block ${i + 1} is a short APDU`);
             if (!last) c.expect(`block ${i + 1} answer`, b.response ? (b.response[b.response.length - 2]! << 8) | b.response[b.response.length - 1]! : -1, SW.OK, true);
           });
@@ -473,7 +482,7 @@ export const conformance: LabSuite = {
         if (!sel.locked) c.skip('the card is not personalized');
         const before = await status(c, s);
         const currency = (before.currency ?? 398) === 840 ? 978 : 840;
-        const a = await cmd(s, P(INS.PAY, 0, 0, signMessage('PaymentRequest', request(t!, { currency }), t!.identity.signer), 256));
+        const a = await cmd(s, payCommand(signMessage('PaymentRequest', request(t!, { currency }), t!.identity.signer)));
         if (before.syncPending) expectSw(c, 'PAY (sync pending)', a, SW.CONDITIONS_NOT_SATISFIED);
         else expectSw(c, `PAY in currency ${currency}`, a, SW.WRONG_DATA);
         expectUnchanged(c, before, await status(c, s));
@@ -491,7 +500,7 @@ export const conformance: LabSuite = {
         if (!before.limits) c.skip('the card announces no limits');
         const amount = before.limits!.perPayment + 1;
         if (amount > LIMITS.maxAmount) c.skip('the per-payment limit is the protocol maximum');
-        const a = await cmd(s, P(INS.PAY, 0, 0, signMessage('PaymentRequest', request(t!, { amount }), t!.identity.signer), 256));
+        const a = await cmd(s, payCommand(signMessage('PaymentRequest', request(t!, { amount }), t!.identity.signer)));
         expectSw(c, `PAY ${amount}`, a, SW.CONDITIONS_NOT_SATISFIED);
         expectUnchanged(c, before, await status(c, s));
         c.details.amount = amount;
@@ -504,14 +513,14 @@ export const conformance: LabSuite = {
       await session(ctx, async (s) => {
         const sel = await select(c, s);
         if (!sel.locked) c.skip('the card is not personalized');
-        if ((sel.capabilities & 0x10) !== 0) c.skip('the device asks its holder (ON_DEVICE_CONFIRM): no 6982 without a refusal on the device');
+        if (hasCapability(sel, Capability.ON_DEVICE_CONFIRM)) c.skip('the device asks its holder (ON_DEVICE_CONFIRM): no 6982 without a refusal on the device');
         const before = await status(c, s);
         const l = before.limits;
         if (!l) c.skip('the card announces no limits');
         const amount = l!.cvmLimit + 1;
         const fits = amount <= l!.perPayment && amount <= before.balance && before.offlineValue + amount <= l!.offlineTotal && before.offlineCount + 1 <= l!.offlineCount && !before.syncPending;
         if (!fits) c.skip(`an amount of ${amount} (CVM limit + 1) does not fit the card's limits or balance`);
-        const a = await cmd(s, P(INS.PAY, 0, 0, signMessage('PaymentRequest', request(t!, { amount }), t!.identity.signer), 256));
+        const a = await cmd(s, payCommand(signMessage('PaymentRequest', request(t!, { amount }), t!.identity.signer)));
         expectSw(c, `PAY ${amount}`, a, SW.SECURITY_NOT_SATISFIED);
         expectUnchanged(c, before, await status(c, s));
         c.details.amount = amount;
@@ -540,7 +549,7 @@ export const conformance: LabSuite = {
       const exchanges = (extras?.recorder.current ?? []).slice(from);
       paidRequest = lastPayRequest(exchanges);
       if (extras) {
-        const gr = exchanges.filter((x) => x.command[0] === 0x00 && x.command[1] === 0xc0).length;
+        const gr = exchanges.filter((x) => identifyCommand(x.command) === 'GET_RESPONSE').length;
         c.check(gr > 0, 'the handover came without GET RESPONSE (expected 61xx pieces for an answer over 256 bytes)');
         c.details.getResponses = gr;
       }
@@ -559,7 +568,7 @@ export const conformance: LabSuite = {
       await session(ctx, async (s) => {
         await select(c, s);
         const before = await status(c, s);
-        expectSw(c, 'PAY replayed', await cmd(s, P(INS.PAY, 0, 0, paidRequest!, 256)), SW.DATA_INVALID);
+        expectSw(c, 'PAY replayed', await cmd(s, payCommand(paidRequest!)), SW.DATA_INVALID);
         expectUnchanged(c, before, await status(c, s));
       });
     });
@@ -571,8 +580,8 @@ export const conformance: LabSuite = {
         if (!sel.locked) c.skip('the card is not personalized');
         const before = await status(c, s);
         if (before.syncPending) c.skip('a sync is pending on the card: COMPLETE would check a receipt');
-        expectSw(c, 'SYNC COMPLETE', await send(s, encodeCommand(P(INS.SYNC, SYNC_P1.COMPLETE, 0, rnd(16)))), SW.CONDITIONS_NOT_SATISFIED);
-        expectSw(c, 'LOAD COMPLETE', await send(s, encodeCommand(P(INS.LOAD, SYNC_P1.COMPLETE, 0, rnd(16)))), SW.CONDITIONS_NOT_SATISFIED);
+        expectSw(c, 'SYNC COMPLETE', await send(s, APDU(syncCompleteCommand(rnd(16)))), SW.CONDITIONS_NOT_SATISFIED);
+        expectSw(c, 'LOAD COMPLETE', await send(s, APDU(loadCompleteCommand(rnd(16)))), SW.CONDITIONS_NOT_SATISFIED);
         expectUnchanged(c, before, await status(c, s));
       });
     });
@@ -582,8 +591,8 @@ export const conformance: LabSuite = {
         const sel = await select(c, s);
         if (!sel.locked) c.skip('the card is not personalized');
         const before = await status(c, s);
-        expectSw(c, 'SYNC BEGIN 15 bytes', await send(s, encodeCommand(P(INS.SYNC, SYNC_P1.BEGIN, 0, rnd(15), 256))), SW.WRONG_LENGTH);
-        expectSw(c, 'LOAD BEGIN 17 bytes', await send(s, encodeCommand(P(INS.LOAD, SYNC_P1.BEGIN, 0, rnd(17), 256))), SW.WRONG_LENGTH);
+        expectSw(c, 'SYNC BEGIN 15 bytes', await send(s, APDU(syncBeginCommand(rnd(15)))), SW.WRONG_LENGTH);
+        expectSw(c, 'LOAD BEGIN 17 bytes', await send(s, APDU(loadBeginCommand(rnd(17)))), SW.WRONG_LENGTH);
         expectUnchanged(c, before, await status(c, s));
       });
     });
@@ -608,13 +617,13 @@ export const conformance: LabSuite = {
     await cases.case('commands-before-select', 'with the applet not selected, DT commands answer 6986 (an unknown INS still 6D00); SELECT then works', async (c) => {
       await session(ctx, async (s) => {
         expectSw(c, 'SELECT of another AID (deselects)', await send(s, SELECT(hex('a000000003000000'))), SW.APP_NOT_FOUND);
-        expectSw(c, 'GET STATUS', await send(s, hex('8010000000')), SW.COMMAND_NOT_ALLOWED);
-        expectSw(c, 'PAY', await send(s, encodeCommand(P(INS.PAY, 0, 0, hex('a0'), 256))), SW.COMMAND_NOT_ALLOWED);
-        expectSw(c, 'VERIFY PIN (no data)', await send(s, hex('80200000')), SW.COMMAND_NOT_ALLOWED);
-        expectSw(c, 'SYNC BEGIN', await send(s, encodeCommand(P(INS.SYNC, SYNC_P1.BEGIN, 0, rnd(16), 256))), SW.COMMAND_NOT_ALLOWED);
-        expectSw(c, 'unknown INS FE', await send(s, hex('80fe000000')), SW.INS_NOT_SUPPORTED);
+        expectSw(c, 'GET STATUS', await send(s, GET_STATUS()), SW.COMMAND_NOT_ALLOWED);
+        expectSw(c, 'PAY', await send(s, APDU(payCommand(hex('a0')))), SW.COMMAND_NOT_ALLOWED);
+        expectSw(c, 'VERIFY PIN (no data)', await send(s, VERIFY_PIN_STATE()), SW.COMMAND_NOT_ALLOWED);
+        expectSw(c, 'SYNC BEGIN', await send(s, APDU(syncBeginCommand(rnd(16)))), SW.COMMAND_NOT_ALLOWED);
+        expectSw(c, 'unknown INS FE', await send(s, APDU({ ...getStatusCommand(), ins: UNKNOWN_INS })), SW.INS_NOT_SUPPORTED);
         await select(c, s);
-        expectSw(c, 'GET STATUS after SELECT', await send(s, hex('8010000000')), SW.OK);
+        expectSw(c, 'GET STATUS after SELECT', await send(s, GET_STATUS()), SW.OK);
       });
     });
 
@@ -628,14 +637,14 @@ export const conformance: LabSuite = {
         declarePublic(enc(pinv));
         declarePublic(enc(pukv));
         const steps: [string, CommandApdu][] = [
-          ['GENERATE KEY', P(INS.PERSONALIZE, 0x01, 0, undefined, 256)],
-          ['WRITE CERTIFICATES', P(INS.PERSONALIZE, 0x02, 0, hex('a0'))],
-          ['SET PIN', P(INS.PERSONALIZE, 0x03, 0, encodeFormat(SetPinSchema, { pin: enc(pinv), puk: enc(pukv) }))],
-          ['SET CONFIG', P(INS.PERSONALIZE, 0x04, 0, hex('a0'))],
-          ['LOCK', P(INS.PERSONALIZE, 0x0f, 0)],
+          ['GENERATE KEY', generateKeyCommand()],
+          ['WRITE CERTIFICATES', buildCommand(CardCommand.WRITE_CERTIFICATES, hex('a0'))],
+          ['SET PIN', setPinCommand({ pin: enc(pinv), puk: enc(pukv) })],
+          ['SET CONFIG', setConfigCommand({})],
+          ['LOCK', lockCommand()],
         ];
         for (const [what, apdu] of steps) expectSw(c, `PERSONALIZE ${what}`, await send(s, encodeCommand(apdu)), SW.COMMAND_NOT_ALLOWED);
-        expectSw(c, 'PERSONALIZE P1=05', await send(s, hex('8040050000')), SW.INCORRECT_P1P2);
+        expectSw(c, 'PERSONALIZE P1=05', await send(s, APDU({ ...generateKeyCommand(), p1: 0x05 })), SW.INCORRECT_P1P2);
         const after = await status(c, s);
         expectUnchanged(c, before, after);
         const sel2 = await select(c, s);
@@ -647,19 +656,24 @@ export const conformance: LabSuite = {
     await cases.case('wrong-cla', 'an unknown class byte answers 6E00; CLA 00 with a DT instruction answers 6D00', async (c) => {
       await session(ctx, async (s) => {
         await select(c, s);
-        expectSw(c, 'CLA A0', await send(s, hex('a010000000')), SW.CLA_NOT_SUPPORTED);
-        expectSw(c, 'CLA 84', await send(s, hex('8410000000')), SW.CLA_NOT_SUPPORTED);
+        // GET STATUS with another class byte.
+        expectSw(c, 'CLA A0', await send(s, APDU({ ...getStatusCommand(), cla: 0xa0 })), SW.CLA_NOT_SUPPORTED);
+        expectSw(c, 'CLA 84', await send(s, APDU({ ...getStatusCommand(), cla: 0x84 })), SW.CLA_NOT_SUPPORTED);
         // (A class byte with bit 10 set would start a command chain (§9.4): answered 9000, not 6E00.)
-        expectSw(c, 'CLA E0', await send(s, hex('e010000000')), SW.CLA_NOT_SUPPORTED);
-        expectSw(c, 'CLA 00 INS 10', await send(s, hex('0010000000')), SW.INS_NOT_SUPPORTED);
+        expectSw(c, 'CLA E0', await send(s, APDU({ ...getStatusCommand(), cla: 0xe0 })), SW.CLA_NOT_SUPPORTED);
+        expectSw(c, 'CLA 00 INS 10', await send(s, APDU({ ...getStatusCommand(), cla: CLA.ISO })), SW.INS_NOT_SUPPORTED);
       });
     });
 
     await cases.case('unknown-ins', 'an unknown instruction answers 6D00 (also A4/C0 under CLA 80)', async (c) => {
       await session(ctx, async (s) => {
         await select(c, s);
-        for (const ins of [0xfe, 0x00, 0x14, 0xa4, 0xc0]) expectSw(c, `CLA 80 INS ${ins.toString(16).padStart(2, '0')}`, await send(s, Uint8Array.of(0x80, ins, 0, 0, 0)), SW.INS_NOT_SUPPORTED);
-        expectSw(c, 'CLA 00 INS CA', await send(s, hex('00ca000000')), SW.INS_NOT_SUPPORTED);
+        // Instructions the applet does not have (FE, 00, 14), and the two ISO ones under CLA 80.
+        for (const ins of [UNKNOWN_INS, 0x00, 0x14, INS.SELECT, INS.GET_RESPONSE]) {
+          expectSw(c, `CLA 80 INS ${ins.toString(16).padStart(2, '0')}`, await send(s, APDU({ ...getStatusCommand(), ins })), SW.INS_NOT_SUPPORTED);
+        }
+        // ISO GET DATA (00 CA): not an instruction of the applet.
+        expectSw(c, 'CLA 00 INS CA', await send(s, APDU({ ...getResponseCommand(256), ins: 0xca })), SW.INS_NOT_SUPPORTED);
       });
     });
 
@@ -667,16 +681,16 @@ export const conformance: LabSuite = {
       await session(ctx, async (s) => {
         const sel = await select(c, s);
         const probes: [string, Uint8Array][] = [
-          ['GET STATUS P1=01', hex('8010010000')],
-          ['GET STATUS P2=01', hex('8010000100')],
-          ['GET CERTIFICATES P1=01', hex('8012010000')],
-          ['VERIFY PIN P1=01', hex('80200100')],
-          ['CHANGE PIN P2=80', hex('80240080')],
-          ['UNBLOCK PIN P1=01', hex('802c0100')],
-          ['PAY P2=01', hex('8030000100')],
-          ['SYNC P1=03', hex('8052030000')],
-          ['SYNC P2=01', hex('8052010100')],
-          ['LOAD P1=00', hex('8050000000')],
+          ['GET STATUS P1=01', APDU({ ...getStatusCommand(), p1: 0x01 })],
+          ['GET STATUS P2=01', APDU({ ...getStatusCommand(), p2: 0x01 })],
+          ['GET CERTIFICATES P1=01', APDU({ ...getCertificatesCommand(), p1: 0x01 })],
+          ['VERIFY PIN P1=01', APDU({ ...verifyPinCommand(), p1: 0x01 })],
+          ['CHANGE PIN P2=80', APDU({ ...buildCommand(CardCommand.CHANGE_PIN), p2: 0x80 })],
+          ['UNBLOCK PIN P1=01', APDU({ ...buildCommand(CardCommand.UNBLOCK_PIN), p1: 0x01 })],
+          ['PAY P2=01', APDU({ ...buildCommand(CardCommand.PAY, undefined, 256), p2: 0x01 })],
+          ['SYNC P1=03', APDU({ ...buildCommand(CardCommand.SYNC_BEGIN, undefined, 256), p1: 0x03 })],
+          ['SYNC P2=01', APDU({ ...buildCommand(CardCommand.SYNC_BEGIN, undefined, 256), p2: 0x01 })],
+          ['LOAD P1=00', APDU({ ...buildCommand(CardCommand.LOAD_BEGIN, undefined, 256), p1: 0x00 })],
         ];
         for (const [what, apdu] of probes) expectSw(c, what, await send(s, apdu), SW.INCORRECT_P1P2);
         c.details.locked = sel.locked;
@@ -699,7 +713,7 @@ export const conformance: LabSuite = {
             return;
           }
           expectSw(c, what, a, SW.WRONG_LENGTH);
-          expectSw(c, `GET STATUS after ${what}`, await send(s, hex('8010000000')), SW.OK);
+          expectSw(c, `GET STATUS after ${what}`, await send(s, GET_STATUS()), SW.OK);
         });
       }
       if (refused.length) {
@@ -711,15 +725,15 @@ export const conformance: LabSuite = {
     // Only a 3-byte APDU: 1- and 2-byte APDUs make some PC/SC stacks hang (pcsc-lite with vpcd
     // never completes the transmit), which would take the reader away from the rest of the run.
     await cases.case('malformed-too-short', 'an APDU shorter than 4 bytes (3 bytes) answers 6700', async (c) => {
-      await malformed(c, [['3-byte APDU 80 10 00', hex('801000')]]);
+      await malformed(c, [['3-byte APDU 80 10 00', GET_STATUS().subarray(0, 3)]]);
     });
 
     await cases.case('malformed-lc-mismatch', 'Lc that disagrees with the APDU length (short data, trailing bytes) answers 6700', async (c) => {
-      await malformed(c, [['Lc 05 with 2 bytes', hex('80100000050102')], ['Lc 02 with 2 bytes, Le and a trailing byte', hex('801000000201020000')]]);
+      await malformed(c, [['Lc 05 with 2 bytes', withHeader(CardCommand.GET_STATUS, '050102')], ['Lc 02 with 2 bytes, Le and a trailing byte', withHeader(CardCommand.GET_STATUS, '0201020000')]]);
     });
 
     await cases.case('malformed-extended-length', 'extended-length APDUs (not supported: short APDUs only, §9.1) answer 6700', async (c) => {
-      await malformed(c, [['extended Le', hex('80100000000000')], ['extended Lc', hex('803000000001' + '00'.repeat(0x100))]]);
+      await malformed(c, [['extended Le', withHeader(CardCommand.GET_STATUS, '000000')], ['extended Lc', withHeader(CardCommand.PAY, '0001' + '00'.repeat(0x100))]]);
     });
 
     // ------------------------------------------------------------ the whole run so far

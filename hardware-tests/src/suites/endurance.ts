@@ -25,8 +25,7 @@
  *
  * @module
  */
-import { LIMITS, formatTenge, openSigned } from '@dt/protocol';
-import { getStatus, selectApplet } from '@dt/card-applet-sim';
+import { LIMITS, formatTenge, openSigned, getStatus, selectApplet } from '@dt/protocol';
 import type { CardSession, TapOutcome } from '@dt/terminal';
 import type { EnduranceResult } from '../model.ts';
 import type { LabContext, LabSuite, LabTerminal } from '../suite.ts';

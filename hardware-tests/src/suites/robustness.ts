@@ -36,10 +36,11 @@
  * @module
  */
 import {
-  CLA, CardStatusError, INS, SW, decodeCommand, decodeResponse, encodeCommand, formatTenge, openSigned, selectCommand, toHex,
+  CardStatusError, SW, decodeCommand, decodeResponse, encodeCommand, formatTenge, getStatusCommand, identifyCommand, isChainedBlock, openSigned, selectCommand, toHex,
   type TransmitOptions,
+  getStatus, selectApplet,
 } from '@dt/protocol';
-import { getStatus, selectApplet, type FaultPlan } from '@dt/card-applet-sim';
+import { type FaultPlan } from '@dt/card-applet-sim';
 import { syncCard } from '../cardsync.ts';
 import type { CardReader, CardSession, PaymentRecord, TapOutcome, WaitOptions } from '@dt/terminal';
 import type { CaseApi, LabContext, LabSuite, LabTerminal } from '../suite.ts';
@@ -146,8 +147,8 @@ class PayWatch implements CardReader {
     } catch {
       return;
     }
-    if (cmd.ins !== INS.PAY || (cmd.cla & 0x80) === 0) return;
-    const last = (cmd.cla & CLA.CHAINING) === 0;
+    if (identifyCommand(cmd) !== 'PAY') return;
+    const last = !isChainedBlock(cmd);
     if (!this.#inPay) {
       this.#inPay = true;
       this.#request = [];
@@ -418,7 +419,7 @@ export const robustness: LabSuite = {
 
     await cases.case('reset-between-commands', 'the card leaves the field and comes back between SELECT and the next command: the applet answers 6986 until selected again, and its state is intact', async (c) => {
       if (!control && !ctx.options.interactive) c.skip(NEEDS_CONTROL);
-      const status = (s: CardSession) => s.transmit(encodeCommand({ cla: CLA.PROPRIETARY, ins: INS.GET_STATUS, p1: 0, p2: 0, le: 256 }));
+      const status = (s: CardSession) => s.transmit(encodeCommand(getStatusCommand()));
       const before = await withSession(async (s) => {
         await selectApplet(s);
         return getStatus(s);

@@ -8,8 +8,8 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { INS, encodeDeterministic } from '@dt/protocol';
-import { FileStorage, InProcessTransport, SimulatedCard, personalizeCard, selectApplet, getStatus } from '@dt/card-applet-sim';
+import { encodeDeterministic, selectApplet, getStatus } from '@dt/protocol';
+import { FileStorage, InProcessTransport, SimulatedCard, personalizeCard } from '@dt/card-applet-sim';
 import { Ledger, createPki, nativeSigner, openSqliteStorage, signLoadOrder, startLedgerServer, type LedgerServer, type Pki } from '@dt/ledger';
 import { saveIdentity, saveTerminalKey } from '@dt/terminal';
 import { syncCard } from '../../src/cardsync.ts';
@@ -58,7 +58,7 @@ export async function startLabWorld(dir: string, o: { load?: number; limits?: { 
     await postOk(`${server.url}/v1/cards`, encodeDeterministic([p.certificate, pki.bank.cert]));
     await postOk(`${server.url}/v1/loads`, signLoadOrder({ card: p.cardKid, amount: load, id: rnd16(), time: nowSec() }, pki.bank.signer));
     await selectApplet(t);
-    const r = await syncCard(t, server.url, { ins: INS.LOAD });
+    const r = await syncCard(t, server.url, { load: true });
     if (!r.ok) throw new Error(`LOAD refused: ${r.code}`);
     const st = await getStatus(t);
     if (st.balance !== load) throw new Error(`loaded ${st.balance}, expected ${load}`);

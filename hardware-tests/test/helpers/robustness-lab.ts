@@ -23,11 +23,11 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CLA, INS, SYNC_P1, transmitOk, type TransmitOptions } from '@dt/protocol';
+import { CLA, INS, SYNC_P1, transmitOk, type TransmitOptions, selectApplet } from '@dt/protocol';
 import { Applet, MemoryStorage, type Storage } from '@dt/firmware';
 import {
-  InProcessTransport, SimulatedCard, isPowerCut, parseFaultPlan, personalizeCard, readCardStatus, selectApplet,
-  type AppletFactory, type FaultEvent, type FaultPlan,
+  InProcessTransport, SimulatedCard, isPowerCut, parseFaultPlan, personalizeCard, readCardStatus, type AppletFactory, type FaultEvent,
+  type FaultPlan,
 } from '@dt/card-applet-sim';
 import { Ledger, createPki, nativeSigner, openSqliteStorage, signLoadOrder, startLedgerServer, type LedgerServer, type Pki } from '@dt/ledger';
 import {

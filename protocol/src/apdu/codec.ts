@@ -10,7 +10,7 @@
  */
 
 import { DtError, ErrorCode } from '../errors.ts';
-import { CLA, DT_AID, INS, SELECT_P1P2, SW, describeSw, isWrongPin, swHex } from './constants.ts';
+import { CLA, INS, SW, describeSw, isWrongPin, swHex } from './constants.ts';
 
 /** Largest data field of one short command APDU (Lc is one byte). */
 export const MAX_SHORT_DATA = 255;
@@ -250,11 +250,6 @@ export function decodeResponse(bytes: Uint8Array): ResponseApdu {
     throw new DtError(ErrorCode.APDU_MALFORMED, `response APDU of ${n} bytes has no status word`, { length: n });
   }
   return { data: bytes.slice(0, n - 2), sw: (bytes[n - 2]! << 8) | bytes[n - 1]! };
-}
-
-/** SELECT of an applet by AID (00 A4 04 00 Lc AID, Le 256); defaults to {@link DT_AID}. */
-export function selectCommand(aid: Uint8Array = DT_AID): CommandApdu {
-  return { cla: CLA.ISO, ins: INS.SELECT, p1: SELECT_P1P2.P1_BY_NAME, p2: SELECT_P1P2.P2_FIRST, data: aid, le: 256 };
 }
 
 /** GET RESPONSE asking for `le` bytes (00 C0 00 00 Le, Le 0x00 = 256). */

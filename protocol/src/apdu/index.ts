@@ -1,6 +1,7 @@
 /**
  * APDU layer: constant tables, the short-APDU codec with chaining, typed card
- * status errors, and the exchange logic for both the reader and the card.
+ * status errors, the exchange logic for both the reader and the card, and
+ * recorded exchanges with their replay and recording transports.
  *
  * @module
  */
@@ -37,7 +38,6 @@ export {
   encodeResponse,
   getResponseCommand,
   isOk,
-  selectCommand,
   statusError,
 } from './codec.ts';
 export type { CommandApdu, ResponseApdu } from './codec.ts';
@@ -61,3 +61,6 @@ export type {
   ExchangeOptions,
   TransmitOptions,
 } from './exchange.ts';
+
+export { MAX_RECORDED_EXCHANGES, RecordStore, RecordStoreError, recordingTransport, replayTransport } from './record-store.ts';
+export type { RecordedExchange, RecordStoreErrorCode, ReplayTransportOptions } from './record-store.ts';

@@ -24,9 +24,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import {
-  CardStatusError, CLA, Cvm, decodeDeterministic, DT_AID, exchange, HandoverCode, INS, isDtError, LIMITS,
-  openSigned, selectCommand, signMessage, SW, swHex, toHex, validateHandover, createTrustStore,
-  type ApduTransport, type ExpectedRequest, type PaymentRequest, type TrustStore, type Verifier,
+  Capability, CardStatusError, Cvm, exchange, getStatusCommand, HandoverCode, hasCapability, isDtError, LIMITS, MAX_SELECT_ANSWER,
+  openSigned, parseApplicationInfo, parseLastNonce, parsePinResult, payCommand, selectCommand, signMessage, SW, swHex, toHex,
+  validateHandover, verifyPinCommand, createTrustStore,
+  type ApduTransport, type ApplicationInfo, type ExpectedRequest, type PaymentRequest, type TrustStore, type Verifier,
 } from '@dt/protocol';
 import { isTerminalError, TerminalErrorCode } from '../errors.ts';
 import { AttemptState, type Journal, type AttemptRecord } from '../journal/journal.ts';
@@ -54,10 +55,10 @@ const DAMAGE_CODES: ReadonlySet<string> = new Set([
  */
 const MAX_DAMAGED_CARDS = 256;
 
-/** Capability bit of SELECT (firmware APDU.md): offline payment. */
-const CAP_PAY = 0x01;
-/** Capability bit of SELECT: torn-tap retry with `retryOf`. */
-const CAP_RETRY = 0x40;
+/** Chained command data the kernel sends to an applet that announces no (valid) `maxCommand`. */
+const DEFAULT_MAX_COMMAND = 255 * 16;
+/** The most the kernel chains whatever the applet announces (the protocol's short-APDU chain bound). */
+const MAX_COMMAND = 65535;
 
 /** Time limits of one tap, in milliseconds. */
 export interface KernelTimeouts {
@@ -99,9 +100,9 @@ export interface ChargeOptions {
 
 const nodeRandom = (n: number): Uint8Array => new Uint8Array(randomBytes(n));
 
-/** Facts from SELECT. */
+/** Facts from SELECT (read with the protocol's {@link parseApplicationInfo}). */
 interface Selected {
-  readonly capabilities: number;
+  readonly info: ApplicationInfo;
   readonly card: Uint8Array | undefined;
   readonly maxCommand: number;
 }
@@ -240,7 +241,7 @@ export class PaymentKernel {
     // ---- SELECT: is this a DT card?
     progress('SELECTING');
     const selected = await this.#select(session, signal, cancel);
-    if ((selected.capabilities & CAP_PAY) === 0) stop({ kind: 'END', reason: EndReason.CARD_NOT_USABLE, detail: 'no PAY capability' });
+    if (!hasCapability(selected.info, Capability.PAY)) stop({ kind: 'END', reason: EndReason.CARD_NOT_USABLE, detail: 'no PAY capability' });
 
     // ---- a torn attempt of this card for the same amount is retried (retryOf).
     const { torn, unrecoverable } = await this.#pickTorn(session, selected, amount, signal, cancel);
@@ -279,7 +280,7 @@ export class PaymentKernel {
       try {
         response = await exchange(
           session,
-          { cla: CLA.PROPRIETARY, ins: INS.PAY, p1: 0, p2: 0, data: signed, le: 256 },
+          payCommand(signed),
           { signal, maxResponse: LIMITS.maxHandoverSize, maxCommand: selected.maxCommand },
         );
       } catch (e) {
@@ -318,18 +319,15 @@ export class PaymentKernel {
     cancel: AbortSignal | undefined,
   ): Promise<{ torn: AttemptRecord | undefined; unrecoverable: Uint8Array[] }> {
     const journal = this.#o.journal;
-    if ((selected.capabilities & CAP_RETRY) === 0) return { torn: undefined, unrecoverable: [] };
+    if (!hasCapability(selected.info, Capability.RETRY)) return { torn: undefined, unrecoverable: [] };
     const candidates = journal.tornAttempts().filter((a) => a.created >= this.#now() - this.#o.policy.retryWindow);
     const mine = selected.card ? candidates.filter((a) => a.card !== undefined && toHex(a.card) === toHex(selected.card!)) : [];
     if (mine.length === 0) return { torn: journal.findTornAttempt(amount, selected.card, this.#o.policy.retryWindow), unrecoverable: [] };
     let lastNonce: Uint8Array | undefined;
     try {
-      const st = await exchange(session, { cla: CLA.PROPRIETARY, ins: INS.GET_STATUS, p1: 0, p2: 0, le: 256 }, { signal, maxResponse: 4096 });
-      if (st.sw === SW.OK) {
-        const m = decodeDeterministic(st.data, 4096);
-        const n = m instanceof Map ? (m as Map<number, unknown>).get(16) : undefined;
-        if (n instanceof Uint8Array && n.length === 16) lastNonce = n;
-      }
+      const st = await exchange(session, getStatusCommand(), { signal, maxResponse: 4096 });
+      // Read leniently: a later applet may add keys to CardStatus.
+      if (st.sw === SW.OK) lastNonce = parseLastNonce(st.data, 4096);
     } catch (e) {
       if (cancel?.aborted) stop({ kind: 'END', reason: EndReason.CANCELLED });
       stop({ kind: 'PRESENT_CARD_AGAIN', reason: 'NO_ANSWER', detail: errorCode(e) });
@@ -350,34 +348,24 @@ export class PaymentKernel {
   async #select(session: ApduTransport, signal: AbortSignal, cancel: AbortSignal | undefined): Promise<Selected> {
     let r: { data: Uint8Array; sw: number };
     try {
-      r = await exchange(session, selectCommand(DT_AID), { signal, maxResponse: 1024 });
+      r = await exchange(session, selectCommand(), { signal, maxResponse: MAX_SELECT_ANSWER });
     } catch (e) {
       if (cancel?.aborted) stop({ kind: 'END', reason: EndReason.CANCELLED });
       if (isCommunicationFailure(e) || signal.aborted) stop({ kind: 'PRESENT_CARD_AGAIN', reason: 'NO_ANSWER', detail: errorCode(e) });
       throw e;
     }
     if (r.sw !== SW.OK) stop({ kind: 'END', reason: EndReason.NOT_DT_CARD, detail: swHex(r.sw) });
-    // Read the fields we need from the SELECT map leniently: later applet
-    // versions may add keys, which must not turn a DT card into "not a DT card".
-    let map: Map<number, unknown>;
+    // Read leniently (parseApplicationInfo): later applet versions may add keys, which must
+    // not turn a DT card into "not a DT card".
+    let info: ApplicationInfo;
     try {
-      const v = decodeDeterministic(r.data, 1024);
-      if (!(v instanceof Map)) throw new Error('not a map');
-      map = v as Map<number, unknown>;
-    } catch {
-      return stop({ kind: 'END', reason: EndReason.NOT_DT_CARD, detail: 'SELECT answer is not a DT applet answer' });
+      info = parseApplicationInfo(r.data, MAX_SELECT_ANSWER);
+    } catch (e) {
+      const noCapabilities = isDtError(e) && e.details.field === 'capabilities';
+      return stop({ kind: 'END', reason: EndReason.NOT_DT_CARD, detail: noCapabilities ? 'no capabilities' : 'SELECT answer is not a DT applet answer' });
     }
-    const caps = map.get(3);
-    const locked = map.get(4);
-    const maxCommand = map.get(5);
-    const card = map.get(6);
-    if (typeof caps !== 'number') stop({ kind: 'END', reason: EndReason.NOT_DT_CARD, detail: 'no capabilities' });
-    if (locked !== true) stop({ kind: 'END', reason: EndReason.CARD_NOT_USABLE, detail: 'card not personalized' });
-    return {
-      capabilities: caps as number,
-      card: card instanceof Uint8Array && card.length === 16 ? card : undefined,
-      maxCommand: typeof maxCommand === 'number' && maxCommand >= 255 ? Math.min(maxCommand, 65535) : 255 * 16,
-    };
+    if (!info.locked) stop({ kind: 'END', reason: EndReason.CARD_NOT_USABLE, detail: 'card not personalized' });
+    return { info, card: info.card, maxCommand: info.maxCommand !== undefined ? Math.min(info.maxCommand, MAX_COMMAND) : DEFAULT_MAX_COMMAND };
   }
 
   async #verifyPin(session: ApduTransport, amount: number, signal: AbortSignal, cancel: AbortSignal | undefined, progress: NonNullable<ChargeOptions['onProgress']>): Promise<void> {
@@ -401,7 +389,7 @@ export class PaymentKernel {
       if (pin === null) stop({ kind: 'DECLINED', reason: DeclineReason.PIN_CANCELLED });
       let sw: number;
       try {
-        sw = (await exchange(session, { cla: CLA.PROPRIETARY, ins: INS.VERIFY_PIN, p1: 0, p2: 0, data: pin! }, { signal, maxResponse: 0 })).sw;
+        sw = (await exchange(session, verifyPinCommand(pin!), { signal, maxResponse: 0 })).sw;
       } catch (e) {
         if (cancel?.aborted) stop({ kind: 'END', reason: EndReason.CANCELLED });
         if (isCommunicationFailure(e) || signal.aborted) stop({ kind: 'PRESENT_CARD_AGAIN', reason: 'NO_ANSWER', detail: errorCode(e) });
@@ -410,10 +398,11 @@ export class PaymentKernel {
         // The PIN goes to the card and nowhere else: wipe our copy at once.
         pin!.fill(0);
       }
-      if (sw === SW.OK) return;
-      if (sw === SW.PIN_BLOCKED) stop({ kind: 'DECLINED', reason: DeclineReason.PIN_BLOCKED });
-      if ((sw & 0xfff0) === 0x63c0) {
-        triesLeft = sw & 0x0f;
+      const result = parsePinResult(sw);
+      if (result.kind === 'verified') return;
+      if (result.kind === 'blocked') stop({ kind: 'DECLINED', reason: DeclineReason.PIN_BLOCKED });
+      if (result.kind === 'wrong') {
+        triesLeft = result.remaining;
         if (triesLeft === 0) stop({ kind: 'DECLINED', reason: DeclineReason.PIN_BLOCKED });
         continue;
       }

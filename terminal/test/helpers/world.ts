@@ -6,11 +6,11 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { MemoryStorage } from '@dt/firmware';
-import { InProcessTransport, personalizeCard, selectApplet, SimulatedCard } from '@dt/card-applet-sim';
+import { InProcessTransport, personalizeCard, SimulatedCard } from '@dt/card-applet-sim';
 import { openSqliteStorage, signLoadOrder, startLedgerServer, type LedgerServer } from '@dt/ledger';
 import { createTestLedger, type TestLedger } from '@dt/ledger/testkit';
 import { startAcquirer, type RunningAcquirer } from '@dt/acquirer';
-import { CLA, INS, SYNC_P1, transmitOk } from '@dt/protocol';
+import { CLA, INS, SYNC_P1, transmitOk, selectApplet } from '@dt/protocol';
 import { buildIdentity, type TerminalIdentity } from '../../src/index.ts';
 import { nowSec, TEST_LIMITS, type TestCard } from './fixtures.ts';
 
