@@ -57,7 +57,9 @@ export default defineConfig(
       'import-x/extensions': ['.ts', '.mjs', '.js'],
       'import-x/parsers': { '@typescript-eslint/parser': ['.ts'] },
       // The workspace packages resolve to their sources, as under tsx (the dt-source condition).
-      'import-x/resolver-next': [createNodeResolver({ conditionNames: ['dt-source', 'types', 'import', 'node', 'default'], extensions: ['.ts', '.mjs', '.js'] })],
+      'import-x/resolver-next': [
+        createNodeResolver({ conditionNames: ['dt-source', 'types', 'import', 'node', 'default'], extensions: ['.ts', '.mjs', '.js'] }),
+      ],
     },
     rules: {
       // Cycles among the repo's own files (the architecture test also checks across packages, type imports included).
@@ -71,7 +73,12 @@ export default defineConfig(
   // Tests, benchmarks and scripts may also use devDependencies, their package's and the root's.
   ...WORKSPACES.map((ws) => ({
     files: [`${ws}/test/**`, `${ws}/bench/**`, `${ws}/scripts/**`, ...(ws === 'test' ? ['test/**'] : [])],
-    rules: { 'import-x/no-extraneous-dependencies': ['error', { devDependencies: true, packageDir: [import.meta.dirname, `${import.meta.dirname}/${ws}`] }] },
+    rules: {
+      'import-x/no-extraneous-dependencies': [
+        'error',
+        { devDependencies: true, packageDir: [import.meta.dirname, `${import.meta.dirname}/${ws}`] },
+      ],
+    },
   })),
   {
     files: ['scripts/**', 'eslint.config.js'],

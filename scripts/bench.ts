@@ -103,7 +103,11 @@ const PHASES = ['select', 'request', 'cardSigning', 'verification', 'journalComm
  * path it came from (`sources`). A figure whose package did not run (or
  * whose file lacks it) is absent and listed in `missing`.
  */
-function summary(packages: Record<string, unknown>): { summary: Record<string, unknown>; sources: Record<string, string>; missing: string[] } {
+function summary(packages: Record<string, unknown>): {
+  summary: Record<string, unknown>;
+  sources: Record<string, string>;
+  missing: string[];
+} {
   const h: Record<string, unknown> = {};
   const sources: Record<string, string> = {};
   const missing: string[] = [];
@@ -136,7 +140,11 @@ function summary(packages: Record<string, unknown>): { summary: Record<string, u
     }
     if (Object.keys(byChain).length > 0) verify[v] = byChain;
   }
-  take('verifyUs', "packages['hardware-tests'].verification.<native|noble>.<chain0|chain1|chainMax>.medianUs (median per handover, µs)", verify);
+  take(
+    'verifyUs',
+    "packages['hardware-tests'].verification.<native|noble>.<chain0|chain1|chainMax>.medianUs (median per handover, µs)",
+    verify,
+  );
 
   const runs = at(packages.ledger, 'runs') as { backend: string; transfers: number; transfersPerSecond: number }[] | undefined;
   if (Array.isArray(runs)) {
@@ -147,12 +155,29 @@ function summary(packages: Record<string, unknown>): { summary: Record<string, u
   take('ledgerNativeVerifyCeilingPerSec', 'packages.ledger.nativeVerify.ceiling', at(packages.ledger, 'nativeVerify.ceiling'));
   take('acquirerHandoversPerSec', 'packages.acquirer.handoversPerSecond', at(packages.acquirer, 'handoversPerSecond'));
   take('acquirerBatch1000MedianMs', 'packages.acquirer.medianTotalMs', at(packages.acquirer, 'medianTotalMs'));
-  take('firmwarePayMedianMs', 'packages.firmware.{nodePay,quickjs.pay}.medianMs', Object.fromEntries(
-    [['node', at(packages.firmware, 'nodePay.medianMs')], ['quickjs', at(packages.firmware, 'quickjs.pay.medianMs')]].filter(([, v]) => v !== undefined),
-  ));
-  take('firmwareBundleBytes', 'packages.firmware.bundle.{bytes,gzipBytes}', at(packages.firmware, 'bundle') === undefined ? undefined : { raw: at(packages.firmware, 'bundle.bytes'), gzip: at(packages.firmware, 'bundle.gzipBytes') });
+  take(
+    'firmwarePayMedianMs',
+    'packages.firmware.{nodePay,quickjs.pay}.medianMs',
+    Object.fromEntries(
+      [
+        ['node', at(packages.firmware, 'nodePay.medianMs')],
+        ['quickjs', at(packages.firmware, 'quickjs.pay.medianMs')],
+      ].filter(([, v]) => v !== undefined),
+    ),
+  );
+  take(
+    'firmwareBundleBytes',
+    'packages.firmware.bundle.{bytes,gzipBytes}',
+    at(packages.firmware, 'bundle') === undefined
+      ? undefined
+      : { raw: at(packages.firmware, 'bundle.bytes'), gzip: at(packages.firmware, 'bundle.gzipBytes') },
+  );
   const ops = at(packages.protocol, 'results') as { name: string; opsPerSec: number }[] | undefined;
-  take('protocolOpsPerSec', 'packages.protocol.results[].opsPerSec by name', Array.isArray(ops) ? Object.fromEntries(ops.map((o) => [o.name, Math.round(o.opsPerSec)])) : undefined);
+  take(
+    'protocolOpsPerSec',
+    'packages.protocol.results[].opsPerSec by name',
+    Array.isArray(ops) ? Object.fromEntries(ops.map((o) => [o.name, Math.round(o.opsPerSec)])) : undefined,
+  );
   return { summary: h, sources, missing };
 }
 
@@ -173,7 +198,13 @@ function runBench(ws: string): Promise<number> {
 }
 
 function hostInfo(): Record<string, unknown> {
-  return { cpus: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', memoryMb: Math.round(totalmem() / 1048576), node: process.version, platform: `${process.platform}-${process.arch}` };
+  return {
+    cpus: cpus().length,
+    cpu: cpus()[0]?.model ?? 'unknown',
+    memoryMb: Math.round(totalmem() / 1048576),
+    node: process.version,
+    platform: `${process.platform}-${process.arch}`,
+  };
 }
 
 /**
@@ -206,8 +237,15 @@ function writeMerged(out: string, owned: readonly string[], values: Record<strin
 
 /** The headline figures of issue 15, in the order the README's table shows them. */
 const HEADLINE_KEYS = [
-  'ledgerSqliteCeilingRatio', 'ledgerPostgresCeilingRatio', 'ledgerCeilingRatioHops63', 'tapP95MsDefault',
-  'handoverBytesHops0', 'handoverBytesHops63', 'cardVerifiesPerPay', 'cardSignaturesPerPay', 'firmwarePayMsQuickjs',
+  'ledgerSqliteCeilingRatio',
+  'ledgerPostgresCeilingRatio',
+  'ledgerCeilingRatioHops63',
+  'tapP95MsDefault',
+  'handoverBytesHops0',
+  'handoverBytesHops63',
+  'cardVerifiesPerPay',
+  'cardSignaturesPerPay',
+  'firmwarePayMsQuickjs',
 ] as const;
 type HeadlineKey = (typeof HEADLINE_KEYS)[number];
 
@@ -244,7 +282,11 @@ interface Step {
 /** Runs a step (output passed through); resolves with its exit code. */
 function runStep(step: Step): Promise<number> {
   return new Promise((resolveP) => {
-    const child = spawn(process.execPath, ['--conditions=dt-source', '--import', 'tsx', step.script, ...step.args], { cwd: step.cwd, stdio: 'inherit', env: { ...process.env, ...step.env } });
+    const child = spawn(process.execPath, ['--conditions=dt-source', '--import', 'tsx', step.script, ...step.args], {
+      cwd: step.cwd,
+      stdio: 'inherit',
+      env: { ...process.env, ...step.env },
+    });
     const forward = (sig: NodeJS.Signals) => child.kill(sig);
     process.on('SIGINT', forward);
     process.on('SIGTERM', forward);
@@ -277,17 +319,42 @@ async function runHeadline(out: string): Promise<number> {
   // Sizes: the issue's definitions; the tiny configuration only exercises the plumbing.
   const steps: Step[] = [
     {
-      name: 'taps and handover sizes (hardware-tests)', cwd: join(ROOT, 'hardware-tests'), script: 'bench/bench.ts', out: file('hardware-tests.json'),
+      name: 'taps and handover sizes (hardware-tests)',
+      cwd: join(ROOT, 'hardware-tests'),
+      script: 'bench/bench.ts',
+      out: file('hardware-tests.json'),
       args: ['--taps', tiny ? '3' : '200', '--warmup', tiny ? '1' : '5', '--verify-reps', '0', '--out', file('hardware-tests.json')],
     },
     {
-      name: 'PAY in QuickJS and the card\'s crypto per PAY (firmware)', cwd: join(ROOT, 'firmware'), script: 'scripts/bench.ts', out: file('firmware.json'),
-      args: [], env: { BENCH_PAYS: tiny ? '2' : '8', BENCH_OUT: file('firmware.json') },
+      name: "PAY in QuickJS and the card's crypto per PAY (firmware)",
+      cwd: join(ROOT, 'firmware'),
+      script: 'scripts/bench.ts',
+      out: file('firmware.json'),
+      args: [],
+      env: { BENCH_PAYS: tiny ? '2' : '8', BENCH_OUT: file('firmware.json') },
     },
     {
-      name: 'settlement against the verify ceiling (ledger)', cwd: join(ROOT, 'ledger'), script: 'bench/headline.ts', out: file('ledger.json'),
+      name: 'settlement against the verify ceiling (ledger)',
+      cwd: join(ROOT, 'ledger'),
+      script: 'bench/headline.ts',
+      out: file('ledger.json'),
       args: tiny
-        ? ['--cards', '200', '--spent-rows', '2000', '--mixed', '12', '--hops63', '2', '--terminals', '3', '--ceiling-seconds', '0.2', '--out', file('ledger.json')]
+        ? [
+            '--cards',
+            '200',
+            '--spent-rows',
+            '2000',
+            '--mixed',
+            '12',
+            '--hops63',
+            '2',
+            '--terminals',
+            '3',
+            '--ceiling-seconds',
+            '0.2',
+            '--out',
+            file('ledger.json'),
+          ]
         : ['--out', file('ledger.json')],
     },
   ];
@@ -325,57 +392,116 @@ async function runHeadline(out: string): Promise<number> {
       errors.push(`${key}: ${(e as Error).message}`);
     }
   };
-  const ledgerRun = (name: string) => at(lg, `runs.${name}`) as { handovers: number; settledPerSecond: number; verifyCeiling: { perSecond: number; workers: number } } | undefined;
+  const ledgerRun = (name: string) =>
+    at(lg, `runs.${name}`) as
+      { handovers: number; settledPerSecond: number; verifyCeiling: { perSecond: number; workers: number } } | undefined;
   const ledgerMethod = (name: string, what: string): string => {
     const r = ledgerRun(name)!;
     const cfg = at(lg, 'config') as { cards: number; spentRows: number; terminals: number; batchSize: number };
     return `${r.handovers} real, fully signed handovers ${what} settled through Ledger.settle on a ledger opened exactly as dt-ledger serve opens it (validation in the main thread, in-process, no HTTP) over ${cfg.cards.toLocaleString('en-US')} active cards and ${cfg.spentRows.toLocaleString('en-US')} spent-set rows (the measured cards built and their earlier payments settled through the ledger's API, the rest inserted in bulk at the storage level: ledger/bench/headline-dataset.ts), in batches of ${cfg.batchSize} from ${cfg.terminals} terminals; settled/s (${Math.round(r.settledPerSecond)}) divided by native P-256 verifies/s of ${r.verifyCeiling.workers} worker threads at once (${Math.round(r.verifyCeiling.perSecond)}), measured just before.`;
   };
-  take('ledgerSqliteCeilingRatio', () => round(num(lg, 'ratios.ledgerSqliteCeilingRatio', 'ledger'), 5),
-    () => ledgerMethod('sqliteMixed', 'at 0..5 history hops (evenly mixed, one card each) on SQLite (WAL, synchronous=FULL, on disk)'));
-  take('ledgerPostgresCeilingRatio', () => round(num(lg, 'ratios.ledgerPostgresCeilingRatio', 'ledger'), 5),
-    () => ledgerMethod('postgresMixed', 'at 0..5 history hops (the same dataset and batches) on PostgreSQL (a throwaway cluster with fsync on)'));
-  take('ledgerCeilingRatioHops63', () => round(num(lg, 'ratios.ledgerCeilingRatioHops63', 'ledger'), 5),
-    () => ledgerMethod('sqliteHops63', 'at 63 history hops (one card each, its 63 earlier transfers already recorded) on SQLite'));
+  take(
+    'ledgerSqliteCeilingRatio',
+    () => round(num(lg, 'ratios.ledgerSqliteCeilingRatio', 'ledger'), 5),
+    () => ledgerMethod('sqliteMixed', 'at 0..5 history hops (evenly mixed, one card each) on SQLite (WAL, synchronous=FULL, on disk)'),
+  );
+  take(
+    'ledgerPostgresCeilingRatio',
+    () => round(num(lg, 'ratios.ledgerPostgresCeilingRatio', 'ledger'), 5),
+    () =>
+      ledgerMethod(
+        'postgresMixed',
+        'at 0..5 history hops (the same dataset and batches) on PostgreSQL (a throwaway cluster with fsync on)',
+      ),
+  );
+  take(
+    'ledgerCeilingRatioHops63',
+    () => round(num(lg, 'ratios.ledgerCeilingRatioHops63', 'ledger'), 5),
+    () => ledgerMethod('sqliteHops63', 'at 63 history hops (one card each, its 63 earlier transfers already recorded) on SQLite'),
+  );
   const vpcd = at(hw, 'tapLatency.vpcdNoDelay') as { active?: boolean; reason?: string } | undefined;
-  take('tapP95MsDefault', () => round(num(hw, 'tapLatency.phases.total.p95', 'hardware-tests'), 2),
-    () => `p95 (nearest rank) of ${num(hw, 'tapLatency.approved', 'hardware-tests')} approved taps, card detected to outcome (SELECT, the terminal's signed PAY request, the card's PAY, validation, the journal commit), of the simulated firmware card through a private pcscd with vpcd on the machine's default loopback (no network namespace or route change; the TCP_NODELAY shim ${vpcd?.active ? 'active' : `NOT active: ${vpcd?.reason ?? 'unknown'}`}), tapped by a lab terminal's PaymentKernel with dt-pos's default verifier (${String(at(hw, 'tapLatency.verifier'))}) and a SQLite journal; card offline limit ${String(at(hw, 'tapLatency.cardLimits.offlineCount'))} (synced when reached, not timed).`);
-  take('handoverBytesHops0', () => num(hw, 'handover.bytes.chain0', 'hardware-tests'),
-    () => 'Encoded size of the Handover a simulated firmware card answered its first offline payment with (0 history transfers), as the terminal journalled it.');
-  take('handoverBytesHops63', () => {
-    if (at(hw, 'handover.maxChain') !== 63) throw new Error(`hardware-tests: handover.maxChain is ${String(at(hw, 'handover.maxChain'))}, not 63`);
-    return num(hw, 'handover.bytes.chainMax', 'hardware-tests');
-  }, () => 'Encoded size of the Handover of a card certified for 64 offline payments at its 64th payment (63 history transfers since its last sync), as the terminal journalled it.');
+  take(
+    'tapP95MsDefault',
+    () => round(num(hw, 'tapLatency.phases.total.p95', 'hardware-tests'), 2),
+    () =>
+      `p95 (nearest rank) of ${num(hw, 'tapLatency.approved', 'hardware-tests')} approved taps, card detected to outcome (SELECT, the terminal's signed PAY request, the card's PAY, validation, the journal commit), of the simulated firmware card through a private pcscd with vpcd on the machine's default loopback (no network namespace or route change; the TCP_NODELAY shim ${vpcd?.active ? 'active' : `NOT active: ${vpcd?.reason ?? 'unknown'}`}), tapped by a lab terminal's PaymentKernel with dt-pos's default verifier (${String(at(hw, 'tapLatency.verifier'))}) and a SQLite journal; card offline limit ${String(at(hw, 'tapLatency.cardLimits.offlineCount'))} (synced when reached, not timed).`,
+  );
+  take(
+    'handoverBytesHops0',
+    () => num(hw, 'handover.bytes.chain0', 'hardware-tests'),
+    () =>
+      'Encoded size of the Handover a simulated firmware card answered its first offline payment with (0 history transfers), as the terminal journalled it.',
+  );
+  take(
+    'handoverBytesHops63',
+    () => {
+      if (at(hw, 'handover.maxChain') !== 63)
+        throw new Error(`hardware-tests: handover.maxChain is ${String(at(hw, 'handover.maxChain'))}, not 63`);
+      return num(hw, 'handover.bytes.chainMax', 'hardware-tests');
+    },
+    () =>
+      'Encoded size of the Handover of a card certified for 64 offline payments at its 64th payment (63 history transfers since its last sync), as the terminal journalled it.',
+  );
   const crypto = at(fw, 'cryptoPerPay.method');
-  take('cardVerifiesPerPay', () => num(fw, 'cryptoPerPay.steadyPay.verifies', 'firmware'),
-    () => `ECDSA P-256 verifications the firmware makes in one PAY in the steady state (a later payment at the same terminal), counted in its own code: ${String(crypto)}.`);
-  take('cardSignaturesPerPay', () => num(fw, 'cryptoPerPay.steadyPay.signatures', 'firmware'),
-    () => `ECDSA P-256 signatures the firmware makes in one PAY in the steady state, counted the same way (p256.sign calls of the bundled firmware).`);
-  take('firmwarePayMsQuickjs', () => num(fw, 'quickjs.pay.medianMs', 'firmware'),
-    () => `Median over ${num(fw, 'quickjs.pay.runs', 'firmware')} PAYs of the whole PAY exchange (chained request, terminal chain and request verification, signing, journal commit, GET RESPONSE) with the firmware bundle (dist/firmware.js) running inside QuickJS (quickjs-emscripten), pure-JS P-256.`);
-  const goalsMet = Object.fromEntries(HEADLINE_KEYS.filter((k) => headline[k] !== undefined).map((k) => [k, meets(headline[k]!, HEADLINE_GOALS[k])]));
+  take(
+    'cardVerifiesPerPay',
+    () => num(fw, 'cryptoPerPay.steadyPay.verifies', 'firmware'),
+    () =>
+      `ECDSA P-256 verifications the firmware makes in one PAY in the steady state (a later payment at the same terminal), counted in its own code: ${String(crypto)}.`,
+  );
+  take(
+    'cardSignaturesPerPay',
+    () => num(fw, 'cryptoPerPay.steadyPay.signatures', 'firmware'),
+    () =>
+      `ECDSA P-256 signatures the firmware makes in one PAY in the steady state, counted the same way (p256.sign calls of the bundled firmware).`,
+  );
+  take(
+    'firmwarePayMsQuickjs',
+    () => num(fw, 'quickjs.pay.medianMs', 'firmware'),
+    () =>
+      `Median over ${num(fw, 'quickjs.pay.runs', 'firmware')} PAYs of the whole PAY exchange (chained request, terminal chain and request verification, signing, journal commit, GET RESPONSE) with the firmware bundle (dist/firmware.js) running inside QuickJS (quickjs-emscripten), pure-JS P-256.`,
+  );
+  const goalsMet = Object.fromEntries(
+    HEADLINE_KEYS.filter((k) => headline[k] !== undefined).map((k) => [k, meets(headline[k]!, HEADLINE_GOALS[k])]),
+  );
   const complete = HEADLINE_KEYS.every((k) => typeof headline[k] === 'number');
   writeMerged(out, ['headline', 'headlineMethods', 'headlineGoals', 'headlineDetails', 'headlineRun'], {
     ...(complete ? { headline: Object.fromEntries(HEADLINE_KEYS.map((k) => [k, headline[k]])) } : {}),
     ...(complete ? { headlineMethods: Object.fromEntries(HEADLINE_KEYS.map((k) => [k, methods[k]])) } : {}),
     headlineGoals: { goals: HEADLINE_GOALS, met: goalsMet },
     headlineDetails: {
-      tapPhasesMs: at(hw, 'tapLatency.phases'), vpcdNoDelay: vpcd, handoverBytesByChain: at(hw, 'handover.bytesByChain'),
-      cardCryptoPerPay: at(fw, 'cryptoPerPay'), firmwareNodePayMs: at(fw, 'nodePay.medianMs'),
+      tapPhasesMs: at(hw, 'tapLatency.phases'),
+      vpcdNoDelay: vpcd,
+      handoverBytesByChain: at(hw, 'handover.bytesByChain'),
+      cardCryptoPerPay: at(fw, 'cryptoPerPay'),
+      firmwareNodePayMs: at(fw, 'nodePay.medianMs'),
       ledger: lg === undefined ? undefined : { config: at(lg, 'config'), dataset: at(lg, 'dataset'), runs: at(lg, 'runs') },
     },
     headlineRun: {
-      generatedAt: new Date().toISOString(), durationSeconds, budgetSeconds: 900, tiny, host: hostInfo(),
-      loadAverage: { before: loadBefore, after: loadavg().map((x) => round(x, 2)), note: '1/5/15-minute load averages of the machine (os.loadavg) at the start and the end' },
-      runs, errors,
+      generatedAt: new Date().toISOString(),
+      durationSeconds,
+      budgetSeconds: 900,
+      tiny,
+      host: hostInfo(),
+      loadAverage: {
+        before: loadBefore,
+        after: loadavg().map((x) => round(x, 2)),
+        note: '1/5/15-minute load averages of the machine (os.loadavg) at the start and the end',
+      },
+      runs,
+      errors,
     },
   });
   process.stderr.write(`\n${'headline'.padEnd(30)}${'measured'.padStart(12)}   goal\n`);
   for (const k of HEADLINE_KEYS) {
     const v = headline[k];
-    process.stderr.write(`${k.padEnd(30)}${(v === undefined ? 'missing' : String(v)).padStart(12)}   ${HEADLINE_GOALS[k]}${v === undefined ? '' : meets(v, HEADLINE_GOALS[k]) ? '  met' : '  not met'}\n`);
+    process.stderr.write(
+      `${k.padEnd(30)}${(v === undefined ? 'missing' : String(v)).padStart(12)}   ${HEADLINE_GOALS[k]}${v === undefined ? '' : meets(v, HEADLINE_GOALS[k]) ? '  met' : '  not met'}\n`,
+    );
   }
-  process.stderr.write(`${errors.length ? `errors: ${errors.join('; ')}\n` : ''}headline in ${out} (${durationSeconds} s${durationSeconds > 900 ? ', over the 15-minute budget' : ''})\n`);
+  process.stderr.write(
+    `${errors.length ? `errors: ${errors.join('; ')}\n` : ''}headline in ${out} (${durationSeconds} s${durationSeconds > 900 ? ', over the 15-minute budget' : ''})\n`,
+  );
   return failed > 0 || !complete ? 1 : 0;
 }
 
@@ -394,7 +520,10 @@ async function main(): Promise<number> {
     } else if (a === '--only' || a.startsWith('--only=')) {
       const v = a === '--only' ? argv[++i] : a.slice(7);
       if (!v) usage('--only needs a comma-separated list of workspaces');
-      only = v.split(',').map((s) => s.trim()).filter(Boolean);
+      only = v
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean);
     } else if (a === '--out' || a.startsWith('--out=')) {
       const v = a === '--out' ? argv[++i] : a.slice(6);
       if (!v) usage('--out needs a file');
@@ -423,7 +552,8 @@ async function main(): Promise<number> {
     let error: string | undefined;
     if (code !== 0) error = `npm run bench -w ${ws} exited with code ${code}`;
     else if (!existsSync(file)) error = `${ws}/bench-results.json was not written`;
-    else if (statSync(file).mtimeMs < startedAt) error = `${ws}/bench-results.json is older than this run (stale): the bench did not write it`;
+    else if (statSync(file).mtimeMs < startedAt)
+      error = `${ws}/bench-results.json is older than this run (stale): the bench did not write it`;
     else {
       try {
         packages[ws] = JSON.parse(readFileSync(file, 'utf8'));
@@ -450,10 +580,14 @@ async function main(): Promise<number> {
   });
   const doc = { durationSeconds };
   process.stderr.write(`\n${'workspace'.padEnd(16)}${'result'.padEnd(8)}${'seconds'.padStart(9)}\n`);
-  for (const r of runs) process.stderr.write(`${r.workspace.padEnd(16)}${(r.ok ? 'ok' : 'FAILED').padEnd(8)}${r.seconds.toFixed(1).padStart(9)}\n`);
+  for (const r of runs)
+    process.stderr.write(`${r.workspace.padEnd(16)}${(r.ok ? 'ok' : 'FAILED').padEnd(8)}${r.seconds.toFixed(1).padStart(9)}\n`);
   const lat = head.tapLatencyMs as Record<string, { p95: number }> | undefined;
-  if (lat?.total) process.stderr.write(`\ntap-to-outcome p95 ${lat.total.p95} ms (goal < 150 ms: ${head.tapGoalP95Met ? 'met' : 'not met'})\n`);
-  process.stderr.write(`${errors.length ? `${errors.length} bench(es) FAILED; ` : ''}results of ${Object.keys(packages).length} package(s) in ${out} (${doc.durationSeconds} s)\n`);
+  if (lat?.total)
+    process.stderr.write(`\ntap-to-outcome p95 ${lat.total.p95} ms (goal < 150 ms: ${head.tapGoalP95Met ? 'met' : 'not met'})\n`);
+  process.stderr.write(
+    `${errors.length ? `${errors.length} bench(es) FAILED; ` : ''}results of ${Object.keys(packages).length} package(s) in ${out} (${doc.durationSeconds} s)\n`,
+  );
   return errors.length ? 1 : 0;
 }
 

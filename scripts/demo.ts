@@ -89,30 +89,62 @@ function main(): void {
   const card = generateKeyPair(random);
   const terminal = generateKeyPair(random);
   const base = { nbf: now - 60, iat: now, exp: now + year, v: 1 as const };
-  const rootCert = issueCertificate({ ...base, iss: 'NBK issuer', sub: 'NBK issuer', role: Role.ISSUER, publicKey: issuer.publicKey }, keyPairSigner(issuer));
-  const ledgerCert = issueCertificate({ ...base, iss: 'NBK issuer', sub: 'DT ledger', role: Role.LEDGER, publicKey: ledger.publicKey }, keyPairSigner(issuer));
+  const rootCert = issueCertificate(
+    { ...base, iss: 'NBK issuer', sub: 'NBK issuer', role: Role.ISSUER, publicKey: issuer.publicKey },
+    keyPairSigner(issuer),
+  );
+  const ledgerCert = issueCertificate(
+    { ...base, iss: 'NBK issuer', sub: 'DT ledger', role: Role.LEDGER, publicKey: ledger.publicKey },
+    keyPairSigner(issuer),
+  );
   const bankCert = issueCertificate(
-    { ...base, iss: 'NBK issuer', sub: 'Demo Bank', role: Role.BANK, perms: BankPermission.ISSUING | BankPermission.ACQUIRING, publicKey: bank.publicKey },
+    {
+      ...base,
+      iss: 'NBK issuer',
+      sub: 'Demo Bank',
+      role: Role.BANK,
+      perms: BankPermission.ISSUING | BankPermission.ACQUIRING,
+      publicKey: bank.publicKey,
+    },
     keyPairSigner(issuer),
   );
   const limits = { perPayment: 10_000, offlineTotal: 50_000, offlineCount: 10, cvmLimit: 5_000 };
-  const cardCert = issueCertificate({ ...base, iss: 'Demo Bank', sub: 'card 0001', role: Role.CARD, limits, currency: CURRENCY_KZT, publicKey: card.publicKey }, keyPairSigner(bank));
+  const cardCert = issueCertificate(
+    { ...base, iss: 'Demo Bank', sub: 'card 0001', role: Role.CARD, limits, currency: CURRENCY_KZT, publicKey: card.publicKey },
+    keyPairSigner(bank),
+  );
   const merchant = { id: 'KZ-ALM-000123', mcc: 5411, name: 'Corner Grocery' };
-  const terminalCert = issueCertificate({ ...base, iss: 'Demo Bank', sub: 'POS 7', role: Role.TERMINAL, merchant, publicKey: terminal.publicKey }, keyPairSigner(bank));
+  const terminalCert = issueCertificate(
+    { ...base, iss: 'Demo Bank', sub: 'POS 7', role: Role.TERMINAL, merchant, publicKey: terminal.publicKey },
+    keyPairSigner(bank),
+  );
   const cardKid = keyId(card.publicKey);
   const terminalKid = keyId(terminal.publicKey);
   say('PKI issued', `issuer ${kid(issuer)}, ledger ${kid(ledger)}, bank ${kid(bank)}, card ${kid(card)}, terminal ${kid(terminal)}`);
 
   // 2. The ledger signs a token owned by the card (what a load delivers).
   const serial = random(16);
-  const tokenBytes = signMessage('Token', { serial, value: 10_000, currency: CURRENCY_KZT, owner: cardKid, issued: now }, keyPairSigner(ledger));
+  const tokenBytes = signMessage(
+    'Token',
+    { serial, value: 10_000, currency: CURRENCY_KZT, owner: cardKid, issued: now },
+    keyPairSigner(ledger),
+  );
   say('Token signed by the ledger', `serial ${toHex(serial)}, 10000 tiyn, owner ${kid(card)} (${tokenBytes.length} bytes)`);
 
   // 3. The terminal signs a payment request with a fresh CSPRNG nonce.
   const nonce = random(16);
   const requestBytes = signMessage(
     'PaymentRequest',
-    { amount, currency: CURRENCY_KZT, terminal: terminalKid, merchant: merchant.id, mcc: merchant.mcc, nonce, time: now, chain: [terminalCert, bankCert] },
+    {
+      amount,
+      currency: CURRENCY_KZT,
+      terminal: terminalKid,
+      merchant: merchant.id,
+      mcc: merchant.mcc,
+      nonce,
+      time: now,
+      chain: [terminalCert, bankCert],
+    },
     keyPairSigner(terminal),
   );
   say('Payment request signed by the terminal', `${amount} tiyn to ${merchant.name}, nonce ${toHex(nonce)} (${requestBytes.length} bytes)`);
@@ -126,9 +158,19 @@ function main(): void {
   const transferBytes = signMessage(
     'Transfer',
     {
-      card: cardKid, counter: 1, prev: GENESIS_PREV, inputs: [serial], outputs,
-      amount: request.amount, currency: request.currency, payee: request.terminal, merchant: request.merchant,
-      mcc: request.mcc, nonce: request.nonce, time: request.time, cvm: request.amount > limits.cvmLimit ? Cvm.OFFLINE_PIN : Cvm.NONE,
+      card: cardKid,
+      counter: 1,
+      prev: GENESIS_PREV,
+      inputs: [serial],
+      outputs,
+      amount: request.amount,
+      currency: request.currency,
+      payee: request.terminal,
+      merchant: request.merchant,
+      mcc: request.mcc,
+      nonce: request.nonce,
+      time: request.time,
+      cvm: request.amount > limits.cvmLimit ? Cvm.OFFLINE_PIN : Cvm.NONE,
     },
     keyPairSigner(card),
   );
@@ -148,7 +190,10 @@ function main(): void {
     toHex(t.nonce) === toHex(nonce);
   if (!ok) throw new Error('terminal checks failed');
   const transferHash = payloadHash(opened.cose);
-  say('Terminal verified the handover offline', `chain to the pinned root, token, signature, value ${token.value} = ${t.outputs.map((o) => o.value).join(' + ')}; transfer hash ${toHex(transferHash)}`);
+  say(
+    'Terminal verified the handover offline',
+    `chain to the pinned root, token, signature, value ${token.value} = ${t.outputs.map((o) => o.value).join(' + ')}; transfer hash ${toHex(transferHash)}`,
+  );
   say('Output ids', `payee ${toHex(outputId(transferHash, 0))}` + (change > 0 ? `, change ${toHex(outputId(transferHash, 1))}` : ''));
 
   // 6. A tampered copy must fail verification.
@@ -165,7 +210,9 @@ function main(): void {
 
   const diagnostic = toDiagnostic(decodeDeterministic(transferBytes, transferBytes.length), { expand: true, indent: 2 });
   if (json) {
-    process.stdout.write(JSON.stringify({ steps, transfer: { hex: toHex(transferBytes), hash: toHex(transferHash), diagnostic } }, null, 2) + '\n');
+    process.stdout.write(
+      JSON.stringify({ steps, transfer: { hex: toHex(transferBytes), hash: toHex(transferHash), diagnostic } }, null, 2) + '\n',
+    );
   } else {
     process.stdout.write(`\nThe signed transfer (COSE_Sign1, CBOR diagnostic notation):\n${diagnostic}\n`);
   }

@@ -32,18 +32,58 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import {
-  OutcomeStatus, decodeDeterministic, encodeDeterministic, formatTenge, openSigned, payloadHash, signSettleRequest, subjectKey, syncBegin, syncComplete, toHex,
-  verifySigned, type ApduTransport, getStatus, selectApplet,
+  OutcomeStatus,
+  decodeDeterministic,
+  encodeDeterministic,
+  formatTenge,
+  openSigned,
+  payloadHash,
+  signSettleRequest,
+  subjectKey,
+  syncBegin,
+  syncComplete,
+  toHex,
+  verifySigned,
+  type ApduTransport,
+  getStatus,
+  selectApplet,
 } from '@dt/protocol';
 import { MemoryStorage } from '@dt/firmware';
 import {
-  InProcessTransport, SimulatedCard, VpcdClient, pcscdUnavailableReason, personalizeCard, startPcscd, type PcscdHandle,
+  InProcessTransport,
+  SimulatedCard,
+  VpcdClient,
+  pcscdUnavailableReason,
+  personalizeCard,
+  startPcscd,
+  type PcscdHandle,
 } from '@dt/card-applet-sim';
-import { Ledger, createPki, nativeSigner, openSqliteStorage, signLoadOrder, startLedgerServer, type AuditReport, type LedgerServer, type LedgerStorage } from '@dt/ledger';
+import {
+  Ledger,
+  createPki,
+  nativeSigner,
+  openSqliteStorage,
+  signLoadOrder,
+  startLedgerServer,
+  type AuditReport,
+  type LedgerServer,
+  type LedgerStorage,
+} from '@dt/ledger';
 import { startAcquirer, type RunningAcquirer } from '@dt/acquirer';
 import {
-  DEFAULT_CONFIG, DEFAULT_POLICY, Journal, PaymentKernel, PcscReaders, SyncClient, TransportReader, buildIdentity, verifierByName,
-  type CardReader, type SyncReport, type TapOutcome, type TerminalIdentity,
+  DEFAULT_CONFIG,
+  DEFAULT_POLICY,
+  Journal,
+  PaymentKernel,
+  PcscReaders,
+  SyncClient,
+  TransportReader,
+  buildIdentity,
+  verifierByName,
+  type CardReader,
+  type SyncReport,
+  type TapOutcome,
+  type TerminalIdentity,
 } from '@dt/terminal';
 
 /**
@@ -95,7 +135,10 @@ export const STORY = {
   limits: { perPayment: 1_000_000, offlineTotal: 4_000_000, offlineCount: 10, cvmLimit: 1_000_000 },
 } as const;
 
-interface Args { json: boolean; inProcess: boolean }
+interface Args {
+  json: boolean;
+  inProcess: boolean;
+}
 
 function parseArgs(argv: readonly string[]): Args {
   const out: Args = { json: false, inProcess: false };
@@ -134,7 +177,12 @@ interface TapReport {
 }
 
 /** A check the story makes; any failed check makes the exit code 1. */
-interface Check { readonly what: string; readonly ok: boolean; readonly expected: unknown; readonly actual: unknown }
+interface Check {
+  readonly what: string;
+  readonly ok: boolean;
+  readonly expected: unknown;
+  readonly actual: unknown;
+}
 
 class Output {
   readonly checks: Check[] = [];
@@ -150,7 +198,8 @@ class Output {
   expect(what: string, actual: unknown, expected: unknown): boolean {
     const ok = JSON.stringify(actual) === JSON.stringify(expected);
     this.checks.push({ what, ok, expected, actual });
-    if (!ok && !this.json && !this.interrupted) process.stdout.write(`   !! ${what}: expected ${JSON.stringify(expected)}, got ${JSON.stringify(actual)}\n`);
+    if (!ok && !this.json && !this.interrupted)
+      process.stdout.write(`   !! ${what}: expected ${JSON.stringify(expected)}, got ${JSON.stringify(actual)}\n`);
     return ok;
   }
 }
@@ -178,10 +227,15 @@ class Resources {
   }
 }
 
-async function postCbor(url: string, body: Uint8Array, contentType = 'application/cbor'): Promise<{ status: number; bytes: Uint8Array; json?: { code?: string; message?: string } }> {
+async function postCbor(
+  url: string,
+  body: Uint8Array,
+  contentType = 'application/cbor',
+): Promise<{ status: number; bytes: Uint8Array; json?: { code?: string; message?: string } }> {
   const res = await fetch(url, { method: 'POST', headers: { 'content-type': contentType }, body: Buffer.from(body) });
   const bytes = new Uint8Array(await res.arrayBuffer());
-  if ((res.headers.get('content-type') ?? '').includes('json')) return { status: res.status, bytes, json: JSON.parse(Buffer.from(bytes).toString('utf8')) };
+  if ((res.headers.get('content-type') ?? '').includes('json'))
+    return { status: res.status, bytes, json: JSON.parse(Buffer.from(bytes).toString('utf8')) };
   return { status: res.status, bytes };
 }
 
@@ -192,7 +246,11 @@ async function postOk(url: string, body: Uint8Array, contentType?: string): Prom
 }
 
 /** SYNC or LOAD through the card's APDUs against the ledger's HTTP API. */
-async function cardSync(t: ApduTransport, ledgerUrl: string, load: boolean): Promise<{ ok: true; receipt: Uint8Array } | { ok: false; status: number; code: string }> {
+async function cardSync(
+  t: ApduTransport,
+  ledgerUrl: string,
+  load: boolean,
+): Promise<{ ok: true; receipt: Uint8Array } | { ok: false; status: number; code: string }> {
   const request = await syncBegin(t, rnd16(), { load });
   const r = await postCbor(`${ledgerUrl}/v1/sync`, request);
   if (r.status !== 200) return { ok: false, status: r.status, code: r.json?.code ?? `HTTP_${r.status}` };
@@ -220,7 +278,13 @@ async function story(args: Args, out: Output, res: Resources): Promise<Record<st
   const pki = createPki({ now: t0 });
   const storage: LedgerStorage = openSqliteStorage(join(dir, 'ledger.db'));
   res.add('ledger storage', () => storage.close());
-  const ledger = await Ledger.open({ storage, signer: nativeSigner(pki.ledger.keys), rootCert: pki.issuer.cert, ledgerCert: pki.ledger.cert, now: nowSec });
+  const ledger = await Ledger.open({
+    storage,
+    signer: nativeSigner(pki.ledger.keys),
+    rootCert: pki.issuer.cert,
+    ledgerCert: pki.ledger.cert,
+    now: nowSec,
+  });
   await ledger.registerBank(pki.bank.cert);
   await ledger.allocate(pki.bank.kid, STORY.allocation, rnd16());
   const ledgerServer: LedgerServer = await startLedgerServer({ ledger, port: 0, host: '127.0.0.1' });
@@ -228,11 +292,18 @@ async function story(args: Args, out: Output, res: Resources): Promise<Record<st
   // The acquirer's own key, certified by the bank (role ACQUIRER): the ledger settles only what it signs (SPEC §7.7.2).
   const acquirerId = pki.issueAcquirer({ name: 'story acquirer' });
   const acquirer: RunningAcquirer = await startAcquirer({
-    ledgerUrl: ledgerServer.url, root: pki.issuer.cert, bankCert: pki.bank.cert, ledgerCert: pki.ledger.cert,
-    acquirerCert: acquirerId.cert, acquirerSigner: acquirerId.signer,
-    dbFile: join(dir, 'acquirer.db'), port: 0, host: '127.0.0.1',
+    ledgerUrl: ledgerServer.url,
+    root: pki.issuer.cert,
+    bankCert: pki.bank.cert,
+    ledgerCert: pki.ledger.cert,
+    acquirerCert: acquirerId.cert,
+    acquirerSigner: acquirerId.signer,
+    dbFile: join(dir, 'acquirer.db'),
+    port: 0,
+    host: '127.0.0.1',
     // The story drives forwarding and list refreshes itself, so that each step shows its own effect.
-    autoForward: false, crlRefreshMs: 3_600_000,
+    autoForward: false,
+    crlRefreshMs: 3_600_000,
   });
   res.add('acquirer', () => acquirer.close());
   await acquirer.refreshCrl();
@@ -243,12 +314,26 @@ async function story(args: Args, out: Output, res: Resources): Promise<Record<st
   const terminal = async (name: 'A' | 'B'): Promise<Terminal> => {
     const merchant = `KZ-SHOP-${name}`;
     const cert = pki.issueTerminal({ merchant: { id: merchant, mcc: 5411, name: `Shop ${name}` } });
-    const identity = buildIdentity({ keyPair: cert.keys, chain: [...cert.chain], root: pki.issuer.cert, ledgerCert: pki.ledger.cert }, nowSec());
+    const identity = buildIdentity(
+      { keyPair: cert.keys, chain: [...cert.chain], root: pki.issuer.cert, ledgerCert: pki.ledger.cert },
+      nowSec(),
+    );
     const journal = Journal.open(join(dir, `terminal-${name}.sqlite`));
     res.add(`journal ${name}`, () => journal.close());
-    const client = new SyncClient({ identity, journal, acquirerUrl: acquirer.url, retry: { attempts: 3, baseMs: 50, maxMs: 500, timeoutMs: 10_000 } });
+    const client = new SyncClient({
+      identity,
+      journal,
+      acquirerUrl: acquirer.url,
+      retry: { attempts: 3, baseMs: 50, maxMs: 500, timeoutMs: 10_000 },
+    });
     // The signature verifier dt-pos uses by default (native: node:crypto), so the taps show what a terminal does.
-    const kernel = new PaymentKernel({ identity, journal, policy: DEFAULT_POLICY, timeouts: { cardMs: 10_000, tapMs: 15_000 }, verifier: verifierByName(DEFAULT_CONFIG.verifier) });
+    const kernel = new PaymentKernel({
+      identity,
+      journal,
+      policy: DEFAULT_POLICY,
+      timeouts: { cardMs: 10_000, tapMs: 15_000 },
+      verifier: verifierByName(DEFAULT_CONFIG.verifier),
+    });
     return { name, identity, journal, kernel, sync: () => client.sync() };
   };
   const A = await terminal('A');
@@ -259,10 +344,16 @@ async function story(args: Args, out: Output, res: Resources): Promise<Record<st
   out.expect('terminal A online at first contact', firstA.online, true);
   out.expect('terminal B online at first contact', firstB.online, true);
   const crl0 = A.journal.crl()?.version;
-  for (const t of [A, B]) out.line(`terminal ${t.name} ${toHex(t.identity.kid)} certified by the bank; revocation list v${t.journal.crl()?.version}`);
+  for (const t of [A, B])
+    out.line(`terminal ${t.name} ${toHex(t.identity.kid)} certified by the bank; revocation list v${t.journal.crl()?.version}`);
   doc.setup = {
-    ledgerUrl: ledgerServer.url, acquirerUrl: acquirer.url, issuer: toHex(pki.issuer.kid), bank: toHex(pki.bank.kid), allocation: STORY.allocation,
-    terminals: { A: toHex(A.identity.kid), B: toHex(B.identity.kid) }, crlVersion: crl0,
+    ledgerUrl: ledgerServer.url,
+    acquirerUrl: acquirer.url,
+    issuer: toHex(pki.issuer.kid),
+    bank: toHex(pki.bank.kid),
+    allocation: STORY.allocation,
+    terminals: { A: toHex(A.identity.kid), B: toHex(B.identity.kid) },
+    crlVersion: crl0,
   };
 
   // ---------------------------------------------------------------- 2
@@ -274,7 +365,10 @@ async function story(args: Args, out: Output, res: Resources): Promise<Record<st
   const p = await personalizeCard(counter, bank, { pin: '1234', puk: '12345678', limits: STORY.limits });
   const cardKid = toHex(p.cardKid);
   await postOk(`${ledgerServer.url}/v1/cards`, encodeDeterministic([p.certificate, pki.bank.cert]));
-  await postOk(`${ledgerServer.url}/v1/loads`, signLoadOrder({ card: p.cardKid, amount: STORY.load, id: rnd16(), time: nowSec() }, pki.bank.signer));
+  await postOk(
+    `${ledgerServer.url}/v1/loads`,
+    signLoadOrder({ card: p.cardKid, amount: STORY.load, id: rnd16(), time: nowSec() }, pki.bank.signer),
+  );
   await selectApplet(counter);
   const load = await cardSync(counter, ledgerServer.url, true);
   if (!load.ok) throw new Error(`LOAD refused by the ledger: ${load.code}`);
@@ -314,7 +408,10 @@ async function story(args: Args, out: Output, res: Resources): Promise<Record<st
     readerA = new TransportReader('A: in-process', new InProcessTransport(genuine), { apduTimeoutMs: 5000 });
     readerB = new TransportReader('B: in-process', new InProcessTransport(clone), { apduTimeoutMs: 5000 });
   }
-  out.step(3, `Offline taps (${mode === 'pcscd' ? `through a private pcscd: terminal A on "${pcscd!.readers[0]}", B on "${pcscd!.readers[1]}"` : `in-process transport: ${why}`})`);
+  out.step(
+    3,
+    `Offline taps (${mode === 'pcscd' ? `through a private pcscd: terminal A on "${pcscd!.readers[0]}", B on "${pcscd!.readers[1]}"` : `in-process transport: ${why}`})`,
+  );
   doc.mode = mode;
   if (why !== undefined) doc.modeReason = why;
 
@@ -336,19 +433,26 @@ async function story(args: Args, out: Output, res: Resources): Promise<Record<st
     const ms = Math.round(end - detected);
     const waitedMs = Math.round(detected - start);
     const r: TapReport = {
-      terminal: t.name, card: who, amount, kind: o.kind, ms, waitedMs,
+      terminal: t.name,
+      card: who,
+      amount,
+      kind: o.kind,
+      ms,
+      waitedMs,
       ...(o.kind === 'APPROVED' ? { counter: o.payment.counter, transfer: toHex(o.payment.transferHash) } : {}),
       ...('reason' in o ? { reason: o.reason } : {}),
     };
     const waited = waitedMs >= 50 ? `; ${waitedMs} ms until the card was in the field` : '';
-    out.line(`${who.padEnd(7)} card -> terminal ${t.name}: ${tenge(amount).padStart(14)}  ${r.kind}${r.reason ? ` (${r.reason})` : ''}${r.counter !== undefined ? `, counter ${r.counter}` : ''}  [${ms} ms tap${waited}]`);
+    out.line(
+      `${who.padEnd(7)} card -> terminal ${t.name}: ${tenge(amount).padStart(14)}  ${r.kind}${r.reason ? ` (${r.reason})` : ''}${r.counter !== undefined ? `, counter ${r.counter}` : ''}  [${ms} ms tap${waited}]`,
+    );
     return r;
   };
   const taps: TapReport[] = [];
   for (const amount of STORY.genuineTaps) taps.push(await tap(A, readerA, 'genuine', amount));
   taps.push(await tap(B, readerB, 'clone', STORY.cloneTap));
   for (const [i, r] of taps.entries()) out.expect(`tap ${i + 1} (${r.card} at ${r.terminal}) approved offline`, r.kind, 'APPROVED');
-  out.expect('the clone reused the counter of the genuine card\'s first payment', taps[3]!.counter, taps[0]!.counter);
+  out.expect("the clone reused the counter of the genuine card's first payment", taps[3]!.counter, taps[0]!.counter);
   doc.taps = taps;
 
   // ---------------------------------------------------------------- 4
@@ -358,7 +462,8 @@ async function story(args: Args, out: Output, res: Resources): Promise<Record<st
   await acquirer.forwardNow();
   const sB = await B.sync();
   await acquirer.forwardNow();
-  const batches = (r: SyncReport) => r.batches.map((b) => `batch ${b.seq} (${b.count} payment${b.count === 1 ? '' : 's'}, ${tenge(b.total)})`).join(', ') || 'nothing';
+  const batches = (r: SyncReport) =>
+    r.batches.map((b) => `batch ${b.seq} (${b.count} payment${b.count === 1 ? '' : 's'}, ${tenge(b.total)})`).join(', ') || 'nothing';
   out.line(`A sent ${batches(sA)}; B sent ${batches(sB)}; the acquirer forwarded each to the ledger`);
   // The outcomes come back to the terminals at their next sync.
   await A.sync();
@@ -367,7 +472,7 @@ async function story(args: Args, out: Output, res: Resources): Promise<Record<st
   const dsB = B.journal.totalsByState().double_spent;
   const coveredB = B.journal.doubleSpent().covered;
   out.expect('A: every payment settled', settledA, { count: STORY.genuineTaps.length, amount: paidGenuine });
-  out.expect('B: the clone\'s payment is a double spend', dsB, { count: 1, amount: STORY.cloneTap });
+  out.expect("B: the clone's payment is a double spend", dsB, { count: 1, amount: STORY.cloneTap });
   out.expect('B: covered (it followed the rules with the list it had)', coveredB, { count: 1, amount: STORY.cloneTap });
   // The proof, as B's acquirer can get it: the ledger answers a replayed batch (in a settle
   // request the acquirer signs, SPEC §7.7.2) with the outcomes it stored (idempotent), signed
@@ -375,32 +480,59 @@ async function story(args: Args, out: Output, res: Resources): Promise<Record<st
   // the card's certified key.
   const batchB = B.journal.getBatch(sB.batches[0]?.seq ?? 1);
   if (!batchB) throw new Error('terminal B has no batch 1');
-  const replay = signSettleRequest({ chain: [...acquirerId.chain], time: nowSec(), nonce: rnd16(), batches: [batchB.bytes] }, acquirerId.signer);
-  const verdicts = decodeDeterministic(await postOk(`${ledgerServer.url}/v1/settle`, replay, 'application/cose'), 1 << 20) as Uint8Array[][];
+  const replay = signSettleRequest(
+    { chain: [...acquirerId.chain], time: nowSec(), nonce: rnd16(), batches: [batchB.bytes] },
+    acquirerId.signer,
+  );
+  const verdicts = decodeDeterministic(
+    await postOk(`${ledgerServer.url}/v1/settle`, replay, 'application/cose'),
+    1 << 20,
+  ) as Uint8Array[][];
   const outcome = verifySigned('Outcome', verdicts[0]![0]!, pki.ledger.keys.publicKey).message;
   const cardKey = subjectKey(openSigned('Certificate', p.certificate).message).publicKey;
-  const proofTransfers = (outcome.proof ?? []).map((x) => ({ hash: toHex(payloadHash(openSigned('Transfer', x).cose)), t: verifySigned('Transfer', x, cardKey).message }));
+  const proofTransfers = (outcome.proof ?? []).map((x) => ({
+    hash: toHex(payloadHash(openSigned('Transfer', x).cose)),
+    t: verifySigned('Transfer', x, cardKey).message,
+  }));
   const counters = proofTransfers.map((x) => x.t.counter);
   const hashes = proofTransfers.map((x) => x.hash);
-  const proof = { card: toHex(outcome.card), status: outcome.status, code: outcome.code, covered: outcome.covered, transfers: hashes, counters, cards: proofTransfers.map((x) => toHex(x.t.card)), amounts: proofTransfers.map((x) => x.t.amount) };
+  const proof = {
+    card: toHex(outcome.card),
+    status: outcome.status,
+    code: outcome.code,
+    covered: outcome.covered,
+    transfers: hashes,
+    counters,
+    cards: proofTransfers.map((x) => toHex(x.t.card)),
+    amounts: proofTransfers.map((x) => x.t.amount),
+  };
   const audit1 = await ledger.audit();
   const revokedAt = audit1.revocations.find((r) => r.card === cardKid);
   out.expect('the ledger-signed outcome for B is DOUBLE_SPEND', outcome.status, OutcomeStatus.DOUBLE_SPEND);
   out.expect('the outcome names the card', proof.card, cardKid);
   out.expect('proof: two transfers signed by the card', proof.cards, [cardKid, cardKid]);
   out.expect('proof: the same counter twice', counters, [taps[0]!.counter, taps[0]!.counter]);
-  out.expect('proof: the genuine transfer and the clone\'s', [...hashes].sort(), [taps[0]!.transfer, taps[3]!.transfer].sort());
-  out.expect('the ledger keeps the proof', audit1.proofs.filter((x) => x.card === cardKid).map((x) => [x.first, x.second].sort()), [[...hashes].sort()]);
+  out.expect("proof: the genuine transfer and the clone's", [...hashes].sort(), [taps[0]!.transfer, taps[3]!.transfer].sort());
+  out.expect(
+    'the ledger keeps the proof',
+    audit1.proofs.filter((x) => x.card === cardKid).map((x) => [x.first, x.second].sort()),
+    [[...hashes].sort()],
+  );
   out.expect('the card is revoked by the ledger', revokedAt !== undefined, true);
-  out.line(`A: ${settledA.count} settled (${tenge(settledA.amount)}); B: ${dsB.count} DOUBLE_SPEND, covered ${tenge(coveredB.amount)} by the bank`);
-  out.line(`proof (ledger-signed outcome, ${proof.code}): card ${proof.card}, transfers ${hashes.map((h) => h.slice(0, 16)).join(' and ')} with counters ${counters.join(' and ')}`);
+  out.line(
+    `A: ${settledA.count} settled (${tenge(settledA.amount)}); B: ${dsB.count} DOUBLE_SPEND, covered ${tenge(coveredB.amount)} by the bank`,
+  );
+  out.line(
+    `proof (ledger-signed outcome, ${proof.code}): card ${proof.card}, transfers ${hashes.map((h) => h.slice(0, 16)).join(' and ')} with counters ${counters.join(' and ')}`,
+  );
   out.line(`card revoked in revocation list v${revokedAt?.version}`);
   doc.settlement = {
     batches: { A: sA.batches, B: sB.batches },
     A: { settled: settledA },
     B: { doubleSpent: dsB, covered: coveredB },
     proof,
-    revoked: revokedAt !== undefined, crlVersion: revokedAt?.version,
+    revoked: revokedAt !== undefined,
+    crlVersion: revokedAt?.version,
   };
 
   // ---------------------------------------------------------------- 5
@@ -416,7 +548,11 @@ async function story(args: Args, out: Output, res: Resources): Promise<Record<st
   out.line(`A: list v${crlA}${cA.crl ? ' installed' : ''}; B: list v${crlB}${cB.crl ? ' installed' : ''}`);
   const retry = await tap(B, readerB, 'clone', STORY.cloneRetry);
   out.expect('the clone is declined offline', [retry.kind, retry.reason], ['DECLINED', 'CARD_REVOKED']);
-  doc.revocation = { crlVersion: { A: crlA, B: crlB }, revokedAtTerminals: { A: A.journal.isRevoked(p.cardKid), B: B.journal.isRevoked(p.cardKid) }, cloneTap: retry };
+  doc.revocation = {
+    crlVersion: { A: crlA, B: crlB },
+    revokedAtTerminals: { A: A.journal.isRevoked(p.cardKid), B: B.journal.isRevoked(p.cardKid) },
+    cloneTap: retry,
+  };
 
   // ---------------------------------------------------------------- 6
   out.step(6, 'The owner syncs the genuine card; final balances and the supply invariant');
@@ -428,11 +564,13 @@ async function story(args: Args, out: Output, res: Resources): Promise<Record<st
   const cardBalance = (await getStatus(counter)).balance;
   // A revoked card still syncs, but its key gets no fresh tokens: the ledger moves its value
   // to the issuing bank, which pays the owner (SPEC §7.6); the receipt says how much.
-  const redeemed = sync.ok ? verifySigned('SyncReceipt', sync.receipt, pki.ledger.keys.publicKey).message.redeemed ?? 0 : 0;
+  const redeemed = sync.ok ? (verifySigned('SyncReceipt', sync.receipt, pki.ledger.keys.publicKey).message.redeemed ?? 0) : 0;
   const syncResult = sync.ok ? { ok: true as const, redeemed } : { ok: false as const, status: sync.status, code: sync.code };
-  out.line(sync.ok
-    ? `the card is revoked: its ${tenge(redeemed)} go back to the issuing bank for the owner (card balance now ${tenge(cardBalance)})`
-    : `the ledger refused the sync: HTTP ${sync.status} ${sync.code}`);
+  out.line(
+    sync.ok
+      ? `the card is revoked: its ${tenge(redeemed)} go back to the issuing bank for the owner (card balance now ${tenge(cardBalance)})`
+      : `the ledger refused the sync: HTTP ${sync.status} ${sync.code}`,
+  );
   out.expect('the card held its balance before the sync', before, STORY.load - paidGenuine);
   out.expect('genuine card sync accepted, value redeemed to the bank', syncResult, { ok: true, redeemed: STORY.load - paidGenuine });
   const audit: AuditReport = await ledger.audit();
@@ -466,7 +604,8 @@ async function story(args: Args, out: Output, res: Resources): Promise<Record<st
       ['supply difference', tenge(audit.difference), tenge(0)],
     ];
     process.stdout.write('\n   ' + 'account'.padEnd(28) + 'actual'.padStart(18) + 'expected'.padStart(18) + '\n');
-    for (const [a, b, c] of rows) process.stdout.write('   ' + a.padEnd(28) + b.padStart(18) + c.padStart(18) + (b === c ? '' : '  !!') + '\n');
+    for (const [a, b, c] of rows)
+      process.stdout.write('   ' + a.padEnd(28) + b.padStart(18) + c.padStart(18) + (b === c ? '' : '  !!') + '\n');
   }
   return doc;
 }
@@ -480,9 +619,12 @@ async function main(): Promise<void> {
     if (out.interrupted) process.exit(130);
     out.interrupted = true;
     process.stderr.write(`\nstory: ${sig}, stopping everything\n`);
-    void res.closeAll().then((problems) => {
-      for (const p of problems) process.stderr.write(`cleanup: ${p}\n`);
-    }).finally(() => process.exit(130));
+    void res
+      .closeAll()
+      .then((problems) => {
+        for (const p of problems) process.stderr.write(`cleanup: ${p}\n`);
+      })
+      .finally(() => process.exit(130));
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -498,7 +640,13 @@ async function main(): Promise<void> {
   // Something left running is a failure too: the story promises to stop everything it started.
   const ok = error === undefined && failed.length === 0 && out.checks.length > 0 && cleanup.length === 0;
   if (args.json) {
-    process.stdout.write(JSON.stringify({ ok, ...doc, checks: out.checks, ...(error ? { error } : {}), ...(cleanup.length ? { cleanupProblems: cleanup } : {}) }, null, 2) + '\n');
+    process.stdout.write(
+      JSON.stringify(
+        { ok, ...doc, checks: out.checks, ...(error ? { error } : {}), ...(cleanup.length ? { cleanupProblems: cleanup } : {}) },
+        null,
+        2,
+      ) + '\n',
+    );
   } else {
     if (error) process.stderr.write(`\nstory failed: ${error}\n`);
     for (const c of cleanup) process.stderr.write(`cleanup: ${c}\n`);

@@ -57,7 +57,8 @@ function sourceFiles(dir: string): string[] {
 /** Module specifiers of static imports, re-exports and dynamic imports. */
 function importsOf(source: string): string[] {
   const specs: string[] = [];
-  const re = /(?:^|[\s;])(?:import|export)\s[^'";]*?from\s*['"]([^'"]+)['"]|(?:^|[\s;])import\s*['"]([^'"]+)['"]|import\(\s*['"]([^'"]+)['"]\s*\)/gm;
+  const re =
+    /(?:^|[\s;])(?:import|export)\s[^'";]*?from\s*['"]([^'"]+)['"]|(?:^|[\s;])import\s*['"]([^'"]+)['"]|import\(\s*['"]([^'"]+)['"]\s*\)/gm;
   for (const m of source.matchAll(re)) specs.push((m[1] ?? m[2] ?? m[3])!);
   return specs;
 }
@@ -92,7 +93,9 @@ for (const pkg of packages) {
       const rel = relative(ROOT, file).split(sep).join('/');
       for (const spec of importsOf(readFileSync(file, 'utf8'))) {
         if (spec.startsWith('.')) {
-          const target = relative(ROOT, resolve(dirname(file), spec)).split(sep).join('/');
+          const target = relative(ROOT, resolve(dirname(file), spec))
+            .split(sep)
+            .join('/');
           if (!target.startsWith(`${pkg}/`)) problems.push(`${rel}: relative import leaves the package: ${spec}`);
           continue;
         }
@@ -186,20 +189,43 @@ test('no source file imports itself through a chain of imports, within or across
   for (const pkg of packages) {
     for (const file of sourceFiles(join(ROOT, pkg, 'src'))) {
       const targets = importsOf(readFileSync(file, 'utf8')).map((spec) => importTarget(file, spec, exportsMap));
-      graph.set(file, targets.filter((x): x is string => x !== undefined));
+      graph.set(
+        file,
+        targets.filter((x): x is string => x !== undefined),
+      );
     }
   }
   t.true(graph.size > 100, 'scans every package');
   const rel = (f: string) => relative(ROOT, f).split(sep).join('/');
-  t.deepEqual(findCycles(graph).map((c) => c.map(rel).join(' -> ')), []);
+  t.deepEqual(
+    findCycles(graph).map((c) => c.map(rel).join(' -> ')),
+    [],
+  );
 });
 
 test('the cycle finder finds direct, indirect and self imports, and follows @dt exports (guards the rule above)', (t) => {
   const g = new Map<string, string[]>([
-    ['a', ['b']], ['b', ['c', 'x']], ['c', ['a']], ['d', ['d']], ['e', ['a']], ['f', ['g']], ['g', []],
+    ['a', ['b']],
+    ['b', ['c', 'x']],
+    ['c', ['a']],
+    ['d', ['d']],
+    ['e', ['a']],
+    ['f', ['g']],
+    ['g', []],
   ]);
-  t.deepEqual(findCycles(g), [['a', 'b', 'c', 'a'], ['d', 'd']]);
-  t.deepEqual(findCycles(new Map([['a', ['b']], ['b', []]])), []);
+  t.deepEqual(findCycles(g), [
+    ['a', 'b', 'c', 'a'],
+    ['d', 'd'],
+  ]);
+  t.deepEqual(
+    findCycles(
+      new Map([
+        ['a', ['b']],
+        ['b', []],
+      ]),
+    ),
+    [],
+  );
   const exportsMap = sourceExports();
   t.is(importTarget(join(ROOT, 'ledger/src/ledger.ts'), '@dt/protocol/native', exportsMap), join(ROOT, 'protocol/src/native.ts'));
   t.is(importTarget(join(ROOT, 'ledger/src/ledger.ts'), './load.ts', exportsMap), join(ROOT, 'ledger/src/load.ts'));

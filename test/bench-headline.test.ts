@@ -23,8 +23,15 @@ import { pgAvailable } from '@dt/ledger';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const KEYS = [
-  'ledgerSqliteCeilingRatio', 'ledgerPostgresCeilingRatio', 'ledgerCeilingRatioHops63', 'tapP95MsDefault',
-  'handoverBytesHops0', 'handoverBytesHops63', 'cardVerifiesPerPay', 'cardSignaturesPerPay', 'firmwarePayMsQuickjs',
+  'ledgerSqliteCeilingRatio',
+  'ledgerPostgresCeilingRatio',
+  'ledgerCeilingRatioHops63',
+  'tapP95MsDefault',
+  'handoverBytesHops0',
+  'handoverBytesHops63',
+  'cardVerifiesPerPay',
+  'cardSignaturesPerPay',
+  'firmwarePayMsQuickjs',
 ];
 
 const why = pcscdUnavailableReason() ?? (pgAvailable() ? undefined : 'PostgreSQL server binaries not installed');
@@ -33,7 +40,11 @@ if (why !== undefined && process.env.CI !== 'true') test.serial.skip(`bench --he
 
 function bench(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null; output: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--conditions=dt-source', '--import', 'tsx', join(root, 'scripts', 'bench.ts'), ...args], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--conditions=dt-source', '--import', 'tsx', join(root, 'scripts', 'bench.ts'), ...args], {
+      cwd: root,
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let output = '';
     child.stdout.on('data', (d: Buffer) => (output += d.toString()));
     child.stderr.on('data', (d: Buffer) => (output += d.toString()));
@@ -48,21 +59,35 @@ run('--headline writes exactly the nine headline figures with a method each, nex
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const out = join(dir, 'bench-results.json');
   // What a full `npm run bench` leaves (and an older file's summary under "headline"): the packages stay, the stale headline goes.
-  writeFileSync(out, JSON.stringify({ format: 'dt-bench-results', packages: { protocol: { kept: true } }, headline: { tapLatencyMs: {} } }));
+  writeFileSync(
+    out,
+    JSON.stringify({ format: 'dt-bench-results', packages: { protocol: { kept: true } }, headline: { tapLatencyMs: {} } }),
+  );
   const r = await bench(['--headline', '--out', out], { DT_BENCH_HEADLINE_TINY: '1' });
   t.is(r.code, 0, r.output.slice(-4000));
   const doc = JSON.parse(readFileSync(out, 'utf8')) as Record<string, Record<string, unknown>>;
   t.deepEqual(Object.keys(doc.headline!).sort(), [...KEYS].sort());
   for (const k of KEYS) t.true(typeof doc.headline![k] === 'number' && Number.isFinite(doc.headline![k]), `${k} is a number`);
   t.deepEqual(Object.keys(doc.headlineMethods!).sort(), [...KEYS].sort());
-  for (const k of KEYS) t.true(typeof doc.headlineMethods![k] === 'string' && (doc.headlineMethods![k] as string).length > 40, `${k} has a method sentence`);
+  for (const k of KEYS)
+    t.true(typeof doc.headlineMethods![k] === 'string' && (doc.headlineMethods![k] as string).length > 40, `${k} has a method sentence`);
   const h = doc.headline as Record<string, number>;
   t.is(h.cardSignaturesPerPay, 1, 'a PAY signs exactly one transfer');
-  t.true(h.cardVerifiesPerPay! >= 1 && h.cardVerifiesPerPay! <= 3, 'the card verifies the request (and at most the terminal chain besides)');
+  t.true(
+    h.cardVerifiesPerPay! >= 1 && h.cardVerifiesPerPay! <= 3,
+    'the card verifies the request (and at most the terminal chain besides)',
+  );
   t.true(h.handoverBytesHops63! > h.handoverBytesHops0!);
-  for (const k of ['ledgerSqliteCeilingRatio', 'ledgerPostgresCeilingRatio', 'ledgerCeilingRatioHops63', 'tapP95MsDefault', 'firmwarePayMsQuickjs']) t.true(h[k]! > 0, `${k} > 0`);
+  for (const k of [
+    'ledgerSqliteCeilingRatio',
+    'ledgerPostgresCeilingRatio',
+    'ledgerCeilingRatioHops63',
+    'tapP95MsDefault',
+    'firmwarePayMsQuickjs',
+  ])
+    t.true(h[k]! > 0, `${k} > 0`);
   t.is((doc.headlineDetails!.vpcdNoDelay as { active: boolean }).active, true, 'the taps ran through pcscd with the TCP_NODELAY shim');
-  t.deepEqual(doc.packages, { protocol: { kept: true } }, 'the full run\'s part of the file is kept');
+  t.deepEqual(doc.packages, { protocol: { kept: true } }, "the full run's part of the file is kept");
   t.is((doc.headlineRun as { tiny: boolean }).tiny, true);
 });
 

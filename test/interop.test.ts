@@ -9,8 +9,20 @@
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
 import {
-  CLA, INS, SYNC_P1, OutcomeStatus, decodeMessage, openSigned, payloadHash, signMessage, toHex, transmitOk, type ApduTransport, pay,
-  getStatus, selectApplet,
+  CLA,
+  INS,
+  SYNC_P1,
+  OutcomeStatus,
+  decodeMessage,
+  openSigned,
+  payloadHash,
+  signMessage,
+  toHex,
+  transmitOk,
+  type ApduTransport,
+  pay,
+  getStatus,
+  selectApplet,
 } from '@dt/protocol';
 import { MemoryStorage } from '@dt/firmware';
 import { InProcessTransport, SimulatedCard, personalizeCard } from '@dt/card-applet-sim';
@@ -26,7 +38,9 @@ async function newCard(k: TestLedger): Promise<{ transport: InProcessTransport; 
   const transport = new InProcessTransport(card);
   const bank = { signer: k.pki.bank.signer, cert: k.pki.bank.cert, root: k.pki.issuer.cert, ledgerCert: k.pki.ledger.cert };
   const p = await personalizeCard(transport, bank, {
-    pin: '1234', puk: '12345678', now: k.clock.now,
+    pin: '1234',
+    puk: '12345678',
+    now: k.clock.now,
     limits: { perPayment: 50_000, offlineTotal: 100_000, offlineCount: 10, cvmLimit: 40_000 },
   });
   await k.ledger.registerCard([p.certificate, k.pki.bank.cert]);
@@ -118,10 +132,16 @@ test('a cloned firmware card double-spends: the ledger keeps both transfers as p
   t.is(ds.status, OutcomeStatus.DOUBLE_SPEND);
   t.is(ds.proof?.length, 2);
   const proofCounters = ds.proof!.map((p) => openSigned('Transfer', p).message);
-  t.deepEqual(proofCounters.map((p) => toHex(p.card)), [toHex(genuine.kid), toHex(genuine.kid)]);
+  t.deepEqual(
+    proofCounters.map((p) => toHex(p.card)),
+    [toHex(genuine.kid), toHex(genuine.kid)],
+  );
   t.is(proofCounters[0]!.counter, proofCounters[1]!.counter, 'both transfers use the same card counter');
   const crl = openSigned('RevocationList', await k.ledger.crl()).message;
-  t.true(crl.revoked.some((r) => toHex(r) === toHex(genuine.kid)), 'the card is revoked');
+  t.true(
+    crl.revoked.some((r) => toHex(r) === toHex(genuine.kid)),
+    'the card is revoked',
+  );
   t.true(ds.covered, 'terminal B followed the rules with the list it had (version 0)');
   assertBooks(t, await k.ledger.audit(), 'double spend');
 });

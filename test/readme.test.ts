@@ -34,7 +34,10 @@ test('README starts with exactly two commands: main job, then tests', (t) => {
 
 test('.ci/run runs the README test command', (t) => {
   const ci = readFileSync(join(ROOT, '.ci/run'), 'utf8');
-  const lines = ci.split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
+  const lines = ci
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !l.startsWith('#'));
   t.true(lines.includes(readmeCommands()[1]!), '.ci/run must contain the README test command verbatim');
   t.true(lines.includes('export CI=true'));
 });
@@ -46,7 +49,11 @@ test('every workspace package has a README section', (t) => {
 });
 
 test('the protocol walkthrough runs the protocol for real and rejects a tampered transfer', async (t) => {
-  const { stdout } = await run(process.execPath, ['--conditions=dt-source', '--import', 'tsx', 'scripts/demo.ts', '--json', '--amount', '7000'], { cwd: ROOT });
+  const { stdout } = await run(
+    process.execPath,
+    ['--conditions=dt-source', '--import', 'tsx', 'scripts/demo.ts', '--json', '--amount', '7000'],
+    { cwd: ROOT },
+  );
   const out = JSON.parse(stdout) as { steps: { step: string; detail: string }[]; transfer: { hex: string; diagnostic: string } };
   t.true(out.steps.some((s) => s.step.startsWith('Terminal verified') && s.detail.includes('10000 = 7000 + 3000')));
   t.true(out.steps.some((s) => s.step.startsWith('A tampered transfer') && s.detail.includes('BAD_SIGNATURE')));
@@ -56,7 +63,9 @@ test('the protocol walkthrough runs the protocol for real and rejects a tampered
 });
 
 test('the protocol walkthrough refuses bad input with a clear message and exit code 2', async (t) => {
-  const err = await t.throwsAsync(run(process.execPath, ['--conditions=dt-source', '--import', 'tsx', 'scripts/demo.ts', '--amount', 'lots'], { cwd: ROOT }));
+  const err = await t.throwsAsync(
+    run(process.execPath, ['--conditions=dt-source', '--import', 'tsx', 'scripts/demo.ts', '--amount', 'lots'], { cwd: ROOT }),
+  );
   const e = err as unknown as { code: number; stderr: string };
   t.is(e.code, 2);
   t.regex(e.stderr, /--amount must be an integer/);

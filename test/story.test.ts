@@ -25,11 +25,18 @@ import { pcscdUnavailableReason } from '@dt/card-applet-sim';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 
-interface Run { code: number | null; stdout: string; stderr: string }
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
 
 function runStory(args: string[]): Promise<Run> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--conditions=dt-source', '--import', 'tsx', join(root, 'scripts', 'story.ts'), ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--conditions=dt-source', '--import', 'tsx', join(root, 'scripts', 'story.ts'), ...args], {
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -46,7 +53,10 @@ function assertStory(t: ExecutionContext, run: Run, mode: 'pcscd' | 'in-process'
   t.is(doc.cleanupProblems, undefined);
   t.is(doc.mode, mode);
   t.true(doc.checks.length >= 20);
-  t.deepEqual(doc.checks.filter((c: any) => !c.ok), []);
+  t.deepEqual(
+    doc.checks.filter((c: any) => !c.ok),
+    [],
+  );
 
   // Setup: the terminals start with the empty list v0.
   t.is(doc.setup.crlVersion, 0);
@@ -72,8 +82,14 @@ function assertStory(t: ExecutionContext, run: Run, mode: 'pcscd' | 'in-process'
 
   // Settlement through the acquirer.
   const s = doc.settlement;
-  t.deepEqual(s.batches.A.map((b: any) => [b.seq, b.count, b.total]), [[1, 3, 650_000]]);
-  t.deepEqual(s.batches.B.map((b: any) => [b.seq, b.count, b.total]), [[1, 1, 120_000]]);
+  t.deepEqual(
+    s.batches.A.map((b: any) => [b.seq, b.count, b.total]),
+    [[1, 3, 650_000]],
+  );
+  t.deepEqual(
+    s.batches.B.map((b: any) => [b.seq, b.count, b.total]),
+    [[1, 1, 120_000]],
+  );
   t.deepEqual(s.A.settled, { count: 3, amount: 650_000 });
   t.deepEqual(s.B.doubleSpent, { count: 1, amount: 120_000 });
   t.deepEqual(s.B.covered, { count: 1, amount: 120_000 });
@@ -106,8 +122,14 @@ function assertStory(t: ExecutionContext, run: Run, mode: 'pcscd' | 'in-process'
   t.is(f.audit.unspentTokens, 0);
   t.is(f.audit.pendingPayee, 0);
   t.is(f.audit.pendingLoads, 0);
-  t.deepEqual(f.audit.proofs.map((p: any) => p.card), [kid]);
-  t.deepEqual(f.audit.revocations.map((r: any) => [r.card, r.version]), [[kid, 1]]);
+  t.deepEqual(
+    f.audit.proofs.map((p: any) => p.card),
+    [kid],
+  );
+  t.deepEqual(
+    f.audit.revocations.map((r: any) => [r.card, r.version]),
+    [[kid, 1]],
+  );
 }
 
 test('the story in-process: clone caught, card revoked, merchant covered, books balanced', async (t) => {
@@ -150,7 +172,10 @@ test('bad usage exits 2; --help exits 0', async (t) => {
 });
 
 test('Ctrl-C: the story stops everything, removes its temp dir and exits 130', async (t) => {
-  const child = spawn(process.execPath, ['--conditions=dt-source', '--import', 'tsx', join(root, 'scripts', 'story.ts'), '--in-process'], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--conditions=dt-source', '--import', 'tsx', join(root, 'scripts', 'story.ts'), '--in-process'], {
+    cwd: root,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   let dir: string | undefined;

@@ -28,8 +28,14 @@ try {
   const clock = setInterval(() => (k.clock.now = Math.floor(Date.now() / 1000)), 1000);
   clock.unref();
   const acq = await startAcquirer({
-    ledgerUrl: srv.url, root: k.pki.issuer.cert, bankCert: k.pki.bank.cert, ledgerCert: k.pki.ledger.cert,
-    acquirerCert: k.acquirer.cert, acquirerSigner: k.acquirer.signer, dbFile: join(dir, 'acquirer.db'), autoForward: false,
+    ledgerUrl: srv.url,
+    root: k.pki.issuer.cert,
+    bankCert: k.pki.bank.cert,
+    ledgerCert: k.pki.ledger.cert,
+    acquirerCert: k.acquirer.cert,
+    acquirerSigner: k.acquirer.signer,
+    dbFile: join(dir, 'acquirer.db'),
+    autoForward: false,
   });
   const runs: Array<Record<string, number>> = [];
   for (let run = 0; run < RUNS; run++) {
@@ -48,8 +54,11 @@ try {
     const page = await fetchAllOutcomes(acq.url, term.signer, 0, { timeoutMs: 300_000 });
     const t3 = performance.now();
 
-    if (ack.handovers !== HANDOVERS || fwd.settled !== 1 || page.outcomes.length !== HANDOVERS) throw new Error(`run ${run} incomplete: ${JSON.stringify(fwd)}`);
-    const settled = page.outcomes.filter((o) => verifySigned('Outcome', o, k.pki.ledger.keys.publicKey).message.status === OutcomeStatus.SETTLED).length;
+    if (ack.handovers !== HANDOVERS || fwd.settled !== 1 || page.outcomes.length !== HANDOVERS)
+      throw new Error(`run ${run} incomplete: ${JSON.stringify(fwd)}`);
+    const settled = page.outcomes.filter(
+      (o) => verifySigned('Outcome', o, k.pki.ledger.keys.publicKey).message.status === OutcomeStatus.SETTLED,
+    ).length;
     if (settled !== HANDOVERS) throw new Error(`run ${run}: only ${settled} settled`);
     runs.push({
       batchBytes: batch.length,

@@ -22,18 +22,28 @@ import { nativeVerifier } from '@dt/protocol/native';
 export const EXIT_CODES = [
   { code: 0, name: 'OK', meaning: 'success (serve: stopped by SIGINT/SIGTERM)' },
   { code: 2, name: 'USAGE', meaning: 'usage: bad command, option or value, or a file named on the command line is missing or unreadable' },
-  { code: 4, name: 'CONFIG', meaning: 'the certificates or the key do not verify (root, bank with ACQUIRING permission, ledger, the ACQUIRER certificate of --key), or the key file is readable by others' },
+  {
+    code: 4,
+    name: 'CONFIG',
+    meaning:
+      'the certificates or the key do not verify (root, bank with ACQUIRING permission, ledger, the ACQUIRER certificate of --key), or the key file is readable by others',
+  },
   { code: 5, name: 'START', meaning: 'serve cannot start (the database cannot be opened, the address is in use)' },
   { code: 6, name: 'INTERNAL', meaning: 'internal error' },
 ] as const;
 
 type ExitName = (typeof EXIT_CODES)[number]['name'];
 /** Exit codes of `dt-acquirer` by name (from {@link EXIT_CODES}). */
-export const ExitCode = Object.fromEntries(EXIT_CODES.map((e) => [e.name, e.code])) as { readonly [K in ExitName]: Extract<(typeof EXIT_CODES)[number], { name: K }>['code'] };
+export const ExitCode = Object.fromEntries(EXIT_CODES.map((e) => [e.name, e.code])) as {
+  readonly [K in ExitName]: Extract<(typeof EXIT_CODES)[number], { name: K }>['code'];
+};
 
 /** Why the command failed, with its exit code. */
 class CliError extends Error {
-  constructor(readonly exitCode: number, message: string) {
+  constructor(
+    readonly exitCode: number,
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -69,7 +79,9 @@ function hexKid(v: string): Uint8Array {
 
 const program = new Command()
   .name('dt-acquirer')
-  .description('DT acquirer bridge: accepts signed terminal batches, stores them durably, forwards them to the ledger, serves outcomes and the revocation list.')
+  .description(
+    'DT acquirer bridge: accepts signed terminal batches, stores them durably, forwards them to the ledger, serves outcomes and the revocation list.',
+  )
   .exitOverride()
   .configureOutput({ outputError: (s, write) => write(s) })
   .addHelpText(
@@ -83,69 +95,115 @@ program
   .command('serve')
   .description('run the acquirer HTTP service until SIGINT/SIGTERM')
   .requiredOption('--ledger <url>', 'base URL of the ledger (e.g. http://127.0.0.1:8080)')
-  .requiredOption('--bank-cert <file>', "this acquirer's bank certificate (CWT; raw CBOR or hex); must be issued by the root with ACQUIRING permission")
+  .requiredOption(
+    '--bank-cert <file>',
+    "this acquirer's bank certificate (CWT; raw CBOR or hex); must be issued by the root with ACQUIRING permission",
+  )
   .requiredOption('--root <file>', 'the pinned issuer root certificate (CWT; raw CBOR or hex)')
   .requiredOption('--ledger-cert <file>', 'the ledger certificate (CWT; raw CBOR or hex), used to verify outcomes and revocation lists')
-  .requiredOption('--key <file>', "this acquirer's key file (JSON {alg, secretKey, publicKey} as dt-ledger writes it, mode 0600): signs every settle request; never logged")
-  .requiredOption('--cert <file>', "this acquirer's certificate (CWT; raw CBOR or hex): role ACQUIRER, issued by the --bank-cert bank for the --key key")
+  .requiredOption(
+    '--key <file>',
+    "this acquirer's key file (JSON {alg, secretKey, publicKey} as dt-ledger writes it, mode 0600): signs every settle request; never logged",
+  )
+  .requiredOption(
+    '--cert <file>',
+    "this acquirer's certificate (CWT; raw CBOR or hex): role ACQUIRER, issued by the --bank-cert bank for the --key key",
+  )
   .requiredOption('--db <file>', 'SQLite database file (created if missing)')
   .option('--port <n>', 'TCP port to listen on (0 = any free port)', port, 8081)
   .option('--host <addr>', 'address to listen on', '127.0.0.1')
   .option('--max-body <bytes>', 'largest accepted request body in bytes', positiveInt, 64 * 1024 * 1024)
   .option('--crl-refresh <seconds>', 'revocation list refresh period', positiveInt, 60)
   .option('--batches-per-call <n>', 'most terminal batches grouped into one ledger settle call', positiveInt, 32)
-  .addOption(new Option('--log-level <level>', 'request log (JSON lines on stderr: method, route, status, duration; never bodies or keys)').choices(['silent', 'error', 'warn', 'info', 'debug']).default('info'))
-  .action(async (o: { ledger: string; bankCert: string; root: string; ledgerCert: string; key: string; cert: string; db: string; port: number; host: string; maxBody: number; crlRefresh: number; batchesPerCall: number; logLevel: Level | 'silent' }) => {
-    let ledgerUrl: URL | undefined;
-    try {
-      ledgerUrl = new URL(o.ledger);
-    } catch {
-      // not a URL: refused below
-    }
-    if (!ledgerUrl || (ledgerUrl.protocol !== 'http:' && ledgerUrl.protocol !== 'https:')) throw new CliError(ExitCode.USAGE, `--ledger must be an http(s) URL, e.g. http://127.0.0.1:8440; got ${o.ledger}`);
-    const root = readCert(o.root, 'root certificate');
-    const bankCert = readCert(o.bankCert, 'bank certificate');
-    const ledgerCert = readCert(o.ledgerCert, 'ledger certificate');
-    const acquirerCert = readCert(o.cert, 'acquirer certificate');
-    let acquirerSigner;
-    try {
-      acquirerSigner = readAcquirerKey(o.key);
-    } catch (e) {
-      // A key file that cannot be read is a usage error; one that is not a private ES256 key is configuration.
-      const msg = (e as Error).message;
-      throw new CliError(msg.startsWith('cannot read') ? ExitCode.USAGE : ExitCode.CONFIG, msg);
-    }
-    try {
-      // Refuse to start unless this is an ACQUIRER certificate of our bank for our key (the ledger would refuse every settle call).
-      loadTrust({ root, bankCert, ledgerCert, acquirerCert, acquirerKid: acquirerSigner.kid }, Math.floor(Date.now() / 1000), nativeVerifier);
-    } catch (e) {
-      throw new CliError(ExitCode.CONFIG, `certificates do not verify: ${(e as Error).message}`);
-    }
-    // Test-only fault injection (documented in README): SIGKILL this process right before
-    // recording the Nth verified settle answer, to prove crash recovery.
-    const killAt = Number(process.env.DT_ACQUIRER_FAULT_KILL_BEFORE_RECORD ?? 0);
-    let answers = 0;
-    const beforeRecord = killAt > 0 ? () => {
-      if (++answers === killAt) process.kill(process.pid, 'SIGKILL');
-    } : undefined;
-    let acq;
-    try {
-      acq = await startAcquirer({
-        ledgerUrl: o.ledger, root, bankCert, ledgerCert, acquirerCert, acquirerSigner, dbFile: o.db, port: o.port, host: o.host,
-        maxBodyBytes: o.maxBody, crlRefreshMs: o.crlRefresh * 1000,
-        forwarder: { maxBatchesPerCall: o.batchesPerCall, ...(beforeRecord ? { beforeRecord } : {}) },
-        logger: pino({ level: o.logLevel }, pino.destination(2)),
-      });
-    } catch (e) {
-      throw new CliError(ExitCode.START, `cannot start: ${(e as Error).message}`);
-    }
-    process.stdout.write(`dt-acquirer listening on ${acq.url}\n`);
-    const stop = () => {
-      void acq.close().then(() => process.exit(ExitCode.OK));
-    };
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
-  });
+  .addOption(
+    new Option('--log-level <level>', 'request log (JSON lines on stderr: method, route, status, duration; never bodies or keys)')
+      .choices(['silent', 'error', 'warn', 'info', 'debug'])
+      .default('info'),
+  )
+  .action(
+    async (o: {
+      ledger: string;
+      bankCert: string;
+      root: string;
+      ledgerCert: string;
+      key: string;
+      cert: string;
+      db: string;
+      port: number;
+      host: string;
+      maxBody: number;
+      crlRefresh: number;
+      batchesPerCall: number;
+      logLevel: Level | 'silent';
+    }) => {
+      let ledgerUrl: URL | undefined;
+      try {
+        ledgerUrl = new URL(o.ledger);
+      } catch {
+        // not a URL: refused below
+      }
+      if (!ledgerUrl || (ledgerUrl.protocol !== 'http:' && ledgerUrl.protocol !== 'https:'))
+        throw new CliError(ExitCode.USAGE, `--ledger must be an http(s) URL, e.g. http://127.0.0.1:8440; got ${o.ledger}`);
+      const root = readCert(o.root, 'root certificate');
+      const bankCert = readCert(o.bankCert, 'bank certificate');
+      const ledgerCert = readCert(o.ledgerCert, 'ledger certificate');
+      const acquirerCert = readCert(o.cert, 'acquirer certificate');
+      let acquirerSigner;
+      try {
+        acquirerSigner = readAcquirerKey(o.key);
+      } catch (e) {
+        // A key file that cannot be read is a usage error; one that is not a private ES256 key is configuration.
+        const msg = (e as Error).message;
+        throw new CliError(msg.startsWith('cannot read') ? ExitCode.USAGE : ExitCode.CONFIG, msg);
+      }
+      try {
+        // Refuse to start unless this is an ACQUIRER certificate of our bank for our key (the ledger would refuse every settle call).
+        loadTrust(
+          { root, bankCert, ledgerCert, acquirerCert, acquirerKid: acquirerSigner.kid },
+          Math.floor(Date.now() / 1000),
+          nativeVerifier,
+        );
+      } catch (e) {
+        throw new CliError(ExitCode.CONFIG, `certificates do not verify: ${(e as Error).message}`);
+      }
+      // Test-only fault injection (documented in README): SIGKILL this process right before
+      // recording the Nth verified settle answer, to prove crash recovery.
+      const killAt = Number(process.env.DT_ACQUIRER_FAULT_KILL_BEFORE_RECORD ?? 0);
+      let answers = 0;
+      const beforeRecord =
+        killAt > 0
+          ? () => {
+              if (++answers === killAt) process.kill(process.pid, 'SIGKILL');
+            }
+          : undefined;
+      let acq;
+      try {
+        acq = await startAcquirer({
+          ledgerUrl: o.ledger,
+          root,
+          bankCert,
+          ledgerCert,
+          acquirerCert,
+          acquirerSigner,
+          dbFile: o.db,
+          port: o.port,
+          host: o.host,
+          maxBodyBytes: o.maxBody,
+          crlRefreshMs: o.crlRefresh * 1000,
+          forwarder: { maxBatchesPerCall: o.batchesPerCall, ...(beforeRecord ? { beforeRecord } : {}) },
+          logger: pino({ level: o.logLevel }, pino.destination(2)),
+        });
+      } catch (e) {
+        throw new CliError(ExitCode.START, `cannot start: ${(e as Error).message}`);
+      }
+      process.stdout.write(`dt-acquirer listening on ${acq.url}\n`);
+      const stop = () => {
+        void acq.close().then(() => process.exit(ExitCode.OK));
+      };
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+    },
+  );
 
 program
   .command('revoke-terminal')

@@ -7,7 +7,14 @@
  */
 import { randomBytes } from 'node:crypto';
 import {
-  ACQUIRER_MEDIA_TYPES, decodeBatchAck, decodeOutcomePage, signAcquirerRequest, toHex, type BatchAck, type OutcomePage, type Signer,
+  ACQUIRER_MEDIA_TYPES,
+  decodeBatchAck,
+  decodeOutcomePage,
+  signAcquirerRequest,
+  toHex,
+  type BatchAck,
+  type OutcomePage,
+  type Signer,
 } from '@dt/protocol';
 
 /** A refusal by the acquirer: HTTP status plus the stable `code` of its JSON body. */

@@ -89,7 +89,8 @@ export function verifySettleAnswer(
   if (!Array.isArray(answer) || answer.length !== group.length) throw new BadLedgerAnswer('settle answer must have one entry per batch');
   return group.map((batch, i) => {
     const entry = answer[i];
-    if (!Array.isArray(entry) || entry.length !== batch.handovers) throw new BadLedgerAnswer(`batch ${i}: one outcome per handover expected`);
+    if (!Array.isArray(entry) || entry.length !== batch.handovers)
+      throw new BadLedgerAnswer(`batch ${i}: one outcome per handover expected`);
     const outcomes = entry.map((o, j) => {
       if (!(o instanceof Uint8Array)) throw new BadLedgerAnswer(`batch ${i} outcome ${j}: not a byte string`);
       let msg;
@@ -184,10 +185,13 @@ export class Forwarder {
       clearTimeout(this.#timer);
     }
     this.#timerAt = at;
-    this.#timer = setTimeout(() => {
-      this.#timer = null;
-      void this.#tick();
-    }, Math.max(0, delayMs));
+    this.#timer = setTimeout(
+      () => {
+        this.#timer = null;
+        void this.#tick();
+      },
+      Math.max(0, delayMs),
+    );
   }
 
   async #tick(): Promise<void> {

@@ -18,9 +18,18 @@ export { AcquirerStore, BatchState, type StoredBatch, type StoredOutcome } from 
 export { admitBatch, verifyTerminalChain, type AdmittedBatch, type TrustConfig } from './verify.ts';
 // The wire objects are defined once in @dt/protocol (SPEC.md §7.7.1); re-exported under their historical names.
 export {
-  signAcquirerRequest as signRequest, parseAcquirerAuth as parseAuthHeader, ACQUIRER_AUTH_CONTENT_TYPE as AUTH_CONTENT_TYPE,
-  ACQUIRER_AUTH_SCHEME as AUTH_SCHEME, RequestAuthSchema, type RequestAuth,
-  encodeBatchAck as encodeAck, decodeBatchAck as decodeAck, encodeOutcomePage, decodeOutcomePage, BatchAckSchema,
-  type BatchAck, type OutcomePage,
+  signAcquirerRequest as signRequest,
+  parseAcquirerAuth as parseAuthHeader,
+  ACQUIRER_AUTH_CONTENT_TYPE as AUTH_CONTENT_TYPE,
+  ACQUIRER_AUTH_SCHEME as AUTH_SCHEME,
+  RequestAuthSchema,
+  type RequestAuth,
+  encodeBatchAck as encodeAck,
+  decodeBatchAck as decodeAck,
+  encodeOutcomePage,
+  decodeOutcomePage,
+  BatchAckSchema,
+  type BatchAck,
+  type OutcomePage,
 } from '@dt/protocol';
 export { submitBatch, fetchOutcomes, fetchAllOutcomes, fetchCrl, AcquirerHttpError, type ClientOptions } from './client.ts';

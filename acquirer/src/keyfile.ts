@@ -26,7 +26,8 @@ export function readAcquirerKey(file: string): Signer {
   } catch (e) {
     throw new Error(`cannot read the acquirer key file ${file}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`, { cause: e });
   }
-  if ((mode & 0o077) !== 0) throw new Error(`the acquirer key file ${file} is readable by others (mode ${(mode & 0o777).toString(8)}); chmod 600 it`);
+  if ((mode & 0o077) !== 0)
+    throw new Error(`the acquirer key file ${file} is readable by others (mode ${(mode & 0o777).toString(8)}); chmod 600 it`);
   let j: { alg?: unknown; secretKey?: unknown; publicKey?: unknown };
   try {
     j = JSON.parse(text) as typeof j;
@@ -43,6 +44,7 @@ export function readAcquirerKey(file: string): Signer {
   } catch {
     throw new Error(`the acquirer key file ${file} holds no valid P-256 secret key`);
   }
-  if (toHex(publicKey) !== j.publicKey.toLowerCase()) throw new Error(`the acquirer key file ${file}: the public key does not match the secret key`);
+  if (toHex(publicKey) !== j.publicKey.toLowerCase())
+    throw new Error(`the acquirer key file ${file}: the public key does not match the secret key`);
   return keyPairSigner({ secretKey, publicKey });
 }

@@ -23,7 +23,13 @@ import { ACQUIRER_MEDIA_TYPES, decodeDeterministic, LIMITS, plainBytes, type Cbo
  * cannot help and the batches are not at fault, so they stay pending and are retried with backoff
  * (the operator sees the code in `lastForwardError`) instead of being marked rejected.
  */
-const ACQUIRER_LEVEL_CODES: ReadonlySet<string> = new Set(['ACQUIRER_AUTH', 'ACQUIRER_STALE', 'ACQUIRER_REPLAYED', 'ACQUIRER_UNKNOWN', 'UNSUPPORTED_MEDIA_TYPE']);
+const ACQUIRER_LEVEL_CODES: ReadonlySet<string> = new Set([
+  'ACQUIRER_AUTH',
+  'ACQUIRER_STALE',
+  'ACQUIRER_REPLAYED',
+  'ACQUIRER_UNKNOWN',
+  'UNSUPPORTED_MEDIA_TYPE',
+]);
 
 /**
  * Why a ledger call failed: `retry` (network, timeout, 5xx, 408, 429, or a refusal of the acquirer

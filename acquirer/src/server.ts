@@ -11,10 +11,33 @@ import Fastify, { LogController, type FastifyInstance, type FastifyReply, type F
 import type { Logger } from 'pino';
 import { randomBytes } from 'node:crypto';
 import {
-  ACQUIRER_LIMITS, ACQUIRER_MEDIA_TYPES, BankPermission, bytesEqual, decodeDeterministic, encodeBatchAck, encodeOutcomePage,
-  fromHex, isDtError, LIMITS, openSigned, parseAcquirerAuth, ReplayWindows, signSettleRequest,
-  plainBytes, Role, sha256, toHex, verifyChain, verifyCoseSign1, verifyRoot, verifySigned,
-  type CborValue, type OpenedMessage, type Signer, type Verifier, type VerifiedCertificate,
+  ACQUIRER_LIMITS,
+  ACQUIRER_MEDIA_TYPES,
+  BankPermission,
+  bytesEqual,
+  decodeDeterministic,
+  encodeBatchAck,
+  encodeOutcomePage,
+  fromHex,
+  isDtError,
+  LIMITS,
+  openSigned,
+  parseAcquirerAuth,
+  ReplayWindows,
+  signSettleRequest,
+  plainBytes,
+  Role,
+  sha256,
+  toHex,
+  verifyChain,
+  verifyCoseSign1,
+  verifyRoot,
+  verifySigned,
+  type CborValue,
+  type OpenedMessage,
+  type Signer,
+  type Verifier,
+  type VerifiedCertificate,
 } from '@dt/protocol';
 import { nativeVerifier } from '@dt/protocol/native';
 import { AcquirerError, AcquirerErrorCode } from './errors.ts';
@@ -130,9 +153,12 @@ export function loadTrust(
   try {
     [acquirer] = verifyChain([cfg.acquirerCert, cfg.bankCert], { root, at, leafRole: Role.ACQUIRER, verifier }) as [VerifiedCertificate];
   } catch (e) {
-    throw new Error(`the acquirer certificate is not an ACQUIRER certificate of this bank, valid now: ${isDtError(e) ? e.code : (e as Error).message}`, {
-      cause: e,
-    });
+    throw new Error(
+      `the acquirer certificate is not an ACQUIRER certificate of this bank, valid now: ${isDtError(e) ? e.code : (e as Error).message}`,
+      {
+        cause: e,
+      },
+    );
   }
   if (!bytesEqual(acquirer.kid, cfg.acquirerKid)) throw new Error('the acquirer key is not the key of the acquirer certificate');
   return { root, bank: bank!, ledger: ledger!, acquirer, verifier };
@@ -158,7 +184,11 @@ export async function startAcquirer(cfg: AcquirerConfig): Promise<RunningAcquire
   const skew = cfg.authSkewSeconds ?? ACQUIRER_LIMITS.authSkewSeconds;
   // Replay windows of signed reads, one per terminal (in ms): a nonce is remembered for twice the
   // skew, and one terminal filling its window gets BUSY for itself only (SPEC §7.7.1 step 6).
-  const nonces = new ReplayWindows({ retain: 2 * skew * 1000, perParty: cfg.authNoncesPerTerminal ?? 256, maxParties: cfg.authMaxTerminals ?? 50_000 });
+  const nonces = new ReplayWindows({
+    retain: 2 * skew * 1000,
+    perParty: cfg.authNoncesPerTerminal ?? 256,
+    maxParties: cfg.authMaxTerminals ?? 50_000,
+  });
   const pageSize = cfg.outcomePageSize ?? 1000;
 
   // Key ids the ledger revoked (hex); refused as terminals too should a terminal key ever be listed.
@@ -206,12 +236,25 @@ export async function startAcquirer(cfg: AcquirerConfig): Promise<RunningAcquire
   // Every settle call travels in a request signed with the acquirer key: its chain, its time, a fresh nonce (SPEC §7.7.2).
   const acquirerChain = [cfg.acquirerCert, cfg.bankCert];
   const seal = (batches: readonly Uint8Array[]): Uint8Array =>
-    signSettleRequest({ chain: acquirerChain, time: seconds(now()), nonce: new Uint8Array(randomBytes(16)), batches: [...batches] }, cfg.acquirerSigner);
-  const forwarder = new Forwarder(store, ledger, trust.ledger, verifier, metrics, fwdOpts, async () => {
-    await refreshCrl();
-  }, seal);
+    signSettleRequest(
+      { chain: acquirerChain, time: seconds(now()), nonce: new Uint8Array(randomBytes(16)), batches: [...batches] },
+      cfg.acquirerSigner,
+    );
+  const forwarder = new Forwarder(
+    store,
+    ledger,
+    trust.ledger,
+    verifier,
+    metrics,
+    fwdOpts,
+    async () => {
+      await refreshCrl();
+    },
+    seal,
+  );
 
-  const logging = typeof cfg.logger === 'object' && 'child' in cfg.logger ? { loggerInstance: cfg.logger } : { logger: cfg.logger ?? false };
+  const logging =
+    typeof cfg.logger === 'object' && 'child' in cfg.logger ? { loggerInstance: cfg.logger } : { logger: cfg.logger ?? false };
   const app: FastifyInstance = Fastify({
     ...logging,
     // fastify's own request lines log the URL with its query string: ours below log the route.
@@ -221,20 +264,32 @@ export async function startAcquirer(cfg: AcquirerConfig): Promise<RunningAcquire
     requestTimeout: 120_000,
   }) as unknown as FastifyInstance;
   app.addHook('onResponse', async (req, reply) => {
-    req.log.info({ method: req.method, route: req.routeOptions.url ?? null, status: reply.statusCode, durationMs: Math.round(reply.elapsedTime * 10) / 10 }, 'request');
+    req.log.info(
+      {
+        method: req.method,
+        route: req.routeOptions.url ?? null,
+        status: reply.statusCode,
+        durationMs: Math.round(reply.elapsedTime * 10) / 10,
+      },
+      'request',
+    );
   });
   app.removeAllContentTypeParsers();
   app.addContentTypeParser(CBOR_TYPES, { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
 
   app.setErrorHandler((err: Error & { code?: string; statusCode?: number }, req: FastifyRequest, reply: FastifyReply) => {
     if (err instanceof AcquirerError) {
-      return reply.status(err.status).send({ code: err.code, message: err.message, ...(Object.keys(err.details).length ? { details: err.details } : {}) });
+      return reply
+        .status(err.status)
+        .send({ code: err.code, message: err.message, ...(Object.keys(err.details).length ? { details: err.details } : {}) });
     }
     if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
       return reply.status(413).send({ code: AcquirerErrorCode.BODY_TOO_LARGE, message: 'request body exceeds the limit' });
     }
     if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' || err.code === 'FST_ERR_CTP_INVALID_CONTENT_LENGTH') {
-      return reply.status(415).send({ code: AcquirerErrorCode.UNSUPPORTED_MEDIA_TYPE, message: 'send application/cbor or application/cose' });
+      return reply
+        .status(415)
+        .send({ code: AcquirerErrorCode.UNSUPPORTED_MEDIA_TYPE, message: 'send application/cbor or application/cose' });
     }
     if (typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) {
       return reply.status(400).send({ code: AcquirerErrorCode.BAD_REQUEST, message: 'bad request' });
@@ -247,11 +302,13 @@ export async function startAcquirer(cfg: AcquirerConfig): Promise<RunningAcquire
   const sendCbor = (reply: FastifyReply, bytes: Uint8Array) =>
     reply.header('content-type', ACQUIRER_MEDIA_TYPES.cbor).send(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
 
-  const ackOf = (b: StoredBatch) => encodeBatchAck({ terminal: b.terminal, seq: b.seq, hash: b.hash, handovers: b.handovers, received: seconds(b.receivedAt) });
+  const ackOf = (b: StoredBatch) =>
+    encodeBatchAck({ terminal: b.terminal, seq: b.seq, hash: b.hash, handovers: b.handovers, received: seconds(b.receivedAt) });
 
   // ---- POST /v1/batches: admission, sequence check, durable store, ack.
   app.post('/v1/batches', async (req, reply) => {
-    if (!(req.body instanceof Uint8Array)) throw new AcquirerError(AcquirerErrorCode.UNSUPPORTED_MEDIA_TYPE, 'send application/cbor or application/cose');
+    if (!(req.body instanceof Uint8Array))
+      throw new AcquirerError(AcquirerErrorCode.UNSUPPORTED_MEDIA_TYPE, 'send application/cbor or application/cose');
     const bytes = plainBytes(req.body);
     const hash = sha256(bytes);
     // An identical resend of a stored batch gets the stored ack, whatever happened since
@@ -286,7 +343,10 @@ export async function startAcquirer(cfg: AcquirerConfig): Promise<RunningAcquire
     const last = store.lastSeq(batch.terminal);
     if (batch.seq <= last) {
       metrics.inc('batchesRefused');
-      throw new AcquirerError(AcquirerErrorCode.SEQ_OUT_OF_ORDER, 'sequence number not above the last accepted one', { seq: batch.seq, last });
+      throw new AcquirerError(AcquirerErrorCode.SEQ_OUT_OF_ORDER, 'sequence number not above the last accepted one', {
+        seq: batch.seq,
+        last,
+      });
     }
     const saved = store.insertBatch({
       terminal: batch.terminal,
@@ -306,7 +366,8 @@ export async function startAcquirer(cfg: AcquirerConfig): Promise<RunningAcquire
   // ---- GET /v1/terminals/:kid/outcomes?after=N : signed-request authenticated.
   app.get<{ Params: { kid: string }; Querystring: { after?: string } }>('/v1/terminals/:kid/outcomes', async (req, reply) => {
     const kidHex = req.params.kid;
-    if (!/^[0-9a-f]{32}$/.test(kidHex)) throw new AcquirerError(AcquirerErrorCode.BAD_REQUEST, 'terminal id must be 32 lower-case hex digits');
+    if (!/^[0-9a-f]{32}$/.test(kidHex))
+      throw new AcquirerError(AcquirerErrorCode.BAD_REQUEST, 'terminal id must be 32 lower-case hex digits');
     const afterRaw = req.query.after ?? '0';
     if (!/^(0|[1-9][0-9]{0,15})$/.test(afterRaw) || !Number.isSafeInteger(Number(afterRaw))) {
       throw new AcquirerError(AcquirerErrorCode.BAD_REQUEST, 'after must be a non-negative integer cursor');
@@ -343,14 +404,16 @@ export async function startAcquirer(cfg: AcquirerConfig): Promise<RunningAcquire
    */
   const authenticate = (req: FastifyRequest, kid: Uint8Array): void => {
     const header = req.headers.authorization;
-    if (typeof header !== 'string' || header.length === 0) throw new AcquirerError(AcquirerErrorCode.AUTH_REQUIRED, 'a signed DT-COSE authorization is required');
+    if (typeof header !== 'string' || header.length === 0)
+      throw new AcquirerError(AcquirerErrorCode.AUTH_REQUIRED, 'a signed DT-COSE authorization is required');
     let parsed;
     try {
       parsed = parseAcquirerAuth(header);
     } catch {
       throw new AcquirerError(AcquirerErrorCode.AUTH_INVALID, 'malformed authorization');
     }
-    if (!bytesEqual(parsed.cose.kid, kid)) throw new AcquirerError(AcquirerErrorCode.AUTH_INVALID, 'authorization is not signed by this terminal');
+    if (!bytesEqual(parsed.cose.kid, kid))
+      throw new AcquirerError(AcquirerErrorCode.AUTH_INVALID, 'authorization is not signed by this terminal');
     const t = store.terminal(kid);
     if (!t) throw new AcquirerError(AcquirerErrorCode.TERMINAL_UNKNOWN, 'no batch was ever accepted from this terminal');
     const chain = decodeDeterministic(t.chain, 8 * 1024) as CborValue[];
@@ -360,15 +423,19 @@ export async function startAcquirer(cfg: AcquirerConfig): Promise<RunningAcquire
     try {
       verifyCoseSign1(parsed.cose, leaf.publicKey, verifier);
     } catch (e) {
-      throw new AcquirerError(AcquirerErrorCode.AUTH_INVALID, 'authorization signature does not verify', { cause: isDtError(e) ? e.code : 'UNKNOWN' });
+      throw new AcquirerError(AcquirerErrorCode.AUTH_INVALID, 'authorization signature does not verify', {
+        cause: isDtError(e) ? e.code : 'UNKNOWN',
+      });
     }
     if (parsed.auth.method !== req.method || parsed.auth.target !== req.url) {
       throw new AcquirerError(AcquirerErrorCode.AUTH_INVALID, 'authorization names another request');
     }
-    if (Math.abs(parsed.auth.time - seconds(at)) > skew) throw new AcquirerError(AcquirerErrorCode.AUTH_STALE, 'authorization time too far from the acquirer clock');
+    if (Math.abs(parsed.auth.time - seconds(at)) > skew)
+      throw new AcquirerError(AcquirerErrorCode.AUTH_STALE, 'authorization time too far from the acquirer clock');
     const r = nonces.add(kid, parsed.auth.nonce, at);
     if (r === 'replayed') throw new AcquirerError(AcquirerErrorCode.AUTH_REPLAYED, 'authorization already used');
-    if (r === 'full') throw new AcquirerError(AcquirerErrorCode.BUSY, 'too many authorizations from this terminal in the window; retry later');
+    if (r === 'full')
+      throw new AcquirerError(AcquirerErrorCode.BUSY, 'too many authorizations from this terminal in the window; retry later');
   };
 
   // ---- GET /v1/crl: the latest verified ledger revocation list, byte for byte.
@@ -442,4 +509,3 @@ export async function startAcquirer(cfg: AcquirerConfig): Promise<RunningAcquire
     },
   };
 }
-

@@ -260,23 +260,34 @@ export class AcquirerStore {
    * all in one durable transaction. Batches no longer PENDING (a concurrent
    * pass settled them) are skipped, so outcomes are never recorded twice.
    */
-  recordOutcomes(settled: ReadonlyArray<{ batch: StoredBatch; outcomes: ReadonlyArray<{ status: number; bytes: Uint8Array }> }>, at: number): number {
-    const mark = this.#db.prepare(`UPDATE batches SET state = ${BatchState.SETTLED}, settled_at = ? WHERE id = ? AND state = ${BatchState.PENDING}`);
+  recordOutcomes(
+    settled: ReadonlyArray<{ batch: StoredBatch; outcomes: ReadonlyArray<{ status: number; bytes: Uint8Array }> }>,
+    at: number,
+  ): number {
+    const mark = this.#db.prepare(
+      `UPDATE batches SET state = ${BatchState.SETTLED}, settled_at = ? WHERE id = ? AND state = ${BatchState.PENDING}`,
+    );
     const ins = this.#db.prepare('INSERT INTO outcomes (terminal, batch_id, idx, status, bytes) VALUES (?, ?, ?, ?, ?)');
-    return this.#db.transaction((): number => {
-      let n = 0;
-      for (const { batch, outcomes } of settled) {
-        if (mark.run(at, batch.id).changes !== 1) continue;
-        outcomes.forEach((o, i) => ins.run(batch.terminal, batch.id, i, o.status, o.bytes));
-        n += outcomes.length;
-      }
-      return n;
-    }).immediate();
+    return this.#db
+      .transaction((): number => {
+        let n = 0;
+        for (const { batch, outcomes } of settled) {
+          if (mark.run(at, batch.id).changes !== 1) continue;
+          outcomes.forEach((o, i) => ins.run(batch.terminal, batch.id, i, o.status, o.bytes));
+          n += outcomes.length;
+        }
+        return n;
+      })
+      .immediate();
   }
 
   /** Marks a batch the ledger refused as a whole (4xx) as REJECTED with the ledger's code. */
   rejectBatch(id: number, code: string, at: number): void {
-    this.#db.prepare(`UPDATE batches SET state = ${BatchState.REJECTED}, reject_code = ?, settled_at = ? WHERE id = ? AND state = ${BatchState.PENDING}`).run(code, at, id);
+    this.#db
+      .prepare(
+        `UPDATE batches SET state = ${BatchState.REJECTED}, reject_code = ?, settled_at = ? WHERE id = ? AND state = ${BatchState.PENDING}`,
+      )
+      .run(code, at, id);
   }
 
   /** Outcomes of `terminal` after `cursor`, oldest first, at most `limit`. */
@@ -293,8 +304,7 @@ export class AcquirerStore {
   /** A terminal this acquirer has accepted batches from. */
   terminal(kid: Uint8Array): StoredTerminal | undefined {
     const r = this.#db.prepare('SELECT kid, chain, merchant, last_seq FROM terminals WHERE kid = ?').get(kid) as
-      | { kid: Buffer; chain: Buffer; merchant: string; last_seq: number }
-      | undefined;
+      { kid: Buffer; chain: Buffer; merchant: string; last_seq: number } | undefined;
     return r && { kid: u8(r.kid), chain: u8(r.chain), merchant: r.merchant, lastSeq: r.last_seq };
   }
 
@@ -323,17 +333,27 @@ export class AcquirerStore {
   /** The latest stored revocation list. */
   crl(): { version: number; bytes: Uint8Array; fetchedAt: number } | undefined {
     const r = this.#db.prepare('SELECT version, bytes, fetched_at FROM crl WHERE id = 1').get() as
-      | { version: number; bytes: Buffer; fetched_at: number }
-      | undefined;
+      { version: number; bytes: Buffer; fetched_at: number } | undefined;
     return r && { version: r.version, bytes: u8(r.bytes), fetchedAt: r.fetched_at };
   }
 
   /** Queue figures for health and metrics. */
-  queueStats(): { pendingBatches: number; pendingHandovers: number; oldestPendingAt: number | null; settledBatches: number; rejectedBatches: number; outcomes: number } {
+  queueStats(): {
+    pendingBatches: number;
+    pendingHandovers: number;
+    oldestPendingAt: number | null;
+    settledBatches: number;
+    rejectedBatches: number;
+    outcomes: number;
+  } {
     const p = this.#db
-      .prepare(`SELECT count(*) AS n, coalesce(sum(handovers), 0) AS h, min(received_at) AS oldest FROM batches WHERE state = ${BatchState.PENDING}`)
+      .prepare(
+        `SELECT count(*) AS n, coalesce(sum(handovers), 0) AS h, min(received_at) AS oldest FROM batches WHERE state = ${BatchState.PENDING}`,
+      )
       .get() as { n: number; h: number; oldest: number | null };
-    const s = this.#db.prepare(`SELECT state, count(*) AS n FROM batches WHERE state != ${BatchState.PENDING} GROUP BY state`).all() as Array<{ state: number; n: number }>;
+    const s = this.#db
+      .prepare(`SELECT state, count(*) AS n FROM batches WHERE state != ${BatchState.PENDING} GROUP BY state`)
+      .all() as Array<{ state: number; n: number }>;
     const o = this.#db.prepare('SELECT count(*) AS n FROM outcomes').get() as { n: number };
     return {
       pendingBatches: p.n,

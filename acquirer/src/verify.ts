@@ -9,8 +9,23 @@
  * @module
  */
 import {
-  BankPermission, bytesEqual, DtError, ErrorCode, decodeMessage, encodeDeterministic, isDtError, openSigned,
-  payloadHash, Role, sha256, verifyChain, verifyCoseSign1, type Batch, type OpenedMessage, type Verifier, type VerifiedCertificate,
+  BankPermission,
+  bytesEqual,
+  DtError,
+  ErrorCode,
+  decodeMessage,
+  encodeDeterministic,
+  isDtError,
+  openSigned,
+  payloadHash,
+  Role,
+  sha256,
+  verifyChain,
+  verifyCoseSign1,
+  type Batch,
+  type OpenedMessage,
+  type Verifier,
+  type VerifiedCertificate,
 } from '@dt/protocol';
 import { AcquirerError, AcquirerErrorCode } from './errors.ts';
 
@@ -46,9 +61,14 @@ export function verifyTerminalChain(chain: readonly Uint8Array[], trust: TrustCo
     certs = verifyChain(chain, { root: trust.root, at, leafRole: Role.TERMINAL, verifier: trust.verifier });
   } catch (e) {
     if (isDtError(e, ErrorCode.CERT_EXPIRED) || isDtError(e, ErrorCode.CERT_NOT_YET_VALID)) {
-      throw new AcquirerError(AcquirerErrorCode.TERMINAL_EXPIRED, 'terminal certificate chain is not valid now', { cause: (e as DtError).code });
+      throw new AcquirerError(AcquirerErrorCode.TERMINAL_EXPIRED, 'terminal certificate chain is not valid now', {
+        cause: (e as DtError).code,
+      });
     }
-    if (isDtError(e)) throw new AcquirerError(AcquirerErrorCode.TERMINAL_UNKNOWN, 'terminal certificate chain does not lead to the pinned issuer root', { cause: e.code });
+    if (isDtError(e))
+      throw new AcquirerError(AcquirerErrorCode.TERMINAL_UNKNOWN, 'terminal certificate chain does not lead to the pinned issuer root', {
+        cause: e.code,
+      });
     throw e;
   }
   // verifyChain proved the bank is certified by the root with ACQUIRING; it must also be *our* bank.
@@ -122,4 +142,3 @@ export function admitBatch(
   });
   return { batch, hash: sha256(bytes), transferHashes, terminal, chainBytes: encodeDeterministic([...batch.chain]) };
 }
-

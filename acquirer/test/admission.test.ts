@@ -6,17 +6,41 @@
 import test, { type ExecutionContext } from 'ava';
 import { join } from 'node:path';
 import {
-  coseSign1, decodeDeterministic, encodeDeterministic, encodeMessage, generateKeyPair, keyPairSigner, MESSAGES, openSigned, signMessage, toHex,
+  coseSign1,
+  decodeDeterministic,
+  encodeDeterministic,
+  encodeMessage,
+  generateKeyPair,
+  keyPairSigner,
+  MESSAGES,
+  openSigned,
+  signMessage,
+  toHex,
   type CborValue,
 } from '@dt/protocol';
 import { startAcquirer, decodeAck, signRequest, fetchOutcomes, AcquirerHttpError, type RunningAcquirer } from '../src/index.ts';
-import { acquirerIdentity, closedPort, makeBatch, makePki, makeTerminal, makeWallet, pay, seededRandom, tempDir, NOW, type Terminal } from './fixtures.ts';
+import {
+  acquirerIdentity,
+  closedPort,
+  makeBatch,
+  makePki,
+  makeTerminal,
+  makeWallet,
+  pay,
+  seededRandom,
+  tempDir,
+  NOW,
+  type Terminal,
+} from './fixtures.ts';
 
 const pki = makePki('admission');
 const foreignPki = makePki('another issuer');
 const rnd = seededRandom('admission nonces');
 
-async function start(t: ExecutionContext, extra: { maxBodyBytes?: number; authNoncesPerTerminal?: number } = {}): Promise<RunningAcquirer & { dbFile: string }> {
+async function start(
+  t: ExecutionContext,
+  extra: { maxBodyBytes?: number; authNoncesPerTerminal?: number } = {},
+): Promise<RunningAcquirer & { dbFile: string }> {
   const { dir, cleanup } = tempDir();
   const dbFile = join(dir, 'acq.db');
   const acq = await startAcquirer({
@@ -36,7 +60,11 @@ async function start(t: ExecutionContext, extra: { maxBodyBytes?: number; authNo
   return Object.assign(acq, { dbFile });
 }
 
-async function post(url: string, body: Uint8Array, contentType = 'application/cbor'): Promise<{ status: number; bytes: Uint8Array; json?: { code: string; message: string } }> {
+async function post(
+  url: string,
+  body: Uint8Array,
+  contentType = 'application/cbor',
+): Promise<{ status: number; bytes: Uint8Array; json?: { code: string; message: string } }> {
   const res = await fetch(`${url}/v1/batches`, { method: 'POST', headers: { 'content-type': contentType }, body });
   const bytes = new Uint8Array(await res.arrayBuffer());
   if (res.status === 200) return { status: res.status, bytes };
@@ -52,7 +80,14 @@ function handovers(term: Terminal, n: number): Uint8Array[] {
   return Array.from({ length: n }, () => pay(w, term, 1_000, rnd));
 }
 
-async function refused(t: ExecutionContext, acq: RunningAcquirer, body: Uint8Array, status: number, code: string, contentType?: string): Promise<void> {
+async function refused(
+  t: ExecutionContext,
+  acq: RunningAcquirer,
+  body: Uint8Array,
+  status: number,
+  code: string,
+  contentType?: string,
+): Promise<void> {
   const before = await health(acq.url);
   const r = await post(acq.url, body, contentType);
   t.is(r.status, status, JSON.stringify(r.json));
@@ -126,7 +161,11 @@ test('a batch not signed by the terminal it names is 403 BATCH_BAD_SIGNATURE', a
   await refused(t, acq, forged, 403, 'BATCH_BAD_SIGNATURE');
   // Signed by one certified terminal while naming another.
   const other = makeTerminal(pki, pki.acquiringBank);
-  const mixed = signMessage('Batch', { terminal: other.kid, seq: 1, time: NOW(), chain: term.chain, handovers: hs, crlVersion: 0 }, term.signer);
+  const mixed = signMessage(
+    'Batch',
+    { terminal: other.kid, seq: 1, time: NOW(), chain: term.chain, handovers: hs, crlVersion: 0 },
+    term.signer,
+  );
   await refused(t, acq, mixed, 403, 'BATCH_BAD_SIGNATURE');
   t.is((await post(acq.url, good)).status, 200, 'the genuine batch is still accepted afterwards');
 });
@@ -147,7 +186,11 @@ test('unknown, other-bank, revoked and expired terminals are refused with 403 an
   await refused(t, acq, makeBatch(revoked, 2, handovers(revoked, 1)), 403, 'TERMINAL_REVOKED');
   // A card certificate chain is not a terminal chain.
   const w = makeWallet(pki, 1, 100);
-  const cardAsTerminal = signMessage('Batch', { terminal: w.kid, seq: 1, time: NOW(), chain: [...w.chain], handovers: [], crlVersion: 0 }, keyPairSigner(generateKeyPair(pki.random)));
+  const cardAsTerminal = signMessage(
+    'Batch',
+    { terminal: w.kid, seq: 1, time: NOW(), chain: [...w.chain], handovers: [], crlVersion: 0 },
+    keyPairSigner(generateKeyPair(pki.random)),
+  );
   await refused(t, acq, cardAsTerminal, 403, 'TERMINAL_UNKNOWN');
 });
 
@@ -163,9 +206,17 @@ test('handovers are decode-checked: malformed, oversize and other-payee handover
   // A handover above the protocol's handover size limit is a schema violation of the batch.
   // (built by hand: the protocol encoder itself refuses to sign such a batch).
   const huge = new Uint8Array(192 * 1024 + 1).fill(0x41);
-  const payload = encodeDeterministic(new Map<number, CborValue>([
-    [0, 1], [1, term.kid], [2, 1], [3, NOW()], [4, term.chain], [5, [huge]], [6, 0],
-  ]));
+  const payload = encodeDeterministic(
+    new Map<number, CborValue>([
+      [0, 1],
+      [1, term.kid],
+      [2, 1],
+      [3, NOW()],
+      [4, term.chain],
+      [5, [huge]],
+      [6, 0],
+    ]),
+  );
   await refused(t, acq, coseSign1(payload, MESSAGES.Batch.contentType, term.signer), 400, 'BATCH_MALFORMED');
   // A structurally valid handover whose transfer is not a transfer.
   const h = { transfer: term.chain[0]!, chain: [term.chain[1]!], tokens: [term.chain[1]!], history: [] };
@@ -190,7 +241,10 @@ test('outcome reads need a fresh signature by the terminal over exactly that req
   const target = `/v1/terminals/${kidHex}/outcomes?after=0`;
   const get = async (auth?: string, path = target) => {
     const res = await fetch(acq.url + path, auth ? { headers: { authorization: auth } } : {});
-    return { status: res.status, body: res.status === 200 ? new Uint8Array(await res.arrayBuffer()) : ((await res.json()) as { code: string }) };
+    return {
+      status: res.status,
+      body: res.status === 200 ? new Uint8Array(await res.arrayBuffer()) : ((await res.json()) as { code: string }),
+    };
   };
   // Not yet known: no batch accepted from it.
   t.like((await get(signRequest(term.signer, 'GET', target, NOW(), rnd(16)))).body, { code: 'TERMINAL_UNKNOWN' });
@@ -200,8 +254,12 @@ test('outcome reads need a fresh signature by the terminal over exactly that req
   t.is(r0.status, 401);
   t.like(r0.body, { code: 'AUTH_REQUIRED' });
   t.like((await get('Bearer abc')).body, { code: 'AUTH_INVALID' });
-  t.like((await get(signRequest(keyPairSigner(generateKeyPair(pki.random)), 'GET', target, NOW(), rnd(16)))).body, { code: 'AUTH_INVALID' });
-  t.like((await get(signRequest(term.signer, 'GET', `/v1/terminals/${kidHex}/outcomes?after=7`, NOW(), rnd(16)))).body, { code: 'AUTH_INVALID' });
+  t.like((await get(signRequest(keyPairSigner(generateKeyPair(pki.random)), 'GET', target, NOW(), rnd(16)))).body, {
+    code: 'AUTH_INVALID',
+  });
+  t.like((await get(signRequest(term.signer, 'GET', `/v1/terminals/${kidHex}/outcomes?after=7`, NOW(), rnd(16)))).body, {
+    code: 'AUTH_INVALID',
+  });
   t.like((await get(signRequest(term.signer, 'POST', target, NOW(), rnd(16)))).body, { code: 'AUTH_INVALID' });
   t.like((await get(signRequest(term.signer, 'GET', target, NOW() - 3600, rnd(16)))).body, { code: 'AUTH_STALE' });
   const auth = signRequest(term.signer, 'GET', target, NOW(), rnd(16));
@@ -255,13 +313,22 @@ test('without a verified revocation list GET /v1/crl is 503 CRL_UNAVAILABLE; unk
 test('startAcquirer refuses certificates that do not fit: a bank without ACQUIRING, a foreign ledger, an acquirer certificate of another bank, role or key', async (t) => {
   const { dir, cleanup } = tempDir();
   t.teardown(cleanup);
-  const base = { ledgerUrl: 'http://127.0.0.1:1', root: pki.root.cert, ledgerCert: pki.ledger.cert, bankCert: pki.acquiringBank.cert, ...acquirerIdentity(pki), dbFile: join(dir, 'a.db') };
+  const base = {
+    ledgerUrl: 'http://127.0.0.1:1',
+    root: pki.root.cert,
+    ledgerCert: pki.ledger.cert,
+    bankCert: pki.acquiringBank.cert,
+    ...acquirerIdentity(pki),
+    dbFile: join(dir, 'a.db'),
+  };
   await t.throwsAsync(startAcquirer({ ...base, bankCert: pki.issuingBank.cert }), { message: /ACQUIRING/ });
   await t.throwsAsync(startAcquirer({ ...base, ledgerCert: foreignPki.ledger.cert }), { message: /CERT_CHAIN_BROKEN/ });
   await t.throwsAsync(startAcquirer({ ...base, bankCert: pki.ledger.cert }), { message: /CERT_WRONG_ROLE/ });
   // Its own certificate: issued by another bank than --bank-cert, of another role (a terminal's), or for another key.
   await t.throwsAsync(startAcquirer({ ...base, bankCert: pki.otherBank.cert }), { message: /acquirer certificate .*CERT_CHAIN_BROKEN/ });
-  await t.throwsAsync(startAcquirer({ ...base, acquirerCert: makeTerminal(pki, pki.acquiringBank).chain[0]! }), { message: /acquirer certificate .*CERT_WRONG_ROLE/ });
+  await t.throwsAsync(startAcquirer({ ...base, acquirerCert: makeTerminal(pki, pki.acquiringBank).chain[0]! }), {
+    message: /acquirer certificate .*CERT_WRONG_ROLE/,
+  });
   await t.throwsAsync(startAcquirer({ ...base, acquirerSigner: pki.acquiringBank.signer }), { message: /acquirer key is not the key/ });
   t.truthy(decodeDeterministic(openSigned('Certificate', pki.root.cert).cose.payload, 4096));
 });

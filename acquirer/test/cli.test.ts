@@ -28,7 +28,9 @@ function run(args: string[]): Promise<{ code: number | null; stdout: string; std
 /** Writes a key file in the format `dt-ledger` writes (and the acquirer README documents). */
 function keyFile(dir: string, name: string, p: Party, mode = 0o600): string {
   const f = join(dir, name);
-  writeFileSync(f, JSON.stringify({ alg: 'ES256', secretKey: toHex(p.keys.secretKey), publicKey: toHex(p.keys.publicKey) }) + '\n', { mode });
+  writeFileSync(f, JSON.stringify({ alg: 'ES256', secretKey: toHex(p.keys.secretKey), publicKey: toHex(p.keys.publicKey) }) + '\n', {
+    mode,
+  });
   chmodSync(f, mode);
   return f;
 }
@@ -40,15 +42,32 @@ function certFiles(dir: string, hex = false): { root: string; bank: string; ledg
     return f;
   };
   return {
-    root: w('root.cert', pki.root.cert), bank: w('bank.cert', pki.acquiringBank.cert), ledger: w('ledger.cert', pki.ledger.cert),
-    key: keyFile(dir, 'acquirer.key.json', pki.acquirer), cert: w('acquirer.cert', pki.acquirer.cert),
+    root: w('root.cert', pki.root.cert),
+    bank: w('bank.cert', pki.acquiringBank.cert),
+    ledger: w('ledger.cert', pki.ledger.cert),
+    key: keyFile(dir, 'acquirer.key.json', pki.acquirer),
+    cert: w('acquirer.cert', pki.acquirer.cert),
   };
 }
 
 test('--help documents every serve option and the exit codes; exit 0', async (t) => {
   const r = await run(['serve', '--help']);
   t.is(r.code, 0);
-  for (const o of ['--ledger', '--bank-cert', '--root', '--ledger-cert', '--key', '--cert', '--db', '--port', '--host', '--max-body', '--crl-refresh', '--batches-per-call', '--log-level']) {
+  for (const o of [
+    '--ledger',
+    '--bank-cert',
+    '--root',
+    '--ledger-cert',
+    '--key',
+    '--cert',
+    '--db',
+    '--port',
+    '--host',
+    '--max-body',
+    '--crl-refresh',
+    '--batches-per-call',
+    '--log-level',
+  ]) {
     t.true(r.stdout.includes(o), o);
   }
   const top = await run(['--help']);
@@ -62,30 +81,137 @@ test('exit codes: 2 for bad usage (with a message) or a missing certificate file
   t.teardown(cleanup);
   const c = certFiles(dir);
   const me = ['--key', c.key, '--cert', c.cert];
-  const base = ['serve', '--ledger', 'http://127.0.0.1:1', '--root', c.root, '--bank-cert', c.bank, '--ledger-cert', c.ledger, ...me, '--log-level', 'silent'];
+  const base = [
+    'serve',
+    '--ledger',
+    'http://127.0.0.1:1',
+    '--root',
+    c.root,
+    '--bank-cert',
+    c.bank,
+    '--ledger-cert',
+    c.ledger,
+    ...me,
+    '--log-level',
+    'silent',
+  ];
   t.is((await run(['serve'])).code, 2, 'missing required options');
   t.is((await run([...base, '--db', join(dir, 'a.db'), '--port', 'seventy'])).code, 2, 'invalid port');
   t.is((await run(['serve', '--bogus'])).code, 2, 'unknown option');
-  const notUrl = await run(['serve', '--ledger', 'not-a-url', '--root', c.root, '--bank-cert', c.bank, '--ledger-cert', c.ledger, ...me, '--db', join(dir, 'a.db')]);
+  const notUrl = await run([
+    'serve',
+    '--ledger',
+    'not-a-url',
+    '--root',
+    c.root,
+    '--bank-cert',
+    c.bank,
+    '--ledger-cert',
+    c.ledger,
+    ...me,
+    '--db',
+    join(dir, 'a.db'),
+  ]);
   t.is(notUrl.code, 2);
   t.regex(notUrl.stderr, /^dt-acquirer: --ledger must be an http\(s\) URL, e\.g\. http:\/\/127\.0\.0\.1:8440; got not-a-url$/m);
-  t.is((await run(['serve', '--ledger', 'http://127.0.0.1:1', '--root', c.root, '--bank-cert', c.bank, '--ledger-cert', c.ledger, '--db', join(dir, 'a.db')])).code, 2, 'no --key/--cert');
-  const wrongBank = await run(['serve', '--ledger', 'http://127.0.0.1:1', '--root', c.root, '--bank-cert', c.ledger, '--ledger-cert', c.ledger, ...me, '--db', join(dir, 'a.db')]);
+  t.is(
+    (
+      await run([
+        'serve',
+        '--ledger',
+        'http://127.0.0.1:1',
+        '--root',
+        c.root,
+        '--bank-cert',
+        c.bank,
+        '--ledger-cert',
+        c.ledger,
+        '--db',
+        join(dir, 'a.db'),
+      ])
+    ).code,
+    2,
+    'no --key/--cert',
+  );
+  const wrongBank = await run([
+    'serve',
+    '--ledger',
+    'http://127.0.0.1:1',
+    '--root',
+    c.root,
+    '--bank-cert',
+    c.ledger,
+    '--ledger-cert',
+    c.ledger,
+    ...me,
+    '--db',
+    join(dir, 'a.db'),
+  ]);
   t.is(wrongBank.code, 4);
   t.regex(wrongBank.stderr, /certificates do not verify/);
-  const missing = await run(['serve', '--ledger', 'http://127.0.0.1:1', '--root', join(dir, 'missing'), '--bank-cert', c.bank, '--ledger-cert', c.ledger, ...me, '--db', join(dir, 'a.db')]);
+  const missing = await run([
+    'serve',
+    '--ledger',
+    'http://127.0.0.1:1',
+    '--root',
+    join(dir, 'missing'),
+    '--bank-cert',
+    c.bank,
+    '--ledger-cert',
+    c.ledger,
+    ...me,
+    '--db',
+    join(dir, 'a.db'),
+  ]);
   t.is(missing.code, 2, 'a file named on the command line is missing: usage');
   t.regex(missing.stderr, /cannot read root certificate file .*missing: no such file/);
   // The acquirer's own identity (exit 4, a missing key file 2, and the key never appears in what it prints):
-  const serveWith = (key: string, cert: string) => run(['serve', '--ledger', 'http://127.0.0.1:1', '--root', c.root, '--bank-cert', c.bank, '--ledger-cert', c.ledger, '--key', key, '--cert', cert, '--db', join(dir, 'a.db'), '--log-level', 'silent']);
+  const serveWith = (key: string, cert: string) =>
+    run([
+      'serve',
+      '--ledger',
+      'http://127.0.0.1:1',
+      '--root',
+      c.root,
+      '--bank-cert',
+      c.bank,
+      '--ledger-cert',
+      c.ledger,
+      '--key',
+      key,
+      '--cert',
+      cert,
+      '--db',
+      join(dir, 'a.db'),
+      '--log-level',
+      'silent',
+    ]);
   const secret = toHex(pki.acquirer.keys.secretKey);
   const cases: [string, string, string, RegExp, number][] = [
     ['a key file others can read', keyFile(dir, 'open.key.json', pki.acquirer, 0o644), c.cert, /readable by others/, 4],
-    ['a key file that is not one', (writeFileSync(join(dir, 'bad.key.json'), 'not json', { mode: 0o600 }), join(dir, 'bad.key.json')), c.cert, /not JSON/, 4],
+    [
+      'a key file that is not one',
+      (writeFileSync(join(dir, 'bad.key.json'), 'not json', { mode: 0o600 }), join(dir, 'bad.key.json')),
+      c.cert,
+      /not JSON/,
+      4,
+    ],
     ['a missing key file', join(dir, 'none.key.json'), c.cert, /cannot read the acquirer key file/, 2],
     ['another key than the certificate', keyFile(dir, 'other.key.json', pki.acquiringBank), c.cert, /acquirer key is not the key/, 4],
-    ["a terminal's certificate", c.key, (writeFileSync(join(dir, 'term.cert'), makeTerminal(pki, pki.acquiringBank).chain[0]!), join(dir, 'term.cert')), /CERT_WRONG_ROLE/, 4],
-    ["another bank's acquirer certificate", c.key, (writeFileSync(join(dir, 'other.cert'), makePki('cli other').acquirer.cert), join(dir, 'other.cert')), /CERT_CHAIN_BROKEN|BAD_SIGNATURE/, 4],
+    [
+      "a terminal's certificate",
+      c.key,
+      (writeFileSync(join(dir, 'term.cert'), makeTerminal(pki, pki.acquiringBank).chain[0]!), join(dir, 'term.cert')),
+      /CERT_WRONG_ROLE/,
+      4,
+    ],
+    [
+      "another bank's acquirer certificate",
+      c.key,
+      (writeFileSync(join(dir, 'other.cert'), makePki('cli other').acquirer.cert), join(dir, 'other.cert')),
+      /CERT_CHAIN_BROKEN|BAD_SIGNATURE/,
+      4,
+    ],
   ];
   for (const [what, key, cert, message, code] of cases) {
     const r = await serveWith(key, cert);
@@ -104,7 +230,32 @@ test('serve accepts hex certificate files and stops cleanly on SIGTERM; revoke-t
   const c = certFiles(dir, true);
   const db = join(dir, 'acq.db');
   // Debug logging: even then the acquirer key is never logged.
-  const p = spawn(process.execPath, [BIN, 'serve', '--ledger', `http://127.0.0.1:${await closedPort()}`, '--root', c.root, '--bank-cert', c.bank, '--ledger-cert', c.ledger, '--key', c.key, '--cert', c.cert, '--db', db, '--port', '0', '--log-level', 'debug'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const p = spawn(
+    process.execPath,
+    [
+      BIN,
+      'serve',
+      '--ledger',
+      `http://127.0.0.1:${await closedPort()}`,
+      '--root',
+      c.root,
+      '--bank-cert',
+      c.bank,
+      '--ledger-cert',
+      c.ledger,
+      '--key',
+      c.key,
+      '--cert',
+      c.cert,
+      '--db',
+      db,
+      '--port',
+      '0',
+      '--log-level',
+      'debug',
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   const exited = new Promise<number | null>((r) => p.on('exit', (code) => r(code)));
   let out = '';
   p.stderr.on('data', (d: Buffer) => (out += d.toString()));
@@ -132,18 +283,69 @@ test('serve accepts hex certificate files and stops cleanly on SIGTERM; revoke-t
   t.is(await exited, 0);
   t.false(out.includes(toHex(pki.acquirer.keys.secretKey)), 'the acquirer key is never logged');
   // The library refuses a second service on the same port as a start failure, not a crash.
-  const acq = await startAcquirer({ ledgerUrl: 'http://127.0.0.1:1', root: pki.root.cert, bankCert: pki.acquiringBank.cert, ledgerCert: pki.ledger.cert, ...acquirerIdentity(pki), dbFile: join(dir, 'b.db'), autoForward: false });
+  const acq = await startAcquirer({
+    ledgerUrl: 'http://127.0.0.1:1',
+    root: pki.root.cert,
+    bankCert: pki.acquiringBank.cert,
+    ledgerCert: pki.ledger.cert,
+    ...acquirerIdentity(pki),
+    dbFile: join(dir, 'b.db'),
+    autoForward: false,
+  });
   const port = new URL(acq.url).port;
-  const busy = await run(['serve', '--ledger', 'http://127.0.0.1:1', '--root', c.root, '--bank-cert', c.bank, '--ledger-cert', c.ledger, '--key', c.key, '--cert', c.cert, '--db', join(dir, 'c.db'), '--port', port, '--log-level', 'silent']);
+  const busy = await run([
+    'serve',
+    '--ledger',
+    'http://127.0.0.1:1',
+    '--root',
+    c.root,
+    '--bank-cert',
+    c.bank,
+    '--ledger-cert',
+    c.ledger,
+    '--key',
+    c.key,
+    '--cert',
+    c.cert,
+    '--db',
+    join(dir, 'c.db'),
+    '--port',
+    port,
+    '--log-level',
+    'silent',
+  ]);
   await acq.close();
   t.is(busy.code, 5);
 });
 
-test('serve logs one JSON line per request on stderr in the ledger\'s format (method, route, status, duration), never a body or a query string', async (t) => {
+test("serve logs one JSON line per request on stderr in the ledger's format (method, route, status, duration), never a body or a query string", async (t) => {
   const { dir, cleanup } = tempDir();
   t.teardown(cleanup);
   const c = certFiles(dir);
-  const p = spawn(process.execPath, [BIN, 'serve', '--ledger', `http://127.0.0.1:${await closedPort()}`, '--root', c.root, '--bank-cert', c.bank, '--ledger-cert', c.ledger, '--key', c.key, '--cert', c.cert, '--db', join(dir, 'log.db'), '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const p = spawn(
+    process.execPath,
+    [
+      BIN,
+      'serve',
+      '--ledger',
+      `http://127.0.0.1:${await closedPort()}`,
+      '--root',
+      c.root,
+      '--bank-cert',
+      c.bank,
+      '--ledger-cert',
+      c.ledger,
+      '--key',
+      c.key,
+      '--cert',
+      c.cert,
+      '--db',
+      join(dir, 'log.db'),
+      '--port',
+      '0',
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   let stderr = '';
   p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<number | null>((r) => p.on('exit', (code) => r(code)));
@@ -157,11 +359,25 @@ test('serve logs one JSON line per request on stderr in the ledger\'s format (me
   });
   const secret = 'PIN-1234-SECRET';
   await fetch(`${url}/v1/health?x=${secret}`);
-  await fetch(`${url}/v1/batches`, { method: 'POST', headers: { 'content-type': 'application/cbor' }, body: new TextEncoder().encode(secret) });
+  await fetch(`${url}/v1/batches`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/cbor' },
+    body: new TextEncoder().encode(secret),
+  });
   p.kill('SIGTERM');
   t.is(await exited, 0);
-  const requests = stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === 'request');
-  t.deepEqual(requests.map((l) => [l.method, l.route, l.status]), [['GET', '/v1/health', 200], ['POST', '/v1/batches', 400]]);
+  const requests = stderr
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+    .filter((l) => l.msg === 'request');
+  t.deepEqual(
+    requests.map((l) => [l.method, l.route, l.status]),
+    [
+      ['GET', '/v1/health', 200],
+      ['POST', '/v1/batches', 400],
+    ],
+  );
   for (const l of requests) t.is(typeof l.durationMs, 'number');
   t.false(stderr.includes(secret));
 });

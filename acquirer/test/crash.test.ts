@@ -30,7 +30,9 @@ interface Child {
 
 async function spawnAcquirer(args: string[], env: Record<string, string> = {}): Promise<Child> {
   const proc = spawn(process.execPath, [BIN, 'serve', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    proc.once('exit', (code, signal) => resolve({ code, signal })),
+  );
   let stderr = '';
   proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   const url = await new Promise<string>((resolve, reject) => {
@@ -55,15 +57,37 @@ test('SIGKILL at seeded random points and between settle and record: nothing los
   t.teardown(() => clearInterval(clock));
   const srv = await startLedgerServer({ ledger: k.ledger, port: 0 });
   t.teardown(() => srv.close());
-  for (const [name, bytes] of [['root', k.pki.issuer.cert], ['bank', k.pki.bank.cert], ['ledger', k.pki.ledger.cert], ['acquirer', k.acquirer.cert]] as const) {
+  for (const [name, bytes] of [
+    ['root', k.pki.issuer.cert],
+    ['bank', k.pki.bank.cert],
+    ['ledger', k.pki.ledger.cert],
+    ['acquirer', k.acquirer.cert],
+  ] as const) {
     writeFileSync(join(dir, `${name}.cert`), bytes);
   }
   // The acquirer key in the file format dt-ledger writes.
   writeKeyFile(join(dir, 'acquirer.key.json'), k.acquirer.keys);
   const args = [
-    '--ledger', srv.url, '--root', join(dir, 'root.cert'), '--bank-cert', join(dir, 'bank.cert'), '--ledger-cert', join(dir, 'ledger.cert'),
-    '--key', join(dir, 'acquirer.key.json'), '--cert', join(dir, 'acquirer.cert'),
-    '--db', join(dir, 'acquirer.db'), '--port', '0', '--batches-per-call', '2', '--log-level', 'silent',
+    '--ledger',
+    srv.url,
+    '--root',
+    join(dir, 'root.cert'),
+    '--bank-cert',
+    join(dir, 'bank.cert'),
+    '--ledger-cert',
+    join(dir, 'ledger.cert'),
+    '--key',
+    join(dir, 'acquirer.key.json'),
+    '--cert',
+    join(dir, 'acquirer.cert'),
+    '--db',
+    join(dir, 'acquirer.db'),
+    '--port',
+    '0',
+    '--batches-per-call',
+    '2',
+    '--log-level',
+    'silent',
   ];
 
   // Workload: 6 terminals x 4 batches x 3 handovers, from 8 cards (within each card's offline count).
@@ -114,13 +138,17 @@ test('SIGKILL at seeded random points and between settle and record: nothing los
     const c = await spawnAcquirer(args);
     const delay = 100 + Math.floor(rand() * 800);
     delays.push(delay);
-    const killer = new Promise<void>((r) => setTimeout(() => {
-      c.proc.kill('SIGKILL');
-      r();
-    }, delay));
+    const killer = new Promise<void>((r) =>
+      setTimeout(() => {
+        c.proc.kill('SIGKILL');
+        r();
+      }, delay),
+    );
     await Promise.all([submitPending(c.url, 6 + (round + 1) * 4), killer]);
     t.is((await c.exited).signal, 'SIGKILL');
-    progress.push(`killed at ${delay} ms: ${batches.filter((b) => b.ack).length} batches acked, ledger settled ${(await k.ledger.counts()).settled} transfers`);
+    progress.push(
+      `killed at ${delay} ms: ${batches.filter((b) => b.ack).length} batches acked, ledger settled ${(await k.ledger.counts()).settled} transfers`,
+    );
   }
   t.log(`seed ${SEED}\n${progress.join('\n')}`);
 
@@ -130,7 +158,10 @@ test('SIGKILL at seeded random points and between settle and record: nothing los
     last.proc.kill('SIGKILL');
   });
   await submitPending(last.url, batches.length);
-  t.true(batches.every((b) => b.ack !== undefined), 'every batch acknowledged');
+  t.true(
+    batches.every((b) => b.ack !== undefined),
+    'every batch acknowledged',
+  );
   const end = Date.now() + 60_000;
   for (;;) {
     const h = (await (await fetch(`${last.url}/v1/health`)).json()) as { queueDepth: number };

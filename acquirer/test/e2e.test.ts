@@ -30,8 +30,14 @@ async function kit(t: ExecutionContext): Promise<{ k: TestLedger; dir: string }>
 
 function config(k: TestLedger, dir: string, ledgerUrl: string, extra: Partial<AcquirerConfig> = {}): AcquirerConfig {
   return {
-    ledgerUrl, root: k.pki.issuer.cert, bankCert: k.pki.bank.cert, ledgerCert: k.pki.ledger.cert,
-    acquirerCert: k.acquirer.cert, acquirerSigner: k.acquirer.signer, dbFile: join(dir, 'acquirer.db'), ...extra,
+    ledgerUrl,
+    root: k.pki.issuer.cert,
+    bankCert: k.pki.bank.cert,
+    ledgerCert: k.pki.ledger.cert,
+    acquirerCert: k.acquirer.cert,
+    acquirerSigner: k.acquirer.signer,
+    dbFile: join(dir, 'acquirer.db'),
+    ...extra,
   };
 }
 
@@ -50,7 +56,12 @@ function decode(k: TestLedger, list: Uint8Array[]): Outcome[] {
 }
 
 /** Each card pays each terminal `amount`; returns the handovers per terminal. */
-function payments(k: TestLedger, cards: Awaited<ReturnType<TestLedger['fundCard']>>[], terms: TestTerminal[], amount: number): Uint8Array[][] {
+function payments(
+  k: TestLedger,
+  cards: Awaited<ReturnType<TestLedger['fundCard']>>[],
+  terms: TestTerminal[],
+  amount: number,
+): Uint8Array[][] {
   return terms.map((term) => cards.map((c) => c.wallet.pay(k.request(term, amount)).handover));
 }
 
@@ -66,7 +77,10 @@ test('happy path: batches from several terminals settle once; terminals read sig
   const hs = payments(k, cards, terms, 1_250);
   const batches = terms.map((term, i) => k.batch(term, hs[i]!));
   const acks = await Promise.all(batches.map((b) => submitBatch(acq.url, b)));
-  t.deepEqual(acks.map((a) => a.handovers), [3, 3]);
+  t.deepEqual(
+    acks.map((a) => a.handovers),
+    [3, 3],
+  );
 
   for (const [i, term] of terms.entries()) {
     const page = await waitFor('outcomes', async () => {
@@ -74,9 +88,16 @@ test('happy path: batches from several terminals settle once; terminals read sig
       return p.outcomes.length === 3 ? p : undefined;
     });
     const os = decode(k, page.outcomes);
-    t.deepEqual(os.map((o) => o.status), [OutcomeStatus.SETTLED, OutcomeStatus.SETTLED, OutcomeStatus.SETTLED]);
+    t.deepEqual(
+      os.map((o) => o.status),
+      [OutcomeStatus.SETTLED, OutcomeStatus.SETTLED, OutcomeStatus.SETTLED],
+    );
     t.true(os.every((o) => toHex(o.terminal) === toHex(term.kid) && o.amount === 1_250));
-    t.deepEqual(page.refs, [[1, 0], [1, 1], [1, 2]]);
+    t.deepEqual(page.refs, [
+      [1, 0],
+      [1, 1],
+      [1, 2],
+    ]);
     // Resending the same batch after settlement: the same ack, and nothing new for the ledger.
     const again = await submitBatch(acq.url, batches[i]!);
     t.deepEqual(again, acks[i]);
@@ -152,7 +173,10 @@ test('ledger down: batches are acknowledged and kept; once the ledger is up, out
       const p = await fetchAllOutcomes(acq.url, term.signer, 0);
       return p.outcomes.length === 2 ? p : undefined;
     });
-    t.deepEqual(decode(k, page.outcomes).map((o) => o.status), [OutcomeStatus.SETTLED, OutcomeStatus.SETTLED]);
+    t.deepEqual(
+      decode(k, page.outcomes).map((o) => o.status),
+      [OutcomeStatus.SETTLED, OutcomeStatus.SETTLED],
+    );
   }
   const balances = await k.ledger.merchantBalances();
   for (const term of terms) t.is(balances[toHex(term.kid)], 2 * 999);
@@ -201,7 +225,10 @@ test('a terminal revoked at its acquirer cannot settle by posting to the ledger 
   };
   t.deepEqual(await post(encodeDeterministic([batch]), 'application/cbor'), { status: 415, code: 'UNSUPPORTED_MEDIA_TYPE' });
   t.deepEqual(await post(encodeDeterministic([batch]), 'application/cose'), { status: 400, code: 'MALFORMED' });
-  const own = signSettleRequest({ chain: [...term.chain], time: nowSeconds(), nonce: new Uint8Array(randomBytes(16)), batches: [batch] }, term.signer);
+  const own = signSettleRequest(
+    { chain: [...term.chain], time: nowSeconds(), nonce: new Uint8Array(randomBytes(16)), batches: [batch] },
+    term.signer,
+  );
   t.deepEqual(await post(own, 'application/cose'), { status: 401, code: 'ACQUIRER_AUTH' });
   t.is((await k.ledger.counts()).settled, 0);
   t.false(toHex(term.kid) in (await k.ledger.merchantBalances()));
@@ -226,5 +253,8 @@ test('an acquirer the ledger blocks keeps its batches pending (ACQUIRER_UNKNOWN,
   await unblockAcquirer(k.storage, k.acquirer.kid);
   t.is((await acq.forwardNow()).settled, 1);
   t.is((await k.ledger.merchantBalances())[toHex(term.kid)], 2_500);
-  t.deepEqual(decode(k, (await fetchAllOutcomes(acq.url, term.signer, 0)).outcomes).map((o) => o.status), [OutcomeStatus.SETTLED]);
+  t.deepEqual(
+    decode(k, (await fetchAllOutcomes(acq.url, term.signer, 0)).outcomes).map((o) => o.status),
+    [OutcomeStatus.SETTLED],
+  );
 });

@@ -9,8 +9,21 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  BankPermission, concatBytes, CURRENCY_KZT, generateKeyPair, issueCertificate, keyPairSigner, ReferenceWallet, Role,
-  sha256, signMessage, u32be, utf8, type KeyPair, type RandomSource, type Signer,
+  BankPermission,
+  concatBytes,
+  CURRENCY_KZT,
+  generateKeyPair,
+  issueCertificate,
+  keyPairSigner,
+  ReferenceWallet,
+  Role,
+  sha256,
+  signMessage,
+  u32be,
+  utf8,
+  type KeyPair,
+  type RandomSource,
+  type Signer,
 } from '@dt/protocol';
 
 /** Deterministic byte stream from a seed (SHA-256 in counter mode). */
@@ -74,17 +87,28 @@ export function makePki(seed: string): TestPki {
   const root: Party = {
     keys: rootKeys,
     signer: rootSigner,
-    cert: issueCertificate({ iss: 'DT issuer', sub: 'DT issuer', exp: t + 10 * YEAR, nbf: t - YEAR, iat: t, role: Role.ISSUER, publicKey: rootKeys.publicKey }, rootSigner),
+    cert: issueCertificate(
+      { iss: 'DT issuer', sub: 'DT issuer', exp: t + 10 * YEAR, nbf: t - YEAR, iat: t, role: Role.ISSUER, publicKey: rootKeys.publicKey },
+      rootSigner,
+    ),
   };
   const byRoot = (sub: string, role: Role, perms?: number) => (kp: KeyPair) =>
-    issueCertificate({ iss: 'DT issuer', sub, exp: t + 5 * YEAR, nbf: t - YEAR, iat: t, role, ...(perms ? { perms } : {}), publicKey: kp.publicKey }, rootSigner);
+    issueCertificate(
+      { iss: 'DT issuer', sub, exp: t + 5 * YEAR, nbf: t - YEAR, iat: t, role, ...(perms ? { perms } : {}), publicKey: kp.publicKey },
+      rootSigner,
+    );
   const acquiringBank = party(random, byRoot('acquirer bank', Role.BANK, BankPermission.ACQUIRING));
   return {
     random,
     root,
     ledger: party(random, byRoot('ledger', Role.LEDGER)),
     acquiringBank,
-    acquirer: party(random, (kp) => issueCertificate({ iss: 'bank', sub: 'acquirer', exp: t + YEAR, nbf: t - 3600, iat: t, role: Role.ACQUIRER, publicKey: kp.publicKey }, acquiringBank.signer)),
+    acquirer: party(random, (kp) =>
+      issueCertificate(
+        { iss: 'bank', sub: 'acquirer', exp: t + YEAR, nbf: t - 3600, iat: t, role: Role.ACQUIRER, publicKey: kp.publicKey },
+        acquiringBank.signer,
+      ),
+    ),
     otherBank: party(random, byRoot('other bank', Role.BANK, BankPermission.ACQUIRING)),
     issuingBank: party(random, byRoot('issuing bank', Role.BANK, BankPermission.ISSUING)),
   };
@@ -105,8 +129,14 @@ export function makeTerminal(pki: TestPki, bank: Party, opts: { exp?: number; nb
   const merchant = opts.merchant ?? 'M-0001';
   const cert = issueCertificate(
     {
-      iss: 'bank', sub: `terminal ${merchant}`, exp: opts.exp ?? t + YEAR, nbf: opts.nbf ?? t - 3600, iat: t - 3600, role: Role.TERMINAL,
-      merchant: { id: merchant, mcc: 5812, name: 'Canteen' }, publicKey: keys.publicKey,
+      iss: 'bank',
+      sub: `terminal ${merchant}`,
+      exp: opts.exp ?? t + YEAR,
+      nbf: opts.nbf ?? t - 3600,
+      iat: t - 3600,
+      role: Role.TERMINAL,
+      merchant: { id: merchant, mcc: 5812, name: 'Canteen' },
+      publicKey: keys.publicKey,
     },
     bank.signer,
   );
@@ -120,8 +150,14 @@ export function makeWallet(pki: TestPki, tokens: number, value: number): Referen
   const keys = generateKeyPair(pki.random);
   const cert = issueCertificate(
     {
-      iss: 'issuing bank', sub: 'card', exp: t + YEAR, nbf: t - 3600, iat: t - 3600, role: Role.CARD,
-      limits: { perPayment: 1_000_000, offlineTotal: 10_000_000, offlineCount: 64, cvmLimit: 1_000_000 }, publicKey: keys.publicKey,
+      iss: 'issuing bank',
+      sub: 'card',
+      exp: t + YEAR,
+      nbf: t - 3600,
+      iat: t - 3600,
+      role: Role.CARD,
+      limits: { perPayment: 1_000_000, offlineTotal: 10_000_000, offlineCount: 64, cvmLimit: 1_000_000 },
+      publicKey: keys.publicKey,
     },
     pki.issuingBank.signer,
   );
@@ -129,7 +165,9 @@ export function makeWallet(pki: TestPki, tokens: number, value: number): Referen
   const w = new ReferenceWallet({ signer, chain: [cert, pki.issuingBank.cert] });
   const signed: Uint8Array[] = [];
   for (let i = 0; i < tokens; i++) {
-    signed.push(signMessage('Token', { serial: pki.random(16), value, currency: CURRENCY_KZT, owner: signer.kid, issued: t - 60 }, pki.ledger.signer));
+    signed.push(
+      signMessage('Token', { serial: pki.random(16), value, currency: CURRENCY_KZT, owner: signer.kid, issued: t - 60 }, pki.ledger.signer),
+    );
   }
   w.holdTokens(signed, pki.ledger.keys.publicKey);
   return w;
@@ -137,7 +175,15 @@ export function makeWallet(pki: TestPki, tokens: number, value: number): Referen
 
 /** The wallet pays `amount` to `terminal`; returns the encoded handover. */
 export function pay(w: ReferenceWallet, terminal: Terminal, amount: number, random: RandomSource): Uint8Array {
-  return w.pay({ amount, currency: CURRENCY_KZT, terminal: terminal.kid, merchant: terminal.merchant, mcc: terminal.mcc, nonce: random(16), time: NOW() - 10 }).handover;
+  return w.pay({
+    amount,
+    currency: CURRENCY_KZT,
+    terminal: terminal.kid,
+    merchant: terminal.merchant,
+    mcc: terminal.mcc,
+    nonce: random(16),
+    time: NOW() - 10,
+  }).handover;
 }
 
 /** The acquirer identity options of {@link startAcquirer} for a test PKI. */

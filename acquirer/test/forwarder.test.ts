@@ -9,11 +9,33 @@ import test, { type ExecutionContext } from 'ava';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import {
-  bytesEqual, decodeMessage, encodeDeterministic, openSigned, parseSettleRequest, payloadHash, signMessage, toHex, verifyCoseSign1, verifySigned, OutcomeStatus,
-  type Signer, type SettleRequest,
+  bytesEqual,
+  decodeMessage,
+  encodeDeterministic,
+  openSigned,
+  parseSettleRequest,
+  payloadHash,
+  signMessage,
+  toHex,
+  verifyCoseSign1,
+  verifySigned,
+  OutcomeStatus,
+  type Signer,
+  type SettleRequest,
 } from '@dt/protocol';
 import { startAcquirer, submitBatch, fetchAllOutcomes } from '../src/index.ts';
-import { acquirerIdentity, makeBatch, makePki, makeTerminal, makeWallet, pay, seededRandom, tempDir, NOW, type Terminal } from './fixtures.ts';
+import {
+  acquirerIdentity,
+  makeBatch,
+  makePki,
+  makeTerminal,
+  makeWallet,
+  pay,
+  seededRandom,
+  tempDir,
+  NOW,
+  type Terminal,
+} from './fixtures.ts';
 
 const pki = makePki('forwarder');
 const rnd = seededRandom('forwarder nonces');
@@ -28,10 +50,19 @@ function outcomesFor(batches: Uint8Array[], signer: Signer, mutate?: (hash: Uint
       return batch.handovers.map((hb) => {
         const tr = openSigned('Transfer', decodeMessage('Handover', hb).transfer);
         const hash = payloadHash(tr.cose);
-        return signMessage('Outcome', {
-          transfer: mutate ? mutate(hash) : hash, status: OutcomeStatus.SETTLED, covered: true, time: NOW(), card: tr.message.card,
-          terminal: batch.terminal, amount: tr.message.amount,
-        }, signer);
+        return signMessage(
+          'Outcome',
+          {
+            transfer: mutate ? mutate(hash) : hash,
+            status: OutcomeStatus.SETTLED,
+            covered: true,
+            time: NOW(),
+            card: tr.message.card,
+            terminal: batch.terminal,
+            amount: tr.message.amount,
+          },
+          signer,
+        );
       });
     }),
   );
@@ -42,7 +73,10 @@ function outcomesFor(batches: Uint8Array[], signer: Signer, mutate?: (hash: Uint
  * settle request (SPEC §7.7.2): it checks the content type, the chain and the signature with the
  * test acquirer's key (anything else is a test failure, answered 401), and records each request.
  */
-async function scriptedLedger(t: ExecutionContext, script: Script): Promise<{ url: string; calls: Uint8Array[][]; requests: SettleRequest[] }> {
+async function scriptedLedger(
+  t: ExecutionContext,
+  script: Script,
+): Promise<{ url: string; calls: Uint8Array[][]; requests: SettleRequest[] }> {
   const calls: Uint8Array[][] = [];
   const requests: SettleRequest[] = [];
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
@@ -54,7 +88,8 @@ async function scriptedLedger(t: ExecutionContext, script: Script): Promise<{ ur
         try {
           if (req.headers['content-type'] !== 'application/cose') throw new Error(`content type ${req.headers['content-type']}`);
           const parsed = parseSettleRequest(new Uint8Array(Buffer.concat(chunks)));
-          if (!bytesEqual(parsed.request.chain[0]!, pki.acquirer.cert) || !bytesEqual(parsed.request.chain[1]!, pki.acquiringBank.cert)) throw new Error('not the acquirer chain');
+          if (!bytesEqual(parsed.request.chain[0]!, pki.acquirer.cert) || !bytesEqual(parsed.request.chain[1]!, pki.acquiringBank.cert))
+            throw new Error('not the acquirer chain');
           verifyCoseSign1(parsed.cose, pki.acquirer.keys.publicKey);
           request = parsed.request;
         } catch (e) {
@@ -87,7 +122,13 @@ async function scriptedLedger(t: ExecutionContext, script: Script): Promise<{ ur
 async function acquirer(t: ExecutionContext, ledgerUrl: string) {
   const { dir, cleanup } = tempDir();
   const acq = await startAcquirer({
-    ledgerUrl, root: pki.root.cert, bankCert: pki.acquiringBank.cert, ledgerCert: pki.ledger.cert, ...acquirerIdentity(pki), dbFile: join(dir, 'a.db'), autoForward: false,
+    ledgerUrl,
+    root: pki.root.cert,
+    bankCert: pki.acquiringBank.cert,
+    ledgerCert: pki.ledger.cert,
+    ...acquirerIdentity(pki),
+    dbFile: join(dir, 'a.db'),
+    autoForward: false,
   });
   t.teardown(async () => {
     await acq.close();
@@ -98,11 +139,20 @@ async function acquirer(t: ExecutionContext, ledgerUrl: string) {
 
 function batchOf(term: Terminal, seq: number, n: number): Uint8Array {
   const w = makeWallet(pki, 1, 100_000);
-  return makeBatch(term, seq, Array.from({ length: n }, () => pay(w, term, 500, rnd)));
+  return makeBatch(
+    term,
+    seq,
+    Array.from({ length: n }, () => pay(w, term, 500, rnd)),
+  );
 }
 
 async function health(url: string) {
-  return (await fetch(`${url}/v1/health`)).json() as Promise<{ queueDepth: number; rejectedBatches: number; settledBatches: number; lastForwardError: string | null }>;
+  return (await fetch(`${url}/v1/health`)).json() as Promise<{
+    queueDepth: number;
+    rejectedBatches: number;
+    settledBatches: number;
+    lastForwardError: string | null;
+  }>;
 }
 
 test('answers that do not verify are not recorded: foreign signature, wrong transfer, wrong count, garbage', async (t) => {
@@ -132,7 +182,11 @@ test('answers that do not verify are not recorded: foreign signature, wrong tran
 
 test('5xx and an unreachable ledger keep batches pending; the next good answer settles them once', async (t) => {
   let down = true;
-  const ledger = await scriptedLedger(t, (b) => (down ? { status: 503, body: '{"code":"UNAVAILABLE","message":"maintenance"}' } : { status: 200, body: outcomesFor(b, pki.ledger.signer) }));
+  const ledger = await scriptedLedger(t, (b) =>
+    down
+      ? { status: 503, body: '{"code":"UNAVAILABLE","message":"maintenance"}' }
+      : { status: 200, body: outcomesFor(b, pki.ledger.signer) },
+  );
   const acq = await acquirer(t, ledger.url);
   const terms = [makeTerminal(pki, pki.acquiringBank), makeTerminal(pki, pki.acquiringBank)];
   await submitBatch(acq.url, batchOf(terms[0]!, 1, 2));
@@ -153,7 +207,11 @@ test('5xx and an unreachable ledger keep batches pending; the next good answer s
   const o1 = await fetchAllOutcomes(acq.url, terms[1]!.signer, 0);
   t.is(o0.outcomes.length, 2);
   t.is(o1.outcomes.length, 3);
-  t.deepEqual(o1.refs, [[1, 0], [1, 1], [1, 2]]);
+  t.deepEqual(o1.refs, [
+    [1, 0],
+    [1, 1],
+    [1, 2],
+  ]);
   for (const o of o1.outcomes) t.deepEqual(verifySigned('Outcome', o, pki.ledger.keys.publicKey).message.terminal, terms[1]!.kid);
   // The cursor moves on: nothing new after it.
   t.is((await fetchAllOutcomes(acq.url, terms[1]!.signer, o1.cursor)).outcomes.length, 0);
@@ -180,7 +238,11 @@ test('a 4xx for a group is split: the poisoned batch is rejected, the others set
   t.is(h.rejectedBatches, 1);
   t.is(h.settledBatches, 2);
   const page = await fetchAllOutcomes(acq.url, term.signer, 0);
-  t.deepEqual(page.refs, [[1, 0], [3, 0], [3, 1]]);
+  t.deepEqual(page.refs, [
+    [1, 0],
+    [3, 0],
+    [3, 1],
+  ]);
   // The revocation list was refreshed after the settle and is served byte for byte.
   const crl = await fetch(`${acq.url}/v1/crl`);
   t.is(crl.status, 200);
@@ -192,8 +254,14 @@ test('grouping respects the per-call batch and handover limits, in arrival order
   const ledger = await scriptedLedger(t, (b) => ({ status: 200, body: outcomesFor(b, pki.ledger.signer) }));
   const { dir, cleanup } = tempDir();
   const acq = await startAcquirer({
-    ledgerUrl: ledger.url, root: pki.root.cert, bankCert: pki.acquiringBank.cert, ledgerCert: pki.ledger.cert, ...acquirerIdentity(pki), dbFile: join(dir, 'a.db'),
-    autoForward: false, forwarder: { maxHandoversPerCall: 3, maxBatchesPerCall: 2 },
+    ledgerUrl: ledger.url,
+    root: pki.root.cert,
+    bankCert: pki.acquiringBank.cert,
+    ledgerCert: pki.ledger.cert,
+    ...acquirerIdentity(pki),
+    dbFile: join(dir, 'a.db'),
+    autoForward: false,
+    forwarder: { maxHandoversPerCall: 3, maxBatchesPerCall: 2 },
   });
   t.teardown(async () => {
     await acq.close();
@@ -205,8 +273,14 @@ test('grouping respects the per-call batch and handover limits, in arrival order
   const r = await acq.forwardNow();
   t.is(r.settled, 6);
   // [2] (2+2 > 3), [2,1], [1,1] (two batches at most), [5] (a lone batch may exceed the handover cap).
-  t.deepEqual(ledger.calls.map((c) => c.map((b) => openSigned('Batch', b).message.handovers.length)), [[2], [2, 1], [1, 1], [5]]);
-  t.deepEqual((await fetchAllOutcomes(acq.url, term.signer, 0)).refs.map(([s]) => s), [1, 1, 2, 2, 3, 4, 5, 6, 6, 6, 6, 6]);
+  t.deepEqual(
+    ledger.calls.map((c) => c.map((b) => openSigned('Batch', b).message.handovers.length)),
+    [[2], [2, 1], [1, 1], [5]],
+  );
+  t.deepEqual(
+    (await fetchAllOutcomes(acq.url, term.signer, 0)).refs.map(([s]) => s),
+    [1, 1, 2, 2, 3, 4, 5, 6, 6, 6, 6, 6],
+  );
 });
 
 test('every settle call is signed by the acquirer key with its chain, its time and a fresh nonce, retries and splits included', async (t) => {
@@ -214,8 +288,10 @@ test('every settle call is signed by the acquirer key with its chain, its time a
   const poisoned = batchOf(term, 2, 1);
   let down = true;
   const ledger = await scriptedLedger(t, (b) =>
-    down ? { status: 503, body: '{"code":"BUSY","message":"later"}' }
-      : b.some((x) => bytesEqual(x, poisoned)) ? { status: 400, body: '{"code":"BATCH_INVALID","message":"no"}' }
+    down
+      ? { status: 503, body: '{"code":"BUSY","message":"later"}' }
+      : b.some((x) => bytesEqual(x, poisoned))
+        ? { status: 400, body: '{"code":"BATCH_INVALID","message":"no"}' }
         : { status: 200, body: outcomesFor(b, pki.ledger.signer) },
   );
   const acq = await acquirer(t, ledger.url);
@@ -235,7 +311,9 @@ test('every settle call is signed by the acquirer key with its chain, its time a
 test('a refusal of the acquirer itself (its authentication) keeps the batches pending, not rejected; they settle once it is fixed', async (t) => {
   let refusal: string | undefined = 'ACQUIRER_STALE';
   const ledger = await scriptedLedger(t, (b) =>
-    refusal ? { status: refusal === 'ACQUIRER_UNKNOWN' ? 403 : 401, body: JSON.stringify({ code: refusal, message: 'refused' }) } : { status: 200, body: outcomesFor(b, pki.ledger.signer) },
+    refusal
+      ? { status: refusal === 'ACQUIRER_UNKNOWN' ? 403 : 401, body: JSON.stringify({ code: refusal, message: 'refused' }) }
+      : { status: 200, body: outcomesFor(b, pki.ledger.signer) },
   );
   const acq = await acquirer(t, ledger.url);
   const term = makeTerminal(pki, pki.acquiringBank);

@@ -15,7 +15,19 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { MemoryStorage } from '@dt/firmware';
 import type { Storage } from '@dt/firmware';
 import {
-  CARD_TIME_AHEAD, CardStatusError, Personalized, describeSw, formatTenge, fromHex, getStatus, keyPairSigner, openSigned, publicKeyOf, selectApplet, swHex, toHex,
+  CARD_TIME_AHEAD,
+  CardStatusError,
+  Personalized,
+  describeSw,
+  formatTenge,
+  fromHex,
+  getStatus,
+  keyPairSigner,
+  openSigned,
+  publicKeyOf,
+  selectApplet,
+  swHex,
+  toHex,
 } from '@dt/protocol';
 import { SimulatedCard } from './card.ts';
 import { isPowerCut } from './faults.ts';
@@ -40,13 +52,19 @@ export const EXIT_CODES = [
   { code: 1, name: 'REFUSED', meaning: 'refused: the card answered an error status word (e.g. 6986 already personalized)' },
   { code: 2, name: 'USAGE', meaning: 'usage: bad command, option or value, or a file named on the command line is missing or unreadable' },
   { code: 4, name: 'POWER_CUT', meaning: 'an injected fault cut the power of the card during the command' },
-  { code: 5, name: 'STATE_FILE', meaning: 'the card state file already exists or is invalid, or it or the control socket is in use by another process' },
+  {
+    code: 5,
+    name: 'STATE_FILE',
+    meaning: 'the card state file already exists or is invalid, or it or the control socket is in use by another process',
+  },
   { code: 6, name: 'INTERNAL', meaning: 'internal error' },
 ] as const;
 
 type ExitName = (typeof EXIT_CODES)[number]['name'];
 /** Exit codes of `dt-card` by name (from {@link EXIT_CODES}). */
-export const ExitCode = Object.fromEntries(EXIT_CODES.map((e) => [e.name, e.code])) as { readonly [K in ExitName]: Extract<(typeof EXIT_CODES)[number], { name: K }>['code'] };
+export const ExitCode = Object.fromEntries(EXIT_CODES.map((e) => [e.name, e.code])) as {
+  readonly [K in ExitName]: Extract<(typeof EXIT_CODES)[number], { name: K }>['code'];
+};
 
 const EXIT_HELP = `
 Exit codes:
@@ -64,18 +82,22 @@ class InUseError extends Error {}
 /** The warning `clone` prints (and the README quotes). */
 export const CLONE_WARNING = 'ATTACK TOOL: a clone double-spends and gets the card revoked';
 
-const int = (name: string, min = 0) => (v: string): number => {
-  if (!/^[0-9]+$/.test(v)) throw new InvalidArgumentError(`${name} must be an integer`);
-  const n = Number(v);
-  if (!Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}`);
-  return n;
-};
+const int =
+  (name: string, min = 0) =>
+  (v: string): number => {
+    if (!/^[0-9]+$/.test(v)) throw new InvalidArgumentError(`${name} must be an integer`);
+    const n = Number(v);
+    if (!Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}`);
+    return n;
+  };
 
-const byte = (name: string) => (v: string): number => {
-  const m = /^(?:0x)?([0-9a-fA-F]{1,2})$/.exec(v);
-  if (!m) throw new InvalidArgumentError(`${name} must be a byte in hex, e.g. 30`);
-  return Number.parseInt(m[1]!, 16);
-};
+const byte =
+  (name: string) =>
+  (v: string): number => {
+    const m = /^(?:0x)?([0-9a-fA-F]{1,2})$/.exec(v);
+    if (!m) throw new InvalidArgumentError(`${name} must be a byte in hex, e.g. 30`);
+    return Number.parseInt(m[1]!, 16);
+  };
 
 const amountList = (v: string, prev: number[] = []): number[] => [...prev, ...v.split(',').map((s) => int('amount', 1)(s.trim()))];
 
@@ -156,7 +178,9 @@ function readArgFile(path: string): Buffer {
  */
 function faultPlan(o: Record<string, unknown>): FaultPlan {
   const selector = (index: unknown, ins: unknown): Record<string, unknown> | undefined =>
-    index === undefined && ins === undefined ? undefined : { ...(index !== undefined ? { index } : {}), ...(ins !== undefined ? { ins } : {}) };
+    index === undefined && ins === undefined
+      ? undefined
+      : { ...(index !== undefined ? { index } : {}), ...(ins !== undefined ? { ins } : {}) };
   return parseFaultPlan({
     cutAtWrite: o.cutAtWrite,
     torn: o.torn,
@@ -221,13 +245,17 @@ async function showCard(file: string, opts: Output): Promise<void> {
     `balance        ${formatTenge(s.balance)} in ${s.coins} coin(s)${s.currency ? `, currency ${s.currency}` : ''}`,
     `offline        ${formatTenge(s.offlineValue)} in ${s.offlineCount} payment(s) since the last sync`,
     ...(s.limits
-      ? [`limits         per payment ${formatTenge(s.limits.perPayment)}, offline total ${formatTenge(s.limits.offlineTotal)}, offline count ${s.limits.offlineCount}, CVM above ${formatTenge(s.limits.cvmLimit)}`]
+      ? [
+          `limits         per payment ${formatTenge(s.limits.perPayment)}, offline total ${formatTenge(s.limits.offlineTotal)}, offline count ${s.limits.offlineCount}, CVM above ${formatTenge(s.limits.cvmLimit)}`,
+        ]
       : []),
     `PIN tries      ${s.pinTries} left${s.pinTries === 0 ? ' (BLOCKED)' : ''}, unblock tries ${s.pukTries} left`,
     `sync pending   ${s.syncPending ? 'yes (PAY refused until SYNC COMPLETE)' : 'no'}`,
     `clock floor    ${s.floor} (${new Date(s.floor * 1000).toISOString()})`,
     ...(s.trusted !== undefined
-      ? [`trusted time   ${s.trusted} (${new Date(s.trusted * 1000).toISOString()}); PAY refused for requests after ${new Date((s.trusted + CARD_TIME_AHEAD) * 1000).toISOString()} until a sync`]
+      ? [
+          `trusted time   ${s.trusted} (${new Date(s.trusted * 1000).toISOString()}); PAY refused for requests after ${new Date((s.trusted + CARD_TIME_AHEAD) * 1000).toISOString()} until a sync`,
+        ]
       : []),
   ];
   print(opts, lines.join('\n'), summary);
@@ -238,7 +266,13 @@ function issuingBankFrom(o: Record<string, unknown>): { bank: IssuingBank; dev?:
     // The layout `dt-ledger init` / `dt-ledger bank add` write.
     const dir = o.ledgerData as string;
     const name = (o.bank as string | undefined) ?? 'bank';
-    o = { ...o, bankKey: join(dir, 'banks', `${name}.key.json`), bankCert: join(dir, 'banks', `${name}.cert`), root: join(dir, 'root.cert'), ledgerCert: join(dir, 'ledger.cert') };
+    o = {
+      ...o,
+      bankKey: join(dir, 'banks', `${name}.key.json`),
+      bankCert: join(dir, 'banks', `${name}.cert`),
+      root: join(dir, 'root.cert'),
+      ledgerCert: join(dir, 'ledger.cert'),
+    };
   }
   const files = ['bankKey', 'bankCert', 'root', 'ledgerCert'].filter((k) => o[k] !== undefined);
   if (files.length > 0) {
@@ -246,7 +280,8 @@ function issuingBankFrom(o: Record<string, unknown>): { bank: IssuingBank; dev?:
     const secretKey = readKeyFile(o.bankKey as string);
     const signer = keyPairSigner({ secretKey, publicKey: publicKeyOf(secretKey) });
     const cert = readCertFile(o.bankCert as string);
-    if (toHex(openSigned('Certificate', cert).message.cnf.coseKey.kid) !== toHex(signer.kid)) throw new UsageError('--bank-key does not match --bank-cert');
+    if (toHex(openSigned('Certificate', cert).message.cnf.coseKey.kid) !== toHex(signer.kid))
+      throw new UsageError('--bank-key does not match --bank-cert');
     return { bank: { signer, cert, root: readCertFile(o.root as string), ledgerCert: readCertFile(o.ledgerCert as string) } };
   }
   const dir = (o.devPki as string | undefined) ?? 'dev-pki';
@@ -269,25 +304,44 @@ async function withCard<T>(file: string, f: (t: InProcessTransport) => Promise<T
 function addFaultOptions(cmd: Command): Command {
   return cmd
     .option('--cut-at-write <n>', 'cut the power during the n-th storage write (1-based, counted from start)', int('--cut-at-write', 1))
-    .addOption(new Option('--torn [bytes]', 'with --cut-at-write: tear the write (keep a random prefix, or exactly <bytes> new bytes)').argParser(int('--torn')))
+    .addOption(
+      new Option('--torn [bytes]', 'with --cut-at-write: tear the write (keep a random prefix, or exactly <bytes> new bytes)').argParser(
+        int('--torn'),
+      ),
+    )
     .option('--cut-before-apdu <n>', 'cut the power when the n-th APDU arrives, before the applet runs it', int('--cut-before-apdu', 1))
-    .option('--cut-before-ins <hex>', 'cut the power when an APDU with this INS arrives (first one), e.g. 30 for PAY', byte('--cut-before-ins'))
+    .option(
+      '--cut-before-ins <hex>',
+      'cut the power when an APDU with this INS arrives (first one), e.g. 30 for PAY',
+      byte('--cut-before-ins'),
+    )
     .option('--cut-after-apdu <n>', 'run the n-th APDU, then cut the power before its response leaves', int('--cut-after-apdu', 1))
-    .option('--cut-after-ins <hex>', 'run the first APDU with this INS, then cut the power before its response leaves', byte('--cut-after-ins'))
-    .option('--drop-frame <n>', 'drop the n-th frame the card sends (vpcd: R-APDU, the card leaves the field; serial: frame)', int('--drop-frame', 1))
+    .option(
+      '--cut-after-ins <hex>',
+      'run the first APDU with this INS, then cut the power before its response leaves',
+      byte('--cut-after-ins'),
+    )
+    .option(
+      '--drop-frame <n>',
+      'drop the n-th frame the card sends (vpcd: R-APDU, the card leaves the field; serial: frame)',
+      int('--drop-frame', 1),
+    )
     .option('--corrupt-frame <n>', 'flip one byte of the n-th frame the card sends', int('--corrupt-frame', 1))
     .option('--delay-ms <ms>', 'delay every response by this many milliseconds', int('--delay-ms'));
 }
 
 async function serve(file: string, o: Record<string, unknown>, opts: Output): Promise<void> {
   if ((o.vpcd ? 1 : 0) + (o.serial ? 1 : 0) !== 1) throw new UsageError('serve needs exactly one of --vpcd or --serial <path>');
-  if (o.control !== undefined && !o.vpcd) throw new UsageError('--control needs --vpcd (it takes the card out of the vpcd reader and puts it back)');
+  if (o.control !== undefined && !o.vpcd)
+    throw new UsageError('--control needs --vpcd (it takes the card out of the vpcd reader and puts it back)');
   const storage = FileStorage.open(file);
   const card = new SimulatedCard({ storage, faults: faultPlan(o) });
   const log = (event: string, fields: Record<string, unknown> = {}): void => {
     if (opts.json) process.stdout.write(JSON.stringify({ time: new Date().toISOString(), event, ...fields }, jsonBytes) + '\n');
     else {
-      const rest = Object.entries(fields).map(([k, v]) => `${k}=${v instanceof Uint8Array ? toHex(v) : String(v)}`).join(' ');
+      const rest = Object.entries(fields)
+        .map(([k, v]) => `${k}=${v instanceof Uint8Array ? toHex(v) : String(v)}`)
+        .join(' ');
       process.stdout.write(`${new Date().toISOString()} ${event}${rest ? ' ' + rest : ''}\n`);
     }
   };
@@ -339,7 +393,14 @@ async function serve(file: string, o: Record<string, unknown>, opts: Output): Pr
       lastWarning = e.message;
     });
     client.start();
-    log('serving', { transport: 'vpcd', host: o.host, port: client.port, slot: o.slot, atr: card.atr, ...(control ? { control: control.socketPath } : {}) });
+    log('serving', {
+      transport: 'vpcd',
+      host: o.host,
+      port: client.port,
+      slot: o.slot,
+      atr: card.atr,
+      ...(control ? { control: control.socketPath } : {}),
+    });
     stop = async () => {
       await control?.close();
       await client.stop();
@@ -430,7 +491,12 @@ export function buildProgram(): Command {
           pin: o.pin as string,
           puk: o.puk as string,
           subject: o.subject as string,
-          limits: { perPayment: o.perPayment as number, offlineTotal: o.offlineTotal as number, offlineCount: o.offlineCount as number, cvmLimit: o.cvmLimit as number },
+          limits: {
+            perPayment: o.perPayment as number,
+            offlineTotal: o.offlineTotal as number,
+            offlineCount: o.offlineCount as number,
+            cvmLimit: o.cvmLimit as number,
+          },
           confirm: !!o.confirm,
         });
         if (o.load !== undefined) await devLoad(t, loadDevPki(dev!), o.load as number[]);
@@ -439,13 +505,21 @@ export function buildProgram(): Command {
       print(
         { json: !!o.json },
         `personalized ${resolve(file)}: card key id ${toHex(result.cardKid)}${o.load ? `, loaded ${(o.load as number[]).map(formatTenge).join(' + ')}` : ''}`,
-        { file: resolve(file), card: result.cardKid, certificate: result.certificate, ...(dev ? { devPki: resolve(dev) } : {}), loaded: o.load ?? [] },
+        {
+          file: resolve(file),
+          card: result.cardKid,
+          certificate: result.certificate,
+          ...(dev ? { devPki: resolve(dev) } : {}),
+          loaded: o.load ?? [],
+        },
       );
     });
 
   program
     .command('load')
-    .description('DEV ONLY: load value onto a personalized card with the dev ledger key (no spent set; refuses cards with offline payments since their last sync)')
+    .description(
+      'DEV ONLY: load value onto a personalized card with the dev ledger key (no spent set; refuses cards with offline payments since their last sync)',
+    )
     .argument('<file>', 'card state file')
     .argument('<amounts>', 'amounts in tiyn (100 = 1 KZT), comma separated (one token each)', amountList)
     .option('--dev-pki <dir>', 'development PKI directory', 'dev-pki')
@@ -455,19 +529,27 @@ export function buildProgram(): Command {
       try {
         pki = loadDevPki(o.devPki);
       } catch (e) {
-        throw new UsageError(`--dev-pki ${o.devPki}: not a usable development PKI (${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no dev-pki.json' : (e as Error).message})`);
+        throw new UsageError(
+          `--dev-pki ${o.devPki}: not a usable development PKI (${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no dev-pki.json' : (e as Error).message})`,
+        );
       }
       const r = await withCard(file, (t) => devLoad(t, pki, amounts));
-      print({ json: !!o.json }, `loaded ${amounts.map(formatTenge).join(' + ')} onto ${resolve(file)} (${r.tokens.length} token(s) on the card)`, {
-        file: resolve(file),
-        loaded: amounts,
-        tokens: r.tokens.length,
-      });
+      print(
+        { json: !!o.json },
+        `loaded ${amounts.map(formatTenge).join(' + ')} onto ${resolve(file)} (${r.tokens.length} token(s) on the card)`,
+        {
+          file: resolve(file),
+          loaded: amounts,
+          tokens: r.tokens.length,
+        },
+      );
     });
 
   program
     .command('show')
-    .description('show the card state: counter, balance, offline totals since sync, limits, PIN tries (never keys); works while the card is served')
+    .description(
+      'show the card state: counter, balance, offline totals since sync, limits, PIN tries (never keys); works while the card is served',
+    )
     .argument('<file>', 'card state file')
     .option('--json', 'machine-readable output')
     .action(async (file: string, o: { json?: boolean }) => showCard(file, { json: !!o.json }));
@@ -481,7 +563,11 @@ export function buildProgram(): Command {
     .action((source: string, target: string, o: { json?: boolean }) => {
       process.stderr.write(`${CLONE_WARNING}\n`);
       const state = readStateFile(source);
-      const copy = FileStorage.create(target, { label: `${state.meta.label} (clone)`, created: new Date().toISOString(), clonedFrom: resolve(source) }, { lock: true });
+      const copy = FileStorage.create(
+        target,
+        { label: `${state.meta.label} (clone)`, created: new Date().toISOString(), clonedFrom: resolve(source) },
+        { lock: true },
+      );
       try {
         // Slot by slot, in slot order: each is one durable write, and the
         // applet's journal reads the pair consistently once all are there.
@@ -489,15 +575,21 @@ export function buildProgram(): Command {
       } finally {
         copy.close();
       }
-      print({ json: !!o.json }, `cloned ${resolve(source)} -> ${resolve(target)}`, { source: resolve(source), target: resolve(target), warning: CLONE_WARNING });
+      print({ json: !!o.json }, `cloned ${resolve(source)} -> ${resolve(target)}`, {
+        source: resolve(source),
+        target: resolve(target),
+        warning: CLONE_WARNING,
+      });
     });
 
   addFaultOptions(
     program
       .command('serve')
-      .description('serve a card until SIGINT/SIGTERM: to pcscd through the vpcd driver (--vpcd) or on a serial device with COBS/CRC-32 framing (--serial)')
+      .description(
+        'serve a card until SIGINT/SIGTERM: to pcscd through the vpcd driver (--vpcd) or on a serial device with COBS/CRC-32 framing (--serial)',
+      )
       .argument('<file>', 'card state file')
-      .option('--vpcd', "connect to pcscd's vpcd driver (the card appears in reader \"Virtual PCD 00 <slot>\")")
+      .option('--vpcd', 'connect to pcscd\'s vpcd driver (the card appears in reader "Virtual PCD 00 <slot>")')
       .option('--slot <n>', 'vpcd reader slot: port = --port + n', int('--slot'), 0)
       .option('--host <host>', 'vpcd host', '127.0.0.1')
       .option('--port <port>', 'vpcd port of slot 0', int('--port', 1), VPCD_DEFAULT_PORT)
@@ -532,12 +624,7 @@ export async function main(argv: string[] = process.argv): Promise<void> {
   } catch (e) {
     // Commander has printed its own message (usage errors, --help).
     if (!(e instanceof CommanderError)) {
-      const msg =
-        e instanceof CardStatusError
-          ? `the card refused: ${e.message}`
-          : e instanceof Error
-            ? e.message
-            : String(e);
+      const msg = e instanceof CardStatusError ? `the card refused: ${e.message}` : e instanceof Error ? e.message : String(e);
       process.stderr.write(`dt-card: ${msg}\n`);
     }
     process.exitCode = exitCodeOf(e);

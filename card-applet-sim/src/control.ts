@@ -266,7 +266,10 @@ export async function startCardControl(socketPath: string, options: CardControlS
     try {
       await holder.waitConnected(insertTimeoutMs);
     } catch {
-      throw new CardControlError('NOT_CONNECTED', `the card is back in, but the reader driver did not accept it within ${insertTimeoutMs} ms (is pcscd running?); it keeps trying`);
+      throw new CardControlError(
+        'NOT_CONNECTED',
+        `the card is back in, but the reader driver did not accept it within ${insertTimeoutMs} ms (is pcscd running?); it keeps trying`,
+      );
     }
   };
 
@@ -305,7 +308,10 @@ export async function startCardControl(socketPath: string, options: CardControlS
       case 'status':
         return { status: { ...(await readCardStatus(snapshot())), inReader: holder.connected } };
       default:
-        throw new CardControlError('UNKNOWN_COMMAND', `unknown command ${JSON.stringify(command).slice(0, 64)} (remove, insert, arm, disarm, events, status)`);
+        throw new CardControlError(
+          'UNKNOWN_COMMAND',
+          `unknown command ${JSON.stringify(command).slice(0, 64)} (remove, insert, arm, disarm, events, status)`,
+        );
     }
   };
 
@@ -365,7 +371,9 @@ export async function startCardControl(socketPath: string, options: CardControlS
         }
         if (Buffer.byteLength(line, 'utf8') > MAX_CONTROL_LINE) {
           note('?', false, 'LINE_TOO_LONG');
-          queue = queue.then(() => answer(socket, undefined, { ok: false, code: 'LINE_TOO_LONG', message: `a request line is at most ${MAX_CONTROL_LINE} bytes` }));
+          queue = queue.then(() =>
+            answer(socket, undefined, { ok: false, code: 'LINE_TOO_LONG', message: `a request line is at most ${MAX_CONTROL_LINE} bytes` }),
+          );
           continue;
         }
         if (line.trim() === '') continue;
@@ -376,7 +384,9 @@ export async function startCardControl(socketPath: string, options: CardControlS
         buffer = '';
         discarding = true;
         note('?', false, 'LINE_TOO_LONG');
-        queue = queue.then(() => answer(socket, undefined, { ok: false, code: 'LINE_TOO_LONG', message: `a request line is at most ${MAX_CONTROL_LINE} bytes` }));
+        queue = queue.then(() =>
+          answer(socket, undefined, { ok: false, code: 'LINE_TOO_LONG', message: `a request line is at most ${MAX_CONTROL_LINE} bytes` }),
+        );
       } else if (discarding) buffer = '';
     });
   });
@@ -460,7 +470,11 @@ export async function connectCardControl(socketPath: string, options: ConnectCar
             : e.code === 'EACCES'
               ? 'permission denied'
               : e.message;
-      reject(new Error(`cannot reach the card control socket ${socketPath}: ${why} (is \`dt-card serve --vpcd --control ${socketPath}\` running?)`));
+      reject(
+        new Error(
+          `cannot reach the card control socket ${socketPath}: ${why} (is \`dt-card serve --vpcd --control ${socketPath}\` running?)`,
+        ),
+      );
     });
   });
   const pending = new Map<number, { resolve: (v: Record<string, unknown>) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
@@ -521,7 +535,13 @@ export async function connectCardControl(socketPath: string, options: ConnectCar
         reject,
         resolve: (msg) => {
           if (msg.ok === true) resolve(msg);
-          else reject(new CardControlError(typeof msg.code === 'string' ? msg.code : 'FAILED', `card control ${command}: ${typeof msg.message === 'string' ? msg.message : 'refused'}`));
+          else
+            reject(
+              new CardControlError(
+                typeof msg.code === 'string' ? msg.code : 'FAILED',
+                `card control ${command}: ${typeof msg.message === 'string' ? msg.message : 'refused'}`,
+              ),
+            );
         },
       });
       socket.write(JSON.stringify({ id, command, ...fields }) + '\n');
@@ -553,7 +573,13 @@ export async function connectCardControl(socketPath: string, options: ConnectCar
       const r = await request('status');
       const s = r.status as Record<string, unknown> | undefined;
       const numbers = ['balance', 'counter', 'offlineTotal', 'offlineCount'] as const;
-      if (typeof s !== 'object' || s === null || numbers.some((k) => typeof s[k] !== 'number') || typeof s.personalized !== 'boolean' || typeof s.inReader !== 'boolean') {
+      if (
+        typeof s !== 'object' ||
+        s === null ||
+        numbers.some((k) => typeof s[k] !== 'number') ||
+        typeof s.personalized !== 'boolean' ||
+        typeof s.inReader !== 'boolean'
+      ) {
         throw new Error('card control: malformed status answer');
       }
       return {

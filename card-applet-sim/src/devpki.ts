@@ -89,12 +89,25 @@ export function createDevPki(options: CreateDevPkiOptions = {}): DevPki {
   const base = { nbf, exp, iat: now };
   const issuerKeys = generateKeyPair(random);
   const issuerSigner = keyPairSigner(issuerKeys);
-  const issuerCert = issueCertificate({ ...base, iss: 'dt-dev-issuer', sub: 'dt-dev-issuer', role: Role.ISSUER, publicKey: issuerKeys.publicKey }, issuerSigner);
+  const issuerCert = issueCertificate(
+    { ...base, iss: 'dt-dev-issuer', sub: 'dt-dev-issuer', role: Role.ISSUER, publicKey: issuerKeys.publicKey },
+    issuerSigner,
+  );
   const ledgerKeys = generateKeyPair(random);
-  const ledgerCert = issueCertificate({ ...base, iss: 'dt-dev-issuer', sub: 'dt-dev-ledger', role: Role.LEDGER, publicKey: ledgerKeys.publicKey }, issuerSigner);
+  const ledgerCert = issueCertificate(
+    { ...base, iss: 'dt-dev-issuer', sub: 'dt-dev-ledger', role: Role.LEDGER, publicKey: ledgerKeys.publicKey },
+    issuerSigner,
+  );
   const bankKeys = generateKeyPair(random);
   const bankCert = issueCertificate(
-    { ...base, iss: 'dt-dev-issuer', sub: 'dt-dev-bank', role: Role.BANK, perms: BankPermission.ISSUING | BankPermission.ACQUIRING, publicKey: bankKeys.publicKey },
+    {
+      ...base,
+      iss: 'dt-dev-issuer',
+      sub: 'dt-dev-bank',
+      role: Role.BANK,
+      perms: BankPermission.ISSUING | BankPermission.ACQUIRING,
+      publicKey: bankKeys.publicKey,
+    },
     issuerSigner,
   );
   return { issuer: party(issuerKeys, issuerCert), ledger: party(ledgerKeys, ledgerCert), bank: party(bankKeys, bankCert) };

@@ -172,7 +172,8 @@ export class FaultInjector {
       this.#record('cut-at-write', where);
       return { torn: null, where };
     }
-    const keep = typeof torn === 'number' ? Math.min(Math.max(0, Math.floor(torn)), data.length) : randomBelow(this.#random, data.length + 1);
+    const keep =
+      typeof torn === 'number' ? Math.min(Math.max(0, Math.floor(torn)), data.length) : randomBelow(this.#random, data.length + 1);
     const out = new Uint8Array(data.length).fill(0xff);
     if (old !== undefined) out.set(old.subarray(0, Math.min(old.length, data.length)));
     out.set(data.subarray(0, keep));
@@ -293,7 +294,8 @@ export class FaultInjectingStorage implements Storage {
 }
 
 function checkPlan(plan: FaultPlan): void {
-  if (plan.seed !== undefined && (!Number.isInteger(plan.seed) || plan.seed < 0 || plan.seed > 0xffffffff)) throw new RangeError('seed must be an integer from 0 to 2^32-1');
+  if (plan.seed !== undefined && (!Number.isInteger(plan.seed) || plan.seed < 0 || plan.seed > 0xffffffff))
+    throw new RangeError('seed must be an integer from 0 to 2^32-1');
   const positive = (n: number | undefined, name: string): void => {
     if (n !== undefined && (!Number.isInteger(n) || n < 1)) throw new RangeError(`${name} must be a positive integer (1-based)`);
   };
@@ -302,12 +304,16 @@ function checkPlan(plan: FaultPlan): void {
   positive(plan.corruptFrame, 'corruptFrame');
   positive(plan.cutBeforeApdu?.index, 'cutBeforeApdu.index');
   positive(plan.cutAfterApdu?.index, 'cutAfterApdu.index');
-  for (const [name, s] of [['cutBeforeApdu', plan.cutBeforeApdu], ['cutAfterApdu', plan.cutAfterApdu]] as const) {
+  for (const [name, s] of [
+    ['cutBeforeApdu', plan.cutBeforeApdu],
+    ['cutAfterApdu', plan.cutAfterApdu],
+  ] as const) {
     if (s !== undefined && s.index === undefined && s.ins === undefined) throw new RangeError(`${name} needs an index or an INS`);
     if (s?.ins !== undefined && (!Number.isInteger(s.ins) || s.ins < 0 || s.ins > 0xff)) throw new RangeError(`${name}.ins must be a byte`);
   }
   if (plan.delayMs !== undefined && (!Number.isFinite(plan.delayMs) || plan.delayMs < 0)) throw new RangeError('delayMs must be >= 0');
-  if (typeof plan.torn === 'number' && (!Number.isInteger(plan.torn) || plan.torn < 0)) throw new RangeError('torn must be a byte count >= 0');
+  if (typeof plan.torn === 'number' && (!Number.isInteger(plan.torn) || plan.torn < 0))
+    throw new RangeError('torn must be a byte count >= 0');
 }
 
 function randomBelow(random: (n: number) => Uint8Array, n: number): number {

@@ -29,15 +29,35 @@ export type { HidDevice, HidTransportOptions, InProcessTransportOptions, Virtual
 export { SerialCardEndpoint, SerialTransport, SerialLinkError, createLinkPair, openTty } from './serial.ts';
 export type { ByteLink, SerialCardEndpointOptions, SerialTransportOptions } from './serial.ts';
 export { VpcdClient, VPCD_CONTROL, VPCD_DEFAULT_PORT } from './vpcd.ts';
-export { startCardControl, connectCardControl, parseFaultPlan, readCardStatus, CardControlError, MAX_CONTROL_LINE, MAX_REINSERT_MS } from './control.ts';
+export {
+  startCardControl,
+  connectCardControl,
+  parseFaultPlan,
+  readCardStatus,
+  CardControlError,
+  MAX_CONTROL_LINE,
+  MAX_REINSERT_MS,
+} from './control.ts';
 export type {
-  CardControlClient, CardControlServer, CardControlServerOptions, CardControlStatus, CardHolder, ConnectCardControlOptions,
+  CardControlClient,
+  CardControlServer,
+  CardControlServerOptions,
+  CardControlStatus,
+  CardHolder,
+  ConnectCardControlOptions,
 } from './control.ts';
 export type { VpcdClientEvents, VpcdClientOptions } from './vpcd.ts';
 export { startPcscd, pcscdUnavailableReason, freePortPair, PcscdUnavailableError, VPCD_DRIVER, VPCD_NODELAY_SHIM } from './pcscd.ts';
 export type { PcscdHandle, StartPcscdOptions, VpcdNoDelay } from './pcscd.ts';
 export {
-  createDevPki, saveDevPki, loadDevPki, loadOrCreateDevPki, issueDevTerminal, devPaymentRequest, devToken, DEV_PKI_FILE,
+  createDevPki,
+  saveDevPki,
+  loadDevPki,
+  loadOrCreateDevPki,
+  issueDevTerminal,
+  devPaymentRequest,
+  devToken,
+  DEV_PKI_FILE,
 } from './devpki.ts';
 export type { CreateDevPkiOptions, DevParty, DevPki, DevTerminal } from './devpki.ts';
 // The card's command set (selectApplet, getStatus, pay, ...) is the protocol's (`@dt/protocol`, SPEC §9-10).

@@ -12,7 +12,17 @@
  * @module
  */
 
-import { AbortError, DtError, ErrorCode, HID_PACKET_SIZE, HidFramer, isComplete, makeBlocks, reduceResponse, throwIfAborted } from '@dt/protocol';
+import {
+  AbortError,
+  DtError,
+  ErrorCode,
+  HID_PACKET_SIZE,
+  HidFramer,
+  isComplete,
+  makeBlocks,
+  reduceResponse,
+  throwIfAborted,
+} from '@dt/protocol';
 import type { AbortSignalLike, ApduTransport, HidAccumulator, TransmitOptions } from '@dt/protocol';
 import { CardBusyError } from './card.ts';
 import type { SimulatedCard } from './card.ts';
@@ -152,7 +162,9 @@ export class VirtualHidCard implements HidDevice {
   async write(report: Uint8Array): Promise<void> {
     if (!this.#connected) throw new HidDisconnectedError();
     if (report.length !== this.#packetSize) {
-      throw new DtError(ErrorCode.FRAME_MALFORMED, `HID report of ${report.length} bytes, expected ${this.#packetSize}`, { length: report.length });
+      throw new DtError(ErrorCode.FRAME_MALFORMED, `HID report of ${report.length} bytes, expected ${this.#packetSize}`, {
+        length: report.length,
+      });
     }
     const channel = (report[0]! << 8) | report[1]!;
     const sequence = (report[3]! << 8) | report[4]!;
@@ -290,7 +302,10 @@ export class HidTransport implements ApduTransport {
     if (this.#busy) throw new CardBusyError();
     this.#busy = true;
     const timeout = new AbortController();
-    const timer = setTimeout(() => timeout.abort(new TransportTimeoutError(`no HID response within ${this.#timeoutMs} ms`)), this.#timeoutMs);
+    const timer = setTimeout(
+      () => timeout.abort(new TransportTimeoutError(`no HID response within ${this.#timeoutMs} ms`)),
+      this.#timeoutMs,
+    );
     const onAbort = (): void => timeout.abort(options.signal?.reason ?? new AbortError());
     options.signal?.addEventListener('abort', onAbort, { once: true });
     try {

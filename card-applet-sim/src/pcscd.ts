@@ -36,7 +36,17 @@
 
 import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { copyFileSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  createWriteStream,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
@@ -238,7 +248,13 @@ export async function startPcscd(options: StartPcscdOptions = {}): Promise<Pcscd
 
   try {
     await waitFor(() => existsSync(socketPath), options.timeoutMs ?? 15_000, child, 'its socket', logPath);
-    await waitFor(() => portListening(vpcdPort) && portListening(vpcdPort + 1), options.timeoutMs ?? 15_000, child, 'the vpcd ports', logPath);
+    await waitFor(
+      () => portListening(vpcdPort) && portListening(vpcdPort + 1),
+      options.timeoutMs ?? 15_000,
+      child,
+      'the vpcd ports',
+      logPath,
+    );
   } catch (e) {
     await stop().catch(() => undefined);
     throw e;
@@ -263,9 +279,10 @@ function shimFor(option: string | false | undefined, dir: string): { path?: stri
   const file = option ?? VPCD_NODELAY_SHIM;
   if (!existsSync(file)) {
     return {
-      reason: option === undefined
-        ? `shim not built: ${file} is missing (npm run setup builds it with card-applet-sim/native/build.sh)`
-        : `shim ${file} not found`,
+      reason:
+        option === undefined
+          ? `shim not built: ${file} is missing (npm run setup builds it with card-applet-sim/native/build.sh)`
+          : `shim ${file} not found`,
     };
   }
   // LD_PRELOAD splits its list on spaces and colons: a path with either goes through a copy.
@@ -296,7 +313,9 @@ let warned = false;
 function warnSlowVpcd(reason: string): void {
   if (warned) return;
   warned = true;
-  process.stderr.write(`startPcscd: vpcd runs without TCP_NODELAY (${reason}): each APDU through the virtual reader costs about 40 ms more\n`);
+  process.stderr.write(
+    `startPcscd: vpcd runs without TCP_NODELAY (${reason}): each APDU through the virtual reader costs about 40 ms more\n`,
+  );
 }
 
 /** True when something listens on TCP `port` (from /proc/net/tcp, no connection made: vpcd takes one client only). */

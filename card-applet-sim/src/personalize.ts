@@ -149,7 +149,8 @@ export async function devLoad(
   amounts: readonly number[],
   options: { now?: number; random?: (n: number) => Uint8Array } = {},
 ): Promise<DevLoadResult> {
-  if (amounts.length === 0 || amounts.some((a) => !Number.isSafeInteger(a) || a <= 0)) throw new RangeError('amounts must be positive integers');
+  if (amounts.length === 0 || amounts.some((a) => !Number.isSafeInteger(a) || a <= 0))
+    throw new RangeError('amounts must be positive integers');
   const now = options.now ?? systemClock();
   const random = options.random ?? nodeRandom;
   await selectApplet(t);

@@ -315,7 +315,11 @@ export class SerialTransport implements ApduTransport {
 
   /** Sends RESET (ping) and waits for the device's RESET answer. */
   async ping(options: TransmitOptions = {}): Promise<void> {
-    await this.#exchange({ type: SERIAL_FRAME_TYPE.RESET, seq: this.#nextSeq(), payload: new Uint8Array(0) }, SERIAL_FRAME_TYPE.RESET, options);
+    await this.#exchange(
+      { type: SERIAL_FRAME_TYPE.RESET, seq: this.#nextSeq(), payload: new Uint8Array(0) },
+      SERIAL_FRAME_TYPE.RESET,
+      options,
+    );
   }
 
   /** {@inheritDoc ApduTransport.transmit} */
@@ -351,7 +355,11 @@ export class SerialTransport implements ApduTransport {
   }
 
   /** Waits for the answer to `seq`: the payload, or why to retransmit. */
-  #await(seq: number, answerType: number, options: TransmitOptions): Promise<{ kind: 'answer'; payload: Uint8Array } | { kind: 'nak' | 'corrupt' | 'timeout' | 'busy' }> {
+  #await(
+    seq: number,
+    answerType: number,
+    options: TransmitOptions,
+  ): Promise<{ kind: 'answer'; payload: Uint8Array } | { kind: 'nak' | 'corrupt' | 'timeout' | 'busy' }> {
     return new Promise((resolve, reject) => {
       const signal = options.signal;
       const finish = (v: { kind: 'answer'; payload: Uint8Array } | { kind: 'nak' | 'corrupt' | 'timeout' | 'busy' }): void => {

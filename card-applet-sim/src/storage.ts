@@ -18,7 +18,18 @@
  * @module
  */
 
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeSync, constants as fsc, existsSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  fsyncSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  unlinkSync,
+  writeSync,
+  constants as fsc,
+  existsSync,
+  writeFileSync,
+} from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { Storage } from '@dt/firmware';
 
@@ -217,7 +228,8 @@ export function readStateFile(path: string): { slots: Map<number, Uint8Array>; m
   try {
     raw = readFileSync(path);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new StateFileError('STATE_MISSING', `no state file at ${path} (create one with: dt-card create ${path})`);
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT')
+      throw new StateFileError('STATE_MISSING', `no state file at ${path} (create one with: dt-card create ${path})`);
     throw e;
   }
   if (raw.length > MAX_STATE_FILE) throw new StateFileError('STATE_INVALID', `state file ${path} is larger than ${MAX_STATE_FILE} bytes`);

@@ -256,9 +256,11 @@ export class VpcdClient extends EventEmitter<VpcdClientEvents> {
       const payload = new Uint8Array(this.#buffer.subarray(2, 2 + n));
       this.#buffer = this.#buffer.subarray(2 + n);
       // One message at a time, in order: the driver waits for each answer anyway.
-      this.#queue = this.#queue.then(() => this.#handle(socket, payload)).catch((e: unknown) => {
-        this.emit('warning', e instanceof Error ? e : new Error(String(e)));
-      });
+      this.#queue = this.#queue
+        .then(() => this.#handle(socket, payload))
+        .catch((e: unknown) => {
+          this.emit('warning', e instanceof Error ? e : new Error(String(e)));
+        });
     }
   }
 

@@ -10,7 +10,17 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MemoryStorage, ShadowJournal, decodeState } from '@dt/firmware';
 import {
-  Role, bytesEqual, decodeMessage, openSigned, toHex, verifyChain, verifyCoseSign1, verifyRoot, getCertificates, pay, selectApplet,
+  Role,
+  bytesEqual,
+  decodeMessage,
+  openSigned,
+  toHex,
+  verifyChain,
+  verifyCoseSign1,
+  verifyRoot,
+  getCertificates,
+  pay,
+  selectApplet,
 } from '@dt/protocol';
 import type { OpenedMessage } from '@dt/protocol';
 import {
@@ -53,7 +63,24 @@ test('create, personalize with the dev PKI and --load, show (human and JSON) wit
   const c = await dtCard(['create', 'alice.card', '--label', 'alice'], dir);
   t.is(c.code, 0, c.stderr);
   t.is(statSync(join(dir, 'alice.card')).mode & 0o777, 0o600);
-  const p = await dtCard(['personalize', 'alice.card', '--pin', '2468', '--puk', '13572468', '--per-payment', '30000', '--cvm-limit', '10000', '--load', '20000,5000', '--json'], dir);
+  const p = await dtCard(
+    [
+      'personalize',
+      'alice.card',
+      '--pin',
+      '2468',
+      '--puk',
+      '13572468',
+      '--per-payment',
+      '30000',
+      '--cvm-limit',
+      '10000',
+      '--load',
+      '20000,5000',
+      '--json',
+    ],
+    dir,
+  );
   t.is(p.code, 0, p.stderr);
   t.regex(p.stderr, /created a development PKI/);
   const pj = JSON.parse(p.stdout);
@@ -128,7 +155,10 @@ test('personalize from the ledger PKI layout (--ledger-data): the card chain ver
   writeFileSync(join(data, 'banks', 'kaspi.key.json'), keyJson(pki.bank.keys.secretKey, pki.bank.keys.publicKey), { mode: 0o600 });
   writeFileSync(join(data, 'banks', 'kaspi.cert'), pki.bank.cert);
   t.is((await dtCard(['create', 'c.card'], dir)).code, 0);
-  const p = await dtCard(['personalize', 'c.card', '--ledger-data', data, '--bank', 'kaspi', '--pin', '1234', '--puk', '12345678', '--subject', 'holder-42'], dir);
+  const p = await dtCard(
+    ['personalize', 'c.card', '--ledger-data', data, '--bank', 'kaspi', '--pin', '1234', '--puk', '12345678', '--subject', 'holder-42'],
+    dir,
+  );
   t.is(p.code, 0, p.stderr);
   t.notRegex(p.stderr, /development PKI/);
   const storage = FileStorage.open(join(dir, 'c.card'));

@@ -26,7 +26,15 @@ import { fileURLToPath } from 'node:url';
 import { MemoryStorage } from '@dt/firmware';
 import { CLA, INS, SW, decodeResponse, encodeCommand, selectCommand, getStatus, selectApplet } from '@dt/protocol';
 import {
-  CardControlError, FaultInjector, FileStorage, InProcessTransport, MAX_CONTROL_LINE, VpcdClient, connectCardControl, parseFaultPlan, startCardControl,
+  CardControlError,
+  FaultInjector,
+  FileStorage,
+  InProcessTransport,
+  MAX_CONTROL_LINE,
+  VpcdClient,
+  connectCardControl,
+  parseFaultPlan,
+  startCardControl,
   startPcscd,
 } from '../src/index.ts';
 import type { CardHolder, PcscdHandle } from '../src/index.ts';
@@ -97,7 +105,23 @@ test('parseFaultPlan: accepts the plan fields, refuses wrong types, unknown fiel
   t.deepEqual(parseFaultPlan({ cutAfterApdu: { ins: 0x30 }, delayMs: 10 }), { cutAfterApdu: { ins: 0x30 }, delayMs: 10 });
   t.deepEqual(parseFaultPlan({ cutAtWrite: 2, torn: 5 }), { cutAtWrite: 2, torn: 5 });
   t.deepEqual(parseFaultPlan({ corruptFrame: 1, seed: 42 }), { corruptFrame: 1, seed: 42 });
-  for (const bad of [null, [], 'x', { cutAtWrite: '2' }, { cutAtWrite: 0 }, { nope: 1 }, { cutAfterApdu: {} }, { cutAfterApdu: { ins: 300 } }, { cutBeforeApdu: { ins: 1, x: 1 } }, { torn: 'yes', cutAtWrite: 1 }, { torn: true }, { delayMs: -1 }, { seed: -1 }, { seed: 2 ** 32 }, { seed: 1.5 }]) {
+  for (const bad of [
+    null,
+    [],
+    'x',
+    { cutAtWrite: '2' },
+    { cutAtWrite: 0 },
+    { nope: 1 },
+    { cutAfterApdu: {} },
+    { cutAfterApdu: { ins: 300 } },
+    { cutBeforeApdu: { ins: 1, x: 1 } },
+    { torn: 'yes', cutAtWrite: 1 },
+    { torn: true },
+    { delayMs: -1 },
+    { seed: -1 },
+    { seed: 2 ** 32 },
+    { seed: 1.5 },
+  ]) {
     const e = t.throws(() => parseFaultPlan(bad), undefined, JSON.stringify(bad));
     t.true(e instanceof CardControlError && e.code === 'BAD_PLAN', JSON.stringify(bad));
   }
@@ -130,7 +154,14 @@ test('server: arm/disarm/events drive the card, status reads committed state, wi
   t.teardown(() => c.close());
 
   const st = await c.status();
-  t.deepEqual(st, { personalized: true, balance: LOADED[0]! + LOADED[1]!, counter: st.counter, offlineTotal: 0, offlineCount: 0, inReader: true });
+  t.deepEqual(st, {
+    personalized: true,
+    balance: LOADED[0]! + LOADED[1]!,
+    counter: st.counter,
+    offlineTotal: 0,
+    offlineCount: 0,
+    inReader: true,
+  });
   // The same as GET STATUS on the card itself.
   const direct = await (async () => {
     const tr = new InProcessTransport(card);
@@ -170,7 +201,10 @@ test('server: arm/disarm/events drive the card, status reads committed state, wi
     `not json\n${big}\n{"command":"dance","id":7}\n[1]\n{"id":8,"command":"arm","plan":{"dropFrame":"1"}}\n${'y'.repeat(3 * MAX_CONTROL_LINE)}\n{"id":9,"command":"status"}\n`,
     7,
   );
-  t.deepEqual(answers.map((a) => a.code ?? 'ok'), ['BAD_JSON', 'LINE_TOO_LONG', 'UNKNOWN_COMMAND', 'BAD_REQUEST', 'BAD_PLAN', 'LINE_TOO_LONG', 'ok']);
+  t.deepEqual(
+    answers.map((a) => a.code ?? 'ok'),
+    ['BAD_JSON', 'LINE_TOO_LONG', 'UNKNOWN_COMMAND', 'BAD_REQUEST', 'BAD_PLAN', 'LINE_TOO_LONG', 'ok'],
+  );
   t.is(answers[2]!.id, 7);
   t.is((answers[6]!.status as { balance: number }).balance, LOADED[0]! + LOADED[1]!);
   t.true(answers.every((a) => a.ok === (a.code === undefined)));
@@ -299,12 +333,19 @@ test.serial.before(async () => {
   process.env.PCSCLITE_CSOCK_NAME = pcscd.socketPath;
   const dir = tempDir('dt-control-pcscd-');
   const file = join(dir, 'lab.card');
-  for (const args of [['create', file], ['personalize', file, '--pin', '1234', '--puk', '12345678', '--dev-pki', join(dir, 'pki'), '--load', '5000,7000']]) {
+  for (const args of [
+    ['create', file],
+    ['personalize', file, '--pin', '1234', '--puk', '12345678', '--dev-pki', join(dir, 'pki'), '--load', '5000,7000'],
+  ]) {
     const r = await run(args);
     if (r.code !== 0) throw new Error(`dt-card ${args[0]} failed: ${r.out}${r.err}`);
   }
   const socketPath = join(dir, 'control.sock');
-  const serve = spawn(process.execPath, [BIN, 'serve', file, '--vpcd', '--port', String(pcscd.vpcdPort), '--slot', '0', '--control', socketPath, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const serve = spawn(
+    process.execPath,
+    [BIN, 'serve', file, '--vpcd', '--port', String(pcscd.vpcdPort), '--slot', '0', '--control', socketPath, '--json'],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   const log: string[] = [];
   serve.stdout.on('data', (d: Buffer) => log.push(...d.toString('utf8').split('\n').filter(Boolean)));
   serve.stderr.on('data', (d: Buffer) => log.push(d.toString('utf8')));
@@ -340,7 +381,10 @@ serial('pcscd: remove takes the card out of the reader until insert; remove with
   t.is(reader.card, null, 'the reader reports no card');
   t.false((await c.status()).inReader);
   // It stays out: no card event for a while (longer than the 300 ms auto-reinsert after a power cut).
-  const early = await nextCard(reader, 1200).then(() => 'card', () => 'none');
+  const early = await nextCard(reader, 1200).then(
+    () => 'card',
+    () => 'none',
+  );
   t.is(early, 'none');
   const back = nextCard(reader);
   await c.insert();
@@ -375,7 +419,10 @@ serial('pcscd: an armed cutAfterApdu fires on the served card, shows in events, 
   // (its presence poll can miss a short absence), so ask until it answers.
   let selected: number | undefined;
   for (let i = 0; i < 100 && selected !== SW.OK; i++) {
-    selected = await send(encodeCommand(selectCommand())).then((r) => r.sw, () => undefined);
+    selected = await send(encodeCommand(selectCommand())).then(
+      (r) => r.sw,
+      () => undefined,
+    );
     if (selected !== SW.OK) await new Promise((r) => setTimeout(r, 150));
   }
   // Fired once: the same command now answers.
@@ -389,7 +436,10 @@ serial('pcscd: status matches dt-card show; a second serve on the same socket is
   const { file, socketPath } = live!;
   // The served socket answers bad requests and keeps serving.
   const bad = await rawExchange(socketPath, `{oops\n${'z'.repeat(MAX_CONTROL_LINE + 1)}\n{"command":"fly"}\n`, 3);
-  t.deepEqual(bad.map((a) => a.code), ['BAD_JSON', 'LINE_TOO_LONG', 'UNKNOWN_COMMAND']);
+  t.deepEqual(
+    bad.map((a) => a.code),
+    ['BAD_JSON', 'LINE_TOO_LONG', 'UNKNOWN_COMMAND'],
+  );
   const c = await connectCardControl(socketPath);
   const st = await c.status();
   await c.close();
@@ -397,7 +447,13 @@ serial('pcscd: status matches dt-card show; a second serve on the same socket is
   t.is(show.code, 0, show.err);
   const s = JSON.parse(show.out) as { balance: number; counter: number; offlineValue: number; offlineCount: number; locked: boolean };
   t.deepEqual(
-    { balance: st.balance, counter: st.counter, offlineTotal: st.offlineTotal, offlineCount: st.offlineCount, personalized: st.personalized },
+    {
+      balance: st.balance,
+      counter: st.counter,
+      offlineTotal: st.offlineTotal,
+      offlineCount: st.offlineCount,
+      personalized: st.personalized,
+    },
     { balance: s.balance, counter: s.counter, offlineTotal: s.offlineValue, offlineCount: s.offlineCount, personalized: s.locked },
   );
   t.is(st.balance, 12_000);
@@ -408,7 +464,10 @@ serial('pcscd: status matches dt-card show; a second serve on the same socket is
   const dir2 = tempDir('dt-control-2-');
   const other = join(dir2, 'other.card');
   FileStorage.create(other).close();
-  const second = await run(['serve', other, '--vpcd', '--port', String(live!.pcscd.vpcdPort), '--slot', '1', '--control', socketPath], 20_000);
+  const second = await run(
+    ['serve', other, '--vpcd', '--port', String(live!.pcscd.vpcdPort), '--slot', '1', '--control', socketPath],
+    20_000,
+  );
   t.is(second.code, 5, 'in use by another process');
   t.regex(second.err, /control socket .* is in use/);
   t.true(existsSync(socketPath));

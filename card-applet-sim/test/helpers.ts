@@ -76,7 +76,15 @@ export function assertValidHandover(handover: Uint8Array, req: { nonce: Uint8Arr
   const trust = createTrustStore({ root: pki.issuer.cert, ledgerCert: pki.ledger.cert, at: systemClock() });
   const v = validateHandover(handover, {
     trust,
-    request: { amount, currency: 398, terminal: terminal.signer.kid, merchant: terminal.merchant, mcc: terminal.mcc, nonce: req.nonce, time: req.time },
+    request: {
+      amount,
+      currency: 398,
+      terminal: terminal.signer.kid,
+      merchant: terminal.merchant,
+      mcc: terminal.mcc,
+      nonce: req.nonce,
+      time: req.time,
+    },
   });
   if (!v.ok) throw new Error(`handover invalid: ${v.code} ${v.detail ?? ''}`);
   return v.transfer;

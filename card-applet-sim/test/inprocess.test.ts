@@ -17,13 +17,7 @@ import {
   verifyPin,
 } from '@dt/protocol';
 import type { ApduTransport } from '@dt/protocol';
-import {
-  CardNotPoweredError,
-  FaultInjector,
-  InProcessTransport,
-  PowerCutError,
-  SimulatedCard,
-} from '../src/index.ts';
+import { CardNotPoweredError, FaultInjector, InProcessTransport, PowerCutError, SimulatedCard } from '../src/index.ts';
 import { LIMITS, LOADED, PIN, assertValidHandover, readyCard, request } from './helpers.ts';
 
 /** Wraps a transport and records every raw APDU pair. */

@@ -39,7 +39,7 @@ async function until(cond: () => boolean, timeoutMs: number): Promise<boolean> {
   return true;
 }
 
-serial('pcscd runs with the shim: mapped into the daemon, and vpcd\'s socket to the card gets TCP_NODELAY', async (t) => {
+serial("pcscd runs with the shim: mapped into the daemon, and vpcd's socket to the card gets TCP_NODELAY", async (t) => {
   t.timeout(60_000);
   t.true(existsSync(VPCD_NODELAY_SHIM), `${VPCD_NODELAY_SHIM} is missing: run npm run setup (it builds the shim)`);
   const pcscd = await startPcscd();
@@ -50,7 +50,12 @@ serial('pcscd runs with the shim: mapped into the daemon, and vpcd\'s socket to 
   });
   t.true(pcscd.vpcdNoDelay.active, `shim not active: ${pcscd.vpcdNoDelay.reason}`);
   t.truthy(pcscd.vpcdNoDelay.shim);
-  t.true(maps(pcscd.pid).split('\n').some((l) => l.endsWith(` ${pcscd.vpcdNoDelay.shim}`)), 'the dynamic loader mapped the shim into pcscd');
+  t.true(
+    maps(pcscd.pid)
+      .split('\n')
+      .some((l) => l.endsWith(` ${pcscd.vpcdNoDelay.shim}`)),
+    'the dynamic loader mapped the shim into pcscd',
+  );
   const log = (): string => readFileSync(pcscd.logPath, 'utf8');
   t.regex(log(), new RegExp(`dt-vpcd-nodelay: loaded in pid ${pcscd.pid}\\b`));
   // The card connects to vpcd's slot 0; pcscd accepts it on its next presence poll.

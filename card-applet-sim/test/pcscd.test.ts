@@ -17,7 +17,18 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ATR } from '@dt/firmware';
 import {
-  CLA, INS, SW, decodeMessage, decodeResponse, encodeCommand, exchange, openSigned, selectCommand, getStatus, pay, selectApplet,
+  CLA,
+  INS,
+  SW,
+  decodeMessage,
+  decodeResponse,
+  encodeCommand,
+  exchange,
+  openSigned,
+  selectCommand,
+  getStatus,
+  pay,
+  selectApplet,
 } from '@dt/protocol';
 import type { ApduTransport } from '@dt/protocol';
 import { FileStorage, SimulatedCard, VpcdClient, startPcscd } from '../src/index.ts';
@@ -50,7 +61,13 @@ interface Ctx {
 let ctx: Ctx;
 
 /** Runs a command to completion (asynchronously: the vpcd client in this process must keep answering). */
-function run(cmd: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs: number, until?: (out: string) => boolean): Promise<{ code: number | null; out: string }> {
+function run(
+  cmd: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  timeoutMs: number,
+  until?: (out: string) => boolean,
+): Promise<{ code: number | null; out: string }> {
   return new Promise((resolve) => {
     const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
@@ -87,11 +104,16 @@ test.before(async () => {
 
   // Slot 1: a card made and served by the CLI.
   const file1 = join(dir, 'slot1.card');
-  for (const args of [['create', file1, '--label', 'slot1'], ['personalize', file1, '--pin', '1234', '--puk', '12345678', '--dev-pki', join(dir, 'pki'), '--load', '5000']]) {
+  for (const args of [
+    ['create', file1, '--label', 'slot1'],
+    ['personalize', file1, '--pin', '1234', '--puk', '12345678', '--dev-pki', join(dir, 'pki'), '--load', '5000'],
+  ]) {
     const r = await run(process.execPath, [BIN, ...args], process.env, 60_000);
     if (r.code !== 0) throw new Error(`dt-card ${args[0]} failed: ${r.out}`);
   }
-  const cli = spawn(process.execPath, [BIN, 'serve', file1, '--vpcd', '--port', String(pcscd.vpcdPort), '--slot', '1', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const cli = spawn(process.execPath, [BIN, 'serve', file1, '--vpcd', '--port', String(pcscd.vpcdPort), '--slot', '1', '--json'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const cliOut: string[] = [];
   cli.stdout.on('data', (d: Buffer) => cliOut.push(...d.toString('utf8').split('\n').filter(Boolean)));
   cli.stderr.on('data', (d: Buffer) => cliOut.push(d.toString('utf8')));
@@ -151,12 +173,16 @@ serial('pcscd + nfc-pcsc: SELECT, and a PAY whose request needs chaining and who
 
 serial('pcsc_scan sees the card served by `dt-card serve --vpcd` with its ATR', async (t) => {
   // pcsc_scan prints one block per reader: " Reader 1: Virtual PCD 00 01", its state and ATR.
-  const slot1 = (out: string): string => out.split(/\n(?= Reader \d+: )/).find((b) => b.includes(` Reader 1: ${ctx.pcscd.readers[1]}`)) ?? '';
+  const slot1 = (out: string): string =>
+    out.split(/\n(?= Reader \d+: )/).find((b) => b.includes(` Reader 1: ${ctx.pcscd.readers[1]}`)) ?? '';
   const r = await run('pcsc_scan', ['-n'], ctx.pcscd.env, 15_000, (out) => /Card inserted/.test(slot1(out)) && slot1(out).includes(atrHex));
   const block = slot1(r.out);
   t.regex(block, /Card state: Card inserted/, r.out);
   t.true(block.includes(`ATR: ${atrHex}`), r.out);
-  t.true(ctx.cliOut.some((l) => l.includes('"event":"connected"')), ctx.cliOut.join('\n'));
+  t.true(
+    ctx.cliOut.some((l) => l.includes('"event":"connected"')),
+    ctx.cliOut.join('\n'),
+  );
 });
 
 serial('scriptor: the select-status script answers 9000 to every command (card served by the CLI)', async (t) => {
@@ -227,7 +253,9 @@ serial('reader power-off mid-chain (SCardDisconnect UNPOWER) clears the half-rec
   const req = request(1_000).bytes;
   const first = encodeCommand({ cla: 0x90, ins: INS.PAY, p1: 0, p2: 0, data: req.subarray(0, 255) });
   t.is(decodeResponse(await ctx.transport.transmit(first)).sw, SW.OK, 'first block buffered');
-  await new Promise<void>((resolve, reject) => ctx.reader.reader.disconnect(ctx.reader.reader.SCARD_UNPOWER_CARD, (e) => (e ? reject(e) : resolve())));
+  await new Promise<void>((resolve, reject) =>
+    ctx.reader.reader.disconnect(ctx.reader.reader.SCARD_UNPOWER_CARD, (e) => (e ? reject(e) : resolve())),
+  );
   ctx.reader.connection = null;
   await ctx.reader.connect();
   // The rest of the chain arrives at a card that lost its RAM: the last
@@ -235,7 +263,9 @@ serial('reader power-off mid-chain (SCardDisconnect UNPOWER) clears the half-rec
   const rest = [];
   for (let o = 255; o < req.length; o += 255) {
     const last = o + 255 >= req.length;
-    rest.push(encodeCommand({ cla: last ? 0x80 : 0x90, ins: INS.PAY, p1: 0, p2: 0, data: req.subarray(o, o + 255), ...(last ? { le: 256 } : {}) }));
+    rest.push(
+      encodeCommand({ cla: last ? 0x80 : 0x90, ins: INS.PAY, p1: 0, p2: 0, data: req.subarray(o, o + 255), ...(last ? { le: 256 } : {}) }),
+    );
   }
   const sws: number[] = [];
   for (const b of rest) sws.push(decodeResponse(await ctx.transport.transmit(b)).sw);

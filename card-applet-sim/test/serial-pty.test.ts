@@ -11,14 +11,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { getStatus, pay, selectApplet } from '@dt/protocol';
-import {
-  FileStorage,
-  InProcessTransport,
-  SerialCardEndpoint,
-  SimulatedCard,
-  SerialTransport,
-  openTty,
-} from '../src/index.ts';
+import { FileStorage, InProcessTransport, SerialCardEndpoint, SimulatedCard, SerialTransport, openTty } from '../src/index.ts';
 import { LOADED, assertValidHandover, readyCard, request, tempDir } from './helpers.ts';
 
 const BIN = join(fileURLToPath(new URL('.', import.meta.url)), '..', 'bin', 'dt-card.js');
@@ -88,7 +81,9 @@ serial('dt-card serve --serial with --corrupt-frame: a host over the pty pays, r
   const prepared = await readyCard({ storage: FileStorage.create(file) });
   (prepared.storage as FileStorage).close();
   const pair = await ptyPair(dir);
-  const cli = spawn(process.execPath, [BIN, 'serve', file, '--serial', pair.card, '--corrupt-frame', '2', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const cli = spawn(process.execPath, [BIN, 'serve', file, '--serial', pair.card, '--corrupt-frame', '2', '--json'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const lines: string[] = [];
   cli.stdout.on('data', (d: Buffer) => lines.push(...d.toString('utf8').split('\n').filter(Boolean)));
   cli.stderr.on('data', (d: Buffer) => lines.push(d.toString('utf8')));
@@ -111,7 +106,10 @@ serial('dt-card serve --serial with --corrupt-frame: a host over the pty pays, r
   assertValidHandover(await pay(host, req.bytes), req, 1_234);
   host.close();
   await stopProcess(cli);
-  t.true(lines.some((l) => l.includes('"event":"fault-summary"') && l.includes('corrupt-frame')), lines.join('\n'));
+  t.true(
+    lines.some((l) => l.includes('"event":"fault-summary"') && l.includes('corrupt-frame')),
+    lines.join('\n'),
+  );
   t.true(lines.some((l) => l.includes('"event":"stopped"')));
   // The payment is in the state file, for the next process that opens it.
   const reopened = FileStorage.open(file);

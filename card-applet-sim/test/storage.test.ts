@@ -49,7 +49,12 @@ test('state file: refuses to overwrite, to open missing or malformed files, and 
   FileStorage.open(path).close();
   t.is(t.throws(() => FileStorage.open(join(dir, 'none.card')), { instanceOf: StateFileError }).code, 'STATE_MISSING');
   const bad = join(dir, 'bad.card');
-  for (const content of ['not json', '{"format":"other","version":1}', JSON.stringify({ format: 'dt-card-sim', version: 1, label: 'x', created: 'y', writes: 0, slots: { '-1': '' } }), JSON.stringify({ format: 'dt-card-sim', version: 1, label: 'x', created: 'y', writes: 0, slots: { '0': '%%%' } })]) {
+  for (const content of [
+    'not json',
+    '{"format":"other","version":1}',
+    JSON.stringify({ format: 'dt-card-sim', version: 1, label: 'x', created: 'y', writes: 0, slots: { '-1': '' } }),
+    JSON.stringify({ format: 'dt-card-sim', version: 1, label: 'x', created: 'y', writes: 0, slots: { '0': '%%%' } }),
+  ]) {
     writeFileSync(bad, content);
     t.is(t.throws(() => FileStorage.open(bad, { lock: false }), { instanceOf: StateFileError }).code, 'STATE_INVALID', content);
   }

@@ -158,7 +158,10 @@ test('serial (in-memory wire): the device NAKs a frame with a bad CRC and answer
   const nak = frames.find((f) => f.type === SERIAL_FRAME_TYPE.ERROR && f.payload[0] === SERIAL_NAK_REASON.CRC);
   t.truthy(nak, 'NAK with reason CRC');
   t.is(nak!.seq, 7);
-  t.truthy(frames.find((f) => f.type === SERIAL_FRAME_TYPE.ERROR && f.seq === 8 && f.payload[0] === SERIAL_NAK_REASON.BUSY), 'NAK busy for seq 8');
+  t.truthy(
+    frames.find((f) => f.type === SERIAL_FRAME_TYPE.ERROR && f.seq === 8 && f.payload[0] === SERIAL_NAK_REASON.BUSY),
+    'NAK busy for seq 8',
+  );
   const rsp = frames.find((f) => f.type === SERIAL_FRAME_TYPE.RESPONSE && f.seq === 7);
   t.truthy(rsp);
   t.deepEqual([...rsp!.payload.subarray(-2)], [0x90, 0x00]);

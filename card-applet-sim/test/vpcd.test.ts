@@ -177,7 +177,9 @@ test('vpcd: a power cut or a dropped R-APDU takes the card out of the reader; it
   const blocks: Uint8Array[] = [];
   for (let o = 0; o < req.length; o += 255) {
     const last = o + 255 >= req.length;
-    blocks.push(encodeCommand({ cla: last ? 0x80 : 0x90, ins: INS.PAY, p1: 0, p2: 0, data: req.subarray(o, o + 255), ...(last ? { le: 256 } : {}) }));
+    blocks.push(
+      encodeCommand({ cla: last ? 0x80 : 0x90, ins: INS.PAY, p1: 0, p2: 0, data: req.subarray(o, o + 255), ...(last ? { le: 256 } : {}) }),
+    );
   }
   for (const b of blocks.slice(0, -1)) t.is(sw(await conn.apdu(b)), SW.OK);
   conn.send(blocks.at(-1)!);

@@ -64,7 +64,12 @@ const nodeHost = await prepare({ transmit: (a) => nodeApplet.process(a) });
 const nodeTimes = await timePays(nodeHost);
 
 // QuickJS.
-const card = await QuickJsCard.create({ bundle, storage: new MemoryStorage(), random: seededRandom('bench-card'), memoryLimit: MEMORY_LIMIT });
+const card = await QuickJsCard.create({
+  bundle,
+  storage: new MemoryStorage(),
+  random: seededRandom('bench-card'),
+  memoryLimit: MEMORY_LIMIT,
+});
 const afterLoad = card.memory().usedBytes;
 let peak = afterLoad;
 const qjsHost = await prepare({
@@ -125,7 +130,8 @@ const results = {
   nodePay: stats(nodeTimes),
   cryptoPerPay,
   slowdown: Math.round((stats(qjsTimes).medianMs / stats(nodeTimes).medianMs) * 10) / 10,
-  notes: 'heap*Bytes: QuickJS computeMemoryUsage().memory_used_size sampled between APDUs (QuickJS estimate of all its objects, which is larger than what the malloc limit counts); smallestWorkingLimitBytes: smallest setMemoryLimit (64 KiB steps) under which loading the bundle, personalization, a LOAD and a PAY all succeed: the figure to size an embedded heap by.',
+  notes:
+    'heap*Bytes: QuickJS computeMemoryUsage().memory_used_size sampled between APDUs (QuickJS estimate of all its objects, which is larger than what the malloc limit counts); smallestWorkingLimitBytes: smallest setMemoryLimit (64 KiB steps) under which loading the bundle, personalization, a LOAD and a PAY all succeed: the figure to size an embedded heap by.',
   note: 'PAY = one full PAY exchange (chained PaymentRequest, terminal chain + request verification, ECDSA signature, journal commit, handover through GET RESPONSE); pure-JS P-256 (@noble/curves) in both engines',
 };
 writeFileSync(process.env.BENCH_OUT || path.join(here, '..', 'bench-results.json'), JSON.stringify(results, null, 2) + '\n');

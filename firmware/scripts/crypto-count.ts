@@ -128,7 +128,9 @@ export async function countPayCrypto(pays = 5): Promise<PayCryptoCount> {
   const ledger = new Ledger(pki);
   const applet = new fw.Applet({ storage: new MemoryStorage(), random: seededRandom('crypto-count') });
   const host = new Host(applet as never);
-  await personalize(host, pki, { limits: { perPayment: 1_000_000, offlineTotal: 10_000_000, offlineCount: Math.max(pays, 2), cvmLimit: 1_000_000 } });
+  await personalize(host, pki, {
+    limits: { perPayment: 1_000_000, offlineTotal: 10_000_000, offlineCount: Math.max(pays, 2), cvmLimit: 1_000_000 },
+  });
   await load(host, ledger, 1_000_000, { values: [400_000, 300_000, 200_000, 100_000] });
   const per: CryptoOps[] = [];
   for (let i = 0; i < pays; i++) {
@@ -142,7 +144,8 @@ export async function countPayCrypto(pays = 5): Promise<PayCryptoCount> {
     per.push({ verifies: c.verify - v0, signatures: c.sign - s0 });
   }
   // A PAY always verifies the terminal's request and signs the transfer: zero means the count missed them.
-  if (per.some((p) => p.verifies === 0 || p.signatures === 0)) throw new Error(`no P-256 operation counted in a PAY: ${JSON.stringify(per)}`);
+  if (per.some((p) => p.verifies === 0 || p.signatures === 0))
+    throw new Error(`no P-256 operation counted in a PAY: ${JSON.stringify(per)}`);
   const later = per.slice(1);
   const steady = later[later.length - 1]!;
   if (!later.every((p) => p.verifies === steady.verifies && p.signatures === steady.signatures)) {

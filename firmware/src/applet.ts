@@ -15,22 +15,74 @@
  * @module
  */
 import {
-  addAmounts, bytesEqual, CARD_TIME_AHEAD, CardApduProcessor, CardStatusError, CLA, constantTimeEqual, payeeMark,
-  CURRENCY_KZT, Cvm, DT_AID, DtError, ErrorCode, encodeDeterministic, encodeMessage, encodeResponse,
-  generateKeyPair, INS, keyPairSigner, LIMITS, openSigned, outputId, PERSONALIZE_P1, Role, sha256,
-  signMessage, subjectKey, sumAmounts, SW, SYNC_P1, toHex, verifyChain, verifyCoseSign1, verifyRoot, verifySigned,
-  publicKeyOf, selectInputs, type Certificate, type CommandApdu, type ResponseApdu, type Signer, type Transfer,
-  type VerifiedCertificate, DEFAULT_MAX_COMMAND_DATA, SELECT_P1P2, DEFAULT_PIN_TRIES, DEFAULT_PUK_TRIES, SYNC_CHALLENGE_LENGTH,
+  addAmounts,
+  bytesEqual,
+  CARD_TIME_AHEAD,
+  CardApduProcessor,
+  CardStatusError,
+  CLA,
+  constantTimeEqual,
+  payeeMark,
+  CURRENCY_KZT,
+  Cvm,
+  DT_AID,
+  DtError,
+  ErrorCode,
+  encodeDeterministic,
+  encodeMessage,
+  encodeResponse,
+  generateKeyPair,
+  INS,
+  keyPairSigner,
+  LIMITS,
+  openSigned,
+  outputId,
+  PERSONALIZE_P1,
+  Role,
+  sha256,
+  signMessage,
+  subjectKey,
+  sumAmounts,
+  SW,
+  SYNC_P1,
+  toHex,
+  verifyChain,
+  verifyCoseSign1,
+  verifyRoot,
+  verifySigned,
+  publicKeyOf,
+  selectInputs,
+  type Certificate,
+  type CommandApdu,
+  type ResponseApdu,
+  type Signer,
+  type Transfer,
+  type VerifiedCertificate,
+  DEFAULT_MAX_COMMAND_DATA,
+  SELECT_P1P2,
+  DEFAULT_PIN_TRIES,
+  DEFAULT_PUK_TRIES,
+  SYNC_CHALLENGE_LENGTH,
   WRITE_CERTIFICATES_MAX_SIZE,
-  APPLET_VERSION, Capability, CardStatusSchema, ChangePinSchema, decodeFormat, encodeFormat, Personalized,
-  PIN_LENGTH, PROTOCOL_VERSION, PUK_LENGTH, SelectResponseSchema, SetConfigSchema, SetPinSchema, UnblockPinSchema,
+  APPLET_VERSION,
+  Capability,
+  CardStatusSchema,
+  ChangePinSchema,
+  decodeFormat,
+  encodeFormat,
+  Personalized,
+  PIN_LENGTH,
+  PROTOCOL_VERSION,
+  PUK_LENGTH,
+  SelectResponseSchema,
+  SetConfigSchema,
+  SetPinSchema,
+  UnblockPinSchema,
   WriteCertificatesSchema,
 } from '@dt/protocol';
 import type { Hal } from './hal.ts';
 import { ShadowJournal } from './journal.ts';
-import {
-  blankState, decodeState, encodeState, NONCE_MEMORY, PIN_FIELD, type CardState, type Coin,
-} from './state.ts';
+import { blankState, decodeState, encodeState, NONCE_MEMORY, PIN_FIELD, type CardState, type Coin } from './state.ts';
 
 /** Options of {@link Applet}. */
 export interface AppletOptions {
@@ -598,7 +650,8 @@ export class Applet {
       let approved = false;
       const epoch = this.#epoch;
       try {
-        approved = (await this.#hal.confirm({ amount: req.amount, currency: req.currency, merchant: merchant.name, mcc: req.mcc })) === true;
+        approved =
+          (await this.#hal.confirm({ amount: req.amount, currency: req.currency, merchant: merchant.name, mcc: req.mcc })) === true;
       } catch {
         // A failing screen or button is no approval: fail closed.
       }

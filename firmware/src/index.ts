@@ -16,4 +16,14 @@ export { ATR } from './atr.ts';
 export { MemoryStorage, type StorageSnapshot } from './memory-storage.ts';
 export { Applet, AppletBusyError, AppletHaltedError, AppletPowerLostError, type AppletOptions } from './applet.ts';
 export { ShadowJournal, JOURNAL_SLOTS, type JournalLoad } from './journal.ts';
-export { CardStateSchema, CoinSchema, decodeState, encodeState, blankState, legacyTrustedTime, NONCE_MEMORY, type CardState, type Coin } from './state.ts';
+export {
+  CardStateSchema,
+  CoinSchema,
+  decodeState,
+  encodeState,
+  blankState,
+  legacyTrustedTime,
+  NONCE_MEMORY,
+  type CardState,
+  type Coin,
+} from './state.ts';

@@ -5,8 +5,25 @@
  * @module
  */
 import {
-  array, bool, bytes, bytesOneOf, bytesUpTo, CardLimitsSchema, decodeDeterministic, decodeStruct, defineSchema,
-  encodeDeterministic, encodeStruct, LIMITS, MarkSchema, openSigned, struct, uint, MAX_UINT, VERSION_1, type Infer,
+  array,
+  bool,
+  bytes,
+  bytesOneOf,
+  bytesUpTo,
+  CardLimitsSchema,
+  decodeDeterministic,
+  decodeStruct,
+  defineSchema,
+  encodeDeterministic,
+  encodeStruct,
+  LIMITS,
+  MarkSchema,
+  openSigned,
+  struct,
+  uint,
+  MAX_UINT,
+  VERSION_1,
+  type Infer,
 } from '@dt/protocol';
 
 /** How many signed terminal nonces the card remembers besides its history (SPEC.md §7.5: 64). */

@@ -4,13 +4,52 @@
  */
 import test from 'ava';
 import {
-  CARD_TIME_AHEAD, CLA, CURRENCY_KZT, Cvm, DT_AID, INS, SW_TABLE, swHex, PERSONALIZE_P1, SYNC_P1, createTrustStore, decodeDeterministic,
-  encodeDeterministic, toHex, type CborValue, decodeMessage, encodeCommand, keyPairSigner, openSigned, payloadHash, ReferenceWallet,
-  signMessage, subjectKey, validateHandover, verifySigned, type Mark, Capability, CardStatusSchema, ChangePinSchema, decodeFormat,
-  encodeFormat, SelectResponseSchema, UnblockPinSchema, WriteCertificatesSchema, type CardStatus,
+  CARD_TIME_AHEAD,
+  CLA,
+  CURRENCY_KZT,
+  Cvm,
+  DT_AID,
+  INS,
+  SW_TABLE,
+  swHex,
+  PERSONALIZE_P1,
+  SYNC_P1,
+  createTrustStore,
+  decodeDeterministic,
+  encodeDeterministic,
+  toHex,
+  type CborValue,
+  decodeMessage,
+  encodeCommand,
+  keyPairSigner,
+  openSigned,
+  payloadHash,
+  ReferenceWallet,
+  signMessage,
+  subjectKey,
+  validateHandover,
+  verifySigned,
+  type Mark,
+  Capability,
+  CardStatusSchema,
+  ChangePinSchema,
+  decodeFormat,
+  encodeFormat,
+  SelectResponseSchema,
+  UnblockPinSchema,
+  WriteCertificatesSchema,
+  type CardStatus,
 } from '@dt/protocol';
 import {
-  Applet, AppletBusyError, AppletHaltedError, AppletPowerLostError, ATR, encodeState, legacyTrustedTime, MemoryStorage, ShadowJournal,
+  Applet,
+  AppletBusyError,
+  AppletHaltedError,
+  AppletPowerLostError,
+  ATR,
+  encodeState,
+  legacyTrustedTime,
+  MemoryStorage,
+  ShadowJournal,
   type CardState,
 } from '../src/index.ts';
 import { Host, Ledger, PIN, PUK, T0, load, makePki, newCard, observedSw, paymentRequest, personalize, seededRandom } from './fixtures.ts';
@@ -27,10 +66,18 @@ async function status(host: Host): Promise<CardStatus> {
 }
 
 /** A personalized card loaded with `values` (sum loaded), selected. */
-async function readyCard(values: number[] = [60_000, 30_000, 10_000], opts: { seed?: string; limits?: typeof pki.limits; marks?: (Mark | undefined)[] } = {}) {
+async function readyCard(
+  values: number[] = [60_000, 30_000, 10_000],
+  opts: { seed?: string; limits?: typeof pki.limits; marks?: (Mark | undefined)[] } = {},
+) {
   const c = newCard(new MemoryStorage(), opts.seed ?? 'card');
   await personalize(c.host, pki, opts.limits ? { limits: opts.limits } : {});
-  await load(c.host, ledger, values.reduce((a, b) => a + b, 0), { values, ...(opts.marks ? { marks: opts.marks } : {}) });
+  await load(
+    c.host,
+    ledger,
+    values.reduce((a, b) => a + b, 0),
+    { values, ...(opts.marks ? { marks: opts.marks } : {}) },
+  );
   return c;
 }
 
@@ -90,7 +137,11 @@ test('personalization: order, errors, lock; GET STATUS and GET CERTIFICATES', as
   await host.select();
   t.is((await host.cmd(INS.GET_CERTIFICATES)).sw, 0x6985, 'no certificates yet');
   t.is((await host.cmd(INS.PERSONALIZE, PERSONALIZE_P1.LOCK, undefined, false)).sw, 0x6985, 'lock before key');
-  t.is((await host.cmd(INS.PERSONALIZE, PERSONALIZE_P1.WRITE_CERTIFICATES, Uint8Array.of(0xa0), false)).sw, 0x6985, 'certificates before key');
+  t.is(
+    (await host.cmd(INS.PERSONALIZE, PERSONALIZE_P1.WRITE_CERTIFICATES, Uint8Array.of(0xa0), false)).sw,
+    0x6985,
+    'certificates before key',
+  );
   t.is((await host.cmd(INS.VERIFY_PIN, 0, enc(PIN), false)).sw, 0x6985, 'PIN before personalization');
   t.is((await host.cmd(INS.PAY, 0, Uint8Array.of(1), false)).sw, 0x6985, 'PAY before personalization');
   t.is((await host.cmd(INS.SYNC, SYNC_P1.BEGIN, new Uint8Array(16))).sw, 0x6985, 'SYNC before personalization');
@@ -101,7 +152,12 @@ test('personalization: order, errors, lock; GET STATUS and GET CERTIFICATES', as
   const k2 = await host.cmd(INS.PERSONALIZE, PERSONALIZE_P1.GENERATE_KEY);
   t.not(toHex(k1.data), toHex(k2.data), 'key regenerated before certificates are written');
   const w = (chain: Uint8Array[], time = T0, root = pki.root.cert) =>
-    host.cmd(INS.PERSONALIZE, PERSONALIZE_P1.WRITE_CERTIFICATES, encodeFormat(WriteCertificatesSchema, { chain, root, ledger: pki.ledger.cert, time }), false);
+    host.cmd(
+      INS.PERSONALIZE,
+      PERSONALIZE_P1.WRITE_CERTIFICATES,
+      encodeFormat(WriteCertificatesSchema, { chain, root, ledger: pki.ledger.cert, time }),
+      false,
+    );
   t.is((await w(pki.issueCard(k1.data))).sw, 0x6a80, 'certificate for another key');
   t.is((await w(pki.issueCard(k2.data), T0 + 10 * 365 * 86400)).sw, 0x6a80, 'expired at the given time');
   t.is((await w([pki.terminal.cert, pki.acquiring.cert])).sw, 0x6a80, 'not a card chain');
@@ -112,11 +168,26 @@ test('personalization: order, errors, lock; GET STATUS and GET CERTIFICATES', as
   t.is((await host.cmd(INS.PERSONALIZE, PERSONALIZE_P1.GENERATE_KEY)).sw, 0x6985, 'key fixed once certified');
   t.is((await host.cmd(INS.PERSONALIZE, PERSONALIZE_P1.LOCK, undefined, false)).sw, 0x6985, 'lock before PIN');
   const setPin = (pin: string, puk: string) =>
-    host.cmd(INS.PERSONALIZE, PERSONALIZE_P1.SET_PIN, encodeDeterministic(new Map<number, CborValue>([[1, enc(pin)], [2, enc(puk)], [3, 5]])), false);
+    host.cmd(
+      INS.PERSONALIZE,
+      PERSONALIZE_P1.SET_PIN,
+      encodeDeterministic(
+        new Map<number, CborValue>([
+          [1, enc(pin)],
+          [2, enc(puk)],
+          [3, 5],
+        ]),
+      ),
+      false,
+    );
   t.is((await setPin('12a4', PUK)).sw, 0x6a80, 'PIN not digits');
   t.is((await setPin(PIN, '1234')).sw, 0x6a80, 'PUK too short');
   t.is((await setPin(PIN, PUK)).sw, 0x9000);
-  t.is((await host.cmd(INS.PERSONALIZE, PERSONALIZE_P1.SET_CONFIG, Uint8Array.of(0xa1, 0x09, 0x01), false)).sw, 0x6a80, 'unknown config key');
+  t.is(
+    (await host.cmd(INS.PERSONALIZE, PERSONALIZE_P1.SET_CONFIG, Uint8Array.of(0xa1, 0x09, 0x01), false)).sw,
+    0x6a80,
+    'unknown config key',
+  );
   t.is((await host.cmd(INS.PERSONALIZE, PERSONALIZE_P1.LOCK, Uint8Array.of(1), false)).sw, 0x6700);
   let st = await status(host);
   t.is(st.personalized, 0x07);
@@ -151,7 +222,12 @@ test('LOAD and PAY: the handover passes validateHandover; balance, counter, offl
   // Count APDUs to prove chaining and GET RESPONSE happened.
   const seen: number[] = [];
   const orig = applet.process.bind(applet);
-  const counting = new Host({ process: async (a: Uint8Array) => { seen.push(a[1]!); return orig(a); } } as never);
+  const counting = new Host({
+    process: async (a: Uint8Array) => {
+      seen.push(a[1]!);
+      return orig(a);
+    },
+  } as never);
   const r = await counting.pay(req);
   t.is(r.sw, 0x9000);
   t.true(seen.filter((i) => i === INS.PAY).length >= 2, 'chained');
@@ -161,7 +237,11 @@ test('LOAD and PAY: the handover passes validateHandover; balance, counter, offl
   if (!v.ok) return;
   t.is(v.transfer.counter, 2);
   t.is(v.transfer.cvm, Cvm.NONE);
-  t.deepEqual(v.transfer.outputs.map((o) => o.value), [5_000, 55_000], 'largest coin first, change back');
+  t.deepEqual(
+    v.transfer.outputs.map((o) => o.value),
+    [5_000, 55_000],
+    'largest coin first, change back',
+  );
   st = await status(host);
   t.is(st.balance, 95_000);
   t.is(st.offlineValue, 5_000);
@@ -231,9 +311,24 @@ test('firmware and ReferenceWallet select the same inputs with expiring coins: a
   t.is(begin.sw, 0x9000);
   const req = openSigned('SyncRequest', begin.data);
   const coin = (value: number, expires?: number) =>
-    signMessage('Token', { serial: pki.rng(16), value, currency: CURRENCY_KZT, owner: req.message.card, issued: T0, ...(expires !== undefined ? { expires } : {}) }, pki.ledger.signer);
+    signMessage(
+      'Token',
+      {
+        serial: pki.rng(16),
+        value,
+        currency: CURRENCY_KZT,
+        owner: req.message.card,
+        issued: T0,
+        ...(expires !== undefined ? { expires } : {}),
+      },
+      pki.ledger.signer,
+    );
   const tokens = [coin(1_000, T0 + 50), coin(20_000), coin(7_000, T0 + 10_000)];
-  const receipt = signMessage('SyncReceipt', { card: req.message.card, counter: req.message.counter, request: payloadHash(req.cose), tokens, time: T0, loaded: 28_000, voided: [] }, pki.ledger.signer);
+  const receipt = signMessage(
+    'SyncReceipt',
+    { card: req.message.card, counter: req.message.counter, request: payloadHash(req.cose), tokens, time: T0, loaded: 28_000, voided: [] },
+    pki.ledger.signer,
+  );
   t.is((await c.host.syncComplete(receipt, true)).sw, 0x9000);
   const st = c.applet.committedState;
   const wallet = new ReferenceWallet({
@@ -243,7 +338,12 @@ test('firmware and ReferenceWallet select the same inputs with expiring coins: a
       counter: st.counter,
       prev: st.prev,
       history: [],
-      holdings: st.coins.map((x) => ({ id: x.id, value: x.value, ...(x.mark ? { mark: x.mark } : {}), ...(x.expires !== undefined ? { expires: x.expires } : {}) })),
+      holdings: st.coins.map((x) => ({
+        id: x.id,
+        value: x.value,
+        ...(x.mark ? { mark: x.mark } : {}),
+        ...(x.expires !== undefined ? { expires: x.expires } : {}),
+      })),
       tokens: Object.fromEntries(st.tokens.map((b) => [toHex(openSigned('Token', b).message.serial), b])),
       receipt: st.receipt!,
       nonces: [],
@@ -268,14 +368,21 @@ test('firmware and ReferenceWallet select the same inputs with expiring coins: a
     const cvm = pin ? Cvm.OFFLINE_PIN : Cvm.NONE;
     if (!pays) {
       t.is(card.sw, 0x6985, `step ${i}: the card refuses`);
-      t.throws(() => wallet.pay(openSigned('PaymentRequest', request).message, { cvm }), { message: /insufficient funds/ }, `step ${i}: the wallet refuses`);
+      t.throws(
+        () => wallet.pay(openSigned('PaymentRequest', request).message, { cvm }),
+        { message: /insufficient funds/ },
+        `step ${i}: the wallet refuses`,
+      );
       continue;
     }
     t.is(card.sw, 0x9000, `step ${i}`);
     t.is(toHex(card.data), toHex(wallet.pay(openSigned('PaymentRequest', request).message, { cvm }).handover), `step ${i}: same handover`);
     t.true(validate(card.data, request).ok);
   }
-  t.is(toHex(wallet.state.holdings.find((h) => h.value === 500)!.id), toHex(c.applet.committedState.coins.find((x) => x.value === 500)!.id));
+  t.is(
+    toHex(wallet.state.holdings.find((h) => h.value === 500)!.id),
+    toHex(c.applet.committedState.coins.find((x) => x.value === 500)!.id),
+  );
   t.is(wallet.state.holdings.find((h) => h.value === 500)!.expires, T0 + 10_000, 'the change keeps the earliest expiry of its inputs');
   const challenge = new Uint8Array(16).fill(9);
   t.is(toHex((await c.host.syncBegin(challenge)).data), toHex(wallet.beginSync(challenge)));
@@ -318,8 +425,13 @@ test('PIN: 63Cx counts down, 6983 when blocked, VERIFY without data reports trie
   for (const left of [2, 1, 0]) t.is((await host.verifyPin('9999')).sw, 0x63c0 | left);
   t.is((await host.verifyPin(PIN)).sw, 0x6983, 'blocked: even the right PIN');
   t.is((await host.cmd(INS.VERIFY_PIN, 0, undefined, false)).sw, 0x6983);
-  t.is((await host.pay(paymentRequest(pki, pki.terminal, { amount: 500 }))).sw, 0x9000, 'below the CVM limit a blocked PIN does not matter');
-  const unblock = (puk: string, next: string) => host.cmd(INS.UNBLOCK_PIN, 0, encodeFormat(UnblockPinSchema, { puk: enc(puk), next: enc(next) }), false);
+  t.is(
+    (await host.pay(paymentRequest(pki, pki.terminal, { amount: 500 }))).sw,
+    0x9000,
+    'below the CVM limit a blocked PIN does not matter',
+  );
+  const unblock = (puk: string, next: string) =>
+    host.cmd(INS.UNBLOCK_PIN, 0, encodeFormat(UnblockPinSchema, { puk: enc(puk), next: enc(next) }), false);
   t.is((await unblock('00000000', '4321')).sw, 0x63c9, 'wrong PUK: 9 of 10 left');
   t.is((await unblock(PUK, '43a1')).sw, 0x6a80, 'new PIN malformed');
   t.is((await host.cmd(INS.UNBLOCK_PIN, 0, Uint8Array.of(0xff), false)).sw, 0x6a80);
@@ -329,7 +441,8 @@ test('PIN: 63Cx counts down, 6983 when blocked, VERIFY without data reports trie
   t.is(st.pukTries, 10, 'PUK counter reset by the right PUK');
   t.is((await host.verifyPin(PIN)).sw, 0x63c2, 'old PIN gone');
   t.is((await host.verifyPin('4321')).sw, 0x9000);
-  const change = (current: string, next: string) => host.cmd(INS.CHANGE_PIN, 0, encodeFormat(ChangePinSchema, { current: enc(current), next: enc(next) }), false);
+  const change = (current: string, next: string) =>
+    host.cmd(INS.CHANGE_PIN, 0, encodeFormat(ChangePinSchema, { current: enc(current), next: enc(next) }), false);
   t.is((await change('0000', '5555')).sw, 0x63c2);
   t.is((await change('4321', '55')).sw, 0x6a80);
   t.is((await change('4321', '5555')).sw, 0x9000);
@@ -339,7 +452,8 @@ test('PIN: 63Cx counts down, 6983 when blocked, VERIFY without data reports trie
 
 test('PIN: the PUK blocks for good after its tries', async (t) => {
   const { host } = await readyCard([1_000]);
-  const unblock = (puk: string) => host.cmd(INS.UNBLOCK_PIN, 0, encodeFormat(UnblockPinSchema, { puk: enc(puk), next: enc('1111') }), false);
+  const unblock = (puk: string) =>
+    host.cmd(INS.UNBLOCK_PIN, 0, encodeFormat(UnblockPinSchema, { puk: enc(puk), next: enc('1111') }), false);
   for (let left = 9; left >= 0; left--) t.is((await unblock('87654321')).sw, 0x63c0 | left);
   t.is((await unblock(PUK)).sw, 0x6983);
 });
@@ -391,10 +505,18 @@ test('a terminal without an acquiring bank certificate, a foreign root, a bad si
   const forged = good.slice();
   forged[forged.length - 5] ^= 1;
   t.is((await host.pay(forged)).sw, 0x6a80, 'signature');
-  t.is((await host.pay(paymentRequest(pki, pki.terminal, { amount: 100, merchant: 'school-7' }))).sw, 0x6a80, 'merchant not the certified one');
+  t.is(
+    (await host.pay(paymentRequest(pki, pki.terminal, { amount: 100, merchant: 'school-7' }))).sw,
+    0x6a80,
+    'merchant not the certified one',
+  );
   t.is((await host.pay(paymentRequest(pki, pki.terminal, { amount: 100, mcc: 5814 }))).sw, 0x6a80, 'mcc not the certified one');
   t.is((await host.pay(paymentRequest(pki, pki.terminal, { amount: 100, currency: 840 }))).sw, 0x6a80, 'currency');
-  t.is((await host.pay(paymentRequest(pki, pki.terminal, { amount: 100, time: T0 + 20 * 365 * 86400 }))).sw, 0x6a80, 'terminal chain expired at its own time');
+  t.is(
+    (await host.pay(paymentRequest(pki, pki.terminal, { amount: 100, time: T0 + 20 * 365 * 86400 }))).sw,
+    0x6a80,
+    'terminal chain expired at its own time',
+  );
   // A request signed by another key than the certified terminal's.
   const other = signMessage('PaymentRequest', { ...openSigned('PaymentRequest', good).message }, pki.canteen.signer);
   t.is((await host.pay(other)).sw, 0x6a80, 'signed by another terminal');
@@ -432,7 +554,10 @@ test('torn tap: a retry naming the last nonce gets the same handover byte for by
   t.is(st.counter, counter);
   t.is(st.balance, 100_000 - 2_500);
   // The terminal accepts it against the interrupted request.
-  const v = validateHandover(r2.data, { trust, request: [openSigned('PaymentRequest', retry).message, openSigned('PaymentRequest', first).message] });
+  const v = validateHandover(r2.data, {
+    trust,
+    request: [openSigned('PaymentRequest', retry).message, openSigned('PaymentRequest', first).message],
+  });
   t.true(v.ok);
   // The same retry from another terminal is a new payment (its nonce is fresh).
   const stolen = paymentRequest(pki, pki.canteen, { amount: 2_500, retryOf: firstNonce });
@@ -493,13 +618,17 @@ test('time bound after personalization: a request dated more than CARD_TIME_AHEA
   t.true(validate(r.data, atBound).ok);
   const after = await status(c.host);
   t.is(after.floor, bound, 'the paid request raised the floor');
-  t.is(after.trusted, personalized, 'a terminal\'s time is never trusted');
-  t.is((await c.host.pay(paymentRequest(pki, pki.terminal, { amount: 1_000, time: bound + 1 }))).sw, 0x6985, 'a raised floor does not extend the bound');
+  t.is(after.trusted, personalized, "a terminal's time is never trusted");
+  t.is(
+    (await c.host.pay(paymentRequest(pki, pki.terminal, { amount: 1_000, time: bound + 1 }))).sw,
+    0x6985,
+    'a raised floor does not extend the bound',
+  );
 });
 
-test('time bound after a sync: the applied receipt\'s time is the trusted time; a torn-tap retry dated beyond it is refused too', async (t) => {
+test("time bound after a sync: the applied receipt's time is the trusted time; a torn-tap retry dated beyond it is refused too", async (t) => {
   const { host } = await readyCard([40_000, 40_000], { seed: 'time-sync' });
-  t.is((await status(host)).trusted, T0, 'the load receipt\'s time');
+  t.is((await status(host)).trusted, T0, "the load receipt's time");
   t.is((await host.pay(paymentRequest(pki, pki.terminal, { amount: 1_000, time: T0 + CARD_TIME_AHEAD + 1 }))).sw, 0x6985);
   t.is((await host.pay(paymentRequest(pki, pki.terminal, { amount: 1_000, time: T0 + 60 }))).sw, 0x9000);
   const synced = T0 + 20 * 86_400;
@@ -513,13 +642,17 @@ test('time bound after a sync: the applied receipt\'s time is the trusted time; 
   const nonce = pki.rng(16);
   const ok = await host.pay(paymentRequest(pki, pki.terminal, { amount: 2_000, time: bound, nonce }));
   t.is(ok.sw, 0x9000, 'at the bound');
-  t.is((await host.pay(paymentRequest(pki, pki.terminal, { amount: 2_000, time: bound + 1, retryOf: nonce }))).sw, 0x6985, 'retry beyond the bound');
+  t.is(
+    (await host.pay(paymentRequest(pki, pki.terminal, { amount: 2_000, time: bound + 1, retryOf: nonce }))).sw,
+    0x6985,
+    'retry beyond the bound',
+  );
   const retry = await host.pay(paymentRequest(pki, pki.terminal, { amount: 2_000, time: bound, retryOf: nonce }));
   t.is(retry.sw, 0x9000);
   t.is(toHex(retry.data), toHex(ok.data), 'the stored handover at the bound');
 });
 
-test('a state record written before the trusted time existed still loads: trusted = the kept receipt\'s time, else the card certificate\'s iat', async (t) => {
+test("a state record written before the trusted time existed still loads: trusted = the kept receipt's time, else the card certificate's iat", async (t) => {
   const legacy = (st: CardState) => {
     const { trusted: _t, ...old } = st;
     const body = encodeState(old);
@@ -536,7 +669,7 @@ test('a state record written before the trusted time existed still loads: truste
   const old = legacy(synced.applet.committedState);
   await old.host.select();
   const st = await status(old.host);
-  t.is(st.trusted, T0, 'the kept receipt\'s time');
+  t.is(st.trusted, T0, "the kept receipt's time");
   t.is(st.balance, 30_000);
   t.is((await old.host.pay(paymentRequest(pki, pki.terminal, { amount: 1_000, time: T0 + CARD_TIME_AHEAD + 1 }))).sw, 0x6985);
   t.is((await old.host.pay(paymentRequest(pki, pki.terminal, { amount: 1_000, time: T0 + CARD_TIME_AHEAD }))).sw, 0x9000);
@@ -558,7 +691,11 @@ test('insufficient funds and expired tokens: 6985', async (t) => {
   t.is((await c.host.pay(paymentRequest(pki, pki.terminal, { amount: 1 }))).sw, 0x6985, 'empty card');
   await load(c.host, ledger, 5_000, { expires: T0 + 100 });
   t.is((await c.host.pay(paymentRequest(pki, pki.terminal, { amount: 5_001 }))).sw, 0x6985);
-  t.is((await c.host.pay(paymentRequest(pki, pki.terminal, { amount: 1_000, time: T0 + 101 }))).sw, 0x6985, 'token expired at the request time');
+  t.is(
+    (await c.host.pay(paymentRequest(pki, pki.terminal, { amount: 1_000, time: T0 + 101 }))).sw,
+    0x6985,
+    'token expired at the request time',
+  );
   t.is((await c.host.pay(paymentRequest(pki, pki.terminal, { amount: 1_000, time: T0 + 50 }))).sw, 0x9000);
 });
 
@@ -586,18 +723,34 @@ test('SYNC/LOAD: repeated BEGIN returns the pending request; PAY refused while p
   const wrongCounter = ledger.receipt(b1.data);
   const wc = openSigned('SyncReceipt', wrongCounter).message;
   t.is((await host.syncComplete(signMessage('SyncReceipt', { ...wc, counter: wc.counter + 1 }, pki.ledger.signer))).sw, 0x6a80, 'counter');
-  t.is((await host.syncComplete(signMessage('SyncReceipt', { ...wc, request: new Uint8Array(32) }, pki.ledger.signer))).sw, 0x6a80, 'request hash');
+  t.is(
+    (await host.syncComplete(signMessage('SyncReceipt', { ...wc, request: new Uint8Array(32) }, pki.ledger.signer))).sw,
+    0x6a80,
+    'request hash',
+  );
   t.is((await host.syncComplete(ledger.receipt(b1.data, { values: [93_000, 1] }))).sw, 0x6a80, 'value created');
   t.is((await host.syncComplete(ledger.receipt(b1.data, { values: [92_999] }))).sw, 0x6a80, 'value lost');
   t.is((await host.syncComplete(ledger.receipt(b1.data, { loaded: 0 }), true)).sw, 0x6a80, 'LOAD needs loaded > 0');
-  t.is((await host.syncComplete(ledger.receipt(b1.data, { voided: [new Uint8Array(32)] }))).sw, 0x6a80, 'voided hash not in the history, and no value for it');
+  t.is(
+    (await host.syncComplete(ledger.receipt(b1.data, { voided: [new Uint8Array(32)] }))).sw,
+    0x6a80,
+    'voided hash not in the history, and no value for it',
+  );
   const tok = openSigned('Token', wc.tokens[0]!).message;
   const foreignTok = signMessage('Token', { ...tok, owner: new Uint8Array(16) }, pki.ledger.signer);
-  t.is((await host.syncComplete(signMessage('SyncReceipt', { ...wc, tokens: [foreignTok] }, pki.ledger.signer))).sw, 0x6a80, 'token of another owner');
+  t.is(
+    (await host.syncComplete(signMessage('SyncReceipt', { ...wc, tokens: [foreignTok] }, pki.ledger.signer))).sw,
+    0x6a80,
+    'token of another owner',
+  );
   const held = applet.committedState.coins[0]!;
   const dupTok = signMessage('Token', { ...tok, serial: held.id.length === 16 ? held.id : tok.serial }, pki.ledger.signer);
   if (held.id.length === 16) {
-    t.is((await host.syncComplete(signMessage('SyncReceipt', { ...wc, tokens: [dupTok] }, pki.ledger.signer))).sw, 0x6a80, 'serial already held');
+    t.is(
+      (await host.syncComplete(signMessage('SyncReceipt', { ...wc, tokens: [dupTok] }, pki.ledger.signer))).sw,
+      0x6a80,
+      'serial already held',
+    );
   }
   t.is((await host.syncComplete(Uint8Array.of(0xa0))).sw, 0x6a80, 'garbage');
   t.true((await status(host)).syncPending, 'still pending after the refusals');
@@ -630,13 +783,21 @@ test('SYNC: an orphan voided after the sync that reported it (not in the current
   // Second sync, after the void window: the orphan is voided; the card no longer holds it.
   const b2 = await host.syncBegin(new Uint8Array(16).fill(4));
   t.is(openSigned('SyncRequest', b2.data).message.history.length, 0);
-  t.is((await host.syncComplete(ledger.receipt(b2.data, { voided: [orphan], values: [43_000] }))).sw, 0x6a80, 'no value for the voided orphan');
-  t.is((await host.syncComplete(ledger.receipt(b2.data, { voided: [orphan, orphan], values: [50_000] }))).sw, 0x6a80, 'duplicate voided hash');
+  t.is(
+    (await host.syncComplete(ledger.receipt(b2.data, { voided: [orphan], values: [43_000] }))).sw,
+    0x6a80,
+    'no value for the voided orphan',
+  );
+  t.is(
+    (await host.syncComplete(ledger.receipt(b2.data, { voided: [orphan, orphan], values: [50_000] }))).sw,
+    0x6a80,
+    'duplicate voided hash',
+  );
   t.is((await host.syncComplete(ledger.receipt(b2.data, { voided: [orphan], values: [50_000] }))).sw, 0x9000);
   t.is((await status(host)).balance, 50_000);
 });
 
-test('SYNC: a revoked card\'s receipt redeems its value to the bank: no tokens, balance 0, history cleared; a redeemed above the value is 6A80', async (t) => {
+test("SYNC: a revoked card's receipt redeems its value to the bank: no tokens, balance 0, history cleared; a redeemed above the value is 6A80", async (t) => {
   const { host } = await readyCard([50_000]);
   t.is((await host.pay(paymentRequest(pki, pki.terminal, { amount: 7_000 }))).sw, 0x9000);
   const b1 = await host.syncBegin(new Uint8Array(16).fill(5));
@@ -646,9 +807,21 @@ test('SYNC: a revoked card\'s receipt redeems its value to the bank: no tokens, 
   const orphan = payloadHash(openSigned('Transfer', req.history[0]!).cose);
   // Refusals leave the request pending.
   t.is((await host.syncComplete(ledger.receipt(b1.data, { redeemed: 43_001, values: [] }))).sw, 0x6a80, 'redeemed above the balance');
-  t.is((await host.syncComplete(ledger.receipt(b1.data, { redeemed: 42_999, values: [] }))).sw, 0x6a80, 'value lost: 1 tiyn neither redeemed nor in tokens');
-  t.is((await host.syncComplete(ledger.receipt(b1.data, { redeemed: 43_000, values: [1] }))).sw, 0x6a80, 'value created next to the redeemed value');
-  t.is((await host.syncComplete(ledger.receipt(b1.data, { voided: [orphan], redeemed: 50_001, values: [] }))).sw, 0x6a80, 'redeemed above balance + voided value');
+  t.is(
+    (await host.syncComplete(ledger.receipt(b1.data, { redeemed: 42_999, values: [] }))).sw,
+    0x6a80,
+    'value lost: 1 tiyn neither redeemed nor in tokens',
+  );
+  t.is(
+    (await host.syncComplete(ledger.receipt(b1.data, { redeemed: 43_000, values: [1] }))).sw,
+    0x6a80,
+    'value created next to the redeemed value',
+  );
+  t.is(
+    (await host.syncComplete(ledger.receipt(b1.data, { voided: [orphan], redeemed: 50_001, values: [] }))).sw,
+    0x6a80,
+    'redeemed above balance + voided value',
+  );
   t.is((await host.syncComplete(ledger.receipt(b1.data, { redeemed: 43_000 }), true)).sw, 0x6a80, 'LOAD needs loaded > 0');
   t.true((await status(host)).syncPending);
   // Balance plus the voided orphan, all redeemed: no tokens, the card is empty and its history cleared.
@@ -710,7 +883,10 @@ test('seeded randomness gives the same card key; another seed another key', asyn
   const a = newCard(new MemoryStorage(), 's1');
   const b = newCard(new MemoryStorage(), 's1');
   const c = newCard(new MemoryStorage(), 's2');
-  const key = async (h: Host) => { await h.select(); return (await h.cmd(INS.PERSONALIZE, PERSONALIZE_P1.GENERATE_KEY)).data; };
+  const key = async (h: Host) => {
+    await h.select();
+    return (await h.cmd(INS.PERSONALIZE, PERSONALIZE_P1.GENERATE_KEY)).data;
+  };
   const ka = await key(a.host);
   t.is(toHex(ka), toHex(await key(b.host)));
   t.not(toHex(ka), toHex(await key(c.host)));
@@ -723,7 +899,8 @@ test('CLA constants: chained blocks must keep INS/P1/P2 (6883) and a command ove
   t.is((await host.raw(encodeCommand({ cla: CLA.PROPRIETARY | CLA.CHAINING, ins: INS.PAY, p1: 0, p2: 0, data: block }))).sw, 0x9000);
   t.is((await host.raw(encodeCommand({ cla: CLA.PROPRIETARY | CLA.CHAINING, ins: INS.SYNC, p1: 2, p2: 0, data: block }))).sw, 0x6883);
   let sw = 0x9000;
-  for (let i = 0; i < 300 && sw === 0x9000; i++) sw = (await host.raw(encodeCommand({ cla: CLA.PROPRIETARY | CLA.CHAINING, ins: INS.PAY, p1: 0, p2: 0, data: block }))).sw;
+  for (let i = 0; i < 300 && sw === 0x9000; i++)
+    sw = (await host.raw(encodeCommand({ cla: CLA.PROPRIETARY | CLA.CHAINING, ins: INS.PAY, p1: 0, p2: 0, data: block }))).sw;
   t.is(sw, 0x6700);
 });
 
@@ -760,7 +937,16 @@ test('one command at a time (AppletBusyError); after a storage failure the apple
 
   const inner = new MemoryStorage();
   let fail = false;
-  const flaky = newCard({ read: (s) => inner.read(s), write: (s, d) => { if (fail) throw new Error('brown-out'); inner.write(s, d); } }, 'halt');
+  const flaky = newCard(
+    {
+      read: (s) => inner.read(s),
+      write: (s, d) => {
+        if (fail) throw new Error('brown-out');
+        inner.write(s, d);
+      },
+    },
+    'halt',
+  );
   await personalize(flaky.host, pki);
   fail = true;
   await t.throwsAsync(flaky.host.verifyPin(PIN), { message: 'brown-out' });
@@ -771,8 +957,18 @@ test('one command at a time (AppletBusyError); after a storage failure the apple
   t.is((await status(flaky.host)).pinTries, 3, 'the cut decrement never landed');
 });
 
-test.after('every status word of the SW table except 6Cxx was answered by the applet in these tests (fails when only some tests are selected with -m)', (t) => {
-  const missing = SW_TABLE.filter((row) => row.pattern !== '6Cxx' && ![...observedSw].some((sw) => (sw & row.mask) === row.sw)).map((r) => r.pattern);
-  t.deepEqual(missing, []);
-  t.log(`status words seen: ${[...observedSw].sort((a, b) => a - b).map(swHex).join(' ')}`);
-});
+test.after(
+  'every status word of the SW table except 6Cxx was answered by the applet in these tests (fails when only some tests are selected with -m)',
+  (t) => {
+    const missing = SW_TABLE.filter((row) => row.pattern !== '6Cxx' && ![...observedSw].some((sw) => (sw & row.mask) === row.sw)).map(
+      (r) => r.pattern,
+    );
+    t.deepEqual(missing, []);
+    t.log(
+      `status words seen: ${[...observedSw]
+        .sort((a, b) => a - b)
+        .map(swHex)
+        .join(' ')}`,
+    );
+  },
+);

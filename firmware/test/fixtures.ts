@@ -5,9 +5,35 @@
  * reader-side exchange (chaining and GET RESPONSE included).
  */
 import {
-  BankPermission, CURRENCY_KZT, concatBytes, exchange, generateKeyPair, issueCertificate, keyPairSigner, openSigned, payloadHash, Role,
-  sha256, signMessage, sumAmounts, u32be, CLA, INS, PERSONALIZE_P1, SYNC_P1, DT_AID, type CommandApdu, type KeyPair, type Mark,
-  type ResponseApdu, type Signer, type Token, encodeFormat, SetConfigSchema, SetPinSchema, WriteCertificatesSchema,
+  BankPermission,
+  CURRENCY_KZT,
+  concatBytes,
+  exchange,
+  generateKeyPair,
+  issueCertificate,
+  keyPairSigner,
+  openSigned,
+  payloadHash,
+  Role,
+  sha256,
+  signMessage,
+  sumAmounts,
+  u32be,
+  CLA,
+  INS,
+  PERSONALIZE_P1,
+  SYNC_P1,
+  DT_AID,
+  type CommandApdu,
+  type KeyPair,
+  type Mark,
+  type ResponseApdu,
+  type Signer,
+  type Token,
+  encodeFormat,
+  SetConfigSchema,
+  SetPinSchema,
+  WriteCertificatesSchema,
 } from '@dt/protocol';
 import { Applet, MemoryStorage, type Hal, type Storage } from '../src/index.ts';
 
@@ -67,7 +93,13 @@ const validity = { nbf: T0 - YEAR, iat: T0 - YEAR, exp: T0 + 5 * YEAR };
 export function makePki(seed = 'pki'): Pki {
   const rng = seededRandom(seed);
   const rootP = party(rng);
-  const root: Party = { ...rootP, cert: issueCertificate({ iss: 'DT issuer', sub: 'DT issuer', role: Role.ISSUER, ...validity, publicKey: rootP.keys.publicKey }, rootP.signer) };
+  const root: Party = {
+    ...rootP,
+    cert: issueCertificate(
+      { iss: 'DT issuer', sub: 'DT issuer', role: Role.ISSUER, ...validity, publicKey: rootP.keys.publicKey },
+      rootP.signer,
+    ),
+  };
   const mk = (sub: string, role: Role, issuer: Signer, extra: object = {}): Party => {
     const p = party(rng);
     return { ...p, cert: issueCertificate({ iss: 'x', sub, role, ...validity, ...extra, publicKey: p.keys.publicKey } as never, issuer) };
@@ -86,16 +118,35 @@ export function makePki(seed = 'pki'): Pki {
   // Another root with its own acquiring bank: a chain that does not lead to the pinned root.
   const otherRoot = party(rng);
   const otherAcq = party(rng);
-  const otherAcqCert = issueCertificate({ iss: 'other', sub: 'other acq', role: Role.BANK, perms: BankPermission.ACQUIRING, ...validity, publicKey: otherAcq.keys.publicKey }, otherRoot.signer);
+  const otherAcqCert = issueCertificate(
+    { iss: 'other', sub: 'other acq', role: Role.BANK, perms: BankPermission.ACQUIRING, ...validity, publicKey: otherAcq.keys.publicKey },
+    otherRoot.signer,
+  );
   const fp = party(rng);
   const fmerchant = { id: 'shop-1', mcc: 5411, name: 'Fake' };
-  const fcert = issueCertificate({ iss: 'x', sub: 'fake', role: Role.TERMINAL, merchant: fmerchant, ...validity, publicKey: fp.keys.publicKey }, otherAcq.signer);
+  const fcert = issueCertificate(
+    { iss: 'x', sub: 'fake', role: Role.TERMINAL, merchant: fmerchant, ...validity, publicKey: fp.keys.publicKey },
+    otherAcq.signer,
+  );
   const foreign: Terminal = { ...fp, cert: fcert, chain: [fcert, otherAcqCert], merchant: fmerchant };
   const limits = { perPayment: 50_000, offlineTotal: 120_000, offlineCount: 5, cvmLimit: 10_000 };
   return {
-    rng, root, ledger, issuing, acquiring, issuingOnly, terminal, canteen, rogue, foreign, limits,
+    rng,
+    root,
+    ledger,
+    issuing,
+    acquiring,
+    issuingOnly,
+    terminal,
+    canteen,
+    rogue,
+    foreign,
+    limits,
     issueCard(publicKey, l = limits) {
-      const cert = issueCertificate({ iss: 'Issuing bank', sub: 'card', role: Role.CARD, limits: l, currency: CURRENCY_KZT, ...validity, publicKey }, issuing.signer);
+      const cert = issueCertificate(
+        { iss: 'Issuing bank', sub: 'card', role: Role.CARD, limits: l, currency: CURRENCY_KZT, ...validity, publicKey },
+        issuing.signer,
+      );
       return [cert, issuing.cert];
     },
   };
@@ -123,7 +174,9 @@ export class Ledger {
     const loaded = o.loaded ?? 0;
     let voidedValue = 0;
     for (const v of o.voided ?? []) {
-      const t = req.message.history.map((b) => openSigned('Transfer', b)).find((x) => Buffer.from(payloadHash(x.cose)).equals(Buffer.from(v)));
+      const t = req.message.history
+        .map((b) => openSigned('Transfer', b))
+        .find((x) => Buffer.from(payloadHash(x.cose)).equals(Buffer.from(v)));
       voidedValue += t ? t.message.amount : 0;
     }
     const total = req.message.balance + loaded + voidedValue - (o.redeemed ?? 0);
@@ -141,16 +194,20 @@ export class Ledger {
       };
       return signMessage('Token', token, this.pki.ledger.signer);
     });
-    return signMessage('SyncReceipt', {
-      card: req.message.card,
-      counter: req.message.counter,
-      request: payloadHash(req.cose),
-      tokens,
-      time: o.time ?? T0,
-      ...(o.redeemed !== undefined ? { redeemed: o.redeemed } : {}),
-      loaded,
-      voided: o.voided ?? [],
-    }, this.pki.ledger.signer);
+    return signMessage(
+      'SyncReceipt',
+      {
+        card: req.message.card,
+        counter: req.message.counter,
+        request: payloadHash(req.cose),
+        tokens,
+        time: o.time ?? T0,
+        ...(o.redeemed !== undefined ? { redeemed: o.redeemed } : {}),
+        loaded,
+        voided: o.voided ?? [],
+      },
+      this.pki.ledger.signer,
+    );
   }
 }
 
@@ -222,9 +279,25 @@ export async function personalize(host: Host, pki: Pki, opts: { pinTries?: numbe
   sw(await host.select(), 'select');
   const pub = sw(await host.cmd(INS.PERSONALIZE, PERSONALIZE_P1.GENERATE_KEY), 'generate key');
   const chain = pki.issueCard(pub, opts.limits);
-  sw(await host.cmd(INS.PERSONALIZE, PERSONALIZE_P1.WRITE_CERTIFICATES, encodeFormat(WriteCertificatesSchema, { chain, root: pki.root.cert, ledger: pki.ledger.cert, time: T0 - 100 }), false), 'write certificates');
+  sw(
+    await host.cmd(
+      INS.PERSONALIZE,
+      PERSONALIZE_P1.WRITE_CERTIFICATES,
+      encodeFormat(WriteCertificatesSchema, { chain, root: pki.root.cert, ledger: pki.ledger.cert, time: T0 - 100 }),
+      false,
+    ),
+    'write certificates',
+  );
   const enc = new TextEncoder();
-  sw(await host.cmd(INS.PERSONALIZE, PERSONALIZE_P1.SET_PIN, encodeFormat(SetPinSchema, { pin: enc.encode(PIN), puk: enc.encode(PUK), ...(opts.pinTries ? { pinTries: opts.pinTries } : {}) }), false), 'set pin');
+  sw(
+    await host.cmd(
+      INS.PERSONALIZE,
+      PERSONALIZE_P1.SET_PIN,
+      encodeFormat(SetPinSchema, { pin: enc.encode(PIN), puk: enc.encode(PUK), ...(opts.pinTries ? { pinTries: opts.pinTries } : {}) }),
+      false,
+    ),
+    'set pin',
+  );
   sw(await host.cmd(INS.PERSONALIZE, PERSONALIZE_P1.SET_CONFIG, encodeFormat(SetConfigSchema, { floor: T0 - 100 }), false), 'set config');
   sw(await host.cmd(INS.PERSONALIZE, PERSONALIZE_P1.LOCK, undefined, false), 'lock');
   return pub;
@@ -252,21 +325,29 @@ export interface RequestOptions {
 
 /** A terminal's signed PaymentRequest. */
 export function paymentRequest(pki: Pki, t: Terminal, o: RequestOptions): Uint8Array {
-  return signMessage('PaymentRequest', {
-    amount: o.amount,
-    currency: o.currency ?? CURRENCY_KZT,
-    terminal: t.signer.kid,
-    merchant: o.merchant ?? t.merchant.id,
-    mcc: o.mcc ?? t.merchant.mcc,
-    nonce: o.nonce ?? pki.rng(16),
-    time: o.time ?? T0,
-    chain: t.chain,
-    ...(o.retryOf ? { retryOf: o.retryOf } : {}),
-  }, t.signer);
+  return signMessage(
+    'PaymentRequest',
+    {
+      amount: o.amount,
+      currency: o.currency ?? CURRENCY_KZT,
+      terminal: t.signer.kid,
+      merchant: o.merchant ?? t.merchant.id,
+      mcc: o.mcc ?? t.merchant.mcc,
+      nonce: o.nonce ?? pki.rng(16),
+      time: o.time ?? T0,
+      chain: t.chain,
+      ...(o.retryOf ? { retryOf: o.retryOf } : {}),
+    },
+    t.signer,
+  );
 }
 
 /** A fresh card over `storage` with a seeded RNG. */
-export function newCard(storage: Storage = new MemoryStorage(), seed = 'card', extra: Partial<Hal> = {}): { applet: Applet; host: Host; storage: Storage } {
+export function newCard(
+  storage: Storage = new MemoryStorage(),
+  seed = 'card',
+  extra: Partial<Hal> = {},
+): { applet: Applet; host: Host; storage: Storage } {
   const hal: Hal = { storage, random: seededRandom(seed), ...extra };
   const applet = new Applet(hal);
   return { applet, host: new Host(applet), storage };

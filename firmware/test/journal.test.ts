@@ -37,7 +37,13 @@ test('a torn commit at every byte boundary leaves the old record or the new one,
     // Capture the record the next commit would write.
     let record: Uint8Array | undefined;
     let slot = -1;
-    const probe = new ShadowJournal({ read: (s) => new MemoryStorage(snapshot).read(s), write: (s, d) => { slot = s; record = d; } });
+    const probe = new ShadowJournal({
+      read: (s) => new MemoryStorage(snapshot).read(s),
+      write: (s, d) => {
+        slot = s;
+        record = d;
+      },
+    });
     probe.load();
     probe.commit(next);
     for (let keep = 0; keep <= record!.length; keep++) {

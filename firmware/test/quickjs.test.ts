@@ -54,8 +54,14 @@ test('the bundle runs in QuickJS under a 16 MiB limit and answers every APDU exa
   const begin = await host.syncBegin(new Uint8Array(16).fill(7));
   t.is((await host.syncComplete(ledger.receipt(begin.data))).sw, 0x9000);
   t.is((await host.status()).sw, 0x9000);
-  t.true(transcript.some((e) => (decodeResponse(e.response).sw & 0xff00) === 0x6100), 'long responses went through 61xx');
-  t.true(transcript.some((e) => (e.command[0]! & 0x10) !== 0), 'long commands were chained');
+  t.true(
+    transcript.some((e) => (decodeResponse(e.response).sw & 0xff00) === 0x6100),
+    'long responses went through 61xx',
+  );
+  t.true(
+    transcript.some((e) => (e.command[0]! & 0x10) !== 0),
+    'long commands were chained',
+  );
 
   // 2. Replay into QuickJS with the same seed.
   const qjsStorage = new MemoryStorage();
@@ -79,7 +85,10 @@ test('the bundle runs in QuickJS under a 16 MiB limit and answers every APDU exa
   }
   t.is(mismatches, 0);
   // The persistent state written by QuickJS is the one written on Node.
-  t.is(toHex(new Applet({ storage: qjsStorage, random: seededRandom('x') }).committedState.secretKey!), toHex(nodeApplet.committedState.secretKey!));
+  t.is(
+    toHex(new Applet({ storage: qjsStorage, random: seededRandom('x') }).committedState.secretKey!),
+    toHex(nodeApplet.committedState.secretKey!),
+  );
   t.true(peak > 0 && peak < 16 * 1024 * 1024);
   const msg = `QuickJS: ${transcript.length} APDU exchanges identical to Node; peak heap ${peak} bytes of 16 MiB; bundle ${bundle.length} bytes`;
   t.log(msg);

@@ -18,8 +18,21 @@
  */
 import test from 'ava';
 import {
-  createTrustStore, decodeMessage, INS, openSigned, payloadHash, PERSONALIZE_P1, sumAmounts, toHex, validateHandover, CardStatusSchema,
-  decodeFormat, encodeFormat, Personalized, SetConfigSchema, SetPinSchema,
+  createTrustStore,
+  decodeMessage,
+  INS,
+  openSigned,
+  payloadHash,
+  PERSONALIZE_P1,
+  sumAmounts,
+  toHex,
+  validateHandover,
+  CardStatusSchema,
+  decodeFormat,
+  encodeFormat,
+  Personalized,
+  SetConfigSchema,
+  SetPinSchema,
 } from '@dt/protocol';
 import { Applet, MemoryStorage, type Storage } from '../src/index.ts';
 import { Host, Ledger, PIN, PUK, T0, makePki, paymentRequest, personalize, seededRandom } from './fixtures.ts';
@@ -99,7 +112,11 @@ class Life {
   receipts = new Map<string, { receipt: Uint8Array; request: Uint8Array; loaded: number }>();
   noted = new Set<string>();
 
-  constructor(readonly seed: string, cutAt: number, mode: Mode) {
+  constructor(
+    readonly seed: string,
+    cutAt: number,
+    mode: Mode,
+  ) {
     this.storage.cutAt = cutAt;
     this.storage.mode = mode;
     this.rng = seededRandom(`${seed}/host`);
@@ -184,22 +201,37 @@ class Life {
   async personalize(): Promise<void> {
     // Recovery as a personalization bureau does it: read the progress bits and
     // finish; before the certificate is written the key is simply generated again.
-    await this.guard('personalization', () => personalize(this.host, pki).then(() => undefined), async () => {
-      const st = decodeFormat(CardStatusSchema, (await this.host.status()).data);
-      if (st.locked) return;
-      if ((st.personalized & Personalized.CERTIFICATES) === 0) {
-        await personalize(this.host, pki);
-        return;
-      }
-      const enc = (x: string) => new TextEncoder().encode(x);
-      if ((st.personalized & Personalized.PIN) === 0) {
-        this.sw(await this.host.cmd(INS.PERSONALIZE, PERSONALIZE_P1.SET_PIN, encodeFormat(SetPinSchema, { pin: enc(PIN), puk: enc(PUK) }), false), 'set pin');
-      }
-      if ((st.personalized & Personalized.CONFIG) === 0) {
-        this.sw(await this.host.cmd(INS.PERSONALIZE, PERSONALIZE_P1.SET_CONFIG, encodeFormat(SetConfigSchema, { floor: T0 - 100 }), false), 'config');
-      }
-      this.sw(await this.host.cmd(INS.PERSONALIZE, PERSONALIZE_P1.LOCK, undefined, false), 'lock');
-    });
+    await this.guard(
+      'personalization',
+      () => personalize(this.host, pki).then(() => undefined),
+      async () => {
+        const st = decodeFormat(CardStatusSchema, (await this.host.status()).data);
+        if (st.locked) return;
+        if ((st.personalized & Personalized.CERTIFICATES) === 0) {
+          await personalize(this.host, pki);
+          return;
+        }
+        const enc = (x: string) => new TextEncoder().encode(x);
+        if ((st.personalized & Personalized.PIN) === 0) {
+          this.sw(
+            await this.host.cmd(
+              INS.PERSONALIZE,
+              PERSONALIZE_P1.SET_PIN,
+              encodeFormat(SetPinSchema, { pin: enc(PIN), puk: enc(PUK) }),
+              false,
+            ),
+            'set pin',
+          );
+        }
+        if ((st.personalized & Personalized.CONFIG) === 0) {
+          this.sw(
+            await this.host.cmd(INS.PERSONALIZE, PERSONALIZE_P1.SET_CONFIG, encodeFormat(SetConfigSchema, { floor: T0 - 100 }), false),
+            'config',
+          );
+        }
+        this.sw(await this.host.cmd(INS.PERSONALIZE, PERSONALIZE_P1.LOCK, undefined, false), 'lock');
+      },
+    );
   }
 
   /** LOAD (or SYNC when amount is 0) with the host's recovery: BEGIN again (same pending request), COMPLETE again. */
@@ -223,7 +255,8 @@ class Life {
       }
       const done = await this.host.syncComplete(entry.receipt, isLoad);
       // 6985 after a cut: the receipt was applied before the power went.
-      if (done.sw === 0x6985 && this.applet.committedState.receipt && toHex(this.applet.committedState.receipt) === toHex(entry.receipt)) return;
+      if (done.sw === 0x6985 && this.applet.committedState.receipt && toHex(this.applet.committedState.receipt) === toHex(entry.receipt))
+        return;
       this.sw(done, `${label} complete`);
     };
     const recover = async () => {
@@ -251,12 +284,19 @@ class Life {
       this.releasedTransfers.push({ kid: toHex(o.message.card), counter: o.message.counter, hash, amount: o.message.amount });
       const v = validateHandover(r.data, {
         trust,
-        request: [openSigned('PaymentRequest', req).message, ...(retryOf ? [{ ...openSigned('PaymentRequest', req).message, nonce: retryOf }] : [])],
+        request: [
+          openSigned('PaymentRequest', req).message,
+          ...(retryOf ? [{ ...openSigned('PaymentRequest', req).message, nonce: retryOf }] : []),
+        ],
       });
       this.expect(v.ok, `handover invalid: ${JSON.stringify(v.ok ? '' : v.code)}`);
     };
     // Torn tap: the terminal retries naming the interrupted nonce.
-    await this.guard(pin ? 'PAY+PIN' : 'PAY', () => attempt(first), () => attempt(this.rng(16), first));
+    await this.guard(
+      pin ? 'PAY+PIN' : 'PAY',
+      () => attempt(first),
+      () => attempt(this.rng(16), first),
+    );
   }
 
   /** A wrong PIN: the try is spent by a commit before the comparison, so no cut can give it back. */

@@ -59,9 +59,7 @@ import { parseArgs, promisify } from 'node:util';
 import { cpus, hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import {
-  LIMITS, createTrustStore, decodeMessage, nobleVerifier, openSigned, validateHandover, type Verifier,
-} from '@dt/protocol';
+import { LIMITS, createTrustStore, decodeMessage, nobleVerifier, openSigned, validateHandover, type Verifier } from '@dt/protocol';
 import { nativeVerifier } from '@dt/protocol/native';
 import { VpcdClient, startPcscd, type PcscdHandle } from '@dt/card-applet-sim';
 import { DEFAULT_CONFIG, PcscReaders, TransportReader, VERIFIERS, verifierByName, type Journal, type VerifierName } from '@dt/terminal';
@@ -116,10 +114,18 @@ let args;
 try {
   args = parseArgs({
     options: {
-      taps: { type: 'string' }, amount: { type: 'string' }, warmup: { type: 'string' }, 'offline-count': { type: 'string' },
-      'verify-reps': { type: 'string' }, out: { type: 'string' }, help: { type: 'boolean', short: 'h' },
-      'plain-taps': { type: 'string' }, 'host-net': { type: 'boolean' }, verifier: { type: 'string' },
-      'netns-quickack': { type: 'boolean' }, 'no-nodelay-shim': { type: 'boolean' },
+      taps: { type: 'string' },
+      amount: { type: 'string' },
+      warmup: { type: 'string' },
+      'offline-count': { type: 'string' },
+      'verify-reps': { type: 'string' },
+      out: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+      'plain-taps': { type: 'string' },
+      'host-net': { type: 'boolean' },
+      verifier: { type: 'string' },
+      'netns-quickack': { type: 'boolean' },
+      'no-nodelay-shim': { type: 'boolean' },
     },
     strict: true,
   }).values;
@@ -148,15 +154,35 @@ const IN_NETNS = process.env.DT_BENCH_NETNS === '1';
 
 // Re-run in a private network namespace (see the module comment); the child does the work.
 if (NETNS && !IN_NETNS) {
-  const why = typeof process.getuid === 'function' && process.getuid() !== 0 ? 'needs root' : !existsSync('/usr/sbin/ip') && !existsSync('/sbin/ip') && !existsSync('/usr/bin/ip') ? 'iproute2 (ip) not installed' : undefined;
+  const why =
+    typeof process.getuid === 'function' && process.getuid() !== 0
+      ? 'needs root'
+      : !existsSync('/usr/sbin/ip') && !existsSync('/sbin/ip') && !existsSync('/usr/bin/ip')
+        ? 'iproute2 (ip) not installed'
+        : undefined;
   if (why !== undefined) {
-    process.stderr.write(`bench: cannot make a private network namespace (${why}); leave out --netns-quickack to measure on the default loopback\n`);
+    process.stderr.write(
+      `bench: cannot make a private network namespace (${why}); leave out --netns-quickack to measure on the default loopback\n`,
+    );
     process.exit(1);
   }
-  const child = spawnSync('unshare', ['--net', 'sh', '-c', 'ip link set lo up && exec "$0" "$@"', process.execPath, ...process.execArgv, fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
-    stdio: 'inherit',
-    env: { ...process.env, DT_BENCH_NETNS: '1' },
-  });
+  const child = spawnSync(
+    'unshare',
+    [
+      '--net',
+      'sh',
+      '-c',
+      'ip link set lo up && exec "$0" "$@"',
+      process.execPath,
+      ...process.execArgv,
+      fileURLToPath(import.meta.url),
+      ...process.argv.slice(2),
+    ],
+    {
+      stdio: 'inherit',
+      env: { ...process.env, DT_BENCH_NETNS: '1' },
+    },
+  );
   process.exit(child.status ?? 1);
 }
 
@@ -164,7 +190,24 @@ const execFileP = promisify(execFile);
 /** Turns on `quickack` for the loopback routes of this (private) namespace. */
 async function loopbackQuickack(): Promise<void> {
   for (const dst of ['127.0.0.1', '127.0.0.0/8']) {
-    await execFileP('ip', ['route', 'change', 'local', dst, 'dev', 'lo', 'table', 'local', 'proto', 'kernel', 'scope', 'host', 'src', '127.0.0.1', 'quickack', '1']);
+    await execFileP('ip', [
+      'route',
+      'change',
+      'local',
+      dst,
+      'dev',
+      'lo',
+      'table',
+      'local',
+      'proto',
+      'kernel',
+      'scope',
+      'host',
+      'src',
+      '127.0.0.1',
+      'quickack',
+      '1',
+    ]);
   }
 }
 
@@ -231,7 +274,11 @@ async function main(): Promise<Record<string, unknown>> {
   log('starting a private pcscd with the vpcd driver');
   const pcscd: PcscdHandle = await startPcscd(NODELAY_SHIM ? {} : { noDelayShim: false });
   stopAll.push(() => pcscd.stop());
-  log(pcscd.vpcdNoDelay.active ? `vpcd TCP_NODELAY shim active (${pcscd.vpcdNoDelay.shim})` : `vpcd TCP_NODELAY shim NOT active: ${pcscd.vpcdNoDelay.reason}`);
+  log(
+    pcscd.vpcdNoDelay.active
+      ? `vpcd TCP_NODELAY shim active (${pcscd.vpcdNoDelay.shim})`
+      : `vpcd TCP_NODELAY shim NOT active: ${pcscd.vpcdNoDelay.reason}`,
+  );
   // Before nfc-pcsc is loaded (lazily, by the first PcscReaders): pcsclite reads it once per process.
   process.env.PCSCLITE_CSOCK_NAME = pcscd.socketPath;
   const card = await world.newCard();
@@ -266,7 +313,11 @@ async function main(): Promise<Record<string, unknown>> {
   const every = Math.max(1, Math.floor(TAPS / 10));
   let done = 0;
   const t = await timeTaps({
-    reader, terminal, taps: TAPS, amount: AMOUNT, ledgerUrl: world.ledgerUrl,
+    reader,
+    terminal,
+    taps: TAPS,
+    amount: AMOUNT,
+    ledgerUrl: world.ledgerUrl,
     onTap: (_i, o, ph) => {
       if (o.kind === 'APPROVED' && ++done % every === 0) log(`  tap ${done}/${TAPS}: ${ph.total.toFixed(1)} ms`);
     },
@@ -275,7 +326,9 @@ async function main(): Promise<Record<string, unknown>> {
   const after = await card.balance();
   const paid = (TAPS + WARMUP + (plain?.approved ?? 0)) * AMOUNT;
   if (before - after !== paid || journalled(terminal.journal) !== paid) {
-    throw new Error(`money check failed: card paid ${before - after}, journal holds ${journalled(terminal.journal)}, taps were worth ${paid}`);
+    throw new Error(
+      `money check failed: card paid ${before - after}, journal holds ${journalled(terminal.journal)}, taps were worth ${paid}`,
+    );
   }
   await vpcd.stop();
 
@@ -285,20 +338,36 @@ async function main(): Promise<Record<string, unknown>> {
   const big = await world.newCard({ ...limits, offlineCount: maxCount });
   const bigTerminal = world.newTerminal('bench-chain');
   const bigBefore = await big.balance();
-  const bigRun = await timeTaps({ reader: new TransportReader('in-process', new InProcessTransport(big.card)), terminal: bigTerminal, taps: maxCount, amount: AMOUNT });
+  const bigRun = await timeTaps({
+    reader: new TransportReader('in-process', new InProcessTransport(big.card)),
+    terminal: bigTerminal,
+    taps: maxCount,
+    amount: AMOUNT,
+  });
   if (bigRun.stoppedEarly) throw new Error(`max-chain card: ${bigRun.stoppedEarly}`);
-  if (bigBefore - (await big.balance()) !== maxCount * AMOUNT || journalled(bigTerminal.journal) !== maxCount * AMOUNT) throw new Error('money check failed on the max-chain card');
+  if (bigBefore - (await big.balance()) !== maxCount * AMOUNT || journalled(bigTerminal.journal) !== maxCount * AMOUNT)
+    throw new Error('money check failed on the max-chain card');
   const collected = handoversOf(bigTerminal).sort((a, b) => a.chain - b.chain);
   const byChain = new Map(collected.map((c) => [c.chain, c]));
   const maxChain = Math.max(...collected.map((c) => c.chain));
-  if (maxChain !== maxCount - 1 || !byChain.has(0) || !byChain.has(1)) throw new Error(`unexpected chain lengths ${collected.map((c) => c.chain).join(',')}`);
-  const bytes = { chain0: byChain.get(0)!.bytes.length, chain1: byChain.get(1)!.bytes.length, chainMax: byChain.get(maxChain)!.bytes.length };
+  if (maxChain !== maxCount - 1 || !byChain.has(0) || !byChain.has(1))
+    throw new Error(`unexpected chain lengths ${collected.map((c) => c.chain).join(',')}`);
+  const bytes = {
+    chain0: byChain.get(0)!.bytes.length,
+    chain1: byChain.get(1)!.bytes.length,
+    chainMax: byChain.get(maxChain)!.bytes.length,
+  };
   log(`  handover bytes: chain 0 ${bytes.chain0}, chain 1 ${bytes.chain1}, chain ${maxChain} ${bytes.chainMax}`);
 
   // ------------------------------------------------ 3. verification per handover
   const now = Math.floor(Date.now() / 1000);
   const verification: Record<string, unknown> = {};
-  for (const [label, verifier] of REPS === 0 ? [] : [['native', nativeVerifier], ['noble', nobleVerifier]] as const) {
+  for (const [label, verifier] of REPS === 0
+    ? []
+    : ([
+        ['native', nativeVerifier],
+        ['noble', nobleVerifier],
+      ] as const)) {
     log(`verification (${label}): ${collected.length} handovers x ${REPS}`);
     // One untimed pass: JIT and caches, and a check that every handover validates.
     for (const c of collected) verifyOnce(bigTerminal, c.bytes, c.request, verifier, now);
@@ -325,20 +394,35 @@ async function main(): Promise<Record<string, unknown>> {
   return {
     tool: '@dt/hardware-tests bench',
     date: new Date().toISOString(),
-    host: { hostname: hostname(), node: process.version, platform: `${process.platform}-${process.arch}`, cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length },
+    host: {
+      hostname: hostname(),
+      node: process.version,
+      platform: `${process.platform}-${process.arch}`,
+      cpu: cpus()[0]?.model ?? 'unknown',
+      cores: cpus().length,
+    },
     tapLatency: {
       transport: 'pcscd + vpcd (simulated firmware card), nfc-pcsc reader, PaymentKernel with a SQLite journal',
       reader: pcscd.readers[0],
       network: IN_NETNS
         ? 'private network namespace, loopback route with quickack 1 (see defaultLoopback for the same taps without it)'
-        : 'the machine\'s default loopback (no network namespace, no quickack route)',
+        : "the machine's default loopback (no network namespace, no quickack route)",
       vpcdNoDelay: pcscd.vpcdNoDelay,
-      taps: TAPS, warmupTaps: WARMUP, approved: t.approved, amount: AMOUNT, verifier: VERIFIER,
+      taps: TAPS,
+      warmupTaps: WARMUP,
+      approved: t.approved,
+      amount: AMOUNT,
+      verifier: VERIFIER,
       cardLimits: limits,
       syncs: t.syncs,
       unit: 'ms',
       phases,
-      goal: { metric: 'p95 of total (card detected to outcome)', thresholdMs: TAP_GOAL_P95_MS, p95TotalMs: phases.total.p95, met: phases.total.p95 < TAP_GOAL_P95_MS },
+      goal: {
+        metric: 'p95 of total (card detected to outcome)',
+        thresholdMs: TAP_GOAL_P95_MS,
+        p95TotalMs: phases.total.p95,
+        met: phases.total.p95 < TAP_GOAL_P95_MS,
+      },
       ...(plain
         ? {
             defaultLoopback: {
@@ -366,7 +450,10 @@ async function main(): Promise<Record<string, unknown>> {
           },
         }
       : {}),
-    money: { latencyCard: { paid: before - after, journalled: journalled(terminal.journal) }, chainCard: { paid: maxCount * AMOUNT, journalled: journalled(bigTerminal.journal) } },
+    money: {
+      latencyCard: { paid: before - after, journalled: journalled(terminal.journal) },
+      chainCard: { paid: maxCount * AMOUNT, journalled: journalled(bigTerminal.journal) },
+    },
     durationSeconds: r3((performance.now() - started) / 1000),
   };
 }
@@ -378,16 +465,25 @@ try {
   writeFileSync(tmp, JSON.stringify(doc, null, 2) + '\n');
   renameSync(tmp, OUT);
   const lat = doc.tapLatency as { phases: Record<Phase, ReturnType<typeof summary>>; goal: { met: boolean; p95TotalMs: number } };
-  process.stderr.write(`\n${'phase'.padEnd(14)}${'p50 ms'.padStart(10)}${'p95 ms'.padStart(10)}${'p99 ms'.padStart(10)}${'max ms'.padStart(10)}\n`);
+  process.stderr.write(
+    `\n${'phase'.padEnd(14)}${'p50 ms'.padStart(10)}${'p95 ms'.padStart(10)}${'p99 ms'.padStart(10)}${'max ms'.padStart(10)}\n`,
+  );
   for (const p of PHASES) {
     const s = lat.phases[p];
-    process.stderr.write(`${p.padEnd(14)}${s.p50.toFixed(2).padStart(10)}${s.p95.toFixed(2).padStart(10)}${s.p99.toFixed(2).padStart(10)}${s.max.toFixed(2).padStart(10)}\n`);
+    process.stderr.write(
+      `${p.padEnd(14)}${s.p50.toFixed(2).padStart(10)}${s.p95.toFixed(2).padStart(10)}${s.p99.toFixed(2).padStart(10)}${s.max.toFixed(2).padStart(10)}\n`,
+    );
   }
   const h = doc.handover as { bytes: Record<string, number>; maxChain: number };
   const v = doc.verification as Record<'native' | 'noble', Record<string, { medianUs: number }>> | undefined;
   process.stderr.write(`\nhandover bytes: chain 0 ${h.bytes.chain0}, chain 1 ${h.bytes.chain1}, chain ${h.maxChain} ${h.bytes.chainMax}\n`);
-  if (v) process.stderr.write(`verify median us (chain 0 / 1 / ${h.maxChain}): native ${v.native.chain0!.medianUs} / ${v.native.chain1!.medianUs} / ${v.native.chainMax!.medianUs}; noble ${v.noble.chain0!.medianUs} / ${v.noble.chain1!.medianUs} / ${v.noble.chainMax!.medianUs}\n`);
-  process.stderr.write(`goal p95 total < ${TAP_GOAL_P95_MS} ms: ${lat.goal.met ? 'MET' : 'NOT MET'} (${lat.goal.p95TotalMs} ms)\nresults in ${OUT}\n`);
+  if (v)
+    process.stderr.write(
+      `verify median us (chain 0 / 1 / ${h.maxChain}): native ${v.native.chain0!.medianUs} / ${v.native.chain1!.medianUs} / ${v.native.chainMax!.medianUs}; noble ${v.noble.chain0!.medianUs} / ${v.noble.chain1!.medianUs} / ${v.noble.chainMax!.medianUs}\n`,
+    );
+  process.stderr.write(
+    `goal p95 total < ${TAP_GOAL_P95_MS} ms: ${lat.goal.met ? 'MET' : 'NOT MET'} (${lat.goal.p95TotalMs} ms)\nresults in ${OUT}\n`,
+  );
 } catch (e) {
   process.stderr.write(`bench failed: ${(e as Error).stack ?? String(e)}\n`);
   exit = 1;

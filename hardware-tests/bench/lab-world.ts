@@ -16,7 +16,16 @@ import { join } from 'node:path';
 import { type Verifier, getStatus, selectApplet } from '@dt/protocol';
 import { MemoryStorage } from '@dt/firmware';
 import { InProcessTransport, SimulatedCard, personalizeCard, type CardLimits } from '@dt/card-applet-sim';
-import { Ledger, createPki, nativeSigner, openSqliteStorage, signLoadOrder, startLedgerServer, type LedgerServer, type Pki } from '@dt/ledger';
+import {
+  Ledger,
+  createPki,
+  nativeSigner,
+  openSqliteStorage,
+  signLoadOrder,
+  startLedgerServer,
+  type LedgerServer,
+  type Pki,
+} from '@dt/ledger';
 import { DEFAULT_POLICY, Journal, PaymentKernel, buildIdentity, installRevocationList } from '@dt/terminal';
 import { syncCard } from '../src/cardsync.ts';
 import type { LabTerminal } from '../src/suite.ts';
@@ -79,7 +88,13 @@ export async function startLabWorld(opts: LabWorldOptions): Promise<LabWorld> {
     const pki = createPki({ now: nowSec() });
     const storage = openSqliteStorage(join(dir, 'ledger.db'));
     closers.push(() => storage.close());
-    const ledger = await Ledger.open({ storage, signer: nativeSigner(pki.ledger.keys), rootCert: pki.issuer.cert, ledgerCert: pki.ledger.cert, now: nowSec });
+    const ledger = await Ledger.open({
+      storage,
+      signer: nativeSigner(pki.ledger.keys),
+      rootCert: pki.issuer.cert,
+      ledgerCert: pki.ledger.cert,
+      now: nowSec,
+    });
     await ledger.registerBank(pki.bank.cert);
     await ledger.allocate(pki.bank.kid, opts.allocation ?? opts.load * 10, rnd16());
     const ledgerServer = await startLedgerServer({ ledger, port: 0, host: '127.0.0.1' });
@@ -98,7 +113,9 @@ export async function startLabWorld(opts: LabWorldOptions): Promise<LabWorld> {
       const r = await syncCard(owner, ledgerServer.url, { load: true });
       if (!r.ok) throw new Error(`LOAD refused by the ledger: ${r.code}`);
       return {
-        card, owner, kid: p.cardKid,
+        card,
+        owner,
+        kid: p.cardKid,
         async balance() {
           await selectApplet(owner);
           return (await getStatus(owner)).balance;
@@ -108,12 +125,21 @@ export async function startLabWorld(opts: LabWorldOptions): Promise<LabWorld> {
 
     const newTerminal = (name: string, verifier?: Verifier): LabTerminal => {
       const cert = pki.issueTerminal({ merchant: { id: `LAB-${name}`, mcc: 5411, name: `Lab ${name}` } });
-      const identity = buildIdentity({ keyPair: cert.keys, chain: [...cert.chain], root: pki.issuer.cert, ledgerCert: pki.ledger.cert }, nowSec());
+      const identity = buildIdentity(
+        { keyPair: cert.keys, chain: [...cert.chain], root: pki.issuer.cert, ledgerCert: pki.ledger.cert },
+        nowSec(),
+      );
       const journal = Journal.open(join(dir, `terminal-${++terminals}-${name.replace(/[^A-Za-z0-9_-]/g, '_')}.sqlite`));
       closers.push(() => journal.close());
       // Offline acceptance needs a fresh revocation list (risk policy): the ledger's, verified.
       installRevocationList(journal, crl, identity, nowSec());
-      const kernel = new PaymentKernel({ identity, journal, policy: DEFAULT_POLICY, timeouts: { cardMs: 10_000, tapMs: 15_000 }, ...(verifier ? { verifier } : {}) });
+      const kernel = new PaymentKernel({
+        identity,
+        journal,
+        policy: DEFAULT_POLICY,
+        timeouts: { cardMs: 10_000, tapMs: 15_000 },
+        ...(verifier ? { verifier } : {}),
+      });
       return { identity, journal, kernel };
     };
 

@@ -26,16 +26,29 @@ export type CardSyncResult =
  * `ledgerUrl`, with the protocol's card command set. A ledger refusal is a
  * result; card errors throw (`CardStatusError`), transport errors throw.
  */
-export async function syncCard(t: ApduTransport, ledgerUrl: string, options: { load?: boolean; signal?: AbortSignal; timeoutMs?: number } = {}): Promise<CardSyncResult> {
+export async function syncCard(
+  t: ApduTransport,
+  ledgerUrl: string,
+  options: { load?: boolean; signal?: AbortSignal; timeoutMs?: number } = {},
+): Promise<CardSyncResult> {
   const load = options.load ?? false;
-  const request = await syncBegin(t, new Uint8Array(randomBytes(SYNC_CHALLENGE_LENGTH)), { load, ...(options.signal ? { signal: options.signal } : {}) });
+  const request = await syncBegin(t, new Uint8Array(randomBytes(SYNC_CHALLENGE_LENGTH)), {
+    load,
+    ...(options.signal ? { signal: options.signal } : {}),
+  });
   const timeout = AbortSignal.timeout(options.timeoutMs ?? 30_000);
   const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
-  const res = await fetch(new URL('/v1/sync', ledgerUrl), { method: 'POST', headers: { 'content-type': 'application/cbor' }, body: Buffer.from(request), signal });
+  const res = await fetch(new URL('/v1/sync', ledgerUrl), {
+    method: 'POST',
+    headers: { 'content-type': 'application/cbor' },
+    body: Buffer.from(request),
+    signal,
+  });
   const length = Number(res.headers.get('content-length') ?? '0');
   if (length > MAX_RECEIPT) return { ok: false, status: res.status, code: 'TOO_LARGE', message: `ledger answer of ${length} bytes` };
   const bytes = new Uint8Array(await res.arrayBuffer());
-  if (bytes.length > MAX_RECEIPT) return { ok: false, status: res.status, code: 'TOO_LARGE', message: `ledger answer of ${bytes.length} bytes` };
+  if (bytes.length > MAX_RECEIPT)
+    return { ok: false, status: res.status, code: 'TOO_LARGE', message: `ledger answer of ${bytes.length} bytes` };
   if (res.status !== 200) {
     let code = `HTTP_${res.status}`;
     let message: string | undefined;

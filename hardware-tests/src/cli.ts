@@ -38,7 +38,9 @@ export const EXIT_CODES = [
 
 type ExitName = (typeof EXIT_CODES)[number]['name'];
 /** Exit codes of `dt-lab` by name (from {@link EXIT_CODES}). */
-export const ExitCode = Object.fromEntries(EXIT_CODES.map((e) => [e.name, e.code])) as { readonly [K in ExitName]: Extract<(typeof EXIT_CODES)[number], { name: K }>['code'] };
+export const ExitCode = Object.fromEntries(EXIT_CODES.map((e) => [e.name, e.code])) as {
+  readonly [K in ExitName]: Extract<(typeof EXIT_CODES)[number], { name: K }>['code'];
+};
 
 const EXIT_HELP = `
 Exit codes:
@@ -48,7 +50,10 @@ Suites: ${SUITE_NAMES.join(', ')}. Amount options are integer tiyn (100 = 1 KZT)
 tenge with two decimals; report.json keeps integer tiyn. The lab guide: hardware-tests/README.md.`;
 
 class Exit extends Error {
-  constructor(readonly code: number, message?: string) {
+  constructor(
+    readonly code: number,
+    message?: string,
+  ) {
     super(message ?? `exit ${code}`);
   }
 }
@@ -65,7 +70,8 @@ function verifierOption(v: string): VerifierName {
 function positiveInt(name: string, min = 1, max = 1_000_000) {
   return (v: string): number => {
     const n = Number(v);
-    if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < min || n > max) throw new InvalidArgumentError(`${name} must be an integer from ${min} to ${max}`);
+    if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < min || n > max)
+      throw new InvalidArgumentError(`${name} must be an integer from ${min} to ${max}`);
     return n;
   };
 }
@@ -118,7 +124,14 @@ function writeAll(run: LabRun, out: string, say: (s: string) => void): boolean {
  * the exit code of a run or replay. The summary line is printed even with
  * --quiet: it is the one line a quiet run promises.
  */
-function finish(run: LabRun, out: string, say: (s: string) => void, summary: (s: string) => void, json: boolean, signal: AbortSignal): number {
+function finish(
+  run: LabRun,
+  out: string,
+  say: (s: string) => void,
+  summary: (s: string) => void,
+  json: boolean,
+  signal: AbortSignal,
+): number {
   const written = writeAll(run, out, say);
   summary(summaryLine(run));
   if (json) process.stdout.write(JSON.stringify({ out, summary: run.summary, reports: written }) + '\n');
@@ -190,7 +203,8 @@ async function runCommand(suiteArgs: string[], o: RunOpts): Promise<number> {
     mkdirSync(out, { recursive: true });
     const ctx = handle.context;
     say(`dt-lab ${TOOL_VERSION}: ${names.join(', ')} on "${ctx.readerName}" -> ${out}`);
-    if (ctx.terminalMissing && names.some((n) => n === 'conformance' || PAYMENT_SUITES.includes(n))) say(`note: ${ctx.terminalMissing}; cases that pay are skipped`);
+    if (ctx.terminalMissing && names.some((n) => n === 'conformance' || PAYMENT_SUITES.includes(n)))
+      say(`note: ${ctx.terminalMissing}; cases that pay are skipped`);
     // No card at all would make every case wait out --card-timeout: say so once, at the start.
     try {
       const s = await ctx.openSession();
@@ -208,8 +222,18 @@ async function runCommand(suiteArgs: string[], o: RunOpts): Promise<number> {
       setContextProgress: (p) => handle.setProgress(p),
       card,
       runOptions: {
-        suites: names, reader: ctx.readerName, taps: o.taps, amount: o.amount, rounds: o.rounds, cardTimeoutMs: Math.round(o.cardTimeout * 1000), interactive,
-        terminal: o.terminal ?? null, ledger: o.ledger ?? null, cardControl: o.cardControl ?? null, pinGiven: pin !== undefined, verifier: handle.verifier,
+        suites: names,
+        reader: ctx.readerName,
+        taps: o.taps,
+        amount: o.amount,
+        rounds: o.rounds,
+        cardTimeoutMs: Math.round(o.cardTimeout * 1000),
+        interactive,
+        terminal: o.terminal ?? null,
+        ledger: o.ledger ?? null,
+        cardControl: o.cardControl ?? null,
+        pinGiven: pin !== undefined,
+        verifier: handle.verifier,
       },
     });
     return finish(run, out, say, summary, o.json === true, stop.signal);
@@ -232,7 +256,11 @@ interface ReplayOpts {
 }
 
 async function replayCommand(args: string[], o: ReplayOpts): Promise<number> {
-  if ((o.reader ? 1 : 0) + (o.card ? 1 : 0) !== 1) throw new Exit(ExitCode.USAGE, 'give exactly one of --reader <name> (a live card) or --card <state file> (a simulated card, from a copy)');
+  if ((o.reader ? 1 : 0) + (o.card ? 1 : 0) !== 1)
+    throw new Exit(
+      ExitCode.USAGE,
+      'give exactly one of --reader <name> (a live card) or --card <state file> (a simulated card, from a copy)',
+    );
   if (o.strict && o.loose) throw new Exit(ExitCode.USAGE, '--strict and --loose exclude each other');
   const pin = readPin(o.pin);
   const files = collectTranscripts(args);
@@ -251,7 +279,11 @@ async function replayCommand(args: string[], o: ReplayOpts): Promise<number> {
       const pcsc = new PcscReaders({ apduTimeoutMs: 10_000 });
       try {
         const name = matchReader(await pcsc.waitForReaders(5000), o.reader!);
-        target = readerTarget(pcsc.reader(new RegExp(`^${name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`)), Math.round(o.cardTimeout * 1000), () => pcsc.close());
+        target = readerTarget(
+          pcsc.reader(new RegExp(`^${name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`)),
+          Math.round(o.cardTimeout * 1000),
+          () => pcsc.close(),
+        );
       } catch (e) {
         await pcsc.close();
         throw e;
@@ -268,7 +300,10 @@ async function replayCommand(args: string[], o: ReplayOpts): Promise<number> {
     say(`dt-lab replay: ${files.length} transcript(s) against ${target.name} (${strict ? 'strict' : 'loose ~ lines'}) -> ${out}`);
     let i = 0;
     const run = await replayAll(files, target, {
-      strict, outDir: out, signal: stop.signal, ...(pin ? { pin } : {}),
+      strict,
+      outDir: out,
+      signal: stop.signal,
+      ...(pin ? { pin } : {}),
       onCase: (c) => {
         progress.caseStarted('replay', c.name, ++i);
         progress.caseFinished(c);
@@ -307,7 +342,9 @@ async function readersCommand(o: { wait: number; json?: boolean }): Promise<numb
   }
   if (o.json) process.stdout.write(JSON.stringify({ readers, error: error ?? null }) + '\n');
   else if (readers.length === 0) process.stdout.write(`no PC/SC readers${error ? `: ${error}` : ''}\n`);
-  else for (const r of readers) process.stdout.write(`${r.name}${r.cardPresent ? `  [card${r.atr ? ` ATR ${r.atr}` : ''}]` : '  [no card]'}\n`);
+  else
+    for (const r of readers)
+      process.stdout.write(`${r.name}${r.cardPresent ? `  [card${r.atr ? ` ATR ${r.atr}` : ''}]` : '  [no card]'}\n`);
   return readers.length === 0 && error ? ExitCode.UNREACHABLE : ExitCode.OK;
 }
 
@@ -316,7 +353,9 @@ export function buildProgram(exit: (code: number) => void): Command {
   const program = new Command();
   program
     .name('dt-lab')
-    .description('The DT lab: conformance, robustness, timing and endurance suites against a card in a reader; JUnit/JSON/HTML reports; APDU transcripts and their replay')
+    .description(
+      'The DT lab: conformance, robustness, timing and endurance suites against a card in a reader; JUnit/JSON/HTML reports; APDU transcripts and their replay',
+    )
     .version(TOOL_VERSION)
     .addHelpText('after', EXIT_HELP)
     .showHelpAfterError();
@@ -330,19 +369,37 @@ export function buildProgram(exit: (code: number) => void): Command {
 
   program
     .command('run')
-    .description(`run suites (default all: ${SUITE_NAMES.join(' ')}) against the card in --reader; write report.xml (JUnit), report.json, report.html and transcripts/ into --out`)
+    .description(
+      `run suites (default all: ${SUITE_NAMES.join(' ')}) against the card in --reader; write report.xml (JUnit), report.json, report.html and transcripts/ into --out`,
+    )
     .argument('[suite...]', `suites to run, in order: ${SUITE_NAMES.join(', ')}`)
-    .requiredOption('--reader <name>', 'PC/SC reader: its exact name or a unique part of it (dt-lab readers), or serial:<path> / hid:<path>')
-    .option('--terminal <dir>', 'dt-pos data directory: the lab terminal identity (dt-pos init); payments use journals of their own, never its journal')
+    .requiredOption(
+      '--reader <name>',
+      'PC/SC reader: its exact name or a unique part of it (dt-lab readers), or serial:<path> / hid:<path>',
+    )
+    .option(
+      '--terminal <dir>',
+      'dt-pos data directory: the lab terminal identity (dt-pos init); payments use journals of their own, never its journal',
+    )
     .option('--ledger <url>', 'ledger base URL: revocation list, and card SYNC between rounds (timing, endurance, conformance sync)')
-    .option('--card-control <socket>', 'control socket of a simulated card (dt-card serve --control): card removal and fault injection for robustness')
+    .option(
+      '--card-control <socket>',
+      'control socket of a simulated card (dt-card serve --control): card removal and fault injection for robustness',
+    )
     .option('--out <dir>', 'report directory (default ./lab-report-<timestamp>)')
     .option('--taps <n>', 'taps of the timing suite', positiveInt('--taps', 1, 100_000), 200)
     .option('--amount <tiyn>', 'amount of each lab payment in tiyn (100 = 1 KZT)', positiveInt('--amount', 1, 100_000_000), 100)
     .option('--rounds <n>', 'rounds of the endurance suite', positiveInt('--rounds', 1, 1000), 2)
     .option('--card-timeout <seconds>', 'how long to wait for the card in the reader', seconds('--card-timeout'), 10)
-    .option('--pin <pin>', "the card's PIN for the PIN cases (prefer the DT_LAB_PIN environment variable: a command line is visible to other users); never printed, masked in transcripts")
-    .option('--verifier <name>', "the lab terminal's signature verifier: native (OpenSSL) or noble (pure JS); default: the verifier in --terminal's config.json, else native", verifierOption)
+    .option(
+      '--pin <pin>',
+      "the card's PIN for the PIN cases (prefer the DT_LAB_PIN environment variable: a command line is visible to other users); never printed, masked in transcripts",
+    )
+    .option(
+      '--verifier <name>',
+      "the lab terminal's signature verifier: native (OpenSSL) or noble (pure JS); default: the verifier in --terminal's config.json, else native",
+      verifierOption,
+    )
     .option('--quiet', 'print failures and the final summary line only')
     .option('--no-interactive', 'never prompt (default: prompt for a hand on the card when stdin and stdout are terminals)')
     .option('--json', 'print {out, summary} as JSON on stdout (progress goes to stderr)')
@@ -350,10 +407,15 @@ export function buildProgram(exit: (code: number) => void): Command {
 
   program
     .command('replay')
-    .description('replay transcripts as regression tests (a directory: its .apdu files in recording order); compare every answer; write the three reports with a "replay" suite')
+    .description(
+      'replay transcripts as regression tests (a directory: its .apdu files in recording order); compare every answer; write the three reports with a "replay" suite',
+    )
     .argument('<transcript...>', 'transcript files (.apdu) or directories (a report directory, or its transcripts/)')
     .option('--reader <name>', 'replay against the live card in this PC/SC reader')
-    .option('--card <state-file>', 'replay against a simulated card from a COPY of this dt-card state file (deterministic: strict by default)')
+    .option(
+      '--card <state-file>',
+      'replay against a simulated card from a COPY of this dt-card state file (deterministic: strict by default)',
+    )
     .option('--pin <pin>', 'PIN to put back into masked commands (prefer DT_LAB_PIN)')
     .option('--strict', 'compare "~" answers byte for byte too (default with --card)')
     .option('--loose', 'with --card: compare "~" answers by status word and shape only')
@@ -384,7 +446,10 @@ export async function main(argv: string[] = process.argv, options: { exit?: bool
     await program.parseAsync(argv);
   } catch (e) {
     if (e instanceof CommanderError) {
-      code = e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help' ? ExitCode.OK : ExitCode.USAGE;
+      code =
+        e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help'
+          ? ExitCode.OK
+          : ExitCode.USAGE;
     } else if (e instanceof Exit) {
       process.stderr.write(`dt-lab: ${e.message}\n`);
       code = e.code;

@@ -11,8 +11,21 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import {
-  DEFAULT_POLICY, Journal, PaymentKernel, PcscReaders, installRevocationList, loadConfig, loadIdentity, openHidReader, openSerialReader, verifierByName,
-  verifyRevocationList, type CardReader, type CardSession, type TerminalIdentity, type VerifierName,
+  DEFAULT_POLICY,
+  Journal,
+  PaymentKernel,
+  PcscReaders,
+  installRevocationList,
+  loadConfig,
+  loadIdentity,
+  openHidReader,
+  openSerialReader,
+  verifierByName,
+  verifyRevocationList,
+  type CardReader,
+  type CardSession,
+  type TerminalIdentity,
+  type VerifierName,
 } from '@dt/terminal';
 import type { CardControl, LabContext, LabOptions, LabTerminal } from './suite.ts';
 import type { SuiteName } from './model.ts';
@@ -152,7 +165,11 @@ export async function fetchCrl(ledgerUrl: string, signal?: AbortSignal): Promise
   return bytes;
 }
 
-async function openReaderSpec(spec: string, o: ContextOptions, timeoutMs: number): Promise<{ reader: CardReader; name: string; close: () => Promise<void> }> {
+async function openReaderSpec(
+  spec: string,
+  o: ContextOptions,
+  timeoutMs: number,
+): Promise<{ reader: CardReader; name: string; close: () => Promise<void> }> {
   if (spec.startsWith('serial:')) {
     const r = await openSerialReader(spec.slice('serial:'.length));
     return { reader: r, name: spec, close: () => r.close() };
@@ -245,7 +262,10 @@ export async function createLabContext(o: ContextOptions): Promise<LabContextHan
       }
       if (!crl) {
         const needing = o.suites.filter((s) => PAYMENT_SUITES.includes(s));
-        if (needing.length > 0) throw new LabConfigError(`${needing.join(', ')} ${needing.length > 1 ? 'take' : 'takes'} payments, which need a revocation list: ${terminalMissing}`);
+        if (needing.length > 0)
+          throw new LabConfigError(
+            `${needing.join(', ')} ${needing.length > 1 ? 'take' : 'takes'} payments, which need a revocation list: ${terminalMissing}`,
+          );
         identity = undefined;
       }
     } else {

@@ -11,22 +11,64 @@ export * from './model.ts';
 export type { CardControl, CardControlStatus, CaseApi, CaseRunner, LabContext, LabOptions, LabSuite, LabTerminal } from './suite.ts';
 export { syncCard, type CardSyncResult } from './cardsync.ts';
 export {
-  createLabContext, labExtras, matchReader, readJournalCrl, fetchCrl, LabConfigError, LabUnreachableError, DEFAULT_LAB_OPTIONS, PAYMENT_SUITES,
-  type ContextOptions, type LabContextHandle, type LabExtras,
+  createLabContext,
+  labExtras,
+  matchReader,
+  readJournalCrl,
+  fetchCrl,
+  LabConfigError,
+  LabUnreachableError,
+  DEFAULT_LAB_OPTIONS,
+  PAYMENT_SUITES,
+  type ContextOptions,
+  type LabContextHandle,
+  type LabExtras,
 } from './context.ts';
 export { Recorder, isLooseCommand, shortDataLength, safeName, type ApduStats, type RecorderOptions } from './recorder.ts';
 export {
-  formatTranscript, parseTranscript, readTranscript, maskSecrets, unmask, carriesPin, TranscriptError, TRANSCRIPT_MAGIC,
-  MAX_APDU, MAX_LINE, MAX_EXCHANGES, MAX_FILE, MASK_PIN, MASK_UNKNOWN,
-  type Exchange, type ParsedExchange, type Transcript, type TranscriptHeader,
+  formatTranscript,
+  parseTranscript,
+  readTranscript,
+  maskSecrets,
+  unmask,
+  carriesPin,
+  TranscriptError,
+  TRANSCRIPT_MAGIC,
+  MAX_APDU,
+  MAX_LINE,
+  MAX_EXCHANGES,
+  MAX_FILE,
+  MASK_PIN,
+  MASK_UNKNOWN,
+  type Exchange,
+  type ParsedExchange,
+  type Transcript,
+  type TranscriptHeader,
 } from './transcript.ts';
 export {
-  runSuites, probeCard, streamProgress, silentProgress, exitCodeOf, checkSuiteNames, errorMessage, TOOL_VERSION,
-  type ProgressSink, type RunOptions,
+  runSuites,
+  probeCard,
+  streamProgress,
+  silentProgress,
+  exitCodeOf,
+  checkSuiteNames,
+  errorMessage,
+  TOOL_VERSION,
+  type ProgressSink,
+  type RunOptions,
 } from './runner.ts';
 export {
-  replayTranscript, replayAll, compareAnswer, collectTranscripts, stateFileTarget, readerTarget,
-  type Mismatch, type ReplayResult, type ReplayTarget, type TranscriptFile, type ReplayOptions,
+  replayTranscript,
+  replayAll,
+  compareAnswer,
+  collectTranscripts,
+  stateFileTarget,
+  readerTarget,
+  type Mismatch,
+  type ReplayResult,
+  type ReplayTarget,
+  type TranscriptFile,
+  type ReplayOptions,
 } from './replay.ts';
 export { SUITES, suitesByName } from './suites/index.ts';
 export { writeReports, type ReportPaths } from './reports/index.ts';

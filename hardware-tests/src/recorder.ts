@@ -169,7 +169,15 @@ export class Recorder {
     const path = join(outDir, rel);
     mkdirSync(dirname(path), { recursive: true });
     const text = formatTranscript(
-      { tool: this.#o.tool, suite: tape.suite, case: tape.name, seq: this.#seq++, reader: tape.reader, ...(tape.atr ? { atr: tape.atr } : {}), time: new Date().toISOString() },
+      {
+        tool: this.#o.tool,
+        suite: tape.suite,
+        case: tape.name,
+        seq: this.#seq++,
+        reader: tape.reader,
+        ...(tape.atr ? { atr: tape.atr } : {}),
+        time: new Date().toISOString(),
+      },
       tape.exchanges,
       tape.events,
     );
@@ -299,6 +307,9 @@ function reason(e: unknown): string {
 
 /** A file-system-safe name: lower-case letters, digits, `-`, `_` and `.`. */
 export function safeName(name: string): string {
-  const s = name.toLowerCase().replace(/[^a-z0-9._-]+/g, '-').replace(/^[.-]+/, '');
+  const s = name
+    .toLowerCase()
+    .replace(/[^a-z0-9._-]+/g, '-')
+    .replace(/^[.-]+/, '');
   return s.slice(0, 100) || 'case';
 }

@@ -51,7 +51,15 @@ import { toHex, type ApduTransport } from '@dt/protocol';
 import { FileStorage, SimulatedCard, isPowerCut } from '@dt/card-applet-sim';
 import type { CardReader } from '@dt/terminal';
 import { summarize, type CaseResult, type LabRun } from './model.ts';
-import { readTranscript, unmask, TranscriptError, MASK_PIN, type ControlEvent, type ParsedExchange, type Transcript } from './transcript.ts';
+import {
+  readTranscript,
+  unmask,
+  TranscriptError,
+  MASK_PIN,
+  type ControlEvent,
+  type ParsedExchange,
+  type Transcript,
+} from './transcript.ts';
 import { TOOL_VERSION, errorMessage, labHost } from './runner.ts';
 
 /** Where a mismatch is. */
@@ -126,7 +134,8 @@ export function compareAnswer(x: ParsedExchange, actual: Uint8Array | undefined,
   const wa = swOf(actual);
   const swOk = we === wa || ((we & 0xff00) === 0x6100 && (wa & 0xff00) === 0x6100);
   if (!swOk) return 'different status word';
-  if ((x.response.length === 2) !== (actual.length === 2)) return x.response.length === 2 ? 'data where none was recorded' : 'no data where data was recorded';
+  if ((x.response.length === 2) !== (actual.length === 2))
+    return x.response.length === 2 ? 'data where none was recorded' : 'no data where data was recorded';
   return undefined;
 }
 
@@ -134,13 +143,22 @@ export function compareAnswer(x: ParsedExchange, actual: Uint8Array | undefined,
  * Replays one parsed transcript against `card` (a transport alone is a card
  * without a control channel).
  */
-export async function replayTranscript(t: Transcript, target: ApduTransport | ReplayCard, options: { strict: boolean; pin?: string }): Promise<ReplayResult> {
+export async function replayTranscript(
+  t: Transcript,
+  target: ApduTransport | ReplayCard,
+  options: { strict: boolean; pin?: string },
+): Promise<ReplayResult> {
   const card: Omit<ReplayCard, 'release'> = 'transport' in target ? target : { transport: target };
   const transport = card.transport;
   const pin = options.pin ? new TextEncoder().encode(options.pin) : undefined;
   const controlled = t.exchanges.some((x) => x.before?.length) || (t.after?.length ?? 0) > 0;
   if (controlled && !card.control) {
-    return { status: 'skipped', exchanges: 0, message: 'not replayable here: the case drove the card through its control channel (faults, removal); replay it against a state file (--card)' };
+    return {
+      status: 'skipped',
+      exchanges: 0,
+      message:
+        'not replayable here: the case drove the card through its control channel (faults, removal); replay it against a state file (--card)',
+    };
   }
   // Rebuild every command first: a transcript is replayed whole or not at all.
   const commands: Uint8Array[] = [];
@@ -175,9 +193,15 @@ export async function replayTranscript(t: Transcript, target: ApduTransport | Re
     }
     const why = compareAnswer(x, actual, options.strict);
     if (why) {
-      const expected = x.response === undefined ? `(no answer${x.noAnswer ? `: ${x.noAnswer}` : ''})` : `${x.loose ? '~' : ''}${short(x.response)}`;
+      const expected =
+        x.response === undefined ? `(no answer${x.noAnswer ? `: ${x.noAnswer}` : ''})` : `${x.loose ? '~' : ''}${short(x.response)}`;
       const got = actual === undefined ? `(no answer: ${failure ?? 'unknown'})` : short(actual);
-      return { status: 'failed', exchanges: i + 1, mismatch: { line: x.responseLine, expected, actual: got }, message: `line ${x.responseLine}: ${why}: expected <= ${expected}, got <= ${got}` };
+      return {
+        status: 'failed',
+        exchanges: i + 1,
+        mismatch: { line: x.responseLine, expected, actual: got },
+        message: `line ${x.responseLine}: ${why}: expected <= ${expected}, got <= ${got}`,
+      };
     }
   }
   for (const e of t.after ?? []) await card.control!(e);

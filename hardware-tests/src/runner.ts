@@ -24,11 +24,19 @@ export const TOOL_VERSION = '0.1.0';
 /** The host facts of a report (`LabRun.host`). */
 export function labHost(): LabRun['host'] {
   const cpu = cpus();
-  return { hostname: hostname(), platform: `${platform()} ${process.arch}`, node: process.version, cpus: `${cpu.length} x ${cpu[0]?.model ?? 'unknown'}` };
+  return {
+    hostname: hostname(),
+    platform: `${platform()} ${process.arch}`,
+    node: process.version,
+    cpus: `${cpu.length} x ${cpu[0]?.model ?? 'unknown'}`,
+  };
 }
 
 class CaseVerdict extends Error {
-  constructor(readonly status: 'failed' | 'skipped', message: string) {
+  constructor(
+    readonly status: 'failed' | 'skipped',
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -67,7 +75,8 @@ export async function runCaseBody(body: (c: CaseApi) => Promise<void>): Promise<
   const api: CaseApi = {
     details,
     expect(what, actual, expected, hex) {
-      if (!same(actual, expected)) throw new CaseVerdict('failed', `${what}: expected ${show(expected, hex === true)}, got ${show(actual, hex === true)}`);
+      if (!same(actual, expected))
+        throw new CaseVerdict('failed', `${what}: expected ${show(expected, hex === true)}, got ${show(actual, hex === true)}`);
     },
     check(cond, message) {
       if (!cond) throw new CaseVerdict('failed', message);
@@ -102,7 +111,11 @@ export function errorMessage(e: unknown): string {
 
 /** Makes `details` JSON-safe (bytes as hex, bigint as string, no functions). */
 function jsonSafe(details: Record<string, unknown>): Record<string, unknown> {
-  return JSON.parse(JSON.stringify(details, (_k, v: unknown) => (v instanceof Uint8Array ? Buffer.from(v).toString('hex') : typeof v === 'bigint' ? v.toString() : v))) as Record<string, unknown>;
+  return JSON.parse(
+    JSON.stringify(details, (_k, v: unknown) =>
+      v instanceof Uint8Array ? Buffer.from(v).toString('hex') : typeof v === 'bigint' ? v.toString() : v,
+    ),
+  ) as Record<string, unknown>;
 }
 
 /** Where progress goes. */
@@ -153,7 +166,9 @@ export function streamProgress(stream: NodeJS.WriteStream, options: { quiet?: bo
       const bad = r.status === 'failed' || r.status === 'error';
       if (quiet && !bad) return;
       if (tty && !bad && r.status === 'passed') return liveLine(`[${r.suite} ${index}] ${r.name} passed`);
-      stream.write(`${r.status.toUpperCase().padEnd(7)} ${r.suite}/${r.name} (${Math.round(r.durationMs)} ms)${r.message ? `: ${r.message}` : ''}\n`);
+      stream.write(
+        `${r.status.toUpperCase().padEnd(7)} ${r.suite}/${r.name} (${Math.round(r.durationMs)} ms)${r.message ? `: ${r.message}` : ''}\n`,
+      );
     },
     note(text) {
       clear();
@@ -240,7 +255,14 @@ export async function runSuites(ctx: LabContext, suites: readonly LabSuite[], o:
       });
       // When aborted, runner.case did not record it; keep the reason anyway.
       if (ctx.signal.aborted && !cases.some((c) => c.name === `${suite.name}-suite`)) {
-        cases.push({ suite: suite.name, name: `${suite.name}-suite`, description: `the ${suite.name} suite ran to its end`, status: 'error', durationMs: 0, message: errorMessage(e) });
+        cases.push({
+          suite: suite.name,
+          name: `${suite.name}-suite`,
+          description: `the ${suite.name} suite ran to its end`,
+          status: 'error',
+          durationMs: 0,
+          message: errorMessage(e),
+        });
       }
     }
     results.push({
@@ -305,10 +327,24 @@ export async function probeCard(ctx: LabContext, recorder: Recorder, outDir: str
     try {
       if (s.atr) facts.atr = Buffer.from(s.atr).toString('hex');
       const sel = await selectApplet(s);
-      Object.assign(facts, { applet: sel.applet, protocol: sel.protocol, capabilities: `0x${sel.capabilities.toString(16)}`, locked: sel.locked, maxCommand: sel.maxCommand });
+      Object.assign(facts, {
+        applet: sel.applet,
+        protocol: sel.protocol,
+        capabilities: `0x${sel.capabilities.toString(16)}`,
+        locked: sel.locked,
+        maxCommand: sel.maxCommand,
+      });
       if (sel.card) facts.cardId = Buffer.from(sel.card).toString('hex');
       const st = await getStatus(s);
-      Object.assign(facts, { counter: st.counter, balance: st.balance, offlineValue: st.offlineValue, offlineCount: st.offlineCount, coins: st.coins, pinTries: st.pinTries, syncPending: st.syncPending });
+      Object.assign(facts, {
+        counter: st.counter,
+        balance: st.balance,
+        offlineValue: st.offlineValue,
+        offlineCount: st.offlineCount,
+        coins: st.coins,
+        pinTries: st.pinTries,
+        syncPending: st.syncPending,
+      });
       if (st.limits) facts.limits = { ...st.limits };
       if (st.currency !== undefined) facts.currency = st.currency;
       // The card's certificates: their leaf key lets the run's accounting check the card's

@@ -205,7 +205,10 @@ export async function timeTaps(opts: TimeTapsOptions): Promise<TimeTapsResult> {
     opts.onTap?.(i, outcome, phases);
     if (outcome.kind === 'APPROVED') {
       const missing = PHASES.filter((p) => !Number.isFinite(phases[p]) || phases[p] < 0);
-      if (missing.length > 0) throw new Error(`approved tap ${i} without a measurable ${missing.join(', ')} phase: the kernel's progress states or APDUs changed`);
+      if (missing.length > 0)
+        throw new Error(
+          `approved tap ${i} without a measurable ${missing.join(', ')} phase: the kernel's progress states or APDUs changed`,
+        );
       for (const p of PHASES) samples[p].push(phases[p]);
       approved++;
       justSynced = false;

@@ -59,8 +59,20 @@
  */
 import { readFileSync, statSync } from 'node:fs';
 import {
-  SW, decodeMessage, fromHex, identifyCommand, isChainedBlock, isMoreData, mayCarrySecret, openSigned, parseCertificates, payloadHash, subjectKey,
-  toHex, verifySigned, type CardCommandName,
+  SW,
+  decodeMessage,
+  fromHex,
+  identifyCommand,
+  isChainedBlock,
+  isMoreData,
+  mayCarrySecret,
+  openSigned,
+  parseCertificates,
+  payloadHash,
+  subjectKey,
+  toHex,
+  verifySigned,
+  type CardCommandName,
 } from '@dt/protocol';
 import { parseFaultPlan, type FaultPlan } from '@dt/card-applet-sim';
 
@@ -95,7 +107,12 @@ export function parseControlEvent(text: string): ControlEvent {
       return { command: o.command };
     case 'remove':
       if (keys === 'command') return { command: 'remove' };
-      if (keys !== 'command,reinsertAfterMs' || typeof o.reinsertAfterMs !== 'number' || !Number.isSafeInteger(o.reinsertAfterMs) || o.reinsertAfterMs < 0) {
+      if (
+        keys !== 'command,reinsertAfterMs' ||
+        typeof o.reinsertAfterMs !== 'number' ||
+        !Number.isSafeInteger(o.reinsertAfterMs) ||
+        o.reinsertAfterMs < 0
+      ) {
         throw new Error('remove takes only "reinsertAfterMs", a non-negative integer');
       }
       return { command: 'remove', reinsertAfterMs: o.reinsertAfterMs };
@@ -162,7 +179,11 @@ export interface TranscriptHeader {
 /** A transcript that does not parse; `line` is 1-based (0: the file as a whole). */
 export class TranscriptError extends Error {
   /** Builds the error. */
-  constructor(readonly line: number, message: string, readonly file?: string) {
+  constructor(
+    readonly line: number,
+    message: string,
+    readonly file?: string,
+  ) {
     super(`${file ? `${file}:` : ''}${line > 0 ? `${line}: ` : ' '}${message}`);
     this.name = 'TranscriptError';
   }
@@ -171,7 +192,8 @@ export class TranscriptError extends Error {
 function hexLine(bytes: Uint8Array, mask?: Uint8Array): string {
   if (!mask) return toHex(bytes);
   let s = '';
-  for (let i = 0; i < bytes.length; i++) s += mask[i] === MASK_PIN ? '**' : mask[i] === MASK_UNKNOWN ? '??' : bytes[i]!.toString(16).padStart(2, '0');
+  for (let i = 0; i < bytes.length; i++)
+    s += mask[i] === MASK_PIN ? '**' : mask[i] === MASK_UNKNOWN ? '??' : bytes[i]!.toString(16).padStart(2, '0');
   return s;
 }
 
@@ -251,7 +273,8 @@ export function parseTranscript(text: string, file?: string): Transcript {
     const raw = lines[i]!.replace(/\r$/, '');
     if (raw.length > MAX_LINE) throw new TranscriptError(n, `line longer than ${MAX_LINE} characters`, file);
     const line = raw.trimEnd();
-    if (i === 0 && line !== TRANSCRIPT_MAGIC) throw new TranscriptError(1, `not a dt-lab transcript (first line must be "${TRANSCRIPT_MAGIC}")`, file);
+    if (i === 0 && line !== TRANSCRIPT_MAGIC)
+      throw new TranscriptError(1, `not a dt-lab transcript (first line must be "${TRANSCRIPT_MAGIC}")`, file);
     if (line === '') continue;
     if (line.startsWith('#')) {
       const body = line.slice(1).trim();
@@ -296,7 +319,13 @@ export function parseTranscript(text: string, file?: string): Transcript {
       let rest = line.slice(2).trim();
       const loose = rest.startsWith('~');
       if (loose) rest = rest.slice(1).trim();
-      const base = { command: pending.command, ...(pending.mask ? { mask: pending.mask } : {}), ...(pending.before ? { before: pending.before } : {}), commandLine: pending.line, responseLine: n };
+      const base = {
+        command: pending.command,
+        ...(pending.mask ? { mask: pending.mask } : {}),
+        ...(pending.before ? { before: pending.before } : {}),
+        commandLine: pending.line,
+        responseLine: n,
+      };
       if (rest === '') {
         if (loose) throw new TranscriptError(n, '"~" needs an answer', file);
         exchanges.push({ ...base, noAnswer: 'no answer' });
@@ -366,7 +395,11 @@ export const MASK_UNKNOWN = 2;
  *
  * Returns undefined when nothing is masked.
  */
-export function maskSecrets(apdu: Uint8Array, secrets: readonly Uint8Array[], publicValues: readonly Uint8Array[] = []): Uint8Array | undefined {
+export function maskSecrets(
+  apdu: Uint8Array,
+  secrets: readonly Uint8Array[],
+  publicValues: readonly Uint8Array[] = [],
+): Uint8Array | undefined {
   if (!carriesPin(apdu) || apdu.length <= 5) return undefined;
   const mask = new Uint8Array(apdu.length);
   let any = false;
@@ -533,7 +566,12 @@ export function moneyIn(exchanges: readonly Exchange[], keys: Map<string, Uint8A
   // yields another key with another id, which no transfer names.
   for (const k of completed) {
     try {
-      const leaf = k.name === 'PAY' ? decodeMessage('Handover', k.answer).chain[0] : k.name === 'GET_CERTIFICATES' ? parseCertificates(k.answer, 64 * 1024)[0] : undefined;
+      const leaf =
+        k.name === 'PAY'
+          ? decodeMessage('Handover', k.answer).chain[0]
+          : k.name === 'GET_CERTIFICATES'
+            ? parseCertificates(k.answer, 64 * 1024)[0]
+            : undefined;
       const ck = certifiedKey(leaf);
       if (ck) keys.set(ck[0], ck[1]);
     } catch {
@@ -553,8 +591,10 @@ export function moneyIn(exchanges: readonly Exchange[], keys: Map<string, Uint8A
   for (const k of completed) {
     try {
       if (k.name === 'PAY') add(decodeMessage('Handover', k.answer).transfer);
-      else if (k.name === 'SYNC_BEGIN' || k.name === 'LOAD_BEGIN') for (const h of openSigned('SyncRequest', k.answer).message.history) add(h);
-      else if (k.name === 'SYNC_COMPLETE' || k.name === 'LOAD_COMPLETE') for (const v of openSigned('SyncReceipt', k.data).message.voided) voided.add(toHex(v));
+      else if (k.name === 'SYNC_BEGIN' || k.name === 'LOAD_BEGIN')
+        for (const h of openSigned('SyncRequest', k.answer).message.history) add(h);
+      else if (k.name === 'SYNC_COMPLETE' || k.name === 'LOAD_COMPLETE')
+        for (const v of openSigned('SyncReceipt', k.data).message.voided) voided.add(toHex(v));
     } catch {
       // does not decode: nothing to account
     }

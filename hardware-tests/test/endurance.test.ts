@@ -16,21 +16,51 @@ test('pays to the card limits, syncs through the ledger, and again: every case p
   t.teardown(() => w.close());
   const runner = recordingRunner();
   const progress: [string, number | undefined, number | undefined][] = [];
-  const out = await endurance.run(labContext(w, { options: { rounds: 2, amount: 250 }, progress: (m, d, n) => progress.push([m, d, n]) }), runner);
-  t.deepEqual(runner.cases.map((c) => [c.name, c.status, c.message]), [
-    ['round-1-pay-to-limits', 'passed', undefined],
-    ['round-1-sync', 'passed', undefined],
-    ['round-2-pay-to-limits', 'passed', undefined],
-    ['round-2-sync', 'passed', undefined],
-  ]);
+  const out = await endurance.run(
+    labContext(w, { options: { rounds: 2, amount: 250 }, progress: (m, d, n) => progress.push([m, d, n]) }),
+    runner,
+  );
+  t.deepEqual(
+    runner.cases.map((c) => [c.name, c.status, c.message]),
+    [
+      ['round-1-pay-to-limits', 'passed', undefined],
+      ['round-1-sync', 'passed', undefined],
+      ['round-2-pay-to-limits', 'passed', undefined],
+      ['round-2-sync', 'passed', undefined],
+    ],
+  );
   const n = LAB_LIMITS.offlineCount;
   t.deepEqual(out.endurance?.rounds, [
-    { round: 1, payments: n, paid: n * 250, stoppedBy: 'ONLINE_REQUIRED/CARD_LIMITS', sync: 'synced', balanceBefore: LAB_LOAD, balanceAfter: LAB_LOAD - n * 250 },
-    { round: 2, payments: n, paid: n * 250, stoppedBy: 'ONLINE_REQUIRED/CARD_LIMITS', sync: 'synced', balanceBefore: LAB_LOAD - n * 250, balanceAfter: LAB_LOAD - 2 * n * 250 },
+    {
+      round: 1,
+      payments: n,
+      paid: n * 250,
+      stoppedBy: 'ONLINE_REQUIRED/CARD_LIMITS',
+      sync: 'synced',
+      balanceBefore: LAB_LOAD,
+      balanceAfter: LAB_LOAD - n * 250,
+    },
+    {
+      round: 2,
+      payments: n,
+      paid: n * 250,
+      stoppedBy: 'ONLINE_REQUIRED/CARD_LIMITS',
+      sync: 'synced',
+      balanceBefore: LAB_LOAD - n * 250,
+      balanceAfter: LAB_LOAD - 2 * n * 250,
+    },
   ]);
   t.deepEqual(runner.byName('round-1-pay-to-limits').details.limitReached, ['offline count']);
   // Progress counts the payments against what the limits allow.
-  t.deepEqual(progress.filter(([m]) => m.startsWith('round 1:')).map(([, d, total]) => [d, total]), [[1, n], [2, n], [3, n], [4, n]]);
+  t.deepEqual(
+    progress.filter(([m]) => m.startsWith('round 1:')).map(([, d, total]) => [d, total]),
+    [
+      [1, n],
+      [2, n],
+      [3, n],
+      [4, n],
+    ],
+  );
   // The card after the last sync: counters reset, then the check tap.
   const s = await w.control.status();
   t.is(s.offlineCount, 1);
@@ -44,10 +74,13 @@ test('without a ledger the sync is skipped with the reason and the suite stops a
   t.teardown(() => w.close());
   const runner = recordingRunner();
   const out = await endurance.run(labContext(w, { without: ['ledger'], options: { rounds: 3 } }), runner);
-  t.deepEqual(runner.cases.map((c) => [c.name, c.status]), [
-    ['round-1-pay-to-limits', 'passed'],
-    ['round-1-sync', 'skipped'],
-  ]);
+  t.deepEqual(
+    runner.cases.map((c) => [c.name, c.status]),
+    [
+      ['round-1-pay-to-limits', 'passed'],
+      ['round-1-sync', 'skipped'],
+    ],
+  );
   t.regex(runner.byName('round-1-sync').message ?? '', /needs --ledger <url>/);
   t.is(out.endurance?.rounds.length, 1);
   t.is(out.endurance?.rounds[0]?.sync, 'skipped: no ledger');
@@ -60,7 +93,12 @@ test('a card without value for the amount, or without a terminal, is skipped wit
   const out = await endurance.run(labContext(w, { options: { amount: LAB_LOAD + 1 } }), poor);
   t.is(poor.cases.length, 1);
   t.is(poor.cases[0]!.status, 'skipped');
-  t.regex(poor.cases[0]!.message ?? '', new RegExp(`holds ${formatTenge(LAB_LOAD).replace('.', '\\.')}, not enough for one tap of ${formatTenge(LAB_LOAD + 1).replace('.', '\\.')}`));
+  t.regex(
+    poor.cases[0]!.message ?? '',
+    new RegExp(
+      `holds ${formatTenge(LAB_LOAD).replace('.', '\\.')}, not enough for one tap of ${formatTenge(LAB_LOAD + 1).replace('.', '\\.')}`,
+    ),
+  );
   t.deepEqual(out.endurance?.rounds, []);
 
   const none = recordingRunner();
@@ -97,9 +135,20 @@ test('a tap outcome other than APPROVED before the limits fails the round', asyn
   t.teardown(() => w.close());
   const runner = recordingRunner();
   const out = await endurance.run(labContext(w, { options: { rounds: 2 } }), runner);
-  t.deepEqual(runner.cases.map((c) => [c.name, c.status]), [['round-1-pay-to-limits', 'failed']]);
+  t.deepEqual(
+    runner.cases.map((c) => [c.name, c.status]),
+    [['round-1-pay-to-limits', 'failed']],
+  );
   t.is(runner.cases[0]!.message, 'after 2 payments: expected ONLINE_REQUIRED CARD_LIMITS, got DECLINED CARD_REFUSED (6A80)');
   t.deepEqual(out.endurance?.rounds, [
-    { round: 1, payments: 2, paid: 200, stoppedBy: 'DECLINED CARD_REFUSED (6A80)', sync: 'not synced: the round did not reach the card limits', balanceBefore: LAB_LOAD, balanceAfter: LAB_LOAD - 200 },
+    {
+      round: 1,
+      payments: 2,
+      paid: 200,
+      stoppedBy: 'DECLINED CARD_REFUSED (6A80)',
+      sync: 'not synced: the round did not reach the card limits',
+      balanceBefore: LAB_LOAD,
+      balanceAfter: LAB_LOAD - 200,
+    },
   ]);
 });

@@ -34,13 +34,26 @@ function findBrowser(): string | undefined {
 
 const browser = findBrowser();
 const inCi = process.env.CI === 'true';
-const missing = 'no Chromium found (chromium, chromium-browser, google-chrome on PATH or $CHROMIUM_BIN); install it with scripts/install-system.sh';
+const missing =
+  'no Chromium found (chromium, chromium-browser, google-chrome on PATH or $CHROMIUM_BIN); install it with scripts/install-system.sh';
 
 /** Runs headless Chromium on `file` with `args`, in a throw-away profile; returns stdout. */
 async function chromium(file: string, args: string[]): Promise<string> {
   const profile = mkdtempSync(join(tmpdir(), 'dt-lab-chromium-'));
   try {
-    const { stdout } = await run(browser!, ['--headless=new', '--no-sandbox', '--disable-gpu', '--no-first-run', `--user-data-dir=${profile}`, ...args, pathToFileURL(file).href], { timeout: 90_000, maxBuffer: 32 * 1024 * 1024 });
+    const { stdout } = await run(
+      browser!,
+      [
+        '--headless=new',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--no-first-run',
+        `--user-data-dir=${profile}`,
+        ...args,
+        pathToFileURL(file).href,
+      ],
+      { timeout: 90_000, maxBuffer: 32 * 1024 * 1024 },
+    );
     return stdout;
   } finally {
     rmSync(profile, { recursive: true, force: true });
@@ -65,7 +78,11 @@ if (!browser && !inCi) {
       // The inline script ran.
       t.regex(dom, /<section class="timing" data-suite-index="2" data-plotted="true">/);
       const svgs = [...dom.matchAll(/(<svg class="histogram"[^>]*>)([\s\S]*?)<\/svg>/g)];
-      t.deepEqual(svgs.map((m) => attrs(m[1]!)['data-phase']), [...PHASES], 'one histogram per phase, in order');
+      t.deepEqual(
+        svgs.map((m) => attrs(m[1]!)['data-phase']),
+        [...PHASES],
+        'one histogram per phase, in order',
+      );
       for (const m of svgs) {
         const a = attrs(m[1]!);
         const phase = a['data-phase'] as (typeof PHASES)[number];
@@ -73,8 +90,16 @@ if (!browser && !inCi) {
         const bars = [...m[2]!.matchAll(/<rect class="bar"[^>]*>/g)].map((b) => attrs(b[0]));
         t.is(Number(a['data-bins']), expected.length, `${phase}: bins`);
         t.is(bars.length, expected.length, `${phase}: one bar per bin`);
-        t.deepEqual(bars.map((b) => Number(b['data-count'])), expected.map((b) => b.count), `${phase}: bar counts`);
-        t.is(bars.reduce((s, b) => s + Number(b['data-count']), 0), 200, `${phase}: every tap in a bar`);
+        t.deepEqual(
+          bars.map((b) => Number(b['data-count'])),
+          expected.map((b) => b.count),
+          `${phase}: bar counts`,
+        );
+        t.is(
+          bars.reduce((s, b) => s + Number(b['data-count']), 0),
+          200,
+          `${phase}: every tap in a bar`,
+        );
         for (const b of bars) t.is(Number(b.height) > 0, Number(b['data-count']) > 0, `${phase}: a bar is drawn iff its bin holds taps`);
         // The tallest bar is the fullest bin.
         const tallest = bars.reduce((x, y) => (Number(y.height) > Number(x.height) ? y : x));
@@ -83,14 +108,21 @@ if (!browser && !inCi) {
         t.regex(m[2]!, /class="marker p95"/);
         // Labels as Chromium laid them out: each whole inside the plot's box, no two overlapping.
         const [, , vw, vh] = (a.viewBox ?? '').split(' ').map(Number) as [number, number, number, number];
-        const labels = [...m[2]!.matchAll(/<text [^>]*>[^<]*<\/text>/g)].map((x) => ({ text: x[0].replace(/<[^>]+>/g, ''), box: attrs(x[0])['data-box'] }));
+        const labels = [...m[2]!.matchAll(/<text [^>]*>[^<]*<\/text>/g)].map((x) => ({
+          text: x[0].replace(/<[^>]+>/g, ''),
+          box: attrs(x[0])['data-box'],
+        }));
         t.true(labels.length >= 8, `${phase}: title, axis labels and both percentile labels`);
         const boxes = labels.map((l) => {
           t.truthy(l.box, `${phase}: "${l.text}" was laid out`);
           const [x, y, w, h] = (l.box ?? '0 0 0 0').split(' ').map(Number) as [number, number, number, number];
           return { text: l.text, x, y, w, h };
         });
-        for (const b of boxes) t.true(b.w > 0 && b.x >= 0 && b.y >= 0 && b.x + b.w <= vw + 0.01 && b.y + b.h <= vh + 0.01, `${phase}: "${b.text}" inside the plot (${b.x}, ${b.y}, ${b.w}, ${b.h})`);
+        for (const b of boxes)
+          t.true(
+            b.w > 0 && b.x >= 0 && b.y >= 0 && b.x + b.w <= vw + 0.01 && b.y + b.h <= vh + 0.01,
+            `${phase}: "${b.text}" inside the plot (${b.x}, ${b.y}, ${b.w}, ${b.h})`,
+          );
         for (let i = 0; i < boxes.length; i++) {
           for (let j = i + 1; j < boxes.length; j++) {
             const p = boxes[i]!;
@@ -103,10 +135,14 @@ if (!browser && !inCi) {
       const bd = /<svg class="breakdown"[^>]*>([\s\S]*?)<\/svg>/.exec(dom);
       t.truthy(bd, 'breakdown drawn');
       const segs = [...bd![1]!.matchAll(/<rect class="segment"[^>]*>/g)].map((s) => attrs(s[0]));
-      t.deepEqual(segs.map((s) => s['data-phase']), ['select', 'request', 'cardSigning', 'verification', 'journalCommit', 'other']);
+      t.deepEqual(
+        segs.map((s) => s['data-phase']),
+        ['select', 'request', 'cardSigning', 'verification', 'journalCommit', 'other'],
+      );
       for (const s of segs.slice(0, 5)) t.true(Number(s.width) > 0, `${s['data-phase']} segment has width`);
       // Segments are laid side by side in order.
-      for (let i = 1; i < segs.length; i++) t.true(Math.abs(Number(segs[i]!.x) - (Number(segs[i - 1]!.x) + Number(segs[i - 1]!.width))) < 0.02);
+      for (let i = 1; i < segs.length; i++)
+        t.true(Math.abs(Number(segs[i]!.x) - (Number(segs[i - 1]!.x) + Number(segs[i - 1]!.width))) < 0.02);
 
       // Without the timing suite: a note, no plots, and the page still renders.
       const plain = writeReports(handRun(), join(dir, 'no-timing'));

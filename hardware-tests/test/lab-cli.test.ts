@@ -41,7 +41,13 @@ interface Done {
   stderr: string;
 }
 
-function run(bin: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs: number, onStdout?: (all: string, p: ChildProcess) => void): Promise<Done> {
+function run(
+  bin: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  timeoutMs: number,
+  onStdout?: (all: string, p: ChildProcess) => void,
+): Promise<Done> {
   return new Promise((done, fail) => {
     const p = spawn(process.execPath, [bin, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
@@ -64,7 +70,10 @@ function run(bin: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs: num
 }
 
 /** Starts `dt-card serve` and resolves once it is connected to vpcd. */
-function serveCard(args: string[], env: NodeJS.ProcessEnv): Promise<{ proc: ChildProcess; log: () => string; stop: () => Promise<number | null> }> {
+function serveCard(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+): Promise<{ proc: ChildProcess; log: () => string; stop: () => Promise<number | null> }> {
   return new Promise((ready, fail) => {
     const proc = spawn(process.execPath, [DT_CARD, 'serve', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let log = '';
@@ -122,19 +131,30 @@ test('dt-lab readers, run (all suites) and the reports, against a dt-card card t
     t.regex(ours!.atr ?? '', /^3b88800144545741/i); // "DTWALLET" ATR (SPEC §10.11)
 
     // ---- the empty reader (slot 1): one clear error at the start, exit 4 (no card)
-    const empty = await run(DT_LAB, ['run', 'conformance', '--reader', pcscd.readers[1], '--card-timeout', '1', '--out', join(dir, 'empty')], env, 60_000);
+    const empty = await run(
+      DT_LAB,
+      ['run', 'conformance', '--reader', pcscd.readers[1], '--card-timeout', '1', '--out', join(dir, 'empty')],
+      env,
+      60_000,
+    );
     t.is(empty.code, 4, empty.stderr);
     t.regex(empty.stderr, /no card in "Virtual PCD 00 01" \(waited 1 s\)/);
 
     // ---- Ctrl-C: stops after the current case, writes the reports of what ran, exits 130
     const partial = join(dir, 'interrupted');
     let interrupted = false;
-    const stopped = await run(DT_LAB, ['run', 'conformance', '--reader', reader, '--out', partial, '--no-interactive'], env, 120_000, (all, p) => {
-      if (!interrupted && /PASSED {2}conformance\/select-dt-applet/.test(all)) {
-        interrupted = true;
-        p.kill('SIGINT');
-      }
-    });
+    const stopped = await run(
+      DT_LAB,
+      ['run', 'conformance', '--reader', reader, '--out', partial, '--no-interactive'],
+      env,
+      120_000,
+      (all, p) => {
+        if (!interrupted && /PASSED {2}conformance\/select-dt-applet/.test(all)) {
+          interrupted = true;
+          p.kill('SIGINT');
+        }
+      },
+    );
     t.is(stopped.code, 130, stopped.stderr);
     const partialRun = JSON.parse(readFileSync(join(partial, 'report.json'), 'utf8')) as LabRun;
     t.true(partialRun.options.interrupted as boolean);
@@ -143,10 +163,27 @@ test('dt-lab readers, run (all suites) and the reports, against a dt-card card t
 
     // ---- run (a copy of the card's memory first, for the replay below)
     copyFileSync(world.stateFile, join(dir, 'before.card'));
-    runResult = await run(DT_LAB, [
-      'run', '--reader', reader, '--terminal', world.terminalDir, '--ledger', world.ledgerUrl, '--card-control', sock,
-      '--out', out, '--taps', '200', '--no-interactive',
-    ], env, 8 * 60_000);
+    runResult = await run(
+      DT_LAB,
+      [
+        'run',
+        '--reader',
+        reader,
+        '--terminal',
+        world.terminalDir,
+        '--ledger',
+        world.ledgerUrl,
+        '--card-control',
+        sock,
+        '--out',
+        out,
+        '--taps',
+        '200',
+        '--no-interactive',
+      ],
+      env,
+      8 * 60_000,
+    );
   } finally {
     const code = await card.stop();
     t.log(`dt-card serve exited ${code}`);
@@ -158,13 +195,22 @@ test('dt-lab readers, run (all suites) and the reports, against a dt-card card t
   // ---- report.json
   const report = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8')) as LabRun;
   t.is(report.format, 'dt-lab-report');
-  t.deepEqual(report.suites.map((s) => s.name), [...SUITE_NAMES]);
+  t.deepEqual(
+    report.suites.map((s) => s.name),
+    [...SUITE_NAMES],
+  );
   const cases = report.suites.flatMap((s) => s.cases);
-  t.deepEqual(cases.filter((c) => c.status === 'failed' || c.status === 'error').map((c) => `${c.suite}/${c.name}: ${c.message}`), []);
+  t.deepEqual(
+    cases.filter((c) => c.status === 'failed' || c.status === 'error').map((c) => `${c.suite}/${c.name}: ${c.message}`),
+    [],
+  );
   t.is(report.summary.total, cases.length);
   t.is(report.summary.failed + report.summary.errors, 0);
   // With a terminal, a ledger, the PIN and the card control channel, CI skips nothing it can start.
-  t.deepEqual(cases.filter((c) => c.status === 'skipped').map((c) => `${c.suite}/${c.name}: ${c.message}`), []);
+  t.deepEqual(
+    cases.filter((c) => c.status === 'skipped').map((c) => `${c.suite}/${c.name}: ${c.message}`),
+    [],
+  );
   const timing = report.suites.find((s) => s.name === 'timing')!.timing!;
   t.truthy(timing);
   for (const p of PHASES) t.is(timing.phases[p].n, 200, `phase ${p}`);
@@ -196,7 +242,12 @@ test('dt-lab readers, run (all suites) and the reports, against a dt-card card t
     t.true(existsSync(path), path);
     const tr = readTranscript(path);
     t.is(tr.header.case, c.name);
-    t.false(readFileSync(path, 'utf8').split('\n').some((l) => l.startsWith('=> ') && l.includes(pinHex)), `${path} holds the PIN`);
+    t.false(
+      readFileSync(path, 'utf8')
+        .split('\n')
+        .some((l) => l.startsWith('=> ') && l.includes(pinHex)),
+      `${path} holds the PIN`,
+    );
     const m = moneyIn(tr.exchanges, keys);
     for (const x of m.transfers) if (!transfers.has(x.nonce)) transfers.set(x.nonce, x);
     for (const v of m.voided) voided.add(v);
@@ -211,7 +262,11 @@ test('dt-lab readers, run (all suites) and the reports, against a dt-card card t
   t.is(show.code, 0, show.stderr);
   const state = JSON.parse(show.stdout) as { balance: number; syncPending: boolean };
   t.is(report.card?.balance, world.loaded, 'the card held what was loaded when the run started');
-  t.is(state.balance, world.loaded - money.value + money.voidedValue, `loaded ${world.loaded}; signed ${money.value} in ${money.transfers} transfers, ${money.voidedValue} of it voided by the ledger`);
+  t.is(
+    state.balance,
+    world.loaded - money.value + money.voidedValue,
+    `loaded ${world.loaded}; signed ${money.value} in ${money.transfers} transfers, ${money.voidedValue} of it voided by the ledger`,
+  );
   t.false(state.syncPending);
 
   // ---- replay: the WHOLE report (every suite's transcripts, faults and removals included, in recording
@@ -219,10 +274,17 @@ test('dt-lab readers, run (all suites) and the reports, against a dt-card card t
   const replayOut = join(dir, 'replay');
   const replayed = await run(DT_LAB, ['replay', out, '--card', join(dir, 'before.card'), '--out', replayOut, '--quiet'], env, 300_000);
   const replayRun = JSON.parse(readFileSync(join(replayOut, 'report.json'), 'utf8')) as LabRun;
-  t.deepEqual(replayRun.suites[0]!.cases.filter((c) => c.status !== 'passed').map((c) => `${c.name}: ${c.message}`), []);
+  t.deepEqual(
+    replayRun.suites[0]!.cases.filter((c) => c.status !== 'passed').map((c) => `${c.name}: ${c.message}`),
+    [],
+  );
   t.is(replayed.code, 0, `${replayed.stdout.slice(-3000)}\n${replayed.stderr}`);
   t.is(replayRun.suites[0]!.name, 'replay');
   t.is(replayRun.summary.total, cases.length + 1, 'every case of the run, and the card-info probe');
   t.is(replayRun.summary.passed, cases.length + 1);
-  t.is(replayed.stdout, `${cases.length + 1} cases: ${cases.length + 1} passed, 0 failed, 0 errors, 0 skipped\n`, '--quiet: the summary line and nothing else');
+  t.is(
+    replayed.stdout,
+    `${cases.length + 1} cases: ${cases.length + 1} passed, 0 failed, 0 errors, 0 skipped\n`,
+    '--quiet: the summary line and nothing else',
+  );
 });

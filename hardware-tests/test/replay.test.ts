@@ -39,8 +39,13 @@ test.before(async () => {
   const card = new SimulatedCard({ storage });
   const reader = new TransportReader('in-process lab card', new InProcessTransport(card));
   const handle = await createLabContext({
-    cardReader: reader, terminalDir: world.terminalDir, ledgerUrl: world.ledgerUrl, pin: LAB_PIN,
-    suites: ['conformance'], signal: new AbortController().signal, tool: 'dt-lab test',
+    cardReader: reader,
+    terminalDir: world.terminalDir,
+    ledgerUrl: world.ledgerUrl,
+    pin: LAB_PIN,
+    suites: ['conformance'],
+    signal: new AbortController().signal,
+    tool: 'dt-lab test',
   });
   try {
     run = await runSuites(handle.context, [conformance], { outDir: out, recorder: handle.recorder });
@@ -58,10 +63,26 @@ test.after.always(async () => {
 test('the recorded conformance run passes with a transcript per case', (t) => {
   const cases = run.suites[0]!.cases;
   const bad = cases.filter((c) => c.status === 'failed' || c.status === 'error');
-  t.deepEqual(bad.map((c) => `${c.name}: ${c.message}`), []);
+  t.deepEqual(
+    bad.map((c) => `${c.name}: ${c.message}`),
+    [],
+  );
   // With a terminal, a ledger and the PIN, nothing needs skipping except what the card cannot show.
   const passed = new Set(cases.filter((c) => c.status === 'passed').map((c) => c.name));
-  for (const name of ['select-dt-applet', 'response-chaining', 'verify-pin-wrong', 'change-pin-same', 'pay-bad-terminal-signature', 'pay-valid-handover', 'pay-nonce-replay', 'sync', 'personalize-locked', 'chain-over-limit', 'malformed-extended-length', 'short-apdus-only']) {
+  for (const name of [
+    'select-dt-applet',
+    'response-chaining',
+    'verify-pin-wrong',
+    'change-pin-same',
+    'pay-bad-terminal-signature',
+    'pay-valid-handover',
+    'pay-nonce-replay',
+    'sync',
+    'personalize-locked',
+    'chain-over-limit',
+    'malformed-extended-length',
+    'short-apdus-only',
+  ]) {
     t.true(passed.has(name), `${name} passed`);
   }
   t.is(run.summary.total, cases.length);
@@ -95,11 +116,17 @@ test('PIN digits never appear in clear in a transcript; the PIN commands are mas
 test('replaying every transcript against a copy of the state file matches byte for byte', async (t) => {
   const files = collectTranscripts([out]);
   t.true(files.length > 30);
-  t.deepEqual(files.filter((f) => f.error).map((f) => f.error), []);
+  t.deepEqual(
+    files.filter((f) => f.error).map((f) => f.error),
+    [],
+  );
   const replayOut = join(dir, 'replay-strict');
   const r = await replayAll(files, stateFileTarget(before), { strict: true, pin: LAB_PIN, outDir: replayOut });
   const cases = r.suites[0]!.cases;
-  t.deepEqual(cases.filter((c) => c.status !== 'passed').map((c) => `${c.name}: ${c.message}`), []);
+  t.deepEqual(
+    cases.filter((c) => c.status !== 'passed').map((c) => `${c.name}: ${c.message}`),
+    [],
+  );
   t.is(cases.length, files.length);
   t.is(r.suites[0]!.name, 'replay');
 });
@@ -109,9 +136,16 @@ test('without --pin the masked transcripts are reported as not replayable, the r
   const r = await replayAll(files, stateFileTarget(before), { strict: true, outDir: join(dir, 'replay-nopin') });
   const cases = r.suites[0]!.cases;
   const skipped = cases.filter((c) => c.status === 'skipped');
-  t.deepEqual(skipped.map((c) => c.name).sort(), ['conformance/change-pin-same', 'conformance/verify-pin-session', 'conformance/verify-pin-wrong']);
+  t.deepEqual(skipped.map((c) => c.name).sort(), [
+    'conformance/change-pin-same',
+    'conformance/verify-pin-session',
+    'conformance/verify-pin-wrong',
+  ]);
   for (const c of skipped) t.regex(c.message!, /not replayable: line \d+ has masked PIN bytes: give --pin/);
-  t.deepEqual(cases.filter((c) => c.status === 'failed' || c.status === 'error').map((c) => `${c.name}: ${c.message}`), []);
+  t.deepEqual(
+    cases.filter((c) => c.status === 'failed' || c.status === 'error').map((c) => `${c.name}: ${c.message}`),
+    [],
+  );
 });
 
 test('one flipped byte in a recorded answer fails exactly that case, at that line', async (t) => {
@@ -126,7 +160,11 @@ test('one flipped byte in a recorded answer fails exactly that case, at that lin
   const pos = 3 + 6; // a data byte, not the status word
   lines[idx] = l.slice(0, pos) + (l[pos] === '0' ? '1' : '0') + l.slice(pos + 1);
   writeFileSync(file, lines.join('\n'));
-  const r = await replayAll(collectTranscripts([tampered]), stateFileTarget(before), { strict: true, pin: LAB_PIN, outDir: join(dir, 'replay-tampered') });
+  const r = await replayAll(collectTranscripts([tampered]), stateFileTarget(before), {
+    strict: true,
+    pin: LAB_PIN,
+    outDir: join(dir, 'replay-tampered'),
+  });
   const bad = r.suites[0]!.cases.filter((c) => c.status !== 'passed');
   t.is(bad.length, 1);
   t.is(bad[0]!.name, 'conformance/get-status');
@@ -152,7 +190,9 @@ test('the run accounting counts a transfer only when the card signature verifies
   const transfer = decodeMessage('Handover', handover).transfer;
   const at = Buffer.from(handover).indexOf(Buffer.from(transfer));
   t.true(at > 0);
-  const one = (answer: Uint8Array): Exchange[] => [{ command: Uint8Array.from([0x80, 0x30, 0x00, 0x00, 0x01, 0x00]), response: Uint8Array.from([...answer, 0x90, 0x00]) }];
+  const one = (answer: Uint8Array): Exchange[] => [
+    { command: Uint8Array.from([0x80, 0x30, 0x00, 0x00, 0x01, 0x00]), response: Uint8Array.from([...answer, 0x90, 0x00]) },
+  ];
   const good = moneyIn(one(handover));
   t.is(good.transfers.length, 1);
   t.is(good.transfers[0]!.amount, 100);
@@ -183,20 +223,33 @@ test('replay does what the control channel did: a cut armed in the transcript cu
   live.powerOn();
   const a3 = await live.transmit(select);
   liveStorage.close();
-  const text = [
-    '# dt-lab transcript v1', '# suite: robustness', '# case: hand', '# seq: 1',
-    `=> ${Buffer.from(select).toString('hex')}`, `<= ${Buffer.from(a1).toString('hex')}`,
-    '# control: {"command":"arm","plan":{"cutAfterApdu":{"index":1}}}',
-    '=> 8010000000', '<=', '# no answer: answer of 0 byte(s) without a status word',
-    '=> 8010000000', '<=', '# no answer: CARD_REMOVED: card left the field of R',
-    `=> ${Buffer.from(select).toString('hex')}`, `<= ${Buffer.from(a3).toString('hex')}`,
-    '# control: {"command":"disarm"}',
-  ].join('\n') + '\n';
+  const text =
+    [
+      '# dt-lab transcript v1',
+      '# suite: robustness',
+      '# case: hand',
+      '# seq: 1',
+      `=> ${Buffer.from(select).toString('hex')}`,
+      `<= ${Buffer.from(a1).toString('hex')}`,
+      '# control: {"command":"arm","plan":{"cutAfterApdu":{"index":1}}}',
+      '=> 8010000000',
+      '<=',
+      '# no answer: answer of 0 byte(s) without a status word',
+      '=> 8010000000',
+      '<=',
+      '# no answer: CARD_REMOVED: card left the field of R',
+      `=> ${Buffer.from(select).toString('hex')}`,
+      `<= ${Buffer.from(a3).toString('hex')}`,
+      '# control: {"command":"disarm"}',
+    ].join('\n') + '\n';
   writeFileSync(join(work, 'hand.apdu'), text);
   const target = stateFileTarget(before);
   try {
     const r = await replayAll(collectTranscripts([join(work, 'hand.apdu')]), target, { strict: true, outDir: work });
-    t.deepEqual(r.suites[0]!.cases.map((c) => [c.status, c.message]), [['passed', undefined]]);
+    t.deepEqual(
+      r.suites[0]!.cases.map((c) => [c.status, c.message]),
+      [['passed', undefined]],
+    );
   } finally {
     await target.close();
   }

@@ -4,7 +4,16 @@
  * result (synthetic samples or real ones from timeTaps), and a small
  * strict XML parser to check the JUnit report is well-formed.
  */
-import { PHASES, summarize, type CaseResult, type LabRun, type Phase, type PhaseStats, type SuiteResult, type TimingResult } from '../src/model.ts';
+import {
+  PHASES,
+  summarize,
+  type CaseResult,
+  type LabRun,
+  type Phase,
+  type PhaseStats,
+  type SuiteResult,
+  type TimingResult,
+} from '../src/model.ts';
 import { phaseStats } from '../src/stats.ts';
 
 /** Text a hostile or broken card could put into names and messages. */
@@ -30,43 +39,90 @@ export function syntheticTiming(taps = 60): TimingResult {
 }
 
 const c = (suite: CaseResult['suite'], name: string, status: CaseResult['status'], extra: Partial<CaseResult> = {}): CaseResult => ({
-  suite, name, description: `checks ${name}`, status, durationMs: 12.5, ...extra,
+  suite,
+  name,
+  description: `checks ${name}`,
+  status,
+  durationMs: 12.5,
+  ...extra,
 });
 
 /** A hand-built run; `timing` adds a timing suite with that result. */
 export function handRun(timing?: TimingResult): LabRun {
   const suites: SuiteResult[] = [
     {
-      name: 'conformance', startedAt: '2026-11-23T10:00:00.000Z', durationMs: 1234,
+      name: 'conformance',
+      startedAt: '2026-11-23T10:00:00.000Z',
+      durationMs: 1234,
       cases: [
-        c('conformance', 'select-dt-applet', 'passed', { details: { sw: '9000' }, transcript: 'transcripts/conformance/select-dt-applet.apdu' }),
-        c('conformance', 'wrong-cla', 'failed', { message: `expected SW 6E00, got 9000 ${NASTY}`, transcript: 'transcripts/conformance/wrong-cla.apdu' }),
+        c('conformance', 'select-dt-applet', 'passed', {
+          details: { sw: '9000' },
+          transcript: 'transcripts/conformance/select-dt-applet.apdu',
+        }),
+        c('conformance', 'wrong-cla', 'failed', {
+          message: `expected SW 6E00, got 9000 ${NASTY}`,
+          transcript: 'transcripts/conformance/wrong-cla.apdu',
+        }),
         c('conformance', 'oversize-data', 'error', { message: 'reader vanished: SCARD_E_NO_SERVICE' }),
         c('conformance', 'chaining-get-response', 'skipped', { message: 'card does not chain responses' }),
         c('conformance', `odd-name-${NASTY}`, 'passed', { details: { note: NASTY }, transcript: 'https://evil.example/x' }),
       ],
     },
     {
-      name: 'robustness', startedAt: '2026-11-23T10:00:01.300Z', durationMs: 4321,
-      cases: [c('robustness', 'card-removed-mid-pay', 'passed', { details: { tornRecovered: true } }), c('robustness', 'reader-unplugged', 'skipped', { message: 'needs --control' })],
+      name: 'robustness',
+      startedAt: '2026-11-23T10:00:01.300Z',
+      durationMs: 4321,
+      cases: [
+        c('robustness', 'card-removed-mid-pay', 'passed', { details: { tornRecovered: true } }),
+        c('robustness', 'reader-unplugged', 'skipped', { message: 'needs --control' }),
+      ],
     },
   ];
   if (timing) {
-    suites.push({ name: 'timing', startedAt: '2026-11-23T10:00:06.000Z', durationMs: 9000, cases: [c('timing', 'tap-latency', timing.approved === timing.taps ? 'passed' : 'failed', { details: { approved: timing.approved } })], timing });
+    suites.push({
+      name: 'timing',
+      startedAt: '2026-11-23T10:00:06.000Z',
+      durationMs: 9000,
+      cases: [
+        c('timing', 'tap-latency', timing.approved === timing.taps ? 'passed' : 'failed', { details: { approved: timing.approved } }),
+      ],
+      timing,
+    });
   }
   suites.push({
-    name: 'endurance', startedAt: '2026-11-23T10:00:15.000Z', durationMs: 20000,
+    name: 'endurance',
+    startedAt: '2026-11-23T10:00:15.000Z',
+    durationMs: 20000,
     cases: [c('endurance', 'pay-until-limits-and-sync', 'passed')],
     endurance: {
       rounds: [
-        { round: 1, payments: 10, paid: 1000, stoppedBy: 'ONLINE_REQUIRED/CARD_LIMITS', sync: 'synced', balanceBefore: 100000, balanceAfter: 99000 },
-        { round: 2, payments: 10, paid: 1000, stoppedBy: 'ONLINE_REQUIRED/CARD_LIMITS', sync: `refused ${NASTY}`, balanceBefore: 99000, balanceAfter: 98000 },
+        {
+          round: 1,
+          payments: 10,
+          paid: 1000,
+          stoppedBy: 'ONLINE_REQUIRED/CARD_LIMITS',
+          sync: 'synced',
+          balanceBefore: 100000,
+          balanceAfter: 99000,
+        },
+        {
+          round: 2,
+          payments: 10,
+          paid: 1000,
+          stoppedBy: 'ONLINE_REQUIRED/CARD_LIMITS',
+          sync: `refused ${NASTY}`,
+          balanceBefore: 99000,
+          balanceAfter: 98000,
+        },
       ],
     },
   });
   return {
-    format: 'dt-lab-report', version: 1, tool: { name: 'dt-lab', version: '0.1.0' },
-    startedAt: '2026-11-23T10:00:00.000Z', finishedAt: '2026-11-23T10:00:40.000Z',
+    format: 'dt-lab-report',
+    version: 1,
+    tool: { name: 'dt-lab', version: '0.1.0' },
+    startedAt: '2026-11-23T10:00:00.000Z',
+    finishedAt: '2026-11-23T10:00:40.000Z',
     host: { hostname: 'lab-host', platform: 'linux-x64', node: 'v20.20.2', cpus: '2 x AMD EPYC' },
     reader: { name: `Virtual PCD 00 00 ${NASTY}`, atr: '3B8A800145445457414C4C4554017F' },
     card: { kid: '00112233445566778899aabbccddeeff', balance: 100000, personalized: true, label: NASTY },
@@ -91,7 +147,8 @@ const FORBIDDEN = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]/;
 
 function decodeEntities(s: string, where: string): string {
   if (FORBIDDEN.test(s)) throw new Error(`character XML 1.0 forbids in ${where}`);
-  if (/<|&(?!(amp|lt|gt|quot|apos|#[0-9]+|#x[0-9A-Fa-f]+);)/.test(s)) throw new Error(`unescaped markup character in ${where}: ${JSON.stringify(s.slice(0, 60))}`);
+  if (/<|&(?!(amp|lt|gt|quot|apos|#[0-9]+|#x[0-9A-Fa-f]+);)/.test(s))
+    throw new Error(`unescaped markup character in ${where}: ${JSON.stringify(s.slice(0, 60))}`);
   return s.replace(/&(amp|lt|gt|quot|apos|#[0-9]+|#x[0-9A-Fa-f]+);/g, (_m, n: string) => {
     const named: Record<string, string> = { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'" };
     if (named[n]) return named[n]!;

@@ -12,7 +12,16 @@ import { InProcessTransport } from '@dt/card-applet-sim';
 import { TransportReader } from '@dt/terminal';
 import { PHASES, summarize, type Phase, type PhaseStats, type TimingResult } from '../src/model.ts';
 import { phaseStats } from '../src/stats.ts';
-import { escapeAttr, escapeText, jsonForScript, renderHtml, renderJson, renderJunit, stripXmlInvalid, writeReports } from '../src/reports/index.ts';
+import {
+  escapeAttr,
+  escapeText,
+  jsonForScript,
+  renderHtml,
+  renderJson,
+  renderJunit,
+  stripXmlInvalid,
+  writeReports,
+} from '../src/reports/index.ts';
 import { timeTaps } from '../src/timing.ts';
 import { startLabWorld } from '../bench/lab-world.ts';
 import { NASTY, handRun, parseXml, syntheticTiming, type XmlElement } from './reports-fixture.ts';
@@ -54,11 +63,20 @@ test('JUnit: well-formed, counts match summarize, statuses and escaping', (t) =>
   const all = summarize(run.suites.flatMap((s) => s.cases));
   t.like(root.attrs, { tests: String(all.total), failures: String(all.failed), errors: String(all.errors), skipped: String(all.skipped) });
   const suites = kids(root, 'testsuite');
-  t.deepEqual(suites.map((s) => s.attrs.name), run.suites.map((s) => s.name));
+  t.deepEqual(
+    suites.map((s) => s.attrs.name),
+    run.suites.map((s) => s.name),
+  );
   for (const [i, s] of suites.entries()) {
     const r = run.suites[i]!;
     const sum = summarize(r.cases);
-    t.like(s.attrs, { tests: String(sum.total), failures: String(sum.failed), errors: String(sum.errors), skipped: String(sum.skipped), timestamp: r.startedAt });
+    t.like(s.attrs, {
+      tests: String(sum.total),
+      failures: String(sum.failed),
+      errors: String(sum.errors),
+      skipped: String(sum.skipped),
+      timestamp: r.startedAt,
+    });
     t.is(Number(s.attrs.time), r.durationMs / 1000);
     const cases = kids(s, 'testcase');
     t.is(cases.length, r.cases.length);
@@ -96,7 +114,10 @@ test('JSON: the LabRun round-trips, pretty with a trailing newline', (t) => {
 });
 
 // ---------------------------------------------------------------- HTML
-function labData(html: string): { phases: string[]; timing: { suiteIndex: number; phases: Record<string, { samples: number[]; n: number }> }[] } {
+function labData(html: string): {
+  phases: string[];
+  timing: { suiteIndex: number; phases: Record<string, { samples: number[]; n: number }> }[];
+} {
   const m = /<script type="application\/json" id="lab-data">([\s\S]*?)<\/script>/.exec(html);
   if (!m) throw new Error('no lab-data block');
   return JSON.parse(m[1]!);
@@ -111,7 +132,10 @@ test('HTML: self-contained (nothing fetched), everything escaped, data block par
   t.false(/\bsrc\s*=/i.test(html.replace(/src=["']data:/gi, '')));
   for (const m of html.matchAll(/\bhref\s*=\s*"([^"]*)"/gi)) t.false(/^[a-z][a-z0-9+.-]*:|^\/\//i.test(m[1]!), `external href ${m[1]}`);
   // The only "http" is the SVG namespace identifier the script passes to createElementNS (never fetched).
-  t.deepEqual([...html.matchAll(/https?:[^'"\s<]*/g)].map((m) => m[0]).filter((u) => u !== 'http://www.w3.org/2000/svg'), ['https://evil.example/x']);
+  t.deepEqual(
+    [...html.matchAll(/https?:[^'"\s<]*/g)].map((m) => m[0]).filter((u) => u !== 'http://www.w3.org/2000/svg'),
+    ['https://evil.example/x'],
+  );
   // ...and that hostile transcript "path" is shown as text, not linked.
   t.true(html.includes('<code>https://evil.example/x</code>'));
   t.true(html.includes('<a href="transcripts/conformance/select-dt-applet.apdu">'));
@@ -130,7 +154,10 @@ test('HTML: self-contained (nothing fetched), everything escaped, data block par
   t.regex(html, /<table class="endurance">[\s\S]*?(<tr><td class="num">[12]<\/td>[\s\S]*?){2}<\/tbody>/);
   for (const p of PHASES) t.true(html.includes(`<tr data-phase="${p}">`), p);
   t.true(html.includes('<section class="timing" data-suite-index="2">'));
-  t.regex(html, /Latency goal \(informational, not part of the verdict: the tap-latency case passes when every tap is approved\): p95 tap-to-outcome &lt; 150 ms: <strong>met<\/strong>/);
+  t.regex(
+    html,
+    /Latency goal \(informational, not part of the verdict: the tap-latency case passes when every tap is approved\): p95 tap-to-outcome &lt; 150 ms: <strong>met<\/strong>/,
+  );
   t.regex(html, /\d+ of \d+ taps approved, 1\.00 KZT each/);
   // The data block carries every sample of every phase.
   const data = labData(html);
@@ -144,7 +171,10 @@ test('HTML: a passed timing case whose p95 misses the goal says the goal is info
   const slow = syntheticTiming(100);
   // Three times slower: p95 far above 150 ms, every tap still approved.
   const samples = Object.fromEntries(PHASES.map((p) => [p, slow.phases[p].samples.map((v) => v * 3)])) as Record<Phase, number[]>;
-  const timing: TimingResult = { ...slow, phases: Object.fromEntries(PHASES.map((p) => [p, phaseStats(samples[p])])) as Record<Phase, PhaseStats> };
+  const timing: TimingResult = {
+    ...slow,
+    phases: Object.fromEntries(PHASES.map((p) => [p, phaseStats(samples[p])])) as Record<Phase, PhaseStats>,
+  };
   t.true(timing.phases.total.p95 > 150);
   const run = handRun(timing);
   const tap = run.suites.flatMap((x) => x.cases).find((c) => c.suite === 'timing');
@@ -166,7 +196,11 @@ test('HTML: readable when the timing suite did not run (a note, no plots)', (t) 
 
 test('HTML: a timing suite without approved taps shows the table and a note, no plot hosts', (t) => {
   const base = syntheticTiming(5);
-  const empty: TimingResult = { ...base, approved: 0, phases: Object.fromEntries(PHASES.map((p) => [p, phaseStats([])])) as Record<Phase, PhaseStats> };
+  const empty: TimingResult = {
+    ...base,
+    approved: 0,
+    phases: Object.fromEntries(PHASES.map((p) => [p, phaseStats([])])) as Record<Phase, PhaseStats>,
+  };
   const html = renderHtml(handRun(empty));
   t.true(html.includes('No approved taps'));
   t.false(html.includes('class="plots histograms"'));
@@ -194,10 +228,19 @@ test('writeReports: three files, atomically, in a new directory; overwrites', (t
 });
 
 test('reports from real timing data (timeTaps on a firmware card)', async (t) => {
-  const world = await startLabWorld({ limits: { perPayment: 1_000_000, offlineTotal: 4_000_000, offlineCount: 10, cvmLimit: 1_000_000 }, load: 100_000 });
+  const world = await startLabWorld({
+    limits: { perPayment: 1_000_000, offlineTotal: 4_000_000, offlineCount: 10, cvmLimit: 1_000_000 },
+    load: 100_000,
+  });
   try {
     const card = await world.newCard();
-    const timing = await timeTaps({ reader: new TransportReader('lab', new InProcessTransport(card.card)), terminal: world.newTerminal('reports'), taps: 12, amount: 100, ledgerUrl: world.ledgerUrl });
+    const timing = await timeTaps({
+      reader: new TransportReader('lab', new InProcessTransport(card.card)),
+      terminal: world.newTerminal('reports'),
+      taps: 12,
+      amount: 100,
+      ledgerUrl: world.ledgerUrl,
+    });
     t.is(timing.approved, 12);
     const run = handRun(timing);
     const root = parseXml(renderJunit(run));

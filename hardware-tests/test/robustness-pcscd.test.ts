@@ -17,7 +17,14 @@ import { createRequire } from 'node:module';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { FileStorage, connectCardControl, pcscdUnavailableReason, startPcscd, type CardControlClient, type PcscdHandle } from '@dt/card-applet-sim';
+import {
+  FileStorage,
+  connectCardControl,
+  pcscdUnavailableReason,
+  startPcscd,
+  type CardControlClient,
+  type PcscdHandle,
+} from '@dt/card-applet-sim';
 import { PcscReaders } from '@dt/terminal';
 import { robustness } from '../src/suites/robustness.ts';
 import { endurance } from '../src/suites/endurance.ts';
@@ -54,12 +61,19 @@ test.serial.before(async () => {
   const cardDir = mkdtempSync(join(tmpdir(), 'dt-lab-card-'));
   const file = join(cardDir, 'lab.card');
   const storage = FileStorage.create(file);
-  const world = await startLabWorld({ storage, limits: { perPayment: 5_000_000, offlineTotal: 10_000_000, offlineCount: 10, cvmLimit: 1_000_000 } });
+  const world = await startLabWorld({
+    storage,
+    limits: { perPayment: 5_000_000, offlineTotal: 10_000_000, offlineCount: 10, cvmLimit: 1_000_000 },
+  });
   storage.close();
   const socketPath = join(world.dir, 'card.sock');
-  const serve = spawn(process.execPath, [DT_CARD, 'serve', file, '--vpcd', '--port', String(pcscd.vpcdPort), '--slot', '0', '--control', socketPath, '--json'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const serve = spawn(
+    process.execPath,
+    [DT_CARD, 'serve', file, '--vpcd', '--port', String(pcscd.vpcdPort), '--slot', '0', '--control', socketPath, '--json'],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   const log: string[] = [];
   serve.stdout.on('data', (d: Buffer) => log.push(...d.toString('utf8').split('\n').filter(Boolean)));
   serve.stderr.on('data', (d: Buffer) => log.push(d.toString('utf8')));
@@ -126,12 +140,15 @@ serial('through pcscd: endurance pays to the card limits, syncs through the ledg
   const { ctx } = live!;
   const runner = recordingRunner();
   const out = await endurance.run(ctx, runner);
-  t.deepEqual(runner.cases.map((c) => [c.name, c.status, c.message]), [
-    ['round-1-pay-to-limits', 'passed', undefined],
-    ['round-1-sync', 'passed', undefined],
-    ['round-2-pay-to-limits', 'passed', undefined],
-    ['round-2-sync', 'passed', undefined],
-  ]);
+  t.deepEqual(
+    runner.cases.map((c) => [c.name, c.status, c.message]),
+    [
+      ['round-1-pay-to-limits', 'passed', undefined],
+      ['round-1-sync', 'passed', undefined],
+      ['round-2-pay-to-limits', 'passed', undefined],
+      ['round-2-sync', 'passed', undefined],
+    ],
+  );
   const [r1, r2] = out.endurance!.rounds;
   t.is(r1!.sync, 'synced');
   t.is(r1!.balanceBefore - r1!.balanceAfter, r1!.paid);

@@ -36,7 +36,10 @@ test('a good card passes every case; faults fired as planned and are disarmed at
   const runner = recordingRunner();
   const progress: string[] = [];
   await robustness.run(labContext(w, { progress: (m) => progress.push(m) }), runner);
-  t.deepEqual(runner.cases.map((c) => c.name), ALL_CASES);
+  t.deepEqual(
+    runner.cases.map((c) => c.name),
+    ALL_CASES,
+  );
   for (const c of runner.cases) t.is(c.status, 'passed', `${c.name}: ${c.message ?? ''} ${JSON.stringify(c.details)}`);
 
   // Each fault case's fault really fired on the card.
@@ -76,7 +79,10 @@ test('without the card control channel the fault cases are skipped with the reas
   const w = await world(t);
   const runner = recordingRunner();
   await robustness.run(labContext(w, { without: ['control'] }), runner);
-  t.deepEqual(runner.cases.map((c) => c.name), ALL_CASES);
+  t.deepEqual(
+    runner.cases.map((c) => c.name),
+    ALL_CASES,
+  );
   for (const c of runner.cases) {
     t.is(c.status, 'skipped', c.name);
     t.is(c.message, NEEDS_CONTROL, c.name);
@@ -118,7 +124,6 @@ test('without a lab terminal the payment cases are skipped with the terminal rea
   const reset = runner.byName('reset-between-commands');
   t.is(reset.status, 'passed', reset.message);
 });
-
 
 test('a card whose payments do not stick (value kept after approval) fails every payment case', async (t) => {
   const w = await world(t, forgetfulApplet);

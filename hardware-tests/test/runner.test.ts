@@ -88,19 +88,38 @@ test.serial('verdicts, transcripts, progress lines and stopping at a case bounda
   }) as unknown as NodeJS.WriteStream;
   const out = join(dir, 'runner-out');
   try {
-    const run = await runSuites(handle.context, [suite, suite], { outDir: out, recorder: handle.recorder, progress: streamProgress(sink, { tty: false }) });
+    const run = await runSuites(handle.context, [suite, suite], {
+      outDir: out,
+      recorder: handle.recorder,
+      progress: streamProgress(sink, { tty: false }),
+    });
     const cases = run.suites[0]!.cases;
     t.is(run.suites.length, 1, 'the second suite does not start after the abort');
-    t.deepEqual(cases.map((c) => [c.name, c.status]), [['passes', 'passed'], ['fails', 'failed'], ['skips', 'skipped'], ['errors', 'error'], ['passes', 'passed']]);
+    t.deepEqual(
+      cases.map((c) => [c.name, c.status]),
+      [
+        ['passes', 'passed'],
+        ['fails', 'failed'],
+        ['skips', 'skipped'],
+        ['errors', 'error'],
+        ['passes', 'passed'],
+      ],
+    );
     t.is(cases[0]!.details?.balance, 1_000_000);
     t.is(cases[1]!.message, 'status word: expected 9000, got 6985');
     t.is(cases[2]!.message, 'needs a hand on the card');
     // One line: name and message, never the stack.
     t.is(cases[3]!.message, 'TypeError: boom second line');
-    t.deepEqual(cases.map((c) => c.transcript), [
-      'transcripts/conformance/passes.apdu', 'transcripts/conformance/fails.apdu', 'transcripts/conformance/skips.apdu',
-      'transcripts/conformance/errors.apdu', 'transcripts/conformance/passes-2.apdu',
-    ]);
+    t.deepEqual(
+      cases.map((c) => c.transcript),
+      [
+        'transcripts/conformance/passes.apdu',
+        'transcripts/conformance/fails.apdu',
+        'transcripts/conformance/skips.apdu',
+        'transcripts/conformance/errors.apdu',
+        'transcripts/conformance/passes-2.apdu',
+      ],
+    );
     t.true(readTranscript(join(out, cases[0]!.transcript!)).exchanges.length >= 1);
     t.deepEqual(run.summary, { total: 5, passed: 2, failed: 1, skipped: 1, errors: 1 });
     t.is(exitCodeOf(run), 1);
@@ -118,17 +137,35 @@ test.serial('verdicts, transcripts, progress lines and stopping at a case bounda
 test.serial('the context: reader names, revocation list sources, a fresh journal per terminal()', async (t) => {
   t.is(matchReader(['ACS ACR122U 00 00', 'Virtual PCD 00 00'], 'Virtual PCD 00 00'), 'Virtual PCD 00 00');
   t.is(matchReader(['ACS ACR122U 00 00', 'Virtual PCD 00 00'], 'acr122'), 'ACS ACR122U 00 00');
-  t.throws(() => matchReader(['Virtual PCD 00 00', 'Virtual PCD 00 01'], 'virtual'), { instanceOf: LabConfigError, message: /ambiguous[\s\S]*Virtual PCD 00 01/ });
-  t.throws(() => matchReader(['Virtual PCD 00 00'], 'omnikey'), { instanceOf: LabConfigError, message: /no PC\/SC reader matches "omnikey"; readers:\n {2}Virtual PCD 00 00/ });
+  t.throws(() => matchReader(['Virtual PCD 00 00', 'Virtual PCD 00 01'], 'virtual'), {
+    instanceOf: LabConfigError,
+    message: /ambiguous[\s\S]*Virtual PCD 00 01/,
+  });
+  t.throws(() => matchReader(['Virtual PCD 00 00'], 'omnikey'), {
+    instanceOf: LabConfigError,
+    message: /no PC\/SC reader matches "omnikey"; readers:\n {2}Virtual PCD 00 00/,
+  });
 
   const { reader, close } = inProcessReader();
   try {
     // No revocation list anywhere: the payment suites refuse to start; conformance runs without a terminal.
     await t.throwsAsync(
-      createLabContext({ cardReader: reader, terminalDir: world.terminalDir, suites: ['conformance', 'timing'], signal: new AbortController().signal, tool: 't' }),
+      createLabContext({
+        cardReader: reader,
+        terminalDir: world.terminalDir,
+        suites: ['conformance', 'timing'],
+        signal: new AbortController().signal,
+        tool: 't',
+      }),
       { instanceOf: LabConfigError, message: /^timing takes payments, which need a revocation list: no revocation list in the journal/ },
     );
-    const noCrl = await createLabContext({ cardReader: reader, terminalDir: world.terminalDir, suites: ['conformance'], signal: new AbortController().signal, tool: 't' });
+    const noCrl = await createLabContext({
+      cardReader: reader,
+      terminalDir: world.terminalDir,
+      suites: ['conformance'],
+      signal: new AbortController().signal,
+      tool: 't',
+    });
     t.is(noCrl.context.terminal(), undefined);
     t.regex(noCrl.context.terminalMissing!, /no revocation list/);
     await noCrl.close();
@@ -141,7 +178,13 @@ test.serial('the context: reader names, revocation list sources, a fresh journal
     merchant.close();
     t.deepEqual(readJournalCrl(join(world.terminalDir, 'journal.sqlite')), crl);
     const before = readFileSync(join(world.terminalDir, 'journal.sqlite'));
-    const h = await createLabContext({ cardReader: reader, terminalDir: world.terminalDir, suites: ['timing'], signal: new AbortController().signal, tool: 't' });
+    const h = await createLabContext({
+      cardReader: reader,
+      terminalDir: world.terminalDir,
+      suites: ['timing'],
+      signal: new AbortController().signal,
+      tool: 't',
+    });
     const a = h.context.terminal()!;
     const b = h.context.terminal()!;
     t.not(a.journal, b.journal);
@@ -206,7 +249,15 @@ test('TTY progress: one live status line rewritten in place, failures on their o
   t.true(text.includes('\r\x1b[K[timing 1] tap-latency 57/200 approved'));
   t.regex(text, /FAILED  timing\/tap-latency \(12 ms\): p95\n$/);
   let quiet = '';
-  const q = streamProgress(new Writable({ write(c, _e, cb) { quiet += String(c); cb(); } }) as unknown as NodeJS.WriteStream, { tty: false, quiet: true });
+  const q = streamProgress(
+    new Writable({
+      write(c, _e, cb) {
+        quiet += String(c);
+        cb();
+      },
+    }) as unknown as NodeJS.WriteStream,
+    { tty: false, quiet: true },
+  );
   q.caseFinished({ suite: 'conformance', name: 'a', description: '', status: 'passed', durationMs: 1 });
   q.caseFinished({ suite: 'conformance', name: 'b', description: '', status: 'error', durationMs: 1, message: 'x' });
   t.is(quiet, 'ERROR   conformance/b (1 ms): x\n');

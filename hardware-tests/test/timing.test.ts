@@ -48,12 +48,18 @@ test('histogram: equal-width bins that hold every sample', (t) => {
   const samples = [1, 2, 2, 3, 10, 4, 4, 4, 5];
   const bins = histogram(samples, 3);
   t.is(bins.length, 3);
-  t.deepEqual(bins.map((b) => b.count), [4, 4, 1]);
+  t.deepEqual(
+    bins.map((b) => b.count),
+    [4, 4, 1],
+  );
   t.is(bins[0]!.lo, 1);
   t.is(bins[2]!.hi, 10);
   t.deepEqual(histogram([4, 4, 4]), [{ lo: 4, hi: 4, count: 3 }]);
   t.deepEqual(histogram([]), []);
-  t.is(histogram(Array.from({ length: 100 }, (_, i) => i)).reduce((s, b) => s + b.count, 0), 100);
+  t.is(
+    histogram(Array.from({ length: 100 }, (_, i) => i)).reduce((s, b) => s + b.count, 0),
+    100,
+  );
 });
 
 // ---------------------------------------------------------------- timeTaps on a real card
@@ -79,7 +85,11 @@ test.serial('timeTaps: 30 taps, syncs when the card limits stop it, every phase 
   const perTap: { outcome: TapOutcome; phases: Record<Phase, number> }[] = [];
   let syncEvents = 0;
   const r = await timeTaps({
-    reader, terminal, taps: 30, amount: AMOUNT, ledgerUrl: world.ledgerUrl,
+    reader,
+    terminal,
+    taps: 30,
+    amount: AMOUNT,
+    ledgerUrl: world.ledgerUrl,
     onTap: (_i, outcome, phases) => perTap.push({ outcome, phases }),
     onSync: () => syncEvents++,
   });
@@ -95,7 +105,10 @@ test.serial('timeTaps: 30 taps, syncs when the card limits stop it, every phase 
     const s = r.phases[p];
     t.is(s.n, 30, p);
     t.is(s.samples.length, 30, p);
-    t.true(s.samples.every((x) => Number.isFinite(x) && x >= 0), p);
+    t.true(
+      s.samples.every((x) => Number.isFinite(x) && x >= 0),
+      p,
+    );
     t.true(s.min <= s.p50 && s.p50 <= s.p95 && s.p95 <= s.p99 && s.p99 <= s.max, `${p} percentiles ordered`);
     t.true(s.min <= s.mean && s.mean <= s.max, `${p} mean within range`);
   }
@@ -164,12 +177,25 @@ function runner(cases: CaseResult[]): CaseRunner {
   return {
     async case(name, description, body) {
       const r = await runCaseBody(body);
-      cases.push({ suite: 'timing', name, description, status: r.status, durationMs: r.durationMs, details: r.details, ...(r.message ? { message: r.message } : {}) });
+      cases.push({
+        suite: 'timing',
+        name,
+        description,
+        status: r.status,
+        durationMs: r.durationMs,
+        details: r.details,
+        ...(r.message ? { message: r.message } : {}),
+      });
     },
   };
 }
 
-function context(reader: TransportReader, terminal: ReturnType<LabWorld['newTerminal']> | undefined, progress: unknown[][], options: Partial<LabOptions>): LabContext {
+function context(
+  reader: TransportReader,
+  terminal: ReturnType<LabWorld['newTerminal']> | undefined,
+  progress: unknown[][],
+  options: Partial<LabOptions>,
+): LabContext {
   return {
     readerName: reader.name,
     reader,

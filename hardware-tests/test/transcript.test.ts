@@ -6,13 +6,29 @@
  */
 import test from 'ava';
 import {
-  MASK_PIN, MASK_UNKNOWN, MAX_APDU, TRANSCRIPT_MAGIC, TranscriptError, formatTranscript, maskSecrets, parseTranscript, unmask,
+  MASK_PIN,
+  MASK_UNKNOWN,
+  MAX_APDU,
+  TRANSCRIPT_MAGIC,
+  TranscriptError,
+  formatTranscript,
+  maskSecrets,
+  parseTranscript,
+  unmask,
 } from '../src/transcript.ts';
 import { compareAnswer } from '../src/replay.ts';
 import { Recorder, isLooseCommand, shortDataLength } from '../src/recorder.ts';
 
 const b = (hex: string): Uint8Array => Uint8Array.from(Buffer.from(hex, 'hex'));
-const header = { tool: 'dt-lab test', suite: 'conformance', case: 'x', seq: 7, reader: 'R', atr: b('3b88'), time: '2026-01-01T00:00:00.000Z' };
+const header = {
+  tool: 'dt-lab test',
+  suite: 'conformance',
+  case: 'x',
+  seq: 7,
+  reader: 'R',
+  atr: b('3b88'),
+  time: '2026-01-01T00:00:00.000Z',
+};
 
 test('format and parse round-trip: header, exact, loose, masked and unanswered exchanges, timings', (t) => {
   const text = formatTranscript(header, [
@@ -25,7 +41,15 @@ test('format and parse round-trip: header, exact, loose, masked and unanswered e
   t.true(text.includes('=> 8020000004********\n'));
   t.false(text.includes('31323334'));
   const p = parseTranscript(text);
-  t.deepEqual(p.header, { tool: 'dt-lab test', suite: 'conformance', case: 'x', seq: '7', reader: 'R', atr: '3b88', time: '2026-01-01T00:00:00.000Z' });
+  t.deepEqual(p.header, {
+    tool: 'dt-lab test',
+    suite: 'conformance',
+    case: 'x',
+    seq: '7',
+    reader: 'R',
+    atr: '3b88',
+    time: '2026-01-01T00:00:00.000Z',
+  });
   t.is(p.exchanges.length, 4);
   t.deepEqual(p.exchanges[0]!.response, b('9000'));
   t.is(p.exchanges[0]!.ms, 1.3);
@@ -84,8 +108,11 @@ test('masking: the --pin digits become **, other PIN-shaped digits ??, declared 
 
 test('replay comparison: exact lines byte for byte; ~ lines by status word (61xx ~ 61yy) and shape unless strict', (t) => {
   const x = (response: string | undefined, loose = false) => ({
-    command: b('8030000000'), commandLine: 1, responseLine: 2,
-    ...(response === undefined ? { noAnswer: 'x' } : { response: b(response) }), ...(loose ? { loose: true } : {}),
+    command: b('8030000000'),
+    commandLine: 1,
+    responseLine: 2,
+    ...(response === undefined ? { noAnswer: 'x' } : { response: b(response) }),
+    ...(loose ? { loose: true } : {}),
   });
   t.is(compareAnswer(x('01029000'), b('01029000'), false), undefined);
   t.is(compareAnswer(x('01029000'), b('01039000'), false), 'different bytes');
@@ -128,19 +155,39 @@ test('the recorder marks signed answers ~ (and their GET RESPONSE pieces), count
 });
 
 test('control events round-trip between the exchanges they came between (and after the last); malformed ones are refused with the line', (t) => {
-  const text = formatTranscript(header, [
-    { command: b('00a4040000'), response: b('9000') },
-    { command: b('8030000001aa00'), before: [{ command: 'arm', plan: { cutAfterApdu: { index: 1 }, seed: 7 } }, { command: 'remove', reinsertAfterMs: 300 }], noAnswer: 'answer of 0 byte(s) without a status word' },
-    { command: b('8010000000'), before: [{ command: 'insert' }], response: b('9000') },
-  ], [{ command: 'disarm' }]);
-  t.true(text.includes('# control: {"command":"arm","plan":{"cutAfterApdu":{"index":1},"seed":7}}\n# control: {"command":"remove","reinsertAfterMs":300}\n=> 8030000001aa00\n'));
+  const text = formatTranscript(
+    header,
+    [
+      { command: b('00a4040000'), response: b('9000') },
+      {
+        command: b('8030000001aa00'),
+        before: [
+          { command: 'arm', plan: { cutAfterApdu: { index: 1 }, seed: 7 } },
+          { command: 'remove', reinsertAfterMs: 300 },
+        ],
+        noAnswer: 'answer of 0 byte(s) without a status word',
+      },
+      { command: b('8010000000'), before: [{ command: 'insert' }], response: b('9000') },
+    ],
+    [{ command: 'disarm' }],
+  );
+  t.true(
+    text.includes(
+      '# control: {"command":"arm","plan":{"cutAfterApdu":{"index":1},"seed":7}}\n# control: {"command":"remove","reinsertAfterMs":300}\n=> 8030000001aa00\n',
+    ),
+  );
   const p = parseTranscript(text);
   t.is(p.exchanges[0]!.before, undefined);
-  t.deepEqual(p.exchanges[1]!.before, [{ command: 'arm', plan: { cutAfterApdu: { index: 1 }, seed: 7 } }, { command: 'remove', reinsertAfterMs: 300 }]);
+  t.deepEqual(p.exchanges[1]!.before, [
+    { command: 'arm', plan: { cutAfterApdu: { index: 1 }, seed: 7 } },
+    { command: 'remove', reinsertAfterMs: 300 },
+  ]);
   t.deepEqual(p.exchanges[2]!.before, [{ command: 'insert' }]);
   t.deepEqual(p.after, [{ command: 'disarm' }]);
   // Before the first APDU a control line is an event, not a header field.
-  const first = parseTranscript(`${TRANSCRIPT_MAGIC}\n# suite: s\n# control: {"command":"remove"}\n=> 8010\n<=\n# no answer: CARD_REMOVED: gone\n`);
+  const first = parseTranscript(
+    `${TRANSCRIPT_MAGIC}\n# suite: s\n# control: {"command":"remove"}\n=> 8010\n<=\n# no answer: CARD_REMOVED: gone\n`,
+  );
   t.false('control' in first.header);
   t.deepEqual(first.exchanges[0]!.before, [{ command: 'remove' }]);
   const bad = (line: string, re: RegExp): void => {
@@ -187,6 +234,9 @@ test('the recorder records what the control channel did (seeding random plans) b
   const torn = before[0]!;
   t.true(torn.command === 'arm' && typeof torn.plan.seed === 'number', 'a random plan gets a seed');
   t.is(calls[0], `arm ${JSON.stringify(torn.command === 'arm' ? torn.plan : {})}`, 'the card got the seeded plan');
-  t.deepEqual(before.slice(1), [{ command: 'arm', plan: { cutAfterApdu: { index: 1 } } }, { command: 'remove', reinsertAfterMs: 250 }]);
+  t.deepEqual(before.slice(1), [
+    { command: 'arm', plan: { cutAfterApdu: { index: 1 } } },
+    { command: 'remove', reinsertAfterMs: 250 },
+  ]);
   t.deepEqual(p.after, [{ command: 'insert' }]);
 });

@@ -18,10 +18,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
-import {
-  CURRENCY_KZT, generateKeyPair, keyPairSigner, ReferenceWallet, signMessage, sign,
-  type KeyPair,
-} from '@dt/protocol';
+import { CURRENCY_KZT, generateKeyPair, keyPairSigner, ReferenceWallet, signMessage, sign, type KeyPair } from '@dt/protocol';
 import { nativeVerifier } from '@dt/protocol/native';
 import { Ledger } from '../src/ledger.ts';
 import { createPki, identityFrom, issueCard, issueTerminal, osRandom, type Identity } from '../src/pki.ts';
@@ -110,7 +107,13 @@ async function runOne(backend: string, size: number, storage: LedgerStorage): Pr
       validateMs += performance.now() - s;
     }
   };
-  const ledger = await Ledger.open({ storage, signer: nativeSigner(pki.ledger.keys), rootCert: pki.issuer.cert, ledgerCert: pki.ledger.cert, validator: timedValidate });
+  const ledger = await Ledger.open({
+    storage,
+    signer: nativeSigner(pki.ledger.keys),
+    rootCert: pki.issuer.cert,
+    ledgerCert: pki.ledger.cert,
+    validator: timedValidate,
+  });
   await ledger.registerBank(pki.bank.cert);
   await ledger.allocate(pki.bank.kid, 1e15, new Uint8Array(randomBytes(16)));
   const terms = Array.from({ length: 8 }, (_, i) => issueTerminal(bank, { validity, merchant: { id: `m${i}`, mcc: 5411, name: `m${i}` } }));
@@ -142,7 +145,15 @@ async function runOne(backend: string, size: number, storage: LedgerStorage): Pr
     for (let c = 0; c < cards.length && done < size; c++) {
       const ti = (c + r) % terms.length;
       const term = terms[ti]!;
-      const p = cards[c]!.pay({ amount: 100 + (c % 50), currency: CURRENCY_KZT, terminal: term.kid, merchant: `m${ti}`, mcc: 5411, nonce: new Uint8Array(randomBytes(16)), time: now });
+      const p = cards[c]!.pay({
+        amount: 100 + (c % 50),
+        currency: CURRENCY_KZT,
+        terminal: term.kid,
+        merchant: `m${ti}`,
+        mcc: 5411,
+        nonce: new Uint8Array(randomBytes(16)),
+        time: now,
+      });
       perTerm[ti]!.push(p.handover);
       done++;
     }
@@ -151,7 +162,20 @@ async function runOne(backend: string, size: number, storage: LedgerStorage): Pr
       const term = terms[ti]!;
       const signer = keyPairSigner(term.keys);
       for (let i = 0; i < hs.length; i += batchSize) {
-        signed.push(signMessage('Batch', { terminal: term.kid, seq: ++seq[ti]!, time: now, chain: [...term.chain], handovers: hs.slice(i, i + batchSize), crlVersion: 0 }, signer));
+        signed.push(
+          signMessage(
+            'Batch',
+            {
+              terminal: term.kid,
+              seq: ++seq[ti]!,
+              time: now,
+              chain: [...term.chain],
+              handovers: hs.slice(i, i + batchSize),
+              crlVersion: 0,
+            },
+            signer,
+          ),
+        );
       }
     });
     for (let i = 0; i < signed.length; i += 4) {
@@ -164,7 +188,9 @@ async function runOne(backend: string, size: number, storage: LedgerStorage): Pr
       rss.push([batches, mb()]);
       if (batches % 20 < part.length) heap.push([batches, heapMb()]);
     }
-    log(`${backend} ${size}: round ${r + 1}, ${done}/${size} transfers settled, ${(done / (settleMs / 1000)).toFixed(0)} tps, rss ${mb()} MB, validation ${(validateMs / 1000).toFixed(1)} s of ${(settleMs / 1000).toFixed(1)} s`);
+    log(
+      `${backend} ${size}: round ${r + 1}, ${done}/${size} transfers settled, ${(done / (settleMs / 1000)).toFixed(0)} tps, rss ${mb()} MB, validation ${(validateMs / 1000).toFixed(1)} s of ${(settleMs / 1000).toFixed(1)} s`,
+    );
   }
   const audit = await ledger.audit();
   if (!audit.ok) throw new Error(`supply invariant failed: ${JSON.stringify(audit)}`);
@@ -173,7 +199,10 @@ async function runOne(backend: string, size: number, storage: LedgerStorage): Pr
   const st = await pool.stats();
   await pool.close();
   return {
-    backend, transfers: size, cards: cardsN, batches,
+    backend,
+    transfers: size,
+    cards: cardsN,
+    batches,
     settleSeconds: settleMs / 1000,
     validateSeconds: validateMs / 1000,
     transfersPerSecond: size / (settleMs / 1000),
@@ -187,7 +216,9 @@ async function runOne(backend: string, size: number, storage: LedgerStorage): Pr
 }
 
 async function main(): Promise<void> {
-  log(`cores ${availableParallelism()} (${cpus()[0]?.model ?? '?'}), workers ${workers}, sizes ${sizes.join(',')}, backends ${backends.join(',')}`);
+  log(
+    `cores ${availableParallelism()} (${cpus()[0]?.model ?? '?'}), workers ${workers}, sizes ${sizes.join(',')}, backends ${backends.join(',')}`,
+  );
   const perCore = nativeVerifyRate();
   log(`native P-256 verify: ${perCore.toFixed(0)}/s per core`);
   const runs: Run[] = [];
@@ -208,7 +239,9 @@ async function main(): Promise<void> {
         try {
           const run = await runOne(backend, size, storage);
           runs.push(run);
-          log(`${backend} ${size}: ${run.transfersPerSecond.toFixed(0)} transfers/s (${run.verifiesPerTransfer.toFixed(2)} native verifies per transfer)`);
+          log(
+            `${backend} ${size}: ${run.transfersPerSecond.toFixed(0)} transfers/s (${run.verifiesPerTransfer.toFixed(2)} native verifies per transfer)`,
+          );
         } finally {
           await storage.close();
           cleanup();
@@ -223,12 +256,23 @@ async function main(): Promise<void> {
   const results = {
     generated: new Date().toISOString(),
     machine: { node: process.version, cores: availableParallelism(), cpu: cpus()[0]?.model ?? 'unknown' },
-    config: { sizes, backends, workers, batchSize, chainLength: chainLen, notes: 'one input, two outputs per transfer; cards pay chains, so handovers carry 0..chain-1 history transfers; setup (cards, loads, syncs) is not timed; RSS in MiB after each settle call' },
+    config: {
+      sizes,
+      backends,
+      workers,
+      batchSize,
+      chainLength: chainLen,
+      notes:
+        'one input, two outputs per transfer; cards pay chains, so handovers carry 0..chain-1 history transfers; setup (cards, loads, syncs) is not timed; RSS in MiB after each settle call',
+    },
     nativeVerify: { perCore, coresUsed: cores, ceiling },
     runs: runs.map((r) => ({ ...r, ratioToVerifyCeiling: r.transfersPerSecond / ceiling })),
   };
   writeFileSync(args.out!, JSON.stringify(results, null, 2) + '\n');
-  for (const r of results.runs) log(`${r.backend.padEnd(8)} ${String(r.transfers).padStart(6)}: ${r.transfersPerSecond.toFixed(0).padStart(6)} tps = ${(r.ratioToVerifyCeiling * 100).toFixed(1)}% of the ${ceiling.toFixed(0)} verifies/s ceiling; rss ${r.rssMbByBatches[1]?.[1]} -> ${r.rssMbByBatches[r.rssMbByBatches.length - 1]?.[1]} MiB`);
+  for (const r of results.runs)
+    log(
+      `${r.backend.padEnd(8)} ${String(r.transfers).padStart(6)}: ${r.transfersPerSecond.toFixed(0).padStart(6)} tps = ${(r.ratioToVerifyCeiling * 100).toFixed(1)}% of the ${ceiling.toFixed(0)} verifies/s ceiling; rss ${r.rssMbByBatches[1]?.[1]} -> ${r.rssMbByBatches[r.rssMbByBatches.length - 1]?.[1]} MiB`,
+    );
   log(`wrote ${args.out}`);
 }
 

@@ -141,7 +141,13 @@ function shuffle<T>(xs: T[]): T[] {
  * the batches into settle calls the way the acquirer's forwarder does (at
  * most 32 batches, 2,000 handovers and 16 MiB a call).
  */
-function batchesOf(items: readonly { handover: Uint8Array; terminal: number }[], terminals: readonly Identity[], seq: number[], batchSize: number, now: number): SettleCall[] {
+function batchesOf(
+  items: readonly { handover: Uint8Array; terminal: number }[],
+  terminals: readonly Identity[],
+  seq: number[],
+  batchSize: number,
+  now: number,
+): SettleCall[] {
   const perTerminal = new Map<number, Uint8Array[]>();
   for (const it of items) perTerminal.set(it.terminal, [...(perTerminal.get(it.terminal) ?? []), it.handover]);
   const batches: { bytes: Uint8Array; count: number }[] = [];
@@ -150,7 +156,14 @@ function batchesOf(items: readonly { handover: Uint8Array; terminal: number }[],
     const signer = nativeSigner(term.keys);
     for (let i = 0; i < hs.length; i += batchSize) {
       const part = hs.slice(i, i + batchSize);
-      batches.push({ bytes: signMessage('Batch', { terminal: term.kid, seq: ++seq[ti]!, time: now, chain: [...term.chain], handovers: part, crlVersion: 0 }, signer), count: part.length });
+      batches.push({
+        bytes: signMessage(
+          'Batch',
+          { terminal: term.kid, seq: ++seq[ti]!, time: now, chain: [...term.chain], handovers: part, crlVersion: 0 },
+          signer,
+        ),
+        count: part.length,
+      });
     }
   }
   // Arrival order at the acquirer is mixed across terminals.
@@ -189,12 +202,19 @@ export async function buildDataset(opts: DatasetOptions): Promise<Dataset> {
   const dir = buildDir();
   const file = join(dir, 'ledger.db');
   const storage = openSqliteStorage(file);
-  const ledger = await Ledger.open({ storage, signer: nativeSigner(pki.ledger.keys), rootCert: pki.issuer.cert, ledgerCert: pki.ledger.cert });
+  const ledger = await Ledger.open({
+    storage,
+    signer: nativeSigner(pki.ledger.keys),
+    rootCert: pki.issuer.cert,
+    ledgerCert: pki.ledger.cert,
+  });
   const dispose = () => rmSync(dir, { recursive: true, force: true });
   try {
     await ledger.registerBank(pki.bank.cert);
     await ledger.allocate(pki.bank.kid, cardsN * LOAD, rnd(16));
-    const terminals = Array.from({ length: terminalsN }, (_, i) => issueTerminal(bank, { validity, merchant: { id: `shop-${i}`, mcc: 5411, name: `Shop ${i}` }, keys: nativeKeyPair() }));
+    const terminals = Array.from({ length: terminalsN }, (_, i) =>
+      issueTerminal(bank, { validity, merchant: { id: `shop-${i}`, mcc: 5411, name: `Shop ${i}` }, keys: nativeKeyPair() }),
+    );
     const seq = terminals.map(() => 0);
 
     // Card i is measured at measured.get(i) hops.
@@ -212,13 +232,25 @@ export async function buildDataset(opts: DatasetOptions): Promise<Dataset> {
       const w = new ReferenceWallet({ signer: nativeSigner(keys), chain: id.chain });
       w.completeSync(await ledger.sync(w.beginSync(rnd(16))), ledgerKey, nativeVerifier);
       wallets.set(i, w);
-      if ((i + 1) % every === 0) log(`dataset: ${i + 1}/${cardsN} cards registered, loaded and synced (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
+      if ((i + 1) % every === 0)
+        log(`dataset: ${i + 1}/${cardsN} cards registered, loaded and synced (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
     }
 
     // The limits are certified generously (checked by the ledger anyway): the wallet need not re-add its history.
     const pay = (w: ReferenceWallet, ti: number, k: number): Uint8Array => {
       const term = terminals[ti]!;
-      return w.pay({ amount: 100 + (k % 50), currency: CURRENCY_KZT, terminal: term.kid, merchant: `shop-${ti}`, mcc: 5411, nonce: rnd(16), time: now }, { enforceLimits: false }).handover;
+      return w.pay(
+        {
+          amount: 100 + (k % 50),
+          currency: CURRENCY_KZT,
+          terminal: term.kid,
+          merchant: `shop-${ti}`,
+          mcc: 5411,
+          nonce: rnd(16),
+          time: now,
+        },
+        { enforceLimits: false },
+      ).handover;
     };
     const randomTerminal = () => randomBytes(4).readUInt32LE() % terminalsN;
 
@@ -251,7 +283,12 @@ export async function buildDataset(opts: DatasetOptions): Promise<Dataset> {
         byHops[hops] = (byHops[hops] ?? 0) + 1;
         bytes += h.length;
       }
-      return { calls: batchesOf(shuffle(items), terminals, seq, batchSize, now), handovers: items.length, byHops, meanHandoverBytes: items.length ? Math.round(bytes / items.length) : 0 };
+      return {
+        calls: batchesOf(shuffle(items), terminals, seq, batchSize, now),
+        handovers: items.length,
+        byHops,
+        meanHandoverBytes: items.length ? Math.round(bytes / items.length) : 0,
+      };
     };
     const mixed = workload((h) => h < 63);
     const hops63 = workload((h) => h === 63);
@@ -259,7 +296,9 @@ export async function buildDataset(opts: DatasetOptions): Promise<Dataset> {
     if (!audit.ok) throw new Error(`build ledger: supply invariant failed (${audit.difference})`);
     await storage.close();
     const buildSeconds = (performance.now() - t0) / 1000;
-    log(`dataset: built in ${buildSeconds.toFixed(0)} s: ${cardsN} cards, ${mixed.handovers} mixed and ${hops63.handovers} 63-hop measured payments`);
+    log(
+      `dataset: built in ${buildSeconds.toFixed(0)} s: ${cardsN} cards, ${mixed.handovers} mixed and ${hops63.handovers} 63-hop measured payments`,
+    );
     return { file, pki, now, realCards: cardsN, mixed, hops63, priorTransfers, buildSeconds, dispose };
   } catch (e) {
     await storage.close().catch(() => undefined);
@@ -305,7 +344,13 @@ export async function fillBuiltSqlite(ds: Dataset, target: FillTarget): Promise<
 }
 
 /** Mean sizes of the real cards' rows, so that the bulk rows have the same. */
-interface RowSizes { cert: number; token: number; receipt: number; request: number; transfer: number }
+interface RowSizes {
+  cert: number;
+  token: number;
+  receipt: number;
+  request: number;
+  transfer: number;
+}
 
 async function rowSizes(storage: LedgerStorage): Promise<RowSizes> {
   return storage.transaction(async (tx) => {
@@ -321,7 +366,11 @@ async function rowSizes(storage: LedgerStorage): Promise<RowSizes> {
 }
 
 /** What the bulk part added. */
-export interface Fill { readonly cards: number; readonly transfers: number; readonly seconds: number }
+export interface Fill {
+  readonly cards: number;
+  readonly transfers: number;
+  readonly seconds: number;
+}
 
 /** Target sizes of the bulk part. */
 export interface FillTarget {
@@ -344,10 +393,21 @@ export async function fillSqlite(storage: LedgerStorage, ds: Dataset, target: Fi
   await storage.transaction(async (tx) => {
     const series = (n: number) => `WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i + 1 < ${Math.floor(n)})`;
     if (cards > 0) {
-      await tx.run(`CREATE TEMP TABLE dt_cards AS ${series(cards)} SELECT i, randomblob(16) AS kid, randomblob(32) AS req, randomblob(16) AS serial, randomblob(16) AS load FROM s`);
-      await tx.run(`INSERT INTO cards (kid, bank, cert, anchor, anchor_counter, anchor_sync) SELECT kid, ?, randomblob(?), randomblob(32), 1, req FROM dt_cards ORDER BY kid`, [bank, sz.cert]);
-      await tx.run(`INSERT INTO loads (id, card, bank, amount, state, sync, time) SELECT load, kid, ?, ?, 'delivered', req, ? FROM dt_cards ORDER BY load`, [bank, LOAD, ds.now]);
-      await tx.run(`INSERT INTO tokens (serial, card, value, sync, bytes) SELECT serial, kid, ?, req, randomblob(?) FROM dt_cards ORDER BY serial`, [LOAD, sz.token]);
+      await tx.run(
+        `CREATE TEMP TABLE dt_cards AS ${series(cards)} SELECT i, randomblob(16) AS kid, randomblob(32) AS req, randomblob(16) AS serial, randomblob(16) AS load FROM s`,
+      );
+      await tx.run(
+        `INSERT INTO cards (kid, bank, cert, anchor, anchor_counter, anchor_sync) SELECT kid, ?, randomblob(?), randomblob(32), 1, req FROM dt_cards ORDER BY kid`,
+        [bank, sz.cert],
+      );
+      await tx.run(
+        `INSERT INTO loads (id, card, bank, amount, state, sync, time) SELECT load, kid, ?, ?, 'delivered', req, ? FROM dt_cards ORDER BY load`,
+        [bank, LOAD, ds.now],
+      );
+      await tx.run(
+        `INSERT INTO tokens (serial, card, value, sync, bytes) SELECT serial, kid, ?, req, randomblob(?) FROM dt_cards ORDER BY serial`,
+        [LOAD, sz.token],
+      );
       await tx.run(`INSERT INTO syncs (request, card, receipt) SELECT req, kid, randomblob(?) FROM dt_cards ORDER BY req`, [sz.receipt]);
       await tx.run(`INSERT INTO objects (hash, bytes) SELECT req, randomblob(?) FROM dt_cards ORDER BY req`, [sz.request]);
       await tx.run(`INSERT INTO counters (card, counter, hash) SELECT kid, 1, req FROM dt_cards ORDER BY kid`);
@@ -361,8 +421,12 @@ export async function fillSqlite(storage: LedgerStorage, ds: Dataset, target: Fi
       // in key order (B-tree appends: the bulk part takes seconds, not minutes); the measured rows do not.
       await tx.run(`CREATE TEMP TABLE dt_fill AS ${series(transfers)} SELECT i, randomblob(32) AS hash, randomblob(32) AS coin FROM s`);
       await tx.run(`CREATE TEMP TABLE dt_retired AS ${series(Math.ceil(transfers / 10))} SELECT i AS c, randomblob(16) AS kid FROM s`);
-      await tx.run(`INSERT INTO spent (card, id, by_hash) SELECT k.kid, f.coin, f.hash FROM dt_fill f JOIN dt_retired k ON k.c = f.i / 10 ORDER BY k.kid, f.coin`);
-      await tx.run(`INSERT INTO counters (card, counter, hash) SELECT k.kid, f.i % 10 + 1, f.hash FROM dt_fill f JOIN dt_retired k ON k.c = f.i / 10 ORDER BY k.kid, f.i % 10 + 1`);
+      await tx.run(
+        `INSERT INTO spent (card, id, by_hash) SELECT k.kid, f.coin, f.hash FROM dt_fill f JOIN dt_retired k ON k.c = f.i / 10 ORDER BY k.kid, f.coin`,
+      );
+      await tx.run(
+        `INSERT INTO counters (card, counter, hash) SELECT k.kid, f.i % 10 + 1, f.hash FROM dt_fill f JOIN dt_retired k ON k.c = f.i / 10 ORDER BY k.kid, f.i % 10 + 1`,
+      );
       await tx.run(`INSERT INTO objects (hash, bytes) SELECT hash, randomblob(?) FROM dt_fill ORDER BY hash`, [sz.transfer]);
       await tx.run(
         `INSERT INTO transfers (hash, card, counter, amount, payee, change_id, change_value, mark, time, state)
@@ -381,7 +445,11 @@ export async function installPostgres(ds: Dataset, storage: LedgerStorage, log: 
   const src = new Database(ds.file, { readonly: true });
   let rows = 0;
   try {
-    const tables = (src.prepare(`SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name`).all() as { name: string }[]).map((t) => t.name);
+    const tables = (
+      src.prepare(`SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name`).all() as {
+        name: string;
+      }[]
+    ).map((t) => t.name);
     await storage.transaction(async (tx) => {
       for (const t of tables) {
         const cols = (src.prepare(`PRAGMA table_info(${t})`).all() as { name: string }[]).map((c) => c.name);
@@ -393,19 +461,33 @@ export async function installPostgres(ds: Dataset, storage: LedgerStorage, log: 
           if (n === 0) return;
           const one = `(${cols.map(() => '?').join(', ')})`;
           // The schema's own first rows (meta, the empty revocation list) exist already.
-          await tx.run(`INSERT INTO ${t} (${cols.join(', ')}) VALUES ${Array.from({ length: n }, () => one).join(', ')} ON CONFLICT DO NOTHING`, chunk);
+          await tx.run(
+            `INSERT INTO ${t} (${cols.join(', ')}) VALUES ${Array.from({ length: n }, () => one).join(', ')} ON CONFLICT DO NOTHING`,
+            chunk,
+          );
           rows += n;
           chunk = [];
           n = 0;
         };
-        for (const r of src.prepare(`SELECT ${cols.join(', ')} FROM ${t}`).raw().iterate() as IterableIterator<unknown[]>) {
-          for (const v of r) chunk.push(v instanceof Uint8Array ? new Uint8Array(v.buffer, v.byteOffset, v.byteLength) : typeof v === 'bigint' ? Number(v) : (v as SqlValue));
+        for (const r of src
+          .prepare(`SELECT ${cols.join(', ')} FROM ${t}`)
+          .raw()
+          .iterate() as IterableIterator<unknown[]>) {
+          for (const v of r)
+            chunk.push(
+              v instanceof Uint8Array
+                ? new Uint8Array(v.buffer, v.byteOffset, v.byteLength)
+                : typeof v === 'bigint'
+                  ? Number(v)
+                  : (v as SqlValue),
+            );
           if (++n >= per) await flush();
         }
         await flush();
       }
       // meta rows existed before the copy (ON CONFLICT DO NOTHING kept them): take the built values.
-      for (const r of src.prepare(`SELECT k, v FROM meta`).all() as { k: string; v: number }[]) await tx.run(`UPDATE meta SET v = ? WHERE k = ?`, [r.v, r.k]);
+      for (const r of src.prepare(`SELECT k, v FROM meta`).all() as { k: string; v: number }[])
+        await tx.run(`UPDATE meta SET v = ? WHERE k = ?`, [r.v, r.k]);
     });
     log(`postgres: copied ${rows} rows of ${tables.length} tables`);
   } finally {
@@ -426,13 +508,25 @@ export async function fillPostgres(storage: LedgerStorage, ds: Dataset, target: 
   const salt = Buffer.from(randomBytes(16)).toString('hex');
   const id = (tag: string, len: number, of = 'i') => `substring(sha256(convert_to('${salt}:${tag}:' || ${of}, 'UTF8')) from 1 for ${len})`;
   // Pseudo-random bytes of length n (md5 blocks; compressible, so PostgreSQL may store them smaller).
-  const blob = (tag: string, n: number) => `substring(decode(repeat(md5('${salt}:${tag}:' || i), ${Math.ceil(n / 16)}), 'hex') from 1 for ${n})`;
+  const blob = (tag: string, n: number) =>
+    `substring(decode(repeat(md5('${salt}:${tag}:' || i), ${Math.ceil(n / 16)}), 'hex') from 1 for ${n})`;
   await storage.transaction(async (tx) => {
     if (cards > 0) {
-      await tx.run(`CREATE TEMP TABLE dt_cards ON COMMIT DROP AS SELECT i, ${id('kid', 16)} AS kid, ${id('req', 32)} AS req, ${id('ser', 16)} AS serial, ${id('load', 16)} AS load FROM generate_series(0, ${cards - 1}) AS i`);
-      await tx.run(`INSERT INTO cards (kid, bank, cert, anchor, anchor_counter, anchor_sync) SELECT kid, ?, ${blob('cert', sz.cert)}, ${id('anchor', 32)}, 1, req FROM dt_cards ORDER BY kid`, [bank]);
-      await tx.run(`INSERT INTO loads (id, card, bank, amount, state, sync, time) SELECT load, kid, ?, ?, 'delivered', req, ? FROM dt_cards ORDER BY load`, [bank, LOAD, ds.now]);
-      await tx.run(`INSERT INTO tokens (serial, card, value, sync, bytes) SELECT serial, kid, ?, req, ${blob('token', sz.token)} FROM dt_cards ORDER BY serial`, [LOAD]);
+      await tx.run(
+        `CREATE TEMP TABLE dt_cards ON COMMIT DROP AS SELECT i, ${id('kid', 16)} AS kid, ${id('req', 32)} AS req, ${id('ser', 16)} AS serial, ${id('load', 16)} AS load FROM generate_series(0, ${cards - 1}) AS i`,
+      );
+      await tx.run(
+        `INSERT INTO cards (kid, bank, cert, anchor, anchor_counter, anchor_sync) SELECT kid, ?, ${blob('cert', sz.cert)}, ${id('anchor', 32)}, 1, req FROM dt_cards ORDER BY kid`,
+        [bank],
+      );
+      await tx.run(
+        `INSERT INTO loads (id, card, bank, amount, state, sync, time) SELECT load, kid, ?, ?, 'delivered', req, ? FROM dt_cards ORDER BY load`,
+        [bank, LOAD, ds.now],
+      );
+      await tx.run(
+        `INSERT INTO tokens (serial, card, value, sync, bytes) SELECT serial, kid, ?, req, ${blob('token', sz.token)} FROM dt_cards ORDER BY serial`,
+        [LOAD],
+      );
       await tx.run(`INSERT INTO syncs (request, card, receipt) SELECT req, kid, ${blob('receipt', sz.receipt)} FROM dt_cards ORDER BY req`);
       await tx.run(`INSERT INTO objects (hash, bytes) SELECT req, ${blob('request', sz.request)} FROM dt_cards ORDER BY req`);
       await tx.run(`INSERT INTO counters (card, counter, hash) SELECT kid, 1, req FROM dt_cards ORDER BY kid`);
@@ -440,7 +534,9 @@ export async function fillPostgres(storage: LedgerStorage, ds: Dataset, target: 
       await tx.run(`UPDATE meta SET v = v + ? WHERE k = 'issued'`, [cards * LOAD]);
     }
     if (transfers > 0) {
-      await tx.run(`CREATE TEMP TABLE dt_fill ON COMMIT DROP AS SELECT i, ${id('hash', 32)} AS hash, ${id('coin', 32)} AS coin, ${id('retired', 16, '(i / 10)')} AS kid FROM generate_series(0, ${transfers - 1}) AS i`);
+      await tx.run(
+        `CREATE TEMP TABLE dt_fill ON COMMIT DROP AS SELECT i, ${id('hash', 32)} AS hash, ${id('coin', 32)} AS coin, ${id('retired', 16, '(i / 10)')} AS kid FROM generate_series(0, ${transfers - 1}) AS i`,
+      );
       await tx.run(`INSERT INTO spent (card, id, by_hash) SELECT kid, coin, hash FROM dt_fill ORDER BY kid, coin`);
       await tx.run(`INSERT INTO counters (card, counter, hash) SELECT kid, i % 10 + 1, hash FROM dt_fill ORDER BY kid, i % 10 + 1`);
       await tx.run(`INSERT INTO objects (hash, bytes) SELECT hash, ${blob('transfer', sz.transfer)} FROM dt_fill ORDER BY hash`);

@@ -46,8 +46,15 @@ import { openPostgresStorage } from '../src/storage/postgres.ts';
 import { startPgCluster, type PgCluster } from '../src/pg-cluster.ts';
 import type { LedgerStorage } from '../src/storage/types.ts';
 import {
-  buildDataset, fillBuiltSqlite, fillPostgres, installPostgres, installSqliteFile, tableRows,
-  type Dataset, type Fill, type Workload,
+  buildDataset,
+  fillBuiltSqlite,
+  fillPostgres,
+  installPostgres,
+  installSqliteFile,
+  tableRows,
+  type Dataset,
+  type Fill,
+  type Workload,
 } from './headline-dataset.ts';
 
 const HELP = `node --conditions=dt-source --import tsx ledger/bench/headline.ts [options]
@@ -79,8 +86,14 @@ let args;
 try {
   args = parseArgs({
     options: {
-      cards: { type: 'string' }, 'spent-rows': { type: 'string' }, mixed: { type: 'string' }, hops63: { type: 'string' },
-      terminals: { type: 'string' }, batch: { type: 'string' }, 'ceiling-seconds': { type: 'string' }, out: { type: 'string' },
+      cards: { type: 'string' },
+      'spent-rows': { type: 'string' },
+      mixed: { type: 'string' },
+      hops63: { type: 'string' },
+      terminals: { type: 'string' },
+      batch: { type: 'string' },
+      'ceiling-seconds': { type: 'string' },
+      out: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -95,7 +108,8 @@ if (args.help) {
 const num = (v: string | undefined, name: string, def: number, min: number): number => {
   if (v === undefined) return def;
   const n = Number(v);
-  if (!Number.isFinite(n) || n < min || (name !== 'ceiling-seconds' && !Number.isInteger(n))) usage(`--${name} must be ${name === 'ceiling-seconds' ? 'a number' : 'an integer'} >= ${min}, got ${v}`);
+  if (!Number.isFinite(n) || n < min || (name !== 'ceiling-seconds' && !Number.isInteger(n)))
+    usage(`--${name} must be ${name === 'ceiling-seconds' ? 'a number' : 'an integer'} >= ${min}, got ${v}`);
   return n;
 };
 const CARDS = num(args.cards, 'cards', 100_000, 1);
@@ -114,16 +128,27 @@ const r3 = (x: number): number => Math.round(x * 1000) / 1000;
 /** Native P-256 verifies per second of all cores together, right now. */
 async function verifyCeiling(seconds: number): Promise<{ perSecond: number; workers: number; seconds: number }> {
   const n = availableParallelism();
-  const workers = Array.from({ length: n }, () => new Worker(new URL('./verify-ceiling.mjs', import.meta.url), { workerData: { seconds } }));
+  const workers = Array.from(
+    { length: n },
+    () => new Worker(new URL('./verify-ceiling.mjs', import.meta.url), { workerData: { seconds } }),
+  );
   try {
-    await Promise.all(workers.map((w) => new Promise<void>((res, rej) => {
-      w.once('message', () => res());
-      w.once('error', rej);
-    })));
-    const done = workers.map((w) => new Promise<{ verifies: number; seconds: number }>((res, rej) => {
-      w.once('message', res);
-      w.once('error', rej);
-    }));
+    await Promise.all(
+      workers.map(
+        (w) =>
+          new Promise<void>((res, rej) => {
+            w.once('message', () => res());
+            w.once('error', rej);
+          }),
+      ),
+    );
+    const done = workers.map(
+      (w) =>
+        new Promise<{ verifies: number; seconds: number }>((res, rej) => {
+          w.once('message', res);
+          w.once('error', rej);
+        }),
+    );
     for (const w of workers) w.postMessage('go');
     const r = await Promise.all(done);
     return { perSecond: r.reduce((s, x) => s + x.verifies / x.seconds, 0), workers: n, seconds };
@@ -168,7 +193,9 @@ async function measure(ds: Dataset, storage: LedgerStorage, backend: Run['backen
   const ledger = await openAsServe(ds, storage);
   log(`${backend} ${hops}: verify ceiling (${availableParallelism()} workers, ${CEILING_SECONDS} s)`);
   const ceiling = await verifyCeiling(CEILING_SECONDS);
-  log(`${backend} ${hops}: ceiling ${ceiling.perSecond.toFixed(0)} verifies/s; settling ${w.handovers} handovers in ${w.calls.length} settle calls`);
+  log(
+    `${backend} ${hops}: ceiling ${ceiling.perSecond.toFixed(0)} verifies/s; settling ${w.handovers} handovers in ${w.calls.length} settle calls`,
+  );
   const ledgerKey = ds.pki.ledger.keys.publicKey;
   let ms = 0;
   let settled = 0;
@@ -180,21 +207,33 @@ async function measure(ds: Dataset, storage: LedgerStorage, backend: Run['backen
     for (const batch of out) {
       for (const o of batch) {
         const m = verifySigned('Outcome', o, ledgerKey).message;
-        if (m.status !== OutcomeStatus.SETTLED) throw new Error(`${backend} ${hops}: outcome ${m.status} ${m.code ?? ''} instead of SETTLED`);
+        if (m.status !== OutcomeStatus.SETTLED)
+          throw new Error(`${backend} ${hops}: outcome ${m.status} ${m.code ?? ''} instead of SETTLED`);
         settled++;
       }
     }
-    if ((i + 1) % Math.max(1, Math.floor(w.calls.length / 5)) === 0) log(`  ${settled}/${w.handovers} settled, ${(settled / (ms / 1000)).toFixed(0)}/s`);
+    if ((i + 1) % Math.max(1, Math.floor(w.calls.length / 5)) === 0)
+      log(`  ${settled}/${w.handovers} settled, ${(settled / (ms / 1000)).toFixed(0)}/s`);
   }
   if (settled !== w.handovers) throw new Error(`${backend} ${hops}: ${settled} settled of ${w.handovers}`);
   const audit = await ledger.audit();
   if (!audit.ok) throw new Error(`${backend} ${hops}: supply invariant failed after settlement (difference ${audit.difference})`);
   const perSecond = settled / (ms / 1000);
-  log(`${backend} ${hops}: ${perSecond.toFixed(0)} settled/s = ${(100 * perSecond / ceiling.perSecond).toFixed(2)}% of the ceiling`);
+  log(`${backend} ${hops}: ${perSecond.toFixed(0)} settled/s = ${((100 * perSecond) / ceiling.perSecond).toFixed(2)}% of the ceiling`);
   return {
-    backend, hops, handovers: w.handovers, byHops: w.byHops, meanHandoverBytes: w.meanHandoverBytes, settleCalls: w.calls.length,
-    settled, seconds: r3(ms / 1000), settledPerSecond: r3(perSecond), verifyCeiling: { ...ceiling, perSecond: r3(ceiling.perSecond) },
-    ratio: perSecond / ceiling.perSecond, rowsBefore, auditOk: audit.ok,
+    backend,
+    hops,
+    handovers: w.handovers,
+    byHops: w.byHops,
+    meanHandoverBytes: w.meanHandoverBytes,
+    settleCalls: w.calls.length,
+    settled,
+    seconds: r3(ms / 1000),
+    settledPerSecond: r3(perSecond),
+    verifyCeiling: { ...ceiling, perSecond: r3(ceiling.perSecond) },
+    ratio: perSecond / ceiling.perSecond,
+    rowsBefore,
+    auditOk: audit.ok,
   };
 }
 
@@ -202,7 +241,9 @@ async function main(): Promise<Record<string, unknown>> {
   const started = performance.now();
   const closers: (() => unknown)[] = [];
   try {
-    log(`dataset: ${MIXED} mixed + ${HOPS63} 63-hop measured cards through the ledger's API; bulk to ${CARDS} cards and ${SPENT} spent rows`);
+    log(
+      `dataset: ${MIXED} mixed + ${HOPS63} 63-hop measured cards through the ledger's API; bulk to ${CARDS} cards and ${SPENT} spent rows`,
+    );
     const ds = await buildDataset({ mixed: MIXED, hops63: HOPS63, terminals: TERMINALS, batchSize: BATCH, log });
     closers.push(() => ds.dispose());
     const target = { cards: CARDS, spentRows: SPENT };
@@ -217,7 +258,9 @@ async function main(): Promise<Record<string, unknown>> {
     closers.push(() => pg.close());
     await installPostgres(ds, pg, log);
     fills.postgres = await fillPostgres(pg, ds, target);
-    log(`postgres: bulk part: ${fills.postgres.cards} cards, ${fills.postgres.transfers} transfers in ${fills.postgres.seconds.toFixed(0)} s`);
+    log(
+      `postgres: bulk part: ${fills.postgres.cards} cards, ${fills.postgres.transfers} transfers in ${fills.postgres.seconds.toFixed(0)} s`,
+    );
 
     // SQLite: the bulk part goes into the built file on tmpfs, which is then copied to disk and
     // fsynced, and opened as serve opens it.
@@ -242,14 +285,25 @@ async function main(): Promise<Record<string, unknown>> {
       date: new Date().toISOString(),
       host: { node: process.version, cores: availableParallelism(), cpu: cpus()[0]?.model ?? 'unknown' },
       config: {
-        cards: CARDS, spentRows: SPENT, mixed: MIXED, hops63: HOPS63, terminals: TERMINALS, batchSize: BATCH, ceilingSeconds: CEILING_SECONDS,
-        ledger: 'as dt-ledger serve: Ledger.open({ storage, signer: nativeSigner(ledger key), rootCert, ledgerCert }), default void window, validation in the main thread (no worker pool); batches handed to Ledger.settle in-process as POST /v1/settle does',
+        cards: CARDS,
+        spentRows: SPENT,
+        mixed: MIXED,
+        hops63: HOPS63,
+        terminals: TERMINALS,
+        batchSize: BATCH,
+        ceilingSeconds: CEILING_SECONDS,
+        ledger:
+          'as dt-ledger serve: Ledger.open({ storage, signer: nativeSigner(ledger key), rootCert, ledgerCert }), default void window, validation in the main thread (no worker pool); batches handed to Ledger.settle in-process as POST /v1/settle does',
         sqlite: 'openSqliteStorage(file): WAL, synchronous=FULL, file on disk (os.tmpdir())',
         postgres: 'openPostgresStorage over a throwaway cluster (startPgCluster, fsync on, unix socket)',
-        settleCalls: 'terminal batches shuffled across terminals, at most 32 batches / 2,000 handovers / 16 MiB a call (the acquirer forwarder\'s limits)',
+        settleCalls:
+          "terminal batches shuffled across terminals, at most 32 batches / 2,000 handovers / 16 MiB a call (the acquirer forwarder's limits)",
       },
       dataset: {
-        realCards: ds.realCards, priorTransfers: ds.priorTransfers, buildSeconds: r3(ds.buildSeconds), bulk: fills,
+        realCards: ds.realCards,
+        priorTransfers: ds.priorTransfers,
+        buildSeconds: r3(ds.buildSeconds),
+        bulk: fills,
         note: 'measured cards built through the ledger API (register, load, sync, earlier payments settled); the other active cards and the historical spent-set rows inserted in bulk at the storage level (ledger/bench/headline-dataset.ts)',
       },
       runs: { sqliteMixed, sqliteHops63: sqlite63, postgresMixed: pgMixed },
@@ -278,7 +332,9 @@ try {
   writeFileSync(tmp, JSON.stringify(doc, null, 2) + '\n');
   renameSync(tmp, OUT);
   const r = doc.ratios as Record<string, number>;
-  log(`ratios: sqlite ${r.ledgerSqliteCeilingRatio!.toFixed(4)}, postgres ${r.ledgerPostgresCeilingRatio!.toFixed(4)}, sqlite 63 hops ${r.ledgerCeilingRatioHops63!.toFixed(4)}; results in ${OUT} (${doc.durationSeconds} s)`);
+  log(
+    `ratios: sqlite ${r.ledgerSqliteCeilingRatio!.toFixed(4)}, postgres ${r.ledgerPostgresCeilingRatio!.toFixed(4)}, sqlite 63 hops ${r.ledgerCeilingRatioHops63!.toFixed(4)}; results in ${OUT} (${doc.durationSeconds} s)`,
+  );
 } catch (e) {
   process.stderr.write(`headline failed: ${(e as Error).stack ?? String(e)}\n`);
   exit = 1;

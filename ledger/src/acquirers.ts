@@ -20,8 +20,20 @@
  * @module
  */
 import {
-  ACQUIRER_LIMITS, bytesEqual, isDtError, openSigned, parseSettleRequest, ReplayWindows, Role, subjectKey, toHex,
-  verifyChain, verifyCoseSign1, type ParsedSettleRequest, type Verifier, type VerifiedCertificate,
+  ACQUIRER_LIMITS,
+  bytesEqual,
+  isDtError,
+  openSigned,
+  parseSettleRequest,
+  ReplayWindows,
+  Role,
+  subjectKey,
+  toHex,
+  verifyChain,
+  verifyCoseSign1,
+  type ParsedSettleRequest,
+  type Verifier,
+  type VerifiedCertificate,
 } from '@dt/protocol';
 import { nativeVerifier } from '@dt/protocol/native';
 import type { Ledger } from './ledger.ts';
@@ -47,7 +59,11 @@ export interface SettleReplayOptions {
 /** The nonce windows of settle requests, one per acquirer, in seconds of the ledger clock. */
 export function settleReplayWindows(o: SettleReplayOptions = {}): ReplayWindows {
   const skew = o.skewSeconds ?? ACQUIRER_LIMITS.settleSkewSeconds;
-  return new ReplayWindows({ retain: 2 * skew, perParty: o.perAcquirer ?? SETTLE_REPLAY_DEFAULTS.perAcquirer, maxParties: o.maxAcquirers ?? SETTLE_REPLAY_DEFAULTS.maxAcquirers });
+  return new ReplayWindows({
+    retain: 2 * skew,
+    perParty: o.perAcquirer ?? SETTLE_REPLAY_DEFAULTS.perAcquirer,
+    maxParties: o.maxAcquirers ?? SETTLE_REPLAY_DEFAULTS.maxAcquirers,
+  });
 }
 
 /** What {@link authenticateSettle} needs besides the ledger. */
@@ -103,7 +119,8 @@ export async function authenticateSettle(ledger: Ledger, body: Uint8Array, opts:
   const leaf = certs[0]!;
   const bank = certs[1];
   if (bank === undefined) throw new LedgerApiError(LedgerApiCode.ACQUIRER_AUTH, 'the acquirer chain names no bank');
-  if (!bytesEqual(cose.kid, leaf.kid)) throw new LedgerApiError(LedgerApiCode.ACQUIRER_AUTH, 'the request is not signed with the key its chain certifies', 'KEY_MISMATCH');
+  if (!bytesEqual(cose.kid, leaf.kid))
+    throw new LedgerApiError(LedgerApiCode.ACQUIRER_AUTH, 'the request is not signed with the key its chain certifies', 'KEY_MISMATCH');
   try {
     verifyCoseSign1(cose, leaf.publicKey, verifier);
   } catch (e) {
@@ -117,10 +134,12 @@ export async function authenticateSettle(ledger: Ledger, body: Uint8Array, opts:
   if (!known.bank) throw new LedgerApiError(LedgerApiCode.ACQUIRER_UNKNOWN, "the acquirer's bank is not registered at this ledger");
   if (known.blocked) throw new LedgerApiError(LedgerApiCode.ACQUIRER_UNKNOWN, 'the acquirer is blocked');
   // 3. Fresh, and a nonce not seen from this acquirer within the window (bounded per acquirer).
-  if (Math.abs(request.time - now) > skew) throw new LedgerApiError(LedgerApiCode.ACQUIRER_STALE, `the request time is more than ${skew} s from the ledger clock`);
+  if (Math.abs(request.time - now) > skew)
+    throw new LedgerApiError(LedgerApiCode.ACQUIRER_STALE, `the request time is more than ${skew} s from the ledger clock`);
   const seen = opts.nonces.add(leaf.kid, request.nonce, now);
   if (seen === 'replayed') throw new LedgerApiError(LedgerApiCode.ACQUIRER_REPLAYED, 'this settle request nonce was already used');
-  if (seen === 'full') throw new LedgerApiError(LedgerApiCode.BUSY, 'too many settle requests from this acquirer within the window; retry later');
+  if (seen === 'full')
+    throw new LedgerApiError(LedgerApiCode.BUSY, 'too many settle requests from this acquirer within the window; retry later');
   // 4. Every batch opens and is a terminal of the acquirer's bank (the bank certificate of the terminal chain
   //    names the acquirer's bank key; the ledger verifies that chain at the batch time when it settles).
   request.batches.forEach((bytes, index) => {
@@ -134,10 +153,20 @@ export async function authenticateSettle(ledger: Ledger, body: Uint8Array, opts:
     try {
       terminalBank = chain[1] === undefined ? undefined : subjectKey(openSigned('Certificate', chain[1]).message).kid;
     } catch (e) {
-      throw new LedgerApiError(LedgerApiCode.ACQUIRER_NOT_PERMITTED, `batch ${index}: the terminal's bank certificate does not open`, codeOf(e), index);
+      throw new LedgerApiError(
+        LedgerApiCode.ACQUIRER_NOT_PERMITTED,
+        `batch ${index}: the terminal's bank certificate does not open`,
+        codeOf(e),
+        index,
+      );
     }
     if (terminalBank === undefined || !bytesEqual(terminalBank, bank.kid)) {
-      throw new LedgerApiError(LedgerApiCode.ACQUIRER_NOT_PERMITTED, `batch ${index}: the terminal belongs to another bank than the acquirer's`, undefined, index);
+      throw new LedgerApiError(
+        LedgerApiCode.ACQUIRER_NOT_PERMITTED,
+        `batch ${index}: the terminal belongs to another bank than the acquirer's`,
+        undefined,
+        index,
+      );
     }
   });
   return { acquirer: leaf.kid, bank: bank.kid, certificate: leaf, batches: request.batches };
@@ -145,12 +174,24 @@ export async function authenticateSettle(ledger: Ledger, body: Uint8Array, opts:
 
 // ---------------------------------------------------------------- blocked acquirers
 /** A blocked acquirer. */
-export interface BlockedAcquirer { readonly kid: string; readonly reason: string; readonly time: number }
+export interface BlockedAcquirer {
+  readonly kid: string;
+  readonly reason: string;
+  readonly time: number;
+}
 
 /** Blocks an acquirer key (16-byte key id): its settle requests are refused `ACQUIRER_UNKNOWN` from now on. True when it was not blocked yet. */
 export async function blockAcquirer(storage: LedgerStorage, kid: Uint8Array, reason: string, time: number): Promise<boolean> {
   checkKid(kid);
-  return (await storage.transaction((tx) => tx.run(`INSERT INTO acquirer_blocks (kid, reason, time) VALUES (?, ?, ?) ON CONFLICT (kid) DO NOTHING`, [kid, reason.slice(0, 500), time]))) === 1;
+  return (
+    (await storage.transaction((tx) =>
+      tx.run(`INSERT INTO acquirer_blocks (kid, reason, time) VALUES (?, ?, ?) ON CONFLICT (kid) DO NOTHING`, [
+        kid,
+        reason.slice(0, 500),
+        time,
+      ]),
+    )) === 1
+  );
 }
 
 /** Lifts the block of an acquirer key. True when it was blocked. */
@@ -162,7 +203,11 @@ export async function unblockAcquirer(storage: LedgerStorage, kid: Uint8Array): 
 /** The blocked acquirers, oldest block first. */
 export async function blockedAcquirers(storage: LedgerStorage): Promise<BlockedAcquirer[]> {
   return storage.transaction(async (tx) =>
-    (await tx.all(`SELECT kid, reason, time FROM acquirer_blocks ORDER BY time, kid`)).map((r) => ({ kid: toHex(r.kid as Uint8Array), reason: String(r.reason), time: Number(r.time) })),
+    (await tx.all(`SELECT kid, reason, time FROM acquirer_blocks ORDER BY time, kid`)).map((r) => ({
+      kid: toHex(r.kid as Uint8Array),
+      reason: String(r.reason),
+      time: Number(r.time),
+    })),
   );
 }
 

@@ -36,7 +36,11 @@ import type { LedgerStorage } from './storage/types.ts';
  */
 export const EXIT_CODES = [
   { code: 0, name: 'OK', meaning: 'success (serve: stopped by SIGINT/SIGTERM)' },
-  { code: 1, name: 'REFUSED', meaning: "refused: the ledger's rules said no (e.g. INSUFFICIENT_ALLOCATION), or audit found the supply invariant broken" },
+  {
+    code: 1,
+    name: 'REFUSED',
+    meaning: "refused: the ledger's rules said no (e.g. INSUFFICIENT_ALLOCATION), or audit found the supply invariant broken",
+  },
   { code: 2, name: 'USAGE', meaning: 'usage: bad command, option or value, or a file named on the command line is missing or unreadable' },
   { code: 3, name: 'UNREACHABLE', meaning: 'unreachable: the PostgreSQL server of --pg cannot be reached or refused the connection' },
   { code: 4, name: 'DATA_DIR', meaning: 'the data directory is not initialized, already initialized, or holds keys that do not verify' },
@@ -46,7 +50,9 @@ export const EXIT_CODES = [
 
 type ExitName = (typeof EXIT_CODES)[number]['name'];
 /** Exit codes of `dt-ledger` by name (from {@link EXIT_CODES}). */
-export const ExitCode = Object.fromEntries(EXIT_CODES.map((e) => [e.name, e.code])) as { readonly [K in ExitName]: Extract<(typeof EXIT_CODES)[number], { name: K }>['code'] };
+export const ExitCode = Object.fromEntries(EXIT_CODES.map((e) => [e.name, e.code])) as {
+  readonly [K in ExitName]: Extract<(typeof EXIT_CODES)[number], { name: K }>['code'];
+};
 
 const EXIT_HELP = `
 Exit codes:
@@ -57,7 +63,11 @@ decimals (1500.00 KZT); --json output keeps integer tiyn.`;
 
 /** Why a command failed, with its exit code. */
 class CliError extends Error {
-  constructor(readonly exitCode: number, message: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly exitCode: number,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
     super(message, options);
   }
 }
@@ -65,7 +75,8 @@ class CliError extends Error {
 /** Commander parser of an amount in tiyn. */
 function tiyn(v: string): number {
   const n = Number(v);
-  if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n <= 0) throw new InvalidArgumentError('must be a positive integer amount in tiyn (100 tiyn = 1 KZT)');
+  if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n <= 0)
+    throw new InvalidArgumentError('must be a positive integer amount in tiyn (100 tiyn = 1 KZT)');
   return n;
 }
 
@@ -81,7 +92,10 @@ const nowSec = () => Math.floor(Date.now() / 1000);
 
 /** Writes a key pair file readable only by its owner. */
 export function writeKeyFile(path: string, keys: KeyPair): void {
-  writeFileSync(path, JSON.stringify({ alg: 'ES256', secretKey: toHex(keys.secretKey), publicKey: toHex(keys.publicKey) }) + '\n', { mode: 0o600, flag: 'wx' });
+  writeFileSync(path, JSON.stringify({ alg: 'ES256', secretKey: toHex(keys.secretKey), publicKey: toHex(keys.publicKey) }) + '\n', {
+    mode: 0o600,
+    flag: 'wx',
+  });
   chmodSync(path, 0o600);
 }
 
@@ -106,12 +120,17 @@ export interface DataDir {
 
 /** Opens the identities of a data directory created by `dt-ledger init`. */
 export function openDataDir(dir: string): DataDir {
-  if (!existsSync(join(dir, 'root.cert'))) throw new CliError(ExitCode.DATA_DIR, `${dir} is not an initialized data directory (no root.cert; run dt-ledger init -d ${dir})`);
+  if (!existsSync(join(dir, 'root.cert')))
+    throw new CliError(ExitCode.DATA_DIR, `${dir} is not an initialized data directory (no root.cert; run dt-ledger init -d ${dir})`);
   const inDir = <T>(what: string, f: () => T): T => {
     try {
       return f();
     } catch (e) {
-      throw new CliError(ExitCode.DATA_DIR, `${dir}: ${what}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : (e as Error).message}`, { cause: e });
+      throw new CliError(
+        ExitCode.DATA_DIR,
+        `${dir}: ${what}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : (e as Error).message}`,
+        { cause: e },
+      );
     }
   };
   const rootCert = inDir('root.cert', () => new Uint8Array(readFileSync(join(dir, 'root.cert'))));
@@ -120,17 +139,24 @@ export function openDataDir(dir: string): DataDir {
     dir,
     issuer: inDir('issuer key', () => identityFrom(readKeyFile(join(dir, 'issuer.key.json')), [rootCert])),
     ledger: inDir('ledger key', () => identityFrom(readKeyFile(join(dir, 'ledger.key.json')), [ledgerCert])),
-    bank: (name) => inDir(`bank ${name}`, () => identityFrom(readKeyFile(join(dir, 'banks', `${name}.key.json`)), [new Uint8Array(readFileSync(join(dir, 'banks', `${name}.cert`)))])),
-    acquirer: (name) => inDir(`acquirer ${name}`, () => {
-      const cert = new Uint8Array(readFileSync(join(dir, 'acquirers', `${name}.cert`)));
-      // Its bank: the bank certificate of this directory whose key signed it.
-      const signer = openSigned('Certificate', cert).cose.kid;
-      const bankCert = readdirSync(join(dir, 'banks')).filter((f) => f.endsWith('.cert'))
-        .map((f) => new Uint8Array(readFileSync(join(dir, 'banks', f))))
-        .find((c) => bytesEqual(subjectKey(openSigned('Certificate', c).message).kid, signer));
-      if (!bankCert) throw new Error(`its bank is not in ${join(dir, 'banks')}`);
-      return identityFrom(readKeyFile(join(dir, 'acquirers', `${name}.key.json`)), [cert, bankCert]);
-    }),
+    bank: (name) =>
+      inDir(`bank ${name}`, () =>
+        identityFrom(readKeyFile(join(dir, 'banks', `${name}.key.json`)), [
+          new Uint8Array(readFileSync(join(dir, 'banks', `${name}.cert`))),
+        ]),
+      ),
+    acquirer: (name) =>
+      inDir(`acquirer ${name}`, () => {
+        const cert = new Uint8Array(readFileSync(join(dir, 'acquirers', `${name}.cert`)));
+        // Its bank: the bank certificate of this directory whose key signed it.
+        const signer = openSigned('Certificate', cert).cose.kid;
+        const bankCert = readdirSync(join(dir, 'banks'))
+          .filter((f) => f.endsWith('.cert'))
+          .map((f) => new Uint8Array(readFileSync(join(dir, 'banks', f))))
+          .find((c) => bytesEqual(subjectKey(openSigned('Certificate', c).message).kid, signer));
+        if (!bankCert) throw new Error(`its bank is not in ${join(dir, 'banks')}`);
+        return identityFrom(readKeyFile(join(dir, 'acquirers', `${name}.key.json`)), [cert, bankCert]);
+      }),
   };
 }
 
@@ -138,7 +164,8 @@ const NAME = /^[A-Za-z0-9_-]{1,64}$/;
 
 /** Certifies a new acquirer key under an acquiring bank and writes `acquirers/<name>.key.json` (0600) and `.cert`. */
 function writeAcquirer(dir: string, bank: Identity, name: string, now: number): Identity {
-  if (((openSigned('Certificate', bank.cert).message.perms ?? 0) & BankPermission.ACQUIRING) === 0) throw new CliError(ExitCode.USAGE, 'the bank lacks the acquiring permission');
+  if (((openSigned('Certificate', bank.cert).message.perms ?? 0) & BankPermission.ACQUIRING) === 0)
+    throw new CliError(ExitCode.USAGE, 'the bank lacks the acquiring permission');
   mkdirSync(join(dir, 'acquirers'), { recursive: true, mode: 0o700 });
   if (existsSync(join(dir, 'acquirers', `${name}.key.json`))) throw new CliError(ExitCode.DATA_DIR, `acquirer ${name} exists already`);
   const acq = issueAcquirer(bank, { name, validity: { nbf: now - 86400, exp: now + 2 * YEAR } });
@@ -152,7 +179,11 @@ function kidOption(v: string): Uint8Array {
   return fromHex(v.toLowerCase());
 }
 
-interface StorageOpts { data: string; pg?: string; db?: string }
+interface StorageOpts {
+  data: string;
+  pg?: string;
+  db?: string;
+}
 
 async function openStorage(o: StorageOpts): Promise<LedgerStorage> {
   if (o.pg) {
@@ -160,7 +191,11 @@ async function openStorage(o: StorageOpts): Promise<LedgerStorage> {
       return await openPostgresStorage({ connectionString: o.pg });
     } catch (e) {
       // Connection refused, no socket, unknown database, authentication: the server is not there for us.
-      throw new CliError(ExitCode.UNREACHABLE, `cannot reach PostgreSQL at --pg: ${(e as Error).message || (e as NodeJS.ErrnoException).code}`, { cause: e });
+      throw new CliError(
+        ExitCode.UNREACHABLE,
+        `cannot reach PostgreSQL at --pg: ${(e as Error).message || (e as NodeJS.ErrnoException).code}`,
+        { cause: e },
+      );
     }
   }
   return openSqliteStorage(o.db ?? join(o.data, 'ledger.db'));
@@ -200,34 +235,45 @@ export function buildProgram(): Command {
   databaseOptions(
     program
       .command('init')
-      .description('create the issuer root and the ledger key and certificate in a new data directory (private keys are written with mode 0600 and never printed), and the database (SQLite in the directory, or --pg)')
+      .description(
+        'create the issuer root and the ledger key and certificate in a new data directory (private keys are written with mode 0600 and never printed), and the database (SQLite in the directory, or --pg)',
+      )
       .requiredOption('-d, --data <dir>', 'data directory to create')
       .option('--issuer-name <name>', 'subject name of the issuer root', 'DT issuer'),
   ).action(async (o: StorageOpts & { issuerName: string; json?: boolean }) => {
-      if (existsSync(join(o.data, 'issuer.key.json'))) throw new CliError(ExitCode.DATA_DIR, `${o.data} is already initialized`);
-      mkdirSync(join(o.data, 'banks'), { recursive: true, mode: 0o700 });
-      const now = nowSec();
-      const validity = { nbf: now - 86400, exp: now + 10 * YEAR };
-      const issuer = createIssuer({ now, name: o.issuerName });
-      const ledger = issueLedgerCert(issuer, { validity });
-      writeKeyFile(join(o.data, 'issuer.key.json'), issuer.keys);
-      writeKeyFile(join(o.data, 'ledger.key.json'), ledger.keys);
-      writeFileSync(join(o.data, 'root.cert'), issuer.cert);
-      writeFileSync(join(o.data, 'ledger.cert'), ledger.cert);
-      // Create the database (and the signed empty revocation list).
-      const l = await openLedger(o);
-      const kind = l.storage.kind;
-      await l.storage.close();
-      out(!!o.json, { data: o.data, storage: kind, issuerKid: toHex(issuer.kid), ledgerKid: toHex(ledger.kid) },
-        `initialized ${o.data} (${kind})\nissuer root kid ${toHex(issuer.kid)}\nledger kid      ${toHex(ledger.kid)}`);
-    });
+    if (existsSync(join(o.data, 'issuer.key.json'))) throw new CliError(ExitCode.DATA_DIR, `${o.data} is already initialized`);
+    mkdirSync(join(o.data, 'banks'), { recursive: true, mode: 0o700 });
+    const now = nowSec();
+    const validity = { nbf: now - 86400, exp: now + 10 * YEAR };
+    const issuer = createIssuer({ now, name: o.issuerName });
+    const ledger = issueLedgerCert(issuer, { validity });
+    writeKeyFile(join(o.data, 'issuer.key.json'), issuer.keys);
+    writeKeyFile(join(o.data, 'ledger.key.json'), ledger.keys);
+    writeFileSync(join(o.data, 'root.cert'), issuer.cert);
+    writeFileSync(join(o.data, 'ledger.cert'), ledger.cert);
+    // Create the database (and the signed empty revocation list).
+    const l = await openLedger(o);
+    const kind = l.storage.kind;
+    await l.storage.close();
+    out(
+      !!o.json,
+      { data: o.data, storage: kind, issuerKid: toHex(issuer.kid), ledgerKid: toHex(ledger.kid) },
+      `initialized ${o.data} (${kind})\nissuer root kid ${toHex(issuer.kid)}\nledger kid      ${toHex(ledger.kid)}`,
+    );
+  });
 
   storageOptions(
     program
       .command('bank-add')
-      .description('certify a bank under the issuer root, register it with the ledger, and optionally allocate value to it; an acquiring bank also gets its acquirer key and certificate (acquirers/<name>.key.json, .cert)')
+      .description(
+        'certify a bank under the issuer root, register it with the ledger, and optionally allocate value to it; an acquiring bank also gets its acquirer key and certificate (acquirers/<name>.key.json, .cert)',
+      )
       .requiredOption('--name <name>', 'bank name (also the key file name under <data>/banks)')
-      .addOption(new Option('--perms <perms>', 'comma-separated permissions').choices(['issuing', 'acquiring', 'issuing,acquiring', 'acquiring,issuing']).default('issuing,acquiring'))
+      .addOption(
+        new Option('--perms <perms>', 'comma-separated permissions')
+          .choices(['issuing', 'acquiring', 'issuing,acquiring', 'acquiring,issuing'])
+          .default('issuing,acquiring'),
+      )
       .option('--allocate <tiyn>', 'value (integer tiyn) the issuer allocates to the bank', tiyn),
   ).action(async (o: StorageOpts & { name: string; perms: string; allocate?: number; json?: boolean }) => {
     if (!NAME.test(o.name)) throw new CliError(ExitCode.USAGE, 'bank name: letters, digits, _ and - only');
@@ -246,8 +292,11 @@ export function buildProgram(): Command {
     } finally {
       await l.storage.close();
     }
-    out(!!o.json, { name: o.name, kid: toHex(bank.kid), perms, allocated: o.allocate ?? 0, ...(acq ? { acquirerKid: toHex(acq.kid) } : {}) },
-      `bank ${o.name} kid ${toHex(bank.kid)} perms ${o.perms}${o.allocate ? ` allocated ${formatTenge(o.allocate)}` : ''}${acq ? `\nacquirer ${o.name} kid ${toHex(acq.kid)} (acquirers/${o.name}.key.json, acquirers/${o.name}.cert)` : ''}`);
+    out(
+      !!o.json,
+      { name: o.name, kid: toHex(bank.kid), perms, allocated: o.allocate ?? 0, ...(acq ? { acquirerKid: toHex(acq.kid) } : {}) },
+      `bank ${o.name} kid ${toHex(bank.kid)} perms ${o.perms}${o.allocate ? ` allocated ${formatTenge(o.allocate)}` : ''}${acq ? `\nacquirer ${o.name} kid ${toHex(acq.kid)} (acquirers/${o.name}.key.json, acquirers/${o.name}.cert)` : ''}`,
+    );
   });
 
   storageOptions(
@@ -274,11 +323,21 @@ export function buildProgram(): Command {
       .description('run the ledger HTTP API (POST /v1/settle, /v1/sync, /v1/loads, /v1/cards; GET /v1/crl, /v1/health, /v1/metrics)')
       .option('-p, --port <port>', 'TCP port (0: any free port)', '8440')
       .option('--host <host>', 'listen address', '127.0.0.1')
-      .option('--void-window <seconds>', 'seconds after which an unsubmitted transfer is voided at the next sync', nonNegativeInt, 7 * 86400)
-      .addOption(new Option('--log-level <level>', 'request log (JSON lines on stderr: method, route, status, duration; never bodies or keys)').choices(['silent', 'error', 'warn', 'info', 'debug']).default('info')),
+      .option(
+        '--void-window <seconds>',
+        'seconds after which an unsubmitted transfer is voided at the next sync',
+        nonNegativeInt,
+        7 * 86400,
+      )
+      .addOption(
+        new Option('--log-level <level>', 'request log (JSON lines on stderr: method, route, status, duration; never bodies or keys)')
+          .choices(['silent', 'error', 'warn', 'info', 'debug'])
+          .default('info'),
+      ),
   ).action(async (o: StorageOpts & { port: string; host: string; voidWindow: number; logLevel: Level | 'silent'; json?: boolean }) => {
     const port = Number(o.port);
-    if (!/^\d{1,5}$/.test(o.port) || port > 65535) throw new CliError(ExitCode.USAGE, `--port must be a TCP port number 0-65535, got ${o.port}`);
+    if (!/^\d{1,5}$/.test(o.port) || port > 65535)
+      throw new CliError(ExitCode.USAGE, `--port must be a TCP port number 0-65535, got ${o.port}`);
     const ledger = await openLedger(o);
     let srv;
     try {
@@ -299,7 +358,9 @@ export function buildProgram(): Command {
 
   program
     .command('acquirer-add')
-    .description("certify another acquirer key under an acquiring bank of the data directory (acquirers/<name>.key.json, mode 0600, and acquirers/<name>.cert); the ledger accepts its settle requests while the bank is registered and the acquirer is not blocked")
+    .description(
+      'certify another acquirer key under an acquiring bank of the data directory (acquirers/<name>.key.json, mode 0600, and acquirers/<name>.cert); the ledger accepts its settle requests while the bank is registered and the acquirer is not blocked',
+    )
     .requiredOption('-d, --data <dir>', 'data directory created by `dt-ledger init`')
     .requiredOption('--bank <name>', 'acquiring bank name under <data>/banks')
     .requiredOption('--name <name>', 'acquirer name (file name under <data>/acquirers)')
@@ -307,13 +368,19 @@ export function buildProgram(): Command {
     .action((o: { data: string; bank: string; name: string; json?: boolean }) => {
       if (!NAME.test(o.name)) throw new CliError(ExitCode.USAGE, 'acquirer name: letters, digits, _ and - only');
       const acq = writeAcquirer(o.data, openDataDir(o.data).bank(o.bank), o.name, nowSec());
-      out(!!o.json, { name: o.name, bank: o.bank, kid: toHex(acq.kid) }, `acquirer ${o.name} of bank ${o.bank} kid ${toHex(acq.kid)} (acquirers/${o.name}.key.json, acquirers/${o.name}.cert)`);
+      out(
+        !!o.json,
+        { name: o.name, bank: o.bank, kid: toHex(acq.kid) },
+        `acquirer ${o.name} of bank ${o.bank} kid ${toHex(acq.kid)} (acquirers/${o.name}.key.json, acquirers/${o.name}.cert)`,
+      );
     });
 
   storageOptions(
     program
       .command('acquirer-block')
-      .description('block an acquirer key: its settle requests are refused (403 ACQUIRER_UNKNOWN) from now on, also by a running `serve` on the same database')
+      .description(
+        'block an acquirer key: its settle requests are refused (403 ACQUIRER_UNKNOWN) from now on, also by a running `serve` on the same database',
+      )
       .requiredOption('--kid <hex>', 'acquirer key id (32 hex digits)', kidOption)
       .option('--reason <text>', 'reason kept with the block', 'blocked by operator'),
   ).action(async (o: StorageOpts & { kid: Uint8Array; reason: string; json?: boolean }) => {
@@ -346,7 +413,9 @@ export function buildProgram(): Command {
   storageOptions(
     program
       .command('audit')
-      .description('check the supply invariant (issued = bank balances + pending loads + unspent tokens and change + pending payee value + value redeemed to merchants) and list double-spend proofs and revocations; exits 1 when the invariant fails (amounts in tenge; --json: integer tiyn)'),
+      .description(
+        'check the supply invariant (issued = bank balances + pending loads + unspent tokens and change + pending payee value + value redeemed to merchants) and list double-spend proofs and revocations; exits 1 when the invariant fails (amounts in tenge; --json: integer tiyn)',
+      ),
   ).action(async (o: StorageOpts & { json?: boolean }) => {
     const ledger = await openLedger(o);
     let report;

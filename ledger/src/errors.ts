@@ -103,7 +103,8 @@ export interface LedgerErrorBody {
  */
 export function errorBody(err: LedgerError | LedgerApiError): { status: number; body: LedgerErrorBody } {
   // An internal failure the core reports with a 5xx (e.g. its books disagree) is INTERNAL for clients, without details.
-  if (!isLedgerApiCode(err.code) || (err.status >= 500 && err.code !== LedgerApiCode.BUSY)) return { status: 500, body: { code: LedgerApiCode.INTERNAL, message: 'internal error' } };
+  if (!isLedgerApiCode(err.code) || (err.status >= 500 && err.code !== LedgerApiCode.BUSY))
+    return { status: 500, body: { code: LedgerApiCode.INTERNAL, message: 'internal error' } };
   const allowed = LEDGER_ERROR_STATUS[err.code];
   const status = allowed.includes(err.status) ? err.status : allowed[0];
   let detail: string | undefined;
@@ -117,5 +118,8 @@ export function errorBody(err: LedgerError | LedgerApiError): { status: number; 
     if (typeof dc === 'string' || typeof dc === 'number') detail = String(dc);
     if (typeof d.index === 'number') index = d.index;
   }
-  return { status, body: { code: err.code, message: err.message, ...(detail !== undefined ? { detail } : {}), ...(index !== undefined ? { index } : {}) } };
+  return {
+    status,
+    body: { code: err.code, message: err.message, ...(detail !== undefined ? { detail } : {}), ...(index !== undefined ? { index } : {}) },
+  };
 }

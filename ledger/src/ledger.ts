@@ -17,12 +17,47 @@
  * @module
  */
 import {
-  addAmounts, BankPermission, bytesEqual, checkTransferChain, createTrustStore, encodeStruct, encodeDeterministic,
-  DEFAULT_TERMINAL_CRL_MAX_AGE, GENESIS_PREV, LIMITS, MarkSchema, decodeStruct, decodeDeterministic,
-  OutcomeStatus, openSigned, outputId, payloadHash, Role, sha256, signMessage, toHex, utf8, concatBytes,
-  handoverTransfers, subjectKey, sumAmounts, validateHandover, verifyChain, verifyCoseSign1, isDtError,
-  type CardChainVerifier, type HandoverResult, type HandoverValid, type Mark, type TransferOpener, type Outcome, type Signer,
-  type SpentCoin, type TrustStore, type ValidatedTransfer, type Verifier,
+  addAmounts,
+  BankPermission,
+  bytesEqual,
+  checkTransferChain,
+  createTrustStore,
+  encodeStruct,
+  encodeDeterministic,
+  DEFAULT_TERMINAL_CRL_MAX_AGE,
+  GENESIS_PREV,
+  LIMITS,
+  MarkSchema,
+  decodeStruct,
+  decodeDeterministic,
+  OutcomeStatus,
+  openSigned,
+  outputId,
+  payloadHash,
+  Role,
+  sha256,
+  signMessage,
+  toHex,
+  utf8,
+  concatBytes,
+  handoverTransfers,
+  subjectKey,
+  sumAmounts,
+  validateHandover,
+  verifyChain,
+  verifyCoseSign1,
+  isDtError,
+  type CardChainVerifier,
+  type HandoverResult,
+  type HandoverValid,
+  type Mark,
+  type TransferOpener,
+  type Outcome,
+  type Signer,
+  type SpentCoin,
+  type TrustStore,
+  type ValidatedTransfer,
+  type Verifier,
 } from '@dt/protocol';
 import { nativeVerifier } from '@dt/protocol/native';
 import type { LedgerStorage, SqlTx } from './storage/types.ts';
@@ -51,7 +86,12 @@ export type LedgerErrorCode = (typeof LedgerErrorCode)[keyof typeof LedgerErrorC
 
 /** A refused request: nothing was changed (except, for DOUBLE_SPEND, the recorded proof and revocation). */
 export class LedgerError extends Error {
-  constructor(readonly status: number, readonly code: LedgerErrorCode, message: string, readonly details: Record<string, string | number> = {}) {
+  constructor(
+    readonly status: number,
+    readonly code: LedgerErrorCode,
+    message: string,
+    readonly details: Record<string, string | number> = {},
+  ) {
     super(`${code}: ${message}`);
     this.name = 'LedgerError';
   }
@@ -103,7 +143,12 @@ export interface AuditReport {
 }
 
 /** Answer to a bank load. */
-export interface LoadAnswer { id: string; card: string; amount: number; state: 'pending' | 'delivered' | 'cancelled' }
+export interface LoadAnswer {
+  id: string;
+  card: string;
+  amount: number;
+  state: 'pending' | 'delivered' | 'cancelled';
+}
 
 const ZERO16 = new Uint8Array(16);
 const ZERO32 = new Uint8Array(32);
@@ -141,10 +186,13 @@ interface EvidenceObject {
 }
 
 /** What the ledger keeps of a registered card for evidence checks. */
-interface CardKey { readonly publicKey: Uint8Array }
+interface CardKey {
+  readonly publicKey: Uint8Array;
+}
 
 const markBytes = (m: Mark | undefined): Uint8Array | null => (m ? encodeDeterministic(encodeStruct(MarkSchema, m)) : null);
-const markFrom = (b: Uint8Array | null | undefined): Mark | undefined => (b ? decodeStruct(MarkSchema, decodeDeterministic(b, 1024)) : undefined);
+const markFrom = (b: Uint8Array | null | undefined): Mark | undefined =>
+  b ? decodeStruct(MarkSchema, decodeDeterministic(b, 1024)) : undefined;
 
 interface OpenBatch {
   readonly hash: Uint8Array;
@@ -172,7 +220,10 @@ interface HandoverEvidence {
 }
 
 /** What applying one handover produced: its signed outcome and the metric to count after the commit. */
-interface Applied { bytes: Uint8Array; stat?: keyof Ledger['stats'] }
+interface Applied {
+  bytes: Uint8Array;
+  stat?: keyof Ledger['stats'];
+}
 
 const n = (v: unknown): number => Number(v);
 const b = (v: unknown): Uint8Array => v as Uint8Array;
@@ -215,13 +266,22 @@ export class Ledger {
   /** Opens a ledger over `storage`: checks the trust store and that `signer` is the certified ledger key, and signs the empty revocation list version 0 on first use. */
   static async open(opts: LedgerOptions): Promise<Ledger> {
     const now = (opts.now ?? (() => Math.floor(Date.now() / 1000)))();
-    const trust = createTrustStore({ root: opts.rootCert, ledgerCert: opts.ledgerCert, at: now, verifier: opts.verifier ?? nativeVerifier });
+    const trust = createTrustStore({
+      root: opts.rootCert,
+      ledgerCert: opts.ledgerCert,
+      at: now,
+      verifier: opts.verifier ?? nativeVerifier,
+    });
     if (!bytesEqual(trust.ledgerKid, opts.signer.kid)) throw new Error('the signer is not the key of the ledger certificate');
     const l = new Ledger(opts, trust);
     await l.storage.transaction(async (tx) => {
       for (const k of ['crl_version', 'issued']) await tx.run(`INSERT INTO meta (k, v) VALUES (?, 0) ON CONFLICT (k) DO NOTHING`, [k]);
       if (!(await tx.get(`SELECT version FROM crls WHERE version = 0`))) {
-        const bytes = signMessage('RevocationList', { version: 0, issued: now, revoked: [], nextUpdate: now + CRL_REFRESH_SECONDS }, l.#signer);
+        const bytes = signMessage(
+          'RevocationList',
+          { version: 0, issued: now, revoked: [], nextUpdate: now + CRL_REFRESH_SECONDS },
+          l.#signer,
+        );
         await tx.run(`INSERT INTO crls (version, issued, bytes) VALUES (0, ?, ?)`, [now, bytes]);
       }
     });
@@ -235,7 +295,14 @@ export class Ledger {
 
   /** Validates one handover in this thread (the default validator). */
   validateOne(job: ValidationJob): HandoverResult {
-    return validateHandover(job.handover, { trust: this.trust, verifier: this.#memo, openTransfer: this.#openTransfer, verifyCardChain: this.#verifyCardChain, payee: job.payee, notAfter: job.notAfter });
+    return validateHandover(job.handover, {
+      trust: this.trust,
+      verifier: this.#memo,
+      openTransfer: this.#openTransfer,
+      verifyCardChain: this.#verifyCardChain,
+      payee: job.payee,
+      notAfter: job.notAfter,
+    });
   }
 
   // ------------------------------------------------------------ issuance
@@ -248,21 +315,28 @@ export class Ledger {
       throw new LedgerError(400, LedgerErrorCode.BANK_CHAIN, isDtError(e) ? e.code : 'bank certificate invalid');
     }
     await this.storage.transaction((tx) =>
-      tx.run(`INSERT INTO banks (kid, cert, perms, balance) VALUES (?, ?, ?, 0) ON CONFLICT (kid) DO NOTHING`, [bank!.kid, cert, bank!.claims.perms ?? 0]),
+      tx.run(`INSERT INTO banks (kid, cert, perms, balance) VALUES (?, ?, ?, 0) ON CONFLICT (kid) DO NOTHING`, [
+        bank!.kid,
+        cert,
+        bank!.claims.perms ?? 0,
+      ]),
     );
     return bank!.kid;
   }
 
   /** The issuer allocates `amount` of new value to a bank (`id`: 16-byte idempotency key). */
   async allocate(bankKid: Uint8Array, amount: number, id: Uint8Array): Promise<void> {
-    if (!Number.isSafeInteger(amount) || amount <= 0) throw new LedgerError(400, LedgerErrorCode.MALFORMED, 'amount must be a positive integer');
+    if (!Number.isSafeInteger(amount) || amount <= 0)
+      throw new LedgerError(400, LedgerErrorCode.MALFORMED, 'amount must be a positive integer');
     await this.storage.transaction(async (tx) => {
       const prior = await tx.get(`SELECT bank, amount FROM allocations WHERE id = ?`, [id]);
       if (prior) {
-        if (!bytesEqual(b(prior.bank), bankKid) || n(prior.amount) !== amount) throw new LedgerError(409, LedgerErrorCode.ID_CONFLICT, 'allocation id reused');
+        if (!bytesEqual(b(prior.bank), bankKid) || n(prior.amount) !== amount)
+          throw new LedgerError(409, LedgerErrorCode.ID_CONFLICT, 'allocation id reused');
         return;
       }
-      if ((await tx.run(`UPDATE banks SET balance = balance + ? WHERE kid = ?`, [amount, bankKid])) !== 1) throw new LedgerError(404, LedgerErrorCode.BANK_UNKNOWN, 'bank not registered');
+      if ((await tx.run(`UPDATE banks SET balance = balance + ? WHERE kid = ?`, [amount, bankKid])) !== 1)
+        throw new LedgerError(404, LedgerErrorCode.BANK_UNKNOWN, 'bank not registered');
       await tx.run(`INSERT INTO allocations (id, bank, amount, time) VALUES (?, ?, ?, ?)`, [id, bankKid, amount, this.#now()]);
       await tx.run(`UPDATE meta SET v = v + ? WHERE k = 'issued'`, [amount]);
     });
@@ -274,11 +348,13 @@ export class Ledger {
    * `INSUFFICIENT_ALLOCATION`) when the bank's balance is already below the new floor.
    */
   async setCreditLine(bankKid: Uint8Array, amount: number): Promise<void> {
-    if (!Number.isSafeInteger(amount) || amount < 0) throw new LedgerError(400, LedgerErrorCode.MALFORMED, 'credit line must be a non-negative integer');
+    if (!Number.isSafeInteger(amount) || amount < 0)
+      throw new LedgerError(400, LedgerErrorCode.MALFORMED, 'credit line must be a non-negative integer');
     await this.storage.transaction(async (tx) => {
       const bank = await tx.get(`SELECT balance FROM banks WHERE kid = ?`, [bankKid]);
       if (!bank) throw new LedgerError(404, LedgerErrorCode.BANK_UNKNOWN, 'bank not registered');
-      if (n(bank.balance) < -amount) throw new LedgerError(409, LedgerErrorCode.INSUFFICIENT_ALLOCATION, 'the bank is already below that floor');
+      if (n(bank.balance) < -amount)
+        throw new LedgerError(409, LedgerErrorCode.INSUFFICIENT_ALLOCATION, 'the bank is already below that floor');
       await tx.run(`UPDATE banks SET credit_line = ? WHERE kid = ?`, [amount, bankKid]);
     });
   }
@@ -294,8 +370,12 @@ export class Ledger {
     const kid = card[0]!.kid;
     const bank = card[1]!.kid;
     await this.storage.transaction(async (tx) => {
-      if (!(await tx.get(`SELECT kid FROM banks WHERE kid = ?`, [bank]))) throw new LedgerError(404, LedgerErrorCode.BANK_UNKNOWN, 'issuing bank not registered');
-      await tx.run(`INSERT INTO cards (kid, bank, cert, anchor, anchor_counter, anchor_sync) VALUES (?, ?, ?, ?, 0, NULL) ON CONFLICT (kid) DO NOTHING`, [kid, bank, chain[0]!, GENESIS_PREV]);
+      if (!(await tx.get(`SELECT kid FROM banks WHERE kid = ?`, [bank])))
+        throw new LedgerError(404, LedgerErrorCode.BANK_UNKNOWN, 'issuing bank not registered');
+      await tx.run(
+        `INSERT INTO cards (kid, bank, cert, anchor, anchor_counter, anchor_sync) VALUES (?, ?, ?, ?, 0, NULL) ON CONFLICT (kid) DO NOTHING`,
+        [kid, bank, chain[0]!, GENESIS_PREV],
+      );
     });
     return kid;
   }
@@ -310,7 +390,12 @@ export class Ledger {
     }
     const { cose, order } = opened;
     const now = this.#now();
-    const answer = (state: LoadAnswer['state']): LoadAnswer => ({ id: toHex(order.id), card: toHex(order.card), amount: order.amount, state });
+    const answer = (state: LoadAnswer['state']): LoadAnswer => ({
+      id: toHex(order.id),
+      card: toHex(order.card),
+      amount: order.amount,
+      state,
+    });
     const out = await this.storage.transaction(async (tx) => {
       const bank = await tx.get(`SELECT cert, perms FROM banks WHERE kid = ?`, [cose.kid]);
       if (!bank) throw new LedgerError(403, LedgerErrorCode.BANK_UNKNOWN, 'signer is not a registered bank');
@@ -321,7 +406,8 @@ export class Ledger {
       } catch (e) {
         throw new LedgerError(403, LedgerErrorCode.BAD_SIGNATURE, isDtError(e) ? e.code : 'load order signature invalid');
       }
-      if (((verified!.claims.perms ?? 0) & BankPermission.ISSUING) === 0) throw new LedgerError(403, LedgerErrorCode.NOT_PERMITTED, 'bank may not issue');
+      if (((verified!.claims.perms ?? 0) & BankPermission.ISSUING) === 0)
+        throw new LedgerError(403, LedgerErrorCode.NOT_PERMITTED, 'bank may not issue');
       const prior = await tx.get(`SELECT card, amount, bank, state FROM loads WHERE id = ?`, [order.id]);
       if (prior) {
         if (!bytesEqual(b(prior.card), order.card) || n(prior.amount) !== order.amount || !bytesEqual(b(prior.bank), cose.kid)) {
@@ -332,12 +418,22 @@ export class Ledger {
       const card = await tx.get(`SELECT bank FROM cards WHERE kid = ?`, [order.card]);
       if (!card) throw new LedgerError(404, LedgerErrorCode.CARD_UNKNOWN, 'card not registered');
       if (!bytesEqual(b(card.bank), cose.kid)) throw new LedgerError(403, LedgerErrorCode.NOT_PERMITTED, 'card issued by another bank');
-      if (await tx.get(`SELECT version FROM revocations WHERE card = ?`, [order.card])) throw new LedgerError(403, LedgerErrorCode.CARD_REVOKED, 'card revoked');
+      if (await tx.get(`SELECT version FROM revocations WHERE card = ?`, [order.card]))
+        throw new LedgerError(403, LedgerErrorCode.CARD_REVOKED, 'card revoked');
       // A load is paid from the bank's own balance: never below zero (a credit line is for covers, not loads).
-      if ((await tx.run(`UPDATE banks SET balance = balance - ? WHERE kid = ? AND balance >= ?`, [order.amount, cose.kid, order.amount])) !== 1) {
+      if (
+        (await tx.run(`UPDATE banks SET balance = balance - ? WHERE kid = ? AND balance >= ?`, [order.amount, cose.kid, order.amount])) !==
+        1
+      ) {
         throw new LedgerError(409, LedgerErrorCode.INSUFFICIENT_ALLOCATION, 'bank allocation too small');
       }
-      await tx.run(`INSERT INTO loads (id, card, bank, amount, state, sync, time) VALUES (?, ?, ?, ?, 'pending', NULL, ?)`, [order.id, order.card, cose.kid, order.amount, now]);
+      await tx.run(`INSERT INTO loads (id, card, bank, amount, state, sync, time) VALUES (?, ?, ?, ?, 'pending', NULL, ?)`, [
+        order.id,
+        order.card,
+        cose.kid,
+        order.amount,
+        now,
+      ]);
       return answer('pending');
     });
     this.stats.loads++;
@@ -356,7 +452,8 @@ export class Ledger {
     if (c && top && c.version === n(top.version) && now - c.issued < CRL_REFRESH_SECONDS) return c.bytes;
     const out = await this.storage.transaction(async (tx) => {
       const latest = (await tx.get(`SELECT version, issued, bytes FROM crls ORDER BY version DESC LIMIT 1`))!;
-      if (now - n(latest.issued) < CRL_REFRESH_SECONDS) return { version: n(latest.version), issued: n(latest.issued), bytes: b(latest.bytes) };
+      if (now - n(latest.issued) < CRL_REFRESH_SECONDS)
+        return { version: n(latest.version), issued: n(latest.issued), bytes: b(latest.bytes) };
       return this.#signCrl(tx, now);
     });
     this.#crlCache = out;
@@ -367,7 +464,11 @@ export class Ledger {
   async #signCrl(tx: SqlTx, now: number): Promise<{ version: number; issued: number; bytes: Uint8Array }> {
     const version = n((await tx.get(`UPDATE meta SET v = v + 1 WHERE k = 'crl_version' RETURNING v`))!.v);
     const all = (await tx.all(`SELECT card FROM revocations ORDER BY card`)).map((x) => b(x.card));
-    const bytes = signMessage('RevocationList', { version, issued: now, revoked: all, nextUpdate: now + CRL_REFRESH_SECONDS }, this.#signer);
+    const bytes = signMessage(
+      'RevocationList',
+      { version, issued: now, revoked: all, nextUpdate: now + CRL_REFRESH_SECONDS },
+      this.#signer,
+    );
     await tx.run(`INSERT INTO crls (version, issued, bytes) VALUES (?, ?, ?)`, [version, now, bytes]);
     return { version, issued: now, bytes };
   }
@@ -447,16 +548,24 @@ export class Ledger {
       // Beyond the window no honest chain can reach: not evidence of anything (bounded state).
       if (o.counter > anchor + EVIDENCE_WINDOW) continue;
       const forks: Fork[] = [];
-      const c = await tx.get(`INSERT INTO counters (card, counter, hash) VALUES (?, ?, ?) ON CONFLICT (card, counter) DO NOTHING RETURNING hash`, [o.card, o.counter, o.hash]);
+      const c = await tx.get(
+        `INSERT INTO counters (card, counter, hash) VALUES (?, ?, ?) ON CONFLICT (card, counter) DO NOTHING RETURNING hash`,
+        [o.card, o.counter, o.hash],
+      );
       if (!c) {
         const ex = b((await tx.get(`SELECT hash FROM counters WHERE card = ? AND counter = ?`, [o.card, o.counter]))!.hash);
-        if (!bytesEqual(ex, o.hash)) forks.push({ card: o.card, firstHash: ex, second: o.bytes, secondHash: o.hash, reason: 'COUNTER_REUSED' });
+        if (!bytesEqual(ex, o.hash))
+          forks.push({ card: o.card, firstHash: ex, second: o.bytes, secondHash: o.hash, reason: 'COUNTER_REUSED' });
       }
       for (const id of o.claims) {
-        const s = await tx.get(`INSERT INTO spent (card, id, by_hash) VALUES (?, ?, ?) ON CONFLICT (card, id) DO NOTHING RETURNING by_hash`, [o.card, id, o.hash]);
+        const s = await tx.get(
+          `INSERT INTO spent (card, id, by_hash) VALUES (?, ?, ?) ON CONFLICT (card, id) DO NOTHING RETURNING by_hash`,
+          [o.card, id, o.hash],
+        );
         if (s) continue;
         const ex = b((await tx.get(`SELECT by_hash FROM spent WHERE card = ? AND id = ?`, [o.card, id]))!.by_hash);
-        if (!bytesEqual(ex, o.hash)) forks.push({ card: o.card, firstHash: ex, second: o.bytes, secondHash: o.hash, reason: 'INPUT_SPENT' });
+        if (!bytesEqual(ex, o.hash))
+          forks.push({ card: o.card, firstHash: ex, second: o.bytes, secondHash: o.hash, reason: 'INPUT_SPENT' });
       }
       await tx.run(`INSERT INTO objects (hash, bytes) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING`, [o.hash, o.bytes]);
       for (const f of forks) await this.#proof(tx, f, now);
@@ -470,7 +579,12 @@ export class Ledger {
     const kept = n((await tx.get(`SELECT COUNT(*) AS c FROM proofs WHERE card = ?`, [f.card]))!.c);
     if (kept < MAX_PROOFS_PER_CARD) {
       await tx.run(`INSERT INTO objects (hash, bytes) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING`, [f.secondHash, f.second]);
-      await tx.run(`INSERT INTO proofs (first, second, card, time) VALUES (?, ?, ?, ?) ON CONFLICT (first, second) DO NOTHING`, [f.firstHash, f.secondHash, f.card, now]);
+      await tx.run(`INSERT INTO proofs (first, second, card, time) VALUES (?, ?, ?, ?) ON CONFLICT (first, second) DO NOTHING`, [
+        f.firstHash,
+        f.secondHash,
+        f.card,
+        now,
+      ]);
     }
     const first = b((await tx.get(`SELECT bytes FROM objects WHERE hash = ?`, [f.firstHash]))!.bytes);
     return { version: await this.#revoke(tx, f.card, now), first };
@@ -483,7 +597,17 @@ export class Ledger {
     const change = t.outputs[1];
     await tx.run(
       `INSERT INTO transfers (hash, card, counter, amount, payee, change_id, change_value, mark, time, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'recorded') ON CONFLICT (hash) DO NOTHING`,
-      [vt.hash, t.card, t.counter, t.amount, t.payee, change ? outputId(vt.hash, 1) : null, change?.value ?? 0, markBytes(ins[0]?.mark), t.time],
+      [
+        vt.hash,
+        t.card,
+        t.counter,
+        t.amount,
+        t.payee,
+        change ? outputId(vt.hash, 1) : null,
+        change?.value ?? 0,
+        markBytes(ins[0]?.mark),
+        t.time,
+      ],
     );
   }
 
@@ -497,22 +621,31 @@ export class Ledger {
     }
     const m = opened.message;
     const now = this.#now();
-    if (m.time > now + this.#skew) throw new LedgerError(400, LedgerErrorCode.BATCH_TIME, `batch ${index} is dated in the future`, { index });
+    if (m.time > now + this.#skew)
+      throw new LedgerError(400, LedgerErrorCode.BATCH_TIME, `batch ${index} is dated in the future`, { index });
     let term;
     try {
       term = verifyChain(m.chain, { root: this.trust.root, at: m.time, leafRole: Role.TERMINAL, verifier: this.#verifier });
     } catch (e) {
-      throw new LedgerError(400, LedgerErrorCode.TERMINAL_CHAIN, `batch ${index}: ${isDtError(e) ? e.code : 'terminal chain invalid'}`, { index });
+      throw new LedgerError(400, LedgerErrorCode.TERMINAL_CHAIN, `batch ${index}: ${isDtError(e) ? e.code : 'terminal chain invalid'}`, {
+        index,
+      });
     }
-    if (!bytesEqual(term[0]!.kid, m.terminal)) throw new LedgerError(400, LedgerErrorCode.TERMINAL_CHAIN, `batch ${index}: chain certifies another terminal`, { index });
+    if (!bytesEqual(term[0]!.kid, m.terminal))
+      throw new LedgerError(400, LedgerErrorCode.TERMINAL_CHAIN, `batch ${index}: chain certifies another terminal`, { index });
     try {
       verifyCoseSign1(opened.cose, term[0]!.publicKey, this.#verifier);
     } catch {
       throw new LedgerError(400, LedgerErrorCode.BAD_SIGNATURE, `batch ${index}: signature invalid`, { index });
     }
     return {
-      hash: payloadHash(opened.cose), terminal: m.terminal, seq: m.seq, time: m.time, crlVersion: m.crlVersion,
-      crlMaxAge: term[0]!.claims.crlMaxAge ?? DEFAULT_TERMINAL_CRL_MAX_AGE, handovers: m.handovers,
+      hash: payloadHash(opened.cose),
+      terminal: m.terminal,
+      seq: m.seq,
+      time: m.time,
+      crlVersion: m.crlVersion,
+      crlMaxAge: term[0]!.claims.crlMaxAge ?? DEFAULT_TERMINAL_CRL_MAX_AGE,
+      handovers: m.handovers,
     };
   }
 
@@ -546,7 +679,8 @@ export class Ledger {
     for (const r of stored) out[n(r.idx)] = b(r.bytes);
     const todo = [...out.keys()].filter((i) => out[i] === undefined);
     const notAfter = Math.min(ob.time, this.#now()) + this.#skew;
-    const results = todo.length > 0 ? await this.#validate(todo.map((i) => ({ handover: ob.handovers[i]!, payee: ob.terminal, notAfter }))) : [];
+    const results =
+      todo.length > 0 ? await this.#validate(todo.map((i) => ({ handover: ob.handovers[i]!, payee: ob.terminal, notAfter }))) : [];
     const evidence: HandoverEvidence[] = [];
     for (const i of todo) evidence.push(await this.#evidenceOf(ob.handovers[i]!));
     return { out, todo, results, evidence };
@@ -568,7 +702,13 @@ export class Ledger {
         out[idx] = r.bytes;
         if (r.stat) counted.push(r.stat);
       }
-      await tx.run(`INSERT INTO batches (hash, terminal, seq, count, time) VALUES (?, ?, ?, ?, ?) ON CONFLICT (hash) DO NOTHING`, [ob.hash, ob.terminal, ob.seq, ob.handovers.length, ob.time]);
+      await tx.run(`INSERT INTO batches (hash, terminal, seq, count, time) VALUES (?, ?, ?, ?, ?) ON CONFLICT (hash) DO NOTHING`, [
+        ob.hash,
+        ob.terminal,
+        ob.seq,
+        ob.handovers.length,
+        ob.time,
+      ]);
     });
     for (const c of counted) this.stats[c]++;
     this.stats.batches++;
@@ -588,7 +728,13 @@ export class Ledger {
     if (!v) return undefined;
     const status = n(v.status) === OutcomeStatus.SETTLED ? OutcomeStatus.ALREADY_SETTLED : (n(v.status) as Outcome['status']);
     return {
-      transfer: hash, status, covered: n(v.covered) === 1, time: n(v.time), card: b(v.card), terminal: b(v.terminal), amount: n(v.amount),
+      transfer: hash,
+      status,
+      covered: n(v.covered) === 1,
+      time: n(v.time),
+      card: b(v.card),
+      terminal: b(v.terminal),
+      amount: n(v.amount),
       ...(v.code ? { code: String(v.code) } : {}),
       ...(v.proof1 && v.proof2 ? { proof: [b(v.proof1), b(v.proof2)] } : {}),
     };
@@ -597,7 +743,18 @@ export class Ledger {
   async #saveVerdict(tx: SqlTx, o: Outcome): Promise<void> {
     await tx.run(
       `INSERT INTO verdicts (transfer, status, covered, code, time, card, terminal, amount, proof1, proof2) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      [o.transfer, o.status, o.covered ? 1 : 0, o.code ?? null, o.time, o.card, o.terminal, o.amount, o.proof?.[0] ?? null, o.proof?.[1] ?? null],
+      [
+        o.transfer,
+        o.status,
+        o.covered ? 1 : 0,
+        o.code ?? null,
+        o.time,
+        o.card,
+        o.terminal,
+        o.amount,
+        o.proof?.[0] ?? null,
+        o.proof?.[1] ?? null,
+      ],
     );
   }
 
@@ -617,29 +774,92 @@ export class Ledger {
     const paying = v.ok ? v.transferHash : evidence.paying;
     if (paying) {
       const replay = await this.#verdictOutcome(tx, paying);
-      if (replay) return store(replay, replay.status === OutcomeStatus.ALREADY_SETTLED ? 'alreadySettled' : replay.status === OutcomeStatus.DOUBLE_SPEND ? 'doubleSpends' : 'voided', false);
+      if (replay)
+        return store(
+          replay,
+          replay.status === OutcomeStatus.ALREADY_SETTLED
+            ? 'alreadySettled'
+            : replay.status === OutcomeStatus.DOUBLE_SPEND
+              ? 'doubleSpends'
+              : 'voided',
+          false,
+        );
     }
     if (fork) return store(await this.#doubleSpend(tx, ob, v, fork, paying, now), 'doubleSpends', paying !== undefined);
     if (!v.ok) {
-      return store({ transfer: v.transferHash ?? ZERO32, status: OutcomeStatus.INVALID, covered: false, code: v.code, time: now, card: v.cardKid ?? ZERO16, terminal: ob.terminal, amount: 0 }, 'invalid', false);
+      return store(
+        {
+          transfer: v.transferHash ?? ZERO32,
+          status: OutcomeStatus.INVALID,
+          covered: false,
+          code: v.code,
+          time: now,
+          card: v.cardKid ?? ZERO16,
+          terminal: ob.terminal,
+          amount: 0,
+        },
+        'invalid',
+        false,
+      );
     }
     // What only the ledger knows (step 3): every token is one it issued to this card.
     for (let i = 0; i < v.tokens.length; i++) {
       const tk = v.tokens[i]!.token;
       const row = await tx.get(`SELECT card, value FROM tokens WHERE serial = ?`, [tk.serial]);
       if (!row || !bytesEqual(b(row.card), v.cardKid) || n(row.value) !== tk.value) {
-        return store({ transfer: v.transferHash, status: OutcomeStatus.INVALID, covered: false, code: 'TOKEN_INVALID', time: now, card: v.cardKid, terminal: ob.terminal, amount: 0 }, 'invalid', false);
+        return store(
+          {
+            transfer: v.transferHash,
+            status: OutcomeStatus.INVALID,
+            covered: false,
+            code: 'TOKEN_INVALID',
+            time: now,
+            card: v.cardKid,
+            terminal: ob.terminal,
+            amount: 0,
+          },
+          'invalid',
+          false,
+        );
       }
     }
     for (let i = 0; i < v.chain.length; i++) await this.#recordValue(tx, v.chain[i]!, v.chainInputs[i]!);
     const row = await tx.get(`SELECT state FROM transfers WHERE hash = ?`, [v.transferHash]);
     const t = v.transfer;
     if (row!.state === 'voided') {
-      return store({ transfer: v.transferHash, status: OutcomeStatus.VOIDED, covered: false, code: 'VOIDED', time: now, card: v.cardKid, terminal: ob.terminal, amount: t.amount }, 'voided', true);
+      return store(
+        {
+          transfer: v.transferHash,
+          status: OutcomeStatus.VOIDED,
+          covered: false,
+          code: 'VOIDED',
+          time: now,
+          card: v.cardKid,
+          terminal: ob.terminal,
+          amount: t.amount,
+        },
+        'voided',
+        true,
+      );
     }
     await tx.run(`UPDATE transfers SET state = 'settled' WHERE hash = ?`, [v.transferHash]);
-    await tx.run(`INSERT INTO merchants (kid, balance) VALUES (?, ?) ON CONFLICT (kid) DO UPDATE SET balance = merchants.balance + excluded.balance`, [ob.terminal, t.amount]);
-    return store({ transfer: v.transferHash, status: OutcomeStatus.SETTLED, covered: false, time: now, card: v.cardKid, terminal: ob.terminal, amount: t.amount }, 'settled', true);
+    await tx.run(
+      `INSERT INTO merchants (kid, balance) VALUES (?, ?) ON CONFLICT (kid) DO UPDATE SET balance = merchants.balance + excluded.balance`,
+      [ob.terminal, t.amount],
+    );
+    return store(
+      {
+        transfer: v.transferHash,
+        status: OutcomeStatus.SETTLED,
+        covered: false,
+        time: now,
+        card: v.cardKid,
+        terminal: ob.terminal,
+        amount: t.amount,
+      },
+      'settled',
+      true,
+    );
   }
 
   /** The DOUBLE_SPEND outcome of a handover whose objects fork the card's chain, with cover decided by SPEC §7.7's rule. */
@@ -650,15 +870,32 @@ export class Ledger {
     if (v.ok && (await this.#coverable(tx, ob, v, first, version))) {
       const bank = v.cardChain[1]!;
       await tx.run(`UPDATE banks SET balance = balance - ? WHERE kid = ?`, [amount, bank.kid]);
-      await tx.run(`INSERT INTO merchants (kid, balance) VALUES (?, ?) ON CONFLICT (kid) DO UPDATE SET balance = merchants.balance + excluded.balance`, [ob.terminal, amount]);
-      await tx.run(`INSERT INTO covers (transfer, bank, terminal, card, counter, amount) VALUES (?, ?, ?, ?, ?, ?)`, [v.transferHash, bank.kid, ob.terminal, v.cardKid, v.transfer.counter, amount]);
-      for (const c of v.inputs) await tx.run(`INSERT INTO cover_coins (card, id, transfer) VALUES (?, ?, ?)`, [v.cardKid, c.id, v.transferHash]);
+      await tx.run(
+        `INSERT INTO merchants (kid, balance) VALUES (?, ?) ON CONFLICT (kid) DO UPDATE SET balance = merchants.balance + excluded.balance`,
+        [ob.terminal, amount],
+      );
+      await tx.run(`INSERT INTO covers (transfer, bank, terminal, card, counter, amount) VALUES (?, ?, ?, ?, ?, ?)`, [
+        v.transferHash,
+        bank.kid,
+        ob.terminal,
+        v.cardKid,
+        v.transfer.counter,
+        amount,
+      ]);
+      for (const c of v.inputs)
+        await tx.run(`INSERT INTO cover_coins (card, id, transfer) VALUES (?, ?, ?)`, [v.cardKid, c.id, v.transferHash]);
       covered = true;
     }
     // The proof: both card-signed objects (a SyncRequest too large for the Outcome stays in the ledger's proof table).
     const fits = first.length <= MAX_TRANSFER && f.second.length <= MAX_TRANSFER;
     return {
-      transfer: paying ?? v.transferHash ?? ZERO32, status: OutcomeStatus.DOUBLE_SPEND, covered, code: f.reason, time: now, card: f.card, terminal: ob.terminal,
+      transfer: paying ?? v.transferHash ?? ZERO32,
+      status: OutcomeStatus.DOUBLE_SPEND,
+      covered,
+      code: f.reason,
+      time: now,
+      card: f.card,
+      terminal: ob.terminal,
       amount,
       ...(fits ? { proof: [first, f.second] } : {}),
     };
@@ -677,8 +914,10 @@ export class Ledger {
     const first = openTransferPayee(firstBytes);
     if (first && bytesEqual(first, ob.terminal)) return false;
     // 4: once per (terminal, card, counter) and per coin.
-    if (await tx.get(`SELECT transfer FROM covers WHERE terminal = ? AND card = ? AND counter = ?`, [ob.terminal, v.cardKid, t.counter])) return false;
-    for (const c of v.inputs) if (await tx.get(`SELECT transfer FROM cover_coins WHERE card = ? AND id = ?`, [v.cardKid, c.id])) return false;
+    if (await tx.get(`SELECT transfer FROM covers WHERE terminal = ? AND card = ? AND counter = ?`, [ob.terminal, v.cardKid, t.counter]))
+      return false;
+    for (const c of v.inputs)
+      if (await tx.get(`SELECT transfer FROM cover_coins WHERE card = ? AND id = ?`, [v.cardKid, c.id])) return false;
     // 5: the bound: what the bank allowed the card offline between two syncs.
     const sofar = n((await tx.get(`SELECT COALESCE(SUM(amount), 0) AS s FROM covers WHERE card = ?`, [v.cardKid]))!.s);
     if (sofar + t.amount > v.cardChain[0]!.claims.limits!.offlineTotal) return false;
@@ -709,7 +948,9 @@ export class Ledger {
     }
     const req = opened.message;
     const hash = payloadHash(opened.cose);
-    const card = await this.storage.transaction((tx) => tx.get(`SELECT bank, cert, anchor, anchor_counter, anchor_sync FROM cards WHERE kid = ?`, [req.card]));
+    const card = await this.storage.transaction((tx) =>
+      tx.get(`SELECT bank, cert, anchor, anchor_counter, anchor_sync FROM cards WHERE kid = ?`, [req.card]),
+    );
     if (!card) throw new LedgerError(404, LedgerErrorCode.CARD_UNKNOWN, 'card not registered');
     const cert = openSigned('Certificate', b(card.cert)).message;
     const cardKey = subjectKey(cert).publicKey;
@@ -730,14 +971,23 @@ export class Ledger {
         const o = this.#openTransfer(h);
         if (!bytesEqual(o.message.card, req.card) || !bytesEqual(o.cose.kid, req.card)) continue;
         verifyCoseSign1(o.cose, cardKey, this.#memo);
-        evidence.push({ bytes: h, hash: o.hash ?? payloadHash(o.cose), card: req.card, counter: o.message.counter, claims: o.message.inputs });
+        evidence.push({
+          bytes: h,
+          hash: o.hash ?? payloadHash(o.cose),
+          card: req.card,
+          counter: o.message.counter,
+          claims: o.message.inputs,
+        });
       } catch {
         // not attributable to this card: the chain check below refuses the sync
       }
     }
     evidence.push({ bytes: requestBytes, hash, card: req.card, counter: req.counter, claims: req.holdings });
     const fork = await this.storage.transaction((tx) => this.#recordEvidence(tx, evidence, now));
-    if (fork) throw new LedgerError(409, LedgerErrorCode.DOUBLE_SPEND, `the card forked its chain (${fork.reason}); it is revoked`, { detail: fork.reason });
+    if (fork)
+      throw new LedgerError(409, LedgerErrorCode.DOUBLE_SPEND, `the card forked its chain (${fork.reason}); it is revoked`, {
+        detail: fork.reason,
+      });
 
     // Step J: the request continues the chain from the card's anchor and conserves value.
     const tokenRows = card.anchor_sync
@@ -749,7 +999,12 @@ export class Ledger {
       coins.set(toHex(t.serial), { id: t.serial, value: t.value, ...(t.mark ? { mark: t.mark } : {}) });
     }
     const checked = checkTransferChain({
-      cardKid: req.card, cardPublicKey: cardKey, transfers: req.history, coins, verifier: this.#memo, openTransfer: this.#openTransfer,
+      cardKid: req.card,
+      cardPublicKey: cardKey,
+      transfers: req.history,
+      coins,
+      verifier: this.#memo,
+      openTransfer: this.#openTransfer,
       anchor: { prev: b(card.anchor), counter: n(card.anchor_counter) },
     });
     const invalid = (message: string, detail: string, index?: number) =>
@@ -758,7 +1013,8 @@ export class Ledger {
     const last = checked.chain[checked.chain.length - 1];
     const expectCounter = (last ? last.transfer.counter : n(card.anchor_counter)) + 1;
     const expectPrev = last ? last.hash : b(card.anchor);
-    if (req.counter !== expectCounter || !bytesEqual(req.prev, expectPrev)) throw invalid('counter or prev does not continue the chain', 'HISTORY_BROKEN');
+    if (req.counter !== expectCounter || !bytesEqual(req.prev, expectPrev))
+      throw invalid('counter or prev does not continue the chain', 'HISTORY_BROKEN');
     const holdings: SpentCoin[] = [];
     const seen = new Set<string>();
     for (const id of req.holdings) {
@@ -768,7 +1024,8 @@ export class Ledger {
       seen.add(k);
       holdings.push(coin);
     }
-    if (holdings.reduce((s, c) => s + c.value, 0) !== req.balance) throw invalid('balance is not the sum of the holdings', 'VALUE_NOT_CONSERVED');
+    if (holdings.reduce((s, c) => s + c.value, 0) !== req.balance)
+      throw invalid('balance is not the sum of the holdings', 'VALUE_NOT_CONSERVED');
 
     const receipt = await this.storage.transaction(async (tx) => {
       const again = await tx.get(`SELECT receipt FROM syncs WHERE request = ?`, [hash]);
@@ -776,7 +1033,8 @@ export class Ledger {
       const revoked = !!(await tx.get(`SELECT version FROM revocations WHERE card = ?`, [req.card]));
       // The chain was checked against the anchor read before this transaction: it must still be the card's anchor.
       const cur = await tx.get(`SELECT anchor FROM cards WHERE kid = ?`, [req.card]);
-      if (!cur || !bytesEqual(b(cur.anchor), b(card.anchor))) throw new LedgerError(409, LedgerErrorCode.SYNC_INVALID, 'the card synced concurrently; retry', { detail: 'CONCURRENT_SYNC' });
+      if (!cur || !bytesEqual(b(cur.anchor), b(card.anchor)))
+        throw new LedgerError(409, LedgerErrorCode.SYNC_INVALID, 'the card synced concurrently; retry', { detail: 'CONCURRENT_SYNC' });
       for (let i = 0; i < checked.chain.length; i++) await this.#recordValue(tx, checked.chain[i]!, checked.chainInputs[i]!);
       // Orphans: transfers of this card no terminal submitted within the window, and transfers dated in
       // the future (they cannot settle now; a future date must not freeze the cardholder's value).
@@ -787,7 +1045,12 @@ export class Ledger {
       for (const o of orphans) await tx.run(`UPDATE transfers SET state = 'voided' WHERE hash = ?`, [b(o.hash)]);
       this.stats.voided += orphans.length;
       const finish = async (receiptBytes: Uint8Array): Promise<Uint8Array> => {
-        await tx.run(`UPDATE cards SET anchor = ?, anchor_counter = ?, anchor_sync = ? WHERE kid = ?`, [payloadHash(openSigned('SyncReceipt', receiptBytes).cose), req.counter, hash, req.card]);
+        await tx.run(`UPDATE cards SET anchor = ?, anchor_counter = ?, anchor_sync = ? WHERE kid = ?`, [
+          payloadHash(openSigned('SyncReceipt', receiptBytes).cose),
+          req.counter,
+          hash,
+          req.card,
+        ]);
         await tx.run(`INSERT INTO syncs (request, card, receipt) VALUES (?, ?, ?)`, [hash, req.card, receiptBytes]);
         return receiptBytes;
       };
@@ -802,10 +1065,22 @@ export class Ledger {
         if (redeemed > 0 && (await tx.run(`UPDATE banks SET balance = balance + ? WHERE kid = ?`, [redeemed, b(card.bank)])) !== 1) {
           throw new LedgerError(500, LedgerErrorCode.BANK_UNKNOWN, 'issuing bank of the card not registered');
         }
-        return finish(signMessage('SyncReceipt', {
-          card: req.card, counter: req.counter, request: hash, tokens: [], time: now, loaded: 0,
-          voided: orphans.map((o) => b(o.hash)), ...(redeemed > 0 ? { redeemed } : {}),
-        }, this.#signer));
+        return finish(
+          signMessage(
+            'SyncReceipt',
+            {
+              card: req.card,
+              counter: req.counter,
+              request: hash,
+              tokens: [],
+              time: now,
+              loaded: 0,
+              voided: orphans.map((o) => b(o.hash)),
+              ...(redeemed > 0 ? { redeemed } : {}),
+            },
+            this.#signer,
+          ),
+        );
       }
       const loads = await tx.all(`SELECT id, amount FROM loads WHERE card = ? AND state = 'pending' ORDER BY id`, [req.card]);
       await tx.run(`UPDATE loads SET state = 'delivered', sync = ? WHERE card = ? AND state = 'pending'`, [hash, req.card]);
@@ -826,11 +1101,34 @@ export class Ledger {
       for (const [, cls] of [...classes.entries()].sort(([a], [z]) => (a < z ? -1 : a > z ? 1 : 0))) {
         if (cls.value <= 0) continue;
         const serial = sha256(concatBytes(SERIAL_DOMAIN, hash, new Uint8Array([i++]))).slice(0, 16);
-        const tb = signMessage('Token', { serial, value: cls.value, currency: cert.currency ?? 398, owner: req.card, issued: now, ...(cls.mark ? { mark: cls.mark } : {}) }, this.#signer);
-        await tx.run(`INSERT INTO tokens (serial, card, value, sync, bytes) VALUES (?, ?, ?, ?, ?)`, [serial, req.card, cls.value, hash, tb]);
+        const tb = signMessage(
+          'Token',
+          {
+            serial,
+            value: cls.value,
+            currency: cert.currency ?? 398,
+            owner: req.card,
+            issued: now,
+            ...(cls.mark ? { mark: cls.mark } : {}),
+          },
+          this.#signer,
+        );
+        await tx.run(`INSERT INTO tokens (serial, card, value, sync, bytes) VALUES (?, ?, ?, ?, ?)`, [
+          serial,
+          req.card,
+          cls.value,
+          hash,
+          tb,
+        ]);
         tokens.push(tb);
       }
-      return finish(signMessage('SyncReceipt', { card: req.card, counter: req.counter, request: hash, tokens, time: now, loaded, voided: orphans.map((o) => b(o.hash)) }, this.#signer));
+      return finish(
+        signMessage(
+          'SyncReceipt',
+          { card: req.card, counter: req.counter, request: hash, tokens, time: now, loaded, voided: orphans.map((o) => b(o.hash)) },
+          this.#signer,
+        ),
+      );
     });
     this.stats.syncs++;
     return receipt;
@@ -851,40 +1149,78 @@ export class Ledger {
       const bankBalances = await sum(`SELECT COALESCE(SUM(balance), 0) AS s FROM banks`);
       const pendingLoads = await sum(`SELECT COALESCE(SUM(amount), 0) AS s FROM loads WHERE state = 'pending'`);
       const unspentTokens = await sum(`SELECT COALESCE(SUM(value), 0) AS s FROM tokens t WHERE NOT ${valueSpent('t.serial', 't.card')}`);
-      const unspentChange = await sum(`SELECT COALESCE(SUM(change_value), 0) AS s FROM transfers t WHERE change_id IS NOT NULL AND NOT ${valueSpent('t.change_id', 't.card')}`);
+      const unspentChange = await sum(
+        `SELECT COALESCE(SUM(change_value), 0) AS s FROM transfers t WHERE change_id IS NOT NULL AND NOT ${valueSpent('t.change_id', 't.card')}`,
+      );
       const pendingPayee = await sum(`SELECT COALESCE(SUM(amount), 0) AS s FROM transfers WHERE state = 'recorded'`);
       const redeemed = await sum(`SELECT COALESCE(SUM(balance), 0) AS s FROM merchants`);
       const covered = await sum(`SELECT COALESCE(SUM(amount), 0) AS s FROM covers`);
       const difference = issued - (bankBalances + pendingLoads + unspentTokens + unspentChange + pendingPayee + redeemed);
       const floorBreaches: AuditReport['floorBreaches'] = [
-        ...(await tx.all(`SELECT kid, balance, credit_line FROM banks WHERE balance < -credit_line`)).map((r) => ({ kind: 'bank' as const, kid: toHex(b(r.kid)), balance: n(r.balance), floor: -n(r.credit_line) })),
-        ...(await tx.all(`SELECT kid, balance FROM merchants WHERE balance < 0`)).map((r) => ({ kind: 'merchant' as const, kid: toHex(b(r.kid)), balance: n(r.balance), floor: 0 })),
+        ...(await tx.all(`SELECT kid, balance, credit_line FROM banks WHERE balance < -credit_line`)).map((r) => ({
+          kind: 'bank' as const,
+          kid: toHex(b(r.kid)),
+          balance: n(r.balance),
+          floor: -n(r.credit_line),
+        })),
+        ...(await tx.all(`SELECT kid, balance FROM merchants WHERE balance < 0`)).map((r) => ({
+          kind: 'merchant' as const,
+          kid: toHex(b(r.kid)),
+          balance: n(r.balance),
+          floor: 0,
+        })),
       ];
       const coverBreaches: AuditReport['coverBreaches'] = [];
-      for (const r of await tx.all(`SELECT c.card AS card, SUM(c.amount) AS s, k.cert AS cert FROM covers c JOIN cards k ON k.kid = c.card GROUP BY c.card, k.cert`)) {
+      for (const r of await tx.all(
+        `SELECT c.card AS card, SUM(c.amount) AS s, k.cert AS cert FROM covers c JOIN cards k ON k.kid = c.card GROUP BY c.card, k.cert`,
+      )) {
         const bound = openSigned('Certificate', b(r.cert)).message.limits?.offlineTotal ?? 0;
         if (n(r.s) > bound) coverBreaches.push({ card: toHex(b(r.card)), covered: n(r.s), bound });
       }
       const proofs = (await tx.all(`SELECT first, second, card, time FROM proofs ORDER BY time, first, second`)).map((r) => ({
-        first: toHex(b(r.first)), second: toHex(b(r.second)), card: toHex(b(r.card)), time: n(r.time),
+        first: toHex(b(r.first)),
+        second: toHex(b(r.second)),
+        card: toHex(b(r.card)),
+        time: n(r.time),
       }));
-      const revocations = (await tx.all(`SELECT card, version, time FROM revocations ORDER BY version`)).map((r) => ({ card: toHex(b(r.card)), version: n(r.version), time: n(r.time) }));
+      const revocations = (await tx.all(`SELECT card, version, time FROM revocations ORDER BY version`)).map((r) => ({
+        card: toHex(b(r.card)),
+        version: n(r.version),
+        time: n(r.time),
+      }));
       const crlVersion = await sum(`SELECT v AS s FROM meta WHERE k = 'crl_version'`);
       return {
         ok: difference === 0 && floorBreaches.length === 0 && coverBreaches.length === 0,
-        issued, bankBalances, pendingLoads, unspentTokens, unspentChange, pendingPayee, redeemed, covered, difference, floorBreaches, coverBreaches, proofs, revocations, crlVersion,
+        issued,
+        bankBalances,
+        pendingLoads,
+        unspentTokens,
+        unspentChange,
+        pendingPayee,
+        redeemed,
+        covered,
+        difference,
+        floorBreaches,
+        coverBreaches,
+        proofs,
+        revocations,
+        crlVersion,
       };
     });
   }
 
   /** Settled value per merchant terminal (hex kid -> amount). */
   async merchantBalances(): Promise<Record<string, number>> {
-    return this.storage.transaction(async (tx) => Object.fromEntries((await tx.all(`SELECT kid, balance FROM merchants`)).map((r) => [toHex(b(r.kid)), n(r.balance)])));
+    return this.storage.transaction(async (tx) =>
+      Object.fromEntries((await tx.all(`SELECT kid, balance FROM merchants`)).map((r) => [toHex(b(r.kid)), n(r.balance)])),
+    );
   }
 
   /** Balance per bank (hex kid -> amount). */
   async bankBalances(): Promise<Record<string, number>> {
-    return this.storage.transaction(async (tx) => Object.fromEntries((await tx.all(`SELECT kid, balance FROM banks`)).map((r) => [toHex(b(r.kid)), n(r.balance)])));
+    return this.storage.transaction(async (tx) =>
+      Object.fromEntries((await tx.all(`SELECT kid, balance FROM banks`)).map((r) => [toHex(b(r.kid)), n(r.balance)])),
+    );
   }
 
   /** Counts of settled transfers and claim entries (used by tests and the crash test). */

@@ -5,8 +5,22 @@
  * @module
  */
 import {
-  bytes, coseSign1, decodeCoseSign1, decodeDeterministic, decodeStruct, defineSchema, encodeDeterministic, encodeStruct,
-  DtError, ErrorCode, MAX_UINT, uint, VERSION_1, type Infer, type Signer, type CoseSign1,
+  bytes,
+  coseSign1,
+  decodeCoseSign1,
+  decodeDeterministic,
+  decodeStruct,
+  defineSchema,
+  encodeDeterministic,
+  encodeStruct,
+  DtError,
+  ErrorCode,
+  MAX_UINT,
+  uint,
+  VERSION_1,
+  type Infer,
+  type Signer,
+  type CoseSign1,
 } from '@dt/protocol';
 
 /** COSE content type of a load order. */

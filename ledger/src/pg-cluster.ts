@@ -50,7 +50,13 @@ export function startPgCluster(opts: { bin?: string; fsync?: boolean } = {}): Pg
   const data = join(dir, 'data');
   const port = 5432; // only names the socket file inside `dir`: no TCP listener
   run('initdb', ['-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-instructions']);
-  const serverOpts = [`-k ${dir}`, `-c listen_addresses=''`, `-p ${port}`, `-c fsync=${opts.fsync === false ? 'off' : 'on'}`, '-c max_connections=50'].join(' ');
+  const serverOpts = [
+    `-k ${dir}`,
+    `-c listen_addresses=''`,
+    `-p ${port}`,
+    `-c fsync=${opts.fsync === false ? 'off' : 'on'}`,
+    '-c max_connections=50',
+  ].join(' ');
   run('pg_ctl', ['-D', data, '-w', '-t', '60', '-l', join(dir, 'server.log'), '-o', serverOpts, 'start']);
   const config: PostgresConfig = { host: dir, port, user: 'postgres', database: 'postgres' };
   let stopped = false;
@@ -60,7 +66,20 @@ export function startPgCluster(opts: { bin?: string; fsync?: boolean } = {}): Pg
     createDatabase(name: string) {
       if (!/^[a-z_][a-z0-9_]*$/.test(name)) throw new Error('database name must be a plain identifier');
       const psql = join(bin, 'psql');
-      const args = ['-h', dir, '-p', String(port), '-U', 'postgres', '-d', 'postgres', '-v', 'ON_ERROR_STOP=1', '-c', `CREATE DATABASE ${name}`];
+      const args = [
+        '-h',
+        dir,
+        '-p',
+        String(port),
+        '-U',
+        'postgres',
+        '-d',
+        'postgres',
+        '-v',
+        'ON_ERROR_STOP=1',
+        '-c',
+        `CREATE DATABASE ${name}`,
+      ];
       execFileSync(existsSync(psql) ? psql : 'psql', args, { stdio: 'pipe' });
       return { ...config, database: name };
     },

@@ -14,8 +14,15 @@
  */
 import { randomBytes } from 'node:crypto';
 import {
-  BankPermission, CURRENCY_KZT, generateKeyPair, issueCertificate, keyId, keyPairSigner, Role,
-  type KeyPair, type Signer,
+  BankPermission,
+  CURRENCY_KZT,
+  generateKeyPair,
+  issueCertificate,
+  keyId,
+  keyPairSigner,
+  Role,
+  type KeyPair,
+  type Signer,
 } from '@dt/protocol';
 
 /** The OS CSPRNG as a protocol RandomSource. */
@@ -33,21 +40,50 @@ export interface Identity {
 }
 
 /** Card limits (the certificate's `limits` claim). */
-export interface CardLimits { perPayment: number; offlineTotal: number; offlineCount: number; cvmLimit: number }
+export interface CardLimits {
+  perPayment: number;
+  offlineTotal: number;
+  offlineCount: number;
+  cvmLimit: number;
+}
 
 /** Merchant identity of a terminal certificate. */
-export interface MerchantInfo { id: string; mcc: number; name: string }
+export interface MerchantInfo {
+  id: string;
+  mcc: number;
+  name: string;
+}
 
 /** Validity period in seconds. */
-export interface Validity { nbf: number; exp: number }
+export interface Validity {
+  nbf: number;
+  exp: number;
+}
 
 const YEAR = 365 * 86400;
 
-function make(role: number, sub: string, issuer: { signer: Signer; name: string } | null, validity: Validity, extra: Record<string, unknown>, keys?: KeyPair, iat?: number): { keys: KeyPair; signer: Signer; kid: Uint8Array; cert: Uint8Array } {
+function make(
+  role: number,
+  sub: string,
+  issuer: { signer: Signer; name: string } | null,
+  validity: Validity,
+  extra: Record<string, unknown>,
+  keys?: KeyPair,
+  iat?: number,
+): { keys: KeyPair; signer: Signer; kid: Uint8Array; cert: Uint8Array } {
   const k = keys ?? generateKeyPair(osRandom);
   const signer = keyPairSigner(k);
   const cert = issueCertificate(
-    { iss: issuer?.name ?? sub, sub, iat: iat ?? validity.nbf, nbf: validity.nbf, exp: validity.exp, role: role as never, publicKey: k.publicKey, ...extra } as never,
+    {
+      iss: issuer?.name ?? sub,
+      sub,
+      iat: iat ?? validity.nbf,
+      nbf: validity.nbf,
+      exp: validity.exp,
+      role: role as never,
+      publicKey: k.publicKey,
+      ...extra,
+    } as never,
     issuer?.signer ?? signer,
   );
   return { keys: k, signer, kid: keyId(k.publicKey), cert };
@@ -62,7 +98,9 @@ export function createIssuer(opts: { now: number; name?: string; validity?: Vali
 }
 
 /** Issues a certificate for an existing public key (e.g. a card key generated on the card). */
-export interface ForKey { publicKey: Uint8Array }
+export interface ForKey {
+  publicKey: Uint8Array;
+}
 
 /** A PKI in memory: the issuer, the ledger and one default bank (ISSUING and ACQUIRING), with issuance helpers. */
 export interface Pki {
@@ -106,11 +144,22 @@ export function createPki(opts: { now: number; issuerKeys?: KeyPair; ledgerKeys?
     return { ...id, chain: [id.cert] };
   };
   const ledger = createLedger(opts.ledgerKeys ? { keys: opts.ledgerKeys } : {});
-  const bank = createBank({ name: 'DT bank', perms: BankPermission.ISSUING | BankPermission.ACQUIRING, ...(opts.bankKeys ? { keys: opts.bankKeys } : {}) });
+  const bank = createBank({
+    name: 'DT bank',
+    perms: BankPermission.ISSUING | BankPermission.ACQUIRING,
+    ...(opts.bankKeys ? { keys: opts.bankKeys } : {}),
+  });
   let cards = 0;
   const issueCard: Pki['issueCard'] = (o = {}) => {
     const b = o.bank ?? bank;
-    const id = make(Role.CARD, o.name ?? `card-${++cards}`, { signer: b.signer, name: 'bank' }, o.validity ?? validity, { limits: o.limits ?? DEFAULT_CARD_LIMITS, currency: CURRENCY_KZT }, o.keys);
+    const id = make(
+      Role.CARD,
+      o.name ?? `card-${++cards}`,
+      { signer: b.signer, name: 'bank' },
+      o.validity ?? validity,
+      { limits: o.limits ?? DEFAULT_CARD_LIMITS, currency: CURRENCY_KZT },
+      o.keys,
+    );
     return { ...id, chain: [id.cert, b.cert] };
   };
   const issueTerminal: Pki['issueTerminal'] = (o) => {
@@ -120,7 +169,12 @@ export function createPki(opts: { now: number; issuerKeys?: KeyPair; ledgerKeys?
   };
   let acquirers = 0;
   // (Named apart from the module's issueAcquirer, which it calls.)
-  const newAcquirer: Pki['issueAcquirer'] = (o = {}) => issueAcquirer(o.bank ?? bank, { validity: o.validity ?? validity, name: o.name ?? `acquirer-${++acquirers}`, ...(o.keys ? { keys: o.keys } : {}) });
+  const newAcquirer: Pki['issueAcquirer'] = (o = {}) =>
+    issueAcquirer(o.bank ?? bank, {
+      validity: o.validity ?? validity,
+      name: o.name ?? `acquirer-${++acquirers}`,
+      ...(o.keys ? { keys: o.keys } : {}),
+    });
   return { now, issuer, ledger, bank, createLedger, createBank, issueCard, issueTerminal, issueAcquirer: newAcquirer };
 }
 
@@ -132,7 +186,14 @@ export function issueBank(issuer: Identity, opts: { name: string; perms: number;
 
 /** Issues a card certificate from an existing bank identity (the card key is generated unless `keys` is given). */
 export function issueCard(bank: Identity, opts: { validity: Validity; limits?: CardLimits; keys?: KeyPair; name?: string }): Identity {
-  const id = make(Role.CARD, opts.name ?? 'card', { signer: bank.signer, name: 'bank' }, opts.validity, { limits: opts.limits ?? DEFAULT_CARD_LIMITS, currency: CURRENCY_KZT }, opts.keys);
+  const id = make(
+    Role.CARD,
+    opts.name ?? 'card',
+    { signer: bank.signer, name: 'bank' },
+    opts.validity,
+    { limits: opts.limits ?? DEFAULT_CARD_LIMITS, currency: CURRENCY_KZT },
+    opts.keys,
+  );
   return { ...id, chain: [id.cert, bank.cert] };
 }
 
@@ -142,7 +203,10 @@ function terminalClaims(o: { merchant: MerchantInfo; crlMaxAge?: number }): Reco
 }
 
 /** Issues a terminal certificate from an existing bank identity (`crlMaxAge` as in {@link Pki.issueTerminal}). */
-export function issueTerminal(bank: Identity, opts: { validity: Validity; merchant: MerchantInfo; keys?: KeyPair; crlMaxAge?: number }): Identity {
+export function issueTerminal(
+  bank: Identity,
+  opts: { validity: Validity; merchant: MerchantInfo; keys?: KeyPair; crlMaxAge?: number },
+): Identity {
   const id = make(Role.TERMINAL, opts.merchant.id, { signer: bank.signer, name: 'bank' }, opts.validity, terminalClaims(opts), opts.keys);
   return { ...id, chain: [id.cert, bank.cert] };
 }

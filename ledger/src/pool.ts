@@ -34,7 +34,10 @@ export interface ValidatorPool {
   close(): Promise<void>;
 }
 
-interface Pending { resolve: (r: unknown) => void; reject: (e: unknown) => void }
+interface Pending {
+  resolve: (r: unknown) => void;
+  reject: (e: unknown) => void;
+}
 
 const TRANSFER_CT = Buffer.from(utf8('application/dt.transfer+cbor'));
 
@@ -86,23 +89,38 @@ export async function createValidatorPool(opts: ValidatorPoolOptions): Promise<V
     });
     workers.push(w);
   }
-  await Promise.all(workers.map((w) => new Promise<void>((resolve, reject) => {
-    w.once('message', () => resolve());
-    w.once('error', reject);
-  })));
-  const call = (w: Worker, msg: Record<string, unknown>) => new Promise<unknown>((resolve, reject) => {
-    const id = nextId++;
-    pending.set(id, { resolve, reject });
-    w.postMessage({ id, ...msg });
-  });
+  await Promise.all(
+    workers.map(
+      (w) =>
+        new Promise<void>((resolve, reject) => {
+          w.once('message', () => resolve());
+          w.once('error', reject);
+        }),
+    ),
+  );
+  const call = (w: Worker, msg: Record<string, unknown>) =>
+    new Promise<unknown>((resolve, reject) => {
+      const id = nextId++;
+      pending.set(id, { resolve, reject });
+      w.postMessage({ id, ...msg });
+    });
   return {
     size,
     async validate(jobs: readonly ValidationJob[]): Promise<HandoverResult[]> {
       const parts: number[][] = workers.map(() => []);
       jobs.forEach((j, i) => parts[affinityOf(j.handover) % size]!.push(i));
-      const answers = await Promise.all(parts.map((idx, wi) => (idx.length ? call(workers[wi]!, { jobs: idx.map((i) => jobs[i]) }) : Promise.resolve([])) as Promise<HandoverResult[]>));
+      const answers = await Promise.all(
+        parts.map(
+          (idx, wi) =>
+            (idx.length ? call(workers[wi]!, { jobs: idx.map((i) => jobs[i]) }) : Promise.resolve([])) as Promise<HandoverResult[]>,
+        ),
+      );
       const out: HandoverResult[] = new Array(jobs.length);
-      parts.forEach((idx, wi) => idx.forEach((i, k) => { out[i] = answers[wi]![k]!; }));
+      parts.forEach((idx, wi) =>
+        idx.forEach((i, k) => {
+          out[i] = answers[wi]![k]!;
+        }),
+      );
       return out;
     },
     async stats() {

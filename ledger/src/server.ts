@@ -85,10 +85,22 @@ export function buildLedgerApp(ledger: Ledger, opts: LedgerAppOptions = {}): Fas
   });
   const logging = typeof opts.logger === 'object' ? { loggerInstance: opts.logger } : { logger: opts.logger ?? false };
   // fastify's own request logging is off: it logs the URL with its query string, twice per request.
-  const app = Fastify({ ...logging, logController: new LogController({ disableRequestLogging: true }), bodyLimit }) as unknown as FastifyInstance;
+  const app = Fastify({
+    ...logging,
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit,
+  }) as unknown as FastifyInstance;
   // One line per request, the same format as the acquirer's: never a body, a header or a query string.
   app.addHook('onResponse', async (req, reply) => {
-    req.log.info({ method: req.method, route: req.routeOptions.url ?? null, status: reply.statusCode, durationMs: Math.round(reply.elapsedTime * 10) / 10 }, 'request');
+    req.log.info(
+      {
+        method: req.method,
+        route: req.routeOptions.url ?? null,
+        status: reply.statusCode,
+        durationMs: Math.round(reply.elapsedTime * 10) / 10,
+      },
+      'request',
+    );
   });
   app.addContentTypeParser([CBOR, COSE], { parseAs: 'buffer', bodyLimit }, (_req, body, done) => done(null, body));
   const http = { requests: 0, errors: 0, settleRefused: 0 };
@@ -99,7 +111,9 @@ export function buildLedgerApp(ledger: Ledger, opts: LedgerAppOptions = {}): Fas
     if (!(b instanceof Uint8Array) || ct !== type) throw new LedgerApiError(LedgerApiCode.UNSUPPORTED_MEDIA_TYPE, `body must be ${type}`);
     return new Uint8Array(b.buffer, b.byteOffset, b.byteLength).slice();
   };
-  app.addHook('onRequest', async () => { http.requests++; });
+  app.addHook('onRequest', async () => {
+    http.requests++;
+  });
   app.setErrorHandler((err, _req, reply) => {
     http.errors++;
     if (err instanceof LedgerError || err instanceof LedgerApiError) {
@@ -109,8 +123,10 @@ export function buildLedgerApp(ledger: Ledger, opts: LedgerAppOptions = {}): Fas
     if (isDtError(err)) return reply.code(400).send({ code: LedgerApiCode.MALFORMED, message: err.message, detail: err.code });
     const e = err as { statusCode?: number; code?: string; message?: string };
     if (e.statusCode === 413) return reply.code(413).send({ code: LedgerApiCode.TOO_LARGE, message: 'request body too large' });
-    if (e.statusCode === 415) return reply.code(415).send({ code: LedgerApiCode.UNSUPPORTED_MEDIA_TYPE, message: 'unsupported content type' });
-    if (e.statusCode && e.statusCode >= 400 && e.statusCode < 500) return reply.code(400).send({ code: LedgerApiCode.MALFORMED, message: e.message ?? 'bad request' });
+    if (e.statusCode === 415)
+      return reply.code(415).send({ code: LedgerApiCode.UNSUPPORTED_MEDIA_TYPE, message: 'unsupported content type' });
+    if (e.statusCode && e.statusCode >= 400 && e.statusCode < 500)
+      return reply.code(400).send({ code: LedgerApiCode.MALFORMED, message: e.message ?? 'bad request' });
     return reply.code(500).send({ code: LedgerApiCode.INTERNAL, message: 'internal error' });
   });
 
@@ -119,8 +135,13 @@ export function buildLedgerApp(ledger: Ledger, opts: LedgerAppOptions = {}): Fas
   app.post('/v1/settle', async (req, reply) => {
     let batches: Uint8Array[];
     try {
-      ({ batches } = await authenticateSettle(ledger, body(req, COSE), { nonces, skewSeconds, ...(opts.verifier ? { verifier: opts.verifier } : {}) }));
-      if (batches.length > maxBatches) throw new LedgerApiError(LedgerApiCode.MALFORMED, `at most ${maxBatches} batches per settle request`);
+      ({ batches } = await authenticateSettle(ledger, body(req, COSE), {
+        nonces,
+        skewSeconds,
+        ...(opts.verifier ? { verifier: opts.verifier } : {}),
+      }));
+      if (batches.length > maxBatches)
+        throw new LedgerApiError(LedgerApiCode.MALFORMED, `at most ${maxBatches} batches per settle request`);
     } catch (e) {
       http.settleRefused++;
       throw e;
@@ -149,9 +170,16 @@ export function buildLedgerApp(ledger: Ledger, opts: LedgerAppOptions = {}): Fas
       ['dt_ledger_batches_total', 'counter', 'Batches settled', s.batches],
       ['dt_ledger_http_requests_total', 'counter', 'HTTP requests', http.requests],
       ['dt_ledger_http_errors_total', 'counter', 'HTTP requests answered with an error', http.errors],
-      ['dt_ledger_settle_refused_total', 'counter', 'Settle requests refused before settlement (acquirer authentication, body)', http.settleRefused],
+      [
+        'dt_ledger_settle_refused_total',
+        'counter',
+        'Settle requests refused before settlement (acquirer authentication, body)',
+        http.settleRefused,
+      ],
     ] as const;
-    return reply.type('text/plain; version=0.0.4').send(lines.map(([name, type, help, v]) => `# HELP ${name} ${help}\n# TYPE ${name} ${type}\n${name} ${v}\n`).join(''));
+    return reply
+      .type('text/plain; version=0.0.4')
+      .send(lines.map(([name, type, help, v]) => `# HELP ${name} ${help}\n# TYPE ${name} ${type}\n${name} ${v}\n`).join(''));
   });
   return app;
 }

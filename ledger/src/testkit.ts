@@ -16,10 +16,7 @@
  * @module
  */
 import { randomBytes } from 'node:crypto';
-import {
-  CURRENCY_KZT, ReferenceWallet, signMessage, signSettleRequest,
-  type ExpectedRequest, type PaymentRequest,
-} from '@dt/protocol';
+import { CURRENCY_KZT, ReferenceWallet, signMessage, signSettleRequest, type ExpectedRequest, type PaymentRequest } from '@dt/protocol';
 import { Ledger, type LedgerOptions } from './ledger.ts';
 import { createPki, DEFAULT_CARD_LIMITS, type CardLimits, type Identity, type Pki } from './pki.ts';
 import { signLoadOrder } from './load.ts';
@@ -29,18 +26,28 @@ import type { LedgerStorage } from './storage/types.ts';
 import { createValidatorPool, type ValidatorPool } from './pool.ts';
 
 /** A card of the test kit: its identity (keys, chain) and its reference wallet. */
-export interface TestCard { readonly identity: Identity; readonly wallet: ReferenceWallet }
+export interface TestCard {
+  readonly identity: Identity;
+  readonly wallet: ReferenceWallet;
+}
 /**
  * Signs a settle request (SPEC §7.7.2) for `batches` with an acquirer identity (chain `[acquirer, bank]`,
  * e.g. `pki.issueAcquirer()`): what `POST /v1/settle` takes as `application/cose`. A fresh random nonce
  * unless `nonce` is given; `time` in seconds (the ledger accepts ±300 s of its clock).
  */
 export function signSettle(acquirer: Identity, batches: readonly Uint8Array[], opts: { time: number; nonce?: Uint8Array }): Uint8Array {
-  return signSettleRequest({ chain: [...acquirer.chain], time: opts.time, nonce: opts.nonce ?? new Uint8Array(randomBytes(16)), batches: [...batches] }, acquirer.signer);
+  return signSettleRequest(
+    { chain: [...acquirer.chain], time: opts.time, nonce: opts.nonce ?? new Uint8Array(randomBytes(16)), batches: [...batches] },
+    acquirer.signer,
+  );
 }
 
 /** A terminal of the test kit. */
-export interface TestTerminal extends Identity { readonly merchant: string; readonly mcc: number; seq: number }
+export interface TestTerminal extends Identity {
+  readonly merchant: string;
+  readonly mcc: number;
+  seq: number;
+}
 
 /** What {@link createTestLedger} returns. */
 export interface TestLedger {
@@ -75,13 +82,23 @@ export interface TestLedger {
 export const TEST_T0 = 1_800_000_000;
 
 /** Creates a ledger on `storage` (default: SQLite in memory) with a fresh PKI and a bank holding `allocation`. */
-export async function createTestLedger(opts: { storage?: LedgerStorage; now?: number; allocation?: number; workers?: number } & Partial<Pick<LedgerOptions, 'voidWindow' | 'validator' | 'verifier'>> = {}): Promise<TestLedger> {
+export async function createTestLedger(
+  opts: { storage?: LedgerStorage; now?: number; allocation?: number; workers?: number } & Partial<
+    Pick<LedgerOptions, 'voidWindow' | 'validator' | 'verifier'>
+  > = {},
+): Promise<TestLedger> {
   const clock = { now: opts.now ?? TEST_T0 };
   const pki = createPki({ now: clock.now });
   const storage = opts.storage ?? openSqliteStorage(':memory:');
-  const pool = opts.workers ? await createValidatorPool({ rootCert: pki.issuer.cert, ledgerCert: pki.ledger.cert, at: clock.now, workers: opts.workers }) : undefined;
+  const pool = opts.workers
+    ? await createValidatorPool({ rootCert: pki.issuer.cert, ledgerCert: pki.ledger.cert, at: clock.now, workers: opts.workers })
+    : undefined;
   const ledger = await Ledger.open({
-    storage, signer: nativeSigner(pki.ledger.keys), rootCert: pki.issuer.cert, ledgerCert: pki.ledger.cert, now: () => clock.now,
+    storage,
+    signer: nativeSigner(pki.ledger.keys),
+    rootCert: pki.issuer.cert,
+    ledgerCert: pki.ledger.cert,
+    now: () => clock.now,
     ...(opts.voidWindow !== undefined ? { voidWindow: opts.voidWindow } : {}),
     ...(opts.validator ? { validator: opts.validator } : pool ? { validator: pool.validate } : {}),
     ...(opts.verifier ? { verifier: opts.verifier } : {}),
@@ -95,12 +112,20 @@ export async function createTestLedger(opts: { storage?: LedgerStorage; now?: nu
     return receipt;
   };
   const topUp = async (card: TestCard, amount: number) => {
-    await ledger.load(signLoadOrder({ card: card.identity.kid, amount, id: new Uint8Array(randomBytes(16)), time: clock.now }, pki.bank.signer));
+    await ledger.load(
+      signLoadOrder({ card: card.identity.kid, amount, id: new Uint8Array(randomBytes(16)), time: clock.now }, pki.bank.signer),
+    );
     return sync(card);
   };
   const acquirer = pki.issueAcquirer({ name: 'DT acquirer' });
   return {
-    pki, ledger, storage, clock, sync, topUp, acquirer,
+    pki,
+    ledger,
+    storage,
+    clock,
+    sync,
+    topUp,
+    acquirer,
     settleRequest(batches, o = {}) {
       return signSettle(o.acquirer ?? acquirer, batches, { time: o.time ?? clock.now, ...(o.nonce ? { nonce: o.nonce } : {}) });
     },
@@ -120,11 +145,24 @@ export async function createTestLedger(opts: { storage?: LedgerStorage; now?: nu
       return { ...pki.issueTerminal({ merchant: { id: merchant, mcc, name: merchant } }), merchant, mcc, seq: 0 };
     },
     request(t, amount) {
-      return { amount, currency: CURRENCY_KZT, terminal: t.kid, merchant: t.merchant, mcc: t.mcc, nonce: new Uint8Array(randomBytes(16)), time: clock.now, chain: [...t.chain] };
+      return {
+        amount,
+        currency: CURRENCY_KZT,
+        terminal: t.kid,
+        merchant: t.merchant,
+        mcc: t.mcc,
+        nonce: new Uint8Array(randomBytes(16)),
+        time: clock.now,
+        chain: [...t.chain],
+      };
     },
     batch(t, handovers, o = {}) {
       const seq = o.seq ?? ++t.seq;
-      return signMessage('Batch', { terminal: t.kid, seq, time: o.time ?? clock.now, chain: [...t.chain], handovers: [...handovers], crlVersion: o.crlVersion ?? 0 }, t.signer);
+      return signMessage(
+        'Batch',
+        { terminal: t.kid, seq, time: o.time ?? clock.now, chain: [...t.chain], handovers: [...handovers], crlVersion: o.crlVersion ?? 0 },
+        t.signer,
+      );
     },
   };
 }

@@ -21,7 +21,9 @@ parentPort!.on('message', (m: { id: number; jobs?: ValidationJob[]; stats?: bool
       parentPort!.postMessage({ id: m.id, results: { verifies: verifier.misses, memoHits: verifier.hits } });
       return;
     }
-    const results = m.jobs!.map((j) => validateHandover(j.handover, { trust, verifier, openTransfer, verifyCardChain, payee: j.payee, notAfter: j.notAfter }));
+    const results = m.jobs!.map((j) =>
+      validateHandover(j.handover, { trust, verifier, openTransfer, verifyCardChain, payee: j.payee, notAfter: j.notAfter }),
+    );
     parentPort!.postMessage({ id: m.id, results });
   } catch (e) {
     parentPort!.postMessage({ id: m.id, error: e instanceof Error ? e.message : String(e) });

@@ -8,8 +8,16 @@
  */
 import { createHash } from 'node:crypto';
 import {
-  openSigned, payloadHash, Role, verifyChain,
-  type CardChainVerifier, type HandoverResult, type OpenedMessage, type TransferOpener, type VerifiedCertificate, type Verifier,
+  openSigned,
+  payloadHash,
+  Role,
+  verifyChain,
+  type CardChainVerifier,
+  type HandoverResult,
+  type OpenedMessage,
+  type TransferOpener,
+  type VerifiedCertificate,
+  type Verifier,
 } from '@dt/protocol';
 
 /** One handover to validate: bytes, the batch's terminal and the latest acceptable transfer time. */
@@ -35,7 +43,12 @@ export function memoVerifier(inner: Verifier, maxEntries = 50_000): Verifier & {
     verify(signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array): boolean {
       // Length-prefixed, so no (signature, message) split can collide with another one.
       const lens = new Uint32Array([publicKey.length, signature.length, message.length]);
-      const k = createHash('sha256').update(new Uint8Array(lens.buffer)).update(publicKey).update(signature).update(message).digest('base64');
+      const k = createHash('sha256')
+        .update(new Uint8Array(lens.buffer))
+        .update(publicKey)
+        .update(signature)
+        .update(message)
+        .digest('base64');
       if (seen.has(k)) {
         v.hits++;
         return true;

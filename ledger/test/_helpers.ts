@@ -18,7 +18,9 @@ export async function stateDigest(storage: LedgerStorage, opts: { evidence?: boo
     const evidence = opts.evidence ?? true;
     return JSON.stringify({
       transfers: await q(`SELECT hash, state FROM transfers`),
-      ...(evidence ? { spent: await q(`SELECT card, id, by_hash FROM spent`), counters: await q(`SELECT card, counter, hash FROM counters`) } : {}),
+      ...(evidence
+        ? { spent: await q(`SELECT card, id, by_hash FROM spent`), counters: await q(`SELECT card, counter, hash FROM counters`) }
+        : {}),
       merchants: await q(`SELECT kid, balance FROM merchants`),
       verdicts: await q(`SELECT transfer, status, covered, terminal, amount FROM verdicts`),
       banks: await q(`SELECT kid, balance FROM banks`),

@@ -72,15 +72,29 @@ test('dt-ledger bank-add writes the acquirer of an acquiring bank; acquirer-add;
     const acquirer = d.acquirer('acq');
     t.is(Buffer.from(acquirer.kid).toString('hex'), acquirerKid);
     const ask = async () => {
-      const ledger = await Ledger.open({ storage: openSqliteStorage(join(data, 'ledger.db')), signer: nativeSigner(d.ledger.keys), rootCert: d.issuer.cert, ledgerCert: d.ledger.cert });
+      const ledger = await Ledger.open({
+        storage: openSqliteStorage(join(data, 'ledger.db')),
+        signer: nativeSigner(d.ledger.keys),
+        rootCert: d.issuer.cert,
+        ledgerCert: d.ledger.cert,
+      });
       const app = buildLedgerApp(ledger);
       try {
         // An empty-handed batch list is not allowed; a batch of the bank's terminal with no handover is.
         const bank = d.bank('acq');
         const now = Math.floor(Date.now() / 1000);
         const term = issueTerminal(bank, { validity: { nbf: now - 60, exp: now + 3600 }, merchant: { id: 'm', mcc: 5411, name: 'm' } });
-        const batch = signMessage('Batch', { terminal: term.kid, seq: 1, time: now, chain: [...term.chain], handovers: [], crlVersion: 0 }, term.signer);
-        const r = await app.inject({ method: 'POST', url: '/v1/settle', headers: { 'content-type': 'application/cose' }, payload: Buffer.from(signSettle(acquirer, [batch], { time: now })) });
+        const batch = signMessage(
+          'Batch',
+          { terminal: term.kid, seq: 1, time: now, chain: [...term.chain], handovers: [], crlVersion: 0 },
+          term.signer,
+        );
+        const r = await app.inject({
+          method: 'POST',
+          url: '/v1/settle',
+          headers: { 'content-type': 'application/cose' },
+          payload: Buffer.from(signSettle(acquirer, [batch], { time: now })),
+        });
         return { status: r.statusCode, code: r.statusCode === 200 ? undefined : (r.json() as { code: string }).code };
       } finally {
         await app.close();
@@ -104,7 +118,10 @@ test('dt-ledger bank-add writes the acquirer of an acquiring bank; acquirer-add;
 });
 
 /** Runs `dt-ledger serve` until `during` resolves, then SIGTERM; gives stdout, stderr and the exit code. */
-async function serving(args: string[], during: (url: string) => Promise<void>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+async function serving(
+  args: string[],
+  during: (url: string) => Promise<void>,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const p = spawn(process.execPath, [BIN, 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
@@ -164,13 +181,32 @@ test('dt-ledger serve logs one JSON line per request on stderr (method, route, s
   const r = await serving(['-d', data, '--port', '0'], async (url) => {
     t.is((await fetch(`${url}/v1/health`)).status, 200);
     t.is((await fetch(`${url}/v1/crl?token=${secret}`)).status, 200);
-    t.is((await fetch(`${url}/v1/sync`, { method: 'POST', headers: { 'content-type': 'application/cbor' }, body: new TextEncoder().encode(secret) })).status, 400);
+    t.is(
+      (
+        await fetch(`${url}/v1/sync`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/cbor' },
+          body: new TextEncoder().encode(secret),
+        })
+      ).status,
+      400,
+    );
   });
   t.is(r.code, 0, r.stderr);
   // JSON lines (node may print a warning of its own first).
-  const lines = r.stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+  const lines = r.stderr
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
   const requests = lines.filter((l) => l.msg === 'request');
-  t.deepEqual(requests.map((l) => [l.method, l.route, l.status]), [['GET', '/v1/health', 200], ['GET', '/v1/crl', 200], ['POST', '/v1/sync', 400]]);
+  t.deepEqual(
+    requests.map((l) => [l.method, l.route, l.status]),
+    [
+      ['GET', '/v1/health', 200],
+      ['GET', '/v1/crl', 200],
+      ['POST', '/v1/sync', 400],
+    ],
+  );
   for (const l of requests) {
     t.is(typeof l.durationMs, 'number');
     t.is(l.level, 30);

@@ -14,7 +14,14 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import {
-  CURRENCY_KZT, decodeDeterministic, encodeDeterministic, OutcomeStatus, ReferenceWallet, signMessage, toHex, verifySigned,
+  CURRENCY_KZT,
+  decodeDeterministic,
+  encodeDeterministic,
+  OutcomeStatus,
+  ReferenceWallet,
+  signMessage,
+  toHex,
+  verifySigned,
 } from '@dt/protocol';
 import { openDataDir } from '../src/cli.ts';
 import { issueCard, issueTerminal, type Identity } from '../src/pki.ts';
@@ -36,7 +43,10 @@ function prng(seed: number): () => number {
   };
 }
 
-interface Server { child: ChildProcess; url: string }
+interface Server {
+  child: ChildProcess;
+  url: string;
+}
 
 function startServer(data: string): Promise<Server> {
   return new Promise((resolve, reject) => {
@@ -48,7 +58,9 @@ function startServer(data: string): Promise<Server> {
       const nl = buf.indexOf('\n');
       if (nl >= 0) resolve({ child, url: (JSON.parse(buf.slice(0, nl)) as { url: string }).url });
     });
-    child.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
+    child.stderr!.on('data', (d: Buffer) => {
+      err += d.toString();
+    });
     child.on('exit', (code) => reject(new Error(`server exited early (${code}): ${err}`)));
   });
 }
@@ -89,7 +101,11 @@ test('SIGKILL at random points while settling: nothing settled twice, answers st
     for (let i = 0; i < 6; i++) {
       const id = issueCard(bank, { validity });
       await post(server.url, '/v1/cards', encodeDeterministic([...id.chain]));
-      await post(server.url, '/v1/loads', signLoadOrder({ card: id.kid, amount: 50_000, id: new Uint8Array(randomBytes(16)), time: now }, bank.signer));
+      await post(
+        server.url,
+        '/v1/loads',
+        signLoadOrder({ card: id.kid, amount: 50_000, id: new Uint8Array(randomBytes(16)), time: now }, bank.signer),
+      );
       const wallet = new ReferenceWallet({ signer: id.signer, chain: id.chain });
       wallet.completeSync(await post(server.url, '/v1/sync', wallet.beginSync(new Uint8Array(randomBytes(16)))), d.ledger.keys.publicKey);
       cards.push({ id, wallet });
@@ -104,14 +120,30 @@ test('SIGKILL at random points while settling: nothing settled twice, answers st
         const ti = (n + ci) % terms.length;
         const term = terms[ti]!;
         const amount = 100 * (n + 1) + ci;
-        const p = c.wallet.pay({ amount, currency: CURRENCY_KZT, terminal: term.kid, merchant: `m${ti}`, mcc: 5411, nonce: new Uint8Array(randomBytes(16)), time: now });
+        const p = c.wallet.pay({
+          amount,
+          currency: CURRENCY_KZT,
+          terminal: term.kid,
+          merchant: `m${ti}`,
+          mcc: 5411,
+          nonce: new Uint8Array(randomBytes(16)),
+          time: now,
+        });
         perTerminal[ti]!.push(p.handover);
         expected += amount;
       }
     }
     // The fork goes to another terminal than the honest payment it forks (a terminal holding both would have
     // declined the second, and the ledger then pays it no cover: SPEC §7.7 cover rule 3).
-    const fork = clone.pay({ amount: 999, currency: CURRENCY_KZT, terminal: terms[1]!.kid, merchant: 'm1', mcc: 5411, nonce: new Uint8Array(randomBytes(16)), time: now });
+    const fork = clone.pay({
+      amount: 999,
+      currency: CURRENCY_KZT,
+      terminal: terms[1]!.kid,
+      merchant: 'm1',
+      mcc: 5411,
+      nonce: new Uint8Array(randomBytes(16)),
+      time: now,
+    });
     perTerminal[1]!.push(fork.handover);
     // Batches of 4 handovers; terminals also resend some handovers inside later batches.
     const batches: Uint8Array[] = [];
@@ -120,14 +152,26 @@ test('SIGKILL at random points while settling: nothing settled twice, answers st
       for (let i = 0, seq = 1; i < hs.length; i += 4, seq++) {
         const chunk = hs.slice(i, i + 4);
         if (i >= 4) chunk.push(hs[i - 1]!); // a resend of an earlier handover
-        batches.push(signMessage('Batch', { terminal: term.kid, seq, time: now, chain: [...term.chain], handovers: chunk, crlVersion: 0 }, term.signer));
+        batches.push(
+          signMessage(
+            'Batch',
+            { terminal: term.kid, seq, time: now, chain: [...term.chain], handovers: chunk, crlVersion: 0 },
+            term.signer,
+          ),
+        );
       }
     });
 
     // One answered request before any crash: its outcomes must come back byte for byte after every crash.
     const answers = new Map<number, string>();
     const warm = [0, 3];
-    const warmRes = decodeDeterministic(await settle(server.url, warm.map((i) => batches[i]!)), 1 << 24) as Uint8Array[][];
+    const warmRes = decodeDeterministic(
+      await settle(
+        server.url,
+        warm.map((i) => batches[i]!),
+      ),
+      1 << 24,
+    ) as Uint8Array[][];
     warm.forEach((bi, k) => answers.set(bi, warmRes[k]!.map(toHex).join(',')));
 
     // Crash phase.
@@ -143,9 +187,17 @@ test('SIGKILL at random points while settling: nothing settled twice, answers st
       const killBetween = rand() < 0.5;
       const s = server;
       let killed: Promise<void> | undefined;
-      const timer = setTimeout(() => { killed = kill(s); }, delay);
+      const timer = setTimeout(() => {
+        killed = kill(s);
+      }, delay);
       try {
-        const res = decodeDeterministic(await settle(s.url, picked.map((i) => batches[i]!)), 1 << 24) as Uint8Array[][];
+        const res = decodeDeterministic(
+          await settle(
+            s.url,
+            picked.map((i) => batches[i]!),
+          ),
+          1 << 24,
+        ) as Uint8Array[][];
         picked.forEach((bi, k) => {
           const enc = res[k]!.map(toHex).join(',');
           const prior = answers.get(bi);
@@ -202,7 +254,12 @@ test('SIGKILL at random points while settling: nothing settled twice, answers st
     server = undefined;
 
     // The audit CLI checks the supply invariant on the crashed-and-recovered database.
-    const audit = JSON.parse(execFileSync(process.execPath, [BIN, 'audit', '-d', data, '--json']).toString()) as { ok: boolean; redeemed: number; covered: number; revocations: unknown[] };
+    const audit = JSON.parse(execFileSync(process.execPath, [BIN, 'audit', '-d', data, '--json']).toString()) as {
+      ok: boolean;
+      redeemed: number;
+      covered: number;
+      revocations: unknown[];
+    };
     t.true(audit.ok);
     // Exactly the honest payments plus the one double spend (settled or covered, once) were redeemed.
     t.is(audit.redeemed, expected + 999);

@@ -46,14 +46,24 @@ test('every code of the ledger core and of LedgerApiCode has a status', (t) => {
 
 test('error bodies: the stable code is never replaced; a detail code goes to detail; statuses come from the table', (t) => {
   // What the ledger core throws for a value-creating sync history.
-  const sync = errorBody(new LedgerError(400, LedgerErrorCode.SYNC_INVALID, 'history: VALUE_NOT_CONSERVED', { code: 'VALUE_NOT_CONSERVED', index: 2 }));
+  const sync = errorBody(
+    new LedgerError(400, LedgerErrorCode.SYNC_INVALID, 'history: VALUE_NOT_CONSERVED', { code: 'VALUE_NOT_CONSERVED', index: 2 }),
+  );
   t.is(sync.status, 400);
-  t.deepEqual(sync.body, { code: 'SYNC_INVALID', message: 'SYNC_INVALID: history: VALUE_NOT_CONSERVED', detail: 'VALUE_NOT_CONSERVED', index: 2 });
+  t.deepEqual(sync.body, {
+    code: 'SYNC_INVALID',
+    message: 'SYNC_INVALID: history: VALUE_NOT_CONSERVED',
+    detail: 'VALUE_NOT_CONSERVED',
+    index: 2,
+  });
   // A status the table does not allow for a code becomes the table's.
   t.is(errorBody(new LedgerError(418, LedgerErrorCode.CARD_UNKNOWN, 'x')).status, 404);
   t.is(errorBody(new LedgerError(403, LedgerErrorCode.BAD_SIGNATURE, 'x')).status, 403);
   // An internal failure of the core is INTERNAL without details.
-  t.deepEqual(errorBody(new LedgerError(500, LedgerErrorCode.BANK_UNKNOWN, 'books', { code: 'X' })), { status: 500, body: { code: 'INTERNAL', message: 'internal error' } });
+  t.deepEqual(errorBody(new LedgerError(500, LedgerErrorCode.BANK_UNKNOWN, 'books', { code: 'X' })), {
+    status: 500,
+    body: { code: 'INTERNAL', message: 'internal error' },
+  });
   const auth = errorBody(new LedgerApiError(LedgerApiCode.ACQUIRER_AUTH, 'chain', 'CERT_EXPIRED'));
   t.deepEqual(auth, { status: 401, body: { code: 'ACQUIRER_AUTH', message: 'chain', detail: 'CERT_EXPIRED' } });
   t.is(new LedgerApiError(LedgerApiCode.BUSY, 'full').status, 503);

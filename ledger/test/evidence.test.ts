@@ -46,7 +46,10 @@ test('a clone that strips its receipts cannot hide a fork: one token spent at 5 
     const shops = [0, 1, 2, 3, 4].map((i) => k.newTerminal(`shop-${i}`));
     const got: Outcome[] = [];
     for (const shop of shops) got.push(await settleOne(k, shop, stripped(card2.wallet.clone().pay(k.request(shop, 900_000)).handover)));
-    t.deepEqual(got.map((o) => o.status), [OutcomeStatus.INVALID, ...Array(4).fill(OutcomeStatus.DOUBLE_SPEND)]);
+    t.deepEqual(
+      got.map((o) => o.status),
+      [OutcomeStatus.INVALID, ...Array(4).fill(OutcomeStatus.DOUBLE_SPEND)],
+    );
     t.is(got[0]!.code, ErrorCode.HISTORY_BROKEN);
     for (const o of got.slice(1)) {
       t.false(o.covered);
@@ -112,7 +115,11 @@ test('cover is earned once: a colluding merchant resubmitting forks with CRL ver
     const evilOut: Outcome[] = [];
     for (let i = 0; i < 5; i++) evilOut.push(await settleOne(k, evil, card.wallet.clone().pay(k.request(evil, 900_000)).handover, 0));
     t.true(evilOut.every((o) => o.status === OutcomeStatus.DOUBLE_SPEND));
-    t.deepEqual(evilOut.map((o) => o.covered), [true, false, false, false, false], 'one cover per (terminal, card, counter)');
+    t.deepEqual(
+      evilOut.map((o) => o.covered),
+      [true, false, false, false, false],
+      'one cover per (terminal, card, counter)',
+    );
     // Another terminal, same coin: already covered once.
     t.false((await settleOne(k, other, card.wallet.clone().pay(k.request(other, 900_000)).handover, 0)).covered, 'one cover per coin');
     const audit = await k.ledger.audit();
@@ -127,7 +134,7 @@ test('cover is earned once: a colluding merchant resubmitting forks with CRL ver
   }
 });
 
-test('the cover bound: forks on different counters and coins are covered only up to the card\'s certified offlineTotal', async (t) => {
+test("the cover bound: forks on different counters and coins are covered only up to the card's certified offlineTotal", async (t) => {
   const k = await createTestLedger();
   try {
     const limits = { ...LIMITS, offlineTotal: 250_000 };
@@ -143,7 +150,10 @@ test('the cover bound: forks on different counters and coins are covered only up
     }
     t.true(forks.every((o) => o.status === OutcomeStatus.DOUBLE_SPEND));
     // 100,000 + 100,000 fit in 250,000; the third would not.
-    t.deepEqual(forks.map((o) => o.covered), [true, true, false]);
+    t.deepEqual(
+      forks.map((o) => o.covered),
+      [true, true, false],
+    );
     const a = await k.ledger.audit();
     t.is(a.covered, 200_000);
     await books(t, k);
@@ -187,7 +197,7 @@ test('a bank never goes below its floor: cover beyond its balance is refused unl
       t.is((await settleOne(k, a, card.wallet.clone().pay(k.request(a, 100_000)).handover)).status, OutcomeStatus.SETTLED);
       return settleOne(k, b, card.wallet.clone().pay(k.request(b, 100_000)).handover);
     };
-    t.true((await forked()).covered, 'paid from the bank\'s 100,000');
+    t.true((await forked()).covered, "paid from the bank's 100,000");
     t.is(await bankBalance(), 0);
     await k.ledger.allocate(k.pki.bank.kid, 100_000, rnd16());
     t.false((await forked()).covered, 'the bank holds nothing: no cover below its floor of 0');
@@ -234,7 +244,7 @@ test('a payment the ledger rejects for its time returns to the card at its next 
   }
 });
 
-test('evidence in syncs: a clone\'s transfer recorded first makes the genuine sync a fork (409, revoked); a refused sync keeps its claims', async (t) => {
+test("evidence in syncs: a clone's transfer recorded first makes the genuine sync a fork (409, revoked); a refused sync keeps its claims", async (t) => {
   const k = await createTestLedger();
   try {
     const card = await k.fundCard(50_000, { limits: LIMITS });
@@ -253,7 +263,7 @@ test('evidence in syncs: a clone\'s transfer recorded first makes the genuine sy
   }
 });
 
-test('a card that names another card\'s coin as its input forks nothing of the other card', async (t) => {
+test("a card that names another card's coin as its input forks nothing of the other card", async (t) => {
   const k = await createTestLedger();
   try {
     const victim = await k.fundCard(50_000, { limits: LIMITS });
@@ -289,7 +299,10 @@ test('the revocation list is signed anew at least hourly (new version, nextUpdat
     t.is(second.issued, k.clock.now);
     t.deepEqual(second.revoked, first.revoked);
     const rows = await k.storage.transaction((tx) => tx.all(`SELECT version, issued FROM crls ORDER BY version`));
-    t.deepEqual(rows.map((r) => Number(r.issued)), [first.issued, second.issued]);
+    t.deepEqual(
+      rows.map((r) => Number(r.issued)),
+      [first.issued, second.issued],
+    );
     void payloadHash;
   } finally {
     await k.close();

@@ -6,8 +6,18 @@
 import test, { type ExecutionContext } from 'ava';
 import { randomBytes } from 'node:crypto';
 import {
-  BankPermission, bytesEqual, CURRENCY_KZT, encodeMessage, decodeMessage, ErrorCode, openSigned, OutcomeStatus, payloadHash,
-  signMessage, toHex, verifySigned,
+  BankPermission,
+  bytesEqual,
+  CURRENCY_KZT,
+  encodeMessage,
+  decodeMessage,
+  ErrorCode,
+  openSigned,
+  OutcomeStatus,
+  payloadHash,
+  signMessage,
+  toHex,
+  verifySigned,
 } from '@dt/protocol';
 import { createTestLedger, type TestLedger } from '../src/testkit.ts';
 import { openSqliteStorage } from '../src/storage/sqlite.ts';
@@ -35,7 +45,12 @@ const BACKENDS: [string, () => Promise<LedgerStorage>][] = [
 const rnd16 = () => new Uint8Array(randomBytes(16));
 const statuses = (list: readonly Uint8Array[]) => outcomes(list).map((o) => STATUS_NAME[o.status]);
 
-async function withLedger(open: () => Promise<LedgerStorage>, t: ExecutionContext, fn: (k: TestLedger) => Promise<void>, opts: Parameters<typeof createTestLedger>[0] = {}) {
+async function withLedger(
+  open: () => Promise<LedgerStorage>,
+  t: ExecutionContext,
+  fn: (k: TestLedger) => Promise<void>,
+  opts: Parameters<typeof createTestLedger>[0] = {},
+) {
   const k = await createTestLedger({ ...opts, storage: await open() });
   try {
     await fn(k);
@@ -63,7 +78,10 @@ for (const [name, open] of BACKENDS) {
         t.false(o.covered);
         t.true(bytesEqual(o.card, card.identity.kid));
       }
-      t.deepEqual(outcomes(oa!).map((o) => toHex(o.transfer)), [toHex(p1.transferHash), toHex(p3.transferHash)]);
+      t.deepEqual(
+        outcomes(oa!).map((o) => toHex(o.transfer)),
+        [toHex(p1.transferHash), toHex(p3.transferHash)],
+      );
       const m = await k.ledger.merchantBalances();
       t.is(m[toHex(a.kid)], 1_500);
       t.is(m[toHex(b.kid)], 2_500);
@@ -86,7 +104,10 @@ for (const [name, open] of BACKENDS) {
       const [other] = await k.ledger.settle([k.batch(a, [p1.handover, p1.handover])]);
       const o = outcomes(other!);
       const orig = outcomes(first!)[0]!;
-      t.deepEqual(o.map((x) => STATUS_NAME[x.status]), ['ALREADY_SETTLED', 'ALREADY_SETTLED']);
+      t.deepEqual(
+        o.map((x) => STATUS_NAME[x.status]),
+        ['ALREADY_SETTLED', 'ALREADY_SETTLED'],
+      );
       t.is(o[0]!.time, orig.time);
       t.is(o[0]!.amount, 1_000);
       t.is(toHex(o[0]!.transfer), toHex(orig.transfer));
@@ -121,10 +142,30 @@ for (const [name, open] of BACKENDS) {
       cases.push([ErrorCode.TRANSFER_TIME, (await k.fundCard(10_000)).wallet.pay(future).handover, a]);
       // A token signed with the ledger key that the ledger never issued.
       const rogue = await k.fundCard(0);
-      rogue.wallet.holdTokens([signMessage('Token', { serial: rnd16(), value: 5_000, currency: CURRENCY_KZT, owner: rogue.identity.kid, issued: k.clock.now }, k.pki.ledger.signer)], k.pki.ledger.keys.publicKey);
+      rogue.wallet.holdTokens(
+        [
+          signMessage(
+            'Token',
+            { serial: rnd16(), value: 5_000, currency: CURRENCY_KZT, owner: rogue.identity.kid, issued: k.clock.now },
+            k.pki.ledger.signer,
+          ),
+        ],
+        k.pki.ledger.keys.publicKey,
+      );
       cases.push([ErrorCode.TOKEN_INVALID, rogue.wallet.pay(k.request(a, 100)).handover, a]);
       // A chain that is not anchored at a receipt or at genesis.
-      cases.push([ErrorCode.HISTORY_BROKEN, encodeMessage('Handover', (() => { const x = decodeMessage('Handover', good.handover); delete x.receipt; return x; })()), a]);
+      cases.push([
+        ErrorCode.HISTORY_BROKEN,
+        encodeMessage(
+          'Handover',
+          (() => {
+            const x = decodeMessage('Handover', good.handover);
+            delete x.receipt;
+            return x;
+          })(),
+        ),
+        a,
+      ]);
       // Garbage.
       cases.push([ErrorCode.HANDOVER_MALFORMED, new Uint8Array([0xa1, 0x00, 0x01]), a]);
 
@@ -158,10 +199,17 @@ for (const [name, open] of BACKENDS) {
       t.is(e1!.details.index, 1);
       // A terminal certified by a bank without ACQUIRING.
       const issuingOnly = k.pki.createBank({ name: 'issuing only', perms: BankPermission.ISSUING });
-      const rogue = { ...k.pki.issueTerminal({ merchant: { id: 'r', mcc: 1, name: 'r' }, bank: issuingOnly }), merchant: 'r', mcc: 1, seq: 0 };
+      const rogue = {
+        ...k.pki.issueTerminal({ merchant: { id: 'r', mcc: 1, name: 'r' }, bank: issuingOnly }),
+        merchant: 'r',
+        mcc: 1,
+        seq: 0,
+      };
       const e2 = await t.throwsAsync(k.ledger.settle([k.batch(rogue, [p.handover])]), { instanceOf: LedgerError });
       t.is(e2!.code, 'TERMINAL_CHAIN');
-      const e3 = await t.throwsAsync(k.ledger.settle([k.batch(a, [p.handover], { time: k.clock.now + 3_600 })]), { instanceOf: LedgerError });
+      const e3 = await t.throwsAsync(k.ledger.settle([k.batch(a, [p.handover], { time: k.clock.now + 3_600 })]), {
+        instanceOf: LedgerError,
+      });
       t.is(e3!.code, 'BATCH_TIME');
       t.is(await stateDigest(k.storage), before);
       const [o] = await k.ledger.settle([good]);
@@ -223,56 +271,67 @@ for (const [name, open] of BACKENDS) {
       t.false(ocs[1]!.covered);
       t.is((await k.ledger.audit()).covered, 4_000);
       // A revoked card cannot be loaded; this card's own sync forks against pc (counter 2), so it is a double spend.
-      const eLoad = await t.throwsAsync(k.ledger.load(signLoadOrder({ card: card.identity.kid, amount: 1, id: rnd16(), time: k.clock.now }, k.pki.bank.signer)), { instanceOf: LedgerError });
+      const eLoad = await t.throwsAsync(
+        k.ledger.load(signLoadOrder({ card: card.identity.kid, amount: 1, id: rnd16(), time: k.clock.now }, k.pki.bank.signer)),
+        { instanceOf: LedgerError },
+      );
       t.is(eLoad!.code, 'CARD_REVOKED');
       const e = await t.throwsAsync(k.ledger.sync(card.wallet.beginSync(rnd16())), { instanceOf: LedgerError });
       t.is(e!.code, 'DOUBLE_SPEND');
     }));
 
   test(`${name}: a revoked card's genuine sync: history recorded, loads cancelled, value redeemed to the issuing bank, no tokens`, (t) =>
-    withLedger(open, t, async (k) => {
-      const card = await k.fundCard(10_000);
-      // A load ordered before the revocation is still pending at the sync.
-      t.like(await k.ledger.load(signLoadOrder({ card: card.identity.kid, amount: 2_000, id: rnd16(), time: k.clock.now }, k.pki.bank.signer)), { state: 'pending' });
-      const clone = card.wallet.clone();
-      const a = k.newTerminal('shop-a');
-      const b = k.newTerminal('shop-b');
-      const c = k.newTerminal('shop-c');
-      const pa = card.wallet.pay(k.request(a, 3_000));
-      const pb = clone.pay(k.request(b, 4_000));
-      t.deepEqual(statuses((await k.ledger.settle([k.batch(a, [pa.handover])]))[0]!), ['SETTLED']);
-      t.is(outcomes((await k.ledger.settle([k.batch(b, [pb.handover])]))[0]!)[0]!.status, OutcomeStatus.DOUBLE_SPEND);
-      t.true((await k.ledger.audit()).revocations.some((r) => r.card === toHex(card.identity.kid)));
-      // The genuine card pays once more; that terminal never submits, so the sync voids it.
-      const pc = card.wallet.pay(k.request(c, 1_000));
-      k.clock.now += 8 * 86400;
-      const before = await k.ledger.audit();
-      const req = card.wallet.beginSync(rnd16());
-      const receipt = await k.ledger.sync(req);
-      const r = verifySigned('SyncReceipt', receipt, k.pki.ledger.keys.publicKey).message;
-      t.is(toHex(r.request), toHex(payloadHash(openSigned('SyncRequest', req).cose)));
-      t.deepEqual(r.tokens, []);
-      t.is(r.loaded, 0);
-      t.deepEqual(r.voided.map(toHex), [toHex(pc.transferHash)]);
-      t.is(r.redeemed, 6_000 + 1_000); // holdings plus the voided orphan's value
-      // Issuing bank credited with the redeemed value, the cancelled load returned: nothing pending, invariant intact.
-      const after = await k.ledger.audit();
-      t.true(after.ok, JSON.stringify(after));
-      t.is(after.bankBalances, before.bankBalances + 7_000 + 2_000);
-      t.is(after.pendingLoads, 0);
-      // Before, the ledger knew only pa's 7,000 change; the sync records pc and spends its 6,000 change: nothing left unspent.
-      t.is(before.unspentTokens + before.unspentChange, 7_000);
-      t.is(after.unspentTokens + after.unspentChange, 0);
-      // The card applies it: empty, history cleared.
-      card.wallet.completeSync(receipt, k.pki.ledger.keys.publicKey);
-      t.is(card.wallet.balance, 0);
-      t.deepEqual(openSigned('SyncRequest', card.wallet.clone().beginSync(rnd16())).message.history, []);
-      // Idempotent: the same request gets the same receipt and credits nothing twice.
-      t.is(toHex(await k.ledger.sync(req)), toHex(receipt));
-      t.deepEqual(await k.ledger.audit(), after);
-      // The late terminal is VOIDED: the value went to the bank, not paid twice.
-      t.like(outcomes((await k.ledger.settle([k.batch(c, [pc.handover])]))[0]!)[0], { status: OutcomeStatus.VOIDED });
-    }, { voidWindow: 7 * 86400 }));
+    withLedger(
+      open,
+      t,
+      async (k) => {
+        const card = await k.fundCard(10_000);
+        // A load ordered before the revocation is still pending at the sync.
+        t.like(
+          await k.ledger.load(signLoadOrder({ card: card.identity.kid, amount: 2_000, id: rnd16(), time: k.clock.now }, k.pki.bank.signer)),
+          { state: 'pending' },
+        );
+        const clone = card.wallet.clone();
+        const a = k.newTerminal('shop-a');
+        const b = k.newTerminal('shop-b');
+        const c = k.newTerminal('shop-c');
+        const pa = card.wallet.pay(k.request(a, 3_000));
+        const pb = clone.pay(k.request(b, 4_000));
+        t.deepEqual(statuses((await k.ledger.settle([k.batch(a, [pa.handover])]))[0]!), ['SETTLED']);
+        t.is(outcomes((await k.ledger.settle([k.batch(b, [pb.handover])]))[0]!)[0]!.status, OutcomeStatus.DOUBLE_SPEND);
+        t.true((await k.ledger.audit()).revocations.some((r) => r.card === toHex(card.identity.kid)));
+        // The genuine card pays once more; that terminal never submits, so the sync voids it.
+        const pc = card.wallet.pay(k.request(c, 1_000));
+        k.clock.now += 8 * 86400;
+        const before = await k.ledger.audit();
+        const req = card.wallet.beginSync(rnd16());
+        const receipt = await k.ledger.sync(req);
+        const r = verifySigned('SyncReceipt', receipt, k.pki.ledger.keys.publicKey).message;
+        t.is(toHex(r.request), toHex(payloadHash(openSigned('SyncRequest', req).cose)));
+        t.deepEqual(r.tokens, []);
+        t.is(r.loaded, 0);
+        t.deepEqual(r.voided.map(toHex), [toHex(pc.transferHash)]);
+        t.is(r.redeemed, 6_000 + 1_000); // holdings plus the voided orphan's value
+        // Issuing bank credited with the redeemed value, the cancelled load returned: nothing pending, invariant intact.
+        const after = await k.ledger.audit();
+        t.true(after.ok, JSON.stringify(after));
+        t.is(after.bankBalances, before.bankBalances + 7_000 + 2_000);
+        t.is(after.pendingLoads, 0);
+        // Before, the ledger knew only pa's 7,000 change; the sync records pc and spends its 6,000 change: nothing left unspent.
+        t.is(before.unspentTokens + before.unspentChange, 7_000);
+        t.is(after.unspentTokens + after.unspentChange, 0);
+        // The card applies it: empty, history cleared.
+        card.wallet.completeSync(receipt, k.pki.ledger.keys.publicKey);
+        t.is(card.wallet.balance, 0);
+        t.deepEqual(openSigned('SyncRequest', card.wallet.clone().beginSync(rnd16())).message.history, []);
+        // Idempotent: the same request gets the same receipt and credits nothing twice.
+        t.is(toHex(await k.ledger.sync(req)), toHex(receipt));
+        t.deepEqual(await k.ledger.audit(), after);
+        // The late terminal is VOIDED: the value went to the bank, not paid twice.
+        t.like(outcomes((await k.ledger.settle([k.batch(c, [pc.handover])]))[0]!)[0], { status: OutcomeStatus.VOIDED });
+      },
+      { voidWindow: 7 * 86400 },
+    ));
 
   test(`${name}: a clone spending value the card already synced is a double spend proven by the SyncRequest`, (t) =>
     withLedger(open, t, async (k) => {
@@ -300,73 +359,95 @@ for (const [name, open] of BACKENDS) {
     }));
 
   test(`${name}: sync and load: receipt contents, idempotent replay, orphan voiding, late submission VOIDED`, (t) =>
-    withLedger(open, t, async (k) => {
-      const card = await k.fundCard(0);
-      const load = (amount: number, id = rnd16()) => signLoadOrder({ card: card.identity.kid, amount, id, time: k.clock.now }, k.pki.bank.signer);
-      const id = rnd16();
-      t.like(await k.ledger.load(load(7_000, id)), { state: 'pending', amount: 7_000 });
-      t.like(await k.ledger.load(load(7_000, id)), { state: 'pending', amount: 7_000 }); // same id: nothing added
-      t.is((await k.ledger.audit()).pendingLoads, 7_000);
-      const e = await t.throwsAsync(k.ledger.load(load(8_000, id)), { instanceOf: LedgerError });
-      t.is(e!.code, 'ID_CONFLICT');
-      const poor = k.pki.createBank({ name: 'poor', perms: BankPermission.ISSUING });
-      await k.ledger.registerBank(poor.cert);
-      const e2 = await t.throwsAsync(k.ledger.load(signLoadOrder({ card: card.identity.kid, amount: 1, id: rnd16(), time: k.clock.now }, poor.signer)), { instanceOf: LedgerError });
-      t.is(e2!.code, 'NOT_PERMITTED');
-      const stranger = k.pki.createBank({ name: 'unregistered', perms: BankPermission.ISSUING });
-      const e3 = await t.throwsAsync(k.ledger.load(signLoadOrder({ card: card.identity.kid, amount: 1, id: rnd16(), time: k.clock.now }, stranger.signer)), { instanceOf: LedgerError });
-      t.is(e3!.code, 'BANK_UNKNOWN');
-      const e4 = await t.throwsAsync(k.ledger.load(load(2_000_000_000_000)), { instanceOf: LedgerError });
-      t.is(e4!.code, 'INSUFFICIENT_ALLOCATION');
+    withLedger(
+      open,
+      t,
+      async (k) => {
+        const card = await k.fundCard(0);
+        const load = (amount: number, id = rnd16()) =>
+          signLoadOrder({ card: card.identity.kid, amount, id, time: k.clock.now }, k.pki.bank.signer);
+        const id = rnd16();
+        t.like(await k.ledger.load(load(7_000, id)), { state: 'pending', amount: 7_000 });
+        t.like(await k.ledger.load(load(7_000, id)), { state: 'pending', amount: 7_000 }); // same id: nothing added
+        t.is((await k.ledger.audit()).pendingLoads, 7_000);
+        const e = await t.throwsAsync(k.ledger.load(load(8_000, id)), { instanceOf: LedgerError });
+        t.is(e!.code, 'ID_CONFLICT');
+        const poor = k.pki.createBank({ name: 'poor', perms: BankPermission.ISSUING });
+        await k.ledger.registerBank(poor.cert);
+        const e2 = await t.throwsAsync(
+          k.ledger.load(signLoadOrder({ card: card.identity.kid, amount: 1, id: rnd16(), time: k.clock.now }, poor.signer)),
+          { instanceOf: LedgerError },
+        );
+        t.is(e2!.code, 'NOT_PERMITTED');
+        const stranger = k.pki.createBank({ name: 'unregistered', perms: BankPermission.ISSUING });
+        const e3 = await t.throwsAsync(
+          k.ledger.load(signLoadOrder({ card: card.identity.kid, amount: 1, id: rnd16(), time: k.clock.now }, stranger.signer)),
+          { instanceOf: LedgerError },
+        );
+        t.is(e3!.code, 'BANK_UNKNOWN');
+        const e4 = await t.throwsAsync(k.ledger.load(load(2_000_000_000_000)), { instanceOf: LedgerError });
+        t.is(e4!.code, 'INSUFFICIENT_ALLOCATION');
 
-      const req = card.wallet.beginSync(rnd16());
-      const receipt = await k.ledger.sync(req);
-      t.is(toHex(await k.ledger.sync(req)), toHex(receipt)); // idempotent
-      const r = verifySigned('SyncReceipt', receipt, k.pki.ledger.keys.publicKey).message;
-      const sr = openSigned('SyncRequest', req);
-      t.is(toHex(r.card), toHex(card.identity.kid));
-      t.is(r.counter, sr.message.counter);
-      t.is(toHex(r.request), toHex(payloadHash(sr.cose)));
-      t.is(r.loaded, 7_000);
-      t.deepEqual(r.voided, []);
-      t.is(r.tokens.map((x) => openSigned('Token', x).message.value).reduce((s, v) => s + v, 0), 7_000);
-      card.wallet.completeSync(receipt, k.pki.ledger.keys.publicKey);
-      t.is(card.wallet.balance, 7_000);
-      t.is((await k.ledger.audit()).pendingLoads, 0);
+        const req = card.wallet.beginSync(rnd16());
+        const receipt = await k.ledger.sync(req);
+        t.is(toHex(await k.ledger.sync(req)), toHex(receipt)); // idempotent
+        const r = verifySigned('SyncReceipt', receipt, k.pki.ledger.keys.publicKey).message;
+        const sr = openSigned('SyncRequest', req);
+        t.is(toHex(r.card), toHex(card.identity.kid));
+        t.is(r.counter, sr.message.counter);
+        t.is(toHex(r.request), toHex(payloadHash(sr.cose)));
+        t.is(r.loaded, 7_000);
+        t.deepEqual(r.voided, []);
+        t.is(
+          r.tokens.map((x) => openSigned('Token', x).message.value).reduce((s, v) => s + v, 0),
+          7_000,
+        );
+        card.wallet.completeSync(receipt, k.pki.ledger.keys.publicKey);
+        t.is(card.wallet.balance, 7_000);
+        t.is((await k.ledger.audit()).pendingLoads, 0);
 
-      // Two payments: one submitted in time, one orphaned (its terminal never submits within the window).
-      const a = k.newTerminal('shop-a');
-      const b = k.newTerminal('shop-b');
-      const pa = card.wallet.pay(k.request(a, 1_000));
-      const pb = card.wallet.pay(k.request(b, 2_000));
-      t.deepEqual(statuses((await k.ledger.settle([k.batch(a, [pa.handover])]))[0]!), ['SETTLED']);
-      t.is((await k.ledger.audit()).pendingPayee, 0); // the ledger has not seen pb yet: it learns of it at the sync
-      k.clock.now += 8 * 86400;
-      const req2 = card.wallet.beginSync(rnd16());
-      const r2 = verifySigned('SyncReceipt', await k.ledger.sync(req2), k.pki.ledger.keys.publicKey).message;
-      t.deepEqual(r2.voided.map(toHex), [toHex(pb.transferHash)]);
-      t.is(r2.loaded, 0);
-      t.is(r2.tokens.map((x) => openSigned('Token', x).message.value).reduce((s, v) => s + v, 0), 4_000 + 2_000);
-      card.wallet.completeSync(await k.ledger.sync(req2), k.pki.ledger.keys.publicKey);
-      t.is(card.wallet.balance, 6_000);
-      // The late terminal gets VOIDED, nothing is paid twice.
-      const [late] = await k.ledger.settle([k.batch(b, [pb.handover])]);
-      t.like(outcomes(late!)[0], { status: OutcomeStatus.VOIDED, covered: false });
-      t.false(toHex(b.kid) in (await k.ledger.merchantBalances()));
-      // A payment made after the second sync settles normally (chain anchored at the new receipt).
-      const pc = card.wallet.pay(k.request(b, 500));
-      t.deepEqual(statuses((await k.ledger.settle([k.batch(b, [pc.handover])]))[0]!), ['SETTLED']);
-      // A sync that creates value is refused and moves no value; what the card signed is kept as evidence
-      // (its counter is claimed: a second request with that counter would be a fork).
-      const before = await stateDigest(k.storage, { evidence: false });
-      const bad = signMessage('SyncRequest', { ...openSigned('SyncRequest', card.wallet.clone().beginSync(rnd16())).message, balance: 1_000_000 }, card.identity.signer);
-      const e5 = await t.throwsAsync(k.ledger.sync(bad), { instanceOf: LedgerError });
-      t.is(e5!.code, 'SYNC_INVALID');
-      t.is(e5!.details.detail, 'VALUE_NOT_CONSERVED');
-      t.is(await stateDigest(k.storage, { evidence: false }), before);
-      const badHash = payloadHash(openSigned('SyncRequest', bad).cose);
-      t.truthy(await k.storage.transaction((tx) => tx.get(`SELECT hash FROM counters WHERE hash = ?`, [badHash])));
-    }, { voidWindow: 7 * 86400 }));
+        // Two payments: one submitted in time, one orphaned (its terminal never submits within the window).
+        const a = k.newTerminal('shop-a');
+        const b = k.newTerminal('shop-b');
+        const pa = card.wallet.pay(k.request(a, 1_000));
+        const pb = card.wallet.pay(k.request(b, 2_000));
+        t.deepEqual(statuses((await k.ledger.settle([k.batch(a, [pa.handover])]))[0]!), ['SETTLED']);
+        t.is((await k.ledger.audit()).pendingPayee, 0); // the ledger has not seen pb yet: it learns of it at the sync
+        k.clock.now += 8 * 86400;
+        const req2 = card.wallet.beginSync(rnd16());
+        const r2 = verifySigned('SyncReceipt', await k.ledger.sync(req2), k.pki.ledger.keys.publicKey).message;
+        t.deepEqual(r2.voided.map(toHex), [toHex(pb.transferHash)]);
+        t.is(r2.loaded, 0);
+        t.is(
+          r2.tokens.map((x) => openSigned('Token', x).message.value).reduce((s, v) => s + v, 0),
+          4_000 + 2_000,
+        );
+        card.wallet.completeSync(await k.ledger.sync(req2), k.pki.ledger.keys.publicKey);
+        t.is(card.wallet.balance, 6_000);
+        // The late terminal gets VOIDED, nothing is paid twice.
+        const [late] = await k.ledger.settle([k.batch(b, [pb.handover])]);
+        t.like(outcomes(late!)[0], { status: OutcomeStatus.VOIDED, covered: false });
+        t.false(toHex(b.kid) in (await k.ledger.merchantBalances()));
+        // A payment made after the second sync settles normally (chain anchored at the new receipt).
+        const pc = card.wallet.pay(k.request(b, 500));
+        t.deepEqual(statuses((await k.ledger.settle([k.batch(b, [pc.handover])]))[0]!), ['SETTLED']);
+        // A sync that creates value is refused and moves no value; what the card signed is kept as evidence
+        // (its counter is claimed: a second request with that counter would be a fork).
+        const before = await stateDigest(k.storage, { evidence: false });
+        const bad = signMessage(
+          'SyncRequest',
+          { ...openSigned('SyncRequest', card.wallet.clone().beginSync(rnd16())).message, balance: 1_000_000 },
+          card.identity.signer,
+        );
+        const e5 = await t.throwsAsync(k.ledger.sync(bad), { instanceOf: LedgerError });
+        t.is(e5!.code, 'SYNC_INVALID');
+        t.is(e5!.details.detail, 'VALUE_NOT_CONSERVED');
+        t.is(await stateDigest(k.storage, { evidence: false }), before);
+        const badHash = payloadHash(openSigned('SyncRequest', bad).cose);
+        t.truthy(await k.storage.transaction((tx) => tx.get(`SELECT hash FROM counters WHERE hash = ?`, [badHash])));
+      },
+      { voidWindow: 7 * 86400 },
+    ));
 
   test(`${name}: any arrival order of one card's chained transfers gives the same final state`, (t) =>
     withLedger(open, t, async (k) => {
@@ -390,8 +471,12 @@ for (const [name, open] of BACKENDS) {
       const shapes = await k.storage.transaction(async (tx) => {
         const out: string[] = [];
         for (const c of cards) {
-          const tr = await tx.all(`SELECT counter, state, amount, change_value FROM transfers WHERE card = ? ORDER BY counter`, [c.identity.kid]);
-          const sp = await tx.all(`SELECT COUNT(*) AS n FROM spent s JOIN transfers t ON s.by_hash = t.hash WHERE t.card = ?`, [c.identity.kid]);
+          const tr = await tx.all(`SELECT counter, state, amount, change_value FROM transfers WHERE card = ? ORDER BY counter`, [
+            c.identity.kid,
+          ]);
+          const sp = await tx.all(`SELECT COUNT(*) AS n FROM spent s JOIN transfers t ON s.by_hash = t.hash WHERE t.card = ?`, [
+            c.identity.kid,
+          ]);
           out.push(JSON.stringify({ tr: tr.map((r) => Object.values(r).map(Number)), sp: Number(sp[0]!.n) }));
         }
         return out;

@@ -23,10 +23,16 @@ test('the worker pool validates like the in-thread validator and memoizes repeat
     const viaPool = await k.pool!.validate(jobs);
     // The reference: no memo, no caches, the pure-JS verifier.
     const inThread = jobs.map((j) => validateHandover(j.handover, { trust: k.ledger.trust, payee: j.payee, notAfter: j.notAfter }));
-    t.deepEqual(viaPool.map((r) => (r.ok ? 'ok' : r.code)), inThread.map((r) => (r.ok ? 'ok' : r.code)));
+    t.deepEqual(
+      viaPool.map((r) => (r.ok ? 'ok' : r.code)),
+      inThread.map((r) => (r.ok ? 'ok' : r.code)),
+    );
     t.is(viaPool.filter((r) => !r.ok).length, 1);
     const [o] = await k.ledger.settle([k.batch(shop, [...hs, tampered])]);
-    t.deepEqual(outcomes(o!).map((x) => x.status), [...hs.map(() => OutcomeStatus.SETTLED), OutcomeStatus.INVALID]);
+    t.deepEqual(
+      outcomes(o!).map((x) => x.status),
+      [...hs.map(() => OutcomeStatus.SETTLED), OutcomeStatus.INVALID],
+    );
     const st = await k.pool!.stats();
     // 8 chained handovers repeat the card chain, the token and the history: most checks hit the memo.
     t.true(st.memoHits > st.verifies, JSON.stringify(st));
@@ -39,7 +45,12 @@ test('the worker pool validates like the in-thread validator and memoizes repeat
 
 test('the memo verifier only ever answers true for a pair the inner verifier accepted', (t) => {
   const calls: number[] = [];
-  const inner = { verify: (s: Uint8Array, m: Uint8Array) => { calls.push(1); return s.length === 64 && m[0] === 1; } };
+  const inner = {
+    verify: (s: Uint8Array, m: Uint8Array) => {
+      calls.push(1);
+      return s.length === 64 && m[0] === 1;
+    },
+  };
   const v = memoVerifier(inner);
   const sig = new Uint8Array(64).fill(7);
   const msg = new Uint8Array([1, 2, 3]);
@@ -58,7 +69,12 @@ test('the card-chain cache reuses a verified chain only inside its validity wind
   const pki = createPki({ now });
   const card = issueCard(pki.bank, { validity: { nbf: now - 100, exp: now + 100 } });
   const calls = { n: 0 };
-  const counting = { verify: (s: Uint8Array, m: Uint8Array, p: Uint8Array) => { calls.n++; return nativeVerifier.verify(s, m, p); } };
+  const counting = {
+    verify: (s: Uint8Array, m: Uint8Array, p: Uint8Array) => {
+      calls.n++;
+      return nativeVerifier.verify(s, m, p);
+    },
+  };
   const verify = cachingCardChainVerifier(verifyRoot(pki.issuer.cert, now), counting);
   t.is(verify(card.chain, now)[0]!.claims.role, 4);
   const after = calls.n;

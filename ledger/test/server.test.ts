@@ -1,6 +1,16 @@
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
-import { decodeDeterministic, encodeDeterministic, openSigned, OutcomeStatus, payloadHash, ReferenceWallet, signMessage, toHex, verifySigned } from '@dt/protocol';
+import {
+  decodeDeterministic,
+  encodeDeterministic,
+  openSigned,
+  OutcomeStatus,
+  payloadHash,
+  ReferenceWallet,
+  signMessage,
+  toHex,
+  verifySigned,
+} from '@dt/protocol';
 import { createTestLedger } from '../src/testkit.ts';
 import { startLedgerServer } from '../src/server.ts';
 import { signLoadOrder } from '../src/load.ts';
@@ -23,7 +33,11 @@ test('HTTP: register, load, sync, settle, replay, CRL, health and metrics', asyn
     const reg = await fetch(`${url}/v1/cards`, { method: 'POST', headers: CBOR, body: encodeDeterministic([...id.chain]) });
     t.is(reg.status, 200);
     t.is(((await reg.json()) as { kid: string }).kid, toHex(id.kid));
-    const load = await fetch(`${url}/v1/loads`, { method: 'POST', headers: CBOR, body: signLoadOrder({ card: id.kid, amount: 5_000, id: new Uint8Array(randomBytes(16)), time: k.clock.now }, k.pki.bank.signer) });
+    const load = await fetch(`${url}/v1/loads`, {
+      method: 'POST',
+      headers: CBOR,
+      body: signLoadOrder({ card: id.kid, amount: 5_000, id: new Uint8Array(randomBytes(16)), time: k.clock.now }, k.pki.bank.signer),
+    });
     t.is(load.status, 200);
     t.like(await load.json(), { amount: 5_000, state: 'pending' });
     const req = card.wallet.beginSync(new Uint8Array(randomBytes(16)));
@@ -72,11 +86,28 @@ test('HTTP: bad input gets a 4xx JSON error with a stable code and changes nothi
     const strangerSync = new ReferenceWallet({ signer: stranger.signer, chain: stranger.chain }).beginSync(new Uint8Array(16));
     // A history that creates value (issue 12 point 3): the stable code is SYNC_INVALID, the check's code goes in detail.
     const paid = openSigned('Transfer', p.transfer).message;
-    const inflated = signMessage('Transfer', { ...paid, amount: paid.amount + 500, outputs: paid.outputs.map((o, i) => (i === 0 ? { ...o, value: o.value + 500 } : o)) }, card.identity.signer);
+    const inflated = signMessage(
+      'Transfer',
+      { ...paid, amount: paid.amount + 500, outputs: paid.outputs.map((o, i) => (i === 0 ? { ...o, value: o.value + 500 } : o)) },
+      card.identity.signer,
+    );
     const inflatedHash = payloadHash(openSigned('Transfer', inflated).cose);
-    const valueCreating = signMessage('SyncRequest', { card: card.identity.kid, counter: paid.counter + 1, prev: inflatedHash, history: [inflated], holdings: [], balance: 0, challenge: new Uint8Array(16) }, card.identity.signer);
+    const valueCreating = signMessage(
+      'SyncRequest',
+      {
+        card: card.identity.kid,
+        counter: paid.counter + 1,
+        prev: inflatedHash,
+        history: [inflated],
+        holdings: [],
+        balance: 0,
+        challenge: new Uint8Array(16),
+      },
+      card.identity.signer,
+    );
     const before = await k.ledger.audit();
-    const post = (path: string, body: Uint8Array | string, headers: Record<string, string> = CBOR) => fetch(`${url}${path}`, { method: 'POST', headers, body });
+    const post = (path: string, body: Uint8Array | string, headers: Record<string, string> = CBOR) =>
+      fetch(`${url}${path}`, { method: 'POST', headers, body });
     const cases: [string, Promise<Response>, number, string][] = [
       ['garbage', post('/v1/settle', new Uint8Array([0xff, 0x00]), COSE), 400, 'MALFORMED'],
       ['not a settle request', post('/v1/settle', encodeDeterministic([1, 2]), COSE), 400, 'MALFORMED'],
@@ -84,10 +115,27 @@ test('HTTP: bad input gets a 4xx JSON error with a stable code and changes nothi
       ['old body format as cbor', post('/v1/settle', encodeDeterministic([k.batch(shop, [p.handover])])), 415, 'UNSUPPORTED_MEDIA_TYPE'],
       ['old body format as cose', post('/v1/settle', encodeDeterministic([k.batch(shop, [p.handover])]), COSE), 400, 'MALFORMED'],
       ['wrong media type', post('/v1/settle', '{}', { 'content-type': 'application/json' }), 415, 'UNSUPPORTED_MEDIA_TYPE'],
-      ['forged batch', post('/v1/settle', k.settleRequest([signMessage('Batch', openSigned('Batch', k.batch(shop, [p.handover])).message, k.newTerminal('x').signer)]), COSE), 400, 'BAD_SIGNATURE'],
+      [
+        'forged batch',
+        post(
+          '/v1/settle',
+          k.settleRequest([signMessage('Batch', openSigned('Batch', k.batch(shop, [p.handover])).message, k.newTerminal('x').signer)]),
+          COSE,
+        ),
+        400,
+        'BAD_SIGNATURE',
+      ],
       ['sync garbage', post('/v1/sync', new Uint8Array([1, 2, 3])), 400, 'MALFORMED'],
       ['unknown card sync', post('/v1/sync', strangerSync), 404, 'CARD_UNKNOWN'],
-      ['load by a non-bank', post('/v1/loads', signLoadOrder({ card: card.identity.kid, amount: 1, id: new Uint8Array(16), time: k.clock.now }, card.identity.signer)), 403, 'BANK_UNKNOWN'],
+      [
+        'load by a non-bank',
+        post(
+          '/v1/loads',
+          signLoadOrder({ card: card.identity.kid, amount: 1, id: new Uint8Array(16), time: k.clock.now }, card.identity.signer),
+        ),
+        403,
+        'BANK_UNKNOWN',
+      ],
     ];
     for (const [name, pr, status, code] of cases) {
       const r = await pr;

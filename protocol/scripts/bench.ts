@@ -120,9 +120,21 @@ function benches(): Bench[] {
       const { message } = openSigned(name, bytes);
       const payload = fromHex(v.payload!);
       out.push({ name: `encode ${name}`, group: 'encode', message: name, bytes: payload.length, fn: () => encodeMessage(name, message) });
-      out.push({ name: `decode ${name} (COSE + payload, no signature check)`, group: 'decode', message: name, bytes: bytes.length, fn: () => openSigned(name, bytes) });
+      out.push({
+        name: `decode ${name} (COSE + payload, no signature check)`,
+        group: 'decode',
+        message: name,
+        bytes: bytes.length,
+        fn: () => openSigned(name, bytes),
+      });
       if (name === 'Transfer') {
-        transferSig = { sig: fromHex(v.signature!), msg: fromHex(v.sigStructure!), pk: fromHex(v.signer!.publicKey), sk: fromHex(v.signer!.privateKey), hex: bytes };
+        transferSig = {
+          sig: fromHex(v.signature!),
+          msg: fromHex(v.sigStructure!),
+          pk: fromHex(v.signer!.publicKey),
+          sk: fromHex(v.signer!.privateKey),
+          hex: bytes,
+        };
       }
     } else {
       const message = decodeMessage(name, bytes);
@@ -133,12 +145,28 @@ function benches(): Bench[] {
   if (!transferSig) throw new Error('transfer.json has no valid vector');
   const t = transferSig;
   out.push({ name: 'sign ES256 (Transfer Sig_structure, noble)', group: 'sign', bytes: t.msg.length, fn: () => sign(t.msg, t.sk) });
-  const verifiers: Array<['noble' | 'native', Verifier]> = [['noble', nobleVerifier], ['native', nativeVerifier]];
+  const verifiers: Array<['noble' | 'native', Verifier]> = [
+    ['noble', nobleVerifier],
+    ['native', nativeVerifier],
+  ];
   for (const [label, verifier] of verifiers) {
-    out.push({ name: `verify ES256 (${label})`, group: 'verify', verifier: label, bytes: t.msg.length, fn: () => {
-      if (!verifier.verify(t.sig, t.msg, t.pk)) throw new Error('benchmark signature did not verify');
-    } });
-    out.push({ name: `verifySigned Transfer (${label})`, group: 'verify', message: 'Transfer', verifier: label, bytes: t.hex.length, fn: () => verifySigned('Transfer', t.hex, t.pk, verifier) });
+    out.push({
+      name: `verify ES256 (${label})`,
+      group: 'verify',
+      verifier: label,
+      bytes: t.msg.length,
+      fn: () => {
+        if (!verifier.verify(t.sig, t.msg, t.pk)) throw new Error('benchmark signature did not verify');
+      },
+    });
+    out.push({
+      name: `verifySigned Transfer (${label})`,
+      group: 'verify',
+      message: 'Transfer',
+      verifier: label,
+      bytes: t.hex.length,
+      fn: () => verifySigned('Transfer', t.hex, t.pk, verifier),
+    });
   }
   return out;
 }
@@ -151,7 +179,14 @@ function main(): void {
     process.stderr.write(`[${String(i + 1).padStart(2)}/${list.length}] ${b.name} ... `);
     const m = measure(b.fn, opts.timeMs);
     process.stderr.write(`${Math.round(m.opsPerSec)} ops/s\n`);
-    results.push({ name: b.name, group: b.group, ...(b.message ? { message: b.message } : {}), ...(b.verifier ? { verifier: b.verifier } : {}), bytes: b.bytes, ...m });
+    results.push({
+      name: b.name,
+      group: b.group,
+      ...(b.message ? { message: b.message } : {}),
+      ...(b.verifier ? { verifier: b.verifier } : {}),
+      bytes: b.bytes,
+      ...m,
+    });
   });
   const report = {
     tool: '@dt/protocol bench',
@@ -166,7 +201,8 @@ function main(): void {
   writeFileSync(opts.out, JSON.stringify(report, null, 2) + '\n');
   const w = Math.max(...results.map((r) => r.name.length));
   process.stderr.write(`\n${'operation'.padEnd(w)}  ${'ops/s'.padStart(10)}  ${'bytes'.padStart(8)}\n`);
-  for (const r of results) process.stderr.write(`${r.name.padEnd(w)}  ${Math.round(r.opsPerSec).toString().padStart(10)}  ${String(r.bytes).padStart(8)}\n`);
+  for (const r of results)
+    process.stderr.write(`${r.name.padEnd(w)}  ${Math.round(r.opsPerSec).toString().padStart(10)}  ${String(r.bytes).padStart(8)}\n`);
   const noble = results.find((r) => r.name === 'verify ES256 (noble)')!;
   const native = results.find((r) => r.name === 'verify ES256 (native)')!;
   process.stderr.write(`\nnative verify is ${(native.opsPerSec / noble.opsPerSec).toFixed(1)}x noble; results in ${opts.out}\n`);

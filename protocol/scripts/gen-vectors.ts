@@ -142,32 +142,81 @@ const keys = {
 };
 
 const rootTemplate = {
-  iss: 'DT Issuer Root', sub: 'DT Issuer Root', nbf: T0, iat: T0, exp: T0 + 10 * YEAR,
-  role: Role.ISSUER, currency: CURRENCY_KZT, publicKey: keys.root.publicKey,
+  iss: 'DT Issuer Root',
+  sub: 'DT Issuer Root',
+  nbf: T0,
+  iat: T0,
+  exp: T0 + 10 * YEAR,
+  role: Role.ISSUER,
+  currency: CURRENCY_KZT,
+  publicKey: keys.root.publicKey,
 };
 const rootCert = issueCertificate(rootTemplate, keys.root.signer);
 const ledgerCert = issueCertificate(
-  { iss: 'DT Issuer Root', sub: 'DT Ledger 1', nbf: T0, iat: T0, exp: T0 + 5 * YEAR, role: Role.LEDGER, currency: CURRENCY_KZT, publicKey: keys.ledger.publicKey },
+  {
+    iss: 'DT Issuer Root',
+    sub: 'DT Ledger 1',
+    nbf: T0,
+    iat: T0,
+    exp: T0 + 5 * YEAR,
+    role: Role.LEDGER,
+    currency: CURRENCY_KZT,
+    publicKey: keys.ledger.publicKey,
+  },
   keys.root.signer,
 );
 const issuingBankCert = issueCertificate(
-  { iss: 'DT Issuer Root', sub: 'Halyk Test Issuing', nbf: T0, iat: T0, exp: T0 + 5 * YEAR, role: Role.BANK, perms: BankPermission.ISSUING, currency: CURRENCY_KZT, publicKey: keys.issuingBank.publicKey },
+  {
+    iss: 'DT Issuer Root',
+    sub: 'Halyk Test Issuing',
+    nbf: T0,
+    iat: T0,
+    exp: T0 + 5 * YEAR,
+    role: Role.BANK,
+    perms: BankPermission.ISSUING,
+    currency: CURRENCY_KZT,
+    publicKey: keys.issuingBank.publicKey,
+  },
   keys.root.signer,
 );
 const acquiringBankCert = issueCertificate(
-  { iss: 'DT Issuer Root', sub: 'Kaspi Test Acquiring', nbf: T0, iat: T0, exp: T0 + 5 * YEAR, role: Role.BANK, perms: BankPermission.ACQUIRING, currency: CURRENCY_KZT, publicKey: keys.acquiringBank.publicKey },
+  {
+    iss: 'DT Issuer Root',
+    sub: 'Kaspi Test Acquiring',
+    nbf: T0,
+    iat: T0,
+    exp: T0 + 5 * YEAR,
+    role: Role.BANK,
+    perms: BankPermission.ACQUIRING,
+    currency: CURRENCY_KZT,
+    publicKey: keys.acquiringBank.publicKey,
+  },
   keys.root.signer,
 );
 const cardLimits = { perPayment: 5_000_000, offlineTotal: 20_000_000, offlineCount: 10, cvmLimit: 1_000_000 };
 const cardTemplate = {
-  iss: 'Halyk Test Issuing', sub: 'card 0001', nbf: T0 + DAY, iat: T0 + DAY, exp: T0 + 3 * YEAR,
-  role: Role.CARD, limits: cardLimits, currency: CURRENCY_KZT, publicKey: keys.card.publicKey,
+  iss: 'Halyk Test Issuing',
+  sub: 'card 0001',
+  nbf: T0 + DAY,
+  iat: T0 + DAY,
+  exp: T0 + 3 * YEAR,
+  role: Role.CARD,
+  limits: cardLimits,
+  currency: CURRENCY_KZT,
+  publicKey: keys.card.publicKey,
 };
 const cardCert = issueCertificate(cardTemplate, keys.issuingBank.signer);
 const merchant = { id: 'KZ-ALM-000123', mcc: 5812, name: 'Canteen No. 5, Almaty' };
 const terminalTemplate = {
-  iss: 'Kaspi Test Acquiring', sub: 'POS 7', nbf: T0 + DAY, iat: T0 + DAY, exp: T0 + 3 * YEAR,
-  role: Role.TERMINAL, merchant, currency: CURRENCY_KZT, publicKey: keys.terminal.publicKey,
+  iss: 'Kaspi Test Acquiring',
+  sub: 'POS 7',
+  nbf: T0 + DAY,
+  iat: T0 + DAY,
+  exp: T0 + 3 * YEAR,
+  role: Role.TERMINAL,
+  merchant,
+  currency: CURRENCY_KZT,
+  publicKey: keys.terminal.publicKey,
 };
 const terminalCert = issueCertificate(terminalTemplate, keys.acquiringBank.signer);
 const cardChain = [cardCert, issuingBankCert];
@@ -213,7 +262,14 @@ const FILE_OF: Record<MessageName, string> = {
   SyncReceipt: 'sync-receipt.json',
 };
 
-function signedValid<N extends SignedMessageName>(name: N, vname: string, description: string, value: MessageOf<N>, signerKey: VectorKey, bytes?: Uint8Array): ValidVector {
+function signedValid<N extends SignedMessageName>(
+  name: N,
+  vname: string,
+  description: string,
+  value: MessageOf<N>,
+  signerKey: VectorKey,
+  bytes?: Uint8Array,
+): ValidVector {
   const hex = bytes ?? signMessage(name, value, signerKey.signer);
   const { cose, message } = openSigned(name, hex);
   return {
@@ -227,7 +283,9 @@ function signedValid<N extends SignedMessageName>(name: N, vname: string, descri
     sigStructure: toHex(sigStructure(cose.protectedBytes, cose.payload)),
     payloadHash: toHex(payloadHash(cose)),
     // Transfers: the ids of their outputs, outputId(payloadHash, index) (SHA-256("DT-OUTPUT-V1" || hash || index)).
-    ...(name === 'Transfer' ? { outputIds: (message as MessageOf<'Transfer'>).outputs.map((_, i) => toHex(outputId(payloadHash(cose), i))) } : {}),
+    ...(name === 'Transfer'
+      ? { outputIds: (message as MessageOf<'Transfer'>).outputs.map((_, i) => toHex(outputId(payloadHash(cose), i))) }
+      : {}),
     decoded: toJsonValue(message),
   };
 }
@@ -269,7 +327,17 @@ function float64(x: number): Uint8Array {
 
 /** Builds a tagged COSE_Sign1 from parts without any checks (for invalid vectors). */
 function rawSign1(prot: Uint8Array, unprot: Uint8Array, payload: Uint8Array, signature: Uint8Array, tag = COSE_SIGN1_TAG): Uint8Array {
-  return concatBytes(head(6, tag), head(4, 4), head(2, prot.length), prot, unprot, head(2, payload.length), payload, head(2, signature.length), signature);
+  return concatBytes(
+    head(6, tag),
+    head(4, 4),
+    head(2, prot.length),
+    prot,
+    unprot,
+    head(2, payload.length),
+    payload,
+    head(2, signature.length),
+    signature,
+  );
 }
 
 /** Signs arbitrary payload bytes with a valid ES256 header (the payload may be invalid on purpose). */
@@ -328,72 +396,251 @@ function invalidSigned<N extends SignedMessageName>(spec: SignedSpec<N>): Invali
   if (typeof uintValue !== 'number') throw new Error(`${name}: key ${spec.uintKey} is not a uint`);
 
   // --- CBOR level, inside a correctly signed payload: the payload is judged before the signature.
-  vs('payload-unsorted-keys', 'payload map keys in reverse order (signed correctly)', signRaw(rawMap([...entries].reverse()), ct, signer), ErrorCode.CBOR_NON_DETERMINISTIC);
-  vs('payload-non-shortest-int', `payload key ${spec.uintKey} written with an 8-byte argument`, replaceValue(spec.uintKey, head(0, uintValue, 8)), ErrorCode.CBOR_NON_DETERMINISTIC);
-  vs('payload-indefinite-map', 'payload map with indefinite length (0xbf ... 0xff)', signRaw(concatBytes(Uint8Array.of(0xbf), ...entries.flat(), Uint8Array.of(0xff)), ct, signer), ErrorCode.CBOR_NON_DETERMINISTIC);
+  vs(
+    'payload-unsorted-keys',
+    'payload map keys in reverse order (signed correctly)',
+    signRaw(rawMap([...entries].reverse()), ct, signer),
+    ErrorCode.CBOR_NON_DETERMINISTIC,
+  );
+  vs(
+    'payload-non-shortest-int',
+    `payload key ${spec.uintKey} written with an 8-byte argument`,
+    replaceValue(spec.uintKey, head(0, uintValue, 8)),
+    ErrorCode.CBOR_NON_DETERMINISTIC,
+  );
+  vs(
+    'payload-indefinite-map',
+    'payload map with indefinite length (0xbf ... 0xff)',
+    signRaw(concatBytes(Uint8Array.of(0xbf), ...entries.flat(), Uint8Array.of(0xff)), ct, signer),
+    ErrorCode.CBOR_NON_DETERMINISTIC,
+  );
   {
     const last = entries[entries.length - 1]!;
-    vs('payload-duplicate-key', 'payload map repeats its last key with the same value', signRaw(concatBytes(head(5, entries.length + 1), ...entries.flat(), ...last), ct, signer), ErrorCode.CBOR_DUPLICATE_KEY);
-    vs('payload-duplicate-key-non-shortest', 'payload map repeats its first key, the copy written non-shortest', signRaw(concatBytes(head(5, entries.length + 1), ...entries.flat(), rewriteKeyNonShortest(entries[0]![0]), entries[0]![1]), ct, signer), ErrorCode.CBOR_DUPLICATE_KEY);
+    vs(
+      'payload-duplicate-key',
+      'payload map repeats its last key with the same value',
+      signRaw(concatBytes(head(5, entries.length + 1), ...entries.flat(), ...last), ct, signer),
+      ErrorCode.CBOR_DUPLICATE_KEY,
+    );
+    vs(
+      'payload-duplicate-key-non-shortest',
+      'payload map repeats its first key, the copy written non-shortest',
+      signRaw(
+        concatBytes(head(5, entries.length + 1), ...entries.flat(), rewriteKeyNonShortest(entries[0]![0]), entries[0]![1]),
+        ct,
+        signer,
+      ),
+      ErrorCode.CBOR_DUPLICATE_KEY,
+    );
   }
-  vs('payload-float', `payload key ${spec.uintKey} written as a float64 of the same value`, replaceValue(spec.uintKey, float64(uintValue)), ErrorCode.CBOR_FORBIDDEN_TYPE);
-  vs('payload-forbidden-tag', `payload key ${spec.uintKey} wrapped in tag 1 (epoch time)`, replaceValue(spec.uintKey, concatBytes(head(6, 1), enc(uintValue))), ErrorCode.CBOR_FORBIDDEN_TYPE);
+  vs(
+    'payload-float',
+    `payload key ${spec.uintKey} written as a float64 of the same value`,
+    replaceValue(spec.uintKey, float64(uintValue)),
+    ErrorCode.CBOR_FORBIDDEN_TYPE,
+  );
+  vs(
+    'payload-forbidden-tag',
+    `payload key ${spec.uintKey} wrapped in tag 1 (epoch time)`,
+    replaceValue(spec.uintKey, concatBytes(head(6, 1), enc(uintValue))),
+    ErrorCode.CBOR_FORBIDDEN_TYPE,
+  );
   vs('payload-null', `payload key ${spec.uintKey} is null`, replaceValue(spec.uintKey, Uint8Array.of(0xf6)), ErrorCode.CBOR_FORBIDDEN_TYPE);
   // --- schema level
-  vs('unknown-version', 'version claim 2', withMap((m) => m.set(versionKey(name), 2)), ErrorCode.UNSUPPORTED_VERSION);
-  vs('missing-version', 'version claim absent', withMap((m) => m.delete(versionKey(name))), ErrorCode.UNSUPPORTED_VERSION);
-  vs('unknown-version-with-new-field', 'version 2 with an extra key 99 (a future version): the version is checked before unknown keys', withMap((m) => m.set(versionKey(name), 2).set(99, 0)), ErrorCode.UNSUPPORTED_VERSION);
-  vs('wrong-type', `key ${spec.uintKey} is a text string instead of an unsigned integer`, withMap((m) => m.set(spec.uintKey, String(uintValue))), ErrorCode.SCHEMA_WRONG_TYPE);
-  vs('negative-int', `key ${spec.uintKey} is negative`, withMap((m) => m.set(spec.uintKey, -1)), ErrorCode.SCHEMA_OUT_OF_RANGE);
-  vs('unknown-field', 'extra key 99', withMap((m) => m.set(99, 0)), ErrorCode.SCHEMA_UNKNOWN_FIELD);
-  vs('missing-field', `required key ${spec.missingKey} absent`, withMap((m) => m.delete(spec.missingKey)), ErrorCode.SCHEMA_MISSING_FIELD);
-  vs('out-of-range', spec.outOfRange[2], withMap((m) => m.set(spec.outOfRange[0], spec.outOfRange[1])), ErrorCode.SCHEMA_OUT_OF_RANGE);
+  vs(
+    'unknown-version',
+    'version claim 2',
+    withMap((m) => m.set(versionKey(name), 2)),
+    ErrorCode.UNSUPPORTED_VERSION,
+  );
+  vs(
+    'missing-version',
+    'version claim absent',
+    withMap((m) => m.delete(versionKey(name))),
+    ErrorCode.UNSUPPORTED_VERSION,
+  );
+  vs(
+    'unknown-version-with-new-field',
+    'version 2 with an extra key 99 (a future version): the version is checked before unknown keys',
+    withMap((m) => m.set(versionKey(name), 2).set(99, 0)),
+    ErrorCode.UNSUPPORTED_VERSION,
+  );
+  vs(
+    'wrong-type',
+    `key ${spec.uintKey} is a text string instead of an unsigned integer`,
+    withMap((m) => m.set(spec.uintKey, String(uintValue))),
+    ErrorCode.SCHEMA_WRONG_TYPE,
+  );
+  vs(
+    'negative-int',
+    `key ${spec.uintKey} is negative`,
+    withMap((m) => m.set(spec.uintKey, -1)),
+    ErrorCode.SCHEMA_OUT_OF_RANGE,
+  );
+  vs(
+    'unknown-field',
+    'extra key 99',
+    withMap((m) => m.set(99, 0)),
+    ErrorCode.SCHEMA_UNKNOWN_FIELD,
+  );
+  vs(
+    'missing-field',
+    `required key ${spec.missingKey} absent`,
+    withMap((m) => m.delete(spec.missingKey)),
+    ErrorCode.SCHEMA_MISSING_FIELD,
+  );
+  vs(
+    'out-of-range',
+    spec.outOfRange[2],
+    withMap((m) => m.set(spec.outOfRange[0], spec.outOfRange[1])),
+    ErrorCode.SCHEMA_OUT_OF_RANGE,
+  );
   vs('payload-not-a-map', 'payload is an array', signRaw(enc([1, 2]), ct, signer), ErrorCode.SCHEMA_WRONG_TYPE);
   // --- COSE level
   {
-    const prot = enc(new Map<number, CborValue>([[1, -35], [3, ct], [4, signer.kid]]));
+    const prot = enc(
+      new Map<number, CborValue>([
+        [1, -35],
+        [3, ct],
+        [4, signer.kid],
+      ]),
+    );
     const sig = sign(sigStructure(prot, goodCose.payload), signer.secretKey);
-    vs('wrong-algorithm-es384', 'protected header alg -35 (ES384), otherwise valid and signed', rawSign1(prot, enc(new Map()), goodCose.payload, sig), ErrorCode.COSE_WRONG_ALGORITHM);
-    const protNoAlg = enc(new Map<number, CborValue>([[3, ct], [4, signer.kid]]));
-    vs('missing-algorithm', 'protected header without alg', rawSign1(protNoAlg, enc(new Map()), goodCose.payload, sign(sigStructure(protNoAlg, goodCose.payload), signer.secretKey)), ErrorCode.COSE_WRONG_ALGORITHM);
+    vs(
+      'wrong-algorithm-es384',
+      'protected header alg -35 (ES384), otherwise valid and signed',
+      rawSign1(prot, enc(new Map()), goodCose.payload, sig),
+      ErrorCode.COSE_WRONG_ALGORITHM,
+    );
+    const protNoAlg = enc(
+      new Map<number, CborValue>([
+        [3, ct],
+        [4, signer.kid],
+      ]),
+    );
+    vs(
+      'missing-algorithm',
+      'protected header without alg',
+      rawSign1(protNoAlg, enc(new Map()), goodCose.payload, sign(sigStructure(protNoAlg, goodCose.payload), signer.secretKey)),
+      ErrorCode.COSE_WRONG_ALGORITHM,
+    );
   }
   {
     const otherName = name === 'Token' ? 'Transfer' : 'Token';
-    vs('wrong-content-type', `signed with the content type of a ${otherName}`, signRaw(goodCose.payload, MESSAGES[otherName].contentType, signer), ErrorCode.COSE_WRONG_CONTENT_TYPE);
+    vs(
+      'wrong-content-type',
+      `signed with the content type of a ${otherName}`,
+      signRaw(goodCose.payload, MESSAGES[otherName].contentType, signer),
+      ErrorCode.COSE_WRONG_CONTENT_TYPE,
+    );
   }
   vs('key-mismatch', 'verified with a key the kid does not name', good, ErrorCode.KEY_MISMATCH, toHex(keys.other.publicKey));
-  vs('signed-by-other-key', 'kid names the expected key but another key made the signature', (() => {
-    const prot = protectedHeader(ct, signer.kid);
-    return rawSign1(prot, enc(new Map()), goodCose.payload, sign(sigStructure(prot, goodCose.payload), keys.other.secretKey));
-  })(), ErrorCode.BAD_SIGNATURE);
+  vs(
+    'signed-by-other-key',
+    'kid names the expected key but another key made the signature',
+    (() => {
+      const prot = protectedHeader(ct, signer.kid);
+      return rawSign1(prot, enc(new Map()), goodCose.payload, sign(sigStructure(prot, goodCose.payload), keys.other.secretKey));
+    })(),
+    ErrorCode.BAD_SIGNATURE,
+  );
   {
     const bad = goodCose.signature.slice();
     bad[63] ^= 1;
-    vs('bad-signature', 'last bit of s flipped', rawSign1(goodCose.protectedBytes, enc(new Map()), goodCose.payload, bad), ErrorCode.BAD_SIGNATURE);
-    vs('high-s-signature', 's replaced by n - s (the same signature in its malleable high-S form)', rawSign1(goodCose.protectedBytes, enc(new Map()), goodCose.payload, highS(goodCose.signature)), ErrorCode.BAD_SIGNATURE);
-    vs('zero-signature', 'r = s = 0', rawSign1(goodCose.protectedBytes, enc(new Map()), goodCose.payload, new Uint8Array(64)), ErrorCode.BAD_SIGNATURE);
+    vs(
+      'bad-signature',
+      'last bit of s flipped',
+      rawSign1(goodCose.protectedBytes, enc(new Map()), goodCose.payload, bad),
+      ErrorCode.BAD_SIGNATURE,
+    );
+    vs(
+      'high-s-signature',
+      's replaced by n - s (the same signature in its malleable high-S form)',
+      rawSign1(goodCose.protectedBytes, enc(new Map()), goodCose.payload, highS(goodCose.signature)),
+      ErrorCode.BAD_SIGNATURE,
+    );
+    vs(
+      'zero-signature',
+      'r = s = 0',
+      rawSign1(goodCose.protectedBytes, enc(new Map()), goodCose.payload, new Uint8Array(64)),
+      ErrorCode.BAD_SIGNATURE,
+    );
     const otherPayload = enc(new Map(base).set(spec.uintKey, uintValue + 1));
-    vs('payload-swapped', `payload changed after signing (key ${spec.uintKey} + 1)`, rawSign1(goodCose.protectedBytes, enc(new Map()), otherPayload, goodCose.signature), ErrorCode.BAD_SIGNATURE);
+    vs(
+      'payload-swapped',
+      `payload changed after signing (key ${spec.uintKey} + 1)`,
+      rawSign1(goodCose.protectedBytes, enc(new Map()), otherPayload, goodCose.signature),
+      ErrorCode.BAD_SIGNATURE,
+    );
   }
   dec('untagged', 'COSE_Sign1 array without tag 18', good.subarray(1), ErrorCode.COSE_MALFORMED);
   dec('cose-sign-tag', 'tag 98 (COSE_Sign) instead of 18', concatBytes(head(6, 98), good.subarray(1)), ErrorCode.CBOR_FORBIDDEN_TYPE);
-  dec('unprotected-not-empty', 'kid repeated in the unprotected header', rawSign1(goodCose.protectedBytes, enc(new Map([[4, signer.kid]])), goodCose.payload, goodCose.signature), ErrorCode.COSE_MALFORMED);
-  dec('short-signature', '63-byte signature', rawSign1(goodCose.protectedBytes, enc(new Map()), goodCose.payload, goodCose.signature.subarray(0, 63)), ErrorCode.COSE_MALFORMED);
-  dec('short-kid', '15-byte kid', (() => {
-    const prot = enc(new Map<number, CborValue>([[1, -7], [3, ct], [4, signer.kid.subarray(0, 15)]]));
-    return rawSign1(prot, enc(new Map()), goodCose.payload, sign(sigStructure(prot, goodCose.payload), signer.secretKey));
-  })(), ErrorCode.COSE_MALFORMED);
-  dec('protected-unsorted', 'protected header keys unsorted', (() => {
-    const prot = rawMap([[enc(4), enc(signer.kid)], [enc(3), enc(ct)], [enc(1), enc(-7)]]);
-    return rawSign1(prot, enc(new Map()), goodCose.payload, sign(sigStructure(prot, goodCose.payload), signer.secretKey));
-  })(), ErrorCode.CBOR_NON_DETERMINISTIC);
-  dec('detached-payload', 'payload is nil (detached content is not used by DT)', concatBytes(head(6, 18), head(4, 4), head(2, goodCose.protectedBytes.length), goodCose.protectedBytes, enc(new Map()), Uint8Array.of(0xf6), head(2, 64), goodCose.signature), ErrorCode.CBOR_FORBIDDEN_TYPE);
+  dec(
+    'unprotected-not-empty',
+    'kid repeated in the unprotected header',
+    rawSign1(goodCose.protectedBytes, enc(new Map([[4, signer.kid]])), goodCose.payload, goodCose.signature),
+    ErrorCode.COSE_MALFORMED,
+  );
+  dec(
+    'short-signature',
+    '63-byte signature',
+    rawSign1(goodCose.protectedBytes, enc(new Map()), goodCose.payload, goodCose.signature.subarray(0, 63)),
+    ErrorCode.COSE_MALFORMED,
+  );
+  dec(
+    'short-kid',
+    '15-byte kid',
+    (() => {
+      const prot = enc(
+        new Map<number, CborValue>([
+          [1, -7],
+          [3, ct],
+          [4, signer.kid.subarray(0, 15)],
+        ]),
+      );
+      return rawSign1(prot, enc(new Map()), goodCose.payload, sign(sigStructure(prot, goodCose.payload), signer.secretKey));
+    })(),
+    ErrorCode.COSE_MALFORMED,
+  );
+  dec(
+    'protected-unsorted',
+    'protected header keys unsorted',
+    (() => {
+      const prot = rawMap([
+        [enc(4), enc(signer.kid)],
+        [enc(3), enc(ct)],
+        [enc(1), enc(-7)],
+      ]);
+      return rawSign1(prot, enc(new Map()), goodCose.payload, sign(sigStructure(prot, goodCose.payload), signer.secretKey));
+    })(),
+    ErrorCode.CBOR_NON_DETERMINISTIC,
+  );
+  dec(
+    'detached-payload',
+    'payload is nil (detached content is not used by DT)',
+    concatBytes(
+      head(6, 18),
+      head(4, 4),
+      head(2, goodCose.protectedBytes.length),
+      goodCose.protectedBytes,
+      enc(new Map()),
+      Uint8Array.of(0xf6),
+      head(2, 64),
+      goodCose.signature,
+    ),
+    ErrorCode.CBOR_FORBIDDEN_TYPE,
+  );
   dec('truncated-last-byte', 'valid object without its last byte', good.subarray(0, good.length - 1), ErrorCode.CBOR_MALFORMED);
   dec('truncated-half', 'valid object cut in half', good.subarray(0, good.length >> 1), ErrorCode.CBOR_MALFORMED);
   dec('trailing-byte', 'valid object followed by 0x00', concatBytes(good, Uint8Array.of(0)), ErrorCode.CBOR_MALFORMED);
   dec('empty', 'zero bytes', new Uint8Array(0), ErrorCode.CBOR_MALFORMED);
   if (spec.oversize) {
-    const payload = enc(new Map<number, CborValue>([[0, 1], [1, new Uint8Array(def.maxSize)]]));
+    const payload = enc(
+      new Map<number, CborValue>([
+        [0, 1],
+        [1, new Uint8Array(def.maxSize)],
+      ]),
+    );
     dec('oversize', `COSE_Sign1 larger than the ${def.maxSize}-byte limit of a ${name}`, signRaw(payload, ct, signer), ErrorCode.TOO_LARGE);
   }
   return out;
@@ -425,12 +672,30 @@ const serialB = fixedBytes('token serial B', 16);
 const serialC = fixedBytes('token serial C (marked)', 16);
 
 const tokenA: MessageOf<'Token'> = { serial: serialA, value: 50_000, currency: CURRENCY_KZT, owner: keys.card.kid, issued: T0 + 2 * DAY };
-const tokenB: MessageOf<'Token'> = { serial: serialB, value: 25_000, currency: CURRENCY_KZT, owner: keys.card.kid, issued: T0 + 2 * DAY, expires: T0 + 2 * YEAR };
+const tokenB: MessageOf<'Token'> = {
+  serial: serialB,
+  value: 25_000,
+  currency: CURRENCY_KZT,
+  owner: keys.card.kid,
+  issued: T0 + 2 * DAY,
+  expires: T0 + 2 * YEAR,
+};
 const tokenC: MessageOf<'Token'> = {
-  serial: serialC, value: 120_000, currency: CURRENCY_KZT, owner: keys.card.kid, issued: T0 + 3 * DAY, expires: T0 + YEAR,
+  serial: serialC,
+  value: 120_000,
+  currency: CURRENCY_KZT,
+  owner: keys.card.kid,
+  issued: T0 + 3 * DAY,
+  expires: T0 + YEAR,
   mark: { merchants: ['KZ-ALM-000123', 'KZ-AST-000042'], mccs: [5812, 5814], hops: 1 },
 };
-const tokenMax: MessageOf<'Token'> = { serial: fixedBytes('token serial max', 16), value: LIMITS.maxAmount, currency: CURRENCY_KZT, owner: keys.card2.kid, issued: 0 };
+const tokenMax: MessageOf<'Token'> = {
+  serial: fixedBytes('token serial max', 16),
+  value: LIMITS.maxAmount,
+  currency: CURRENCY_KZT,
+  owner: keys.card2.kid,
+  issued: 0,
+};
 const signedTokenA = signMessage('Token', tokenA, keys.ledger.signer);
 
 const nonce1 = fixedBytes('terminal nonce 1', 16);
@@ -438,26 +703,53 @@ const nonce2 = fixedBytes('terminal nonce 2', 16);
 const nonce3 = fixedBytes('terminal nonce 3', 16);
 
 const request1: MessageOf<'PaymentRequest'> = {
-  amount: 12_000, currency: CURRENCY_KZT, terminal: keys.terminal.kid, merchant: merchant.id, mcc: merchant.mcc,
-  nonce: nonce1, time: T_PAY, chain: terminalChain,
+  amount: 12_000,
+  currency: CURRENCY_KZT,
+  terminal: keys.terminal.kid,
+  merchant: merchant.id,
+  mcc: merchant.mcc,
+  nonce: nonce1,
+  time: T_PAY,
+  chain: terminalChain,
 };
 const request3: MessageOf<'PaymentRequest'> = { ...request1, amount: 38_000, nonce: nonce3, time: T_PAY + 60, retryOf: nonce2 };
 
 // Transfer 1: token A (50 000) pays 12 000, change 38 000.
 const transfer1: MessageOf<'Transfer'> = {
-  card: keys.card.kid, counter: 1, prev: GENESIS_PREV, inputs: [serialA],
-  outputs: [{ value: 12_000, owner: keys.terminal.kid }, { value: 38_000, owner: keys.card.kid }],
-  amount: 12_000, currency: CURRENCY_KZT, payee: keys.terminal.kid, merchant: merchant.id, mcc: merchant.mcc,
-  nonce: nonce1, time: T_PAY, cvm: Cvm.NONE,
+  card: keys.card.kid,
+  counter: 1,
+  prev: GENESIS_PREV,
+  inputs: [serialA],
+  outputs: [
+    { value: 12_000, owner: keys.terminal.kid },
+    { value: 38_000, owner: keys.card.kid },
+  ],
+  amount: 12_000,
+  currency: CURRENCY_KZT,
+  payee: keys.terminal.kid,
+  merchant: merchant.id,
+  mcc: merchant.mcc,
+  nonce: nonce1,
+  time: T_PAY,
+  cvm: Cvm.NONE,
 };
 const signedTransfer1 = signMessage('Transfer', transfer1, keys.card.signer);
 const t1Hash = payloadHash(openSigned('Transfer', signedTransfer1).cose);
 // Transfer 2: the change of transfer 1 pays 38 000 exactly, after a torn tap (nonce 3, retry of nonce 2), PIN verified.
 const transfer2: MessageOf<'Transfer'> = {
-  card: keys.card.kid, counter: 2, prev: t1Hash, inputs: [outputId(t1Hash, 1)],
+  card: keys.card.kid,
+  counter: 2,
+  prev: t1Hash,
+  inputs: [outputId(t1Hash, 1)],
   outputs: [{ value: 38_000, owner: keys.terminal.kid }],
-  amount: 38_000, currency: CURRENCY_KZT, payee: keys.terminal.kid, merchant: merchant.id, mcc: merchant.mcc,
-  nonce: nonce3, time: T_PAY + 60, cvm: Cvm.OFFLINE_PIN,
+  amount: 38_000,
+  currency: CURRENCY_KZT,
+  payee: keys.terminal.kid,
+  merchant: merchant.id,
+  mcc: merchant.mcc,
+  nonce: nonce3,
+  time: T_PAY + 60,
+  cvm: Cvm.OFFLINE_PIN,
 };
 const signedTransfer2 = signMessage('Transfer', transfer2, keys.card.signer);
 // A conflicting transfer (same counter and input as transfer 1): the double-spend proof.
@@ -465,49 +757,114 @@ const transfer1b: MessageOf<'Transfer'> = { ...transfer1, nonce: fixedBytes('oth
 const signedTransfer1b = signMessage('Transfer', transfer1b, keys.card.signer);
 
 const handover1: MessageOf<'Handover'> = { transfer: signedTransfer1, chain: cardChain, tokens: [signedTokenA], history: [] };
-const handover2: MessageOf<'Handover'> = { transfer: signedTransfer2, chain: cardChain, tokens: [signedTokenA], history: [signedTransfer1] };
+const handover2: MessageOf<'Handover'> = {
+  transfer: signedTransfer2,
+  chain: cardChain,
+  tokens: [signedTokenA],
+  history: [signedTransfer1],
+};
 
 const batch1: MessageOf<'Batch'> = {
-  terminal: keys.terminal.kid, seq: 1, time: T_PAY + 3600, chain: terminalChain,
-  handovers: [encodeMessage('Handover', handover1), encodeMessage('Handover', handover2)], crlVersion: 7,
+  terminal: keys.terminal.kid,
+  seq: 1,
+  time: T_PAY + 3600,
+  chain: terminalChain,
+  handovers: [encodeMessage('Handover', handover1), encodeMessage('Handover', handover2)],
+  crlVersion: 7,
 };
-const emptyBatch: MessageOf<'Batch'> = { terminal: keys.terminal.kid, seq: 2, time: T_PAY + 7200, chain: terminalChain, handovers: [], crlVersion: 7 };
+const emptyBatch: MessageOf<'Batch'> = {
+  terminal: keys.terminal.kid,
+  seq: 2,
+  time: T_PAY + 7200,
+  chain: terminalChain,
+  handovers: [],
+  crlVersion: 7,
+};
 
 const outcomeSettled: MessageOf<'Outcome'> = {
-  transfer: t1Hash, status: OutcomeStatus.SETTLED, covered: true, time: T_PAY + 4000, card: keys.card.kid, terminal: keys.terminal.kid, amount: 12_000,
+  transfer: t1Hash,
+  status: OutcomeStatus.SETTLED,
+  covered: true,
+  time: T_PAY + 4000,
+  card: keys.card.kid,
+  terminal: keys.terminal.kid,
+  amount: 12_000,
 };
 const outcomeDouble: MessageOf<'Outcome'> = {
-  transfer: payloadHash(openSigned('Transfer', signedTransfer1b).cose), status: OutcomeStatus.DOUBLE_SPEND, covered: true,
-  proof: [signedTransfer1, signedTransfer1b], time: T_PAY + 4001, card: keys.card.kid, terminal: keys.terminal.kid, amount: 12_000,
+  transfer: payloadHash(openSigned('Transfer', signedTransfer1b).cose),
+  status: OutcomeStatus.DOUBLE_SPEND,
+  covered: true,
+  proof: [signedTransfer1, signedTransfer1b],
+  time: T_PAY + 4001,
+  card: keys.card.kid,
+  terminal: keys.terminal.kid,
+  amount: 12_000,
 };
 const outcomeInvalid: MessageOf<'Outcome'> = {
-  transfer: fixedBytes('some transfer', 32), status: OutcomeStatus.INVALID, covered: false, code: 'CERT_EXPIRED',
-  time: T_PAY + 4002, card: keys.card2.kid, terminal: keys.terminal.kid, amount: 0,
+  transfer: fixedBytes('some transfer', 32),
+  status: OutcomeStatus.INVALID,
+  covered: false,
+  code: 'CERT_EXPIRED',
+  time: T_PAY + 4002,
+  card: keys.card2.kid,
+  terminal: keys.terminal.kid,
+  amount: 0,
 };
 
 const crlEmpty: MessageOf<'RevocationList'> = { version: 0, issued: T0, revoked: [] };
 const crl7: MessageOf<'RevocationList'> = {
-  version: 7, issued: T_PAY - DAY, nextUpdate: T_PAY + 6 * DAY,
+  version: 7,
+  issued: T_PAY - DAY,
+  nextUpdate: T_PAY + 6 * DAY,
   revoked: [keys.card2.kid, fixedBytes('revoked 2', 16), fixedBytes('revoked 3', 16)].sort((a, b) => (toHex(a) < toHex(b) ? -1 : 1)),
 };
 
 const syncRequest: MessageOf<'SyncRequest'> = {
-  card: keys.card.kid, counter: 3, prev: payloadHash(openSigned('Transfer', signedTransfer2).cose), history: [signedTransfer1, signedTransfer2],
-  holdings: [serialB], balance: 25_000, challenge: fixedBytes('sync challenge', 16),
+  card: keys.card.kid,
+  counter: 3,
+  prev: payloadHash(openSigned('Transfer', signedTransfer2).cose),
+  history: [signedTransfer1, signedTransfer2],
+  holdings: [serialB],
+  balance: 25_000,
+  challenge: fixedBytes('sync challenge', 16),
 };
 const signedSyncRequest = signMessage('SyncRequest', syncRequest, keys.card.signer);
-const freshToken1 = signMessage('Token', { serial: fixedBytes('fresh serial 1', 16), value: 20_000, currency: CURRENCY_KZT, owner: keys.card.kid, issued: T_PAY + DAY }, keys.ledger.signer);
-const freshToken2 = signMessage('Token', { serial: fixedBytes('fresh serial 2', 16), value: 105_000, currency: CURRENCY_KZT, owner: keys.card.kid, issued: T_PAY + DAY }, keys.ledger.signer);
+const freshToken1 = signMessage(
+  'Token',
+  { serial: fixedBytes('fresh serial 1', 16), value: 20_000, currency: CURRENCY_KZT, owner: keys.card.kid, issued: T_PAY + DAY },
+  keys.ledger.signer,
+);
+const freshToken2 = signMessage(
+  'Token',
+  { serial: fixedBytes('fresh serial 2', 16), value: 105_000, currency: CURRENCY_KZT, owner: keys.card.kid, issued: T_PAY + DAY },
+  keys.ledger.signer,
+);
 const syncReceipt: MessageOf<'SyncReceipt'> = {
-  card: keys.card.kid, counter: 3, request: payloadHash(openSigned('SyncRequest', signedSyncRequest).cose),
-  tokens: [freshToken1, freshToken2], time: T_PAY + DAY, loaded: 100_000, voided: [],
+  card: keys.card.kid,
+  counter: 3,
+  request: payloadHash(openSigned('SyncRequest', signedSyncRequest).cose),
+  tokens: [freshToken1, freshToken2],
+  time: T_PAY + DAY,
+  loaded: 100_000,
+  voided: [],
 };
 const syncRequestFirst: MessageOf<'SyncRequest'> = {
-  card: keys.card2.kid, counter: 1, prev: GENESIS_PREV, history: [], holdings: [], balance: 0, challenge: fixedBytes('first sync challenge', 16),
+  card: keys.card2.kid,
+  counter: 1,
+  prev: GENESIS_PREV,
+  history: [],
+  holdings: [],
+  balance: 0,
+  challenge: fixedBytes('first sync challenge', 16),
 };
 const syncReceiptLoad: MessageOf<'SyncReceipt'> = {
-  card: keys.card2.kid, counter: 1, request: payloadHash(openSigned('SyncRequest', signMessage('SyncRequest', syncRequestFirst, keys.card2.signer)).cose),
-  tokens: [], time: T_PAY, loaded: 0, voided: [fixedBytes('orphan transfer', 32)],
+  card: keys.card2.kid,
+  counter: 1,
+  request: payloadHash(openSigned('SyncRequest', signMessage('SyncRequest', syncRequestFirst, keys.card2.signer)).cose),
+  tokens: [],
+  time: T_PAY,
+  loaded: 0,
+  voided: [fixedBytes('orphan transfer', 32)],
 };
 
 // ------------------------------------------------------------------ files
@@ -531,9 +888,20 @@ function certificateFile(): VectorFile {
   const c = (vname: string, description: string, bytes: Uint8Array, issuer: VectorKey) =>
     signedValid('Certificate', vname, description, openSigned('Certificate', bytes).message, issuer, bytes);
   const rootHex = toHex(rootCert);
-  const chainVector = (vname: string, description: string, chain: Uint8Array[], at: number, leafRole: number, error: ErrorCode, root = rootCert): InvalidVector => ({
-    name: vname, description, call: 'verifyChain',
-    params: { chain: chain.map(toHex), root: toHex(root), at, leafRole }, error,
+  const chainVector = (
+    vname: string,
+    description: string,
+    chain: Uint8Array[],
+    at: number,
+    leafRole: number,
+    error: ErrorCode,
+    root = rootCert,
+  ): InvalidVector => ({
+    name: vname,
+    description,
+    call: 'verifyChain',
+    params: { chain: chain.map(toHex), root: toHex(root), at, leafRole },
+    error,
   });
   const cardAt = T_PAY;
   // Certificates made only to be rejected.
@@ -543,12 +911,32 @@ function certificateFile(): VectorFile {
   const terminalByIssuer = issueCertificate(terminalTemplate, keys.issuingBank.signer);
   const cardByRoot = issueCertificate(cardTemplate, keys.root.signer);
   const issuingBank2Cert = issueCertificate(
-    { iss: 'DT Issuer Root', sub: 'Other Test Issuing', nbf: T0, iat: T0, exp: T0 + 5 * YEAR, role: Role.BANK, perms: BankPermission.ISSUING | BankPermission.ACQUIRING, currency: CURRENCY_KZT, publicKey: keys.issuingBank2.publicKey },
+    {
+      iss: 'DT Issuer Root',
+      sub: 'Other Test Issuing',
+      nbf: T0,
+      iat: T0,
+      exp: T0 + 5 * YEAR,
+      role: Role.BANK,
+      perms: BankPermission.ISSUING | BankPermission.ACQUIRING,
+      currency: CURRENCY_KZT,
+      publicKey: keys.issuingBank2.publicKey,
+    },
     keys.root.signer,
   );
   const rogueRoot = issueCertificate({ ...rootTemplate, publicKey: keys.rogueRoot.publicKey }, keys.rogueRoot.signer);
   const rogueBank = issueCertificate(
-    { iss: 'DT Issuer Root', sub: 'Halyk Test Issuing', nbf: T0, iat: T0, exp: T0 + 5 * YEAR, role: Role.BANK, perms: BankPermission.ISSUING, currency: CURRENCY_KZT, publicKey: keys.issuingBank.publicKey },
+    {
+      iss: 'DT Issuer Root',
+      sub: 'Halyk Test Issuing',
+      nbf: T0,
+      iat: T0,
+      exp: T0 + 5 * YEAR,
+      role: Role.BANK,
+      perms: BankPermission.ISSUING,
+      currency: CURRENCY_KZT,
+      publicKey: keys.issuingBank.publicKey,
+    },
     keys.rogueRoot.signer,
   );
   const cardAsRoot = issueCertificate({ ...rootTemplate, role: Role.ISSUER, publicKey: keys.card.publicKey }, keys.issuingBank.signer);
@@ -568,30 +956,175 @@ function certificateFile(): VectorFile {
   })();
   const invalid: InvalidVector[] = [
     ...invalidSigned({
-      name: 'Certificate', base: openSigned('Certificate', cardCert).message, signer: keys.issuingBank,
-      missingKey: 4, uintKey: 4, outOfRange: [CertClaim.ROLE, 7, 'role 7 (roles are 1..6)'], oversize: true,
+      name: 'Certificate',
+      base: openSigned('Certificate', cardCert).message,
+      signer: keys.issuingBank,
+      missingKey: 4,
+      uintKey: 4,
+      outOfRange: [CertClaim.ROLE, 7, 'role 7 (roles are 1..6)'],
+      oversize: true,
     }),
-    chainVector('chain-card-expired', 'card certificate expired before the verification time', [expiredCard, issuingBankCert], cardAt, Role.CARD, ErrorCode.CERT_EXPIRED),
-    chainVector('chain-card-not-yet-valid', 'card certificate nbf after the verification time', [futureCard, issuingBankCert], cardAt, Role.CARD, ErrorCode.CERT_NOT_YET_VALID),
-    chainVector('chain-after-bank-expiry', 'valid card chain verified after the bank certificate expired (the bank expires first walking down from the root)', cardChain, T0 + 5 * YEAR + 1, Role.CARD, ErrorCode.CERT_EXPIRED),
-    chainVector('chain-before-card-valid', 'valid card chain verified before the card certificate nbf', cardChain, T0 + 1, Role.CARD, ErrorCode.CERT_NOT_YET_VALID),
-    chainVector('chain-wrong-leaf-role', 'valid card chain where a terminal is expected', cardChain, cardAt, Role.TERMINAL, ErrorCode.CERT_WRONG_ROLE),
-    chainVector('chain-card-with-merchant-claim', 'card certificate that also carries a merchant claim', [cardWithMerchant, issuingBankCert], cardAt, Role.CARD, ErrorCode.CERT_WRONG_ROLE),
-    chainVector('chain-issuer-role-in-chain', 'an issuer-role certificate inside a chain', [cardAsRoot, issuingBankCert], cardAt, Role.CARD, ErrorCode.CERT_WRONG_ROLE),
-    chainVector('chain-card-by-acquiring-bank', 'card certified by a bank without the ISSUING permission', [cardByAcquirer, acquiringBankCert], cardAt, Role.CARD, ErrorCode.CERT_NOT_PERMITTED),
-    chainVector('chain-terminal-by-issuing-bank', 'terminal certified by a bank without the ACQUIRING permission', [terminalByIssuer, issuingBankCert], cardAt, Role.TERMINAL, ErrorCode.CERT_NOT_PERMITTED),
-    chainVector('chain-wrong-issuer', 'card certificate signed by the issuing bank, followed by the certificate of another issuing bank', [cardCert, issuingBank2Cert], cardAt, Role.CARD, ErrorCode.CERT_CHAIN_BROKEN),
-    chainVector('chain-issuer-not-a-bank', 'card certificate followed by the ledger certificate', [cardCert, ledgerCert], cardAt, Role.CARD, ErrorCode.CERT_CHAIN_BROKEN),
-    chainVector('chain-card-under-root', 'card certificate signed directly by the issuer root', [cardByRoot], cardAt, Role.CARD, ErrorCode.CERT_CHAIN_BROKEN),
-    chainVector('chain-bank-from-rogue-root', 'bank certificate signed by a root that is not the pinned one', [cardCert, rogueBank], cardAt, Role.CARD, ErrorCode.CERT_CHAIN_BROKEN),
+    chainVector(
+      'chain-card-expired',
+      'card certificate expired before the verification time',
+      [expiredCard, issuingBankCert],
+      cardAt,
+      Role.CARD,
+      ErrorCode.CERT_EXPIRED,
+    ),
+    chainVector(
+      'chain-card-not-yet-valid',
+      'card certificate nbf after the verification time',
+      [futureCard, issuingBankCert],
+      cardAt,
+      Role.CARD,
+      ErrorCode.CERT_NOT_YET_VALID,
+    ),
+    chainVector(
+      'chain-after-bank-expiry',
+      'valid card chain verified after the bank certificate expired (the bank expires first walking down from the root)',
+      cardChain,
+      T0 + 5 * YEAR + 1,
+      Role.CARD,
+      ErrorCode.CERT_EXPIRED,
+    ),
+    chainVector(
+      'chain-before-card-valid',
+      'valid card chain verified before the card certificate nbf',
+      cardChain,
+      T0 + 1,
+      Role.CARD,
+      ErrorCode.CERT_NOT_YET_VALID,
+    ),
+    chainVector(
+      'chain-wrong-leaf-role',
+      'valid card chain where a terminal is expected',
+      cardChain,
+      cardAt,
+      Role.TERMINAL,
+      ErrorCode.CERT_WRONG_ROLE,
+    ),
+    chainVector(
+      'chain-card-with-merchant-claim',
+      'card certificate that also carries a merchant claim',
+      [cardWithMerchant, issuingBankCert],
+      cardAt,
+      Role.CARD,
+      ErrorCode.CERT_WRONG_ROLE,
+    ),
+    chainVector(
+      'chain-issuer-role-in-chain',
+      'an issuer-role certificate inside a chain',
+      [cardAsRoot, issuingBankCert],
+      cardAt,
+      Role.CARD,
+      ErrorCode.CERT_WRONG_ROLE,
+    ),
+    chainVector(
+      'chain-card-by-acquiring-bank',
+      'card certified by a bank without the ISSUING permission',
+      [cardByAcquirer, acquiringBankCert],
+      cardAt,
+      Role.CARD,
+      ErrorCode.CERT_NOT_PERMITTED,
+    ),
+    chainVector(
+      'chain-terminal-by-issuing-bank',
+      'terminal certified by a bank without the ACQUIRING permission',
+      [terminalByIssuer, issuingBankCert],
+      cardAt,
+      Role.TERMINAL,
+      ErrorCode.CERT_NOT_PERMITTED,
+    ),
+    chainVector(
+      'chain-wrong-issuer',
+      'card certificate signed by the issuing bank, followed by the certificate of another issuing bank',
+      [cardCert, issuingBank2Cert],
+      cardAt,
+      Role.CARD,
+      ErrorCode.CERT_CHAIN_BROKEN,
+    ),
+    chainVector(
+      'chain-issuer-not-a-bank',
+      'card certificate followed by the ledger certificate',
+      [cardCert, ledgerCert],
+      cardAt,
+      Role.CARD,
+      ErrorCode.CERT_CHAIN_BROKEN,
+    ),
+    chainVector(
+      'chain-card-under-root',
+      'card certificate signed directly by the issuer root',
+      [cardByRoot],
+      cardAt,
+      Role.CARD,
+      ErrorCode.CERT_CHAIN_BROKEN,
+    ),
+    chainVector(
+      'chain-bank-from-rogue-root',
+      'bank certificate signed by a root that is not the pinned one',
+      [cardCert, rogueBank],
+      cardAt,
+      Role.CARD,
+      ErrorCode.CERT_CHAIN_BROKEN,
+    ),
     chainVector('chain-empty', 'empty chain', [], cardAt, Role.CARD, ErrorCode.CERT_CHAIN_BROKEN),
-    chainVector('chain-too-long', `more than ${LIMITS.maxChainCerts} certificates`, [cardCert, issuingBankCert, issuingBankCert, issuingBankCert], cardAt, Role.CARD, ErrorCode.CERT_CHAIN_BROKEN),
-    chainVector('chain-cnf-kid-mismatch', 'card certificate whose cnf kid does not name its cnf key', [cnfKidMismatch, issuingBankCert], cardAt, Role.CARD, ErrorCode.KEY_MISMATCH),
-    chainVector('chain-bad-signature', 'card certificate with one signature bit flipped', [flipLastByte(cardCert), issuingBankCert], cardAt, Role.CARD, ErrorCode.BAD_SIGNATURE),
-    { name: 'root-untrusted', description: 'a self-signed issuer root that is not the pinned one', call: 'verifyRoot', hex: toHex(rogueRoot), params: { at: cardAt, expectedKid: toHex(keys.root.kid) }, error: ErrorCode.CERT_UNTRUSTED_ROOT },
-    { name: 'root-not-issuer', description: 'a bank certificate offered as the root', call: 'verifyRoot', hex: toHex(issuingBankCert), params: { at: cardAt, expectedKid: toHex(keys.root.kid) }, error: ErrorCode.CERT_WRONG_ROLE },
-    { name: 'root-expired', description: 'the pinned root verified after its expiry', call: 'verifyRoot', hex: rootHex, params: { at: T0 + 10 * YEAR + 1, expectedKid: toHex(keys.root.kid) }, error: ErrorCode.CERT_EXPIRED },
-    { name: 'root-bad-signature', description: 'the pinned root with one signature bit flipped', call: 'verifyRoot', hex: toHex(flipLastByte(rootCert)), params: { at: cardAt, expectedKid: toHex(keys.root.kid) }, error: ErrorCode.BAD_SIGNATURE },
+    chainVector(
+      'chain-too-long',
+      `more than ${LIMITS.maxChainCerts} certificates`,
+      [cardCert, issuingBankCert, issuingBankCert, issuingBankCert],
+      cardAt,
+      Role.CARD,
+      ErrorCode.CERT_CHAIN_BROKEN,
+    ),
+    chainVector(
+      'chain-cnf-kid-mismatch',
+      'card certificate whose cnf kid does not name its cnf key',
+      [cnfKidMismatch, issuingBankCert],
+      cardAt,
+      Role.CARD,
+      ErrorCode.KEY_MISMATCH,
+    ),
+    chainVector(
+      'chain-bad-signature',
+      'card certificate with one signature bit flipped',
+      [flipLastByte(cardCert), issuingBankCert],
+      cardAt,
+      Role.CARD,
+      ErrorCode.BAD_SIGNATURE,
+    ),
+    {
+      name: 'root-untrusted',
+      description: 'a self-signed issuer root that is not the pinned one',
+      call: 'verifyRoot',
+      hex: toHex(rogueRoot),
+      params: { at: cardAt, expectedKid: toHex(keys.root.kid) },
+      error: ErrorCode.CERT_UNTRUSTED_ROOT,
+    },
+    {
+      name: 'root-not-issuer',
+      description: 'a bank certificate offered as the root',
+      call: 'verifyRoot',
+      hex: toHex(issuingBankCert),
+      params: { at: cardAt, expectedKid: toHex(keys.root.kid) },
+      error: ErrorCode.CERT_WRONG_ROLE,
+    },
+    {
+      name: 'root-expired',
+      description: 'the pinned root verified after its expiry',
+      call: 'verifyRoot',
+      hex: rootHex,
+      params: { at: T0 + 10 * YEAR + 1, expectedKid: toHex(keys.root.kid) },
+      error: ErrorCode.CERT_EXPIRED,
+    },
+    {
+      name: 'root-bad-signature',
+      description: 'the pinned root with one signature bit flipped',
+      call: 'verifyRoot',
+      hex: toHex(flipLastByte(rootCert)),
+      params: { at: cardAt, expectedKid: toHex(keys.root.kid) },
+      error: ErrorCode.BAD_SIGNATURE,
+    },
   ];
   return {
     ...fileHeader('Certificate', 'DT certificates (CWT claims in a COSE_Sign1, RFC 8392 with RFC 8747 cnf): the whole test PKI.'),
@@ -605,11 +1138,51 @@ function certificateFile(): VectorFile {
       c('terminal', 'terminal with merchant identity, certified by the acquiring bank', terminalCert, keys.acquiringBank),
     ],
     validChains: [
-      { name: 'card-chain', chain: cardChain.map(toHex), root: rootHex, rootKid: toHex(keys.root.kid), at: T_PAY, leafRole: Role.CARD, leafKid: toHex(keys.card.kid) },
-      { name: 'terminal-chain', chain: terminalChain.map(toHex), root: rootHex, rootKid: toHex(keys.root.kid), at: T_PAY, leafRole: Role.TERMINAL, leafKid: toHex(keys.terminal.kid) },
-      { name: 'ledger-chain', chain: [toHex(ledgerCert)], root: rootHex, rootKid: toHex(keys.root.kid), at: T_PAY, leafRole: Role.LEDGER, leafKid: toHex(keys.ledger.kid) },
-      { name: 'card-chain-at-nbf', chain: cardChain.map(toHex), root: rootHex, rootKid: toHex(keys.root.kid), at: T0 + DAY, leafRole: Role.CARD, leafKid: toHex(keys.card.kid) },
-      { name: 'card-chain-at-exp', chain: cardChain.map(toHex), root: rootHex, rootKid: toHex(keys.root.kid), at: T0 + 3 * YEAR, leafRole: Role.CARD, leafKid: toHex(keys.card.kid) },
+      {
+        name: 'card-chain',
+        chain: cardChain.map(toHex),
+        root: rootHex,
+        rootKid: toHex(keys.root.kid),
+        at: T_PAY,
+        leafRole: Role.CARD,
+        leafKid: toHex(keys.card.kid),
+      },
+      {
+        name: 'terminal-chain',
+        chain: terminalChain.map(toHex),
+        root: rootHex,
+        rootKid: toHex(keys.root.kid),
+        at: T_PAY,
+        leafRole: Role.TERMINAL,
+        leafKid: toHex(keys.terminal.kid),
+      },
+      {
+        name: 'ledger-chain',
+        chain: [toHex(ledgerCert)],
+        root: rootHex,
+        rootKid: toHex(keys.root.kid),
+        at: T_PAY,
+        leafRole: Role.LEDGER,
+        leafKid: toHex(keys.ledger.kid),
+      },
+      {
+        name: 'card-chain-at-nbf',
+        chain: cardChain.map(toHex),
+        root: rootHex,
+        rootKid: toHex(keys.root.kid),
+        at: T0 + DAY,
+        leafRole: Role.CARD,
+        leafKid: toHex(keys.card.kid),
+      },
+      {
+        name: 'card-chain-at-exp',
+        chain: cardChain.map(toHex),
+        root: rootHex,
+        rootKid: toHex(keys.root.kid),
+        at: T0 + 3 * YEAR,
+        leafRole: Role.CARD,
+        leafKid: toHex(keys.card.kid),
+      },
     ],
     invalid,
   };
@@ -628,7 +1201,14 @@ function handoverFile(): VectorFile {
   };
   const base = encodeStruct(MESSAGES.Handover.schema as StructSchema, handover2 as never);
   const entries = canonicalEntries(base);
-  const dec = (vname: string, description: string, bytes: Uint8Array, error: ErrorCode): InvalidVector => ({ name: vname, description, call: 'decode', hex: toHex(bytes), params: { message: 'Handover' }, error });
+  const dec = (vname: string, description: string, bytes: Uint8Array, error: ErrorCode): InvalidVector => ({
+    name: vname,
+    description,
+    call: 'decode',
+    hex: toHex(bytes),
+    params: { message: 'Handover' },
+    error,
+  });
   const withMap = (f: (m: CborMap) => void) => {
     const m: CborMap = new Map(base);
     f(m);
@@ -643,17 +1223,80 @@ function handoverFile(): VectorFile {
     ],
     invalid: [
       dec('unsorted-keys', 'map keys in reverse order', rawMap([...entries].reverse()), ErrorCode.CBOR_NON_DETERMINISTIC),
-      dec('duplicate-key', 'version key repeated', concatBytes(head(5, entries.length + 1), ...entries.flat(), ...entries[0]!), ErrorCode.CBOR_DUPLICATE_KEY),
-      dec('non-shortest-length', 'transfer byte string length written with a 4-byte argument', rawMap(entries.map(([k, v]) => (toHex(k) === '01' ? [k, concatBytes(head(2, handover2.transfer.length, 4), handover2.transfer)] : [k, v]))), ErrorCode.CBOR_NON_DETERMINISTIC),
-      dec('indefinite-array', 'chain as an indefinite-length array', rawMap(entries.map(([k, v]) => (toHex(k) === '02' ? [k, concatBytes(Uint8Array.of(0x9f), ...cardChain.map((c) => enc(c)), Uint8Array.of(0xff))] : [k, v]))), ErrorCode.CBOR_NON_DETERMINISTIC),
-      dec('unknown-version', 'version 2', withMap((m) => m.set(0, 2)), ErrorCode.UNSUPPORTED_VERSION),
-      dec('wrong-type', 'transfer is a text string', withMap((m) => m.set(1, 'transfer')), ErrorCode.SCHEMA_WRONG_TYPE),
-      dec('missing-field', 'no tokens', withMap((m) => m.delete(3)), ErrorCode.SCHEMA_MISSING_FIELD),
-      dec('unknown-field', 'extra key 99', withMap((m) => m.set(99, true)), ErrorCode.SCHEMA_UNKNOWN_FIELD),
-      dec('empty-tokens', 'tokens is an empty array (at least one is required)', withMap((m) => m.set(3, [])), ErrorCode.SCHEMA_OUT_OF_RANGE),
-      dec('too-many-chain-certs', `chain with ${LIMITS.maxChainCerts + 1} certificates`, withMap((m) => m.set(2, [cardCert, issuingBankCert, issuingBankCert, issuingBankCert])), ErrorCode.TOO_LARGE),
-      dec('float', 'version as float64 1.0', rawMap(entries.map(([k, v]) => (toHex(k) === '00' ? [k, float64(1)] : [k, v]))), ErrorCode.CBOR_FORBIDDEN_TYPE),
-      dec('forbidden-tag', 'transfer wrapped in tag 24 (embedded CBOR)', rawMap(entries.map(([k, v]) => (toHex(k) === '01' ? [k, concatBytes(head(6, 24), v)] : [k, v]))), ErrorCode.CBOR_FORBIDDEN_TYPE),
+      dec(
+        'duplicate-key',
+        'version key repeated',
+        concatBytes(head(5, entries.length + 1), ...entries.flat(), ...entries[0]!),
+        ErrorCode.CBOR_DUPLICATE_KEY,
+      ),
+      dec(
+        'non-shortest-length',
+        'transfer byte string length written with a 4-byte argument',
+        rawMap(
+          entries.map(([k, v]) =>
+            toHex(k) === '01' ? [k, concatBytes(head(2, handover2.transfer.length, 4), handover2.transfer)] : [k, v],
+          ),
+        ),
+        ErrorCode.CBOR_NON_DETERMINISTIC,
+      ),
+      dec(
+        'indefinite-array',
+        'chain as an indefinite-length array',
+        rawMap(
+          entries.map(([k, v]) =>
+            toHex(k) === '02' ? [k, concatBytes(Uint8Array.of(0x9f), ...cardChain.map((c) => enc(c)), Uint8Array.of(0xff))] : [k, v],
+          ),
+        ),
+        ErrorCode.CBOR_NON_DETERMINISTIC,
+      ),
+      dec(
+        'unknown-version',
+        'version 2',
+        withMap((m) => m.set(0, 2)),
+        ErrorCode.UNSUPPORTED_VERSION,
+      ),
+      dec(
+        'wrong-type',
+        'transfer is a text string',
+        withMap((m) => m.set(1, 'transfer')),
+        ErrorCode.SCHEMA_WRONG_TYPE,
+      ),
+      dec(
+        'missing-field',
+        'no tokens',
+        withMap((m) => m.delete(3)),
+        ErrorCode.SCHEMA_MISSING_FIELD,
+      ),
+      dec(
+        'unknown-field',
+        'extra key 99',
+        withMap((m) => m.set(99, true)),
+        ErrorCode.SCHEMA_UNKNOWN_FIELD,
+      ),
+      dec(
+        'empty-tokens',
+        'tokens is an empty array (at least one is required)',
+        withMap((m) => m.set(3, [])),
+        ErrorCode.SCHEMA_OUT_OF_RANGE,
+      ),
+      dec(
+        'too-many-chain-certs',
+        `chain with ${LIMITS.maxChainCerts + 1} certificates`,
+        withMap((m) => m.set(2, [cardCert, issuingBankCert, issuingBankCert, issuingBankCert])),
+        ErrorCode.TOO_LARGE,
+      ),
+      dec(
+        'float',
+        'version as float64 1.0',
+        rawMap(entries.map(([k, v]) => (toHex(k) === '00' ? [k, float64(1)] : [k, v]))),
+        ErrorCode.CBOR_FORBIDDEN_TYPE,
+      ),
+      dec(
+        'forbidden-tag',
+        'transfer wrapped in tag 24 (embedded CBOR)',
+        rawMap(entries.map(([k, v]) => (toHex(k) === '01' ? [k, concatBytes(head(6, 24), v)] : [k, v]))),
+        ErrorCode.CBOR_FORBIDDEN_TYPE,
+      ),
       dec('truncated', 'valid handover without its last byte', good.subarray(0, good.length - 1), ErrorCode.CBOR_MALFORMED),
     ],
   };
@@ -669,22 +1312,63 @@ function signedFile<N extends SignedMessageName>(
 }
 
 function cborInvalidFile(): VectorFile {
-  const d = (name: string, description: string, hex: string, error: ErrorCode, maxSize = 65536): InvalidVector => ({ name, description, call: 'decodeCbor', hex, params: { maxSize }, error });
+  const d = (name: string, description: string, hex: string, error: ErrorCode, maxSize = 65536): InvalidVector => ({
+    name,
+    description,
+    call: 'decodeCbor',
+    hex,
+    params: { maxSize },
+    error,
+  });
   const deep = (n: number) => '81'.repeat(n) + '00';
   const deepValue = (n: number): CborValue => (n === 0 ? 0 : [deepValue(n - 1)]);
   const validCases: Array<[string, CborValue]> = [
-    ['uint-0', 0], ['uint-23', 23], ['uint-24', 24], ['uint-255', 255], ['uint-256', 256], ['uint-65535', 65535],
-    ['uint-65536', 65536], ['uint-2^32-1', 4294967295], ['uint-2^32', 4294967296], ['uint-2^53-1', Number.MAX_SAFE_INTEGER],
-    ['nint-minus-1', -1], ['nint-minus-24', -24], ['nint-minus-25', -25], ['nint-minus-2^32-1', -4294967297], ['nint-minus-2^53+1', -Number.MAX_SAFE_INTEGER],
-    ['bytes-empty', new Uint8Array(0)], ['bytes-24', new Uint8Array(24).fill(7)], ['text-utf8', 'Digital \u20b8 \u{1f4b3}'], ['true', true], ['false', false],
-    ['array-empty', []], ['map-empty', new Map()],
-    ['map-sorted', new Map<number, CborValue>([[-1, 'a'], [24, 'b'], [0, 'c'], [-25, 'd'], [23, 'e'], [256, 'f'], [-256, 'g']])],
+    ['uint-0', 0],
+    ['uint-23', 23],
+    ['uint-24', 24],
+    ['uint-255', 255],
+    ['uint-256', 256],
+    ['uint-65535', 65535],
+    ['uint-65536', 65536],
+    ['uint-2^32-1', 4294967295],
+    ['uint-2^32', 4294967296],
+    ['uint-2^53-1', Number.MAX_SAFE_INTEGER],
+    ['nint-minus-1', -1],
+    ['nint-minus-24', -24],
+    ['nint-minus-25', -25],
+    ['nint-minus-2^32-1', -4294967297],
+    ['nint-minus-2^53+1', -Number.MAX_SAFE_INTEGER],
+    ['bytes-empty', new Uint8Array(0)],
+    ['bytes-24', new Uint8Array(24).fill(7)],
+    ['text-utf8', 'Digital \u20b8 \u{1f4b3}'],
+    ['true', true],
+    ['false', false],
+    ['array-empty', []],
+    ['map-empty', new Map()],
+    [
+      'map-sorted',
+      new Map<number, CborValue>([
+        [-1, 'a'],
+        [24, 'b'],
+        [0, 'c'],
+        [-25, 'd'],
+        [23, 'e'],
+        [256, 'f'],
+        [-256, 'g'],
+      ]),
+    ],
     ['tag-18', { tag: 18, value: [new Uint8Array(0), new Map(), new Uint8Array(0), Uint8Array.of(0)] }],
     ['depth-16', deepValue(16)],
   ];
   return {
-    description: 'Generic DT CBOR (RFC 8949 core deterministic encoding, DT data model): call decodeCbor(hex, maxSize). Maps in "decoded" are arrays of [key, value] pairs in encoded order.',
-    valid: validCases.map(([name, value]) => ({ name, description: 'decodes, and re-encodes to the same bytes', hex: toHex(enc(value)), decoded: cborJson(decodeDeterministic(enc(value))) })),
+    description:
+      'Generic DT CBOR (RFC 8949 core deterministic encoding, DT data model): call decodeCbor(hex, maxSize). Maps in "decoded" are arrays of [key, value] pairs in encoded order.',
+    valid: validCases.map(([name, value]) => ({
+      name,
+      description: 'decodes, and re-encodes to the same bytes',
+      hex: toHex(enc(value)),
+      decoded: cborJson(decodeDeterministic(enc(value))),
+    })),
     invalid: [
       d('empty', 'zero bytes', '', ErrorCode.CBOR_MALFORMED),
       d('truncated-uint', '1-byte argument missing', '18', ErrorCode.CBOR_MALFORMED),
@@ -704,7 +1388,12 @@ function cborInvalidFile(): VectorFile {
       d('utf8-surrogate', 'text string encoding U+D800', '63eda080', ErrorCode.CBOR_MALFORMED),
       d('utf8-overlong', 'overlong encoding of "/"', '62c0af', ErrorCode.CBOR_MALFORMED),
       d('unsorted-keys', 'map {2: 0, 1: 0}', 'a202000100', ErrorCode.CBOR_NON_DETERMINISTIC),
-      d('unsorted-negative-keys', 'map {-1: 0, 1: 0} (negative keys sort after positive ones)', 'a220000100', ErrorCode.CBOR_NON_DETERMINISTIC),
+      d(
+        'unsorted-negative-keys',
+        'map {-1: 0, 1: 0} (negative keys sort after positive ones)',
+        'a220000100',
+        ErrorCode.CBOR_NON_DETERMINISTIC,
+      ),
       d('non-shortest-uint-1', '0 written with a 1-byte argument', '1800', ErrorCode.CBOR_NON_DETERMINISTIC),
       d('non-shortest-uint-2', '255 written with a 2-byte argument', '1900ff', ErrorCode.CBOR_NON_DETERMINISTIC),
       d('non-shortest-uint-4', '65535 written with a 4-byte argument', '1a0000ffff', ErrorCode.CBOR_NON_DETERMINISTIC),
@@ -758,43 +1447,177 @@ export function cborJson(v: CborValue): unknown {
 export function generateVectors(): Map<string, string> {
   const files: Array<[string, VectorFile]> = [
     [FILE_OF.Certificate, certificateFile()],
-    [FILE_OF.Token, signedFile('Token', 'Token: a confirmed coin signed by the ledger.', [
-      signedValid('Token', 'plain', 'unmarked token without expiry', tokenA, keys.ledger),
-      signedValid('Token', 'with-expiry', 'token with an expiry time', tokenB, keys.ledger),
-      signedValid('Token', 'marked', 'purpose-bound token: two merchants, two MCCs, one hop', tokenC, keys.ledger),
-      signedValid('Token', 'max-value', 'value 2^53-1 (the largest amount), issued at time 0', tokenMax, keys.ledger),
-    ], { base: tokenA, signer: keys.ledger, missingKey: 1, uintKey: 2, outOfRange: [3, 1000, 'currency 1000 (codes are 1..999)'], oversize: true })],
-    [FILE_OF.PaymentRequest, signedFile('PaymentRequest', 'PaymentRequest: signed by the terminal, carries its certificate chain.', [
-      signedValid('PaymentRequest', 'request', 'a payment request for 120.00 KZT', request1, keys.terminal),
-      signedValid('PaymentRequest', 'retry', 'a request that names the nonce of an interrupted attempt (retryOf)', request3, keys.terminal),
-    ], { base: request1, signer: keys.terminal, missingKey: 6, uintKey: 1, outOfRange: [1, 0, 'amount 0 (at least 1)'], oversize: true })],
-    [FILE_OF.Transfer, signedFile('Transfer', 'Transfer: signed by the card.', [
-      signedValid('Transfer', 'first', 'counter 1 from genesis: a token pays 120.00 KZT, change 380.00 KZT', transfer1, keys.card),
-      signedValid('Transfer', 'second', 'counter 2: the change of the first pays 380.00 KZT exactly, PIN verified', transfer2, keys.card),
-      signedValid('Transfer', 'conflicting', 'a second transfer with counter 1 spending the same token (double spend)', transfer1b, keys.card),
-    ], { base: transfer1, signer: keys.card, missingKey: 3, uintKey: 2, outOfRange: [13, 3, 'cvm 3 (0..2)'], oversize: true })],
+    [
+      FILE_OF.Token,
+      signedFile(
+        'Token',
+        'Token: a confirmed coin signed by the ledger.',
+        [
+          signedValid('Token', 'plain', 'unmarked token without expiry', tokenA, keys.ledger),
+          signedValid('Token', 'with-expiry', 'token with an expiry time', tokenB, keys.ledger),
+          signedValid('Token', 'marked', 'purpose-bound token: two merchants, two MCCs, one hop', tokenC, keys.ledger),
+          signedValid('Token', 'max-value', 'value 2^53-1 (the largest amount), issued at time 0', tokenMax, keys.ledger),
+        ],
+        {
+          base: tokenA,
+          signer: keys.ledger,
+          missingKey: 1,
+          uintKey: 2,
+          outOfRange: [3, 1000, 'currency 1000 (codes are 1..999)'],
+          oversize: true,
+        },
+      ),
+    ],
+    [
+      FILE_OF.PaymentRequest,
+      signedFile(
+        'PaymentRequest',
+        'PaymentRequest: signed by the terminal, carries its certificate chain.',
+        [
+          signedValid('PaymentRequest', 'request', 'a payment request for 120.00 KZT', request1, keys.terminal),
+          signedValid(
+            'PaymentRequest',
+            'retry',
+            'a request that names the nonce of an interrupted attempt (retryOf)',
+            request3,
+            keys.terminal,
+          ),
+        ],
+        { base: request1, signer: keys.terminal, missingKey: 6, uintKey: 1, outOfRange: [1, 0, 'amount 0 (at least 1)'], oversize: true },
+      ),
+    ],
+    [
+      FILE_OF.Transfer,
+      signedFile(
+        'Transfer',
+        'Transfer: signed by the card.',
+        [
+          signedValid('Transfer', 'first', 'counter 1 from genesis: a token pays 120.00 KZT, change 380.00 KZT', transfer1, keys.card),
+          signedValid(
+            'Transfer',
+            'second',
+            'counter 2: the change of the first pays 380.00 KZT exactly, PIN verified',
+            transfer2,
+            keys.card,
+          ),
+          signedValid(
+            'Transfer',
+            'conflicting',
+            'a second transfer with counter 1 spending the same token (double spend)',
+            transfer1b,
+            keys.card,
+          ),
+        ],
+        { base: transfer1, signer: keys.card, missingKey: 3, uintKey: 2, outOfRange: [13, 3, 'cvm 3 (0..2)'], oversize: true },
+      ),
+    ],
     [FILE_OF.Handover, handoverFile()],
-    [FILE_OF.Batch, signedFile('Batch', 'Batch: signed by the terminal, carries handovers to the acquirer.', [
-      signedValid('Batch', 'two-handovers', 'sequence 1 with both handovers', batch1, keys.terminal),
-      signedValid('Batch', 'empty', 'sequence 2 with no handovers', emptyBatch, keys.terminal),
-    ], { base: emptyBatch, signer: keys.terminal, missingKey: 5, uintKey: 2, outOfRange: [2, 0, 'seq 0 (at least 1)'], oversize: false })],
-    [FILE_OF.Outcome, signedFile('Outcome', 'Outcome: the ledger\'s signed verdict on one transfer.', [
-      signedValid('Outcome', 'settled', 'transfer 1 settled, merchant covered', outcomeSettled, keys.ledger),
-      signedValid('Outcome', 'double-spend', 'the conflicting transfer, with both signed transfers as proof', outcomeDouble, keys.ledger),
-      signedValid('Outcome', 'invalid', 'invalid transfer with a stable code', outcomeInvalid, keys.ledger),
-    ], { base: outcomeSettled, signer: keys.ledger, missingKey: 3, uintKey: 2, outOfRange: [2, 6, 'status 6 (1..5)'], oversize: true })],
-    [FILE_OF.RevocationList, signedFile('RevocationList', 'RevocationList: the ledger\'s signed list of revoked card key ids.', [
-      signedValid('RevocationList', 'empty', 'version 0, nothing revoked', crlEmpty, keys.ledger),
-      signedValid('RevocationList', 'three-revoked', 'version 7 with three revoked cards and a next-update time', crl7, keys.ledger),
-    ], { base: crl7, signer: keys.ledger, missingKey: 3, uintKey: 1, outOfRange: [3, [new Uint8Array(15)], 'a revoked kid of 15 bytes'], oversize: false })],
-    [FILE_OF.SyncRequest, signedFile('SyncRequest', 'SyncRequest: signed by the card when it goes online.', [
-      signedValid('SyncRequest', 'after-two-payments', 'counter 3 with two offline transfers and one token left', syncRequest, keys.card),
-      signedValid('SyncRequest', 'first', 'a fresh card\'s first sync: counter 1 from genesis, nothing held', syncRequestFirst, keys.card2),
-    ], { base: syncRequest, signer: keys.card, missingKey: 7, uintKey: 2, outOfRange: [7, new Uint8Array(15), 'challenge of 15 bytes'], oversize: false })],
-    [FILE_OF.SyncReceipt, signedFile('SyncReceipt', 'SyncReceipt: signed by the ledger; fresh tokens for the card.', [
-      signedValid('SyncReceipt', 'with-load', 'receipt for the sync request: 25 000 kept + 100 000 loaded as two fresh tokens', syncReceipt, keys.ledger),
-      signedValid('SyncReceipt', 'voided', 'receipt that voids an orphan transfer', syncReceiptLoad, keys.ledger),
-    ], { base: syncReceipt, signer: keys.ledger, missingKey: 3, uintKey: 6, outOfRange: [2, 0, 'counter 0 (at least 1)'], oversize: false })],
+    [
+      FILE_OF.Batch,
+      signedFile(
+        'Batch',
+        'Batch: signed by the terminal, carries handovers to the acquirer.',
+        [
+          signedValid('Batch', 'two-handovers', 'sequence 1 with both handovers', batch1, keys.terminal),
+          signedValid('Batch', 'empty', 'sequence 2 with no handovers', emptyBatch, keys.terminal),
+        ],
+        { base: emptyBatch, signer: keys.terminal, missingKey: 5, uintKey: 2, outOfRange: [2, 0, 'seq 0 (at least 1)'], oversize: false },
+      ),
+    ],
+    [
+      FILE_OF.Outcome,
+      signedFile(
+        'Outcome',
+        "Outcome: the ledger's signed verdict on one transfer.",
+        [
+          signedValid('Outcome', 'settled', 'transfer 1 settled, merchant covered', outcomeSettled, keys.ledger),
+          signedValid(
+            'Outcome',
+            'double-spend',
+            'the conflicting transfer, with both signed transfers as proof',
+            outcomeDouble,
+            keys.ledger,
+          ),
+          signedValid('Outcome', 'invalid', 'invalid transfer with a stable code', outcomeInvalid, keys.ledger),
+        ],
+        { base: outcomeSettled, signer: keys.ledger, missingKey: 3, uintKey: 2, outOfRange: [2, 6, 'status 6 (1..5)'], oversize: true },
+      ),
+    ],
+    [
+      FILE_OF.RevocationList,
+      signedFile(
+        'RevocationList',
+        "RevocationList: the ledger's signed list of revoked card key ids.",
+        [
+          signedValid('RevocationList', 'empty', 'version 0, nothing revoked', crlEmpty, keys.ledger),
+          signedValid('RevocationList', 'three-revoked', 'version 7 with three revoked cards and a next-update time', crl7, keys.ledger),
+        ],
+        {
+          base: crl7,
+          signer: keys.ledger,
+          missingKey: 3,
+          uintKey: 1,
+          outOfRange: [3, [new Uint8Array(15)], 'a revoked kid of 15 bytes'],
+          oversize: false,
+        },
+      ),
+    ],
+    [
+      FILE_OF.SyncRequest,
+      signedFile(
+        'SyncRequest',
+        'SyncRequest: signed by the card when it goes online.',
+        [
+          signedValid(
+            'SyncRequest',
+            'after-two-payments',
+            'counter 3 with two offline transfers and one token left',
+            syncRequest,
+            keys.card,
+          ),
+          signedValid(
+            'SyncRequest',
+            'first',
+            "a fresh card's first sync: counter 1 from genesis, nothing held",
+            syncRequestFirst,
+            keys.card2,
+          ),
+        ],
+        {
+          base: syncRequest,
+          signer: keys.card,
+          missingKey: 7,
+          uintKey: 2,
+          outOfRange: [7, new Uint8Array(15), 'challenge of 15 bytes'],
+          oversize: false,
+        },
+      ),
+    ],
+    [
+      FILE_OF.SyncReceipt,
+      signedFile(
+        'SyncReceipt',
+        'SyncReceipt: signed by the ledger; fresh tokens for the card.',
+        [
+          signedValid(
+            'SyncReceipt',
+            'with-load',
+            'receipt for the sync request: 25 000 kept + 100 000 loaded as two fresh tokens',
+            syncReceipt,
+            keys.ledger,
+          ),
+          signedValid('SyncReceipt', 'voided', 'receipt that voids an orphan transfer', syncReceiptLoad, keys.ledger),
+        ],
+        {
+          base: syncReceipt,
+          signer: keys.ledger,
+          missingKey: 3,
+          uintKey: 6,
+          outOfRange: [2, 0, 'counter 0 (at least 1)'],
+          oversize: false,
+        },
+      ),
+    ],
     ['cbor-invalid.json', cborInvalidFile()],
   ];
   return new Map(files.map(([f, v]) => [f, JSON.stringify({ format: 'dt-vectors-1', ...v }, null, 2) + '\n']));

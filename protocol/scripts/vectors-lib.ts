@@ -105,7 +105,9 @@ export interface VectorFileJson {
 /** Reads every committed vector file: file name → parsed JSON, sorted by name. */
 export function loadVectorFiles(dir: string = VECTORS_DIR): Map<string, VectorFileJson> {
   const out = new Map<string, VectorFileJson>();
-  for (const f of readdirSync(dir).filter((n) => n.endsWith('.json')).sort()) {
+  for (const f of readdirSync(dir)
+    .filter((n) => n.endsWith('.json'))
+    .sort()) {
     out.set(f, JSON.parse(readFileSync(join(dir, f), 'utf8')) as VectorFileJson);
   }
   return out;
@@ -161,11 +163,21 @@ export function runVectorCallBytes(
       return verifySigned(name, need(bytes, 'hex'), fromHex(need(params.publicKey, 'params.publicKey')), verifier);
     }
     case 'verifyRoot':
-      return verifyRoot(need(bytes, 'hex'), need(params.at, 'params.at'), params.expectedKid === undefined ? undefined : fromHex(params.expectedKid), verifier);
+      return verifyRoot(
+        need(bytes, 'hex'),
+        need(params.at, 'params.at'),
+        params.expectedKid === undefined ? undefined : fromHex(params.expectedKid),
+        verifier,
+      );
     case 'verifyChain': {
       const at = need(params.at, 'params.at');
       const root = verifyRoot(fromHex(need(params.root, 'params.root')), at, undefined, verifier);
-      return verifyChain(need(params.chain, 'params.chain').map(fromHex), { root, at, leafRole: need(params.leafRole, 'params.leafRole') as Role, verifier });
+      return verifyChain(need(params.chain, 'params.chain').map(fromHex), {
+        root,
+        at,
+        leafRole: need(params.leafRole, 'params.leafRole') as Role,
+        verifier,
+      });
     }
   }
 }

@@ -94,16 +94,28 @@ export function utf8(s: string): Uint8Array {
 /** Strict UTF-8 decode: throws `SCHEMA_WRONG_TYPE` on overlong, truncated or surrogate sequences. */
 export function fromUtf8(b: Uint8Array): string {
   let s = '';
-  for (let i = 0; i < b.length; ) {
+  for (let i = 0; i < b.length;) {
     const c = b[i]!;
     let cp: number;
     let n: number;
     let min: number;
-    if (c < 0x80) { cp = c; n = 0; min = 0; }
-    else if ((c & 0xe0) === 0xc0) { cp = c & 0x1f; n = 1; min = 0x80; }
-    else if ((c & 0xf0) === 0xe0) { cp = c & 0x0f; n = 2; min = 0x800; }
-    else if ((c & 0xf8) === 0xf0) { cp = c & 0x07; n = 3; min = 0x10000; }
-    else throw new DtError(ErrorCode.SCHEMA_WRONG_TYPE, 'invalid UTF-8');
+    if (c < 0x80) {
+      cp = c;
+      n = 0;
+      min = 0;
+    } else if ((c & 0xe0) === 0xc0) {
+      cp = c & 0x1f;
+      n = 1;
+      min = 0x80;
+    } else if ((c & 0xf0) === 0xe0) {
+      cp = c & 0x0f;
+      n = 2;
+      min = 0x800;
+    } else if ((c & 0xf8) === 0xf0) {
+      cp = c & 0x07;
+      n = 3;
+      min = 0x10000;
+    } else throw new DtError(ErrorCode.SCHEMA_WRONG_TYPE, 'invalid UTF-8');
     for (let k = 1; k <= n; k++) {
       const d = b[i + k];
       if (d === undefined || (d & 0xc0) !== 0x80) throw new DtError(ErrorCode.SCHEMA_WRONG_TYPE, 'invalid UTF-8');

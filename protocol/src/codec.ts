@@ -18,7 +18,8 @@ import { nobleVerifier, sha256, type Verifier } from './crypto/suite.ts';
 export function encodeMessage<N extends MessageName>(name: N, value: MessageOf<N>): Uint8Array {
   const def = MESSAGES[name];
   const bytes = encodeDeterministic(encodeStruct(def.schema as StructSchema, value as never));
-  if (bytes.length > def.maxSize) throw new DtError(ErrorCode.TOO_LARGE, `${name} exceeds its size limit`, { size: bytes.length, maxSize: def.maxSize });
+  if (bytes.length > def.maxSize)
+    throw new DtError(ErrorCode.TOO_LARGE, `${name} exceeds its size limit`, { size: bytes.length, maxSize: def.maxSize });
   return bytes;
 }
 
@@ -32,7 +33,8 @@ export function decodeMessage<N extends MessageName>(name: N, bytes: Uint8Array)
 export function signMessage<N extends SignedMessageName>(name: N, value: MessageOf<N>, signer: Signer): Uint8Array {
   const def = MESSAGES[name];
   const out = coseSign1(encodeMessage(name, value), def.contentType, signer);
-  if (out.length > def.maxSize) throw new DtError(ErrorCode.TOO_LARGE, `signed ${name} exceeds its size limit`, { size: out.length, maxSize: def.maxSize });
+  if (out.length > def.maxSize)
+    throw new DtError(ErrorCode.TOO_LARGE, `signed ${name} exceeds its size limit`, { size: out.length, maxSize: def.maxSize });
   return out;
 }
 

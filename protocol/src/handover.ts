@@ -24,8 +24,16 @@ import { keyId, nobleVerifier, type Verifier } from './crypto/suite.ts';
 import { decodeRelaxed, encodeDeterministic } from './cbor/deterministic.ts';
 import { encodeStruct } from './schema/dsl.ts';
 import {
-  Cvm, LIMITS, MarkSchema, Role,
-  type Handover, type Mark, type PaymentRequest, type SyncReceipt, type Token, type Transfer,
+  Cvm,
+  LIMITS,
+  MarkSchema,
+  Role,
+  type Handover,
+  type Mark,
+  type PaymentRequest,
+  type SyncReceipt,
+  type Token,
+  type Transfer,
 } from './schema/messages.ts';
 import { decodeMessage, openSigned, payloadHash, verifySigned, encodeMessage, type OpenedMessage } from './codec.ts';
 import { verifyCoseSign1 } from './cose/sign1.ts';
@@ -203,7 +211,12 @@ export interface HandoverContext {
 }
 
 type Fail = HandoverInvalid;
-const fail = (code: HandoverCode, detail?: string, index?: number): Fail => ({ ok: false, code, ...(detail !== undefined ? { detail } : {}), ...(index !== undefined ? { index } : {}) });
+const fail = (code: HandoverCode, detail?: string, index?: number): Fail => ({
+  ok: false,
+  code,
+  ...(detail !== undefined ? { detail } : {}),
+  ...(index !== undefined ? { index } : {}),
+});
 
 function errDetail(e: unknown): string {
   return isDtError(e) ? e.code : 'UNEXPECTED';
@@ -338,7 +351,8 @@ export function checkTransferChain(o: ChainCheckOptions): ChainCheckOk | Handove
     if (pay.value !== t.amount) return fail(HandoverCode.VALUE_NOT_CONSERVED, 'payee output value != amount', i);
     if (!bytesEqual(pay.owner, t.payee)) return fail(HandoverCode.VALUE_NOT_CONSERVED, 'payee output owner != payee', i);
     const change = t.outputs[1];
-    if (change && !bytesEqual(change.owner, t.card)) return fail(HandoverCode.VALUE_NOT_CONSERVED, 'change output not owned by the card', i);
+    if (change && !bytesEqual(change.owner, t.card))
+      return fail(HandoverCode.VALUE_NOT_CONSERVED, 'change output not owned by the card', i);
     const inMark = ins[0]!.mark;
     if (!markAllows(inMark, t.merchant, t.mcc)) return fail(HandoverCode.MARK_VIOLATION, 'mark does not allow this merchant', i);
     if (markKey(pay.mark) !== markKey(payeeMark(inMark))) return fail(HandoverCode.MARK_VIOLATION, 'payee output mark is wrong', i);
@@ -355,8 +369,12 @@ export function checkTransferChain(o: ChainCheckOptions): ChainCheckOk | Handove
 // ---------------------------------------------------------------- validateHandover
 function requestMatches(t: Transfer, r: ExpectedRequest): boolean {
   return (
-    t.amount === r.amount && t.currency === r.currency && t.merchant === r.merchant && t.mcc === r.mcc &&
-    t.time === r.time && bytesEqual(t.nonce, r.nonce)
+    t.amount === r.amount &&
+    t.currency === r.currency &&
+    t.merchant === r.merchant &&
+    t.mcc === r.mcc &&
+    t.time === r.time &&
+    bytesEqual(t.nonce, r.nonce)
   );
 }
 
@@ -385,7 +403,8 @@ export function validateHandover(input: Uint8Array | Handover, ctx: HandoverCont
   const named = { transferHash, cardKid: transfer.card, amount: transfer.amount };
   const failT = (code: HandoverCode, detail?: string, index?: number): Fail => ({ ...fail(code, detail, index), ...named });
 
-  if (ctx.notAfter !== undefined && transfer.time > ctx.notAfter) return failT(HandoverCode.TRANSFER_TIME, 'transfer dated after the accepted time');
+  if (ctx.notAfter !== undefined && transfer.time > ctx.notAfter)
+    return failT(HandoverCode.TRANSFER_TIME, 'transfer dated after the accepted time');
   // The card chain, at the transfer's time.
   let cardChain: VerifiedCertificate[];
   try {
@@ -396,7 +415,11 @@ export function validateHandover(input: Uint8Array | Handover, ctx: HandoverCont
       ? ctx.verifyCardChain(handover.chain, transfer.time)
       : verifyChain(handover.chain, { root: ctx.trust.root, at: transfer.time, leafRole: Role.CARD, verifier });
   } catch (e) {
-    return failT(HandoverCode.HANDOVER_CHAIN, errDetail(e), isDtError(e) && typeof e.details.index === 'number' ? e.details.index : undefined);
+    return failT(
+      HandoverCode.HANDOVER_CHAIN,
+      errDetail(e),
+      isDtError(e) && typeof e.details.index === 'number' ? e.details.index : undefined,
+    );
   }
   const card = cardChain[0]!;
   if (!bytesEqual(card.kid, transfer.card)) return failT(HandoverCode.HANDOVER_CHAIN, 'the chain certifies another card');
@@ -420,7 +443,8 @@ export function validateHandover(input: Uint8Array | Handover, ctx: HandoverCont
     if (token.expires !== undefined && transfer.time > token.expires) return failT(HandoverCode.TOKEN_INVALID, 'token expired', i);
     const k = toHex(token.serial);
     if (coins.has(k)) return failT(HandoverCode.TOKEN_INVALID, 'token given twice', i);
-    if (ctx.isIssuedToken && !ctx.isIssuedToken(token)) return failT(HandoverCode.TOKEN_INVALID, 'not a token the ledger issued to this card', i);
+    if (ctx.isIssuedToken && !ctx.isIssuedToken(token))
+      return failT(HandoverCode.TOKEN_INVALID, 'not a token the ledger issued to this card', i);
     coins.set(k, { id: token.serial, value: token.value, ...(token.mark ? { mark: token.mark } : {}) });
     tokens.push({ bytes: handover.tokens[i]!, token });
   }
@@ -444,13 +468,19 @@ export function validateHandover(input: Uint8Array | Handover, ctx: HandoverCont
   // ---- steps 4 and 5 over history + transfer.
   const all = [...handover.history, handover.transfer];
   const checked = checkTransferChain({
-    cardKid: card.kid, cardPublicKey: card.publicKey, transfers: all, coins, currency: transfer.currency, verifier, anchor,
+    cardKid: card.kid,
+    cardPublicKey: card.publicKey,
+    transfers: all,
+    coins,
+    currency: transfer.currency,
+    verifier,
+    anchor,
     ...(ctx.openTransfer ? { openTransfer: ctx.openTransfer } : {}),
   });
   if (!checked.ok) {
     // Without a receipt the only anchor is genesis: say so rather than "counter does not follow".
     if (!handover.receipt && checked.code === HandoverCode.HISTORY_BROKEN && checked.index === 0) {
-      return failT(HandoverCode.HISTORY_BROKEN, 'chain not anchored: no receipt and not the card\'s genesis', 0);
+      return failT(HandoverCode.HISTORY_BROKEN, "chain not anchored: no receipt and not the card's genesis", 0);
     }
     return { ...checked, ...named };
   }
@@ -459,7 +489,8 @@ export function validateHandover(input: Uint8Array | Handover, ctx: HandoverCont
   if (ctx.request !== undefined) {
     const reqs: readonly ExpectedRequest[] = Array.isArray(ctx.request) ? ctx.request : [ctx.request as ExpectedRequest];
     if (!reqs.some((r) => bytesEqual(r.terminal, transfer.payee))) return failT(HandoverCode.WRONG_PAYEE);
-    if (!reqs.some((r) => bytesEqual(r.terminal, transfer.payee) && requestMatches(transfer, r))) return failT(HandoverCode.REQUEST_MISMATCH);
+    if (!reqs.some((r) => bytesEqual(r.terminal, transfer.payee) && requestMatches(transfer, r)))
+      return failT(HandoverCode.REQUEST_MISMATCH);
   } else if (ctx.payee !== undefined && !bytesEqual(ctx.payee, transfer.payee)) {
     return failT(HandoverCode.WRONG_PAYEE);
   }
@@ -526,7 +557,8 @@ export function handoverTransfers(input: Uint8Array): Uint8Array[] {
   if (!(raw instanceof Map)) return [];
   const out: Uint8Array[] = [];
   const history = raw.get(4);
-  if (Array.isArray(history)) for (const x of history) if (x instanceof Uint8Array && x.length <= LIMITS.maxTransferSize) out.push(new Uint8Array(x));
+  if (Array.isArray(history))
+    for (const x of history) if (x instanceof Uint8Array && x.length <= LIMITS.maxTransferSize) out.push(new Uint8Array(x));
   const t = raw.get(1);
   if (t instanceof Uint8Array && t.length <= LIMITS.maxTransferSize) out.push(new Uint8Array(t));
   return out;

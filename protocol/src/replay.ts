@@ -44,7 +44,10 @@ export interface ReplayWindowOptions {
 }
 
 /** One party's window: nonce (hex) -> expiry (insertion order is expiry order: constant retention), and its newest expiry. */
-interface Window { readonly nonces: Map<string, number>; last: number }
+interface Window {
+  readonly nonces: Map<string, number>;
+  last: number;
+}
 
 /** Per-party bounded nonce windows; see the module comment. */
 export class ReplayWindows {

@@ -24,7 +24,17 @@ import { GENESIS_PREV, outputId } from './ids.ts';
 import { nobleVerifier, type Verifier } from './crypto/suite.ts';
 import type { Signer } from './cose/sign1.ts';
 import { encodeMessage, openSigned, payloadHash, signMessage, verifySigned } from './codec.ts';
-import { CARD_TIME_AHEAD, Cvm, LIMITS, type CardLimitsSchema, type Handover, type Mark, type Output, type Token, type Transfer } from './schema/messages.ts';
+import {
+  CARD_TIME_AHEAD,
+  Cvm,
+  LIMITS,
+  type CardLimitsSchema,
+  type Handover,
+  type Mark,
+  type Output,
+  type Token,
+  type Transfer,
+} from './schema/messages.ts';
 import type { Infer } from './schema/dsl.ts';
 import { payeeMark, type ExpectedRequest } from './handover.ts';
 import { selectInputs } from './card/selection.ts';
@@ -164,7 +174,8 @@ export class ReferenceWallet {
     this.chain = opts.chain;
     const leaf = openSigned('Certificate', opts.chain[0]!).message;
     if (!leaf.limits) throw new DtError(ErrorCode.CERT_WRONG_ROLE, 'the first certificate is not a card certificate');
-    if (!bytesEqual(leaf.cnf.coseKey.kid, this.kid)) throw new DtError(ErrorCode.KEY_MISMATCH, 'the card certificate certifies another key');
+    if (!bytesEqual(leaf.cnf.coseKey.kid, this.kid))
+      throw new DtError(ErrorCode.KEY_MISMATCH, 'the card certificate certifies another key');
     this.limits = leaf.limits;
     this.#state = opts.state ? copyState(opts.state) : emptyWalletState();
     this.#state.trusted ??= opts.personalizedAt ?? leaf.iat;
@@ -225,13 +236,22 @@ export class ReferenceWallet {
   pay(request: ExpectedRequest & { retryOf?: Uint8Array }, opts: PayOptions = {}): PayResult {
     const s = this.#state;
     if ((opts.enforceLimits ?? true) && request.time > s.trusted! + CARD_TIME_AHEAD) {
-      throw new DtError(ErrorCode.TRANSFER_TIME, 'request dated too far after the card\'s trusted time: sync first', { time: request.time, trusted: s.trusted!, ahead: CARD_TIME_AHEAD });
+      throw new DtError(ErrorCode.TRANSFER_TIME, "request dated too far after the card's trusted time: sync first", {
+        time: request.time,
+        trusted: s.trusted!,
+        ahead: CARD_TIME_AHEAD,
+      });
     }
     if (s.pendingSync) throw new DtError(ErrorCode.LIMIT_EXCEEDED, 'a sync is pending');
     if (request.retryOf && s.lastHandover && s.history.length > 0) {
       const last = openSigned('Transfer', s.history[s.history.length - 1]!);
       if (bytesEqual(last.message.nonce, request.retryOf) && bytesEqual(last.message.payee, request.terminal)) {
-        return { transfer: s.history[s.history.length - 1]!, transferHash: payloadHash(last.cose), handover: s.lastHandover, retried: true };
+        return {
+          transfer: s.history[s.history.length - 1]!,
+          transferHash: payloadHash(last.cose),
+          handover: s.lastHandover,
+          retried: true,
+        };
       }
     }
     if (s.nonces.includes(toHex(request.nonce))) throw new DtError(ErrorCode.REQUEST_MISMATCH, 'nonce already signed');
@@ -241,7 +261,8 @@ export class ReferenceWallet {
       if (request.amount > this.limits.perPayment || total > this.limits.offlineTotal || s.history.length + 1 > this.limits.offlineCount) {
         throw new DtError(ErrorCode.LIMIT_EXCEEDED, 'card limit exceeded');
       }
-      if (request.amount > this.limits.cvmLimit && cvm === Cvm.NONE) throw new DtError(ErrorCode.CVM_REQUIRED, 'cardholder verification required');
+      if (request.amount > this.limits.cvmLimit && cvm === Cvm.NONE)
+        throw new DtError(ErrorCode.CVM_REQUIRED, 'cardholder verification required');
     }
     if (s.history.length >= LIMITS.maxHistory) throw new DtError(ErrorCode.LIMIT_EXCEEDED, 'history full: sync needed');
     let coins: WalletCoin[];
@@ -333,15 +354,19 @@ export class ReferenceWallet {
   beginSync(challenge: Uint8Array): Uint8Array {
     const s = this.#state;
     if (s.pendingSync) return s.pendingSync;
-    const req = signMessage('SyncRequest', {
-      card: this.kid,
-      counter: s.counter + 1,
-      prev: s.prev,
-      history: [...s.history],
-      holdings: s.holdings.map((c) => c.id),
-      balance: sumAmounts(s.holdings.map((c) => c.value)),
-      challenge,
-    }, this.#signer);
+    const req = signMessage(
+      'SyncRequest',
+      {
+        card: this.kid,
+        counter: s.counter + 1,
+        prev: s.prev,
+        history: [...s.history],
+        holdings: s.holdings.map((c) => c.id),
+        balance: sumAmounts(s.holdings.map((c) => c.value)),
+        challenge,
+      },
+      this.#signer,
+    );
     s.counter += 1;
     s.pendingSync = req;
     return req;
@@ -367,17 +392,20 @@ export class ReferenceWallet {
     for (const b of rc.tokens) {
       const t = verifySigned('Token', b, ledgerKey, verifier).message;
       const k = toHex(t.serial);
-      if (!bytesEqual(t.owner, this.kid) || held.has(k) || tokens[k]) throw new DtError(ErrorCode.TOKEN_INVALID, 'receipt token not owned by the card or not new');
+      if (!bytesEqual(t.owner, this.kid) || held.has(k) || tokens[k])
+        throw new DtError(ErrorCode.TOKEN_INVALID, 'receipt token not owned by the card or not new');
       tokens[k] = b.slice();
       holdings.push(coinOf(t));
     }
     // Voided orphans of the history this request handed in have a known
     // amount; an orphan of an earlier chain (voided after the sync that
     // reported it) only has to bring some value back (SPEC §7.6).
-    const known = new Map(pending.message.history.map((b) => {
-      const o = openSigned('Transfer', b);
-      return [toHex(payloadHash(o.cose)), o.message.amount] as const;
-    }));
+    const known = new Map(
+      pending.message.history.map((b) => {
+        const o = openSigned('Transfer', b);
+        return [toHex(payloadHash(o.cose)), o.message.amount] as const;
+      }),
+    );
     let expected = addAmounts(pending.message.balance, rc.loaded);
     let unknown = 0;
     const seen = new Set<string>();

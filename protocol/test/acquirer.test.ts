@@ -64,7 +64,11 @@ test('property: toBase64Url/fromBase64Url agree with Node base64url (RFC 4648 §
 
 test('fromBase64Url is strict: padding, foreign characters, impossible lengths and set unused bits are refused', (t) => {
   for (const bad of ['AA==', 'A+8', 'A/8', 'AA A', 'A', 'AAAAA', 'AB', 'AAB', 'AAAAAB']) {
-    t.is(codeOf(() => fromBase64Url(bad)), ErrorCode.SCHEMA_WRONG_TYPE, bad);
+    t.is(
+      codeOf(() => fromBase64Url(bad)),
+      ErrorCode.SCHEMA_WRONG_TYPE,
+      bad,
+    );
   }
   // The canonical forms of the same bytes are accepted.
   t.is(toHex(fromBase64Url('AA')), '00');
@@ -77,24 +81,33 @@ test('fromBase64Url is strict: padding, foreign characters, impossible lengths a
 test('BatchAck has pinned wire bytes (integer keys 1..5, deterministic order) and decodes back', (t) => {
   const ack = { terminal: new Uint8Array(16).fill(0x11), seq: 7, hash: new Uint8Array(32).fill(0x22), handovers: 3, received: T0 };
   const bytes = encodeBatchAck(ack);
-  t.is(
-    toHex(bytes),
-    'a5' + '0150' + '11'.repeat(16) + '0207' + '035820' + '22'.repeat(32) + '0403' + '051a6955b900',
-  );
+  t.is(toHex(bytes), 'a5' + '0150' + '11'.repeat(16) + '0207' + '035820' + '22'.repeat(32) + '0403' + '051a6955b900');
   t.deepEqual(decodeBatchAck(bytes), ack);
 });
 
 test('BatchAck decoding is bounded and schema-checked', (t) => {
   const ack = { terminal: new Uint8Array(16), seq: 1, hash: new Uint8Array(32), handovers: 0, received: 0 };
   // seq 0 is not a batch; more handovers than a batch may hold is out of range.
-  t.is(codeOf(() => encodeBatchAck({ ...ack, seq: 0 })), ErrorCode.SCHEMA_OUT_OF_RANGE);
+  t.is(
+    codeOf(() => encodeBatchAck({ ...ack, seq: 0 })),
+    ErrorCode.SCHEMA_OUT_OF_RANGE,
+  );
   const map = encodeStruct(BatchAckSchema, ack);
   map.set(4, 1001);
-  t.is(codeOf(() => decodeBatchAck(encodeDeterministic(map))), ErrorCode.SCHEMA_OUT_OF_RANGE);
+  t.is(
+    codeOf(() => decodeBatchAck(encodeDeterministic(map))),
+    ErrorCode.SCHEMA_OUT_OF_RANGE,
+  );
   map.set(4, 0);
   map.set(6, 0);
-  t.is(codeOf(() => decodeBatchAck(encodeDeterministic(map))), ErrorCode.SCHEMA_UNKNOWN_FIELD);
-  t.is(codeOf(() => decodeBatchAck(new Uint8Array(ACQUIRER_LIMITS.maxBatchAckSize + 1))), ErrorCode.TOO_LARGE);
+  t.is(
+    codeOf(() => decodeBatchAck(encodeDeterministic(map))),
+    ErrorCode.SCHEMA_UNKNOWN_FIELD,
+  );
+  t.is(
+    codeOf(() => decodeBatchAck(new Uint8Array(ACQUIRER_LIMITS.maxBatchAckSize + 1))),
+    ErrorCode.TOO_LARGE,
+  );
 });
 
 // ---------------------------------------------------------------- OutcomePage
@@ -113,7 +126,8 @@ test('property: OutcomePage round-trips and refs stay [seq, index] pairs', (t) =
         const bytes = encodeOutcomePage(page);
         const back = decodeOutcomePage(bytes);
         if (toHex(encodeOutcomePage(back)) !== toHex(bytes)) throw new Error('re-encoding differs');
-        if (JSON.stringify(back.refs) !== JSON.stringify(page.refs) || back.cursor !== page.cursor || back.more !== page.more) throw new Error('fields differ');
+        if (JSON.stringify(back.refs) !== JSON.stringify(page.refs) || back.cursor !== page.cursor || back.more !== page.more)
+          throw new Error('fields differ');
         if (back.outcomes.map(toHex).join() !== page.outcomes.map(toHex).join()) throw new Error('outcomes differ');
       }),
       { seed: SEED, numRuns: 200 },
@@ -128,12 +142,28 @@ test('OutcomePage has pinned wire bytes', (t) => {
 
 test('OutcomePage: refs that do not pair with the outcomes are refused by encoder and decoder', (t) => {
   const page: OutcomePage = { outcomes: [fromHex('d2'), fromHex('d3')], cursor: 2, refs: [[1, 0]], more: false };
-  t.is(codeOf(() => encodeOutcomePage(page)), ErrorCode.SCHEMA_OUT_OF_RANGE);
+  t.is(
+    codeOf(() => encodeOutcomePage(page)),
+    ErrorCode.SCHEMA_OUT_OF_RANGE,
+  );
   const raw = encodeDeterministic(encodeStruct(OutcomePageSchema, page) as CborValue);
-  t.is(codeOf(() => decodeOutcomePage(raw)), ErrorCode.SCHEMA_OUT_OF_RANGE);
+  t.is(
+    codeOf(() => decodeOutcomePage(raw)),
+    ErrorCode.SCHEMA_OUT_OF_RANGE,
+  );
   // A ref must be exactly a pair (an array over its item bound is TOO_LARGE in the schema DSL).
-  const triple = encodeDeterministic(new Map<number, CborValue>([[1, [fromHex('d2')]], [2, 0], [3, [[1, 0, 0]]], [4, false]]));
-  t.is(codeOf(() => decodeOutcomePage(triple)), ErrorCode.TOO_LARGE);
+  const triple = encodeDeterministic(
+    new Map<number, CborValue>([
+      [1, [fromHex('d2')]],
+      [2, 0],
+      [3, [[1, 0, 0]]],
+      [4, false],
+    ]),
+  );
+  t.is(
+    codeOf(() => decodeOutcomePage(triple)),
+    ErrorCode.TOO_LARGE,
+  );
 });
 
 // ---------------------------------------------------------------- DT-COSE authorization
@@ -152,7 +182,15 @@ test('signAcquirerRequest signs exactly {method, target, time, nonce} as a COSE_
   t.is(toHex(cose.kid), toHex(terminal.kid));
   // The payload is the deterministic map of RequestAuth, byte for byte.
   t.is(toHex(cose.payload), toHex(encodeDeterministic(encodeStruct(RequestAuthSchema, { method: 'GET', target, time: T0, nonce }))));
-  t.deepEqual(decodeDeterministic(cose.payload), new Map<number, CborValue>([[1, 'GET'], [2, target], [3, T0], [4, nonce]]));
+  t.deepEqual(
+    decodeDeterministic(cose.payload),
+    new Map<number, CborValue>([
+      [1, 'GET'],
+      [2, target],
+      [3, T0],
+      [4, nonce],
+    ]),
+  );
   t.notThrows(() => verifyCoseSign1(cose, terminalKeys.publicKey));
 
   const parsed = parseAcquirerAuth(header);
@@ -164,22 +202,57 @@ test('signAcquirerRequest signs exactly {method, target, time, nonce} as a COSE_
 test('parseAcquirerAuth refuses other schemes, other content types, oversize and malformed tokens', (t) => {
   const good = signAcquirerRequest(terminal, 'GET', target, T0, new Uint8Array(16));
   const token = good.slice('DT-COSE '.length);
-  t.is(codeOf(() => parseAcquirerAuth(`Bearer ${token}`)), ErrorCode.COSE_MALFORMED);
-  t.is(codeOf(() => parseAcquirerAuth(`DT-COSE  ${token}`)), ErrorCode.COSE_MALFORMED);
-  t.is(codeOf(() => parseAcquirerAuth(`DT-COSE ${token}=`)), ErrorCode.COSE_MALFORMED);
-  t.is(codeOf(() => parseAcquirerAuth(`DT-COSE ${'A'.repeat(ACQUIRER_LIMITS.maxAuthHeaderChars + 4)}`)), ErrorCode.COSE_MALFORMED);
+  t.is(
+    codeOf(() => parseAcquirerAuth(`Bearer ${token}`)),
+    ErrorCode.COSE_MALFORMED,
+  );
+  t.is(
+    codeOf(() => parseAcquirerAuth(`DT-COSE  ${token}`)),
+    ErrorCode.COSE_MALFORMED,
+  );
+  t.is(
+    codeOf(() => parseAcquirerAuth(`DT-COSE ${token}=`)),
+    ErrorCode.COSE_MALFORMED,
+  );
+  t.is(
+    codeOf(() => parseAcquirerAuth(`DT-COSE ${'A'.repeat(ACQUIRER_LIMITS.maxAuthHeaderChars + 4)}`)),
+    ErrorCode.COSE_MALFORMED,
+  );
   // The same payload signed as another kind of object is not an authorization.
   const payload = encodeDeterministic(encodeStruct(RequestAuthSchema, { method: 'GET', target, time: T0, nonce: new Uint8Array(16) }));
   const other = coseSign1(payload, 'application/dt.batch+cbor', terminal);
-  t.is(codeOf(() => parseAcquirerAuth(`DT-COSE ${toBase64Url(other)}`)), ErrorCode.COSE_WRONG_CONTENT_TYPE);
+  t.is(
+    codeOf(() => parseAcquirerAuth(`DT-COSE ${toBase64Url(other)}`)),
+    ErrorCode.COSE_WRONG_CONTENT_TYPE,
+  );
   // A payload that is not a RequestAuth (nonce of 8 bytes) is refused even when well signed.
-  const short = coseSign1(encodeDeterministic(new Map<number, CborValue>([[1, 'GET'], [2, target], [3, T0], [4, new Uint8Array(8)]])), ACQUIRER_AUTH_CONTENT_TYPE, terminal);
-  t.is(codeOf(() => parseAcquirerAuth(`DT-COSE ${toBase64Url(short)}`)), ErrorCode.SCHEMA_OUT_OF_RANGE);
+  const short = coseSign1(
+    encodeDeterministic(
+      new Map<number, CborValue>([
+        [1, 'GET'],
+        [2, target],
+        [3, T0],
+        [4, new Uint8Array(8)],
+      ]),
+    ),
+    ACQUIRER_AUTH_CONTENT_TYPE,
+    terminal,
+  );
+  t.is(
+    codeOf(() => parseAcquirerAuth(`DT-COSE ${toBase64Url(short)}`)),
+    ErrorCode.SCHEMA_OUT_OF_RANGE,
+  );
   // Over the size limit (the COSE_Sign1 is checked before it is decoded).
   const big = coseSign1(new Uint8Array(ACQUIRER_LIMITS.maxAuthSize), ACQUIRER_AUTH_CONTENT_TYPE, terminal);
-  t.is(codeOf(() => parseAcquirerAuth(`DT-COSE ${toBase64Url(big)}`)), ErrorCode.TOO_LARGE);
+  t.is(
+    codeOf(() => parseAcquirerAuth(`DT-COSE ${toBase64Url(big)}`)),
+    ErrorCode.TOO_LARGE,
+  );
   // Fields beyond their bounds cannot even be signed.
-  t.is(codeOf(() => signAcquirerRequest(terminal, 'GET', `/${'x'.repeat(ACQUIRER_LIMITS.maxAuthTarget)}`, T0, new Uint8Array(16))), ErrorCode.TOO_LARGE);
+  t.is(
+    codeOf(() => signAcquirerRequest(terminal, 'GET', `/${'x'.repeat(ACQUIRER_LIMITS.maxAuthTarget)}`, T0, new Uint8Array(16))),
+    ErrorCode.TOO_LARGE,
+  );
 });
 
 test('a tampered authorization still parses but no longer verifies (the signature covers method, target, time and nonce)', (t) => {
@@ -192,5 +265,8 @@ test('a tampered authorization still parses but no longer verifies (the signatur
   forged[i + 7] = 0x33;
   const parsed = parseAcquirerAuth(`DT-COSE ${toBase64Url(forged)}`);
   t.is(parsed.auth.target, target.replace('after=42', 'after=43'));
-  t.is(codeOf(() => verifyCoseSign1(parsed.cose, terminalKeys.publicKey)), ErrorCode.BAD_SIGNATURE);
+  t.is(
+    codeOf(() => verifyCoseSign1(parsed.cose, terminalKeys.publicKey)),
+    ErrorCode.BAD_SIGNATURE,
+  );
 });

@@ -47,7 +47,20 @@ test('addition beyond 2^53-1 is AMOUNT_OVERFLOW, never a rounded float', (t) => 
 });
 
 test('negative, fractional and non-numeric operands are rejected', (t) => {
-  const bad: unknown[] = [-1, -0.5, 0.5, 1.000001, Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, MAX + 1, '5', 5n, null, undefined];
+  const bad: unknown[] = [
+    -1,
+    -0.5,
+    0.5,
+    1.000001,
+    Number.NaN,
+    Number.POSITIVE_INFINITY,
+    Number.NEGATIVE_INFINITY,
+    MAX + 1,
+    '5',
+    5n,
+    null,
+    undefined,
+  ];
   for (const b of bad) {
     overflow(t, () => addAmounts(b as number, 1), `add(${String(b)}, 1)`);
     overflow(t, () => addAmounts(1, b as number), `add(1, ${String(b)})`);

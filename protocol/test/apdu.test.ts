@@ -619,9 +619,7 @@ test('exchange: abort between chained blocks; a reason-less signal gives AbortEr
   tr.onSend = () => {
     aborted = true;
   };
-  const e = await t.throwsAsync(
-    exchange(tr, { cla: 0x80, ins: INS.PAY, p1: 0, p2: 0, data: unhex(fill(0xaa, 300)) }, { signal }),
-  );
+  const e = await t.throwsAsync(exchange(tr, { cla: 0x80, ins: INS.PAY, p1: 0, p2: 0, data: unhex(fill(0xaa, 300)) }, { signal }));
   t.true(e instanceof AbortError);
   t.is((e as AbortError).code, ErrorCode.ABORTED);
   t.is((e as AbortError).name, 'AbortError');

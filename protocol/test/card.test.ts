@@ -8,13 +8,61 @@ import test from 'ava';
 import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import {
-  CARD_FORMATS, CardCommand, Capability, DT_AID, ErrorCode, FULLY_PERSONALIZED, LIMITS, Personalized, SW, SelectResponseSchema,
-  answerIsFresh, buildCommand, changePinCommand, decodeFormat, decodeFormatLenient, encodeCommand, encodeDeterministic, encodeFormat,
-  formatKey, generateKeyCommand, generateKeyPair, getCertificatesCommand, getStatusCommand, hasCapability, identifyCommand, isChainedBlock,
-  isDtError, loadBeginCommand, loadCompleteCommand, lockCommand, mayCarrySecret, parseApplicationInfo, parseCardStatus, parseCertificates,
-  parseLastNonce, parsePinResult, parsePublicKey, parseSelectResponse, payCommand, selectCommand, selectInputs, setConfigCommand,
-  setPinCommand, syncBeginCommand, syncCompleteCommand, toHex, unblockPinCommand, utf8, verifyPinCommand, writeCertificatesCommand,
-  type CardCommandName, type CborValue, type CommandApdu, type SpendableCoin, type StructSchema,
+  CARD_FORMATS,
+  CardCommand,
+  Capability,
+  DT_AID,
+  ErrorCode,
+  FULLY_PERSONALIZED,
+  LIMITS,
+  Personalized,
+  SW,
+  SelectResponseSchema,
+  answerIsFresh,
+  buildCommand,
+  changePinCommand,
+  decodeFormat,
+  decodeFormatLenient,
+  encodeCommand,
+  encodeDeterministic,
+  encodeFormat,
+  formatKey,
+  generateKeyCommand,
+  generateKeyPair,
+  getCertificatesCommand,
+  getStatusCommand,
+  hasCapability,
+  identifyCommand,
+  isChainedBlock,
+  isDtError,
+  loadBeginCommand,
+  loadCompleteCommand,
+  lockCommand,
+  mayCarrySecret,
+  parseApplicationInfo,
+  parseCardStatus,
+  parseCertificates,
+  parseLastNonce,
+  parsePinResult,
+  parsePublicKey,
+  parseSelectResponse,
+  payCommand,
+  selectCommand,
+  selectInputs,
+  setConfigCommand,
+  setPinCommand,
+  syncBeginCommand,
+  syncCompleteCommand,
+  toHex,
+  unblockPinCommand,
+  utf8,
+  verifyPinCommand,
+  writeCertificatesCommand,
+  type CardCommandName,
+  type CborValue,
+  type CommandApdu,
+  type SpendableCoin,
+  type StructSchema,
 } from '../src/index.ts';
 import { arbitraryStruct, SEED } from './helpers/arbitrary.ts';
 
@@ -39,7 +87,11 @@ test('every builder encodes the command of SPEC §9.2 (byte table)', (t) => {
     ['UNBLOCK PIN', unblockPinCommand(utf8('12345678'), utf8('1234')), '802C0000 11 A2 01 48 3132333435363738 02 44 31323334'],
     ['PAY', payCommand(bytes(3)), '8030000003ABABAB00'],
     ['GENERATE KEY', generateKeyCommand(), '8040010000'],
-    ['SET PIN', setPinCommand({ pin: utf8('1234'), puk: utf8('12345678'), pinTries: 5 }), '80400300 13 A3 01 44 31323334 02 48 3132333435363738 03 05'],
+    [
+      'SET PIN',
+      setPinCommand({ pin: utf8('1234'), puk: utf8('12345678'), pinTries: 5 }),
+      '80400300 13 A3 01 44 31323334 02 48 3132333435363738 03 05',
+    ],
     ['SET CONFIG', setConfigCommand({ floor: 1000, confirm: 0 }), '8040040007A2011903E80200'],
     ['SET CONFIG (empty)', setConfigCommand({}), '8040040001A0'],
     ['LOCK', lockCommand(), '80400F00'],
@@ -58,7 +110,11 @@ test('every builder encodes the command of SPEC §9.2 (byte table)', (t) => {
 
 test('CardCommand: CLA, INS, P1 and P2 of every command are the rows of SPEC §9.2', (t) => {
   const section = SPEC.slice(SPEC.indexOf('### 9.2 Command table'), SPEC.indexOf('### 9.3'));
-  const rows = new Set([...section.matchAll(/^\| [^|]+ \| ([0-9A-F]{2}) \| ([0-9A-F]{2}) \| ([0-9A-F]{2}) \| ([0-9A-F]{2}) \|/gm)].map((m) => m.slice(1, 5).join(' ')));
+  const rows = new Set(
+    [...section.matchAll(/^\| [^|]+ \| ([0-9A-F]{2}) \| ([0-9A-F]{2}) \| ([0-9A-F]{2}) \| ([0-9A-F]{2}) \|/gm)].map((m) =>
+      m.slice(1, 5).join(' '),
+    ),
+  );
   const b = (n: number): string => n.toString(16).toUpperCase().padStart(2, '0');
   for (const [name, h] of Object.entries(CardCommand)) {
     // GET RESPONSE's row has P1 P2 00 00 too; every row is one command.
@@ -69,7 +125,7 @@ test('CardCommand: CLA, INS, P1 and P2 of every command are the rows of SPEC §9
 
 // ---------------------------------------------------------------- identification
 
-test('identifyCommand: CLA (chaining bit ignored), INS and the step P1 name the command; other P1/P2 are the card\'s to judge', (t) => {
+test("identifyCommand: CLA (chaining bit ignored), INS and the step P1 name the command; other P1/P2 are the card's to judge", (t) => {
   for (const [name, h] of Object.entries(CardCommand) as [CardCommandName, (typeof CardCommand)[CardCommandName]][]) {
     t.is(identifyCommand(h), name, name);
     t.is(identifyCommand(Uint8Array.of(h.cla | 0x10, h.ins, h.p1, h.p2, 0x01, 0x00)), name, `${name} chained block`);
@@ -132,7 +188,14 @@ test('parseApplicationInfo reads the SELECT answer leniently (keycard-go ParseAp
   t.deepEqual(odd, { applet: 1, protocol: 1, capabilities: 0x6f, locked: false });
   t.false(parseApplicationInfo(selectAnswer({ 4: undefined })).locked, 'no locked key: not operational');
   // The strict read of the same answers.
-  t.deepEqual(parseSelectResponse(selectAnswer()), { applet: 1, protocol: 1, capabilities: 0x6f, locked: true, maxCommand: 65535, card: bytes(16, 7) });
+  t.deepEqual(parseSelectResponse(selectAnswer()), {
+    applet: 1,
+    protocol: 1,
+    capabilities: 0x6f,
+    locked: true,
+    maxCommand: 65535,
+    card: bytes(16, 7),
+  });
   t.throws(() => parseSelectResponse(selectAnswer({ 40: 'new' })), { code: ErrorCode.SCHEMA_UNKNOWN_FIELD });
 });
 
@@ -143,11 +206,28 @@ test('parseApplicationInfo refuses what is not a DT applet answer: no capabiliti
   t.true(isDtError(badCaps, ErrorCode.SCHEMA_MISSING_FIELD) && badCaps.details.field === 'capabilities');
   t.throws(() => parseApplicationInfo(encodeDeterministic([1, 2])), { code: ErrorCode.SCHEMA_WRONG_TYPE });
   t.throws(() => parseApplicationInfo(Uint8Array.of(0xbf, 0x01)), { instanceOf: Error });
-  t.throws(() => parseApplicationInfo(encodeDeterministic(new Map<number, CborValue>([[3, 1], [7, bytes(2000)]]))), { code: ErrorCode.TOO_LARGE });
+  t.throws(
+    () =>
+      parseApplicationInfo(
+        encodeDeterministic(
+          new Map<number, CborValue>([
+            [3, 1],
+            [7, bytes(2000)],
+          ]),
+        ),
+      ),
+    { code: ErrorCode.TOO_LARGE },
+  );
 });
 
 test('invalid inputs: every parser throws a DtError for bytes that are not its answer', (t) => {
-  const garbage = [new Uint8Array(0), Uint8Array.of(0xff), Uint8Array.of(0xa1, 0x01), Uint8Array.of(0xbf, 0x01, 0x02, 0xff), Uint8Array.of(0x18, 0x01)];
+  const garbage = [
+    new Uint8Array(0),
+    Uint8Array.of(0xff),
+    Uint8Array.of(0xa1, 0x01),
+    Uint8Array.of(0xbf, 0x01, 0x02, 0xff),
+    Uint8Array.of(0x18, 0x01),
+  ];
   const parsers: [string, (b: Uint8Array) => unknown][] = [
     ['parseApplicationInfo', parseApplicationInfo],
     ['parseSelectResponse', parseSelectResponse],
@@ -171,7 +251,10 @@ test('parsePublicKey, parseCertificates, parseLastNonce and parsePinResult read 
   t.deepEqual(parsePublicKey(publicKey), publicKey);
   const chain = [bytes(40, 1), bytes(50, 2)];
   t.deepEqual(parseCertificates(encodeDeterministic(chain)), chain);
-  const status = new Map<number, CborValue>([[16, bytes(16, 9)], [99, 'later key']]);
+  const status = new Map<number, CborValue>([
+    [16, bytes(16, 9)],
+    [99, 'later key'],
+  ]);
   t.deepEqual(parseLastNonce(encodeDeterministic(status)), bytes(16, 9), 'lenient: a later key does not hide the nonce');
   t.is(parseLastNonce(encodeDeterministic(new Map([[16, bytes(15)]]))), undefined, 'a nonce of the wrong length is none');
   t.is(parseLastNonce(encodeDeterministic(7)), undefined, 'not a map: no nonce');
@@ -221,7 +304,11 @@ test('selectInputs (SPEC §10.7): largest first, holdings order among equals, ma
   t.is(selectInputs(coins, 4_601, 'shop', 5411, 0), undefined, 'not enough');
   const marked = [coin(1, 5_000), coin(2, 300, { mark: meal }), coin(3, 400, { mark: meal })];
   t.deepEqual(ids(selectInputs(marked, 600, 'canteen', 5812, 0)), [3, 2], 'the purpose-bound class first where it is accepted');
-  t.deepEqual(ids(selectInputs(marked, 800, 'canteen', 5812, 0)), [1], 'one class per transfer: the unmarked class covers what the marked cannot');
+  t.deepEqual(
+    ids(selectInputs(marked, 800, 'canteen', 5812, 0)),
+    [1],
+    'one class per transfer: the unmarked class covers what the marked cannot',
+  );
   t.deepEqual(ids(selectInputs(marked, 600, 'shop', 5411, 0)), [1], 'a mark that does not allow the merchant is not eligible');
   const many = Array.from({ length: LIMITS.maxInputs + 2 }, (_, i) => coin(i + 1, 10));
   t.is(selectInputs(many, 10 * (LIMITS.maxInputs + 1), 'shop', 5411, 0), undefined, `more than ${LIMITS.maxInputs} inputs needed`);

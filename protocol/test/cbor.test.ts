@@ -71,10 +71,35 @@ const ENCODINGS: Array<[string, CborValue, string]> = [
   ['[1, [2, 3], [4, 5]]', [1, [2, 3], [4, 5]], '8301820203820405'],
   ['[1..25]', Array.from({ length: 25 }, (_, i) => i + 1), '98190102030405060708090a0b0c0d0e0f101112131415161718181819'],
   ['{}', new Map(), 'a0'],
-  ['{1: 2, 3: 4}', new Map([[1, 2], [3, 4]]), 'a201020304'],
+  [
+    '{1: 2, 3: 4}',
+    new Map([
+      [1, 2],
+      [3, 4],
+    ]),
+    'a201020304',
+  ],
   // SPEC.md §2.2: bytewise order of the encoded keys, not numeric and not length-first.
-  ['sorted keys', new Map<number, CborValue>([[-65537, 1], [8, 2], [1, 'a'], [-1, 0], [24, 0]]), 'a5016161080218180020003a0001000001'],
-  ['negative keys descend', new Map<number, CborValue>([[-3, 0], [-1, 0], [-2, 0]]), 'a3200021002200'],
+  [
+    'sorted keys',
+    new Map<number, CborValue>([
+      [-65537, 1],
+      [8, 2],
+      [1, 'a'],
+      [-1, 0],
+      [24, 0],
+    ]),
+    'a5016161080218180020003a0001000001',
+  ],
+  [
+    'negative keys descend',
+    new Map<number, CborValue>([
+      [-3, 0],
+      [-1, 0],
+      [-2, 0],
+    ]),
+    'a3200021002200',
+  ],
   ['COSE_Sign1 tag 18', { tag: 18, value: [new Uint8Array(0), new Map(), new Uint8Array(0), new Uint8Array(0)] }, 'd28440a04040'],
 ];
 
@@ -257,11 +282,21 @@ test('size limit is checked before decoding (TOO_LARGE), at the exact boundary',
   const err = t.throws(() => decodeDeterministic(bytes, 101));
   t.true(isDtError(err, ErrorCode.TOO_LARGE));
   // The size check comes first: even garbage over the limit is TOO_LARGE.
-  t.true(isDtError(t.throws(() => decodeDeterministic(new Uint8Array(DEFAULT_MAX_SIZE + 1).fill(0xff))), ErrorCode.TOO_LARGE));
+  t.true(
+    isDtError(
+      t.throws(() => decodeDeterministic(new Uint8Array(DEFAULT_MAX_SIZE + 1).fill(0xff))),
+      ErrorCode.TOO_LARGE,
+    ),
+  );
 });
 
 test('decoder rejects a non-Uint8Array input with CBOR_MALFORMED', (t) => {
-  t.true(isDtError(t.throws(() => decodeDeterministic('00' as unknown as Uint8Array)), ErrorCode.CBOR_MALFORMED));
+  t.true(
+    isDtError(
+      t.throws(() => decodeDeterministic('00' as unknown as Uint8Array)),
+      ErrorCode.CBOR_MALFORMED,
+    ),
+  );
 });
 
 test('the decoder does not alias its input: mutating the input afterwards does not change the result', (t) => {

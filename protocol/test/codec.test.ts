@@ -55,7 +55,17 @@ function codeOf(fn: () => unknown): string {
 }
 
 test('every message but Handover is signed', (t) => {
-  t.deepEqual(SIGNED.sort(), ['Batch', 'Certificate', 'Outcome', 'PaymentRequest', 'RevocationList', 'SyncReceipt', 'SyncRequest', 'Token', 'Transfer']);
+  t.deepEqual(SIGNED.sort(), [
+    'Batch',
+    'Certificate',
+    'Outcome',
+    'PaymentRequest',
+    'RevocationList',
+    'SyncReceipt',
+    'SyncRequest',
+    'Token',
+    'Transfer',
+  ]);
   t.is(MESSAGES.Handover.contentType, null);
 });
 
@@ -101,7 +111,10 @@ test('signMessage refuses a signed object over the message limit even when its p
       const token: Token = { ...base, mark: { merchants: Array.from({ length: n }, (_, i) => String(i % 10).repeat(len)), hops: 1 } };
       const payload = encodeMessage('Token', token);
       if (payload.length <= LIMITS.maxTokenSize && payload.length > LIMITS.maxTokenSize - 100) {
-        t.is(codeOf(() => signMessage('Token', token, signer)), ErrorCode.TOO_LARGE);
+        t.is(
+          codeOf(() => signMessage('Token', token, signer)),
+          ErrorCode.TOO_LARGE,
+        );
         found = true;
       }
     }
@@ -111,7 +124,10 @@ test('signMessage refuses a signed object over the message limit even when its p
 
 test('decodeMessage checks the size limit before anything else', (t) => {
   const bytes = new Uint8Array(LIMITS.maxTransferSize + 1);
-  t.is(codeOf(() => decodeMessage('Transfer', bytes)), ErrorCode.TOO_LARGE);
+  t.is(
+    codeOf(() => decodeMessage('Transfer', bytes)),
+    ErrorCode.TOO_LARGE,
+  );
 });
 
 test('a payload of one message never decodes as another (no shared shapes)', (t) => {
@@ -119,7 +135,11 @@ test('a payload of one message never decodes as another (no shared shapes)', (t)
   const transfer = sampleTransfer(p.card.signer.kid, p.terminal.signer.kid);
   const payload = encodeMessage('Transfer', transfer);
   for (const other of ['SyncRequest', 'Token', 'Outcome', 'PaymentRequest'] as const) {
-    t.not(codeOf(() => decodeMessage(other, payload)), 'no error', other);
+    t.not(
+      codeOf(() => decodeMessage(other, payload)),
+      'no error',
+      other,
+    );
   }
 });
 
@@ -136,10 +156,22 @@ test('outputId = SHA-256("DT-OUTPUT-V1" || transfer hash || index) (SPEC.md §6.
 
 test('outputId refuses an index beyond the outputs of a transfer and a hash that is not 32 bytes', (t) => {
   const h = new Uint8Array(32);
-  t.is(codeOf(() => outputId(h, LIMITS.maxOutputs)), ErrorCode.SCHEMA_OUT_OF_RANGE);
-  t.is(codeOf(() => outputId(h, -1)), ErrorCode.SCHEMA_OUT_OF_RANGE);
-  t.is(codeOf(() => outputId(h, 0.5)), ErrorCode.SCHEMA_OUT_OF_RANGE);
-  t.is(codeOf(() => outputId(new Uint8Array(31), 0)), ErrorCode.SCHEMA_OUT_OF_RANGE);
+  t.is(
+    codeOf(() => outputId(h, LIMITS.maxOutputs)),
+    ErrorCode.SCHEMA_OUT_OF_RANGE,
+  );
+  t.is(
+    codeOf(() => outputId(h, -1)),
+    ErrorCode.SCHEMA_OUT_OF_RANGE,
+  );
+  t.is(
+    codeOf(() => outputId(h, 0.5)),
+    ErrorCode.SCHEMA_OUT_OF_RANGE,
+  );
+  t.is(
+    codeOf(() => outputId(new Uint8Array(31), 0)),
+    ErrorCode.SCHEMA_OUT_OF_RANGE,
+  );
 });
 
 test('GENESIS_PREV is 32 zero bytes', (t) => {
@@ -154,7 +186,14 @@ test('the payload hash names the transfer: it is what prev links and output ids 
   t.is(toHex(h1), toHex(sha256(encodeMessage('Transfer', t1))));
   // A second transfer chained on the first: prev = h1, spending the change output of t1.
   const change = outputId(h1, 1);
-  const t2: Transfer = { ...t1, counter: 2, prev: h1, inputs: [change], outputs: [{ value: 500, owner: p.terminal.signer.kid }], amount: 500 };
+  const t2: Transfer = {
+    ...t1,
+    counter: 2,
+    prev: h1,
+    inputs: [change],
+    outputs: [{ value: 500, owner: p.terminal.signer.kid }],
+    amount: 500,
+  };
   const opened = verifySigned('Transfer', signMessage('Transfer', t2, p.card.signer), p.card.keys.publicKey);
   t.deepEqual(opened.message.prev, h1);
   t.deepEqual(opened.message.inputs[0], change);
@@ -186,7 +225,11 @@ function sampleTransfer(card: Uint8Array, payee: Uint8Array): Transfer {
 
 test('a Handover carries signed objects as byte strings; each verifies after the container is decoded', (t) => {
   const p = pki();
-  const token = signMessage('Token', { serial: fromHex('00112233445566778899aabbccddeeff'), value: 1_500, currency: 398, owner: p.card.signer.kid, issued: T0 }, p.ledger.signer);
+  const token = signMessage(
+    'Token',
+    { serial: fromHex('00112233445566778899aabbccddeeff'), value: 1_500, currency: 398, owner: p.card.signer.kid, issued: T0 },
+    p.ledger.signer,
+  );
   const transfer = signMessage('Transfer', sampleTransfer(p.card.signer.kid, p.terminal.signer.kid), p.card.signer);
   const handover: Handover = { transfer, chain: p.cardChain, tokens: [token], history: [] };
   const bytes = encodeMessage('Handover', handover);
@@ -196,7 +239,10 @@ test('a Handover carries signed objects as byte strings; each verifies after the
   t.is(verifySigned('Token', back.tokens[0]!, p.ledger.keys.publicKey).message.value, 1_500);
   // The container itself is not a COSE object.
   t.is(bytes[0], 0xa5);
-  t.is(codeOf(() => openSigned('Transfer', bytes)), ErrorCode.COSE_MALFORMED);
+  t.is(
+    codeOf(() => openSigned('Transfer', bytes)),
+    ErrorCode.COSE_MALFORMED,
+  );
 });
 
 test('a Handover over its size limit is refused both ways (TOO_LARGE)', (t) => {
@@ -209,8 +255,14 @@ test('a Handover over its size limit is refused both ways (TOO_LARGE)', (t) => {
     history: Array.from({ length: LIMITS.maxHistory }, () => big),
     receipt: new Uint8Array(65_536),
   };
-  t.is(codeOf(() => encodeMessage('Handover', handover)), ErrorCode.TOO_LARGE);
+  t.is(
+    codeOf(() => encodeMessage('Handover', handover)),
+    ErrorCode.TOO_LARGE,
+  );
   const raw = encodeDeterministic(encodeStruct(MESSAGES.Handover.schema, handover));
   t.true(raw.length > LIMITS.maxHandoverSize);
-  t.is(codeOf(() => decodeMessage('Handover', raw)), ErrorCode.TOO_LARGE);
+  t.is(
+    codeOf(() => decodeMessage('Handover', raw)),
+    ErrorCode.TOO_LARGE,
+  );
 });

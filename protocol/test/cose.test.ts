@@ -168,24 +168,69 @@ test('an ordinary COSE library (cose-js) verifies DT signed objects', (t) => {
 test('wrong algorithm in the protected header is COSE_WRONG_ALGORITHM, even when correctly signed', (t) => {
   const payload = encodeMessage('Token', token);
   for (const alg of [-35, -8, -257, 1]) {
-    const bytes = craft(header([[1, alg], [3, CT_TOKEN], [4, signer.kid]]), payload);
-    t.is(codeOf(() => verifySigned('Token', bytes, keys.publicKey)), ErrorCode.COSE_WRONG_ALGORITHM, `alg ${alg}`);
+    const bytes = craft(
+      header([
+        [1, alg],
+        [3, CT_TOKEN],
+        [4, signer.kid],
+      ]),
+      payload,
+    );
+    t.is(
+      codeOf(() => verifySigned('Token', bytes, keys.publicKey)),
+      ErrorCode.COSE_WRONG_ALGORITHM,
+      `alg ${alg}`,
+    );
   }
-  t.is(codeOf(() => verifySigned('Token', craft(header([[3, CT_TOKEN], [4, signer.kid]]), payload), keys.publicKey)), ErrorCode.COSE_WRONG_ALGORITHM, 'alg absent');
+  t.is(
+    codeOf(() =>
+      verifySigned(
+        'Token',
+        craft(
+          header([
+            [3, CT_TOKEN],
+            [4, signer.kid],
+          ]),
+          payload,
+        ),
+        keys.publicKey,
+      ),
+    ),
+    ErrorCode.COSE_WRONG_ALGORITHM,
+    'alg absent',
+  );
   t.is(ALG_ES256, -7);
 });
 
 test('wrong content type is COSE_WRONG_CONTENT_TYPE (a Token is not an Outcome)', (t) => {
   const bytes = signMessage('Token', token, signer);
-  t.is(codeOf(() => verifySigned('Outcome', bytes, keys.publicKey)), ErrorCode.COSE_WRONG_CONTENT_TYPE);
-  t.is(codeOf(() => openSigned('Transfer', bytes)), ErrorCode.COSE_WRONG_CONTENT_TYPE);
+  t.is(
+    codeOf(() => verifySigned('Outcome', bytes, keys.publicKey)),
+    ErrorCode.COSE_WRONG_CONTENT_TYPE,
+  );
+  t.is(
+    codeOf(() => openSigned('Transfer', bytes)),
+    ErrorCode.COSE_WRONG_CONTENT_TYPE,
+  );
   // A content type nobody uses, correctly signed.
-  const odd = craft(header([[1, -7], [3, 'application/cbor'], [4, signer.kid]]), encodeMessage('Token', token));
-  t.is(codeOf(() => verifySigned('Token', odd, keys.publicKey)), ErrorCode.COSE_WRONG_CONTENT_TYPE);
+  const odd = craft(
+    header([
+      [1, -7],
+      [3, 'application/cbor'],
+      [4, signer.kid],
+    ]),
+    encodeMessage('Token', token),
+  );
+  t.is(
+    codeOf(() => verifySigned('Token', odd, keys.publicKey)),
+    ErrorCode.COSE_WRONG_CONTENT_TYPE,
+  );
 });
 
 test('every content type is distinct, so no signed message can pass for another', (t) => {
-  const cts = Object.values(MESSAGES).map((m) => m.contentType).filter((c) => c !== null);
+  const cts = Object.values(MESSAGES)
+    .map((m) => m.contentType)
+    .filter((c) => c !== null);
   t.is(new Set(cts).size, cts.length);
   t.is(cts.length, 9);
 });
@@ -206,30 +251,134 @@ test('malformed envelopes are COSE_MALFORMED (or the CBOR error of the layer bel
     ['unprotected header not a map', craft(prot, payload, { unprotected: new Uint8Array(0) }), ErrorCode.COSE_MALFORMED],
     ['63-byte signature', craft(prot, payload, { signature: sig.slice(0, 63) }), ErrorCode.COSE_MALFORMED],
     ['65-byte signature', craft(prot, payload, { signature: Uint8Array.from([...sig, 0]) }), ErrorCode.COSE_MALFORMED],
-    ['DER signature', craft(prot, payload, { signature: fromHex('3044' + '0220' + toHex(sig.slice(0, 32)) + '0220' + toHex(sig.slice(32))) }), ErrorCode.COSE_MALFORMED],
+    [
+      'DER signature',
+      craft(prot, payload, { signature: fromHex('3044' + '0220' + toHex(sig.slice(0, 32)) + '0220' + toHex(sig.slice(32))) }),
+      ErrorCode.COSE_MALFORMED,
+    ],
     ['detached payload (nil)', encodeDeterministic({ tag: 18, value: [prot, new Map(), 0, sig] }), ErrorCode.COSE_MALFORMED],
-    ['extra protected parameter (crit)', craft(header([[1, -7], [2, [3]], [3, CT_TOKEN], [4, signer.kid]]), payload), ErrorCode.COSE_MALFORMED],
-    ['extra protected parameter (IV)', craft(header([[1, -7], [3, CT_TOKEN], [4, signer.kid], [5, new Uint8Array(12)]]), payload), ErrorCode.COSE_MALFORMED],
-    ['content type as an integer (CoAP format)', craft(header([[1, -7], [3, 60], [4, signer.kid]]), payload), ErrorCode.COSE_MALFORMED],
-    ['content type missing', craft(header([[1, -7], [4, signer.kid]]), payload), ErrorCode.COSE_MALFORMED],
-    ['kid missing', craft(header([[1, -7], [3, CT_TOKEN]]), payload), ErrorCode.COSE_MALFORMED],
-    ['kid of 8 bytes', craft(header([[1, -7], [3, CT_TOKEN], [4, signer.kid.slice(0, 8)]]), payload), ErrorCode.COSE_MALFORMED],
-    ['kid as text', craft(header([[1, -7], [3, CT_TOKEN], [4, 'kid']]), payload), ErrorCode.COSE_MALFORMED],
+    [
+      'extra protected parameter (crit)',
+      craft(
+        header([
+          [1, -7],
+          [2, [3]],
+          [3, CT_TOKEN],
+          [4, signer.kid],
+        ]),
+        payload,
+      ),
+      ErrorCode.COSE_MALFORMED,
+    ],
+    [
+      'extra protected parameter (IV)',
+      craft(
+        header([
+          [1, -7],
+          [3, CT_TOKEN],
+          [4, signer.kid],
+          [5, new Uint8Array(12)],
+        ]),
+        payload,
+      ),
+      ErrorCode.COSE_MALFORMED,
+    ],
+    [
+      'content type as an integer (CoAP format)',
+      craft(
+        header([
+          [1, -7],
+          [3, 60],
+          [4, signer.kid],
+        ]),
+        payload,
+      ),
+      ErrorCode.COSE_MALFORMED,
+    ],
+    [
+      'content type missing',
+      craft(
+        header([
+          [1, -7],
+          [4, signer.kid],
+        ]),
+        payload,
+      ),
+      ErrorCode.COSE_MALFORMED,
+    ],
+    [
+      'kid missing',
+      craft(
+        header([
+          [1, -7],
+          [3, CT_TOKEN],
+        ]),
+        payload,
+      ),
+      ErrorCode.COSE_MALFORMED,
+    ],
+    [
+      'kid of 8 bytes',
+      craft(
+        header([
+          [1, -7],
+          [3, CT_TOKEN],
+          [4, signer.kid.slice(0, 8)],
+        ]),
+        payload,
+      ),
+      ErrorCode.COSE_MALFORMED,
+    ],
+    [
+      'kid as text',
+      craft(
+        header([
+          [1, -7],
+          [3, CT_TOKEN],
+          [4, 'kid'],
+        ]),
+        payload,
+      ),
+      ErrorCode.COSE_MALFORMED,
+    ],
     ['protected header not a map', craft(encodeDeterministic([1, -7]), payload), ErrorCode.COSE_MALFORMED],
-    ['protected header not deterministic (unsorted)', craft(fromHex('a3' + '0450' + toHex(signer.kid) + '0126' + '0378' + '19' + toHex(utf8(CT_TOKEN))), payload), ErrorCode.CBOR_NON_DETERMINISTIC],
-    ['protected header over 256 bytes', craft(header([[1, -7], [3, 'x'.repeat(300)], [4, signer.kid]]), payload), ErrorCode.TOO_LARGE],
+    [
+      'protected header not deterministic (unsorted)',
+      craft(fromHex('a3' + '0450' + toHex(signer.kid) + '0126' + '0378' + '19' + toHex(utf8(CT_TOKEN))), payload),
+      ErrorCode.CBOR_NON_DETERMINISTIC,
+    ],
+    [
+      'protected header over 256 bytes',
+      craft(
+        header([
+          [1, -7],
+          [3, 'x'.repeat(300)],
+          [4, signer.kid],
+        ]),
+        payload,
+      ),
+      ErrorCode.TOO_LARGE,
+    ],
     ['empty protected header bytes', craft(new Uint8Array(0), payload), ErrorCode.CBOR_MALFORMED],
     ['payload not a Token', craft(prot, encodeDeterministic([1, 2, 3])), ErrorCode.SCHEMA_WRONG_TYPE],
     ['trailing byte after the object', Uint8Array.from([...good, 0]), ErrorCode.CBOR_MALFORMED],
   ];
-  for (const [name, bytes, code] of cases) t.is(codeOf(() => verifySigned('Token', bytes, keys.publicKey)), code, name);
+  for (const [name, bytes, code] of cases)
+    t.is(
+      codeOf(() => verifySigned('Token', bytes, keys.publicKey)),
+      code,
+      name,
+    );
 });
 
 test('an object over the message size limit is TOO_LARGE before it is parsed', (t) => {
   const bytes = signMessage('Token', token, signer);
   const padded = new Uint8Array(MESSAGES.Token.maxSize + 1);
   padded.set(bytes);
-  t.is(codeOf(() => openSigned('Token', padded)), ErrorCode.TOO_LARGE);
+  t.is(
+    codeOf(() => openSigned('Token', padded)),
+    ErrorCode.TOO_LARGE,
+  );
 });
 
 // ---------------------------------------------------------------- tampering and keys
@@ -241,7 +390,11 @@ test('a tampered payload is BAD_SIGNATURE (every byte of a serial, one at a time
   for (let i = 0; i < 16; i++) {
     const bad = bytes.slice();
     bad[at + i] ^= 0x01;
-    t.is(codeOf(() => verifySigned('Token', bad, keys.publicKey)), ErrorCode.BAD_SIGNATURE, `byte ${i}`);
+    t.is(
+      codeOf(() => verifySigned('Token', bad, keys.publicKey)),
+      ErrorCode.BAD_SIGNATURE,
+      `byte ${i}`,
+    );
   }
 });
 
@@ -252,7 +405,10 @@ test('a tampered protected header is BAD_SIGNATURE when the envelope is still we
   const prot = protectedHeader(MESSAGES.Outcome.contentType, signer.kid);
   const swapped = craft(prot, orig.payload, { signature: orig.signature });
   const decoded = decodeCoseSign1(swapped, 512);
-  t.is(codeOf(() => verifyCoseSign1(decoded, keys.publicKey)), ErrorCode.BAD_SIGNATURE);
+  t.is(
+    codeOf(() => verifyCoseSign1(decoded, keys.publicKey)),
+    ErrorCode.BAD_SIGNATURE,
+  );
 });
 
 test('a flipped signature bit is BAD_SIGNATURE', (t) => {
@@ -260,17 +416,27 @@ test('a flipped signature bit is BAD_SIGNATURE', (t) => {
   for (const i of [1, 20, 40, 63]) {
     const bad = bytes.slice();
     bad[bad.length - 64 + i] ^= 0x80;
-    t.is(codeOf(() => verifySigned('Token', bad, keys.publicKey)), ErrorCode.BAD_SIGNATURE, `sig byte ${i}`);
+    t.is(
+      codeOf(() => verifySigned('Token', bad, keys.publicKey)),
+      ErrorCode.BAD_SIGNATURE,
+      `sig byte ${i}`,
+    );
   }
 });
 
 test('kid that does not name the given key is KEY_MISMATCH; signed by another key under our kid is BAD_SIGNATURE', (t) => {
   const bytes = signMessage('Token', token, signer);
-  t.is(codeOf(() => verifySigned('Token', bytes, other.publicKey)), ErrorCode.KEY_MISMATCH);
+  t.is(
+    codeOf(() => verifySigned('Token', bytes, other.publicKey)),
+    ErrorCode.KEY_MISMATCH,
+  );
   // An impostor puts our kid in its header and signs with its own key.
   const impostor: Signer = { kid: signer.kid, sign: (m) => sign(m, other.secretKey) };
   const forged = signMessage('Token', token, impostor);
-  t.is(codeOf(() => verifySigned('Token', forged, keys.publicKey)), ErrorCode.BAD_SIGNATURE);
+  t.is(
+    codeOf(() => verifySigned('Token', forged, keys.publicKey)),
+    ErrorCode.BAD_SIGNATURE,
+  );
 });
 
 test('an invalid public key never verifies', (t) => {
@@ -280,7 +446,10 @@ test('an invalid public key never verifies', (t) => {
   offCurve[64] ^= 1;
   t.false(nobleVerifier.verify(cs.signature, sigStructure(cs.protectedBytes, cs.payload), offCurve));
   t.false(nativeVerifier.verify(cs.signature, sigStructure(cs.protectedBytes, cs.payload), offCurve));
-  t.is(codeOf(() => keyId(keys.publicKey.slice(0, 33))), ErrorCode.BAD_KEY);
+  t.is(
+    codeOf(() => keyId(keys.publicKey.slice(0, 33))),
+    ErrorCode.BAD_KEY,
+  );
 });
 
 // ---------------------------------------------------------------- low-S (SPEC.md §4.4)
@@ -296,8 +465,14 @@ test('the high-S twin of a valid signature is rejected by both verifiers, though
   t.false(nobleVerifier.verify(high, msg, keys.publicKey));
   t.false(nativeVerifier.verify(high, msg, keys.publicKey));
   const highObject = craft(cs.protectedBytes, cs.payload, { signature: high });
-  t.is(codeOf(() => verifySigned('Token', highObject, keys.publicKey)), ErrorCode.BAD_SIGNATURE);
-  t.is(codeOf(() => verifySigned('Token', highObject, keys.publicKey, nativeVerifier)), ErrorCode.BAD_SIGNATURE);
+  t.is(
+    codeOf(() => verifySigned('Token', highObject, keys.publicKey)),
+    ErrorCode.BAD_SIGNATURE,
+  );
+  t.is(
+    codeOf(() => verifySigned('Token', highObject, keys.publicKey, nativeVerifier)),
+    ErrorCode.BAD_SIGNATURE,
+  );
   // An ordinary COSE library accepts the twin: the rejection is DT's own rule.
   const x = Buffer.from(keys.publicKey.slice(1, 33));
   const y = Buffer.from(keys.publicKey.slice(33, 65));
@@ -345,7 +520,12 @@ test('coseSign1 signs arbitrary payload bytes under any content type and verifie
   const cs = decodeCoseSign1(bytes, 1024);
   t.is(cs.contentType, 'application/example');
   t.notThrows(() => verifyCoseSign1(cs, keys.publicKey));
-  t.true(isDtError(t.throws(() => verifyCoseSign1(cs, other.publicKey)), ErrorCode.KEY_MISMATCH));
+  t.true(
+    isDtError(
+      t.throws(() => verifyCoseSign1(cs, other.publicKey)),
+      ErrorCode.KEY_MISMATCH,
+    ),
+  );
 });
 
 function indexOf(haystack: Uint8Array, needle: Uint8Array): number {

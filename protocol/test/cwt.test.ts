@@ -85,7 +85,10 @@ test('the native verifier gives the same verdicts as the reference', (t) => {
   const p = pki();
   t.notThrows(() => verifyChain(p.cardChain, { root: p.root, at: T0, leafRole: Role.CARD, verifier: nativeVerifier }));
   const forged = forgedUnderKid(p);
-  t.is(codeOf(() => verifyChain([forged, p.issuingBank.cert], { root: p.root, at: T0, leafRole: Role.CARD, verifier: nativeVerifier })), ErrorCode.BAD_SIGNATURE);
+  t.is(
+    codeOf(() => verifyChain([forged, p.issuingBank.cert], { root: p.root, at: T0, leafRole: Role.CARD, verifier: nativeVerifier })),
+    ErrorCode.BAD_SIGNATURE,
+  );
 });
 
 // ---------------------------------------------------------------- validity windows
@@ -124,21 +127,36 @@ test('a not-yet-valid bank is CERT_NOT_YET_VALID at index 1', (t) => {
 
 test('a chain verified for the wrong leaf role is CERT_WRONG_ROLE', (t) => {
   const p = pki();
-  t.is(codeOf(() => verifyChain(p.cardChain, { root: p.root, at: T0, leafRole: Role.TERMINAL })), ErrorCode.CERT_WRONG_ROLE);
-  t.is(codeOf(() => verifyChain(p.terminalChain, { root: p.root, at: T0, leafRole: Role.CARD })), ErrorCode.CERT_WRONG_ROLE);
-  t.is(codeOf(() => verifyChain([p.issuingBank.cert], { root: p.root, at: T0, leafRole: Role.LEDGER })), ErrorCode.CERT_WRONG_ROLE);
+  t.is(
+    codeOf(() => verifyChain(p.cardChain, { root: p.root, at: T0, leafRole: Role.TERMINAL })),
+    ErrorCode.CERT_WRONG_ROLE,
+  );
+  t.is(
+    codeOf(() => verifyChain(p.terminalChain, { root: p.root, at: T0, leafRole: Role.CARD })),
+    ErrorCode.CERT_WRONG_ROLE,
+  );
+  t.is(
+    codeOf(() => verifyChain([p.issuingBank.cert], { root: p.root, at: T0, leafRole: Role.LEDGER })),
+    ErrorCode.CERT_WRONG_ROLE,
+  );
 });
 
 test('a card certified by a bank without ISSUING is CERT_NOT_PERMITTED', (t) => {
   const p = pki();
   const card = party('card-of-acquirer', Role.CARD, p.acquiringBank.signer);
-  t.is(codeOf(() => verifyChain([card.cert, p.acquiringBank.cert], { root: p.root, at: T0, leafRole: Role.CARD })), ErrorCode.CERT_NOT_PERMITTED);
+  t.is(
+    codeOf(() => verifyChain([card.cert, p.acquiringBank.cert], { root: p.root, at: T0, leafRole: Role.CARD })),
+    ErrorCode.CERT_NOT_PERMITTED,
+  );
 });
 
 test('a terminal certified by a bank without ACQUIRING is CERT_NOT_PERMITTED', (t) => {
   const p = pki();
   const term = party('terminal-of-issuer-bank', Role.TERMINAL, p.issuingBank.signer);
-  t.is(codeOf(() => verifyChain([term.cert, p.issuingBank.cert], { root: p.root, at: T0, leafRole: Role.TERMINAL })), ErrorCode.CERT_NOT_PERMITTED);
+  t.is(
+    codeOf(() => verifyChain([term.cert, p.issuingBank.cert], { root: p.root, at: T0, leafRole: Role.TERMINAL })),
+    ErrorCode.CERT_NOT_PERMITTED,
+  );
 });
 
 test('only the relations of SPEC.md §5.2 are valid: wrong issuers are CERT_CHAIN_BROKEN', (t) => {
@@ -161,7 +179,10 @@ test('only the relations of SPEC.md §5.2 are valid: wrong issuers are CERT_CHAI
 
 test('an ISSUER certificate inside a chain is CERT_WRONG_ROLE', (t) => {
   const p = pki();
-  t.is(codeOf(() => verifyChain([p.card.cert, p.issuingBank.cert, p.issuer.cert], { root: p.root, at: T0, leafRole: Role.CARD })), ErrorCode.CERT_WRONG_ROLE);
+  t.is(
+    codeOf(() => verifyChain([p.card.cert, p.issuingBank.cert, p.issuer.cert], { root: p.root, at: T0, leafRole: Role.CARD })),
+    ErrorCode.CERT_WRONG_ROLE,
+  );
 });
 
 // ---------------------------------------------------------------- broken and foreign chains
@@ -169,7 +190,10 @@ test('an ISSUER certificate inside a chain is CERT_WRONG_ROLE', (t) => {
 test('a card certificate presented with another bank than its issuer is CERT_CHAIN_BROKEN', (t) => {
   const p = pki();
   const otherIssuingBank = party('other-issuing-bank', Role.BANK, p.issuer.signer, { perms: BankPermission.ISSUING });
-  t.is(codeOf(() => verifyChain([p.card.cert, otherIssuingBank.cert], { root: p.root, at: T0, leafRole: Role.CARD })), ErrorCode.CERT_CHAIN_BROKEN);
+  t.is(
+    codeOf(() => verifyChain([p.card.cert, otherIssuingBank.cert], { root: p.root, at: T0, leafRole: Role.CARD })),
+    ErrorCode.CERT_CHAIN_BROKEN,
+  );
 });
 
 test('a chain in the wrong order (root side first) is rejected', (t) => {
@@ -187,7 +211,10 @@ function forgedUnderKid(p: ReturnType<typeof pki>): Uint8Array {
 
 test('a certificate that names the right issuer kid but is signed by another key is BAD_SIGNATURE', (t) => {
   const p = pki();
-  t.is(codeOf(() => verifyChain([forgedUnderKid(p), p.issuingBank.cert], { root: p.root, at: T0, leafRole: Role.CARD })), ErrorCode.BAD_SIGNATURE);
+  t.is(
+    codeOf(() => verifyChain([forgedUnderKid(p), p.issuingBank.cert], { root: p.root, at: T0, leafRole: Role.CARD })),
+    ErrorCode.BAD_SIGNATURE,
+  );
 });
 
 test('a tampered certificate (claims changed after signing) is BAD_SIGNATURE', (t) => {
@@ -199,7 +226,10 @@ test('a tampered certificate (claims changed after signing) is BAD_SIGNATURE', (
   t.true(at > 0);
   bytes[at / 2 + 1] = 0x7f;
   t.true(openSigned('Certificate', bytes).message.limits!.perPayment > 5_000_000);
-  t.is(codeOf(() => verifyChain([bytes, p.issuingBank.cert], { root: p.root, at: T0, leafRole: Role.CARD })), ErrorCode.BAD_SIGNATURE);
+  t.is(
+    codeOf(() => verifyChain([bytes, p.issuingBank.cert], { root: p.root, at: T0, leafRole: Role.CARD })),
+    ErrorCode.BAD_SIGNATURE,
+  );
 });
 
 test('a chain from another PKI (another root) is CERT_CHAIN_BROKEN under ours', (t) => {
@@ -207,7 +237,10 @@ test('a chain from another PKI (another root) is CERT_CHAIN_BROKEN under ours', 
   const rogueRoot = party('rogue-issuer', Role.ISSUER, 'self');
   const rogueBank = party('rogue-bank', Role.BANK, rogueRoot.signer, { perms: BankPermission.ISSUING });
   const rogueCard = party('rogue-card', Role.CARD, rogueBank.signer);
-  t.is(codeOf(() => verifyChain([rogueCard.cert, rogueBank.cert], { root: p.root, at: T0, leafRole: Role.CARD })), ErrorCode.CERT_CHAIN_BROKEN);
+  t.is(
+    codeOf(() => verifyChain([rogueCard.cert, rogueBank.cert], { root: p.root, at: T0, leafRole: Role.CARD })),
+    ErrorCode.CERT_CHAIN_BROKEN,
+  );
   // It verifies under its own root: the rejection is about trust, not format.
   const rogue = verifyRoot(rogueRoot.cert, T0);
   t.notThrows(() => verifyChain([rogueCard.cert, rogueBank.cert], { root: rogue, at: T0, leafRole: Role.CARD }));
@@ -224,8 +257,15 @@ test('chain length: empty or over LIMITS.maxChainCerts is CERT_CHAIN_BROKEN; 3 c
 
 test('a chain element that is not a certificate is rejected by its content type', (t) => {
   const p = pki();
-  const token = signMessage('Token', { serial: new Uint8Array(16), value: 1, currency: 398, owner: new Uint8Array(16), issued: T0 }, p.issuingBank.signer);
-  t.is(codeOf(() => verifyChain([token, p.issuingBank.cert], { root: p.root, at: T0, leafRole: Role.CARD })), ErrorCode.COSE_WRONG_CONTENT_TYPE);
+  const token = signMessage(
+    'Token',
+    { serial: new Uint8Array(16), value: 1, currency: 398, owner: new Uint8Array(16), issued: T0 },
+    p.issuingBank.signer,
+  );
+  t.is(
+    codeOf(() => verifyChain([token, p.issuingBank.cert], { root: p.root, at: T0, leafRole: Role.CARD })),
+    ErrorCode.COSE_WRONG_CONTENT_TYPE,
+  );
 });
 
 // ---------------------------------------------------------------- the root
@@ -234,27 +274,42 @@ test('verifyRoot: pinned kid matches; another pin is CERT_UNTRUSTED_ROOT', (t) =
   const p = pki();
   t.deepEqual(verifyRoot(p.issuer.cert, T0, p.issuer.signer.kid).kid, p.issuer.signer.kid);
   const rogueRoot = party('rogue-issuer', Role.ISSUER, 'self');
-  t.is(codeOf(() => verifyRoot(rogueRoot.cert, T0, p.issuer.signer.kid)), ErrorCode.CERT_UNTRUSTED_ROOT);
+  t.is(
+    codeOf(() => verifyRoot(rogueRoot.cert, T0, p.issuer.signer.kid)),
+    ErrorCode.CERT_UNTRUSTED_ROOT,
+  );
 });
 
 test('verifyRoot: a root that is not role ISSUER is CERT_WRONG_ROLE', (t) => {
   const selfBank = party('self-signed-bank', Role.BANK, 'self', { perms: BankPermission.ISSUING });
-  t.is(codeOf(() => verifyRoot(selfBank.cert, T0)), ErrorCode.CERT_WRONG_ROLE);
+  t.is(
+    codeOf(() => verifyRoot(selfBank.cert, T0)),
+    ErrorCode.CERT_WRONG_ROLE,
+  );
 });
 
 test('verifyRoot: a root not signed by its own key is rejected', (t) => {
   const p = pki();
   // Root claims with the issuer's key, signed by the ledger: kid names the ledger.
   const byOther = rawCert(Role.ISSUER, p.issuer.keys.publicKey, p.ledger.signer);
-  t.is(codeOf(() => verifyRoot(byOther, T0)), ErrorCode.KEY_MISMATCH);
+  t.is(
+    codeOf(() => verifyRoot(byOther, T0)),
+    ErrorCode.KEY_MISMATCH,
+  );
   // Under the issuer's kid but signed with another key.
   const impostor: Signer = { kid: p.issuer.signer.kid, sign: (m) => sign(m, keysFor('attacker').secretKey) };
-  t.is(codeOf(() => verifyRoot(rawCert(Role.ISSUER, p.issuer.keys.publicKey, impostor), T0)), ErrorCode.BAD_SIGNATURE);
+  t.is(
+    codeOf(() => verifyRoot(rawCert(Role.ISSUER, p.issuer.keys.publicKey, impostor), T0)),
+    ErrorCode.BAD_SIGNATURE,
+  );
 });
 
 test('verifyRoot: an expired root is CERT_EXPIRED', (t) => {
   const p = pki();
-  t.is(codeOf(() => verifyRoot(p.issuer.cert, T0 + 366 * DAY, p.issuer.signer.kid)), ErrorCode.CERT_EXPIRED);
+  t.is(
+    codeOf(() => verifyRoot(p.issuer.cert, T0 + 366 * DAY, p.issuer.signer.kid)),
+    ErrorCode.CERT_EXPIRED,
+  );
 });
 
 // ---------------------------------------------------------------- claims
@@ -271,16 +326,27 @@ test('issueCertificate refuses claims that do not fit the role (CERT_WRONG_ROLE)
     ['ledger with a merchant', { ...template(Role.LEDGER, pk), merchant: template(Role.TERMINAL, pk).merchant }],
     ['nbf after exp', { ...template(Role.LEDGER, pk), nbf: T0 + 10, exp: T0 }],
   ];
-  for (const [name, tpl] of bad) t.is(codeOf(() => issueCertificate(tpl, p.issuer.signer)), ErrorCode.CERT_WRONG_ROLE, name);
+  for (const [name, tpl] of bad)
+    t.is(
+      codeOf(() => issueCertificate(tpl, p.issuer.signer)),
+      ErrorCode.CERT_WRONG_ROLE,
+      name,
+    );
 });
 
 test('verifyChain re-checks claims: a signed certificate with inconsistent claims is CERT_WRONG_ROLE', (t) => {
   const p = pki();
   const pk = keysFor('inconsistent-card').publicKey;
   const noLimits = rawCert(Role.CARD, pk, p.issuingBank.signer, { limits: undefined });
-  t.is(codeOf(() => verifyChain([noLimits, p.issuingBank.cert], { root: p.root, at: T0, leafRole: Role.CARD })), ErrorCode.CERT_WRONG_ROLE);
+  t.is(
+    codeOf(() => verifyChain([noLimits, p.issuingBank.cert], { root: p.root, at: T0, leafRole: Role.CARD })),
+    ErrorCode.CERT_WRONG_ROLE,
+  );
   const withPerms = rawCert(Role.CARD, pk, p.issuingBank.signer, { perms: 3 });
-  t.is(codeOf(() => verifyChain([withPerms, p.issuingBank.cert], { root: p.root, at: T0, leafRole: Role.CARD })), ErrorCode.CERT_WRONG_ROLE);
+  t.is(
+    codeOf(() => verifyChain([withPerms, p.issuingBank.cert], { root: p.root, at: T0, leafRole: Role.CARD })),
+    ErrorCode.CERT_WRONG_ROLE,
+  );
 });
 
 test('cnf: a kid that does not match the key is KEY_MISMATCH; coordinates off the curve are BAD_KEY', (t) => {
@@ -288,12 +354,21 @@ test('cnf: a kid that does not match the key is KEY_MISMATCH; coordinates off th
   const pk = keysFor('cnf-card').publicKey;
   const { x, y } = publicKeyCoordinates(pk);
   const wrongKid = rawCert(Role.CARD, pk, p.issuingBank.signer, { cnf: { coseKey: { kid: new Uint8Array(16), x, y } } });
-  t.is(codeOf(() => verifyChain([wrongKid, p.issuingBank.cert], { root: p.root, at: T0, leafRole: Role.CARD })), ErrorCode.KEY_MISMATCH);
+  t.is(
+    codeOf(() => verifyChain([wrongKid, p.issuingBank.cert], { root: p.root, at: T0, leafRole: Role.CARD })),
+    ErrorCode.KEY_MISMATCH,
+  );
   const badY = y.slice();
   badY[31] ^= 1;
   const offCurve = rawCert(Role.CARD, pk, p.issuingBank.signer, { cnf: { coseKey: { kid: keyId(pk), x, y: badY } } });
-  t.is(codeOf(() => verifyChain([offCurve, p.issuingBank.cert], { root: p.root, at: T0, leafRole: Role.CARD })), ErrorCode.BAD_KEY);
-  t.is(codeOf(() => subjectKey(openSigned('Certificate', offCurve).message)), ErrorCode.BAD_KEY);
+  t.is(
+    codeOf(() => verifyChain([offCurve, p.issuingBank.cert], { root: p.root, at: T0, leafRole: Role.CARD })),
+    ErrorCode.BAD_KEY,
+  );
+  t.is(
+    codeOf(() => subjectKey(openSigned('Certificate', offCurve).message)),
+    ErrorCode.BAD_KEY,
+  );
 });
 
 test('issued certificates carry the cnf COSE_Key of the subject and fit the size limit', (t) => {

@@ -1,10 +1,35 @@
 import test from 'ava';
 
 import {
-  BankPermission, CARD_TIME_AHEAD, Cvm, CURRENCY_KZT, ErrorCode, GENESIS_PREV, ReferenceWallet, Role,
-  createTrustStore, decodeMessage, encodeMessage, generateKeyPair, issueCertificate, keyPairSigner,
-  openSigned, outputId, payloadHash, signMessage, validateHandover, handoverTransfers, decodeDeterministic, encodeDeterministic, bytesEqual as bytesEq,
-  type ExpectedRequest, type HandoverContext, type KeyPair, type Mark, type Signer, type Transfer,
+  BankPermission,
+  CARD_TIME_AHEAD,
+  Cvm,
+  CURRENCY_KZT,
+  ErrorCode,
+  GENESIS_PREV,
+  ReferenceWallet,
+  Role,
+  createTrustStore,
+  decodeMessage,
+  encodeMessage,
+  generateKeyPair,
+  issueCertificate,
+  keyPairSigner,
+  openSigned,
+  outputId,
+  payloadHash,
+  signMessage,
+  validateHandover,
+  handoverTransfers,
+  decodeDeterministic,
+  encodeDeterministic,
+  bytesEqual as bytesEq,
+  type ExpectedRequest,
+  type HandoverContext,
+  type KeyPair,
+  type Mark,
+  type Signer,
+  type Transfer,
 } from '../src/index.ts';
 import { nativeVerifier } from '../src/native.ts';
 
@@ -13,9 +38,18 @@ const rnd = (n: number) => crypto.getRandomValues(new Uint8Array(n));
 const T0 = 1_800_000_000;
 const YEAR = 365 * 86400;
 
-interface Party { keys: KeyPair; signer: Signer; cert: Uint8Array }
+interface Party {
+  keys: KeyPair;
+  signer: Signer;
+  cert: Uint8Array;
+}
 
-function party(role: number, issuer: Signer | null, extra: Record<string, unknown> = {}, validity = { nbf: T0 - YEAR, exp: T0 + YEAR }): Party {
+function party(
+  role: number,
+  issuer: Signer | null,
+  extra: Record<string, unknown> = {},
+  validity = { nbf: T0 - YEAR, exp: T0 + YEAR },
+): Party {
   const keys = generateKeyPair(rnd);
   const signer = keyPairSigner(keys);
   const cert = issueCertificate(
@@ -96,7 +130,10 @@ test('a valid chained handover validates, with noble and native verifiers alike'
     t.deepEqual(res.cardKid, c.signer.kid);
     t.deepEqual(res.issuingBankKid, w.bank.signer.kid);
     t.is(res.transfer.counter, 3);
-    t.is(res.inputs.reduce((s, x) => s + x.value, 0), res.transfer.outputs.reduce((s, o) => s + o.value, 0));
+    t.is(
+      res.inputs.reduce((s, x) => s + x.value, 0),
+      res.transfer.outputs.reduce((s, o) => s + o.value, 0),
+    );
   }
   // The handover carries exactly the tokens the chain derives from.
   const h = decodeMessage('Handover', p3.handover);
@@ -127,7 +164,11 @@ test('HANDOVER_CHAIN: expired card, foreign root, bank without ISSUING, mismatch
   const acq = party(Role.BANK, w.root.signer, { perms: BankPermission.ACQUIRING });
   const c2 = w.card(LIMITS, undefined, acq);
   c2.wallet.holdTokens([w.token(c2.signer.kid, 1000)], w.ledger.keys.publicKey);
-  t.like(validateHandover(c2.wallet.pay(request(shop, 100)).handover, ctx(w)), { ok: false, code: ErrorCode.HANDOVER_CHAIN, detail: ErrorCode.CERT_NOT_PERMITTED });
+  t.like(validateHandover(c2.wallet.pay(request(shop, 100)).handover, ctx(w)), {
+    ok: false,
+    code: ErrorCode.HANDOVER_CHAIN,
+    detail: ErrorCode.CERT_NOT_PERMITTED,
+  });
 
   // A chain from another issuer root.
   const other = world();
@@ -139,7 +180,9 @@ test('HANDOVER_CHAIN: expired card, foreign root, bank without ISSUING, mismatch
   const c4 = w.card();
   const c5 = w.card();
   c4.wallet.holdTokens([w.token(c4.signer.kid, 1000)], w.ledger.keys.publicKey);
-  const h = patch(c4.wallet.pay(request(shop, 100)).handover, (x) => { x.chain = [c5.cert, w.bank.cert]; });
+  const h = patch(c4.wallet.pay(request(shop, 100)).handover, (x) => {
+    x.chain = [c5.cert, w.bank.cert];
+  });
   t.like(validateHandover(h, ctx(w)), { ok: false, code: ErrorCode.HANDOVER_CHAIN });
 });
 
@@ -148,7 +191,10 @@ test('CARD_REVOKED when the revocation lookup names the card', (t) => {
   const c = w.card();
   c.wallet.holdTokens([w.token(c.signer.kid, 1000)], w.ledger.keys.publicKey);
   const p = c.wallet.pay(request(w.terminal(), 100));
-  t.like(validateHandover(p.handover, ctx(w, { isRevoked: (k) => k[0] === c.signer.kid[0] && k[1] === c.signer.kid[1] })), { ok: false, code: ErrorCode.CARD_REVOKED });
+  t.like(validateHandover(p.handover, ctx(w, { isRevoked: (k) => k[0] === c.signer.kid[0] && k[1] === c.signer.kid[1] })), {
+    ok: false,
+    code: ErrorCode.CARD_REVOKED,
+  });
   t.true(validateHandover(p.handover, ctx(w, { isRevoked: () => false })).ok);
 });
 
@@ -165,10 +211,25 @@ test('TOKEN_INVALID: forged, foreign-owned, duplicated or expired token', (t) =>
     const tok = make(c.signer.kid);
     // Build the transfer by hand: the wallet would refuse foreign tokens.
     const serial = openSigned('Token', tok).message.serial;
-    const tr = signMessage('Transfer', {
-      card: c.signer.kid, counter: 1, prev: GENESIS_PREV, inputs: [serial], outputs: [{ value: 1000, owner: shop.signer.kid }],
-      amount: 1000, currency: CURRENCY_KZT, payee: shop.signer.kid, merchant: shop.merchant, mcc: shop.mcc, nonce: rnd(16), time: T0, cvm: 0,
-    }, c.signer);
+    const tr = signMessage(
+      'Transfer',
+      {
+        card: c.signer.kid,
+        counter: 1,
+        prev: GENESIS_PREV,
+        inputs: [serial],
+        outputs: [{ value: 1000, owner: shop.signer.kid }],
+        amount: 1000,
+        currency: CURRENCY_KZT,
+        payee: shop.signer.kid,
+        merchant: shop.merchant,
+        mcc: shop.mcc,
+        nonce: rnd(16),
+        time: T0,
+        cvm: 0,
+      },
+      c.signer,
+    );
     const h = encodeMessage('Handover', { transfer: tr, chain: [c.cert, w.bank.cert], tokens: [tok], history: [] });
     t.like(validateHandover(h, ctx(w)), { ok: false, code: ErrorCode.TOKEN_INVALID, index: 0 }, name);
   }
@@ -176,14 +237,30 @@ test('TOKEN_INVALID: forged, foreign-owned, duplicated or expired token', (t) =>
   const tok = w.token(c.signer.kid, 1000);
   c.wallet.holdTokens([tok], w.ledger.keys.publicKey);
   const p = c.wallet.pay(request(shop, 100));
-  t.like(validateHandover(patch(p.handover, (x) => { x.tokens = [tok, tok]; }), ctx(w)), { ok: false, code: ErrorCode.TOKEN_INVALID, index: 1 });
+  t.like(
+    validateHandover(
+      patch(p.handover, (x) => {
+        x.tokens = [tok, tok];
+      }),
+      ctx(w),
+    ),
+    { ok: false, code: ErrorCode.TOKEN_INVALID, index: 1 },
+  );
 
   const c2 = w.card();
   const serial = new Uint8Array(16).fill(7);
-  const expiring = signMessage('Token', { serial, value: 500, currency: CURRENCY_KZT, owner: c2.signer.kid, issued: T0 - 100, expires: T0 - 1 }, w.ledger.signer);
+  const expiring = signMessage(
+    'Token',
+    { serial, value: 500, currency: CURRENCY_KZT, owner: c2.signer.kid, issued: T0 - 100, expires: T0 - 1 },
+    w.ledger.signer,
+  );
   c2.wallet.holdTokens([expiring], w.ledger.keys.publicKey);
   // Input selection (like the card's) skips a coin expired at the request time: name it as the input.
-  t.like(validateHandover(c2.wallet.pay(request(shop, 100), { inputs: [serial] }).handover, ctx(w)), { ok: false, code: ErrorCode.TOKEN_INVALID, detail: 'token expired' });
+  t.like(validateHandover(c2.wallet.pay(request(shop, 100), { inputs: [serial] }).handover, ctx(w)), {
+    ok: false,
+    code: ErrorCode.TOKEN_INVALID,
+    detail: 'token expired',
+  });
 });
 
 test('TRANSFER_SIGNATURE and HISTORY_BROKEN over the chain', (t) => {
@@ -197,23 +274,37 @@ test('TRANSFER_SIGNATURE and HISTORY_BROKEN over the chain', (t) => {
   const intruder = generateKeyPair(rnd);
 
   // The paying transfer re-signed by another key (same card field).
-  const forged = patch(p.handover, (x) => { x.transfer = resign(x.transfer, keyPairSigner(intruder)); });
+  const forged = patch(p.handover, (x) => {
+    x.transfer = resign(x.transfer, keyPairSigner(intruder));
+  });
   t.like(validateHandover(forged, ctx(w)), { ok: false, code: ErrorCode.TRANSFER_SIGNATURE, index: 2 });
 
   // A flipped signature bit.
-  const flipped = patch(p.handover, (x) => { const b = x.transfer.slice(); b[b.length - 1]! ^= 1; x.transfer = b; });
+  const flipped = patch(p.handover, (x) => {
+    const b = x.transfer.slice();
+    b[b.length - 1]! ^= 1;
+    x.transfer = b;
+  });
   t.like(validateHandover(flipped, ctx(w)), { ok: false, code: ErrorCode.TRANSFER_SIGNATURE });
 
   // A history transfer left out: the counter jumps.
-  const gap = patch(p.handover, (x) => { x.history = [x.history[0]!]; });
+  const gap = patch(p.handover, (x) => {
+    x.history = [x.history[0]!];
+  });
   t.like(validateHandover(gap, ctx(w)), { ok: false, code: ErrorCode.HISTORY_BROKEN, index: 1 });
 
   // History reordered.
-  const swapped = patch(p.handover, (x) => { x.history = [x.history[1]!, x.history[0]!]; });
+  const swapped = patch(p.handover, (x) => {
+    x.history = [x.history[1]!, x.history[0]!];
+  });
   t.like(validateHandover(swapped, ctx(w)), { ok: false, code: ErrorCode.HISTORY_BROKEN });
 
   // A transfer with the right counter but a wrong prev (signed by the card: a fork).
-  const fork = patch(p.handover, (x) => { x.transfer = resign(x.transfer, c.signer, (tr) => { tr.prev = new Uint8Array(32).fill(9); }); });
+  const fork = patch(p.handover, (x) => {
+    x.transfer = resign(x.transfer, c.signer, (tr) => {
+      tr.prev = new Uint8Array(32).fill(9);
+    });
+  });
   t.like(validateHandover(fork, ctx(w)), { ok: false, code: ErrorCode.HISTORY_BROKEN, index: 2 });
 });
 
@@ -225,22 +316,58 @@ test('the receipt anchors the chain', (t) => {
   const req = c.wallet.beginSync(rnd(16));
   const sr = openSigned('SyncRequest', req);
   const tok = w.token(c.signer.kid, 5000);
-  const receipt = signMessage('SyncReceipt', { card: c.signer.kid, counter: sr.message.counter, request: payloadHash(sr.cose), tokens: [tok], time: T0, loaded: 5000, voided: [] }, w.ledger.signer);
+  const receipt = signMessage(
+    'SyncReceipt',
+    { card: c.signer.kid, counter: sr.message.counter, request: payloadHash(sr.cose), tokens: [tok], time: T0, loaded: 5000, voided: [] },
+    w.ledger.signer,
+  );
   c.wallet.completeSync(receipt, w.ledger.keys.publicKey);
   t.is(c.wallet.balance, 5000);
   const p = c.wallet.pay(request(shop, 100));
   t.true(validateHandover(p.handover, ctx(w)).ok);
   t.is(openSigned('Transfer', p.transfer).message.counter, 2);
   // A receipt of another sync does not anchor this chain.
-  const otherReceipt = signMessage('SyncReceipt', { card: c.signer.kid, counter: 1, request: new Uint8Array(32), tokens: [], time: T0, loaded: 0, voided: [] }, w.ledger.signer);
-  t.like(validateHandover(patch(p.handover, (x) => { x.receipt = otherReceipt; }), ctx(w)), { ok: false, code: ErrorCode.HISTORY_BROKEN });
+  const otherReceipt = signMessage(
+    'SyncReceipt',
+    { card: c.signer.kid, counter: 1, request: new Uint8Array(32), tokens: [], time: T0, loaded: 0, voided: [] },
+    w.ledger.signer,
+  );
+  t.like(
+    validateHandover(
+      patch(p.handover, (x) => {
+        x.receipt = otherReceipt;
+      }),
+      ctx(w),
+    ),
+    { ok: false, code: ErrorCode.HISTORY_BROKEN },
+  );
   // A receipt not signed by the ledger.
   const fake = signMessage('SyncReceipt', openSigned('SyncReceipt', receipt).message, c.signer);
-  t.like(validateHandover(patch(p.handover, (x) => { x.receipt = fake; }), ctx(w)), { ok: false, code: ErrorCode.HISTORY_BROKEN });
+  t.like(
+    validateHandover(
+      patch(p.handover, (x) => {
+        x.receipt = fake;
+      }),
+      ctx(w),
+    ),
+    { ok: false, code: ErrorCode.HISTORY_BROKEN },
+  );
   // A receipt that does not add up is refused by the wallet.
   const c2 = w.card();
   const req2 = openSigned('SyncRequest', c2.wallet.beginSync(rnd(16)));
-  const bad = signMessage('SyncReceipt', { card: c2.signer.kid, counter: req2.message.counter, request: payloadHash(req2.cose), tokens: [w.token(c2.signer.kid, 10)], time: T0, loaded: 5, voided: [] }, w.ledger.signer);
+  const bad = signMessage(
+    'SyncReceipt',
+    {
+      card: c2.signer.kid,
+      counter: req2.message.counter,
+      request: payloadHash(req2.cose),
+      tokens: [w.token(c2.signer.kid, 10)],
+      time: T0,
+      loaded: 5,
+      voided: [],
+    },
+    w.ledger.signer,
+  );
   t.throws(() => c2.wallet.completeSync(bad, w.ledger.keys.publicKey), { message: /VALUE_NOT_CONSERVED/ });
 });
 
@@ -249,12 +376,28 @@ test('a redeeming receipt (revoked card): tokens + redeemed must equal what the 
   const c = w.card();
   c.wallet.holdTokens([w.token(c.signer.kid, 1000)], w.ledger.keys.publicKey);
   const sr = openSigned('SyncRequest', c.wallet.beginSync(rnd(16)));
-  const rc = (redeemed: number, tokens: Uint8Array[] = []) => signMessage('SyncReceipt', {
-    card: c.signer.kid, counter: sr.message.counter, request: payloadHash(sr.cose), tokens, time: T0, loaded: 0, voided: [], redeemed,
-  }, w.ledger.signer);
+  const rc = (redeemed: number, tokens: Uint8Array[] = []) =>
+    signMessage(
+      'SyncReceipt',
+      {
+        card: c.signer.kid,
+        counter: sr.message.counter,
+        request: payloadHash(sr.cose),
+        tokens,
+        time: T0,
+        loaded: 0,
+        voided: [],
+        redeemed,
+      },
+      w.ledger.signer,
+    );
   t.throws(() => c.wallet.completeSync(rc(1001), w.ledger.keys.publicKey), { message: /VALUE_NOT_CONSERVED/ }, 'more redeemed than held');
   t.throws(() => c.wallet.completeSync(rc(999), w.ledger.keys.publicKey), { message: /VALUE_NOT_CONSERVED/ }, 'one tiyn lost');
-  t.throws(() => c.wallet.completeSync(rc(1000, [w.token(c.signer.kid, 1)]), w.ledger.keys.publicKey), { message: /VALUE_NOT_CONSERVED/ }, 'value created');
+  t.throws(
+    () => c.wallet.completeSync(rc(1000, [w.token(c.signer.kid, 1)]), w.ledger.keys.publicKey),
+    { message: /VALUE_NOT_CONSERVED/ },
+    'value created',
+  );
   t.is(c.wallet.balance, 1000, 'refusals change nothing');
   c.wallet.completeSync(rc(1000), w.ledger.keys.publicKey);
   t.is(c.wallet.balance, 0);
@@ -269,23 +412,44 @@ test('VALUE_NOT_CONSERVED: missing provenance, inflated outputs, input reused', 
   const p1 = c.wallet.pay(request(shop, 100));
   const p2 = c.wallet.pay(request(shop, 100));
   // The schema requires at least one token; a token unrelated to the chain leaves the first input unknown.
-  t.throws(() => patch(p2.handover, (x) => { x.tokens = []; }), { message: /SCHEMA_OUT_OF_RANGE/ });
+  t.throws(
+    () =>
+      patch(p2.handover, (x) => {
+        x.tokens = [];
+      }),
+    { message: /SCHEMA_OUT_OF_RANGE/ },
+  );
   const other = w.token(c.signer.kid, 5);
-  t.like(validateHandover(patch(p2.handover, (x) => { x.tokens = [other]; }), ctx(w)), { ok: false, code: ErrorCode.VALUE_NOT_CONSERVED, index: 0 });
+  t.like(
+    validateHandover(
+      patch(p2.handover, (x) => {
+        x.tokens = [other];
+      }),
+      ctx(w),
+    ),
+    { ok: false, code: ErrorCode.VALUE_NOT_CONSERVED, index: 0 },
+  );
   // The card signs more change than it had.
   const inflated = patch(p1.handover, (x) => {
-    x.transfer = resign(x.transfer, c.signer, (tr) => { tr.outputs = [tr.outputs[0]!, { ...tr.outputs[1]!, value: tr.outputs[1]!.value + 1 }]; });
+    x.transfer = resign(x.transfer, c.signer, (tr) => {
+      tr.outputs = [tr.outputs[0]!, { ...tr.outputs[1]!, value: tr.outputs[1]!.value + 1 }];
+    });
   });
   t.like(validateHandover(inflated, ctx(w)), { ok: false, code: ErrorCode.VALUE_NOT_CONSERVED });
   // The second transfer spends the token the first already spent.
   const p1t = openSigned('Transfer', p1.transfer).message;
   const reuse = patch(p2.handover, (x) => {
-    x.transfer = resign(x.transfer, c.signer, (tr) => { tr.inputs = [p1t.inputs[0]!]; tr.outputs = [tr.outputs[0]!, { value: 900, owner: c.signer.kid }]; });
+    x.transfer = resign(x.transfer, c.signer, (tr) => {
+      tr.inputs = [p1t.inputs[0]!];
+      tr.outputs = [tr.outputs[0]!, { value: 900, owner: c.signer.kid }];
+    });
   });
   t.like(validateHandover(reuse, ctx(w)), { ok: false, code: ErrorCode.VALUE_NOT_CONSERVED, index: 1 });
   // The payee output pays someone else than the named payee.
   const diverted = patch(p1.handover, (x) => {
-    x.transfer = resign(x.transfer, c.signer, (tr) => { tr.outputs = [{ ...tr.outputs[0]!, owner: c.signer.kid }, tr.outputs[1]!]; });
+    x.transfer = resign(x.transfer, c.signer, (tr) => {
+      tr.outputs = [{ ...tr.outputs[0]!, owner: c.signer.kid }, tr.outputs[1]!];
+    });
   });
   t.like(validateHandover(diverted, ctx(w)), { ok: false, code: ErrorCode.VALUE_NOT_CONSERVED });
 });
@@ -313,7 +477,9 @@ test('MARK_VIOLATION: marked value only where the mark allows, and never into un
   t.like(validateHandover(bad.handover, ctx(w)), { ok: false, code: ErrorCode.MARK_VIOLATION, index: 1 });
   // The change stripped of its mark.
   const stripped = patch(ok.handover, (x) => {
-    x.transfer = resign(x.transfer, c.signer, (tr) => { tr.outputs = [tr.outputs[0]!, { value: tr.outputs[1]!.value, owner: c.signer.kid }]; });
+    x.transfer = resign(x.transfer, c.signer, (tr) => {
+      tr.outputs = [tr.outputs[0]!, { value: tr.outputs[1]!.value, owner: c.signer.kid }];
+    });
   });
   t.like(validateHandover(stripped, ctx(w)), { ok: false, code: ErrorCode.MARK_VIOLATION });
 });
@@ -327,7 +493,10 @@ test('WRONG_PAYEE, REQUEST_MISMATCH and the torn-tap retry', (t) => {
   const r = request(shop, 700);
   const p = c.wallet.pay(r);
   t.true(validateHandover(p.handover, ctx(w, { request: r })).ok);
-  t.like(validateHandover(p.handover, ctx(w, { request: { ...r, terminal: thief.signer.kid } })), { ok: false, code: ErrorCode.WRONG_PAYEE });
+  t.like(validateHandover(p.handover, ctx(w, { request: { ...r, terminal: thief.signer.kid } })), {
+    ok: false,
+    code: ErrorCode.WRONG_PAYEE,
+  });
   t.like(validateHandover(p.handover, ctx(w, { payee: thief.signer.kid })), { ok: false, code: ErrorCode.WRONG_PAYEE });
   t.like(validateHandover(p.handover, ctx(w, { request: { ...r, amount: 701 } })), { ok: false, code: ErrorCode.REQUEST_MISMATCH });
   t.like(validateHandover(p.handover, ctx(w, { request: { ...r, nonce: rnd(16) } })), { ok: false, code: ErrorCode.REQUEST_MISMATCH });
@@ -390,7 +559,11 @@ function syncedCard(w: ReturnType<typeof world>, value: number, limits = LIMITS)
   const c = w.card(limits);
   const sr = openSigned('SyncRequest', c.wallet.beginSync(rnd(16)));
   const tok = w.token(c.signer.kid, value);
-  const receipt = signMessage('SyncReceipt', { card: c.signer.kid, counter: sr.message.counter, request: payloadHash(sr.cose), tokens: [tok], time: T0, loaded: value, voided: [] }, w.ledger.signer);
+  const receipt = signMessage(
+    'SyncReceipt',
+    { card: c.signer.kid, counter: sr.message.counter, request: payloadHash(sr.cose), tokens: [tok], time: T0, loaded: value, voided: [] },
+    w.ledger.signer,
+  );
   c.wallet.completeSync(receipt, w.ledger.keys.publicKey);
   return { c, receipt, tok };
 }
@@ -402,14 +575,19 @@ test('a handover that leaves out its receipt (and history) is HISTORY_BROKEN: on
   const p = c.wallet.pay(request(shop, 1000));
   t.true(validateHandover(p.handover, ctx(w)).ok);
   // The attack of issue 12: strip the receipt; the chain then starts nowhere the validator can check.
-  const stripped = patch(p.handover, (x) => { delete x.receipt; });
+  const stripped = patch(p.handover, (x) => {
+    delete x.receipt;
+  });
   t.like(validateHandover(stripped, ctx(w)), { ok: false, code: ErrorCode.HISTORY_BROKEN, index: 0 });
   // A second payment with its history and receipt stripped cannot get past the offline count either.
   const c2 = syncedCard(w, 50_000, { ...LIMITS, offlineCount: 1 }).c;
   c2.wallet.pay(request(shop, 100));
   const second = c2.wallet.pay(request(shop, 100), { enforceLimits: false });
   t.like(validateHandover(second.handover, ctx(w)), { ok: false, code: ErrorCode.LIMIT_EXCEEDED, detail: 'offlineCount' });
-  const hidden = patch(second.handover, (x) => { delete x.receipt; x.history = []; });
+  const hidden = patch(second.handover, (x) => {
+    delete x.receipt;
+    x.history = [];
+  });
   t.like(validateHandover(hidden, ctx(w)), { ok: false, code: ErrorCode.HISTORY_BROKEN });
   // A genesis chain (counter 1, prev GENESIS_PREV) needs no receipt.
   const g = w.card();
@@ -475,12 +653,28 @@ test('ReferenceWallet time bound (SPEC §10.7 step 2a): TRANSFER_TIME beyond CAR
   const p = c.wallet.pay(atBound);
   t.true(validateHandover(p.handover, ctx(w, { request: atBound })).ok);
   t.is(c.wallet.state.trusted, T0 - 100, 'a request time is never trusted');
-  t.throws(() => c.wallet.pay({ ...request(shop, 1_000, bound + 1), retryOf: atBound.nonce }), { code: ErrorCode.TRANSFER_TIME }, 'retry beyond the bound');
+  t.throws(
+    () => c.wallet.pay({ ...request(shop, 1_000, bound + 1), retryOf: atBound.nonce }),
+    { code: ErrorCode.TRANSFER_TIME },
+    'retry beyond the bound',
+  );
   t.true(c.wallet.pay({ ...request(shop, 1_000, bound), retryOf: atBound.nonce }).retried);
   // The sync's receipt time is the new trusted time.
   const sr = openSigned('SyncRequest', c.wallet.beginSync(rnd(16)));
   const synced = bound + 86_400;
-  const receipt = signMessage('SyncReceipt', { card: c.signer.kid, counter: sr.message.counter, request: payloadHash(sr.cose), tokens: [w.token(c.signer.kid, 49_000)], time: synced, loaded: 0, voided: [] }, w.ledger.signer);
+  const receipt = signMessage(
+    'SyncReceipt',
+    {
+      card: c.signer.kid,
+      counter: sr.message.counter,
+      request: payloadHash(sr.cose),
+      tokens: [w.token(c.signer.kid, 49_000)],
+      time: synced,
+      loaded: 0,
+      voided: [],
+    },
+    w.ledger.signer,
+  );
   c.wallet.completeSync(receipt, w.ledger.keys.publicKey);
   t.is(c.wallet.state.trusted, synced);
   t.throws(() => c.wallet.pay(request(shop, 1_000, synced + CARD_TIME_AHEAD + 1)), { code: ErrorCode.TRANSFER_TIME });
@@ -496,19 +690,30 @@ test('ReferenceWallet time bound (SPEC §10.7 step 2a): TRANSFER_TIME beyond CAR
   t.is(openSigned('Transfer', c.wallet.clone().pay(far, { enforceLimits: false }).transfer).message.time, far.time);
 });
 
-test('ReferenceWallet input selection is the applet\'s (SPEC §10.7): coins expired at max(request time, floor) are skipped; change keeps the earliest expiry', (t) => {
+test("ReferenceWallet input selection is the applet's (SPEC §10.7): coins expired at max(request time, floor) are skipped; change keeps the earliest expiry", (t) => {
   const w = world();
   const shop = w.terminal();
   const c = w.card();
   const expiring = (value: number, expires: number, n: number) => {
     const serial = new Uint8Array(16).fill(n);
-    return { serial, bytes: signMessage('Token', { serial, value, currency: CURRENCY_KZT, owner: c.signer.kid, issued: T0 - 100, expires }, w.ledger.signer) };
+    return {
+      serial,
+      bytes: signMessage(
+        'Token',
+        { serial, value, currency: CURRENCY_KZT, owner: c.signer.kid, issued: T0 - 100, expires },
+        w.ledger.signer,
+      ),
+    };
   };
   const big = expiring(30_000, T0 + 50, 1); // the largest coin, expiring first
   const mid = expiring(8_000, T0 + 5_000, 2);
   const small = w.token(c.signer.kid, 3_000); // no expiry
   c.wallet.holdTokens([big.bytes, mid.bytes, small], w.ledger.keys.publicKey);
-  t.deepEqual(c.wallet.state.holdings.map((h) => h.expires), [T0 + 50, T0 + 5_000, undefined], 'the wallet keeps each token\'s expiry');
+  t.deepEqual(
+    c.wallet.state.holdings.map((h) => h.expires),
+    [T0 + 50, T0 + 5_000, undefined],
+    "the wallet keeps each token's expiry",
+  );
   // Before the expiry the largest coin pays, as before.
   const first = c.wallet.pay(request(shop, 1_000, T0 + 10));
   t.deepEqual(openSigned('Transfer', first.transfer).message.inputs, [big.serial]);
@@ -521,6 +726,13 @@ test('ReferenceWallet input selection is the applet\'s (SPEC §10.7): coins expi
   t.throws(() => c.wallet.pay(request(shop, 11_000, T0 + 70)), { code: ErrorCode.VALUE_NOT_CONSERVED });
   // The floor (raised to T0 + 60 by the last payment) decides, not an earlier request time.
   t.is(c.wallet.state.floor, T0 + 60);
-  t.throws(() => c.wallet.pay(request(shop, 11_000, T0 + 20)), { code: ErrorCode.VALUE_NOT_CONSERVED }, 'dated before the expiry, after the floor');
-  t.true(c.wallet.state.holdings.some((h) => h.value === 29_000), 'the expired coin is still held (the ledger settles it at the next sync)');
+  t.throws(
+    () => c.wallet.pay(request(shop, 11_000, T0 + 20)),
+    { code: ErrorCode.VALUE_NOT_CONSERVED },
+    'dated before the expiry, after the floor',
+  );
+  t.true(
+    c.wallet.state.holdings.some((h) => h.value === 29_000),
+    'the expired coin is still held (the ledger settles it at the next sync)',
+  );
 });

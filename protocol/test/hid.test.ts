@@ -146,7 +146,10 @@ test('reduceResponse: invalid inputs', (t) => {
 });
 
 test('reduceResponse is pure: the previous state can be reused', (t) => {
-  const blocks = makeBlocks(9, Uint8Array.from({ length: 130 }, (_, i) => i));
+  const blocks = makeBlocks(
+    9,
+    Uint8Array.from({ length: 130 }, (_, i) => i),
+  );
   const a1 = reduceResponse(undefined, blocks[0]!, 9);
   const snapshot = a1.data.slice();
   const a2 = reduceResponse(a1, blocks[1]!, 9);
@@ -215,9 +218,7 @@ test('HID framing: any single corruption of a header is detected (property)', (t
           reduceAll(blocks, 0x0101);
           return false;
         } catch (e) {
-          return (
-            isDtError(e, ErrorCode.FRAME_CHANNEL) || isDtError(e, ErrorCode.FRAME_MALFORMED) || isDtError(e, ErrorCode.FRAME_SEQUENCE)
-          );
+          return isDtError(e, ErrorCode.FRAME_CHANNEL) || isDtError(e, ErrorCode.FRAME_MALFORMED) || isDtError(e, ErrorCode.FRAME_SEQUENCE);
         }
       },
     ),

@@ -33,7 +33,14 @@ const keysByKid = new Map<string, KeyJson>();
 for (const k of Object.values(files.get('certificate.json')!.keys!)) keysByKid.set(k.kid, k);
 
 /** Fields whose byte strings are signed objects, and which message each holds. */
-const SIGNED_FIELDS: Record<string, MessageName> = { transfer: 'Transfer', chain: 'Certificate', tokens: 'Token', history: 'Transfer', receipt: 'SyncReceipt', proof: 'Transfer' };
+const SIGNED_FIELDS: Record<string, MessageName> = {
+  transfer: 'Transfer',
+  chain: 'Certificate',
+  tokens: 'Token',
+  history: 'Transfer',
+  receipt: 'SyncReceipt',
+  proof: 'Transfer',
+};
 
 function hex(b: unknown): string {
   if (!Buffer.isBuffer(b)) throw new Error('expected bytes from the cbor package');
@@ -48,7 +55,12 @@ function asMap(v: unknown): Map<unknown, unknown> {
 }
 
 /** Verifies a COSE_Sign1 both independent ways; returns its protected header and payload as decoded by `cbor`. */
-function verifyIndependently(t: ExecutionContext, bytes: Buffer, key: KeyJson, where: string): { header: Map<unknown, unknown>; payload: Buffer } {
+function verifyIndependently(
+  t: ExecutionContext,
+  bytes: Buffer,
+  key: KeyJson,
+  where: string,
+): { header: Map<unknown, unknown>; payload: Buffer } {
   const x = Buffer.from(key.x, 'hex');
   const y = Buffer.from(key.y, 'hex');
   // Path 1: cose-js.
@@ -62,7 +74,11 @@ function verifyIndependently(t: ExecutionContext, bytes: Buffer, key: KeyJson, w
   const header = asMap(cbor.decodeFirstSync(prot));
   t.is(header.get(1), -7, `${where}: alg ES256`);
   const spki = Buffer.concat([Buffer.from([4]), x, y]);
-  t.is(hex(header.get(4)), createHash('sha256').update(spki).digest().subarray(0, 16).toString('hex'), `${where}: kid = SHA-256(key)[0..16]`);
+  t.is(
+    hex(header.get(4)),
+    createHash('sha256').update(spki).digest().subarray(0, 16).toString('hex'),
+    `${where}: kid = SHA-256(key)[0..16]`,
+  );
   const toBeSigned = cbor.encode(['Signature1', prot, Buffer.alloc(0), pl]);
   const jwk = { kty: 'EC', crv: 'P-256', x: x.toString('base64url'), y: y.toString('base64url') };
   const ok = nodeVerify('sha256', toBeSigned, { key: createPublicKey({ key: jwk, format: 'jwk' }), dsaEncoding: 'ieee-p1363' }, sig);
@@ -101,7 +117,8 @@ function checkField(t: ExecutionContext, kind: FieldKind, v: unknown, json: unkn
       t.is(hex(v), json as string, where);
       // Signed-object fields are the variable-size ones (an Outcome's `transfer` is a 32-byte hash, not an object).
       if (SIGNED_FIELDS[fieldName] && kind.maxSize > 32) checkNestedSigned(t, SIGNED_FIELDS[fieldName]!, v as Buffer, where);
-      if (fieldName === 'handovers') checkStruct(t, MESSAGES.Handover.schema, cbor.decodeFirstSync(v as Buffer), handoverJson(v as Buffer), where);
+      if (fieldName === 'handovers')
+        checkStruct(t, MESSAGES.Handover.schema, cbor.decodeFirstSync(v as Buffer), handoverJson(v as Buffer), where);
       return;
     case 'text':
     case 'bool':
@@ -158,7 +175,15 @@ for (const [file, f] of files) {
       if (v.outputIds) {
         // SHA-256("DT-OUTPUT-V1" || transfer hash || index), recomputed with node:crypto.
         const h = createHash('sha256').update(payload).digest();
-        v.outputIds.forEach((id, i) => t.is(createHash('sha256').update(Buffer.concat([Buffer.from('DT-OUTPUT-V1'), h, Buffer.from([i])])).digest('hex'), id, `${v.name}: output id ${i}`));
+        v.outputIds.forEach((id, i) =>
+          t.is(
+            createHash('sha256')
+              .update(Buffer.concat([Buffer.from('DT-OUTPUT-V1'), h, Buffer.from([i])]))
+              .digest('hex'),
+            id,
+            `${v.name}: output id ${i}`,
+          ),
+        );
       }
       verifiedTopLevel++;
     }

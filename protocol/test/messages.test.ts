@@ -152,7 +152,8 @@ type Slot = { get(root: CborMap): CborValue; set(root: CborMap, v: CborValue): v
 /** Mutations of one value slot of kind `kind` (a map member or an array item). */
 function valueMutations(kind: FieldKind, slot: Slot, path: string): Mutation[] {
   const out: Mutation[] = [];
-  const set = (what: string, code: ErrorCode, v: () => CborValue) => out.push({ what: `${path}: ${what}`, code, apply: (r) => slot.set(r, v()) });
+  const set = (what: string, code: ErrorCode, v: () => CborValue) =>
+    out.push({ what: `${path}: ${what}`, code, apply: (r) => slot.set(r, v()) });
   switch (kind.kind) {
     case 'const':
       set(`constant ${kind.value} + 1`, kind.code, () => kind.value + 1);
@@ -165,18 +166,24 @@ function valueMutations(kind: FieldKind, slot: Slot, path: string): Mutation[] {
       break;
     case 'bytes':
       set(`${kind.maxSize + 1} bytes, over ${kind.maxSize}`, ErrorCode.TOO_LARGE, () => new Uint8Array(kind.maxSize + 1));
-      if (kind.minSize > 0) set(`${kind.minSize - 1} bytes, under ${kind.minSize}`, ErrorCode.SCHEMA_OUT_OF_RANGE, () => new Uint8Array(kind.minSize - 1));
+      if (kind.minSize > 0)
+        set(`${kind.minSize - 1} bytes, under ${kind.minSize}`, ErrorCode.SCHEMA_OUT_OF_RANGE, () => new Uint8Array(kind.minSize - 1));
       if (kind.sizes) set('a size between the allowed ones', ErrorCode.SCHEMA_OUT_OF_RANGE, () => new Uint8Array(kind.minSize + 1));
       break;
     case 'text':
       set(`${kind.maxLength + 1} UTF-8 bytes`, ErrorCode.TOO_LARGE, () => 'a'.repeat(kind.maxLength + 1));
       // Multi-byte characters count in bytes, not characters (SPEC.md §3: .size is in bytes).
-      set(`${Math.ceil((kind.maxLength + 1) / 2)} two-byte characters`, ErrorCode.TOO_LARGE, () => 'é'.repeat(Math.ceil((kind.maxLength + 1) / 2)));
+      set(`${Math.ceil((kind.maxLength + 1) / 2)} two-byte characters`, ErrorCode.TOO_LARGE, () =>
+        'é'.repeat(Math.ceil((kind.maxLength + 1) / 2)),
+      );
       set('empty text', ErrorCode.SCHEMA_OUT_OF_RANGE, () => '');
       break;
     case 'array': {
       set(`${kind.maxItems + 1} items, over ${kind.maxItems}`, ErrorCode.TOO_LARGE, () => encodedArray(kind, kind.maxItems + 1));
-      if (kind.minItems > 0) set(`${kind.minItems - 1} items, under ${kind.minItems}`, ErrorCode.SCHEMA_OUT_OF_RANGE, () => encodedArray(kind, kind.minItems - 1));
+      if (kind.minItems > 0)
+        set(`${kind.minItems - 1} items, under ${kind.minItems}`, ErrorCode.SCHEMA_OUT_OF_RANGE, () =>
+          encodedArray(kind, kind.minItems - 1),
+        );
       const item: Slot = {
         get: (r) => (slot.get(r) as CborValue[])[0]!,
         set: (r, v) => {
@@ -279,12 +286,27 @@ for (const name of NAMES) {
       }
       // A struct given as a non-object (an array would be read as an object with no fields).
       const bad = f.type.kind === 'struct' ? 7 : wrongType(f.type);
-      expectThrowsCode(t, () => encodeMessage(name, { ...baseValue, [f.name]: bad } as never), ErrorCode.SCHEMA_WRONG_TYPE, `${f.name} wrong type`);
+      expectThrowsCode(
+        t,
+        () => encodeMessage(name, { ...baseValue, [f.name]: bad } as never),
+        ErrorCode.SCHEMA_WRONG_TYPE,
+        `${f.name} wrong type`,
+      );
       if (f.type.kind === 'uint') {
-        expectThrowsCode(t, () => encodeMessage(name, { ...baseValue, [f.name]: f.type.kind === 'uint' ? f.type.min + 0.5 : 0 } as never), ErrorCode.SCHEMA_WRONG_TYPE, `${f.name} fraction`);
+        expectThrowsCode(
+          t,
+          () => encodeMessage(name, { ...baseValue, [f.name]: f.type.kind === 'uint' ? f.type.min + 0.5 : 0 } as never),
+          ErrorCode.SCHEMA_WRONG_TYPE,
+          `${f.name} fraction`,
+        );
       }
     }
-    expectThrowsCode(t, () => encodeMessage(name, { ...baseValue, notInSchema: 1 } as never), ErrorCode.SCHEMA_UNKNOWN_FIELD, 'unknown property');
+    expectThrowsCode(
+      t,
+      () => encodeMessage(name, { ...baseValue, notInSchema: 1 } as never),
+      ErrorCode.SCHEMA_UNKNOWN_FIELD,
+      'unknown property',
+    );
   });
 
   test(`${name}: a non-map payload is SCHEMA_WRONG_TYPE`, (t) => {
@@ -367,7 +389,10 @@ function specRules(): Map<string, CddlMember[]> {
 
 test('SPEC.md §3 (and §7.7.1 for the acquirer API objects) gives the CDDL of every schema exactly (keys, names, optionality, types)', (t) => {
   const rules = specRules();
-  const schemas = reachableSchemas([...NAMES.map((n) => MESSAGES[n].schema as StructSchema), ...(ACQUIRER_SCHEMAS as readonly StructSchema[])]);
+  const schemas = reachableSchemas([
+    ...NAMES.map((n) => MESSAGES[n].schema as StructSchema),
+    ...(ACQUIRER_SCHEMAS as readonly StructSchema[]),
+  ]);
   t.true(schemas.length >= 18);
   for (const s of ACQUIRER_SCHEMAS) t.true(schemas.includes(s as StructSchema), s.name);
   for (const s of schemas) {

@@ -26,7 +26,14 @@ import {
   type Handover,
   type MessageName,
 } from '../src/index.ts';
-import { isSigned, loadVectorFiles, runVectorCall, runVectorCallBytes, type InvalidVectorJson, type VectorCall } from '../scripts/vectors-lib.ts';
+import {
+  isSigned,
+  loadVectorFiles,
+  runVectorCall,
+  runVectorCallBytes,
+  type InvalidVectorJson,
+  type VectorCall,
+} from '../scripts/vectors-lib.ts';
 
 /** Minimum number of mutated inputs over the whole test. */
 const MIN_CASES = 10_000;
@@ -50,7 +57,10 @@ function seededRandom(seed: string): { bytes(n: number): Uint8Array; int(n: numb
 }
 
 /** Bytes that are heads of interesting CBOR items (long arguments, indefinite, floats, null, tags, break). */
-const SPECIAL = [0x00, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1f, 0x20, 0x3b, 0x40, 0x58, 0x5b, 0x5f, 0x60, 0x7f, 0x80, 0x9b, 0x9f, 0xa0, 0xbb, 0xbf, 0xc1, 0xd2, 0xd8, 0xf4, 0xf5, 0xf6, 0xf9, 0xfb, 0xff];
+const SPECIAL = [
+  0x00, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1f, 0x20, 0x3b, 0x40, 0x58, 0x5b, 0x5f, 0x60, 0x7f, 0x80, 0x9b, 0x9f, 0xa0, 0xbb, 0xbf, 0xc1,
+  0xd2, 0xd8, 0xf4, 0xf5, 0xf6, 0xf9, 0xfb, 0xff,
+];
 
 type Rng = ReturnType<typeof seededRandom>;
 
@@ -109,14 +119,24 @@ for (const [file, f] of files) {
   for (const v of f.valid) {
     const bytes = fromHex(v.hex);
     if (f.message === undefined) {
-      targets.push({ name: `${file}/${v.name}`, bytes, signed: false, run: (b) => runVectorCallBytes('decodeCbor', b, { maxSize: 65536 }) });
+      targets.push({
+        name: `${file}/${v.name}`,
+        bytes,
+        signed: false,
+        run: (b) => runVectorCallBytes('decodeCbor', b, { maxSize: 65536 }),
+      });
     } else if (isSigned(f.message)) {
       const params = { message: f.message, publicKey: v.signer!.publicKey };
       targets.push({ name: `${file}/${v.name}`, bytes, signed: true, run: (b) => runVectorCallBytes('verifySigned', b, params) });
     } else {
       const name: MessageName = f.message;
       const original = decodeMessage('Handover', bytes);
-      targets.push({ name: `${file}/${v.name}`, bytes, signed: false, run: (b) => checkHandover(original, decodeMessage(name, b) as Handover) });
+      targets.push({
+        name: `${file}/${v.name}`,
+        bytes,
+        signed: false,
+        run: (b) => checkHandover(original, decodeMessage(name, b) as Handover),
+      });
     }
   }
   for (const c of f.validChains ?? []) {
@@ -127,7 +147,8 @@ for (const [file, f] of files) {
         name: `${file}/${c.name}[${i}]`,
         bytes: fromHex(certHex),
         signed: true,
-        run: (b) => runVectorCall('verifyChain' as VectorCall, undefined, { ...params, chain: c.chain.map((h, j) => (j === i ? hexOf(b) : h)) }),
+        run: (b) =>
+          runVectorCall('verifyChain' as VectorCall, undefined, { ...params, chain: c.chain.map((h, j) => (j === i ? hexOf(b) : h)) }),
       });
     });
   }
@@ -171,7 +192,7 @@ test(`mutated vectors: only DtError, never a successful verification (>= ${MIN_C
   const codes: Record<string, number> = {};
   const kinds: Record<string, number> = {};
   for (const target of targets) {
-    for (let i = 0; i < perTarget; ) {
+    for (let i = 0; i < perTarget;) {
       const m = mutate(rng, target.bytes);
       if (bytesEqual(m.bytes, target.bytes)) continue; // identical bytes are not a mutation
       i++;

@@ -8,18 +8,7 @@
  */
 import test from 'ava';
 
-import {
-  P256_N,
-  concatBytes,
-  fromHex,
-  generateKeyPair,
-  nobleVerifier,
-  sha256,
-  sign,
-  u32be,
-  utf8,
-  type Verifier,
-} from '../src/index.ts';
+import { P256_N, concatBytes, fromHex, generateKeyPair, nobleVerifier, sha256, sign, u32be, utf8, type Verifier } from '../src/index.ts';
 import { nativeVerifier } from '../src/native.ts';
 import { isSigned, loadVectorFiles, outcomeOf, runVectorCall } from '../scripts/vectors-lib.ts';
 
@@ -64,13 +53,21 @@ test('native and noble give the same outcome on every vector call', (t) => {
     }
     for (const c of f.validChains ?? []) {
       const params = { chain: c.chain, root: c.root, at: c.at, leafRole: c.leafRole };
-      t.is(outcomeOf(() => runVectorCall('verifyChain', undefined, params, nativeVerifier)), 'OK', `${file}/${c.name}`);
+      t.is(
+        outcomeOf(() => runVectorCall('verifyChain', undefined, params, nativeVerifier)),
+        'OK',
+        `${file}/${c.name}`,
+      );
       calls++;
     }
     if (f.message === undefined || !isSigned(f.message)) continue;
     for (const v of f.valid) {
       const params = { message: f.message, publicKey: v.signer!.publicKey };
-      t.is(outcomeOf(() => runVectorCall('verifySigned', v.hex, params, nativeVerifier)), 'OK', `${file}/${v.name}`);
+      t.is(
+        outcomeOf(() => runVectorCall('verifySigned', v.hex, params, nativeVerifier)),
+        'OK',
+        `${file}/${v.name}`,
+      );
       // And at the Verifier level, on the published Sig_structure.
       const args = [fromHex(v.signature!), fromHex(v.sigStructure!), fromHex(v.signer!.publicKey)] as const;
       t.true(nativeVerifier.verify(...args));
@@ -89,7 +86,8 @@ function invalidKey(rnd: (n: number) => Uint8Array, pk: Uint8Array, i: number): 
   switch (i % 7) {
     case 0: // random coordinates: off the curve with overwhelming probability
       return concatBytes(Uint8Array.of(4), rnd(64));
-    case 1: { // y + 1: right x, wrong y
+    case 1: {
+      // y + 1: right x, wrong y
       const y = (bigFrom(pk.subarray(33)) + 1n) % P;
       return concatBytes(pk.subarray(0, 33), bytes32(y));
     }

@@ -19,8 +19,21 @@ const SRC = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'src');
 const EXEMPT = new Set(['native.ts']);
 const ALLOWED_PACKAGES = [/^@noble\/curves(\/|$)/, /^@noble\/hashes(\/|$)/, /^cbor-x$/];
 const FORBIDDEN_GLOBALS = new Set([
-  'Buffer', 'TextEncoder', 'TextDecoder', 'process', 'require', 'module', '__dirname', '__filename',
-  'setTimeout', 'setInterval', 'setImmediate', 'clearTimeout', 'clearInterval', 'clearImmediate', 'global',
+  'Buffer',
+  'TextEncoder',
+  'TextDecoder',
+  'process',
+  'require',
+  'module',
+  '__dirname',
+  '__filename',
+  'setTimeout',
+  'setInterval',
+  'setImmediate',
+  'clearTimeout',
+  'clearInterval',
+  'clearImmediate',
+  'global',
 ]);
 
 function sourceFiles(dir: string): string[] {
@@ -54,7 +67,10 @@ function impurities(file: string, text: string): string[] {
     else if (ts.isIdentifier(n) && FORBIDDEN_GLOBALS.has(n.text)) {
       const p = n.parent;
       // A property name (`x.process`, `{ process: 1 }`) or a declaration of our own is not the global.
-      const isPropertyName = (ts.isPropertyAccessExpression(p) && p.name === n) || ((ts.isPropertyAssignment(p) || ts.isPropertySignature(p) || ts.isPropertyDeclaration(p) || ts.isMethodDeclaration(p)) && p.name === n);
+      const isPropertyName =
+        (ts.isPropertyAccessExpression(p) && p.name === n) ||
+        ((ts.isPropertyAssignment(p) || ts.isPropertySignature(p) || ts.isPropertyDeclaration(p) || ts.isMethodDeclaration(p)) &&
+          p.name === n);
       if (!isPropertyName) problems.push(`${where(n)}: uses ${n.text}`);
     }
     ts.forEachChild(n, visit);

@@ -5,7 +5,15 @@
  */
 import test from 'ava';
 import {
-  RecordStore, RecordStoreError, encodeCommand, exchange, getStatusCommand, recordingTransport, replayTransport, toHex, type ApduTransport,
+  RecordStore,
+  RecordStoreError,
+  encodeCommand,
+  exchange,
+  getStatusCommand,
+  recordingTransport,
+  replayTransport,
+  toHex,
+  type ApduTransport,
 } from '../src/index.ts';
 
 const TEXT = `# dt-lab transcript v1
@@ -65,14 +73,23 @@ test('replay answers from the recording, throws where it recorded no answer, and
   store.ensureQueueEmpty();
   const e = await t.throwsAsync(card.transmit(Uint8Array.of(0x80, 0x10, 0, 0, 0)), { instanceOf: RecordStoreError });
   t.is(e.code, 'RECORD_EXHAUSTED');
-  t.is(t.throws(() => store.ensureQueueEmpty(), { instanceOf: RecordStoreError }), e, 'kept even when the host caught it');
+  t.is(
+    t.throws(() => store.ensureQueueEmpty(), { instanceOf: RecordStoreError }),
+    e,
+    'kept even when the host caught it',
+  );
 
   const other = RecordStore.fromString(TEXT);
-  const mismatch = await t.throwsAsync(replayTransport(other).transmit(Uint8Array.of(0x80, 0x10, 0x00, 0x00, 0x08)), { instanceOf: RecordStoreError });
+  const mismatch = await t.throwsAsync(replayTransport(other).transmit(Uint8Array.of(0x80, 0x10, 0x00, 0x00, 0x08)), {
+    instanceOf: RecordStoreError,
+  });
   t.is(mismatch.code, 'RECORD_MISMATCH');
   t.is(mismatch.line, 4);
   t.regex(mismatch.message, /expected command 8010000000, got 8010000008/);
-  t.is(t.throws(() => other.ensureQueueEmpty()), mismatch);
+  t.is(
+    t.throws(() => other.ensureQueueEmpty()),
+    mismatch,
+  );
 
   const left = RecordStore.fromString(TEXT);
   await replayTransport(left).transmit(encodeCommand(getStatusCommand()));
@@ -97,6 +114,12 @@ test('recordingTransport records what passes through, failures as no answer with
   const text = store.toString(['example', '']);
   t.is(text, '# example\n#\n=> 8010000000\n<= a06102\n=> 00c0000002\n<= 01029000\n=> 80300000\n<=\n# no answer: CARD_REMOVED\n');
   const back = RecordStore.fromString(text);
-  t.deepEqual(back.exchanges.map((x) => hex(x.response)), store.exchanges.map((x) => hex(x.response)));
-  t.deepEqual(back.exchanges.map((x) => toHex(x.command)), store.exchanges.map((x) => toHex(x.command)));
+  t.deepEqual(
+    back.exchanges.map((x) => hex(x.response)),
+    store.exchanges.map((x) => hex(x.response)),
+  );
+  t.deepEqual(
+    back.exchanges.map((x) => toHex(x.command)),
+    store.exchanges.map((x) => toHex(x.command)),
+  );
 });

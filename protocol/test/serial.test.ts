@@ -46,9 +46,7 @@ function code(t: ExecutionContext, fn: () => unknown, expected: ErrorCode): void
 
 /** Summarizes decoder output as strings for deepEqual. */
 function show(results: readonly SerialDecodeResult[]): string[] {
-  return results.map((r) =>
-    'frame' in r ? `frame ${r.frame.type}/${r.frame.seq}/${hex(r.frame.payload)}` : `error ${r.error.code}`,
-  );
+  return results.map((r) => ('frame' in r ? `frame ${r.frame.type}/${r.frame.seq}/${hex(r.frame.payload)}` : `error ${r.error.code}`));
 }
 
 // ---------------------------------------------------------------------------
@@ -88,15 +86,12 @@ test('COBS: invalid inputs', (t) => {
 
 test('COBS: property round trip, no zero in the output, bounded overhead', (t) => {
   fc.assert(
-    fc.property(
-      fc.oneof(fc.uint8Array({ maxLength: 2000 }), fc.uint8Array({ maxLength: 2000, min: 1 })),
-      (data) => {
-        const encoded = cobsEncode(data);
-        t.false(encoded.includes(0));
-        t.true(encoded.length <= cobsMaxEncodedLength(data.length));
-        t.deepEqual(cobsDecode(encoded), data);
-      },
-    ),
+    fc.property(fc.oneof(fc.uint8Array({ maxLength: 2000 }), fc.uint8Array({ maxLength: 2000, min: 1 })), (data) => {
+      const encoded = cobsEncode(data);
+      t.false(encoded.includes(0));
+      t.true(encoded.length <= cobsMaxEncodedLength(data.length));
+      t.deepEqual(cobsDecode(encoded), data);
+    }),
     { numRuns: 300 },
   );
 });
@@ -113,9 +108,7 @@ test('CRC-32/IEEE check values', (t) => {
 });
 
 test('CRC-32 agrees with zlib (property)', (t) => {
-  fc.assert(
-    fc.property(fc.uint8Array({ maxLength: 1000 }), (data) => crc32(data) === zlibCrc32(data)),
-  );
+  fc.assert(fc.property(fc.uint8Array({ maxLength: 1000 }), (data) => crc32(data) === zlibCrc32(data)));
   t.pass();
 });
 
@@ -187,10 +180,7 @@ test('nakReasonFor maps decode errors to NAK reason bytes', (t) => {
   const body = cobsDecode(encodeFrame({ type: 1, seq: 0, payload: unhex('01') }).subarray(0, -1));
   body[2] = 0x02;
   t.is(nakReasonFor(errorOf(() => decodeFrame(cobsEncode(body)))), SERIAL_NAK_REASON.CRC);
-  t.is(
-    nakReasonFor(errorOf(() => encodeFrame({ type: 1, seq: 0, payload: new Uint8Array(5000) }))),
-    SERIAL_NAK_REASON.TOO_LARGE,
-  );
+  t.is(nakReasonFor(errorOf(() => encodeFrame({ type: 1, seq: 0, payload: new Uint8Array(5000) }))), SERIAL_NAK_REASON.TOO_LARGE);
 });
 
 // ---------------------------------------------------------------------------

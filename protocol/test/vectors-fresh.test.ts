@@ -15,13 +15,24 @@ const generated = generateVectors();
 
 test('the generator writes one file per message type plus cbor-invalid.json', (t) => {
   t.deepEqual([...generated.keys()].sort(), [
-    'batch.json', 'cbor-invalid.json', 'certificate.json', 'handover.json', 'outcome.json', 'payment-request.json',
-    'revocation-list.json', 'sync-receipt.json', 'sync-request.json', 'token.json', 'transfer.json',
+    'batch.json',
+    'cbor-invalid.json',
+    'certificate.json',
+    'handover.json',
+    'outcome.json',
+    'payment-request.json',
+    'revocation-list.json',
+    'sync-receipt.json',
+    'sync-request.json',
+    'token.json',
+    'transfer.json',
   ]);
 });
 
 test('committed vector files are the generated ones, byte for byte', (t) => {
-  const committed = readdirSync(VECTORS_DIR).filter((f) => f.endsWith('.json')).sort();
+  const committed = readdirSync(VECTORS_DIR)
+    .filter((f) => f.endsWith('.json'))
+    .sort();
   t.deepEqual(committed, [...generated.keys()].sort(), 'vectors/ holds exactly the generated files');
   for (const [file, text] of generated) {
     const onDisk = readFileSync(join(VECTORS_DIR, file), 'utf8');

@@ -82,18 +82,30 @@ for (const [file, f] of messageFiles) {
       t.is(toHex(payloadHash(cose)), v.payloadHash!, `${v.name}: payload hash`);
       if (name === 'Transfer') {
         const outputs = (message as { outputs: unknown[] }).outputs;
-        t.deepEqual(v.outputIds, outputs.map((_, i) => toHex(outputId(payloadHash(cose), i))), `${v.name}: output ids`);
+        t.deepEqual(
+          v.outputIds,
+          outputs.map((_, i) => toHex(outputId(payloadHash(cose), i))),
+          `${v.name}: output ids`,
+        );
       } else t.is(v.outputIds, undefined);
       t.is(toHex(encodeMessage(name, message)), v.payload!, `${v.name}: payload re-encodes to the same bytes`);
       // RFC 6979: signing the decoded message again with the published key gives the same object.
-      const again = signMessage(name, message, keyPairSigner({ secretKey: fromHex(signer.privateKey), publicKey: fromHex(signer.publicKey) }));
+      const again = signMessage(
+        name,
+        message,
+        keyPairSigner({ secretKey: fromHex(signer.privateKey), publicKey: fromHex(signer.publicKey) }),
+      );
       t.is(toHex(again), v.hex, `${v.name}: re-signs to the same bytes`);
     }
   });
 
   test(`${file}: every invalid vector fails with exactly its error code`, (t) => {
     for (const v of f.invalid) {
-      t.is(outcomeOf(() => runVectorCall(v.call, v.hex, v.params)), v.error, `${file}/${v.name} (${v.description})`);
+      t.is(
+        outcomeOf(() => runVectorCall(v.call, v.hex, v.params)),
+        v.error,
+        `${file}/${v.name} (${v.description})`,
+      );
     }
   });
 }
@@ -122,27 +134,59 @@ test('cbor-invalid.json: valid items decode to the published value and re-encode
   }
   for (const v of f.invalid) {
     t.is(v.call, 'decodeCbor');
-    t.is(outcomeOf(() => runVectorCall(v.call, v.hex, v.params)), v.error, `${v.name} (${v.description})`);
+    t.is(
+      outcomeOf(() => runVectorCall(v.call, v.hex, v.params)),
+      v.error,
+      `${v.name} (${v.description})`,
+    );
   }
 });
 
 test('the invalid vectors cover every required failure class', (t) => {
   const codes = new Set<string>();
   const names = new Set<string>();
-  for (const [, f] of files) for (const v of f.invalid) {
-    codes.add(v.error);
-    names.add(v.name);
-  }
+  for (const [, f] of files)
+    for (const v of f.invalid) {
+      codes.add(v.error);
+      names.add(v.name);
+    }
   for (const c of [
-    ErrorCode.CBOR_MALFORMED, ErrorCode.CBOR_NON_DETERMINISTIC, ErrorCode.CBOR_DUPLICATE_KEY, ErrorCode.CBOR_FORBIDDEN_TYPE,
-    ErrorCode.TOO_LARGE, ErrorCode.UNSUPPORTED_VERSION, ErrorCode.SCHEMA_WRONG_TYPE, ErrorCode.SCHEMA_MISSING_FIELD,
-    ErrorCode.SCHEMA_UNKNOWN_FIELD, ErrorCode.SCHEMA_OUT_OF_RANGE, ErrorCode.COSE_MALFORMED, ErrorCode.COSE_WRONG_ALGORITHM,
-    ErrorCode.COSE_WRONG_CONTENT_TYPE, ErrorCode.BAD_SIGNATURE, ErrorCode.KEY_MISMATCH, ErrorCode.CERT_EXPIRED,
-    ErrorCode.CERT_NOT_YET_VALID, ErrorCode.CERT_WRONG_ROLE, ErrorCode.CERT_NOT_PERMITTED, ErrorCode.CERT_CHAIN_BROKEN,
+    ErrorCode.CBOR_MALFORMED,
+    ErrorCode.CBOR_NON_DETERMINISTIC,
+    ErrorCode.CBOR_DUPLICATE_KEY,
+    ErrorCode.CBOR_FORBIDDEN_TYPE,
+    ErrorCode.TOO_LARGE,
+    ErrorCode.UNSUPPORTED_VERSION,
+    ErrorCode.SCHEMA_WRONG_TYPE,
+    ErrorCode.SCHEMA_MISSING_FIELD,
+    ErrorCode.SCHEMA_UNKNOWN_FIELD,
+    ErrorCode.SCHEMA_OUT_OF_RANGE,
+    ErrorCode.COSE_MALFORMED,
+    ErrorCode.COSE_WRONG_ALGORITHM,
+    ErrorCode.COSE_WRONG_CONTENT_TYPE,
+    ErrorCode.BAD_SIGNATURE,
+    ErrorCode.KEY_MISMATCH,
+    ErrorCode.CERT_EXPIRED,
+    ErrorCode.CERT_NOT_YET_VALID,
+    ErrorCode.CERT_WRONG_ROLE,
+    ErrorCode.CERT_NOT_PERMITTED,
+    ErrorCode.CERT_CHAIN_BROKEN,
     ErrorCode.CERT_UNTRUSTED_ROOT,
-  ]) t.true(codes.has(c), `some vector expects ${c}`);
-  for (const n of ['payload-unsorted-keys', 'payload-non-shortest-int', 'payload-indefinite-map', 'payload-duplicate-key', 'payload-float',
-    'payload-forbidden-tag', 'wrong-algorithm-es384', 'high-s-signature', 'truncated-last-byte', 'oversize', 'root-untrusted']) {
+  ])
+    t.true(codes.has(c), `some vector expects ${c}`);
+  for (const n of [
+    'payload-unsorted-keys',
+    'payload-non-shortest-int',
+    'payload-indefinite-map',
+    'payload-duplicate-key',
+    'payload-float',
+    'payload-forbidden-tag',
+    'wrong-algorithm-es384',
+    'high-s-signature',
+    'truncated-last-byte',
+    'oversize',
+    'root-untrusted',
+  ]) {
     t.true(names.has(n), `a vector named ${n}`);
   }
 });
@@ -158,7 +202,12 @@ const cborValue: fc.Arbitrary<CborValue> = fc.letrec<{ v: CborValue }>((tie) => 
     fc.string({ maxLength: 20, unit: 'binary' }),
     fc.boolean(),
     fc.array(tie('v'), { maxLength: 4 }),
-    fc.uniqueArray(fc.tuple(fc.oneof(fc.integer({ min: -300, max: 300 }), fc.maxSafeInteger()), tie('v')), { maxLength: 4, selector: (e) => e[0] }).map((e) => new Map(e)),
+    fc
+      .uniqueArray(fc.tuple(fc.oneof(fc.integer({ min: -300, max: 300 }), fc.maxSafeInteger()), tie('v')), {
+        maxLength: 4,
+        selector: (e) => e[0],
+      })
+      .map((e) => new Map(e)),
   ),
 })).v;
 

@@ -58,7 +58,8 @@ export function verifierByName(name: VerifierName): Verifier {
 
 /** Parses a verifier name (config file or command line). */
 export function parseVerifierName(v: unknown): VerifierName {
-  if (typeof v !== 'string' || !(VERIFIERS as readonly string[]).includes(v)) throw new TerminalError(TerminalErrorCode.CONFIG, `verifier must be one of ${VERIFIERS.join(', ')}`);
+  if (typeof v !== 'string' || !(VERIFIERS as readonly string[]).includes(v))
+    throw new TerminalError(TerminalErrorCode.CONFIG, `verifier must be one of ${VERIFIERS.join(', ')}`);
   return v as VerifierName;
 }
 
@@ -71,9 +72,11 @@ export function configPath(dataDir: string): string {
 
 /** Parses a configuration object (from JSON). */
 export function parseConfig(input: unknown): TerminalConfig {
-  if (typeof input !== 'object' || input === null || Array.isArray(input)) throw new TerminalError(TerminalErrorCode.CONFIG, 'config must be a JSON object');
+  if (typeof input !== 'object' || input === null || Array.isArray(input))
+    throw new TerminalError(TerminalErrorCode.CONFIG, 'config must be a JSON object');
   const o = input as Record<string, unknown>;
-  for (const k of Object.keys(o)) if (!TOP_KEYS.includes(k)) throw new TerminalError(TerminalErrorCode.CONFIG, `unknown config key ${k}`, { key: k });
+  for (const k of Object.keys(o))
+    if (!TOP_KEYS.includes(k)) throw new TerminalError(TerminalErrorCode.CONFIG, `unknown config key ${k}`, { key: k });
   if (o.acquirerUrl !== undefined) {
     if (typeof o.acquirerUrl !== 'string') throw new TerminalError(TerminalErrorCode.CONFIG, 'acquirerUrl must be a string');
     try {
@@ -85,10 +88,12 @@ export function parseConfig(input: unknown): TerminalConfig {
   if (o.reader !== undefined && typeof o.reader !== 'string') throw new TerminalError(TerminalErrorCode.CONFIG, 'reader must be a string');
   const timeouts: Record<string, number> = { ...DEFAULT_TIMEOUTS };
   if (o.timeouts !== undefined) {
-    if (typeof o.timeouts !== 'object' || o.timeouts === null) throw new TerminalError(TerminalErrorCode.CONFIG, 'timeouts must be an object');
+    if (typeof o.timeouts !== 'object' || o.timeouts === null)
+      throw new TerminalError(TerminalErrorCode.CONFIG, 'timeouts must be an object');
     for (const [k, v] of Object.entries(o.timeouts)) {
       if (!(k in DEFAULT_TIMEOUTS)) throw new TerminalError(TerminalErrorCode.CONFIG, `unknown timeout ${k}`, { key: k });
-      if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) throw new TerminalError(TerminalErrorCode.CONFIG, `timeouts.${k} must be a positive integer (ms)`);
+      if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0)
+        throw new TerminalError(TerminalErrorCode.CONFIG, `timeouts.${k} must be a positive integer (ms)`);
       timeouts[k] = v;
     }
   }
@@ -116,5 +121,18 @@ export function loadConfig(dataDir: string): TerminalConfig {
 
 /** Writes `config.json` (durably). */
 export function saveConfig(dataDir: string, c: TerminalConfig): void {
-  writeFileDurable(configPath(dataDir), JSON.stringify({ ...(c.acquirerUrl ? { acquirerUrl: c.acquirerUrl } : {}), reader: c.reader, policy: c.policy, timeouts: c.timeouts, verifier: c.verifier }, null, 2) + '\n');
+  writeFileDurable(
+    configPath(dataDir),
+    JSON.stringify(
+      {
+        ...(c.acquirerUrl ? { acquirerUrl: c.acquirerUrl } : {}),
+        reader: c.reader,
+        policy: c.policy,
+        timeouts: c.timeouts,
+        verifier: c.verifier,
+      },
+      null,
+      2,
+    ) + '\n',
+  );
 }

@@ -14,9 +14,28 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, wri
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import {
-  bytesEqual, coseSign1, CURRENCY_KZT, defineSchema, encodeDeterministic, encodeStruct, fromHex, generateKeyPair,
-  keyId, keyPairSigner, publicKeyCoordinates, publicKeyOf, Role, text, toHex, uint, verifyChain, verifyRoot, bytes, MAX_UINT,
-  type KeyPair, type Signer,
+  bytesEqual,
+  coseSign1,
+  CURRENCY_KZT,
+  defineSchema,
+  encodeDeterministic,
+  encodeStruct,
+  fromHex,
+  generateKeyPair,
+  keyId,
+  keyPairSigner,
+  publicKeyCoordinates,
+  publicKeyOf,
+  Role,
+  text,
+  toHex,
+  uint,
+  verifyChain,
+  verifyRoot,
+  bytes,
+  MAX_UINT,
+  type KeyPair,
+  type Signer,
 } from '@dt/protocol';
 import { TerminalError, TerminalErrorCode } from './errors.ts';
 
@@ -100,7 +119,11 @@ export function writeFileDurable(path: string, data: string | Uint8Array, mode =
 
 /** Paths of the identity files in a data directory. */
 export function identityPaths(dataDir: string): { key: string; identity: string; request: string } {
-  return { key: join(dataDir, 'terminal.key'), identity: join(dataDir, 'identity.json'), request: join(dataDir, 'certificate-request.cbor') };
+  return {
+    key: join(dataDir, 'terminal.key'),
+    identity: join(dataDir, 'identity.json'),
+    request: join(dataDir, 'certificate-request.cbor'),
+  };
 }
 
 /** Generates the terminal key pair (OS CSPRNG) and stores it with mode 0600. Refuses to overwrite. */
@@ -209,7 +232,12 @@ function readStoredIdentity(p: string): StoredIdentity {
 /** Loads and verifies the full identity of the terminal in `dataDir` at time `at`. */
 export function loadIdentity(dataDir: string, at: number): TerminalIdentity {
   const p = identityPaths(dataDir).identity;
-  if (!existsSync(p)) throw new TerminalError(TerminalErrorCode.NOT_INITIALIZED, `no certificate at ${p}; install the acquiring bank's answer or run dt-pos init --dev`, { path: p });
+  if (!existsSync(p))
+    throw new TerminalError(
+      TerminalErrorCode.NOT_INITIALIZED,
+      `no certificate at ${p}; install the acquiring bank's answer or run dt-pos init --dev`,
+      { path: p },
+    );
   return buildIdentity({ keyPair: loadTerminalKey(dataDir), ...readStoredIdentity(p) }, at);
 }
 
@@ -248,6 +276,8 @@ export const CertificateRequestSchema = defineSchema({
 /** Builds the signed certificate request for the acquiring bank. */
 export function certificateRequest(keyPair: KeyPair, merchant: MerchantIdentity, time: number): Uint8Array {
   const { x, y } = publicKeyCoordinates(keyPair.publicKey);
-  const payload = encodeDeterministic(encodeStruct(CertificateRequestSchema, { x, y, merchant: merchant.id, mcc: merchant.mcc, name: merchant.name, time }));
+  const payload = encodeDeterministic(
+    encodeStruct(CertificateRequestSchema, { x, y, merchant: merchant.id, mcc: merchant.mcc, name: merchant.name, time }),
+  );
   return coseSign1(payload, CERT_REQUEST_CONTENT_TYPE, keyPairSigner(keyPair));
 }

@@ -49,15 +49,18 @@ const KEYS = Object.keys(DEFAULT_POLICY) as (keyof RiskPolicy)[];
 /** Validates a policy object read from a config file (unknown keys refused, every value a non-negative safe integer). */
 export function parsePolicy(input: unknown): RiskPolicy {
   if (input === undefined) return DEFAULT_POLICY;
-  if (typeof input !== 'object' || input === null || Array.isArray(input)) throw new TerminalError(TerminalErrorCode.CONFIG, 'policy must be an object');
+  if (typeof input !== 'object' || input === null || Array.isArray(input))
+    throw new TerminalError(TerminalErrorCode.CONFIG, 'policy must be an object');
   const out: Record<string, number> = { ...DEFAULT_POLICY };
   for (const [k, v] of Object.entries(input)) {
     if (!KEYS.includes(k as keyof RiskPolicy)) throw new TerminalError(TerminalErrorCode.CONFIG, `unknown policy key ${k}`, { key: k });
-    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new TerminalError(TerminalErrorCode.CONFIG, `policy.${k} must be a non-negative integer`, { key: k });
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0)
+      throw new TerminalError(TerminalErrorCode.CONFIG, `policy.${k} must be a non-negative integer`, { key: k });
     out[k] = v;
   }
   const p = out as unknown as RiskPolicy;
-  if (p.narrowedFloorLimit > p.floorLimit) throw new TerminalError(TerminalErrorCode.CONFIG, 'policy.narrowedFloorLimit must not exceed floorLimit');
+  if (p.narrowedFloorLimit > p.floorLimit)
+    throw new TerminalError(TerminalErrorCode.CONFIG, 'policy.narrowedFloorLimit must not exceed floorLimit');
   if (p.crlNarrowAfter > p.maxCrlAge) throw new TerminalError(TerminalErrorCode.CONFIG, 'policy.crlNarrowAfter must not exceed maxCrlAge');
   return p;
 }

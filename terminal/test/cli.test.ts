@@ -43,7 +43,8 @@ test('amount parsing and formatting', (t) => {
 test('--help documents every command and the exit codes; a bad option is a usage error (2)', async (t) => {
   const h = await dtPos(['--help']);
   t.is(h.code, 0);
-  for (const c of ['init', 'install-cert', 'charge', 'status', 'sync', 'report', 'receipt', 'readers']) t.regex(h.stdout, new RegExp(`\\n  ${c}\\b`));
+  for (const c of ['init', 'install-cert', 'charge', 'status', 'sync', 'report', 'receipt', 'readers'])
+    t.regex(h.stdout, new RegExp(`\\n  ${c}\\b`));
   t.regex(h.stdout, /Exit codes:/);
   for (const c of ['charge', 'init', 'sync']) {
     const r = await dtPos([c, '--help']);
@@ -68,11 +69,28 @@ test('init --dev, sync, charge on a serial wallet, receipt, report, status, and 
   mkdirSync(pkiDir);
   const pki = w.tl.pki;
   const party = (p: { keys: { secretKey: Uint8Array }; cert: Uint8Array }) => ({ secretKey: toHex(p.keys.secretKey), cert: toHex(p.cert) });
-  writeFileSync(join(pkiDir, 'dev-pki.json'), JSON.stringify({ format: 'dt-dev-pki', version: 1, issuer: party(pki.issuer), ledger: party(pki.ledger), bank: party(pki.bank) }));
+  writeFileSync(
+    join(pkiDir, 'dev-pki.json'),
+    JSON.stringify({ format: 'dt-dev-pki', version: 1, issuer: party(pki.issuer), ledger: party(pki.ledger), bank: party(pki.bank) }),
+  );
   const data = join(dir, 'pos');
   const D = ['--data-dir', data];
 
-  const init = await dtPos([...D, '--json', 'init', '--merchant-id', 'cli-shop', '--mcc', '5411', '--name', 'CLI Shop', '--dev', pkiDir, '--acquirer', w.acquirer.url]);
+  const init = await dtPos([
+    ...D,
+    '--json',
+    'init',
+    '--merchant-id',
+    'cli-shop',
+    '--mcc',
+    '5411',
+    '--name',
+    'CLI Shop',
+    '--dev',
+    pkiDir,
+    '--acquirer',
+    w.acquirer.url,
+  ]);
   t.is(init.code, 0, init.stderr);
   const ij = JSON.parse(init.stdout) as { initialized: boolean; terminal: string };
   t.true(ij.initialized);
@@ -134,7 +152,10 @@ test('init --dev, sync, charge on a serial wallet, receipt, report, status, and 
   t.is((await dtPos([...D, 'sync'])).code, 0);
   await w.acquirer.forwardNow();
   t.is((await dtPos([...D, 'sync'])).code, 0);
-  const rep = JSON.parse((await dtPos([...D, '--json', 'report'])).stdout) as { byState: Record<string, { count: number; amount: number }>; byDay: { day: string }[] };
+  const rep = JSON.parse((await dtPos([...D, '--json', 'report'])).stdout) as {
+    byState: Record<string, { count: number; amount: number }>;
+    byDay: { day: string }[];
+  };
   t.deepEqual(rep.byState.settled, { count: 2, amount: 17050 });
   t.is(rep.byDay[0]!.day, new Date().toISOString().slice(0, 10));
   const humanReport = await dtPos([...D, 'report']);
@@ -159,10 +180,17 @@ test('install-cert is atomic: a missing file is a usage error (2) and a chain th
   const party = (p: { keys: { secretKey: Uint8Array }; cert: Uint8Array }) => ({ secretKey: toHex(p.keys.secretKey), cert: toHex(p.cert) });
   const pkiDir = join(dir, 'pki');
   mkdirSync(pkiDir);
-  writeFileSync(join(pkiDir, 'dev-pki.json'), JSON.stringify({ format: 'dt-dev-pki', version: 1, issuer: party(pki.issuer), ledger: party(pki.ledger), bank: party(pki.bank) }));
+  writeFileSync(
+    join(pkiDir, 'dev-pki.json'),
+    JSON.stringify({ format: 'dt-dev-pki', version: 1, issuer: party(pki.issuer), ledger: party(pki.ledger), bank: party(pki.bank) }),
+  );
   const data = join(dir, 'pos');
   const D = ['--data-dir', data];
-  t.is((await dtPos([...D, 'init', '--merchant-id', 'm1', '--mcc', '5411', '--name', 'M1', '--dev', pkiDir, '--acquirer', w.acquirer.url])).code, 0);
+  t.is(
+    (await dtPos([...D, 'init', '--merchant-id', 'm1', '--mcc', '5411', '--name', 'M1', '--dev', pkiDir, '--acquirer', w.acquirer.url]))
+      .code,
+    0,
+  );
   const identityFile = join(data, 'identity.json');
   const working = readFileSync(identityFile, 'utf8');
   const files = () => readdirSync(data).sort();
@@ -174,7 +202,17 @@ test('install-cert is atomic: a missing file is a usage error (2) and a chain th
   const kp = loadTerminalKey(data);
   const now = Math.floor(Date.now() / 1000);
   const termCert = issueCertificate(
-    { iss: openSigned('Certificate', pki.bank.cert).message.sub, sub: 'terminal-m1', iat: now, nbf: now - 60, exp: now + 86_400, role: Role.TERMINAL, merchant: { id: 'm1', mcc: 5411, name: 'M1 renamed' }, currency: CURRENCY_KZT, publicKey: kp.publicKey },
+    {
+      iss: openSigned('Certificate', pki.bank.cert).message.sub,
+      sub: 'terminal-m1',
+      iat: now,
+      nbf: now - 60,
+      exp: now + 86_400,
+      role: Role.TERMINAL,
+      merchant: { id: 'm1', mcc: 5411, name: 'M1 renamed' },
+      currency: CURRENCY_KZT,
+      publicKey: kp.publicKey,
+    },
     pki.bank.signer,
   );
   writeFileSync(join(certs, 'terminal.cert'), termCert);
@@ -208,7 +246,10 @@ test('install-cert is atomic: a missing file is a usage error (2) and a chain th
   t.is(ok.code, 0, ok.stderr);
   t.true((JSON.parse(ok.stdout) as { installed: boolean }).installed);
   t.is((JSON.parse((await dtPos([...D, '--json', 'status'])).stdout) as { merchant: { name: string } }).merchant.name, 'M1 renamed');
-  t.deepEqual(files().filter((f) => f.includes('identity')), ['identity.json']);
+  t.deepEqual(
+    files().filter((f) => f.includes('identity')),
+    ['identity.json'],
+  );
 });
 
 test('error codes are printed once: a terminal pinning another ledger gets BAD_RESPONSE for the revocation list, shown as "BAD_RESPONSE: …" (exit 6)', async (t) => {
@@ -226,9 +267,16 @@ test('error codes are printed once: a terminal pinning another ledger gets BAD_R
   const party = (p: { keys: { secretKey: Uint8Array }; cert: Uint8Array }) => ({ secretKey: toHex(p.keys.secretKey), cert: toHex(p.cert) });
   const pkiDir = join(dir, 'pki');
   mkdirSync(pkiDir);
-  writeFileSync(join(pkiDir, 'dev-pki.json'), JSON.stringify({ format: 'dt-dev-pki', version: 1, issuer: party(pki.issuer), ledger: party(other), bank: party(pki.bank) }));
+  writeFileSync(
+    join(pkiDir, 'dev-pki.json'),
+    JSON.stringify({ format: 'dt-dev-pki', version: 1, issuer: party(pki.issuer), ledger: party(other), bank: party(pki.bank) }),
+  );
   const D = ['--data-dir', join(dir, 'pos')];
-  t.is((await dtPos([...D, 'init', '--merchant-id', 'm2', '--mcc', '5411', '--name', 'M2', '--dev', pkiDir, '--acquirer', w.acquirer.url])).code, 0);
+  t.is(
+    (await dtPos([...D, 'init', '--merchant-id', 'm2', '--mcc', '5411', '--name', 'M2', '--dev', pkiDir, '--acquirer', w.acquirer.url]))
+      .code,
+    0,
+  );
   const s = await dtPos([...D, 'sync']);
   t.is(s.code, 6, s.stdout + s.stderr);
   t.regex(s.stdout, /^problem \(crl\): BAD_RESPONSE: revocation list refused: KEY_MISMATCH$/m);

@@ -86,9 +86,13 @@ test('crash test: SIGKILL the terminal at random points during taps and syncs; n
   let lines = 0;
   let syncs = 0;
   for (let it = 0; it < ITERATIONS; it++) {
-    const child = spawn(process.execPath, ['--conditions=dt-source', '--import', 'tsx', CHILD, dataDir, world.acquirer.url, String(SEED + it), kids.join(','), ptys.join(',')], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      ['--conditions=dt-source', '--import', 'tsx', CHILD, dataDir, world.acquirer.url, String(SEED + it), kids.join(','), ptys.join(',')],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     procs.push(child);
     let buf = '';
     let ready!: () => void;
@@ -185,7 +189,9 @@ test('crash test: SIGKILL the terminal at random points during taps and syncs; n
     duplicated,
   };
   t.log(JSON.stringify(summary));
-  console.log(`crash test: ${ITERATIONS} iterations (seed ${SEED}), ${approved.size} approvals reported, ${payments.length} in journal, lost=${lost} duplicated=${duplicated}, cards paid ${cardsPaid} = journal ${journalTotal}`);
+  console.log(
+    `crash test: ${ITERATIONS} iterations (seed ${SEED}), ${approved.size} approvals reported, ${payments.length} in journal, lost=${lost} duplicated=${duplicated}, cards paid ${cardsPaid} = journal ${journalTotal}`,
+  );
   t.true(ITERATIONS >= 1);
   t.true(approved.size > 0, 'some payments were approved');
   t.is(lost, 0);

@@ -48,7 +48,10 @@ for (const s of GOLDEN_SCENARIOS) {
 
 test('the golden transcripts show what they are named for: 6982 then VERIFY PIN, a lost PAY answer then retryOf with the same handover, 6985', (t) => {
   const sw = (r: Uint8Array | undefined): number | undefined => (r ? (r[r.length - 2]! << 8) | r[r.length - 1]! : undefined);
-  const names = (name: string): string[] => RecordStore.fromString(file(name)).exchanges.map((x) => `${identifyCommand(x.command) ?? '?'}:${x.response ? sw(x.response)!.toString(16) : 'none'}`);
+  const names = (name: string): string[] =>
+    RecordStore.fromString(file(name)).exchanges.map(
+      (x) => `${identifyCommand(x.command) ?? '?'}:${x.response ? sw(x.response)!.toString(16) : 'none'}`,
+    );
   // pin: the last PAY block answered 6982, then VERIFY PIN 9000.
   const pin = names('pin');
   const i = pin.indexOf('PAY:6982');
@@ -59,7 +62,7 @@ test('the golden transcripts show what they are named for: 6982 then VERIFY PIN,
   // torn-retry: a PAY with no answer; the second tap's request names the first one's nonce and gets the same transfer back.
   const torn = RecordStore.fromString(file('torn-retry')).exchanges;
   t.true(torn.some((x) => identifyCommand(x.command) === 'PAY' && x.response === undefined));
-  t.true(names('torn-retry').includes('GET_STATUS:9000'), 'the retry reads the card\'s last nonce');
+  t.true(names('torn-retry').includes('GET_STATUS:9000'), "the retry reads the card's last nonce");
   const requests: Uint8Array[] = [];
   let chain: number[] = [];
   for (const x of torn) {

@@ -11,15 +11,55 @@ import { decodeState, ShadowJournal, type CardState } from '@dt/firmware';
 
 import { identityFrom, issueTerminal } from '@dt/ledger';
 import {
-  CardApduProcessor, DEFAULT_TERMINAL_CRL_MAX_AGE, decodeDeterministic, decodeMessage, encodeDeterministic, exchange,
-  keyPairSigner, openSigned, ReferenceWallet, SW, toHex, type ApduTransport, type CborValue, type PaymentRequest, getStatus as rawStatus,
-  selectApplet, formatKey, identifyCommand, isChainedBlock, SelectResponseSchema,
+  CardApduProcessor,
+  DEFAULT_TERMINAL_CRL_MAX_AGE,
+  decodeDeterministic,
+  decodeMessage,
+  encodeDeterministic,
+  exchange,
+  keyPairSigner,
+  openSigned,
+  ReferenceWallet,
+  SW,
+  toHex,
+  type ApduTransport,
+  type CborValue,
+  type PaymentRequest,
+  getStatus as rawStatus,
+  selectApplet,
+  formatKey,
+  identifyCommand,
+  isChainedBlock,
+  SelectResponseSchema,
 } from '@dt/protocol';
 import {
-  AttemptState, buildIdentity, certifiedCrlMaxAge, DeclineReason, effectiveMaxCrlAge, Journal, MAX_TORN_ATTEMPTS, MAX_TORN_PER_CARD,
-  PaymentKernel, type PinPad, type RiskPolicy, type TerminalIdentity, type TapOutcome,
+  AttemptState,
+  buildIdentity,
+  certifiedCrlMaxAge,
+  DeclineReason,
+  effectiveMaxCrlAge,
+  Journal,
+  MAX_TORN_ATTEMPTS,
+  MAX_TORN_PER_CARD,
+  PaymentKernel,
+  type PinPad,
+  type RiskPolicy,
+  type TerminalIdentity,
+  type TapOutcome,
 } from '../src/index.ts';
-import { createDevPki, devTerminalIdentity, makeCard, makeJournal, nowSec, readerFor, signedCrl, tempDir, TEST_LIMITS, TEST_POLICY, type TestCard } from './helpers/fixtures.ts';
+import {
+  createDevPki,
+  devTerminalIdentity,
+  makeCard,
+  makeJournal,
+  nowSec,
+  readerFor,
+  signedCrl,
+  tempDir,
+  TEST_LIMITS,
+  TEST_POLICY,
+  type TestCard,
+} from './helpers/fixtures.ts';
 
 const pki = createDevPki();
 const identity = devTerminalIdentity(pki);
@@ -36,8 +76,12 @@ function setup(
     journal.storeCrl({ version: 1, issued, bytes: signedCrl(pki, 1, [], issued), revoked: [] });
   }
   const kernel = new PaymentKernel({
-    identity: opts.identity ?? identity, journal, policy: opts.policy ?? TEST_POLICY, timeouts: { cardMs: 2000, tapMs: 8000, pinMs: 2000 },
-    ...(opts.now ? { now: opts.now } : {}), ...(opts.pinPad ? { pinPad: opts.pinPad } : {}),
+    identity: opts.identity ?? identity,
+    journal,
+    policy: opts.policy ?? TEST_POLICY,
+    timeouts: { cardMs: 2000, tapMs: 8000, pinMs: 2000 },
+    ...(opts.now ? { now: opts.now } : {}),
+    ...(opts.pinPad ? { pinPad: opts.pinPad } : {}),
   });
   t.teardown(() => {
     journal.close();
@@ -97,7 +141,12 @@ test('a card that always answers malformed CBOR to PAY: PRESENT_CARD_AGAIN once,
     outcomes.push(await kernel.charge(hostile, 10_000));
     t.true(journal.tornAttempts().length <= 1, `tap ${i}: ${journal.tornAttempts().length} torn attempts`);
   }
-  t.deepEqual(outcomes[0], { kind: 'PRESENT_CARD_AGAIN', reason: 'DAMAGED_ANSWER', detail: 'HANDOVER_MALFORMED', tornAttempt: (outcomes[0] as { tornAttempt: string }).tornAttempt });
+  t.deepEqual(outcomes[0], {
+    kind: 'PRESENT_CARD_AGAIN',
+    reason: 'DAMAGED_ANSWER',
+    detail: 'HANDOVER_MALFORMED',
+    tornAttempt: (outcomes[0] as { tornAttempt: string }).tornAttempt,
+  });
   t.like(outcomes[1], { kind: 'DECLINED', reason: DeclineReason.CARD_ANSWER_INVALID });
   t.regex((outcomes[1] as { detail?: string }).detail ?? '', /^HANDOVER_MALFORMED\b/);
   // Then, within the retry window, every tap is declined: the card gets no second retry, even
@@ -187,7 +236,10 @@ test('journal bounds: at most MAX_TORN_PER_CARD torn attempts per card and MAX_T
     j.setAttemptState(nonce, AttemptState.TORN);
     clock++;
   }
-  t.deepEqual(j.tornAttempts().map((a) => toHex(a.nonce)), mine.slice(-MAX_TORN_PER_CARD).map(toHex));
+  t.deepEqual(
+    j.tornAttempts().map((a) => toHex(a.nonce)),
+    mine.slice(-MAX_TORN_PER_CARD).map(toHex),
+  );
   for (const n of mine.slice(0, 3)) t.is(j.getAttempt(n)?.state, AttemptState.CLOSED);
   // Many cards (or one that announces a new id at every tap).
   for (let i = 0; i < MAX_TORN_ATTEMPTS + 10; i++) {
@@ -203,7 +255,8 @@ test('journal bounds: at most MAX_TORN_PER_CARD torn attempts per card and MAX_T
   t.is(open.length, MAX_TORN_ATTEMPTS);
   t.is(open[open.length - 1]!.nonce[0], MAX_TORN_ATTEMPTS + 9, 'the newest is kept');
   // A crash leaving many attempts "sent": the bound holds at start-up too.
-  for (let i = 0; i < 10; i++) j.recordAttempt({ nonce: new Uint8Array(16).fill(0xc0 + i), amount: 100, time: clock, card, request: new Uint8Array(20) });
+  for (let i = 0; i < 10; i++)
+    j.recordAttempt({ nonce: new Uint8Array(16).fill(0xc0 + i), amount: 100, time: clock, card, request: new Uint8Array(20) });
   t.is(j.markSentAttemptsTorn(), 10);
   t.is(j.tornAttempts().filter((a) => a.card && toHex(a.card) === toHex(card)).length, MAX_TORN_PER_CARD);
   t.true(j.tornAttempts().length <= MAX_TORN_ATTEMPTS);
@@ -259,7 +312,10 @@ test('the journal refuses a second approval with the same (card, counter) or the
 
   // Same counter, another coin: a clone of the card before the genuine payment.
   const a = cloneOf(s0);
-  const sameCounter = await kernel.charge(readerFor(cloneTransport(c.transport, (req) => a.pay(req, { inputs: [otherCoin] }).handover)), 100_000);
+  const sameCounter = await kernel.charge(
+    readerFor(cloneTransport(c.transport, (req) => a.pay(req, { inputs: [otherCoin] }).handover)),
+    100_000,
+  );
   t.is(sameCounter.kind, 'DECLINED');
   if (sameCounter.kind === 'DECLINED') {
     t.is(sameCounter.reason, DeclineReason.DOUBLE_SPEND_DETECTED);
@@ -268,8 +324,22 @@ test('the journal refuses a second approval with the same (card, counter) or the
 
   // Same coin, a new counter: the clone first signs a payment elsewhere (counter + 1), then spends the coin again here.
   const b = cloneOf(s0);
-  b.pay({ amount: 1_000, currency: identity.currency, terminal: new Uint8Array(16).fill(9), merchant: 'elsewhere', mcc: 5411, nonce: new Uint8Array(16).fill(3), time: nowSec() }, { inputs: [otherCoin] });
-  const sameInput = await kernel.charge(readerFor(cloneTransport(c.transport, (req) => b.pay(req, { inputs: [spentCoin] }).handover)), 100_000);
+  b.pay(
+    {
+      amount: 1_000,
+      currency: identity.currency,
+      terminal: new Uint8Array(16).fill(9),
+      merchant: 'elsewhere',
+      mcc: 5411,
+      nonce: new Uint8Array(16).fill(3),
+      time: nowSec(),
+    },
+    { inputs: [otherCoin] },
+  );
+  const sameInput = await kernel.charge(
+    readerFor(cloneTransport(c.transport, (req) => b.pay(req, { inputs: [spentCoin] }).handover)),
+    100_000,
+  );
   t.is(sameInput.kind, 'DECLINED');
   if (sameInput.kind === 'DECLINED') {
     t.is(sameInput.reason, DeclineReason.DOUBLE_SPEND_DETECTED);
@@ -280,7 +350,10 @@ test('the journal refuses a second approval with the same (card, counter) or the
   // The journal on its own: conflicts by counter and by input, a duplicate for the same transfer.
   const p = genuine.payment;
   const base = { ...p, inputs: [spentCoin] };
-  t.is(journal.recordApproval({ ...base, transferHash: new Uint8Array(32).fill(1), inputs: [new Uint8Array(32).fill(2)] }).kind, 'conflict');
+  t.is(
+    journal.recordApproval({ ...base, transferHash: new Uint8Array(32).fill(1), inputs: [new Uint8Array(32).fill(2)] }).kind,
+    'conflict',
+  );
   const byInput = journal.recordApproval({ ...base, transferHash: new Uint8Array(32).fill(3), counter: p.counter + 5 });
   t.like(byInput, { kind: 'conflict', reason: 'input' });
   const byCounter = journal.recordApproval({ ...base, transferHash: new Uint8Array(32).fill(4), inputs: [new Uint8Array(32).fill(5)] });
@@ -295,11 +368,15 @@ test('the journal refuses a second approval with the same (card, counter) or the
 function terminalWithCrlMaxAge(crlMaxAge: number): TerminalIdentity {
   const bank = identityFrom(pki.bank.keys, [pki.bank.cert]);
   const now = nowSec();
-  const term = issueTerminal(bank, { validity: { nbf: now - 86_400, exp: now + 86_400 * 30 }, merchant: { id: 'shop-crl', mcc: 5411, name: 'Shop CRL' }, crlMaxAge });
+  const term = issueTerminal(bank, {
+    validity: { nbf: now - 86_400, exp: now + 86_400 * 30 },
+    merchant: { id: 'shop-crl', mcc: 5411, name: 'Shop CRL' },
+    crlMaxAge,
+  });
   return buildIdentity({ keyPair: term.keys, chain: [...term.chain], root: pki.issuer.cert, ledgerCert: pki.ledger.cert }, now);
 }
 
-test('certified CRL age: the certificate\'s crlMaxAge caps the configured maxCrlAge (default 3 days without the claim); a config cannot widen it', async (t) => {
+test("certified CRL age: the certificate's crlMaxAge caps the configured maxCrlAge (default 3 days without the claim); a config cannot widen it", async (t) => {
   const short = terminalWithCrlMaxAge(3_600);
   t.is(certifiedCrlMaxAge(short.chain[0]!), 3_600);
   t.is(certifiedCrlMaxAge(identity.chain[0]!), DEFAULT_TERMINAL_CRL_MAX_AGE, 'no claim: the default');

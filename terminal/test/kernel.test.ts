@@ -7,11 +7,40 @@ import test from 'ava';
 import { MemoryStorage } from '@dt/firmware';
 import { InProcessTransport, SimulatedCard } from '@dt/card-applet-sim';
 import {
-  Cvm, encodeResponse, identifyCommand, isChainedBlock, SW, type ApduTransport, type TransmitOptions, getStatus as rawStatus, selectApplet,
+  Cvm,
+  encodeResponse,
+  identifyCommand,
+  isChainedBlock,
+  SW,
+  type ApduTransport,
+  type TransmitOptions,
+  getStatus as rawStatus,
+  selectApplet,
 } from '@dt/protocol';
-import { PaymentKernel, PaymentState, ReaderBusyError, TimeoutError, TransportReader, VERIFIERS, parseConfig, verifierByName, type CardReader, type CardSession } from '../src/index.ts';
 import {
-  createDevPki, devTerminalIdentity, makeCard, makeJournal, readerFor, ScriptedPinPad, signedCrl, tempDir, TEST_POLICY, nowSec, TEST_LIMITS,
+  PaymentKernel,
+  PaymentState,
+  ReaderBusyError,
+  TimeoutError,
+  TransportReader,
+  VERIFIERS,
+  parseConfig,
+  verifierByName,
+  type CardReader,
+  type CardSession,
+} from '../src/index.ts';
+import {
+  createDevPki,
+  devTerminalIdentity,
+  makeCard,
+  makeJournal,
+  readerFor,
+  ScriptedPinPad,
+  signedCrl,
+  tempDir,
+  TEST_POLICY,
+  nowSec,
+  TEST_LIMITS,
 } from './helpers/fixtures.ts';
 
 const pki = createDevPki();
@@ -41,11 +70,20 @@ function losePayAnswerOnce(inner: ApduTransport): ApduTransport {
 }
 const identity = devTerminalIdentity(pki);
 
-function setup(t: { teardown: (f: () => void) => void }, opts: { revoked?: Uint8Array[]; pins?: (string | null)[]; policy?: typeof TEST_POLICY } = {}) {
+function setup(
+  t: { teardown: (f: () => void) => void },
+  opts: { revoked?: Uint8Array[]; pins?: (string | null)[]; policy?: typeof TEST_POLICY } = {},
+) {
   const { dir, cleanup } = tempDir();
   const journal = makeJournal(pki, dir, opts.revoked);
   const pinPad = new ScriptedPinPad(opts.pins ?? []);
-  const kernel = new PaymentKernel({ identity, journal, policy: opts.policy ?? TEST_POLICY, pinPad, timeouts: { cardMs: 2000, tapMs: 8000, pinMs: 2000 } });
+  const kernel = new PaymentKernel({
+    identity,
+    journal,
+    policy: opts.policy ?? TEST_POLICY,
+    pinPad,
+    timeouts: { cardMs: 2000, tapMs: 8000, pinMs: 2000 },
+  });
   t.teardown(() => {
     journal.close();
     cleanup();
@@ -85,7 +123,11 @@ test('PIN above the terminal CVM limit: wrong PIN shows tries left, right PIN ap
   t.is(pinPad.prompts.length, 2);
   t.is(pinPad.prompts[0]!.triesLeft, undefined);
   t.is(typeof pinPad.prompts[1]!.triesLeft, 'number');
-  for (const b of pinPad.given) t.true(b.every((x) => x === 0), 'PIN buffer wiped after use');
+  for (const b of pinPad.given)
+    t.true(
+      b.every((x) => x === 0),
+      'PIN buffer wiped after use',
+    );
   t.is(journal.listPayments().length, 1);
 });
 
@@ -261,7 +303,8 @@ test('a card that stops answering mid-PAY times out into PRESENT_CARD_AGAIN (per
   // Forwards everything, but the PAY answer never comes back (the card left the field).
   const hang: ApduTransport = {
     async transmit(apdu: Uint8Array, o?: TransmitOptions) {
-      if (identifyCommand(apdu) === 'PAY') return new Promise<Uint8Array>((_, reject) => o?.signal?.addEventListener('abort', () => reject(o.signal!.reason)));
+      if (identifyCommand(apdu) === 'PAY')
+        return new Promise<Uint8Array>((_, reject) => o?.signal?.addEventListener('abort', () => reject(o.signal!.reason)));
       return c.transport.transmit(apdu, o);
     },
   };
@@ -311,7 +354,13 @@ test('verifier: config.json picks native (default) or noble, anything else is re
     let calls = 0;
     const inner = verifierByName(name);
     const counting = { verify: (s: Uint8Array, m: Uint8Array, k: Uint8Array) => (calls++, inner.verify(s, m, k)) };
-    const kernel = new PaymentKernel({ identity, journal, policy: TEST_POLICY, verifier: counting, timeouts: { cardMs: 2000, tapMs: 8000, pinMs: 2000 } });
+    const kernel = new PaymentKernel({
+      identity,
+      journal,
+      policy: TEST_POLICY,
+      verifier: counting,
+      timeouts: { cardMs: 2000, tapMs: 8000, pinMs: 2000 },
+    });
     const c = await makeCard(pki);
     const o = await kernel.charge(readerFor(c.transport), 1_000);
     t.is(o.kind, 'APPROVED', name);
@@ -325,7 +374,13 @@ test('verifier: config.json picks native (default) or noble, anything else is re
     journal.close();
     cleanup();
   });
-  const kernel = new PaymentKernel({ identity, journal, policy: TEST_POLICY, verifier: { verify: () => false }, timeouts: { cardMs: 2000, tapMs: 8000, pinMs: 2000 } });
+  const kernel = new PaymentKernel({
+    identity,
+    journal,
+    policy: TEST_POLICY,
+    verifier: { verify: () => false },
+    timeouts: { cardMs: 2000, tapMs: 8000, pinMs: 2000 },
+  });
   const c = await makeCard(pki);
   const before = await getStatus(c.transport);
   const o = await kernel.charge(readerFor(c.transport), 1_000);

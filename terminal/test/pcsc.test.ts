@@ -10,9 +10,27 @@
 import test from 'ava';
 import { EventEmitter } from 'node:events';
 import { MemoryStorage } from '@dt/firmware';
-import { startPcscd, VpcdClient, SimulatedCard, InProcessTransport, personalizeCard, devIssuingBank, devLoad, createDevPki, type PcscdHandle } from '@dt/card-applet-sim';
+import {
+  startPcscd,
+  VpcdClient,
+  SimulatedCard,
+  InProcessTransport,
+  personalizeCard,
+  devIssuingBank,
+  devLoad,
+  createDevPki,
+  type PcscdHandle,
+} from '@dt/card-applet-sim';
 import { INS } from '@dt/protocol';
-import { PaymentKernel, PcscReaders, ReaderBusyError, PCSC_RESPONSE_BUFFER, type CardReader, type PcscEvent, type TapOutcome } from '../src/index.ts';
+import {
+  PaymentKernel,
+  PcscReaders,
+  ReaderBusyError,
+  PCSC_RESPONSE_BUFFER,
+  type CardReader,
+  type PcscEvent,
+  type TapOutcome,
+} from '../src/index.ts';
 import { devTerminalIdentity, makeJournal, tempDir, TEST_LIMITS, TEST_POLICY } from './helpers/fixtures.ts';
 
 const pki = createDevPki();
@@ -76,7 +94,8 @@ test.serial('a tap through real pcscd: APPROVED; NO_CARD after the card is taken
   await vpcd.stop();
   const k2 = new PaymentKernel({ identity, journal, policy: TEST_POLICY, timeouts: { cardMs: 1500 } });
   // Wait until PC/SC has seen the removal, then a tap with no card ends with NO_CARD.
-  for (let i = 0; i < 50 && pcsc.list().find((r) => r.name === pcscd.readers[0])?.cardPresent; i++) await new Promise((r) => setTimeout(r, 100));
+  for (let i = 0; i < 50 && pcsc.list().find((r) => r.name === pcscd.readers[0])?.cardPresent; i++)
+    await new Promise((r) => setTimeout(r, 100));
   t.deepEqual(await k2.charge(reader, 1000), { kind: 'END', reason: 'NO_CARD' });
 
   const vpcd2 = new VpcdClient(card, { port: pcscd.vpcdPort });
@@ -87,35 +106,38 @@ test.serial('a tap through real pcscd: APPROVED; NO_CARD after the card is taken
   t.is(PCSC_RESPONSE_BUFFER, 258);
 });
 
-test.serial('torn tap through a real reader: the card loses power right after signing; PRESENT_CARD_AGAIN, then the retry recovers the same payment', async (t) => {
-  const { journal, kernel } = kernelFor(t);
-  const pcsc = new PcscReaders();
-  t.teardown(() => pcsc.close());
-  await pcsc.waitForReaders(10_000);
-  const reader = pcsc.reader(pcscd.readers[0]);
-  const card = await loadedCard();
-  const vpcd = new VpcdClient(card, { port: pcscd.vpcdPort, reinsertDelayMs: 1000 });
-  vpcd.start();
-  t.teardown(() => vpcd.stop());
-  // The first GET RESPONSE after PAY: the card has signed and committed; the field is lost.
-  card.faults.arm({ cutAfterApdu: { ins: INS.GET_RESPONSE } });
-  let o1 = await kernel.charge(reader, 150_000);
-  // A PRESENT_CARD_AGAIN before PAY reached the card (the reader still settling after the
-  // previous test's card left) carries no torn attempt: the merchant simply asks again.
-  for (let i = 0; i < 20 && o1.kind === 'PRESENT_CARD_AGAIN' && o1.tornAttempt === undefined; i++) {
-    await new Promise((r) => setTimeout(r, 250));
-    o1 = await kernel.charge(reader, 150_000);
-  }
-  t.is(o1.kind, 'PRESENT_CARD_AGAIN');
-  t.truthy(o1.kind === 'PRESENT_CARD_AGAIN' && o1.tornAttempt);
-  t.is(journal.tornAttempts().length, 1);
-  // The customer presents the card again (it is back in the field after the reinsert delay).
-  const o2 = await tapUntilDone(kernel, reader, 150_000);
-  t.is(o2.kind, 'APPROVED');
-  t.true(o2.kind === 'APPROVED' && o2.recovered);
-  t.is(journal.listPayments().length, 1);
-  t.is(journal.pendingSummary().amount, 150_000);
-});
+test.serial(
+  'torn tap through a real reader: the card loses power right after signing; PRESENT_CARD_AGAIN, then the retry recovers the same payment',
+  async (t) => {
+    const { journal, kernel } = kernelFor(t);
+    const pcsc = new PcscReaders();
+    t.teardown(() => pcsc.close());
+    await pcsc.waitForReaders(10_000);
+    const reader = pcsc.reader(pcscd.readers[0]);
+    const card = await loadedCard();
+    const vpcd = new VpcdClient(card, { port: pcscd.vpcdPort, reinsertDelayMs: 1000 });
+    vpcd.start();
+    t.teardown(() => vpcd.stop());
+    // The first GET RESPONSE after PAY: the card has signed and committed; the field is lost.
+    card.faults.arm({ cutAfterApdu: { ins: INS.GET_RESPONSE } });
+    let o1 = await kernel.charge(reader, 150_000);
+    // A PRESENT_CARD_AGAIN before PAY reached the card (the reader still settling after the
+    // previous test's card left) carries no torn attempt: the merchant simply asks again.
+    for (let i = 0; i < 20 && o1.kind === 'PRESENT_CARD_AGAIN' && o1.tornAttempt === undefined; i++) {
+      await new Promise((r) => setTimeout(r, 250));
+      o1 = await kernel.charge(reader, 150_000);
+    }
+    t.is(o1.kind, 'PRESENT_CARD_AGAIN');
+    t.truthy(o1.kind === 'PRESENT_CARD_AGAIN' && o1.tornAttempt);
+    t.is(journal.tornAttempts().length, 1);
+    // The customer presents the card again (it is back in the field after the reinsert delay).
+    const o2 = await tapUntilDone(kernel, reader, 150_000);
+    t.is(o2.kind, 'APPROVED');
+    t.true(o2.kind === 'APPROVED' && o2.recovered);
+    t.is(journal.listPayments().length, 1);
+    t.is(journal.pendingSummary().amount, 150_000);
+  },
+);
 
 test.serial('one session per reader: a second waitForCard on the same reader gets ReaderBusyError', async (t) => {
   const pcsc = new PcscReaders();
@@ -144,7 +166,10 @@ class FakeReader extends EventEmitter {
   autoProcessing = true;
   card: { atr?: Uint8Array } | null = null;
   connection: unknown = null;
-  constructor(readonly name: string, readonly answer: (apdu: Uint8Array) => Uint8Array) {
+  constructor(
+    readonly name: string,
+    readonly answer: (apdu: Uint8Array) => Uint8Array,
+  ) {
     super();
   }
   async connect(): Promise<unknown> {
@@ -165,41 +190,43 @@ class FakeReader extends EventEmitter {
   }
 }
 
-test.serial('context lost (pcscd gone): the adapter closes it, recreates it, finds the reader again and serves the next session', async (t) => {
-  const contexts: FakeNfc[] = [];
-  const pcsc = new PcscReaders({
-    reconnectDelayMs: 50,
-    nfcFactory: () => {
-      const n = new FakeNfc();
-      contexts.push(n);
-      return n as never;
-    },
-  });
-  t.teardown(() => pcsc.close());
-  const ok = () => Uint8Array.of(0x90, 0x00);
-  const r1 = new FakeReader('ACS ACR122U', ok);
-  contexts[0]!.emit('reader', r1);
-  t.false(r1.autoProcessing, 'autoProcessing turned off');
-  r1.insert();
-  const reader = pcsc.reader('ACR122');
-  const s1 = await reader.waitForCard({ timeoutMs: 1000 });
-  t.deepEqual(await s1.transmit(Uint8Array.of(0, 0xa4, 4, 0)), Uint8Array.of(0x90, 0x00));
-  await s1.release();
-  // The service dies: the context reports an error; readers are gone.
-  contexts[0]!.emit('error', new Error('SCardGetStatusChange error: RPC transport error.(0x80100013)'));
-  // The old context is released once its readers are (after the current tick: see releaseContext).
-  for (let i = 0; i < 50 && !contexts[0]!.closed; i++) await new Promise((r) => setTimeout(r, 10));
-  t.true(contexts[0]!.closed);
-  t.deepEqual(pcsc.readerNames, []);
-  await t.throwsAsync(reader.waitForCard({ timeoutMs: 30 }), { code: 'TIMEOUT' });
-  // A new context comes up after the delay; the reader reappears with a card.
-  for (let i = 0; i < 50 && contexts.length < 2; i++) await new Promise((r) => setTimeout(r, 20));
-  t.is(contexts.length, 2);
-  const r2 = new FakeReader('ACS ACR122U', () => Uint8Array.of(0x61, 0x10));
-  contexts[1]!.emit('reader', r2);
-  r2.insert();
-  const s2 = await reader.waitForCard({ timeoutMs: 1000 });
-  t.deepEqual(await s2.transmit(Uint8Array.of(0, 0xa4, 4, 0)), Uint8Array.of(0x61, 0x10));
-  await s2.release();
-});
-
+test.serial(
+  'context lost (pcscd gone): the adapter closes it, recreates it, finds the reader again and serves the next session',
+  async (t) => {
+    const contexts: FakeNfc[] = [];
+    const pcsc = new PcscReaders({
+      reconnectDelayMs: 50,
+      nfcFactory: () => {
+        const n = new FakeNfc();
+        contexts.push(n);
+        return n as never;
+      },
+    });
+    t.teardown(() => pcsc.close());
+    const ok = () => Uint8Array.of(0x90, 0x00);
+    const r1 = new FakeReader('ACS ACR122U', ok);
+    contexts[0]!.emit('reader', r1);
+    t.false(r1.autoProcessing, 'autoProcessing turned off');
+    r1.insert();
+    const reader = pcsc.reader('ACR122');
+    const s1 = await reader.waitForCard({ timeoutMs: 1000 });
+    t.deepEqual(await s1.transmit(Uint8Array.of(0, 0xa4, 4, 0)), Uint8Array.of(0x90, 0x00));
+    await s1.release();
+    // The service dies: the context reports an error; readers are gone.
+    contexts[0]!.emit('error', new Error('SCardGetStatusChange error: RPC transport error.(0x80100013)'));
+    // The old context is released once its readers are (after the current tick: see releaseContext).
+    for (let i = 0; i < 50 && !contexts[0]!.closed; i++) await new Promise((r) => setTimeout(r, 10));
+    t.true(contexts[0]!.closed);
+    t.deepEqual(pcsc.readerNames, []);
+    await t.throwsAsync(reader.waitForCard({ timeoutMs: 30 }), { code: 'TIMEOUT' });
+    // A new context comes up after the delay; the reader reappears with a card.
+    for (let i = 0; i < 50 && contexts.length < 2; i++) await new Promise((r) => setTimeout(r, 20));
+    t.is(contexts.length, 2);
+    const r2 = new FakeReader('ACS ACR122U', () => Uint8Array.of(0x61, 0x10));
+    contexts[1]!.emit('reader', r2);
+    r2.insert();
+    const s2 = await reader.waitForCard({ timeoutMs: 1000 });
+    t.deepEqual(await s2.transmit(Uint8Array.of(0, 0xa4, 4, 0)), Uint8Array.of(0x61, 0x10));
+    await s2.release();
+  },
+);

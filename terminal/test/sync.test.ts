@@ -47,7 +47,10 @@ test('payments go pending -> submitted -> settled through the real acquirer and 
 
   const r1 = await client().sync();
   t.deepEqual(r1.problems, []);
-  t.deepEqual(r1.batches.map((b) => [b.seq, b.count, b.total]), [[1, 3, 355_000]]);
+  t.deepEqual(
+    r1.batches.map((b) => [b.seq, b.count, b.total]),
+    [[1, 3, 355_000]],
+  );
   t.is(journal.totalsByState().submitted.amount, 355_000);
 
   await w.acquirer.forwardNow();
@@ -82,7 +85,10 @@ test('acquirer down: sync reports offline with the pending amount and since when
   const up = await client(w.acquirer.url).sync();
   t.true(up.online);
   t.deepEqual(up.problems, []);
-  t.is(up.batches.reduce((s, b) => s + b.total, 0), 100_000);
+  t.is(
+    up.batches.reduce((s, b) => s + b.total, 0),
+    100_000,
+  );
   await w.acquirer.forwardNow();
   await client(w.acquirer.url).sync();
   t.deepEqual(journal.totalsByState().settled, { count: 2, amount: 100_000 });
@@ -112,7 +118,10 @@ test('lost acknowledgement: the same batch bytes are resent and acknowledged onc
   t.is(journal.totalsByState().pending.count, 1);
   const r2 = await client().sync();
   t.deepEqual(r2.problems, []);
-  t.deepEqual(r2.batches.map((b) => b.seq), [1]);
+  t.deepEqual(
+    r2.batches.map((b) => b.seq),
+    [1],
+  );
   await w.acquirer.forwardNow();
   const r3 = await client().sync();
   t.is(r3.outcomes.applied, 1);
@@ -157,12 +166,29 @@ test('forged outcomes and revocation lists (not signed by the pinned ledger key)
   if (o.kind !== 'APPROVED') return;
   await client().sync();
   const forger = keyPairSigner(generateKeyPair((n) => new Uint8Array(n).map(() => Math.floor(Math.random() * 256))));
-  const forgedOutcome = signMessage('Outcome', { transfer: o.payment.transferHash, status: 1, covered: true, time: nowSec(), card: card.kid, terminal: id.kid, amount: 10_000 }, forger);
+  const forgedOutcome = signMessage(
+    'Outcome',
+    { transfer: o.payment.transferHash, status: 1, covered: true, time: nowSec(), card: card.kid, terminal: id.kid, amount: 10_000 },
+    forger,
+  );
   const forgedCrl = signMessage('RevocationList', { version: 99, issued: nowSec(), revoked: [] }, forger);
   const { encodeDeterministic } = await import('@dt/protocol');
   const fake: typeof fetch = async (input) => {
     const u = new URL(String(input instanceof Request ? input.url : input));
-    if (u.pathname.endsWith('/outcomes')) return new Response(Buffer.from(encodeDeterministic(new Map<number, unknown>([[1, [forgedOutcome]], [2, 7], [3, [[1, 0]]], [4, false]]) as never)), { status: 200 });
+    if (u.pathname.endsWith('/outcomes'))
+      return new Response(
+        Buffer.from(
+          encodeDeterministic(
+            new Map<number, unknown>([
+              [1, [forgedOutcome]],
+              [2, 7],
+              [3, [[1, 0]]],
+              [4, false],
+            ]) as never,
+          ),
+        ),
+        { status: 200 },
+      );
     if (u.pathname === '/v1/crl') return new Response(Buffer.from(forgedCrl), { status: 200 });
     return new Response('{"code":"NOT_FOUND","message":"x"}', { status: 404 });
   };

@@ -11,7 +11,16 @@ import { join } from 'node:path';
 import { CLA, INS, SYNC_P1, transmitOk, selectApplet } from '@dt/protocol';
 import { MemoryStorage } from '@dt/firmware';
 import { InProcessTransport, SimulatedCard, personalizeCard } from '@dt/card-applet-sim';
-import { Ledger, createPki, nativeSigner, openSqliteStorage, signLoadOrder, startLedgerServer, type LedgerServer, type Pki } from '@dt/ledger';
+import {
+  Ledger,
+  createPki,
+  nativeSigner,
+  openSqliteStorage,
+  signLoadOrder,
+  startLedgerServer,
+  type LedgerServer,
+  type Pki,
+} from '@dt/ledger';
 import { startAcquirer, type RunningAcquirer } from '@dt/acquirer';
 import { DEFAULT_POLICY, Journal, PaymentKernel, SyncClient, buildIdentity, type TerminalIdentity } from '@dt/terminal';
 
@@ -43,7 +52,13 @@ export interface BackOffice {
 export async function startBackOffice(dir: string): Promise<BackOffice> {
   const pki = createPki({ now: nowSec() });
   const storage = openSqliteStorage(join(dir, 'ledger.db'));
-  const ledger = await Ledger.open({ storage, signer: nativeSigner(pki.ledger.keys), rootCert: pki.issuer.cert, ledgerCert: pki.ledger.cert, now: nowSec });
+  const ledger = await Ledger.open({
+    storage,
+    signer: nativeSigner(pki.ledger.keys),
+    rootCert: pki.issuer.cert,
+    ledgerCert: pki.ledger.cert,
+    now: nowSec,
+  });
   await ledger.registerBank(pki.bank.cert);
   await ledger.allocate(pki.bank.kid, VARIANT.allocation, rnd16());
   const ledgerServer = await startLedgerServer({ ledger, port: 0, host: '127.0.0.1' });
@@ -51,15 +66,24 @@ export async function startBackOffice(dir: string): Promise<BackOffice> {
   const acquirerId = pki.issueAcquirer();
   const start = (port = 0) =>
     startAcquirer({
-      ledgerUrl: ledgerServer.url, root: pki.issuer.cert, bankCert: pki.bank.cert, ledgerCert: pki.ledger.cert,
-      acquirerCert: acquirerId.cert, acquirerSigner: acquirerId.signer,
-      dbFile: join(dir, 'acquirer.db'), port, host: '127.0.0.1',
+      ledgerUrl: ledgerServer.url,
+      root: pki.issuer.cert,
+      bankCert: pki.bank.cert,
+      ledgerCert: pki.ledger.cert,
+      acquirerCert: acquirerId.cert,
+      acquirerSigner: acquirerId.signer,
+      dbFile: join(dir, 'acquirer.db'),
+      port,
+      host: '127.0.0.1',
       // The tests drive forwarding and list refreshes themselves.
-      autoForward: false, crlRefreshMs: 3_600_000,
+      autoForward: false,
+      crlRefreshMs: 3_600_000,
     });
   let closed = false;
   const bo: BackOffice = {
-    pki, ledger, ledgerServer,
+    pki,
+    ledger,
+    ledgerServer,
     acquirer: await start(),
     async startAcquirer(port?: number) {
       bo.acquirer = await start(port);
@@ -81,7 +105,10 @@ export async function startBackOffice(dir: string): Promise<BackOffice> {
 /** A terminal certified by the bank; its key pair and chain for saving to a data dir. */
 export function certifyTerminal(bo: BackOffice, merchant: string) {
   const cert = bo.pki.issueTerminal({ merchant: { id: merchant, mcc: 5411, name: merchant } });
-  const identity: TerminalIdentity = buildIdentity({ keyPair: cert.keys, chain: [...cert.chain], root: bo.pki.issuer.cert, ledgerCert: bo.pki.ledger.cert }, nowSec());
+  const identity: TerminalIdentity = buildIdentity(
+    { keyPair: cert.keys, chain: [...cert.chain], root: bo.pki.issuer.cert, ledgerCert: bo.pki.ledger.cert },
+    nowSec(),
+  );
   return { cert, identity };
 }
 
@@ -98,7 +125,9 @@ export function openTerminal(bo: BackOffice, identity: TerminalIdentity, journal
   const journal = Journal.open(journalFile);
   const kernel = new PaymentKernel({ identity, journal, policy: DEFAULT_POLICY, timeouts: { cardMs: 10_000, tapMs: 15_000 } });
   return {
-    identity, journal, kernel,
+    identity,
+    journal,
+    kernel,
     sync: (url = bo.acquirer.url) =>
       new SyncClient({ identity, journal, acquirerUrl: url, retry: { attempts: 2, baseMs: 20, maxMs: 100, timeoutMs: 5000 } }).sync(),
   };
@@ -109,7 +138,11 @@ export async function loadedCard(bo: BackOffice): Promise<{ card: SimulatedCard;
   const card = new SimulatedCard({ storage: new MemoryStorage() });
   const transport = new InProcessTransport(card); // the bank's personalization station and the owner's app
   const pki = bo.pki;
-  const p = await personalizeCard(transport, { signer: pki.bank.signer, cert: pki.bank.cert, root: pki.issuer.cert, ledgerCert: pki.ledger.cert }, { pin: '1234', puk: '12345678', limits: VARIANT.limits });
+  const p = await personalizeCard(
+    transport,
+    { signer: pki.bank.signer, cert: pki.bank.cert, root: pki.issuer.cert, ledgerCert: pki.ledger.cert },
+    { pin: '1234', puk: '12345678', limits: VARIANT.limits },
+  );
   await bo.ledger.registerCard([p.certificate, pki.bank.cert]);
   await bo.ledger.load(signLoadOrder({ card: p.cardKid, amount: VARIANT.load, id: rnd16(), time: nowSec() }, pki.bank.signer));
   await selectApplet(transport);

@@ -31,7 +31,15 @@ import {
   verifySigned,
 } from '@dt/protocol';
 import { nativeVerifier } from '@dt/protocol/native';
-import { CERT_REQUEST_CONTENT_TYPE, CertificateRequestSchema, Journal, TerminalError, listHidDevices, openSerialPort, parsePolicy } from '@dt/terminal';
+import {
+  CERT_REQUEST_CONTENT_TYPE,
+  CertificateRequestSchema,
+  Journal,
+  TerminalError,
+  listHidDevices,
+  openSerialPort,
+  parsePolicy,
+} from '@dt/terminal';
 
 const [vectorsDir, workDir, posDir] = process.argv.slice(2);
 const utf8 = (s) => new TextEncoder().encode(s);
@@ -69,12 +77,20 @@ out.transfer = {
 out.invalidTransfers = Object.fromEntries(
   transfers.invalid.map((iv) => [
     iv.name,
-    codeOf(() => (iv.call === 'decode' ? openSigned('Transfer', fromHex(iv.hex)) : verifySigned('Transfer', fromHex(iv.hex), fromHex(iv.params.publicKey)))),
+    codeOf(() =>
+      iv.call === 'decode'
+        ? openSigned('Transfer', fromHex(iv.hex))
+        : verifySigned('Transfer', fromHex(iv.hex), fromHex(iv.params.publicKey)),
+    ),
   ]),
 );
 const handover = JSON.parse(readFileSync(join(vectorsDir, 'handover.json'), 'utf8')).valid[0];
 const h = decodeMessage('Handover', fromHex(handover.hex));
-out.handover = { fields: Object.keys(h).sort(), reencoded: toHex(encodeMessage('Handover', h)) === handover.hex, history: h.history.length };
+out.handover = {
+  fields: Object.keys(h).sort(),
+  reencoded: toHex(encodeMessage('Handover', h)) === handover.hex,
+  history: h.history.length,
+};
 
 // A fresh key pair signs; both verifiers accept the signature and refuse it on another message.
 const keys = generateKeyPair((n) => getRandomValues(new Uint8Array(n)));
@@ -83,7 +99,9 @@ out.signature = {
   length: signature.length,
   noble: nobleVerifier.verify(signature, utf8('pay 150.00 KZT'), keys.publicKey),
   native: nativeVerifier.verify(signature, utf8('pay 150.00 KZT'), keys.publicKey),
-  otherMessage: nobleVerifier.verify(signature, utf8('pay 999.00 KZT'), keys.publicKey) || nativeVerifier.verify(signature, utf8('pay 999.00 KZT'), keys.publicKey),
+  otherMessage:
+    nobleVerifier.verify(signature, utf8('pay 999.00 KZT'), keys.publicKey) ||
+    nativeVerifier.verify(signature, utf8('pay 999.00 KZT'), keys.publicKey),
 };
 
 // @dt/terminal: policy parsing, the durable journal (better-sqlite3) across a reopen.

@@ -27,7 +27,13 @@ import { TAP_GOAL_P95_MS as GOAL_P95_MS } from '../suites/timing.ts';
 const e = escapeText;
 
 const PHASE_COLORS: Record<string, string> = {
-  select: '#4e79a7', request: '#f28e2b', cardSigning: '#e15759', verification: '#76b7b2', journalCommit: '#59a14f', total: '#7f6f9f', other: '#bab0ac',
+  select: '#4e79a7',
+  request: '#f28e2b',
+  cardSigning: '#e15759',
+  verification: '#76b7b2',
+  journalCommit: '#59a14f',
+  total: '#7f6f9f',
+  other: '#bab0ac',
 };
 
 const CSS = `
@@ -200,7 +206,10 @@ function transcriptLink(path: string | undefined): string {
 }
 
 function caseRow(c: CaseResult): string {
-  const details = c.details && Object.keys(c.details).length > 0 ? `<details><summary>details</summary><pre>${e(JSON.stringify(c.details, null, 2))}</pre></details>` : '';
+  const details =
+    c.details && Object.keys(c.details).length > 0
+      ? `<details><summary>details</summary><pre>${e(JSON.stringify(c.details, null, 2))}</pre></details>`
+      : '';
   return (
     `<tr class="case status-${escapeAttr(c.status)}" data-case="${escapeAttr(c.name)}">` +
     `<td class="status">${e(c.status)}</td><td><code>${e(c.name)}</code><div class="muted">${e(c.description)}</div></td>` +
@@ -215,9 +224,10 @@ function timingSection(t: TimingResult, index: number): string {
   }).join('');
   const total = t.phases.total;
   // The goal is informational (suites/timing.ts says why): the text says so, so that "not met" next to a passed case is no contradiction.
-  const goal = total.n > 0
-    ? `<p class="goal">Latency goal (informational, not part of the verdict: the tap-latency case passes when every tap is approved): p95 tap-to-outcome &lt; ${GOAL_P95_MS} ms: <strong>${total.p95 < GOAL_P95_MS ? 'met' : 'not met'}</strong> (p95 ${num(total.p95)} ms over ${total.n} taps).</p>`
-    : '<p class="note">No approved taps: no latency figures.</p>';
+  const goal =
+    total.n > 0
+      ? `<p class="goal">Latency goal (informational, not part of the verdict: the tap-latency case passes when every tap is approved): p95 tap-to-outcome &lt; ${GOAL_P95_MS} ms: <strong>${total.p95 < GOAL_P95_MS ? 'met' : 'not met'}</strong> (p95 ${num(total.p95)} ms over ${total.n} taps).</p>`
+      : '<p class="note">No approved taps: no latency figures.</p>';
   const extra: string[] = [`${t.approved} of ${t.taps} taps approved, ${formatTenge(t.amount)} each`];
   if (t.syncs !== undefined) extra.push(`${t.syncs} card sync(s) when the card's offline limits were reached (not timed)`);
   if (t.stoppedEarly) extra.push(`stopped early: ${t.stoppedEarly}`);
@@ -241,11 +251,17 @@ function suiteSection(s: SuiteResult, index: number): string {
   if (s.timing) out += timingSection(s.timing, index);
   if (s.endurance) {
     out += '<h3>Endurance rounds</h3>';
-    out += s.endurance.rounds.length === 0
-      ? '<p class="note">No rounds ran.</p>'
-      : '<table class="endurance"><thead><tr><th class="num">round</th><th class="num">payments</th><th class="num">paid</th><th>stopped by</th><th>sync</th><th class="num">balance before</th><th class="num">balance after</th></tr></thead><tbody>' +
-        s.endurance.rounds.map((r) => `<tr><td class="num">${r.round}</td><td class="num">${r.payments}</td><td class="num">${formatTenge(r.paid)}</td><td>${e(r.stoppedBy)}</td><td>${e(r.sync)}</td><td class="num">${formatTenge(r.balanceBefore)}</td><td class="num">${formatTenge(r.balanceAfter)}</td></tr>`).join('') +
-        '</tbody></table>';
+    out +=
+      s.endurance.rounds.length === 0
+        ? '<p class="note">No rounds ran.</p>'
+        : '<table class="endurance"><thead><tr><th class="num">round</th><th class="num">payments</th><th class="num">paid</th><th>stopped by</th><th>sync</th><th class="num">balance before</th><th class="num">balance after</th></tr></thead><tbody>' +
+          s.endurance.rounds
+            .map(
+              (r) =>
+                `<tr><td class="num">${r.round}</td><td class="num">${r.payments}</td><td class="num">${formatTenge(r.paid)}</td><td>${e(r.stoppedBy)}</td><td>${e(r.sync)}</td><td class="num">${formatTenge(r.balanceBefore)}</td><td class="num">${formatTenge(r.balanceAfter)}</td></tr>`,
+            )
+            .join('') +
+          '</tbody></table>';
   }
   return `${out}</section>`;
 }
@@ -254,7 +270,20 @@ function suiteSection(s: SuiteResult, index: number): string {
 export function renderHtml(run: LabRun): string {
   const all = run.suites.flatMap((s) => s.cases);
   const sum = summarize(all);
-  const timing = run.suites.flatMap((s, i) => (s.timing ? [{ suite: s.name, suiteIndex: i, taps: s.timing.taps, approved: s.timing.approved, amount: s.timing.amount, phases: s.timing.phases }] : []));
+  const timing = run.suites.flatMap((s, i) =>
+    s.timing
+      ? [
+          {
+            suite: s.name,
+            suiteIndex: i,
+            taps: s.timing.taps,
+            approved: s.timing.approved,
+            amount: s.timing.amount,
+            phases: s.timing.phases,
+          },
+        ]
+      : [],
+  );
   const data = { phases: PHASES, descriptions: PHASE_DESCRIPTIONS, colors: PHASE_COLORS, timing };
   const durationMs = Date.parse(run.finishedAt) - Date.parse(run.startedAt);
   const header: [string, unknown][] = [
@@ -266,9 +295,15 @@ export function renderHtml(run: LabRun): string {
     ['host', `${run.host.hostname} (${run.host.platform}, node ${run.host.node}, ${run.host.cpus})`],
     ['tool', `${run.tool.name} ${run.tool.version}`],
   ];
-  const card = run.card && Object.keys(run.card).length > 0 ? `<h3>Card</h3>${kv(Object.entries(run.card))}` : '<p class="note">The card told nothing about itself (no SELECT/GET STATUS facts recorded).</p>';
+  const card =
+    run.card && Object.keys(run.card).length > 0
+      ? `<h3>Card</h3>${kv(Object.entries(run.card))}`
+      : '<p class="note">The card told nothing about itself (no SELECT/GET STATUS facts recorded).</p>';
   const options = Object.keys(run.options).length > 0 ? `<h3>Options</h3>${kv(Object.entries(run.options))}` : '';
-  const noTiming = timing.length === 0 ? '<p class="note" id="no-timing">The timing suite did not run in this lab run: there are no latency plots.</p>' : '';
+  const noTiming =
+    timing.length === 0
+      ? '<p class="note" id="no-timing">The timing suite did not run in this lab run: there are no latency plots.</p>'
+      : '';
   return `<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -283,7 +318,12 @@ export function renderHtml(run: LabRun): string {
 ${kv(header)}${card}${options}</header>
 <section id="summary"><h2>Summary</h2><p>${badges(sum)}</p>
 <table class="suites"><thead><tr><th>suite</th><th class="num">cases</th><th class="num">passed</th><th class="num">failed</th><th class="num">errors</th><th class="num">skipped</th><th class="num">time</th></tr></thead><tbody>
-${run.suites.map((s, i) => { const x = summarize(s.cases); return `<tr><td><a href="#suite-${escapeAttr(s.name)}-${i}">${e(s.name)}</a></td><td class="num">${x.total}</td><td class="num">${x.passed}</td><td class="num">${x.failed}</td><td class="num">${x.errors}</td><td class="num">${x.skipped}</td><td class="num">${e(fmtMs(s.durationMs))}</td></tr>`; }).join('\n')}
+${run.suites
+  .map((s, i) => {
+    const x = summarize(s.cases);
+    return `<tr><td><a href="#suite-${escapeAttr(s.name)}-${i}">${e(s.name)}</a></td><td class="num">${x.total}</td><td class="num">${x.passed}</td><td class="num">${x.failed}</td><td class="num">${x.errors}</td><td class="num">${x.skipped}</td><td class="num">${e(fmtMs(s.durationMs))}</td></tr>`;
+  })
+  .join('\n')}
 </tbody></table>${noTiming}</section>
 ${run.suites.map(suiteSection).join('\n')}
 <script type="application/json" id="lab-data">${jsonForScript(data)}</script>

@@ -24,8 +24,10 @@ function testcase(c: CaseResult, suite: string): string {
   const head = `    <testcase name="${escapeAttr(c.name)}" classname="dt-lab.${escapeAttr(suite)}" time="${seconds(c.durationMs)}"`;
   let body = '';
   const message = c.message ?? '';
-  if (c.status === 'failed') body += `      <failure message="${escapeAttr(message)}" type="failure">${escapeText(`${c.description}\n${message}`)}</failure>\n`;
-  else if (c.status === 'error') body += `      <error message="${escapeAttr(message)}" type="error">${escapeText(`${c.description}\n${message}`)}</error>\n`;
+  if (c.status === 'failed')
+    body += `      <failure message="${escapeAttr(message)}" type="failure">${escapeText(`${c.description}\n${message}`)}</failure>\n`;
+  else if (c.status === 'error')
+    body += `      <error message="${escapeAttr(message)}" type="error">${escapeText(`${c.description}\n${message}`)}</error>\n`;
   else if (c.status === 'skipped') body += `      <skipped message="${escapeAttr(message)}"/>\n`;
   body += systemOut(c);
   return body ? `${head}>\n${body}    </testcase>\n` : `${head}/>\n`;
@@ -33,7 +35,10 @@ function testcase(c: CaseResult, suite: string): string {
 
 function testsuite(s: SuiteResult, run: LabRun): string {
   const sum = summarize(s.cases);
-  const props: [string, unknown][] = [['reader', run.reader.name], ...(run.reader.atr ? [['atr', run.reader.atr] as [string, unknown]] : [])];
+  const props: [string, unknown][] = [
+    ['reader', run.reader.name],
+    ...(run.reader.atr ? [['atr', run.reader.atr] as [string, unknown]] : []),
+  ];
   let out =
     `  <testsuite name="${escapeAttr(s.name)}" tests="${sum.total}" failures="${sum.failed}" errors="${sum.errors}" skipped="${sum.skipped}"` +
     ` time="${seconds(s.durationMs)}" timestamp="${escapeAttr(s.startedAt)}" hostname="${escapeAttr(run.host.hostname)}">\n`;

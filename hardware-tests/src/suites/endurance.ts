@@ -58,7 +58,9 @@ export const endurance: LabSuite = {
         await selectApplet(s);
         return getStatus(s);
       });
-      const limits = st.limits ? { offlineCount: st.limits.offlineCount, offlineTotal: st.limits.offlineTotal, perPayment: st.limits.perPayment } : undefined;
+      const limits = st.limits
+        ? { offlineCount: st.limits.offlineCount, offlineTotal: st.limits.offlineTotal, perPayment: st.limits.perPayment }
+        : undefined;
       // The control channel reads the committed memory itself: prefer it for the money.
       const own = ctx.control ? await ctx.control.status() : undefined;
       return {
@@ -76,65 +78,83 @@ export const endurance: LabSuite = {
       let reachedLimits = false;
       const last = r === total;
 
-      await cases.case(`round-${r}-pay-to-limits`, `round ${r}: taps of ${formatTenge(amount)} are approved until the card's offline limits stop it (ONLINE_REQUIRED CARD_LIMITS); balance drop = value approved`, async (c) => {
-        if (!labTried) {
-          labTried = true;
-          lab = ctx.terminal();
-        }
-        if (!lab) c.skip(ctx.terminalMissing ?? 'no lab terminal');
-        const before = await facts();
-        c.details.before = before;
-        if (before.balance < amount) c.skip(`the card holds ${formatTenge(before.balance)}, not enough for one tap of ${formatTenge(amount)}: load it first`);
-        if (before.limits && before.limits.perPayment < amount) c.skip(`the card's per-payment limit (${formatTenge(before.limits.perPayment)}) is below the tap amount ${formatTenge(amount)}: use --amount`);
-        // What the limits should allow (for progress): count, value and balance, whichever is first.
-        const byCount = (before.limits ? Math.min(before.limits.offlineCount, LIMITS.maxHistory) : LIMITS.maxHistory) - before.offlineCount;
-        const byValue = before.limits ? Math.floor((before.limits.offlineTotal - before.offlineTotal) / amount) : Infinity;
-        const byBalance = Math.floor(before.balance / amount);
-        const planned = Math.max(0, Math.min(byCount, byValue, byBalance));
-        // More taps than any limit allows means the card does not enforce its limits.
-        const cap = LIMITS.maxHistory + 2;
-        const firstId = lab!.journal.listPayments().at(-1)?.id ?? 0;
-        let payments = 0;
-        let paid = 0;
-        let stop: TapOutcome | undefined;
-        while (!ctx.signal.aborted) {
-          const o = await lab!.kernel.charge(ctx.reader, amount, { signal: ctx.signal });
-          if (o.kind === 'APPROVED' && !o.alreadyRecorded) {
-            payments++;
-            paid += o.payment.amount;
-            ctx.progress(`round ${r}: payment ${payments}`, payments, planned);
-            c.check(payments <= cap, `the card kept paying past ${cap} offline payments: it does not enforce its offline limits`);
-            continue;
+      await cases.case(
+        `round-${r}-pay-to-limits`,
+        `round ${r}: taps of ${formatTenge(amount)} are approved until the card's offline limits stop it (ONLINE_REQUIRED CARD_LIMITS); balance drop = value approved`,
+        async (c) => {
+          if (!labTried) {
+            labTried = true;
+            lab = ctx.terminal();
           }
-          stop = o;
-          break;
-        }
-        if (ctx.signal.aborted) c.fail('interrupted');
-        c.details.payments = payments;
-        c.details.paid = paid;
-        c.details.stoppedBy = describeOutcome(stop!);
-        const limited = stop!.kind === 'ONLINE_REQUIRED' && stop!.reason === 'CARD_LIMITS';
-        round = { payments, paid, stoppedBy: limited ? 'ONLINE_REQUIRED/CARD_LIMITS' : describeOutcome(stop!), balanceBefore: before.balance, balanceAfter: before.balance - paid };
-        c.check(limited, `after ${payments} payments: expected ONLINE_REQUIRED CARD_LIMITS, got ${describeOutcome(stop!)}`);
-        reachedLimits = true;
+          if (!lab) c.skip(ctx.terminalMissing ?? 'no lab terminal');
+          const before = await facts();
+          c.details.before = before;
+          if (before.balance < amount)
+            c.skip(`the card holds ${formatTenge(before.balance)}, not enough for one tap of ${formatTenge(amount)}: load it first`);
+          if (before.limits && before.limits.perPayment < amount)
+            c.skip(
+              `the card's per-payment limit (${formatTenge(before.limits.perPayment)}) is below the tap amount ${formatTenge(amount)}: use --amount`,
+            );
+          // What the limits should allow (for progress): count, value and balance, whichever is first.
+          const byCount =
+            (before.limits ? Math.min(before.limits.offlineCount, LIMITS.maxHistory) : LIMITS.maxHistory) - before.offlineCount;
+          const byValue = before.limits ? Math.floor((before.limits.offlineTotal - before.offlineTotal) / amount) : Infinity;
+          const byBalance = Math.floor(before.balance / amount);
+          const planned = Math.max(0, Math.min(byCount, byValue, byBalance));
+          // More taps than any limit allows means the card does not enforce its limits.
+          const cap = LIMITS.maxHistory + 2;
+          const firstId = lab!.journal.listPayments().at(-1)?.id ?? 0;
+          let payments = 0;
+          let paid = 0;
+          let stop: TapOutcome | undefined;
+          while (!ctx.signal.aborted) {
+            const o = await lab!.kernel.charge(ctx.reader, amount, { signal: ctx.signal });
+            if (o.kind === 'APPROVED' && !o.alreadyRecorded) {
+              payments++;
+              paid += o.payment.amount;
+              ctx.progress(`round ${r}: payment ${payments}`, payments, planned);
+              c.check(payments <= cap, `the card kept paying past ${cap} offline payments: it does not enforce its offline limits`);
+              continue;
+            }
+            stop = o;
+            break;
+          }
+          if (ctx.signal.aborted) c.fail('interrupted');
+          c.details.payments = payments;
+          c.details.paid = paid;
+          c.details.stoppedBy = describeOutcome(stop!);
+          const limited = stop!.kind === 'ONLINE_REQUIRED' && stop!.reason === 'CARD_LIMITS';
+          round = {
+            payments,
+            paid,
+            stoppedBy: limited ? 'ONLINE_REQUIRED/CARD_LIMITS' : describeOutcome(stop!),
+            balanceBefore: before.balance,
+            balanceAfter: before.balance - paid,
+          };
+          c.check(limited, `after ${payments} payments: expected ONLINE_REQUIRED CARD_LIMITS, got ${describeOutcome(stop!)}`);
+          reachedLimits = true;
 
-        const after = await facts();
-        c.details.after = after;
-        round = { ...round, balanceAfter: after.balance };
-        const approved = lab!.journal.listPayments({ afterId: firstId }).reduce((s, p) => s + p.amount, 0);
-        c.expect('value approved in the lab journal = value of the approved taps', approved, paid);
-        c.expect('card balance drop = value approved', before.balance - after.balance, paid);
-        c.expect('card counter advance = payments approved', after.counter - before.counter, payments);
-        c.check(payments >= 1, 'the card paid nothing in this round');
-        // The stop must be one of the card's limits, not an early refusal.
-        const lim = after.limits;
-        const reasons: string[] = [];
-        if (lim && after.offlineCount >= Math.min(lim.offlineCount, LIMITS.maxHistory)) reasons.push('offline count');
-        if (lim && after.offlineTotal + amount > lim.offlineTotal) reasons.push('offline total');
-        if (after.balance < amount) reasons.push('balance');
-        c.details.limitReached = reasons;
-        c.check(reasons.length > 0, `the card refused after ${after.offlineCount} payments / ${formatTenge(after.offlineTotal)} offline with ${formatTenge(after.balance)} left, before any of its limits (${lim ? `${lim.offlineCount} payments, ${formatTenge(lim.offlineTotal)}` : 'limits unknown'})`);
-      });
+          const after = await facts();
+          c.details.after = after;
+          round = { ...round, balanceAfter: after.balance };
+          const approved = lab!.journal.listPayments({ afterId: firstId }).reduce((s, p) => s + p.amount, 0);
+          c.expect('value approved in the lab journal = value of the approved taps', approved, paid);
+          c.expect('card balance drop = value approved', before.balance - after.balance, paid);
+          c.expect('card counter advance = payments approved', after.counter - before.counter, payments);
+          c.check(payments >= 1, 'the card paid nothing in this round');
+          // The stop must be one of the card's limits, not an early refusal.
+          const lim = after.limits;
+          const reasons: string[] = [];
+          if (lim && after.offlineCount >= Math.min(lim.offlineCount, LIMITS.maxHistory)) reasons.push('offline count');
+          if (lim && after.offlineTotal + amount > lim.offlineTotal) reasons.push('offline total');
+          if (after.balance < amount) reasons.push('balance');
+          c.details.limitReached = reasons;
+          c.check(
+            reasons.length > 0,
+            `the card refused after ${after.offlineCount} payments / ${formatTenge(after.offlineTotal)} offline with ${formatTenge(after.balance)} left, before any of its limits (${lim ? `${lim.offlineCount} payments, ${formatTenge(lim.offlineTotal)}` : 'limits unknown'})`,
+          );
+        },
+      );
 
       if (round === undefined) break;
       if (!reachedLimits) {
@@ -144,41 +164,52 @@ export const endurance: LabSuite = {
       }
 
       let sync = 'not synced';
-      await cases.case(`round-${r}-sync`, `round ${r}: the card syncs through the ledger; its offline counters are reset and its balance is unchanged (plus any load)`, async (c) => {
-        if (!ctx.ledgerUrl) {
-          sync = 'skipped: no ledger';
-          c.skip('needs --ledger <url>: the ledger that registered the card, to sync it (SYNC through the ledger\'s /v1/sync); the suite stops after one round without it');
-        }
-        const before = await facts();
-        const res = await withSession(ctx, async (s) => {
-          await selectApplet(s);
-          return syncCard(s, ctx.ledgerUrl!, { signal: ctx.signal });
-        });
-        if (!res.ok) {
-          sync = `refused: ${res.code}`;
-          return c.fail(`the ledger refused the sync: HTTP ${res.status} ${res.code}${res.message ? ` (${res.message})` : ''}`);
-        }
-        // The card verified the ledger's signature before accepting it; read what the ledger says it did.
-        const receipt = openSigned('SyncReceipt', res.receipt).message;
-        const after = await facts();
-        sync = 'synced';
-        c.details.loaded = receipt.loaded;
-        c.details.voided = receipt.voided.length;
-        c.details.balanceBefore = before.balance;
-        c.details.balanceAfter = after.balance;
-        round = { ...round!, balanceAfter: after.balance };
-        c.expect('offline payments after the sync', after.offlineCount, 0);
-        c.expect('offline value after the sync', after.offlineTotal, 0);
-        if (receipt.voided.length === 0) c.expect('balance after the sync = before + loaded by the ledger', after.balance, before.balance + receipt.loaded);
-        else c.check(after.balance >= before.balance + receipt.loaded, `balance after the sync (${after.balance}) below the balance before (${before.balance}) + loaded (${receipt.loaded})`);
-        if (last) {
-          // The card pays again (earlier rounds: the next round's first tap shows it).
-          const o = await lab!.kernel.charge(ctx.reader, amount, { signal: ctx.signal });
-          c.expect('a tap after the sync', o.kind, 'APPROVED');
-          const now = await facts();
-          c.expect('card balance drop after the sync tap', after.balance - now.balance, o.kind === 'APPROVED' ? o.payment.amount : 0);
-        }
-      });
+      await cases.case(
+        `round-${r}-sync`,
+        `round ${r}: the card syncs through the ledger; its offline counters are reset and its balance is unchanged (plus any load)`,
+        async (c) => {
+          if (!ctx.ledgerUrl) {
+            sync = 'skipped: no ledger';
+            c.skip(
+              "needs --ledger <url>: the ledger that registered the card, to sync it (SYNC through the ledger's /v1/sync); the suite stops after one round without it",
+            );
+          }
+          const before = await facts();
+          const res = await withSession(ctx, async (s) => {
+            await selectApplet(s);
+            return syncCard(s, ctx.ledgerUrl!, { signal: ctx.signal });
+          });
+          if (!res.ok) {
+            sync = `refused: ${res.code}`;
+            return c.fail(`the ledger refused the sync: HTTP ${res.status} ${res.code}${res.message ? ` (${res.message})` : ''}`);
+          }
+          // The card verified the ledger's signature before accepting it; read what the ledger says it did.
+          const receipt = openSigned('SyncReceipt', res.receipt).message;
+          const after = await facts();
+          sync = 'synced';
+          c.details.loaded = receipt.loaded;
+          c.details.voided = receipt.voided.length;
+          c.details.balanceBefore = before.balance;
+          c.details.balanceAfter = after.balance;
+          round = { ...round!, balanceAfter: after.balance };
+          c.expect('offline payments after the sync', after.offlineCount, 0);
+          c.expect('offline value after the sync', after.offlineTotal, 0);
+          if (receipt.voided.length === 0)
+            c.expect('balance after the sync = before + loaded by the ledger', after.balance, before.balance + receipt.loaded);
+          else
+            c.check(
+              after.balance >= before.balance + receipt.loaded,
+              `balance after the sync (${after.balance}) below the balance before (${before.balance}) + loaded (${receipt.loaded})`,
+            );
+          if (last) {
+            // The card pays again (earlier rounds: the next round's first tap shows it).
+            const o = await lab!.kernel.charge(ctx.reader, amount, { signal: ctx.signal });
+            c.expect('a tap after the sync', o.kind, 'APPROVED');
+            const now = await facts();
+            c.expect('card balance drop after the sync tap', after.balance - now.balance, o.kind === 'APPROVED' ? o.payment.amount : 0);
+          }
+        },
+      );
       rounds.push({ round: r, ...round, sync });
     }
     return { endurance: { rounds } };

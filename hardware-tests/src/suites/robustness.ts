@@ -36,9 +36,21 @@
  * @module
  */
 import {
-  CardStatusError, SW, decodeCommand, decodeResponse, encodeCommand, formatTenge, getStatusCommand, identifyCommand, isChainedBlock, openSigned, selectCommand, toHex,
+  CardStatusError,
+  SW,
+  decodeCommand,
+  decodeResponse,
+  encodeCommand,
+  formatTenge,
+  getStatusCommand,
+  identifyCommand,
+  isChainedBlock,
+  openSigned,
+  selectCommand,
+  toHex,
   type TransmitOptions,
-  getStatus, selectApplet,
+  getStatus,
+  selectApplet,
 } from '@dt/protocol';
 import { type FaultPlan } from '@dt/card-applet-sim';
 import { syncCard } from '../cardsync.ts';
@@ -212,7 +224,7 @@ interface CaseTools {
 export const robustness: LabSuite = {
   name: 'robustness',
   description:
-    'card removed mid-PAY (after and before signing), power cut during the card\'s commit write (torn), reset between commands, reader unplugged mid-tap, corrupted answer, slow card: clean outcomes, recovery, and value conserved',
+    "card removed mid-PAY (after and before signing), power cut during the card's commit write (torn), reset between commands, reader unplugged mid-tap, corrupted answer, slow card: clean outcomes, recovery, and value conserved",
   async run(ctx, cases) {
     const amount = ctx.options.amount;
     const control = ctx.control;
@@ -289,16 +301,23 @@ export const robustness: LabSuite = {
         const lab = labTerminal!;
         let before = await cardFacts();
         const lim = await readLimits();
-        if (lim && (before.offlineCount + CASE_PAYMENTS > lim.offlineCount || before.offlineTotal + CASE_PAYMENTS * amount > lim.offlineTotal)) {
+        if (
+          lim &&
+          (before.offlineCount + CASE_PAYMENTS > lim.offlineCount || before.offlineTotal + CASE_PAYMENTS * amount > lim.offlineTotal)
+        ) {
           const used = `${before.offlineCount} of ${lim.offlineCount} payments, ${formatTenge(before.offlineTotal)} of ${formatTenge(lim.offlineTotal)} since its last sync`;
-          if (!ctx.ledgerUrl) c.skip(`the card's offline limits are nearly used up (${used}): give --ledger <url> so that the lab can sync it`);
+          if (!ctx.ledgerUrl)
+            c.skip(`the card's offline limits are nearly used up (${used}): give --ledger <url> so that the lab can sync it`);
           // Before the case's sums start: the sync itself moves no value on a normal card.
           ctx.progress(`syncing the card through the ledger (${used})`);
           const res = await withSession(async (s) => {
             await selectApplet(s);
             return syncCard(s, ctx.ledgerUrl!, { signal: ctx.signal });
           });
-          if (!res.ok) c.fail(`the card's offline limits are nearly used up (${used}) and the ledger refused its sync: ${res.code}${res.message ? ` (${res.message})` : ''}`);
+          if (!res.ok)
+            c.fail(
+              `the card's offline limits are nearly used up (${used}) and the ledger refused its sync: ${res.code}${res.message ? ` (${res.message})` : ''}`,
+            );
           c.details.syncedFirst = true;
           before = await cardFacts();
         }
@@ -310,7 +329,9 @@ export const robustness: LabSuite = {
               `the card holds ${formatTenge(before.balance)}, down from ${formatTenge(suiteStart.balance)} at the start of the suite, while the lab approved ${formatTenge(approvedSoFar(lab) - suiteStart.approvedBefore)}: value vanished`,
             );
           }
-          c.skip(`the card holds ${formatTenge(before.balance)}, less than the ${CASE_PAYMENTS} taps of ${formatTenge(amount)} this case needs: load it first`);
+          c.skip(
+            `the card holds ${formatTenge(before.balance)}, less than the ${CASE_PAYMENTS} taps of ${formatTenge(amount)} this case needs: load it first`,
+          );
         }
         const firstId = lab.journal.listPayments().at(-1)?.id ?? 0;
         const orphans: { amount: number; nonce: string }[] = [];
@@ -329,13 +350,20 @@ export const robustness: LabSuite = {
           for (let i = 1; ; i++) {
             const o = await tap(i === 1 ? label : `${label} (again ${i})`);
             // A card still coming back from a cut can fail SELECT: nothing was paid, tap again.
-            const early = !watch.reachedPay && (o.kind === 'PRESENT_CARD_AGAIN' || (o.kind === 'END' && (o.reason === 'READER' || o.reason === 'NO_CARD')));
+            const early =
+              !watch.reachedPay &&
+              (o.kind === 'PRESENT_CARD_AGAIN' || (o.kind === 'END' && (o.reason === 'READER' || o.reason === 'NO_CARD')));
             if (!early || i >= 4 || ctx.signal.aborted) return o;
             await sleep(300, ctx.signal);
           }
         };
         const tools: CaseTools = {
-          c, lab, watch, tap, tapSettled, lastNonce,
+          c,
+          lab,
+          watch,
+          tap,
+          tapSettled,
+          lastNonce,
           orphan: (a, nonce) => orphans.push({ amount: a, nonce }),
         };
         try {
@@ -361,43 +389,67 @@ export const robustness: LabSuite = {
         const approved = payments.reduce((s, p) => s + p.amount, 0);
         const orphaned = orphans.reduce((s, o) => s + o.amount, 0);
         c.details.sums = {
-          balanceBefore: before.balance, balanceAfter: after.balance, approved, payments: payments.length,
-          orphaned, orphans: orphans.map((o) => o.nonce), counterBefore: before.counter, counterAfter: after.counter,
+          balanceBefore: before.balance,
+          balanceAfter: after.balance,
+          approved,
+          payments: payments.length,
+          orphaned,
+          orphans: orphans.map((o) => o.nonce),
+          counterBefore: before.counter,
+          counterAfter: after.counter,
         };
-        c.expect('card balance drop (before - after) = value approved in the lab journal + proven orphans', before.balance - after.balance, approved + orphaned);
-        c.expect('card counter advance = transfers approved + proven orphans', after.counter - before.counter, payments.length + orphans.length);
+        c.expect(
+          'card balance drop (before - after) = value approved in the lab journal + proven orphans',
+          before.balance - after.balance,
+          approved + orphaned,
+        );
+        c.expect(
+          'card counter advance = transfers approved + proven orphans',
+          after.counter - before.counter,
+          payments.length + orphans.length,
+        );
         c.expect('new approvals reported by the kernel = payments in the journal (nothing approved twice)', newApprovals, payments.length);
         checkNoDuplicates(c, lab.journal.listPayments());
       });
 
     // ------------------------------------------------------------ cases
 
-    await moneyCase('removed-after-signing', 'power cut right after the card ran the last PAY block (signed, answer lost): PRESENT_CARD_AGAIN, then the retry recovers the same transfer (retryOf), paid once', true, async (t) => {
-      t.watch.beforeLastPay = () => control!.arm({ cutAfterApdu: { index: 1 } });
-      const first = await t.tap('cut after signing');
-      const nonce = t.watch.lastNonce;
-      await expectFired(t.c, control!, 'cut-after-apdu');
-      t.c.expect('outcome when the answer is lost', first.kind, 'PRESENT_CARD_AGAIN');
-      if (first.kind === 'PRESENT_CARD_AGAIN') t.c.expect('torn attempt named by the kernel', first.tornAttempt, nonce);
-      const retry = await t.tapSettled('retry');
-      t.c.expect('retry outcome', retry.kind, 'APPROVED');
-      if (retry.kind !== 'APPROVED') return;
-      t.c.expect('retry recovered the signed transfer (retryOf)', retry.recovered, true);
-      t.c.expect('recovered transfer answers the interrupted request', toHex(retry.payment.nonce), nonce);
-    });
+    await moneyCase(
+      'removed-after-signing',
+      'power cut right after the card ran the last PAY block (signed, answer lost): PRESENT_CARD_AGAIN, then the retry recovers the same transfer (retryOf), paid once',
+      true,
+      async (t) => {
+        t.watch.beforeLastPay = () => control!.arm({ cutAfterApdu: { index: 1 } });
+        const first = await t.tap('cut after signing');
+        const nonce = t.watch.lastNonce;
+        await expectFired(t.c, control!, 'cut-after-apdu');
+        t.c.expect('outcome when the answer is lost', first.kind, 'PRESENT_CARD_AGAIN');
+        if (first.kind === 'PRESENT_CARD_AGAIN') t.c.expect('torn attempt named by the kernel', first.tornAttempt, nonce);
+        const retry = await t.tapSettled('retry');
+        t.c.expect('retry outcome', retry.kind, 'APPROVED');
+        if (retry.kind !== 'APPROVED') return;
+        t.c.expect('retry recovered the signed transfer (retryOf)', retry.recovered, true);
+        t.c.expect('recovered transfer answers the interrupted request', toHex(retry.payment.nonce), nonce);
+      },
+    );
 
-    await moneyCase('removed-before-signing', 'power cut when the last PAY block arrives, before the card runs it: PRESENT_CARD_AGAIN, then the retry pays once with a fresh signature', true, async (t) => {
-      t.watch.beforeLastPay = () => control!.arm({ cutBeforeApdu: { index: 1 } });
-      const first = await t.tap('cut before signing');
-      const nonce = t.watch.lastNonce;
-      await expectFired(t.c, control!, 'cut-before-apdu');
-      t.c.expect('outcome when the card lost power before signing', first.kind, 'PRESENT_CARD_AGAIN');
-      const retry = await t.tapSettled('retry');
-      t.c.expect('retry outcome', retry.kind, 'APPROVED');
-      if (retry.kind !== 'APPROVED') return;
-      t.c.expect('retry is a fresh transfer (the card never signed the first request)', retry.recovered, false);
-      t.c.check(toHex(retry.payment.nonce) !== nonce, 'the retry transfer answers a new request');
-    });
+    await moneyCase(
+      'removed-before-signing',
+      'power cut when the last PAY block arrives, before the card runs it: PRESENT_CARD_AGAIN, then the retry pays once with a fresh signature',
+      true,
+      async (t) => {
+        t.watch.beforeLastPay = () => control!.arm({ cutBeforeApdu: { index: 1 } });
+        const first = await t.tap('cut before signing');
+        const nonce = t.watch.lastNonce;
+        await expectFired(t.c, control!, 'cut-before-apdu');
+        t.c.expect('outcome when the card lost power before signing', first.kind, 'PRESENT_CARD_AGAIN');
+        const retry = await t.tapSettled('retry');
+        t.c.expect('retry outcome', retry.kind, 'APPROVED');
+        if (retry.kind !== 'APPROVED') return;
+        t.c.expect('retry is a fresh transfer (the card never signed the first request)', retry.recovered, false);
+        t.c.check(toHex(retry.payment.nonce) !== nonce, 'the retry transfer answers a new request');
+      },
+    );
 
     const writeCuts: [string, FaultPlan, string][] = [
       ['power-cut-pay-write', { cutAtWrite: 1 }, 'the commit write of PAY does not happen'],
@@ -405,120 +457,149 @@ export const robustness: LabSuite = {
       ['power-cut-pay-write-torn-prefix', { cutAtWrite: 1, torn: 8 }, 'the commit write of PAY is torn after 8 bytes'],
     ];
     for (const [name, plan, what] of writeCuts) {
-      await moneyCase(name, `power cut during the card's own write: ${what}; the card recovers at power-up, the retry completes, paid once`, true, async (t) => {
-        t.watch.beforeLastPay = () => control!.arm(plan);
-        const first = await t.tap('cut during the commit write');
-        await expectFired(t.c, control!, 'cut-at-write');
-        t.c.details.cut = (await control!.events()).at(-1)?.where;
-        t.c.expect('outcome of the cut tap', first.kind, 'PRESENT_CARD_AGAIN');
-        const retry = await t.tapSettled('retry');
-        t.c.expect('retry outcome', retry.kind, 'APPROVED');
-        if (retry.kind === 'APPROVED') t.c.details.recovered = retry.recovered;
-      });
+      await moneyCase(
+        name,
+        `power cut during the card's own write: ${what}; the card recovers at power-up, the retry completes, paid once`,
+        true,
+        async (t) => {
+          t.watch.beforeLastPay = () => control!.arm(plan);
+          const first = await t.tap('cut during the commit write');
+          await expectFired(t.c, control!, 'cut-at-write');
+          t.c.details.cut = (await control!.events()).at(-1)?.where;
+          t.c.expect('outcome of the cut tap', first.kind, 'PRESENT_CARD_AGAIN');
+          const retry = await t.tapSettled('retry');
+          t.c.expect('retry outcome', retry.kind, 'APPROVED');
+          if (retry.kind === 'APPROVED') t.c.details.recovered = retry.recovered;
+        },
+      );
     }
 
-    await cases.case('reset-between-commands', 'the card leaves the field and comes back between SELECT and the next command: the applet answers 6986 until selected again, and its state is intact', async (c) => {
-      if (!control && !ctx.options.interactive) c.skip(NEEDS_CONTROL);
-      const status = (s: CardSession) => s.transmit(encodeCommand(getStatusCommand()));
-      const before = await withSession(async (s) => {
-        await selectApplet(s);
-        return getStatus(s);
-      });
-      if (control) {
-        await control.remove();
-        await control.insert();
-      } else {
-        await operatorRemoveInsert(ctx, watch);
-      }
-      // The first command after the reset, without SELECT.
-      let sw: number | undefined;
-      const until = Date.now() + ctx.options.cardTimeoutMs;
-      const seen: string[] = [];
-      while (sw === undefined && Date.now() < until && !ctx.signal.aborted) {
-        let s: CardSession | undefined;
-        try {
-          s = await ctx.openSession();
-          sw = decodeResponse(await status(s)).sw;
-        } catch (e) {
-          // Still out, or a handle from before the reset: try again.
-          seen.push(e instanceof Error ? e.message.slice(0, 80) : String(e));
-          await sleep(200, ctx.signal);
-        } finally {
-          await s?.release().catch(() => undefined);
+    await cases.case(
+      'reset-between-commands',
+      'the card leaves the field and comes back between SELECT and the next command: the applet answers 6986 until selected again, and its state is intact',
+      async (c) => {
+        if (!control && !ctx.options.interactive) c.skip(NEEDS_CONTROL);
+        const status = (s: CardSession) => s.transmit(encodeCommand(getStatusCommand()));
+        const before = await withSession(async (s) => {
+          await selectApplet(s);
+          return getStatus(s);
+        });
+        if (control) {
+          await control.remove();
+          await control.insert();
+        } else {
+          await operatorRemoveInsert(ctx, watch);
         }
-      }
-      c.details.retries = seen.length;
-      if (sw === undefined) c.fail(`the card did not answer after the reset within ${ctx.options.cardTimeoutMs} ms (${seen.at(-1) ?? 'no answer'})`);
-      c.expect('GET STATUS right after the reset, not selected (SW)', sw, SW.COMMAND_NOT_ALLOWED, true);
-      const after = await withSession(async (s) => {
-        await selectApplet(s);
-        return getStatus(s);
-      });
-      c.details.counter = after.counter;
-      c.details.balance = after.balance;
-      c.expect('counter kept across the reset', after.counter, before.counter);
-      c.expect('balance kept across the reset', after.balance, before.balance);
-      c.expect('offline count kept across the reset', after.offlineCount, before.offlineCount);
-    });
+        // The first command after the reset, without SELECT.
+        let sw: number | undefined;
+        const until = Date.now() + ctx.options.cardTimeoutMs;
+        const seen: string[] = [];
+        while (sw === undefined && Date.now() < until && !ctx.signal.aborted) {
+          let s: CardSession | undefined;
+          try {
+            s = await ctx.openSession();
+            sw = decodeResponse(await status(s)).sw;
+          } catch (e) {
+            // Still out, or a handle from before the reset: try again.
+            seen.push(e instanceof Error ? e.message.slice(0, 80) : String(e));
+            await sleep(200, ctx.signal);
+          } finally {
+            await s?.release().catch(() => undefined);
+          }
+        }
+        c.details.retries = seen.length;
+        if (sw === undefined)
+          c.fail(`the card did not answer after the reset within ${ctx.options.cardTimeoutMs} ms (${seen.at(-1) ?? 'no answer'})`);
+        c.expect('GET STATUS right after the reset, not selected (SW)', sw, SW.COMMAND_NOT_ALLOWED, true);
+        const after = await withSession(async (s) => {
+          await selectApplet(s);
+          return getStatus(s);
+        });
+        c.details.counter = after.counter;
+        c.details.balance = after.balance;
+        c.expect('counter kept across the reset', after.counter, before.counter);
+        c.expect('balance kept across the reset', after.balance, before.balance);
+        c.expect('offline count kept across the reset', after.offlineCount, before.offlineCount);
+      },
+    );
 
     const unpluggedNeedsControl = !ctx.options.interactive;
-    await moneyCase('reader-unplugged-mid-tap', 'the card is taken away when PAY starts and stays away: a clean outcome, a tap without the card ends cleanly, and after reinsertion the next tap works', unpluggedNeedsControl, async (t) => {
-      if (control) {
-        t.watch.beforeFirstPay = () => control.remove();
-        const cut = await t.tap('card taken away at PAY');
-        t.c.check(cut.kind === 'PRESENT_CARD_AGAIN' || cut.kind === 'END', `a clean outcome when the card goes away mid-tap, got ${describeOutcome(cut)}`);
-        t.c.expect('card in the reader after the removal', (await control.status()).inReader, false);
-      } else {
-        prompt(ctx, 'REMOVE the card from the reader now (robustness: reader-unplugged-mid-tap)');
-      }
-      await waitRemoved(ctx, ctx.reader);
-      // No card at all: the tap ends cleanly when told to stop (END), or, when the reader has not
-      // yet noticed the card is gone, at SELECT without starting a payment. Never a hang or a throw.
-      const absent = await t.tap('tap with no card', AbortSignal.timeout(1000));
-      t.c.check(
-        absent.kind === 'END' || (absent.kind === 'PRESENT_CARD_AGAIN' && !t.watch.reachedPay),
-        `a tap with no card ends before any payment (END), got ${describeOutcome(absent)}${t.watch.reachedPay ? ' after PAY was sent' : ''}`,
-      );
-      if (control) await control.insert();
-      else prompt(ctx, 'put the card BACK on the reader now');
-      const next = await t.tapSettled('after reinsertion');
-      t.c.expect('tap after reinsertion', next.kind, 'APPROVED');
-    });
+    await moneyCase(
+      'reader-unplugged-mid-tap',
+      'the card is taken away when PAY starts and stays away: a clean outcome, a tap without the card ends cleanly, and after reinsertion the next tap works',
+      unpluggedNeedsControl,
+      async (t) => {
+        if (control) {
+          t.watch.beforeFirstPay = () => control.remove();
+          const cut = await t.tap('card taken away at PAY');
+          t.c.check(
+            cut.kind === 'PRESENT_CARD_AGAIN' || cut.kind === 'END',
+            `a clean outcome when the card goes away mid-tap, got ${describeOutcome(cut)}`,
+          );
+          t.c.expect('card in the reader after the removal', (await control.status()).inReader, false);
+        } else {
+          prompt(ctx, 'REMOVE the card from the reader now (robustness: reader-unplugged-mid-tap)');
+        }
+        await waitRemoved(ctx, ctx.reader);
+        // No card at all: the tap ends cleanly when told to stop (END), or, when the reader has not
+        // yet noticed the card is gone, at SELECT without starting a payment. Never a hang or a throw.
+        const absent = await t.tap('tap with no card', AbortSignal.timeout(1000));
+        t.c.check(
+          absent.kind === 'END' || (absent.kind === 'PRESENT_CARD_AGAIN' && !t.watch.reachedPay),
+          `a tap with no card ends before any payment (END), got ${describeOutcome(absent)}${t.watch.reachedPay ? ' after PAY was sent' : ''}`,
+        );
+        if (control) await control.insert();
+        else prompt(ctx, 'put the card BACK on the reader now');
+        const next = await t.tapSettled('after reinsertion');
+        t.c.expect('tap after reinsertion', next.kind, 'APPROVED');
+      },
+    );
 
-    await moneyCase('corrupted-answer', 'one byte of the card\'s PAY answer flipped: never approved on a damaged answer; PRESENT_CARD_AGAIN and the retry recovers it, or DECLINED (fail closed) with the signed transfer left as an orphan for the ledger', true, async (t) => {
-      t.watch.beforeLastPay = () => control!.arm({ corruptFrame: 1 });
-      const first = await t.tap('corrupted answer');
-      const nonce = t.watch.lastNonce;
-      await expectFired(t.c, control!, 'corrupt-frame');
-      t.c.details.corruption = (await control!.events()).at(-1)?.where;
-      await control!.disarm();
-      if (first.kind === 'PRESENT_CARD_AGAIN') {
-        t.c.details.path = 'present-card-again';
-        const retry = await t.tapSettled('retry');
-        t.c.expect('retry outcome', retry.kind, 'APPROVED');
-        if (retry.kind === 'APPROVED' && first.reason === 'DAMAGED_ANSWER') t.c.expect('the retry recovered the signed transfer', retry.recovered, true);
-      } else if (first.kind === 'DECLINED') {
-        // The terminal cannot tell a damaged signature from a forged one: it refuses (fail closed).
-        // The card did sign: its last transfer answers this request. The ledger voids that orphan
-        // at the card's next sync and gives its value back.
-        t.c.details.path = `declined ${first.reason}`;
-        const last = await t.lastNonce();
-        if (nonce !== undefined && last === nonce) t.orphan(amount, nonce);
-        t.c.details.cardSigned = last === nonce;
-      } else if (first.kind === 'APPROVED') {
-        // Only when the flipped byte did not change the handover (a status word byte the chain tolerates).
-        t.c.details.path = 'approved (damage did not reach the handover)';
-      } else {
-        t.c.fail(`unexpected outcome on a corrupted answer: ${describeOutcome(first)}`);
-      }
-    });
+    await moneyCase(
+      'corrupted-answer',
+      "one byte of the card's PAY answer flipped: never approved on a damaged answer; PRESENT_CARD_AGAIN and the retry recovers it, or DECLINED (fail closed) with the signed transfer left as an orphan for the ledger",
+      true,
+      async (t) => {
+        t.watch.beforeLastPay = () => control!.arm({ corruptFrame: 1 });
+        const first = await t.tap('corrupted answer');
+        const nonce = t.watch.lastNonce;
+        await expectFired(t.c, control!, 'corrupt-frame');
+        t.c.details.corruption = (await control!.events()).at(-1)?.where;
+        await control!.disarm();
+        if (first.kind === 'PRESENT_CARD_AGAIN') {
+          t.c.details.path = 'present-card-again';
+          const retry = await t.tapSettled('retry');
+          t.c.expect('retry outcome', retry.kind, 'APPROVED');
+          if (retry.kind === 'APPROVED' && first.reason === 'DAMAGED_ANSWER')
+            t.c.expect('the retry recovered the signed transfer', retry.recovered, true);
+        } else if (first.kind === 'DECLINED') {
+          // The terminal cannot tell a damaged signature from a forged one: it refuses (fail closed).
+          // The card did sign: its last transfer answers this request. The ledger voids that orphan
+          // at the card's next sync and gives its value back.
+          t.c.details.path = `declined ${first.reason}`;
+          const last = await t.lastNonce();
+          if (nonce !== undefined && last === nonce) t.orphan(amount, nonce);
+          t.c.details.cardSigned = last === nonce;
+        } else if (first.kind === 'APPROVED') {
+          // Only when the flipped byte did not change the handover (a status word byte the chain tolerates).
+          t.c.details.path = 'approved (damage did not reach the handover)';
+        } else {
+          t.c.fail(`unexpected outcome on a corrupted answer: ${describeOutcome(first)}`);
+        }
+      },
+    );
 
-    await moneyCase('slow-card', `every answer of the card delayed by ${SLOW_CARD_DELAY_MS} ms (well under the tap timeout): still APPROVED`, true, async (t) => {
-      await control!.arm({ delayMs: SLOW_CARD_DELAY_MS });
-      const o = await t.tap('slow card');
-      await control!.disarm();
-      t.c.expect('slow card outcome', o.kind, 'APPROVED');
-    });
+    await moneyCase(
+      'slow-card',
+      `every answer of the card delayed by ${SLOW_CARD_DELAY_MS} ms (well under the tap timeout): still APPROVED`,
+      true,
+      async (t) => {
+        await control!.arm({ delayMs: SLOW_CARD_DELAY_MS });
+        const o = await t.tap('slow card');
+        await control!.disarm();
+        t.c.expect('slow card outcome', o.kind, 'APPROVED');
+      },
+    );
 
     return {};
   },
@@ -527,7 +608,10 @@ export const robustness: LabSuite = {
 /** Fails the case unless a fault of `kind` fired (the newest event). */
 async function expectFired(c: CaseApi, control: NonNullable<LabContext['control']>, kind: string): Promise<void> {
   const last = (await control.events()).at(-1);
-  c.check(last !== undefined && last.kind === kind, `the planned fault (${kind}) did not fire${last ? `; the last fault was ${last.kind}` : ''}`);
+  c.check(
+    last !== undefined && last.kind === kind,
+    `the planned fault (${kind}) did not fire${last ? `; the last fault was ${last.kind}` : ''}`,
+  );
 }
 
 /** Nothing approved twice: one payment per transfer, per (card, counter). */

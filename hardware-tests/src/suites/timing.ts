@@ -43,14 +43,17 @@ export const timing: LabSuite = {
         onTap(_i, outcome, phases) {
           if (outcome.kind !== 'APPROVED') return;
           approvedSoFar++;
-          if (approvedSoFar % every === 0 || approvedSoFar === taps) ctx.progress(`tap ${approvedSoFar}/${taps}: ${phases.total.toFixed(1)} ms`, approvedSoFar, taps);
+          if (approvedSoFar % every === 0 || approvedSoFar === taps)
+            ctx.progress(`tap ${approvedSoFar}/${taps}: ${phases.total.toFixed(1)} ms`, approvedSoFar, taps);
         },
         onSync(n) {
           ctx.progress(`card offline limits reached: sync ${n} with the ledger`, approvedSoFar, taps);
         },
       });
       result = r;
-      const perPhase = Object.fromEntries(Object.entries(r.phases).map(([p, s]) => [p, { n: s.n, p50: s.p50, p95: s.p95, p99: s.p99, max: s.max }]));
+      const perPhase = Object.fromEntries(
+        Object.entries(r.phases).map(([p, s]) => [p, { n: s.n, p50: s.p50, p95: s.p95, p99: s.p99, max: s.max }]),
+      );
       Object.assign(c.details, {
         taps,
         approved: r.approved,

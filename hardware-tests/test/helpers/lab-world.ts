@@ -10,7 +10,16 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { encodeDeterministic, selectApplet, getStatus } from '@dt/protocol';
 import { FileStorage, InProcessTransport, SimulatedCard, personalizeCard } from '@dt/card-applet-sim';
-import { Ledger, createPki, nativeSigner, openSqliteStorage, signLoadOrder, startLedgerServer, type LedgerServer, type Pki } from '@dt/ledger';
+import {
+  Ledger,
+  createPki,
+  nativeSigner,
+  openSqliteStorage,
+  signLoadOrder,
+  startLedgerServer,
+  type LedgerServer,
+  type Pki,
+} from '@dt/ledger';
 import { saveIdentity, saveTerminalKey } from '@dt/terminal';
 import { syncCard } from '../../src/cardsync.ts';
 
@@ -35,10 +44,19 @@ async function postOk(url: string, body: Uint8Array): Promise<void> {
 }
 
 /** Builds the world in `dir`. */
-export async function startLabWorld(dir: string, o: { load?: number; limits?: { perPayment: number; offlineTotal: number; offlineCount: number; cvmLimit: number } } = {}): Promise<LabWorld> {
+export async function startLabWorld(
+  dir: string,
+  o: { load?: number; limits?: { perPayment: number; offlineTotal: number; offlineCount: number; cvmLimit: number } } = {},
+): Promise<LabWorld> {
   const pki = createPki({ now: nowSec() });
   const storage = openSqliteStorage(join(dir, 'ledger.db'));
-  const ledger = await Ledger.open({ storage, signer: nativeSigner(pki.ledger.keys), rootCert: pki.issuer.cert, ledgerCert: pki.ledger.cert, now: nowSec });
+  const ledger = await Ledger.open({
+    storage,
+    signer: nativeSigner(pki.ledger.keys),
+    rootCert: pki.issuer.cert,
+    ledgerCert: pki.ledger.cert,
+    now: nowSec,
+  });
   await ledger.registerBank(pki.bank.cert);
   const load = o.load ?? 5_000_000;
   await ledger.allocate(pki.bank.kid, 100_000_000, rnd16());
@@ -52,7 +70,8 @@ export async function startLabWorld(dir: string, o: { load?: number; limits?: { 
     const t = new InProcessTransport(card);
     const bank = { signer: pki.bank.signer, cert: pki.bank.cert, root: pki.issuer.cert, ledgerCert: pki.ledger.cert };
     const p = await personalizeCard(t, bank, {
-      pin: LAB_PIN, puk: '73914862',
+      pin: LAB_PIN,
+      puk: '73914862',
       limits: o.limits ?? { perPayment: 1_000_000, offlineTotal: 4_000_000, offlineCount: 16, cvmLimit: 500_000 },
     });
     await postOk(`${server.url}/v1/cards`, encodeDeterministic([p.certificate, pki.bank.cert]));
@@ -74,7 +93,11 @@ export async function startLabWorld(dir: string, o: { load?: number; limits?: { 
   saveIdentity(terminalDir, { chain: [...term.chain], root: pki.issuer.cert, ledgerCert: pki.ledger.cert });
 
   return {
-    pki, ledgerUrl: server.url, stateFile, terminalDir, loaded: load,
+    pki,
+    ledgerUrl: server.url,
+    stateFile,
+    terminalDir,
+    loaded: load,
     async close() {
       await server.close().catch(() => {});
       await storage.close();

@@ -26,13 +26,38 @@ import { join } from 'node:path';
 import { CLA, INS, SYNC_P1, transmitOk, type TransmitOptions, selectApplet } from '@dt/protocol';
 import { Applet, MemoryStorage, type Storage } from '@dt/firmware';
 import {
-  InProcessTransport, SimulatedCard, isPowerCut, parseFaultPlan, personalizeCard, readCardStatus, type AppletFactory, type FaultEvent,
+  InProcessTransport,
+  SimulatedCard,
+  isPowerCut,
+  parseFaultPlan,
+  personalizeCard,
+  readCardStatus,
+  type AppletFactory,
+  type FaultEvent,
   type FaultPlan,
 } from '@dt/card-applet-sim';
-import { Ledger, createPki, nativeSigner, openSqliteStorage, signLoadOrder, startLedgerServer, type LedgerServer, type Pki } from '@dt/ledger';
 import {
-  DEFAULT_POLICY, Journal, PaymentKernel, TerminalError, TerminalErrorCode, buildIdentity, installRevocationList,
-  type CardReader, type CardSession, type TerminalIdentity, type WaitOptions,
+  Ledger,
+  createPki,
+  nativeSigner,
+  openSqliteStorage,
+  signLoadOrder,
+  startLedgerServer,
+  type LedgerServer,
+  type Pki,
+} from '@dt/ledger';
+import {
+  DEFAULT_POLICY,
+  Journal,
+  PaymentKernel,
+  TerminalError,
+  TerminalErrorCode,
+  buildIdentity,
+  installRevocationList,
+  type CardReader,
+  type CardSession,
+  type TerminalIdentity,
+  type WaitOptions,
 } from '@dt/terminal';
 import { runCaseBody } from '../../src/runner.ts';
 import type { CaseRunner, CardControl, CardControlStatus, LabContext, LabOptions, LabTerminal } from '../../src/suite.ts';
@@ -244,12 +269,23 @@ export interface LabWorld {
  * served by `dt-card serve` (the world's in-process card is then unused).
  */
 export async function startLabWorld(
-  options: { createApplet?: AppletFactory; limits?: { perPayment: number; offlineTotal: number; offlineCount: number; cvmLimit: number }; load?: number; storage?: Storage } = {},
+  options: {
+    createApplet?: AppletFactory;
+    limits?: { perPayment: number; offlineTotal: number; offlineCount: number; cvmLimit: number };
+    load?: number;
+    storage?: Storage;
+  } = {},
 ): Promise<LabWorld> {
   const dir = mkdtempSync(join(tmpdir(), 'dt-lab-test-'));
   const pki = createPki({ now: nowSec() });
   const ledgerStorage = openSqliteStorage(join(dir, 'ledger.db'));
-  const ledger = await Ledger.open({ storage: ledgerStorage, signer: nativeSigner(pki.ledger.keys), rootCert: pki.issuer.cert, ledgerCert: pki.ledger.cert, now: nowSec });
+  const ledger = await Ledger.open({
+    storage: ledgerStorage,
+    signer: nativeSigner(pki.ledger.keys),
+    rootCert: pki.issuer.cert,
+    ledgerCert: pki.ledger.cert,
+    now: nowSec,
+  });
   await ledger.registerBank(pki.bank.cert);
   await ledger.allocate(pki.bank.kid, 100_000_000, rnd16());
   const server = await startLedgerServer({ ledger, port: 0, host: '127.0.0.1' });
@@ -260,7 +296,11 @@ export async function startLabWorld(
     // The card's memory: in-process, or a state file for `dt-card serve`.
     const setup = new SimulatedCard({ storage: options.storage ?? storage });
     const t = new InProcessTransport(setup);
-    const p = await personalizeCard(t, { signer: pki.bank.signer, cert: pki.bank.cert, root: pki.issuer.cert, ledgerCert: pki.ledger.cert }, { pin: '1234', puk: '12345678', limits: options.limits ?? LAB_LIMITS });
+    const p = await personalizeCard(
+      t,
+      { signer: pki.bank.signer, cert: pki.bank.cert, root: pki.issuer.cert, ledgerCert: pki.ledger.cert },
+      { pin: '1234', puk: '12345678', limits: options.limits ?? LAB_LIMITS },
+    );
     await ledger.registerCard([p.certificate, pki.bank.cert]);
     await ledger.load(signLoadOrder({ card: p.cardKid, amount: options.load ?? LAB_LOAD, id: rnd16(), time: nowSec() }, pki.bank.signer));
     await selectApplet(t);
@@ -274,11 +314,23 @@ export async function startLabWorld(
   const control = new SimControl(reader, () => storage.snapshot());
 
   const cert = pki.issueTerminal({ merchant: { id: 'LAB-SHOP', mcc: 5411, name: 'Lab shop' } });
-  const identity = buildIdentity({ keyPair: cert.keys, chain: [...cert.chain], root: pki.issuer.cert, ledgerCert: pki.ledger.cert }, nowSec());
+  const identity = buildIdentity(
+    { keyPair: cert.keys, chain: [...cert.chain], root: pki.issuer.cert, ledgerCert: pki.ledger.cert },
+    nowSec(),
+  );
   const crl = await ledger.crl();
   const journals: Journal[] = [];
   return {
-    dir, pki, ledger, server, identity, card, storage, reader, control, journals,
+    dir,
+    pki,
+    ledger,
+    server,
+    identity,
+    card,
+    storage,
+    reader,
+    control,
+    journals,
     terminal() {
       const journal = Journal.open(join(dir, `journal-${journals.length + 1}.sqlite`));
       journals.push(journal);
@@ -303,7 +355,11 @@ export const TEST_OPTIONS: LabOptions = { taps: 10, amount: 100, rounds: 2, card
 /** A lab context over a world; `without` drops parts (control, terminal, ledger). */
 export function labContext(
   world: LabWorld,
-  o: { options?: Partial<LabOptions>; without?: ('control' | 'terminal' | 'ledger')[]; progress?: (m: string, d?: number, t?: number) => void } = {},
+  o: {
+    options?: Partial<LabOptions>;
+    without?: ('control' | 'terminal' | 'ledger')[];
+    progress?: (m: string, d?: number, t?: number) => void;
+  } = {},
 ): LabContext {
   const without = new Set(o.without ?? []);
   const options = { ...TEST_OPTIONS, ...o.options };
@@ -331,7 +387,9 @@ export interface RecordedCase {
 }
 
 /** A case runner without transcripts: runs cases in order with the lab runner's verdict API and keeps their verdicts. */
-export function recordingRunner(only?: readonly string[]): CaseRunner & { readonly cases: RecordedCase[]; byName(name: string): RecordedCase } {
+export function recordingRunner(
+  only?: readonly string[],
+): CaseRunner & { readonly cases: RecordedCase[]; byName(name: string): RecordedCase } {
   const cases: RecordedCase[] = [];
   return {
     cases,

@@ -16,7 +16,8 @@ function plainRow<T>(row: Record<string, unknown> | undefined): T | undefined {
   if (!row) return undefined;
   for (const k of Object.keys(row)) {
     const v = row[k];
-    if (v instanceof Uint8Array) row[k] = new Uint8Array(v); // copy out of Buffer: the protocol works on plain Uint8Array
+    if (v instanceof Uint8Array)
+      row[k] = new Uint8Array(v); // copy out of Buffer: the protocol works on plain Uint8Array
     else if (typeof v === 'bigint') row[k] = Number(v);
   }
   return row as T;

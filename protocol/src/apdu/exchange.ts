@@ -137,11 +137,7 @@ function tooLarge(received: number, limit: number): DtError {
  *   GET RESPONSE without returning any data; the signal's reason (or
  *   {@link AbortError}) when aborted; whatever the transport throws.
  */
-export async function exchange(
-  transport: ApduTransport,
-  cmd: CommandApdu,
-  options: ExchangeOptions = {},
-): Promise<ResponseApdu> {
+export async function exchange(transport: ApduTransport, cmd: CommandApdu, options: ExchangeOptions = {}): Promise<ResponseApdu> {
   const { signal, maxResponse = DEFAULT_MAX_RESPONSE, maxCommand = DEFAULT_MAX_COMMAND_DATA } = options;
   if (!Number.isInteger(maxResponse) || maxResponse < 0) {
     throw new RangeError('maxResponse must be a non-negative integer');
@@ -204,11 +200,7 @@ export async function exchange(
  * @example
  * const version = await transmitOk(transport, selectCommand(), { signal });
  */
-export async function transmitOk(
-  transport: ApduTransport,
-  cmd: CommandApdu,
-  options: ExchangeOptions = {},
-): Promise<Uint8Array> {
+export async function transmitOk(transport: ApduTransport, cmd: CommandApdu, options: ExchangeOptions = {}): Promise<Uint8Array> {
   const { data, sw } = await exchange(transport, cmd, options);
   if (sw !== SW.OK) throw statusError(sw, cmd.ins);
   return data;

@@ -72,7 +72,8 @@ export const MAX_RECORDED_EXCHANGES = 100_000;
 function parseHexLine(text: string, line: number): Uint8Array {
   const compact = text.replace(/[ \t]+/g, '');
   if (/[*?]/.test(compact)) throw new RecordStoreError('RECORD_SYNTAX', line, 'masked bytes cannot be replayed');
-  if (compact.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(compact)) throw new RecordStoreError('RECORD_SYNTAX', line, 'not an even number of hex digits');
+  if (compact.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(compact))
+    throw new RecordStoreError('RECORD_SYNTAX', line, 'not an even number of hex digits');
   return fromHex(compact.toLowerCase());
 }
 
@@ -127,7 +128,8 @@ export class RecordStore {
   }
 
   #push(x: RecordedExchange): void {
-    if (this.#exchanges.length >= MAX_RECORDED_EXCHANGES) throw new RecordStoreError('RECORD_SYNTAX', x.line, `more than ${MAX_RECORDED_EXCHANGES} exchanges`);
+    if (this.#exchanges.length >= MAX_RECORDED_EXCHANGES)
+      throw new RecordStoreError('RECORD_SYNTAX', x.line, `more than ${MAX_RECORDED_EXCHANGES} exchanges`);
     this.#exchanges.push(x);
   }
 
@@ -187,7 +189,12 @@ export class RecordStore {
   ensureQueueEmpty(): void {
     if (this.#failure) throw this.#failure;
     const x = this.#exchanges[this.#next];
-    if (x) throw new RecordStoreError('RECORD_LEFTOVER', x.line, `${this.#exchanges.length - this.#next} recorded exchange(s) not replayed, the next: ${toHex(x.command)}`);
+    if (x)
+      throw new RecordStoreError(
+        'RECORD_LEFTOVER',
+        x.line,
+        `${this.#exchanges.length - this.#next} recorded exchange(s) not replayed, the next: ${toHex(x.command)}`,
+      );
   }
 
   /** The recording as text, one `=>` and one `<=` line per exchange after the `comments` (each written as `# ...`). */
@@ -228,7 +235,8 @@ export function replayTransport(store: RecordStore, options: ReplayTransportOpti
       throwIfAborted(o.signal);
       const line = store.nextLine;
       const response = store.replayExchange(apdu);
-      if (response === undefined) throw options.noAnswer ? options.noAnswer(line) : new Error(`line ${line}: recorded no answer (the card left the field)`);
+      if (response === undefined)
+        throw options.noAnswer ? options.noAnswer(line) : new Error(`line ${line}: recorded no answer (the card left the field)`);
       return response.slice();
     },
   };

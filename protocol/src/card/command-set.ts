@@ -20,8 +20,21 @@
 import { transmitOk, type ApduTransport, type ExchangeOptions } from '../apdu/exchange.ts';
 import { utf8 } from '../bytes.ts';
 import {
-  changePinCommand, generateKeyCommand, getCertificatesCommand, getStatusCommand, loadBeginCommand, loadCompleteCommand, lockCommand,
-  payCommand, selectCommand, setConfigCommand, setPinCommand, syncBeginCommand, syncCompleteCommand, unblockPinCommand, verifyPinCommand,
+  changePinCommand,
+  generateKeyCommand,
+  getCertificatesCommand,
+  getStatusCommand,
+  loadBeginCommand,
+  loadCompleteCommand,
+  lockCommand,
+  payCommand,
+  selectCommand,
+  setConfigCommand,
+  setPinCommand,
+  syncBeginCommand,
+  syncCompleteCommand,
+  unblockPinCommand,
+  verifyPinCommand,
   writeCertificatesCommand,
 } from './commands.ts';
 import { parseCardStatus, parseCertificates, parsePublicKey, parseSelectResponse } from './decode.ts';
@@ -96,13 +109,21 @@ export async function lockPersonalization(t: ApduTransport, options: ExchangeOpt
 }
 
 /** SYNC BEGIN (or LOAD BEGIN with `load`): the card signs a SyncRequest over `challenge` (16 bytes) and answers it. */
-export async function syncBegin(t: ApduTransport, challenge: Uint8Array, options: ExchangeOptions & { load?: boolean } = {}): Promise<Uint8Array> {
+export async function syncBegin(
+  t: ApduTransport,
+  challenge: Uint8Array,
+  options: ExchangeOptions & { load?: boolean } = {},
+): Promise<Uint8Array> {
   const { load, ...o } = options;
   return transmitOk(t, load ? loadBeginCommand(challenge) : syncBeginCommand(challenge), o);
 }
 
 /** SYNC COMPLETE (or LOAD COMPLETE with `load`): hands the ledger's SyncReceipt to the card, which checks it before it changes anything. */
-export async function syncComplete(t: ApduTransport, receipt: Uint8Array, options: ExchangeOptions & { load?: boolean } = {}): Promise<void> {
+export async function syncComplete(
+  t: ApduTransport,
+  receipt: Uint8Array,
+  options: ExchangeOptions & { load?: boolean } = {},
+): Promise<void> {
   const { load, ...o } = options;
   await transmitOk(t, load ? loadCompleteCommand(receipt) : syncCompleteCommand(receipt), o);
 }

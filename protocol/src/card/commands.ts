@@ -27,8 +27,15 @@ import { DT_AID } from '../apdu/constants.ts';
 import type { CommandApdu } from '../apdu/codec.ts';
 import { CardCommand, type CommandHeader } from './constants.ts';
 import {
-  ChangePinSchema, encodeFormat, SetConfigSchema, SetPinSchema, UnblockPinSchema, WriteCertificatesSchema,
-  type SetConfig, type SetPin, type WriteCertificates,
+  ChangePinSchema,
+  encodeFormat,
+  SetConfigSchema,
+  SetPinSchema,
+  UnblockPinSchema,
+  WriteCertificatesSchema,
+  type SetConfig,
+  type SetPin,
+  type WriteCertificates,
 } from './formats.ts';
 
 /** Le of a command that expects response data: 256 (encoded 00), the rest comes through 61xx. */

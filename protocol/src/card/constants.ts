@@ -128,7 +128,12 @@ export type CardCommandName = keyof typeof CardCommand;
 export const STEP_INS: ReadonlySet<number> = new Set([INS.PERSONALIZE, INS.LOAD, INS.SYNC]);
 
 /** Commands whose data field carries a PIN or an unblock code: transcripts and logs mask it. */
-export const SECRET_COMMANDS: ReadonlySet<CardCommandName> = new Set<CardCommandName>(['VERIFY_PIN', 'CHANGE_PIN', 'UNBLOCK_PIN', 'SET_PIN']);
+export const SECRET_COMMANDS: ReadonlySet<CardCommandName> = new Set<CardCommandName>([
+  'VERIFY_PIN',
+  'CHANGE_PIN',
+  'UNBLOCK_PIN',
+  'SET_PIN',
+]);
 
 /**
  * Commands whose answer is signed or random by nature (a fresh signature or
@@ -136,4 +141,9 @@ export const SECRET_COMMANDS: ReadonlySet<CardCommandName> = new Set<CardCommand
  * bytes when it signs with fresh randomness: PAY, SYNC and LOAD BEGIN,
  * GENERATE KEY.
  */
-export const FRESH_ANSWER_COMMANDS: ReadonlySet<CardCommandName> = new Set<CardCommandName>(['PAY', 'SYNC_BEGIN', 'LOAD_BEGIN', 'GENERATE_KEY']);
+export const FRESH_ANSWER_COMMANDS: ReadonlySet<CardCommandName> = new Set<CardCommandName>([
+  'PAY',
+  'SYNC_BEGIN',
+  'LOAD_BEGIN',
+  'GENERATE_KEY',
+]);

@@ -12,8 +12,23 @@ import { CLA, SW, isWrongPin } from '../apdu/constants.ts';
 import { decodeDeterministic } from '../cbor/deterministic.ts';
 import { isValidPublicKey } from '../crypto/suite.ts';
 import { DtError, ErrorCode } from '../errors.ts';
-import { CardCommand, FRESH_ANSWER_COMMANDS, FORMAT_MAX_SIZE, SECRET_COMMANDS, STEP_INS, type CardCommandName, type CommandHeader } from './constants.ts';
-import { CardStatusSchema, decodeFormat, decodeFormatLenient, SelectResponseSchema, type CardStatus, type SelectResponse } from './formats.ts';
+import {
+  CardCommand,
+  FRESH_ANSWER_COMMANDS,
+  FORMAT_MAX_SIZE,
+  SECRET_COMMANDS,
+  STEP_INS,
+  type CardCommandName,
+  type CommandHeader,
+} from './constants.ts';
+import {
+  CardStatusSchema,
+  decodeFormat,
+  decodeFormatLenient,
+  SelectResponseSchema,
+  type CardStatus,
+  type SelectResponse,
+} from './formats.ts';
 import type { ApplicationInfo, PinResult } from './types.ts';
 
 /** Bound on a SELECT answer read by {@link parseApplicationInfo}. */
@@ -38,7 +53,10 @@ export function parseApplicationInfo(data: Uint8Array, maxSize: number = MAX_SEL
   const f = decodeFormatLenient(SelectResponseSchema, data, maxSize);
   if (f === undefined) throw new DtError(ErrorCode.SCHEMA_WRONG_TYPE, 'SelectResponse: expected a map', { path: 'SelectResponse' });
   if (f.capabilities === undefined) {
-    throw new DtError(ErrorCode.SCHEMA_MISSING_FIELD, 'SelectResponse.capabilities: no valid capabilities', { path: 'SelectResponse.capabilities', field: 'capabilities' });
+    throw new DtError(ErrorCode.SCHEMA_MISSING_FIELD, 'SelectResponse.capabilities: no valid capabilities', {
+      path: 'SelectResponse.capabilities',
+      field: 'capabilities',
+    });
   }
   return {
     ...(f.applet !== undefined ? { applet: f.applet } : {}),
@@ -92,7 +110,9 @@ export function parseCertificates(data: Uint8Array, maxSize: number = FORMAT_MAX
 /** Reads a GENERATE KEY answer: the uncompressed P-256 public key `04 ‖ x ‖ y` (65 bytes), a point on the curve. */
 export function parsePublicKey(data: Uint8Array): Uint8Array {
   if (!isValidPublicKey(data)) {
-    throw new DtError(ErrorCode.BAD_KEY, `GENERATE KEY answered ${data.length} bytes, not an uncompressed P-256 key`, { length: data.length });
+    throw new DtError(ErrorCode.BAD_KEY, `GENERATE KEY answered ${data.length} bytes, not an uncompressed P-256 key`, {
+      length: data.length,
+    });
   }
   return data;
 }

@@ -9,7 +9,20 @@
  */
 import { decodeDeterministic, encodeDeterministic } from '../cbor/deterministic.ts';
 import { DtError, ErrorCode } from '../errors.ts';
-import { array, bool, bytes, bytesUpTo, decodeStruct, defineSchema, encodeStruct, MAX_UINT, struct, uint, type Infer, type StructSchema } from '../schema/dsl.ts';
+import {
+  array,
+  bool,
+  bytes,
+  bytesUpTo,
+  decodeStruct,
+  defineSchema,
+  encodeStruct,
+  MAX_UINT,
+  struct,
+  uint,
+  type Infer,
+  type StructSchema,
+} from '../schema/dsl.ts';
 import { CardLimitsSchema, LIMITS } from '../schema/messages.ts';
 import { FORMAT_MAX_SIZE, PIN_LENGTH, PUK_LENGTH } from './constants.ts';
 
@@ -165,7 +178,11 @@ export function decodeFormat<S extends StructSchema>(schema: S, data: Uint8Array
  * Returns `undefined` when `data` is well-formed CBOR but not a map; throws a
  * `DtError` when it is not deterministic CBOR within `maxSize` bytes.
  */
-export function decodeFormatLenient<S extends StructSchema>(schema: S, data: Uint8Array, maxSize: number = FORMAT_MAX_SIZE): Partial<Infer<S>> | undefined {
+export function decodeFormatLenient<S extends StructSchema>(
+  schema: S,
+  data: Uint8Array,
+  maxSize: number = FORMAT_MAX_SIZE,
+): Partial<Infer<S>> | undefined {
   const value = decodeDeterministic(data, maxSize);
   if (!(value instanceof Map)) return undefined;
   const out: Record<string, unknown> = {};

@@ -29,7 +29,13 @@ import type { SpendableCoin } from './types.ts';
  * const inputs = selectInputs(coins, 1500, merchantId, 5411, Math.max(request.time, floor));
  * if (!inputs) refuse(); // 6985 on a card
  */
-export function selectInputs<C extends SpendableCoin>(coins: readonly C[], amount: number, merchant: string, mcc: number, at: number): C[] | undefined {
+export function selectInputs<C extends SpendableCoin>(
+  coins: readonly C[],
+  amount: number,
+  merchant: string,
+  mcc: number,
+  at: number,
+): C[] | undefined {
   const classes = new Map<string, C[]>();
   for (const c of coins) {
     if (c.expires !== undefined && c.expires < at) continue;

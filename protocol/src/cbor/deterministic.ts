@@ -288,16 +288,28 @@ function toKeyHex(b: Uint8Array, from: number, to: number): string {
 
 /** Strict UTF-8 check without allocating (same rules as `fromUtf8`: no overlongs, surrogates or values past U+10FFFF). */
 function validUtf8(b: Uint8Array, from: number, to: number): boolean {
-  for (let i = from; i < to; ) {
+  for (let i = from; i < to;) {
     const c = b[i]!;
-    if (c < 0x80) { i++; continue; }
+    if (c < 0x80) {
+      i++;
+      continue;
+    }
     let n: number;
     let cp: number;
     let min: number;
-    if ((c & 0xe0) === 0xc0) { n = 1; cp = c & 0x1f; min = 0x80; }
-    else if ((c & 0xf0) === 0xe0) { n = 2; cp = c & 0x0f; min = 0x800; }
-    else if ((c & 0xf8) === 0xf0) { n = 3; cp = c & 0x07; min = 0x10000; }
-    else return false;
+    if ((c & 0xe0) === 0xc0) {
+      n = 1;
+      cp = c & 0x1f;
+      min = 0x80;
+    } else if ((c & 0xf0) === 0xe0) {
+      n = 2;
+      cp = c & 0x0f;
+      min = 0x800;
+    } else if ((c & 0xf8) === 0xf0) {
+      n = 3;
+      cp = c & 0x07;
+      min = 0x10000;
+    } else return false;
     if (i + n >= to) return false; // continuation bytes i+1..i+n must lie inside the string
     for (let k = 1; k <= n; k++) {
       const d = b[i + k]!;
@@ -397,7 +409,8 @@ export function scanCbor(bytes: Uint8Array): void {
   if (end !== bytes.length) malformed('trailing bytes after the data item', end);
   if (s.dupAt >= 0) throw new DtError(ErrorCode.CBOR_DUPLICATE_KEY, 'map holds the same key twice', { offset: s.dupAt });
   // Floats are refused whatever their value: 1.0 is not a spelling of 1 in DT CBOR.
-  if (s.forbiddenAt >= 0) throw new DtError(ErrorCode.CBOR_FORBIDDEN_TYPE, 'float, simple value or tag outside the DT data model', { offset: s.forbiddenAt });
+  if (s.forbiddenAt >= 0)
+    throw new DtError(ErrorCode.CBOR_FORBIDDEN_TYPE, 'float, simple value or tag outside the DT data model', { offset: s.forbiddenAt });
   // Decided here because cbor-x does not read every indefinite form (it fails on indefinite byte strings).
   if (s.indefAt >= 0) throw new DtError(ErrorCode.CBOR_NON_DETERMINISTIC, 'indefinite length', { offset: s.indefAt });
 }

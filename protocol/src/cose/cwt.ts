@@ -77,7 +77,12 @@ function checkTime(claims: Certificate, at: number, index: number): void {
  * Verifies the self-signed issuer root. Parties pin the root by its kid (or
  * bytes); `expectedKid`, when given, must match.
  */
-export function verifyRoot(bytes: Uint8Array, at: number, expectedKid?: Uint8Array, verifier: Verifier = nobleVerifier): VerifiedCertificate {
+export function verifyRoot(
+  bytes: Uint8Array,
+  at: number,
+  expectedKid?: Uint8Array,
+  verifier: Verifier = nobleVerifier,
+): VerifiedCertificate {
   const { cose, message } = openSigned('Certificate', bytes);
   if (message.role !== Role.ISSUER) throw new DtError(ErrorCode.CERT_WRONG_ROLE, 'root must have the issuer role');
   checkRoleClaims(message);
@@ -118,11 +123,13 @@ export function verifyChain(chain: readonly Uint8Array[], opts: ChainOptions): V
     checkRoleClaims(message);
     const rule = PARENT[message.role];
     if (!rule) throw new DtError(ErrorCode.CERT_WRONG_ROLE, 'role cannot appear in a chain', { index: i, role: message.role });
-    if (parent.claims.role !== rule.role) throw new DtError(ErrorCode.CERT_CHAIN_BROKEN, 'issuer has the wrong role for this subject', { index: i });
+    if (parent.claims.role !== rule.role)
+      throw new DtError(ErrorCode.CERT_CHAIN_BROKEN, 'issuer has the wrong role for this subject', { index: i });
     if (rule.perm !== undefined && ((parent.claims.perms ?? 0) & rule.perm) === 0) {
       throw new DtError(ErrorCode.CERT_NOT_PERMITTED, 'issuing bank lacks the permission for this role', { index: i, role: message.role });
     }
-    if (!bytesEqual(cose.kid, parent.kid)) throw new DtError(ErrorCode.CERT_CHAIN_BROKEN, 'certificate not signed by the next one in the chain', { index: i });
+    if (!bytesEqual(cose.kid, parent.kid))
+      throw new DtError(ErrorCode.CERT_CHAIN_BROKEN, 'certificate not signed by the next one in the chain', { index: i });
     verifyCoseSign1(cose, parent.publicKey, verifier);
     checkTime(message, opts.at, i);
     const { publicKey, kid } = subjectKey(message);

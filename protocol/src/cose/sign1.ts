@@ -99,7 +99,8 @@ export function decodeCoseSign1(bytes: Uint8Array, maxSize: number): CoseSign1 {
   if (!(hdr instanceof Map)) malformed('protected header must be a map');
   const h = hdr as CborMap;
   for (const k of h.keys()) {
-    if (k !== HeaderLabel.ALG && k !== HeaderLabel.CONTENT_TYPE && k !== HeaderLabel.KID) malformed('unexpected protected header parameter');
+    if (k !== HeaderLabel.ALG && k !== HeaderLabel.CONTENT_TYPE && k !== HeaderLabel.KID)
+      malformed('unexpected protected header parameter');
   }
   if (h.get(HeaderLabel.ALG) !== ALG_ES256) {
     throw new DtError(ErrorCode.COSE_WRONG_ALGORITHM, 'only ES256 (-7) is accepted');
@@ -121,4 +122,3 @@ export function verifyCoseSign1(cose: CoseSign1, publicKey: Uint8Array, verifier
     throw new DtError(ErrorCode.BAD_SIGNATURE, 'signature does not verify');
   }
 }
-

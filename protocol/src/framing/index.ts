@@ -5,16 +5,7 @@
  * @module
  */
 
-export {
-  HID_MAX_PAYLOAD,
-  HID_PACKET_SIZE,
-  HID_TAG_APDU,
-  HidFramer,
-  getPayload,
-  isComplete,
-  makeBlocks,
-  reduceResponse,
-} from './hid.ts';
+export { HID_MAX_PAYLOAD, HID_PACKET_SIZE, HID_TAG_APDU, HidFramer, getPayload, isComplete, makeBlocks, reduceResponse } from './hid.ts';
 export type { HidAccumulator } from './hid.ts';
 
 export {

@@ -15,7 +15,20 @@ import { fromBase64Url, toBase64Url } from '../bytes.ts';
 import { decodeDeterministic, encodeDeterministic, type CborValue } from '../cbor/deterministic.ts';
 import { coseSign1, decodeCoseSign1, type CoseSign1, type Signer } from '../cose/sign1.ts';
 import { DtError, ErrorCode } from '../errors.ts';
-import { array, bool, bytes, bytesUpTo, decodeStruct, defineSchema, encodeStruct, text, uint, MAX_UINT, VERSION_1, type Infer } from './dsl.ts';
+import {
+  array,
+  bool,
+  bytes,
+  bytesUpTo,
+  decodeStruct,
+  defineSchema,
+  encodeStruct,
+  text,
+  uint,
+  MAX_UINT,
+  VERSION_1,
+  type Infer,
+} from './dsl.ts';
 import { LIMITS } from './messages.ts';
 
 // ---------------------------------------------------------------- constants
@@ -111,13 +124,16 @@ export interface OutcomePage {
 }
 
 function checkRefs(p: { outcomes: readonly unknown[]; refs: readonly unknown[] }): void {
-  if (p.refs.length !== p.outcomes.length) throw new DtError(ErrorCode.SCHEMA_OUT_OF_RANGE, 'outcome page: refs and outcomes differ in length');
+  if (p.refs.length !== p.outcomes.length)
+    throw new DtError(ErrorCode.SCHEMA_OUT_OF_RANGE, 'outcome page: refs and outcomes differ in length');
 }
 
 /** Encodes a page of outcomes (deterministic CBOR); refuses refs that do not pair with the outcomes. */
 export function encodeOutcomePage(p: OutcomePage): Uint8Array {
   checkRefs(p);
-  return encodeDeterministic(encodeStruct(OutcomePageSchema, { outcomes: p.outcomes, cursor: p.cursor, refs: p.refs, more: p.more }) as CborValue);
+  return encodeDeterministic(
+    encodeStruct(OutcomePageSchema, { outcomes: p.outcomes, cursor: p.cursor, refs: p.refs, more: p.more }) as CborValue,
+  );
 }
 
 /** Decodes a page of outcomes (bounded; the outcomes themselves are still unverified). */
@@ -171,7 +187,8 @@ export function parseAcquirerAuth(header: string): ParsedAcquirerAuth {
   const m = /^DT-COSE ([A-Za-z0-9_-]+)$/.exec(header);
   if (!m || m[1]!.length > ACQUIRER_LIMITS.maxAuthHeaderChars) throw new DtError(ErrorCode.COSE_MALFORMED, 'not a DT-COSE authorization');
   const cose = decodeCoseSign1(fromBase64Url(m[1]!), ACQUIRER_LIMITS.maxAuthSize);
-  if (cose.contentType !== ACQUIRER_AUTH_CONTENT_TYPE) throw new DtError(ErrorCode.COSE_WRONG_CONTENT_TYPE, `expected ${ACQUIRER_AUTH_CONTENT_TYPE}`);
+  if (cose.contentType !== ACQUIRER_AUTH_CONTENT_TYPE)
+    throw new DtError(ErrorCode.COSE_WRONG_CONTENT_TYPE, `expected ${ACQUIRER_AUTH_CONTENT_TYPE}`);
   const auth = decodeStruct(RequestAuthSchema, decodeDeterministic(cose.payload, ACQUIRER_LIMITS.maxAuthSize));
   return { cose, auth };
 }

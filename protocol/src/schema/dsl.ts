@@ -22,14 +22,42 @@ import { utf8 } from '../bytes.ts';
 /** Maximum amount or integer the schemas accept: 2^53-1. */
 export const MAX_UINT = Number.MAX_SAFE_INTEGER;
 
-export interface UintKind { readonly kind: 'uint'; readonly min: number; readonly max: number }
-export interface IntKind { readonly kind: 'int' }
-export interface BytesKind { readonly kind: 'bytes'; readonly minSize: number; readonly maxSize: number; readonly sizes?: readonly number[] }
-export interface TextKind { readonly kind: 'text'; readonly maxLength: number }
-export interface BoolKind { readonly kind: 'bool' }
-export interface ArrayKind<T extends FieldKind = FieldKind> { readonly kind: 'array'; readonly of: T; readonly minItems: number; readonly maxItems: number }
-export interface StructKind<S extends StructSchema = StructSchema> { readonly kind: 'struct'; readonly schema: S }
-export interface ConstKind { readonly kind: 'const'; readonly value: number; readonly code: ErrorCode }
+export interface UintKind {
+  readonly kind: 'uint';
+  readonly min: number;
+  readonly max: number;
+}
+export interface IntKind {
+  readonly kind: 'int';
+}
+export interface BytesKind {
+  readonly kind: 'bytes';
+  readonly minSize: number;
+  readonly maxSize: number;
+  readonly sizes?: readonly number[];
+}
+export interface TextKind {
+  readonly kind: 'text';
+  readonly maxLength: number;
+}
+export interface BoolKind {
+  readonly kind: 'bool';
+}
+export interface ArrayKind<T extends FieldKind = FieldKind> {
+  readonly kind: 'array';
+  readonly of: T;
+  readonly minItems: number;
+  readonly maxItems: number;
+}
+export interface StructKind<S extends StructSchema = StructSchema> {
+  readonly kind: 'struct';
+  readonly schema: S;
+}
+export interface ConstKind {
+  readonly kind: 'const';
+  readonly value: number;
+  readonly code: ErrorCode;
+}
 
 /** Every field kind. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- any kind of item or struct: the union must accept every instantiation
@@ -57,7 +85,12 @@ export const int = (): IntKind => ({ kind: 'int' });
 /** Byte string of exactly `size` bytes. */
 export const bytes = (size: number): BytesKind => ({ kind: 'bytes', minSize: size, maxSize: size });
 /** Byte string whose size is one of `sizes`. */
-export const bytesOneOf = (...sizes: number[]): BytesKind => ({ kind: 'bytes', minSize: Math.min(...sizes), maxSize: Math.max(...sizes), sizes });
+export const bytesOneOf = (...sizes: number[]): BytesKind => ({
+  kind: 'bytes',
+  minSize: Math.min(...sizes),
+  maxSize: Math.max(...sizes),
+  sizes,
+});
 /** Byte string of 1..maxSize bytes. */
 export const bytesUpTo = (maxSize: number, minSize = 1): BytesKind => ({ kind: 'bytes', minSize, maxSize });
 /** UTF-8 text of 1..maxLength bytes. */
@@ -65,7 +98,12 @@ export const text = (maxLength: number): TextKind => ({ kind: 'text', maxLength 
 /** Boolean. */
 export const bool = (): BoolKind => ({ kind: 'bool' });
 /** Array of `of` with item bounds. */
-export const array = <T extends FieldKind>(of: T, maxItems: number, minItems = 0): ArrayKind<T> => ({ kind: 'array', of, minItems, maxItems });
+export const array = <T extends FieldKind>(of: T, maxItems: number, minItems = 0): ArrayKind<T> => ({
+  kind: 'array',
+  of,
+  minItems,
+  maxItems,
+});
 /** Nested struct. */
 export const struct = <S extends StructSchema>(schema: S): StructKind<S> => ({ kind: 'struct', schema });
 /** Constant integer (checked with `code` on decode). */
@@ -119,8 +157,10 @@ function encodeField(kind: FieldKind, value: unknown, path: string): CborValue {
     case 'const':
       return kind.value;
     case 'uint':
-      if (typeof value !== 'number' || !Number.isSafeInteger(value)) fail(ErrorCode.SCHEMA_WRONG_TYPE, path, 'expected an unsigned integer');
-      if (value < kind.min || value > kind.max) fail(ErrorCode.SCHEMA_OUT_OF_RANGE, path, 'integer out of range', { min: kind.min, max: kind.max });
+      if (typeof value !== 'number' || !Number.isSafeInteger(value))
+        fail(ErrorCode.SCHEMA_WRONG_TYPE, path, 'expected an unsigned integer');
+      if (value < kind.min || value > kind.max)
+        fail(ErrorCode.SCHEMA_OUT_OF_RANGE, path, 'integer out of range', { min: kind.min, max: kind.max });
       return value;
     case 'int':
       if (typeof value !== 'number' || !Number.isSafeInteger(value)) fail(ErrorCode.SCHEMA_WRONG_TYPE, path, 'expected an integer');
@@ -159,12 +199,20 @@ function checkBytes(kind: BytesKind, value: Uint8Array, path: string): void {
 
 function checkText(kind: TextKind, value: string, path: string): void {
   const n = utf8(value).length;
-  if (n === 0 || n > kind.maxLength) fail(n > kind.maxLength ? ErrorCode.TOO_LARGE : ErrorCode.SCHEMA_OUT_OF_RANGE, path, 'text has the wrong length', { length: n, maxLength: kind.maxLength });
+  if (n === 0 || n > kind.maxLength)
+    fail(n > kind.maxLength ? ErrorCode.TOO_LARGE : ErrorCode.SCHEMA_OUT_OF_RANGE, path, 'text has the wrong length', {
+      length: n,
+      maxLength: kind.maxLength,
+    });
 }
 
 function checkItems(kind: ArrayKind, n: number, path: string): void {
   if (n < kind.minItems || n > kind.maxItems) {
-    fail(n > kind.maxItems ? ErrorCode.TOO_LARGE : ErrorCode.SCHEMA_OUT_OF_RANGE, path, 'wrong number of items', { items: n, minItems: kind.minItems, maxItems: kind.maxItems });
+    fail(n > kind.maxItems ? ErrorCode.TOO_LARGE : ErrorCode.SCHEMA_OUT_OF_RANGE, path, 'wrong number of items', {
+      items: n,
+      minItems: kind.minItems,
+      maxItems: kind.maxItems,
+    });
   }
 }
 
@@ -230,7 +278,10 @@ function decodeStructAt(schema: StructSchema, m: CborMap, path: string): Record<
   for (const f of schema.fields) {
     if (f.type.kind === 'const' && f.type.code === ErrorCode.UNSUPPORTED_VERSION) {
       const v = m.get(f.key);
-      if (v !== f.type.value) fail(ErrorCode.UNSUPPORTED_VERSION, `${path}.${f.name}`, v === undefined ? 'required field missing' : 'unexpected value', { expected: f.type.value });
+      if (v !== f.type.value)
+        fail(ErrorCode.UNSUPPORTED_VERSION, `${path}.${f.name}`, v === undefined ? 'required field missing' : 'unexpected value', {
+          expected: f.type.value,
+        });
     }
   }
   const byKey = new Map(schema.fields.map((f) => [f.key, f]));
@@ -244,7 +295,13 @@ function decodeStructAt(schema: StructSchema, m: CborMap, path: string): Record<
     const v = m.get(f.key);
     if (v === undefined) {
       if (f.optional) continue;
-      fail(f.type.kind === 'const' && f.type.code === ErrorCode.UNSUPPORTED_VERSION ? ErrorCode.UNSUPPORTED_VERSION : ErrorCode.SCHEMA_MISSING_FIELD, `${path}.${f.name}`, 'required field missing');
+      fail(
+        f.type.kind === 'const' && f.type.code === ErrorCode.UNSUPPORTED_VERSION
+          ? ErrorCode.UNSUPPORTED_VERSION
+          : ErrorCode.SCHEMA_MISSING_FIELD,
+        `${path}.${f.name}`,
+        'required field missing',
+      );
     }
     const d = decodeField(f.type, v, `${path}.${f.name}`);
     if (f.type.kind !== 'const') out[f.name] = d;

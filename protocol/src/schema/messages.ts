@@ -7,8 +7,20 @@
  */
 import { ErrorCode } from '../errors.ts';
 import {
-  array, bool, bytes, bytesOneOf, bytesUpTo, constant, defineSchema, int, struct, text, uint,
-  VERSION_1, MAX_UINT, type Infer,
+  array,
+  bool,
+  bytes,
+  bytesOneOf,
+  bytesUpTo,
+  constant,
+  defineSchema,
+  int,
+  struct,
+  text,
+  uint,
+  VERSION_1,
+  MAX_UINT,
+  type Infer,
 } from './dsl.ts';
 
 // ---------------------------------------------------------------- limits
@@ -101,7 +113,15 @@ export const MerchantSchema = defineSchema({
 });
 
 /** Private claim keys of DT certificates (private-use range of the CWT claims registry, < -65536). */
-export const CertClaim = { VERSION: -65537, ROLE: -65538, PERMS: -65539, LIMITS: -65540, MERCHANT: -65541, CURRENCY: -65542, CRL_MAX_AGE: -65543 } as const;
+export const CertClaim = {
+  VERSION: -65537,
+  ROLE: -65538,
+  PERMS: -65539,
+  LIMITS: -65540,
+  MERCHANT: -65541,
+  CURRENCY: -65542,
+  CRL_MAX_AGE: -65543,
+} as const;
 
 /**
  * Largest age (seconds) of the revocation list a terminal may accept offline payments

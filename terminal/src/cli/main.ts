@@ -13,11 +13,28 @@ import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { createRequire } from 'node:module';
 import {
-  BankPermission, ErrorCode, formatTenge, fromHex, issueCertificate, keyPairSigner, openSigned, publicKeyOf, Role, toHex, CURRENCY_KZT,
+  BankPermission,
+  ErrorCode,
+  formatTenge,
+  fromHex,
+  issueCertificate,
+  keyPairSigner,
+  openSigned,
+  publicKeyOf,
+  Role,
+  toHex,
+  CURRENCY_KZT,
 } from '@dt/protocol';
 import { TerminalError, TerminalErrorCode, isTerminalError } from '../errors.ts';
 import {
-  certificateRequest, createTerminalKey, identityPaths, installIdentity, loadIdentity, loadTerminalKey, writeFileDurable, type TerminalIdentity,
+  certificateRequest,
+  createTerminalKey,
+  identityPaths,
+  installIdentity,
+  loadIdentity,
+  loadTerminalKey,
+  writeFileDurable,
+  type TerminalIdentity,
 } from '../identity.ts';
 import { DEFAULT_CONFIG, configPath, loadConfig, saveConfig, verifierByName, type TerminalConfig } from '../config.ts';
 import { Journal, type PaymentRecord } from '../journal/journal.ts';
@@ -50,7 +67,9 @@ export const EXIT_CODES = [
 
 type ExitName = (typeof EXIT_CODES)[number]['name'];
 /** Exit codes of `dt-pos` by name (from {@link EXIT_CODES}). */
-export const ExitCode = Object.fromEntries(EXIT_CODES.map((e) => [e.name, e.code])) as { readonly [K in ExitName]: Extract<(typeof EXIT_CODES)[number], { name: K }>['code'] };
+export const ExitCode = Object.fromEntries(EXIT_CODES.map((e) => [e.name, e.code])) as {
+  readonly [K in ExitName]: Extract<(typeof EXIT_CODES)[number], { name: K }>['code'];
+};
 
 const EXIT_HELP = `
 Exit codes:
@@ -251,9 +270,21 @@ function receiptText(p: PaymentRecord, merchantName: string): string {
 
 function paymentJson(p: PaymentRecord): Record<string, unknown> {
   return {
-    id: p.id, amount: p.amount, currency: p.currency, state: p.state, covered: p.covered ?? null, outcomeCode: p.outcomeCode ?? null,
-    transfer: toHex(p.transferHash), card: toHex(p.card), counter: p.counter, time: p.time, approvedAt: p.approvedAt, cvm: p.cvm,
-    merchant: p.merchant, mcc: p.mcc, batch: p.batchSeq ?? null,
+    id: p.id,
+    amount: p.amount,
+    currency: p.currency,
+    state: p.state,
+    covered: p.covered ?? null,
+    outcomeCode: p.outcomeCode ?? null,
+    transfer: toHex(p.transferHash),
+    card: toHex(p.card),
+    counter: p.counter,
+    time: p.time,
+    approvedAt: p.approvedAt,
+    cvm: p.cvm,
+    merchant: p.merchant,
+    mcc: p.mcc,
+    batch: p.batchSeq ?? null,
   };
 }
 
@@ -275,53 +306,92 @@ export function buildProgram(): Command {
     .requiredOption('--name <name>', 'merchant name printed on receipts')
     .option('--acquirer <url>', 'acquirer base URL for sync, e.g. http://127.0.0.1:8081')
     .option('--reader <spec>', 'default reader: pcsc, pcsc:<name>, serial:<path>, hid:<path>', 'pcsc')
-    .option('--dev <pki-dir>', 'development: self-provision with the dev PKI in this directory (dev-pki.json of dt-card / the ledger dev tools)')
+    .option(
+      '--dev <pki-dir>',
+      'development: self-provision with the dev PKI in this directory (dev-pki.json of dt-card / the ledger dev tools)',
+    )
     .action((o: { merchantId: string; mcc: number; name: string; acquirer?: string; reader: string; dev?: string }, cmd: Command) => {
       const g = globals(cmd);
       const paths = identityPaths(g.dataDir);
       const kp = existsSync(paths.key) ? loadTerminalKey(g.dataDir) : createTerminalKey(g.dataDir);
       const merchant = { id: o.merchantId, mcc: o.mcc, name: o.name };
-      const cfg: TerminalConfig = { ...DEFAULT_CONFIG, ...(existsSync(configPath(g.dataDir)) ? loadConfig(g.dataDir) : {}), reader: o.reader, ...(o.acquirer ? { acquirerUrl: o.acquirer } : {}) };
+      const cfg: TerminalConfig = {
+        ...DEFAULT_CONFIG,
+        ...(existsSync(configPath(g.dataDir)) ? loadConfig(g.dataDir) : {}),
+        reader: o.reader,
+        ...(o.acquirer ? { acquirerUrl: o.acquirer } : {}),
+      };
       saveConfig(g.dataDir, cfg);
       const request = certificateRequest(kp, merchant, now());
       writeFileDurable(paths.request, request);
       const kid = toHex(keyPairSigner(kp).kid);
       if (!o.dev) {
-        out(g, { initialized: false, terminal: kid, certificateRequest: paths.request },
-          `Terminal key ${kid} created in ${g.dataDir}.\nSend ${paths.request} to your acquiring bank, then install its answer with:\n  dt-pos install-cert --cert terminal.cert --bank-cert bank.cert --root root.cert --ledger-cert ledger.cert`);
+        out(
+          g,
+          { initialized: false, terminal: kid, certificateRequest: paths.request },
+          `Terminal key ${kid} created in ${g.dataDir}.\nSend ${paths.request} to your acquiring bank, then install its answer with:\n  dt-pos install-cert --cert terminal.cert --bank-cert bank.cert --root root.cert --ledger-cert ledger.cert`,
+        );
         return;
       }
       const pki = readDevPki(o.dev);
       const t = now();
       const cert = issueCertificate(
-        { iss: openSigned('Certificate', pki.bank.cert).message.sub, sub: `terminal-${merchant.id}`, iat: t, nbf: t - 86_400, exp: t + 365 * 86_400, role: Role.TERMINAL, merchant, currency: CURRENCY_KZT, publicKey: kp.publicKey },
+        {
+          iss: openSigned('Certificate', pki.bank.cert).message.sub,
+          sub: `terminal-${merchant.id}`,
+          iat: t,
+          nbf: t - 86_400,
+          exp: t + 365 * 86_400,
+          role: Role.TERMINAL,
+          merchant,
+          currency: CURRENCY_KZT,
+          publicKey: kp.publicKey,
+        },
         keyPairSigner({ secretKey: pki.bank.secretKey, publicKey: publicKeyOf(pki.bank.secretKey) }),
       );
       const id = installIdentity(g.dataDir, { chain: [cert, pki.bank.cert], root: pki.root, ledgerCert: pki.ledgerCert }, t);
-      out(g, { initialized: true, terminal: kid, merchant, certExpires: id.certExpires, dataDir: g.dataDir },
-        `Terminal ${kid} certified for ${merchant.name} (${merchant.id}, MCC ${merchant.mcc}) by the dev bank; valid until ${iso(id.certExpires)}.\nRun 'dt-pos sync' to fetch the revocation list before taking payments.`);
+      out(
+        g,
+        { initialized: true, terminal: kid, merchant, certExpires: id.certExpires, dataDir: g.dataDir },
+        `Terminal ${kid} certified for ${merchant.name} (${merchant.id}, MCC ${merchant.mcc}) by the dev bank; valid until ${iso(id.certExpires)}.\nRun 'dt-pos sync' to fetch the revocation list before taking payments.`,
+      );
     });
 
   program
     .command('install-cert')
-    .description("install the acquiring bank's answer to the certificate request (the chain and the trust anchors); atomic: verified with the terminal key before it replaces the installed identity, which a failed install leaves as it was")
+    .description(
+      "install the acquiring bank's answer to the certificate request (the chain and the trust anchors); atomic: verified with the terminal key before it replaces the installed identity, which a failed install leaves as it was",
+    )
     .requiredOption('--cert <file>', 'terminal certificate issued by the bank (raw CBOR or hex)')
     .requiredOption('--bank-cert <file>', 'acquiring bank certificate')
     .requiredOption('--root <file>', 'issuer root certificate (the trust anchor to pin)')
     .requiredOption('--ledger-cert <file>', 'ledger certificate')
     .action((o: { cert: string; bankCert: string; root: string; ledgerCert: string }, cmd: Command) => {
       const g = globals(cmd);
-      const parts = { chain: [readCert(o.cert, '--cert'), readCert(o.bankCert, '--bank-cert')], root: readCert(o.root, '--root'), ledgerCert: readCert(o.ledgerCert, '--ledger-cert') };
+      const parts = {
+        chain: [readCert(o.cert, '--cert'), readCert(o.bankCert, '--bank-cert')],
+        root: readCert(o.root, '--root'),
+        ledgerCert: readCert(o.ledgerCert, '--ledger-cert'),
+      };
       let id: TerminalIdentity;
       try {
         id = installIdentity(g.dataDir, parts, now());
       } catch (e) {
         if (isTerminalError(e) && e.code === TerminalErrorCode.NOT_INITIALIZED && existsSync(identityPaths(g.dataDir).key)) {
-          throw new TerminalError(TerminalErrorCode.NOT_INITIALIZED, `not installed, the certificates do not verify: ${e.message}; the installed identity is unchanged`, {}, e);
+          throw new TerminalError(
+            TerminalErrorCode.NOT_INITIALIZED,
+            `not installed, the certificates do not verify: ${e.message}; the installed identity is unchanged`,
+            {},
+            e,
+          );
         }
         throw e;
       }
-      out(g, { installed: true, terminal: toHex(id.kid), merchant: id.merchant, certExpires: id.certExpires }, `Installed: terminal ${toHex(id.kid)} for ${id.merchant.name}; valid until ${iso(id.certExpires)}.`);
+      out(
+        g,
+        { installed: true, terminal: toHex(id.kid), merchant: id.merchant, certExpires: id.certExpires },
+        `Installed: terminal ${toHex(id.kid)} for ${id.merchant.name}; valid until ${iso(id.certExpires)}.`,
+      );
     });
 
   program
@@ -344,7 +414,11 @@ export function buildProgram(): Command {
       const pinPad = new ConsolePinPad();
       try {
         const kernel = new PaymentKernel({
-          identity, journal, policy: cfg.policy, pinPad, verifier: verifierByName(cfg.verifier),
+          identity,
+          journal,
+          policy: cfg.policy,
+          pinPad,
+          verifier: verifierByName(cfg.verifier),
           timeouts: { ...cfg.timeouts, ...(o.timeout ? { cardMs: o.timeout * 1000 } : {}) },
         });
         const say = (s: string): void => {
@@ -366,7 +440,13 @@ export function buildProgram(): Command {
           outcome.kind === 'APPROVED'
             ? `APPROVED ${formatAmount(outcome.payment.amount)}  receipt #${outcome.payment.id}${outcome.recovered ? ' (recovered torn tap)' : ''}${outcome.alreadyRecorded ? ' (already recorded)' : ''}`
             : `${outcome.kind.replace(/_/g, ' ')}: ${outcome.reason}${'detail' in outcome && outcome.detail ? ` (${outcome.detail})` : ''}`;
-        out(g, outcome.kind === 'APPROVED' ? { outcome: 'APPROVED', payment: paymentJson(outcome.payment), recovered: outcome.recovered } : { outcome: outcome.kind, ...outcome, kind: undefined }, human);
+        out(
+          g,
+          outcome.kind === 'APPROVED'
+            ? { outcome: 'APPROVED', payment: paymentJson(outcome.payment), recovered: outcome.recovered }
+            : { outcome: outcome.kind, ...outcome, kind: undefined },
+          human,
+        );
         throw new Exit(outcomeExit(outcome));
       } finally {
         process.off('SIGINT', onSig);
@@ -388,26 +468,41 @@ export function buildProgram(): Command {
         const pending = journal.pendingSummary();
         const crl = journal.crl();
         const t = now();
-        const risk = assessRisk(cfg.policy, { amount: 1, pending: pending.amount, crlIssued: crl?.issued, now: t, certifiedCrlMaxAge: certifiedCrlMaxAge(identity.chain[0]!) });
+        const risk = assessRisk(cfg.policy, {
+          amount: 1,
+          pending: pending.amount,
+          crlIssued: crl?.issued,
+          now: t,
+          certifiedCrlMaxAge: certifiedCrlMaxAge(identity.chain[0]!),
+        });
         const lastOk = journal.getMeta('lastSyncOk');
         const lastErr = journal.getMeta('lastSyncError');
         const torn = journal.tornAttempts();
         const data = {
-          terminal: toHex(identity.kid), merchant: identity.merchant, certExpires: identity.certExpires,
+          terminal: toHex(identity.kid),
+          merchant: identity.merchant,
+          certExpires: identity.certExpires,
           pending: { count: pending.count, amount: pending.amount, since: pending.since ?? null },
           crl: crl ? { version: crl.version, issued: crl.issued, ageSeconds: t - crl.issued, revoked: crl.count } : null,
           offlineAcceptance: risk.offline ? (risk.narrowed ? 'narrowed' : 'normal') : `stopped (${risk.reason})`,
-          lastSyncOk: lastOk ? Number(lastOk) : null, lastSyncError: lastErr ? (JSON.parse(lastErr) as unknown) : null,
-          openBatch: journal.openBatch()?.seq ?? null, tornTaps: torn.length, acquirer: cfg.acquirerUrl ?? null,
+          lastSyncOk: lastOk ? Number(lastOk) : null,
+          lastSyncError: lastErr ? (JSON.parse(lastErr) as unknown) : null,
+          openBatch: journal.openBatch()?.seq ?? null,
+          tornTaps: torn.length,
+          acquirer: cfg.acquirerUrl ?? null,
         };
-        out(g, data, [
-          `Terminal ${data.terminal}  ${identity.merchant.name} (${identity.merchant.id}, MCC ${identity.merchant.mcc})`,
-          `Pending verification: ${formatAmount(pending.amount)} in ${pending.count} payment(s)${pending.since ? `, since ${iso(pending.since)}` : ''}`,
-          `Revocation list: ${crl ? `v${crl.version}, issued ${iso(crl.issued)} (${Math.floor((t - crl.issued) / 3600)} h old), ${crl.count} revoked` : 'none (sync first)'}`,
-          `Offline acceptance: ${data.offlineAcceptance}`,
-          `Last successful sync: ${lastOk ? iso(Number(lastOk)) : 'never'}${lastErr ? `; last problem: ${lastErr}` : ''}`,
-          `Torn taps awaiting the card: ${torn.length}${data.openBatch ? `; batch ${data.openBatch} awaiting acknowledgement` : ''}`,
-        ].join('\n'));
+        out(
+          g,
+          data,
+          [
+            `Terminal ${data.terminal}  ${identity.merchant.name} (${identity.merchant.id}, MCC ${identity.merchant.mcc})`,
+            `Pending verification: ${formatAmount(pending.amount)} in ${pending.count} payment(s)${pending.since ? `, since ${iso(pending.since)}` : ''}`,
+            `Revocation list: ${crl ? `v${crl.version}, issued ${iso(crl.issued)} (${Math.floor((t - crl.issued) / 3600)} h old), ${crl.count} revoked` : 'none (sync first)'}`,
+            `Offline acceptance: ${data.offlineAcceptance}`,
+            `Last successful sync: ${lastOk ? iso(Number(lastOk)) : 'never'}${lastErr ? `; last problem: ${lastErr}` : ''}`,
+            `Torn taps awaiting the card: ${torn.length}${data.openBatch ? `; batch ${data.openBatch} awaiting acknowledgement` : ''}`,
+          ].join('\n'),
+        );
       } finally {
         journal.close();
       }
@@ -415,7 +510,9 @@ export function buildProgram(): Command {
 
   program
     .command('sync')
-    .description('send pending payments to the acquirer, apply ledger outcomes, fetch the revocation list (works offline: reports what is pending)')
+    .description(
+      'send pending payments to the acquirer, apply ledger outcomes, fetch the revocation list (works offline: reports what is pending)',
+    )
     .option('--acquirer <url>', 'acquirer base URL (default from config.json)')
     .action(async (o: { acquirer?: string }, cmd: Command) => {
       const g = globals(cmd);
@@ -427,12 +524,16 @@ export function buildProgram(): Command {
       try {
         const r = await new SyncClient({ identity, journal, acquirerUrl: url }).sync();
         const sent = r.batches.reduce((s, b) => s + b.total, 0);
-        out(g, r, [
-          r.online ? 'Online.' : 'OFFLINE: the acquirer could not be reached; payments stay queued.',
-          `Sent ${r.batches.length} batch(es), ${formatAmount(sent)}; ${r.outcomes.applied} outcome(s) applied${r.crl ? `; revocation list v${r.crl.version}` : ''}.`,
-          `Pending verification: ${formatAmount(r.pending.amount)} in ${r.pending.count} payment(s)${r.pending.since ? `, since ${iso(r.pending.since)}` : ''}.`,
-          ...r.problems.map((p) => `problem (${p.step}): ${p.code}: ${p.message}`),
-        ].join('\n'));
+        out(
+          g,
+          r,
+          [
+            r.online ? 'Online.' : 'OFFLINE: the acquirer could not be reached; payments stay queued.',
+            `Sent ${r.batches.length} batch(es), ${formatAmount(sent)}; ${r.outcomes.applied} outcome(s) applied${r.crl ? `; revocation list v${r.crl.version}` : ''}.`,
+            `Pending verification: ${formatAmount(r.pending.amount)} in ${r.pending.count} payment(s)${r.pending.since ? `, since ${iso(r.pending.since)}` : ''}.`,
+            ...r.problems.map((p) => `problem (${p.step}): ${p.code}: ${p.message}`),
+          ].join('\n'),
+        );
         if (!r.online) throw new Exit(ExitCode.ONLINE_REQUIRED);
         if (r.problems.length > 0) throw new Exit(r.problems.every(refusedByAcquirer) ? ExitCode.DECLINED : ExitCode.INTERNAL);
       } finally {
@@ -451,8 +552,13 @@ export function buildProgram(): Command {
         const byDay = journal.totalsByDay();
         const ds = journal.doubleSpent();
         const lines = ['State         count  amount'];
-        for (const [s, v] of Object.entries(byState)) lines.push(`${s.padEnd(13)} ${String(v.count).padStart(5)}  ${formatAmount(v.amount)}`);
-        lines.push(`double spent covered: ${formatAmount(ds.covered.amount)} (${ds.covered.count}); not covered: ${formatAmount(ds.uncovered.amount)} (${ds.uncovered.count})`, '', 'Day         state         count  amount');
+        for (const [s, v] of Object.entries(byState))
+          lines.push(`${s.padEnd(13)} ${String(v.count).padStart(5)}  ${formatAmount(v.amount)}`);
+        lines.push(
+          `double spent covered: ${formatAmount(ds.covered.amount)} (${ds.covered.count}); not covered: ${formatAmount(ds.uncovered.amount)} (${ds.uncovered.count})`,
+          '',
+          'Day         state         count  amount',
+        );
         for (const d of byDay) lines.push(`${d.day}  ${d.state.padEnd(13)} ${String(d.count).padStart(5)}  ${formatAmount(d.amount)}`);
         out(g, { byState, byDay, doubleSpent: ds }, lines.join('\n'));
       } finally {
@@ -513,11 +619,27 @@ export function buildProgram(): Command {
       } catch {
         // listing needs udevadm on Linux; ports can still be named by path
       }
-      out(g, { pcsc: readers, pcscError: pcscError ?? null, hid, serial }, [
-        'PC/SC readers:', ...(readers.length ? readers.map((r) => `  pcsc:${r.name}${r.cardPresent ? '  [card present]' : ''}`) : [`  (none${pcscError ? `: ${pcscError}` : ''})`]),
-        'HID devices:', ...(hid.length ? hid.map((d) => `  hid:${d.path}  ${d.vendorId.toString(16).padStart(4, '0')}:${d.productId.toString(16).padStart(4, '0')} ${d.product ?? ''}`) : ['  (none)']),
-        'Serial ports:', ...(serial.length ? serial.map((s) => `  serial:${s.path} ${s.manufacturer ?? ''}`) : ['  (none listed; any port can be used as serial:<path>)']),
-      ].join('\n'));
+      out(
+        g,
+        { pcsc: readers, pcscError: pcscError ?? null, hid, serial },
+        [
+          'PC/SC readers:',
+          ...(readers.length
+            ? readers.map((r) => `  pcsc:${r.name}${r.cardPresent ? '  [card present]' : ''}`)
+            : [`  (none${pcscError ? `: ${pcscError}` : ''})`]),
+          'HID devices:',
+          ...(hid.length
+            ? hid.map(
+                (d) =>
+                  `  hid:${d.path}  ${d.vendorId.toString(16).padStart(4, '0')}:${d.productId.toString(16).padStart(4, '0')} ${d.product ?? ''}`,
+              )
+            : ['  (none)']),
+          'Serial ports:',
+          ...(serial.length
+            ? serial.map((s) => `  serial:${s.path} ${s.manufacturer ?? ''}`)
+            : ['  (none listed; any port can be used as serial:<path>)']),
+        ].join('\n'),
+      );
     });
 
   return program;
@@ -527,7 +649,8 @@ export function buildProgram(): Command {
 function intOption(name: string, min: number, max: number): (v: string) => number {
   return (v) => {
     const n = Number(v);
-    if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < min || n > max) throw new InvalidArgumentError(`${name} must be an integer from ${min} to ${max}`);
+    if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < min || n > max)
+      throw new InvalidArgumentError(`${name} must be an integer from ${min} to ${max}`);
     return n;
   };
 }
@@ -545,7 +668,9 @@ function readCert(file: string, option: string): Uint8Array {
     raw = readFileSync(file);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw new UsageError(`${option} ${file}: ${code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a directory' : code === 'EACCES' ? 'permission denied' : 'cannot be read'}`);
+    throw new UsageError(
+      `${option} ${file}: ${code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a directory' : code === 'EACCES' ? 'permission denied' : 'cannot be read'}`,
+    );
   }
   const text = raw.toString('utf8').trim();
   return /^[0-9a-fA-F]+$/.test(text) && text.length % 2 === 0 ? fromHex(text) : new Uint8Array(raw);
@@ -556,12 +681,21 @@ function readDevPki(dir: string): { root: Uint8Array; ledgerCert: Uint8Array; ba
   const p = join(dir, 'dev-pki.json');
   if (!existsSync(p)) throw new TerminalError(TerminalErrorCode.CONFIG, `no dev PKI at ${p}`, { path: p });
   try {
-    const j = JSON.parse(readFileSync(p, 'utf8')) as { format?: string; issuer: { cert: string }; ledger: { cert: string }; bank: { secretKey: string; cert: string } };
+    const j = JSON.parse(readFileSync(p, 'utf8')) as {
+      format?: string;
+      issuer: { cert: string };
+      ledger: { cert: string };
+      bank: { secretKey: string; cert: string };
+    };
     if (j.format !== 'dt-dev-pki') throw new Error('not a dt-dev-pki file');
     const bankCert = fromHex(j.bank.cert);
     const claims = openSigned('Certificate', bankCert).message;
     if (claims.role !== Role.BANK || ((claims.perms ?? 0) & BankPermission.ACQUIRING) === 0) throw new Error('the dev bank cannot acquire');
-    return { root: fromHex(j.issuer.cert), ledgerCert: fromHex(j.ledger.cert), bank: { secretKey: fromHex(j.bank.secretKey), cert: bankCert } };
+    return {
+      root: fromHex(j.issuer.cert),
+      ledgerCert: fromHex(j.ledger.cert),
+      bank: { secretKey: fromHex(j.bank.secretKey), cert: bankCert },
+    };
   } catch (e) {
     // Never echo the file: it holds secret keys.
     throw new TerminalError(TerminalErrorCode.CONFIG, `${p} is not a usable dev PKI: ${(e as Error).message}`, { path: p });

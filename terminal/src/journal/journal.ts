@@ -216,15 +216,35 @@ CREATE TABLE IF NOT EXISTS revoked (kid BLOB PRIMARY KEY) STRICT;
 `;
 
 interface PaymentRow {
-  id: number; transfer_hash: Uint8Array; card: Uint8Array; counter: number; amount: number; currency: number;
-  nonce: Uint8Array; time: number; approved_at: number; cvm: number; merchant: string; mcc: number;
-  handover: Uint8Array; state: PaymentState; covered: number | null; outcome_code: string | null;
-  batch_seq: number | null; updated_at: number;
+  id: number;
+  transfer_hash: Uint8Array;
+  card: Uint8Array;
+  counter: number;
+  amount: number;
+  currency: number;
+  nonce: Uint8Array;
+  time: number;
+  approved_at: number;
+  cvm: number;
+  merchant: string;
+  mcc: number;
+  handover: Uint8Array;
+  state: PaymentState;
+  covered: number | null;
+  outcome_code: string | null;
+  batch_seq: number | null;
+  updated_at: number;
 }
 
 interface AttemptRow {
-  nonce: Uint8Array; amount: number; created: number; time: number; card: Uint8Array | null;
-  retry_of: Uint8Array | null; state: AttemptState; request: Uint8Array;
+  nonce: Uint8Array;
+  amount: number;
+  created: number;
+  time: number;
+  card: Uint8Array | null;
+  retry_of: Uint8Array | null;
+  state: AttemptState;
+  request: Uint8Array;
 }
 
 function toPayment(r: PaymentRow): PaymentRecord {
@@ -340,7 +360,14 @@ export class Journal {
    * command leaves the terminal, so a crash while the card signs is found at
    * the next start ({@link markSentAttemptsTorn}) and retried with `retryOf`.
    */
-  recordAttempt(a: { nonce: Uint8Array; amount: number; time: number; card?: Uint8Array; retryOf?: Uint8Array; request: Uint8Array }): void {
+  recordAttempt(a: {
+    nonce: Uint8Array;
+    amount: number;
+    time: number;
+    card?: Uint8Array;
+    retryOf?: Uint8Array;
+    request: Uint8Array;
+  }): void {
     this.#db
       .prepare('INSERT INTO attempts (nonce, created, amount, time, card, retry_of, request, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
       .run(a.nonce, this.#now(), a.amount, a.time, a.card ?? null, a.retryOf ?? null, a.request, AttemptState.SENT);
@@ -352,19 +379,23 @@ export class Journal {
    * in the same transaction.
    */
   setAttemptState(nonce: Uint8Array, state: AttemptState): void {
-    this.#db.transaction(() => {
-      this.#db.prepare(`UPDATE attempts SET state = ? WHERE nonce = ? AND state IN ('sent','torn')`).run(state, nonce);
-      if (state === AttemptState.TORN) this.#boundTorn();
-    }).immediate();
+    this.#db
+      .transaction(() => {
+        this.#db.prepare(`UPDATE attempts SET state = ? WHERE nonce = ? AND state IN ('sent','torn')`).run(state, nonce);
+        if (state === AttemptState.TORN) this.#boundTorn();
+      })
+      .immediate();
   }
 
   /** At start-up: attempts left `sent` by a crash become `torn` (the card may have signed). Returns how many. */
   markSentAttemptsTorn(): number {
-    return this.#db.transaction(() => {
-      const n = this.#db.prepare(`UPDATE attempts SET state = 'torn' WHERE state = 'sent'`).run().changes;
-      if (n > 0) this.#boundTorn();
-      return n;
-    }).immediate();
+    return this.#db
+      .transaction(() => {
+        const n = this.#db.prepare(`UPDATE attempts SET state = 'torn' WHERE state = 'sent'`).run().changes;
+        if (n > 0) this.#boundTorn();
+        return n;
+      })
+      .immediate();
   }
 
   /**
@@ -373,7 +404,8 @@ export class Journal {
    * keeping them open would only let them pile up. Returns how many were closed.
    */
   closeStaleTornAttempts(maxAgeSeconds: number): number {
-    return this.#db.prepare(`UPDATE attempts SET state = 'closed' WHERE state = 'torn' AND created < ?`).run(this.#now() - maxAgeSeconds).changes;
+    return this.#db.prepare(`UPDATE attempts SET state = 'closed' WHERE state = 'torn' AND created < ?`).run(this.#now() - maxAgeSeconds)
+      .changes;
   }
 
   /** Closes open torn attempts beyond the per-card and the total bound, oldest first. */
@@ -388,7 +420,9 @@ export class Journal {
       )
       .run(MAX_TORN_PER_CARD);
     this.#db
-      .prepare(`UPDATE attempts SET state = 'closed' WHERE rowid IN (SELECT rowid FROM attempts WHERE state = 'torn' ORDER BY created DESC, rowid DESC LIMIT -1 OFFSET ?)`)
+      .prepare(
+        `UPDATE attempts SET state = 'closed' WHERE rowid IN (SELECT rowid FROM attempts WHERE state = 'torn' ORDER BY created DESC, rowid DESC LIMIT -1 OFFSET ?)`,
+      )
       .run(MAX_TORN_ATTEMPTS);
   }
 
@@ -430,7 +464,8 @@ export class Journal {
         for (const n of attemptNonces) this.setAttemptState(n, AttemptState.CLOSED);
         return { kind: 'duplicate', payment: toPayment(same) };
       }
-      const byCounter = this.#db.prepare('SELECT * FROM payments WHERE card = ? AND counter = ?').get(p.card, p.counter) as PaymentRow | undefined;
+      const byCounter = this.#db.prepare('SELECT * FROM payments WHERE card = ? AND counter = ?').get(p.card, p.counter) as
+        PaymentRow | undefined;
       if (byCounter) return { kind: 'conflict', existing: toPayment(byCounter), reason: 'counter' };
       for (const input of p.inputs) {
         const hit = this.#db
@@ -445,7 +480,21 @@ export class Journal {
           `INSERT INTO payments (transfer_hash, card, counter, amount, currency, nonce, time, approved_at, cvm, merchant, mcc, handover, state, crl_version, updated_at)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', coalesce((SELECT version FROM crl WHERE id = 1), 0), ?)`,
         )
-        .run(p.transferHash, p.card, p.counter, p.amount, p.currency, p.nonce, p.time, p.approvedAt, p.cvm, p.merchant, p.mcc, p.handover, now);
+        .run(
+          p.transferHash,
+          p.card,
+          p.counter,
+          p.amount,
+          p.currency,
+          p.nonce,
+          p.time,
+          p.approvedAt,
+          p.cvm,
+          p.merchant,
+          p.mcc,
+          p.handover,
+          now,
+        );
       const id = Number(info.lastInsertRowid);
       const ins = this.#db.prepare('INSERT INTO spent_inputs (input, payment_id) VALUES (?, ?)');
       for (const input of p.inputs) ins.run(input, id);
@@ -493,7 +542,9 @@ export class Journal {
    */
   pendingSummary(): PendingSummary {
     const r = this.#db
-      .prepare(`SELECT count(*) AS count, coalesce(sum(amount), 0) AS amount, min(approved_at) AS since FROM payments WHERE state IN ('pending','submitted')`)
+      .prepare(
+        `SELECT count(*) AS count, coalesce(sum(amount), 0) AS amount, min(approved_at) AS since FROM payments WHERE state IN ('pending','submitted')`,
+      )
       .get() as { count: number; amount: number; since: number | null };
     return { count: r.count, amount: r.amount, since: r.since ?? undefined };
   }
@@ -501,7 +552,11 @@ export class Journal {
   /** Totals by state. */
   totalsByState(): Record<PaymentState, Totals> {
     const out = Object.fromEntries(Object.values(PaymentState).map((s) => [s, { count: 0, amount: 0 }])) as Record<PaymentState, Totals>;
-    for (const r of this.#db.prepare('SELECT state, count(*) AS count, sum(amount) AS amount FROM payments GROUP BY state').all() as { state: PaymentState; count: number; amount: number }[]) {
+    for (const r of this.#db.prepare('SELECT state, count(*) AS count, sum(amount) AS amount FROM payments GROUP BY state').all() as {
+      state: PaymentState;
+      count: number;
+      amount: number;
+    }[]) {
       out[r.state] = { count: r.count, amount: r.amount };
     }
     return out;
@@ -520,7 +575,9 @@ export class Journal {
   /** Double-spent payments with whether the merchant is covered. */
   doubleSpent(): { covered: Totals; uncovered: Totals } {
     const rows = this.#db
-      .prepare(`SELECT coalesce(covered, 0) AS covered, count(*) AS count, sum(amount) AS amount FROM payments WHERE state = 'double_spent' GROUP BY coalesce(covered, 0)`)
+      .prepare(
+        `SELECT coalesce(covered, 0) AS covered, count(*) AS count, sum(amount) AS amount FROM payments WHERE state = 'double_spent' GROUP BY coalesce(covered, 0)`,
+      )
       .all() as { covered: number; count: number; amount: number }[];
     const pick = (c: number): Totals => {
       const r = rows.find((x) => x.covered === c);
@@ -538,9 +595,13 @@ export class Journal {
    * Returns undefined when nothing is pending. An unacknowledged batch is
    * returned as is instead of building a new one (one batch in flight).
    */
-  nextBatch(maxHandovers: number, build: (seq: number, handovers: Uint8Array[], crlVersion: number) => Uint8Array): BatchRecord | undefined {
+  nextBatch(
+    maxHandovers: number,
+    build: (seq: number, handovers: Uint8Array[], crlVersion: number) => Uint8Array,
+  ): BatchRecord | undefined {
     const tx = this.#db.transaction((): BatchRecord | undefined => {
-      const open = this.#db.prepare(`SELECT seq FROM batches WHERE state = 'built' ORDER BY seq LIMIT 1`).get() as { seq: number } | undefined;
+      const open = this.#db.prepare(`SELECT seq FROM batches WHERE state = 'built' ORDER BY seq LIMIT 1`).get() as
+        { seq: number } | undefined;
       if (open) return this.getBatch(open.seq);
       // One batch carries payments approved under one revocation list version (the oldest first),
       // so the version it reports is exactly the one each of its payments was checked against.
@@ -553,7 +614,11 @@ export class Journal {
         .all(first.crl_version, maxHandovers) as { id: number; handover: Uint8Array }[];
       const last = this.#db.prepare('SELECT max(seq) AS seq FROM batches').get() as { seq: number | null };
       const seq = (last.seq ?? 0) + 1;
-      const bytes = build(seq, rows.map((r) => plainBytes(r.handover)), first.crl_version);
+      const bytes = build(
+        seq,
+        rows.map((r) => plainBytes(r.handover)),
+        first.crl_version,
+      );
       this.#db.prepare(`INSERT INTO batches (seq, created, bytes, state) VALUES (?, ?, ?, 'built')`).run(seq, this.#now(), bytes);
       const upd = this.#db.prepare('UPDATE payments SET batch_seq = ?, updated_at = ? WHERE id = ?');
       for (const r of rows) upd.run(seq, this.#now(), r.id);
@@ -564,18 +629,25 @@ export class Journal {
 
   /** A stored batch. */
   getBatch(seq: number): BatchRecord | undefined {
-    const b = this.#db.prepare('SELECT * FROM batches WHERE seq = ?').get(seq) as { seq: number; created: number; bytes: Uint8Array; state: 'built' | 'acked' } | undefined;
+    const b = this.#db.prepare('SELECT * FROM batches WHERE seq = ?').get(seq) as
+      { seq: number; created: number; bytes: Uint8Array; state: 'built' | 'acked' } | undefined;
     if (!b) return undefined;
-    const t = this.#db.prepare('SELECT count(*) AS count, coalesce(sum(amount), 0) AS total FROM payments WHERE batch_seq = ?').get(seq) as { count: number; total: number };
+    const t = this.#db
+      .prepare('SELECT count(*) AS count, coalesce(sum(amount), 0) AS total FROM payments WHERE batch_seq = ?')
+      .get(seq) as { count: number; total: number };
     return { seq: b.seq, created: b.created, bytes: plainBytes(b.bytes), state: b.state, count: t.count, total: t.total };
   }
 
   /** Marks a batch acknowledged by the acquirer; its pending payments become `submitted`. */
   ackBatch(seq: number): void {
-    this.#db.transaction(() => {
-      this.#db.prepare(`UPDATE batches SET state = 'acked', acked_at = ? WHERE seq = ? AND state = 'built'`).run(this.#now(), seq);
-      this.#db.prepare(`UPDATE payments SET state = 'submitted', updated_at = ? WHERE batch_seq = ? AND state = 'pending'`).run(this.#now(), seq);
-    }).immediate();
+    this.#db
+      .transaction(() => {
+        this.#db.prepare(`UPDATE batches SET state = 'acked', acked_at = ? WHERE seq = ? AND state = 'built'`).run(this.#now(), seq);
+        this.#db
+          .prepare(`UPDATE payments SET state = 'submitted', updated_at = ? WHERE batch_seq = ? AND state = 'pending'`)
+          .run(this.#now(), seq);
+      })
+      .immediate();
   }
 
   /** The batch waiting for an acknowledgement, if any. */
@@ -590,25 +662,24 @@ export class Journal {
    * transaction. Outcomes for unknown transfers are ignored (counted);
    * a final state is never changed again.
    */
-  applyOutcomes(
-    outcomes: readonly OutcomeUpdate[],
-    cursor: string | undefined,
-  ): { applied: number; unknown: number } {
-    return this.#db.transaction(() => {
-      let applied = 0;
-      let unknown = 0;
-      const upd = this.#db.prepare(
-        `UPDATE payments SET state = ?, covered = ?, outcome = ?, outcome_code = ?, updated_at = ?
+  applyOutcomes(outcomes: readonly OutcomeUpdate[], cursor: string | undefined): { applied: number; unknown: number } {
+    return this.#db
+      .transaction(() => {
+        let applied = 0;
+        let unknown = 0;
+        const upd = this.#db.prepare(
+          `UPDATE payments SET state = ?, covered = ?, outcome = ?, outcome_code = ?, updated_at = ?
          WHERE transfer_hash = ? AND state IN ('pending','submitted')`,
-      );
-      for (const o of outcomes) {
-        const r = upd.run(o.state, o.covered ? 1 : 0, o.bytes, o.code ?? null, this.#now(), o.transferHash);
-        if (r.changes === 1) applied++;
-        else if (!this.getPaymentByTransfer(o.transferHash)) unknown++;
-      }
-      if (cursor !== undefined) this.setMeta('outcomeCursor', cursor);
-      return { applied, unknown };
-    }).immediate();
+        );
+        for (const o of outcomes) {
+          const r = upd.run(o.state, o.covered ? 1 : 0, o.bytes, o.code ?? null, this.#now(), o.transferHash);
+          if (r.changes === 1) applied++;
+          else if (!this.getPaymentByTransfer(o.transferHash)) unknown++;
+        }
+        if (cursor !== undefined) this.setMeta('outcomeCursor', cursor);
+        return { applied, unknown };
+      })
+      .immediate();
   }
 
   // ------------------------------------------------------------ revocation list
@@ -617,27 +688,32 @@ export class Journal {
    * signature). Refuses to go back to an older version.
    */
   storeCrl(crl: { version: number; issued: number; bytes: Uint8Array; revoked: readonly Uint8Array[] }): boolean {
-    return this.#db.transaction(() => {
-      const cur = this.#db.prepare('SELECT version FROM crl WHERE id = 1').get() as { version: number } | undefined;
-      if (cur && crl.version < cur.version) return false;
-      if (cur && crl.version === cur.version) {
-        // Same list: only the freshness changes.
-        this.#db.prepare('UPDATE crl SET fetched_at = ? WHERE id = 1').run(this.#now());
+    return this.#db
+      .transaction(() => {
+        const cur = this.#db.prepare('SELECT version FROM crl WHERE id = 1').get() as { version: number } | undefined;
+        if (cur && crl.version < cur.version) return false;
+        if (cur && crl.version === cur.version) {
+          // Same list: only the freshness changes.
+          this.#db.prepare('UPDATE crl SET fetched_at = ? WHERE id = 1').run(this.#now());
+          return true;
+        }
+        this.#db.prepare('DELETE FROM revoked').run();
+        const ins = this.#db.prepare('INSERT OR IGNORE INTO revoked (kid) VALUES (?)');
+        for (const k of crl.revoked) ins.run(k);
+        this.#db
+          .prepare(
+            'INSERT INTO crl (id, version, issued, fetched_at, bytes) VALUES (1, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET version = excluded.version, issued = excluded.issued, fetched_at = excluded.fetched_at, bytes = excluded.bytes',
+          )
+          .run(crl.version, crl.issued, this.#now(), crl.bytes);
         return true;
-      }
-      this.#db.prepare('DELETE FROM revoked').run();
-      const ins = this.#db.prepare('INSERT OR IGNORE INTO revoked (kid) VALUES (?)');
-      for (const k of crl.revoked) ins.run(k);
-      this.#db
-        .prepare('INSERT INTO crl (id, version, issued, fetched_at, bytes) VALUES (1, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET version = excluded.version, issued = excluded.issued, fetched_at = excluded.fetched_at, bytes = excluded.bytes')
-        .run(crl.version, crl.issued, this.#now(), crl.bytes);
-      return true;
-    }).immediate();
+      })
+      .immediate();
   }
 
   /** The held revocation list's metadata, if any. */
   crl(): StoredCrl | undefined {
-    const r = this.#db.prepare('SELECT version, issued, fetched_at FROM crl WHERE id = 1').get() as { version: number; issued: number; fetched_at: number } | undefined;
+    const r = this.#db.prepare('SELECT version, issued, fetched_at FROM crl WHERE id = 1').get() as
+      { version: number; issued: number; fetched_at: number } | undefined;
     if (!r) return undefined;
     const c = this.#db.prepare('SELECT count(*) AS n FROM revoked').get() as { n: number };
     return { version: r.version, issued: r.issued, fetchedAt: r.fetched_at, count: c.n };

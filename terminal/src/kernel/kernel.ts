@@ -24,10 +24,35 @@
  */
 import { randomBytes } from 'node:crypto';
 import {
-  Capability, CardStatusError, Cvm, exchange, getStatusCommand, HandoverCode, hasCapability, isDtError, LIMITS, MAX_SELECT_ANSWER,
-  openSigned, parseApplicationInfo, parseLastNonce, parsePinResult, payCommand, selectCommand, signMessage, SW, swHex, toHex,
-  validateHandover, verifyPinCommand, createTrustStore,
-  type ApduTransport, type ApplicationInfo, type ExpectedRequest, type PaymentRequest, type TrustStore, type Verifier,
+  Capability,
+  CardStatusError,
+  Cvm,
+  exchange,
+  getStatusCommand,
+  HandoverCode,
+  hasCapability,
+  isDtError,
+  LIMITS,
+  MAX_SELECT_ANSWER,
+  openSigned,
+  parseApplicationInfo,
+  parseLastNonce,
+  parsePinResult,
+  payCommand,
+  selectCommand,
+  signMessage,
+  SW,
+  swHex,
+  toHex,
+  validateHandover,
+  verifyPinCommand,
+  createTrustStore,
+  type ApduTransport,
+  type ApplicationInfo,
+  type ExpectedRequest,
+  type PaymentRequest,
+  type TrustStore,
+  type Verifier,
 } from '@dt/protocol';
 import { isTerminalError, TerminalErrorCode } from '../errors.ts';
 import { AttemptState, type Journal, type AttemptRecord } from '../journal/journal.ts';
@@ -46,7 +71,11 @@ import type { PinPad } from './pinpad.ts';
  * so a card that always answers garbage cannot keep the terminal retrying.
  */
 const DAMAGE_CODES: ReadonlySet<string> = new Set([
-  HandoverCode.HANDOVER_MALFORMED, HandoverCode.HANDOVER_CHAIN, HandoverCode.TOKEN_INVALID, HandoverCode.TRANSFER_SIGNATURE, HandoverCode.HISTORY_BROKEN,
+  HandoverCode.HANDOVER_MALFORMED,
+  HandoverCode.HANDOVER_CHAIN,
+  HandoverCode.TOKEN_INVALID,
+  HandoverCode.TRANSFER_SIGNATURE,
+  HandoverCode.HISTORY_BROKEN,
 ]);
 
 /**
@@ -128,7 +157,12 @@ function errorCode(e: unknown): string {
 function isCommunicationFailure(e: unknown): boolean {
   if (e instanceof CardStatusError) return false;
   if (isTerminalError(e)) {
-    return e.code === TerminalErrorCode.CARD_REMOVED || e.code === TerminalErrorCode.TIMEOUT || e.code === TerminalErrorCode.TRANSPORT || e.code === TerminalErrorCode.READER_UNAVAILABLE;
+    return (
+      e.code === TerminalErrorCode.CARD_REMOVED ||
+      e.code === TerminalErrorCode.TIMEOUT ||
+      e.code === TerminalErrorCode.TRANSPORT ||
+      e.code === TerminalErrorCode.READER_UNAVAILABLE
+    );
   }
   // Framing/APDU decoding errors from the protocol layer, and device errors of the adapters.
   if (isDtError(e)) return true;
@@ -186,7 +220,11 @@ export class PaymentKernel {
     journal.closeStaleTornAttempts(this.#o.policy.retryWindow);
     const crl = journal.crl();
     const risk = assessRisk(this.#o.policy, {
-      amount, pending: journal.pendingSummary().amount, crlIssued: crl?.issued, now: this.#now(), certifiedCrlMaxAge: this.#certifiedCrlMaxAge,
+      amount,
+      pending: journal.pendingSummary().amount,
+      crlIssued: crl?.issued,
+      now: this.#now(),
+      certifiedCrlMaxAge: this.#certifiedCrlMaxAge,
     });
     if (!risk.offline) return { kind: 'ONLINE_REQUIRED', reason: risk.reason };
     // The terminal's own trust anchors are checked before any card is touched: if they
@@ -224,7 +262,12 @@ export class PaymentKernel {
   /** The trust store of a tap: the terminal's pinned root and ledger certificate, verified at `at`. Throws when they do not verify. */
   #trustStore(at: number): TrustStore {
     const { identity } = this.#o;
-    return createTrustStore({ root: identity.root, ledgerCert: identity.ledgerCert, at, ...(this.#o.verifier ? { verifier: this.#o.verifier } : {}) });
+    return createTrustStore({
+      root: identity.root,
+      ledgerCert: identity.ledgerCert,
+      at,
+      ...(this.#o.verifier ? { verifier: this.#o.verifier } : {}),
+    });
   }
 
   async #tap(
@@ -241,7 +284,8 @@ export class PaymentKernel {
     // ---- SELECT: is this a DT card?
     progress('SELECTING');
     const selected = await this.#select(session, signal, cancel);
-    if (!hasCapability(selected.info, Capability.PAY)) stop({ kind: 'END', reason: EndReason.CARD_NOT_USABLE, detail: 'no PAY capability' });
+    if (!hasCapability(selected.info, Capability.PAY))
+      stop({ kind: 'END', reason: EndReason.CARD_NOT_USABLE, detail: 'no PAY capability' });
 
     // ---- a torn attempt of this card for the same amount is retried (retryOf).
     const { torn, unrecoverable } = await this.#pickTorn(session, selected, amount, signal, cancel);
@@ -274,20 +318,29 @@ export class PaymentKernel {
       };
       const signed = signMessage('PaymentRequest', req, identity.signer);
       // Journalled BEFORE the command leaves: a crash from here on leaves a torn attempt.
-      journal.recordAttempt({ nonce: req.nonce, amount, time: now, ...(selected.card ? { card: selected.card } : {}), ...(torn ? { retryOf: torn.nonce } : {}), request: signed });
+      journal.recordAttempt({
+        nonce: req.nonce,
+        amount,
+        time: now,
+        ...(selected.card ? { card: selected.card } : {}),
+        ...(torn ? { retryOf: torn.nonce } : {}),
+        request: signed,
+      });
       progress('PAYING');
       let response: { data: Uint8Array; sw: number };
       try {
-        response = await exchange(
-          session,
-          payCommand(signed),
-          { signal, maxResponse: LIMITS.maxHandoverSize, maxCommand: selected.maxCommand },
-        );
+        response = await exchange(session, payCommand(signed), {
+          signal,
+          maxResponse: LIMITS.maxHandoverSize,
+          maxCommand: selected.maxCommand,
+        });
       } catch (e) {
         // No (usable) answer: the card may have signed. Leave the attempt torn for a retry.
         journal.setAttemptState(req.nonce, AttemptState.TORN);
-        if (cancel?.aborted) stop({ kind: 'END', reason: EndReason.CANCELLED, detail: 'payment interrupted; present the card again to complete it' });
-        if (isCommunicationFailure(e) || signal.aborted) stop({ kind: 'PRESENT_CARD_AGAIN', reason: 'NO_ANSWER', detail: errorCode(e), tornAttempt: toHex(req.nonce) });
+        if (cancel?.aborted)
+          stop({ kind: 'END', reason: EndReason.CANCELLED, detail: 'payment interrupted; present the card again to complete it' });
+        if (isCommunicationFailure(e) || signal.aborted)
+          stop({ kind: 'PRESENT_CARD_AGAIN', reason: 'NO_ANSWER', detail: errorCode(e), tornAttempt: toHex(req.nonce) });
         throw e;
       }
       if (response.sw === SW.SECURITY_NOT_SATISFIED && !pinDone) {
@@ -332,7 +385,8 @@ export class PaymentKernel {
       if (cancel?.aborted) stop({ kind: 'END', reason: EndReason.CANCELLED });
       stop({ kind: 'PRESENT_CARD_AGAIN', reason: 'NO_ANSWER', detail: errorCode(e) });
     }
-    if (lastNonce === undefined) return { torn: journal.findTornAttempt(amount, selected.card, this.#o.policy.retryWindow), unrecoverable: [] };
+    if (lastNonce === undefined)
+      return { torn: journal.findTornAttempt(amount, selected.card, this.#o.policy.retryWindow), unrecoverable: [] };
     const answerable = mine.find((a) => toHex(a.nonce) === toHex(lastNonce!));
     const unrecoverable = mine.filter((a) => a !== answerable).map((a) => a.nonce);
     // The card says its last transfer is another one: these can never be retried. Close them
@@ -362,13 +416,27 @@ export class PaymentKernel {
       info = parseApplicationInfo(r.data, MAX_SELECT_ANSWER);
     } catch (e) {
       const noCapabilities = isDtError(e) && e.details.field === 'capabilities';
-      return stop({ kind: 'END', reason: EndReason.NOT_DT_CARD, detail: noCapabilities ? 'no capabilities' : 'SELECT answer is not a DT applet answer' });
+      return stop({
+        kind: 'END',
+        reason: EndReason.NOT_DT_CARD,
+        detail: noCapabilities ? 'no capabilities' : 'SELECT answer is not a DT applet answer',
+      });
     }
     if (!info.locked) stop({ kind: 'END', reason: EndReason.CARD_NOT_USABLE, detail: 'card not personalized' });
-    return { info, card: info.card, maxCommand: info.maxCommand !== undefined ? Math.min(info.maxCommand, MAX_COMMAND) : DEFAULT_MAX_COMMAND };
+    return {
+      info,
+      card: info.card,
+      maxCommand: info.maxCommand !== undefined ? Math.min(info.maxCommand, MAX_COMMAND) : DEFAULT_MAX_COMMAND,
+    };
   }
 
-  async #verifyPin(session: ApduTransport, amount: number, signal: AbortSignal, cancel: AbortSignal | undefined, progress: NonNullable<ChargeOptions['onProgress']>): Promise<void> {
+  async #verifyPin(
+    session: ApduTransport,
+    amount: number,
+    signal: AbortSignal,
+    cancel: AbortSignal | undefined,
+    progress: NonNullable<ChargeOptions['onProgress']>,
+  ): Promise<void> {
     const pad = this.#o.pinPad;
     if (!pad) stop({ kind: 'DECLINED', reason: DeclineReason.NO_PIN_PAD });
     const max = this.#o.maxPinEntries ?? 3;
@@ -378,7 +446,10 @@ export class PaymentKernel {
       const pinDeadline = deadline(signal, this.#timeouts.pinMs, 'pin');
       let pin: Uint8Array | null;
       try {
-        pin = await pad!.requestPin({ amount, currency: this.#o.identity.currency, ...(triesLeft !== undefined ? { triesLeft } : {}) }, pinDeadline.signal);
+        pin = await pad!.requestPin(
+          { amount, currency: this.#o.identity.currency, ...(triesLeft !== undefined ? { triesLeft } : {}) },
+          pinDeadline.signal,
+        );
       } catch (e) {
         if (cancel?.aborted) stop({ kind: 'END', reason: EndReason.CANCELLED });
         if (pinDeadline.signal.aborted) stop({ kind: 'DECLINED', reason: DeclineReason.PIN_CANCELLED, detail: 'PIN entry timed out' });
@@ -482,7 +553,11 @@ export class PaymentKernel {
         }
         journal.setAttemptState(req.nonce, AttemptState.DECLINED);
         if (torn) journal.setAttemptState(torn.nonce, AttemptState.CLOSED);
-        return { kind: 'DECLINED', reason: DeclineReason.CARD_ANSWER_INVALID, detail: result.detail ? `${result.code}: ${result.detail}` : result.code };
+        return {
+          kind: 'DECLINED',
+          reason: DeclineReason.CARD_ANSWER_INVALID,
+          detail: result.detail ? `${result.code}: ${result.detail}` : result.code,
+        };
       }
       journal.setAttemptState(req.nonce, AttemptState.DECLINED);
       return { kind: 'DECLINED', reason: result.code, ...(result.detail ? { detail: result.detail } : {}) };
@@ -516,7 +591,11 @@ export class PaymentKernel {
     );
     if (r.kind === 'conflict') {
       journal.setAttemptState(req.nonce, AttemptState.DECLINED);
-      return { kind: 'DECLINED', reason: DeclineReason.DOUBLE_SPEND_DETECTED, detail: `conflicts with receipt ${r.existing.id} (${r.reason})` };
+      return {
+        kind: 'DECLINED',
+        reason: DeclineReason.DOUBLE_SPEND_DETECTED,
+        detail: `conflicts with receipt ${r.existing.id} (${r.reason})`,
+      };
     }
     this.#damaged.delete(selectedCard ? toHex(selectedCard) : '');
     return { kind: 'APPROVED', payment: r.payment, alreadyRecorded: r.kind === 'duplicate', recovered };

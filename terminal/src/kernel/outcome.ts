@@ -86,11 +86,4 @@ export type TapOutcome =
 
 /** Progress states reported while a tap runs. */
 export type KernelState =
-  | 'WAITING_FOR_CARD'
-  | 'CARD_DETECTED'
-  | 'SELECTING'
-  | 'PIN_ENTRY'
-  | 'PAYING'
-  | 'VALIDATING'
-  | 'COMMITTING'
-  | 'DONE';
+  'WAITING_FOR_CARD' | 'CARD_DETECTED' | 'SELECTING' | 'PIN_ENTRY' | 'PAYING' | 'VALIDATING' | 'COMMITTING' | 'DONE';

@@ -26,8 +26,19 @@
  */
 import { randomBytes } from 'node:crypto';
 import {
-  ACQUIRER_MEDIA_TYPES, bytesEqual, createTrustStore, decodeBatchAck, decodeOutcomePage, isDtError, LIMITS, OutcomeStatus,
-  sha256, signAcquirerRequest, signMessage, toHex, verifySigned,
+  ACQUIRER_MEDIA_TYPES,
+  bytesEqual,
+  createTrustStore,
+  decodeBatchAck,
+  decodeOutcomePage,
+  isDtError,
+  LIMITS,
+  OutcomeStatus,
+  sha256,
+  signAcquirerRequest,
+  signMessage,
+  toHex,
+  verifySigned,
 } from '@dt/protocol';
 import { TerminalError, TerminalErrorCode } from '../errors.ts';
 import type { TerminalIdentity } from '../identity.ts';
@@ -54,7 +65,11 @@ export const DEFAULT_RETRY: RetryPolicy = { attempts: 4, baseMs: 250, maxMs: 400
 /** An HTTP refusal by the acquirer. */
 export class AcquirerRefusedError extends TerminalError {
   /** Builds it from the HTTP status and the acquirer's stable code. */
-  constructor(readonly status: number, readonly acquirerCode: string, message: string) {
+  constructor(
+    readonly status: number,
+    readonly acquirerCode: string,
+    message: string,
+  ) {
     // The acquirer's code is this problem's code (SyncProblem.code): the message does not repeat it.
     super(TerminalErrorCode.NETWORK, `acquirer answered HTTP ${status}: ${message}`, { status, acquirerCode });
     this.name = 'AcquirerRefusedError';
@@ -144,7 +159,8 @@ export class SyncClient {
     let crl: CrlInstallResult | undefined;
     const note = (step: SyncProblem['step'], e: unknown): void => {
       if (options.signal?.aborted) throw abortReason(options.signal);
-      const code = e instanceof AcquirerRefusedError ? e.acquirerCode : e instanceof TerminalError ? e.code : isDtError(e) ? e.code : 'NETWORK';
+      const code =
+        e instanceof AcquirerRefusedError ? e.acquirerCode : e instanceof TerminalError ? e.code : isDtError(e) ? e.code : 'NETWORK';
       problems.push({ step, code, message: (e as Error).message });
     };
     // Batches first: each reports the revocation list version its payments were checked against.
@@ -181,7 +197,11 @@ export class SyncClient {
     const max = Math.min(this.#o.maxBatchHandovers ?? 500, LIMITS.maxBatchHandovers);
     for (;;) {
       const batch = journal.nextBatch(max, (seq, handovers, crlVersion) =>
-        signMessage('Batch', { terminal: identity.kid, seq, time: this.#now(), chain: identity.chain, handovers, crlVersion }, identity.signer),
+        signMessage(
+          'Batch',
+          { terminal: identity.kid, seq, time: this.#now(), chain: identity.chain, handovers, crlVersion },
+          identity.signer,
+        ),
       );
       if (!batch) return;
       this.#o.onStep?.('batch-built', { seq: batch.seq });
@@ -193,7 +213,12 @@ export class SyncClient {
         throw new TerminalError(TerminalErrorCode.BAD_RESPONSE, 'batch acknowledgement does not decode', {}, e);
       }
       // The ack must name exactly what we sent; anything else is not an acknowledgement.
-      if (!bytesEqual(ack.terminal, identity.kid) || ack.seq !== batch.seq || !bytesEqual(ack.hash, sha256(batch.bytes)) || ack.handovers !== batch.count) {
+      if (
+        !bytesEqual(ack.terminal, identity.kid) ||
+        ack.seq !== batch.seq ||
+        !bytesEqual(ack.hash, sha256(batch.bytes)) ||
+        ack.handovers !== batch.count
+      ) {
         throw new TerminalError(TerminalErrorCode.BAD_RESPONSE, 'batch acknowledgement names another batch', { seq: batch.seq });
       }
       this.#o.onStep?.('batch-acked', { seq: batch.seq });
@@ -230,7 +255,12 @@ export class SyncClient {
           o = verifySigned('Outcome', bytes, trust.ledgerKey).message;
         } catch (e) {
           // One bad outcome: apply nothing from this page and keep the cursor (fail closed).
-          throw new TerminalError(TerminalErrorCode.BAD_RESPONSE, `outcome does not verify with the ledger key: ${isDtError(e) ? e.code : 'error'}`, {}, e);
+          throw new TerminalError(
+            TerminalErrorCode.BAD_RESPONSE,
+            `outcome does not verify with the ledger key: ${isDtError(e) ? e.code : 'error'}`,
+            {},
+            e,
+          );
         }
         if (!bytesEqual(o.terminal, identity.kid)) throw new TerminalError(TerminalErrorCode.BAD_RESPONSE, 'outcome for another terminal');
         const state = OUTCOME_STATE[o.status];
@@ -260,7 +290,13 @@ export class SyncClient {
   }
 
   // ------------------------------------------------------------ HTTP with retries
-  async #request(method: 'GET' | 'POST', target: string, body: Uint8Array | undefined, signal: AbortSignal | undefined, auth = false): Promise<Uint8Array> {
+  async #request(
+    method: 'GET' | 'POST',
+    target: string,
+    body: Uint8Array | undefined,
+    signal: AbortSignal | undefined,
+    auth = false,
+  ): Promise<Uint8Array> {
     const r = this.#retry;
     let lastError: unknown;
     for (let attempt = 1; attempt <= r.attempts; attempt++) {
@@ -280,10 +316,21 @@ export class SyncClient {
       }
     }
     if (lastError instanceof TerminalError) throw lastError;
-    throw new TerminalError(TerminalErrorCode.NETWORK, `acquirer unreachable: ${(lastError as Error)?.message ?? 'unknown error'}`, { target: target.split('?')[0]! }, lastError);
+    throw new TerminalError(
+      TerminalErrorCode.NETWORK,
+      `acquirer unreachable: ${(lastError as Error)?.message ?? 'unknown error'}`,
+      { target: target.split('?')[0]! },
+      lastError,
+    );
   }
 
-  async #once(method: 'GET' | 'POST', target: string, body: Uint8Array | undefined, signal: AbortSignal | undefined, auth: boolean): Promise<Uint8Array> {
+  async #once(
+    method: 'GET' | 'POST',
+    target: string,
+    body: Uint8Array | undefined,
+    signal: AbortSignal | undefined,
+    auth: boolean,
+  ): Promise<Uint8Array> {
     const headers: Record<string, string> = {};
     if (body) headers['content-type'] = ACQUIRER_MEDIA_TYPES.cose;
     // A fresh authorization per attempt: the acquirer refuses a reused nonce.

@@ -17,7 +17,12 @@ export function verifyRevocationList(bytes: Uint8Array, identity: TerminalIdenti
     const trust = createTrustStore({ root: identity.root, ledgerCert: identity.ledgerCert, at: now });
     return verifySigned('RevocationList', bytes, trust.ledgerKey).message;
   } catch (e) {
-    throw new TerminalError(TerminalErrorCode.BAD_RESPONSE, `revocation list refused: ${isDtError(e) ? e.code : (e as Error).message}`, {}, e);
+    throw new TerminalError(
+      TerminalErrorCode.BAD_RESPONSE,
+      `revocation list refused: ${isDtError(e) ? e.code : (e as Error).message}`,
+      {},
+      e,
+    );
   }
 }
 
@@ -35,10 +40,19 @@ export interface CrlInstallResult {
  * a small clock skew) is refused: its age would read as fresh for too long.
  * An older version than the one held is ignored (never go back).
  */
-export function installRevocationList(journal: Journal, bytes: Uint8Array, identity: TerminalIdentity, now: number, skewSeconds = 300): CrlInstallResult {
+export function installRevocationList(
+  journal: Journal,
+  bytes: Uint8Array,
+  identity: TerminalIdentity,
+  now: number,
+  skewSeconds = 300,
+): CrlInstallResult {
   const crl = verifyRevocationList(bytes, identity, now);
   if (crl.issued > now + skewSeconds) {
-    throw new TerminalError(TerminalErrorCode.BAD_RESPONSE, 'revocation list issued in the future; check the terminal clock', { issued: crl.issued, now });
+    throw new TerminalError(TerminalErrorCode.BAD_RESPONSE, 'revocation list issued in the future; check the terminal clock', {
+      issued: crl.issued,
+      now,
+    });
   }
   const installed = journal.storeCrl({ version: crl.version, issued: crl.issued, bytes, revoked: crl.revoked });
   return { installed, version: crl.version, issued: crl.issued, revoked: crl.revoked.length };

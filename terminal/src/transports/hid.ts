@@ -138,8 +138,16 @@ export function openHidReader(path: string, options: HidWalletOptions & { apduTi
   try {
     device = new HID.HID(path);
   } catch (e) {
-    throw new TerminalError(TerminalErrorCode.READER_UNAVAILABLE, `cannot open HID device ${path} (udev permissions? see README): ${(e as Error).message}`, { path }, e);
+    throw new TerminalError(
+      TerminalErrorCode.READER_UNAVAILABLE,
+      `cannot open HID device ${path} (udev permissions? see README): ${(e as Error).message}`,
+      { path },
+      e,
+    );
   }
   const transport = new HidWalletTransport(device, options);
-  return new TransportReader(`hid:${path}`, transport, { apduTimeoutMs: options.apduTimeoutMs ?? 20_000, onClose: () => transport.close() });
+  return new TransportReader(`hid:${path}`, transport, {
+    apduTimeoutMs: options.apduTimeoutMs ?? 20_000,
+    onClose: () => transport.close(),
+  });
 }

@@ -91,7 +91,8 @@ export function pcscdSocketPath(): string {
  */
 export const defaultNfcFactory: NfcFactory = () => {
   const socket = pcscdSocketPath();
-  if (!existsSync(socket)) throw new TerminalError(TerminalErrorCode.READER_UNAVAILABLE, `pcscd is not running (no socket at ${socket})`, { socket });
+  if (!existsSync(socket))
+    throw new TerminalError(TerminalErrorCode.READER_UNAVAILABLE, `pcscd is not running (no socket at ${socket})`, { socket });
   const require = createRequire(import.meta.url);
   const { NFC } = require('nfc-pcsc') as { NFC: new (logger?: unknown) => NfcLike };
   return new NFC();
@@ -293,7 +294,9 @@ export class PcscReaders {
     } catch (e) {
       slot.lastConnectError = describe(e);
       this.#onEvent({ type: 'connect-error', reader: name, detail: slot.lastConnectError });
-      throw new TerminalError(TerminalErrorCode.READER_UNAVAILABLE, `cannot connect to the card in ${name}: ${slot.lastConnectError}`, { reader: name });
+      throw new TerminalError(TerminalErrorCode.READER_UNAVAILABLE, `cannot connect to the card in ${name}: ${slot.lastConnectError}`, {
+        reader: name,
+      });
     }
   }
 
@@ -386,7 +389,10 @@ export class PcscReaders {
     if (!nfc) return Promise.resolve();
     nfc.removeAllListeners('reader');
     nfc.on('error', () => {});
-    return releaseContext(nfc, slots.map((s) => rawReaderOf(s.nfc)).filter((r): r is RawReaderLike => r !== undefined));
+    return releaseContext(
+      nfc,
+      slots.map((s) => rawReaderOf(s.nfc)).filter((r): r is RawReaderLike => r !== undefined),
+    );
   }
 
   #lost(detail: string): void {

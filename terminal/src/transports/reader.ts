@@ -116,7 +116,11 @@ export class TransportReader implements CardReader {
   readonly #opts: TransportReaderOptions;
 
   /** Wraps `transport` under `name`. */
-  constructor(readonly name: string, transport: ApduTransport, options: TransportReaderOptions = {}) {
+  constructor(
+    readonly name: string,
+    transport: ApduTransport,
+    options: TransportReaderOptions = {},
+  ) {
     this.#transport = new GuardedTransport(transport, name, options.apduTimeoutMs ?? 5000);
     this.#lock = new ReaderLock(name);
     this.#opts = options;

@@ -15,8 +15,13 @@
  */
 import { createRequire } from 'node:module';
 import {
-  encodeFrame, SERIAL_FRAME_TYPE, SERIAL_NAK_REASON, SerialFrameDecoder,
-  type ApduTransport, type SerialFrame, type TransmitOptions,
+  encodeFrame,
+  SERIAL_FRAME_TYPE,
+  SERIAL_NAK_REASON,
+  SerialFrameDecoder,
+  type ApduTransport,
+  type SerialFrame,
+  type TransmitOptions,
 } from '@dt/protocol';
 import { TerminalError, TerminalErrorCode } from '../errors.ts';
 import { abortReason, checkAborted } from '../util/abort.ts';
@@ -35,7 +40,11 @@ export async function openSerialPort(path: string, baudRate = 115_200): Promise<
   const require = createRequire(import.meta.url);
   const { SerialPort } = require('serialport') as typeof import('serialport');
   const port = new SerialPort({ path, baudRate, autoOpen: false });
-  await new Promise<void>((resolve, reject) => port.open((e) => (e ? reject(new TerminalError(TerminalErrorCode.READER_UNAVAILABLE, `cannot open ${path}: ${e.message}`, { path }, e)) : resolve())));
+  await new Promise<void>((resolve, reject) =>
+    port.open((e) =>
+      e ? reject(new TerminalError(TerminalErrorCode.READER_UNAVAILABLE, `cannot open ${path}: ${e.message}`, { path }, e)) : resolve(),
+    ),
+  );
   return {
     write: (b) => {
       port.write(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
@@ -98,7 +107,11 @@ export class SerialWalletTransport implements ApduTransport {
   /** {@inheritDoc ApduTransport.transmit} */
   async transmit(apdu: Uint8Array, options: TransmitOptions = {}): Promise<Uint8Array> {
     this.#seq = (this.#seq + 1) & 0xff;
-    const f = await this.#roundTrip({ type: SERIAL_FRAME_TYPE.COMMAND, seq: this.#seq, payload: apdu }, SERIAL_FRAME_TYPE.RESPONSE, options.signal as AbortSignal | undefined);
+    const f = await this.#roundTrip(
+      { type: SERIAL_FRAME_TYPE.COMMAND, seq: this.#seq, payload: apdu },
+      SERIAL_FRAME_TYPE.RESPONSE,
+      options.signal as AbortSignal | undefined,
+    );
     return f.payload;
   }
 
@@ -120,7 +133,11 @@ export class SerialWalletTransport implements ApduTransport {
         continue;
       }
     }
-    throw new TerminalError(TerminalErrorCode.TRANSPORT, `serial device did not answer frame ${frame.seq} after ${this.#attempts} attempts`, { seq: frame.seq });
+    throw new TerminalError(
+      TerminalErrorCode.TRANSPORT,
+      `serial device did not answer frame ${frame.seq} after ${this.#attempts} attempts`,
+      { seq: frame.seq },
+    );
   }
 
   #sendAndWait(wire: Uint8Array, seq: number, signal: AbortSignal | undefined): Promise<SerialFrame | undefined> {
@@ -148,7 +165,10 @@ export class SerialWalletTransport implements ApduTransport {
 }
 
 /** Opens a serial wallet at `path` and returns it as a {@link CardReader} (the wallet is "present" while connected). */
-export async function openSerialReader(path: string, options: SerialWalletOptions & { baudRate?: number; apduTimeoutMs?: number } = {}): Promise<CardReader> {
+export async function openSerialReader(
+  path: string,
+  options: SerialWalletOptions & { baudRate?: number; apduTimeoutMs?: number } = {},
+): Promise<CardReader> {
   const link = await openSerialPort(path, options.baudRate);
   const transport = new SerialWalletTransport(link, options);
   try {
@@ -157,5 +177,8 @@ export async function openSerialReader(path: string, options: SerialWalletOption
     await transport.close();
     throw new TerminalError(TerminalErrorCode.READER_UNAVAILABLE, `no DT wallet answers on ${path}`, { path }, e);
   }
-  return new TransportReader(`serial:${path}`, transport, { apduTimeoutMs: options.apduTimeoutMs ?? 20_000, onClose: () => transport.close() });
+  return new TransportReader(`serial:${path}`, transport, {
+    apduTimeoutMs: options.apduTimeoutMs ?? 20_000,
+    onClose: () => transport.close(),
+  });
 }

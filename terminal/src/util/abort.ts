@@ -47,7 +47,12 @@ export function deadline(parent: AbortSignal | undefined, ms: number, what: stri
 }
 
 /** Runs `fn` under a deadline and always disposes it. */
-export async function withDeadline<T>(parent: AbortSignal | undefined, ms: number, what: string, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+export async function withDeadline<T>(
+  parent: AbortSignal | undefined,
+  ms: number,
+  what: string,
+  fn: (signal: AbortSignal) => Promise<T>,
+): Promise<T> {
   const d = deadline(parent, ms, what);
   try {
     checkAborted(d.signal);
@@ -88,8 +93,11 @@ export function raceAbort<T>(promise: Promise<T>, signal: AbortSignal | undefine
 
 /** Sleeps `ms`, rejecting early when `signal` aborts. */
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return raceAbort(new Promise<void>((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => clearTimeout(t), { once: true });
-  }), signal);
+  return raceAbort(
+    new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, ms);
+      signal?.addEventListener('abort', () => clearTimeout(t), { once: true });
+    }),
+    signal,
+  );
 }

@@ -8,11 +8,27 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MemoryStorage } from '@dt/firmware';
 import {
-  createDevPki, devIssuingBank, devLoad, InProcessTransport, issueDevTerminal, personalizeCard, SimulatedCard,
-  type DevPki, type FaultPlan,
+  createDevPki,
+  devIssuingBank,
+  devLoad,
+  InProcessTransport,
+  issueDevTerminal,
+  personalizeCard,
+  SimulatedCard,
+  type DevPki,
+  type FaultPlan,
 } from '@dt/card-applet-sim';
 import { signMessage, type ApduTransport } from '@dt/protocol';
-import { buildIdentity, Journal, TransportReader, DEFAULT_POLICY, type RiskPolicy, type TerminalIdentity, type PinPad, type PinPrompt } from '../../src/index.ts';
+import {
+  buildIdentity,
+  Journal,
+  TransportReader,
+  DEFAULT_POLICY,
+  type RiskPolicy,
+  type TerminalIdentity,
+  type PinPad,
+  type PinPrompt,
+} from '../../src/index.ts';
 
 /** Seconds now. */
 export const nowSec = (): number => Math.floor(Date.now() / 1000);
@@ -47,7 +63,10 @@ export interface TestCard {
 }
 
 /** Makes a card with PIN 1234, the given limits, loaded with `amounts` (one token each). */
-export async function makeCard(pki: DevPki, opts: { limits?: typeof TEST_LIMITS; amounts?: number[]; faults?: FaultPlan; storage?: MemoryStorage } = {}): Promise<TestCard> {
+export async function makeCard(
+  pki: DevPki,
+  opts: { limits?: typeof TEST_LIMITS; amounts?: number[]; faults?: FaultPlan; storage?: MemoryStorage } = {},
+): Promise<TestCard> {
   const storage = opts.storage ?? new MemoryStorage();
   const card = new SimulatedCard({ storage, ...(opts.faults ? { faults: opts.faults } : {}) });
   const transport = new InProcessTransport(card);

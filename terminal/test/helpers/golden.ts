@@ -13,14 +13,39 @@
  * of the card's or the kernel's behaviour.
  */
 import { MemoryStorage } from '@dt/firmware';
-import { createDevPki, devIssuingBank, devLoad, InProcessTransport, issueDevTerminal, personalizeCard, SimulatedCard } from '@dt/card-applet-sim';
 import {
-  RecordStore, concatBytes, identifyCommand, isChainedBlock, recordingTransport, replayTransport, sha256, signMessage, u32be, utf8,
+  createDevPki,
+  devIssuingBank,
+  devLoad,
+  InProcessTransport,
+  issueDevTerminal,
+  personalizeCard,
+  SimulatedCard,
+} from '@dt/card-applet-sim';
+import {
+  RecordStore,
+  concatBytes,
+  identifyCommand,
+  isChainedBlock,
+  recordingTransport,
+  replayTransport,
+  sha256,
+  signMessage,
+  u32be,
+  utf8,
   type ApduTransport,
 } from '@dt/protocol';
 import {
-  buildIdentity, DEFAULT_POLICY, Journal, PaymentKernel, TerminalError, TerminalErrorCode, TransportReader,
-  type RiskPolicy, type TapOutcome, type TerminalIdentity,
+  buildIdentity,
+  DEFAULT_POLICY,
+  Journal,
+  PaymentKernel,
+  TerminalError,
+  TerminalErrorCode,
+  TransportReader,
+  type RiskPolicy,
+  type TapOutcome,
+  type TerminalIdentity,
 } from '../../src/index.ts';
 import { ScriptedPinPad } from './fixtures.ts';
 
@@ -51,7 +76,13 @@ export function seeded(seed: string): (n: number) => Uint8Array {
 /** The golden world: one dev PKI and one terminal, the same in every recording and replay. */
 export function goldenWorld(): { pki: ReturnType<typeof createDevPki>; identity: TerminalIdentity } {
   const pki = createDevPki({ random: seeded('golden pki'), now: GOLDEN_NOW - 30 * DAY });
-  const t = issueDevTerminal(pki, { merchant: 'golden-shop', mcc: 5411, name: 'Golden shop', now: GOLDEN_NOW - 30 * DAY, random: seeded('golden terminal') });
+  const t = issueDevTerminal(pki, {
+    merchant: 'golden-shop',
+    mcc: 5411,
+    name: 'Golden shop',
+    now: GOLDEN_NOW - 30 * DAY,
+    random: seeded('golden terminal'),
+  });
   const identity = buildIdentity({ keyPair: t.keys, chain: t.chain, root: pki.issuer.cert, ledgerCert: pki.ledger.cert }, GOLDEN_NOW);
   return { pki, identity };
 }
@@ -80,7 +111,8 @@ export const GOLDEN_SCENARIOS: readonly GoldenScenario[] = [
   },
   {
     name: 'pin',
-    description: 'A tap needing the PIN: the card answers PAY with 6982 (its CVM limit), the kernel sends VERIFY PIN, then PAY again with a fresh nonce.',
+    description:
+      'A tap needing the PIN: the card answers PAY with 6982 (its CVM limit), the kernel sends VERIFY PIN, then PAY again with a fresh nonce.',
     taps: [1_100_000],
     expect: [{ kind: 'APPROVED', recovered: false, cvm: 1 }],
   },
@@ -90,11 +122,14 @@ export const GOLDEN_SCENARIOS: readonly GoldenScenario[] = [
       'A torn tap and its retry: the answer to PAY never comes back (the card has signed); the next tap reads GET STATUS (lastNonce) and sends PAY with retryOf, and the card answers the same handover.',
     taps: [400_000, 400_000],
     loseFirstPayAnswerOf: 0,
-    expect: [{ kind: 'PRESENT_CARD_AGAIN', reason: 'NO_ANSWER' }, { kind: 'APPROVED', recovered: true, cvm: 0 }],
+    expect: [
+      { kind: 'PRESENT_CARD_AGAIN', reason: 'NO_ANSWER' },
+      { kind: 'APPROVED', recovered: true, cvm: 0 },
+    ],
   },
   {
     name: 'refused',
-    description: 'A card refusing: PAY above the card\'s per-payment limit is answered 6985; the kernel asks to go online (CARD_LIMITS).',
+    description: "A card refusing: PAY above the card's per-payment limit is answered 6985; the kernel asks to go online (CARD_LIMITS).",
     taps: [1_300_000],
     expect: [{ kind: 'ONLINE_REQUIRED', reason: 'CARD_LIMITS' }],
   },
@@ -108,12 +143,21 @@ const cardRemoved = (): TerminalError => new TerminalError(TerminalErrorCode.CAR
  * kernel (the same in recording and replay); `beforeTap(i)` runs before tap
  * `i`. Returns the outcomes.
  */
-async function runTaps(scenario: GoldenScenario, transport: ApduTransport, beforeTap: (i: number) => void = () => {}): Promise<TapOutcome[]> {
+async function runTaps(
+  scenario: GoldenScenario,
+  transport: ApduTransport,
+  beforeTap: (i: number) => void = () => {},
+): Promise<TapOutcome[]> {
   const { pki, identity } = goldenWorld();
   const journal = Journal.open(':memory:', { now: () => GOLDEN_NOW });
   try {
     const crlIssued = GOLDEN_NOW - 60;
-    journal.storeCrl({ version: 1, issued: crlIssued, bytes: signMessage('RevocationList', { version: 1, issued: crlIssued, revoked: [] }, pki.ledger.signer), revoked: [] });
+    journal.storeCrl({
+      version: 1,
+      issued: crlIssued,
+      bytes: signMessage('RevocationList', { version: 1, issued: crlIssued, revoked: [] }, pki.ledger.signer),
+      revoked: [],
+    });
     const kernel = new PaymentKernel({
       identity,
       journal,
@@ -196,7 +240,11 @@ function wrap(text: string, width = 110): string[] {
  * reader's transport answering from `text` (any command that differs, and
  * any exchange left over, fails `store.ensureQueueEmpty()`).
  */
-export async function replayGolden(scenario: GoldenScenario, text: string, over: Partial<Pick<GoldenScenario, 'taps'>> = {}): Promise<{ outcomes: TapOutcome[]; store: RecordStore }> {
+export async function replayGolden(
+  scenario: GoldenScenario,
+  text: string,
+  over: Partial<Pick<GoldenScenario, 'taps'>> = {},
+): Promise<{ outcomes: TapOutcome[]; store: RecordStore }> {
   const store = RecordStore.fromString(text);
   const outcomes = await runTaps({ ...scenario, ...over }, replayTransport(store, { noAnswer: cardRemoved }));
   return { outcomes, store };

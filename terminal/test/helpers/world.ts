@@ -77,7 +77,11 @@ export async function worldCard(w: World, amount: number, limits = TEST_LIMITS, 
   const card = new SimulatedCard({ storage });
   const transport = new InProcessTransport(card);
   const pki = w.tl.pki;
-  const p = await personalizeCard(transport, { signer: pki.bank.signer, cert: pki.bank.cert, root: pki.issuer.cert, ledgerCert: pki.ledger.cert }, { pin: '1234', puk: '12345678', limits });
+  const p = await personalizeCard(
+    transport,
+    { signer: pki.bank.signer, cert: pki.bank.cert, root: pki.issuer.cert, ledgerCert: pki.ledger.cert },
+    { pin: '1234', puk: '12345678', limits },
+  );
   await w.tl.ledger.registerCard([p.certificate, pki.bank.cert]);
   await w.tl.ledger.load(signLoadOrder({ card: p.cardKid, amount, id: rnd16(), time: nowSec() }, pki.bank.signer));
   await selectApplet(transport);
