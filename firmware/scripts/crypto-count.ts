@@ -91,6 +91,8 @@ async function loadCountingFirmware(): Promise<CountingFirmware> {
       entryPoints: [path.join(here, '..', 'src', 'index.ts')],
       bundle: true,
       platform: 'neutral',
+      // The workspace's sources, as the firmware bundle build takes them (scripts/build.ts).
+      conditions: ['dt-source', 'module'],
       mainFields: ['module', 'main'],
       format: 'esm',
       target: 'es2020',
