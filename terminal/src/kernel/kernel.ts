@@ -27,6 +27,7 @@ import {
   Capability,
   CardStatusError,
   Cvm,
+  ErrorCode,
   exchange,
   getStatusCommand,
   HandoverCode,
@@ -77,6 +78,14 @@ const DAMAGE_CODES: ReadonlySet<string> = new Set([
   HandoverCode.TRANSFER_SIGNATURE,
   HandoverCode.HISTORY_BROKEN,
 ]);
+
+/**
+ * Exchange errors that mean the card answered something no card may answer (no status word,
+ * 61xx to GET RESPONSE without data, a response longer than a handover may be): handled like a
+ * damaged answer, not like a card that left the field, so a card that always answers so is
+ * declined after one retry instead of being asked to present itself again forever.
+ */
+const BROKEN_ANSWER_CODES: ReadonlySet<string> = new Set([ErrorCode.APDU_MALFORMED, ErrorCode.TOO_LARGE]);
 
 /**
  * Cards remembered with the time of their last damaged answer (see `#damaged`). A bound, so
@@ -335,6 +344,12 @@ export class PaymentKernel {
           maxCommand: selected.maxCommand,
         });
       } catch (e) {
+        if (!signal.aborted && !cancel?.aborted && isDtError(e) && BROKEN_ANSWER_CODES.has(e.code)) {
+          // The card did answer, but not with an APDU answer the protocol allows (no status word,
+          // 61xx without data, more than a handover may be): its answer, not the field. Treated as
+          // a damaged answer: one PRESENT CARD AGAIN per card and retry window, then declined.
+          return this.#damagedAnswer(selected.card, req, torn, e.code);
+        }
         // No (usable) answer: the card may have signed. Leave the attempt torn for a retry.
         journal.setAttemptState(req.nonce, AttemptState.TORN);
         if (cancel?.aborted)
@@ -510,6 +525,25 @@ export class PaymentKernel {
     return last !== undefined && now - last <= this.#o.policy.retryWindow;
   }
 
+  /**
+   * A damaged answer (it does not decode, or a signature or link does not verify, or it is no
+   * APDU answer at all). Once per attempt chain, and once per card within the retry window, the
+   * attempt is left torn and the holder is asked to present the card again; a damaged answer to
+   * a retry, or a second one from the same card, is the card's own (or a link that always breaks
+   * it): declined then (fail closed), and the chain is given up.
+   */
+  #damagedAnswer(card: Uint8Array | undefined, req: PaymentRequest, torn: AttemptRecord | undefined, detail: string): TapOutcome {
+    const { journal } = this.#o;
+    const again = this.#damagedBefore(card, this.#now());
+    if (torn === undefined && !again) {
+      journal.setAttemptState(req.nonce, AttemptState.TORN);
+      return { kind: 'PRESENT_CARD_AGAIN', reason: 'DAMAGED_ANSWER', detail: detail.split(':')[0]!, tornAttempt: toHex(req.nonce) };
+    }
+    journal.setAttemptState(req.nonce, AttemptState.DECLINED);
+    if (torn) journal.setAttemptState(torn.nonce, AttemptState.CLOSED);
+    return { kind: 'DECLINED', reason: DeclineReason.CARD_ANSWER_INVALID, detail };
+  }
+
   #validateAndCommit(
     handoverBytes: Uint8Array,
     req: PaymentRequest,
@@ -543,21 +577,7 @@ export class PaymentKernel {
         // The answer may have been damaged on the way: a flipped bit breaks the CBOR framing, a
         // signature or a hash link. The card has signed, so get the same handover again (retryOf)
         // rather than decline and leave its value tied up in an orphan until its next sync.
-        // Once per attempt chain, and once per card within the retry window: a damaged answer to
-        // a retry, or a second one from the same card, is the card's own (or a link that always
-        // breaks it), declined then (fail closed), and the chain is given up.
-        const again = this.#damagedBefore(selectedCard, now);
-        if (torn === undefined && !again) {
-          journal.setAttemptState(req.nonce, AttemptState.TORN);
-          return { kind: 'PRESENT_CARD_AGAIN', reason: 'DAMAGED_ANSWER', detail: result.code, tornAttempt: toHex(req.nonce) };
-        }
-        journal.setAttemptState(req.nonce, AttemptState.DECLINED);
-        if (torn) journal.setAttemptState(torn.nonce, AttemptState.CLOSED);
-        return {
-          kind: 'DECLINED',
-          reason: DeclineReason.CARD_ANSWER_INVALID,
-          detail: result.detail ? `${result.code}: ${result.detail}` : result.code,
-        };
+        return this.#damagedAnswer(selectedCard, req, torn, result.detail ? `${result.code}: ${result.detail}` : result.code);
       }
       journal.setAttemptState(req.nonce, AttemptState.DECLINED);
       return { kind: 'DECLINED', reason: result.code, ...(result.detail ? { detail: result.detail } : {}) };

@@ -43,7 +43,8 @@ export const DeclineReason = {
   CURRENCY: 'CURRENCY',
   /**
    * The card's answer to a torn-tap retry was damaged again (it does not decode, or a
-   * certificate, token or transfer signature or a history link does not verify; `detail`
+   * certificate, token or transfer signature or a history link does not verify, or it is no
+   * APDU answer: no status word, an empty 61xx chain, too long; `detail`
    * names the check): one PRESENT CARD AGAIN per attempt chain, then this. A faulty or
    * hostile card; the signed transfer, if any, is an orphan the ledger voids at its sync.
    */
