@@ -34,17 +34,13 @@ import { performance } from 'node:perf_hooks';
 import {
   OutcomeStatus,
   decodeDeterministic,
-  encodeDeterministic,
   formatTenge,
   openSigned,
   payloadHash,
   signSettleRequest,
   subjectKey,
-  syncBegin,
-  syncComplete,
   toHex,
   verifySigned,
-  type ApduTransport,
   getStatus,
   selectApplet,
 } from '@dt/protocol';
@@ -71,6 +67,7 @@ import {
 } from '@dt/ledger';
 import { startAcquirer, type RunningAcquirer } from '@dt/acquirer';
 import {
+  CardSyncClient,
   DEFAULT_CONFIG,
   DEFAULT_POLICY,
   Journal,
@@ -230,7 +227,7 @@ class Resources {
 async function postCbor(
   url: string,
   body: Uint8Array,
-  contentType = 'application/cbor',
+  contentType: string,
 ): Promise<{ status: number; bytes: Uint8Array; json?: { code?: string; message?: string } }> {
   const res = await fetch(url, { method: 'POST', headers: { 'content-type': contentType }, body: Buffer.from(body) });
   const bytes = new Uint8Array(await res.arrayBuffer());
@@ -239,23 +236,10 @@ async function postCbor(
   return { status: res.status, bytes };
 }
 
-async function postOk(url: string, body: Uint8Array, contentType?: string): Promise<Uint8Array> {
+async function postOk(url: string, body: Uint8Array, contentType: string): Promise<Uint8Array> {
   const r = await postCbor(url, body, contentType);
   if (r.status !== 200) throw new Error(`${url}: HTTP ${r.status} ${r.json?.code ?? ''} ${r.json?.message ?? ''}`);
   return r.bytes;
-}
-
-/** SYNC or LOAD through the card's APDUs against the ledger's HTTP API. */
-async function cardSync(
-  t: ApduTransport,
-  ledgerUrl: string,
-  load: boolean,
-): Promise<{ ok: true; receipt: Uint8Array } | { ok: false; status: number; code: string }> {
-  const request = await syncBegin(t, rnd16(), { load });
-  const r = await postCbor(`${ledgerUrl}/v1/sync`, request);
-  if (r.status !== 200) return { ok: false, status: r.status, code: r.json?.code ?? `HTTP_${r.status}` };
-  await syncComplete(t, r.bytes, { load });
-  return { ok: true, receipt: r.bytes };
 }
 
 interface Terminal {
@@ -364,14 +348,16 @@ async function story(args: Args, out: Output, res: Resources): Promise<Record<st
   const bank = { signer: pki.bank.signer, cert: pki.bank.cert, root: pki.issuer.cert, ledgerCert: pki.ledger.cert };
   const p = await personalizeCard(counter, bank, { pin: '1234', puk: '12345678', limits: STORY.limits });
   const cardKid = toHex(p.cardKid);
-  await postOk(`${ledgerServer.url}/v1/cards`, encodeDeterministic([p.certificate, pki.bank.cert]));
-  await postOk(
-    `${ledgerServer.url}/v1/loads`,
+  // The card-sync client of the terminal package: what the bank's counter and the owner's app use.
+  const ledgerApi = new CardSyncClient({ ledgerUrl: ledgerServer.url });
+  const registered = await ledgerApi.registerCard([p.certificate, pki.bank.cert]);
+  if (!registered.ok) throw new Error(`card registration refused by the ledger: HTTP ${registered.status} ${registered.code}`);
+  await selectApplet(counter);
+  const load = await ledgerApi.load(
+    counter,
     signLoadOrder({ card: p.cardKid, amount: STORY.load, id: rnd16(), time: nowSec() }, pki.bank.signer),
   );
-  await selectApplet(counter);
-  const load = await cardSync(counter, ledgerServer.url, true);
-  if (!load.ok) throw new Error(`LOAD refused by the ledger: ${load.code}`);
+  if (!load.ok) throw new Error(`LOAD refused by the ledger (${load.step}): ${load.code}`);
   const loaded = openSigned('SyncReceipt', load.receipt).message.loaded;
   const afterLoad = (await getStatus(counter)).balance;
   out.expect('loaded by the ledger', loaded, STORY.load);
@@ -560,7 +546,7 @@ async function story(args: Args, out: Output, res: Resources): Promise<Record<st
   if (genuineVpcd) await genuineVpcd.stop();
   await selectApplet(counter);
   const before = (await getStatus(counter)).balance;
-  const sync = await cardSync(counter, ledgerServer.url, false);
+  const sync = await ledgerApi.sync(counter);
   const cardBalance = (await getStatus(counter)).balance;
   // A revoked card still syncs, but its key gets no fresh tokens: the ledger moves its value
   // to the issuing bank, which pays the owner (SPEC §7.6); the receipt says how much.

@@ -26,8 +26,7 @@ import {
   type LedgerServer,
   type Pki,
 } from '@dt/ledger';
-import { DEFAULT_POLICY, Journal, PaymentKernel, buildIdentity, installRevocationList } from '@dt/terminal';
-import { syncCard } from '../src/cardsync.ts';
+import { DEFAULT_POLICY, Journal, PaymentKernel, buildIdentity, installRevocationList, syncCard } from '@dt/terminal';
 import type { LabTerminal } from '../src/suite.ts';
 
 const nowSec = (): number => Math.floor(Date.now() / 1000);

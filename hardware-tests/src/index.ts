@@ -9,7 +9,6 @@
  */
 export * from './model.ts';
 export type { CardControl, CardControlStatus, CaseApi, CaseRunner, LabContext, LabOptions, LabSuite, LabTerminal } from './suite.ts';
-export { syncCard, type CardSyncResult } from './cardsync.ts';
 export {
   createLabContext,
   labExtras,

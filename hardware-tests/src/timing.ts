@@ -26,8 +26,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { MAX_SELECT_ANSWER, identifyCommand, selectCommand, transmitOk, type CardCommandName, type TransmitOptions } from '@dt/protocol';
-import type { CardReader, CardSession, TapOutcome, WaitOptions } from '@dt/terminal';
-import { syncCard } from './cardsync.ts';
+import { syncCard, type CardReader, type CardSession, type TapOutcome, type WaitOptions } from '@dt/terminal';
 import { PHASES, type Phase, type PhaseStats, type TimingResult } from './model.ts';
 import { phaseStats } from './stats.ts';
 import type { LabTerminal } from './suite.ts';

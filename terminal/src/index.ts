@@ -16,6 +16,7 @@ export * from './transports/reader.ts';
 export * from './util/abort.ts';
 export * from './sync/crl.ts';
 export * from './sync/client.ts';
+export * from './cardsync/client.ts';
 export * from './transports/pcsc.ts';
 export * from './transports/serial.ts';
 export * from './transports/hid.ts';

@@ -64,10 +64,9 @@ import {
   type PaymentRequest,
   type SelectResponse,
 } from '@dt/protocol';
-import type { CardSession } from '@dt/terminal';
+import { syncCard, type CardSession } from '@dt/terminal';
 import type { CaseApi, LabContext, LabSuite } from '../suite.ts';
 import { labExtras } from '../context.ts';
-import { syncCard } from '../cardsync.ts';
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 const hex = (s: string): Uint8Array => Uint8Array.from(Buffer.from(s.replace(/\s+/g, ''), 'hex'));

@@ -3,7 +3,7 @@
  * card's own offline limits stop it (the kernel's ONLINE_REQUIRED with
  * reason CARD_LIMITS: the card answered 6985 to PAY), check the sums, sync
  * the card through the ledger (SYNC APDUs against the ledger's `/v1/sync`,
- * src/cardsync.ts), check that the sync reset the offline counters and left
+ * the terminal's card-sync client, `syncCard`), check that the sync reset the offline counters and left
  * the balance alone, and go again.
  *
  * Per round, two cases:
@@ -26,10 +26,9 @@
  * @module
  */
 import { LIMITS, formatTenge, openSigned, getStatus, selectApplet } from '@dt/protocol';
-import type { CardSession, TapOutcome } from '@dt/terminal';
+import { syncCard, type CardSession, type TapOutcome } from '@dt/terminal';
 import type { EnduranceResult } from '../model.ts';
 import type { LabContext, LabSuite, LabTerminal } from '../suite.ts';
-import { syncCard } from '../cardsync.ts';
 import { describeOutcome } from './robustness.ts';
 
 /** What the suite reads from the card (GET STATUS, or the control channel for the balance). */

@@ -53,8 +53,7 @@ import {
   selectApplet,
 } from '@dt/protocol';
 import { type FaultPlan } from '@dt/card-applet-sim';
-import { syncCard } from '../cardsync.ts';
-import type { CardReader, CardSession, PaymentRecord, TapOutcome, WaitOptions } from '@dt/terminal';
+import { syncCard, type CardReader, type CardSession, type PaymentRecord, type TapOutcome, type WaitOptions } from '@dt/terminal';
 import type { CaseApi, LabContext, LabSuite, LabTerminal } from '../suite.ts';
 
 /** Skip reason of the cases that need the card control channel. */

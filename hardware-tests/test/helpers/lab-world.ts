@@ -8,7 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { encodeDeterministic, selectApplet, getStatus } from '@dt/protocol';
+import { selectApplet, getStatus } from '@dt/protocol';
 import { FileStorage, InProcessTransport, SimulatedCard, personalizeCard } from '@dt/card-applet-sim';
 import {
   Ledger,
@@ -20,8 +20,7 @@ import {
   type LedgerServer,
   type Pki,
 } from '@dt/ledger';
-import { saveIdentity, saveTerminalKey } from '@dt/terminal';
-import { syncCard } from '../../src/cardsync.ts';
+import { CardSyncClient, saveIdentity, saveTerminalKey } from '@dt/terminal';
 
 export const nowSec = (): number => Math.floor(Date.now() / 1000);
 const rnd16 = (): Uint8Array => new Uint8Array(randomBytes(16));
@@ -36,11 +35,6 @@ export interface LabWorld {
   readonly terminalDir: string;
   readonly loaded: number;
   close(): Promise<void>;
-}
-
-async function postOk(url: string, body: Uint8Array): Promise<void> {
-  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/cbor' }, body: Buffer.from(body) });
-  if (res.status !== 200) throw new Error(`${url}: HTTP ${res.status} ${await res.text()}`);
 }
 
 /** Builds the world in `dir`. */
@@ -74,11 +68,12 @@ export async function startLabWorld(
       puk: '73914862',
       limits: o.limits ?? { perPayment: 1_000_000, offlineTotal: 4_000_000, offlineCount: 16, cvmLimit: 500_000 },
     });
-    await postOk(`${server.url}/v1/cards`, encodeDeterministic([p.certificate, pki.bank.cert]));
-    await postOk(`${server.url}/v1/loads`, signLoadOrder({ card: p.cardKid, amount: load, id: rnd16(), time: nowSec() }, pki.bank.signer));
+    const ledgerApi = new CardSyncClient({ ledgerUrl: server.url });
+    const reg = await ledgerApi.registerCard([p.certificate, pki.bank.cert]);
+    if (!reg.ok) throw new Error(`registration refused: HTTP ${reg.status} ${reg.code}`);
     await selectApplet(t);
-    const r = await syncCard(t, server.url, { load: true });
-    if (!r.ok) throw new Error(`LOAD refused: ${r.code}`);
+    const r = await ledgerApi.load(t, signLoadOrder({ card: p.cardKid, amount: load, id: rnd16(), time: nowSec() }, pki.bank.signer));
+    if (!r.ok) throw new Error(`LOAD refused at the ${r.step}: ${r.code}`);
     const st = await getStatus(t);
     if (st.balance !== load) throw new Error(`loaded ${st.balance}, expected ${load}`);
   } finally {
