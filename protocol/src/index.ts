@@ -23,3 +23,4 @@ export * from './wallet.ts';
 export * from './apdu/index.ts';
 export * from './card/index.ts';
 export * from './framing/index.ts';
+export * from './transport/index.ts';
