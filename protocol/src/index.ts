@@ -14,6 +14,7 @@ export * from './cbor/diagnostic.ts';
 export * from './schema/dsl.ts';
 export * from './schema/messages.ts';
 export * from './schema/acquirer.ts';
+export * from './acquirer-codes.ts';
 export * from './replay.ts';
 export * from './cose/sign1.ts';
 export * from './cose/cwt.ts';
