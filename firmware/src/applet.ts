@@ -659,12 +659,15 @@ export class Applet {
 
     //    The handover will carry every token the chain's inputs come from, in
     //    order of first use along the chain (history, then this transfer).
-    const tokenBySerial = new Map<string, { bytes: Uint8Array; expires: number | undefined }>();
-    for (const t of s.tokens) {
+    //    The card's tokens are those of its last receipt, in the receipt's order (SYNC COMPLETE
+    //    keeps them together), so the handover names them by index in the receipt (SPEC §3.8).
+    const tokenBySerial = new Map<string, { bytes: Uint8Array; expires: number | undefined; index: number }>();
+    s.tokens.forEach((t, index) => {
       const m = openSigned('Token', t).message;
-      tokenBySerial.set(toHex(m.serial), { bytes: t, expires: m.expires });
-    }
+      tokenBySerial.set(toHex(m.serial), { bytes: t, expires: m.expires, index });
+    });
     const tokens: Uint8Array[] = [];
+    const receiptTokens: number[] = [];
     const included = new Set<string>();
     for (const ids of [...this.#history.map((h) => h.inputs), inputs.map((c) => c.id)]) {
       for (const id of ids) {
@@ -675,7 +678,8 @@ export class Applet {
         // transfer time: refuse now (sync needed) rather than sign value away.
         if (tok.expires !== undefined && tok.expires < req.time) fail(SW.CONDITIONS_NOT_SATISFIED);
         included.add(k);
-        tokens.push(tok.bytes);
+        if (s.receipt) receiptTokens.push(tok.index);
+        else tokens.push(tok.bytes);
       }
     }
 
@@ -728,9 +732,10 @@ export class Applet {
     const handover = encodeMessage('Handover', {
       transfer: signed,
       chain: s.chain!,
-      tokens,
+      ...(tokens.length > 0 ? { tokens } : {}),
       history: s.history,
       ...(s.receipt ? { receipt: s.receipt } : {}),
+      ...(receiptTokens.length > 0 ? { receiptTokens } : {}),
     });
 
     // 7. Commit counter, chain, coins and the handover, THEN answer.
