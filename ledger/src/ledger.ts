@@ -197,6 +197,10 @@ interface HandoverEvidence {
   readonly paying?: Uint8Array;
 }
 
+/** The metric a replayed verdict counts under (a stored verdict is SETTLED, answered ALREADY_SETTLED; DOUBLE_SPEND; or VOIDED). */
+const replayStat = (status: number): 'alreadySettled' | 'doubleSpends' | 'voided' =>
+  status === OutcomeStatus.ALREADY_SETTLED ? 'alreadySettled' : status === OutcomeStatus.DOUBLE_SPEND ? 'doubleSpends' : 'voided';
+
 /** What applying one handover produced: its signed outcome and the metric to count after the commit. */
 interface Applied {
   bytes: Uint8Array;
@@ -627,95 +631,44 @@ export class Ledger {
       await tx.insertOutcome({ batch: ob.hash, idx, bytes });
       return { bytes, stat };
     };
+    // An outcome no cover decided.
+    const judged = (status: OutcomeStatus, code: string | undefined, transfer: Uint8Array, card: Uint8Array, amount: number): Outcome => ({
+      transfer,
+      status,
+      covered: false,
+      ...(code !== undefined ? { code } : {}),
+      time: now,
+      card,
+      terminal: ob.terminal,
+      amount,
+    });
     // Step E: evidence before judgement, whatever else is wrong with the handover.
     const fork = await this.#recordEvidence(tx, evidence.objects, now);
     // The paying transfer's name, when it is card-signed (a copy with a broken signature names nothing).
     const paying = v.ok ? v.transferHash : evidence.paying;
-    if (paying) {
-      const replay = await this.#verdictOutcome(tx, paying);
-      if (replay)
-        return store(
-          replay,
-          replay.status === OutcomeStatus.ALREADY_SETTLED
-            ? 'alreadySettled'
-            : replay.status === OutcomeStatus.DOUBLE_SPEND
-              ? 'doubleSpends'
-              : 'voided',
-          false,
-        );
-    }
+    const replay = paying && (await this.#verdictOutcome(tx, paying));
+    if (replay) return store(replay, replayStat(replay.status), false);
     if (fork) return store(await this.#doubleSpend(tx, ob, v, fork, paying, now), 'doubleSpends', paying !== undefined);
-    if (!v.ok) {
-      return store(
-        {
-          transfer: v.transferHash ?? ZERO32,
-          status: OutcomeStatus.INVALID,
-          covered: false,
-          code: v.code,
-          time: now,
-          card: v.cardKid ?? ZERO16,
-          terminal: ob.terminal,
-          amount: 0,
-        },
-        'invalid',
-        false,
-      );
-    }
-    // What only the ledger knows (step 3): every token is one it issued to this card.
-    for (let i = 0; i < v.tokens.length; i++) {
-      const tk = v.tokens[i]!.token;
-      const row = await tx.token(tk.serial);
-      if (!row || !bytesEqual(row.card, v.cardKid) || row.value !== tk.value) {
-        return store(
-          {
-            transfer: v.transferHash,
-            status: OutcomeStatus.INVALID,
-            covered: false,
-            code: 'TOKEN_INVALID',
-            time: now,
-            card: v.cardKid,
-            terminal: ob.terminal,
-            amount: 0,
-          },
-          'invalid',
-          false,
-        );
-      }
-    }
+    if (!v.ok) return store(judged(OutcomeStatus.INVALID, v.code, v.transferHash ?? ZERO32, v.cardKid ?? ZERO16, 0), 'invalid', false);
+    if (!(await this.#tokensIssuedTo(tx, v)))
+      return store(judged(OutcomeStatus.INVALID, 'TOKEN_INVALID', v.transferHash, v.cardKid, 0), 'invalid', false);
     for (let i = 0; i < v.chain.length; i++) await this.#recordValue(tx, v.chain[i]!, v.chainInputs[i]!);
-    const recorded = await tx.transfer(v.transferHash);
-    const t = v.transfer;
-    if (recorded?.state === 'voided') {
-      return store(
-        {
-          transfer: v.transferHash,
-          status: OutcomeStatus.VOIDED,
-          covered: false,
-          code: 'VOIDED',
-          time: now,
-          card: v.cardKid,
-          terminal: ob.terminal,
-          amount: t.amount,
-        },
-        'voided',
-        true,
-      );
-    }
+    const amount = v.transfer.amount;
+    // Voided at the card's sync before any terminal submitted it: the payee is not paid.
+    if ((await tx.transfer(v.transferHash))?.state === 'voided')
+      return store(judged(OutcomeStatus.VOIDED, 'VOIDED', v.transferHash, v.cardKid, amount), 'voided', true);
     await tx.setTransferState(v.transferHash, 'settled');
-    await tx.creditMerchant(ob.terminal, t.amount);
-    return store(
-      {
-        transfer: v.transferHash,
-        status: OutcomeStatus.SETTLED,
-        covered: false,
-        time: now,
-        card: v.cardKid,
-        terminal: ob.terminal,
-        amount: t.amount,
-      },
-      'settled',
-      true,
-    );
+    await tx.creditMerchant(ob.terminal, amount);
+    return store(judged(OutcomeStatus.SETTLED, undefined, v.transferHash, v.cardKid, amount), 'settled', true);
+  }
+
+  /** What only the ledger knows (SPEC §7.7 step 3): every token the handover spends is one it issued to this card, with this value. */
+  async #tokensIssuedTo(tx: StoreTx, v: HandoverValid): Promise<boolean> {
+    for (const { token } of v.tokens) {
+      const row = await tx.token(token.serial);
+      if (!row || !bytesEqual(row.card, v.cardKid) || row.value !== token.value) return false;
+    }
+    return true;
   }
 
   /** The DOUBLE_SPEND outcome of a handover whose objects fork the card's chain, with cover decided by SPEC §7.7's rule. */
