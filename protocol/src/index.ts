@@ -24,3 +24,4 @@ export * from './wallet.ts';
 export * from './apdu/index.ts';
 export * from './card/index.ts';
 export * from './framing/index.ts';
+export * from './transport/index.ts';
