@@ -503,3 +503,40 @@ test('the bank floor: no cover below zero without a credit line, down to the lin
     'and names the bank below its floor',
   );
 });
+
+// ---------------------------------------------------------------------------------------------
+test('racing arrivals: two clones’ spends in concurrent settle requests, two clones’ syncs at once', async (t) => {
+  const { dir, bo } = await startWorld(t);
+  await genuinePayment(t, bo, dir);
+  const t1 = await newTerminal(t, bo, dir, 'KZ-T1');
+  const t2 = await newTerminal(t, bo, dir, 'KZ-T2');
+  for (let round = 0; round < 3; round++) {
+    const { card, kid } = await newCard(bo);
+    const s1 = stateOf(card.storage);
+    const [a, b] = [cloneOf(s1).pay(requestFor(t1, 400_000)).handover, cloneOf(s1).pay(requestFor(t2, 500_000)).handover];
+    const [[oa], [ob]] = await Promise.all([ledgerVerdicts(bo, t1, [a]), ledgerVerdicts(bo, t2, [b])]);
+    const statuses = [oa!.status, ob!.status].sort();
+    t.deepEqual(statuses, [OutcomeStatus.SETTLED, OutcomeStatus.DOUBLE_SPEND], `round ${round}: one settles, one is the double spend`);
+    isProof(t, oa!.status === OutcomeStatus.DOUBLE_SPEND ? oa! : ob!, card, kid, `round ${round}`);
+    await recorded(t, bo, kid, `round ${round}`);
+    coverBounded(t, dir, kid, `round ${round}`);
+    await books(t, bo, `racing settles, round ${round}`);
+  }
+  // Two clones sync at once, each with its own request at the same counter.
+  const { card, kid } = await newCard(bo);
+  const s1 = stateOf(card.storage);
+  const reqs = [cloneOf(s1).beginSync(rnd16()), cloneOf(s1).beginSync(rnd16())];
+  const answers = await Promise.all(
+    reqs.map((body) => fetch(`${bo.ledgerServer.url}/v1/sync`, { method: 'POST', headers: { 'content-type': 'application/cbor' }, body })),
+  );
+  const codes = await Promise.all(
+    answers.map(async (r) => (r.status === 200 ? 200 : `${r.status} ${((await r.json()) as { code: string }).code}`)),
+  );
+  t.true(codes.includes('409 DOUBLE_SPEND'), `one of two racing syncs at one counter is the double spend (${JSON.stringify(codes)})`);
+  t.true(
+    codes.every((c) => c === 200 || c === '409 DOUBLE_SPEND'),
+    JSON.stringify(codes),
+  );
+  await recorded(t, bo, kid, 'racing syncs');
+  await books(t, bo, 'racing syncs');
+});
