@@ -246,11 +246,16 @@ test('a stripped handover (no receipt, no history) hides nothing, in both arriva
   await genuinePayment(t, bo, dir);
   const t1 = await newTerminal(t, bo, dir, 'KZ-T1');
   const m = await newTerminal(t, bo, dir, 'KZ-COLLUDING');
+  /** Receipt and history removed; the tokens the receipt carried given inline, so the handover is otherwise whole. */
   const strip = (h: Uint8Array) => {
     const x = decodeMessage('Handover', h);
-    const { receipt: _r, ...rest } = x;
+    const named = x.receipt ? (x.receiptTokens ?? []).map((ix) => openSigned('SyncReceipt', x.receipt!).message.tokens[ix]!) : [];
+    const { receipt: _r, receiptTokens: _rt, ...rest } = x;
     void _r;
-    return encodeMessage('Handover', { ...rest, history: [] });
+    void _rt;
+    const tokens = [...(x.tokens ?? []), ...named];
+    t.true(tokens.length > 0, 'the stripped handover still carries its provenance');
+    return encodeMessage('Handover', { ...rest, tokens, history: [] });
   };
 
   // Order 1: the chip's payment settles first, the clone's stripped one arrives after.
