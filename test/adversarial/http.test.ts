@@ -51,7 +51,7 @@ import {
   type Signer,
   type Transfer,
 } from '@dt/protocol';
-import { blockAcquirer, createPki, LEDGER_ERROR_STATUS, signLoadOrder, type LedgerApiCode } from '@dt/ledger';
+import { blockAcquirer, createPki, LEDGER_ERROR_STATUS, MAX_LOAD_SIZE, signLoadOrder, type LedgerApiCode } from '@dt/ledger';
 import type { InProcessTransport } from '@dt/card-applet-sim';
 import { certifyTerminal } from '../helpers/variant-world.ts';
 import {
@@ -957,6 +957,26 @@ test('ledger syncs, loads and cards: forged, foreign card, value-creating histor
     409,
     'ID_CONFLICT',
   );
+
+  // ---------------- oversize bodies: each route reads no more than its one object may be.
+  for (const [route, limit] of [
+    ['/v1/sync', LIMITS.maxSyncSize],
+    ['/v1/loads', MAX_LOAD_SIZE],
+    ['/v1/cards', 8192],
+  ] as const) {
+    await attack(
+      w,
+      `${route}: one byte over its limit, with its length`,
+      () => post(`${ledger}${route}`, new Uint8Array(limit + 1), 'application/cbor'),
+      413,
+      'TOO_LARGE',
+    );
+    const before = stateOfBooks(w);
+    const r = await streamOversize(`${ledger}${route}`, 8 << 20, 'application/cbor').catch((e: Error) => ({ status: -1, body: e.message }));
+    t.is(r.status, 413, `${route}: 8 MiB streamed without a length: ${r.status} ${r.body.slice(0, 200)}`);
+    t.is((JSON.parse(r.body) as { code: string }).code, 'TOO_LARGE');
+    t.deepEqual(stateOfBooks(w), before, `${route}: oversize streamed, nothing changed`);
+  }
 
   // ---------------- card registration
   const cardsUrl = `${ledger}/v1/cards`;
