@@ -20,10 +20,20 @@
  */
 import Fastify, { LogController, type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
-import { ACQUIRER_LIMITS, decodeDeterministic, encodeDeterministic, isDtError, toHex, type CborValue, type Verifier } from '@dt/protocol';
+import {
+  ACQUIRER_LIMITS,
+  decodeDeterministic,
+  LIMITS,
+  encodeDeterministic,
+  isDtError,
+  toHex,
+  type CborValue,
+  type Verifier,
+} from '@dt/protocol';
 import { Ledger, LedgerError, LedgerErrorCode, type LedgerOptions } from './ledger.ts';
 import { errorBody, LedgerApiCode, LedgerApiError } from './errors.ts';
 import { authenticateSettle, settleReplayWindows } from './acquirers.ts';
+import { MAX_LOAD_SIZE } from './load.ts';
 
 /** Options of {@link startLedgerServer}: an open ledger, or what {@link Ledger.open} needs. */
 export type LedgerServerOptions = ({ ledger: Ledger } | LedgerOptions) & {
@@ -34,7 +44,10 @@ export type LedgerServerOptions = ({ ledger: Ledger } | LedgerOptions) & {
 
 /** Options of {@link buildLedgerApp}. */
 export interface LedgerAppOptions {
-  /** Largest request body in bytes (default 128 MiB, `ACQUIRER_LIMITS.maxSettleSize`). */
+  /**
+   * Largest request body in bytes (default 128 MiB, `ACQUIRER_LIMITS.maxSettleSize`, for `POST /v1/settle`);
+   * `POST /v1/sync`, `/v1/loads` and `/v1/cards` read at most their object's own limit (192 KiB, 512 B, 8 KiB).
+   */
   readonly bodyLimit?: number;
   /** Most batches in one settle request (default and at most 64, `ACQUIRER_LIMITS.maxSettleBatches`). */
   readonly maxBatchesPerRequest?: number;
@@ -63,6 +76,8 @@ export interface LedgerServer {
 }
 
 const CBOR = 'application/cbor';
+/** Largest `POST /v1/cards` body: a CBOR array of at most 3 certificates. */
+const MAX_CARD_CHAIN_BODY = 8192;
 const COSE = 'application/cose';
 
 function byteStrings(v: CborValue, what: string, max: number): Uint8Array[] {
@@ -153,10 +168,13 @@ export function buildLedgerApp(ledger: Ledger, opts: LedgerAppOptions = {}): Fas
     return reply.type(CBOR).send(Buffer.from(encodeDeterministic(out)));
   });
   app.get('/v1/crl', async (_req, reply) => reply.type(CBOR).send(Buffer.from(await ledger.crl())));
-  app.post('/v1/sync', async (req, reply) => reply.type(CBOR).send(Buffer.from(await ledger.sync(body(req)))));
-  app.post('/v1/loads', async (req) => ledger.load(body(req)));
-  app.post('/v1/cards', async (req) => {
-    const chain = byteStrings(decodeDeterministic(body(req), 8192), 'card chain', 3);
+  // The card- and bank-facing routes take one small signed object each: a body is never read beyond
+  // that object's own limit (the 128 MiB of a settle request was accepted on every route before).
+  const within = (limit: number) => ({ bodyLimit: Math.min(bodyLimit, limit) });
+  app.post('/v1/sync', within(LIMITS.maxSyncSize), async (req, reply) => reply.type(CBOR).send(Buffer.from(await ledger.sync(body(req)))));
+  app.post('/v1/loads', within(MAX_LOAD_SIZE), async (req) => ledger.load(body(req)));
+  app.post('/v1/cards', within(MAX_CARD_CHAIN_BODY), async (req) => {
+    const chain = byteStrings(decodeDeterministic(body(req), MAX_CARD_CHAIN_BODY), 'card chain', 3);
     return { kid: toHex(await ledger.registerCard(chain)) };
   });
   app.get('/v1/health', async () => ({ ok: true, storage: ledger.storage.kind, time: ledger.now() }));
