@@ -30,8 +30,8 @@ import {
   type CborValue,
   type Verifier,
 } from '@dt/protocol';
-import { Ledger, LedgerError, LedgerErrorCode, type LedgerOptions } from './ledger.ts';
-import { errorBody, LedgerApiCode, LedgerApiError } from './errors.ts';
+import { Ledger, type LedgerOptions } from './ledger.ts';
+import { errorBody, LedgerApiCode, LedgerApiError, LedgerError, LedgerErrorCode } from './errors.ts';
 import { authenticateSettle, settleReplayWindows } from './acquirers.ts';
 import { MAX_LOAD_SIZE } from './load.ts';
 
@@ -82,9 +82,25 @@ const COSE = 'application/cose';
 
 function byteStrings(v: CborValue, what: string, max: number): Uint8Array[] {
   if (!Array.isArray(v) || v.length > max || !v.every((x) => x instanceof Uint8Array)) {
-    throw new LedgerError(400, LedgerErrorCode.MALFORMED, `${what} must be a CBOR array of at most ${max} byte strings`);
+    throw new LedgerError(LedgerErrorCode.MALFORMED, `${what} must be a CBOR array of at most ${max} byte strings`);
   }
   return v as Uint8Array[];
+}
+
+/**
+ * Any error a route or fastify raised, as a refusal with a stable code (its status is then
+ * `LEDGER_ERROR_STATUS`'s): a protocol decoding error is MALFORMED; fastify's own body errors are
+ * TOO_LARGE, UNSUPPORTED_MEDIA_TYPE or MALFORMED; anything else is INTERNAL.
+ */
+function refusalOf(err: unknown): LedgerError | LedgerApiError {
+  if (err instanceof LedgerError || err instanceof LedgerApiError) return err;
+  if (isDtError(err)) return new LedgerApiError(LedgerApiCode.MALFORMED, err.message, err.code);
+  const statusCode = err instanceof Error && 'statusCode' in err && typeof err.statusCode === 'number' ? err.statusCode : undefined;
+  if (statusCode === 413) return new LedgerApiError(LedgerApiCode.TOO_LARGE, 'request body too large');
+  if (statusCode === 415) return new LedgerApiError(LedgerApiCode.UNSUPPORTED_MEDIA_TYPE, 'unsupported content type');
+  if (statusCode !== undefined && statusCode >= 400 && statusCode < 500)
+    return new LedgerApiError(LedgerApiCode.MALFORMED, err instanceof Error ? err.message : 'bad request');
+  return new LedgerApiError(LedgerApiCode.INTERNAL, 'internal error');
 }
 
 /** Builds the fastify app over a ledger (not listening). */
@@ -134,18 +150,8 @@ export function buildLedgerApp(ledger: Ledger, opts: LedgerAppOptions = {}): Fas
   });
   app.setErrorHandler((err, _req, reply) => {
     http.errors++;
-    if (err instanceof LedgerError || err instanceof LedgerApiError) {
-      const { status, body: b } = errorBody(err);
-      return reply.code(status).send(b);
-    }
-    if (isDtError(err)) return reply.code(400).send({ code: LedgerApiCode.MALFORMED, message: err.message, detail: err.code });
-    const e = err as { statusCode?: number; code?: string; message?: string };
-    if (e.statusCode === 413) return reply.code(413).send({ code: LedgerApiCode.TOO_LARGE, message: 'request body too large' });
-    if (e.statusCode === 415)
-      return reply.code(415).send({ code: LedgerApiCode.UNSUPPORTED_MEDIA_TYPE, message: 'unsupported content type' });
-    if (e.statusCode && e.statusCode >= 400 && e.statusCode < 500)
-      return reply.code(400).send({ code: LedgerApiCode.MALFORMED, message: e.message ?? 'bad request' });
-    return reply.code(500).send({ code: LedgerApiCode.INTERNAL, message: 'internal error' });
+    const { status, body: b } = errorBody(refusalOf(err));
+    return reply.code(status).send(b);
   });
 
   // Only an authenticated acquirer's signed request is settled (SPEC §7.7.2); the bare CBOR array

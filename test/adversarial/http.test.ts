@@ -123,7 +123,11 @@ async function refusal(t: ExecutionContext, r: Response, status: number, code: s
   t.is(r.status, status, `${label}: HTTP status (${text.slice(0, 300)})`);
   t.is(body.code, code, `${label}: stable code (${text.slice(0, 300)})`);
   // The status is the one SPEC's table (§8.3 for the acquirer, §8.2 for the ledger) gives the code.
-  const fromTable = server === 'acquirer' ? [ACQUIRER_ERROR_STATUS[code as AcquirerErrorCode]] : LEDGER_ERROR_STATUS[code as LedgerApiCode];
+  const ledgerRow = server === 'ledger' ? LEDGER_ERROR_STATUS[code as LedgerApiCode] : undefined;
+  const fromTable =
+    server === 'acquirer'
+      ? [ACQUIRER_ERROR_STATUS[code as AcquirerErrorCode]]
+      : ledgerRow && [ledgerRow.status, ...Object.values(ledgerRow.byDetail ?? {})];
   t.true(fromTable?.includes(status), `${label}: ${code} is ${fromTable?.join(' / ')} in SPEC's table`);
   t.true((r.headers.get('content-type') ?? '').startsWith('application/json'), `${label}: a JSON error body`);
   return body;
