@@ -55,6 +55,8 @@ export const LEDGER_ERROR_STATUS: { readonly [C in LedgerApiCode]: readonly [num
   DOUBLE_SPEND: [409],
   ID_CONFLICT: [409],
   INSUFFICIENT_ALLOCATION: [409],
+  NOT_BLOCKED: [409],
+  TOO_EARLY: [409],
   TOO_LARGE: [413],
   UNSUPPORTED_MEDIA_TYPE: [415],
   BUSY: [503],

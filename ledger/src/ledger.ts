@@ -62,6 +62,7 @@ import {
 import { nativeVerifier } from '@dt/protocol/native';
 import type { LedgerStorage, SqlTx } from './storage/types.ts';
 import { openLoadOrder } from './load.ts';
+import { openCardBankRequest, openRestitution, signRestitution, type CardBankRequestKind } from './cardloss.ts';
 import { cachingCardChainVerifier, cachingTransferOpener, memoVerifier, type HandoverValidator, type ValidationJob } from './validation.ts';
 
 /** Stable error codes of the ledger's API (HTTP 4xx bodies carry them). */
@@ -81,6 +82,8 @@ export const LedgerErrorCode = {
   INSUFFICIENT_ALLOCATION: 'INSUFFICIENT_ALLOCATION',
   ID_CONFLICT: 'ID_CONFLICT',
   CARD_CHAIN: 'CARD_CHAIN',
+  NOT_BLOCKED: 'NOT_BLOCKED',
+  TOO_EARLY: 'TOO_EARLY',
 } as const;
 export type LedgerErrorCode = (typeof LedgerErrorCode)[keyof typeof LedgerErrorCode];
 
@@ -148,6 +151,40 @@ export interface LoadAnswer {
   card: string;
   amount: number;
   state: 'pending' | 'delivered' | 'cancelled';
+}
+
+/** The ledger's answer to a card block (SPEC §7.9). */
+export interface CardBlockAnswer {
+  readonly card: string;
+  /** The revocation list version that first names the card. */
+  readonly crlVersion: number;
+  /** Ledger time of the block. */
+  readonly blockedAt: number;
+  /** From this time on the bank may have the card's value restored. */
+  readonly restoreAfter: number;
+}
+
+/** The ledger's answer to a restore (SPEC §7.9): what the restitution record says, and the record (hex). */
+export interface CardRestoreAnswer {
+  readonly card: string;
+  readonly bank: string;
+  readonly amount: number;
+  readonly cancelledLoads: number;
+  readonly time: number;
+  readonly blockedAt: number;
+  /** The ledger-signed restitution record (COSE_Sign1, hex). */
+  readonly record: string;
+}
+
+/** What the ledger says about one card ({@link Ledger.cardInfo}). */
+export interface CardInfo {
+  readonly card: string;
+  readonly bank: string;
+  readonly revokedIn: number | null;
+  readonly blockedAt: number | null;
+  readonly restoreAfter: number | null;
+  readonly restored: boolean;
+  readonly pendingLoads: number;
 }
 
 const ZERO16 = new Uint8Array(16);
@@ -940,6 +977,22 @@ export class Ledger {
    * the owner) and reported as `redeemed` in a receipt without tokens (SPEC §7.6).
    */
   async sync(requestBytes: Uint8Array): Promise<Uint8Array> {
+    return this.#syncCard(requestBytes, false);
+  }
+
+  /**
+   * A defund (SPEC §7.6.3): the card's signed SyncRequest, verified and recorded exactly as a
+   * {@link sync}, answered like a revoked card's sync: no tokens, pending loads back to their
+   * banks, and `redeemed` = its holdings plus voided orphans, credited to the card's issuing
+   * bank (which pays the value into the owner's account). The receipt leaves the card empty; the
+   * card stays valid and can be loaded again. A request the ledger already answered gets that
+   * answer again (a sync's receipt stays a sync's).
+   */
+  async defund(requestBytes: Uint8Array): Promise<Uint8Array> {
+    return this.#syncCard(requestBytes, true);
+  }
+
+  async #syncCard(requestBytes: Uint8Array, defund: boolean): Promise<Uint8Array> {
     let opened;
     try {
       opened = openSigned('SyncRequest', requestBytes);
@@ -1054,8 +1107,8 @@ export class Ledger {
         await tx.run(`INSERT INTO syncs (request, card, receipt) VALUES (?, ?, ?)`, [hash, req.card, receiptBytes]);
         return receiptBytes;
       };
-      if (revoked) {
-        // No fresh tokens for a compromised key: pending loads return to the banks that
+      if (revoked || defund) {
+        // No fresh tokens for a compromised key (or a defund, which empties the card): pending loads return to the banks that
         // ordered them, and everything the card held (holdings and voided orphans) is
         // credited to its issuing bank, which pays the owner out of band.
         const loads = await tx.all(`SELECT bank, amount FROM loads WHERE card = ? AND state = 'pending' ORDER BY id`, [req.card]);
@@ -1132,6 +1185,152 @@ export class Ledger {
     });
     this.stats.syncs++;
     return receipt;
+  }
+
+  // ------------------------------------------------------------ lost or stolen cards (SPEC §7.9)
+  /** Opens and verifies a card block or restore request of the card's issuing bank; answers the request and the card's bank. */
+  async #bankRequest(kind: CardBankRequestKind, bytes: Uint8Array): Promise<{ card: Uint8Array; bank: Uint8Array; hash: Uint8Array }> {
+    let opened;
+    try {
+      opened = openCardBankRequest(kind, bytes);
+    } catch (e) {
+      throw new LedgerError(400, LedgerErrorCode.MALFORMED, isDtError(e) ? e.code : `card ${kind} request malformed`);
+    }
+    const { cose, request } = opened;
+    const [bank, card] = await this.storage.transaction(async (tx) => [
+      await tx.get(`SELECT cert FROM banks WHERE kid = ?`, [cose.kid]),
+      await tx.get(`SELECT bank FROM cards WHERE kid = ?`, [request.card]),
+    ]);
+    if (!bank) throw new LedgerError(403, LedgerErrorCode.BANK_UNKNOWN, 'signer is not a registered bank');
+    try {
+      const [verified] = verifyChain([b(bank.cert)], {
+        root: this.trust.root,
+        at: this.#now(),
+        leafRole: Role.BANK,
+        verifier: this.#verifier,
+      });
+      verifyCoseSign1(cose, verified!.publicKey, this.#verifier);
+    } catch (e) {
+      throw new LedgerError(403, LedgerErrorCode.BAD_SIGNATURE, isDtError(e) ? e.code : `card ${kind} request signature invalid`);
+    }
+    if (!card) throw new LedgerError(404, LedgerErrorCode.CARD_UNKNOWN, 'card not registered');
+    if (!bytesEqual(b(card.bank), cose.kid)) throw new LedgerError(403, LedgerErrorCode.NOT_PERMITTED, 'card issued by another bank');
+    return { card: request.card, bank: cose.kid, hash: payloadHash(cose) };
+  }
+
+  /**
+   * The card's issuing bank blocks a lost or stolen card (SPEC §7.9): the card is revoked (a new
+   * revocation list names it, which terminals fetch at their next sync, as for a fork) and the
+   * block is recorded with the ledger time. Blocking a blocked card answers the first block again.
+   */
+  async blockCard(bytes: Uint8Array): Promise<CardBlockAnswer> {
+    const { card, bank } = await this.#bankRequest('block', bytes);
+    const now = this.#now();
+    const row = await this.storage.transaction(async (tx) => {
+      const prior = await tx.get(`SELECT time FROM card_blocks WHERE card = ?`, [card]);
+      if (!prior) await tx.run(`INSERT INTO card_blocks (card, bank, time, restored) VALUES (?, ?, ?, NULL)`, [card, bank, now]);
+      const version = await this.#revoke(tx, card, now);
+      return { time: prior ? n(prior.time) : now, version };
+    });
+    return { card: toHex(card), crlVersion: row.version, blockedAt: row.time, restoreAfter: row.time + this.#voidWindow };
+  }
+
+  /**
+   * After the void window since its block, the value of a blocked card goes back to its issuing bank
+   * (SPEC §7.9): every coin of the card the ledger knows as unspent (the tokens of its last sync and the
+   * change of its recorded transfers) and every recorded transfer no terminal settled by now (voided)
+   * are credited to the bank; its pending loads go back to the banks that ordered them. The coins are
+   * claimed by the ledger-signed restitution record, which the ledger keeps as the card's last sync: a
+   * later handover or sync that spends them forks the chain (a double spend, covered by the §7.7 rules).
+   * A second restore answers the first record again.
+   */
+  async restoreCard(bytes: Uint8Array): Promise<CardRestoreAnswer> {
+    const { card, bank } = await this.#bankRequest('restore', bytes);
+    const now = this.#now();
+    const out = await this.storage.transaction(async (tx) => {
+      const block = await tx.get(`SELECT time, restored FROM card_blocks WHERE card = ?`, [card]);
+      if (!block) throw new LedgerError(409, LedgerErrorCode.NOT_BLOCKED, 'the card is not blocked by its bank');
+      const blockedAt = n(block.time);
+      if (block.restored) {
+        const record = b((await tx.get(`SELECT receipt FROM syncs WHERE request = ?`, [b(block.restored)]))!.receipt);
+        return { record, blockedAt };
+      }
+      if (now < blockedAt + this.#voidWindow)
+        throw new LedgerError(409, LedgerErrorCode.TOO_EARLY, `the void window ends at ${blockedAt + this.#voidWindow}`, {
+          detail: String(blockedAt + this.#voidWindow),
+        });
+      const valueSpent = (col: string) =>
+        `EXISTS (SELECT 1 FROM spent s WHERE s.card = ? AND s.id = ${col} AND (EXISTS (SELECT 1 FROM transfers x WHERE x.hash = s.by_hash) OR EXISTS (SELECT 1 FROM syncs y WHERE y.request = s.by_hash)))`;
+      const tokens = await tx.all(`SELECT serial AS id, value FROM tokens t WHERE card = ? AND NOT ${valueSpent('t.serial')}`, [
+        card,
+        card,
+      ]);
+      const change = await tx.all(
+        `SELECT change_id AS id, change_value AS value FROM transfers t WHERE card = ? AND change_id IS NOT NULL AND NOT ${valueSpent('t.change_id')}`,
+        [card, card],
+      );
+      const recorded = await tx.all(`SELECT hash, amount FROM transfers WHERE card = ? AND state = 'recorded'`, [card]);
+      const amount = sumAmounts([...tokens, ...change, ...recorded].map((r) => n(r.value ?? r.amount)));
+      const loads = await tx.all(`SELECT bank, amount FROM loads WHERE card = ? AND state = 'pending'`, [card]);
+      const cancelled = sumAmounts(loads.map((l) => n(l.amount)));
+      const record = signRestitution({ card, bank, amount, time: now, blocked: blockedAt, cancelled }, this.#signer);
+      const hash = payloadHash(openRestitutionCose(record));
+      for (const l of loads) await tx.run(`UPDATE banks SET balance = balance + ? WHERE kid = ?`, [n(l.amount), b(l.bank)]);
+      await tx.run(`UPDATE loads SET state = 'cancelled', sync = ? WHERE card = ? AND state = 'pending'`, [hash, card]);
+      for (const r of recorded) await tx.run(`UPDATE transfers SET state = 'voided' WHERE hash = ?`, [b(r.hash)]);
+      // The coins are the restitution's: it holds their claims (a claim an unsettled evidence object held moves to it).
+      for (const c of [...tokens, ...change]) {
+        const taken = await tx.run(`INSERT INTO spent (card, id, by_hash) VALUES (?, ?, ?) ON CONFLICT (card, id) DO NOTHING`, [
+          card,
+          b(c.id),
+          hash,
+        ]);
+        if (taken === 0) await tx.run(`UPDATE spent SET by_hash = ? WHERE card = ? AND id = ?`, [hash, card, b(c.id)]);
+      }
+      await tx.run(`INSERT INTO objects (hash, bytes) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING`, [hash, record]);
+      await tx.run(`INSERT INTO syncs (request, card, receipt) VALUES (?, ?, ?)`, [hash, card, record]);
+      if (amount > 0 && (await tx.run(`UPDATE banks SET balance = balance + ? WHERE kid = ?`, [amount, bank])) !== 1)
+        throw new LedgerError(500, LedgerErrorCode.BANK_UNKNOWN, 'issuing bank of the card not registered');
+      await tx.run(`UPDATE card_blocks SET restored = ? WHERE card = ?`, [hash, card]);
+      this.stats.voided += recorded.length;
+      return { record, blockedAt };
+    });
+    const r = openRestitutionRecord(out.record);
+    return {
+      card: toHex(r.card),
+      bank: toHex(r.bank),
+      amount: r.amount,
+      cancelledLoads: r.cancelled,
+      time: r.time,
+      blockedAt: out.blockedAt,
+      record: toHex(out.record),
+    };
+  }
+
+  /** A bank's balance and credit line (SPEC §7.6.2). */
+  async bankInfo(bank: Uint8Array): Promise<{ bank: string; balance: number; creditLine: number } | undefined> {
+    const r = await this.storage.transaction((tx) => tx.get(`SELECT balance, credit_line FROM banks WHERE kid = ?`, [bank]));
+    return r ? { bank: toHex(bank), balance: n(r.balance), creditLine: n(r.credit_line) } : undefined;
+  }
+
+  /** A card as the ledger knows it: its issuing bank, revocation, block and restitution (SPEC §7.9). */
+  async cardInfo(card: Uint8Array): Promise<CardInfo | undefined> {
+    return this.storage.transaction(async (tx) => {
+      const c = await tx.get(`SELECT bank FROM cards WHERE kid = ?`, [card]);
+      if (!c) return undefined;
+      const rev = await tx.get(`SELECT version FROM revocations WHERE card = ?`, [card]);
+      const blk = await tx.get(`SELECT time, restored FROM card_blocks WHERE card = ?`, [card]);
+      const pending = n((await tx.get(`SELECT COALESCE(SUM(amount), 0) AS s FROM loads WHERE card = ? AND state = 'pending'`, [card]))!.s);
+      return {
+        card: toHex(card),
+        bank: toHex(b(c.bank)),
+        revokedIn: rev ? n(rev.version) : null,
+        blockedAt: blk ? n(blk.time) : null,
+        restoreAfter: blk ? n(blk.time) + this.#voidWindow : null,
+        restored: !!blk?.restored,
+        pendingLoads: pending,
+      };
+    });
   }
 
   // ------------------------------------------------------------ audit
@@ -1241,4 +1440,12 @@ function openTransferPayee(bytes: Uint8Array): Uint8Array | undefined {
   } catch {
     return undefined;
   }
+}
+
+function openRestitutionCose(record: Uint8Array) {
+  return openRestitution(record).cose;
+}
+
+function openRestitutionRecord(record: Uint8Array) {
+  return openRestitution(record).record;
 }

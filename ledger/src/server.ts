@@ -9,6 +9,11 @@
  * | `POST /v1/sync` | signed SyncRequest | signed SyncReceipt |
  * | `POST /v1/loads` | signed bank load order (load.ts) | JSON `{id, card, amount, state}` |
  * | `POST /v1/cards` | CBOR array `[card cert, bank cert]` | JSON `{kid}` |
+ * | `POST /v1/defund` | signed SyncRequest (SPEC §7.6.3) | signed SyncReceipt with no tokens and `redeemed` |
+ * | `POST /v1/cards/block` | the issuing bank's signed CardBlock (cardloss.ts, SPEC §7.9) | JSON `{card, crlVersion, blockedAt, restoreAfter}` |
+ * | `POST /v1/cards/restore` | the issuing bank's signed CardRestore (after the void window) | JSON `{card, bank, amount, cancelledLoads, time, blockedAt, record}` (record: the ledger-signed Restitution, hex) |
+ * | `GET /v1/cards/<kid>` | | JSON `{card, bank, revokedIn, blockedAt, restoreAfter, restored, pendingLoads}` |
+ * | `GET /v1/banks/<kid>` | | JSON `{bank, balance, creditLine}` |
  * | `GET /v1/health` | | JSON `{ok, storage}` |
  * | `GET /v1/metrics` | | Prometheus text |
  *
@@ -20,7 +25,16 @@
  */
 import Fastify, { LogController, type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
-import { ACQUIRER_LIMITS, decodeDeterministic, encodeDeterministic, isDtError, toHex, type CborValue, type Verifier } from '@dt/protocol';
+import {
+  ACQUIRER_LIMITS,
+  decodeDeterministic,
+  encodeDeterministic,
+  fromHex,
+  isDtError,
+  toHex,
+  type CborValue,
+  type Verifier,
+} from '@dt/protocol';
 import { Ledger, LedgerError, LedgerErrorCode, type LedgerOptions } from './ledger.ts';
 import { errorBody, LedgerApiCode, LedgerApiError } from './errors.ts';
 import { authenticateSettle, settleReplayWindows } from './acquirers.ts';
@@ -152,6 +166,24 @@ export function buildLedgerApp(ledger: Ledger, opts: LedgerAppOptions = {}): Fas
   app.get('/v1/crl', async (_req, reply) => reply.type(CBOR).send(Buffer.from(await ledger.crl())));
   app.post('/v1/sync', async (req, reply) => reply.type(CBOR).send(Buffer.from(await ledger.sync(body(req)))));
   app.post('/v1/loads', async (req) => ledger.load(body(req)));
+  // A defund: the card's SyncRequest, answered with a receipt that empties the card into its issuing bank (SPEC §7.6.3).
+  app.post('/v1/defund', async (req, reply) => reply.type(CBOR).send(Buffer.from(await ledger.defund(body(req)))));
+  // Lost or stolen cards (SPEC §7.9): the issuing bank's signed block and restore requests.
+  app.post('/v1/cards/block', async (req) => ledger.blockCard(body(req)));
+  app.post('/v1/cards/restore', async (req) => ledger.restoreCard(body(req)));
+  app.get<{ Params: { kid: string } }>('/v1/cards/:kid', async (req) => {
+    if (!/^[0-9a-f]{32}$/.test(req.params.kid)) throw new LedgerApiError(LedgerApiCode.MALFORMED, 'card key id: 32 lowercase hex digits');
+    const info = await ledger.cardInfo(fromHex(req.params.kid));
+    if (!info) throw new LedgerError(404, LedgerErrorCode.CARD_UNKNOWN, 'card not registered');
+    return info;
+  });
+  // A bank's balance and floor (SPEC §7.6.2): public figures of the books, no secret.
+  app.get<{ Params: { kid: string } }>('/v1/banks/:kid', async (req) => {
+    if (!/^[0-9a-f]{32}$/.test(req.params.kid)) throw new LedgerApiError(LedgerApiCode.MALFORMED, 'bank key id: 32 lowercase hex digits');
+    const info = await ledger.bankInfo(fromHex(req.params.kid));
+    if (!info) throw new LedgerError(404, LedgerErrorCode.BANK_UNKNOWN, 'bank not registered');
+    return info;
+  });
   app.post('/v1/cards', async (req) => {
     const chain = byteStrings(decodeDeterministic(body(req), 8192), 'card chain', 3);
     return { kid: toHex(await ledger.registerCard(chain)) };
