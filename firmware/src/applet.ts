@@ -18,6 +18,7 @@ import {
   addAmounts,
   bytesEqual,
   CARD_TIME_AHEAD,
+  concatBytes,
   CardApduProcessor,
   CardStatusError,
   CLA,
@@ -53,6 +54,7 @@ import {
   publicKeyOf,
   selectInputs,
   type Certificate,
+  type CertificateMemo,
   type CommandApdu,
   type ResponseApdu,
   type Signer,
@@ -82,7 +84,7 @@ import {
 } from '@dt/protocol';
 import type { Hal } from './hal.ts';
 import { ShadowJournal } from './journal.ts';
-import { blankState, decodeState, encodeState, NONCE_MEMORY, PIN_FIELD, type CardState, type Coin } from './state.ts';
+import { blankState, CERT_MEMO_SIZE, decodeState, encodeState, NONCE_MEMORY, PIN_FIELD, type CardState, type Coin } from './state.ts';
 
 /** Options of {@link Applet}. */
 export interface AppletOptions {
@@ -177,6 +179,38 @@ function isDigits(b: Uint8Array, min: number, max: number): boolean {
 
 function checkTime(c: Certificate, at: number): boolean {
   return c.nbf <= at && at <= c.exp;
+}
+
+/**
+ * The card's memo of verified certificate signatures over the committed list `memo`
+ * (SPEC §10.7 step 2): an entry is SHA-256(issuer key id || certificate bytes), so a
+ * certificate that differs in any byte (a reissued or revoked-and-replaced one, another
+ * signature) or names another issuer key is verified afresh. `next()` is the list to
+ * commit: the entries this PAY used or added, most recent last, at most
+ * {@link CERT_MEMO_SIZE}.
+ */
+function certificateMemo(memo: readonly Uint8Array[]): CertificateMemo & { next(): Uint8Array[] } {
+  const used: Uint8Array[] = [];
+  const entry = (issuerKid: Uint8Array, bytes: Uint8Array) => sha256(concatBytes(issuerKid, bytes));
+  const use = (e: Uint8Array) => {
+    if (!used.some((u) => bytesEqual(u, e))) used.push(e);
+  };
+  return {
+    known(issuerKid, bytes) {
+      const e = entry(issuerKid, bytes);
+      // Public digests of public certificates: plain comparison is fine.
+      const hit = memo.some((m) => bytesEqual(m, e));
+      if (hit) use(e);
+      return hit;
+    },
+    verified(issuerKid, bytes) {
+      use(entry(issuerKid, bytes));
+    },
+    next() {
+      const kept = memo.filter((m) => !used.some((u) => bytesEqual(u, m)));
+      return [...kept, ...used].slice(-CERT_MEMO_SIZE);
+    },
+  };
 }
 
 /**
@@ -587,9 +621,10 @@ export class Applet {
     const { cose, message: req } = checked(SW.WRONG_DATA, () => openSigned('PaymentRequest', data ?? EMPTY));
     // The card has no trusted clock: it never checks validity before its floor.
     const at = Math.max(req.time, s.floor);
+    const memo = certificateMemo(s.certMemo ?? []);
     const terminal = checked(SW.WRONG_DATA, () => {
       if (!checkTime(trust.root.claims, at)) throw new DtError(ErrorCode.CERT_EXPIRED, 'pinned root not valid at this time');
-      const [leaf] = verifyChain(req.chain, { root: trust.root, at, leafRole: Role.TERMINAL });
+      const [leaf] = verifyChain(req.chain, { root: trust.root, at, leafRole: Role.TERMINAL, memo });
       verifyCoseSign1(cose, leaf!.publicKey);
       return leaf!;
     });
@@ -719,6 +754,7 @@ export class Applet {
       nonces: [...s.nonces, req.nonce].slice(-NONCE_MEMORY),
       last: { nonce: req.nonce, payee: req.terminal, handover },
       floor: Math.max(s.floor, req.time),
+      certMemo: memo.next(),
     });
     return ok(handover);
   }

@@ -60,7 +60,8 @@ import {
   type Verifier,
 } from '@dt/protocol';
 import { nativeVerifier } from '@dt/protocol/native';
-import type { LedgerStorage, SqlTx } from './storage/types.ts';
+import type { LedgerStorage } from './storage/types.ts';
+import { LedgerStore, type StoreTx } from './store.ts';
 import { openLoadOrder } from './load.ts';
 import { openCardBankRequest, openRestitution, signRestitution, type CardBankRequestKind } from './cardloss.ts';
 import { cachingCardChainVerifier, cachingTransferOpener, memoVerifier, type HandoverValidator, type ValidationJob } from './validation.ts';
@@ -262,13 +263,12 @@ interface Applied {
   stat?: keyof Ledger['stats'];
 }
 
-const n = (v: unknown): number => Number(v);
-const b = (v: unknown): Uint8Array => v as Uint8Array;
-
 /** The ledger. Create with {@link Ledger.open}. */
 export class Ledger {
   readonly trust: TrustStore;
   readonly storage: LedgerStorage;
+  /** Every SQL statement of the ledger (store.ts). */
+  readonly store: LedgerStore;
   readonly #signer: Signer;
   readonly #now: () => number;
   readonly #verifier: Verifier;
@@ -287,6 +287,7 @@ export class Ledger {
 
   private constructor(opts: LedgerOptions, trust: TrustStore) {
     this.storage = opts.storage;
+    this.store = new LedgerStore(opts.storage);
     this.trust = trust;
     this.#signer = opts.signer;
     this.#now = opts.now ?? (() => Math.floor(Date.now() / 1000));
@@ -311,15 +312,15 @@ export class Ledger {
     });
     if (!bytesEqual(trust.ledgerKid, opts.signer.kid)) throw new Error('the signer is not the key of the ledger certificate');
     const l = new Ledger(opts, trust);
-    await l.storage.transaction(async (tx) => {
-      for (const k of ['crl_version', 'issued']) await tx.run(`INSERT INTO meta (k, v) VALUES (?, 0) ON CONFLICT (k) DO NOTHING`, [k]);
-      if (!(await tx.get(`SELECT version FROM crls WHERE version = 0`))) {
+    await l.store.transaction(async (tx) => {
+      await tx.initMeta();
+      if (!(await tx.crl(0))) {
         const bytes = signMessage(
           'RevocationList',
           { version: 0, issued: now, revoked: [], nextUpdate: now + CRL_REFRESH_SECONDS },
           l.#signer,
         );
-        await tx.run(`INSERT INTO crls (version, issued, bytes) VALUES (0, ?, ?)`, [now, bytes]);
+        await tx.insertCrl({ version: 0, issued: now, bytes });
       }
     });
     return l;
@@ -351,13 +352,7 @@ export class Ledger {
     } catch (e) {
       throw new LedgerError(400, LedgerErrorCode.BANK_CHAIN, isDtError(e) ? e.code : 'bank certificate invalid');
     }
-    await this.storage.transaction((tx) =>
-      tx.run(`INSERT INTO banks (kid, cert, perms, balance) VALUES (?, ?, ?, 0) ON CONFLICT (kid) DO NOTHING`, [
-        bank!.kid,
-        cert,
-        bank!.claims.perms ?? 0,
-      ]),
-    );
+    await this.store.transaction((tx) => tx.insertBank(bank!.kid, cert, bank!.claims.perms ?? 0));
     return bank!.kid;
   }
 
@@ -365,17 +360,16 @@ export class Ledger {
   async allocate(bankKid: Uint8Array, amount: number, id: Uint8Array): Promise<void> {
     if (!Number.isSafeInteger(amount) || amount <= 0)
       throw new LedgerError(400, LedgerErrorCode.MALFORMED, 'amount must be a positive integer');
-    await this.storage.transaction(async (tx) => {
-      const prior = await tx.get(`SELECT bank, amount FROM allocations WHERE id = ?`, [id]);
+    await this.store.transaction(async (tx) => {
+      const prior = await tx.allocation(id);
       if (prior) {
-        if (!bytesEqual(b(prior.bank), bankKid) || n(prior.amount) !== amount)
+        if (!bytesEqual(prior.bank, bankKid) || prior.amount !== amount)
           throw new LedgerError(409, LedgerErrorCode.ID_CONFLICT, 'allocation id reused');
         return;
       }
-      if ((await tx.run(`UPDATE banks SET balance = balance + ? WHERE kid = ?`, [amount, bankKid])) !== 1)
-        throw new LedgerError(404, LedgerErrorCode.BANK_UNKNOWN, 'bank not registered');
-      await tx.run(`INSERT INTO allocations (id, bank, amount, time) VALUES (?, ?, ?, ?)`, [id, bankKid, amount, this.#now()]);
-      await tx.run(`UPDATE meta SET v = v + ? WHERE k = 'issued'`, [amount]);
+      if (!(await tx.creditBank(bankKid, amount))) throw new LedgerError(404, LedgerErrorCode.BANK_UNKNOWN, 'bank not registered');
+      await tx.insertAllocation({ id, bank: bankKid, amount, time: this.#now() });
+      await tx.addIssued(amount);
     });
   }
 
@@ -387,12 +381,12 @@ export class Ledger {
   async setCreditLine(bankKid: Uint8Array, amount: number): Promise<void> {
     if (!Number.isSafeInteger(amount) || amount < 0)
       throw new LedgerError(400, LedgerErrorCode.MALFORMED, 'credit line must be a non-negative integer');
-    await this.storage.transaction(async (tx) => {
-      const bank = await tx.get(`SELECT balance FROM banks WHERE kid = ?`, [bankKid]);
+    await this.store.transaction(async (tx) => {
+      const bank = await tx.bank(bankKid);
       if (!bank) throw new LedgerError(404, LedgerErrorCode.BANK_UNKNOWN, 'bank not registered');
-      if (n(bank.balance) < -amount)
+      if (bank.balance < -amount)
         throw new LedgerError(409, LedgerErrorCode.INSUFFICIENT_ALLOCATION, 'the bank is already below that floor');
-      await tx.run(`UPDATE banks SET credit_line = ? WHERE kid = ?`, [amount, bankKid]);
+      await tx.setCreditLine(bankKid, amount);
     });
   }
 
@@ -406,13 +400,9 @@ export class Ledger {
     }
     const kid = card[0]!.kid;
     const bank = card[1]!.kid;
-    await this.storage.transaction(async (tx) => {
-      if (!(await tx.get(`SELECT kid FROM banks WHERE kid = ?`, [bank])))
-        throw new LedgerError(404, LedgerErrorCode.BANK_UNKNOWN, 'issuing bank not registered');
-      await tx.run(
-        `INSERT INTO cards (kid, bank, cert, anchor, anchor_counter, anchor_sync) VALUES (?, ?, ?, ?, 0, NULL) ON CONFLICT (kid) DO NOTHING`,
-        [kid, bank, chain[0]!, GENESIS_PREV],
-      );
+    await this.store.transaction(async (tx) => {
+      if (!(await tx.bank(bank))) throw new LedgerError(404, LedgerErrorCode.BANK_UNKNOWN, 'issuing bank not registered');
+      await tx.insertCard(kid, bank, chain[0]!, GENESIS_PREV);
     });
     return kid;
   }
@@ -433,44 +423,33 @@ export class Ledger {
       amount: order.amount,
       state,
     });
-    const out = await this.storage.transaction(async (tx) => {
-      const bank = await tx.get(`SELECT cert, perms FROM banks WHERE kid = ?`, [cose.kid]);
+    const out = await this.store.transaction(async (tx) => {
+      const bank = await tx.bank(cose.kid);
       if (!bank) throw new LedgerError(403, LedgerErrorCode.BANK_UNKNOWN, 'signer is not a registered bank');
       let verified;
       try {
-        [verified] = verifyChain([b(bank.cert)], { root: this.trust.root, at: now, leafRole: Role.BANK, verifier: this.#verifier });
+        [verified] = verifyChain([bank.cert], { root: this.trust.root, at: now, leafRole: Role.BANK, verifier: this.#verifier });
         verifyCoseSign1(cose, verified!.publicKey, this.#verifier);
       } catch (e) {
         throw new LedgerError(403, LedgerErrorCode.BAD_SIGNATURE, isDtError(e) ? e.code : 'load order signature invalid');
       }
       if (((verified!.claims.perms ?? 0) & BankPermission.ISSUING) === 0)
         throw new LedgerError(403, LedgerErrorCode.NOT_PERMITTED, 'bank may not issue');
-      const prior = await tx.get(`SELECT card, amount, bank, state FROM loads WHERE id = ?`, [order.id]);
+      const prior = await tx.load(order.id);
       if (prior) {
-        if (!bytesEqual(b(prior.card), order.card) || n(prior.amount) !== order.amount || !bytesEqual(b(prior.bank), cose.kid)) {
+        if (!bytesEqual(prior.card, order.card) || prior.amount !== order.amount || !bytesEqual(prior.bank, cose.kid)) {
           throw new LedgerError(409, LedgerErrorCode.ID_CONFLICT, 'load id reused for another order');
         }
-        return answer(prior.state as LoadAnswer['state']);
+        return answer(prior.state);
       }
-      const card = await tx.get(`SELECT bank FROM cards WHERE kid = ?`, [order.card]);
+      const card = await tx.card(order.card);
       if (!card) throw new LedgerError(404, LedgerErrorCode.CARD_UNKNOWN, 'card not registered');
-      if (!bytesEqual(b(card.bank), cose.kid)) throw new LedgerError(403, LedgerErrorCode.NOT_PERMITTED, 'card issued by another bank');
-      if (await tx.get(`SELECT version FROM revocations WHERE card = ?`, [order.card]))
-        throw new LedgerError(403, LedgerErrorCode.CARD_REVOKED, 'card revoked');
+      if (!bytesEqual(card.bank, cose.kid)) throw new LedgerError(403, LedgerErrorCode.NOT_PERMITTED, 'card issued by another bank');
+      if (await tx.revocation(order.card)) throw new LedgerError(403, LedgerErrorCode.CARD_REVOKED, 'card revoked');
       // A load is paid from the bank's own balance: never below zero (a credit line is for covers, not loads).
-      if (
-        (await tx.run(`UPDATE banks SET balance = balance - ? WHERE kid = ? AND balance >= ?`, [order.amount, cose.kid, order.amount])) !==
-        1
-      ) {
+      if (!(await tx.debitBankFromOwnBalance(cose.kid, order.amount)))
         throw new LedgerError(409, LedgerErrorCode.INSUFFICIENT_ALLOCATION, 'bank allocation too small');
-      }
-      await tx.run(`INSERT INTO loads (id, card, bank, amount, state, sync, time) VALUES (?, ?, ?, ?, 'pending', NULL, ?)`, [
-        order.id,
-        order.card,
-        cose.kid,
-        order.amount,
-        now,
-      ]);
+      await tx.insertPendingLoad(order.id, order.card, cose.kid, order.amount, now);
       return answer('pending');
     });
     this.stats.loads++;
@@ -484,13 +463,12 @@ export class Ledger {
    */
   async crl(): Promise<Uint8Array> {
     const now = this.#now();
-    const top = await this.storage.transaction((tx) => tx.get(`SELECT version, issued FROM crls ORDER BY version DESC LIMIT 1`));
+    const version = await this.store.transaction((tx) => tx.crlVersion());
     const c = this.#crlCache;
-    if (c && top && c.version === n(top.version) && now - c.issued < CRL_REFRESH_SECONDS) return c.bytes;
-    const out = await this.storage.transaction(async (tx) => {
-      const latest = (await tx.get(`SELECT version, issued, bytes FROM crls ORDER BY version DESC LIMIT 1`))!;
-      if (now - n(latest.issued) < CRL_REFRESH_SECONDS)
-        return { version: n(latest.version), issued: n(latest.issued), bytes: b(latest.bytes) };
+    if (c && c.version === version && now - c.issued < CRL_REFRESH_SECONDS) return c.bytes;
+    const out = await this.store.transaction(async (tx) => {
+      const latest = await tx.latestCrl();
+      if (latest && now - latest.issued < CRL_REFRESH_SECONDS) return latest;
       return this.#signCrl(tx, now);
     });
     this.#crlCache = out;
@@ -498,24 +476,20 @@ export class Ledger {
   }
 
   /** Signs the next revocation list version over the current revocations (inside `tx`). */
-  async #signCrl(tx: SqlTx, now: number): Promise<{ version: number; issued: number; bytes: Uint8Array }> {
-    const version = n((await tx.get(`UPDATE meta SET v = v + 1 WHERE k = 'crl_version' RETURNING v`))!.v);
-    const all = (await tx.all(`SELECT card FROM revocations ORDER BY card`)).map((x) => b(x.card));
-    const bytes = signMessage(
-      'RevocationList',
-      { version, issued: now, revoked: all, nextUpdate: now + CRL_REFRESH_SECONDS },
-      this.#signer,
-    );
-    await tx.run(`INSERT INTO crls (version, issued, bytes) VALUES (?, ?, ?)`, [version, now, bytes]);
-    return { version, issued: now, bytes };
+  async #signCrl(tx: StoreTx, now: number): Promise<{ version: number; issued: number; bytes: Uint8Array }> {
+    const version = await tx.nextCrlVersion();
+    const revoked = await tx.revokedCards();
+    const bytes = signMessage('RevocationList', { version, issued: now, revoked, nextUpdate: now + CRL_REFRESH_SECONDS }, this.#signer);
+    const crl = { version, issued: now, bytes };
+    await tx.insertCrl(crl);
+    return crl;
   }
 
   /** Revokes a card (inside `tx`); returns the list version that first names it. */
-  async #revoke(tx: SqlTx, card: Uint8Array, now: number): Promise<number> {
-    const r = await tx.get(`SELECT version FROM revocations WHERE card = ?`, [card]);
-    if (r) return n(r.version);
-    const next = n((await tx.get(`SELECT v FROM meta WHERE k = 'crl_version'`))!.v) + 1;
-    await tx.run(`INSERT INTO revocations (card, version, time) VALUES (?, ?, ?)`, [card, next, now]);
+  async #revoke(tx: StoreTx, card: Uint8Array, now: number): Promise<number> {
+    const r = await tx.revocation(card);
+    if (r) return r.version;
+    await tx.insertRevocation({ card, version: (await tx.crlVersion()) + 1, time: now });
     const signed = await this.#signCrl(tx, now);
     return signed.version;
   }
@@ -526,9 +500,9 @@ export class Ledger {
     const k = toHex(card);
     const hit = this.#cardKeys.get(k);
     if (hit) return hit;
-    const row = await this.storage.transaction((tx) => tx.get(`SELECT cert FROM cards WHERE kid = ?`, [card]));
+    const row = await this.store.transaction((tx) => tx.card(card));
     if (!row) return undefined;
-    const key = { publicKey: subjectKey(openSigned('Certificate', b(row.cert)).message).publicKey };
+    const key = { publicKey: subjectKey(openSigned('Certificate', row.cert).message).publicKey };
     if (this.#cardKeys.size >= 100_000) this.#cardKeys.delete(this.#cardKeys.keys().next().value as string);
     this.#cardKeys.set(k, key);
     return key;
@@ -570,41 +544,30 @@ export class Ledger {
    * input claims, in the given order. A claim already held by another object is a fork: its proof
    * is stored and the card revoked. Returns the first fork found, if any.
    */
-  async #recordEvidence(tx: SqlTx, objects: readonly EvidenceObject[], now: number): Promise<Fork | undefined> {
+  async #recordEvidence(tx: StoreTx, objects: readonly EvidenceObject[], now: number): Promise<Fork | undefined> {
     let first: Fork | undefined;
     const anchors = new Map<string, number>();
     for (const o of objects) {
       const ck = toHex(o.card);
       let anchor = anchors.get(ck);
       if (anchor === undefined) {
-        const row = await tx.get(`SELECT anchor_counter FROM cards WHERE kid = ?`, [o.card]);
+        const row = await tx.card(o.card);
         if (!row) continue;
-        anchor = n(row.anchor_counter);
+        anchor = row.anchorCounter;
         anchors.set(ck, anchor);
       }
       // Beyond the window no honest chain can reach: not evidence of anything (bounded state).
       if (o.counter > anchor + EVIDENCE_WINDOW) continue;
       const forks: Fork[] = [];
-      const c = await tx.get(
-        `INSERT INTO counters (card, counter, hash) VALUES (?, ?, ?) ON CONFLICT (card, counter) DO NOTHING RETURNING hash`,
-        [o.card, o.counter, o.hash],
-      );
-      if (!c) {
-        const ex = b((await tx.get(`SELECT hash FROM counters WHERE card = ? AND counter = ?`, [o.card, o.counter]))!.hash);
-        if (!bytesEqual(ex, o.hash))
-          forks.push({ card: o.card, firstHash: ex, second: o.bytes, secondHash: o.hash, reason: 'COUNTER_REUSED' });
-      }
+      const counterHolder = await tx.claimCounter(o.card, o.counter, o.hash);
+      if (counterHolder && !bytesEqual(counterHolder, o.hash))
+        forks.push({ card: o.card, firstHash: counterHolder, second: o.bytes, secondHash: o.hash, reason: 'COUNTER_REUSED' });
       for (const id of o.claims) {
-        const s = await tx.get(
-          `INSERT INTO spent (card, id, by_hash) VALUES (?, ?, ?) ON CONFLICT (card, id) DO NOTHING RETURNING by_hash`,
-          [o.card, id, o.hash],
-        );
-        if (s) continue;
-        const ex = b((await tx.get(`SELECT by_hash FROM spent WHERE card = ? AND id = ?`, [o.card, id]))!.by_hash);
-        if (!bytesEqual(ex, o.hash))
-          forks.push({ card: o.card, firstHash: ex, second: o.bytes, secondHash: o.hash, reason: 'INPUT_SPENT' });
+        const inputHolder = await tx.claimInput(o.card, id, o.hash);
+        if (inputHolder && !bytesEqual(inputHolder, o.hash))
+          forks.push({ card: o.card, firstHash: inputHolder, second: o.bytes, secondHash: o.hash, reason: 'INPUT_SPENT' });
       }
-      await tx.run(`INSERT INTO objects (hash, bytes) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING`, [o.hash, o.bytes]);
+      await tx.insertObject(o.hash, o.bytes);
       for (const f of forks) await this.#proof(tx, f, now);
       first ??= forks[0];
     }
@@ -612,40 +575,33 @@ export class Ledger {
   }
 
   /** Stores the evidence of a fork (bounded per card) and revokes the card; returns the revocation version and the first object's bytes. */
-  async #proof(tx: SqlTx, f: Fork, now: number): Promise<{ version: number; first: Uint8Array }> {
-    const kept = n((await tx.get(`SELECT COUNT(*) AS c FROM proofs WHERE card = ?`, [f.card]))!.c);
-    if (kept < MAX_PROOFS_PER_CARD) {
-      await tx.run(`INSERT INTO objects (hash, bytes) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING`, [f.secondHash, f.second]);
-      await tx.run(`INSERT INTO proofs (first, second, card, time) VALUES (?, ?, ?, ?) ON CONFLICT (first, second) DO NOTHING`, [
-        f.firstHash,
-        f.secondHash,
-        f.card,
-        now,
-      ]);
+  async #proof(tx: StoreTx, f: Fork, now: number): Promise<{ version: number; first: Uint8Array }> {
+    if ((await tx.proofCount(f.card)) < MAX_PROOFS_PER_CARD) {
+      await tx.insertObject(f.secondHash, f.second);
+      await tx.insertProof({ first: f.firstHash, second: f.secondHash, card: f.card, time: now });
     }
-    const first = b((await tx.get(`SELECT bytes FROM objects WHERE hash = ?`, [f.firstHash]))!.bytes);
+    const first = await tx.object(f.firstHash);
+    // Every claim holder's bytes are stored with its claim (#recordEvidence): a missing one is a broken store.
+    if (!first) throw new Error('the first object of a fork is not stored');
     return { version: await this.#revoke(tx, f.card, now), first };
   }
 
   // ------------------------------------------------------------ value
   /** Records a validated chain transfer as value (inside `tx`): its payee output pending, its change the card's. Its claims are already held (step E). */
-  async #recordValue(tx: SqlTx, vt: ValidatedTransfer, ins: readonly SpentCoin[]): Promise<void> {
+  async #recordValue(tx: StoreTx, vt: ValidatedTransfer, ins: readonly SpentCoin[]): Promise<void> {
     const t = vt.transfer;
     const change = t.outputs[1];
-    await tx.run(
-      `INSERT INTO transfers (hash, card, counter, amount, payee, change_id, change_value, mark, time, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'recorded') ON CONFLICT (hash) DO NOTHING`,
-      [
-        vt.hash,
-        t.card,
-        t.counter,
-        t.amount,
-        t.payee,
-        change ? outputId(vt.hash, 1) : null,
-        change?.value ?? 0,
-        markBytes(ins[0]?.mark),
-        t.time,
-      ],
-    );
+    await tx.insertTransfer({
+      hash: vt.hash,
+      card: t.card,
+      counter: t.counter,
+      amount: t.amount,
+      payee: t.payee,
+      changeId: change ? outputId(vt.hash, 1) : null,
+      changeValue: change?.value ?? 0,
+      mark: markBytes(ins[0]?.mark),
+      time: t.time,
+    });
   }
 
   // ------------------------------------------------------------ settlement
@@ -711,9 +667,9 @@ export class Ledger {
 
   /** Stored outcomes of a batch and, for the handovers still without one, their evidence and validation. */
   async #prepare(ob: OpenBatch): Promise<Prepared> {
-    const stored = await this.storage.transaction((tx) => tx.all(`SELECT idx, bytes FROM outcomes WHERE batch = ?`, [ob.hash]));
+    const stored = await this.store.transaction((tx) => tx.outcomesOf(ob.hash));
     const out: (Uint8Array | undefined)[] = new Array(ob.handovers.length);
-    for (const r of stored) out[n(r.idx)] = b(r.bytes);
+    for (const r of stored) out[r.idx] = r.bytes;
     const todo = [...out.keys()].filter((i) => out[i] === undefined);
     const notAfter = Math.min(ob.time, this.#now()) + this.#skew;
     const results =
@@ -732,20 +688,14 @@ export class Ledger {
     const now = this.#now();
     const counted: (keyof Ledger['stats'])[] = [];
     const out = [...p.out];
-    await this.storage.transaction(async (tx) => {
+    await this.store.transaction(async (tx) => {
       for (let k = 0; k < p.todo.length; k++) {
         const idx = p.todo[k]!;
         const r = await this.#apply(tx, ob, idx, p.results[k]!, p.evidence[k]!, now);
         out[idx] = r.bytes;
         if (r.stat) counted.push(r.stat);
       }
-      await tx.run(`INSERT INTO batches (hash, terminal, seq, count, time) VALUES (?, ?, ?, ?, ?) ON CONFLICT (hash) DO NOTHING`, [
-        ob.hash,
-        ob.terminal,
-        ob.seq,
-        ob.handovers.length,
-        ob.time,
-      ]);
+      await tx.insertBatch(ob.hash, ob.terminal, ob.seq, ob.handovers.length, ob.time);
     });
     for (const c of counted) this.stats[c]++;
     this.stats.batches++;
@@ -756,53 +706,46 @@ export class Ledger {
     return signMessage('Outcome', o, this.#signer);
   }
 
-  async #storeOutcome(tx: SqlTx, ob: OpenBatch, idx: number, bytes: Uint8Array): Promise<void> {
-    await tx.run(`INSERT INTO outcomes (batch, idx, bytes) VALUES (?, ?, ?)`, [ob.hash, idx, bytes]);
-  }
-
-  async #verdictOutcome(tx: SqlTx, hash: Uint8Array): Promise<Outcome | undefined> {
-    const v = await tx.get(`SELECT * FROM verdicts WHERE transfer = ?`, [hash]);
+  /** The first verdict on a transfer, as the outcome a replay of it gets (a settled one is ALREADY_SETTLED). */
+  async #verdictOutcome(tx: StoreTx, hash: Uint8Array): Promise<Outcome | undefined> {
+    const v = await tx.verdict(hash);
     if (!v) return undefined;
-    const status = n(v.status) === OutcomeStatus.SETTLED ? OutcomeStatus.ALREADY_SETTLED : (n(v.status) as Outcome['status']);
     return {
       transfer: hash,
-      status,
-      covered: n(v.covered) === 1,
-      time: n(v.time),
-      card: b(v.card),
-      terminal: b(v.terminal),
-      amount: n(v.amount),
-      ...(v.code ? { code: String(v.code) } : {}),
-      ...(v.proof1 && v.proof2 ? { proof: [b(v.proof1), b(v.proof2)] } : {}),
+      status: v.status === OutcomeStatus.SETTLED ? OutcomeStatus.ALREADY_SETTLED : outcomeStatus(v.status),
+      covered: v.covered,
+      time: v.time,
+      card: v.card,
+      terminal: v.terminal,
+      amount: v.amount,
+      ...(v.code ? { code: v.code } : {}),
+      ...(v.proof1 && v.proof2 ? { proof: [v.proof1, v.proof2] } : {}),
     };
   }
 
-  async #saveVerdict(tx: SqlTx, o: Outcome): Promise<void> {
-    await tx.run(
-      `INSERT INTO verdicts (transfer, status, covered, code, time, card, terminal, amount, proof1, proof2) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      [
-        o.transfer,
-        o.status,
-        o.covered ? 1 : 0,
-        o.code ?? null,
-        o.time,
-        o.card,
-        o.terminal,
-        o.amount,
-        o.proof?.[0] ?? null,
-        o.proof?.[1] ?? null,
-      ],
-    );
+  async #saveVerdict(tx: StoreTx, o: Outcome): Promise<void> {
+    await tx.insertVerdict({
+      transfer: o.transfer,
+      status: o.status,
+      covered: o.covered,
+      code: o.code ?? null,
+      time: o.time,
+      card: o.card,
+      terminal: o.terminal,
+      amount: o.amount,
+      proof1: o.proof?.[0] ?? null,
+      proof2: o.proof?.[1] ?? null,
+    });
   }
 
   /** Applies one handover of a batch: evidence, then the first matching case of SPEC §7.7's table. */
-  async #apply(tx: SqlTx, ob: OpenBatch, idx: number, v: HandoverResult, evidence: HandoverEvidence, now: number): Promise<Applied> {
-    const dup = await tx.get(`SELECT bytes FROM outcomes WHERE batch = ? AND idx = ?`, [ob.hash, idx]);
-    if (dup) return { bytes: b(dup.bytes) };
+  async #apply(tx: StoreTx, ob: OpenBatch, idx: number, v: HandoverResult, evidence: HandoverEvidence, now: number): Promise<Applied> {
+    const dup = await tx.outcome(ob.hash, idx);
+    if (dup) return { bytes: dup.bytes };
     const store = async (o: Outcome, stat: keyof Ledger['stats'], save: boolean): Promise<Applied> => {
       if (save) await this.#saveVerdict(tx, o);
       const bytes = this.#outcome(o);
-      await this.#storeOutcome(tx, ob, idx, bytes);
+      await tx.insertOutcome({ batch: ob.hash, idx, bytes });
       return { bytes, stat };
     };
     // Step E: evidence before judgement, whatever else is wrong with the handover.
@@ -842,8 +785,8 @@ export class Ledger {
     // What only the ledger knows (step 3): every token is one it issued to this card.
     for (let i = 0; i < v.tokens.length; i++) {
       const tk = v.tokens[i]!.token;
-      const row = await tx.get(`SELECT card, value FROM tokens WHERE serial = ?`, [tk.serial]);
-      if (!row || !bytesEqual(b(row.card), v.cardKid) || n(row.value) !== tk.value) {
+      const row = await tx.token(tk.serial);
+      if (!row || !bytesEqual(row.card, v.cardKid) || row.value !== tk.value) {
         return store(
           {
             transfer: v.transferHash,
@@ -861,9 +804,9 @@ export class Ledger {
       }
     }
     for (let i = 0; i < v.chain.length; i++) await this.#recordValue(tx, v.chain[i]!, v.chainInputs[i]!);
-    const row = await tx.get(`SELECT state FROM transfers WHERE hash = ?`, [v.transferHash]);
+    const recorded = await tx.transfer(v.transferHash);
     const t = v.transfer;
-    if (row!.state === 'voided') {
+    if (recorded?.state === 'voided') {
       return store(
         {
           transfer: v.transferHash,
@@ -879,11 +822,8 @@ export class Ledger {
         true,
       );
     }
-    await tx.run(`UPDATE transfers SET state = 'settled' WHERE hash = ?`, [v.transferHash]);
-    await tx.run(
-      `INSERT INTO merchants (kid, balance) VALUES (?, ?) ON CONFLICT (kid) DO UPDATE SET balance = merchants.balance + excluded.balance`,
-      [ob.terminal, t.amount],
-    );
+    await tx.setTransferState(v.transferHash, 'settled');
+    await tx.creditMerchant(ob.terminal, t.amount);
     return store(
       {
         transfer: v.transferHash,
@@ -900,27 +840,25 @@ export class Ledger {
   }
 
   /** The DOUBLE_SPEND outcome of a handover whose objects fork the card's chain, with cover decided by SPEC §7.7's rule. */
-  async #doubleSpend(tx: SqlTx, ob: OpenBatch, v: HandoverResult, f: Fork, paying: Uint8Array | undefined, now: number): Promise<Outcome> {
+  async #doubleSpend(
+    tx: StoreTx,
+    ob: OpenBatch,
+    v: HandoverResult,
+    f: Fork,
+    paying: Uint8Array | undefined,
+    now: number,
+  ): Promise<Outcome> {
     const { version, first } = await this.#proof(tx, f, now);
     let covered = false;
     const amount = v.ok ? v.transfer.amount : (v.amount ?? 0);
     if (v.ok && (await this.#coverable(tx, ob, v, first, version))) {
       const bank = v.cardChain[1]!;
-      await tx.run(`UPDATE banks SET balance = balance - ? WHERE kid = ?`, [amount, bank.kid]);
-      await tx.run(
-        `INSERT INTO merchants (kid, balance) VALUES (?, ?) ON CONFLICT (kid) DO UPDATE SET balance = merchants.balance + excluded.balance`,
-        [ob.terminal, amount],
+      await tx.debitBank(bank.kid, amount);
+      await tx.creditMerchant(ob.terminal, amount);
+      await tx.insertCover(
+        { transfer: v.transferHash, bank: bank.kid, terminal: ob.terminal, card: v.cardKid, counter: v.transfer.counter, amount },
+        v.inputs.map((c) => c.id),
       );
-      await tx.run(`INSERT INTO covers (transfer, bank, terminal, card, counter, amount) VALUES (?, ?, ?, ?, ?, ?)`, [
-        v.transferHash,
-        bank.kid,
-        ob.terminal,
-        v.cardKid,
-        v.transfer.counter,
-        amount,
-      ]);
-      for (const c of v.inputs)
-        await tx.run(`INSERT INTO cover_coins (card, id, transfer) VALUES (?, ?, ?)`, [v.cardKid, c.id, v.transferHash]);
       covered = true;
     }
     // The proof: both card-signed objects (a SyncRequest too large for the Outcome stays in the ledger's proof table).
@@ -939,28 +877,26 @@ export class Ledger {
   }
 
   /** SPEC §7.7 cover rules 2-6 for a valid handover whose chain forks (rule 1 is `v.ok`). */
-  async #coverable(tx: SqlTx, ob: OpenBatch, v: HandoverValid, firstBytes: Uint8Array, revokedAt: number): Promise<boolean> {
+  async #coverable(tx: StoreTx, ob: OpenBatch, v: HandoverValid, firstBytes: Uint8Array, revokedAt: number): Promise<boolean> {
     const t = v.transfer;
     // 2: the declared list is one the ledger published, before the batch, fresh under the terminal's
     // certified policy at the transfer time, and older than the card's revocation.
-    const crl = await tx.get(`SELECT issued FROM crls WHERE version = ?`, [ob.crlVersion]);
+    const crl = await tx.crl(ob.crlVersion);
     if (!crl) return false;
-    const issued = n(crl.issued);
+    const issued = crl.issued;
     if (issued > ob.time + this.#skew || issued < t.time - ob.crlMaxAge || ob.crlVersion >= revokedAt) return false;
     // 3: a terminal following the rules holds its own first approval and declines the second.
     const first = openTransferPayee(firstBytes);
     if (first && bytesEqual(first, ob.terminal)) return false;
     // 4: once per (terminal, card, counter) and per coin.
-    if (await tx.get(`SELECT transfer FROM covers WHERE terminal = ? AND card = ? AND counter = ?`, [ob.terminal, v.cardKid, t.counter]))
-      return false;
-    for (const c of v.inputs)
-      if (await tx.get(`SELECT transfer FROM cover_coins WHERE card = ? AND id = ?`, [v.cardKid, c.id])) return false;
+    if (await tx.hasCover(ob.terminal, v.cardKid, t.counter)) return false;
+    for (const c of v.inputs) if (await tx.hasCoverCoin(v.cardKid, c.id)) return false;
     // 5: the bound: what the bank allowed the card offline between two syncs.
-    const sofar = n((await tx.get(`SELECT COALESCE(SUM(amount), 0) AS s FROM covers WHERE card = ?`, [v.cardKid]))!.s);
+    const sofar = await tx.coveredTotal(v.cardKid);
     if (sofar + t.amount > v.cardChain[0]!.claims.limits!.offlineTotal) return false;
     // 6: the issuing bank's floor.
-    const bank = await tx.get(`SELECT balance, credit_line FROM banks WHERE kid = ?`, [v.issuingBankKid]);
-    if (!bank || n(bank.balance) - t.amount < -n(bank.credit_line)) return false;
+    const bank = await tx.bank(v.issuingBankKid);
+    if (!bank || bank.balance - t.amount < -bank.creditLine) return false;
     return true;
   }
 
@@ -1001,19 +937,17 @@ export class Ledger {
     }
     const req = opened.message;
     const hash = payloadHash(opened.cose);
-    const card = await this.storage.transaction((tx) =>
-      tx.get(`SELECT bank, cert, anchor, anchor_counter, anchor_sync FROM cards WHERE kid = ?`, [req.card]),
-    );
+    const card = await this.store.transaction((tx) => tx.card(req.card));
     if (!card) throw new LedgerError(404, LedgerErrorCode.CARD_UNKNOWN, 'card not registered');
-    const cert = openSigned('Certificate', b(card.cert)).message;
+    const cert = openSigned('Certificate', card.cert).message;
     const cardKey = subjectKey(cert).publicKey;
     try {
       verifyCoseSign1(opened.cose, cardKey, this.#verifier);
     } catch {
       throw new LedgerError(400, LedgerErrorCode.BAD_SIGNATURE, 'sync request not signed by the card');
     }
-    const prior = await this.storage.transaction((tx) => tx.get(`SELECT receipt FROM syncs WHERE request = ?`, [hash]));
-    if (prior) return b(prior.receipt);
+    const prior = await this.store.transaction((tx) => tx.syncOf(hash));
+    if (prior) return prior.receipt;
     const now = this.#now();
 
     // Step E: the request and every history transfer the card key signed are evidence, recorded
@@ -1036,19 +970,18 @@ export class Ledger {
       }
     }
     evidence.push({ bytes: requestBytes, hash, card: req.card, counter: req.counter, claims: req.holdings });
-    const fork = await this.storage.transaction((tx) => this.#recordEvidence(tx, evidence, now));
+    const fork = await this.store.transaction((tx) => this.#recordEvidence(tx, evidence, now));
     if (fork)
       throw new LedgerError(409, LedgerErrorCode.DOUBLE_SPEND, `the card forked its chain (${fork.reason}); it is revoked`, {
         detail: fork.reason,
       });
 
     // Step J: the request continues the chain from the card's anchor and conserves value.
-    const tokenRows = card.anchor_sync
-      ? await this.storage.transaction((tx) => tx.all(`SELECT serial, value, bytes FROM tokens WHERE sync = ?`, [b(card.anchor_sync)]))
-      : [];
+    const anchorSync = card.anchorSync;
+    const tokenRows = anchorSync ? await this.store.transaction((tx) => tx.tokensOfSync(anchorSync)) : [];
     const coins = new Map<string, SpentCoin>();
     for (const r of tokenRows) {
-      const t = openSigned('Token', b(r.bytes)).message;
+      const t = openSigned('Token', r.bytes).message;
       coins.set(toHex(t.serial), { id: t.serial, value: t.value, ...(t.mark ? { mark: t.mark } : {}) });
     }
     const checked = checkTransferChain({
@@ -1058,14 +991,14 @@ export class Ledger {
       coins,
       verifier: this.#memo,
       openTransfer: this.#openTransfer,
-      anchor: { prev: b(card.anchor), counter: n(card.anchor_counter) },
+      anchor: { prev: card.anchor, counter: card.anchorCounter },
     });
     const invalid = (message: string, detail: string, index?: number) =>
       new LedgerError(400, LedgerErrorCode.SYNC_INVALID, message, { detail, ...(index !== undefined ? { index } : {}) });
     if (!checked.ok) throw invalid(`history: ${checked.code}`, checked.code, checked.index);
     const last = checked.chain[checked.chain.length - 1];
-    const expectCounter = (last ? last.transfer.counter : n(card.anchor_counter)) + 1;
-    const expectPrev = last ? last.hash : b(card.anchor);
+    const expectCounter = (last ? last.transfer.counter : card.anchorCounter) + 1;
+    const expectPrev = last ? last.hash : card.anchor;
     if (req.counter !== expectCounter || !bytesEqual(req.prev, expectPrev))
       throw invalid('counter or prev does not continue the chain', 'HISTORY_BROKEN');
     const holdings: SpentCoin[] = [];
@@ -1080,42 +1013,34 @@ export class Ledger {
     if (holdings.reduce((s, c) => s + c.value, 0) !== req.balance)
       throw invalid('balance is not the sum of the holdings', 'VALUE_NOT_CONSERVED');
 
-    const receipt = await this.storage.transaction(async (tx) => {
-      const again = await tx.get(`SELECT receipt FROM syncs WHERE request = ?`, [hash]);
-      if (again) return b(again.receipt);
-      const revoked = !!(await tx.get(`SELECT version FROM revocations WHERE card = ?`, [req.card]));
+    const receipt = await this.store.transaction(async (tx) => {
+      const again = await tx.syncOf(hash);
+      if (again) return again.receipt;
+      const revoked = (await tx.revocation(req.card)) !== undefined;
       // The chain was checked against the anchor read before this transaction: it must still be the card's anchor.
-      const cur = await tx.get(`SELECT anchor FROM cards WHERE kid = ?`, [req.card]);
-      if (!cur || !bytesEqual(b(cur.anchor), b(card.anchor)))
+      const cur = await tx.card(req.card);
+      if (!cur || !bytesEqual(cur.anchor, card.anchor))
         throw new LedgerError(409, LedgerErrorCode.SYNC_INVALID, 'the card synced concurrently; retry', { detail: 'CONCURRENT_SYNC' });
       for (let i = 0; i < checked.chain.length; i++) await this.#recordValue(tx, checked.chain[i]!, checked.chainInputs[i]!);
       // Orphans: transfers of this card no terminal submitted within the window, and transfers dated in
       // the future (they cannot settle now; a future date must not freeze the cardholder's value).
-      const orphans = await tx.all(
-        `SELECT hash, amount, mark FROM transfers WHERE card = ? AND state = 'recorded' AND (time <= ? OR time > ?) ORDER BY counter LIMIT ?`,
-        [req.card, now - this.#voidWindow, now + this.#skew, LIMITS.maxHistory],
-      );
-      for (const o of orphans) await tx.run(`UPDATE transfers SET state = 'voided' WHERE hash = ?`, [b(o.hash)]);
+      const orphans = await tx.recordedOutside(req.card, now - this.#voidWindow, now + this.#skew, LIMITS.maxHistory);
+      for (const o of orphans) await tx.setTransferState(o.hash, 'voided');
       this.stats.voided += orphans.length;
       const finish = async (receiptBytes: Uint8Array): Promise<Uint8Array> => {
-        await tx.run(`UPDATE cards SET anchor = ?, anchor_counter = ?, anchor_sync = ? WHERE kid = ?`, [
-          payloadHash(openSigned('SyncReceipt', receiptBytes).cose),
-          req.counter,
-          hash,
-          req.card,
-        ]);
-        await tx.run(`INSERT INTO syncs (request, card, receipt) VALUES (?, ?, ?)`, [hash, req.card, receiptBytes]);
+        await tx.setAnchor(req.card, payloadHash(openSigned('SyncReceipt', receiptBytes).cose), req.counter, hash);
+        await tx.insertSync({ request: hash, card: req.card, receipt: receiptBytes });
         return receiptBytes;
       };
       if (revoked || defund) {
         // No fresh tokens for a compromised key (or a defund, which empties the card): pending loads return to the banks that
         // ordered them, and everything the card held (holdings and voided orphans) is
         // credited to its issuing bank, which pays the owner out of band.
-        const loads = await tx.all(`SELECT bank, amount FROM loads WHERE card = ? AND state = 'pending' ORDER BY id`, [req.card]);
-        for (const l of loads) await tx.run(`UPDATE banks SET balance = balance + ? WHERE kid = ?`, [n(l.amount), b(l.bank)]);
-        await tx.run(`UPDATE loads SET state = 'cancelled', sync = ? WHERE card = ? AND state = 'pending'`, [hash, req.card]);
-        const redeemed = addAmounts(sumAmounts(holdings.map((c) => c.value)), sumAmounts(orphans.map((o) => n(o.amount))));
-        if (redeemed > 0 && (await tx.run(`UPDATE banks SET balance = balance + ? WHERE kid = ?`, [redeemed, b(card.bank)])) !== 1) {
+        const loads = await tx.pendingLoads(req.card);
+        for (const l of loads) await tx.creditBank(l.bank, l.amount);
+        await tx.closePendingLoads(req.card, 'cancelled', hash);
+        const redeemed = addAmounts(sumAmounts(holdings.map((c) => c.value)), sumAmounts(orphans.map((o) => o.amount)));
+        if (redeemed > 0 && !(await tx.creditBank(card.bank, redeemed))) {
           throw new LedgerError(500, LedgerErrorCode.BANK_UNKNOWN, 'issuing bank of the card not registered');
         }
         return finish(
@@ -1128,16 +1053,16 @@ export class Ledger {
               tokens: [],
               time: now,
               loaded: 0,
-              voided: orphans.map((o) => b(o.hash)),
+              voided: orphans.map((o) => o.hash),
               ...(redeemed > 0 ? { redeemed } : {}),
             },
             this.#signer,
           ),
         );
       }
-      const loads = await tx.all(`SELECT id, amount FROM loads WHERE card = ? AND state = 'pending' ORDER BY id`, [req.card]);
-      await tx.run(`UPDATE loads SET state = 'delivered', sync = ? WHERE card = ? AND state = 'pending'`, [hash, req.card]);
-      const loaded = loads.reduce((s, l) => s + n(l.amount), 0);
+      const loads = await tx.pendingLoads(req.card);
+      await tx.closePendingLoads(req.card, 'delivered', hash);
+      const loaded = loads.reduce((s, l) => s + l.amount, 0);
       // Fresh tokens: one per mark class (marks survive a sync), loads unmarked.
       const classes = new Map<string, { mark?: Mark; value: number }>();
       const add = (mark: Mark | undefined, value: number) => {
@@ -1147,7 +1072,7 @@ export class Ledger {
         classes.set(k, e);
       };
       for (const c of holdings) add(c.mark, c.value);
-      for (const o of orphans) add(markFrom(o.mark as Uint8Array | null), n(o.amount));
+      for (const o of orphans) add(markFrom(o.mark), o.amount);
       if (loaded > 0) add(undefined, loaded);
       const tokens: Uint8Array[] = [];
       let i = 0;
@@ -1166,19 +1091,13 @@ export class Ledger {
           },
           this.#signer,
         );
-        await tx.run(`INSERT INTO tokens (serial, card, value, sync, bytes) VALUES (?, ?, ?, ?, ?)`, [
-          serial,
-          req.card,
-          cls.value,
-          hash,
-          tb,
-        ]);
+        await tx.insertToken({ serial, card: req.card, value: cls.value, sync: hash, bytes: tb });
         tokens.push(tb);
       }
       return finish(
         signMessage(
           'SyncReceipt',
-          { card: req.card, counter: req.counter, request: hash, tokens, time: now, loaded, voided: orphans.map((o) => b(o.hash)) },
+          { card: req.card, counter: req.counter, request: hash, tokens, time: now, loaded, voided: orphans.map((o) => o.hash) },
           this.#signer,
         ),
       );
@@ -1188,8 +1107,8 @@ export class Ledger {
   }
 
   // ------------------------------------------------------------ lost or stolen cards (SPEC §7.9)
-  /** Opens and verifies a card block or restore request of the card's issuing bank; answers the request and the card's bank. */
-  async #bankRequest(kind: CardBankRequestKind, bytes: Uint8Array): Promise<{ card: Uint8Array; bank: Uint8Array; hash: Uint8Array }> {
+  /** Opens and verifies a card block or restore request of the card's issuing bank; answers the card and its bank. */
+  async #bankRequest(kind: CardBankRequestKind, bytes: Uint8Array): Promise<{ card: Uint8Array; bank: Uint8Array }> {
     let opened;
     try {
       opened = openCardBankRequest(kind, bytes);
@@ -1197,13 +1116,10 @@ export class Ledger {
       throw new LedgerError(400, LedgerErrorCode.MALFORMED, isDtError(e) ? e.code : `card ${kind} request malformed`);
     }
     const { cose, request } = opened;
-    const [bank, card] = await this.storage.transaction(async (tx) => [
-      await tx.get(`SELECT cert FROM banks WHERE kid = ?`, [cose.kid]),
-      await tx.get(`SELECT bank FROM cards WHERE kid = ?`, [request.card]),
-    ]);
+    const [bank, card] = await this.store.transaction(async (tx) => [await tx.bank(cose.kid), await tx.card(request.card)] as const);
     if (!bank) throw new LedgerError(403, LedgerErrorCode.BANK_UNKNOWN, 'signer is not a registered bank');
     try {
-      const [verified] = verifyChain([b(bank.cert)], {
+      const [verified] = verifyChain([bank.cert], {
         root: this.trust.root,
         at: this.#now(),
         leafRole: Role.BANK,
@@ -1214,8 +1130,8 @@ export class Ledger {
       throw new LedgerError(403, LedgerErrorCode.BAD_SIGNATURE, isDtError(e) ? e.code : `card ${kind} request signature invalid`);
     }
     if (!card) throw new LedgerError(404, LedgerErrorCode.CARD_UNKNOWN, 'card not registered');
-    if (!bytesEqual(b(card.bank), cose.kid)) throw new LedgerError(403, LedgerErrorCode.NOT_PERMITTED, 'card issued by another bank');
-    return { card: request.card, bank: cose.kid, hash: payloadHash(cose) };
+    if (!bytesEqual(card.bank, cose.kid)) throw new LedgerError(403, LedgerErrorCode.NOT_PERMITTED, 'card issued by another bank');
+    return { card: request.card, bank: cose.kid };
   }
 
   /**
@@ -1226,11 +1142,11 @@ export class Ledger {
   async blockCard(bytes: Uint8Array): Promise<CardBlockAnswer> {
     const { card, bank } = await this.#bankRequest('block', bytes);
     const now = this.#now();
-    const row = await this.storage.transaction(async (tx) => {
-      const prior = await tx.get(`SELECT time FROM card_blocks WHERE card = ?`, [card]);
-      if (!prior) await tx.run(`INSERT INTO card_blocks (card, bank, time, restored) VALUES (?, ?, ?, NULL)`, [card, bank, now]);
+    const row = await this.store.transaction(async (tx) => {
+      const prior = await tx.cardBlock(card);
+      if (!prior) await tx.insertCardBlock(card, bank, now);
       const version = await this.#revoke(tx, card, now);
-      return { time: prior ? n(prior.time) : now, version };
+      return { time: prior ? prior.time : now, version };
     });
     return { card: toHex(card), crlVersion: row.version, blockedAt: row.time, restoreAfter: row.time + this.#voidWindow };
   }
@@ -1247,55 +1163,39 @@ export class Ledger {
   async restoreCard(bytes: Uint8Array): Promise<CardRestoreAnswer> {
     const { card, bank } = await this.#bankRequest('restore', bytes);
     const now = this.#now();
-    const out = await this.storage.transaction(async (tx) => {
-      const block = await tx.get(`SELECT time, restored FROM card_blocks WHERE card = ?`, [card]);
+    const out = await this.store.transaction(async (tx) => {
+      const block = await tx.cardBlock(card);
       if (!block) throw new LedgerError(409, LedgerErrorCode.NOT_BLOCKED, 'the card is not blocked by its bank');
-      const blockedAt = n(block.time);
       if (block.restored) {
-        const record = b((await tx.get(`SELECT receipt FROM syncs WHERE request = ?`, [b(block.restored)]))!.receipt);
-        return { record, blockedAt };
+        const prior = await tx.syncOf(block.restored);
+        if (!prior) throw new Error('card_blocks: the restitution record is not there');
+        return { record: prior.receipt, blockedAt: block.time };
       }
-      if (now < blockedAt + this.#voidWindow)
-        throw new LedgerError(409, LedgerErrorCode.TOO_EARLY, `the void window ends at ${blockedAt + this.#voidWindow}`, {
-          detail: String(blockedAt + this.#voidWindow),
+      if (now < block.time + this.#voidWindow)
+        throw new LedgerError(409, LedgerErrorCode.TOO_EARLY, `the void window ends at ${block.time + this.#voidWindow}`, {
+          detail: String(block.time + this.#voidWindow),
         });
-      const valueSpent = (col: string) =>
-        `EXISTS (SELECT 1 FROM spent s WHERE s.card = ? AND s.id = ${col} AND (EXISTS (SELECT 1 FROM transfers x WHERE x.hash = s.by_hash) OR EXISTS (SELECT 1 FROM syncs y WHERE y.request = s.by_hash)))`;
-      const tokens = await tx.all(`SELECT serial AS id, value FROM tokens t WHERE card = ? AND NOT ${valueSpent('t.serial')}`, [
-        card,
-        card,
-      ]);
-      const change = await tx.all(
-        `SELECT change_id AS id, change_value AS value FROM transfers t WHERE card = ? AND change_id IS NOT NULL AND NOT ${valueSpent('t.change_id')}`,
-        [card, card],
-      );
-      const recorded = await tx.all(`SELECT hash, amount FROM transfers WHERE card = ? AND state = 'recorded'`, [card]);
-      const amount = sumAmounts([...tokens, ...change, ...recorded].map((r) => n(r.value ?? r.amount)));
-      const loads = await tx.all(`SELECT bank, amount FROM loads WHERE card = ? AND state = 'pending'`, [card]);
-      const cancelled = sumAmounts(loads.map((l) => n(l.amount)));
-      const record = signRestitution({ card, bank, amount, time: now, blocked: blockedAt, cancelled }, this.#signer);
-      const hash = payloadHash(openRestitutionCose(record));
-      for (const l of loads) await tx.run(`UPDATE banks SET balance = balance + ? WHERE kid = ?`, [n(l.amount), b(l.bank)]);
-      await tx.run(`UPDATE loads SET state = 'cancelled', sync = ? WHERE card = ? AND state = 'pending'`, [hash, card]);
-      for (const r of recorded) await tx.run(`UPDATE transfers SET state = 'voided' WHERE hash = ?`, [b(r.hash)]);
+      const coins = await tx.unspentCoinsOf(card);
+      const recorded = await tx.recordedTransfersOf(card);
+      const amount = sumAmounts([...coins.map((c) => c.value), ...recorded.map((r) => r.amount)]);
+      const loads = await tx.pendingLoads(card);
+      const cancelled = sumAmounts(loads.map((l) => l.amount));
+      const record = signRestitution({ card, bank, amount, time: now, blocked: block.time, cancelled }, this.#signer);
+      const hash = payloadHash(openRestitution(record).cose);
+      for (const l of loads) await tx.creditBank(l.bank, l.amount);
+      await tx.closePendingLoads(card, 'cancelled', hash);
+      for (const r of recorded) await tx.setTransferState(r.hash, 'voided');
       // The coins are the restitution's: it holds their claims (a claim an unsettled evidence object held moves to it).
-      for (const c of [...tokens, ...change]) {
-        const taken = await tx.run(`INSERT INTO spent (card, id, by_hash) VALUES (?, ?, ?) ON CONFLICT (card, id) DO NOTHING`, [
-          card,
-          b(c.id),
-          hash,
-        ]);
-        if (taken === 0) await tx.run(`UPDATE spent SET by_hash = ? WHERE card = ? AND id = ?`, [hash, card, b(c.id)]);
-      }
-      await tx.run(`INSERT INTO objects (hash, bytes) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING`, [hash, record]);
-      await tx.run(`INSERT INTO syncs (request, card, receipt) VALUES (?, ?, ?)`, [hash, card, record]);
-      if (amount > 0 && (await tx.run(`UPDATE banks SET balance = balance + ? WHERE kid = ?`, [amount, bank])) !== 1)
+      for (const c of coins) await tx.takeClaim(card, c.id, hash);
+      await tx.insertObject(hash, record);
+      await tx.insertSync({ request: hash, card, receipt: record });
+      if (amount > 0 && !(await tx.creditBank(bank, amount)))
         throw new LedgerError(500, LedgerErrorCode.BANK_UNKNOWN, 'issuing bank of the card not registered');
-      await tx.run(`UPDATE card_blocks SET restored = ? WHERE card = ?`, [hash, card]);
+      await tx.setCardRestored(card, hash);
       this.stats.voided += recorded.length;
-      return { record, blockedAt };
+      return { record, blockedAt: block.time };
     });
-    const r = openRestitutionRecord(out.record);
+    const r = openRestitution(out.record).record;
     return {
       card: toHex(r.card),
       bank: toHex(r.bank),
@@ -1309,24 +1209,24 @@ export class Ledger {
 
   /** A bank's balance and credit line (SPEC §7.6.2). */
   async bankInfo(bank: Uint8Array): Promise<{ bank: string; balance: number; creditLine: number } | undefined> {
-    const r = await this.storage.transaction((tx) => tx.get(`SELECT balance, credit_line FROM banks WHERE kid = ?`, [bank]));
-    return r ? { bank: toHex(bank), balance: n(r.balance), creditLine: n(r.credit_line) } : undefined;
+    const r = await this.store.transaction((tx) => tx.bank(bank));
+    return r ? { bank: toHex(bank), balance: r.balance, creditLine: r.creditLine } : undefined;
   }
 
   /** A card as the ledger knows it: its issuing bank, revocation, block and restitution (SPEC §7.9). */
   async cardInfo(card: Uint8Array): Promise<CardInfo | undefined> {
-    return this.storage.transaction(async (tx) => {
-      const c = await tx.get(`SELECT bank FROM cards WHERE kid = ?`, [card]);
+    return this.store.transaction(async (tx) => {
+      const c = await tx.card(card);
       if (!c) return undefined;
-      const rev = await tx.get(`SELECT version FROM revocations WHERE card = ?`, [card]);
-      const blk = await tx.get(`SELECT time, restored FROM card_blocks WHERE card = ?`, [card]);
-      const pending = n((await tx.get(`SELECT COALESCE(SUM(amount), 0) AS s FROM loads WHERE card = ? AND state = 'pending'`, [card]))!.s);
+      const rev = await tx.revocation(card);
+      const blk = await tx.cardBlock(card);
+      const pending = sumAmounts((await tx.pendingLoads(card)).map((l) => l.amount));
       return {
         card: toHex(card),
-        bank: toHex(b(c.bank)),
-        revokedIn: rev ? n(rev.version) : null,
-        blockedAt: blk ? n(blk.time) : null,
-        restoreAfter: blk ? n(blk.time) + this.#voidWindow : null,
+        bank: toHex(c.bank),
+        revokedIn: rev ? rev.version : null,
+        blockedAt: blk ? blk.time : null,
+        restoreAfter: blk ? blk.time + this.#voidWindow : null,
         restored: !!blk?.restored,
         pendingLoads: pending,
       };
@@ -1339,55 +1239,31 @@ export class Ledger {
    * above its floor, every card's cover within its bound, and the lists of proofs and revocations.
    */
   async audit(): Promise<AuditReport> {
-    return this.storage.transaction(async (tx) => {
-      const sum = async (sql: string, p: unknown[] = []) => n((await tx.get(sql, p as never))?.s ?? 0);
-      // A coin's value is spent when its claim holder moved value: a value record or a completed sync.
-      const valueSpent = (col: string, card: string) =>
-        `EXISTS (SELECT 1 FROM spent s WHERE s.card = ${card} AND s.id = ${col} AND (EXISTS (SELECT 1 FROM transfers x WHERE x.hash = s.by_hash) OR EXISTS (SELECT 1 FROM syncs y WHERE y.request = s.by_hash)))`;
-      const issued = await sum(`SELECT v AS s FROM meta WHERE k = 'issued'`);
-      const bankBalances = await sum(`SELECT COALESCE(SUM(balance), 0) AS s FROM banks`);
-      const pendingLoads = await sum(`SELECT COALESCE(SUM(amount), 0) AS s FROM loads WHERE state = 'pending'`);
-      const unspentTokens = await sum(`SELECT COALESCE(SUM(value), 0) AS s FROM tokens t WHERE NOT ${valueSpent('t.serial', 't.card')}`);
-      const unspentChange = await sum(
-        `SELECT COALESCE(SUM(change_value), 0) AS s FROM transfers t WHERE change_id IS NOT NULL AND NOT ${valueSpent('t.change_id', 't.card')}`,
-      );
-      const pendingPayee = await sum(`SELECT COALESCE(SUM(amount), 0) AS s FROM transfers WHERE state = 'recorded'`);
-      const redeemed = await sum(`SELECT COALESCE(SUM(balance), 0) AS s FROM merchants`);
-      const covered = await sum(`SELECT COALESCE(SUM(amount), 0) AS s FROM covers`);
+    return this.store.transaction(async (tx) => {
+      const totals = await tx.supplyTotals();
+      const { issued, bankBalances, pendingLoads, unspentTokens, unspentChange, pendingPayee, redeemed } = totals;
       const difference = issued - (bankBalances + pendingLoads + unspentTokens + unspentChange + pendingPayee + redeemed);
       const floorBreaches: AuditReport['floorBreaches'] = [
-        ...(await tx.all(`SELECT kid, balance, credit_line FROM banks WHERE balance < -credit_line`)).map((r) => ({
+        ...(await tx.banksBelowFloor()).map((r) => ({
           kind: 'bank' as const,
-          kid: toHex(b(r.kid)),
-          balance: n(r.balance),
-          floor: -n(r.credit_line),
+          kid: toHex(r.kid),
+          balance: r.balance,
+          floor: -r.creditLine,
         })),
-        ...(await tx.all(`SELECT kid, balance FROM merchants WHERE balance < 0`)).map((r) => ({
-          kind: 'merchant' as const,
-          kid: toHex(b(r.kid)),
-          balance: n(r.balance),
-          floor: 0,
-        })),
+        ...(await tx.merchantsBelowZero()).map((r) => ({ kind: 'merchant' as const, kid: toHex(r.kid), balance: r.balance, floor: 0 })),
       ];
       const coverBreaches: AuditReport['coverBreaches'] = [];
-      for (const r of await tx.all(
-        `SELECT c.card AS card, SUM(c.amount) AS s, k.cert AS cert FROM covers c JOIN cards k ON k.kid = c.card GROUP BY c.card, k.cert`,
-      )) {
-        const bound = openSigned('Certificate', b(r.cert)).message.limits?.offlineTotal ?? 0;
-        if (n(r.s) > bound) coverBreaches.push({ card: toHex(b(r.card)), covered: n(r.s), bound });
+      for (const r of await tx.coverTotalsByCard()) {
+        const bound = openSigned('Certificate', r.cert).message.limits?.offlineTotal ?? 0;
+        if (r.covered > bound) coverBreaches.push({ card: toHex(r.card), covered: r.covered, bound });
       }
-      const proofs = (await tx.all(`SELECT first, second, card, time FROM proofs ORDER BY time, first, second`)).map((r) => ({
-        first: toHex(b(r.first)),
-        second: toHex(b(r.second)),
-        card: toHex(b(r.card)),
-        time: n(r.time),
+      const proofs = (await tx.proofs()).map((r) => ({
+        first: toHex(r.first),
+        second: toHex(r.second),
+        card: toHex(r.card),
+        time: r.time,
       }));
-      const revocations = (await tx.all(`SELECT card, version, time FROM revocations ORDER BY version`)).map((r) => ({
-        card: toHex(b(r.card)),
-        version: n(r.version),
-        time: n(r.time),
-      }));
-      const crlVersion = await sum(`SELECT v AS s FROM meta WHERE k = 'crl_version'`);
+      const revocations = (await tx.revocations()).map((r) => ({ card: toHex(r.card), version: r.version, time: r.time }));
       return {
         ok: difference === 0 && floorBreaches.length === 0 && coverBreaches.length === 0,
         issued,
@@ -1397,39 +1273,30 @@ export class Ledger {
         unspentChange,
         pendingPayee,
         redeemed,
-        covered,
+        covered: totals.covered,
         difference,
         floorBreaches,
         coverBreaches,
         proofs,
         revocations,
-        crlVersion,
+        crlVersion: totals.crlVersion,
       };
     });
   }
 
   /** Settled value per merchant terminal (hex kid -> amount). */
   async merchantBalances(): Promise<Record<string, number>> {
-    return this.storage.transaction(async (tx) =>
-      Object.fromEntries((await tx.all(`SELECT kid, balance FROM merchants`)).map((r) => [toHex(b(r.kid)), n(r.balance)])),
-    );
+    return this.store.transaction(async (tx) => Object.fromEntries((await tx.merchants()).map((r) => [toHex(r.kid), r.balance])));
   }
 
   /** Balance per bank (hex kid -> amount). */
   async bankBalances(): Promise<Record<string, number>> {
-    return this.storage.transaction(async (tx) =>
-      Object.fromEntries((await tx.all(`SELECT kid, balance FROM banks`)).map((r) => [toHex(b(r.kid)), n(r.balance)])),
-    );
+    return this.store.transaction(async (tx) => Object.fromEntries((await tx.banks()).map((r) => [toHex(r.kid), r.balance])));
   }
 
   /** Counts of settled transfers and claim entries (used by tests and the crash test). */
   async counts(): Promise<{ settled: number; spent: number; transfers: number; verdicts: number }> {
-    return this.storage.transaction(async (tx) => ({
-      settled: n((await tx.get(`SELECT COUNT(*) AS c FROM transfers WHERE state = 'settled'`))!.c),
-      spent: n((await tx.get(`SELECT COUNT(*) AS c FROM spent`))!.c),
-      transfers: n((await tx.get(`SELECT COUNT(*) AS c FROM transfers`))!.c),
-      verdicts: n((await tx.get(`SELECT COUNT(*) AS c FROM verdicts`))!.c),
-    }));
+    return this.store.transaction((tx) => tx.counts());
   }
 }
 
@@ -1442,10 +1309,9 @@ function openTransferPayee(bytes: Uint8Array): Uint8Array | undefined {
   }
 }
 
-function openRestitutionCose(record: Uint8Array) {
-  return openRestitution(record).cose;
-}
-
-function openRestitutionRecord(record: Uint8Array) {
-  return openRestitution(record).record;
+/** A stored verdict's status as an Outcome status (a value outside the table is a broken store). */
+function outcomeStatus(status: number): OutcomeStatus {
+  const known = Object.values(OutcomeStatus).find((x) => x === status);
+  if (known === undefined) throw new Error(`verdicts: unknown outcome status ${status}`);
+  return known;
 }
