@@ -18,6 +18,7 @@ import {
   toHex,
   verifyChain,
   verifyRoot,
+  isTransportError,
   type ApduTransport,
   type Signer,
 } from '@dt/protocol';
@@ -218,20 +219,9 @@ export function output(json: boolean, obj: unknown, human: string): void {
   process.stdout.write(json ? JSON.stringify(obj, (_k, v: unknown) => (v instanceof Uint8Array ? toHex(v) : v)) + '\n' : human + '\n');
 }
 
-/** Whether an error is the reader's: no card, reader busy or gone, timeout. */
+/** Whether an error is the reader's: no card, reader busy or gone, card removed, link or timeout. */
 export function isReaderError(e: unknown): boolean {
-  return (
-    e instanceof TerminalError &&
-    (
-      [
-        TerminalErrorCode.READER_BUSY,
-        TerminalErrorCode.READER_UNAVAILABLE,
-        TerminalErrorCode.TIMEOUT,
-        TerminalErrorCode.CARD_REMOVED,
-        TerminalErrorCode.TRANSPORT,
-      ] as string[]
-    ).includes(e.code)
-  );
+  return isTransportError(e) || (e instanceof TerminalError && e.code === TerminalErrorCode.TIMEOUT);
 }
 
 /** Whether an error is the network's (the ledger out of reach). */

@@ -18,13 +18,13 @@
  */
 import {
   addAmounts,
-  BankPermission,
   bytesEqual,
-  checkTransferChain,
+  isDtError,
+  Role,
+  verifyChain,
   createTrustStore,
   encodeStruct,
   encodeDeterministic,
-  DEFAULT_TERMINAL_CRL_MAX_AGE,
   GENESIS_PREV,
   LIMITS,
   MarkSchema,
@@ -34,7 +34,6 @@ import {
   openSigned,
   outputId,
   payloadHash,
-  Role,
   sha256,
   signMessage,
   toHex,
@@ -44,13 +43,12 @@ import {
   subjectKey,
   sumAmounts,
   validateHandover,
-  verifyChain,
   verifyCoseSign1,
-  isDtError,
   type CardChainVerifier,
   type HandoverResult,
   type HandoverValid,
   type Mark,
+  type MessageOf,
   type TransferOpener,
   type Outcome,
   type Signer,
@@ -62,44 +60,31 @@ import {
 import { nativeVerifier } from '@dt/protocol/native';
 import type { LedgerStorage } from './storage/types.ts';
 import { LedgerStore, type StoreTx } from './store.ts';
-import { openLoadOrder } from './load.ts';
-import { openCardBankRequest, openRestitution, signRestitution, type CardBankRequestKind } from './cardloss.ts';
+import type { CardRow, TransferRow } from './storage/rows.ts';
+import { LedgerError, LedgerErrorCode } from './errors.ts';
+import {
+  anchorCoins,
+  checkAmount,
+  checkSyncChain,
+  openBatch,
+  openLoad,
+  openSyncRequest,
+  syncEvidence,
+  transferPayee,
+  verifyBankCert,
+  verifyCardChain,
+  verifyLoadSigner,
+  verifySyncRequest,
+  type CheckedSync,
+  type EvidenceObject,
+  type OpenBatch,
+  type OpenSyncRequest,
+  type TrustContext,
+} from './checks.ts';
 import { cachingCardChainVerifier, cachingTransferOpener, memoVerifier, type HandoverValidator, type ValidationJob } from './validation.ts';
+import { openCardBankRequest, openRestitution, signRestitution, type CardBankRequestKind } from './cardloss.ts';
 
-/** Stable error codes of the ledger's API (HTTP 4xx bodies carry them). */
-export const LedgerErrorCode = {
-  MALFORMED: 'MALFORMED',
-  BATCH_INVALID: 'BATCH_INVALID',
-  TERMINAL_CHAIN: 'TERMINAL_CHAIN',
-  BATCH_TIME: 'BATCH_TIME',
-  CARD_UNKNOWN: 'CARD_UNKNOWN',
-  CARD_REVOKED: 'CARD_REVOKED',
-  BANK_UNKNOWN: 'BANK_UNKNOWN',
-  BANK_CHAIN: 'BANK_CHAIN',
-  NOT_PERMITTED: 'NOT_PERMITTED',
-  BAD_SIGNATURE: 'BAD_SIGNATURE',
-  SYNC_INVALID: 'SYNC_INVALID',
-  DOUBLE_SPEND: 'DOUBLE_SPEND',
-  INSUFFICIENT_ALLOCATION: 'INSUFFICIENT_ALLOCATION',
-  ID_CONFLICT: 'ID_CONFLICT',
-  CARD_CHAIN: 'CARD_CHAIN',
-  NOT_BLOCKED: 'NOT_BLOCKED',
-  TOO_EARLY: 'TOO_EARLY',
-} as const;
-export type LedgerErrorCode = (typeof LedgerErrorCode)[keyof typeof LedgerErrorCode];
-
-/** A refused request: nothing was changed (except, for DOUBLE_SPEND, the recorded proof and revocation). */
-export class LedgerError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: LedgerErrorCode,
-    message: string,
-    readonly details: Record<string, string | number> = {},
-  ) {
-    super(`${code}: ${message}`);
-    this.name = 'LedgerError';
-  }
-}
+export { LedgerError, LedgerErrorCode } from './errors.ts';
 
 /** Options of {@link Ledger.open}. */
 export interface LedgerOptions {
@@ -213,14 +198,18 @@ interface Fork {
   readonly reason: 'COUNTER_REUSED' | 'INPUT_SPENT';
 }
 
-/** A card-signed object found in a handover or a sync request whose signature verified with the registered card key. */
-interface EvidenceObject {
-  readonly bytes: Uint8Array;
-  readonly hash: Uint8Array;
-  readonly card: Uint8Array;
-  readonly counter: number;
-  /** Claimed input ids (a transfer's inputs, a sync request's holdings). */
-  readonly claims: readonly Uint8Array[];
+/** A syncing card: its registered row, its certificate's claims and key. */
+interface SyncingCard {
+  readonly row: CardRow;
+  readonly cert: MessageOf<'Certificate'>;
+  readonly publicKey: Uint8Array;
+}
+
+/** What a sync gives the card: fresh tokens and delivered loads, or (revoked) value redeemed to its issuing bank. */
+interface SyncPayout {
+  readonly tokens: Uint8Array[];
+  readonly loaded: number;
+  readonly redeemed: number;
 }
 
 /** What the ledger keeps of a registered card for evidence checks. */
@@ -231,17 +220,6 @@ interface CardKey {
 const markBytes = (m: Mark | undefined): Uint8Array | null => (m ? encodeDeterministic(encodeStruct(MarkSchema, m)) : null);
 const markFrom = (b: Uint8Array | null | undefined): Mark | undefined =>
   b ? decodeStruct(MarkSchema, decodeDeterministic(b, 1024)) : undefined;
-
-interface OpenBatch {
-  readonly hash: Uint8Array;
-  readonly terminal: Uint8Array;
-  readonly seq: number;
-  readonly time: number;
-  readonly crlVersion: number;
-  /** The terminal's certified revocation-list age policy (seconds): the claim, or the SPEC default. */
-  readonly crlMaxAge: number;
-  readonly handovers: readonly Uint8Array[];
-}
 
 /** A batch's stored outcomes and, for the handovers still without one, their evidence and validation. */
 interface Prepared {
@@ -278,6 +256,7 @@ export class Ledger {
   readonly #memo: Verifier;
   readonly #openTransfer: TransferOpener;
   readonly #verifyCardChain: CardChainVerifier;
+  readonly #trustContext: TrustContext;
   /** Registered card keys (bounded): a card's certificate never changes once registered. */
   readonly #cardKeys = new Map<string, CardKey>();
   /** The latest signed revocation list, so that GET /v1/crl does not decode it every time. */
@@ -292,6 +271,7 @@ export class Ledger {
     this.#signer = opts.signer;
     this.#now = opts.now ?? (() => Math.floor(Date.now() / 1000));
     this.#verifier = opts.verifier ?? nativeVerifier;
+    this.#trustContext = { root: trust.root, verifier: this.#verifier };
     this.#voidWindow = opts.voidWindow ?? 7 * 86400;
     this.#skew = opts.clockSkew ?? 300;
     // Handovers of one card repeat its certificates, tokens and history: verify each signature once.
@@ -346,20 +326,14 @@ export class Ledger {
   // ------------------------------------------------------------ issuance
   /** Registers a bank certificate (issued by the root). Idempotent. */
   async registerBank(cert: Uint8Array): Promise<Uint8Array> {
-    let bank;
-    try {
-      [bank] = verifyChain([cert], { root: this.trust.root, at: this.#now(), leafRole: Role.BANK, verifier: this.#verifier });
-    } catch (e) {
-      throw new LedgerError(400, LedgerErrorCode.BANK_CHAIN, isDtError(e) ? e.code : 'bank certificate invalid');
-    }
-    await this.store.transaction((tx) => tx.insertBank(bank!.kid, cert, bank!.claims.perms ?? 0));
-    return bank!.kid;
+    const bank = verifyBankCert(cert, this.#now(), this.#trustContext);
+    await this.store.transaction((tx) => tx.insertBank(bank.kid, cert, bank.claims.perms ?? 0));
+    return bank.kid;
   }
 
   /** The issuer allocates `amount` of new value to a bank (`id`: 16-byte idempotency key). */
   async allocate(bankKid: Uint8Array, amount: number, id: Uint8Array): Promise<void> {
-    if (!Number.isSafeInteger(amount) || amount <= 0)
-      throw new LedgerError(400, LedgerErrorCode.MALFORMED, 'amount must be a positive integer');
+    checkAmount(amount, 1, 'amount');
     await this.store.transaction(async (tx) => {
       const prior = await tx.allocation(id);
       if (prior) {
@@ -379,8 +353,7 @@ export class Ledger {
    * `INSUFFICIENT_ALLOCATION`) when the bank's balance is already below the new floor.
    */
   async setCreditLine(bankKid: Uint8Array, amount: number): Promise<void> {
-    if (!Number.isSafeInteger(amount) || amount < 0)
-      throw new LedgerError(400, LedgerErrorCode.MALFORMED, 'credit line must be a non-negative integer');
+    checkAmount(amount, 0, 'credit line');
     await this.store.transaction(async (tx) => {
       const bank = await tx.bank(bankKid);
       if (!bank) throw new LedgerError(404, LedgerErrorCode.BANK_UNKNOWN, 'bank not registered');
@@ -392,14 +365,9 @@ export class Ledger {
 
   /** Registers a card from its chain `[card cert, issuing bank cert]`; the bank must be registered. Idempotent. */
   async registerCard(chain: readonly Uint8Array[]): Promise<Uint8Array> {
-    let card;
-    try {
-      card = verifyChain(chain, { root: this.trust.root, at: this.#now(), leafRole: Role.CARD, verifier: this.#verifier });
-    } catch (e) {
-      throw new LedgerError(400, LedgerErrorCode.CARD_CHAIN, isDtError(e) ? e.code : 'card chain invalid');
-    }
-    const kid = card[0]!.kid;
-    const bank = card[1]!.kid;
+    const certs = verifyCardChain(chain, this.#now(), this.#trustContext);
+    const kid = certs.card.kid;
+    const bank = certs.bank.kid;
     await this.store.transaction(async (tx) => {
       if (!(await tx.bank(bank))) throw new LedgerError(404, LedgerErrorCode.BANK_UNKNOWN, 'issuing bank not registered');
       await tx.insertCard(kid, bank, chain[0]!, GENESIS_PREV);
@@ -409,13 +377,7 @@ export class Ledger {
 
   /** A bank's signed load order (see load.ts): moves value from the bank's allocation to the card, delivered at its next sync. */
   async load(orderBytes: Uint8Array): Promise<LoadAnswer> {
-    let opened;
-    try {
-      opened = openLoadOrder(orderBytes);
-    } catch (e) {
-      throw new LedgerError(400, LedgerErrorCode.MALFORMED, isDtError(e) ? e.code : 'load order malformed');
-    }
-    const { cose, order } = opened;
+    const { cose, order } = openLoad(orderBytes);
     const now = this.#now();
     const answer = (state: LoadAnswer['state']): LoadAnswer => ({
       id: toHex(order.id),
@@ -426,15 +388,7 @@ export class Ledger {
     const out = await this.store.transaction(async (tx) => {
       const bank = await tx.bank(cose.kid);
       if (!bank) throw new LedgerError(403, LedgerErrorCode.BANK_UNKNOWN, 'signer is not a registered bank');
-      let verified;
-      try {
-        [verified] = verifyChain([bank.cert], { root: this.trust.root, at: now, leafRole: Role.BANK, verifier: this.#verifier });
-        verifyCoseSign1(cose, verified!.publicKey, this.#verifier);
-      } catch (e) {
-        throw new LedgerError(403, LedgerErrorCode.BAD_SIGNATURE, isDtError(e) ? e.code : 'load order signature invalid');
-      }
-      if (((verified!.claims.perms ?? 0) & BankPermission.ISSUING) === 0)
-        throw new LedgerError(403, LedgerErrorCode.NOT_PERMITTED, 'bank may not issue');
+      verifyLoadSigner(cose, bank.cert, now, this.#trustContext);
       const prior = await tx.load(order.id);
       if (prior) {
         if (!bytesEqual(prior.card, order.card) || prior.amount !== order.amount || !bytesEqual(prior.bank, cose.kid)) {
@@ -605,43 +559,6 @@ export class Ledger {
   }
 
   // ------------------------------------------------------------ settlement
-  #openBatch(bytes: Uint8Array, index: number): OpenBatch {
-    let opened;
-    try {
-      opened = openSigned('Batch', bytes);
-    } catch (e) {
-      throw new LedgerError(400, LedgerErrorCode.BATCH_INVALID, `batch ${index}: ${isDtError(e) ? e.code : 'malformed'}`, { index });
-    }
-    const m = opened.message;
-    const now = this.#now();
-    if (m.time > now + this.#skew)
-      throw new LedgerError(400, LedgerErrorCode.BATCH_TIME, `batch ${index} is dated in the future`, { index });
-    let term;
-    try {
-      term = verifyChain(m.chain, { root: this.trust.root, at: m.time, leafRole: Role.TERMINAL, verifier: this.#verifier });
-    } catch (e) {
-      throw new LedgerError(400, LedgerErrorCode.TERMINAL_CHAIN, `batch ${index}: ${isDtError(e) ? e.code : 'terminal chain invalid'}`, {
-        index,
-      });
-    }
-    if (!bytesEqual(term[0]!.kid, m.terminal))
-      throw new LedgerError(400, LedgerErrorCode.TERMINAL_CHAIN, `batch ${index}: chain certifies another terminal`, { index });
-    try {
-      verifyCoseSign1(opened.cose, term[0]!.publicKey, this.#verifier);
-    } catch {
-      throw new LedgerError(400, LedgerErrorCode.BAD_SIGNATURE, `batch ${index}: signature invalid`, { index });
-    }
-    return {
-      hash: payloadHash(opened.cose),
-      terminal: m.terminal,
-      seq: m.seq,
-      time: m.time,
-      crlVersion: m.crlVersion,
-      crlMaxAge: term[0]!.claims.crlMaxAge ?? DEFAULT_TERMINAL_CRL_MAX_AGE,
-      handovers: m.handovers,
-    };
-  }
-
   /**
    * Settles signed batches. Every batch is verified first; a bad batch
    * refuses the whole request and changes nothing. Returns, per batch, the
@@ -652,7 +569,8 @@ export class Ledger {
    * authenticated the acquirer, SPEC §7.7.2); it trusts its caller to have done that.
    */
   async settle(batches: readonly Uint8Array[]): Promise<Uint8Array[][]> {
-    const opened = batches.map((x, i) => this.#openBatch(x, i));
+    const now = this.#now();
+    const opened = batches.map((x, i) => openBatch(x, i, now, this.#skew, this.#trustContext));
     const out: Uint8Array[][] = [];
     // Validation (pure, possibly on worker threads) of batch i+1 overlaps the storage work of batch i;
     // at most two batches' results are held at once, so memory stays flat however many batches come.
@@ -886,7 +804,7 @@ export class Ledger {
     const issued = crl.issued;
     if (issued > ob.time + this.#skew || issued < t.time - ob.crlMaxAge || ob.crlVersion >= revokedAt) return false;
     // 3: a terminal following the rules holds its own first approval and declines the second.
-    const first = openTransferPayee(firstBytes);
+    const first = transferPayee(firstBytes);
     if (first && bytesEqual(first, ob.terminal)) return false;
     // 4: once per (terminal, card, counter) and per coin.
     if (await tx.hasCover(ob.terminal, v.cardKid, t.counter)) return false;
@@ -911,6 +829,13 @@ export class Ledger {
    * trusted with fresh tokens: its pending loads go back to their banks, and
    * its balance plus voided value is credited to its issuing bank (which pays
    * the owner) and reported as `redeemed` in a receipt without tokens (SPEC §7.6).
+   *
+   * The steps, each a method below: read the card's state and verify the request
+   * (`#syncingCard`); record its evidence and commit it (`#recordSyncEvidence`); check the chain
+   * (`#checkSyncChain`); then in one transaction: the anchor is unchanged
+   * (`#checkAnchorUnchanged`), settle the offline chain (`#settleOfflineChain`), void orphans
+   * (`#voidOrphans`), pay out (`#issueFreshTokens`, or `#redeemToIssuer` for a revoked card) and
+   * sign the receipt (`#signReceipt`).
    */
   async sync(requestBytes: Uint8Array): Promise<Uint8Array> {
     return this.#syncCard(requestBytes, false);
@@ -929,180 +854,190 @@ export class Ledger {
   }
 
   async #syncCard(requestBytes: Uint8Array, defund: boolean): Promise<Uint8Array> {
-    let opened;
-    try {
-      opened = openSigned('SyncRequest', requestBytes);
-    } catch (e) {
-      throw new LedgerError(400, LedgerErrorCode.MALFORMED, isDtError(e) ? e.code : 'sync request malformed');
-    }
-    const req = opened.message;
-    const hash = payloadHash(opened.cose);
-    const card = await this.store.transaction((tx) => tx.card(req.card));
-    if (!card) throw new LedgerError(404, LedgerErrorCode.CARD_UNKNOWN, 'card not registered');
-    const cert = openSigned('Certificate', card.cert).message;
-    const cardKey = subjectKey(cert).publicKey;
-    try {
-      verifyCoseSign1(opened.cose, cardKey, this.#verifier);
-    } catch {
-      throw new LedgerError(400, LedgerErrorCode.BAD_SIGNATURE, 'sync request not signed by the card');
-    }
-    const prior = await this.store.transaction((tx) => tx.syncOf(hash));
+    const req = openSyncRequest(requestBytes);
+    const card = await this.#syncingCard(req);
+    const prior = await this.store.transaction((tx) => tx.syncOf(req.hash));
     if (prior) return prior.receipt;
     const now = this.#now();
+    await this.#recordSyncEvidence(req, card, now);
+    const checked = await this.#checkSyncChain(req, card);
+    const done = await this.store.transaction(async (tx) => {
+      const again = await tx.syncOf(req.hash);
+      if (again) return { receipt: again.receipt, voided: 0 };
+      await this.#checkAnchorUnchanged(tx, card.row);
+      await this.#settleOfflineChain(tx, checked);
+      const orphans = await this.#voidOrphans(tx, req.message.card, now);
+      // A revoked card, or a defund: no fresh tokens, the value goes to the issuing bank.
+      const payout =
+        defund || (await tx.revocation(req.message.card))
+          ? await this.#redeemToIssuer(tx, req, card.row, checked.holdings, orphans)
+          : await this.#issueFreshTokens(tx, req, card.cert, checked.holdings, orphans, now);
+      return { receipt: await this.#signReceipt(tx, req, payout, orphans, now), voided: orphans.length };
+    });
+    this.stats.voided += done.voided;
+    this.stats.syncs++;
+    return done.receipt;
+  }
 
-    // Step E: the request and every history transfer the card key signed are evidence, recorded
-    // and committed before anything is judged, so a fork shows even in a sync that is then refused.
-    const evidence: EvidenceObject[] = [];
-    for (const h of req.history) {
-      try {
-        const o = this.#openTransfer(h);
-        if (!bytesEqual(o.message.card, req.card) || !bytesEqual(o.cose.kid, req.card)) continue;
-        verifyCoseSign1(o.cose, cardKey, this.#memo);
-        evidence.push({
-          bytes: h,
-          hash: o.hash ?? payloadHash(o.cose),
-          card: req.card,
-          counter: o.message.counter,
-          claims: o.message.inputs,
-        });
-      } catch {
-        // not attributable to this card: the chain check below refuses the sync
-      }
-    }
-    evidence.push({ bytes: requestBytes, hash, card: req.card, counter: req.counter, claims: req.holdings });
+  /** Sync step 1, the card's state: its registered row, and the request verified with its key. */
+  async #syncingCard(req: OpenSyncRequest): Promise<SyncingCard> {
+    const row = await this.store.transaction((tx) => tx.card(req.message.card));
+    if (!row) throw new LedgerError(404, LedgerErrorCode.CARD_UNKNOWN, 'card not registered');
+    return { row, ...verifySyncRequest(req, row.cert, this.#verifier) };
+  }
+
+  /**
+   * Sync step 2 (SPEC §7.7 step E): the request and every history transfer the card key signed are
+   * evidence, recorded and committed before anything is judged, so a fork shows even in a sync that
+   * is then refused (DOUBLE_SPEND: the proof is stored and the card revoked).
+   */
+  async #recordSyncEvidence(req: OpenSyncRequest, card: SyncingCard, now: number): Promise<void> {
+    const evidence = syncEvidence(req, card.publicKey, this.#openTransfer, this.#memo);
     const fork = await this.store.transaction((tx) => this.#recordEvidence(tx, evidence, now));
     if (fork)
       throw new LedgerError(409, LedgerErrorCode.DOUBLE_SPEND, `the card forked its chain (${fork.reason}); it is revoked`, {
         detail: fork.reason,
       });
+  }
 
-    // Step J: the request continues the chain from the card's anchor and conserves value.
-    const anchorSync = card.anchorSync;
-    const tokenRows = anchorSync ? await this.store.transaction((tx) => tx.tokensOfSync(anchorSync)) : [];
-    const coins = new Map<string, SpentCoin>();
-    for (const r of tokenRows) {
-      const t = openSigned('Token', r.bytes).message;
-      coins.set(toHex(t.serial), { id: t.serial, value: t.value, ...(t.mark ? { mark: t.mark } : {}) });
-    }
-    const checked = checkTransferChain({
-      cardKid: req.card,
-      cardPublicKey: cardKey,
-      transfers: req.history,
-      coins,
-      verifier: this.#memo,
-      openTransfer: this.#openTransfer,
-      anchor: { prev: card.anchor, counter: card.anchorCounter },
-    });
-    const invalid = (message: string, detail: string, index?: number) =>
-      new LedgerError(400, LedgerErrorCode.SYNC_INVALID, message, { detail, ...(index !== undefined ? { index } : {}) });
-    if (!checked.ok) throw invalid(`history: ${checked.code}`, checked.code, checked.index);
-    const last = checked.chain[checked.chain.length - 1];
-    const expectCounter = (last ? last.transfer.counter : card.anchorCounter) + 1;
-    const expectPrev = last ? last.hash : card.anchor;
-    if (req.counter !== expectCounter || !bytesEqual(req.prev, expectPrev))
-      throw invalid('counter or prev does not continue the chain', 'HISTORY_BROKEN');
-    const holdings: SpentCoin[] = [];
-    const seen = new Set<string>();
-    for (const id of req.holdings) {
-      const k = toHex(id);
-      const coin = checked.remaining.get(k);
-      if (!coin || seen.has(k)) throw invalid('a holding is not an unspent coin of the card', 'VALUE_NOT_CONSERVED');
-      seen.add(k);
-      holdings.push(coin);
-    }
-    if (holdings.reduce((s, c) => s + c.value, 0) !== req.balance)
-      throw invalid('balance is not the sum of the holdings', 'VALUE_NOT_CONSERVED');
+  /**
+   * Sync step 3 (SPEC §7.6 step J): the history continues the chain from the card's anchor, spending
+   * the coins the card held there (the tokens its last sync issued, none before the first), and the
+   * request conserves value (checks.ts `checkSyncChain`).
+   */
+  async #checkSyncChain(req: OpenSyncRequest, card: SyncingCard): Promise<CheckedSync> {
+    const sync = card.row.anchorSync;
+    const tokens = sync ? await this.store.transaction((tx) => tx.tokensOfSync(sync)) : [];
+    return checkSyncChain(
+      req,
+      { prev: card.row.anchor, counter: card.row.anchorCounter },
+      anchorCoins(tokens.map((t) => t.bytes)),
+      card.publicKey,
+      {
+        verifier: this.#memo,
+        openTransfer: this.#openTransfer,
+      },
+    );
+  }
 
-    const receipt = await this.store.transaction(async (tx) => {
-      const again = await tx.syncOf(hash);
-      if (again) return again.receipt;
-      const revoked = (await tx.revocation(req.card)) !== undefined;
-      // The chain was checked against the anchor read before this transaction: it must still be the card's anchor.
-      const cur = await tx.card(req.card);
-      if (!cur || !bytesEqual(cur.anchor, card.anchor))
-        throw new LedgerError(409, LedgerErrorCode.SYNC_INVALID, 'the card synced concurrently; retry', { detail: 'CONCURRENT_SYNC' });
-      for (let i = 0; i < checked.chain.length; i++) await this.#recordValue(tx, checked.chain[i]!, checked.chainInputs[i]!);
-      // Orphans: transfers of this card no terminal submitted within the window, and transfers dated in
-      // the future (they cannot settle now; a future date must not freeze the cardholder's value).
-      const orphans = await tx.recordedOutside(req.card, now - this.#voidWindow, now + this.#skew, LIMITS.maxHistory);
-      for (const o of orphans) await tx.setTransferState(o.hash, 'voided');
-      this.stats.voided += orphans.length;
-      const finish = async (receiptBytes: Uint8Array): Promise<Uint8Array> => {
-        await tx.setAnchor(req.card, payloadHash(openSigned('SyncReceipt', receiptBytes).cose), req.counter, hash);
-        await tx.insertSync({ request: hash, card: req.card, receipt: receiptBytes });
-        return receiptBytes;
-      };
-      if (revoked || defund) {
-        // No fresh tokens for a compromised key (or a defund, which empties the card): pending loads return to the banks that
-        // ordered them, and everything the card held (holdings and voided orphans) is
-        // credited to its issuing bank, which pays the owner out of band.
-        const loads = await tx.pendingLoads(req.card);
-        for (const l of loads) await tx.creditBank(l.bank, l.amount);
-        await tx.closePendingLoads(req.card, 'cancelled', hash);
-        const redeemed = addAmounts(sumAmounts(holdings.map((c) => c.value)), sumAmounts(orphans.map((o) => o.amount)));
-        if (redeemed > 0 && !(await tx.creditBank(card.bank, redeemed))) {
-          throw new LedgerError(500, LedgerErrorCode.BANK_UNKNOWN, 'issuing bank of the card not registered');
-        }
-        return finish(
-          signMessage(
-            'SyncReceipt',
-            {
-              card: req.card,
-              counter: req.counter,
-              request: hash,
-              tokens: [],
-              time: now,
-              loaded: 0,
-              voided: orphans.map((o) => o.hash),
-              ...(redeemed > 0 ? { redeemed } : {}),
-            },
-            this.#signer,
-          ),
-        );
-      }
-      const loads = await tx.pendingLoads(req.card);
-      await tx.closePendingLoads(req.card, 'delivered', hash);
-      const loaded = loads.reduce((s, l) => s + l.amount, 0);
-      // Fresh tokens: one per mark class (marks survive a sync), loads unmarked.
-      const classes = new Map<string, { mark?: Mark; value: number }>();
-      const add = (mark: Mark | undefined, value: number) => {
-        const k = mark ? toHex(markBytes(mark)!) : '';
-        const e = classes.get(k) ?? { ...(mark ? { mark } : {}), value: 0 };
-        e.value += value;
-        classes.set(k, e);
-      };
-      for (const c of holdings) add(c.mark, c.value);
-      for (const o of orphans) add(markFrom(o.mark), o.amount);
-      if (loaded > 0) add(undefined, loaded);
-      const tokens: Uint8Array[] = [];
-      let i = 0;
-      for (const [, cls] of [...classes.entries()].sort(([a], [z]) => (a < z ? -1 : a > z ? 1 : 0))) {
-        if (cls.value <= 0) continue;
-        const serial = sha256(concatBytes(SERIAL_DOMAIN, hash, new Uint8Array([i++]))).slice(0, 16);
-        const tb = signMessage(
-          'Token',
-          {
-            serial,
-            value: cls.value,
-            currency: cert.currency ?? 398,
-            owner: req.card,
-            issued: now,
-            ...(cls.mark ? { mark: cls.mark } : {}),
-          },
-          this.#signer,
-        );
-        await tx.insertToken({ serial, card: req.card, value: cls.value, sync: hash, bytes: tb });
-        tokens.push(tb);
-      }
-      return finish(
-        signMessage(
-          'SyncReceipt',
-          { card: req.card, counter: req.counter, request: hash, tokens, time: now, loaded, voided: orphans.map((o) => o.hash) },
-          this.#signer,
-        ),
+  /** The chain was checked against the anchor read before this transaction: it must still be the card's anchor. */
+  async #checkAnchorUnchanged(tx: StoreTx, card: CardRow): Promise<void> {
+    const cur = await tx.card(card.kid);
+    if (!cur || !bytesEqual(cur.anchor, card.anchor))
+      throw new LedgerError(409, LedgerErrorCode.SYNC_INVALID, 'the card synced concurrently; retry', { detail: 'CONCURRENT_SYNC' });
+  }
+
+  /** The offline transfers since the anchor become value records (their payees are paid when a terminal submits them). */
+  async #settleOfflineChain(tx: StoreTx, checked: CheckedSync): Promise<void> {
+    for (let i = 0; i < checked.chain.length; i++) await this.#recordValue(tx, checked.chain[i]!, checked.chainInputs[i]!);
+  }
+
+  /**
+   * Orphans: the card's transfers no terminal submitted within the void window, and transfers dated
+   * in the future (they cannot settle now; a future date must not freeze the cardholder's value).
+   * They are voided; their value returns to the card (or, revoked, to its issuing bank).
+   */
+  async #voidOrphans(tx: StoreTx, card: Uint8Array, now: number): Promise<TransferRow[]> {
+    const orphans = await tx.recordedOutside(card, now - this.#voidWindow, now + this.#skew, LIMITS.maxHistory);
+    for (const o of orphans) await tx.setTransferState(o.hash, 'voided');
+    return orphans;
+  }
+
+  /** Closes the card's pending loads at this sync: delivered (returns their sum), or cancelled back to the banks that ordered them. */
+  async #closeLoads(tx: StoreTx, req: OpenSyncRequest, deliver: boolean): Promise<number> {
+    const loads = await tx.pendingLoads(req.message.card);
+    if (!deliver) for (const l of loads) await tx.creditBank(l.bank, l.amount);
+    await tx.closePendingLoads(req.message.card, deliver ? 'delivered' : 'cancelled', req.hash);
+    return deliver ? loads.reduce((s, l) => s + l.amount, 0) : 0;
+  }
+
+  /**
+   * A revoked card: no fresh tokens for a compromised key. Pending loads return to the banks that
+   * ordered them, and everything the card held (holdings and voided orphans) is credited to its
+   * issuing bank, which pays the owner out of band (`redeemed`, SPEC §7.6).
+   */
+  async #redeemToIssuer(
+    tx: StoreTx,
+    req: OpenSyncRequest,
+    card: CardRow,
+    holdings: readonly SpentCoin[],
+    orphans: readonly TransferRow[],
+  ): Promise<SyncPayout> {
+    await this.#closeLoads(tx, req, false);
+    const redeemed = addAmounts(sumAmounts(holdings.map((c) => c.value)), sumAmounts(orphans.map((o) => o.amount)));
+    if (redeemed > 0 && !(await tx.creditBank(card.bank, redeemed)))
+      throw new LedgerError(500, LedgerErrorCode.BANK_UNKNOWN, 'issuing bank of the card not registered');
+    return { tokens: [], loaded: 0, redeemed };
+  }
+
+  /** Fresh tokens for what the card holds, its voided orphans and its delivered loads: one per mark class (marks survive a sync), loads unmarked. */
+  async #issueFreshTokens(
+    tx: StoreTx,
+    req: OpenSyncRequest,
+    cert: MessageOf<'Certificate'>,
+    holdings: readonly SpentCoin[],
+    orphans: readonly TransferRow[],
+    now: number,
+  ): Promise<SyncPayout> {
+    const loaded = await this.#closeLoads(tx, req, true);
+    const classes = new Map<string, { mark?: Mark; value: number }>();
+    const add = (mark: Mark | undefined, value: number) => {
+      const k = mark ? toHex(markBytes(mark)!) : '';
+      const e = classes.get(k) ?? { ...(mark ? { mark } : {}), value: 0 };
+      e.value += value;
+      classes.set(k, e);
+    };
+    for (const c of holdings) add(c.mark, c.value);
+    for (const o of orphans) add(markFrom(o.mark), o.amount);
+    if (loaded > 0) add(undefined, loaded);
+    const tokens: Uint8Array[] = [];
+    let i = 0;
+    for (const [, cls] of [...classes.entries()].sort(([a], [z]) => (a < z ? -1 : a > z ? 1 : 0))) {
+      if (cls.value <= 0) continue;
+      const serial = sha256(concatBytes(SERIAL_DOMAIN, req.hash, new Uint8Array([i++]))).slice(0, 16);
+      const bytes = signMessage(
+        'Token',
+        {
+          serial,
+          value: cls.value,
+          currency: cert.currency ?? 398,
+          owner: req.message.card,
+          issued: now,
+          ...(cls.mark ? { mark: cls.mark } : {}),
+        },
+        this.#signer,
       );
-    });
-    this.stats.syncs++;
+      await tx.insertToken({ serial, card: req.message.card, value: cls.value, sync: req.hash, bytes });
+      tokens.push(bytes);
+    }
+    return { tokens, loaded, redeemed: 0 };
+  }
+
+  /** The last step: the signed SyncReceipt, stored with the request, and the card's anchor moved to it. */
+  async #signReceipt(
+    tx: StoreTx,
+    req: OpenSyncRequest,
+    payout: SyncPayout,
+    orphans: readonly TransferRow[],
+    now: number,
+  ): Promise<Uint8Array> {
+    const m = req.message;
+    const receipt = signMessage(
+      'SyncReceipt',
+      {
+        card: m.card,
+        counter: m.counter,
+        request: req.hash,
+        tokens: payout.tokens,
+        time: now,
+        loaded: payout.loaded,
+        voided: orphans.map((o) => o.hash),
+        ...(payout.redeemed > 0 ? { redeemed: payout.redeemed } : {}),
+      },
+      this.#signer,
+    );
+    await tx.setAnchor(m.card, payloadHash(openSigned('SyncReceipt', receipt).cose), m.counter, req.hash);
+    await tx.insertSync({ request: req.hash, card: m.card, receipt });
     return receipt;
   }
 
@@ -1297,15 +1232,6 @@ export class Ledger {
   /** Counts of settled transfers and claim entries (used by tests and the crash test). */
   async counts(): Promise<{ settled: number; spent: number; transfers: number; verdicts: number }> {
     return this.store.transaction((tx) => tx.counts());
-  }
-}
-
-/** The payee of a signed Transfer, or undefined for another object (a SyncRequest). */
-function openTransferPayee(bytes: Uint8Array): Uint8Array | undefined {
-  try {
-    return openSigned('Transfer', bytes).message.payee;
-  } catch {
-    return undefined;
   }
 }
 

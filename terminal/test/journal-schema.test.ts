@@ -21,6 +21,7 @@ import { LIST_V2, LIST_V3, THROWING_V2 } from './helpers/journal-migrations.ts';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/schema/journal-v1.sqlite.gz', import.meta.url));
 const CHILD = fileURLToPath(new URL('./helpers/journal-migrate-child.ts', import.meta.url));
+const BIN = fileURLToPath(new URL('../bin/dt-pos.js', import.meta.url));
 
 const dirs: string[] = [];
 test.after.always(() => {
@@ -190,6 +191,31 @@ test('two processes opening a version 1 file at once: one migrates, the other wa
   t.deepEqual(db.prepare('SELECT version FROM migration_runs').all(), [{ version: 2 }], 'the step ran once');
   t.is(db.pragma('user_version', { simple: true }), 2);
   db.close();
+});
+
+function dtPos(args: string[]): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    p.on('exit', (code) => resolve({ code, stderr }));
+  });
+}
+
+test('dt-pos refuses a journal of a newer version and a journal that is no database: exit 6, files as they were', async (t) => {
+  const file = previousFile();
+  Journal.open(file, { migrations: LIST_V3 }).close();
+  const before = readFileSync(file);
+  const r = await dtPos(['report', '--data-dir', join(file, '..')]);
+  t.is(r.code, 6, r.stderr);
+  t.regex(r.stderr, /JOURNAL: cannot open the journal at .*: the journal has schema version 3, newer than this program knows/);
+  t.deepEqual(readFileSync(file), before);
+
+  const dir = tempDir('dt-journal-schema-');
+  writeFileSync(join(dir, 'journal.sqlite'), 'not a journal\n'.repeat(100));
+  const r2 = await dtPos(['report', '--data-dir', dir]);
+  t.is(r2.code, 6, r2.stderr);
+  t.regex(r2.stderr, /JOURNAL: cannot open the journal at .*: file is not a database/);
 });
 
 test('a file of a newer version is refused and left as it was', (t) => {
