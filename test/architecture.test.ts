@@ -22,6 +22,7 @@ const ALLOWED: Record<string, readonly string[]> = {
   acquirer: ['protocol'],
   ledger: ['protocol'],
   'hardware-tests': ['terminal', 'protocol', 'card-applet-sim', 'firmware'],
+  bank: ['terminal', 'ledger', 'card-applet-sim', 'firmware', 'protocol'],
 };
 
 /** Third-party packages the pure cores may use. */
@@ -50,6 +51,7 @@ const FOLDER_OF_PACKAGE: Record<string, string> = {
   '@dt/acquirer': 'acquirer',
   '@dt/ledger': 'ledger',
   '@dt/hardware-tests': 'hardware-tests',
+  '@dt/bank': 'bank',
 };
 
 function sourceFiles(dir: string): string[] {

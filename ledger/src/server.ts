@@ -9,6 +9,11 @@
  * | `POST /v1/sync` | signed SyncRequest | signed SyncReceipt |
  * | `POST /v1/loads` | signed bank load order (load.ts) | JSON `{id, card, amount, state}` |
  * | `POST /v1/cards` | CBOR array `[card cert, bank cert]` | JSON `{kid}` |
+ * | `POST /v1/defund` | signed SyncRequest (SPEC §7.6.3) | signed SyncReceipt with no tokens and `redeemed` |
+ * | `POST /v1/cards/block` | the issuing bank's signed CardBlock (cardloss.ts, SPEC §7.9) | JSON `{card, crlVersion, blockedAt, restoreAfter}` |
+ * | `POST /v1/cards/restore` | the issuing bank's signed CardRestore (after the void window) | JSON `{card, bank, amount, cancelledLoads, time, blockedAt, record}` (record: the ledger-signed Restitution, hex) |
+ * | `GET /v1/cards/<kid>` | | JSON `{card, bank, revokedIn, blockedAt, restoreAfter, restored, pendingLoads}` |
+ * | `GET /v1/banks/<kid>` | | JSON `{bank, balance, creditLine}` |
  * | `GET /v1/health` | | JSON `{ok, storage}` |
  * | `GET /v1/metrics` | | Prometheus text |
  *
@@ -25,6 +30,7 @@ import {
   decodeDeterministic,
   LIMITS,
   encodeDeterministic,
+  fromHex,
   isDtError,
   toHex,
   type CborValue,
@@ -34,6 +40,7 @@ import { Ledger, type LedgerOptions } from './ledger.ts';
 import { errorBody, LedgerApiCode, LedgerApiError, LedgerError, LedgerErrorCode } from './errors.ts';
 import { authenticateSettle, settleReplayWindows } from './acquirers.ts';
 import { MAX_LOAD_SIZE } from './load.ts';
+import { MAX_CARD_LOSS_SIZE } from './cardloss.ts';
 
 /** Options of {@link startLedgerServer}: an open ledger, or what {@link Ledger.open} needs. */
 export type LedgerServerOptions = ({ ledger: Ledger } | LedgerOptions) & {
@@ -179,6 +186,26 @@ export function buildLedgerApp(ledger: Ledger, opts: LedgerAppOptions = {}): Fas
   const within = (limit: number) => ({ bodyLimit: Math.min(bodyLimit, limit) });
   app.post('/v1/sync', within(LIMITS.maxSyncSize), async (req, reply) => reply.type(CBOR).send(Buffer.from(await ledger.sync(body(req)))));
   app.post('/v1/loads', within(MAX_LOAD_SIZE), async (req) => ledger.load(body(req)));
+  // A defund: the card's SyncRequest, answered with a receipt that empties the card into its issuing bank (SPEC §7.6.3).
+  app.post('/v1/defund', within(LIMITS.maxSyncSize), async (req, reply) =>
+    reply.type(CBOR).send(Buffer.from(await ledger.defund(body(req)))),
+  );
+  // Lost or stolen cards (SPEC §7.9): the issuing bank's signed block and restore requests.
+  app.post('/v1/cards/block', within(MAX_CARD_LOSS_SIZE), async (req) => ledger.blockCard(body(req)));
+  app.post('/v1/cards/restore', within(MAX_CARD_LOSS_SIZE), async (req) => ledger.restoreCard(body(req)));
+  app.get<{ Params: { kid: string } }>('/v1/cards/:kid', async (req) => {
+    if (!/^[0-9a-f]{32}$/.test(req.params.kid)) throw new LedgerApiError(LedgerApiCode.MALFORMED, 'card key id: 32 lowercase hex digits');
+    const info = await ledger.cardInfo(fromHex(req.params.kid));
+    if (!info) throw new LedgerError(LedgerErrorCode.CARD_UNKNOWN, 'card not registered');
+    return info;
+  });
+  // A bank's balance and floor (SPEC §7.6.2): public figures of the books, no secret.
+  app.get<{ Params: { kid: string } }>('/v1/banks/:kid', async (req) => {
+    if (!/^[0-9a-f]{32}$/.test(req.params.kid)) throw new LedgerApiError(LedgerApiCode.MALFORMED, 'bank key id: 32 lowercase hex digits');
+    const info = await ledger.bankInfo(fromHex(req.params.kid));
+    if (!info) throw new LedgerError(LedgerErrorCode.BANK_UNKNOWN, 'bank not registered');
+    return info;
+  });
   app.post('/v1/cards', within(MAX_CARD_CHAIN_BODY), async (req) => {
     const chain = byteStrings(decodeDeterministic(body(req), MAX_CARD_CHAIN_BODY), 'card chain', 3);
     return { kid: toHex(await ledger.registerCard(chain)) };
