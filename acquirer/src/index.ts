@@ -15,6 +15,7 @@ export { readAcquirerKey } from './keyfile.ts';
 export type { ForwardResult, ForwarderOptions } from './forwarder.ts';
 export { AcquirerError, AcquirerErrorCode, HTTP_STATUS, isAcquirerError } from './errors.ts';
 export { AcquirerStore, BatchState, type StoredBatch, type StoredOutcome } from './store.ts';
+export { ACQUIRER_MIGRATIONS, AcquirerSchemaError, migrateAcquirerStore, type AcquirerMigration } from './schema.ts';
 export { admitBatch, verifyTerminalChain, type AdmittedBatch, type TrustConfig } from './verify.ts';
 // The wire objects are defined once in @dt/protocol (SPEC.md §7.7.1); re-exported under their historical names.
 export {

@@ -17,6 +17,7 @@
  */
 import Database from 'better-sqlite3';
 import { concatBytes, plainBytes } from '@dt/protocol';
+import { ACQUIRER_MIGRATIONS, migrateAcquirerStore, type AcquirerMigration } from './schema.ts';
 
 /** Forwarding state of a stored batch. */
 export const BatchState = {
@@ -75,56 +76,6 @@ export interface StoredTerminal {
   readonly lastSeq: number;
 }
 
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS terminals (
-  kid BLOB PRIMARY KEY,
-  chain BLOB NOT NULL,
-  merchant TEXT NOT NULL,
-  last_seq INTEGER NOT NULL,
-  first_seen INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS batches (
-  id INTEGER PRIMARY KEY AUTOINCREMENT,
-  terminal BLOB NOT NULL,
-  seq INTEGER NOT NULL,
-  hash BLOB NOT NULL,
-  bytes BLOB NOT NULL,
-  handovers INTEGER NOT NULL,
-  transfer_hashes BLOB NOT NULL,
-  received_at INTEGER NOT NULL,
-  state INTEGER NOT NULL,
-  attempts INTEGER NOT NULL DEFAULT 0,
-  settled_at INTEGER,
-  reject_code TEXT,
-  UNIQUE (terminal, seq)
-);
-CREATE INDEX IF NOT EXISTS batches_by_state ON batches (state, id);
-CREATE TABLE IF NOT EXISTS outcomes (
-  id INTEGER PRIMARY KEY AUTOINCREMENT,
-  terminal BLOB NOT NULL,
-  batch_id INTEGER NOT NULL REFERENCES batches (id),
-  idx INTEGER NOT NULL,
-  status INTEGER NOT NULL,
-  bytes BLOB NOT NULL,
-  UNIQUE (batch_id, idx)
-);
-CREATE INDEX IF NOT EXISTS outcomes_by_terminal ON outcomes (terminal, id);
-CREATE TABLE IF NOT EXISTS revoked_terminals (
-  kid BLOB PRIMARY KEY,
-  revoked_at INTEGER NOT NULL,
-  reason TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS crl (
-  id INTEGER PRIMARY KEY CHECK (id = 1),
-  version INTEGER NOT NULL,
-  bytes BLOB NOT NULL,
-  fetched_at INTEGER NOT NULL
-);
-`;
-
-const SCHEMA_VERSION = '1';
-
 function u8(b: Buffer | Uint8Array): Uint8Array {
   return plainBytes(b);
 }
@@ -167,19 +118,31 @@ function toBatch(r: BatchRow): StoredBatch {
 export class AcquirerStore {
   readonly #db: Database.Database;
 
-  /** Opens (creating if needed) the database at `file` (`:memory:` is refused: nothing would be durable). */
-  constructor(file: string) {
+  /**
+   * Opens (creating if needed) the database at `file` (`:memory:` is refused: nothing would be
+   * durable), bringing its schema to the latest version (./schema.ts).
+   *
+   * @param options.migrations the migration list (default {@link ACQUIRER_MIGRATIONS}); tests of
+   *   the upgrade path pass a longer one. Version 1 must stay the acquirer's own.
+   * @throws {AcquirerSchemaError} the file is of a newer schema version than this code knows, or holds
+   *   tables that are not the acquirer's (the file is left as it was); a SqliteError when it is no database.
+   */
+  constructor(file: string, options: { readonly migrations?: readonly AcquirerMigration[] } = {}) {
     if (file === ':memory:' || file === '') throw new Error('the acquirer store must be a file: acknowledgements promise durability');
-    this.#db = new Database(file);
-    this.#db.pragma('journal_mode = WAL');
-    // FULL: the WAL is fsynced at every commit, so an acknowledged batch survives power loss.
-    this.#db.pragma('synchronous = FULL');
-    this.#db.pragma('foreign_keys = ON');
-    this.#db.pragma('busy_timeout = 5000');
-    this.#db.exec(SCHEMA);
-    const v = this.#db.prepare('SELECT value FROM meta WHERE key = ?').get('schema') as { value: string } | undefined;
-    if (v === undefined) this.#db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run('schema', SCHEMA_VERSION);
-    else if (v.value !== SCHEMA_VERSION) throw new Error(`unsupported acquirer database schema ${v.value}`);
+    const db = new Database(file);
+    try {
+      // FULL: the WAL is fsynced at every commit, so an acknowledged batch survives power loss.
+      db.pragma('synchronous = FULL');
+      db.pragma('foreign_keys = ON');
+      db.pragma('busy_timeout = 5000');
+      // Before the switch to WAL, so that a refused file is left as it was.
+      migrateAcquirerStore(db, options.migrations ?? ACQUIRER_MIGRATIONS);
+      db.pragma('journal_mode = WAL');
+    } catch (e) {
+      db.close();
+      throw e;
+    }
+    this.#db = db;
   }
 
   /** Closes the database. */

@@ -9,6 +9,7 @@ export * from './errors.ts';
 export * from './policy.ts';
 export * from './identity.ts';
 export * from './journal/journal.ts';
+export * from './journal/schema.ts';
 export * from './kernel/outcome.ts';
 export * from './kernel/pinpad.ts';
 export * from './kernel/kernel.ts';

@@ -22,6 +22,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { plainBytes, toHex } from '@dt/protocol';
 import { TerminalError, TerminalErrorCode } from '../errors.ts';
+import { JOURNAL_MIGRATIONS, JournalSchemaError, migrateJournal, type JournalMigration } from './schema.ts';
 
 /** Lifecycle state of a journalled payment. */
 export const PaymentState = {
@@ -154,84 +155,6 @@ export const MAX_TORN_PER_CARD = 4;
 
 /** Most torn attempts kept open in all (cards that announce a new id at every tap). */
 export const MAX_TORN_ATTEMPTS = 64;
-
-const SCHEMA_VERSION = 1;
-
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
-CREATE TABLE IF NOT EXISTS attempts (
-  nonce BLOB PRIMARY KEY CHECK (length(nonce) = 16),
-  created INTEGER NOT NULL,
-  amount INTEGER NOT NULL CHECK (amount > 0),
-  time INTEGER NOT NULL,
-  card BLOB,
-  retry_of BLOB,
-  request BLOB NOT NULL,
-  state TEXT NOT NULL CHECK (state IN ('sent','approved','declined','torn','closed'))
-) STRICT;
-CREATE INDEX IF NOT EXISTS attempts_state ON attempts (state, created);
-CREATE TABLE IF NOT EXISTS payments (
-  id INTEGER PRIMARY KEY AUTOINCREMENT,
-  transfer_hash BLOB NOT NULL UNIQUE CHECK (length(transfer_hash) = 32),
-  card BLOB NOT NULL,
-  counter INTEGER NOT NULL,
-  amount INTEGER NOT NULL CHECK (amount > 0),
-  currency INTEGER NOT NULL,
-  nonce BLOB NOT NULL,
-  time INTEGER NOT NULL,
-  approved_at INTEGER NOT NULL,
-  cvm INTEGER NOT NULL,
-  merchant TEXT NOT NULL,
-  mcc INTEGER NOT NULL,
-  handover BLOB NOT NULL,
-  state TEXT NOT NULL CHECK (state IN ('pending','submitted','settled','rejected','double_spent')),
-  covered INTEGER,
-  outcome BLOB,
-  outcome_code TEXT,
-  batch_seq INTEGER,
-  crl_version INTEGER NOT NULL,
-  updated_at INTEGER NOT NULL,
-  UNIQUE (card, counter)
-) STRICT;
-CREATE INDEX IF NOT EXISTS payments_state ON payments (state, id);
-CREATE TABLE IF NOT EXISTS spent_inputs (
-  input BLOB PRIMARY KEY,
-  payment_id INTEGER NOT NULL REFERENCES payments (id)
-) STRICT;
-CREATE TABLE IF NOT EXISTS batches (
-  seq INTEGER PRIMARY KEY CHECK (seq > 0),
-  created INTEGER NOT NULL,
-  bytes BLOB NOT NULL,
-  state TEXT NOT NULL CHECK (state IN ('built','acked')),
-  acked_at INTEGER
-) STRICT;
-CREATE TABLE IF NOT EXISTS crl (
-  id INTEGER PRIMARY KEY CHECK (id = 1),
-  version INTEGER NOT NULL,
-  issued INTEGER NOT NULL,
-  fetched_at INTEGER NOT NULL,
-  bytes BLOB NOT NULL
-) STRICT;
-CREATE TABLE IF NOT EXISTS revoked (kid BLOB PRIMARY KEY) STRICT;
-CREATE TABLE IF NOT EXISTS ecr_orders (
-  reference TEXT PRIMARY KEY CHECK (length(reference) BETWEEN 1 AND 64),
-  amount INTEGER NOT NULL CHECK (amount > 0),
-  created INTEGER NOT NULL,
-  updated INTEGER NOT NULL,
-  state TEXT NOT NULL CHECK (state IN ('started','approved','declined','online_required','ended','cancelled','interrupted')),
-  reason TEXT,
-  detail TEXT,
-  payment_id INTEGER UNIQUE REFERENCES payments (id)
-) STRICT;
-CREATE INDEX IF NOT EXISTS ecr_orders_created ON ecr_orders (created, reference);
-CREATE TABLE IF NOT EXISTS day_closes (
-  id INTEGER PRIMARY KEY AUTOINCREMENT,
-  closed_at INTEGER NOT NULL,
-  through_payment INTEGER NOT NULL,
-  count INTEGER NOT NULL,
-  amount INTEGER NOT NULL
-) STRICT;
-`;
 
 interface PaymentRow {
   id: number;
@@ -372,6 +295,11 @@ export type ApprovalHook = (result: { kind: 'recorded' | 'duplicate'; payment: P
 export interface JournalOptions {
   /** Clock in seconds (injected for tests); defaults to the system clock. */
   readonly now?: () => number;
+  /**
+   * The schema migrations to apply at open (default {@link JOURNAL_MIGRATIONS}); tests of the
+   * upgrade path pass a longer list. Version 1 must stay the journal's own.
+   */
+  readonly migrations?: readonly JournalMigration[];
 }
 
 /**
@@ -396,22 +324,27 @@ export class Journal {
   /** Opens (creating if needed) the journal at `path` (`:memory:` for a throwaway one). */
   static open(path: string, options: JournalOptions = {}): Journal {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
-    let db: Database.Database;
+    let db: Database.Database | undefined;
     try {
       db = new Database(path, { timeout: 5000 });
+      // FULL: the WAL is fsynced at every commit; an approval depends on it.
+      db.pragma('synchronous = FULL');
+      db.pragma('foreign_keys = ON');
+      // Creates the schema in a new file, upgrades an older one, refuses a newer one or one of
+      // another kind (./schema.ts); before the switch to WAL, so a refused file is left as it was.
+      migrateJournal(db, options.migrations ?? JOURNAL_MIGRATIONS);
       if (path !== ':memory:') {
         const mode = db.pragma('journal_mode = WAL', { simple: true });
         if (String(mode).toLowerCase() !== 'wal') throw new Error(`journal_mode is ${String(mode)}, not wal`);
       }
-      // FULL: the WAL is fsynced at every commit; an approval depends on it.
-      db.pragma('synchronous = FULL');
-      db.pragma('foreign_keys = ON');
-      db.exec(SCHEMA);
-      const v = db.prepare(`SELECT value FROM meta WHERE key = 'schema'`).get() as { value: string } | undefined;
-      if (v === undefined) db.prepare(`INSERT INTO meta (key, value) VALUES ('schema', ?)`).run(String(SCHEMA_VERSION));
-      else if (Number(v.value) !== SCHEMA_VERSION) throw new Error(`unsupported journal schema ${v.value}`);
     } catch (e) {
-      throw new TerminalError(TerminalErrorCode.JOURNAL, `cannot open the journal at ${path}: ${(e as Error).message}`, { path }, e);
+      db?.close();
+      const details: Record<string, string | number> = { path };
+      if (e instanceof JournalSchemaError) {
+        details.problem = e.problem;
+        if (e.version !== undefined) details.version = e.version;
+      }
+      throw new TerminalError(TerminalErrorCode.JOURNAL, `cannot open the journal at ${path}: ${(e as Error).message}`, details, e);
     }
     return new Journal(db, options.now ?? (() => Math.floor(Date.now() / 1000)));
   }

@@ -8,7 +8,8 @@
  *
  * @module
  */
-import { isTerminalError, TerminalError, TerminalErrorCode } from '../errors.ts';
+import { isTransportError, ReaderUnavailableError, TransportErrorCode } from '@dt/protocol';
+import { TerminalError, TerminalErrorCode } from '../errors.ts';
 import { PcscReaders, type PcscEvent } from '../transports/pcsc.ts';
 import { openSerialReader } from '../transports/serial.ts';
 import { openHidReader } from '../transports/hid.ts';
@@ -78,7 +79,7 @@ class ReopeningReader implements CardReader {
         return r;
       } catch (e) {
         this.#error = (e as Error).message;
-        throw new TerminalError(TerminalErrorCode.READER_UNAVAILABLE, `${this.spec}: ${this.#error}`, { reader: this.spec }, e);
+        throw new ReaderUnavailableError(`${this.spec}: ${this.#error}`, { reader: this.spec }, e);
       } finally {
         this.#opening = undefined;
         this.onChange();
@@ -98,7 +99,8 @@ class ReopeningReader implements CardReader {
           return await session.transmit(apdu, o);
         } catch (e) {
           // An I/O failure of the port: the device is gone; the next tap opens it again.
-          if (isTerminalError(e, TerminalErrorCode.TRANSPORT)) void this.#drop((e as Error).message);
+          if (isTransportError(e, TransportErrorCode.TRANSPORT_LINK) || isTransportError(e, TransportErrorCode.READER_UNAVAILABLE))
+            void this.#drop((e as Error).message);
           throw e;
         }
       },

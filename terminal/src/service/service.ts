@@ -15,7 +15,7 @@
  *
  * @module
  */
-import { formatTenge, LIMITS, toHex } from '@dt/protocol';
+import { formatTenge, isTransportError, LIMITS, toHex } from '@dt/protocol';
 import { isTerminalError } from '../errors.ts';
 import type { TerminalIdentity } from '../identity.ts';
 import { OrderState, type Journal, type OrderRecord, type PaymentRecord, type PaymentState } from '../journal/journal.ts';
@@ -377,7 +377,7 @@ export class PosService {
         active.committed = false;
       }
     } catch (e) {
-      failure = isTerminalError(e) ? e.code : 'INTERNAL';
+      failure = isTerminalError(e) || isTransportError(e) ? e.code : 'INTERNAL';
     } finally {
       journal.setApprovalHook(undefined);
     }

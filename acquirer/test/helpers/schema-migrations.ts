@@ -1,0 +1,69 @@
+/**
+ * Test-only migration lists for the acquirer database's upgrade tests: the real list
+ * plus a version 2 (and 3) that change schema and data, so a test can prove
+ * what an upgrade does with a file of the previous version.
+ */
+import { existsSync, writeFileSync } from 'node:fs';
+import { ACQUIRER_MIGRATIONS, type AcquirerMigration } from '../../src/index.ts';
+
+/** v2: a column filled from existing rows, and a table that counts how often the step ran. */
+export const TEST_V2: AcquirerMigration = {
+  version: 2,
+  description: 'test: terminals.note from the merchant, migration_runs',
+  up(db) {
+    db.exec(`ALTER TABLE terminals ADD COLUMN note TEXT`);
+    db.exec(`UPDATE terminals SET note = 'by ' || merchant`);
+    db.exec(`CREATE TABLE IF NOT EXISTS migration_runs (version INTEGER NOT NULL)`);
+    db.exec(`INSERT INTO migration_runs (version) VALUES (2)`);
+  },
+};
+
+/** v3: one more table (only to make a file newer than the code under test). */
+export const TEST_V3: AcquirerMigration = {
+  version: 3,
+  description: 'test: a table of version 3',
+  up(db) {
+    db.exec(`CREATE TABLE v3_only (x INTEGER)`);
+  },
+};
+
+/** A v2 that does part of its work, then throws: the step must roll back. */
+export const THROWING_V2: AcquirerMigration = {
+  version: 2,
+  description: 'test: fails half way',
+  up(db) {
+    TEST_V2.up(db);
+    throw new Error('migration step failed on purpose');
+  },
+};
+
+/** A v2 that does part of its work, then kills its own process (a crash during the upgrade). */
+export const KILLING_V2: AcquirerMigration = {
+  version: 2,
+  description: 'test: the process dies half way',
+  up(db) {
+    TEST_V2.up(db);
+    process.kill(process.pid, 'SIGKILL');
+    // SIGKILL is delivered asynchronously; never go on to commit.
+    for (;;) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1000);
+  },
+};
+
+/** A v2 that, before its work, waits until `gate` exists (so a second process can start opening meanwhile). */
+export function waitingV2(started: string, gate: string): AcquirerMigration {
+  return {
+    version: 2,
+    description: 'test: waits for a second opener',
+    up(db) {
+      writeFileSync(started, '');
+      const cell = new Int32Array(new SharedArrayBuffer(4));
+      while (!existsSync(gate)) Atomics.wait(cell, 0, 0, 20);
+      // Give the second process time to reach the write lock (the assertion does not depend on it).
+      Atomics.wait(cell, 0, 0, 300);
+      TEST_V2.up(db);
+    },
+  };
+}
+
+export const LIST_V2 = [...ACQUIRER_MIGRATIONS, TEST_V2];
+export const LIST_V3 = [...ACQUIRER_MIGRATIONS, TEST_V2, TEST_V3];

@@ -1,0 +1,261 @@
+/**
+ * Schema versions of the terminal journal and its forward migrations.
+ *
+ * The version is SQLite's `PRAGMA user_version` (0 in a new file). Version 1
+ * is the schema the journal had before versions existed; such a file (version
+ * 0 with the journal's tables and `meta.schema = '1'`) is recognised by
+ * inspecting its tables and stamped 1. Each later migration runs in one
+ * `BEGIN IMMEDIATE` transaction together with its version bump, so a crash
+ * leaves the file at the previous version with its data, and two processes
+ * opening the file at once never both migrate (the second waits for the write
+ * lock, then re-reads the version). A file of a newer version than this code
+ * knows is refused, never opened.
+ *
+ * `meta.schema` mirrors the version, so that the code of before versions
+ * (which checks `meta.schema = '1'`) refuses a migrated file too.
+ *
+ * @module
+ */
+import Database from 'better-sqlite3';
+
+/** One forward migration: `up` runs inside the transaction that bumps the version to `version`. */
+export interface JournalMigration {
+  /** The version the file has after this migration (1, 2, ... in order). */
+  readonly version: number;
+  /** What changes, for people reading the list. */
+  readonly description: string;
+  /** Changes schema and data; throwing rolls the whole step back. */
+  up(db: Database.Database): void;
+}
+
+/** Version 1: the journal's schema as it was before versions (the DDL is kept exactly as that code ran it). */
+const V1_DDL = `
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+CREATE TABLE IF NOT EXISTS attempts (
+  nonce BLOB PRIMARY KEY CHECK (length(nonce) = 16),
+  created INTEGER NOT NULL,
+  amount INTEGER NOT NULL CHECK (amount > 0),
+  time INTEGER NOT NULL,
+  card BLOB,
+  retry_of BLOB,
+  request BLOB NOT NULL,
+  state TEXT NOT NULL CHECK (state IN ('sent','approved','declined','torn','closed'))
+) STRICT;
+CREATE INDEX IF NOT EXISTS attempts_state ON attempts (state, created);
+CREATE TABLE IF NOT EXISTS payments (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  transfer_hash BLOB NOT NULL UNIQUE CHECK (length(transfer_hash) = 32),
+  card BLOB NOT NULL,
+  counter INTEGER NOT NULL,
+  amount INTEGER NOT NULL CHECK (amount > 0),
+  currency INTEGER NOT NULL,
+  nonce BLOB NOT NULL,
+  time INTEGER NOT NULL,
+  approved_at INTEGER NOT NULL,
+  cvm INTEGER NOT NULL,
+  merchant TEXT NOT NULL,
+  mcc INTEGER NOT NULL,
+  handover BLOB NOT NULL,
+  state TEXT NOT NULL CHECK (state IN ('pending','submitted','settled','rejected','double_spent')),
+  covered INTEGER,
+  outcome BLOB,
+  outcome_code TEXT,
+  batch_seq INTEGER,
+  crl_version INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL,
+  UNIQUE (card, counter)
+) STRICT;
+CREATE INDEX IF NOT EXISTS payments_state ON payments (state, id);
+CREATE TABLE IF NOT EXISTS spent_inputs (
+  input BLOB PRIMARY KEY,
+  payment_id INTEGER NOT NULL REFERENCES payments (id)
+) STRICT;
+CREATE TABLE IF NOT EXISTS batches (
+  seq INTEGER PRIMARY KEY CHECK (seq > 0),
+  created INTEGER NOT NULL,
+  bytes BLOB NOT NULL,
+  state TEXT NOT NULL CHECK (state IN ('built','acked')),
+  acked_at INTEGER
+) STRICT;
+CREATE TABLE IF NOT EXISTS crl (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  version INTEGER NOT NULL,
+  issued INTEGER NOT NULL,
+  fetched_at INTEGER NOT NULL,
+  bytes BLOB NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS revoked (kid BLOB PRIMARY KEY) STRICT;
+`;
+
+/** The journal's migrations, oldest first. Append only: a released step never changes. */
+export const JOURNAL_MIGRATIONS: readonly JournalMigration[] = [
+  {
+    version: 1,
+    description: 'attempts, payments, spent inputs, batches, revocation list (the schema before versions)',
+    up(db) {
+      db.exec(V1_DDL);
+      db.prepare(`INSERT INTO meta (key, value) VALUES ('schema', '1') ON CONFLICT (key) DO NOTHING`).run();
+    },
+  },
+  {
+    version: 2,
+    description: "dt-pos serve: the cash register's orders (by its reference, linked to their payment) and the day closes",
+    up(db) {
+      db.exec(`
+CREATE TABLE ecr_orders (
+  reference TEXT PRIMARY KEY CHECK (length(reference) BETWEEN 1 AND 64),
+  amount INTEGER NOT NULL CHECK (amount > 0),
+  created INTEGER NOT NULL,
+  updated INTEGER NOT NULL,
+  state TEXT NOT NULL CHECK (state IN ('started','approved','declined','online_required','ended','cancelled','interrupted')),
+  reason TEXT,
+  detail TEXT,
+  payment_id INTEGER UNIQUE REFERENCES payments (id)
+) STRICT;
+CREATE INDEX ecr_orders_created ON ecr_orders (created, reference);
+CREATE TABLE day_closes (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  closed_at INTEGER NOT NULL,
+  through_payment INTEGER NOT NULL,
+  count INTEGER NOT NULL,
+  amount INTEGER NOT NULL
+) STRICT;
+`);
+    },
+  },
+];
+
+/** Why a journal file cannot be used as one. */
+export type SchemaProblem = 'NEWER' | 'NOT_A_JOURNAL';
+
+/** The file's schema is newer than this code, or the file is no journal. */
+export class JournalSchemaError extends Error {
+  constructor(
+    readonly problem: SchemaProblem,
+    message: string,
+    readonly version?: number,
+  ) {
+    super(message);
+    this.name = 'JournalSchemaError';
+  }
+}
+
+interface Shape {
+  readonly tables: ReadonlyMap<string, string>;
+  readonly indexes: readonly string[];
+}
+
+/** Tables (name -> column list) and index names of `db`, SQLite's own excluded. */
+function shapeOf(db: Database.Database): Shape {
+  const rows = db.prepare(`SELECT type, name FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%' ORDER BY name`).all() as {
+    type: string;
+    name: string;
+  }[];
+  const tables = new Map<string, string>();
+  for (const r of rows.filter((x) => x.type === 'table')) {
+    const cols = db.prepare(`SELECT name, type, "notnull", dflt_value, pk FROM pragma_table_info(?) ORDER BY cid`).all(r.name);
+    tables.set(r.name, JSON.stringify(cols));
+  }
+  return { tables, indexes: rows.filter((x) => x.type === 'index').map((x) => x.name) };
+}
+
+/** The shape a file of `version` must have: the migrations up to it applied to an empty database. */
+function referenceShape(migrations: readonly JournalMigration[], version: number): Shape {
+  const ref = new Database(':memory:');
+  try {
+    for (const m of migrations.slice(0, version)) m.up(ref);
+    return shapeOf(ref);
+  } finally {
+    ref.close();
+  }
+}
+
+/** The differences of `actual` from `expected`, in words (empty when equal). */
+function differences(actual: Shape, expected: Shape): string[] {
+  const out: string[] = [];
+  for (const [t, cols] of expected.tables) {
+    const a = actual.tables.get(t);
+    if (a === undefined) out.push(`no table ${t}`);
+    else if (a !== cols) out.push(`table ${t} has other columns`);
+  }
+  for (const t of actual.tables.keys()) if (!expected.tables.has(t)) out.push(`unknown table ${t}`);
+  for (const i of expected.indexes) if (!actual.indexes.includes(i)) out.push(`no index ${i}`);
+  return out;
+}
+
+function checkList(migrations: readonly JournalMigration[]): void {
+  migrations.forEach((m, i) => {
+    if (m.version !== i + 1) throw new Error(`journal migration ${i} has version ${m.version}, expected ${i + 1}`);
+  });
+  if (migrations.length === 0) throw new Error('no journal migrations');
+}
+
+/**
+ * Brings the journal in `db` to the latest version of `migrations` (creating it
+ * in an empty file), one transaction per step, then checks that its tables are
+ * exactly those of that version. Returns the versions before and after.
+ *
+ * @throws {JournalSchemaError} NEWER when the file's version is above the latest known one;
+ *   NOT_A_JOURNAL when the file holds tables that are not the journal's.
+ */
+export function migrateJournal(
+  db: Database.Database,
+  migrations: readonly JournalMigration[] = JOURNAL_MIGRATIONS,
+): { from: number; to: number } {
+  checkList(migrations);
+  const latest = migrations.length;
+  let from: number | undefined;
+  for (;;) {
+    db.exec('BEGIN IMMEDIATE');
+    try {
+      const v = db.pragma('user_version', { simple: true }) as number;
+      from ??= v;
+      if (v > latest) {
+        throw new JournalSchemaError(
+          'NEWER',
+          `the journal has schema version ${v}, newer than this program knows (${latest}): use the newer dt-pos that wrote it`,
+          v,
+        );
+      }
+      if (v === latest) {
+        db.exec('COMMIT');
+        break;
+      }
+      if (v === 0 && shapeOf(db).tables.size > 0) adoptV1(db, migrations);
+      else migrations[v]!.up(db);
+      const next = v + 1;
+      db.pragma(`user_version = ${next}`);
+      if (next > 1) db.prepare(`UPDATE meta SET value = ? WHERE key = 'schema'`).run(String(next));
+      db.exec('COMMIT');
+    } catch (e) {
+      if (db.inTransaction) db.exec('ROLLBACK');
+      throw e;
+    }
+  }
+  const diff = differences(shapeOf(db), referenceShape(migrations, latest));
+  if (diff.length > 0)
+    throw new JournalSchemaError('NOT_A_JOURNAL', `not a terminal journal of schema version ${latest}: ${diff.join(', ')}`);
+  return { from, to: latest };
+}
+
+/**
+ * A version-0 file with tables: the journal of before versions if its tables
+ * are the journal's (those missing are created, as that code did at every
+ * open) and `meta.schema` says 1; anything else is refused.
+ */
+function adoptV1(db: Database.Database, migrations: readonly JournalMigration[]): void {
+  const expected = referenceShape(migrations, 1);
+  const before = shapeOf(db);
+  const foreign = [...before.tables.keys()].filter((t) => !expected.tables.has(t));
+  if (foreign.length > 0) throw new JournalSchemaError('NOT_A_JOURNAL', `not a terminal journal: it holds table(s) ${foreign.join(', ')}`);
+  const changed = [...before.tables].filter(([t, cols]) => expected.tables.get(t) !== cols).map(([t]) => `table ${t} has other columns`);
+  if (changed.length > 0) throw new JournalSchemaError('NOT_A_JOURNAL', `not a terminal journal: ${changed.join(', ')}`);
+  if (before.tables.has('meta')) {
+    const row = db.prepare(`SELECT value FROM meta WHERE key = 'schema'`).get() as { value: unknown } | undefined;
+    if (row !== undefined && row.value !== '1')
+      throw new JournalSchemaError('NOT_A_JOURNAL', `not a terminal journal: meta.schema is ${String(row.value)}`);
+  }
+  migrations[0]!.up(db);
+  const diff = differences(shapeOf(db), expected);
+  if (diff.length > 0) throw new JournalSchemaError('NOT_A_JOURNAL', `not a terminal journal: ${diff.join(', ')}`);
+}
