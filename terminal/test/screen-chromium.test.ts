@@ -4,7 +4,8 @@
  * token from its URL fragment, the amount is typed on its keypad (mouse) and keyboard, Charge
  * shows "Present card", the card is then put on the reader, the page shows APPROVED in its
  * alert region, the receipt and the payment in the list with its state; a screenshot is taken
- * and must be a real page (many pixels differ from the background, in more than a few colours).
+ * and must be a real page (many pixels differ from the background, in more than a few colours;
+ * `DT_SCREENSHOT=file.png` keeps it).
  *
  * Chromium is driven over the DevTools protocol through a pipe (test/helpers/chromium.ts).
  * Without a browser the test is skipped locally and FAILS when CI=true (CI installs it:
@@ -112,7 +113,7 @@ if (!browserBin && !inCi) {
       // A screenshot: a real page, not a blank one.
       const shot = await b.send<{ data: string }>('Page.captureScreenshot', { format: 'png' });
       const png = Buffer.from(shot.data, 'base64');
-      writeFileSync(join(tmp.dir, 'screen.png'), png);
+      writeFileSync(process.env.DT_SCREENSHOT ?? join(tmp.dir, 'screen.png'), png);
       const img = decodePng(png);
       t.is(img.width, 1280);
       let differing = 0;
