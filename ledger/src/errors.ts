@@ -29,6 +29,8 @@ export const LedgerErrorCode = {
   INSUFFICIENT_ALLOCATION: 'INSUFFICIENT_ALLOCATION',
   ID_CONFLICT: 'ID_CONFLICT',
   CARD_CHAIN: 'CARD_CHAIN',
+  NOT_BLOCKED: 'NOT_BLOCKED',
+  TOO_EARLY: 'TOO_EARLY',
 } as const;
 export type LedgerErrorCode = (typeof LedgerErrorCode)[keyof typeof LedgerErrorCode];
 
@@ -49,6 +51,8 @@ export type LedgerApiCode = (typeof LedgerApiCode)[keyof typeof LedgerApiCode];
 
 /** The detail that names the refusal of a bank's load order (its signer is authenticated: 403, SPEC §8.2). */
 export const LOAD_ORDER_DETAIL = 'LOAD_ORDER';
+/** The detail that names the refusal of a bank's card block or restore request (SPEC §7.9; its signer is authenticated: 403). */
+export const BANK_REQUEST_DETAIL = 'BANK_REQUEST';
 /** The detail of a sync refused because the card synced concurrently (409: retry). */
 export const CONCURRENT_SYNC_DETAIL = 'CONCURRENT_SYNC';
 
@@ -70,7 +74,7 @@ export const LEDGER_ERROR_STATUS: { readonly [C in LedgerApiCode]: ErrorStatus }
   BATCH_INVALID: { status: 400 },
   TERMINAL_CHAIN: { status: 400 },
   BATCH_TIME: { status: 400 },
-  BAD_SIGNATURE: { status: 400, byDetail: { [LOAD_ORDER_DETAIL]: 403 } },
+  BAD_SIGNATURE: { status: 400, byDetail: { [LOAD_ORDER_DETAIL]: 403, [BANK_REQUEST_DETAIL]: 403 } },
   CARD_CHAIN: { status: 400 },
   BANK_CHAIN: { status: 400 },
   SYNC_INVALID: { status: 400, byDetail: { [CONCURRENT_SYNC_DETAIL]: 409 } },
@@ -79,13 +83,15 @@ export const LEDGER_ERROR_STATUS: { readonly [C in LedgerApiCode]: ErrorStatus }
   ACQUIRER_REPLAYED: { status: 401 },
   ACQUIRER_UNKNOWN: { status: 403 },
   ACQUIRER_NOT_PERMITTED: { status: 403 },
-  BANK_UNKNOWN: { status: 404, byDetail: { [LOAD_ORDER_DETAIL]: 403 } },
+  BANK_UNKNOWN: { status: 404, byDetail: { [LOAD_ORDER_DETAIL]: 403, [BANK_REQUEST_DETAIL]: 403 } },
   NOT_PERMITTED: { status: 403 },
   CARD_REVOKED: { status: 403 },
   CARD_UNKNOWN: { status: 404 },
   DOUBLE_SPEND: { status: 409 },
   ID_CONFLICT: { status: 409 },
   INSUFFICIENT_ALLOCATION: { status: 409 },
+  NOT_BLOCKED: { status: 409 },
+  TOO_EARLY: { status: 409 },
   TOO_LARGE: { status: 413 },
   UNSUPPORTED_MEDIA_TYPE: { status: 415 },
   BUSY: { status: 503 },

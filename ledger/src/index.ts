@@ -6,6 +6,7 @@
 export * from './ledger.ts';
 export * from './pki.ts';
 export * from './load.ts';
+export * from './cardloss.ts';
 export * from './native-signer.ts';
 export * from './storage/types.ts';
 export { LedgerStore, StoreTx, type NewTransfer, type SupplyTotals } from './store.ts';
