@@ -11,7 +11,7 @@ import { createNodeResolver, importX } from 'eslint-plugin-import-x';
 import globals from 'globals';
 import tseslint from 'typescript-eslint';
 
-const WORKSPACES = ['protocol', 'firmware', 'card-applet-sim', 'terminal', 'ledger', 'acquirer', 'hardware-tests', 'test'];
+const WORKSPACES = ['protocol', 'firmware', 'card-applet-sim', 'terminal', 'ledger', 'acquirer', 'hardware-tests', 'bank', 'test'];
 
 export default defineConfig(
   globalIgnores(['**/dist/', '**/node_modules/', '.tmp/', 'bench-results/', 'lab-report-*/', 'lab-replay-*/']),

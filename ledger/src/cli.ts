@@ -319,8 +319,34 @@ export function buildProgram(): Command {
 
   storageOptions(
     program
+      .command('bank-credit-line')
+      .description(
+        "the issuer grants a registered bank a credit line: its balance may go down to minus this amount to pay covers of double spends (its floor, SPEC §7.6.2; loads never go below 0); 0 removes it; refused (exit 1) when the bank's balance is already below the new floor",
+      )
+      .requiredOption('--bank <name>', 'bank name under <data>/banks')
+      .requiredOption('--amount <tiyn>', 'credit line in integer tiyn (100 tiyn = 1 KZT), 0 for none', nonNegativeInt),
+  ).action(async (o: StorageOpts & { bank: string; amount: number; json?: boolean }) => {
+    const d = openDataDir(o.data);
+    const kid = d.bank(o.bank).kid;
+    const l = await openLedger(o);
+    try {
+      await l.setCreditLine(kid, o.amount);
+    } finally {
+      await l.storage.close();
+    }
+    out(
+      !!o.json,
+      { bank: o.bank, creditLine: o.amount },
+      `credit line of ${o.bank}: ${formatTenge(o.amount)} (floor ${formatTenge(-o.amount)})`,
+    );
+  });
+
+  storageOptions(
+    program
       .command('serve')
-      .description('run the ledger HTTP API (POST /v1/settle, /v1/sync, /v1/loads, /v1/cards; GET /v1/crl, /v1/health, /v1/metrics)')
+      .description(
+        'run the ledger HTTP API (POST /v1/settle, /v1/sync, /v1/defund, /v1/loads, /v1/cards, /v1/cards/block, /v1/cards/restore; GET /v1/crl, /v1/cards/<kid>, /v1/banks/<kid>, /v1/health, /v1/metrics)',
+      )
       .option('-p, --port <port>', 'TCP port (0: any free port)', '8440')
       .option('--host <host>', 'listen address', '127.0.0.1')
       .option(

@@ -7,7 +7,7 @@
  * @module
  */
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -318,55 +318,61 @@ export function buildProgram(): Command {
     .option('--acquirer <url>', 'acquirer base URL for sync, e.g. http://127.0.0.1:8081')
     .option('--reader <spec>', 'default reader: pcsc, pcsc:<name>, serial:<path>, hid:<path>', 'pcsc')
     .option(
-      '--dev <pki-dir>',
-      'development: self-provision with the dev PKI in this directory (dev-pki.json of dt-card / the ledger dev tools)',
+      '--dev <dir>',
+      "development: self-provision with a local PKI: a dt-ledger data directory (its acquiring bank's key, root.cert, ledger.cert) or a dev PKI directory (dev-pki.json of dt-card)",
     )
-    .action((o: { merchantId: string; mcc: number; name: string; acquirer?: string; reader: string; dev?: string }, cmd: Command) => {
-      const g = globals(cmd);
-      const paths = identityPaths(g.dataDir);
-      const kp = existsSync(paths.key) ? loadTerminalKey(g.dataDir) : createTerminalKey(g.dataDir);
-      const merchant = { id: o.merchantId, mcc: o.mcc, name: o.name };
-      const cfg: TerminalConfig = {
-        ...DEFAULT_CONFIG,
-        ...(existsSync(configPath(g.dataDir)) ? loadConfig(g.dataDir) : {}),
-        reader: o.reader,
-        ...(o.acquirer ? { acquirerUrl: o.acquirer } : {}),
-      };
-      saveConfig(g.dataDir, cfg);
-      const request = certificateRequest(kp, merchant, now());
-      writeFileDurable(paths.request, request);
-      const kid = toHex(keyPairSigner(kp).kid);
-      if (!o.dev) {
+    .option('--dev-bank <name>', 'with --dev on a dt-ledger data directory: the acquiring bank (banks/<name>.*; default: the only one)')
+    .action(
+      (
+        o: { merchantId: string; mcc: number; name: string; acquirer?: string; reader: string; dev?: string; devBank?: string },
+        cmd: Command,
+      ) => {
+        const g = globals(cmd);
+        const paths = identityPaths(g.dataDir);
+        const kp = existsSync(paths.key) ? loadTerminalKey(g.dataDir) : createTerminalKey(g.dataDir);
+        const merchant = { id: o.merchantId, mcc: o.mcc, name: o.name };
+        const cfg: TerminalConfig = {
+          ...DEFAULT_CONFIG,
+          ...(existsSync(configPath(g.dataDir)) ? loadConfig(g.dataDir) : {}),
+          reader: o.reader,
+          ...(o.acquirer ? { acquirerUrl: o.acquirer } : {}),
+        };
+        saveConfig(g.dataDir, cfg);
+        const request = certificateRequest(kp, merchant, now());
+        writeFileDurable(paths.request, request);
+        const kid = toHex(keyPairSigner(kp).kid);
+        if (!o.dev) {
+          out(
+            g,
+            { initialized: false, terminal: kid, certificateRequest: paths.request },
+            `Terminal key ${kid} created in ${g.dataDir}.\nSend ${paths.request} to your acquiring bank, then install its answer with:\n  dt-pos install-cert --cert terminal.cert --bank-cert bank.cert --root root.cert --ledger-cert ledger.cert`,
+          );
+          return;
+        }
+        const pki = readDevPki(o.dev, o.devBank);
+        const t = now();
+        const cert = issueCertificate(
+          {
+            iss: openSigned('Certificate', pki.bank.cert).message.sub,
+            sub: `terminal-${merchant.id}`,
+            iat: t,
+            nbf: t - 86_400,
+            exp: t + 365 * 86_400,
+            role: Role.TERMINAL,
+            merchant,
+            currency: CURRENCY_KZT,
+            publicKey: kp.publicKey,
+          },
+          keyPairSigner({ secretKey: pki.bank.secretKey, publicKey: publicKeyOf(pki.bank.secretKey) }),
+        );
+        const id = installIdentity(g.dataDir, { chain: [cert, pki.bank.cert], root: pki.root, ledgerCert: pki.ledgerCert }, t);
         out(
           g,
-          { initialized: false, terminal: kid, certificateRequest: paths.request },
-          `Terminal key ${kid} created in ${g.dataDir}.\nSend ${paths.request} to your acquiring bank, then install its answer with:\n  dt-pos install-cert --cert terminal.cert --bank-cert bank.cert --root root.cert --ledger-cert ledger.cert`,
+          { initialized: true, terminal: kid, merchant, certExpires: id.certExpires, dataDir: g.dataDir },
+          `Terminal ${kid} certified for ${merchant.name} (${merchant.id}, MCC ${merchant.mcc}) by the dev bank; valid until ${iso(id.certExpires)}.\nRun 'dt-pos sync' to fetch the revocation list before taking payments.`,
         );
-        return;
-      }
-      const pki = readDevPki(o.dev);
-      const t = now();
-      const cert = issueCertificate(
-        {
-          iss: openSigned('Certificate', pki.bank.cert).message.sub,
-          sub: `terminal-${merchant.id}`,
-          iat: t,
-          nbf: t - 86_400,
-          exp: t + 365 * 86_400,
-          role: Role.TERMINAL,
-          merchant,
-          currency: CURRENCY_KZT,
-          publicKey: kp.publicKey,
-        },
-        keyPairSigner({ secretKey: pki.bank.secretKey, publicKey: publicKeyOf(pki.bank.secretKey) }),
-      );
-      const id = installIdentity(g.dataDir, { chain: [cert, pki.bank.cert], root: pki.root, ledgerCert: pki.ledgerCert }, t);
-      out(
-        g,
-        { initialized: true, terminal: kid, merchant, certExpires: id.certExpires, dataDir: g.dataDir },
-        `Terminal ${kid} certified for ${merchant.name} (${merchant.id}, MCC ${merchant.mcc}) by the dev bank; valid until ${iso(id.certExpires)}.\nRun 'dt-pos sync' to fetch the revocation list before taking payments.`,
-      );
-    });
+      },
+    );
 
   program
     .command('install-cert')
@@ -797,10 +803,20 @@ function readCert(file: string, option: string): Uint8Array {
   return /^[0-9a-fA-F]+$/.test(text) && text.length % 2 === 0 ? fromHex(text) : new Uint8Array(raw);
 }
 
-/** Reads a dev PKI directory (`dev-pki.json`: dt-dev-pki v1, as card-applet-sim's `saveDevPki` writes it). */
-function readDevPki(dir: string): { root: Uint8Array; ledgerCert: Uint8Array; bank: { secretKey: Uint8Array; cert: Uint8Array } } {
+/**
+ * Reads a local PKI for `init --dev`: a dt-ledger data directory (`root.cert`, `ledger.cert`,
+ * `banks/<name>.key.json` and `.cert` of an acquiring bank, as `dt-ledger init` and `bank-add`
+ * write them), else a dev PKI directory (`dev-pki.json`: dt-dev-pki v1, as card-applet-sim's
+ * `saveDevPki` writes it).
+ */
+function readDevPki(
+  dir: string,
+  bankName?: string,
+): { root: Uint8Array; ledgerCert: Uint8Array; bank: { secretKey: Uint8Array; cert: Uint8Array } } {
+  if (existsSync(join(dir, 'root.cert')) && existsSync(join(dir, 'banks'))) return readLedgerDataDir(dir, bankName);
   const p = join(dir, 'dev-pki.json');
-  if (!existsSync(p)) throw new TerminalError(TerminalErrorCode.CONFIG, `no dev PKI at ${p}`, { path: p });
+  if (!existsSync(p))
+    throw new TerminalError(TerminalErrorCode.CONFIG, `no dev PKI at ${p} and ${dir} is no dt-ledger data directory`, { path: p });
   try {
     const j = JSON.parse(readFileSync(p, 'utf8')) as {
       format?: string;
@@ -820,6 +836,39 @@ function readDevPki(dir: string): { root: Uint8Array; ledgerCert: Uint8Array; ba
   } catch (e) {
     // Never echo the file: it holds secret keys.
     throw new TerminalError(TerminalErrorCode.CONFIG, `${p} is not a usable dev PKI: ${(e as Error).message}`, { path: p });
+  }
+}
+
+/** The acquiring bank of a dt-ledger data directory, for `init --dev`. */
+function readLedgerDataDir(
+  dir: string,
+  bankName?: string,
+): { root: Uint8Array; ledgerCert: Uint8Array; bank: { secretKey: Uint8Array; cert: Uint8Array } } {
+  const banks = join(dir, 'banks');
+  try {
+    const acquiring = readdirSync(banks)
+      .filter((f) => f.endsWith('.cert'))
+      .map((f) => ({ name: f.slice(0, -'.cert'.length), cert: new Uint8Array(readFileSync(join(banks, f))) }))
+      .filter((x) => (bankName === undefined || x.name === bankName) && existsSync(join(banks, `${x.name}.key.json`)))
+      .filter((x) => {
+        const c = openSigned('Certificate', x.cert).message;
+        return c.role === Role.BANK && ((c.perms ?? 0) & BankPermission.ACQUIRING) !== 0;
+      });
+    if (acquiring.length === 0) throw new Error(bankName ? `no acquiring bank ${bankName}` : 'no acquiring bank (dt-ledger bank-add)');
+    if (acquiring.length > 1) throw new Error(`several acquiring banks (${acquiring.map((x) => x.name).join(', ')}): pass --dev-bank`);
+    const bank = acquiring[0]!;
+    const j = JSON.parse(readFileSync(join(banks, `${bank.name}.key.json`), 'utf8')) as { secretKey?: unknown };
+    if (typeof j.secretKey !== 'string' || !/^[0-9a-f]{64}$/.test(j.secretKey)) throw new Error(`banks/${bank.name}.key.json holds no key`);
+    return {
+      root: new Uint8Array(readFileSync(join(dir, 'root.cert'))),
+      ledgerCert: new Uint8Array(readFileSync(join(dir, 'ledger.cert'))),
+      bank: { secretKey: fromHex(j.secretKey), cert: bank.cert },
+    };
+  } catch (e) {
+    // Never echo a key file.
+    throw new TerminalError(TerminalErrorCode.CONFIG, `${dir} is not a usable dt-ledger data directory: ${(e as Error).message}`, {
+      path: dir,
+    });
   }
 }
 
