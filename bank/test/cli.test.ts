@@ -50,9 +50,9 @@ function serveLedger(cwd: string): Promise<{ p: ChildProcess; url: string }> {
 
 test('refusals: exit codes, and the card exactly as it was', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'dt-bank-'));
-  let ledger: ChildProcess | undefined;
+  const servers: ChildProcess[] = [];
   t.teardown(() => {
-    ledger?.kill('SIGTERM');
+    for (const p of servers) p.kill('SIGTERM');
     rmSync(dir, { recursive: true, force: true });
   });
   const ok = async (cmd: string, ...args: string[]) => {
@@ -121,7 +121,7 @@ test('refusals: exit codes, and the card exactly as it was', async (t) => {
 
   // Cards.
   const srv = await serveLedger(dir);
-  ledger = srv.p;
+  servers.push(srv.p);
   const U = srv.url;
   await ok('dt-card', 'create', 'a.card');
   await ok('dt-card', 'create', 'b.card');
