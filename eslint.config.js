@@ -51,6 +51,11 @@ export default defineConfig(
     languageOptions: { globals: globals.node },
   },
   {
+    // The attendant screen of dt-pos serve runs in the browser.
+    files: ['terminal/screen/**/*.js'],
+    languageOptions: { globals: globals.browser, sourceType: 'script' },
+  },
+  {
     plugins: { 'import-x': importX },
     settings: {
       // Which files import-x reads to follow imports, and with which parser.

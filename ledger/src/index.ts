@@ -9,6 +9,20 @@ export * from './load.ts';
 export * from './cardloss.ts';
 export * from './native-signer.ts';
 export * from './storage/types.ts';
+export { LedgerStore, StoreTx, type NewTransfer, type SupplyTotals } from './store.ts';
+export {
+  RowTypeError,
+  type AcquirerBlockRow,
+  type AllocationRow,
+  type BankRow,
+  type CardRow,
+  type CrlRow,
+  type LoadRow,
+  type LoadState,
+  type TransferRow,
+  type TransferState,
+  type VerdictRow,
+} from './storage/rows.ts';
 export { openSqliteStorage } from './storage/sqlite.ts';
 export { openPostgresStorage, type PostgresConfig } from './storage/postgres.ts';
 export * from './server.ts';

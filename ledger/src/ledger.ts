@@ -61,7 +61,7 @@ import { nativeVerifier } from '@dt/protocol/native';
 import type { LedgerStorage } from './storage/types.ts';
 import { LedgerStore, type StoreTx } from './store.ts';
 import type { CardRow, TransferRow } from './storage/rows.ts';
-import { LedgerError, LedgerErrorCode } from './errors.ts';
+import { BANK_REQUEST_DETAIL, CONCURRENT_SYNC_DETAIL, LedgerError, LedgerErrorCode, LOAD_ORDER_DETAIL } from './errors.ts';
 import {
   anchorCoins,
   checkAmount,
@@ -338,10 +338,10 @@ export class Ledger {
       const prior = await tx.allocation(id);
       if (prior) {
         if (!bytesEqual(prior.bank, bankKid) || prior.amount !== amount)
-          throw new LedgerError(409, LedgerErrorCode.ID_CONFLICT, 'allocation id reused');
+          throw new LedgerError(LedgerErrorCode.ID_CONFLICT, 'allocation id reused');
         return;
       }
-      if (!(await tx.creditBank(bankKid, amount))) throw new LedgerError(404, LedgerErrorCode.BANK_UNKNOWN, 'bank not registered');
+      if (!(await tx.creditBank(bankKid, amount))) throw new LedgerError(LedgerErrorCode.BANK_UNKNOWN, 'bank not registered');
       await tx.insertAllocation({ id, bank: bankKid, amount, time: this.#now() });
       await tx.addIssued(amount);
     });
@@ -356,9 +356,8 @@ export class Ledger {
     checkAmount(amount, 0, 'credit line');
     await this.store.transaction(async (tx) => {
       const bank = await tx.bank(bankKid);
-      if (!bank) throw new LedgerError(404, LedgerErrorCode.BANK_UNKNOWN, 'bank not registered');
-      if (bank.balance < -amount)
-        throw new LedgerError(409, LedgerErrorCode.INSUFFICIENT_ALLOCATION, 'the bank is already below that floor');
+      if (!bank) throw new LedgerError(LedgerErrorCode.BANK_UNKNOWN, 'bank not registered');
+      if (bank.balance < -amount) throw new LedgerError(LedgerErrorCode.INSUFFICIENT_ALLOCATION, 'the bank is already below that floor');
       await tx.setCreditLine(bankKid, amount);
     });
   }
@@ -369,7 +368,7 @@ export class Ledger {
     const kid = certs.card.kid;
     const bank = certs.bank.kid;
     await this.store.transaction(async (tx) => {
-      if (!(await tx.bank(bank))) throw new LedgerError(404, LedgerErrorCode.BANK_UNKNOWN, 'issuing bank not registered');
+      if (!(await tx.bank(bank))) throw new LedgerError(LedgerErrorCode.BANK_UNKNOWN, 'issuing bank not registered');
       await tx.insertCard(kid, bank, chain[0]!, GENESIS_PREV);
     });
     return kid;
@@ -387,22 +386,22 @@ export class Ledger {
     });
     const out = await this.store.transaction(async (tx) => {
       const bank = await tx.bank(cose.kid);
-      if (!bank) throw new LedgerError(403, LedgerErrorCode.BANK_UNKNOWN, 'signer is not a registered bank');
+      if (!bank) throw new LedgerError(LedgerErrorCode.BANK_UNKNOWN, 'signer is not a registered bank', { detail: LOAD_ORDER_DETAIL });
       verifyLoadSigner(cose, bank.cert, now, this.#trustContext);
       const prior = await tx.load(order.id);
       if (prior) {
         if (!bytesEqual(prior.card, order.card) || prior.amount !== order.amount || !bytesEqual(prior.bank, cose.kid)) {
-          throw new LedgerError(409, LedgerErrorCode.ID_CONFLICT, 'load id reused for another order');
+          throw new LedgerError(LedgerErrorCode.ID_CONFLICT, 'load id reused for another order');
         }
         return answer(prior.state);
       }
       const card = await tx.card(order.card);
-      if (!card) throw new LedgerError(404, LedgerErrorCode.CARD_UNKNOWN, 'card not registered');
-      if (!bytesEqual(card.bank, cose.kid)) throw new LedgerError(403, LedgerErrorCode.NOT_PERMITTED, 'card issued by another bank');
-      if (await tx.revocation(order.card)) throw new LedgerError(403, LedgerErrorCode.CARD_REVOKED, 'card revoked');
+      if (!card) throw new LedgerError(LedgerErrorCode.CARD_UNKNOWN, 'card not registered');
+      if (!bytesEqual(card.bank, cose.kid)) throw new LedgerError(LedgerErrorCode.NOT_PERMITTED, 'card issued by another bank');
+      if (await tx.revocation(order.card)) throw new LedgerError(LedgerErrorCode.CARD_REVOKED, 'card revoked');
       // A load is paid from the bank's own balance: never below zero (a credit line is for covers, not loads).
       if (!(await tx.debitBankFromOwnBalance(cose.kid, order.amount)))
-        throw new LedgerError(409, LedgerErrorCode.INSUFFICIENT_ALLOCATION, 'bank allocation too small');
+        throw new LedgerError(LedgerErrorCode.INSUFFICIENT_ALLOCATION, 'bank allocation too small');
       await tx.insertPendingLoad(order.id, order.card, cose.kid, order.amount, now);
       return answer('pending');
     });
@@ -882,7 +881,7 @@ export class Ledger {
   /** Sync step 1, the card's state: its registered row, and the request verified with its key. */
   async #syncingCard(req: OpenSyncRequest): Promise<SyncingCard> {
     const row = await this.store.transaction((tx) => tx.card(req.message.card));
-    if (!row) throw new LedgerError(404, LedgerErrorCode.CARD_UNKNOWN, 'card not registered');
+    if (!row) throw new LedgerError(LedgerErrorCode.CARD_UNKNOWN, 'card not registered');
     return { row, ...verifySyncRequest(req, row.cert, this.#verifier) };
   }
 
@@ -895,7 +894,7 @@ export class Ledger {
     const evidence = syncEvidence(req, card.publicKey, this.#openTransfer, this.#memo);
     const fork = await this.store.transaction((tx) => this.#recordEvidence(tx, evidence, now));
     if (fork)
-      throw new LedgerError(409, LedgerErrorCode.DOUBLE_SPEND, `the card forked its chain (${fork.reason}); it is revoked`, {
+      throw new LedgerError(LedgerErrorCode.DOUBLE_SPEND, `the card forked its chain (${fork.reason}); it is revoked`, {
         detail: fork.reason,
       });
   }
@@ -924,7 +923,7 @@ export class Ledger {
   async #checkAnchorUnchanged(tx: StoreTx, card: CardRow): Promise<void> {
     const cur = await tx.card(card.kid);
     if (!cur || !bytesEqual(cur.anchor, card.anchor))
-      throw new LedgerError(409, LedgerErrorCode.SYNC_INVALID, 'the card synced concurrently; retry', { detail: 'CONCURRENT_SYNC' });
+      throw new LedgerError(LedgerErrorCode.SYNC_INVALID, 'the card synced concurrently; retry', { detail: CONCURRENT_SYNC_DETAIL });
   }
 
   /** The offline transfers since the anchor become value records (their payees are paid when a terminal submits them). */
@@ -965,8 +964,9 @@ export class Ledger {
   ): Promise<SyncPayout> {
     await this.#closeLoads(tx, req, false);
     const redeemed = addAmounts(sumAmounts(holdings.map((c) => c.value)), sumAmounts(orphans.map((o) => o.amount)));
+    // A registered card's issuing bank is registered (registerCard): if not, the books are broken (500 INTERNAL, rolled back).
     if (redeemed > 0 && !(await tx.creditBank(card.bank, redeemed)))
-      throw new LedgerError(500, LedgerErrorCode.BANK_UNKNOWN, 'issuing bank of the card not registered');
+      throw new Error('the issuing bank of a registered card is not registered');
     return { tokens: [], loaded: 0, redeemed };
   }
 
@@ -1048,11 +1048,11 @@ export class Ledger {
     try {
       opened = openCardBankRequest(kind, bytes);
     } catch (e) {
-      throw new LedgerError(400, LedgerErrorCode.MALFORMED, isDtError(e) ? e.code : `card ${kind} request malformed`);
+      throw new LedgerError(LedgerErrorCode.MALFORMED, isDtError(e) ? e.code : `card ${kind} request malformed`);
     }
     const { cose, request } = opened;
     const [bank, card] = await this.store.transaction(async (tx) => [await tx.bank(cose.kid), await tx.card(request.card)] as const);
-    if (!bank) throw new LedgerError(403, LedgerErrorCode.BANK_UNKNOWN, 'signer is not a registered bank');
+    if (!bank) throw new LedgerError(LedgerErrorCode.BANK_UNKNOWN, 'signer is not a registered bank', { detail: BANK_REQUEST_DETAIL });
     try {
       const [verified] = verifyChain([bank.cert], {
         root: this.trust.root,
@@ -1062,10 +1062,12 @@ export class Ledger {
       });
       verifyCoseSign1(cose, verified!.publicKey, this.#verifier);
     } catch (e) {
-      throw new LedgerError(403, LedgerErrorCode.BAD_SIGNATURE, isDtError(e) ? e.code : `card ${kind} request signature invalid`);
+      throw new LedgerError(LedgerErrorCode.BAD_SIGNATURE, isDtError(e) ? e.code : `card ${kind} request signature invalid`, {
+        detail: BANK_REQUEST_DETAIL,
+      });
     }
-    if (!card) throw new LedgerError(404, LedgerErrorCode.CARD_UNKNOWN, 'card not registered');
-    if (!bytesEqual(card.bank, cose.kid)) throw new LedgerError(403, LedgerErrorCode.NOT_PERMITTED, 'card issued by another bank');
+    if (!card) throw new LedgerError(LedgerErrorCode.CARD_UNKNOWN, 'card not registered');
+    if (!bytesEqual(card.bank, cose.kid)) throw new LedgerError(LedgerErrorCode.NOT_PERMITTED, 'card issued by another bank');
     return { card: request.card, bank: cose.kid };
   }
 
@@ -1100,14 +1102,14 @@ export class Ledger {
     const now = this.#now();
     const out = await this.store.transaction(async (tx) => {
       const block = await tx.cardBlock(card);
-      if (!block) throw new LedgerError(409, LedgerErrorCode.NOT_BLOCKED, 'the card is not blocked by its bank');
+      if (!block) throw new LedgerError(LedgerErrorCode.NOT_BLOCKED, 'the card is not blocked by its bank');
       if (block.restored) {
         const prior = await tx.syncOf(block.restored);
         if (!prior) throw new Error('card_blocks: the restitution record is not there');
         return { record: prior.receipt, blockedAt: block.time };
       }
       if (now < block.time + this.#voidWindow)
-        throw new LedgerError(409, LedgerErrorCode.TOO_EARLY, `the void window ends at ${block.time + this.#voidWindow}`, {
+        throw new LedgerError(LedgerErrorCode.TOO_EARLY, `the void window ends at ${block.time + this.#voidWindow}`, {
           detail: String(block.time + this.#voidWindow),
         });
       const coins = await tx.unspentCoinsOf(card);
@@ -1125,7 +1127,7 @@ export class Ledger {
       await tx.insertObject(hash, record);
       await tx.insertSync({ request: hash, card, receipt: record });
       if (amount > 0 && !(await tx.creditBank(bank, amount)))
-        throw new LedgerError(500, LedgerErrorCode.BANK_UNKNOWN, 'issuing bank of the card not registered');
+        throw new Error('ledger invariant: the issuing bank of the card is not registered');
       await tx.setCardRestored(card, hash);
       this.stats.voided += recorded.length;
       return { record, blockedAt: block.time };

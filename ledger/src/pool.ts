@@ -10,7 +10,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
-import { utf8, type HandoverResult } from '@dt/protocol';
+import { MESSAGES, utf8, type HandoverResult } from '@dt/protocol';
 import type { HandoverValidator, ValidationJob } from './validation.ts';
 
 /** Options of {@link createValidatorPool}. */
@@ -39,19 +39,26 @@ interface Pending {
   reject: (e: unknown) => void;
 }
 
-const TRANSFER_CT = Buffer.from(utf8('application/dt.transfer+cbor'));
+const TRANSFER_CT = Buffer.from(utf8(MESSAGES.Transfer.contentType));
+/** `alg: ES256, content type: 0x19 + the Transfer's content format (SPEC §4.1)`, as a signer encodes the protected header. */
+const TRANSFER_CF = Buffer.from([0x01, 0x26, 0x03, 0x19, MESSAGES.Transfer.contentFormat >> 8, MESSAGES.Transfer.contentFormat & 0xff]);
 
 /**
  * Worker affinity key of a handover: the card kid, read straight from the
- * paying transfer's protected header (content type, then `04 50` + 16-byte kid)
- * without decoding anything. Only performance depends on it (a card's
- * handovers meet the same memo); a handover it cannot read goes to worker 0
- * and is validated in full like any other.
+ * paying transfer's protected header (the content format or, signed before
+ * it, the text content type; then `04 50` + 16-byte kid) without decoding
+ * anything. Only performance depends on it (a card's handovers meet the same
+ * memo); a handover it cannot read goes to worker 0 and is validated in full
+ * like any other.
  */
 export function affinityOf(handover: Uint8Array): number {
   const b = Buffer.from(handover.buffer, handover.byteOffset, handover.byteLength);
-  const at = b.indexOf(TRANSFER_CT);
-  const k = at + TRANSFER_CT.length;
+  // The paying transfer is the Handover's key 1, before anything else that carries a Transfer.
+  const cf = b.indexOf(TRANSFER_CF);
+  const ct = b.indexOf(TRANSFER_CT);
+  const useCf = cf >= 0 && (ct < 0 || cf < ct);
+  const at = useCf ? cf : ct;
+  const k = at + (useCf ? TRANSFER_CF.length : TRANSFER_CT.length);
   if (at < 0 || k + 18 > b.length || b[k] !== 0x04 || b[k + 1] !== 0x50) return 0;
   return (b[k + 2]! << 8) | b[k + 3]!;
 }

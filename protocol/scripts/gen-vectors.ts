@@ -341,7 +341,7 @@ function rawSign1(prot: Uint8Array, unprot: Uint8Array, payload: Uint8Array, sig
 }
 
 /** Signs arbitrary payload bytes with a valid ES256 header (the payload may be invalid on purpose). */
-function signRaw(payload: Uint8Array, contentType: string, k: VectorKey): Uint8Array {
+function signRaw(payload: Uint8Array, contentType: string | number, k: VectorKey): Uint8Array {
   return coseSign1(payload, contentType, k.signer);
 }
 
@@ -368,7 +368,7 @@ function versionKey(name: MessageName): number {
 function invalidSigned<N extends SignedMessageName>(spec: SignedSpec<N>): InvalidVector[] {
   const { name, signer } = spec;
   const def = MESSAGES[name];
-  const ct = def.contentType;
+  const ct = def.contentFormat;
   const pk = toHex(signer.publicKey);
   const base = encodeStruct(def.schema as StructSchema, spec.base as never);
   const good = signMessage(name, spec.base, signer.signer);
@@ -530,7 +530,7 @@ function invalidSigned<N extends SignedMessageName>(spec: SignedSpec<N>): Invali
     vs(
       'wrong-content-type',
       `signed with the content type of a ${otherName}`,
-      signRaw(goodCose.payload, MESSAGES[otherName].contentType, signer),
+      signRaw(goodCose.payload, MESSAGES[otherName].contentFormat, signer),
       ErrorCode.COSE_WRONG_CONTENT_TYPE,
     );
   }
@@ -900,6 +900,7 @@ interface VectorFile {
   description: string;
   message?: MessageName;
   contentType?: string | null;
+  contentFormat?: number | null;
   maxSize?: number;
   keys?: Record<string, Record<string, string>>;
   valid: ValidVector[];
@@ -907,8 +908,17 @@ interface VectorFile {
   invalid: InvalidVector[];
 }
 
-function fileHeader(name: MessageName, description: string): Pick<VectorFile, 'description' | 'message' | 'contentType' | 'maxSize'> {
-  return { description, message: name, contentType: MESSAGES[name].contentType, maxSize: MESSAGES[name].maxSize };
+function fileHeader(
+  name: MessageName,
+  description: string,
+): Pick<VectorFile, 'description' | 'message' | 'contentType' | 'contentFormat' | 'maxSize'> {
+  return {
+    description,
+    message: name,
+    contentType: MESSAGES[name].contentType,
+    contentFormat: MESSAGES[name].contentFormat,
+    maxSize: MESSAGES[name].maxSize,
+  };
 }
 
 function certificateFile(): VectorFile {
@@ -1501,6 +1511,14 @@ export function generateVectors(): Map<string, string> {
           signedValid('Token', 'with-expiry', 'token with an expiry time', tokenB, keys.ledger),
           signedValid('Token', 'marked', 'purpose-bound token: two merchants, two MCCs, one hop', tokenC, keys.ledger),
           signedValid('Token', 'max-value', 'value 2^53-1 (the largest amount), issued at time 0', tokenMax, keys.ledger),
+          signedValid(
+            'Token',
+            'text-content-type',
+            'the plain token signed with the text content type, as before content formats: verifiers accept it (SPEC §4.1)',
+            tokenA,
+            keys.ledger,
+            signRaw(encodeMessage('Token', tokenA), MESSAGES.Token.contentType, keys.ledger),
+          ),
         ],
         {
           base: tokenA,
@@ -1537,6 +1555,14 @@ export function generateVectors(): Map<string, string> {
         'Transfer: signed by the card.',
         [
           signedValid('Transfer', 'first', 'counter 1 from genesis: a token pays 120.00 KZT, change 380.00 KZT', transfer1, keys.card),
+          signedValid(
+            'Transfer',
+            'text-content-type',
+            'the first transfer signed with the text content type, as a card with older firmware signs it (SPEC §4.1)',
+            transfer1,
+            keys.card,
+            signRaw(encodeMessage('Transfer', transfer1), MESSAGES.Transfer.contentType, keys.card),
+          ),
           signedValid(
             'Transfer',
             'second',

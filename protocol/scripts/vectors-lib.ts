@@ -95,6 +95,8 @@ export interface VectorFileJson {
   readonly description: string;
   readonly message?: MessageName;
   readonly contentType?: string | null;
+  /** The integer content format signers write (SPEC §4.1). */
+  readonly contentFormat?: number | null;
   readonly maxSize?: number;
   readonly keys?: Record<string, KeyJson>;
   readonly valid: readonly ValidVectorJson[];

@@ -40,7 +40,7 @@ export function signMessage<N extends SignedMessageName>(name: N, value: Message
  */
 export function signEncoded<N extends SignedMessageName>(name: N, payload: Uint8Array, signer: Signer): Uint8Array {
   const def = MESSAGES[name];
-  const out = coseSign1(payload, def.contentType, signer);
+  const out = coseSign1(payload, def.contentFormat, signer);
   if (out.length > def.maxSize)
     throw new DtError(ErrorCode.TOO_LARGE, `signed ${name} exceeds its size limit`, { size: out.length, maxSize: def.maxSize });
   return out;
@@ -59,8 +59,9 @@ export interface OpenedMessage<N extends MessageName> {
 export function openSigned<N extends SignedMessageName>(name: N, bytes: Uint8Array): OpenedMessage<N> {
   const def = MESSAGES[name];
   const cose = decodeCoseSign1(bytes, def.maxSize);
-  if (cose.contentType !== def.contentType) {
-    throw new DtError(ErrorCode.COSE_WRONG_CONTENT_TYPE, `expected a ${name}`, { expected: def.contentType });
+  // The integer content format, or the text content type of objects signed before it (SPEC §4.1).
+  if (cose.contentType !== def.contentFormat && cose.contentType !== def.contentType) {
+    throw new DtError(ErrorCode.COSE_WRONG_CONTENT_TYPE, `expected a ${name}`, { expected: def.contentFormat });
   }
   return { cose, message: decodeMessage(name, cose.payload) };
 }

@@ -25,6 +25,7 @@ import {
   nobleVerifier,
   openSigned,
   P256_N,
+  payloadHash,
   protectedHeader,
   publicKeyOf,
   sha256,
@@ -77,6 +78,7 @@ function header(entries: Array<[number, CborValue]>): Uint8Array {
 }
 
 const CT_TOKEN = MESSAGES.Token.contentType;
+const CF_TOKEN = MESSAGES.Token.contentFormat;
 
 function codeOf(fn: () => unknown): string {
   try {
@@ -95,6 +97,8 @@ test('protected header is exactly {1: -7, 3: content type, 4: kid} in determinis
     toHex(protectedHeader(CT_TOKEN, kid)),
     'a301260378196170706c69636174696f6e2f64742e746f6b656e2b63626f720450000102030405060708090a0b0c0d0e0f',
   );
+  // The content format a signer writes (SPEC §4.1 example): 3 bytes instead of 27.
+  t.is(toHex(protectedHeader(CF_TOKEN, kid)), 'a301260319fdea0450000102030405060708090a0b0c0d0e0f');
 });
 
 test('Sig_structure is ["Signature1", protected, h\'\', payload] (SPEC.md §4.3 example)', (t) => {
@@ -134,13 +138,13 @@ test('sign then verify returns the payload; the object has the DT shape', (t) =>
   const bytes = signMessage('Token', token, signer);
   const opened = verifySigned('Token', bytes, keys.publicKey);
   t.deepEqual(opened.message, token);
-  t.is(opened.cose.contentType, CT_TOKEN);
+  t.is(opened.cose.contentType, CF_TOKEN, 'signed with the content format');
   t.deepEqual(opened.cose.kid, keyId(keys.publicKey));
   t.is(opened.cose.signature.length, 64);
   t.true(isCanonicalSignature(opened.cose.signature));
   // d2 84: tag 18, 4-element array; then the protected header bstr; unprotected a0.
   t.is(toHex(bytes.slice(0, 2)), 'd284');
-  const prot = protectedHeader(CT_TOKEN, signer.kid);
+  const prot = protectedHeader(CF_TOKEN, signer.kid);
   t.is(toHex(bytes.slice(2, 4 + prot.length)), '58' + prot.length.toString(16) + toHex(prot));
   t.is(bytes[4 + prot.length], 0xa0);
   // Compared as hex: cbor-x caches a `dataView` property on the arrays it decodes from.
@@ -225,6 +229,38 @@ test('wrong content type is COSE_WRONG_CONTENT_TYPE (a Token is not an Outcome)'
     codeOf(() => verifySigned('Token', odd, keys.publicKey)),
     ErrorCode.COSE_WRONG_CONTENT_TYPE,
   );
+  // Content formats: another message's, and one nobody uses.
+  for (const cf of [MESSAGES.Outcome.contentFormat, 60]) {
+    const other = craft(
+      header([
+        [1, -7],
+        [3, cf],
+        [4, signer.kid],
+      ]),
+      encodeMessage('Token', token),
+    );
+    t.is(
+      codeOf(() => verifySigned('Token', other, keys.publicKey)),
+      ErrorCode.COSE_WRONG_CONTENT_TYPE,
+      `content format ${cf}`,
+    );
+  }
+});
+
+test('objects signed with the text content type (before content formats, SPEC §4.1) open and verify as before', (t) => {
+  const legacy = coseSign1(encodeMessage('Token', token), CT_TOKEN, signer);
+  const opened = verifySigned('Token', legacy, keys.publicKey);
+  t.is(opened.cose.contentType, CT_TOKEN);
+  t.deepEqual(opened.message, token);
+  // The same payload and key in both forms: one name (payload hash), two signed objects.
+  const current = signMessage('Token', token, signer);
+  t.true(current.length < legacy.length - 20, 'the content format is shorter');
+  t.deepEqual(payloadHash(openSigned('Token', current).cose), payloadHash(opened.cose));
+  // The text form of another message is refused as before.
+  t.is(
+    codeOf(() => verifySigned('Outcome', legacy, keys.publicKey)),
+    ErrorCode.COSE_WRONG_CONTENT_TYPE,
+  );
 });
 
 test('every content type is distinct, so no signed message can pass for another', (t) => {
@@ -233,6 +269,13 @@ test('every content type is distinct, so no signed message can pass for another'
     .filter((c) => c !== null);
   t.is(new Set(cts).size, cts.length);
   t.is(cts.length, 9);
+  const cfs = Object.values(MESSAGES)
+    .map((m) => m.contentFormat)
+    .filter((c) => c !== null);
+  t.is(new Set(cfs).size, cfs.length);
+  t.is(cfs.length, 9);
+  // CoAP Content-Format numbers for experimental use (RFC 7252 §12.3).
+  t.true(cfs.every((c) => c >= 65000 && c <= 65535));
 });
 
 test('malformed envelopes are COSE_MALFORMED (or the CBOR error of the layer below)', (t) => {
@@ -284,11 +327,11 @@ test('malformed envelopes are COSE_MALFORMED (or the CBOR error of the layer bel
       ErrorCode.COSE_MALFORMED,
     ],
     [
-      'content type as an integer (CoAP format)',
+      'content type an integer above 65535 (no CoAP content format)',
       craft(
         header([
           [1, -7],
-          [3, 60],
+          [3, 70000],
           [4, signer.kid],
         ]),
         payload,

@@ -12,6 +12,8 @@ import {
   createTrustStore,
   decodeMessage,
   encodeMessage,
+  coseSign1,
+  MESSAGES,
   generateKeyPair,
   issueCertificate,
   keyPairSigner,
@@ -599,6 +601,25 @@ test('a handover that leaves out its receipt (and history) is HISTORY_BROKEN: on
     t.is(gv.anchorCounter, 0);
     t.is(gv.offlineCount, 1);
     t.deepEqual(openSigned('Transfer', gp.transfer).message.prev, GENESIS_PREV);
+  }
+});
+
+test('text content types (objects signed before content formats, SPEC §4.1) validate like the current form, at terminal and ledger alike', (t) => {
+  const w = world();
+  const shop = w.terminal();
+  const { c } = syncedCard(w, 50_000);
+  const req = request(shop, 1000);
+  const p = c.wallet.pay(req);
+  const legacyTransfer = coseSign1(openSigned('Transfer', p.transfer).cose.payload, MESSAGES.Transfer.contentType, c.signer);
+  t.is(payloadHash(openSigned('Transfer', legacyTransfer).cose).length, 32);
+  const legacy = patch(p.handover, (x) => {
+    x.transfer = legacyTransfer;
+  });
+  t.true(legacy.length > p.handover.length + 20, 'the text form is longer');
+  for (const v of [validateHandover(legacy, ctx(w, { request: req })), validateHandover(legacy, ctx(w, { payee: shop.signer.kid }))]) {
+    if (!v.ok) return t.fail(`${v.code} ${v.detail}`);
+    // The same transfer by name: its payload hash does not depend on the header form.
+    t.deepEqual(v.transferHash, p.transferHash);
   }
 });
 

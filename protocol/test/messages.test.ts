@@ -429,9 +429,10 @@ test('SPEC.md §2.4 lists every message with its content type and size limit', (
   for (const name of NAMES) {
     const def = MESSAGES[name];
     const ct = def.contentType === null ? 'none[^|]*' : '`' + def.contentType.replace(/[.+]/g, '\\$&') + '`';
-    const row = new RegExp(`^\\| ${name} \\| ${ct} \\| (\\d+)`, 'm').exec(SPEC);
+    const row = new RegExp(`^\\| ${name} \\| ${ct} \\| (\\d+)[^|]*\\|[^|]*\\| ([^|]+) \\|$`, 'm').exec(SPEC);
     t.truthy(row, `no row for ${name}`);
     t.is(Number(row?.[1]), def.maxSize, name);
+    t.is(row?.[2], def.contentFormat === null ? 'none' : String(def.contentFormat), `${name}: content format`);
   }
 });
 

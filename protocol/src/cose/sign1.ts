@@ -3,7 +3,7 @@
  *
  * ```
  * COSE_Sign1_Tagged = #6.18([
- *   protected:   bstr .cbor { 1 => -7, 3 => tstr (content type), 4 => bstr .size 16 (kid) },
+ *   protected:   bstr .cbor { 1 => -7, 3 => uint / tstr (content format / type), 4 => bstr .size 16 (kid) },
  *   unprotected: {},                      ; always empty
  *   payload:     bstr .cbor DT-payload,   ; never detached
  *   signature:   bstr .size 64            ; r || s, s ≤ n/2
@@ -43,7 +43,8 @@ export function keyPairSigner(keyPair: KeyPair): Signer {
 /** A decoded (not yet verified) COSE_Sign1. */
 export interface CoseSign1 {
   readonly protectedBytes: Uint8Array;
-  readonly contentType: string;
+  /** A CoAP Content-Format number (0..65535) or a media-type string (RFC 9052 §3.1, label 3). */
+  readonly contentType: string | number;
   readonly kid: Uint8Array;
   readonly payload: Uint8Array;
   readonly signature: Uint8Array;
@@ -55,7 +56,7 @@ export function sigStructure(protectedBytes: Uint8Array, payload: Uint8Array): U
 }
 
 /** Encodes the protected header. */
-export function protectedHeader(contentType: string, kid: Uint8Array): Uint8Array {
+export function protectedHeader(contentType: string | number, kid: Uint8Array): Uint8Array {
   return encodeDeterministic(
     new Map<number, CborValue>([
       [HeaderLabel.ALG, ALG_ES256],
@@ -66,7 +67,7 @@ export function protectedHeader(contentType: string, kid: Uint8Array): Uint8Arra
 }
 
 /** Signs `payload` (already deterministic CBOR) into a tagged COSE_Sign1. */
-export function coseSign1(payload: Uint8Array, contentType: string, signer: Signer): Uint8Array {
+export function coseSign1(payload: Uint8Array, contentType: string | number, signer: Signer): Uint8Array {
   const prot = protectedHeader(contentType, signer.kid);
   const signature = signer.sign(sigStructure(prot, payload));
   return encodeDeterministic({ tag: COSE_SIGN1_TAG, value: [prot, new Map(), payload, signature] });
@@ -107,9 +108,10 @@ export function decodeCoseSign1(bytes: Uint8Array, maxSize: number): CoseSign1 {
   }
   const ct = h.get(HeaderLabel.CONTENT_TYPE);
   const kid = h.get(HeaderLabel.KID);
-  if (typeof ct !== 'string') malformed('content type missing');
+  const format = typeof ct === 'number' && Number.isInteger(ct) && ct >= 0 && ct <= 0xffff;
+  if (typeof ct !== 'string' && !format) malformed('content type missing (neither a text string nor a content format 0..65535)');
   if (!(kid instanceof Uint8Array) || kid.length !== KEY_ID_LENGTH) malformed('kid must be 16 bytes');
-  return { protectedBytes: prot, contentType: ct, kid, payload, signature };
+  return { protectedBytes: prot, contentType: ct as string | number, kid, payload, signature };
 }
 
 /**

@@ -344,18 +344,44 @@ export const SyncReceiptSchema = defineSchema({
 });
 export type SyncReceipt = Infer<typeof SyncReceiptSchema>;
 
-/** Every top-level message with its COSE content type (signed) or none (container). */
+/**
+ * Every top-level message with its COSE content type (signed) or none (container).
+ * `contentFormat` is what a signer puts in the protected header (SPEC §4.1): an unsigned
+ * integer from the CoAP Content-Format range for experimental use (65000..65535), 3 bytes
+ * instead of the 25..30 of the text `contentType`. A verifier accepts either for the message,
+ * so objects signed with the text form before (certificates, tokens, receipts) stay valid.
+ */
 export const MESSAGES = {
-  Certificate: { schema: CertificateSchema, contentType: 'application/dt.cert+cwt', maxSize: LIMITS.maxCertificateSize },
-  Token: { schema: TokenSchema, contentType: 'application/dt.token+cbor', maxSize: LIMITS.maxTokenSize },
-  PaymentRequest: { schema: PaymentRequestSchema, contentType: 'application/dt.payreq+cbor', maxSize: LIMITS.maxPaymentRequestSize },
-  Transfer: { schema: TransferSchema, contentType: 'application/dt.transfer+cbor', maxSize: LIMITS.maxTransferSize },
-  Handover: { schema: HandoverSchema, contentType: null, maxSize: LIMITS.maxHandoverSize },
-  Batch: { schema: BatchSchema, contentType: 'application/dt.batch+cbor', maxSize: LIMITS.maxBatchSize },
-  Outcome: { schema: OutcomeSchema, contentType: 'application/dt.outcome+cbor', maxSize: LIMITS.maxOutcomeSize },
-  RevocationList: { schema: RevocationListSchema, contentType: 'application/dt.crl+cbor', maxSize: LIMITS.maxRevocationListSize },
-  SyncRequest: { schema: SyncRequestSchema, contentType: 'application/dt.syncreq+cbor', maxSize: LIMITS.maxSyncSize },
-  SyncReceipt: { schema: SyncReceiptSchema, contentType: 'application/dt.syncrcpt+cbor', maxSize: LIMITS.maxSyncSize },
+  Certificate: {
+    schema: CertificateSchema,
+    contentType: 'application/dt.cert+cwt',
+    contentFormat: 65001,
+    maxSize: LIMITS.maxCertificateSize,
+  },
+  Token: { schema: TokenSchema, contentType: 'application/dt.token+cbor', contentFormat: 65002, maxSize: LIMITS.maxTokenSize },
+  PaymentRequest: {
+    schema: PaymentRequestSchema,
+    contentType: 'application/dt.payreq+cbor',
+    contentFormat: 65003,
+    maxSize: LIMITS.maxPaymentRequestSize,
+  },
+  Transfer: { schema: TransferSchema, contentType: 'application/dt.transfer+cbor', contentFormat: 65004, maxSize: LIMITS.maxTransferSize },
+  Handover: { schema: HandoverSchema, contentType: null, contentFormat: null, maxSize: LIMITS.maxHandoverSize },
+  Batch: { schema: BatchSchema, contentType: 'application/dt.batch+cbor', contentFormat: 65005, maxSize: LIMITS.maxBatchSize },
+  Outcome: { schema: OutcomeSchema, contentType: 'application/dt.outcome+cbor', contentFormat: 65006, maxSize: LIMITS.maxOutcomeSize },
+  RevocationList: {
+    schema: RevocationListSchema,
+    contentType: 'application/dt.crl+cbor',
+    contentFormat: 65007,
+    maxSize: LIMITS.maxRevocationListSize,
+  },
+  SyncRequest: { schema: SyncRequestSchema, contentType: 'application/dt.syncreq+cbor', contentFormat: 65008, maxSize: LIMITS.maxSyncSize },
+  SyncReceipt: {
+    schema: SyncReceiptSchema,
+    contentType: 'application/dt.syncrcpt+cbor',
+    contentFormat: 65009,
+    maxSize: LIMITS.maxSyncSize,
+  },
 } as const;
 export type MessageName = keyof typeof MESSAGES;
 /** Messages that are signed (COSE_Sign1). */
