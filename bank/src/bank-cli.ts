@@ -203,9 +203,10 @@ export function buildProgram(): Command {
   ).action((file: string, o: BankOpts & { out: string; days: number; crlMaxAge?: number; merchantId?: string }) => {
     const b = bank(o);
     requirePermission(b, BankPermission.ACQUIRING, ExitCode.BANK_KEYS);
+    const raw = readCose(file, '<request>');
     let req;
     try {
-      req = openCertificateRequest(readCose(file, '<request>'));
+      req = openCertificateRequest(raw);
     } catch (e) {
       throw new CliFailure(
         ExitCode.REFUSED,
