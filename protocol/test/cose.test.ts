@@ -103,6 +103,16 @@ test('protected header is exactly {1: -7, 3: content type, 4: kid} in determinis
 
 test('Sig_structure is ["Signature1", protected, h\'\', payload] (SPEC.md §4.3 example)', (t) => {
   t.is(toHex(sigStructure(fromHex('a10126'), fromHex('01'))), '846a5369676e61747572653143a10126404101');
+  // Written without the generic encoder: byte for byte the deterministic encoding, at every head length.
+  for (const n of [0, 1, 23, 24, 255, 256, 65535, 65536, 70000]) {
+    const prot = new Uint8Array(n % 300).fill(7);
+    const payload = new Uint8Array(n).fill(9);
+    t.is(
+      toHex(sigStructure(prot, payload)),
+      toHex(encodeDeterministic(['Signature1', prot, new Uint8Array(0), payload])),
+      `payload ${n} B`,
+    );
+  }
 });
 
 test('key id is the first 16 bytes of SHA-256 of the uncompressed point (RFC 6979 A.2.5 key)', (t) => {

@@ -50,9 +50,50 @@ export interface CoseSign1 {
   readonly signature: Uint8Array;
 }
 
-/** The bytes that are signed: deterministic `["Signature1", protected, h'', payload]`. */
+/** `84 6a "Signature1"`: the deterministic head of the Sig_structure, the same for every object. */
+const SIG1_PREFIX = Uint8Array.of(0x84, 0x6a, 0x53, 0x69, 0x67, 0x6e, 0x61, 0x74, 0x75, 0x72, 0x65, 0x31);
+
+/** Writes the shortest CBOR byte-string head for `n` bytes at `at`; returns the next offset. */
+function bstrHead(out: Uint8Array, at: number, n: number): number {
+  if (n < 24) {
+    out[at] = 0x40 | n;
+    return at + 1;
+  }
+  if (n < 0x100) {
+    out[at] = 0x58;
+    out[at + 1] = n;
+    return at + 2;
+  }
+  if (n < 0x10000) {
+    out[at] = 0x59;
+    out[at + 1] = n >>> 8;
+    out[at + 2] = n & 0xff;
+    return at + 3;
+  }
+  out[at] = 0x5a;
+  out[at + 1] = n >>> 24;
+  out[at + 2] = (n >>> 16) & 0xff;
+  out[at + 3] = (n >>> 8) & 0xff;
+  out[at + 4] = n & 0xff;
+  return at + 5;
+}
+
+/**
+ * The bytes that are signed: deterministic `["Signature1", protected, h'', payload]`.
+ * Written directly (a fixed prefix, two byte strings with their shortest heads and the empty
+ * one between), byte for byte what `encodeDeterministic` gives for that array, without the
+ * generic encoder: every signature made and checked goes through here.
+ */
 export function sigStructure(protectedBytes: Uint8Array, payload: Uint8Array): Uint8Array {
-  return encodeDeterministic(['Signature1', protectedBytes, new Uint8Array(0), payload]);
+  const out = new Uint8Array(SIG1_PREFIX.length + 5 + protectedBytes.length + 1 + 5 + payload.length);
+  out.set(SIG1_PREFIX, 0);
+  let at = bstrHead(out, SIG1_PREFIX.length, protectedBytes.length);
+  out.set(protectedBytes, at);
+  at += protectedBytes.length;
+  out[at++] = 0x40;
+  at = bstrHead(out, at, payload.length);
+  out.set(payload, at);
+  return out.subarray(0, at + payload.length);
 }
 
 /** Encodes the protected header. */
