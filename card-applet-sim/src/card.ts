@@ -16,7 +16,7 @@
 import { randomBytes } from 'node:crypto';
 import { Applet, ATR } from '@dt/firmware';
 import type { Hal, Storage } from '@dt/firmware';
-import type { AbortSignalLike } from '@dt/protocol';
+import { ExchangeGuard, type AbortSignalLike } from '@dt/protocol';
 import { FaultInjectingStorage, FaultInjector, PowerCutError } from './faults.ts';
 import type { FaultPlan } from './faults.ts';
 
@@ -43,18 +43,6 @@ export class CardNotPoweredError extends Error {
   constructor() {
     super('the simulated card has no power');
     this.name = 'CardNotPoweredError';
-  }
-}
-
-/** A second APDU arrived while the card was still processing one. */
-export class CardBusyError extends Error {
-  /** Stable code. */
-  readonly code = 'SIM_BUSY';
-
-  /** Builds the error. */
-  constructor() {
-    super('the simulated card is busy with another APDU (one exchange at a time)');
-    this.name = 'CardBusyError';
   }
 }
 
@@ -126,7 +114,8 @@ export class SimulatedCard {
   #applet: AppletLike | undefined;
   /** The applet instance (the chip), kept across power cycles. */
   #instance: AppletLike | undefined;
-  #busy = false;
+  /** One APDU at a time: a second one while the first runs gets the protocol's `TransportBusyError`. */
+  readonly #guard = new ExchangeGuard('simulated card');
   #powerUps = 0;
 
   /** Builds an unpowered card; call {@link powerOn} before sending APDUs. */
@@ -160,7 +149,7 @@ export class SimulatedCard {
 
   /** True while an APDU is being processed. */
   get busy(): boolean {
-    return this.#busy;
+    return this.#guard.held;
   }
 
   /**
@@ -201,15 +190,14 @@ export class SimulatedCard {
    * Sends one command APDU to the applet and returns its response APDU,
    * applying the planned faults and the response delay.
    *
-   * @throws CardNotPoweredError without power; CardBusyError when another APDU
+   * @throws CardNotPoweredError without power; TransportBusyError when another APDU
    *   is in progress; PowerCutError when a planned cut fires (the card is
    *   then unpowered, and the response, if any, is lost).
    */
   async transmit(apdu: Uint8Array, options: { signal?: AbortSignalLike } = {}): Promise<Uint8Array> {
     const applet = this.#applet;
     if (applet === undefined) throw new CardNotPoweredError();
-    if (this.#busy) throw new CardBusyError();
-    this.#busy = true;
+    this.#guard.acquire();
     try {
       const when = this.faults.onApdu(apdu);
       if (when === 'before') this.#cutPower(new PowerCutError(this.faults.events.at(-1)!.where));
@@ -229,7 +217,7 @@ export class SimulatedCard {
       if (this.faults.delayMs > 0) await sleep(this.faults.delayMs, options.signal);
       return response;
     } finally {
-      this.#busy = false;
+      this.#guard.release();
     }
   }
 

@@ -13,29 +13,30 @@
  */
 
 import type { Storage } from '@dt/firmware';
+import { CardRemovedError } from '@dt/protocol';
 
 /**
  * The error a simulated power cut throws. Whoever drives the card treats it
  * like a card pulled from the field: the command in flight gets no answer and
- * the card must be powered on again.
+ * the card must be powered on again. It is the protocol's
+ * `CardRemovedError` (code `CARD_REMOVED`), so a terminal that meets it
+ * through an in-process transport sees a lost card, as through a reader.
  */
-export class PowerCutError extends Error {
-  /** Stable code for callers that switch on codes. */
-  readonly code = 'SIM_POWER_CUT';
+export class PowerCutError extends CardRemovedError {
   /** Where the power was cut, e.g. `write 3 (slot 1)` or `before APDU 2`. */
   readonly where: string;
 
   /** Builds the error; `where` is a short human description of the cut point. */
   constructor(where: string) {
-    super(`simulated power cut: ${where}`);
+    super(`simulated power cut: ${where}`, { where });
     this.name = 'PowerCutError';
     this.where = where;
   }
 }
 
-/** True for a {@link PowerCutError} (also across module copies, by code). */
+/** True for a {@link PowerCutError} (also across module copies, by name). */
 export function isPowerCut(e: unknown): e is PowerCutError {
-  return e instanceof PowerCutError || (e instanceof Error && (e as { code?: unknown }).code === 'SIM_POWER_CUT');
+  return e instanceof PowerCutError || (e instanceof CardRemovedError && e.name === 'PowerCutError');
 }
 
 /** Selects APDUs by position (1-based count of APDUs received) or by instruction byte. */

@@ -3,11 +3,15 @@
  * PC. A {@link SimulatedCard} keeps its memory in a state file
  * ({@link FileStorage}) and is served to hosts through:
  *
- * - {@link InProcessTransport} (unit tests), and HID framing through an
- *   injectable device interface ({@link VirtualHidCard}, {@link HidTransport});
+ * - {@link InProcessTransport} (unit tests), and a USB HID wallet
+ *   ({@link VirtualHidCard}, a `HidReportChannel`);
  * - {@link VpcdClient}: a real `pcscd` through the vsmartcard vpcd driver;
  * - {@link SerialCardEndpoint}: a serial device (e.g. a `socat` pty) with the
- *   protocol's COBS + CRC-32 framing, and {@link SerialTransport} for hosts.
+ *   protocol's COBS + CRC-32 framing.
+ *
+ * Hosts talk to the HID and serial devices with the protocol's
+ * `HidHostTransport` and `SerialHostTransport` (`@dt/protocol`), the same
+ * host-side layer the terminal ships.
  *
  * Faults ({@link FaultPlan}) cut the power at any storage write or APDU, drop
  * or corrupt frames and add delays. {@link startPcscd} runs a private pcscd
@@ -18,16 +22,16 @@
  * @module
  */
 
-export { SimulatedCard, CardBusyError, CardNotPoweredError, nodeRandom, systemClock, sleep } from './card.ts';
+export { SimulatedCard, CardNotPoweredError, nodeRandom, systemClock, sleep } from './card.ts';
 export type { AppletFactory, AppletLike, SimulatedCardOptions } from './card.ts';
 export { FaultInjector, FaultInjectingStorage, PowerCutError, isPowerCut } from './faults.ts';
 export type { ApduSelector, FaultEvent, FaultPlan } from './faults.ts';
 export { FileStorage, StateFileError, readStateFile, writeFileAtomic, STATE_FORMAT, STATE_VERSION } from './storage.ts';
 export type { StateMeta } from './storage.ts';
-export { InProcessTransport, VirtualHidCard, HidTransport, HidDisconnectedError, TransportTimeoutError } from './inprocess.ts';
-export type { HidDevice, HidTransportOptions, InProcessTransportOptions, VirtualHidCardOptions } from './inprocess.ts';
-export { SerialCardEndpoint, SerialTransport, SerialLinkError, createLinkPair, openTty } from './serial.ts';
-export type { ByteLink, SerialCardEndpointOptions, SerialTransportOptions } from './serial.ts';
+export { InProcessTransport, VirtualHidCard } from './inprocess.ts';
+export type { InProcessTransportOptions, VirtualHidCardOptions } from './inprocess.ts';
+export { SerialCardEndpoint, createLinkPair, openTty } from './serial.ts';
+export type { ByteLink, SerialCardEndpointOptions } from './serial.ts';
 export { VpcdClient, VPCD_CONTROL, VPCD_DEFAULT_PORT } from './vpcd.ts';
 export {
   startCardControl,

@@ -1,30 +1,30 @@
 /**
- * In-process transports for unit tests: the simulated card behind the
- * toolkit's one device interface ({@link ApduTransport}), either directly or
- * through USB HID framing over an injectable HID device interface.
+ * In-process devices for unit tests: the simulated card behind the toolkit's
+ * one device interface ({@link ApduTransport}) directly, or as a USB HID
+ * wallet ({@link VirtualHidCard}).
  *
  * No virtual HID devices exist on the machines this runs on, so the HID path
  * is exercised with {@link VirtualHidCard}: a device that speaks the protocol's
  * HID framing (`makeBlocks` / `reduceResponse`) with a simulated card behind
- * it. {@link HidTransport} is the host side over any {@link HidDevice}, the
- * same interface a `node-hid` adapter implements.
+ * it, behind the protocol's `HidReportChannel`. The host side is the
+ * protocol's `HidHostTransport`, the one the terminal ships.
  *
  * @module
  */
 
 import {
   AbortError,
+  CardRemovedError,
   DtError,
   ErrorCode,
+  ExchangeGuard,
   HID_PACKET_SIZE,
-  HidFramer,
   isComplete,
   makeBlocks,
   reduceResponse,
   throwIfAborted,
 } from '@dt/protocol';
-import type { AbortSignalLike, ApduTransport, HidAccumulator, TransmitOptions } from '@dt/protocol';
-import { CardBusyError } from './card.ts';
+import type { AbortSignalLike, ApduTransport, HidAccumulator, HidReportChannel, TransmitOptions } from '@dt/protocol';
 import type { SimulatedCard } from './card.ts';
 import { isPowerCut } from './faults.ts';
 
@@ -41,9 +41,10 @@ export interface InProcessTransportOptions {
 /**
  * The simulated card as an {@link ApduTransport}: each `transmit` hands one
  * raw command APDU to the card and resolves with its raw response APDU.
- * One exchange at a time; a concurrent call rejects with {@link CardBusyError}.
- * A power cut rejects the call with the card's `PowerCutError` (the command in
- * flight got no answer); the next call powers the card up again.
+ * One exchange at a time; a concurrent call rejects with the protocol's
+ * `TransportBusyError`. A power cut rejects the call with the card's
+ * `PowerCutError` (a `CardRemovedError`: the command in flight got no
+ * answer); the next call powers the card up again.
  *
  * @example
  * const transport = new InProcessTransport(card);
@@ -52,7 +53,7 @@ export interface InProcessTransportOptions {
 export class InProcessTransport implements ApduTransport {
   readonly #card: SimulatedCard;
   readonly #autoPowerOn: boolean;
-  #busy = false;
+  readonly #guard = new ExchangeGuard('in-process card');
 
   /** Wraps `card`. */
   constructor(card: SimulatedCard, options: InProcessTransportOptions = {}) {
@@ -68,46 +69,18 @@ export class InProcessTransport implements ApduTransport {
   /** {@inheritDoc ApduTransport.transmit} */
   async transmit(apdu: Uint8Array, options: TransmitOptions = {}): Promise<Uint8Array> {
     throwIfAborted(options.signal);
-    if (this.#busy) throw new CardBusyError();
-    this.#busy = true;
-    try {
+    return this.#guard.run(async () => {
       if (!this.#card.powered && this.#autoPowerOn) this.#card.powerOn();
       const opts: { signal?: AbortSignalLike } = {};
       if (options.signal !== undefined) opts.signal = options.signal;
-      return await this.#card.transmit(apdu, opts);
-    } finally {
-      this.#busy = false;
-    }
+      return this.#card.transmit(apdu, opts);
+    });
   }
 }
 
 // ---------------------------------------------------------------------------
 // HID
 // ---------------------------------------------------------------------------
-
-/**
- * A USB HID device as the host sees it: fixed-size reports in and out. The
- * `node-hid` adapter of the terminal and {@link VirtualHidCard} both
- * implement it, so {@link HidTransport} runs unchanged against either.
- */
-export interface HidDevice {
-  /** Sends one output report (without a report-id prefix). */
-  write(report: Uint8Array): Promise<void>;
-  /** Resolves with the next input report; rejects when `signal` aborts or the device goes away. */
-  read(options?: { signal?: AbortSignalLike }): Promise<Uint8Array>;
-}
-
-/** The HID device went away (unplugged, or the simulated card lost power). */
-export class HidDisconnectedError extends Error {
-  /** Stable code. */
-  readonly code = 'HID_DISCONNECTED';
-
-  /** Builds the error. */
-  constructor(message = 'HID device disconnected') {
-    super(message);
-    this.name = 'HidDisconnectedError';
-  }
-}
 
 /** Options of {@link VirtualHidCard}. */
 export interface VirtualHidCardOptions {
@@ -123,10 +96,10 @@ export interface VirtualHidCardOptions {
  *
  * The card's fault plan applies: `dropFrame`/`corruptFrame` count input
  * reports the device sends; a power cut disconnects the device (pending and
- * later reads reject with {@link HidDisconnectedError}) until
+ * later reads and writes reject with the protocol's `CardRemovedError`) until
  * {@link reconnect} plugs it in again.
  */
-export class VirtualHidCard implements HidDevice {
+export class VirtualHidCard implements HidReportChannel {
   readonly #card: SimulatedCard;
   readonly #packetSize: number;
   #acc: HidAccumulator | undefined;
@@ -160,7 +133,7 @@ export class VirtualHidCard implements HidDevice {
 
   /** Receives one output report from the host. */
   async write(report: Uint8Array): Promise<void> {
-    if (!this.#connected) throw new HidDisconnectedError();
+    if (!this.#connected) throw new CardRemovedError('HID device disconnected');
     if (report.length !== this.#packetSize) {
       throw new DtError(ErrorCode.FRAME_MALFORMED, `HID report of ${report.length} bytes, expected ${this.#packetSize}`, {
         length: report.length,
@@ -194,7 +167,7 @@ export class VirtualHidCard implements HidDevice {
     const { signal } = options;
     // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- the abort reason, passed on as it came
     if (signal?.aborted) return Promise.reject(signal.reason ?? new AbortError());
-    if (!this.#connected) return Promise.reject(new HidDisconnectedError());
+    if (!this.#connected) return Promise.reject(new CardRemovedError('HID device disconnected'));
     const next = this.#queue.shift();
     if (next !== undefined) return Promise.resolve(next);
     return new Promise((resolve, reject) => {
@@ -247,87 +220,6 @@ export class VirtualHidCard implements HidDevice {
     this.#queue.length = 0;
     const waiters = this.#waiters;
     this.#waiters = [];
-    for (const w of waiters) w.reject(new HidDisconnectedError('HID device disconnected (power cut)'));
-  }
-}
-
-/** Options of {@link HidTransport}. */
-export interface HidTransportOptions {
-  /** Channel id written in every report (default 0x0101). */
-  channel?: number;
-  /** Report size (default 64). */
-  packetSize?: number;
-  /** Time allowed for one whole response, in milliseconds (default 10000). */
-  timeoutMs?: number;
-}
-
-/** No complete response arrived in time. */
-export class TransportTimeoutError extends Error {
-  /** Stable code. */
-  readonly code = 'TRANSPORT_TIMEOUT';
-
-  /** Builds the error. */
-  constructor(message: string) {
-    super(message);
-    this.name = 'TransportTimeoutError';
-  }
-}
-
-/**
- * Host side of the HID framing over a {@link HidDevice}: frames each command
- * APDU into reports, writes them, and reassembles the response from input
- * reports of its channel. A framing error or a timeout fails the exchange
- * (HID has no retransmission; USB checks each report's integrity); leftover
- * reports of a failed exchange are skipped when the next one starts.
- * One exchange at a time; a concurrent call rejects with {@link CardBusyError}.
- */
-export class HidTransport implements ApduTransport {
-  readonly #device: HidDevice;
-  readonly #framer: HidFramer;
-  readonly #timeoutMs: number;
-  #busy = false;
-  /** Reports of earlier, failed exchanges skipped before an answer started. */
-  staleReports = 0;
-
-  /** Talks to `device` on `options.channel`. */
-  constructor(device: HidDevice, options: HidTransportOptions = {}) {
-    this.#device = device;
-    this.#framer = new HidFramer(options.channel ?? 0x0101, options.packetSize ?? HID_PACKET_SIZE);
-    this.#timeoutMs = options.timeoutMs ?? 10_000;
-  }
-
-  /** {@inheritDoc ApduTransport.transmit} */
-  async transmit(apdu: Uint8Array, options: TransmitOptions = {}): Promise<Uint8Array> {
-    throwIfAborted(options.signal);
-    if (this.#busy) throw new CardBusyError();
-    this.#busy = true;
-    const timeout = new AbortController();
-    const timer = setTimeout(
-      () => timeout.abort(new TransportTimeoutError(`no HID response within ${this.#timeoutMs} ms`)),
-      this.#timeoutMs,
-    );
-    const onAbort = (): void => timeout.abort(options.signal?.reason ?? new AbortError());
-    options.signal?.addEventListener('abort', onAbort, { once: true });
-    try {
-      this.#framer.reset();
-      for (const report of this.#framer.frame(apdu)) await this.#device.write(report);
-      let started = false;
-      for (;;) {
-        const report = await this.#device.read({ signal: timeout.signal });
-        // Until the first report of our answer arrives, later reports of an
-        // earlier, failed exchange may still be queued: skip them.
-        if (!started && report.length >= 5 && ((report[3]! << 8) | report[4]!) !== 0) {
-          this.staleReports++;
-          continue;
-        }
-        started = true;
-        const message = this.#framer.push(report);
-        if (message !== undefined) return message;
-      }
-    } finally {
-      clearTimeout(timer);
-      options.signal?.removeEventListener('abort', onAbort);
-      this.#busy = false;
-    }
+    for (const w of waiters) w.reject(new CardRemovedError('HID device disconnected (power cut)'));
   }
 }

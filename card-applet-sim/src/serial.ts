@@ -1,7 +1,8 @@
 /**
  * The simulated card on a serial line (a hardware wallet on a UART or USB
  * CDC port), with the protocol's COBS + CRC-32 framing (`encodeFrame`,
- * `SerialFrameDecoder`), and a host-side transport for tests and lab tools.
+ * `SerialFrameDecoder`). The host side is the protocol's
+ * `SerialHostTransport`, the one the terminal ships.
  *
  * Bytes move over a {@link ByteLink}: a tty device ({@link openTty}, e.g. one
  * end of a `socat` pty pair) or an in-memory pair ({@link createLinkPair}).
@@ -18,28 +19,13 @@
 
 import { openSync, closeSync, constants as fsc } from 'node:fs';
 import { ReadStream, WriteStream } from 'node:tty';
-import {
-  AbortError,
-  DtError,
-  SERIAL_FRAME_TYPE,
-  SERIAL_NAK_REASON,
-  SerialFrameDecoder,
-  bytesEqual,
-  encodeFrame,
-  nakReasonFor,
-  throwIfAborted,
-} from '@dt/protocol';
-import type { ApduTransport, SerialFrame, TransmitOptions } from '@dt/protocol';
-import { CardBusyError } from './card.ts';
+import { DtError, SERIAL_FRAME_TYPE, SERIAL_NAK_REASON, SerialFrameDecoder, bytesEqual, encodeFrame, nakReasonFor } from '@dt/protocol';
+import type { ByteChannel, SerialFrame } from '@dt/protocol';
 import type { SimulatedCard } from './card.ts';
 import { isPowerCut } from './faults.ts';
 
-/** A bidirectional byte stream (serial port, pty, in-memory pipe). */
-export interface ByteLink {
-  /** Queues bytes for sending. */
-  write(bytes: Uint8Array): void;
-  /** Registers a receiver of incoming chunks; returns a function that unregisters it. */
-  onData(listener: (chunk: Uint8Array) => void): () => void;
+/** A bidirectional byte stream (serial port, pty, in-memory pipe): the protocol's `ByteChannel`, closable. */
+export interface ByteLink extends ByteChannel {
   /** Closes the link; no more data is delivered. */
   close(): void;
 }
@@ -250,143 +236,5 @@ export class SerialCardEndpoint {
     const wire = encodeFrame(frame, this.#maxPayload);
     const out = this.#card.faults.onOutgoingFrame(wire);
     if (out !== null) this.#link.write(out);
-  }
-}
-
-/** Options of {@link SerialTransport}. */
-export interface SerialTransportOptions {
-  /** Time to wait for an answer before retransmitting, in ms (default 1000). */
-  timeoutMs?: number;
-  /** Retransmissions of one command before giving up (default 3). */
-  retries?: number;
-  /** Largest frame payload accepted (default 4096). */
-  maxPayload?: number;
-}
-
-/** The serial link gave no valid answer after all retransmissions. */
-export class SerialLinkError extends Error {
-  /** Stable code. */
-  readonly code = 'SERIAL_LINK';
-
-  /** Builds the error. */
-  constructor(message: string) {
-    super(message);
-    this.name = 'SerialLinkError';
-  }
-}
-
-/**
- * Host side of the serial framing, as an {@link ApduTransport}. Each command
- * gets the next seq; on a NAK, a response that fails to decode, or a timeout,
- * the same frame (same seq) is sent again, up to `retries` times; a NAK busy
- * waits one timeout before resending. Responses with another seq are dropped.
- * One exchange at a time; a concurrent call rejects with {@link CardBusyError}.
- */
-export class SerialTransport implements ApduTransport {
-  readonly #link: ByteLink;
-  readonly #decoder: SerialFrameDecoder;
-  readonly #timeoutMs: number;
-  readonly #retries: number;
-  readonly #maxPayload: number | undefined;
-  #seq = 0;
-  #busy = false;
-  #listener: ((r: { frame?: SerialFrame; error?: DtError }) => void) | undefined;
-  #detach: () => void;
-  /** How many retransmissions this transport made (for tests and logs). */
-  retransmissions = 0;
-
-  /** Uses `link`; sends one 0x00 first so a half-received frame at the device is flushed. */
-  constructor(link: ByteLink, options: SerialTransportOptions = {}) {
-    this.#link = link;
-    this.#timeoutMs = options.timeoutMs ?? 1000;
-    this.#retries = options.retries ?? 3;
-    this.#maxPayload = options.maxPayload;
-    this.#decoder = new SerialFrameDecoder(options.maxPayload === undefined ? {} : { maxPayload: options.maxPayload });
-    this.#detach = link.onData((chunk) => {
-      for (const r of this.#decoder.push(chunk)) this.#listener?.('frame' in r ? { frame: r.frame } : { error: r.error });
-    });
-    link.write(Uint8Array.of(0));
-  }
-
-  /** Stops listening on the link (the link stays open). */
-  close(): void {
-    this.#detach();
-  }
-
-  /** Sends RESET (ping) and waits for the device's RESET answer. */
-  async ping(options: TransmitOptions = {}): Promise<void> {
-    await this.#exchange(
-      { type: SERIAL_FRAME_TYPE.RESET, seq: this.#nextSeq(), payload: new Uint8Array(0) },
-      SERIAL_FRAME_TYPE.RESET,
-      options,
-    );
-  }
-
-  /** {@inheritDoc ApduTransport.transmit} */
-  async transmit(apdu: Uint8Array, options: TransmitOptions = {}): Promise<Uint8Array> {
-    return this.#exchange({ type: SERIAL_FRAME_TYPE.COMMAND, seq: this.#nextSeq(), payload: apdu }, SERIAL_FRAME_TYPE.RESPONSE, options);
-  }
-
-  #nextSeq(): number {
-    this.#seq = (this.#seq + 1) & 0xff;
-    return this.#seq;
-  }
-
-  async #exchange(frame: SerialFrame, answerType: number, options: TransmitOptions): Promise<Uint8Array> {
-    throwIfAborted(options.signal);
-    if (this.#busy) throw new CardBusyError();
-    this.#busy = true;
-    const wire = encodeFrame(frame, this.#maxPayload);
-    try {
-      for (let attempt = 0; ; attempt++) {
-        if (attempt > 0) this.retransmissions++;
-        this.#link.write(wire);
-        const outcome = await this.#await(frame.seq, answerType, options);
-        if (outcome.kind === 'answer') return outcome.payload;
-        if (attempt >= this.#retries) {
-          throw new SerialLinkError(`no valid answer to frame seq ${frame.seq} after ${attempt + 1} attempts (last: ${outcome.kind})`);
-        }
-        if (outcome.kind === 'busy') await new Promise((r) => setTimeout(r, this.#timeoutMs));
-      }
-    } finally {
-      this.#listener = undefined;
-      this.#busy = false;
-    }
-  }
-
-  /** Waits for the answer to `seq`: the payload, or why to retransmit. */
-  #await(
-    seq: number,
-    answerType: number,
-    options: TransmitOptions,
-  ): Promise<{ kind: 'answer'; payload: Uint8Array } | { kind: 'nak' | 'corrupt' | 'timeout' | 'busy' }> {
-    return new Promise((resolve, reject) => {
-      const signal = options.signal;
-      const finish = (v: { kind: 'answer'; payload: Uint8Array } | { kind: 'nak' | 'corrupt' | 'timeout' | 'busy' }): void => {
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
-        this.#listener = undefined;
-        resolve(v);
-      };
-      const onAbort = (): void => {
-        clearTimeout(timer);
-        this.#listener = undefined;
-        // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- the abort reason, passed on as it came
-        reject(signal?.reason ?? new AbortError());
-      };
-      const timer = setTimeout(() => finish({ kind: 'timeout' }), this.#timeoutMs);
-      signal?.addEventListener('abort', onAbort, { once: true });
-      this.#listener = (r) => {
-        if (r.error !== undefined) {
-          // A damaged frame while we wait is most likely our answer.
-          finish({ kind: 'corrupt' });
-          return;
-        }
-        const f = r.frame!;
-        if (f.seq !== seq) return; // a late answer to an earlier attempt
-        if (f.type === answerType) finish({ kind: 'answer', payload: f.payload });
-        else if (f.type === SERIAL_FRAME_TYPE.ERROR) finish({ kind: f.payload[0] === SERIAL_NAK_REASON.BUSY ? 'busy' : 'nak' });
-      };
-    });
   }
 }

@@ -10,8 +10,9 @@ import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { getStatus, pay, selectApplet } from '@dt/protocol';
-import { FileStorage, InProcessTransport, SerialCardEndpoint, SimulatedCard, SerialTransport, openTty } from '../src/index.ts';
+import { SerialHostTransport, getStatus, pay, selectApplet } from '@dt/protocol';
+import { nodeTimers } from '@dt/protocol/native';
+import { FileStorage, InProcessTransport, SerialCardEndpoint, SimulatedCard, openTty } from '../src/index.ts';
 import { LOADED, assertValidHandover, readyCard, request, tempDir } from './helpers.ts';
 
 const BIN = join(fileURLToPath(new URL('.', import.meta.url)), '..', 'bin', 'dt-card.js');
@@ -47,7 +48,7 @@ serial('serial over a socat pty: PAY, and a corrupted and a dropped frame recove
   const deviceLink = openTty(pair.card);
   const hostLink = openTty(pair.host);
   const endpoint = new SerialCardEndpoint(card, deviceLink);
-  const host = new SerialTransport(hostLink, { timeoutMs: 1500, retries: 3 });
+  const host = new SerialHostTransport(hostLink, { timers: nodeTimers, frameTimeoutMs: 1500, attempts: 4 });
   t.teardown(async () => {
     endpoint.stop();
     host.close();
@@ -55,7 +56,7 @@ serial('serial over a socat pty: PAY, and a corrupted and a dropped frame recove
     hostLink.close();
     await stopProcess(pair.socat);
   });
-  await host.ping();
+  await host.reset();
   await selectApplet(host);
   const req = request(6_000);
   assertValidHandover(await pay(host, req.bytes), req, 6_000);
@@ -98,8 +99,8 @@ serial('dt-card serve --serial with --corrupt-frame: a host over the pty pays, r
     if (Date.now() > deadline || cli.exitCode !== null) throw new Error(`dt-card serve --serial did not start: ${lines.join('\n')}`);
     await new Promise((r) => setTimeout(r, 50));
   }
-  const host = new SerialTransport(hostLink, { timeoutMs: 1500, retries: 3 });
-  await host.ping(); // frame 1
+  const host = new SerialHostTransport(hostLink, { timers: nodeTimers, frameTimeoutMs: 1500, attempts: 4 });
+  await host.reset(); // frame 1
   await selectApplet(host); // frame 2 is corrupted, then resent
   t.true(host.retransmissions >= 1);
   const req = request(1_234);

@@ -1,8 +1,12 @@
 import test from 'ava';
 import { MemoryStorage } from '@dt/firmware';
 import {
+  CardRemovedError,
   DtError,
   ErrorCode,
+  HidHostTransport,
+  SerialHostTransport,
+  TransportLinkError,
   SERIAL_FRAME_TYPE,
   SERIAL_NAK_REASON,
   SerialFrameDecoder,
@@ -13,26 +17,17 @@ import {
   pay,
   selectApplet,
 } from '@dt/protocol';
-import type { SerialFrame } from '@dt/protocol';
-import {
-  FaultInjector,
-  HidDisconnectedError,
-  HidTransport,
-  SerialCardEndpoint,
-  SerialTransport,
-  SimulatedCard,
-  VirtualHidCard,
-  createLinkPair,
-} from '../src/index.ts';
-import type { HidDevice } from '../src/index.ts';
+import type { HidReportChannel, SerialFrame } from '@dt/protocol';
+import { nodeTimers } from '@dt/protocol/native';
+import { FaultInjector, SerialCardEndpoint, SimulatedCard, VirtualHidCard, createLinkPair } from '../src/index.ts';
 import { LOADED, assertValidHandover, readyCard, request } from './helpers.ts';
 
-test('HID: PAY through 64-byte reports (VirtualHidCard + HidTransport); the handover validates', async (t) => {
+test("HID: PAY through 64-byte reports (VirtualHidCard + the protocol's HidHostTransport); the handover validates", async (t) => {
   const { card } = await readyCard();
   const device = new VirtualHidCard(card);
   let written = 0;
   let read = 0;
-  const counted: HidDevice = {
+  const counted: HidReportChannel = {
     write: async (r) => {
       written++;
       t.is(r.length, 64);
@@ -44,7 +39,7 @@ test('HID: PAY through 64-byte reports (VirtualHidCard + HidTransport); the hand
       return r;
     },
   };
-  const hid = new HidTransport(counted, { channel: 0x4242 });
+  const hid = new HidHostTransport(counted, { timers: nodeTimers, channel: 0x4242 });
   await selectApplet(hid);
   const req = request(9_999);
   const handover = await pay(hid, req.bytes);
@@ -54,22 +49,23 @@ test('HID: PAY through 64-byte reports (VirtualHidCard + HidTransport); the hand
   t.is((await getStatus(hid)).offlineValue, 9_999);
 });
 
-test('HID: a corrupted report fails the exchange with a framing error; a power cut unplugs the device until reconnect', async (t) => {
+test('HID: a corrupted report fails the exchange with a link error (the framing error as cause); a power cut unplugs the device until reconnect', async (t) => {
   // Zero randomness: the corruption hits byte 0 (the channel), deterministically.
   const faults = new FaultInjector({}, (n) => new Uint8Array(n));
   const { card } = await readyCard({ faults });
   const device = new VirtualHidCard(card);
-  const hid = new HidTransport(device, { channel: 0x0101, timeoutMs: 2000 });
+  const hid = new HidHostTransport(device, { timers: nodeTimers, channel: 0x0101, timeoutMs: 2000 });
   await selectApplet(hid);
   faults.arm({ corruptFrame: 1 });
-  const e = await t.throwsAsync(getStatus(hid), { instanceOf: DtError });
-  t.is(e.code, ErrorCode.FRAME_CHANNEL);
+  const e = await t.throwsAsync(getStatus(hid), { instanceOf: TransportLinkError });
+  t.true(e.cause instanceof DtError);
+  t.is((e.cause as DtError).code, ErrorCode.FRAME_CHANNEL);
   t.is((await getStatus(hid)).balance, LOADED[0]! + LOADED[1]!, 'the next exchange works');
 
   faults.arm({ cutBeforeApdu: { index: 1 } });
-  await t.throwsAsync(getStatus(hid), { instanceOf: HidDisconnectedError });
+  await t.throwsAsync(getStatus(hid), { instanceOf: CardRemovedError });
   t.false(device.connected);
-  await t.throwsAsync(hid.transmit(encodeCommand(selectCommand())), { instanceOf: HidDisconnectedError });
+  await t.throwsAsync(hid.transmit(encodeCommand(selectCommand())), { instanceOf: CardRemovedError });
   device.reconnect();
   await selectApplet(hid);
   t.is((await getStatus(hid)).counter, 1);
@@ -86,7 +82,7 @@ test('HID: reports that break the framing rules are dropped by the device, which
   t.is(device.errors.length, 1);
   t.is(device.errors[0]!.code, ErrorCode.FRAME_MALFORMED);
   await t.throwsAsync(device.write(new Uint8Array(10)), { instanceOf: DtError });
-  const hid = new HidTransport(device);
+  const hid = new HidHostTransport(device, { timers: nodeTimers });
   t.is((await selectApplet(hid)).applet, 1);
 });
 
@@ -95,13 +91,13 @@ async function serialPair(options: { timeoutMs?: number } = {}) {
   const ready = await readyCard();
   const [deviceEnd, hostEnd] = createLinkPair();
   const endpoint = new SerialCardEndpoint(ready.card, deviceEnd);
-  const host = new SerialTransport(hostEnd, { timeoutMs: options.timeoutMs ?? 1500, retries: 3 });
+  const host = new SerialHostTransport(hostEnd, { timers: nodeTimers, frameTimeoutMs: options.timeoutMs ?? 1500, attempts: 4 });
   return { ...ready, endpoint, host, deviceEnd, hostEnd };
 }
 
 test('serial (in-memory wire): PAY with COBS/CRC frames; the handover validates', async (t) => {
   const { host, endpoint } = await serialPair();
-  await host.ping();
+  await host.reset();
   await selectApplet(host);
   const req = request(4_321);
   assertValidHandover(await pay(host, req.bytes), req, 4_321);

@@ -18,6 +18,7 @@ import {
   addAmounts,
   bytesEqual,
   CARD_TIME_AHEAD,
+  concatBytes,
   CardApduProcessor,
   CardStatusError,
   CLA,
@@ -40,6 +41,7 @@ import {
   PERSONALIZE_P1,
   Role,
   sha256,
+  signEncoded,
   signMessage,
   subjectKey,
   sumAmounts,
@@ -53,6 +55,7 @@ import {
   publicKeyOf,
   selectInputs,
   type Certificate,
+  type CertificateMemo,
   type CommandApdu,
   type ResponseApdu,
   type Signer,
@@ -82,7 +85,7 @@ import {
 } from '@dt/protocol';
 import type { Hal } from './hal.ts';
 import { ShadowJournal } from './journal.ts';
-import { blankState, decodeState, encodeState, NONCE_MEMORY, PIN_FIELD, type CardState, type Coin } from './state.ts';
+import { blankState, CERT_MEMO_SIZE, decodeState, encodeState, NONCE_MEMORY, PIN_FIELD, type CardState, type Coin } from './state.ts';
 
 /** Options of {@link Applet}. */
 export interface AppletOptions {
@@ -180,6 +183,38 @@ function checkTime(c: Certificate, at: number): boolean {
 }
 
 /**
+ * The card's memo of verified certificate signatures over the committed list `memo`
+ * (SPEC §10.7 step 2): an entry is SHA-256(issuer key id || certificate bytes), so a
+ * certificate that differs in any byte (a reissued or revoked-and-replaced one, another
+ * signature) or names another issuer key is verified afresh. `next()` is the list to
+ * commit: the entries this PAY used or added, most recent last, at most
+ * {@link CERT_MEMO_SIZE}.
+ */
+function certificateMemo(memo: readonly Uint8Array[]): CertificateMemo & { next(): Uint8Array[] } {
+  const used: Uint8Array[] = [];
+  const entry = (issuerKid: Uint8Array, bytes: Uint8Array) => sha256(concatBytes(issuerKid, bytes));
+  const use = (e: Uint8Array) => {
+    if (!used.some((u) => bytesEqual(u, e))) used.push(e);
+  };
+  return {
+    known(issuerKid, bytes) {
+      const e = entry(issuerKid, bytes);
+      // Public digests of public certificates: plain comparison is fine.
+      const hit = memo.some((m) => bytesEqual(m, e));
+      if (hit) use(e);
+      return hit;
+    },
+    verified(issuerKid, bytes) {
+      use(entry(issuerKid, bytes));
+    },
+    next() {
+      const kept = memo.filter((m) => !used.some((u) => bytesEqual(u, m)));
+      return [...kept, ...used].slice(-CERT_MEMO_SIZE);
+    },
+  };
+}
+
+/**
  * The wallet applet. Construct it over a {@link Hal}; it reads its state at
  * once (as {@link powerOn} does). Feed it raw command APDUs with
  * {@link process}; it answers raw response APDUs (data | SW1 SW2), doing
@@ -201,6 +236,9 @@ export class Applet {
   #history: HistoryEntry[] = [];
   #trust: Trust | undefined;
   #signer: Signer | undefined;
+  #tokens: ReadonlyMap<string, { bytes: Uint8Array; expires: number | undefined; index: number }> | undefined;
+  /** True until the first adoption after a power-on: nothing derived may be kept. */
+  #fresh = true;
   // ---- volatile
   #selected = false;
   #pinVerified = false;
@@ -247,6 +285,7 @@ export class Applet {
     this.#halted = false;
     this.#storageFailed = false;
     this.#corrupt = false;
+    this.#fresh = true;
     const found = this.#journal.load();
     if (found.kind === 'corrupt') {
       this.#corrupt = true;
@@ -308,13 +347,44 @@ export class Applet {
 
   // ------------------------------------------------------------------ state
 
-  #adopt(s: CardState): void {
+  /**
+   * Makes `s` the RAM state and derives its facts. A handler builds the next state from the
+   * current one without changing anything in place, so a member that is the very same object
+   * (array, byte string) as in the current state holds the same bytes: its derived facts are
+   * kept instead of parsed again (a PAY would otherwise re-parse the whole history, the
+   * certificates and the tokens at every commit). `added`: the facts of history entries this
+   * commit appends, when the handler has them already.
+   */
+  #adopt(s: CardState, added: readonly HistoryEntry[] = []): void {
+    const before = this.#state;
+    const beforeHistory = this.#history;
+    const beforeTrust = this.#trust;
+    const fresh = this.#fresh;
+    this.#fresh = false;
     this.#state = s;
-    this.#history = s.history.map((bytes) => {
-      const { message, cose } = openSigned('Transfer', bytes);
-      return { amount: message.amount, nonce: message.nonce, inputs: message.inputs, hash: sha256(cose.payload) };
-    });
-    this.#signer = s.secretKey ? keyPairSigner({ secretKey: s.secretKey, publicKey: s.publicKey ?? publicKeyOf(s.secretKey) }) : undefined;
+    let keep = 0;
+    if (!fresh) while (keep < before.history.length && keep < s.history.length && before.history[keep] === s.history[keep]) keep++;
+    const history = beforeHistory.slice(0, keep);
+    for (let i = keep; i < s.history.length; i++) {
+      const hint = added[i - before.history.length];
+      if (i >= before.history.length && keep === before.history.length && hint) {
+        history.push(hint);
+        continue;
+      }
+      const { message, cose } = openSigned('Transfer', s.history[i]!);
+      history.push({ amount: message.amount, nonce: message.nonce, inputs: message.inputs, hash: sha256(cose.payload) });
+    }
+    this.#history = history;
+    if (fresh || s.tokens !== before.tokens) this.#tokens = undefined;
+    if (fresh || s.secretKey !== before.secretKey || s.publicKey !== before.publicKey) {
+      this.#signer = s.secretKey
+        ? keyPairSigner({ secretKey: s.secretKey, publicKey: s.publicKey ?? publicKeyOf(s.secretKey) })
+        : undefined;
+    }
+    if (!fresh && s.chain === before.chain && s.root === before.root && s.ledger === before.ledger) {
+      this.#trust = beforeTrust;
+      return;
+    }
     this.#trust = undefined;
     if (s.chain && s.root && s.ledger) {
       // Verified when written (WRITE CERTIFICATES); the journal's hash protects
@@ -332,10 +402,23 @@ export class Applet {
     }
   }
 
-  /** Commits `next` durably, then makes it the RAM state. */
-  #commit(next: CardState): void {
+  /** Commits `next` durably, then makes it the RAM state (`added`: see {@link #adopt}). */
+  #commit(next: CardState, added?: readonly HistoryEntry[]): void {
     this.#journal.commit(encodeState(next));
-    this.#adopt(next);
+    this.#adopt(next, added);
+  }
+
+  /** Serial (hex) -> index, bytes and expiry of the card's tokens, parsed once per token list. */
+  #tokenFacts(): ReadonlyMap<string, { bytes: Uint8Array; expires: number | undefined; index: number }> {
+    if (!this.#tokens) {
+      const m = new Map<string, { bytes: Uint8Array; expires: number | undefined; index: number }>();
+      this.#state.tokens.forEach((t, index) => {
+        const tok = openSigned('Token', t).message;
+        m.set(toHex(tok.serial), { bytes: t, expires: tok.expires, index });
+      });
+      this.#tokens = m;
+    }
+    return this.#tokens;
   }
 
   #kid(): Uint8Array {
@@ -587,9 +670,10 @@ export class Applet {
     const { cose, message: req } = checked(SW.WRONG_DATA, () => openSigned('PaymentRequest', data ?? EMPTY));
     // The card has no trusted clock: it never checks validity before its floor.
     const at = Math.max(req.time, s.floor);
+    const memo = certificateMemo(s.certMemo ?? []);
     const terminal = checked(SW.WRONG_DATA, () => {
       if (!checkTime(trust.root.claims, at)) throw new DtError(ErrorCode.CERT_EXPIRED, 'pinned root not valid at this time');
-      const [leaf] = verifyChain(req.chain, { root: trust.root, at, leafRole: Role.TERMINAL });
+      const [leaf] = verifyChain(req.chain, { root: trust.root, at, leafRole: Role.TERMINAL, memo });
       verifyCoseSign1(cose, leaf!.publicKey);
       return leaf!;
     });
@@ -624,12 +708,11 @@ export class Applet {
 
     //    The handover will carry every token the chain's inputs come from, in
     //    order of first use along the chain (history, then this transfer).
-    const tokenBySerial = new Map<string, { bytes: Uint8Array; expires: number | undefined }>();
-    for (const t of s.tokens) {
-      const m = openSigned('Token', t).message;
-      tokenBySerial.set(toHex(m.serial), { bytes: t, expires: m.expires });
-    }
+    //    The card's tokens are those of its last receipt, in the receipt's order (SYNC COMPLETE
+    //    keeps them together), so the handover names them by index in the receipt (SPEC §3.8).
+    const tokenBySerial = this.#tokenFacts();
     const tokens: Uint8Array[] = [];
+    const receiptTokens: number[] = [];
     const included = new Set<string>();
     for (const ids of [...this.#history.map((h) => h.inputs), inputs.map((c) => c.id)]) {
       for (const id of ids) {
@@ -640,7 +723,8 @@ export class Applet {
         // transfer time: refuse now (sync needed) rather than sign value away.
         if (tok.expires !== undefined && tok.expires < req.time) fail(SW.CONDITIONS_NOT_SATISFIED);
         included.add(k);
-        tokens.push(tok.bytes);
+        if (s.receipt) receiptTokens.push(tok.index);
+        else tokens.push(tok.bytes);
       }
     }
 
@@ -686,16 +770,19 @@ export class Applet {
       time: req.time,
       cvm,
     };
-    const signed = signMessage('Transfer', transfer, this.#signer!);
-    const hash = sha256(encodeMessage('Transfer', transfer));
+    // Encoded once: the same payload is signed and hashed.
+    const payload = encodeMessage('Transfer', transfer);
+    const signed = signEncoded('Transfer', payload, this.#signer!);
+    const hash = sha256(payload);
 
     // 6. The handover.
     const handover = encodeMessage('Handover', {
       transfer: signed,
       chain: s.chain!,
-      tokens,
+      ...(tokens.length > 0 ? { tokens } : {}),
       history: s.history,
       ...(s.receipt ? { receipt: s.receipt } : {}),
+      ...(receiptTokens.length > 0 ? { receiptTokens } : {}),
     });
 
     // 7. Commit counter, chain, coins and the handover, THEN answer.
@@ -710,16 +797,20 @@ export class Applet {
         ...(expiries.length > 0 ? { expires: Math.min(...expiries) } : {}),
       });
     }
-    this.#commit({
-      ...s,
-      counter: transfer.counter,
-      prev: hash,
-      history: [...s.history, signed],
-      coins,
-      nonces: [...s.nonces, req.nonce].slice(-NONCE_MEMORY),
-      last: { nonce: req.nonce, payee: req.terminal, handover },
-      floor: Math.max(s.floor, req.time),
-    });
+    this.#commit(
+      {
+        ...s,
+        counter: transfer.counter,
+        prev: hash,
+        history: [...s.history, signed],
+        coins,
+        nonces: [...s.nonces, req.nonce].slice(-NONCE_MEMORY),
+        last: { nonce: req.nonce, payee: req.terminal, handover },
+        floor: Math.max(s.floor, req.time),
+        certMemo: memo.next(),
+      },
+      [{ amount: transfer.amount, nonce: transfer.nonce, inputs: transfer.inputs, hash }],
+    );
     return ok(handover);
   }
 

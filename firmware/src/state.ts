@@ -29,6 +29,13 @@ import {
 /** How many signed terminal nonces the card remembers besides its history (SPEC.md §7.5: 64). */
 export const NONCE_MEMORY = 64;
 
+/**
+ * How many verified certificate signatures the card remembers (SPEC §10.7 step 2): enough for
+ * the acquiring banks and terminals of a holder's usual shops (a bank certificate and a terminal
+ * certificate per terminal).
+ */
+export const CERT_MEMO_SIZE = 8;
+
 /** Longest PIN / unblock code, in bytes. Stored right-padded with 0xFF to this length. */
 export const PIN_FIELD = 16;
 
@@ -93,6 +100,10 @@ export const CardStateSchema = defineSchema({
     { key: 27, name: 'nonces', type: array(bytes(16), NONCE_MEMORY) },
     { key: 28, name: 'last', type: struct(LastPaymentSchema), optional: true },
     { key: 29, name: 'pending', type: signed(LIMITS.maxSyncSize), optional: true },
+    // ---- certificate signatures verified by an earlier PAY (SPEC §10.7 step 2), least recently
+    // used first: SHA-256 over the issuer's key id and the whole certificate. Absent in records
+    // written before it existed (nothing remembered).
+    { key: 31, name: 'certMemo', type: array(bytes(32), CERT_MEMO_SIZE), optional: true },
   ],
 });
 

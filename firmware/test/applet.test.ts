@@ -39,6 +39,9 @@ import {
   UnblockPinSchema,
   WriteCertificatesSchema,
   type CardStatus,
+  concatBytes,
+  keyId,
+  sha256,
 } from '@dt/protocol';
 import {
   Applet,
@@ -526,6 +529,44 @@ test('a terminal without an acquiring bank certificate, a foreign root, a bad si
   t.is(st.counter, 1, 'nothing signed');
   t.is(st.balance, 100_000);
   t.is((await host.pay(good)).sw, 0x9000);
+});
+
+test('certificate memo: a PAY remembers the terminal chain it verified (SHA-256 of issuer kid and certificate bytes); a certificate changed in any byte is verified afresh and refused', async (t) => {
+  const { host, applet } = await readyCard();
+  t.deepEqual(applet.committedState.certMemo ?? [], [], 'nothing remembered before the first PAY');
+  t.is((await host.pay(paymentRequest(pki, pki.terminal, { amount: 100 }))).sw, 0x9000);
+  const entry = (issuer: Uint8Array, cert: Uint8Array) => toHex(sha256(concatBytes(keyId(issuer), cert)));
+  const bank = entry(pki.acquiring.keys.publicKey, pki.terminal.cert);
+  const acq = entry(pki.root.keys.publicKey, pki.acquiring.cert);
+  t.deepEqual(
+    (applet.committedState.certMemo ?? []).map(toHex),
+    [acq, bank],
+    'the bank certificate (root-signed) first, then the terminal',
+  );
+  // The same claims with another signature (one bit): other bytes, so verified and refused.
+  const flip = (b: Uint8Array) => {
+    const c = b.slice();
+    c[c.length - 5] ^= 1;
+    return c;
+  };
+  const badLeaf = { ...pki.terminal, chain: [flip(pki.terminal.cert), pki.acquiring.cert] };
+  t.is((await host.pay(paymentRequest(pki, badLeaf, { amount: 100 }))).sw, 0x6a80, 'terminal certificate with a broken signature');
+  const badBank = { ...pki.terminal, chain: [pki.terminal.cert, flip(pki.acquiring.cert)] };
+  t.is((await host.pay(paymentRequest(pki, badBank, { amount: 100 }))).sw, 0x6a80, 'bank certificate with a broken signature');
+  t.is((await status(host)).counter, 2, 'nothing signed for them');
+  // Another terminal of the same bank: its certificate is added, the bank's entry moves to the end.
+  t.is((await host.pay(paymentRequest(pki, pki.canteen, { amount: 100 }))).sw, 0x9000);
+  const canteen = entry(pki.acquiring.keys.publicKey, pki.canteen.cert);
+  t.deepEqual((applet.committedState.certMemo ?? []).map(toHex), [bank, acq, canteen]);
+  // Committed with the PAY: it survives a power cycle and a sync.
+  applet.powerOn();
+  t.deepEqual((applet.committedState.certMemo ?? []).map(toHex), [bank, acq, canteen]);
+  await host.select();
+  const begin = await host.syncBegin(new Uint8Array(16));
+  t.is((await host.syncComplete(ledger.receipt(begin.data))).sw, 0x9000);
+  t.deepEqual((applet.committedState.certMemo ?? []).map(toHex), [bank, acq, canteen]);
+  // Still every other check: an expired terminal chain is refused although its signatures are remembered.
+  t.is((await host.pay(paymentRequest(pki, pki.terminal, { amount: 100, time: T0 + 20 * 365 * 86400 }))).sw, 0x6a80);
 });
 
 test('a replayed nonce gets 6984 (in the history and after a sync, from the nonce memory)', async (t) => {

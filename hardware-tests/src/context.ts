@@ -31,6 +31,7 @@ import type { CardControl, LabContext, LabOptions, LabTerminal } from './suite.t
 import type { SuiteName } from './model.ts';
 import { Recorder } from './recorder.ts';
 import { connectCardControl } from '@dt/card-applet-sim';
+import { READER_SPEC_FORMS, parseReaderSpec } from '@dt/protocol';
 
 /** A configuration or usage problem: `dt-lab` exits 2 with this message. */
 export class LabConfigError extends Error {
@@ -170,15 +171,14 @@ async function openReaderSpec(
   o: ContextOptions,
   timeoutMs: number,
 ): Promise<{ reader: CardReader; name: string; close: () => Promise<void> }> {
-  if (spec.startsWith('serial:')) {
-    const r = await openSerialReader(spec.slice('serial:'.length));
+  // A bare name is a PC/SC reader name (`--reader "ACR122"`); `pcsc` alone: the one reader there is.
+  const parsed = parseReaderSpec(spec, { bareNames: true });
+  if (parsed === undefined) throw new LabConfigError(`unknown reader ${JSON.stringify(spec)} (${READER_SPEC_FORMS}, or a reader name)`);
+  if (parsed.kind !== 'pcsc') {
+    const r = parsed.kind === 'serial' ? await openSerialReader(parsed.path) : openHidReader(parsed.path);
     return { reader: r, name: spec, close: () => r.close() };
   }
-  if (spec.startsWith('hid:')) {
-    const r = openHidReader(spec.slice('hid:'.length));
-    return { reader: r, name: spec, close: () => r.close() };
-  }
-  const wanted = spec.startsWith('pcsc:') ? spec.slice('pcsc:'.length) : spec;
+  const wanted = parsed.name ?? '';
   const pcsc = new PcscReaders({ apduTimeoutMs: 10_000, reconnectDelayMs: 1000 });
   try {
     const names = await pcsc.waitForReaders(Math.min(timeoutMs, 5000), o.signal);

@@ -38,6 +38,7 @@ import {
 import { nativeVerifier } from '@dt/protocol/native';
 import type { Ledger } from './ledger.ts';
 import type { LedgerStorage } from './storage/types.ts';
+import { LedgerStore } from './store.ts';
 import { LedgerApiCode, LedgerApiError } from './errors.ts';
 
 /** Default bounds of the ledger's per-acquirer nonce windows. */
@@ -127,9 +128,9 @@ export async function authenticateSettle(ledger: Ledger, body: Uint8Array, opts:
     throw new LedgerApiError(LedgerApiCode.ACQUIRER_AUTH, 'the settle request signature does not verify', codeOf(e));
   }
   // ... its bank is registered here and the acquirer is not blocked (read at every request: a block applies at once).
-  const known = await ledger.storage.transaction(async (tx) => ({
-    bank: !!(await tx.get(`SELECT kid FROM banks WHERE kid = ?`, [bank.kid])),
-    blocked: !!(await tx.get(`SELECT kid FROM acquirer_blocks WHERE kid = ?`, [leaf.kid])),
+  const known = await ledger.store.transaction(async (tx) => ({
+    bank: (await tx.bank(bank.kid)) !== undefined,
+    blocked: (await tx.acquirerBlock(leaf.kid)) !== undefined,
   }));
   if (!known.bank) throw new LedgerApiError(LedgerApiCode.ACQUIRER_UNKNOWN, "the acquirer's bank is not registered at this ledger");
   if (known.blocked) throw new LedgerApiError(LedgerApiCode.ACQUIRER_UNKNOWN, 'the acquirer is blocked');
@@ -183,31 +184,19 @@ export interface BlockedAcquirer {
 /** Blocks an acquirer key (16-byte key id): its settle requests are refused `ACQUIRER_UNKNOWN` from now on. True when it was not blocked yet. */
 export async function blockAcquirer(storage: LedgerStorage, kid: Uint8Array, reason: string, time: number): Promise<boolean> {
   checkKid(kid);
-  return (
-    (await storage.transaction((tx) =>
-      tx.run(`INSERT INTO acquirer_blocks (kid, reason, time) VALUES (?, ?, ?) ON CONFLICT (kid) DO NOTHING`, [
-        kid,
-        reason.slice(0, 500),
-        time,
-      ]),
-    )) === 1
-  );
+  return new LedgerStore(storage).transaction((tx) => tx.insertAcquirerBlock({ kid, reason: reason.slice(0, 500), time }));
 }
 
 /** Lifts the block of an acquirer key. True when it was blocked. */
 export async function unblockAcquirer(storage: LedgerStorage, kid: Uint8Array): Promise<boolean> {
   checkKid(kid);
-  return (await storage.transaction((tx) => tx.run(`DELETE FROM acquirer_blocks WHERE kid = ?`, [kid]))) === 1;
+  return new LedgerStore(storage).transaction((tx) => tx.deleteAcquirerBlock(kid));
 }
 
 /** The blocked acquirers, oldest block first. */
 export async function blockedAcquirers(storage: LedgerStorage): Promise<BlockedAcquirer[]> {
-  return storage.transaction(async (tx) =>
-    (await tx.all(`SELECT kid, reason, time FROM acquirer_blocks ORDER BY time, kid`)).map((r) => ({
-      kid: toHex(r.kid as Uint8Array),
-      reason: String(r.reason),
-      time: Number(r.time),
-    })),
+  return new LedgerStore(storage).transaction(async (tx) =>
+    (await tx.acquirerBlocks()).map((r) => ({ kid: toHex(r.kid), reason: r.reason, time: r.time })),
   );
 }
 

@@ -9,7 +9,38 @@
  *
  * @module
  */
-import { LedgerError, LedgerErrorCode } from './ledger.ts';
+/** Stable error codes of the ledger's API (HTTP 4xx bodies carry them). */
+export const LedgerErrorCode = {
+  MALFORMED: 'MALFORMED',
+  BATCH_INVALID: 'BATCH_INVALID',
+  TERMINAL_CHAIN: 'TERMINAL_CHAIN',
+  BATCH_TIME: 'BATCH_TIME',
+  CARD_UNKNOWN: 'CARD_UNKNOWN',
+  CARD_REVOKED: 'CARD_REVOKED',
+  BANK_UNKNOWN: 'BANK_UNKNOWN',
+  BANK_CHAIN: 'BANK_CHAIN',
+  NOT_PERMITTED: 'NOT_PERMITTED',
+  BAD_SIGNATURE: 'BAD_SIGNATURE',
+  SYNC_INVALID: 'SYNC_INVALID',
+  DOUBLE_SPEND: 'DOUBLE_SPEND',
+  INSUFFICIENT_ALLOCATION: 'INSUFFICIENT_ALLOCATION',
+  ID_CONFLICT: 'ID_CONFLICT',
+  CARD_CHAIN: 'CARD_CHAIN',
+} as const;
+export type LedgerErrorCode = (typeof LedgerErrorCode)[keyof typeof LedgerErrorCode];
+
+/** A refused request: nothing was changed (except, for DOUBLE_SPEND, the recorded proof and revocation). */
+export class LedgerError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: LedgerErrorCode,
+    message: string,
+    readonly details: Record<string, string | number> = {},
+  ) {
+    super(`${code}: ${message}`);
+    this.name = 'LedgerError';
+  }
+}
 
 /** Every stable code of the ledger's HTTP API: the ledger core's codes plus those of the HTTP layer and acquirer authentication. */
 export const LedgerApiCode = {

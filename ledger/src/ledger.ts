@@ -18,13 +18,10 @@
  */
 import {
   addAmounts,
-  BankPermission,
   bytesEqual,
-  checkTransferChain,
   createTrustStore,
   encodeStruct,
   encodeDeterministic,
-  DEFAULT_TERMINAL_CRL_MAX_AGE,
   GENESIS_PREV,
   LIMITS,
   MarkSchema,
@@ -34,7 +31,6 @@ import {
   openSigned,
   outputId,
   payloadHash,
-  Role,
   sha256,
   signMessage,
   toHex,
@@ -44,13 +40,12 @@ import {
   subjectKey,
   sumAmounts,
   validateHandover,
-  verifyChain,
   verifyCoseSign1,
-  isDtError,
   type CardChainVerifier,
   type HandoverResult,
   type HandoverValid,
   type Mark,
+  type MessageOf,
   type TransferOpener,
   type Outcome,
   type Signer,
@@ -60,42 +55,32 @@ import {
   type Verifier,
 } from '@dt/protocol';
 import { nativeVerifier } from '@dt/protocol/native';
-import type { LedgerStorage, SqlTx } from './storage/types.ts';
-import { openLoadOrder } from './load.ts';
+import type { LedgerStorage } from './storage/types.ts';
+import { LedgerStore, type StoreTx } from './store.ts';
+import type { CardRow, TransferRow } from './storage/rows.ts';
+import { LedgerError, LedgerErrorCode } from './errors.ts';
+import {
+  anchorCoins,
+  checkAmount,
+  checkSyncChain,
+  openBatch,
+  openLoad,
+  openSyncRequest,
+  syncEvidence,
+  transferPayee,
+  verifyBankCert,
+  verifyCardChain,
+  verifyLoadSigner,
+  verifySyncRequest,
+  type CheckedSync,
+  type EvidenceObject,
+  type OpenBatch,
+  type OpenSyncRequest,
+  type TrustContext,
+} from './checks.ts';
 import { cachingCardChainVerifier, cachingTransferOpener, memoVerifier, type HandoverValidator, type ValidationJob } from './validation.ts';
 
-/** Stable error codes of the ledger's API (HTTP 4xx bodies carry them). */
-export const LedgerErrorCode = {
-  MALFORMED: 'MALFORMED',
-  BATCH_INVALID: 'BATCH_INVALID',
-  TERMINAL_CHAIN: 'TERMINAL_CHAIN',
-  BATCH_TIME: 'BATCH_TIME',
-  CARD_UNKNOWN: 'CARD_UNKNOWN',
-  CARD_REVOKED: 'CARD_REVOKED',
-  BANK_UNKNOWN: 'BANK_UNKNOWN',
-  BANK_CHAIN: 'BANK_CHAIN',
-  NOT_PERMITTED: 'NOT_PERMITTED',
-  BAD_SIGNATURE: 'BAD_SIGNATURE',
-  SYNC_INVALID: 'SYNC_INVALID',
-  DOUBLE_SPEND: 'DOUBLE_SPEND',
-  INSUFFICIENT_ALLOCATION: 'INSUFFICIENT_ALLOCATION',
-  ID_CONFLICT: 'ID_CONFLICT',
-  CARD_CHAIN: 'CARD_CHAIN',
-} as const;
-export type LedgerErrorCode = (typeof LedgerErrorCode)[keyof typeof LedgerErrorCode];
-
-/** A refused request: nothing was changed (except, for DOUBLE_SPEND, the recorded proof and revocation). */
-export class LedgerError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: LedgerErrorCode,
-    message: string,
-    readonly details: Record<string, string | number> = {},
-  ) {
-    super(`${code}: ${message}`);
-    this.name = 'LedgerError';
-  }
-}
+export { LedgerError, LedgerErrorCode } from './errors.ts';
 
 /** Options of {@link Ledger.open}. */
 export interface LedgerOptions {
@@ -175,14 +160,18 @@ interface Fork {
   readonly reason: 'COUNTER_REUSED' | 'INPUT_SPENT';
 }
 
-/** A card-signed object found in a handover or a sync request whose signature verified with the registered card key. */
-interface EvidenceObject {
-  readonly bytes: Uint8Array;
-  readonly hash: Uint8Array;
-  readonly card: Uint8Array;
-  readonly counter: number;
-  /** Claimed input ids (a transfer's inputs, a sync request's holdings). */
-  readonly claims: readonly Uint8Array[];
+/** A syncing card: its registered row, its certificate's claims and key. */
+interface SyncingCard {
+  readonly row: CardRow;
+  readonly cert: MessageOf<'Certificate'>;
+  readonly publicKey: Uint8Array;
+}
+
+/** What a sync gives the card: fresh tokens and delivered loads, or (revoked) value redeemed to its issuing bank. */
+interface SyncPayout {
+  readonly tokens: Uint8Array[];
+  readonly loaded: number;
+  readonly redeemed: number;
 }
 
 /** What the ledger keeps of a registered card for evidence checks. */
@@ -193,17 +182,6 @@ interface CardKey {
 const markBytes = (m: Mark | undefined): Uint8Array | null => (m ? encodeDeterministic(encodeStruct(MarkSchema, m)) : null);
 const markFrom = (b: Uint8Array | null | undefined): Mark | undefined =>
   b ? decodeStruct(MarkSchema, decodeDeterministic(b, 1024)) : undefined;
-
-interface OpenBatch {
-  readonly hash: Uint8Array;
-  readonly terminal: Uint8Array;
-  readonly seq: number;
-  readonly time: number;
-  readonly crlVersion: number;
-  /** The terminal's certified revocation-list age policy (seconds): the claim, or the SPEC default. */
-  readonly crlMaxAge: number;
-  readonly handovers: readonly Uint8Array[];
-}
 
 /** A batch's stored outcomes and, for the handovers still without one, their evidence and validation. */
 interface Prepared {
@@ -225,13 +203,12 @@ interface Applied {
   stat?: keyof Ledger['stats'];
 }
 
-const n = (v: unknown): number => Number(v);
-const b = (v: unknown): Uint8Array => v as Uint8Array;
-
 /** The ledger. Create with {@link Ledger.open}. */
 export class Ledger {
   readonly trust: TrustStore;
   readonly storage: LedgerStorage;
+  /** Every SQL statement of the ledger (store.ts). */
+  readonly store: LedgerStore;
   readonly #signer: Signer;
   readonly #now: () => number;
   readonly #verifier: Verifier;
@@ -241,6 +218,7 @@ export class Ledger {
   readonly #memo: Verifier;
   readonly #openTransfer: TransferOpener;
   readonly #verifyCardChain: CardChainVerifier;
+  readonly #trustContext: TrustContext;
   /** Registered card keys (bounded): a card's certificate never changes once registered. */
   readonly #cardKeys = new Map<string, CardKey>();
   /** The latest signed revocation list, so that GET /v1/crl does not decode it every time. */
@@ -250,10 +228,12 @@ export class Ledger {
 
   private constructor(opts: LedgerOptions, trust: TrustStore) {
     this.storage = opts.storage;
+    this.store = new LedgerStore(opts.storage);
     this.trust = trust;
     this.#signer = opts.signer;
     this.#now = opts.now ?? (() => Math.floor(Date.now() / 1000));
     this.#verifier = opts.verifier ?? nativeVerifier;
+    this.#trustContext = { root: trust.root, verifier: this.#verifier };
     this.#voidWindow = opts.voidWindow ?? 7 * 86400;
     this.#skew = opts.clockSkew ?? 300;
     // Handovers of one card repeat its certificates, tokens and history: verify each signature once.
@@ -274,15 +254,15 @@ export class Ledger {
     });
     if (!bytesEqual(trust.ledgerKid, opts.signer.kid)) throw new Error('the signer is not the key of the ledger certificate');
     const l = new Ledger(opts, trust);
-    await l.storage.transaction(async (tx) => {
-      for (const k of ['crl_version', 'issued']) await tx.run(`INSERT INTO meta (k, v) VALUES (?, 0) ON CONFLICT (k) DO NOTHING`, [k]);
-      if (!(await tx.get(`SELECT version FROM crls WHERE version = 0`))) {
+    await l.store.transaction(async (tx) => {
+      await tx.initMeta();
+      if (!(await tx.crl(0))) {
         const bytes = signMessage(
           'RevocationList',
           { version: 0, issued: now, revoked: [], nextUpdate: now + CRL_REFRESH_SECONDS },
           l.#signer,
         );
-        await tx.run(`INSERT INTO crls (version, issued, bytes) VALUES (0, ?, ?)`, [now, bytes]);
+        await tx.insertCrl({ version: 0, issued: now, bytes });
       }
     });
     return l;
@@ -308,37 +288,24 @@ export class Ledger {
   // ------------------------------------------------------------ issuance
   /** Registers a bank certificate (issued by the root). Idempotent. */
   async registerBank(cert: Uint8Array): Promise<Uint8Array> {
-    let bank;
-    try {
-      [bank] = verifyChain([cert], { root: this.trust.root, at: this.#now(), leafRole: Role.BANK, verifier: this.#verifier });
-    } catch (e) {
-      throw new LedgerError(400, LedgerErrorCode.BANK_CHAIN, isDtError(e) ? e.code : 'bank certificate invalid');
-    }
-    await this.storage.transaction((tx) =>
-      tx.run(`INSERT INTO banks (kid, cert, perms, balance) VALUES (?, ?, ?, 0) ON CONFLICT (kid) DO NOTHING`, [
-        bank!.kid,
-        cert,
-        bank!.claims.perms ?? 0,
-      ]),
-    );
-    return bank!.kid;
+    const bank = verifyBankCert(cert, this.#now(), this.#trustContext);
+    await this.store.transaction((tx) => tx.insertBank(bank.kid, cert, bank.claims.perms ?? 0));
+    return bank.kid;
   }
 
   /** The issuer allocates `amount` of new value to a bank (`id`: 16-byte idempotency key). */
   async allocate(bankKid: Uint8Array, amount: number, id: Uint8Array): Promise<void> {
-    if (!Number.isSafeInteger(amount) || amount <= 0)
-      throw new LedgerError(400, LedgerErrorCode.MALFORMED, 'amount must be a positive integer');
-    await this.storage.transaction(async (tx) => {
-      const prior = await tx.get(`SELECT bank, amount FROM allocations WHERE id = ?`, [id]);
+    checkAmount(amount, 1, 'amount');
+    await this.store.transaction(async (tx) => {
+      const prior = await tx.allocation(id);
       if (prior) {
-        if (!bytesEqual(b(prior.bank), bankKid) || n(prior.amount) !== amount)
+        if (!bytesEqual(prior.bank, bankKid) || prior.amount !== amount)
           throw new LedgerError(409, LedgerErrorCode.ID_CONFLICT, 'allocation id reused');
         return;
       }
-      if ((await tx.run(`UPDATE banks SET balance = balance + ? WHERE kid = ?`, [amount, bankKid])) !== 1)
-        throw new LedgerError(404, LedgerErrorCode.BANK_UNKNOWN, 'bank not registered');
-      await tx.run(`INSERT INTO allocations (id, bank, amount, time) VALUES (?, ?, ?, ?)`, [id, bankKid, amount, this.#now()]);
-      await tx.run(`UPDATE meta SET v = v + ? WHERE k = 'issued'`, [amount]);
+      if (!(await tx.creditBank(bankKid, amount))) throw new LedgerError(404, LedgerErrorCode.BANK_UNKNOWN, 'bank not registered');
+      await tx.insertAllocation({ id, bank: bankKid, amount, time: this.#now() });
+      await tx.addIssued(amount);
     });
   }
 
@@ -348,47 +315,31 @@ export class Ledger {
    * `INSUFFICIENT_ALLOCATION`) when the bank's balance is already below the new floor.
    */
   async setCreditLine(bankKid: Uint8Array, amount: number): Promise<void> {
-    if (!Number.isSafeInteger(amount) || amount < 0)
-      throw new LedgerError(400, LedgerErrorCode.MALFORMED, 'credit line must be a non-negative integer');
-    await this.storage.transaction(async (tx) => {
-      const bank = await tx.get(`SELECT balance FROM banks WHERE kid = ?`, [bankKid]);
+    checkAmount(amount, 0, 'credit line');
+    await this.store.transaction(async (tx) => {
+      const bank = await tx.bank(bankKid);
       if (!bank) throw new LedgerError(404, LedgerErrorCode.BANK_UNKNOWN, 'bank not registered');
-      if (n(bank.balance) < -amount)
+      if (bank.balance < -amount)
         throw new LedgerError(409, LedgerErrorCode.INSUFFICIENT_ALLOCATION, 'the bank is already below that floor');
-      await tx.run(`UPDATE banks SET credit_line = ? WHERE kid = ?`, [amount, bankKid]);
+      await tx.setCreditLine(bankKid, amount);
     });
   }
 
   /** Registers a card from its chain `[card cert, issuing bank cert]`; the bank must be registered. Idempotent. */
   async registerCard(chain: readonly Uint8Array[]): Promise<Uint8Array> {
-    let card;
-    try {
-      card = verifyChain(chain, { root: this.trust.root, at: this.#now(), leafRole: Role.CARD, verifier: this.#verifier });
-    } catch (e) {
-      throw new LedgerError(400, LedgerErrorCode.CARD_CHAIN, isDtError(e) ? e.code : 'card chain invalid');
-    }
-    const kid = card[0]!.kid;
-    const bank = card[1]!.kid;
-    await this.storage.transaction(async (tx) => {
-      if (!(await tx.get(`SELECT kid FROM banks WHERE kid = ?`, [bank])))
-        throw new LedgerError(404, LedgerErrorCode.BANK_UNKNOWN, 'issuing bank not registered');
-      await tx.run(
-        `INSERT INTO cards (kid, bank, cert, anchor, anchor_counter, anchor_sync) VALUES (?, ?, ?, ?, 0, NULL) ON CONFLICT (kid) DO NOTHING`,
-        [kid, bank, chain[0]!, GENESIS_PREV],
-      );
+    const certs = verifyCardChain(chain, this.#now(), this.#trustContext);
+    const kid = certs.card.kid;
+    const bank = certs.bank.kid;
+    await this.store.transaction(async (tx) => {
+      if (!(await tx.bank(bank))) throw new LedgerError(404, LedgerErrorCode.BANK_UNKNOWN, 'issuing bank not registered');
+      await tx.insertCard(kid, bank, chain[0]!, GENESIS_PREV);
     });
     return kid;
   }
 
   /** A bank's signed load order (see load.ts): moves value from the bank's allocation to the card, delivered at its next sync. */
   async load(orderBytes: Uint8Array): Promise<LoadAnswer> {
-    let opened;
-    try {
-      opened = openLoadOrder(orderBytes);
-    } catch (e) {
-      throw new LedgerError(400, LedgerErrorCode.MALFORMED, isDtError(e) ? e.code : 'load order malformed');
-    }
-    const { cose, order } = opened;
+    const { cose, order } = openLoad(orderBytes);
     const now = this.#now();
     const answer = (state: LoadAnswer['state']): LoadAnswer => ({
       id: toHex(order.id),
@@ -396,44 +347,25 @@ export class Ledger {
       amount: order.amount,
       state,
     });
-    const out = await this.storage.transaction(async (tx) => {
-      const bank = await tx.get(`SELECT cert, perms FROM banks WHERE kid = ?`, [cose.kid]);
+    const out = await this.store.transaction(async (tx) => {
+      const bank = await tx.bank(cose.kid);
       if (!bank) throw new LedgerError(403, LedgerErrorCode.BANK_UNKNOWN, 'signer is not a registered bank');
-      let verified;
-      try {
-        [verified] = verifyChain([b(bank.cert)], { root: this.trust.root, at: now, leafRole: Role.BANK, verifier: this.#verifier });
-        verifyCoseSign1(cose, verified!.publicKey, this.#verifier);
-      } catch (e) {
-        throw new LedgerError(403, LedgerErrorCode.BAD_SIGNATURE, isDtError(e) ? e.code : 'load order signature invalid');
-      }
-      if (((verified!.claims.perms ?? 0) & BankPermission.ISSUING) === 0)
-        throw new LedgerError(403, LedgerErrorCode.NOT_PERMITTED, 'bank may not issue');
-      const prior = await tx.get(`SELECT card, amount, bank, state FROM loads WHERE id = ?`, [order.id]);
+      verifyLoadSigner(cose, bank.cert, now, this.#trustContext);
+      const prior = await tx.load(order.id);
       if (prior) {
-        if (!bytesEqual(b(prior.card), order.card) || n(prior.amount) !== order.amount || !bytesEqual(b(prior.bank), cose.kid)) {
+        if (!bytesEqual(prior.card, order.card) || prior.amount !== order.amount || !bytesEqual(prior.bank, cose.kid)) {
           throw new LedgerError(409, LedgerErrorCode.ID_CONFLICT, 'load id reused for another order');
         }
-        return answer(prior.state as LoadAnswer['state']);
+        return answer(prior.state);
       }
-      const card = await tx.get(`SELECT bank FROM cards WHERE kid = ?`, [order.card]);
+      const card = await tx.card(order.card);
       if (!card) throw new LedgerError(404, LedgerErrorCode.CARD_UNKNOWN, 'card not registered');
-      if (!bytesEqual(b(card.bank), cose.kid)) throw new LedgerError(403, LedgerErrorCode.NOT_PERMITTED, 'card issued by another bank');
-      if (await tx.get(`SELECT version FROM revocations WHERE card = ?`, [order.card]))
-        throw new LedgerError(403, LedgerErrorCode.CARD_REVOKED, 'card revoked');
+      if (!bytesEqual(card.bank, cose.kid)) throw new LedgerError(403, LedgerErrorCode.NOT_PERMITTED, 'card issued by another bank');
+      if (await tx.revocation(order.card)) throw new LedgerError(403, LedgerErrorCode.CARD_REVOKED, 'card revoked');
       // A load is paid from the bank's own balance: never below zero (a credit line is for covers, not loads).
-      if (
-        (await tx.run(`UPDATE banks SET balance = balance - ? WHERE kid = ? AND balance >= ?`, [order.amount, cose.kid, order.amount])) !==
-        1
-      ) {
+      if (!(await tx.debitBankFromOwnBalance(cose.kid, order.amount)))
         throw new LedgerError(409, LedgerErrorCode.INSUFFICIENT_ALLOCATION, 'bank allocation too small');
-      }
-      await tx.run(`INSERT INTO loads (id, card, bank, amount, state, sync, time) VALUES (?, ?, ?, ?, 'pending', NULL, ?)`, [
-        order.id,
-        order.card,
-        cose.kid,
-        order.amount,
-        now,
-      ]);
+      await tx.insertPendingLoad(order.id, order.card, cose.kid, order.amount, now);
       return answer('pending');
     });
     this.stats.loads++;
@@ -447,13 +379,12 @@ export class Ledger {
    */
   async crl(): Promise<Uint8Array> {
     const now = this.#now();
-    const top = await this.storage.transaction((tx) => tx.get(`SELECT version, issued FROM crls ORDER BY version DESC LIMIT 1`));
+    const version = await this.store.transaction((tx) => tx.crlVersion());
     const c = this.#crlCache;
-    if (c && top && c.version === n(top.version) && now - c.issued < CRL_REFRESH_SECONDS) return c.bytes;
-    const out = await this.storage.transaction(async (tx) => {
-      const latest = (await tx.get(`SELECT version, issued, bytes FROM crls ORDER BY version DESC LIMIT 1`))!;
-      if (now - n(latest.issued) < CRL_REFRESH_SECONDS)
-        return { version: n(latest.version), issued: n(latest.issued), bytes: b(latest.bytes) };
+    if (c && c.version === version && now - c.issued < CRL_REFRESH_SECONDS) return c.bytes;
+    const out = await this.store.transaction(async (tx) => {
+      const latest = await tx.latestCrl();
+      if (latest && now - latest.issued < CRL_REFRESH_SECONDS) return latest;
       return this.#signCrl(tx, now);
     });
     this.#crlCache = out;
@@ -461,24 +392,20 @@ export class Ledger {
   }
 
   /** Signs the next revocation list version over the current revocations (inside `tx`). */
-  async #signCrl(tx: SqlTx, now: number): Promise<{ version: number; issued: number; bytes: Uint8Array }> {
-    const version = n((await tx.get(`UPDATE meta SET v = v + 1 WHERE k = 'crl_version' RETURNING v`))!.v);
-    const all = (await tx.all(`SELECT card FROM revocations ORDER BY card`)).map((x) => b(x.card));
-    const bytes = signMessage(
-      'RevocationList',
-      { version, issued: now, revoked: all, nextUpdate: now + CRL_REFRESH_SECONDS },
-      this.#signer,
-    );
-    await tx.run(`INSERT INTO crls (version, issued, bytes) VALUES (?, ?, ?)`, [version, now, bytes]);
-    return { version, issued: now, bytes };
+  async #signCrl(tx: StoreTx, now: number): Promise<{ version: number; issued: number; bytes: Uint8Array }> {
+    const version = await tx.nextCrlVersion();
+    const revoked = await tx.revokedCards();
+    const bytes = signMessage('RevocationList', { version, issued: now, revoked, nextUpdate: now + CRL_REFRESH_SECONDS }, this.#signer);
+    const crl = { version, issued: now, bytes };
+    await tx.insertCrl(crl);
+    return crl;
   }
 
   /** Revokes a card (inside `tx`); returns the list version that first names it. */
-  async #revoke(tx: SqlTx, card: Uint8Array, now: number): Promise<number> {
-    const r = await tx.get(`SELECT version FROM revocations WHERE card = ?`, [card]);
-    if (r) return n(r.version);
-    const next = n((await tx.get(`SELECT v FROM meta WHERE k = 'crl_version'`))!.v) + 1;
-    await tx.run(`INSERT INTO revocations (card, version, time) VALUES (?, ?, ?)`, [card, next, now]);
+  async #revoke(tx: StoreTx, card: Uint8Array, now: number): Promise<number> {
+    const r = await tx.revocation(card);
+    if (r) return r.version;
+    await tx.insertRevocation({ card, version: (await tx.crlVersion()) + 1, time: now });
     const signed = await this.#signCrl(tx, now);
     return signed.version;
   }
@@ -489,9 +416,9 @@ export class Ledger {
     const k = toHex(card);
     const hit = this.#cardKeys.get(k);
     if (hit) return hit;
-    const row = await this.storage.transaction((tx) => tx.get(`SELECT cert FROM cards WHERE kid = ?`, [card]));
+    const row = await this.store.transaction((tx) => tx.card(card));
     if (!row) return undefined;
-    const key = { publicKey: subjectKey(openSigned('Certificate', b(row.cert)).message).publicKey };
+    const key = { publicKey: subjectKey(openSigned('Certificate', row.cert).message).publicKey };
     if (this.#cardKeys.size >= 100_000) this.#cardKeys.delete(this.#cardKeys.keys().next().value as string);
     this.#cardKeys.set(k, key);
     return key;
@@ -533,41 +460,30 @@ export class Ledger {
    * input claims, in the given order. A claim already held by another object is a fork: its proof
    * is stored and the card revoked. Returns the first fork found, if any.
    */
-  async #recordEvidence(tx: SqlTx, objects: readonly EvidenceObject[], now: number): Promise<Fork | undefined> {
+  async #recordEvidence(tx: StoreTx, objects: readonly EvidenceObject[], now: number): Promise<Fork | undefined> {
     let first: Fork | undefined;
     const anchors = new Map<string, number>();
     for (const o of objects) {
       const ck = toHex(o.card);
       let anchor = anchors.get(ck);
       if (anchor === undefined) {
-        const row = await tx.get(`SELECT anchor_counter FROM cards WHERE kid = ?`, [o.card]);
+        const row = await tx.card(o.card);
         if (!row) continue;
-        anchor = n(row.anchor_counter);
+        anchor = row.anchorCounter;
         anchors.set(ck, anchor);
       }
       // Beyond the window no honest chain can reach: not evidence of anything (bounded state).
       if (o.counter > anchor + EVIDENCE_WINDOW) continue;
       const forks: Fork[] = [];
-      const c = await tx.get(
-        `INSERT INTO counters (card, counter, hash) VALUES (?, ?, ?) ON CONFLICT (card, counter) DO NOTHING RETURNING hash`,
-        [o.card, o.counter, o.hash],
-      );
-      if (!c) {
-        const ex = b((await tx.get(`SELECT hash FROM counters WHERE card = ? AND counter = ?`, [o.card, o.counter]))!.hash);
-        if (!bytesEqual(ex, o.hash))
-          forks.push({ card: o.card, firstHash: ex, second: o.bytes, secondHash: o.hash, reason: 'COUNTER_REUSED' });
-      }
+      const counterHolder = await tx.claimCounter(o.card, o.counter, o.hash);
+      if (counterHolder && !bytesEqual(counterHolder, o.hash))
+        forks.push({ card: o.card, firstHash: counterHolder, second: o.bytes, secondHash: o.hash, reason: 'COUNTER_REUSED' });
       for (const id of o.claims) {
-        const s = await tx.get(
-          `INSERT INTO spent (card, id, by_hash) VALUES (?, ?, ?) ON CONFLICT (card, id) DO NOTHING RETURNING by_hash`,
-          [o.card, id, o.hash],
-        );
-        if (s) continue;
-        const ex = b((await tx.get(`SELECT by_hash FROM spent WHERE card = ? AND id = ?`, [o.card, id]))!.by_hash);
-        if (!bytesEqual(ex, o.hash))
-          forks.push({ card: o.card, firstHash: ex, second: o.bytes, secondHash: o.hash, reason: 'INPUT_SPENT' });
+        const inputHolder = await tx.claimInput(o.card, id, o.hash);
+        if (inputHolder && !bytesEqual(inputHolder, o.hash))
+          forks.push({ card: o.card, firstHash: inputHolder, second: o.bytes, secondHash: o.hash, reason: 'INPUT_SPENT' });
       }
-      await tx.run(`INSERT INTO objects (hash, bytes) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING`, [o.hash, o.bytes]);
+      await tx.insertObject(o.hash, o.bytes);
       for (const f of forks) await this.#proof(tx, f, now);
       first ??= forks[0];
     }
@@ -575,80 +491,36 @@ export class Ledger {
   }
 
   /** Stores the evidence of a fork (bounded per card) and revokes the card; returns the revocation version and the first object's bytes. */
-  async #proof(tx: SqlTx, f: Fork, now: number): Promise<{ version: number; first: Uint8Array }> {
-    const kept = n((await tx.get(`SELECT COUNT(*) AS c FROM proofs WHERE card = ?`, [f.card]))!.c);
-    if (kept < MAX_PROOFS_PER_CARD) {
-      await tx.run(`INSERT INTO objects (hash, bytes) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING`, [f.secondHash, f.second]);
-      await tx.run(`INSERT INTO proofs (first, second, card, time) VALUES (?, ?, ?, ?) ON CONFLICT (first, second) DO NOTHING`, [
-        f.firstHash,
-        f.secondHash,
-        f.card,
-        now,
-      ]);
+  async #proof(tx: StoreTx, f: Fork, now: number): Promise<{ version: number; first: Uint8Array }> {
+    if ((await tx.proofCount(f.card)) < MAX_PROOFS_PER_CARD) {
+      await tx.insertObject(f.secondHash, f.second);
+      await tx.insertProof({ first: f.firstHash, second: f.secondHash, card: f.card, time: now });
     }
-    const first = b((await tx.get(`SELECT bytes FROM objects WHERE hash = ?`, [f.firstHash]))!.bytes);
+    const first = await tx.object(f.firstHash);
+    // Every claim holder's bytes are stored with its claim (#recordEvidence): a missing one is a broken store.
+    if (!first) throw new Error('the first object of a fork is not stored');
     return { version: await this.#revoke(tx, f.card, now), first };
   }
 
   // ------------------------------------------------------------ value
   /** Records a validated chain transfer as value (inside `tx`): its payee output pending, its change the card's. Its claims are already held (step E). */
-  async #recordValue(tx: SqlTx, vt: ValidatedTransfer, ins: readonly SpentCoin[]): Promise<void> {
+  async #recordValue(tx: StoreTx, vt: ValidatedTransfer, ins: readonly SpentCoin[]): Promise<void> {
     const t = vt.transfer;
     const change = t.outputs[1];
-    await tx.run(
-      `INSERT INTO transfers (hash, card, counter, amount, payee, change_id, change_value, mark, time, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'recorded') ON CONFLICT (hash) DO NOTHING`,
-      [
-        vt.hash,
-        t.card,
-        t.counter,
-        t.amount,
-        t.payee,
-        change ? outputId(vt.hash, 1) : null,
-        change?.value ?? 0,
-        markBytes(ins[0]?.mark),
-        t.time,
-      ],
-    );
+    await tx.insertTransfer({
+      hash: vt.hash,
+      card: t.card,
+      counter: t.counter,
+      amount: t.amount,
+      payee: t.payee,
+      changeId: change ? outputId(vt.hash, 1) : null,
+      changeValue: change?.value ?? 0,
+      mark: markBytes(ins[0]?.mark),
+      time: t.time,
+    });
   }
 
   // ------------------------------------------------------------ settlement
-  #openBatch(bytes: Uint8Array, index: number): OpenBatch {
-    let opened;
-    try {
-      opened = openSigned('Batch', bytes);
-    } catch (e) {
-      throw new LedgerError(400, LedgerErrorCode.BATCH_INVALID, `batch ${index}: ${isDtError(e) ? e.code : 'malformed'}`, { index });
-    }
-    const m = opened.message;
-    const now = this.#now();
-    if (m.time > now + this.#skew)
-      throw new LedgerError(400, LedgerErrorCode.BATCH_TIME, `batch ${index} is dated in the future`, { index });
-    let term;
-    try {
-      term = verifyChain(m.chain, { root: this.trust.root, at: m.time, leafRole: Role.TERMINAL, verifier: this.#verifier });
-    } catch (e) {
-      throw new LedgerError(400, LedgerErrorCode.TERMINAL_CHAIN, `batch ${index}: ${isDtError(e) ? e.code : 'terminal chain invalid'}`, {
-        index,
-      });
-    }
-    if (!bytesEqual(term[0]!.kid, m.terminal))
-      throw new LedgerError(400, LedgerErrorCode.TERMINAL_CHAIN, `batch ${index}: chain certifies another terminal`, { index });
-    try {
-      verifyCoseSign1(opened.cose, term[0]!.publicKey, this.#verifier);
-    } catch {
-      throw new LedgerError(400, LedgerErrorCode.BAD_SIGNATURE, `batch ${index}: signature invalid`, { index });
-    }
-    return {
-      hash: payloadHash(opened.cose),
-      terminal: m.terminal,
-      seq: m.seq,
-      time: m.time,
-      crlVersion: m.crlVersion,
-      crlMaxAge: term[0]!.claims.crlMaxAge ?? DEFAULT_TERMINAL_CRL_MAX_AGE,
-      handovers: m.handovers,
-    };
-  }
-
   /**
    * Settles signed batches. Every batch is verified first; a bad batch
    * refuses the whole request and changes nothing. Returns, per batch, the
@@ -659,7 +531,8 @@ export class Ledger {
    * authenticated the acquirer, SPEC §7.7.2); it trusts its caller to have done that.
    */
   async settle(batches: readonly Uint8Array[]): Promise<Uint8Array[][]> {
-    const opened = batches.map((x, i) => this.#openBatch(x, i));
+    const now = this.#now();
+    const opened = batches.map((x, i) => openBatch(x, i, now, this.#skew, this.#trustContext));
     const out: Uint8Array[][] = [];
     // Validation (pure, possibly on worker threads) of batch i+1 overlaps the storage work of batch i;
     // at most two batches' results are held at once, so memory stays flat however many batches come.
@@ -674,9 +547,9 @@ export class Ledger {
 
   /** Stored outcomes of a batch and, for the handovers still without one, their evidence and validation. */
   async #prepare(ob: OpenBatch): Promise<Prepared> {
-    const stored = await this.storage.transaction((tx) => tx.all(`SELECT idx, bytes FROM outcomes WHERE batch = ?`, [ob.hash]));
+    const stored = await this.store.transaction((tx) => tx.outcomesOf(ob.hash));
     const out: (Uint8Array | undefined)[] = new Array(ob.handovers.length);
-    for (const r of stored) out[n(r.idx)] = b(r.bytes);
+    for (const r of stored) out[r.idx] = r.bytes;
     const todo = [...out.keys()].filter((i) => out[i] === undefined);
     const notAfter = Math.min(ob.time, this.#now()) + this.#skew;
     const results =
@@ -695,20 +568,14 @@ export class Ledger {
     const now = this.#now();
     const counted: (keyof Ledger['stats'])[] = [];
     const out = [...p.out];
-    await this.storage.transaction(async (tx) => {
+    await this.store.transaction(async (tx) => {
       for (let k = 0; k < p.todo.length; k++) {
         const idx = p.todo[k]!;
         const r = await this.#apply(tx, ob, idx, p.results[k]!, p.evidence[k]!, now);
         out[idx] = r.bytes;
         if (r.stat) counted.push(r.stat);
       }
-      await tx.run(`INSERT INTO batches (hash, terminal, seq, count, time) VALUES (?, ?, ?, ?, ?) ON CONFLICT (hash) DO NOTHING`, [
-        ob.hash,
-        ob.terminal,
-        ob.seq,
-        ob.handovers.length,
-        ob.time,
-      ]);
+      await tx.insertBatch(ob.hash, ob.terminal, ob.seq, ob.handovers.length, ob.time);
     });
     for (const c of counted) this.stats[c]++;
     this.stats.batches++;
@@ -719,53 +586,46 @@ export class Ledger {
     return signMessage('Outcome', o, this.#signer);
   }
 
-  async #storeOutcome(tx: SqlTx, ob: OpenBatch, idx: number, bytes: Uint8Array): Promise<void> {
-    await tx.run(`INSERT INTO outcomes (batch, idx, bytes) VALUES (?, ?, ?)`, [ob.hash, idx, bytes]);
-  }
-
-  async #verdictOutcome(tx: SqlTx, hash: Uint8Array): Promise<Outcome | undefined> {
-    const v = await tx.get(`SELECT * FROM verdicts WHERE transfer = ?`, [hash]);
+  /** The first verdict on a transfer, as the outcome a replay of it gets (a settled one is ALREADY_SETTLED). */
+  async #verdictOutcome(tx: StoreTx, hash: Uint8Array): Promise<Outcome | undefined> {
+    const v = await tx.verdict(hash);
     if (!v) return undefined;
-    const status = n(v.status) === OutcomeStatus.SETTLED ? OutcomeStatus.ALREADY_SETTLED : (n(v.status) as Outcome['status']);
     return {
       transfer: hash,
-      status,
-      covered: n(v.covered) === 1,
-      time: n(v.time),
-      card: b(v.card),
-      terminal: b(v.terminal),
-      amount: n(v.amount),
-      ...(v.code ? { code: String(v.code) } : {}),
-      ...(v.proof1 && v.proof2 ? { proof: [b(v.proof1), b(v.proof2)] } : {}),
+      status: v.status === OutcomeStatus.SETTLED ? OutcomeStatus.ALREADY_SETTLED : outcomeStatus(v.status),
+      covered: v.covered,
+      time: v.time,
+      card: v.card,
+      terminal: v.terminal,
+      amount: v.amount,
+      ...(v.code ? { code: v.code } : {}),
+      ...(v.proof1 && v.proof2 ? { proof: [v.proof1, v.proof2] } : {}),
     };
   }
 
-  async #saveVerdict(tx: SqlTx, o: Outcome): Promise<void> {
-    await tx.run(
-      `INSERT INTO verdicts (transfer, status, covered, code, time, card, terminal, amount, proof1, proof2) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      [
-        o.transfer,
-        o.status,
-        o.covered ? 1 : 0,
-        o.code ?? null,
-        o.time,
-        o.card,
-        o.terminal,
-        o.amount,
-        o.proof?.[0] ?? null,
-        o.proof?.[1] ?? null,
-      ],
-    );
+  async #saveVerdict(tx: StoreTx, o: Outcome): Promise<void> {
+    await tx.insertVerdict({
+      transfer: o.transfer,
+      status: o.status,
+      covered: o.covered,
+      code: o.code ?? null,
+      time: o.time,
+      card: o.card,
+      terminal: o.terminal,
+      amount: o.amount,
+      proof1: o.proof?.[0] ?? null,
+      proof2: o.proof?.[1] ?? null,
+    });
   }
 
   /** Applies one handover of a batch: evidence, then the first matching case of SPEC §7.7's table. */
-  async #apply(tx: SqlTx, ob: OpenBatch, idx: number, v: HandoverResult, evidence: HandoverEvidence, now: number): Promise<Applied> {
-    const dup = await tx.get(`SELECT bytes FROM outcomes WHERE batch = ? AND idx = ?`, [ob.hash, idx]);
-    if (dup) return { bytes: b(dup.bytes) };
+  async #apply(tx: StoreTx, ob: OpenBatch, idx: number, v: HandoverResult, evidence: HandoverEvidence, now: number): Promise<Applied> {
+    const dup = await tx.outcome(ob.hash, idx);
+    if (dup) return { bytes: dup.bytes };
     const store = async (o: Outcome, stat: keyof Ledger['stats'], save: boolean): Promise<Applied> => {
       if (save) await this.#saveVerdict(tx, o);
       const bytes = this.#outcome(o);
-      await this.#storeOutcome(tx, ob, idx, bytes);
+      await tx.insertOutcome({ batch: ob.hash, idx, bytes });
       return { bytes, stat };
     };
     // Step E: evidence before judgement, whatever else is wrong with the handover.
@@ -805,8 +665,8 @@ export class Ledger {
     // What only the ledger knows (step 3): every token is one it issued to this card.
     for (let i = 0; i < v.tokens.length; i++) {
       const tk = v.tokens[i]!.token;
-      const row = await tx.get(`SELECT card, value FROM tokens WHERE serial = ?`, [tk.serial]);
-      if (!row || !bytesEqual(b(row.card), v.cardKid) || n(row.value) !== tk.value) {
+      const row = await tx.token(tk.serial);
+      if (!row || !bytesEqual(row.card, v.cardKid) || row.value !== tk.value) {
         return store(
           {
             transfer: v.transferHash,
@@ -824,9 +684,9 @@ export class Ledger {
       }
     }
     for (let i = 0; i < v.chain.length; i++) await this.#recordValue(tx, v.chain[i]!, v.chainInputs[i]!);
-    const row = await tx.get(`SELECT state FROM transfers WHERE hash = ?`, [v.transferHash]);
+    const recorded = await tx.transfer(v.transferHash);
     const t = v.transfer;
-    if (row!.state === 'voided') {
+    if (recorded?.state === 'voided') {
       return store(
         {
           transfer: v.transferHash,
@@ -842,11 +702,8 @@ export class Ledger {
         true,
       );
     }
-    await tx.run(`UPDATE transfers SET state = 'settled' WHERE hash = ?`, [v.transferHash]);
-    await tx.run(
-      `INSERT INTO merchants (kid, balance) VALUES (?, ?) ON CONFLICT (kid) DO UPDATE SET balance = merchants.balance + excluded.balance`,
-      [ob.terminal, t.amount],
-    );
+    await tx.setTransferState(v.transferHash, 'settled');
+    await tx.creditMerchant(ob.terminal, t.amount);
     return store(
       {
         transfer: v.transferHash,
@@ -863,27 +720,25 @@ export class Ledger {
   }
 
   /** The DOUBLE_SPEND outcome of a handover whose objects fork the card's chain, with cover decided by SPEC §7.7's rule. */
-  async #doubleSpend(tx: SqlTx, ob: OpenBatch, v: HandoverResult, f: Fork, paying: Uint8Array | undefined, now: number): Promise<Outcome> {
+  async #doubleSpend(
+    tx: StoreTx,
+    ob: OpenBatch,
+    v: HandoverResult,
+    f: Fork,
+    paying: Uint8Array | undefined,
+    now: number,
+  ): Promise<Outcome> {
     const { version, first } = await this.#proof(tx, f, now);
     let covered = false;
     const amount = v.ok ? v.transfer.amount : (v.amount ?? 0);
     if (v.ok && (await this.#coverable(tx, ob, v, first, version))) {
       const bank = v.cardChain[1]!;
-      await tx.run(`UPDATE banks SET balance = balance - ? WHERE kid = ?`, [amount, bank.kid]);
-      await tx.run(
-        `INSERT INTO merchants (kid, balance) VALUES (?, ?) ON CONFLICT (kid) DO UPDATE SET balance = merchants.balance + excluded.balance`,
-        [ob.terminal, amount],
+      await tx.debitBank(bank.kid, amount);
+      await tx.creditMerchant(ob.terminal, amount);
+      await tx.insertCover(
+        { transfer: v.transferHash, bank: bank.kid, terminal: ob.terminal, card: v.cardKid, counter: v.transfer.counter, amount },
+        v.inputs.map((c) => c.id),
       );
-      await tx.run(`INSERT INTO covers (transfer, bank, terminal, card, counter, amount) VALUES (?, ?, ?, ?, ?, ?)`, [
-        v.transferHash,
-        bank.kid,
-        ob.terminal,
-        v.cardKid,
-        v.transfer.counter,
-        amount,
-      ]);
-      for (const c of v.inputs)
-        await tx.run(`INSERT INTO cover_coins (card, id, transfer) VALUES (?, ?, ?)`, [v.cardKid, c.id, v.transferHash]);
       covered = true;
     }
     // The proof: both card-signed objects (a SyncRequest too large for the Outcome stays in the ledger's proof table).
@@ -902,28 +757,26 @@ export class Ledger {
   }
 
   /** SPEC §7.7 cover rules 2-6 for a valid handover whose chain forks (rule 1 is `v.ok`). */
-  async #coverable(tx: SqlTx, ob: OpenBatch, v: HandoverValid, firstBytes: Uint8Array, revokedAt: number): Promise<boolean> {
+  async #coverable(tx: StoreTx, ob: OpenBatch, v: HandoverValid, firstBytes: Uint8Array, revokedAt: number): Promise<boolean> {
     const t = v.transfer;
     // 2: the declared list is one the ledger published, before the batch, fresh under the terminal's
     // certified policy at the transfer time, and older than the card's revocation.
-    const crl = await tx.get(`SELECT issued FROM crls WHERE version = ?`, [ob.crlVersion]);
+    const crl = await tx.crl(ob.crlVersion);
     if (!crl) return false;
-    const issued = n(crl.issued);
+    const issued = crl.issued;
     if (issued > ob.time + this.#skew || issued < t.time - ob.crlMaxAge || ob.crlVersion >= revokedAt) return false;
     // 3: a terminal following the rules holds its own first approval and declines the second.
-    const first = openTransferPayee(firstBytes);
+    const first = transferPayee(firstBytes);
     if (first && bytesEqual(first, ob.terminal)) return false;
     // 4: once per (terminal, card, counter) and per coin.
-    if (await tx.get(`SELECT transfer FROM covers WHERE terminal = ? AND card = ? AND counter = ?`, [ob.terminal, v.cardKid, t.counter]))
-      return false;
-    for (const c of v.inputs)
-      if (await tx.get(`SELECT transfer FROM cover_coins WHERE card = ? AND id = ?`, [v.cardKid, c.id])) return false;
+    if (await tx.hasCover(ob.terminal, v.cardKid, t.counter)) return false;
+    for (const c of v.inputs) if (await tx.hasCoverCoin(v.cardKid, c.id)) return false;
     // 5: the bound: what the bank allowed the card offline between two syncs.
-    const sofar = n((await tx.get(`SELECT COALESCE(SUM(amount), 0) AS s FROM covers WHERE card = ?`, [v.cardKid]))!.s);
+    const sofar = await tx.coveredTotal(v.cardKid);
     if (sofar + t.amount > v.cardChain[0]!.claims.limits!.offlineTotal) return false;
     // 6: the issuing bank's floor.
-    const bank = await tx.get(`SELECT balance, credit_line FROM banks WHERE kid = ?`, [v.issuingBankKid]);
-    if (!bank || n(bank.balance) - t.amount < -n(bank.credit_line)) return false;
+    const bank = await tx.bank(v.issuingBankKid);
+    if (!bank || bank.balance - t.amount < -bank.creditLine) return false;
     return true;
   }
 
@@ -938,199 +791,197 @@ export class Ledger {
    * trusted with fresh tokens: its pending loads go back to their banks, and
    * its balance plus voided value is credited to its issuing bank (which pays
    * the owner) and reported as `redeemed` in a receipt without tokens (SPEC §7.6).
+   *
+   * The steps, each a method below: read the card's state and verify the request
+   * (`#syncingCard`); record its evidence and commit it (`#recordSyncEvidence`); check the chain
+   * (`#checkSyncChain`); then in one transaction: the anchor is unchanged
+   * (`#checkAnchorUnchanged`), settle the offline chain (`#settleOfflineChain`), void orphans
+   * (`#voidOrphans`), pay out (`#issueFreshTokens`, or `#redeemToIssuer` for a revoked card) and
+   * sign the receipt (`#signReceipt`).
    */
   async sync(requestBytes: Uint8Array): Promise<Uint8Array> {
-    let opened;
-    try {
-      opened = openSigned('SyncRequest', requestBytes);
-    } catch (e) {
-      throw new LedgerError(400, LedgerErrorCode.MALFORMED, isDtError(e) ? e.code : 'sync request malformed');
-    }
-    const req = opened.message;
-    const hash = payloadHash(opened.cose);
-    const card = await this.storage.transaction((tx) =>
-      tx.get(`SELECT bank, cert, anchor, anchor_counter, anchor_sync FROM cards WHERE kid = ?`, [req.card]),
-    );
-    if (!card) throw new LedgerError(404, LedgerErrorCode.CARD_UNKNOWN, 'card not registered');
-    const cert = openSigned('Certificate', b(card.cert)).message;
-    const cardKey = subjectKey(cert).publicKey;
-    try {
-      verifyCoseSign1(opened.cose, cardKey, this.#verifier);
-    } catch {
-      throw new LedgerError(400, LedgerErrorCode.BAD_SIGNATURE, 'sync request not signed by the card');
-    }
-    const prior = await this.storage.transaction((tx) => tx.get(`SELECT receipt FROM syncs WHERE request = ?`, [hash]));
-    if (prior) return b(prior.receipt);
+    const req = openSyncRequest(requestBytes);
+    const card = await this.#syncingCard(req);
+    const prior = await this.store.transaction((tx) => tx.syncOf(req.hash));
+    if (prior) return prior.receipt;
     const now = this.#now();
+    await this.#recordSyncEvidence(req, card, now);
+    const checked = await this.#checkSyncChain(req, card);
+    const done = await this.store.transaction(async (tx) => {
+      const again = await tx.syncOf(req.hash);
+      if (again) return { receipt: again.receipt, voided: 0 };
+      await this.#checkAnchorUnchanged(tx, card.row);
+      await this.#settleOfflineChain(tx, checked);
+      const orphans = await this.#voidOrphans(tx, req.message.card, now);
+      const payout = (await tx.revocation(req.message.card))
+        ? await this.#redeemToIssuer(tx, req, card.row, checked.holdings, orphans)
+        : await this.#issueFreshTokens(tx, req, card.cert, checked.holdings, orphans, now);
+      return { receipt: await this.#signReceipt(tx, req, payout, orphans, now), voided: orphans.length };
+    });
+    this.stats.voided += done.voided;
+    this.stats.syncs++;
+    return done.receipt;
+  }
 
-    // Step E: the request and every history transfer the card key signed are evidence, recorded
-    // and committed before anything is judged, so a fork shows even in a sync that is then refused.
-    const evidence: EvidenceObject[] = [];
-    for (const h of req.history) {
-      try {
-        const o = this.#openTransfer(h);
-        if (!bytesEqual(o.message.card, req.card) || !bytesEqual(o.cose.kid, req.card)) continue;
-        verifyCoseSign1(o.cose, cardKey, this.#memo);
-        evidence.push({
-          bytes: h,
-          hash: o.hash ?? payloadHash(o.cose),
-          card: req.card,
-          counter: o.message.counter,
-          claims: o.message.inputs,
-        });
-      } catch {
-        // not attributable to this card: the chain check below refuses the sync
-      }
-    }
-    evidence.push({ bytes: requestBytes, hash, card: req.card, counter: req.counter, claims: req.holdings });
-    const fork = await this.storage.transaction((tx) => this.#recordEvidence(tx, evidence, now));
+  /** Sync step 1, the card's state: its registered row, and the request verified with its key. */
+  async #syncingCard(req: OpenSyncRequest): Promise<SyncingCard> {
+    const row = await this.store.transaction((tx) => tx.card(req.message.card));
+    if (!row) throw new LedgerError(404, LedgerErrorCode.CARD_UNKNOWN, 'card not registered');
+    return { row, ...verifySyncRequest(req, row.cert, this.#verifier) };
+  }
+
+  /**
+   * Sync step 2 (SPEC §7.7 step E): the request and every history transfer the card key signed are
+   * evidence, recorded and committed before anything is judged, so a fork shows even in a sync that
+   * is then refused (DOUBLE_SPEND: the proof is stored and the card revoked).
+   */
+  async #recordSyncEvidence(req: OpenSyncRequest, card: SyncingCard, now: number): Promise<void> {
+    const evidence = syncEvidence(req, card.publicKey, this.#openTransfer, this.#memo);
+    const fork = await this.store.transaction((tx) => this.#recordEvidence(tx, evidence, now));
     if (fork)
       throw new LedgerError(409, LedgerErrorCode.DOUBLE_SPEND, `the card forked its chain (${fork.reason}); it is revoked`, {
         detail: fork.reason,
       });
+  }
 
-    // Step J: the request continues the chain from the card's anchor and conserves value.
-    const tokenRows = card.anchor_sync
-      ? await this.storage.transaction((tx) => tx.all(`SELECT serial, value, bytes FROM tokens WHERE sync = ?`, [b(card.anchor_sync)]))
-      : [];
-    const coins = new Map<string, SpentCoin>();
-    for (const r of tokenRows) {
-      const t = openSigned('Token', b(r.bytes)).message;
-      coins.set(toHex(t.serial), { id: t.serial, value: t.value, ...(t.mark ? { mark: t.mark } : {}) });
-    }
-    const checked = checkTransferChain({
-      cardKid: req.card,
-      cardPublicKey: cardKey,
-      transfers: req.history,
-      coins,
-      verifier: this.#memo,
-      openTransfer: this.#openTransfer,
-      anchor: { prev: b(card.anchor), counter: n(card.anchor_counter) },
-    });
-    const invalid = (message: string, detail: string, index?: number) =>
-      new LedgerError(400, LedgerErrorCode.SYNC_INVALID, message, { detail, ...(index !== undefined ? { index } : {}) });
-    if (!checked.ok) throw invalid(`history: ${checked.code}`, checked.code, checked.index);
-    const last = checked.chain[checked.chain.length - 1];
-    const expectCounter = (last ? last.transfer.counter : n(card.anchor_counter)) + 1;
-    const expectPrev = last ? last.hash : b(card.anchor);
-    if (req.counter !== expectCounter || !bytesEqual(req.prev, expectPrev))
-      throw invalid('counter or prev does not continue the chain', 'HISTORY_BROKEN');
-    const holdings: SpentCoin[] = [];
-    const seen = new Set<string>();
-    for (const id of req.holdings) {
-      const k = toHex(id);
-      const coin = checked.remaining.get(k);
-      if (!coin || seen.has(k)) throw invalid('a holding is not an unspent coin of the card', 'VALUE_NOT_CONSERVED');
-      seen.add(k);
-      holdings.push(coin);
-    }
-    if (holdings.reduce((s, c) => s + c.value, 0) !== req.balance)
-      throw invalid('balance is not the sum of the holdings', 'VALUE_NOT_CONSERVED');
+  /**
+   * Sync step 3 (SPEC §7.6 step J): the history continues the chain from the card's anchor, spending
+   * the coins the card held there (the tokens its last sync issued, none before the first), and the
+   * request conserves value (checks.ts `checkSyncChain`).
+   */
+  async #checkSyncChain(req: OpenSyncRequest, card: SyncingCard): Promise<CheckedSync> {
+    const sync = card.row.anchorSync;
+    const tokens = sync ? await this.store.transaction((tx) => tx.tokensOfSync(sync)) : [];
+    return checkSyncChain(
+      req,
+      { prev: card.row.anchor, counter: card.row.anchorCounter },
+      anchorCoins(tokens.map((t) => t.bytes)),
+      card.publicKey,
+      {
+        verifier: this.#memo,
+        openTransfer: this.#openTransfer,
+      },
+    );
+  }
 
-    const receipt = await this.storage.transaction(async (tx) => {
-      const again = await tx.get(`SELECT receipt FROM syncs WHERE request = ?`, [hash]);
-      if (again) return b(again.receipt);
-      const revoked = !!(await tx.get(`SELECT version FROM revocations WHERE card = ?`, [req.card]));
-      // The chain was checked against the anchor read before this transaction: it must still be the card's anchor.
-      const cur = await tx.get(`SELECT anchor FROM cards WHERE kid = ?`, [req.card]);
-      if (!cur || !bytesEqual(b(cur.anchor), b(card.anchor)))
-        throw new LedgerError(409, LedgerErrorCode.SYNC_INVALID, 'the card synced concurrently; retry', { detail: 'CONCURRENT_SYNC' });
-      for (let i = 0; i < checked.chain.length; i++) await this.#recordValue(tx, checked.chain[i]!, checked.chainInputs[i]!);
-      // Orphans: transfers of this card no terminal submitted within the window, and transfers dated in
-      // the future (they cannot settle now; a future date must not freeze the cardholder's value).
-      const orphans = await tx.all(
-        `SELECT hash, amount, mark FROM transfers WHERE card = ? AND state = 'recorded' AND (time <= ? OR time > ?) ORDER BY counter LIMIT ?`,
-        [req.card, now - this.#voidWindow, now + this.#skew, LIMITS.maxHistory],
-      );
-      for (const o of orphans) await tx.run(`UPDATE transfers SET state = 'voided' WHERE hash = ?`, [b(o.hash)]);
-      this.stats.voided += orphans.length;
-      const finish = async (receiptBytes: Uint8Array): Promise<Uint8Array> => {
-        await tx.run(`UPDATE cards SET anchor = ?, anchor_counter = ?, anchor_sync = ? WHERE kid = ?`, [
-          payloadHash(openSigned('SyncReceipt', receiptBytes).cose),
-          req.counter,
-          hash,
-          req.card,
-        ]);
-        await tx.run(`INSERT INTO syncs (request, card, receipt) VALUES (?, ?, ?)`, [hash, req.card, receiptBytes]);
-        return receiptBytes;
-      };
-      if (revoked) {
-        // No fresh tokens for a compromised key: pending loads return to the banks that
-        // ordered them, and everything the card held (holdings and voided orphans) is
-        // credited to its issuing bank, which pays the owner out of band.
-        const loads = await tx.all(`SELECT bank, amount FROM loads WHERE card = ? AND state = 'pending' ORDER BY id`, [req.card]);
-        for (const l of loads) await tx.run(`UPDATE banks SET balance = balance + ? WHERE kid = ?`, [n(l.amount), b(l.bank)]);
-        await tx.run(`UPDATE loads SET state = 'cancelled', sync = ? WHERE card = ? AND state = 'pending'`, [hash, req.card]);
-        const redeemed = addAmounts(sumAmounts(holdings.map((c) => c.value)), sumAmounts(orphans.map((o) => n(o.amount))));
-        if (redeemed > 0 && (await tx.run(`UPDATE banks SET balance = balance + ? WHERE kid = ?`, [redeemed, b(card.bank)])) !== 1) {
-          throw new LedgerError(500, LedgerErrorCode.BANK_UNKNOWN, 'issuing bank of the card not registered');
-        }
-        return finish(
-          signMessage(
-            'SyncReceipt',
-            {
-              card: req.card,
-              counter: req.counter,
-              request: hash,
-              tokens: [],
-              time: now,
-              loaded: 0,
-              voided: orphans.map((o) => b(o.hash)),
-              ...(redeemed > 0 ? { redeemed } : {}),
-            },
-            this.#signer,
-          ),
-        );
-      }
-      const loads = await tx.all(`SELECT id, amount FROM loads WHERE card = ? AND state = 'pending' ORDER BY id`, [req.card]);
-      await tx.run(`UPDATE loads SET state = 'delivered', sync = ? WHERE card = ? AND state = 'pending'`, [hash, req.card]);
-      const loaded = loads.reduce((s, l) => s + n(l.amount), 0);
-      // Fresh tokens: one per mark class (marks survive a sync), loads unmarked.
-      const classes = new Map<string, { mark?: Mark; value: number }>();
-      const add = (mark: Mark | undefined, value: number) => {
-        const k = mark ? toHex(markBytes(mark)!) : '';
-        const e = classes.get(k) ?? { ...(mark ? { mark } : {}), value: 0 };
-        e.value += value;
-        classes.set(k, e);
-      };
-      for (const c of holdings) add(c.mark, c.value);
-      for (const o of orphans) add(markFrom(o.mark as Uint8Array | null), n(o.amount));
-      if (loaded > 0) add(undefined, loaded);
-      const tokens: Uint8Array[] = [];
-      let i = 0;
-      for (const [, cls] of [...classes.entries()].sort(([a], [z]) => (a < z ? -1 : a > z ? 1 : 0))) {
-        if (cls.value <= 0) continue;
-        const serial = sha256(concatBytes(SERIAL_DOMAIN, hash, new Uint8Array([i++]))).slice(0, 16);
-        const tb = signMessage(
-          'Token',
-          {
-            serial,
-            value: cls.value,
-            currency: cert.currency ?? 398,
-            owner: req.card,
-            issued: now,
-            ...(cls.mark ? { mark: cls.mark } : {}),
-          },
-          this.#signer,
-        );
-        await tx.run(`INSERT INTO tokens (serial, card, value, sync, bytes) VALUES (?, ?, ?, ?, ?)`, [
+  /** The chain was checked against the anchor read before this transaction: it must still be the card's anchor. */
+  async #checkAnchorUnchanged(tx: StoreTx, card: CardRow): Promise<void> {
+    const cur = await tx.card(card.kid);
+    if (!cur || !bytesEqual(cur.anchor, card.anchor))
+      throw new LedgerError(409, LedgerErrorCode.SYNC_INVALID, 'the card synced concurrently; retry', { detail: 'CONCURRENT_SYNC' });
+  }
+
+  /** The offline transfers since the anchor become value records (their payees are paid when a terminal submits them). */
+  async #settleOfflineChain(tx: StoreTx, checked: CheckedSync): Promise<void> {
+    for (let i = 0; i < checked.chain.length; i++) await this.#recordValue(tx, checked.chain[i]!, checked.chainInputs[i]!);
+  }
+
+  /**
+   * Orphans: the card's transfers no terminal submitted within the void window, and transfers dated
+   * in the future (they cannot settle now; a future date must not freeze the cardholder's value).
+   * They are voided; their value returns to the card (or, revoked, to its issuing bank).
+   */
+  async #voidOrphans(tx: StoreTx, card: Uint8Array, now: number): Promise<TransferRow[]> {
+    const orphans = await tx.recordedOutside(card, now - this.#voidWindow, now + this.#skew, LIMITS.maxHistory);
+    for (const o of orphans) await tx.setTransferState(o.hash, 'voided');
+    return orphans;
+  }
+
+  /** Closes the card's pending loads at this sync: delivered (returns their sum), or cancelled back to the banks that ordered them. */
+  async #closeLoads(tx: StoreTx, req: OpenSyncRequest, deliver: boolean): Promise<number> {
+    const loads = await tx.pendingLoads(req.message.card);
+    if (!deliver) for (const l of loads) await tx.creditBank(l.bank, l.amount);
+    await tx.closePendingLoads(req.message.card, deliver ? 'delivered' : 'cancelled', req.hash);
+    return deliver ? loads.reduce((s, l) => s + l.amount, 0) : 0;
+  }
+
+  /**
+   * A revoked card: no fresh tokens for a compromised key. Pending loads return to the banks that
+   * ordered them, and everything the card held (holdings and voided orphans) is credited to its
+   * issuing bank, which pays the owner out of band (`redeemed`, SPEC §7.6).
+   */
+  async #redeemToIssuer(
+    tx: StoreTx,
+    req: OpenSyncRequest,
+    card: CardRow,
+    holdings: readonly SpentCoin[],
+    orphans: readonly TransferRow[],
+  ): Promise<SyncPayout> {
+    await this.#closeLoads(tx, req, false);
+    const redeemed = addAmounts(sumAmounts(holdings.map((c) => c.value)), sumAmounts(orphans.map((o) => o.amount)));
+    if (redeemed > 0 && !(await tx.creditBank(card.bank, redeemed)))
+      throw new LedgerError(500, LedgerErrorCode.BANK_UNKNOWN, 'issuing bank of the card not registered');
+    return { tokens: [], loaded: 0, redeemed };
+  }
+
+  /** Fresh tokens for what the card holds, its voided orphans and its delivered loads: one per mark class (marks survive a sync), loads unmarked. */
+  async #issueFreshTokens(
+    tx: StoreTx,
+    req: OpenSyncRequest,
+    cert: MessageOf<'Certificate'>,
+    holdings: readonly SpentCoin[],
+    orphans: readonly TransferRow[],
+    now: number,
+  ): Promise<SyncPayout> {
+    const loaded = await this.#closeLoads(tx, req, true);
+    const classes = new Map<string, { mark?: Mark; value: number }>();
+    const add = (mark: Mark | undefined, value: number) => {
+      const k = mark ? toHex(markBytes(mark)!) : '';
+      const e = classes.get(k) ?? { ...(mark ? { mark } : {}), value: 0 };
+      e.value += value;
+      classes.set(k, e);
+    };
+    for (const c of holdings) add(c.mark, c.value);
+    for (const o of orphans) add(markFrom(o.mark), o.amount);
+    if (loaded > 0) add(undefined, loaded);
+    const tokens: Uint8Array[] = [];
+    let i = 0;
+    for (const [, cls] of [...classes.entries()].sort(([a], [z]) => (a < z ? -1 : a > z ? 1 : 0))) {
+      if (cls.value <= 0) continue;
+      const serial = sha256(concatBytes(SERIAL_DOMAIN, req.hash, new Uint8Array([i++]))).slice(0, 16);
+      const bytes = signMessage(
+        'Token',
+        {
           serial,
-          req.card,
-          cls.value,
-          hash,
-          tb,
-        ]);
-        tokens.push(tb);
-      }
-      return finish(
-        signMessage(
-          'SyncReceipt',
-          { card: req.card, counter: req.counter, request: hash, tokens, time: now, loaded, voided: orphans.map((o) => b(o.hash)) },
-          this.#signer,
-        ),
+          value: cls.value,
+          currency: cert.currency ?? 398,
+          owner: req.message.card,
+          issued: now,
+          ...(cls.mark ? { mark: cls.mark } : {}),
+        },
+        this.#signer,
       );
-    });
-    this.stats.syncs++;
+      await tx.insertToken({ serial, card: req.message.card, value: cls.value, sync: req.hash, bytes });
+      tokens.push(bytes);
+    }
+    return { tokens, loaded, redeemed: 0 };
+  }
+
+  /** The last step: the signed SyncReceipt, stored with the request, and the card's anchor moved to it. */
+  async #signReceipt(
+    tx: StoreTx,
+    req: OpenSyncRequest,
+    payout: SyncPayout,
+    orphans: readonly TransferRow[],
+    now: number,
+  ): Promise<Uint8Array> {
+    const m = req.message;
+    const receipt = signMessage(
+      'SyncReceipt',
+      {
+        card: m.card,
+        counter: m.counter,
+        request: req.hash,
+        tokens: payout.tokens,
+        time: now,
+        loaded: payout.loaded,
+        voided: orphans.map((o) => o.hash),
+        ...(payout.redeemed > 0 ? { redeemed: payout.redeemed } : {}),
+      },
+      this.#signer,
+    );
+    await tx.setAnchor(m.card, payloadHash(openSigned('SyncReceipt', receipt).cose), m.counter, req.hash);
+    await tx.insertSync({ request: req.hash, card: m.card, receipt });
     return receipt;
   }
 
@@ -1140,55 +991,31 @@ export class Ledger {
    * above its floor, every card's cover within its bound, and the lists of proofs and revocations.
    */
   async audit(): Promise<AuditReport> {
-    return this.storage.transaction(async (tx) => {
-      const sum = async (sql: string, p: unknown[] = []) => n((await tx.get(sql, p as never))?.s ?? 0);
-      // A coin's value is spent when its claim holder moved value: a value record or a completed sync.
-      const valueSpent = (col: string, card: string) =>
-        `EXISTS (SELECT 1 FROM spent s WHERE s.card = ${card} AND s.id = ${col} AND (EXISTS (SELECT 1 FROM transfers x WHERE x.hash = s.by_hash) OR EXISTS (SELECT 1 FROM syncs y WHERE y.request = s.by_hash)))`;
-      const issued = await sum(`SELECT v AS s FROM meta WHERE k = 'issued'`);
-      const bankBalances = await sum(`SELECT COALESCE(SUM(balance), 0) AS s FROM banks`);
-      const pendingLoads = await sum(`SELECT COALESCE(SUM(amount), 0) AS s FROM loads WHERE state = 'pending'`);
-      const unspentTokens = await sum(`SELECT COALESCE(SUM(value), 0) AS s FROM tokens t WHERE NOT ${valueSpent('t.serial', 't.card')}`);
-      const unspentChange = await sum(
-        `SELECT COALESCE(SUM(change_value), 0) AS s FROM transfers t WHERE change_id IS NOT NULL AND NOT ${valueSpent('t.change_id', 't.card')}`,
-      );
-      const pendingPayee = await sum(`SELECT COALESCE(SUM(amount), 0) AS s FROM transfers WHERE state = 'recorded'`);
-      const redeemed = await sum(`SELECT COALESCE(SUM(balance), 0) AS s FROM merchants`);
-      const covered = await sum(`SELECT COALESCE(SUM(amount), 0) AS s FROM covers`);
+    return this.store.transaction(async (tx) => {
+      const totals = await tx.supplyTotals();
+      const { issued, bankBalances, pendingLoads, unspentTokens, unspentChange, pendingPayee, redeemed } = totals;
       const difference = issued - (bankBalances + pendingLoads + unspentTokens + unspentChange + pendingPayee + redeemed);
       const floorBreaches: AuditReport['floorBreaches'] = [
-        ...(await tx.all(`SELECT kid, balance, credit_line FROM banks WHERE balance < -credit_line`)).map((r) => ({
+        ...(await tx.banksBelowFloor()).map((r) => ({
           kind: 'bank' as const,
-          kid: toHex(b(r.kid)),
-          balance: n(r.balance),
-          floor: -n(r.credit_line),
+          kid: toHex(r.kid),
+          balance: r.balance,
+          floor: -r.creditLine,
         })),
-        ...(await tx.all(`SELECT kid, balance FROM merchants WHERE balance < 0`)).map((r) => ({
-          kind: 'merchant' as const,
-          kid: toHex(b(r.kid)),
-          balance: n(r.balance),
-          floor: 0,
-        })),
+        ...(await tx.merchantsBelowZero()).map((r) => ({ kind: 'merchant' as const, kid: toHex(r.kid), balance: r.balance, floor: 0 })),
       ];
       const coverBreaches: AuditReport['coverBreaches'] = [];
-      for (const r of await tx.all(
-        `SELECT c.card AS card, SUM(c.amount) AS s, k.cert AS cert FROM covers c JOIN cards k ON k.kid = c.card GROUP BY c.card, k.cert`,
-      )) {
-        const bound = openSigned('Certificate', b(r.cert)).message.limits?.offlineTotal ?? 0;
-        if (n(r.s) > bound) coverBreaches.push({ card: toHex(b(r.card)), covered: n(r.s), bound });
+      for (const r of await tx.coverTotalsByCard()) {
+        const bound = openSigned('Certificate', r.cert).message.limits?.offlineTotal ?? 0;
+        if (r.covered > bound) coverBreaches.push({ card: toHex(r.card), covered: r.covered, bound });
       }
-      const proofs = (await tx.all(`SELECT first, second, card, time FROM proofs ORDER BY time, first, second`)).map((r) => ({
-        first: toHex(b(r.first)),
-        second: toHex(b(r.second)),
-        card: toHex(b(r.card)),
-        time: n(r.time),
+      const proofs = (await tx.proofs()).map((r) => ({
+        first: toHex(r.first),
+        second: toHex(r.second),
+        card: toHex(r.card),
+        time: r.time,
       }));
-      const revocations = (await tx.all(`SELECT card, version, time FROM revocations ORDER BY version`)).map((r) => ({
-        card: toHex(b(r.card)),
-        version: n(r.version),
-        time: n(r.time),
-      }));
-      const crlVersion = await sum(`SELECT v AS s FROM meta WHERE k = 'crl_version'`);
+      const revocations = (await tx.revocations()).map((r) => ({ card: toHex(r.card), version: r.version, time: r.time }));
       return {
         ok: difference === 0 && floorBreaches.length === 0 && coverBreaches.length === 0,
         issued,
@@ -1198,47 +1025,36 @@ export class Ledger {
         unspentChange,
         pendingPayee,
         redeemed,
-        covered,
+        covered: totals.covered,
         difference,
         floorBreaches,
         coverBreaches,
         proofs,
         revocations,
-        crlVersion,
+        crlVersion: totals.crlVersion,
       };
     });
   }
 
   /** Settled value per merchant terminal (hex kid -> amount). */
   async merchantBalances(): Promise<Record<string, number>> {
-    return this.storage.transaction(async (tx) =>
-      Object.fromEntries((await tx.all(`SELECT kid, balance FROM merchants`)).map((r) => [toHex(b(r.kid)), n(r.balance)])),
-    );
+    return this.store.transaction(async (tx) => Object.fromEntries((await tx.merchants()).map((r) => [toHex(r.kid), r.balance])));
   }
 
   /** Balance per bank (hex kid -> amount). */
   async bankBalances(): Promise<Record<string, number>> {
-    return this.storage.transaction(async (tx) =>
-      Object.fromEntries((await tx.all(`SELECT kid, balance FROM banks`)).map((r) => [toHex(b(r.kid)), n(r.balance)])),
-    );
+    return this.store.transaction(async (tx) => Object.fromEntries((await tx.banks()).map((r) => [toHex(r.kid), r.balance])));
   }
 
   /** Counts of settled transfers and claim entries (used by tests and the crash test). */
   async counts(): Promise<{ settled: number; spent: number; transfers: number; verdicts: number }> {
-    return this.storage.transaction(async (tx) => ({
-      settled: n((await tx.get(`SELECT COUNT(*) AS c FROM transfers WHERE state = 'settled'`))!.c),
-      spent: n((await tx.get(`SELECT COUNT(*) AS c FROM spent`))!.c),
-      transfers: n((await tx.get(`SELECT COUNT(*) AS c FROM transfers`))!.c),
-      verdicts: n((await tx.get(`SELECT COUNT(*) AS c FROM verdicts`))!.c),
-    }));
+    return this.store.transaction((tx) => tx.counts());
   }
 }
 
-/** The payee of a signed Transfer, or undefined for another object (a SyncRequest). */
-function openTransferPayee(bytes: Uint8Array): Uint8Array | undefined {
-  try {
-    return openSigned('Transfer', bytes).message.payee;
-  } catch {
-    return undefined;
-  }
+/** A stored verdict's status as an Outcome status (a value outside the table is a broken store). */
+function outcomeStatus(status: number): OutcomeStatus {
+  const known = Object.values(OutcomeStatus).find((x) => x === status);
+  if (known === undefined) throw new Error(`verdicts: unknown outcome status ${status}`);
+  return known;
 }

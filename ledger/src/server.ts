@@ -102,6 +102,9 @@ export function buildLedgerApp(ledger: Ledger, opts: LedgerAppOptions = {}): Fas
       'request',
     );
   });
+  // No route takes JSON or text: without their parsers any other type is 415 before its body is read
+  // (a malformed JSON body answered 400 MALFORMED, found by the adversarial suite).
+  app.removeAllContentTypeParsers();
   app.addContentTypeParser([CBOR, COSE], { parseAs: 'buffer', bodyLimit }, (_req, body, done) => done(null, body));
   const http = { requests: 0, errors: 0, settleRefused: 0 };
   /** The raw body, which must have been sent as `type`. */

@@ -16,7 +16,8 @@ const SPEC = readFileSync(fileURLToPath(new URL('../../protocol/SPEC.md', import
 /** The rows of the §8.2 table: code -> HTTP column text. */
 function specTable(): Map<string, string> {
   const start = SPEC.indexOf('### 8.2 Ledger API codes');
-  const end = SPEC.indexOf('\n## ', start);
+  // The table ends at the next heading of any level (§8.3 follows it).
+  const end = SPEC.slice(start + 1).search(/\n#{2,3} /) + start + 1;
   if (start < 0 || end < 0) throw new Error('SPEC §8.2 not found');
   const rows = new Map<string, string>();
   for (const line of SPEC.slice(start, end).split('\n')) {

@@ -848,6 +848,33 @@ const syncReceipt: MessageOf<'SyncReceipt'> = {
   loaded: 100_000,
   voided: [],
 };
+const signedSyncReceipt = signMessage('SyncReceipt', syncReceipt, keys.ledger.signer);
+// The first payment after that sync: it spends fresh token 2, which the handover names by its index in the receipt.
+const transferAfterSync: MessageOf<'Transfer'> = {
+  card: keys.card.kid,
+  counter: 4,
+  prev: payloadHash(openSigned('SyncReceipt', signedSyncReceipt).cose),
+  inputs: [fixedBytes('fresh serial 2', 16)],
+  outputs: [
+    { value: 5_000, owner: keys.terminal.kid },
+    { value: 100_000, owner: keys.card.kid },
+  ],
+  amount: 5_000,
+  currency: CURRENCY_KZT,
+  payee: keys.terminal.kid,
+  merchant: merchant.id,
+  mcc: merchant.mcc,
+  nonce: fixedBytes('after sync nonce', 16),
+  time: T_PAY + DAY + 60,
+  cvm: Cvm.NONE,
+};
+const handoverAfterSync: MessageOf<'Handover'> = {
+  transfer: signMessage('Transfer', transferAfterSync, keys.card.signer),
+  chain: cardChain,
+  history: [],
+  receipt: signedSyncReceipt,
+  receiptTokens: [1],
+};
 const syncRequestFirst: MessageOf<'SyncRequest'> = {
   card: keys.card2.kid,
   counter: 1,
@@ -1220,6 +1247,11 @@ function handoverFile(): VectorFile {
     valid: [
       h('first-payment', 'first offline payment: one token, no history', handover1),
       h('second-payment', 'second offline payment: spends the change of the first, which is in the history', handover2),
+      h(
+        'after-sync',
+        "first payment after a sync: the token it spends is the receipt's second, named by its index (receiptTokens), not repeated",
+        handoverAfterSync,
+      ),
     ],
     invalid: [
       dec('unsorted-keys', 'map keys in reverse order', rawMap([...entries].reverse()), ErrorCode.CBOR_NON_DETERMINISTIC),
@@ -1263,8 +1295,8 @@ function handoverFile(): VectorFile {
       ),
       dec(
         'missing-field',
-        'no tokens',
-        withMap((m) => m.delete(3)),
+        'no history',
+        withMap((m) => m.delete(4)),
         ErrorCode.SCHEMA_MISSING_FIELD,
       ),
       dec(
@@ -1277,6 +1309,18 @@ function handoverFile(): VectorFile {
         'empty-tokens',
         'tokens is an empty array (at least one is required)',
         withMap((m) => m.set(3, [])),
+        ErrorCode.SCHEMA_OUT_OF_RANGE,
+      ),
+      dec(
+        'empty-receipt-tokens',
+        'receiptTokens is an empty array (absent when nothing is named)',
+        withMap((m) => m.set(6, [])),
+        ErrorCode.SCHEMA_OUT_OF_RANGE,
+      ),
+      dec(
+        'receipt-token-index-too-large',
+        `receiptTokens names index ${LIMITS.maxTokens} (a receipt holds at most ${LIMITS.maxTokens} tokens)`,
+        withMap((m) => m.set(6, [LIMITS.maxTokens])),
         ErrorCode.SCHEMA_OUT_OF_RANGE,
       ),
       dec(

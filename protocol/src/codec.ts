@@ -31,8 +31,16 @@ export function decodeMessage<N extends MessageName>(name: N, bytes: Uint8Array)
 
 /** Signs a message as a tagged COSE_Sign1 with the message's content type. */
 export function signMessage<N extends SignedMessageName>(name: N, value: MessageOf<N>, signer: Signer): Uint8Array {
+  return signEncoded(name, encodeMessage(name, value), signer);
+}
+
+/**
+ * {@link signMessage} for a payload already encoded with `encodeMessage(name, value)`, for a
+ * signer that needs the payload bytes too (to hash them) and should not encode them twice.
+ */
+export function signEncoded<N extends SignedMessageName>(name: N, payload: Uint8Array, signer: Signer): Uint8Array {
   const def = MESSAGES[name];
-  const out = coseSign1(encodeMessage(name, value), def.contentType, signer);
+  const out = coseSign1(payload, def.contentType, signer);
   if (out.length > def.maxSize)
     throw new DtError(ErrorCode.TOO_LARGE, `signed ${name} exceeds its size limit`, { size: out.length, maxSize: def.maxSize });
   return out;

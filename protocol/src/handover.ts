@@ -428,13 +428,32 @@ export function validateHandover(input: Uint8Array | Handover, ctx: HandoverCont
   // ---- step 2: revocation.
   if (ctx.isRevoked?.(card.kid)) return failT(HandoverCode.CARD_REVOKED);
 
-  // ---- step 3: tokens.
+  // ---- step 3: tokens: those carried inline, then those referenced in the receipt (SPEC §3.8).
+  // The receipt is opened here when tokens are referenced in it (and verified at step 4 all the
+  // same); each token is verified on its own either way.
+  let openedReceipt: OpenedMessage<'SyncReceipt'> | undefined;
+  const tokenBytes: Uint8Array[] = [...(handover.tokens ?? [])];
+  if (handover.receiptTokens) {
+    // The receipt is the chain's anchor as well: without it the chain is not anchored.
+    if (!handover.receipt) return failT(HandoverCode.HISTORY_BROKEN, 'chain not anchored: tokens named in a receipt the handover lacks', 0);
+    try {
+      openedReceipt = openSigned('SyncReceipt', handover.receipt);
+    } catch (e) {
+      return failT(HandoverCode.HISTORY_BROKEN, `receipt: ${errDetail(e)}`);
+    }
+    const inReceipt = openedReceipt.message.tokens;
+    for (const ix of handover.receiptTokens) {
+      const t = inReceipt[ix];
+      if (!t) return failT(HandoverCode.TOKEN_INVALID, 'reference to no token of the receipt', tokenBytes.length);
+      tokenBytes.push(t);
+    }
+  }
   const tokens: ValidatedToken[] = [];
   const coins = new Map<string, SpentCoin>();
-  for (let i = 0; i < handover.tokens.length; i++) {
+  for (let i = 0; i < tokenBytes.length; i++) {
     let token: Token;
     try {
-      token = verifySigned('Token', handover.tokens[i]!, ctx.trust.ledgerKey, verifier).message;
+      token = verifySigned('Token', tokenBytes[i]!, ctx.trust.ledgerKey, verifier).message;
     } catch (e) {
       return failT(HandoverCode.TOKEN_INVALID, errDetail(e), i);
     }
@@ -446,7 +465,7 @@ export function validateHandover(input: Uint8Array | Handover, ctx: HandoverCont
     if (ctx.isIssuedToken && !ctx.isIssuedToken(token))
       return failT(HandoverCode.TOKEN_INVALID, 'not a token the ledger issued to this card', i);
     coins.set(k, { id: token.serial, value: token.value, ...(token.mark ? { mark: token.mark } : {}) });
-    tokens.push({ bytes: handover.tokens[i]!, token });
+    tokens.push({ bytes: tokenBytes[i]!, token });
   }
 
   // ---- step 4 (anchor): every chain is anchored, at the receipt it carries or at the card's
@@ -456,7 +475,8 @@ export function validateHandover(input: Uint8Array | Handover, ctx: HandoverCont
   let anchor: { prev: Uint8Array; counter: number } = GENESIS_ANCHOR;
   if (handover.receipt) {
     try {
-      const r = verifySigned('SyncReceipt', handover.receipt, ctx.trust.ledgerKey, verifier);
+      const r = openedReceipt ?? openSigned('SyncReceipt', handover.receipt);
+      verifyCoseSign1(r.cose, ctx.trust.ledgerKey, verifier);
       receipt = r.message;
       anchor = { prev: payloadHash(r.cose), counter: receipt.counter };
     } catch (e) {

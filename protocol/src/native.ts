@@ -1,6 +1,7 @@
 /**
- * Node-only fast path: ES256 verification through OpenSSL (`node:crypto`),
- * about 40x faster than pure JS on servers. `firmware/` and the pure entry
+ * Node-only parts: ES256 verification through OpenSSL (`node:crypto`),
+ * about 40x faster than pure JS on servers, and Node's timers for the
+ * host-side transports ({@link nodeTimers}). `firmware/` and the pure entry
  * point never import this file. It applies exactly the reference rules of
  * {@link nobleVerifier}: canonical (low-S) 64-byte signatures, valid
  * uncompressed points; a test proves both agree on every vector and on
@@ -10,6 +11,7 @@
  */
 import { createPublicKey, verify as nodeVerify, type KeyObject } from 'node:crypto';
 import { isCanonicalSignature, PUBLIC_KEY_LENGTH, type Verifier } from './crypto/suite.ts';
+import type { TransportTimers } from './transport/timers.ts';
 
 // SPKI DER prefix for an id-ecPublicKey / prime256v1 uncompressed point (65 bytes follow).
 const SPKI_P256_PREFIX = Uint8Array.from([
@@ -52,4 +54,10 @@ export const nativeVerifier: Verifier = {
       return false;
     }
   },
+};
+
+/** Node's timers for the host-side transports (`SerialHostTransport`, `HidHostTransport`), which take them injected. */
+export const nodeTimers: TransportTimers = {
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
 };

@@ -324,7 +324,11 @@ export class ReferenceWallet {
   /** Builds the handover of `transfer`: every token its chain derives from, the history before it, the receipt. */
   #handover(transfer: Uint8Array, chain: readonly Uint8Array[]): Uint8Array {
     const s = this.#state;
+    // A token the receipt carries is named by its index there (SPEC §3.8); any other is carried.
+    const inReceipt = new Map<string, number>();
+    if (s.receipt) openSigned('SyncReceipt', s.receipt).message.tokens.forEach((b, i) => inReceipt.set(toHex(b), i));
     const tokens: Uint8Array[] = [];
+    const receiptTokens: number[] = [];
     const seen = new Set<string>();
     for (const b of chain) {
       for (const id of openSigned('Transfer', b).message.inputs) {
@@ -332,16 +336,19 @@ export class ReferenceWallet {
         const tb = s.tokens[k];
         if (tb && !seen.has(k)) {
           seen.add(k);
-          tokens.push(tb);
+          const ix = inReceipt.get(toHex(tb));
+          if (ix !== undefined) receiptTokens.push(ix);
+          else tokens.push(tb);
         }
       }
     }
     const h: Handover = {
       transfer,
       chain: [...this.chain],
-      tokens,
+      ...(tokens.length > 0 ? { tokens } : {}),
       history: chain.slice(0, -1).map((b) => b),
       ...(s.receipt ? { receipt: s.receipt } : {}),
+      ...(receiptTokens.length > 0 ? { receiptTokens } : {}),
     };
     return encodeMessage('Handover', h);
   }

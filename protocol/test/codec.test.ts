@@ -236,7 +236,7 @@ test('a Handover carries signed objects as byte strings; each verifies after the
   const back = decodeMessage('Handover', bytes);
   t.deepEqual(back, handover);
   t.is(verifySigned('Transfer', back.transfer, p.card.keys.publicKey).message.amount, 1_000);
-  t.is(verifySigned('Token', back.tokens[0]!, p.ledger.keys.publicKey).message.value, 1_500);
+  t.is(verifySigned('Token', back.tokens![0]!, p.ledger.keys.publicKey).message.value, 1_500);
   // The container itself is not a COSE object.
   t.is(bytes[0], 0xa5);
   t.is(

@@ -91,6 +91,39 @@ test('the native verifier gives the same verdicts as the reference', (t) => {
   );
 });
 
+test('memo: a known certificate skips only its signature verification; the rest of the chain checks still run', (t) => {
+  const p = pki();
+  let verifies = 0;
+  const counting = { verify: (sig: Uint8Array, msg: Uint8Array, pk: Uint8Array) => (verifies++, nativeVerifier.verify(sig, msg, pk)) };
+  const known = new Set<string>();
+  const key = (kid: Uint8Array, bytes: Uint8Array) => toHex(kid) + toHex(bytes);
+  const memo = {
+    known: (kid: Uint8Array, b: Uint8Array) => known.has(key(kid, b)),
+    verified: (kid: Uint8Array, b: Uint8Array) => void known.add(key(kid, b)),
+  };
+  const opts = { root: p.root, at: T0, leafRole: Role.TERMINAL, verifier: counting, memo };
+  verifyChain(p.terminalChain, opts);
+  t.is(verifies, 2, 'both certificates verified the first time');
+  t.is(known.size, 2);
+  verifyChain(p.terminalChain, opts);
+  t.is(verifies, 2, 'none the second time');
+  // Known signatures do not excuse anything else: time and leaf role are checked again.
+  t.is(
+    codeOf(() => verifyChain(p.terminalChain, { ...opts, at: T0 + 100 * 365 * DAY })),
+    ErrorCode.CERT_EXPIRED,
+  );
+  t.is(
+    codeOf(() => verifyChain(p.terminalChain, { ...opts, leafRole: Role.CARD })),
+    ErrorCode.CERT_WRONG_ROLE,
+  );
+  // A memo that claims to know a forged certificate is believed only for that exact pair: the forger's own
+  // chain under the right kid still fails when the memo does not know it.
+  t.is(
+    codeOf(() => verifyChain([forgedUnderKid(p), p.issuingBank.cert], { ...opts, leafRole: Role.CARD })),
+    ErrorCode.BAD_SIGNATURE,
+  );
+});
+
 // ---------------------------------------------------------------- validity windows
 
 test('validity is inclusive at nbf and exp; one second outside is NOT_YET_VALID / EXPIRED', (t) => {

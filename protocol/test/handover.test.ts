@@ -138,7 +138,7 @@ test('a valid chained handover validates, with noble and native verifiers alike'
   // The handover carries exactly the tokens the chain derives from.
   const h = decodeMessage('Handover', p3.handover);
   t.is(h.history.length, 2);
-  t.true(h.tokens.length >= 1);
+  t.true((h.tokens?.length ?? 0) + (h.receiptTokens?.length ?? 0) >= 1);
 });
 
 test('HANDOVER_MALFORMED for bytes that are not a handover', (t) => {
@@ -326,10 +326,10 @@ test('the receipt anchors the chain', (t) => {
   const p = c.wallet.pay(request(shop, 100));
   t.true(validateHandover(p.handover, ctx(w)).ok);
   t.is(openSigned('Transfer', p.transfer).message.counter, 2);
-  // A receipt of another sync does not anchor this chain.
+  // A receipt of another sync does not anchor this chain (even one carrying the same token, which the handover names).
   const otherReceipt = signMessage(
     'SyncReceipt',
-    { card: c.signer.kid, counter: 1, request: new Uint8Array(32), tokens: [], time: T0, loaded: 0, voided: [] },
+    { card: c.signer.kid, counter: 1, request: new Uint8Array(32), tokens: [tok], time: T0, loaded: 0, voided: [] },
     w.ledger.signer,
   );
   t.like(
@@ -600,6 +600,57 @@ test('a handover that leaves out its receipt (and history) is HISTORY_BROKEN: on
     t.is(gv.offlineCount, 1);
     t.deepEqual(openSigned('Transfer', gp.transfer).message.prev, GENESIS_PREV);
   }
+});
+
+test('receiptTokens: a synced card names its tokens by index in the receipt; the inline form stays valid; bad references fail', (t) => {
+  const w = world();
+  const shop = w.terminal();
+  const { c, tok } = syncedCard(w, 50_000);
+  const p = c.wallet.pay(request(shop, 1000));
+  const h = decodeMessage('Handover', p.handover);
+  t.is(h.tokens, undefined, 'no token repeated');
+  t.deepEqual(h.receiptTokens, [0]);
+  const v = validateHandover(p.handover, ctx(w));
+  if (!v.ok) return t.fail(`${v.code} ${v.detail}`);
+  t.deepEqual(
+    v.tokens.map((x) => x.bytes),
+    [tok],
+    'the provenance token is the one in the receipt',
+  );
+  // The form before receiptTokens: every token inline, as an old card sends it.
+  const inline = patch(p.handover, (x) => {
+    delete x.receiptTokens;
+    x.tokens = [tok];
+  });
+  t.true(inline.length > p.handover.length + tok.length, 'the inline form repeats the token');
+  t.true(validateHandover(inline, ctx(w)).ok);
+  // An index the receipt does not have.
+  const beyond = patch(p.handover, (x) => {
+    x.receiptTokens = [1];
+  });
+  t.like(validateHandover(beyond, ctx(w)), { ok: false, code: ErrorCode.TOKEN_INVALID, index: 0 });
+  // The same token named twice.
+  const twice = patch(p.handover, (x) => {
+    x.receiptTokens = [0, 0];
+  });
+  t.like(validateHandover(twice, ctx(w)), { ok: false, code: ErrorCode.TOKEN_INVALID, index: 1 });
+  // Named and carried inline: given twice.
+  const both = patch(p.handover, (x) => {
+    x.tokens = [tok];
+  });
+  t.like(validateHandover(both, ctx(w)), { ok: false, code: ErrorCode.TOKEN_INVALID, index: 1 });
+  // Named in a receipt the handover does not carry: no anchor.
+  const noReceipt = patch(p.handover, (x) => {
+    delete x.receipt;
+  });
+  t.like(validateHandover(noReceipt, ctx(w)), { ok: false, code: ErrorCode.HISTORY_BROKEN, index: 0 });
+  // A token re-signed by another key, inline in place of the named one: the token check still runs.
+  const forged = signMessage('Token', openSigned('Token', tok).message, c.signer);
+  const resigned = patch(p.handover, (x) => {
+    delete x.receiptTokens;
+    x.tokens = [forged];
+  });
+  t.like(validateHandover(resigned, ctx(w)), { ok: false, code: ErrorCode.TOKEN_INVALID, index: 0 });
 });
 
 test('offline count and anchor come from the counters; isIssuedToken is the ledger-only token check', (t) => {

@@ -165,7 +165,7 @@ function checkHandover(original: Handover, h: Handover): void {
   const changed = (a: Uint8Array | undefined, b: Uint8Array | undefined) => a !== undefined && (b === undefined || !bytesEqual(a, b));
   if (changed(h.transfer, original.transfer)) mustFail(() => verifySigned('Transfer', h.transfer, cardKey));
   h.history.forEach((x, i) => changed(x, original.history[i]) && mustFail(() => verifySigned('Transfer', x, cardKey)));
-  h.tokens.forEach((x, i) => changed(x, original.tokens[i]) && mustFail(() => verifySigned('Token', x, ledgerKey)));
+  (h.tokens ?? []).forEach((x, i) => changed(x, original.tokens?.[i]) && mustFail(() => verifySigned('Token', x, ledgerKey)));
   if (h.chain.some((x, i) => changed(x, original.chain[i])) || h.chain.length !== original.chain.length) {
     const c = files.get('certificate.json')!.validChains!.find((x) => x.name === 'card-chain')!;
     mustFail(() => runVectorCall('verifyChain', undefined, { chain: h.chain.map(hexOf), root: c.root, at: c.at, leafRole: c.leafRole }));

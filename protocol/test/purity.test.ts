@@ -4,7 +4,11 @@
  * TextDecoder, no process, no timers, and imports only from itself,
  * `@noble/curves`, `@noble/hashes` and `cbor-x`. The one exception is
  * `src/native.ts`, the Node-only fast path, which the pure entry point must
- * not re-export.
+ * not re-export. `src/http/` (`@dt/protocol/http`, the HTTP client layer) runs
+ * on the platform's `fetch` and timers, not in firmware: it may use
+ * `setTimeout`/`clearTimeout` and nothing else of the list (no Node import, no
+ * Buffer, no process); no pure file imports it and the pure entry point does
+ * not re-export it.
  *
  * Checked on the TypeScript syntax tree, so comments that mention these
  * names do not count and a use cannot hide in an unusual formatting.
@@ -17,6 +21,9 @@ import ts from 'typescript';
 
 const SRC = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'src');
 const EXEMPT = new Set(['native.ts']);
+/** The HTTP layer's folder and the globals it may use beyond the pure set (web platform timers). */
+const HTTP_DIR = 'http/';
+const HTTP_ALLOWED_GLOBALS = new Set(['setTimeout', 'clearTimeout']);
 const ALLOWED_PACKAGES = [/^@noble\/curves(\/|$)/, /^@noble\/hashes(\/|$)/, /^cbor-x$/];
 const FORBIDDEN_GLOBALS = new Set([
   'Buffer',
@@ -48,6 +55,7 @@ function sourceFiles(dir: string): string[] {
 
 /** Problems found in one file: forbidden imports and uses of forbidden globals. */
 function impurities(file: string, text: string): string[] {
+  const inHttp = file.startsWith(HTTP_DIR);
   const sf = ts.createSourceFile(file, text, ts.ScriptTarget.ES2022, true);
   const problems: string[] = [];
   const where = (n: ts.Node) => `${file}:${sf.getLineAndCharacterOfPosition(n.getStart(sf)).line + 1}`;
@@ -56,6 +64,7 @@ function impurities(file: string, text: string): string[] {
     const s = spec.text;
     if (s.startsWith('./') || s.startsWith('../')) {
       if (/(^|\/)native(\.ts)?$/.test(s)) problems.push(`${where(n)}: imports the Node-only native.ts`);
+      if (!inHttp && /(^|\/)http(\/|$)/.test(s)) problems.push(`${where(n)}: imports the fetch-based http/ layer`);
       return;
     }
     if (!ALLOWED_PACKAGES.some((re) => re.test(s))) problems.push(`${where(n)}: imports '${s}'`);
@@ -64,7 +73,7 @@ function impurities(file: string, text: string): string[] {
     if (ts.isImportDeclaration(n) || ts.isExportDeclaration(n)) checkSpecifier(n.moduleSpecifier, n);
     else if (ts.isCallExpression(n) && n.expression.kind === ts.SyntaxKind.ImportKeyword) checkSpecifier(n.arguments[0], n);
     else if (ts.isImportTypeNode(n) && ts.isLiteralTypeNode(n.argument)) checkSpecifier(n.argument.literal as ts.Expression, n);
-    else if (ts.isIdentifier(n) && FORBIDDEN_GLOBALS.has(n.text)) {
+    else if (ts.isIdentifier(n) && FORBIDDEN_GLOBALS.has(n.text) && !(inHttp && HTTP_ALLOWED_GLOBALS.has(n.text))) {
       const p = n.parent;
       // A property name (`x.process`, `{ process: 1 }`) or a declaration of our own is not the global.
       const isPropertyName =
@@ -79,9 +88,13 @@ function impurities(file: string, text: string): string[] {
   return problems;
 }
 
-test('protocol/src imports nothing from Node and uses no Node globals (native.ts excepted)', (t) => {
+test('protocol/src imports nothing from Node and uses no Node globals (native.ts excepted; http/ may use timers)', (t) => {
   const files = sourceFiles(SRC).filter((f) => !EXEMPT.has(relative(SRC, f)));
   t.true(files.length > 10, 'scans the whole source tree');
+  t.true(
+    files.some((f) => relative(SRC, f).startsWith(HTTP_DIR)),
+    'scans http/ too',
+  );
   const problems = files.flatMap((f) => impurities(relative(SRC, f), readFileSync(f, 'utf8')));
   t.deepEqual(problems, []);
 });
@@ -111,9 +124,17 @@ test('the purity check itself catches each kind of impurity', (t) => {
     "const s = 'setTimeout is not called here';",
   ];
   for (const line of good) t.deepEqual(impurities('probe.ts', line), [], line);
+  // The HTTP layer: timers yes, Node no; pure files may not import it.
+  t.deepEqual(impurities('http/probe.ts', 'const h = setTimeout(() => 0, 1); clearTimeout(h);'), []);
+  t.deepEqual(impurities('http/probe.ts', "import { x } from '../bytes.ts';"), []);
+  for (const line of ["import { request } from 'node:http';", 'const b = Buffer.from([1]);', 'if (process.env.X) {}'])
+    t.is(impurities('http/probe.ts', line).length, 1, line);
+  t.is(impurities('probe.ts', "import { httpRequest } from './http/index.ts';").length, 1);
+  t.is(impurities('card/probe.ts', "import { httpRequest } from '../http/request.ts';").length, 1);
 });
 
-test('the pure entry point does not re-export native.ts', (t) => {
-  const index = readFileSync(join(SRC, 'index.ts'), 'utf8');
-  t.false(/native/.test(index.replace(/\/\*[\s\S]*?\*\/|\/\/.*$/gm, '')));
+test('the pure entry point re-exports neither native.ts nor http/', (t) => {
+  const index = readFileSync(join(SRC, 'index.ts'), 'utf8').replace(/\/\*[\s\S]*?\*\/|\/\/.*$/gm, '');
+  t.false(/native/.test(index));
+  t.false(/http/.test(index));
 });

@@ -1,25 +1,21 @@
 /**
  * Errors of the terminal package. Every error carries a stable `code`
  * (machine-readable, never changes) and non-secret `details`; PINs, keys and
- * card secrets never appear in messages.
+ * card secrets never appear in messages. Reader and card failures are the
+ * protocol's typed transport errors (`CardRemovedError`,
+ * `TransportTimeoutError`, `TransportLinkError`, `TransportBusyError`,
+ * `ReaderUnavailableError`, codes `CARD_REMOVED`, `TRANSPORT_TIMEOUT`,
+ * `TRANSPORT_LINK`, `READER_BUSY`, `READER_UNAVAILABLE`), not terminal errors.
  *
  * @module
  */
 
 /** Stable error codes of `@dt/terminal`. */
 export const TerminalErrorCode = {
-  /** A second exchange was started on a reader while one was in progress. */
-  READER_BUSY: 'READER_BUSY',
-  /** The reader is gone (unplugged, context lost) and not back yet. */
-  READER_UNAVAILABLE: 'READER_UNAVAILABLE',
-  /** No card in the field, or the card left the field during an exchange. */
-  CARD_REMOVED: 'CARD_REMOVED',
-  /** A wait (card, APDU, PIN, network) exceeded its time limit. */
+  /** A wait (card, PIN, tap, network) exceeded its time limit. */
   TIMEOUT: 'TIMEOUT',
   /** The operation was cancelled through its AbortSignal. */
   ABORTED: 'ABORTED',
-  /** A device-level transport failure (I/O error, framing error, closed port). */
-  TRANSPORT: 'TRANSPORT',
   /** The configuration file is missing, unreadable or invalid. */
   CONFIG: 'CONFIG',
   /** The terminal is not initialized (no key or no certificate). */
@@ -54,15 +50,6 @@ export class TerminalError extends Error {
     this.name = 'TerminalError';
     this.code = code;
     this.details = details;
-  }
-}
-
-/** The reader already runs an exchange (one at a time per reader). */
-export class ReaderBusyError extends TerminalError {
-  /** Builds the error for the named reader. */
-  constructor(reader: string) {
-    super(TerminalErrorCode.READER_BUSY, `reader ${reader} is busy with another exchange`, { reader });
-    this.name = 'ReaderBusyError';
   }
 }
 

@@ -31,6 +31,7 @@ import {
   identifyCommand,
   isChainedBlock,
   SelectResponseSchema,
+  CardRemovedError,
 } from '@dt/protocol';
 import {
   AttemptState,
@@ -114,7 +115,7 @@ function payAnswerLost(inner: ApduTransport, hideCardId = false): ApduTransport 
   return {
     async transmit(apdu, o) {
       const r = await inner.transmit(apdu, o);
-      if (identifyCommand(apdu) === 'PAY' && !isChainedBlock(apdu)) throw new Error('field lost: response never arrived');
+      if (identifyCommand(apdu) === 'PAY' && !isChainedBlock(apdu)) throw new CardRemovedError('field lost: response never arrived');
       if (hideCardId && identifyCommand(apdu) === 'SELECT' && r.length > 2) {
         // An applet that does not announce its id (SELECT key 6): the kernel cannot tell cards apart.
         const m = decodeDeterministic(r.subarray(0, -2)) as Map<number, CborValue>;

@@ -16,11 +16,12 @@ import {
   type TransmitOptions,
   getStatus as rawStatus,
   selectApplet,
+  CardRemovedError,
+  TransportBusyError,
 } from '@dt/protocol';
 import {
   PaymentKernel,
   PaymentState,
-  ReaderBusyError,
   TimeoutError,
   TransportReader,
   VERIFIERS,
@@ -62,7 +63,7 @@ function losePayAnswerOnce(inner: ApduTransport): ApduTransport {
       const r = await inner.transmit(apdu, o);
       if (armed && identifyCommand(apdu) === 'PAY' && !isChainedBlock(apdu)) {
         armed = false;
-        throw new Error('field lost: response never arrived');
+        throw new CardRemovedError('field lost: response never arrived');
       }
       return r;
     },
@@ -324,7 +325,7 @@ test('one tap at a time per reader: a concurrent charge on the same reader ends 
   t.deepEqual(end, { kind: 'END', reason: 'READER', detail: 'READER_BUSY' });
   // And at the transport level: a second concurrent transmit is refused with a typed error.
   const session = await r.waitForCard();
-  await t.throwsAsync(r.waitForCard(), { instanceOf: ReaderBusyError });
+  await t.throwsAsync(r.waitForCard(), { instanceOf: TransportBusyError });
   await session.release();
 });
 

@@ -21,16 +21,8 @@ import {
   createDevPki,
   type PcscdHandle,
 } from '@dt/card-applet-sim';
-import { INS } from '@dt/protocol';
-import {
-  PaymentKernel,
-  PcscReaders,
-  ReaderBusyError,
-  PCSC_RESPONSE_BUFFER,
-  type CardReader,
-  type PcscEvent,
-  type TapOutcome,
-} from '../src/index.ts';
+import { INS, TransportBusyError } from '@dt/protocol';
+import { PaymentKernel, PcscReaders, PCSC_RESPONSE_BUFFER, type CardReader, type PcscEvent, type TapOutcome } from '../src/index.ts';
 import { devTerminalIdentity, makeJournal, tempDir, TEST_LIMITS, TEST_POLICY } from './helpers/fixtures.ts';
 
 const pki = createDevPki();
@@ -139,7 +131,7 @@ test.serial(
   },
 );
 
-test.serial('one session per reader: a second waitForCard on the same reader gets ReaderBusyError', async (t) => {
+test.serial('one session per reader: a second waitForCard on the same reader gets TransportBusyError', async (t) => {
   const pcsc = new PcscReaders();
   t.teardown(() => pcsc.close());
   await pcsc.waitForReaders(10_000);
@@ -149,7 +141,7 @@ test.serial('one session per reader: a second waitForCard on the same reader get
   vpcd.start();
   t.teardown(() => vpcd.stop());
   const s = await reader.waitForCard({ timeoutMs: 10_000 });
-  await t.throwsAsync(reader.waitForCard({ timeoutMs: 100 }), { instanceOf: ReaderBusyError });
+  await t.throwsAsync(reader.waitForCard({ timeoutMs: 100 }), { instanceOf: TransportBusyError });
   await s.release();
   const s2 = await reader.waitForCard({ timeoutMs: 10_000 });
   await s2.release();

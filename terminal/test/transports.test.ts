@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { EventEmitter } from 'node:events';
 import { openTty, SerialCardEndpoint, VirtualHidCard } from '@dt/card-applet-sim';
 import { getStatus, selectApplet } from '@dt/protocol';
-import { HidWalletTransport, openSerialReader, PaymentKernel, TransportReader, type NodeHidDeviceLike } from '../src/index.ts';
+import { hidReader, openSerialReader, PaymentKernel, type NodeHidDeviceLike } from '../src/index.ts';
 import { createDevPki, devTerminalIdentity, makeCard, makeJournal, tempDir, TEST_POLICY } from './helpers/fixtures.ts';
 
 const pki = createDevPki();
@@ -106,8 +106,7 @@ test('HID wallet through the HID framing with a fake node-hid device: APPROVED, 
   t.teardown(cleanup);
   const c = await makeCard(pki);
   const hid = new FakeNodeHid(new VirtualHidCard(c.card));
-  const transport = new HidWalletTransport(hid);
-  const reader = new TransportReader('hid:fake', transport);
+  const reader = hidReader('hid:fake', hid);
   const journal = makeJournal(pki, dir);
   t.teardown(() => journal.close());
   const kernel = new PaymentKernel({ identity, journal, policy: TEST_POLICY });

@@ -94,7 +94,13 @@ const CRAFTED: readonly { name: string; craft: Craft; codes: readonly string[]; 
     name: 'a token re-signed by a key that is not the ledger',
     craft: (h) => {
       const fake = keyPairSigner(generateKeyPair(randomBytes));
-      return { ...h, tokens: h.tokens.map((b) => signMessage('Token', openSigned('Token', b).message, fake)) };
+      // The provenance tokens wherever the card put them (inline, or named in its receipt, SPEC §3.8),
+      // re-signed and carried inline, where validation reads them instead of the receipt's.
+      const inReceipt = h.receipt ? openSigned('SyncReceipt', h.receipt).message.tokens : [];
+      const provenance = [...(h.tokens ?? []), ...(h.receiptTokens ?? []).map((i) => inReceipt[i]!)];
+      if (provenance.length === 0) throw new Error('the card named no token: nothing to re-sign');
+      const { receiptTokens: _named, ...rest } = h;
+      return { ...rest, tokens: provenance.map((b) => signMessage('Token', openSigned('Token', b).message, fake)) };
     },
     codes: [HandoverCode.TOKEN_INVALID],
   },

@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { decodeState, ShadowJournal, type CardState, type Storage } from '@dt/firmware';
+import { decodeState, MemoryStorage, ShadowJournal, type CardState, type Storage } from '@dt/firmware';
 import {
   CardApduProcessor,
   decodeDeterministic,
@@ -27,7 +27,7 @@ import {
   type ResponseApdu,
 } from '@dt/protocol';
 import { TransportReader, type CardReader, type TapOutcome } from '@dt/terminal';
-import { InProcessTransport, type SimulatedCard } from '@dt/card-applet-sim';
+import { InProcessTransport, SimulatedCard } from '@dt/card-applet-sim';
 import type { Identity } from '@dt/ledger';
 import {
   certifyTerminal,
@@ -83,17 +83,24 @@ export async function settle(term: Terminal, bo: BackOffice): Promise<void> {
 
 /**
  * The books after an attack (SPEC §7.6.2, §7.7): issued = cards + merchants + banks + redeemed
- * (the audit's difference is 0), no balance below its floor (no credit line is granted in this
- * suite, so every bank and merchant balance is >= 0), and no card's cover above its bound.
+ * (the audit's difference is 0), no balance below its floor (every merchant balance >= 0, every
+ * bank balance >= 0 unless `creditLines` grants it one), and no card's cover above its bound.
  */
-export async function books(t: ExecutionContext, bo: BackOffice, after: string): Promise<void> {
+export async function books(
+  t: ExecutionContext,
+  bo: BackOffice,
+  after: string,
+  /** Credit lines granted in the test (hex bank kid -> amount): that bank's floor is minus it. */
+  creditLines: Readonly<Record<string, number>> = {},
+): Promise<void> {
   const a = await bo.ledger.audit();
   t.is(a.difference, 0, `${after}: issued = cards + merchants + banks + redeemed`);
   t.is(a.issued, VARIANT.allocation, `${after}: nothing issued but the allocation`);
   t.deepEqual(a.floorBreaches, [], `${after}: no balance below its floor`);
   t.deepEqual(a.coverBreaches, [], `${after}: no cover above its bound`);
   t.true(a.ok, `${after}: audit ok`);
-  for (const [kid, balance] of Object.entries(await bo.ledger.bankBalances())) t.true(balance >= 0, `${after}: bank ${kid} at ${balance}`);
+  for (const [kid, balance] of Object.entries(await bo.ledger.bankBalances()))
+    t.true(balance >= -(creditLines[kid] ?? 0), `${after}: bank ${kid} at ${balance}, floor ${-(creditLines[kid] ?? 0)}`);
   for (const [kid, balance] of Object.entries(await bo.ledger.merchantBalances()))
     t.true(balance >= 0, `${after}: merchant ${kid} at ${balance}`);
   t.true(a.covered <= a.redeemed, `${after}: cover is part of what merchants were paid`);
@@ -161,6 +168,36 @@ export function hostileCard(
     return identifyCommand(cmd) === 'PAY' ? onPay(cmd, real) : real;
   });
   return { transmit: (apdu) => proc.process(apdu) };
+}
+
+/** A second chip with a byte-for-byte copy of the card's memory (keys and state): a clone running the real firmware. */
+export function cloneCard(card: SimulatedCard): { card: SimulatedCard; transport: InProcessTransport } {
+  const storage = new MemoryStorage();
+  for (let slot = 0; slot < 16; slot++) {
+    const v = card.storage.read(slot);
+    if (v !== undefined) storage.write(slot, v);
+  }
+  const clone = new SimulatedCard({ storage });
+  return { card: clone, transport: new InProcessTransport(clone) };
+}
+
+/** One tap of `transport` at `term` for `amount`, with the handover the card answered (captured on the way). */
+export async function tapCapturing(
+  term: Terminal,
+  transport: ApduTransport,
+  amount: number,
+): Promise<{ outcome: TapOutcome; handover: Uint8Array | undefined }> {
+  let handover: Uint8Array | undefined;
+  const outcome = await term.kernel.charge(
+    readerOn(
+      hostileCard(transport, (_cmd, real) => {
+        if (real.sw === 0x9000) handover = real.data;
+        return real;
+      }),
+    ),
+    amount,
+  );
+  return { outcome, handover };
 }
 
 /** Removes a path recursively (for tests that need their own dirs). */

@@ -23,7 +23,17 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CLA, INS, SYNC_P1, transmitOk, type TransmitOptions, selectApplet } from '@dt/protocol';
+import {
+  CLA,
+  CardRemovedError,
+  ExchangeGuard,
+  TransportBusyError,
+  INS,
+  SYNC_P1,
+  transmitOk,
+  type TransmitOptions,
+  selectApplet,
+} from '@dt/protocol';
 import { Applet, MemoryStorage, type Storage } from '@dt/firmware';
 import {
   InProcessTransport,
@@ -81,11 +91,12 @@ export class SimReader implements CardReader {
   #heldOut = false;
   #pulledUntil = 0;
   #generation = 0;
-  #locked = false;
+  readonly #sessions: ExchangeGuard;
 
   constructor(name: string, card: SimulatedCard, options: { reinsertDelayMs?: number } = {}) {
     this.name = name;
     this.card = card;
+    this.#sessions = new ExchangeGuard(name);
     this.#reinsertDelayMs = options.reinsertDelayMs ?? 40;
   }
 
@@ -116,8 +127,8 @@ export class SimReader implements CardReader {
     this.card.powerOff();
   }
 
-  #removed(): TerminalError {
-    return new TerminalError(TerminalErrorCode.CARD_REMOVED, `card left the field of ${this.name}`, { reader: this.name });
+  #removed(): CardRemovedError {
+    return new CardRemovedError(`card left the field of ${this.name}`, { reader: this.name });
   }
 
   async #transmit(apdu: Uint8Array, o: TransmitOptions): Promise<Uint8Array> {
@@ -155,32 +166,26 @@ export class SimReader implements CardReader {
   }
 
   async waitForCard(options: WaitOptions = {}): Promise<CardSession> {
-    if (this.#locked) throw new TerminalError(TerminalErrorCode.READER_BUSY, `${this.name} busy`, { reader: this.name });
+    if (this.#sessions.held) throw new TransportBusyError(this.name);
     const until = Date.now() + (options.timeoutMs ?? 60_000);
     while (!this.present) {
       if (options.signal?.aborted) throw options.signal.reason;
       if (Date.now() > until) throw new TerminalError(TerminalErrorCode.TIMEOUT, `no card in ${this.name}`, { reader: this.name });
       await sleep(10);
     }
-    this.#locked = true;
+    this.#sessions.acquire();
     let open = true;
-    let busy = false;
+    const exchanges = new ExchangeGuard(this.name);
     return {
       reader: this.name,
       transmit: async (apdu, o = {}) => {
         if (!open) throw this.#removed();
-        if (busy) throw new TerminalError(TerminalErrorCode.READER_BUSY, `${this.name} busy`, { reader: this.name });
-        busy = true;
-        try {
-          return await this.#transmit(apdu, o);
-        } finally {
-          busy = false;
-        }
+        return exchanges.run(() => this.#transmit(apdu, o));
       },
       release: async () => {
         if (!open) return;
         open = false;
-        this.#locked = false;
+        this.#sessions.release();
       },
     };
   }

@@ -102,6 +102,21 @@ export interface ChainOptions {
   /** Role the leaf must have. */
   readonly leafRole: Role;
   readonly verifier?: Verifier;
+  /**
+   * Certificate signatures verified earlier (a card's small persistent cache, SPEC §10.7):
+   * a certificate `known` under its issuer's key id skips its signature verification; every
+   * other check (roles, permissions, issuer key id, validity at `at`) still runs. Each
+   * certificate whose signature is verified now is passed to `verified`.
+   */
+  readonly memo?: CertificateMemo;
+}
+
+/** See {@link ChainOptions.memo}. Keyed by the certificate's full bytes and the issuer's key id. */
+export interface CertificateMemo {
+  /** True when `bytes` (the whole certificate, signature included) verified under the key `issuerKid` before. */
+  known(issuerKid: Uint8Array, bytes: Uint8Array): boolean;
+  /** Called after `bytes` verified under the key `issuerKid`. */
+  verified(issuerKid: Uint8Array, bytes: Uint8Array): void;
 }
 
 /**
@@ -130,7 +145,10 @@ export function verifyChain(chain: readonly Uint8Array[], opts: ChainOptions): V
     }
     if (!bytesEqual(cose.kid, parent.kid))
       throw new DtError(ErrorCode.CERT_CHAIN_BROKEN, 'certificate not signed by the next one in the chain', { index: i });
-    verifyCoseSign1(cose, parent.publicKey, verifier);
+    if (!opts.memo?.known(parent.kid, chain[i]!)) {
+      verifyCoseSign1(cose, parent.publicKey, verifier);
+      opts.memo?.verified(parent.kid, chain[i]!);
+    }
     checkTime(message, opts.at, i);
     const { publicKey, kid } = subjectKey(message);
     parent = { bytes: chain[i]!, claims: message, publicKey, kid };

@@ -249,9 +249,12 @@ export const HandoverSchema = defineSchema({
     { key: 0, name: 'v', type: VERSION_1 },
     { key: 1, name: 'transfer', type: signedObject(LIMITS.maxTransferSize) },
     { key: 2, name: 'chain', type: array(signedObject(LIMITS.maxCertificateSize), LIMITS.maxChainCerts, 1) },
-    { key: 3, name: 'tokens', type: array(signedObject(LIMITS.maxTokenSize), LIMITS.maxTokens, 1) },
+    // Provenance tokens the receipt does not carry (SPEC §3.8); absent when the receipt carries them all.
+    { key: 3, name: 'tokens', type: array(signedObject(LIMITS.maxTokenSize), LIMITS.maxTokens, 1), optional: true },
     { key: 4, name: 'history', type: array(signedObject(LIMITS.maxTransferSize), LIMITS.maxHistory) },
     { key: 5, name: 'receipt', type: signedObject(LIMITS.maxSyncSize), optional: true },
+    // Provenance tokens the receipt carries: their indexes in `receipt.tokens`, not the tokens again.
+    { key: 6, name: 'receiptTokens', type: array(uint(LIMITS.maxTokens - 1), LIMITS.maxTokens, 1), optional: true },
   ],
 });
 export type Handover = Infer<typeof HandoverSchema>;

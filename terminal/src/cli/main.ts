@@ -24,6 +24,10 @@ import {
   Role,
   toHex,
   CURRENCY_KZT,
+  READER_SPEC_FORMS,
+  TransportErrorCode,
+  isTransportError,
+  parseReaderSpec,
 } from '@dt/protocol';
 import { TerminalError, TerminalErrorCode, isTerminalError } from '../errors.ts';
 import {
@@ -39,7 +43,7 @@ import {
 import { DEFAULT_CONFIG, configPath, loadConfig, saveConfig, verifierByName, type TerminalConfig } from '../config.ts';
 import { Journal, type PaymentRecord } from '../journal/journal.ts';
 import { PaymentKernel } from '../kernel/kernel.ts';
-import type { TapOutcome } from '../kernel/outcome.ts';
+import { EndReason, type TapOutcome } from '../kernel/outcome.ts';
 import type { PinPad, PinPrompt } from '../kernel/pinpad.ts';
 import { SyncClient, type SyncProblem } from '../sync/client.ts';
 import { PcscReaders } from '../transports/pcsc.ts';
@@ -61,7 +65,11 @@ export const EXIT_CODES = [
   { code: 3, name: 'ONLINE_REQUIRED', meaning: 'offline: charge ONLINE REQUIRED, or the acquirer was unreachable (sync)' },
   { code: 4, name: 'END', meaning: 'END: no card, not a DT card, reader busy or unavailable, cancelled (Ctrl-C)' },
   { code: 5, name: 'NOT_INITIALIZED', meaning: 'terminal not initialized, or its configuration or certificates do not verify' },
-  { code: 6, name: 'INTERNAL', meaning: 'internal or journal error, or an acquirer answer the terminal does not trust' },
+  {
+    code: 6,
+    name: 'INTERNAL',
+    meaning: 'internal or journal error (charge END INTERNAL_ERROR), or an acquirer answer the terminal does not trust',
+  },
   { code: 7, name: 'PRESENT_CARD_AGAIN', meaning: 'PRESENT CARD AGAIN and the card was not presented again' },
 ] as const;
 
@@ -135,22 +143,16 @@ function requireIdentity(g: Globals): TerminalIdentity {
 }
 
 // ---------------------------------------------------------------- readers
-/** Opens a reader from a spec: `pcsc`, `pcsc:<name part>`, `serial:<path>`, `hid:<path>`. */
+/** Opens a reader from a spec (the protocol's `parseReaderSpec`): `pcsc`, `pcsc:<name part>`, `serial:<path>`, `hid:<path>`. */
 export async function openReader(spec: string, apduTimeoutMs?: number): Promise<{ reader: CardReader; close: () => Promise<void> }> {
-  if (spec === 'pcsc' || spec.startsWith('pcsc:')) {
+  const parsed = parseReaderSpec(spec);
+  if (parsed === undefined) throw new TerminalError(TerminalErrorCode.CONFIG, `unknown reader spec ${spec} (${READER_SPEC_FORMS})`);
+  if (parsed.kind === 'pcsc') {
     const pcsc = new PcscReaders(apduTimeoutMs ? { apduTimeoutMs } : {});
-    const name = spec === 'pcsc' ? undefined : spec.slice(5);
-    return { reader: pcsc.reader(name), close: () => pcsc.close() };
+    return { reader: pcsc.reader(parsed.name), close: () => pcsc.close() };
   }
-  if (spec.startsWith('serial:')) {
-    const r = await openSerialReader(spec.slice(7));
-    return { reader: r, close: () => r.close() };
-  }
-  if (spec.startsWith('hid:')) {
-    const r = openHidReader(spec.slice(4));
-    return { reader: r, close: () => r.close() };
-  }
-  throw new TerminalError(TerminalErrorCode.CONFIG, `unknown reader spec ${spec} (pcsc, pcsc:<name>, serial:<path>, hid:<path>)`);
+  const r = parsed.kind === 'serial' ? await openSerialReader(parsed.path) : openHidReader(parsed.path);
+  return { reader: r, close: () => r.close() };
 }
 
 // ---------------------------------------------------------------- PIN pad on the terminal's own keyboard
@@ -252,7 +254,7 @@ function outcomeExit(o: TapOutcome): number {
     case 'PRESENT_CARD_AGAIN':
       return ExitCode.PRESENT_CARD_AGAIN;
     default:
-      return ExitCode.END;
+      return o.reason === EndReason.INTERNAL_ERROR ? ExitCode.INTERNAL : ExitCode.END;
   }
 }
 
@@ -708,8 +710,9 @@ function exitCodeOf(e: unknown): number {
   if (isTerminalError(e)) {
     if (e.code === TerminalErrorCode.NOT_INITIALIZED || e.code === TerminalErrorCode.CONFIG) return ExitCode.NOT_INITIALIZED;
     if (e.code === TerminalErrorCode.NOT_FOUND) return ExitCode.USAGE;
-    if (e.code === TerminalErrorCode.READER_UNAVAILABLE || e.code === TerminalErrorCode.READER_BUSY) return ExitCode.END;
   }
+  if (isTransportError(e, TransportErrorCode.READER_UNAVAILABLE) || isTransportError(e, TransportErrorCode.READER_BUSY))
+    return ExitCode.END;
   return ExitCode.INTERNAL;
 }
 
@@ -728,7 +731,7 @@ export async function run(argv: string[]): Promise<number> {
     if (!(e instanceof Exit)) {
       const json = process.argv.includes('--json') || argv.includes('--json');
       const msg = e instanceof Error ? e.message : String(e);
-      const errorCode = isTerminalError(e) ? e.code : e instanceof UsageError ? 'USAGE' : 'INTERNAL';
+      const errorCode = isTerminalError(e) || isTransportError(e) ? e.code : e instanceof UsageError ? 'USAGE' : 'INTERNAL';
       if (json) process.stdout.write(JSON.stringify({ error: errorCode, message: msg }) + '\n');
       else process.stderr.write(`dt-pos: ${errorCode === 'USAGE' ? '' : `${errorCode}: `}${msg}\n`);
     }

@@ -20,6 +20,12 @@
  * returns the same handover instead of signing again, and the journal's
  * uniqueness on the transfer hash makes a second recording impossible.
  *
+ * Failed exchanges are told apart by the error's type (the protocol's
+ * `transportFailureOf`): a card removed, a broken link, a timeout or a reader
+ * gone is a lost card (PRESENT CARD AGAIN, torn as above); a
+ * `TransportBusyError` (an exchange raced another) or any untyped error is a
+ * bug: END `INTERNAL_ERROR`, nothing approved, a PAY attempt kept torn.
+ *
  * @module
  */
 import { randomBytes } from 'node:crypto';
@@ -33,6 +39,7 @@ import {
   HandoverCode,
   hasCapability,
   isDtError,
+  isTransportError,
   LIMITS,
   MAX_SELECT_ANSWER,
   openSigned,
@@ -45,6 +52,7 @@ import {
   SW,
   swHex,
   toHex,
+  transportFailureOf,
   validateHandover,
   verifyPinCommand,
   createTrustStore,
@@ -157,25 +165,29 @@ const stop = (o: TapOutcome): never => {
 
 /** A stable, non-secret code for an error (diagnostics in outcomes). */
 function errorCode(e: unknown): string {
-  if (isTerminalError(e) || isDtError(e)) return e.code;
+  if (isTerminalError(e) || isDtError(e) || isTransportError(e)) return e.code;
   const c = (e as { code?: unknown })?.code;
   return typeof c === 'string' ? c : e instanceof Error ? e.name : 'UNKNOWN';
 }
 
-/** Transport/timeout failures mean "the card left the field" (or never answered). */
-function isCommunicationFailure(e: unknown): boolean {
-  if (e instanceof CardStatusError) return false;
-  if (isTerminalError(e)) {
-    return (
-      e.code === TerminalErrorCode.CARD_REMOVED ||
-      e.code === TerminalErrorCode.TIMEOUT ||
-      e.code === TerminalErrorCode.TRANSPORT ||
-      e.code === TerminalErrorCode.READER_UNAVAILABLE
-    );
-  }
-  // Framing/APDU decoding errors from the protocol layer, and device errors of the adapters.
-  if (isDtError(e)) return true;
-  return e instanceof Error;
+/**
+ * What a failed exchange means, by the error's type:
+ * - `lost`: the card is gone or did not answer (usably): a typed transport failure (card
+ *   removed, link failed, timed out, reader gone) or a protocol error about the bytes that
+ *   came back (a frame or APDU that does not decode): PRESENT CARD AGAIN, a PAY attempt stays torn;
+ * - `internal`: a bug, not the card: `TransportBusyError` (a second exchange raced this one)
+ *   or any other error: END `INTERNAL_ERROR`, nothing approved.
+ */
+function exchangeFailure(e: unknown): 'lost' | 'internal' {
+  const failure = transportFailureOf(e);
+  if (failure !== undefined) return failure === 'busy' ? 'internal' : 'lost';
+  if (isDtError(e) && !(e instanceof CardStatusError)) return 'lost';
+  return 'internal';
+}
+
+/** The END outcome of a bug met during a tap (see {@link exchangeFailure}). */
+function internalError(e: unknown): TapOutcome {
+  return { kind: 'END', reason: EndReason.INTERNAL_ERROR, detail: errorCode(e) };
 }
 
 /**
@@ -252,7 +264,9 @@ export class PaymentKernel {
     } catch (e) {
       if (options.signal?.aborted) return { kind: 'END', reason: EndReason.CANCELLED };
       if (isTerminalError(e, TerminalErrorCode.TIMEOUT)) return { kind: 'END', reason: EndReason.NO_CARD };
-      return { kind: 'END', reason: EndReason.READER, detail: isTerminalError(e) ? e.code : 'UNEXPECTED' };
+      // The reader is busy with another tap, or gone.
+      if (isTransportError(e) || isTerminalError(e)) return { kind: 'END', reason: EndReason.READER, detail: e.code };
+      return internalError(e);
     }
     progress('CARD_DETECTED', { reader: session.reader });
     const tap = deadline(options.signal, this.#timeouts.tapMs, 'tap');
@@ -354,9 +368,10 @@ export class PaymentKernel {
         journal.setAttemptState(req.nonce, AttemptState.TORN);
         if (cancel?.aborted)
           stop({ kind: 'END', reason: EndReason.CANCELLED, detail: 'payment interrupted; present the card again to complete it' });
-        if (isCommunicationFailure(e) || signal.aborted)
+        if (signal.aborted || exchangeFailure(e) === 'lost')
           stop({ kind: 'PRESENT_CARD_AGAIN', reason: 'NO_ANSWER', detail: errorCode(e), tornAttempt: toHex(req.nonce) });
-        throw e;
+        // A bug, not the card. The attempt stays torn in the journal: PAY may have reached the card.
+        return stop(internalError(e));
       }
       if (response.sw === SW.SECURITY_NOT_SATISFIED && !pinDone) {
         // The card's own CVM limit: nothing was signed; verify the PIN and ask again with a fresh nonce.
@@ -398,7 +413,8 @@ export class PaymentKernel {
       if (st.sw === SW.OK) lastNonce = parseLastNonce(st.data, 4096);
     } catch (e) {
       if (cancel?.aborted) stop({ kind: 'END', reason: EndReason.CANCELLED });
-      stop({ kind: 'PRESENT_CARD_AGAIN', reason: 'NO_ANSWER', detail: errorCode(e) });
+      if (signal.aborted || exchangeFailure(e) === 'lost') stop({ kind: 'PRESENT_CARD_AGAIN', reason: 'NO_ANSWER', detail: errorCode(e) });
+      return stop(internalError(e));
     }
     if (lastNonce === undefined)
       return { torn: journal.findTornAttempt(amount, selected.card, this.#o.policy.retryWindow), unrecoverable: [] };
@@ -420,8 +436,8 @@ export class PaymentKernel {
       r = await exchange(session, selectCommand(), { signal, maxResponse: MAX_SELECT_ANSWER });
     } catch (e) {
       if (cancel?.aborted) stop({ kind: 'END', reason: EndReason.CANCELLED });
-      if (isCommunicationFailure(e) || signal.aborted) stop({ kind: 'PRESENT_CARD_AGAIN', reason: 'NO_ANSWER', detail: errorCode(e) });
-      throw e;
+      if (signal.aborted || exchangeFailure(e) === 'lost') stop({ kind: 'PRESENT_CARD_AGAIN', reason: 'NO_ANSWER', detail: errorCode(e) });
+      return stop(internalError(e));
     }
     if (r.sw !== SW.OK) stop({ kind: 'END', reason: EndReason.NOT_DT_CARD, detail: swHex(r.sw) });
     // Read leniently (parseApplicationInfo): later applet versions may add keys, which must
@@ -478,8 +494,9 @@ export class PaymentKernel {
         sw = (await exchange(session, verifyPinCommand(pin!), { signal, maxResponse: 0 })).sw;
       } catch (e) {
         if (cancel?.aborted) stop({ kind: 'END', reason: EndReason.CANCELLED });
-        if (isCommunicationFailure(e) || signal.aborted) stop({ kind: 'PRESENT_CARD_AGAIN', reason: 'NO_ANSWER', detail: errorCode(e) });
-        throw e;
+        if (signal.aborted || exchangeFailure(e) === 'lost')
+          stop({ kind: 'PRESENT_CARD_AGAIN', reason: 'NO_ANSWER', detail: errorCode(e) });
+        return stop(internalError(e));
       } finally {
         // The PIN goes to the card and nowhere else: wipe our copy at once.
         pin!.fill(0);

@@ -64,6 +64,13 @@ export const EndReason = {
   /** The reader is busy or gone. */
   READER: 'READER',
   /**
+   * A bug, not the card: an exchange refused because another was in flight
+   * (`TransportBusyError`), or an error no transport or protocol layer typed.
+   * `detail` names the error's code (or name). Nothing is approved; a PAY
+   * attempt that may have reached the card stays torn in the journal.
+   */
+  INTERNAL_ERROR: 'INTERNAL_ERROR',
+  /**
    * The terminal's own trust anchors (root, ledger certificate) do not verify
    * now: no card is touched, nothing is signed (fix the identity, `dt-pos status`).
    */

@@ -27,6 +27,7 @@
 import { randomBytes } from 'node:crypto';
 import {
   ACQUIRER_MEDIA_TYPES,
+  AcquirerErrorCode,
   bytesEqual,
   createTrustStore,
   decodeBatchAck,
@@ -239,7 +240,8 @@ export class SyncClient {
         body = await this.#request('GET', target, undefined, signal, true);
       } catch (e) {
         // The acquirer knows a terminal from its first accepted batch: before that there is nothing to fetch.
-        if (e instanceof AcquirerRefusedError && e.acquirerCode === 'TERMINAL_UNKNOWN' && journal.getBatch(1) === undefined) return;
+        if (e instanceof AcquirerRefusedError && e.acquirerCode === AcquirerErrorCode.TERMINAL_UNKNOWN && journal.getBatch(1) === undefined)
+          return;
         throw e;
       }
       let page;
@@ -283,7 +285,7 @@ export class SyncClient {
     try {
       body = await this.#request('GET', '/v1/crl', undefined, signal);
     } catch (e) {
-      if (e instanceof AcquirerRefusedError && e.acquirerCode === 'CRL_UNAVAILABLE') return undefined;
+      if (e instanceof AcquirerRefusedError && e.acquirerCode === AcquirerErrorCode.CRL_UNAVAILABLE) return undefined;
       throw e;
     }
     return installRevocationList(this.#o.journal, body, this.#o.identity, this.#now());

@@ -1,6 +1,7 @@
 /**
- * USB HID hardware wallets through `node-hid`, with the protocol's HID
- * framing (`HidFramer`: 64-byte reports, channel / tag / sequence).
+ * USB HID hardware wallets through `node-hid`: the Node binding of the
+ * protocol's `HidHostTransport` (64-byte reports, channel / tag / sequence,
+ * stale reports skipped, a time limit per answer).
  *
  * Linux: hidraw nodes are root-only by default. A user running `dt-pos`
  * needs a udev rule such as (vendor/product ids of your wallet):
@@ -16,9 +17,16 @@
  * @module
  */
 import { createRequire } from 'node:module';
-import { HID_PACKET_SIZE, HidFramer, type ApduTransport, type TransmitOptions } from '@dt/protocol';
-import { TerminalError, TerminalErrorCode } from '../errors.ts';
-import { abortReason, checkAborted } from '../util/abort.ts';
+import {
+  AbortError,
+  CardRemovedError,
+  HidHostTransport,
+  ReaderUnavailableError,
+  TransportLinkError,
+  type AbortSignalLike,
+  type HidReportChannel,
+} from '@dt/protocol';
+import { nodeTimers } from '@dt/protocol/native';
 import { TransportReader, type CardReader } from './reader.ts';
 
 /** The part of a `node-hid` `HID` device this adapter uses. */
@@ -31,82 +39,68 @@ export interface NodeHidDeviceLike {
   close(): void;
 }
 
-/** Options of {@link HidWalletTransport}. */
-export interface HidWalletOptions {
-  /** Channel id written in every report (default 0x0101). */
-  readonly channel?: number;
-  /** Report size (default 64). */
-  readonly packetSize?: number;
-}
+/** Input reports kept while nobody reads (a device that floods is cut off there). */
+const MAX_QUEUED_REPORTS = 256;
 
 /**
- * The host side of the HID framing over a `node-hid` device, as an
- * `ApduTransport`. One message in flight at a time (the reader guard).
+ * A `node-hid` device as the protocol's {@link HidReportChannel}: writes
+ * reports with the report-id byte 0x00 first (node-hid on Linux/Windows
+ * wants it for devices without numbered reports), queues input reports
+ * (bounded) until read. Unplugged (node-hid's `error`): every pending and
+ * later read or write fails with `CardRemovedError`.
  */
-export class HidWalletTransport implements ApduTransport {
+export class NodeHidChannel implements HidReportChannel {
   readonly #device: NodeHidDeviceLike;
-  readonly #framer: HidFramer;
-  #pending: { resolve: (m: Uint8Array) => void; reject: (e: Error) => void } | undefined;
+  readonly #queue: Uint8Array[] = [];
+  #waiter: { resolve: (r: Uint8Array) => void; reject: (e: unknown) => void } | undefined;
   #failed: Error | undefined;
 
   /** Wraps an open device. */
-  constructor(device: NodeHidDeviceLike, options: HidWalletOptions = {}) {
+  constructor(device: NodeHidDeviceLike) {
     this.#device = device;
-    this.#framer = new HidFramer(options.channel ?? 0x0101, options.packetSize ?? HID_PACKET_SIZE);
     device.on('data', (data) => {
-      let message: Uint8Array | undefined;
-      try {
-        message = this.#framer.push(new Uint8Array(data));
-      } catch (e) {
-        // A report that breaks the framing (other channel, bad sequence): drop the message.
-        this.#pending?.reject(new TerminalError(TerminalErrorCode.TRANSPORT, `HID framing error: ${(e as Error).message}`, {}, e));
-        this.#pending = undefined;
-        return;
-      }
-      if (message) {
-        this.#pending?.resolve(message);
-        this.#pending = undefined;
-      }
+      const report = new Uint8Array(data);
+      const w = this.#waiter;
+      this.#waiter = undefined;
+      if (w) w.resolve(report);
+      else if (this.#queue.length < MAX_QUEUED_REPORTS) this.#queue.push(report);
+      else this.#fail(new TransportLinkError(`more than ${MAX_QUEUED_REPORTS} unread HID reports`));
     });
-    device.on('error', (err) => {
-      // Unplugged: every later call fails until a new device is opened.
-      this.#failed = new TerminalError(TerminalErrorCode.CARD_REMOVED, `HID device gone: ${err.message}`, {}, err);
-      this.#pending?.reject(this.#failed);
-      this.#pending = undefined;
-    });
+    device.on('error', (err) => this.#fail(new CardRemovedError(`HID device gone: ${err.message}`, {}, err)));
   }
 
-  /** {@inheritDoc ApduTransport.transmit} */
-  transmit(apdu: Uint8Array, options: TransmitOptions = {}): Promise<Uint8Array> {
-    const signal = options.signal as AbortSignal | undefined;
-    checkAborted(signal);
+  /** {@inheritDoc HidReportChannel.write} */
+  write(report: Uint8Array): void {
+    if (this.#failed) throw this.#failed;
+    this.#device.write([0x00, ...report]);
+  }
+
+  /** {@inheritDoc HidReportChannel.read} */
+  read(options: { signal?: AbortSignalLike } = {}): Promise<Uint8Array> {
+    const { signal } = options;
+    // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- the abort reason, passed on as it came
+    if (signal?.aborted) return Promise.reject(signal.reason ?? new AbortError());
     if (this.#failed) return Promise.reject(this.#failed);
-    this.#framer.reset();
-    return new Promise<Uint8Array>((resolve, reject) => {
+    const next = this.#queue.shift();
+    if (next) return Promise.resolve(next);
+    return new Promise((resolve, reject) => {
       const onAbort = (): void => {
-        this.#pending = undefined;
-        this.#framer.reset();
-        reject(abortReason(signal!));
+        if (this.#waiter === waiter) this.#waiter = undefined;
+        // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- the abort reason, passed on as it came
+        reject(signal?.reason ?? new AbortError());
       };
-      signal?.addEventListener('abort', onAbort, { once: true });
-      this.#pending = {
-        resolve: (m) => {
+      const waiter = {
+        resolve: (r: Uint8Array) => {
           signal?.removeEventListener('abort', onAbort);
-          resolve(m);
+          resolve(r);
         },
-        reject: (e) => {
+        reject: (e: unknown) => {
           signal?.removeEventListener('abort', onAbort);
           reject(e);
         },
       };
-      try {
-        // node-hid on Linux/Windows wants the report id first: 0x00 for devices without numbered reports.
-        for (const report of this.#framer.frame(apdu)) this.#device.write([0x00, ...report]);
-      } catch (e) {
-        this.#pending = undefined;
-        signal?.removeEventListener('abort', onAbort);
-        reject(new TerminalError(TerminalErrorCode.TRANSPORT, `HID write failed: ${(e as Error).message}`, {}, e));
-      }
+      this.#waiter = waiter;
+      signal?.addEventListener('abort', onAbort, { once: true });
     });
   }
 
@@ -119,6 +113,14 @@ export class HidWalletTransport implements ApduTransport {
       // already closed
     }
   }
+
+  #fail(e: Error): void {
+    this.#failed ??= e;
+    this.#queue.length = 0;
+    const w = this.#waiter;
+    this.#waiter = undefined;
+    w?.reject(this.#failed);
+  }
 }
 
 /** HID devices node-hid sees (for `dt-pos readers`). */
@@ -130,24 +132,43 @@ export function listHidDevices(): { path: string; vendorId: number; productId: n
     .map((d) => ({ path: d.path!, vendorId: d.vendorId, productId: d.productId, ...(d.product ? { product: d.product } : {}) }));
 }
 
-/** Opens a HID wallet by device path (from {@link listHidDevices}) as a {@link CardReader}. */
-export function openHidReader(path: string, options: HidWalletOptions & { apduTimeoutMs?: number } = {}): CardReader {
+/** Options of {@link openHidReader}. */
+export interface HidReaderOptions {
+  /** Channel id written in every report (default 0x0101). */
+  readonly channel?: number;
+  /** Report size (default 64). */
+  readonly packetSize?: number;
+  /** Time allowed for one whole answer (default 10 s). */
+  readonly answerTimeoutMs?: number;
+  /** Per-APDU time limit of the reader (default 20 s). */
+  readonly apduTimeoutMs?: number;
+}
+
+/** A HID wallet on `device` (a node-hid device, or a test double of its API) as a {@link CardReader}. */
+export function hidReader(name: string, device: NodeHidDeviceLike, options: HidReaderOptions = {}): CardReader {
+  const channel = new NodeHidChannel(device);
+  const transport = new HidHostTransport(channel, {
+    timers: nodeTimers,
+    name,
+    ...(options.channel !== undefined ? { channel: options.channel } : {}),
+    ...(options.packetSize !== undefined ? { packetSize: options.packetSize } : {}),
+    ...(options.answerTimeoutMs !== undefined ? { timeoutMs: options.answerTimeoutMs } : {}),
+  });
+  return new TransportReader(name, transport, {
+    apduTimeoutMs: options.apduTimeoutMs ?? 20_000,
+    onClose: () => channel.close(),
+  });
+}
+
+/** Opens a HID wallet by device path (from {@link listHidDevices}) as a {@link CardReader}; `ReaderUnavailableError` when it cannot be opened. */
+export function openHidReader(path: string, options: HidReaderOptions = {}): CardReader {
   const require = createRequire(import.meta.url);
   const HID = require('node-hid') as { HID: new (path: string) => NodeHidDeviceLike };
   let device: NodeHidDeviceLike;
   try {
     device = new HID.HID(path);
   } catch (e) {
-    throw new TerminalError(
-      TerminalErrorCode.READER_UNAVAILABLE,
-      `cannot open HID device ${path} (udev permissions? see README): ${(e as Error).message}`,
-      { path },
-      e,
-    );
+    throw new ReaderUnavailableError(`cannot open HID device ${path} (udev permissions? see README): ${(e as Error).message}`, { path }, e);
   }
-  const transport = new HidWalletTransport(device, options);
-  return new TransportReader(`hid:${path}`, transport, {
-    apduTimeoutMs: options.apduTimeoutMs ?? 20_000,
-    onClose: () => transport.close(),
-  });
+  return hidReader(`hid:${path}`, device, options);
 }

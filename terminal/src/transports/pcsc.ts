@@ -20,7 +20,9 @@
  *   asynchronously: libpcsclite would spin on the event loop otherwise), so
  *   a terminal left running all day reconnects on its own;
  * - one exchange at a time per reader: a second session or a concurrent
- *   `transmit` gets a `ReaderBusyError`;
+ *   `transmit` gets the protocol's `TransportBusyError` (its `ExchangeGuard`);
+ *   transmit failures are the protocol's typed errors (`CardRemovedError`
+ *   when the card left the field, `TransportLinkError` otherwise);
  * - closing releases everything native: `nfc-pcsc`'s `NFC.close()` only
  *   stops the PC/SC context's own watcher thread, but `@pokusew/pcsclite`
  *   starts one more thread per reader (its status watch) with a libuv handle
@@ -36,10 +38,16 @@ import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { EventEmitter } from 'node:events';
 import { connect } from 'node:net';
-import type { TransmitOptions } from '@dt/protocol';
-import { TerminalError, TerminalErrorCode } from '../errors.ts';
+import {
+  CardRemovedError,
+  ExchangeGuard,
+  ReaderUnavailableError,
+  TransportLinkError,
+  type TransmitOptions,
+  type TransportError,
+} from '@dt/protocol';
 import { abortReason, checkAborted, sleep } from '../util/abort.ts';
-import { GuardedTransport, ReaderLock, waitWithTimeout, type CardReader, type CardSession, type WaitOptions } from './reader.ts';
+import { GuardedTransport, waitWithTimeout, type CardReader, type CardSession, type WaitOptions } from './reader.ts';
 
 /** Largest short response APDU: 256 data bytes + SW1 SW2. */
 export const PCSC_RESPONSE_BUFFER = 258;
@@ -91,8 +99,7 @@ export function pcscdSocketPath(): string {
  */
 export const defaultNfcFactory: NfcFactory = () => {
   const socket = pcscdSocketPath();
-  if (!existsSync(socket))
-    throw new TerminalError(TerminalErrorCode.READER_UNAVAILABLE, `pcscd is not running (no socket at ${socket})`, { socket });
+  if (!existsSync(socket)) throw new ReaderUnavailableError(`pcscd is not running (no socket at ${socket})`, { socket });
   const require = createRequire(import.meta.url);
   const { NFC } = require('nfc-pcsc') as { NFC: new (logger?: unknown) => NfcLike };
   return new NFC();
@@ -294,9 +301,7 @@ export class PcscReaders {
     } catch (e) {
       slot.lastConnectError = describe(e);
       this.#onEvent({ type: 'connect-error', reader: name, detail: slot.lastConnectError });
-      throw new TerminalError(TerminalErrorCode.READER_UNAVAILABLE, `cannot connect to the card in ${name}: ${slot.lastConnectError}`, {
-        reader: name,
-      });
+      throw new ReaderUnavailableError(`cannot connect to the card in ${name}: ${slot.lastConnectError}`, { reader: name }, e);
     }
   }
 
@@ -469,23 +474,23 @@ export async function releaseContext(nfc: NfcLike, known: readonly RawReaderLike
   }
 }
 
-/** Maps a pcsclite transmit failure to a typed error (the card left the field, or the reader went away). */
-function transmitError(reader: string, e: unknown): TerminalError {
+/** Maps a pcsclite transmit failure to a typed error (the card left the field, or the link to the reader failed). */
+function transmitError(reader: string, e: unknown): TransportError {
   const msg = describe(e);
   const inner = describe((e as { previous?: unknown })?.previous ?? '');
   // SCARD_W_REMOVED_CARD 0x80100069, SCARD_W_RESET_CARD 0x80100068, SCARD_E_NO_SMARTCARD 0x8010000C,
   // SCARD_E_NOT_TRANSACTED 0x80100016 (the card lost power mid-command).
   if (/0x80100069|0x80100068|0x8010000C|0x80100016|removed|No card/i.test(`${msg} ${inner}`)) {
-    return new TerminalError(TerminalErrorCode.CARD_REMOVED, `card left the field of ${reader}`, { reader }, e);
+    return new CardRemovedError(`card left the field of ${reader}`, { reader }, e);
   }
-  return new TerminalError(TerminalErrorCode.TRANSPORT, `PC/SC transmit failed on ${reader}: ${msg} ${inner}`.trim(), { reader }, e);
+  return new TransportLinkError(`PC/SC transmit failed on ${reader}: ${msg} ${inner}`.trim(), { reader }, e);
 }
 
 /** One PC/SC reader as a {@link CardReader}. */
 export class PcscCardReader implements CardReader {
   readonly #pcsc: PcscReaders;
   readonly #match: string | RegExp | undefined;
-  readonly #lock: ReaderLock;
+  readonly #lock: ExchangeGuard;
   readonly #apduTimeoutMs: number;
 
   /** Use {@link PcscReaders.reader}. */
@@ -493,7 +498,7 @@ export class PcscCardReader implements CardReader {
     this.#pcsc = pcsc;
     this.#match = match;
     this.#apduTimeoutMs = apduTimeoutMs;
-    this.#lock = new ReaderLock(match === undefined ? 'pcsc' : String(match));
+    this.#lock = new ExchangeGuard(match === undefined ? 'pcsc' : String(match));
   }
 
   /** Name of the matched reader, or the match pattern while none is present. */
@@ -517,7 +522,7 @@ export class PcscCardReader implements CardReader {
   async #waitPresent(signal: AbortSignal | undefined): Promise<{ name: string; slot: ReaderSlot }> {
     for (;;) {
       checkAborted(signal);
-      if (this.#pcsc.closed) throw new TerminalError(TerminalErrorCode.READER_UNAVAILABLE, 'PC/SC closed');
+      if (this.#pcsc.closed) throw new ReaderUnavailableError('PC/SC closed');
       const found = this.#pcsc.findSlot(this.#match);
       if (found && found.slot.present && (found.slot.connected || Date.now() - found.slot.presentSince > 400)) {
         try {
@@ -539,8 +544,8 @@ export class PcscCardReader implements CardReader {
     const lock = this.#lock;
     const pcsc = this.#pcsc;
     const once = async (apdu: Uint8Array, signal: AbortSignal | undefined): Promise<Uint8Array> => {
-      if (!open) throw new TerminalError(TerminalErrorCode.CARD_REMOVED, 'session released', { reader: name });
-      if (!slot.present || !slot.connected) throw new TerminalError(TerminalErrorCode.CARD_REMOVED, `no card in ${name}`, { reader: name });
+      if (!open) throw new CardRemovedError('session released', { reader: name });
+      if (!slot.present || !slot.connected) throw new CardRemovedError(`no card in ${name}`, { reader: name });
       checkAborted(signal);
       // pcsclite cannot cancel a transmit: on abort we stop waiting; the reply, if any, is dropped.
       const p = slot.nfc.transmit(Buffer.from(apdu.buffer, apdu.byteOffset, apdu.byteLength), PCSC_RESPONSE_BUFFER).then(
@@ -573,7 +578,7 @@ export class PcscCardReader implements CardReader {
           // handle: reconnect and send the session's FIRST command once more. Only the
           // first: it is the kernel's SELECT, which changes nothing on the card, so a
           // repeat is harmless; later commands are never repeated (PAY must not be).
-          if (!isFirst || !(e instanceof TerminalError) || e.code !== TerminalErrorCode.CARD_REMOVED || signal?.aborted) throw e;
+          if (!isFirst || !(e instanceof CardRemovedError) || signal?.aborted) throw e;
           await sleep(150, signal);
           if (!slot.present) throw e;
           await pcsc.ensureConnected(name, slot);

@@ -3,16 +3,17 @@
  * (`ApduTransport` from `@dt/protocol`).
  *
  * A {@link CardReader} waits for a card and hands out one {@link CardSession}
- * at a time (a second caller gets a {@link ReaderBusyError}); a session is an
- * `ApduTransport` that runs one APDU at a time (a concurrent `transmit` also
- * gets a {@link ReaderBusyError}). PC/SC, serial and HID adapters implement
- * `CardReader`; {@link TransportReader} turns any always-present transport
- * (a wallet on a cable, an in-process simulated card) into one.
+ * at a time (a second caller gets the protocol's `TransportBusyError`); a
+ * session is an `ApduTransport` that runs one APDU at a time (a concurrent
+ * `transmit` also gets `TransportBusyError`), each within a time limit
+ * (`TransportTimeoutError`). Both guards are the protocol's `ExchangeGuard`.
+ * PC/SC, serial and HID adapters implement `CardReader`;
+ * {@link TransportReader} turns any always-present transport (a wallet on a
+ * cable, an in-process simulated card) into one.
  *
  * @module
  */
-import type { ApduTransport, TransmitOptions } from '@dt/protocol';
-import { ReaderBusyError } from '../errors.ts';
+import { ExchangeGuard, TransportTimeoutError, type ApduTransport, type TransmitOptions } from '@dt/protocol';
 import { checkAborted, raceAbort, withDeadline } from '../util/abort.ts';
 
 /** Options of {@link CardReader.waitForCard}. */
@@ -36,63 +37,44 @@ export interface CardSession extends ApduTransport {
 export interface CardReader {
   /** Human-readable reader name. */
   readonly name: string;
-  /** Waits until a card is present; rejects with ReaderBusyError while another session is open. */
+  /** Waits until a card is present; rejects with `TransportBusyError` while another session is open. */
   waitForCard(options?: WaitOptions): Promise<CardSession>;
   /** Stops the reader and frees the device. */
   close(): Promise<void>;
 }
 
 /**
- * A one-holder lock: {@link acquire} fails at once (typed busy error)
- * instead of queueing, because a tap that waits behind another tap is a bug
- * the caller must see.
- */
-export class ReaderLock {
-  #held = false;
-  /** Creates a lock for the named reader. */
-  constructor(readonly name: string) {}
-  /** True while held. */
-  get held(): boolean {
-    return this.#held;
-  }
-  /** Takes the lock or throws {@link ReaderBusyError}. */
-  acquire(): void {
-    if (this.#held) throw new ReaderBusyError(this.name);
-    this.#held = true;
-  }
-  /** Releases the lock. */
-  release(): void {
-    this.#held = false;
-  }
-}
-
-/**
  * Wraps a transport so that a concurrent `transmit` is refused with
- * {@link ReaderBusyError} and every `transmit` has a time limit.
+ * `TransportBusyError` and every `transmit` has a time limit
+ * (`TransportTimeoutError`).
  */
 export class GuardedTransport implements ApduTransport {
   readonly #inner: ApduTransport;
-  readonly #lock: ReaderLock;
+  readonly #guard: ExchangeGuard;
   readonly #timeoutMs: number;
 
   /** `timeoutMs` bounds each APDU (default 5 s). */
   constructor(inner: ApduTransport, readerName: string, timeoutMs = 5000) {
     this.#inner = inner;
-    this.#lock = new ReaderLock(readerName);
+    this.#guard = new ExchangeGuard(readerName);
     this.#timeoutMs = timeoutMs;
   }
 
   /** {@inheritDoc ApduTransport.transmit} */
   async transmit(apdu: Uint8Array, options: TransmitOptions = {}): Promise<Uint8Array> {
-    checkAborted(options.signal as AbortSignal | undefined);
-    this.#lock.acquire();
-    try {
-      return await withDeadline(options.signal as AbortSignal | undefined, this.#timeoutMs, 'apdu', (signal) =>
-        this.#inner.transmit(apdu, { signal }),
-      );
-    } finally {
-      this.#lock.release();
-    }
+    const parent = options.signal as AbortSignal | undefined;
+    checkAborted(parent);
+    const ms = this.#timeoutMs;
+    const name = this.#guard.name;
+    return this.#guard.run(() =>
+      withDeadline(
+        parent,
+        ms,
+        'apdu',
+        (signal) => this.#inner.transmit(apdu, { signal }),
+        () => new TransportTimeoutError(`no answer from ${name} within ${ms} ms`, ms, { reader: name }),
+      ),
+    );
   }
 }
 
@@ -112,7 +94,7 @@ export interface TransportReaderOptions {
  */
 export class TransportReader implements CardReader {
   readonly #transport: ApduTransport;
-  readonly #lock: ReaderLock;
+  readonly #sessions: ExchangeGuard;
   readonly #opts: TransportReaderOptions;
 
   /** Wraps `transport` under `name`. */
@@ -122,17 +104,17 @@ export class TransportReader implements CardReader {
     options: TransportReaderOptions = {},
   ) {
     this.#transport = new GuardedTransport(transport, name, options.apduTimeoutMs ?? 5000);
-    this.#lock = new ReaderLock(name);
+    this.#sessions = new ExchangeGuard(name);
     this.#opts = options;
   }
 
   /** {@inheritDoc CardReader.waitForCard} */
   async waitForCard(options: WaitOptions = {}): Promise<CardSession> {
     checkAborted(options.signal);
-    this.#lock.acquire();
+    this.#sessions.acquire();
     let released = false;
     const transport = this.#transport;
-    const lock = this.#lock;
+    const sessions = this.#sessions;
     const onRelease = this.#opts.onRelease;
     return {
       reader: this.name,
@@ -140,7 +122,7 @@ export class TransportReader implements CardReader {
       async release() {
         if (released) return;
         released = true;
-        lock.release();
+        sessions.release();
         await onRelease?.();
       },
     };

@@ -27,14 +27,16 @@ export function checkAborted(signal: AbortSignal | undefined): void {
 
 /**
  * Creates a deadline of `ms` milliseconds under `parent`. `what` names the
- * wait in the timeout error ("card", "apdu", "pin", "http").
+ * wait in the timeout error ("card", "pin", "tap", "http"); `timeoutError`
+ * builds another error instead (the per-APDU limit throws the protocol's
+ * `TransportTimeoutError`).
  */
-export function deadline(parent: AbortSignal | undefined, ms: number, what: string): Deadline {
+export function deadline(parent: AbortSignal | undefined, ms: number, what: string, timeoutError?: () => Error): Deadline {
   const ctl = new AbortController();
   const onParent = (): void => ctl.abort(parent!.reason ?? new TerminalError(TerminalErrorCode.ABORTED, 'operation aborted'));
   if (parent?.aborted) onParent();
   else parent?.addEventListener('abort', onParent, { once: true });
-  const timer = Number.isFinite(ms) ? setTimeout(() => ctl.abort(new TimeoutError(what, ms)), ms) : undefined;
+  const timer = Number.isFinite(ms) ? setTimeout(() => ctl.abort(timeoutError?.() ?? new TimeoutError(what, ms)), ms) : undefined;
   // A pending deadline must not keep a finished CLI process alive.
   timer?.unref?.();
   return {
@@ -52,8 +54,9 @@ export async function withDeadline<T>(
   ms: number,
   what: string,
   fn: (signal: AbortSignal) => Promise<T>,
+  timeoutError?: () => Error,
 ): Promise<T> {
-  const d = deadline(parent, ms, what);
+  const d = deadline(parent, ms, what, timeoutError);
   try {
     checkAborted(d.signal);
     return await raceAbort(fn(d.signal), d.signal);

@@ -34,14 +34,13 @@ import {
   u32be,
   utf8,
   type ApduTransport,
+  CardRemovedError,
 } from '@dt/protocol';
 import {
   buildIdentity,
   DEFAULT_POLICY,
   Journal,
   PaymentKernel,
-  TerminalError,
-  TerminalErrorCode,
   TransportReader,
   type RiskPolicy,
   type TapOutcome,
@@ -136,7 +135,7 @@ export const GOLDEN_SCENARIOS: readonly GoldenScenario[] = [
 ];
 
 /** The error a lost card gives (what the terminal's readers throw when the card leaves the field). */
-const cardRemoved = (): TerminalError => new TerminalError(TerminalErrorCode.CARD_REMOVED, 'the card left the field');
+const cardRemoved = (): CardRemovedError => new CardRemovedError('the card left the field');
 
 /**
  * Runs the taps of `scenario` against `transport` with one fresh journal and

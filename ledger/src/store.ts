@@ -1,0 +1,540 @@
+/**
+ * The ledger's store: every SQL statement the ledger runs, as named operations
+ * over the storage interface (`storage/types.ts`), so SQLite and PostgreSQL go
+ * through the same code and the rules (`ledger.ts`) never see SQL. Rows come
+ * back through the typed mappings of `storage/rows.ts`. The schema itself
+ * (CREATE TABLE) stays with the storage backends; their dialect differences
+ * (placeholders, BLOB/BYTEA, integer parsing) stay in `storage/`.
+ *
+ * A {@link LedgerStore} opens transactions; a {@link StoreTx} is one open
+ * transaction, and its operations are the statements: the caller decides what
+ * goes in one transaction (one durable, atomic step of the ledger).
+ *
+ * @module
+ */
+import type { LedgerStorage, SqlTx, SqlValue } from './storage/types.ts';
+import {
+  acquirerBlockRow,
+  aggregate,
+  allocationRow,
+  bankRow,
+  cardRow,
+  crlRow,
+  loadRow,
+  merchantRow,
+  metaRow,
+  objectRow,
+  outcomeRow,
+  coverTotalRow,
+  proofRow,
+  revocationRow,
+  syncRow,
+  tokenRow,
+  transferRow,
+  verdictRow,
+  ACQUIRER_BLOCK_COLUMNS,
+  ALLOCATION_COLUMNS,
+  BANK_COLUMNS,
+  CARD_COLUMNS,
+  CRL_COLUMNS,
+  LOAD_COLUMNS,
+  MERCHANT_COLUMNS,
+  META_COLUMNS,
+  OBJECT_COLUMNS,
+  OUTCOME_COLUMNS,
+  PROOF_COLUMNS,
+  REVOCATION_COLUMNS,
+  SYNC_COLUMNS,
+  TOKEN_COLUMNS,
+  TRANSFER_COLUMNS,
+  VERDICT_COLUMNS,
+  type AcquirerBlockRow,
+  type AllocationRow,
+  type BankRow,
+  type CardRow,
+  type CoverTotalRow,
+  type CrlRow,
+  type LoadRow,
+  type MerchantRow,
+  type OutcomeRow,
+  type ProofRow,
+  type RevocationRow,
+  type SyncRow,
+  type TokenRow,
+  type TransferRow,
+  type TransferState,
+  type VerdictRow,
+} from './storage/rows.ts';
+
+/** A value record to insert (SPEC §7.7: a validated chain transfer, its payee output pending). */
+export type NewTransfer = Omit<TransferRow, 'state'>;
+
+/** The sums of the supply invariant (see `Ledger.audit`). */
+export interface SupplyTotals {
+  readonly issued: number;
+  readonly bankBalances: number;
+  readonly pendingLoads: number;
+  readonly unspentTokens: number;
+  readonly unspentChange: number;
+  readonly pendingPayee: number;
+  readonly redeemed: number;
+  readonly covered: number;
+  readonly crlVersion: number;
+}
+
+/** The ledger's statements over one storage backend. */
+export class LedgerStore {
+  constructor(readonly storage: LedgerStorage) {}
+
+  /** Runs `fn` in one durable transaction of the storage (committed when it resolves, rolled back when it throws). */
+  transaction<T>(fn: (tx: StoreTx) => Promise<T>): Promise<T> {
+    return this.storage.transaction((sql) => fn(new StoreTx(sql)));
+  }
+}
+
+/**
+ * A coin's value is spent when its claim holder moved value: a value record or a completed sync
+ * (SQL over `spent s` for the coin id column `col` of card column `card`).
+ */
+const valueSpent = (col: string, card: string) =>
+  `EXISTS (SELECT 1 FROM spent s WHERE s.card = ${card} AND s.id = ${col} AND (EXISTS (SELECT 1 FROM transfers x WHERE x.hash = s.by_hash) OR EXISTS (SELECT 1 FROM syncs y WHERE y.request = s.by_hash)))`;
+
+/** The statements of one open transaction. */
+export class StoreTx {
+  constructor(private readonly sql: SqlTx) {}
+
+  async #sum(query: string, params: readonly SqlValue[] = []): Promise<number> {
+    return aggregate(await this.sql.get(query, params), 's');
+  }
+
+  // ------------------------------------------------------------ meta
+  /** Creates the counters `crl_version` and `issued` at 0 if they do not exist. */
+  async initMeta(): Promise<void> {
+    for (const k of ['crl_version', 'issued']) await this.sql.run(`INSERT INTO meta (k, v) VALUES (?, 0) ON CONFLICT (k) DO NOTHING`, [k]);
+  }
+
+  /** Adds newly allocated value to the issued total. */
+  async addIssued(amount: number): Promise<void> {
+    await this.sql.run(`UPDATE meta SET v = v + ? WHERE k = 'issued'`, [amount]);
+  }
+
+  async #meta(k: 'crl_version' | 'issued'): Promise<number> {
+    const r = await this.sql.get(`SELECT ${META_COLUMNS} FROM meta WHERE k = ?`, [k]);
+    if (!r) throw new Error(`meta: ${k} is not there (the ledger was not opened)`);
+    return metaRow(r).v;
+  }
+
+  /** The latest revocation-list version. */
+  async crlVersion(): Promise<number> {
+    return this.#meta('crl_version');
+  }
+
+  /** Takes the next revocation-list version. */
+  async nextCrlVersion(): Promise<number> {
+    const r = await this.sql.get(`UPDATE meta SET v = v + 1 WHERE k = 'crl_version' RETURNING ${META_COLUMNS}`);
+    if (!r) throw new Error('meta: crl_version is not there (the ledger was not opened)');
+    return metaRow(r).v;
+  }
+
+  // ------------------------------------------------------------ crls
+  async crl(version: number): Promise<CrlRow | undefined> {
+    const r = await this.sql.get(`SELECT ${CRL_COLUMNS} FROM crls WHERE version = ?`, [version]);
+    return r && crlRow(r);
+  }
+
+  async latestCrl(): Promise<CrlRow | undefined> {
+    const r = await this.sql.get(`SELECT ${CRL_COLUMNS} FROM crls ORDER BY version DESC LIMIT 1`);
+    return r && crlRow(r);
+  }
+
+  async insertCrl(c: CrlRow): Promise<void> {
+    await this.sql.run(`INSERT INTO crls (version, issued, bytes) VALUES (?, ?, ?)`, [c.version, c.issued, c.bytes]);
+  }
+
+  // ------------------------------------------------------------ banks and allocations
+  /** Registers a bank at balance 0 (nothing when it is registered). */
+  async insertBank(kid: Uint8Array, cert: Uint8Array, perms: number): Promise<void> {
+    await this.sql.run(`INSERT INTO banks (kid, cert, perms, balance) VALUES (?, ?, ?, 0) ON CONFLICT (kid) DO NOTHING`, [
+      kid,
+      cert,
+      perms,
+    ]);
+  }
+
+  async bank(kid: Uint8Array): Promise<BankRow | undefined> {
+    const r = await this.sql.get(`SELECT ${BANK_COLUMNS} FROM banks WHERE kid = ?`, [kid]);
+    return r && bankRow(r);
+  }
+
+  async banks(): Promise<BankRow[]> {
+    return (await this.sql.all(`SELECT ${BANK_COLUMNS} FROM banks`)).map(bankRow);
+  }
+
+  /** Banks below their floor (minus their credit line). */
+  async banksBelowFloor(): Promise<BankRow[]> {
+    return (await this.sql.all(`SELECT ${BANK_COLUMNS} FROM banks WHERE balance < -credit_line`)).map(bankRow);
+  }
+
+  /** Adds `amount` to a bank's balance; false when the bank is not registered. */
+  async creditBank(kid: Uint8Array, amount: number): Promise<boolean> {
+    return (await this.sql.run(`UPDATE banks SET balance = balance + ? WHERE kid = ?`, [amount, kid])) === 1;
+  }
+
+  /** Takes `amount` from a bank's balance, which may go down to its floor (the caller checked it). */
+  async debitBank(kid: Uint8Array, amount: number): Promise<void> {
+    await this.sql.run(`UPDATE banks SET balance = balance - ? WHERE kid = ?`, [amount, kid]);
+  }
+
+  /** Takes `amount` from a bank's balance only if the balance stays at or above zero; false otherwise. */
+  async debitBankFromOwnBalance(kid: Uint8Array, amount: number): Promise<boolean> {
+    return (await this.sql.run(`UPDATE banks SET balance = balance - ? WHERE kid = ? AND balance >= ?`, [amount, kid, amount])) === 1;
+  }
+
+  async setCreditLine(kid: Uint8Array, amount: number): Promise<void> {
+    await this.sql.run(`UPDATE banks SET credit_line = ? WHERE kid = ?`, [amount, kid]);
+  }
+
+  async allocation(id: Uint8Array): Promise<AllocationRow | undefined> {
+    const r = await this.sql.get(`SELECT ${ALLOCATION_COLUMNS} FROM allocations WHERE id = ?`, [id]);
+    return r && allocationRow(r);
+  }
+
+  async insertAllocation(a: AllocationRow): Promise<void> {
+    await this.sql.run(`INSERT INTO allocations (id, bank, amount, time) VALUES (?, ?, ?, ?)`, [a.id, a.bank, a.amount, a.time]);
+  }
+
+  // ------------------------------------------------------------ cards
+  async card(kid: Uint8Array): Promise<CardRow | undefined> {
+    const r = await this.sql.get(`SELECT ${CARD_COLUMNS} FROM cards WHERE kid = ?`, [kid]);
+    return r && cardRow(r);
+  }
+
+  /** Registers a card with its genesis anchor (nothing when it is registered). */
+  async insertCard(kid: Uint8Array, bank: Uint8Array, cert: Uint8Array, anchor: Uint8Array): Promise<void> {
+    await this.sql.run(
+      `INSERT INTO cards (kid, bank, cert, anchor, anchor_counter, anchor_sync) VALUES (?, ?, ?, ?, 0, NULL) ON CONFLICT (kid) DO NOTHING`,
+      [kid, bank, cert, anchor],
+    );
+  }
+
+  /** Moves a card's anchor to a completed sync. */
+  async setAnchor(kid: Uint8Array, anchor: Uint8Array, counter: number, sync: Uint8Array): Promise<void> {
+    await this.sql.run(`UPDATE cards SET anchor = ?, anchor_counter = ?, anchor_sync = ? WHERE kid = ?`, [anchor, counter, sync, kid]);
+  }
+
+  // ------------------------------------------------------------ loads
+  async load(id: Uint8Array): Promise<LoadRow | undefined> {
+    const r = await this.sql.get(`SELECT ${LOAD_COLUMNS} FROM loads WHERE id = ?`, [id]);
+    return r && loadRow(r);
+  }
+
+  async insertPendingLoad(id: Uint8Array, card: Uint8Array, bank: Uint8Array, amount: number, time: number): Promise<void> {
+    await this.sql.run(`INSERT INTO loads (id, card, bank, amount, state, sync, time) VALUES (?, ?, ?, ?, 'pending', NULL, ?)`, [
+      id,
+      card,
+      bank,
+      amount,
+      time,
+    ]);
+  }
+
+  /** A card's pending loads, by id. */
+  async pendingLoads(card: Uint8Array): Promise<LoadRow[]> {
+    return (await this.sql.all(`SELECT ${LOAD_COLUMNS} FROM loads WHERE card = ? AND state = 'pending' ORDER BY id`, [card])).map(loadRow);
+  }
+
+  /** Closes every pending load of a card at a sync: delivered to the card, or cancelled (back to its bank). */
+  async closePendingLoads(card: Uint8Array, state: 'delivered' | 'cancelled', sync: Uint8Array): Promise<void> {
+    await this.sql.run(`UPDATE loads SET state = ?, sync = ? WHERE card = ? AND state = 'pending'`, [state, sync, card]);
+  }
+
+  // ------------------------------------------------------------ revocations
+  async revocation(card: Uint8Array): Promise<RevocationRow | undefined> {
+    const r = await this.sql.get(`SELECT ${REVOCATION_COLUMNS} FROM revocations WHERE card = ?`, [card]);
+    return r && revocationRow(r);
+  }
+
+  async insertRevocation(r: RevocationRow): Promise<void> {
+    await this.sql.run(`INSERT INTO revocations (card, version, time) VALUES (?, ?, ?)`, [r.card, r.version, r.time]);
+  }
+
+  /** Every revocation, by version. */
+  async revocations(): Promise<RevocationRow[]> {
+    return (await this.sql.all(`SELECT ${REVOCATION_COLUMNS} FROM revocations ORDER BY version`)).map(revocationRow);
+  }
+
+  /** Every revoked card's kid, in byte order (a revocation list's `revoked`). */
+  async revokedCards(): Promise<Uint8Array[]> {
+    return (await this.sql.all(`SELECT ${REVOCATION_COLUMNS} FROM revocations ORDER BY card`)).map((r) => revocationRow(r).card);
+  }
+
+  // ------------------------------------------------------------ evidence: claims, objects, proofs
+  /**
+   * Claims a card counter for an object (SPEC §7.7 step E). Returns undefined when the claim is
+   * new, else the hash of the object that holds it (the same hash, or a fork's first object).
+   */
+  async claimCounter(card: Uint8Array, counter: number, hash: Uint8Array): Promise<Uint8Array | undefined> {
+    const won = await this.sql.get(
+      `INSERT INTO counters (card, counter, hash) VALUES (?, ?, ?) ON CONFLICT (card, counter) DO NOTHING RETURNING hash`,
+      [card, counter, hash],
+    );
+    if (won) return undefined;
+    return this.#holder(await this.sql.get(`SELECT hash AS h FROM counters WHERE card = ? AND counter = ?`, [card, counter]), 'counters');
+  }
+
+  /** Claims an input (token serial or output id) of a card for an object: as {@link claimCounter}. */
+  async claimInput(card: Uint8Array, id: Uint8Array, hash: Uint8Array): Promise<Uint8Array | undefined> {
+    const won = await this.sql.get(
+      `INSERT INTO spent (card, id, by_hash) VALUES (?, ?, ?) ON CONFLICT (card, id) DO NOTHING RETURNING by_hash`,
+      [card, id, hash],
+    );
+    if (won) return undefined;
+    return this.#holder(await this.sql.get(`SELECT by_hash AS h FROM spent WHERE card = ? AND id = ?`, [card, id]), 'spent');
+  }
+
+  #holder(r: Record<string, SqlValue> | undefined, table: string): Uint8Array {
+    const h = r?.h;
+    if (h instanceof Uint8Array) return h;
+    throw new Error(`${table}: a claim that conflicted is not there`);
+  }
+
+  /** Stores an evidence object's bytes (nothing when it is stored). */
+  async insertObject(hash: Uint8Array, bytes: Uint8Array): Promise<void> {
+    await this.sql.run(`INSERT INTO objects (hash, bytes) VALUES (?, ?) ON CONFLICT (hash) DO NOTHING`, [hash, bytes]);
+  }
+
+  /** The bytes of a stored evidence object. */
+  async object(hash: Uint8Array): Promise<Uint8Array | undefined> {
+    const r = await this.sql.get(`SELECT ${OBJECT_COLUMNS} FROM objects WHERE hash = ?`, [hash]);
+    return r && objectRow(r).bytes;
+  }
+
+  async proofCount(card: Uint8Array): Promise<number> {
+    return aggregate(await this.sql.get(`SELECT COUNT(*) AS s FROM proofs WHERE card = ?`, [card]), 's');
+  }
+
+  async insertProof(p: ProofRow): Promise<void> {
+    await this.sql.run(`INSERT INTO proofs (first, second, card, time) VALUES (?, ?, ?, ?) ON CONFLICT (first, second) DO NOTHING`, [
+      p.first,
+      p.second,
+      p.card,
+      p.time,
+    ]);
+  }
+
+  /** Every proof, oldest first. */
+  async proofs(): Promise<ProofRow[]> {
+    return (await this.sql.all(`SELECT ${PROOF_COLUMNS} FROM proofs ORDER BY time, first, second`)).map(proofRow);
+  }
+
+  // ------------------------------------------------------------ value records
+  /** Records a transfer as value, state `recorded` (nothing when it is recorded). */
+  async insertTransfer(t: NewTransfer): Promise<void> {
+    await this.sql.run(
+      `INSERT INTO transfers (hash, card, counter, amount, payee, change_id, change_value, mark, time, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'recorded') ON CONFLICT (hash) DO NOTHING`,
+      [t.hash, t.card, t.counter, t.amount, t.payee, t.changeId, t.changeValue, t.mark, t.time],
+    );
+  }
+
+  async transfer(hash: Uint8Array): Promise<TransferRow | undefined> {
+    const r = await this.sql.get(`SELECT ${TRANSFER_COLUMNS} FROM transfers WHERE hash = ?`, [hash]);
+    return r && transferRow(r);
+  }
+
+  async setTransferState(hash: Uint8Array, state: TransferState): Promise<void> {
+    await this.sql.run(`UPDATE transfers SET state = ? WHERE hash = ?`, [state, hash]);
+  }
+
+  /** A card's recorded transfers dated at or before `notAfter` or after `future`, by counter, at most `limit`. */
+  async recordedOutside(card: Uint8Array, notAfter: number, future: number, limit: number): Promise<TransferRow[]> {
+    return (
+      await this.sql.all(
+        `SELECT ${TRANSFER_COLUMNS} FROM transfers WHERE card = ? AND state = 'recorded' AND (time <= ? OR time > ?) ORDER BY counter LIMIT ?`,
+        [card, notAfter, future, limit],
+      )
+    ).map(transferRow);
+  }
+
+  // ------------------------------------------------------------ tokens
+  async token(serial: Uint8Array): Promise<TokenRow | undefined> {
+    const r = await this.sql.get(`SELECT ${TOKEN_COLUMNS} FROM tokens WHERE serial = ?`, [serial]);
+    return r && tokenRow(r);
+  }
+
+  /** The tokens a sync's receipt carried. */
+  async tokensOfSync(sync: Uint8Array): Promise<TokenRow[]> {
+    return (await this.sql.all(`SELECT ${TOKEN_COLUMNS} FROM tokens WHERE sync = ?`, [sync])).map(tokenRow);
+  }
+
+  async insertToken(t: TokenRow): Promise<void> {
+    await this.sql.run(`INSERT INTO tokens (serial, card, value, sync, bytes) VALUES (?, ?, ?, ?, ?)`, [
+      t.serial,
+      t.card,
+      t.value,
+      t.sync,
+      t.bytes,
+    ]);
+  }
+
+  // ------------------------------------------------------------ syncs
+  async syncOf(request: Uint8Array): Promise<SyncRow | undefined> {
+    const r = await this.sql.get(`SELECT ${SYNC_COLUMNS} FROM syncs WHERE request = ?`, [request]);
+    return r && syncRow(r);
+  }
+
+  async insertSync(s: SyncRow): Promise<void> {
+    await this.sql.run(`INSERT INTO syncs (request, card, receipt) VALUES (?, ?, ?)`, [s.request, s.card, s.receipt]);
+  }
+
+  // ------------------------------------------------------------ settlement: outcomes, verdicts, batches, merchants
+  async outcomesOf(batch: Uint8Array): Promise<OutcomeRow[]> {
+    return (await this.sql.all(`SELECT ${OUTCOME_COLUMNS} FROM outcomes WHERE batch = ?`, [batch])).map(outcomeRow);
+  }
+
+  async outcome(batch: Uint8Array, idx: number): Promise<OutcomeRow | undefined> {
+    const r = await this.sql.get(`SELECT ${OUTCOME_COLUMNS} FROM outcomes WHERE batch = ? AND idx = ?`, [batch, idx]);
+    return r && outcomeRow(r);
+  }
+
+  async insertOutcome(o: OutcomeRow): Promise<void> {
+    await this.sql.run(`INSERT INTO outcomes (batch, idx, bytes) VALUES (?, ?, ?)`, [o.batch, o.idx, o.bytes]);
+  }
+
+  async verdict(transfer: Uint8Array): Promise<VerdictRow | undefined> {
+    const r = await this.sql.get(`SELECT ${VERDICT_COLUMNS} FROM verdicts WHERE transfer = ?`, [transfer]);
+    return r && verdictRow(r);
+  }
+
+  async insertVerdict(v: VerdictRow): Promise<void> {
+    await this.sql.run(
+      `INSERT INTO verdicts (transfer, status, covered, code, time, card, terminal, amount, proof1, proof2) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      [v.transfer, v.status, v.covered ? 1 : 0, v.code, v.time, v.card, v.terminal, v.amount, v.proof1, v.proof2],
+    );
+  }
+
+  /** Records a settled batch (nothing when it is recorded). */
+  async insertBatch(hash: Uint8Array, terminal: Uint8Array, seq: number, count: number, time: number): Promise<void> {
+    await this.sql.run(`INSERT INTO batches (hash, terminal, seq, count, time) VALUES (?, ?, ?, ?, ?) ON CONFLICT (hash) DO NOTHING`, [
+      hash,
+      terminal,
+      seq,
+      count,
+      time,
+    ]);
+  }
+
+  /** Adds `amount` to a merchant terminal's settled balance (creating it). */
+  async creditMerchant(kid: Uint8Array, amount: number): Promise<void> {
+    await this.sql.run(
+      `INSERT INTO merchants (kid, balance) VALUES (?, ?) ON CONFLICT (kid) DO UPDATE SET balance = merchants.balance + excluded.balance`,
+      [kid, amount],
+    );
+  }
+
+  async merchants(): Promise<MerchantRow[]> {
+    return (await this.sql.all(`SELECT ${MERCHANT_COLUMNS} FROM merchants`)).map(merchantRow);
+  }
+
+  async merchantsBelowZero(): Promise<MerchantRow[]> {
+    return (await this.sql.all(`SELECT ${MERCHANT_COLUMNS} FROM merchants WHERE balance < 0`)).map(merchantRow);
+  }
+
+  // ------------------------------------------------------------ covers (SPEC §7.7 cover rule)
+  /** Whether a cover was paid for this (terminal, card, counter). */
+  async hasCover(terminal: Uint8Array, card: Uint8Array, counter: number): Promise<boolean> {
+    return (
+      (await this.sql.get(`SELECT transfer FROM covers WHERE terminal = ? AND card = ? AND counter = ?`, [terminal, card, counter])) !==
+      undefined
+    );
+  }
+
+  /** Whether a cover was paid for a transfer spending this coin. */
+  async hasCoverCoin(card: Uint8Array, id: Uint8Array): Promise<boolean> {
+    return (await this.sql.get(`SELECT transfer FROM cover_coins WHERE card = ? AND id = ?`, [card, id])) !== undefined;
+  }
+
+  /** Cover paid so far for a card's double spends. */
+  async coveredTotal(card: Uint8Array): Promise<number> {
+    return this.#sum(`SELECT COALESCE(SUM(amount), 0) AS s FROM covers WHERE card = ?`, [card]);
+  }
+
+  /** Records a cover and the coins it covered. */
+  async insertCover(
+    c: { transfer: Uint8Array; bank: Uint8Array; terminal: Uint8Array; card: Uint8Array; counter: number; amount: number },
+    coins: readonly Uint8Array[],
+  ): Promise<void> {
+    await this.sql.run(`INSERT INTO covers (transfer, bank, terminal, card, counter, amount) VALUES (?, ?, ?, ?, ?, ?)`, [
+      c.transfer,
+      c.bank,
+      c.terminal,
+      c.card,
+      c.counter,
+      c.amount,
+    ]);
+    for (const id of coins) await this.sql.run(`INSERT INTO cover_coins (card, id, transfer) VALUES (?, ?, ?)`, [c.card, id, c.transfer]);
+  }
+
+  /** Cover paid per card, with the card's certificate (for the cover bound of the audit). */
+  async coverTotalsByCard(): Promise<CoverTotalRow[]> {
+    return (
+      await this.sql.all(
+        `SELECT c.card AS card, SUM(c.amount) AS covered, k.cert AS cert FROM covers c JOIN cards k ON k.kid = c.card GROUP BY c.card, k.cert`,
+      )
+    ).map(coverTotalRow);
+  }
+
+  // ------------------------------------------------------------ audit
+  /** The sums of the supply invariant, read in this transaction. */
+  async supplyTotals(): Promise<SupplyTotals> {
+    return {
+      issued: await this.#meta('issued'),
+      bankBalances: await this.#sum(`SELECT COALESCE(SUM(balance), 0) AS s FROM banks`),
+      pendingLoads: await this.#sum(`SELECT COALESCE(SUM(amount), 0) AS s FROM loads WHERE state = 'pending'`),
+      unspentTokens: await this.#sum(`SELECT COALESCE(SUM(value), 0) AS s FROM tokens t WHERE NOT ${valueSpent('t.serial', 't.card')}`),
+      unspentChange: await this.#sum(
+        `SELECT COALESCE(SUM(change_value), 0) AS s FROM transfers t WHERE change_id IS NOT NULL AND NOT ${valueSpent('t.change_id', 't.card')}`,
+      ),
+      pendingPayee: await this.#sum(`SELECT COALESCE(SUM(amount), 0) AS s FROM transfers WHERE state = 'recorded'`),
+      redeemed: await this.#sum(`SELECT COALESCE(SUM(balance), 0) AS s FROM merchants`),
+      covered: await this.#sum(`SELECT COALESCE(SUM(amount), 0) AS s FROM covers`),
+      crlVersion: await this.crlVersion(),
+    };
+  }
+
+  /** Row counts used by tests and the crash test. */
+  async counts(): Promise<{ settled: number; spent: number; transfers: number; verdicts: number }> {
+    return {
+      settled: await this.#sum(`SELECT COUNT(*) AS s FROM transfers WHERE state = 'settled'`),
+      spent: await this.#sum(`SELECT COUNT(*) AS s FROM spent`),
+      transfers: await this.#sum(`SELECT COUNT(*) AS s FROM transfers`),
+      verdicts: await this.#sum(`SELECT COUNT(*) AS s FROM verdicts`),
+    };
+  }
+
+  // ------------------------------------------------------------ acquirer blocks (SPEC §7.7.2)
+  /** Blocks an acquirer key; false when it was blocked already. */
+  async insertAcquirerBlock(b: AcquirerBlockRow): Promise<boolean> {
+    return (
+      (await this.sql.run(`INSERT INTO acquirer_blocks (kid, reason, time) VALUES (?, ?, ?) ON CONFLICT (kid) DO NOTHING`, [
+        b.kid,
+        b.reason,
+        b.time,
+      ])) === 1
+    );
+  }
+
+  /** Lifts a block; false when the key was not blocked. */
+  async deleteAcquirerBlock(kid: Uint8Array): Promise<boolean> {
+    return (await this.sql.run(`DELETE FROM acquirer_blocks WHERE kid = ?`, [kid])) === 1;
+  }
+
+  async acquirerBlock(kid: Uint8Array): Promise<AcquirerBlockRow | undefined> {
+    const r = await this.sql.get(`SELECT ${ACQUIRER_BLOCK_COLUMNS} FROM acquirer_blocks WHERE kid = ?`, [kid]);
+    return r && acquirerBlockRow(r);
+  }
+
+  /** Every block, oldest first. */
+  async acquirerBlocks(): Promise<AcquirerBlockRow[]> {
+    return (await this.sql.all(`SELECT ${ACQUIRER_BLOCK_COLUMNS} FROM acquirer_blocks ORDER BY time, kid`)).map(acquirerBlockRow);
+  }
+}
