@@ -25,6 +25,7 @@ import { createIssuer, identityFrom, issueAcquirer, issueBank, issueLedgerCert, 
 import { blockAcquirer, unblockAcquirer } from './acquirers.ts';
 import { openSqliteStorage } from './storage/sqlite.ts';
 import { openPostgresStorage } from './storage/postgres.ts';
+import { LedgerSchemaError } from './storage/migrations.ts';
 import { startLedgerServer } from './server.ts';
 import { nativeSigner } from './native-signer.ts';
 import type { LedgerStorage } from './storage/types.ts';
@@ -43,7 +44,12 @@ export const EXIT_CODES = [
   },
   { code: 2, name: 'USAGE', meaning: 'usage: bad command, option or value, or a file named on the command line is missing or unreadable' },
   { code: 3, name: 'UNREACHABLE', meaning: 'unreachable: the PostgreSQL server of --pg cannot be reached or refused the connection' },
-  { code: 4, name: 'DATA_DIR', meaning: 'the data directory is not initialized, already initialized, or holds keys that do not verify' },
+  {
+    code: 4,
+    name: 'DATA_DIR',
+    meaning:
+      'the data directory is not initialized, already initialized, or holds keys that do not verify, or the database is not a ledger database or has a newer schema version',
+  },
   { code: 5, name: 'START', meaning: 'serve cannot listen (address in use or not available)' },
   { code: 6, name: 'INTERNAL', meaning: 'internal error' },
 ] as const;
@@ -185,11 +191,21 @@ interface StorageOpts {
   db?: string;
 }
 
+/** A database that is not the ledger's, or of a newer schema version (left as it was): exit 4. */
+function schemaError(e: unknown): CliError | undefined {
+  if (e instanceof LedgerSchemaError) return new CliError(ExitCode.DATA_DIR, e.message, { cause: e });
+  if ((e as { code?: unknown }).code === 'SQLITE_NOTADB')
+    return new CliError(ExitCode.DATA_DIR, `not a ledger database: ${(e as Error).message}`, { cause: e });
+  return undefined;
+}
+
 async function openStorage(o: StorageOpts): Promise<LedgerStorage> {
   if (o.pg) {
     try {
       return await openPostgresStorage({ connectionString: o.pg });
     } catch (e) {
+      const s = schemaError(e);
+      if (s) throw s;
       // Connection refused, no socket, unknown database, authentication: the server is not there for us.
       throw new CliError(
         ExitCode.UNREACHABLE,
@@ -198,7 +214,11 @@ async function openStorage(o: StorageOpts): Promise<LedgerStorage> {
       );
     }
   }
-  return openSqliteStorage(o.db ?? join(o.data, 'ledger.db'));
+  try {
+    return openSqliteStorage(o.db ?? join(o.data, 'ledger.db'));
+  } catch (e) {
+    throw schemaError(e) ?? e;
+  }
 }
 
 async function openLedger(o: StorageOpts & { voidWindow?: number }): Promise<Ledger> {

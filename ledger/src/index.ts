@@ -23,8 +23,9 @@ export {
   type TransferState,
   type VerdictRow,
 } from './storage/rows.ts';
-export { openSqliteStorage } from './storage/sqlite.ts';
-export { openPostgresStorage, type PostgresConfig } from './storage/postgres.ts';
+export { openSqliteStorage, migrateSqlite, type SqliteStorageOptions } from './storage/sqlite.ts';
+export { openPostgresStorage, migratePostgres, type PostgresConfig, type PostgresStorageOptions } from './storage/postgres.ts';
+export { LEDGER_MIGRATIONS, LedgerSchemaError, type LedgerMigration, type LedgerSchemaProblem } from './storage/migrations.ts';
 export * from './server.ts';
 export * from './errors.ts';
 export * from './acquirers.ts';

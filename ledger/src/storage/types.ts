@@ -48,7 +48,11 @@ export class Mutex {
   }
 }
 
-/** DDL shared by both backends; `BLOB` becomes `BYTEA` on PostgreSQL. */
+/**
+ * DDL shared by both backends; `BLOB` becomes `BYTEA` on PostgreSQL. This is
+ * schema version 1 (`LEDGER_MIGRATIONS` in ./migrations.ts), frozen: a change
+ * of the schema is a new migration there, never an edit here.
+ */
 export const SCHEMA: readonly string[] = [
   `CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BIGINT NOT NULL)`,
   `CREATE TABLE IF NOT EXISTS allocations (id BLOB PRIMARY KEY, bank BLOB NOT NULL, amount BIGINT NOT NULL, time BIGINT NOT NULL)`,
