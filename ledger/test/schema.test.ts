@@ -36,7 +36,7 @@ import {
 } from '../src/index.ts';
 import { DEFAULT_PG_BIN } from '../src/pg-cluster.ts';
 import { stateDigest } from './_helpers.ts';
-import { LIST_V2, LIST_V3, SLOW_PG_V2, THROWING_V2 } from './schema/migrations.ts';
+import { LIST_V2, LIST_V3, NEXT, SLOW_PG_V2, THROWING_V2 } from './schema/migrations.ts';
 
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 const FIXTURES = join(HERE, 'fixtures/schema');
@@ -276,35 +276,35 @@ for (const b of [sqliteBackend, pgBackend] as Backend<unknown>[]) {
     } finally {
       await storage.close();
     }
-    t.is((await b.inspect(target)).version, 1);
+    t.is((await b.inspect(target)).version, LEDGER_MIGRATIONS.length);
   });
 
-  test(`${b.name}: the previous version's database upgrades to a version 2 with its data`, async (t) => {
+  test(`${b.name}: the previous version's database upgrades to a test version after the real list, with its data`, async (t) => {
     const target = await b.previous();
     const storage = await b.open(target, LIST_V2);
     try {
       await assertFixtureData(t, b, storage);
       t.deepEqual(await storage.transaction((tx) => tx.all('SELECT DISTINCT note FROM banks')), [{ note: 'perms 3' }]);
-      t.deepEqual(await storage.transaction((tx) => tx.all('SELECT version FROM migration_runs')), [{ version: 2 }]);
+      t.deepEqual(await storage.transaction((tx) => tx.all('SELECT version FROM migration_runs')), [{ version: NEXT }]);
     } finally {
       await storage.close();
     }
-    t.is((await b.inspect(target)).version, 2);
+    t.is((await b.inspect(target)).version, NEXT);
     await (await b.open(target, LIST_V2)).close();
     const again = await b.open(target, LIST_V2);
     t.deepEqual(
       await again.transaction((tx) => tx.all('SELECT version FROM migration_runs')),
-      [{ version: 2 }],
+      [{ version: NEXT }],
       'opening again runs nothing',
     );
     await again.close();
   });
 
-  test(`${b.name}: an upgrade step that fails leaves version 1 with its data`, async (t) => {
+  test(`${b.name}: an upgrade step that fails leaves the previous version with its data`, async (t) => {
     const target = await b.previous();
     await t.throwsAsync(() => b.open(target, [...LEDGER_MIGRATIONS, THROWING_V2]), { any: true, message: /no_such_table/ });
     const s = await b.inspect(target);
-    t.is(s.version, 1, 'the stamping step committed, the failing one did not');
+    t.is(s.version, NEXT - 1, 'the stamping step committed, the failing one did not');
     t.false(s.bankColumns.includes('note'));
     t.false(s.tables.includes('migration_runs'));
     const storage = await b.open(target);
@@ -321,12 +321,12 @@ for (const b of [sqliteBackend, pgBackend] as Backend<unknown>[]) {
     const before = await b.inspect(target);
     for (const migrations of [LEDGER_MIGRATIONS, LIST_V2]) {
       const e = await t.throwsAsync(() => b.open(target, migrations), { instanceOf: LedgerSchemaError });
-      t.like(e, { problem: 'NEWER', version: 3 });
-      t.regex(e.message, /schema version 3, newer than this program knows \(\d\)/);
+      t.like(e, { problem: 'NEWER', version: NEXT + 1 });
+      t.regex(e.message, new RegExp(`schema version ${NEXT + 1}, newer than this program knows \\(\\d\\)`));
     }
     const r = await cli(['acquirer-unblock', '-d', tempDir(), '--kid', '00'.repeat(16), ...b.cliArgs(target)]);
     t.is(r.code, 4, r.stderr);
-    t.regex(r.stderr, /the ledger database has schema version 3, newer than this program knows/);
+    t.regex(r.stderr, new RegExp(`the ledger database has schema version ${NEXT + 1}, newer than this program knows`));
     t.deepEqual(await b.inspect(target), before);
     if (b.name === 'sqlite') t.is(new Database(target as string, { readonly: true }).pragma('journal_mode', { simple: true }), 'wal');
   });
@@ -360,27 +360,27 @@ test('sqlite: a file that is no database is refused; dt-ledger exits 4', async (
   t.deepEqual(readFileSync(file), before);
 });
 
-test('sqlite: a process killed during the upgrade leaves version 1 with its data; the next open upgrades', async (t) => {
+test('sqlite: a process killed during the upgrade leaves the previous version with its data; the next open upgrades', async (t) => {
   const file = (await sqliteBackend.previous()) as string;
   const c = child(['sqlite', file, 'hang']);
   // Killed while it holds the write lock with the stamping step committed: inside the v2 step.
-  while (!sqliteLockedAt(file, 1)) {
+  while (!sqliteLockedAt(file, NEXT - 1)) {
     if (c.proc.exitCode !== null) t.fail(`the child ended: ${(await c.done).err}`);
     await sleep(50);
   }
   c.proc.kill('SIGKILL');
   t.is((await c.done).signal, 'SIGKILL');
   const s = await sqliteBackend.inspect(file);
-  t.is(s.version, 1);
+  t.is(s.version, NEXT - 1);
   t.false(s.bankColumns.includes('note'));
   const storage = await sqliteBackend.open(file);
   await assertFixtureData(t, sqliteBackend, storage);
   await storage.close();
   await (await sqliteBackend.open(file, LIST_V2)).close();
-  t.is((await sqliteBackend.inspect(file)).version, 2);
+  t.is((await sqliteBackend.inspect(file)).version, NEXT);
 });
 
-test('postgres: a process killed during the upgrade leaves version 1 with its data; the next open upgrades', async (t) => {
+test('postgres: a process killed during the upgrade leaves the previous version with its data; the next open upgrades', async (t) => {
   const cfg = (await pgBackend.previous()) as PostgresConfig;
   const c = child(['postgres', JSON.stringify(cfg), 'hang']);
   // Killed while its v2 step sleeps inside the transaction (after the ALTER, the UPDATE and the inserts).
@@ -409,13 +409,13 @@ test('postgres: a process killed during the upgrade leaves version 1 with its da
       );
   });
   const s = await pgBackend.inspect(cfg);
-  t.is(s.version, 1);
+  t.is(s.version, NEXT - 1);
   t.false(s.bankColumns.includes('note'));
   const storage = await pgBackend.open(cfg);
   await assertFixtureData(t, pgBackend, storage);
   await storage.close();
   await (await pgBackend.open(cfg, LIST_V2)).close();
-  t.is((await pgBackend.inspect(cfg)).version, 2);
+  t.is((await pgBackend.inspect(cfg)).version, NEXT);
 });
 
 test('postgres: two openers at once: one migrates under the advisory lock, the other waits and finds version 2', async (t) => {
@@ -423,19 +423,19 @@ test('postgres: two openers at once: one migrates under the advisory lock, the o
   await (await pgBackend.open(cfg)).close(); // stamped 1
   const list = [...LEDGER_MIGRATIONS, SLOW_PG_V2];
   const [a, b2] = await Promise.all([pgBackend.open(cfg, list), pgBackend.open(cfg, list)]);
-  t.deepEqual(await a.transaction((tx) => tx.all('SELECT version FROM migration_runs')), [{ version: 2 }], 'the step ran once');
+  t.deepEqual(await a.transaction((tx) => tx.all('SELECT version FROM migration_runs')), [{ version: NEXT }], 'the step ran once');
   await a.close();
   await b2.close();
-  t.is((await pgBackend.inspect(cfg)).version, 2);
+  t.is((await pgBackend.inspect(cfg)).version, NEXT);
 });
 
-test('sqlite: two processes opening at once: one migrates, the other waits for the write lock and finds version 2', async (t) => {
+test('sqlite: two processes opening at once: one migrates, the other waits for the write lock and finds the new version', async (t) => {
   const file = (await sqliteBackend.previous()) as string;
-  await (await sqliteBackend.open(file)).close(); // stamped 1
+  await (await sqliteBackend.open(file)).close(); // stamped and at the real list's last version
   const second = child(['sqlite', file, 'second']);
   await second.line((l) => l === 'ready');
   const first = child(['sqlite', file, 'slow']);
-  while (!sqliteLockedAt(file, 1)) {
+  while (!sqliteLockedAt(file, NEXT - 1)) {
     if (first.proc.exitCode !== null) break;
     await sleep(20);
   }
@@ -443,8 +443,8 @@ test('sqlite: two processes opening at once: one migrates, the other waits for t
   const [ra, rb] = await Promise.all([first.done, second.done]);
   t.is(ra.code, 0, ra.err);
   t.is(rb.code, 0, rb.err);
-  t.like(JSON.parse(second.lines.at(-1)!), { before: 1, banks: 1 }, 'the second opener started while the first was migrating');
+  t.like(JSON.parse(second.lines.at(-1)!), { before: NEXT - 1, banks: 1 }, 'the second opener started while the first was migrating');
   const db = new Database(file, { readonly: true });
-  t.deepEqual(db.prepare('SELECT version FROM migration_runs').all(), [{ version: 2 }], 'the step ran once');
+  t.deepEqual(db.prepare('SELECT version FROM migration_runs').all(), [{ version: NEXT }], 'the step ran once');
   db.close();
 });

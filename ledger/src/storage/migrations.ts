@@ -37,6 +37,12 @@ export const LEDGER_MIGRATIONS: readonly LedgerMigration[] = [
     description: 'the schema of before versions (banks, cards, loads, tokens, claims, transfers, verdicts, covers, revocations, ...)',
     statements: SCHEMA,
   },
+  {
+    version: 2,
+    description: 'card_blocks: cards their issuing bank blocked as lost or stolen (SPEC §7.9)',
+    // restored: payload hash of the restitution record (a row of `syncs`).
+    statements: [`CREATE TABLE card_blocks (card BLOB PRIMARY KEY, bank BLOB NOT NULL, time BIGINT NOT NULL, restored BLOB)`],
+  },
 ];
 
 /** Why a database cannot be used as the ledger's. */

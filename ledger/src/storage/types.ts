@@ -93,7 +93,5 @@ export const SCHEMA: readonly string[] = [
   `CREATE TABLE IF NOT EXISTS crls (version BIGINT PRIMARY KEY, issued BIGINT NOT NULL, bytes BLOB NOT NULL)`,
   `CREATE TABLE IF NOT EXISTS syncs (request BLOB PRIMARY KEY, card BLOB NOT NULL, receipt BLOB NOT NULL)`,
   // Acquirer keys the operator blocked (`dt-ledger acquirer-block`): their settle requests are refused (SPEC §7.7.2).
-  // Cards their issuing bank blocked as lost or stolen (SPEC §7.9); restored: payload hash of the restitution record (a row of `syncs`).
-  `CREATE TABLE IF NOT EXISTS card_blocks (card BLOB PRIMARY KEY, bank BLOB NOT NULL, time BIGINT NOT NULL, restored BLOB)`,
   `CREATE TABLE IF NOT EXISTS acquirer_blocks (kid BLOB PRIMARY KEY, reason TEXT NOT NULL, time BIGINT NOT NULL)`,
 ];

@@ -6,22 +6,25 @@
  */
 import { LEDGER_MIGRATIONS, type LedgerMigration } from '../../src/index.ts';
 
-/** v2: a column filled from existing rows, and a table that counts how often the step ran. */
+/** The version of the first test-only step: one above the real list. */
+export const NEXT = LEDGER_MIGRATIONS.length + 1;
+
+/** v2 (the next version): a column filled from existing rows, and a table that counts how often the step ran. */
 export const TEST_V2: LedgerMigration = {
-  version: 2,
+  version: NEXT,
   description: 'test: banks.note, migration_runs',
   statements: [
     `ALTER TABLE banks ADD COLUMN note TEXT`,
     `UPDATE banks SET note = 'perms ' || CAST(perms AS TEXT)`,
     `CREATE TABLE migration_runs (version BIGINT NOT NULL)`,
-    `INSERT INTO migration_runs (version) VALUES (2)`,
+    `INSERT INTO migration_runs (version) VALUES (${NEXT})`,
   ],
 };
 
 /** v3: one more table (only to make a database newer than the code under test). */
 export const TEST_V3: LedgerMigration = {
-  version: 3,
-  description: 'test: a table of version 3',
+  version: NEXT + 1,
+  description: 'test: a table of the version after TEST_V2',
   statements: [`CREATE TABLE v3_only (x BIGINT)`],
 };
 
