@@ -11,7 +11,7 @@ import { createNodeResolver, importX } from 'eslint-plugin-import-x';
 import globals from 'globals';
 import tseslint from 'typescript-eslint';
 
-const WORKSPACES = ['protocol', 'firmware', 'card-applet-sim', 'terminal', 'ledger', 'acquirer', 'hardware-tests', 'test'];
+const WORKSPACES = ['protocol', 'firmware', 'card-applet-sim', 'terminal', 'ledger', 'acquirer', 'hardware-tests', 'bank', 'test'];
 
 export default defineConfig(
   globalIgnores(['**/dist/', '**/node_modules/', '.tmp/', 'bench-results/', 'lab-report-*/', 'lab-replay-*/']),
@@ -49,6 +49,11 @@ export default defineConfig(
   {
     files: ['**/*.js', '**/*.mjs'],
     languageOptions: { globals: globals.node },
+  },
+  {
+    // The attendant screen of dt-pos serve runs in the browser.
+    files: ['terminal/screen/**/*.js'],
+    languageOptions: { globals: globals.browser, sourceType: 'script' },
   },
   {
     plugins: { 'import-x': importX },

@@ -66,6 +66,7 @@ import {
   type LedgerStorage,
 } from '@dt/ledger';
 import { startAcquirer, type RunningAcquirer } from '@dt/acquirer';
+import { httpRequest } from '@dt/protocol/http';
 import {
   CardSyncClient,
   DEFAULT_CONFIG,
@@ -224,22 +225,9 @@ class Resources {
   }
 }
 
-async function postCbor(
-  url: string,
-  body: Uint8Array,
-  contentType: string,
-): Promise<{ status: number; bytes: Uint8Array; json?: { code?: string; message?: string } }> {
-  const res = await fetch(url, { method: 'POST', headers: { 'content-type': contentType }, body: Buffer.from(body) });
-  const bytes = new Uint8Array(await res.arrayBuffer());
-  if ((res.headers.get('content-type') ?? '').includes('json'))
-    return { status: res.status, bytes, json: JSON.parse(Buffer.from(bytes).toString('utf8')) };
-  return { status: res.status, bytes };
-}
-
+/** POSTs `body` and answers the 2xx body (at most 1 MiB); a refusal throws `HttpRefusedError` (status, stable code, detail). */
 async function postOk(url: string, body: Uint8Array, contentType: string): Promise<Uint8Array> {
-  const r = await postCbor(url, body, contentType);
-  if (r.status !== 200) throw new Error(`${url}: HTTP ${r.status} ${r.json?.code ?? ''} ${r.json?.message ?? ''}`);
-  return r.bytes;
+  return (await httpRequest(url, { method: 'POST', headers: { 'content-type': contentType }, body, maxBytes: 1 << 20 })).body;
 }
 
 interface Terminal {

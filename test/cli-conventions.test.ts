@@ -24,6 +24,8 @@ const COMMANDS: { name: string; argv: string[] }[] = [
   { name: 'dt-card', argv: [join(ROOT, 'card-applet-sim/bin/dt-card.js')] },
   { name: 'dt-ledger', argv: [join(ROOT, 'ledger/bin/dt-ledger.js')] },
   { name: 'dt-acquirer', argv: [join(ROOT, 'acquirer/bin/dt-acquirer.js')] },
+  { name: 'dt-bank', argv: [join(ROOT, 'bank/bin/dt-bank.js')] },
+  { name: 'dt-wallet', argv: [join(ROOT, 'bank/bin/dt-wallet.js')] },
   { name: 'dt-lab', argv: [join(ROOT, 'hardware-tests/bin/dt-lab.js')] },
   { name: 'npm run demo', argv: ['--conditions=dt-source', '--import', 'tsx', join(ROOT, 'scripts/story.ts')] },
 ];
@@ -106,7 +108,7 @@ test('npx dt-… from nested directories inside the repository runs this checkou
   // Any registry request fails at once: what runs must come from the repository.
   const env = { npm_config_registry: 'http://127.0.0.1:9/', npm_config_fetch_retries: '0', npm_config_offline: 'true', CI: 'true' };
   for (const dir of ['terminal/src/cli', 'docs', 'hardware-tests/test/helpers', 'protocol']) {
-    for (const name of ['dt-pos', 'dt-card', 'dt-ledger', 'dt-acquirer', 'dt-lab']) {
+    for (const name of ['dt-pos', 'dt-card', 'dt-ledger', 'dt-acquirer', 'dt-bank', 'dt-wallet', 'dt-lab']) {
       const r = await run('npx', [name, '--help'], { cwd: join(ROOT, dir), env });
       t.is(r.code, 0, `npx ${name} in ${dir}: ${r.stderr}`);
       t.regex(r.stdout, new RegExp(`^Usage: ${name} `, 'm'), `npx ${name} in ${dir}`);

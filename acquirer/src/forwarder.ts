@@ -7,8 +7,9 @@
  *
  * Failure handling:
  * - network errors, timeouts, 5xx, 408, 429, and answers that fail
- *   verification: the group stays pending; the loop retries with exponential
- *   backoff and jitter (equal jitter: half the delay fixed, half random).
+ *   verification: the group stays pending; the loop retries with the one
+ *   backoff of `@dt/protocol/http` (`backoffDelay`, SPEC.md §8.4: exponential,
+ *   equal jitter: half the delay fixed, half random).
  * - a refusal of the acquirer itself (its authentication: `ACQUIRER_AUTH`,
  *   `_STALE`, `_REPLAYED`, `_UNKNOWN`; or the media type): the batches are not
  *   at fault; they stay pending and are retried with backoff like an outage.
@@ -25,6 +26,7 @@
  * @module
  */
 import { bytesEqual, isDtError, verifySigned, type CborValue, type Verifier, type VerifiedCertificate } from '@dt/protocol';
+import { backoffDelay } from '@dt/protocol/http';
 import { performance } from 'node:perf_hooks';
 import { LedgerCallError, type LedgerClient } from './ledger-client.ts';
 import type { AcquirerStore, StoredBatch } from './store.ts';
@@ -232,8 +234,8 @@ export class Forwarder {
     } catch (e) {
       error = e instanceof Error ? e.message : String(e);
       this.#failures++;
-      const exp = Math.min(this.opts.backoffMaxMs, this.opts.backoffBaseMs * 2 ** Math.min(this.#failures - 1, 30));
-      this.#nextAttemptAt = performance.now() + exp / 2 + this.opts.random() * (exp / 2);
+      const delay = backoffDelay(this.#failures, { baseMs: this.opts.backoffBaseMs, maxMs: this.opts.backoffMaxMs }, this.opts.random);
+      this.#nextAttemptAt = performance.now() + delay;
       this.#lastError = error;
       this.metrics.inc('retries');
       // Unreachable, timed out or 5xx: the ledger is down for us. (An answer that failed

@@ -3,10 +3,12 @@
  *
  * - {@link startAcquirer}: the HTTP service (admission, durable queue,
  *   forwarder, outcomes, revocation list, health, metrics).
- * - Terminal-side client: {@link submitBatch}, {@link fetchOutcomes},
- *   {@link fetchAllOutcomes}, {@link fetchCrl}, {@link signRequest}.
+ * - Client functions of the acquirer API: {@link submitBatch},
+ *   {@link fetchOutcomes}, {@link fetchAllOutcomes}, {@link fetchCrl}
+ *   (one call each over `AcquirerClient` of `@dt/protocol/http`, which the
+ *   POS sync uses directly), {@link signRequest}.
  * - Wire objects: {@link BatchAck}, {@link OutcomePage}; stable error codes:
- *   {@link AcquirerErrorCode}.
+ *   {@link AcquirerErrorCode} (defined in `@dt/protocol`, SPEC.md §8.3).
  *
  * @module
  */

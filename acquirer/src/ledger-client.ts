@@ -10,12 +10,16 @@
  * - `GET /v1/health`.
  * - Errors: 4xx/5xx with JSON `{code, message, detail?, index?}`.
  *
- * This module only moves bytes and classifies failures; signing the request
- * and verifying what the ledger returns are the forwarder's job.
+ * This module only moves bytes (through `httpRequest` of `@dt/protocol/http`:
+ * bounded reads, time limits, the one error-body parser of SPEC.md §8.4) and
+ * classifies failures for the forwarder; signing the request and verifying
+ * what the ledger returns are the forwarder's job. It does not retry itself:
+ * the forwarder's loop does, with the one backoff of `@dt/protocol/http`.
  *
  * @module
  */
-import { ACQUIRER_MEDIA_TYPES, decodeDeterministic, LIMITS, plainBytes, type CborValue } from '@dt/protocol';
+import { ACQUIRER_MEDIA_TYPES, decodeDeterministic, LIMITS, type CborValue } from '@dt/protocol';
+import { HttpBadResponseError, HttpRefusedError, HttpUnreachableError, httpRequest } from '@dt/protocol/http';
 
 /**
  * Refusals about the acquirer itself, not about a batch it forwards: its authentication (SPEC §7.7.2:
@@ -32,8 +36,9 @@ const ACQUIRER_LEVEL_CODES: ReadonlySet<string> = new Set([
 ]);
 
 /**
- * Why a ledger call failed: `retry` (network, timeout, 5xx, 408, 429, or a refusal of the acquirer
- * itself: see {@link ACQUIRER_LEVEL_CODES}) or `reject` (other 4xx: resending the same batches cannot help).
+ * Why a ledger call failed: `retry` (network, timeout, 5xx, 408, 429 — the transient failures of SPEC.md §8.4 —,
+ * an answer over its bound, or a refusal of the acquirer itself: see {@link ACQUIRER_LEVEL_CODES}) or `reject`
+ * (other 4xx: resending the same batches cannot help).
  */
 export class LedgerCallError extends Error {
   constructor(
@@ -41,8 +46,9 @@ export class LedgerCallError extends Error {
     readonly status: number,
     readonly code: string,
     message: string,
+    options: { cause?: unknown } = {},
   ) {
-    super(message);
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'LedgerCallError';
   }
 }
@@ -59,26 +65,25 @@ export class LedgerClient {
     readonly timeoutMs: number = 30_000,
   ) {}
 
-  async #call(path: string, init: RequestInit, maxBytes: number): Promise<Uint8Array> {
-    let res: Response;
+  async #call(
+    path: string,
+    init: { method: string; headers?: Record<string, string>; body?: Uint8Array },
+    maxBytes: number,
+  ): Promise<Uint8Array> {
     try {
-      res = await fetch(new URL(path, this.baseUrl), { ...init, signal: AbortSignal.timeout(this.timeoutMs) });
+      return (await httpRequest(new URL(path, this.baseUrl), { ...init, maxBytes, timeoutMs: this.timeoutMs })).body;
     } catch (e) {
-      throw new LedgerCallError('retry', 0, 'LEDGER_UNREACHABLE', `ledger unreachable: ${(e as Error).message}`);
+      if (e instanceof HttpUnreachableError)
+        throw new LedgerCallError('retry', 0, 'LEDGER_UNREACHABLE', `ledger unreachable: ${e.message}`, { cause: e });
+      if (e instanceof HttpBadResponseError)
+        throw new LedgerCallError('retry', e.status, 'LEDGER_RESPONSE_TOO_LARGE', 'ledger response too large', { cause: e });
+      if (!(e instanceof HttpRefusedError)) throw e;
+      const retryable = e.transient || ACQUIRER_LEVEL_CODES.has(e.code);
+      const words = [e.serverMessage, e.detail].filter((x) => x !== undefined).join(' ');
+      throw new LedgerCallError(retryable ? 'retry' : 'reject', e.status, e.code, `ledger answered ${e.status} ${e.code} ${words}`.trim(), {
+        cause: e,
+      });
     }
-    const body = await readBounded(res, maxBytes);
-    if (res.status === 200) return body;
-    let code = `HTTP_${res.status}`;
-    let message = '';
-    try {
-      const j = JSON.parse(new TextDecoder().decode(body)) as { code?: unknown; message?: unknown };
-      if (typeof j.code === 'string') code = j.code.slice(0, 64);
-      if (typeof j.message === 'string') message = j.message.slice(0, 200);
-    } catch {
-      // Not JSON: keep the HTTP status as the code.
-    }
-    const retryable = res.status >= 500 || res.status === 408 || res.status === 429 || ACQUIRER_LEVEL_CODES.has(code);
-    throw new LedgerCallError(retryable ? 'retry' : 'reject', res.status, code, `ledger answered ${res.status} ${code} ${message}`.trim());
   }
 
   /**
@@ -112,39 +117,4 @@ export class LedgerClient {
       return false;
     }
   }
-}
-
-/** Reads a response body, refusing more than `maxBytes` (a misbehaving peer cannot exhaust memory). */
-async function readBounded(res: Response, maxBytes: number): Promise<Uint8Array> {
-  const declared = Number(res.headers.get('content-length') ?? NaN);
-  if (Number.isFinite(declared) && declared > maxBytes) {
-    await res.body?.cancel();
-    throw new LedgerCallError('retry', res.status, 'LEDGER_RESPONSE_TOO_LARGE', 'ledger response too large');
-  }
-  if (!res.body) return new Uint8Array(0);
-  const chunks: Uint8Array[] = [];
-  let n = 0;
-  const reader = res.body.getReader();
-  for (;;) {
-    let r;
-    try {
-      r = await reader.read();
-    } catch (e) {
-      throw new LedgerCallError('retry', res.status, 'LEDGER_UNREACHABLE', `reading the ledger response failed: ${(e as Error).message}`);
-    }
-    if (r.done) break;
-    n += r.value.length;
-    if (n > maxBytes) {
-      await reader.cancel();
-      throw new LedgerCallError('retry', res.status, 'LEDGER_RESPONSE_TOO_LARGE', 'ledger response too large');
-    }
-    chunks.push(r.value);
-  }
-  const out = new Uint8Array(n);
-  let o = 0;
-  for (const c of chunks) {
-    out.set(c, o);
-    o += c.length;
-  }
-  return plainBytes(out);
 }

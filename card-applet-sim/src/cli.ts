@@ -35,7 +35,7 @@ import type { FaultPlan } from './faults.ts';
 import { FileStorage, StateFileError, readStateFile } from './storage.ts';
 import { InProcessTransport } from './inprocess.ts';
 import { loadDevPki, loadOrCreateDevPki } from './devpki.ts';
-import { devIssuingBank, devLoad, personalizeCard } from './personalize.ts';
+import { DevLoadRefusedError, devIssuingBank, devLoad, personalizeCard } from './personalize.ts';
 import type { IssuingBank } from './personalize.ts';
 import { VpcdClient, VPCD_CONTROL, VPCD_DEFAULT_PORT } from './vpcd.ts';
 import { CardControlError, parseFaultPlan, startCardControl } from './control.ts';
@@ -49,7 +49,12 @@ import { SerialCardEndpoint, openTty } from './serial.ts';
  */
 export const EXIT_CODES = [
   { code: 0, name: 'OK', meaning: 'success (serve: stopped by SIGINT/SIGTERM)' },
-  { code: 1, name: 'REFUSED', meaning: 'refused: the card answered an error status word (e.g. 6986 already personalized)' },
+  {
+    code: 1,
+    name: 'REFUSED',
+    meaning:
+      'refused: the card answered an error status word (e.g. 6986 already personalized), or load refused a card with offline payments or a sync pending (the card is unchanged)',
+  },
   { code: 2, name: 'USAGE', meaning: 'usage: bad command, option or value, or a file named on the command line is missing or unreadable' },
   { code: 4, name: 'POWER_CUT', meaning: 'an injected fault cut the power of the card during the command' },
   {
@@ -610,7 +615,7 @@ function exitCodeOf(e: unknown): number {
   if (e instanceof UsageError) return ExitCode.USAGE;
   // A fault plan the flags spell wrong (e.g. --torn without --cut-at-write) is a usage error.
   if (e instanceof CardControlError && e.code === 'BAD_PLAN') return ExitCode.USAGE;
-  if (e instanceof CardStatusError) return ExitCode.REFUSED;
+  if (e instanceof CardStatusError || e instanceof DevLoadRefusedError) return ExitCode.REFUSED;
   if (isPowerCut(e)) return ExitCode.POWER_CUT;
   if (e instanceof StateFileError) return e.code === 'STATE_MISSING' ? ExitCode.USAGE : ExitCode.STATE_FILE;
   if (e instanceof InUseError) return ExitCode.STATE_FILE;

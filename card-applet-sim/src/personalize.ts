@@ -13,6 +13,7 @@ import {
   CURRENCY_KZT,
   Role,
   generateKey,
+  getStatus,
   issueCertificate,
   lockPersonalization,
   openSigned,
@@ -119,6 +120,15 @@ export async function personalizeCard(t: ApduTransport, bank: IssuingBank, optio
   return { cardKid, publicKey, certificate };
 }
 
+/** A dev load refused before it changed the card (offline payments since the last sync, or a sync pending). */
+export class DevLoadRefusedError extends Error {
+  /** Builds the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = 'DevLoadRefusedError';
+  }
+}
+
 /** Result of {@link devLoad}. */
 export interface DevLoadResult {
   /** The card's signed SyncRequest (LOAD BEGIN answer). */
@@ -154,10 +164,19 @@ export async function devLoad(
   const now = options.now ?? systemClock();
   const random = options.random ?? nodeRandom;
   await selectApplet(t);
+  // Refuse before LOAD BEGIN: a begun load leaves the card sync-pending (it refuses PAY), so a
+  // refused dev load must not start one.
+  const status = await getStatus(t);
+  if (status.offlineCount > 0) {
+    throw new DevLoadRefusedError(
+      'devLoad: the card has offline payments since its last sync; a dev load would drop them (sync it with a real ledger: dt-wallet sync)',
+    );
+  }
+  if (status.syncPending) throw new DevLoadRefusedError('devLoad: the card has a sync pending; finish it with its ledger (dt-wallet sync)');
   const request = await syncBegin(t, random(16), { load: true });
   const { cose, message } = openSigned('SyncRequest', request);
   if (message.history.length > 0) {
-    throw new Error('devLoad: the card has offline payments since its last sync; a dev load would drop them (sync it with a real ledger)');
+    throw new DevLoadRefusedError('devLoad: the card has offline payments since its last sync; a dev load would drop them');
   }
   const tokens: Uint8Array[] = [];
   if (message.balance > 0) tokens.push(devToken(pki, message.card, message.balance, { issued: now, serial: random(16) }));

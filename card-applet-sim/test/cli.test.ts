@@ -5,7 +5,7 @@
  */
 import test from 'ava';
 import { spawn } from 'node:child_process';
-import { mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MemoryStorage, ShadowJournal, decodeState } from '@dt/firmware';
@@ -201,4 +201,32 @@ test('errors and exit codes: existing file (5), bad PIN format (2), second perso
   const help = await dtCard(['--help'], dir);
   t.is(help.code, 0);
   t.regex(help.stdout, /Exit codes:\n  0   success/);
+});
+
+test('load refuses a card with offline payments before it touches it (issue 14 point 4): exit 1, state file byte for byte unchanged, the card still pays', async (t) => {
+  const dir = tempDir();
+  t.is((await dtCard(['create', 'a.card'], dir)).code, 0);
+  t.is((await dtCard(['personalize', 'a.card', '--pin', '1234', '--puk', '12345678', '--load', '10000'], dir)).code, 0);
+  const pki = loadDevPki(join(dir, 'dev-pki'));
+  const terminal = issueDevTerminal(pki);
+  const pay1 = async (): Promise<void> => {
+    const storage = FileStorage.open(join(dir, 'a.card'));
+    try {
+      const transport = new InProcessTransport(new SimulatedCard({ storage }));
+      await selectApplet(transport);
+      await pay(transport, devPaymentRequest(terminal, 1_000).bytes);
+    } finally {
+      storage.close();
+    }
+  };
+  await pay1();
+  const before = readFileSync(join(dir, 'a.card'));
+  const r = await dtCard(['load', 'a.card', '5000'], dir);
+  t.is(r.code, 1, r.stderr);
+  t.regex(r.stderr, /offline payments since its last sync/);
+  t.deepEqual(readFileSync(join(dir, 'a.card')), before, 'the refused load wrote nothing to the card');
+  const shown = JSON.parse((await dtCard(['show', 'a.card', '--json'], dir)).stdout) as { syncPending: boolean; balance: number };
+  t.false(shown.syncPending);
+  t.is(shown.balance, 9_000);
+  await t.notThrowsAsync(pay1(), 'the card still pays (no sync left pending)');
 });

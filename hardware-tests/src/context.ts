@@ -31,7 +31,8 @@ import type { CardControl, LabContext, LabOptions, LabTerminal } from './suite.t
 import type { SuiteName } from './model.ts';
 import { Recorder } from './recorder.ts';
 import { connectCardControl } from '@dt/card-applet-sim';
-import { READER_SPEC_FORMS, parseReaderSpec } from '@dt/protocol';
+import { LIMITS, READER_SPEC_FORMS, parseReaderSpec } from '@dt/protocol';
+import { HttpBadResponseError, HttpRefusedError, HttpUnreachableError, httpRequest } from '@dt/protocol/http';
 
 /** A configuration or usage problem: `dt-lab` exits 2 with this message. */
 export class LabConfigError extends Error {
@@ -57,8 +58,8 @@ export const DEFAULT_LAB_OPTIONS: LabOptions = { taps: 200, amount: 100, rounds:
 /** Suites that take payments through a lab terminal (they need a revocation list to accept offline). */
 export const PAYMENT_SUITES: readonly SuiteName[] = ['robustness', 'timing', 'endurance'];
 
-/** Largest revocation list the lab downloads. */
-const MAX_CRL = 4 * 1024 * 1024;
+/** Largest revocation list the lab downloads (the protocol's limit). */
+const MAX_CRL = LIMITS.maxRevocationListSize;
 
 /** Options of {@link createLabContext}. */
 export interface ContextOptions {
@@ -149,21 +150,19 @@ export function readJournalCrl(file: string): Uint8Array | undefined {
   }
 }
 
-/** GET /v1/crl from the ledger, bounded. */
+/** GET /v1/crl from the ledger, bounded (`httpRequest` of `@dt/protocol/http`). */
 export async function fetchCrl(ledgerUrl: string, signal?: AbortSignal): Promise<Uint8Array> {
-  const timeout = AbortSignal.timeout(10_000);
-  let res: Response;
   try {
-    res = await fetch(new URL('/v1/crl', ledgerUrl), { signal: signal ? AbortSignal.any([signal, timeout]) : timeout });
+    const r = await httpRequest(new URL('/v1/crl', ledgerUrl), { maxBytes: MAX_CRL, timeoutMs: 10_000, ...(signal ? { signal } : {}) });
+    return r.body;
   } catch (e) {
-    throw new LabUnreachableError(`cannot reach the ledger at ${ledgerUrl}: ${(e as Error).message}`);
+    if (signal?.aborted) throw e;
+    if (e instanceof HttpUnreachableError) throw new LabUnreachableError(`cannot reach the ledger at ${ledgerUrl}: ${e.message}`);
+    if (e instanceof HttpRefusedError)
+      throw new LabConfigError(`the ledger at ${ledgerUrl} answered HTTP ${e.status} ${e.code} to GET /v1/crl`);
+    if (e instanceof HttpBadResponseError) throw new LabConfigError(`revocation list larger than ${MAX_CRL} bytes (${e.message})`);
+    throw e;
   }
-  if (res.status !== 200) throw new LabConfigError(`the ledger at ${ledgerUrl} answered HTTP ${res.status} to GET /v1/crl`);
-  const length = Number(res.headers.get('content-length') ?? '0');
-  if (length > MAX_CRL) throw new LabConfigError(`revocation list of ${length} bytes is larger than ${MAX_CRL}`);
-  const bytes = new Uint8Array(await res.arrayBuffer());
-  if (bytes.length > MAX_CRL) throw new LabConfigError(`revocation list of ${bytes.length} bytes is larger than ${MAX_CRL}`);
-  return bytes;
 }
 
 async function openReaderSpec(

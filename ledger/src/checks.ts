@@ -32,7 +32,7 @@ import {
   type VerifiedCertificate,
   type Verifier,
 } from '@dt/protocol';
-import { LedgerError, LedgerErrorCode } from './errors.ts';
+import { LedgerError, LedgerErrorCode, LOAD_ORDER_DETAIL } from './errors.ts';
 import { openLoadOrder, type LoadOrder } from './load.ts';
 
 /** What signature and certificate checks need: the issuer root and a verifier. */
@@ -48,7 +48,7 @@ const codeOf = (e: unknown, fallback: string): string => (isDtError(e) ? e.code 
 /** An amount of the issuer's API: a safe integer, at least `min` (1 for allocations, 0 for a credit line). */
 export function checkAmount(amount: number, min: 0 | 1, what: string): void {
   if (!Number.isSafeInteger(amount) || amount < min)
-    throw new LedgerError(400, LedgerErrorCode.MALFORMED, `${what} must be a ${min === 1 ? 'positive' : 'non-negative'} integer`);
+    throw new LedgerError(LedgerErrorCode.MALFORMED, `${what} must be a ${min === 1 ? 'positive' : 'non-negative'} integer`);
 }
 
 /** A bank certificate issued by the root, valid at `at` (BANK_CHAIN otherwise). */
@@ -56,7 +56,7 @@ export function verifyBankCert(cert: Uint8Array, at: number, ctx: TrustContext):
   try {
     return verifyChain([cert], { root: ctx.root, at, leafRole: Role.BANK, verifier: ctx.verifier })[0]!;
   } catch (e) {
-    throw new LedgerError(400, LedgerErrorCode.BANK_CHAIN, codeOf(e, 'bank certificate invalid'));
+    throw new LedgerError(LedgerErrorCode.BANK_CHAIN, codeOf(e, 'bank certificate invalid'));
   }
 }
 
@@ -70,7 +70,7 @@ export function verifyCardChain(
   try {
     certs = verifyChain(chain, { root: ctx.root, at, leafRole: Role.CARD, verifier: ctx.verifier });
   } catch (e) {
-    throw new LedgerError(400, LedgerErrorCode.CARD_CHAIN, codeOf(e, 'card chain invalid'));
+    throw new LedgerError(LedgerErrorCode.CARD_CHAIN, codeOf(e, 'card chain invalid'));
   }
   return { card: certs[0]!, bank: certs[1]! };
 }
@@ -81,7 +81,7 @@ export function openLoad(bytes: Uint8Array): { cose: CoseSign1; order: LoadOrder
   try {
     return openLoadOrder(bytes);
   } catch (e) {
-    throw new LedgerError(400, LedgerErrorCode.MALFORMED, codeOf(e, 'load order malformed'));
+    throw new LedgerError(LedgerErrorCode.MALFORMED, codeOf(e, 'load order malformed'));
   }
 }
 
@@ -92,10 +92,10 @@ export function verifyLoadSigner(cose: CoseSign1, bankCert: Uint8Array, at: numb
     [bank] = verifyChain([bankCert], { root: ctx.root, at, leafRole: Role.BANK, verifier: ctx.verifier });
     verifyCoseSign1(cose, bank!.publicKey, ctx.verifier);
   } catch (e) {
-    throw new LedgerError(403, LedgerErrorCode.BAD_SIGNATURE, codeOf(e, 'load order signature invalid'));
+    throw new LedgerError(LedgerErrorCode.BAD_SIGNATURE, codeOf(e, 'load order signature invalid'), { detail: LOAD_ORDER_DETAIL });
   }
   if (((bank!.claims.perms ?? 0) & BankPermission.ISSUING) === 0)
-    throw new LedgerError(403, LedgerErrorCode.NOT_PERMITTED, 'bank may not issue');
+    throw new LedgerError(LedgerErrorCode.NOT_PERMITTED, 'bank may not issue');
 }
 
 // ------------------------------------------------------------ batches
@@ -116,7 +116,7 @@ export interface OpenBatch {
  * verifies at the batch time and certifies the terminal it names, and that terminal signed it.
  */
 export function openBatch(bytes: Uint8Array, index: number, now: number, skew: number, ctx: TrustContext): OpenBatch {
-  const refuse = (code: LedgerErrorCode, message: string) => new LedgerError(400, code, `batch ${index}: ${message}`, { index });
+  const refuse = (code: LedgerErrorCode, message: string) => new LedgerError(code, `batch ${index}: ${message}`, { index });
   let opened;
   try {
     opened = openSigned('Batch', bytes);
@@ -124,7 +124,7 @@ export function openBatch(bytes: Uint8Array, index: number, now: number, skew: n
     throw refuse(LedgerErrorCode.BATCH_INVALID, codeOf(e, 'malformed'));
   }
   const m = opened.message;
-  if (m.time > now + skew) throw new LedgerError(400, LedgerErrorCode.BATCH_TIME, `batch ${index} is dated in the future`, { index });
+  if (m.time > now + skew) throw new LedgerError(LedgerErrorCode.BATCH_TIME, `batch ${index} is dated in the future`, { index });
   let term;
   try {
     term = verifyChain(m.chain, { root: ctx.root, at: m.time, leafRole: Role.TERMINAL, verifier: ctx.verifier });
@@ -183,7 +183,7 @@ export function openSyncRequest(bytes: Uint8Array): OpenSyncRequest {
   try {
     opened = openSigned('SyncRequest', bytes);
   } catch (e) {
-    throw new LedgerError(400, LedgerErrorCode.MALFORMED, codeOf(e, 'sync request malformed'));
+    throw new LedgerError(LedgerErrorCode.MALFORMED, codeOf(e, 'sync request malformed'));
   }
   return { bytes, cose: opened.cose, message: opened.message, hash: payloadHash(opened.cose) };
 }
@@ -199,7 +199,7 @@ export function verifySyncRequest(
   try {
     verifyCoseSign1(req.cose, publicKey, verifier);
   } catch {
-    throw new LedgerError(400, LedgerErrorCode.BAD_SIGNATURE, 'sync request not signed by the card');
+    throw new LedgerError(LedgerErrorCode.BAD_SIGNATURE, 'sync request not signed by the card');
   }
   return { cert, publicKey };
 }
@@ -264,7 +264,7 @@ export function checkSyncChain(
 ): CheckedSync {
   const m = req.message;
   const invalid = (message: string, detail: string, index?: number) =>
-    new LedgerError(400, LedgerErrorCode.SYNC_INVALID, message, { detail, ...(index !== undefined ? { index } : {}) });
+    new LedgerError(LedgerErrorCode.SYNC_INVALID, message, { detail, ...(index !== undefined ? { index } : {}) });
   const checked = checkTransferChain({
     cardKid: m.card,
     cardPublicKey: cardKey,

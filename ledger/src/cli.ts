@@ -25,6 +25,7 @@ import { createIssuer, identityFrom, issueAcquirer, issueBank, issueLedgerCert, 
 import { blockAcquirer, unblockAcquirer } from './acquirers.ts';
 import { openSqliteStorage } from './storage/sqlite.ts';
 import { openPostgresStorage } from './storage/postgres.ts';
+import { LedgerSchemaError } from './storage/migrations.ts';
 import { startLedgerServer } from './server.ts';
 import { nativeSigner } from './native-signer.ts';
 import type { LedgerStorage } from './storage/types.ts';
@@ -43,7 +44,12 @@ export const EXIT_CODES = [
   },
   { code: 2, name: 'USAGE', meaning: 'usage: bad command, option or value, or a file named on the command line is missing or unreadable' },
   { code: 3, name: 'UNREACHABLE', meaning: 'unreachable: the PostgreSQL server of --pg cannot be reached or refused the connection' },
-  { code: 4, name: 'DATA_DIR', meaning: 'the data directory is not initialized, already initialized, or holds keys that do not verify' },
+  {
+    code: 4,
+    name: 'DATA_DIR',
+    meaning:
+      'the data directory is not initialized, already initialized, or holds keys that do not verify, or the database is not a ledger database or has a newer schema version',
+  },
   { code: 5, name: 'START', meaning: 'serve cannot listen (address in use or not available)' },
   { code: 6, name: 'INTERNAL', meaning: 'internal error' },
 ] as const;
@@ -185,11 +191,21 @@ interface StorageOpts {
   db?: string;
 }
 
+/** A database that is not the ledger's, or of a newer schema version (left as it was): exit 4. */
+function schemaError(e: unknown): CliError | undefined {
+  if (e instanceof LedgerSchemaError) return new CliError(ExitCode.DATA_DIR, e.message, { cause: e });
+  if ((e as { code?: unknown }).code === 'SQLITE_NOTADB')
+    return new CliError(ExitCode.DATA_DIR, `not a ledger database: ${(e as Error).message}`, { cause: e });
+  return undefined;
+}
+
 async function openStorage(o: StorageOpts): Promise<LedgerStorage> {
   if (o.pg) {
     try {
       return await openPostgresStorage({ connectionString: o.pg });
     } catch (e) {
+      const s = schemaError(e);
+      if (s) throw s;
       // Connection refused, no socket, unknown database, authentication: the server is not there for us.
       throw new CliError(
         ExitCode.UNREACHABLE,
@@ -198,7 +214,11 @@ async function openStorage(o: StorageOpts): Promise<LedgerStorage> {
       );
     }
   }
-  return openSqliteStorage(o.db ?? join(o.data, 'ledger.db'));
+  try {
+    return openSqliteStorage(o.db ?? join(o.data, 'ledger.db'));
+  } catch (e) {
+    throw schemaError(e) ?? e;
+  }
 }
 
 async function openLedger(o: StorageOpts & { voidWindow?: number }): Promise<Ledger> {
@@ -319,8 +339,34 @@ export function buildProgram(): Command {
 
   storageOptions(
     program
+      .command('bank-credit-line')
+      .description(
+        "the issuer grants a registered bank a credit line: its balance may go down to minus this amount to pay covers of double spends (its floor, SPEC §7.6.2; loads never go below 0); 0 removes it; refused (exit 1) when the bank's balance is already below the new floor",
+      )
+      .requiredOption('--bank <name>', 'bank name under <data>/banks')
+      .requiredOption('--amount <tiyn>', 'credit line in integer tiyn (100 tiyn = 1 KZT), 0 for none', nonNegativeInt),
+  ).action(async (o: StorageOpts & { bank: string; amount: number; json?: boolean }) => {
+    const d = openDataDir(o.data);
+    const kid = d.bank(o.bank).kid;
+    const l = await openLedger(o);
+    try {
+      await l.setCreditLine(kid, o.amount);
+    } finally {
+      await l.storage.close();
+    }
+    out(
+      !!o.json,
+      { bank: o.bank, creditLine: o.amount },
+      `credit line of ${o.bank}: ${formatTenge(o.amount)} (floor ${formatTenge(-o.amount)})`,
+    );
+  });
+
+  storageOptions(
+    program
       .command('serve')
-      .description('run the ledger HTTP API (POST /v1/settle, /v1/sync, /v1/loads, /v1/cards; GET /v1/crl, /v1/health, /v1/metrics)')
+      .description(
+        'run the ledger HTTP API (POST /v1/settle, /v1/sync, /v1/defund, /v1/loads, /v1/cards, /v1/cards/block, /v1/cards/restore; GET /v1/crl, /v1/cards/<kid>, /v1/banks/<kid>, /v1/health, /v1/metrics)',
+      )
       .option('-p, --port <port>', 'TCP port (0: any free port)', '8440')
       .option('--host <host>', 'listen address', '127.0.0.1')
       .option(

@@ -7,6 +7,9 @@
  * replaces it; a check's own code (a §8.1 code of a refused sync history, a
  * certificate error under `ACQUIRER_AUTH`) goes in `detail`.
  *
+ * A throw names a code (and a detail), never an HTTP status: the status is the
+ * table's, looked up by {@link statusOf} when the error is made.
+ *
  * @module
  */
 /** Stable error codes of the ledger's API (HTTP 4xx bodies carry them). */
@@ -26,21 +29,10 @@ export const LedgerErrorCode = {
   INSUFFICIENT_ALLOCATION: 'INSUFFICIENT_ALLOCATION',
   ID_CONFLICT: 'ID_CONFLICT',
   CARD_CHAIN: 'CARD_CHAIN',
+  NOT_BLOCKED: 'NOT_BLOCKED',
+  TOO_EARLY: 'TOO_EARLY',
 } as const;
 export type LedgerErrorCode = (typeof LedgerErrorCode)[keyof typeof LedgerErrorCode];
-
-/** A refused request: nothing was changed (except, for DOUBLE_SPEND, the recorded proof and revocation). */
-export class LedgerError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: LedgerErrorCode,
-    message: string,
-    readonly details: Record<string, string | number> = {},
-  ) {
-    super(`${code}: ${message}`);
-    this.name = 'LedgerError';
-  }
-}
 
 /** Every stable code of the ledger's HTTP API: the ledger core's codes plus those of the HTTP layer and acquirer authentication. */
 export const LedgerApiCode = {
@@ -57,44 +49,89 @@ export const LedgerApiCode = {
 } as const;
 export type LedgerApiCode = (typeof LedgerApiCode)[keyof typeof LedgerApiCode];
 
+/** The detail that names the refusal of a bank's load order (its signer is authenticated: 403, SPEC §8.2). */
+export const LOAD_ORDER_DETAIL = 'LOAD_ORDER';
+/** The detail that names the refusal of a bank's card block or restore request (SPEC §7.9; its signer is authenticated: 403). */
+export const BANK_REQUEST_DETAIL = 'BANK_REQUEST';
+/** The detail of a sync refused because the card synced concurrently (409: retry). */
+export const CONCURRENT_SYNC_DETAIL = 'CONCURRENT_SYNC';
+
+/** The HTTP status of a code, and the other status of the one case (named by its `detail`) that answers differently. */
+export interface ErrorStatus {
+  readonly status: number;
+  readonly byDetail?: Readonly<Record<string, number>>;
+}
+
 /**
- * HTTP status of each code, in SPEC.md §8.2 order. Three codes answer with different
- * statuses in different cases (listed most common first): `BAD_SIGNATURE` is 400 for a
- * batch or a sync request and 403 for a bank's load order (an authentication of the bank);
- * `SYNC_INVALID` is 400 for a request that fails a check and 409 when the card synced
- * concurrently (retry); `BANK_UNKNOWN` is 403 for a load order's signer and 404 for the
- * bank a card or an allocation names. Any other status given for a code is replaced by the first.
+ * HTTP status of each code, in SPEC.md §8.2 order: one status per code, except that three
+ * codes answer another status in one case, which the error's `detail` names: `BAD_SIGNATURE`
+ * and `BANK_UNKNOWN` are 403 for a bank's load order (an authentication of the bank, detail
+ * `LOAD_ORDER`), and `SYNC_INVALID` is 409 when the card synced concurrently (detail
+ * `CONCURRENT_SYNC`: retry).
  */
-export const LEDGER_ERROR_STATUS: { readonly [C in LedgerApiCode]: readonly [number, ...number[]] } = {
-  MALFORMED: [400],
-  BATCH_INVALID: [400],
-  TERMINAL_CHAIN: [400],
-  BATCH_TIME: [400],
-  BAD_SIGNATURE: [400, 403],
-  CARD_CHAIN: [400],
-  BANK_CHAIN: [400],
-  SYNC_INVALID: [400, 409],
-  ACQUIRER_AUTH: [401],
-  ACQUIRER_STALE: [401],
-  ACQUIRER_REPLAYED: [401],
-  ACQUIRER_UNKNOWN: [403],
-  ACQUIRER_NOT_PERMITTED: [403],
-  BANK_UNKNOWN: [403, 404],
-  NOT_PERMITTED: [403],
-  CARD_REVOKED: [403],
-  CARD_UNKNOWN: [404],
-  DOUBLE_SPEND: [409],
-  ID_CONFLICT: [409],
-  INSUFFICIENT_ALLOCATION: [409],
-  TOO_LARGE: [413],
-  UNSUPPORTED_MEDIA_TYPE: [415],
-  BUSY: [503],
-  INTERNAL: [500],
+export const LEDGER_ERROR_STATUS: { readonly [C in LedgerApiCode]: ErrorStatus } = {
+  MALFORMED: { status: 400 },
+  BATCH_INVALID: { status: 400 },
+  TERMINAL_CHAIN: { status: 400 },
+  BATCH_TIME: { status: 400 },
+  BAD_SIGNATURE: { status: 400, byDetail: { [LOAD_ORDER_DETAIL]: 403, [BANK_REQUEST_DETAIL]: 403 } },
+  CARD_CHAIN: { status: 400 },
+  BANK_CHAIN: { status: 400 },
+  SYNC_INVALID: { status: 400, byDetail: { [CONCURRENT_SYNC_DETAIL]: 409 } },
+  ACQUIRER_AUTH: { status: 401 },
+  ACQUIRER_STALE: { status: 401 },
+  ACQUIRER_REPLAYED: { status: 401 },
+  ACQUIRER_UNKNOWN: { status: 403 },
+  ACQUIRER_NOT_PERMITTED: { status: 403 },
+  BANK_UNKNOWN: { status: 404, byDetail: { [LOAD_ORDER_DETAIL]: 403, [BANK_REQUEST_DETAIL]: 403 } },
+  NOT_PERMITTED: { status: 403 },
+  CARD_REVOKED: { status: 403 },
+  CARD_UNKNOWN: { status: 404 },
+  DOUBLE_SPEND: { status: 409 },
+  ID_CONFLICT: { status: 409 },
+  INSUFFICIENT_ALLOCATION: { status: 409 },
+  NOT_BLOCKED: { status: 409 },
+  TOO_EARLY: { status: 409 },
+  TOO_LARGE: { status: 413 },
+  UNSUPPORTED_MEDIA_TYPE: { status: 415 },
+  BUSY: { status: 503 },
+  INTERNAL: { status: 500 },
 };
 
 /** True when `code` is one of the stable codes of {@link LEDGER_ERROR_STATUS}. */
 export function isLedgerApiCode(code: unknown): code is LedgerApiCode {
   return typeof code === 'string' && Object.prototype.hasOwnProperty.call(LEDGER_ERROR_STATUS, code);
+}
+
+/** The HTTP status of `code` with `detail`, from {@link LEDGER_ERROR_STATUS}. */
+export function statusOf(code: LedgerApiCode, detail?: string): number {
+  const s = LEDGER_ERROR_STATUS[code];
+  const other =
+    detail !== undefined && s.byDetail && Object.prototype.hasOwnProperty.call(s.byDetail, detail) ? s.byDetail[detail] : undefined;
+  return other ?? s.status;
+}
+
+/** What a refusal says beyond its code: a check's own code, and the batch (or chain) position it is about. Never secrets. */
+export interface LedgerErrorDetails {
+  readonly detail?: string;
+  readonly index?: number;
+}
+
+/**
+ * A refused request of the ledger core: nothing was changed (except, for DOUBLE_SPEND, the recorded
+ * proof and revocation). It carries a code and details; its status is the table's.
+ */
+export class LedgerError extends Error {
+  readonly status: number;
+  constructor(
+    readonly code: LedgerErrorCode,
+    message: string,
+    readonly details: LedgerErrorDetails = {},
+  ) {
+    super(`${code}: ${message}`);
+    this.name = 'LedgerError';
+    this.status = statusOf(code, details.detail);
+  }
 }
 
 /**
@@ -113,7 +150,7 @@ export class LedgerApiError extends Error {
   ) {
     super(message);
     this.name = 'LedgerApiError';
-    this.status = LEDGER_ERROR_STATUS[code][0];
+    this.status = statusOf(code, detail);
   }
 }
 
@@ -127,30 +164,15 @@ export interface LedgerErrorBody {
 
 /**
  * Status and body of an error the ledger's HTTP API answers: `code` is the stable code
- * (a {@link LedgerError}'s detail code, which the ledger core keeps in `details.code`,
- * goes to `detail`, never over `code`); a status the table does not allow for the code
- * becomes the table's first; an error without a stable code, or one the core raised with a 5xx
- * status, is `500 INTERNAL` with no details.
+ * (a {@link LedgerError}'s detail code goes to `detail`, never over `code`), the status is the
+ * table's; `INTERNAL` (and anything without a stable code) is `500 INTERNAL` with no details.
  */
 export function errorBody(err: LedgerError | LedgerApiError): { status: number; body: LedgerErrorBody } {
-  // An internal failure the core reports with a 5xx (e.g. its books disagree) is INTERNAL for clients, without details.
-  if (!isLedgerApiCode(err.code) || (err.status >= 500 && err.code !== LedgerApiCode.BUSY))
-    return { status: 500, body: { code: LedgerApiCode.INTERNAL, message: 'internal error' } };
-  const allowed = LEDGER_ERROR_STATUS[err.code];
-  const status = allowed.includes(err.status) ? err.status : allowed[0];
-  let detail: string | undefined;
-  let index: number | undefined;
-  if (err instanceof LedgerApiError) {
-    detail = err.detail;
-    index = err.index;
-  } else {
-    const d = err.details as Record<string, unknown>;
-    const dc = d.detail ?? d.code;
-    if (typeof dc === 'string' || typeof dc === 'number') detail = String(dc);
-    if (typeof d.index === 'number') index = d.index;
-  }
+  if (!isLedgerApiCode(err.code) || err.code === LedgerApiCode.INTERNAL)
+    return { status: statusOf(LedgerApiCode.INTERNAL), body: { code: LedgerApiCode.INTERNAL, message: 'internal error' } };
+  const { detail, index } = err instanceof LedgerApiError ? err : err.details;
   return {
-    status,
+    status: statusOf(err.code, detail),
     body: { code: err.code, message: err.message, ...(detail !== undefined ? { detail } : {}), ...(index !== undefined ? { index } : {}) },
   };
 }

@@ -19,6 +19,9 @@
 import {
   addAmounts,
   bytesEqual,
+  isDtError,
+  Role,
+  verifyChain,
   createTrustStore,
   encodeStruct,
   encodeDeterministic,
@@ -58,7 +61,7 @@ import { nativeVerifier } from '@dt/protocol/native';
 import type { LedgerStorage } from './storage/types.ts';
 import { LedgerStore, type StoreTx } from './store.ts';
 import type { CardRow, TransferRow } from './storage/rows.ts';
-import { LedgerError, LedgerErrorCode } from './errors.ts';
+import { BANK_REQUEST_DETAIL, CONCURRENT_SYNC_DETAIL, LedgerError, LedgerErrorCode, LOAD_ORDER_DETAIL } from './errors.ts';
 import {
   anchorCoins,
   checkAmount,
@@ -79,6 +82,7 @@ import {
   type TrustContext,
 } from './checks.ts';
 import { cachingCardChainVerifier, cachingTransferOpener, memoVerifier, type HandoverValidator, type ValidationJob } from './validation.ts';
+import { openCardBankRequest, openRestitution, signRestitution, type CardBankRequestKind } from './cardloss.ts';
 
 export { LedgerError, LedgerErrorCode } from './errors.ts';
 
@@ -133,6 +137,40 @@ export interface LoadAnswer {
   card: string;
   amount: number;
   state: 'pending' | 'delivered' | 'cancelled';
+}
+
+/** The ledger's answer to a card block (SPEC §7.9). */
+export interface CardBlockAnswer {
+  readonly card: string;
+  /** The revocation list version that first names the card. */
+  readonly crlVersion: number;
+  /** Ledger time of the block. */
+  readonly blockedAt: number;
+  /** From this time on the bank may have the card's value restored. */
+  readonly restoreAfter: number;
+}
+
+/** The ledger's answer to a restore (SPEC §7.9): what the restitution record says, and the record (hex). */
+export interface CardRestoreAnswer {
+  readonly card: string;
+  readonly bank: string;
+  readonly amount: number;
+  readonly cancelledLoads: number;
+  readonly time: number;
+  readonly blockedAt: number;
+  /** The ledger-signed restitution record (COSE_Sign1, hex). */
+  readonly record: string;
+}
+
+/** What the ledger says about one card ({@link Ledger.cardInfo}). */
+export interface CardInfo {
+  readonly card: string;
+  readonly bank: string;
+  readonly revokedIn: number | null;
+  readonly blockedAt: number | null;
+  readonly restoreAfter: number | null;
+  readonly restored: boolean;
+  readonly pendingLoads: number;
 }
 
 const ZERO16 = new Uint8Array(16);
@@ -196,6 +234,10 @@ interface HandoverEvidence {
   readonly objects: EvidenceObject[];
   readonly paying?: Uint8Array;
 }
+
+/** The metric a replayed verdict counts under (a stored verdict is SETTLED, answered ALREADY_SETTLED; DOUBLE_SPEND; or VOIDED). */
+const replayStat = (status: number): 'alreadySettled' | 'doubleSpends' | 'voided' =>
+  status === OutcomeStatus.ALREADY_SETTLED ? 'alreadySettled' : status === OutcomeStatus.DOUBLE_SPEND ? 'doubleSpends' : 'voided';
 
 /** What applying one handover produced: its signed outcome and the metric to count after the commit. */
 interface Applied {
@@ -300,10 +342,10 @@ export class Ledger {
       const prior = await tx.allocation(id);
       if (prior) {
         if (!bytesEqual(prior.bank, bankKid) || prior.amount !== amount)
-          throw new LedgerError(409, LedgerErrorCode.ID_CONFLICT, 'allocation id reused');
+          throw new LedgerError(LedgerErrorCode.ID_CONFLICT, 'allocation id reused');
         return;
       }
-      if (!(await tx.creditBank(bankKid, amount))) throw new LedgerError(404, LedgerErrorCode.BANK_UNKNOWN, 'bank not registered');
+      if (!(await tx.creditBank(bankKid, amount))) throw new LedgerError(LedgerErrorCode.BANK_UNKNOWN, 'bank not registered');
       await tx.insertAllocation({ id, bank: bankKid, amount, time: this.#now() });
       await tx.addIssued(amount);
     });
@@ -318,9 +360,8 @@ export class Ledger {
     checkAmount(amount, 0, 'credit line');
     await this.store.transaction(async (tx) => {
       const bank = await tx.bank(bankKid);
-      if (!bank) throw new LedgerError(404, LedgerErrorCode.BANK_UNKNOWN, 'bank not registered');
-      if (bank.balance < -amount)
-        throw new LedgerError(409, LedgerErrorCode.INSUFFICIENT_ALLOCATION, 'the bank is already below that floor');
+      if (!bank) throw new LedgerError(LedgerErrorCode.BANK_UNKNOWN, 'bank not registered');
+      if (bank.balance < -amount) throw new LedgerError(LedgerErrorCode.INSUFFICIENT_ALLOCATION, 'the bank is already below that floor');
       await tx.setCreditLine(bankKid, amount);
     });
   }
@@ -331,7 +372,7 @@ export class Ledger {
     const kid = certs.card.kid;
     const bank = certs.bank.kid;
     await this.store.transaction(async (tx) => {
-      if (!(await tx.bank(bank))) throw new LedgerError(404, LedgerErrorCode.BANK_UNKNOWN, 'issuing bank not registered');
+      if (!(await tx.bank(bank))) throw new LedgerError(LedgerErrorCode.BANK_UNKNOWN, 'issuing bank not registered');
       await tx.insertCard(kid, bank, chain[0]!, GENESIS_PREV);
     });
     return kid;
@@ -349,22 +390,22 @@ export class Ledger {
     });
     const out = await this.store.transaction(async (tx) => {
       const bank = await tx.bank(cose.kid);
-      if (!bank) throw new LedgerError(403, LedgerErrorCode.BANK_UNKNOWN, 'signer is not a registered bank');
+      if (!bank) throw new LedgerError(LedgerErrorCode.BANK_UNKNOWN, 'signer is not a registered bank', { detail: LOAD_ORDER_DETAIL });
       verifyLoadSigner(cose, bank.cert, now, this.#trustContext);
       const prior = await tx.load(order.id);
       if (prior) {
         if (!bytesEqual(prior.card, order.card) || prior.amount !== order.amount || !bytesEqual(prior.bank, cose.kid)) {
-          throw new LedgerError(409, LedgerErrorCode.ID_CONFLICT, 'load id reused for another order');
+          throw new LedgerError(LedgerErrorCode.ID_CONFLICT, 'load id reused for another order');
         }
         return answer(prior.state);
       }
       const card = await tx.card(order.card);
-      if (!card) throw new LedgerError(404, LedgerErrorCode.CARD_UNKNOWN, 'card not registered');
-      if (!bytesEqual(card.bank, cose.kid)) throw new LedgerError(403, LedgerErrorCode.NOT_PERMITTED, 'card issued by another bank');
-      if (await tx.revocation(order.card)) throw new LedgerError(403, LedgerErrorCode.CARD_REVOKED, 'card revoked');
+      if (!card) throw new LedgerError(LedgerErrorCode.CARD_UNKNOWN, 'card not registered');
+      if (!bytesEqual(card.bank, cose.kid)) throw new LedgerError(LedgerErrorCode.NOT_PERMITTED, 'card issued by another bank');
+      if (await tx.revocation(order.card)) throw new LedgerError(LedgerErrorCode.CARD_REVOKED, 'card revoked');
       // A load is paid from the bank's own balance: never below zero (a credit line is for covers, not loads).
       if (!(await tx.debitBankFromOwnBalance(cose.kid, order.amount)))
-        throw new LedgerError(409, LedgerErrorCode.INSUFFICIENT_ALLOCATION, 'bank allocation too small');
+        throw new LedgerError(LedgerErrorCode.INSUFFICIENT_ALLOCATION, 'bank allocation too small');
       await tx.insertPendingLoad(order.id, order.card, cose.kid, order.amount, now);
       return answer('pending');
     });
@@ -628,95 +669,44 @@ export class Ledger {
       await tx.insertOutcome({ batch: ob.hash, idx, bytes });
       return { bytes, stat };
     };
+    // An outcome no cover decided.
+    const judged = (status: OutcomeStatus, code: string | undefined, transfer: Uint8Array, card: Uint8Array, amount: number): Outcome => ({
+      transfer,
+      status,
+      covered: false,
+      ...(code !== undefined ? { code } : {}),
+      time: now,
+      card,
+      terminal: ob.terminal,
+      amount,
+    });
     // Step E: evidence before judgement, whatever else is wrong with the handover.
     const fork = await this.#recordEvidence(tx, evidence.objects, now);
     // The paying transfer's name, when it is card-signed (a copy with a broken signature names nothing).
     const paying = v.ok ? v.transferHash : evidence.paying;
-    if (paying) {
-      const replay = await this.#verdictOutcome(tx, paying);
-      if (replay)
-        return store(
-          replay,
-          replay.status === OutcomeStatus.ALREADY_SETTLED
-            ? 'alreadySettled'
-            : replay.status === OutcomeStatus.DOUBLE_SPEND
-              ? 'doubleSpends'
-              : 'voided',
-          false,
-        );
-    }
+    const replay = paying && (await this.#verdictOutcome(tx, paying));
+    if (replay) return store(replay, replayStat(replay.status), false);
     if (fork) return store(await this.#doubleSpend(tx, ob, v, fork, paying, now), 'doubleSpends', paying !== undefined);
-    if (!v.ok) {
-      return store(
-        {
-          transfer: v.transferHash ?? ZERO32,
-          status: OutcomeStatus.INVALID,
-          covered: false,
-          code: v.code,
-          time: now,
-          card: v.cardKid ?? ZERO16,
-          terminal: ob.terminal,
-          amount: 0,
-        },
-        'invalid',
-        false,
-      );
-    }
-    // What only the ledger knows (step 3): every token is one it issued to this card.
-    for (let i = 0; i < v.tokens.length; i++) {
-      const tk = v.tokens[i]!.token;
-      const row = await tx.token(tk.serial);
-      if (!row || !bytesEqual(row.card, v.cardKid) || row.value !== tk.value) {
-        return store(
-          {
-            transfer: v.transferHash,
-            status: OutcomeStatus.INVALID,
-            covered: false,
-            code: 'TOKEN_INVALID',
-            time: now,
-            card: v.cardKid,
-            terminal: ob.terminal,
-            amount: 0,
-          },
-          'invalid',
-          false,
-        );
-      }
-    }
+    if (!v.ok) return store(judged(OutcomeStatus.INVALID, v.code, v.transferHash ?? ZERO32, v.cardKid ?? ZERO16, 0), 'invalid', false);
+    if (!(await this.#tokensIssuedTo(tx, v)))
+      return store(judged(OutcomeStatus.INVALID, 'TOKEN_INVALID', v.transferHash, v.cardKid, 0), 'invalid', false);
     for (let i = 0; i < v.chain.length; i++) await this.#recordValue(tx, v.chain[i]!, v.chainInputs[i]!);
-    const recorded = await tx.transfer(v.transferHash);
-    const t = v.transfer;
-    if (recorded?.state === 'voided') {
-      return store(
-        {
-          transfer: v.transferHash,
-          status: OutcomeStatus.VOIDED,
-          covered: false,
-          code: 'VOIDED',
-          time: now,
-          card: v.cardKid,
-          terminal: ob.terminal,
-          amount: t.amount,
-        },
-        'voided',
-        true,
-      );
-    }
+    const amount = v.transfer.amount;
+    // Voided at the card's sync before any terminal submitted it: the payee is not paid.
+    if ((await tx.transfer(v.transferHash))?.state === 'voided')
+      return store(judged(OutcomeStatus.VOIDED, 'VOIDED', v.transferHash, v.cardKid, amount), 'voided', true);
     await tx.setTransferState(v.transferHash, 'settled');
-    await tx.creditMerchant(ob.terminal, t.amount);
-    return store(
-      {
-        transfer: v.transferHash,
-        status: OutcomeStatus.SETTLED,
-        covered: false,
-        time: now,
-        card: v.cardKid,
-        terminal: ob.terminal,
-        amount: t.amount,
-      },
-      'settled',
-      true,
-    );
+    await tx.creditMerchant(ob.terminal, amount);
+    return store(judged(OutcomeStatus.SETTLED, undefined, v.transferHash, v.cardKid, amount), 'settled', true);
+  }
+
+  /** What only the ledger knows (SPEC §7.7 step 3): every token the handover spends is one it issued to this card, with this value. */
+  async #tokensIssuedTo(tx: StoreTx, v: HandoverValid): Promise<boolean> {
+    for (const { token } of v.tokens) {
+      const row = await tx.token(token.serial);
+      if (!row || !bytesEqual(row.card, v.cardKid) || row.value !== token.value) return false;
+    }
+    return true;
   }
 
   /** The DOUBLE_SPEND outcome of a handover whose objects fork the card's chain, with cover decided by SPEC §7.7's rule. */
@@ -800,6 +790,22 @@ export class Ledger {
    * sign the receipt (`#signReceipt`).
    */
   async sync(requestBytes: Uint8Array): Promise<Uint8Array> {
+    return this.#syncCard(requestBytes, false);
+  }
+
+  /**
+   * A defund (SPEC §7.6.3): the card's signed SyncRequest, verified and recorded exactly as a
+   * {@link sync}, answered like a revoked card's sync: no tokens, pending loads back to their
+   * banks, and `redeemed` = its holdings plus voided orphans, credited to the card's issuing
+   * bank (which pays the value into the owner's account). The receipt leaves the card empty; the
+   * card stays valid and can be loaded again. A request the ledger already answered gets that
+   * answer again (a sync's receipt stays a sync's).
+   */
+  async defund(requestBytes: Uint8Array): Promise<Uint8Array> {
+    return this.#syncCard(requestBytes, true);
+  }
+
+  async #syncCard(requestBytes: Uint8Array, defund: boolean): Promise<Uint8Array> {
     const req = openSyncRequest(requestBytes);
     const card = await this.#syncingCard(req);
     const prior = await this.store.transaction((tx) => tx.syncOf(req.hash));
@@ -813,9 +819,11 @@ export class Ledger {
       await this.#checkAnchorUnchanged(tx, card.row);
       await this.#settleOfflineChain(tx, checked);
       const orphans = await this.#voidOrphans(tx, req.message.card, now);
-      const payout = (await tx.revocation(req.message.card))
-        ? await this.#redeemToIssuer(tx, req, card.row, checked.holdings, orphans)
-        : await this.#issueFreshTokens(tx, req, card.cert, checked.holdings, orphans, now);
+      // A revoked card, or a defund: no fresh tokens, the value goes to the issuing bank.
+      const payout =
+        defund || (await tx.revocation(req.message.card))
+          ? await this.#redeemToIssuer(tx, req, card.row, checked.holdings, orphans)
+          : await this.#issueFreshTokens(tx, req, card.cert, checked.holdings, orphans, now);
       return { receipt: await this.#signReceipt(tx, req, payout, orphans, now), voided: orphans.length };
     });
     this.stats.voided += done.voided;
@@ -826,7 +834,7 @@ export class Ledger {
   /** Sync step 1, the card's state: its registered row, and the request verified with its key. */
   async #syncingCard(req: OpenSyncRequest): Promise<SyncingCard> {
     const row = await this.store.transaction((tx) => tx.card(req.message.card));
-    if (!row) throw new LedgerError(404, LedgerErrorCode.CARD_UNKNOWN, 'card not registered');
+    if (!row) throw new LedgerError(LedgerErrorCode.CARD_UNKNOWN, 'card not registered');
     return { row, ...verifySyncRequest(req, row.cert, this.#verifier) };
   }
 
@@ -839,7 +847,7 @@ export class Ledger {
     const evidence = syncEvidence(req, card.publicKey, this.#openTransfer, this.#memo);
     const fork = await this.store.transaction((tx) => this.#recordEvidence(tx, evidence, now));
     if (fork)
-      throw new LedgerError(409, LedgerErrorCode.DOUBLE_SPEND, `the card forked its chain (${fork.reason}); it is revoked`, {
+      throw new LedgerError(LedgerErrorCode.DOUBLE_SPEND, `the card forked its chain (${fork.reason}); it is revoked`, {
         detail: fork.reason,
       });
   }
@@ -868,7 +876,7 @@ export class Ledger {
   async #checkAnchorUnchanged(tx: StoreTx, card: CardRow): Promise<void> {
     const cur = await tx.card(card.kid);
     if (!cur || !bytesEqual(cur.anchor, card.anchor))
-      throw new LedgerError(409, LedgerErrorCode.SYNC_INVALID, 'the card synced concurrently; retry', { detail: 'CONCURRENT_SYNC' });
+      throw new LedgerError(LedgerErrorCode.SYNC_INVALID, 'the card synced concurrently; retry', { detail: CONCURRENT_SYNC_DETAIL });
   }
 
   /** The offline transfers since the anchor become value records (their payees are paid when a terminal submits them). */
@@ -909,8 +917,9 @@ export class Ledger {
   ): Promise<SyncPayout> {
     await this.#closeLoads(tx, req, false);
     const redeemed = addAmounts(sumAmounts(holdings.map((c) => c.value)), sumAmounts(orphans.map((o) => o.amount)));
+    // A registered card's issuing bank is registered (registerCard): if not, the books are broken (500 INTERNAL, rolled back).
     if (redeemed > 0 && !(await tx.creditBank(card.bank, redeemed)))
-      throw new LedgerError(500, LedgerErrorCode.BANK_UNKNOWN, 'issuing bank of the card not registered');
+      throw new Error('the issuing bank of a registered card is not registered');
     return { tokens: [], loaded: 0, redeemed };
   }
 
@@ -983,6 +992,135 @@ export class Ledger {
     await tx.setAnchor(m.card, payloadHash(openSigned('SyncReceipt', receipt).cose), m.counter, req.hash);
     await tx.insertSync({ request: req.hash, card: m.card, receipt });
     return receipt;
+  }
+
+  // ------------------------------------------------------------ lost or stolen cards (SPEC §7.9)
+  /** Opens and verifies a card block or restore request of the card's issuing bank; answers the card and its bank. */
+  async #bankRequest(kind: CardBankRequestKind, bytes: Uint8Array): Promise<{ card: Uint8Array; bank: Uint8Array }> {
+    let opened;
+    try {
+      opened = openCardBankRequest(kind, bytes);
+    } catch (e) {
+      throw new LedgerError(LedgerErrorCode.MALFORMED, isDtError(e) ? e.code : `card ${kind} request malformed`);
+    }
+    const { cose, request } = opened;
+    const [bank, card] = await this.store.transaction(async (tx) => [await tx.bank(cose.kid), await tx.card(request.card)] as const);
+    if (!bank) throw new LedgerError(LedgerErrorCode.BANK_UNKNOWN, 'signer is not a registered bank', { detail: BANK_REQUEST_DETAIL });
+    try {
+      const [verified] = verifyChain([bank.cert], {
+        root: this.trust.root,
+        at: this.#now(),
+        leafRole: Role.BANK,
+        verifier: this.#verifier,
+      });
+      verifyCoseSign1(cose, verified!.publicKey, this.#verifier);
+    } catch (e) {
+      throw new LedgerError(LedgerErrorCode.BAD_SIGNATURE, isDtError(e) ? e.code : `card ${kind} request signature invalid`, {
+        detail: BANK_REQUEST_DETAIL,
+      });
+    }
+    if (!card) throw new LedgerError(LedgerErrorCode.CARD_UNKNOWN, 'card not registered');
+    if (!bytesEqual(card.bank, cose.kid)) throw new LedgerError(LedgerErrorCode.NOT_PERMITTED, 'card issued by another bank');
+    return { card: request.card, bank: cose.kid };
+  }
+
+  /**
+   * The card's issuing bank blocks a lost or stolen card (SPEC §7.9): the card is revoked (a new
+   * revocation list names it, which terminals fetch at their next sync, as for a fork) and the
+   * block is recorded with the ledger time. Blocking a blocked card answers the first block again.
+   */
+  async blockCard(bytes: Uint8Array): Promise<CardBlockAnswer> {
+    const { card, bank } = await this.#bankRequest('block', bytes);
+    const now = this.#now();
+    const row = await this.store.transaction(async (tx) => {
+      const prior = await tx.cardBlock(card);
+      if (!prior) await tx.insertCardBlock(card, bank, now);
+      const version = await this.#revoke(tx, card, now);
+      return { time: prior ? prior.time : now, version };
+    });
+    return { card: toHex(card), crlVersion: row.version, blockedAt: row.time, restoreAfter: row.time + this.#voidWindow };
+  }
+
+  /**
+   * After the void window since its block, the value of a blocked card goes back to its issuing bank
+   * (SPEC §7.9): every coin of the card the ledger knows as unspent (the tokens of its last sync and the
+   * change of its recorded transfers) and every recorded transfer no terminal settled by now (voided)
+   * are credited to the bank; its pending loads go back to the banks that ordered them. The coins are
+   * claimed by the ledger-signed restitution record, which the ledger keeps as the card's last sync: a
+   * later handover or sync that spends them forks the chain (a double spend, covered by the §7.7 rules).
+   * A second restore answers the first record again.
+   */
+  async restoreCard(bytes: Uint8Array): Promise<CardRestoreAnswer> {
+    const { card, bank } = await this.#bankRequest('restore', bytes);
+    const now = this.#now();
+    const out = await this.store.transaction(async (tx) => {
+      const block = await tx.cardBlock(card);
+      if (!block) throw new LedgerError(LedgerErrorCode.NOT_BLOCKED, 'the card is not blocked by its bank');
+      if (block.restored) {
+        const prior = await tx.syncOf(block.restored);
+        if (!prior) throw new Error('card_blocks: the restitution record is not there');
+        return { record: prior.receipt, blockedAt: block.time };
+      }
+      if (now < block.time + this.#voidWindow)
+        throw new LedgerError(LedgerErrorCode.TOO_EARLY, `the void window ends at ${block.time + this.#voidWindow}`, {
+          detail: String(block.time + this.#voidWindow),
+        });
+      const coins = await tx.unspentCoinsOf(card);
+      const recorded = await tx.recordedTransfersOf(card);
+      const amount = sumAmounts([...coins.map((c) => c.value), ...recorded.map((r) => r.amount)]);
+      const loads = await tx.pendingLoads(card);
+      const cancelled = sumAmounts(loads.map((l) => l.amount));
+      const record = signRestitution({ card, bank, amount, time: now, blocked: block.time, cancelled }, this.#signer);
+      const hash = payloadHash(openRestitution(record).cose);
+      for (const l of loads) await tx.creditBank(l.bank, l.amount);
+      await tx.closePendingLoads(card, 'cancelled', hash);
+      for (const r of recorded) await tx.setTransferState(r.hash, 'voided');
+      // The coins are the restitution's: it holds their claims (a claim an unsettled evidence object held moves to it).
+      for (const c of coins) await tx.takeClaim(card, c.id, hash);
+      await tx.insertObject(hash, record);
+      await tx.insertSync({ request: hash, card, receipt: record });
+      if (amount > 0 && !(await tx.creditBank(bank, amount)))
+        throw new Error('ledger invariant: the issuing bank of the card is not registered');
+      await tx.setCardRestored(card, hash);
+      this.stats.voided += recorded.length;
+      return { record, blockedAt: block.time };
+    });
+    const r = openRestitution(out.record).record;
+    return {
+      card: toHex(r.card),
+      bank: toHex(r.bank),
+      amount: r.amount,
+      cancelledLoads: r.cancelled,
+      time: r.time,
+      blockedAt: out.blockedAt,
+      record: toHex(out.record),
+    };
+  }
+
+  /** A bank's balance and credit line (SPEC §7.6.2). */
+  async bankInfo(bank: Uint8Array): Promise<{ bank: string; balance: number; creditLine: number } | undefined> {
+    const r = await this.store.transaction((tx) => tx.bank(bank));
+    return r ? { bank: toHex(bank), balance: r.balance, creditLine: r.creditLine } : undefined;
+  }
+
+  /** A card as the ledger knows it: its issuing bank, revocation, block and restitution (SPEC §7.9). */
+  async cardInfo(card: Uint8Array): Promise<CardInfo | undefined> {
+    return this.store.transaction(async (tx) => {
+      const c = await tx.card(card);
+      if (!c) return undefined;
+      const rev = await tx.revocation(card);
+      const blk = await tx.cardBlock(card);
+      const pending = sumAmounts((await tx.pendingLoads(card)).map((l) => l.amount));
+      return {
+        card: toHex(card),
+        bank: toHex(c.bank),
+        revokedIn: rev ? rev.version : null,
+        blockedAt: blk ? blk.time : null,
+        restoreAfter: blk ? blk.time + this.#voidWindow : null,
+        restored: !!blk?.restored,
+        pendingLoads: pending,
+      };
+    });
   }
 
   // ------------------------------------------------------------ audit

@@ -230,3 +230,28 @@ export function issueLedgerCert(issuer: Identity, opts: { validity: Validity; na
   const id = make(Role.LEDGER, opts.name ?? 'DT ledger', { signer: issuer.signer, name: 'issuer' }, opts.validity, {}, opts.keys);
   return { ...id, chain: [id.cert] };
 }
+
+/**
+ * Certifies a terminal key the bank does not hold (the public key of a verified certificate
+ * request, `openCertificateRequest`): the TERMINAL certificate under an acquiring bank, with its
+ * merchant and, when given, its CRL-age policy. Returns the certificate bytes.
+ */
+export function certifyTerminalKey(
+  bank: { signer: Signer; name: string },
+  opts: { publicKey: Uint8Array; merchant: MerchantInfo; validity: Validity; crlMaxAge?: number; iat?: number },
+): Uint8Array {
+  return issueCertificate(
+    {
+      iss: bank.name,
+      sub: opts.merchant.id,
+      iat: opts.iat ?? opts.validity.nbf,
+      nbf: opts.validity.nbf,
+      exp: opts.validity.exp,
+      role: Role.TERMINAL,
+      publicKey: opts.publicKey,
+      currency: CURRENCY_KZT,
+      ...terminalClaims(opts),
+    } as never,
+    bank.signer,
+  );
+}

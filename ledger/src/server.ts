@@ -9,6 +9,11 @@
  * | `POST /v1/sync` | signed SyncRequest | signed SyncReceipt |
  * | `POST /v1/loads` | signed bank load order (load.ts) | JSON `{id, card, amount, state}` |
  * | `POST /v1/cards` | CBOR array `[card cert, bank cert]` | JSON `{kid}` |
+ * | `POST /v1/defund` | signed SyncRequest (SPEC §7.6.3) | signed SyncReceipt with no tokens and `redeemed` |
+ * | `POST /v1/cards/block` | the issuing bank's signed CardBlock (cardloss.ts, SPEC §7.9) | JSON `{card, crlVersion, blockedAt, restoreAfter}` |
+ * | `POST /v1/cards/restore` | the issuing bank's signed CardRestore (after the void window) | JSON `{card, bank, amount, cancelledLoads, time, blockedAt, record}` (record: the ledger-signed Restitution, hex) |
+ * | `GET /v1/cards/<kid>` | | JSON `{card, bank, revokedIn, blockedAt, restoreAfter, restored, pendingLoads}` |
+ * | `GET /v1/banks/<kid>` | | JSON `{bank, balance, creditLine}` |
  * | `GET /v1/health` | | JSON `{ok, storage}` |
  * | `GET /v1/metrics` | | Prometheus text |
  *
@@ -20,10 +25,22 @@
  */
 import Fastify, { LogController, type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
-import { ACQUIRER_LIMITS, decodeDeterministic, encodeDeterministic, isDtError, toHex, type CborValue, type Verifier } from '@dt/protocol';
-import { Ledger, LedgerError, LedgerErrorCode, type LedgerOptions } from './ledger.ts';
-import { errorBody, LedgerApiCode, LedgerApiError } from './errors.ts';
+import {
+  ACQUIRER_LIMITS,
+  decodeDeterministic,
+  LIMITS,
+  encodeDeterministic,
+  fromHex,
+  isDtError,
+  toHex,
+  type CborValue,
+  type Verifier,
+} from '@dt/protocol';
+import { Ledger, type LedgerOptions } from './ledger.ts';
+import { errorBody, LedgerApiCode, LedgerApiError, LedgerError, LedgerErrorCode } from './errors.ts';
 import { authenticateSettle, settleReplayWindows } from './acquirers.ts';
+import { MAX_LOAD_SIZE } from './load.ts';
+import { MAX_CARD_LOSS_SIZE } from './cardloss.ts';
 
 /** Options of {@link startLedgerServer}: an open ledger, or what {@link Ledger.open} needs. */
 export type LedgerServerOptions = ({ ledger: Ledger } | LedgerOptions) & {
@@ -34,7 +51,10 @@ export type LedgerServerOptions = ({ ledger: Ledger } | LedgerOptions) & {
 
 /** Options of {@link buildLedgerApp}. */
 export interface LedgerAppOptions {
-  /** Largest request body in bytes (default 128 MiB, `ACQUIRER_LIMITS.maxSettleSize`). */
+  /**
+   * Largest request body in bytes (default 128 MiB, `ACQUIRER_LIMITS.maxSettleSize`, for `POST /v1/settle`);
+   * `POST /v1/sync`, `/v1/loads` and `/v1/cards` read at most their object's own limit (192 KiB, 512 B, 8 KiB).
+   */
   readonly bodyLimit?: number;
   /** Most batches in one settle request (default and at most 64, `ACQUIRER_LIMITS.maxSettleBatches`). */
   readonly maxBatchesPerRequest?: number;
@@ -63,13 +83,31 @@ export interface LedgerServer {
 }
 
 const CBOR = 'application/cbor';
+/** Largest `POST /v1/cards` body: a CBOR array of at most 3 certificates. */
+const MAX_CARD_CHAIN_BODY = 8192;
 const COSE = 'application/cose';
 
 function byteStrings(v: CborValue, what: string, max: number): Uint8Array[] {
   if (!Array.isArray(v) || v.length > max || !v.every((x) => x instanceof Uint8Array)) {
-    throw new LedgerError(400, LedgerErrorCode.MALFORMED, `${what} must be a CBOR array of at most ${max} byte strings`);
+    throw new LedgerError(LedgerErrorCode.MALFORMED, `${what} must be a CBOR array of at most ${max} byte strings`);
   }
   return v as Uint8Array[];
+}
+
+/**
+ * Any error a route or fastify raised, as a refusal with a stable code (its status is then
+ * `LEDGER_ERROR_STATUS`'s): a protocol decoding error is MALFORMED; fastify's own body errors are
+ * TOO_LARGE, UNSUPPORTED_MEDIA_TYPE or MALFORMED; anything else is INTERNAL.
+ */
+function refusalOf(err: unknown): LedgerError | LedgerApiError {
+  if (err instanceof LedgerError || err instanceof LedgerApiError) return err;
+  if (isDtError(err)) return new LedgerApiError(LedgerApiCode.MALFORMED, err.message, err.code);
+  const statusCode = err instanceof Error && 'statusCode' in err && typeof err.statusCode === 'number' ? err.statusCode : undefined;
+  if (statusCode === 413) return new LedgerApiError(LedgerApiCode.TOO_LARGE, 'request body too large');
+  if (statusCode === 415) return new LedgerApiError(LedgerApiCode.UNSUPPORTED_MEDIA_TYPE, 'unsupported content type');
+  if (statusCode !== undefined && statusCode >= 400 && statusCode < 500)
+    return new LedgerApiError(LedgerApiCode.MALFORMED, err instanceof Error ? err.message : 'bad request');
+  return new LedgerApiError(LedgerApiCode.INTERNAL, 'internal error');
 }
 
 /** Builds the fastify app over a ledger (not listening). */
@@ -119,18 +157,8 @@ export function buildLedgerApp(ledger: Ledger, opts: LedgerAppOptions = {}): Fas
   });
   app.setErrorHandler((err, _req, reply) => {
     http.errors++;
-    if (err instanceof LedgerError || err instanceof LedgerApiError) {
-      const { status, body: b } = errorBody(err);
-      return reply.code(status).send(b);
-    }
-    if (isDtError(err)) return reply.code(400).send({ code: LedgerApiCode.MALFORMED, message: err.message, detail: err.code });
-    const e = err as { statusCode?: number; code?: string; message?: string };
-    if (e.statusCode === 413) return reply.code(413).send({ code: LedgerApiCode.TOO_LARGE, message: 'request body too large' });
-    if (e.statusCode === 415)
-      return reply.code(415).send({ code: LedgerApiCode.UNSUPPORTED_MEDIA_TYPE, message: 'unsupported content type' });
-    if (e.statusCode && e.statusCode >= 400 && e.statusCode < 500)
-      return reply.code(400).send({ code: LedgerApiCode.MALFORMED, message: e.message ?? 'bad request' });
-    return reply.code(500).send({ code: LedgerApiCode.INTERNAL, message: 'internal error' });
+    const { status, body: b } = errorBody(refusalOf(err));
+    return reply.code(status).send(b);
   });
 
   // Only an authenticated acquirer's signed request is settled (SPEC §7.7.2); the bare CBOR array
@@ -153,10 +181,33 @@ export function buildLedgerApp(ledger: Ledger, opts: LedgerAppOptions = {}): Fas
     return reply.type(CBOR).send(Buffer.from(encodeDeterministic(out)));
   });
   app.get('/v1/crl', async (_req, reply) => reply.type(CBOR).send(Buffer.from(await ledger.crl())));
-  app.post('/v1/sync', async (req, reply) => reply.type(CBOR).send(Buffer.from(await ledger.sync(body(req)))));
-  app.post('/v1/loads', async (req) => ledger.load(body(req)));
-  app.post('/v1/cards', async (req) => {
-    const chain = byteStrings(decodeDeterministic(body(req), 8192), 'card chain', 3);
+  // The card- and bank-facing routes take one small signed object each: a body is never read beyond
+  // that object's own limit (the 128 MiB of a settle request was accepted on every route before).
+  const within = (limit: number) => ({ bodyLimit: Math.min(bodyLimit, limit) });
+  app.post('/v1/sync', within(LIMITS.maxSyncSize), async (req, reply) => reply.type(CBOR).send(Buffer.from(await ledger.sync(body(req)))));
+  app.post('/v1/loads', within(MAX_LOAD_SIZE), async (req) => ledger.load(body(req)));
+  // A defund: the card's SyncRequest, answered with a receipt that empties the card into its issuing bank (SPEC §7.6.3).
+  app.post('/v1/defund', within(LIMITS.maxSyncSize), async (req, reply) =>
+    reply.type(CBOR).send(Buffer.from(await ledger.defund(body(req)))),
+  );
+  // Lost or stolen cards (SPEC §7.9): the issuing bank's signed block and restore requests.
+  app.post('/v1/cards/block', within(MAX_CARD_LOSS_SIZE), async (req) => ledger.blockCard(body(req)));
+  app.post('/v1/cards/restore', within(MAX_CARD_LOSS_SIZE), async (req) => ledger.restoreCard(body(req)));
+  app.get<{ Params: { kid: string } }>('/v1/cards/:kid', async (req) => {
+    if (!/^[0-9a-f]{32}$/.test(req.params.kid)) throw new LedgerApiError(LedgerApiCode.MALFORMED, 'card key id: 32 lowercase hex digits');
+    const info = await ledger.cardInfo(fromHex(req.params.kid));
+    if (!info) throw new LedgerError(LedgerErrorCode.CARD_UNKNOWN, 'card not registered');
+    return info;
+  });
+  // A bank's balance and floor (SPEC §7.6.2): public figures of the books, no secret.
+  app.get<{ Params: { kid: string } }>('/v1/banks/:kid', async (req) => {
+    if (!/^[0-9a-f]{32}$/.test(req.params.kid)) throw new LedgerApiError(LedgerApiCode.MALFORMED, 'bank key id: 32 lowercase hex digits');
+    const info = await ledger.bankInfo(fromHex(req.params.kid));
+    if (!info) throw new LedgerError(LedgerErrorCode.BANK_UNKNOWN, 'bank not registered');
+    return info;
+  });
+  app.post('/v1/cards', within(MAX_CARD_CHAIN_BODY), async (req) => {
+    const chain = byteStrings(decodeDeterministic(body(req), MAX_CARD_CHAIN_BODY), 'card chain', 3);
     return { kid: toHex(await ledger.registerCard(chain)) };
   });
   app.get('/v1/health', async () => ({ ok: true, storage: ledger.storage.kind, time: ledger.now() }));

@@ -31,6 +31,9 @@ import {
   syncRow,
   tokenRow,
   transferRow,
+  cardBlockRow,
+  CARD_BLOCK_COLUMNS,
+  type CardBlockRow,
   verdictRow,
   ACQUIRER_BLOCK_COLUMNS,
   ALLOCATION_COLUMNS,
@@ -246,6 +249,53 @@ export class StoreTx {
   /** Closes every pending load of a card at a sync: delivered to the card, or cancelled (back to its bank). */
   async closePendingLoads(card: Uint8Array, state: 'delivered' | 'cancelled', sync: Uint8Array): Promise<void> {
     await this.sql.run(`UPDATE loads SET state = ?, sync = ? WHERE card = ? AND state = 'pending'`, [state, sync, card]);
+  }
+
+  // ------------------------------------------------------------ lost or stolen cards (SPEC §7.9)
+  /** The block of a card by its bank, if any. */
+  async cardBlock(card: Uint8Array): Promise<CardBlockRow | undefined> {
+    const r = await this.sql.get(`SELECT ${CARD_BLOCK_COLUMNS} FROM card_blocks WHERE card = ?`, [card]);
+    return r && cardBlockRow(r);
+  }
+
+  async insertCardBlock(card: Uint8Array, bank: Uint8Array, time: number): Promise<void> {
+    await this.sql.run(`INSERT INTO card_blocks (card, bank, time, restored) VALUES (?, ?, ?, NULL)`, [card, bank, time]);
+  }
+
+  /** Marks a blocked card restored by the restitution record `hash` (a row of `syncs`). */
+  async setCardRestored(card: Uint8Array, hash: Uint8Array): Promise<void> {
+    await this.sql.run(`UPDATE card_blocks SET restored = ? WHERE card = ?`, [hash, card]);
+  }
+
+  /** The coins of a card whose value is not spent: its tokens and the change outputs of its transfers. */
+  async unspentCoinsOf(card: Uint8Array): Promise<{ id: Uint8Array; value: number }[]> {
+    const tokens = (
+      await this.sql.all(`SELECT ${TOKEN_COLUMNS} FROM tokens t WHERE card = ? AND NOT ${valueSpent('t.serial', 't.card')}`, [card])
+    ).map(tokenRow);
+    const change = (
+      await this.sql.all(
+        `SELECT ${TRANSFER_COLUMNS} FROM transfers t WHERE card = ? AND change_id IS NOT NULL AND NOT ${valueSpent('t.change_id', 't.card')}`,
+        [card],
+      )
+    ).map(transferRow);
+    return [...tokens.map((t) => ({ id: t.serial, value: t.value })), ...change.map((t) => ({ id: t.changeId!, value: t.changeValue }))];
+  }
+
+  /** A card's transfers recorded as value whose payee is not paid yet. */
+  async recordedTransfersOf(card: Uint8Array): Promise<TransferRow[]> {
+    return (
+      await this.sql.all(`SELECT ${TRANSFER_COLUMNS} FROM transfers WHERE card = ? AND state = 'recorded' ORDER BY counter`, [card])
+    ).map(transferRow);
+  }
+
+  /** Gives the claim of a card's coin to `hash`, whoever held it (a restitution takes the coins it restores). */
+  async takeClaim(card: Uint8Array, id: Uint8Array, hash: Uint8Array): Promise<void> {
+    const won = await this.sql.run(`INSERT INTO spent (card, id, by_hash) VALUES (?, ?, ?) ON CONFLICT (card, id) DO NOTHING`, [
+      card,
+      id,
+      hash,
+    ]);
+    if (won === 0) await this.sql.run(`UPDATE spent SET by_hash = ? WHERE card = ? AND id = ?`, [hash, card, id]);
   }
 
   // ------------------------------------------------------------ revocations

@@ -12,6 +12,7 @@ import { openSqliteStorage } from '../src/storage/sqlite.ts';
 import { openPostgresStorage } from '../src/storage/postgres.ts';
 import { pgAvailable, startPgCluster, type PgCluster } from '../src/pg-cluster.ts';
 import { blockAcquirer } from '../src/acquirers.ts';
+import { signCardBankRequest } from '../src/cardloss.ts';
 import { aggregate, cardRow, RowTypeError, TABLE_ROWS, transferRow, verdictRow } from '../src/storage/rows.ts';
 import type { LedgerStorage } from '../src/storage/types.ts';
 
@@ -42,6 +43,9 @@ for (const [name, open] of BACKENDS) {
       // A covered double spend: proofs, revocations, covers, cover_coins.
       await k.ledger.settle([k.batch(b, [pb.handover], { crlVersion: 0 })]);
       await blockAcquirer(k.storage, k.acquirer.kid, 'test', k.clock.now);
+      // A card its bank blocked as lost (card_blocks, SPEC §7.9).
+      const lost = await k.fundCard(1_000);
+      await k.ledger.blockCard(signCardBankRequest('block', { card: lost.identity.kid, time: k.clock.now }, k.pki.bank.signer));
       const mapped: Record<string, unknown[]> = {};
       await k.storage.transaction(async (tx) => {
         for (const [table, { columns, map }] of Object.entries(TABLE_ROWS))

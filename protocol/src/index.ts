@@ -18,6 +18,7 @@ export * from './acquirer-codes.ts';
 export * from './replay.ts';
 export * from './cose/sign1.ts';
 export * from './cose/cwt.ts';
+export * from './certreq.ts';
 export * from './codec.ts';
 export * from './handover.ts';
 export * from './wallet.ts';

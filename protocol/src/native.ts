@@ -58,6 +58,6 @@ export const nativeVerifier: Verifier = {
 
 /** Node's timers for the host-side transports (`SerialHostTransport`, `HidHostTransport`), which take them injected. */
 export const nodeTimers: TransportTimers = {
-  setTimeout: (fn, ms) => setTimeout(fn, ms),
-  clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
+  schedule: (fn, ms) => setTimeout(fn, ms),
+  cancel: (handle) => clearTimeout(handle as NodeJS.Timeout),
 };

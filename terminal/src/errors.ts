@@ -28,6 +28,8 @@ export const TerminalErrorCode = {
   BAD_RESPONSE: 'BAD_RESPONSE',
   /** Not found (e.g. a receipt id). */
   NOT_FOUND: 'NOT_FOUND',
+  /** The data directory is held by another dt-pos process (`dt-pos.lock`). */
+  LOCKED: 'LOCKED',
 } as const;
 /** A terminal error code. */
 export type TerminalErrorCode = (typeof TerminalErrorCode)[keyof typeof TerminalErrorCode];

@@ -15,25 +15,16 @@ import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import {
   bytesEqual,
-  coseSign1,
   CURRENCY_KZT,
-  defineSchema,
-  encodeDeterministic,
-  encodeStruct,
   fromHex,
   generateKeyPair,
   keyId,
   keyPairSigner,
-  publicKeyCoordinates,
   publicKeyOf,
   Role,
-  text,
   toHex,
-  uint,
   verifyChain,
   verifyRoot,
-  bytes,
-  MAX_UINT,
   type KeyPair,
   type Signer,
 } from '@dt/protocol';
@@ -242,42 +233,5 @@ export function loadIdentity(dataDir: string, at: number): TerminalIdentity {
 }
 
 // ---------------------------------------------------------------- certificate request
-/** COSE content type of a terminal certificate request. */
-export const CERT_REQUEST_CONTENT_TYPE = 'application/dt.certreq+cbor';
-
-/**
- * A terminal certificate request: the terminal's public key and the merchant
- * it asks to be certified for, signed with the terminal key itself (proof of
- * possession, like a PKCS#10 request), as a COSE_Sign1.
- *
- * ```
- * CertificateRequest = {
- *   1: bstr .size 32,  ; x
- *   2: bstr .size 32,  ; y (P-256 public key coordinates)
- *   3: tstr,           ; merchant id
- *   4: uint,           ; merchant category code
- *   5: tstr,           ; merchant name
- *   6: uint,           ; time (seconds)
- * }
- * ```
- */
-export const CertificateRequestSchema = defineSchema({
-  name: 'CertificateRequest',
-  fields: [
-    { key: 1, name: 'x', type: bytes(32) },
-    { key: 2, name: 'y', type: bytes(32) },
-    { key: 3, name: 'merchant', type: text(64) },
-    { key: 4, name: 'mcc', type: uint(9999) },
-    { key: 5, name: 'name', type: text(64) },
-    { key: 6, name: 'time', type: uint(MAX_UINT) },
-  ],
-});
-
-/** Builds the signed certificate request for the acquiring bank. */
-export function certificateRequest(keyPair: KeyPair, merchant: MerchantIdentity, time: number): Uint8Array {
-  const { x, y } = publicKeyCoordinates(keyPair.publicKey);
-  const payload = encodeDeterministic(
-    encodeStruct(CertificateRequestSchema, { x, y, merchant: merchant.id, mcc: merchant.mcc, name: merchant.name, time }),
-  );
-  return coseSign1(payload, CERT_REQUEST_CONTENT_TYPE, keyPairSigner(keyPair));
-}
+// The request `init` writes (its format, builder and verifier are the protocol's, SPEC §5.5).
+export { CERT_REQUEST_CONTENT_TYPE, CertificateRequestSchema, certificateRequest } from '@dt/protocol';

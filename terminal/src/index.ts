@@ -22,3 +22,7 @@ export * from './transports/pcsc.ts';
 export * from './transports/serial.ts';
 export * from './transports/hid.ts';
 export * from './config.ts';
+export * from './service/lock.ts';
+export * from './service/service.ts';
+export * from './service/reader.ts';
+export * from './service/ecr.ts';

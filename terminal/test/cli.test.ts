@@ -282,3 +282,41 @@ test('error codes are printed once: a terminal pinning another ledger gets BAD_R
   t.regex(s.stdout, /^problem \(crl\): BAD_RESPONSE: revocation list refused: KEY_MISMATCH$/m);
   t.notRegex(s.stdout + s.stderr, /([A-Z_]{4,}): \1:/);
 });
+
+test('init --dev on a dt-ledger data directory: certified by its acquiring bank under that root, no dev-pki.json needed; an issuing-only bank or a directory without banks is refused (5)', async (t) => {
+  const { dir, cleanup } = tempDir();
+  t.teardown(cleanup);
+  const LEDGER = fileURLToPath(new URL('../../ledger/bin/dt-ledger.js', import.meta.url));
+  const dtLedger = (args: string[]) =>
+    new Promise<number>((resolve) => spawn(process.execPath, [LEDGER, ...args], { stdio: 'ignore' }).on('exit', (c) => resolve(c ?? -1)));
+  const L = join(dir, 'L');
+  t.is(await dtLedger(['init', '-d', L]), 0);
+  t.is(await dtLedger(['bank-add', '-d', L, '--name', 'issuer-only', '--perms', 'issuing']), 0);
+  const none = await dtPos(['-d', join(dir, 'T0'), 'init', '--merchant-id', 'm', '--mcc', '5411', '--name', 'M', '--dev', L]);
+  t.is(none.code, 5, none.stderr);
+  t.regex(none.stderr, /no acquiring bank/);
+  t.is(await dtLedger(['bank-add', '-d', L, '--name', 'halyk']), 0);
+  const r = await dtPos([
+    '-d',
+    join(dir, 'T'),
+    '--json',
+    'init',
+    '--merchant-id',
+    'shop-9',
+    '--mcc',
+    '5411',
+    '--name',
+    'Shop 9',
+    '--dev',
+    L,
+  ]);
+  t.is(r.code, 0, r.stderr);
+  t.true(JSON.parse(r.stdout).initialized);
+  const id = JSON.parse(readFileSync(join(dir, 'T', 'identity.json'), 'utf8')) as { chain: string[]; root: string };
+  t.is(id.root, readFileSync(join(L, 'root.cert')).toString('hex'), 'the ledger directory root is pinned');
+  t.is(id.chain[1], readFileSync(join(L, 'banks', 'halyk.cert')).toString('hex'), 'certified by the acquiring bank');
+  t.false(readdirSync(join(dir, 'T')).some((f) => f.includes('dev-pki')));
+  const status = await dtPos(['-d', join(dir, 'T'), 'status']);
+  t.is(status.code, 0, status.stderr);
+  t.regex(status.stdout, /Shop 9 \(shop-9, MCC 5411\)/);
+});

@@ -17,7 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { gunzipSync } from 'node:zlib';
 import { Journal, JOURNAL_MIGRATIONS, TerminalError, TerminalErrorCode } from '../src/index.ts';
 import { JOURNAL_FIXTURE } from './fixtures/schema/journal-fixture-data.ts';
-import { LIST_V2, LIST_V3, THROWING_V2 } from './helpers/journal-migrations.ts';
+import { LIST_V2, LIST_V3, THROWING_V2, V1 } from './helpers/journal-migrations.ts';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/schema/journal-v1.sqlite.gz', import.meta.url));
 const CHILD = fileURLToPath(new URL('./helpers/journal-migrate-child.ts', import.meta.url));
@@ -120,10 +120,21 @@ test('a new journal is created at the latest version, meta.schema mirroring it',
 test("the previous version's file opens as version 1 with all its data", (t) => {
   const file = previousFile();
   t.is(inspect(file).version, 0, 'the fixture predates versions');
-  const j = Journal.open(file);
+  const j = Journal.open(file, { migrations: V1 });
   assertFixtureData(t, j);
   j.close();
   t.like(inspect(file), { version: 1, meta: '1' });
+});
+
+test("the previous version's file upgrades to the real latest version (2: the cash register's orders) with its data", (t) => {
+  const file = previousFile();
+  const j = Journal.open(file);
+  assertFixtureData(t, j);
+  t.deepEqual(j.createOrder('till-1', 500), { created: true, order: j.getOrder('till-1')! });
+  j.close();
+  const s = inspect(file);
+  t.like(s, { version: JOURNAL_MIGRATIONS.length, meta: String(JOURNAL_MIGRATIONS.length) });
+  t.true(s.tables.includes('ecr_orders') && s.tables.includes('day_closes'));
 });
 
 test("the previous version's file upgrades to a version 2 with its data", (t) => {
@@ -148,7 +159,7 @@ test("the previous version's file upgrades to a version 2 with its data", (t) =>
 
 test('an upgrade step that throws leaves the file at version 1 with its data', (t) => {
   const file = previousFile();
-  const e = t.throws(() => Journal.open(file, { migrations: [...JOURNAL_MIGRATIONS, THROWING_V2] }), { instanceOf: TerminalError });
+  const e = t.throws(() => Journal.open(file, { migrations: [...V1, THROWING_V2] }), { instanceOf: TerminalError });
   t.is(e.code, TerminalErrorCode.JOURNAL);
   t.regex(e.message, /migration step failed on purpose/);
   const s = inspect(file);
@@ -167,7 +178,7 @@ test('a process killed during the upgrade leaves the file at version 1 with its 
   const s = inspect(file);
   t.like(s, { version: 1, meta: '1' });
   t.false(s.columns.includes('note'));
-  const j = Journal.open(file);
+  const j = Journal.open(file, { migrations: V1 });
   assertFixtureData(t, j);
   j.close();
   Journal.open(file, { migrations: LIST_V2 }).close();
@@ -176,7 +187,7 @@ test('a process killed during the upgrade leaves the file at version 1 with its 
 
 test('two processes opening a version 1 file at once: one migrates, the other waits and finds version 2', async (t) => {
   const file = previousFile();
-  Journal.open(file).close(); // stamped 1
+  Journal.open(file, { migrations: V1 }).close(); // stamped 1
   const dir = join(file, '..');
   const started = join(dir, 'a-started');
   const gate = join(dir, 'b-started');

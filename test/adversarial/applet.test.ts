@@ -12,6 +12,7 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import {
+  LIMITS,
   CARD_TIME_AHEAD,
   coseSign1,
   CURRENCY_KZT,
@@ -37,6 +38,7 @@ import {
   type CborValue,
   type PaymentRequest,
 } from '@dt/protocol';
+import { httpRequest } from '@dt/protocol/http';
 import { createPki } from '@dt/ledger';
 import {
   books,
@@ -103,9 +105,15 @@ function editedRequest(term: Terminal, req: PaymentRequest, edit: (m: Map<number
 async function syncCard(bo: BackOffice, tr: ApduTransport): Promise<Uint8Array> {
   await selectApplet(tr);
   const req = await transmitOk(tr, syncBeginCommand(rnd16()), { maxResponse: 1 << 20 });
-  const r = await fetch(`${bo.ledgerServer.url}/v1/sync`, { method: 'POST', headers: { 'content-type': 'application/cbor' }, body: req });
-  if (r.status !== 200) throw new Error(`sync answered ${r.status}: ${await r.text()}`);
-  const receipt = new Uint8Array(await r.arrayBuffer());
+  // A refusal throws HttpRefusedError (status, stable code, detail).
+  const receipt = (
+    await httpRequest(`${bo.ledgerServer.url}/v1/sync`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/cbor' },
+      body: req,
+      maxBytes: LIMITS.maxSyncSize,
+    })
+  ).body;
   await transmitOk(tr, syncCompleteCommand(receipt));
   return receipt;
 }

@@ -246,11 +246,16 @@ test('a stripped handover (no receipt, no history) hides nothing, in both arriva
   await genuinePayment(t, bo, dir);
   const t1 = await newTerminal(t, bo, dir, 'KZ-T1');
   const m = await newTerminal(t, bo, dir, 'KZ-COLLUDING');
+  /** Receipt and history removed; the tokens the receipt carried given inline, so the handover is otherwise whole. */
   const strip = (h: Uint8Array) => {
     const x = decodeMessage('Handover', h);
-    const { receipt: _r, ...rest } = x;
+    const named = x.receipt ? (x.receiptTokens ?? []).map((ix) => openSigned('SyncReceipt', x.receipt!).message.tokens[ix]!) : [];
+    const { receipt: _r, receiptTokens: _rt, ...rest } = x;
     void _r;
-    return encodeMessage('Handover', { ...rest, history: [] });
+    void _rt;
+    const tokens = [...(x.tokens ?? []), ...named];
+    t.true(tokens.length > 0, 'the stripped handover still carries its provenance');
+    return encodeMessage('Handover', { ...rest, tokens, history: [] });
   };
 
   // Order 1: the chip's payment settles first, the clone's stripped one arrives after.
@@ -502,4 +507,41 @@ test('the bank floor: no cover below zero without a credit line, down to the lin
     [['bank', bankHex, -1_100_000, -1_000_000]],
     'and names the bank below its floor',
   );
+});
+
+// ---------------------------------------------------------------------------------------------
+test('racing arrivals: two clones’ spends in concurrent settle requests, two clones’ syncs at once', async (t) => {
+  const { dir, bo } = await startWorld(t);
+  await genuinePayment(t, bo, dir);
+  const t1 = await newTerminal(t, bo, dir, 'KZ-T1');
+  const t2 = await newTerminal(t, bo, dir, 'KZ-T2');
+  for (let round = 0; round < 3; round++) {
+    const { card, kid } = await newCard(bo);
+    const s1 = stateOf(card.storage);
+    const [a, b] = [cloneOf(s1).pay(requestFor(t1, 400_000)).handover, cloneOf(s1).pay(requestFor(t2, 500_000)).handover];
+    const [[oa], [ob]] = await Promise.all([ledgerVerdicts(bo, t1, [a]), ledgerVerdicts(bo, t2, [b])]);
+    const statuses = [oa!.status, ob!.status].sort();
+    t.deepEqual(statuses, [OutcomeStatus.SETTLED, OutcomeStatus.DOUBLE_SPEND], `round ${round}: one settles, one is the double spend`);
+    isProof(t, oa!.status === OutcomeStatus.DOUBLE_SPEND ? oa! : ob!, card, kid, `round ${round}`);
+    await recorded(t, bo, kid, `round ${round}`);
+    coverBounded(t, dir, kid, `round ${round}`);
+    await books(t, bo, `racing settles, round ${round}`);
+  }
+  // Two clones sync at once, each with its own request at the same counter.
+  const { card, kid } = await newCard(bo);
+  const s1 = stateOf(card.storage);
+  const reqs = [cloneOf(s1).beginSync(rnd16()), cloneOf(s1).beginSync(rnd16())];
+  const answers = await Promise.all(
+    reqs.map((body) => fetch(`${bo.ledgerServer.url}/v1/sync`, { method: 'POST', headers: { 'content-type': 'application/cbor' }, body })),
+  );
+  const codes = await Promise.all(
+    answers.map(async (r) => (r.status === 200 ? 200 : `${r.status} ${((await r.json()) as { code: string }).code}`)),
+  );
+  t.true(codes.includes('409 DOUBLE_SPEND'), `one of two racing syncs at one counter is the double spend (${JSON.stringify(codes)})`);
+  t.true(
+    codes.every((c) => c === 200 || c === '409 DOUBLE_SPEND'),
+    JSON.stringify(codes),
+  );
+  await recorded(t, bo, kid, 'racing syncs');
+  await books(t, bo, 'racing syncs');
 });

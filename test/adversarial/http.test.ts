@@ -7,7 +7,7 @@
  * certified, captured requests and bodies, and the cards' own keys (clones) for forged syncs.
  * Each attack is sent as a request, and what must hold is:
  *
- * - the answer carries the stable code of SPEC §7.7.1 / §8.2 (acquirer and ledger tables) with
+ * - the answer carries the stable code of SPEC §8.3 (the acquirer) or §8.2 (the ledger) with
  *   its HTTP status, and a check's own code (e.g. `VALUE_NOT_CONSERVED` of a refused sync) is in
  *   its own field, never over the stable code;
  * - nothing changed: every row of every table of both databases is what it was before the
@@ -24,6 +24,7 @@ import { createHash } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import {
+  ACQUIRER_ERROR_STATUS,
   BankPermission,
   decodeMessage,
   encodeDeterministic,
@@ -44,12 +45,13 @@ import {
   syncCompleteCommand,
   toHex,
   transmitOk,
+  type AcquirerErrorCode,
   type Batch,
   type PaymentRequest,
   type Signer,
   type Transfer,
 } from '@dt/protocol';
-import { blockAcquirer, createPki, signLoadOrder } from '@dt/ledger';
+import { blockAcquirer, createPki, LEDGER_ERROR_STATUS, MAX_LOAD_SIZE, signLoadOrder, type LedgerApiCode } from '@dt/ledger';
 import type { InProcessTransport } from '@dt/card-applet-sim';
 import { certifyTerminal } from '../helpers/variant-world.ts';
 import {
@@ -109,6 +111,8 @@ const stateOfBooks = (w: World) => ({ ledger: tablesOf(join(w.dir, 'ledger.db'))
 
 /** What a refusal must look like: the status, a JSON body with the stable code. */
 async function refusal(t: ExecutionContext, r: Response, status: number, code: string, label: string): Promise<Record<string, unknown>> {
+  // The acquirer's routes are /v1/batches and /v1/terminals/…; the ledger's /v1/settle, /v1/sync, /v1/loads, /v1/cards.
+  const server = /^\/v1\/(batches|terminals)/.test(new URL(r.url).pathname) ? 'acquirer' : 'ledger';
   const text = await r.text();
   let body: Record<string, unknown> = {};
   try {
@@ -118,6 +122,13 @@ async function refusal(t: ExecutionContext, r: Response, status: number, code: s
   }
   t.is(r.status, status, `${label}: HTTP status (${text.slice(0, 300)})`);
   t.is(body.code, code, `${label}: stable code (${text.slice(0, 300)})`);
+  // The status is the one SPEC's table (§8.3 for the acquirer, §8.2 for the ledger) gives the code.
+  const ledgerRow = server === 'ledger' ? LEDGER_ERROR_STATUS[code as LedgerApiCode] : undefined;
+  const fromTable =
+    server === 'acquirer'
+      ? [ACQUIRER_ERROR_STATUS[code as AcquirerErrorCode]]
+      : ledgerRow && [ledgerRow.status, ...Object.values(ledgerRow.byDetail ?? {})];
+  t.true(fromTable?.includes(status), `${label}: ${code} is ${fromTable?.join(' / ')} in SPEC's table`);
   t.true((r.headers.get('content-type') ?? '').startsWith('application/json'), `${label}: a JSON error body`);
   return body;
 }
@@ -268,6 +279,7 @@ test('acquirer batches: forged, wrong signer or role, unknown or revoked termina
   bo.acquirer.revokeTerminal(revoked.kid, 'adversarial suite');
   const { handover } = await handoverTo(bo, x, 30_000);
   const { handover: toRevoked } = await handoverTo(bo, revoked, 10_000);
+  const { handover: toB } = await handoverTo(bo, b, 10_000);
   const good = batchOf(x, 1, [handover]);
 
   const otherPki = createPki({ now: nowSec() });
@@ -282,7 +294,7 @@ test('acquirer batches: forged, wrong signer or role, unknown or revoked termina
     validity: { nbf: now - 86_400 * 10, exp: now - 86_400 },
   });
 
-  const cases: { name: string; body: () => Uint8Array; status: number; code: string; cause?: string }[] = [
+  const cases: { name: string; body: () => Uint8Array; status: number; code: string; cause?: string; index?: number }[] = [
     { name: 'batch signature flipped', body: () => flip(good, -1), status: 403, code: 'BATCH_BAD_SIGNATURE' },
     {
       name: 'one byte changed inside a signed handover',
@@ -331,7 +343,13 @@ test('acquirer batches: forged, wrong signer or role, unknown or revoked termina
     },
     { name: 'an expired terminal certificate', body: () => batchOf(expired, 1, [handover]), status: 403, code: 'TERMINAL_EXPIRED' },
     { name: 'a terminal revoked at the acquirer', body: () => batchOf(revoked, 1, [toRevoked]), status: 403, code: 'TERMINAL_REVOKED' },
-    { name: "X's handover replayed in B's batch", body: () => batchOf(b, 1, [handover]), status: 400, code: 'HANDOVER_WRONG_PAYEE' },
+    {
+      name: "X's handover replayed in B's batch (after one of B's own)",
+      body: () => batchOf(b, 1, [toB, handover]),
+      status: 400,
+      code: 'HANDOVER_WRONG_PAYEE',
+      index: 1,
+    },
     { name: 'not CBOR', body: () => Uint8Array.of(0xff, 0xfe, 0x00, 0x13), status: 400, code: 'BATCH_MALFORMED' },
     { name: 'truncated batch', body: () => good.subarray(0, good.length - 9), status: 400, code: 'BATCH_MALFORMED' },
     { name: 'trailing byte after the batch', body: () => Uint8Array.of(...good, 0), status: 400, code: 'BATCH_MALFORMED' },
@@ -347,11 +365,14 @@ test('acquirer batches: forged, wrong signer or role, unknown or revoked termina
       body: () => batchOf(x, 2, [Uint8Array.of(0xa1, 0x01, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)]),
       status: 400,
       code: 'HANDOVER_MALFORMED',
+      index: 0,
     },
   ];
   for (const c of cases) {
     const body = await attack(w, c.name, () => post(url, c.body()), c.status, c.code);
-    if (c.cause) t.is((body.details as Record<string, unknown> | undefined)?.cause, c.cause, `${c.name}: cause in its own field`);
+    const details = body.details as Record<string, unknown> | undefined;
+    if (c.cause) t.is(details?.cause, c.cause, `${c.name}: cause in its own field`);
+    if (c.index !== undefined) t.is(details?.index, c.index, `${c.name}: the handover's index`);
   }
 
   // Wrong content types: the same good batch, never stored.
@@ -381,10 +402,18 @@ test('acquirer batches: forged, wrong signer or role, unknown or revoked termina
   const ack = new Uint8Array(await first.arrayBuffer());
   const again = await harmless(w, 'the same batch again', () => post(url, good));
   t.deepEqual(again, ack, 'the same ack byte for byte');
-  await attack(w, 'same seq, other bytes', () => post(url, batchOf(x, 1, [handover], { time: nowSec() - 5 })), 409, 'SEQ_CONFLICT');
+  const conflict = await attack(
+    w,
+    'same seq, other bytes',
+    () => post(url, batchOf(x, 1, [handover], { time: nowSec() - 5 })),
+    409,
+    'SEQ_CONFLICT',
+  );
+  t.deepEqual(conflict.details, { seq: 1 });
   const { handover: second } = await handoverTo(bo, x, 20_000);
   t.is((await post(url, batchOf(x, 5, [second]))).status, 200, 'seq 5 stored');
-  await attack(w, 'an older seq after 5', () => post(url, batchOf(x, 3, [second])), 409, 'SEQ_OUT_OF_ORDER');
+  const older = await attack(w, 'an older seq after 5', () => post(url, batchOf(x, 3, [second])), 409, 'SEQ_OUT_OF_ORDER');
+  t.deepEqual(older.details, { seq: 3, last: 5 });
   // The same handover again in a new batch: stored (a terminal's own resend), settled once.
   t.is((await post(url, batchOf(x, 6, [handover]))).status, 200, 'seq 6 (a resend of the first handover) stored');
   await bo.acquirer.forwardNow();
@@ -793,6 +822,27 @@ test('ledger syncs, loads and cards: forged, foreign card, value-creating histor
       `${f.name}: no fork, not revoked`,
     );
   }
+  // A counter far beyond any honest chain: refused, and not even evidence (SPEC §7.7 step E keeps
+  // state bounded): every row as it was.
+  {
+    const c = await newCard(bo);
+    const st = stateOf(c.card.storage);
+    const far = signMessage(
+      'SyncRequest',
+      {
+        card: c.kid,
+        counter: st.counter + 1000,
+        prev: st.prev,
+        history: [],
+        holdings: st.coins.map((x) => x.id),
+        balance: st.coins.reduce((s, x) => s + x.value, 0),
+        challenge: rnd16(),
+      },
+      keyOf(c),
+    );
+    const body = await attack(w, 'sync: a counter 1000 ahead', () => post(syncUrl, far, 'application/cbor'), 400, 'SYNC_INVALID');
+    t.is(body.detail, 'HISTORY_BROKEN');
+  }
   // A clone's two different requests at one counter: the second is a fork, DOUBLE_SPEND (409) with
   // the proof and the revocation recorded, and still no value moves.
   {
@@ -911,6 +961,26 @@ test('ledger syncs, loads and cards: forged, foreign card, value-creating histor
     409,
     'ID_CONFLICT',
   );
+
+  // ---------------- oversize bodies: each route reads no more than its one object may be.
+  for (const [route, limit] of [
+    ['/v1/sync', LIMITS.maxSyncSize],
+    ['/v1/loads', MAX_LOAD_SIZE],
+    ['/v1/cards', 8192],
+  ] as const) {
+    await attack(
+      w,
+      `${route}: one byte over its limit, with its length`,
+      () => post(`${ledger}${route}`, new Uint8Array(limit + 1), 'application/cbor'),
+      413,
+      'TOO_LARGE',
+    );
+    const before = stateOfBooks(w);
+    const r = await streamOversize(`${ledger}${route}`, 8 << 20, 'application/cbor').catch((e: Error) => ({ status: -1, body: e.message }));
+    t.is(r.status, 413, `${route}: 8 MiB streamed without a length: ${r.status} ${r.body.slice(0, 200)}`);
+    t.is((JSON.parse(r.body) as { code: string }).code, 'TOO_LARGE');
+    t.deepEqual(stateOfBooks(w), before, `${route}: oversize streamed, nothing changed`);
+  }
 
   // ---------------- card registration
   const cardsUrl = `${ledger}/v1/cards`;

@@ -26,6 +26,7 @@ import {
   type CommandApdu,
   type ResponseApdu,
 } from '@dt/protocol';
+import { httpRequest } from '@dt/protocol/http';
 import { TransportReader, type CardReader, type TapOutcome } from '@dt/terminal';
 import { InProcessTransport, SimulatedCard } from '@dt/card-applet-sim';
 import type { Identity } from '@dt/ledger';
@@ -233,9 +234,14 @@ export async function ledgerVerdicts(
     { chain: [...probeAcquirer(bo).chain], time: nowSec(), nonce: rnd16(), batches: [batch] },
     probeAcquirer(bo).signer,
   );
-  const r = await fetch(`${bo.ledgerServer.url}/v1/settle`, { method: 'POST', headers: { 'content-type': 'application/cose' }, body });
-  if (r.status !== 200) throw new Error(`settle answered ${r.status}: ${await r.text()}`);
-  const out = decodeDeterministic(new Uint8Array(await r.arrayBuffer())) as Uint8Array[][];
+  // A refusal throws HttpRefusedError (status, stable code, detail).
+  const r = await httpRequest(`${bo.ledgerServer.url}/v1/settle`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/cose' },
+    body,
+    maxBytes: 1 << 24,
+  });
+  const out = decodeDeterministic(r.body) as Uint8Array[][];
   return out[0]!.map((b) => openSigned('Outcome', b).message);
 }
 let probes = 0;

@@ -442,6 +442,22 @@ export function acquirerBlockRow(r: Row): AcquirerBlockRow {
   return { kid: c.blob('kid'), reason: c.text('reason'), time: c.int('time') };
 }
 
+// ------------------------------------------------------------ card_blocks (SPEC §7.9)
+export interface CardBlockRow {
+  readonly card: Uint8Array;
+  /** The issuing bank that blocked it. */
+  readonly bank: Uint8Array;
+  /** Ledger time of the block. */
+  readonly time: number;
+  /** Payload hash of the restitution record (a row of `syncs`), NULL until restored. */
+  readonly restored: Uint8Array | null;
+}
+export const CARD_BLOCK_COLUMNS = 'card, bank, time, restored';
+export function cardBlockRow(r: Row): CardBlockRow {
+  const c = columns(r, 'card_blocks');
+  return { card: c.blob('card'), bank: c.blob('bank'), time: c.int('time'), restored: c.blobOrNull('restored') };
+}
+
 /** Every table's mapping and column list (for tests that map every stored row). */
 export const TABLE_ROWS: { readonly [table: string]: { readonly columns: string; readonly map: (r: Row) => unknown } } = {
   meta: { columns: META_COLUMNS, map: metaRow },
@@ -465,4 +481,5 @@ export const TABLE_ROWS: { readonly [table: string]: { readonly columns: string;
   crls: { columns: CRL_COLUMNS, map: crlRow },
   syncs: { columns: SYNC_COLUMNS, map: syncRow },
   acquirer_blocks: { columns: ACQUIRER_BLOCK_COLUMNS, map: acquirerBlockRow },
+  card_blocks: { columns: CARD_BLOCK_COLUMNS, map: cardBlockRow },
 };

@@ -6,7 +6,18 @@
  * @module
  */
 import Database from 'better-sqlite3';
-import { Mutex, SCHEMA, type LedgerStorage, type Row, type SqlTx, type SqlValue } from './types.ts';
+import {
+  adoptionProblems,
+  checkMigrationList,
+  LEDGER_MIGRATIONS,
+  LedgerSchemaError,
+  newerError,
+  referenceShape,
+  shapeDifferences,
+  sqliteShape,
+  type LedgerMigration,
+} from './migrations.ts';
+import { Mutex, type LedgerStorage, type Row, type SqlTx, type SqlValue } from './types.ts';
 
 function bind(params: readonly SqlValue[]): unknown[] {
   return params.map((p) => (p instanceof Uint8Array ? Buffer.from(p.buffer, p.byteOffset, p.byteLength) : p));
@@ -23,13 +34,75 @@ function plainRow<T>(row: Record<string, unknown> | undefined): T | undefined {
   return row as T;
 }
 
-/** Opens (creating if needed) a SQLite ledger database at `path` (`:memory:` for tests). */
-export function openSqliteStorage(path: string): LedgerStorage {
+/**
+ * Brings the ledger database in `db` to the latest version of `migrations`
+ * (./migrations.ts), one `BEGIN IMMEDIATE` transaction per step with its
+ * `PRAGMA user_version` bump (the write lock is taken before the version is
+ * read, so a second process waits and then finds the new version), then checks
+ * its tables against that version. Returns the versions before and after.
+ *
+ * @throws {LedgerSchemaError} NEWER or NOT_A_LEDGER; the database is left as it was.
+ */
+export function migrateSqlite(
+  db: Database.Database,
+  migrations: readonly LedgerMigration[] = LEDGER_MIGRATIONS,
+): { from: number; to: number } {
+  checkMigrationList(migrations);
+  const latest = migrations.length;
+  let from: number | undefined;
+  for (;;) {
+    db.exec('BEGIN IMMEDIATE');
+    try {
+      const v = db.pragma('user_version', { simple: true }) as number;
+      from ??= v;
+      if (v > latest) throw newerError(v, latest);
+      if (v === latest) {
+        db.exec('COMMIT');
+        break;
+      }
+      const before = v === 0 ? sqliteShape(db) : undefined;
+      if (before && before.tables.size > 0) {
+        const problems = adoptionProblems(before, referenceShape(migrations, 1));
+        if (problems.length > 0) throw new LedgerSchemaError('NOT_A_LEDGER', `not a ledger database: ${problems.join(', ')}`);
+      }
+      for (const s of migrations[v]!.statements) db.exec(s);
+      db.pragma(`user_version = ${v + 1}`);
+      db.exec('COMMIT');
+    } catch (e) {
+      if (db.inTransaction) db.exec('ROLLBACK');
+      throw e;
+    }
+  }
+  const diff = shapeDifferences(sqliteShape(db), referenceShape(migrations, latest));
+  if (diff.length > 0) throw new LedgerSchemaError('NOT_A_LEDGER', `not a ledger database of schema version ${latest}: ${diff.join(', ')}`);
+  return { from, to: latest };
+}
+
+/** Options of {@link openSqliteStorage}. */
+export interface SqliteStorageOptions {
+  /** The schema migrations (default `LEDGER_MIGRATIONS`); tests of the upgrade path pass a longer list. Version 1 must stay the ledger's own. */
+  readonly migrations?: readonly LedgerMigration[];
+}
+
+/**
+ * Opens (creating if needed) a SQLite ledger database at `path` (`:memory:` for
+ * tests), bringing its schema to the latest version ({@link migrateSqlite}).
+ *
+ * @throws {LedgerSchemaError} the database is of a newer schema version or not a ledger's (left as it was);
+ *   a SqliteError (SQLITE_NOTADB) when the file is no database.
+ */
+export function openSqliteStorage(path: string, options: SqliteStorageOptions = {}): LedgerStorage {
   const db = new Database(path);
-  db.pragma('journal_mode = WAL');
-  db.pragma('synchronous = FULL');
-  db.pragma('busy_timeout = 10000');
-  for (const ddl of SCHEMA) db.exec(ddl);
+  try {
+    db.pragma('synchronous = FULL');
+    db.pragma('busy_timeout = 10000');
+    // Before the switch to WAL, so that a refused file is left as it was.
+    migrateSqlite(db, options.migrations ?? LEDGER_MIGRATIONS);
+    db.pragma('journal_mode = WAL');
+  } catch (e) {
+    db.close();
+    throw e;
+  }
   const cache = new Map<string, Database.Statement>();
   const stmt = (sql: string) => {
     let s = cache.get(sql);

@@ -48,7 +48,11 @@ export class Mutex {
   }
 }
 
-/** DDL shared by both backends; `BLOB` becomes `BYTEA` on PostgreSQL. */
+/**
+ * DDL shared by both backends; `BLOB` becomes `BYTEA` on PostgreSQL. This is
+ * schema version 1 (`LEDGER_MIGRATIONS` in ./migrations.ts), frozen: a change
+ * of the schema is a new migration there, never an edit here.
+ */
 export const SCHEMA: readonly string[] = [
   `CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BIGINT NOT NULL)`,
   `CREATE TABLE IF NOT EXISTS allocations (id BLOB PRIMARY KEY, bank BLOB NOT NULL, amount BIGINT NOT NULL, time BIGINT NOT NULL)`,
@@ -89,5 +93,7 @@ export const SCHEMA: readonly string[] = [
   `CREATE TABLE IF NOT EXISTS crls (version BIGINT PRIMARY KEY, issued BIGINT NOT NULL, bytes BLOB NOT NULL)`,
   `CREATE TABLE IF NOT EXISTS syncs (request BLOB PRIMARY KEY, card BLOB NOT NULL, receipt BLOB NOT NULL)`,
   // Acquirer keys the operator blocked (`dt-ledger acquirer-block`): their settle requests are refused (SPEC §7.7.2).
+  // Cards their issuing bank blocked as lost or stolen (SPEC §7.9); restored: payload hash of the restitution record (a row of `syncs`).
+  `CREATE TABLE IF NOT EXISTS card_blocks (card BLOB PRIMARY KEY, bank BLOB NOT NULL, time BIGINT NOT NULL, restored BLOB)`,
   `CREATE TABLE IF NOT EXISTS acquirer_blocks (kid BLOB PRIMARY KEY, reason TEXT NOT NULL, time BIGINT NOT NULL)`,
 ];

@@ -81,7 +81,7 @@ export class HidHostTransport implements ApduTransport {
     throwIfAborted(options.signal);
     return this.#guard.run(async () => {
       const limit = new LocalAbort(options.signal);
-      const timer = this.#timers.setTimeout(
+      const timer = this.#timers.schedule(
         () => limit.abort(new TransportTimeoutError(`no HID answer from ${this.#name} within ${this.#timeoutMs} ms`, this.#timeoutMs)),
         this.#timeoutMs,
       );
@@ -107,7 +107,7 @@ export class HidHostTransport implements ApduTransport {
           if (message !== undefined) return message;
         }
       } finally {
-        this.#timers.clearTimeout(timer);
+        this.#timers.cancel(timer);
         limit.dispose();
       }
     });

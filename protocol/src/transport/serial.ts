@@ -134,7 +134,7 @@ export class SerialHostTransport implements ApduTransport {
   #await(seq: number, answerType: number, signal: AbortSignalLike | undefined): Promise<Wait> {
     return new Promise((resolve, reject) => {
       const done = (): void => {
-        this.#timers.clearTimeout(timer);
+        this.#timers.cancel(timer);
         signal?.removeEventListener('abort', onAbort);
         this.#listener = undefined;
       };
@@ -143,7 +143,7 @@ export class SerialHostTransport implements ApduTransport {
         // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- the abort reason, passed on as it came
         reject(signal?.reason ?? new AbortError());
       };
-      const timer = this.#timers.setTimeout(() => {
+      const timer = this.#timers.schedule(() => {
         done();
         resolve({ kind: 'timeout' });
       }, this.#frameTimeoutMs);

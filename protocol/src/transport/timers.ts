@@ -9,12 +9,12 @@
 import type { AbortSignalLike } from '../apdu/exchange.ts';
 import { AbortError } from '../apdu/exchange.ts';
 
-/** One-shot timers, as the host provides them (`setTimeout` / `clearTimeout`). */
+/** One-shot timers, as the host provides them (on Node: its timer functions, `nodeTimers`). */
 export interface TransportTimers {
-  /** Calls `fn` once after `ms` milliseconds; returns a handle for `clearTimeout`. */
-  readonly setTimeout: (fn: () => void, ms: number) => unknown;
-  /** Cancels a timer; a handle that already fired or was cleared is ignored. */
-  readonly clearTimeout: (handle: unknown) => void;
+  /** Calls `fn` once after `ms` milliseconds; returns a handle for `cancel`. */
+  readonly schedule: (fn: () => void, ms: number) => unknown;
+  /** Cancels a timer; a handle that already fired or was cancelled is ignored. */
+  readonly cancel: (handle: unknown) => void;
 }
 
 /**
@@ -82,11 +82,11 @@ export function delay(timers: TransportTimers, ms: number, signal?: AbortSignalL
       return;
     }
     const onAbort = (): void => {
-      timers.clearTimeout(handle);
+      timers.cancel(handle);
       // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- the abort reason, passed on as it came
       reject(signal?.reason ?? new AbortError());
     };
-    const handle = timers.setTimeout(() => {
+    const handle = timers.schedule(() => {
       signal?.removeEventListener('abort', onAbort);
       resolve();
     }, ms);

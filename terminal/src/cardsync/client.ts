@@ -16,8 +16,12 @@
  *
  * A refusal by the ledger is a result (`ok: false` with the HTTP status and
  * the ledger's stable §8.2 `code`, its `detail` apart); a card error throws
- * (`CardStatusError`), a transport error throws, the network throws. The
- * client never signs anything itself: the card and the bank do.
+ * (`CardStatusError`), a transport error throws, the network throws
+ * (`HttpUnreachableError`). The client never signs anything itself: the card
+ * and the bank do. The HTTP calls go through `httpRequest` of
+ * `@dt/protocol/http` (bounded reads, the one error-body parser of SPEC.md
+ * §8.4); a SYNC or LOAD is never retried by the client (the card holds the
+ * pending request; the caller decides).
  *
  * @module
  */
@@ -34,6 +38,7 @@ import {
   type ApduTransport,
   type CardStatus,
 } from '@dt/protocol';
+import { HttpBadResponseError, HttpRefusedError, httpRequest, type FetchLike } from '@dt/protocol/http';
 
 /** Media type of the ledger's CBOR bodies. */
 const CBOR = 'application/cbor';
@@ -110,7 +115,7 @@ export interface CardSyncClientOptions {
   /** Time limit of each HTTP request (default 30 s). */
   readonly timeoutMs?: number;
   /** `fetch` implementation (default the global one). */
-  readonly fetch?: typeof fetch;
+  readonly fetch?: FetchLike;
   /** Random bytes for the sync challenge (default node:crypto). */
   readonly random?: (n: number) => Uint8Array;
 }
@@ -162,13 +167,13 @@ export function summarizeReceipt(receipt: Uint8Array): ReceiptSummary {
 export class CardSyncClient {
   readonly ledgerUrl: string;
   readonly #timeoutMs: number;
-  readonly #fetch: typeof fetch;
+  readonly #fetch: FetchLike | undefined;
   readonly #random: (n: number) => Uint8Array;
 
   constructor(options: CardSyncClientOptions) {
     this.ledgerUrl = options.ledgerUrl;
     this.#timeoutMs = options.timeoutMs ?? 30_000;
-    this.#fetch = options.fetch ?? fetch;
+    this.#fetch = options.fetch;
     this.#random = options.random ?? ((n) => new Uint8Array(randomBytes(n)));
   }
 
@@ -238,32 +243,30 @@ export class CardSyncClient {
   }
 
   async #post(path: string, body: Uint8Array, maxBytes: number, signal: AbortSignal | undefined): Promise<HttpAnswer> {
-    const timeout = AbortSignal.timeout(this.#timeoutMs);
-    const res = await this.#fetch(new URL(path, this.ledgerUrl), {
-      method: 'POST',
-      headers: { 'content-type': CBOR },
-      body: Buffer.from(body),
-      signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
-    });
-    const length = Number(res.headers.get('content-length') ?? '0');
-    if (length > maxBytes) {
-      await res.body?.cancel();
-      return { ok: false, status: res.status, code: 'TOO_LARGE', message: `ledger answer of ${length} bytes` };
+    try {
+      const r = await httpRequest(new URL(path, this.ledgerUrl), {
+        method: 'POST',
+        headers: { 'content-type': CBOR },
+        body,
+        maxBytes,
+        timeoutMs: this.#timeoutMs,
+        ...(signal ? { signal } : {}),
+        ...(this.#fetch ? { fetch: this.#fetch } : {}),
+      });
+      return { ok: true, bytes: r.body };
+    } catch (e) {
+      if (e instanceof HttpRefusedError)
+        return {
+          ok: false,
+          status: e.status,
+          code: e.code,
+          ...(e.serverMessage !== undefined ? { message: e.serverMessage } : {}),
+          ...(e.detail !== undefined ? { detail: e.detail } : {}),
+        };
+      if (e instanceof HttpBadResponseError && e.reason === 'TOO_LARGE')
+        return { ok: false, status: e.status, code: 'TOO_LARGE', message: e.message };
+      throw e;
     }
-    const bytes = new Uint8Array(await res.arrayBuffer());
-    if (bytes.length > maxBytes)
-      return { ok: false, status: res.status, code: 'TOO_LARGE', message: `ledger answer of ${bytes.length} bytes` };
-    if (res.status === 200) return { ok: true, bytes };
-    let code = `HTTP_${res.status}`;
-    let message: string | undefined;
-    let detail: string | undefined;
-    if ((res.headers.get('content-type') ?? '').includes('json')) {
-      const j = parseJson(bytes) as { code?: unknown; message?: unknown; detail?: unknown } | undefined;
-      if (typeof j?.code === 'string') code = j.code;
-      if (typeof j?.message === 'string') message = j.message;
-      if (typeof j?.detail === 'string') detail = j.detail;
-    }
-    return { ok: false, status: res.status, code, ...(message ? { message } : {}), ...(detail ? { detail } : {}) };
   }
 }
 

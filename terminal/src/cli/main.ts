@@ -7,7 +7,7 @@
  * @module
  */
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -51,6 +51,10 @@ import { openSerialReader } from '../transports/serial.ts';
 import { listHidDevices, openHidReader } from '../transports/hid.ts';
 import type { CardReader } from '../transports/reader.ts';
 import { assessRisk, certifiedCrlMaxAge } from '../policy.ts';
+import { lockDataDir } from '../service/lock.ts';
+import { PosService } from '../service/service.ts';
+import { openServiceReader } from '../service/reader.ts';
+import { buildEcrApp, ecrToken, TOKEN_FILE } from '../service/ecr.ts';
 
 /**
  * The exit codes of `dt-pos`, the one table: {@link ExitCode}, `--help` and
@@ -71,6 +75,8 @@ export const EXIT_CODES = [
     meaning: 'internal or journal error (charge END INTERNAL_ERROR), or an acquirer answer the terminal does not trust',
   },
   { code: 7, name: 'PRESENT_CARD_AGAIN', meaning: 'PRESENT CARD AGAIN and the card was not presented again' },
+  { code: 8, name: 'LOCKED', meaning: 'the data directory is in use by another dt-pos process (serve or charge: dt-pos.lock)' },
+  { code: 9, name: 'LISTEN', meaning: 'serve cannot listen (address in use or not available)' },
 ] as const;
 
 type ExitName = (typeof EXIT_CODES)[number]['name'];
@@ -86,6 +92,9 @@ ${EXIT_CODES.map((e) => `  ${String(e.code).padEnd(3)} ${e.meaning}`).join('\n')
 Amounts are typed in tenge with up to two decimals (150, 150.5, 150.50) and shown
 as tenge with two decimals (150.50 KZT); --json output gives integer tiyn (1 KZT = 100 tiyn).
 Data directory: --data-dir, else $DT_POS_HOME, else ~/.dt-pos.`;
+
+/** `serve` cannot listen: exit code 9 (LISTEN). */
+class ListenError extends Error {}
 
 /** A command-line mistake: exit code 2 (USAGE). */
 export class UsageError extends Error {
@@ -309,55 +318,61 @@ export function buildProgram(): Command {
     .option('--acquirer <url>', 'acquirer base URL for sync, e.g. http://127.0.0.1:8081')
     .option('--reader <spec>', 'default reader: pcsc, pcsc:<name>, serial:<path>, hid:<path>', 'pcsc')
     .option(
-      '--dev <pki-dir>',
-      'development: self-provision with the dev PKI in this directory (dev-pki.json of dt-card / the ledger dev tools)',
+      '--dev <dir>',
+      "development: self-provision with a local PKI: a dt-ledger data directory (its acquiring bank's key, root.cert, ledger.cert) or a dev PKI directory (dev-pki.json of dt-card)",
     )
-    .action((o: { merchantId: string; mcc: number; name: string; acquirer?: string; reader: string; dev?: string }, cmd: Command) => {
-      const g = globals(cmd);
-      const paths = identityPaths(g.dataDir);
-      const kp = existsSync(paths.key) ? loadTerminalKey(g.dataDir) : createTerminalKey(g.dataDir);
-      const merchant = { id: o.merchantId, mcc: o.mcc, name: o.name };
-      const cfg: TerminalConfig = {
-        ...DEFAULT_CONFIG,
-        ...(existsSync(configPath(g.dataDir)) ? loadConfig(g.dataDir) : {}),
-        reader: o.reader,
-        ...(o.acquirer ? { acquirerUrl: o.acquirer } : {}),
-      };
-      saveConfig(g.dataDir, cfg);
-      const request = certificateRequest(kp, merchant, now());
-      writeFileDurable(paths.request, request);
-      const kid = toHex(keyPairSigner(kp).kid);
-      if (!o.dev) {
+    .option('--dev-bank <name>', 'with --dev on a dt-ledger data directory: the acquiring bank (banks/<name>.*; default: the only one)')
+    .action(
+      (
+        o: { merchantId: string; mcc: number; name: string; acquirer?: string; reader: string; dev?: string; devBank?: string },
+        cmd: Command,
+      ) => {
+        const g = globals(cmd);
+        const paths = identityPaths(g.dataDir);
+        const kp = existsSync(paths.key) ? loadTerminalKey(g.dataDir) : createTerminalKey(g.dataDir);
+        const merchant = { id: o.merchantId, mcc: o.mcc, name: o.name };
+        const cfg: TerminalConfig = {
+          ...DEFAULT_CONFIG,
+          ...(existsSync(configPath(g.dataDir)) ? loadConfig(g.dataDir) : {}),
+          reader: o.reader,
+          ...(o.acquirer ? { acquirerUrl: o.acquirer } : {}),
+        };
+        saveConfig(g.dataDir, cfg);
+        const request = certificateRequest(kp, merchant, now());
+        writeFileDurable(paths.request, request);
+        const kid = toHex(keyPairSigner(kp).kid);
+        if (!o.dev) {
+          out(
+            g,
+            { initialized: false, terminal: kid, certificateRequest: paths.request },
+            `Terminal key ${kid} created in ${g.dataDir}.\nSend ${paths.request} to your acquiring bank, then install its answer with:\n  dt-pos install-cert --cert terminal.cert --bank-cert bank.cert --root root.cert --ledger-cert ledger.cert`,
+          );
+          return;
+        }
+        const pki = readDevPki(o.dev, o.devBank);
+        const t = now();
+        const cert = issueCertificate(
+          {
+            iss: openSigned('Certificate', pki.bank.cert).message.sub,
+            sub: `terminal-${merchant.id}`,
+            iat: t,
+            nbf: t - 86_400,
+            exp: t + 365 * 86_400,
+            role: Role.TERMINAL,
+            merchant,
+            currency: CURRENCY_KZT,
+            publicKey: kp.publicKey,
+          },
+          keyPairSigner({ secretKey: pki.bank.secretKey, publicKey: publicKeyOf(pki.bank.secretKey) }),
+        );
+        const id = installIdentity(g.dataDir, { chain: [cert, pki.bank.cert], root: pki.root, ledgerCert: pki.ledgerCert }, t);
         out(
           g,
-          { initialized: false, terminal: kid, certificateRequest: paths.request },
-          `Terminal key ${kid} created in ${g.dataDir}.\nSend ${paths.request} to your acquiring bank, then install its answer with:\n  dt-pos install-cert --cert terminal.cert --bank-cert bank.cert --root root.cert --ledger-cert ledger.cert`,
+          { initialized: true, terminal: kid, merchant, certExpires: id.certExpires, dataDir: g.dataDir },
+          `Terminal ${kid} certified for ${merchant.name} (${merchant.id}, MCC ${merchant.mcc}) by the dev bank; valid until ${iso(id.certExpires)}.\nRun 'dt-pos sync' to fetch the revocation list before taking payments.`,
         );
-        return;
-      }
-      const pki = readDevPki(o.dev);
-      const t = now();
-      const cert = issueCertificate(
-        {
-          iss: openSigned('Certificate', pki.bank.cert).message.sub,
-          sub: `terminal-${merchant.id}`,
-          iat: t,
-          nbf: t - 86_400,
-          exp: t + 365 * 86_400,
-          role: Role.TERMINAL,
-          merchant,
-          currency: CURRENCY_KZT,
-          publicKey: kp.publicKey,
-        },
-        keyPairSigner({ secretKey: pki.bank.secretKey, publicKey: publicKeyOf(pki.bank.secretKey) }),
-      );
-      const id = installIdentity(g.dataDir, { chain: [cert, pki.bank.cert], root: pki.root, ledgerCert: pki.ledgerCert }, t);
-      out(
-        g,
-        { initialized: true, terminal: kid, merchant, certExpires: id.certExpires, dataDir: g.dataDir },
-        `Terminal ${kid} certified for ${merchant.name} (${merchant.id}, MCC ${merchant.mcc}) by the dev bank; valid until ${iso(id.certExpires)}.\nRun 'dt-pos sync' to fetch the revocation list before taking payments.`,
-      );
-    });
+      },
+    );
 
   program
     .command('install-cert')
@@ -408,6 +423,9 @@ export function buildProgram(): Command {
       const amount = parseAmount(amountText);
       const identity = requireIdentity(g);
       const cfg = loadConfig(g.dataDir);
+      // One process per data directory: a running `dt-pos serve` (or another charge) holds the journal.
+      const lock = lockDataDir(g.dataDir);
+      process.once('exit', () => lock.release());
       const journal = openJournal(g);
       const { reader, close } = await openReader(o.reader ?? cfg.reader);
       const ctl = new AbortController();
@@ -455,8 +473,115 @@ export function buildProgram(): Command {
         pinPad.close();
         await close();
         journal.close();
+        lock.release();
       }
     });
+
+  program
+    .command('serve')
+    .description(
+      'run the terminal as a service: hold the reader, take payments for the cash register (ECR API) and the attendant screen on loopback, sync in the background; SIGTERM finishes the tap in progress, then stops',
+    )
+    .option('--host <address>', 'loopback address to listen on (127.0.0.1, ::1 or localhost)', '127.0.0.1')
+    .option('--port <port>', 'TCP port (0: any free port, printed at start)', intOption('--port', 0, 65535), 8470)
+    .option('--reader <spec>', 'reader: pcsc, pcsc:<name>, serial:<path>, hid:<path> (default from config.json)')
+    .option('--acquirer <url>', 'acquirer base URL (default from config.json; none: no sync)')
+    .option(
+      '--sync-interval <seconds>',
+      'seconds between sync rounds while the acquirer answers (revocation list refresh)',
+      intOption('--sync-interval', 1, 86_400),
+      60,
+    )
+    .option('--card-timeout <seconds>', 'seconds to wait for the card of a payment', intOption('--card-timeout', 1, 3600))
+    .action(
+      async (
+        o: { host: string; port: number; reader?: string; acquirer?: string; syncInterval: number; cardTimeout?: number },
+        cmd: Command,
+      ) => {
+        const g = globals(cmd);
+        if (!['127.0.0.1', '::1', 'localhost'].includes(o.host))
+          throw new UsageError(`--host ${o.host}: the ECR API listens on loopback only (127.0.0.1, ::1, localhost)`);
+        const identity = requireIdentity(g);
+        const cfg = loadConfig(g.dataDir);
+        const lock = lockDataDir(g.dataDir);
+        process.once('exit', () => lock.release());
+        const log = (event: string, data: Record<string, unknown>, human: string): void => {
+          process.stdout.write(g.json ? JSON.stringify({ event, time: new Date().toISOString(), ...data }) + '\n' : `${human}\n`);
+        };
+        const journal = openJournal(g);
+        const events: { service?: PosService } = {};
+        const rd = openServiceReader(o.reader ?? cfg.reader, () => events.service?.readerChanged());
+        let token: string;
+        try {
+          token = ecrToken(g.dataDir);
+        } catch (e) {
+          await rd.close();
+          journal.close();
+          lock.release();
+          throw e;
+        }
+        const acquirerUrl = o.acquirer ?? cfg.acquirerUrl;
+        const svc = new PosService({
+          identity,
+          journal,
+          reader: rd.reader,
+          readerStatus: () => rd.status(),
+          policy: cfg.policy,
+          timeouts: { ...cfg.timeouts, ...(o.cardTimeout ? { cardMs: o.cardTimeout * 1000 } : {}) },
+          verifier: verifierByName(cfg.verifier),
+          ...(acquirerUrl ? { acquirerUrl } : {}),
+          syncIntervalMs: o.syncInterval * 1000,
+        });
+        events.service = svc;
+        const unsubscribe = svc.subscribe((e) => {
+          if (e.type === 'outcome')
+            log(
+              'outcome',
+              { ...e },
+              `${e.reference}: ${e.outcome.replace(/_/g, ' ')}${e.reason ? `: ${e.reason}` : ''}${e.detail ? ` (${e.detail})` : ''}`,
+            );
+          else if (e.type === 'phase') log('phase', { ...e }, `${e.reference}: ${e.phase.replace(/_/g, ' ')}`);
+          else if (e.type === 'reader')
+            log('reader', { ...e.reader }, `reader ${e.reader.spec}: ${e.reader.state}${e.reader.detail ? ` (${e.reader.detail})` : ''}`);
+          else if (e.type === 'sync' && e.sync.state !== 'running')
+            log('sync', { ...e.sync }, `sync: ${e.sync.state}${e.sync.lastProblem ? ` (${e.sync.lastProblem})` : ''}`);
+        });
+        svc.start();
+        const app = buildEcrApp({ service: svc, token });
+        let url: string;
+        try {
+          url = await app.listen({ host: o.host, port: o.port });
+        } catch (e) {
+          await svc.stop();
+          await rd.close();
+          journal.close();
+          lock.release();
+          throw new ListenError(`cannot listen on ${o.host}:${o.port}: ${(e as Error).message}`);
+        }
+        log(
+          'listening',
+          { url, pid: process.pid, tokenFile: join(g.dataDir, TOKEN_FILE), dataDir: g.dataDir },
+          `dt-pos serve: ECR API and attendant screen on ${url} (token in ${join(g.dataDir, TOKEN_FILE)}); SIGTERM or Ctrl-C stops`,
+        );
+        await new Promise<void>((resolveStop) => {
+          const onSignal = (sig: string): void => {
+            process.off('SIGTERM', onSignal);
+            process.off('SIGINT', onSignal);
+            log('stopping', { signal: sig }, `dt-pos serve: ${sig}: finishing the tap in progress, then stopping`);
+            resolveStop();
+          };
+          process.on('SIGTERM', onSignal);
+          process.on('SIGINT', onSignal);
+        });
+        await svc.stop();
+        unsubscribe();
+        await app.close();
+        await rd.close();
+        journal.close();
+        lock.release();
+        log('stopped', {}, 'dt-pos serve: stopped');
+      },
+    );
 
   program
     .command('status')
@@ -678,10 +803,20 @@ function readCert(file: string, option: string): Uint8Array {
   return /^[0-9a-fA-F]+$/.test(text) && text.length % 2 === 0 ? fromHex(text) : new Uint8Array(raw);
 }
 
-/** Reads a dev PKI directory (`dev-pki.json`: dt-dev-pki v1, as card-applet-sim's `saveDevPki` writes it). */
-function readDevPki(dir: string): { root: Uint8Array; ledgerCert: Uint8Array; bank: { secretKey: Uint8Array; cert: Uint8Array } } {
+/**
+ * Reads a local PKI for `init --dev`: a dt-ledger data directory (`root.cert`, `ledger.cert`,
+ * `banks/<name>.key.json` and `.cert` of an acquiring bank, as `dt-ledger init` and `bank-add`
+ * write them), else a dev PKI directory (`dev-pki.json`: dt-dev-pki v1, as card-applet-sim's
+ * `saveDevPki` writes it).
+ */
+function readDevPki(
+  dir: string,
+  bankName?: string,
+): { root: Uint8Array; ledgerCert: Uint8Array; bank: { secretKey: Uint8Array; cert: Uint8Array } } {
+  if (existsSync(join(dir, 'root.cert')) && existsSync(join(dir, 'banks'))) return readLedgerDataDir(dir, bankName);
   const p = join(dir, 'dev-pki.json');
-  if (!existsSync(p)) throw new TerminalError(TerminalErrorCode.CONFIG, `no dev PKI at ${p}`, { path: p });
+  if (!existsSync(p))
+    throw new TerminalError(TerminalErrorCode.CONFIG, `no dev PKI at ${p} and ${dir} is no dt-ledger data directory`, { path: p });
   try {
     const j = JSON.parse(readFileSync(p, 'utf8')) as {
       format?: string;
@@ -704,10 +839,45 @@ function readDevPki(dir: string): { root: Uint8Array; ledgerCert: Uint8Array; ba
   }
 }
 
+/** The acquiring bank of a dt-ledger data directory, for `init --dev`. */
+function readLedgerDataDir(
+  dir: string,
+  bankName?: string,
+): { root: Uint8Array; ledgerCert: Uint8Array; bank: { secretKey: Uint8Array; cert: Uint8Array } } {
+  const banks = join(dir, 'banks');
+  try {
+    const acquiring = readdirSync(banks)
+      .filter((f) => f.endsWith('.cert'))
+      .map((f) => ({ name: f.slice(0, -'.cert'.length), cert: new Uint8Array(readFileSync(join(banks, f))) }))
+      .filter((x) => (bankName === undefined || x.name === bankName) && existsSync(join(banks, `${x.name}.key.json`)))
+      .filter((x) => {
+        const c = openSigned('Certificate', x.cert).message;
+        return c.role === Role.BANK && ((c.perms ?? 0) & BankPermission.ACQUIRING) !== 0;
+      });
+    if (acquiring.length === 0) throw new Error(bankName ? `no acquiring bank ${bankName}` : 'no acquiring bank (dt-ledger bank-add)');
+    if (acquiring.length > 1) throw new Error(`several acquiring banks (${acquiring.map((x) => x.name).join(', ')}): pass --dev-bank`);
+    const bank = acquiring[0]!;
+    const j = JSON.parse(readFileSync(join(banks, `${bank.name}.key.json`), 'utf8')) as { secretKey?: unknown };
+    if (typeof j.secretKey !== 'string' || !/^[0-9a-f]{64}$/.test(j.secretKey)) throw new Error(`banks/${bank.name}.key.json holds no key`);
+    return {
+      root: new Uint8Array(readFileSync(join(dir, 'root.cert'))),
+      ledgerCert: new Uint8Array(readFileSync(join(dir, 'ledger.cert'))),
+      bank: { secretKey: fromHex(j.secretKey), cert: bank.cert },
+    };
+  } catch (e) {
+    // Never echo a key file.
+    throw new TerminalError(TerminalErrorCode.CONFIG, `${dir} is not a usable dt-ledger data directory: ${(e as Error).message}`, {
+      path: dir,
+    });
+  }
+}
+
 function exitCodeOf(e: unknown): number {
   if (e instanceof Exit) return e.code;
   if (e instanceof UsageError) return ExitCode.USAGE;
+  if (e instanceof ListenError) return ExitCode.LISTEN;
   if (isTerminalError(e)) {
+    if (e.code === TerminalErrorCode.LOCKED) return ExitCode.LOCKED;
     if (e.code === TerminalErrorCode.NOT_INITIALIZED || e.code === TerminalErrorCode.CONFIG) return ExitCode.NOT_INITIALIZED;
     if (e.code === TerminalErrorCode.NOT_FOUND) return ExitCode.USAGE;
   }
@@ -731,7 +901,14 @@ export async function run(argv: string[]): Promise<number> {
     if (!(e instanceof Exit)) {
       const json = process.argv.includes('--json') || argv.includes('--json');
       const msg = e instanceof Error ? e.message : String(e);
-      const errorCode = isTerminalError(e) || isTransportError(e) ? e.code : e instanceof UsageError ? 'USAGE' : 'INTERNAL';
+      const errorCode =
+        isTerminalError(e) || isTransportError(e)
+          ? e.code
+          : e instanceof UsageError
+            ? 'USAGE'
+            : e instanceof ListenError
+              ? 'LISTEN'
+              : 'INTERNAL';
       if (json) process.stdout.write(JSON.stringify({ error: errorCode, message: msg }) + '\n');
       else process.stderr.write(`dt-pos: ${errorCode === 'USAGE' ? '' : `${errorCode}: `}${msg}\n`);
     }

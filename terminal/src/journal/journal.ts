@@ -224,6 +224,73 @@ function toAttempt(r: AttemptRow): AttemptRecord {
   };
 }
 
+/** State of a cash-register (ECR) order: one payment the register asked for, by its own reference. */
+export const OrderState = {
+  /** The tap runs (waiting for the card, PIN, processing). */
+  STARTED: 'started',
+  /** Paid: `paymentId` names the journalled payment (linked in the approval's own transaction). */
+  APPROVED: 'approved',
+  DECLINED: 'declined',
+  ONLINE_REQUIRED: 'online_required',
+  /** The tap ended without a payment decision (no card, not a DT card, reader, PRESENT CARD AGAIN left unanswered). */
+  ENDED: 'ended',
+  CANCELLED: 'cancelled',
+  /** The process stopped during the tap (crash, power cut): a new request with the same reference resumes it. */
+  INTERRUPTED: 'interrupted',
+} as const;
+/** An order state. */
+export type OrderState = (typeof OrderState)[keyof typeof OrderState];
+
+/** One ECR order. */
+export interface OrderRecord {
+  readonly reference: string;
+  readonly amount: number;
+  readonly created: number;
+  readonly updated: number;
+  readonly state: OrderState;
+  readonly reason: string | undefined;
+  readonly detail: string | undefined;
+  readonly paymentId: number | undefined;
+}
+
+interface OrderRow {
+  reference: string;
+  amount: number;
+  created: number;
+  updated: number;
+  state: OrderState;
+  reason: string | null;
+  detail: string | null;
+  payment_id: number | null;
+}
+
+function toOrder(r: OrderRow): OrderRecord {
+  return {
+    reference: r.reference,
+    amount: r.amount,
+    created: r.created,
+    updated: r.updated,
+    state: r.state,
+    reason: r.reason ?? undefined,
+    detail: r.detail ?? undefined,
+    paymentId: r.payment_id ?? undefined,
+  };
+}
+
+/** One end-of-day close of the batch. */
+export interface DayClose extends Totals {
+  readonly id: number;
+  readonly closedAt: number;
+  /** The last receipt id the close covers (the next close starts after it). */
+  readonly throughPayment: number;
+}
+
+/**
+ * Runs inside the transaction of {@link Journal.recordApproval} when a payment is recorded (or
+ * found already recorded): what it writes commits with the payment, or not at all.
+ */
+export type ApprovalHook = (result: { kind: 'recorded' | 'duplicate'; payment: PaymentRecord }) => void;
+
 /** Options of {@link Journal.open}. */
 export interface JournalOptions {
   /** Clock in seconds (injected for tests); defaults to the system clock. */
@@ -247,6 +314,7 @@ export interface JournalOptions {
 export class Journal {
   readonly #db: Database.Database;
   readonly #now: () => number;
+  #approvalHook: ApprovalHook | undefined;
 
   private constructor(db: Database.Database, now: () => number) {
     this.#db = db;
@@ -413,7 +481,9 @@ export class Journal {
       const same = this.#db.prepare('SELECT * FROM payments WHERE transfer_hash = ?').get(p.transferHash) as PaymentRow | undefined;
       if (same) {
         for (const n of attemptNonces) this.setAttemptState(n, AttemptState.CLOSED);
-        return { kind: 'duplicate', payment: toPayment(same) };
+        const dup = { kind: 'duplicate' as const, payment: toPayment(same) };
+        this.#approvalHook?.(dup);
+        return dup;
       }
       const byCounter = this.#db.prepare('SELECT * FROM payments WHERE card = ? AND counter = ?').get(p.card, p.counter) as
         PaymentRow | undefined;
@@ -453,7 +523,12 @@ export class Journal {
         this.#db.prepare(`UPDATE attempts SET state = 'closed' WHERE nonce = ? AND state = 'torn'`).run(n);
         this.#db.prepare(`UPDATE attempts SET state = 'approved' WHERE nonce = ? AND state = 'sent'`).run(n);
       }
-      return { kind: 'recorded', payment: toPayment(this.#db.prepare('SELECT * FROM payments WHERE id = ?').get(id) as PaymentRow) };
+      const rec = {
+        kind: 'recorded' as const,
+        payment: toPayment(this.#db.prepare('SELECT * FROM payments WHERE id = ?').get(id) as PaymentRow),
+      };
+      this.#approvalHook?.(rec);
+      return rec;
     });
     try {
       // IMMEDIATE: take the write lock before reading, so two processes cannot both pass the checks.
@@ -673,5 +748,128 @@ export class Journal {
   /** True when the card key id is on the held revocation list. */
   isRevoked(kid: Uint8Array): boolean {
     return this.#db.prepare('SELECT 1 FROM revoked WHERE kid = ?').get(kid) !== undefined;
+  }
+
+  // ------------------------------------------------------------ cash-register orders (dt-pos serve)
+  /**
+   * Sets the hook run inside every approval's transaction (one at a time; `undefined` removes it).
+   * The service links the payment to the register's order there, so an approved payment and its
+   * order change together: a crash cannot leave a payment without its reference.
+   */
+  setApprovalHook(hook: ApprovalHook | undefined): void {
+    this.#approvalHook = hook;
+  }
+
+  /** One order by the register's reference. */
+  getOrder(reference: string): OrderRecord | undefined {
+    const r = this.#db.prepare('SELECT * FROM ecr_orders WHERE reference = ?').get(reference) as OrderRow | undefined;
+    return r && toOrder(r);
+  }
+
+  /** The order a payment was linked to, if any. */
+  orderOfPayment(paymentId: number): OrderRecord | undefined {
+    const r = this.#db.prepare('SELECT * FROM ecr_orders WHERE payment_id = ?').get(paymentId) as OrderRow | undefined;
+    return r && toOrder(r);
+  }
+
+  /**
+   * Creates an order in state `started`, or returns the existing one of that reference
+   * (`created: false`): the register's reference is the idempotency key. One transaction.
+   */
+  createOrder(reference: string, amount: number): { created: boolean; order: OrderRecord } {
+    return this.#db
+      .transaction(() => {
+        const cur = this.getOrder(reference);
+        if (cur) return { created: false, order: cur };
+        const t = this.#now();
+        this.#db
+          .prepare(`INSERT INTO ecr_orders (reference, amount, created, updated, state) VALUES (?, ?, ?, ?, 'started')`)
+          .run(reference, amount, t, t);
+        return { created: true, order: this.getOrder(reference)! };
+      })
+      .immediate();
+  }
+
+  /**
+   * Moves an order to `state` with its reason; only from `started` (or from `interrupted` back to
+   * `started`, a resume). Returns false when the order was not in such a state (a final state never changes).
+   */
+  setOrderState(reference: string, state: OrderState, reason?: string, detail?: string): boolean {
+    const from = state === OrderState.STARTED ? OrderState.INTERRUPTED : OrderState.STARTED;
+    return (
+      this.#db
+        .prepare(
+          `UPDATE ecr_orders SET state = ?, reason = ?, detail = ?, updated = ? WHERE reference = ? AND state = ? AND payment_id IS NULL`,
+        )
+        .run(state, reason ?? null, detail ?? null, this.#now(), reference, from).changes === 1
+    );
+  }
+
+  /**
+   * Links a payment to a started order (state `approved`). Call it from the approval hook, so
+   * that it commits with the payment. False when the order is not started or the payment is
+   * already linked (a replayed handover is never a second sale).
+   */
+  linkOrderPayment(reference: string, paymentId: number): boolean {
+    return (
+      this.#db
+        .prepare(
+          `UPDATE ecr_orders SET state = 'approved', payment_id = ?, reason = NULL, detail = NULL, updated = ?
+           WHERE reference = ? AND state = 'started' AND payment_id IS NULL AND NOT EXISTS (SELECT 1 FROM ecr_orders WHERE payment_id = ?)`,
+        )
+        .run(paymentId, this.#now(), reference, paymentId).changes === 1
+    );
+  }
+
+  /** At start-up: orders left `started` by a process that stopped mid-tap become `interrupted`. Returns how many. */
+  interruptStartedOrders(): number {
+    return this.#db.prepare(`UPDATE ecr_orders SET state = 'interrupted', updated = ? WHERE state = 'started'`).run(this.#now()).changes;
+  }
+
+  /** Orders, newest first (at most `limit`, default 100). */
+  listOrders(opts: { limit?: number } = {}): OrderRecord[] {
+    return (
+      this.#db.prepare('SELECT * FROM ecr_orders ORDER BY created DESC, rowid DESC LIMIT ?').all(opts.limit ?? 100) as OrderRow[]
+    ).map(toOrder);
+  }
+
+  /**
+   * Closes the day's batch: records the totals of the payments approved since the last close
+   * (through the newest receipt), in one transaction; returns the close.
+   */
+  closeDay(): DayClose {
+    return this.#db
+      .transaction(() => {
+        const last = this.lastDayClose();
+        const from = last?.throughPayment ?? 0;
+        const r = this.#db
+          .prepare(
+            'SELECT count(*) AS count, coalesce(sum(amount), 0) AS amount, coalesce(max(id), ?) AS through FROM payments WHERE id > ?',
+          )
+          .get(from, from) as { count: number; amount: number; through: number };
+        const info = this.#db
+          .prepare('INSERT INTO day_closes (closed_at, through_payment, count, amount) VALUES (?, ?, ?, ?)')
+          .run(this.#now(), r.through, r.count, r.amount);
+        return { id: Number(info.lastInsertRowid), closedAt: this.#now(), throughPayment: r.through, count: r.count, amount: r.amount };
+      })
+      .immediate();
+  }
+
+  /** The last day close, if any. */
+  lastDayClose(): DayClose | undefined {
+    const r = this.#db.prepare('SELECT * FROM day_closes ORDER BY id DESC LIMIT 1').get() as
+      { id: number; closed_at: number; through_payment: number; count: number; amount: number } | undefined;
+    return r && { id: r.id, closedAt: r.closed_at, throughPayment: r.through_payment, count: r.count, amount: r.amount };
+  }
+
+  /** Totals by state of the payments after receipt `afterId` (the open batch of the day: after the last close). */
+  totalsByStateSince(afterId: number): Record<PaymentState, Totals> {
+    const out = Object.fromEntries(Object.values(PaymentState).map((s) => [s, { count: 0, amount: 0 }])) as Record<PaymentState, Totals>;
+    for (const r of this.#db
+      .prepare('SELECT state, count(*) AS count, sum(amount) AS amount FROM payments WHERE id > ? GROUP BY state')
+      .all(afterId) as { state: PaymentState; count: number; amount: number }[]) {
+      out[r.state] = { count: r.count, amount: r.amount };
+    }
+    return out;
   }
 }

@@ -97,6 +97,32 @@ export const JOURNAL_MIGRATIONS: readonly JournalMigration[] = [
       db.prepare(`INSERT INTO meta (key, value) VALUES ('schema', '1') ON CONFLICT (key) DO NOTHING`).run();
     },
   },
+  {
+    version: 2,
+    description: "dt-pos serve: the cash register's orders (by its reference, linked to their payment) and the day closes",
+    up(db) {
+      db.exec(`
+CREATE TABLE ecr_orders (
+  reference TEXT PRIMARY KEY CHECK (length(reference) BETWEEN 1 AND 64),
+  amount INTEGER NOT NULL CHECK (amount > 0),
+  created INTEGER NOT NULL,
+  updated INTEGER NOT NULL,
+  state TEXT NOT NULL CHECK (state IN ('started','approved','declined','online_required','ended','cancelled','interrupted')),
+  reason TEXT,
+  detail TEXT,
+  payment_id INTEGER UNIQUE REFERENCES payments (id)
+) STRICT;
+CREATE INDEX ecr_orders_created ON ecr_orders (created, reference);
+CREATE TABLE day_closes (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  closed_at INTEGER NOT NULL,
+  through_payment INTEGER NOT NULL,
+  count INTEGER NOT NULL,
+  amount INTEGER NOT NULL
+) STRICT;
+`);
+    },
+  },
 ];
 
 /** Why a journal file cannot be used as one. */

@@ -8,7 +8,10 @@
  * `application/cose`) answers a CBOR BatchAck; `GET
  * /v1/terminals/:kid/outcomes?after=N` with a `DT-COSE` signed authorization
  * (`signAcquirerRequest`) answers a CBOR OutcomePage; `GET /v1/crl` answers
- * the signed RevocationList. Errors are JSON `{code, message}`.
+ * the signed RevocationList. Errors carry the stable codes of SPEC.md §8.3.
+ * The HTTP calls go through `AcquirerClient` of `@dt/protocol/http` (bounded
+ * reads, the one error-body parser, the one retry policy of SPEC.md §8.4);
+ * this module maps its typed errors onto the terminal's.
  *
  * Why it cannot lose or duplicate a payment:
  * - a batch is built, signed and stored in one journal transaction before it
@@ -26,29 +29,35 @@
  */
 import { randomBytes } from 'node:crypto';
 import {
-  ACQUIRER_MEDIA_TYPES,
   AcquirerErrorCode,
   bytesEqual,
   createTrustStore,
-  decodeBatchAck,
-  decodeOutcomePage,
   isDtError,
   LIMITS,
   OutcomeStatus,
   sha256,
-  signAcquirerRequest,
   signMessage,
-  toHex,
   verifySigned,
 } from '@dt/protocol';
+import {
+  AcquirerClient,
+  DEFAULT_RETRY_POLICY,
+  HttpBadResponseError,
+  HttpRefusedError,
+  HttpUnreachableError,
+  isTransientStatus,
+} from '@dt/protocol/http';
 import { TerminalError, TerminalErrorCode } from '../errors.ts';
 import type { TerminalIdentity } from '../identity.ts';
 import { PaymentState, type Journal, type OutcomeUpdate, type PendingSummary } from '../journal/journal.ts';
-import { abortReason, sleep } from '../util/abort.ts';
+import { abortReason } from '../util/abort.ts';
 import { installRevocationList, type CrlInstallResult } from './crl.ts';
 
 // ---------------------------------------------------------------- retries
-/** Retry policy of the HTTP calls (exponential backoff with full jitter). */
+/**
+ * Retry policy of the HTTP calls: the one policy of `@dt/protocol/http` (SPEC.md §8.4: only unreachable, 5xx,
+ * 429 and 408 are retried; exponential backoff with equal jitter) plus the per-request time limit.
+ */
 export interface RetryPolicy {
   /** Attempts per call, first included (default 4). */
   readonly attempts: number;
@@ -61,9 +70,9 @@ export interface RetryPolicy {
 }
 
 /** Default retry policy. */
-export const DEFAULT_RETRY: RetryPolicy = { attempts: 4, baseMs: 250, maxMs: 4000, timeoutMs: 15_000 };
+export const DEFAULT_RETRY: RetryPolicy = { ...DEFAULT_RETRY_POLICY, timeoutMs: 15_000 };
 
-/** An HTTP refusal by the acquirer. */
+/** An HTTP refusal by the acquirer: its status and its stable code (SPEC.md §8.3). */
 export class AcquirerRefusedError extends TerminalError {
   /** Builds it from the HTTP status and the acquirer's stable code. */
   constructor(
@@ -77,7 +86,7 @@ export class AcquirerRefusedError extends TerminalError {
   }
   /** True when retrying may help (overload, server error). */
   get transient(): boolean {
-    return this.status >= 500 || this.status === 429 || this.status === 408;
+    return isTransientStatus(this.status);
   }
 }
 
@@ -137,18 +146,22 @@ const OUTCOME_STATE: Record<number, PaymentState> = {
  */
 export class SyncClient {
   readonly #o: SyncClientOptions;
-  readonly #retry: RetryPolicy;
   readonly #now: () => number;
-  readonly #fetch: typeof fetch;
-  readonly #random: (n: number) => Uint8Array;
+  readonly #acquirer: AcquirerClient;
 
   /** Creates the client. */
   constructor(options: SyncClientOptions) {
     this.#o = options;
-    this.#retry = { ...DEFAULT_RETRY, ...options.retry };
+    const retry = { ...DEFAULT_RETRY, ...options.retry };
     this.#now = options.now ?? (() => Math.floor(Date.now() / 1000));
-    this.#fetch = options.fetch ?? fetch;
-    this.#random = options.random ?? ((n) => new Uint8Array(randomBytes(n)));
+    this.#acquirer = new AcquirerClient({
+      baseUrl: options.acquirerUrl,
+      timeoutMs: retry.timeoutMs,
+      retry: { attempts: retry.attempts, baseMs: retry.baseMs, maxMs: retry.maxMs },
+      ...(options.fetch ? { fetch: options.fetch } : {}),
+      random: options.random ?? ((n) => new Uint8Array(randomBytes(n))),
+      now: this.#now,
+    });
   }
 
   /** Runs one sync: batches, outcomes, revocation list. Never throws for network trouble: see the report. */
@@ -206,13 +219,7 @@ export class SyncClient {
       );
       if (!batch) return;
       this.#o.onStep?.('batch-built', { seq: batch.seq });
-      const res = await this.#request('POST', '/v1/batches', batch.bytes, signal);
-      let ack;
-      try {
-        ack = decodeBatchAck(res);
-      } catch (e) {
-        throw new TerminalError(TerminalErrorCode.BAD_RESPONSE, 'batch acknowledgement does not decode', {}, e);
-      }
+      const ack = await this.#call('/v1/batches', (o) => this.#acquirer.submitBatch(batch.bytes, o), signal);
       // The ack must name exactly what we sent; anything else is not an acknowledgement.
       if (
         !bytesEqual(ack.terminal, identity.kid) ||
@@ -234,21 +241,14 @@ export class SyncClient {
     const trust = createTrustStore({ root: identity.root, ledgerCert: identity.ledgerCert, at: this.#now() });
     for (;;) {
       const cursor = journal.getMeta('outcomeCursor') ?? '0';
-      const target = `/v1/terminals/${toHex(identity.kid)}/outcomes?after=${cursor}`;
-      let body: Uint8Array;
+      let page;
       try {
-        body = await this.#request('GET', target, undefined, signal, true);
+        page = await this.#call('/v1/terminals/:kid/outcomes', (o) => this.#acquirer.fetchOutcomes(identity.signer, cursor, o), signal);
       } catch (e) {
         // The acquirer knows a terminal from its first accepted batch: before that there is nothing to fetch.
         if (e instanceof AcquirerRefusedError && e.acquirerCode === AcquirerErrorCode.TERMINAL_UNKNOWN && journal.getBatch(1) === undefined)
           return;
         throw e;
-      }
-      let page;
-      try {
-        page = decodeOutcomePage(body);
-      } catch (e) {
-        throw new TerminalError(TerminalErrorCode.BAD_RESPONSE, 'outcome page does not decode', {}, e);
       }
       const applied: OutcomeUpdate[] = [];
       for (const bytes of page.outcomes) {
@@ -283,7 +283,7 @@ export class SyncClient {
   async #fetchCrl(signal: AbortSignal | undefined): Promise<CrlInstallResult | undefined> {
     let body: Uint8Array;
     try {
-      body = await this.#request('GET', '/v1/crl', undefined, signal);
+      body = await this.#call('/v1/crl', (o) => this.#acquirer.fetchCrl(o), signal);
     } catch (e) {
       if (e instanceof AcquirerRefusedError && e.acquirerCode === AcquirerErrorCode.CRL_UNAVAILABLE) return undefined;
       throw e;
@@ -291,70 +291,18 @@ export class SyncClient {
     return installRevocationList(this.#o.journal, body, this.#o.identity, this.#now());
   }
 
-  // ------------------------------------------------------------ HTTP with retries
-  async #request(
-    method: 'GET' | 'POST',
-    target: string,
-    body: Uint8Array | undefined,
-    signal: AbortSignal | undefined,
-    auth = false,
-  ): Promise<Uint8Array> {
-    const r = this.#retry;
-    let lastError: unknown;
-    for (let attempt = 1; attempt <= r.attempts; attempt++) {
-      if (signal?.aborted) throw abortReason(signal);
-      try {
-        return await this.#once(method, target, body, signal, auth);
-      } catch (e) {
-        lastError = e;
-        if (signal?.aborted) throw abortReason(signal);
-        const transient = e instanceof AcquirerRefusedError ? e.transient : !(e instanceof TerminalError);
-        if (!transient || attempt === r.attempts) break;
-        // Full jitter: sleep uniformly in [0, min(max, base * 2^(attempt-1))].
-        const cap = Math.min(r.maxMs, r.baseMs * 2 ** (attempt - 1));
-        const rnd = this.#random(4);
-        const frac = (((rnd[0]! << 24) | (rnd[1]! << 16) | (rnd[2]! << 8) | rnd[3]!) >>> 0) / 2 ** 32;
-        await sleep(Math.floor(cap * frac), signal);
-      }
-    }
-    if (lastError instanceof TerminalError) throw lastError;
-    throw new TerminalError(
-      TerminalErrorCode.NETWORK,
-      `acquirer unreachable: ${(lastError as Error)?.message ?? 'unknown error'}`,
-      { target: target.split('?')[0]! },
-      lastError,
-    );
-  }
-
-  async #once(
-    method: 'GET' | 'POST',
-    target: string,
-    body: Uint8Array | undefined,
-    signal: AbortSignal | undefined,
-    auth: boolean,
-  ): Promise<Uint8Array> {
-    const headers: Record<string, string> = {};
-    if (body) headers['content-type'] = ACQUIRER_MEDIA_TYPES.cose;
-    // A fresh authorization per attempt: the acquirer refuses a reused nonce.
-    if (auth) headers.authorization = signAcquirerRequest(this.#o.identity.signer, method, target, this.#now(), this.#random(16));
-    const timeout = AbortSignal.timeout(this.#retry.timeoutMs);
-    const res = await this.#fetch(new URL(target, this.#o.acquirerUrl), {
-      method,
-      headers,
-      ...(body ? { body } : {}),
-      signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
-    });
-    const buf = new Uint8Array(await res.arrayBuffer());
-    if (res.status === 200) return buf;
-    let code = `HTTP_${res.status}`;
-    let message = res.statusText;
+  // ------------------------------------------------------------ HTTP (retries inside AcquirerClient)
+  /** One acquirer call (retried by the policy), its typed HTTP errors mapped onto the terminal's. */
+  async #call<T>(path: string, call: (o: { signal?: AbortSignal }) => Promise<T>, signal: AbortSignal | undefined): Promise<T> {
     try {
-      const j = JSON.parse(Buffer.from(buf).toString('utf8')) as { code?: unknown; message?: unknown };
-      if (typeof j.code === 'string') code = j.code;
-      if (typeof j.message === 'string') message = j.message.slice(0, 200);
-    } catch {
-      // not JSON
+      return await call(signal ? { signal } : {});
+    } catch (e) {
+      if (signal?.aborted) throw abortReason(signal);
+      if (e instanceof HttpRefusedError) throw new AcquirerRefusedError(e.status, e.code, e.serverMessage ?? e.message);
+      if (e instanceof HttpBadResponseError) throw new TerminalError(TerminalErrorCode.BAD_RESPONSE, e.message, { target: path }, e);
+      if (e instanceof HttpUnreachableError)
+        throw new TerminalError(TerminalErrorCode.NETWORK, `acquirer unreachable: ${e.message}`, { target: path }, e);
+      throw e;
     }
-    throw new AcquirerRefusedError(res.status, code, message);
   }
 }

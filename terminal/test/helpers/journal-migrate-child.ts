@@ -9,13 +9,12 @@
  */
 import Database from 'better-sqlite3';
 import { writeFileSync } from 'node:fs';
-import { Journal, JOURNAL_MIGRATIONS } from '../../src/index.ts';
-import { KILLING_V2, LIST_V2, waitingV2 } from './journal-migrations.ts';
+import { Journal } from '../../src/index.ts';
+import { KILLING_V2, LIST_V2, V1, waitingV2 } from './journal-migrations.ts';
 
 const [file, mode, started, gate] = process.argv.slice(2) as [string, string, string?, string?];
 let before: number | undefined;
-const list =
-  mode === 'kill' ? [...JOURNAL_MIGRATIONS, KILLING_V2] : mode === 'wait' ? [...JOURNAL_MIGRATIONS, waitingV2(started!, gate!)] : LIST_V2;
+const list = mode === 'kill' ? [...V1, KILLING_V2] : mode === 'wait' ? [...V1, waitingV2(started!, gate!)] : LIST_V2;
 if (mode === 'second') {
   const peek = new Database(file, { readonly: true });
   before = peek.pragma('user_version', { simple: true }) as number;

@@ -1,6 +1,6 @@
 /**
  * Test-only migration lists for the journal's upgrade tests: the real list
- * plus a version 2 (and 3) that change schema and data, so a test can prove
+ * up to version 1 plus a test version 2 (and 3) that change schema and data, so a test can prove
  * what an upgrade does with a file of the previous version.
  */
 import { existsSync, writeFileSync } from 'node:fs';
@@ -65,5 +65,10 @@ export function waitingV2(started: string, gate: string): JournalMigration {
   };
 }
 
-export const LIST_V2 = [...JOURNAL_MIGRATIONS, TEST_V2];
-export const LIST_V3 = [...JOURNAL_MIGRATIONS, TEST_V2, TEST_V3];
+/**
+ * The real list up to version 1 (the schema of before versions): the test versions 2 and 3
+ * build on it, whatever real versions came after.
+ */
+export const V1: readonly JournalMigration[] = JOURNAL_MIGRATIONS.slice(0, 1);
+export const LIST_V2 = [...V1, TEST_V2];
+export const LIST_V3 = [...V1, TEST_V2, TEST_V3];

@@ -1,0 +1,11 @@
+#!/usr/bin/env node
+// Entry point of the `dt-bank` command. An installed package runs the built JavaScript
+// (dist/); in the repo, where the TypeScript sources sit next to bin/, it runs them
+// through tsx (scripts/dev-source.mjs), so no build step is needed.
+import { existsSync } from 'node:fs';
+
+const source = new URL('../src/bank-cli.ts', import.meta.url);
+const fromSource = existsSync(source);
+if (fromSource) await import('../../scripts/dev-source.mjs');
+const { main } = await import(fromSource ? source.href : '../dist/bank-cli.js');
+await main();

@@ -1,0 +1,189 @@
+/**
+ * `dt-bank` and `dt-wallet` as processes: refusals and their exit codes, and
+ * that a refused command leaves the card as it was (the simulated card's state
+ * file byte for byte): a tampered certificate request, a key that is not the
+ * certificate's, a bank without the permission, a load order for another card
+ * or another amount, a ledger out of reach, a revoked card's sync, usage errors.
+ */
+import test from 'ava';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const BIN: Record<string, string> = {
+  'dt-ledger': 'ledger/bin/dt-ledger.js',
+  'dt-pos': 'terminal/bin/dt-pos.js',
+  'dt-card': 'card-applet-sim/bin/dt-card.js',
+  'dt-bank': 'bank/bin/dt-bank.js',
+  'dt-wallet': 'bank/bin/dt-wallet.js',
+};
+
+function run(cwd: string, cmd: string, ...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((done) => {
+    const p = spawn(process.execPath, [join(ROOT, BIN[cmd]!), ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    p.on('close', (code) => done({ code, stdout, stderr }));
+  });
+}
+
+function serveLedger(cwd: string): Promise<{ p: ChildProcess; url: string }> {
+  return new Promise((done, fail) => {
+    const p = spawn(process.execPath, [join(ROOT, BIN['dt-ledger']!), 'serve', '-d', 'L', '--port', '0', '--log-level', 'silent'], {
+      cwd,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    p.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /http:\/\/[0-9.]+:\d+/.exec(out);
+      if (m) done({ p, url: m[0] });
+    });
+    p.on('close', (code) => fail(new Error(`dt-ledger serve exited ${code}: ${out}`)));
+  });
+}
+
+test('refusals: exit codes, and the card exactly as it was', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'dt-bank-'));
+  const servers: ChildProcess[] = [];
+  t.teardown(() => {
+    for (const p of servers) p.kill('SIGTERM');
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const ok = async (cmd: string, ...args: string[]) => {
+    const r = await run(dir, cmd, ...args);
+    t.is(r.code, 0, `${cmd} ${args.join(' ')}: ${r.stderr}`);
+    return r;
+  };
+  await ok('dt-ledger', 'init', '-d', 'L');
+  await ok('dt-ledger', 'bank-add', '-d', 'L', '--name', 'halyk', '--allocate', '10000000');
+  await ok('dt-ledger', 'bank-add', '-d', 'L', '--name', 'issuer-only', '--perms', 'issuing');
+  const B = 'L/banks/halyk.key.json';
+
+  // Terminal certificate requests.
+  await ok('dt-pos', '-d', 'T', 'init', '--merchant-id', 'shop-1', '--mcc', '5411', '--name', 'Shop');
+  const req = readFileSync(join(dir, 'T/certificate-request.cbor'));
+  const tampered = Buffer.from(req);
+  tampered[tampered.length - 70] ^= 0x01; // a payload byte (the merchant name), under the signature
+  writeFileSync(join(dir, 'tampered.cbor'), tampered);
+  const bad = await run(dir, 'dt-bank', 'sign-terminal', 'tampered.cbor', '--bank-key', B, '--out', 'x.cert');
+  t.is(bad.code, 1, bad.stderr);
+  t.regex(bad.stderr, /does not verify/);
+  t.false(existsSync(join(dir, 'x.cert')), 'nothing written');
+  const noAcq = await run(
+    dir,
+    'dt-bank',
+    'sign-terminal',
+    'T/certificate-request.cbor',
+    '--bank-key',
+    'L/banks/issuer-only.key.json',
+    '--out',
+    'x.cert',
+  );
+  t.is(noAcq.code, 5, noAcq.stderr);
+  t.regex(noAcq.stderr, /lacks the acquiring permission/);
+  const mismatch = await run(
+    dir,
+    'dt-bank',
+    'sign-terminal',
+    'T/certificate-request.cbor',
+    '--bank-key',
+    B,
+    '--bank-cert',
+    'L/banks/issuer-only.cert',
+    '--out',
+    'x.cert',
+  );
+  t.is(mismatch.code, 5, mismatch.stderr);
+  const wrongMerchant = await run(
+    dir,
+    'dt-bank',
+    'sign-terminal',
+    'T/certificate-request.cbor',
+    '--bank-key',
+    B,
+    '--out',
+    'x.cert',
+    '--merchant-id',
+    'shop-2',
+  );
+  t.is(wrongMerchant.code, 1, wrongMerchant.stderr);
+  t.regex(wrongMerchant.stderr, /MERCHANT_MISMATCH/);
+  t.false(existsSync(join(dir, 'x.cert')));
+  const usage = await run(dir, 'dt-bank', 'load-order', '--bank-key', B, '--card-kid', 'zz', '--amount', '1', '--out', 'o');
+  t.is(usage.code, 2);
+  t.is((await run(dir, 'dt-bank', 'sign-terminal', 'missing.cbor', '--bank-key', B, '--out', 'x.cert')).code, 2);
+
+  // Cards.
+  const srv = await serveLedger(dir);
+  servers.push(srv.p);
+  const U = srv.url;
+  await ok('dt-card', 'create', 'a.card');
+  await ok('dt-card', 'create', 'b.card');
+  const a = JSON.parse(
+    (await ok('dt-bank', 'issue', '--card', 'a.card', '--bank-key', B, '--pin', '1234', '--puk', '12345678', '--ledger', U, '--json'))
+      .stdout,
+  );
+  const b = JSON.parse(
+    (await ok('dt-bank', 'issue', '--card', 'b.card', '--bank-key', B, '--pin', '1234', '--puk', '12345678', '--ledger', U, '--json'))
+      .stdout,
+  );
+  await ok('dt-bank', 'load-order', '--bank-key', B, '--card-kid', b.card, '--amount', '100', '--out', 'for-b.cbor');
+  await ok('dt-bank', 'load-order', '--bank-key', B, '--card-kid', a.card, '--amount', '100', '--out', 'for-a.cbor');
+  const before = readFileSync(join(dir, 'a.card'));
+  const unchanged = (what: string) => t.deepEqual(readFileSync(join(dir, 'a.card')), before, `${what}: the card is unchanged`);
+
+  const other = await run(dir, 'dt-wallet', 'load', '100', '--order', 'for-b.cbor', '--card', 'a.card', '--ledger', U);
+  t.is(other.code, 1, other.stderr);
+  t.regex(other.stderr, /CARD_MISMATCH/);
+  unchanged('an order for another card');
+  const amount = await run(dir, 'dt-wallet', 'load', '200', '--order', 'for-a.cbor', '--card', 'a.card', '--ledger', U);
+  t.is(amount.code, 1, amount.stderr);
+  t.regex(amount.stderr, /AMOUNT_MISMATCH/);
+  unchanged('an order for another amount');
+  const offline = await run(dir, 'dt-wallet', 'sync', '--card', 'a.card', '--ledger', 'http://127.0.0.1:9');
+  t.is(offline.code, 3, offline.stderr);
+  unchanged('a ledger out of reach');
+  const bad2 = await run(dir, 'dt-wallet', 'load', '1.234', '--order', 'for-a.cbor', '--card', 'a.card', '--ledger', U);
+  t.is(bad2.code, 2);
+  const busy = await run(dir, 'dt-wallet', 'status', '--card', 'missing.card');
+  t.is(busy.code, 2, busy.stderr);
+
+  // Revoked: the bank blocks the card; its sync is refused before the card is touched.
+  await ok('dt-bank', 'block-card', '--bank-key', B, '--card-kid', a.card, '--ledger', U);
+  const revoked = await run(dir, 'dt-wallet', 'sync', '--card', 'a.card', '--ledger', U);
+  t.is(revoked.code, 1, revoked.stderr);
+  t.regex(revoked.stderr, /CARD_REVOKED/);
+  unchanged('a revoked card');
+  const early = await run(dir, 'dt-bank', 'restore-card', '--bank-key', B, '--card-kid', a.card, '--ledger', U);
+  t.is(early.code, 1, early.stderr);
+  t.regex(early.stderr, /TOO_EARLY/);
+  // Another bank's card.
+  const foreign = await run(
+    dir,
+    'dt-bank',
+    'block-card',
+    '--bank-key',
+    'L/banks/issuer-only.key.json',
+    '--card-kid',
+    b.card,
+    '--ledger',
+    U,
+  );
+  t.is(foreign.code, 1, foreign.stderr);
+  t.regex(foreign.stderr, /NOT_PERMITTED/);
+  // A wrong PIN: refused (the card counts the try, nothing else).
+  const wrong = await run(dir, 'dt-wallet', 'change-pin', '--card', 'b.card', '--pin', '9999', '--new-pin', '1111');
+  t.is(wrong.code, 1);
+  t.regex(wrong.stderr, /WRONG_PIN: wrong PIN or PUK: 2 tries left/);
+  const st = JSON.parse((await ok('dt-wallet', 'status', '--card', 'b.card', '--json')).stdout);
+  t.is(st.pinTries, 2);
+  t.is(st.balance, 0);
+  for (const r of [bad, other, amount, revoked, wrong])
+    t.false(/(^|[^0-9a-f])(1234|12345678)([^0-9a-f]|$)/.test(r.stdout + r.stderr), 'no PIN or PUK printed');
+});

@@ -1,0 +1,140 @@
+/**
+ * Schema versions of the ledger database and its forward migrations, for both
+ * backends. A migration is a list of statements in the shared dialect
+ * (./types.ts: `BLOB` becomes `BYTEA` on PostgreSQL), so one list serves SQLite
+ * and PostgreSQL alike.
+ *
+ * Where the version lives: on SQLite `PRAGMA user_version` (in the file
+ * header), on PostgreSQL the one-row table `schema_version` (PostgreSQL has no
+ * such header). Version 1 is the schema of before versions; such a database
+ * (version 0, or no `schema_version` table, but the ledger's tables) is
+ * recognised by its tables and stamped 1. Each later step runs in one
+ * transaction with its version bump, under the engine's write lock taken before
+ * the version is read (SQLite `BEGIN IMMEDIATE`, PostgreSQL a transaction-level
+ * advisory lock), so a crash leaves the previous version with its data and two
+ * processes opening at once migrate once. A database of a newer version than the
+ * code knows, or one whose tables are not the ledger's, is refused.
+ *
+ * @module
+ */
+import Database from 'better-sqlite3';
+import { SCHEMA } from './types.ts';
+
+/** One forward migration: its statements run in the transaction that bumps the version to `version`. */
+export interface LedgerMigration {
+  /** The version the database has after this migration (1, 2, ... in order). */
+  readonly version: number;
+  /** What changes, for people reading the list. */
+  readonly description: string;
+  /** Statements in the shared dialect (./types.ts), run in order; one failing rolls the step back. */
+  readonly statements: readonly string[];
+}
+
+/** The ledger's migrations, oldest first. Append only: a released step never changes. */
+export const LEDGER_MIGRATIONS: readonly LedgerMigration[] = [
+  {
+    version: 1,
+    description: 'the schema of before versions (banks, cards, loads, tokens, claims, transfers, verdicts, covers, revocations, ...)',
+    statements: SCHEMA,
+  },
+];
+
+/** Why a database cannot be used as the ledger's. */
+export type LedgerSchemaProblem = 'NEWER' | 'NOT_A_LEDGER';
+
+/** The database's schema is newer than this code, or the database is not a ledger's. */
+export class LedgerSchemaError extends Error {
+  constructor(
+    readonly problem: LedgerSchemaProblem,
+    message: string,
+    readonly version?: number,
+  ) {
+    super(message);
+    this.name = 'LedgerSchemaError';
+  }
+}
+
+/**
+ * Tables (name -> column names in order) and index names: the engine-neutral
+ * shape that says whether a database is the ledger's of a given version.
+ */
+export interface SchemaShape {
+  readonly tables: ReadonlyMap<string, string>;
+  readonly indexes: readonly string[];
+}
+
+/** Checks that `migrations` are numbered 1, 2, ... */
+export function checkMigrationList(migrations: readonly LedgerMigration[]): void {
+  if (migrations.length === 0) throw new Error('no ledger migrations');
+  migrations.forEach((m, i) => {
+    if (m.version !== i + 1) throw new Error(`ledger migration ${i} has version ${m.version}, expected ${i + 1}`);
+  });
+}
+
+/** The shape of an SQLite database (SQLite's own tables and automatic indexes left out). */
+export function sqliteShape(db: Database.Database): SchemaShape {
+  const rows = db.prepare(`SELECT type, name FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%' ORDER BY name`).all() as {
+    type: string;
+    name: string;
+  }[];
+  const tables = new Map<string, string>();
+  for (const r of rows.filter((x) => x.type === 'table')) {
+    const cols = db.prepare(`SELECT name FROM pragma_table_info(?) ORDER BY cid`).all(r.name) as { name: string }[];
+    tables.set(r.name, cols.map((c) => c.name).join(','));
+  }
+  return { tables, indexes: rows.filter((x) => x.type === 'index').map((x) => x.name) };
+}
+
+/** Statements that change the shape (the others only move data). */
+const DDL = /^\s*(CREATE|ALTER|DROP)\b/i;
+
+/**
+ * The shape a ledger database of `version` has: the DDL statements of the list up
+ * to it, applied to an empty SQLite database (the shape is engine-neutral, and
+ * the shared dialect runs on both).
+ */
+export function referenceShape(migrations: readonly LedgerMigration[], version: number): SchemaShape {
+  const ref = new Database(':memory:');
+  try {
+    for (const m of migrations.slice(0, version)) for (const s of m.statements) if (DDL.test(s)) ref.exec(s);
+    return sqliteShape(ref);
+  } finally {
+    ref.close();
+  }
+}
+
+/** The differences of `actual` from `expected`, in words (empty when equal). Extra indexes are allowed. */
+export function shapeDifferences(actual: SchemaShape, expected: SchemaShape): string[] {
+  const out: string[] = [];
+  for (const [t, cols] of expected.tables) {
+    const a = actual.tables.get(t);
+    if (a === undefined) out.push(`no table ${t}`);
+    else if (a !== cols) out.push(`table ${t} has other columns`);
+  }
+  for (const t of actual.tables.keys()) if (!expected.tables.has(t)) out.push(`unknown table ${t}`);
+  for (const i of expected.indexes) if (!actual.indexes.includes(i)) out.push(`no index ${i}`);
+  return out;
+}
+
+/**
+ * Why a version-0 database with these tables is not the ledger's of before
+ * versions (empty when it is): a table that is not the ledger's, or a ledger
+ * table of another shape. Ledger tables it lacks are fine: that code created
+ * missing tables at every open, and so does the stamping step.
+ */
+export function adoptionProblems(before: SchemaShape, v1: SchemaShape): string[] {
+  const out: string[] = [];
+  const foreign = [...before.tables.keys()].filter((t) => !v1.tables.has(t));
+  if (foreign.length > 0) out.push(`it holds table(s) ${foreign.join(', ')}`);
+  for (const [t, cols] of before.tables) if (v1.tables.has(t) && v1.tables.get(t) !== cols) out.push(`table ${t} has other columns`);
+  return out;
+}
+
+/** The error for a database of `version` when the code knows up to `latest`. */
+export function newerError(version: number, latest: number): LedgerSchemaError {
+  return new LedgerSchemaError(
+    'NEWER',
+    `the ledger database has schema version ${version}, newer than this program knows (${latest}): use the newer dt-ledger that wrote it`,
+    version,
+  );
+}
