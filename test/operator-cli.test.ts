@@ -32,13 +32,19 @@ interface Done {
   stderr: string;
 }
 
+/** Runs a command; `input` is its stdin (the guide's `printf '1234\n…' | cmd --pin-stdin`), else stdin is empty. */
 function sh(cwd: string, env: NodeJS.ProcessEnv, cmd: string, ...args: string[]): Promise<Done> {
+  return shIn(cwd, env, '', cmd, ...args);
+}
+
+function shIn(cwd: string, env: NodeJS.ProcessEnv, input: string, cmd: string, ...args: string[]): Promise<Done> {
   return new Promise((done, fail) => {
     const p = spawn(process.execPath, [join(ROOT, BIN[cmd]!), ...args], {
       cwd,
       env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: ['pipe', 'pipe', 'pipe'],
     });
+    p.stdin.end(input);
     let stdout = '';
     let stderr = '';
     p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -118,6 +124,13 @@ test('the operator guide: ledger, bank, acquirer, terminal, a card issued, loade
     t.is(r.code, 0, `${cmd} ${args.join(' ')}: ${r.stdout}${r.stderr}`);
     return json(r);
   };
+  /** `printf '<input>' | cmd ...`: the guide's way to give PINs and PUKs (--pin-stdin). */
+  const runIn = (input: string, cmd: string, ...args: string[]) => shIn(dir, env, input, cmd, ...args);
+  const okIn = async (input: string, cmd: string, ...args: string[]): Promise<any> => {
+    const r = await runIn(input, cmd, ...args, '--json');
+    t.is(r.code, 0, `${cmd} ${args.join(' ')}: ${r.stdout}${r.stderr}`);
+    return json(r);
+  };
   const B = 'L/banks/halyk.key.json';
 
   // 1. Issuer and ledger.
@@ -192,17 +205,15 @@ test('the operator guide: ledger, bank, acquirer, terminal, a card issued, loade
 
   // 3. A card issued, registered and loaded.
   await ok('dt-card', 'create', 'alice.card');
-  const alice = await ok(
+  const alice = await okIn(
+    '1234\n12345678\n',
     'dt-bank',
     'issue',
     '--card',
     'alice.card',
     '--bank-key',
     B,
-    '--pin',
-    '1234',
-    '--puk',
-    '12345678',
+    '--pin-stdin',
     '--cvm-limit',
     '200',
     '--ledger',
@@ -261,16 +272,16 @@ test('the operator guide: ledger, bank, acquirer, terminal, a card issued, loade
   const restored = await ok('dt-bank', 'restore-card', '--bank-key', B, '--card-kid', K, '--ledger', U, '--out', 'restitution.cose');
   t.is(restored.amount, 34_950);
   await ok('dt-card', 'create', 'bob.card');
-  const bob = await ok('dt-bank', 'issue', '--card', 'bob.card', '--bank-key', B, '--pin', '4321', '--puk', '87654321', '--ledger', U);
+  const bob = await okIn('4321\n87654321\n', 'dt-bank', 'issue', '--card', 'bob.card', '--bank-key', B, '--pin-stdin', '--ledger', U);
   t.is((await ok('dt-bank', 'load', '--bank-key', B, '--card-kid', bob.card, '--amount', '349.50', '--ledger', U)).state, 'pending');
   t.is((await ok('dt-wallet', 'sync', '--card', 'bob.card', '--ledger', U)).balance, 34_950);
-  await ok('dt-wallet', 'change-pin', '--card', 'bob.card', '--pin', '4321', '--new-pin', '2468');
-  const wrong = await run('dt-wallet', 'unload', '--card', 'bob.card', '--pin', '4321', '--ledger', U);
+  await okIn('4321\n2468\n', 'dt-wallet', 'change-pin', '--card', 'bob.card', '--pin-stdin');
+  const wrong = await runIn('4321\n', 'dt-wallet', 'unload', '--card', 'bob.card', '--pin-stdin', '--ledger', U);
   t.is(wrong.code, 1, wrong.stderr);
   t.regex(wrong.stderr, /WRONG_PIN/);
 
   // 9. The holder unloads the new card: the value goes back to the bank, the card is empty.
-  const unloaded = await ok('dt-wallet', 'unload', '--card', 'bob.card', '--pin', '2468', '--ledger', U);
+  const unloaded = await okIn('2468\n', 'dt-wallet', 'unload', '--card', 'bob.card', '--pin-stdin', '--ledger', U);
   t.is(unloaded.redeemed, 34_950);
   t.is(unloaded.balance, 0);
   t.is((await ok('dt-wallet', 'status', '--card', 'bob.card')).balance, 0);

@@ -44,7 +44,11 @@ import {
   parseTenge,
   readBank,
   readCose,
+  readSecrets,
   requirePermission,
+  secretOptions,
+  PIN,
+  PUK,
   withCard,
   type BankIdentity,
   type CardSpec,
@@ -238,26 +242,25 @@ export function buildProgram(): Command {
 
   cardOptions(
     bankOptions(
-      program
-        .command('issue')
-        .description(
-          'personalize a blank card as this issuing bank (the card makes its key; the bank certifies it with the limits; chain, pinned root and ledger certificates, PIN, PUK, lock) and, with --ledger, register it with the ledger so that it can be loaded',
-        )
-        .requiredOption('--pin <digits>', 'initial PIN (4..12 digits; never printed)')
-        .requiredOption('--puk <digits>', 'unblock code (8..16 digits; never printed)')
-        .option('--subject <text>', "card certificate subject (e.g. the holder's account reference)", 'card')
-        .option('--per-payment <tenge>', 'limit per offline payment', tenge('--per-payment'), 50_000_00)
-        .option('--offline-total <tenge>', 'limit of offline value between two syncs', tenge('--offline-total'), 100_000_00)
-        .option('--offline-count <n>', 'limit of offline payments between two syncs (1..64)', intIn('--offline-count', 1, 64), 10)
-        .option('--cvm-limit <tenge>', 'payments above this amount need the PIN', tenge('--cvm-limit'), 10_000_00)
-        .option('--ledger <url>', 'register the card with the ledger at this URL (POST /v1/cards)'),
+      secretOptions(
+        program
+          .command('issue')
+          .description(
+            'personalize a blank card as this issuing bank (the card makes its key; the bank certifies it with the limits; chain, pinned root and ledger certificates, PIN, PUK, lock) and, with --ledger, register it with the ledger so that it can be loaded',
+          )
+          .option('--subject <text>', "card certificate subject (e.g. the holder's account reference)", 'card')
+          .option('--per-payment <tenge>', 'limit per offline payment', tenge('--per-payment'), 50_000_00)
+          .option('--offline-total <tenge>', 'limit of offline value between two syncs', tenge('--offline-total'), 100_000_00)
+          .option('--offline-count <n>', 'limit of offline payments between two syncs (1..64)', intIn('--offline-count', 1, 64), 10)
+          .option('--cvm-limit <tenge>', 'payments above this amount need the PIN', tenge('--cvm-limit'), 10_000_00)
+          .option('--ledger <url>', 'register the card with the ledger at this URL (POST /v1/cards)'),
+        [PIN, PUK],
+      ),
     ),
   ).action(
     async (
       o: BankOpts &
         CardSpec & {
-          pin: string;
-          puk: string;
           subject: string;
           perPayment: number;
           offlineTotal: number;
@@ -266,8 +269,7 @@ export function buildProgram(): Command {
           ledger?: string;
         },
     ) => {
-      if (!/^[0-9]{4,12}$/.test(o.pin)) throw new UsageError('--pin must be 4..12 digits');
-      if (!/^[0-9]{8,16}$/.test(o.puk)) throw new UsageError('--puk must be 8..16 digits');
+      const [pin, puk] = readSecrets(o as unknown as Record<string, unknown>, [PIN, PUK]) as [string, string];
       const b = bank(o);
       requirePermission(b, BankPermission.ISSUING, ExitCode.BANK_KEYS);
       const limits = { perPayment: o.perPayment, offlineTotal: o.offlineTotal, offlineCount: o.offlineCount, cvmLimit: o.cvmLimit };
@@ -276,8 +278,8 @@ export function buildProgram(): Command {
           c.transport,
           { signer: b.signer, cert: b.cert, root: b.root, ledgerCert: b.ledgerCert },
           {
-            pin: o.pin,
-            puk: o.puk,
+            pin,
+            puk,
             subject: o.subject,
             limits,
           },

@@ -45,7 +45,12 @@ import {
   parseTenge,
   readBank,
   readCose,
+  readSecrets,
+  secretOptions,
   withCard,
+  NEW_PIN,
+  PIN,
+  PUK,
   type CardSpec,
   type OpenCard,
 } from './common.ts';
@@ -302,20 +307,22 @@ export function buildProgram(): Command {
   });
 
   cardCommand(
-    program
-      .command('unload')
-      .description(
-        "return everything the card holds to its issuing bank (a defund, SPEC §7.6.3: the ledger records the offline payments as a sync would, credits the rest to the bank, which pays it into the holder's account, and signs a receipt that empties the card); needs the PIN; also the way a revoked card gives its value back",
-      )
-      .requiredOption('--ledger <url>', 'ledger base URL')
-      .requiredOption('--pin <digits>', 'the PIN (never printed)'),
-  ).action(async (o: Common & { ledger: string; pin: string }) => {
-    if (!/^[0-9]{4,12}$/.test(o.pin)) throw new UsageError('--pin must be 4..12 digits');
+    secretOptions(
+      program
+        .command('unload')
+        .description(
+          "return everything the card holds to its issuing bank (a defund, SPEC §7.6.3: the ledger records the offline payments as a sync would, credits the rest to the bank, which pays it into the holder's account, and signs a receipt that empties the card); needs the PIN; also the way a revoked card gives its value back",
+        )
+        .requiredOption('--ledger <url>', 'ledger base URL'),
+      [PIN],
+    ),
+  ).action(async (o: Common & { ledger: string }) => {
+    const [pin] = readSecrets(o as unknown as Record<string, unknown>, [PIN]) as [string];
     const client = new CardSyncClient({ ledgerUrl: o.ledger });
     const r = await withCard(o, async (c) => {
       const { kid, status } = await cardKid(c);
       await ledgerCard(o.ledger, kid, true);
-      await verifyPin(c.transport, o.pin);
+      await verifyPin(c.transport, pin);
       const request = await syncBegin(c.transport, new Uint8Array(randomBytes(SYNC_CHALLENGE_LENGTH)));
       const answer = await defund(client, o.ledger, request);
       if (!answer.ok) throw refused(answer);
@@ -338,26 +345,21 @@ export function buildProgram(): Command {
   });
 
   cardCommand(
-    program
-      .command('change-pin')
-      .description('change the PIN (the card checks the current one: a wrong one costs a try)')
-      .requiredOption('--pin <digits>', 'the current PIN')
-      .requiredOption('--new-pin <digits>', 'the new PIN (4..12 digits)'),
-  ).action(async (o: Common & { pin: string; newPin: string }) => {
-    if (!/^[0-9]{4,12}$/.test(o.pin) || !/^[0-9]{4,12}$/.test(o.newPin)) throw new UsageError('a PIN is 4..12 digits');
-    await withCard(o, (c) => changePin(c.transport, o.pin, o.newPin));
+    secretOptions(program.command('change-pin').description('change the PIN (the card checks the current one: a wrong one costs a try)'), [
+      PIN,
+      NEW_PIN,
+    ]),
+  ).action(async (o: Common) => {
+    const [pin, newPin] = readSecrets(o as unknown as Record<string, unknown>, [PIN, NEW_PIN]) as [string, string];
+    await withCard(o, (c) => changePin(c.transport, pin, newPin));
     output(!!o.json, { changed: true }, 'PIN changed');
   });
 
   cardCommand(
-    program
-      .command('unblock')
-      .description('unblock the PIN with the unblock code (PUK) and set a new PIN')
-      .requiredOption('--puk <digits>', 'the unblock code (8..16 digits)')
-      .requiredOption('--new-pin <digits>', 'the new PIN (4..12 digits)'),
-  ).action(async (o: Common & { puk: string; newPin: string }) => {
-    if (!/^[0-9]{8,16}$/.test(o.puk) || !/^[0-9]{4,12}$/.test(o.newPin)) throw new UsageError('a PUK is 8..16 digits, a PIN 4..12');
-    await withCard(o, (c) => unblockPin(c.transport, o.puk, o.newPin));
+    secretOptions(program.command('unblock').description('unblock the PIN with the unblock code (PUK) and set a new PIN'), [PUK, NEW_PIN]),
+  ).action(async (o: Common) => {
+    const [puk, newPin] = readSecrets(o as unknown as Record<string, unknown>, [PUK, NEW_PIN]) as [string, string];
+    await withCard(o, (c) => unblockPin(c.transport, puk, newPin));
     output(!!o.json, { unblocked: true }, 'PIN unblocked and set');
   });
 

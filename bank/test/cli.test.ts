@@ -187,3 +187,142 @@ test('refusals: exit codes, and the card exactly as it was', async (t) => {
   for (const r of [bad, other, amount, revoked, wrong])
     t.false(/(^|[^0-9a-f])(1234|12345678)([^0-9a-f]|$)/.test(r.stdout + r.stderr), 'no PIN or PUK printed');
 });
+
+/** Runs a command with `input` on its stdin; checks its argv in /proc (the secrets must not be there) before writing it. */
+function runStdin(
+  cwd: string,
+  input: string,
+  env: NodeJS.ProcessEnv,
+  cmd: string,
+  ...args: string[]
+): Promise<{ code: number | null; stdout: string; stderr: string; argv: string }> {
+  return new Promise((done) => {
+    const p = spawn(process.execPath, [join(ROOT, BIN[cmd]!), ...args], {
+      cwd,
+      env: { ...process.env, ...env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    // The process is alive (it waits for its stdin): what `ps` shows of it.
+    const argv = readFileSync(`/proc/${p.pid}/cmdline`, 'utf8').replaceAll('\0', ' ');
+    let stdout = '';
+    let stderr = '';
+    p.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+    p.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    p.on('close', (code) => done({ code, stdout, stderr, argv }));
+    p.stdin!.end(input);
+  });
+}
+
+test('PINs and PUKs from stdin or the environment: they work, wrong ones are refused, and they are nowhere in argv or output', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'dt-bank-secrets-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const ok = async (cmd: string, ...args: string[]) => {
+    const r = await run(dir, cmd, ...args);
+    t.is(r.code, 0, `${cmd} ${args.join(' ')}: ${r.stderr}`);
+    return r;
+  };
+  const PIN = '73915';
+  const PUK = '6482047315';
+  const NEW = '280461';
+  const secrets = [PIN, PUK, NEW];
+  const clean = (what: string, r: { stdout: string; stderr: string; argv?: string }) => {
+    for (const s of secrets) {
+      t.false((r.stdout + r.stderr).includes(s), `${what}: a secret in the output`);
+      if (r.argv !== undefined) t.false(r.argv.includes(s), `${what}: a secret in argv`);
+    }
+  };
+  await ok('dt-ledger', 'init', '-d', 'L');
+  await ok('dt-ledger', 'bank-add', '-d', 'L', '--name', 'halyk', '--allocate', '10000000');
+  const B = 'L/banks/halyk.key.json';
+  await ok('dt-card', 'create', 'c.card');
+
+  // Issue: PIN then PUK on stdin.
+  const issued = await runStdin(
+    dir,
+    `${PIN}\n${PUK}\n`,
+    {},
+    'dt-bank',
+    'issue',
+    '--card',
+    'c.card',
+    '--bank-key',
+    B,
+    '--pin-stdin',
+    '--json',
+  );
+  t.is(issued.code, 0, issued.stderr);
+  t.truthy(JSON.parse(issued.stdout).card);
+  clean('issue', issued);
+  const state = () => readFileSync(join(dir, 'c.card'));
+  const tries = async () => JSON.parse((await ok('dt-wallet', 'status', '--card', 'c.card', '--json')).stdout).pinTries as number;
+  t.is(await tries(), 3);
+
+  // Malformed, missing or doubly given secrets: usage (exit 2), the card not even opened.
+  const before = state();
+  for (const [input, args] of [
+    [`${PIN}\n`, ['--pin-stdin']], // one line of two
+    [`12ab\n${NEW}\n`, ['--pin-stdin']], // not digits
+    ['', ['--pin-env', 'DT_NO_SUCH_VAR', '--new-pin-env', 'DT_NO_SUCH_VAR']],
+    [`${PIN}\n${NEW}\n`, ['--pin-stdin', '--pin-env', 'X']],
+  ] as const) {
+    const r = await runStdin(dir, input, {}, 'dt-wallet', 'change-pin', '--card', 'c.card', ...args);
+    t.is(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    clean('usage', r);
+    t.deepEqual(state(), before, 'a usage error leaves the card state file byte for byte');
+  }
+
+  // A wrong PIN (well formed) from the environment: refused, exit 1; the card counts the try and changes nothing else.
+  const wrong = await runStdin(
+    dir,
+    '',
+    { DT_PIN: '11111', DT_NEW: NEW },
+    'dt-wallet',
+    'change-pin',
+    '--card',
+    'c.card',
+    '--pin-env',
+    'DT_PIN',
+    '--new-pin-env',
+    'DT_NEW',
+  );
+  t.is(wrong.code, 1, wrong.stderr);
+  t.regex(wrong.stderr, /WRONG_PIN: wrong PIN or PUK: 2 tries left/);
+  clean('wrong PIN', wrong);
+  t.is(await tries(), 2);
+
+  // The right PIN from the environment: changed (and the try counter reset); then the new PIN works on stdin.
+  const changed = await runStdin(
+    dir,
+    '',
+    { DT_PIN: PIN, DT_NEW: NEW },
+    'dt-wallet',
+    'change-pin',
+    '--card',
+    'c.card',
+    '--pin-env',
+    'DT_PIN',
+    '--new-pin-env',
+    'DT_NEW',
+  );
+  t.is(changed.code, 0, changed.stderr);
+  clean('change-pin', changed);
+  t.is(await tries(), 3);
+  const old = await runStdin(dir, `${PIN}\n${PIN}\n`, {}, 'dt-wallet', 'change-pin', '--card', 'c.card', '--pin-stdin');
+  t.is(old.code, 1, 'the old PIN no longer works');
+  clean('old PIN', old);
+
+  // Block the PIN (two more wrong tries), then unblock with the PUK on stdin; a wrong PUK first.
+  for (let i = 0; i < 2; i++)
+    t.is((await runStdin(dir, `11111\n${PIN}\n`, {}, 'dt-wallet', 'change-pin', '--card', 'c.card', '--pin-stdin')).code, 1);
+  t.is(await tries(), 0);
+  const wrongPuk = await runStdin(dir, `99999999\n${PIN}\n`, {}, 'dt-wallet', 'unblock', '--card', 'c.card', '--pin-stdin');
+  t.is(wrongPuk.code, 1, wrongPuk.stderr);
+  clean('wrong PUK', wrongPuk);
+  const unblocked = await runStdin(dir, `${PUK}\n${PIN}\n`, {}, 'dt-wallet', 'unblock', '--card', 'c.card', '--pin-stdin', '--json');
+  t.is(unblocked.code, 0, unblocked.stderr);
+  t.true(JSON.parse(unblocked.stdout).unblocked);
+  clean('unblock', unblocked);
+  t.is(await tries(), 3);
+  const back = await runStdin(dir, `${PIN}\n${NEW}\n`, {}, 'dt-wallet', 'change-pin', '--card', 'c.card', '--pin-stdin');
+  t.is(back.code, 0, `the PIN the unblock set works: ${back.stderr}`);
+});
