@@ -172,7 +172,8 @@ export async function devLoad(
       'devLoad: the card has offline payments since its last sync; a dev load would drop them (sync it with a real ledger: dt-wallet sync)',
     );
   }
-  if (status.syncPending) throw new DevLoadRefusedError('devLoad: the card has a sync pending; finish it with its ledger (dt-wallet sync)');
+  // A sync pending without offline payments (a load or sync whose completion was lost, a power cut) is
+  // finished by this load: the card signs a fresh request and nothing it holds is dropped.
   const request = await syncBegin(t, random(16), { load: true });
   const { cose, message } = openSigned('SyncRequest', request);
   if (message.history.length > 0) {
