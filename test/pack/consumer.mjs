@@ -19,6 +19,7 @@ import {
   fromHex,
   generateKeyPair,
   isDtError,
+  isTransportError,
   keyId,
   keyPairSigner,
   nobleVerifier,
@@ -149,7 +150,7 @@ try {
   await openSerialPort(join(workDir, 'no-such-port'));
   out.serial = 'opened';
 } catch (e) {
-  out.serial = e instanceof TerminalError ? `${e.code}: ${e.message}` : String(e);
+  out.serial = e instanceof TerminalError || isTransportError(e) ? `${e.code}: ${e.message}` : String(e);
 }
 out.pcsc = typeof createRequire(import.meta.url)('nfc-pcsc').NFC;
 
