@@ -18,22 +18,27 @@ import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import {
   BankPermission,
   CardStatusError,
+  decodeDeterministic,
+  decodeStruct,
   fromHex,
   getCertificates,
   isDtError,
   formatTenge,
+  MarkSchema,
   openCertificateRequest,
   openSigned,
   subjectKey,
   toHex,
   verifyCoseSign1,
   WrongPinError,
+  type Mark,
 } from '@dt/protocol';
 import { StateFileError, personalizeCard } from '@dt/card-applet-sim';
 import { CardSyncClient } from '@dt/terminal';
 import { certifyTerminalKey, openRestitution, signCardBankRequest, signLoadOrder } from '@dt/ledger';
 import {
   CliFailure,
+  describeMark,
   UsageError,
   isNetworkError,
   isReaderError,
@@ -116,12 +121,33 @@ const intIn = (name: string, min: number, max: number) => (v: string) => {
   return n;
 };
 
+const MARK_HELP =
+  'purpose binding (SPEC §3.4): the hex of the deterministic CBOR Mark {? 1: [merchant ids], ? 2: [MCCs], 3: hops}; the value reaches the card as tokens carrying it, payable only to those merchants or MCCs';
+
 const kidArg = (v: string): Uint8Array => {
   try {
     return kidOption(v);
   } catch (e) {
     throw new InvalidArgumentError((e as Error).message);
   }
+};
+
+/**
+ * `--mark <hex>`: the deterministic CBOR of a Mark (SPEC §3.4), e.g. `a1...`: merchant ids (key 1)
+ * and/or MCCs (key 2), hops (key 3). One naming neither could never be spent, so it is refused too.
+ */
+const markArg = (v: string): Mark => {
+  if (!/^(?:[0-9a-fA-F]{2})+$/.test(v) || v.length > 2 * 400)
+    throw new InvalidArgumentError('--mark must be the hex of a CBOR Mark (SPEC §3.4), at most 400 bytes');
+  let m: Mark;
+  try {
+    m = decodeStruct(MarkSchema, decodeDeterministic(fromHex(v.toLowerCase()), 400));
+  } catch (e) {
+    throw new InvalidArgumentError(`--mark is not a Mark of SPEC §3.4: ${(e as Error).message}`);
+  }
+  if (m.merchants === undefined && m.mccs === undefined)
+    throw new InvalidArgumentError('--mark names no merchant id (key 1) and no MCC (key 2): its value could be paid nowhere');
+  return m;
 };
 
 function bankOptions(c: Command): Command {
@@ -316,17 +342,21 @@ export function buildProgram(): Command {
       .requiredOption('--card-kid <hex>', "the card's key id (32 hex digits; dt-wallet status shows it)", kidArg)
       .requiredOption('--amount <tenge>', 'amount to load', tenge('--amount'))
       .requiredOption('--out <file>', 'where to write the signed order')
-      .option('--id <hex>', 'load id (32 hex digits; default random): the same id again is the same order (idempotent)', kidArg),
-  ).action((o: BankOpts & { cardKid: Uint8Array; amount: number; out: string; id?: Uint8Array }) => {
+      .option('--id <hex>', 'load id (32 hex digits; default random): the same id again is the same order (idempotent)', kidArg)
+      .option('--mark <hex>', MARK_HELP, markArg),
+  ).action((o: BankOpts & { cardKid: Uint8Array; amount: number; out: string; id?: Uint8Array; mark?: Mark }) => {
     const b = bank(o);
     requirePermission(b, BankPermission.ISSUING, ExitCode.BANK_KEYS);
     const id = o.id ?? new Uint8Array(randomBytes(16));
-    const order = signLoadOrder({ card: o.cardKid, amount: o.amount, id, time: nowSec() } as never, b.signer);
+    const order = signLoadOrder(
+      { card: o.cardKid, amount: o.amount, id, time: nowSec(), ...(o.mark ? { mark: o.mark } : {}) } as never,
+      b.signer,
+    );
     writeOut(o.out, order);
     output(
       !!o.json,
-      { card: toHex(o.cardKid), amount: o.amount, id: toHex(id), out: resolve(o.out) },
-      `load order ${toHex(id)}: ${formatTenge(o.amount)} for card ${toHex(o.cardKid)}: ${o.out}`,
+      { card: toHex(o.cardKid), amount: o.amount, id: toHex(id), ...(o.mark ? { mark: o.mark } : {}), out: resolve(o.out) },
+      `load order ${toHex(id)}: ${formatTenge(o.amount)} for card ${toHex(o.cardKid)}${o.mark ? ` marked (${describeMark(o.mark)})` : ''}: ${o.out}`,
     );
   });
 
@@ -339,16 +369,24 @@ export function buildProgram(): Command {
       .requiredOption('--card-kid <hex>', "the card's key id", kidArg)
       .requiredOption('--amount <tenge>', 'amount to load', tenge('--amount'))
       .requiredOption('--ledger <url>', 'ledger base URL')
-      .option('--id <hex>', 'load id (32 hex digits; default random; the same id again is idempotent)', kidArg),
-  ).action(async (o: BankOpts & { cardKid: Uint8Array; amount: number; ledger: string; id?: Uint8Array }) => {
+      .option('--id <hex>', 'load id (32 hex digits; default random; the same id again is idempotent)', kidArg)
+      .option('--mark <hex>', MARK_HELP, markArg),
+  ).action(async (o: BankOpts & { cardKid: Uint8Array; amount: number; ledger: string; id?: Uint8Array; mark?: Mark }) => {
     const b = bank(o);
     requirePermission(b, BankPermission.ISSUING, ExitCode.BANK_KEYS);
     const id = o.id ?? new Uint8Array(randomBytes(16));
-    const order = signLoadOrder({ card: o.cardKid, amount: o.amount, id, time: nowSec() } as never, b.signer);
+    const order = signLoadOrder(
+      { card: o.cardKid, amount: o.amount, id, time: nowSec(), ...(o.mark ? { mark: o.mark } : {}) } as never,
+      b.signer,
+    );
     const a = await new CardSyncClient({ ledgerUrl: o.ledger }).submitLoadOrder(order);
     if (!a.ok)
       throw new CliFailure(a.status >= 500 ? ExitCode.INTERNAL : ExitCode.REFUSED, a.code, (a.message ?? a.code).replace(/^[A-Z_]+: /, ''));
-    output(!!o.json, a, `load ${a.id}: ${formatTenge(a.amount)} for card ${a.card}: ${a.state} (delivered at the card's next sync)`);
+    output(
+      !!o.json,
+      { ...a, ...(o.mark ? { mark: o.mark } : {}) },
+      `load ${a.id}: ${formatTenge(a.amount)} for card ${a.card}${o.mark ? ` marked (${describeMark(o.mark)})` : ''}: ${a.state} (delivered at the card's next sync${o.mark ? ' as tokens carrying the mark' : ''})`,
+    );
   });
 
   bankOptions(

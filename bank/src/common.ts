@@ -21,6 +21,7 @@ import {
   verifyRoot,
   isTransportError,
   type ApduTransport,
+  type Mark,
   type Signer,
 } from '@dt/protocol';
 import { FileStorage, InProcessTransport, SimulatedCard } from '@dt/card-applet-sim';
@@ -368,4 +369,13 @@ export function readSecrets(o: Record<string, unknown>, specs: readonly SecretSp
     if (!s.pattern.test(v)) throw new UsageError(`${s.label} must be ${s.form}`);
     return v;
   });
+}
+
+/** A mark (SPEC §3.4) for people: its merchant ids, MCCs and hops. */
+export function describeMark(m: Mark): string {
+  return [
+    ...(m.merchants ? [`merchants ${m.merchants.join(',')}`] : []),
+    ...(m.mccs ? [`MCCs ${m.mccs.join(',')}`] : []),
+    `hops ${m.hops}`,
+  ].join(', ');
 }

@@ -19,6 +19,10 @@ import {
   CardStatusError,
   WrongPinError,
   changePin,
+  decodeDeterministic,
+  decodeStruct,
+  fromHex,
+  MarkSchema,
   formatTenge,
   getStatus,
   openSigned,
@@ -37,6 +41,7 @@ import { openLoadOrder, signLoadOrder } from '@dt/ledger';
 import {
   CliFailure,
   UsageError,
+  describeMark,
   isNetworkError,
   isReaderError,
   ledgerRequest,
@@ -166,6 +171,30 @@ async function ledgerCard(ledger: string, kid: string, revokedOk: boolean): Prom
   return j;
 }
 
+/** One mark class of the ledger's card answer (`byMark`, SPEC §7.6.1). */
+interface MarkClass {
+  readonly mark: string | null;
+  readonly synced: number;
+  readonly pendingLoads: number;
+}
+
+/** The status lines of the ledger's holdings per mark class: what the card got at its last sync, and loads waiting. */
+function markLines(byMark: unknown): string[] {
+  if (!Array.isArray(byMark) || byMark.length === 0) return [];
+  const label = (hex: string | null): string => {
+    if (hex === null) return 'unmarked';
+    try {
+      return `marked (${describeMark(decodeStruct(MarkSchema, decodeDeterministic(fromHex(hex), 1024)))})`;
+    } catch {
+      return `marked ${hex}`;
+    }
+  };
+  return [
+    'by mark        at the last sync (offline payments since spend from these), and loads waiting:',
+    ...(byMark as MarkClass[]).map((c) => `  ${label(c.mark)}: ${formatTenge(c.synced)} synced, ${formatTenge(c.pendingLoads)} waiting`),
+  ];
+}
+
 /** Builds the `dt-wallet` program. */
 export function buildProgram(): Command {
   const program = new Command('dt-wallet')
@@ -180,7 +209,7 @@ export function buildProgram(): Command {
     program
       .command('status')
       .description(
-        'what the card holds (balance, coins), its offline payments since the last sync and the offline limits left, sync pending, PIN tries; with --ledger also what the ledger says (revoked or blocked, loads waiting)',
+        'what the card holds (balance, coins), its offline payments since the last sync and the offline limits left, sync pending, PIN tries; with --ledger also what the ledger says (revoked or blocked, loads waiting, and per mark class what the card got at its last sync and the loads waiting)',
       )
       .option('--ledger <url>', 'also ask the ledger about the card'),
   ).action(async (o: Common & { ledger?: string }) => {
@@ -208,6 +237,7 @@ export function buildProgram(): Command {
                 ? String(atLedger.code)
                 : `${atLedger.revokedIn !== null ? `REVOKED (list v${String(atLedger.revokedIn)})${atLedger.blockedAt !== null ? ', blocked by its bank' : ''}` : 'valid'}; loads waiting ${formatTenge(Number(atLedger.pendingLoads))}`
             }`,
+            ...markLines(atLedger.byMark),
           ]
         : []),
     ];

@@ -326,3 +326,103 @@ test('PINs and PUKs from stdin or the environment: they work, wrong ones are ref
   const back = await runStdin(dir, `${PIN}\n${NEW}\n`, {}, 'dt-wallet', 'change-pin', '--card', 'c.card', '--pin-stdin');
   t.is(back.code, 0, `the PIN the unblock set works: ${back.stderr}`);
 });
+
+test('marked loads (SPEC §3.4, §7.6.1): --mark is validated, a marked load arrives as marked value, status shows it per mark class, the books hold', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'dt-bank-mark-'));
+  const servers: ChildProcess[] = [];
+  t.teardown(() => {
+    for (const p of servers) p.kill('SIGTERM');
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const ok = async (cmd: string, ...args: string[]) => {
+    const r = await run(dir, cmd, ...args);
+    t.is(r.code, 0, `${cmd} ${args.join(' ')}: ${r.stderr}`);
+    return r;
+  };
+  await ok('dt-ledger', 'init', '-d', 'L');
+  await ok('dt-ledger', 'bank-add', '-d', 'L', '--name', 'halyk', '--allocate', '10000000');
+  const B = 'L/banks/halyk.key.json';
+  const srv = await serveLedger(dir);
+  servers.push(srv.p);
+  const U = srv.url;
+  await ok('dt-card', 'create', 'c.card');
+  const c = JSON.parse(
+    (await ok('dt-bank', 'issue', '--card', 'c.card', '--bank-key', B, '--pin', '1234', '--puk', '12345678', '--ledger', U, '--json'))
+      .stdout,
+  );
+  // {1: ["pharmacy"], 3: 1}: payable to the merchant "pharmacy" only, one hop.
+  const PHARMACY = 'a2018168706861726d6163790301';
+  // Usage errors (exit 2), nothing signed or sent: not hex, not a Mark, a Mark naming no merchant and no MCC, not deterministic.
+  for (const [mark, why] of [
+    ['zz', /hex of a CBOR Mark/],
+    ['a10901', /not a Mark of SPEC §3\.4/],
+    ['a10301', /names no merchant id/],
+    ['a20301018168706861726d616379', /not a Mark of SPEC §3\.4/],
+  ] as const) {
+    const r = await run(dir, 'dt-bank', 'load', '--bank-key', B, '--card-kid', c.card, '--amount', '1', '--ledger', U, '--mark', mark);
+    t.is(r.code, 2, `${mark}: ${r.stderr}`);
+    t.regex(r.stderr, why);
+    const o = await run(
+      dir,
+      'dt-bank',
+      'load-order',
+      '--bank-key',
+      B,
+      '--card-kid',
+      c.card,
+      '--amount',
+      '1',
+      '--out',
+      'bad.cbor',
+      '--mark',
+      mark,
+    );
+    t.is(o.code, 2, `${mark}: ${o.stderr}`);
+    t.false(existsSync(join(dir, 'bad.cbor')));
+  }
+  const sent = JSON.parse(
+    (await ok('dt-bank', 'load', '--bank-key', B, '--card-kid', c.card, '--amount', '30', '--ledger', U, '--mark', PHARMACY, '--json'))
+      .stdout,
+  );
+  t.like(sent, { amount: 3_000, state: 'pending', mark: { merchants: ['pharmacy'], hops: 1 } });
+  const text = await ok(
+    'dt-bank',
+    'load-order',
+    '--bank-key',
+    B,
+    '--card-kid',
+    c.card,
+    '--amount',
+    '20',
+    '--out',
+    'm.cbor',
+    '--mark',
+    PHARMACY,
+  );
+  t.regex(text.stdout, /20\.00 KZT for card [0-9a-f]{32} marked \(merchants pharmacy, hops 1\)/);
+  await ok('dt-bank', 'load', '--bank-key', B, '--card-kid', c.card, '--amount', '100', '--ledger', U);
+  // The cardholder hands in the marked order: LOAD delivers all three pending loads.
+  await ok('dt-wallet', 'load', '20', '--order', 'm.cbor', '--card', 'c.card', '--ledger', U);
+  const st = JSON.parse((await ok('dt-wallet', 'status', '--card', 'c.card', '--ledger', U, '--json')).stdout);
+  t.is(st.balance, 15_000);
+  t.deepEqual(
+    [...st.ledger.byMark].sort((x: { mark: string | null }, y: { mark: string | null }) => String(x.mark).localeCompare(String(y.mark))),
+    [
+      { mark: PHARMACY, synced: 5_000, pendingLoads: 0 },
+      { mark: null, synced: 10_000, pendingLoads: 0 },
+    ],
+  );
+  const human = await ok('dt-wallet', 'status', '--card', 'c.card', '--ledger', U);
+  t.regex(human.stdout, /unmarked: 100\.00 KZT synced, 0\.00 KZT waiting/);
+  t.regex(human.stdout, /marked \(merchants pharmacy, hops 1\): 50\.00 KZT synced, 0\.00 KZT waiting/);
+  // The same load id with another mark is another order: refused by the ledger (exit 1).
+  const id = '00112233445566778899aabbccddeeff';
+  await ok('dt-bank', 'load', '--bank-key', B, '--card-kid', c.card, '--amount', '5', '--ledger', U, '--id', id, '--mark', PHARMACY);
+  const conflict = await run(dir, 'dt-bank', 'load', '--bank-key', B, '--card-kid', c.card, '--amount', '5', '--ledger', U, '--id', id);
+  t.is(conflict.code, 1, conflict.stderr);
+  t.regex(conflict.stderr, /ID_CONFLICT/);
+  const audit = JSON.parse((await ok('dt-ledger', 'audit', '-d', 'L', '--json')).stdout);
+  t.true(audit.ok);
+  t.is(audit.pendingLoads, 500);
+  t.is(audit.unspentTokens, 15_000);
+});

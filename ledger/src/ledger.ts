@@ -60,7 +60,7 @@ import {
 import { nativeVerifier } from '@dt/protocol/native';
 import type { LedgerStorage } from './storage/types.ts';
 import { LedgerStore, type StoreTx } from './store.ts';
-import type { CardRow, TransferRow } from './storage/rows.ts';
+import type { CardRow, LoadRow, TransferRow } from './storage/rows.ts';
 import { BANK_REQUEST_DETAIL, CONCURRENT_SYNC_DETAIL, LedgerError, LedgerErrorCode, LOAD_ORDER_DETAIL } from './errors.ts';
 import {
   anchorCoins,
@@ -171,11 +171,18 @@ export interface CardInfo {
   readonly restoreAfter: number | null;
   readonly restored: boolean;
   readonly pendingLoads: number;
+  /**
+   * Per mark class (SPEC §3.4; `mark`: hex of its deterministic CBOR, null unmarked): `synced`, the value of the
+   * tokens the card got at its last sync (offline payments since spend from them), and `pendingLoads`.
+   */
+  readonly byMark: readonly { readonly mark: string | null; readonly synced: number; readonly pendingLoads: number }[];
 }
 
 const ZERO16 = new Uint8Array(16);
 const ZERO32 = new Uint8Array(32);
 const SERIAL_DOMAIN = utf8('DT-TOKEN-SERIAL-V1');
+/** Distinct marks a card's pending loads may carry (each is a token of its own at the next sync; SPEC §7.6.1). */
+export const MAX_PENDING_MARK_CLASSES = 16;
 const MAX_TRANSFER = LIMITS.maxTransferSize;
 /** A new revocation list is signed at least this often (seconds), even when nothing changed (SPEC §7.8). */
 export const CRL_REFRESH_SECONDS = 3600;
@@ -388,13 +395,15 @@ export class Ledger {
       amount: order.amount,
       state,
     });
+    const markOf = markBytes(order.mark);
     const out = await this.store.transaction(async (tx) => {
       const bank = await tx.bank(cose.kid);
       if (!bank) throw new LedgerError(LedgerErrorCode.BANK_UNKNOWN, 'signer is not a registered bank', { detail: LOAD_ORDER_DETAIL });
       verifyLoadSigner(cose, bank.cert, now, this.#trustContext);
       const prior = await tx.load(order.id);
       if (prior) {
-        if (!bytesEqual(prior.card, order.card) || prior.amount !== order.amount || !bytesEqual(prior.bank, cose.kid)) {
+        const sameMark = prior.mark === null ? markOf === null : markOf !== null && bytesEqual(prior.mark, markOf);
+        if (!bytesEqual(prior.card, order.card) || prior.amount !== order.amount || !bytesEqual(prior.bank, cose.kid) || !sameMark) {
           throw new LedgerError(LedgerErrorCode.ID_CONFLICT, 'load id reused for another order');
         }
         return answer(prior.state);
@@ -403,10 +412,16 @@ export class Ledger {
       if (!card) throw new LedgerError(LedgerErrorCode.CARD_UNKNOWN, 'card not registered');
       if (!bytesEqual(card.bank, cose.kid)) throw new LedgerError(LedgerErrorCode.NOT_PERMITTED, 'card issued by another bank');
       if (await tx.revocation(order.card)) throw new LedgerError(LedgerErrorCode.CARD_REVOKED, 'card revoked');
+      if (markOf !== null) {
+        // Each mark class becomes a token of its own at the next sync: bounded, so the SyncResponse stays within LIMITS.maxTokens.
+        const classes = new Set((await tx.pendingLoads(order.card)).flatMap((l) => (l.mark ? [toHex(l.mark)] : [])));
+        if (!classes.has(toHex(markOf)) && classes.size >= MAX_PENDING_MARK_CLASSES)
+          throw new LedgerError(LedgerErrorCode.NOT_PERMITTED, `the card already has ${MAX_PENDING_MARK_CLASSES} marks of pending loads`);
+      }
       // A load is paid from the bank's own balance: never below zero (a credit line is for covers, not loads).
       if (!(await tx.debitBankFromOwnBalance(cose.kid, order.amount)))
         throw new LedgerError(LedgerErrorCode.INSUFFICIENT_ALLOCATION, 'bank allocation too small');
-      await tx.insertPendingLoad(order.id, order.card, cose.kid, order.amount, now);
+      await tx.insertPendingLoad(order.id, order.card, cose.kid, order.amount, now, markOf);
       return answer('pending');
     });
     this.stats.loads++;
@@ -895,12 +910,12 @@ export class Ledger {
     return orphans;
   }
 
-  /** Closes the card's pending loads at this sync: delivered (returns their sum), or cancelled back to the banks that ordered them. */
-  async #closeLoads(tx: StoreTx, req: OpenSyncRequest, deliver: boolean): Promise<number> {
+  /** Closes the card's pending loads at this sync: delivered (returns them), or cancelled back to the banks that ordered them (returns none). */
+  async #closeLoads(tx: StoreTx, req: OpenSyncRequest, deliver: boolean): Promise<LoadRow[]> {
     const loads = await tx.pendingLoads(req.message.card);
     if (!deliver) for (const l of loads) await tx.creditBank(l.bank, l.amount);
     await tx.closePendingLoads(req.message.card, deliver ? 'delivered' : 'cancelled', req.hash);
-    return deliver ? loads.reduce((s, l) => s + l.amount, 0) : 0;
+    return deliver ? loads : [];
   }
 
   /**
@@ -923,7 +938,7 @@ export class Ledger {
     return { tokens: [], loaded: 0, redeemed };
   }
 
-  /** Fresh tokens for what the card holds, its voided orphans and its delivered loads: one per mark class (marks survive a sync), loads unmarked. */
+  /** Fresh tokens for what the card holds, its voided orphans and its delivered loads: one per mark class (marks survive a sync; a load carries its order's mark). */
   async #issueFreshTokens(
     tx: StoreTx,
     req: OpenSyncRequest,
@@ -932,7 +947,8 @@ export class Ledger {
     orphans: readonly TransferRow[],
     now: number,
   ): Promise<SyncPayout> {
-    const loaded = await this.#closeLoads(tx, req, true);
+    const loads = await this.#closeLoads(tx, req, true);
+    const loaded = sumAmounts(loads.map((l) => l.amount));
     const classes = new Map<string, { mark?: Mark; value: number }>();
     const add = (mark: Mark | undefined, value: number) => {
       const k = mark ? toHex(markBytes(mark)!) : '';
@@ -942,7 +958,7 @@ export class Ledger {
     };
     for (const c of holdings) add(c.mark, c.value);
     for (const o of orphans) add(markFrom(o.mark), o.amount);
-    if (loaded > 0) add(undefined, loaded);
+    for (const l of loads) add(markFrom(l.mark), l.amount);
     const tokens: Uint8Array[] = [];
     let i = 0;
     for (const [, cls] of [...classes.entries()].sort(([a], [z]) => (a < z ? -1 : a > z ? 1 : 0))) {
@@ -1110,7 +1126,18 @@ export class Ledger {
       if (!c) return undefined;
       const rev = await tx.revocation(card);
       const blk = await tx.cardBlock(card);
-      const pending = sumAmounts((await tx.pendingLoads(card)).map((l) => l.amount));
+      const loads = await tx.pendingLoads(card);
+      const pending = sumAmounts(loads.map((l) => l.amount));
+      const byMark = new Map<string, { mark: string | null; synced: number; pendingLoads: number }>();
+      const entry = (mark: Uint8Array | null) => {
+        const k = mark ? toHex(mark) : '';
+        const e = byMark.get(k) ?? { mark: mark ? k : null, synced: 0, pendingLoads: 0 };
+        byMark.set(k, e);
+        return e;
+      };
+      for (const t of c.anchorSync ? await tx.tokensOfSync(c.anchorSync) : [])
+        entry(markBytes(openSigned('Token', t.bytes).message.mark)).synced += t.value;
+      for (const l of loads) entry(l.mark).pendingLoads += l.amount;
       return {
         card: toHex(card),
         bank: toHex(c.bank),
@@ -1119,6 +1146,7 @@ export class Ledger {
         restoreAfter: blk ? blk.time + this.#voidWindow : null,
         restored: !!blk?.restored,
         pendingLoads: pending,
+        byMark: [...byMark.entries()].sort(([a], [z]) => (a < z ? -1 : a > z ? 1 : 0)).map(([, e]) => e),
       };
     });
   }

@@ -1,6 +1,7 @@
 /**
  * The bank load order (protocol/SPEC.md §7.6.1 "Bank load order"):
- * a COSE_Sign1 by a bank key over `{0: 1, 1: card kid, 2: amount, 3: load id, 4: time}`.
+ * a COSE_Sign1 by a bank key over `{0: 1, 1: card kid, 2: amount, 3: load id, 4: time, ? 5: mark}`.
+ * A marked order's value reaches the card as tokens carrying that mark (SPEC §3.4).
  *
  * @module
  */
@@ -16,6 +17,8 @@ import {
   DtError,
   ErrorCode,
   MAX_UINT,
+  MarkSchema,
+  struct,
   uint,
   VERSION_1,
   type Infer,
@@ -37,6 +40,7 @@ export const LoadOrderSchema = defineSchema({
     { key: 2, name: 'amount', type: uint(MAX_UINT, 1) },
     { key: 3, name: 'id', type: bytes(16) },
     { key: 4, name: 'time', type: uint(MAX_UINT) },
+    { key: 5, name: 'mark', type: struct(MarkSchema), optional: true },
   ],
 });
 /** A load order. */

@@ -231,13 +231,22 @@ export class StoreTx {
     return r && loadRow(r);
   }
 
-  async insertPendingLoad(id: Uint8Array, card: Uint8Array, bank: Uint8Array, amount: number, time: number): Promise<void> {
-    await this.sql.run(`INSERT INTO loads (id, card, bank, amount, state, sync, time) VALUES (?, ?, ?, ?, 'pending', NULL, ?)`, [
+  /** `mark`: deterministic CBOR of the order's Mark, null when unmarked. */
+  async insertPendingLoad(
+    id: Uint8Array,
+    card: Uint8Array,
+    bank: Uint8Array,
+    amount: number,
+    time: number,
+    mark: Uint8Array | null = null,
+  ): Promise<void> {
+    await this.sql.run(`INSERT INTO loads (id, card, bank, amount, state, sync, time, mark) VALUES (?, ?, ?, ?, 'pending', NULL, ?, ?)`, [
       id,
       card,
       bank,
       amount,
       time,
+      mark,
     ]);
   }
 

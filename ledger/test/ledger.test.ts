@@ -11,19 +11,23 @@ import {
   CURRENCY_KZT,
   encodeMessage,
   decodeMessage,
+  encodeDeterministic,
+  encodeStruct,
   ErrorCode,
+  MarkSchema,
   openSigned,
   OutcomeStatus,
   payloadHash,
   signMessage,
   toHex,
   verifySigned,
+  type Mark,
 } from '@dt/protocol';
 import { createTestLedger, type TestLedger } from '../src/testkit.ts';
 import { openSqliteStorage } from '../src/storage/sqlite.ts';
 import { openPostgresStorage } from '../src/storage/postgres.ts';
 import { pgAvailable, startPgCluster, type PgCluster } from '../src/pg-cluster.ts';
-import { LedgerError } from '../src/ledger.ts';
+import { LedgerError, MAX_PENDING_MARK_CLASSES, type CardInfo } from '../src/ledger.ts';
 import { signLoadOrder } from '../src/load.ts';
 import type { LedgerStorage } from '../src/storage/types.ts';
 import { outcomes, stateDigest, STATUS_NAME } from './_helpers.ts';
@@ -484,5 +488,90 @@ for (const [name, open] of BACKENDS) {
       t.is(new Set(shapes).size, 1, shapes[0]);
       const m = await k.ledger.merchantBalances();
       terms.forEach((term, i) => t.is(m[toHex(term.kid)], amounts[i]! * perms.length));
+    }));
+}
+
+for (const [name, open] of BACKENDS) {
+  test(`${name}: a marked load order (SPEC §7.6.1) arrives as a token carrying its mark, spendable only where the mark allows`, (t) =>
+    withLedger(open, t, async (k) => {
+      const card = await k.fundCard(5_000);
+      const pharmacy: Mark = { merchants: ['pharmacy'], hops: 1 };
+      const books: Mark = { mccs: [5942], hops: 2 };
+      const load = (amount: number, mark?: Mark, id = rnd16()) =>
+        k.ledger.load(
+          signLoadOrder({ card: card.identity.kid, amount, id, time: k.clock.now, ...(mark ? { mark } : {}) }, k.pki.bank.signer),
+        );
+      const id = rnd16();
+      t.like(await load(3_000, pharmacy, id), { state: 'pending', amount: 3_000 });
+      t.like(await load(3_000, pharmacy, id), { state: 'pending' }); // the same order again: nothing added
+      // The same id with another mark, or none, is another order.
+      for (const other of [books, undefined]) t.like(await t.throwsAsync(load(3_000, other, id)), { code: 'ID_CONFLICT' });
+      await load(500, pharmacy);
+      await load(1_000);
+      await load(200, books);
+      const info = await k.ledger.cardInfo(card.identity.kid);
+      t.is(info!.pendingLoads, 4_700);
+      const hex = (m: Mark) => toHex(encodeDeterministic(encodeStruct(MarkSchema, m)));
+      const byMark = (list: CardInfo['byMark']) => Object.fromEntries(list.map((c) => [c.mark ?? 'unmarked', c]));
+      t.like(byMark(info!.byMark), {
+        unmarked: { synced: 5_000, pendingLoads: 1_000 },
+        [hex(pharmacy)]: { synced: 0, pendingLoads: 3_500 },
+        [hex(books)]: { synced: 0, pendingLoads: 200 },
+      });
+      const before = await k.ledger.audit();
+
+      const r = verifySigned('SyncReceipt', await k.sync(card), k.pki.ledger.keys.publicKey).message;
+      t.is(r.loaded, 4_700);
+      const tokens = r.tokens.map((x) => openSigned('Token', x).message);
+      t.deepEqual(
+        tokens.map((x) => [x.mark ? hex(x.mark) : 'unmarked', x.value]).sort(),
+        [
+          ['unmarked', 6_000],
+          [hex(pharmacy), 3_500],
+          [hex(books), 200],
+        ].sort(),
+      );
+      t.is(card.wallet.balance, 9_700);
+      const after = await k.ledger.audit();
+      t.is(after.pendingLoads, before.pendingLoads - 4_700);
+      t.is(after.unspentTokens, before.unspentTokens + 4_700);
+      t.like(byMark((await k.ledger.cardInfo(card.identity.kid))!.byMark), {
+        unmarked: { synced: 6_000, pendingLoads: 0 },
+        [hex(pharmacy)]: { synced: 3_500, pendingLoads: 0 },
+      });
+
+      // A grocery can take only the unmarked 6 000: the marked value is not its.
+      const grocery = k.newTerminal('grocery', 5411);
+      t.throws(() => card.wallet.pay(k.request(grocery, 6_001)), { message: /insufficient funds for this payee/ });
+      const pharmacyTerminal = k.newTerminal('pharmacy', 5912);
+      const atPharmacy = card.wallet.pay(k.request(pharmacyTerminal, 3_500));
+      const ph = openSigned('Transfer', atPharmacy.transfer).message;
+      t.deepEqual(ph.inputs.length, 1); // the marked token alone
+      t.deepEqual(
+        ph.outputs.map((o) => o.mark),
+        [undefined],
+      ); // hops 1: the pharmacy is paid unmarked value
+      const g = card.wallet.pay(k.request(grocery, 6_000));
+      const shop = k.newTerminal('shop', 5411);
+      t.throws(() => card.wallet.pay(k.request(shop, 1)), { message: /insufficient funds for this payee/ }); // 200 left, bound to MCC 5942
+      t.deepEqual(statuses((await k.ledger.settle([k.batch(grocery, [g.handover])]))[0]!), ['SETTLED']);
+      t.deepEqual(statuses((await k.ledger.settle([k.batch(pharmacyTerminal, [atPharmacy.handover])]))[0]!), ['SETTLED']);
+      t.is(card.wallet.balance, 200);
+    }));
+
+  test(`${name}: a card's pending loads carry at most MAX_PENDING_MARK_CLASSES distinct marks`, (t) =>
+    withLedger(open, t, async (k) => {
+      const card = await k.fundCard(0);
+      const load = (mark: Mark) =>
+        k.ledger.load(signLoadOrder({ card: card.identity.kid, amount: 1, id: rnd16(), time: k.clock.now, mark }, k.pki.bank.signer));
+      for (let i = 0; i < MAX_PENDING_MARK_CLASSES; i++) await load({ mccs: [i], hops: 1 });
+      const before = await k.ledger.audit();
+      t.like(await t.throwsAsync(load({ mccs: [MAX_PENDING_MARK_CLASSES], hops: 1 })), { code: 'NOT_PERMITTED' });
+      t.deepEqual(await k.ledger.audit(), before); // refused: nothing changed
+      await load({ mccs: [0], hops: 1 }); // a mark already pending is no new class
+      await load({ mccs: [1], hops: 1 });
+      const r = verifySigned('SyncReceipt', await k.sync(card), k.pki.ledger.keys.publicKey).message;
+      t.is(r.tokens.length, MAX_PENDING_MARK_CLASSES);
+      t.is(r.loaded, MAX_PENDING_MARK_CLASSES + 2);
     }));
 }

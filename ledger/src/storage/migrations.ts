@@ -43,6 +43,12 @@ export const LEDGER_MIGRATIONS: readonly LedgerMigration[] = [
     // restored: payload hash of the restitution record (a row of `syncs`).
     statements: [`CREATE TABLE card_blocks (card BLOB PRIMARY KEY, bank BLOB NOT NULL, time BIGINT NOT NULL, restored BLOB)`],
   },
+  {
+    version: 3,
+    description: 'loads.mark: the mark (SPEC §3.4) of a marked bank load order, NULL for an unmarked one (SPEC §7.6.1)',
+    // mark: the deterministic CBOR encoding of the order's Mark, as tokens and transfers store it.
+    statements: [`ALTER TABLE loads ADD COLUMN mark BLOB`],
+  },
 ];
 
 /** Why a database cannot be used as the ledger's. */

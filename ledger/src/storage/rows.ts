@@ -158,8 +158,10 @@ export interface LoadRow {
   /** The sync that delivered or cancelled it. */
   readonly sync: Uint8Array | null;
   readonly time: number;
+  /** Deterministic CBOR of the load order's Mark (SPEC §3.4), NULL when unmarked. */
+  readonly mark: Uint8Array | null;
 }
-export const LOAD_COLUMNS = 'id, card, bank, amount, state, sync, time';
+export const LOAD_COLUMNS = 'id, card, bank, amount, state, sync, time, mark';
 export function loadRow(r: Row): LoadRow {
   const c = columns(r, 'loads');
   return {
@@ -170,6 +172,7 @@ export function loadRow(r: Row): LoadRow {
     state: c.oneOf('state', LOAD_STATES),
     sync: c.blobOrNull('sync'),
     time: c.int('time'),
+    mark: c.blobOrNull('mark'),
   };
 }
 
