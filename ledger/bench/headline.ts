@@ -38,7 +38,9 @@ import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Worker } from 'node:worker_threads';
+import { Session } from 'node:inspector/promises';
 import { OutcomeStatus, verifySigned } from '@dt/protocol';
+import { nativeVerifier } from '@dt/protocol/native';
 import { Ledger } from '../src/ledger.ts';
 import { nativeSigner } from '../src/native-signer.ts';
 import { openSqliteStorage } from '../src/storage/sqlite.ts';
@@ -71,6 +73,9 @@ Options:
   --terminals N        terminals the payments are spread over (default 200)
   --batch N            handovers per terminal batch (default 50)
   --ceiling-seconds S  duration of each verify-ceiling measurement (default 3)
+  --only BACKEND       measure only sqlite (mixed and 63 hops) or only postgres
+                       (for profiling; the headline runs both)
+  --profile DIR        write a V8 CPU profile of each run's settle calls to DIR
   --out FILE           output (default ledger/bench-headline.json)
   --help               this help
 
@@ -94,6 +99,8 @@ try {
       batch: { type: 'string' },
       'ceiling-seconds': { type: 'string' },
       out: { type: 'string' },
+      only: { type: 'string' },
+      profile: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -119,6 +126,9 @@ const HOPS63 = num(args.hops63, 'hops63', 150, 1);
 const TERMINALS = num(args.terminals, 'terminals', 200, 1);
 const BATCH = num(args.batch, 'batch', 50, 1);
 const CEILING_SECONDS = num(args['ceiling-seconds'], 'ceiling-seconds', 3, 0.2);
+const ONLY = args.only;
+if (ONLY !== undefined && ONLY !== 'sqlite' && ONLY !== 'postgres') usage(`--only must be sqlite or postgres, got ${ONLY}`);
+const PROFILE = args.profile;
 const OUT = args.out ?? new URL('../bench-headline.json', import.meta.url).pathname;
 if (MIXED + HOPS63 > CARDS) usage('--cards must be at least --mixed + --hops63 (the measured cards are among the active ones)');
 
@@ -199,21 +209,40 @@ async function measure(ds: Dataset, storage: LedgerStorage, backend: Run['backen
   const ledgerKey = ds.pki.ledger.keys.publicKey;
   let ms = 0;
   let settled = 0;
+  const profiler = PROFILE ? new Session() : undefined;
+  if (profiler) {
+    profiler.connect();
+    await profiler.post('Profiler.enable');
+    await profiler.post('Profiler.start');
+  }
+  const outs: Uint8Array[][][] = [];
+  let count = 0;
   for (const [i, call] of w.calls.entries()) {
     const t0 = performance.now();
     const out = await settleAsServer(ledger, call);
     ms += performance.now() - t0;
-    // Checked outside the timed part: every outcome is the ledger's signature on SETTLED.
+    outs.push(out);
+    count += out.reduce((s, b) => s + b.length, 0);
+    if ((i + 1) % Math.max(1, Math.floor(w.calls.length / 5)) === 0)
+      log(`  ${count}/${w.handovers} answered, ${(count / (ms / 1000)).toFixed(0)}/s`);
+  }
+  if (profiler) {
+    const { profile } = await profiler.post('Profiler.stop');
+    const f = join(PROFILE!, `headline-${backend}-${hops === '63' ? 'hops63' : 'mixed'}-${process.pid}.cpuprofile`);
+    writeFileSync(f, JSON.stringify(profile));
+    profiler.disconnect();
+    log(`${backend} ${hops}: CPU profile of the settle calls in ${f}`);
+  }
+  // Checked outside the timed part: every outcome is the ledger's signature on SETTLED.
+  for (const out of outs) {
     for (const batch of out) {
       for (const o of batch) {
-        const m = verifySigned('Outcome', o, ledgerKey).message;
+        const m = verifySigned('Outcome', o, ledgerKey, nativeVerifier).message;
         if (m.status !== OutcomeStatus.SETTLED)
           throw new Error(`${backend} ${hops}: outcome ${m.status} ${m.code ?? ''} instead of SETTLED`);
         settled++;
       }
     }
-    if ((i + 1) % Math.max(1, Math.floor(w.calls.length / 5)) === 0)
-      log(`  ${settled}/${w.handovers} settled, ${(settled / (ms / 1000)).toFixed(0)}/s`);
   }
   if (settled !== w.handovers) throw new Error(`${backend} ${hops}: ${settled} settled of ${w.handovers}`);
   const audit = await ledger.audit();
@@ -251,34 +280,42 @@ async function main(): Promise<Record<string, unknown>> {
 
     // PostgreSQL first gets the real part (a throwaway cluster with fsync on, as the ledger's tests and
     // bench start one), then its bulk part server-side.
-    log('postgres: starting a throwaway cluster');
-    const cluster: PgCluster = startPgCluster({ fsync: true });
-    closers.push(() => cluster.stop());
-    const pg = await openPostgresStorage(cluster.createDatabase(`headline_${process.pid}`));
-    closers.push(() => pg.close());
-    await installPostgres(ds, pg, log);
-    fills.postgres = await fillPostgres(pg, ds, target);
-    log(
-      `postgres: bulk part: ${fills.postgres.cards} cards, ${fills.postgres.transfers} transfers in ${fills.postgres.seconds.toFixed(0)} s`,
-    );
+    let pg: LedgerStorage | undefined;
+    if (ONLY !== 'sqlite') {
+      log('postgres: starting a throwaway cluster');
+      const cluster: PgCluster = startPgCluster({ fsync: true });
+      closers.push(() => cluster.stop());
+      const storage = await openPostgresStorage(cluster.createDatabase(`headline_${process.pid}`));
+      pg = storage;
+      closers.push(() => storage.close());
+      await installPostgres(ds, storage, log);
+      fills.postgres = await fillPostgres(storage, ds, target);
+      log(
+        `postgres: bulk part: ${fills.postgres.cards} cards, ${fills.postgres.transfers} transfers in ${fills.postgres.seconds.toFixed(0)} s`,
+      );
+    }
 
     // SQLite: the bulk part goes into the built file on tmpfs, which is then copied to disk and
     // fsynced, and opened as serve opens it.
-    fills.sqlite = await fillBuiltSqlite(ds, target);
-    log(`sqlite: bulk part: ${fills.sqlite.cards} cards, ${fills.sqlite.transfers} transfers in ${fills.sqlite.seconds.toFixed(0)} s`);
-    const dir = mkdtempSync(join(tmpdir(), 'dt-headline-sqlite-'));
-    closers.push(() => rmSync(dir, { recursive: true, force: true }));
-    const file = join(dir, 'ledger.db');
-    installSqliteFile(ds, file);
-    const sqlite = openSqliteStorage(file);
-    closers.push(() => sqlite.close());
-    const sqliteMixed = await measure(ds, sqlite, 'sqlite', '0..5', ds.mixed);
-    // The same database, a fresh ledger: the 63-hop cards are others, none of it is in memory.
-    const sqlite63 = await measure(ds, sqlite, 'sqlite', '63', ds.hops63);
-    await sqlite.close();
-    closers.pop();
+    let sqliteMixed: Run | undefined;
+    let sqlite63: Run | undefined;
+    if (ONLY !== 'postgres') {
+      fills.sqlite = await fillBuiltSqlite(ds, target);
+      log(`sqlite: bulk part: ${fills.sqlite.cards} cards, ${fills.sqlite.transfers} transfers in ${fills.sqlite.seconds.toFixed(0)} s`);
+      const dir = mkdtempSync(join(tmpdir(), 'dt-headline-sqlite-'));
+      closers.push(() => rmSync(dir, { recursive: true, force: true }));
+      const file = join(dir, 'ledger.db');
+      installSqliteFile(ds, file);
+      const sqlite = openSqliteStorage(file);
+      closers.push(() => sqlite.close());
+      sqliteMixed = await measure(ds, sqlite, 'sqlite', '0..5', ds.mixed);
+      // The same database, a fresh ledger: the 63-hop cards are others, none of it is in memory.
+      sqlite63 = await measure(ds, sqlite, 'sqlite', '63', ds.hops63);
+      await sqlite.close();
+      closers.pop();
+    }
 
-    const pgMixed = await measure(ds, pg, 'postgres', '0..5', ds.mixed);
+    const pgMixed = pg ? await measure(ds, pg, 'postgres', '0..5', ds.mixed) : undefined;
 
     return {
       tool: '@dt/ledger headline bench',
@@ -294,7 +331,7 @@ async function main(): Promise<Record<string, unknown>> {
         ceilingSeconds: CEILING_SECONDS,
         ledger:
           'as dt-ledger serve: Ledger.open({ storage, signer: nativeSigner(ledger key), rootCert, ledgerCert }), default void window, validation in the main thread (no worker pool); batches handed to Ledger.settle in-process as POST /v1/settle does',
-        sqlite: 'openSqliteStorage(file): WAL, synchronous=FULL, file on disk (os.tmpdir())',
+        sqlite: 'openSqliteStorage(file): WAL, synchronous=FULL, 64 MiB page cache, 1 GiB mmap, file on disk (os.tmpdir())',
         postgres: 'openPostgresStorage over a throwaway cluster (startPgCluster, fsync on, unix socket)',
         settleCalls:
           "terminal batches shuffled across terminals, at most 32 batches / 2,000 handovers / 16 MiB a call (the acquirer forwarder's limits)",
@@ -308,9 +345,9 @@ async function main(): Promise<Record<string, unknown>> {
       },
       runs: { sqliteMixed, sqliteHops63: sqlite63, postgresMixed: pgMixed },
       ratios: {
-        ledgerSqliteCeilingRatio: sqliteMixed.ratio,
-        ledgerPostgresCeilingRatio: pgMixed.ratio,
-        ledgerCeilingRatioHops63: sqlite63.ratio,
+        ledgerSqliteCeilingRatio: sqliteMixed?.ratio,
+        ledgerPostgresCeilingRatio: pgMixed?.ratio,
+        ledgerCeilingRatioHops63: sqlite63?.ratio,
       },
       durationSeconds: r3((performance.now() - started) / 1000),
     };
@@ -331,9 +368,10 @@ try {
   const tmp = `${OUT}.tmp-${process.pid}`;
   writeFileSync(tmp, JSON.stringify(doc, null, 2) + '\n');
   renameSync(tmp, OUT);
-  const r = doc.ratios as Record<string, number>;
+  const r = doc.ratios as Record<string, number | undefined>;
+  const f = (x: number | undefined) => (x === undefined ? 'not measured' : x.toFixed(4));
   log(
-    `ratios: sqlite ${r.ledgerSqliteCeilingRatio!.toFixed(4)}, postgres ${r.ledgerPostgresCeilingRatio!.toFixed(4)}, sqlite 63 hops ${r.ledgerCeilingRatioHops63!.toFixed(4)}; results in ${OUT} (${doc.durationSeconds} s)`,
+    `ratios: sqlite ${f(r.ledgerSqliteCeilingRatio)}, postgres ${f(r.ledgerPostgresCeilingRatio)}, sqlite 63 hops ${f(r.ledgerCeilingRatioHops63)}; results in ${OUT} (${doc.durationSeconds} s)`,
   );
 } catch (e) {
   process.stderr.write(`headline failed: ${(e as Error).stack ?? String(e)}\n`);

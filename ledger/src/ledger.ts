@@ -35,6 +35,7 @@ import {
   outputId,
   payloadHash,
   sha256,
+  sigStructure,
   signMessage,
   toHex,
   utf8,
@@ -45,6 +46,7 @@ import {
   validateHandover,
   verifyCoseSign1,
   type CardChainVerifier,
+  type CertificateMemo,
   type HandoverResult,
   type HandoverValid,
   type Mark,
@@ -81,7 +83,20 @@ import {
   type OpenSyncRequest,
   type TrustContext,
 } from './checks.ts';
-import { cachingCardChainVerifier, cachingTransferOpener, memoVerifier, type HandoverValidator, type ValidationJob } from './validation.ts';
+import {
+  cachingCardChainVerifier,
+  cachingTransferOpener,
+  cardChainCache,
+  coseParts,
+  knownCertificates,
+  knownVerifier,
+  memoVerifier,
+  NO_FACTS,
+  type HandoverValidator,
+  type KnownFacts,
+  type KnownSignature,
+  type ValidationJob,
+} from './validation.ts';
 import { openCardBankRequest, openRestitution, signRestitution, type CardBankRequestKind } from './cardloss.ts';
 
 export { LedgerError, LedgerErrorCode } from './errors.ts';
@@ -219,6 +234,12 @@ interface SyncPayout {
   readonly redeemed: number;
 }
 
+/** A transfer a handover carries (step E's candidate), opened when it opens as a signed Transfer. */
+interface Candidate {
+  readonly bytes: Uint8Array;
+  readonly opened?: ReturnType<TransferOpener>;
+}
+
 /** What the ledger keeps of a registered card for evidence checks. */
 interface CardKey {
   readonly publicKey: Uint8Array;
@@ -267,7 +288,11 @@ export class Ledger {
   readonly #memo: Verifier;
   readonly #openTransfer: TransferOpener;
   readonly #verifyCardChain: CardChainVerifier;
+  readonly #chains: ReturnType<typeof cardChainCache>;
+  /** The verifier and certificate memo of a batch's facts (built once per batch, for every handover of it). */
+  readonly #factTools = new WeakMap<KnownFacts, { verifier: Verifier; certs: CertificateMemo }>();
   readonly #trustContext: TrustContext;
+  readonly #batchContext: TrustContext;
   /** Registered card keys (bounded): a card's certificate never changes once registered. */
   readonly #cardKeys = new Map<string, CardKey>();
   /** The latest signed revocation list, so that GET /v1/crl does not decode it every time. */
@@ -287,8 +312,11 @@ export class Ledger {
     this.#skew = opts.clockSkew ?? 300;
     // Handovers of one card repeat its certificates, tokens and history: verify each signature once.
     this.#memo = memoVerifier(this.#verifier, 50_000);
+    // Terminal chains recur batch after batch: their certificate signatures go through the memo.
+    this.#batchContext = { root: trust.root, verifier: this.#memo };
     this.#openTransfer = cachingTransferOpener(10_000);
     this.#verifyCardChain = cachingCardChainVerifier(trust.root, this.#memo);
+    this.#chains = cardChainCache(trust.root);
     this.#validate = opts.validator ?? (async (jobs) => jobs.map((j) => this.validateOne(j)));
   }
 
@@ -324,14 +352,25 @@ export class Ledger {
 
   /** Validates one handover in this thread (the default validator). */
   validateOne(job: ValidationJob): HandoverResult {
+    const known = job.known ? this.#toolsOf(job.known) : undefined;
     return validateHandover(job.handover, {
       trust: this.trust,
-      verifier: this.#memo,
+      verifier: known?.verifier ?? this.#memo,
       openTransfer: this.#openTransfer,
-      verifyCardChain: this.#verifyCardChain,
+      verifyCardChain: known ? (chain, at) => this.#chains(chain, at, known.verifier, known.certs) : this.#verifyCardChain,
       payee: job.payee,
       notAfter: job.notAfter,
     });
+  }
+
+  /** The verifier (facts first, then the memo and the native verifier) and the certificate memo of `facts`. */
+  #toolsOf(facts: KnownFacts): { verifier: Verifier; certs: CertificateMemo } {
+    let t = this.#factTools.get(facts);
+    if (!t) {
+      t = { verifier: knownVerifier(facts, this.#memo), certs: knownCertificates(facts) };
+      this.#factTools.set(facts, t);
+    }
+    return t;
   }
 
   // ------------------------------------------------------------ issuance
@@ -467,40 +506,21 @@ export class Ledger {
   }
 
   // ------------------------------------------------------------ evidence (SPEC §7.7 step E)
-  /** The registered key of a card, or undefined when the card is not registered (then nothing it signs can be attributed). */
-  async #cardKey(card: Uint8Array): Promise<CardKey | undefined> {
-    const k = toHex(card);
-    const hit = this.#cardKeys.get(k);
-    if (hit) return hit;
-    const row = await this.store.transaction((tx) => tx.card(card));
-    if (!row) return undefined;
-    const key = { publicKey: subjectKey(openSigned('Certificate', row.cert).message).publicKey };
-    if (this.#cardKeys.size >= 100_000) this.#cardKeys.delete(this.#cardKeys.keys().next().value as string);
-    this.#cardKeys.set(k, key);
-    return key;
-  }
-
   /**
    * The evidence of a handover: every transfer it carries (however broken the handover is) that
    * opens as a signed Transfer and whose signature verifies with the card key the ledger registered.
    */
-  async #evidenceOf(handover: Uint8Array): Promise<HandoverEvidence> {
+  #evidenceOf(candidates: readonly Candidate[], keys: ReadonlyMap<string, CardKey>, verifier: Verifier): HandoverEvidence {
     const out: EvidenceObject[] = [];
-    const candidates = handoverTransfers(handover);
     let paying: Uint8Array | undefined;
-    for (const [i, bytes] of candidates.entries()) {
-      let opened;
-      try {
-        opened = this.#openTransfer(bytes);
-      } catch {
-        continue;
-      }
+    for (const [i, { bytes, opened }] of candidates.entries()) {
+      if (!opened) continue;
       const t = opened.message;
       if (!bytesEqual(opened.cose.kid, t.card)) continue;
-      const key = await this.#cardKey(t.card);
+      const key = keys.get(toHex(t.card));
       if (!key) continue;
       try {
-        verifyCoseSign1(opened.cose, key.publicKey, this.#memo);
+        verifyCoseSign1(opened.cose, key.publicKey, verifier);
       } catch {
         continue;
       }
@@ -588,53 +608,128 @@ export class Ledger {
    */
   async settle(batches: readonly Uint8Array[]): Promise<Uint8Array[][]> {
     const now = this.#now();
-    const opened = batches.map((x, i) => openBatch(x, i, now, this.#skew, this.#trustContext));
-    const out: Uint8Array[][] = [];
-    // Validation (pure, possibly on worker threads) of batch i+1 overlaps the storage work of batch i;
-    // at most two batches' results are held at once, so memory stays flat however many batches come.
-    let next = opened.length > 0 ? this.#prepare(opened[0]!) : undefined;
-    for (let i = 0; i < opened.length; i++) {
-      const prepared = await next!;
-      next = i + 1 < opened.length ? this.#prepare(opened[i + 1]!) : undefined;
-      out.push(await this.#commitBatch(opened[i]!, prepared));
-    }
+    const opened = batches.map((x, i) => openBatch(x, i, now, this.#skew, this.#batchContext));
+    const counted: (keyof Ledger['stats'])[] = [];
+    // One durable transaction for the whole request (one commit, one fsync): each batch is applied
+    // in it in turn, so a later batch's reads see what an earlier one recorded; nobody sees an
+    // outcome before the commit, and a failure rolls back every batch of the request.
+    const out = await this.store.transaction(async (tx) => {
+      const all: Uint8Array[][] = [];
+      for (const ob of opened) all.push(await this.#commitBatch(tx, ob, await this.#prepare(tx, ob), counted));
+      return all;
+    });
+    for (const c of counted) this.stats[c]++;
     return out;
   }
 
-  /** Stored outcomes of a batch and, for the handovers still without one, their evidence and validation. */
-  async #prepare(ob: OpenBatch): Promise<Prepared> {
-    const stored = await this.store.transaction((tx) => tx.outcomesOf(ob.hash));
+  /**
+   * Stored outcomes of a batch and, for the handovers still without one, their evidence and
+   * validation. What the ledger already recorded is read set-based in one transaction (the cards
+   * the handovers' transfers name, the transfers it holds as evidence, the receipts and tokens of
+   * the cards' last syncs) and given to validation as facts: a signature the ledger made or
+   * verified before is recognised instead of verified again; everything else is verified.
+   */
+  async #prepare(tx: StoreTx, ob: OpenBatch): Promise<Prepared> {
+    const stored = await tx.outcomesOf(ob.hash);
     const out: (Uint8Array | undefined)[] = new Array(ob.handovers.length);
     for (const r of stored) out[r.idx] = r.bytes;
     const todo = [...out.keys()].filter((i) => out[i] === undefined);
+    const candidates = todo.map((i) => this.#candidates(ob.handovers[i]!));
+    const { facts, keys } = await this.#facts(tx, candidates.flat());
     const notAfter = Math.min(ob.time, this.#now()) + this.#skew;
     const results =
-      todo.length > 0 ? await this.#validate(todo.map((i) => ({ handover: ob.handovers[i]!, payee: ob.terminal, notAfter }))) : [];
-    const evidence: HandoverEvidence[] = [];
-    for (const i of todo) evidence.push(await this.#evidenceOf(ob.handovers[i]!));
+      todo.length > 0
+        ? await this.#validate(todo.map((i) => ({ handover: ob.handovers[i]!, payee: ob.terminal, notAfter, known: facts })))
+        : [];
+    const verifier = this.#toolsOf(facts).verifier;
+    const evidence = candidates.map((c) => this.#evidenceOf(c, keys, verifier));
     return { out, todo, results, evidence };
   }
 
+  /** The transfers a handover carries (step E's candidates), each opened when it opens as a signed Transfer. */
+  #candidates(handover: Uint8Array): Candidate[] {
+    return handoverTransfers(handover).map((bytes) => {
+      try {
+        return { bytes, opened: this.#openTransfer(bytes) };
+      } catch {
+        return { bytes };
+      }
+    });
+  }
+
   /**
-   * Applies a batch in ONE durable transaction: for each handover, evidence first, then
-   * judgement (SPEC §7.7); nobody sees an outcome before the commit.
+   * What the ledger holds about `candidates` (inside `tx`): the registered keys of the cards they
+   * name, and as facts (validation.ts `KnownFacts`) the signatures it already checked or made: the
+   * candidates it recorded as evidence (verified then with the card's registered key), the card
+   * certificates it registered (under their bank), and the receipt and tokens of each card's last
+   * sync (its own signatures, under its current key).
    */
-  async #commitBatch(ob: OpenBatch, p: Prepared): Promise<Uint8Array[]> {
+  async #facts(tx: StoreTx, candidates: readonly Candidate[]): Promise<{ facts: KnownFacts; keys: Map<string, CardKey> }> {
+    const kids = new Map<string, Uint8Array>();
+    const hashes = new Map<string, { hash: Uint8Array; card: Uint8Array }>();
+    for (const c of candidates) {
+      if (!c.opened) continue;
+      kids.set(toHex(c.opened.message.card), c.opened.message.card);
+      const h = c.opened.hash ?? payloadHash(c.opened.cose);
+      hashes.set(toHex(h), { hash: h, card: c.opened.message.card });
+    }
+    const keys = new Map<string, CardKey>();
+    if (kids.size === 0) return { facts: NO_FACTS, keys };
+    const cards = await tx.cardsIn([...kids.values()]);
+    const signatures: KnownSignature[] = [];
+    const certs: { issuer: Uint8Array; bytes: Uint8Array }[] = [];
+    const syncs: Uint8Array[] = [];
+    for (const row of cards) {
+      const k = toHex(row.kid);
+      let key = this.#cardKeys.get(k);
+      if (!key) {
+        key = { publicKey: subjectKey(openSigned('Certificate', row.cert).message).publicKey };
+        if (this.#cardKeys.size >= 100_000) this.#cardKeys.delete(this.#cardKeys.keys().next().value as string);
+        this.#cardKeys.set(k, key);
+      }
+      keys.set(k, key);
+      certs.push({ issuer: row.bank, bytes: row.cert });
+      if (row.anchorSync) syncs.push(row.anchorSync);
+    }
+    // A stored object is named a fact only under the key its own header names: the card's for a
+    // recorded transfer, the ledger's current one for what the ledger signed.
+    const fact = (bytes: Uint8Array, kid: Uint8Array, publicKey: Uint8Array) => {
+      const p = coseParts(bytes);
+      if (!p || p.protectedBytes.length < 18 || !bytesEqual(p.protectedBytes.subarray(p.protectedBytes.length - 16), kid)) return;
+      if (p.protectedBytes[p.protectedBytes.length - 18] !== 0x04 || p.protectedBytes[p.protectedBytes.length - 17] !== 0x50) return;
+      signatures.push({ signature: p.signature, message: sigStructure(p.protectedBytes, p.payload), publicKey });
+    };
+    // Same payload hash, same payload: the stored object names the candidate's card.
+    for (const o of hashes.size > 0 ? await tx.objectsIn([...hashes.values()].map((x) => x.hash)) : []) {
+      const card = hashes.get(toHex(o.hash))?.card;
+      const key = card && keys.get(toHex(card));
+      if (card && key) fact(o.bytes, card, key.publicKey);
+    }
+    if (syncs.length > 0) {
+      const ledgerKid = this.trust.ledgerKid;
+      const ledgerKey = this.trust.ledgerKey;
+      for (const s of await tx.syncsIn(syncs)) fact(s.receipt, ledgerKid, ledgerKey);
+      for (const t of await tx.tokensOfSyncs(syncs)) fact(t.bytes, ledgerKid, ledgerKey);
+    }
+    return { facts: { signatures, certs }, keys };
+  }
+
+  /**
+   * Applies a batch inside the request's durable transaction `tx`: for each handover, evidence
+   * first, then judgement (SPEC §7.7); nobody sees an outcome before the commit.
+   */
+  async #commitBatch(tx: StoreTx, ob: OpenBatch, p: Prepared, counted: (keyof Ledger['stats'])[]): Promise<Uint8Array[]> {
     if (p.todo.length === 0) return p.out as Uint8Array[];
     const now = this.#now();
-    const counted: (keyof Ledger['stats'])[] = [];
     const out = [...p.out];
-    await this.store.transaction(async (tx) => {
-      for (let k = 0; k < p.todo.length; k++) {
-        const idx = p.todo[k]!;
-        const r = await this.#apply(tx, ob, idx, p.results[k]!, p.evidence[k]!, now);
-        out[idx] = r.bytes;
-        if (r.stat) counted.push(r.stat);
-      }
-      await tx.insertBatch(ob.hash, ob.terminal, ob.seq, ob.handovers.length, ob.time);
-    });
-    for (const c of counted) this.stats[c]++;
-    this.stats.batches++;
+    for (let k = 0; k < p.todo.length; k++) {
+      const idx = p.todo[k]!;
+      const r = await this.#apply(tx, ob, idx, p.results[k]!, p.evidence[k]!, now);
+      out[idx] = r.bytes;
+      if (r.stat) counted.push(r.stat);
+    }
+    await tx.insertBatch(ob.hash, ob.terminal, ob.seq, ob.handovers.length, ob.time);
+    counted.push('batches');
     return out as Uint8Array[];
   }
 

@@ -102,9 +102,36 @@ export class LedgerStore {
 const valueSpent = (col: string, card: string) =>
   `EXISTS (SELECT 1 FROM spent s WHERE s.card = ${card} AND s.id = ${col} AND (EXISTS (SELECT 1 FROM transfers x WHERE x.hash = s.by_hash) OR EXISTS (SELECT 1 FROM syncs y WHERE y.request = s.by_hash)))`;
 
+/** Keys of one `IN (...)` list at most (a longer list is read in parts). */
+const IN_LIST_MAX = 256;
+
+/**
+ * `IN (?, ...)` lists take one of a few lengths (powers of two, the last key repeated to fill), so that
+ * each set-based read is a handful of prepared statements, not one per list length.
+ */
+function inLists(keys: readonly Uint8Array[]): { marks: string; params: Uint8Array[] }[] {
+  const out: { marks: string; params: Uint8Array[] }[] = [];
+  for (let i = 0; i < keys.length; i += IN_LIST_MAX) {
+    const part = keys.slice(i, i + IN_LIST_MAX);
+    let n = 1;
+    while (n < part.length) n *= 2;
+    const params = [...part];
+    while (params.length < n) params.push(part[part.length - 1]!);
+    out.push({ marks: Array.from({ length: n }, () => '?').join(', '), params });
+  }
+  return out;
+}
+
 /** The statements of one open transaction. */
 export class StoreTx {
   constructor(private readonly sql: SqlTx) {}
+
+  /** Rows of `SELECT cols FROM table WHERE col IN (keys)`, read in parts of at most {@link IN_LIST_MAX} keys. */
+  async #whereIn(select: string, col: string, keys: readonly Uint8Array[]): Promise<Record<string, SqlValue>[]> {
+    const rows: Record<string, SqlValue>[] = [];
+    for (const l of inLists(keys)) rows.push(...(await this.sql.all(`${select} WHERE ${col} IN (${l.marks})`, l.params)));
+    return rows;
+  }
 
   async #sum(query: string, params: readonly SqlValue[] = []): Promise<number> {
     return aggregate(await this.sql.get(query, params), 's');
@@ -210,6 +237,11 @@ export class StoreTx {
   async card(kid: Uint8Array): Promise<CardRow | undefined> {
     const r = await this.sql.get(`SELECT ${CARD_COLUMNS} FROM cards WHERE kid = ?`, [kid]);
     return r && cardRow(r);
+  }
+
+  /** The registered cards among `kids` (set-based: one statement per {@link IN_LIST_MAX} kids). */
+  async cardsIn(kids: readonly Uint8Array[]): Promise<CardRow[]> {
+    return (await this.#whereIn(`SELECT ${CARD_COLUMNS} FROM cards`, 'kid', kids)).map(cardRow);
   }
 
   /** Registers a card with its genesis anchor (nothing when it is registered). */
@@ -368,6 +400,11 @@ export class StoreTx {
     return r && objectRow(r).bytes;
   }
 
+  /** The stored evidence objects among `hashes` (set-based). */
+  async objectsIn(hashes: readonly Uint8Array[]): Promise<{ hash: Uint8Array; bytes: Uint8Array }[]> {
+    return (await this.#whereIn(`SELECT ${OBJECT_COLUMNS} FROM objects`, 'hash', hashes)).map(objectRow);
+  }
+
   async proofCount(card: Uint8Array): Promise<number> {
     return aggregate(await this.sql.get(`SELECT COUNT(*) AS s FROM proofs WHERE card = ?`, [card]), 's');
   }
@@ -425,6 +462,11 @@ export class StoreTx {
     return (await this.sql.all(`SELECT ${TOKEN_COLUMNS} FROM tokens WHERE sync = ?`, [sync])).map(tokenRow);
   }
 
+  /** The tokens the receipts of the syncs `syncs` carried (set-based). */
+  async tokensOfSyncs(syncs: readonly Uint8Array[]): Promise<TokenRow[]> {
+    return (await this.#whereIn(`SELECT ${TOKEN_COLUMNS} FROM tokens`, 'sync', syncs)).map(tokenRow);
+  }
+
   async insertToken(t: TokenRow): Promise<void> {
     await this.sql.run(`INSERT INTO tokens (serial, card, value, sync, bytes) VALUES (?, ?, ?, ?, ?)`, [
       t.serial,
@@ -439,6 +481,11 @@ export class StoreTx {
   async syncOf(request: Uint8Array): Promise<SyncRow | undefined> {
     const r = await this.sql.get(`SELECT ${SYNC_COLUMNS} FROM syncs WHERE request = ?`, [request]);
     return r && syncRow(r);
+  }
+
+  /** The completed syncs among the requests `requests` (set-based). */
+  async syncsIn(requests: readonly Uint8Array[]): Promise<SyncRow[]> {
+    return (await this.#whereIn(`SELECT ${SYNC_COLUMNS} FROM syncs`, 'request', requests)).map(syncRow);
   }
 
   async insertSync(s: SyncRow): Promise<void> {

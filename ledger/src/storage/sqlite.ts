@@ -99,6 +99,11 @@ export function openSqliteStorage(path: string, options: SqliteStorageOptions = 
     // Before the switch to WAL, so that a refused file is left as it was.
     migrateSqlite(db, options.migrations ?? LEDGER_MIGRATIONS);
     db.pragma('journal_mode = WAL');
+    // A page cache that holds the hot part of a ledger of 100k cards and millions of claims (64 MiB,
+    // the default is 2 MiB), and reads through a memory map of up to 1 GiB of the file. Durability is
+    // unchanged: writes still go through the WAL with synchronous=FULL.
+    db.pragma('cache_size = -65536');
+    db.pragma('mmap_size = 1073741824');
   } catch (e) {
     db.close();
     throw e;
