@@ -25,15 +25,16 @@
  *    `CBOR_FORBIDDEN_TYPE`, an indefinite length is `CBOR_NON_DETERMINISTIC`;
  * 3. cbor-x decodes, and the value is walked and every type checked
  *    (`CBOR_FORBIDDEN_TYPE`, `SCHEMA_OUT_OF_RANGE` for integers beyond 2^53-1);
- * 4. the value is re-encoded and compared byte for byte with the input. Any
- *    difference (non-shortest integers or lengths, unsorted map keys) is
- *    `CBOR_NON_DETERMINISTIC`.
+ * 4. the input must be the deterministic encoding of that value: a head longer
+ *    than its argument needs (integers, lengths, counts, tags) or map keys not in
+ *    ascending bytewise order, both noted by the pre-scan of step 2 in the same
+ *    pass (no re-encoding), is `CBOR_NON_DETERMINISTIC`.
  *
  * @module
  */
 import { Decoder, Encoder, Tag } from 'cbor-x';
 import { DtError, ErrorCode } from '../errors.ts';
-import { bytesEqual, compareBytes, plainBytes } from '../bytes.ts';
+import { compareBytes, plainBytes } from '../bytes.ts';
 
 /** A value of the DT CBOR data model. */
 export type CborValue = number | Uint8Array | string | boolean | CborValue[] | CborMap | CborTagged;
@@ -154,7 +155,7 @@ export function decodeDeterministic(bytes: Uint8Array, maxSize: number = DEFAULT
   if (!(bytes instanceof Uint8Array)) throw new DtError(ErrorCode.CBOR_MALFORMED, 'input is not a byte array');
   if (bytes.length > maxSize) throw new DtError(ErrorCode.TOO_LARGE, 'object exceeds size limit', { size: bytes.length, maxSize });
   if (bytes.length === 0) throw new DtError(ErrorCode.CBOR_MALFORMED, 'empty input');
-  scanCbor(bytes);
+  const scan = scanState(bytes);
   let raw: unknown;
   try {
     // cbor-x caches a `dataView` property on the array it decodes; give it a
@@ -165,17 +166,13 @@ export function decodeDeterministic(bytes: Uint8Array, maxSize: number = DEFAULT
     throw new DtError(ErrorCode.CBOR_MALFORMED, `not well-formed CBOR (${msg.slice(0, 80)})`);
   }
   const value = fromDecoded(raw, 0);
-  let again: Uint8Array;
-  try {
-    again = encodeDeterministic(value);
-  } catch (e) {
-    if (e instanceof DtError) throw e;
-    throw new DtError(ErrorCode.CBOR_MALFORMED, 'cannot re-encode value');
-  }
-  if (!bytesEqual(again, bytes)) {
+  // One pass: the scan above checked every rule of core deterministic encoding that the data
+  // model leaves open (shortest heads, definite lengths, map keys in ascending bytewise order,
+  // no duplicates), so the input is exactly what encodeDeterministic(value) gives; no re-encode.
+  if (scan.longAt >= 0) {
     throw new DtError(ErrorCode.CBOR_NON_DETERMINISTIC, 'input is not in core deterministic encoding', {
       size: bytes.length,
-      canonicalSize: again.length,
+      offset: scan.longAt,
     });
   }
   return value;
@@ -226,7 +223,16 @@ interface ScanState {
   indefAt: number;
   /** Offset of the first float, simple value other than false/true, or tag not in {@link ALLOWED_TAGS}, or -1. */
   forbiddenAt: number;
+  /**
+   * Offset of the first departure from core deterministic encoding that the other flags do not
+   * cover (a head longer than its argument needs, map keys not in ascending bytewise order of
+   * their encodings), or -1.
+   */
+  longAt: number;
 }
+
+/** The smallest argument each head length may carry (RFC 8949 §4.2.1: the shortest form). */
+const HEAD_MIN = [24, 0x100, 0x10000, 2 ** 32];
 
 /** Argument of a head: `value` is exact up to 2^53 and only used as a length or count. */
 interface Head {
@@ -250,6 +256,8 @@ function readHead(s: ScanState, pos: number): Head {
     let value = 0;
     // A length or count above 2^53 is beyond any input anyway; precision loss cannot make it fit.
     for (let i = 0; i < n; i++) value = value * 256 + b[pos + 1 + i]!;
+    // Floats (major 7, ai 25-27) are refused on their own; a simple value's two-byte form is checked by scanItem.
+    if (major !== 7 && value < HEAD_MIN[ai - 24]! && s.longAt < 0) s.longAt = pos;
     return { major, ai, value, end: pos + 1 + n };
   }
   if (ai < 31) malformed('reserved additional information', pos);
@@ -322,6 +330,16 @@ function validUtf8(b: Uint8Array, from: number, to: number): boolean {
   return true;
 }
 
+/** Bytewise comparison of `b[a0, a1)` with `b[c0, c1)` (shorter first when one is a prefix of the other). */
+function compareRange(b: Uint8Array, a0: number, a1: number, c0: number, c1: number): number {
+  const n = Math.min(a1 - a0, c1 - c0);
+  for (let i = 0; i < n; i++) {
+    const d = b[a0 + i]! - b[c0 + i]!;
+    if (d !== 0) return d;
+  }
+  return a1 - a0 - (c1 - c0);
+}
+
 /** Scans one data item at `pos` with nesting `depth`; returns the offset after it. */
 function scanItem(s: ScanState, pos: number, depth: number): number {
   if (depth > MAX_DEPTH) throw new DtError(ErrorCode.TOO_LARGE, 'nesting too deep', { maxDepth: MAX_DEPTH });
@@ -364,6 +382,8 @@ function scanItem(s: ScanState, pos: number, depth: number): number {
       const indefinite = h.ai === 31;
       if (!indefinite && h.value > (b.length - p) / 2) malformed('truncated: map shorter than its count', pos);
       const seen = new Set<string>();
+      let prevStart = -1;
+      let prevEnd = -1;
       for (let i = 0; indefinite ? !atBreak(s, p) : i < h.value; i++) {
         const keyStart = p;
         const kh = readHead(s, p);
@@ -372,6 +392,9 @@ function scanItem(s: ScanState, pos: number, depth: number): number {
         if (seen.has(id)) {
           if (s.dupAt < 0) s.dupAt = pos;
         } else seen.add(id);
+        if (prevStart >= 0 && s.longAt < 0 && compareRange(b, prevStart, prevEnd, keyStart, p) >= 0) s.longAt = keyStart;
+        prevStart = keyStart;
+        prevEnd = p;
         p = scanItem(s, p, depth + 1);
       }
       return indefinite ? p + 1 : p;
@@ -404,7 +427,12 @@ function scanItem(s: ScanState, pos: number, depth: number): number {
  * determinism and the data model are judged by {@link decodeDeterministic}.
  */
 export function scanCbor(bytes: Uint8Array): void {
-  const s: ScanState = { b: bytes, dupAt: -1, indefAt: -1, forbiddenAt: -1 };
+  scanState(bytes);
+}
+
+/** {@link scanCbor}, returning the scan's state (its `longAt` is judged by {@link decodeDeterministic}). */
+function scanState(bytes: Uint8Array): ScanState {
+  const s: ScanState = { b: bytes, dupAt: -1, indefAt: -1, forbiddenAt: -1, longAt: -1 };
   const end = scanItem(s, 0, 0);
   if (end !== bytes.length) malformed('trailing bytes after the data item', end);
   if (s.dupAt >= 0) throw new DtError(ErrorCode.CBOR_DUPLICATE_KEY, 'map holds the same key twice', { offset: s.dupAt });
@@ -413,4 +441,5 @@ export function scanCbor(bytes: Uint8Array): void {
     throw new DtError(ErrorCode.CBOR_FORBIDDEN_TYPE, 'float, simple value or tag outside the DT data model', { offset: s.forbiddenAt });
   // Decided here because cbor-x does not read every indefinite form (it fails on indefinite byte strings).
   if (s.indefAt >= 0) throw new DtError(ErrorCode.CBOR_NON_DETERMINISTIC, 'indefinite length', { offset: s.indefAt });
+  return s;
 }
