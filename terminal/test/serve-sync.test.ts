@@ -16,30 +16,15 @@ import { backoffDelay } from '@dt/protocol/http';
 import { verifySigned, createTrustStore, toHex } from '@dt/protocol';
 import { signCardBankRequest } from '@dt/ledger';
 import { PaymentState } from '../src/index.ts';
-import { nowSec, readerFor, tempDir } from './helpers/fixtures.ts';
-import { startWorld, worldCard, worldTerminal, type World } from './helpers/world.ts';
-import { startAcquirerProxy, startService, syncedJournal } from './helpers/service.ts';
-
-async function world(t: { teardown: (f: () => void | Promise<void>) => void }): Promise<World> {
-  const { dir, cleanup } = tempDir('dt-pos-serve-sync-');
-  const w = await startWorld(dir);
-  t.teardown(async () => {
-    await w.close();
-    cleanup();
-  });
-  return w;
-}
+import { nowSec, readerFor } from './helpers/fixtures.ts';
+import { startAcquirerProxy, startService, terminalInWorld } from './helpers/service.ts';
 
 const INTERVAL = 60_000;
 const BASE = 100;
 const MAX = 800;
 
 test('acquirer unreachable: rounds spaced by backoffDelay (exponential, capped, jittered); back: pending payments submitted and their outcomes applied', async (t) => {
-  const w = await world(t);
-  const id = worldTerminal(w);
-  const journal = await syncedJournal(w, id, 'backoff');
-  t.teardown(() => journal.close());
-  const card = await worldCard(w, 3_000_000);
+  const { w, id, journal, card } = await terminalInWorld(t, 'backoff');
   const jitter = [0, 0.5, 0.999, 0.25, 0.75, 0.1, 0.9];
   let draws = 0;
   const s = startService({
@@ -129,11 +114,7 @@ test('acquirer unreachable: rounds spaced by backoffDelay (exponential, capped, 
 });
 
 test('a tap while a sync round hangs on the network is not blocked: approved while the round still waits', async (t) => {
-  const w = await world(t);
-  const id = worldTerminal(w);
-  const journal = await syncedJournal(w, id, 'hang');
-  t.teardown(() => journal.close());
-  const card = await worldCard(w, 3_000_000);
+  const { w, id, journal, card } = await terminalInWorld(t, 'hang');
   const proxy = await startAcquirerProxy(() => w.acquirer.url);
   t.teardown(() => proxy.close());
   proxy.hold();
@@ -170,11 +151,7 @@ test('a tap while a sync round hangs on the network is not blocked: approved whi
 });
 
 test('revocation list: a newer list is fetched at the scheduled round and its revoked card is declined offline; an older list never replaces it; the age in the status is right', async (t) => {
-  const w = await world(t);
-  const id = worldTerminal(w);
-  const journal = await syncedJournal(w, id, 'crl');
-  t.teardown(() => journal.close());
-  const card = await worldCard(w, 3_000_000);
+  const { w, id, journal, card } = await terminalInWorld(t, 'crl');
   const proxy = await startAcquirerProxy(() => w.acquirer.url);
   t.teardown(() => proxy.close());
   let clock = nowSec() + 1000;

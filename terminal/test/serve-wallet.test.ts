@@ -22,8 +22,7 @@ import { openServiceReader, type ReaderStatus } from '../src/index.ts';
 import { FakeNodeHid } from './helpers/fake-hid.ts';
 import { tempDir } from './helpers/fixtures.ts';
 import { cardBalance, ecrClient, serveCard, startServe, startShop, type Serve, type Shop } from './helpers/serve.ts';
-import { startService, syncedJournal } from './helpers/service.ts';
-import { startWorld, worldCard, worldTerminal } from './helpers/world.ts';
+import { startService, terminalInWorld } from './helpers/service.ts';
 
 let shop: Shop | undefined;
 const running: Serve[] = [];
@@ -118,16 +117,7 @@ test.serial(
 );
 
 test('HID wallet (injected device layer): unplugged, the reader is dropped at once; plugged back, the next payment is APPROVED', async (t) => {
-  const { dir, cleanup } = tempDir('dt-pos-serve-hid-');
-  const w = await startWorld(dir);
-  t.teardown(async () => {
-    await w.close();
-    cleanup();
-  });
-  const id = worldTerminal(w);
-  const journal = await syncedJournal(w, id, 'hid');
-  t.teardown(() => journal.close());
-  const card = await worldCard(w, 3_000_000);
+  const { id, journal, card } = await terminalInWorld(t, 'hid');
   const hid = new VirtualHidCard(card.card);
   let plugged = true;
   const opened: FakeNodeHid[] = [];

@@ -17,8 +17,8 @@ import {
   type SyncState,
   type TerminalIdentity,
 } from '../../src/index.ts';
-import type { World } from './world.ts';
-import { TEST_POLICY } from './fixtures.ts';
+import { startWorld, worldCard, worldTerminal, type World } from './world.ts';
+import { TEST_POLICY, tempDir, type TestCard } from './fixtures.ts';
 
 /** One wait the code under test scheduled. */
 export interface ManualTimer {
@@ -73,6 +73,23 @@ export async function syncedJournal(w: World, id: TerminalIdentity, name: string
   const r = await new SyncClient({ identity: id, journal, acquirerUrl: w.acquirer.url, retry: { attempts: 1 } }).sync();
   if (!r.online || !journal.crl()) throw new Error(`first sync failed: ${JSON.stringify(r.problems)}`);
   return journal;
+}
+
+/** A world (ledger, acquirer) in a temp dir, a terminal of it with a synced journal, and a loaded card; all closed at teardown. */
+export async function terminalInWorld(
+  t: { teardown: (f: () => void | Promise<void>) => void },
+  name: string,
+): Promise<{ w: World; id: TerminalIdentity; journal: Journal; card: TestCard }> {
+  const { dir, cleanup } = tempDir(`dt-pos-service-${name}-`);
+  const w = await startWorld(dir);
+  t.teardown(async () => {
+    await w.close();
+    cleanup();
+  });
+  const id = worldTerminal(w);
+  const journal = await syncedJournal(w, id, name);
+  t.teardown(() => journal.close());
+  return { w, id, journal, card: await worldCard(w, 3_000_000) };
 }
 
 /** A started service with manual timers, and its events. */
