@@ -317,7 +317,7 @@ export function buildProgram(): Command {
     program
       .command('sync')
       .description(
-        "hand the card's offline payments to the ledger and take fresh tokens for the rest (and any loads waiting, and voided payments); a card the ledger revoked is refused before it is touched (dt-wallet unload)",
+        "hand the card's offline payments to the ledger and take fresh tokens for the rest (and any loads waiting, voided payments and merchant refunds); a card the ledger revoked is refused before it is touched (dt-wallet unload)",
       )
       .requiredOption('--ledger <url>', 'ledger base URL'),
   ).action(async (o: Common & { ledger: string }) => {
@@ -331,8 +331,16 @@ export function buildProgram(): Command {
     });
     output(
       !!o.json,
-      { card: r.kid, payments: r.handed, loaded: r.summary.loaded, voided: r.summary.voided, tokens: r.summary.tokens, balance: r.balance },
-      `synced card ${r.kid}: ${r.handed} offline payment(s) handed in, ${formatTenge(r.summary.loaded)} loaded, ${r.summary.voided} voided payment(s) back; balance ${formatTenge(r.balance)} in ${r.summary.tokens} token(s)`,
+      {
+        card: r.kid,
+        payments: r.handed,
+        loaded: r.summary.loaded,
+        voided: r.summary.voided,
+        refunded: r.summary.refunded,
+        tokens: r.summary.tokens,
+        balance: r.balance,
+      },
+      `synced card ${r.kid}: ${r.handed} offline payment(s) handed in, ${formatTenge(r.summary.loaded)} loaded, ${r.summary.voided} voided payment(s) back, ${formatTenge(r.summary.refunded)} refunded by merchants; balance ${formatTenge(r.balance)} in ${r.summary.tokens} token(s)`,
     );
   });
 
@@ -369,7 +377,14 @@ export function buildProgram(): Command {
     });
     output(
       !!o.json,
-      { card: r.kid, redeemed: r.summary.redeemed, voided: r.summary.voided, balance: r.after, receipt: toHex(r.receipt) },
+      {
+        card: r.kid,
+        redeemed: r.summary.redeemed,
+        voided: r.summary.voided,
+        refunded: r.summary.refunded,
+        balance: r.after,
+        receipt: toHex(r.receipt),
+      },
       `unloaded card ${r.kid}: ${formatTenge(r.summary.redeemed)} returned to its bank (the ledger's signed receipt is in --json); balance ${formatTenge(r.after)}`,
     );
   });
