@@ -881,10 +881,15 @@ export class Ledger {
     }
     if (!verdict || verdict.status !== OutcomeStatus.SETTLED) return refuse(AdjustmentCode.NOT_SETTLED);
     if ((await tx.refundedTotal(a.transfer)) + a.amount > t.amount) return refuse(AdjustmentCode.REFUND_EXCEEDS);
-    if (!(await tx.debitMerchant(ob.terminal, a.amount))) return refuse(AdjustmentCode.MERCHANT_FUNDS);
     // The credit keeps the mark of the value the card paid with (its inputs' mark, kept with the value record), so a
     // refund never frees purpose-bound value, even when the payee output was the mark's last hop.
     const mark = (await tx.transfer(a.transfer))?.mark ?? null;
+    if (mark !== null) {
+      // Each mark class is a token of its own at the next sync: bounded, as for pending loads.
+      const classes = new Set((await tx.pendingRefundCredits(t.card)).flatMap((c) => (c.mark ? [toHex(c.mark)] : [])));
+      if (!classes.has(toHex(mark)) && classes.size >= MAX_PENDING_MARK_CLASSES) return refuse(AdjustmentCode.REFUND_MARKS);
+    }
+    if (!(await tx.debitMerchant(ob.terminal, a.amount))) return refuse(AdjustmentCode.MERCHANT_FUNDS);
     await tx.insertRefundCredit({ adjustment: hash, card: t.card, amount: a.amount, mark, time: now });
     return accepted(OutcomeStatus.REFUNDED, a.amount);
   }
