@@ -757,13 +757,16 @@ export class Ledger {
     if (!v.ok) return store(judged(OutcomeStatus.INVALID, v.code, v.transferHash ?? ZERO32, v.cardKid ?? ZERO16, 0), 'invalid', false);
     if (!(await this.#tokensIssuedTo(tx, v)))
       return store(judged(OutcomeStatus.INVALID, 'TOKEN_INVALID', v.transferHash, v.cardKid, 0), 'invalid', false);
+    // The paying transfer as the ledger held it before this handover (learnt from history), if it did.
+    const held = await tx.transfer(v.transferHash);
     for (let i = 0; i < v.chain.length; i++) await this.#recordValue(tx, v.chain[i]!, v.chainInputs[i]!);
     const amount = v.transfer.amount;
-    // Voided by its payee (a void of this batch, or one accepted before, SPEC §7.7.3): recorded as value, never
-    // credited; its value returns to the card at its next sync. Voided at the card's sync before any terminal
-    // submitted it: the payee is not paid either.
-    const byPayee = voidNames(voids.get(toHex(v.transferHash)), v.transfer) || (await tx.acceptedVoid(v.transferHash));
-    if (byPayee || (await tx.transfer(v.transferHash))?.state === 'voided')
+    // Voided by its payee (a void of this batch, or one accepted before, SPEC §7.7.3; only a transfer held before can
+    // have one): recorded as value, never credited; its value returns to the card at its next sync. Voided at the
+    // card's sync before any terminal submitted it: the payee is not paid either.
+    const byPayee =
+      voidNames(voids.get(toHex(v.transferHash)), v.transfer) || (held !== undefined && (await tx.acceptedVoid(v.transferHash)));
+    if (byPayee || held?.state === 'voided')
       return store(
         judged(OutcomeStatus.VOIDED, byPayee ? AdjustmentCode.MERCHANT_VOID : 'VOIDED', v.transferHash, v.cardKid, amount),
         'voided',
