@@ -209,7 +209,7 @@ export function buildProgram(): Command {
     program
       .command('status')
       .description(
-        'what the card holds (balance, coins), its offline payments since the last sync and the offline limits left, sync pending, PIN tries; with --ledger also what the ledger says (revoked or blocked, loads waiting, and per mark class what the card got at its last sync and the loads waiting)',
+        'what the card holds (balance, coins), its offline payments since the last sync and the offline limits left, sync pending, PIN tries; with --ledger also what the ledger says (revoked or blocked, loads and merchant refunds waiting, and per mark class what the card got at its last sync and the loads waiting)',
       )
       .option('--ledger <url>', 'also ask the ledger about the card'),
   ).action(async (o: Common & { ledger?: string }) => {
@@ -235,7 +235,7 @@ export function buildProgram(): Command {
             `at the ledger  ${
               'code' in atLedger
                 ? String(atLedger.code)
-                : `${atLedger.revokedIn !== null ? `REVOKED (list v${String(atLedger.revokedIn)})${atLedger.blockedAt !== null ? ', blocked by its bank' : ''}` : 'valid'}; loads waiting ${formatTenge(Number(atLedger.pendingLoads))}`
+                : `${atLedger.revokedIn !== null ? `REVOKED (list v${String(atLedger.revokedIn)})${atLedger.blockedAt !== null ? ', blocked by its bank' : ''}` : 'valid'}; loads waiting ${formatTenge(Number(atLedger.pendingLoads))}, refunds waiting ${formatTenge(Number(atLedger.pendingRefunds ?? 0))}`
             }`,
             ...markLines(atLedger.byMark),
           ]

@@ -179,6 +179,8 @@ export interface CardInfo {
   readonly restoreAfter: number | null;
   readonly restored: boolean;
   readonly pendingLoads: number;
+  /** Refunded value waiting for the card's next sync (SPEC §7.7.3). */
+  readonly pendingRefunds: number;
   /**
    * Per mark class (SPEC §3.4; `mark`: hex of its deterministic CBOR, null unmarked): `synced`, the value of the
    * tokens the card got at its last sync (offline payments since spend from them), and `pendingLoads`.
@@ -1326,6 +1328,7 @@ export class Ledger {
       const blk = await tx.cardBlock(card);
       const loads = await tx.pendingLoads(card);
       const pending = sumAmounts(loads.map((l) => l.amount));
+      const refunds = sumAmounts((await tx.pendingRefundCredits(card)).map((r) => r.amount));
       const byMark = new Map<string, { mark: string | null; synced: number; pendingLoads: number }>();
       const entry = (mark: Uint8Array | null) => {
         const k = mark ? toHex(mark) : '';
@@ -1344,6 +1347,7 @@ export class Ledger {
         restoreAfter: blk ? blk.time + this.#voidWindow : null,
         restored: !!blk?.restored,
         pendingLoads: pending,
+        pendingRefunds: refunds,
         byMark: [...byMark.entries()].sort(([a], [z]) => (a < z ? -1 : a > z ? 1 : 0)).map(([, e]) => e),
       };
     });

@@ -198,6 +198,7 @@ for (const [name, open] of BACKENDS) {
       t.is(await merchant(k, a), 1_000);
       t.is((await k.ledger.audit()).pendingRefunds, 4_000);
       await books(t, k, 'after refund 2 and the refused 3');
+      t.like(await k.ledger.cardInfo(card.identity.kid), { pendingRefunds: 4_000 });
       // The rest exactly is still allowed.
       t.like(await one(k, k.batch(a, [], { adjustments: [adj(k, a, REFUND, card, p, 1_000)] })), { status: OutcomeStatus.REFUNDED });
       t.is(await merchant(k, a), 0);
