@@ -430,7 +430,7 @@ async function runHeadline(out: string): Promise<number> {
     'handoverBytesHops0',
     () => num(hw, 'handover.bytes.chain0', 'hardware-tests'),
     () =>
-      'Encoded size of the Handover a simulated firmware card answered its first offline payment with (0 history transfers), as the terminal journalled it.',
+      "Encoded size of the Handover a simulated firmware card answered its first offline payment with (0 history transfers), as the terminal journalled it, at a terminal that had taken a payment of another card of the same bank before and so holds the bank's certificate and names it in its request (SPEC §3.6 banks): the chain is [card].",
   );
   take(
     'handoverBytesHops63',

@@ -20,6 +20,7 @@ import {
   toHex,
   type CborValue,
   decodeMessage,
+  encodeMessage,
   encodeCommand,
   keyPairSigner,
   openSigned,
@@ -1013,3 +1014,28 @@ test.after(
     );
   },
 );
+
+test('PAY leaves the issuing bank certificate out when the request names the bank (SPEC §3.6 banks, §10.7 step 10)', async (t) => {
+  const { host } = await readyCard();
+  const banks = { bankCertificate: (kid: Uint8Array) => (toHex(kid) === toHex(pki.issuing.signer.kid) ? pki.issuing.cert : undefined) };
+  // Another bank named: the chain is carried whole.
+  const req1 = paymentRequest(pki, pki.terminal, { amount: 1_000, banks: [pki.acquiring.signer.kid] });
+  const r1 = await host.pay(req1);
+  t.is(r1.sw, 0x9000);
+  t.is(decodeMessage('Handover', r1.data).chain.length, 2);
+  // The card's bank named: [card] alone, which validates with the held bank certificate and only with it.
+  const req2 = paymentRequest(pki, pki.terminal, {
+    amount: 1_000,
+    time: T0 + 60,
+    banks: [pki.acquiring.signer.kid, pki.issuing.signer.kid],
+  });
+  const r2 = await host.pay(req2);
+  t.is(r2.sw, 0x9000);
+  const h2 = decodeMessage('Handover', r2.data);
+  t.is(h2.chain.length, 1);
+  const request = openSigned('PaymentRequest', req2).message;
+  const v = validateHandover(r2.data, { trust, request, ...banks });
+  t.true(v.ok, JSON.stringify(v));
+  t.like(validateHandover(r2.data, { trust, request }), { ok: false, code: 'HANDOVER_CHAIN', detail: 'CERT_CHAIN_BROKEN', index: 1 });
+  t.true(encodeMessage('Handover', { ...h2, chain: [h2.chain[0]!, pki.issuing.cert] }).length - r2.data.length >= pki.issuing.cert.length);
+});

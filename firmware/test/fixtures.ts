@@ -321,6 +321,8 @@ export interface RequestOptions {
   merchant?: string;
   mcc?: number;
   currency?: number;
+  /** Issuing banks whose certificates the terminal says it holds (SPEC §3.6 banks). */
+  banks?: Uint8Array[];
 }
 
 /** A terminal's signed PaymentRequest. */
@@ -337,6 +339,7 @@ export function paymentRequest(pki: Pki, t: Terminal, o: RequestOptions): Uint8A
       time: o.time ?? T0,
       chain: t.chain,
       ...(o.retryOf ? { retryOf: o.retryOf } : {}),
+      ...(o.banks ? { banks: o.banks } : {}),
     },
     t.signer,
   );

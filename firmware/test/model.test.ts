@@ -94,7 +94,9 @@ test('firmware and ReferenceWallet agree on random lives', async (t) => {
           const terminal = op.canteen ? pki.canteen : pki.terminal;
           const amount = op.kind === 'retry' ? (last?.amount ?? 1) : op.amount;
           const retryOf = op.kind === 'retry' ? last?.nonce : undefined;
-          const req = paymentRequest(pki, terminal, { amount, time, ...(retryOf ? { retryOf } : {}) });
+          // The canteen holds the issuing bank's certificate (SPEC §3.6 banks): both leave it out of the chain.
+          const banks = op.canteen ? [pki.issuing.signer.kid] : undefined;
+          const req = paymentRequest(pki, terminal, { amount, time, ...(retryOf ? { retryOf } : {}), ...(banks ? { banks } : {}) });
           const pin = op.kind === 'pay' && op.pin;
           if (pin && (await host.verifyPin(PIN)).sw !== 0x9000) throw new Error('pin');
           const card = await host.pay(req);
@@ -114,7 +116,8 @@ test('firmware and ReferenceWallet agree on random lives', async (t) => {
           const reqs = [openSigned('PaymentRequest', req).message];
           // A retry is checked against the interrupted request, as a terminal does.
           if (retryOf && last) reqs.push(last.request);
-          const v = validateHandover(card.data, { trust, request: reqs });
+          const bankCertificate = (kid: Uint8Array) => (toHex(kid) === toHex(pki.issuing.signer.kid) ? pki.issuing.cert : undefined);
+          const v = validateHandover(card.data, { trust, request: reqs, bankCertificate });
           if (!v.ok) throw new Error(`invalid handover ${v.code}`);
           if (!retried) {
             paidOut += amount;

@@ -208,6 +208,36 @@ export interface HandoverContext {
    * ledger's signature, which only the ledger can make).
    */
   readonly isIssuedToken?: (token: Token) => boolean;
+  /**
+   * Step 1: the issuing-bank certificates the validator holds, by key id (SPEC §3.8, §7.4).
+   * A Handover whose chain is `[card]` alone names its bank by reference (the kid of the card
+   * certificate's header); the certificate found here completes the chain, which is then
+   * verified up to the root exactly as a carried one (so a wrong or forged certificate in the
+   * store fails). Terminals pass the banks they listed in their request; the ledger its
+   * registered banks. Omitted or unknown: a `[card]` chain fails `HANDOVER_CHAIN`.
+   */
+  readonly bankCertificate?: (bankKid: Uint8Array) => Uint8Array | undefined;
+}
+
+/**
+ * The card chain a Handover stands for: `chain` itself when it carries the bank certificate,
+ * or `[card, bank]` when it gives `[card]` alone and `bankCertificate` holds the bank named by
+ * the card certificate's `kid` header (SPEC §3.8). `undefined` when that bank is not held or the
+ * card certificate does not parse. Nothing is verified here.
+ */
+export function completeCardChain(
+  chain: readonly Uint8Array[],
+  bankCertificate: ((bankKid: Uint8Array) => Uint8Array | undefined) | undefined,
+): readonly Uint8Array[] | undefined {
+  if (chain.length !== 1) return chain;
+  let issuer: Uint8Array;
+  try {
+    issuer = openSigned('Certificate', chain[0]!).cose.kid;
+  } catch {
+    return undefined;
+  }
+  const bank = bankCertificate?.(issuer);
+  return bank ? [chain[0]!, bank] : undefined;
 }
 
 type Fail = HandoverInvalid;
@@ -411,9 +441,12 @@ export function validateHandover(input: Uint8Array | Handover, ctx: HandoverCont
     // The root must be valid at that time too.
     const rc = ctx.trust.root.claims;
     if (transfer.time < rc.nbf || transfer.time > rc.exp) return failT(HandoverCode.HANDOVER_CHAIN, 'root not valid at the transfer time');
+    // `[card]` alone names the issuing bank by reference: complete it from what the validator holds, or fail closed.
+    const chainBytes = completeCardChain(handover.chain, ctx.bankCertificate);
+    if (!chainBytes) return failT(HandoverCode.HANDOVER_CHAIN, ErrorCode.CERT_CHAIN_BROKEN, 1);
     cardChain = ctx.verifyCardChain
-      ? ctx.verifyCardChain(handover.chain, transfer.time)
-      : verifyChain(handover.chain, { root: ctx.trust.root, at: transfer.time, leafRole: Role.CARD, verifier });
+      ? ctx.verifyCardChain(chainBytes, transfer.time)
+      : verifyChain(chainBytes, { root: ctx.trust.root, at: transfer.time, leafRole: Role.CARD, verifier });
   } catch (e) {
     return failT(
       HandoverCode.HANDOVER_CHAIN,

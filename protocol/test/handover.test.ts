@@ -808,3 +808,64 @@ test("ReferenceWallet input selection is the applet's (SPEC §10.7): coins expir
     'the expired coin is still held (the ledger settles it at the next sync)',
   );
 });
+
+test('bank certificate by reference (SPEC §3.8): a [card] chain validates with the held bank; unheld, forged or wrong banks fail closed', (t) => {
+  const w = world();
+  const c = w.card();
+  c.wallet.holdTokens([w.token(c.signer.kid, 30_000)], w.ledger.keys.publicKey);
+  const shop = w.terminal();
+  const held = new Map([[Buffer.from(w.bank.signer.kid).toString('hex'), w.bank.cert]]);
+  const lookup = (kid: Uint8Array) => held.get(Buffer.from(kid).toString('hex'));
+  // The request names the card's bank: the card leaves its certificate out.
+  const r1 = { ...request(shop, 1_000), banks: [rnd(16), w.bank.signer.kid] };
+  const p1 = c.wallet.pay(r1);
+  const h1 = decodeMessage('Handover', p1.handover);
+  t.is(h1.chain.length, 1);
+  t.deepEqual(h1.chain[0], c.cert);
+  const ok = validateHandover(p1.handover, ctx(w, { request: r1, bankCertificate: lookup }));
+  if (!ok.ok) return t.fail(`${ok.code} ${ok.detail}`);
+  t.deepEqual(ok.issuingBankKid, w.bank.signer.kid);
+  t.deepEqual(ok.cardChain[1]!.bytes, w.bank.cert);
+  // The same handover with the bank certificate carried is the form before the reference: still valid.
+  const full = patch(p1.handover, (h) => (h.chain = [c.cert, w.bank.cert]));
+  t.true(validateHandover(full, ctx(w, { request: r1 })).ok);
+
+  // A validator that does not hold the bank (or was given no lookup): HANDOVER_CHAIN, CERT_CHAIN_BROKEN, index 1.
+  for (const bankCertificate of [undefined, () => undefined]) {
+    const r = validateHandover(p1.handover, ctx(w, { request: r1, ...(bankCertificate ? { bankCertificate } : {}) }));
+    t.like(r, { ok: false, code: ErrorCode.HANDOVER_CHAIN, detail: ErrorCode.CERT_CHAIN_BROKEN, index: 1 });
+  }
+  // A request that does not name the bank: the card carries it.
+  const r2 = request(shop, 1_000);
+  const p2 = c.wallet.pay(r2);
+  t.is(decodeMessage('Handover', p2.handover).chain.length, 2);
+  // A forged bank certificate in the store (same key, not signed by the root) fails the chain.
+  const forger = party(Role.ISSUER, null);
+  const forged = issueCertificate(
+    {
+      ...openSigned('Certificate', w.bank.cert).message,
+      role: Role.BANK,
+      perms: BankPermission.ISSUING,
+      publicKey: w.bank.keys.publicKey,
+    } as never,
+    forger.signer,
+  );
+  const p3 = c.wallet.pay({ ...request(shop, 1_000, T0 + 10), banks: [w.bank.signer.kid] });
+  const rf = validateHandover(p3.handover, ctx(w, { bankCertificate: () => forged }));
+  t.like(rf, { ok: false, code: ErrorCode.HANDOVER_CHAIN });
+  // Another bank's (genuine) certificate under the asked kid: the card certificate does not verify under it.
+  const other = party(Role.BANK, w.root.signer, { perms: BankPermission.ISSUING });
+  const ro = validateHandover(p3.handover, ctx(w, { bankCertificate: () => other.cert }));
+  t.like(ro, { ok: false, code: ErrorCode.HANDOVER_CHAIN });
+  // A bank without the ISSUING permission cannot complete a card chain either.
+  const acq = party(Role.BANK, w.root.signer, { perms: BankPermission.ACQUIRING });
+  const c2 = w.card(LIMITS, undefined, acq);
+  c2.wallet.holdTokens([w.token(c2.signer.kid, 5_000)], w.ledger.keys.publicKey);
+  const p4 = c2.wallet.pay({ ...request(shop, 1_000), banks: [acq.signer.kid] });
+  t.is(decodeMessage('Handover', p4.handover).chain.length, 1);
+  t.like(validateHandover(p4.handover, ctx(w, { bankCertificate: () => acq.cert })), {
+    ok: false,
+    code: ErrorCode.HANDOVER_CHAIN,
+    detail: ErrorCode.CERT_NOT_PERMITTED,
+  });
+});

@@ -38,6 +38,8 @@ export const LIMITS = {
   maxHistory: 64,
   /** Confirmed tokens carried as provenance, or issued in one receipt. */
   maxTokens: 64,
+  /** Issuing-bank key ids a PaymentRequest names as held by the terminal (`banks`). */
+  maxHeldBanks: 16,
   /** Handovers in one terminal batch. */
   maxBatchHandovers: 1000,
   /** Revoked key ids in one revocation list. */
@@ -213,6 +215,9 @@ export const PaymentRequestSchema = defineSchema({
     { key: 7, name: 'time', type: time },
     { key: 8, name: 'chain', type: array(signedObject(LIMITS.maxCertificateSize), LIMITS.maxChainCerts, 1) },
     { key: 9, name: 'retryOf', type: nonce, optional: true },
+    // Issuing banks whose certificates the terminal holds, verified under its root (SPEC §3.6):
+    // a card of one of them leaves its bank's certificate out of the Handover chain.
+    { key: 10, name: 'banks', type: array(kid, LIMITS.maxHeldBanks, 1), optional: true },
   ],
 });
 export type PaymentRequest = Infer<typeof PaymentRequestSchema>;

@@ -750,6 +750,46 @@ export class Journal {
     return this.#db.prepare('SELECT 1 FROM revoked WHERE kid = ?').get(kid) !== undefined;
   }
 
+  // ------------------------------------------------------------ issuing-bank certificates (SPEC §3.6 banks)
+  /**
+   * Keeps an issuing bank's certificate, which the caller has verified under the pinned root
+   * (the kernel does so before it calls this; validation verifies it again with every chain it
+   * completes, so a wrong entry can only make a payment decline, never approve). Idempotent; the
+   * certificate of a known kid is replaced (a renewed certificate of the same key).
+   */
+  storeBankCertificate(b: { kid: Uint8Array; cert: Uint8Array; nbf: number; exp: number }): void {
+    const now = this.#now();
+    this.#db
+      .prepare(
+        `INSERT INTO bank_certs (kid, cert, nbf, exp, added, last_used) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (kid) DO UPDATE SET cert = excluded.cert, nbf = excluded.nbf, exp = excluded.exp, last_used = excluded.last_used
+         WHERE excluded.exp >= bank_certs.exp`,
+      )
+      .run(b.kid, b.cert, b.nbf, b.exp, now, now);
+  }
+
+  /** The held certificate of the bank `kid`, if any. */
+  bankCertificate(kid: Uint8Array): Uint8Array | undefined {
+    const r = this.#db.prepare('SELECT cert FROM bank_certs WHERE kid = ?').get(kid) as { cert: Buffer } | undefined;
+    return r ? new Uint8Array(r.cert) : undefined;
+  }
+
+  /** Key ids of the held bank certificates valid at `at`, most recently used first, at most `limit`. */
+  heldBanks(at: number, limit: number): Uint8Array[] {
+    return (
+      this.#db
+        .prepare('SELECT kid FROM bank_certs WHERE nbf <= ? AND exp >= ? ORDER BY last_used DESC, kid LIMIT ?')
+        .all(at, at, limit) as {
+        kid: Buffer;
+      }[]
+    ).map((r) => new Uint8Array(r.kid));
+  }
+
+  /** Marks the bank `kid` as used now (it then comes first in {@link heldBanks}). */
+  touchBankCertificate(kid: Uint8Array): void {
+    this.#db.prepare('UPDATE bank_certs SET last_used = ? WHERE kid = ?').run(this.#now(), kid);
+  }
+
   // ------------------------------------------------------------ cash-register orders (dt-pos serve)
   /**
    * Sets the hook run inside every approval's transaction (one at a time; `undefined` removes it).

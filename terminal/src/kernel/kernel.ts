@@ -30,6 +30,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import {
+  bytesEqual,
   Capability,
   CardStatusError,
   Cvm,
@@ -323,6 +324,7 @@ export class PaymentKernel {
 
     for (;;) {
       const now = this.#now();
+      const banks = journal.heldBanks(now, LIMITS.maxHeldBanks);
       // The list must still be young enough at the request's own time (a PIN entry may have
       // taken a while): the transfer is dated `now`, and the ledger judges the list by it.
       if (now - crlIssued > effectiveMaxCrlAge(this.#o.policy, this.#certifiedCrlMaxAge)) {
@@ -338,6 +340,9 @@ export class PaymentKernel {
         time: now,
         chain: identity.chain,
         ...(torn ? { retryOf: torn.nonce } : {}),
+        // The issuing banks whose certificates we hold (verified under our root): their cards
+        // leave the bank certificate out of the handover (SPEC §3.6, §3.8).
+        ...(banks.length > 0 ? { banks } : {}),
       };
       const signed = signMessage('PaymentRequest', req, identity.signer);
       // Journalled BEFORE the command leaves: a crash from here on leaves a torn attempt.
@@ -578,9 +583,12 @@ export class PaymentKernel {
       // The interrupted request is ours (we signed and journalled it): its fields are what the old transfer must copy.
       expected.push(openSigned('PaymentRequest', torn.request).message);
     }
+    // Only the banks we named may be left out (a card that omits another bank's certificate fails closed).
+    const named = [...(req.banks ?? []), ...(torn ? (openSigned('PaymentRequest', torn.request).message.banks ?? []) : [])];
     const result = validateHandover(handoverBytes, {
       trust,
       request: expected,
+      bankCertificate: (kid) => (named.some((b) => bytesEqual(b, kid)) ? journal.bankCertificate(kid) : undefined),
       isRevoked: (kid) => journal.isRevoked(kid),
       // A transfer dated after our own clock cannot answer our request.
       notAfter: now,
@@ -599,6 +607,12 @@ export class PaymentKernel {
       journal.setAttemptState(req.nonce, AttemptState.DECLINED);
       return { kind: 'DECLINED', reason: result.code, ...(result.detail ? { detail: result.detail } : {}) };
     }
+    // The issuing bank's certificate, verified up to our root with the card chain: keep it (or mark
+    // it used), so that the next card of this bank need not carry it (SPEC §3.6 banks).
+    const bank = result.cardChain[1]!;
+    if (result.handover.chain.length > 1)
+      journal.storeBankCertificate({ kid: bank.kid, cert: bank.bytes, nbf: bank.claims.nbf, exp: bank.claims.exp });
+    else journal.touchBankCertificate(bank.kid);
     const t = result.transfer;
     if (t.cvm === Cvm.NONE && t.amount > this.#o.policy.cvmLimit) {
       // Our own CVM rule: the PIN must be inside the signed transfer (no CVM bypass).
