@@ -781,14 +781,18 @@ export class Applet {
 
     // 6. The handover. The issuing bank's certificate is left out when the terminal
     //    says it holds it (SPEC §3.6 `banks`, §3.8): the chain is then [card].
+    //    The history up to the transfer the request's `held` names is left out too: the terminal
+    //    holds it (SPEC §3.6 held, §3.8 after) and puts it back before it validates.
     const bankHeld = req.banks?.some((b) => bytesEqual(b, trust.bankKid)) ?? false;
+    const heldAt = req.held ? this.#history.findIndex((h) => bytesEqual(h.hash, req.held!)) : -1;
     const handover = encodeMessage('Handover', {
       transfer: signed,
       chain: bankHeld ? [s.chain![0]!] : s.chain!,
       ...(tokens.length > 0 ? { tokens } : {}),
-      history: s.history,
+      history: heldAt >= 0 ? s.history.slice(heldAt + 1) : s.history,
       ...(s.receipt ? { receipt: s.receipt } : {}),
       ...(receiptTokens.length > 0 ? { receiptTokens } : {}),
+      ...(heldAt >= 0 ? { after: req.held! } : {}),
     });
 
     // 7. Commit counter, chain, coins and the handover, THEN answer.

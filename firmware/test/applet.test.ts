@@ -1039,3 +1039,38 @@ test('PAY leaves the issuing bank certificate out when the request names the ban
   t.like(validateHandover(r2.data, { trust, request }), { ok: false, code: 'HANDOVER_CHAIN', detail: 'CERT_CHAIN_BROKEN', index: 1 });
   t.true(encodeMessage('Handover', { ...h2, chain: [h2.chain[0]!, pki.issuing.cert] }).length - r2.data.length >= pki.issuing.cert.length);
 });
+
+test('PAY leaves out the history up to the transfer the request names as held (SPEC §3.6 held, §3.8 after)', async (t) => {
+  const { host } = await readyCard();
+  const r1 = paymentRequest(pki, pki.terminal, { amount: 1_000 });
+  const a1 = await host.pay(r1);
+  t.is(a1.sw, 0x9000);
+  const v1 = validate(a1.data, r1);
+  if (!v1.ok) return t.fail(v1.code);
+  const r2 = paymentRequest(pki, pki.terminal, { amount: 1_000, time: T0 + 60 });
+  const a2 = await host.pay(r2);
+  const v2 = validate(a2.data, r2);
+  if (!v2.ok) return t.fail(v2.code);
+  t.is(v2.handover.history.length, 1);
+  // The terminal holds both: naming the second, the card sends no history; naming the first, one link.
+  const held = new Map([
+    [toHex(v1.transferHash), [a1.data].map((h) => decodeMessage('Handover', h).transfer)],
+    [toHex(v2.transferHash), [...v2.handover.history, v2.handover.transfer]],
+  ]);
+  const heldHistory = (h: Uint8Array) => held.get(toHex(h));
+  const r3 = paymentRequest(pki, pki.terminal, { amount: 1_000, time: T0 + 120, held: v2.transferHash });
+  const a3 = await host.pay(r3);
+  t.is(a3.sw, 0x9000);
+  const h3 = decodeMessage('Handover', a3.data);
+  t.is(h3.history.length, 0);
+  t.deepEqual(h3.after, v2.transferHash);
+  const request3 = openSigned('PaymentRequest', r3).message;
+  const v3 = validateHandover(a3.data, { trust, request: request3, heldHistory });
+  if (!v3.ok) return t.fail(v3.code);
+  t.is(v3.offlineCount, 3);
+  t.is(v3.offlineTotal, 3_000);
+  t.like(validateHandover(a3.data, { trust, request: request3 }), { ok: false, code: 'HISTORY_BROKEN', index: 0 });
+  const r4 = paymentRequest(pki, pki.terminal, { amount: 1_000, time: T0 + 180, held: v1.transferHash });
+  const h4 = decodeMessage('Handover', (await host.pay(r4)).data);
+  t.is(h4.history.length, 2, 'the links after the held one');
+});

@@ -59,7 +59,22 @@ import { parseArgs, promisify } from 'node:util';
 import { cpus, hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { LIMITS, createTrustStore, decodeMessage, nobleVerifier, openSigned, toHex, validateHandover, type Verifier } from '@dt/protocol';
+import {
+  LIMITS,
+  SW,
+  concatBytes,
+  createTrustStore,
+  decodeMessage,
+  identifyCommand,
+  isChainedBlock,
+  nobleVerifier,
+  openSigned,
+  payloadHash,
+  toHex,
+  validateHandover,
+  type ApduTransport,
+  type Verifier,
+} from '@dt/protocol';
 import { nativeVerifier } from '@dt/protocol/native';
 import { VpcdClient, startPcscd, type PcscdHandle } from '@dt/card-applet-sim';
 import { DEFAULT_CONFIG, PcscReaders, TransportReader, VERIFIERS, verifierByName, type Journal, type VerifierName } from '@dt/terminal';
@@ -247,15 +262,47 @@ interface Collected {
   readonly chain: number;
   readonly bytes: Uint8Array;
   readonly request: Uint8Array;
+  readonly transferHash: Uint8Array;
 }
 
 /** Every approved handover in `terminal`'s journal with its offline chain length and the request it answered. */
+/** Passes every APDU through; records the size of each complete PAY answer (its 61xx pieces joined) by its transfer hash. */
+function recordPayAnswers(inner: ApduTransport, into: Map<string, number>): ApduTransport {
+  let parts: Uint8Array[] | undefined;
+  return {
+    async transmit(apdu, o) {
+      const r = await inner.transmit(apdu, o);
+      const pay = identifyCommand(apdu) === 'PAY' && !isChainedBlock(apdu);
+      if (pay) parts = [];
+      else if (apdu[1] !== 0xc0) parts = undefined;
+      if (parts) {
+        parts.push(r.subarray(0, r.length - 2));
+        const sw = (r[r.length - 2]! << 8) | r[r.length - 1]!;
+        if (sw === SW.OK) {
+          const data = concatBytes(...parts);
+          parts = undefined;
+          if (data.length > 0)
+            into.set(toHex(payloadHash(openSigned('Transfer', decodeMessage('Handover', data).transfer).cose)), data.length);
+        } else if (r[r.length - 2] !== 0x61) parts = undefined;
+      }
+      return r;
+    },
+  };
+}
+
 function handoversOf(terminal: LabTerminal, skip: ReadonlySet<string> = new Set()): Collected[] {
   return terminal.journal.listPayments({ limit: 100_000 }).flatMap((p) => {
     if (skip.has(toHex(p.nonce))) return [];
     const attempt = terminal.journal.getAttempt(p.nonce);
     if (!attempt) throw new Error(`payment ${p.id} has no journalled request`);
-    return [{ chain: decodeMessage('Handover', p.handover).history.length, bytes: p.handover, request: attempt.request }];
+    return [
+      {
+        chain: decodeMessage('Handover', p.handover).history.length,
+        bytes: p.handover,
+        request: attempt.request,
+        transferHash: p.transferHash,
+      },
+    ];
   });
 }
 
@@ -359,8 +406,11 @@ async function main(): Promise<Record<string, unknown>> {
   if (otherRun.stoppedEarly) throw new Error(`bank-warming card: ${otherRun.stoppedEarly}`);
   const warmNonces = new Set(bigTerminal.journal.listPayments({ limit: 10 }).map((p) => toHex(p.nonce)));
   const bigBefore = await big.balance();
+  // The card's answers to PAY as they leave it (before the terminal puts back the history it
+  // holds, SPEC §3.8), by transfer hash: the bytes of the tap.
+  const answers = new Map<string, number>();
   const bigRun = await timeTaps({
-    reader: new TransportReader('in-process', new InProcessTransport(big.card)),
+    reader: new TransportReader('in-process', recordPayAnswers(new InProcessTransport(big.card), answers)),
     terminal: bigTerminal,
     taps: maxCount,
     amount: AMOUNT,
@@ -373,12 +423,21 @@ async function main(): Promise<Record<string, unknown>> {
   const maxChain = Math.max(...collected.map((c) => c.chain));
   if (maxChain !== maxCount - 1 || !byChain.has(0) || !byChain.has(1))
     throw new Error(`unexpected chain lengths ${collected.map((c) => c.chain).join(',')}`);
-  const bytes = {
+  const wire = (c: Collected) => {
+    const n = answers.get(toHex(c.transferHash));
+    if (n === undefined) throw new Error(`no recorded card answer for the payment at chain ${c.chain}`);
+    return n;
+  };
+  const bytes = { chain0: wire(byChain.get(0)!), chain1: wire(byChain.get(1)!), chainMax: wire(byChain.get(maxChain)!) };
+  const complete = {
     chain0: byChain.get(0)!.bytes.length,
     chain1: byChain.get(1)!.bytes.length,
     chainMax: byChain.get(maxChain)!.bytes.length,
   };
-  log(`  handover bytes: chain 0 ${bytes.chain0}, chain 1 ${bytes.chain1}, chain ${maxChain} ${bytes.chainMax}`);
+  log(`  handover bytes (the card's answer): chain 0 ${bytes.chain0}, chain 1 ${bytes.chain1}, chain ${maxChain} ${bytes.chainMax}`);
+  log(
+    `  complete handovers (journalled, history put back): chain 0 ${complete.chain0}, chain 1 ${complete.chain1}, chain ${maxChain} ${complete.chainMax}`,
+  );
 
   // ------------------------------------------------ 3. verification per handover
   const now = Math.floor(Date.now() / 1000);
@@ -455,11 +514,15 @@ async function main(): Promise<Record<string, unknown>> {
         : {}),
     },
     handover: {
-      note: 'chain = earlier offline transfers of the card carried in the handover (history); max = LIMITS.maxHistory - 1',
+      note: "chain = earlier offline transfers of the card since its last sync (the complete handover's history); max = LIMITS.maxHistory - 1; bytes = the card's answer to PAY at a terminal that took all those earlier payments (its request names the newest, SPEC §3.6 held, so the card leaves the history out, §3.8 after) and a payment of another card of the same bank before (it names the bank, banks: the chain is [card])",
       maxOfflineCount: maxCount,
       maxChain,
       bytes,
-      bytesByChain: collected.map((c) => c.bytes.length),
+      bytesByChain: collected.map(wire),
+      completeNote:
+        'the same handovers complete (the history the terminal held put back, as it journals and batches them): what a card sends a terminal that holds none of its history',
+      completeBytes: complete,
+      completeBytesByChain: collected.map((c) => c.bytes.length),
     },
     ...(REPS > 0
       ? {

@@ -3,7 +3,7 @@
  * settles with the registered bank's certificate; a bank the ledger has not registered fails closed.
  */
 import test from 'ava';
-import { BankPermission, decodeMessage, ReferenceWallet, signMessage, toHex } from '@dt/protocol';
+import { BankPermission, decodeMessage, encodeMessage, ReferenceWallet, signMessage, toHex } from '@dt/protocol';
 import { createTestLedger } from '../src/testkit.ts';
 import { outcomes, STATUS_NAME } from './_helpers.ts';
 
@@ -40,6 +40,28 @@ test('a [card] chain settles with the registered bank; the same payment of an un
     t.is(h3.chain.length, 1);
     const [o3] = await k.ledger.settle([k.batch(shop, [p3.handover])]);
     t.like(outcomes(o3!)[0], { status: 4, code: 'HANDOVER_CHAIN' });
+  } finally {
+    await k.storage.close();
+  }
+});
+
+test('a Batch handover that leaves history out (after) is INVALID HISTORY_BROKEN: the ledger judges complete handovers only', async (t) => {
+  const k = await createTestLedger();
+  try {
+    const card = await k.fundCard(10_000);
+    const shop = k.newTerminal('shop');
+    const p1 = card.wallet.pay(k.request(shop, 1_000));
+    const p2 = card.wallet.pay({ ...k.request(shop, 500), held: p1.transferHash });
+    const h2 = decodeMessage('Handover', p2.handover);
+    t.is(h2.history.length, 0);
+    const [o] = await k.ledger.settle([k.batch(shop, [p1.handover, p2.handover])]);
+    t.like(outcomes(o!)[1], { status: 4, code: 'HISTORY_BROKEN' });
+    // The complete form of the same payment (what a terminal forwards) settles.
+    const { after, ...rest } = h2;
+    t.deepEqual(after, p1.transferHash);
+    const full = encodeMessage('Handover', { ...rest, history: [p1.transfer] });
+    const [o2] = await k.ledger.settle([k.batch(shop, [full])]);
+    t.like(outcomes(o2!)[0], { status: 1 });
   } finally {
     await k.storage.close();
   }

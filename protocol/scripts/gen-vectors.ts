@@ -772,6 +772,10 @@ const handover2: MessageOf<'Handover'> = {
   history: [signedTransfer1],
 };
 
+// The second payment to a terminal that holds the first (its request named it: held): the card
+// leaves the history up to it out (after), the terminal puts it back before it validates (SPEC §3.8).
+const requestHeld: MessageOf<'PaymentRequest'> = { ...request1, amount: 38_000, nonce: nonce3, time: T_PAY + 60, held: t1Hash };
+const handoverHistoryHeld: MessageOf<'Handover'> = { ...handover2, history: [], after: t1Hash };
 const batch1: MessageOf<'Batch'> = {
   terminal: keys.terminal.kid,
   seq: 1,
@@ -1275,6 +1279,11 @@ function handoverFile(): VectorFile {
         "the first payment to a terminal whose request named the card's issuing bank (banks): the chain is [card], the validator completes it with the bank certificate it holds",
         handoverBankByReference,
       ),
+      h(
+        'history-held',
+        'the second payment to a terminal whose request named the first transfer (held): the history up to it is left out (after), the validator re-inserts the chain it holds',
+        handoverHistoryHeld,
+      ),
     ],
     invalid: [
       dec('unsorted-keys', 'map keys in reverse order', rawMap([...entries].reverse()), ErrorCode.CBOR_NON_DETERMINISTIC),
@@ -1555,6 +1564,13 @@ export function generateVectors(): Map<string, string> {
             'retry',
             'a request that names the nonce of an interrupted attempt (retryOf)',
             request3,
+            keys.terminal,
+          ),
+          signedValid(
+            'PaymentRequest',
+            'held',
+            'a request naming the newest transfer of the card the terminal holds with its chain (held): the card leaves that history out',
+            requestHeld,
             keys.terminal,
           ),
           signedValid(

@@ -217,6 +217,15 @@ export interface HandoverContext {
    * registered banks. Omitted or unknown: a `[card]` chain fails `HANDOVER_CHAIN`.
    */
   readonly bankCertificate?: (bankKid: Uint8Array) => Uint8Array | undefined;
+  /**
+   * Step 4: the card's transfers the validator already holds (SPEC §3.8 `after`): given the
+   * payload hash of a transfer, its signed chain from the anchor up to and including it (the
+   * history and transfer of a handover the validator accepted), or `undefined`. A Handover with
+   * `after` is validated as if it carried this chain before its own `history`: every check of
+   * steps 4, 5 and 7 runs over the whole chain, exactly as when the card sends it all. Omitted or
+   * not holding it: `HISTORY_BROKEN`.
+   */
+  readonly heldHistory?: (transferHash: Uint8Array) => readonly Uint8Array[] | undefined;
 }
 
 /**
@@ -518,8 +527,17 @@ export function validateHandover(input: Uint8Array | Handover, ctx: HandoverCont
     if (!bytesEqual(receipt.card, card.kid)) return failT(HandoverCode.HISTORY_BROKEN, 'receipt names another card');
   }
 
-  // ---- steps 4 and 5 over history + transfer.
-  const all = [...handover.history, handover.transfer];
+  // ---- steps 4 and 5 over history + transfer. History the card left out (`after`) is what the
+  // validator holds of this card: re-inserted here, so the chain checked is the whole one.
+  let history: readonly Uint8Array[] = handover.history;
+  if (handover.after) {
+    const held = ctx.heldHistory?.(handover.after);
+    if (!held || held.length === 0) return failT(HandoverCode.HISTORY_BROKEN, 'history left out that the validator does not hold', 0);
+    if (held.length + handover.history.length > LIMITS.maxHistory)
+      return failT(HandoverCode.HISTORY_BROKEN, 'held and carried history together exceed the history limit', 0);
+    history = [...held, ...handover.history];
+  }
+  const all = [...history, handover.transfer];
   const checked = checkTransferChain({
     cardKid: card.kid,
     cardPublicKey: card.publicKey,
@@ -584,6 +602,18 @@ export function validateHandover(input: Uint8Array | Handover, ctx: HandoverCont
     anchorCounter: anchor.counter,
     ...(receipt ? { receipt } : {}),
   };
+}
+
+/**
+ * The Handover a valid result stands for with its whole history (SPEC §3.8): the history the
+ * card left out (`after`) re-inserted from the validated chain, `after` removed; everything else
+ * (the chain as given, tokens, receipt) as received. This is what a terminal journals and sends
+ * on: a handover whose validation needs nothing the recipient may lack but bank certificates.
+ */
+export function completeHistory(result: HandoverValid): Handover {
+  if (!result.handover.after) return result.handover;
+  const { after: _after, ...rest } = result.handover;
+  return { ...rest, history: result.chain.slice(0, -1).map((x) => x.bytes) };
 }
 
 /** The anchor of a card's first chain: counter 0, `prev = GENESIS_PREV` (SPEC §6.4). */

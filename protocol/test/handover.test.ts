@@ -22,6 +22,7 @@ import {
   payloadHash,
   signMessage,
   validateHandover,
+  completeHistory,
   handoverTransfers,
   decodeDeterministic,
   encodeDeterministic,
@@ -867,5 +868,74 @@ test('bank certificate by reference (SPEC §3.8): a [card] chain validates with 
     ok: false,
     code: ErrorCode.HANDOVER_CHAIN,
     detail: ErrorCode.CERT_NOT_PERMITTED,
+  });
+});
+
+test('history by reference (SPEC §3.8 after): validated as the whole chain with the held history; not held, wrong or not named fails closed; limits count it all', (t) => {
+  const w = world();
+  const c = w.card({ ...LIMITS, offlineTotal: 30_000 });
+  c.wallet.holdTokens([w.token(c.signer.kid, 40_000)], w.ledger.keys.publicKey);
+  const shop = w.terminal();
+  // What the terminal journals: the complete handover of each payment it accepted.
+  const journal = new Map<string, Uint8Array[]>();
+  const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
+  const accept = (handover: Uint8Array, r: ExpectedRequest & { held?: Uint8Array }) => {
+    const v = validateHandover(handover, ctx(w, { request: r, heldHistory: (h) => journal.get(hex(h)) }));
+    if (!v.ok) throw new Error(`${v.code} ${v.detail}`);
+    const full = completeHistory(v);
+    journal.set(hex(v.transferHash), [...full.history, full.transfer]);
+    return { v, full };
+  };
+  const r1 = request(shop, 10_000);
+  const p1 = c.wallet.pay(r1);
+  accept(p1.handover, r1);
+  const r2 = { ...request(shop, 5_000, T0 + 10), held: p1.transferHash };
+  const p2 = c.wallet.pay(r2);
+  const h2 = decodeMessage('Handover', p2.handover);
+  t.is(h2.history.length, 0, 'the card left out what the terminal holds');
+  t.deepEqual(h2.after, p1.transferHash);
+  const { v: v2, full: f2 } = accept(p2.handover, r2);
+  t.is(v2.chain.length, 2);
+  t.is(v2.offlineTotal, 15_000);
+  t.is(v2.offlineCount, 2);
+  t.deepEqual(f2.history, [p1.transfer]);
+  t.is(f2.after, undefined);
+  // The complete form validates without any held history (what the ledger gets).
+  t.true(validateHandover(encodeMessage('Handover', f2), ctx(w, { request: r2 })).ok);
+  // Naming an older transfer: the card sends the links after it.
+  const r3 = { ...request(shop, 1_000, T0 + 20), held: p1.transferHash };
+  const p3 = c.wallet.pay(r3);
+  t.is(decodeMessage('Handover', p3.handover).history.length, 1);
+  t.true(validateHandover(p3.handover, ctx(w, { request: r3, heldHistory: (h) => journal.get(hex(h)) })).ok);
+  // A held hash the card does not know: the card sends its whole history.
+  const r4 = { ...request(shop, 1_000, T0 + 30), held: rnd(32) };
+  const p4 = c.wallet.pay(r4);
+  const h4 = decodeMessage('Handover', p4.handover);
+  t.is(h4.history.length, 3);
+  t.is(h4.after, undefined);
+
+  // Not held (no lookup, or it answers nothing): HISTORY_BROKEN at index 0.
+  for (const heldHistory of [undefined, () => undefined, () => []]) {
+    t.like(validateHandover(p2.handover, ctx(w, { request: r2, ...(heldHistory ? { heldHistory } : {}) })), {
+      ok: false,
+      code: ErrorCode.HISTORY_BROKEN,
+      index: 0,
+    });
+  }
+  // A wrong held chain (another card's, or this card's cut short) does not link: HISTORY_BROKEN.
+  const other = w.card();
+  other.wallet.holdTokens([w.token(other.signer.kid, 40_000)], w.ledger.keys.publicKey);
+  const po = other.wallet.pay(request(shop, 1_000));
+  t.like(validateHandover(p2.handover, ctx(w, { request: r2, heldHistory: () => [po.transfer] })), { ok: false });
+  t.like(validateHandover(p3.handover, ctx(w, { request: r3, heldHistory: () => [] })), { ok: false, code: ErrorCode.HISTORY_BROKEN });
+  // The offline total counts the held history: a payment over the limit with the history left out is still refused.
+  const r5 = { ...request(shop, 20_000, T0 + 40), held: p4.transferHash };
+  journal.set(hex(p4.transferHash), [...h4.history, h4.transfer]);
+  const p5 = c.wallet.pay(r5, { enforceLimits: false });
+  t.is(decodeMessage('Handover', p5.handover).history.length, 0);
+  t.like(validateHandover(p5.handover, ctx(w, { request: r5, heldHistory: (h) => journal.get(hex(h)) })), {
+    ok: false,
+    code: ErrorCode.LIMIT_EXCEEDED,
+    detail: 'offlineTotal',
   });
 });

@@ -553,3 +553,52 @@ test('issuing bank by reference fails closed: a card that leaves out a bank the 
     t.is(journal.listPayments().length, 0, label);
   }
 });
+
+test('history by reference (SPEC §3.6 held, §3.8 after): a card paying again sends only what the terminal lacks; the journal keeps the complete handover', async (t) => {
+  const { journal, kernel } = setup(t);
+  const c = await makeCard(pki);
+  const wire: number[] = [];
+  const sized = rewritePayAnswer(c.transport, (h) => {
+    wire.push(h.length);
+    return h;
+  });
+  for (const amount of [1_000, 2_000, 3_000]) t.is((await kernel.charge(readerFor(sized), amount)).kind, 'APPROVED');
+  const payments = journal.listPayments().sort((a, b) => a.counter - b.counter);
+  const stored = payments.map((p) => decodeMessage('Handover', p.handover));
+  t.deepEqual(
+    stored.map((h) => [h.history.length, h.after]),
+    [
+      [0, undefined],
+      [1, undefined],
+      [2, undefined],
+    ],
+    'journalled complete',
+  );
+  // On the wire, the second and third answers carried no history (the terminal named the newest it held).
+  t.is(wire.length, 3);
+  t.true(wire[2]! < payments[2]!.handover.length - 2 * 250);
+  t.true(Math.abs(wire[2]! - wire[1]!) < 16, 'the answer does not grow with the history');
+  t.deepEqual(journal.newestTransferOf(c.kid), payments[2]!.transferHash);
+});
+
+test('history by reference fails closed: a card that leaves out history the terminal did not name is declined', async (t) => {
+  const { journal, kernel } = setup(t);
+  const c = await makeCard(pki);
+  for (const amount of [1_000, 2_000]) t.is((await kernel.charge(readerFor(c.transport), amount)).kind, 'APPROVED');
+  const [p1] = journal.listPayments().sort((a, b) => a.counter - b.counter);
+  // The terminal names the second payment; the card claims the terminal holds the first one instead
+  // (which it does hold, but did not name) and sends only the link after it.
+  const bad = rewritePayAnswer(c.transport, (b) => {
+    const h = decodeMessage('Handover', b);
+    return encodeMessage('Handover', {
+      ...h,
+      history: [decodeMessage('Handover', journal.listPayments()[1]!.handover).transfer],
+      after: p1!.transferHash,
+    });
+  });
+  t.is((await kernel.charge(readerFor(bad), 500)).kind, 'PRESENT_CARD_AGAIN');
+  const d = await kernel.charge(readerFor(bad), 500);
+  t.like(d, { kind: 'DECLINED', reason: 'CARD_ANSWER_INVALID' });
+  if (d.kind === 'DECLINED') t.regex(d.detail ?? '', /^HISTORY_BROKEN/);
+  t.is(journal.listPayments().length, 2);
+});

@@ -218,6 +218,9 @@ export const PaymentRequestSchema = defineSchema({
     // Issuing banks whose certificates the terminal holds, verified under its root (SPEC §3.6):
     // a card of one of them leaves its bank's certificate out of the Handover chain.
     { key: 10, name: 'banks', type: array(kid, LIMITS.maxHeldBanks, 1), optional: true },
+    // The newest transfer of this card the terminal holds with its whole chain (SPEC §3.6, §3.8):
+    // the card then leaves it and the history before it out of the Handover.
+    { key: 11, name: 'held', type: hash32, optional: true },
   ],
 });
 export type PaymentRequest = Infer<typeof PaymentRequestSchema>;
@@ -260,6 +263,8 @@ export const HandoverSchema = defineSchema({
     { key: 5, name: 'receipt', type: signedObject(LIMITS.maxSyncSize), optional: true },
     // Provenance tokens the receipt carries: their indexes in `receipt.tokens`, not the tokens again.
     { key: 6, name: 'receiptTokens', type: array(uint(LIMITS.maxTokens - 1), LIMITS.maxTokens, 1), optional: true },
+    // History left out (SPEC §3.8): the payload hash of the last transfer omitted; `history` holds those after it.
+    { key: 7, name: 'after', type: hash32, optional: true },
   ],
 });
 export type Handover = Infer<typeof HandoverSchema>;

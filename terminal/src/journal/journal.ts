@@ -544,6 +544,17 @@ export class Journal {
     return r && toPayment(r);
   }
 
+  /**
+   * The transfer hash of the newest payment (highest counter) of `card` in the journal, if any:
+   * the journal holds its handover with the whole chain since the card's anchor, which a request
+   * names so that the card need not send it again (SPEC §3.6 held, §3.8 after).
+   */
+  newestTransferOf(card: Uint8Array): Uint8Array | undefined {
+    const r = this.#db.prepare('SELECT transfer_hash FROM payments WHERE card = ? ORDER BY counter DESC LIMIT 1').get(card) as
+      { transfer_hash: Buffer } | undefined;
+    return r ? new Uint8Array(r.transfer_hash) : undefined;
+  }
+
   /** One payment by transfer hash. */
   getPaymentByTransfer(hash: Uint8Array): PaymentRecord | undefined {
     const r = this.#db.prepare('SELECT * FROM payments WHERE transfer_hash = ?').get(hash) as PaymentRow | undefined;
