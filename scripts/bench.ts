@@ -448,7 +448,7 @@ async function runHeadline(out: string): Promise<number> {
     'handoverBytesHops0',
     () => num(hw, 'handover.bytes.chain0', 'hardware-tests'),
     () =>
-      'Encoded size of the Handover a simulated firmware card answered its first offline payment with (0 history transfers), as the terminal journalled it.',
+      "Encoded size of the Handover a simulated firmware card answered PAY with at its first offline payment (0 history transfers), as it left the card, at a terminal that had taken a payment of another card of the same bank before and so holds the bank's certificate and names it in its request (SPEC §3.6 banks): the chain is [card].",
   );
   take(
     'handoverBytesHops63',
@@ -458,7 +458,7 @@ async function runHeadline(out: string): Promise<number> {
       return num(hw, 'handover.bytes.chainMax', 'hardware-tests');
     },
     () =>
-      'Encoded size of the Handover of a card certified for 64 offline payments at its 64th payment (63 history transfers since its last sync), as the terminal journalled it.',
+      'Encoded size of the Handover a simulated firmware card certified for 64 offline payments answered PAY with at its 64th payment (63 history transfers since its last sync), as it left the card, at the terminal that took its 63 earlier payments: the request names the newest of them (SPEC §3.6 held), so the card leaves the history out (§3.8 after) and the terminal puts it back from its journal before it validates; the complete handover the terminal journals and batches is under headlineDetails.handoverCompleteBytes.',
   );
   const crypto = at(fw, 'cryptoPerPay.method');
   take(
@@ -491,6 +491,7 @@ async function runHeadline(out: string): Promise<number> {
       tapPhasesMs: at(hw, 'tapLatency.phases'),
       vpcdNoDelay: vpcd,
       handoverBytesByChain: at(hw, 'handover.bytesByChain'),
+      handoverCompleteBytes: at(hw, 'handover.completeBytes'),
       cardCryptoPerPay: at(fw, 'cryptoPerPay'),
       firmwareNodePayMs: at(fw, 'nodePay.medianMs'),
       firmwareNodePayCpuMs: at(fw, 'nodePayCpu.medianMs'),
