@@ -72,3 +72,15 @@ export function waitingV2(started: string, gate: string): JournalMigration {
 export const V1: readonly JournalMigration[] = JOURNAL_MIGRATIONS.slice(0, 1);
 export const LIST_V2 = [...V1, TEST_V2];
 export const LIST_V3 = [...V1, TEST_V2, TEST_V3];
+
+/** The real list plus one test version after it: a file newer than the code under test, whatever its latest version. */
+export const LIST_NEWER: readonly JournalMigration[] = [
+  ...JOURNAL_MIGRATIONS,
+  {
+    version: JOURNAL_MIGRATIONS.length + 1,
+    description: 'test: a version newer than the code',
+    up(db) {
+      db.exec(`CREATE TABLE newer_only (x INTEGER) STRICT`);
+    },
+  },
+];
