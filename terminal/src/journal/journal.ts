@@ -207,7 +207,9 @@ export type AdjustmentRefusal =
   /** The reference names another adjustment (another payment, kind or amount). */
   | 'REFERENCE_CONFLICT'
   /** The amount is not one this adjustment can have (a void is always the whole payment). */
-  | 'INVALID_AMOUNT';
+  | 'INVALID_AMOUNT'
+  /** `refund --tap`: the card on the reader is not the one that paid (checked before anything is recorded). */
+  | 'NOT_PAYING_CARD';
 
 /** What {@link Journal.recordAdjustment} signs: the Adjustment's content but its kind and reference. */
 export interface AdjustmentContent {
