@@ -21,7 +21,7 @@ import {
   MAX_SELECT_ANSWER,
   parseApplicationInfo,
   selectCommand,
-  signMessage,
+  signAdjustment,
   SW,
   toHex,
   type ApplicationInfo,
@@ -83,10 +83,8 @@ export function adjustPayment(
       ...(req.reference !== undefined ? { reference: req.reference } : {}),
     },
     (c) =>
-      signMessage(
-        'Adjustment',
+      signAdjustment(
         {
-          v: 1,
           kind: ADJUSTMENT_WIRE_KIND[req.kind],
           id: c.id,
           terminal: identity.kid,

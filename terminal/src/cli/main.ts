@@ -741,12 +741,16 @@ export function buildProgram(): Command {
       try {
         const r = await new SyncClient({ identity, journal, acquirerUrl: url }).sync();
         const sent = r.batches.reduce((s, b) => s + b.total, 0);
+        const adjSent = r.batches.reduce((s, b) => s + b.adjustments, 0);
         out(
           g,
           r,
           [
             r.online ? 'Online.' : 'OFFLINE: the acquirer could not be reached; payments stay queued.',
-            `Sent ${r.batches.length} batch(es), ${formatAmount(sent)}; ${r.outcomes.applied} outcome(s) applied${r.crl ? `; revocation list v${r.crl.version}` : ''}.`,
+            `Sent ${r.batches.length} batch(es), ${formatAmount(sent)}${adjSent > 0 ? ` and ${adjSent} void(s)/refund(s)` : ''}; ${r.outcomes.applied} outcome(s) applied${r.crl ? `; revocation list v${r.crl.version}` : ''}.`,
+            ...(r.outcomes.adjustments.accepted + r.outcomes.adjustments.refused > 0
+              ? [`Voids and refunds: ${r.outcomes.adjustments.accepted} confirmed, ${r.outcomes.adjustments.refused} refused by the ledger.`]
+              : []),
             `Pending verification: ${formatAmount(r.pending.amount)} in ${r.pending.count} payment(s)${r.pending.since ? `, since ${iso(r.pending.since)}` : ''}.`,
             ...r.problems.map((p) => `problem (${p.step}): ${p.code}: ${p.message}`),
           ].join('\n'),
@@ -777,7 +781,18 @@ export function buildProgram(): Command {
           'Day         state         count  amount',
         );
         for (const d of byDay) lines.push(`${d.day}  ${d.state.padEnd(13)} ${String(d.count).padStart(5)}  ${formatAmount(d.amount)}`);
-        out(g, { byState, byDay, doubleSpent: ds }, lines.join('\n'));
+        const adj = journal.adjustmentTotals();
+        const sum = (k: 'void' | 'refund', states: readonly string[]): { count: number; amount: number } =>
+          Object.entries(adj[k])
+            .filter(([st]) => states.includes(st))
+            .reduce((a, [, v]) => ({ count: a.count + v.count, amount: a.amount + v.amount }), { count: 0, amount: 0 });
+        const open = ['pending', 'submitted'];
+        lines.push(
+          '',
+          `voids:   confirmed ${formatAmount(sum('void', ['accepted']).amount)} (${sum('void', ['accepted']).count}); pending ${formatAmount(sum('void', open).amount)} (${sum('void', open).count}); refused ${sum('void', ['refused']).count}`,
+          `refunds: confirmed ${formatAmount(sum('refund', ['accepted']).amount)} (${sum('refund', ['accepted']).count}); pending ${formatAmount(sum('refund', open).amount)} (${sum('refund', open).count}); refused ${sum('refund', ['refused']).count}`,
+        );
+        out(g, { byState, byDay, doubleSpent: ds, adjustments: adj }, lines.join('\n'));
       } finally {
         journal.close();
       }
@@ -799,7 +814,18 @@ export function buildProgram(): Command {
         } catch {
           // The receipt stands on its own.
         }
-        out(g, paymentJson(p), receiptText(p, name));
+        const adjustments = journal.adjustmentsOf(p.id);
+        out(
+          g,
+          { ...paymentJson(p), adjustments: adjustments.map(adjustmentJson), ...adjustmentSummary(p, adjustments) },
+          [
+            receiptText(p, name),
+            ...adjustments.map(
+              (a) =>
+                `  ${a.kind.padEnd(11)} ${formatAmount(a.amount)}${a.reference ? ` (${a.reference})` : ''}  ${iso(a.time)}: ${adjustmentStateText(a)}`,
+            ),
+          ].join('\n'),
+        );
       } finally {
         journal.close();
       }
