@@ -28,13 +28,7 @@ import {
 } from '@dt/protocol';
 import { TerminalError, TerminalErrorCode } from './errors.ts';
 import type { TerminalIdentity } from './identity.ts';
-import {
-  AdjustmentKind,
-  type AdjustmentRecord,
-  type AdjustmentRefusal,
-  type Journal,
-  type PaymentRecord,
-} from './journal/journal.ts';
+import { AdjustmentKind, type AdjustmentRecord, type AdjustmentRefusal, type Journal, type PaymentRecord } from './journal/journal.ts';
 import type { CardReader } from './transports/reader.ts';
 
 /** Adjustment kinds on the wire (SPEC §3: 1 void, 2 refund). */
@@ -157,7 +151,10 @@ export async function readPresentedCard(
 ): Promise<Uint8Array> {
   const session = await reader.waitForCard(options);
   try {
-    const r = await exchange(session, selectCommand(), { ...(options.signal ? { signal: options.signal } : {}), maxResponse: MAX_SELECT_ANSWER });
+    const r = await exchange(session, selectCommand(), {
+      ...(options.signal ? { signal: options.signal } : {}),
+      maxResponse: MAX_SELECT_ANSWER,
+    });
     if (r.sw !== SW.OK) throw new TerminalError(TerminalErrorCode.NOT_FOUND, 'the card on the reader is not a DT card');
     let info: ApplicationInfo;
     try {

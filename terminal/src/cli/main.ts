@@ -75,7 +75,8 @@ export const EXIT_CODES = [
   {
     code: 1,
     name: 'DECLINED',
-    meaning: "refused: charge DECLINED, a void or refund the terminal's rules refuse (refund --tap: not the paying card), or the acquirer refused what sync sent",
+    meaning:
+      "refused: charge DECLINED, a void or refund the terminal's rules refuse (refund --tap: not the paying card), or the acquirer refused what sync sent",
   },
   { code: 2, name: 'USAGE', meaning: 'usage: bad command, option or value, or a file named on the command line is missing or unreadable' },
   { code: 3, name: 'ONLINE_REQUIRED', meaning: 'offline: charge ONLINE REQUIRED, or the acquirer was unreachable (sync)' },
@@ -496,7 +497,7 @@ export function buildProgram(): Command {
   program
     .command('void')
     .description(
-      "void a payment the ledger has not settled (pending or submitted): signed and journalled at once, sent with (or after) its handover at the next sync; the merchant is never credited and the card gets the value back at its next sync",
+      'void a payment the ledger has not settled (pending or submitted): signed and journalled at once, sent with (or after) its handover at the next sync; the merchant is never credited and the card gets the value back at its next sync',
     )
     .argument('<receipt>', 'receipt number of the payment', intOption('receipt number', 1, Number.MAX_SAFE_INTEGER))
     .option('--reference <ref>', "the register's or operator's reference, 1-64 characters of A-Z a-z 0-9 . _ : - (informative)", refOption)
@@ -527,16 +528,16 @@ export function buildProgram(): Command {
     )
     .argument('<receipt>', 'receipt number of the payment', intOption('receipt number', 1, Number.MAX_SAFE_INTEGER))
     .option('--amount <tenge>', 'amount to refund in tenge, e.g. 50.25 (default: all that is left to refund)')
-    .option('--reference <ref>', 'reference of the refund, 1-64 characters of A-Z a-z 0-9 . _ : -; the same reference again refunds once', refOption)
+    .option(
+      '--reference <ref>',
+      'reference of the refund, 1-64 characters of A-Z a-z 0-9 . _ : -; the same reference again refunds once',
+      refOption,
+    )
     .option('--tap', 'first read the card on the reader: refused unless it is the paying card (the holder sees the refund on their card)')
     .option('-r, --reader <spec>', 'reader for --tap: pcsc, pcsc:<name>, serial:<path>, hid:<path> (default from config.json)')
     .option('-t, --timeout <seconds>', 'with --tap: how long to wait for the card', intOption('--timeout', 1, 86_400))
     .action(
-      async (
-        id: number,
-        o: { amount?: string; reference?: string; tap?: boolean; reader?: string; timeout?: number },
-        cmd: Command,
-      ) => {
+      async (id: number, o: { amount?: string; reference?: string; tap?: boolean; reader?: string; timeout?: number }, cmd: Command) => {
         const g = globals(cmd);
         const amount = o.amount !== undefined ? parseAmount(o.amount) : undefined;
         if (!o.tap && (o.reader !== undefined || o.timeout !== undefined)) throw new UsageError('--reader and --timeout go with --tap');
@@ -749,7 +750,9 @@ export function buildProgram(): Command {
             r.online ? 'Online.' : 'OFFLINE: the acquirer could not be reached; payments stay queued.',
             `Sent ${r.batches.length} batch(es), ${formatAmount(sent)}${adjSent > 0 ? ` and ${adjSent} void(s)/refund(s)` : ''}; ${r.outcomes.applied} outcome(s) applied${r.crl ? `; revocation list v${r.crl.version}` : ''}.`,
             ...(r.outcomes.adjustments.accepted + r.outcomes.adjustments.refused > 0
-              ? [`Voids and refunds: ${r.outcomes.adjustments.accepted} confirmed, ${r.outcomes.adjustments.refused} refused by the ledger.`]
+              ? [
+                  `Voids and refunds: ${r.outcomes.adjustments.accepted} confirmed, ${r.outcomes.adjustments.refused} refused by the ledger.`,
+                ]
               : []),
             `Pending verification: ${formatAmount(r.pending.amount)} in ${r.pending.count} payment(s)${r.pending.since ? `, since ${iso(r.pending.since)}` : ''}.`,
             ...r.problems.map((p) => `problem (${p.step}): ${p.code}: ${p.message}`),
@@ -920,7 +923,10 @@ async function checkPayingCard(g: Globals, p: PaymentRecord, spec: string | unde
       throw e;
     }
     if (toHex(card) !== toHex(p.card))
-      throw new AdjustmentRefusedError('NOT_PAYING_CARD', `the card on the reader (${toHex(card)}) is not the card that paid receipt #${p.id}`);
+      throw new AdjustmentRefusedError(
+        'NOT_PAYING_CARD',
+        `the card on the reader (${toHex(card)}) is not the card that paid receipt #${p.id}`,
+      );
   } finally {
     process.off('SIGINT', onSig);
     await close();
