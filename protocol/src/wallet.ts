@@ -382,7 +382,7 @@ export class ReferenceWallet {
   /**
    * SYNC COMPLETE: checks the receipt against the pending request (ledger
    * signature, card, counter, request hash, tokens owned by the card and new,
-   * total + redeemed = balance + loaded + voided value, SPEC §7.6) and then replaces the holdings.
+   * total + redeemed = balance + loaded + refunded + voided value, SPEC §7.6) and then replaces the holdings.
    */
   completeSync(receiptBytes: Uint8Array, ledgerKey: Uint8Array, verifier: Verifier = nobleVerifier): void {
     const s = this.#state;
@@ -413,7 +413,8 @@ export class ReferenceWallet {
         return [toHex(payloadHash(o.cose)), o.message.amount] as const;
       }),
     );
-    let expected = addAmounts(pending.message.balance, rc.loaded);
+    // Merchant refunds (SPEC §7.7.3) come back as value the ledger credits: `refunded` absent counts as 0.
+    let expected = addAmounts(addAmounts(pending.message.balance, rc.loaded), rc.refunded ?? 0);
     let unknown = 0;
     const seen = new Set<string>();
     for (const v of rc.voided) {
@@ -428,7 +429,7 @@ export class ReferenceWallet {
     // compare tokens + redeemed with what came in, so nothing is subtracted.
     const total = addAmounts(sumAmounts(holdings.map((c) => c.value)), rc.redeemed ?? 0);
     if (unknown === 0 ? total !== expected : total <= expected) {
-      throw new DtError(ErrorCode.VALUE_NOT_CONSERVED, 'receipt tokens + redeemed do not add up to balance + loaded + voided');
+      throw new DtError(ErrorCode.VALUE_NOT_CONSERVED, 'receipt tokens + redeemed do not add up to balance + loaded + refunded + voided');
     }
     s.holdings = holdings;
     s.tokens = tokens;

@@ -49,6 +49,23 @@ export const LEDGER_MIGRATIONS: readonly LedgerMigration[] = [
     // mark: the deterministic CBOR encoding of the order's Mark, as tokens and transfers store it.
     statements: [`ALTER TABLE loads ADD COLUMN mark BLOB`],
   },
+  {
+    version: 4,
+    description:
+      'adjustments (voids and refunds of terminals, SPEC §7.7.3) with their stored outcomes, and refund_credits: refunded value pending for a card until its next sync',
+    statements: [
+      // One row per answered adjustment of a terminal (idempotency on (terminal, id)): hash = its payload hash,
+      // status/code = its Outcome's, outcome = the signed Outcome returned again for the same adjustment.
+      `CREATE TABLE adjustments (terminal BLOB NOT NULL, id BLOB NOT NULL, hash BLOB NOT NULL, kind BIGINT NOT NULL, transfer BLOB NOT NULL,
+         card BLOB NOT NULL, amount BIGINT NOT NULL, status BIGINT NOT NULL, code TEXT, outcome BLOB NOT NULL, time BIGINT NOT NULL,
+         PRIMARY KEY (terminal, id))`,
+      `CREATE INDEX adjustments_transfer ON adjustments (transfer, kind, status)`,
+      // adjustment: payload hash of the accepted refund; state pending | delivered (at a sync) | redeemed (to the issuing bank).
+      `CREATE TABLE refund_credits (adjustment BLOB PRIMARY KEY, card BLOB NOT NULL, amount BIGINT NOT NULL, mark BLOB, state TEXT NOT NULL,
+         sync BLOB, time BIGINT NOT NULL)`,
+      `CREATE INDEX refund_credits_card ON refund_credits (card, state)`,
+    ],
+  },
 ];
 
 /** Why a database cannot be used as the ledger's. */
