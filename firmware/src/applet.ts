@@ -885,7 +885,10 @@ export class Applet {
         ...(token.expires !== undefined ? { expires: token.expires } : {}),
       });
     }
-    const expected = checked(SW.WRONG_DATA, () => addAmounts(addAmounts(pending.message.balance, r.loaded), voidedValue));
+    // Merchant refunds the ledger credits (SPEC §7.7.3) come in too; `refunded` absent counts as 0.
+    const expected = checked(SW.WRONG_DATA, () =>
+      addAmounts(addAmounts(addAmounts(pending.message.balance, r.loaded), r.refunded ?? 0), voidedValue),
+    );
     // Value redeemed to the issuing bank (revoked card, SPEC §7.6) leaves the card:
     // tokens + redeemed must match, so a redeemed above everything fails the check.
     const received = checked(SW.WRONG_DATA, () => addAmounts(sumAmounts(coins.map((c) => c.value)), r.redeemed ?? 0));

@@ -877,6 +877,34 @@ test("SYNC: a revoked card's receipt redeems its value to the bank: no tokens, b
   t.deepEqual(openSigned('SyncRequest', b2.data).message.holdings, []);
 });
 
+test('SYNC: refunded value (SPEC §7.7.3) counts in the token total; an inflated or missing refunded is 6A80', async (t) => {
+  const { host } = await readyCard([50_000]);
+  t.is((await host.pay(paymentRequest(pki, pki.terminal, { amount: 7_000 }))).sw, 0x9000);
+  const b1 = await host.syncBegin(new Uint8Array(16).fill(7));
+  // 43 000 kept, 2 000 refunded: the tokens must hold 45 000.
+  t.is(
+    (await host.syncComplete(ledger.receipt(b1.data, { refunded: 2_001, values: [45_000] }))).sw,
+    0x6a80,
+    'refunded inflated above what the tokens hold',
+  );
+  t.is(
+    (await host.syncComplete(ledger.receipt(b1.data, { values: [45_000] }))).sw,
+    0x6a80,
+    'tokens above balance with no refunded to account for them',
+  );
+  t.is(
+    (await host.syncComplete(ledger.receipt(b1.data, { refunded: 2_000, values: [44_999] }))).sw,
+    0x6a80,
+    'value lost: 1 tiyn of the refund missing',
+  );
+  t.true((await status(host)).syncPending);
+  // Revoked: the refund goes with redeemed (balance + refunded), no tokens.
+  t.is((await host.syncComplete(ledger.receipt(b1.data, { refunded: 2_000, redeemed: 45_001, values: [] }))).sw, 0x6a80);
+  t.is((await host.syncComplete(ledger.receipt(b1.data, { refunded: 2_000, values: [40_000, 5_000] }))).sw, 0x9000);
+  t.is((await status(host)).balance, 45_000);
+  t.false((await status(host)).syncPending);
+});
+
 test('on-device confirmation: declined -> 6985 and nothing signed; approved -> cvm ON_DEVICE satisfies the CVM limit', async (t) => {
   let answer: boolean | 'throw' = false;
   const prompts: unknown[] = [];

@@ -161,6 +161,8 @@ export interface ReceiptOptions {
   voided?: Uint8Array[];
   /** Value moved to the issuing bank (revoked card); subtracted from the default token total. */
   redeemed?: number;
+  /** Value credited by merchant refunds (SPEC §7.7.3); added to the default token total. */
+  refunded?: number;
   time?: number;
   expires?: number;
 }
@@ -179,7 +181,7 @@ export class Ledger {
         .find((x) => Buffer.from(payloadHash(x.cose)).equals(Buffer.from(v)));
       voidedValue += t ? t.message.amount : 0;
     }
-    const total = req.message.balance + loaded + voidedValue - (o.redeemed ?? 0);
+    const total = req.message.balance + loaded + (o.refunded ?? 0) + voidedValue - (o.redeemed ?? 0);
     const values = o.values ?? (total > 0 ? [total] : []);
     const tokens = values.map((value, i) => {
       const mark = o.marks?.[i];
@@ -203,6 +205,7 @@ export class Ledger {
         tokens,
         time: o.time ?? T0,
         ...(o.redeemed !== undefined ? { redeemed: o.redeemed } : {}),
+        ...(o.refunded !== undefined ? { refunded: o.refunded } : {}),
         loaded,
         voided: o.voided ?? [],
       },

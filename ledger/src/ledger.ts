@@ -179,6 +179,8 @@ export interface CardInfo {
   readonly restoreAfter: number | null;
   readonly restored: boolean;
   readonly pendingLoads: number;
+  /** Refunded value waiting for the card's next sync (SPEC §7.7.3). */
+  readonly pendingRefunds: number;
   /**
    * Per mark class (SPEC §3.4; `mark`: hex of its deterministic CBOR, null unmarked): `synced`, the value of the
    * tokens the card got at its last sync (offline payments since spend from them), and `pendingLoads`.
@@ -757,13 +759,16 @@ export class Ledger {
     if (!v.ok) return store(judged(OutcomeStatus.INVALID, v.code, v.transferHash ?? ZERO32, v.cardKid ?? ZERO16, 0), 'invalid', false);
     if (!(await this.#tokensIssuedTo(tx, v)))
       return store(judged(OutcomeStatus.INVALID, 'TOKEN_INVALID', v.transferHash, v.cardKid, 0), 'invalid', false);
+    // The paying transfer as the ledger held it before this handover (learnt from history), if it did.
+    const held = await tx.transfer(v.transferHash);
     for (let i = 0; i < v.chain.length; i++) await this.#recordValue(tx, v.chain[i]!, v.chainInputs[i]!);
     const amount = v.transfer.amount;
-    // Voided by its payee (a void of this batch, or one accepted before, SPEC §7.7.3): recorded as value, never
-    // credited; its value returns to the card at its next sync. Voided at the card's sync before any terminal
-    // submitted it: the payee is not paid either.
-    const byPayee = voidNames(voids.get(toHex(v.transferHash)), v.transfer) || (await tx.acceptedVoid(v.transferHash));
-    if (byPayee || (await tx.transfer(v.transferHash))?.state === 'voided')
+    // Voided by its payee (a void of this batch, or one accepted before, SPEC §7.7.3; only a transfer held before can
+    // have one): recorded as value, never credited; its value returns to the card at its next sync. Voided at the
+    // card's sync before any terminal submitted it: the payee is not paid either.
+    const byPayee =
+      voidNames(voids.get(toHex(v.transferHash)), v.transfer) || (held !== undefined && (await tx.acceptedVoid(v.transferHash)));
+    if (byPayee || held?.state === 'voided')
       return store(
         judged(OutcomeStatus.VOIDED, byPayee ? AdjustmentCode.MERCHANT_VOID : 'VOIDED', v.transferHash, v.cardKid, amount),
         'voided',
@@ -881,10 +886,15 @@ export class Ledger {
     }
     if (!verdict || verdict.status !== OutcomeStatus.SETTLED) return refuse(AdjustmentCode.NOT_SETTLED);
     if ((await tx.refundedTotal(a.transfer)) + a.amount > t.amount) return refuse(AdjustmentCode.REFUND_EXCEEDS);
-    if (!(await tx.debitMerchant(ob.terminal, a.amount))) return refuse(AdjustmentCode.MERCHANT_FUNDS);
     // The credit keeps the mark of the value the card paid with (its inputs' mark, kept with the value record), so a
     // refund never frees purpose-bound value, even when the payee output was the mark's last hop.
     const mark = (await tx.transfer(a.transfer))?.mark ?? null;
+    if (mark !== null) {
+      // Each mark class is a token of its own at the next sync: bounded, as for pending loads.
+      const classes = new Set((await tx.pendingRefundCredits(t.card)).flatMap((c) => (c.mark ? [toHex(c.mark)] : [])));
+      if (!classes.has(toHex(mark)) && classes.size >= MAX_PENDING_MARK_CLASSES) return refuse(AdjustmentCode.REFUND_MARKS);
+    }
+    if (!(await tx.debitMerchant(ob.terminal, a.amount))) return refuse(AdjustmentCode.MERCHANT_FUNDS);
     await tx.insertRefundCredit({ adjustment: hash, card: t.card, amount: a.amount, mark, time: now });
     return accepted(OutcomeStatus.REFUNDED, a.amount);
   }
@@ -1318,6 +1328,7 @@ export class Ledger {
       const blk = await tx.cardBlock(card);
       const loads = await tx.pendingLoads(card);
       const pending = sumAmounts(loads.map((l) => l.amount));
+      const refunds = sumAmounts((await tx.pendingRefundCredits(card)).map((r) => r.amount));
       const byMark = new Map<string, { mark: string | null; synced: number; pendingLoads: number }>();
       const entry = (mark: Uint8Array | null) => {
         const k = mark ? toHex(mark) : '';
@@ -1336,6 +1347,7 @@ export class Ledger {
         restoreAfter: blk ? blk.time + this.#voidWindow : null,
         restored: !!blk?.restored,
         pendingLoads: pending,
+        pendingRefunds: refunds,
         byMark: [...byMark.entries()].sort(([a], [z]) => (a < z ? -1 : a > z ? 1 : 0)).map(([, e]) => e),
       };
     });

@@ -12,7 +12,7 @@
  * | `POST /v1/defund` | signed SyncRequest (SPEC §7.6.3) | signed SyncReceipt with no tokens and `redeemed` |
  * | `POST /v1/cards/block` | the issuing bank's signed CardBlock (cardloss.ts, SPEC §7.9) | JSON `{card, crlVersion, blockedAt, restoreAfter}` |
  * | `POST /v1/cards/restore` | the issuing bank's signed CardRestore (after the void window) | JSON `{card, bank, amount, cancelledLoads, time, blockedAt, record}` (record: the ledger-signed Restitution, hex) |
- * | `GET /v1/cards/<kid>` | | JSON `{card, bank, revokedIn, blockedAt, restoreAfter, restored, pendingLoads}` |
+ * | `GET /v1/cards/<kid>` | | JSON `{card, bank, revokedIn, blockedAt, restoreAfter, restored, pendingLoads, pendingRefunds, byMark}` |
  * | `GET /v1/banks/<kid>` | | JSON `{bank, balance, creditLine}` |
  * | `GET /v1/health` | | JSON `{ok, storage}` |
  * | `GET /v1/metrics` | | Prometheus text |

@@ -32,6 +32,7 @@ import { openPostgresStorage } from '../src/storage/postgres.ts';
 import { pgAvailable, startPgCluster, type PgCluster } from '../src/pg-cluster.ts';
 import { signLoadOrder } from '../src/load.ts';
 import type { LedgerStorage } from '../src/storage/types.ts';
+import { MAX_PENDING_MARK_CLASSES } from '../src/ledger.ts';
 import { outcomes, stateDigest } from './_helpers.ts';
 
 let cluster: PgCluster | undefined;
@@ -197,6 +198,7 @@ for (const [name, open] of BACKENDS) {
       t.is(await merchant(k, a), 1_000);
       t.is((await k.ledger.audit()).pendingRefunds, 4_000);
       await books(t, k, 'after refund 2 and the refused 3');
+      t.like(await k.ledger.cardInfo(card.identity.kid), { pendingRefunds: 4_000 });
       // The rest exactly is still allowed.
       t.like(await one(k, k.batch(a, [], { adjustments: [adj(k, a, REFUND, card, p, 1_000)] })), { status: OutcomeStatus.REFUNDED });
       t.is(await merchant(k, a), 0);
@@ -373,6 +375,46 @@ for (const [name, open] of BACKENDS) {
       const grocery = k.newTerminal('grocery', 5411);
       t.throws(() => card.wallet.pay(k.request(grocery, 1_001)), { message: /insufficient funds for this payee/ });
       await books(t, k, 'after the sync');
+    }));
+
+  test(`${name}: a card's pending refund credits carry at most MAX_PENDING_MARK_CLASSES distinct marks (REFUND_MARKS)`, (t) =>
+    withLedger(open, t, async (k) => {
+      const card = await k.fundCard(1_000);
+      const pharmacy: Mark = { merchants: ['pharmacy'], hops: 2 };
+      await k.ledger.load(
+        signLoadOrder({ card: card.identity.kid, amount: 3_000, id: rnd16(), time: k.clock.now, mark: pharmacy }, k.pki.bank.signer),
+      );
+      await k.sync(card);
+      const ph = k.newTerminal('pharmacy', 5912);
+      const marked = card.wallet.pay(k.request(ph, 2_000));
+      const grocery = k.newTerminal('grocery', 5411);
+      const plain = card.wallet.pay(k.request(grocery, 1_000)); // the unmarked 1 000: the mark does not allow a grocery
+      t.like(await one(k, k.batch(ph, [marked.handover])), { status: OutcomeStatus.SETTLED });
+      t.like(await one(k, k.batch(grocery, [plain.handover])), { status: OutcomeStatus.SETTLED });
+      // The card already waits for refunds of 16 other marks (seeded; the bank's balance pays for them, so the books balance).
+      await k.storage.transaction(async (tx) => {
+        for (let i = 0; i < MAX_PENDING_MARK_CLASSES; i++) {
+          const mark = encodeDeterministic(encodeStruct(MarkSchema, { merchants: [`shop-${i}`], hops: 1 }));
+          await tx.run(
+            `INSERT INTO refund_credits (adjustment, card, amount, mark, state, sync, time) VALUES (?, ?, 1, ?, 'pending', NULL, ?)`,
+            [rnd16(), card.identity.kid, mark, k.clock.now],
+          );
+        }
+        await tx.run(`UPDATE banks SET balance = balance - ? WHERE kid = ?`, [MAX_PENDING_MARK_CLASSES, k.pki.bank.kid]);
+      });
+      await books(t, k, 'seeded');
+      t.like(await one(k, k.batch(ph, [], { adjustments: [adj(k, ph, REFUND, card, marked, 500)] })), {
+        status: OutcomeStatus.INVALID,
+        code: AdjustmentCode.REFUND_MARKS,
+      });
+      t.like(
+        await one(k, k.batch(grocery, [], { adjustments: [adj(k, grocery, REFUND, card, plain, 500)] })),
+        { status: OutcomeStatus.REFUNDED },
+        'unmarked value is a class of its own',
+      );
+      t.is(await merchant(k, ph), 2_000);
+      t.is(await merchant(k, grocery), 500);
+      t.is(k.ledger.stats.refunds, 1);
     }));
 
   test(`${name}: a refund pending at a defund goes with redeemed to the issuing bank; the receipt says refunded`, (t) =>

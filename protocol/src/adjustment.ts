@@ -44,6 +44,8 @@ export const AdjustmentCode = {
   REFUND_EXCEEDS: 'REFUND_EXCEEDS',
   /** The merchant's balance is below the refund amount. */
   MERCHANT_FUNDS: 'MERCHANT_FUNDS',
+  /** The card's pending refund credits already carry the most distinct marks (16): each is a token of its own at its next sync. */
+  REFUND_MARKS: 'REFUND_MARKS',
 } as const;
 /** One of the {@link AdjustmentCode} strings. */
 export type AdjustmentCode = (typeof AdjustmentCode)[keyof typeof AdjustmentCode];

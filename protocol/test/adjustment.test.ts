@@ -4,6 +4,7 @@
  * terminal it names, within its size limit.
  */
 import test from 'ava';
+import { readFileSync } from 'node:fs';
 
 import {
   AdjustmentCode,
@@ -112,4 +113,11 @@ test('the adjustment codes are stable strings, none of them a protocol ErrorCode
   for (const [k, v] of Object.entries(AdjustmentCode)) t.is(k, v);
   const clash = Object.values(AdjustmentCode).filter((c) => c in ErrorCode);
   t.deepEqual(clash, []);
+});
+
+test('SPEC.md §7.7.3 lists exactly the adjustment codes', (t) => {
+  const spec = readFileSync(new URL('../SPEC.md', import.meta.url), 'utf8');
+  const section = spec.slice(spec.indexOf('#### 7.7.3 Voids and refunds'), spec.indexOf('### 7.8 Revocation'));
+  const listed = [...section.matchAll(/^\| `([A-Z_]+)` \|/gm)].map((m) => m[1]!);
+  t.deepEqual([...listed].sort(), Object.values(AdjustmentCode).sort());
 });

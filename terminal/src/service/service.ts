@@ -15,7 +15,9 @@
  *
  * @module
  */
-import { formatTenge, isTransportError, LIMITS, toHex } from '@dt/protocol';
+import { formatTenge, isTransportError, LIMITS, toHex, type TransportTimers, type Verifier } from '@dt/protocol';
+import { nodeTimers } from '@dt/protocol/native';
+import { backoffDelay } from '@dt/protocol/http';
 import { isTerminalError } from '../errors.ts';
 import type { TerminalIdentity } from '../identity.ts';
 import {
@@ -36,7 +38,6 @@ import { assessRisk, certifiedCrlMaxAge, type RiskPolicy } from '../policy.ts';
 import { SyncClient, type SyncReport } from '../sync/client.ts';
 import type { CardReader } from '../transports/reader.ts';
 import type { KernelTimeouts } from '../kernel/kernel.ts';
-import type { Verifier } from '@dt/protocol';
 
 /** How the reader is doing (for `GET /v1/status` and the screen). */
 export interface ReaderStatus {
@@ -70,7 +71,7 @@ export interface SyncState {
   readonly lastProblem: string | null;
   /** When the next round starts (seconds), if one is planned. */
   readonly nextAt: number | null;
-  /** The current backoff delay (ms) while offline. */
+  /** While offline: the backoff of the failures so far before jitter (ms), `min(max, base · 2^(failures−1))`; 0 once a round succeeds. */
   readonly backoffMs: number;
 }
 
@@ -161,10 +162,17 @@ export interface PosServiceOptions {
   readonly acquirerUrl?: string;
   /** Time between sync rounds while the acquirer answers (revocation list refresh, outcomes), ms (default 60 s). */
   readonly syncIntervalMs?: number;
-  /** First backoff delay after a failed round, ms (default 2 s); doubles up to {@link syncMaxBackoffMs}. */
+  /**
+   * First backoff delay after a failed round, ms (default 2 s); doubles with each failed round up to
+   * {@link syncMaxBackoffMs}, with equal jitter (`backoffDelay` of `@dt/protocol/http`, SPEC.md §8.4).
+   */
   readonly syncBackoffMs?: number;
   /** Largest backoff delay, ms (default 5 min). */
   readonly syncMaxBackoffMs?: number;
+  /** Uniform in [0, 1) for the backoff jitter (default `Math.random`; tests inject it). */
+  readonly random?: () => number;
+  /** The timers of the sync loop's waits (default Node's, `nodeTimers`; tests inject them). */
+  readonly timers?: TransportTimers;
   /** PRESENT CARD AGAIN answered by tapping again, at most this many times per order (default 2). */
   readonly presentCardRetries?: number;
   /** Clock in seconds. */
@@ -687,8 +695,10 @@ export class PosService {
     const interval = this.#o.syncIntervalMs ?? 60_000;
     const base = this.#o.syncBackoffMs ?? 2000;
     const max = this.#o.syncMaxBackoffMs ?? 300_000;
+    const policy = { baseMs: base, maxMs: max };
+    const timers = this.#o.timers ?? nodeTimers;
     const signal = this.#syncCtl.signal;
-    let backoff = 0;
+    let failures = 0;
     while (!signal.aborted) {
       this.#setSync({ state: 'running', lastAttempt: this.#now(), nextAt: null });
       let report: SyncReport | undefined;
@@ -702,9 +712,11 @@ export class PosService {
         problem = isTerminalError(e) ? e.code : (e as Error).name;
       }
       const ok = report?.online === true && problem === null;
-      backoff = ok ? 0 : Math.min(max, backoff === 0 ? base : backoff * 2);
-      // Full jitter on the backoff, so that many terminals coming back do not sync in step.
-      const delay = ok ? interval : Math.max(base / 2, Math.floor(Math.random() * backoff));
+      failures = ok ? 0 : failures + 1;
+      // The one retry policy (SPEC.md §8.4): exponential, capped, equal jitter, so that many
+      // terminals coming back do not sync in step. `random = 1` gives the delay before jitter.
+      const backoff = ok ? 0 : backoffDelay(failures, policy, () => 1);
+      const delay = ok ? interval : backoffDelay(failures, policy, this.#o.random);
       this.#setSync({
         state: report?.online === false || (!report && problem) ? 'offline' : 'idle',
         ...(report?.online ? { lastOk: this.#now() } : {}),
@@ -715,9 +727,9 @@ export class PosService {
       if (report && report.outcomes.applied > 0)
         for (const v of this.listPayments(100)) if (v.payment) this.#emit({ type: 'payment', payment: v });
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(done, delay);
+        const timer = timers.schedule(done, delay);
         function done(): void {
-          clearTimeout(timer);
+          timers.cancel(timer);
           signal.removeEventListener('abort', done);
           resolve();
         }
