@@ -4,16 +4,19 @@
  * (again: the same void), charge, sync, a refund of part refused before settling and accepted
  * after, `refund --tap` with the paying card on the reader, a retried reference refunds once,
  * too much is refused (exit 1), an unknown receipt is a usage error (exit 2), `--tap` without a
- * card ends (exit 4); after the card's sync its balance has the voided and refunded value back.
+ * card ends (exit 4), another card on the reader is refused (exit 1); after the card's sync its balance has the voided and refunded value back.
  *
  * Needs root, pcscd and vsmartcard-vpcd (CI has them; never skipped).
  */
 import test from 'ava';
+import { join } from 'node:path';
+import type { MemoryStorage } from '@dt/firmware';
 import { FileStorage, InProcessTransport, SimulatedCard } from '@dt/card-applet-sim';
 import { selectApplet } from '@dt/protocol';
 import { CardSyncClient, readCardState } from '../src/index.ts';
 import { dtPos, serveCard, startShop, type Shop } from './helpers/serve.ts';
 import { tempDir } from './helpers/fixtures.ts';
+import { worldCard } from './helpers/world.ts';
 
 let shop: Shop | undefined;
 const tmp = tempDir('dt-pos-void-refund-');
@@ -31,7 +34,8 @@ test('dt-pos void / refund over PC/SC: rules, idempotent references, --tap with 
     t.is(r.code, code, `dt-pos ${args.join(' ')}:\n${r.stdout}${r.stderr}`);
     return r.stdout + r.stderr;
   };
-  const card = await serveCard(['--vpcd', '--port', String(shop.pcscd.vpcdPort), stateFile], env);
+  const serve = (file: string) => serveCard(['--vpcd', '--port', String(shop!.pcscd.vpcdPort), file], env);
+  let card = await serve(stateFile);
   let served = true;
   t.teardown(async () => {
     if (served) await card.stop();
@@ -47,6 +51,21 @@ test('dt-pos void / refund over PC/SC: rules, idempotent references, --tap with 
   t.regex(await pos(['sync'], 0), /Voids and refunds: 1 confirmed, 0 refused by the ledger/);
   t.regex(await pos(['receipt', '1'], 0), /void +40\.00 KZT .*: confirmed by the ledger/);
   t.regex(await pos(['void', '2'], 1), /settled to the merchant: refund it instead/);
+
+  // Another card on the reader: refused before anything is recorded.
+  const other = await worldCard(world, 100_000);
+  const otherFile = join(tmp.dir, 'other.state');
+  const fs = FileStorage.create(otherFile, { label: 'other' });
+  for (const [slot, bytes] of (other.storage as MemoryStorage).snapshot()) fs.write(slot, bytes);
+  fs.close();
+  await card.stop();
+  card = await serve(otherFile);
+  t.regex(
+    await pos(['refund', '2', '--amount', '30', '--tap', '--reader', `pcsc:${shop.reader}`, '--timeout', '20'], 1),
+    /REFUSED: the card on the reader \([0-9a-f]{32}\) is not the card that paid receipt #2/,
+  );
+  await card.stop();
+  card = await serve(stateFile);
 
   const tap = await dtPos(
     [...D, '--json', 'refund', '2', '--amount', '30', '--reference', 'r-1', '--tap', '--reader', `pcsc:${shop.reader}`, '--timeout', '20'],
@@ -76,6 +95,7 @@ test('dt-pos void / refund over PC/SC: rules, idempotent references, --tap with 
   await world.acquirer.forwardNow();
   t.regex(await pos(['sync'], 0), /1 confirmed/);
   t.regex(await pos(['report'], 0), /refunds: confirmed 30\.00 KZT \(1\)/);
+  t.regex(await pos(['receipt', '2'], 0), /refund +30\.00 KZT \(r-1\).*credited to the card at its next sync/);
 
   // The card's next sync: 50,000 - 40 - 90 on the card, then the voided 40 and the refunded 30 back.
   const storage = FileStorage.open(stateFile);
