@@ -324,6 +324,10 @@ export interface RequestOptions {
   merchant?: string;
   mcc?: number;
   currency?: number;
+  /** Issuing banks whose certificates the terminal says it holds (SPEC §3.6 banks). */
+  banks?: Uint8Array[];
+  /** The newest transfer of the card the terminal holds with its chain (SPEC §3.6 held). */
+  held?: Uint8Array;
 }
 
 /** A terminal's signed PaymentRequest. */
@@ -340,6 +344,8 @@ export function paymentRequest(pki: Pki, t: Terminal, o: RequestOptions): Uint8A
       time: o.time ?? T0,
       chain: t.chain,
       ...(o.retryOf ? { retryOf: o.retryOf } : {}),
+      ...(o.banks ? { banks: o.banks } : {}),
+      ...(o.held ? { held: o.held } : {}),
     },
     t.signer,
   );

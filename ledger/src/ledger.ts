@@ -84,7 +84,14 @@ import {
   type OpenSyncRequest,
   type TrustContext,
 } from './checks.ts';
-import { cachingCardChainVerifier, cachingTransferOpener, memoVerifier, type HandoverValidator, type ValidationJob } from './validation.ts';
+import {
+  cachingCardChainVerifier,
+  cachingTransferOpener,
+  jobBanks,
+  memoVerifier,
+  type HandoverValidator,
+  type ValidationJob,
+} from './validation.ts';
 import { openCardBankRequest, openRestitution, signRestitution, type CardBankRequestKind } from './cardloss.ts';
 
 export { LedgerError, LedgerErrorCode } from './errors.ts';
@@ -365,6 +372,8 @@ export class Ledger {
       verifyCardChain: this.#verifyCardChain,
       payee: job.payee,
       notAfter: job.notAfter,
+      // A `[card]` chain names its issuing bank by reference: the registered banks complete it (SPEC §3.8).
+      bankCertificate: jobBanks(job),
     });
   }
 
@@ -637,7 +646,11 @@ export class Ledger {
 
   /** Stored outcomes of a batch and, for the handovers still without one, their evidence and validation. */
   async #prepare(ob: OpenBatch): Promise<Prepared> {
-    const stored = await this.store.transaction((tx) => tx.outcomesOf(ob.hash));
+    const { stored, banks } = await this.store.transaction(async (tx) => ({
+      stored: await tx.outcomesOf(ob.hash),
+      // Few rows (one per bank): the certificates a handover may name by reference (SPEC §3.8).
+      banks: new Map((await tx.banks()).map((b) => [toHex(b.kid), b.cert] as const)),
+    }));
     const nh = ob.handovers.length;
     const out: (Uint8Array | undefined)[] = new Array(nh + ob.adjustments.length);
     for (const r of stored) out[r.idx] = r.bytes;
@@ -645,7 +658,7 @@ export class Ledger {
     const todoAdj = ob.adjustments.map((_, j) => j).filter((j) => out[nh + j] === undefined);
     const notAfter = Math.min(ob.time, this.#now()) + this.#skew;
     const results =
-      todo.length > 0 ? await this.#validate(todo.map((i) => ({ handover: ob.handovers[i]!, payee: ob.terminal, notAfter }))) : [];
+      todo.length > 0 ? await this.#validate(todo.map((i) => ({ handover: ob.handovers[i]!, payee: ob.terminal, notAfter, banks }))) : [];
     const evidence: HandoverEvidence[] = [];
     for (const i of todo) evidence.push(await this.#evidenceOf(ob.handovers[i]!));
     return { out, todo, todoAdj, results, evidence };

@@ -7,7 +7,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { createTrustStore, validateHandover } from '@dt/protocol';
 import { nativeVerifier } from '@dt/protocol/native';
-import { cachingCardChainVerifier, cachingTransferOpener, memoVerifier, type ValidationJob } from './validation.ts';
+import { cachingCardChainVerifier, cachingTransferOpener, memoVerifier, jobBanks, type ValidationJob } from './validation.ts';
 
 const data = workerData as { rootCert: Uint8Array; ledgerCert: Uint8Array; at: number };
 const verifier = memoVerifier(nativeVerifier);
@@ -22,7 +22,15 @@ parentPort!.on('message', (m: { id: number; jobs?: ValidationJob[]; stats?: bool
       return;
     }
     const results = m.jobs!.map((j) =>
-      validateHandover(j.handover, { trust, verifier, openTransfer, verifyCardChain, payee: j.payee, notAfter: j.notAfter }),
+      validateHandover(j.handover, {
+        trust,
+        verifier,
+        openTransfer,
+        verifyCardChain,
+        payee: j.payee,
+        notAfter: j.notAfter,
+        bankCertificate: jobBanks(j),
+      }),
     );
     parentPort!.postMessage({ id: m.id, results });
   } catch (e) {

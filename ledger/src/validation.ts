@@ -11,6 +11,7 @@ import {
   openSigned,
   payloadHash,
   Role,
+  toHex,
   verifyChain,
   type CardChainVerifier,
   type HandoverResult,
@@ -25,6 +26,13 @@ export interface ValidationJob {
   readonly handover: Uint8Array;
   readonly payee: Uint8Array;
   readonly notAfter: number;
+  /** The registered banks' certificates by key id (hex): complete a `[card]` chain (SPEC §3.8). */
+  readonly banks?: ReadonlyMap<string, Uint8Array>;
+}
+
+/** The `bankCertificate` lookup of `validateHandover` over a job's registered banks. */
+export function jobBanks(job: ValidationJob): (kid: Uint8Array) => Uint8Array | undefined {
+  return (kid) => job.banks?.get(toHex(kid));
 }
 
 /** Validates many handovers (in process, or on a worker pool: see `pool.ts`). */

@@ -715,6 +715,12 @@ const request1: MessageOf<'PaymentRequest'> = {
   chain: terminalChain,
 };
 const request3: MessageOf<'PaymentRequest'> = { ...request1, amount: 38_000, nonce: nonce3, time: T_PAY + 60, retryOf: nonce2 };
+// A terminal that holds the issuing bank's certificate names it (SPEC §3.6 banks): the card leaves it out (§3.8).
+const requestBanks: MessageOf<'PaymentRequest'> = {
+  ...request1,
+  nonce: fixedBytes('terminal nonce banks', 16),
+  banks: [keys.issuingBank.kid, keys.issuingBank2.kid],
+};
 
 // Transfer 1: token A (50 000) pays 12 000, change 38 000.
 const transfer1: MessageOf<'Transfer'> = {
@@ -759,6 +765,8 @@ const transfer1b: MessageOf<'Transfer'> = { ...transfer1, nonce: fixedBytes('oth
 const signedTransfer1b = signMessage('Transfer', transfer1b, keys.card.signer);
 
 const handover1: MessageOf<'Handover'> = { transfer: signedTransfer1, chain: cardChain, tokens: [signedTokenA], history: [] };
+// The first payment again, to a terminal whose request named the issuing bank: the chain is [card] (SPEC §3.8).
+const handoverBankByReference: MessageOf<'Handover'> = { ...handover1, chain: [cardCert] };
 const handover2: MessageOf<'Handover'> = {
   transfer: signedTransfer2,
   chain: cardChain,
@@ -766,6 +774,10 @@ const handover2: MessageOf<'Handover'> = {
   history: [signedTransfer1],
 };
 
+// The second payment to a terminal that holds the first (its request named it: held): the card
+// leaves the history up to it out (after), the terminal puts it back before it validates (SPEC §3.8).
+const requestHeld: MessageOf<'PaymentRequest'> = { ...request1, amount: 38_000, nonce: nonce3, time: T_PAY + 60, held: t1Hash };
+const handoverHistoryHeld: MessageOf<'Handover'> = { ...handover2, history: [], after: t1Hash };
 const batch1: MessageOf<'Batch'> = {
   terminal: keys.terminal.kid,
   seq: 1,
@@ -1348,6 +1360,16 @@ function handoverFile(): VectorFile {
         "first payment after a sync: the token it spends is the receipt's second, named by its index (receiptTokens), not repeated",
         handoverAfterSync,
       ),
+      h(
+        'bank-by-reference',
+        "the first payment to a terminal whose request named the card's issuing bank (banks): the chain is [card], the validator completes it with the bank certificate it holds",
+        handoverBankByReference,
+      ),
+      h(
+        'history-held',
+        'the second payment to a terminal whose request named the first transfer (held): the history up to it is left out (after), the validator re-inserts the chain it holds',
+        handoverHistoryHeld,
+      ),
     ],
     invalid: [
       dec('unsorted-keys', 'map keys in reverse order', rawMap([...entries].reverse()), ErrorCode.CBOR_NON_DETERMINISTIC),
@@ -1628,6 +1650,20 @@ export function generateVectors(): Map<string, string> {
             'retry',
             'a request that names the nonce of an interrupted attempt (retryOf)',
             request3,
+            keys.terminal,
+          ),
+          signedValid(
+            'PaymentRequest',
+            'held',
+            'a request naming the newest transfer of the card the terminal holds with its chain (held): the card leaves that history out',
+            requestHeld,
+            keys.terminal,
+          ),
+          signedValid(
+            'PaymentRequest',
+            'banks',
+            'a request naming the issuing banks whose certificates the terminal holds (banks): their cards leave the bank certificate out',
+            requestBanks,
             keys.terminal,
           ),
         ],

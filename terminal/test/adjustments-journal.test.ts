@@ -1,5 +1,5 @@
 /**
- * The journal's voids and refunds (schema v3, src/journal/journal.ts): the terminal's own rules
+ * The journal's voids and refunds (schema v4, src/journal/journal.ts): the terminal's own rules
  * are checked in the transaction that records the signed adjustment, a refusal records nothing,
  * a reference is an idempotency key, and adjustments travel in batches with (or after) their
  * payment's handover and take the ledger's outcome (Outcome key 10) without touching the payment.

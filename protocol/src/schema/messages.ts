@@ -38,6 +38,8 @@ export const LIMITS = {
   maxHistory: 64,
   /** Confirmed tokens carried as provenance, or issued in one receipt. */
   maxTokens: 64,
+  /** Issuing-bank key ids a PaymentRequest names as held by the terminal (`banks`). */
+  maxHeldBanks: 16,
   /** Handovers in one terminal batch. */
   maxBatchHandovers: 1000,
   /** Adjustments (voids and refunds) in one terminal batch. */
@@ -216,6 +218,12 @@ export const PaymentRequestSchema = defineSchema({
     { key: 7, name: 'time', type: time },
     { key: 8, name: 'chain', type: array(signedObject(LIMITS.maxCertificateSize), LIMITS.maxChainCerts, 1) },
     { key: 9, name: 'retryOf', type: nonce, optional: true },
+    // Issuing banks whose certificates the terminal holds, verified under its root (SPEC §3.6):
+    // a card of one of them leaves its bank's certificate out of the Handover chain.
+    { key: 10, name: 'banks', type: array(kid, LIMITS.maxHeldBanks, 1), optional: true },
+    // The newest transfer of this card the terminal holds with its whole chain (SPEC §3.6, §3.8):
+    // the card then leaves it and the history before it out of the Handover.
+    { key: 11, name: 'held', type: hash32, optional: true },
   ],
 });
 export type PaymentRequest = Infer<typeof PaymentRequestSchema>;
@@ -258,6 +266,8 @@ export const HandoverSchema = defineSchema({
     { key: 5, name: 'receipt', type: signedObject(LIMITS.maxSyncSize), optional: true },
     // Provenance tokens the receipt carries: their indexes in `receipt.tokens`, not the tokens again.
     { key: 6, name: 'receiptTokens', type: array(uint(LIMITS.maxTokens - 1), LIMITS.maxTokens, 1), optional: true },
+    // History left out (SPEC §3.8): the payload hash of the last transfer omitted; `history` holds those after it.
+    { key: 7, name: 'after', type: hash32, optional: true },
   ],
 });
 export type Handover = Infer<typeof HandoverSchema>;

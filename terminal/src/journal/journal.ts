@@ -16,7 +16,7 @@
  * `rejected` (ledger said INVALID or VOIDED; VOIDED with code `MERCHANT_VOID` when this
  * terminal voided it), `double_spent` (with `covered`).
  *
- * Adjustments (schema v3): a void or a refund of a payment, signed by the terminal
+ * Adjustments (schema v4): a void or a refund of a payment, signed by the terminal
  * (`SignedAdjustment`, SPEC §3) and committed here, with the terminal's own rules checked in the
  * same transaction, before anyone is shown it ({@link Journal.recordAdjustment}). States:
  * `pending` (not yet in an acknowledged batch), `submitted`, `accepted` (the ledger's outcome
@@ -680,6 +680,17 @@ export class Journal {
     return r && toPayment(r);
   }
 
+  /**
+   * The transfer hash of the newest payment (highest counter) of `card` in the journal, if any:
+   * the journal holds its handover with the whole chain since the card's anchor, which a request
+   * names so that the card need not send it again (SPEC §3.6 held, §3.8 after).
+   */
+  newestTransferOf(card: Uint8Array): Uint8Array | undefined {
+    const r = this.#db.prepare('SELECT transfer_hash FROM payments WHERE card = ? ORDER BY counter DESC LIMIT 1').get(card) as
+      { transfer_hash: Buffer } | undefined;
+    return r ? new Uint8Array(r.transfer_hash) : undefined;
+  }
+
   /** One payment by transfer hash. */
   getPaymentByTransfer(hash: Uint8Array): PaymentRecord | undefined {
     const r = this.#db.prepare('SELECT * FROM payments WHERE transfer_hash = ?').get(hash) as PaymentRow | undefined;
@@ -821,7 +832,7 @@ export class Journal {
 
   /** A stored batch. */
   getBatch(seq: number): BatchRecord | undefined {
-    // `adjustments` (schema v3) is absent from a file opened with an older migration list (tests of the upgrade path).
+    // `adjustments` (schema v4) is absent from a file opened with an older migration list (tests of the upgrade path).
     const b = this.#db.prepare('SELECT * FROM batches WHERE seq = ?').get(seq) as
       { seq: number; created: number; bytes: Uint8Array; state: 'built' | 'acked'; adjustments?: number } | undefined;
     if (!b) return undefined;
@@ -1068,6 +1079,46 @@ export class Journal {
   /** True when the card key id is on the held revocation list. */
   isRevoked(kid: Uint8Array): boolean {
     return this.#db.prepare('SELECT 1 FROM revoked WHERE kid = ?').get(kid) !== undefined;
+  }
+
+  // ------------------------------------------------------------ issuing-bank certificates (SPEC §3.6 banks)
+  /**
+   * Keeps an issuing bank's certificate, which the caller has verified under the pinned root
+   * (the kernel does so before it calls this; validation verifies it again with every chain it
+   * completes, so a wrong entry can only make a payment decline, never approve). Idempotent; the
+   * certificate of a known kid is replaced (a renewed certificate of the same key).
+   */
+  storeBankCertificate(b: { kid: Uint8Array; cert: Uint8Array; nbf: number; exp: number }): void {
+    const now = this.#now();
+    this.#db
+      .prepare(
+        `INSERT INTO bank_certs (kid, cert, nbf, exp, added, last_used) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (kid) DO UPDATE SET cert = excluded.cert, nbf = excluded.nbf, exp = excluded.exp, last_used = excluded.last_used
+         WHERE excluded.exp >= bank_certs.exp`,
+      )
+      .run(b.kid, b.cert, b.nbf, b.exp, now, now);
+  }
+
+  /** The held certificate of the bank `kid`, if any. */
+  bankCertificate(kid: Uint8Array): Uint8Array | undefined {
+    const r = this.#db.prepare('SELECT cert FROM bank_certs WHERE kid = ?').get(kid) as { cert: Buffer } | undefined;
+    return r ? new Uint8Array(r.cert) : undefined;
+  }
+
+  /** Key ids of the held bank certificates valid at `at`, most recently used first, at most `limit`. */
+  heldBanks(at: number, limit: number): Uint8Array[] {
+    return (
+      this.#db
+        .prepare('SELECT kid FROM bank_certs WHERE nbf <= ? AND exp >= ? ORDER BY last_used DESC, kid LIMIT ?')
+        .all(at, at, limit) as {
+        kid: Buffer;
+      }[]
+    ).map((r) => new Uint8Array(r.kid));
+  }
+
+  /** Marks the bank `kid` as used now (it then comes first in {@link heldBanks}). */
+  touchBankCertificate(kid: Uint8Array): void {
+    this.#db.prepare('UPDATE bank_certs SET last_used = ? WHERE kid = ?').run(this.#now(), kid);
   }
 
   // ------------------------------------------------------------ cash-register orders (dt-pos serve)

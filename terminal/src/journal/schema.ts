@@ -130,6 +130,23 @@ CREATE TABLE day_closes (
   },
   {
     version: 3,
+    description: 'issuing-bank certificates held (verified under the root), named in payment requests (SPEC §3.6 banks)',
+    up(db) {
+      db.exec(`
+CREATE TABLE bank_certs (
+  kid BLOB PRIMARY KEY CHECK (length(kid) = 16),
+  cert BLOB NOT NULL,
+  nbf INTEGER NOT NULL,
+  exp INTEGER NOT NULL,
+  added INTEGER NOT NULL,
+  last_used INTEGER NOT NULL
+) STRICT;
+CREATE INDEX bank_certs_used ON bank_certs (last_used DESC, kid);
+`);
+    },
+  },
+  {
+    version: 4,
     description: 'voids and refunds: the terminal-signed adjustments of payments (SPEC §3, §7.7.3), their batch and ledger outcome',
     up(db) {
       db.exec(`
