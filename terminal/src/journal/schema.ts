@@ -145,6 +145,34 @@ CREATE INDEX bank_certs_used ON bank_certs (last_used DESC, kid);
 `);
     },
   },
+  {
+    version: 4,
+    description: 'voids and refunds: the terminal-signed adjustments of payments (SPEC §3, §7.7.3), their batch and ledger outcome',
+    up(db) {
+      db.exec(`
+ALTER TABLE batches ADD COLUMN adjustments INTEGER NOT NULL DEFAULT 0 CHECK (adjustments >= 0);
+CREATE TABLE adjustments (
+  id BLOB PRIMARY KEY CHECK (length(id) = 16),
+  kind TEXT NOT NULL CHECK (kind IN ('void','refund')),
+  payment_id INTEGER NOT NULL REFERENCES payments (id),
+  transfer_hash BLOB NOT NULL CHECK (length(transfer_hash) = 32),
+  amount INTEGER NOT NULL CHECK (amount > 0),
+  reference TEXT CHECK (reference IS NULL OR length(reference) BETWEEN 1 AND 64),
+  signed BLOB NOT NULL,
+  state TEXT NOT NULL CHECK (state IN ('pending','submitted','accepted','refused')),
+  code TEXT,
+  outcome BLOB,
+  batch_seq INTEGER,
+  time INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX adjustments_payment ON adjustments (payment_id, time);
+CREATE INDEX adjustments_state ON adjustments (state, batch_seq);
+CREATE UNIQUE INDEX adjustments_one_void ON adjustments (payment_id) WHERE kind = 'void';
+CREATE UNIQUE INDEX adjustments_reference ON adjustments (reference) WHERE reference IS NOT NULL;
+`);
+    },
+  },
 ];
 
 /** Why a journal file cannot be used as one. */
