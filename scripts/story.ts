@@ -21,7 +21,12 @@
  * 6. the owner syncs the genuine card (SYNC through the card's APDUs against
  *    the ledger): the card is revoked, so the ledger issues no fresh tokens and
  *    its value goes back to the issuing bank for the owner (receipt `redeemed`);
- *    the balances and the ledger's supply invariant are checked.
+ *    the balances and the ledger's supply invariant are checked;
+ * 7. the day's exceptions at terminal A with a second card: a payment voided
+ *    before sync and a settled one refunded in part (both terminal-signed and
+ *    journalled, sent in batches); after the card's sync it holds the voided
+ *    and refunded value, merchant A was never credited the voided payment and
+ *    is debited the refund, and the supply invariant still holds.
  *
  * Usage: node --conditions=dt-source --import tsx scripts/story.ts [--json] [--in-process] [--help]
  * Exit codes: {@link EXIT_CODES}.
@@ -70,6 +75,8 @@ import { httpRequest } from '@dt/protocol/http';
 import {
   CardSyncClient,
   DEFAULT_CONFIG,
+  adjustPayment,
+  adjustmentJson,
   DEFAULT_POLICY,
   Journal,
   PaymentKernel,
@@ -129,6 +136,8 @@ export const STORY = {
   cloneTap: 120_000,
   /** The clone's attempt after the revocation list arrived. */
   cloneRetry: 30_000,
+  /** Step 7: a second card's load, a payment voided before sync, a payment refunded in part after settling. */
+  scene: { load: 1_000_000, voided: 150_000, paid: 300_000, refund: 100_000 },
   /** Card limits certified by the bank. */
   limits: { perPayment: 1_000_000, offlineTotal: 4_000_000, offlineCount: 10, cvmLimit: 1_000_000 },
 } as const;
@@ -162,7 +171,7 @@ const tenge = formatTenge;
 /** One tap as the story reports it. */
 interface TapReport {
   readonly terminal: 'A' | 'B';
-  readonly card: 'genuine' | 'clone';
+  readonly card: 'genuine' | 'clone' | 'second';
   readonly amount: number;
   readonly kind: TapOutcome['kind'];
   readonly reason?: string;
@@ -389,7 +398,7 @@ async function story(args: Args, out: Output, res: Resources): Promise<Record<st
   doc.mode = mode;
   if (why !== undefined) doc.modeReason = why;
 
-  const tap = async (t: Terminal, reader: CardReader, who: 'genuine' | 'clone', amount: number): Promise<TapReport> => {
+  const tap = async (t: Terminal, reader: CardReader, who: TapReport['card'], amount: number): Promise<TapReport> => {
     const start = performance.now();
     // The tap is timed as the benchmark times it: from the card detected in the field to the
     // outcome (the last attempt's); the wait for the card to arrive is reported on its own.
@@ -581,6 +590,109 @@ async function story(args: Args, out: Output, res: Resources): Promise<Record<st
     for (const [a, b, c] of rows)
       process.stdout.write('   ' + a.padEnd(28) + b.padStart(18) + c.padStart(18) + (b === c ? '' : '  !!') + '\n');
   }
+
+  // ---------------------------------------------------------------- 7
+  out.step(7, "The day's exceptions at terminal A: a void before sync and a partial refund after it");
+  const sc = STORY.scene;
+  const card2 = new SimulatedCard({ storage: new MemoryStorage() });
+  const counter2 = new InProcessTransport(card2);
+  const p2 = await personalizeCard(counter2, bank, { pin: '1234', puk: '12345678', limits: STORY.limits });
+  const reg2 = await ledgerApi.registerCard([p2.certificate, pki.bank.cert]);
+  if (!reg2.ok) throw new Error(`second card registration refused by the ledger: HTTP ${reg2.status} ${reg2.code}`);
+  await selectApplet(counter2);
+  const load2 = await ledgerApi.load(
+    counter2,
+    signLoadOrder({ card: p2.cardKid, amount: sc.load, id: rnd16(), time: nowSec() }, pki.bank.signer),
+  );
+  if (!load2.ok) throw new Error(`LOAD of the second card refused by the ledger (${load2.step}): ${load2.code}`);
+  out.line(`a second card ${toHex(p2.cardKid)} is loaded ${tenge(sc.load)}`);
+  let reader2: CardReader;
+  let vpcd2: VpcdClient | undefined;
+  if (pcscd && genuineVpcd) {
+    // The genuine card left reader A in step 6; the second card goes on it.
+    vpcd2 = new VpcdClient(card2, { port: pcscd.vpcdPort, slot: 0 });
+    res.add('vpcd second card', () => vpcd2!.stop());
+    vpcd2.start();
+    reader2 = readerA;
+  } else {
+    reader2 = new TransportReader('A: in-process', new InProcessTransport(card2), { apduTimeoutMs: 5000 });
+  }
+  const t1 = await tap(A, reader2, 'second', sc.voided);
+  const paid1 = A.journal.listPayments().at(-1)!;
+  // Durable before shown: signed by terminal A and committed to its journal, then printed.
+  const v = adjustPayment(A.journal, A.identity, { kind: 'void', paymentId: paid1.id, reference: 'story-void-1' });
+  out.line(`terminal A voids receipt #${paid1.id} (${tenge(v.adjustment.amount)}) before any sync: VOIDED, pending ledger confirmation`);
+  const t2 = await tap(A, reader2, 'second', sc.paid);
+  const paid2 = A.journal.listPayments().at(-1)!;
+  out.expect('both payments of the second card approved offline', [t1.kind, t2.kind], ['APPROVED', 'APPROVED']);
+  const s7a = await A.sync();
+  await acquirer.forwardNow();
+  await A.sync();
+  out.line(`A sent ${batches(s7a)} with ${s7a.batches.reduce((n, b) => n + b.adjustments, 0)} void; the ledger answered`);
+  const voidState = A.journal.getAdjustment(v.adjustment.id);
+  out.expect('the void confirmed by the ledger (MERCHANT_VOID)', [voidState?.state, voidState?.code], ['accepted', 'MERCHANT_VOID']);
+  out.expect(
+    'the voided payment is voided, the other settled',
+    [A.journal.getPayment(paid1.id)?.outcomeCode, A.journal.getPayment(paid2.id)?.state],
+    ['MERCHANT_VOID', 'settled'],
+  );
+  const r = adjustPayment(A.journal, A.identity, { kind: 'refund', paymentId: paid2.id, amount: sc.refund, reference: 'story-refund-1' });
+  // The register retries the same refund: the journal answers with the one recorded, never a second.
+  const again = adjustPayment(A.journal, A.identity, {
+    kind: 'refund',
+    paymentId: paid2.id,
+    amount: sc.refund,
+    reference: 'story-refund-1',
+  });
+  out.line(
+    `terminal A refunds ${tenge(r.adjustment.amount)} of receipt #${paid2.id} (${tenge(paid2.amount)}): credited at the card's next sync`,
+  );
+  out.expect('a retried refund is the same refund', again.existing && toHex(again.adjustment.id) === toHex(r.adjustment.id), true);
+  await A.sync();
+  await acquirer.forwardNow();
+  await A.sync();
+  out.expect('the refund confirmed by the ledger', A.journal.getAdjustment(r.adjustment.id)?.state, 'accepted');
+  if (vpcd2) await vpcd2.stop();
+  await selectApplet(counter2);
+  const beforeSync2 = (await getStatus(counter2)).balance;
+  const sync2 = await ledgerApi.sync(counter2);
+  if (!sync2.ok) throw new Error(`the second card's sync was refused: HTTP ${sync2.status} ${sync2.code}`);
+  const receipt2 = verifySigned('SyncReceipt', sync2.receipt, pki.ledger.keys.publicKey).message;
+  const after2 = (await getStatus(counter2)).balance;
+  const audit7 = await ledger.audit();
+  const merchants7 = await ledger.merchantBalances();
+  const scene = {
+    cardBeforeSync: beforeSync2,
+    refunded: receipt2.refunded ?? 0,
+    card: after2,
+    merchantA: merchants7[toHex(A.identity.kid)] ?? 0,
+    bank: audit7.bankBalances,
+  };
+  const sceneExpected = {
+    cardBeforeSync: sc.load - sc.voided - sc.paid,
+    refunded: sc.refund,
+    card: sc.load - sc.paid + sc.refund,
+    merchantA: paidGenuine + sc.paid - sc.refund,
+    bank: expected.bank - sc.load,
+  };
+  out.expect('balances after the void, the refund and the card sync', scene, sceneExpected);
+  out.expect(
+    'supply invariant after the void and the refund',
+    { ok: audit7.ok, difference: audit7.difference },
+    { ok: true, difference: 0 },
+  );
+  out.line(
+    `card: ${tenge(beforeSync2)} before its sync, ${tenge(after2)} after (the voided ${tenge(sc.voided)} and the refunded ${tenge(scene.refunded)} back); merchant A ${tenge(scene.merchantA)} (never credited the void, net of the refund); supply difference ${tenge(audit7.difference)}`,
+  );
+  doc.scene = {
+    card: toHex(p2.cardKid),
+    taps: [t1, t2],
+    void: adjustmentJson(voidState ?? v.adjustment),
+    refund: adjustmentJson(A.journal.getAdjustment(r.adjustment.id) ?? r.adjustment),
+    balances: scene,
+    expected: sceneExpected,
+    audit: audit7,
+  };
   return doc;
 }
 

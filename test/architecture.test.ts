@@ -27,7 +27,7 @@ const ALLOWED: Record<string, readonly string[]> = {
 
 /** Third-party packages the pure cores may use. */
 const PURE_THIRD_PARTY: Record<string, readonly string[]> = {
-  protocol: ['cbor-x', '@noble/curves', '@noble/hashes'],
+  protocol: ['cbor-x', '@noble/curves', '@noble/hashes', 'fast-sha256'],
   firmware: ['@noble/curves', '@noble/hashes'],
 };
 

@@ -10,7 +10,10 @@
  * (CARD_REVOKED); the revoked genuine card still syncs: no fresh tokens, its
  * 43,500.00 KZT go back to the issuing bank for the owner (receipt
  * `redeemed`) and the card shows 0; bank 1,000,000 - 50,000 - 1,200 + 43,500
- * = 992,300.00 KZT; the supply invariant holds.
+ * = 992,300.00 KZT; the supply invariant holds. Then (step 7) a second card
+ * loaded 10,000.00 KZT pays A 1,500.00 KZT, voided before sync, and 3,000.00
+ * KZT, settled, of which 1,000.00 KZT is refunded: after its sync the card
+ * holds 8,000.00 KZT, merchant A 8,500.00 KZT, and the invariant still holds.
  *
  * The pcscd mode needs root, pcscd and vsmartcard-vpcd: in CI (CI=true) it
  * must run; elsewhere without them the story must say why and fall back to
@@ -79,6 +82,8 @@ function assertStory(t: ExecutionContext, run: Run, mode: 'pcscd' | 'in-process'
   );
   t.not(doc.taps[0].transfer, doc.taps[3].transfer, 'two different transfers with one counter');
   for (const x of doc.taps) t.true(Number.isInteger(x.ms) && x.ms >= 0);
+  // For the record only (no timed assertion): what each tap took, card detected to outcome.
+  t.log(`taps: ${doc.taps.map((x: any) => `${x.ms} ms`).join(', ')} (card detected to outcome)`);
 
   // Settlement through the acquirer.
   const s = doc.settlement;
@@ -130,6 +135,24 @@ function assertStory(t: ExecutionContext, run: Run, mode: 'pcscd' | 'in-process'
     f.audit.revocations.map((r: any) => [r.card, r.version]),
     [[kid, 1]],
   );
+
+  // Step 7: a second card; 1,500.00 KZT voided before sync, 3,000.00 KZT settled and 1,000.00 KZT of it refunded.
+  const sc = doc.scene;
+  t.deepEqual(
+    sc.taps.map((x: any) => [x.terminal, x.card, x.amount, x.kind]),
+    [
+      ['A', 'second', 150_000, 'APPROVED'],
+      ['A', 'second', 300_000, 'APPROVED'],
+    ],
+  );
+  t.like(sc.void, { kind: 'void', amount: 150_000, state: 'accepted', code: 'MERCHANT_VOID' });
+  t.like(sc.refund, { kind: 'refund', amount: 100_000, state: 'accepted', reference: 'story-refund-1' });
+  // The card: 10,000 - 1,500 - 3,000 before its sync; 10,000 - 3,000 + 1,000 after. Merchant A: 6,500 + 3,000 - 1,000.
+  t.deepEqual(sc.balances, { cardBeforeSync: 550_000, refunded: 100_000, card: 800_000, merchantA: 850_000, bank: 98_230_000 });
+  t.deepEqual(sc.balances, sc.expected);
+  t.true(sc.audit.ok);
+  t.is(sc.audit.difference, 0);
+  t.is(sc.audit.pendingRefunds, 0);
 }
 
 test('the story in-process: clone caught, card revoked, merchant covered, books balanced', async (t) => {
@@ -151,14 +174,16 @@ test('the story through a private pcscd and the terminal PC/SC adapter (root; re
   }
 });
 
-test('the human output: six numbered steps, the summary table and STORY OK', async (t) => {
+test('the human output: seven numbered steps, the summary table and STORY OK', async (t) => {
   const run = await runStory(['--in-process']);
   t.is(run.code, 0, run.stderr);
-  for (const n of [1, 2, 3, 4, 5, 6]) t.regex(run.stdout, new RegExp(`^${n}\\. `, 'm'));
+  for (const n of [1, 2, 3, 4, 5, 6, 7]) t.regex(run.stdout, new RegExp(`^${n}\\. `, 'm'));
   t.regex(run.stdout, /clone\s+card -> terminal B:\s+300\.00 KZT\s+DECLINED \(CARD_REVOKED\)/);
   t.regex(run.stdout, /supply difference\s+0\.00 KZT\s+0\.00 KZT\n/);
   t.regex(run.stdout, /the card is revoked: its 43500\.00 KZT go back to the issuing bank for the owner/);
   t.regex(run.stdout, /bank\s+992300\.00 KZT\s+992300\.00 KZT\n/);
+  t.regex(run.stdout, /terminal A voids receipt #4 \(1500\.00 KZT\) before any sync: VOIDED/);
+  t.regex(run.stdout, /card: 5500\.00 KZT before its sync, 8000\.00 KZT after/);
   t.regex(run.stdout, /STORY OK: (\d+)\/\1 checks hold/);
 });
 

@@ -91,8 +91,8 @@ export function verifySettleAnswer(
   if (!Array.isArray(answer) || answer.length !== group.length) throw new BadLedgerAnswer('settle answer must have one entry per batch');
   return group.map((batch, i) => {
     const entry = answer[i];
-    if (!Array.isArray(entry) || entry.length !== batch.handovers)
-      throw new BadLedgerAnswer(`batch ${i}: one outcome per handover expected`);
+    if (!Array.isArray(entry) || entry.length !== batch.handovers + batch.adjustments)
+      throw new BadLedgerAnswer(`batch ${i}: one outcome per handover and per adjustment expected`);
     const outcomes = entry.map((o, j) => {
       if (!(o instanceof Uint8Array)) throw new BadLedgerAnswer(`batch ${i} outcome ${j}: not a byte string`);
       let msg;
@@ -101,8 +101,10 @@ export function verifySettleAnswer(
       } catch (e) {
         throw new BadLedgerAnswer(`batch ${i} outcome ${j}: ${isDtError(e) ? e.code : 'does not verify'}`);
       }
-      // The outcome must be about this very transfer, paid to this terminal.
-      if (!bytesEqual(msg.transfer, batch.transferHashes[j]!) || !bytesEqual(msg.terminal, batch.terminal)) {
+      // The outcome must be about this very transfer, paid to this terminal; an adjustment's (index handovers + k,
+      // SPEC §7.7.1) about the transfer adjustment k names.
+      const named = j < batch.handovers ? batch.transferHashes[j]! : batch.adjustmentTransfers[j - batch.handovers]!;
+      if (!bytesEqual(msg.transfer, named) || !bytesEqual(msg.terminal, batch.terminal)) {
         throw new BadLedgerAnswer(`batch ${i} outcome ${j}: names another transfer or terminal`);
       }
       return { status: msg.status, bytes: o };

@@ -14,9 +14,14 @@
  * `meta.schema` mirrors the version, so that the code of before versions
  * (which checks `meta.schema = '1'`) refuses a migrated file too.
  *
+ * The runner is the one shared by the journal, the acquirer and the ledger
+ * (`migrateSqliteSchema`, `@dt/protocol/sqlite-migrate`); this module gives it
+ * the list, the better-sqlite3 handle and its errors.
+ *
  * @module
  */
 import Database from 'better-sqlite3';
+import { migrateSqliteSchema } from '@dt/protocol/sqlite-migrate';
 
 /** One forward migration of the acquirer's database: `up` runs inside the transaction that bumps the version to `version`. */
 export interface AcquirerMigration {
@@ -104,56 +109,6 @@ export class AcquirerSchemaError extends Error {
   }
 }
 
-interface Shape {
-  readonly tables: ReadonlyMap<string, string>;
-  readonly indexes: readonly string[];
-}
-
-/** Tables (name -> column list) and index names of `db`, SQLite's own excluded. */
-function shapeOf(db: Database.Database): Shape {
-  const rows = db.prepare(`SELECT type, name FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%' ORDER BY name`).all() as {
-    type: string;
-    name: string;
-  }[];
-  const tables = new Map<string, string>();
-  for (const r of rows.filter((x) => x.type === 'table')) {
-    const cols = db.prepare(`SELECT name, type, "notnull", dflt_value, pk FROM pragma_table_info(?) ORDER BY cid`).all(r.name);
-    tables.set(r.name, JSON.stringify(cols));
-  }
-  return { tables, indexes: rows.filter((x) => x.type === 'index').map((x) => x.name) };
-}
-
-/** The shape a file of `version` must have: the migrations up to it applied to an empty database. */
-function referenceShape(migrations: readonly AcquirerMigration[], version: number): Shape {
-  const ref = new Database(':memory:');
-  try {
-    for (const m of migrations.slice(0, version)) m.up(ref);
-    return shapeOf(ref);
-  } finally {
-    ref.close();
-  }
-}
-
-/** The differences of `actual` from `expected`, in words (empty when equal). */
-function differences(actual: Shape, expected: Shape): string[] {
-  const out: string[] = [];
-  for (const [t, cols] of expected.tables) {
-    const a = actual.tables.get(t);
-    if (a === undefined) out.push(`no table ${t}`);
-    else if (a !== cols) out.push(`table ${t} has other columns`);
-  }
-  for (const t of actual.tables.keys()) if (!expected.tables.has(t)) out.push(`unknown table ${t}`);
-  for (const i of expected.indexes) if (!actual.indexes.includes(i)) out.push(`no index ${i}`);
-  return out;
-}
-
-function checkList(migrations: readonly AcquirerMigration[]): void {
-  migrations.forEach((m, i) => {
-    if (m.version !== i + 1) throw new Error(`acquirer migration ${i} has version ${m.version}, expected ${i + 1}`);
-  });
-  if (migrations.length === 0) throw new Error('no acquirer migrations');
-}
-
 /**
  * Brings the acquirer's database in `db` to the latest version of `migrations` (creating it
  * in an empty file), one transaction per step, then checks that its tables are
@@ -166,61 +121,20 @@ export function migrateAcquirerStore(
   db: Database.Database,
   migrations: readonly AcquirerMigration[] = ACQUIRER_MIGRATIONS,
 ): { from: number; to: number } {
-  checkList(migrations);
-  const latest = migrations.length;
-  let from: number | undefined;
-  for (;;) {
-    db.exec('BEGIN IMMEDIATE');
-    try {
-      const v = db.pragma('user_version', { simple: true }) as number;
-      from ??= v;
-      if (v > latest) {
-        throw new AcquirerSchemaError(
-          'NEWER',
-          `the database has schema version ${v}, newer than this program knows (${latest}): use the newer dt-acquirer that wrote it`,
-          v,
-        );
-      }
-      if (v === latest) {
-        db.exec('COMMIT');
-        break;
-      }
-      if (v === 0 && shapeOf(db).tables.size > 0) adoptV1(db, migrations);
-      else migrations[v]!.up(db);
-      const next = v + 1;
-      db.pragma(`user_version = ${next}`);
-      if (next > 1) db.prepare(`UPDATE meta SET value = ? WHERE key = 'schema'`).run(String(next));
-      db.exec('COMMIT');
-    } catch (e) {
-      if (db.inTransaction) db.exec('ROLLBACK');
-      throw e;
-    }
-  }
-  const diff = differences(shapeOf(db), referenceShape(migrations, latest));
-  if (diff.length > 0)
-    throw new AcquirerSchemaError('NOT_AN_ACQUIRER_DB', `not an acquirer database of schema version ${latest}: ${diff.join(', ')}`);
-  return { from, to: latest };
-}
-
-/**
- * A version-0 file with tables: the acquirer's database of before versions if its tables
- * are the acquirer's (those missing are created, as that code did at every
- * open) and `meta.schema` says 1; anything else is refused.
- */
-function adoptV1(db: Database.Database, migrations: readonly AcquirerMigration[]): void {
-  const expected = referenceShape(migrations, 1);
-  const before = shapeOf(db);
-  const foreign = [...before.tables.keys()].filter((t) => !expected.tables.has(t));
-  if (foreign.length > 0)
-    throw new AcquirerSchemaError('NOT_AN_ACQUIRER_DB', `not an acquirer database: it holds table(s) ${foreign.join(', ')}`);
-  const changed = [...before.tables].filter(([t, cols]) => expected.tables.get(t) !== cols).map(([t]) => `table ${t} has other columns`);
-  if (changed.length > 0) throw new AcquirerSchemaError('NOT_AN_ACQUIRER_DB', `not an acquirer database: ${changed.join(', ')}`);
-  if (before.tables.has('meta')) {
-    const row = db.prepare(`SELECT value FROM meta WHERE key = 'schema'`).get() as { value: unknown } | undefined;
-    if (row !== undefined && row.value !== '1')
-      throw new AcquirerSchemaError('NOT_AN_ACQUIRER_DB', `not an acquirer database: meta.schema is ${String(row.value)}`);
-  }
-  migrations[0]!.up(db);
-  const diff = differences(shapeOf(db), expected);
-  if (diff.length > 0) throw new AcquirerSchemaError('NOT_AN_ACQUIRER_DB', `not an acquirer database: ${diff.join(', ')}`);
+  return migrateSqliteSchema(db, {
+    migrations,
+    kind: 'acquirer',
+    what: 'an acquirer database',
+    columns: 'full',
+    mirrorInMeta: true,
+    apply: (d, m) => m.up(d),
+    openMemory: () => new Database(':memory:'),
+    newer: (v, latest) =>
+      new AcquirerSchemaError(
+        'NEWER',
+        `the database has schema version ${v}, newer than this program knows (${latest}): use the newer dt-acquirer that wrote it`,
+        v,
+      ),
+    foreign: (message) => new AcquirerSchemaError('NOT_AN_ACQUIRER_DB', message),
+  });
 }

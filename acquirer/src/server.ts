@@ -303,7 +303,14 @@ export async function startAcquirer(cfg: AcquirerConfig): Promise<RunningAcquire
     reply.header('content-type', ACQUIRER_MEDIA_TYPES.cbor).send(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
 
   const ackOf = (b: StoredBatch) =>
-    encodeBatchAck({ terminal: b.terminal, seq: b.seq, hash: b.hash, handovers: b.handovers, received: seconds(b.receivedAt) });
+    encodeBatchAck({
+      terminal: b.terminal,
+      seq: b.seq,
+      hash: b.hash,
+      handovers: b.handovers,
+      received: seconds(b.receivedAt),
+      ...(b.adjustments > 0 ? { adjustments: b.adjustments } : {}),
+    });
 
   // ---- POST /v1/batches: admission, sequence check, durable store, ack.
   app.post('/v1/batches', async (req, reply) => {
@@ -354,6 +361,7 @@ export async function startAcquirer(cfg: AcquirerConfig): Promise<RunningAcquire
       hash: admitted.hash,
       bytes,
       transferHashes: admitted.transferHashes,
+      adjustmentTransfers: admitted.adjustmentTransfers,
       receivedAt: at,
       chain: admitted.chainBytes,
       merchant: admitted.terminal.claims.merchant?.id ?? '',

@@ -40,6 +40,10 @@ export interface StoredBatch {
   readonly handovers: number;
   /** Payload hash of each handover's transfer, in handover order. */
   readonly transferHashes: readonly Uint8Array[];
+  /** Adjustments (voids, refunds) the batch carries (SPEC §7.7.3). */
+  readonly adjustments: number;
+  /** The transfer hash each adjustment names, in adjustment order. */
+  readonly adjustmentTransfers: readonly Uint8Array[];
   readonly receivedAt: number;
   readonly state: BatchState;
   readonly attempts: number;
@@ -52,6 +56,8 @@ export interface NewBatch {
   readonly hash: Uint8Array;
   readonly bytes: Uint8Array;
   readonly transferHashes: readonly Uint8Array[];
+  /** The transfer hash each adjustment of the batch names (none when it has no adjustments). */
+  readonly adjustmentTransfers?: readonly Uint8Array[];
   readonly receivedAt: number;
   /** The terminal's certificate chain (CBOR-encoded array) to remember for authentication. */
   readonly chain: Uint8Array;
@@ -108,6 +114,9 @@ function toBatch(r: BatchRow): StoredBatch {
     bytes: u8(r.bytes),
     handovers: r.handovers,
     transferHashes: splitHashes(u8(r.transfer_hashes), r.handovers),
+    // transfer_hashes: the handovers' transfer hashes, then those the adjustments name (none in batches of before them).
+    adjustments: r.transfer_hashes.length / 32 - r.handovers,
+    adjustmentTransfers: splitHashes(u8(r.transfer_hashes).subarray(r.handovers * 32), r.transfer_hashes.length / 32 - r.handovers),
     receivedAt: r.received_at,
     state: r.state as BatchState,
     attempts: r.attempts,
@@ -174,7 +183,15 @@ export class AcquirerStore {
           `INSERT INTO batches (terminal, seq, hash, bytes, handovers, transfer_hashes, received_at, state)
            VALUES (?, ?, ?, ?, ?, ?, ?, ${BatchState.PENDING})`,
         )
-        .run(b.terminal, b.seq, b.hash, b.bytes, b.transferHashes.length, concatBytes(...b.transferHashes), b.receivedAt);
+        .run(
+          b.terminal,
+          b.seq,
+          b.hash,
+          b.bytes,
+          b.transferHashes.length,
+          concatBytes(...b.transferHashes, ...(b.adjustmentTransfers ?? [])),
+          b.receivedAt,
+        );
       this.#db
         .prepare(
           `INSERT INTO terminals (kid, chain, merchant, last_seq, first_seen) VALUES (?, ?, ?, ?, ?)

@@ -45,6 +45,8 @@ export interface AdmittedBatch {
   readonly hash: Uint8Array;
   /** Payload hash of each handover's transfer, in handover order. */
   readonly transferHashes: Uint8Array[];
+  /** The transfer hash each adjustment (void, refund) names, in adjustment order. */
+  readonly adjustmentTransfers: Uint8Array[];
   readonly terminal: VerifiedCertificate;
   /** The terminal's chain as deterministic CBOR (remembered to authenticate its later requests). */
   readonly chainBytes: Uint8Array;
@@ -140,5 +142,15 @@ export function admitBatch(
     }
     transferHashes.push(payloadHash(transferCose));
   });
-  return { batch, hash: sha256(bytes), transferHashes, terminal, chainBytes: encodeDeterministic([...batch.chain]) };
+  // Voids and refunds (SPEC §7.7.3): each must at least decode as a SignedAdjustment; its signature and
+  // what it names are the ledger's to judge (an adjustment the ledger refuses gets an INVALID outcome).
+  const adjustmentTransfers: Uint8Array[] = [];
+  (batch.adjustments ?? []).forEach((ab, adjustment) => {
+    try {
+      adjustmentTransfers.push(openSigned('Adjustment', ab).message.transfer);
+    } catch (e) {
+      malformed(AcquirerErrorCode.BATCH_MALFORMED, 'an adjustment does not decode', e, { adjustment });
+    }
+  });
+  return { batch, hash: sha256(bytes), transferHashes, adjustmentTransfers, terminal, chainBytes: encodeDeterministic([...batch.chain]) };
 }

@@ -7,7 +7,16 @@
 import test, { type ExecutionContext } from 'ava';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { encodeDeterministic, OutcomeStatus, signSettleRequest, toHex, verifySigned, type Outcome } from '@dt/protocol';
+import {
+  AdjustmentCode,
+  AdjustmentKind,
+  encodeDeterministic,
+  OutcomeStatus,
+  signSettleRequest,
+  toHex,
+  verifySigned,
+  type Outcome,
+} from '@dt/protocol';
 import { blockAcquirer, startLedgerServer, openSqliteStorage, unblockAcquirer } from '@dt/ledger';
 import { createTestLedger, type TestLedger, type TestTerminal } from '@dt/ledger/testkit';
 import { startAcquirer, submitBatch, fetchAllOutcomes, fetchCrl, AcquirerHttpError, type AcquirerConfig } from '../src/index.ts';
@@ -144,6 +153,46 @@ test('a double spend comes back as DOUBLE_SPEND with proof, and the new revocati
   const crl = verifySigned('RevocationList', await fetchCrl(acq.url), k.pki.ledger.keys.publicKey).message;
   t.true(crl.version >= 1);
   t.true(crl.revoked.some((kid) => toHex(kid) === toHex(card.identity.kid)));
+});
+
+test('voids and refunds (SPEC §7.7.3) travel in batches: the ack counts them, each gets its outcome, refs index them after the handovers', async (t) => {
+  const { k, dir } = await kit(t);
+  const srv = await startLedgerServer({ ledger: k.ledger, port: 0 });
+  t.teardown(() => srv.close());
+  const acq = await startAcquirer(config(k, dir, srv.url, { autoForward: false }));
+  t.teardown(() => acq.close());
+  const card = await k.fundCard(10_000);
+  const a = k.newTerminal('shop-a');
+  const p1 = card.wallet.pay(k.request(a, 3_000));
+  const p2 = card.wallet.pay(k.request(a, 1_000));
+  const ack1 = await submitBatch(acq.url, k.batch(a, [p1.handover]));
+  t.is(ack1.adjustments, undefined, 'absent when the batch has none');
+  t.is((await acq.forwardNow()).settled, 1);
+  // Batch 2: the second payment with its void, and a partial refund of the first (no handover of its own).
+  const kind = (x: AdjustmentKind, p: typeof p1, amount: number) =>
+    k.adjustment(a, { kind: x, transfer: p.transferHash, card: card.identity.kid, amount });
+  const b2 = k.batch(a, [p2.handover], { adjustments: [kind(AdjustmentKind.VOID, p2, 1_000), kind(AdjustmentKind.REFUND, p1, 500)] });
+  const ack2 = await submitBatch(acq.url, b2);
+  t.like(ack2, { handovers: 1, adjustments: 2 });
+  t.deepEqual(await submitBatch(acq.url, b2), ack2, 'an identical resend gets the same ack');
+  t.is((await acq.forwardNow()).settled, 1);
+  const page = await fetchAllOutcomes(acq.url, a.signer, 0);
+  t.deepEqual(page.refs, [
+    [1, 0],
+    [2, 0],
+    [2, 1],
+    [2, 2],
+  ]);
+  const os = decode(k, page.outcomes);
+  t.like(os[1], { status: OutcomeStatus.VOIDED, code: AdjustmentCode.MERCHANT_VOID });
+  t.like(os[2], { status: OutcomeStatus.VOIDED, code: AdjustmentCode.MERCHANT_VOID, amount: 1_000 });
+  t.like(os[3], { status: OutcomeStatus.REFUNDED, amount: 500 });
+  t.is((await k.ledger.merchantBalances())[toHex(a.kid)], 2_500);
+  t.true((await k.ledger.audit()).ok);
+  // An adjustment that does not even decode is refused at the door.
+  const bad = k.batch(a, [], { adjustments: [new Uint8Array(20).fill(7)] });
+  const e = await t.throwsAsync(submitBatch(acq.url, bad), { instanceOf: AcquirerHttpError });
+  t.like(e, { code: 'BATCH_MALFORMED' });
 });
 
 test('ledger down: batches are acknowledged and kept; once the ledger is up, outcomes arrive', async (t) => {

@@ -209,7 +209,7 @@ export function buildProgram(): Command {
     program
       .command('status')
       .description(
-        'what the card holds (balance, coins), its offline payments since the last sync and the offline limits left, sync pending, PIN tries; with --ledger also what the ledger says (revoked or blocked, loads waiting, and per mark class what the card got at its last sync and the loads waiting)',
+        'what the card holds (balance, coins), its offline payments since the last sync and the offline limits left, sync pending, PIN tries; with --ledger also what the ledger says (revoked or blocked, loads and merchant refunds waiting, and per mark class what the card got at its last sync and the loads waiting)',
       )
       .option('--ledger <url>', 'also ask the ledger about the card'),
   ).action(async (o: Common & { ledger?: string }) => {
@@ -235,7 +235,7 @@ export function buildProgram(): Command {
             `at the ledger  ${
               'code' in atLedger
                 ? String(atLedger.code)
-                : `${atLedger.revokedIn !== null ? `REVOKED (list v${String(atLedger.revokedIn)})${atLedger.blockedAt !== null ? ', blocked by its bank' : ''}` : 'valid'}; loads waiting ${formatTenge(Number(atLedger.pendingLoads))}`
+                : `${atLedger.revokedIn !== null ? `REVOKED (list v${String(atLedger.revokedIn)})${atLedger.blockedAt !== null ? ', blocked by its bank' : ''}` : 'valid'}; loads waiting ${formatTenge(Number(atLedger.pendingLoads))}, refunds waiting ${formatTenge(Number(atLedger.pendingRefunds ?? 0))}`
             }`,
             ...markLines(atLedger.byMark),
           ]
@@ -317,7 +317,7 @@ export function buildProgram(): Command {
     program
       .command('sync')
       .description(
-        "hand the card's offline payments to the ledger and take fresh tokens for the rest (and any loads waiting, and voided payments); a card the ledger revoked is refused before it is touched (dt-wallet unload)",
+        "hand the card's offline payments to the ledger and take fresh tokens for the rest (and any loads waiting, voided payments and merchant refunds); a card the ledger revoked is refused before it is touched (dt-wallet unload)",
       )
       .requiredOption('--ledger <url>', 'ledger base URL'),
   ).action(async (o: Common & { ledger: string }) => {
@@ -331,8 +331,16 @@ export function buildProgram(): Command {
     });
     output(
       !!o.json,
-      { card: r.kid, payments: r.handed, loaded: r.summary.loaded, voided: r.summary.voided, tokens: r.summary.tokens, balance: r.balance },
-      `synced card ${r.kid}: ${r.handed} offline payment(s) handed in, ${formatTenge(r.summary.loaded)} loaded, ${r.summary.voided} voided payment(s) back; balance ${formatTenge(r.balance)} in ${r.summary.tokens} token(s)`,
+      {
+        card: r.kid,
+        payments: r.handed,
+        loaded: r.summary.loaded,
+        voided: r.summary.voided,
+        refunded: r.summary.refunded,
+        tokens: r.summary.tokens,
+        balance: r.balance,
+      },
+      `synced card ${r.kid}: ${r.handed} offline payment(s) handed in, ${formatTenge(r.summary.loaded)} loaded, ${r.summary.voided} voided payment(s) back, ${formatTenge(r.summary.refunded)} refunded by merchants; balance ${formatTenge(r.balance)} in ${r.summary.tokens} token(s)`,
     );
   });
 
@@ -369,7 +377,14 @@ export function buildProgram(): Command {
     });
     output(
       !!o.json,
-      { card: r.kid, redeemed: r.summary.redeemed, voided: r.summary.voided, balance: r.after, receipt: toHex(r.receipt) },
+      {
+        card: r.kid,
+        redeemed: r.summary.redeemed,
+        voided: r.summary.voided,
+        refunded: r.summary.refunded,
+        balance: r.after,
+        receipt: toHex(r.receipt),
+      },
       `unloaded card ${r.kid}: ${formatTenge(r.summary.redeemed)} returned to its bank (the ledger's signed receipt is in --json); balance ${formatTenge(r.after)}`,
     );
   });

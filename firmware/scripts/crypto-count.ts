@@ -4,7 +4,7 @@
  *
  * The count is taken for real, from the firmware's own code, without touching
  * it: the firmware is bundled (esbuild, as for the device) with the one import
- * of the P-256 implementation (`@noble/curves/nist.js`, imported only by
+ * of the P-256 instance (`protocol/src/crypto/p256.ts`, imported only by
  * `protocol/src/crypto/suite.ts`) redirected to a module that wraps
  * `p256.verify` and `p256.sign` with counters and calls the real ones. Every
  * signature check the applet makes (certificate chains, request signatures,
@@ -29,7 +29,8 @@ import type { Hal } from '../src/index.ts';
 import { Host, Ledger, T0, load, makePki, paymentRequest, personalize, seededRandom } from '../test/fixtures.ts';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const NOBLE = '@noble/curves/nist.js';
+/** The suite's P-256 instance (the only module that builds one; `suite.ts` imports it). */
+const P256 = path.join(here, '..', '..', 'protocol', 'src', 'crypto', 'p256.ts');
 const NS = 'dt-crypto-count';
 
 /** Public-key operations of one command. */
@@ -59,16 +60,18 @@ let intercepted = false;
 const countingPlugin: Plugin = {
   name: 'dt-crypto-count',
   setup(b) {
-    b.onResolve({ filter: /^@noble\/curves\/nist\.js$/ }, (args) => (args.namespace === NS ? undefined : { path: 'p256', namespace: NS }));
+    b.onResolve({ filter: /(^|\/)p256\.ts$/ }, (args) =>
+      args.namespace === NS || path.resolve(args.resolveDir, args.path) !== P256 ? undefined : { path: 'p256', namespace: NS },
+    );
     b.onLoad({ filter: /.*/, namespace: NS }, () => {
       intercepted = true;
       return {
-        resolveDir: path.join(here, '..', '..', 'protocol'),
+        resolveDir: path.dirname(P256),
         loader: 'js',
         contents: `
-          import * as real from '${NOBLE}';
+          import * as real from ${JSON.stringify(P256)};
           const counts = (globalThis.__dtCryptoCount = globalThis.__dtCryptoCount || { verify: 0, sign: 0 });
-          export * from '${NOBLE}';
+          export * from ${JSON.stringify(P256)};
           export const p256 = Object.assign({}, real.p256, {
             verify(...a) { counts.verify++; return real.p256.verify(...a); },
             sign(...a) { counts.sign++; return real.p256.sign(...a); },
@@ -101,7 +104,7 @@ async function loadCountingFirmware(): Promise<CountingFirmware> {
       plugins: [countingPlugin],
     });
     // Fail closed: a firmware that reached P-256 another way would count zero operations.
-    if (!intercepted) throw new Error(`the firmware bundle does not import ${NOBLE}: the counting wrapper was not applied`);
+    if (!intercepted) throw new Error(`the firmware bundle does not import ${P256}: the counting wrapper was not applied`);
     const file = path.join(dir, 'firmware-counting.mjs');
     writeFileSync(file, r.outputFiles[0]!.text);
     return (await import(pathToFileURL(file).href)) as CountingFirmware;

@@ -2,12 +2,13 @@
  * Runs the firmware bundle inside QuickJS (quickjs-emscripten) as a card: the
  * stand-in for an embedded JS engine on a microcontroller. The host (Node)
  * provides the hardware abstraction through three host functions (storage
- * read, storage write, random bytes); bytes cross the boundary as hex text.
+ * read, storage write, random bytes); bytes cross the boundary as ArrayBuffer
+ * copies (one copy each way, no text encoding), as a device's HAL hands the
+ * engine its buffers.
  *
  * Used by `test/quickjs.test.ts` and `scripts/bench.ts`.
  */
 import { getQuickJS, type QuickJSContext, type QuickJSHandle, type QuickJSRuntime } from 'quickjs-emscripten';
-import { fromHex, toHex } from '@dt/protocol';
 import type { Storage } from '../src/index.ts';
 import { GLOBAL_NAME } from './build.ts';
 
@@ -32,27 +33,31 @@ export interface QuickJsMemory {
 }
 
 // Glue evaluated after the bundle: builds the HAL over the host functions and
-// exposes process/powerOn with hex in and out.
+// exposes process/powerOn. Bytes come in and go out as ArrayBuffers (copied at
+// the boundary by quickjs-emscripten); the answer is a copy of exactly its bytes.
 const GLUE = `
 (function () {
-  var H = '0123456789abcdef';
-  function toHex(b) { var s = ''; for (var i = 0; i < b.length; i++) s += H[b[i] >> 4] + H[b[i] & 15]; return s; }
-  function fromHex(h) { var o = new Uint8Array(h.length / 2); for (var i = 0; i < o.length; i++) o[i] = parseInt(h.substr(i * 2, 2), 16); return o; }
+  function own(b) { return b.byteOffset === 0 && b.byteLength === b.buffer.byteLength ? b.buffer : b.slice().buffer; }
   var hal = {
     storage: {
-      read: function (slot) { var h = __hostRead(slot); return h === undefined ? undefined : fromHex(h); },
-      write: function (slot, data) { __hostWrite(slot, toHex(data)); }
+      read: function (slot) { var b = __hostRead(slot); return b === undefined ? undefined : new Uint8Array(b); },
+      write: function (slot, data) { __hostWrite(slot, own(data)); }
     },
-    random: function (n) { return fromHex(__hostRandom(n)); }
+    random: function (n) { return new Uint8Array(__hostRandom(n)); }
   };
   var card = new ${GLOBAL_NAME}.Applet(hal);
-  globalThis.__process = function (hex) {
+  globalThis.__process = function (apdu) {
     globalThis.__out = undefined; globalThis.__err = undefined;
-    card.process(fromHex(hex)).then(function (r) { globalThis.__out = toHex(r); }, function (e) { globalThis.__err = String(e && e.stack || e); });
+    card.process(new Uint8Array(apdu)).then(function (r) { globalThis.__out = own(r); }, function (e) { globalThis.__err = String(e && e.stack || e); });
   };
   globalThis.__powerOn = function () { card.powerOn(); };
 })();
 `;
+
+/** An ArrayBuffer holding exactly the bytes of `b` (the buffer itself when `b` spans all of it). */
+function ownBuffer(b: Uint8Array): ArrayBuffer {
+  return b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && b.buffer instanceof ArrayBuffer ? b.buffer : b.slice().buffer;
+}
 
 /** A card running inside QuickJS. Call {@link dispose} when done. */
 export class QuickJsCard {
@@ -81,13 +86,16 @@ export class QuickJsCard {
     };
     define('__hostRead', (slot) => {
       const v = o.storage.read(vm.getNumber(slot!));
-      return v === undefined ? vm.undefined : vm.newString(toHex(v));
+      return v === undefined ? vm.undefined : vm.newArrayBuffer(ownBuffer(v));
     });
-    define('__hostWrite', (slot, hex) => {
-      o.storage.write(vm.getNumber(slot!), fromHex(vm.getString(hex!)));
+    define('__hostWrite', (slot, data) => {
+      o.storage.write(
+        vm.getNumber(slot!),
+        vm.getArrayBuffer(data!).consume((l) => l.value.slice()),
+      );
       return vm.undefined;
     });
-    define('__hostRandom', (n) => vm.newString(toHex(o.random(vm.getNumber(n!)))));
+    define('__hostRandom', (n) => vm.newArrayBuffer(ownBuffer(o.random(vm.getNumber(n!)))));
     const card = new QuickJsCard(rt, vm, limit);
     card.#eval(o.bundle);
     card.#eval(GLUE);
@@ -99,7 +107,18 @@ export class QuickJsCard {
     this.#vm.unwrapResult(r).dispose();
   }
 
-  #global(name: string): string | undefined {
+  /** The ArrayBuffer global `name` as bytes (a copy), or undefined when it is not one. */
+  #bytes(name: string): Uint8Array | undefined {
+    const h = this.#vm.getProp(this.#vm.global, name);
+    try {
+      return this.#vm.typeof(h) === 'undefined' ? undefined : this.#vm.getArrayBuffer(h).consume((l) => l.value.slice());
+    } finally {
+      h.dispose();
+    }
+  }
+
+  /** The string global `name`, or undefined when it is not one. */
+  #string(name: string): string | undefined {
     const h = this.#vm.getProp(this.#vm.global, name);
     try {
       return this.#vm.typeof(h) === 'string' ? this.#vm.getString(h) : undefined;
@@ -110,7 +129,7 @@ export class QuickJsCard {
 
   /** Processes one command APDU inside QuickJS and returns the response APDU. */
   async process(apdu: Uint8Array): Promise<Uint8Array> {
-    const arg = this.#vm.newString(toHex(apdu));
+    const arg = this.#vm.newArrayBuffer(ownBuffer(apdu));
     const fn = this.#vm.getProp(this.#vm.global, '__process');
     try {
       this.#vm.unwrapResult(this.#vm.callFunction(fn, this.#vm.undefined, arg)).dispose();
@@ -120,11 +139,11 @@ export class QuickJsCard {
     }
     // The applet's promise chain settles once the pending jobs have run.
     this.#rt.executePendingJobs(-1).unwrap();
-    const err = this.#global('__err');
+    const err = this.#string('__err');
     if (err !== undefined) throw new Error(`applet failed inside QuickJS: ${err}`);
-    const out = this.#global('__out');
+    const out = this.#bytes('__out');
     if (out === undefined) throw new Error('applet did not answer inside QuickJS');
-    return fromHex(out);
+    return out;
   }
 
   /** Power-on reset of the applet inside QuickJS. */

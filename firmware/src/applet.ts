@@ -141,6 +141,8 @@ interface Trust {
   readonly root: VerifiedCertificate;
   readonly ledger: VerifiedCertificate;
   readonly card: Certificate;
+  /** Key id of the issuing bank: the `kid` header of the card certificate. */
+  readonly bankKid: Uint8Array;
   readonly limits: NonNullable<Certificate['limits']>;
   readonly currency: number;
 }
@@ -391,11 +393,13 @@ export class Applet {
       // them since, so they are only parsed here.
       const root = openSigned('Certificate', s.root).message;
       const ledger = openSigned('Certificate', s.ledger).message;
-      const card = openSigned('Certificate', s.chain[0]!).message;
+      const cardCert = openSigned('Certificate', s.chain[0]!);
+      const card = cardCert.message;
       this.#trust = {
         root: { bytes: s.root, claims: root, ...subjectKey(root) },
         ledger: { bytes: s.ledger, claims: ledger, ...subjectKey(ledger) },
         card,
+        bankKid: cardCert.cose.kid,
         limits: card.limits!,
         currency: card.currency ?? CURRENCY_KZT,
       };
@@ -775,14 +779,20 @@ export class Applet {
     const signed = signEncoded('Transfer', payload, this.#signer!);
     const hash = sha256(payload);
 
-    // 6. The handover.
+    // 6. The handover. The issuing bank's certificate is left out when the terminal
+    //    says it holds it (SPEC §3.6 `banks`, §3.8): the chain is then [card].
+    //    The history up to the transfer the request's `held` names is left out too: the terminal
+    //    holds it (SPEC §3.6 held, §3.8 after) and puts it back before it validates.
+    const bankHeld = req.banks?.some((b) => bytesEqual(b, trust.bankKid)) ?? false;
+    const heldAt = req.held ? this.#history.findIndex((h) => bytesEqual(h.hash, req.held!)) : -1;
     const handover = encodeMessage('Handover', {
       transfer: signed,
-      chain: s.chain!,
+      chain: bankHeld ? [s.chain![0]!] : s.chain!,
       ...(tokens.length > 0 ? { tokens } : {}),
-      history: s.history,
+      history: heldAt >= 0 ? s.history.slice(heldAt + 1) : s.history,
       ...(s.receipt ? { receipt: s.receipt } : {}),
       ...(receiptTokens.length > 0 ? { receiptTokens } : {}),
+      ...(heldAt >= 0 ? { after: req.held! } : {}),
     });
 
     // 7. Commit counter, chain, coins and the handover, THEN answer.
@@ -885,7 +895,10 @@ export class Applet {
         ...(token.expires !== undefined ? { expires: token.expires } : {}),
       });
     }
-    const expected = checked(SW.WRONG_DATA, () => addAmounts(addAmounts(pending.message.balance, r.loaded), voidedValue));
+    // Merchant refunds the ledger credits (SPEC §7.7.3) come in too; `refunded` absent counts as 0.
+    const expected = checked(SW.WRONG_DATA, () =>
+      addAmounts(addAmounts(addAmounts(pending.message.balance, r.loaded), r.refunded ?? 0), voidedValue),
+    );
     // Value redeemed to the issuing bank (revoked card, SPEC §7.6) leaves the card:
     // tokens + redeemed must match, so a redeemed above everything fails the check.
     const received = checked(SW.WRONG_DATA, () => addAmounts(sumAmounts(coins.map((c) => c.value)), r.redeemed ?? 0));

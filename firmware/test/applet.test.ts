@@ -20,6 +20,7 @@ import {
   toHex,
   type CborValue,
   decodeMessage,
+  encodeMessage,
   encodeCommand,
   keyPairSigner,
   openSigned,
@@ -877,6 +878,34 @@ test("SYNC: a revoked card's receipt redeems its value to the bank: no tokens, b
   t.deepEqual(openSigned('SyncRequest', b2.data).message.holdings, []);
 });
 
+test('SYNC: refunded value (SPEC §7.7.3) counts in the token total; an inflated or missing refunded is 6A80', async (t) => {
+  const { host } = await readyCard([50_000]);
+  t.is((await host.pay(paymentRequest(pki, pki.terminal, { amount: 7_000 }))).sw, 0x9000);
+  const b1 = await host.syncBegin(new Uint8Array(16).fill(7));
+  // 43 000 kept, 2 000 refunded: the tokens must hold 45 000.
+  t.is(
+    (await host.syncComplete(ledger.receipt(b1.data, { refunded: 2_001, values: [45_000] }))).sw,
+    0x6a80,
+    'refunded inflated above what the tokens hold',
+  );
+  t.is(
+    (await host.syncComplete(ledger.receipt(b1.data, { values: [45_000] }))).sw,
+    0x6a80,
+    'tokens above balance with no refunded to account for them',
+  );
+  t.is(
+    (await host.syncComplete(ledger.receipt(b1.data, { refunded: 2_000, values: [44_999] }))).sw,
+    0x6a80,
+    'value lost: 1 tiyn of the refund missing',
+  );
+  t.true((await status(host)).syncPending);
+  // Revoked: the refund goes with redeemed (balance + refunded), no tokens.
+  t.is((await host.syncComplete(ledger.receipt(b1.data, { refunded: 2_000, redeemed: 45_001, values: [] }))).sw, 0x6a80);
+  t.is((await host.syncComplete(ledger.receipt(b1.data, { refunded: 2_000, values: [40_000, 5_000] }))).sw, 0x9000);
+  t.is((await status(host)).balance, 45_000);
+  t.false((await status(host)).syncPending);
+});
+
 test('on-device confirmation: declined -> 6985 and nothing signed; approved -> cvm ON_DEVICE satisfies the CVM limit', async (t) => {
   let answer: boolean | 'throw' = false;
   const prompts: unknown[] = [];
@@ -1013,3 +1042,63 @@ test.after(
     );
   },
 );
+
+test('PAY leaves the issuing bank certificate out when the request names the bank (SPEC §3.6 banks, §10.7 step 10)', async (t) => {
+  const { host } = await readyCard();
+  const banks = { bankCertificate: (kid: Uint8Array) => (toHex(kid) === toHex(pki.issuing.signer.kid) ? pki.issuing.cert : undefined) };
+  // Another bank named: the chain is carried whole.
+  const req1 = paymentRequest(pki, pki.terminal, { amount: 1_000, banks: [pki.acquiring.signer.kid] });
+  const r1 = await host.pay(req1);
+  t.is(r1.sw, 0x9000);
+  t.is(decodeMessage('Handover', r1.data).chain.length, 2);
+  // The card's bank named: [card] alone, which validates with the held bank certificate and only with it.
+  const req2 = paymentRequest(pki, pki.terminal, {
+    amount: 1_000,
+    time: T0 + 60,
+    banks: [pki.acquiring.signer.kid, pki.issuing.signer.kid],
+  });
+  const r2 = await host.pay(req2);
+  t.is(r2.sw, 0x9000);
+  const h2 = decodeMessage('Handover', r2.data);
+  t.is(h2.chain.length, 1);
+  const request = openSigned('PaymentRequest', req2).message;
+  const v = validateHandover(r2.data, { trust, request, ...banks });
+  t.true(v.ok, JSON.stringify(v));
+  t.like(validateHandover(r2.data, { trust, request }), { ok: false, code: 'HANDOVER_CHAIN', detail: 'CERT_CHAIN_BROKEN', index: 1 });
+  t.true(encodeMessage('Handover', { ...h2, chain: [h2.chain[0]!, pki.issuing.cert] }).length - r2.data.length >= pki.issuing.cert.length);
+});
+
+test('PAY leaves out the history up to the transfer the request names as held (SPEC §3.6 held, §3.8 after)', async (t) => {
+  const { host } = await readyCard();
+  const r1 = paymentRequest(pki, pki.terminal, { amount: 1_000 });
+  const a1 = await host.pay(r1);
+  t.is(a1.sw, 0x9000);
+  const v1 = validate(a1.data, r1);
+  if (!v1.ok) return t.fail(v1.code);
+  const r2 = paymentRequest(pki, pki.terminal, { amount: 1_000, time: T0 + 60 });
+  const a2 = await host.pay(r2);
+  const v2 = validate(a2.data, r2);
+  if (!v2.ok) return t.fail(v2.code);
+  t.is(v2.handover.history.length, 1);
+  // The terminal holds both: naming the second, the card sends no history; naming the first, one link.
+  const held = new Map([
+    [toHex(v1.transferHash), [a1.data].map((h) => decodeMessage('Handover', h).transfer)],
+    [toHex(v2.transferHash), [...v2.handover.history, v2.handover.transfer]],
+  ]);
+  const heldHistory = (h: Uint8Array) => held.get(toHex(h));
+  const r3 = paymentRequest(pki, pki.terminal, { amount: 1_000, time: T0 + 120, held: v2.transferHash });
+  const a3 = await host.pay(r3);
+  t.is(a3.sw, 0x9000);
+  const h3 = decodeMessage('Handover', a3.data);
+  t.is(h3.history.length, 0);
+  t.deepEqual(h3.after, v2.transferHash);
+  const request3 = openSigned('PaymentRequest', r3).message;
+  const v3 = validateHandover(a3.data, { trust, request: request3, heldHistory });
+  if (!v3.ok) return t.fail(v3.code);
+  t.is(v3.offlineCount, 3);
+  t.is(v3.offlineTotal, 3_000);
+  t.like(validateHandover(a3.data, { trust, request: request3 }), { ok: false, code: 'HISTORY_BROKEN', index: 0 });
+  const r4 = paymentRequest(pki, pki.terminal, { amount: 1_000, time: T0 + 180, held: v1.transferHash });
+  const h4 = decodeMessage('Handover', (await host.pay(r4)).data);
+  t.is(h4.history.length, 2, 'the links after the held one');
+});

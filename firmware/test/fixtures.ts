@@ -161,6 +161,8 @@ export interface ReceiptOptions {
   voided?: Uint8Array[];
   /** Value moved to the issuing bank (revoked card); subtracted from the default token total. */
   redeemed?: number;
+  /** Value credited by merchant refunds (SPEC §7.7.3); added to the default token total. */
+  refunded?: number;
   time?: number;
   expires?: number;
 }
@@ -179,7 +181,7 @@ export class Ledger {
         .find((x) => Buffer.from(payloadHash(x.cose)).equals(Buffer.from(v)));
       voidedValue += t ? t.message.amount : 0;
     }
-    const total = req.message.balance + loaded + voidedValue - (o.redeemed ?? 0);
+    const total = req.message.balance + loaded + (o.refunded ?? 0) + voidedValue - (o.redeemed ?? 0);
     const values = o.values ?? (total > 0 ? [total] : []);
     const tokens = values.map((value, i) => {
       const mark = o.marks?.[i];
@@ -203,6 +205,7 @@ export class Ledger {
         tokens,
         time: o.time ?? T0,
         ...(o.redeemed !== undefined ? { redeemed: o.redeemed } : {}),
+        ...(o.refunded !== undefined ? { refunded: o.refunded } : {}),
         loaded,
         voided: o.voided ?? [],
       },
@@ -321,6 +324,10 @@ export interface RequestOptions {
   merchant?: string;
   mcc?: number;
   currency?: number;
+  /** Issuing banks whose certificates the terminal says it holds (SPEC §3.6 banks). */
+  banks?: Uint8Array[];
+  /** The newest transfer of the card the terminal holds with its chain (SPEC §3.6 held). */
+  held?: Uint8Array;
 }
 
 /** A terminal's signed PaymentRequest. */
@@ -337,6 +344,8 @@ export function paymentRequest(pki: Pki, t: Terminal, o: RequestOptions): Uint8A
       time: o.time ?? T0,
       chain: t.chain,
       ...(o.retryOf ? { retryOf: o.retryOf } : {}),
+      ...(o.banks ? { banks: o.banks } : {}),
+      ...(o.held ? { held: o.held } : {}),
     },
     t.signer,
   );

@@ -17,6 +17,7 @@ import {
   sumAmounts,
   toHex,
   validateHandover,
+  completeHistory,
   type Mark,
   CardStatusSchema,
   decodeFormat,
@@ -84,6 +85,9 @@ test('firmware and ReferenceWallet agree on random lives', async (t) => {
         let paidOut = 0;
         let last: { nonce: Uint8Array; amount: number; request: ReturnType<typeof openSigned<'PaymentRequest'>>['message'] } | undefined;
         let time = T0;
+        // What the canteen terminal holds of this card (its journal): transfer hash -> chain.
+        const canteenJournal = new Map<string, Uint8Array[]>();
+        let canteenNewest: Uint8Array | undefined;
         for (const op of ops) {
           time += 10;
           if (op.kind === 'sync') {
@@ -94,7 +98,17 @@ test('firmware and ReferenceWallet agree on random lives', async (t) => {
           const terminal = op.canteen ? pki.canteen : pki.terminal;
           const amount = op.kind === 'retry' ? (last?.amount ?? 1) : op.amount;
           const retryOf = op.kind === 'retry' ? last?.nonce : undefined;
-          const req = paymentRequest(pki, terminal, { amount, time, ...(retryOf ? { retryOf } : {}) });
+          // The canteen holds the issuing bank's certificate (SPEC §3.6 banks): both leave it out of the chain.
+          const banks = op.canteen ? [pki.issuing.signer.kid] : undefined;
+          // It also names the newest transfer of the card it accepted (SPEC §3.6 held): both leave the history up to it out.
+          const held = op.canteen ? canteenNewest : undefined;
+          const req = paymentRequest(pki, terminal, {
+            amount,
+            time,
+            ...(retryOf ? { retryOf } : {}),
+            ...(banks ? { banks } : {}),
+            ...(held ? { held } : {}),
+          });
           const pin = op.kind === 'pay' && op.pin;
           if (pin && (await host.verifyPin(PIN)).sw !== 0x9000) throw new Error('pin');
           const card = await host.pay(req);
@@ -114,8 +128,15 @@ test('firmware and ReferenceWallet agree on random lives', async (t) => {
           const reqs = [openSigned('PaymentRequest', req).message];
           // A retry is checked against the interrupted request, as a terminal does.
           if (retryOf && last) reqs.push(last.request);
-          const v = validateHandover(card.data, { trust, request: reqs });
+          const bankCertificate = (kid: Uint8Array) => (toHex(kid) === toHex(pki.issuing.signer.kid) ? pki.issuing.cert : undefined);
+          const heldHistory = (h: Uint8Array) => canteenJournal.get(toHex(h));
+          const v = validateHandover(card.data, { trust, request: reqs, bankCertificate, heldHistory });
           if (!v.ok) throw new Error(`invalid handover ${v.code}`);
+          if (op.canteen) {
+            const full = completeHistory(v);
+            canteenJournal.set(toHex(v.transferHash), [...full.history, full.transfer]);
+            canteenNewest = v.transferHash;
+          }
           if (!retried) {
             paidOut += amount;
             payments++;

@@ -17,6 +17,7 @@ import {
   checkTransferChain,
   DEFAULT_TERMINAL_CRL_MAX_AGE,
   isDtError,
+  openAdjustment,
   openSigned,
   payloadHash,
   Role,
@@ -24,8 +25,10 @@ import {
   toHex,
   verifyChain,
   verifyCoseSign1,
+  type Adjustment,
   type CoseSign1,
   type MessageOf,
+  type OpenedAdjustment,
   type SpentCoin,
   type TransferOpener,
   type ValidatedTransfer,
@@ -109,6 +112,29 @@ export interface OpenBatch {
   /** The terminal's certified revocation-list age policy (seconds): the claim, or the SPEC default. */
   readonly crlMaxAge: number;
   readonly handovers: readonly Uint8Array[];
+  /** The batch's adjustments (SPEC §7.7.3), in order; empty when it has none. */
+  readonly adjustments: readonly BatchAdjustment[];
+}
+
+/** One adjustment of a batch as it opened (SPEC §7.7.3 step 1). */
+export interface BatchAdjustment {
+  /** Opened and verified: a SignedAdjustment signed by the batch's terminal, naming it. Absent: `ADJUSTMENT_INVALID`. */
+  readonly opened?: OpenedAdjustment;
+  /** What it says when it at least decodes (not verified: only to name it in a refusal). */
+  readonly claimed?: Adjustment;
+}
+
+/** Opens the adjustments of a batch with the batch's certified terminal key (pure). */
+function openAdjustments(list: readonly Uint8Array[], terminalKey: Uint8Array, verifier: Verifier): BatchAdjustment[] {
+  return list.map((bytes) => {
+    let claimed: Adjustment | undefined;
+    try {
+      claimed = openSigned('Adjustment', bytes).message;
+      return { opened: openAdjustment(bytes, terminalKey, verifier), claimed };
+    } catch {
+      return claimed ? { claimed } : {};
+    }
+  });
 }
 
 /**
@@ -145,6 +171,7 @@ export function openBatch(bytes: Uint8Array, index: number, now: number, skew: n
     crlVersion: m.crlVersion,
     crlMaxAge: term[0]!.claims.crlMaxAge ?? DEFAULT_TERMINAL_CRL_MAX_AGE,
     handovers: m.handovers,
+    adjustments: openAdjustments(m.adjustments ?? [], term[0]!.publicKey, ctx.verifier),
   };
 }
 

@@ -479,6 +479,7 @@ export function buildProgram(): Command {
       `  unspent change    ${formatTenge(report.unspentChange)}`,
       `  pending payee     ${formatTenge(report.pendingPayee)}`,
       `  redeemed          ${formatTenge(report.redeemed)} (of which covered double spends ${formatTenge(report.covered)})`,
+      `  pending refunds   ${formatTenge(report.pendingRefunds)}`,
       `  difference        ${formatTenge(report.difference)}`,
       `double-spend proofs: ${report.proofs.length}`,
       ...report.proofs.map((p) => `  card ${p.card} first ${p.first} second ${p.second} at ${p.time}`),

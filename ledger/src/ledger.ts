@@ -17,7 +17,8 @@
  * @module
  */
 import {
-  addAmounts,
+  AdjustmentCode,
+  AdjustmentKind,
   bytesEqual,
   isDtError,
   Role,
@@ -45,12 +46,14 @@ import {
   sumAmounts,
   validateHandover,
   verifyCoseSign1,
+  type Adjustment,
   type CardChainVerifier,
   type CertificateMemo,
   type HandoverResult,
   type HandoverValid,
   type Mark,
   type MessageOf,
+  type Transfer,
   type TransferOpener,
   type Outcome,
   type Signer,
@@ -62,7 +65,7 @@ import {
 import { nativeVerifier } from '@dt/protocol/native';
 import type { LedgerStorage } from './storage/types.ts';
 import { LedgerStore, type StoreTx } from './store.ts';
-import type { CardRow, LoadRow, TransferRow } from './storage/rows.ts';
+import type { CardRow, LoadRow, RefundCreditRow, TransferRow } from './storage/rows.ts';
 import { BANK_REQUEST_DETAIL, CONCURRENT_SYNC_DETAIL, LedgerError, LedgerErrorCode, LOAD_ORDER_DETAIL } from './errors.ts';
 import {
   anchorCoins,
@@ -88,6 +91,7 @@ import {
   cachingTransferOpener,
   cardChainCache,
   coseParts,
+  jobBanks,
   knownCertificates,
   knownVerifier,
   memoVerifier,
@@ -132,10 +136,15 @@ export interface AuditReport {
   readonly unspentChange: number;
   /** Payee value of recorded transfers whose terminal has not submitted them yet. */
   readonly pendingPayee: number;
-  /** Value settled to merchants (including covered double spends). */
+  /** Value settled to merchants (including covered double spends), net of refunds. */
   readonly redeemed: number;
+  /** Refunded value waiting for the cards' next sync (SPEC §7.7.3). */
+  readonly pendingRefunds: number;
   readonly covered: number;
-  /** issued - (bankBalances + pendingLoads + unspentTokens + unspentChange + pendingPayee + redeemed). Zero when the invariant holds. */
+  /**
+   * issued - (bankBalances + pendingLoads + unspentTokens + unspentChange + pendingPayee + redeemed + pendingRefunds).
+   * Zero when the invariant holds.
+   */
   readonly difference: number;
   /** Balances below their floor (a bank below minus its credit line, a merchant below zero): must be empty. */
   readonly floorBreaches: { kind: 'bank' | 'merchant'; kid: string; balance: number; floor: number }[];
@@ -186,6 +195,8 @@ export interface CardInfo {
   readonly restoreAfter: number | null;
   readonly restored: boolean;
   readonly pendingLoads: number;
+  /** Refunded value waiting for the card's next sync (SPEC §7.7.3). */
+  readonly pendingRefunds: number;
   /**
    * Per mark class (SPEC §3.4; `mark`: hex of its deterministic CBOR, null unmarked): `synced`, the value of the
    * tokens the card got at its last sync (offline payments since spend from them), and `pendingLoads`.
@@ -232,6 +243,8 @@ interface SyncPayout {
   readonly tokens: Uint8Array[];
   readonly loaded: number;
   readonly redeemed: number;
+  /** Pending refund credits paid out in the tokens, or (revoked, defund) with `redeemed` (SPEC §7.7.3). */
+  readonly refunded: number;
 }
 
 /** A transfer a handover carries (step E's candidate), opened when it opens as a signed Transfer. */
@@ -249,10 +262,20 @@ const markBytes = (m: Mark | undefined): Uint8Array | null => (m ? encodeDetermi
 const markFrom = (b: Uint8Array | null | undefined): Mark | undefined =>
   b ? decodeStruct(MarkSchema, decodeDeterministic(b, 1024)) : undefined;
 
+/** No voids in a batch. */
+const NO_VOIDS: ReadonlyMap<string, Adjustment> = new Map();
+
+/** A void of the batch names this paying transfer with its card, amount and currency (SPEC §7.7.3). */
+const voidNames = (a: Adjustment | undefined, t: Transfer): boolean =>
+  a !== undefined && bytesEqual(a.card, t.card) && a.amount === t.amount && a.currency === t.currency;
+
 /** A batch's stored outcomes and, for the handovers still without one, their evidence and validation. */
 interface Prepared {
+  /** Outcomes by index: the handovers, then the adjustments (index handovers + j). */
   readonly out: (Uint8Array | undefined)[];
   readonly todo: number[];
+  /** The adjustments (by j) still without an outcome. */
+  readonly todoAdj: number[];
   readonly results: HandoverResult[];
   readonly evidence: HandoverEvidence[];
 }
@@ -298,7 +321,19 @@ export class Ledger {
   /** The latest signed revocation list, so that GET /v1/crl does not decode it every time. */
   #crlCache: { version: number; issued: number; bytes: Uint8Array } | undefined;
   /** Counters for `/v1/metrics`. */
-  readonly stats = { settled: 0, alreadySettled: 0, doubleSpends: 0, invalid: 0, voided: 0, syncs: 0, loads: 0, batches: 0 };
+  readonly stats = {
+    settled: 0,
+    alreadySettled: 0,
+    doubleSpends: 0,
+    invalid: 0,
+    voided: 0,
+    syncs: 0,
+    loads: 0,
+    batches: 0,
+    merchantVoids: 0,
+    refunds: 0,
+    adjustmentsRefused: 0,
+  };
 
   private constructor(opts: LedgerOptions, trust: TrustStore) {
     this.storage = opts.storage;
@@ -360,6 +395,8 @@ export class Ledger {
       verifyCardChain: known ? (chain, at) => this.#chains(chain, at, known.verifier, known.certs) : this.#verifyCardChain,
       payee: job.payee,
       notAfter: job.notAfter,
+      // A `[card]` chain names its issuing bank by reference: the registered banks complete it (SPEC §3.8).
+      bankCertificate: jobBanks(job),
     });
   }
 
@@ -631,19 +668,23 @@ export class Ledger {
    */
   async #prepare(tx: StoreTx, ob: OpenBatch): Promise<Prepared> {
     const stored = await tx.outcomesOf(ob.hash);
-    const out: (Uint8Array | undefined)[] = new Array(ob.handovers.length);
+    const nh = ob.handovers.length;
+    const out: (Uint8Array | undefined)[] = new Array(nh + ob.adjustments.length);
     for (const r of stored) out[r.idx] = r.bytes;
-    const todo = [...out.keys()].filter((i) => out[i] === undefined);
+    const todo = [...out.keys()].filter((i) => i < nh && out[i] === undefined);
+    const todoAdj = ob.adjustments.map((_, j) => j).filter((j) => out[nh + j] === undefined);
     const candidates = todo.map((i) => this.#candidates(ob.handovers[i]!));
     const { facts, keys } = await this.#facts(tx, candidates.flat());
     const notAfter = Math.min(ob.time, this.#now()) + this.#skew;
-    const results =
-      todo.length > 0
-        ? await this.#validate(todo.map((i) => ({ handover: ob.handovers[i]!, payee: ob.terminal, notAfter, known: facts })))
-        : [];
+    let results: HandoverResult[] = [];
+    if (todo.length > 0) {
+      // Few rows (one per bank): the certificates a handover may name by reference (SPEC §3.8).
+      const banks = new Map((await tx.banks()).map((b) => [toHex(b.kid), b.cert] as const));
+      results = await this.#validate(todo.map((i) => ({ handover: ob.handovers[i]!, payee: ob.terminal, notAfter, known: facts, banks })));
+    }
     const verifier = this.#toolsOf(facts).verifier;
     const evidence = candidates.map((c) => this.#evidenceOf(c, keys, verifier));
-    return { out, todo, results, evidence };
+    return { out, todo, todoAdj, results, evidence };
   }
 
   /** The transfers a handover carries (step E's candidates), each opened when it opens as a signed Transfer. */
@@ -719,12 +760,22 @@ export class Ledger {
    * first, then judgement (SPEC §7.7); nobody sees an outcome before the commit.
    */
   async #commitBatch(tx: StoreTx, ob: OpenBatch, p: Prepared, counted: (keyof Ledger['stats'])[]): Promise<Uint8Array[]> {
-    if (p.todo.length === 0) return p.out as Uint8Array[];
+    if (p.todo.length === 0 && p.todoAdj.length === 0) return p.out as Uint8Array[];
     const now = this.#now();
     const out = [...p.out];
+    // Voids of this batch are known before its handovers are judged (SPEC §7.7.3).
+    const voids = p.todoAdj.length > 0 ? await this.#batchVoids(tx, ob, p.todoAdj) : NO_VOIDS;
     for (let k = 0; k < p.todo.length; k++) {
       const idx = p.todo[k]!;
-      const r = await this.#apply(tx, ob, idx, p.results[k]!, p.evidence[k]!, now);
+      const r = await this.#apply(tx, ob, idx, p.results[k]!, p.evidence[k]!, now, voids);
+      out[idx] = r.bytes;
+      if (r.stat) counted.push(r.stat);
+    }
+    // Then its adjustments, in order, after its handovers.
+    for (const j of p.todoAdj) {
+      const idx = ob.handovers.length + j;
+      const r = await this.#applyAdjustment(tx, ob, j, now);
+      await tx.insertOutcome({ batch: ob.hash, idx, bytes: r.bytes });
       out[idx] = r.bytes;
       if (r.stat) counted.push(r.stat);
     }
@@ -770,7 +821,15 @@ export class Ledger {
   }
 
   /** Applies one handover of a batch: evidence, then the first matching case of SPEC §7.7's table. */
-  async #apply(tx: StoreTx, ob: OpenBatch, idx: number, v: HandoverResult, evidence: HandoverEvidence, now: number): Promise<Applied> {
+  async #apply(
+    tx: StoreTx,
+    ob: OpenBatch,
+    idx: number,
+    v: HandoverResult,
+    evidence: HandoverEvidence,
+    now: number,
+    voids: ReadonlyMap<string, Adjustment> = NO_VOIDS,
+  ): Promise<Applied> {
     const dup = await tx.outcome(ob.hash, idx);
     if (dup) return { bytes: dup.bytes };
     const store = async (o: Outcome, stat: keyof Ledger['stats'], save: boolean): Promise<Applied> => {
@@ -800,14 +859,144 @@ export class Ledger {
     if (!v.ok) return store(judged(OutcomeStatus.INVALID, v.code, v.transferHash ?? ZERO32, v.cardKid ?? ZERO16, 0), 'invalid', false);
     if (!(await this.#tokensIssuedTo(tx, v)))
       return store(judged(OutcomeStatus.INVALID, 'TOKEN_INVALID', v.transferHash, v.cardKid, 0), 'invalid', false);
+    // The paying transfer as the ledger held it before this handover (learnt from history), if it did.
+    const held = await tx.transfer(v.transferHash);
     for (let i = 0; i < v.chain.length; i++) await this.#recordValue(tx, v.chain[i]!, v.chainInputs[i]!);
     const amount = v.transfer.amount;
-    // Voided at the card's sync before any terminal submitted it: the payee is not paid.
-    if ((await tx.transfer(v.transferHash))?.state === 'voided')
-      return store(judged(OutcomeStatus.VOIDED, 'VOIDED', v.transferHash, v.cardKid, amount), 'voided', true);
+    // Voided by its payee (a void of this batch, or one accepted before, SPEC §7.7.3; only a transfer held before can
+    // have one): recorded as value, never credited; its value returns to the card at its next sync. Voided at the
+    // card's sync before any terminal submitted it: the payee is not paid either.
+    const byPayee =
+      voidNames(voids.get(toHex(v.transferHash)), v.transfer) || (held !== undefined && (await tx.acceptedVoid(v.transferHash)));
+    if (byPayee || held?.state === 'voided')
+      return store(
+        judged(OutcomeStatus.VOIDED, byPayee ? AdjustmentCode.MERCHANT_VOID : 'VOIDED', v.transferHash, v.cardKid, amount),
+        'voided',
+        true,
+      );
     await tx.setTransferState(v.transferHash, 'settled');
     await tx.creditMerchant(ob.terminal, amount);
     return store(judged(OutcomeStatus.SETTLED, undefined, v.transferHash, v.cardKid, amount), 'settled', true);
+  }
+
+  // ------------------------------------------------------------ voids and refunds (SPEC §7.7.3)
+  /** The voids of a batch not answered before, by the transfer they name (the first one per transfer). */
+  async #batchVoids(tx: StoreTx, ob: OpenBatch, todoAdj: readonly number[]): Promise<Map<string, Adjustment>> {
+    const out = new Map<string, Adjustment>();
+    for (const j of todoAdj) {
+      const a = ob.adjustments[j]!.opened?.adjustment;
+      if (!a || a.kind !== AdjustmentKind.VOID || (await tx.adjustment(ob.terminal, a.id))) continue;
+      const k = toHex(a.transfer);
+      if (!out.has(k)) out.set(k, a);
+    }
+    return out;
+  }
+
+  /**
+   * Answers adjustment `j` of a batch (SPEC §7.7.3): its stored outcome again, or a new verdict stored with it.
+   * Refusals change nothing but the stored answer.
+   */
+  async #applyAdjustment(tx: StoreTx, ob: OpenBatch, j: number, now: number): Promise<Applied> {
+    const slot = ob.adjustments[j]!;
+    const refusal = (code: AdjustmentCode, a: Adjustment | undefined, named: boolean): Outcome => ({
+      transfer: a?.transfer ?? ZERO32,
+      status: OutcomeStatus.INVALID,
+      covered: false,
+      code,
+      time: now,
+      card: a?.card ?? ZERO16,
+      terminal: ob.terminal,
+      amount: a?.amount ?? 0,
+      ...(named && a ? { adjustment: a.id } : {}),
+    });
+    const opened = slot.opened;
+    if (!opened)
+      return { bytes: this.#outcome(refusal(AdjustmentCode.ADJUSTMENT_INVALID, slot.claimed, false)), stat: 'adjustmentsRefused' };
+    const a = opened.adjustment;
+    const prior = await tx.adjustment(ob.terminal, a.id);
+    if (prior) {
+      if (bytesEqual(prior.hash, opened.hash)) return { bytes: prior.outcome };
+      return { bytes: this.#outcome(refusal(AdjustmentCode.ID_CONFLICT, a, true)), stat: 'adjustmentsRefused' };
+    }
+    const o = await this.#judgeAdjustment(tx, ob, a, opened.hash, now, (code) => refusal(code, a, true));
+    const bytes = this.#outcome(o);
+    await tx.insertAdjustment({
+      terminal: ob.terminal,
+      id: a.id,
+      hash: opened.hash,
+      kind: a.kind,
+      transfer: a.transfer,
+      card: a.card,
+      amount: a.amount,
+      status: o.status,
+      code: o.code ?? null,
+      outcome: bytes,
+      time: now,
+    });
+    const stat =
+      o.status === OutcomeStatus.REFUNDED ? 'refunds' : o.status === OutcomeStatus.VOIDED ? 'merchantVoids' : 'adjustmentsRefused';
+    return { bytes, stat };
+  }
+
+  /** The verdict on a new adjustment (inside `tx`; an accepted refund moves value). */
+  async #judgeAdjustment(
+    tx: StoreTx,
+    ob: OpenBatch,
+    a: Adjustment,
+    hash: Uint8Array,
+    now: number,
+    refuse: (code: AdjustmentCode) => Outcome,
+  ): Promise<Outcome> {
+    // The transfer as the card signed it: every transfer the ledger holds (as value or as evidence) is a stored object.
+    const bytes = await tx.object(a.transfer);
+    let t: Transfer | undefined;
+    if (bytes) {
+      try {
+        t = this.#openTransfer(bytes).message;
+      } catch {
+        t = undefined; // another object (a sync request): no transfer of that name
+      }
+    }
+    if (!t) return refuse(AdjustmentCode.TRANSFER_UNKNOWN);
+    if (!bytesEqual(t.payee, ob.terminal)) return refuse(AdjustmentCode.NOT_PAYEE);
+    if (!bytesEqual(t.card, a.card) || t.currency !== a.currency || (a.kind === AdjustmentKind.VOID && a.amount !== t.amount))
+      return refuse(AdjustmentCode.ADJUSTMENT_MISMATCH);
+    const verdict = await tx.verdict(a.transfer);
+    const accepted = (status: OutcomeStatus, amount: number, code?: string): Outcome => ({
+      transfer: a.transfer,
+      status,
+      covered: false,
+      ...(code ? { code } : {}),
+      time: now,
+      card: t.card,
+      terminal: ob.terminal,
+      amount,
+      adjustment: a.id,
+    });
+    if (a.kind === AdjustmentKind.VOID) {
+      if (verdict) {
+        if (verdict.status === OutcomeStatus.SETTLED) return refuse(AdjustmentCode.VOID_TOO_LATE);
+        if (verdict.status !== OutcomeStatus.VOIDED) return refuse(AdjustmentCode.NOT_VOIDABLE);
+      } else if (!(await tx.transfer(a.transfer))) {
+        // Evidence only (a handover judged INVALID, the second object of a fork): not value, nothing to void.
+        return refuse(AdjustmentCode.NOT_VOIDABLE);
+      }
+      // Judged VOIDED, or held as value without a verdict: voided by its payee (stored with this answer).
+      return accepted(OutcomeStatus.VOIDED, t.amount, AdjustmentCode.MERCHANT_VOID);
+    }
+    if (!verdict || verdict.status !== OutcomeStatus.SETTLED) return refuse(AdjustmentCode.NOT_SETTLED);
+    if ((await tx.refundedTotal(a.transfer)) + a.amount > t.amount) return refuse(AdjustmentCode.REFUND_EXCEEDS);
+    // The credit keeps the mark of the value the card paid with (its inputs' mark, kept with the value record), so a
+    // refund never frees purpose-bound value, even when the payee output was the mark's last hop.
+    const mark = (await tx.transfer(a.transfer))?.mark ?? null;
+    if (mark !== null) {
+      // Each mark class is a token of its own at the next sync: bounded, as for pending loads.
+      const classes = new Set((await tx.pendingRefundCredits(t.card)).flatMap((c) => (c.mark ? [toHex(c.mark)] : [])));
+      if (!classes.has(toHex(mark)) && classes.size >= MAX_PENDING_MARK_CLASSES) return refuse(AdjustmentCode.REFUND_MARKS);
+    }
+    if (!(await tx.debitMerchant(ob.terminal, a.amount))) return refuse(AdjustmentCode.MERCHANT_FUNDS);
+    await tx.insertRefundCredit({ adjustment: hash, card: t.card, amount: a.amount, mark, time: now });
+    return accepted(OutcomeStatus.REFUNDED, a.amount);
   }
 
   /** What only the ledger knows (SPEC §7.7 step 3): every token the handover spends is one it issued to this card, with this value. */
@@ -929,11 +1118,12 @@ export class Ledger {
       await this.#checkAnchorUnchanged(tx, card.row);
       await this.#settleOfflineChain(tx, checked);
       const orphans = await this.#voidOrphans(tx, req.message.card, now);
+      const refunds = await tx.pendingRefundCredits(req.message.card);
       // A revoked card, or a defund: no fresh tokens, the value goes to the issuing bank.
       const payout =
         defund || (await tx.revocation(req.message.card))
-          ? await this.#redeemToIssuer(tx, req, card.row, checked.holdings, orphans)
-          : await this.#issueFreshTokens(tx, req, card.cert, checked.holdings, orphans, now);
+          ? await this.#redeemToIssuer(tx, req, card.row, checked.holdings, orphans, refunds)
+          : await this.#issueFreshTokens(tx, req, card.cert, checked.holdings, orphans, refunds, now);
       return { receipt: await this.#signReceipt(tx, req, payout, orphans, now), voided: orphans.length };
     });
     this.stats.voided += done.voided;
@@ -1000,7 +1190,11 @@ export class Ledger {
    * They are voided; their value returns to the card (or, revoked, to its issuing bank).
    */
   async #voidOrphans(tx: StoreTx, card: Uint8Array, now: number): Promise<TransferRow[]> {
-    const orphans = await tx.recordedOutside(card, now - this.#voidWindow, now + this.#skew, LIMITS.maxHistory);
+    // Transfers their payee voided (SPEC §7.7.3) come back whatever their age; then the orphans, at most maxHistory in all.
+    const byPayee = await tx.payeeVoidedOf(card, LIMITS.maxHistory);
+    const seen = new Set(byPayee.map((o) => toHex(o.hash)));
+    const window = await tx.recordedOutside(card, now - this.#voidWindow, now + this.#skew, LIMITS.maxHistory);
+    const orphans = [...byPayee, ...window.filter((o) => !seen.has(toHex(o.hash)))].slice(0, LIMITS.maxHistory);
     for (const o of orphans) await tx.setTransferState(o.hash, 'voided');
     return orphans;
   }
@@ -1024,13 +1218,16 @@ export class Ledger {
     card: CardRow,
     holdings: readonly SpentCoin[],
     orphans: readonly TransferRow[],
+    refunds: readonly RefundCreditRow[],
   ): Promise<SyncPayout> {
     await this.#closeLoads(tx, req, false);
-    const redeemed = addAmounts(sumAmounts(holdings.map((c) => c.value)), sumAmounts(orphans.map((o) => o.amount)));
+    const refunded = sumAmounts(refunds.map((r) => r.amount));
+    if (refunds.length > 0) await tx.closeRefundCredits(req.message.card, 'redeemed', req.hash);
+    const redeemed = sumAmounts([...holdings.map((c) => c.value), ...orphans.map((o) => o.amount), refunded]);
     // A registered card's issuing bank is registered (registerCard): if not, the books are broken (500 INTERNAL, rolled back).
     if (redeemed > 0 && !(await tx.creditBank(card.bank, redeemed)))
       throw new Error('the issuing bank of a registered card is not registered');
-    return { tokens: [], loaded: 0, redeemed };
+    return { tokens: [], loaded: 0, redeemed, refunded };
   }
 
   /** Fresh tokens for what the card holds, its voided orphans and its delivered loads: one per mark class (marks survive a sync; a load carries its order's mark). */
@@ -1040,9 +1237,12 @@ export class Ledger {
     cert: MessageOf<'Certificate'>,
     holdings: readonly SpentCoin[],
     orphans: readonly TransferRow[],
+    refunds: readonly RefundCreditRow[],
     now: number,
   ): Promise<SyncPayout> {
     const loads = await this.#closeLoads(tx, req, true);
+    const refunded = sumAmounts(refunds.map((r) => r.amount));
+    if (refunds.length > 0) await tx.closeRefundCredits(req.message.card, 'delivered', req.hash);
     const loaded = sumAmounts(loads.map((l) => l.amount));
     const classes = new Map<string, { mark?: Mark; value: number }>();
     const add = (mark: Mark | undefined, value: number) => {
@@ -1054,6 +1254,7 @@ export class Ledger {
     for (const c of holdings) add(c.mark, c.value);
     for (const o of orphans) add(markFrom(o.mark), o.amount);
     for (const l of loads) add(markFrom(l.mark), l.amount);
+    for (const r of refunds) add(markFrom(r.mark), r.amount);
     const tokens: Uint8Array[] = [];
     let i = 0;
     for (const [, cls] of [...classes.entries()].sort(([a], [z]) => (a < z ? -1 : a > z ? 1 : 0))) {
@@ -1074,7 +1275,7 @@ export class Ledger {
       await tx.insertToken({ serial, card: req.message.card, value: cls.value, sync: req.hash, bytes });
       tokens.push(bytes);
     }
-    return { tokens, loaded, redeemed: 0 };
+    return { tokens, loaded, redeemed: 0, refunded };
   }
 
   /** The last step: the signed SyncReceipt, stored with the request, and the card's anchor moved to it. */
@@ -1097,6 +1298,7 @@ export class Ledger {
         loaded: payout.loaded,
         voided: orphans.map((o) => o.hash),
         ...(payout.redeemed > 0 ? { redeemed: payout.redeemed } : {}),
+        ...(payout.refunded > 0 ? { refunded: payout.refunded } : {}),
       },
       this.#signer,
     );
@@ -1178,7 +1380,9 @@ export class Ledger {
         });
       const coins = await tx.unspentCoinsOf(card);
       const recorded = await tx.recordedTransfersOf(card);
-      const amount = sumAmounts([...coins.map((c) => c.value), ...recorded.map((r) => r.amount)]);
+      // Refunds merchants gave the card and it never synced back (SPEC §7.7.3) go to the bank too.
+      const refunds = await tx.pendingRefundCredits(card);
+      const amount = sumAmounts([...coins.map((c) => c.value), ...recorded.map((r) => r.amount), ...refunds.map((r) => r.amount)]);
       const loads = await tx.pendingLoads(card);
       const cancelled = sumAmounts(loads.map((l) => l.amount));
       const record = signRestitution({ card, bank, amount, time: now, blocked: block.time, cancelled }, this.#signer);
@@ -1186,6 +1390,7 @@ export class Ledger {
       for (const l of loads) await tx.creditBank(l.bank, l.amount);
       await tx.closePendingLoads(card, 'cancelled', hash);
       for (const r of recorded) await tx.setTransferState(r.hash, 'voided');
+      if (refunds.length > 0) await tx.closeRefundCredits(card, 'redeemed', hash);
       // The coins are the restitution's: it holds their claims (a claim an unsettled evidence object held moves to it).
       for (const c of coins) await tx.takeClaim(card, c.id, hash);
       await tx.insertObject(hash, record);
@@ -1223,6 +1428,7 @@ export class Ledger {
       const blk = await tx.cardBlock(card);
       const loads = await tx.pendingLoads(card);
       const pending = sumAmounts(loads.map((l) => l.amount));
+      const refunds = sumAmounts((await tx.pendingRefundCredits(card)).map((r) => r.amount));
       const byMark = new Map<string, { mark: string | null; synced: number; pendingLoads: number }>();
       const entry = (mark: Uint8Array | null) => {
         const k = mark ? toHex(mark) : '';
@@ -1241,6 +1447,7 @@ export class Ledger {
         restoreAfter: blk ? blk.time + this.#voidWindow : null,
         restored: !!blk?.restored,
         pendingLoads: pending,
+        pendingRefunds: refunds,
         byMark: [...byMark.entries()].sort(([a], [z]) => (a < z ? -1 : a > z ? 1 : 0)).map(([, e]) => e),
       };
     });
@@ -1254,8 +1461,8 @@ export class Ledger {
   async audit(): Promise<AuditReport> {
     return this.store.transaction(async (tx) => {
       const totals = await tx.supplyTotals();
-      const { issued, bankBalances, pendingLoads, unspentTokens, unspentChange, pendingPayee, redeemed } = totals;
-      const difference = issued - (bankBalances + pendingLoads + unspentTokens + unspentChange + pendingPayee + redeemed);
+      const { issued, bankBalances, pendingLoads, unspentTokens, unspentChange, pendingPayee, redeemed, pendingRefunds } = totals;
+      const difference = issued - (bankBalances + pendingLoads + unspentTokens + unspentChange + pendingPayee + redeemed + pendingRefunds);
       const floorBreaches: AuditReport['floorBreaches'] = [
         ...(await tx.banksBelowFloor()).map((r) => ({
           kind: 'bank' as const,
@@ -1286,6 +1493,7 @@ export class Ledger {
         unspentChange,
         pendingPayee,
         redeemed,
+        pendingRefunds,
         covered: totals.covered,
         difference,
         floorBreaches,

@@ -12,7 +12,7 @@
  * | `POST /v1/defund` | signed SyncRequest (SPEC §7.6.3) | signed SyncReceipt with no tokens and `redeemed` |
  * | `POST /v1/cards/block` | the issuing bank's signed CardBlock (cardloss.ts, SPEC §7.9) | JSON `{card, crlVersion, blockedAt, restoreAfter}` |
  * | `POST /v1/cards/restore` | the issuing bank's signed CardRestore (after the void window) | JSON `{card, bank, amount, cancelledLoads, time, blockedAt, record}` (record: the ledger-signed Restitution, hex) |
- * | `GET /v1/cards/<kid>` | | JSON `{card, bank, revokedIn, blockedAt, restoreAfter, restored, pendingLoads}` |
+ * | `GET /v1/cards/<kid>` | | JSON `{card, bank, revokedIn, blockedAt, restoreAfter, restored, pendingLoads, pendingRefunds, byMark}` |
  * | `GET /v1/banks/<kid>` | | JSON `{bank, balance, creditLine}` |
  * | `GET /v1/health` | | JSON `{ok, storage}` |
  * | `GET /v1/metrics` | | Prometheus text |
@@ -222,6 +222,9 @@ export function buildLedgerApp(ledger: Ledger, opts: LedgerAppOptions = {}): Fas
       ['dt_ledger_syncs_total', 'counter', 'Card syncs answered', s.syncs],
       ['dt_ledger_loads_total', 'counter', 'Bank loads accepted', s.loads],
       ['dt_ledger_batches_total', 'counter', 'Batches settled', s.batches],
+      ['dt_ledger_merchant_voids_total', 'counter', 'Voids of terminals accepted (SPEC §7.7.3)', s.merchantVoids],
+      ['dt_ledger_refunds_total', 'counter', 'Refunds of terminals accepted (SPEC §7.7.3)', s.refunds],
+      ['dt_ledger_adjustments_refused_total', 'counter', 'Voids and refunds refused as INVALID', s.adjustmentsRefused],
       ['dt_ledger_http_requests_total', 'counter', 'HTTP requests', http.requests],
       ['dt_ledger_http_errors_total', 'counter', 'HTTP requests answered with an error', http.errors],
       [

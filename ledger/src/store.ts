@@ -15,6 +15,13 @@
 import type { LedgerStorage, SqlTx, SqlValue } from './storage/types.ts';
 import {
   acquirerBlockRow,
+  adjustmentRow,
+  refundCreditRow,
+  ADJUSTMENT_COLUMNS,
+  REFUND_CREDIT_COLUMNS,
+  type AdjustmentRow,
+  type RefundCreditRow,
+  type RefundCreditState,
   aggregate,
   allocationRow,
   bankRow,
@@ -81,6 +88,8 @@ export interface SupplyTotals {
   readonly unspentChange: number;
   readonly pendingPayee: number;
   readonly redeemed: number;
+  /** Refunded value pending for cards until their next sync (SPEC §7.7.3). */
+  readonly pendingRefunds: number;
   readonly covered: number;
   readonly crlVersion: number;
 }
@@ -545,6 +554,73 @@ export class StoreTx {
     return (await this.sql.all(`SELECT ${MERCHANT_COLUMNS} FROM merchants WHERE balance < 0`)).map(merchantRow);
   }
 
+  /**
+   * Takes `amount` from a merchant terminal's settled balance only if it stays at or above zero
+   * (a refund, SPEC §7.7.3); false otherwise (nothing changed).
+   */
+  async debitMerchant(kid: Uint8Array, amount: number): Promise<boolean> {
+    return (await this.sql.run(`UPDATE merchants SET balance = balance - ? WHERE kid = ? AND balance >= ?`, [amount, kid, amount])) === 1;
+  }
+
+  // ------------------------------------------------------------ voids and refunds (SPEC §7.7.3)
+  /** The answered adjustment of a terminal with this id, if any. */
+  async adjustment(terminal: Uint8Array, id: Uint8Array): Promise<AdjustmentRow | undefined> {
+    const r = await this.sql.get(`SELECT ${ADJUSTMENT_COLUMNS} FROM adjustments WHERE terminal = ? AND id = ?`, [terminal, id]);
+    return r && adjustmentRow(r);
+  }
+
+  async insertAdjustment(a: AdjustmentRow): Promise<void> {
+    await this.sql.run(
+      `INSERT INTO adjustments (terminal, id, hash, kind, transfer, card, amount, status, code, outcome, time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      [a.terminal, a.id, a.hash, a.kind, a.transfer, a.card, a.amount, a.status, a.code, a.outcome, a.time],
+    );
+  }
+
+  /** Whether a void of this transfer was accepted (its payee voided it). */
+  async acceptedVoid(transfer: Uint8Array): Promise<boolean> {
+    return (
+      (await this.sql.get(`SELECT id FROM adjustments WHERE transfer = ? AND kind = 1 AND status = 5 LIMIT 1`, [transfer])) !== undefined
+    );
+  }
+
+  /** The sum of the accepted refunds of a transfer. */
+  async refundedTotal(transfer: Uint8Array): Promise<number> {
+    return this.#sum(`SELECT COALESCE(SUM(amount), 0) AS s FROM adjustments WHERE transfer = ? AND kind = 2 AND status = 6`, [transfer]);
+  }
+
+  /** A card's recorded transfers whose payee voided them (they return to the card at its next sync), by counter, at most `limit`. */
+  async payeeVoidedOf(card: Uint8Array, limit: number): Promise<TransferRow[]> {
+    return (
+      await this.sql.all(
+        `SELECT ${TRANSFER_COLUMNS} FROM transfers t WHERE card = ? AND state = 'recorded'
+           AND EXISTS (SELECT 1 FROM adjustments a WHERE a.transfer = t.hash AND a.kind = 1 AND a.status = 5) ORDER BY counter LIMIT ?`,
+        [card, limit],
+      )
+    ).map(transferRow);
+  }
+
+  async insertRefundCredit(c: Omit<RefundCreditRow, 'state' | 'sync'>): Promise<void> {
+    await this.sql.run(
+      `INSERT INTO refund_credits (adjustment, card, amount, mark, state, sync, time) VALUES (?, ?, ?, ?, 'pending', NULL, ?)`,
+      [c.adjustment, c.card, c.amount, c.mark, c.time],
+    );
+  }
+
+  /** A card's refund credits not yet delivered, oldest first. */
+  async pendingRefundCredits(card: Uint8Array): Promise<RefundCreditRow[]> {
+    return (
+      await this.sql.all(
+        `SELECT ${REFUND_CREDIT_COLUMNS} FROM refund_credits WHERE card = ? AND state = 'pending' ORDER BY time, adjustment`,
+        [card],
+      )
+    ).map(refundCreditRow);
+  }
+
+  /** Closes every pending refund credit of a card at a sync: delivered in its tokens, or redeemed to its issuing bank. */
+  async closeRefundCredits(card: Uint8Array, state: Exclude<RefundCreditState, 'pending'>, sync: Uint8Array): Promise<void> {
+    await this.sql.run(`UPDATE refund_credits SET state = ?, sync = ? WHERE card = ? AND state = 'pending'`, [state, sync, card]);
+  }
+
   // ------------------------------------------------------------ covers (SPEC §7.7 cover rule)
   /** Whether a cover was paid for this (terminal, card, counter). */
   async hasCover(terminal: Uint8Array, card: Uint8Array, counter: number): Promise<boolean> {
@@ -602,6 +678,7 @@ export class StoreTx {
       ),
       pendingPayee: await this.#sum(`SELECT COALESCE(SUM(amount), 0) AS s FROM transfers WHERE state = 'recorded'`),
       redeemed: await this.#sum(`SELECT COALESCE(SUM(balance), 0) AS s FROM merchants`),
+      pendingRefunds: await this.#sum(`SELECT COALESCE(SUM(amount), 0) AS s FROM refund_credits WHERE state = 'pending'`),
       covered: await this.#sum(`SELECT COALESCE(SUM(amount), 0) AS s FROM covers`),
       crlVersion: await this.crlVersion(),
     };

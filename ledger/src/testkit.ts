@@ -16,7 +16,16 @@
  * @module
  */
 import { randomBytes } from 'node:crypto';
-import { CURRENCY_KZT, ReferenceWallet, signMessage, signSettleRequest, type ExpectedRequest, type PaymentRequest } from '@dt/protocol';
+import {
+  CURRENCY_KZT,
+  ReferenceWallet,
+  signAdjustment,
+  signMessage,
+  signSettleRequest,
+  type AdjustmentKind,
+  type ExpectedRequest,
+  type PaymentRequest,
+} from '@dt/protocol';
 import { Ledger, type LedgerOptions } from './ledger.ts';
 import { createPki, DEFAULT_CARD_LIMITS, type CardLimits, type Identity, type Pki } from './pki.ts';
 import { signLoadOrder } from './load.ts';
@@ -66,8 +75,29 @@ export interface TestLedger {
   newTerminal(merchant?: string, mcc?: number): TestTerminal;
   /** A payment request of `terminal` (fresh random nonce, time = clock). */
   request(terminal: TestTerminal, amount: number): ExpectedRequest & Pick<PaymentRequest, 'chain'>;
-  /** A signed Batch of `terminal` (seq increments unless given). */
-  batch(terminal: TestTerminal, handovers: readonly Uint8Array[], opts?: { seq?: number; crlVersion?: number; time?: number }): Uint8Array;
+  /** A signed Batch of `terminal` (seq increments unless given), with `adjustments` (SignedAdjustments) when given. */
+  batch(
+    terminal: TestTerminal,
+    handovers: readonly Uint8Array[],
+    opts?: { seq?: number; crlVersion?: number; time?: number; adjustments?: readonly Uint8Array[] },
+  ): Uint8Array;
+  /**
+   * A void or refund signed by `terminal` (SPEC §7.7.3): of the transfer `transfer` (payload hash) paid by `card`;
+   * fresh random id unless given, currency KZT, time = clock.
+   */
+  adjustment(
+    terminal: TestTerminal,
+    a: {
+      kind: AdjustmentKind;
+      transfer: Uint8Array;
+      card: Uint8Array;
+      amount: number;
+      id?: Uint8Array;
+      currency?: number;
+      reference?: string;
+      time?: number;
+    },
+  ): Uint8Array;
   /** Loads value onto a card and syncs it (bank load order + sync). */
   topUp(card: TestCard, amount: number): Promise<Uint8Array>;
   /** Syncs a card (returns the receipt bytes). */
@@ -160,7 +190,31 @@ export async function createTestLedger(
       const seq = o.seq ?? ++t.seq;
       return signMessage(
         'Batch',
-        { terminal: t.kid, seq, time: o.time ?? clock.now, chain: [...t.chain], handovers: [...handovers], crlVersion: o.crlVersion ?? 0 },
+        {
+          terminal: t.kid,
+          seq,
+          time: o.time ?? clock.now,
+          chain: [...t.chain],
+          handovers: [...handovers],
+          crlVersion: o.crlVersion ?? 0,
+          ...(o.adjustments && o.adjustments.length > 0 ? { adjustments: [...o.adjustments] } : {}),
+        },
+        t.signer,
+      );
+    },
+    adjustment(t, a) {
+      return signAdjustment(
+        {
+          kind: a.kind,
+          id: a.id ?? new Uint8Array(randomBytes(16)),
+          terminal: t.kid,
+          transfer: a.transfer,
+          card: a.card,
+          amount: a.amount,
+          currency: a.currency ?? CURRENCY_KZT,
+          time: a.time ?? clock.now,
+          ...(a.reference !== undefined ? { reference: a.reference } : {}),
+        },
         t.signer,
       );
     },

@@ -11,6 +11,7 @@ import {
   cachingCardChainVerifier,
   cardChainCache,
   cachingTransferOpener,
+  jobBanks,
   knownCertificates,
   knownVerifier,
   memoVerifier,
@@ -35,7 +36,15 @@ parentPort!.on('message', (m: { id: number; jobs?: ValidationJob[]; stats?: bool
     const tools = new Map<KnownFacts, { v: typeof verifier | ReturnType<typeof knownVerifier>; c: ReturnType<typeof knownCertificates> }>();
     const results = m.jobs!.map((j) => {
       if (!j.known)
-        return validateHandover(j.handover, { trust, verifier, openTransfer, verifyCardChain, payee: j.payee, notAfter: j.notAfter });
+        return validateHandover(j.handover, {
+          trust,
+          verifier,
+          openTransfer,
+          verifyCardChain,
+          payee: j.payee,
+          notAfter: j.notAfter,
+          bankCertificate: jobBanks(j),
+        });
       let t = tools.get(j.known);
       if (!t) tools.set(j.known, (t = { v: knownVerifier(j.known, verifier), c: knownCertificates(j.known) }));
       const k = t;
@@ -46,6 +55,7 @@ parentPort!.on('message', (m: { id: number; jobs?: ValidationJob[]; stats?: bool
         verifyCardChain: (chain, at) => chains(chain, at, k.v, k.c),
         payee: j.payee,
         notAfter: j.notAfter,
+        bankCertificate: jobBanks(j),
       });
     });
     parentPort!.postMessage({ id: m.id, results });

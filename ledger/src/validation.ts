@@ -10,6 +10,7 @@ import { createHash } from 'node:crypto';
 import {
   openSigned,
   Role,
+  toHex,
   verifyChain,
   type CardChainVerifier,
   type CertificateMemo,
@@ -27,6 +28,13 @@ export interface ValidationJob {
   readonly notAfter: number;
   /** What the ledger already holds as verified for this handover's batch (default none). */
   readonly known?: KnownFacts;
+  /** The registered banks' certificates by key id (hex): complete a `[card]` chain (SPEC §3.8). */
+  readonly banks?: ReadonlyMap<string, Uint8Array>;
+}
+
+/** The `bankCertificate` lookup of `validateHandover` over a job's registered banks. */
+export function jobBanks(job: ValidationJob): (kid: Uint8Array) => Uint8Array | undefined {
+  return (kid) => job.banks?.get(toHex(kid));
 }
 
 /** Validates many handovers (in process, or on a worker pool: see `pool.ts`). */

@@ -6,7 +6,7 @@
  * mapping refuses a column of the wrong type instead of passing it on.
  */
 import test from 'ava';
-import { toHex } from '@dt/protocol';
+import { AdjustmentKind, toHex } from '@dt/protocol';
 import { createTestLedger } from '../src/testkit.ts';
 import { openSqliteStorage } from '../src/storage/sqlite.ts';
 import { openPostgresStorage } from '../src/storage/postgres.ts';
@@ -40,6 +40,14 @@ for (const [name, open] of BACKENDS) {
       const pa = card.wallet.pay(k.request(a, 3_000));
       const pb = clone.pay(k.request(b, 4_000));
       await k.ledger.settle([k.batch(a, [pa.handover])]);
+      // A refund (adjustments, refund_credits; SPEC §7.7.3).
+      await k.ledger.settle([
+        k.batch(a, [], {
+          adjustments: [
+            k.adjustment(a, { kind: AdjustmentKind.REFUND, transfer: pa.transferHash, card: card.identity.kid, amount: 1_000 }),
+          ],
+        }),
+      ]);
       // A covered double spend: proofs, revocations, covers, cover_coins.
       await k.ledger.settle([k.batch(b, [pb.handover], { crlVersion: 0 })]);
       await blockAcquirer(k.storage, k.acquirer.kid, 'test', k.clock.now);

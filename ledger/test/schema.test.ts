@@ -279,6 +279,25 @@ for (const b of [sqliteBackend, pgBackend] as Backend<unknown>[]) {
     t.is((await b.inspect(target)).version, LEDGER_MIGRATIONS.length);
   });
 
+  test(`${b.name}: a version-3 database (before voids and refunds) opens with the version-4 code: its data kept, the new tables there`, async (t) => {
+    const target = await b.previous();
+    await (await b.open(target, LEDGER_MIGRATIONS.slice(0, 3))).close();
+    const v3 = await b.inspect(target);
+    t.is(v3.version, 3);
+    t.false(v3.tables.includes('adjustments'));
+    const storage = await b.open(target);
+    try {
+      await assertFixtureData(t, b, storage);
+      t.deepEqual(await storage.transaction((tx) => tx.all('SELECT terminal FROM adjustments')), []);
+      t.deepEqual(await storage.transaction((tx) => tx.all('SELECT card FROM refund_credits')), []);
+    } finally {
+      await storage.close();
+    }
+    const v4 = await b.inspect(target);
+    t.is(v4.version, 4);
+    t.true(v4.tables.includes('adjustments') && v4.tables.includes('refund_credits'));
+  });
+
   test(`${b.name}: the previous version's database upgrades to a test version after the real list, with its data`, async (t) => {
     const target = await b.previous();
     const storage = await b.open(target, LIST_V2);

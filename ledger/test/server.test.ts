@@ -70,6 +70,8 @@ test('HTTP: register, load, sync, settle, replay, CRL, health and metrics', asyn
     t.regex(metrics, /^dt_ledger_transfers_settled_total 2$/m);
     t.regex(metrics, /^dt_ledger_transfers_already_settled_total 1$/m);
     t.regex(metrics, /^dt_ledger_syncs_total 1$/m);
+    // Voids and refunds (SPEC §7.7.3): none in this run.
+    for (const m of ['merchant_voids', 'refunds', 'adjustments_refused']) t.regex(metrics, new RegExp(`^dt_ledger_${m}_total 0$`, 'm'));
   } finally {
     await srv.close();
     await k.storage.close();

@@ -34,6 +34,7 @@ import {
   LIMITS,
   MESSAGES,
   OutcomeStatus,
+  AdjustmentKind,
   P256_N,
   Role,
   BankPermission,
@@ -260,6 +261,7 @@ const FILE_OF: Record<MessageName, string> = {
   RevocationList: 'revocation-list.json',
   SyncRequest: 'sync-request.json',
   SyncReceipt: 'sync-receipt.json',
+  Adjustment: 'adjustment.json',
 };
 
 function signedValid<N extends SignedMessageName>(
@@ -713,6 +715,12 @@ const request1: MessageOf<'PaymentRequest'> = {
   chain: terminalChain,
 };
 const request3: MessageOf<'PaymentRequest'> = { ...request1, amount: 38_000, nonce: nonce3, time: T_PAY + 60, retryOf: nonce2 };
+// A terminal that holds the issuing bank's certificate names it (SPEC §3.6 banks): the card leaves it out (§3.8).
+const requestBanks: MessageOf<'PaymentRequest'> = {
+  ...request1,
+  nonce: fixedBytes('terminal nonce banks', 16),
+  banks: [keys.issuingBank.kid, keys.issuingBank2.kid],
+};
 
 // Transfer 1: token A (50 000) pays 12 000, change 38 000.
 const transfer1: MessageOf<'Transfer'> = {
@@ -757,6 +765,8 @@ const transfer1b: MessageOf<'Transfer'> = { ...transfer1, nonce: fixedBytes('oth
 const signedTransfer1b = signMessage('Transfer', transfer1b, keys.card.signer);
 
 const handover1: MessageOf<'Handover'> = { transfer: signedTransfer1, chain: cardChain, tokens: [signedTokenA], history: [] };
+// The first payment again, to a terminal whose request named the issuing bank: the chain is [card] (SPEC §3.8).
+const handoverBankByReference: MessageOf<'Handover'> = { ...handover1, chain: [cardCert] };
 const handover2: MessageOf<'Handover'> = {
   transfer: signedTransfer2,
   chain: cardChain,
@@ -764,6 +774,10 @@ const handover2: MessageOf<'Handover'> = {
   history: [signedTransfer1],
 };
 
+// The second payment to a terminal that holds the first (its request named it: held): the card
+// leaves the history up to it out (after), the terminal puts it back before it validates (SPEC §3.8).
+const requestHeld: MessageOf<'PaymentRequest'> = { ...request1, amount: 38_000, nonce: nonce3, time: T_PAY + 60, held: t1Hash };
+const handoverHistoryHeld: MessageOf<'Handover'> = { ...handover2, history: [], after: t1Hash };
 const batch1: MessageOf<'Batch'> = {
   terminal: keys.terminal.kid,
   seq: 1,
@@ -779,6 +793,41 @@ const emptyBatch: MessageOf<'Batch'> = {
   chain: terminalChain,
   handovers: [],
   crlVersion: 7,
+};
+
+// Voids and refunds (SPEC §3.9.1, §7.7.3): the terminal voids transfer 2 and refunds part of transfer 1.
+const t2Hash = payloadHash(openSigned('Transfer', signedTransfer2).cose);
+const voidAdjustment: MessageOf<'Adjustment'> = {
+  kind: AdjustmentKind.VOID,
+  id: fixedBytes('adjustment id void', 16),
+  terminal: keys.terminal.kid,
+  transfer: t2Hash,
+  card: keys.card.kid,
+  amount: transfer2.amount,
+  currency: CURRENCY_KZT,
+  time: T_PAY + 1800,
+};
+const refundAdjustment: MessageOf<'Adjustment'> = {
+  kind: AdjustmentKind.REFUND,
+  id: fixedBytes('adjustment id refund', 16),
+  terminal: keys.terminal.kid,
+  transfer: t1Hash,
+  card: keys.card.kid,
+  amount: 2_000,
+  currency: CURRENCY_KZT,
+  time: T_PAY + 2 * DAY,
+  reference: 'ECR-RF-0001',
+};
+const signedVoid = signMessage('Adjustment', voidAdjustment, keys.terminal.signer);
+const signedRefund = signMessage('Adjustment', refundAdjustment, keys.terminal.signer);
+const batchAdjust: MessageOf<'Batch'> = {
+  terminal: keys.terminal.kid,
+  seq: 3,
+  time: T_PAY + 2 * DAY + 60,
+  chain: terminalChain,
+  handovers: [encodeMessage('Handover', handover2)],
+  crlVersion: 7,
+  adjustments: [signedVoid, signedRefund],
 };
 
 const outcomeSettled: MessageOf<'Outcome'> = {
@@ -809,6 +858,28 @@ const outcomeInvalid: MessageOf<'Outcome'> = {
   card: keys.card2.kid,
   terminal: keys.terminal.kid,
   amount: 0,
+};
+
+const outcomeRefunded: MessageOf<'Outcome'> = {
+  transfer: t1Hash,
+  status: OutcomeStatus.REFUNDED,
+  covered: false,
+  time: T_PAY + 2 * DAY + 100,
+  card: keys.card.kid,
+  terminal: keys.terminal.kid,
+  amount: refundAdjustment.amount,
+  adjustment: refundAdjustment.id,
+};
+const outcomeMerchantVoid: MessageOf<'Outcome'> = {
+  transfer: t2Hash,
+  status: OutcomeStatus.VOIDED,
+  covered: false,
+  code: 'MERCHANT_VOID',
+  time: T_PAY + 2 * DAY + 100,
+  card: keys.card.kid,
+  terminal: keys.terminal.kid,
+  amount: transfer2.amount,
+  adjustment: voidAdjustment.id,
 };
 
 const crlEmpty: MessageOf<'RevocationList'> = { version: 0, issued: T0, revoked: [] };
@@ -892,6 +963,33 @@ const syncReceiptLoad: MessageOf<'SyncReceipt'> = {
   time: T_PAY,
   loaded: 0,
   voided: [fixedBytes('orphan transfer', 32)],
+};
+
+// A sync after a refund: the card holds fresh token 2 (105 000), and 2 000 come back refunded.
+const syncRequestRefund: MessageOf<'SyncRequest'> = {
+  card: keys.card.kid,
+  counter: 4,
+  prev: payloadHash(openSigned('SyncReceipt', signedSyncReceipt).cose),
+  history: [],
+  holdings: [fixedBytes('fresh serial 2', 16)],
+  balance: 105_000,
+  challenge: fixedBytes('refund sync challenge', 16),
+};
+const syncReceiptRefunded: MessageOf<'SyncReceipt'> = {
+  card: keys.card.kid,
+  counter: 4,
+  request: payloadHash(openSigned('SyncRequest', signMessage('SyncRequest', syncRequestRefund, keys.card.signer)).cose),
+  tokens: [
+    signMessage(
+      'Token',
+      { serial: fixedBytes('fresh serial 3', 16), value: 107_000, currency: CURRENCY_KZT, owner: keys.card.kid, issued: T_PAY + 3 * DAY },
+      keys.ledger.signer,
+    ),
+  ],
+  time: T_PAY + 3 * DAY,
+  loaded: 0,
+  voided: [],
+  refunded: 2_000,
 };
 
 // ------------------------------------------------------------------ files
@@ -1262,6 +1360,16 @@ function handoverFile(): VectorFile {
         "first payment after a sync: the token it spends is the receipt's second, named by its index (receiptTokens), not repeated",
         handoverAfterSync,
       ),
+      h(
+        'bank-by-reference',
+        "the first payment to a terminal whose request named the card's issuing bank (banks): the chain is [card], the validator completes it with the bank certificate it holds",
+        handoverBankByReference,
+      ),
+      h(
+        'history-held',
+        'the second payment to a terminal whose request named the first transfer (held): the history up to it is left out (after), the validator re-inserts the chain it holds',
+        handoverHistoryHeld,
+      ),
     ],
     invalid: [
       dec('unsorted-keys', 'map keys in reverse order', rawMap([...entries].reverse()), ErrorCode.CBOR_NON_DETERMINISTIC),
@@ -1544,6 +1652,20 @@ export function generateVectors(): Map<string, string> {
             request3,
             keys.terminal,
           ),
+          signedValid(
+            'PaymentRequest',
+            'held',
+            'a request naming the newest transfer of the card the terminal holds with its chain (held): the card leaves that history out',
+            requestHeld,
+            keys.terminal,
+          ),
+          signedValid(
+            'PaymentRequest',
+            'banks',
+            'a request naming the issuing banks whose certificates the terminal holds (banks): their cards leave the bank certificate out',
+            requestBanks,
+            keys.terminal,
+          ),
         ],
         { base: request1, signer: keys.terminal, missingKey: 6, uintKey: 1, outOfRange: [1, 0, 'amount 0 (at least 1)'], oversize: true },
       ),
@@ -1590,6 +1712,13 @@ export function generateVectors(): Map<string, string> {
         [
           signedValid('Batch', 'two-handovers', 'sequence 1 with both handovers', batch1, keys.terminal),
           signedValid('Batch', 'empty', 'sequence 2 with no handovers', emptyBatch, keys.terminal),
+          signedValid(
+            'Batch',
+            'with-adjustments',
+            'sequence 3: one handover, a void of transfer 2 and a partial refund of transfer 1',
+            batchAdjust,
+            keys.terminal,
+          ),
         ],
         { base: emptyBatch, signer: keys.terminal, missingKey: 5, uintKey: 2, outOfRange: [2, 0, 'seq 0 (at least 1)'], oversize: false },
       ),
@@ -1609,8 +1738,10 @@ export function generateVectors(): Map<string, string> {
             keys.ledger,
           ),
           signedValid('Outcome', 'invalid', 'invalid transfer with a stable code', outcomeInvalid, keys.ledger),
+          signedValid('Outcome', 'refunded', 'the partial refund of transfer 1 accepted (its adjustment id)', outcomeRefunded, keys.ledger),
+          signedValid('Outcome', 'merchant-void', 'the void of transfer 2 accepted (code MERCHANT_VOID)', outcomeMerchantVoid, keys.ledger),
         ],
-        { base: outcomeSettled, signer: keys.ledger, missingKey: 3, uintKey: 2, outOfRange: [2, 6, 'status 6 (1..5)'], oversize: true },
+        { base: outcomeSettled, signer: keys.ledger, missingKey: 3, uintKey: 2, outOfRange: [2, 7, 'status 7 (1..6)'], oversize: true },
       ),
     ],
     [
@@ -1677,6 +1808,13 @@ export function generateVectors(): Map<string, string> {
             keys.ledger,
           ),
           signedValid('SyncReceipt', 'voided', 'receipt that voids an orphan transfer', syncReceiptLoad, keys.ledger),
+          signedValid(
+            'SyncReceipt',
+            'refunded',
+            'receipt that credits a merchant refund: 105 000 kept + 2 000 refunded as one fresh token',
+            syncReceiptRefunded,
+            keys.ledger,
+          ),
         ],
         {
           base: syncReceipt,
@@ -1685,6 +1823,31 @@ export function generateVectors(): Map<string, string> {
           uintKey: 6,
           outOfRange: [2, 0, 'counter 0 (at least 1)'],
           oversize: false,
+        },
+      ),
+    ],
+    [
+      FILE_OF.Adjustment,
+      signedFile(
+        'Adjustment',
+        "Adjustment: a terminal's signed void or refund of one of its own payments (SPEC §3.9.1, §7.7.3).",
+        [
+          signedValid('Adjustment', 'void', 'void of transfer 2 (its full amount)', voidAdjustment, keys.terminal),
+          signedValid(
+            'Adjustment',
+            'refund',
+            'partial refund of 20.00 KZT of transfer 1, with a register reference',
+            refundAdjustment,
+            keys.terminal,
+          ),
+        ],
+        {
+          base: refundAdjustment,
+          signer: keys.terminal,
+          missingKey: 4,
+          uintKey: 6,
+          outOfRange: [1, 3, 'kind 3 (1..2)'],
+          oversize: true,
         },
       ),
     ],

@@ -208,6 +208,45 @@ export interface HandoverContext {
    * ledger's signature, which only the ledger can make).
    */
   readonly isIssuedToken?: (token: Token) => boolean;
+  /**
+   * Step 1: the issuing-bank certificates the validator holds, by key id (SPEC §3.8, §7.4).
+   * A Handover whose chain is `[card]` alone names its bank by reference (the kid of the card
+   * certificate's header); the certificate found here completes the chain, which is then
+   * verified up to the root exactly as a carried one (so a wrong or forged certificate in the
+   * store fails). Terminals pass the banks they listed in their request; the ledger its
+   * registered banks. Omitted or unknown: a `[card]` chain fails `HANDOVER_CHAIN`.
+   */
+  readonly bankCertificate?: (bankKid: Uint8Array) => Uint8Array | undefined;
+  /**
+   * Step 4: the card's transfers the validator already holds (SPEC §3.8 `after`): given the
+   * payload hash of a transfer, its signed chain from the anchor up to and including it (the
+   * history and transfer of a handover the validator accepted), or `undefined`. A Handover with
+   * `after` is validated as if it carried this chain before its own `history`: every check of
+   * steps 4, 5 and 7 runs over the whole chain, exactly as when the card sends it all. Omitted or
+   * not holding it: `HISTORY_BROKEN`.
+   */
+  readonly heldHistory?: (transferHash: Uint8Array) => readonly Uint8Array[] | undefined;
+}
+
+/**
+ * The card chain a Handover stands for: `chain` itself when it carries the bank certificate,
+ * or `[card, bank]` when it gives `[card]` alone and `bankCertificate` holds the bank named by
+ * the card certificate's `kid` header (SPEC §3.8). `undefined` when that bank is not held or the
+ * card certificate does not parse. Nothing is verified here.
+ */
+export function completeCardChain(
+  chain: readonly Uint8Array[],
+  bankCertificate: ((bankKid: Uint8Array) => Uint8Array | undefined) | undefined,
+): readonly Uint8Array[] | undefined {
+  if (chain.length !== 1) return chain;
+  let issuer: Uint8Array;
+  try {
+    issuer = openSigned('Certificate', chain[0]!).cose.kid;
+  } catch {
+    return undefined;
+  }
+  const bank = bankCertificate?.(issuer);
+  return bank ? [chain[0]!, bank] : undefined;
 }
 
 type Fail = HandoverInvalid;
@@ -411,9 +450,12 @@ export function validateHandover(input: Uint8Array | Handover, ctx: HandoverCont
     // The root must be valid at that time too.
     const rc = ctx.trust.root.claims;
     if (transfer.time < rc.nbf || transfer.time > rc.exp) return failT(HandoverCode.HANDOVER_CHAIN, 'root not valid at the transfer time');
+    // `[card]` alone names the issuing bank by reference: complete it from what the validator holds, or fail closed.
+    const chainBytes = completeCardChain(handover.chain, ctx.bankCertificate);
+    if (!chainBytes) return failT(HandoverCode.HANDOVER_CHAIN, ErrorCode.CERT_CHAIN_BROKEN, 1);
     cardChain = ctx.verifyCardChain
-      ? ctx.verifyCardChain(handover.chain, transfer.time)
-      : verifyChain(handover.chain, { root: ctx.trust.root, at: transfer.time, leafRole: Role.CARD, verifier });
+      ? ctx.verifyCardChain(chainBytes, transfer.time)
+      : verifyChain(chainBytes, { root: ctx.trust.root, at: transfer.time, leafRole: Role.CARD, verifier });
   } catch (e) {
     return failT(
       HandoverCode.HANDOVER_CHAIN,
@@ -485,8 +527,17 @@ export function validateHandover(input: Uint8Array | Handover, ctx: HandoverCont
     if (!bytesEqual(receipt.card, card.kid)) return failT(HandoverCode.HISTORY_BROKEN, 'receipt names another card');
   }
 
-  // ---- steps 4 and 5 over history + transfer.
-  const all = [...handover.history, handover.transfer];
+  // ---- steps 4 and 5 over history + transfer. History the card left out (`after`) is what the
+  // validator holds of this card: re-inserted here, so the chain checked is the whole one.
+  let history: readonly Uint8Array[] = handover.history;
+  if (handover.after) {
+    const held = ctx.heldHistory?.(handover.after);
+    if (!held || held.length === 0) return failT(HandoverCode.HISTORY_BROKEN, 'history left out that the validator does not hold', 0);
+    if (held.length + handover.history.length > LIMITS.maxHistory)
+      return failT(HandoverCode.HISTORY_BROKEN, 'held and carried history together exceed the history limit', 0);
+    history = [...held, ...handover.history];
+  }
+  const all = [...history, handover.transfer];
   const checked = checkTransferChain({
     cardKid: card.kid,
     cardPublicKey: card.publicKey,
@@ -551,6 +602,18 @@ export function validateHandover(input: Uint8Array | Handover, ctx: HandoverCont
     anchorCounter: anchor.counter,
     ...(receipt ? { receipt } : {}),
   };
+}
+
+/**
+ * The Handover a valid result stands for with its whole history (SPEC §3.8): the history the
+ * card left out (`after`) re-inserted from the validated chain, `after` removed; everything else
+ * (the chain as given, tokens, receipt) as received. This is what a terminal journals and sends
+ * on: a handover whose validation needs nothing the recipient may lack but bank certificates.
+ */
+export function completeHistory(result: HandoverValid): Handover {
+  if (!result.handover.after) return result.handover;
+  const { after: _after, ...rest } = result.handover;
+  return { ...rest, history: result.chain.slice(0, -1).map((x) => x.bytes) };
 }
 
 /** The anchor of a card's first chain: counter 0, `prev = GENESIS_PREV` (SPEC §6.4). */

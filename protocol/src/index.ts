@@ -21,6 +21,7 @@ export * from './cose/cwt.ts';
 export * from './certreq.ts';
 export * from './codec.ts';
 export * from './handover.ts';
+export * from './adjustment.ts';
 export * from './wallet.ts';
 export * from './apdu/index.ts';
 export * from './card/index.ts';

@@ -165,6 +165,8 @@ export class ReferenceWallet {
   /** The certified limits read from the card certificate. */
   readonly limits: CardLimits;
   readonly chain: readonly Uint8Array[];
+  /** Key id of the issuing bank: the `kid` header of the card certificate (its signer). */
+  readonly bankKid: Uint8Array;
   #signer: Signer;
   #state: WalletState;
 
@@ -172,7 +174,9 @@ export class ReferenceWallet {
     this.#signer = opts.signer;
     this.kid = opts.signer.kid;
     this.chain = opts.chain;
-    const leaf = openSigned('Certificate', opts.chain[0]!).message;
+    const opened = openSigned('Certificate', opts.chain[0]!);
+    const leaf = opened.message;
+    this.bankKid = opened.cose.kid;
     if (!leaf.limits) throw new DtError(ErrorCode.CERT_WRONG_ROLE, 'the first certificate is not a card certificate');
     if (!bytesEqual(leaf.cnf.coseKey.kid, this.kid))
       throw new DtError(ErrorCode.KEY_MISMATCH, 'the card certificate certifies another key');
@@ -233,7 +237,10 @@ export class ReferenceWallet {
    * 2a; checked first, retries included), then nonce reused, sync pending,
    * limits, funds.
    */
-  pay(request: ExpectedRequest & { retryOf?: Uint8Array }, opts: PayOptions = {}): PayResult {
+  pay(
+    request: ExpectedRequest & { retryOf?: Uint8Array; banks?: readonly Uint8Array[]; held?: Uint8Array },
+    opts: PayOptions = {},
+  ): PayResult {
     const s = this.#state;
     if ((opts.enforceLimits ?? true) && request.time > s.trusted! + CARD_TIME_AHEAD) {
       throw new DtError(ErrorCode.TRANSFER_TIME, "request dated too far after the card's trusted time: sync first", {
@@ -297,7 +304,16 @@ export class ReferenceWallet {
     };
     const signed = signMessage('Transfer', transfer, this.#signer);
     const hash = payloadHash(openSigned('Transfer', signed).cose);
-    const handover = this.#handover(signed, [...s.history, signed]);
+    // The terminal holds the issuing bank's certificate: the chain gives the card certificate alone (SPEC §3.8).
+    const bankHeld = request.banks?.some((b) => bytesEqual(b, this.bankKid)) ?? false;
+    // The terminal holds this card's chain up to `held` (SPEC §3.6, §3.8): the history up to it is left out.
+    const heldAt = request.held ? s.history.findIndex((b) => bytesEqual(payloadHash(openSigned('Transfer', b).cose), request.held!)) : -1;
+    const handover = this.#handover(
+      signed,
+      [...s.history, signed],
+      bankHeld,
+      heldAt >= 0 ? { after: request.held!, count: heldAt + 1 } : undefined,
+    );
     // Commit the new state only after everything was built (a real card journals this atomically).
     const spent = new Set(coins.map((c) => toHex(c.id)));
     s.holdings = s.holdings.filter((c) => !spent.has(toHex(c.id)));
@@ -322,7 +338,12 @@ export class ReferenceWallet {
   }
 
   /** Builds the handover of `transfer`: every token its chain derives from, the history before it, the receipt. */
-  #handover(transfer: Uint8Array, chain: readonly Uint8Array[]): Uint8Array {
+  #handover(
+    transfer: Uint8Array,
+    chain: readonly Uint8Array[],
+    bankHeld: boolean,
+    held?: { readonly after: Uint8Array; readonly count: number },
+  ): Uint8Array {
     const s = this.#state;
     // A token the receipt carries is named by its index there (SPEC §3.8); any other is carried.
     const inReceipt = new Map<string, number>();
@@ -344,11 +365,12 @@ export class ReferenceWallet {
     }
     const h: Handover = {
       transfer,
-      chain: [...this.chain],
+      chain: bankHeld ? [this.chain[0]!] : [...this.chain],
       ...(tokens.length > 0 ? { tokens } : {}),
-      history: chain.slice(0, -1).map((b) => b),
+      history: chain.slice(held?.count ?? 0, -1),
       ...(s.receipt ? { receipt: s.receipt } : {}),
       ...(receiptTokens.length > 0 ? { receiptTokens } : {}),
+      ...(held ? { after: held.after } : {}),
     };
     return encodeMessage('Handover', h);
   }
@@ -382,7 +404,7 @@ export class ReferenceWallet {
   /**
    * SYNC COMPLETE: checks the receipt against the pending request (ledger
    * signature, card, counter, request hash, tokens owned by the card and new,
-   * total + redeemed = balance + loaded + voided value, SPEC §7.6) and then replaces the holdings.
+   * total + redeemed = balance + loaded + refunded + voided value, SPEC §7.6) and then replaces the holdings.
    */
   completeSync(receiptBytes: Uint8Array, ledgerKey: Uint8Array, verifier: Verifier = nobleVerifier): void {
     const s = this.#state;
@@ -413,7 +435,8 @@ export class ReferenceWallet {
         return [toHex(payloadHash(o.cose)), o.message.amount] as const;
       }),
     );
-    let expected = addAmounts(pending.message.balance, rc.loaded);
+    // Merchant refunds (SPEC §7.7.3) come back as value the ledger credits: `refunded` absent counts as 0.
+    let expected = addAmounts(addAmounts(pending.message.balance, rc.loaded), rc.refunded ?? 0);
     let unknown = 0;
     const seen = new Set<string>();
     for (const v of rc.voided) {
@@ -428,7 +451,7 @@ export class ReferenceWallet {
     // compare tokens + redeemed with what came in, so nothing is subtracted.
     const total = addAmounts(sumAmounts(holdings.map((c) => c.value)), rc.redeemed ?? 0);
     if (unknown === 0 ? total !== expected : total <= expected) {
-      throw new DtError(ErrorCode.VALUE_NOT_CONSERVED, 'receipt tokens + redeemed do not add up to balance + loaded + voided');
+      throw new DtError(ErrorCode.VALUE_NOT_CONSERVED, 'receipt tokens + redeemed do not add up to balance + loaded + refunded + voided');
     }
     s.holdings = holdings;
     s.tokens = tokens;

@@ -99,7 +99,15 @@ test('BatchAck decoding is bounded and schema-checked', (t) => {
     ErrorCode.SCHEMA_OUT_OF_RANGE,
   );
   map.set(4, 0);
-  map.set(6, 0);
+  // adjustments (key 6) is bounded like handovers; a key the schema does not define is refused.
+  map.set(6, 1001);
+  t.is(
+    codeOf(() => decodeBatchAck(encodeDeterministic(map))),
+    ErrorCode.SCHEMA_OUT_OF_RANGE,
+  );
+  map.set(6, 2);
+  t.is(decodeBatchAck(encodeDeterministic(map)).adjustments, 2);
+  map.set(7, 0);
   t.is(
     codeOf(() => decodeBatchAck(encodeDeterministic(map))),
     ErrorCode.SCHEMA_UNKNOWN_FIELD,

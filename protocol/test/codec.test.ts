@@ -56,6 +56,7 @@ function codeOf(fn: () => unknown): string {
 
 test('every message but Handover is signed', (t) => {
   t.deepEqual(SIGNED.sort(), [
+    'Adjustment',
     'Batch',
     'Certificate',
     'Outcome',

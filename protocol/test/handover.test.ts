@@ -22,6 +22,7 @@ import {
   payloadHash,
   signMessage,
   validateHandover,
+  completeHistory,
   handoverTransfers,
   decodeDeterministic,
   encodeDeterministic,
@@ -807,4 +808,134 @@ test("ReferenceWallet input selection is the applet's (SPEC §10.7): coins expir
     c.wallet.state.holdings.some((h) => h.value === 29_000),
     'the expired coin is still held (the ledger settles it at the next sync)',
   );
+});
+
+test('bank certificate by reference (SPEC §3.8): a [card] chain validates with the held bank; unheld, forged or wrong banks fail closed', (t) => {
+  const w = world();
+  const c = w.card();
+  c.wallet.holdTokens([w.token(c.signer.kid, 30_000)], w.ledger.keys.publicKey);
+  const shop = w.terminal();
+  const held = new Map([[Buffer.from(w.bank.signer.kid).toString('hex'), w.bank.cert]]);
+  const lookup = (kid: Uint8Array) => held.get(Buffer.from(kid).toString('hex'));
+  // The request names the card's bank: the card leaves its certificate out.
+  const r1 = { ...request(shop, 1_000), banks: [rnd(16), w.bank.signer.kid] };
+  const p1 = c.wallet.pay(r1);
+  const h1 = decodeMessage('Handover', p1.handover);
+  t.is(h1.chain.length, 1);
+  t.deepEqual(h1.chain[0], c.cert);
+  const ok = validateHandover(p1.handover, ctx(w, { request: r1, bankCertificate: lookup }));
+  if (!ok.ok) return t.fail(`${ok.code} ${ok.detail}`);
+  t.deepEqual(ok.issuingBankKid, w.bank.signer.kid);
+  t.deepEqual(ok.cardChain[1]!.bytes, w.bank.cert);
+  // The same handover with the bank certificate carried is the form before the reference: still valid.
+  const full = patch(p1.handover, (h) => (h.chain = [c.cert, w.bank.cert]));
+  t.true(validateHandover(full, ctx(w, { request: r1 })).ok);
+
+  // A validator that does not hold the bank (or was given no lookup): HANDOVER_CHAIN, CERT_CHAIN_BROKEN, index 1.
+  for (const bankCertificate of [undefined, () => undefined]) {
+    const r = validateHandover(p1.handover, ctx(w, { request: r1, ...(bankCertificate ? { bankCertificate } : {}) }));
+    t.like(r, { ok: false, code: ErrorCode.HANDOVER_CHAIN, detail: ErrorCode.CERT_CHAIN_BROKEN, index: 1 });
+  }
+  // A request that does not name the bank: the card carries it.
+  const r2 = request(shop, 1_000);
+  const p2 = c.wallet.pay(r2);
+  t.is(decodeMessage('Handover', p2.handover).chain.length, 2);
+  // A forged bank certificate in the store (same key, not signed by the root) fails the chain.
+  const forger = party(Role.ISSUER, null);
+  const forged = issueCertificate(
+    {
+      ...openSigned('Certificate', w.bank.cert).message,
+      role: Role.BANK,
+      perms: BankPermission.ISSUING,
+      publicKey: w.bank.keys.publicKey,
+    } as never,
+    forger.signer,
+  );
+  const p3 = c.wallet.pay({ ...request(shop, 1_000, T0 + 10), banks: [w.bank.signer.kid] });
+  const rf = validateHandover(p3.handover, ctx(w, { bankCertificate: () => forged }));
+  t.like(rf, { ok: false, code: ErrorCode.HANDOVER_CHAIN });
+  // Another bank's (genuine) certificate under the asked kid: the card certificate does not verify under it.
+  const other = party(Role.BANK, w.root.signer, { perms: BankPermission.ISSUING });
+  const ro = validateHandover(p3.handover, ctx(w, { bankCertificate: () => other.cert }));
+  t.like(ro, { ok: false, code: ErrorCode.HANDOVER_CHAIN });
+  // A bank without the ISSUING permission cannot complete a card chain either.
+  const acq = party(Role.BANK, w.root.signer, { perms: BankPermission.ACQUIRING });
+  const c2 = w.card(LIMITS, undefined, acq);
+  c2.wallet.holdTokens([w.token(c2.signer.kid, 5_000)], w.ledger.keys.publicKey);
+  const p4 = c2.wallet.pay({ ...request(shop, 1_000), banks: [acq.signer.kid] });
+  t.is(decodeMessage('Handover', p4.handover).chain.length, 1);
+  t.like(validateHandover(p4.handover, ctx(w, { bankCertificate: () => acq.cert })), {
+    ok: false,
+    code: ErrorCode.HANDOVER_CHAIN,
+    detail: ErrorCode.CERT_NOT_PERMITTED,
+  });
+});
+
+test('history by reference (SPEC §3.8 after): validated as the whole chain with the held history; not held, wrong or not named fails closed; limits count it all', (t) => {
+  const w = world();
+  const c = w.card({ ...LIMITS, offlineTotal: 30_000 });
+  c.wallet.holdTokens([w.token(c.signer.kid, 40_000)], w.ledger.keys.publicKey);
+  const shop = w.terminal();
+  // What the terminal journals: the complete handover of each payment it accepted.
+  const journal = new Map<string, Uint8Array[]>();
+  const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
+  const accept = (handover: Uint8Array, r: ExpectedRequest & { held?: Uint8Array }) => {
+    const v = validateHandover(handover, ctx(w, { request: r, heldHistory: (h) => journal.get(hex(h)) }));
+    if (!v.ok) throw new Error(`${v.code} ${v.detail}`);
+    const full = completeHistory(v);
+    journal.set(hex(v.transferHash), [...full.history, full.transfer]);
+    return { v, full };
+  };
+  const r1 = request(shop, 10_000);
+  const p1 = c.wallet.pay(r1);
+  accept(p1.handover, r1);
+  const r2 = { ...request(shop, 5_000, T0 + 10), held: p1.transferHash };
+  const p2 = c.wallet.pay(r2);
+  const h2 = decodeMessage('Handover', p2.handover);
+  t.is(h2.history.length, 0, 'the card left out what the terminal holds');
+  t.deepEqual(h2.after, p1.transferHash);
+  const { v: v2, full: f2 } = accept(p2.handover, r2);
+  t.is(v2.chain.length, 2);
+  t.is(v2.offlineTotal, 15_000);
+  t.is(v2.offlineCount, 2);
+  t.deepEqual(f2.history, [p1.transfer]);
+  t.is(f2.after, undefined);
+  // The complete form validates without any held history (what the ledger gets).
+  t.true(validateHandover(encodeMessage('Handover', f2), ctx(w, { request: r2 })).ok);
+  // Naming an older transfer: the card sends the links after it.
+  const r3 = { ...request(shop, 1_000, T0 + 20), held: p1.transferHash };
+  const p3 = c.wallet.pay(r3);
+  t.is(decodeMessage('Handover', p3.handover).history.length, 1);
+  t.true(validateHandover(p3.handover, ctx(w, { request: r3, heldHistory: (h) => journal.get(hex(h)) })).ok);
+  // A held hash the card does not know: the card sends its whole history.
+  const r4 = { ...request(shop, 1_000, T0 + 30), held: rnd(32) };
+  const p4 = c.wallet.pay(r4);
+  const h4 = decodeMessage('Handover', p4.handover);
+  t.is(h4.history.length, 3);
+  t.is(h4.after, undefined);
+
+  // Not held (no lookup, or it answers nothing): HISTORY_BROKEN at index 0.
+  for (const heldHistory of [undefined, () => undefined, () => []]) {
+    t.like(validateHandover(p2.handover, ctx(w, { request: r2, ...(heldHistory ? { heldHistory } : {}) })), {
+      ok: false,
+      code: ErrorCode.HISTORY_BROKEN,
+      index: 0,
+    });
+  }
+  // A wrong held chain (another card's, or this card's cut short) does not link: HISTORY_BROKEN.
+  const other = w.card();
+  other.wallet.holdTokens([w.token(other.signer.kid, 40_000)], w.ledger.keys.publicKey);
+  const po = other.wallet.pay(request(shop, 1_000));
+  t.like(validateHandover(p2.handover, ctx(w, { request: r2, heldHistory: () => [po.transfer] })), { ok: false });
+  t.like(validateHandover(p3.handover, ctx(w, { request: r3, heldHistory: () => [] })), { ok: false, code: ErrorCode.HISTORY_BROKEN });
+  // The offline total counts the held history: a payment over the limit with the history left out is still refused.
+  const r5 = { ...request(shop, 20_000, T0 + 40), held: p4.transferHash };
+  journal.set(hex(p4.transferHash), [...h4.history, h4.transfer]);
+  const p5 = c.wallet.pay(r5, { enforceLimits: false });
+  t.is(decodeMessage('Handover', p5.handover).history.length, 0);
+  t.like(validateHandover(p5.handover, ctx(w, { request: r5, heldHistory: (h) => journal.get(hex(h)) })), {
+    ok: false,
+    code: ErrorCode.LIMIT_EXCEEDED,
+    detail: 'offlineTotal',
+  });
 });

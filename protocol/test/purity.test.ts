@@ -2,7 +2,7 @@
  * `protocol/src` must stay pure (ARCHITECTURE: it runs in firmware and
  * embedded JS engines): no Node built-ins, no Buffer, no TextEncoder/
  * TextDecoder, no process, no timers, and imports only from itself,
- * `@noble/curves`, `@noble/hashes` and `cbor-x`. The one exception is
+ * `@noble/curves`, `@noble/hashes`, `fast-sha256` and `cbor-x`. The one exception is
  * `src/native.ts`, the Node-only fast path, which the pure entry point must
  * not re-export. `src/http/` (`@dt/protocol/http`, the HTTP client layer) runs
  * on the platform's `fetch` and timers, not in firmware: it may use
@@ -24,7 +24,7 @@ const EXEMPT = new Set(['native.ts']);
 /** The HTTP layer's folder and the globals it may use beyond the pure set (web platform timers). */
 const HTTP_DIR = 'http/';
 const HTTP_ALLOWED_GLOBALS = new Set(['setTimeout', 'clearTimeout']);
-const ALLOWED_PACKAGES = [/^@noble\/curves(\/|$)/, /^@noble\/hashes(\/|$)/, /^cbor-x$/];
+const ALLOWED_PACKAGES = [/^@noble\/curves(\/|$)/, /^@noble\/hashes(\/|$)/, /^cbor-x$/, /^fast-sha256$/];
 const FORBIDDEN_GLOBALS = new Set([
   'Buffer',
   'TextEncoder',
@@ -118,6 +118,7 @@ test('the purity check itself catches each kind of impurity', (t) => {
     "import { p256 } from '@noble/curves/nist.js';",
     "import { sha256 } from '@noble/hashes/sha2.js';",
     "import { Decoder } from 'cbor-x';",
+    "import fastSha256 from 'fast-sha256';",
     "import { x } from '../bytes.ts';",
     '// Buffer, TextEncoder and process in a comment',
     'const o = { process: 1 }; o.process = 2;',

@@ -15,6 +15,7 @@ const generated = generateVectors();
 
 test('the generator writes one file per message type plus cbor-invalid.json', (t) => {
   t.deepEqual([...generated.keys()].sort(), [
+    'adjustment.json',
     'batch.json',
     'cbor-invalid.json',
     'certificate.json',

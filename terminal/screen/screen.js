@@ -197,10 +197,82 @@ function renderList() {
         if (i === 1) td.className = 'num';
         tr.appendChild(td);
       });
+      const actions = document.createElement('td');
+      const pay = p.payment;
+      if (pay && !pay.voided && (pay.state === 'pending' || pay.state === 'submitted')) {
+        actions.appendChild(actionButton('Void', 'void', p.reference, `Void payment ${p.reference}`));
+      }
+      if (pay && pay.refundable > 0) {
+        actions.appendChild(actionButton('Refund', 'refund', p.reference, `Refund payment ${p.reference}`));
+      }
+      tr.appendChild(actions);
       return tr;
     }),
   );
 }
+
+// ------------------------------------------------------------------ void, refund
+function actionButton(text, action, reference, label) {
+  const b = document.createElement('button');
+  b.type = 'button';
+  b.textContent = text;
+  b.dataset.action = action;
+  b.dataset.reference = reference;
+  b.setAttribute('aria-label', label);
+  return b;
+}
+let refunding = null; // { reference, refundReference } of the open refund form
+$('payments').addEventListener('click', async (e) => {
+  const b = e.target.closest('button[data-action]');
+  if (!b) return;
+  const p = payments.get(b.dataset.reference);
+  if (!p || !p.payment) return;
+  if (b.dataset.action === 'void') {
+    b.disabled = true;
+    const r = await api('POST', `/v1/payments/${encodeURIComponent(p.reference)}/void`);
+    if (r.status >= 400) $('adjust-result').textContent = `Not voided: ${r.data.message || r.data.error}`;
+    else {
+      update(r.data.payment);
+      $('adjust-result').textContent = `VOIDED ${p.amountText} (${p.reference}): pending ledger confirmation.`;
+    }
+    return;
+  }
+  // One refund reference per opened form: a repeated click sends the same one (the API refunds once).
+  refunding = {
+    reference: p.reference,
+    refundReference: `screen-refund-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`,
+  };
+  $('refund-title').textContent = `Refund ${p.reference} (${tenge(p.payment.refundable)} KZT refundable)`;
+  $('refund-amount').value = tenge(p.payment.refundable);
+  $('refund-form').hidden = false;
+  $('refund-amount').focus();
+});
+$('refund-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  if (!refunding) return;
+  const m = /^([0-9]{1,11})(?:[.]([0-9]{1,2}))?$/.exec($('refund-amount').value.trim());
+  if (!m) {
+    $('adjust-result').textContent = 'Enter the amount in tenge, e.g. 50.25.';
+    return;
+  }
+  const amount = Number(m[1]) * 100 + Number((m[2] || '').padEnd(2, '0'));
+  const r = await api('POST', `/v1/payments/${encodeURIComponent(refunding.reference)}/refunds`, {
+    refundReference: refunding.refundReference,
+    amount,
+  });
+  if (r.status >= 400) {
+    $('adjust-result').textContent = `Not refunded: ${r.data.message || r.data.error}`;
+    return;
+  }
+  update(r.data.payment);
+  $('adjust-result').textContent = `REFUNDED ${tenge(amount)} KZT (${refunding.reference}): credited to the card at its next sync.`;
+  refunding = null;
+  $('refund-form').hidden = true;
+});
+$('refund-cancel').addEventListener('click', () => {
+  refunding = null;
+  $('refund-form').hidden = true;
+});
 
 // ------------------------------------------------------------------ status, report
 function age(seconds) {
@@ -252,7 +324,15 @@ async function refreshReport() {
     `<table><caption>Totals by state</caption><thead><tr><th scope="col">State</th><th scope="col">Count</th><th scope="col">Amount</th></tr></thead><tbody>${rows}</tbody></table>` +
     `<p>Double spends covered: ${tenge(rep.doubleSpent.covered.amount)} KZT (${rep.doubleSpent.covered.count}); not covered: ${tenge(rep.doubleSpent.uncovered.amount)} KZT (${rep.doubleSpent.uncovered.count})</p>` +
     `<table><caption>By day (UTC)</caption><thead><tr><th scope="col">Day</th><th scope="col">State</th><th scope="col">Count</th><th scope="col">Amount</th></tr></thead><tbody>${days}</tbody></table>` +
-    `<p id="open-batch">Open batch since the last close: ${open.count} payment(s), ${tenge(open.amount)} KZT</p>`;
+    `<p id="open-batch">Open batch since the last close: ${open.count} payment(s), ${tenge(open.amount)} KZT</p>` +
+    (rep.adjustments
+      ? `<p id="adjustments">${adjustmentLine('Voids', rep.adjustments.void)}; ${adjustmentLine('refunds', rep.adjustments.refund)}</p>`
+      : '');
+}
+function adjustmentLine(name, byState) {
+  const a = byState.accepted;
+  const open = { count: byState.pending.count + byState.submitted.count, amount: byState.pending.amount + byState.submitted.amount };
+  return `${name}: confirmed ${tenge(a.amount)} KZT (${a.count}), pending ${tenge(open.amount)} KZT (${open.count}), refused ${byState.refused.count}`;
 }
 $('close-batch').addEventListener('click', async () => {
   const r = await api('POST', '/v1/batch/close');
@@ -303,7 +383,8 @@ function onEvent(type, e) {
       refreshReport();
       refreshStatus();
     }
-  } else if (type === 'phase' && e.reference === current) showPhase(e.phase, e.triesLeft);
+  } else if (type === 'adjustment') refreshReport();
+  else if (type === 'phase' && e.reference === current) showPhase(e.phase, e.triesLeft);
   else if (type === 'present_card_again' && e.reference === current) $('phase').textContent = 'PRESENT CARD AGAIN';
   else if (type === 'sync') {
     renderSync(e.sync);

@@ -30,6 +30,8 @@ export const TerminalErrorCode = {
   NOT_FOUND: 'NOT_FOUND',
   /** The data directory is held by another dt-pos process (`dt-pos.lock`). */
   LOCKED: 'LOCKED',
+  /** A void or refund the terminal's own rules refuse (`details.reason`: an `AdjustmentRefusal`); nothing was recorded. */
+  REFUSED: 'REFUSED',
 } as const;
 /** A terminal error code. */
 export type TerminalErrorCode = (typeof TerminalErrorCode)[keyof typeof TerminalErrorCode];

@@ -10,6 +10,7 @@ export * from './policy.ts';
 export * from './identity.ts';
 export * from './journal/journal.ts';
 export * from './journal/schema.ts';
+export * from './adjust.ts';
 export * from './kernel/outcome.ts';
 export * from './kernel/pinpad.ts';
 export * from './kernel/kernel.ts';

@@ -47,7 +47,7 @@ test('register, load with a bank order, read the state, sync: the receipt the ca
   const load = await client.load(transport, order(2_500_000));
   if (!load.ok) return t.fail(`load refused: ${load.step} ${load.code}`);
   t.like(load.order, { ok: true, card: toHex(p.cardKid), amount: 2_500_000, state: 'pending' });
-  t.like(load.summary, { loaded: 2_500_000, redeemed: 0, voided: 0 });
+  t.like(load.summary, { loaded: 2_500_000, redeemed: 0, voided: 0, refunded: 0 });
   t.true(load.summary.tokens > 0);
   t.like(await readCardState(transport), { balance: 2_500_000, syncPending: false });
 

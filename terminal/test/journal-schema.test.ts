@@ -17,7 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { gunzipSync } from 'node:zlib';
 import { Journal, JOURNAL_MIGRATIONS, TerminalError, TerminalErrorCode } from '../src/index.ts';
 import { JOURNAL_FIXTURE } from './fixtures/schema/journal-fixture-data.ts';
-import { LIST_V2, LIST_V3, THROWING_V2, V1 } from './helpers/journal-migrations.ts';
+import { LIST_NEWER, LIST_V2, NEWER_VERSION, THROWING_V2, V1 } from './helpers/journal-migrations.ts';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/schema/journal-v1.sqlite.gz', import.meta.url));
 const CHILD = fileURLToPath(new URL('./helpers/journal-migrate-child.ts', import.meta.url));
@@ -126,7 +126,7 @@ test("the previous version's file opens as version 1 with all its data", (t) => 
   t.like(inspect(file), { version: 1, meta: '1' });
 });
 
-test("the previous version's file upgrades to the real latest version (2: the cash register's orders) with its data", (t) => {
+test("the previous version's file upgrades to the real latest version (the cash register's orders, the issuing-bank certificates) with its data", (t) => {
   const file = previousFile();
   const j = Journal.open(file);
   assertFixtureData(t, j);
@@ -215,11 +215,14 @@ function dtPos(args: string[]): Promise<{ code: number | null; stderr: string }>
 
 test('dt-pos refuses a journal of a newer version and a journal that is no database: exit 6, files as they were', async (t) => {
   const file = previousFile();
-  Journal.open(file, { migrations: LIST_V3 }).close();
+  Journal.open(file, { migrations: LIST_NEWER }).close();
   const before = readFileSync(file);
   const r = await dtPos(['report', '--data-dir', join(file, '..')]);
   t.is(r.code, 6, r.stderr);
-  t.regex(r.stderr, /JOURNAL: cannot open the journal at .*: the journal has schema version 3, newer than this program knows/);
+  t.regex(
+    r.stderr,
+    new RegExp(`JOURNAL: cannot open the journal at .*: the journal has schema version ${NEWER_VERSION}, newer than this program knows`),
+  );
   t.deepEqual(readFileSync(file), before);
 
   const dir = tempDir('dt-journal-schema-');
@@ -231,16 +234,16 @@ test('dt-pos refuses a journal of a newer version and a journal that is no datab
 
 test('a file of a newer version is refused and left as it was', (t) => {
   const file = previousFile();
-  Journal.open(file, { migrations: LIST_V3 }).close();
+  Journal.open(file, { migrations: LIST_NEWER }).close();
   const before = readFileSync(file);
   for (const migrations of [JOURNAL_MIGRATIONS, LIST_V2]) {
     const e = t.throws(() => Journal.open(file, { migrations }), { instanceOf: TerminalError });
     t.is(e.code, TerminalErrorCode.JOURNAL);
-    t.like(e.details, { problem: 'NEWER', version: 3 });
-    t.regex(e.message, /schema version 3, newer than this program knows \(\d\)/);
+    t.like(e.details, { problem: 'NEWER', version: NEWER_VERSION });
+    t.regex(e.message, new RegExp(`schema version ${NEWER_VERSION}, newer than this program knows \\(\\d\\)`));
   }
   t.deepEqual(readFileSync(file), before);
-  t.is(inspect(file).version, 3);
+  t.is(inspect(file).version, NEWER_VERSION);
 });
 
 test('a file that is not a database, or a database of another kind, is refused and left as it was', (t) => {

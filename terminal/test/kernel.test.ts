@@ -4,6 +4,7 @@
  * revocation, double-spend detection, busy readers and timeouts.
  */
 import test from 'ava';
+import { randomBytes } from 'node:crypto';
 import { MemoryStorage } from '@dt/firmware';
 import { InProcessTransport, SimulatedCard } from '@dt/card-applet-sim';
 import {
@@ -18,6 +19,13 @@ import {
   selectApplet,
   CardRemovedError,
   TransportBusyError,
+  BankPermission,
+  Role,
+  decodeMessage,
+  encodeMessage,
+  generateKeyPair,
+  issueCertificate,
+  openSigned,
 } from '@dt/protocol';
 import {
   PaymentKernel,
@@ -453,4 +461,144 @@ test('an answer damaged on the way (a signature no longer verifies): PRESENT_CAR
   }
   t.is(j2.listPayments().length, 0);
   t.is(j2.tornAttempts().length, 0, 'the chain is given up');
+});
+
+/** Rewrites the card's whole PAY answer (reassembled from its 61xx pieces) with `f`, and answers it in one piece. */
+function rewritePayAnswer(inner: ApduTransport, f: (handover: Uint8Array) => Uint8Array): ApduTransport {
+  return {
+    async transmit(apdu, o) {
+      let r = await inner.transmit(apdu, o);
+      if (identifyCommand(apdu) !== 'PAY' || isChainedBlock(apdu)) return r;
+      const parts: Uint8Array[] = [];
+      for (;;) {
+        const sw1 = r[r.length - 2]!;
+        parts.push(r.subarray(0, r.length - 2));
+        if (sw1 !== 0x61) break;
+        r = await inner.transmit(new Uint8Array([0x00, 0xc0, 0x00, 0x00, r[r.length - 1]!]), o);
+      }
+      if (r[r.length - 2] !== 0x90) return r;
+      const data = f(Buffer.concat(parts));
+      return Buffer.concat([data, Buffer.from([0x90, 0x00])]);
+    },
+  };
+}
+
+test('issuing bank by reference (SPEC §3.6 banks): the terminal keeps the bank certificate it verified, names it, and the next card of that bank sends [card]', async (t) => {
+  const { journal, kernel } = setup(t);
+  const c1 = await makeCard(pki);
+  t.deepEqual(journal.heldBanks(nowSec(), 16), []);
+  const o1 = await kernel.charge(readerFor(c1.transport), 1_000);
+  t.is(o1.kind, 'APPROVED');
+  if (o1.kind !== 'APPROVED') return;
+  t.is(decodeMessage('Handover', o1.payment.handover).chain.length, 2, 'the first card of a bank carries its certificate');
+  t.deepEqual(journal.heldBanks(nowSec(), 16), [pki.bank.signer.kid]);
+  const c2 = await makeCard(pki);
+  const o2 = await kernel.charge(readerFor(c2.transport), 2_000);
+  t.is(o2.kind, 'APPROVED');
+  if (o2.kind !== 'APPROVED') return;
+  const h2 = decodeMessage('Handover', o2.payment.handover);
+  t.is(h2.chain.length, 1, 'the bank certificate is left out');
+  t.true(o2.payment.handover.length < o1.payment.handover.length - 200);
+});
+
+test('issuing bank by reference fails closed: a card that leaves out a bank the terminal did not name, a wrong or forged certificate in the store', async (t) => {
+  const bankKid = pki.bank.signer.kid;
+  const dropBank = (b: Uint8Array) => {
+    const h = decodeMessage('Handover', b);
+    return encodeMessage('Handover', { ...h, chain: [h.chain[0]!] });
+  };
+  // 1. The terminal holds no bank certificate and named none; the card leaves its bank's out anyway.
+  {
+    const { journal, kernel } = setup(t);
+    const c = await makeCard(pki);
+    const before = await getStatus(c.transport);
+    const bad = rewritePayAnswer(c.transport, dropBank);
+    const a = await kernel.charge(readerFor(bad), 1_000);
+    t.is(a.kind, 'PRESENT_CARD_AGAIN');
+    const b = await kernel.charge(readerFor(bad), 1_000);
+    t.like(b, { kind: 'DECLINED', reason: 'CARD_ANSWER_INVALID' });
+    if (b.kind === 'DECLINED') t.regex(b.detail ?? '', /^HANDOVER_CHAIN: CERT_CHAIN_BROKEN/);
+    t.is(journal.listPayments().length, 0);
+    t.deepEqual(journal.heldBanks(nowSec(), 16), [], 'nothing learned from a refused answer');
+    t.is((await getStatus(c.transport)).counter, before.counter + 1, 'the card signed once; its orphan is voided at its next sync');
+  }
+  // 2. A wrong certificate (another bank's, genuine) or a forged one (same key, not the root's) stored under the bank's kid:
+  //    the terminal names the bank, the card leaves it out, the completed chain does not verify.
+  const claims = openSigned('Certificate', pki.bank.cert).message;
+  const template = {
+    iss: 'x',
+    sub: 'x',
+    iat: claims.iat,
+    nbf: claims.nbf,
+    exp: claims.exp,
+    role: Role.BANK,
+    perms: BankPermission.ISSUING,
+  };
+  const other = issueCertificate(
+    { ...template, publicKey: generateKeyPair((n) => new Uint8Array(randomBytes(n))).publicKey },
+    pki.issuer.signer,
+  );
+  const forged = issueCertificate({ ...template, publicKey: pki.bank.keys.publicKey }, createDevPki().issuer.signer);
+  for (const [label, cert] of [
+    ['another bank', other],
+    ['forged', forged],
+  ] as const) {
+    const { journal, kernel } = setup(t);
+    journal.storeBankCertificate({ kid: bankKid, cert, nbf: 0, exp: nowSec() + 86_400 });
+    const c = await makeCard(pki);
+    const a = await kernel.charge(readerFor(c.transport), 1_000);
+    t.is(a.kind, 'PRESENT_CARD_AGAIN', label);
+    const b = await kernel.charge(readerFor(c.transport), 1_000);
+    t.like(b, { kind: 'DECLINED', reason: 'CARD_ANSWER_INVALID' }, label);
+    t.is(journal.listPayments().length, 0, label);
+  }
+});
+
+test('history by reference (SPEC §3.6 held, §3.8 after): a card paying again sends only what the terminal lacks; the journal keeps the complete handover', async (t) => {
+  const { journal, kernel } = setup(t);
+  const c = await makeCard(pki);
+  const wire: number[] = [];
+  const sized = rewritePayAnswer(c.transport, (h) => {
+    wire.push(h.length);
+    return h;
+  });
+  for (const amount of [1_000, 2_000, 3_000]) t.is((await kernel.charge(readerFor(sized), amount)).kind, 'APPROVED');
+  const payments = journal.listPayments().sort((a, b) => a.counter - b.counter);
+  const stored = payments.map((p) => decodeMessage('Handover', p.handover));
+  t.deepEqual(
+    stored.map((h) => [h.history.length, h.after]),
+    [
+      [0, undefined],
+      [1, undefined],
+      [2, undefined],
+    ],
+    'journalled complete',
+  );
+  // On the wire, the second and third answers carried no history (the terminal named the newest it held).
+  t.is(wire.length, 3);
+  t.true(wire[2]! < payments[2]!.handover.length - 2 * 250);
+  t.true(Math.abs(wire[2]! - wire[1]!) < 16, 'the answer does not grow with the history');
+  t.deepEqual(journal.newestTransferOf(c.kid), payments[2]!.transferHash);
+});
+
+test('history by reference fails closed: a card that leaves out history the terminal did not name is declined', async (t) => {
+  const { journal, kernel } = setup(t);
+  const c = await makeCard(pki);
+  for (const amount of [1_000, 2_000]) t.is((await kernel.charge(readerFor(c.transport), amount)).kind, 'APPROVED');
+  const [p1] = journal.listPayments().sort((a, b) => a.counter - b.counter);
+  // The terminal names the second payment; the card claims the terminal holds the first one instead
+  // (which it does hold, but did not name) and sends only the link after it.
+  const bad = rewritePayAnswer(c.transport, (b) => {
+    const h = decodeMessage('Handover', b);
+    return encodeMessage('Handover', {
+      ...h,
+      history: [decodeMessage('Handover', journal.listPayments()[1]!.handover).transfer],
+      after: p1!.transferHash,
+    });
+  });
+  t.is((await kernel.charge(readerFor(bad), 500)).kind, 'PRESENT_CARD_AGAIN');
+  const d = await kernel.charge(readerFor(bad), 500);
+  t.like(d, { kind: 'DECLINED', reason: 'CARD_ANSWER_INVALID' });
+  if (d.kind === 'DECLINED') t.regex(d.detail ?? '', /^HISTORY_BROKEN/);
+  t.is(journal.listPayments().length, 2);
 });

@@ -5,7 +5,9 @@
  * shows "Present card", the card is then put on the reader, the page shows APPROVED in its
  * alert region, the receipt and the payment in the list with its state; a screenshot is taken
  * and must be a real page (many pixels differ from the background, in more than a few colours;
- * `DT_SCREENSHOT=file.png` keeps it).
+ * `DT_SCREENSHOT=file.png` keeps it). Then the payment is voided with its row's Void button, a
+ * second payment (from the register) settles and is refunded in part with its Refund button and
+ * form; the rows, the server and the report agree.
  *
  * Chromium is driven over the DevTools protocol through a pipe (test/helpers/chromium.ts).
  * Without a browser the test is skipped locally and FAILS when CI=true (CI installs it:
@@ -131,6 +133,49 @@ if (!browserBin && !inCi) {
       for (let i = 0; i < img.rgba.length; i += 4)
         if (img.rgba[i] === 0x0a && img.rgba[i + 1] === 0x6b && img.rgba[i + 2] === 0x2d) green++;
       t.true(green > 500, `${green} pixels of the APPROVED green`);
+
+      // Void: the payment is not settled yet (the acquirer forwards only when told), so its row offers Void.
+      const rowOf = (ref: string) => `document.querySelector('#payments tr[data-reference=${JSON.stringify(ref)}]')`;
+      const ref1 = row[0]!;
+      await b.waitFor(`${rowOf(ref1)}.querySelector('button[data-action="void"]')`, 'the Void button');
+      t.is(
+        await b.evaluate<string>(`${rowOf(ref1)}.querySelector('button[data-action="void"]').getAttribute('aria-label')`),
+        `Void payment ${ref1}`,
+      );
+      await b.evaluate(`${rowOf(ref1)}.querySelector('button[data-action="void"]').click()`);
+      await b.waitFor(`document.getElementById('adjust-result').textContent.startsWith('VOIDED')`, 'the void');
+      t.is(await text('#adjust-result'), `VOIDED 12.34 KZT (${ref1}): pending ledger confirmation.`);
+      await b.waitFor(`${rowOf(ref1)}.cells[3].textContent.startsWith('voided')`, 'the voided row');
+      t.false(await b.evaluate<boolean>(`!!${rowOf(ref1)}.querySelector('button[data-action="void"]')`), 'no second Void');
+      const v = await ecr.call<{ payment: { voided: boolean; adjustments: { kind: string }[] } }>('GET', `/v1/payments/${ref1}`);
+      t.true(v.body.payment.voided, 'the server journalled the void');
+
+      // A second payment (from the register), settled, then refunded in part from the screen.
+      t.is((await ecr.call('POST', '/v1/payments', { amount: 2000, reference: 'till-2' })).status, 201);
+      await b.waitFor(`${rowOf('till-2')} && ${rowOf('till-2')}.dataset.state === 'approved'`, 'the second payment');
+      // Sent by the background sync (woken by the approval), then settled by the ledger; a batch close wakes the sync.
+      for (let i = 0; i < 100; i++) {
+        const p = await ecr.call<{ payment: { state: string } }>('GET', '/v1/payments/till-2');
+        if (p.body.payment.state === 'submitted') break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      await shop.world.acquirer.forwardNow();
+      await ecr.call('POST', '/v1/batch/close');
+      await b.waitFor(`${rowOf('till-2')}.querySelector('button[data-action="refund"]')`, 'the Refund button');
+      await b.evaluate(`${rowOf('till-2')}.querySelector('button[data-action="refund"]').click()`);
+      t.false(await b.evaluate<boolean>(`document.getElementById('refund-form').hidden`));
+      t.is(await b.evaluate<string>(`document.getElementById('refund-amount').value`), '20.00');
+      await b.evaluate(`document.getElementById('refund-amount').value = '5.00'`);
+      await b.evaluate(`document.getElementById('refund-confirm').click()`);
+      await b.waitFor(`document.getElementById('adjust-result').textContent.startsWith('REFUNDED')`, 'the refund');
+      t.is(await text('#adjust-result'), 'REFUNDED 5.00 KZT (till-2): credited to the card at its next sync.');
+      t.true(await b.evaluate<boolean>(`document.getElementById('refund-form').hidden`));
+      const r = await ecr.call<{ settlement: string; payment: { refunded: number; refundable: number } }>('GET', '/v1/payments/till-2');
+      t.like(r.body, { settlement: 'settled, partly refunded', payment: { refunded: 500, refundable: 1500 } });
+      await b.waitFor(`${rowOf('till-2')}.cells[3].textContent === 'settled, partly refunded'`, 'the refunded row');
+      await b.waitFor(`document.getElementById('adjustments')`, 'the report of voids and refunds');
+      t.regex(await text('#adjustments'), /refunds: confirmed 0\.00 KZT \(0\), pending 5\.00 KZT \(1\)/);
+
       t.deepEqual(
         b.console.filter((l) => l.startsWith('exception') || l.startsWith('error')),
         [],

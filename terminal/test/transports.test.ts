@@ -12,10 +12,10 @@ import test from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { EventEmitter } from 'node:events';
 import { openTty, SerialCardEndpoint, VirtualHidCard } from '@dt/card-applet-sim';
 import { getStatus, selectApplet } from '@dt/protocol';
-import { hidReader, openSerialReader, PaymentKernel, type NodeHidDeviceLike } from '../src/index.ts';
+import { hidReader, openSerialReader, PaymentKernel } from '../src/index.ts';
+import { FakeNodeHid } from './helpers/fake-hid.ts';
 import { createDevPki, devTerminalIdentity, makeCard, makeJournal, tempDir, TEST_POLICY } from './helpers/fixtures.ts';
 
 const pki = createDevPki();
@@ -65,40 +65,6 @@ test('serial wallet over a real socat pty pair: APPROVED; lost and damaged frame
 async function statusVia(t: Parameters<typeof getStatus>[0]) {
   await selectApplet(t);
   return getStatus(t);
-}
-
-/** The node-hid `HID` API in front of a VirtualHidCard: output reports (with the report-id byte) in, input reports out. */
-class FakeNodeHid extends EventEmitter implements NodeHidDeviceLike {
-  written = 0;
-  constructor(private readonly device: VirtualHidCard) {
-    super();
-  }
-  write(values: number[] | Buffer): number {
-    const bytes = Uint8Array.from(values as number[]);
-    if (bytes[0] !== 0x00) throw new Error('report id missing');
-    this.written++;
-    void this.device.write(bytes.subarray(1)).then(() => this.pump());
-    return bytes.length;
-  }
-  private pumping = false;
-  private pump(): void {
-    if (this.pumping) return;
-    this.pumping = true;
-    const loop = (): void => {
-      this.device.read().then(
-        (r) => {
-          this.emit('data', Buffer.from(r));
-          loop();
-        },
-        (e: Error) => {
-          this.pumping = false;
-          this.emit('error', e);
-        },
-      );
-    };
-    loop();
-  }
-  close(): void {}
 }
 
 test('HID wallet through the HID framing with a fake node-hid device: APPROVED, multi-report messages both ways', async (t) => {

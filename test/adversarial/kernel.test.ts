@@ -77,6 +77,11 @@ const CRAFTED: readonly { name: string; craft: Craft; codes: readonly string[]; 
   { name: 'receipt stripped, history kept', craft: (h) => ({ ...h, receipt: undefined }), codes: [HandoverCode.HISTORY_BROKEN] },
   { name: 'history stripped, receipt kept', craft: (h) => ({ ...h, history: [] }), codes: [HandoverCode.HISTORY_BROKEN] },
   {
+    name: 'history left out by reference to a transfer the terminal does not hold (SPEC §3.8 after)',
+    craft: (h) => ({ ...h, history: [], after: new Uint8Array(32).fill(0x42) }),
+    codes: [HandoverCode.HISTORY_BROKEN],
+  },
+  {
     name: 'history reordered',
     craft: (h, { other }) => ({ ...h, history: [...h.history, ...other.history].reverse() }),
     codes: [HandoverCode.HISTORY_BROKEN, HandoverCode.TRANSFER_SIGNATURE],
@@ -161,6 +166,16 @@ const CRAFTED: readonly { name: string; craft: Craft; codes: readonly string[]; 
   },
 ];
 
+/** `h` with the history it left out (`after`, SPEC §3.8) put back from the terminal's journal. */
+function complete(term: Terminal, h: Handover): Handover {
+  if (!h.after) return h;
+  const held = term.journal.getPaymentByTransfer(h.after);
+  if (!held) throw new Error('the card left out history the terminal does not hold');
+  const stored = decodeMessage('Handover', held.handover);
+  const { after: _after, ...rest } = h;
+  return { ...rest, history: [...stored.history, stored.transfer, ...h.history] };
+}
+
 /** A fresh card of the terminal's, with one honest approved payment so that it has a history and a receipt. */
 async function cardWithHistory(t: ExecutionContext, bo: BackOffice, term: Terminal) {
   const c = await newCard(bo);
@@ -197,7 +212,7 @@ test('crafted handovers (stripped, reordered, forged, re-signed with the card ke
   const donorTap = await term.kernel.charge(
     readerOn(
       hostileCard(donor.transport, (_cmd, real) => {
-        otherHandover = decodeMessage('Handover', real.data);
+        otherHandover = complete(term, decodeMessage('Handover', real.data));
         return real;
       }),
     ),
@@ -213,11 +228,14 @@ test('crafted handovers (stripped, reordered, forged, re-signed with the card ke
     let last: Uint8Array | undefined;
     const hostile = hostileCard(c.transport, (_cmd, real) => {
       if (real.sw !== SW.OK) return real;
-      const h = attack.craft(decodeMessage('Handover', real.data), {
+      // Crafted from the complete handover (the history the card left out because the terminal
+      // holds it put back, SPEC §3.8), so that every attack has the whole chain to work on.
+      const h = attack.craft(complete(term, decodeMessage('Handover', real.data)), {
         sign: (tr) => signMessage('Transfer', tr, sign),
         other: otherHandover!,
       });
       if (h.receipt === undefined) delete h.receipt;
+      if (h.after === undefined) delete h.after;
       last = encodeMessage('Handover', h);
       return { data: last, sw: SW.OK };
     });

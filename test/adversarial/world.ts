@@ -84,7 +84,7 @@ export async function settle(term: Terminal, bo: BackOffice): Promise<void> {
 
 /**
  * The books after an attack (SPEC §7.6.2, §7.7): issued = cards + merchants + banks + redeemed
- * (the audit's difference is 0), no balance below its floor (every merchant balance >= 0, every
+ * + pending (loads, payee value, refund credits; the audit's difference is 0), no balance below its floor (every merchant balance >= 0, every
  * bank balance >= 0 unless `creditLines` grants it one), and no card's cover above its bound.
  */
 export async function books(
@@ -95,7 +95,7 @@ export async function books(
   creditLines: Readonly<Record<string, number>> = {},
 ): Promise<void> {
   const a = await bo.ledger.audit();
-  t.is(a.difference, 0, `${after}: issued = cards + merchants + banks + redeemed`);
+  t.is(a.difference, 0, `${after}: issued = cards + merchants + banks + redeemed + pending`);
   t.is(a.issued, VARIANT.allocation, `${after}: nothing issued but the allocation`);
   t.deepEqual(a.floorBreaches, [], `${after}: no balance below its floor`);
   t.deepEqual(a.coverBreaches, [], `${after}: no cover above its bound`);
@@ -215,7 +215,8 @@ export async function ledgerVerdicts(
   bo: BackOffice,
   term: Terminal,
   handovers: readonly Uint8Array[],
-  opts: { crlVersion?: number; time?: number } = {},
+  /** `adjustments`: SignedAdjustments (voids, refunds; SPEC §7.7.3) the batch carries after its handovers. */
+  opts: { crlVersion?: number; time?: number; adjustments?: readonly Uint8Array[] } = {},
 ): Promise<Outcome[]> {
   const time = opts.time ?? nowSec();
   const batch = signMessage(
@@ -227,6 +228,7 @@ export async function ledgerVerdicts(
       chain: [...term.identity.chain],
       handovers: [...handovers],
       crlVersion: opts.crlVersion ?? openSigned('RevocationList', await bo.ledger.crl()).message.version,
+      ...(opts.adjustments && opts.adjustments.length > 0 ? { adjustments: [...opts.adjustments] } : {}),
     },
     term.identity.signer,
   );

@@ -18,6 +18,12 @@
  * @module
  */
 import Database from 'better-sqlite3';
+import {
+  checkMigrationList as checkSteps,
+  referenceShape as planShape,
+  type MigrationPlan,
+  type SchemaShape,
+} from '@dt/protocol/sqlite-migrate';
 import { SCHEMA } from './types.ts';
 
 /** One forward migration: its statements run in the transaction that bumps the version to `version`. */
@@ -49,6 +55,23 @@ export const LEDGER_MIGRATIONS: readonly LedgerMigration[] = [
     // mark: the deterministic CBOR encoding of the order's Mark, as tokens and transfers store it.
     statements: [`ALTER TABLE loads ADD COLUMN mark BLOB`],
   },
+  {
+    version: 4,
+    description:
+      'adjustments (voids and refunds of terminals, SPEC §7.7.3) with their stored outcomes, and refund_credits: refunded value pending for a card until its next sync',
+    statements: [
+      // One row per answered adjustment of a terminal (idempotency on (terminal, id)): hash = its payload hash,
+      // status/code = its Outcome's, outcome = the signed Outcome returned again for the same adjustment.
+      `CREATE TABLE adjustments (terminal BLOB NOT NULL, id BLOB NOT NULL, hash BLOB NOT NULL, kind BIGINT NOT NULL, transfer BLOB NOT NULL,
+         card BLOB NOT NULL, amount BIGINT NOT NULL, status BIGINT NOT NULL, code TEXT, outcome BLOB NOT NULL, time BIGINT NOT NULL,
+         PRIMARY KEY (terminal, id))`,
+      `CREATE INDEX adjustments_transfer ON adjustments (transfer, kind, status)`,
+      // adjustment: payload hash of the accepted refund; state pending | delivered (at a sync) | redeemed (to the issuing bank).
+      `CREATE TABLE refund_credits (adjustment BLOB PRIMARY KEY, card BLOB NOT NULL, amount BIGINT NOT NULL, mark BLOB, state TEXT NOT NULL,
+         sync BLOB, time BIGINT NOT NULL)`,
+      `CREATE INDEX refund_credits_card ON refund_credits (card, state)`,
+    ],
+  },
 ];
 
 /** Why a database cannot be used as the ledger's. */
@@ -70,76 +93,44 @@ export class LedgerSchemaError extends Error {
  * Tables (name -> column names in order) and index names: the engine-neutral
  * shape that says whether a database is the ledger's of a given version.
  */
-export interface SchemaShape {
-  readonly tables: ReadonlyMap<string, string>;
-  readonly indexes: readonly string[];
-}
+export type { SchemaShape } from '@dt/protocol/sqlite-migrate';
+export { adoptionProblems, shapeDifferences } from '@dt/protocol/sqlite-migrate';
 
 /** Checks that `migrations` are numbered 1, 2, ... */
 export function checkMigrationList(migrations: readonly LedgerMigration[]): void {
-  if (migrations.length === 0) throw new Error('no ledger migrations');
-  migrations.forEach((m, i) => {
-    if (m.version !== i + 1) throw new Error(`ledger migration ${i} has version ${m.version}, expected ${i + 1}`);
-  });
-}
-
-/** The shape of an SQLite database (SQLite's own tables and automatic indexes left out). */
-export function sqliteShape(db: Database.Database): SchemaShape {
-  const rows = db.prepare(`SELECT type, name FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%' ORDER BY name`).all() as {
-    type: string;
-    name: string;
-  }[];
-  const tables = new Map<string, string>();
-  for (const r of rows.filter((x) => x.type === 'table')) {
-    const cols = db.prepare(`SELECT name FROM pragma_table_info(?) ORDER BY cid`).all(r.name) as { name: string }[];
-    tables.set(r.name, cols.map((c) => c.name).join(','));
-  }
-  return { tables, indexes: rows.filter((x) => x.type === 'index').map((x) => x.name) };
+  checkSteps(migrations, 'ledger');
 }
 
 /** Statements that change the shape (the others only move data). */
 const DDL = /^\s*(CREATE|ALTER|DROP)\b/i;
 
 /**
- * The shape a ledger database of `version` has: the DDL statements of the list up
- * to it, applied to an empty SQLite database (the shape is engine-neutral, and
- * the shared dialect runs on both).
+ * How the ledger's list runs on SQLite (`@dt/protocol/sqlite-migrate`): the statements of a
+ * step in order; the reference shapes from the DDL statements alone, on an empty SQLite database
+ * (the shape is engine-neutral, and the shared dialect runs on both engines).
  */
+export function sqlitePlan(migrations: readonly LedgerMigration[]): MigrationPlan<Database.Database, LedgerMigration> {
+  return {
+    migrations,
+    kind: 'ledger',
+    what: 'a ledger database',
+    columns: 'names',
+    mirrorInMeta: false,
+    apply: (db, m) => {
+      for (const s of m.statements) db.exec(s);
+    },
+    applyShape: (db, m) => {
+      for (const s of m.statements) if (DDL.test(s)) db.exec(s);
+    },
+    openMemory: () => new Database(':memory:'),
+    newer: newerError,
+    foreign: (message) => new LedgerSchemaError('NOT_A_LEDGER', message),
+  };
+}
+
+/** The shape a ledger database of `version` has: the DDL statements of the list up to it, applied to an empty SQLite database. */
 export function referenceShape(migrations: readonly LedgerMigration[], version: number): SchemaShape {
-  const ref = new Database(':memory:');
-  try {
-    for (const m of migrations.slice(0, version)) for (const s of m.statements) if (DDL.test(s)) ref.exec(s);
-    return sqliteShape(ref);
-  } finally {
-    ref.close();
-  }
-}
-
-/** The differences of `actual` from `expected`, in words (empty when equal). Extra indexes are allowed. */
-export function shapeDifferences(actual: SchemaShape, expected: SchemaShape): string[] {
-  const out: string[] = [];
-  for (const [t, cols] of expected.tables) {
-    const a = actual.tables.get(t);
-    if (a === undefined) out.push(`no table ${t}`);
-    else if (a !== cols) out.push(`table ${t} has other columns`);
-  }
-  for (const t of actual.tables.keys()) if (!expected.tables.has(t)) out.push(`unknown table ${t}`);
-  for (const i of expected.indexes) if (!actual.indexes.includes(i)) out.push(`no index ${i}`);
-  return out;
-}
-
-/**
- * Why a version-0 database with these tables is not the ledger's of before
- * versions (empty when it is): a table that is not the ledger's, or a ledger
- * table of another shape. Ledger tables it lacks are fine: that code created
- * missing tables at every open, and so does the stamping step.
- */
-export function adoptionProblems(before: SchemaShape, v1: SchemaShape): string[] {
-  const out: string[] = [];
-  const foreign = [...before.tables.keys()].filter((t) => !v1.tables.has(t));
-  if (foreign.length > 0) out.push(`it holds table(s) ${foreign.join(', ')}`);
-  for (const [t, cols] of before.tables) if (v1.tables.has(t) && v1.tables.get(t) !== cols) out.push(`table ${t} has other columns`);
-  return out;
+  return planShape(sqlitePlan(migrations), version);
 }
 
 /** The error for a database of `version` when the code knows up to `latest`. */

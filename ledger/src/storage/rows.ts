@@ -461,6 +461,70 @@ export function cardBlockRow(r: Row): CardBlockRow {
   return { card: c.blob('card'), bank: c.blob('bank'), time: c.int('time'), restored: c.blobOrNull('restored') };
 }
 
+// ------------------------------------------------------------ adjustments (SPEC §7.7.3)
+export interface AdjustmentRow {
+  readonly terminal: Uint8Array;
+  readonly id: Uint8Array;
+  /** Payload hash of the SignedAdjustment. */
+  readonly hash: Uint8Array;
+  /** 1 void, 2 refund. */
+  readonly kind: number;
+  readonly transfer: Uint8Array;
+  readonly card: Uint8Array;
+  readonly amount: number;
+  /** Its Outcome's status (5 VOIDED accepted void, 6 REFUNDED accepted refund, 4 INVALID refused). */
+  readonly status: number;
+  readonly code: string | null;
+  /** The signed Outcome answered (again) for it. */
+  readonly outcome: Uint8Array;
+  readonly time: number;
+}
+export const ADJUSTMENT_COLUMNS = 'terminal, id, hash, kind, transfer, card, amount, status, code, outcome, time';
+export function adjustmentRow(r: Row): AdjustmentRow {
+  const c = columns(r, 'adjustments');
+  return {
+    terminal: c.blob('terminal'),
+    id: c.blob('id'),
+    hash: c.blob('hash'),
+    kind: c.int('kind'),
+    transfer: c.blob('transfer'),
+    card: c.blob('card'),
+    amount: c.int('amount'),
+    status: c.int('status'),
+    code: c.textOrNull('code'),
+    outcome: c.blob('outcome'),
+    time: c.int('time'),
+  };
+}
+
+export const REFUND_CREDIT_STATES = ['pending', 'delivered', 'redeemed'] as const;
+export type RefundCreditState = (typeof REFUND_CREDIT_STATES)[number];
+export interface RefundCreditRow {
+  /** Payload hash of the accepted refund. */
+  readonly adjustment: Uint8Array;
+  readonly card: Uint8Array;
+  readonly amount: number;
+  /** Deterministic CBOR of the refunded payment's payee output mark, NULL when unmarked. */
+  readonly mark: Uint8Array | null;
+  readonly state: RefundCreditState;
+  /** The sync that delivered or redeemed it. */
+  readonly sync: Uint8Array | null;
+  readonly time: number;
+}
+export const REFUND_CREDIT_COLUMNS = 'adjustment, card, amount, mark, state, sync, time';
+export function refundCreditRow(r: Row): RefundCreditRow {
+  const c = columns(r, 'refund_credits');
+  return {
+    adjustment: c.blob('adjustment'),
+    card: c.blob('card'),
+    amount: c.int('amount'),
+    mark: c.blobOrNull('mark'),
+    state: c.oneOf('state', REFUND_CREDIT_STATES),
+    sync: c.blobOrNull('sync'),
+    time: c.int('time'),
+  };
+}
+
 /** Every table's mapping and column list (for tests that map every stored row). */
 export const TABLE_ROWS: { readonly [table: string]: { readonly columns: string; readonly map: (r: Row) => unknown } } = {
   meta: { columns: META_COLUMNS, map: metaRow },
@@ -485,4 +549,6 @@ export const TABLE_ROWS: { readonly [table: string]: { readonly columns: string;
   syncs: { columns: SYNC_COLUMNS, map: syncRow },
   acquirer_blocks: { columns: ACQUIRER_BLOCK_COLUMNS, map: acquirerBlockRow },
   card_blocks: { columns: CARD_BLOCK_COLUMNS, map: cardBlockRow },
+  adjustments: { columns: ADJUSTMENT_COLUMNS, map: adjustmentRow },
+  refund_credits: { columns: REFUND_CREDIT_COLUMNS, map: refundCreditRow },
 };

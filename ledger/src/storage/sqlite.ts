@@ -6,17 +6,8 @@
  * @module
  */
 import Database from 'better-sqlite3';
-import {
-  adoptionProblems,
-  checkMigrationList,
-  LEDGER_MIGRATIONS,
-  LedgerSchemaError,
-  newerError,
-  referenceShape,
-  shapeDifferences,
-  sqliteShape,
-  type LedgerMigration,
-} from './migrations.ts';
+import { migrateSqliteSchema } from '@dt/protocol/sqlite-migrate';
+import { LEDGER_MIGRATIONS, sqlitePlan, type LedgerMigration } from './migrations.ts';
 import { Mutex, type LedgerStorage, type Row, type SqlTx, type SqlValue } from './types.ts';
 
 function bind(params: readonly SqlValue[]): unknown[] {
@@ -47,35 +38,7 @@ export function migrateSqlite(
   db: Database.Database,
   migrations: readonly LedgerMigration[] = LEDGER_MIGRATIONS,
 ): { from: number; to: number } {
-  checkMigrationList(migrations);
-  const latest = migrations.length;
-  let from: number | undefined;
-  for (;;) {
-    db.exec('BEGIN IMMEDIATE');
-    try {
-      const v = db.pragma('user_version', { simple: true }) as number;
-      from ??= v;
-      if (v > latest) throw newerError(v, latest);
-      if (v === latest) {
-        db.exec('COMMIT');
-        break;
-      }
-      const before = v === 0 ? sqliteShape(db) : undefined;
-      if (before && before.tables.size > 0) {
-        const problems = adoptionProblems(before, referenceShape(migrations, 1));
-        if (problems.length > 0) throw new LedgerSchemaError('NOT_A_LEDGER', `not a ledger database: ${problems.join(', ')}`);
-      }
-      for (const s of migrations[v]!.statements) db.exec(s);
-      db.pragma(`user_version = ${v + 1}`);
-      db.exec('COMMIT');
-    } catch (e) {
-      if (db.inTransaction) db.exec('ROLLBACK');
-      throw e;
-    }
-  }
-  const diff = shapeDifferences(sqliteShape(db), referenceShape(migrations, latest));
-  if (diff.length > 0) throw new LedgerSchemaError('NOT_A_LEDGER', `not a ledger database of schema version ${latest}: ${diff.join(', ')}`);
-  return { from, to: latest };
+  return migrateSqliteSchema(db, sqlitePlan(migrations));
 }
 
 /** Options of {@link openSqliteStorage}. */

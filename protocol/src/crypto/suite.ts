@@ -2,15 +2,22 @@
  * The DT crypto suite 1: ECDSA over P-256 with SHA-256 (COSE alg ES256 = -7).
  *
  * `@noble/curves` is the reference implementation and the only one used by
- * `protocol/` and `firmware/`. Signatures are deterministic (RFC 6979) and
+ * `protocol/` and `firmware/` (its ECDSA hashes with `@noble/hashes`; the
+ * instance, with a base field written for interpreters, is `p256.ts`). The
+ * {@link sha256} of everything else (key ids, payload hashes, output ids, the
+ * card's journal and certificate memo) is `fast-sha256`: plain 32-bit
+ * arithmetic with the rounds written out, which an interpreter such as QuickJS
+ * (the card's engine) runs about 1.7 times as fast as `@noble/hashes`' helper
+ * calls, while V8 runs both alike (`protocol/test/suite.test.ts` checks it
+ * against `@noble/hashes` and `node:crypto`). Signatures are deterministic (RFC 6979) and
  * always low-S; verification rejects high-S signatures so that a signed
  * object has exactly one valid signature (no malleability), on every path.
  * Servers may inject a faster {@link Verifier} (see `@dt/protocol/native`).
  *
  * @module
  */
-import { p256 } from '@noble/curves/nist.js';
-import { sha256 as nobleSha256 } from '@noble/hashes/sha2.js';
+import { p256 } from './p256.ts';
+import fastSha256 from 'fast-sha256';
 import { DtError, ErrorCode } from '../errors.ts';
 import { concatBytes } from '../bytes.ts';
 
@@ -27,9 +34,9 @@ export const KEY_ID_LENGTH = 16;
 export const P256_N = p256.Point.CURVE().n;
 const HALF_N = P256_N >> 1n;
 
-/** SHA-256. */
+/** SHA-256 (FIPS 180-4). */
 export function sha256(data: Uint8Array): Uint8Array {
-  return nobleSha256(data);
+  return fastSha256.hash(data);
 }
 
 /** A source of random bytes (a CSPRNG on real hardware; seeded in tests). */

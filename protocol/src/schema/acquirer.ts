@@ -84,9 +84,14 @@ export const BatchAckSchema = defineSchema({
     { key: 3, name: 'hash', type: bytes(32) },
     { key: 4, name: 'handovers', type: uint(LIMITS.maxBatchHandovers) },
     { key: 5, name: 'received', type: uint(MAX_UINT) },
+    // Number of adjustments (voids, refunds) in the batch; absent when 0 (SPEC §7.7.1).
+    { key: 6, name: 'adjustments', type: uint(LIMITS.maxBatchAdjustments), optional: true },
   ],
 });
-/** A batch acknowledgement: terminal key id, batch seq, SHA-256 of the signed batch bytes, handover count, storage time (s). */
+/**
+ * A batch acknowledgement: terminal key id, batch seq, SHA-256 of the signed batch bytes, handover count,
+ * storage time (s), and the adjustment count (absent = 0).
+ */
 export type BatchAck = Infer<typeof BatchAckSchema>;
 
 /** Encodes a batch acknowledgement (deterministic CBOR). */
@@ -117,7 +122,10 @@ export interface OutcomePage {
   readonly outcomes: Uint8Array[];
   /** Cursor to pass as `?after=` next time. */
   readonly cursor: number;
-  /** For each outcome: [batch seq, handover index]. */
+  /**
+   * For each outcome: [batch seq, i]: i < the batch's handover count names handover i,
+   * i = handovers + j names adjustment j (SPEC §7.7.1).
+   */
   readonly refs: Array<[number, number]>;
   /** True when more outcomes wait (ask again at once). */
   readonly more: boolean;

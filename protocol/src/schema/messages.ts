@@ -38,8 +38,12 @@ export const LIMITS = {
   maxHistory: 64,
   /** Confirmed tokens carried as provenance, or issued in one receipt. */
   maxTokens: 64,
+  /** Issuing-bank key ids a PaymentRequest names as held by the terminal (`banks`). */
+  maxHeldBanks: 16,
   /** Handovers in one terminal batch. */
   maxBatchHandovers: 1000,
+  /** Adjustments (voids and refunds) in one terminal batch. */
+  maxBatchAdjustments: 1000,
   /** Revoked key ids in one revocation list. */
   maxRevoked: 200_000,
   /** Merchant ids or categories in one mark. */
@@ -52,6 +56,7 @@ export const LIMITS = {
   maxHandoverSize: 192 * 1024,
   maxBatchSize: 64 * 1024 * 1024,
   maxOutcomeSize: 8192,
+  maxAdjustmentSize: 512,
   maxRevocationListSize: 4 * 1024 * 1024,
   maxSyncSize: 192 * 1024,
 } as const;
@@ -213,6 +218,12 @@ export const PaymentRequestSchema = defineSchema({
     { key: 7, name: 'time', type: time },
     { key: 8, name: 'chain', type: array(signedObject(LIMITS.maxCertificateSize), LIMITS.maxChainCerts, 1) },
     { key: 9, name: 'retryOf', type: nonce, optional: true },
+    // Issuing banks whose certificates the terminal holds, verified under its root (SPEC §3.6):
+    // a card of one of them leaves its bank's certificate out of the Handover chain.
+    { key: 10, name: 'banks', type: array(kid, LIMITS.maxHeldBanks, 1), optional: true },
+    // The newest transfer of this card the terminal holds with its whole chain (SPEC §3.6, §3.8):
+    // the card then leaves it and the history before it out of the Handover.
+    { key: 11, name: 'held', type: hash32, optional: true },
   ],
 });
 export type PaymentRequest = Infer<typeof PaymentRequestSchema>;
@@ -255,6 +266,8 @@ export const HandoverSchema = defineSchema({
     { key: 5, name: 'receipt', type: signedObject(LIMITS.maxSyncSize), optional: true },
     // Provenance tokens the receipt carries: their indexes in `receipt.tokens`, not the tokens again.
     { key: 6, name: 'receiptTokens', type: array(uint(LIMITS.maxTokens - 1), LIMITS.maxTokens, 1), optional: true },
+    // History left out (SPEC §3.8): the payload hash of the last transfer omitted; `history` holds those after it.
+    { key: 7, name: 'after', type: hash32, optional: true },
   ],
 });
 export type Handover = Infer<typeof HandoverSchema>;
@@ -270,12 +283,44 @@ export const BatchSchema = defineSchema({
     { key: 4, name: 'chain', type: array(signedObject(LIMITS.maxCertificateSize), LIMITS.maxChainCerts, 1) },
     { key: 5, name: 'handovers', type: array(bytesUpTo(LIMITS.maxHandoverSize), LIMITS.maxBatchHandovers) },
     { key: 6, name: 'crlVersion', type: uint(MAX_UINT) },
+    // Voids and refunds of the terminal's own payments (SPEC §7.7.3); absent when there are none.
+    {
+      key: 7,
+      name: 'adjustments',
+      type: array(signedObject(LIMITS.maxAdjustmentSize), LIMITS.maxBatchAdjustments, 1),
+      optional: true,
+    },
   ],
 });
 export type Batch = Infer<typeof BatchSchema>;
 
+/** Kinds of {@link Adjustment}. */
+export const AdjustmentKind = { VOID: 1, REFUND: 2 } as const;
+export type AdjustmentKind = (typeof AdjustmentKind)[keyof typeof AdjustmentKind];
+
+/**
+ * A terminal's signed void or refund of one of its own payments (SPEC §3.10, §7.7.3),
+ * carried in a {@link BatchSchema | Batch} to the ledger, which answers it with an Outcome.
+ */
+export const AdjustmentSchema = defineSchema({
+  name: 'Adjustment',
+  fields: [
+    { key: 0, name: 'v', type: VERSION_1 },
+    { key: 1, name: 'kind', type: uint(2, 1) },
+    { key: 2, name: 'id', type: bytes(16) },
+    { key: 3, name: 'terminal', type: kid },
+    { key: 4, name: 'transfer', type: hash32 },
+    { key: 5, name: 'card', type: kid },
+    { key: 6, name: 'amount', type: uint(MAX_UINT, 1) },
+    { key: 7, name: 'currency', type: currency },
+    { key: 8, name: 'time', type: time },
+    { key: 9, name: 'reference', type: text(64), optional: true },
+  ],
+});
+export type Adjustment = Infer<typeof AdjustmentSchema>;
+
 /** Outcome status codes. */
-export const OutcomeStatus = { SETTLED: 1, ALREADY_SETTLED: 2, DOUBLE_SPEND: 3, INVALID: 4, VOIDED: 5 } as const;
+export const OutcomeStatus = { SETTLED: 1, ALREADY_SETTLED: 2, DOUBLE_SPEND: 3, INVALID: 4, VOIDED: 5, REFUNDED: 6 } as const;
 export type OutcomeStatus = (typeof OutcomeStatus)[keyof typeof OutcomeStatus];
 
 /** The ledger's signed verdict on one transfer. */
@@ -284,7 +329,7 @@ export const OutcomeSchema = defineSchema({
   fields: [
     { key: 0, name: 'v', type: VERSION_1 },
     { key: 1, name: 'transfer', type: hash32 },
-    { key: 2, name: 'status', type: uint(5, 1) },
+    { key: 2, name: 'status', type: uint(6, 1) },
     { key: 3, name: 'covered', type: bool() },
     { key: 4, name: 'code', type: text(64), optional: true },
     { key: 5, name: 'proof', type: array(signedObject(LIMITS.maxTransferSize), 2, 2), optional: true },
@@ -292,6 +337,8 @@ export const OutcomeSchema = defineSchema({
     { key: 7, name: 'card', type: kid },
     { key: 8, name: 'terminal', type: kid },
     { key: 9, name: 'amount', type: uint(MAX_UINT) },
+    // Set on the outcome of an Adjustment (SPEC §7.7.3): that adjustment's id.
+    { key: 10, name: 'adjustment', type: bytes(16), optional: true },
   ],
 });
 export type Outcome = Infer<typeof OutcomeSchema>;
@@ -340,6 +387,8 @@ export const SyncReceiptSchema = defineSchema({
     // Set only when the ledger moved the card's value to its issuing bank (revoked card):
     // the card's key is not trusted with fresh tokens, the owner is paid out by the bank.
     { key: 8, name: 'redeemed', type: uint(MAX_UINT, 1), optional: true },
+    // Value credited back by merchant refunds (SPEC §7.7.3), included in the tokens; absent when none.
+    { key: 9, name: 'refunded', type: uint(MAX_UINT, 1), optional: true },
   ],
 });
 export type SyncReceipt = Infer<typeof SyncReceiptSchema>;
@@ -381,6 +430,12 @@ export const MESSAGES = {
     contentType: 'application/dt.syncrcpt+cbor',
     contentFormat: 65009,
     maxSize: LIMITS.maxSyncSize,
+  },
+  Adjustment: {
+    schema: AdjustmentSchema,
+    contentType: 'application/dt.adjustment+cbor',
+    contentFormat: 65010,
+    maxSize: LIMITS.maxAdjustmentSize,
   },
 } as const;
 export type MessageName = keyof typeof MESSAGES;

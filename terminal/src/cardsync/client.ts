@@ -66,6 +66,8 @@ export interface ReceiptSummary {
   readonly redeemed: number;
   /** Orphan transfers whose value came back. */
   readonly voided: number;
+  /** Value credited by merchant refunds (SPEC §7.7.3, tiyn), 0 when absent. */
+  readonly refunded: number;
   /** Fresh tokens the card now holds. */
   readonly tokens: number;
   /** Ledger time of the receipt (seconds). */
@@ -150,6 +152,7 @@ export function summarizeReceipt(receipt: Uint8Array): ReceiptSummary {
     loaded: r.loaded,
     redeemed: r.redeemed ?? 0,
     voided: r.voided.length,
+    refunded: r.refunded ?? 0,
     tokens: r.tokens.length,
     time: r.time,
   };

@@ -41,7 +41,15 @@ import {
   type TerminalIdentity,
 } from '../identity.ts';
 import { DEFAULT_CONFIG, configPath, loadConfig, saveConfig, verifierByName, type TerminalConfig } from '../config.ts';
-import { Journal, type PaymentRecord } from '../journal/journal.ts';
+import { AdjustmentKind, Journal, type PaymentRecord } from '../journal/journal.ts';
+import {
+  AdjustmentRefusedError,
+  adjustmentJson,
+  adjustmentStateText,
+  adjustmentSummary,
+  adjustPayment,
+  readPresentedCard,
+} from '../adjust.ts';
 import { PaymentKernel } from '../kernel/kernel.ts';
 import { EndReason, type TapOutcome } from '../kernel/outcome.ts';
 import type { PinPad, PinPrompt } from '../kernel/pinpad.ts';
@@ -63,11 +71,16 @@ import { buildEcrApp, ecrToken, TOKEN_FILE } from '../service/ecr.ts';
  * unreachable); 4 and up are this command's own.
  */
 export const EXIT_CODES = [
-  { code: 0, name: 'OK', meaning: 'success (charge: APPROVED)' },
-  { code: 1, name: 'DECLINED', meaning: 'refused: charge DECLINED, or the acquirer refused what sync sent' },
+  { code: 0, name: 'OK', meaning: 'success (charge: APPROVED; void, refund: recorded)' },
+  {
+    code: 1,
+    name: 'DECLINED',
+    meaning:
+      "refused: charge DECLINED, a void or refund the terminal's rules refuse (refund --tap: not the paying card), or the acquirer refused what sync sent",
+  },
   { code: 2, name: 'USAGE', meaning: 'usage: bad command, option or value, or a file named on the command line is missing or unreadable' },
   { code: 3, name: 'ONLINE_REQUIRED', meaning: 'offline: charge ONLINE REQUIRED, or the acquirer was unreachable (sync)' },
-  { code: 4, name: 'END', meaning: 'END: no card, not a DT card, reader busy or unavailable, cancelled (Ctrl-C)' },
+  { code: 4, name: 'END', meaning: 'END: no card, not a DT card, reader busy or unavailable, cancelled (Ctrl-C) (charge, refund --tap)' },
   { code: 5, name: 'NOT_INITIALIZED', meaning: 'terminal not initialized, or its configuration or certificates do not verify' },
   {
     code: 6,
@@ -75,7 +88,11 @@ export const EXIT_CODES = [
     meaning: 'internal or journal error (charge END INTERNAL_ERROR), or an acquirer answer the terminal does not trust',
   },
   { code: 7, name: 'PRESENT_CARD_AGAIN', meaning: 'PRESENT CARD AGAIN and the card was not presented again' },
-  { code: 8, name: 'LOCKED', meaning: 'the data directory is in use by another dt-pos process (serve or charge: dt-pos.lock)' },
+  {
+    code: 8,
+    name: 'LOCKED',
+    meaning: 'the data directory is in use by another dt-pos process (serve, charge or refund --tap: dt-pos.lock)',
+  },
   { code: 9, name: 'LISTEN', meaning: 'serve cannot listen (address in use or not available)' },
 ] as const;
 
@@ -478,6 +495,80 @@ export function buildProgram(): Command {
     });
 
   program
+    .command('void')
+    .description(
+      'void a payment the ledger has not settled (pending or submitted): signed and journalled at once, sent with (or after) its handover at the next sync; the merchant is never credited and the card gets the value back at its next sync',
+    )
+    .argument('<receipt>', 'receipt number of the payment', intOption('receipt number', 1, Number.MAX_SAFE_INTEGER))
+    .option('--reference <ref>', "the register's or operator's reference, 1-64 characters of A-Z a-z 0-9 . _ : - (informative)", refOption)
+    .action((id: number, o: { reference?: string }, cmd: Command) => {
+      const g = globals(cmd);
+      const identity = requireIdentity(g);
+      const journal = openJournal(g);
+      try {
+        const { adjustment, existing } = adjustPayment(journal, identity, {
+          kind: AdjustmentKind.VOID,
+          paymentId: id,
+          ...(o.reference ? { reference: o.reference } : {}),
+        });
+        out(
+          g,
+          { outcome: 'VOIDED', existing, adjustment: adjustmentJson(adjustment) },
+          `VOIDED receipt #${id} ${formatAmount(adjustment.amount)}${existing ? ' (voided before)' : ''}: ${adjustmentStateText(adjustment)}`,
+        );
+      } finally {
+        journal.close();
+      }
+    });
+
+  program
+    .command('refund')
+    .description(
+      "refund a settled payment, in full or in part: signed and journalled at once, sent at the next sync; the ledger debits the merchant and credits the paying card at the card's next sync. The refunds of a payment never exceed its amount",
+    )
+    .argument('<receipt>', 'receipt number of the payment', intOption('receipt number', 1, Number.MAX_SAFE_INTEGER))
+    .option('--amount <tenge>', 'amount to refund in tenge, e.g. 50.25 (default: all that is left to refund)')
+    .option(
+      '--reference <ref>',
+      'reference of the refund, 1-64 characters of A-Z a-z 0-9 . _ : -; the same reference again refunds once',
+      refOption,
+    )
+    .option('--tap', 'first read the card on the reader: refused unless it is the paying card (the holder sees the refund on their card)')
+    .option('-r, --reader <spec>', 'reader for --tap: pcsc, pcsc:<name>, serial:<path>, hid:<path> (default from config.json)')
+    .option('-t, --timeout <seconds>', 'with --tap: how long to wait for the card', intOption('--timeout', 1, 86_400))
+    .action(
+      async (id: number, o: { amount?: string; reference?: string; tap?: boolean; reader?: string; timeout?: number }, cmd: Command) => {
+        const g = globals(cmd);
+        const amount = o.amount !== undefined ? parseAmount(o.amount) : undefined;
+        if (!o.tap && (o.reader !== undefined || o.timeout !== undefined)) throw new UsageError('--reader and --timeout go with --tap');
+        const identity = requireIdentity(g);
+        const journal = openJournal(g);
+        try {
+          const p = journal.getPayment(id);
+          if (!p) throw new TerminalError(TerminalErrorCode.NOT_FOUND, `no receipt #${id}`);
+          if (o.tap) await checkPayingCard(g, p, o.reader, o.timeout);
+          const { adjustment, existing } = adjustPayment(journal, identity, {
+            kind: AdjustmentKind.REFUND,
+            paymentId: id,
+            ...(amount !== undefined ? { amount } : {}),
+            ...(o.reference ? { reference: o.reference } : {}),
+          });
+          const left = adjustmentSummary(p, journal.adjustmentsOf(id)).refundable;
+          out(
+            g,
+            { outcome: 'REFUNDED', existing, card: toHex(p.card), refundable: left, adjustment: adjustmentJson(adjustment) },
+            [
+              `REFUNDED ${formatAmount(adjustment.amount)} of receipt #${id} (${formatAmount(p.amount)})${existing ? ' (refunded before)' : ''} to card ${toHex(p.card)}: credited at the card's next sync`,
+              `  ${adjustmentStateText(adjustment)}; left to refund: ${formatAmount(left)}`,
+            ].join('\n'),
+          );
+        } finally {
+          journal.close();
+        }
+      },
+    );
+
+  program
     .command('serve')
     .description(
       'run the terminal as a service: hold the reader, take payments for the cash register (ECR API) and the attendant screen on loopback, sync in the background; SIGTERM finishes the tap in progress, then stops',
@@ -651,12 +742,18 @@ export function buildProgram(): Command {
       try {
         const r = await new SyncClient({ identity, journal, acquirerUrl: url }).sync();
         const sent = r.batches.reduce((s, b) => s + b.total, 0);
+        const adjSent = r.batches.reduce((s, b) => s + b.adjustments, 0);
         out(
           g,
           r,
           [
             r.online ? 'Online.' : 'OFFLINE: the acquirer could not be reached; payments stay queued.',
-            `Sent ${r.batches.length} batch(es), ${formatAmount(sent)}; ${r.outcomes.applied} outcome(s) applied${r.crl ? `; revocation list v${r.crl.version}` : ''}.`,
+            `Sent ${r.batches.length} batch(es), ${formatAmount(sent)}${adjSent > 0 ? ` and ${adjSent} void(s)/refund(s)` : ''}; ${r.outcomes.applied} outcome(s) applied${r.crl ? `; revocation list v${r.crl.version}` : ''}.`,
+            ...(r.outcomes.adjustments.accepted + r.outcomes.adjustments.refused > 0
+              ? [
+                  `Voids and refunds: ${r.outcomes.adjustments.accepted} confirmed, ${r.outcomes.adjustments.refused} refused by the ledger.`,
+                ]
+              : []),
             `Pending verification: ${formatAmount(r.pending.amount)} in ${r.pending.count} payment(s)${r.pending.since ? `, since ${iso(r.pending.since)}` : ''}.`,
             ...r.problems.map((p) => `problem (${p.step}): ${p.code}: ${p.message}`),
           ].join('\n'),
@@ -687,7 +784,18 @@ export function buildProgram(): Command {
           'Day         state         count  amount',
         );
         for (const d of byDay) lines.push(`${d.day}  ${d.state.padEnd(13)} ${String(d.count).padStart(5)}  ${formatAmount(d.amount)}`);
-        out(g, { byState, byDay, doubleSpent: ds }, lines.join('\n'));
+        const adj = journal.adjustmentTotals();
+        const sum = (k: 'void' | 'refund', states: readonly string[]): { count: number; amount: number } =>
+          Object.entries(adj[k])
+            .filter(([st]) => states.includes(st))
+            .reduce((a, [, v]) => ({ count: a.count + v.count, amount: a.amount + v.amount }), { count: 0, amount: 0 });
+        const open = ['pending', 'submitted'];
+        lines.push(
+          '',
+          `voids:   confirmed ${formatAmount(sum('void', ['accepted']).amount)} (${sum('void', ['accepted']).count}); pending ${formatAmount(sum('void', open).amount)} (${sum('void', open).count}); refused ${sum('void', ['refused']).count}`,
+          `refunds: confirmed ${formatAmount(sum('refund', ['accepted']).amount)} (${sum('refund', ['accepted']).count}); pending ${formatAmount(sum('refund', open).amount)} (${sum('refund', open).count}); refused ${sum('refund', ['refused']).count}`,
+        );
+        out(g, { byState, byDay, doubleSpent: ds, adjustments: adj }, lines.join('\n'));
       } finally {
         journal.close();
       }
@@ -709,7 +817,18 @@ export function buildProgram(): Command {
         } catch {
           // The receipt stands on its own.
         }
-        out(g, paymentJson(p), receiptText(p, name));
+        const adjustments = journal.adjustmentsOf(p.id);
+        out(
+          g,
+          { ...paymentJson(p), adjustments: adjustments.map(adjustmentJson), ...adjustmentSummary(p, adjustments) },
+          [
+            receiptText(p, name),
+            ...adjustments.map(
+              (a) =>
+                `  ${a.kind.padEnd(11)} ${formatAmount(a.amount)}${a.reference ? ` (${a.reference})` : ''}  ${iso(a.time)}: ${adjustmentStateText(a)}`,
+            ),
+          ].join('\n'),
+        );
       } finally {
         journal.close();
       }
@@ -771,6 +890,52 @@ export function buildProgram(): Command {
 
   return program;
 }
+
+/** A commander parser for a reference (the ECR API's pattern). */
+function refOption(v: string): string {
+  if (!/^[A-Za-z0-9._:-]{1,64}$/.test(v)) throw new InvalidArgumentError('a reference is 1 to 64 characters of A-Z a-z 0-9 . _ : -');
+  return v;
+}
+
+/**
+ * `refund --tap`: holds the data directory (the reader is this process's), waits for a card and
+ * refuses (REFUSED, exit 1) unless it announces the payment's card id.
+ */
+async function checkPayingCard(g: Globals, p: PaymentRecord, spec: string | undefined, timeout: number | undefined): Promise<void> {
+  const cfg = loadConfig(g.dataDir);
+  const lock = lockDataDir(g.dataDir);
+  const { reader, close } = await openReader(spec ?? cfg.reader).catch((e: unknown) => {
+    lock.release();
+    throw e;
+  });
+  const ctl = new AbortController();
+  const onSig = (): void => ctl.abort();
+  process.once('SIGINT', onSig);
+  try {
+    if (!g.json) process.stderr.write(`refund of receipt #${p.id}: present the paying card on ${reader.name}...\n`);
+    let card: Uint8Array;
+    try {
+      card = await readPresentedCard(reader, { signal: ctl.signal, timeoutMs: (timeout ?? 30) * 1000 });
+    } catch (e) {
+      if (ctl.signal.aborted) throw new ReaderEnd('cancelled');
+      if (isTerminalError(e, TerminalErrorCode.TIMEOUT)) throw new ReaderEnd('no card presented');
+      if (isTerminalError(e, TerminalErrorCode.NOT_FOUND)) throw new ReaderEnd(e.message);
+      throw e;
+    }
+    if (toHex(card) !== toHex(p.card))
+      throw new AdjustmentRefusedError(
+        'NOT_PAYING_CARD',
+        `the card on the reader (${toHex(card)}) is not the card that paid receipt #${p.id}`,
+      );
+  } finally {
+    process.off('SIGINT', onSig);
+    await close();
+    lock.release();
+  }
+}
+
+/** `refund --tap` ended at the reader (no card, not a DT card, cancelled): exit code 4 (END). */
+class ReaderEnd extends Error {}
 
 /** A commander parser for an integer option in [min, max] (a usage error otherwise). */
 function intOption(name: string, min: number, max: number): (v: string) => number {
@@ -876,7 +1041,9 @@ function exitCodeOf(e: unknown): number {
   if (e instanceof Exit) return e.code;
   if (e instanceof UsageError) return ExitCode.USAGE;
   if (e instanceof ListenError) return ExitCode.LISTEN;
+  if (e instanceof ReaderEnd) return ExitCode.END;
   if (isTerminalError(e)) {
+    if (e.code === TerminalErrorCode.REFUSED) return ExitCode.DECLINED;
     if (e.code === TerminalErrorCode.LOCKED) return ExitCode.LOCKED;
     if (e.code === TerminalErrorCode.NOT_INITIALIZED || e.code === TerminalErrorCode.CONFIG) return ExitCode.NOT_INITIALIZED;
     if (e.code === TerminalErrorCode.NOT_FOUND) return ExitCode.USAGE;
@@ -908,7 +1075,9 @@ export async function run(argv: string[]): Promise<number> {
             ? 'USAGE'
             : e instanceof ListenError
               ? 'LISTEN'
-              : 'INTERNAL';
+              : e instanceof ReaderEnd
+                ? 'END'
+                : 'INTERNAL';
       if (json) process.stdout.write(JSON.stringify({ error: errorCode, message: msg }) + '\n');
       else process.stderr.write(`dt-pos: ${errorCode === 'USAGE' ? '' : `${errorCode}: `}${msg}\n`);
     }

@@ -13,11 +13,19 @@
  *
  * States of a payment (`PaymentState`): `pending` (approved offline, not yet
  * sent), `submitted` (in a batch the acquirer acknowledged), `settled`,
- * `rejected` (ledger said INVALID or VOIDED), `double_spent` (with `covered`).
+ * `rejected` (ledger said INVALID or VOIDED; VOIDED with code `MERCHANT_VOID` when this
+ * terminal voided it), `double_spent` (with `covered`).
+ *
+ * Adjustments (schema v4): a void or a refund of a payment, signed by the terminal
+ * (`SignedAdjustment`, SPEC §3) and committed here, with the terminal's own rules checked in the
+ * same transaction, before anyone is shown it ({@link Journal.recordAdjustment}). States:
+ * `pending` (not yet in an acknowledged batch), `submitted`, `accepted` (the ledger's outcome
+ * VOIDED or REFUNDED), `refused` (INVALID, with the ledger's code, e.g. `VOID_TOO_LATE`).
  *
  * @module
  */
 import Database from 'better-sqlite3';
+import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { plainBytes, toHex } from '@dt/protocol';
@@ -110,8 +118,11 @@ export interface BatchRecord {
   readonly created: number;
   readonly bytes: Uint8Array;
   readonly state: 'built' | 'acked';
+  /** Handovers in the batch, and their value. */
   readonly count: number;
   readonly total: number;
+  /** Adjustments (voids, refunds) in the batch. */
+  readonly adjustments: number;
 }
 
 /** Totals of one state (or day). */
@@ -133,6 +144,99 @@ export interface OutcomeUpdate {
   readonly covered: boolean;
   readonly code?: string;
   /** The signed Outcome, kept as evidence. */
+  readonly bytes: Uint8Array;
+}
+
+/** Kind of an adjustment of a payment. */
+export const AdjustmentKind = { VOID: 'void', REFUND: 'refund' } as const;
+/** An adjustment kind. */
+export type AdjustmentKind = (typeof AdjustmentKind)[keyof typeof AdjustmentKind];
+
+/** Lifecycle state of an adjustment. */
+export const AdjustmentState = {
+  /** Signed and journalled; not yet in a batch the acquirer acknowledged. */
+  PENDING: 'pending',
+  /** In an acknowledged batch; the ledger's outcome not yet fetched. */
+  SUBMITTED: 'submitted',
+  /** The ledger's outcome VOIDED (a void) or REFUNDED (a refund). */
+  ACCEPTED: 'accepted',
+  /** The ledger's outcome INVALID (its code says why, e.g. `VOID_TOO_LATE`, `MERCHANT_FUNDS`). */
+  REFUSED: 'refused',
+} as const;
+/** An adjustment state. */
+export type AdjustmentState = (typeof AdjustmentState)[keyof typeof AdjustmentState];
+
+/** Most adjustments one batch carries (SPEC §7.7.1 Batch key 7). */
+export const MAX_BATCH_ADJUSTMENTS = 1000;
+
+/** One journalled void or refund. */
+export interface AdjustmentRecord {
+  /** The Adjustment's id (16 random bytes): the ledger's idempotency key with this terminal. */
+  readonly id: Uint8Array;
+  readonly kind: AdjustmentKind;
+  /** Receipt id of the payment adjusted. */
+  readonly paymentId: number;
+  readonly transferHash: Uint8Array;
+  /** Void: the payment's amount; refund: the refunded amount (tiyn). */
+  readonly amount: number;
+  /** The register's or operator's reference (refunds: the idempotency key of the ECR API). */
+  readonly reference: string | undefined;
+  /** The SignedAdjustment sent to the acquirer. */
+  readonly signed: Uint8Array;
+  readonly state: AdjustmentState;
+  /** The ledger's outcome code (`MERCHANT_VOID`, `VOID_TOO_LATE`, `REFUND_EXCEEDS`, ...). */
+  readonly code: string | undefined;
+  readonly batchSeq: number | undefined;
+  /** Terminal time in the Adjustment, seconds. */
+  readonly time: number;
+  readonly updatedAt: number;
+}
+
+/** Why the terminal refuses a void or refund by its own rules (nothing is recorded). */
+export type AdjustmentRefusal =
+  /** No payment with that receipt id. */
+  | 'NOT_FOUND'
+  /** Void: the ledger already settled the payment to the merchant (refund it instead). */
+  | 'ALREADY_SETTLED'
+  /** Void: the payment has another final outcome (rejected, double spend): there is nothing to void. */
+  | 'NOT_VOIDABLE'
+  /** Refund: the payment is not (yet) settled (void it while unsettled). */
+  | 'NOT_SETTLED'
+  /** Refund: this amount plus the refunds already made (accepted or pending) exceed the payment. */
+  | 'REFUND_EXCEEDS'
+  /** The reference names another adjustment (another payment, kind or amount). */
+  | 'REFERENCE_CONFLICT'
+  /** The amount is not one this adjustment can have (a void is always the whole payment). */
+  | 'INVALID_AMOUNT'
+  /** `refund --tap`: the card on the reader is not the one that paid (checked before anything is recorded). */
+  | 'NOT_PAYING_CARD';
+
+/** What {@link Journal.recordAdjustment} signs: the Adjustment's content but its kind and reference. */
+export interface AdjustmentContent {
+  readonly id: Uint8Array;
+  readonly transfer: Uint8Array;
+  readonly card: Uint8Array;
+  readonly amount: number;
+  readonly currency: number;
+  readonly time: number;
+}
+
+/** Result of {@link Journal.recordAdjustment}. */
+export type AdjustmentResult =
+  | { readonly kind: 'recorded'; readonly adjustment: AdjustmentRecord }
+  /** The same void or refund (same reference, or the one void of the payment) was already recorded: not a second one. */
+  | { readonly kind: 'existing'; readonly adjustment: AdjustmentRecord }
+  | { readonly kind: 'refused'; readonly reason: AdjustmentRefusal; readonly message: string };
+
+/** A verified ledger outcome answering one adjustment (Outcome key 10). */
+export interface AdjustmentOutcomeUpdate {
+  /** The adjustment id the outcome names. */
+  readonly id: Uint8Array;
+  /** The outcome's transfer: must be the adjusted payment's. */
+  readonly transferHash: Uint8Array;
+  /** VOIDED / REFUNDED: accepted; INVALID: refused. */
+  readonly accepted: boolean;
+  readonly code?: string;
   readonly bytes: Uint8Array;
 }
 
@@ -221,6 +325,38 @@ function toAttempt(r: AttemptRow): AttemptRecord {
     retryOf: r.retry_of === null ? undefined : plainBytes(r.retry_of),
     state: r.state,
     request: plainBytes(r.request),
+  };
+}
+
+interface AdjustmentRow {
+  id: Uint8Array;
+  kind: AdjustmentKind;
+  payment_id: number;
+  transfer_hash: Uint8Array;
+  amount: number;
+  reference: string | null;
+  signed: Uint8Array;
+  state: AdjustmentState;
+  code: string | null;
+  batch_seq: number | null;
+  time: number;
+  updated_at: number;
+}
+
+function toAdjustment(r: AdjustmentRow): AdjustmentRecord {
+  return {
+    id: plainBytes(r.id),
+    kind: r.kind,
+    paymentId: r.payment_id,
+    transferHash: plainBytes(r.transfer_hash),
+    amount: r.amount,
+    reference: r.reference ?? undefined,
+    signed: plainBytes(r.signed),
+    state: r.state,
+    code: r.code ?? undefined,
+    batchSeq: r.batch_seq ?? undefined,
+    time: r.time,
+    updatedAt: r.updated_at,
   };
 }
 
@@ -544,6 +680,17 @@ export class Journal {
     return r && toPayment(r);
   }
 
+  /**
+   * The transfer hash of the newest payment (highest counter) of `card` in the journal, if any:
+   * the journal holds its handover with the whole chain since the card's anchor, which a request
+   * names so that the card need not send it again (SPEC §3.6 held, §3.8 after).
+   */
+  newestTransferOf(card: Uint8Array): Uint8Array | undefined {
+    const r = this.#db.prepare('SELECT transfer_hash FROM payments WHERE card = ? ORDER BY counter DESC LIMIT 1').get(card) as
+      { transfer_hash: Buffer } | undefined;
+    return r ? new Uint8Array(r.transfer_hash) : undefined;
+  }
+
   /** One payment by transfer hash. */
   getPaymentByTransfer(hash: Uint8Array): PaymentRecord | undefined {
     const r = this.#db.prepare('SELECT * FROM payments WHERE transfer_hash = ?').get(hash) as PaymentRow | undefined;
@@ -614,16 +761,22 @@ export class Journal {
 
   // ------------------------------------------------------------ batches
   /**
-   * Builds the next batch from unbatched pending payments in one
-   * transaction: `build` gets the sequence number and the handovers and
-   * returns the signed Batch bytes, which are stored before anything is sent
-   * (so a retry after a crash resends the very same bytes: idempotent).
-   * Returns undefined when nothing is pending. An unacknowledged batch is
-   * returned as is instead of building a new one (one batch in flight).
+   * Builds the next batch from unbatched pending payments and adjustments in one
+   * transaction: `build` gets the sequence number, the handovers, the revocation list
+   * version and the signed adjustments, and returns the signed Batch bytes, which are
+   * stored before anything is sent (so a retry after a crash resends the very same
+   * bytes: idempotent). Returns undefined when nothing is pending. An unacknowledged
+   * batch is returned as is instead of building a new one (one batch in flight).
+   *
+   * An adjustment goes into a batch only with or after its payment's handover: a void of
+   * an unbatched payment travels in the same batch as the handover (which still goes to
+   * the acquirer: it is the evidence the ledger judges, and voids); a batch may carry
+   * adjustments alone (a refund of a settled payment).
    */
   nextBatch(
     maxHandovers: number,
-    build: (seq: number, handovers: Uint8Array[], crlVersion: number) => Uint8Array,
+    build: (seq: number, handovers: Uint8Array[], crlVersion: number, adjustments: Uint8Array[]) => Uint8Array,
+    maxAdjustments: number = MAX_BATCH_ADJUSTMENTS,
   ): BatchRecord | undefined {
     const tx = this.#db.transaction((): BatchRecord | undefined => {
       const open = this.#db.prepare(`SELECT seq FROM batches WHERE state = 'built' ORDER BY seq LIMIT 1`).get() as
@@ -634,20 +787,44 @@ export class Journal {
       const first = this.#db
         .prepare(`SELECT crl_version FROM payments WHERE state = 'pending' AND batch_seq IS NULL ORDER BY id LIMIT 1`)
         .get() as { crl_version: number } | undefined;
-      if (!first) return undefined;
-      const rows = this.#db
-        .prepare(`SELECT id, handover FROM payments WHERE state = 'pending' AND batch_seq IS NULL AND crl_version = ? ORDER BY id LIMIT ?`)
-        .all(first.crl_version, maxHandovers) as { id: number; handover: Uint8Array }[];
+      const rows = first
+        ? (this.#db
+            .prepare(
+              `SELECT id, handover FROM payments WHERE state = 'pending' AND batch_seq IS NULL AND crl_version = ? ORDER BY id LIMIT ?`,
+            )
+            .all(first.crl_version, maxHandovers) as { id: number; handover: Uint8Array }[])
+        : [];
+      const inThis = new Set(rows.map((r) => r.id));
+      const adjustments = (
+        this.#db
+          .prepare(
+            `SELECT a.id, a.signed, a.payment_id, p.batch_seq AS payment_batch FROM adjustments a JOIN payments p ON p.id = a.payment_id
+             WHERE a.state = 'pending' AND a.batch_seq IS NULL ORDER BY a.time, a.rowid`,
+          )
+          .all() as { id: Uint8Array; signed: Uint8Array; payment_id: number; payment_batch: number | null }[]
+      )
+        .filter((a) => a.payment_batch !== null || inThis.has(a.payment_id))
+        .slice(0, maxAdjustments);
+      if (rows.length === 0 && adjustments.length === 0) return undefined;
+      const crlVersion =
+        first?.crl_version ??
+        (this.#db.prepare('SELECT version FROM crl WHERE id = 1').get() as { version: number } | undefined)?.version ??
+        0;
       const last = this.#db.prepare('SELECT max(seq) AS seq FROM batches').get() as { seq: number | null };
       const seq = (last.seq ?? 0) + 1;
       const bytes = build(
         seq,
         rows.map((r) => plainBytes(r.handover)),
-        first.crl_version,
+        crlVersion,
+        adjustments.map((a) => plainBytes(a.signed)),
       );
-      this.#db.prepare(`INSERT INTO batches (seq, created, bytes, state) VALUES (?, ?, ?, 'built')`).run(seq, this.#now(), bytes);
+      this.#db
+        .prepare(`INSERT INTO batches (seq, created, bytes, state, adjustments) VALUES (?, ?, ?, 'built', ?)`)
+        .run(seq, this.#now(), bytes, adjustments.length);
       const upd = this.#db.prepare('UPDATE payments SET batch_seq = ?, updated_at = ? WHERE id = ?');
       for (const r of rows) upd.run(seq, this.#now(), r.id);
+      const updA = this.#db.prepare('UPDATE adjustments SET batch_seq = ?, updated_at = ? WHERE id = ?');
+      for (const a of adjustments) updA.run(seq, this.#now(), a.id);
       return this.getBatch(seq);
     });
     return tx.immediate();
@@ -655,22 +832,34 @@ export class Journal {
 
   /** A stored batch. */
   getBatch(seq: number): BatchRecord | undefined {
+    // `adjustments` (schema v4) is absent from a file opened with an older migration list (tests of the upgrade path).
     const b = this.#db.prepare('SELECT * FROM batches WHERE seq = ?').get(seq) as
-      { seq: number; created: number; bytes: Uint8Array; state: 'built' | 'acked' } | undefined;
+      { seq: number; created: number; bytes: Uint8Array; state: 'built' | 'acked'; adjustments?: number } | undefined;
     if (!b) return undefined;
     const t = this.#db
       .prepare('SELECT count(*) AS count, coalesce(sum(amount), 0) AS total FROM payments WHERE batch_seq = ?')
       .get(seq) as { count: number; total: number };
-    return { seq: b.seq, created: b.created, bytes: plainBytes(b.bytes), state: b.state, count: t.count, total: t.total };
+    return {
+      seq: b.seq,
+      created: b.created,
+      bytes: plainBytes(b.bytes),
+      state: b.state,
+      count: t.count,
+      total: t.total,
+      adjustments: b.adjustments ?? 0,
+    };
   }
 
-  /** Marks a batch acknowledged by the acquirer; its pending payments become `submitted`. */
+  /** Marks a batch acknowledged by the acquirer; its pending payments and adjustments become `submitted`. */
   ackBatch(seq: number): void {
     this.#db
       .transaction(() => {
         this.#db.prepare(`UPDATE batches SET state = 'acked', acked_at = ? WHERE seq = ? AND state = 'built'`).run(this.#now(), seq);
         this.#db
           .prepare(`UPDATE payments SET state = 'submitted', updated_at = ? WHERE batch_seq = ? AND state = 'pending'`)
+          .run(this.#now(), seq);
+        this.#db
+          .prepare(`UPDATE adjustments SET state = 'submitted', updated_at = ? WHERE batch_seq = ? AND state = 'pending'`)
           .run(this.#now(), seq);
       })
       .immediate();
@@ -684,15 +873,28 @@ export class Journal {
 
   // ------------------------------------------------------------ outcomes
   /**
-   * Applies verified ledger outcomes and advances the outcome cursor in one
-   * transaction. Outcomes for unknown transfers are ignored (counted);
-   * a final state is never changed again.
+   * Applies verified ledger outcomes (of payments, and of adjustments: Outcome key 10) and
+   * advances the outcome cursor in one transaction. Outcomes for unknown transfers or
+   * adjustments are ignored (counted); a final state is never changed again.
    */
-  applyOutcomes(outcomes: readonly OutcomeUpdate[], cursor: string | undefined): { applied: number; unknown: number } {
+  applyOutcomes(
+    outcomes: readonly OutcomeUpdate[],
+    cursor: string | undefined,
+    adjustmentOutcomes: readonly AdjustmentOutcomeUpdate[] = [],
+  ): { applied: number; unknown: number } {
     return this.#db
       .transaction(() => {
         let applied = 0;
         let unknown = 0;
+        const updA = this.#db.prepare(
+          `UPDATE adjustments SET state = ?, code = ?, outcome = ?, updated_at = ?
+           WHERE id = ? AND transfer_hash = ? AND state IN ('pending','submitted')`,
+        );
+        for (const o of adjustmentOutcomes) {
+          const r = updA.run(o.accepted ? 'accepted' : 'refused', o.code ?? null, o.bytes, this.#now(), o.id, o.transferHash);
+          if (r.changes === 1) applied++;
+          else if (!this.getAdjustment(o.id)) unknown++;
+        }
         const upd = this.#db.prepare(
           `UPDATE payments SET state = ?, covered = ?, outcome = ?, outcome_code = ?, updated_at = ?
          WHERE transfer_hash = ? AND state IN ('pending','submitted')`,
@@ -706,6 +908,135 @@ export class Journal {
         return { applied, unknown };
       })
       .immediate();
+  }
+
+  // ------------------------------------------------------------ adjustments (voids, refunds)
+  /**
+   * Records a void or a refund of payment `paymentId`, durably, in one transaction with the
+   * terminal's own rules: call it BEFORE anyone is shown the void or refund.
+   *
+   * - void: allowed while the journal holds no outcome for the payment (pending or
+   *   submitted); its amount is the payment's; one void per payment (again: `existing`);
+   * - refund: only of a settled payment; `amount` (default: what is left) plus the payment's
+   *   refunds not refused (accepted or on their way) must not exceed the payment's amount;
+   * - `reference` (optional, unique in the journal) makes the request idempotent: the same
+   *   reference for the same payment, kind and amount returns the recorded one (`existing`),
+   *   for anything else `REFERENCE_CONFLICT`.
+   *
+   * `sign` gets the Adjustment's content (a fresh random id, the payment's transfer, card
+   * and currency, the amount, the journal's clock) and returns the SignedAdjustment bytes,
+   * stored in the same transaction. A refusal records nothing.
+   */
+  recordAdjustment(
+    req: { kind: AdjustmentKind; paymentId: number; amount?: number; reference?: string },
+    sign: (content: AdjustmentContent) => Uint8Array,
+  ): AdjustmentResult {
+    const tx = this.#db.transaction((): AdjustmentResult => {
+      const refuse = (reason: AdjustmentRefusal, message: string): AdjustmentResult => ({ kind: 'refused', reason, message });
+      const p = this.getPayment(req.paymentId);
+      if (!p) return refuse('NOT_FOUND', `no payment with receipt #${req.paymentId}`);
+      if (req.reference !== undefined) {
+        const same = this.getAdjustmentByReference(req.reference);
+        if (same) {
+          const matches = same.kind === req.kind && same.paymentId === p.id && (req.amount === undefined || req.amount === same.amount);
+          return matches
+            ? { kind: 'existing', adjustment: same }
+            : refuse(
+                'REFERENCE_CONFLICT',
+                `reference ${req.reference} names a ${same.kind} of ${same.amount} tiyn of receipt #${same.paymentId}`,
+              );
+        }
+      }
+      let amount: number;
+      if (req.kind === AdjustmentKind.VOID) {
+        const existing = this.adjustmentsOf(p.id).find((a) => a.kind === AdjustmentKind.VOID);
+        if (existing) return { kind: 'existing', adjustment: existing };
+        if (p.state === PaymentState.SETTLED)
+          return refuse('ALREADY_SETTLED', `receipt #${p.id} is settled to the merchant: refund it instead`);
+        if (p.state !== PaymentState.PENDING && p.state !== PaymentState.SUBMITTED)
+          return refuse('NOT_VOIDABLE', `receipt #${p.id} is ${p.state}${p.outcomeCode ? ` (${p.outcomeCode})` : ''}: nothing to void`);
+        if (req.amount !== undefined && req.amount !== p.amount)
+          return refuse('INVALID_AMOUNT', `a void is of the whole payment (${p.amount} tiyn)`);
+        amount = p.amount;
+      } else {
+        if (p.state !== PaymentState.SETTLED)
+          return refuse('NOT_SETTLED', `receipt #${p.id} is ${p.state}, not settled: only a settled payment is refunded (void it instead)`);
+        const left = p.amount - this.refundedOf(p.id);
+        amount = req.amount ?? left;
+        if (!Number.isSafeInteger(amount) || amount <= 0) {
+          return left <= 0
+            ? refuse('REFUND_EXCEEDS', `receipt #${p.id} is refunded in full already`)
+            : refuse('INVALID_AMOUNT', 'a refund amount is a positive number of tiyn');
+        }
+        if (amount > left)
+          return refuse('REFUND_EXCEEDS', `receipt #${p.id}: ${amount} tiyn exceeds what is left to refund (${left} of ${p.amount} tiyn)`);
+      }
+      const id = new Uint8Array(randomBytes(16));
+      const time = this.#now();
+      const signed = sign({ id, transfer: p.transferHash, card: p.card, amount, currency: p.currency, time });
+      this.#db
+        .prepare(
+          `INSERT INTO adjustments (id, kind, payment_id, transfer_hash, amount, reference, signed, state, time, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)`,
+        )
+        .run(id, req.kind, p.id, p.transferHash, amount, req.reference ?? null, signed, time, time);
+      return { kind: 'recorded', adjustment: this.getAdjustment(id)! };
+    });
+    try {
+      // IMMEDIATE: the rules are checked under the write lock, so two processes cannot both pass them.
+      return tx.immediate();
+    } catch (e) {
+      throw new TerminalError(TerminalErrorCode.JOURNAL, `cannot record the ${req.kind}: ${(e as Error).message}`, {}, e);
+    }
+  }
+
+  /** One adjustment by id. */
+  getAdjustment(id: Uint8Array): AdjustmentRecord | undefined {
+    const r = this.#db.prepare('SELECT * FROM adjustments WHERE id = ?').get(id) as AdjustmentRow | undefined;
+    return r && toAdjustment(r);
+  }
+
+  /** One adjustment by its reference. */
+  getAdjustmentByReference(reference: string): AdjustmentRecord | undefined {
+    const r = this.#db.prepare('SELECT * FROM adjustments WHERE reference = ?').get(reference) as AdjustmentRow | undefined;
+    return r && toAdjustment(r);
+  }
+
+  /** The adjustments of a payment, oldest first. */
+  adjustmentsOf(paymentId: number): AdjustmentRecord[] {
+    return (this.#db.prepare('SELECT * FROM adjustments WHERE payment_id = ? ORDER BY time, rowid').all(paymentId) as AdjustmentRow[]).map(
+      toAdjustment,
+    );
+  }
+
+  /** Adjustments, oldest first, optionally of one state. */
+  listAdjustments(opts: { state?: AdjustmentState; limit?: number } = {}): AdjustmentRecord[] {
+    const rows = opts.state
+      ? this.#db.prepare('SELECT * FROM adjustments WHERE state = ? ORDER BY time, rowid LIMIT ?').all(opts.state, opts.limit ?? -1)
+      : this.#db.prepare('SELECT * FROM adjustments ORDER BY time, rowid LIMIT ?').all(opts.limit ?? -1);
+    return (rows as AdjustmentRow[]).map(toAdjustment);
+  }
+
+  /** Sum of the refunds of a payment that the ledger did not refuse (accepted, or on their way). */
+  refundedOf(paymentId: number): number {
+    return (
+      this.#db
+        .prepare(`SELECT coalesce(sum(amount), 0) AS s FROM adjustments WHERE payment_id = ? AND kind = 'refund' AND state != 'refused'`)
+        .get(paymentId) as { s: number }
+    ).s;
+  }
+
+  /** Totals of adjustments by kind and state. */
+  adjustmentTotals(): Record<AdjustmentKind, Record<AdjustmentState, Totals>> {
+    const zero = (): Record<AdjustmentState, Totals> =>
+      Object.fromEntries(Object.values(AdjustmentState).map((st) => [st, { count: 0, amount: 0 }])) as Record<AdjustmentState, Totals>;
+    const out = { void: zero(), refund: zero() };
+    for (const r of this.#db
+      .prepare('SELECT kind, state, count(*) AS count, sum(amount) AS amount FROM adjustments GROUP BY kind, state')
+      .all() as { kind: AdjustmentKind; state: AdjustmentState; count: number; amount: number }[]) {
+      out[r.kind][r.state] = { count: r.count, amount: r.amount };
+    }
+    return out;
   }
 
   // ------------------------------------------------------------ revocation list
@@ -748,6 +1079,46 @@ export class Journal {
   /** True when the card key id is on the held revocation list. */
   isRevoked(kid: Uint8Array): boolean {
     return this.#db.prepare('SELECT 1 FROM revoked WHERE kid = ?').get(kid) !== undefined;
+  }
+
+  // ------------------------------------------------------------ issuing-bank certificates (SPEC §3.6 banks)
+  /**
+   * Keeps an issuing bank's certificate, which the caller has verified under the pinned root
+   * (the kernel does so before it calls this; validation verifies it again with every chain it
+   * completes, so a wrong entry can only make a payment decline, never approve). Idempotent; the
+   * certificate of a known kid is replaced (a renewed certificate of the same key).
+   */
+  storeBankCertificate(b: { kid: Uint8Array; cert: Uint8Array; nbf: number; exp: number }): void {
+    const now = this.#now();
+    this.#db
+      .prepare(
+        `INSERT INTO bank_certs (kid, cert, nbf, exp, added, last_used) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (kid) DO UPDATE SET cert = excluded.cert, nbf = excluded.nbf, exp = excluded.exp, last_used = excluded.last_used
+         WHERE excluded.exp >= bank_certs.exp`,
+      )
+      .run(b.kid, b.cert, b.nbf, b.exp, now, now);
+  }
+
+  /** The held certificate of the bank `kid`, if any. */
+  bankCertificate(kid: Uint8Array): Uint8Array | undefined {
+    const r = this.#db.prepare('SELECT cert FROM bank_certs WHERE kid = ?').get(kid) as { cert: Buffer } | undefined;
+    return r ? new Uint8Array(r.cert) : undefined;
+  }
+
+  /** Key ids of the held bank certificates valid at `at`, most recently used first, at most `limit`. */
+  heldBanks(at: number, limit: number): Uint8Array[] {
+    return (
+      this.#db
+        .prepare('SELECT kid FROM bank_certs WHERE nbf <= ? AND exp >= ? ORDER BY last_used DESC, kid LIMIT ?')
+        .all(at, at, limit) as {
+        kid: Buffer;
+      }[]
+    ).map((r) => new Uint8Array(r.kid));
+  }
+
+  /** Marks the bank `kid` as used now (it then comes first in {@link heldBanks}). */
+  touchBankCertificate(kid: Uint8Array): void {
+    this.#db.prepare('UPDATE bank_certs SET last_used = ? WHERE kid = ?').run(this.#now(), kid);
   }
 
   // ------------------------------------------------------------ cash-register orders (dt-pos serve)

@@ -14,9 +14,14 @@
  * `meta.schema` mirrors the version, so that the code of before versions
  * (which checks `meta.schema = '1'`) refuses a migrated file too.
  *
+ * The runner is the one shared by the journal, the acquirer and the ledger
+ * (`migrateSqliteSchema`, `@dt/protocol/sqlite-migrate`); this module gives it
+ * the list, the better-sqlite3 handle and its errors.
+ *
  * @module
  */
 import Database from 'better-sqlite3';
+import { migrateSqliteSchema } from '@dt/protocol/sqlite-migrate';
 
 /** One forward migration: `up` runs inside the transaction that bumps the version to `version`. */
 export interface JournalMigration {
@@ -123,6 +128,51 @@ CREATE TABLE day_closes (
 `);
     },
   },
+  {
+    version: 3,
+    description: 'issuing-bank certificates held (verified under the root), named in payment requests (SPEC §3.6 banks)',
+    up(db) {
+      db.exec(`
+CREATE TABLE bank_certs (
+  kid BLOB PRIMARY KEY CHECK (length(kid) = 16),
+  cert BLOB NOT NULL,
+  nbf INTEGER NOT NULL,
+  exp INTEGER NOT NULL,
+  added INTEGER NOT NULL,
+  last_used INTEGER NOT NULL
+) STRICT;
+CREATE INDEX bank_certs_used ON bank_certs (last_used DESC, kid);
+`);
+    },
+  },
+  {
+    version: 4,
+    description: 'voids and refunds: the terminal-signed adjustments of payments (SPEC §3, §7.7.3), their batch and ledger outcome',
+    up(db) {
+      db.exec(`
+ALTER TABLE batches ADD COLUMN adjustments INTEGER NOT NULL DEFAULT 0 CHECK (adjustments >= 0);
+CREATE TABLE adjustments (
+  id BLOB PRIMARY KEY CHECK (length(id) = 16),
+  kind TEXT NOT NULL CHECK (kind IN ('void','refund')),
+  payment_id INTEGER NOT NULL REFERENCES payments (id),
+  transfer_hash BLOB NOT NULL CHECK (length(transfer_hash) = 32),
+  amount INTEGER NOT NULL CHECK (amount > 0),
+  reference TEXT CHECK (reference IS NULL OR length(reference) BETWEEN 1 AND 64),
+  signed BLOB NOT NULL,
+  state TEXT NOT NULL CHECK (state IN ('pending','submitted','accepted','refused')),
+  code TEXT,
+  outcome BLOB,
+  batch_seq INTEGER,
+  time INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX adjustments_payment ON adjustments (payment_id, time);
+CREATE INDEX adjustments_state ON adjustments (state, batch_seq);
+CREATE UNIQUE INDEX adjustments_one_void ON adjustments (payment_id) WHERE kind = 'void';
+CREATE UNIQUE INDEX adjustments_reference ON adjustments (reference) WHERE reference IS NOT NULL;
+`);
+    },
+  },
 ];
 
 /** Why a journal file cannot be used as one. */
@@ -140,56 +190,6 @@ export class JournalSchemaError extends Error {
   }
 }
 
-interface Shape {
-  readonly tables: ReadonlyMap<string, string>;
-  readonly indexes: readonly string[];
-}
-
-/** Tables (name -> column list) and index names of `db`, SQLite's own excluded. */
-function shapeOf(db: Database.Database): Shape {
-  const rows = db.prepare(`SELECT type, name FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%' ORDER BY name`).all() as {
-    type: string;
-    name: string;
-  }[];
-  const tables = new Map<string, string>();
-  for (const r of rows.filter((x) => x.type === 'table')) {
-    const cols = db.prepare(`SELECT name, type, "notnull", dflt_value, pk FROM pragma_table_info(?) ORDER BY cid`).all(r.name);
-    tables.set(r.name, JSON.stringify(cols));
-  }
-  return { tables, indexes: rows.filter((x) => x.type === 'index').map((x) => x.name) };
-}
-
-/** The shape a file of `version` must have: the migrations up to it applied to an empty database. */
-function referenceShape(migrations: readonly JournalMigration[], version: number): Shape {
-  const ref = new Database(':memory:');
-  try {
-    for (const m of migrations.slice(0, version)) m.up(ref);
-    return shapeOf(ref);
-  } finally {
-    ref.close();
-  }
-}
-
-/** The differences of `actual` from `expected`, in words (empty when equal). */
-function differences(actual: Shape, expected: Shape): string[] {
-  const out: string[] = [];
-  for (const [t, cols] of expected.tables) {
-    const a = actual.tables.get(t);
-    if (a === undefined) out.push(`no table ${t}`);
-    else if (a !== cols) out.push(`table ${t} has other columns`);
-  }
-  for (const t of actual.tables.keys()) if (!expected.tables.has(t)) out.push(`unknown table ${t}`);
-  for (const i of expected.indexes) if (!actual.indexes.includes(i)) out.push(`no index ${i}`);
-  return out;
-}
-
-function checkList(migrations: readonly JournalMigration[]): void {
-  migrations.forEach((m, i) => {
-    if (m.version !== i + 1) throw new Error(`journal migration ${i} has version ${m.version}, expected ${i + 1}`);
-  });
-  if (migrations.length === 0) throw new Error('no journal migrations');
-}
-
 /**
  * Brings the journal in `db` to the latest version of `migrations` (creating it
  * in an empty file), one transaction per step, then checks that its tables are
@@ -202,60 +202,20 @@ export function migrateJournal(
   db: Database.Database,
   migrations: readonly JournalMigration[] = JOURNAL_MIGRATIONS,
 ): { from: number; to: number } {
-  checkList(migrations);
-  const latest = migrations.length;
-  let from: number | undefined;
-  for (;;) {
-    db.exec('BEGIN IMMEDIATE');
-    try {
-      const v = db.pragma('user_version', { simple: true }) as number;
-      from ??= v;
-      if (v > latest) {
-        throw new JournalSchemaError(
-          'NEWER',
-          `the journal has schema version ${v}, newer than this program knows (${latest}): use the newer dt-pos that wrote it`,
-          v,
-        );
-      }
-      if (v === latest) {
-        db.exec('COMMIT');
-        break;
-      }
-      if (v === 0 && shapeOf(db).tables.size > 0) adoptV1(db, migrations);
-      else migrations[v]!.up(db);
-      const next = v + 1;
-      db.pragma(`user_version = ${next}`);
-      if (next > 1) db.prepare(`UPDATE meta SET value = ? WHERE key = 'schema'`).run(String(next));
-      db.exec('COMMIT');
-    } catch (e) {
-      if (db.inTransaction) db.exec('ROLLBACK');
-      throw e;
-    }
-  }
-  const diff = differences(shapeOf(db), referenceShape(migrations, latest));
-  if (diff.length > 0)
-    throw new JournalSchemaError('NOT_A_JOURNAL', `not a terminal journal of schema version ${latest}: ${diff.join(', ')}`);
-  return { from, to: latest };
-}
-
-/**
- * A version-0 file with tables: the journal of before versions if its tables
- * are the journal's (those missing are created, as that code did at every
- * open) and `meta.schema` says 1; anything else is refused.
- */
-function adoptV1(db: Database.Database, migrations: readonly JournalMigration[]): void {
-  const expected = referenceShape(migrations, 1);
-  const before = shapeOf(db);
-  const foreign = [...before.tables.keys()].filter((t) => !expected.tables.has(t));
-  if (foreign.length > 0) throw new JournalSchemaError('NOT_A_JOURNAL', `not a terminal journal: it holds table(s) ${foreign.join(', ')}`);
-  const changed = [...before.tables].filter(([t, cols]) => expected.tables.get(t) !== cols).map(([t]) => `table ${t} has other columns`);
-  if (changed.length > 0) throw new JournalSchemaError('NOT_A_JOURNAL', `not a terminal journal: ${changed.join(', ')}`);
-  if (before.tables.has('meta')) {
-    const row = db.prepare(`SELECT value FROM meta WHERE key = 'schema'`).get() as { value: unknown } | undefined;
-    if (row !== undefined && row.value !== '1')
-      throw new JournalSchemaError('NOT_A_JOURNAL', `not a terminal journal: meta.schema is ${String(row.value)}`);
-  }
-  migrations[0]!.up(db);
-  const diff = differences(shapeOf(db), expected);
-  if (diff.length > 0) throw new JournalSchemaError('NOT_A_JOURNAL', `not a terminal journal: ${diff.join(', ')}`);
+  return migrateSqliteSchema(db, {
+    migrations,
+    kind: 'journal',
+    what: 'a terminal journal',
+    columns: 'full',
+    mirrorInMeta: true,
+    apply: (d, m) => m.up(d),
+    openMemory: () => new Database(':memory:'),
+    newer: (v, latest) =>
+      new JournalSchemaError(
+        'NEWER',
+        `the journal has schema version ${v}, newer than this program knows (${latest}): use the newer dt-pos that wrote it`,
+        v,
+      ),
+    foreign: (message) => new JournalSchemaError('NOT_A_JOURNAL', message),
+  });
 }

@@ -30,7 +30,11 @@
  */
 import { randomBytes } from 'node:crypto';
 import {
+  bytesEqual,
   Capability,
+  completeHistory,
+  decodeMessage,
+  encodeMessage,
   CardStatusError,
   Cvm,
   ErrorCode,
@@ -323,6 +327,9 @@ export class PaymentKernel {
 
     for (;;) {
       const now = this.#now();
+      const banks = journal.heldBanks(now, LIMITS.maxHeldBanks);
+      // The newest transfer of this card we hold with its chain: the card leaves that history out (SPEC §3.6 held).
+      const held = selected.card ? journal.newestTransferOf(selected.card) : undefined;
       // The list must still be young enough at the request's own time (a PIN entry may have
       // taken a while): the transfer is dated `now`, and the ledger judges the list by it.
       if (now - crlIssued > effectiveMaxCrlAge(this.#o.policy, this.#certifiedCrlMaxAge)) {
@@ -338,6 +345,10 @@ export class PaymentKernel {
         time: now,
         chain: identity.chain,
         ...(torn ? { retryOf: torn.nonce } : {}),
+        // The issuing banks whose certificates we hold (verified under our root): their cards
+        // leave the bank certificate out of the handover (SPEC §3.6, §3.8).
+        ...(banks.length > 0 ? { banks } : {}),
+        ...(held ? { held } : {}),
       };
       const signed = signMessage('PaymentRequest', req, identity.signer);
       // Journalled BEFORE the command leaves: a crash from here on leaves a torn attempt.
@@ -561,6 +572,14 @@ export class PaymentKernel {
     return { kind: 'DECLINED', reason: DeclineReason.CARD_ANSWER_INVALID, detail };
   }
 
+  /** The signed chain (history, then transfer) of the journalled payment whose transfer hash is `hash`. */
+  #heldChain(hash: Uint8Array): Uint8Array[] | undefined {
+    const p = this.#o.journal.getPaymentByTransfer(hash);
+    if (!p) return undefined;
+    const h = decodeMessage('Handover', p.handover);
+    return [...h.history, h.transfer];
+  }
+
   #validateAndCommit(
     handoverBytes: Uint8Array,
     req: PaymentRequest,
@@ -578,9 +597,15 @@ export class PaymentKernel {
       // The interrupted request is ours (we signed and journalled it): its fields are what the old transfer must copy.
       expected.push(openSigned('PaymentRequest', torn.request).message);
     }
+    // Only the banks and the history we named may be left out (a card that omits anything else fails closed).
+    const asked = [req, ...(torn ? [openSigned('PaymentRequest', torn.request).message] : [])];
+    const named = asked.flatMap((r) => r.banks ?? []);
+    const heldNamed = asked.flatMap((r) => (r.held ? [r.held] : []));
     const result = validateHandover(handoverBytes, {
       trust,
       request: expected,
+      bankCertificate: (kid) => (named.some((b) => bytesEqual(b, kid)) ? journal.bankCertificate(kid) : undefined),
+      heldHistory: (hash) => (heldNamed.some((h) => bytesEqual(h, hash)) ? this.#heldChain(hash) : undefined),
       isRevoked: (kid) => journal.isRevoked(kid),
       // A transfer dated after our own clock cannot answer our request.
       notAfter: now,
@@ -599,6 +624,12 @@ export class PaymentKernel {
       journal.setAttemptState(req.nonce, AttemptState.DECLINED);
       return { kind: 'DECLINED', reason: result.code, ...(result.detail ? { detail: result.detail } : {}) };
     }
+    // The issuing bank's certificate, verified up to our root with the card chain: keep it (or mark
+    // it used), so that the next card of this bank need not carry it (SPEC §3.6 banks).
+    const bank = result.cardChain[1]!;
+    if (result.handover.chain.length > 1)
+      journal.storeBankCertificate({ kid: bank.kid, cert: bank.bytes, nbf: bank.claims.nbf, exp: bank.claims.exp });
+    else journal.touchBankCertificate(bank.kid);
     const t = result.transfer;
     if (t.cvm === Cvm.NONE && t.amount > this.#o.policy.cvmLimit) {
       // Our own CVM rule: the PIN must be inside the signed transfer (no CVM bypass).
@@ -621,7 +652,8 @@ export class PaymentKernel {
         cvm: t.cvm,
         merchant: t.merchant,
         mcc: t.mcc,
-        handover: handoverBytes,
+        // With the history the card left out put back: the ledger (and a later audit) gets the whole handover.
+        handover: result.handover.after ? encodeMessage('Handover', completeHistory(result)) : handoverBytes,
         inputs: result.inputs.map((c) => c.id),
       },
       attemptNonces,

@@ -36,6 +36,14 @@ export const EcrErrorCode = {
   BUSY: 409,
   NOT_CANCELLABLE: 409,
   NO_PIN_REQUESTED: 409,
+  /** Void: the ledger settled the payment (refund it instead). */
+  ALREADY_SETTLED: 409,
+  /** Void: the payment has another outcome (rejected, double spend), or nothing was paid. */
+  NOT_VOIDABLE: 409,
+  /** Refund: the payment is not settled (void it while unsettled). */
+  NOT_SETTLED: 409,
+  /** Refund: the amount exceeds what is left to refund. */
+  REFUND_EXCEEDS: 409,
   BODY_TOO_LARGE: 413,
   UNSUPPORTED_MEDIA_TYPE: 415,
   TOO_MANY_STREAMS: 503,
@@ -241,6 +249,34 @@ export function buildEcrApp(opts: EcrAppOptions): FastifyInstance {
     async (req, reply) => {
       service.submitPin((req.params as { reference: string }).reference, (req.body as { pin: string | null }).pin);
       return reply.code(202).send({ accepted: true });
+    },
+  );
+
+  // ---------------------------------------------------------------- voids and refunds
+  app.post('/v1/payments/:reference/void', { schema: { params: paymentParams } }, async (req, reply) => {
+    const r = service.voidPayment((req.params as { reference: string }).reference);
+    return reply.code(r.status === 'existing' ? 200 : 201).send({ payment: r.payment, adjustment: r.adjustment, request: r.status });
+  });
+  app.post(
+    '/v1/payments/:reference/refunds',
+    {
+      schema: {
+        params: paymentParams,
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['refundReference'],
+          properties: {
+            refundReference: { type: 'string', pattern: REFERENCE_PATTERN },
+            amount: { type: 'integer', minimum: 1, maximum: LIMITS.maxAmount },
+          },
+        },
+      },
+    },
+    async (req, reply) => {
+      const b = req.body as { refundReference: string; amount?: number };
+      const r = service.refundPayment((req.params as { reference: string }).reference, b.refundReference, b.amount);
+      return reply.code(r.status === 'existing' ? 200 : 201).send({ payment: r.payment, adjustment: r.adjustment, request: r.status });
     },
   );
 

@@ -12,7 +12,7 @@ import { isTransportError, ReaderUnavailableError, TransportErrorCode } from '@d
 import { TerminalError, TerminalErrorCode } from '../errors.ts';
 import { PcscReaders, type PcscEvent } from '../transports/pcsc.ts';
 import { openSerialReader } from '../transports/serial.ts';
-import { openHidReader } from '../transports/hid.ts';
+import { openHidReader, type NodeHidDeviceLike } from '../transports/hid.ts';
 import type { CardReader, CardSession, WaitOptions } from '../transports/reader.ts';
 import type { ReaderStatus } from './service.ts';
 
@@ -23,8 +23,17 @@ export interface ServiceReader {
   close(): Promise<void>;
 }
 
+/** Options of {@link openServiceReader}. */
+export interface ServiceReaderOptions {
+  readonly apduTimeoutMs?: number;
+  /** Serial: time to wait for the answer to one frame before retransmitting (default the transport's 2 s). */
+  readonly frameTimeoutMs?: number;
+  /** HID: opens the device at a path (default node-hid; tests inject a device layer). */
+  readonly openHidDevice?: (path: string) => NodeHidDeviceLike;
+}
+
 /** Opens the service reader of `spec` (`pcsc`, `pcsc:<name part>`, `serial:<path>`, `hid:<path>`); `onChange` is told of reader events. */
-export function openServiceReader(spec: string, onChange: () => void, options: { apduTimeoutMs?: number } = {}): ServiceReader {
+export function openServiceReader(spec: string, onChange: () => void, options: ServiceReaderOptions = {}): ServiceReader {
   if (spec === 'pcsc' || spec.startsWith('pcsc:')) {
     const pcsc = new PcscReaders({
       ...(options.apduTimeoutMs ? { apduTimeoutMs: options.apduTimeoutMs } : {}),
@@ -43,13 +52,17 @@ export function openServiceReader(spec: string, onChange: () => void, options: {
     };
   }
   if (spec.startsWith('serial:') || spec.startsWith('hid:')) {
-    const r = new ReopeningReader(spec, onChange);
+    const r = new ReopeningReader(spec, onChange, options);
     return { reader: r, status: () => r.status(), close: () => r.close() };
   }
   throw new TerminalError(TerminalErrorCode.CONFIG, `unknown reader spec ${spec} (pcsc, pcsc:<name>, serial:<path>, hid:<path>)`);
 }
 
-/** A serial or HID wallet, opened when needed and reopened after it was unplugged. */
+/**
+ * A serial or HID wallet, opened when needed and reopened after it was unplugged. It is dropped
+ * (status `absent`, `onChange`) as soon as the port or device reports that it went away, or an
+ * exchange fails on the link (I/O error, device gone); the next tap opens it again.
+ */
 class ReopeningReader implements CardReader {
   #inner: CardReader | undefined;
   #opening: Promise<CardReader> | undefined;
@@ -58,6 +71,7 @@ class ReopeningReader implements CardReader {
   constructor(
     readonly spec: string,
     readonly onChange: () => void,
+    readonly options: ServiceReaderOptions = {},
   ) {}
 
   get name(): string {
@@ -69,23 +83,46 @@ class ReopeningReader implements CardReader {
     return { spec: this.spec, state: 'absent', ...(this.#error ? { detail: this.#error } : {}) };
   }
 
-  async #open(): Promise<CardReader> {
-    if (this.#inner) return this.#inner;
-    this.#opening ??= (async () => {
-      try {
-        const r = this.spec.startsWith('serial:') ? await openSerialReader(this.spec.slice(7)) : openHidReader(this.spec.slice(4));
-        this.#inner = r;
-        this.#error = undefined;
-        return r;
-      } catch (e) {
-        this.#error = (e as Error).message;
-        throw new ReaderUnavailableError(`${this.spec}: ${this.#error}`, { reader: this.spec }, e);
-      } finally {
-        this.#opening = undefined;
+  #open(): Promise<CardReader> {
+    if (this.#inner) return Promise.resolve(this.#inner);
+    if (!this.#opening) {
+      // Set before the open settles (a HID open is synchronous), cleared once it has.
+      const opening = this.#connect().finally(() => {
+        if (this.#opening === opening) this.#opening = undefined;
         this.onChange();
-      }
-    })();
+      });
+      this.#opening = opening;
+    }
     return this.#opening;
+  }
+
+  async #connect(): Promise<CardReader> {
+    const o = this.options;
+    // The port or device going away under an open reader drops that reader (not a newer one).
+    const opened: { reader?: CardReader } = {};
+    const onGone = (why: string): void => {
+      if (opened.reader !== undefined && this.#inner === opened.reader) void this.#drop(why);
+    };
+    try {
+      const r = this.spec.startsWith('serial:')
+        ? await openSerialReader(this.spec.slice(7), {
+            onGone,
+            ...(o.apduTimeoutMs !== undefined ? { apduTimeoutMs: o.apduTimeoutMs } : {}),
+            ...(o.frameTimeoutMs !== undefined ? { frameTimeoutMs: o.frameTimeoutMs } : {}),
+          })
+        : openHidReader(this.spec.slice(4), {
+            onGone,
+            ...(o.apduTimeoutMs !== undefined ? { apduTimeoutMs: o.apduTimeoutMs } : {}),
+            ...(o.openHidDevice ? { openDevice: o.openHidDevice } : {}),
+          });
+      opened.reader = r;
+      this.#inner = r;
+      this.#error = undefined;
+      return r;
+    } catch (e) {
+      this.#error = (e as Error).message;
+      throw new ReaderUnavailableError(`${this.spec}: ${this.#error}`, { reader: this.spec }, e);
+    }
   }
 
   async waitForCard(options: WaitOptions = {}): Promise<CardSession> {
@@ -99,8 +136,13 @@ class ReopeningReader implements CardReader {
           return await session.transmit(apdu, o);
         } catch (e) {
           // An I/O failure of the port: the device is gone; the next tap opens it again.
-          if (isTransportError(e, TransportErrorCode.TRANSPORT_LINK) || isTransportError(e, TransportErrorCode.READER_UNAVAILABLE))
-            void this.#drop((e as Error).message);
+          // (HID reports an unplugged device as CARD_REMOVED: for a wallet on a cable it is the same.)
+          if (
+            isTransportError(e, TransportErrorCode.TRANSPORT_LINK) ||
+            isTransportError(e, TransportErrorCode.READER_UNAVAILABLE) ||
+            isTransportError(e, TransportErrorCode.CARD_REMOVED)
+          )
+            if (this.#inner === inner) void this.#drop((e as Error).message);
           throw e;
         }
       },
@@ -110,6 +152,7 @@ class ReopeningReader implements CardReader {
 
   async #drop(why: string): Promise<void> {
     const r = this.#inner;
+    if (!r) return;
     this.#inner = undefined;
     this.#error = why;
     this.onChange();

@@ -15,10 +15,22 @@
  *
  * @module
  */
-import { formatTenge, isTransportError, LIMITS, toHex } from '@dt/protocol';
+import { formatTenge, isTransportError, LIMITS, toHex, type TransportTimers, type Verifier } from '@dt/protocol';
+import { nodeTimers } from '@dt/protocol/native';
+import { backoffDelay } from '@dt/protocol/http';
 import { isTerminalError } from '../errors.ts';
 import type { TerminalIdentity } from '../identity.ts';
-import { OrderState, type Journal, type OrderRecord, type PaymentRecord, type PaymentState } from '../journal/journal.ts';
+import {
+  AdjustmentKind,
+  OrderState,
+  type AdjustmentRecord,
+  type AdjustmentRefusal,
+  type Journal,
+  type OrderRecord,
+  type PaymentRecord,
+  type PaymentState,
+} from '../journal/journal.ts';
+import { AdjustmentRefusedError, adjustmentJson, adjustmentSummary, adjustPayment } from '../adjust.ts';
 import { PaymentKernel } from '../kernel/kernel.ts';
 import type { KernelState, TapOutcome } from '../kernel/outcome.ts';
 import type { PinPad, PinPrompt } from '../kernel/pinpad.ts';
@@ -26,7 +38,6 @@ import { assessRisk, certifiedCrlMaxAge, type RiskPolicy } from '../policy.ts';
 import { SyncClient, type SyncReport } from '../sync/client.ts';
 import type { CardReader } from '../transports/reader.ts';
 import type { KernelTimeouts } from '../kernel/kernel.ts';
-import type { Verifier } from '@dt/protocol';
 
 /** How the reader is doing (for `GET /v1/status` and the screen). */
 export interface ReaderStatus {
@@ -47,6 +58,7 @@ export type ServiceEvent =
   | { readonly type: 'phase'; readonly reference: string; readonly phase: TapPhase; readonly triesLeft?: number }
   | { readonly type: 'present_card_again'; readonly reference: string; readonly reason: string }
   | { readonly type: 'outcome'; readonly reference: string; readonly outcome: string; readonly reason?: string; readonly detail?: string }
+  | { readonly type: 'adjustment'; readonly reference: string; readonly adjustment: AdjustmentView }
   | { readonly type: 'sync'; readonly sync: SyncState }
   | { readonly type: 'reader'; readonly reader: ReaderStatus };
 
@@ -59,8 +71,25 @@ export interface SyncState {
   readonly lastProblem: string | null;
   /** When the next round starts (seconds), if one is planned. */
   readonly nextAt: number | null;
-  /** The current backoff delay (ms) while offline. */
+  /** While offline: the backoff of the failures so far before jitter (ms), `min(max, base · 2^(failures−1))`; 0 once a round succeeds. */
   readonly backoffMs: number;
+}
+
+/** A void or refund as the register sees it (amounts in tiyn, ids and hashes in hex). */
+export interface AdjustmentView {
+  readonly id: string;
+  readonly kind: 'void' | 'refund';
+  readonly receipt: number;
+  readonly transfer: string;
+  readonly amount: number;
+  /** The refund's reference (its idempotency key), null for a void. */
+  readonly reference: string | null;
+  /** `pending` (not yet sent), `submitted`, `accepted` (the ledger's VOIDED / REFUNDED), `refused` (INVALID, see `code`). */
+  readonly state: 'pending' | 'submitted' | 'accepted' | 'refused';
+  /** The ledger's code (`MERCHANT_VOID`, `VOID_TOO_LATE`, `REFUND_EXCEEDS`, `MERCHANT_FUNDS`, ...). */
+  readonly code: string | null;
+  readonly batch: number | null;
+  readonly time: number;
 }
 
 /** A payment as the register sees it: its order and, once approved, the journalled payment. */
@@ -90,6 +119,13 @@ export interface PaymentView {
     readonly time: number;
     readonly cvm: 'PIN' | 'on device' | 'none';
     readonly batch: number | null;
+    /** A void not refused by the ledger exists (pending its confirmation, or confirmed). */
+    readonly voided: boolean;
+    /** Sum of the refunds not refused (tiyn). */
+    readonly refunded: number;
+    /** What may still be refunded (tiyn; 0 unless settled). */
+    readonly refundable: number;
+    readonly adjustments: readonly AdjustmentView[];
   } | null;
 }
 
@@ -97,7 +133,15 @@ export interface PaymentView {
 export class ServiceError extends Error {
   /** Builds the error. */
   constructor(
-    readonly code: 'NOT_FOUND' | 'REFERENCE_CONFLICT' | 'BUSY' | 'NOT_CANCELLABLE' | 'NO_PIN_REQUESTED' | 'STOPPING' | 'INVALID',
+    readonly code:
+      | 'NOT_FOUND'
+      | 'REFERENCE_CONFLICT'
+      | 'BUSY'
+      | 'NOT_CANCELLABLE'
+      | 'NO_PIN_REQUESTED'
+      | 'STOPPING'
+      | 'INVALID'
+      | Exclude<AdjustmentRefusal, 'NOT_FOUND' | 'REFERENCE_CONFLICT' | 'INVALID_AMOUNT' | 'NOT_PAYING_CARD'>,
     message: string,
   ) {
     super(message);
@@ -118,10 +162,17 @@ export interface PosServiceOptions {
   readonly acquirerUrl?: string;
   /** Time between sync rounds while the acquirer answers (revocation list refresh, outcomes), ms (default 60 s). */
   readonly syncIntervalMs?: number;
-  /** First backoff delay after a failed round, ms (default 2 s); doubles up to {@link syncMaxBackoffMs}. */
+  /**
+   * First backoff delay after a failed round, ms (default 2 s); doubles with each failed round up to
+   * {@link syncMaxBackoffMs}, with equal jitter (`backoffDelay` of `@dt/protocol/http`, SPEC.md §8.4).
+   */
   readonly syncBackoffMs?: number;
   /** Largest backoff delay, ms (default 5 min). */
   readonly syncMaxBackoffMs?: number;
+  /** Uniform in [0, 1) for the backoff jitter (default `Math.random`; tests inject it). */
+  readonly random?: () => number;
+  /** The timers of the sync loop's waits (default Node's, `nodeTimers`; tests inject them). */
+  readonly timers?: TransportTimers;
   /** PRESENT CARD AGAIN answered by tapping again, at most this many times per order (default 2). */
   readonly presentCardRetries?: number;
   /** Clock in seconds. */
@@ -186,8 +237,12 @@ const PHASE: Partial<Record<KernelState, TapPhase>> = {
   COMMITTING: 'processing',
 };
 
-/** The text of a payment's settlement state for people. */
-export function settlementText(p: PaymentRecord): string {
+/** The text of a payment's settlement state for people (with its voids and refunds, when given). */
+export function settlementText(p: PaymentRecord, adjustments: readonly AdjustmentRecord[] = []): string {
+  const { voided, refunded } = adjustmentSummary(p, adjustments);
+  if (p.state === 'rejected' && p.outcomeCode === 'MERCHANT_VOID') return 'voided';
+  if (voided && (p.state === 'pending' || p.state === 'submitted')) return 'voided (pending ledger confirmation)';
+  if (p.state === 'settled' && refunded > 0) return refunded >= p.amount ? 'settled, refunded' : 'settled, partly refunded';
   switch (p.state) {
     case 'pending':
       return 'pending verification';
@@ -463,6 +518,69 @@ export class PosService {
     this.#pinPad.give(bytes);
   }
 
+  // ------------------------------------------------------------ voids and refunds
+  /**
+   * Voids the register's payment `reference` while the ledger has not settled it: signed and
+   * journalled before this returns (and before any event shows it), sent at the next sync
+   * round (woken at once). Idempotent: a payment has one void (`existing` again).
+   */
+  voidPayment(reference: string): { status: 'created' | 'existing'; payment: PaymentView; adjustment: AdjustmentView } {
+    return this.#adjust(reference, { kind: AdjustmentKind.VOID });
+  }
+
+  /**
+   * Refunds the register's settled payment `reference`, `amount` tiyn (default: all that is
+   * left), idempotently on `refundReference`: the same reference again returns the same refund
+   * (never a second one); with another payment or amount it is a `REFERENCE_CONFLICT`.
+   */
+  refundPayment(
+    reference: string,
+    refundReference: string,
+    amount?: number,
+  ): { status: 'created' | 'existing'; payment: PaymentView; adjustment: AdjustmentView } {
+    if (!REFERENCE_RE.test(refundReference))
+      throw new ServiceError('INVALID', 'refundReference: 1 to 64 characters of A-Z a-z 0-9 . _ : -');
+    if (amount !== undefined && (!Number.isSafeInteger(amount) || amount <= 0 || amount > LIMITS.maxAmount))
+      throw new ServiceError('INVALID', `amount: an integer number of tiyn from 1 to ${LIMITS.maxAmount}`);
+    return this.#adjust(reference, {
+      kind: AdjustmentKind.REFUND,
+      reference: refundReference,
+      ...(amount !== undefined ? { amount } : {}),
+    });
+  }
+
+  #adjust(
+    reference: string,
+    req: { kind: AdjustmentKind; reference?: string; amount?: number },
+  ): { status: 'created' | 'existing'; payment: PaymentView; adjustment: AdjustmentView } {
+    const { journal, identity } = this.#o;
+    const order = journal.getOrder(reference);
+    if (!order) throw new ServiceError('NOT_FOUND', `no payment with reference ${reference}`);
+    if (order.paymentId === undefined)
+      throw new ServiceError(
+        req.kind === AdjustmentKind.VOID ? 'NOT_VOIDABLE' : 'NOT_SETTLED',
+        `payment ${reference} is ${order.state}: nothing was paid`,
+      );
+    let r;
+    try {
+      r = adjustPayment(journal, identity, { ...req, paymentId: order.paymentId });
+    } catch (e) {
+      if (e instanceof AdjustmentRefusedError) {
+        if (e.reason === 'INVALID_AMOUNT' || e.reason === 'NOT_PAYING_CARD') throw new ServiceError('INVALID', e.message);
+        throw new ServiceError(e.reason, e.message);
+      }
+      throw e;
+    }
+    const view = this.view(journal.getOrder(reference)!);
+    const adjustment = adjustmentView(r.adjustment);
+    if (!r.existing) {
+      this.#emit({ type: 'adjustment', reference, adjustment });
+      this.#emit({ type: 'payment', payment: view });
+      this.#syncWake?.();
+    }
+    return { status: r.existing ? 'existing' : 'created', payment: view, adjustment };
+  }
+
   /** One payment by reference. */
   getPayment(reference: string): PaymentView {
     const order = this.#o.journal.getOrder(reference);
@@ -478,6 +596,8 @@ export class PosService {
   /** The register's view of an order. */
   view(order: OrderRecord): PaymentView {
     const p = order.paymentId !== undefined ? this.#o.journal.getPayment(order.paymentId) : undefined;
+    const adjustments = p ? this.#o.journal.adjustmentsOf(p.id) : [];
+    const summary = p ? adjustmentSummary(p, adjustments) : undefined;
     const active = this.#active?.reference === order.reference ? this.#active : undefined;
     return {
       reference: order.reference,
@@ -489,7 +609,7 @@ export class PosService {
       detail: order.detail ?? null,
       created: order.created,
       updated: order.updated,
-      settlement: p ? settlementText(p) : null,
+      settlement: p ? settlementText(p, adjustments) : null,
       payment: p
         ? {
             receipt: p.id,
@@ -502,6 +622,10 @@ export class PosService {
             time: p.time,
             cvm: p.cvm === 1 ? 'PIN' : p.cvm === 2 ? 'on device' : 'none',
             batch: p.batchSeq ?? null,
+            voided: summary!.voided,
+            refunded: summary!.refunded,
+            refundable: summary!.refundable,
+            adjustments: adjustments.map(adjustmentView),
           }
         : null,
     };
@@ -545,6 +669,7 @@ export class PosService {
       byState: j.totalsByState(),
       byDay: j.totalsByDay(),
       doubleSpent: j.doubleSpent(),
+      adjustments: j.adjustmentTotals(),
       openBatch: {
         since: last?.closedAt ?? null,
         afterReceipt: last?.throughPayment ?? 0,
@@ -570,8 +695,10 @@ export class PosService {
     const interval = this.#o.syncIntervalMs ?? 60_000;
     const base = this.#o.syncBackoffMs ?? 2000;
     const max = this.#o.syncMaxBackoffMs ?? 300_000;
+    const policy = { baseMs: base, maxMs: max };
+    const timers = this.#o.timers ?? nodeTimers;
     const signal = this.#syncCtl.signal;
-    let backoff = 0;
+    let failures = 0;
     while (!signal.aborted) {
       this.#setSync({ state: 'running', lastAttempt: this.#now(), nextAt: null });
       let report: SyncReport | undefined;
@@ -585,9 +712,11 @@ export class PosService {
         problem = isTerminalError(e) ? e.code : (e as Error).name;
       }
       const ok = report?.online === true && problem === null;
-      backoff = ok ? 0 : Math.min(max, backoff === 0 ? base : backoff * 2);
-      // Full jitter on the backoff, so that many terminals coming back do not sync in step.
-      const delay = ok ? interval : Math.max(base / 2, Math.floor(Math.random() * backoff));
+      failures = ok ? 0 : failures + 1;
+      // The one retry policy (SPEC.md §8.4): exponential, capped, equal jitter, so that many
+      // terminals coming back do not sync in step. `random = 1` gives the delay before jitter.
+      const backoff = ok ? 0 : backoffDelay(failures, policy, () => 1);
+      const delay = ok ? interval : backoffDelay(failures, policy, this.#o.random);
       this.#setSync({
         state: report?.online === false || (!report && problem) ? 'offline' : 'idle',
         ...(report?.online ? { lastOk: this.#now() } : {}),
@@ -598,9 +727,9 @@ export class PosService {
       if (report && report.outcomes.applied > 0)
         for (const v of this.listPayments(100)) if (v.payment) this.#emit({ type: 'payment', payment: v });
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(done, delay);
+        const timer = timers.schedule(done, delay);
         function done(): void {
-          clearTimeout(timer);
+          timers.cancel(timer);
           signal.removeEventListener('abort', done);
           resolve();
         }
@@ -644,6 +773,11 @@ export class PosService {
     })();
     return this.#stopped;
   }
+}
+
+/** The register's view of an adjustment. */
+export function adjustmentView(a: AdjustmentRecord): AdjustmentView {
+  return adjustmentJson(a) as unknown as AdjustmentView;
 }
 
 function numMeta(v: string | undefined): number | null {

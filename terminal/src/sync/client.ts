@@ -17,8 +17,9 @@
  * - a batch is built, signed and stored in one journal transaction before it
  *   is sent, and the very same bytes are resent until acknowledged (the
  *   acquirer answers an identical resend with the same ack);
- * - payments become `submitted` only after a verified ack naming this
- *   terminal, this sequence number and the SHA-256 of these bytes;
+ * - payments (and voids and refunds) become `submitted` only after a verified
+ *   ack naming this terminal, this sequence number, the SHA-256 of these bytes
+ *   and their handover and adjustment counts;
  * - outcomes are verified with the pinned ledger key and applied together
  *   with the cursor in one transaction.
  *
@@ -49,7 +50,14 @@ import {
 } from '@dt/protocol/http';
 import { TerminalError, TerminalErrorCode } from '../errors.ts';
 import type { TerminalIdentity } from '../identity.ts';
-import { PaymentState, type Journal, type OutcomeUpdate, type PendingSummary } from '../journal/journal.ts';
+import {
+  AdjustmentKind,
+  PaymentState,
+  type AdjustmentOutcomeUpdate,
+  type Journal,
+  type OutcomeUpdate,
+  type PendingSummary,
+} from '../journal/journal.ts';
 import { abortReason } from '../util/abort.ts';
 import { installRevocationList, type CrlInstallResult } from './crl.ts';
 
@@ -121,8 +129,14 @@ export interface SyncProblem {
 export interface SyncReport {
   /** True when every step reached the acquirer. */
   readonly online: boolean;
-  readonly batches: { seq: number; count: number; total: number }[];
-  readonly outcomes: { applied: number; unknown: number; byState: Partial<Record<PaymentState, number>> };
+  readonly batches: { seq: number; count: number; total: number; adjustments: number }[];
+  readonly outcomes: {
+    applied: number;
+    unknown: number;
+    byState: Partial<Record<PaymentState, number>>;
+    /** Outcomes of this terminal's voids and refunds (Outcome key 10): accepted (VOIDED, REFUNDED) or refused (INVALID). */
+    adjustments: { accepted: number; refused: number };
+  };
   readonly crl?: CrlInstallResult;
   readonly problems: SyncProblem[];
   /** What is still unverified after this sync, and since when. */
@@ -169,7 +183,7 @@ export class SyncClient {
     const { journal } = this.#o;
     const problems: SyncProblem[] = [];
     const batches: SyncReport['batches'] = [];
-    const outcomes: SyncReport['outcomes'] = { applied: 0, unknown: 0, byState: {} };
+    const outcomes: SyncReport['outcomes'] = { applied: 0, unknown: 0, byState: {}, adjustments: { accepted: 0, refused: 0 } };
     let crl: CrlInstallResult | undefined;
     const note = (step: SyncProblem['step'], e: unknown): void => {
       if (options.signal?.aborted) throw abortReason(options.signal);
@@ -210,10 +224,19 @@ export class SyncClient {
     const { journal, identity } = this.#o;
     const max = Math.min(this.#o.maxBatchHandovers ?? 500, LIMITS.maxBatchHandovers);
     for (;;) {
-      const batch = journal.nextBatch(max, (seq, handovers, crlVersion) =>
+      const batch = journal.nextBatch(max, (seq, handovers, crlVersion, adjustments) =>
         signMessage(
           'Batch',
-          { terminal: identity.kid, seq, time: this.#now(), chain: identity.chain, handovers, crlVersion },
+          {
+            terminal: identity.kid,
+            seq,
+            time: this.#now(),
+            chain: identity.chain,
+            handovers,
+            crlVersion,
+            // Voids and refunds (SPEC §7.7.3); the key is absent when there are none.
+            ...(adjustments.length > 0 ? { adjustments } : {}),
+          },
           identity.signer,
         ),
       );
@@ -225,13 +248,14 @@ export class SyncClient {
         !bytesEqual(ack.terminal, identity.kid) ||
         ack.seq !== batch.seq ||
         !bytesEqual(ack.hash, sha256(batch.bytes)) ||
-        ack.handovers !== batch.count
+        ack.handovers !== batch.count ||
+        (ack.adjustments ?? 0) !== batch.adjustments
       ) {
         throw new TerminalError(TerminalErrorCode.BAD_RESPONSE, 'batch acknowledgement names another batch', { seq: batch.seq });
       }
       this.#o.onStep?.('batch-acked', { seq: batch.seq });
       journal.ackBatch(batch.seq);
-      out.push({ seq: batch.seq, count: batch.count, total: batch.total });
+      out.push({ seq: batch.seq, count: batch.count, total: batch.total, adjustments: batch.adjustments });
     }
   }
 
@@ -251,6 +275,7 @@ export class SyncClient {
         throw e;
       }
       const applied: OutcomeUpdate[] = [];
+      const adjusted: AdjustmentOutcomeUpdate[] = [];
       for (const bytes of page.outcomes) {
         let o;
         try {
@@ -265,16 +290,30 @@ export class SyncClient {
           );
         }
         if (!bytesEqual(o.terminal, identity.kid)) throw new TerminalError(TerminalErrorCode.BAD_RESPONSE, 'outcome for another terminal');
+        if (o.adjustment !== undefined) {
+          // The answer to one of this terminal's voids or refunds (SPEC §7.7.3): it never changes the payment itself.
+          const mine = journal.getAdjustment(o.adjustment);
+          const accepts = mine?.kind === AdjustmentKind.VOID ? OutcomeStatus.VOIDED : OutcomeStatus.REFUNDED;
+          if (mine && o.status !== accepts && o.status !== OutcomeStatus.INVALID)
+            throw new TerminalError(TerminalErrorCode.BAD_RESPONSE, `outcome status ${o.status} does not answer a ${mine.kind}`);
+          if (mine && !bytesEqual(mine.transferHash, o.transfer))
+            throw new TerminalError(TerminalErrorCode.BAD_RESPONSE, `outcome of a ${mine.kind} names another transfer`);
+          const accepted = o.status !== OutcomeStatus.INVALID;
+          adjusted.push({ id: o.adjustment, transferHash: o.transfer, accepted, ...(o.code ? { code: o.code } : {}), bytes });
+          if (accepted) out.adjustments.accepted++;
+          else out.adjustments.refused++;
+          continue;
+        }
         const state = OUTCOME_STATE[o.status];
         if (!state) throw new TerminalError(TerminalErrorCode.BAD_RESPONSE, `unknown outcome status ${o.status}`);
         applied.push({ transferHash: o.transfer, state, covered: o.covered, ...(o.code ? { code: o.code } : {}), bytes });
         out.byState[state] = (out.byState[state] ?? 0) + 1;
       }
       if (String(page.cursor) === cursor && page.outcomes.length === 0) return;
-      const r = journal.applyOutcomes(applied, String(page.cursor));
+      const r = journal.applyOutcomes(applied, String(page.cursor), adjusted);
       out.applied += r.applied;
       out.unknown += r.unknown;
-      this.#o.onStep?.('outcomes-applied', { count: applied.length });
+      this.#o.onStep?.('outcomes-applied', { count: applied.length + adjusted.length });
       if (!page.more) return;
     }
   }

@@ -55,9 +55,12 @@ export class NodeHidChannel implements HidReportChannel {
   #waiter: { resolve: (r: Uint8Array) => void; reject: (e: unknown) => void } | undefined;
   #failed: Error | undefined;
 
-  /** Wraps an open device. */
-  constructor(device: NodeHidDeviceLike) {
+  readonly #onGone: ((why: string) => void) | undefined;
+
+  /** Wraps an open device; `onGone` is told once when it reports an error (unplugged). */
+  constructor(device: NodeHidDeviceLike, onGone?: (why: string) => void) {
     this.#device = device;
+    this.#onGone = onGone;
     device.on('data', (data) => {
       const report = new Uint8Array(data);
       const w = this.#waiter;
@@ -66,7 +69,11 @@ export class NodeHidChannel implements HidReportChannel {
       else if (this.#queue.length < MAX_QUEUED_REPORTS) this.#queue.push(report);
       else this.#fail(new TransportLinkError(`more than ${MAX_QUEUED_REPORTS} unread HID reports`));
     });
-    device.on('error', (err) => this.#fail(new CardRemovedError(`HID device gone: ${err.message}`, {}, err)));
+    device.on('error', (err) => {
+      const first = this.#failed === undefined;
+      this.#fail(new CardRemovedError(`HID device gone: ${err.message}`, {}, err));
+      if (first) this.#onGone?.(`HID device gone: ${err.message}`);
+    });
   }
 
   /** {@inheritDoc HidReportChannel.write} */
@@ -142,11 +149,15 @@ export interface HidReaderOptions {
   readonly answerTimeoutMs?: number;
   /** Per-APDU time limit of the reader (default 20 s). */
   readonly apduTimeoutMs?: number;
+  /** Told once when the device reports an error (unplugged). */
+  readonly onGone?: (why: string) => void;
+  /** Opens the device at a path (default node-hid's `new HID.HID(path)`; tests inject a device layer). */
+  readonly openDevice?: (path: string) => NodeHidDeviceLike;
 }
 
 /** A HID wallet on `device` (a node-hid device, or a test double of its API) as a {@link CardReader}. */
 export function hidReader(name: string, device: NodeHidDeviceLike, options: HidReaderOptions = {}): CardReader {
-  const channel = new NodeHidChannel(device);
+  const channel = new NodeHidChannel(device, options.onGone);
   const transport = new HidHostTransport(channel, {
     timers: nodeTimers,
     name,
@@ -162,11 +173,16 @@ export function hidReader(name: string, device: NodeHidDeviceLike, options: HidR
 
 /** Opens a HID wallet by device path (from {@link listHidDevices}) as a {@link CardReader}; `ReaderUnavailableError` when it cannot be opened. */
 export function openHidReader(path: string, options: HidReaderOptions = {}): CardReader {
-  const require = createRequire(import.meta.url);
-  const HID = require('node-hid') as { HID: new (path: string) => NodeHidDeviceLike };
+  const open =
+    options.openDevice ??
+    ((p: string): NodeHidDeviceLike => {
+      const require = createRequire(import.meta.url);
+      const HID = require('node-hid') as { HID: new (path: string) => NodeHidDeviceLike };
+      return new HID.HID(p);
+    });
   let device: NodeHidDeviceLike;
   try {
-    device = new HID.HID(path);
+    device = open(path);
   } catch (e) {
     throw new ReaderUnavailableError(`cannot open HID device ${path} (udev permissions? see README): ${(e as Error).message}`, { path }, e);
   }

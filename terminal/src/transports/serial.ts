@@ -16,16 +16,31 @@ export interface SerialPortChannel extends ByteChannel {
   close(): Promise<void>;
 }
 
-/** Opens `path` with the `serialport` package (8N1, raw); `ReaderUnavailableError` when it cannot be opened. */
-export async function openSerialPort(path: string, baudRate = 115_200): Promise<SerialPortChannel> {
+/**
+ * Opens `path` with the `serialport` package (8N1, raw); `ReaderUnavailableError` when it cannot be opened.
+ * `onGone` is told once when the port fails or closes under us (the device was unplugged, the pty's
+ * other end went away), not when we close it.
+ */
+export async function openSerialPort(path: string, baudRate = 115_200, onGone?: (why: string) => void): Promise<SerialPortChannel> {
   const require = createRequire(import.meta.url);
   const { SerialPort } = require('serialport') as typeof import('serialport');
   const port = new SerialPort({ path, baudRate, autoOpen: false });
   await new Promise<void>((resolve, reject) =>
     port.open((e) => (e ? reject(new ReaderUnavailableError(`cannot open ${path}: ${e.message}`, { path }, e)) : resolve())),
   );
+  let closing = false;
+  let gone = false;
+  const lost = (e: Error | null | undefined): void => {
+    if (closing || gone) return;
+    gone = true;
+    onGone?.(`${path}: ${e?.message ?? 'closed'}`);
+  };
+  // An I/O error of the port (the device went away) is an event, never an uncaught exception.
+  port.on('error', (e: Error) => lost(e));
+  port.on('close', (e: Error | null) => lost(e));
   return {
     write: (b) => {
+      if (gone || !port.isOpen) return;
       port.write(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
     },
     onData(listener) {
@@ -33,7 +48,10 @@ export async function openSerialPort(path: string, baudRate = 115_200): Promise<
       port.on('data', h);
       return () => port.off('data', h);
     },
-    close: () => new Promise<void>((resolve) => (port.isOpen ? port.close(() => resolve()) : resolve())),
+    close: () => {
+      closing = true;
+      return new Promise<void>((resolve) => (port.isOpen ? port.close(() => resolve()) : resolve()));
+    },
   };
 }
 
@@ -49,6 +67,8 @@ export interface SerialReaderOptions {
   readonly baudRate?: number;
   /** Per-APDU time limit of the reader (default 20 s). */
   readonly apduTimeoutMs?: number;
+  /** Told once when the port fails or closes under the reader (unplugged); see {@link openSerialPort}. */
+  readonly onGone?: (why: string) => void;
 }
 
 /**
@@ -57,7 +77,7 @@ export interface SerialReaderOptions {
  * does not open, or no DT wallet answering on it, is `ReaderUnavailableError`.
  */
 export async function openSerialReader(path: string, options: SerialReaderOptions = {}): Promise<CardReader> {
-  const port = await openSerialPort(path, options.baudRate);
+  const port = await openSerialPort(path, options.baudRate, options.onGone);
   const name = `serial:${path}`;
   const transport = new SerialHostTransport(port, {
     timers: nodeTimers,

@@ -72,3 +72,16 @@ export function waitingV2(started: string, gate: string): JournalMigration {
 export const V1: readonly JournalMigration[] = JOURNAL_MIGRATIONS.slice(0, 1);
 export const LIST_V2 = [...V1, TEST_V2];
 export const LIST_V3 = [...V1, TEST_V2, TEST_V3];
+/** The version of a file newer than this code: one past the real list. */
+export const NEWER_VERSION = JOURNAL_MIGRATIONS.length + 1;
+/** Test versions 2, 3, then one more table per version up to {@link NEWER_VERSION}: a file newer than the real list. */
+export const LIST_NEWER: readonly JournalMigration[] = [
+  ...LIST_V3,
+  ...Array.from({ length: Math.max(0, NEWER_VERSION - 3) }, (_, i) => ({
+    version: i + 4,
+    description: `test: a table of version ${i + 4}`,
+    up(db: Parameters<JournalMigration['up']>[0]) {
+      db.exec(`CREATE TABLE v${i + 4}_only (x INTEGER) STRICT`);
+    },
+  })),
+];

@@ -41,7 +41,7 @@ export function dtPos(args: string[], env: NodeJS.ProcessEnv, killAfterMs = 60_0
   });
 }
 
-/** `dt-card serve --vpcd` as a process; resolves once it is connected to the reader. */
+/** `dt-card serve --vpcd` (or `--serial <path>`) as a process; resolves once it is connected to the reader (serving on the port). */
 export function serveCard(args: string[], env: NodeJS.ProcessEnv): Promise<{ stop: () => Promise<void> }> {
   return new Promise((ready, fail) => {
     const proc = spawn(process.execPath, [DT_CARD, 'serve', '--json', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -50,7 +50,7 @@ export function serveCard(args: string[], env: NodeJS.ProcessEnv): Promise<{ sto
     const exited = new Promise<void>((r) => proc.on('close', () => r()));
     proc.stdout.on('data', (d: Buffer) => {
       log += d.toString();
-      if (!up && /"event":"connected"/.test(log)) {
+      if (!up && /"event":"connected"|"event":"serving","transport":"serial"/.test(log)) {
         up = true;
         ready({
           stop: async () => {
