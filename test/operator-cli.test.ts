@@ -253,7 +253,14 @@ test('the operator guide: ledger, bank, acquirer, terminal, a card issued, loade
   // 7. The card is lost: its bank blocks it; the terminal declines it after its next sync.
   const blocked = await ok('dt-bank', 'block-card', '--bank-key', B, '--card-kid', K, '--ledger', U);
   t.true(blocked.crlVersion >= 1);
-  await ok('dt-pos', '-d', 'T', 'sync');
+  // The acquirer refreshes its list from the ledger every second here (--crl-refresh 1) and serves
+  // what it holds: the terminal syncs until it holds a list that names the card.
+  let crlVersion = 0;
+  for (let i = 0; i < 40 && crlVersion < blocked.crlVersion; i++) {
+    if (i > 0) await new Promise((r) => setTimeout(r, 250));
+    crlVersion = (await ok('dt-pos', '-d', 'T', 'sync')).crl?.version ?? 0;
+  }
+  t.true(crlVersion >= blocked.crlVersion, `the terminal holds list ${crlVersion}, the block made ${blocked.crlVersion}`);
   const declined = await run('dt-pos', '-d', 'T', 'charge', '10', '--reader', 'pcsc', '--timeout', '30', '--json');
   t.is(declined.code, 1, declined.stdout + declined.stderr);
   t.is(json(declined).outcome, 'DECLINED');
