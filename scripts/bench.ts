@@ -13,7 +13,7 @@
  * ```
  *
  * `npm run bench -- --headline` measures only the headline figures of issue
- * 15 (see {@link HEADLINE_KEYS}; about 10 minutes on 2 cores) through three
+ * 15 (see {@link HEADLINE_KEYS}; about 2 minutes on 2 cores when quiet, up to 10 under load) through three
  * focused runs: hardware-tests' tap bench (200 taps on the default loopback,
  * handover sizes; no verification micro-benchmark), firmware's bench (PAY in
  * QuickJS, the card's crypto per PAY) and the ledger's headline workload
@@ -49,7 +49,7 @@ gathers their bench-results.json files into one root bench-results.json with
 a summary of the key figures (tap latency per phase, handover sizes,
 verification time, ledger settlement rate, protocol operations).
 
-With --headline it measures only the headline figures (about 10 minutes on
+With --headline it measures only the headline figures (about 2-10 minutes on
 2 cores): ledgerSqliteCeilingRatio, ledgerPostgresCeilingRatio,
 ledgerCeilingRatioHops63, tapP95MsDefault, handoverBytesHops0,
 handoverBytesHops63, cardVerifiesPerPay, cardSignaturesPerPay,
