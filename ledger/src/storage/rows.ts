@@ -504,7 +504,7 @@ export interface RefundCreditRow {
   readonly adjustment: Uint8Array;
   readonly card: Uint8Array;
   readonly amount: number;
-  /** Deterministic CBOR of the refunded payment's payee output mark, NULL when unmarked. */
+  /** Deterministic CBOR of the mark of the value the card paid with (SPEC §7.7.3), NULL when unmarked. */
   readonly mark: Uint8Array | null;
   readonly state: RefundCreditState;
   /** The sync that delivered or redeemed it. */
