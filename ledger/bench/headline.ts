@@ -4,11 +4,12 @@
  * `dt-ledger serve` runs, divided by the native P-256 verifications per
  * second the same cores do in the same run.
  *
- * - The ledger is built as `serve` builds it (ledger/src/cli.ts `openLedger`):
- *   `Ledger.open({ storage, signer: nativeSigner(ledger key), rootCert,
- *   ledgerCert })` over `openSqliteStorage(file)` (WAL, synchronous=FULL, on
- *   disk) or `openPostgresStorage(config)`, default void window, validation
- *   in the main thread (serve has no worker pool). Batches go to
+ * - The ledger is opened by the function `serve` opens it with (ledger/src/cli.ts
+ *   `openServeLedger`, serve's default `--validators`: one validator worker
+ *   thread per core, `createValidatorPool`, then `Ledger.open({ storage,
+ *   signer: nativeSigner(ledger key), rootCert, ledgerCert, validator: pool })`)
+ *   over `openSqliteStorage(file)` (WAL, synchronous=FULL, on disk) or
+ *   `openPostgresStorage(config)`, default void window. Batches go to
  *   `Ledger.settle` exactly as the server's `POST /v1/settle` hands them over
  *   (in-process: the HTTP layer is not measured), in settle calls grouped as
  *   the acquirer's forwarder groups them.
@@ -41,8 +42,9 @@ import { Worker } from 'node:worker_threads';
 import { Session } from 'node:inspector/promises';
 import { OutcomeStatus, verifySigned } from '@dt/protocol';
 import { nativeVerifier } from '@dt/protocol/native';
-import { Ledger } from '../src/ledger.ts';
-import { nativeSigner } from '../src/native-signer.ts';
+import type { Ledger } from '../src/ledger.ts';
+import { openServeLedger } from '../src/cli.ts';
+import type { ValidatorPool } from '../src/pool.ts';
 import { openSqliteStorage } from '../src/storage/sqlite.ts';
 import { openPostgresStorage } from '../src/storage/postgres.ts';
 import { startPgCluster, type PgCluster } from '../src/pg-cluster.ts';
@@ -76,6 +78,11 @@ Options:
   --only BACKEND       measure only sqlite (mixed and 63 hops) or only postgres
                        (for profiling; the headline runs both)
   --profile DIR        write a V8 CPU profile of each run's settle calls to DIR
+                       (the main thread's; the validator threads are not in it)
+  --validators N       validator threads (default: dt-ledger serve's default
+                       --validators, the available parallelism; 0: the main
+                       thread validates). For comparisons: the headline runs
+                       the default
   --out FILE           output (default ledger/bench-headline.json)
   --help               this help
 
@@ -101,6 +108,7 @@ try {
       out: { type: 'string' },
       only: { type: 'string' },
       profile: { type: 'string' },
+      validators: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -167,9 +175,22 @@ async function verifyCeiling(seconds: number): Promise<{ perSecond: number; work
   }
 }
 
-/** The ledger exactly as `dt-ledger serve` opens it (ledger/src/cli.ts openLedger), over `storage`. */
-function openAsServe(ds: Dataset, storage: LedgerStorage): Promise<Ledger> {
-  return Ledger.open({ storage, signer: nativeSigner(ds.pki.ledger.keys), rootCert: ds.pki.issuer.cert, ledgerCert: ds.pki.ledger.cert });
+/** Validator threads: `dt-ledger serve`'s default `--validators` (available parallelism) unless `--validators` says otherwise. */
+const VALIDATORS = num(args.validators, 'validators', availableParallelism(), 0);
+
+/**
+ * The ledger exactly as `dt-ledger serve` opens it (ledger/src/cli.ts `openServeLedger`, serve's
+ * default `--validators`), over `storage`. Its pool is closed after the run; the storage is kept.
+ */
+async function openAsServe(ds: Dataset, storage: LedgerStorage): Promise<{ ledger: Ledger; pool?: ValidatorPool }> {
+  const { ledger, pool } = await openServeLedger({
+    storage,
+    ledgerKeys: ds.pki.ledger.keys,
+    rootCert: ds.pki.issuer.cert,
+    ledgerCert: ds.pki.ledger.cert,
+    validators: VALIDATORS,
+  });
+  return { ledger, ...(pool ? { pool } : {}) };
 }
 
 /**
@@ -191,6 +212,8 @@ interface Run {
   readonly settled: number;
   readonly seconds: number;
   readonly settledPerSecond: number;
+  /** Process CPU time (all threads: main and validators) over the settle calls, per settled transfer. */
+  readonly cpuMicrosPerSettled: number;
   readonly verifyCeiling: { perSecond: number; workers: number; seconds: number };
   readonly ratio: number;
   readonly rowsBefore: { spent: number; cards: number };
@@ -200,7 +223,22 @@ interface Run {
 /** Settles `w` on a fresh serve-configured ledger over `storage`; times only the settle calls. */
 async function measure(ds: Dataset, storage: LedgerStorage, backend: Run['backend'], hops: string, w: Workload): Promise<Run> {
   const rowsBefore = await tableRows(storage);
-  const ledger = await openAsServe(ds, storage);
+  const { ledger, pool } = await openAsServe(ds, storage);
+  try {
+    return await measureOn(ds, backend, hops, w, ledger, rowsBefore);
+  } finally {
+    await pool?.close();
+  }
+}
+
+async function measureOn(
+  ds: Dataset,
+  backend: Run['backend'],
+  hops: string,
+  w: Workload,
+  ledger: Ledger,
+  rowsBefore: Run['rowsBefore'],
+): Promise<Run> {
   log(`${backend} ${hops}: verify ceiling (${availableParallelism()} workers, ${CEILING_SECONDS} s)`);
   const ceiling = await verifyCeiling(CEILING_SECONDS);
   log(
@@ -208,6 +246,7 @@ async function measure(ds: Dataset, storage: LedgerStorage, backend: Run['backen
   );
   const ledgerKey = ds.pki.ledger.keys.publicKey;
   let ms = 0;
+  let cpu = 0;
   let settled = 0;
   const profiler = PROFILE ? new Session() : undefined;
   if (profiler) {
@@ -219,8 +258,11 @@ async function measure(ds: Dataset, storage: LedgerStorage, backend: Run['backen
   let count = 0;
   for (const [i, call] of w.calls.entries()) {
     const t0 = performance.now();
+    const c0 = process.cpuUsage();
     const out = await settleAsServer(ledger, call);
     ms += performance.now() - t0;
+    const c = process.cpuUsage(c0);
+    cpu += c.user + c.system;
     outs.push(out);
     count += out.reduce((s, b) => s + b.length, 0);
     if ((i + 1) % Math.max(1, Math.floor(w.calls.length / 5)) === 0)
@@ -248,6 +290,7 @@ async function measure(ds: Dataset, storage: LedgerStorage, backend: Run['backen
   const audit = await ledger.audit();
   if (!audit.ok) throw new Error(`${backend} ${hops}: supply invariant failed after settlement (difference ${audit.difference})`);
   const perSecond = settled / (ms / 1000);
+  log(`${backend} ${hops}: ${(cpu / settled).toFixed(0)} µs CPU (all threads) per settled transfer`);
   log(`${backend} ${hops}: ${perSecond.toFixed(0)} settled/s = ${((100 * perSecond) / ceiling.perSecond).toFixed(2)}% of the ceiling`);
   return {
     backend,
@@ -259,6 +302,7 @@ async function measure(ds: Dataset, storage: LedgerStorage, backend: Run['backen
     settled,
     seconds: r3(ms / 1000),
     settledPerSecond: r3(perSecond),
+    cpuMicrosPerSettled: r3(cpu / settled),
     verifyCeiling: { ...ceiling, perSecond: r3(ceiling.perSecond) },
     ratio: perSecond / ceiling.perSecond,
     rowsBefore,
@@ -329,8 +373,7 @@ async function main(): Promise<Record<string, unknown>> {
         terminals: TERMINALS,
         batchSize: BATCH,
         ceilingSeconds: CEILING_SECONDS,
-        ledger:
-          'as dt-ledger serve: Ledger.open({ storage, signer: nativeSigner(ledger key), rootCert, ledgerCert }), default void window, validation in the main thread (no worker pool); batches handed to Ledger.settle in-process as POST /v1/settle does',
+        ledger: `as dt-ledger serve opens it (cli.ts openServeLedger) with ${VALIDATORS === availableParallelism() ? 'its default ' : ''}--validators ${VALIDATORS}: ${VALIDATORS > 0 ? `${VALIDATORS} validator worker threads (createValidatorPool: validation and evidence on the workers), ` : 'validation in the main thread, '}Ledger.open({ storage, signer: nativeSigner(ledger key), rootCert, ledgerCert${VALIDATORS > 0 ? ', validator: pool' : ''} }), default void window; batches handed to Ledger.settle in-process as POST /v1/settle does`,
         sqlite: 'openSqliteStorage(file): WAL, synchronous=FULL, 64 MiB page cache, 1 GiB mmap, file on disk (os.tmpdir())',
         postgres: 'openPostgresStorage over a throwaway cluster (startPgCluster, fsync on, unix socket)',
         settleCalls:

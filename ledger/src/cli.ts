@@ -18,6 +18,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { pino, type Level } from 'pino';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { availableParallelism } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { BankPermission, formatTenge, fromHex, openSigned, publicKeyOf, subjectKey, toHex, bytesEqual, type KeyPair } from '@dt/protocol';
 import { Ledger, LedgerError } from './ledger.ts';
@@ -27,6 +28,7 @@ import { openSqliteStorage } from './storage/sqlite.ts';
 import { openPostgresStorage } from './storage/postgres.ts';
 import { LedgerSchemaError } from './storage/migrations.ts';
 import { startLedgerServer } from './server.ts';
+import { createValidatorPool, type ValidatorPool, type ValidatorPoolOptions } from './pool.ts';
 import { nativeSigner } from './native-signer.ts';
 import type { LedgerStorage } from './storage/types.ts';
 
@@ -232,6 +234,58 @@ async function openLedger(o: StorageOpts & { voidWindow?: number }): Promise<Led
   });
 }
 
+/** What {@link openServeLedger} opens the ledger with. */
+export interface ServeLedgerOptions {
+  readonly storage: LedgerStorage;
+  readonly ledgerKeys: KeyPair;
+  readonly rootCert: Uint8Array;
+  readonly ledgerCert: Uint8Array;
+  readonly voidWindow?: number;
+  /** Validator worker threads (`--validators`); 0: none, the main thread validates. */
+  readonly validators: number;
+  readonly onWorkerExit?: ValidatorPoolOptions['onWorkerExit'];
+}
+
+/**
+ * The ledger as `dt-ledger serve` opens it: its validator pool (`--validators` threads, unless 0)
+ * and `Ledger.open` settling through it. Exported for the headline bench, which measures exactly
+ * this. On failure the pool is closed (the storage is the caller's); `close` closes the storage, then the pool.
+ */
+export async function openServeLedger(o: ServeLedgerOptions): Promise<{ ledger: Ledger; pool?: ValidatorPool; close(): Promise<void> }> {
+  let pool: ValidatorPool | undefined;
+  try {
+    pool =
+      o.validators === 0
+        ? undefined
+        : await createValidatorPool({
+            rootCert: o.rootCert,
+            ledgerCert: o.ledgerCert,
+            at: nowSec(),
+            workers: o.validators,
+            ...(o.onWorkerExit ? { onWorkerExit: o.onWorkerExit } : {}),
+          });
+    const ledger = await Ledger.open({
+      storage: o.storage,
+      signer: nativeSigner(o.ledgerKeys),
+      rootCert: o.rootCert,
+      ledgerCert: o.ledgerCert,
+      ...(o.voidWindow !== undefined ? { voidWindow: o.voidWindow } : {}),
+      ...(pool ? { validator: pool } : {}),
+    });
+    return {
+      ledger,
+      ...(pool ? { pool } : {}),
+      async close() {
+        await o.storage.close();
+        await pool?.close();
+      },
+    };
+  } catch (e) {
+    await pool?.close();
+    throw e;
+  }
+}
+
 function out(json: boolean, obj: unknown, text: string): void {
   process.stdout.write(json ? JSON.stringify(obj) + '\n' : text + '\n');
 }
@@ -375,32 +429,66 @@ export function buildProgram(): Command {
         nonNegativeInt,
         7 * 86400,
       )
+      .option(
+        '--validators <n>',
+        `worker threads that validate handovers and find their evidence while the main thread records and judges (0: the main thread validates; default: available parallelism, ${availableParallelism()} here). A thread that dies fails the settle calls it had in hand (rolled back, 500) and is replaced`,
+        nonNegativeInt,
+        availableParallelism(),
+      )
       .addOption(
         new Option('--log-level <level>', 'request log (JSON lines on stderr: method, route, status, duration; never bodies or keys)')
           .choices(['silent', 'error', 'warn', 'info', 'debug'])
           .default('info'),
       ),
-  ).action(async (o: StorageOpts & { port: string; host: string; voidWindow: number; logLevel: Level | 'silent'; json?: boolean }) => {
-    const port = Number(o.port);
-    if (!/^\d{1,5}$/.test(o.port) || port > 65535)
-      throw new CliError(ExitCode.USAGE, `--port must be a TCP port number 0-65535, got ${o.port}`);
-    const ledger = await openLedger(o);
-    let srv;
-    try {
-      srv = await startLedgerServer({ ledger, port, host: o.host, logger: pino({ level: o.logLevel }, pino.destination(2)) });
-    } catch (e) {
-      await ledger.storage.close();
-      throw new CliError(ExitCode.START, `cannot listen on ${o.host}:${o.port}: ${(e as Error).message}`, { cause: e });
-    }
-    out(!!o.json, { url: srv.url, storage: ledger.storage.kind }, `dt-ledger listening on ${srv.url} (${ledger.storage.kind})`);
-    const stop = async () => {
-      await srv.close();
-      await ledger.storage.close();
-      process.exit(ExitCode.OK);
-    };
-    process.once('SIGINT', () => void stop());
-    process.once('SIGTERM', () => void stop());
-  });
+  ).action(
+    async (
+      o: StorageOpts & { port: string; host: string; voidWindow: number; validators: number; logLevel: Level | 'silent'; json?: boolean },
+    ) => {
+      const port = Number(o.port);
+      if (!/^\d{1,5}$/.test(o.port) || port > 65535)
+        throw new CliError(ExitCode.USAGE, `--port must be a TCP port number 0-65535, got ${o.port}`);
+      const logger = pino({ level: o.logLevel }, pino.destination(2));
+      const d = openDataDir(o.data);
+      const storage = await openStorage(o);
+      let opened;
+      try {
+        opened = await openServeLedger({
+          storage,
+          ledgerKeys: d.ledger.keys,
+          rootCert: d.issuer.cert,
+          ledgerCert: d.ledger.cert,
+          voidWindow: o.voidWindow,
+          validators: o.validators,
+          onWorkerExit: ({ worker, error }) =>
+            logger.error({ worker, err: error.message }, 'validator thread died: its settle calls failed (rolled back); replaced'),
+        });
+      } catch (e) {
+        await storage.close();
+        throw e;
+      }
+      const { ledger, pool } = opened;
+      let srv;
+      try {
+        srv = await startLedgerServer({ ledger, port, host: o.host, logger, ...(pool ? { validators: pool } : {}) });
+      } catch (e) {
+        await opened.close();
+        throw new CliError(ExitCode.START, `cannot listen on ${o.host}:${o.port}: ${(e as Error).message}`, { cause: e });
+      }
+      const threads = pool?.size ?? 0;
+      out(
+        !!o.json,
+        { url: srv.url, storage: ledger.storage.kind, validators: threads },
+        `dt-ledger listening on ${srv.url} (${ledger.storage.kind}, ${threads ? `${threads} validator threads` : 'validation in the main thread'})`,
+      );
+      const stop = async () => {
+        await srv.close();
+        await opened.close();
+        process.exit(ExitCode.OK);
+      };
+      process.once('SIGINT', () => void stop());
+      process.once('SIGTERM', () => void stop());
+    },
+  );
 
   program
     .command('acquirer-add')

@@ -41,7 +41,6 @@ import {
   toHex,
   utf8,
   concatBytes,
-  handoverTransfers,
   subjectKey,
   sumAmounts,
   validateHandover,
@@ -50,7 +49,6 @@ import {
   type CardChainVerifier,
   type CertificateMemo,
   type HandoverResult,
-  type HandoverValid,
   type Mark,
   type MessageOf,
   type Transfer,
@@ -59,7 +57,6 @@ import {
   type Signer,
   type SpentCoin,
   type TrustStore,
-  type ValidatedTransfer,
   type Verifier,
 } from '@dt/protocol';
 import { nativeVerifier } from '@dt/protocol/native';
@@ -91,14 +88,25 @@ import {
   cachingTransferOpener,
   cardChainCache,
   coseParts,
+  handoverEvidence,
   jobBanks,
   knownCertificates,
   knownVerifier,
   memoVerifier,
   NO_FACTS,
+  scanHandover,
+  settleOne,
+  type HandoverEvidence,
   type HandoverValidator,
   type KnownFacts,
   type KnownSignature,
+  type SettleAnswer,
+  type SettleJob,
+  type SettlementValidator,
+  type SettleResult,
+  type SettleTools,
+  type SettleTransferFields,
+  type SettleValid,
   type ValidationJob,
 } from './validation.ts';
 import { openCardBankRequest, openRestitution, signRestitution, type CardBankRequestKind } from './cardloss.ts';
@@ -120,8 +128,12 @@ export interface LedgerOptions {
   readonly voidWindow?: number;
   /** Seconds of clock skew accepted on transfer and batch times (default 300). */
   readonly clockSkew?: number;
-  /** Parallel handover validation; default validates in this thread. */
-  readonly validator?: HandoverValidator;
+  /**
+   * Where settlement validates handovers and finds their evidence: a {@link SettlementValidator}
+   * (the worker pool of `pool.ts`: `dt-ledger serve` runs one), or a plain {@link HandoverValidator}
+   * (the evidence is then found in this thread); default: this thread.
+   */
+  readonly validator?: HandoverValidator | SettlementValidator;
 }
 
 /** Result of {@link Ledger.audit}. */
@@ -247,12 +259,6 @@ interface SyncPayout {
   readonly refunded: number;
 }
 
-/** A transfer a handover carries (step E's candidate), opened when it opens as a signed Transfer. */
-interface Candidate {
-  readonly bytes: Uint8Array;
-  readonly opened?: ReturnType<TransferOpener>;
-}
-
 /** What the ledger keeps of a registered card for evidence checks. */
 interface CardKey {
   readonly publicKey: Uint8Array;
@@ -266,7 +272,7 @@ const markFrom = (b: Uint8Array | null | undefined): Mark | undefined =>
 const NO_VOIDS: ReadonlyMap<string, Adjustment> = new Map();
 
 /** A void of the batch names this paying transfer with its card, amount and currency (SPEC §7.7.3). */
-const voidNames = (a: Adjustment | undefined, t: Transfer): boolean =>
+const voidNames = (a: Adjustment | undefined, t: SettleTransferFields): boolean =>
   a !== undefined && bytesEqual(a.card, t.card) && a.amount === t.amount && a.currency === t.currency;
 
 /** A batch's stored outcomes and, for the handovers still without one, their evidence and validation. */
@@ -276,14 +282,24 @@ interface Prepared {
   readonly todo: number[];
   /** The adjustments (by j) still without an outcome. */
   readonly todoAdj: number[];
-  readonly results: HandoverResult[];
+  /** Validation results (what settlement reads of them, validation.ts `SettleResult`), by todo position. */
+  readonly results: SettleResult[];
   readonly evidence: HandoverEvidence[];
 }
 
-/** The evidence of one handover, and the hash of its paying transfer when that transfer is itself evidence (card-signed). */
-interface HandoverEvidence {
-  readonly objects: EvidenceObject[];
-  readonly paying?: Uint8Array;
+/** A batch's handovers sent to validation before the write transaction (`settle`): their indexes and answers. */
+interface Dispatched {
+  readonly idx: readonly number[];
+  readonly jobs: readonly SettleJob[];
+  readonly answers: Promise<SettleAnswer[]>;
+}
+
+/** The facts of a job's cards (one card: its own object, shared by that card's jobs; several: their union). */
+function factsOf(facts: ReadonlyMap<string, KnownFacts>, cards: readonly string[]): KnownFacts {
+  const own = cards.flatMap((c) => facts.get(c) ?? []);
+  if (own.length === 0) return NO_FACTS;
+  if (own.length === 1) return own[0]!;
+  return { signatures: own.flatMap((f) => f.signatures), certs: own.flatMap((f) => f.certs) };
 }
 
 /** The metric a replayed verdict counts under (a stored verdict is SETTLED, answered ALREADY_SETTLED; DOUBLE_SPEND; or VOIDED). */
@@ -307,7 +323,8 @@ export class Ledger {
   readonly #verifier: Verifier;
   readonly #voidWindow: number;
   readonly #skew: number;
-  readonly #validate: HandoverValidator;
+  readonly #settler: SettlementValidator;
+  readonly #tools: SettleTools;
   readonly #memo: Verifier;
   readonly #openTransfer: TransferOpener;
   readonly #verifyCardChain: CardChainVerifier;
@@ -352,7 +369,32 @@ export class Ledger {
     this.#openTransfer = cachingTransferOpener(10_000);
     this.#verifyCardChain = cachingCardChainVerifier(trust.root, this.#memo);
     this.#chains = cardChainCache(trust.root);
-    this.#validate = opts.validator ?? (async (jobs) => jobs.map((j) => this.validateOne(j)));
+    this.#tools = {
+      trust,
+      openTransfer: this.#openTransfer,
+      verifierOf: (known) => (known ? this.#toolsOf(known).verifier : this.#memo),
+      verifyCardChainOf: (known) => {
+        if (!known) return this.#verifyCardChain;
+        const t = this.#toolsOf(known);
+        return (chain, at) => this.#chains(chain, at, t.verifier, t.certs);
+      },
+    };
+    const v = opts.validator;
+    this.#settler =
+      v === undefined
+        ? { settle: async (jobs) => jobs.map((j) => settleOne(j, this.#tools, false)) }
+        : typeof v === 'function'
+          ? {
+              // A plain validator: its results, and the evidence found here.
+              settle: async (jobs) => {
+                const results = await v(jobs);
+                return results.map((result, k) => {
+                  const j = jobs[k]!;
+                  return { result, ...handoverEvidence(j.handover, j.keys, this.#openTransfer, this.#tools.verifierOf(j.known)) };
+                });
+              },
+            }
+          : v;
   }
 
   /** Opens a ledger over `storage`: checks the trust store and that `signer` is the certified ledger key, and signs the empty revocation list version 0 on first use. */
@@ -385,14 +427,13 @@ export class Ledger {
     return this.#now();
   }
 
-  /** Validates one handover in this thread (the default validator). */
+  /** Validates one handover in this thread (as the default validator does). */
   validateOne(job: ValidationJob): HandoverResult {
-    const known = job.known ? this.#toolsOf(job.known) : undefined;
     return validateHandover(job.handover, {
       trust: this.trust,
-      verifier: known?.verifier ?? this.#memo,
+      verifier: this.#tools.verifierOf(job.known),
       openTransfer: this.#openTransfer,
-      verifyCardChain: known ? (chain, at) => this.#chains(chain, at, known.verifier, known.certs) : this.#verifyCardChain,
+      verifyCardChain: this.#tools.verifyCardChainOf(job.known),
       payee: job.payee,
       notAfter: job.notAfter,
       // A `[card]` chain names its issuing bank by reference: the registered banks complete it (SPEC §3.8).
@@ -544,31 +585,6 @@ export class Ledger {
 
   // ------------------------------------------------------------ evidence (SPEC §7.7 step E)
   /**
-   * The evidence of a handover: every transfer it carries (however broken the handover is) that
-   * opens as a signed Transfer and whose signature verifies with the card key the ledger registered.
-   */
-  #evidenceOf(candidates: readonly Candidate[], keys: ReadonlyMap<string, CardKey>, verifier: Verifier): HandoverEvidence {
-    const out: EvidenceObject[] = [];
-    let paying: Uint8Array | undefined;
-    for (const [i, { bytes, opened }] of candidates.entries()) {
-      if (!opened) continue;
-      const t = opened.message;
-      if (!bytesEqual(opened.cose.kid, t.card)) continue;
-      const key = keys.get(toHex(t.card));
-      if (!key) continue;
-      try {
-        verifyCoseSign1(opened.cose, key.publicKey, verifier);
-      } catch {
-        continue;
-      }
-      const hash = opened.hash ?? payloadHash(opened.cose);
-      out.push({ bytes, hash, card: t.card, counter: t.counter, claims: t.inputs });
-      if (i === candidates.length - 1) paying = hash;
-    }
-    return { objects: out, ...(paying ? { paying } : {}) };
-  }
-
-  /**
    * Records evidence objects (inside `tx`): each object's bytes, its (card, counter) claim and its
    * input claims, in the given order. A claim already held by another object is a fork: its proof
    * is stored and the card revoked. Returns the first fork found, if any.
@@ -617,7 +633,7 @@ export class Ledger {
 
   // ------------------------------------------------------------ value
   /** Records a validated chain transfer as value (inside `tx`): its payee output pending, its change the card's. Its claims are already held (step E). */
-  async #recordValue(tx: StoreTx, vt: ValidatedTransfer, ins: readonly SpentCoin[]): Promise<void> {
+  async #recordValue(tx: StoreTx, vt: SettleValid['chain'][number], ins: readonly SpentCoin[]): Promise<void> {
     const t = vt.transfer;
     const change = t.outputs[1];
     await tx.insertTransfer({
@@ -647,12 +663,16 @@ export class Ledger {
     const now = this.#now();
     const opened = batches.map((x, i) => openBatch(x, i, now, this.#skew, this.#batchContext));
     const counted: (keyof Ledger['stats'])[] = [];
+    // Every handover of the request goes to validation first (on the pool: the workers run while
+    // this thread applies the batches before them).
+    const dispatched = await this.#dispatch(opened);
     // One durable transaction for the whole request (one commit, one fsync): each batch is applied
     // in it in turn, so a later batch's reads see what an earlier one recorded; nobody sees an
-    // outcome before the commit, and a failure rolls back every batch of the request.
+    // outcome before the commit, and a failure (a worker that dies included) rolls back every batch of the request.
     const out = await this.store.transaction(async (tx) => {
       const all: Uint8Array[][] = [];
-      for (const ob of opened) all.push(await this.#commitBatch(tx, ob, await this.#prepare(tx, ob), counted));
+      for (const [k, ob] of opened.entries())
+        all.push(await this.#commitBatch(tx, ob, await this.#prepare(tx, ob, dispatched[k]!), counted));
       return all;
     });
     for (const c of counted) this.stats[c]++;
@@ -660,99 +680,159 @@ export class Ledger {
   }
 
   /**
-   * Stored outcomes of a batch and, for the handovers still without one, their evidence and
-   * validation. What the ledger already recorded is read set-based in one transaction (the cards
-   * the handovers' transfers name, the transfers it holds as evidence, the receipts and tokens of
-   * the cards' last syncs) and given to validation as facts: a signature the ledger made or
-   * verified before is recognised instead of verified again; everything else is verified.
+   * Sends the handovers of `opened` that have no stored outcome to validation, each with what the
+   * ledger holds about it (read set-based in one transaction BEFORE the write transaction): the
+   * registered keys of the cards its transfers name (for the evidence), the facts of those cards
+   * (validation.ts `KnownFacts`: a signature the ledger made or verified before is recognised
+   * instead of verified again) and the registered banks (SPEC §3.8).
+   *
+   * Reading these outside the write transaction is sound because every one of them is a
+   * monotonic truth: a fact names an exact (signature, signed bytes, key) that verified or that
+   * the ledger made, which stays true whatever is committed later; a registered card's
+   * certificate (its key) never changes; a bank certificate is the bank's. What is committed in
+   * between can only add facts (more signatures verified again: slower, never wrong) or register
+   * a card this read did not see: its transfers come back `unkeyed` and `#prepare` finds that
+   * handover's evidence inside the write transaction. Which handovers still need an outcome is
+   * decided again inside it (`#prepare`); outcomes are never removed, so it is a subset.
    */
-  async #prepare(tx: StoreTx, ob: OpenBatch): Promise<Prepared> {
+  async #dispatch(opened: readonly OpenBatch[]): Promise<Dispatched[]> {
+    const now = this.#now();
+    const reads = await this.store.transaction(async (tx) => {
+      let banks: Map<string, Uint8Array> | undefined;
+      const per: { idx: number[]; jobs: SettleJob[] }[] = [];
+      for (const ob of opened) {
+        const done = new Set((await tx.outcomesOf(ob.hash)).map((r) => r.idx));
+        const idx = ob.handovers.map((_, i) => i).filter((i) => !done.has(i));
+        if (idx.length === 0) {
+          per.push({ idx, jobs: [] });
+          continue;
+        }
+        // Few rows (one per bank): the certificates a handover may name by reference (SPEC §3.8).
+        banks ??= new Map((await tx.banks()).map((b) => [toHex(b.kid), b.cert] as const));
+        const scans = idx.map((i) => scanHandover(ob.handovers[i]!));
+        const { facts, keys } = await this.#facts(tx, scans.flat());
+        const notAfter = Math.min(ob.time, now) + this.#skew;
+        const jobs = idx.map((i, k) => {
+          const cards = [...new Set(scans[k]!.map((x) => toHex(x.kid)))];
+          const myKeys = new Map<string, Uint8Array>();
+          for (const c of cards) {
+            const key = keys.get(c);
+            if (key) myKeys.set(c, key.publicKey);
+          }
+          return { handover: ob.handovers[i]!, payee: ob.terminal, notAfter, known: factsOf(facts, cards), banks, keys: myKeys };
+        });
+        per.push({ idx, jobs });
+      }
+      return per;
+    });
+    return reads.map(({ idx, jobs }) => {
+      const answers = jobs.length > 0 ? this.#settler.settle(jobs) : Promise.resolve([]);
+      // Awaited batch by batch by the write transaction; a failure there is its failure, not an unhandled one here.
+      answers.catch(() => undefined);
+      return { idx, jobs, answers };
+    });
+  }
+
+  /**
+   * Stored outcomes of a batch (inside the write transaction `tx`) and, for the handovers still
+   * without one, their validation and evidence as `#dispatch` sent them.
+   */
+  async #prepare(tx: StoreTx, ob: OpenBatch, d: Dispatched): Promise<Prepared> {
     const stored = await tx.outcomesOf(ob.hash);
     const nh = ob.handovers.length;
     const out: (Uint8Array | undefined)[] = new Array(nh + ob.adjustments.length);
     for (const r of stored) out[r.idx] = r.bytes;
     const todo = [...out.keys()].filter((i) => i < nh && out[i] === undefined);
     const todoAdj = ob.adjustments.map((_, j) => j).filter((j) => out[nh + j] === undefined);
-    const candidates = todo.map((i) => this.#candidates(ob.handovers[i]!));
-    const { facts, keys } = await this.#facts(tx, candidates.flat());
-    const notAfter = Math.min(ob.time, this.#now()) + this.#skew;
-    let results: HandoverResult[] = [];
-    if (todo.length > 0) {
-      // Few rows (one per bank): the certificates a handover may name by reference (SPEC §3.8).
-      const banks = new Map((await tx.banks()).map((b) => [toHex(b.kid), b.cert] as const));
-      results = await this.#validate(todo.map((i) => ({ handover: ob.handovers[i]!, payee: ob.terminal, notAfter, known: facts, banks })));
+    const answers = await d.answers;
+    const at = new Map(d.idx.map((i, k) => [i, k] as const));
+    const results: SettleResult[] = [];
+    const evidence: HandoverEvidence[] = [];
+    for (const i of todo) {
+      const k = at.get(i);
+      // Outcomes are only ever added: a handover without one now had none at dispatch.
+      if (k === undefined) throw new Error(`ledger invariant: handover ${i} of a batch has no outcome and was not validated`);
+      const a = answers[k]!;
+      results.push(a.result);
+      evidence.push(a.unkeyed.length > 0 ? await this.#evidenceAgain(tx, d.jobs[k]!, a) : a.evidence);
     }
-    const verifier = this.#toolsOf(facts).verifier;
-    const evidence = candidates.map((c) => this.#evidenceOf(c, keys, verifier));
     return { out, todo, todoAdj, results, evidence };
   }
 
-  /** The transfers a handover carries (step E's candidates), each opened when it opens as a signed Transfer. */
-  #candidates(handover: Uint8Array): Candidate[] {
-    return handoverTransfers(handover).map((bytes) => {
-      try {
-        return { bytes, opened: this.#openTransfer(bytes) };
-      } catch {
-        return { bytes };
-      }
-    });
+  /**
+   * A handover whose transfers name a card the dispatch had no registered key for (inside `tx`):
+   * when one of them is registered now, its evidence is found again here with the keys of now.
+   */
+  async #evidenceAgain(tx: StoreTx, job: SettleJob, a: SettleAnswer): Promise<HandoverEvidence> {
+    const rows = await tx.cardsIn(a.unkeyed);
+    if (rows.length === 0) return a.evidence;
+    const keys = new Map(job.keys);
+    for (const row of rows) keys.set(toHex(row.kid), this.#cardKey(row).publicKey);
+    return handoverEvidence(job.handover, keys, this.#openTransfer, this.#tools.verifierOf(job.known)).evidence;
+  }
+
+  /** The registered key of a card row (bounded memo: a card's certificate never changes once registered). */
+  #cardKey(row: CardRow): CardKey {
+    const k = toHex(row.kid);
+    let key = this.#cardKeys.get(k);
+    if (!key) {
+      key = { publicKey: subjectKey(openSigned('Certificate', row.cert).message).publicKey };
+      if (this.#cardKeys.size >= 100_000) this.#cardKeys.delete(this.#cardKeys.keys().next().value as string);
+      this.#cardKeys.set(k, key);
+    }
+    return key;
   }
 
   /**
-   * What the ledger holds about `candidates` (inside `tx`): the registered keys of the cards they
-   * name, and as facts (validation.ts `KnownFacts`) the signatures it already checked or made: the
-   * candidates it recorded as evidence (verified then with the card's registered key), the card
-   * certificates it registered (under their bank), and the receipt and tokens of each card's last
-   * sync (its own signatures, under its current key).
+   * What the ledger holds about the transfers `scanned` (header key id and payload hash, see
+   * validation.ts `scanHandover`), inside `tx`: the registered keys of the cards they name, and
+   * per card, as facts (validation.ts `KnownFacts`), the signatures it already checked or made:
+   * the transfers it recorded as evidence (verified then with the card's registered key), the
+   * card's certificate (registered under its bank), and the receipt and tokens of the card's
+   * last sync (its own signatures, under its current key).
    */
-  async #facts(tx: StoreTx, candidates: readonly Candidate[]): Promise<{ facts: KnownFacts; keys: Map<string, CardKey> }> {
+  async #facts(
+    tx: StoreTx,
+    scanned: readonly { kid: Uint8Array; hash: Uint8Array }[],
+  ): Promise<{ facts: Map<string, KnownFacts>; keys: Map<string, CardKey> }> {
     const kids = new Map<string, Uint8Array>();
     const hashes = new Map<string, { hash: Uint8Array; card: Uint8Array }>();
-    for (const c of candidates) {
-      if (!c.opened) continue;
-      kids.set(toHex(c.opened.message.card), c.opened.message.card);
-      const h = c.opened.hash ?? payloadHash(c.opened.cose);
-      hashes.set(toHex(h), { hash: h, card: c.opened.message.card });
+    for (const c of scanned) {
+      kids.set(toHex(c.kid), c.kid);
+      hashes.set(toHex(c.hash), { hash: c.hash, card: c.kid });
     }
     const keys = new Map<string, CardKey>();
-    if (kids.size === 0) return { facts: NO_FACTS, keys };
+    const facts = new Map<string, { signatures: KnownSignature[]; certs: { issuer: Uint8Array; bytes: Uint8Array }[] }>();
+    if (kids.size === 0) return { facts, keys };
     const cards = await tx.cardsIn([...kids.values()]);
-    const signatures: KnownSignature[] = [];
-    const certs: { issuer: Uint8Array; bytes: Uint8Array }[] = [];
     const syncs: Uint8Array[] = [];
     for (const row of cards) {
       const k = toHex(row.kid);
-      let key = this.#cardKeys.get(k);
-      if (!key) {
-        key = { publicKey: subjectKey(openSigned('Certificate', row.cert).message).publicKey };
-        if (this.#cardKeys.size >= 100_000) this.#cardKeys.delete(this.#cardKeys.keys().next().value as string);
-        this.#cardKeys.set(k, key);
-      }
-      keys.set(k, key);
-      certs.push({ issuer: row.bank, bytes: row.cert });
+      keys.set(k, this.#cardKey(row));
+      facts.set(k, { signatures: [], certs: [{ issuer: row.bank, bytes: row.cert }] });
       if (row.anchorSync) syncs.push(row.anchorSync);
     }
     // A stored object is named a fact only under the key its own header names: the card's for a
     // recorded transfer, the ledger's current one for what the ledger signed.
-    const fact = (bytes: Uint8Array, kid: Uint8Array, publicKey: Uint8Array) => {
+    const fact = (card: Uint8Array, bytes: Uint8Array, kid: Uint8Array, publicKey: Uint8Array) => {
       const p = coseParts(bytes);
       if (!p || p.protectedBytes.length < 18 || !bytesEqual(p.protectedBytes.subarray(p.protectedBytes.length - 16), kid)) return;
       if (p.protectedBytes[p.protectedBytes.length - 18] !== 0x04 || p.protectedBytes[p.protectedBytes.length - 17] !== 0x50) return;
-      signatures.push({ signature: p.signature, message: sigStructure(p.protectedBytes, p.payload), publicKey });
+      facts.get(toHex(card))?.signatures.push({ signature: p.signature, message: sigStructure(p.protectedBytes, p.payload), publicKey });
     };
     // Same payload hash, same payload: the stored object names the candidate's card.
     for (const o of hashes.size > 0 ? await tx.objectsIn([...hashes.values()].map((x) => x.hash)) : []) {
       const card = hashes.get(toHex(o.hash))?.card;
       const key = card && keys.get(toHex(card));
-      if (card && key) fact(o.bytes, card, key.publicKey);
+      if (card && key) fact(card, o.bytes, card, key.publicKey);
     }
     if (syncs.length > 0) {
       const ledgerKid = this.trust.ledgerKid;
       const ledgerKey = this.trust.ledgerKey;
-      for (const s of await tx.syncsIn(syncs)) fact(s.receipt, ledgerKid, ledgerKey);
-      for (const t of await tx.tokensOfSyncs(syncs)) fact(t.bytes, ledgerKid, ledgerKey);
+      for (const s of await tx.syncsIn(syncs)) fact(s.card, s.receipt, ledgerKid, ledgerKey);
+      for (const t of await tx.tokensOfSyncs(syncs)) fact(t.card, t.bytes, ledgerKid, ledgerKey);
     }
-    return { facts: { signatures, certs }, keys };
+    return { facts, keys };
   }
 
   /**
@@ -825,7 +905,7 @@ export class Ledger {
     tx: StoreTx,
     ob: OpenBatch,
     idx: number,
-    v: HandoverResult,
+    v: SettleResult,
     evidence: HandoverEvidence,
     now: number,
     voids: ReadonlyMap<string, Adjustment> = NO_VOIDS,
@@ -1000,7 +1080,7 @@ export class Ledger {
   }
 
   /** What only the ledger knows (SPEC §7.7 step 3): every token the handover spends is one it issued to this card, with this value. */
-  async #tokensIssuedTo(tx: StoreTx, v: HandoverValid): Promise<boolean> {
+  async #tokensIssuedTo(tx: StoreTx, v: SettleValid): Promise<boolean> {
     for (const { token } of v.tokens) {
       const row = await tx.token(token.serial);
       if (!row || !bytesEqual(row.card, v.cardKid) || row.value !== token.value) return false;
@@ -1009,14 +1089,7 @@ export class Ledger {
   }
 
   /** The DOUBLE_SPEND outcome of a handover whose objects fork the card's chain, with cover decided by SPEC §7.7's rule. */
-  async #doubleSpend(
-    tx: StoreTx,
-    ob: OpenBatch,
-    v: HandoverResult,
-    f: Fork,
-    paying: Uint8Array | undefined,
-    now: number,
-  ): Promise<Outcome> {
+  async #doubleSpend(tx: StoreTx, ob: OpenBatch, v: SettleResult, f: Fork, paying: Uint8Array | undefined, now: number): Promise<Outcome> {
     const { version, first } = await this.#proof(tx, f, now);
     let covered = false;
     const amount = v.ok ? v.transfer.amount : (v.amount ?? 0);
@@ -1046,7 +1119,7 @@ export class Ledger {
   }
 
   /** SPEC §7.7 cover rules 2-6 for a valid handover whose chain forks (rule 1 is `v.ok`). */
-  async #coverable(tx: StoreTx, ob: OpenBatch, v: HandoverValid, firstBytes: Uint8Array, revokedAt: number): Promise<boolean> {
+  async #coverable(tx: StoreTx, ob: OpenBatch, v: SettleValid, firstBytes: Uint8Array, revokedAt: number): Promise<boolean> {
     const t = v.transfer;
     // 2: the declared list is one the ledger published, before the batch, fresh under the terminal's
     // certified policy at the transfer time, and older than the card's revocation.

@@ -11,7 +11,7 @@
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import { MESSAGES, utf8, type HandoverResult } from '@dt/protocol';
-import type { HandoverValidator, ValidationJob } from './validation.ts';
+import type { HandoverValidator, SettleAnswer, SettleJob, SettlementValidator, ValidationJob } from './validation.ts';
 
 /** Options of {@link createValidatorPool}. */
 export interface ValidatorPoolOptions {
@@ -23,14 +23,25 @@ export interface ValidatorPoolOptions {
   readonly workers?: number;
   /** Old-generation heap limit of each worker in MiB (default 256): the caches are bounded well below it, and the limit makes V8 collect instead of growing. */
   readonly maxWorkerHeapMb?: number;
+  /** Called when a worker thread dies (it is replaced; the calls it had in hand fail). */
+  readonly onWorkerExit?: (info: { worker: number; error: Error }) => void;
+  /** Tests only: lets {@link ValidatorPool.crashForTest} make a worker exit mid-call. */
+  readonly testHooks?: boolean;
 }
 
-/** A running pool: `validate` plugs into `Ledger.open({ validator })`. */
-export interface ValidatorPool {
+/**
+ * A running pool: `Ledger.open({ validator: pool })` settles through it (validation and
+ * evidence on the workers, compact answers); `validate` is the plain validator.
+ */
+export interface ValidatorPool extends SettlementValidator {
   readonly size: number;
   readonly validate: HandoverValidator;
   /** Signature verifications actually performed and answered from the memo, over all workers. */
   stats(): Promise<{ verifies: number; memoHits: number }>;
+  /** Workers that died and were replaced since the pool started. */
+  readonly restarts: number;
+  /** Tests only (`testHooks`): worker `i` exits (code 70) when it gets its next validation call, with that call in hand. */
+  crashForTest(i: number): void;
   close(): Promise<void>;
 }
 
@@ -75,67 +86,99 @@ const WORKER_ARGV = FROM_SOURCE ? ['--conditions=dt-source'] : undefined;
 export async function createValidatorPool(opts: ValidatorPoolOptions): Promise<ValidatorPool> {
   const size = Math.max(1, opts.workers ?? availableParallelism());
   const workers: Worker[] = [];
-  const pending = new Map<number, Pending>();
+  /** The calls each worker has in hand (by call id): a worker that dies fails exactly these. */
+  const pending: Map<number, Pending>[] = [];
   let nextId = 0;
-  for (let i = 0; i < size; i++) {
+  let closed = false;
+  let restarts = 0;
+  const start = (i: number): Promise<void> => {
     const w = new Worker(WORKER, {
       execArgv: WORKER_ARGV,
-      workerData: { rootCert: opts.rootCert, ledgerCert: opts.ledgerCert, at: opts.at },
+      workerData: { rootCert: opts.rootCert, ledgerCert: opts.ledgerCert, at: opts.at, testHooks: opts.testHooks === true },
       resourceLimits: { maxOldGenerationSizeMb: opts.maxWorkerHeapMb ?? 256 },
     });
-    w.on('message', (m: { id: number; results?: unknown; error?: string }) => {
-      const p = pending.get(m.id);
+    workers[i] = w;
+    const mine = new Map<number, Pending>();
+    pending[i] = mine;
+    let dead = false;
+    const died = (error: Error) => {
+      if (dead) return;
+      dead = true;
+      for (const p of mine.values()) p.reject(error);
+      mine.clear();
+      if (closed) return;
+      opts.onWorkerExit?.({ worker: i, error });
+      // Replaced at once: calls posted from now on go to the new thread (they wait in its queue until it runs).
+      restarts++;
+      void start(i).catch(() => undefined);
+    };
+    w.on('message', (m: { id?: number; results?: unknown; error?: string }) => {
+      if (m.id === undefined) return;
+      const p = mine.get(m.id);
       if (!p) return;
-      pending.delete(m.id);
-      if (m.error) p.reject(new Error(m.error));
+      mine.delete(m.id);
+      if (m.error) p.reject(new Error(`validator worker: ${m.error}`));
       else p.resolve(m.results);
     });
-    w.on('error', (e) => {
-      for (const p of pending.values()) p.reject(e);
-      pending.clear();
+    w.on('error', (e) => died(new Error(`validator worker ${i} failed: ${e.message}`, { cause: e })));
+    w.on('exit', (code) => died(new Error(`validator worker ${i} exited (code ${code})`)));
+    return new Promise<void>((resolve, reject) => {
+      w.once('message', () => resolve());
+      w.once('error', reject);
+      w.once('exit', (code) => reject(new Error(`validator worker ${i} exited at start (code ${code})`)));
     });
-    workers.push(w);
+  };
+  try {
+    await Promise.all(Array.from({ length: size }, (_, i) => start(i)));
+  } catch (e) {
+    closed = true;
+    await Promise.all(workers.map((w) => w.terminate()));
+    throw e;
   }
-  await Promise.all(
-    workers.map(
-      (w) =>
-        new Promise<void>((resolve, reject) => {
-          w.once('message', () => resolve());
-          w.once('error', reject);
-        }),
-    ),
-  );
-  const call = (w: Worker, msg: Record<string, unknown>) =>
+  const call = (wi: number, msg: Record<string, unknown>) =>
     new Promise<unknown>((resolve, reject) => {
+      if (closed) return reject(new Error('validator pool closed'));
       const id = nextId++;
-      pending.set(id, { resolve, reject });
-      w.postMessage({ id, ...msg });
+      pending[wi]!.set(id, { resolve, reject });
+      workers[wi]!.postMessage({ id, ...msg });
     });
+  /** Sends the jobs to the workers by affinity (one message per worker) and puts the answers back in order. */
+  const spread = async <J extends ValidationJob, R>(jobs: readonly J[], key: 'jobs' | 'settle'): Promise<R[]> => {
+    const parts: number[][] = workers.map(() => []);
+    jobs.forEach((j, i) => parts[affinityOf(j.handover) % size]!.push(i));
+    const answers = await Promise.all(
+      parts.map((idx, wi) => (idx.length ? call(wi, { [key]: idx.map((i) => jobs[i]) }) : Promise.resolve([])) as Promise<R[]>),
+    );
+    const out: R[] = new Array(jobs.length);
+    parts.forEach((idx, wi) =>
+      idx.forEach((i, k) => {
+        out[i] = answers[wi]![k]!;
+      }),
+    );
+    return out;
+  };
   return {
     size,
-    async validate(jobs: readonly ValidationJob[]): Promise<HandoverResult[]> {
-      const parts: number[][] = workers.map(() => []);
-      jobs.forEach((j, i) => parts[affinityOf(j.handover) % size]!.push(i));
-      const answers = await Promise.all(
-        parts.map(
-          (idx, wi) =>
-            (idx.length ? call(workers[wi]!, { jobs: idx.map((i) => jobs[i]) }) : Promise.resolve([])) as Promise<HandoverResult[]>,
-        ),
-      );
-      const out: HandoverResult[] = new Array(jobs.length);
-      parts.forEach((idx, wi) =>
-        idx.forEach((i, k) => {
-          out[i] = answers[wi]![k]!;
-        }),
-      );
-      return out;
+    get restarts() {
+      return restarts;
     },
+    validate: (jobs: readonly ValidationJob[]) => spread<ValidationJob, HandoverResult>(jobs, 'jobs'),
+    settle: (jobs: readonly SettleJob[]) => spread<SettleJob, SettleAnswer>(jobs, 'settle'),
     async stats() {
-      const all = (await Promise.all(workers.map((w) => call(w, { stats: true })))) as { verifies: number; memoHits: number }[];
+      const all = (await Promise.all(workers.map((_, wi) => call(wi, { stats: true })))) as { verifies: number; memoHits: number }[];
       return all.reduce((a, s) => ({ verifies: a.verifies + s.verifies, memoHits: a.memoHits + s.memoHits }), { verifies: 0, memoHits: 0 });
     },
+    crashForTest(i: number) {
+      workers[i]!.postMessage({ id: -1, crash: true });
+    },
     async close() {
+      if (closed) return;
+      closed = true;
       await Promise.all(workers.map((w) => w.terminate()));
+      for (const m of pending) {
+        for (const p of m.values()) p.reject(new Error('validator pool closed'));
+        m.clear();
+      }
     },
   };
 }

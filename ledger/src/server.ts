@@ -72,6 +72,8 @@ export interface LedgerAppOptions {
   readonly settleMaxAcquirers?: number;
   /** Verifier of acquirer signatures (default `nativeVerifier`). */
   readonly verifier?: Verifier;
+  /** The ledger's validator pool, if it has one (`dt-ledger serve`): its size and restarts go to `/v1/metrics`. */
+  readonly validators?: { readonly size: number; readonly restarts: number };
 }
 
 /** A running ledger server. */
@@ -232,6 +234,18 @@ export function buildLedgerApp(ledger: Ledger, opts: LedgerAppOptions = {}): Fas
         'counter',
         'Settle requests refused before settlement (acquirer authentication, body)',
         http.settleRefused,
+      ],
+      [
+        'dt_ledger_validator_threads',
+        'gauge',
+        'Worker threads validating handovers and finding their evidence (0: the main thread does)',
+        opts.validators?.size ?? 0,
+      ],
+      [
+        'dt_ledger_validator_restarts_total',
+        'counter',
+        'Validator worker threads that died and were replaced',
+        opts.validators?.restarts ?? 0,
       ],
     ] as const;
     return reply

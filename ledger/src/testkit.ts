@@ -130,7 +130,7 @@ export async function createTestLedger(
     ledgerCert: pki.ledger.cert,
     now: () => clock.now,
     ...(opts.voidWindow !== undefined ? { voidWindow: opts.voidWindow } : {}),
-    ...(opts.validator ? { validator: opts.validator } : pool ? { validator: pool.validate } : {}),
+    ...(opts.validator ? { validator: opts.validator } : pool ? { validator: pool } : {}),
     ...(opts.verifier ? { verifier: opts.verifier } : {}),
   });
   await ledger.registerBank(pki.bank.cert);

@@ -1,6 +1,7 @@
 /**
- * Worker thread of the validator pool (pool.ts): validates handovers with
- * the native verifier behind a memo, answers `{ id, results }`.
+ * Worker thread of the validator pool (pool.ts): validates handovers with the native verifier
+ * behind a memo and, for settlement jobs, finds their evidence too; answers `{ id, results }`
+ * (settlement jobs: compact answers, see validation.ts `SettleAnswer`).
  *
  * @module
  */
@@ -15,25 +16,57 @@ import {
   knownCertificates,
   knownVerifier,
   memoVerifier,
+  settleOne,
   type KnownFacts,
+  type SettleJob,
+  type SettleTools,
   type ValidationJob,
 } from './validation.ts';
 
-const data = workerData as { rootCert: Uint8Array; ledgerCert: Uint8Array; at: number };
+const data = workerData as { rootCert: Uint8Array; ledgerCert: Uint8Array; at: number; testHooks?: boolean };
 const verifier = memoVerifier(nativeVerifier);
 const openTransfer = cachingTransferOpener();
 const trust = createTrustStore({ root: data.rootCert, ledgerCert: data.ledgerCert, at: data.at, verifier: nativeVerifier });
 const verifyCardChain = cachingCardChainVerifier(trust.root, verifier);
 const chains = cardChainCache(trust.root);
 
-parentPort!.on('message', (m: { id: number; jobs?: ValidationJob[]; stats?: boolean }) => {
+let crashNext = false;
+
+type Tools = { v: ReturnType<typeof knownVerifier>; c: ReturnType<typeof knownCertificates> };
+
+parentPort!.on('message', (m: { id: number; jobs?: ValidationJob[]; settle?: SettleJob[]; stats?: boolean; crash?: boolean }) => {
   try {
+    // Tests only: the worker dies (exit 70) on the next call it gets, with that call in hand.
+    if (m.crash && data.testHooks) {
+      crashNext = true;
+      return;
+    }
+    if (crashNext && (m.settle || m.jobs)) process.exit(70);
     if (m.stats) {
       parentPort!.postMessage({ id: m.id, results: { verifies: verifier.misses, memoHits: verifier.hits } });
       return;
     }
-    // The jobs of one batch share one facts object (structured clone keeps the sharing): build its tools once.
-    const tools = new Map<KnownFacts, { v: typeof verifier | ReturnType<typeof knownVerifier>; c: ReturnType<typeof knownCertificates> }>();
+    // Jobs of one message may share one facts object (structured clone keeps the sharing): build its tools once.
+    const tools = new Map<KnownFacts, Tools>();
+    const toolsOf = (known: KnownFacts): Tools => {
+      let t = tools.get(known);
+      if (!t) tools.set(known, (t = { v: knownVerifier(known, verifier), c: knownCertificates(known) }));
+      return t;
+    };
+    if (m.settle) {
+      const st: SettleTools = {
+        trust,
+        openTransfer,
+        verifierOf: (known) => (known ? toolsOf(known).v : verifier),
+        verifyCardChainOf: (known) => {
+          if (!known) return verifyCardChain;
+          const k = toolsOf(known);
+          return (chain, at) => chains(chain, at, k.v, k.c);
+        },
+      };
+      parentPort!.postMessage({ id: m.id, results: m.settle.map((j) => settleOne(j, st, true)) });
+      return;
+    }
     const results = m.jobs!.map((j) => {
       if (!j.known)
         return validateHandover(j.handover, {
@@ -45,9 +78,7 @@ parentPort!.on('message', (m: { id: number; jobs?: ValidationJob[]; stats?: bool
           notAfter: j.notAfter,
           bankCertificate: jobBanks(j),
         });
-      let t = tools.get(j.known);
-      if (!t) tools.set(j.known, (t = { v: knownVerifier(j.known, verifier), c: knownCertificates(j.known) }));
-      const k = t;
+      const k = toolsOf(j.known);
       return validateHandover(j.handover, {
         trust,
         verifier: k.v,

@@ -8,18 +8,29 @@
  */
 import { createHash } from 'node:crypto';
 import {
+  bytesEqual,
+  handoverTransfers,
   openSigned,
+  payloadHash,
   Role,
   toHex,
+  validateHandover,
   verifyChain,
+  verifyCoseSign1,
   type CardChainVerifier,
   type CertificateMemo,
+  type HandoverInvalid,
   type HandoverResult,
   type OpenedMessage,
+  type SpentCoin,
+  type Token,
+  type Transfer,
   type TransferOpener,
+  type TrustStore,
   type VerifiedCertificate,
   type Verifier,
 } from '@dt/protocol';
+import type { EvidenceObject } from './checks.ts';
 
 /** One handover to validate: bytes, the batch's terminal and the latest acceptable transfer time. */
 export interface ValidationJob {
@@ -231,4 +242,224 @@ export function knownCertificates(facts: KnownFacts): CertificateMemo {
     },
     verified: () => undefined,
   };
+}
+
+// ------------------------------------------------------------ settlement jobs (validation + evidence in one place)
+/** The evidence of one handover (SPEC §7.7 step E), and the hash of its paying transfer when that transfer is itself evidence (card-signed). */
+export interface HandoverEvidence {
+  readonly objects: EvidenceObject[];
+  readonly paying?: Uint8Array;
+}
+
+/**
+ * A settlement job: a validation job plus the public keys the ledger registered for the cards
+ * the handover's transfers name (hex kid -> SEC1 key), so that whoever runs it also finds the
+ * handover's evidence (which carried transfers verify under the registered key).
+ */
+export interface SettleJob extends ValidationJob {
+  readonly keys: ReadonlyMap<string, Uint8Array>;
+}
+
+/** The fields of a Transfer the settlement path reads (ledger.ts `#apply`, `#recordValue`, `#coverable`). */
+export type SettleTransferFields = Pick<Transfer, 'card' | 'counter' | 'amount' | 'currency' | 'payee' | 'time' | 'outputs'>;
+
+/**
+ * What settlement reads of a valid handover's result (a {@link HandoverValid} is one): the names,
+ * amounts and claims it records and judges by, and nothing it does not (no decoded handover, no
+ * certificate bytes, no transfer bytes: the evidence carries those). A worker answers this much.
+ */
+export interface SettleValid {
+  readonly ok: true;
+  readonly transfer: SettleTransferFields;
+  readonly transferHash: Uint8Array;
+  readonly cardKid: Uint8Array;
+  readonly issuingBankKid: Uint8Array;
+  /** Leaf first: the card's claims (`limits.offlineTotal`, cover rule 5) and the issuing bank's kid. */
+  readonly cardChain: readonly Pick<VerifiedCertificate, 'kid' | 'claims'>[];
+  readonly chain: readonly { readonly hash: Uint8Array; readonly transfer: SettleTransferFields }[];
+  readonly chainInputs: readonly (readonly SpentCoin[])[];
+  readonly inputs: readonly SpentCoin[];
+  readonly tokens: readonly { readonly token: Pick<Token, 'serial' | 'value'> }[];
+}
+
+/** A handover's result as settlement reads it (any {@link HandoverResult} is one). */
+export type SettleResult = SettleValid | HandoverInvalid;
+
+/**
+ * A settlement job's answer: the validation result, the evidence, and the cards a carried
+ * transfer names (and is signed under) for which the job had no registered key: if one of them
+ * is registered by the time the ledger records the evidence, the ledger finds that handover's
+ * evidence again itself (a key is never guessed; an evidence object is never dropped).
+ */
+export interface SettleAnswer {
+  readonly result: SettleResult;
+  readonly evidence: HandoverEvidence;
+  readonly unkeyed: readonly Uint8Array[];
+}
+
+/** Runs settlement jobs (in this thread: `Ledger`'s default; on worker threads: `pool.ts`). */
+export interface SettlementValidator {
+  settle(jobs: readonly SettleJob[]): Promise<SettleAnswer[]>;
+}
+
+const fields = (t: Transfer): SettleTransferFields => ({
+  card: t.card,
+  counter: t.counter,
+  amount: t.amount,
+  currency: t.currency,
+  payee: t.payee,
+  time: t.time,
+  outputs: t.outputs,
+});
+
+/** The part of a result settlement reads, as plain data without what it does not (what a worker sends back). */
+export function compactResult(r: HandoverResult): SettleResult {
+  if (!r.ok) return r;
+  return {
+    ok: true,
+    transfer: fields(r.transfer),
+    transferHash: r.transferHash,
+    cardKid: r.cardKid,
+    issuingBankKid: r.issuingBankKid,
+    cardChain: r.cardChain.map((c) => ({ kid: c.kid, claims: c.claims })),
+    chain: r.chain.map((c) => ({ hash: c.hash, transfer: fields(c.transfer) })),
+    chainInputs: r.chainInputs,
+    inputs: r.inputs,
+    tokens: r.tokens.map((t) => ({ token: { serial: t.token.serial, value: t.token.value } })),
+  };
+}
+
+/**
+ * The evidence of a handover (SPEC §7.7 step E): every transfer it carries (however broken the
+ * handover is) that opens as a signed Transfer, names its card in its header, and whose signature
+ * verifies with the key the ledger registered for that card (`keys`). A transfer of a card
+ * without a key in `keys` is named in `unkeyed`.
+ */
+export function handoverEvidence(
+  handover: Uint8Array,
+  keys: ReadonlyMap<string, Uint8Array>,
+  openTransfer: TransferOpener,
+  verifier: Verifier,
+): { evidence: HandoverEvidence; unkeyed: Uint8Array[] } {
+  const candidates = handoverTransfers(handover);
+  const objects: EvidenceObject[] = [];
+  const unkeyed: Uint8Array[] = [];
+  let paying: Uint8Array | undefined;
+  for (const [i, bytes] of candidates.entries()) {
+    let opened;
+    try {
+      opened = openTransfer(bytes);
+    } catch {
+      continue;
+    }
+    const t = opened.message;
+    if (!bytesEqual(opened.cose.kid, t.card)) continue;
+    const key = keys.get(toHex(t.card));
+    if (!key) {
+      if (!unkeyed.some((u) => bytesEqual(u, t.card))) unkeyed.push(t.card);
+      continue;
+    }
+    try {
+      verifyCoseSign1(opened.cose, key, verifier);
+    } catch {
+      continue;
+    }
+    const hash = opened.hash ?? payloadHash(opened.cose);
+    objects.push({ bytes, hash, card: t.card, counter: t.counter, claims: t.inputs });
+    if (i === candidates.length - 1) paying = hash;
+  }
+  return { evidence: { objects, ...(paying ? { paying } : {}) }, unkeyed };
+}
+
+/** Skips one definite-length CBOR item at `at` (nesting bounded); returns the offset after it, or undefined. */
+function skipItem(b: Uint8Array, at: number, depth = 0): number | undefined {
+  if (depth > 16) return undefined;
+  const ib = b[at];
+  if (ib === undefined) return undefined;
+  const major = ib >> 5;
+  if (major === 7) {
+    const ai = ib & 0x1f;
+    return ai < 24 ? at + 1 : ai === 24 ? at + 2 : ai === 25 ? at + 3 : ai === 26 ? at + 5 : ai === 27 ? at + 9 : undefined;
+  }
+  const h = head(b, at, major);
+  if (!h) return undefined;
+  const [n, next] = h;
+  if (major === 0 || major === 1) return next;
+  if (major === 2 || major === 3) return next + n <= b.length ? next + n : undefined;
+  if (major === 6) return skipItem(b, next, depth + 1);
+  let p: number | undefined = next;
+  for (let i = 0; i < (major === 5 ? 2 * n : n) && p !== undefined; i++) p = skipItem(b, p, depth + 1);
+  return p;
+}
+
+/**
+ * The transfers a handover carries (its key 1 and the byte strings of its key 4), as their
+ * header key id and payload hash, read without decoding anything: what the ledger looks up
+ * before validation (the registered keys, the objects it holds). Only a lookup depends on it:
+ * an encoding it cannot read gives fewer names (validation and evidence decode everything
+ * themselves, and a card it missed comes back as `unkeyed`).
+ */
+export function scanHandover(handover: Uint8Array): { kid: Uint8Array; hash: Uint8Array }[] {
+  const out: { kid: Uint8Array; hash: Uint8Array }[] = [];
+  const add = (t: Uint8Array) => {
+    const p = coseParts(t);
+    const n = p?.protectedBytes.length ?? 0;
+    if (!p || n < 18 || p.protectedBytes[n - 18] !== 0x04 || p.protectedBytes[n - 17] !== 0x50) return;
+    out.push({ kid: p.protectedBytes.subarray(n - 16), hash: new Uint8Array(createHash('sha256').update(p.payload).digest()) });
+  };
+  const m = head(handover, 0, 5);
+  if (!m) return out;
+  let at = m[1];
+  for (let i = 0; i < m[0]; i++) {
+    const k = head(handover, at, 0);
+    if (!k) return out;
+    const v = k[1];
+    const end = skipItem(handover, v);
+    if (end === undefined) return out;
+    if (k[0] === 1) {
+      const s = head(handover, v, 2);
+      if (s) add(handover.subarray(s[1], s[1] + s[0]));
+    } else if (k[0] === 4) {
+      const a = head(handover, v, 4);
+      let p: number | undefined = a?.[1];
+      for (let j = 0; a && j < a[0] && p !== undefined; j++) {
+        const s = head(handover, p, 2);
+        if (!s) break;
+        add(handover.subarray(s[1], s[1] + s[0]));
+        p = s[1] + s[0];
+      }
+    }
+    at = end;
+  }
+  return out;
+}
+
+/** The tools one settlement job runs with: the verifier and chain check over its facts. */
+export interface SettleTools {
+  readonly trust: TrustStore;
+  readonly openTransfer: TransferOpener;
+  /** The verifier of `known` (facts first), or the plain one without facts. */
+  verifierOf(known: KnownFacts | undefined): Verifier;
+  verifyCardChainOf(known: KnownFacts | undefined): CardChainVerifier;
+}
+
+/**
+ * One settlement job: validation first, then the evidence, with the same verifier (the paying
+ * transfer's signature, verified by validation under the chain's card key, is then a memo hit
+ * when the registered key is that key).
+ */
+export function settleOne(job: SettleJob, tools: SettleTools, compact: boolean): SettleAnswer {
+  const verifier = tools.verifierOf(job.known);
+  const r = validateHandover(job.handover, {
+    trust: tools.trust,
+    verifier,
+    openTransfer: tools.openTransfer,
+    verifyCardChain: tools.verifyCardChainOf(job.known),
+    payee: job.payee,
+    notAfter: job.notAfter,
+    // A `[card]` chain names its issuing bank by reference: the registered banks complete it (SPEC §3.8).
+    bankCertificate: jobBanks(job),
+  });
+  const { evidence, unkeyed } = handoverEvidence(job.handover, job.keys, tools.openTransfer, verifier);
+  return { result: compact ? compactResult(r) : r, evidence, unkeyed };
 }

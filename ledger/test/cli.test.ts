@@ -6,13 +6,23 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { pgAvailable, startPgCluster } from '../src/pg-cluster.ts';
-import { signMessage } from '@dt/protocol';
+import { randomBytes } from 'node:crypto';
+import {
+  CURRENCY_KZT,
+  decodeDeterministic,
+  encodeDeterministic,
+  OutcomeStatus,
+  ReferenceWallet,
+  signMessage,
+  verifySigned,
+} from '@dt/protocol';
 import { openDataDir } from '../src/cli.ts';
 import { Ledger } from '../src/ledger.ts';
 import { buildLedgerApp } from '../src/server.ts';
 import { openSqliteStorage } from '../src/storage/sqlite.ts';
 import { nativeSigner } from '../src/native-signer.ts';
-import { issueTerminal } from '../src/pki.ts';
+import { DEFAULT_CARD_LIMITS, issueCard, issueTerminal } from '../src/pki.ts';
+import { signLoadOrder } from '../src/load.ts';
 import { signSettle } from '../src/testkit.ts';
 
 const BIN = fileURLToPath(new URL('../bin/dt-ledger.js', import.meta.url));
@@ -242,4 +252,65 @@ test('dt-ledger init --pg creates the database in PostgreSQL, like every databas
   const audit = run('audit', '-d', data, '--pg', url, '--json');
   t.is(audit.status, 0, audit.stderr);
   t.like(JSON.parse(audit.stdout), { ok: true, issued: 5000 });
+});
+
+test('dt-ledger serve starts its validator pool (--validators 2) and settles a payment through it: the start line and /v1/metrics name the threads', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'dt-ledger-pool-'));
+  const data = join(dir, 'd');
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  t.is(run('init', '-d', data).status, 0);
+  t.is(run('bank-add', '-d', data, '--name', 'acq', '--allocate', '100000').status, 0);
+  const d = openDataDir(data);
+  const bank = d.bank('acq');
+  const now = Math.floor(Date.now() / 1000);
+  const validity = { nbf: now - 60, exp: now + 86400 };
+  const card = issueCard(bank, { validity, limits: DEFAULT_CARD_LIMITS });
+  const wallet = new ReferenceWallet({ signer: card.signer, chain: card.chain });
+  const term = issueTerminal(bank, { validity, merchant: { id: 'm', mcc: 5411, name: 'm' } });
+  const post = async (url: string, body: Uint8Array, type = 'application/cbor') => {
+    const r = await fetch(url, { method: 'POST', headers: { 'content-type': type }, body: Buffer.from(body) });
+    t.is(r.status, 200, await r.clone().text());
+    return new Uint8Array(await r.arrayBuffer());
+  };
+  const metric = (text: string, name: string) => Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(text)?.[1]);
+  const r = await serving(['-d', data, '--port', '0', '--validators', '2'], async (url) => {
+    await post(`${url}/v1/cards`, encodeDeterministic([...card.chain]));
+    await post(
+      `${url}/v1/loads`,
+      signLoadOrder({ card: card.kid, amount: 5000, id: new Uint8Array(randomBytes(16)), time: now }, bank.signer),
+    );
+    wallet.completeSync(await post(`${url}/v1/sync`, wallet.beginSync(new Uint8Array(randomBytes(16)))), d.ledger.keys.publicKey);
+    const request = {
+      amount: 1200,
+      currency: CURRENCY_KZT,
+      terminal: term.kid,
+      merchant: 'm',
+      mcc: 5411,
+      nonce: new Uint8Array(randomBytes(16)),
+      time: now,
+      chain: [...term.chain],
+    };
+    const { handover } = wallet.pay(request);
+    const batch = signMessage(
+      'Batch',
+      { terminal: term.kid, seq: 1, time: now, chain: [...term.chain], handovers: [handover], crlVersion: 0 },
+      term.signer,
+    );
+    const answer = decodeDeterministic(
+      await post(`${url}/v1/settle`, signSettle(d.acquirer('acq'), [batch], { time: now }), 'application/cose'),
+    ) as Uint8Array[][];
+    t.is(verifySigned('Outcome', answer[0]![0]!, d.ledger.keys.publicKey).message.status, OutcomeStatus.SETTLED);
+    const m = await (await fetch(`${url}/v1/metrics`)).text();
+    t.is(metric(m, 'dt_ledger_validator_threads'), 2);
+    t.is(metric(m, 'dt_ledger_validator_restarts_total'), 0);
+    t.is(metric(m, 'dt_ledger_transfers_settled_total'), 1);
+  });
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stdout, /listening on http:\/\/\S+ \(sqlite, 2 validator threads\)/);
+  const main = await serving(['-d', data, '--port', '0', '--validators', '0'], async (url) => {
+    t.is(metric(await (await fetch(`${url}/v1/metrics`)).text(), 'dt_ledger_validator_threads'), 0);
+  });
+  t.regex(main.stdout, /\(sqlite, validation in the main thread\)/);
+  t.is(run('serve', '-d', data, '--validators', 'two').status, 2);
+  t.regex(run('serve', '--help').stdout, /--validators <n>/);
 });

@@ -41,9 +41,11 @@ test.before(() => {
 });
 test.after.always(() => cluster?.stop());
 
-const BACKENDS: [string, () => Promise<LedgerStorage>][] = [
+/** Name, storage, and validator threads (as `dt-ledger serve --validators 2` settles: validation and evidence on a pool). */
+const BACKENDS: [string, () => Promise<LedgerStorage>, number?][] = [
   ['sqlite', async () => openSqliteStorage(':memory:')],
   ['postgres', async () => openPostgresStorage(cluster!.createDatabase(`ledger_${process.pid}_${++dbs}`))],
+  ['sqlite, validator pool', async () => openSqliteStorage(':memory:'), 2],
 ];
 
 const rnd16 = () => new Uint8Array(randomBytes(16));
@@ -55,15 +57,17 @@ async function withLedger(
   fn: (k: TestLedger) => Promise<void>,
   opts: Parameters<typeof createTestLedger>[0] = {},
 ) {
-  const k = await createTestLedger({ ...opts, storage: await open() });
+  const k = await createTestLedger({ ...opts, storage: await open(), ...(WORKERS.has(open) ? { workers: WORKERS.get(open) } : {}) });
   try {
     await fn(k);
     const audit = await k.ledger.audit();
     t.true(audit.ok, `supply invariant: ${JSON.stringify(audit)}`);
   } finally {
-    await k.storage.close();
+    await k.close();
   }
 }
+
+const WORKERS = new Map(BACKENDS.flatMap(([, open, workers]) => (workers ? [[open, workers] as const] : [])));
 
 for (const [name, open] of BACKENDS) {
   test(`${name}: valid payments settle, outcomes are ledger-signed, merchants are credited`, (t) =>

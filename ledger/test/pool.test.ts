@@ -2,8 +2,9 @@ import test from 'ava';
 import { encodeMessage, decodeMessage, ErrorCode, OutcomeStatus, validateHandover, verifyRoot } from '@dt/protocol';
 import { nativeVerifier } from '@dt/protocol/native';
 import { createPki, issueCard } from '../src/pki.ts';
-import { createTestLedger } from '../src/testkit.ts';
-import { cachingCardChainVerifier, memoVerifier } from '../src/validation.ts';
+import { createTestLedger, TEST_T0 } from '../src/testkit.ts';
+import { createValidatorPool, type ValidatorPool } from '../src/pool.ts';
+import { cachingCardChainVerifier, memoVerifier, type SettlementValidator } from '../src/validation.ts';
 import { outcomes } from './_helpers.ts';
 
 test('the worker pool validates like the in-thread validator and memoizes repeated signatures', async (t) => {
@@ -86,4 +87,74 @@ test('the card-chain cache reuses a verified chain only inside its validity wind
   // Under another root the same bytes never verify, cache or not.
   const foreign = cachingCardChainVerifier(verifyRoot(createPki({ now }).issuer.cert, now), counting);
   t.throws(() => foreign(card.chain, now));
+});
+
+test('a validator thread that dies mid-settle fails that settle call with nothing committed, and is replaced', async (t) => {
+  // The pool needs the ledger's PKI, which createTestLedger makes: the ledger calls it through a reference set below.
+  const ref: { pool?: ValidatorPool } = {};
+  const k = await createTestLedger({ validator: { settle: (jobs) => ref.pool!.settle(jobs) } });
+  const pool = (ref.pool = await createValidatorPool({
+    rootCert: k.pki.issuer.cert,
+    ledgerCert: k.pki.ledger.cert,
+    at: TEST_T0,
+    workers: 1,
+    testHooks: true,
+  }));
+  try {
+    const card = await k.fundCard(10_000);
+    const shop = k.newTerminal('shop');
+    const batch = k.batch(shop, [card.wallet.pay(k.request(shop, 700)).handover]);
+    const before = await k.ledger.counts();
+    const merchantsBefore = await k.ledger.merchantBalances();
+    pool.crashForTest(0);
+    await t.throwsAsync(k.ledger.settle([batch]), { message: /validator worker 0 exited \(code 70\)/ });
+    t.deepEqual(await k.ledger.counts(), before, 'the settle call committed nothing');
+    t.deepEqual(await k.ledger.merchantBalances(), merchantsBefore);
+    t.is(pool.restarts, 1);
+    // The replacement settles the same batch.
+    const [o] = await k.ledger.settle([batch]);
+    t.deepEqual(
+      outcomes(o!).map((x) => x.status),
+      [OutcomeStatus.SETTLED],
+    );
+    t.true((await k.ledger.audit()).ok);
+  } finally {
+    await pool.close();
+    await k.storage.close();
+  }
+});
+
+test('evidence for a card the dispatch had no key for is found in the write transaction (a fork is still proven)', async (t) => {
+  const ref: { pool?: ValidatorPool } = {};
+  // A validator that withholds every registered key: every answer comes back with its cards unkeyed.
+  const keyless: SettlementValidator = { settle: (jobs) => ref.pool!.settle(jobs.map((j) => ({ ...j, keys: new Map() }))) };
+  const k = await createTestLedger({ validator: keyless });
+  const pool = (ref.pool = await createValidatorPool({
+    rootCert: k.pki.issuer.cert,
+    ledgerCert: k.pki.ledger.cert,
+    at: TEST_T0,
+    workers: 2,
+  }));
+  try {
+    const card = await k.fundCard(10_000);
+    const clone = card.wallet.clone();
+    const a = k.newTerminal('shop-a');
+    const b = k.newTerminal('shop-b');
+    const [oa] = await k.ledger.settle([k.batch(a, [card.wallet.pay(k.request(a, 3_000)).handover])]);
+    t.is(outcomes(oa!)[0]!.status, OutcomeStatus.SETTLED);
+    // The clone's payment, broken after the transfer (a tampered chain): invalid, but its card-signed transfer is evidence.
+    const pb = clone.pay(k.request(b, 4_000));
+    const h = decodeMessage('Handover', pb.handover);
+    const chain = h.chain.map((c) => c.slice());
+    chain[0]![chain[0]!.length - 3]! ^= 0x01;
+    const [ob] = await k.ledger.settle([k.batch(b, [encodeMessage('Handover', { ...h, chain })])]);
+    const o = outcomes(ob!)[0]!;
+    t.is(o.status, OutcomeStatus.DOUBLE_SPEND);
+    t.is(o.code, 'COUNTER_REUSED');
+    t.is((await k.ledger.audit()).proofs.length, 1);
+    t.true((await k.ledger.audit()).ok);
+  } finally {
+    await pool.close();
+    await k.storage.close();
+  }
 });
