@@ -212,6 +212,8 @@ interface Run {
   readonly settled: number;
   readonly seconds: number;
   readonly settledPerSecond: number;
+  /** Native signature verifications the validator threads performed, per settled transfer (with a pool). */
+  readonly validatorVerifiesPerSettled?: number;
   /** Process CPU time (all threads: main and validators) over the settle calls, per settled transfer. */
   readonly cpuMicrosPerSettled: number;
   readonly verifyCeiling: { perSecond: number; workers: number; seconds: number };
@@ -225,7 +227,12 @@ async function measure(ds: Dataset, storage: LedgerStorage, backend: Run['backen
   const rowsBefore = await tableRows(storage);
   const { ledger, pool } = await openAsServe(ds, storage);
   try {
-    return await measureOn(ds, backend, hops, w, ledger, rowsBefore);
+    const run = await measureOn(ds, backend, hops, w, ledger, rowsBefore);
+    if (!pool) return run;
+    // Native verifications the validator threads performed and answered from their memo (facts are neither).
+    const st = await pool.stats();
+    log(`${backend} ${hops}: validator threads: ${(st.verifies / run.settled).toFixed(2)} native verifies per settled transfer`);
+    return { ...run, validatorVerifiesPerSettled: r3(st.verifies / run.settled) };
   } finally {
     await pool?.close();
   }

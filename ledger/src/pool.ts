@@ -11,7 +11,14 @@
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import { MESSAGES, utf8, type HandoverResult } from '@dt/protocol';
-import type { HandoverValidator, SettleAnswer, SettleJob, SettlementValidator, ValidationJob } from './validation.ts';
+import {
+  detached,
+  type HandoverValidator,
+  type SettleAnswer,
+  type SettleJob,
+  type SettlementValidator,
+  type ValidationJob,
+} from './validation.ts';
 
 /** Options of {@link createValidatorPool}. */
 export interface ValidatorPoolOptions {
@@ -23,6 +30,12 @@ export interface ValidatorPoolOptions {
   readonly workers?: number;
   /** Old-generation heap limit of each worker in MiB (default 256): the caches are bounded well below it, and the limit makes V8 collect instead of growing. */
   readonly maxWorkerHeapMb?: number;
+  /**
+   * Niceness the worker threads add to their own (Linux, where a thread's priority is its own;
+   * default 5; 0: none). The main thread records and judges every batch in turn, so it is the
+   * one settlement waits for: the validators run on what CPU it leaves, never the other way.
+   */
+  readonly workerNice?: number;
   /** Called when a worker thread dies (it is replaced; the calls it had in hand fail). */
   readonly onWorkerExit?: (info: { worker: number; error: Error }) => void;
   /** Tests only: lets {@link ValidatorPool.crashForTest} make a worker exit mid-call. */
@@ -94,7 +107,13 @@ export async function createValidatorPool(opts: ValidatorPoolOptions): Promise<V
   const start = (i: number): Promise<void> => {
     const w = new Worker(WORKER, {
       execArgv: WORKER_ARGV,
-      workerData: { rootCert: opts.rootCert, ledgerCert: opts.ledgerCert, at: opts.at, testHooks: opts.testHooks === true },
+      workerData: {
+        rootCert: opts.rootCert,
+        ledgerCert: opts.ledgerCert,
+        at: opts.at,
+        nice: opts.workerNice ?? 5,
+        testHooks: opts.testHooks === true,
+      },
       resourceLimits: { maxOldGenerationSizeMb: opts.maxWorkerHeapMb ?? 256 },
     });
     workers[i] = w;
@@ -147,7 +166,7 @@ export async function createValidatorPool(opts: ValidatorPoolOptions): Promise<V
     const parts: number[][] = workers.map(() => []);
     jobs.forEach((j, i) => parts[affinityOf(j.handover) % size]!.push(i));
     const answers = await Promise.all(
-      parts.map((idx, wi) => (idx.length ? call(wi, { [key]: idx.map((i) => jobs[i]) }) : Promise.resolve([])) as Promise<R[]>),
+      parts.map((idx, wi) => (idx.length ? call(wi, { [key]: detached(idx.map((i) => jobs[i])) }) : Promise.resolve([])) as Promise<R[]>),
     );
     const out: R[] = new Array(jobs.length);
     parts.forEach((idx, wi) =>

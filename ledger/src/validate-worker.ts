@@ -6,12 +6,14 @@
  * @module
  */
 import { parentPort, workerData } from 'node:worker_threads';
+import { getPriority, setPriority } from 'node:os';
 import { createTrustStore, validateHandover } from '@dt/protocol';
 import { nativeVerifier } from '@dt/protocol/native';
 import {
   cachingCardChainVerifier,
   cardChainCache,
   cachingTransferOpener,
+  detached,
   jobBanks,
   knownCertificates,
   knownVerifier,
@@ -23,7 +25,16 @@ import {
   type ValidationJob,
 } from './validation.ts';
 
-const data = workerData as { rootCert: Uint8Array; ledgerCert: Uint8Array; at: number; testHooks?: boolean };
+const data = workerData as { rootCert: Uint8Array; ledgerCert: Uint8Array; at: number; nice?: number; testHooks?: boolean };
+// On Linux a thread's priority is its own: this thread yields to the ledger's main thread (pool.ts `workerNice`).
+// Elsewhere setpriority would renice the whole process, so nothing is done there.
+if (process.platform === 'linux' && data.nice) {
+  try {
+    setPriority(Math.min(19, getPriority() + data.nice));
+  } catch {
+    // not permitted: run at the process's priority
+  }
+}
 const verifier = memoVerifier(nativeVerifier);
 const openTransfer = cachingTransferOpener();
 const trust = createTrustStore({ root: data.rootCert, ledgerCert: data.ledgerCert, at: data.at, verifier: nativeVerifier });
@@ -64,7 +75,7 @@ parentPort!.on('message', (m: { id: number; jobs?: ValidationJob[]; settle?: Set
           return (chain, at) => chains(chain, at, k.v, k.c);
         },
       };
-      parentPort!.postMessage({ id: m.id, results: m.settle.map((j) => settleOne(j, st, true)) });
+      parentPort!.postMessage({ id: m.id, results: detached(m.settle.map((j) => settleOne(j, st, true))) });
       return;
     }
     const results = m.jobs!.map((j) => {
@@ -89,7 +100,7 @@ parentPort!.on('message', (m: { id: number; jobs?: ValidationJob[]; settle?: Set
         bankCertificate: jobBanks(j),
       });
     });
-    parentPort!.postMessage({ id: m.id, results });
+    parentPort!.postMessage({ id: m.id, results: detached(results) });
   } catch (e) {
     parentPort!.postMessage({ id: m.id, error: e instanceof Error ? e.message : String(e) });
   }

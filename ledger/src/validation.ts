@@ -463,3 +463,33 @@ export function settleOne(job: SettleJob, tools: SettleTools, compact: boolean):
   const { evidence, unkeyed } = handoverEvidence(job.handover, job.keys, tools.openTransfer, verifier);
   return { result: compact ? compactResult(r) : r, evidence, unkeyed };
 }
+
+/**
+ * `v` (plain data: objects, arrays, Maps, numbers, strings, byte strings) with every byte string
+ * that is a view into a larger buffer copied into one of its own, objects shared within `v`
+ * kept shared. For what crosses to or from a worker thread: a structured clone copies the
+ * WHOLE buffer under a view (a handover decoded out of a settle request would carry the
+ * request with it, a transfer the handover it came from).
+ */
+export function detached<T>(v: T, seen: Map<object, unknown> = new Map()): T {
+  if (v instanceof Uint8Array) return (v.byteOffset === 0 && v.byteLength === v.buffer.byteLength ? v : new Uint8Array(v)) as T;
+  if (v === null || typeof v !== 'object') return v;
+  const hit = seen.get(v);
+  if (hit !== undefined) return hit as T;
+  if (Array.isArray(v)) {
+    const out: unknown[] = [];
+    seen.set(v, out);
+    for (const x of v) out.push(detached(x as unknown, seen));
+    return out as T;
+  }
+  if (v instanceof Map) {
+    const out = new Map<unknown, unknown>();
+    seen.set(v, out);
+    for (const [k, x] of v as Map<unknown, unknown>) out.set(k, detached(x, seen));
+    return out as T;
+  }
+  const out: Record<string, unknown> = {};
+  seen.set(v, out);
+  for (const [k, x] of Object.entries(v)) out[k] = detached(x as unknown, seen);
+  return out as T;
+}
