@@ -17,7 +17,17 @@
  */
 import { DtError, ErrorCode } from '../errors.ts';
 import { decodeDeterministic, encodeDeterministic, type CborMap, type CborValue } from '../cbor/deterministic.ts';
-import { ALG_ES256, KEY_ID_LENGTH, keyId, nobleVerifier, sign, SIGNATURE_LENGTH, type KeyPair, type Verifier } from '../crypto/suite.ts';
+import {
+  ALG_ES256,
+  KEY_ID_LENGTH,
+  keyId,
+  keyIdOf,
+  nobleVerifier,
+  sign,
+  SIGNATURE_LENGTH,
+  type KeyPair,
+  type Verifier,
+} from '../crypto/suite.ts';
 import { bytesEqual } from '../bytes.ts';
 
 /** COSE_Sign1 tag. */
@@ -160,7 +170,7 @@ export function decodeCoseSign1(bytes: Uint8Array, maxSize: number): CoseSign1 {
  * the kid names another key, `BAD_SIGNATURE` when the signature does not verify.
  */
 export function verifyCoseSign1(cose: CoseSign1, publicKey: Uint8Array, verifier: Verifier = nobleVerifier): void {
-  if (!bytesEqual(cose.kid, keyId(publicKey))) throw new DtError(ErrorCode.KEY_MISMATCH, 'kid does not name the given key');
+  if (!bytesEqual(cose.kid, keyIdOf(publicKey))) throw new DtError(ErrorCode.KEY_MISMATCH, 'kid does not name the given key');
   if (!verifier.verify(cose.signature, sigStructure(cose.protectedBytes, cose.payload), publicKey)) {
     throw new DtError(ErrorCode.BAD_SIGNATURE, 'signature does not verify');
   }

@@ -5,11 +5,11 @@
  * `protocol/` and `firmware/` (its ECDSA hashes with `@noble/hashes`; the
  * instance, with a base field written for interpreters, is `p256.ts`). The
  * {@link sha256} of everything else (key ids, payload hashes, output ids, the
- * card's journal and certificate memo) is `fast-sha256`: plain 32-bit
- * arithmetic with the rounds written out, which an interpreter such as QuickJS
- * (the card's engine) runs about 1.7 times as fast as `@noble/hashes`' helper
- * calls, while V8 runs both alike (`protocol/test/suite.test.ts` checks it
- * against `@noble/hashes` and `node:crypto`). Signatures are deterministic (RFC 6979) and
+ * card's journal and certificate memo) is the package import `#sha256`, chosen
+ * when the module is resolved (package.json `imports`): `node:crypto` on Node
+ * (`sha256-node.ts`), `fast-sha256` everywhere else (`sha256.ts`, which the
+ * firmware bundle for QuickJS gets); `protocol/test/suite.test.ts` checks both
+ * against `@noble/hashes` and each other. Signatures are deterministic (RFC 6979) and
  * always low-S; verification rejects high-S signatures so that a signed
  * object has exactly one valid signature (no malleability), on every path.
  * Servers may inject a faster {@link Verifier} (see `@dt/protocol/native`).
@@ -17,9 +17,9 @@
  * @module
  */
 import { p256 } from './p256.ts';
-import fastSha256 from 'fast-sha256';
+import { sha256Digest } from '#sha256';
 import { DtError, ErrorCode } from '../errors.ts';
-import { concatBytes } from '../bytes.ts';
+import { bytesEqual, concatBytes } from '../bytes.ts';
 
 /** COSE algorithm identifier for ES256. */
 export const ALG_ES256 = -7;
@@ -36,7 +36,7 @@ const HALF_N = P256_N >> 1n;
 
 /** SHA-256 (FIPS 180-4). */
 export function sha256(data: Uint8Array): Uint8Array {
-  return fastSha256.hash(data);
+  return sha256Digest(data);
 }
 
 /** A source of random bytes (a CSPRNG on real hardware; seeded in tests). */
@@ -101,8 +101,25 @@ export function publicKeyFromCoordinates(x: Uint8Array, y: Uint8Array): Uint8Arr
  * Used as COSE `kid`, card id, terminal id and token owner.
  */
 export function keyId(publicKey: Uint8Array): Uint8Array {
+  return keyIdOf(publicKey).slice();
+}
+
+/**
+ * Key ids already computed, by the key array they were computed from (a validator checks each
+ * transfer of a chain against the same card key object). An entry holds a copy of the key and
+ * is used only while the array still holds exactly those bytes; entries go with their arrays
+ * (a WeakMap holds no key alive), so the memo is bounded by the keys in use.
+ */
+const kidMemo = new WeakMap<Uint8Array, { readonly key: Uint8Array; readonly kid: Uint8Array }>();
+
+/** {@link keyId} without the copy: the result is shared and must not be modified. */
+export function keyIdOf(publicKey: Uint8Array): Uint8Array {
   if (publicKey.length !== PUBLIC_KEY_LENGTH) throw new DtError(ErrorCode.BAD_KEY, 'public key must be 65 bytes');
-  return sha256(publicKey).slice(0, KEY_ID_LENGTH);
+  const hit = kidMemo.get(publicKey);
+  if (hit !== undefined && bytesEqual(hit.key, publicKey)) return hit.kid;
+  const kid = sha256(publicKey).slice(0, KEY_ID_LENGTH);
+  kidMemo.set(publicKey, { key: Uint8Array.from(publicKey), kid });
+  return kid;
 }
 
 /** Signs `message` (SHA-256 inside) with RFC 6979 deterministic k; returns low-S r||s. */
