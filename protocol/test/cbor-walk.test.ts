@@ -7,10 +7,11 @@
  * message and details). The one exception: well-formed items with over-long string length
  * heads, which cbor-x misreads (the reference then said CBOR_MALFORMED); the walk refuses them
  * by the rule they break (CBOR_NON_DETERMINISTIC, or a data model error that comes first).
+ * Encoding, whose key sort no longer encodes each key, gives the reference's bytes.
  */
 import test from 'ava';
 import fc from 'fast-check';
-import { ErrorCode, isDtError, decodeDeterministic, scanCbor } from '../src/index.ts';
+import { ErrorCode, isDtError, decodeDeterministic, encodeDeterministic, scanCbor, type CborValue } from '../src/index.ts';
 import * as reference from './helpers/cbor-reference.ts';
 
 type Outcome = { value: unknown } | { error: string; message: string; details: unknown };
@@ -167,4 +168,30 @@ test('a Buffer or a view decodes to plain copies, exactly as with the reference 
   t.is(b.buffer.byteLength, 3);
   outer.fill(0);
   t.deepEqual([...b], [1, 2, 3]);
+});
+
+test('encoding sorts map keys exactly as the reference (which sorted them by their encodings)', (t) => {
+  const key = fc.oneof(
+    fc.integer({ min: -30, max: 30 }),
+    fc.integer({ min: -70_000, max: 70_000 }),
+    fc.constantFrom(23, 24, 255, 256, 65535, 65536, -24, -25, -256, -257, 2 ** 32 - 1, 2 ** 32, -(2 ** 32), -(2 ** 32) - 1),
+    fc.maxSafeInteger(),
+    fc.maxSafeInteger().map((n) => -n),
+  );
+  const { value } = fc.letrec<{ value: CborValue }>((tie) => ({
+    value: fc.oneof(
+      { depthSize: 'small', withCrossShrink: true },
+      fc.maxSafeInteger(),
+      fc.uint8Array({ maxLength: 8 }),
+      fc.string({ maxLength: 4 }),
+      fc.boolean(),
+      fc.array(tie('value'), { maxLength: 3 }),
+      fc.array(fc.tuple(key, tie('value')), { maxLength: 6 }).map((kvs) => new Map(kvs)),
+    ),
+  }));
+  fc.assert(
+    fc.property(value, (v) => Buffer.from(encodeDeterministic(v)).equals(Buffer.from(reference.encodeDeterministic(v as never)))),
+    { numRuns: 5000 },
+  );
+  t.pass();
 });

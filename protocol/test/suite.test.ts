@@ -16,7 +16,17 @@ import { p256 as nobleP256 } from '@noble/curves/nist.js';
 import { Field } from '@noble/curves/abstract/modular.js';
 import { sha256 as nobleSha256 } from '@noble/hashes/sha2.js';
 import { p256, p256Field } from '../src/crypto/p256.ts';
-import { sha256 as suiteSha256, sign, nobleVerifier, publicKeyOf, keyId, keyIdOf, generateKeyPair } from '../src/index.ts';
+import {
+  sha256 as suiteSha256,
+  sign,
+  nobleVerifier,
+  publicKeyOf,
+  keyId,
+  keyIdOf,
+  generateKeyPair,
+  isCanonicalSignature,
+  P256_N,
+} from '../src/index.ts';
 import { sha256Digest as pureSha256 } from '../src/crypto/sha256.ts';
 import { sha256Digest as nodeTarget } from '../src/crypto/sha256-node.ts';
 
@@ -121,4 +131,28 @@ test("P-256: signatures byte-identical to noble's p256 (RFC 6979), verification 
     { numRuns: 40 },
   );
   t.pass();
+});
+
+test('isCanonicalSignature: 0 < r < n and 0 < s <= n/2, at the edges and on random values, as the bigint rule says', (t) => {
+  const bytes32 = (v: bigint) => {
+    const out = new Uint8Array(32);
+    for (let i = 31; i >= 0; i--, v >>= 8n) out[i] = Number(v & 0xffn);
+    return out;
+  };
+  const half = P256_N >> 1n;
+  const rule = (r: bigint, s: bigint) => r > 0n && r < P256_N && s > 0n && s <= half;
+  const edges = [0n, 1n, 255n, 256n, half - 1n, half, half + 1n, P256_N - 1n, P256_N, P256_N + 1n, 2n ** 256n - 1n];
+  const check = (r: bigint, s: bigint) => {
+    const sig = new Uint8Array(64);
+    sig.set(bytes32(r), 0);
+    sig.set(bytes32(s), 32);
+    return isCanonicalSignature(sig) === rule(r, s);
+  };
+  for (const r of edges) for (const s of edges) t.true(check(r, s), `r=${r} s=${s}`);
+  fc.assert(
+    fc.property(fc.bigInt({ min: 0n, max: 2n ** 256n - 1n }), fc.bigInt({ min: 0n, max: 2n ** 256n - 1n }), (r, s) => check(r, s)),
+    { numRuns: 2000 },
+  );
+  t.false(isCanonicalSignature(new Uint8Array(63)));
+  t.false(isCanonicalSignature(new Uint8Array(65)));
 });

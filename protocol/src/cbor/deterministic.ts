@@ -41,7 +41,7 @@
  */
 import { Decoder, Encoder, Tag } from 'cbor-x';
 import { DtError, ErrorCode } from '../errors.ts';
-import { compareBytes, plainBytes } from '../bytes.ts';
+import { plainBytes } from '../bytes.ts';
 
 /** A value of the DT CBOR data model. */
 export type CborValue = number | Uint8Array | string | boolean | CborValue[] | CborMap | CborTagged;
@@ -92,13 +92,17 @@ function toEncodable(v: CborValue, depth: number): unknown {
   if (v instanceof Uint8Array) return v;
   if (Array.isArray(v)) return v.map((x) => toEncodable(x, depth + 1));
   if (v instanceof Map) {
-    const entries: Array<[Uint8Array, number, unknown]> = [];
+    const entries: Array<[number, unknown]> = [];
     for (const [k, val] of v) {
       if (!Number.isSafeInteger(k)) throw new DtError(ErrorCode.CBOR_FORBIDDEN_TYPE, 'map keys must be integers');
-      entries.push([encoder.encode(toEncodable(k, depth + 1)), k, toEncodable(val, depth + 1)]);
+      if (depth + 1 > MAX_DEPTH) throw new DtError(ErrorCode.TOO_LARGE, 'nesting too deep', { maxDepth: MAX_DEPTH });
+      entries.push([k, toEncodable(val, depth + 1)]);
     }
-    entries.sort((a, b) => compareBytes(a[0], b[0]));
-    return new Map(entries.map(([, k, val]) => [typeof k === 'number' && Math.abs(k) >= TWO_32 ? BigInt(k) : k, val]));
+    // The bytewise order of the keys' shortest encodings, without encoding them: every
+    // non-negative key (major type 0, a longer head for a larger value) before every negative
+    // one (major type 1), non-negative keys ascending, negative keys by descending value.
+    entries.sort(([a], [b]) => (a >= 0 ? (b >= 0 ? a - b : -1) : b >= 0 ? 1 : b - a));
+    return new Map(entries.map(([k, val]) => [Math.abs(k) >= TWO_32 ? BigInt(k) : k, val]));
   }
   if (typeof v === 'object' && v !== null && 'tag' in v) {
     if (!ALLOWED_TAGS.has(v.tag)) throw new DtError(ErrorCode.CBOR_FORBIDDEN_TYPE, 'tag not allowed', { tag: v.tag });

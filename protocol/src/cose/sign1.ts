@@ -95,7 +95,9 @@ function bstrHead(out: Uint8Array, at: number, n: number): number {
  * generic encoder: every signature made and checked goes through here.
  */
 export function sigStructure(protectedBytes: Uint8Array, payload: Uint8Array): Uint8Array {
-  const out = new Uint8Array(SIG1_PREFIX.length + 5 + protectedBytes.length + 1 + 5 + payload.length);
+  const out = new Uint8Array(
+    SIG1_PREFIX.length + headLength(protectedBytes.length) + protectedBytes.length + 1 + headLength(payload.length) + payload.length,
+  );
   out.set(SIG1_PREFIX, 0);
   let at = bstrHead(out, SIG1_PREFIX.length, protectedBytes.length);
   out.set(protectedBytes, at);
@@ -103,7 +105,12 @@ export function sigStructure(protectedBytes: Uint8Array, payload: Uint8Array): U
   out[at++] = 0x40;
   at = bstrHead(out, at, payload.length);
   out.set(payload, at);
-  return out.subarray(0, at + payload.length);
+  return out;
+}
+
+/** Length of the shortest CBOR head for an argument of `n` (as {@link bstrHead} writes it). */
+function headLength(n: number): number {
+  return n < 24 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : 5;
 }
 
 /** Encodes the protected header. */

@@ -33,6 +33,9 @@ export const KEY_ID_LENGTH = 16;
 /** The P-256 group order n. */
 export const P256_N = p256.Point.CURVE().n;
 const HALF_N = P256_N >> 1n;
+/** `n` and `n >> 1` as 32 big-endian bytes. */
+const N_BYTES = bigintBytes32(P256_N);
+const HALF_N_BYTES = bigintBytes32(HALF_N);
 
 /** SHA-256 (FIPS 180-4). */
 export function sha256(data: Uint8Array): Uint8Array {
@@ -130,11 +133,28 @@ export function sign(message: Uint8Array, secretKey: Uint8Array): Uint8Array {
 /** True when `signature` (64 bytes, r||s, 0 < r,s < n, s ≤ n/2) is over the 32-byte `r||s` form. */
 export function isCanonicalSignature(signature: Uint8Array): boolean {
   if (signature.length !== SIGNATURE_LENGTH) return false;
-  let r = 0n;
-  let s = 0n;
-  for (let i = 0; i < 32; i++) r = (r << 8n) | BigInt(signature[i]!);
-  for (let i = 32; i < 64; i++) s = (s << 8n) | BigInt(signature[i]!);
-  return r > 0n && r < P256_N && s > 0n && s <= HALF_N;
+  // Compared as 32-byte big-endian numbers, byte by byte (no bigint built per signature).
+  return !isZero(signature, 0) && below(signature, 0, N_BYTES, false) && !isZero(signature, 32) && below(signature, 32, HALF_N_BYTES, true);
+}
+
+function bigintBytes32(v: bigint): Uint8Array {
+  const out = new Uint8Array(32);
+  for (let i = 31; i >= 0; i--, v >>= 8n) out[i] = Number(v & 0xffn);
+  return out;
+}
+
+function isZero(b: Uint8Array, at: number): boolean {
+  for (let i = 0; i < 32; i++) if (b[at + i] !== 0) return false;
+  return true;
+}
+
+/** True when the 32 bytes of `b` at `at` are below `bound` (or equal to it, with `orEqual`), as big-endian numbers. */
+function below(b: Uint8Array, at: number, bound: Uint8Array, orEqual: boolean): boolean {
+  for (let i = 0; i < 32; i++) {
+    const d = b[at + i]! - bound[i]!;
+    if (d !== 0) return d < 0;
+  }
+  return orEqual;
 }
 
 /** The reference verifier (`@noble/curves`), low-S only. */
