@@ -25,6 +25,7 @@ import {
   keyIdOf,
   generateKeyPair,
   isCanonicalSignature,
+  isValidPublicKey,
   P256_N,
 } from '../src/index.ts';
 import { sha256Digest as pureSha256 } from '../src/crypto/sha256.ts';
@@ -155,4 +156,21 @@ test('isCanonicalSignature: 0 < r < n and 0 < s <= n/2, at the edges and on rand
   );
   t.false(isCanonicalSignature(new Uint8Array(63)));
   t.false(isCanonicalSignature(new Uint8Array(65)));
+});
+
+test('isValidPublicKey answers by the key bytes, the same the first and every later time', (t) => {
+  const pk = generateKeyPair((n) => crypto.getRandomValues(new Uint8Array(n))).publicKey;
+  const bad = pk.slice();
+  bad[64]! ^= 1; // off the curve
+  for (let i = 0; i < 3; i++) {
+    t.true(isValidPublicKey(pk));
+    t.false(isValidPublicKey(bad));
+    t.true(isValidPublicKey(Buffer.from(pk)));
+  }
+  // The same array holding an invalid key now: judged by what it holds.
+  const a = pk.slice();
+  t.true(isValidPublicKey(a));
+  a.set(bad);
+  t.false(isValidPublicKey(a));
+  t.false(isValidPublicKey(new Uint8Array(65).fill(4, 0, 1)));
 });

@@ -199,6 +199,8 @@ interface WalkState {
   end: number;
   /** The value of the item walked last. */
   value: CborValue;
+  /** Offsets (start, end) of the keys of the maps being walked, innermost last (see walkItem). */
+  readonly keys: number[];
 }
 
 /** The smallest argument each head length may carry (RFC 8949 §4.2.1: the shortest form). */
@@ -431,8 +433,9 @@ function walkItem(s: WalkState, pos: number, depth: number): number {
       // (equal identities need equal encodings then): identities are only computed, for every key
       // so far, from the first key that breaks this.
       let seen: Set<string> | undefined;
-      const starts: number[] = [];
-      const ends: number[] = [];
+      // The clean keys' offsets (start, end) until then, on the walk's shared stack.
+      const keys = s.keys;
+      const base = keys.length;
       let prevStart = -1;
       let prevEnd = -1;
       for (let i = 0; indefinite ? !atBreak(s, p) : i < arg; i++) {
@@ -450,22 +453,21 @@ function walkItem(s: WalkState, pos: number, depth: number): number {
         if (!ordered && s.longAt < 0) s.longAt = keyStart;
         if (seen === undefined && (!ordered || s.longs !== longsBefore)) {
           seen = new Set();
-          for (let k = 0; k < starts.length; k++) seen.add(keyIdentity(b, starts[k]!, ends[k]!));
+          for (let k = base; k < keys.length; k += 2) seen.add(keyIdentity(b, keys[k]!, keys[k + 1]!));
+          keys.length = base;
         }
         if (seen !== undefined) {
           const id = keyIdentity(b, keyStart, p);
           if (seen.has(id)) {
             if (s.dupAt < 0) s.dupAt = pos;
           } else seen.add(id);
-        } else {
-          starts.push(keyStart);
-          ends.push(p);
-        }
+        } else keys.push(keyStart, p);
         prevStart = keyStart;
         prevEnd = p;
         p = walkItem(s, p, depth + 1);
         if (typeof key === 'number') map.set(key, s.value);
       }
+      keys.length = base;
       s.value = map;
       return indefinite ? p + 1 : p;
     }
@@ -504,6 +506,7 @@ function walk(bytes: Uint8Array): WalkState {
     arg: 0,
     end: 0,
     value: 0,
+    keys: [],
   };
   const end = walkItem(s, 0, 0);
   if (end !== bytes.length) malformed('trailing bytes after the data item', end);

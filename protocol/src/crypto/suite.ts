@@ -76,14 +76,28 @@ export function publicKeyOf(secretKey: Uint8Array): Uint8Array {
   return p256.getPublicKey(secretKey, false);
 }
 
+/** Answers of {@link isValidPublicKey} by the 65 key bytes (as a string), oldest dropped first. */
+const pointMemo = new Map<string, boolean>();
+const POINT_MEMO_MAX = 1024;
+
 /** True for a valid uncompressed P-256 point (on the curve, not infinity). */
 export function isValidPublicKey(publicKey: Uint8Array): boolean {
   if (publicKey.length !== PUBLIC_KEY_LENGTH || publicKey[0] !== 4) return false;
+  // The curve check costs a few field operations in pure JS; the same keys (a bank's, a
+  // terminal's) come back with every certificate chain, so answers are remembered by the
+  // key's bytes, a bounded number of them.
+  const k = String.fromCharCode.apply(null, publicKey as unknown as number[]);
+  const known = pointMemo.get(k);
+  if (known !== undefined) return known;
+  let ok: boolean;
   try {
-    return p256.utils.isValidPublicKey(publicKey, false);
+    ok = p256.utils.isValidPublicKey(publicKey, false);
   } catch {
-    return false;
+    ok = false;
   }
+  if (pointMemo.size >= POINT_MEMO_MAX) pointMemo.delete(pointMemo.keys().next().value as string);
+  pointMemo.set(k, ok);
+  return ok;
 }
 
 /** Splits an uncompressed public key into its 32-byte coordinates. */
