@@ -6,9 +6,9 @@
  * allocates; it is wiped after each digest, as `fast-sha256`'s own one-shot does (the card
  * hashes its state, key included, for its journal).
  *
- * This is the `default` target of the package import `#sha256` (package.json `imports`); Node
- * resolves it to `sha256-node.ts` instead, and the firmware bundle (esbuild, platform neutral)
- * to this file.
+ * This is the `default` target of the package import `#sha256` (package.json `imports`), which
+ * the firmware bundle (esbuild, platform neutral) gets; Node resolves it to `sha256-node.ts`,
+ * which hashes small inputs here too.
  *
  * @module
  */

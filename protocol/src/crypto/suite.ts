@@ -6,9 +6,9 @@
  * instance, with a base field written for interpreters, is `p256.ts`). The
  * {@link sha256} of everything else (key ids, payload hashes, output ids, the
  * card's journal and certificate memo) is the package import `#sha256`, chosen
- * when the module is resolved (package.json `imports`): `node:crypto` on Node
- * (`sha256-node.ts`), `fast-sha256` everywhere else (`sha256.ts`, which the
- * firmware bundle for QuickJS gets); `protocol/test/suite.test.ts` checks both
+ * when the module is resolved (package.json `imports`): on Node `sha256-node.ts`
+ * (`node:crypto` from 1 KiB up, `fast-sha256` below), everywhere else
+ * `sha256.ts` (`fast-sha256`, which the firmware bundle for QuickJS gets); `protocol/test/suite.test.ts` checks both
  * against `@noble/hashes` and each other. Signatures are deterministic (RFC 6979) and
  * always low-S; verification rejects high-S signatures so that a signed
  * object has exactly one valid signature (no malleability), on every path.
