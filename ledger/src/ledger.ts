@@ -881,12 +881,23 @@ export class Ledger {
           inputs.set(ic, { card: o.card, id, hash: o.hash });
         }
       }
+    // Every chain transfer is evidence (its claims are checked here), or the batch goes handover by handover.
+    for (const key of chain.keys()) if (!objects.has(key)) return undefined;
+    // The history the ledger settled before: a paying transfer whose prev is its card's chain head (migration 5)
+    // carries exactly that head's chain (prev links, checked by validation), every object of which is recorded as
+    // value and holds its own claims. Its objects need no reads.
+    const heads = new Map((await tx.chainHeadsIn(valid.map((v) => v.cardKid))).map((h) => [toHex(h.card), h.hash] as const));
+    const known = new Set<string>();
+    for (const v of valid) {
+      const head = heads.get(toHex(v.cardKid));
+      if (head && bytesEqual(head, v.transfer.prev)) for (let i = 0; i < v.chain.length - 1; i++) known.add(toHex(v.chain[i]!.hash));
+    }
     // The store: nothing answered for this batch or these transfers, no held paying transfer but a recorded one without a void.
     if ((await tx.outcomesOf(ob.hash)).length > 0) return undefined;
     const payingHashes = [...paying.values()];
     if ((await tx.verdictsIn(payingHashes)).length > 0) return undefined;
-    const held = new Set<string>();
-    for (const t of await tx.transfersIn([...chain.values()].map((c) => c.vt.hash))) {
+    const held = new Set<string>(known);
+    for (const t of await tx.transfersIn([...chain.values()].map((c) => c.vt.hash).filter((h) => !known.has(toHex(h))))) {
       const key = toHex(t.hash);
       held.add(key);
       if (paying.has(key) && (t.state !== 'recorded' || (await tx.acceptedVoid(t.hash)))) return undefined;
@@ -899,9 +910,12 @@ export class Ledger {
         const row = tokens.get(toHex(token.serial));
         if (!row || !bytesEqual(row.card, v.cardKid) || row.value !== token.value) return undefined;
       }
-    // Step E's claims: every object within its card's evidence window, every claim unheld or held by the object itself.
+    // Step E's claims: every new object within its card's evidence window, every claim unheld or held by the object itself.
+    for (const [key, c] of counters) if (known.has(toHex(c.hash))) counters.delete(key);
+    for (const [key, c] of inputs) if (known.has(toHex(c.hash))) inputs.delete(key);
     const anchors = new Map((await tx.cardsIn([...cards.values()])).map((r) => [toHex(r.kid), r.anchorCounter] as const));
     for (const o of objects.values()) {
+      if (known.has(toHex(o.hash))) continue;
       const anchor = anchors.get(toHex(o.card));
       if (anchor === undefined || o.counter > anchor + EVIDENCE_WINDOW) return undefined;
     }
@@ -945,6 +959,14 @@ export class Ledger {
       ob.terminal,
       valid.reduce((s, v) => s + v.transfer.amount, 0),
     );
+    // Each card's chain now holds its claims up to its paying transfer: its head moves there (up only).
+    const advanced = new Map<string, CounterClaim>();
+    for (const v of valid) {
+      const key = toHex(v.cardKid);
+      const at = advanced.get(key);
+      if (!at || at.counter < v.transfer.counter) advanced.set(key, { card: v.cardKid, counter: v.transfer.counter, hash: v.transferHash });
+    }
+    await tx.advanceChainHeads([...advanced.values()]);
     await tx.insertBatch(ob.hash, ob.terminal, ob.seq, ob.handovers.length, ob.time);
     const out = [...p.out];
     for (let k = 0; k < n; k++) out[p.todo[k]!] = bytes[k];
@@ -1549,6 +1571,8 @@ export class Ledger {
       if (refunds.length > 0) await tx.closeRefundCredits(card, 'redeemed', hash);
       // The coins are the restitution's: it holds their claims (a claim an unsettled evidence object held moves to it).
       for (const c of coins) await tx.takeClaim(card, c.id, hash);
+      // Value records keep their claims, so the card's chain head stays true; it goes anyway: no shortcut for a restored card.
+      await tx.dropChainHead(card);
       await tx.insertObject(hash, record);
       await tx.insertSync({ request: hash, card, receipt: record });
       if (amount > 0 && !(await tx.creditBank(bank, amount)))

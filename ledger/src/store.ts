@@ -496,6 +496,29 @@ export class StoreTx {
     );
   }
 
+  /** The chain heads of `cards` (set-based; see migration 5). */
+  async chainHeadsIn(cards: readonly Uint8Array[]): Promise<CounterClaim[]> {
+    return (await this.#whereIn(`SELECT card, counter, hash FROM chain_heads`, 'card', cards)).map((r) => ({
+      card: r.card as Uint8Array,
+      counter: Number(r.counter),
+      hash: r.hash as Uint8Array,
+    }));
+  }
+
+  /** Moves cards' chain heads up to `heads` (one per card): a head only ever moves to a higher counter. */
+  async advanceChainHeads(heads: readonly CounterClaim[]): Promise<void> {
+    await this.#insertRows(
+      'chain_heads',
+      'card, counter, hash',
+      heads.map((h) => [h.card, h.counter, h.hash]),
+      ' ON CONFLICT (card) DO UPDATE SET counter = excluded.counter, hash = excluded.hash WHERE excluded.counter > chain_heads.counter',
+    );
+  }
+
+  async dropChainHead(card: Uint8Array): Promise<void> {
+    await this.sql.run(`DELETE FROM chain_heads WHERE card = ?`, [card]);
+  }
+
   /** Stores evidence objects' bytes, set-based (nothing for one that is stored). */
   async insertObjects(objects: readonly { hash: Uint8Array; bytes: Uint8Array }[]): Promise<void> {
     await this.#insertRows(
