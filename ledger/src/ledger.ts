@@ -38,6 +38,7 @@ import {
   sha256,
   sigStructure,
   signMessage,
+  signMessageAsync,
   toHex,
   utf8,
   concatBytes,
@@ -929,7 +930,20 @@ export class Ledger {
       if (!bytesEqual(inputs.get(key)!.hash, h.hash)) return undefined;
       inputs.delete(key);
     }
-    // Every handover is SETTLED: write what #apply would have written.
+    // Every handover is SETTLED. Its outcome is signed off this thread (the signer's signAsync) while the rows are written.
+    const outcomes: Outcome[] = valid.map((v) => ({
+      transfer: v.transferHash,
+      status: OutcomeStatus.SETTLED,
+      covered: false,
+      time: now,
+      card: v.cardKid,
+      terminal: ob.terminal,
+      amount: v.transfer.amount,
+    }));
+    const signing = Promise.all(outcomes.map((o) => signMessageAsync('Outcome', o, this.#signer)));
+    // Awaited below; a failed signature fails the call there (and rolls it back), never as an unhandled rejection.
+    signing.catch(() => undefined);
+    // Write what #apply would have written.
     // An object whose counter claim is held by itself was stored with that claim: only new ones are stored.
     const fresh = new Set([...counters.values()].map((c) => toHex(c.hash)));
     await tx.insertCounterClaims([...counters.values()]);
@@ -943,17 +957,8 @@ export class Ledger {
     );
     const heldPaying = payingHashes.filter((h) => held.has(toHex(h)));
     if (heldPaying.length > 0) await tx.setTransfersState(heldPaying, 'settled');
-    const outcomes: Outcome[] = valid.map((v) => ({
-      transfer: v.transferHash,
-      status: OutcomeStatus.SETTLED,
-      covered: false,
-      time: now,
-      card: v.cardKid,
-      terminal: ob.terminal,
-      amount: v.transfer.amount,
-    }));
     await tx.insertVerdicts(outcomes.map(verdictOf));
-    const bytes = outcomes.map((o) => this.#outcome(o));
+    const bytes = await signing;
     await tx.insertOutcomes(bytes.map((b, k) => ({ batch: ob.hash, idx: p.todo[k]!, bytes: b })));
     await tx.creditMerchant(
       ob.terminal,

@@ -41,6 +41,12 @@ export interface Signer {
   readonly kid: Uint8Array;
   /** ES256 signature (64 bytes, low-S) over `message`. */
   sign(message: Uint8Array): Uint8Array;
+  /**
+   * The same signature, computed off the calling thread (a server's signer: `node:crypto`'s
+   * thread pool), so that the caller can go on while it is made. Optional: without it,
+   * {@link coseSign1Async} signs with {@link sign}.
+   */
+  signAsync?(message: Uint8Array): Promise<Uint8Array>;
 }
 
 /** A {@link Signer} over an in-memory key pair. */
@@ -128,6 +134,15 @@ export function protectedHeader(contentType: string | number, kid: Uint8Array): 
 export function coseSign1(payload: Uint8Array, contentType: string | number, signer: Signer): Uint8Array {
   const prot = protectedHeader(contentType, signer.kid);
   const signature = signer.sign(sigStructure(prot, payload));
+  return encodeDeterministic({ tag: COSE_SIGN1_TAG, value: [prot, new Map(), payload, signature] });
+}
+
+/** {@link coseSign1} with the signer's `signAsync` when it has one: the same bytes, signed off the calling thread. */
+export async function coseSign1Async(payload: Uint8Array, contentType: string | number, signer: Signer): Promise<Uint8Array> {
+  const prot = protectedHeader(contentType, signer.kid);
+  const tbs = sigStructure(prot, payload);
+  const signature = signer.signAsync ? await signer.signAsync(tbs) : signer.sign(tbs);
+  if (signature.length !== 64) throw new DtError(ErrorCode.COSE_MALFORMED, 'the signer returned a signature that is not 64 bytes');
   return encodeDeterministic({ tag: COSE_SIGN1_TAG, value: [prot, new Map(), payload, signature] });
 }
 
