@@ -303,6 +303,9 @@ interface Applied {
   stat?: keyof Ledger['stats'];
 }
 
+/** A map key of bytes (one string code unit per byte; for keys of the set-based path, never shown). */
+const bkey = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('latin1');
+
 /** The verdict row of an outcome (the first verdict on its transfer; replays answer from it). */
 const verdictOf = (o: Outcome): VerdictRow => ({
   transfer: o.transfer,
@@ -847,7 +850,7 @@ export class Ledger {
       const v = p.results[k]!;
       const e = p.evidence[k]!;
       if (!v.ok || !e.paying || !bytesEqual(e.paying, v.transferHash)) return undefined;
-      const key = toHex(v.transferHash);
+      const key = bkey(v.transferHash);
       if (paying.has(key)) return undefined;
       paying.set(key, v.transferHash);
       valid.push(v);
@@ -857,7 +860,7 @@ export class Ledger {
     for (const v of valid)
       for (let i = 0; i < v.chain.length; i++) {
         const vt = v.chain[i]!;
-        const key = toHex(vt.hash);
+        const key = bkey(vt.hash);
         if (i < v.chain.length - 1 && paying.has(key)) return undefined;
         if (!chain.has(key)) chain.set(key, { vt, ins: v.chainInputs[i]! });
       }
@@ -868,16 +871,16 @@ export class Ledger {
     const cards = new Map<string, Uint8Array>();
     for (const e of p.evidence)
       for (const o of e.objects) {
-        const hk = toHex(o.hash);
+        const hk = bkey(o.hash);
         if (objects.has(hk)) continue;
         objects.set(hk, o);
-        const ck = toHex(o.card);
+        const ck = bkey(o.card);
         cards.set(ck, o.card);
         const cc = `${ck}:${o.counter}`;
         if (counters.has(cc)) return undefined;
         counters.set(cc, { card: o.card, counter: o.counter, hash: o.hash });
         for (const id of o.claims) {
-          const ic = `${ck}:${toHex(id)}`;
+          const ic = `${ck}:${bkey(id)}`;
           if (inputs.has(ic)) return undefined;
           inputs.set(ic, { card: o.card, id, hash: o.hash });
         }
@@ -887,46 +890,46 @@ export class Ledger {
     // The history the ledger settled before: a paying transfer whose prev is its card's chain head (migration 5)
     // carries exactly that head's chain (prev links, checked by validation), every object of which is recorded as
     // value and holds its own claims. Its objects need no reads.
-    const heads = new Map((await tx.chainHeadsIn(valid.map((v) => v.cardKid))).map((h) => [toHex(h.card), h.hash] as const));
+    const heads = new Map((await tx.chainHeadsIn(valid.map((v) => v.cardKid))).map((h) => [bkey(h.card), h.hash] as const));
     const known = new Set<string>();
     for (const v of valid) {
-      const head = heads.get(toHex(v.cardKid));
-      if (head && bytesEqual(head, v.transfer.prev)) for (let i = 0; i < v.chain.length - 1; i++) known.add(toHex(v.chain[i]!.hash));
+      const head = heads.get(bkey(v.cardKid));
+      if (head && bytesEqual(head, v.transfer.prev)) for (let i = 0; i < v.chain.length - 1; i++) known.add(bkey(v.chain[i]!.hash));
     }
     // The store: nothing answered for this batch or these transfers, no held paying transfer but a recorded one without a void.
     if ((await tx.outcomesOf(ob.hash)).length > 0) return undefined;
     const payingHashes = [...paying.values()];
     if ((await tx.verdictsIn(payingHashes)).length > 0) return undefined;
     const held = new Set<string>(known);
-    for (const t of await tx.transfersIn([...chain.values()].map((c) => c.vt.hash).filter((h) => !known.has(toHex(h))))) {
-      const key = toHex(t.hash);
+    for (const t of await tx.transfersIn([...chain.values()].map((c) => c.vt.hash).filter((h) => !known.has(bkey(h))))) {
+      const key = bkey(t.hash);
       held.add(key);
       if (paying.has(key) && (t.state !== 'recorded' || (await tx.acceptedVoid(t.hash)))) return undefined;
     }
     // Step 3: every token spent is one the ledger issued to this card, with this value.
     const serials = valid.flatMap((v) => v.tokens.map((t) => t.token.serial));
-    const tokens = new Map((serials.length > 0 ? await tx.tokensIn(serials) : []).map((t) => [toHex(t.serial), t] as const));
+    const tokens = new Map((serials.length > 0 ? await tx.tokensIn(serials) : []).map((t) => [bkey(t.serial), t] as const));
     for (const v of valid)
       for (const { token } of v.tokens) {
-        const row = tokens.get(toHex(token.serial));
+        const row = tokens.get(bkey(token.serial));
         if (!row || !bytesEqual(row.card, v.cardKid) || row.value !== token.value) return undefined;
       }
     // Step E's claims: every new object within its card's evidence window, every claim unheld or held by the object itself.
-    for (const [key, c] of counters) if (known.has(toHex(c.hash))) counters.delete(key);
-    for (const [key, c] of inputs) if (known.has(toHex(c.hash))) inputs.delete(key);
-    const anchors = new Map((await tx.cardsIn([...cards.values()])).map((r) => [toHex(r.kid), r.anchorCounter] as const));
+    for (const [key, c] of counters) if (known.has(bkey(c.hash))) counters.delete(key);
+    for (const [key, c] of inputs) if (known.has(bkey(c.hash))) inputs.delete(key);
+    const anchors = new Map((await tx.cardsIn([...cards.values()])).map((r) => [bkey(r.kid), r.anchorCounter] as const));
     for (const o of objects.values()) {
-      if (known.has(toHex(o.hash))) continue;
-      const anchor = anchors.get(toHex(o.card));
+      if (known.has(bkey(o.hash))) continue;
+      const anchor = anchors.get(bkey(o.card));
       if (anchor === undefined || o.counter > anchor + EVIDENCE_WINDOW) return undefined;
     }
     for (const h of await tx.counterHolders([...counters.values()])) {
-      const key = `${toHex(h.card)}:${h.counter}`;
+      const key = `${bkey(h.card)}:${h.counter}`;
       if (!bytesEqual(counters.get(key)!.hash, h.hash)) return undefined;
       counters.delete(key);
     }
     for (const h of await tx.inputHolders([...inputs.values()])) {
-      const key = `${toHex(h.card)}:${toHex(h.id)}`;
+      const key = `${bkey(h.card)}:${bkey(h.id)}`;
       if (!bytesEqual(inputs.get(key)!.hash, h.hash)) return undefined;
       inputs.delete(key);
     }
@@ -945,17 +948,17 @@ export class Ledger {
     signing.catch(() => undefined);
     // Write what #apply would have written.
     // An object whose counter claim is held by itself was stored with that claim: only new ones are stored.
-    const fresh = new Set([...counters.values()].map((c) => toHex(c.hash)));
+    const fresh = new Set([...counters.values()].map((c) => bkey(c.hash)));
     await tx.insertCounterClaims([...counters.values()]);
     await tx.insertInputClaims([...inputs.values()]);
-    await tx.insertObjects([...objects.values()].filter((o) => fresh.has(toHex(o.hash))));
+    await tx.insertObjects([...objects.values()].filter((o) => fresh.has(bkey(o.hash))));
     // A new paying transfer is recorded settled at once; a held (recorded) one is set settled.
     await tx.insertTransfers(
       [...chain]
         .filter(([key]) => !held.has(key))
         .map(([key, c]) => ({ ...this.#valueRecord(c.vt, c.ins), state: paying.has(key) ? ('settled' as const) : ('recorded' as const) })),
     );
-    const heldPaying = payingHashes.filter((h) => held.has(toHex(h)));
+    const heldPaying = payingHashes.filter((h) => held.has(bkey(h)));
     if (heldPaying.length > 0) await tx.setTransfersState(heldPaying, 'settled');
     await tx.insertVerdicts(outcomes.map(verdictOf));
     const bytes = await signing;
@@ -967,7 +970,7 @@ export class Ledger {
     // Each card's chain now holds its claims up to its paying transfer: its head moves there (up only).
     const advanced = new Map<string, CounterClaim>();
     for (const v of valid) {
-      const key = toHex(v.cardKid);
+      const key = bkey(v.cardKid);
       const at = advanced.get(key);
       if (!at || at.counter < v.transfer.counter) advanced.set(key, { card: v.cardKid, counter: v.transfer.counter, hash: v.transferHash });
     }
