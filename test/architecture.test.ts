@@ -25,14 +25,14 @@ const ALLOWED: Record<string, readonly string[]> = {
   bank: ['terminal', 'ledger', 'card-applet-sim', 'firmware', 'protocol'],
 };
 
-/** Third-party packages the pure cores may use. */
+/** Third-party packages the pure cores may use (and protocol's package import `#sha256`, whose default target is pure). */
 const PURE_THIRD_PARTY: Record<string, readonly string[]> = {
-  protocol: ['cbor-x', '@noble/curves', '@noble/hashes', 'fast-sha256'],
+  protocol: ['cbor-x', '@noble/curves', '@noble/hashes', 'fast-sha256', '#sha256'],
   firmware: ['@noble/curves', '@noble/hashes'],
 };
 
-/** Files of the pure cores that are allowed to use Node (documented exceptions). */
-const PURE_EXCEPTIONS = new Set(['protocol/src/native.ts']);
+/** Files of the pure cores that are allowed to use Node (documented exceptions: native.ts, and `#sha256`'s `node` target). */
+const PURE_EXCEPTIONS = new Set(['protocol/src/native.ts', 'protocol/src/crypto/sha256-node.ts']);
 /**
  * The HTTP layer (`@dt/protocol/http`, a separate entry point on the platform's fetch): it may wait between
  * retries (`setTimeout`), and nothing else of the pure cores' forbidden list (no Node import either).

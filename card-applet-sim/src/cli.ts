@@ -431,6 +431,18 @@ async function serve(file: string, o: Record<string, unknown>, opts: Output): Pr
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
+    if (o.exitWithParent) {
+      // The process that started this one is gone (it was killed, so no SIGTERM came): stop as on a signal, instead
+      // of reconnecting to a vpcd port that another pcscd may own by now.
+      const parent = process.ppid;
+      const watch = setInterval(() => {
+        if (process.ppid === parent) return;
+        clearInterval(watch);
+        log('parent-exited', { parent });
+        onSignal();
+      }, PARENT_POLL_MS);
+      watch.unref();
+    }
   });
   await stop();
   for (const e of card.faults.events) log('fault-summary', { kind: e.kind, where: e.where });
@@ -603,11 +615,18 @@ export function buildProgram(): Command {
         '--control <socket>',
         'with --vpcd: card control channel on this Unix socket (mode 0600, JSON lines; removed on exit): remove/insert the card, arm/disarm faults, fault events, card status',
       )
-      .option('--json', 'log events as JSON lines'),
+      .option('--json', 'log events as JSON lines')
+      .option(
+        '--exit-with-parent',
+        'stop (as on SIGTERM) when the process that started this one exits; for test harnesses and supervisors',
+      ),
   ).action(async (file: string, o: Record<string, unknown>) => serve(file, o, { json: !!o.json }));
 
   return program;
 }
+
+/** How often `serve --exit-with-parent` checks its parent (ms). */
+const PARENT_POLL_MS = 500;
 
 /** The exit code for an error a command threw. */
 function exitCodeOf(e: unknown): number {

@@ -230,3 +230,42 @@ test('load refuses a card with offline payments before it touches it (issue 14 p
   t.is(shown.balance, 9_000);
   await t.notThrowsAsync(pay1(), 'the card still pays (no sync left pending)');
 });
+
+test('serve --exit-with-parent: a simulator whose parent was killed (no SIGTERM) stops by itself and says why', async (t) => {
+  const dir = tempDir();
+  t.is((await dtCard(['create', 'x.card'], dir)).code, 0);
+  const logFile = join(dir, 'serve.log');
+  // A parent that starts the simulator (its output to a file, as a supervisor would) and then is SIGKILLed.
+  const parent = spawn(
+    process.execPath,
+    [
+      '-e',
+      `const { spawn } = require('node:child_process'); const fs = require('node:fs');
+       const out = fs.openSync(${JSON.stringify(logFile)}, 'w');
+       const c = spawn(process.execPath, [${JSON.stringify(BIN)}, 'serve', 'x.card', '--vpcd', '--port', '1', '--json', '--exit-with-parent'],
+         { cwd: ${JSON.stringify(dir)}, stdio: ['ignore', out, out] });
+       process.stdout.write(String(c.pid) + '\\n'); setInterval(() => {}, 1000);`,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  const pid = await new Promise<number>((resolve) => parent.stdout!.once('data', (d: Buffer) => resolve(Number(d.toString().trim()))));
+  // Wait until it serves (it keeps retrying the unreachable vpcd port), then kill the parent without a signal it could pass on.
+  const alive = (): boolean => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  for (let i = 0; i < 300 && !readFileSync(logFile, 'utf8').includes('"event":"serving"'); i++) await new Promise((r) => setTimeout(r, 50));
+  t.true(alive());
+  parent.kill('SIGKILL');
+  for (let i = 0; i < 300 && alive(); i++) await new Promise((r) => setTimeout(r, 50));
+  const gone = !alive();
+  if (!gone) process.kill(pid, 'SIGKILL');
+  t.true(gone, 'the simulator stopped after its parent died');
+  const log = readFileSync(logFile, 'utf8');
+  t.regex(log, /"event":"parent-exited"/);
+  t.regex(log, /"event":"stopped"/);
+});

@@ -343,7 +343,20 @@ test.serial.before(async () => {
   const socketPath = join(dir, 'control.sock');
   const serve = spawn(
     process.execPath,
-    [BIN, 'serve', file, '--vpcd', '--port', String(pcscd.vpcdPort), '--slot', '0', '--control', socketPath, '--json'],
+    [
+      BIN,
+      'serve',
+      file,
+      '--vpcd',
+      '--port',
+      String(pcscd.vpcdPort),
+      '--slot',
+      '0',
+      '--control',
+      socketPath,
+      '--json',
+      '--exit-with-parent',
+    ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   const log: string[] = [];

@@ -111,9 +111,13 @@ test.before(async () => {
     const r = await run(process.execPath, [BIN, ...args], process.env, 60_000);
     if (r.code !== 0) throw new Error(`dt-card ${args[0]} failed: ${r.out}`);
   }
-  const cli = spawn(process.execPath, [BIN, 'serve', file1, '--vpcd', '--port', String(pcscd.vpcdPort), '--slot', '1', '--json'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const cli = spawn(
+    process.execPath,
+    [BIN, 'serve', file1, '--vpcd', '--port', String(pcscd.vpcdPort), '--slot', '1', '--json', '--exit-with-parent'],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   const cliOut: string[] = [];
   cli.stdout.on('data', (d: Buffer) => cliOut.push(...d.toString('utf8').split('\n').filter(Boolean)));
   cli.stderr.on('data', (d: Buffer) => cliOut.push(d.toString('utf8')));

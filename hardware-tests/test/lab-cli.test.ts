@@ -75,7 +75,7 @@ function serveCard(
   env: NodeJS.ProcessEnv,
 ): Promise<{ proc: ChildProcess; log: () => string; stop: () => Promise<number | null> }> {
   return new Promise((ready, fail) => {
-    const proc = spawn(process.execPath, [DT_CARD, 'serve', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = spawn(process.execPath, [DT_CARD, 'serve', '--exit-with-parent', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let log = '';
     let started = false;
     const exited = new Promise<number | null>((r) => proc.on('close', (c) => r(c)));

@@ -69,7 +69,20 @@ test.serial.before(async () => {
   const socketPath = join(world.dir, 'card.sock');
   const serve = spawn(
     process.execPath,
-    [DT_CARD, 'serve', file, '--vpcd', '--port', String(pcscd.vpcdPort), '--slot', '0', '--control', socketPath, '--json'],
+    [
+      DT_CARD,
+      'serve',
+      file,
+      '--vpcd',
+      '--port',
+      String(pcscd.vpcdPort),
+      '--slot',
+      '0',
+      '--control',
+      socketPath,
+      '--json',
+      '--exit-with-parent',
+    ],
     {
       stdio: ['ignore', 'pipe', 'pipe'],
     },

@@ -38,6 +38,7 @@ import {
   sha256,
   sigStructure,
   signMessage,
+  signMessageAsync,
   toHex,
   utf8,
   concatBytes,
@@ -61,8 +62,8 @@ import {
 } from '@dt/protocol';
 import { nativeVerifier } from '@dt/protocol/native';
 import type { LedgerStorage } from './storage/types.ts';
-import { LedgerStore, type StoreTx } from './store.ts';
-import type { CardRow, LoadRow, RefundCreditRow, TransferRow } from './storage/rows.ts';
+import { LedgerStore, type CounterClaim, type InputClaim, type NewTransfer, type StoreTx } from './store.ts';
+import type { CardRow, LoadRow, RefundCreditRow, TransferRow, VerdictRow } from './storage/rows.ts';
 import { BANK_REQUEST_DETAIL, CONCURRENT_SYNC_DETAIL, LedgerError, LedgerErrorCode, LOAD_ORDER_DETAIL } from './errors.ts';
 import {
   anchorCoins,
@@ -134,6 +135,12 @@ export interface LedgerOptions {
    * (the evidence is then found in this thread); default: this thread.
    */
   readonly validator?: HandoverValidator | SettlementValidator;
+  /**
+   * Settle a batch whose handovers are all valid and new in a few set-based statements (default
+   * true). false sends every batch handover by handover: the reference the set-based path is
+   * tested against (ledger/test/set-based.test.ts); the results are the same.
+   */
+  readonly setBased?: boolean;
 }
 
 /** Result of {@link Ledger.audit}. */
@@ -312,6 +319,23 @@ interface Applied {
   stat?: keyof Ledger['stats'];
 }
 
+/** A map key of bytes (one string code unit per byte; for keys of the set-based path, never shown). */
+const bkey = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('latin1');
+
+/** The verdict row of an outcome (the first verdict on its transfer; replays answer from it). */
+const verdictOf = (o: Outcome): VerdictRow => ({
+  transfer: o.transfer,
+  status: o.status,
+  covered: o.covered,
+  code: o.code ?? null,
+  time: o.time,
+  card: o.card,
+  terminal: o.terminal,
+  amount: o.amount,
+  proof1: o.proof?.[0] ?? null,
+  proof2: o.proof?.[1] ?? null,
+});
+
 /** The ledger. Create with {@link Ledger.open}. */
 export class Ledger {
   readonly trust: TrustStore;
@@ -325,6 +349,7 @@ export class Ledger {
   readonly #skew: number;
   readonly #settler: SettlementValidator;
   readonly #tools: SettleTools;
+  readonly #setBased: boolean;
   readonly #memo: Verifier;
   readonly #openTransfer: TransferOpener;
   readonly #verifyCardChain: CardChainVerifier;
@@ -347,6 +372,8 @@ export class Ledger {
     syncs: 0,
     loads: 0,
     batches: 0,
+    /** Batches settled by the set-based path (`#settleAllValid`); the others went handover by handover. */
+    batchesSetBased: 0,
     merchantVoids: 0,
     refunds: 0,
     adjustmentsRefused: 0,
@@ -362,6 +389,7 @@ export class Ledger {
     this.#trustContext = { root: trust.root, verifier: this.#verifier };
     this.#voidWindow = opts.voidWindow ?? 7 * 86400;
     this.#skew = opts.clockSkew ?? 300;
+    this.#setBased = opts.setBased ?? true;
     // Handovers of one card repeat its certificates, tokens and history: verify each signature once.
     this.#memo = memoVerifier(this.#verifier, 50_000);
     // Terminal chains recur batch after batch: their certificate signatures go through the memo.
@@ -634,9 +662,14 @@ export class Ledger {
   // ------------------------------------------------------------ value
   /** Records a validated chain transfer as value (inside `tx`): its payee output pending, its change the card's. Its claims are already held (step E). */
   async #recordValue(tx: StoreTx, vt: SettleValid['chain'][number], ins: readonly SpentCoin[]): Promise<void> {
+    await tx.insertTransfer(this.#valueRecord(vt, ins));
+  }
+
+  /** The value record of a validated chain transfer (its change output the card's, its mark the coins'). */
+  #valueRecord(vt: SettleValid['chain'][number], ins: readonly SpentCoin[]): NewTransfer {
     const t = vt.transfer;
     const change = t.outputs[1];
-    await tx.insertTransfer({
+    return {
       hash: vt.hash,
       card: t.card,
       counter: t.counter,
@@ -646,7 +679,7 @@ export class Ledger {
       changeValue: change?.value ?? 0,
       mark: markBytes(ins[0]?.mark),
       time: t.time,
-    });
+    };
   }
 
   // ------------------------------------------------------------ settlement
@@ -842,6 +875,12 @@ export class Ledger {
   async #commitBatch(tx: StoreTx, ob: OpenBatch, p: Prepared, counted: (keyof Ledger['stats'])[]): Promise<Uint8Array[]> {
     if (p.todo.length === 0 && p.todoAdj.length === 0) return p.out as Uint8Array[];
     const now = this.#now();
+    const fast = this.#setBased ? await this.#settleAllValid(tx, ob, p, now) : undefined;
+    if (fast) {
+      for (let k = 0; k < p.todo.length; k++) counted.push('settled');
+      counted.push('batches', 'batchesSetBased');
+      return fast;
+    }
     const out = [...p.out];
     // Voids of this batch are known before its handovers are judged (SPEC §7.7.3).
     const voids = p.todoAdj.length > 0 ? await this.#batchVoids(tx, ob, p.todoAdj) : NO_VOIDS;
@@ -861,6 +900,164 @@ export class Ledger {
     }
     await tx.insertBatch(ob.hash, ob.terminal, ob.seq, ob.handovers.length, ob.time);
     counted.push('batches');
+    return out as Uint8Array[];
+  }
+
+  /**
+   * The common case of a batch, set-based: every handover valid, card-signed and new, nothing in
+   * the batch or the store that any other case of SPEC §7.7's table would answer. It reads, in a
+   * few statements for the whole batch, everything the per-handover path (`#apply`) would read one
+   * handover at a time: stored outcomes, verdicts, the transfers held, the tokens spent, the
+   * evidence objects' claims and the cards' anchors. When every handover is then SETTLED by that
+   * path's rules, it writes the same rows `#apply` would (evidence claims and objects, value
+   * records, verdicts, outcomes, the merchant credit) in multi-row statements, and returns the
+   * outcomes. Otherwise (a fork, a replay, an invalid handover, an adjustment, a void, a token it
+   * did not issue, an object outside the evidence window, anything not SETTLED) it has written
+   * nothing and returns undefined, and the batch goes through `#apply` handover by handover.
+   *
+   * Equivalence with `#apply` in order: claims are checked against the store and against each
+   * other within the batch before anything is written (two different objects claiming one counter
+   * or input fall back, so no fork is missed); a paying transfer that another handover of the batch
+   * carries as history falls back (`#apply` would see it held); every write is then order-free
+   * (claims and records of distinct keys, one credit per batch).
+   */
+  async #settleAllValid(tx: StoreTx, ob: OpenBatch, p: Prepared, now: number): Promise<Uint8Array[] | undefined> {
+    const n = p.todo.length;
+    if (p.todoAdj.length > 0 || ob.adjustments.length > 0 || n !== ob.handovers.length || n === 0) return undefined;
+    const valid: SettleValid[] = [];
+    const paying = new Map<string, Uint8Array>();
+    for (let k = 0; k < n; k++) {
+      const v = p.results[k]!;
+      const e = p.evidence[k]!;
+      if (!v.ok || !e.paying || !bytesEqual(e.paying, v.transferHash)) return undefined;
+      const key = bkey(v.transferHash);
+      if (paying.has(key)) return undefined;
+      paying.set(key, v.transferHash);
+      valid.push(v);
+    }
+    // Value records (history and paying transfers, once each); a paying transfer carried as another's history falls back.
+    const chain = new Map<string, { vt: SettleValid['chain'][number]; ins: readonly SpentCoin[] }>();
+    for (const v of valid)
+      for (let i = 0; i < v.chain.length; i++) {
+        const vt = v.chain[i]!;
+        const key = bkey(vt.hash);
+        if (i < v.chain.length - 1 && paying.has(key)) return undefined;
+        if (!chain.has(key)) chain.set(key, { vt, ins: v.chainInputs[i]! });
+      }
+    // Evidence objects (once each) and their claims; two objects claiming one counter or input fall back.
+    const objects = new Map<string, EvidenceObject>();
+    const counters = new Map<string, CounterClaim>();
+    const inputs = new Map<string, InputClaim>();
+    const cards = new Map<string, Uint8Array>();
+    for (const e of p.evidence)
+      for (const o of e.objects) {
+        const hk = bkey(o.hash);
+        if (objects.has(hk)) continue;
+        objects.set(hk, o);
+        const ck = bkey(o.card);
+        cards.set(ck, o.card);
+        const cc = `${ck}:${o.counter}`;
+        if (counters.has(cc)) return undefined;
+        counters.set(cc, { card: o.card, counter: o.counter, hash: o.hash });
+        for (const id of o.claims) {
+          const ic = `${ck}:${bkey(id)}`;
+          if (inputs.has(ic)) return undefined;
+          inputs.set(ic, { card: o.card, id, hash: o.hash });
+        }
+      }
+    // Every chain transfer is evidence (its claims are checked here), or the batch goes handover by handover.
+    for (const key of chain.keys()) if (!objects.has(key)) return undefined;
+    // The history the ledger settled before: a paying transfer whose prev is its card's chain head (migration 5)
+    // carries exactly that head's chain (prev links, checked by validation), every object of which is recorded as
+    // value and holds its own claims. Its objects need no reads.
+    const heads = new Map((await tx.chainHeadsIn(valid.map((v) => v.cardKid))).map((h) => [bkey(h.card), h.hash] as const));
+    const known = new Set<string>();
+    for (const v of valid) {
+      const head = heads.get(bkey(v.cardKid));
+      if (head && bytesEqual(head, v.transfer.prev)) for (let i = 0; i < v.chain.length - 1; i++) known.add(bkey(v.chain[i]!.hash));
+    }
+    // The store: nothing answered for this batch or these transfers, no held paying transfer but a recorded one without a void.
+    if ((await tx.outcomesOf(ob.hash)).length > 0) return undefined;
+    const payingHashes = [...paying.values()];
+    if ((await tx.verdictsIn(payingHashes)).length > 0) return undefined;
+    const held = new Set<string>(known);
+    for (const t of await tx.transfersIn([...chain.values()].map((c) => c.vt.hash).filter((h) => !known.has(bkey(h))))) {
+      const key = bkey(t.hash);
+      held.add(key);
+      if (paying.has(key) && (t.state !== 'recorded' || (await tx.acceptedVoid(t.hash)))) return undefined;
+    }
+    // Step 3: every token spent is one the ledger issued to this card, with this value.
+    const serials = valid.flatMap((v) => v.tokens.map((t) => t.token.serial));
+    const tokens = new Map((serials.length > 0 ? await tx.tokensIn(serials) : []).map((t) => [bkey(t.serial), t] as const));
+    for (const v of valid)
+      for (const { token } of v.tokens) {
+        const row = tokens.get(bkey(token.serial));
+        if (!row || !bytesEqual(row.card, v.cardKid) || row.value !== token.value) return undefined;
+      }
+    // Step E's claims: every new object within its card's evidence window, every claim unheld or held by the object itself.
+    for (const [key, c] of counters) if (known.has(bkey(c.hash))) counters.delete(key);
+    for (const [key, c] of inputs) if (known.has(bkey(c.hash))) inputs.delete(key);
+    const anchors = new Map((await tx.cardsIn([...cards.values()])).map((r) => [bkey(r.kid), r.anchorCounter] as const));
+    for (const o of objects.values()) {
+      if (known.has(bkey(o.hash))) continue;
+      const anchor = anchors.get(bkey(o.card));
+      if (anchor === undefined || o.counter > anchor + EVIDENCE_WINDOW) return undefined;
+    }
+    for (const h of await tx.counterHolders([...counters.values()])) {
+      const key = `${bkey(h.card)}:${h.counter}`;
+      if (!bytesEqual(counters.get(key)!.hash, h.hash)) return undefined;
+      counters.delete(key);
+    }
+    for (const h of await tx.inputHolders([...inputs.values()])) {
+      const key = `${bkey(h.card)}:${bkey(h.id)}`;
+      if (!bytesEqual(inputs.get(key)!.hash, h.hash)) return undefined;
+      inputs.delete(key);
+    }
+    // Every handover is SETTLED. Its outcome is signed off this thread (the signer's signAsync) while the rows are written.
+    const outcomes: Outcome[] = valid.map((v) => ({
+      transfer: v.transferHash,
+      status: OutcomeStatus.SETTLED,
+      covered: false,
+      time: now,
+      card: v.cardKid,
+      terminal: ob.terminal,
+      amount: v.transfer.amount,
+    }));
+    const signing = Promise.all(outcomes.map((o) => signMessageAsync('Outcome', o, this.#signer)));
+    // Awaited below; a failed signature fails the call there (and rolls it back), never as an unhandled rejection.
+    signing.catch(() => undefined);
+    // Write what #apply would have written.
+    // An object whose counter claim is held by itself was stored with that claim: only new ones are stored.
+    const fresh = new Set([...counters.values()].map((c) => bkey(c.hash)));
+    await tx.insertCounterClaims([...counters.values()]);
+    await tx.insertInputClaims([...inputs.values()]);
+    await tx.insertObjects([...objects.values()].filter((o) => fresh.has(bkey(o.hash))));
+    // A new paying transfer is recorded settled at once; a held (recorded) one is set settled.
+    await tx.insertTransfers(
+      [...chain]
+        .filter(([key]) => !held.has(key))
+        .map(([key, c]) => ({ ...this.#valueRecord(c.vt, c.ins), state: paying.has(key) ? ('settled' as const) : ('recorded' as const) })),
+    );
+    const heldPaying = payingHashes.filter((h) => held.has(bkey(h)));
+    if (heldPaying.length > 0) await tx.setTransfersState(heldPaying, 'settled');
+    await tx.insertVerdicts(outcomes.map(verdictOf));
+    const bytes = await signing;
+    await tx.insertOutcomes(bytes.map((b, k) => ({ batch: ob.hash, idx: p.todo[k]!, bytes: b })));
+    await tx.creditMerchant(
+      ob.terminal,
+      valid.reduce((s, v) => s + v.transfer.amount, 0),
+    );
+    // Each card's chain now holds its claims up to its paying transfer: its head moves there (up only).
+    const advanced = new Map<string, CounterClaim>();
+    for (const v of valid) {
+      const key = bkey(v.cardKid);
+      const at = advanced.get(key);
+      if (!at || at.counter < v.transfer.counter) advanced.set(key, { card: v.cardKid, counter: v.transfer.counter, hash: v.transferHash });
+    }
+    await tx.advanceChainHeads([...advanced.values()]);
+    await tx.insertBatch(ob.hash, ob.terminal, ob.seq, ob.handovers.length, ob.time);
+    const out = [...p.out];
+    for (let k = 0; k < n; k++) out[p.todo[k]!] = bytes[k];
     return out as Uint8Array[];
   }
 
@@ -886,18 +1083,7 @@ export class Ledger {
   }
 
   async #saveVerdict(tx: StoreTx, o: Outcome): Promise<void> {
-    await tx.insertVerdict({
-      transfer: o.transfer,
-      status: o.status,
-      covered: o.covered,
-      code: o.code ?? null,
-      time: o.time,
-      card: o.card,
-      terminal: o.terminal,
-      amount: o.amount,
-      proof1: o.proof?.[0] ?? null,
-      proof2: o.proof?.[1] ?? null,
-    });
+    await tx.insertVerdict(verdictOf(o));
   }
 
   /** Applies one handover of a batch: evidence, then the first matching case of SPEC §7.7's table. */
@@ -1466,6 +1652,8 @@ export class Ledger {
       if (refunds.length > 0) await tx.closeRefundCredits(card, 'redeemed', hash);
       // The coins are the restitution's: it holds their claims (a claim an unsettled evidence object held moves to it).
       for (const c of coins) await tx.takeClaim(card, c.id, hash);
+      // Value records keep their claims, so the card's chain head stays true; it goes anyway: no shortcut for a restored card.
+      await tx.dropChainHead(card);
       await tx.insertObject(hash, record);
       await tx.insertSync({ request: hash, card, receipt: record });
       if (amount > 0 && !(await tx.creditBank(bank, amount)))

@@ -3,7 +3,8 @@
  * same format as the reference signer: 64-byte r||s with low S. The ledger
  * signs every outcome, token and receipt, so this matters for throughput.
  * Unlike the reference, k is random rather than RFC 6979: objects are named by
- * their payload hash, which the signature does not affect.
+ * their payload hash, which the signature does not affect. `signAsync` makes
+ * the same signature in `node:crypto`'s thread pool.
  *
  * @module
  */
@@ -32,8 +33,14 @@ export function nativeSigner(keys: KeyPair): Signer {
     key: { kty: 'EC', crv: 'P-256', d: b64u(keys.secretKey), x: b64u(pk.slice(1, 33)), y: b64u(pk.slice(33, 65)) },
     format: 'jwk',
   });
+  const opts = { key, dsaEncoding: 'ieee-p1363' } as const;
   return {
     kid: keyId(pk),
-    sign: (message) => lowS(new Uint8Array(nodeSign('sha256', message, { key, dsaEncoding: 'ieee-p1363' }))),
+    sign: (message) => lowS(new Uint8Array(nodeSign('sha256', message, opts))),
+    // The callback form runs in libuv's thread pool: the ledger signs a batch's outcomes while it writes the batch.
+    signAsync: (message) =>
+      new Promise((resolve, reject) =>
+        nodeSign('sha256', message, opts, (err, sig) => (err ? reject(err) : resolve(lowS(new Uint8Array(sig))))),
+      ),
   };
 }

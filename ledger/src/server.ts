@@ -224,6 +224,7 @@ export function buildLedgerApp(ledger: Ledger, opts: LedgerAppOptions = {}): Fas
       ['dt_ledger_syncs_total', 'counter', 'Card syncs answered', s.syncs],
       ['dt_ledger_loads_total', 'counter', 'Bank loads accepted', s.loads],
       ['dt_ledger_batches_total', 'counter', 'Batches settled', s.batches],
+      ['dt_ledger_batches_set_based_total', 'counter', 'Batches settled set-based (all handovers valid and new)', s.batchesSetBased],
       ['dt_ledger_merchant_voids_total', 'counter', 'Voids of terminals accepted (SPEC §7.7.3)', s.merchantVoids],
       ['dt_ledger_refunds_total', 'counter', 'Refunds of terminals accepted (SPEC §7.7.3)', s.refunds],
       ['dt_ledger_adjustments_refused_total', 'counter', 'Voids and refunds refused as INVALID', s.adjustmentsRefused],

@@ -131,6 +131,39 @@ function inLists(keys: readonly Uint8Array[]): { marks: string; params: Uint8Arr
   return out;
 }
 
+/** Rows of one multi-row statement at most (a longer list goes in parts). */
+const ROWS_MAX = 128;
+
+/**
+ * Splits `n` rows into parts whose lengths are powers of two (at most {@link ROWS_MAX}), so that
+ * each multi-row statement is one of a few prepared statements, whatever the number of rows.
+ */
+function rowParts(n: number): [start: number, length: number][] {
+  const out: [number, number][] = [];
+  let at = 0;
+  while (at < n) {
+    let len = ROWS_MAX;
+    while (len > n - at) len /= 2;
+    out.push([at, len]);
+    at += len;
+  }
+  return out;
+}
+
+/** A card's counter and the object claiming it (set-based claims, SPEC §7.7 step E). */
+export interface CounterClaim {
+  readonly card: Uint8Array;
+  readonly counter: number;
+  readonly hash: Uint8Array;
+}
+
+/** A card's input (token serial or output id) and the object claiming it. */
+export interface InputClaim {
+  readonly card: Uint8Array;
+  readonly id: Uint8Array;
+  readonly hash: Uint8Array;
+}
+
 /** The statements of one open transaction. */
 export class StoreTx {
   constructor(private readonly sql: SqlTx) {}
@@ -139,6 +172,34 @@ export class StoreTx {
   async #whereIn(select: string, col: string, keys: readonly Uint8Array[]): Promise<Record<string, SqlValue>[]> {
     const rows: Record<string, SqlValue>[] = [];
     for (const l of inLists(keys)) rows.push(...(await this.sql.all(`${select} WHERE ${col} IN (${l.marks})`, l.params)));
+    return rows;
+  }
+
+  /** Inserts `rows` (each the values of `cols`) in multi-row statements: `INSERT INTO table (cols) VALUES (...), ... suffix`. */
+  async #insertRows(table: string, cols: string, rows: readonly (readonly SqlValue[])[], suffix = ''): Promise<void> {
+    const width = cols.split(',').length;
+    const one = `(${Array.from({ length: width }, () => '?').join(', ')})`;
+    for (const [at, len] of rowParts(rows.length)) {
+      const params: SqlValue[] = [];
+      for (let i = at; i < at + len; i++) params.push(...rows[i]!);
+      await this.sql.run(`INSERT INTO ${table} (${cols}) VALUES ${Array.from({ length: len }, () => one).join(', ')}${suffix}`, params);
+    }
+  }
+
+  /** Rows of `select` whose `(a, b)` is one of `pairs` (`WHERE (a = ? AND b = ?) OR ...`, each term an index search). */
+  async #wherePairs(
+    select: string,
+    a: string,
+    b: string,
+    pairs: readonly (readonly [SqlValue, SqlValue])[],
+  ): Promise<Record<string, SqlValue>[]> {
+    const rows: Record<string, SqlValue>[] = [];
+    const term = `(${a} = ? AND ${b} = ?)`;
+    for (const [at, len] of rowParts(pairs.length)) {
+      const params: SqlValue[] = [];
+      for (let i = at; i < at + len; i++) params.push(pairs[i]![0], pairs[i]![1]);
+      rows.push(...(await this.sql.all(`${select} WHERE ${Array.from({ length: len }, () => term).join(' OR ')}`, params)));
+    }
     return rows;
   }
 
@@ -392,6 +453,82 @@ export class StoreTx {
     return this.#holder(await this.sql.get(`SELECT by_hash AS h FROM spent WHERE card = ? AND id = ?`, [card, id]), 'spent');
   }
 
+  /** The objects holding the given (card, counter) claims, where held (set-based {@link claimCounter} reads). */
+  async counterHolders(claims: readonly { card: Uint8Array; counter: number }[]): Promise<CounterClaim[]> {
+    const rows = await this.#wherePairs(
+      `SELECT card, counter, hash FROM counters`,
+      'card',
+      'counter',
+      claims.map((c) => [c.card, c.counter] as const),
+    );
+    return rows.map((r) => ({ card: r.card as Uint8Array, counter: Number(r.counter), hash: r.hash as Uint8Array }));
+  }
+
+  /** The objects holding the given (card, input) claims, where held (set-based {@link claimInput} reads). */
+  async inputHolders(claims: readonly { card: Uint8Array; id: Uint8Array }[]): Promise<InputClaim[]> {
+    const rows = await this.#wherePairs(
+      `SELECT card, id, by_hash FROM spent`,
+      'card',
+      'id',
+      claims.map((c) => [c.card, c.id] as const),
+    );
+    return rows.map((r) => ({ card: r.card as Uint8Array, id: r.id as Uint8Array, hash: r.by_hash as Uint8Array }));
+  }
+
+  /**
+   * New counter claims, set-based. The caller read them unheld ({@link counterHolders}) in this
+   * transaction: a claim held after all fails the statement (and the transaction) instead of being ignored.
+   */
+  async insertCounterClaims(claims: readonly CounterClaim[]): Promise<void> {
+    await this.#insertRows(
+      'counters',
+      'card, counter, hash',
+      claims.map((c) => [c.card, c.counter, c.hash]),
+    );
+  }
+
+  /** New input claims, set-based, as {@link insertCounterClaims}. */
+  async insertInputClaims(claims: readonly InputClaim[]): Promise<void> {
+    await this.#insertRows(
+      'spent',
+      'card, id, by_hash',
+      claims.map((c) => [c.card, c.id, c.hash]),
+    );
+  }
+
+  /** The chain heads of `cards` (set-based; see migration 5). */
+  async chainHeadsIn(cards: readonly Uint8Array[]): Promise<CounterClaim[]> {
+    return (await this.#whereIn(`SELECT card, counter, hash FROM chain_heads`, 'card', cards)).map((r) => ({
+      card: r.card as Uint8Array,
+      counter: Number(r.counter),
+      hash: r.hash as Uint8Array,
+    }));
+  }
+
+  /** Moves cards' chain heads up to `heads` (one per card): a head only ever moves to a higher counter. */
+  async advanceChainHeads(heads: readonly CounterClaim[]): Promise<void> {
+    await this.#insertRows(
+      'chain_heads',
+      'card, counter, hash',
+      heads.map((h) => [h.card, h.counter, h.hash]),
+      ' ON CONFLICT (card) DO UPDATE SET counter = excluded.counter, hash = excluded.hash WHERE excluded.counter > chain_heads.counter',
+    );
+  }
+
+  async dropChainHead(card: Uint8Array): Promise<void> {
+    await this.sql.run(`DELETE FROM chain_heads WHERE card = ?`, [card]);
+  }
+
+  /** Stores evidence objects' bytes, set-based (nothing for one that is stored). */
+  async insertObjects(objects: readonly { hash: Uint8Array; bytes: Uint8Array }[]): Promise<void> {
+    await this.#insertRows(
+      'objects',
+      'hash, bytes',
+      objects.map((o) => [o.hash, o.bytes]),
+      ' ON CONFLICT (hash) DO NOTHING',
+    );
+  }
+
   #holder(r: Record<string, SqlValue> | undefined, table: string): Uint8Array {
     const h = r?.h;
     if (h instanceof Uint8Array) return h;
@@ -441,6 +578,25 @@ export class StoreTx {
     );
   }
 
+  /** Records transfers as value in the given state, set-based. The caller read them unrecorded ({@link transfersIn}) in this transaction. */
+  async insertTransfers(ts: readonly (NewTransfer & { readonly state: TransferState })[]): Promise<void> {
+    await this.#insertRows(
+      'transfers',
+      'hash, card, counter, amount, payee, change_id, change_value, mark, time, state',
+      ts.map((t) => [t.hash, t.card, t.counter, t.amount, t.payee, t.changeId, t.changeValue, t.mark, t.time, t.state]),
+    );
+  }
+
+  /** The recorded transfers among `hashes` (set-based). */
+  async transfersIn(hashes: readonly Uint8Array[]): Promise<TransferRow[]> {
+    return (await this.#whereIn(`SELECT ${TRANSFER_COLUMNS} FROM transfers`, 'hash', hashes)).map(transferRow);
+  }
+
+  /** Sets the state of the transfers `hashes` (set-based). */
+  async setTransfersState(hashes: readonly Uint8Array[], state: TransferState): Promise<void> {
+    for (const l of inLists(hashes)) await this.sql.run(`UPDATE transfers SET state = ? WHERE hash IN (${l.marks})`, [state, ...l.params]);
+  }
+
   async transfer(hash: Uint8Array): Promise<TransferRow | undefined> {
     const r = await this.sql.get(`SELECT ${TRANSFER_COLUMNS} FROM transfers WHERE hash = ?`, [hash]);
     return r && transferRow(r);
@@ -474,6 +630,11 @@ export class StoreTx {
   /** The tokens the receipts of the syncs `syncs` carried (set-based). */
   async tokensOfSyncs(syncs: readonly Uint8Array[]): Promise<TokenRow[]> {
     return (await this.#whereIn(`SELECT ${TOKEN_COLUMNS} FROM tokens`, 'sync', syncs)).map(tokenRow);
+  }
+
+  /** The issued tokens among `serials` (set-based). */
+  async tokensIn(serials: readonly Uint8Array[]): Promise<TokenRow[]> {
+    return (await this.#whereIn(`SELECT ${TOKEN_COLUMNS} FROM tokens`, 'serial', serials)).map(tokenRow);
   }
 
   async insertToken(t: TokenRow): Promise<void> {
@@ -513,6 +674,29 @@ export class StoreTx {
 
   async insertOutcome(o: OutcomeRow): Promise<void> {
     await this.sql.run(`INSERT INTO outcomes (batch, idx, bytes) VALUES (?, ?, ?)`, [o.batch, o.idx, o.bytes]);
+  }
+
+  /** Outcomes of a batch, set-based (the caller read none stored for these indexes in this transaction). */
+  async insertOutcomes(os: readonly OutcomeRow[]): Promise<void> {
+    await this.#insertRows(
+      'outcomes',
+      'batch, idx, bytes',
+      os.map((o) => [o.batch, o.idx, o.bytes]),
+    );
+  }
+
+  /** The verdicts among `transfers` (set-based). */
+  async verdictsIn(transfers: readonly Uint8Array[]): Promise<VerdictRow[]> {
+    return (await this.#whereIn(`SELECT ${VERDICT_COLUMNS} FROM verdicts`, 'transfer', transfers)).map(verdictRow);
+  }
+
+  /** First verdicts, set-based (the caller read none for these transfers in this transaction). */
+  async insertVerdicts(vs: readonly VerdictRow[]): Promise<void> {
+    await this.#insertRows(
+      'verdicts',
+      'transfer, status, covered, code, time, card, terminal, amount, proof1, proof2',
+      vs.map((v) => [v.transfer, v.status, v.covered ? 1 : 0, v.code, v.time, v.card, v.terminal, v.amount, v.proof1, v.proof2]),
+    );
   }
 
   async verdict(transfer: Uint8Array): Promise<VerdictRow | undefined> {

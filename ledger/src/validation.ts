@@ -260,8 +260,8 @@ export interface SettleJob extends ValidationJob {
   readonly keys: ReadonlyMap<string, Uint8Array>;
 }
 
-/** The fields of a Transfer the settlement path reads (ledger.ts `#apply`, `#recordValue`, `#coverable`). */
-export type SettleTransferFields = Pick<Transfer, 'card' | 'counter' | 'amount' | 'currency' | 'payee' | 'time' | 'outputs'>;
+/** The fields of a Transfer the settlement path reads (ledger.ts `#apply`, `#settleAllValid`, `#recordValue`, `#coverable`). */
+export type SettleTransferFields = Pick<Transfer, 'card' | 'counter' | 'prev' | 'amount' | 'currency' | 'payee' | 'time' | 'outputs'>;
 
 /**
  * What settlement reads of a valid handover's result (a {@link HandoverValid} is one): the names,
@@ -305,6 +305,7 @@ export interface SettlementValidator {
 const fields = (t: Transfer): SettleTransferFields => ({
   card: t.card,
   counter: t.counter,
+  prev: t.prev,
   amount: t.amount,
   currency: t.currency,
   payee: t.payee,

@@ -279,7 +279,7 @@ for (const b of [sqliteBackend, pgBackend] as Backend<unknown>[]) {
     t.is((await b.inspect(target)).version, LEDGER_MIGRATIONS.length);
   });
 
-  test(`${b.name}: a version-3 database (before voids and refunds) opens with the version-4 code: its data kept, the new tables there`, async (t) => {
+  test(`${b.name}: a version-3 database (before voids and refunds) opens with the current code: its data kept, the new tables there`, async (t) => {
     const target = await b.previous();
     await (await b.open(target, LEDGER_MIGRATIONS.slice(0, 3))).close();
     const v3 = await b.inspect(target);
@@ -293,9 +293,23 @@ for (const b of [sqliteBackend, pgBackend] as Backend<unknown>[]) {
     } finally {
       await storage.close();
     }
-    const v4 = await b.inspect(target);
-    t.is(v4.version, 4);
-    t.true(v4.tables.includes('adjustments') && v4.tables.includes('refund_credits'));
+    const now = await b.inspect(target);
+    t.is(now.version, LEDGER_MIGRATIONS.length);
+    t.true(now.tables.includes('adjustments') && now.tables.includes('refund_credits') && now.tables.includes('chain_heads'));
+  });
+
+  test(`${b.name}: a version-4 database opens with the current code: chain_heads there and empty (no shortcut until the ledger settles set-based)`, async (t) => {
+    const target = await b.previous();
+    await (await b.open(target, LEDGER_MIGRATIONS.slice(0, 4))).close();
+    t.false((await b.inspect(target)).tables.includes('chain_heads'));
+    const storage = await b.open(target);
+    try {
+      await assertFixtureData(t, b, storage);
+      t.deepEqual(await storage.transaction((tx) => tx.all('SELECT card FROM chain_heads')), []);
+    } finally {
+      await storage.close();
+    }
+    t.is((await b.inspect(target)).version, 5);
   });
 
   test(`${b.name}: the previous version's database upgrades to a test version after the real list, with its data`, async (t) => {

@@ -11,7 +11,7 @@ import { DtError, ErrorCode } from './errors.ts';
 import { decodeDeterministic, encodeDeterministic } from './cbor/deterministic.ts';
 import { decodeStruct, encodeStruct, type StructSchema } from './schema/dsl.ts';
 import { MESSAGES, type MessageName, type MessageOf, type SignedMessageName } from './schema/messages.ts';
-import { coseSign1, decodeCoseSign1, verifyCoseSign1, type CoseSign1, type Signer } from './cose/sign1.ts';
+import { coseSign1, coseSign1Async, decodeCoseSign1, verifyCoseSign1, type CoseSign1, type Signer } from './cose/sign1.ts';
 import { nobleVerifier, sha256, type Verifier } from './crypto/suite.ts';
 
 /** Encodes a message payload (or an unsigned container such as a Handover) deterministically. */
@@ -41,6 +41,15 @@ export function signMessage<N extends SignedMessageName>(name: N, value: Message
 export function signEncoded<N extends SignedMessageName>(name: N, payload: Uint8Array, signer: Signer): Uint8Array {
   const def = MESSAGES[name];
   const out = coseSign1(payload, def.contentFormat, signer);
+  if (out.length > def.maxSize)
+    throw new DtError(ErrorCode.TOO_LARGE, `signed ${name} exceeds its size limit`, { size: out.length, maxSize: def.maxSize });
+  return out;
+}
+
+/** {@link signMessage} through the signer's `signAsync` when it has one (`coseSign1Async`): the same bytes, signed off the calling thread. */
+export async function signMessageAsync<N extends SignedMessageName>(name: N, value: MessageOf<N>, signer: Signer): Promise<Uint8Array> {
+  const def = MESSAGES[name];
+  const out = await coseSign1Async(encodeMessage(name, value), def.contentFormat, signer);
   if (out.length > def.maxSize)
     throw new DtError(ErrorCode.TOO_LARGE, `signed ${name} exceeds its size limit`, { size: out.length, maxSize: def.maxSize });
   return out;

@@ -327,14 +327,24 @@ export interface ChainCheckOk {
  * SyncRequest's history against the tokens it issued.
  */
 export function checkTransferChain(o: ChainCheckOptions): ChainCheckOk | HandoverInvalid {
+  return checkChain(o, undefined);
+}
+
+/** A transfer opened (by the same opener) before the chain check, with its payload hash. */
+type OpenedTransfer = OpenedMessage<'Transfer'> & { readonly hash?: Uint8Array };
+
+/** {@link checkTransferChain}, with the last transfer already opened by `o.openTransfer` (the paying transfer, which validateHandover opened first). */
+function checkChain(o: ChainCheckOptions, last: OpenedTransfer | undefined): ChainCheckOk | HandoverInvalid {
   const verifier = o.verifier ?? nobleVerifier;
+  const open = o.openTransfer ?? defaultOpener;
   const chain: ValidatedTransfer[] = [];
+  const n = o.transfers.length;
   // Step 4: signatures, card field, counters, links.
-  for (let i = 0; i < o.transfers.length; i++) {
+  for (let i = 0; i < n; i++) {
     const bytes = o.transfers[i]!;
-    let opened;
+    let opened: OpenedTransfer;
     try {
-      opened = (o.openTransfer ?? defaultOpener)(bytes);
+      opened = last !== undefined && i === n - 1 ? last : open(bytes);
     } catch (e) {
       return fail(HandoverCode.HANDOVER_MALFORMED, `transfer: ${errDetail(e)}`, i);
     }
@@ -431,7 +441,7 @@ export function validateHandover(input: Uint8Array | Handover, ctx: HandoverCont
   } catch (e) {
     return fail(HandoverCode.HANDOVER_MALFORMED, errDetail(e));
   }
-  let opened;
+  let opened: OpenedTransfer;
   try {
     opened = (ctx.openTransfer ?? defaultOpener)(handover.transfer);
   } catch (e) {
@@ -439,6 +449,8 @@ export function validateHandover(input: Uint8Array | Handover, ctx: HandoverCont
   }
   const transfer = opened.message;
   const transferHash = opened.hash ?? payloadHash(opened.cose);
+  // Opened once: the chain check below takes it as its last transfer, hash included.
+  if (opened.hash === undefined) opened = { ...opened, hash: transferHash };
   const named = { transferHash, cardKid: transfer.card, amount: transfer.amount };
   const failT = (code: HandoverCode, detail?: string, index?: number): Fail => ({ ...fail(code, detail, index), ...named });
 
@@ -538,16 +550,19 @@ export function validateHandover(input: Uint8Array | Handover, ctx: HandoverCont
     history = [...held, ...handover.history];
   }
   const all = [...history, handover.transfer];
-  const checked = checkTransferChain({
-    cardKid: card.kid,
-    cardPublicKey: card.publicKey,
-    transfers: all,
-    coins,
-    currency: transfer.currency,
-    verifier,
-    anchor,
-    ...(ctx.openTransfer ? { openTransfer: ctx.openTransfer } : {}),
-  });
+  const checked = checkChain(
+    {
+      cardKid: card.kid,
+      cardPublicKey: card.publicKey,
+      transfers: all,
+      coins,
+      currency: transfer.currency,
+      verifier,
+      anchor,
+      ...(ctx.openTransfer ? { openTransfer: ctx.openTransfer } : {}),
+    },
+    opened,
+  );
   if (!checked.ok) {
     // Without a receipt the only anchor is genesis: say so rather than "counter does not follow".
     if (!handover.receipt && checked.code === HandoverCode.HISTORY_BROKEN && checked.index === 0) {

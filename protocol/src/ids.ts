@@ -12,6 +12,8 @@ import { LIMITS } from './schema/messages.ts';
 export const GENESIS_PREV: Uint8Array = new Uint8Array(32);
 
 const OUTPUT_DOMAIN = utf8('DT-OUTPUT-V1');
+/** "DT-OUTPUT-V1" || transfer hash (32 bytes) || index (1 byte). */
+const OUTPUT_INPUT: Uint8Array = concatBytes(OUTPUT_DOMAIN, new Uint8Array(33));
 
 /**
  * Id of output `index` of the transfer whose payload hash is `transferHash`:
@@ -23,5 +25,8 @@ export function outputId(transferHash: Uint8Array, index: number): Uint8Array {
   if (!Number.isInteger(index) || index < 0 || index >= LIMITS.maxOutputs) {
     throw new DtError(ErrorCode.SCHEMA_OUT_OF_RANGE, 'output index out of range', { index });
   }
-  return sha256(concatBytes(OUTPUT_DOMAIN, transferHash, new Uint8Array([index])));
+  // The hashed bytes are written into one scratch array (hashing is synchronous and copies nothing out of it).
+  OUTPUT_INPUT.set(transferHash, OUTPUT_DOMAIN.length);
+  OUTPUT_INPUT[OUTPUT_INPUT.length - 1] = index;
+  return sha256(OUTPUT_INPUT);
 }

@@ -11,6 +11,7 @@ import cose from 'cose-js';
 import {
   ALG_ES256,
   coseSign1,
+  coseSign1Async,
   decodeCoseSign1,
   DtError,
   encodeDeterministic,
@@ -588,3 +589,17 @@ function indexOf(haystack: Uint8Array, needle: Uint8Array): number {
   }
   throw new Error('not found');
 }
+
+test('coseSign1Async: the same bytes as coseSign1 for a signer without signAsync; a signAsync signature is used, checked for size', async (t) => {
+  const keys = { secretKey: fromHex('11'.repeat(32)), publicKey: publicKeyOf(fromHex('11'.repeat(32))) };
+  const signer = keyPairSigner(keys);
+  const payload = encodeDeterministic(new Map([[1, 2]]));
+  t.deepEqual(await coseSign1Async(payload, 65000, signer), coseSign1(payload, 65000, signer));
+  let calls = 0;
+  const asyncSigner = { ...signer, signAsync: async (m: Uint8Array) => (calls++, signer.sign(m)) };
+  const bytes = await coseSign1Async(payload, 65000, asyncSigner);
+  t.is(calls, 1);
+  t.deepEqual(bytes, coseSign1(payload, 65000, signer));
+  const short = { ...signer, signAsync: async () => new Uint8Array(63) };
+  await t.throwsAsync(coseSign1Async(payload, 65000, short), { message: /not 64 bytes/ });
+});

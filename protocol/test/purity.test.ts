@@ -2,9 +2,11 @@
  * `protocol/src` must stay pure (ARCHITECTURE: it runs in firmware and
  * embedded JS engines): no Node built-ins, no Buffer, no TextEncoder/
  * TextDecoder, no process, no timers, and imports only from itself,
- * `@noble/curves`, `@noble/hashes`, `fast-sha256` and `cbor-x`. The one exception is
+ * `@noble/curves`, `@noble/hashes`, `fast-sha256` and `cbor-x`, and the package
+ * import `#sha256`, whose `default` target is pure. The exceptions are
  * `src/native.ts`, the Node-only fast path, which the pure entry point must
- * not re-export. `src/http/` (`@dt/protocol/http`, the HTTP client layer) runs
+ * not re-export, and `src/crypto/sha256-node.ts`, the `node` target of
+ * `#sha256`, which no file imports by path. `src/http/` (`@dt/protocol/http`, the HTTP client layer) runs
  * on the platform's `fetch` and timers, not in firmware: it may use
  * `setTimeout`/`clearTimeout` and nothing else of the list (no Node import, no
  * Buffer, no process); no pure file imports it and the pure entry point does
@@ -20,11 +22,11 @@ import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
 
 const SRC = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'src');
-const EXEMPT = new Set(['native.ts']);
+const EXEMPT = new Set(['native.ts', 'crypto/sha256-node.ts']);
 /** The HTTP layer's folder and the globals it may use beyond the pure set (web platform timers). */
 const HTTP_DIR = 'http/';
 const HTTP_ALLOWED_GLOBALS = new Set(['setTimeout', 'clearTimeout']);
-const ALLOWED_PACKAGES = [/^@noble\/curves(\/|$)/, /^@noble\/hashes(\/|$)/, /^cbor-x$/, /^fast-sha256$/];
+const ALLOWED_PACKAGES = [/^@noble\/curves(\/|$)/, /^@noble\/hashes(\/|$)/, /^cbor-x$/, /^fast-sha256$/, /^#sha256$/];
 const FORBIDDEN_GLOBALS = new Set([
   'Buffer',
   'TextEncoder',
@@ -64,6 +66,7 @@ function impurities(file: string, text: string): string[] {
     const s = spec.text;
     if (s.startsWith('./') || s.startsWith('../')) {
       if (/(^|\/)native(\.ts)?$/.test(s)) problems.push(`${where(n)}: imports the Node-only native.ts`);
+      if (/(^|\/)sha256-node(\.ts)?$/.test(s)) problems.push(`${where(n)}: imports the Node-only sha256-node.ts`);
       if (!inHttp && /(^|\/)http(\/|$)/.test(s)) problems.push(`${where(n)}: imports the fetch-based http/ layer`);
       return;
     }
@@ -111,6 +114,7 @@ test('the purity check itself catches each kind of impurity', (t) => {
     'if (process.env.X) {}',
     'setTimeout(() => 0, 1);',
     "import { nativeVerifier } from './native.ts';",
+    "import { sha256Digest } from './crypto/sha256-node.ts';",
     "import x from 'left-pad';",
   ];
   for (const line of bad) t.is(impurities('probe.ts', line).length, 1, line);
@@ -119,6 +123,7 @@ test('the purity check itself catches each kind of impurity', (t) => {
     "import { sha256 } from '@noble/hashes/sha2.js';",
     "import { Decoder } from 'cbor-x';",
     "import fastSha256 from 'fast-sha256';",
+    "import { sha256Digest } from '#sha256';",
     "import { x } from '../bytes.ts';",
     '// Buffer, TextEncoder and process in a comment',
     'const o = { process: 1 }; o.process = 2;',
@@ -138,4 +143,16 @@ test('the pure entry point re-exports neither native.ts nor http/', (t) => {
   const index = readFileSync(join(SRC, 'index.ts'), 'utf8').replace(/\/\*[\s\S]*?\*\/|\/\/.*$/gm, '');
   t.false(/native/.test(index));
   t.false(/http/.test(index));
+});
+
+test('#sha256 resolves to node:crypto only under the node condition, to the pure fast-sha256 file otherwise', (t) => {
+  const pkg = JSON.parse(readFileSync(join(SRC, '..', 'package.json'), 'utf8')) as { imports: Record<string, unknown> };
+  t.deepEqual(Object.keys(pkg.imports), ['#sha256']);
+  t.deepEqual(pkg.imports['#sha256'], {
+    'dt-source': { node: './src/crypto/sha256-node.ts', default: './src/crypto/sha256.ts' },
+    node: './dist/crypto/sha256-node.js',
+    default: './dist/crypto/sha256.js',
+  });
+  // The pure target is scanned by the purity test above (it is not exempt).
+  t.false(EXEMPT.has('crypto/sha256.ts'));
 });

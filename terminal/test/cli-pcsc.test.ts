@@ -62,7 +62,10 @@ function dtPos(
 /** `dt-card serve --vpcd` as a process; resolves once it is connected to the reader. */
 function serveCard(args: string[], env: NodeJS.ProcessEnv): Promise<{ stop: () => Promise<void> }> {
   return new Promise((ready, fail) => {
-    const proc = spawn(process.execPath, [DT_CARD, 'serve', '--json', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = spawn(process.execPath, [DT_CARD, 'serve', '--json', '--exit-with-parent', ...args], {
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let log = '';
     let up = false;
     const exited = new Promise<void>((r) => proc.on('close', () => r()));

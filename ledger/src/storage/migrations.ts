@@ -72,6 +72,13 @@ export const LEDGER_MIGRATIONS: readonly LedgerMigration[] = [
       `CREATE INDEX refund_credits_card ON refund_credits (card, state)`,
     ],
   },
+  {
+    version: 5,
+    description:
+      "chain_heads: per card, the newest transfer the ledger settled set-based with its whole chain's claims its own (SPEC §7.7 step E): that chain's objects need no claim reads again",
+    // hash: payload hash of the transfer; counter: its counter. Only ever moves to a higher counter.
+    statements: [`CREATE TABLE chain_heads (card BLOB PRIMARY KEY, counter BIGINT NOT NULL, hash BLOB NOT NULL)`],
+  },
 ];
 
 /** Why a database cannot be used as the ledger's. */

@@ -22,6 +22,9 @@ import { Mutex, type LedgerStorage, type Row, type SqlTx, type SqlValue } from '
 
 const INT8_OID = 20;
 
+/** Named prepared statements one connection keeps at most. */
+const PREPARED_MAX = 512;
+
 function toPg(sql: string): string {
   let n = 0;
   return sql.replace(/\?/g, () => `$${++n}`);
@@ -145,17 +148,26 @@ export async function openPostgresStorage(config: PostgresConfig, options: Postg
     await client.end().catch(() => undefined);
     throw e;
   }
+  // Every statement of the ledger is a named prepared statement of this connection: parsed and planned once, then only
+  // bound and executed (the ledger's statements are a fixed set: the store's texts, multi-row ones in a few lengths).
+  // Past PREPARED_MAX texts, further ones run unnamed.
+  const prepared = new Map<string, { name: string; text: string }>();
+  const query = (sql: string, params: readonly SqlValue[]) => {
+    let p = prepared.get(sql);
+    if (!p && prepared.size < PREPARED_MAX) prepared.set(sql, (p = { name: `dt${prepared.size}`, text: toPg(sql) }));
+    return p ? client.query({ name: p.name, text: p.text, values: bind(params) }) : client.query(toPg(sql), bind(params));
+  };
   const tx: SqlTx = {
     async all<T extends Row>(sql: string, params: readonly SqlValue[] = []) {
-      const r = await client.query(toPg(sql), bind(params));
+      const r = await query(sql, params);
       return r.rows.map((x) => plainRow<T>(x));
     },
     async get<T extends Row>(sql: string, params: readonly SqlValue[] = []) {
-      const r = await client.query(toPg(sql), bind(params));
+      const r = await query(sql, params);
       return r.rows[0] ? plainRow<T>(r.rows[0]) : undefined;
     },
     async run(sql: string, params: readonly SqlValue[] = []) {
-      const r = await client.query(toPg(sql), bind(params));
+      const r = await query(sql, params);
       return r.rowCount ?? 0;
     },
   };

@@ -6,6 +6,8 @@
  * @module
  */
 import Database from 'better-sqlite3';
+import { createRequire } from 'node:module';
+import { Worker } from 'node:worker_threads';
 import { migrateSqliteSchema } from '@dt/protocol/sqlite-migrate';
 import { LEDGER_MIGRATIONS, sqlitePlan, type LedgerMigration } from './migrations.ts';
 import { Mutex, type LedgerStorage, type Row, type SqlTx, type SqlValue } from './types.ts';
@@ -45,6 +47,70 @@ export function migrateSqlite(
 export interface SqliteStorageOptions {
   /** The schema migrations (default `LEDGER_MIGRATIONS`); tests of the upgrade path pass a longer list. Version 1 must stay the ledger's own. */
   readonly migrations?: readonly LedgerMigration[];
+  /**
+   * Checkpoint the WAL from a background thread (default true for a file; see {@link startCheckpointer}).
+   * false: SQLite's own automatic checkpoint, inside the committing call.
+   */
+  readonly backgroundCheckpoint?: boolean;
+}
+
+/** WAL frames (pages) after which a commit checkpoints in the calling thread anyway (the background thread fell behind): bounds the WAL at about 256 MiB. */
+const WAL_FRAMES_MAX = 65_536;
+/** How often the background thread checkpoints (ms). */
+const CHECKPOINT_EVERY_MS = 100;
+
+/**
+ * The checkpointer thread's code: its own connection to the database, a PASSIVE checkpoint (it copies
+ * committed WAL frames into the database file and never blocks the writer) every `every` ms until told to stop.
+ */
+const CHECKPOINTER = `
+const { parentPort, workerData } = require('node:worker_threads');
+const Database = require(workerData.module);
+const db = new Database(workerData.path, { fileMustExist: true });
+db.pragma('busy_timeout = 1000');
+let stop = false;
+parentPort.on('message', () => { stop = true; });
+const tick = () => {
+  if (stop) { db.close(); parentPort.postMessage('stopped'); return; }
+  try { db.pragma('wal_checkpoint(PASSIVE)'); } catch (e) { parentPort.postMessage(String(e && e.message || e)); }
+  setTimeout(tick, workerData.every);
+};
+tick();
+`;
+
+/**
+ * Starts the background checkpointer of a WAL database at `path`. A commit with
+ * `synchronous=FULL` is durable once its WAL frames are synced; copying them into
+ * the database file (the checkpoint) is SQLite's housekeeping, which by default runs
+ * inside the commit that crosses `wal_autocheckpoint` pages: with random-key B-trees
+ * a settle call's commit then waits for tens of MiB of page writes and a second
+ * fsync. Here a thread with its own connection checkpoints in PASSIVE mode (never
+ * blocking the writer); the writer's own automatic checkpoint is off, and it
+ * checkpoints itself only if the WAL grows past {@link WAL_FRAMES_MAX} frames.
+ */
+function startCheckpointer(path: string): { stop(): Promise<void> } {
+  const worker = new Worker(CHECKPOINTER, {
+    eval: true,
+    workerData: { path, module: createRequire(import.meta.url).resolve('better-sqlite3'), every: CHECKPOINT_EVERY_MS },
+  });
+  worker.unref();
+  // A failed checkpoint is retried at the next tick; the writer's bound keeps the WAL finite meanwhile.
+  worker.on('error', () => undefined);
+  let stopped: Promise<void> | undefined;
+  return {
+    stop() {
+      stopped ??= new Promise<void>((resolve) => {
+        worker.once('exit', () => resolve());
+        worker.on('message', (m) => {
+          if (m === 'stopped') void worker.terminate();
+        });
+        worker.postMessage('stop');
+        // A thread stuck in a checkpoint is ended after a second; the next connection's checkpoint carries on.
+        setTimeout(() => void worker.terminate(), 1000).unref();
+      });
+      return stopped;
+    },
+  };
 }
 
 /**
@@ -71,6 +137,9 @@ export function openSqliteStorage(path: string, options: SqliteStorageOptions = 
     db.close();
     throw e;
   }
+  const background = (options.backgroundCheckpoint ?? true) && path !== ':memory:' && path !== '' && !db.memory;
+  const checkpointer = background ? startCheckpointer(path) : undefined;
+  if (checkpointer) db.pragma('wal_autocheckpoint = 0');
   const cache = new Map<string, Database.Statement>();
   const stmt = (sql: string) => {
     let s = cache.get(sql);
@@ -92,6 +161,11 @@ export function openSqliteStorage(path: string, options: SqliteStorageOptions = 
       return stmt(sql).run(...bind(params)).changes;
     },
   };
+  // WAL frames not yet checkpointed (the `-wal` file's size is not it: SQLite reuses the file).
+  const walFrames = (): number => {
+    const r = db.pragma('wal_checkpoint(NOOP)') as { log: number; checkpointed: number }[] | undefined;
+    return r?.[0] ? r[0].log - r[0].checkpointed : 0;
+  };
   const mutex = new Mutex();
   let closed = false;
   return {
@@ -103,6 +177,7 @@ export function openSqliteStorage(path: string, options: SqliteStorageOptions = 
         try {
           const out = await fn(tx);
           db.exec('COMMIT');
+          if (checkpointer && walFrames() > WAL_FRAMES_MAX) db.pragma('wal_checkpoint(PASSIVE)');
           return out;
         } catch (e) {
           if (db.inTransaction) db.exec('ROLLBACK');
@@ -113,6 +188,7 @@ export function openSqliteStorage(path: string, options: SqliteStorageOptions = 
     async close() {
       await mutex.run(async () => {
         closed = true;
+        await checkpointer?.stop();
         db.close();
       });
     },

@@ -17,7 +17,17 @@
  */
 import { DtError, ErrorCode } from '../errors.ts';
 import { decodeDeterministic, encodeDeterministic, type CborMap, type CborValue } from '../cbor/deterministic.ts';
-import { ALG_ES256, KEY_ID_LENGTH, keyId, nobleVerifier, sign, SIGNATURE_LENGTH, type KeyPair, type Verifier } from '../crypto/suite.ts';
+import {
+  ALG_ES256,
+  KEY_ID_LENGTH,
+  keyId,
+  keyIdOf,
+  nobleVerifier,
+  sign,
+  SIGNATURE_LENGTH,
+  type KeyPair,
+  type Verifier,
+} from '../crypto/suite.ts';
 import { bytesEqual } from '../bytes.ts';
 
 /** COSE_Sign1 tag. */
@@ -31,6 +41,12 @@ export interface Signer {
   readonly kid: Uint8Array;
   /** ES256 signature (64 bytes, low-S) over `message`. */
   sign(message: Uint8Array): Uint8Array;
+  /**
+   * The same signature, computed off the calling thread (a server's signer: `node:crypto`'s
+   * thread pool), so that the caller can go on while it is made. Optional: without it,
+   * {@link coseSign1Async} signs with {@link sign}.
+   */
+  signAsync?(message: Uint8Array): Promise<Uint8Array>;
 }
 
 /** A {@link Signer} over an in-memory key pair. */
@@ -85,7 +101,9 @@ function bstrHead(out: Uint8Array, at: number, n: number): number {
  * generic encoder: every signature made and checked goes through here.
  */
 export function sigStructure(protectedBytes: Uint8Array, payload: Uint8Array): Uint8Array {
-  const out = new Uint8Array(SIG1_PREFIX.length + 5 + protectedBytes.length + 1 + 5 + payload.length);
+  const out = new Uint8Array(
+    SIG1_PREFIX.length + headLength(protectedBytes.length) + protectedBytes.length + 1 + headLength(payload.length) + payload.length,
+  );
   out.set(SIG1_PREFIX, 0);
   let at = bstrHead(out, SIG1_PREFIX.length, protectedBytes.length);
   out.set(protectedBytes, at);
@@ -93,7 +111,12 @@ export function sigStructure(protectedBytes: Uint8Array, payload: Uint8Array): U
   out[at++] = 0x40;
   at = bstrHead(out, at, payload.length);
   out.set(payload, at);
-  return out.subarray(0, at + payload.length);
+  return out;
+}
+
+/** Length of the shortest CBOR head for an argument of `n` (as {@link bstrHead} writes it). */
+function headLength(n: number): number {
+  return n < 24 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : 5;
 }
 
 /** Encodes the protected header. */
@@ -111,6 +134,15 @@ export function protectedHeader(contentType: string | number, kid: Uint8Array): 
 export function coseSign1(payload: Uint8Array, contentType: string | number, signer: Signer): Uint8Array {
   const prot = protectedHeader(contentType, signer.kid);
   const signature = signer.sign(sigStructure(prot, payload));
+  return encodeDeterministic({ tag: COSE_SIGN1_TAG, value: [prot, new Map(), payload, signature] });
+}
+
+/** {@link coseSign1} with the signer's `signAsync` when it has one: the same bytes, signed off the calling thread. */
+export async function coseSign1Async(payload: Uint8Array, contentType: string | number, signer: Signer): Promise<Uint8Array> {
+  const prot = protectedHeader(contentType, signer.kid);
+  const tbs = sigStructure(prot, payload);
+  const signature = signer.signAsync ? await signer.signAsync(tbs) : signer.sign(tbs);
+  if (signature.length !== 64) throw new DtError(ErrorCode.COSE_MALFORMED, 'the signer returned a signature that is not 64 bytes');
   return encodeDeterministic({ tag: COSE_SIGN1_TAG, value: [prot, new Map(), payload, signature] });
 }
 
@@ -160,7 +192,7 @@ export function decodeCoseSign1(bytes: Uint8Array, maxSize: number): CoseSign1 {
  * the kid names another key, `BAD_SIGNATURE` when the signature does not verify.
  */
 export function verifyCoseSign1(cose: CoseSign1, publicKey: Uint8Array, verifier: Verifier = nobleVerifier): void {
-  if (!bytesEqual(cose.kid, keyId(publicKey))) throw new DtError(ErrorCode.KEY_MISMATCH, 'kid does not name the given key');
+  if (!bytesEqual(cose.kid, keyIdOf(publicKey))) throw new DtError(ErrorCode.KEY_MISMATCH, 'kid does not name the given key');
   if (!verifier.verify(cose.signature, sigStructure(cose.protectedBytes, cose.payload), publicKey)) {
     throw new DtError(ErrorCode.BAD_SIGNATURE, 'signature does not verify');
   }

@@ -5,11 +5,11 @@
  * `protocol/` and `firmware/` (its ECDSA hashes with `@noble/hashes`; the
  * instance, with a base field written for interpreters, is `p256.ts`). The
  * {@link sha256} of everything else (key ids, payload hashes, output ids, the
- * card's journal and certificate memo) is `fast-sha256`: plain 32-bit
- * arithmetic with the rounds written out, which an interpreter such as QuickJS
- * (the card's engine) runs about 1.7 times as fast as `@noble/hashes`' helper
- * calls, while V8 runs both alike (`protocol/test/suite.test.ts` checks it
- * against `@noble/hashes` and `node:crypto`). Signatures are deterministic (RFC 6979) and
+ * card's journal and certificate memo) is the package import `#sha256`, chosen
+ * when the module is resolved (package.json `imports`): on Node `sha256-node.ts`
+ * (`node:crypto` from 1 KiB up, `fast-sha256` below), everywhere else
+ * `sha256.ts` (`fast-sha256`, which the firmware bundle for QuickJS gets); `protocol/test/suite.test.ts` checks both
+ * against `@noble/hashes` and each other. Signatures are deterministic (RFC 6979) and
  * always low-S; verification rejects high-S signatures so that a signed
  * object has exactly one valid signature (no malleability), on every path.
  * Servers may inject a faster {@link Verifier} (see `@dt/protocol/native`).
@@ -17,9 +17,9 @@
  * @module
  */
 import { p256 } from './p256.ts';
-import fastSha256 from 'fast-sha256';
+import { sha256Digest } from '#sha256';
 import { DtError, ErrorCode } from '../errors.ts';
-import { concatBytes } from '../bytes.ts';
+import { bytesEqual, concatBytes } from '../bytes.ts';
 
 /** COSE algorithm identifier for ES256. */
 export const ALG_ES256 = -7;
@@ -33,10 +33,13 @@ export const KEY_ID_LENGTH = 16;
 /** The P-256 group order n. */
 export const P256_N = p256.Point.CURVE().n;
 const HALF_N = P256_N >> 1n;
+/** `n` and `n >> 1` as 32 big-endian bytes. */
+const N_BYTES = bigintBytes32(P256_N);
+const HALF_N_BYTES = bigintBytes32(HALF_N);
 
 /** SHA-256 (FIPS 180-4). */
 export function sha256(data: Uint8Array): Uint8Array {
-  return fastSha256.hash(data);
+  return sha256Digest(data);
 }
 
 /** A source of random bytes (a CSPRNG on real hardware; seeded in tests). */
@@ -73,14 +76,28 @@ export function publicKeyOf(secretKey: Uint8Array): Uint8Array {
   return p256.getPublicKey(secretKey, false);
 }
 
+/** Answers of {@link isValidPublicKey} by the 65 key bytes (as a string), oldest dropped first. */
+const pointMemo = new Map<string, boolean>();
+const POINT_MEMO_MAX = 1024;
+
 /** True for a valid uncompressed P-256 point (on the curve, not infinity). */
 export function isValidPublicKey(publicKey: Uint8Array): boolean {
   if (publicKey.length !== PUBLIC_KEY_LENGTH || publicKey[0] !== 4) return false;
+  // The curve check costs a few field operations in pure JS; the same keys (a bank's, a
+  // terminal's) come back with every certificate chain, so answers are remembered by the
+  // key's bytes, a bounded number of them.
+  const k = String.fromCharCode.apply(null, publicKey as unknown as number[]);
+  const known = pointMemo.get(k);
+  if (known !== undefined) return known;
+  let ok: boolean;
   try {
-    return p256.utils.isValidPublicKey(publicKey, false);
+    ok = p256.utils.isValidPublicKey(publicKey, false);
   } catch {
-    return false;
+    ok = false;
   }
+  if (pointMemo.size >= POINT_MEMO_MAX) pointMemo.delete(pointMemo.keys().next().value as string);
+  pointMemo.set(k, ok);
+  return ok;
 }
 
 /** Splits an uncompressed public key into its 32-byte coordinates. */
@@ -101,8 +118,25 @@ export function publicKeyFromCoordinates(x: Uint8Array, y: Uint8Array): Uint8Arr
  * Used as COSE `kid`, card id, terminal id and token owner.
  */
 export function keyId(publicKey: Uint8Array): Uint8Array {
+  return keyIdOf(publicKey).slice();
+}
+
+/**
+ * Key ids already computed, by the key array they were computed from (a validator checks each
+ * transfer of a chain against the same card key object). An entry holds a copy of the key and
+ * is used only while the array still holds exactly those bytes; entries go with their arrays
+ * (a WeakMap holds no key alive), so the memo is bounded by the keys in use.
+ */
+const kidMemo = new WeakMap<Uint8Array, { readonly key: Uint8Array; readonly kid: Uint8Array }>();
+
+/** {@link keyId} without the copy: the result is shared and must not be modified. */
+export function keyIdOf(publicKey: Uint8Array): Uint8Array {
   if (publicKey.length !== PUBLIC_KEY_LENGTH) throw new DtError(ErrorCode.BAD_KEY, 'public key must be 65 bytes');
-  return sha256(publicKey).slice(0, KEY_ID_LENGTH);
+  const hit = kidMemo.get(publicKey);
+  if (hit !== undefined && bytesEqual(hit.key, publicKey)) return hit.kid;
+  const kid = sha256(publicKey).slice(0, KEY_ID_LENGTH);
+  kidMemo.set(publicKey, { key: Uint8Array.from(publicKey), kid });
+  return kid;
 }
 
 /** Signs `message` (SHA-256 inside) with RFC 6979 deterministic k; returns low-S r||s. */
@@ -113,11 +147,28 @@ export function sign(message: Uint8Array, secretKey: Uint8Array): Uint8Array {
 /** True when `signature` (64 bytes, r||s, 0 < r,s < n, s ≤ n/2) is over the 32-byte `r||s` form. */
 export function isCanonicalSignature(signature: Uint8Array): boolean {
   if (signature.length !== SIGNATURE_LENGTH) return false;
-  let r = 0n;
-  let s = 0n;
-  for (let i = 0; i < 32; i++) r = (r << 8n) | BigInt(signature[i]!);
-  for (let i = 32; i < 64; i++) s = (s << 8n) | BigInt(signature[i]!);
-  return r > 0n && r < P256_N && s > 0n && s <= HALF_N;
+  // Compared as 32-byte big-endian numbers, byte by byte (no bigint built per signature).
+  return !isZero(signature, 0) && below(signature, 0, N_BYTES, false) && !isZero(signature, 32) && below(signature, 32, HALF_N_BYTES, true);
+}
+
+function bigintBytes32(v: bigint): Uint8Array {
+  const out = new Uint8Array(32);
+  for (let i = 31; i >= 0; i--, v >>= 8n) out[i] = Number(v & 0xffn);
+  return out;
+}
+
+function isZero(b: Uint8Array, at: number): boolean {
+  for (let i = 0; i < 32; i++) if (b[at + i] !== 0) return false;
+  return true;
+}
+
+/** True when the 32 bytes of `b` at `at` are below `bound` (or equal to it, with `orEqual`), as big-endian numbers. */
+function below(b: Uint8Array, at: number, bound: Uint8Array, orEqual: boolean): boolean {
+  for (let i = 0; i < 32; i++) {
+    const d = b[at + i]! - bound[i]!;
+    if (d !== 0) return d < 0;
+  }
+  return orEqual;
 }
 
 /** The reference verifier (`@noble/curves`), low-S only. */

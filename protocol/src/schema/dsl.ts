@@ -17,7 +17,6 @@
  */
 import { DtError, ErrorCode } from '../errors.ts';
 import type { CborMap, CborValue } from '../cbor/deterministic.ts';
-import { utf8 } from '../bytes.ts';
 
 /** Maximum amount or integer the schemas accept: 2^53-1. */
 export const MAX_UINT = Number.MAX_SAFE_INTEGER;
@@ -197,8 +196,26 @@ function checkBytes(kind: BytesKind, value: Uint8Array, path: string): void {
   }
 }
 
+/** `utf8(s).length` without building the bytes (a lone surrogate counts as U+FFFD, 3 bytes, as `utf8` writes it). */
+function utf8Length(s: string): number {
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) n += 1;
+    else if (c < 0x800) n += 2;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
+      const d = s.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) {
+        n += 4;
+        i++;
+      } else n += 3;
+    } else n += 3;
+  }
+  return n;
+}
+
 function checkText(kind: TextKind, value: string, path: string): void {
-  const n = utf8(value).length;
+  const n = utf8Length(value);
   if (n === 0 || n > kind.maxLength)
     fail(n > kind.maxLength ? ErrorCode.TOO_LARGE : ErrorCode.SCHEMA_OUT_OF_RANGE, path, 'text has the wrong length', {
       length: n,
@@ -271,27 +288,48 @@ function decodeField(kind: FieldKind, v: CborValue, path: string): unknown {
   }
 }
 
+/** What decoding a struct needs of its schema, worked out once per schema (schemas are constant tables). */
+interface DecodePlan {
+  /** Fields whose constant is the message version (checked first). */
+  readonly versions: readonly Field[];
+  readonly byKey: ReadonlyMap<number, Field>;
+  /** Constants first (COSE_Key kty, alg, crv), then the other fields in schema order. */
+  readonly ordered: readonly Field[];
+}
+
+const plans = new WeakMap<StructSchema, DecodePlan>();
+
+function planOf(schema: StructSchema): DecodePlan {
+  let plan = plans.get(schema);
+  if (!plan) {
+    plan = {
+      versions: schema.fields.filter((f) => f.type.kind === 'const' && f.type.code === ErrorCode.UNSUPPORTED_VERSION),
+      byKey: new Map(schema.fields.map((f) => [f.key, f])),
+      ordered: [...schema.fields].sort((a, b) => (a.type.kind === 'const' ? -1 : 0) - (b.type.kind === 'const' ? -1 : 0)),
+    };
+    plans.set(schema, plan);
+  }
+  return plan;
+}
+
 function decodeStructAt(schema: StructSchema, m: CborMap, path: string): Record<string, unknown> {
+  const plan = planOf(schema);
   // The version is checked before anything else (unknown keys included) so
   // that a future version, which will likely add keys, gets
   // UNSUPPORTED_VERSION rather than a confusing field error (SPEC.md §2.6).
-  for (const f of schema.fields) {
-    if (f.type.kind === 'const' && f.type.code === ErrorCode.UNSUPPORTED_VERSION) {
-      const v = m.get(f.key);
-      if (v !== f.type.value)
-        fail(ErrorCode.UNSUPPORTED_VERSION, `${path}.${f.name}`, v === undefined ? 'required field missing' : 'unexpected value', {
-          expected: f.type.value,
-        });
-    }
+  for (const f of plan.versions) {
+    const v = m.get(f.key);
+    if (v !== (f.type as ConstKind).value)
+      fail(ErrorCode.UNSUPPORTED_VERSION, `${path}.${f.name}`, v === undefined ? 'required field missing' : 'unexpected value', {
+        expected: (f.type as ConstKind).value,
+      });
   }
-  const byKey = new Map(schema.fields.map((f) => [f.key, f]));
   for (const k of m.keys()) {
-    if (!byKey.has(k)) fail(ErrorCode.SCHEMA_UNKNOWN_FIELD, `${path}.#${k}`, 'unknown map key', { key: k });
+    if (!plan.byKey.has(k)) fail(ErrorCode.SCHEMA_UNKNOWN_FIELD, `${path}.#${k}`, 'unknown map key', { key: k });
   }
   // Other constants (COSE_Key kty, alg, crv) come next, then the fields in order.
-  const ordered = [...schema.fields].sort((a, b) => (a.type.kind === 'const' ? -1 : 0) - (b.type.kind === 'const' ? -1 : 0));
   const out: Record<string, unknown> = {};
-  for (const f of ordered) {
+  for (const f of plan.ordered) {
     const v = m.get(f.key);
     if (v === undefined) {
       if (f.optional) continue;

@@ -44,7 +44,10 @@ export function dtPos(args: string[], env: NodeJS.ProcessEnv, killAfterMs = 60_0
 /** `dt-card serve --vpcd` (or `--serial <path>`) as a process; resolves once it is connected to the reader (serving on the port). */
 export function serveCard(args: string[], env: NodeJS.ProcessEnv): Promise<{ stop: () => Promise<void> }> {
   return new Promise((ready, fail) => {
-    const proc = spawn(process.execPath, [DT_CARD, 'serve', '--json', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = spawn(process.execPath, [DT_CARD, 'serve', '--json', '--exit-with-parent', ...args], {
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let log = '';
     let up = false;
     const exited = new Promise<void>((r) => proc.on('close', () => r()));
