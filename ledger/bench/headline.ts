@@ -17,6 +17,9 @@
  *   cards and `--spent-rows` rows in the spent set; the measured cards are
  *   real (registered, loaded, synced and their earlier payments settled
  *   through the ledger's API), the rest is added in bulk at the storage level.
+ *   The dataset is built in this process, so the protocol's per-thread key
+ *   caches (parsed card keys, curve-point answers) are cleared before each run:
+ *   a server among 100k cards has not just parsed the measured cards' keys.
  * - Measured: `--mixed` real, fully signed handovers at 0..5 history hops
  *   (evenly mixed, one card each, from `--terminals` terminals in batches of
  *   `--batch`), on SQLite and on PostgreSQL (a throwaway cluster with fsync,
@@ -40,8 +43,8 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import { Session } from 'node:inspector/promises';
-import { OutcomeStatus, verifySigned } from '@dt/protocol';
-import { nativeVerifier } from '@dt/protocol/native';
+import { clearPublicKeyMemo, OutcomeStatus, verifySigned } from '@dt/protocol';
+import { clearNativeKeyCache, nativeVerifier } from '@dt/protocol/native';
 import type { Ledger } from '../src/ledger.ts';
 import { openServeLedger } from '../src/cli.ts';
 import type { ValidatorPool } from '../src/pool.ts';
@@ -225,6 +228,9 @@ interface Run {
 /** Settles `w` on a fresh serve-configured ledger over `storage`; times only the settle calls. */
 async function measure(ds: Dataset, storage: LedgerStorage, backend: Run['backend'], hops: string, w: Workload): Promise<Run> {
   const rowsBefore = await tableRows(storage);
+  // The dataset was built in this process: forget the card keys it parsed, as a server among 100k cards has not seen them.
+  clearNativeKeyCache();
+  clearPublicKeyMemo();
   const { ledger, pool } = await openAsServe(ds, storage);
   try {
     const run = await measureOn(ds, backend, hops, w, ledger, rowsBefore);

@@ -80,6 +80,11 @@ export function publicKeyOf(secretKey: Uint8Array): Uint8Array {
 const pointMemo = new Map<string, boolean>();
 const POINT_MEMO_MAX = 1024;
 
+/** Forgets the curve-point answers of {@link isValidPublicKey} (for benchmarks; see `clearNativeKeyCache`). */
+export function clearPublicKeyMemo(): void {
+  pointMemo.clear();
+}
+
 /** True for a valid uncompressed P-256 point (on the curve, not infinity). */
 export function isValidPublicKey(publicKey: Uint8Array): boolean {
   if (publicKey.length !== PUBLIC_KEY_LENGTH || publicKey[0] !== 4) return false;
