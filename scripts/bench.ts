@@ -13,7 +13,7 @@
  * ```
  *
  * `npm run bench -- --headline` measures only the headline figures of issue
- * 15 (see {@link HEADLINE_KEYS}; about 2 minutes on 2 cores when quiet, up to 10 under load) through three
+ * 15 (see {@link HEADLINE_KEYS}; about 1.5 minutes on 2 cores when quiet, up to 10 under load) through three
  * focused runs: hardware-tests' tap bench (200 taps on the default loopback,
  * handover sizes; no verification micro-benchmark), firmware's bench (PAY in
  * QuickJS, the card's crypto per PAY) and the ledger's headline workload
@@ -415,8 +415,10 @@ async function runHeadline(out: string): Promise<number> {
       { handovers: number; settledPerSecond: number; verifyCeiling: { perSecond: number; workers: number } } | undefined;
   const ledgerMethod = (name: string, what: string): string => {
     const r = ledgerRun(name)!;
-    const cfg = at(lg, 'config') as { cards: number; spentRows: number; terminals: number; batchSize: number };
-    return `${r.handovers} real, fully signed handovers ${what} settled through Ledger.settle on a ledger opened exactly as dt-ledger serve opens it (validation in the main thread, in-process, no HTTP) over ${cfg.cards.toLocaleString('en-US')} active cards and ${cfg.spentRows.toLocaleString('en-US')} spent-set rows (the measured cards built and their earlier payments settled through the ledger's API, the rest inserted in bulk at the storage level: ledger/bench/headline-dataset.ts), in batches of ${cfg.batchSize} from ${cfg.terminals} terminals; settled/s (${Math.round(r.settledPerSecond)}) divided by native P-256 verifies/s of ${r.verifyCeiling.workers} worker threads at once (${Math.round(r.verifyCeiling.perSecond)}), measured just before.`;
+    const cfg = at(lg, 'config') as { cards: number; spentRows: number; terminals: number; batchSize: number; ledger: string };
+    const validators = Number(/--validators (\d+)/.exec(cfg.ledger)?.[1] ?? 0);
+    const where = validators > 0 ? `validation on ${validators} validator worker threads` : 'validation in the main thread';
+    return `${r.handovers} real, fully signed handovers ${what} settled through Ledger.settle on a ledger opened exactly as dt-ledger serve opens it (${where}, in-process, no HTTP) over ${cfg.cards.toLocaleString('en-US')} active cards and ${cfg.spentRows.toLocaleString('en-US')} spent-set rows (the measured cards built and their earlier payments settled through the ledger's API, the rest inserted in bulk at the storage level: ledger/bench/headline-dataset.ts), in batches of ${cfg.batchSize} from ${cfg.terminals} terminals; settled/s (${Math.round(r.settledPerSecond)}) divided by native P-256 verifies/s of ${r.verifyCeiling.workers} worker threads at once (${Math.round(r.verifyCeiling.perSecond)}), measured just before.`;
   };
   take(
     'ledgerSqliteCeilingRatio',
