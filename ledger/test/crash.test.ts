@@ -4,7 +4,9 @@
  * settles batches; it is restarted and every batch resubmitted. No transfer
  * may be settled twice, every batch answer received before a crash must be
  * returned byte for byte afterwards, and `dt-ledger audit` must find the
- * supply invariant intact.
+ * supply invariant intact. The second test does the same with voids and
+ * refunds (SPEC §7.7.3): each answered once, the merchant and the pending
+ * refund credits exact after the crashes.
  */
 import test from 'ava';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -14,11 +16,13 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import {
+  AdjustmentKind,
   CURRENCY_KZT,
   decodeDeterministic,
   encodeDeterministic,
   OutcomeStatus,
   ReferenceWallet,
+  signAdjustment,
   signMessage,
   toHex,
   verifySigned,
@@ -264,6 +268,161 @@ test('SIGKILL at random points while settling: nothing settled twice, answers st
     // Exactly the honest payments plus the one double spend (settled or covered, once) were redeemed.
     t.is(audit.redeemed, expected + 999);
     t.is(audit.revocations.length, 1);
+  } finally {
+    if (server) await kill(server);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('SIGKILL at random points while settling voids and refunds: each answered once, answers stable, the books hold', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'dt-ledger-crash-adj-'));
+  const data = join(dir, 'data');
+  let server: Server | undefined;
+  try {
+    execFileSync(process.execPath, [BIN, 'init', '-d', data, '--json']);
+    execFileSync(process.execPath, [BIN, 'bank-add', '-d', data, '--name', 'bank', '--allocate', '100000000', '--json']);
+    const d = openDataDir(data);
+    const bank = d.bank('bank');
+    const acquirer = d.acquirer('bank');
+    const settle = (url: string, bs: Uint8Array[]) =>
+      post(url, '/v1/settle', signSettle(acquirer, bs, { time: Math.floor(Date.now() / 1000) }), { 'content-type': 'application/cose' });
+    const now = Math.floor(Date.now() / 1000);
+    const validity = { nbf: now - 86400, exp: now + 86400 * 365 };
+    server = await startServer(data);
+    const term = issueTerminal(bank, { validity, merchant: { id: 'm', mcc: 5411, name: 'm' } });
+    // Four cards pay 1,000 / 2,000 / 3,000 / 4,000 at one terminal.
+    const paid: { card: Identity; handover: Uint8Array; transfer: Uint8Array; amount: number }[] = [];
+    for (let i = 0; i < 4; i++) {
+      const id = issueCard(bank, { validity });
+      await post(server.url, '/v1/cards', encodeDeterministic([...id.chain]));
+      await post(
+        server.url,
+        '/v1/loads',
+        signLoadOrder({ card: id.kid, amount: 50_000, id: new Uint8Array(randomBytes(16)), time: now }, bank.signer),
+      );
+      const wallet = new ReferenceWallet({ signer: id.signer, chain: id.chain });
+      wallet.completeSync(await post(server.url, '/v1/sync', wallet.beginSync(new Uint8Array(randomBytes(16)))), d.ledger.keys.publicKey);
+      const amount = 1_000 * (i + 1);
+      const p = wallet.pay({
+        amount,
+        currency: CURRENCY_KZT,
+        terminal: term.kid,
+        merchant: 'm',
+        mcc: 5411,
+        nonce: new Uint8Array(randomBytes(16)),
+        time: now,
+      });
+      paid.push({ card: id, handover: p.handover, transfer: p.transferHash, amount });
+    }
+    const batch = (seq: number, handovers: Uint8Array[], adjustments: Uint8Array[]) =>
+      signMessage(
+        'Batch',
+        {
+          terminal: term.kid,
+          seq,
+          time: now,
+          chain: [...term.chain],
+          handovers,
+          crlVersion: 0,
+          ...(adjustments.length ? { adjustments } : {}),
+        },
+        term.signer,
+      );
+    const adjust = (kind: AdjustmentKind, i: number, amount: number) =>
+      signAdjustment(
+        {
+          kind,
+          id: new Uint8Array(randomBytes(16)),
+          terminal: term.kid,
+          transfer: paid[i]!.transfer,
+          card: paid[i]!.card.kid,
+          amount,
+          currency: CURRENCY_KZT,
+          time: now,
+        },
+        term.signer,
+      );
+    // Before any crash: the first three payments settle.
+    await settle(server.url, [
+      batch(
+        1,
+        paid.slice(0, 3).map((p) => p.handover),
+        [],
+      ),
+    ]);
+    // The adjustments, each batch answered in any order: the fourth payment with its void; refunds of 500 (of 1,000),
+    // 2,000 (all of 2,000), then 1,000 and 2,000 (of 3,000) in two batches; a batch also resends a settled handover.
+    const batches = [
+      batch(2, [paid[3]!.handover], [adjust(AdjustmentKind.VOID, 3, 4_000)]),
+      batch(3, [paid[0]!.handover], [adjust(AdjustmentKind.REFUND, 0, 500), adjust(AdjustmentKind.REFUND, 1, 2_000)]),
+      batch(4, [], [adjust(AdjustmentKind.REFUND, 2, 1_000)]),
+      batch(5, [], [adjust(AdjustmentKind.REFUND, 2, 2_000)]),
+    ];
+    const answers = new Map<number, string>();
+    const rand = prng(0xfeed);
+    let kills = 0;
+    let interrupted = 0;
+    for (let round = 0; round < 8; round++) {
+      if (!server) server = await startServer(data);
+      const picked = batches.map((_, i) => i).filter(() => rand() < 0.5);
+      const delay = Math.floor(rand() * (round % 2 === 0 ? 5 : 300));
+      const s = server;
+      let killed: Promise<void> | undefined;
+      const timer = setTimeout(() => {
+        killed = kill(s);
+      }, delay);
+      try {
+        const res = decodeDeterministic(
+          await settle(
+            s.url,
+            picked.map((i) => batches[i]!),
+          ),
+          1 << 24,
+        ) as Uint8Array[][];
+        picked.forEach((bi, k) => {
+          const enc = res[k]!.map(toHex).join(',');
+          const prior = answers.get(bi);
+          if (prior !== undefined) t.is(enc, prior, `batch ${bi} answered differently`);
+          answers.set(bi, enc);
+        });
+      } catch {
+        interrupted++;
+      }
+      clearTimeout(timer);
+      if (!killed && rand() < 0.5) killed = kill(s);
+      if (killed) {
+        await killed;
+        kills++;
+        server = undefined;
+      }
+    }
+    t.log(`kills ${kills}, interrupted requests ${interrupted}`);
+    t.true(kills >= 2, `killed ${kills} times`);
+    // Recovery: every batch again; what was answered before comes back byte for byte.
+    if (!server) server = await startServer(data);
+    const final = decodeDeterministic(await settle(server.url, batches), 1 << 24) as Uint8Array[][];
+    final.forEach((res, bi) => {
+      const prior = answers.get(bi);
+      if (prior !== undefined) t.is(res.map(toHex).join(','), prior, `batch ${bi} changed after the crashes`);
+    });
+    const statuses = final.map((res) => res.map((b) => verifySigned('Outcome', b, d.ledger.keys.publicKey).message.status));
+    t.deepEqual(statuses, [
+      [OutcomeStatus.VOIDED, OutcomeStatus.VOIDED],
+      [OutcomeStatus.ALREADY_SETTLED, OutcomeStatus.REFUNDED, OutcomeStatus.REFUNDED],
+      [OutcomeStatus.REFUNDED],
+      [OutcomeStatus.REFUNDED],
+    ]);
+    await kill(server);
+    server = undefined;
+    const audit = JSON.parse(execFileSync(process.execPath, [BIN, 'audit', '-d', data, '--json']).toString()) as {
+      ok: boolean;
+      redeemed: number;
+      pendingRefunds: number;
+    };
+    t.true(audit.ok);
+    // Settled 1,000 + 2,000 + 3,000, refunded 500 + 2,000 + 3,000 once each (pending for the cards), the void never credited.
+    t.is(audit.redeemed, 500);
+    t.is(audit.pendingRefunds, 5_500);
   } finally {
     if (server) await kill(server);
     rmSync(dir, { recursive: true, force: true });
