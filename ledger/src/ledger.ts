@@ -976,8 +976,8 @@ export class Ledger {
       const head = heads.get(bkey(v.cardKid));
       if (head && bytesEqual(head, v.transfer.prev)) for (let i = 0; i < v.chain.length - 1; i++) known.add(bkey(v.chain[i]!.hash));
     }
-    // The store: nothing answered for this batch or these transfers, no held paying transfer but a recorded one without a void.
-    if ((await tx.outcomesOf(ob.hash)).length > 0) return undefined;
+    // The store: nothing answered for these transfers (for this batch: `#prepare` read its stored outcomes in this
+    // transaction, and every handover is still to do), no held paying transfer but a recorded one without a void.
     const payingHashes = [...paying.values()];
     if ((await tx.verdictsIn(payingHashes)).length > 0) return undefined;
     const held = new Set<string>(known);
