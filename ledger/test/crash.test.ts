@@ -8,7 +8,7 @@
  * refunds (SPEC §7.7.3): each answered once, the merchant and the pending
  * refund credits exact after the crashes.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -83,22 +83,106 @@ async function post(url: string, path: string, body: Uint8Array, headers: Record
   return new Uint8Array(await r.arrayBuffer());
 }
 
-test('SIGKILL at random points while settling: nothing settled twice, answers stable, audit holds', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'dt-ledger-crash-'));
+/** A fresh `dt-ledger` data directory (init, one bank with its acquirer), and a settle call signed by that acquirer. */
+function ledgerData(prefix: string) {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
   const data = join(dir, 'data');
-  let server: Server | undefined;
+  execFileSync(process.execPath, [BIN, 'init', '-d', data, '--json']);
+  execFileSync(process.execPath, [BIN, 'bank-add', '-d', data, '--name', 'bank', '--allocate', '100000000', '--json']);
+  const d = openDataDir(data);
+  // The acquirer `bank-add` wrote for the bank: every settle request is signed by it (SPEC §7.7.2).
+  const acquirer = d.acquirer('bank');
+  const settle = async (url: string, bs: Uint8Array[]): Promise<Uint8Array[][]> =>
+    decodeDeterministic(
+      await post(url, '/v1/settle', signSettle(acquirer, bs, { time: Math.floor(Date.now() / 1000) }), {
+        'content-type': 'application/cose',
+      }),
+      1 << 24,
+    ) as Uint8Array[][];
+  return { dir, data, d, bank: d.bank('bank'), settle };
+}
+
+/**
+ * The crash phase and the recovery: `rounds` settle requests of seeded random subsets of `batches`, the
+ * server SIGKILLed at a random moment (every other round almost at once, so mid-request on any machine;
+ * the others within `maxDelayMs`) or else, half the time, between requests, and restarted. Every
+ * answer must equal the earlier answer to the same batch (`answers`, by batch index). Then the server
+ * is restarted, every batch resubmitted and checked the same way. `live.server` is the running server
+ * (the caller's `finally` kills it).
+ */
+async function crashAndRecover(
+  t: ExecutionContext,
+  o: {
+    data: string;
+    live: { server?: Server };
+    batches: Uint8Array[];
+    settle: (url: string, bs: Uint8Array[]) => Promise<Uint8Array[][]>;
+    answers: Map<number, string>;
+    seed: number;
+    rounds: number;
+    maxDelayMs: number;
+  },
+): Promise<{ final: Uint8Array[][]; kills: number; answered: number; interrupted: number }> {
+  const rand = prng(o.seed);
+  let kills = 0;
+  let answered = 0;
+  let interrupted = 0;
+  const check = (bi: number, res: Uint8Array[], what: string): void => {
+    const enc = res.map(toHex).join(',');
+    const prior = o.answers.get(bi);
+    if (prior !== undefined) t.is(enc, prior, `batch ${bi} ${what}`);
+    o.answers.set(bi, enc);
+  };
+  for (let round = 0; round < o.rounds; round++) {
+    o.live.server ??= await startServer(o.data);
+    const s = o.live.server;
+    const picked = o.batches.map((_, i) => i).filter(() => rand() < 0.5);
+    const delay = Math.floor(rand() * (round % 2 === 0 ? 5 : o.maxDelayMs));
+    const killBetween = rand() < 0.5;
+    let killed: Promise<void> | undefined;
+    const timer = setTimeout(() => {
+      killed = kill(s);
+    }, delay);
+    try {
+      const res = await o.settle(
+        s.url,
+        picked.map((i) => o.batches[i]!),
+      );
+      picked.forEach((bi, k) => check(bi, res[k]!, 'answered differently'));
+      answered++;
+    } catch {
+      // The server died mid-request: the client never got an answer.
+      interrupted++;
+    }
+    clearTimeout(timer);
+    if (!killed && killBetween) killed = kill(s); // also kill between requests
+    if (killed) {
+      await killed;
+      kills++;
+      o.live.server = undefined;
+    }
+  }
+  // Recovery: restart and resubmit everything.
+  o.live.server ??= await startServer(o.data);
+  const final = await o.settle(o.live.server.url, o.batches);
+  final.forEach((res, bi) => check(bi, res, 'changed after the crashes'));
+  return { final, kills, answered, interrupted };
+}
+
+/** Stops the server, then runs `dt-ledger audit --json` on the database it left (the supply invariant after the crashes). */
+async function stopAndAudit<T>(live: { server?: Server }, data: string): Promise<T & { ok: boolean }> {
+  if (live.server) await kill(live.server);
+  live.server = undefined;
+  return JSON.parse(execFileSync(process.execPath, [BIN, 'audit', '-d', data, '--json']).toString()) as T & { ok: boolean };
+}
+
+test('SIGKILL at random points while settling: nothing settled twice, answers stable, audit holds', async (t) => {
+  const { dir, data, d, bank, settle } = ledgerData('dt-ledger-crash-');
+  const live: { server?: Server } = {};
   try {
-    execFileSync(process.execPath, [BIN, 'init', '-d', data, '--json']);
-    execFileSync(process.execPath, [BIN, 'bank-add', '-d', data, '--name', 'bank', '--allocate', '100000000', '--json']);
-    const d = openDataDir(data);
-    const bank = d.bank('bank');
-    // The acquirer `bank-add` wrote for the bank: every settle request is signed by it (SPEC §7.7.2).
-    const acquirer = d.acquirer('bank');
-    const settle = (url: string, bs: Uint8Array[]) =>
-      post(url, '/v1/settle', signSettle(acquirer, bs, { time: Math.floor(Date.now() / 1000) }), { 'content-type': 'application/cose' });
     const now = Math.floor(Date.now() / 1000);
     const validity = { nbf: now - 86400, exp: now + 86400 * 365 };
-    server = await startServer(data);
+    const server = (live.server = await startServer(data));
 
     // Setup (no crashes): cards registered, loaded and synced over HTTP.
     const cards: { id: Identity; wallet: ReferenceWallet }[] = [];
@@ -169,69 +253,26 @@ test('SIGKILL at random points while settling: nothing settled twice, answers st
     // One answered request before any crash: its outcomes must come back byte for byte after every crash.
     const answers = new Map<number, string>();
     const warm = [0, 3];
-    const warmRes = decodeDeterministic(
-      await settle(
-        server.url,
-        warm.map((i) => batches[i]!),
-      ),
-      1 << 24,
-    ) as Uint8Array[][];
+    const warmRes = await settle(
+      server.url,
+      warm.map((i) => batches[i]!),
+    );
     warm.forEach((bi, k) => answers.set(bi, warmRes[k]!.map(toHex).join(',')));
 
-    // Crash phase.
-    const rand = prng(0xdecaf);
-    let kills = 0;
-    let answered = 0;
-    let interrupted = 0;
-    for (let round = 0; round < 10; round++) {
-      if (!server) server = await startServer(data);
-      const picked = batches.map((_, i) => i).filter(() => rand() < 0.5);
-      // Every other round kills almost at once (mid-request on any machine), the others anywhere in 0.5 s.
-      const delay = Math.floor(rand() * (round % 2 === 0 ? 5 : 500));
-      const killBetween = rand() < 0.5;
-      const s = server;
-      let killed: Promise<void> | undefined;
-      const timer = setTimeout(() => {
-        killed = kill(s);
-      }, delay);
-      try {
-        const res = decodeDeterministic(
-          await settle(
-            s.url,
-            picked.map((i) => batches[i]!),
-          ),
-          1 << 24,
-        ) as Uint8Array[][];
-        picked.forEach((bi, k) => {
-          const enc = res[k]!.map(toHex).join(',');
-          const prior = answers.get(bi);
-          if (prior !== undefined) t.is(enc, prior, `batch ${bi} answered differently`);
-          answers.set(bi, enc);
-        });
-        answered++;
-      } catch {
-        // The server died mid-request: the client never got an answer.
-        interrupted++;
-      }
-      clearTimeout(timer);
-      if (!killed && killBetween) killed = kill(s); // also kill between requests
-      if (killed) {
-        await killed;
-        kills++;
-        server = undefined;
-      }
-    }
+    // Crash phase, then recovery.
+    const { final, kills, answered, interrupted } = await crashAndRecover(t, {
+      data,
+      live,
+      batches,
+      settle,
+      answers,
+      seed: 0xdecaf,
+      rounds: 10,
+      maxDelayMs: 500,
+    });
     t.log(`kills ${kills}, answered requests ${answered}, interrupted requests ${interrupted}`);
     t.true(kills >= 3, `killed ${kills} times`);
     t.true(interrupted >= 1, 'at least one kill landed during a settle request');
-
-    // Recovery: restart and resubmit everything.
-    if (!server) server = await startServer(data);
-    const final = decodeDeterministic(await settle(server.url, batches), 1 << 24) as Uint8Array[][];
-    final.forEach((res, bi) => {
-      const prior = answers.get(bi);
-      if (prior !== undefined) t.is(res.map(toHex).join(','), prior, `batch ${bi} changed after the crashes`);
-    });
     // Every transfer has exactly one first verdict: SETTLED once, then only ALREADY_SETTLED; the fork is a DOUBLE_SPEND.
     const settledOnce = new Map<string, number>();
     const statusByTransfer = new Map<string, Set<number>>();
@@ -254,41 +295,26 @@ test('SIGKILL at random points while settling: nothing settled twice, answers st
       t.true(s.every((x) => settledFate.has(x)) || (s.length === 1 && s[0] === OutcomeStatus.DOUBLE_SPEND), `transfer ${k}: ${s}`);
     }
     t.true(statusByTransfer.get(toHex(fork.transferHash)) !== undefined);
-    await kill(server);
-    server = undefined;
 
     // The audit CLI checks the supply invariant on the crashed-and-recovered database.
-    const audit = JSON.parse(execFileSync(process.execPath, [BIN, 'audit', '-d', data, '--json']).toString()) as {
-      ok: boolean;
-      redeemed: number;
-      covered: number;
-      revocations: unknown[];
-    };
+    const audit = await stopAndAudit<{ redeemed: number; covered: number; revocations: unknown[] }>(live, data);
     t.true(audit.ok);
     // Exactly the honest payments plus the one double spend (settled or covered, once) were redeemed.
     t.is(audit.redeemed, expected + 999);
     t.is(audit.revocations.length, 1);
   } finally {
-    if (server) await kill(server);
+    if (live.server) await kill(live.server);
     rmSync(dir, { recursive: true, force: true });
   }
 });
 
 test('SIGKILL at random points while settling voids and refunds: each answered once, answers stable, the books hold', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'dt-ledger-crash-adj-'));
-  const data = join(dir, 'data');
-  let server: Server | undefined;
+  const { dir, data, d, bank, settle } = ledgerData('dt-ledger-crash-adj-');
+  const live: { server?: Server } = {};
   try {
-    execFileSync(process.execPath, [BIN, 'init', '-d', data, '--json']);
-    execFileSync(process.execPath, [BIN, 'bank-add', '-d', data, '--name', 'bank', '--allocate', '100000000', '--json']);
-    const d = openDataDir(data);
-    const bank = d.bank('bank');
-    const acquirer = d.acquirer('bank');
-    const settle = (url: string, bs: Uint8Array[]) =>
-      post(url, '/v1/settle', signSettle(acquirer, bs, { time: Math.floor(Date.now() / 1000) }), { 'content-type': 'application/cose' });
     const now = Math.floor(Date.now() / 1000);
     const validity = { nbf: now - 86400, exp: now + 86400 * 365 };
-    server = await startServer(data);
+    const server = (live.server = await startServer(data));
     const term = issueTerminal(bank, { validity, merchant: { id: 'm', mcc: 5411, name: 'm' } });
     // Four cards pay 1,000 / 2,000 / 3,000 / 4,000 at one terminal.
     const paid: { card: Identity; handover: Uint8Array; transfer: Uint8Array; amount: number }[] = [];
@@ -358,53 +384,18 @@ test('SIGKILL at random points while settling voids and refunds: each answered o
       batch(4, [], [adjust(AdjustmentKind.REFUND, 2, 1_000)]),
       batch(5, [], [adjust(AdjustmentKind.REFUND, 2, 2_000)]),
     ];
-    const answers = new Map<number, string>();
-    const rand = prng(0xfeed);
-    let kills = 0;
-    let interrupted = 0;
-    for (let round = 0; round < 8; round++) {
-      if (!server) server = await startServer(data);
-      const picked = batches.map((_, i) => i).filter(() => rand() < 0.5);
-      const delay = Math.floor(rand() * (round % 2 === 0 ? 5 : 300));
-      const s = server;
-      let killed: Promise<void> | undefined;
-      const timer = setTimeout(() => {
-        killed = kill(s);
-      }, delay);
-      try {
-        const res = decodeDeterministic(
-          await settle(
-            s.url,
-            picked.map((i) => batches[i]!),
-          ),
-          1 << 24,
-        ) as Uint8Array[][];
-        picked.forEach((bi, k) => {
-          const enc = res[k]!.map(toHex).join(',');
-          const prior = answers.get(bi);
-          if (prior !== undefined) t.is(enc, prior, `batch ${bi} answered differently`);
-          answers.set(bi, enc);
-        });
-      } catch {
-        interrupted++;
-      }
-      clearTimeout(timer);
-      if (!killed && rand() < 0.5) killed = kill(s);
-      if (killed) {
-        await killed;
-        kills++;
-        server = undefined;
-      }
-    }
+    const { final, kills, interrupted } = await crashAndRecover(t, {
+      data,
+      live,
+      batches,
+      settle,
+      answers: new Map(),
+      seed: 0xfeed,
+      rounds: 8,
+      maxDelayMs: 300,
+    });
     t.log(`kills ${kills}, interrupted requests ${interrupted}`);
     t.true(kills >= 2, `killed ${kills} times`);
-    // Recovery: every batch again; what was answered before comes back byte for byte.
-    if (!server) server = await startServer(data);
-    const final = decodeDeterministic(await settle(server.url, batches), 1 << 24) as Uint8Array[][];
-    final.forEach((res, bi) => {
-      const prior = answers.get(bi);
-      if (prior !== undefined) t.is(res.map(toHex).join(','), prior, `batch ${bi} changed after the crashes`);
-    });
     const statuses = final.map((res) => res.map((b) => verifySigned('Outcome', b, d.ledger.keys.publicKey).message.status));
     t.deepEqual(statuses, [
       [OutcomeStatus.VOIDED, OutcomeStatus.VOIDED],
@@ -412,19 +403,13 @@ test('SIGKILL at random points while settling voids and refunds: each answered o
       [OutcomeStatus.REFUNDED],
       [OutcomeStatus.REFUNDED],
     ]);
-    await kill(server);
-    server = undefined;
-    const audit = JSON.parse(execFileSync(process.execPath, [BIN, 'audit', '-d', data, '--json']).toString()) as {
-      ok: boolean;
-      redeemed: number;
-      pendingRefunds: number;
-    };
+    const audit = await stopAndAudit<{ redeemed: number; pendingRefunds: number }>(live, data);
     t.true(audit.ok);
     // Settled 1,000 + 2,000 + 3,000, refunded 500 + 2,000 + 3,000 once each (pending for the cards), the void never credited.
     t.is(audit.redeemed, 500);
     t.is(audit.pendingRefunds, 5_500);
   } finally {
-    if (server) await kill(server);
+    if (live.server) await kill(live.server);
     rmSync(dir, { recursive: true, force: true });
   }
 });
