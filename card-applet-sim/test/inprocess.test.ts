@@ -73,6 +73,13 @@ test('in-process: every error status word reaches the host unchanged', async (t)
   t.is(await cmd({ cla: 0x00, ins: INS.GET_RESPONSE, p1: 0, p2: 0, le: 256 }), SW.CONDITIONS_NOT_SATISFIED, '6985: nothing pending');
   t.is(await cmd({ cla: 0x90, ins: INS.PAY, p1: 0, p2: 0, data: new Uint8Array(10) }), SW.OK, 'chained block accepted');
   t.is(await cmd({ cla: 0x80, ins: INS.GET_STATUS, p1: 0, p2: 0, le: 256 }), SW.CHAIN_EXPECTED, '6883: chain interrupted');
+  // A chain left unfinished, then SELECT (a new session while the card stayed powered): 6883 the
+  // first time, and selectApplet sends it once more.
+  t.is(await cmd({ cla: 0x90, ins: INS.PAY, p1: 0, p2: 0, data: new Uint8Array(10) }), SW.OK);
+  const sent: number[] = [];
+  const counting: ApduTransport = { transmit: async (a, o) => (sent.push(a[1]!), transport.transmit(a, o)) };
+  t.true((await selectApplet(counting)).locked);
+  t.deepEqual(sent, [INS.SELECT, INS.SELECT]);
   t.is(await cmd({ cla: 0x80, ins: INS.VERIFY_PIN, p1: 0, p2: 0, data: Uint8Array.of(0x31, 0x32) }), SW.WRONG_DATA, '6A80: PIN too short');
   t.is(await cmd({ cla: 0x80, ins: INS.PERSONALIZE, p1: PERSONALIZE_P1.LOCK, p2: 0 }), SW.COMMAND_NOT_ALLOWED, '6986: locked');
 

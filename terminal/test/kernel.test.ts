@@ -283,6 +283,27 @@ test('END: not a DT card (SELECT answered 6A82)', async (t) => {
   t.deepEqual(await kernel.charge(readerFor(other), 1000), { kind: 'END', reason: 'NOT_DT_CARD', detail: '6A82' });
 });
 
+test('a card left in the middle of a command chain (a terminal killed mid-PAY, the card still powered): SELECT gets 6883, is sent once more, APPROVED', async (t) => {
+  const { kernel } = setup(t);
+  const c = await makeCard(pki);
+  await selectApplet(c.transport);
+  // The first block of a chained PAY (CLA 90 = 80 | chaining), and then nothing: the earlier terminal died.
+  const block = await c.transport.transmit(Uint8Array.of(0x90, 0x30, 0x00, 0x00, 0x02, 0xa1, 0x00));
+  t.deepEqual([...block.subarray(-2)], [0x90, 0x00], 'the card took the block and waits for the rest of the chain');
+  const sent: string[] = [];
+  const logging: ApduTransport = {
+    transmit: async (apdu, o) => {
+      sent.push(identifyCommand(apdu) ?? 'other');
+      return c.transport.transmit(apdu, o);
+    },
+  };
+  t.is((await kernel.charge(readerFor(logging), 1000)).kind, 'APPROVED');
+  t.deepEqual(sent.slice(0, 2), ['SELECT', 'SELECT']);
+  // Only once: a card that keeps answering 6883 is not a DT card this terminal can use.
+  const stuck: ApduTransport = { transmit: async () => encodeResponse(new Uint8Array(0), SW.CHAIN_EXPECTED) };
+  t.deepEqual(await kernel.charge(readerFor(stuck), 1000), { kind: 'END', reason: 'NOT_DT_CARD', detail: '6883' });
+});
+
 /** A reader with no card ever presented. */
 class EmptyReader implements CardReader {
   readonly name = 'empty';

@@ -18,7 +18,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { decodePng, findBrowser, launchBrowser, type Browser } from './helpers/chromium.ts';
 import { tempDir } from './helpers/fixtures.ts';
-import { ecrClient, serveCard, startServe, startShop, type Serve, type Shop } from './helpers/serve.ts';
+import { ecrClient, serveCard, startServe, startShop, type Serve, type Shop, stopServedCards } from './helpers/serve.ts';
 
 const browserBin = findBrowser();
 const inCi = process.env.CI === 'true';
@@ -32,6 +32,7 @@ let card: { stop: () => Promise<void> } | undefined;
 const tmp = tempDir('dt-pos-screen-');
 
 test.after.always(async () => {
+  await stopServedCards();
   await browser?.close();
   await card?.stop();
   if (serve && serve.proc.exitCode === null) {

@@ -14,7 +14,17 @@
 import test from 'ava';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { cardBalance, dtPos, ecrClient, serveCard, startServe, startShop, type Serve, type Shop } from './helpers/serve.ts';
+import {
+  cardBalance,
+  dtPos,
+  ecrClient,
+  serveCard,
+  startServe,
+  startShop,
+  type Serve,
+  type Shop,
+  stopServedCards,
+} from './helpers/serve.ts';
 import { tempDir } from './helpers/fixtures.ts';
 
 let shop: Shop | undefined;
@@ -22,6 +32,7 @@ const running: Serve[] = [];
 const tmp = tempDir('dt-pos-serve-');
 
 test.after.always(async () => {
+  await stopServedCards();
   for (const s of running) if (s.proc.exitCode === null && s.proc.signalCode === null) s.proc.kill('SIGKILL');
   await shop?.close();
   tmp.cleanup();

@@ -8,7 +8,7 @@
 import test from 'ava';
 import { startPcscd, type PcscdHandle } from '@dt/card-applet-sim';
 import { tempDir } from './helpers/fixtures.ts';
-import { ecrClient, serveCard, startServe, startShop, type Serve, type Shop } from './helpers/serve.ts';
+import { ecrClient, serveCard, startServe, startShop, type Serve, type Shop, stopServedCards } from './helpers/serve.ts';
 
 let shop: Shop | undefined;
 let serve: Serve | undefined;
@@ -16,6 +16,7 @@ let second: PcscdHandle | undefined;
 const tmp = tempDir('dt-pos-serve-restart-');
 
 test.after.always(async () => {
+  await stopServedCards();
   if (serve && serve.proc.exitCode === null) {
     serve.proc.kill('SIGTERM');
     await serve.exited;

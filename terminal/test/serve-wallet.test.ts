@@ -21,7 +21,7 @@ import { VirtualHidCard } from '@dt/card-applet-sim';
 import { openServiceReader, type ReaderStatus } from '../src/index.ts';
 import { FakeNodeHid } from './helpers/fake-hid.ts';
 import { tempDir } from './helpers/fixtures.ts';
-import { cardBalance, ecrClient, serveCard, startServe, startShop, type Serve, type Shop } from './helpers/serve.ts';
+import { cardBalance, ecrClient, serveCard, startServe, startShop, type Serve, type Shop, stopServedCards } from './helpers/serve.ts';
 import { startService, terminalInWorld } from './helpers/service.ts';
 
 let shop: Shop | undefined;
@@ -30,6 +30,7 @@ const cables: ChildProcess[] = [];
 const tmp = tempDir('dt-pos-serve-wallet-');
 
 test.after.always(async () => {
+  await stopServedCards();
   for (const s of running) if (s.proc.exitCode === null && s.proc.signalCode === null) s.proc.kill('SIGKILL');
   for (const c of cables) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
   await shop?.close();

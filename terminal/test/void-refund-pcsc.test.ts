@@ -14,13 +14,14 @@ import type { MemoryStorage } from '@dt/firmware';
 import { FileStorage, InProcessTransport, SimulatedCard } from '@dt/card-applet-sim';
 import { selectApplet } from '@dt/protocol';
 import { CardSyncClient, readCardState } from '../src/index.ts';
-import { dtPos, serveCard, startShop, type Shop } from './helpers/serve.ts';
+import { dtPos, serveCard, startShop, type Shop, stopServedCards } from './helpers/serve.ts';
 import { tempDir } from './helpers/fixtures.ts';
 import { worldCard } from './helpers/world.ts';
 
 let shop: Shop | undefined;
 const tmp = tempDir('dt-pos-void-refund-');
 test.after.always(async () => {
+  await stopServedCards();
   await shop?.close();
   tmp.cleanup();
 });

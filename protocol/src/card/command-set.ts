@@ -18,6 +18,8 @@
  * @module
  */
 import { transmitOk, type ApduTransport, type ExchangeOptions } from '../apdu/exchange.ts';
+import { CardStatusError } from '../apdu/codec.ts';
+import { SW } from '../apdu/constants.ts';
 import { utf8 } from '../bytes.ts';
 import {
   changePinCommand,
@@ -46,10 +48,17 @@ export type PinInput = string | Uint8Array;
 const pinBytes = (p: PinInput): Uint8Array => (typeof p === 'string' ? utf8(p) : p);
 
 /**
- * SELECT the DT applet; returns its SelectResponse, read strictly (this
+ * SELECT the DT applet (once more after 6883, see SPEC §9.3); returns its SelectResponse, read strictly (this
  * applet version's format; {@link parseApplicationInfo} is the lenient read).
  */
 export async function selectApplet(t: ApduTransport, options: ExchangeOptions = {}): Promise<SelectResponse> {
+  try {
+    return parseSelectResponse(await transmitOk(t, selectCommand(), options));
+  } catch (e) {
+    // 6883: the card discarded a command chain an earlier session left unfinished and is idle
+    // again (SPEC §9.3): select once more.
+    if (!(e instanceof CardStatusError) || e.sw !== SW.CHAIN_EXPECTED) throw e;
+  }
   return parseSelectResponse(await transmitOk(t, selectCommand(), options));
 }
 

@@ -442,14 +442,21 @@ export class PaymentKernel {
   }
 
   async #select(session: ApduTransport, signal: AbortSignal, cancel: AbortSignal | undefined): Promise<Selected> {
-    let r: { data: Uint8Array; sw: number };
-    try {
-      r = await exchange(session, selectCommand(), { signal, maxResponse: MAX_SELECT_ANSWER });
-    } catch (e) {
-      if (cancel?.aborted) stop({ kind: 'END', reason: EndReason.CANCELLED });
-      if (signal.aborted || exchangeFailure(e) === 'lost') stop({ kind: 'PRESENT_CARD_AGAIN', reason: 'NO_ANSWER', detail: errorCode(e) });
-      return stop(internalError(e));
-    }
+    const select = async (): Promise<{ data: Uint8Array; sw: number }> => {
+      try {
+        return await exchange(session, selectCommand(), { signal, maxResponse: MAX_SELECT_ANSWER });
+      } catch (e) {
+        if (cancel?.aborted) stop({ kind: 'END', reason: EndReason.CANCELLED });
+        if (signal.aborted || exchangeFailure(e) === 'lost')
+          stop({ kind: 'PRESENT_CARD_AGAIN', reason: 'NO_ANSWER', detail: errorCode(e) });
+        return stop(internalError(e));
+      }
+    };
+    let r = await select();
+    // 6883: the card was in the middle of a command chain an earlier session left unfinished
+    // (a terminal killed mid-PAY while the card stayed powered) and has discarded it (SPEC
+    // §9.3). The card is idle now: SELECT once more.
+    if (r.sw === SW.CHAIN_EXPECTED) r = await select();
     if (r.sw !== SW.OK) stop({ kind: 'END', reason: EndReason.NOT_DT_CARD, detail: swHex(r.sw) });
     // Read leniently (parseApplicationInfo): later applet versions may add keys, which must
     // not turn a DT card into "not a DT card".

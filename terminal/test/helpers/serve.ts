@@ -41,6 +41,18 @@ export function dtPos(args: string[], env: NodeJS.ProcessEnv, killAfterMs = 60_0
   });
 }
 
+/** Every card `serveCard` started that has not exited yet (see {@link stopServedCards}). */
+const servedCards = new Set<() => Promise<void>>();
+
+/**
+ * Stops every card `serveCard` started that still runs. For `test.after.always`: a test that
+ * failed half-way leaves its card served, and the card's pipes would keep the test worker
+ * alive until ava's timeout.
+ */
+export async function stopServedCards(): Promise<void> {
+  await Promise.all([...servedCards].map((stop) => stop()));
+}
+
 /** `dt-card serve --vpcd` (or `--serial <path>`) as a process; resolves once it is connected to the reader (serving on the port). */
 export function serveCard(args: string[], env: NodeJS.ProcessEnv): Promise<{ stop: () => Promise<void> }> {
   return new Promise((ready, fail) => {
@@ -51,16 +63,17 @@ export function serveCard(args: string[], env: NodeJS.ProcessEnv): Promise<{ sto
     let log = '';
     let up = false;
     const exited = new Promise<void>((r) => proc.on('close', () => r()));
+    const stop = async () => {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
+      await exited;
+    };
+    servedCards.add(stop);
+    void exited.then(() => servedCards.delete(stop));
     proc.stdout.on('data', (d: Buffer) => {
       log += d.toString();
       if (!up && /"event":"connected"|"event":"serving","transport":"serial"/.test(log)) {
         up = true;
-        ready({
-          stop: async () => {
-            if (proc.exitCode === null) proc.kill('SIGTERM');
-            await exited;
-          },
-        });
+        ready({ stop });
       }
     });
     proc.stderr.on('data', (d: Buffer) => (log += d.toString()));
