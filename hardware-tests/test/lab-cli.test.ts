@@ -69,6 +69,9 @@ function run(
   });
 }
 
+/** The cards serveCard started: stopped in after.always, or a failed test's card would keep the worker alive. */
+const served = new Set<() => Promise<number | null>>();
+
 /** Starts `dt-card serve` and resolves once it is connected to vpcd. */
 function serveCard(
   args: string[],
@@ -85,7 +88,9 @@ function serveCard(
       if (!started && /"event":"connected"/.test(log)) {
         started = true;
         clearTimeout(timer);
-        ready({ proc, log: () => log, stop: async () => (proc.exitCode !== null ? proc.exitCode : (proc.kill('SIGTERM'), exited)) });
+        const stop = async () => (proc.exitCode !== null ? proc.exitCode : (proc.kill('SIGTERM'), exited));
+        served.add(stop);
+        ready({ proc, log: () => log, stop });
       }
     };
     proc.stdout!.on('data', onData);
@@ -104,6 +109,7 @@ let world: LabWorld | undefined;
 let pcscd: PcscdHandle | undefined;
 
 test.after.always(async () => {
+  await Promise.all([...served].map((stop) => stop()));
   await pcscd?.stop();
   await world?.close();
   rmSync(dir, { recursive: true, force: true });

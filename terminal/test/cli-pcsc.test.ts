@@ -20,10 +20,10 @@ import { MemoryStorage } from '@dt/firmware';
 import { FileStorage, startPcscd, type PcscdHandle } from '@dt/card-applet-sim';
 import { INS, toHex } from '@dt/protocol';
 import { tempDir } from './helpers/fixtures.ts';
+import { serveCard, stopServedCards } from './helpers/serve.ts';
 import { startWorld, worldCard, type World } from './helpers/world.ts';
 
 const BIN = fileURLToPath(new URL('../bin/dt-pos.js', import.meta.url));
-const DT_CARD = fileURLToPath(new URL('../../card-applet-sim/bin/dt-card.js', import.meta.url));
 
 interface Done {
   code: number | null;
@@ -59,40 +59,12 @@ function dtPos(
   });
 }
 
-/** `dt-card serve --vpcd` as a process; resolves once it is connected to the reader. */
-function serveCard(args: string[], env: NodeJS.ProcessEnv): Promise<{ stop: () => Promise<void> }> {
-  return new Promise((ready, fail) => {
-    const proc = spawn(process.execPath, [DT_CARD, 'serve', '--json', '--exit-with-parent', ...args], {
-      env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let log = '';
-    let up = false;
-    const exited = new Promise<void>((r) => proc.on('close', () => r()));
-    proc.stdout!.on('data', (d: Buffer) => {
-      log += d.toString();
-      if (!up && /"event":"connected"/.test(log)) {
-        up = true;
-        ready({
-          stop: async () => {
-            if (proc.exitCode === null) proc.kill('SIGTERM');
-            await exited;
-          },
-        });
-      }
-    });
-    proc.stderr!.on('data', (d: Buffer) => (log += d.toString()));
-    proc.on('close', (c) => {
-      if (!up) fail(new Error(`dt-card serve exited ${c}:\n${log}`));
-    });
-  });
-}
-
 let pcscd: PcscdHandle | undefined;
 let world: World | undefined;
 const tmp = tempDir('dt-pos-pcsc-cli-');
 
 test.after.always(async () => {
+  await stopServedCards();
   await pcscd?.stop();
   await world?.close();
   tmp.cleanup();
