@@ -38,10 +38,11 @@ import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import {
   copyFileSync,
-  createWriteStream,
+  closeSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
+  openSync,
   readFileSync,
   realpathSync,
   rmSync,
@@ -220,7 +221,9 @@ export async function startPcscd(options: StartPcscdOptions = {}): Promise<Pcscd
   // itself stays inside the new namespace.
   mkdirSync('/run/pcscd', { recursive: true });
   const logPath = join(dir, 'pcscd.log');
-  const log = createWriteStream(logPath);
+  // pcscd writes its log straight into the file (no pipe through this process): the file exists
+  // before pcscd starts, every line is in it as soon as pcscd writes it, and it outlives this process.
+  const logFd = openSync(logPath, 'a', 0o600);
   const flags = ['--foreground', '-c', confDir, ...(options.debug ? ['--debug', '--apdu'] : [])];
   const shim = shimFor(options.noDelayShim, dir);
   // The shim goes into pcscd only (not unshare, sh or mount); its log lines land in pcscd's log.
@@ -228,9 +231,8 @@ export async function startPcscd(options: StartPcscdOptions = {}): Promise<Pcscd
   const script = `mount --bind ${shellQuote(runDir)} /run/pcscd && ${preload}exec pcscd ${flags.map(shellQuote).join(' ')}`;
   // unshare without --fork execs sh in the new namespace, and sh execs
   // pcscd: the child pid is the daemon's pid.
-  const child = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script], { stdio: ['ignore', 'pipe', 'pipe'] });
-  child.stdout.pipe(log);
-  child.stderr.pipe(log);
+  const child = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script], { stdio: ['ignore', logFd, logFd] });
+  closeSync(logFd);
   const socketPath = join(runDir, 'pcscd.comm');
 
   const stop = async (): Promise<void> => {
@@ -241,7 +243,6 @@ export async function startPcscd(options: StartPcscdOptions = {}): Promise<Pcscd
       await exited;
       clearTimeout(timer);
     }
-    log.end();
     rmSync(dir, { recursive: true, force: true });
     if (options.socketPath !== undefined && createdRunDir !== undefined) rmSync(createdRunDir, { recursive: true, force: true });
   };
