@@ -168,7 +168,7 @@ test.serial(
         },
       });
       t.true(sent);
-      t.is(int.signal, null, 'one SIGINT is enough');
+      t.is(int.signal, null, `one SIGINT is enough: ${int.stdout}${int.stderr}`);
       t.is(int.code, 4, int.stdout + int.stderr);
       t.regex(int.stdout, /^END: /);
     } finally {

@@ -9,6 +9,8 @@
  */
 import test from 'ava';
 import { EventEmitter } from 'node:events';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { MemoryStorage } from '@dt/firmware';
 import {
   startPcscd,
@@ -220,5 +222,27 @@ test.serial(
     const s2 = await reader.waitForCard({ timeoutMs: 1000 });
     t.deepEqual(await s2.transmit(Uint8Array.of(0, 0xa4, 4, 0)), Uint8Array.of(0x61, 0x10));
     await s2.release();
+  },
+);
+
+test.serial(
+  'closing a context at any moment of its start-up ends, and the process then exits by itself (no native thread left in its wait)',
+  async (t) => {
+    // A child process: a close that joined a thread stuck in SCardGetStatusChange would block its JavaScript thread for ever.
+    const child = spawn(
+      process.execPath,
+      ['--conditions=dt-source', '--import', 'tsx', fileURLToPath(new URL('./helpers/pcsc-close-child.ts', import.meta.url)), '27'],
+      { env: { ...process.env, PCSCLITE_CSOCK_NAME: pcscd.socketPath }, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    // A hang detector, not a timing assertion: 27 start-ups and closes take a few seconds.
+    const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
+    const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((r) => child.on('close', (c, s) => r([c, s])));
+    clearTimeout(timer);
+    t.is(signal, null, `the child hung after: ${out}`);
+    t.is(code, 0, out);
+    t.is(out.match(/^closed \d+$/gm)?.length, 27, out);
   },
 );

@@ -30,7 +30,10 @@
  *   until the reader is disconnected; left open, they keep the process
  *   alive for ever (a `dt-pos charge` that never exits after its outcome) and
  *   leak a thread per reader in a long-running till. {@link PcscReaders.close}
- *   and a lost context disconnect and close every reader, then the context.
+ *   and a lost context disconnect and close every reader, then the context,
+ *   once those threads have settled into their wait (a close during their
+ *   start-up could leave one running, or join one that never ends: see
+ *   {@link releaseContext}).
  *
  * @module
  */
@@ -73,12 +76,17 @@ export interface RawReaderLike {
   /** Releases the card handle; calls back at once when not connected. */
   disconnect?(disposition: number, cb: (err?: unknown) => void): void;
   readonly SCARD_LEAVE_CARD?: number;
+  /** The state its status thread last reported; undefined until its first report. */
+  readonly state?: number;
+  on?(event: 'status', listener: () => void): unknown;
 }
 /** The part of an nfc-pcsc `NFC` this adapter uses. */
 export interface NfcLike extends EventEmitter {
   close(): void;
   /** The raw readers by name (`NFC.readers` is `@pokusew/pcsclite`'s map). */
   readonly readers?: Record<string, RawReaderLike>;
+  /** `@pokusew/pcsclite`'s context (nfc-pcsc's `NFC.pcsc`): `start` runs its watcher thread, in a `process.nextTick` after construction. */
+  readonly pcsc?: { start?: (cb: (...args: unknown[]) => unknown) => unknown };
 }
 /** Builds a fresh PC/SC context (an `NFC` instance). */
 export type NfcFactory = () => NfcLike;
@@ -191,6 +199,8 @@ export class PcscReaders {
   readonly #slots = new Map<string, ReaderSlot>();
   readonly #changed = new EventEmitter();
   #nfc: NfcLike | undefined;
+  /** What the context's native threads last reported, and when (see {@link releaseContext}). */
+  #activity: NativeActivity | undefined;
   #closed = false;
   #restartTimer: NodeJS.Timeout | undefined;
   #contextError: string | undefined;
@@ -334,6 +344,7 @@ export class PcscReaders {
       return;
     }
     this.#nfc = nfc;
+    this.#activity = trackNativeActivity(nfc);
     this.#contextError = undefined;
     this.#onEvent({ type: 'context', state: 'up' });
     nfc.on('reader', (r: NfcReaderLike) => this.#addReader(r));
@@ -397,6 +408,7 @@ export class PcscReaders {
     return releaseContext(
       nfc,
       slots.map((s) => rawReaderOf(s.nfc)).filter((r): r is RawReaderLike => r !== undefined),
+      this.#activity,
     );
   }
 
@@ -428,25 +440,96 @@ function rawReaderOf(r: NfcReaderLike): RawReaderLike | undefined {
 }
 
 /**
- * Releases a PC/SC context: disconnects every reader's card handle, closes
- * every reader (its status thread and libuv handle), then the context.
- *
- * Why in this order and not earlier: `@pokusew/pcsclite` starts the
- * context's watcher in a `process.nextTick` after construction, and
- * `PCSCLite.close()` before that tick leaves the watcher to start afterwards
- * and run for ever; waiting one `setImmediate` puts the close after it.
- * Readers are taken from the context's own map as well as from the slots, so
- * one announced in the same tick is closed too. Errors are ignored: the
- * context may already be dead (pcscd gone), and every step is idempotent.
+ * How long {@link releaseContext} waits at most for `@pokusew/pcsclite`'s threads to settle (a
+ * pcscd that does not answer: the close goes ahead).
  */
-export async function releaseContext(nfc: NfcLike, known: readonly RawReaderLike[] = []): Promise<void> {
+export const THREADS_SETTLE_MS = 3000;
+/** How long the native threads must have been quiet before {@link releaseContext} closes them. */
+export const THREADS_QUIET_MS = 100;
+
+/** What a PC/SC context's native threads have reported: the watcher's first reader list, and the time of the latest report. */
+export interface NativeActivity {
+  /** Resolves with the watcher thread's first reader list (or its first error). */
+  readonly firstList: Promise<void>;
+  /** `Date.now()` of the latest reader list or reader status; 0 before any. */
+  lastAt(): number;
+}
+
+/**
+ * Follows what the context's native threads report: its watcher's reader lists and every reader's
+ * status. Call it in the tick that built the context: `@pokusew/pcsclite` calls `start` in the next
+ * one. A context without that shape (a fake) has no threads: `undefined`.
+ */
+export function trackNativeActivity(nfc: NfcLike): NativeActivity | undefined {
+  const p = nfc.pcsc;
+  const start = p?.start;
+  if (p === undefined || typeof start !== 'function') return undefined;
+  let last = 0;
+  const seen = new WeakSet<object>();
+  const mark = (): void => {
+    last = Date.now();
+  };
+  let listed!: () => void;
+  const firstList = new Promise<void>((r) => (listed = r));
+  Object.defineProperty(p, 'start', {
+    configurable: true,
+    writable: true,
+    value: (cb: (...args: unknown[]) => unknown) =>
+      start.call(p, (...args: unknown[]) => {
+        mark();
+        listed();
+        const result = cb(...args);
+        // The readers this list announced: each has just started its status thread.
+        for (const r of Object.values(nfc.readers ?? {})) {
+          if (r && typeof r.on === 'function' && !seen.has(r)) {
+            seen.add(r);
+            r.on('status', mark);
+          }
+        }
+        return result;
+      }),
+  });
+  return { firstList, lastAt: () => last };
+}
+
+const pause = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Releases a PC/SC context: disconnects every reader's card handle, waits until its native threads
+ * have settled, closes every reader (its status thread and libuv handle), then the context.
+ *
+ * Why in this order and not earlier:
+ * - `@pokusew/pcsclite` starts the context's watcher in a `process.nextTick` after construction,
+ *   and `PCSCLite.close()` before that tick leaves the watcher to start afterwards and run for
+ *   ever; waiting one `setImmediate` puts the close after it.
+ * - Its `close()` (the context's and each reader's) cancels the thread's `SCardGetStatusChange`
+ *   with `SCardCancel` for at most 50 ms, then joins the thread on the JavaScript thread. A close
+ *   just after a thread reported (its first status, say) can miss the wait the thread goes back
+ *   into, and the join then waits for the next change on that reader, which may never come: the
+ *   process hangs (seen: a `dt-pos charge` cancelled with Ctrl-C as it started, on a loaded
+ *   machine). So, when `activity` follows the threads ({@link trackNativeActivity}), the close
+ *   waits for the watcher's first reader list, each reader's first status, and then until the
+ *   threads have been quiet for {@link THREADS_QUIET_MS}, all bounded by {@link THREADS_SETTLE_MS}.
+ *   A close long after the last report (every close but one at start-up) waits for nothing.
+ * - Readers are taken from the context's own map as well as from the slots, so one announced in the
+ *   same tick is closed too.
+ *
+ * Errors are ignored: the context may already be dead (pcscd gone), and every step is idempotent.
+ */
+export async function releaseContext(nfc: NfcLike, known: readonly RawReaderLike[] = [], activity?: NativeActivity): Promise<void> {
   await new Promise<void>((r) => setImmediate(r));
+  const deadline = Date.now() + THREADS_SETTLE_MS;
   const readers = new Set<RawReaderLike>(known);
-  try {
-    for (const r of Object.values(nfc.readers ?? {})) if (r && typeof r.close === 'function') readers.add(r);
-  } catch {
-    // no reader map on this context
-  }
+  /** Adds the readers of the context's own map (one may have been announced meanwhile). */
+  const collect = (): void => {
+    try {
+      for (const r of Object.values(nfc.readers ?? {})) if (r && typeof r.close === 'function') readers.add(r);
+    } catch {
+      // no reader map on this context
+    }
+  };
+  collect();
+  // The card handles first: releasing one changes its reader's state, which its thread then reports.
   await Promise.all(
     [...readers].map(
       (r) =>
@@ -460,6 +543,20 @@ export async function releaseContext(nfc: NfcLike, known: readonly RawReaderLike
         }),
     ),
   );
+  if (activity !== undefined) {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([activity.firstList, new Promise<void>((r) => (timer = setTimeout(r, THREADS_SETTLE_MS)))]);
+    clearTimeout(timer);
+    for (;;) {
+      collect();
+      const now = Date.now();
+      const quietFor = now - activity.lastAt();
+      if (now >= deadline || ([...readers].every((r) => r.state !== undefined) && quietFor >= THREADS_QUIET_MS)) break;
+      await pause(Math.min(Math.max(1, THREADS_QUIET_MS - quietFor), 10));
+    }
+  }
+  // From here to the context's close nothing yields: no reader can be announced in between.
+  collect();
   for (const r of readers) {
     try {
       r.close();
