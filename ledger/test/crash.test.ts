@@ -99,7 +99,18 @@ function ledgerData(prefix: string) {
       }),
       1 << 24,
     ) as Uint8Array[][];
-  return { dir, data, d, bank: d.bank('bank'), settle };
+  const bank = d.bank('bank');
+  /** A new card registered, loaded with `amount` and synced over HTTP: its wallet holds the value. */
+  const loadedCard = async (url: string, amount: number, validity: { nbf: number; exp: number }) => {
+    const id = issueCard(bank, { validity });
+    const now = Math.floor(Date.now() / 1000);
+    await post(url, '/v1/cards', encodeDeterministic([...id.chain]));
+    await post(url, '/v1/loads', signLoadOrder({ card: id.kid, amount, id: new Uint8Array(randomBytes(16)), time: now }, bank.signer));
+    const wallet = new ReferenceWallet({ signer: id.signer, chain: id.chain });
+    wallet.completeSync(await post(url, '/v1/sync', wallet.beginSync(new Uint8Array(randomBytes(16)))), d.ledger.keys.publicKey);
+    return { id, wallet };
+  };
+  return { dir, data, d, bank, settle, loadedCard };
 }
 
 /**
@@ -177,7 +188,7 @@ async function stopAndAudit<T>(live: { server?: Server }, data: string): Promise
 }
 
 test('SIGKILL at random points while settling: nothing settled twice, answers stable, audit holds', async (t) => {
-  const { dir, data, d, bank, settle } = ledgerData('dt-ledger-crash-');
+  const { dir, data, d, bank, settle, loadedCard } = ledgerData('dt-ledger-crash-');
   const live: { server?: Server } = {};
   try {
     const now = Math.floor(Date.now() / 1000);
@@ -186,18 +197,7 @@ test('SIGKILL at random points while settling: nothing settled twice, answers st
 
     // Setup (no crashes): cards registered, loaded and synced over HTTP.
     const cards: { id: Identity; wallet: ReferenceWallet }[] = [];
-    for (let i = 0; i < 6; i++) {
-      const id = issueCard(bank, { validity });
-      await post(server.url, '/v1/cards', encodeDeterministic([...id.chain]));
-      await post(
-        server.url,
-        '/v1/loads',
-        signLoadOrder({ card: id.kid, amount: 50_000, id: new Uint8Array(randomBytes(16)), time: now }, bank.signer),
-      );
-      const wallet = new ReferenceWallet({ signer: id.signer, chain: id.chain });
-      wallet.completeSync(await post(server.url, '/v1/sync', wallet.beginSync(new Uint8Array(randomBytes(16)))), d.ledger.keys.publicKey);
-      cards.push({ id, wallet });
-    }
+    for (let i = 0; i < 6; i++) cards.push(await loadedCard(server.url, 50_000, validity));
     const terms = [0, 1, 2].map((i) => issueTerminal(bank, { validity, merchant: { id: `m${i}`, mcc: 5411, name: `m${i}` } }));
     // Each card pays 5 chained payments round-robin over the terminals; card 0 also has a clone that double-spends.
     const perTerminal: Uint8Array[][] = terms.map(() => []);
@@ -309,7 +309,7 @@ test('SIGKILL at random points while settling: nothing settled twice, answers st
 });
 
 test('SIGKILL at random points while settling voids and refunds: each answered once, answers stable, the books hold', async (t) => {
-  const { dir, data, d, bank, settle } = ledgerData('dt-ledger-crash-adj-');
+  const { dir, data, d, bank, settle, loadedCard } = ledgerData('dt-ledger-crash-adj-');
   const live: { server?: Server } = {};
   try {
     const now = Math.floor(Date.now() / 1000);
@@ -319,15 +319,7 @@ test('SIGKILL at random points while settling voids and refunds: each answered o
     // Four cards pay 1,000 / 2,000 / 3,000 / 4,000 at one terminal.
     const paid: { card: Identity; handover: Uint8Array; transfer: Uint8Array; amount: number }[] = [];
     for (let i = 0; i < 4; i++) {
-      const id = issueCard(bank, { validity });
-      await post(server.url, '/v1/cards', encodeDeterministic([...id.chain]));
-      await post(
-        server.url,
-        '/v1/loads',
-        signLoadOrder({ card: id.kid, amount: 50_000, id: new Uint8Array(randomBytes(16)), time: now }, bank.signer),
-      );
-      const wallet = new ReferenceWallet({ signer: id.signer, chain: id.chain });
-      wallet.completeSync(await post(server.url, '/v1/sync', wallet.beginSync(new Uint8Array(randomBytes(16)))), d.ledger.keys.publicKey);
+      const { id, wallet } = await loadedCard(server.url, 50_000, validity);
       const amount = 1_000 * (i + 1);
       const p = wallet.pay({
         amount,
