@@ -228,6 +228,11 @@ test.serial(
 test.serial(
   'closing a context at any moment of its start-up ends, and the process then exits by itself (no native thread left in its wait)',
   async (t) => {
+    // A card in slot 0: a reader announced while its context closes must leave the card alone (nfc-pcsc would read it and throw).
+    const vpcd = new VpcdClient(await loadedCard(), { port: pcscd.vpcdPort });
+    vpcd.start();
+    t.teardown(() => vpcd.stop());
+    await vpcd.waitConnected(10_000);
     // A child process: a close that joined a thread stuck in SCardGetStatusChange would block its JavaScript thread for ever.
     const child = spawn(
       process.execPath,

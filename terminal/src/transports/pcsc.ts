@@ -404,6 +404,12 @@ export class PcscReaders {
     this.#slots.clear();
     if (!nfc) return Promise.resolve();
     nfc.removeAllListeners('reader');
+    // A reader announced while the context closes (its first list may still come: releaseContext
+    // waits for it) must not act on its own: nfc-pcsc would read a present card and throw its error.
+    nfc.on('reader', (r: NfcReaderLike) => {
+      r.autoProcessing = false;
+      r.on('error', () => {});
+    });
     nfc.on('error', () => {});
     return releaseContext(
       nfc,
@@ -529,20 +535,22 @@ export async function releaseContext(nfc: NfcLike, known: readonly RawReaderLike
     }
   };
   collect();
+  const disconnectAll = (): Promise<unknown> =>
+    Promise.all(
+      [...readers].map(
+        (r) =>
+          new Promise<void>((done) => {
+            if (typeof r.disconnect !== 'function') return done();
+            try {
+              r.disconnect(r.SCARD_LEAVE_CARD ?? 0, () => done());
+            } catch {
+              done();
+            }
+          }),
+      ),
+    );
   // The card handles first: releasing one changes its reader's state, which its thread then reports.
-  await Promise.all(
-    [...readers].map(
-      (r) =>
-        new Promise<void>((done) => {
-          if (typeof r.disconnect !== 'function') return done();
-          try {
-            r.disconnect(r.SCARD_LEAVE_CARD ?? 0, () => done());
-          } catch {
-            done();
-          }
-        }),
-    ),
-  );
+  await disconnectAll();
   if (activity !== undefined) {
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([activity.firstList, new Promise<void>((r) => (timer = setTimeout(r, THREADS_SETTLE_MS)))]);
@@ -554,6 +562,8 @@ export async function releaseContext(nfc: NfcLike, known: readonly RawReaderLike
       if (now >= deadline || ([...readers].every((r) => r.state !== undefined) && quietFor >= THREADS_QUIET_MS)) break;
       await pause(Math.min(Math.max(1, THREADS_QUIET_MS - quietFor), 10));
     }
+    // A reader announced meanwhile may have connected its card.
+    await disconnectAll();
   }
   // From here to the context's close nothing yields: no reader can be announced in between.
   collect();
