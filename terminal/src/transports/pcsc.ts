@@ -553,7 +553,7 @@ export async function releaseContext(nfc: NfcLike, known: readonly RawReaderLike
   await disconnectAll();
   if (activity !== undefined) {
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([activity.firstList, new Promise<void>((r) => (timer = setTimeout(r, THREADS_SETTLE_MS)))]);
+    await Promise.race([activity.firstList, new Promise<void>((r) => (timer = setTimeout(r, Math.max(0, deadline - Date.now()))))]);
     clearTimeout(timer);
     for (;;) {
       collect();
