@@ -13,13 +13,17 @@ for (let i = 0; i < rounds; i++) {
   const moment = moments[i % moments.length]!;
   await new Promise<void>((resolve, reject) => {
     let closing = false;
+    // If the moment never comes (the context failed to start on a loaded machine and retries later), close anyway.
+    const fallback = setTimeout(() => close(), 10_000);
     const close = (): void => {
       if (closing) return;
       closing = true;
+      clearTimeout(fallback);
       pcsc.close().then(resolve, reject);
     };
     const pcsc: PcscReaders = new PcscReaders({
       onEvent: (e) => {
+        if (e.type === 'context' && e.state === 'lost') process.stderr.write(`round ${i}: context lost: ${e.detail}\n`);
         if (e.type !== 'reader' || e.state !== 'added') return;
         if (moment === 'reader') close();
         if (moment === 'status') {
