@@ -280,7 +280,9 @@ test('acquirer batches: forged, wrong signer or role, unknown or revoked termina
   const { handover } = await handoverTo(bo, x, 30_000);
   const { handover: toRevoked } = await handoverTo(bo, revoked, 10_000);
   const { handover: toB } = await handoverTo(bo, b, 10_000);
-  const good = batchOf(x, 1, [handover]);
+  // Its time, so that a batch meant to differ from it does (two built in the same second would be the same bytes).
+  const goodTime = nowSec();
+  const good = batchOf(x, 1, [handover], { time: goodTime });
 
   const otherPki = createPki({ now: nowSec() });
   const foreign = otherPki.issueTerminal({ merchant: { id: 'KZ-FOREIGN', mcc: 5411, name: 'foreign' } });
@@ -405,7 +407,7 @@ test('acquirer batches: forged, wrong signer or role, unknown or revoked termina
   const conflict = await attack(
     w,
     'same seq, other bytes',
-    () => post(url, batchOf(x, 1, [handover], { time: nowSec() - 5 })),
+    () => post(url, batchOf(x, 1, [handover], { time: goodTime - 5 })),
     409,
     'SEQ_CONFLICT',
   );
