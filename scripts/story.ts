@@ -48,6 +48,7 @@ import {
   verifySigned,
   getStatus,
   selectApplet,
+  exitCodesHelp,
 } from '@dt/protocol';
 import { MemoryStorage } from '@dt/firmware';
 import {
@@ -118,8 +119,7 @@ Options:
   --in-process  tap through the in-process transport even when pcscd could run
   --help        show this help
 
-Exit codes:
-${EXIT_CODES.map((e) => `  ${String(e.code).padEnd(3)} ${e.meaning}`).join('\n')}
+${exitCodesHelp(EXIT_CODES)}
 
 Amounts are shown in tenge with two decimals (1500.00 KZT); --json gives integer tiyn.
 `;

@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { pino, type Level } from 'pino';
-import { fromHex } from '@dt/protocol';
+import { fromHex, exitCodesByName, exitCodesHelp, USAGE_EXIT_MEANING } from '@dt/protocol';
 import { startAcquirer, loadTrust } from './server.ts';
 import { AcquirerStore } from './store.ts';
 import { readAcquirerKey } from './keyfile.ts';
@@ -21,7 +21,7 @@ import { nativeVerifier } from '@dt/protocol/native';
  */
 export const EXIT_CODES = [
   { code: 0, name: 'OK', meaning: 'success (serve: stopped by SIGINT/SIGTERM)' },
-  { code: 2, name: 'USAGE', meaning: 'usage: bad command, option or value, or a file named on the command line is missing or unreadable' },
+  { code: 2, name: 'USAGE', meaning: USAGE_EXIT_MEANING },
   {
     code: 4,
     name: 'CONFIG',
@@ -32,11 +32,8 @@ export const EXIT_CODES = [
   { code: 6, name: 'INTERNAL', meaning: 'internal error' },
 ] as const;
 
-type ExitName = (typeof EXIT_CODES)[number]['name'];
 /** Exit codes of `dt-acquirer` by name (from {@link EXIT_CODES}). */
-export const ExitCode = Object.fromEntries(EXIT_CODES.map((e) => [e.name, e.code])) as {
-  readonly [K in ExitName]: Extract<(typeof EXIT_CODES)[number], { name: K }>['code'];
-};
+export const ExitCode = exitCodesByName(EXIT_CODES);
 
 /** Why the command failed, with its exit code. */
 class CliError extends Error {
@@ -87,8 +84,7 @@ const program = new Command()
   .addHelpText(
     'after',
     `
-Exit codes:
-${EXIT_CODES.map((e) => `  ${String(e.code).padEnd(3)} ${e.meaning}`).join('\n')}`,
+${exitCodesHelp(EXIT_CODES)}`,
   );
 
 program

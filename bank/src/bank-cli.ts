@@ -32,6 +32,9 @@ import {
   verifyCoseSign1,
   WrongPinError,
   type Mark,
+  exitCodesByName,
+  exitCodesHelp,
+  USAGE_EXIT_MEANING,
 } from '@dt/protocol';
 import { StateFileError, personalizeCard } from '@dt/card-applet-sim';
 import { CardSyncClient } from '@dt/terminal';
@@ -71,7 +74,7 @@ export const EXIT_CODES = [
     name: 'REFUSED',
     meaning: 'refused: the ledger said no (its code is printed), a certificate request does not verify, or the card refused a command',
   },
-  { code: 2, name: 'USAGE', meaning: 'usage: bad command, option or value, or a file named on the command line is missing or unreadable' },
+  { code: 2, name: 'USAGE', meaning: USAGE_EXIT_MEANING },
   { code: 3, name: 'UNREACHABLE', meaning: 'unreachable: the ledger of --ledger cannot be reached' },
   {
     code: 4,
@@ -82,15 +85,11 @@ export const EXIT_CODES = [
   { code: 6, name: 'INTERNAL', meaning: 'internal error, or a ledger answer that is not the API' },
 ] as const;
 
-type ExitName = (typeof EXIT_CODES)[number]['name'];
 /** Exit codes of `dt-bank` by name. */
-export const ExitCode = Object.fromEntries(EXIT_CODES.map((e) => [e.name, e.code])) as {
-  readonly [K in ExitName]: Extract<(typeof EXIT_CODES)[number], { name: K }>['code'];
-};
+export const ExitCode = exitCodesByName(EXIT_CODES);
 
 const EXIT_HELP = `
-Exit codes:
-${EXIT_CODES.map((e) => `  ${String(e.code).padEnd(3)} ${e.meaning}`).join('\n')}
+${exitCodesHelp(EXIT_CODES)}
 
 Amounts are typed in tenge with up to two decimals (150, 150.5, 150.50) and shown as
 tenge with two decimals (150.50 KZT); --json output gives integer tiyn (1 KZT = 100 tiyn).

@@ -33,6 +33,9 @@ import {
   verifyPin,
   SYNC_CHALLENGE_LENGTH,
   type CardStatus,
+  exitCodesByName,
+  exitCodesHelp,
+  USAGE_EXIT_MEANING,
 } from '@dt/protocol';
 import { randomBytes } from 'node:crypto';
 import { StateFileError } from '@dt/card-applet-sim';
@@ -69,7 +72,7 @@ export const EXIT_CODES = [
     name: 'REFUSED',
     meaning: 'refused: the card said no (wrong PIN or PUK, blocked) or the ledger did (its code is printed); the card is unchanged',
   },
-  { code: 2, name: 'USAGE', meaning: 'usage: bad command, option or value, or a file named on the command line is missing or unreadable' },
+  { code: 2, name: 'USAGE', meaning: USAGE_EXIT_MEANING },
   {
     code: 3,
     name: 'UNREACHABLE',
@@ -83,15 +86,11 @@ export const EXIT_CODES = [
   { code: 6, name: 'INTERNAL', meaning: 'internal error, or a ledger answer that is not the API' },
 ] as const;
 
-type ExitName = (typeof EXIT_CODES)[number]['name'];
 /** Exit codes of `dt-wallet` by name. */
-export const ExitCode = Object.fromEntries(EXIT_CODES.map((e) => [e.name, e.code])) as {
-  readonly [K in ExitName]: Extract<(typeof EXIT_CODES)[number], { name: K }>['code'];
-};
+export const ExitCode = exitCodesByName(EXIT_CODES);
 
 const EXIT_HELP = `
-Exit codes:
-${EXIT_CODES.map((e) => `  ${String(e.code).padEnd(3)} ${e.meaning}`).join('\n')}
+${exitCodesHelp(EXIT_CODES)}
 
 Amounts are typed in tenge with up to two decimals (150, 150.50) and shown as tenge
 with two decimals (150.50 KZT); --json output gives integer tiyn (1 KZT = 100 tiyn).

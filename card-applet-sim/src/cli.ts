@@ -28,6 +28,9 @@ import {
   selectApplet,
   swHex,
   toHex,
+  exitCodesByName,
+  exitCodesHelp,
+  USAGE_EXIT_MEANING,
 } from '@dt/protocol';
 import { SimulatedCard } from './card.ts';
 import { isPowerCut } from './faults.ts';
@@ -55,7 +58,7 @@ export const EXIT_CODES = [
     meaning:
       'refused: the card answered an error status word (e.g. 6986 already personalized), or load refused a card with offline payments or a sync pending (the card is unchanged)',
   },
-  { code: 2, name: 'USAGE', meaning: 'usage: bad command, option or value, or a file named on the command line is missing or unreadable' },
+  { code: 2, name: 'USAGE', meaning: USAGE_EXIT_MEANING },
   { code: 4, name: 'POWER_CUT', meaning: 'an injected fault cut the power of the card during the command' },
   {
     code: 5,
@@ -65,15 +68,11 @@ export const EXIT_CODES = [
   { code: 6, name: 'INTERNAL', meaning: 'internal error' },
 ] as const;
 
-type ExitName = (typeof EXIT_CODES)[number]['name'];
 /** Exit codes of `dt-card` by name (from {@link EXIT_CODES}). */
-export const ExitCode = Object.fromEntries(EXIT_CODES.map((e) => [e.name, e.code])) as {
-  readonly [K in ExitName]: Extract<(typeof EXIT_CODES)[number], { name: K }>['code'];
-};
+export const ExitCode = exitCodesByName(EXIT_CODES);
 
 const EXIT_HELP = `
-Exit codes:
-${EXIT_CODES.map((e) => `  ${String(e.code).padEnd(3)} ${e.meaning}`).join('\n')}
+${exitCodesHelp(EXIT_CODES)}
 
 Amount options are integer tiyn (100 tiyn = 1 KZT); people read amounts in tenge
 with two decimals (150.50 KZT); --json output keeps integer tiyn.`;

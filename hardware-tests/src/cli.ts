@@ -13,6 +13,7 @@ import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { PcscReaders, parseVerifierName, type VerifierName } from '@dt/terminal';
+import { exitCodesByName, exitCodesHelp } from '@dt/protocol';
 import { SUITE_NAMES, type LabRun, type SuiteName } from './model.ts';
 import { LabConfigError, LabUnreachableError, createLabContext, matchReader, PAYMENT_SUITES } from './context.ts';
 import { TOOL_VERSION, checkSuiteNames, errorMessage, exitCodeOf, probeCard, runSuites, streamProgress } from './runner.ts';
@@ -36,15 +37,11 @@ export const EXIT_CODES = [
   { code: 130, name: 'INTERRUPTED', meaning: 'interrupted with Ctrl-C (the reports of the cases that ran are written)' },
 ] as const;
 
-type ExitName = (typeof EXIT_CODES)[number]['name'];
 /** Exit codes of `dt-lab` by name (from {@link EXIT_CODES}). */
-export const ExitCode = Object.fromEntries(EXIT_CODES.map((e) => [e.name, e.code])) as {
-  readonly [K in ExitName]: Extract<(typeof EXIT_CODES)[number], { name: K }>['code'];
-};
+export const ExitCode = exitCodesByName(EXIT_CODES);
 
 const EXIT_HELP = `
-Exit codes:
-${EXIT_CODES.map((e) => `  ${String(e.code).padEnd(3)} ${e.meaning}`).join('\n')}
+${exitCodesHelp(EXIT_CODES)}
 
 Suites: ${SUITE_NAMES.join(', ')}. Amount options are integer tiyn (100 = 1 KZT); reports show
 tenge with two decimals; report.json keeps integer tiyn. The lab guide: hardware-tests/README.md.`;

@@ -20,7 +20,20 @@ import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileS
 import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import { BankPermission, formatTenge, fromHex, openSigned, publicKeyOf, subjectKey, toHex, bytesEqual, type KeyPair } from '@dt/protocol';
+import {
+  BankPermission,
+  formatTenge,
+  fromHex,
+  openSigned,
+  publicKeyOf,
+  subjectKey,
+  toHex,
+  bytesEqual,
+  type KeyPair,
+  exitCodesByName,
+  exitCodesHelp,
+  USAGE_EXIT_MEANING,
+} from '@dt/protocol';
 import { Ledger, LedgerError } from './ledger.ts';
 import { createIssuer, identityFrom, issueAcquirer, issueBank, issueLedgerCert, type Identity } from './pki.ts';
 import { blockAcquirer, unblockAcquirer } from './acquirers.ts';
@@ -44,7 +57,7 @@ export const EXIT_CODES = [
     name: 'REFUSED',
     meaning: "refused: the ledger's rules said no (e.g. INSUFFICIENT_ALLOCATION), or audit found the supply invariant broken",
   },
-  { code: 2, name: 'USAGE', meaning: 'usage: bad command, option or value, or a file named on the command line is missing or unreadable' },
+  { code: 2, name: 'USAGE', meaning: USAGE_EXIT_MEANING },
   { code: 3, name: 'UNREACHABLE', meaning: 'unreachable: the PostgreSQL server of --pg cannot be reached or refused the connection' },
   {
     code: 4,
@@ -56,15 +69,11 @@ export const EXIT_CODES = [
   { code: 6, name: 'INTERNAL', meaning: 'internal error' },
 ] as const;
 
-type ExitName = (typeof EXIT_CODES)[number]['name'];
 /** Exit codes of `dt-ledger` by name (from {@link EXIT_CODES}). */
-export const ExitCode = Object.fromEntries(EXIT_CODES.map((e) => [e.name, e.code])) as {
-  readonly [K in ExitName]: Extract<(typeof EXIT_CODES)[number], { name: K }>['code'];
-};
+export const ExitCode = exitCodesByName(EXIT_CODES);
 
 const EXIT_HELP = `
-Exit codes:
-${EXIT_CODES.map((e) => `  ${String(e.code).padEnd(3)} ${e.meaning}`).join('\n')}
+${exitCodesHelp(EXIT_CODES)}
 
 Amounts are given in integer tiyn (100 tiyn = 1 KZT) and shown in tenge with two
 decimals (1500.00 KZT); --json output keeps integer tiyn.`;

@@ -5,6 +5,7 @@
  * @module
  */
 export * from './errors.ts';
+export * from './exit-codes.ts';
 export * from './bytes.ts';
 export * from './amounts.ts';
 export * from './ids.ts';

@@ -28,6 +28,9 @@ import {
   TransportErrorCode,
   isTransportError,
   parseReaderSpec,
+  exitCodesByName,
+  exitCodesHelp,
+  USAGE_EXIT_MEANING,
 } from '@dt/protocol';
 import { TerminalError, TerminalErrorCode, isTerminalError } from '../errors.ts';
 import {
@@ -78,7 +81,7 @@ export const EXIT_CODES = [
     meaning:
       "refused: charge DECLINED, a void or refund the terminal's rules refuse (refund --tap: not the paying card), or the acquirer refused what sync sent",
   },
-  { code: 2, name: 'USAGE', meaning: 'usage: bad command, option or value, or a file named on the command line is missing or unreadable' },
+  { code: 2, name: 'USAGE', meaning: USAGE_EXIT_MEANING },
   { code: 3, name: 'ONLINE_REQUIRED', meaning: 'offline: charge ONLINE REQUIRED, or the acquirer was unreachable (sync)' },
   { code: 4, name: 'END', meaning: 'END: no card, not a DT card, reader busy or unavailable, cancelled (Ctrl-C) (charge, refund --tap)' },
   { code: 5, name: 'NOT_INITIALIZED', meaning: 'terminal not initialized, or its configuration or certificates do not verify' },
@@ -96,15 +99,11 @@ export const EXIT_CODES = [
   { code: 9, name: 'LISTEN', meaning: 'serve cannot listen (address in use or not available)' },
 ] as const;
 
-type ExitName = (typeof EXIT_CODES)[number]['name'];
 /** Exit codes of `dt-pos` by name (from {@link EXIT_CODES}). */
-export const ExitCode = Object.fromEntries(EXIT_CODES.map((e) => [e.name, e.code])) as {
-  readonly [K in ExitName]: Extract<(typeof EXIT_CODES)[number], { name: K }>['code'];
-};
+export const ExitCode = exitCodesByName(EXIT_CODES);
 
 const EXIT_HELP = `
-Exit codes:
-${EXIT_CODES.map((e) => `  ${String(e.code).padEnd(3)} ${e.meaning}`).join('\n')}
+${exitCodesHelp(EXIT_CODES)}
 
 Amounts are typed in tenge with up to two decimals (150, 150.5, 150.50) and shown
 as tenge with two decimals (150.50 KZT); --json output gives integer tiyn (1 KZT = 100 tiyn).
