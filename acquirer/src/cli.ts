@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { pino, type Level } from 'pino';
 import { fromHex, exitCodesByName, exitCodesHelp, USAGE_EXIT_MEANING } from '@dt/protocol';
@@ -204,15 +204,18 @@ program
 program
   .command('revoke-terminal')
   .description('revoke a terminal at this acquirer (takes effect at once, also for a running service on the same database)')
-  .requiredOption('--db <file>', 'SQLite database file of the acquirer')
+  .requiredOption('--db <file>', 'the acquirer\'s SQLite database, the one serve --db uses (must exist)')
   .requiredOption('--kid <hex>', 'terminal key id (32 hex digits)', hexKid)
   .option('--reason <text>', 'reason kept with the revocation', 'revoked by operator')
   .action((o: { db: string; kid: Uint8Array; reason: string }) => {
+    // The database must be an existing acquirer's: a mistyped path must not become an empty
+    // database in which the revocation is recorded while the running service never sees it.
     let store;
     try {
-      store = new AcquirerStore(o.db);
+      store = new AcquirerStore(o.db, { mustExist: true });
     } catch (e) {
-      throw new CliError(ExitCode.START, `cannot open database: ${(e as Error).message}`);
+      const why = existsSync(o.db) ? (e as Error).message : 'no such file';
+      throw new CliError(ExitCode.USAGE, `cannot open the acquirer database ${o.db}: ${why}`);
     }
     store.revokeTerminal(o.kid, o.reason, Date.now());
     store.close();

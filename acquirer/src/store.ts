@@ -133,12 +133,15 @@ export class AcquirerStore {
    *
    * @param options.migrations the migration list (default {@link ACQUIRER_MIGRATIONS}); tests of
    *   the upgrade path pass a longer one. Version 1 must stay the acquirer's own.
+   * @param options.mustExist refuse a missing file instead of creating it (a SqliteError with code
+   *   SQLITE_CANTOPEN): commands that act on an existing acquirer's database, such as
+   *   `dt-acquirer revoke-terminal`, must not create an empty one and report success.
    * @throws {AcquirerSchemaError} the file is of a newer schema version than this code knows, or holds
    *   tables that are not the acquirer's (the file is left as it was); a SqliteError when it is no database.
    */
-  constructor(file: string, options: { readonly migrations?: readonly AcquirerMigration[] } = {}) {
+  constructor(file: string, options: { readonly migrations?: readonly AcquirerMigration[]; readonly mustExist?: boolean } = {}) {
     if (file === ':memory:' || file === '') throw new Error('the acquirer store must be a file: acknowledgements promise durability');
-    const db = new Database(file);
+    const db = new Database(file, { fileMustExist: options.mustExist ?? false });
     try {
       // FULL: the WAL is fsynced at every commit, so an acknowledged batch survives power loss.
       db.pragma('synchronous = FULL');

@@ -4,7 +4,7 @@
  */
 import test from 'ava';
 import { spawn } from 'node:child_process';
-import { chmodSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { toHex } from '@dt/protocol';
@@ -273,6 +273,14 @@ test('serve accepts hex certificate files and stops cleanly on SIGTERM; revoke-t
   const err = await submitBatch(url, makeBatch(term, 2, [])).catch((e: unknown) => e);
   t.true(err instanceof AcquirerHttpError && err.code === 'TERMINAL_REVOKED');
   t.is((await run(['revoke-terminal', '--db', db, '--kid', 'nothex'])).code, 2);
+  // A mistyped database path is refused (exit 2) and creates nothing: the revocation must not
+  // land in an empty database the running service never reads.
+  const missing = join(dir, 'acq-typo.db');
+  const typo = await run(['revoke-terminal', '--db', missing, '--kid', toHex(term.kid)]);
+  t.is(typo.code, 2, typo.stderr);
+  t.regex(typo.stderr, /cannot open the acquirer database .*acq-typo\.db: no such file/);
+  t.notRegex(typo.stdout, /revoked/);
+  t.false(existsSync(missing));
   // Wait until the forwarder made its first (signed) settle call to the unreachable ledger.
   for (;;) {
     const h = (await (await fetch(`${url}/v1/health`)).json()) as { lastForwardError: string | null };
