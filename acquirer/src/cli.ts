@@ -204,7 +204,7 @@ program
 program
   .command('revoke-terminal')
   .description('revoke a terminal at this acquirer (takes effect at once, also for a running service on the same database)')
-  .requiredOption('--db <file>', 'the acquirer\'s SQLite database, the one serve --db uses (must exist)')
+  .requiredOption('--db <file>', "the acquirer's SQLite database, the one serve --db uses (must exist)")
   .requiredOption('--kid <hex>', 'terminal key id (32 hex digits)', hexKid)
   .option('--reason <text>', 'reason kept with the revocation', 'revoked by operator')
   .action((o: { db: string; kid: Uint8Array; reason: string }) => {

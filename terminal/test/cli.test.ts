@@ -283,7 +283,7 @@ test('error codes are printed once: a terminal pinning another ledger gets BAD_R
   t.notRegex(s.stdout + s.stderr, /([A-Z_]{4,}): \1:/);
 });
 
-test('init --dev on a dt-ledger data directory: certified by its acquiring bank under that root, no dev-pki.json needed; an issuing-only bank or a directory without banks is refused (5)', async (t) => {
+test('init --dev on a dt-ledger data directory: certified by its acquiring bank under that root, no dev-pki.json needed; an issuing-only bank or a directory without banks is refused (5), a missing --dev directory or a bad --reader is a usage error (2), and a refused init writes nothing', async (t) => {
   const { dir, cleanup } = tempDir();
   t.teardown(cleanup);
   const LEDGER = fileURLToPath(new URL('../../ledger/bin/dt-ledger.js', import.meta.url));
@@ -295,6 +295,31 @@ test('init --dev on a dt-ledger data directory: certified by its acquiring bank 
   const none = await dtPos(['-d', join(dir, 'T0'), 'init', '--merchant-id', 'm', '--mcc', '5411', '--name', 'M', '--dev', L]);
   t.is(none.code, 5, none.stderr);
   t.regex(none.stderr, /no acquiring bank/);
+  t.false(existsSync(join(dir, 'T0')), 'a refused init writes nothing: no key, no config');
+  // A --dev directory that does not exist is a usage error (2), and nothing is written either.
+  const missing = await dtPos([
+    '-d',
+    join(dir, 'T0'),
+    'init',
+    '--merchant-id',
+    'm',
+    '--mcc',
+    '5411',
+    '--name',
+    'M',
+    '--dev',
+    join(dir, 'nope'),
+  ]);
+  t.is(missing.code, 2, missing.stderr);
+  t.regex(missing.stderr, /--dev .*nope: no such directory/);
+  t.false(existsSync(join(dir, 'T0')));
+  // So is a --reader value that is no reader spec, checked before the terminal is touched.
+  const badReader = await dtPos(['-d', join(dir, 'T0'), 'init', '--merchant-id', 'm', '--mcc', '5411', '--name', 'M', '--reader', 'bogus']);
+  t.is(badReader.code, 2, badReader.stderr);
+  t.regex(badReader.stderr, /unknown reader spec bogus/);
+  t.false(existsSync(join(dir, 'T0')));
+  const badCharge = await dtPos(['-d', join(dir, 'T0'), 'charge', '1', '--reader', 'bogus']);
+  t.is(badCharge.code, 2, badCharge.stderr);
   t.is(await dtLedger(['bank-add', '-d', L, '--name', 'halyk']), 0);
   const r = await dtPos([
     '-d',

@@ -332,7 +332,7 @@ export function buildProgram(): Command {
     .requiredOption('--mcc <code>', 'merchant category code (ISO 18245), 0..9999', intOption('--mcc', 0, 9999))
     .requiredOption('--name <name>', 'merchant name printed on receipts')
     .option('--acquirer <url>', 'acquirer base URL for sync, e.g. http://127.0.0.1:8081')
-    .option('--reader <spec>', 'default reader: pcsc, pcsc:<name>, serial:<path>, hid:<path>', 'pcsc')
+    .option('--reader <spec>', 'default reader: pcsc, pcsc:<name>, serial:<path>, hid:<path>', readerSpecOption, 'pcsc')
     .option(
       '--dev <dir>',
       "development: self-provision with a local PKI: a dt-ledger data directory (its acquiring bank's key, root.cert, ledger.cert) or a dev PKI directory (dev-pki.json of dt-card)",
@@ -344,6 +344,9 @@ export function buildProgram(): Command {
         cmd: Command,
       ) => {
         const g = globals(cmd);
+        // The dev PKI is read before anything is written: a refused init leaves the data directory as it was.
+        if (o.dev !== undefined && !existsSync(o.dev)) throw new UsageError(`--dev ${o.dev}: no such directory`);
+        const pki = o.dev !== undefined ? readDevPki(o.dev, o.devBank) : undefined;
         const paths = identityPaths(g.dataDir);
         const kp = existsSync(paths.key) ? loadTerminalKey(g.dataDir) : createTerminalKey(g.dataDir);
         const merchant = { id: o.merchantId, mcc: o.mcc, name: o.name };
@@ -357,7 +360,7 @@ export function buildProgram(): Command {
         const request = certificateRequest(kp, merchant, now());
         writeFileDurable(paths.request, request);
         const kid = toHex(keyPairSigner(kp).kid);
-        if (!o.dev) {
+        if (!pki) {
           out(
             g,
             { initialized: false, terminal: kid, certificateRequest: paths.request },
@@ -365,7 +368,6 @@ export function buildProgram(): Command {
           );
           return;
         }
-        const pki = readDevPki(o.dev, o.devBank);
         const t = now();
         const cert = issueCertificate(
           {
@@ -431,7 +433,7 @@ export function buildProgram(): Command {
     .command('charge')
     .description('take a payment: wait for a tap on the reader, show progress and the outcome (PIN on this console when needed)')
     .argument('<amount>', 'amount in tenge, e.g. 150.50')
-    .option('-r, --reader <spec>', 'reader: pcsc, pcsc:<name>, serial:<path>, hid:<path> (default from config.json)')
+    .option('-r, --reader <spec>', 'reader: pcsc, pcsc:<name>, serial:<path>, hid:<path> (default from config.json)', readerSpecOption)
     .option('-t, --timeout <seconds>', 'how long to wait for the card', intOption('--timeout', 1, 86_400))
     .option('--retries <n>', 'PRESENT CARD AGAIN rounds before giving up', intOption('--retries', 0, 100), 3)
     .action(async (amountText: string, o: { reader?: string; timeout?: number; retries: number }, cmd: Command) => {
@@ -533,7 +535,11 @@ export function buildProgram(): Command {
       refOption,
     )
     .option('--tap', 'first read the card on the reader: refused unless it is the paying card (the holder sees the refund on their card)')
-    .option('-r, --reader <spec>', 'reader for --tap: pcsc, pcsc:<name>, serial:<path>, hid:<path> (default from config.json)')
+    .option(
+      '-r, --reader <spec>',
+      'reader for --tap: pcsc, pcsc:<name>, serial:<path>, hid:<path> (default from config.json)',
+      readerSpecOption,
+    )
     .option('-t, --timeout <seconds>', 'with --tap: how long to wait for the card', intOption('--timeout', 1, 86_400))
     .action(
       async (id: number, o: { amount?: string; reference?: string; tap?: boolean; reader?: string; timeout?: number }, cmd: Command) => {
@@ -574,7 +580,7 @@ export function buildProgram(): Command {
     )
     .option('--host <address>', 'loopback address to listen on (127.0.0.1, ::1 or localhost)', '127.0.0.1')
     .option('--port <port>', 'TCP port (0: any free port, printed at start)', intOption('--port', 0, 65535), 8470)
-    .option('--reader <spec>', 'reader: pcsc, pcsc:<name>, serial:<path>, hid:<path> (default from config.json)')
+    .option('--reader <spec>', 'reader: pcsc, pcsc:<name>, serial:<path>, hid:<path> (default from config.json)', readerSpecOption)
     .option('--acquirer <url>', 'acquirer base URL (default from config.json; none: no sync)')
     .option(
       '--sync-interval <seconds>',
@@ -950,6 +956,12 @@ function intOption(name: string, min: number, max: number): (v: string) => numbe
 function refusedByAcquirer(p: SyncProblem): boolean {
   const ours = new Set<string>([...Object.values(TerminalErrorCode), ...Object.values(ErrorCode)]);
   return !ours.has(p.code);
+}
+
+/** A `--reader` value: a reader spec the protocol's `parseReaderSpec` accepts, else a usage error (exit 2). */
+function readerSpecOption(v: string): string {
+  if (parseReaderSpec(v) === undefined) throw new InvalidArgumentError(`unknown reader spec ${v} (${READER_SPEC_FORMS})`);
+  return v;
 }
 
 /** Reads a certificate file named by `option` (raw CBOR or hex); a missing or unreadable file is a usage error. */
