@@ -19,7 +19,7 @@ import { LabConfigError, LabUnreachableError, createLabContext, matchReader, PAY
 import { TOOL_VERSION, checkSuiteNames, errorMessage, exitCodeOf, probeCard, runSuites, streamProgress } from './runner.ts';
 import { suitesByName } from './suites/index.ts';
 import { writeReports } from './reports/index.ts';
-import { collectTranscripts, readerTarget, replayAll, stateFileTarget, type ReplayTarget } from './replay.ts';
+import { collectTranscripts, missingTranscriptPaths, readerTarget, replayAll, stateFileTarget, type ReplayTarget } from './replay.ts';
 
 /**
  * The exit codes of `dt-lab`, the one table (`--help` prints it; the root
@@ -260,6 +260,8 @@ async function replayCommand(args: string[], o: ReplayOpts): Promise<number> {
     );
   if (o.strict && o.loose) throw new Exit(ExitCode.USAGE, '--strict and --loose exclude each other');
   const pin = readPin(o.pin);
+  const missing = missingTranscriptPaths(args);
+  if (missing.length > 0) throw new Exit(ExitCode.USAGE, `${missing.join(', ')}: no such file or directory`);
   const files = collectTranscripts(args);
   if (files.length === 0) throw new Exit(ExitCode.USAGE, `no transcripts (.apdu) in ${args.join(' ')}`);
   const out = resolve(o.out ?? `lab-replay-${timestamp()}`);

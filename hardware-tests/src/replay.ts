@@ -43,7 +43,7 @@
  *
  * @module
  */
-import { copyFileSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join, relative, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -226,10 +226,19 @@ class NotInField extends Error {
  * and control events arm, disarm, take out and put back.
  */
 export function stateFileTarget(stateFile: string): ReplayTarget {
+  if (!existsSync(stateFile)) throw new Error(`state file ${stateFile}: no such file`);
   const dir = mkdtempSync(join(tmpdir(), 'dt-lab-replay-'));
   const copy = join(dir, basename(stateFile));
-  copyFileSync(stateFile, copy);
-  const storage = FileStorage.open(copy);
+  let storage: FileStorage;
+  try {
+    copyFileSync(stateFile, copy);
+    storage = FileStorage.open(copy);
+  } catch (e) {
+    // No copy is left behind, and the message names the user's file, not the temporary copy.
+    rmSync(dir, { recursive: true, force: true });
+    const why = (e as Error).message.replaceAll(copy, stateFile);
+    throw new Error(why.includes(stateFile) ? why : `state file ${stateFile}: ${why}`, { cause: e });
+  }
   let clock = Math.floor(Date.now() / 1000);
   const card = new SimulatedCard({ storage, now: () => clock });
   let inField = false;
@@ -321,7 +330,10 @@ function walk(dir: string, out: string[]): void {
 /**
  * Expands arguments into transcript files: a file stays where it is in the
  * order; a directory (a report directory or a transcripts folder) becomes
- * its `.apdu` files sorted by their `# seq:` header (recording order).
+ * its `.apdu` files sorted by their `# seq:` header (recording order). A
+ * transcript that cannot be parsed is kept with its error (an error case of
+ * the replay); a path that does not exist is entered as such an error here,
+ * and `dt-lab replay` refuses it before it starts ({@link missingTranscriptPaths}).
  */
 export function collectTranscripts(args: readonly string[]): TranscriptFile[] {
   const out: TranscriptFile[] = [];
@@ -421,4 +433,9 @@ export async function replayAll(files: readonly TranscriptFile[], target: Replay
     suites: [{ name: 'replay', startedAt, durationMs: Math.round((performance.now() - t0) * 10) / 10, cases }],
     summary: summarize(cases),
   };
+}
+
+/** The arguments of `dt-lab replay` that name nothing on disk (a usage error: exit 2). */
+export function missingTranscriptPaths(args: readonly string[]): string[] {
+  return args.filter((a) => !existsSync(resolve(a)));
 }

@@ -22,7 +22,7 @@
  */
 import test from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -293,4 +293,35 @@ test('dt-lab readers, run (all suites) and the reports, against a dt-card card t
     `${cases.length + 1} cases: ${cases.length + 1} passed, 0 failed, 0 errors, 0 skipped\n`,
     '--quiet: the summary line and nothing else',
   );
+});
+
+test('dt-lab replay refuses what it cannot replay before it starts: a missing transcript, a missing or foreign state file (exit 2), with no report and no temporary copy left', async (t) => {
+  const work = mkdtempSync(join(dir, 'replay-usage-'));
+  // A private TMPDIR: the state file's copy would be made there.
+  const tmp = join(work, 'tmp');
+  mkdirSync(tmp);
+  const env = { ...process.env, TMPDIR: tmp };
+  const apdu = join(work, 'select.apdu');
+  writeFileSync(apdu, '=> 00a4040000\n');
+  const card = join(work, 'blank.card');
+  t.is((await run(DT_CARD, ['create', card], env, 60_000)).code, 0);
+  const foreign = join(work, 'foreign.card');
+  writeFileSync(foreign, '{}');
+  const out = join(work, 'out');
+  const cases: [string[], RegExp][] = [
+    [[join(work, 'nothere.apdu'), '--card', card], /nothere\.apdu: no such file or directory/],
+    [[apdu, '--card', join(work, 'nothere.card')], /state file .*nothere\.card: no such file/],
+    [[apdu, '--card', foreign], /state file .*foreign\.card: format is not dt-card-sim/],
+  ];
+  for (const [args, message] of cases) {
+    const r = await run(DT_LAB, ['replay', ...args, '--out', out], env, 60_000);
+    t.is(r.code, 2, r.stderr);
+    t.regex(r.stderr, message);
+    t.false(existsSync(out), 'no report directory');
+    t.deepEqual(
+      readdirSync(tmp).filter((f) => f.startsWith('dt-lab-replay-')),
+      [],
+      'no temporary copy of the state file left',
+    );
+  }
 });

@@ -121,7 +121,9 @@ test('replaying every transcript against a copy of the state file matches byte f
     [],
   );
   const replayOut = join(dir, 'replay-strict');
-  const r = await replayAll(files, stateFileTarget(before), { strict: true, pin: LAB_PIN, outDir: replayOut });
+  const target = stateFileTarget(before);
+  t.teardown(() => target.close());
+  const r = await replayAll(files, target, { strict: true, pin: LAB_PIN, outDir: replayOut });
   const cases = r.suites[0]!.cases;
   t.deepEqual(
     cases.filter((c) => c.status !== 'passed').map((c) => `${c.name}: ${c.message}`),
@@ -133,7 +135,9 @@ test('replaying every transcript against a copy of the state file matches byte f
 
 test('without --pin the masked transcripts are reported as not replayable, the rest still match', async (t) => {
   const files = collectTranscripts([out]);
-  const r = await replayAll(files, stateFileTarget(before), { strict: true, outDir: join(dir, 'replay-nopin') });
+  const target = stateFileTarget(before);
+  t.teardown(() => target.close());
+  const r = await replayAll(files, target, { strict: true, outDir: join(dir, 'replay-nopin') });
   const cases = r.suites[0]!.cases;
   const skipped = cases.filter((c) => c.status === 'skipped');
   t.deepEqual(skipped.map((c) => c.name).sort(), [
@@ -160,7 +164,9 @@ test('one flipped byte in a recorded answer fails exactly that case, at that lin
   const pos = 3 + 6; // a data byte, not the status word
   lines[idx] = l.slice(0, pos) + (l[pos] === '0' ? '1' : '0') + l.slice(pos + 1);
   writeFileSync(file, lines.join('\n'));
-  const r = await replayAll(collectTranscripts([tampered]), stateFileTarget(before), {
+  const target = stateFileTarget(before);
+  t.teardown(() => target.close());
+  const r = await replayAll(collectTranscripts([tampered]), target, {
     strict: true,
     pin: LAB_PIN,
     outDir: join(dir, 'replay-tampered'),
