@@ -14,7 +14,7 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, writeFileSync, renameSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import {
   BankPermission,
   CardStatusError,
@@ -274,10 +274,22 @@ export function buildProgram(): Command {
             'personalize a blank card as this issuing bank (the card makes its key; the bank certifies it with the limits; chain, pinned root and ledger certificates, PIN, PUK, lock) and, with --ledger, register it with the ledger so that it can be loaded',
           )
           .option('--subject <text>', "card certificate subject (e.g. the holder's account reference)", 'card')
-          .option('--per-payment <tenge>', 'limit per offline payment', tenge('--per-payment'), 50_000_00)
-          .option('--offline-total <tenge>', 'limit of offline value between two syncs', tenge('--offline-total'), 100_000_00)
+          .addOption(
+            new Option('--per-payment <tenge>', 'limit per offline payment')
+              .argParser(tenge('--per-payment'))
+              .default(50_000_00, formatTenge(50_000_00)),
+          )
+          .addOption(
+            new Option('--offline-total <tenge>', 'limit of offline value between two syncs')
+              .argParser(tenge('--offline-total'))
+              .default(100_000_00, formatTenge(100_000_00)),
+          )
           .option('--offline-count <n>', 'limit of offline payments between two syncs (1..64)', intIn('--offline-count', 1, 64), 10)
-          .option('--cvm-limit <tenge>', 'payments above this amount need the PIN', tenge('--cvm-limit'), 10_000_00)
+          .addOption(
+            new Option('--cvm-limit <tenge>', 'payments above this amount need the PIN')
+              .argParser(tenge('--cvm-limit'))
+              .default(10_000_00, formatTenge(10_000_00)),
+          )
           .option('--ledger <url>', 'register the card with the ledger at this URL (POST /v1/cards)'),
         [PIN, PUK],
       ),

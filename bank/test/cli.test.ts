@@ -133,6 +133,12 @@ test('refusals: exit codes, and the card exactly as it was', async (t) => {
     (await ok('dt-bank', 'issue', '--card', 'b.card', '--bank-key', B, '--pin', '1234', '--puk', '12345678', '--ledger', U, '--json'))
       .stdout,
   );
+  // The limits' defaults are tenge in --help (amounts typed for dt-bank are tenge) and on the card.
+  const help = (await ok('dt-bank', 'issue', '--help')).stdout.replace(/\s+/g, ' ');
+  t.regex(help, /--per-payment <tenge> limit per offline payment \(default: 50000\.00 KZT\)/);
+  t.regex(help, /--offline-total <tenge> limit of offline value between two syncs \(default: 100000\.00 KZT\)/);
+  t.regex(help, /--cvm-limit <tenge> payments above this amount need the PIN \(default: 10000\.00 KZT\)/);
+  t.like(a.limits, { perPayment: 50_000_00, offlineTotal: 100_000_00, cvmLimit: 10_000_00 });
   await ok('dt-bank', 'load-order', '--bank-key', B, '--card-kid', b.card, '--amount', '100', '--out', 'for-b.cbor');
   await ok('dt-bank', 'load-order', '--bank-key', B, '--card-kid', a.card, '--amount', '100', '--out', 'for-a.cbor');
   const before = readFileSync(join(dir, 'a.card'));
