@@ -513,9 +513,11 @@ export function exitCodeOf(e: unknown): number {
 function errorCode(e: unknown): string {
   if (e instanceof CliFailure) return e.code;
   if (e instanceof UsageError) return 'USAGE';
-  if (isNetworkError(e)) return 'UNREACHABLE';
+  if (e instanceof StateFileError) return e.code;
   if (e instanceof CardStatusError) return 'CARD_REFUSED';
+  // In the order of exitCodeOf: a reader's timeout is the reader's, not the ledger's.
   if (isReaderError(e)) return 'NO_CARD';
+  if (isNetworkError(e)) return 'UNREACHABLE';
   return 'INTERNAL';
 }
 
@@ -526,11 +528,12 @@ export async function main(argv: string[] = process.argv): Promise<void> {
   } catch (e) {
     const code = exitCodeOf(e);
     if (!(e instanceof CommanderError)) {
-      const message = isNetworkError(e)
-        ? `the ledger cannot be reached: ${(e as Error).message}`
-        : e instanceof Error
-          ? e.message
-          : String(e);
+      const message =
+        isNetworkError(e) && !isReaderError(e)
+          ? `the ledger cannot be reached: ${(e as Error).message}`
+          : e instanceof Error
+            ? e.message
+            : String(e);
       if (argv.includes('--json')) process.stdout.write(JSON.stringify({ error: errorCode(e), message }) + '\n');
       process.stderr.write(`dt-bank: ${errorCode(e) === 'USAGE' ? '' : `${errorCode(e)}: `}${message}\n`);
     }

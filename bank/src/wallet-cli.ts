@@ -457,9 +457,11 @@ function errorCode(e: unknown): string {
   if (e instanceof CliFailure) return e.code;
   if (e instanceof UsageError) return 'USAGE';
   if (e instanceof WrongPinError) return 'WRONG_PIN';
+  if (e instanceof StateFileError) return e.code;
   if (e instanceof CardStatusError) return e.sw === 0x6983 ? 'BLOCKED' : 'CARD_REFUSED';
-  if (isNetworkError(e)) return 'UNREACHABLE';
+  // In the order of exitCodeOf: a reader's timeout is the reader's, not the ledger's.
   if (isReaderError(e)) return 'NO_CARD';
+  if (isNetworkError(e)) return 'UNREACHABLE';
   return 'INTERNAL';
 }
 
@@ -471,11 +473,12 @@ export async function main(argv: string[] = process.argv): Promise<void> {
     const code = exitCodeOf(e);
     if (!(e instanceof CommanderError)) {
       const ec = errorCode(e);
-      let message = isNetworkError(e)
-        ? `the ledger cannot be reached: ${(e as Error).message}`
-        : e instanceof Error
-          ? e.message
-          : String(e);
+      let message =
+        isNetworkError(e) && !isReaderError(e)
+          ? `the ledger cannot be reached: ${(e as Error).message}`
+          : e instanceof Error
+            ? e.message
+            : String(e);
       if (e instanceof WrongPinError) message = `wrong PIN or PUK: ${e.remaining} tries left`;
       if (argv.includes('--json')) process.stdout.write(JSON.stringify({ error: ec, message }) + '\n');
       process.stderr.write(`dt-wallet: ${ec === 'USAGE' ? '' : `${ec}: `}${message}\n`);

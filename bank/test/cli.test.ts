@@ -194,6 +194,24 @@ test('refusals: exit codes, and the card exactly as it was', async (t) => {
     t.false(/(^|[^0-9a-f])(1234|12345678)([^0-9a-f]|$)/.test(r.stdout + r.stderr), 'no PIN or PUK printed');
 });
 
+test("a card that is not there is the card's failure, not the ledger's: a reader that times out, a missing or foreign state file", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'dt-wallet-nocard-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  // No pcscd behind this socket: the reader never sees a card.
+  const env = { PCSCLITE_CSOCK_NAME: join(dir, 'no-pcscd.comm') };
+  const timedOut = await runStdin(dir, '', env, 'dt-wallet', 'status', '--reader', 'pcsc', '--wait', '1', '--ledger', 'http://127.0.0.1:9');
+  t.is(timedOut.code, 4, timedOut.stderr);
+  t.regex(timedOut.stderr, /^dt-wallet: NO_CARD: /);
+  t.notRegex(timedOut.stderr, /ledger|UNREACHABLE/);
+  const missing = await run(dir, 'dt-wallet', 'status', '--card', 'nope.card', '--json');
+  t.is(missing.code, 2, missing.stderr);
+  t.is(JSON.parse(missing.stdout).error, 'STATE_MISSING');
+  writeFileSync(join(dir, 'foreign.card'), '{}');
+  const foreignWallet = await run(dir, 'dt-wallet', 'status', '--card', 'foreign.card', '--json');
+  t.is(foreignWallet.code, 4, foreignWallet.stderr);
+  t.is(JSON.parse(foreignWallet.stdout).error, 'STATE_INVALID');
+});
+
 /** Runs a command with `input` on its stdin; checks its argv in /proc (the secrets must not be there) before writing it. */
 function runStdin(
   cwd: string,
