@@ -78,6 +78,8 @@ test('refund: only of a settled payment, the local sum of refunds not refused ne
   t.like(j.recordAdjustment({ kind: 'refund', paymentId: id, amount: 7_000, reference: 'r-2' }, sign), {
     kind: 'refused',
     reason: 'REFUND_EXCEEDS',
+    // In tenge, as the merchant types and reads amounts.
+    message: `receipt #${id}: 70.00 KZT exceeds what is left to refund (60.00 KZT of 100.00 KZT)`,
   });
   t.like(j.recordAdjustment({ kind: 'refund', paymentId: id, amount: 0 }, sign), { kind: 'refused', reason: 'INVALID_AMOUNT' });
   // Default amount: what is left.

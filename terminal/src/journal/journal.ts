@@ -28,7 +28,7 @@ import Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { plainBytes, toHex } from '@dt/protocol';
+import { formatTenge, plainBytes, toHex } from '@dt/protocol';
 import { TerminalError, TerminalErrorCode } from '../errors.ts';
 import { JOURNAL_MIGRATIONS, JournalSchemaError, migrateJournal, type JournalMigration } from './schema.ts';
 
@@ -943,7 +943,7 @@ export class Journal {
             ? { kind: 'existing', adjustment: same }
             : refuse(
                 'REFERENCE_CONFLICT',
-                `reference ${req.reference} names a ${same.kind} of ${same.amount} tiyn of receipt #${same.paymentId}`,
+                `reference ${req.reference} names a ${same.kind} of ${formatTenge(same.amount)} of receipt #${same.paymentId}`,
               );
         }
       }
@@ -956,7 +956,7 @@ export class Journal {
         if (p.state !== PaymentState.PENDING && p.state !== PaymentState.SUBMITTED)
           return refuse('NOT_VOIDABLE', `receipt #${p.id} is ${p.state}${p.outcomeCode ? ` (${p.outcomeCode})` : ''}: nothing to void`);
         if (req.amount !== undefined && req.amount !== p.amount)
-          return refuse('INVALID_AMOUNT', `a void is of the whole payment (${p.amount} tiyn)`);
+          return refuse('INVALID_AMOUNT', `a void is of the whole payment (${formatTenge(p.amount)})`);
         amount = p.amount;
       } else {
         if (p.state !== PaymentState.SETTLED)
@@ -969,7 +969,7 @@ export class Journal {
             : refuse('INVALID_AMOUNT', 'a refund amount is a positive number of tiyn');
         }
         if (amount > left)
-          return refuse('REFUND_EXCEEDS', `receipt #${p.id}: ${amount} tiyn exceeds what is left to refund (${left} of ${p.amount} tiyn)`);
+          return refuse('REFUND_EXCEEDS', `receipt #${p.id}: ${formatTenge(amount)} exceeds what is left to refund (${formatTenge(left)} of ${formatTenge(p.amount)})`);
       }
       const id = new Uint8Array(randomBytes(16));
       const time = this.#now();
