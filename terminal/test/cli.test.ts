@@ -341,6 +341,14 @@ test('init --dev on a dt-ledger data directory: certified by its acquiring bank 
   t.is(id.root, readFileSync(join(L, 'root.cert')).toString('hex'), 'the ledger directory root is pinned');
   t.is(id.chain[1], readFileSync(join(L, 'banks', 'halyk.cert')).toString('hex'), 'certified by the acquiring bank');
   t.false(readdirSync(join(dir, 'T')).some((f) => f.includes('dev-pki')));
+  // What init prints names the bank that certified and the data directory as given, so the next command can be copied.
+  const human = await dtPos(['-d', join(dir, 'T4'), 'init', '--merchant-id', 'shop-4', '--mcc', '5411', '--name', 'Shop 4', '--dev', L]);
+  t.is(human.code, 0, human.stderr);
+  t.regex(human.stdout, /certified for Shop 4 \(shop-4, MCC 5411\) by halyk \(--dev\)/);
+  t.true(human.stdout.includes(`Run 'dt-pos -d ${join(dir, 'T4')} sync'`), human.stdout);
+  const request = await dtPos(['-d', join(dir, 'T5'), 'init', '--merchant-id', 'shop-5', '--mcc', '5411', '--name', 'Shop 5']);
+  t.is(request.code, 0, request.stderr);
+  t.true(request.stdout.includes(`  dt-pos -d ${join(dir, 'T5')} install-cert --cert terminal.cert`), request.stdout);
   const status = await dtPos(['-d', join(dir, 'T'), 'status']);
   t.is(status.code, 0, status.stderr);
   t.regex(status.stdout, /Shop 9 \(shop-9, MCC 5411\)/);

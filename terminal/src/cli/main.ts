@@ -344,6 +344,9 @@ export function buildProgram(): Command {
         cmd: Command,
       ) => {
         const g = globals(cmd);
+        // The follow-up commands it prints name the data directory as it was given.
+        const given = (cmd.optsWithGlobals() as { dataDir?: string }).dataDir;
+        const dtPos = given !== undefined ? `dt-pos -d ${/^[\w./-]+$/.test(given) ? given : JSON.stringify(given)}` : 'dt-pos';
         // The dev PKI is read before anything is written: a refused init leaves the data directory as it was.
         if (o.dev !== undefined && !existsSync(o.dev)) throw new UsageError(`--dev ${o.dev}: no such directory`);
         const pki = o.dev !== undefined ? readDevPki(o.dev, o.devBank) : undefined;
@@ -364,7 +367,7 @@ export function buildProgram(): Command {
           out(
             g,
             { initialized: false, terminal: kid, certificateRequest: paths.request },
-            `Terminal key ${kid} created in ${g.dataDir}.\nSend ${paths.request} to your acquiring bank, then install its answer with:\n  dt-pos install-cert --cert terminal.cert --bank-cert bank.cert --root root.cert --ledger-cert ledger.cert`,
+            `Terminal key ${kid} created in ${g.dataDir}.\nSend ${paths.request} to your acquiring bank, then install its answer with:\n  ${dtPos} install-cert --cert terminal.cert --bank-cert bank.cert --root root.cert --ledger-cert ledger.cert`,
           );
           return;
         }
@@ -387,7 +390,7 @@ export function buildProgram(): Command {
         out(
           g,
           { initialized: true, terminal: kid, merchant, certExpires: id.certExpires, dataDir: g.dataDir },
-          `Terminal ${kid} certified for ${merchant.name} (${merchant.id}, MCC ${merchant.mcc}) by the dev bank; valid until ${iso(id.certExpires)}.\nRun 'dt-pos sync' to fetch the revocation list before taking payments.`,
+          `Terminal ${kid} certified for ${merchant.name} (${merchant.id}, MCC ${merchant.mcc}) by ${openSigned('Certificate', pki.bank.cert).message.sub} (--dev); valid until ${iso(id.certExpires)}.\nRun '${dtPos} sync' to fetch the revocation list before taking payments.`,
         );
       },
     );
