@@ -80,6 +80,9 @@ with two decimals (150.50 KZT); --json output keeps integer tiyn.`;
 /** A command-line mistake: exit code 2. */
 class UsageError extends Error {}
 
+/** A refusal decided from the card's committed state before a command is sent (exit code 1, like the card's own). */
+class CardRefusal extends Error {}
+
 /** What the command needs is taken (the control socket of another serve): exit code 5, like a locked state file. */
 class InUseError extends Error {}
 
@@ -203,6 +206,14 @@ const PERSONALIZED_BITS: [number, string][] = [
   [Personalized.PIN, 'PIN'],
   [Personalized.CONFIG, 'config'],
 ];
+
+/** Whether the card of a state file is locked (personalization done), read from its latest committed state. */
+async function isLocked(file: string): Promise<boolean> {
+  const card = new SimulatedCard({ storage: new ReadOnlyStorage(new MemoryStorage(readStateFile(file).slots)) });
+  const t = new InProcessTransport(card);
+  await selectApplet(t);
+  return (await getStatus(t)).locked;
+}
 
 async function showCard(file: string, opts: Output): Promise<void> {
   const state = readStateFile(file);
@@ -500,6 +511,9 @@ export function buildProgram(): Command {
       if (!/^[0-9]{4,12}$/.test(o.pin as string)) throw new UsageError('--pin must be 4..12 digits');
       if (!/^[0-9]{8,16}$/.test(o.puk as string)) throw new UsageError('--puk must be 8..16 digits');
       if (!existsSync(file)) throw new UsageError(`no card file ${file} (create it first: dt-card create ${file})`);
+      // A locked card refuses every personalization command (6986): refuse it here, before a
+      // development PKI is created for a card that cannot use it.
+      if (await isLocked(file)) throw new CardRefusal(`${file} is already personalized and locked (the card would answer 6986)`);
       const { bank, dev } = issuingBankFrom(o);
       if (o.load !== undefined && dev === undefined) throw new UsageError('--load needs the dev PKI (it signs with the dev ledger key)');
       const result = await withCard(file, async (t) => {
@@ -633,7 +647,7 @@ function exitCodeOf(e: unknown): number {
   if (e instanceof UsageError) return ExitCode.USAGE;
   // A fault plan the flags spell wrong (e.g. --torn without --cut-at-write) is a usage error.
   if (e instanceof CardControlError && e.code === 'BAD_PLAN') return ExitCode.USAGE;
-  if (e instanceof CardStatusError || e instanceof DevLoadRefusedError) return ExitCode.REFUSED;
+  if (e instanceof CardStatusError || e instanceof DevLoadRefusedError || e instanceof CardRefusal) return ExitCode.REFUSED;
   if (isPowerCut(e)) return ExitCode.POWER_CUT;
   if (e instanceof StateFileError) return e.code === 'STATE_MISSING' ? ExitCode.USAGE : ExitCode.STATE_FILE;
   if (e instanceof InUseError) return ExitCode.STATE_FILE;

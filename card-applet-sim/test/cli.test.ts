@@ -5,7 +5,7 @@
  */
 import test from 'ava';
 import { spawn } from 'node:child_process';
-import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MemoryStorage, ShadowJournal, decodeState } from '@dt/firmware';
@@ -183,9 +183,10 @@ test('errors and exit codes: existing file (5), bad PIN format (2), second perso
   t.is(badPin.code, 2);
   t.regex(badPin.stderr, /--pin must be 4\.\.12 digits/);
   t.is((await dtCard(['personalize', 'x.card', '--pin', '1234', '--puk', '12345678'], dir)).code, 0);
-  const twice = await dtCard(['personalize', 'x.card', '--pin', '1234', '--puk', '12345678'], dir);
+  const twice = await dtCard(['personalize', 'x.card', '--pin', '1234', '--puk', '12345678', '--dev-pki', 'other-pki'], dir);
   t.is(twice.code, 1);
-  t.regex(twice.stderr, /card refused: .*6986/);
+  t.regex(twice.stderr, /x\.card is already personalized and locked \(the card would answer 6986\)/);
+  t.false(existsSync(join(dir, 'other-pki')), 'refused before a development PKI is created for it');
   const serve = await dtCard(['serve', 'x.card'], dir);
   t.is(serve.code, 2);
   t.regex(serve.stderr, /exactly one of --vpcd or --serial/);
