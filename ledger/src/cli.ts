@@ -150,20 +150,38 @@ export function openDataDir(dir: string): DataDir {
       );
     }
   };
+  // A bank or acquirer named on the command line that this directory does not hold is a usage error, with the names it holds.
+  const known = (kind: 'banks' | 'acquirers', name: string): void => {
+    if (existsSync(join(dir, kind, `${name}.key.json`)) || existsSync(join(dir, kind, `${name}.cert`))) return;
+    const names = existsSync(join(dir, kind))
+      ? readdirSync(join(dir, kind))
+          .filter((f) => f.endsWith('.cert'))
+          .map((f) => f.slice(0, -'.cert'.length))
+          .sort()
+      : [];
+    const what = kind === 'banks' ? 'bank' : 'acquirer';
+    throw new CliError(
+      ExitCode.USAGE,
+      `${dir} has no ${what} ${name} (${names.length > 0 ? `${kind}: ${names.join(', ')}` : `no ${kind} yet`}; add one with dt-ledger ${what}-add)`,
+    );
+  };
   const rootCert = inDir('root.cert', () => new Uint8Array(readFileSync(join(dir, 'root.cert'))));
   const ledgerCert = inDir('ledger.cert', () => new Uint8Array(readFileSync(join(dir, 'ledger.cert'))));
   return {
     dir,
     issuer: inDir('issuer key', () => identityFrom(readKeyFile(join(dir, 'issuer.key.json')), [rootCert])),
     ledger: inDir('ledger key', () => identityFrom(readKeyFile(join(dir, 'ledger.key.json')), [ledgerCert])),
-    bank: (name) =>
-      inDir(`bank ${name}`, () =>
+    bank: (name) => {
+      known('banks', name);
+      return inDir(`bank ${name}`, () =>
         identityFrom(readKeyFile(join(dir, 'banks', `${name}.key.json`)), [
           new Uint8Array(readFileSync(join(dir, 'banks', `${name}.cert`))),
         ]),
-      ),
-    acquirer: (name) =>
-      inDir(`acquirer ${name}`, () => {
+      );
+    },
+    acquirer: (name) => {
+      known('acquirers', name);
+      return inDir(`acquirer ${name}`, () => {
         const cert = new Uint8Array(readFileSync(join(dir, 'acquirers', `${name}.cert`)));
         // Its bank: the bank certificate of this directory whose key signed it.
         const signer = openSigned('Certificate', cert).cose.kid;
@@ -173,7 +191,8 @@ export function openDataDir(dir: string): DataDir {
           .find((c) => bytesEqual(subjectKey(openSigned('Certificate', c).message).kid, signer));
         if (!bankCert) throw new Error(`its bank is not in ${join(dir, 'banks')}`);
         return identityFrom(readKeyFile(join(dir, 'acquirers', `${name}.key.json`)), [cert, bankCert]);
-      }),
+      });
+    },
   };
 }
 

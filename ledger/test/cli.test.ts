@@ -173,7 +173,9 @@ test('dt-ledger exit codes: usage 2, not initialized 4, already initialized 4, P
     t.regex(human.stdout, /difference +0\.00 KZT/);
     t.is(run('bank-add', '-d', data, '--name', 'b1').status, 6, 'the bank key file exists: internal, nothing overwritten');
     t.is(run('bank-add', '-d', data, '--name', 'bad name').status, 2);
-    t.is(run('allocate', '-d', data, '--bank', 'nobank', '--amount', '5').status, 4, 'no such bank in the data directory');
+    const nobank = run('allocate', '-d', data, '--bank', 'nobank', '--amount', '5');
+    t.is(nobank.status, 2, 'a bank the data directory does not hold is a bad --bank value');
+    t.regex(nobank.stderr, /has no bank nobank \(banks: b1\b.*; add one with dt-ledger bank-add\)/);
     const pg = run('init', '-d', join(dir, 'pg'), '--pg', `postgresql://postgres@/nodb?host=${join(dir, 'no-socket-here')}`);
     t.is(pg.status, 3, pg.stderr);
     t.regex(pg.stderr, /cannot reach PostgreSQL/);
