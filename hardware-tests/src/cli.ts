@@ -93,12 +93,14 @@ function timestamp(): string {
   return new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
 }
 
-/** Ctrl-C: the first stops after the current case, the second quits at once. */
+/** Ctrl-C: the first ends the current case early where it waits (a card, a loop) and stops the run there; the second quits at once. */
 function interruptible(say: (s: string) => void): { signal: AbortSignal; dispose(): void } {
   const ac = new AbortController();
   const onSigint = (): void => {
     if (ac.signal.aborted) process.exit(ExitCode.INTERRUPTED);
-    say('\ninterrupted: stopping after the current case (Ctrl-C again to quit at once)');
+    say(
+      '\ninterrupted: ending the current case (a wait for a card or a loop stops early), then the reports (Ctrl-C again to quit at once)',
+    );
     ac.abort(new Error('interrupted'));
   };
   process.on('SIGINT', onSigint);

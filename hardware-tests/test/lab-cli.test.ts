@@ -146,7 +146,7 @@ test('dt-lab readers, run (all suites) and the reports, against a dt-card card t
     t.is(empty.code, 4, empty.stderr);
     t.regex(empty.stderr, /no card in "Virtual PCD 00 01" \(waited 1 s\)/);
 
-    // ---- Ctrl-C: stops after the current case, writes the reports of what ran, exits 130
+    // ---- Ctrl-C: ends the current case, runs no further one, writes the reports of what ran, exits 130
     const partial = join(dir, 'interrupted');
     let interrupted = false;
     const stopped = await run(
