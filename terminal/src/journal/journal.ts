@@ -969,7 +969,10 @@ export class Journal {
             : refuse('INVALID_AMOUNT', 'a refund amount is a positive number of tiyn');
         }
         if (amount > left)
-          return refuse('REFUND_EXCEEDS', `receipt #${p.id}: ${formatTenge(amount)} exceeds what is left to refund (${formatTenge(left)} of ${formatTenge(p.amount)})`);
+          return refuse(
+            'REFUND_EXCEEDS',
+            `receipt #${p.id}: ${formatTenge(amount)} exceeds what is left to refund (${formatTenge(left)} of ${formatTenge(p.amount)})`,
+          );
       }
       const id = new Uint8Array(randomBytes(16));
       const time = this.#now();
