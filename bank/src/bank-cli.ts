@@ -43,6 +43,7 @@ import {
   CliFailure,
   describeMark,
   UsageError,
+  failureMessage,
   isNetworkError,
   isReaderError,
   kidOption,
@@ -528,12 +529,7 @@ export async function main(argv: string[] = process.argv): Promise<void> {
   } catch (e) {
     const code = exitCodeOf(e);
     if (!(e instanceof CommanderError)) {
-      const message =
-        isNetworkError(e) && !isReaderError(e)
-          ? `the ledger cannot be reached: ${(e as Error).message}`
-          : e instanceof Error
-            ? e.message
-            : String(e);
+      const message = failureMessage(e);
       if (argv.includes('--json')) process.stdout.write(JSON.stringify({ error: errorCode(e), message }) + '\n');
       process.stderr.write(`dt-bank: ${errorCode(e) === 'USAGE' ? '' : `${errorCode(e)}: `}${message}\n`);
     }

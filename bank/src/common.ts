@@ -236,6 +236,12 @@ export function isNetworkError(e: unknown): boolean {
   );
 }
 
+/** The message a command prints for an error it threw: the ledger's being out of reach said so (a reader's timeout is the reader's). */
+export function failureMessage(e: unknown): string {
+  if (isNetworkError(e) && !isReaderError(e)) return `the ledger cannot be reached: ${(e as Error).message}`;
+  return e instanceof Error ? e.message : String(e);
+}
+
 /** Seconds of the system clock. */
 export const nowSec = (): number => Math.floor(Date.now() / 1000);
 

@@ -45,6 +45,7 @@ import {
   CliFailure,
   UsageError,
   describeMark,
+  failureMessage,
   isNetworkError,
   isReaderError,
   ledgerRequest,
@@ -473,13 +474,7 @@ export async function main(argv: string[] = process.argv): Promise<void> {
     const code = exitCodeOf(e);
     if (!(e instanceof CommanderError)) {
       const ec = errorCode(e);
-      let message =
-        isNetworkError(e) && !isReaderError(e)
-          ? `the ledger cannot be reached: ${(e as Error).message}`
-          : e instanceof Error
-            ? e.message
-            : String(e);
-      if (e instanceof WrongPinError) message = `wrong PIN or PUK: ${e.remaining} tries left`;
+      const message = e instanceof WrongPinError ? `wrong PIN or PUK: ${e.remaining} tries left` : failureMessage(e);
       if (argv.includes('--json')) process.stdout.write(JSON.stringify({ error: ec, message }) + '\n');
       process.stderr.write(`dt-wallet: ${ec === 'USAGE' ? '' : `${ec}: `}${message}\n`);
     }
