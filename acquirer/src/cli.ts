@@ -210,12 +210,12 @@ program
   .action((o: { db: string; kid: Uint8Array; reason: string }) => {
     // The database must be an existing acquirer's: a mistyped path must not become an empty
     // database in which the revocation is recorded while the running service never sees it.
+    if (!existsSync(o.db)) throw new CliError(ExitCode.USAGE, `cannot open the acquirer database ${o.db}: no such file`);
     let store;
     try {
       store = new AcquirerStore(o.db, { mustExist: true });
     } catch (e) {
-      const why = existsSync(o.db) ? (e as Error).message : 'no such file';
-      throw new CliError(ExitCode.USAGE, `cannot open the acquirer database ${o.db}: ${why}`);
+      throw new CliError(ExitCode.START, `cannot open database: ${(e as Error).message}`);
     }
     store.revokeTerminal(o.kid, o.reason, Date.now());
     store.close();
