@@ -207,22 +207,19 @@ const PERSONALIZED_BITS: [number, string][] = [
   [Personalized.CONFIG, 'config'],
 ];
 
-/** Whether the card of a state file is locked (personalization done), read from its latest committed state. */
-async function isLocked(file: string): Promise<boolean> {
-  const card = new SimulatedCard({ storage: new ReadOnlyStorage(new MemoryStorage(readStateFile(file).slots)) });
-  const t = new InProcessTransport(card);
-  await selectApplet(t);
-  return (await getStatus(t)).locked;
+/**
+ * The card of a state file as its latest committed state answers SELECT and GET STATUS: a
+ * read-only view, so it also works while another process serves the card.
+ */
+async function committedCard(file: string) {
+  const state = readStateFile(file);
+  const t = new InProcessTransport(new SimulatedCard({ storage: new ReadOnlyStorage(new MemoryStorage(state.slots)) }));
+  const sel = await selectApplet(t);
+  return { state, sel, status: await getStatus(t) };
 }
 
 async function showCard(file: string, opts: Output): Promise<void> {
-  const state = readStateFile(file);
-  // Read-only view of the latest committed file, so `show` also works while
-  // the card is being served by another process.
-  const card = new SimulatedCard({ storage: new ReadOnlyStorage(new MemoryStorage(state.slots)) });
-  const t = new InProcessTransport(card);
-  const sel = await selectApplet(t);
-  const s = await getStatus(t);
+  const { state, sel, status: s } = await committedCard(file);
   const done = PERSONALIZED_BITS.filter(([b]) => (s.personalized & b) !== 0).map(([, n]) => n);
   const summary = {
     file: resolve(file),
@@ -513,7 +510,8 @@ export function buildProgram(): Command {
       if (!existsSync(file)) throw new UsageError(`no card file ${file} (create it first: dt-card create ${file})`);
       // A locked card refuses every personalization command (6986): refuse it here, before a
       // development PKI is created for a card that cannot use it.
-      if (await isLocked(file)) throw new CardRefusal(`${file} is already personalized and locked (the card would answer 6986)`);
+      if ((await committedCard(file)).status.locked)
+        throw new CardRefusal(`${file} is already personalized and locked (the card would answer 6986)`);
       const { bank, dev } = issuingBankFrom(o);
       if (o.load !== undefined && dev === undefined) throw new UsageError('--load needs the dev PKI (it signs with the dev ledger key)');
       const result = await withCard(file, async (t) => {
