@@ -96,3 +96,25 @@ run('--headline and --only exclude each other (exit 2)', async (t) => {
   t.is(r.code, 2);
   t.regex(r.output, /exclude each other/);
 });
+
+test('ledger/bench/headline.ts refuses a --profile directory it cannot write before it measures anything (exit 2)', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'dt-bench-headline-profile-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'a-file');
+  writeFileSync(file, 'not a directory');
+  const r = await new Promise<{ code: number | null; output: string }>((resolve, reject) => {
+    const child = spawn(
+      process.execPath,
+      ['--conditions=dt-source', '--import', 'tsx', join(root, 'ledger', 'bench', 'headline.ts'), '--profile', join(file, 'profiles')],
+      { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let output = '';
+    child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, output }));
+  });
+  t.is(r.code, 2, r.output);
+  t.regex(r.output, /--profile .*a-file\/profiles: cannot write there \(ENOTDIR\)/);
+  t.notRegex(r.output, /dataset|verify ceiling/, 'nothing was built or measured');
+});

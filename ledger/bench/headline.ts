@@ -38,7 +38,7 @@
  * @module
  */
 import { availableParallelism, cpus, tmpdir } from 'node:os';
-import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Worker } from 'node:worker_threads';
@@ -80,8 +80,9 @@ Options:
   --ceiling-seconds S  duration of each verify-ceiling measurement (default 3)
   --only BACKEND       measure only sqlite (mixed and 63 hops) or only postgres
                        (for profiling; the headline runs both)
-  --profile DIR        write a V8 CPU profile of each run's settle calls to DIR
-                       (the main thread's; the validator threads are not in it)
+  --profile DIR        write a V8 CPU profile of each run's settle calls to DIR,
+                       created if missing (the main thread's; the validator
+                       threads are not in it)
   --validators N       validator threads (default: dt-ledger serve's default
                        --validators, the available parallelism; 0: the main
                        thread validates). For comparisons: the headline runs
@@ -140,6 +141,15 @@ const CEILING_SECONDS = num(args['ceiling-seconds'], 'ceiling-seconds', 3, 0.2);
 const ONLY = args.only;
 if (ONLY !== undefined && ONLY !== 'sqlite' && ONLY !== 'postgres') usage(`--only must be sqlite or postgres, got ${ONLY}`);
 const PROFILE = args.profile;
+// Created before anything is measured: a profile directory that cannot be written fails now, not after the runs.
+if (PROFILE !== undefined) {
+  try {
+    mkdirSync(PROFILE, { recursive: true });
+    accessSync(PROFILE, constants.W_OK);
+  } catch (e) {
+    usage(`--profile ${PROFILE}: cannot write there (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+}
 const OUT = args.out ?? new URL('../bench-headline.json', import.meta.url).pathname;
 if (MIXED + HOPS63 > CARDS) usage('--cards must be at least --mixed + --hops63 (the measured cards are among the active ones)');
 
