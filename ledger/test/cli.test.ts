@@ -1,6 +1,6 @@
 import test from 'ava';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -171,7 +171,23 @@ test('dt-ledger exit codes: usage 2, not initialized 4, already initialized 4, P
     const human = run('audit', '-d', data);
     t.regex(human.stdout, /issued +1500\.00 KZT/);
     t.regex(human.stdout, /difference +0\.00 KZT/);
-    t.is(run('bank-add', '-d', data, '--name', 'b1').status, 6, 'the bank key file exists: internal, nothing overwritten');
+    const bankKey = readFileSync(join(data, 'banks', 'b1.key.json'));
+    const again = run('bank-add', '-d', data, '--name', 'b1');
+    t.is(again.status, 4, 'the bank exists already: nothing overwritten');
+    t.regex(again.stderr, /^dt-ledger: bank b1 exists already\n$/);
+    t.deepEqual(readFileSync(join(data, 'banks', 'b1.key.json')), bankKey);
+    // Only init creates a database: a mistyped --db, or a directory without its ledger.db, is refused, never a new empty ledger.
+    const typo = run('audit', '-d', data, '--db', join(dir, 'typo.db'));
+    t.is(typo.status, 2, typo.stderr);
+    t.regex(typo.stderr, /--db .*typo\.db: no such database file/);
+    t.false(existsSync(join(dir, 'typo.db')));
+    t.is(run('audit', '-d', data, '--db', join(dir, 'no', 'such', 'dir.db')).status, 2);
+    const bare = join(dir, 'bare');
+    mkdirSync(bare);
+    const noDb = run('acquirer-block', '-d', bare, '--kid', '00'.repeat(16));
+    t.is(noDb.status, 4, noDb.stderr);
+    t.regex(noDb.stderr, /has no ledger database \(no ledger\.db/);
+    t.false(existsSync(join(bare, 'ledger.db')));
     t.is(run('bank-add', '-d', data, '--name', 'bad name').status, 2);
     const nobank = run('allocate', '-d', data, '--bank', 'nobank', '--amount', '5');
     t.is(nobank.status, 2, 'a bank the data directory does not hold is a bad --bank value');
@@ -179,6 +195,8 @@ test('dt-ledger exit codes: usage 2, not initialized 4, already initialized 4, P
     const pg = run('init', '-d', join(dir, 'pg'), '--pg', `postgresql://postgres@/nodb?host=${join(dir, 'no-socket-here')}`);
     t.is(pg.status, 3, pg.stderr);
     t.regex(pg.stderr, /cannot reach PostgreSQL/);
+    t.false(existsSync(join(dir, 'pg', 'issuer.key.json')), 'no key is written when the database cannot be opened');
+    t.is(run('init', '-d', join(dir, 'pg')).status, 0, 'so init can run again');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
