@@ -189,6 +189,14 @@ test('dt-ledger exit codes: usage 2, not initialized 4, already initialized 4, P
     t.regex(noDb.stderr, /has no ledger database \(no ledger\.db/);
     t.false(existsSync(join(bare, 'ledger.db')));
     t.is(run('bank-add', '-d', data, '--name', 'bad name').status, 2);
+    // An allocation that would take the issued total past a safe integer is refused and changes nothing: audit still reads the books.
+    const huge = run('allocate', '-d', data, '--bank', 'b1', '--amount', String(Number.MAX_SAFE_INTEGER - 150000 + 1));
+    t.is(huge.status, 1, huge.stderr);
+    t.regex(huge.stderr, /the issued total would exceed 9007199254740991 tiyn/);
+    t.is(run('allocate', '-d', data, '--bank', 'b1', '--amount', String(Number.MAX_SAFE_INTEGER - 150000)).status, 0, 'up to the limit');
+    const full = run('audit', '-d', data);
+    t.is(full.status, 0, full.stderr);
+    t.regex(full.stdout, /issued +90071992547409\.91 KZT/);
     const nobank = run('allocate', '-d', data, '--bank', 'nobank', '--amount', '5');
     t.is(nobank.status, 2, 'a bank the data directory does not hold is a bad --bank value');
     t.regex(nobank.stderr, /has no bank nobank \(banks: b1\b.*; add one with dt-ledger bank-add\)/);
