@@ -260,7 +260,8 @@ export function buildProgram(): Command {
       throw new CliFailure(
         ExitCode.REFUSED,
         isDtError(e) ? e.code : 'MALFORMED',
-        `the certificate request does not verify: ${(e as Error).message}`,
+        // The code is printed once, in front (the protocol's error messages begin with it).
+        `the certificate request does not verify: ${isDtError(e) ? e.message.replace(`${e.code}: `, '') : (e as Error).message}`,
       );
     }
     if (o.merchantId !== undefined && req.merchant.id !== o.merchantId)

@@ -118,6 +118,10 @@ test('refusals: exit codes, and the card exactly as it was', async (t) => {
   const usage = await run(dir, 'dt-bank', 'load-order', '--bank-key', B, '--card-kid', 'zz', '--amount', '1', '--out', 'o');
   t.is(usage.code, 2);
   t.is((await run(dir, 'dt-bank', 'sign-terminal', 'missing.cbor', '--bank-key', B, '--out', 'x.cert')).code, 2);
+  writeFileSync(join(dir, 'junk.cbor'), 'junk\n');
+  const junk = await run(dir, 'dt-bank', 'sign-terminal', 'junk.cbor', '--bank-key', B, '--out', 'x.cert');
+  t.is(junk.code, 1, junk.stderr);
+  t.regex(junk.stderr, /^dt-bank: CBOR_MALFORMED: the certificate request does not verify: [a-z]/, 'the code once');
   // A mistyped --bank-key is named (not the root certificate its defaults would be next to); an --out that cannot be written is usage.
   const noKey = await run(dir, 'dt-bank', 'sign-terminal', 'T/certificate-request.cbor', '--bank-key', 'nokey.json', '--out', 'x.cert');
   t.is(noKey.code, 2, noKey.stderr);
