@@ -210,6 +210,13 @@ function writeAcquirer(dir: string, bank: Identity, name: string, now: number): 
   return acq;
 }
 
+/** `--pg`: a postgres:// or postgresql:// URL (anything else the driver would read as a host name and report as unreachable). */
+function pgOption(v: string): string {
+  if (!/^postgres(ql)?:\/\//.test(v))
+    throw new InvalidArgumentError('must be a postgresql:// connection URL, e.g. postgresql://user@/db?host=/run/postgresql');
+  return v;
+}
+
 function kidOption(v: string): Uint8Array {
   if (!/^[0-9a-fA-F]{32}$/.test(v)) throw new InvalidArgumentError('must be a 16-byte key id in hex (32 digits)');
   return fromHex(v.toLowerCase());
@@ -335,7 +342,11 @@ function out(json: boolean, obj: unknown, text: string): void {
 const databaseOptions = (c: Command) =>
   c
     .option('--db <file>', 'SQLite database file (default: <data>/ledger.db)')
-    .option('--pg <url>', 'use PostgreSQL at this connection string instead of SQLite (e.g. postgresql://user@/db?host=/run/postgresql)')
+    .option(
+      '--pg <url>',
+      'use PostgreSQL at this connection string instead of SQLite (e.g. postgresql://user@/db?host=/run/postgresql)',
+      pgOption,
+    )
     .option('--json', 'machine-readable JSON output (amounts in integer tiyn)');
 
 const storageOptions = (c: Command) => databaseOptions(c.requiredOption('-d, --data <dir>', 'data directory created by `dt-ledger init`'));

@@ -203,6 +203,9 @@ test('dt-ledger exit codes: usage 2, not initialized 4, already initialized 4, P
     const pg = run('init', '-d', join(dir, 'pg'), '--pg', `postgresql://postgres@/nodb?host=${join(dir, 'no-socket-here')}`);
     t.is(pg.status, 3, pg.stderr);
     t.regex(pg.stderr, /cannot reach PostgreSQL/);
+    const notUrl = run('audit', '-d', data, '--pg', 'ledger');
+    t.is(notUrl.status, 2, 'a --pg that is no postgresql:// URL is a bad value, not an unreachable server');
+    t.regex(notUrl.stderr, /option '--pg <url>' argument 'ledger' is invalid\. must be a postgresql:\/\/ connection URL/);
     t.false(existsSync(join(dir, 'pg', 'issuer.key.json')), 'no key is written when the database cannot be opened');
     t.is(run('init', '-d', join(dir, 'pg')).status, 0, 'so init can run again');
   } finally {
