@@ -369,7 +369,15 @@ export function buildProgram(): Command {
       .option('--issuer-name <name>', 'subject name of the issuer root', 'DT issuer'),
   ).action(async (o: StorageOpts & { issuerName: string; json?: boolean }) => {
     if (existsSync(join(o.data, 'issuer.key.json'))) throw new CliError(ExitCode.DATA_DIR, `${o.data} is already initialized`);
-    mkdirSync(join(o.data, 'banks'), { recursive: true, mode: 0o700 });
+    try {
+      mkdirSync(join(o.data, 'banks'), { recursive: true, mode: 0o700 });
+    } catch (e) {
+      // A file in the way, a parent that cannot be written: the -d named on the command line is not usable.
+      throw new CliError(
+        ExitCode.USAGE,
+        `-d ${o.data}: cannot create the data directory: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+      );
+    }
     const now = nowSec();
     const validity = { nbf: now - 86400, exp: now + 10 * YEAR };
     const issuer = createIssuer({ now, name: o.issuerName });

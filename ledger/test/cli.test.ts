@@ -1,6 +1,6 @@
 import test from 'ava';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -165,6 +165,10 @@ test('dt-ledger exit codes: usage 2, not initialized 4, already initialized 4, P
     const none = run('audit', '-d', data);
     t.is(none.status, 4);
     t.regex(none.stderr, /not an initialized data directory/);
+    writeFileSync(join(dir, 'a-file'), '');
+    const notDir = run('init', '-d', join(dir, 'a-file'));
+    t.is(notDir.status, 2, notDir.stderr);
+    t.regex(notDir.stderr, /-d .*a-file: cannot create the data directory: ENOTDIR/);
     t.is(run('init', '-d', data).status, 0);
     t.is(run('init', '-d', data).status, 4);
     t.is(run('bank-add', '-d', data, '--name', 'b1', '--allocate', '150000').status, 0);
