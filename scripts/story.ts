@@ -112,7 +112,9 @@ is personalized, loaded online and cloned; the genuine card pays terminal A,
 the clone pays terminal B offline; the terminals sync, the ledger catches the
 double spend, revokes the card and covers B; the clone is declined offline;
 the owner syncs the genuine card (it is revoked: its value goes back to the
-issuing bank for the owner) and the supply invariant is checked.
+issuing bank for the owner) and the supply invariant is checked; then the
+day's exceptions at terminal A: a second card's payment is voided before any
+sync, another is settled and partly refunded, and the books still balance.
 
 Options:
   --json        print one JSON document with every step's results

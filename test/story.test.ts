@@ -194,6 +194,11 @@ test('bad usage exits 2; --help exits 0', async (t) => {
   const help = await runStory(['--help']);
   t.is(help.code, 0);
   t.regex(help.stdout, /--in-process/);
+  t.regex(
+    help.stdout.replace(/\s+/g, ' '),
+    /the day's exceptions at terminal A: a second card's payment is voided/,
+    'the help tells all seven steps',
+  );
 });
 
 test('Ctrl-C: the story stops everything, removes its temp dir and exits 130', async (t) => {

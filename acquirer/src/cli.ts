@@ -90,7 +90,7 @@ ${exitCodesHelp(EXIT_CODES)}`,
 program
   .command('serve')
   .description('run the acquirer HTTP service until SIGINT/SIGTERM')
-  .requiredOption('--ledger <url>', 'base URL of the ledger (e.g. http://127.0.0.1:8080)')
+  .requiredOption('--ledger <url>', 'base URL of the ledger (e.g. http://127.0.0.1:8440, the default port of dt-ledger serve)')
   .requiredOption(
     '--bank-cert <file>',
     "this acquirer's bank certificate (CWT; raw CBOR or hex); must be issued by the root with ACQUIRING permission",

@@ -70,6 +70,8 @@ test('--help documents every serve option and the exit codes; exit 0', async (t)
   ]) {
     t.true(r.stdout.includes(o), o);
   }
+  // The example is the ledger's own default port, as in every README command line.
+  t.regex(r.stdout.replace(/\s+/g, ' '), /base URL of the ledger \(e\.g\. http:\/\/127\.0\.0\.1:8440,/);
   const top = await run(['--help']);
   t.is(top.code, 0);
   t.regex(top.stdout, /Exit codes:/);

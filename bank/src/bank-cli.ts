@@ -12,7 +12,7 @@
  * @module
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, writeFileSync, renameSync } from 'node:fs';
+import { accessSync, constants, existsSync, writeFileSync, renameSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import {
@@ -61,6 +61,7 @@ import {
   withCard,
   type BankIdentity,
   type CardSpec,
+  ledgerUrlOption,
 } from './common.ts';
 
 /**
@@ -168,6 +169,8 @@ function cardOptions(c: Command): Command {
 
 /** The bank of the options, verified. */
 function bank(o: BankOpts): BankIdentity {
+  // The key first: the other files' defaults are found next to it, so a mistyped --bank-key is named as such.
+  if (!existsSync(o.bankKey)) throw new UsageError(`--bank-key ${o.bankKey}: no such file`);
   const data = dirname(dirname(resolve(o.bankKey)));
   const def = (given: string | undefined, file: string, option: string): string => {
     if (given !== undefined) return given;
@@ -187,10 +190,25 @@ function bank(o: BankOpts): BankIdentity {
   );
 }
 
+/** Refuses (exit 2) an --out whose directory is not there or not writable: checked before anything is signed or sent. */
+function checkOut(path: string | undefined): void {
+  if (path === undefined) return;
+  try {
+    accessSync(dirname(resolve(path)), constants.W_OK);
+  } catch (e) {
+    throw new UsageError(`--out ${path}: cannot write there: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+}
+
 /** Writes a file atomically (temp file, then rename): a failed write leaves the old file. */
 function writeOut(path: string, data: Uint8Array): void {
   const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, data, { mode: 0o644 });
+  try {
+    writeFileSync(tmp, data, { mode: 0o644 });
+  } catch (e) {
+    // A directory that is not there or not writable is the command line's mistake (--out), not an internal error.
+    throw new UsageError(`--out ${path}: cannot write: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
   renameSync(tmp, path);
 }
 
@@ -231,6 +249,7 @@ export function buildProgram(): Command {
       )
       .option('--merchant-id <id>', "refuse the request unless it names this merchant id (the bank's own record)"),
   ).action((file: string, o: BankOpts & { out: string; days: number; crlMaxAge?: number; merchantId?: string }) => {
+    checkOut(o.out);
     const b = bank(o);
     requirePermission(b, BankPermission.ACQUIRING, ExitCode.BANK_KEYS);
     const raw = readCose(file, '<request>');
@@ -241,7 +260,8 @@ export function buildProgram(): Command {
       throw new CliFailure(
         ExitCode.REFUSED,
         isDtError(e) ? e.code : 'MALFORMED',
-        `the certificate request does not verify: ${(e as Error).message}`,
+        // The code is printed once, in front (the protocol's error messages begin with it).
+        `the certificate request does not verify: ${isDtError(e) ? e.message.replace(`${e.code}: `, '') : (e as Error).message}`,
       );
     }
     if (o.merchantId !== undefined && req.merchant.id !== o.merchantId)
@@ -291,7 +311,7 @@ export function buildProgram(): Command {
               .argParser(tenge('--cvm-limit'))
               .default(10_000_00, formatTenge(10_000_00)),
           )
-          .option('--ledger <url>', 'register the card with the ledger at this URL (POST /v1/cards)'),
+          .option('--ledger <url>', 'register the card with the ledger at this URL (POST /v1/cards)', ledgerUrlOption),
         [PIN, PUK],
       ),
     ),
@@ -337,7 +357,7 @@ export function buildProgram(): Command {
     program
       .command('register')
       .description('register a personalized card with the ledger (its chain read from the card: GET CERTIFICATES); idempotent')
-      .requiredOption('--ledger <url>', 'ledger base URL')
+      .requiredOption('--ledger <url>', 'ledger base URL', ledgerUrlOption)
       .option('--json', 'machine-readable JSON output'),
   ).action(async (o: CardSpec & { ledger: string; json?: boolean }) => {
     const chain = await withCard(o, (c) => getCertificates(c.transport));
@@ -357,6 +377,7 @@ export function buildProgram(): Command {
       .option('--id <hex>', 'load id (32 hex digits; default random): the same id again is the same order (idempotent)', kidArg)
       .option('--mark <hex>', MARK_HELP, markArg),
   ).action((o: BankOpts & { cardKid: Uint8Array; amount: number; out: string; id?: Uint8Array; mark?: Mark }) => {
+    checkOut(o.out);
     const b = bank(o);
     requirePermission(b, BankPermission.ISSUING, ExitCode.BANK_KEYS);
     const id = o.id ?? new Uint8Array(randomBytes(16));
@@ -380,7 +401,7 @@ export function buildProgram(): Command {
       )
       .requiredOption('--card-kid <hex>', "the card's key id", kidArg)
       .requiredOption('--amount <tenge>', 'amount to load', tenge('--amount'))
-      .requiredOption('--ledger <url>', 'ledger base URL')
+      .requiredOption('--ledger <url>', 'ledger base URL', ledgerUrlOption)
       .option('--id <hex>', 'load id (32 hex digits; default random; the same id again is idempotent)', kidArg)
       .option('--mark <hex>', MARK_HELP, markArg),
   ).action(async (o: BankOpts & { cardKid: Uint8Array; amount: number; ledger: string; id?: Uint8Array; mark?: Mark }) => {
@@ -408,7 +429,7 @@ export function buildProgram(): Command {
         'block a lost or stolen card of this issuing bank at the ledger (SPEC §7.9): the ledger revokes it, terminals get the new revocation list at their next sync, and after the void window dt-bank restore-card brings its value back',
       )
       .requiredOption('--card-kid <hex>', "the card's key id", kidArg)
-      .requiredOption('--ledger <url>', 'ledger base URL'),
+      .requiredOption('--ledger <url>', 'ledger base URL', ledgerUrlOption),
   ).action(async (o: BankOpts & { cardKid: Uint8Array; ledger: string }) => {
     const b = bank(o);
     requirePermission(b, BankPermission.ISSUING, ExitCode.BANK_KEYS);
@@ -434,9 +455,10 @@ export function buildProgram(): Command {
         "after the void window since its block, have the ledger credit a blocked card's value to this bank (its last synced holdings less what settled from its offline chain) against a ledger-signed restitution record; load it onto a replacement card with dt-bank load or load-order",
       )
       .requiredOption('--card-kid <hex>', "the card's key id", kidArg)
-      .requiredOption('--ledger <url>', 'ledger base URL')
+      .requiredOption('--ledger <url>', 'ledger base URL', ledgerUrlOption)
       .option('--out <file>', 'where to write the restitution record (COSE_Sign1 signed by the ledger)'),
   ).action(async (o: BankOpts & { cardKid: Uint8Array; ledger: string; out?: string }) => {
+    checkOut(o.out);
     const b = bank(o);
     requirePermission(b, BankPermission.ISSUING, ExitCode.BANK_KEYS);
     const r = await ledgerRequest(
@@ -473,7 +495,7 @@ export function buildProgram(): Command {
     program
       .command('balance')
       .description("this bank's balance and credit line at the ledger (GET /v1/banks/<kid>)")
-      .requiredOption('--ledger <url>', 'ledger base URL'),
+      .requiredOption('--ledger <url>', 'ledger base URL', ledgerUrlOption),
   ).action(async (o: BankOpts & { ledger: string }) => {
     const b = bank(o);
     const r = await ledgerRequest(o.ledger, 'GET', `/v1/banks/${toHex(b.kid)}`);

@@ -7,7 +7,7 @@
  * @module
  */
 import { readFileSync, readSync } from 'node:fs';
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 import {
   BankPermission,
   fromHex,
@@ -24,6 +24,7 @@ import {
   type Mark,
   type Signer,
 } from '@dt/protocol';
+import { HttpUnreachableError } from '@dt/protocol/http';
 import { FileStorage, InProcessTransport, SimulatedCard } from '@dt/card-applet-sim';
 import { PcscReaders, TerminalError, TerminalErrorCode, type CardSession } from '@dt/terminal';
 
@@ -230,6 +231,7 @@ export function isReaderError(e: unknown): boolean {
 export function isNetworkError(e: unknown): boolean {
   const err = e as { name?: string; cause?: { code?: string }; code?: string };
   return (
+    e instanceof HttpUnreachableError ||
     err?.name === 'TimeoutError' ||
     (e instanceof TypeError && /fetch failed/.test(e.message)) ||
     ['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ECONNRESET'].includes(err?.cause?.code ?? err?.code ?? '')
@@ -249,6 +251,19 @@ export const nowSec = (): number => Math.floor(Date.now() / 1000);
 export function kidOption(v: string): Uint8Array {
   if (!/^[0-9a-fA-F]{32}$/.test(v)) throw new UsageError(`not a key id: ${v} (32 hex digits)`);
   return fromHex(v.toLowerCase());
+}
+
+/** The `--ledger <url>` option's value: an http(s) URL, else a usage error (exit 2) before anything is done. */
+export function ledgerUrlOption(v: string): string {
+  let u: URL | undefined;
+  try {
+    u = new URL(v);
+  } catch {
+    u = undefined;
+  }
+  if (!u || (u.protocol !== 'http:' && u.protocol !== 'https:'))
+    throw new InvalidArgumentError('not an http(s) URL (e.g. http://127.0.0.1:8440)');
+  return v;
 }
 
 /** Small JSON/CBOR HTTP client of the ledger API (bank routes). */

@@ -62,6 +62,7 @@ import {
   PUK,
   type CardSpec,
   type OpenCard,
+  ledgerUrlOption,
 } from './common.ts';
 import { dirname, join, resolve } from 'node:path';
 
@@ -211,7 +212,7 @@ export function buildProgram(): Command {
       .description(
         'what the card holds (balance, coins), its offline payments since the last sync and the offline limits left, sync pending, PIN tries; with --ledger also what the ledger says (revoked or blocked, loads and merchant refunds waiting, and per mark class what the card got at its last sync and the loads waiting)',
       )
-      .option('--ledger <url>', 'also ask the ledger about the card'),
+      .option('--ledger <url>', 'also ask the ledger about the card', ledgerUrlOption),
   ).action(async (o: Common & { ledger?: string }) => {
     const s = describe(await withCard(o, (c) => getStatus(c.transport)));
     let atLedger: Record<string, unknown> | undefined;
@@ -251,7 +252,7 @@ export function buildProgram(): Command {
         "top the card up online: the bank's signed load order (--order, from dt-bank load-order; or --bank-key at a branch, which signs it here) goes to the ledger, then LOAD delivers the value; checked before the card is touched: the order names this card and amount, the ledger knows the card and accepted the order",
       )
       .argument('<tenge>', 'amount, e.g. 500 or 150.50')
-      .requiredOption('--ledger <url>', 'ledger base URL')
+      .requiredOption('--ledger <url>', 'ledger base URL', ledgerUrlOption)
       .option('--order <file>', "the bank's signed load order (dt-bank load-order)")
       .option('--bank-key <file>', 'a branch: sign the order with this bank key (banks/<name>.key.json; certificates next to it)'),
   ).action(async (amountText: string, o: Common & { ledger: string; order?: string; bankKey?: string }) => {
@@ -319,7 +320,7 @@ export function buildProgram(): Command {
       .description(
         "hand the card's offline payments to the ledger and take fresh tokens for the rest (and any loads waiting, voided payments and merchant refunds); a card the ledger revoked is refused before it is touched (dt-wallet unload)",
       )
-      .requiredOption('--ledger <url>', 'ledger base URL'),
+      .requiredOption('--ledger <url>', 'ledger base URL', ledgerUrlOption),
   ).action(async (o: Common & { ledger: string }) => {
     const client = new CardSyncClient({ ledgerUrl: o.ledger });
     const r = await withCard(o, async (c) => {
@@ -351,7 +352,7 @@ export function buildProgram(): Command {
         .description(
           "return everything the card holds to its issuing bank (a defund, SPEC §7.6.3: the ledger records the offline payments as a sync would, credits the rest to the bank, which pays it into the holder's account, and signs a receipt that empties the card); needs the PIN; also the way a revoked card gives its value back",
         )
-        .requiredOption('--ledger <url>', 'ledger base URL'),
+        .requiredOption('--ledger <url>', 'ledger base URL', ledgerUrlOption),
       [PIN],
     ),
   ).action(async (o: Common & { ledger: string }) => {

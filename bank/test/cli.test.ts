@@ -118,6 +118,17 @@ test('refusals: exit codes, and the card exactly as it was', async (t) => {
   const usage = await run(dir, 'dt-bank', 'load-order', '--bank-key', B, '--card-kid', 'zz', '--amount', '1', '--out', 'o');
   t.is(usage.code, 2);
   t.is((await run(dir, 'dt-bank', 'sign-terminal', 'missing.cbor', '--bank-key', B, '--out', 'x.cert')).code, 2);
+  writeFileSync(join(dir, 'junk.cbor'), 'junk\n');
+  const junk = await run(dir, 'dt-bank', 'sign-terminal', 'junk.cbor', '--bank-key', B, '--out', 'x.cert');
+  t.is(junk.code, 1, junk.stderr);
+  t.regex(junk.stderr, /^dt-bank: CBOR_MALFORMED: the certificate request does not verify: [a-z]/, 'the code once');
+  // A mistyped --bank-key is named (not the root certificate its defaults would be next to); an --out that cannot be written is usage.
+  const noKey = await run(dir, 'dt-bank', 'sign-terminal', 'T/certificate-request.cbor', '--bank-key', 'nokey.json', '--out', 'x.cert');
+  t.is(noKey.code, 2, noKey.stderr);
+  t.regex(noKey.stderr, /^dt-bank: --bank-key nokey\.json: no such file\n$/);
+  const noDir = await run(dir, 'dt-bank', 'sign-terminal', 'T/certificate-request.cbor', '--bank-key', B, '--out', 'no/such/dir/x.cert');
+  t.is(noDir.code, 2, noDir.stderr);
+  t.regex(noDir.stderr, /--out no\/such\/dir\/x\.cert: cannot write there: ENOENT/);
 
   // Cards.
   const srv = await serveLedger(dir);
@@ -155,6 +166,28 @@ test('refusals: exit codes, and the card exactly as it was', async (t) => {
   const offline = await run(dir, 'dt-wallet', 'sync', '--card', 'a.card', '--ledger', 'http://127.0.0.1:9');
   t.is(offline.code, 3, offline.stderr);
   unchanged('a ledger out of reach');
+  // Every ledger call of dt-bank out of reach is exit 3 (load and register post through the card sync client).
+  for (const args of [
+    ['load', '--bank-key', B, '--card-kid', a.card, '--amount', '1', '--ledger', 'http://127.0.0.1:9'],
+    ['register', '--card', 'a.card', '--ledger', 'http://127.0.0.1:9'],
+    ['balance', '--bank-key', B, '--ledger', 'http://127.0.0.1:9'],
+  ]) {
+    const r = await run(dir, 'dt-bank', ...args);
+    t.is(r.code, 3, `dt-bank ${args[0]}: ${r.stderr}`);
+    t.regex(r.stderr, /^dt-bank: UNREACHABLE: the ledger cannot be reached: /);
+  }
+  unchanged('dt-bank register with a ledger out of reach');
+  // A --ledger that is no http(s) URL is a usage error of both commands, before anything is done.
+  for (const [cmd, ...args] of [
+    ['dt-bank', 'load', '--bank-key', B, '--card-kid', a.card, '--amount', '1', '--ledger', 'notaurl'],
+    ['dt-bank', 'balance', '--bank-key', B, '--ledger', 'ftp://127.0.0.1'],
+    ['dt-wallet', 'sync', '--card', 'a.card', '--ledger', 'notaurl'],
+  ] as const) {
+    const r = await run(dir, cmd, ...args);
+    t.is(r.code, 2, `${cmd} ${args[0]}: ${r.stderr}`);
+    t.regex(r.stderr, /option '--ledger <url>' argument '.*' is invalid\. not an http\(s\) URL/);
+  }
+  unchanged('a --ledger that is no URL');
   const bad2 = await run(dir, 'dt-wallet', 'load', '1.234', '--order', 'for-a.cbor', '--card', 'a.card', '--ledger', U);
   t.is(bad2.code, 2);
   const busy = await run(dir, 'dt-wallet', 'status', '--card', 'missing.card');

@@ -63,7 +63,7 @@ export const EXIT_CODES = [
     code: 4,
     name: 'DATA_DIR',
     meaning:
-      'the data directory is not initialized, already initialized, or holds keys that do not verify, or the database is not a ledger database or has a newer schema version',
+      'the data directory is not initialized, already initialized, already holds the bank or acquirer named, or holds keys that do not verify, or the database is not a ledger database or has a newer schema version',
   },
   { code: 5, name: 'START', meaning: 'serve cannot listen (address in use or not available)' },
   { code: 6, name: 'INTERNAL', meaning: 'internal error' },
@@ -210,6 +210,13 @@ function writeAcquirer(dir: string, bank: Identity, name: string, now: number): 
   return acq;
 }
 
+/** `--pg`: a postgres:// or postgresql:// URL (anything else the driver would read as a host name and report as unreachable). */
+function pgOption(v: string): string {
+  if (!/^postgres(ql)?:\/\//.test(v))
+    throw new InvalidArgumentError('must be a postgresql:// connection URL, e.g. postgresql://user@/db?host=/run/postgresql');
+  return v;
+}
+
 function kidOption(v: string): Uint8Array {
   if (!/^[0-9a-fA-F]{32}$/.test(v)) throw new InvalidArgumentError('must be a 16-byte key id in hex (32 digits)');
   return fromHex(v.toLowerCase());
@@ -229,7 +236,21 @@ function schemaError(e: unknown): CliError | undefined {
   return undefined;
 }
 
-async function openStorage(o: StorageOpts): Promise<LedgerStorage> {
+/**
+ * Opens the ledger database of `o`. Only `init` creates one (`create`): every other command needs the
+ * database to be there, so that a mistyped `--db` (or a data directory `init` did not finish) is an
+ * error instead of a new, empty ledger that audits as balanced or records a block nobody reads.
+ */
+async function openStorage(o: StorageOpts, { create = false }: { create?: boolean } = {}): Promise<LedgerStorage> {
+  if (!o.pg && !create) {
+    if (o.db !== undefined && !existsSync(o.db))
+      throw new CliError(ExitCode.USAGE, `--db ${o.db}: no such database file (dt-ledger init creates it)`);
+    if (o.db === undefined && !existsSync(join(o.data, 'ledger.db')))
+      throw new CliError(
+        ExitCode.DATA_DIR,
+        `${o.data} has no ledger database (no ledger.db; run dt-ledger init -d ${o.data}, or pass the --db or --pg it was initialized with)`,
+      );
+  }
   if (o.pg) {
     try {
       return await openPostgresStorage({ connectionString: o.pg });
@@ -321,7 +342,11 @@ function out(json: boolean, obj: unknown, text: string): void {
 const databaseOptions = (c: Command) =>
   c
     .option('--db <file>', 'SQLite database file (default: <data>/ledger.db)')
-    .option('--pg <url>', 'use PostgreSQL at this connection string instead of SQLite (e.g. postgresql://user@/db?host=/run/postgresql)')
+    .option(
+      '--pg <url>',
+      'use PostgreSQL at this connection string instead of SQLite (e.g. postgresql://user@/db?host=/run/postgresql)',
+      pgOption,
+    )
     .option('--json', 'machine-readable JSON output (amounts in integer tiyn)');
 
 const storageOptions = (c: Command) => databaseOptions(c.requiredOption('-d, --data <dir>', 'data directory created by `dt-ledger init`'));
@@ -344,19 +369,33 @@ export function buildProgram(): Command {
       .option('--issuer-name <name>', 'subject name of the issuer root', 'DT issuer'),
   ).action(async (o: StorageOpts & { issuerName: string; json?: boolean }) => {
     if (existsSync(join(o.data, 'issuer.key.json'))) throw new CliError(ExitCode.DATA_DIR, `${o.data} is already initialized`);
-    mkdirSync(join(o.data, 'banks'), { recursive: true, mode: 0o700 });
+    try {
+      mkdirSync(join(o.data, 'banks'), { recursive: true, mode: 0o700 });
+    } catch (e) {
+      // A file in the way, a parent that cannot be written: the -d named on the command line is not usable.
+      throw new CliError(
+        ExitCode.USAGE,
+        `-d ${o.data}: cannot create the data directory: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+      );
+    }
     const now = nowSec();
     const validity = { nbf: now - 86400, exp: now + 10 * YEAR };
     const issuer = createIssuer({ now, name: o.issuerName });
     const ledger = issueLedgerCert(issuer, { validity });
-    writeKeyFile(join(o.data, 'issuer.key.json'), issuer.keys);
-    writeKeyFile(join(o.data, 'ledger.key.json'), ledger.keys);
-    writeFileSync(join(o.data, 'root.cert'), issuer.cert);
-    writeFileSync(join(o.data, 'ledger.cert'), ledger.cert);
-    // Create the database (and the signed empty revocation list).
-    const l = await openLedger(o);
-    const kind = l.storage.kind;
-    await l.storage.close();
+    // The database first: when it cannot be opened (PostgreSQL out of reach) no key is written and init can run again.
+    const storage = await openStorage(o, { create: true });
+    let kind;
+    try {
+      writeKeyFile(join(o.data, 'issuer.key.json'), issuer.keys);
+      writeKeyFile(join(o.data, 'ledger.key.json'), ledger.keys);
+      writeFileSync(join(o.data, 'root.cert'), issuer.cert);
+      writeFileSync(join(o.data, 'ledger.cert'), ledger.cert);
+      // Create the schema (and the signed empty revocation list).
+      const l = await Ledger.open({ storage, signer: nativeSigner(ledger.keys), rootCert: issuer.cert, ledgerCert: ledger.cert });
+      kind = l.storage.kind;
+    } finally {
+      await storage.close();
+    }
     out(
       !!o.json,
       { data: o.data, storage: kind, issuerKid: toHex(issuer.kid), ledgerKid: toHex(ledger.kid) },
@@ -382,13 +421,20 @@ export function buildProgram(): Command {
     const d = openDataDir(o.data);
     const now = nowSec();
     const perms = (o.perms.includes('issuing') ? 1 : 0) | (o.perms.includes('acquiring') ? 2 : 0);
+    // Checked before anything is written: a bank (or its acquirer) of this name is never half added or overwritten.
+    if (existsSync(join(o.data, 'banks', `${o.name}.key.json`)) || existsSync(join(o.data, 'banks', `${o.name}.cert`)))
+      throw new CliError(ExitCode.DATA_DIR, `bank ${o.name} exists already`);
+    if ((perms & BankPermission.ACQUIRING) !== 0 && existsSync(join(o.data, 'acquirers', `${o.name}.key.json`)))
+      throw new CliError(ExitCode.DATA_DIR, `acquirer ${o.name} exists already (the acquirer of bank ${o.name} takes its name)`);
     const bank = issueBank(d.issuer, { name: o.name, perms, validity: { nbf: now - 86400, exp: now + 5 * YEAR } });
-    writeKeyFile(join(o.data, 'banks', `${o.name}.key.json`), bank.keys);
-    writeFileSync(join(o.data, 'banks', `${o.name}.cert`), bank.cert);
-    // An acquiring bank's acquirer (the service key that signs its settle requests), named like the bank.
-    const acq = (perms & BankPermission.ACQUIRING) !== 0 ? writeAcquirer(o.data, bank, o.name, now) : undefined;
+    // The database first: when it cannot be opened nothing is written and bank-add can run again.
     const l = await openLedger(o);
+    let acq;
     try {
+      writeKeyFile(join(o.data, 'banks', `${o.name}.key.json`), bank.keys);
+      writeFileSync(join(o.data, 'banks', `${o.name}.cert`), bank.cert);
+      // An acquiring bank's acquirer (the service key that signs its settle requests), named like the bank.
+      acq = (perms & BankPermission.ACQUIRING) !== 0 ? writeAcquirer(o.data, bank, o.name, now) : undefined;
       await l.registerBank(bank.cert);
       if (o.allocate) await l.allocate(bank.kid, o.allocate, new Uint8Array(randomBytes(16)));
     } finally {

@@ -497,6 +497,9 @@ export class Ledger {
           throw new LedgerError(LedgerErrorCode.ID_CONFLICT, 'allocation id reused');
         return;
       }
+      // The issued total is what the books balance against: past a safe integer the database could no longer be read (audit included).
+      if ((await tx.issued()) > Number.MAX_SAFE_INTEGER - amount)
+        throw new LedgerError(LedgerErrorCode.MALFORMED, `amount: the issued total would exceed ${Number.MAX_SAFE_INTEGER} tiyn`);
       if (!(await tx.creditBank(bankKid, amount))) throw new LedgerError(LedgerErrorCode.BANK_UNKNOWN, 'bank not registered');
       await tx.insertAllocation({ id, bank: bankKid, amount, time: this.#now() });
       await tx.addIssued(amount);

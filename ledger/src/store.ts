@@ -213,6 +213,11 @@ export class StoreTx {
     for (const k of ['crl_version', 'issued']) await this.sql.run(`INSERT INTO meta (k, v) VALUES (?, 0) ON CONFLICT (k) DO NOTHING`, [k]);
   }
 
+  /** The issued total (every allocation so far). */
+  async issued(): Promise<number> {
+    return this.#meta('issued');
+  }
+
   /** Adds newly allocated value to the issued total. */
   async addIssued(amount: number): Promise<void> {
     await this.sql.run(`UPDATE meta SET v = v + ? WHERE k = 'issued'`, [amount]);

@@ -1,6 +1,6 @@
 import test from 'ava';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -165,20 +165,53 @@ test('dt-ledger exit codes: usage 2, not initialized 4, already initialized 4, P
     const none = run('audit', '-d', data);
     t.is(none.status, 4);
     t.regex(none.stderr, /not an initialized data directory/);
+    writeFileSync(join(dir, 'a-file'), '');
+    const notDir = run('init', '-d', join(dir, 'a-file'));
+    t.is(notDir.status, 2, notDir.stderr);
+    t.regex(notDir.stderr, /-d .*a-file: cannot create the data directory: ENOTDIR/);
     t.is(run('init', '-d', data).status, 0);
     t.is(run('init', '-d', data).status, 4);
     t.is(run('bank-add', '-d', data, '--name', 'b1', '--allocate', '150000').status, 0);
     const human = run('audit', '-d', data);
     t.regex(human.stdout, /issued +1500\.00 KZT/);
     t.regex(human.stdout, /difference +0\.00 KZT/);
-    t.is(run('bank-add', '-d', data, '--name', 'b1').status, 6, 'the bank key file exists: internal, nothing overwritten');
+    const bankKey = readFileSync(join(data, 'banks', 'b1.key.json'));
+    const again = run('bank-add', '-d', data, '--name', 'b1');
+    t.is(again.status, 4, 'the bank exists already: nothing overwritten');
+    t.regex(again.stderr, /^dt-ledger: bank b1 exists already\n$/);
+    t.deepEqual(readFileSync(join(data, 'banks', 'b1.key.json')), bankKey);
+    // Only init creates a database: a mistyped --db, or a directory without its ledger.db, is refused, never a new empty ledger.
+    const typo = run('audit', '-d', data, '--db', join(dir, 'typo.db'));
+    t.is(typo.status, 2, typo.stderr);
+    t.regex(typo.stderr, /--db .*typo\.db: no such database file/);
+    t.false(existsSync(join(dir, 'typo.db')));
+    t.is(run('audit', '-d', data, '--db', join(dir, 'no', 'such', 'dir.db')).status, 2);
+    const bare = join(dir, 'bare');
+    mkdirSync(bare);
+    const noDb = run('acquirer-block', '-d', bare, '--kid', '00'.repeat(16));
+    t.is(noDb.status, 4, noDb.stderr);
+    t.regex(noDb.stderr, /has no ledger database \(no ledger\.db/);
+    t.false(existsSync(join(bare, 'ledger.db')));
     t.is(run('bank-add', '-d', data, '--name', 'bad name').status, 2);
+    // An allocation that would take the issued total past a safe integer is refused and changes nothing: audit still reads the books.
+    const huge = run('allocate', '-d', data, '--bank', 'b1', '--amount', String(Number.MAX_SAFE_INTEGER - 150000 + 1));
+    t.is(huge.status, 1, huge.stderr);
+    t.regex(huge.stderr, /the issued total would exceed 9007199254740991 tiyn/);
+    t.is(run('allocate', '-d', data, '--bank', 'b1', '--amount', String(Number.MAX_SAFE_INTEGER - 150000)).status, 0, 'up to the limit');
+    const full = run('audit', '-d', data);
+    t.is(full.status, 0, full.stderr);
+    t.regex(full.stdout, /issued +90071992547409\.91 KZT/);
     const nobank = run('allocate', '-d', data, '--bank', 'nobank', '--amount', '5');
     t.is(nobank.status, 2, 'a bank the data directory does not hold is a bad --bank value');
     t.regex(nobank.stderr, /has no bank nobank \(banks: b1\b.*; add one with dt-ledger bank-add\)/);
     const pg = run('init', '-d', join(dir, 'pg'), '--pg', `postgresql://postgres@/nodb?host=${join(dir, 'no-socket-here')}`);
     t.is(pg.status, 3, pg.stderr);
     t.regex(pg.stderr, /cannot reach PostgreSQL/);
+    const notUrl = run('audit', '-d', data, '--pg', 'ledger');
+    t.is(notUrl.status, 2, 'a --pg that is no postgresql:// URL is a bad value, not an unreachable server');
+    t.regex(notUrl.stderr, /option '--pg <url>' argument 'ledger' is invalid\. must be a postgresql:\/\/ connection URL/);
+    t.false(existsSync(join(dir, 'pg', 'issuer.key.json')), 'no key is written when the database cannot be opened');
+    t.is(run('init', '-d', join(dir, 'pg')).status, 0, 'so init can run again');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
