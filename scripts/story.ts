@@ -92,6 +92,13 @@ import {
   type TerminalIdentity,
 } from '@dt/terminal';
 
+// A reader that closes the pipe early (`npm run demo | head`) is no error: the rest of the output is dropped and
+// the story ends as it would have, with its own exit code.
+for (const s of [process.stdout, process.stderr])
+  s.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EPIPE') throw e;
+  });
+
 /**
  * The exit codes of the story (`npm run demo`), the one table (`--help`
  * prints it; the root README repeats it, checked by a test). 0-3 mean the

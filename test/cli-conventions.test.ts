@@ -97,6 +97,22 @@ for (const c of COMMANDS) {
   });
 }
 
+for (const c of COMMANDS) {
+  test(`${c.name} --help into a pipe its reader has already closed (\`| head -1\`): exit 0, no EPIPE trace`, async (t) => {
+    const r = await new Promise<{ code: number | null; stderr: string }>((done, fail) => {
+      const p = spawn(process.execPath, [...c.argv, '--help'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+      // Closed before the command (which takes a while to start) writes anything: its writes get EPIPE.
+      p.stdout.destroy();
+      let stderr = '';
+      p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      p.on('error', fail);
+      p.on('close', (code) => done({ code, stderr }));
+    });
+    t.is(r.code, 0, r.stderr);
+    t.notRegex(r.stderr, /EPIPE|Error/);
+  });
+}
+
 test('the README table has no command that does not exist', (t) => {
   t.deepEqual(
     [...readmeRows().keys()],
