@@ -17,6 +17,7 @@ import type { Storage } from '@dt/firmware';
 import {
   CARD_TIME_AHEAD,
   CardStatusError,
+  LIMITS,
   Personalized,
   describeSw,
   formatTenge,
@@ -90,11 +91,12 @@ class InUseError extends Error {}
 export const CLONE_WARNING = 'ATTACK TOOL: a clone double-spends and gets the card revoked';
 
 const int =
-  (name: string, min = 0) =>
+  (name: string, min = 0, max = Number.MAX_SAFE_INTEGER) =>
   (v: string): number => {
     if (!/^[0-9]+$/.test(v)) throw new InvalidArgumentError(`${name} must be an integer`);
     const n = Number(v);
     if (!Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}`);
+    if (n > max) throw new InvalidArgumentError(`${name} must be an integer ${min}..${max}`);
     return n;
   };
 
@@ -499,7 +501,12 @@ export function buildProgram(): Command {
     .option('--subject <text>', 'card certificate subject', 'card')
     .option('--per-payment <tiyn>', 'limit per offline payment', int('--per-payment'), 50_000_00)
     .option('--offline-total <tiyn>', 'limit of offline value since the last sync', int('--offline-total'), 100_000_00)
-    .option('--offline-count <n>', 'limit of offline payments since the last sync (1..64)', int('--offline-count', 1), 10)
+    .option(
+      '--offline-count <n>',
+      `limit of offline payments since the last sync (1..${LIMITS.maxHistory})`,
+      int('--offline-count', 1, LIMITS.maxHistory),
+      10,
+    )
     .option('--cvm-limit <tiyn>', 'payments above this amount need the PIN', int('--cvm-limit'), 10_000_00)
     .option('--confirm', 'hardware wallet: ask the holder on the device before each payment')
     .option('--load <amounts>', 'dev PKI only: load these amounts (comma separated, one token each) after personalizing', amountList)

@@ -270,3 +270,14 @@ test('serve --exit-with-parent: a simulator whose parent was killed (no SIGTERM)
   t.regex(log, /"event":"parent-exited"/);
   t.regex(log, /"event":"stopped"/);
 });
+
+test('personalize --offline-count above the protocol maximum (64) is a usage error (2) refused before the card is touched', async (t) => {
+  const dir = tempDir();
+  t.is((await dtCard(['create', 'x.card'], dir)).code, 0);
+  const before = readFileSync(join(dir, 'x.card'));
+  const r = await dtCard(['personalize', 'x.card', '--pin', '1234', '--puk', '12345678', '--offline-count', '65'], dir);
+  t.is(r.code, 2, r.stderr);
+  t.regex(r.stderr, /--offline-count must be an integer 1\.\.64/);
+  t.deepEqual(readFileSync(join(dir, 'x.card')), before, 'no key generated on the card');
+  t.false(existsSync(join(dir, 'dev-pki')), 'no development PKI created for it');
+});
