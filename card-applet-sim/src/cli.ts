@@ -299,9 +299,41 @@ function issuingBankFrom(o: Record<string, unknown>): { bank: IssuingBank; dev?:
     return { bank: { signer, cert, root: readCertFile(o.root as string), ledgerCert: readCertFile(o.ledgerCert as string) } };
   }
   const dir = (o.devPki as string | undefined) ?? 'dev-pki';
-  const { pki, created } = loadOrCreateDevPki(dir);
+  const { pki, created } = devPkiArg(dir, () => loadOrCreateDevPki(dir));
   if (created) process.stderr.write(`dt-card: created a development PKI in ${resolve(dir)} (dev keys: never use in production)\n`);
   return { bank: devIssuingBank(pki), dev: dir };
+}
+
+/** Reads (or creates) the development PKI of `--dev-pki dir`; one that cannot be read or made is a usage error. */
+function devPkiArg<T>(dir: string, f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const why =
+      code === 'ENOENT'
+        ? 'no dev-pki.json'
+        : code === 'EEXIST' || code === 'ENOTDIR'
+          ? 'not a directory'
+          : code !== undefined
+            ? `cannot be read or created: ${code}`
+            : (e as Error).message;
+    throw new UsageError(`--dev-pki ${dir}: not a usable development PKI (${why})`);
+  }
+}
+
+/** Creates a state file named on the command line; a directory that does not exist or cannot be written is a usage error. */
+function createStateFile(...args: Parameters<typeof FileStorage.create>): FileStorage {
+  try {
+    return FileStorage.create(...args);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EACCES' || code === 'EROFS')
+      throw new UsageError(
+        `cannot create ${args[0]}: ${code === 'ENOENT' || code === 'ENOTDIR' ? 'no such directory' : 'permission denied'}`,
+      );
+    throw e;
+  }
 }
 
 /** Opens the card file for a command that changes it, runs `f`, and releases the lock. */
@@ -421,7 +453,22 @@ async function serve(file: string, o: Record<string, unknown>, opts: Output): Pr
     };
   } else {
     const path = o.serial as string;
-    const link = openTty(path);
+    let link;
+    try {
+      link = openTty(path);
+    } catch (e) {
+      storage.close();
+      const code = (e as NodeJS.ErrnoException).code;
+      const why: Record<string, string> = {
+        ENOENT: 'no such device',
+        ENOTDIR: 'no such device',
+        EACCES: 'permission denied',
+        EISDIR: 'is a directory',
+        ERR_TTY_INIT_FAILED: 'not a terminal device (a tty, or one end of a socat pty pair)',
+      };
+      if (code !== undefined && why[code] !== undefined) throw new UsageError(`--serial ${path}: ${why[code]}`);
+      throw e;
+    }
     const endpoint = new SerialCardEndpoint(card, link, {
       onApdu: (c, r) => log('apdu', apduFields(c, r)),
       onFrameError: (e) => log('frame-error', { code: e.code }),
@@ -477,7 +524,7 @@ export function buildProgram(): Command {
     .option('--label <label>', 'a name for the card, shown by `show`')
     .option('--json', 'machine-readable output')
     .action((file: string, o: { label?: string; json?: boolean }) => {
-      const storage = FileStorage.create(file, o.label !== undefined ? { label: o.label } : {});
+      const storage = createStateFile(file, o.label !== undefined ? { label: o.label } : {});
       storage.close();
       print({ json: !!o.json }, `created blank card ${resolve(file)}`, { file: resolve(file), label: storage.meta.label });
     });
@@ -560,14 +607,7 @@ export function buildProgram(): Command {
     .option('--dev-pki <dir>', 'development PKI directory', 'dev-pki')
     .option('--json', 'machine-readable output')
     .action(async (file: string, amounts: number[], o: { devPki: string; json?: boolean }) => {
-      let pki;
-      try {
-        pki = loadDevPki(o.devPki);
-      } catch (e) {
-        throw new UsageError(
-          `--dev-pki ${o.devPki}: not a usable development PKI (${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no dev-pki.json' : (e as Error).message})`,
-        );
-      }
+      const pki = devPkiArg(o.devPki, () => loadDevPki(o.devPki));
       const r = await withCard(file, (t) => devLoad(t, pki, amounts));
       print(
         { json: !!o.json },
@@ -598,7 +638,7 @@ export function buildProgram(): Command {
     .action((source: string, target: string, o: { json?: boolean }) => {
       process.stderr.write(`${CLONE_WARNING}\n`);
       const state = readStateFile(source);
-      const copy = FileStorage.create(
+      const copy = createStateFile(
         target,
         { label: `${state.meta.label} (clone)`, created: new Date().toISOString(), clonedFrom: resolve(source) },
         { lock: true },

@@ -281,3 +281,37 @@ test('personalize --offline-count above the protocol maximum (64) is a usage err
   t.deepEqual(readFileSync(join(dir, 'x.card')), before, 'no key generated on the card');
   t.false(existsSync(join(dir, 'dev-pki')), 'no development PKI created for it');
 });
+
+test('paths that name no usable file are usage errors (2) with a clear message: create in a missing directory, show of a directory, an unusable --dev-pki, a --serial that is no tty', async (t) => {
+  const dir = tempDir();
+  t.is((await dtCard(['create', 'x.card'], dir)).code, 0);
+  const noDir = await dtCard(['create', 'no/such/x.card'], dir);
+  t.is(noDir.code, 2, noDir.stderr);
+  t.regex(noDir.stderr, /^dt-card: cannot create no\/such\/x\.card: no such directory\n$/);
+  const cloneNoDir = await dtCard(['clone', 'x.card', 'no/such/y.card'], dir);
+  t.is(cloneNoDir.code, 2, cloneNoDir.stderr);
+  t.regex(cloneNoDir.stderr, /cannot create no\/such\/y\.card: no such directory/);
+  mkdirSync(join(dir, 'adir'));
+  const showDir = await dtCard(['show', 'adir'], dir);
+  t.is(showDir.code, 2, showDir.stderr);
+  t.regex(showDir.stderr, /^dt-card: no state file at adir: it is a directory\n$/);
+  writeFileSync(join(dir, 'plain'), 'not a directory');
+  const pkiFile = await dtCard(['personalize', 'x.card', '--pin', '1234', '--puk', '12345678', '--dev-pki', 'plain'], dir);
+  t.is(pkiFile.code, 2, pkiFile.stderr);
+  t.regex(pkiFile.stderr, /--dev-pki plain: not a usable development PKI \(not a directory\)/);
+  mkdirSync(join(dir, 'badpki'));
+  writeFileSync(join(dir, 'badpki', 'dev-pki.json'), 'junk');
+  const pkiJunk = await dtCard(['personalize', 'x.card', '--pin', '1234', '--puk', '12345678', '--dev-pki', 'badpki'], dir);
+  t.is(pkiJunk.code, 2, pkiJunk.stderr);
+  t.regex(pkiJunk.stderr, /--dev-pki badpki: not a usable development PKI/);
+  const noTty = await dtCard(['serve', 'x.card', '--serial', 'no/such/tty'], dir);
+  t.is(noTty.code, 2, noTty.stderr);
+  t.regex(noTty.stderr, /--serial no\/such\/tty: no such device/);
+  const plainTty = await dtCard(['serve', 'x.card', '--serial', 'plain'], dir);
+  t.is(plainTty.code, 2, plainTty.stderr);
+  t.regex(plainTty.stderr, /--serial plain: not a terminal device/);
+  t.false(existsSync(join(dir, 'x.card.lock')), 'the refused serve released the card');
+  const show = await dtCard(['show', 'x.card', '--json'], dir);
+  t.is(show.code, 0, show.stderr);
+  t.deepEqual(JSON.parse(show.stdout).personalized, [], 'every refusal left the card blank');
+});
