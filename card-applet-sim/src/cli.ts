@@ -9,8 +9,8 @@
  * @module
  */
 
-import { existsSync, readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { MemoryStorage } from '@dt/firmware';
 import type { Storage } from '@dt/firmware';
@@ -336,6 +336,14 @@ function createStateFile(...args: Parameters<typeof FileStorage.create>): FileSt
   }
 }
 
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
 /** Opens the card file for a command that changes it, runs `f`, and releases the lock. */
 async function withCard<T>(file: string, f: (t: InProcessTransport) => Promise<T>): Promise<T> {
   const storage = FileStorage.open(file);
@@ -380,6 +388,8 @@ async function serve(file: string, o: Record<string, unknown>, opts: Output): Pr
   if ((o.vpcd ? 1 : 0) + (o.serial ? 1 : 0) !== 1) throw new UsageError('serve needs exactly one of --vpcd or --serial <path>');
   if (o.control !== undefined && !o.vpcd)
     throw new UsageError('--control needs --vpcd (it takes the card out of the vpcd reader and puts it back)');
+  if (o.control !== undefined && !isDirectory(dirname(resolve(o.control as string))))
+    throw new UsageError(`--control ${o.control as string}: no such directory for the socket`);
   const storage = FileStorage.open(file);
   const card = new SimulatedCard({ storage, faults: faultPlan(o) });
   const log = (event: string, fields: Record<string, unknown> = {}): void => {

@@ -282,7 +282,7 @@ test('personalize --offline-count above the protocol maximum (64) is a usage err
   t.false(existsSync(join(dir, 'dev-pki')), 'no development PKI created for it');
 });
 
-test('paths that name no usable file are usage errors (2) with a clear message: create in a missing directory, show of a directory, an unusable --dev-pki, a --serial that is no tty', async (t) => {
+test('paths that name no usable file are usage errors (2) with a clear message: create in a missing directory, show of a directory, an unusable --dev-pki, a --serial that is no tty, a --control socket in a missing directory', async (t) => {
   const dir = tempDir();
   t.is((await dtCard(['create', 'x.card'], dir)).code, 0);
   const noDir = await dtCard(['create', 'no/such/x.card'], dir);
@@ -310,7 +310,10 @@ test('paths that name no usable file are usage errors (2) with a clear message: 
   const plainTty = await dtCard(['serve', 'x.card', '--serial', 'plain'], dir);
   t.is(plainTty.code, 2, plainTty.stderr);
   t.regex(plainTty.stderr, /--serial plain: not a terminal device/);
-  t.false(existsSync(join(dir, 'x.card.lock')), 'the refused serve released the card');
+  const noSockDir = await dtCard(['serve', 'x.card', '--vpcd', '--control', 'no/such/x.sock'], dir);
+  t.is(noSockDir.code, 2, noSockDir.stderr);
+  t.regex(noSockDir.stderr, /--control no\/such\/x\.sock: no such directory for the socket/);
+  t.false(existsSync(join(dir, 'x.card.lock')), 'the refused serves released the card');
   const show = await dtCard(['show', 'x.card', '--json'], dir);
   t.is(show.code, 0, show.stderr);
   t.deepEqual(JSON.parse(show.stdout).personalized, [], 'every refusal left the card blank');
