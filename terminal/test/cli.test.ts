@@ -353,3 +353,19 @@ test('init --dev on a dt-ledger data directory: certified by its acquiring bank 
   t.is(status.code, 0, status.stderr);
   t.regex(status.stdout, /Shop 9 \(shop-9, MCC 5411\)/);
 });
+
+test('report and receipt on a data directory that holds no terminal (a mistyped --data-dir) are refused (5) and create nothing', async (t) => {
+  const { dir, cleanup } = tempDir('dt-pos-cli-');
+  t.teardown(cleanup);
+  const missing = join(dir, 'no', 'such', 'terminal');
+  for (const args of [['report'], ['receipt', '1']]) {
+    const r = await dtPos(['-d', missing, ...args]);
+    t.is(r.code, 5, r.stderr);
+    t.regex(r.stderr, /NOT_INITIALIZED: no terminal in .*no[/]such[/]terminal \(no terminal\.key, no journal\.sqlite\): run dt-pos init/);
+    t.is(r.stdout, '');
+  }
+  const json = await dtPos(['-d', missing, '--json', 'report']);
+  t.is(json.code, 5, json.stderr);
+  t.like(JSON.parse(json.stdout), { error: 'NOT_INITIALIZED' });
+  t.false(existsSync(join(dir, 'no')), 'no directory or journal created');
+});

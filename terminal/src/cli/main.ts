@@ -159,8 +159,18 @@ function out(g: Globals, json: unknown, human: string): void {
   process.stdout.write(g.json ? JSON.stringify(json, (_k, v: unknown) => (v instanceof Uint8Array ? toHex(v) : v)) + '\n' : human + '\n');
 }
 
+/**
+ * Opens the data directory's journal. A directory with neither a terminal key nor a journal is no
+ * terminal (a mistyped --data-dir): refused, and nothing is created there.
+ */
 function openJournal(g: Globals): Journal {
-  return Journal.open(join(g.dataDir, 'journal.sqlite'));
+  const file = join(g.dataDir, 'journal.sqlite');
+  if (!existsSync(file) && !existsSync(identityPaths(g.dataDir).key))
+    throw new TerminalError(
+      TerminalErrorCode.NOT_INITIALIZED,
+      `no terminal in ${g.dataDir} (no terminal.key, no journal.sqlite): run dt-pos init, or check --data-dir / $DT_POS_HOME`,
+    );
+  return Journal.open(file);
 }
 
 function requireIdentity(g: Globals): TerminalIdentity {
