@@ -369,3 +369,18 @@ test('report and receipt on a data directory that holds no terminal (a mistyped 
   t.like(JSON.parse(json.stdout), { error: 'NOT_INITIALIZED' });
   t.false(existsSync(join(dir, 'no')), 'no directory or journal created');
 });
+
+test('--acquirer that is not an http(s) URL is a usage error (2) for init, sync and serve; a refused init writes nothing', async (t) => {
+  const { dir, cleanup } = tempDir('dt-pos-cli-');
+  t.teardown(cleanup);
+  const T = join(dir, 'T');
+  const init = await dtPos(['-d', T, 'init', '--merchant-id', 's', '--mcc', '5411', '--name', 'S', '--acquirer', 'notaurl']);
+  t.is(init.code, 2, init.stderr);
+  t.regex(init.stderr, /--acquirer <url>' argument 'notaurl' is invalid\. not a URL: notaurl/);
+  t.false(existsSync(T), 'nothing written');
+  for (const c of ['sync', 'serve']) {
+    const r = await dtPos(['-d', T, c, '--acquirer', 'ftp://127.0.0.1:1']);
+    t.is(r.code, 2, r.stderr);
+    t.regex(r.stderr, /not an http\(s\) URL: ftp:\/\/127\.0\.0\.1:1/);
+  }
+});

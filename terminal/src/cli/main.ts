@@ -341,7 +341,7 @@ export function buildProgram(): Command {
     .requiredOption('--merchant-id <id>', 'merchant id the acquiring bank registered')
     .requiredOption('--mcc <code>', 'merchant category code (ISO 18245), 0..9999', intOption('--mcc', 0, 9999))
     .requiredOption('--name <name>', 'merchant name printed on receipts')
-    .option('--acquirer <url>', 'acquirer base URL for sync, e.g. http://127.0.0.1:8081')
+    .option('--acquirer <url>', 'acquirer base URL for sync, e.g. http://127.0.0.1:8081', acquirerUrlOption)
     .option('--reader <spec>', 'default reader: pcsc, pcsc:<name>, serial:<path>, hid:<path>', readerSpecOption, 'pcsc')
     .option(
       '--dev <dir>',
@@ -594,7 +594,7 @@ export function buildProgram(): Command {
     .option('--host <address>', 'loopback address to listen on (127.0.0.1, ::1 or localhost)', '127.0.0.1')
     .option('--port <port>', 'TCP port (0: any free port, printed at start)', intOption('--port', 0, 65535), 8470)
     .option('--reader <spec>', 'reader: pcsc, pcsc:<name>, serial:<path>, hid:<path> (default from config.json)', readerSpecOption)
-    .option('--acquirer <url>', 'acquirer base URL (default from config.json; none: no sync)')
+    .option('--acquirer <url>', 'acquirer base URL (default from config.json; none: no sync)', acquirerUrlOption)
     .option(
       '--sync-interval <seconds>',
       'seconds between sync rounds while the acquirer answers (revocation list refresh)',
@@ -749,7 +749,7 @@ export function buildProgram(): Command {
     .description(
       'send pending payments to the acquirer, apply ledger outcomes, fetch the revocation list (works offline: reports what is pending)',
     )
-    .option('--acquirer <url>', 'acquirer base URL (default from config.json)')
+    .option('--acquirer <url>', 'acquirer base URL (default from config.json)', acquirerUrlOption)
     .action(async (o: { acquirer?: string }, cmd: Command) => {
       const g = globals(cmd);
       const identity = requireIdentity(g);
@@ -972,6 +972,19 @@ function refusedByAcquirer(p: SyncProblem): boolean {
 }
 
 /** A `--reader` value: a reader spec the protocol's `parseReaderSpec` accepts, else a usage error (exit 2). */
+/** An `--acquirer` value: an http(s) URL, else a usage error (before anything is written or sent). */
+function acquirerUrlOption(v: string): string {
+  let url: URL;
+  try {
+    url = new URL(v);
+  } catch {
+    throw new InvalidArgumentError(`not a URL: ${v} (e.g. http://127.0.0.1:8081)`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:')
+    throw new InvalidArgumentError(`not an http(s) URL: ${v} (e.g. http://127.0.0.1:8081)`);
+  return v;
+}
+
 function readerSpecOption(v: string): string {
   if (parseReaderSpec(v) === undefined) throw new InvalidArgumentError(`unknown reader spec ${v} (${READER_SPEC_FORMS})`);
   return v;
