@@ -107,6 +107,18 @@ function interruptible(say: (s: string) => void): { signal: AbortSignal; dispose
   return { signal: ac.signal, dispose: () => process.off('SIGINT', onSigint) };
 }
 
+/** Creates the --out directory before anything is sent to the card: one that cannot be made is exit 5, as reports that cannot be written. */
+function makeReportDir(out: string): void {
+  try {
+    mkdirSync(out, { recursive: true });
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const why =
+      code === 'ENOTDIR' || code === 'EEXIST' ? 'a file is in the way' : code === 'EACCES' ? 'permission denied' : (e as Error).message;
+    throw new Exit(ExitCode.REPORTS, `the reports could not be written to ${out}: ${why}`);
+  }
+}
+
 function writeAll(run: LabRun, out: string, say: (s: string) => void): boolean {
   try {
     const paths = writeReports(run, out);
@@ -199,7 +211,7 @@ async function runCommand(suiteArgs: string[], o: RunOpts): Promise<number> {
     throw e;
   }
   try {
-    mkdirSync(out, { recursive: true });
+    makeReportDir(out);
     const ctx = handle.context;
     say(`dt-lab ${TOOL_VERSION}: ${names.join(', ')} on "${ctx.readerName}" -> ${out}`);
     if (ctx.terminalMissing && names.some((n) => n === 'conformance' || PAYMENT_SUITES.includes(n)))
@@ -297,7 +309,7 @@ async function replayCommand(args: string[], o: ReplayOpts): Promise<number> {
   const strict = o.strict === true || (o.card !== undefined && o.loose !== true);
   const stop = interruptible(say);
   try {
-    mkdirSync(out, { recursive: true });
+    makeReportDir(out);
     say(`dt-lab replay: ${files.length} transcript(s) against ${target.name} (${strict ? 'strict' : 'loose ~ lines'}) -> ${out}`);
     let i = 0;
     const run = await replayAll(files, target, {
