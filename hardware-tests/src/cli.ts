@@ -93,6 +93,21 @@ function timestamp(): string {
   return new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
 }
 
+/** An http(s) URL option, else a usage error. */
+const httpUrl =
+  (name: string) =>
+  (v: string): string => {
+    let url: URL | undefined;
+    try {
+      url = new URL(v);
+    } catch {
+      // reported below
+    }
+    if (url?.protocol !== 'http:' && url?.protocol !== 'https:')
+      throw new InvalidArgumentError(`${name} must be an http(s) URL, e.g. http://127.0.0.1:8440`);
+    return v;
+  };
+
 /** Ctrl-C: the first ends the current case early where it waits (a card, a loop) and stops the run there; the second quits at once. */
 function interruptible(say: (s: string) => void): { signal: AbortSignal; dispose(): void } {
   const ac = new AbortController();
@@ -394,7 +409,11 @@ export function buildProgram(exit: (code: number) => void): Command {
       '--terminal <dir>',
       'dt-pos data directory: the lab terminal identity (dt-pos init); payments use journals of their own, never its journal',
     )
-    .option('--ledger <url>', 'ledger base URL: revocation list, and card SYNC between rounds (timing, endurance, conformance sync)')
+    .option(
+      '--ledger <url>',
+      'ledger base URL: revocation list, and card SYNC between rounds (timing, endurance, conformance sync)',
+      httpUrl('--ledger'),
+    )
     .option(
       '--card-control <socket>',
       'control socket of a simulated card (dt-card serve --control): card removal and fault injection for robustness',

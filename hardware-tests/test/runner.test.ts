@@ -229,6 +229,17 @@ test('dt-lab usage: --help tells the commands and exit codes; bad input exits 2 
   t.regex(replay.stderr, /exactly one of --reader <name> \(a live card\) or --card <state file>/);
 });
 
+test('dt-lab run --ledger: not an http(s) URL is a usage error (2); a ledger that cannot be reached is exit 3 at the start, without --terminal too', async (t) => {
+  const bad = await lab(['run', 'conformance', '--reader', 'x', '--ledger', 'notaurl']);
+  t.is(bad.code, 2, bad.stderr);
+  t.regex(bad.stderr, /--ledger must be an http\(s\) URL/);
+  const out = join(dir, 'unreachable-out');
+  const down = await lab(['run', 'conformance', '--reader', 'x', '--ledger', 'http://127.0.0.1:1', '--out', out]);
+  t.is(down.code, 3, down.stderr);
+  t.regex(down.stderr, /^dt-lab: cannot reach the ledger at http:\/\/127\.0\.0\.1:1: /);
+  t.false(existsSync(out), 'no report of a run that did not start');
+});
+
 test('TTY progress: one live status line rewritten in place, failures on their own line; --quiet shows failures only', (t) => {
   let text = '';
   const stream = Object.assign(
