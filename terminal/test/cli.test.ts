@@ -9,7 +9,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { openTty, SerialCardEndpoint } from '@dt/card-applet-sim';
+import { createDevPki, openTty, saveDevPki, SerialCardEndpoint } from '@dt/card-applet-sim';
 import { issueCertificate, openSigned, Role, toHex, CURRENCY_KZT } from '@dt/protocol';
 import { issueLedgerCert } from '@dt/ledger';
 import { formatAmount, parseAmount } from '../src/cli/main.ts';
@@ -370,7 +370,7 @@ test('report and receipt on a data directory that holds no terminal (a mistyped 
   t.false(existsSync(join(dir, 'no')), 'no directory or journal created');
 });
 
-test('--acquirer that is not an http(s) URL is a usage error (2) for init, sync and serve; a refused init writes nothing', async (t) => {
+test('--acquirer that is not an http(s) URL is a usage error (2) for init, sync and serve; a refused init writes nothing; an unreachable one is offline (3) and status tells the problem in words', async (t) => {
   const { dir, cleanup } = tempDir('dt-pos-cli-');
   t.teardown(cleanup);
   const T = join(dir, 'T');
@@ -383,4 +383,12 @@ test('--acquirer that is not an http(s) URL is a usage error (2) for init, sync 
     t.is(r.code, 2, r.stderr);
     t.regex(r.stderr, /not an http\(s\) URL: ftp:\/\/127\.0\.0\.1:1/);
   }
+  // An acquirer that is a URL but does not answer: offline (3), and status says so in words.
+  const pkiDir = join(dir, 'pki');
+  saveDevPki(pkiDir, createDevPki());
+  t.is((await dtPos(['-d', T, 'init', '--merchant-id', 's', '--mcc', '5411', '--name', 'S', '--dev', pkiDir])).code, 0);
+  t.is((await dtPos(['-d', T, 'sync', '--acquirer', 'http://127.0.0.1:1'])).code, 3);
+  const status = await dtPos(['-d', T, 'status']);
+  t.is(status.code, 0, status.stderr);
+  t.regex(status.stdout, /^Last successful sync: never; last problem: \d{4}-\d\d-\d\dT[\d:]+Z: outcomes NETWORK, crl NETWORK$/m);
 });

@@ -735,7 +735,7 @@ export function buildProgram(): Command {
             `Pending verification: ${formatAmount(pending.amount)} in ${pending.count} payment(s)${pending.since ? `, since ${iso(pending.since)}` : ''}`,
             `Revocation list: ${crl ? `v${crl.version}, issued ${iso(crl.issued)} (${Math.floor((t - crl.issued) / 3600)} h old), ${crl.count} revoked` : 'none (sync first)'}`,
             `Offline acceptance: ${data.offlineAcceptance}`,
-            `Last successful sync: ${lastOk ? iso(Number(lastOk)) : 'never'}${lastErr ? `; last problem: ${lastErr}` : ''}`,
+            `Last successful sync: ${lastOk ? iso(Number(lastOk)) : 'never'}${data.lastSyncError ? `; last problem: ${syncErrorText(data.lastSyncError)}` : ''}`,
             `Torn taps awaiting the card: ${torn.length}${data.openBatch ? `; batch ${data.openBatch} awaiting acknowledgement` : ''}`,
           ].join('\n'),
         );
@@ -972,6 +972,14 @@ function refusedByAcquirer(p: SyncProblem): boolean {
 }
 
 /** A `--reader` value: a reader spec the protocol's `parseReaderSpec` accepts, else a usage error (exit 2). */
+/** The journal's last sync problem (`{at, problems: [{step, code}]}`) for people: `2026-12-07T01:19:00Z: outcomes NETWORK, crl NETWORK`. */
+function syncErrorText(e: unknown): string {
+  const { at, problems } = e as { at?: unknown; problems?: unknown };
+  if (typeof at !== 'number' || !Array.isArray(problems)) return JSON.stringify(e);
+  const list = (problems as { step?: unknown; code?: unknown }[]).map((p) => `${String(p.step)} ${String(p.code)}`).join(', ');
+  return `${iso(at)}: ${list}`;
+}
+
 /** An `--acquirer` value: an http(s) URL, else a usage error (before anything is written or sent). */
 function acquirerUrlOption(v: string): string {
   let url: URL;
