@@ -788,7 +788,7 @@ export const conformance: LabSuite = {
           if (!sel.locked) c.skip('the card is not personalized');
           const before = await status(c, s);
           const r = await syncCard(s, ctx.ledgerUrl!, { signal: ctx.signal });
-          if (!r.ok) c.fail(`the ledger refused the sync: HTTP ${r.status} ${r.code}${r.message ? ` ${r.message}` : ''}`);
+          if (!r.ok) return c.fail(`the ledger refused the sync: HTTP ${r.status} ${r.code}${r.message ? ` ${r.message}` : ''}`);
           const after = await status(c, s);
           // A sync moves no value of its own; what the ledger's receipt adds (a pending bank load, a merchant's refund,
           // an orphan transfer voided back to the card, a revoked card redeemed) is the only change.
