@@ -306,7 +306,10 @@ async function replayCommand(args: string[], o: ReplayOpts): Promise<number> {
     else {
       const pcsc = new PcscReaders({ apduTimeoutMs: 10_000 });
       try {
-        const name = matchReader(await pcsc.waitForReaders(5000), o.reader!);
+        const names = await pcsc.waitForReaders(5000);
+        // As `run` says it: no readers because pcscd cannot be reached is exit 3, not a reader name that matches nothing.
+        if (names.length === 0 && pcsc.contextError) throw new LabUnreachableError(`no PC/SC readers: ${pcsc.contextError}`);
+        const name = matchReader(names, o.reader!);
         target = readerTarget(
           pcsc.reader(new RegExp(`^${name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`)),
           Math.round(o.cardTimeout * 1000),
