@@ -318,3 +318,22 @@ test('paths that name no usable file are usage errors (2) with a clear message: 
   t.is(show.code, 0, show.stderr);
   t.deepEqual(JSON.parse(show.stdout).personalized, [], 'every refusal left the card blank');
 });
+
+test('load refuses a card another PKI issued before LOAD BEGIN: exit 1, state file byte for byte unchanged, no sync left pending', async (t) => {
+  const dir = tempDir();
+  // Two development PKIs: the card is issued under the first, the load is signed by the second's ledger key.
+  t.is((await dtCard(['create', 'x.card'], dir)).code, 0);
+  const p = await dtCard(['personalize', 'x.card', '--pin', '1234', '--puk', '12345678', '--dev-pki', 'issuer-pki', '--load', '500'], dir);
+  t.is(p.code, 0, p.stderr);
+  t.is((await dtCard(['create', 'y.card'], dir)).code, 0);
+  t.is((await dtCard(['personalize', 'y.card', '--pin', '1234', '--puk', '12345678', '--dev-pki', 'other-pki'], dir)).code, 0);
+  const before = readFileSync(join(dir, 'x.card'));
+  const r = await dtCard(['load', 'x.card', '100', '--dev-pki', 'other-pki'], dir);
+  t.is(r.code, 1, r.stderr);
+  t.regex(r.stderr, /the card was not issued by this development PKI/);
+  t.deepEqual(readFileSync(join(dir, 'x.card')), before);
+  const show = JSON.parse((await dtCard(['show', 'x.card', '--json'], dir)).stdout) as { syncPending: boolean; balance: number };
+  t.false(show.syncPending);
+  t.is(show.balance, 500);
+  t.is((await dtCard(['load', 'x.card', '100', '--dev-pki', 'issuer-pki'], dir)).code, 0, 'its own dev PKI still loads it');
+});
