@@ -392,3 +392,21 @@ test('--acquirer that is not an http(s) URL is a usage error (2) for init, sync 
   t.is(status.code, 0, status.stderr);
   t.regex(status.stdout, /^Last successful sync: never; last problem: \d{4}-\d\d-\d\dT[\d:]+Z: outcomes NETWORK, crl NETWORK$/m);
 });
+
+test('init --merchant-id / --name empty or over 64 bytes: a usage error (2) before the key is made; the directory is not created', async (t) => {
+  const { dir, cleanup } = tempDir('dt-pos-cli-');
+  t.teardown(cleanup);
+  const T = join(dir, 'T');
+  for (const [id, name, message] of [
+    ['', 'Shop', /--merchant-id must be 1 to 64 bytes of text \(got 0\)/],
+    ['shop-1', 'x'.repeat(65), /--name must be 1 to 64 bytes of text \(got 65\)/],
+    ['shop-1', 'ж'.repeat(33), /--name must be 1 to 64 bytes of text \(got 66\)/],
+  ] as const) {
+    const r = await dtPos(['-d', T, 'init', '--merchant-id', id, '--mcc', '5411', '--name', name]);
+    t.is(r.code, 2, r.stderr);
+    t.regex(r.stderr, message);
+    t.false(existsSync(T), 'nothing written');
+  }
+  const ok = await dtPos(['-d', T, 'init', '--merchant-id', 'shop-1', '--mcc', '5411', '--name', 'ж'.repeat(32)]);
+  t.is(ok.code, 0, ok.stderr);
+});

@@ -338,9 +338,9 @@ export function buildProgram(): Command {
   program
     .command('init')
     .description('create the terminal key and a certificate request for the acquiring bank; with --dev, certify it with a local dev PKI')
-    .requiredOption('--merchant-id <id>', 'merchant id the acquiring bank registered')
+    .requiredOption('--merchant-id <id>', 'merchant id the acquiring bank registered (1-64 bytes)', textOption('--merchant-id', 64))
     .requiredOption('--mcc <code>', 'merchant category code (ISO 18245), 0..9999', intOption('--mcc', 0, 9999))
-    .requiredOption('--name <name>', 'merchant name printed on receipts')
+    .requiredOption('--name <name>', 'merchant name printed on receipts (1-64 bytes)', textOption('--name', 64))
     .option('--acquirer <url>', 'acquirer base URL for sync, e.g. http://127.0.0.1:8081', acquirerUrlOption)
     .option('--reader <spec>', 'default reader: pcsc, pcsc:<name>, serial:<path>, hid:<path>', readerSpecOption, 'pcsc')
     .option(
@@ -978,6 +978,15 @@ function syncErrorText(e: unknown): string {
   if (typeof at !== 'number' || !Array.isArray(problems)) return JSON.stringify(e);
   const list = (problems as { step?: unknown; code?: unknown }[]).map((p) => `${String(p.step)} ${String(p.code)}`).join(', ');
   return `${iso(at)}: ${list}`;
+}
+
+/** A text option the certificate request carries: 1 to `max` bytes of UTF-8 (the protocol's `text(max)`), else a usage error. */
+function textOption(name: string, max: number): (v: string) => string {
+  return (v) => {
+    const n = Buffer.byteLength(v, 'utf8');
+    if (n === 0 || n > max) throw new InvalidArgumentError(`${name} must be 1 to ${max} bytes of text (got ${n})`);
+    return v;
+  };
 }
 
 /** An `--acquirer` value: an http(s) URL, else a usage error (before anything is written or sent). */
