@@ -108,6 +108,13 @@ const byte =
     return Number.parseInt(m[1]!, 16);
   };
 
+/** `--subject`: the certificate's `sub`, 1 to 64 bytes of UTF-8 (checked before the card is touched). */
+const subjectText = (v: string): string => {
+  const n = Buffer.byteLength(v, 'utf8');
+  if (n === 0 || n > 64) throw new InvalidArgumentError(`--subject must be 1 to 64 bytes of text (got ${n})`);
+  return v;
+};
+
 const amountList = (v: string, prev: number[] = []): number[] => [...prev, ...v.split(',').map((s) => int('amount', 1)(s.trim()))];
 
 interface Output {
@@ -555,7 +562,7 @@ export function buildProgram(): Command {
     .option('--ledger-cert <file>', 'ledger certificate the card pins')
     .requiredOption('--pin <digits>', 'initial PIN (4..12 digits)')
     .requiredOption('--puk <digits>', 'unblock code (8..16 digits)')
-    .option('--subject <text>', 'card certificate subject', 'card')
+    .option('--subject <text>', 'card certificate subject (1-64 bytes)', subjectText, 'card')
     .option('--per-payment <tiyn>', 'limit per offline payment', int('--per-payment'), 50_000_00)
     .option('--offline-total <tiyn>', 'limit of offline value since the last sync', int('--offline-total'), 100_000_00)
     .option(

@@ -271,7 +271,7 @@ test('serve --exit-with-parent: a simulator whose parent was killed (no SIGTERM)
   t.regex(log, /"event":"stopped"/);
 });
 
-test('personalize --offline-count above the protocol maximum (64) is a usage error (2) refused before the card is touched', async (t) => {
+test('personalize --offline-count above the protocol maximum (64), or a --subject empty or over 64 bytes, is a usage error (2) refused before the card is touched', async (t) => {
   const dir = tempDir();
   t.is((await dtCard(['create', 'x.card'], dir)).code, 0);
   const before = readFileSync(join(dir, 'x.card'));
@@ -279,6 +279,15 @@ test('personalize --offline-count above the protocol maximum (64) is a usage err
   t.is(r.code, 2, r.stderr);
   t.regex(r.stderr, /--offline-count must be an integer 1\.\.64/);
   t.deepEqual(readFileSync(join(dir, 'x.card')), before, 'no key generated on the card');
+  for (const [subject, n] of [
+    ['', 0],
+    ['x'.repeat(65), 65],
+  ] as const) {
+    const s = await dtCard(['personalize', 'x.card', '--pin', '1234', '--puk', '12345678', '--subject', subject], dir);
+    t.is(s.code, 2, s.stderr);
+    t.regex(s.stderr, new RegExp(`--subject must be 1 to 64 bytes of text \\(got ${n}\\)`));
+    t.deepEqual(readFileSync(join(dir, 'x.card')), before, 'no key generated on the card');
+  }
   t.false(existsSync(join(dir, 'dev-pki')), 'no development PKI created for it');
 });
 
