@@ -395,6 +395,8 @@ async function serve(file: string, o: Record<string, unknown>, opts: Output): Pr
   if ((o.vpcd ? 1 : 0) + (o.serial ? 1 : 0) !== 1) throw new UsageError('serve needs exactly one of --vpcd or --serial <path>');
   if (o.control !== undefined && !o.vpcd)
     throw new UsageError('--control needs --vpcd (it takes the card out of the vpcd reader and puts it back)');
+  if (o.vpcd && (o.port as number) + (o.slot as number) > 65535)
+    throw new UsageError(`--port ${o.port as number} + --slot ${o.slot as number} is not a TCP port (at most 65535)`);
   if (o.control !== undefined && !isDirectory(dirname(resolve(o.control as string))))
     throw new UsageError(`--control ${o.control as string}: no such directory for the socket`);
   const storage = FileStorage.open(file);
@@ -682,9 +684,9 @@ export function buildProgram(): Command {
       )
       .argument('<file>', 'card state file')
       .option('--vpcd', 'connect to pcscd\'s vpcd driver (the card appears in reader "Virtual PCD 00 <slot>")')
-      .option('--slot <n>', 'vpcd reader slot: port = --port + n', int('--slot'), 0)
+      .option('--slot <n>', 'vpcd reader slot 0..15: port = --port + n', int('--slot', 0, 15), 0)
       .option('--host <host>', 'vpcd host', '127.0.0.1')
-      .option('--port <port>', 'vpcd port of slot 0', int('--port', 1), VPCD_DEFAULT_PORT)
+      .option('--port <port>', 'vpcd port of slot 0', int('--port', 1, 65535), VPCD_DEFAULT_PORT)
       .option('--serial <path>', 'serial device or pty to serve on, e.g. one end of a socat pty pair')
       .option(
         '--control <socket>',

@@ -291,7 +291,7 @@ test('personalize --offline-count above the protocol maximum (64), or a --subjec
   t.false(existsSync(join(dir, 'dev-pki')), 'no development PKI created for it');
 });
 
-test('paths that name no usable file are usage errors (2) with a clear message: create in a missing directory, show of a directory, an unusable --dev-pki, a --serial that is no tty, a --control socket in a missing directory', async (t) => {
+test('paths that name no usable file are usage errors (2) with a clear message: create in a missing directory, show of a directory, an unusable --dev-pki, a --serial that is no tty, a --control socket in a missing directory, a vpcd slot or port out of range', async (t) => {
   const dir = tempDir();
   t.is((await dtCard(['create', 'x.card'], dir)).code, 0);
   const noDir = await dtCard(['create', 'no/such/x.card'], dir);
@@ -322,6 +322,12 @@ test('paths that name no usable file are usage errors (2) with a clear message: 
   const noSockDir = await dtCard(['serve', 'x.card', '--vpcd', '--control', 'no/such/x.sock'], dir);
   t.is(noSockDir.code, 2, noSockDir.stderr);
   t.regex(noSockDir.stderr, /--control no\/such\/x\.sock: no such directory for the socket/);
+  const slot = await dtCard(['serve', 'x.card', '--vpcd', '--slot', '16'], dir);
+  t.is(slot.code, 2, slot.stderr);
+  t.regex(slot.stderr, /--slot must be an integer 0\.\.15/);
+  const port = await dtCard(['serve', 'x.card', '--vpcd', '--port', '65535', '--slot', '1'], dir);
+  t.is(port.code, 2, port.stderr);
+  t.regex(port.stderr, /--port 65535 \+ --slot 1 is not a TCP port \(at most 65535\)/);
   t.false(existsSync(join(dir, 'x.card.lock')), 'the refused serves released the card');
   const show = await dtCard(['show', 'x.card', '--json'], dir);
   t.is(show.code, 0, show.stderr);
