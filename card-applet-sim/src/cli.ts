@@ -9,14 +9,15 @@
  * @module
  */
 
-import { existsSync, readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { MemoryStorage } from '@dt/firmware';
 import type { Storage } from '@dt/firmware';
 import {
   CARD_TIME_AHEAD,
   CardStatusError,
+  LIMITS,
   Personalized,
   describeSw,
   formatTenge,
@@ -90,11 +91,12 @@ class InUseError extends Error {}
 export const CLONE_WARNING = 'ATTACK TOOL: a clone double-spends and gets the card revoked';
 
 const int =
-  (name: string, min = 0) =>
+  (name: string, min = 0, max = Number.MAX_SAFE_INTEGER) =>
   (v: string): number => {
     if (!/^[0-9]+$/.test(v)) throw new InvalidArgumentError(`${name} must be an integer`);
     const n = Number(v);
     if (!Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}`);
+    if (n > max) throw new InvalidArgumentError(`${name} must be an integer ${min}..${max}`);
     return n;
   };
 
@@ -105,6 +107,13 @@ const byte =
     if (!m) throw new InvalidArgumentError(`${name} must be a byte in hex, e.g. 30`);
     return Number.parseInt(m[1]!, 16);
   };
+
+/** `--subject`: the certificate's `sub`, 1 to 64 bytes of UTF-8 (checked before the card is touched). */
+const subjectText = (v: string): string => {
+  const n = Buffer.byteLength(v, 'utf8');
+  if (n === 0 || n > 64) throw new InvalidArgumentError(`--subject must be 1 to 64 bytes of text (got ${n})`);
+  return v;
+};
 
 const amountList = (v: string, prev: number[] = []): number[] => [...prev, ...v.split(',').map((s) => int('amount', 1)(s.trim()))];
 
@@ -297,9 +306,49 @@ function issuingBankFrom(o: Record<string, unknown>): { bank: IssuingBank; dev?:
     return { bank: { signer, cert, root: readCertFile(o.root as string), ledgerCert: readCertFile(o.ledgerCert as string) } };
   }
   const dir = (o.devPki as string | undefined) ?? 'dev-pki';
-  const { pki, created } = loadOrCreateDevPki(dir);
+  const { pki, created } = devPkiArg(dir, () => loadOrCreateDevPki(dir));
   if (created) process.stderr.write(`dt-card: created a development PKI in ${resolve(dir)} (dev keys: never use in production)\n`);
   return { bank: devIssuingBank(pki), dev: dir };
+}
+
+/** Reads (or creates) the development PKI of `--dev-pki dir`; one that cannot be read or made is a usage error. */
+function devPkiArg<T>(dir: string, f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const why =
+      code === 'ENOENT'
+        ? 'no dev-pki.json'
+        : code === 'EEXIST' || code === 'ENOTDIR'
+          ? 'not a directory'
+          : code !== undefined
+            ? `cannot be read or created: ${code}`
+            : (e as Error).message;
+    throw new UsageError(`--dev-pki ${dir}: not a usable development PKI (${why})`);
+  }
+}
+
+/** Creates a state file named on the command line; a directory that does not exist or cannot be written is a usage error. */
+function createStateFile(...args: Parameters<typeof FileStorage.create>): FileStorage {
+  try {
+    return FileStorage.create(...args);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EACCES' || code === 'EROFS')
+      throw new UsageError(
+        `cannot create ${args[0]}: ${code === 'ENOENT' || code === 'ENOTDIR' ? 'no such directory' : 'permission denied'}`,
+      );
+    throw e;
+  }
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
 }
 
 /** Opens the card file for a command that changes it, runs `f`, and releases the lock. */
@@ -346,6 +395,10 @@ async function serve(file: string, o: Record<string, unknown>, opts: Output): Pr
   if ((o.vpcd ? 1 : 0) + (o.serial ? 1 : 0) !== 1) throw new UsageError('serve needs exactly one of --vpcd or --serial <path>');
   if (o.control !== undefined && !o.vpcd)
     throw new UsageError('--control needs --vpcd (it takes the card out of the vpcd reader and puts it back)');
+  if (o.vpcd && (o.port as number) + (o.slot as number) > 65535)
+    throw new UsageError(`--port ${o.port as number} + --slot ${o.slot as number} is not a TCP port (at most 65535)`);
+  if (o.control !== undefined && !isDirectory(dirname(resolve(o.control as string))))
+    throw new UsageError(`--control ${o.control as string}: no such directory for the socket`);
   const storage = FileStorage.open(file);
   const card = new SimulatedCard({ storage, faults: faultPlan(o) });
   const log = (event: string, fields: Record<string, unknown> = {}): void => {
@@ -419,7 +472,22 @@ async function serve(file: string, o: Record<string, unknown>, opts: Output): Pr
     };
   } else {
     const path = o.serial as string;
-    const link = openTty(path);
+    let link;
+    try {
+      link = openTty(path);
+    } catch (e) {
+      storage.close();
+      const code = (e as NodeJS.ErrnoException).code;
+      const why: Record<string, string> = {
+        ENOENT: 'no such device',
+        ENOTDIR: 'no such device',
+        EACCES: 'permission denied',
+        EISDIR: 'is a directory',
+        ERR_TTY_INIT_FAILED: 'not a terminal device (a tty, or one end of a socat pty pair)',
+      };
+      if (code !== undefined && why[code] !== undefined) throw new UsageError(`--serial ${path}: ${why[code]}`);
+      throw e;
+    }
     const endpoint = new SerialCardEndpoint(card, link, {
       onApdu: (c, r) => log('apdu', apduFields(c, r)),
       onFrameError: (e) => log('frame-error', { code: e.code }),
@@ -475,7 +543,7 @@ export function buildProgram(): Command {
     .option('--label <label>', 'a name for the card, shown by `show`')
     .option('--json', 'machine-readable output')
     .action((file: string, o: { label?: string; json?: boolean }) => {
-      const storage = FileStorage.create(file, o.label !== undefined ? { label: o.label } : {});
+      const storage = createStateFile(file, o.label !== undefined ? { label: o.label } : {});
       storage.close();
       print({ json: !!o.json }, `created blank card ${resolve(file)}`, { file: resolve(file), label: storage.meta.label });
     });
@@ -496,10 +564,15 @@ export function buildProgram(): Command {
     .option('--ledger-cert <file>', 'ledger certificate the card pins')
     .requiredOption('--pin <digits>', 'initial PIN (4..12 digits)')
     .requiredOption('--puk <digits>', 'unblock code (8..16 digits)')
-    .option('--subject <text>', 'card certificate subject', 'card')
+    .option('--subject <text>', 'card certificate subject (1-64 bytes)', subjectText, 'card')
     .option('--per-payment <tiyn>', 'limit per offline payment', int('--per-payment'), 50_000_00)
     .option('--offline-total <tiyn>', 'limit of offline value since the last sync', int('--offline-total'), 100_000_00)
-    .option('--offline-count <n>', 'limit of offline payments since the last sync (1..64)', int('--offline-count', 1), 10)
+    .option(
+      '--offline-count <n>',
+      `limit of offline payments since the last sync (1..${LIMITS.maxHistory})`,
+      int('--offline-count', 1, LIMITS.maxHistory),
+      10,
+    )
     .option('--cvm-limit <tiyn>', 'payments above this amount need the PIN', int('--cvm-limit'), 10_000_00)
     .option('--confirm', 'hardware wallet: ask the holder on the device before each payment')
     .option('--load <amounts>', 'dev PKI only: load these amounts (comma separated, one token each) after personalizing', amountList)
@@ -553,14 +626,7 @@ export function buildProgram(): Command {
     .option('--dev-pki <dir>', 'development PKI directory', 'dev-pki')
     .option('--json', 'machine-readable output')
     .action(async (file: string, amounts: number[], o: { devPki: string; json?: boolean }) => {
-      let pki;
-      try {
-        pki = loadDevPki(o.devPki);
-      } catch (e) {
-        throw new UsageError(
-          `--dev-pki ${o.devPki}: not a usable development PKI (${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no dev-pki.json' : (e as Error).message})`,
-        );
-      }
+      const pki = devPkiArg(o.devPki, () => loadDevPki(o.devPki));
       const r = await withCard(file, (t) => devLoad(t, pki, amounts));
       print(
         { json: !!o.json },
@@ -591,7 +657,7 @@ export function buildProgram(): Command {
     .action((source: string, target: string, o: { json?: boolean }) => {
       process.stderr.write(`${CLONE_WARNING}\n`);
       const state = readStateFile(source);
-      const copy = FileStorage.create(
+      const copy = createStateFile(
         target,
         { label: `${state.meta.label} (clone)`, created: new Date().toISOString(), clonedFrom: resolve(source) },
         { lock: true },
@@ -618,9 +684,9 @@ export function buildProgram(): Command {
       )
       .argument('<file>', 'card state file')
       .option('--vpcd', 'connect to pcscd\'s vpcd driver (the card appears in reader "Virtual PCD 00 <slot>")')
-      .option('--slot <n>', 'vpcd reader slot: port = --port + n', int('--slot'), 0)
+      .option('--slot <n>', 'vpcd reader slot 0..15: port = --port + n', int('--slot', 0, 15), 0)
       .option('--host <host>', 'vpcd host', '127.0.0.1')
-      .option('--port <port>', 'vpcd port of slot 0', int('--port', 1), VPCD_DEFAULT_PORT)
+      .option('--port <port>', 'vpcd port of slot 0', int('--port', 1, 65535), VPCD_DEFAULT_PORT)
       .option('--serial <path>', 'serial device or pty to serve on, e.g. one end of a socat pty pair')
       .option(
         '--control <socket>',

@@ -12,7 +12,9 @@
 import {
   CURRENCY_KZT,
   Role,
+  bytesEqual,
   generateKey,
+  getCertificates,
   getStatus,
   issueCertificate,
   lockPersonalization,
@@ -170,6 +172,13 @@ export async function devLoad(
   if (status.offlineCount > 0) {
     throw new DevLoadRefusedError(
       'devLoad: the card has offline payments since its last sync; a dev load would drop them (sync it with a real ledger: dt-wallet sync)',
+    );
+  }
+  // A card of another PKI would refuse the dev ledger's receipt at LOAD COMPLETE (6A80) and be left sync-pending
+  // (refusing PAY): refuse it before LOAD BEGIN. The dev PKI has one bank; the card's chain names its issuing bank.
+  if (status.locked && !(await getCertificates(t)).some((c) => bytesEqual(c, pki.bank.cert))) {
+    throw new DevLoadRefusedError(
+      'devLoad: the card was not issued by this development PKI (its bank certificate is not the dev bank): it would refuse the dev ledger receipt; load it through its own ledger (dt-bank load-order, dt-wallet load)',
     );
   }
   // A sync pending without offline payments (a load or sync whose completion was lost, a power cut) is

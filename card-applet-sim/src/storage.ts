@@ -228,8 +228,12 @@ export function readStateFile(path: string): { slots: Map<number, Uint8Array>; m
   try {
     raw = readFileSync(path);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT')
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR')
       throw new StateFileError('STATE_MISSING', `no state file at ${path} (create one with: dt-card create ${path})`);
+    // A path that names no readable file (a directory, no permission) is, to its reader, no state file either.
+    if (code === 'EISDIR') throw new StateFileError('STATE_MISSING', `no state file at ${path}: it is a directory`);
+    if (code === 'EACCES') throw new StateFileError('STATE_MISSING', `state file ${path} cannot be read: permission denied`);
     throw e;
   }
   if (raw.length > MAX_STATE_FILE) throw new StateFileError('STATE_INVALID', `state file ${path} is larger than ${MAX_STATE_FILE} bytes`);

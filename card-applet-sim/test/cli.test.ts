@@ -270,3 +270,85 @@ test('serve --exit-with-parent: a simulator whose parent was killed (no SIGTERM)
   t.regex(log, /"event":"parent-exited"/);
   t.regex(log, /"event":"stopped"/);
 });
+
+test('personalize --offline-count above the protocol maximum (64), or a --subject empty or over 64 bytes, is a usage error (2) refused before the card is touched', async (t) => {
+  const dir = tempDir();
+  t.is((await dtCard(['create', 'x.card'], dir)).code, 0);
+  const before = readFileSync(join(dir, 'x.card'));
+  const r = await dtCard(['personalize', 'x.card', '--pin', '1234', '--puk', '12345678', '--offline-count', '65'], dir);
+  t.is(r.code, 2, r.stderr);
+  t.regex(r.stderr, /--offline-count must be an integer 1\.\.64/);
+  t.deepEqual(readFileSync(join(dir, 'x.card')), before, 'no key generated on the card');
+  for (const [subject, n] of [
+    ['', 0],
+    ['x'.repeat(65), 65],
+  ] as const) {
+    const s = await dtCard(['personalize', 'x.card', '--pin', '1234', '--puk', '12345678', '--subject', subject], dir);
+    t.is(s.code, 2, s.stderr);
+    t.regex(s.stderr, new RegExp(`--subject must be 1 to 64 bytes of text \\(got ${n}\\)`));
+    t.deepEqual(readFileSync(join(dir, 'x.card')), before, 'no key generated on the card');
+  }
+  t.false(existsSync(join(dir, 'dev-pki')), 'no development PKI created for it');
+});
+
+test('paths that name no usable file are usage errors (2) with a clear message: create in a missing directory, show of a directory, an unusable --dev-pki, a --serial that is no tty, a --control socket in a missing directory, a vpcd slot or port out of range', async (t) => {
+  const dir = tempDir();
+  t.is((await dtCard(['create', 'x.card'], dir)).code, 0);
+  const noDir = await dtCard(['create', 'no/such/x.card'], dir);
+  t.is(noDir.code, 2, noDir.stderr);
+  t.regex(noDir.stderr, /^dt-card: cannot create no\/such\/x\.card: no such directory\n$/);
+  const cloneNoDir = await dtCard(['clone', 'x.card', 'no/such/y.card'], dir);
+  t.is(cloneNoDir.code, 2, cloneNoDir.stderr);
+  t.regex(cloneNoDir.stderr, /cannot create no\/such\/y\.card: no such directory/);
+  mkdirSync(join(dir, 'adir'));
+  const showDir = await dtCard(['show', 'adir'], dir);
+  t.is(showDir.code, 2, showDir.stderr);
+  t.regex(showDir.stderr, /^dt-card: no state file at adir: it is a directory\n$/);
+  writeFileSync(join(dir, 'plain'), 'not a directory');
+  const pkiFile = await dtCard(['personalize', 'x.card', '--pin', '1234', '--puk', '12345678', '--dev-pki', 'plain'], dir);
+  t.is(pkiFile.code, 2, pkiFile.stderr);
+  t.regex(pkiFile.stderr, /--dev-pki plain: not a usable development PKI \(not a directory\)/);
+  mkdirSync(join(dir, 'badpki'));
+  writeFileSync(join(dir, 'badpki', 'dev-pki.json'), 'junk');
+  const pkiJunk = await dtCard(['personalize', 'x.card', '--pin', '1234', '--puk', '12345678', '--dev-pki', 'badpki'], dir);
+  t.is(pkiJunk.code, 2, pkiJunk.stderr);
+  t.regex(pkiJunk.stderr, /--dev-pki badpki: not a usable development PKI/);
+  const noTty = await dtCard(['serve', 'x.card', '--serial', 'no/such/tty'], dir);
+  t.is(noTty.code, 2, noTty.stderr);
+  t.regex(noTty.stderr, /--serial no\/such\/tty: no such device/);
+  const plainTty = await dtCard(['serve', 'x.card', '--serial', 'plain'], dir);
+  t.is(plainTty.code, 2, plainTty.stderr);
+  t.regex(plainTty.stderr, /--serial plain: not a terminal device/);
+  const noSockDir = await dtCard(['serve', 'x.card', '--vpcd', '--control', 'no/such/x.sock'], dir);
+  t.is(noSockDir.code, 2, noSockDir.stderr);
+  t.regex(noSockDir.stderr, /--control no\/such\/x\.sock: no such directory for the socket/);
+  const slot = await dtCard(['serve', 'x.card', '--vpcd', '--slot', '16'], dir);
+  t.is(slot.code, 2, slot.stderr);
+  t.regex(slot.stderr, /--slot must be an integer 0\.\.15/);
+  const port = await dtCard(['serve', 'x.card', '--vpcd', '--port', '65535', '--slot', '1'], dir);
+  t.is(port.code, 2, port.stderr);
+  t.regex(port.stderr, /--port 65535 \+ --slot 1 is not a TCP port \(at most 65535\)/);
+  t.false(existsSync(join(dir, 'x.card.lock')), 'the refused serves released the card');
+  const show = await dtCard(['show', 'x.card', '--json'], dir);
+  t.is(show.code, 0, show.stderr);
+  t.deepEqual(JSON.parse(show.stdout).personalized, [], 'every refusal left the card blank');
+});
+
+test('load refuses a card another PKI issued before LOAD BEGIN: exit 1, state file byte for byte unchanged, no sync left pending', async (t) => {
+  const dir = tempDir();
+  // Two development PKIs: the card is issued under the first, the load is signed by the second's ledger key.
+  t.is((await dtCard(['create', 'x.card'], dir)).code, 0);
+  const p = await dtCard(['personalize', 'x.card', '--pin', '1234', '--puk', '12345678', '--dev-pki', 'issuer-pki', '--load', '500'], dir);
+  t.is(p.code, 0, p.stderr);
+  t.is((await dtCard(['create', 'y.card'], dir)).code, 0);
+  t.is((await dtCard(['personalize', 'y.card', '--pin', '1234', '--puk', '12345678', '--dev-pki', 'other-pki'], dir)).code, 0);
+  const before = readFileSync(join(dir, 'x.card'));
+  const r = await dtCard(['load', 'x.card', '100', '--dev-pki', 'other-pki'], dir);
+  t.is(r.code, 1, r.stderr);
+  t.regex(r.stderr, /the card was not issued by this development PKI/);
+  t.deepEqual(readFileSync(join(dir, 'x.card')), before);
+  const show = JSON.parse((await dtCard(['show', 'x.card', '--json'], dir)).stdout) as { syncPending: boolean; balance: number };
+  t.false(show.syncPending);
+  t.is(show.balance, 500);
+  t.is((await dtCard(['load', 'x.card', '100', '--dev-pki', 'issuer-pki'], dir)).code, 0, 'its own dev PKI still loads it');
+});

@@ -93,6 +93,21 @@ function timestamp(): string {
   return new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
 }
 
+/** An http(s) URL option, else a usage error. */
+const httpUrl =
+  (name: string) =>
+  (v: string): string => {
+    let url: URL | undefined;
+    try {
+      url = new URL(v);
+    } catch {
+      // reported below
+    }
+    if (url?.protocol !== 'http:' && url?.protocol !== 'https:')
+      throw new InvalidArgumentError(`${name} must be an http(s) URL, e.g. http://127.0.0.1:8440`);
+    return v;
+  };
+
 /** Ctrl-C: the first ends the current case early where it waits (a card, a loop) and stops the run there; the second quits at once. */
 function interruptible(say: (s: string) => void): { signal: AbortSignal; dispose(): void } {
   const ac = new AbortController();
@@ -105,6 +120,18 @@ function interruptible(say: (s: string) => void): { signal: AbortSignal; dispose
   };
   process.on('SIGINT', onSigint);
   return { signal: ac.signal, dispose: () => process.off('SIGINT', onSigint) };
+}
+
+/** Creates the --out directory before anything is sent to the card: one that cannot be made is exit 5, as reports that cannot be written. */
+function makeReportDir(out: string): void {
+  try {
+    mkdirSync(out, { recursive: true });
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const why =
+      code === 'ENOTDIR' || code === 'EEXIST' ? 'a file is in the way' : code === 'EACCES' ? 'permission denied' : (e as Error).message;
+    throw new Exit(ExitCode.REPORTS, `the reports could not be written to ${out}: ${why}`);
+  }
 }
 
 function writeAll(run: LabRun, out: string, say: (s: string) => void): boolean {
@@ -199,7 +226,7 @@ async function runCommand(suiteArgs: string[], o: RunOpts): Promise<number> {
     throw e;
   }
   try {
-    mkdirSync(out, { recursive: true });
+    makeReportDir(out);
     const ctx = handle.context;
     say(`dt-lab ${TOOL_VERSION}: ${names.join(', ')} on "${ctx.readerName}" -> ${out}`);
     if (ctx.terminalMissing && names.some((n) => n === 'conformance' || PAYMENT_SUITES.includes(n)))
@@ -279,7 +306,10 @@ async function replayCommand(args: string[], o: ReplayOpts): Promise<number> {
     else {
       const pcsc = new PcscReaders({ apduTimeoutMs: 10_000 });
       try {
-        const name = matchReader(await pcsc.waitForReaders(5000), o.reader!);
+        const names = await pcsc.waitForReaders(5000);
+        // As `run` says it: no readers because pcscd cannot be reached is exit 3, not a reader name that matches nothing.
+        if (names.length === 0 && pcsc.contextError) throw new LabUnreachableError(`no PC/SC readers: ${pcsc.contextError}`);
+        const name = matchReader(names, o.reader!);
         target = readerTarget(
           pcsc.reader(new RegExp(`^${name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`)),
           Math.round(o.cardTimeout * 1000),
@@ -297,7 +327,7 @@ async function replayCommand(args: string[], o: ReplayOpts): Promise<number> {
   const strict = o.strict === true || (o.card !== undefined && o.loose !== true);
   const stop = interruptible(say);
   try {
-    mkdirSync(out, { recursive: true });
+    makeReportDir(out);
     say(`dt-lab replay: ${files.length} transcript(s) against ${target.name} (${strict ? 'strict' : 'loose ~ lines'}) -> ${out}`);
     let i = 0;
     const run = await replayAll(files, target, {
@@ -382,7 +412,11 @@ export function buildProgram(exit: (code: number) => void): Command {
       '--terminal <dir>',
       'dt-pos data directory: the lab terminal identity (dt-pos init); payments use journals of their own, never its journal',
     )
-    .option('--ledger <url>', 'ledger base URL: revocation list, and card SYNC between rounds (timing, endurance, conformance sync)')
+    .option(
+      '--ledger <url>',
+      'ledger base URL: revocation list, and card SYNC between rounds (timing, endurance, conformance sync)',
+      httpUrl('--ledger'),
+    )
     .option(
       '--card-control <socket>',
       'control socket of a simulated card (dt-card serve --control): card removal and fault injection for robustness',

@@ -269,6 +269,8 @@ export async function createLabContext(o: ContextOptions): Promise<LabContextHan
       }
     } else {
       terminalMissing = 'no lab terminal: give --terminal <dt-pos data dir> (see dt-pos init)';
+      // A --ledger that cannot be reached is said at the start (exit 3), as with a terminal, not as a sync case's error.
+      if (o.ledgerUrl) await fetchCrl(o.ledgerUrl, o.signal);
     }
 
     const control = o.cardControl ? await openControl(o.cardControl) : undefined;

@@ -227,6 +227,7 @@ class NotInField extends Error {
  */
 export function stateFileTarget(stateFile: string): ReplayTarget {
   if (!existsSync(stateFile)) throw new Error(`state file ${stateFile}: no such file`);
+  if (!statSync(stateFile).isFile()) throw new Error(`state file ${stateFile}: not a file`);
   const dir = mkdtempSync(join(tmpdir(), 'dt-lab-replay-'));
   const copy = join(dir, basename(stateFile));
   let storage: FileStorage;

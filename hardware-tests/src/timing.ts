@@ -181,7 +181,7 @@ export async function timeTaps(opts: TimeTapsOptions): Promise<TimeTapsResult> {
 
   while (approved < taps) {
     if (signal?.aborted) {
-      stoppedEarly = 'cancelled';
+      stoppedEarly = `interrupted (Ctrl-C) after ${approved} approved taps`;
       break;
     }
     trace = { apdus: [] };
@@ -232,7 +232,10 @@ export async function timeTaps(opts: TimeTapsOptions): Promise<TimeTapsResult> {
       opts.onSync?.(syncs);
       continue;
     }
-    stoppedEarly = `tap ${i} ended ${describeOutcome(outcome)} after ${approved} approved taps`;
+    // A tap the signal cut short (Ctrl-C) is the interruption, not the card's outcome.
+    stoppedEarly = signal?.aborted
+      ? `interrupted (Ctrl-C) after ${approved} approved taps`
+      : `tap ${i} ended ${describeOutcome(outcome)} after ${approved} approved taps`;
     break;
   }
   const phases = Object.fromEntries(PHASES.map((p) => [p, phaseStats(samples[p])])) as Record<Phase, PhaseStats>;

@@ -325,3 +325,29 @@ test('dt-lab replay refuses what it cannot replay before it starts: a missing tr
     );
   }
 });
+
+test('dt-lab replay: a --card that is a directory is refused (2, "not a file"); an --out that cannot be made is exit 5 before anything is replayed, with no copy left', async (t) => {
+  const work = mkdtempSync(join(dir, 'replay-out-'));
+  const tmp = join(work, 'tmp');
+  mkdirSync(tmp);
+  const env = { ...process.env, TMPDIR: tmp };
+  const apdu = join(work, 'select.apdu');
+  writeFileSync(apdu, '=> 00a4040000\n');
+  const card = join(work, 'blank.card');
+  t.is((await run(DT_CARD, ['create', card], env, 60_000)).code, 0);
+  const isDir = await run(DT_LAB, ['replay', apdu, '--card', work, '--out', join(work, 'out')], env, 60_000);
+  t.is(isDir.code, 2, isDir.stderr);
+  t.regex(isDir.stderr, /state file .*replay-out-\w+: not a file/);
+  const blocker = join(work, 'blocker');
+  writeFileSync(blocker, 'a file');
+  for (const out of [blocker, join(blocker, 'sub')]) {
+    const r = await run(DT_LAB, ['replay', apdu, '--card', card, '--out', out], env, 60_000);
+    t.is(r.code, 5, r.stderr);
+    t.regex(r.stderr, /^dt-lab: the reports could not be written to .*blocker(\/sub)?: a file is in the way\n$/);
+  }
+  t.deepEqual(
+    readdirSync(tmp).filter((f) => f.startsWith('dt-lab-replay-')),
+    [],
+    'no temporary copy of the state file left',
+  );
+});

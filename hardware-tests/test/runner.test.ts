@@ -16,7 +16,7 @@
 import test from 'ava';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, existsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -227,6 +227,34 @@ test('dt-lab usage: --help tells the commands and exit codes; bad input exits 2 
   const replay = await lab(['replay', dir]);
   t.is(replay.code, 2);
   t.regex(replay.stderr, /exactly one of --reader <name> \(a live card\) or --card <state file>/);
+});
+
+test('dt-lab run --ledger: not an http(s) URL is a usage error (2); a ledger that cannot be reached is exit 3 at the start, without --terminal too', async (t) => {
+  const bad = await lab(['run', 'conformance', '--reader', 'x', '--ledger', 'notaurl']);
+  t.is(bad.code, 2, bad.stderr);
+  t.regex(bad.stderr, /--ledger must be an http\(s\) URL/);
+  const out = join(dir, 'unreachable-out');
+  const down = await lab(['run', 'conformance', '--reader', 'x', '--ledger', 'http://127.0.0.1:1', '--out', out]);
+  t.is(down.code, 3, down.stderr);
+  t.regex(down.stderr, /^dt-lab: cannot reach the ledger at http:\/\/127\.0\.0\.1:1: /);
+  t.false(existsSync(out), 'no report of a run that did not start');
+});
+
+test('dt-lab run and replay --reader with pcscd unreachable: exit 3, both saying why (not exit 2 "no reader matches")', async (t) => {
+  const env = { ...process.env, DT_LAB_PIN: '', PCSCLITE_CSOCK_NAME: join(dir, 'no-pcscd', 'pcscd.comm') };
+  const transcript = join(dir, 'one.apdu');
+  writeFileSync(transcript, '# dt-lab transcript v1\n=> 00a4040000\n<= 9000\n');
+  for (const args of [
+    ['run', 'conformance', '--reader', 'x', '--out', join(dir, 'no-pcscd-run')],
+    ['replay', transcript, '--reader', 'x', '--out', join(dir, 'no-pcscd-replay')],
+  ]) {
+    const r = await exec(process.execPath, [DT_LAB, ...args], { env, timeout: 60_000 }).then(
+      () => ({ code: 0, stderr: '' }),
+      (e: { code: number; stderr: string }) => e,
+    );
+    t.is(r.code, 3, `${args[0]}: ${r.stderr}`);
+    t.regex(r.stderr, /^dt-lab: no PC\/SC readers: pcscd is not running/, args[0]);
+  }
 });
 
 test('TTY progress: one live status line rewritten in place, failures on their own line; --quiet shows failures only', (t) => {

@@ -171,6 +171,26 @@ test.serial('timeTaps: a refusal a sync cannot cure stops the run with the reaso
   await t.throwsAsync(() => timeTaps({ reader, terminal, taps: 1, amount: 0 }), { instanceOf: RangeError });
 });
 
+test.serial('timeTaps: aborted (Ctrl-C) while waiting for the card, it stops and says it was interrupted, not the outcome', async (t) => {
+  const card = await world.newCard();
+  const terminal = world.newTerminal('interrupted');
+  const reader = new TransportReader('lab in-process', new InProcessTransport(card.card));
+  const ac = new AbortController();
+  let approvedTaps = 0;
+  const r = await timeTaps({
+    reader,
+    terminal,
+    taps: 10,
+    amount: AMOUNT,
+    signal: ac.signal,
+    onTap: (_i, outcome) => {
+      if (outcome.kind === 'APPROVED' && ++approvedTaps === 2) ac.abort(new Error('interrupted'));
+    },
+  });
+  t.is(r.approved, 2);
+  t.is(r.stoppedEarly, 'interrupted (Ctrl-C) after 2 approved taps');
+});
+
 // ---------------------------------------------------------------- the suite through a minimal runner
 /** A CaseRunner without transcripts, over the lab runner's verdict API. */
 function runner(cases: CaseResult[]): CaseRunner {

@@ -9,7 +9,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { openTty, SerialCardEndpoint } from '@dt/card-applet-sim';
+import { createDevPki, openTty, saveDevPki, SerialCardEndpoint } from '@dt/card-applet-sim';
 import { issueCertificate, openSigned, Role, toHex, CURRENCY_KZT } from '@dt/protocol';
 import { issueLedgerCert } from '@dt/ledger';
 import { formatAmount, parseAmount } from '../src/cli/main.ts';
@@ -352,4 +352,61 @@ test('init --dev on a dt-ledger data directory: certified by its acquiring bank 
   const status = await dtPos(['-d', join(dir, 'T'), 'status']);
   t.is(status.code, 0, status.stderr);
   t.regex(status.stdout, /Shop 9 \(shop-9, MCC 5411\)/);
+});
+
+test('report and receipt on a data directory that holds no terminal (a mistyped --data-dir) are refused (5) and create nothing', async (t) => {
+  const { dir, cleanup } = tempDir('dt-pos-cli-');
+  t.teardown(cleanup);
+  const missing = join(dir, 'no', 'such', 'terminal');
+  for (const args of [['report'], ['receipt', '1']]) {
+    const r = await dtPos(['-d', missing, ...args]);
+    t.is(r.code, 5, r.stderr);
+    t.regex(r.stderr, /NOT_INITIALIZED: no terminal in .*no[/]such[/]terminal \(no terminal\.key, no journal\.sqlite\): run dt-pos init/);
+    t.is(r.stdout, '');
+  }
+  const json = await dtPos(['-d', missing, '--json', 'report']);
+  t.is(json.code, 5, json.stderr);
+  t.like(JSON.parse(json.stdout), { error: 'NOT_INITIALIZED' });
+  t.false(existsSync(join(dir, 'no')), 'no directory or journal created');
+});
+
+test('--acquirer that is not an http(s) URL is a usage error (2) for init, sync and serve; a refused init writes nothing; an unreachable one is offline (3) and status tells the problem in words', async (t) => {
+  const { dir, cleanup } = tempDir('dt-pos-cli-');
+  t.teardown(cleanup);
+  const T = join(dir, 'T');
+  const init = await dtPos(['-d', T, 'init', '--merchant-id', 's', '--mcc', '5411', '--name', 'S', '--acquirer', 'notaurl']);
+  t.is(init.code, 2, init.stderr);
+  t.regex(init.stderr, /--acquirer <url>' argument 'notaurl' is invalid\. not a URL: notaurl/);
+  t.false(existsSync(T), 'nothing written');
+  for (const c of ['sync', 'serve']) {
+    const r = await dtPos(['-d', T, c, '--acquirer', 'ftp://127.0.0.1:1']);
+    t.is(r.code, 2, r.stderr);
+    t.regex(r.stderr, /not an http\(s\) URL: ftp:\/\/127\.0\.0\.1:1/);
+  }
+  // An acquirer that is a URL but does not answer: offline (3), and status says so in words.
+  const pkiDir = join(dir, 'pki');
+  saveDevPki(pkiDir, createDevPki());
+  t.is((await dtPos(['-d', T, 'init', '--merchant-id', 's', '--mcc', '5411', '--name', 'S', '--dev', pkiDir])).code, 0);
+  t.is((await dtPos(['-d', T, 'sync', '--acquirer', 'http://127.0.0.1:1'])).code, 3);
+  const status = await dtPos(['-d', T, 'status']);
+  t.is(status.code, 0, status.stderr);
+  t.regex(status.stdout, /^Last successful sync: never; last problem: \d{4}-\d\d-\d\dT[\d:]+Z: outcomes NETWORK, crl NETWORK$/m);
+});
+
+test('init --merchant-id / --name empty or over 64 bytes: a usage error (2) before the key is made; the directory is not created', async (t) => {
+  const { dir, cleanup } = tempDir('dt-pos-cli-');
+  t.teardown(cleanup);
+  const T = join(dir, 'T');
+  for (const [id, name, message] of [
+    ['', 'Shop', /--merchant-id must be 1 to 64 bytes of text \(got 0\)/],
+    ['shop-1', 'x'.repeat(65), /--name must be 1 to 64 bytes of text \(got 65\)/],
+    ['shop-1', 'ж'.repeat(33), /--name must be 1 to 64 bytes of text \(got 66\)/],
+  ] as const) {
+    const r = await dtPos(['-d', T, 'init', '--merchant-id', id, '--mcc', '5411', '--name', name]);
+    t.is(r.code, 2, r.stderr);
+    t.regex(r.stderr, message);
+    t.false(existsSync(T), 'nothing written');
+  }
+  const ok = await dtPos(['-d', T, 'init', '--merchant-id', 'shop-1', '--mcc', '5411', '--name', 'ж'.repeat(32)]);
+  t.is(ok.code, 0, ok.stderr);
 });

@@ -159,8 +159,18 @@ function out(g: Globals, json: unknown, human: string): void {
   process.stdout.write(g.json ? JSON.stringify(json, (_k, v: unknown) => (v instanceof Uint8Array ? toHex(v) : v)) + '\n' : human + '\n');
 }
 
+/**
+ * Opens the data directory's journal. A directory with neither a terminal key nor a journal is no
+ * terminal (a mistyped --data-dir): refused, and nothing is created there.
+ */
 function openJournal(g: Globals): Journal {
-  return Journal.open(join(g.dataDir, 'journal.sqlite'));
+  const file = join(g.dataDir, 'journal.sqlite');
+  if (!existsSync(file) && !existsSync(identityPaths(g.dataDir).key))
+    throw new TerminalError(
+      TerminalErrorCode.NOT_INITIALIZED,
+      `no terminal in ${g.dataDir} (no terminal.key, no journal.sqlite): run dt-pos init, or check --data-dir / $DT_POS_HOME`,
+    );
+  return Journal.open(file);
 }
 
 function requireIdentity(g: Globals): TerminalIdentity {
@@ -328,10 +338,10 @@ export function buildProgram(): Command {
   program
     .command('init')
     .description('create the terminal key and a certificate request for the acquiring bank; with --dev, certify it with a local dev PKI')
-    .requiredOption('--merchant-id <id>', 'merchant id the acquiring bank registered')
+    .requiredOption('--merchant-id <id>', 'merchant id the acquiring bank registered (1-64 bytes)', textOption('--merchant-id', 64))
     .requiredOption('--mcc <code>', 'merchant category code (ISO 18245), 0..9999', intOption('--mcc', 0, 9999))
-    .requiredOption('--name <name>', 'merchant name printed on receipts')
-    .option('--acquirer <url>', 'acquirer base URL for sync, e.g. http://127.0.0.1:8081')
+    .requiredOption('--name <name>', 'merchant name printed on receipts (1-64 bytes)', textOption('--name', 64))
+    .option('--acquirer <url>', 'acquirer base URL for sync, e.g. http://127.0.0.1:8081', acquirerUrlOption)
     .option('--reader <spec>', 'default reader: pcsc, pcsc:<name>, serial:<path>, hid:<path>', readerSpecOption, 'pcsc')
     .option(
       '--dev <dir>',
@@ -584,7 +594,7 @@ export function buildProgram(): Command {
     .option('--host <address>', 'loopback address to listen on (127.0.0.1, ::1 or localhost)', '127.0.0.1')
     .option('--port <port>', 'TCP port (0: any free port, printed at start)', intOption('--port', 0, 65535), 8470)
     .option('--reader <spec>', 'reader: pcsc, pcsc:<name>, serial:<path>, hid:<path> (default from config.json)', readerSpecOption)
-    .option('--acquirer <url>', 'acquirer base URL (default from config.json; none: no sync)')
+    .option('--acquirer <url>', 'acquirer base URL (default from config.json; none: no sync)', acquirerUrlOption)
     .option(
       '--sync-interval <seconds>',
       'seconds between sync rounds while the acquirer answers (revocation list refresh)',
@@ -725,7 +735,7 @@ export function buildProgram(): Command {
             `Pending verification: ${formatAmount(pending.amount)} in ${pending.count} payment(s)${pending.since ? `, since ${iso(pending.since)}` : ''}`,
             `Revocation list: ${crl ? `v${crl.version}, issued ${iso(crl.issued)} (${Math.floor((t - crl.issued) / 3600)} h old), ${crl.count} revoked` : 'none (sync first)'}`,
             `Offline acceptance: ${data.offlineAcceptance}`,
-            `Last successful sync: ${lastOk ? iso(Number(lastOk)) : 'never'}${lastErr ? `; last problem: ${lastErr}` : ''}`,
+            `Last successful sync: ${lastOk ? iso(Number(lastOk)) : 'never'}${data.lastSyncError ? `; last problem: ${syncErrorText(data.lastSyncError)}` : ''}`,
             `Torn taps awaiting the card: ${torn.length}${data.openBatch ? `; batch ${data.openBatch} awaiting acknowledgement` : ''}`,
           ].join('\n'),
         );
@@ -739,7 +749,7 @@ export function buildProgram(): Command {
     .description(
       'send pending payments to the acquirer, apply ledger outcomes, fetch the revocation list (works offline: reports what is pending)',
     )
-    .option('--acquirer <url>', 'acquirer base URL (default from config.json)')
+    .option('--acquirer <url>', 'acquirer base URL (default from config.json)', acquirerUrlOption)
     .action(async (o: { acquirer?: string }, cmd: Command) => {
       const g = globals(cmd);
       const identity = requireIdentity(g);
@@ -962,6 +972,36 @@ function refusedByAcquirer(p: SyncProblem): boolean {
 }
 
 /** A `--reader` value: a reader spec the protocol's `parseReaderSpec` accepts, else a usage error (exit 2). */
+/** The journal's last sync problem (`{at, problems: [{step, code}]}`) for people: `2026-12-07T01:19:00Z: outcomes NETWORK, crl NETWORK`. */
+function syncErrorText(e: unknown): string {
+  const { at, problems } = e as { at?: unknown; problems?: unknown };
+  if (typeof at !== 'number' || !Array.isArray(problems)) return JSON.stringify(e);
+  const list = (problems as { step?: unknown; code?: unknown }[]).map((p) => `${String(p.step)} ${String(p.code)}`).join(', ');
+  return `${iso(at)}: ${list}`;
+}
+
+/** A text option the certificate request carries: 1 to `max` bytes of UTF-8 (the protocol's `text(max)`), else a usage error. */
+function textOption(name: string, max: number): (v: string) => string {
+  return (v) => {
+    const n = Buffer.byteLength(v, 'utf8');
+    if (n === 0 || n > max) throw new InvalidArgumentError(`${name} must be 1 to ${max} bytes of text (got ${n})`);
+    return v;
+  };
+}
+
+/** An `--acquirer` value: an http(s) URL, else a usage error (before anything is written or sent). */
+function acquirerUrlOption(v: string): string {
+  let url: URL;
+  try {
+    url = new URL(v);
+  } catch {
+    throw new InvalidArgumentError(`not a URL: ${v} (e.g. http://127.0.0.1:8081)`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:')
+    throw new InvalidArgumentError(`not an http(s) URL: ${v} (e.g. http://127.0.0.1:8081)`);
+  return v;
+}
+
 function readerSpecOption(v: string): string {
   if (parseReaderSpec(v) === undefined) throw new InvalidArgumentError(`unknown reader spec ${v} (${READER_SPEC_FORMS})`);
   return v;
