@@ -36,7 +36,7 @@ import {
   exitCodesHelp,
   USAGE_EXIT_MEANING,
 } from '@dt/protocol';
-import { StateFileError, personalizeCard } from '@dt/card-applet-sim';
+import { StateFileError, limitsProblem, personalizeCard } from '@dt/card-applet-sim';
 import { CardSyncClient } from '@dt/terminal';
 import { certifyTerminalKey, openRestitution, signCardBankRequest, signLoadOrder } from '@dt/ledger';
 import {
@@ -327,10 +327,12 @@ export function buildProgram(): Command {
           ledger?: string;
         },
     ) => {
+      const limits = { perPayment: o.perPayment, offlineTotal: o.offlineTotal, offlineCount: o.offlineCount, cvmLimit: o.cvmLimit };
+      const bad = limitsProblem(limits);
+      if (bad) throw new UsageError(`--per-payment / --offline-total: ${bad}`);
       const [pin, puk] = readSecrets(o as unknown as Record<string, unknown>, [PIN, PUK]) as [string, string];
       const b = bank(o);
       requirePermission(b, BankPermission.ISSUING, ExitCode.BANK_KEYS);
-      const limits = { perPayment: o.perPayment, offlineTotal: o.offlineTotal, offlineCount: o.offlineCount, cvmLimit: o.cvmLimit };
       const p = await withCard(o, (c) =>
         personalizeCard(
           c.transport,

@@ -136,6 +136,21 @@ test('refusals: exit codes, and the card exactly as it was', async (t) => {
   const U = srv.url;
   await ok('dt-card', 'create', 'a.card');
   await ok('dt-card', 'create', 'b.card');
+  // Limits that make no usable card are usage errors before the card is touched (no key generated on it).
+  const blank = readFileSync(join(dir, 'a.card'));
+  for (const [limit, why] of [
+    [['--per-payment', '0'], /--per-payment must be positive/],
+    [['--offline-total', '0'], /--offline-total must be positive/],
+    [
+      ['--per-payment', '500', '--offline-total', '400'],
+      /per-payment limit \(500\.00 KZT\) is above the offline total limit \(400\.00 KZT\)/,
+    ],
+  ] as const) {
+    const r = await run(dir, 'dt-bank', 'issue', '--card', 'a.card', '--bank-key', B, '--pin', '1234', '--puk', '12345678', ...limit);
+    t.is(r.code, 2, r.stderr);
+    t.regex(r.stderr, why);
+    t.deepEqual(readFileSync(join(dir, 'a.card')), blank, 'the card is as it was');
+  }
   const a = JSON.parse(
     (await ok('dt-bank', 'issue', '--card', 'a.card', '--bank-key', B, '--pin', '1234', '--puk', '12345678', '--ledger', U, '--json'))
       .stdout,

@@ -39,7 +39,7 @@ import type { FaultPlan } from './faults.ts';
 import { FileStorage, StateFileError, readStateFile } from './storage.ts';
 import { InProcessTransport } from './inprocess.ts';
 import { loadDevPki, loadOrCreateDevPki } from './devpki.ts';
-import { DevLoadRefusedError, devIssuingBank, devLoad, personalizeCard } from './personalize.ts';
+import { DevLoadRefusedError, devIssuingBank, devLoad, limitsProblem, personalizeCard } from './personalize.ts';
 import type { IssuingBank } from './personalize.ts';
 import { VpcdClient, VPCD_CONTROL, VPCD_DEFAULT_PORT } from './vpcd.ts';
 import { CardControlError, parseFaultPlan, startCardControl } from './control.ts';
@@ -580,6 +580,14 @@ export function buildProgram(): Command {
     .action(async (file: string, o: Record<string, unknown>) => {
       if (!/^[0-9]{4,12}$/.test(o.pin as string)) throw new UsageError('--pin must be 4..12 digits');
       if (!/^[0-9]{8,16}$/.test(o.puk as string)) throw new UsageError('--puk must be 8..16 digits');
+      const limits = {
+        perPayment: o.perPayment as number,
+        offlineTotal: o.offlineTotal as number,
+        offlineCount: o.offlineCount as number,
+        cvmLimit: o.cvmLimit as number,
+      };
+      const bad = limitsProblem(limits);
+      if (bad) throw new UsageError(`--per-payment / --offline-total: ${bad}`);
       if (!existsSync(file)) throw new UsageError(`no card file ${file} (create it first: dt-card create ${file})`);
       // A locked card refuses every personalization command (6986): refuse it here, before a
       // development PKI is created for a card that cannot use it.
@@ -592,12 +600,7 @@ export function buildProgram(): Command {
           pin: o.pin as string,
           puk: o.puk as string,
           subject: o.subject as string,
-          limits: {
-            perPayment: o.perPayment as number,
-            offlineTotal: o.offlineTotal as number,
-            offlineCount: o.offlineCount as number,
-            cvmLimit: o.cvmLimit as number,
-          },
+          limits,
           confirm: !!o.confirm,
         });
         if (o.load !== undefined) await devLoad(t, loadDevPki(dev!), o.load as number[]);

@@ -65,5 +65,5 @@ export {
 } from './devpki.ts';
 export type { CreateDevPkiOptions, DevParty, DevPki, DevTerminal } from './devpki.ts';
 // The card's command set (selectApplet, getStatus, pay, ...) is the protocol's (`@dt/protocol`, SPEC §9-10).
-export { personalizeCard, devLoad, devIssuingBank, DevLoadRefusedError } from './personalize.ts';
+export { personalizeCard, devLoad, devIssuingBank, DevLoadRefusedError, limitsProblem } from './personalize.ts';
 export type { CardLimits, DevLoadResult, IssuingBank, PersonalizeOptions, PersonalizeResult } from './personalize.ts';

@@ -13,6 +13,7 @@ import {
   CURRENCY_KZT,
   Role,
   bytesEqual,
+  formatTenge,
   generateKey,
   getCertificates,
   getStatus,
@@ -90,6 +91,20 @@ export interface PersonalizeResult {
  * certifies it, WRITE CERTIFICATES (chain, pinned root and ledger
  * certificates, current time), SET PIN, SET CONFIG (clock floor), LOCK.
  */
+/**
+ * Why `limits` make no usable card, or undefined when they make one: a zero per-payment or offline
+ * total limit is a card that can never pay offline, and a per-payment limit above the offline total is
+ * one the total never allows. The CLIs (dt-card personalize, dt-bank issue) refuse such limits as a usage
+ * error before any APDU: the card would accept them and be certified with them.
+ */
+export function limitsProblem(limits: CardLimits): string | undefined {
+  if (limits.perPayment < 1) return 'the per-payment limit must be at least 0.01 KZT: a card with a zero limit can never pay';
+  if (limits.offlineTotal < 1) return 'the offline total limit must be at least 0.01 KZT: a card with a zero limit can never pay';
+  if (limits.perPayment > limits.offlineTotal)
+    return `the per-payment limit (${formatTenge(limits.perPayment)}) is above the offline total limit (${formatTenge(limits.offlineTotal)}), which never allows it`;
+  return undefined;
+}
+
 export async function personalizeCard(t: ApduTransport, bank: IssuingBank, options: PersonalizeOptions): Promise<PersonalizeResult> {
   const now = options.now ?? systemClock();
   await selectApplet(t);

@@ -271,7 +271,7 @@ test('serve --exit-with-parent: a simulator whose parent was killed (no SIGTERM)
   t.regex(log, /"event":"stopped"/);
 });
 
-test('personalize --offline-count above the protocol maximum (64), or a --subject empty or over 64 bytes, is a usage error (2) refused before the card is touched', async (t) => {
+test('personalize --offline-count above the protocol maximum (64), a --subject empty or over 64 bytes, or limits that make no usable card (a zero limit, a per-payment limit above the offline total), is a usage error (2) refused before the card is touched', async (t) => {
   const dir = tempDir();
   t.is((await dtCard(['create', 'x.card'], dir)).code, 0);
   const before = readFileSync(join(dir, 'x.card'));
@@ -286,6 +286,19 @@ test('personalize --offline-count above the protocol maximum (64), or a --subjec
     const s = await dtCard(['personalize', 'x.card', '--pin', '1234', '--puk', '12345678', '--subject', subject], dir);
     t.is(s.code, 2, s.stderr);
     t.regex(s.stderr, new RegExp(`--subject must be 1 to 64 bytes of text \\(got ${n}\\)`));
+    t.deepEqual(readFileSync(join(dir, 'x.card')), before, 'no key generated on the card');
+  }
+  for (const [limit, why] of [
+    [['--per-payment', '0'], /per-payment limit must be at least 0\.01 KZT/],
+    [['--offline-total', '0'], /offline total limit must be at least 0\.01 KZT/],
+    [
+      ['--per-payment', '50000', '--offline-total', '40000'],
+      /per-payment limit \(500\.00 KZT\) is above the offline total limit \(400\.00 KZT\)/,
+    ],
+  ] as const) {
+    const l = await dtCard(['personalize', 'x.card', '--pin', '1234', '--puk', '12345678', ...limit], dir);
+    t.is(l.code, 2, l.stderr);
+    t.regex(l.stderr, why);
     t.deepEqual(readFileSync(join(dir, 'x.card')), before, 'no key generated on the card');
   }
   t.false(existsSync(join(dir, 'dev-pki')), 'no development PKI created for it');

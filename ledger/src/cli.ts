@@ -503,11 +503,13 @@ export function buildProgram(): Command {
         nonNegativeInt,
         7 * 86400,
       )
-      .option(
-        '--validators <n>',
-        `worker threads that validate handovers and find their evidence while the main thread records and judges (0: the main thread validates; default: available parallelism, ${availableParallelism()} here). A thread that dies fails the settle calls it had in hand (rolled back, 500) and is replaced`,
-        nonNegativeInt,
-        availableParallelism(),
+      .addOption(
+        new Option(
+          '--validators <n>',
+          'worker threads that validate handovers and find their evidence while the main thread records and judges (0: the main thread validates). A thread that dies fails the settle calls it had in hand (rolled back, 500) and is replaced',
+        )
+          .argParser(nonNegativeInt)
+          .default(availableParallelism(), `the available parallelism, ${availableParallelism()} here`),
       )
       .addOption(
         new Option('--log-level <level>', 'request log (JSON lines on stderr: method, route, status, duration; never bodies or keys)')
