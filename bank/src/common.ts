@@ -20,13 +20,14 @@ import {
   verifyChain,
   verifyRoot,
   isTransportError,
+  ReaderUnavailableError,
   type ApduTransport,
   type Mark,
   type Signer,
 } from '@dt/protocol';
 import { HttpUnreachableError } from '@dt/protocol/http';
 import { FileStorage, InProcessTransport, SimulatedCard } from '@dt/card-applet-sim';
-import { PcscReaders, TerminalError, TerminalErrorCode, type CardSession } from '@dt/terminal';
+import { PcscReaders, TerminalError, TerminalErrorCode, pcscdAccepting, type CardSession } from '@dt/terminal';
 
 /** A command-line mistake: exit 2. */
 export class UsageError extends Error {
@@ -181,6 +182,9 @@ export async function openCard(spec: CardSpec): Promise<OpenCard> {
   } else {
     const r = spec.reader!;
     if (r !== 'pcsc' && !r.startsWith('pcsc:')) throw new UsageError(`--reader ${r}: use pcsc or pcsc:<reader name>`);
+    // A daemon that is not there is said so at once (the reader layer would wait the whole --wait for it, then say no card).
+    const down = await pcscdAccepting();
+    if (down !== undefined) throw new ReaderUnavailableError(`${down}: start pcscd (e.g. pcscd --foreground) and try again`, {});
     const pcsc = new PcscReaders();
     let session: CardSession;
     try {

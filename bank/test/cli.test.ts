@@ -249,7 +249,7 @@ test("a card that is not there is the card's failure, not the ledger's: a reader
   const env = { PCSCLITE_CSOCK_NAME: join(dir, 'no-pcscd.comm') };
   const timedOut = await runStdin(dir, '', env, 'dt-wallet', 'status', '--reader', 'pcsc', '--wait', '1', '--ledger', 'http://127.0.0.1:9');
   t.is(timedOut.code, 4, timedOut.stderr);
-  t.regex(timedOut.stderr, /^dt-wallet: NO_CARD: /);
+  t.regex(timedOut.stderr, /^dt-wallet: NO_CARD: pcscd is not running \(no socket at .*no-pcscd\.comm\): start pcscd/);
   t.notRegex(timedOut.stderr, /ledger|UNREACHABLE/);
   const missing = await run(dir, 'dt-wallet', 'status', '--card', 'nope.card', '--json');
   t.is(missing.code, 2, missing.stderr);
