@@ -20,7 +20,7 @@
  * Never skipped: the CI image has pcscd and vsmartcard-vpcd, and the test
  * runs as root (startPcscd needs its own mount namespace).
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -295,9 +295,15 @@ test('dt-lab readers, run (all suites) and the reports, against a dt-card card t
   );
 });
 
-test('dt-lab replay refuses what it cannot replay before it starts: a missing transcript, a missing or foreign state file (exit 2), with no report and no temporary copy left', async (t) => {
-  const work = mkdtempSync(join(dir, 'replay-usage-'));
-  // A private TMPDIR: the state file's copy would be made there.
+/**
+ * A replay's working directory: a private TMPDIR (where the state file's copy would be made), a one-APDU
+ * transcript and a blank card state file.
+ */
+async function replayWork(
+  t: ExecutionContext,
+  prefix: string,
+): Promise<{ work: string; tmp: string; env: NodeJS.ProcessEnv; apdu: string; card: string }> {
+  const work = mkdtempSync(join(dir, prefix));
   const tmp = join(work, 'tmp');
   mkdirSync(tmp);
   const env = { ...process.env, TMPDIR: tmp };
@@ -305,6 +311,11 @@ test('dt-lab replay refuses what it cannot replay before it starts: a missing tr
   writeFileSync(apdu, '=> 00a4040000\n');
   const card = join(work, 'blank.card');
   t.is((await run(DT_CARD, ['create', card], env, 60_000)).code, 0);
+  return { work, tmp, env, apdu, card };
+}
+
+test('dt-lab replay refuses what it cannot replay before it starts: a missing transcript, a missing or foreign state file (exit 2), with no report and no temporary copy left', async (t) => {
+  const { work, tmp, env, apdu, card } = await replayWork(t, 'replay-usage-');
   const foreign = join(work, 'foreign.card');
   writeFileSync(foreign, '{}');
   const out = join(work, 'out');
@@ -327,14 +338,7 @@ test('dt-lab replay refuses what it cannot replay before it starts: a missing tr
 });
 
 test('dt-lab replay: a --card that is a directory is refused (2, "not a file"); an --out that cannot be made is exit 5 before anything is replayed, with no copy left', async (t) => {
-  const work = mkdtempSync(join(dir, 'replay-out-'));
-  const tmp = join(work, 'tmp');
-  mkdirSync(tmp);
-  const env = { ...process.env, TMPDIR: tmp };
-  const apdu = join(work, 'select.apdu');
-  writeFileSync(apdu, '=> 00a4040000\n');
-  const card = join(work, 'blank.card');
-  t.is((await run(DT_CARD, ['create', card], env, 60_000)).code, 0);
+  const { work, tmp, env, apdu, card } = await replayWork(t, 'replay-out-');
   const isDir = await run(DT_LAB, ['replay', apdu, '--card', work, '--out', join(work, 'out')], env, 60_000);
   t.is(isDir.code, 2, isDir.stderr);
   t.regex(isDir.stderr, /state file .*replay-out-\w+: not a file/);
