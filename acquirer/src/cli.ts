@@ -11,6 +11,7 @@ import { startAcquirer, loadTrust } from './server.ts';
 import { AcquirerStore } from './store.ts';
 import { readAcquirerKey } from './keyfile.ts';
 import { nativeVerifier } from '@dt/protocol/native';
+import { isHttpUrl } from '@dt/protocol/http';
 
 /**
  * The exit codes of `dt-acquirer`, the one table (`--help` prints it; the
@@ -132,13 +133,7 @@ program
       batchesPerCall: number;
       logLevel: Level | 'silent';
     }) => {
-      let ledgerUrl: URL | undefined;
-      try {
-        ledgerUrl = new URL(o.ledger);
-      } catch {
-        // not a URL: refused below
-      }
-      if (!ledgerUrl || (ledgerUrl.protocol !== 'http:' && ledgerUrl.protocol !== 'https:'))
+      if (!isHttpUrl(o.ledger))
         throw new CliError(ExitCode.USAGE, `--ledger must be an http(s) URL, e.g. http://127.0.0.1:8440; got ${o.ledger}`);
       const root = readCert(o.root, 'root certificate');
       const bankCert = readCert(o.bankCert, 'bank certificate');

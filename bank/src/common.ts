@@ -25,7 +25,7 @@ import {
   type Mark,
   type Signer,
 } from '@dt/protocol';
-import { HttpUnreachableError } from '@dt/protocol/http';
+import { HttpUnreachableError, isHttpUrl } from '@dt/protocol/http';
 import { FileStorage, InProcessTransport, SimulatedCard } from '@dt/card-applet-sim';
 import { PcscReaders, TerminalError, TerminalErrorCode, pcscdAccepting, type CardSession } from '@dt/terminal';
 
@@ -259,14 +259,7 @@ export function kidOption(v: string): Uint8Array {
 
 /** The `--ledger <url>` option's value: an http(s) URL, else a usage error (exit 2) before anything is done. */
 export function ledgerUrlOption(v: string): string {
-  let u: URL | undefined;
-  try {
-    u = new URL(v);
-  } catch {
-    u = undefined;
-  }
-  if (!u || (u.protocol !== 'http:' && u.protocol !== 'https:'))
-    throw new InvalidArgumentError('not an http(s) URL (e.g. http://127.0.0.1:8440)');
+  if (!isHttpUrl(v)) throw new InvalidArgumentError('not an http(s) URL (e.g. http://127.0.0.1:8440)');
   return v;
 }
 

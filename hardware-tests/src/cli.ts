@@ -14,6 +14,7 @@ import { mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { PcscReaders, parseVerifierName, type VerifierName } from '@dt/terminal';
 import { exitCodesByName, exitCodesHelp } from '@dt/protocol';
+import { isHttpUrl } from '@dt/protocol/http';
 import { SUITE_NAMES, type LabRun, type SuiteName } from './model.ts';
 import { LabConfigError, LabUnreachableError, createLabContext, matchReader, PAYMENT_SUITES } from './context.ts';
 import { TOOL_VERSION, checkSuiteNames, errorMessage, exitCodeOf, probeCard, runSuites, streamProgress } from './runner.ts';
@@ -97,14 +98,7 @@ function timestamp(): string {
 const httpUrl =
   (name: string) =>
   (v: string): string => {
-    let url: URL | undefined;
-    try {
-      url = new URL(v);
-    } catch {
-      // reported below
-    }
-    if (url?.protocol !== 'http:' && url?.protocol !== 'https:')
-      throw new InvalidArgumentError(`${name} must be an http(s) URL, e.g. http://127.0.0.1:8440`);
+    if (!isHttpUrl(v)) throw new InvalidArgumentError(`${name} must be an http(s) URL, e.g. http://127.0.0.1:8440`);
     return v;
   };
 

@@ -27,6 +27,7 @@ import {
   HttpRefusedError,
   HttpUnreachableError,
   httpRequest,
+  isHttpUrl,
   isRetryable,
   MAX_ERROR_BODY,
   parseErrorBody,
@@ -383,4 +384,9 @@ test('AcquirerClient: a fresh signed authorization per attempt, decoded answers,
   const nonces = auths.map((a) => parseAcquirerAuth(a).auth.nonce);
   t.notDeepEqual(nonces[0], nonces[1]);
   t.like(await t.throwsAsync(client.fetchCrl()), { name: 'HttpRefusedError', status: 404, code: 'NOT_FOUND' });
+});
+
+test('isHttpUrl: absolute http: and https: URLs only (what the CLIs accept as --ledger / --acquirer)', (t) => {
+  for (const ok of ['http://127.0.0.1:8440', 'https://ledger.example/v1', 'HTTP://host']) t.true(isHttpUrl(ok), ok);
+  for (const bad of ['notaurl', '127.0.0.1:8440', 'ftp://host', 'file:///etc/passwd', '/v1/settle', '']) t.false(isHttpUrl(bad), bad);
 });

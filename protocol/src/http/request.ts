@@ -80,6 +80,21 @@ async function readBounded(res: Response, max: number): Promise<Uint8Array> {
 }
 
 /**
+ * Whether `v` is an absolute http: or https: URL, the only kind {@link httpRequest} is given: what the
+ * CLIs' `--ledger` / `--acquirer` options accept (anything else is their usage error, before anything is
+ * written or sent).
+ */
+export function isHttpUrl(v: string): boolean {
+  let u: URL;
+  try {
+    u = new URL(v);
+  } catch {
+    return false;
+  }
+  return u.protocol === 'http:' || u.protocol === 'https:';
+}
+
+/**
  * Sends one request and reads its answer within `maxBytes`.
  *
  * @throws {HttpUnreachableError} no answer: network, the time limit, a body that stopped arriving

@@ -32,6 +32,7 @@ import {
   exitCodesHelp,
   USAGE_EXIT_MEANING,
 } from '@dt/protocol';
+import { isHttpUrl } from '@dt/protocol/http';
 import { TerminalError, TerminalErrorCode, isTerminalError } from '../errors.ts';
 import {
   certificateRequest,
@@ -991,14 +992,8 @@ function textOption(name: string, max: number): (v: string) => string {
 
 /** An `--acquirer` value: an http(s) URL, else a usage error (before anything is written or sent). */
 function acquirerUrlOption(v: string): string {
-  let url: URL;
-  try {
-    url = new URL(v);
-  } catch {
-    throw new InvalidArgumentError(`not a URL: ${v} (e.g. http://127.0.0.1:8081)`);
-  }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:')
-    throw new InvalidArgumentError(`not an http(s) URL: ${v} (e.g. http://127.0.0.1:8081)`);
+  if (!URL.canParse(v)) throw new InvalidArgumentError(`not a URL: ${v} (e.g. http://127.0.0.1:8081)`);
+  if (!isHttpUrl(v)) throw new InvalidArgumentError(`not an http(s) URL: ${v} (e.g. http://127.0.0.1:8081)`);
   return v;
 }
 
