@@ -169,7 +169,7 @@ test('@dt/protocol and @dt/terminal packed, installed outside the repo and used 
   t.true(out['hid']);
   t.regex(
     String(out['serial']),
-    /^READER_UNAVAILABLE: .*No such file or directory, cannot open .*no-such-port$/,
+    /^READER_UNAVAILABLE: cannot open \S*no-such-port: No such file or directory$/,
     'the serialport binding refuses a missing port',
   );
   t.is(out['pcsc'], 'function');

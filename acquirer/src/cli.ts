@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { pino, type Level } from 'pino';
 import { fromHex, exitCodesByName, exitCodesHelp, USAGE_EXIT_MEANING } from '@dt/protocol';
@@ -106,7 +106,7 @@ program
     '--cert <file>',
     "this acquirer's certificate (CWT; raw CBOR or hex): role ACQUIRER, issued by the --bank-cert bank for the --key key",
   )
-  .requiredOption('--db <file>', 'SQLite database file (created if missing)')
+  .requiredOption('--db <file>', 'SQLite database file (created if missing; removed again if serve cannot start)')
   .option('--port <n>', 'TCP port to listen on (0 = any free port)', port, 8081)
   .option('--host <addr>', 'address to listen on', '127.0.0.1')
   .option('--max-body <bytes>', 'largest accepted request body in bytes', positiveInt, 64 * 1024 * 1024)
@@ -167,6 +167,9 @@ program
               if (++answers === killAt) process.kill(process.pid, 'SIGKILL');
             }
           : undefined;
+      // A database this start creates is removed again when the acquirer cannot start (nothing was recorded in it):
+      // a failed start leaves the disk as it was, and a typo in --db does not leave a stray empty acquirer behind.
+      const created = !existsSync(o.db);
       let acq;
       try {
         acq = await startAcquirer({
@@ -185,6 +188,7 @@ program
           logger: pino({ level: o.logLevel }, pino.destination(2)),
         });
       } catch (e) {
+        if (created) for (const f of [o.db, `${o.db}-wal`, `${o.db}-shm`, `${o.db}-journal`]) rmSync(f, { force: true });
         throw new CliError(ExitCode.START, `cannot start: ${(e as Error).message}`);
       }
       process.stdout.write(`dt-acquirer listening on ${acq.url}\n`);

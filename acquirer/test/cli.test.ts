@@ -4,7 +4,8 @@
  */
 import test from 'ava';
 import { spawn } from 'node:child_process';
-import { chmodSync, existsSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { toHex } from '@dt/protocol';
@@ -224,6 +225,24 @@ test('exit codes: 2 for bad usage (with a message) or a missing certificate file
   const noDb = await run([...base, '--db', join(dir, 'no', 'such', 'dir', 'a.db'), '--port', '0']);
   t.is(noDb.code, 5);
   t.regex(noDb.stderr, /cannot start/);
+  // The port is taken: exit 5, and a database this start created is gone again; one that was there stays.
+  const taken = createServer();
+  await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => taken.close());
+  const busy = String((taken.address() as AddressInfo).port);
+  const fresh = join(dir, 'fresh.db');
+  const inUse = await run([...base, '--db', fresh, '--port', busy]);
+  t.is(inUse.code, 5, inUse.stderr);
+  t.regex(inUse.stderr, /cannot start/);
+  t.deepEqual(
+    readdirSync(dir).filter((f) => f.startsWith('fresh.db')),
+    [],
+    'no database file left behind by a start that failed',
+  );
+  const kept = join(dir, 'kept.db');
+  writeFileSync(kept, '');
+  t.is((await run([...base, '--db', kept, '--port', busy])).code, 5);
+  t.true(existsSync(kept), 'a database that was there before stays');
 });
 
 test('serve accepts hex certificate files and stops cleanly on SIGTERM; revoke-terminal takes effect on the running service', async (t) => {

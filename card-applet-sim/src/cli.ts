@@ -34,6 +34,7 @@ import {
   USAGE_EXIT_MEANING,
 } from '@dt/protocol';
 import { SimulatedCard } from './card.ts';
+import { PIN, PUK, UsageError, readSecrets, secretOptions } from './secrets.ts';
 import { isPowerCut } from './faults.ts';
 import type { FaultPlan } from './faults.ts';
 import { FileStorage, StateFileError, readStateFile } from './storage.ts';
@@ -77,9 +78,6 @@ ${exitCodesHelp(EXIT_CODES)}
 
 Amount options are integer tiyn (100 tiyn = 1 KZT); people read amounts in tenge
 with two decimals (150.50 KZT); --json output keeps integer tiyn.`;
-
-/** A command-line mistake: exit code 2. */
-class UsageError extends Error {}
 
 /** A refusal decided from the card's committed state before a command is sent (exit code 1, like the card's own). */
 class CardRefusal extends Error {}
@@ -548,22 +546,26 @@ export function buildProgram(): Command {
       print({ json: !!o.json }, `created blank card ${resolve(file)}`, { file: resolve(file), label: storage.meta.label });
     });
 
-  program
-    .command('personalize')
-    .description(
-      'personalize a blank card as its issuing bank: key generated on the card, certificate, PIN, limits, lock. ' +
-        'Uses --ledger-data (the ledger PKI tooling) or --bank-key/--bank-cert/--root/--ledger-cert when given, else a development PKI in --dev-pki (created if missing)',
-    )
-    .argument('<file>', 'card state file')
-    .option('--dev-pki <dir>', 'development PKI directory (created if missing)', 'dev-pki')
-    .option('--ledger-data <dir>', 'the ledger PKI directory of `dt-ledger init` (root.cert, ledger.cert, banks/<name>.key.json and .cert)')
-    .option('--bank <name>', 'with --ledger-data: the issuing bank (banks/<name>.*)', 'bank')
-    .option('--bank-key <file>', 'issuing bank secret key (32 raw bytes, 64 hex digits, or JSON {"secretKey": hex})')
-    .option('--bank-cert <file>', 'issuing bank certificate (COSE_Sign1, raw/hex/base64)')
-    .option('--root <file>', 'issuer root certificate the card pins')
-    .option('--ledger-cert <file>', 'ledger certificate the card pins')
-    .requiredOption('--pin <digits>', 'initial PIN (4..12 digits)')
-    .requiredOption('--puk <digits>', 'unblock code (8..16 digits)')
+  secretOptions(
+    program
+      .command('personalize')
+      .description(
+        'personalize a blank card as its issuing bank: key generated on the card, certificate, PIN, limits, lock. ' +
+          'Uses --ledger-data (the ledger PKI tooling) or --bank-key/--bank-cert/--root/--ledger-cert when given, else a development PKI in --dev-pki (created if missing)',
+      )
+      .argument('<file>', 'card state file')
+      .option('--dev-pki <dir>', 'development PKI directory (created if missing)', 'dev-pki')
+      .option(
+        '--ledger-data <dir>',
+        'the ledger PKI directory of `dt-ledger init` (root.cert, ledger.cert, banks/<name>.key.json and .cert)',
+      )
+      .option('--bank <name>', 'with --ledger-data: the issuing bank (banks/<name>.*)', 'bank')
+      .option('--bank-key <file>', 'issuing bank secret key (32 raw bytes, 64 hex digits, or JSON {"secretKey": hex})')
+      .option('--bank-cert <file>', 'issuing bank certificate (COSE_Sign1, raw/hex/base64)')
+      .option('--root <file>', 'issuer root certificate the card pins')
+      .option('--ledger-cert <file>', 'ledger certificate the card pins'),
+    [PIN, PUK],
+  )
     .option('--subject <text>', 'card certificate subject (1-64 bytes)', subjectText, 'card')
     .option('--per-payment <tiyn>', 'limit per offline payment', int('--per-payment'), 50_000_00)
     .option('--offline-total <tiyn>', 'limit of offline value since the last sync', int('--offline-total'), 100_000_00)
@@ -578,8 +580,8 @@ export function buildProgram(): Command {
     .option('--load <amounts>', 'dev PKI only: load these amounts (comma separated, one token each) after personalizing', amountList)
     .option('--json', 'machine-readable output')
     .action(async (file: string, o: Record<string, unknown>) => {
-      if (!/^[0-9]{4,12}$/.test(o.pin as string)) throw new UsageError('--pin must be 4..12 digits');
-      if (!/^[0-9]{8,16}$/.test(o.puk as string)) throw new UsageError('--puk must be 8..16 digits');
+      // The initial PIN, then the unblock code: from stdin, the environment or (discouraged) the command line.
+      const [pin, puk] = readSecrets(o, [PIN, PUK]) as [string, string];
       const limits = {
         perPayment: o.perPayment as number,
         offlineTotal: o.offlineTotal as number,
@@ -597,8 +599,8 @@ export function buildProgram(): Command {
       if (o.load !== undefined && dev === undefined) throw new UsageError('--load needs the dev PKI (it signs with the dev ledger key)');
       const result = await withCard(file, async (t) => {
         const p = await personalizeCard(t, bank, {
-          pin: o.pin as string,
-          puk: o.puk as string,
+          pin,
+          puk,
           subject: o.subject as string,
           limits,
           confirm: !!o.confirm,

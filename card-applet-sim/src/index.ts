@@ -67,3 +67,5 @@ export type { CreateDevPkiOptions, DevParty, DevPki, DevTerminal } from './devpk
 // The card's command set (selectApplet, getStatus, pay, ...) is the protocol's (`@dt/protocol`, SPEC §9-10).
 export { personalizeCard, devLoad, devIssuingBank, DevLoadRefusedError, limitsProblem } from './personalize.ts';
 export type { CardLimits, DevLoadResult, IssuingBank, PersonalizeOptions, PersonalizeResult } from './personalize.ts';
+export { UsageError, PIN, PUK, NEW_PIN, secretOptions, readSecrets } from './secrets.ts';
+export type { SecretSpec } from './secrets.ts';

@@ -21,6 +21,7 @@ import {
   getCertificates,
   pay,
   selectApplet,
+  verifyPin,
 } from '@dt/protocol';
 import type { OpenedMessage } from '@dt/protocol';
 import {
@@ -38,9 +39,18 @@ import { tempDir } from './helpers.ts';
 
 const BIN = join(fileURLToPath(new URL('.', import.meta.url)), '..', 'bin', 'dt-card.js');
 
-function dtCard(args: string[], cwd: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function dtCard(
+  args: string[],
+  cwd: string,
+  io: { stdin?: string; env?: NodeJS.ProcessEnv } = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [BIN, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [BIN, ...args], {
+      cwd,
+      env: { ...process.env, ...io.env },
+      stdio: [io.stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+    });
+    if (io.stdin !== undefined) child.stdin!.end(io.stdin);
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString('utf8')));
@@ -173,6 +183,45 @@ test('personalize from the ledger PKI layout (--ledger-data): the card chain ver
   t.true(bytesEqual(openSigned('Certificate', chain[1]!).message.cnf.coseKey.kid, pki.bank.signer.kid));
 });
 
+test('personalize takes the PIN and PUK from stdin or the environment, never needing them on the command line; the card holds that PIN', async (t) => {
+  const dir = tempDir();
+  for (const f of ['s.card', 'e.card', 'n.card']) t.is((await dtCard(['create', f], dir)).code, 0);
+  const viaStdin = await dtCard(['personalize', 's.card', '--pin-stdin', '--json'], dir, { stdin: '4321\n87654321\n' });
+  t.is(viaStdin.code, 0, viaStdin.stderr);
+  const viaEnv = await dtCard(['personalize', 'e.card', '--pin-env', 'MY_PIN', '--puk-env', 'MY_PUK'], dir, {
+    env: { MY_PIN: '975310', MY_PUK: '1122334455' },
+  });
+  t.is(viaEnv.code, 0, viaEnv.stderr);
+  for (const r of [viaStdin, viaEnv])
+    for (const secret of ['4321', '87654321', '975310', '1122334455']) t.false((r.stdout + r.stderr).includes(secret));
+  // The card checks exactly the PIN given that way: the right one verifies, another is refused (63Cx).
+  for (const [file, pin] of [
+    ['s.card', '4321'],
+    ['e.card', '975310'],
+  ] as const) {
+    const storage = FileStorage.open(join(dir, file));
+    const transport = new InProcessTransport(new SimulatedCard({ storage }));
+    await selectApplet(transport);
+    await t.throwsAsync(verifyPin(transport, '0000'));
+    await t.notThrowsAsync(verifyPin(transport, pin));
+    storage.close();
+  }
+  // No PIN at all, a missing variable, a short stdin, two ways at once: usage errors (2), the card untouched.
+  const none = await dtCard(['personalize', 'n.card', '--puk', '12345678'], dir);
+  t.is(none.code, 2);
+  t.regex(none.stderr, /give the PIN: --pin-stdin \(recommended\) or --pin-env <NAME>/);
+  const noVar = await dtCard(['personalize', 'n.card', '--pin-env', 'NO_SUCH_DT_VAR', '--puk', '12345678'], dir);
+  t.is(noVar.code, 2);
+  t.regex(noVar.stderr, /--pin-env NO_SUCH_DT_VAR: no such environment variable/);
+  const short = await dtCard(['personalize', 'n.card', '--pin-stdin'], dir, { stdin: '1234\n' });
+  t.is(short.code, 2);
+  t.regex(short.stderr, /--pin-stdin: expected 2 line\(s\)/);
+  const both = await dtCard(['personalize', 'n.card', '--pin-stdin', '--pin', '1234'], dir, { stdin: '1234\n12345678\n' });
+  t.is(both.code, 2);
+  t.regex(both.stderr, /--pin-stdin reads the PIN too/);
+  t.regex((await dtCard(['show', 'n.card'], dir)).stdout, /personalized +blank \(open\)/);
+});
+
 test('errors and exit codes: existing file (5), bad PIN format (2), second personalization (6986: 1), serve without a transport (2), --torn without --cut-at-write (2), missing file (2), unknown option (2)', async (t) => {
   const dir = tempDir();
   t.is((await dtCard(['create', 'x.card'], dir)).code, 0);
@@ -181,7 +230,7 @@ test('errors and exit codes: existing file (5), bad PIN format (2), second perso
   t.regex(again.stderr, /already exists/);
   const badPin = await dtCard(['personalize', 'x.card', '--pin', '12', '--puk', '12345678'], dir);
   t.is(badPin.code, 2);
-  t.regex(badPin.stderr, /--pin must be 4\.\.12 digits/);
+  t.regex(badPin.stderr, /the PIN must be 4\.\.12 digits/);
   t.is((await dtCard(['personalize', 'x.card', '--pin', '1234', '--puk', '12345678'], dir)).code, 0);
   const twice = await dtCard(['personalize', 'x.card', '--pin', '1234', '--puk', '12345678', '--dev-pki', 'other-pki'], dir);
   t.is(twice.code, 1);

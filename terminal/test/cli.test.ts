@@ -124,6 +124,12 @@ test('init --dev, sync, charge on a serial wallet, receipt, report, status, and 
   t.is(cj.payment.amount, 15050);
   t.is(cj.payment.state, 'pending');
 
+  // A serial path that does not exist: END (4), the path and the reason each said once.
+  const gone = join(dir, 'no-such-port');
+  const missing = await dtPos([...D, 'charge', '20', '--reader', `serial:${gone}`]);
+  t.is(missing.code, 4, missing.stdout + missing.stderr);
+  t.is(missing.stderr.trim(), `dt-pos: READER_UNAVAILABLE: cannot open ${gone}: No such file or directory`);
+
   const human = await dtPos([...D, 'charge', '20', '--reader', `serial:${b}`]);
   t.is(human.code, 0);
   t.regex(human.stdout, /^APPROVED 20\.00 KZT {2}receipt #2/);

@@ -448,7 +448,11 @@ export function buildProgram(): Command {
     .description('take a payment: wait for a tap on the reader, show progress and the outcome (PIN on this console when needed)')
     .argument('<amount>', 'amount in tenge, e.g. 150.50')
     .option('-r, --reader <spec>', 'reader: pcsc, pcsc:<name>, serial:<path>, hid:<path> (default from config.json)', readerSpecOption)
-    .option('-t, --timeout <seconds>', 'how long to wait for the card', intOption('--timeout', 1, 86_400))
+    .option(
+      '-t, --timeout <seconds>',
+      `how long to wait for the card (default: timeouts.cardMs of config.json, ${DEFAULT_CONFIG.timeouts.cardMs / 1000} s unless set)`,
+      intOption('--timeout', 1, 86_400),
+    )
     .option('--retries <n>', 'PRESENT CARD AGAIN rounds before giving up', intOption('--retries', 0, 100), 3)
     .action(async (amountText: string, o: { reader?: string; timeout?: number; retries: number }, cmd: Command) => {
       const g = globals(cmd);
@@ -554,7 +558,7 @@ export function buildProgram(): Command {
       'reader for --tap: pcsc, pcsc:<name>, serial:<path>, hid:<path> (default from config.json)',
       readerSpecOption,
     )
-    .option('-t, --timeout <seconds>', 'with --tap: how long to wait for the card', intOption('--timeout', 1, 86_400))
+    .option('-t, --timeout <seconds>', 'with --tap: how long to wait for the card (default: 30)', intOption('--timeout', 1, 86_400))
     .action(
       async (id: number, o: { amount?: string; reference?: string; tap?: boolean; reader?: string; timeout?: number }, cmd: Command) => {
         const g = globals(cmd);
@@ -602,7 +606,11 @@ export function buildProgram(): Command {
       intOption('--sync-interval', 1, 86_400),
       60,
     )
-    .option('--card-timeout <seconds>', 'seconds to wait for the card of a payment', intOption('--card-timeout', 1, 3600))
+    .option(
+      '--card-timeout <seconds>',
+      `seconds to wait for the card of a payment (default: timeouts.cardMs of config.json, ${DEFAULT_CONFIG.timeouts.cardMs / 1000} s unless set)`,
+      intOption('--card-timeout', 1, 3600),
+    )
     .action(
       async (
         o: { host: string; port: number; reader?: string; acquirer?: string; syncInterval: number; cardTimeout?: number },

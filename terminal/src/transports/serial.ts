@@ -17,6 +17,19 @@ export interface SerialPortChannel extends ByteChannel {
 }
 
 /**
+ * The reason in serialport's open error without what our message already says: its binding words it
+ * "Error: No such file or directory, cannot open /dev/x", which would print the path and the word
+ * "Error" twice in `cannot open /dev/x: …`.
+ */
+export function openFailure(message: string, path: string): string {
+  const why = message
+    .replace(/^Error:\s*/, '')
+    .replace(`, cannot open ${path}`, '')
+    .trim();
+  return why.length > 0 ? why : message;
+}
+
+/**
  * Opens `path` with the `serialport` package (8N1, raw); `ReaderUnavailableError` when it cannot be opened.
  * `onGone` is told once when the port fails or closes under us (the device was unplugged, the pty's
  * other end went away), not when we close it.
@@ -26,7 +39,9 @@ export async function openSerialPort(path: string, baudRate = 115_200, onGone?: 
   const { SerialPort } = require('serialport') as typeof import('serialport');
   const port = new SerialPort({ path, baudRate, autoOpen: false });
   await new Promise<void>((resolve, reject) =>
-    port.open((e) => (e ? reject(new ReaderUnavailableError(`cannot open ${path}: ${e.message}`, { path }, e)) : resolve())),
+    port.open((e) =>
+      e ? reject(new ReaderUnavailableError(`cannot open ${path}: ${openFailure(e.message, path)}`, { path }, e)) : resolve(),
+    ),
   );
   let closing = false;
   let gone = false;
