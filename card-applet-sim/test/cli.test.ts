@@ -53,8 +53,8 @@ function dtCard(
     if (io.stdin !== undefined) child.stdin!.end(io.stdin);
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString('utf8')));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')));
+    child.stdout!.on('data', (d: Buffer) => (stdout += d.toString('utf8')));
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString('utf8')));
     child.on('close', (code) => resolve({ code, stdout, stderr }));
   });
 }
