@@ -62,7 +62,7 @@ import {
 } from '@dt/protocol';
 import { nativeVerifier } from '@dt/protocol/native';
 import type { LedgerStorage } from './storage/types.ts';
-import { LedgerStore, type CounterClaim, type InputClaim, type NewTransfer, type StoreTx } from './store.ts';
+import { LedgerStore, type ChainHead, type CounterClaim, type InputClaim, type NewTransfer, type StoreTx } from './store.ts';
 import type { CardRow, LoadRow, RefundCreditRow, TransferRow, VerdictRow } from './storage/rows.ts';
 import { BANK_REQUEST_DETAIL, CONCURRENT_SYNC_DETAIL, LedgerError, LedgerErrorCode, LOAD_ORDER_DETAIL } from './errors.ts';
 import {
@@ -89,6 +89,8 @@ import {
   cachingTransferOpener,
   cardChainCache,
   coseParts,
+  decodeChainState,
+  encodeChainState,
   handoverEvidence,
   jobBanks,
   knownCertificates,
@@ -97,6 +99,7 @@ import {
   NO_FACTS,
   scanHandover,
   settleOne,
+  type ChainState,
   type HandoverEvidence,
   type HandoverValidator,
   type KnownFacts,
@@ -292,6 +295,8 @@ interface Prepared {
   /** Validation results (what settlement reads of them, validation.ts `SettleResult`), by todo position. */
   readonly results: SettleResult[];
   readonly evidence: HandoverEvidence[];
+  /** The chain state after each valid handover (validation.ts `ChainState`), by todo position. */
+  readonly states: (ChainState | undefined)[];
 }
 
 /** A batch's handovers sent to validation before the write transaction (`settle`): their indexes and answers. */
@@ -374,6 +379,8 @@ export class Ledger {
     batches: 0,
     /** Batches settled by the set-based path (`#settleAllValid`); the others went handover by handover. */
     batchesSetBased: 0,
+    /** Handovers whose chain was validated from the card's recorded head on (SPEC §7.7, resumed chains). */
+    resumedChains: 0,
     merchantVoids: 0,
     refunds: 0,
     adjustmentsRefused: 0,
@@ -746,16 +753,34 @@ export class Ledger {
         // Few rows (one per bank): the certificates a handover may name by reference (SPEC §3.8).
         banks ??= new Map((await tx.banks()).map((b) => [toHex(b.kid), b.cert] as const));
         const scans = idx.map((i) => scanHandover(ob.handovers[i]!));
-        const { facts, keys } = await this.#facts(tx, scans.flat());
+        // The paying card's chain state at its head (SPEC §7.7, resumed chains): validation checks only what follows
+        // the head, so the facts of the transfers up to it are not read.
+        const states = await this.#chainStates(tx, scans);
+        const { facts, keys } = await this.#facts(
+          tx,
+          scans.flatMap((sc, k) => {
+            const st = states[k];
+            return st && sc.length > st.count && bytesEqual(sc[st.count]!.hash, st.hash) ? [sc[0]!, ...sc.slice(st.count + 1)] : sc;
+          }),
+        );
         const notAfter = Math.min(ob.time, now) + this.#skew;
-        const jobs = idx.map((i, k) => {
+        const jobs = idx.map((i, k): SettleJob => {
           const cards = [...new Set(scans[k]!.map((x) => toHex(x.kid)))];
           const myKeys = new Map<string, Uint8Array>();
           for (const c of cards) {
             const key = keys.get(c);
             if (key) myKeys.set(c, key.publicKey);
           }
-          return { handover: ob.handovers[i]!, payee: ob.terminal, notAfter, known: factsOf(facts, cards), banks, keys: myKeys };
+          const resume = states[k];
+          return {
+            handover: ob.handovers[i]!,
+            payee: ob.terminal,
+            notAfter,
+            known: factsOf(facts, cards),
+            banks,
+            keys: myKeys,
+            ...(resume ? { resume } : {}),
+          };
         });
         per.push({ idx, jobs });
       }
@@ -767,6 +792,24 @@ export class Ledger {
       answers.catch(() => undefined);
       return { idx, jobs, answers };
     });
+  }
+
+  /**
+   * Per scanned handover (validation.ts `scanHandover`: the paying transfer first, then the history),
+   * the chain state recorded at its paying card's chain head, when there is one (read in `tx`, set-based).
+   * Reading it before the write transaction is sound: a state names exact bytes the ledger validated,
+   * which stays true; a head that moved on since only means a longer tail is checked.
+   */
+  async #chainStates(tx: StoreTx, scans: readonly { kid: Uint8Array; hash: Uint8Array }[][]): Promise<(ChainState | undefined)[]> {
+    const cards = new Map<string, Uint8Array>();
+    for (const sc of scans) if (sc.length > 1) cards.set(bkey(sc[0]!.kid), sc[0]!.kid);
+    if (cards.size === 0) return scans.map(() => undefined);
+    const states = new Map<string, ChainState>();
+    for (const h of await tx.chainHeadsIn([...cards.values()])) {
+      const st = h.state ? decodeChainState(h.state) : undefined;
+      if (st && bytesEqual(st.card, h.card) && bytesEqual(st.hash, h.hash)) states.set(bkey(h.card), st);
+    }
+    return scans.map((sc) => (sc.length > 1 ? states.get(bkey(sc[0]!.kid)) : undefined));
   }
 
   /**
@@ -784,6 +827,7 @@ export class Ledger {
     const at = new Map(d.idx.map((i, k) => [i, k] as const));
     const results: SettleResult[] = [];
     const evidence: HandoverEvidence[] = [];
+    const states: (ChainState | undefined)[] = [];
     for (const i of todo) {
       const k = at.get(i);
       // Outcomes are only ever added: a handover without one now had none at dispatch.
@@ -791,8 +835,9 @@ export class Ledger {
       const a = answers[k]!;
       results.push(a.result);
       evidence.push(a.unkeyed.length > 0 ? await this.#evidenceAgain(tx, d.jobs[k]!, a) : a.evidence);
+      states.push(a.state);
     }
-    return { out, todo, todoAdj, results, evidence };
+    return { out, todo, todoAdj, results, evidence, states };
   }
 
   /**
@@ -877,6 +922,7 @@ export class Ledger {
    */
   async #commitBatch(tx: StoreTx, ob: OpenBatch, p: Prepared, counted: (keyof Ledger['stats'])[]): Promise<Uint8Array[]> {
     if (p.todo.length === 0 && p.todoAdj.length === 0) return p.out as Uint8Array[];
+    for (const r of p.results) if (r.ok && r.resumed !== undefined) counted.push('resumedChains');
     const now = this.#now();
     const fast = this.#setBased ? await this.#settleAllValid(tx, ob, p, now) : undefined;
     if (fast) {
@@ -1050,12 +1096,16 @@ export class Ledger {
       ob.terminal,
       valid.reduce((s, v) => s + v.transfer.amount, 0),
     );
-    // Each card's chain now holds its claims up to its paying transfer: its head moves there (up only).
-    const advanced = new Map<string, CounterClaim>();
-    for (const v of valid) {
+    // Each card's chain now holds its claims up to its paying transfer: its head moves there (up only), with the
+    // chain state after it, which a later handover carrying this chain resumes from (SPEC §7.7).
+    const advanced = new Map<string, ChainHead>();
+    for (const [k, v] of valid.entries()) {
       const key = bkey(v.cardKid);
       const at = advanced.get(key);
-      if (!at || at.counter < v.transfer.counter) advanced.set(key, { card: v.cardKid, counter: v.transfer.counter, hash: v.transferHash });
+      const st = p.states[k];
+      if (st && !bytesEqual(st.hash, v.transferHash)) throw new Error('ledger invariant: a chain state names another transfer');
+      if (!at || at.counter < v.transfer.counter)
+        advanced.set(key, { card: v.cardKid, counter: v.transfer.counter, hash: v.transferHash, state: st ? encodeChainState(st) : null });
     }
     await tx.advanceChainHeads([...advanced.values()]);
     await tx.insertBatch(ob.hash, ob.terminal, ob.seq, ob.handovers.length, ob.time);

@@ -225,6 +225,12 @@ export function buildLedgerApp(ledger: Ledger, opts: LedgerAppOptions = {}): Fas
       ['dt_ledger_loads_total', 'counter', 'Bank loads accepted', s.loads],
       ['dt_ledger_batches_total', 'counter', 'Batches settled', s.batches],
       ['dt_ledger_batches_set_based_total', 'counter', 'Batches settled set-based (all handovers valid and new)', s.batchesSetBased],
+      [
+        'dt_ledger_chains_resumed_total',
+        'counter',
+        "Handovers whose chain was validated from the card's recorded chain head on (SPEC §7.7)",
+        s.resumedChains,
+      ],
       ['dt_ledger_merchant_voids_total', 'counter', 'Voids of terminals accepted (SPEC §7.7.3)', s.merchantVoids],
       ['dt_ledger_refunds_total', 'counter', 'Refunds of terminals accepted (SPEC §7.7.3)', s.refunds],
       ['dt_ledger_adjustments_refused_total', 'counter', 'Voids and refunds refused as INVALID', s.adjustmentsRefused],

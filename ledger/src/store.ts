@@ -157,6 +157,11 @@ export interface CounterClaim {
   readonly hash: Uint8Array;
 }
 
+/** A card's chain head (migration 5) and the chain state recorded with it (migration 6; validation.ts `encodeChainState`). */
+export interface ChainHead extends CounterClaim {
+  readonly state: Uint8Array | null;
+}
+
 /** A card's input (token serial or output id) and the object claiming it. */
 export interface InputClaim {
   readonly card: Uint8Array;
@@ -501,22 +506,23 @@ export class StoreTx {
     );
   }
 
-  /** The chain heads of `cards` (set-based; see migration 5). */
-  async chainHeadsIn(cards: readonly Uint8Array[]): Promise<CounterClaim[]> {
-    return (await this.#whereIn(`SELECT card, counter, hash FROM chain_heads`, 'card', cards)).map((r) => ({
+  /** The chain heads of `cards` (set-based; see migrations 5 and 6), each with its stored chain state (null when none). */
+  async chainHeadsIn(cards: readonly Uint8Array[]): Promise<ChainHead[]> {
+    return (await this.#whereIn(`SELECT card, counter, hash, state FROM chain_heads`, 'card', cards)).map((r) => ({
       card: r.card as Uint8Array,
       counter: Number(r.counter),
       hash: r.hash as Uint8Array,
+      state: (r.state as Uint8Array | null) ?? null,
     }));
   }
 
-  /** Moves cards' chain heads up to `heads` (one per card): a head only ever moves to a higher counter. */
-  async advanceChainHeads(heads: readonly CounterClaim[]): Promise<void> {
+  /** Moves cards' chain heads up to `heads` (one per card) with their chain states: a head only ever moves to a higher counter. */
+  async advanceChainHeads(heads: readonly ChainHead[]): Promise<void> {
     await this.#insertRows(
       'chain_heads',
-      'card, counter, hash',
-      heads.map((h) => [h.card, h.counter, h.hash]),
-      ' ON CONFLICT (card) DO UPDATE SET counter = excluded.counter, hash = excluded.hash WHERE excluded.counter > chain_heads.counter',
+      'card, counter, hash, state',
+      heads.map((h) => [h.card, h.counter, h.hash, h.state]),
+      ' ON CONFLICT (card) DO UPDATE SET counter = excluded.counter, hash = excluded.hash, state = excluded.state WHERE excluded.counter > chain_heads.counter',
     );
   }
 

@@ -9,7 +9,13 @@
 import { createHash } from 'node:crypto';
 import {
   bytesEqual,
+  decodeDeterministic,
+  decodeStruct,
+  encodeDeterministic,
+  encodeStruct,
   handoverTransfers,
+  MarkSchema,
+  outputId,
   openSigned,
   payloadHash,
   Role,
@@ -18,9 +24,12 @@ import {
   verifyChain,
   verifyCoseSign1,
   type CardChainVerifier,
+  type CborValue,
   type CertificateMemo,
+  type ChainResume,
   type HandoverInvalid,
   type HandoverResult,
+  type HandoverValid,
   type OpenedMessage,
   type SpentCoin,
   type Token,
@@ -41,6 +50,8 @@ export interface ValidationJob {
   readonly known?: KnownFacts;
   /** The registered banks' certificates by key id (hex): complete a `[card]` chain (SPEC §3.8). */
   readonly banks?: ReadonlyMap<string, Uint8Array>;
+  /** The chain state the ledger recorded at the paying card's chain head (SPEC §7.7, resumed chains), if any. */
+  readonly resume?: ChainState;
 }
 
 /** The `bankCertificate` lookup of `validateHandover` over a job's registered banks. */
@@ -280,6 +291,8 @@ export interface SettleValid {
   readonly chainInputs: readonly (readonly SpentCoin[])[];
   readonly inputs: readonly SpentCoin[];
   readonly tokens: readonly { readonly token: Pick<Token, 'serial' | 'value'> }[];
+  /** History transfers before {@link chain}: the chain was resumed from the card's recorded head (SPEC §7.7). */
+  readonly resumed?: number;
 }
 
 /** A handover's result as settlement reads it (any {@link HandoverResult} is one). */
@@ -295,6 +308,8 @@ export interface SettleAnswer {
   readonly result: SettleResult;
   readonly evidence: HandoverEvidence;
   readonly unkeyed: readonly Uint8Array[];
+  /** A valid handover's chain state after its paying transfer: what the ledger records with the card's chain head when it settles it set-based. */
+  readonly state?: ChainState;
 }
 
 /** Runs settlement jobs (in this thread: `Ledger`'s default; on worker threads: `pool.ts`). */
@@ -327,6 +342,7 @@ export function compactResult(r: HandoverResult): SettleResult {
     chainInputs: r.chainInputs,
     inputs: r.inputs,
     tokens: r.tokens.map((t) => ({ token: { serial: t.token.serial, value: t.token.value } })),
+    ...(r.resumed !== undefined ? { resumed: r.resumed } : {}),
   };
 }
 
@@ -334,19 +350,23 @@ export function compactResult(r: HandoverResult): SettleResult {
  * The evidence of a handover (SPEC §7.7 step E): every transfer it carries (however broken the
  * handover is) that opens as a signed Transfer, names its card in its header, and whose signature
  * verifies with the key the ledger registered for that card (`keys`). A transfer of a card
- * without a key in `keys` is named in `unkeyed`.
+ * without a key in `keys` is named in `unkeyed`. `skip`: the first candidates are left out (a
+ * resumed chain's prefix, byte for byte objects the ledger recorded with their claims, see
+ * {@link ChainState}).
  */
 export function handoverEvidence(
   handover: Uint8Array,
   keys: ReadonlyMap<string, Uint8Array>,
   openTransfer: TransferOpener,
   verifier: Verifier,
+  skip = 0,
 ): { evidence: HandoverEvidence; unkeyed: Uint8Array[] } {
   const candidates = handoverTransfers(handover);
   const objects: EvidenceObject[] = [];
   const unkeyed: Uint8Array[] = [];
   let paying: Uint8Array | undefined;
   for (const [i, bytes] of candidates.entries()) {
+    if (i < skip) continue;
     let opened;
     try {
       opened = openTransfer(bytes);
@@ -451,6 +471,7 @@ export interface SettleTools {
  */
 export function settleOne(job: SettleJob, tools: SettleTools, compact: boolean): SettleAnswer {
   const verifier = tools.verifierOf(job.known);
+  const base = job.resume;
   const r = validateHandover(job.handover, {
     trust: tools.trust,
     verifier,
@@ -460,9 +481,186 @@ export function settleOne(job: SettleJob, tools: SettleTools, compact: boolean):
     notAfter: job.notAfter,
     // A `[card]` chain names its issuing bank by reference: the registered banks complete it (SPEC §3.8).
     bankCertificate: jobBanks(job),
+    // The chain the ledger validated up to the card's head: only what follows it is checked again (SPEC §7.7).
+    ...(base ? { resumeChain: (card, anchor, history) => resumePoint(base, card, anchor, history) } : {}),
   });
-  const { evidence, unkeyed } = handoverEvidence(job.handover, job.keys, tools.openTransfer, verifier);
-  return { result: compact ? compactResult(r) : r, evidence, unkeyed };
+  // A resumed prefix is byte for byte objects recorded with their own claims: their evidence is recorded.
+  const skip = r.ok ? (r.resumed ?? 0) : 0;
+  const { evidence, unkeyed } = handoverEvidence(job.handover, job.keys, tools.openTransfer, verifier, skip);
+  const state = r.ok && !r.handover.after ? chainStateAfter(r, r.resumed !== undefined ? base : undefined) : undefined;
+  return { result: compact ? compactResult(r) : r, evidence, unkeyed, ...(state ? { state } : {}) };
+}
+
+// ------------------------------------------------------------ resumed chains (SPEC §7.7)
+/**
+ * What the ledger records with a card's chain head (migration 6) when it settles a handover
+ * set-based: the chain from its anchor up to and including the paying transfer, as a digest of
+ * its exact bytes, and what validation would carry over from it to a later handover of the card
+ * (coins, amounts, currency). A later handover whose history starts with exactly these bytes
+ * from the same anchor is validated from the head on (`validateHandover`'s `resumeChain`): the
+ * prefix was validated when it was settled, by the same card key (the kid is in every payload,
+ * and a kid names one key), and its transfers are recorded as value and as evidence holding
+ * their own claims, so checking it again can only give the same answer.
+ */
+export interface ChainState {
+  readonly card: Uint8Array;
+  /** The chain's anchor: `prev` of its first transfer (the receipt's payload hash, or genesis) and its counter. */
+  readonly anchor: Uint8Array;
+  readonly anchorCounter: number;
+  /** {@link chainDigest} of the chain's transfers, anchor first. */
+  readonly digest: Uint8Array;
+  /** How many transfers the chain is (the head's counter - the anchor counter). */
+  readonly count: number;
+  /** The head: payload hash and counter of the chain's last transfer. */
+  readonly hash: Uint8Array;
+  readonly counter: number;
+  readonly currency: number;
+  /** Sum of the chain's amounts. */
+  readonly amounts: number;
+  readonly spentTokens: readonly SpentCoin[];
+  readonly change: readonly SpentCoin[];
+}
+
+/** SHA-256 over a domain label, the anchor (hash, counter) and each transfer's length and exact bytes. */
+export function chainDigest(anchor: Uint8Array, anchorCounter: number, transfers: readonly Uint8Array[]): Uint8Array {
+  const h = createHash('sha256').update('dt-ledger-chain-v1').update(anchor);
+  const n = new DataView(new ArrayBuffer(8));
+  n.setBigUint64(0, BigInt(anchorCounter));
+  h.update(new Uint8Array(n.buffer));
+  for (const t of transfers) {
+    n.setUint32(0, t.length);
+    h.update(new Uint8Array(n.buffer, 0, 4)).update(t);
+  }
+  return new Uint8Array(h.digest());
+}
+
+/**
+ * The resume point of `state` for a handover of `card` anchored at `anchor` carrying `history`:
+ * only when the first `state.count` transfers of the history are byte for byte the recorded
+ * chain (same digest from the same anchor).
+ */
+export function resumePoint(
+  state: ChainState,
+  card: Uint8Array,
+  anchor: { readonly prev: Uint8Array; readonly counter: number },
+  history: readonly Uint8Array[],
+): ChainResume | undefined {
+  if (!bytesEqual(state.card, card) || !bytesEqual(state.anchor, anchor.prev) || state.anchorCounter !== anchor.counter) return undefined;
+  if (state.count < 1 || state.count > history.length || state.counter !== state.anchorCounter + state.count) return undefined;
+  if (!bytesEqual(chainDigest(anchor.prev, anchor.counter, history.slice(0, state.count)), state.digest)) return undefined;
+  return {
+    count: state.count,
+    hash: state.hash,
+    counter: state.counter,
+    currency: state.currency,
+    amounts: state.amounts,
+    spentTokens: state.spentTokens,
+    change: state.change,
+  };
+}
+
+/** The chain state after a valid handover's paying transfer; `base`: the state its chain was resumed from. */
+export function chainStateAfter(r: HandoverValid, base: ChainState | undefined): ChainState {
+  const first = r.chain[0]!.transfer;
+  const anchor = base ? base.anchor : first.prev;
+  const anchorCounter = r.anchorCounter;
+  const change = new Map<string, SpentCoin>((base?.change ?? []).map((c) => [toHex(c.id), c] as const));
+  const spentTokens: SpentCoin[] = [...(base?.spentTokens ?? [])];
+  let amounts = base?.amounts ?? 0;
+  for (let i = 0; i < r.chain.length; i++) {
+    const { transfer: t, hash } = r.chain[i]!;
+    for (const coin of r.chainInputs[i]!) {
+      const k = toHex(coin.id);
+      if (change.has(k)) change.delete(k);
+      else spentTokens.push(coin);
+    }
+    const out = t.outputs[1];
+    if (out) {
+      const id = outputId(hash, 1);
+      change.set(toHex(id), { id, value: out.value, ...(out.mark ? { mark: out.mark } : {}) });
+    }
+    amounts += t.amount;
+  }
+  const transfers = [...r.handover.history, r.transferBytes];
+  return {
+    card: r.cardKid,
+    anchor,
+    anchorCounter,
+    digest: chainDigest(anchor, anchorCounter, transfers),
+    count: transfers.length,
+    hash: r.transferHash,
+    counter: r.transfer.counter,
+    currency: r.transfer.currency,
+    amounts,
+    spentTokens,
+    change: [...change.values()],
+  };
+}
+
+const coinCbor = (c: SpentCoin): CborValue => [
+  c.id,
+  c.value,
+  c.mark ? encodeDeterministic(encodeStruct(MarkSchema, c.mark)) : new Uint8Array(0),
+];
+const coinFrom = (v: unknown): SpentCoin => {
+  const [id, value, mark] = v as [Uint8Array, number, Uint8Array];
+  return { id, value, ...(mark.length > 0 ? { mark: decodeStruct(MarkSchema, decodeDeterministic(mark, 1024)) } : {}) };
+};
+
+/** The stored form of a {@link ChainState} (deterministic CBOR; written and read only by the ledger). */
+export function encodeChainState(s: ChainState): Uint8Array {
+  return encodeDeterministic([
+    1,
+    s.card,
+    s.anchor,
+    s.anchorCounter,
+    s.digest,
+    s.count,
+    s.hash,
+    s.counter,
+    s.currency,
+    s.amounts,
+    s.spentTokens.map(coinCbor),
+    s.change.map(coinCbor),
+  ]);
+}
+
+/** A stored chain state, or undefined for one of another version (the chain is then validated whole). */
+export function decodeChainState(b: Uint8Array): ChainState | undefined {
+  let v: unknown[];
+  try {
+    v = decodeDeterministic(b, 64 * 1024) as unknown[];
+  } catch {
+    return undefined;
+  }
+  if (!Array.isArray(v) || v[0] !== 1 || v.length !== 12) return undefined;
+  const [, card, anchor, anchorCounter, digest, count, hash, counter, currency, amounts, spent, change] = v as [
+    number,
+    Uint8Array,
+    Uint8Array,
+    number,
+    Uint8Array,
+    number,
+    Uint8Array,
+    number,
+    number,
+    number,
+    unknown[],
+    unknown[],
+  ];
+  return {
+    card,
+    anchor,
+    anchorCounter,
+    digest,
+    count,
+    hash,
+    counter,
+    currency,
+    amounts,
+    spentTokens: spent.map(coinFrom),
+    change: change.map(coinFrom),
+  };
 }
 
 /**

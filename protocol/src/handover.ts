@@ -142,8 +142,14 @@ export interface HandoverValid {
   readonly cardChain: readonly VerifiedCertificate[];
   /** Key id of the issuing bank (the card certificate's issuer): it bears a covered double spend. */
   readonly issuingBankKid: Uint8Array;
-  /** The history transfers then the paying transfer, all verified, in counter order. */
+  /**
+   * The history transfers then the paying transfer, all verified, in counter order. When the
+   * validator resumed a chain it validated before ({@link HandoverContext.resumeChain}), only
+   * those after the resume point: {@link resumed} transfers of the history come before it.
+   */
   readonly chain: readonly ValidatedTransfer[];
+  /** How many history transfers came before {@link chain} (a resumed chain, SPEC §7.7); absent when the chain is whole. */
+  readonly resumed?: number;
   readonly tokens: readonly ValidatedToken[];
   /** The coins spent by the paying transfer, with their values and mark. */
   readonly inputs: readonly SpentCoin[];
@@ -226,6 +232,42 @@ export interface HandoverContext {
    * not holding it: `HISTORY_BROKEN`.
    */
   readonly heldHistory?: (transferHash: Uint8Array) => readonly Uint8Array[] | undefined;
+  /**
+   * Steps 4 and 5, ledger only (SPEC §7.7, resumed chains): what the validator recorded when it
+   * validated a prefix of this chain before. Called with the card, the chain's anchor and the
+   * history as carried; it answers only when `history[0 .. count-1]` are byte for byte the
+   * transfers of a chain it validated from this same anchor for this card. The validation then
+   * checks the rest of the chain from that point, with the coins the prefix left (the tokens it
+   * spent must be among the carried ones, same value and mark), and counts the prefix's amounts
+   * in step 7. Any check failing from that point, or a state that does not fit the carried
+   * tokens or currency, and the whole chain is checked as without it: the result (code and index
+   * included) is then exactly the unresumed one. Not used with `after`.
+   */
+  readonly resumeChain?: (
+    card: Uint8Array,
+    anchor: { readonly prev: Uint8Array; readonly counter: number },
+    history: readonly Uint8Array[],
+  ) => ChainResume | undefined;
+}
+
+/**
+ * A validated prefix of a card's chain (see {@link HandoverContext.resumeChain}): where it ends
+ * and what it left. Produced by a validator from a chain it validated itself; never from input.
+ */
+export interface ChainResume {
+  /** How many transfers of the history the prefix is (1 or more). */
+  readonly count: number;
+  /** Payload hash and counter of the prefix's last transfer: the next transfer's `prev` and counter - 1. */
+  readonly hash: Uint8Array;
+  readonly counter: number;
+  /** The currency of every transfer of the prefix. */
+  readonly currency: number;
+  /** Sum of the prefix's amounts (step 7). */
+  readonly amounts: number;
+  /** The provenance tokens the prefix spent (serial, value, mark). */
+  readonly spentTokens: readonly SpentCoin[];
+  /** The prefix's change outputs that the prefix itself did not spend. */
+  readonly change: readonly SpentCoin[];
 }
 
 /**
@@ -550,19 +592,27 @@ export function validateHandover(input: Uint8Array | Handover, ctx: HandoverCont
     history = [...held, ...handover.history];
   }
   const all = [...history, handover.transfer];
-  const checked = checkChain(
-    {
-      cardKid: card.kid,
-      cardPublicKey: card.publicKey,
-      transfers: all,
-      coins,
-      currency: transfer.currency,
-      verifier,
-      anchor,
-      ...(ctx.openTransfer ? { openTransfer: ctx.openTransfer } : {}),
-    },
-    opened,
-  );
+  const chainCheck = (transfers: readonly Uint8Array[], from: ReadonlyMap<string, SpentCoin>, at: { prev: Uint8Array; counter: number }) =>
+    checkChain(
+      {
+        cardKid: card.kid,
+        cardPublicKey: card.publicKey,
+        transfers,
+        coins: from,
+        currency: transfer.currency,
+        verifier,
+        anchor: at,
+        ...(ctx.openTransfer ? { openTransfer: ctx.openTransfer } : {}),
+      },
+      opened,
+    );
+  // A prefix the validator validated before (ledger): the rest of the chain from there, or the whole chain if anything fails.
+  const resume =
+    !handover.after && ctx.resumeChain ? resumeFrom(ctx.resumeChain(card.kid, anchor, history), history, coins, transfer) : undefined;
+  const tail =
+    resume && chainCheck(all.slice(resume.point.count), resume.coins, { prev: resume.point.hash, counter: resume.point.counter });
+  const checked = tail?.ok ? tail : chainCheck(all, coins, anchor);
+  const resumed = tail?.ok ? resume!.point : undefined;
   if (!checked.ok) {
     // Without a receipt the only anchor is genesis: say so rather than "counter does not follow".
     if (!handover.receipt && checked.code === HandoverCode.HISTORY_BROKEN && checked.index === 0) {
@@ -584,7 +634,10 @@ export function validateHandover(input: Uint8Array | Handover, ctx: HandoverCont
   // ---- step 7: limits.
   let offlineTotal: number;
   try {
-    offlineTotal = addAmounts(sumAmounts(checked.chain.slice(0, -1).map((x) => x.transfer.amount)), transfer.amount);
+    offlineTotal = addAmounts(
+      sumAmounts([resumed?.amounts ?? 0, ...checked.chain.slice(0, -1).map((x) => x.transfer.amount)]),
+      transfer.amount,
+    );
   } catch {
     return failT(HandoverCode.LIMIT_EXCEEDED, 'offline total overflows');
   }
@@ -609,6 +662,7 @@ export function validateHandover(input: Uint8Array | Handover, ctx: HandoverCont
     // verifyChain only accepts a card certified by a bank, so the chain has the bank at index 1.
     issuingBankKid: cardChain[1]!.kid,
     chain: checked.chain,
+    ...(resumed ? { resumed: resumed.count } : {}),
     tokens,
     inputs: checked.chainInputs[checked.chainInputs.length - 1]!,
     chainInputs: checked.chainInputs,
@@ -617,6 +671,30 @@ export function validateHandover(input: Uint8Array | Handover, ctx: HandoverCont
     anchorCounter: anchor.counter,
     ...(receipt ? { receipt } : {}),
   };
+}
+
+/**
+ * The coins a resumed chain continues from (see {@link HandoverContext.resumeChain}): the carried
+ * tokens minus those the prefix spent (each must be carried, same value and mark) plus the
+ * prefix's unspent change; undefined when the point does not fit this handover (the whole chain
+ * is then checked).
+ */
+function resumeFrom(
+  point: ChainResume | undefined,
+  history: readonly Uint8Array[],
+  tokens: ReadonlyMap<string, SpentCoin>,
+  transfer: Transfer,
+): { point: ChainResume; coins: Map<string, SpentCoin> } | undefined {
+  if (!point || point.count < 1 || point.count > history.length || point.currency !== transfer.currency) return undefined;
+  const coins = new Map(tokens);
+  for (const s of point.spentTokens) {
+    const k = toHex(s.id);
+    const c = coins.get(k);
+    if (!c || c.value !== s.value || markKey(c.mark) !== markKey(s.mark)) return undefined;
+    coins.delete(k);
+  }
+  for (const c of point.change) coins.set(toHex(c.id), c);
+  return { point, coins };
 }
 
 /**

@@ -27,8 +27,10 @@ import {
   decodeDeterministic,
   encodeDeterministic,
   bytesEqual as bytesEq,
+  type ChainResume,
   type ExpectedRequest,
   type HandoverContext,
+  type SpentCoin,
   type KeyPair,
   type Mark,
   type Signer,
@@ -938,4 +940,123 @@ test('history by reference (SPEC §3.8 after): validated as the whole chain with
     code: ErrorCode.LIMIT_EXCEEDED,
     detail: 'offlineTotal',
   });
+});
+
+/** The resume point a validator records after a whole-chain result (what the ledger keeps with a card's chain head, SPEC §7.7). */
+function pointAfter(v: Extract<ReturnType<typeof validateHandover>, { ok: true }>): ChainResume {
+  const change = new Map<string, SpentCoin>();
+  const spentTokens: SpentCoin[] = [];
+  let amounts = 0;
+  v.chain.forEach((x, i) => {
+    for (const c of v.chainInputs[i]!) {
+      const k = Buffer.from(c.id).toString('hex');
+      if (!change.delete(k)) spentTokens.push(c);
+    }
+    const out = x.transfer.outputs[1];
+    if (out) change.set(Buffer.from(outputId(x.hash, 1)).toString('hex'), { id: outputId(x.hash, 1), value: out.value });
+    amounts += x.transfer.amount;
+  });
+  const last = v.chain[v.chain.length - 1]!;
+  return {
+    count: v.chain.length,
+    hash: last.hash,
+    counter: last.transfer.counter,
+    currency: v.transfer.currency,
+    amounts,
+    spentTokens,
+    change: [...change.values()],
+  };
+}
+
+test('resumed chains (SPEC §7.7): from a recorded point the result is the whole chain’s; a point that does not fit, or a tail that fails, gives the whole-chain answer', (t) => {
+  const w = world();
+  const c = w.card();
+  c.wallet.holdTokens([w.token(c.signer.kid, 40_000)], w.ledger.keys.publicKey);
+  const shop = w.terminal();
+  const pays = [10_000, 5_000, 1_000, 1_000, 1_000, 1_000].map((amount, i) => {
+    const r = request(shop, amount, T0 + 10 * i);
+    return { r, p: c.wallet.pay(r, { enforceLimits: false }) };
+  });
+  const whole = (i: number) => validateHandover(pays[i]!.p.handover, ctx(w, { request: pays[i]!.r }));
+  const points = pays.slice(0, 5).map((_, i) => {
+    const v = whole(i);
+    if (!v.ok) throw new Error(`payment ${i}: ${v.code}`);
+    return pointAfter(v);
+  });
+  const resumed = (i: number, point: ChainResume | undefined, seen?: unknown[]) =>
+    validateHandover(
+      pays[i]!.p.handover,
+      ctx(w, {
+        request: pays[i]!.r,
+        resumeChain: (card, anchor, history) => {
+          seen?.push({ card, anchor, n: history.length });
+          return point;
+        },
+      }),
+    );
+  // Payment 3 (history 0..2) from the point after payment 2 (count 3) and after payment 0 (count 1).
+  const full3 = whole(3);
+  const seen: unknown[] = [];
+  const r3 = resumed(3, points[2], seen);
+  t.true(full3.ok && r3.ok);
+  if (!full3.ok || !r3.ok) return;
+  t.deepEqual(seen, [{ card: c.signer.kid, anchor: { prev: GENESIS_PREV, counter: 0 }, n: 3 }]);
+  t.is(r3.resumed, 3);
+  t.is(r3.chain.length, 1);
+  t.deepEqual(r3.chain, full3.chain.slice(3));
+  t.deepEqual(r3.chainInputs, full3.chainInputs.slice(3));
+  t.deepEqual(r3.inputs, full3.inputs);
+  t.is(r3.offlineTotal, full3.offlineTotal);
+  t.is(r3.offlineCount, full3.offlineCount);
+  t.is(full3.resumed, undefined);
+  const from0 = resumed(3, points[0]);
+  t.like(from0, { ok: true, resumed: 1, offlineTotal: 17_000 });
+  t.is(from0.ok && from0.chain.length, 3);
+  // A point that does not fit the handover: the whole chain is validated (no `resumed`, the same result).
+  const token = points[0]!.spentTokens[0]!;
+  const misfits: ChainResume[] = [
+    { ...points[2]!, spentTokens: [{ ...token, id: rnd(16) }] },
+    { ...points[2]!, spentTokens: [{ ...token, value: token.value + 1 }] },
+    { ...points[2]!, spentTokens: [{ ...token, mark: { hops: 1 } }] },
+    { ...points[2]!, currency: points[2]!.currency + 1 },
+    { ...points[2]!, count: 4 },
+    { ...points[2]!, count: 0 },
+    // The tail spends change the point does not have: the tail fails, so the whole chain is checked.
+    { ...points[0]!, change: [] },
+  ];
+  for (const [i, m] of misfits.entries()) t.deepEqual(resumed(3, m), full3, `misfit ${i}`);
+  t.deepEqual(resumed(3, undefined), full3);
+  // A tail that fails gives the whole chain's code and index (the paying transfer is index 3 of the whole chain).
+  const bad = patch(pays[3]!.p.handover, (h) => {
+    const tr = h.transfer.slice();
+    tr[tr.length - 1]! ^= 1;
+    h.transfer = tr;
+  });
+  const badWhole = validateHandover(bad, ctx(w, { request: pays[3]!.r }));
+  t.like(badWhole, { ok: false, code: ErrorCode.TRANSFER_SIGNATURE, index: 3 });
+  t.deepEqual(validateHandover(bad, ctx(w, { request: pays[3]!.r, resumeChain: () => points[2] })), badWhole);
+  // Limits count the prefix: payment 5 is the sixth since genesis (offlineCount 5).
+  const full5 = whole(5);
+  t.like(full5, { ok: false, code: ErrorCode.LIMIT_EXCEEDED, detail: 'offlineCount' });
+  t.deepEqual(resumed(5, points[4]), full5);
+  // Not with `after`: a handover leaving out its history is validated with the held chain, never resumed.
+  const r2 = { ...request(shop, 500, T0 + 100), held: pays[4]!.p.transferHash };
+  const after = c.wallet.pay(r2, { enforceLimits: false });
+  const held = decodeMessage('Handover', pays[4]!.p.handover);
+  let asked = 0;
+  const va = validateHandover(
+    after.handover,
+    ctx(w, {
+      request: r2,
+      skipLimits: true,
+      heldHistory: () => [...held.history, held.transfer],
+      resumeChain: () => {
+        asked++;
+        return points[4];
+      },
+    }),
+  );
+  t.like(va, { ok: true, resumed: undefined });
+  t.is(va.ok && va.chain.length, 7);
+  t.is(asked, 0);
 });

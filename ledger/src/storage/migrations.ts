@@ -79,6 +79,13 @@ export const LEDGER_MIGRATIONS: readonly LedgerMigration[] = [
     // hash: payload hash of the transfer; counter: its counter. Only ever moves to a higher counter.
     statements: [`CREATE TABLE chain_heads (card BLOB PRIMARY KEY, counter BIGINT NOT NULL, hash BLOB NOT NULL)`],
   },
+  {
+    version: 6,
+    description:
+      'chain_heads.state: the chain state at the head (its digest from the anchor, the coins and amounts it leaves): a later handover carrying that chain byte for byte is validated from the head on (SPEC §7.7)',
+    // NULL for heads recorded before (their cards' next handovers are validated whole, then recorded with a state).
+    statements: [`ALTER TABLE chain_heads ADD COLUMN state BLOB`],
+  },
 ];
 
 /** Why a database cannot be used as the ledger's. */
