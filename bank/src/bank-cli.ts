@@ -12,7 +12,7 @@
  * @module
  */
 import { randomBytes } from 'node:crypto';
-import { accessSync, constants, existsSync, writeFileSync, renameSync } from 'node:fs';
+import { accessSync, constants, existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import {
@@ -38,6 +38,7 @@ import {
 } from '@dt/protocol';
 import { StateFileError, limitsProblem, personalizeCard } from '@dt/card-applet-sim';
 import { CardSyncClient } from '@dt/terminal';
+import { writeFileDurable } from '@dt/protocol/fs';
 import { certifyTerminalKey, openRestitution, signCardBankRequest, signLoadOrder } from '@dt/ledger';
 import {
   CliFailure,
@@ -200,16 +201,17 @@ function checkOut(path: string | undefined): void {
   }
 }
 
-/** Writes a file atomically (temp file, then rename): a failed write leaves the old file. */
+/** Writes a file atomically and durably (`writeFileDurable`): a failed write leaves the old file; a directory is never created. */
 function writeOut(path: string, data: Uint8Array): void {
-  const tmp = `${path}.tmp-${process.pid}`;
+  // checkOut ran before anything was signed; the directory may have gone since.
+  if (!existsSync(dirname(resolve(path)))) throw new UsageError(`--out ${path}: cannot write there: ENOENT`);
   try {
-    writeFileSync(tmp, data, { mode: 0o644 });
+    // Durable before the command says it wrote it: temp file, fsync, rename, directory fsync.
+    writeFileDurable(path, data, 0o644);
   } catch (e) {
-    // A directory that is not there or not writable is the command line's mistake (--out), not an internal error.
+    // A directory that is not writable is the command line's mistake (--out), not an internal error.
     throw new UsageError(`--out ${path}: cannot write: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
-  renameSync(tmp, path);
 }
 
 /** A ledger answer that is a refusal: exit 1 with its stable code. */

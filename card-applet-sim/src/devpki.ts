@@ -23,7 +23,7 @@
  * @module
  */
 
-import { chmodSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   BankPermission,
@@ -40,6 +40,7 @@ import {
 import type { KeyPair, Mark, Signer } from '@dt/protocol';
 import { nodeRandom, systemClock } from './card.ts';
 import { writeFileAtomic } from './storage.ts';
+import { makeDirs } from '@dt/protocol/fs';
 
 /** One party of the PKI: its key pair and its certificate (COSE_Sign1 bytes). */
 export interface DevParty {
@@ -115,7 +116,7 @@ export function createDevPki(options: CreateDevPkiOptions = {}): DevPki {
 
 /** Writes a dev PKI to `dir` (created with mode 0700; the JSON with mode 0600). */
 export function saveDevPki(dir: string, pki: DevPki): void {
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  makeDirs(dir, 0o700);
   chmodSync(dir, 0o700);
   const p = (d: DevParty) => ({ secretKey: toHex(d.keys.secretKey), cert: toHex(d.cert) });
   const json = { format: 'dt-dev-pki', version: 1, issuer: p(pki.issuer), ledger: p(pki.ledger), bank: p(pki.bank) };

@@ -52,6 +52,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { makeDirs } from '@dt/protocol/fs';
 
 /** Where Debian installs the vpcd reader driver. */
 export const VPCD_DRIVER = '/usr/lib/pcsc/drivers/serial/libifdvpcd.so';
@@ -206,7 +207,7 @@ export async function startPcscd(options: StartPcscdOptions = {}): Promise<Pcscd
   const runDir = options.socketPath !== undefined ? dirname(options.socketPath) : join(dir, 'run');
   const confDir = join(dir, 'reader.conf.d');
   // The topmost directory this call created for a given socketPath (undefined if it existed): stop() removes it.
-  const createdRunDir = mkdirSync(runDir, { recursive: true });
+  const createdRunDir = makeDirs(runDir);
   // A stale socket left by a killed daemon would look like readiness below.
   rmSync(join(runDir, 'pcscd.comm'), { force: true });
   mkdirSync(confDir);
@@ -219,7 +220,7 @@ export async function startPcscd(options: StartPcscdOptions = {}): Promise<Pcscd
   );
   // The mount point must exist in the shared file system; the bind mount
   // itself stays inside the new namespace.
-  mkdirSync('/run/pcscd', { recursive: true });
+  makeDirs('/run/pcscd');
   const logPath = join(dir, 'pcscd.log');
   // pcscd writes its log straight into the file (no pipe through this process): the file exists
   // before pcscd starts, every line is in it as soon as pcscd writes it, and it outlives this process.

@@ -10,7 +10,6 @@
  * @module
  */
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
-import { mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { PcscReaders, parseVerifierName, type VerifierName } from '@dt/terminal';
 import { exitCodesByName, exitCodesHelp } from '@dt/protocol';
@@ -21,6 +20,7 @@ import { TOOL_VERSION, checkSuiteNames, errorMessage, exitCodeOf, probeCard, run
 import { suitesByName } from './suites/index.ts';
 import { writeReports } from './reports/index.ts';
 import { collectTranscripts, missingTranscriptPaths, readerTarget, replayAll, stateFileTarget, type ReplayTarget } from './replay.ts';
+import { makeDirs } from '@dt/protocol/fs';
 
 /**
  * The exit codes of `dt-lab`, the one table (`--help` prints it; the root
@@ -119,11 +119,17 @@ function interruptible(say: (s: string) => void): { signal: AbortSignal; dispose
 /** Creates the --out directory before anything is sent to the card: one that cannot be made is exit 5, as reports that cannot be written. */
 function makeReportDir(out: string): void {
   try {
-    mkdirSync(out, { recursive: true });
+    makeDirs(out);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     const why =
-      code === 'ENOTDIR' || code === 'EEXIST' ? 'a file is in the way' : code === 'EACCES' ? 'permission denied' : (e as Error).message;
+      code === 'ENOTDIR' || code === 'EEXIST'
+        ? 'a file is in the way'
+        : code === 'EACCES'
+          ? 'permission denied'
+          : code === 'ENOENT'
+            ? 'it cannot be created there (ENOENT)'
+            : (e as Error).message;
     throw new Exit(ExitCode.REPORTS, `the reports could not be written to ${out}: ${why}`);
   }
 }

@@ -17,7 +17,7 @@
  * @module
  */
 import { randomInt } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { answerIsFresh, identifyCommand, isMoreData as isMoreDataSw } from '@dt/protocol';
@@ -25,6 +25,7 @@ import type { ApduTransport, TransmitOptions } from '@dt/protocol';
 import type { CardReader, CardSession, WaitOptions } from '@dt/terminal';
 import type { CardControlClient, FaultPlan } from '@dt/card-applet-sim';
 import { formatTranscript, maskSecrets, moneyIn, type ControlEvent, type Exchange, type SignedTransfer } from './transcript.ts';
+import { makeDirs } from '@dt/protocol/fs';
 
 /**
  * True when the answer to `apdu` is signed or random by nature, so that a
@@ -167,7 +168,7 @@ export class Recorder {
     for (const v of money.voided) this.#voided.add(v);
     const rel = join('transcripts', safeName(tape.suite), `${fileName}.apdu`);
     const path = join(outDir, rel);
-    mkdirSync(dirname(path), { recursive: true });
+    makeDirs(dirname(path));
     const text = formatTranscript(
       {
         tool: this.#o.tool,

@@ -349,6 +349,10 @@ test('dt-lab replay: a --card that is a directory is refused (2, "not a file"); 
     t.is(r.code, 5, r.stderr);
     t.regex(r.stderr, /^dt-lab: the reports could not be written to .*blocker(\/sub)?: a file is in the way\n$/);
   }
+  // Where nothing can be created (Node's recursive mkdir would never return there).
+  const proc = await run(DT_LAB, ['replay', apdu, '--card', card, '--out', '/proc/dt-no-such/out'], env, 60_000);
+  t.is(proc.code, 5, proc.stderr);
+  t.regex(proc.stderr, /^dt-lab: the reports could not be written to \/proc\/dt-no-such\/out: it cannot be created there \(ENOENT\)\n$/);
   t.deepEqual(
     readdirSync(tmp).filter((f) => f.startsWith('dt-lab-replay-')),
     [],

@@ -233,6 +233,8 @@ interface Run {
   readonly ratio: number;
   readonly rowsBefore: { spent: number; cards: number };
   readonly auditOk: boolean;
+  /** Handovers the ledger validated from the card's recorded chain head on (SPEC §7.7 resumed chains). */
+  readonly resumedChains: number;
 }
 
 /** Settles `w` on a fresh serve-configured ledger over `storage`; times only the settle calls. */
@@ -315,6 +317,7 @@ async function measureOn(
   const perSecond = settled / (ms / 1000);
   log(`${backend} ${hops}: ${(cpu / settled).toFixed(0)} µs CPU (all threads) per settled transfer`);
   log(`${backend} ${hops}: ${perSecond.toFixed(0)} settled/s = ${((100 * perSecond) / ceiling.perSecond).toFixed(2)}% of the ceiling`);
+  log(`${backend} ${hops}: ${ledger.stats.resumedChains} of ${settled} chains validated from the recorded chain head`);
   return {
     backend,
     hops,
@@ -330,6 +333,7 @@ async function measureOn(
     ratio: perSecond / ceiling.perSecond,
     rowsBefore,
     auditOk: audit.ok,
+    resumedChains: ledger.stats.resumedChains,
   };
 }
 

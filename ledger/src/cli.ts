@@ -16,7 +16,7 @@
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { pino, type Level } from 'pino';
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { randomBytes } from 'node:crypto';
@@ -44,6 +44,7 @@ import { startLedgerServer } from './server.ts';
 import { createValidatorPool, type ValidatorPool, type ValidatorPoolOptions } from './pool.ts';
 import { nativeSigner } from './native-signer.ts';
 import type { LedgerStorage } from './storage/types.ts';
+import { makeDirs } from '@dt/protocol/fs';
 
 /**
  * The exit codes of `dt-ledger`, the one table (`--help` prints it; the root
@@ -202,7 +203,7 @@ const NAME = /^[A-Za-z0-9_-]{1,64}$/;
 function writeAcquirer(dir: string, bank: Identity, name: string, now: number): Identity {
   if (((openSigned('Certificate', bank.cert).message.perms ?? 0) & BankPermission.ACQUIRING) === 0)
     throw new CliError(ExitCode.USAGE, 'the bank lacks the acquiring permission');
-  mkdirSync(join(dir, 'acquirers'), { recursive: true, mode: 0o700 });
+  makeDirs(join(dir, 'acquirers'), 0o700);
   if (existsSync(join(dir, 'acquirers', `${name}.key.json`))) throw new CliError(ExitCode.DATA_DIR, `acquirer ${name} exists already`);
   const acq = issueAcquirer(bank, { name, validity: { nbf: now - 86400, exp: now + 2 * YEAR } });
   writeKeyFile(join(dir, 'acquirers', `${name}.key.json`), acq.keys);
@@ -370,7 +371,7 @@ export function buildProgram(): Command {
   ).action(async (o: StorageOpts & { issuerName: string; json?: boolean }) => {
     if (existsSync(join(o.data, 'issuer.key.json'))) throw new CliError(ExitCode.DATA_DIR, `${o.data} is already initialized`);
     try {
-      mkdirSync(join(o.data, 'banks'), { recursive: true, mode: 0o700 });
+      makeDirs(join(o.data, 'banks'), 0o700);
     } catch (e) {
       // A file in the way, a parent that cannot be written: the -d named on the command line is not usable.
       throw new CliError(

@@ -169,6 +169,11 @@ test('dt-ledger exit codes: usage 2, not initialized 4, already initialized 4, P
     const notDir = run('init', '-d', join(dir, 'a-file'));
     t.is(notDir.status, 2, notDir.stderr);
     t.regex(notDir.stderr, /-d .*a-file: cannot create the data directory: ENOTDIR/);
+    // Where nothing can be created and the parent "is missing" too (Node's recursive mkdir never returns there).
+    const proc = spawnSync(process.execPath, [BIN, 'init', '-d', '/proc/dt-no-such'], { encoding: 'utf8', timeout: 60_000 });
+    t.is(proc.signal, null, 'init returned');
+    t.is(proc.status, 2, proc.stderr);
+    t.regex(proc.stderr, /-d \/proc\/dt-no-such: cannot create the data directory: ENOENT/);
     t.is(run('init', '-d', data).status, 0);
     t.is(run('init', '-d', data).status, 4);
     t.is(run('bank-add', '-d', data, '--name', 'b1', '--allocate', '150000').status, 0);

@@ -10,7 +10,7 @@
  *
  * @module
  */
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync, openSync, fsyncSync, closeSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, rmSync, writeFileSync, openSync, fsyncSync, closeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import {
@@ -29,6 +29,7 @@ import {
   type Signer,
 } from '@dt/protocol';
 import { TerminalError, TerminalErrorCode } from './errors.ts';
+import { makeDirs, syncDir, writeFileDurable } from '@dt/protocol/fs';
 
 /** Merchant identity certified in the terminal certificate. */
 export interface MerchantIdentity {
@@ -93,20 +94,8 @@ export function buildIdentity(parts: IdentityParts, at: number): TerminalIdentit
   }
 }
 
-/** Writes a file atomically and durably (temp file, fsync, rename). */
-export function writeFileDurable(path: string, data: string | Uint8Array, mode = 0o644): void {
-  mkdirSync(dirname(path), { recursive: true });
-  const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, data, { mode });
-  const fd = openSync(tmp, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
-  chmodSync(path, mode);
-}
+/** Writes a file atomically and durably (`@dt/protocol/fs`; exported here for the terminal's modules). */
+export { writeFileDurable };
 
 /** Paths of the identity files in a data directory. */
 export function identityPaths(dataDir: string): { key: string; identity: string; request: string } {
@@ -180,7 +169,7 @@ export function installIdentity(dataDir: string, id: StoredIdentity, at: number)
   const keyPair = loadTerminalKey(dataDir);
   const tmp = `${target}.${process.pid}.installing`;
   try {
-    mkdirSync(dirname(target), { recursive: true });
+    makeDirs(dirname(target));
     writeFileSync(tmp, identityJson(id), { mode: 0o644 });
     const fd = openSync(tmp, 'r');
     try {
@@ -195,19 +184,6 @@ export function installIdentity(dataDir: string, id: StoredIdentity, at: number)
     return identity;
   } finally {
     rmSync(tmp, { force: true });
-  }
-}
-
-/** fsyncs a directory so that a rename in it is durable. */
-function syncDir(dir: string): void {
-  let fd: number | undefined;
-  try {
-    fd = openSync(dir, 'r');
-    fsyncSync(fd);
-  } catch {
-    // Some file systems refuse to fsync a directory; the rename is still atomic.
-  } finally {
-    if (fd !== undefined) closeSync(fd);
   }
 }
 

@@ -5,12 +5,13 @@
  *
  * @module
  */
-import { mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { LabRun } from '../model.ts';
 import { renderHtml } from './html.ts';
 import { renderJson } from './json.ts';
 import { renderJunit } from './junit.ts';
+import { makeDirs } from '@dt/protocol/fs';
 
 export { renderHtml } from './html.ts';
 export { renderJson } from './json.ts';
@@ -37,7 +38,7 @@ export const REPORT_FILES = { junit: 'report.xml', json: 'report.json', html: 'r
 export function writeReports(run: LabRun, dir: string): ReportPaths {
   const rendered = { junit: renderJunit(run), json: renderJson(run), html: renderHtml(run) };
   const root = resolve(dir);
-  mkdirSync(root, { recursive: true });
+  makeDirs(root);
   const paths = { junit: join(root, REPORT_FILES.junit), json: join(root, REPORT_FILES.json), html: join(root, REPORT_FILES.html) };
   for (const k of ['junit', 'json', 'html'] as const) {
     const tmp = `${paths[k]}.tmp-${process.pid}`;

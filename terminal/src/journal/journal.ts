@@ -26,11 +26,11 @@
  */
 import Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { formatTenge, plainBytes, toHex } from '@dt/protocol';
 import { TerminalError, TerminalErrorCode } from '../errors.ts';
 import { JOURNAL_MIGRATIONS, JournalSchemaError, migrateJournal, type JournalMigration } from './schema.ts';
+import { makeDirs } from '@dt/protocol/fs';
 
 /** Lifecycle state of a journalled payment. */
 export const PaymentState = {
@@ -459,7 +459,7 @@ export class Journal {
 
   /** Opens (creating if needed) the journal at `path` (`:memory:` for a throwaway one). */
   static open(path: string, options: JournalOptions = {}): Journal {
-    if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+    if (path !== ':memory:') makeDirs(dirname(path));
     let db: Database.Database | undefined;
     try {
       db = new Database(path, { timeout: 5000 });
