@@ -502,23 +502,13 @@ export function settleOne(job: SettleJob, tools: SettleTools, compact: boolean):
  * and a kid names one key), and its transfers are recorded as value and as evidence holding
  * their own claims, so checking it again can only give the same answer.
  */
-export interface ChainState {
+export interface ChainState extends ChainResume {
   readonly card: Uint8Array;
   /** The chain's anchor: `prev` of its first transfer (the receipt's payload hash, or genesis) and its counter. */
   readonly anchor: Uint8Array;
   readonly anchorCounter: number;
-  /** {@link chainDigest} of the chain's transfers, anchor first. */
+  /** {@link chainDigest} of the chain's transfers, anchor first; `count` of them (the head's counter - the anchor counter). */
   readonly digest: Uint8Array;
-  /** How many transfers the chain is (the head's counter - the anchor counter). */
-  readonly count: number;
-  /** The head: payload hash and counter of the chain's last transfer. */
-  readonly hash: Uint8Array;
-  readonly counter: number;
-  readonly currency: number;
-  /** Sum of the chain's amounts. */
-  readonly amounts: number;
-  readonly spentTokens: readonly SpentCoin[];
-  readonly change: readonly SpentCoin[];
 }
 
 /** SHA-256 over a domain label, the anchor (hash, counter) and each transfer's length and exact bytes. */
@@ -548,15 +538,7 @@ export function resumePoint(
   if (!bytesEqual(state.card, card) || !bytesEqual(state.anchor, anchor.prev) || state.anchorCounter !== anchor.counter) return undefined;
   if (state.count < 1 || state.count > history.length || state.counter !== state.anchorCounter + state.count) return undefined;
   if (!bytesEqual(chainDigest(anchor.prev, anchor.counter, history.slice(0, state.count)), state.digest)) return undefined;
-  return {
-    count: state.count,
-    hash: state.hash,
-    counter: state.counter,
-    currency: state.currency,
-    amounts: state.amounts,
-    spentTokens: state.spentTokens,
-    change: state.change,
-  };
+  return state;
 }
 
 /** The chain state after a valid handover's paying transfer; `base`: the state its chain was resumed from. */
