@@ -2,8 +2,8 @@
  * The DT crypto suite 1: ECDSA over P-256 with SHA-256 (COSE alg ES256 = -7).
  *
  * `@noble/curves` is the reference implementation and the only one used by
- * `protocol/` and `firmware/` (its ECDSA hashes with `@noble/hashes`; the
- * instance, with a base field written for interpreters, is `p256.ts`). The
+ * `protocol/` and `firmware/` (the instance, with a base field written for
+ * interpreters and the suite's SHA-256 for its digest and RFC 6979 HMAC, is `p256.ts`). The
  * {@link sha256} of everything else (key ids, payload hashes, output ids, the
  * card's journal and certificate memo) is the package import `#sha256`, chosen
  * when the module is resolved (package.json `imports`): on Node `sha256-node.ts`
