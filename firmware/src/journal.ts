@@ -9,32 +9,51 @@
  * after it), the reader finds:
  *
  * - the new record valid (write completed): the new state; or
- * - the new record invalid (hash fails) or absent: the old record, still
+ * - the new record invalid (check fails) or absent: the old record, still
  *   intact in the other slot: the old state.
  *
  * There is no third outcome, because validity of a record is decided by a
- * SHA-256 over its header and body, and the two candidate records never share
- * a slot. Record layout (big-endian):
+ * 64-bit check over its header and body (CRC-32C and CRC-32, two independent
+ * polynomials: a torn record passes both with a probability of about 2^-64),
+ * and the two candidate records never share a slot. Record layout
+ * (big-endian):
  *
  * ```text
- * offset 0   4  magic "DTS1"
+ * offset 0   4  magic "DTS2"
  * offset 4   4  sequence number (u32), +1 per commit
  * offset 8   4  body length n (u32)
- * offset 12 32  SHA-256 over bytes 0..11 and the body
- * offset 44  n  body (deterministic CBOR of the card state)
+ * offset 12  4  CRC-32C (Castagnoli) over bytes 0..11 and the body
+ * offset 16  4  CRC-32 (ISO-HDLC, as zlib's) over bytes 0..11 and the body
+ * offset 20  n  body (deterministic CBOR of the card state)
  * ```
+ *
+ * Why a CRC pair and not a hash: the check detects torn writes, which are
+ * physics, not an adversary (whoever can write the card's storage can write a
+ * matching SHA-256 as easily), and the card computes it over its whole state
+ * at every commit: in QuickJS SHA-256 over a 9 KB state took about 8 ms of a
+ * PAY, the CRC pair (`crc-32`, slicing by 16) about a tenth of that. Records
+ * of the first layout, "DTS1" (offset 12: 32-byte SHA-256 over bytes 0..11 and
+ * the body; body at 44), written by earlier firmware, are still read; the next
+ * commit writes "DTS2".
  *
  * @module
  */
+import crc32 from 'crc-32';
+import crc32c from 'crc-32/crc32c.js';
 import { bytesEqual, concatBytes, sha256 } from '@dt/protocol';
 import type { Storage } from './hal.ts';
 
 /** Slots used by the journal. */
 export const JOURNAL_SLOTS = [0, 1] as const;
 
-const MAGIC = Uint8Array.of(0x44, 0x54, 0x53, 0x31); // "DTS1"
+const MAGIC = Uint8Array.of(0x44, 0x54, 0x53, 0x32); // "DTS2"
+/** The first layout's magic (SHA-256 check), read but no longer written. */
+const MAGIC_V1 = Uint8Array.of(0x44, 0x54, 0x53, 0x31); // "DTS1"
 const HEADER = 12;
-const HASH = 32;
+/** Length of the check: CRC-32C then CRC-32, 4 bytes each. */
+const CHECK = 8;
+/** Length of the first layout's check (SHA-256). */
+const HASH_V1 = 32;
 const MAX_SEQ = 0xffffffff;
 
 /** What {@link ShadowJournal.load} found. */
@@ -54,17 +73,30 @@ function u32be(n: number): Uint8Array {
   return Uint8Array.of((n >>> 24) & 255, (n >>> 16) & 255, (n >>> 8) & 255, n & 255);
 }
 
-/** Parses a slot; `undefined` when it is not a complete, intact record. */
+/** The 8-byte check of a record: CRC-32C then CRC-32 (big-endian) over `header` then `body`. */
+export function recordCheck(header: Uint8Array, body: Uint8Array): Uint8Array {
+  const out = new Uint8Array(CHECK);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, crc32c.buf(body, crc32c.buf(header)) >>> 0);
+  view.setUint32(4, crc32.buf(body, crc32.buf(header)) >>> 0);
+  return out;
+}
+
+/** Parses a slot; `undefined` when it is not a complete, intact record (of either layout). */
 function parseRecord(raw: Uint8Array | undefined): { seq: number; body: Uint8Array } | undefined {
-  if (raw === undefined || raw.length < HEADER + HASH) return undefined;
-  if (!bytesEqual(raw.subarray(0, 4), MAGIC)) return undefined;
+  if (raw === undefined || raw.length < HEADER) return undefined;
+  const magic = raw.subarray(0, 4);
+  const v2 = bytesEqual(magic, MAGIC);
+  if (!v2 && !bytesEqual(magic, MAGIC_V1)) return undefined;
+  const check = v2 ? CHECK : HASH_V1;
   const seq = u32(raw, 4);
   const length = u32(raw, 8);
-  if (raw.length !== HEADER + HASH + length) return undefined;
-  const body = raw.subarray(HEADER + HASH);
-  const digest = sha256(concatBytes(raw.subarray(0, HEADER), body));
+  if (raw.length !== HEADER + check + length) return undefined;
+  const header = raw.subarray(0, HEADER);
+  const body = raw.subarray(HEADER + check);
+  const expected = v2 ? recordCheck(header, body) : sha256(concatBytes(header, body));
   // Public integrity check, not a secret comparison: plain equality is fine.
-  if (!bytesEqual(digest, raw.subarray(HEADER, HEADER + HASH))) return undefined;
+  if (!bytesEqual(expected, raw.subarray(HEADER, HEADER + check))) return undefined;
   return { seq, body: body.slice() };
 }
 
@@ -116,7 +148,7 @@ export class ShadowJournal {
     const seq = this.#seq + 1;
     const target = this.#slot === JOURNAL_SLOTS[0] ? JOURNAL_SLOTS[1] : JOURNAL_SLOTS[0];
     const header = concatBytes(MAGIC, u32be(seq), u32be(body.length));
-    const record = concatBytes(header, sha256(concatBytes(header, body)), body);
+    const record = concatBytes(header, recordCheck(header, body), body);
     this.#storage.write(target, record);
     this.#slot = target;
     this.#seq = seq;
