@@ -72,6 +72,7 @@ import {
   type LedgerStorage,
 } from '@dt/ledger';
 import { startAcquirer, type RunningAcquirer } from '@dt/acquirer';
+import { ignoreClosedPipes } from '@dt/protocol/cli';
 import { httpRequest } from '@dt/protocol/http';
 import {
   CardSyncClient,
@@ -94,10 +95,7 @@ import {
 
 // A reader that closes the pipe early (`npm run demo | head`) is no error: the rest of the output is dropped and
 // the story ends as it would have, with its own exit code.
-for (const s of [process.stdout, process.stderr])
-  s.on('error', (e: NodeJS.ErrnoException) => {
-    if (e.code !== 'EPIPE') throw e;
-  });
+ignoreClosedPipes();
 
 /**
  * The exit codes of the story (`npm run demo`), the one table (`--help`

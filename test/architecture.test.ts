@@ -31,8 +31,13 @@ const PURE_THIRD_PARTY: Record<string, readonly string[]> = {
   firmware: ['@noble/curves', '@noble/hashes'],
 };
 
-/** Files of the pure cores that are allowed to use Node (documented exceptions: native.ts, fs.ts, and `#sha256`'s `node` target). */
-const PURE_EXCEPTIONS = new Set(['protocol/src/native.ts', 'protocol/src/fs.ts', 'protocol/src/crypto/sha256-node.ts']);
+/** Files of the pure cores that are allowed to use Node (documented exceptions: native.ts, fs.ts, cli.ts, and `#sha256`'s `node` target). */
+const PURE_EXCEPTIONS = new Set([
+  'protocol/src/native.ts',
+  'protocol/src/fs.ts',
+  'protocol/src/cli.ts',
+  'protocol/src/crypto/sha256-node.ts',
+]);
 /**
  * The HTTP layer (`@dt/protocol/http`, a separate entry point on the platform's fetch): it may wait between
  * retries (`setTimeout`), and nothing else of the pure cores' forbidden list (no Node import either).

@@ -6,6 +6,8 @@
  *   rows, and they are exactly that command's rows of the root README's
  *   table (README.md "Exit codes"); 0-3 mean the same everywhere;
  * - a bad option is a usage error: exit 2, with a message;
+ * - a reader that closes the pipe early (`--help | head -1`) is no error: exit 0, no
+ *   EPIPE trace; every launcher takes that guard from `@dt/protocol/cli`;
  * - `npx dt-…` from directories nested inside the repository runs this
  *   checkout's command, with the npm registry unreachable (so nothing was
  *   fetched), and a name that is not installed is refused, never downloaded.
@@ -112,6 +114,16 @@ for (const c of COMMANDS) {
     t.notRegex(r.stderr, /EPIPE|Error/);
   });
 }
+
+test('every command takes its closed-pipe guard from @dt/protocol/cli, the one implementation: its launcher calls ignoreClosedPipes and handles no EPIPE itself', (t) => {
+  for (const c of COMMANDS) {
+    const launcher = c.argv.find((a) => a.startsWith(ROOT))!;
+    const text = readFileSync(launcher, 'utf8');
+    t.regex(text, /['"]@dt\/protocol\/cli['"]/, `${c.name}: ${launcher}`);
+    t.regex(text, /\bignoreClosedPipes\(\)/, `${c.name}: ${launcher}`);
+    t.notRegex(text, /EPIPE/, `${c.name}: ${launcher} repeats the guard`);
+  }
+});
 
 test('the README table has no command that does not exist', (t) => {
   t.deepEqual(

@@ -19,6 +19,7 @@ import {
   CardStatusError,
   LIMITS,
   Personalized,
+  SW,
   describeSw,
   formatTenge,
   fromHex,
@@ -65,7 +66,8 @@ export const EXIT_CODES = [
   {
     code: 5,
     name: 'STATE_FILE',
-    meaning: 'the card state file already exists or is invalid, or it or the control socket is in use by another process',
+    meaning:
+      "the card state file already exists or is invalid (not a state file, or the card's state in it is unreadable), or it or the control socket is in use by another process",
   },
   { code: 6, name: 'INTERNAL', meaning: 'internal error' },
 ] as const;
@@ -221,8 +223,19 @@ const PERSONALIZED_BITS: [number, string][] = [
 async function committedCard(file: string) {
   const state = readStateFile(file);
   const t = new InProcessTransport(new SimulatedCard({ storage: new ReadOnlyStorage(new MemoryStorage(state.slots)) }));
-  const sel = await selectApplet(t);
-  return { state, sel, status: await getStatus(t) };
+  try {
+    const sel = await selectApplet(t);
+    return { state, sel, status: await getStatus(t) };
+  } catch (e) {
+    // The applet answers 6F00 to every command when its storage holds no intact record it can decode (slots of
+    // random bytes, damage outside a commit): the file is a state file, but the card in it cannot be read.
+    if (e instanceof CardStatusError && e.sw === SW.INTERNAL_ERROR)
+      throw new StateFileError(
+        'STATE_INVALID',
+        `${file}: the card's state is unreadable (its storage holds no intact record; the card answers 6F00)`,
+      );
+    throw e;
+  }
 }
 
 async function showCard(file: string, opts: Output): Promise<void> {

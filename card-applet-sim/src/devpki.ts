@@ -39,8 +39,7 @@ import {
 } from '@dt/protocol';
 import type { KeyPair, Mark, Signer } from '@dt/protocol';
 import { nodeRandom, systemClock } from './card.ts';
-import { writeFileAtomic } from './storage.ts';
-import { makeDirs } from '@dt/protocol/fs';
+import { makeDirs, writeFileDurable } from '@dt/protocol/fs';
 
 /** One party of the PKI: its key pair and its certificate (COSE_Sign1 bytes). */
 export interface DevParty {
@@ -120,10 +119,10 @@ export function saveDevPki(dir: string, pki: DevPki): void {
   chmodSync(dir, 0o700);
   const p = (d: DevParty) => ({ secretKey: toHex(d.keys.secretKey), cert: toHex(d.cert) });
   const json = { format: 'dt-dev-pki', version: 1, issuer: p(pki.issuer), ledger: p(pki.ledger), bank: p(pki.bank) };
-  writeFileAtomic(join(dir, DEV_PKI_FILE), Buffer.from(JSON.stringify(json, null, 1) + '\n'));
-  writeFileAtomic(join(dir, 'root.cert'), pki.issuer.cert);
-  writeFileAtomic(join(dir, 'ledger.cert'), pki.ledger.cert);
-  writeFileAtomic(join(dir, 'bank.cert'), pki.bank.cert);
+  writeFileDurable(join(dir, DEV_PKI_FILE), JSON.stringify(json, null, 1) + '\n', 0o600);
+  writeFileDurable(join(dir, 'root.cert'), pki.issuer.cert, 0o600);
+  writeFileDurable(join(dir, 'ledger.cert'), pki.ledger.cert, 0o600);
+  writeFileDurable(join(dir, 'bank.cert'), pki.bank.cert, 0o600);
 }
 
 /**

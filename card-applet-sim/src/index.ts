@@ -26,7 +26,7 @@ export { SimulatedCard, CardNotPoweredError, nodeRandom, systemClock, sleep } fr
 export type { AppletFactory, AppletLike, SimulatedCardOptions } from './card.ts';
 export { FaultInjector, FaultInjectingStorage, PowerCutError, isPowerCut } from './faults.ts';
 export type { ApduSelector, FaultEvent, FaultPlan } from './faults.ts';
-export { FileStorage, StateFileError, readStateFile, writeFileAtomic, STATE_FORMAT, STATE_VERSION } from './storage.ts';
+export { FileStorage, StateFileError, readStateFile, STATE_FORMAT, STATE_VERSION } from './storage.ts';
 export type { StateMeta } from './storage.ts';
 export { InProcessTransport, VirtualHidCard } from './inprocess.ts';
 export type { InProcessTransportOptions, VirtualHidCardOptions } from './inprocess.ts';

@@ -4,8 +4,8 @@
  * The file is JSON with the slots as base64 (it holds the card's secret key
  * inside the applet's slots, so it is created with mode 0600 and its content
  * is never printed). Every {@link FileStorage.write} rewrites the whole file
- * atomically: write a temporary file, fsync it, rename it over the state
- * file, fsync the directory. One slot write is therefore one durable file
+ * atomically with `writeFileDurable` (`@dt/protocol/fs`): write a temporary
+ * file, fsync it, rename it over the state file, fsync the directory. One slot write is therefore one durable file
  * write, which makes a power cut between two slot writes realistic: the file
  * always holds exactly the writes that completed, like an EEPROM.
  *
@@ -18,20 +18,10 @@
  * @module
  */
 
-import {
-  closeSync,
-  fsyncSync,
-  openSync,
-  readFileSync,
-  renameSync,
-  unlinkSync,
-  writeSync,
-  constants as fsc,
-  existsSync,
-  writeFileSync,
-} from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { readFileSync, unlinkSync, existsSync, writeFileSync } from 'node:fs';
+import { basename } from 'node:path';
 import type { Storage } from '@dt/firmware';
+import { writeFileDurable } from '@dt/protocol/fs';
 
 /** Format tag of the state file. */
 export const STATE_FORMAT = 'dt-card-sim';
@@ -189,32 +179,8 @@ export class FileStorage implements Storage {
     };
     if (this.#meta.clonedFrom !== undefined) json.clonedFrom = this.#meta.clonedFrom;
     for (const [k, v] of [...slots.entries()].sort((a, b) => a[0] - b[0])) json.slots[String(k)] = Buffer.from(v).toString('base64');
-    writeFileAtomic(this.#path, Buffer.from(JSON.stringify(json, null, 1) + '\n'));
-  }
-}
-
-/**
- * Writes `data` to `path` atomically and durably: temporary file in the same
- * directory (mode 0600), fsync, rename over `path`, fsync the directory so the
- * rename itself survives a crash.
- */
-export function writeFileAtomic(path: string, data: Uint8Array): void {
-  const dir = dirname(path);
-  const tmp = join(dir, `.${basename(path)}.${process.pid}.tmp`);
-  const fd = openSync(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC, 0o600);
-  try {
-    let off = 0;
-    while (off < data.length) off += writeSync(fd, data, off, data.length - off);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
-  const dfd = openSync(dir, fsc.O_RDONLY);
-  try {
-    fsyncSync(dfd);
-  } finally {
-    closeSync(dfd);
+    // It holds the card's secret key: mode 0600.
+    writeFileDurable(this.#path, JSON.stringify(json, null, 1) + '\n', 0o600);
   }
 }
 

@@ -5,10 +5,11 @@
  */
 import test from 'ava';
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { MemoryStorage, ShadowJournal, decodeState } from '@dt/firmware';
+import { JOURNAL_SLOTS, MemoryStorage, ShadowJournal, decodeState } from '@dt/firmware';
 import {
   Role,
   bytesEqual,
@@ -251,6 +252,33 @@ test('errors and exit codes: existing file (5), bad PIN format (2), second perso
   const help = await dtCard(['--help'], dir);
   t.is(help.code, 0);
   t.regex(help.stdout, /Exit codes:\n  0   success/);
+});
+
+test('show of a state file whose storage slots hold random bytes: exit 5 (state file invalid) and one line saying the card state is unreadable, no raw status word refusal (1), no stack trace', async (t) => {
+  const dir = tempDir();
+  t.is((await dtCard(['create', 'x.card'], dir)).code, 0);
+  t.is((await dtCard(['personalize', 'x.card', '--pin', '1234', '--puk', '12345678', '--load', '500'], dir)).code, 0);
+  // A well-formed state file (JSON, base64 slots) whose journal slots are noise: the applet finds no intact record.
+  const file = join(dir, 'x.card');
+  const json = JSON.parse(readFileSync(file, 'utf8')) as { slots: Record<string, string> };
+  for (const slot of JOURNAL_SLOTS) json.slots[String(slot)] = randomBytes(300).toString('base64');
+  writeFileSync(file, JSON.stringify(json));
+  const before = readFileSync(file);
+  for (const args of [
+    ['show', 'x.card'],
+    ['show', 'x.card', '--json'],
+  ]) {
+    const r = await dtCard(args, dir);
+    t.is(r.code, 5, r.stderr);
+    t.is(r.stdout, '');
+    t.regex(r.stderr, /^dt-card: x\.card: the card's state is unreadable \([^\n]*\)\n$/);
+    t.notRegex(r.stderr, /refused|\n\s+at /);
+  }
+  // personalize reads the card the same way first: the same answer, the file untouched.
+  const p = await dtCard(['personalize', 'x.card', '--pin', '1234', '--puk', '12345678'], dir);
+  t.is(p.code, 5, p.stderr);
+  t.regex(p.stderr, /^dt-card: x\.card: the card's state is unreadable/);
+  t.deepEqual(readFileSync(file), before);
 });
 
 test('load refuses a card with offline payments before it touches it (issue 14 point 4): exit 1, state file byte for byte unchanged, the card still pays', async (t) => {

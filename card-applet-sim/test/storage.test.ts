@@ -1,5 +1,5 @@
 import test from 'ava';
-import { copyFileSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { MemoryStorage } from '@dt/firmware';
 import { CardStatusError, SW, getStatus, pay, selectApplet, verifyPin } from '@dt/protocol';
@@ -37,6 +37,24 @@ test('state file: created with mode 0600, one atomic durable file per write, not
   t.is(again.read(2), undefined);
   t.is(again.meta.label, 'alice');
   again.close();
+});
+
+test('state file: every write replaces it whole with mode 0600 (even after a chmod), and a write that fails leaves no temporary file and no half-done state', (t) => {
+  const dir = tempDir();
+  const path = join(dir, 'w.card');
+  const s = FileStorage.create(path, {}, { lock: false });
+  s.write(0, Uint8Array.of(1));
+  chmodSync(path, 0o644);
+  s.write(1, Uint8Array.of(2));
+  t.is(statSync(path).mode & 0o777, 0o600, 'it holds the secret key: 0600 again after each write');
+  t.is(JSON.parse(readFileSync(path, 'utf8')).writes, 2);
+  // The rename over the state file fails (a non-empty directory took its place).
+  rmSync(path);
+  mkdirSync(join(path, 'inside'), { recursive: true });
+  t.throws(() => s.write(0, Uint8Array.of(3)));
+  t.deepEqual(readdirSync(dir), ['w.card'], 'the temporary file is removed');
+  t.is(s.writeCount, 2);
+  t.deepEqual(s.read(0), Uint8Array.of(1), 'the failed write is not taken as done');
 });
 
 test('state file: refuses to overwrite, to open missing or malformed files, and to share a card between two users', (t) => {

@@ -4,15 +4,11 @@
 // through tsx (scripts/dev-source.mjs), so no build step is needed.
 import { existsSync } from 'node:fs';
 
-// A reader that closes the pipe early (`--help | head -1`) is no error: the rest of the output is dropped
-// and the command ends as it would have, with its own exit code (a payment is never cut short by it).
-for (const s of [process.stdout, process.stderr])
-  s.on('error', (e) => {
-    if (e.code !== 'EPIPE') throw e;
-  });
-
 const source = new URL('../src/cli.ts', import.meta.url);
 const fromSource = existsSync(source);
 if (fromSource) await import('../../scripts/dev-source.mjs');
+// A reader that closes the pipe early (`--help | head -1`) is no error (@dt/protocol/cli, the one guard of every command).
+const { ignoreClosedPipes } = await import('@dt/protocol/cli');
+ignoreClosedPipes();
 const { main } = await import(fromSource ? source.href : '../dist/cli.js');
 await main();

@@ -4,9 +4,10 @@
  * TextDecoder, no process, no timers, and imports only from itself,
  * `@noble/curves`, `@noble/hashes`, `fast-sha256` and `cbor-x`, and the package
  * import `#sha256`, whose `default` target is pure. The exceptions are
- * `src/native.ts`, the Node-only fast path, and `src/fs.ts` (`@dt/protocol/fs`,
- * the command-line tools' file helpers), which the pure entry point must
- * not re-export, and `src/crypto/sha256-node.ts`, the `node` target of
+ * `src/native.ts`, the Node-only fast path, `src/fs.ts` (`@dt/protocol/fs`,
+ * the command-line tools' file helpers) and `src/cli.ts` (`@dt/protocol/cli`,
+ * their process-level conventions: the closed-pipe guard), which the pure
+ * entry point must not re-export, and `src/crypto/sha256-node.ts`, the `node` target of
  * `#sha256`, which no file imports by path. `src/http/` (`@dt/protocol/http`, the HTTP client layer) runs
  * on the platform's `fetch` and timers, not in firmware: it may use
  * `setTimeout`/`clearTimeout` and nothing else of the list (no Node import, no
@@ -23,7 +24,7 @@ import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
 
 const SRC = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'src');
-const EXEMPT = new Set(['native.ts', 'fs.ts', 'crypto/sha256-node.ts']);
+const EXEMPT = new Set(['native.ts', 'fs.ts', 'cli.ts', 'crypto/sha256-node.ts']);
 /** The HTTP layer's folder and the globals it may use beyond the pure set (web platform timers). */
 const HTTP_DIR = 'http/';
 const HTTP_ALLOWED_GLOBALS = new Set(['setTimeout', 'clearTimeout']);
@@ -68,6 +69,7 @@ function impurities(file: string, text: string): string[] {
     if (s.startsWith('./') || s.startsWith('../')) {
       if (/(^|\/)native(\.ts)?$/.test(s)) problems.push(`${where(n)}: imports the Node-only native.ts`);
       if (/(^|\/)fs(\.ts)?$/.test(s)) problems.push(`${where(n)}: imports the Node-only fs.ts`);
+      if (/(^|\/)cli(\.ts)?$/.test(s)) problems.push(`${where(n)}: imports the Node-only cli.ts`);
       if (/(^|\/)sha256-node(\.ts)?$/.test(s)) problems.push(`${where(n)}: imports the Node-only sha256-node.ts`);
       if (!inHttp && /(^|\/)http(\/|$)/.test(s)) problems.push(`${where(n)}: imports the fetch-based http/ layer`);
       return;
@@ -93,7 +95,7 @@ function impurities(file: string, text: string): string[] {
   return problems;
 }
 
-test('protocol/src imports nothing from Node and uses no Node globals (native.ts and fs.ts excepted; http/ may use timers)', (t) => {
+test('protocol/src imports nothing from Node and uses no Node globals (native.ts, fs.ts and cli.ts excepted; http/ may use timers)', (t) => {
   const files = sourceFiles(SRC).filter((f) => !EXEMPT.has(relative(SRC, f)));
   t.true(files.length > 10, 'scans the whole source tree');
   t.true(
@@ -117,6 +119,7 @@ test('the purity check itself catches each kind of impurity', (t) => {
     'setTimeout(() => 0, 1);',
     "import { nativeVerifier } from './native.ts';",
     "import { makeDirs } from '../fs.ts';",
+    "import { ignoreClosedPipes } from '../cli.ts';",
     "import { sha256Digest } from './crypto/sha256-node.ts';",
     "import x from 'left-pad';",
   ];
@@ -142,10 +145,11 @@ test('the purity check itself catches each kind of impurity', (t) => {
   t.is(impurities('card/probe.ts', "import { httpRequest } from '../http/request.ts';").length, 1);
 });
 
-test('the pure entry point re-exports neither native.ts, fs.ts nor http/', (t) => {
+test('the pure entry point re-exports neither native.ts, fs.ts, cli.ts nor http/', (t) => {
   const index = readFileSync(join(SRC, 'index.ts'), 'utf8').replace(/\/\*[\s\S]*?\*\/|\/\/.*$/gm, '');
   t.false(/native/.test(index));
   t.false(/\bfs\b/.test(index));
+  t.false(/\bcli\b/.test(index));
   t.false(/http/.test(index));
 });
 
