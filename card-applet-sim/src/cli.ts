@@ -19,7 +19,6 @@ import {
   CardStatusError,
   LIMITS,
   Personalized,
-  SW,
   describeSw,
   formatTenge,
   fromHex,
@@ -44,7 +43,7 @@ import { loadDevPki, loadOrCreateDevPki } from './devpki.ts';
 import { DevLoadRefusedError, devIssuingBank, devLoad, limitsProblem, personalizeCard } from './personalize.ts';
 import type { IssuingBank } from './personalize.ts';
 import { VpcdClient, VPCD_CONTROL, VPCD_DEFAULT_PORT } from './vpcd.ts';
-import { CardControlError, parseFaultPlan, startCardControl } from './control.ts';
+import { CardControlError, UNREADABLE_CARD_STATE, isUnreadableCardAnswer, parseFaultPlan, startCardControl } from './control.ts';
 import type { CardControlServer } from './control.ts';
 import { SerialCardEndpoint, openTty } from './serial.ts';
 
@@ -229,11 +228,7 @@ async function committedCard(file: string) {
   } catch (e) {
     // The applet answers 6F00 to every command when its storage holds no intact record it can decode (slots of
     // random bytes, damage outside a commit): the file is a state file, but the card in it cannot be read.
-    if (e instanceof CardStatusError && e.sw === SW.INTERNAL_ERROR)
-      throw new StateFileError(
-        'STATE_INVALID',
-        `${file}: the card's state is unreadable (its storage holds no intact record; the card answers 6F00)`,
-      );
+    if (isUnreadableCardAnswer(e)) throw new StateFileError('STATE_INVALID', `${file}: ${UNREADABLE_CARD_STATE}`);
     throw e;
   }
 }
@@ -645,6 +640,9 @@ export function buildProgram(): Command {
     .option('--json', 'machine-readable output')
     .action(async (file: string, amounts: number[], o: { devPki: string; json?: boolean }) => {
       const pki = devPkiArg(o.devPki, () => loadDevPki(o.devPki));
+      // Read the committed card first, as show and personalize do: an unreadable card state is exit 5 with one
+      // line saying so, not the card's 6F00 answer to the load's first command.
+      await committedCard(file);
       const r = await withCard(file, (t) => devLoad(t, pki, amounts));
       print(
         { json: !!o.json },

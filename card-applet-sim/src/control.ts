@@ -41,7 +41,7 @@ import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer } from 'node:net';
 import type { Server, Socket } from 'node:net';
 import { MemoryStorage } from '@dt/firmware';
-import { FULLY_PERSONALIZED, getStatus, selectApplet } from '@dt/protocol';
+import { CardStatusError, FULLY_PERSONALIZED, SW, getStatus, selectApplet } from '@dt/protocol';
 import { SimulatedCard } from './card.ts';
 import { FaultInjector } from './faults.ts';
 import type { ApduSelector, FaultEvent, FaultPlan } from './faults.ts';
@@ -198,6 +198,17 @@ export function parseFaultPlan(json: unknown): FaultPlan {
     bad(e instanceof Error ? e.message : String(e));
   }
   return plan;
+}
+
+/**
+ * What `dt-card` (show, personalize, load, the serve warning) and the control channel's `status` say of a card
+ * whose storage holds no intact record it can decode (slots of random bytes, damage outside a commit).
+ */
+export const UNREADABLE_CARD_STATE = "the card's state is unreadable (its storage holds no intact record; the card answers 6F00)";
+
+/** True for the applet's answer to every command when its storage holds no intact record it can decode: 6F00. */
+export function isUnreadableCardAnswer(e: unknown): boolean {
+  return e instanceof CardStatusError && e.sw === SW.INTERNAL_ERROR;
 }
 
 /**

@@ -281,6 +281,35 @@ test('show of a state file whose storage slots hold random bytes: exit 5 (state 
   t.deepEqual(readFileSync(file), before);
 });
 
+/** A personalized, loaded card in `dir/<name>` whose journal slots then get noise: a well-formed state file (JSON, base64 slots) whose card state is unreadable. */
+async function unreadableCard(dir: string, name: string): Promise<string> {
+  if ((await dtCard(['create', name], dir)).code !== 0) throw new Error('create failed');
+  if ((await dtCard(['personalize', name, '--pin', '1234', '--puk', '12345678', '--load', '500'], dir)).code !== 0)
+    throw new Error('personalize failed');
+  const file = join(dir, name);
+  const json = JSON.parse(readFileSync(file, 'utf8')) as { slots: Record<string, string> };
+  for (const slot of JOURNAL_SLOTS) json.slots[String(slot)] = randomBytes(300).toString('base64');
+  writeFileSync(file, JSON.stringify(json));
+  return file;
+}
+
+test("load of a state file whose card state is unreadable: exit 5 and the one line show prints, not the card's 6F00 refusal (1); the file untouched, no stack trace", async (t) => {
+  const dir = tempDir();
+  const file = await unreadableCard(dir, 'x.card');
+  const before = readFileSync(file);
+  for (const args of [
+    ['load', 'x.card', '5000'],
+    ['load', 'x.card', '5000', '--json'],
+  ]) {
+    const r = await dtCard(args, dir);
+    t.is(r.code, 5, r.stderr);
+    t.is(r.stdout, '');
+    t.is(r.stderr, "dt-card: x.card: the card's state is unreadable (its storage holds no intact record; the card answers 6F00)\n");
+  }
+  t.deepEqual(readFileSync(file), before);
+  t.false(existsSync(join(dir, 'x.card.lock')), 'the lock is released');
+});
+
 test('load refuses a card with offline payments before it touches it (issue 14 point 4): exit 1, state file byte for byte unchanged, the card still pays', async (t) => {
   const dir = tempDir();
   t.is((await dtCard(['create', 'a.card'], dir)).code, 0);
