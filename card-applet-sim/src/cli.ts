@@ -43,7 +43,14 @@ import { loadDevPki, loadOrCreateDevPki } from './devpki.ts';
 import { DevLoadRefusedError, devIssuingBank, devLoad, limitsProblem, personalizeCard } from './personalize.ts';
 import type { IssuingBank } from './personalize.ts';
 import { VpcdClient, VPCD_CONTROL, VPCD_DEFAULT_PORT } from './vpcd.ts';
-import { CardControlError, UNREADABLE_CARD_STATE, isUnreadableCardAnswer, parseFaultPlan, startCardControl } from './control.ts';
+import {
+  CardControlError,
+  UNREADABLE_CARD_STATE,
+  cardStateUnreadable,
+  isUnreadableCardAnswer,
+  parseFaultPlan,
+  startCardControl,
+} from './control.ts';
 import type { CardControlServer } from './control.ts';
 import { SerialCardEndpoint, openTty } from './serial.ts';
 
@@ -407,6 +414,12 @@ async function serve(file: string, o: Record<string, unknown>, opts: Output): Pr
     throw new UsageError(`--control ${o.control as string}: no such directory for the socket`);
   const storage = FileStorage.open(file);
   const card = new SimulatedCard({ storage, faults: faultPlan(o) });
+  // The committed memory, as `show` reads it from the file.
+  const snapshot = (): Map<number, Uint8Array> => new Map(storage.slotNumbers.map((n) => [n, storage.read(n)!] as const));
+  // A card whose state is damaged is still served (a lab may test how terminals take a card that answers 6F00),
+  // but say so once: every command it gets will be answered 6F00. The check is a diagnostic: it never stops serve.
+  if (await cardStateUnreadable(snapshot()).catch(() => false))
+    process.stderr.write(`dt-card: warning: ${file}: ${UNREADABLE_CARD_STATE}: serving it anyway, it answers 6F00 to every command\n`);
   const log = (event: string, fields: Record<string, unknown> = {}): void => {
     if (opts.json) process.stdout.write(JSON.stringify({ time: new Date().toISOString(), event, ...fields }, jsonBytes) + '\n');
     else {
@@ -440,8 +453,7 @@ async function serve(file: string, o: Record<string, unknown>, opts: Output): Pr
         control = await startCardControl(resolve(o.control as string), {
           card,
           holder: client,
-          // The committed memory, as `show` reads it from the file.
-          snapshot: () => new Map(storage.slotNumbers.map((n) => [n, storage.read(n)!] as const)),
+          snapshot,
           onCommand: (command, ok, detail) => log('control-request', { command, ok, ...(detail ? { code: detail } : {}) }),
         });
       } catch (e) {

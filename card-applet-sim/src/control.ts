@@ -232,6 +232,20 @@ export async function readCardStatus(slots: Map<number, Uint8Array>): Promise<Om
   };
 }
 
+/**
+ * True when the card of `slots` (its committed memory) cannot be read: SELECT on a throw-away card over a copy
+ * answers 6F00 ({@link isUnreadableCardAnswer}). Other failures are thrown.
+ */
+export async function cardStateUnreadable(slots: Map<number, Uint8Array>): Promise<boolean> {
+  try {
+    await readCardStatus(slots);
+    return false;
+  } catch (e) {
+    if (isUnreadableCardAnswer(e)) return true;
+    throw e;
+  }
+}
+
 /** Refuses a live socket at `path`; removes a stale one (a socket nobody accepts on). Never removes anything but a socket. */
 async function clearStaleSocket(path: string): Promise<void> {
   let st;

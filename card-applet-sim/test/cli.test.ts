@@ -310,6 +310,55 @@ test("load of a state file whose card state is unreadable: exit 5 and the one li
   t.false(existsSync(join(dir, 'x.card.lock')), 'the lock is released');
 });
 
+/**
+ * Starts `dt-card serve <args>` in `dir` (vpcd port 1: nobody listens, it keeps retrying), waits until `ready(stdout, stderr)`,
+ * runs `during`, then stops it with SIGTERM and returns its output and exit code.
+ */
+async function serveUntil(
+  args: string[],
+  dir: string,
+  ready: (stdout: string, stderr: string) => boolean,
+  during: () => Promise<void> = async () => undefined,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [BIN, 'serve', ...args, '--vpcd', '--port', '1', '--json'], {
+    cwd: dir,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString('utf8')));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')));
+  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  try {
+    const deadline = Date.now() + 20_000;
+    while (!ready(stdout, stderr)) {
+      if (Date.now() > deadline || child.exitCode !== null) throw new Error(`serve never got ready:\n${stdout}\n${stderr}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await during();
+  } finally {
+    child.kill('SIGTERM');
+  }
+  return { code: await exited, stdout, stderr };
+}
+
+test('serve of a state file whose card state is unreadable still serves (a lab may serve a damaged card) but warns once on stderr at start that it will answer 6F00; a readable card gets no warning', async (t) => {
+  const dir = tempDir();
+  await unreadableCard(dir, 'x.card');
+  const bad = await serveUntil(['x.card'], dir, (out, err) => out.includes('"event":"serving"') && err.includes('\n'));
+  t.is(bad.code, 0, bad.stderr);
+  t.is(
+    bad.stderr,
+    "dt-card: warning: x.card: the card's state is unreadable (its storage holds no intact record; the card answers 6F00): serving it anyway, it answers 6F00 to every command\n",
+  );
+  t.regex(bad.stdout, /"event":"stopped"/);
+  t.false(existsSync(join(dir, 'x.card.lock')), 'the lock is released');
+  t.is((await dtCard(['create', 'good.card'], dir)).code, 0);
+  const good = await serveUntil(['good.card'], dir, (out) => out.includes('"event":"serving"'));
+  t.is(good.code, 0, good.stderr);
+  t.is(good.stderr, '');
+});
+
 test('load refuses a card with offline payments before it touches it (issue 14 point 4): exit 1, state file byte for byte unchanged, the card still pays', async (t) => {
   const dir = tempDir();
   t.is((await dtCard(['create', 'a.card'], dir)).code, 0);
