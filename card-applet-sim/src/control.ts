@@ -15,7 +15,7 @@
  * {"id":3,"command":"arm","plan":{"cutAfterApdu":{"ins":48}}}  ->  {"id":3,"ok":true}
  * {"id":4,"command":"disarm"}                         ->  {"id":4,"ok":true}
  * {"id":5,"command":"events"}                         ->  {"id":5,"ok":true,"events":[{"kind":"cut-after-apdu","where":"…"}]}
- * {"id":6,"command":"status"}                         ->  {"id":6,"ok":true,"status":{"personalized":true,"balance":…}}
+ * {"id":6,"command":"status"}                         ->  {"id":6,"ok":true,"status":{"readable":true,"personalized":true,"balance":…}}
  * garbage                                             ->  {"ok":false,"code":"BAD_JSON","message":"…"}
  * ```
  *
@@ -27,7 +27,11 @@
  * `status` reads the card's committed memory the way `dt-card show` does (a
  * copy of it in a throw-away card: SELECT + GET STATUS), so it never sends an
  * APDU to the served card, works while the card is out of the reader, and
- * never returns keys, the PIN or the unblock code.
+ * never returns keys, the PIN or the unblock code. A card whose committed
+ * memory holds no intact record (it answers 6F00 to every command) is still a
+ * status: `{"readable":false,"problem":UNREADABLE_CARD_STATE,"inReader":…}`,
+ * no other field; the client's `status()` rejects it with
+ * {@link CardControlError} `CARD_UNREADABLE` (it has no money fields to give).
  *
  * This package must not depend on `@dt/hardware-tests`: the client's shape
  * ({@link CardControlClient}) is the lab's `CardControl` interface, checked
@@ -84,7 +88,7 @@ export interface CardControlClient {
   disarm(): Promise<void>;
   /** Faults that fired since the card was served. */
   events(): Promise<FaultEvent[]>;
-  /** The card's state. */
+  /** The card's state; rejects with {@link CardControlError} `CARD_UNREADABLE` when the card's state cannot be read (it answers 6F00). */
   status(): Promise<CardControlStatus>;
   /** Closes the connection to the control socket. */
   close(): Promise<void>;
@@ -330,8 +334,17 @@ export async function startCardControl(socketPath: string, options: CardControlS
         return {};
       case 'events':
         return { events: card.faults.events.map((e) => ({ kind: e.kind, where: e.where })) };
-      case 'status':
-        return { status: { ...(await readCardStatus(snapshot())), inReader: holder.connected } };
+      case 'status': {
+        let status;
+        try {
+          status = await readCardStatus(snapshot());
+        } catch (e) {
+          // A damaged card is a legitimate lab subject: say what is wrong with it, not that the request failed.
+          if (isUnreadableCardAnswer(e)) return { status: { readable: false, problem: UNREADABLE_CARD_STATE, inReader: holder.connected } };
+          throw e;
+        }
+        return { status: { readable: true, ...status, inReader: holder.connected } };
+      }
       default:
         throw new CardControlError(
           'UNKNOWN_COMMAND',
@@ -597,6 +610,11 @@ export async function connectCardControl(socketPath: string, options: ConnectCar
     async status() {
       const r = await request('status');
       const s = r.status as Record<string, unknown> | undefined;
+      if (typeof s === 'object' && s !== null && s.readable === false)
+        throw new CardControlError(
+          'CARD_UNREADABLE',
+          `card control status: ${typeof s.problem === 'string' ? s.problem : UNREADABLE_CARD_STATE}`,
+        );
       const numbers = ['balance', 'counter', 'offlineTotal', 'offlineCount'] as const;
       if (
         typeof s !== 'object' ||

@@ -28,7 +28,9 @@ import type { OpenedMessage } from '@dt/protocol';
 import {
   FileStorage,
   InProcessTransport,
+  CardControlError,
   SimulatedCard,
+  connectCardControl,
   createDevPki,
   devPaymentRequest,
   issueDevTerminal,
@@ -342,15 +344,35 @@ async function serveUntil(
   return { code: await exited, stdout, stderr };
 }
 
-test('serve of a state file whose card state is unreadable still serves (a lab may serve a damaged card) but warns once on stderr at start that it will answer 6F00; a readable card gets no warning', async (t) => {
+test('serve of a state file whose card state is unreadable still serves (a lab may serve a damaged card) but warns once on stderr at start that it will answer 6F00, and its control channel status says the state is unreadable; a readable card gets no warning', async (t) => {
   const dir = tempDir();
   await unreadableCard(dir, 'x.card');
-  const bad = await serveUntil(['x.card'], dir, (out, err) => out.includes('"event":"serving"') && err.includes('\n'));
+  // Its control channel's status says so too (the served process, not an in-process server).
+  const socket = join(dir, 'c.sock');
+  const bad = await serveUntil(
+    ['x.card', '--control', socket],
+    dir,
+    (out, err) => out.includes('"event":"serving"') && err.includes('\n'),
+    async () => {
+      const c = await connectCardControl(socket);
+      try {
+        const e = await t.throwsAsync(c.status(), { instanceOf: CardControlError });
+        t.is(e.code, 'CARD_UNREADABLE');
+        t.regex(
+          e.message,
+          /^card control status: the card's state is unreadable \(its storage holds no intact record; the card answers 6F00\)$/,
+        );
+      } finally {
+        await c.close();
+      }
+    },
+  );
   t.is(bad.code, 0, bad.stderr);
   t.is(
     bad.stderr,
     "dt-card: warning: x.card: the card's state is unreadable (its storage holds no intact record; the card answers 6F00): serving it anyway, it answers 6F00 to every command\n",
   );
+  t.regex(bad.stdout, /"event":"control-request","command":"status","ok":true/);
   t.regex(bad.stdout, /"event":"stopped"/);
   t.false(existsSync(join(dir, 'x.card.lock')), 'the lock is released');
   t.is((await dtCard(['create', 'good.card'], dir)).code, 0);
