@@ -19,7 +19,6 @@ import {
   CardStatusError,
   LIMITS,
   Personalized,
-  SW,
   describeSw,
   formatTenge,
   fromHex,
@@ -44,7 +43,14 @@ import { loadDevPki, loadOrCreateDevPki } from './devpki.ts';
 import { DevLoadRefusedError, devIssuingBank, devLoad, limitsProblem, personalizeCard } from './personalize.ts';
 import type { IssuingBank } from './personalize.ts';
 import { VpcdClient, VPCD_CONTROL, VPCD_DEFAULT_PORT } from './vpcd.ts';
-import { CardControlError, parseFaultPlan, startCardControl } from './control.ts';
+import {
+  CardControlError,
+  UNREADABLE_CARD_STATE,
+  cardStateUnreadable,
+  isUnreadableCardAnswer,
+  parseFaultPlan,
+  startCardControl,
+} from './control.ts';
 import type { CardControlServer } from './control.ts';
 import { SerialCardEndpoint, openTty } from './serial.ts';
 
@@ -229,11 +235,7 @@ async function committedCard(file: string) {
   } catch (e) {
     // The applet answers 6F00 to every command when its storage holds no intact record it can decode (slots of
     // random bytes, damage outside a commit): the file is a state file, but the card in it cannot be read.
-    if (e instanceof CardStatusError && e.sw === SW.INTERNAL_ERROR)
-      throw new StateFileError(
-        'STATE_INVALID',
-        `${file}: the card's state is unreadable (its storage holds no intact record; the card answers 6F00)`,
-      );
+    if (isUnreadableCardAnswer(e)) throw new StateFileError('STATE_INVALID', `${file}: ${UNREADABLE_CARD_STATE}`);
     throw e;
   }
 }
@@ -412,6 +414,12 @@ async function serve(file: string, o: Record<string, unknown>, opts: Output): Pr
     throw new UsageError(`--control ${o.control as string}: no such directory for the socket`);
   const storage = FileStorage.open(file);
   const card = new SimulatedCard({ storage, faults: faultPlan(o) });
+  // The committed memory, as `show` reads it from the file.
+  const snapshot = (): Map<number, Uint8Array> => new Map(storage.slotNumbers.map((n) => [n, storage.read(n)!] as const));
+  // A card whose state is damaged is still served (a lab may test how terminals take a card that answers 6F00),
+  // but say so once: every command it gets will be answered 6F00. The check is a diagnostic: it never stops serve.
+  if (await cardStateUnreadable(snapshot()).catch(() => false))
+    process.stderr.write(`dt-card: warning: ${file}: ${UNREADABLE_CARD_STATE}: serving it anyway, it answers 6F00 to every command\n`);
   const log = (event: string, fields: Record<string, unknown> = {}): void => {
     if (opts.json) process.stdout.write(JSON.stringify({ time: new Date().toISOString(), event, ...fields }, jsonBytes) + '\n');
     else {
@@ -445,8 +453,7 @@ async function serve(file: string, o: Record<string, unknown>, opts: Output): Pr
         control = await startCardControl(resolve(o.control as string), {
           card,
           holder: client,
-          // The committed memory, as `show` reads it from the file.
-          snapshot: () => new Map(storage.slotNumbers.map((n) => [n, storage.read(n)!] as const)),
+          snapshot,
           onCommand: (command, ok, detail) => log('control-request', { command, ok, ...(detail ? { code: detail } : {}) }),
         });
       } catch (e) {
@@ -645,6 +652,9 @@ export function buildProgram(): Command {
     .option('--json', 'machine-readable output')
     .action(async (file: string, amounts: number[], o: { devPki: string; json?: boolean }) => {
       const pki = devPkiArg(o.devPki, () => loadDevPki(o.devPki));
+      // Read the committed card first, as show and personalize do: an unreadable card state is exit 5 with one
+      // line saying so, not the card's 6F00 answer to the load's first command.
+      await committedCard(file);
       const r = await withCard(file, (t) => devLoad(t, pki, amounts));
       print(
         { json: !!o.json },

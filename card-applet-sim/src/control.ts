@@ -15,7 +15,7 @@
  * {"id":3,"command":"arm","plan":{"cutAfterApdu":{"ins":48}}}  ->  {"id":3,"ok":true}
  * {"id":4,"command":"disarm"}                         ->  {"id":4,"ok":true}
  * {"id":5,"command":"events"}                         ->  {"id":5,"ok":true,"events":[{"kind":"cut-after-apdu","where":"…"}]}
- * {"id":6,"command":"status"}                         ->  {"id":6,"ok":true,"status":{"personalized":true,"balance":…}}
+ * {"id":6,"command":"status"}                         ->  {"id":6,"ok":true,"status":{"readable":true,"personalized":true,"balance":…}}
  * garbage                                             ->  {"ok":false,"code":"BAD_JSON","message":"…"}
  * ```
  *
@@ -27,7 +27,11 @@
  * `status` reads the card's committed memory the way `dt-card show` does (a
  * copy of it in a throw-away card: SELECT + GET STATUS), so it never sends an
  * APDU to the served card, works while the card is out of the reader, and
- * never returns keys, the PIN or the unblock code.
+ * never returns keys, the PIN or the unblock code. A card whose committed
+ * memory holds no intact record (it answers 6F00 to every command) is still a
+ * status: `{"readable":false,"problem":UNREADABLE_CARD_STATE,"inReader":…}`,
+ * no other field; the client's `status()` rejects it with
+ * {@link CardControlError} `CARD_UNREADABLE` (it has no money fields to give).
  *
  * This package must not depend on `@dt/hardware-tests`: the client's shape
  * ({@link CardControlClient}) is the lab's `CardControl` interface, checked
@@ -41,7 +45,7 @@ import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer } from 'node:net';
 import type { Server, Socket } from 'node:net';
 import { MemoryStorage } from '@dt/firmware';
-import { FULLY_PERSONALIZED, getStatus, selectApplet } from '@dt/protocol';
+import { CardStatusError, FULLY_PERSONALIZED, SW, getStatus, selectApplet } from '@dt/protocol';
 import { SimulatedCard } from './card.ts';
 import { FaultInjector } from './faults.ts';
 import type { ApduSelector, FaultEvent, FaultPlan } from './faults.ts';
@@ -84,7 +88,7 @@ export interface CardControlClient {
   disarm(): Promise<void>;
   /** Faults that fired since the card was served. */
   events(): Promise<FaultEvent[]>;
-  /** The card's state. */
+  /** The card's state; rejects with {@link CardControlError} `CARD_UNREADABLE` when the card's state cannot be read (it answers 6F00). */
   status(): Promise<CardControlStatus>;
   /** Closes the connection to the control socket. */
   close(): Promise<void>;
@@ -201,6 +205,17 @@ export function parseFaultPlan(json: unknown): FaultPlan {
 }
 
 /**
+ * What `dt-card` (show, personalize, load, the serve warning) and the control channel's `status` say of a card
+ * whose storage holds no intact record it can decode (slots of random bytes, damage outside a commit).
+ */
+export const UNREADABLE_CARD_STATE = "the card's state is unreadable (its storage holds no intact record; the card answers 6F00)";
+
+/** True for the applet's answer to every command when its storage holds no intact record it can decode: 6F00. */
+export function isUnreadableCardAnswer(e: unknown): boolean {
+  return e instanceof CardStatusError && e.sw === SW.INTERNAL_ERROR;
+}
+
+/**
  * The card's state read from a copy of its committed memory, the way
  * `dt-card show` reads a state file: a throw-away simulated card over the
  * copy answers SELECT and GET STATUS. Start-up recovery the applet may run
@@ -219,6 +234,20 @@ export async function readCardStatus(slots: Map<number, Uint8Array>): Promise<Om
     offlineTotal: s.offlineValue,
     offlineCount: s.offlineCount,
   };
+}
+
+/**
+ * True when the card of `slots` (its committed memory) cannot be read: SELECT on a throw-away card over a copy
+ * answers 6F00 ({@link isUnreadableCardAnswer}). Other failures are thrown.
+ */
+export async function cardStateUnreadable(slots: Map<number, Uint8Array>): Promise<boolean> {
+  try {
+    await readCardStatus(slots);
+    return false;
+  } catch (e) {
+    if (isUnreadableCardAnswer(e)) return true;
+    throw e;
+  }
 }
 
 /** Refuses a live socket at `path`; removes a stale one (a socket nobody accepts on). Never removes anything but a socket. */
@@ -305,8 +334,17 @@ export async function startCardControl(socketPath: string, options: CardControlS
         return {};
       case 'events':
         return { events: card.faults.events.map((e) => ({ kind: e.kind, where: e.where })) };
-      case 'status':
-        return { status: { ...(await readCardStatus(snapshot())), inReader: holder.connected } };
+      case 'status': {
+        let status;
+        try {
+          status = await readCardStatus(snapshot());
+        } catch (e) {
+          // A damaged card is a legitimate lab subject: say what is wrong with it, not that the request failed.
+          if (isUnreadableCardAnswer(e)) return { status: { readable: false, problem: UNREADABLE_CARD_STATE, inReader: holder.connected } };
+          throw e;
+        }
+        return { status: { readable: true, ...status, inReader: holder.connected } };
+      }
       default:
         throw new CardControlError(
           'UNKNOWN_COMMAND',
@@ -572,6 +610,11 @@ export async function connectCardControl(socketPath: string, options: ConnectCar
     async status() {
       const r = await request('status');
       const s = r.status as Record<string, unknown> | undefined;
+      if (typeof s === 'object' && s !== null && s.readable === false)
+        throw new CardControlError(
+          'CARD_UNREADABLE',
+          `card control status: ${typeof s.problem === 'string' ? s.problem : UNREADABLE_CARD_STATE}`,
+        );
       const numbers = ['balance', 'counter', 'offlineTotal', 'offlineCount'] as const;
       if (
         typeof s !== 'object' ||

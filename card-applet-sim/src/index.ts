@@ -39,6 +39,7 @@ export {
   parseFaultPlan,
   readCardStatus,
   CardControlError,
+  UNREADABLE_CARD_STATE,
   MAX_CONTROL_LINE,
   MAX_REINSERT_MS,
 } from './control.ts';

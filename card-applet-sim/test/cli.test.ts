@@ -28,7 +28,9 @@ import type { OpenedMessage } from '@dt/protocol';
 import {
   FileStorage,
   InProcessTransport,
+  CardControlError,
   SimulatedCard,
+  connectCardControl,
   createDevPki,
   devPaymentRequest,
   issueDevTerminal,
@@ -279,6 +281,104 @@ test('show of a state file whose storage slots hold random bytes: exit 5 (state 
   t.is(p.code, 5, p.stderr);
   t.regex(p.stderr, /^dt-card: x\.card: the card's state is unreadable/);
   t.deepEqual(readFileSync(file), before);
+});
+
+/** A personalized, loaded card in `dir/<name>` whose journal slots then get noise: a well-formed state file (JSON, base64 slots) whose card state is unreadable. */
+async function unreadableCard(dir: string, name: string): Promise<string> {
+  if ((await dtCard(['create', name], dir)).code !== 0) throw new Error('create failed');
+  if ((await dtCard(['personalize', name, '--pin', '1234', '--puk', '12345678', '--load', '500'], dir)).code !== 0)
+    throw new Error('personalize failed');
+  const file = join(dir, name);
+  const json = JSON.parse(readFileSync(file, 'utf8')) as { slots: Record<string, string> };
+  for (const slot of JOURNAL_SLOTS) json.slots[String(slot)] = randomBytes(300).toString('base64');
+  writeFileSync(file, JSON.stringify(json));
+  return file;
+}
+
+test("load of a state file whose card state is unreadable: exit 5 and the one line show prints, not the card's 6F00 refusal (1); the file untouched, no stack trace", async (t) => {
+  const dir = tempDir();
+  const file = await unreadableCard(dir, 'x.card');
+  const before = readFileSync(file);
+  for (const args of [
+    ['load', 'x.card', '5000'],
+    ['load', 'x.card', '5000', '--json'],
+  ]) {
+    const r = await dtCard(args, dir);
+    t.is(r.code, 5, r.stderr);
+    t.is(r.stdout, '');
+    t.is(r.stderr, "dt-card: x.card: the card's state is unreadable (its storage holds no intact record; the card answers 6F00)\n");
+  }
+  t.deepEqual(readFileSync(file), before);
+  t.false(existsSync(join(dir, 'x.card.lock')), 'the lock is released');
+});
+
+/**
+ * Starts `dt-card serve <args>` in `dir` (vpcd port 1: nobody listens, it keeps retrying), waits until `ready(stdout, stderr)`,
+ * runs `during`, then stops it with SIGTERM and returns its output and exit code.
+ */
+async function serveUntil(
+  args: string[],
+  dir: string,
+  ready: (stdout: string, stderr: string) => boolean,
+  during: () => Promise<void> = async () => undefined,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [BIN, 'serve', ...args, '--vpcd', '--port', '1', '--json'], {
+    cwd: dir,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString('utf8')));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString('utf8')));
+  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  try {
+    const deadline = Date.now() + 20_000;
+    while (!ready(stdout, stderr)) {
+      if (Date.now() > deadline || child.exitCode !== null) throw new Error(`serve never got ready:\n${stdout}\n${stderr}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await during();
+  } finally {
+    child.kill('SIGTERM');
+  }
+  return { code: await exited, stdout, stderr };
+}
+
+test('serve of a state file whose card state is unreadable still serves (a lab may serve a damaged card) but warns once on stderr at start that it will answer 6F00, and its control channel status says the state is unreadable; a readable card gets no warning', async (t) => {
+  const dir = tempDir();
+  await unreadableCard(dir, 'x.card');
+  // Its control channel's status says so too (the served process, not an in-process server).
+  const socket = join(dir, 'c.sock');
+  const bad = await serveUntil(
+    ['x.card', '--control', socket],
+    dir,
+    (out, err) => out.includes('"event":"serving"') && err.includes('\n'),
+    async () => {
+      const c = await connectCardControl(socket);
+      try {
+        const e = await t.throwsAsync(c.status(), { instanceOf: CardControlError });
+        t.is(e.code, 'CARD_UNREADABLE');
+        t.regex(
+          e.message,
+          /^card control status: the card's state is unreadable \(its storage holds no intact record; the card answers 6F00\)$/,
+        );
+      } finally {
+        await c.close();
+      }
+    },
+  );
+  t.is(bad.code, 0, bad.stderr);
+  t.is(
+    bad.stderr,
+    "dt-card: warning: x.card: the card's state is unreadable (its storage holds no intact record; the card answers 6F00): serving it anyway, it answers 6F00 to every command\n",
+  );
+  t.regex(bad.stdout, /"event":"control-request","command":"status","ok":true/);
+  t.regex(bad.stdout, /"event":"stopped"/);
+  t.false(existsSync(join(dir, 'x.card.lock')), 'the lock is released');
+  t.is((await dtCard(['create', 'good.card'], dir)).code, 0);
+  const good = await serveUntil(['good.card'], dir, (out) => out.includes('"event":"serving"'));
+  t.is(good.code, 0, good.stderr);
+  t.is(good.stderr, '');
 });
 
 test('load refuses a card with offline payments before it touches it (issue 14 point 4): exit 1, state file byte for byte unchanged, the card still pays', async (t) => {

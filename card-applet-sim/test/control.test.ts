@@ -16,6 +16,7 @@
  */
 import test from 'ava';
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import type { ChildProcessByStdio } from 'node:child_process';
 import type { Readable } from 'node:stream';
 import { existsSync, statSync, writeFileSync } from 'node:fs';
@@ -23,7 +24,7 @@ import { createConnection, createServer } from 'node:net';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { MemoryStorage } from '@dt/firmware';
+import { JOURNAL_SLOTS, MemoryStorage } from '@dt/firmware';
 import { CLA, INS, SW, decodeResponse, encodeCommand, selectCommand, getStatus, selectApplet } from '@dt/protocol';
 import {
   CardControlError,
@@ -207,9 +208,35 @@ test('server: arm/disarm/events drive the card, status reads committed state, wi
   );
   t.is(answers[2]!.id, 7);
   t.is((answers[6]!.status as { balance: number }).balance, LOADED[0]! + LOADED[1]!);
+  t.is((answers[6]!.status as { readable: boolean }).readable, true);
   t.true(answers.every((a) => a.ok === (a.code === undefined)));
   // The first client still works.
   t.true((await c.status()).personalized);
+});
+
+test('server: status of a card whose committed memory holds no intact record (it answers 6F00) is a readable:false status saying so, not FAILED; the client rejects it with CARD_UNREADABLE; the server keeps serving', async (t) => {
+  const storage = new MemoryStorage();
+  const { card } = await readyCard({ storage });
+  for (const slot of JOURNAL_SLOTS) storage.write(slot, new Uint8Array(randomBytes(300)));
+  const holder = new FakeHolder();
+  const socketPath = join(tempDir('dt-control-'), 'card.sock');
+  const server = await startCardControl(socketPath, { card, holder, snapshot: () => storage.snapshot() });
+  t.teardown(() => server.close());
+  const problem = "the card's state is unreadable (its storage holds no intact record; the card answers 6F00)";
+  const [answer] = await rawExchange(socketPath, '{"id":1,"command":"status"}\n', 1);
+  t.deepEqual(answer, { id: 1, ok: true, status: { readable: false, problem, inReader: true } });
+  const c = await connectCardControl(socketPath);
+  t.teardown(() => c.close());
+  const e = await t.throwsAsync(c.status(), { instanceOf: CardControlError });
+  t.is(e.code, 'CARD_UNREADABLE');
+  t.is(e.message, `card control status: ${problem}`);
+  await c.remove();
+  t.deepEqual((await rawExchange(socketPath, '{"command":"status"}\n', 1))[0], {
+    ok: true,
+    status: { readable: false, problem, inReader: false },
+  });
+  await c.arm({ delayMs: 1 });
+  t.deepEqual(card.faults.plan, { delayMs: 1 });
 });
 
 test('server: refuses a live socket, replaces a stale one, never replaces a plain file; close removes the socket; client errors are clear', async (t) => {
