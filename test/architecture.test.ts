@@ -28,7 +28,7 @@ const ALLOWED: Record<string, readonly string[]> = {
 /** Third-party packages the pure cores may use (and protocol's package import `#sha256`, whose default target is pure). */
 const PURE_THIRD_PARTY: Record<string, readonly string[]> = {
   protocol: ['cbor-x', '@noble/curves', '@noble/hashes', 'fast-sha256', '#sha256'],
-  firmware: ['@noble/curves', '@noble/hashes'],
+  firmware: ['@noble/curves', '@noble/hashes', 'crc-32'],
 };
 
 /** Files of the pure cores that are allowed to use Node (documented exceptions: native.ts, fs.ts, cli.ts, and `#sha256`'s `node` target). */
