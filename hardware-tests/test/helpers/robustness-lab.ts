@@ -26,6 +26,8 @@ import { join } from 'node:path';
 import {
   CLA,
   CardRemovedError,
+  CardStatusError,
+  SW,
   ExchangeGuard,
   TransportBusyError,
   INS,
@@ -36,8 +38,10 @@ import {
 } from '@dt/protocol';
 import { Applet, MemoryStorage, type Storage } from '@dt/firmware';
 import {
+  CardControlError,
   InProcessTransport,
   SimulatedCard,
+  UNREADABLE_CARD_STATE,
   isPowerCut,
   parseFaultPlan,
   personalizeCard,
@@ -240,8 +244,14 @@ export class SimControl implements CardControl {
     return this.#reader.card.faults.events.map((e) => ({ ...e }));
   }
 
+  /** As the control channel's client: a card whose state cannot be read (it answers 6F00) rejects with `CARD_UNREADABLE`. */
   async status(): Promise<CardControlStatus> {
-    return { ...(await readCardStatus(this.#snapshot())), inReader: this.#reader.present };
+    try {
+      return { ...(await readCardStatus(this.#snapshot())), inReader: this.#reader.present };
+    } catch (e) {
+      if (e instanceof CardStatusError && e.sw === SW.INTERNAL_ERROR) throw new CardControlError('CARD_UNREADABLE', UNREADABLE_CARD_STATE);
+      throw e;
+    }
   }
 
   async close(): Promise<void> {
