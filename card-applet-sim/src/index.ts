@@ -40,6 +40,7 @@ export {
   readCardStatus,
   CardControlError,
   UNREADABLE_CARD_STATE,
+  isUnreadableCardAnswer,
   MAX_CONTROL_LINE,
   MAX_REINSERT_MS,
 } from './control.ts';

@@ -26,8 +26,6 @@ import { join } from 'node:path';
 import {
   CLA,
   CardRemovedError,
-  CardStatusError,
-  SW,
   ExchangeGuard,
   TransportBusyError,
   INS,
@@ -43,6 +41,7 @@ import {
   SimulatedCard,
   UNREADABLE_CARD_STATE,
   isPowerCut,
+  isUnreadableCardAnswer,
   parseFaultPlan,
   personalizeCard,
   readCardStatus,
@@ -249,7 +248,7 @@ export class SimControl implements CardControl {
     try {
       return { ...(await readCardStatus(this.#snapshot())), inReader: this.#reader.present };
     } catch (e) {
-      if (e instanceof CardStatusError && e.sw === SW.INTERNAL_ERROR) throw new CardControlError('CARD_UNREADABLE', UNREADABLE_CARD_STATE);
+      if (isUnreadableCardAnswer(e)) throw new CardControlError('CARD_UNREADABLE', UNREADABLE_CARD_STATE);
       throw e;
     }
   }
