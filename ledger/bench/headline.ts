@@ -5,9 +5,10 @@
  * second the same cores do in the same run.
  *
  * - The ledger is opened by the function `serve` opens it with (ledger/src/cli.ts
- *   `openServeLedger`, serve's default `--validators`: one validator worker
- *   thread per core, `createValidatorPool`, then `Ledger.open({ storage,
- *   signer: nativeSigner(ledger key), rootCert, ledgerCert, validator: pool })`)
+ *   `openServeLedger`, serve's default `--validators` (`defaultValidators`: one
+ *   validator worker thread per core from 4 cores, `createValidatorPool`, none
+ *   below: the main thread validates), then `Ledger.open({ storage,
+ *   signer: nativeSigner(ledger key), rootCert, ledgerCert[, validator: pool] })`)
  *   over `openSqliteStorage(file)` (WAL, synchronous=FULL, on disk) or
  *   `openPostgresStorage(config)`, default void window. Batches go to
  *   `Ledger.settle` exactly as the server's `POST /v1/settle` hands them over
@@ -46,7 +47,7 @@ import { Session } from 'node:inspector/promises';
 import { clearPublicKeyMemo, OutcomeStatus, verifySigned } from '@dt/protocol';
 import { clearNativeKeyCache, nativeVerifier } from '@dt/protocol/native';
 import type { Ledger } from '../src/ledger.ts';
-import { openServeLedger } from '../src/cli.ts';
+import { defaultValidators, openServeLedger } from '../src/cli.ts';
 import type { ValidatorPool } from '../src/pool.ts';
 import { openSqliteStorage } from '../src/storage/sqlite.ts';
 import { openPostgresStorage } from '../src/storage/postgres.ts';
@@ -84,7 +85,7 @@ Options:
                        created if missing (the main thread's; the validator
                        threads are not in it)
   --validators N       validator threads (default: dt-ledger serve's default
-                       --validators, the available parallelism; 0: the main
+                       --validators, one per core from 4 cores, else 0: the main
                        thread validates). For comparisons: the headline runs
                        the default
   --out FILE           output (default ledger/bench-headline.json)
@@ -188,8 +189,8 @@ async function verifyCeiling(seconds: number): Promise<{ perSecond: number; work
   }
 }
 
-/** Validator threads: `dt-ledger serve`'s default `--validators` (available parallelism) unless `--validators` says otherwise. */
-const VALIDATORS = num(args.validators, 'validators', availableParallelism(), 0);
+/** Validator threads: `dt-ledger serve`'s default `--validators` (cli.ts `defaultValidators`) unless `--validators` says otherwise. */
+const VALIDATORS = num(args.validators, 'validators', defaultValidators(), 0);
 
 /**
  * The ledger exactly as `dt-ledger serve` opens it (ledger/src/cli.ts `openServeLedger`, serve's
@@ -400,7 +401,7 @@ async function main(): Promise<Record<string, unknown>> {
         terminals: TERMINALS,
         batchSize: BATCH,
         ceilingSeconds: CEILING_SECONDS,
-        ledger: `as dt-ledger serve opens it (cli.ts openServeLedger) with ${VALIDATORS === availableParallelism() ? 'its default ' : ''}--validators ${VALIDATORS}: ${VALIDATORS > 0 ? `${VALIDATORS} validator worker threads (createValidatorPool: validation and evidence on the workers), ` : 'validation in the main thread, '}Ledger.open({ storage, signer: nativeSigner(ledger key), rootCert, ledgerCert${VALIDATORS > 0 ? ', validator: pool' : ''} }), default void window; batches handed to Ledger.settle in-process as POST /v1/settle does`,
+        ledger: `as dt-ledger serve opens it (cli.ts openServeLedger) with ${VALIDATORS === defaultValidators() ? 'its default ' : ''}--validators ${VALIDATORS}: ${VALIDATORS > 0 ? `${VALIDATORS} validator worker threads (createValidatorPool: validation and evidence on the workers), ` : 'validation in the main thread, '}Ledger.open({ storage, signer: nativeSigner(ledger key), rootCert, ledgerCert${VALIDATORS > 0 ? ', validator: pool' : ''} }), default void window; batches handed to Ledger.settle in-process as POST /v1/settle does`,
         sqlite: 'openSqliteStorage(file): WAL, synchronous=FULL, 64 MiB page cache, 1 GiB mmap, file on disk (os.tmpdir())',
         postgres: 'openPostgresStorage over a throwaway cluster (startPgCluster, fsync on, unix socket)',
         settleCalls:

@@ -296,6 +296,21 @@ export interface ServeLedgerOptions {
   readonly onWorkerExit?: ValidatorPoolOptions['onWorkerExit'];
 }
 
+/** Cores from which `serve` validates on a pool by default (below, the main thread validates). */
+export const POOL_MIN_CORES = 4;
+
+/**
+ * `serve`'s default `--validators` on a machine of `cores` (default: the available parallelism):
+ * one thread per core from {@link POOL_MIN_CORES} cores, none below. On 2 cores the pool took
+ * 1.2 to 1.5 times the CPU per settled transfer of validation in the main thread at 0..5
+ * history hops and 2.8 to 3.7 times at 63, and settled about as many or half as many: copying
+ * jobs and answers between threads and the threads' own heaps cost more than the second core
+ * gave (ledger/bench/headline.ts `--validators 0` against `2`; ledger/README.md).
+ */
+export function defaultValidators(cores: number = availableParallelism()): number {
+  return cores >= POOL_MIN_CORES ? cores : 0;
+}
+
 /**
  * The ledger as `dt-ledger serve` opens it: its validator pool (`--validators` threads, unless 0)
  * and `Ledger.open` settling through it. Exported for the headline bench, which measures exactly
@@ -510,7 +525,10 @@ export function buildProgram(): Command {
           'worker threads that validate handovers and find their evidence while the main thread records and judges (0: the main thread validates). A thread that dies fails the settle calls it had in hand (rolled back, 500) and is replaced',
         )
           .argParser(nonNegativeInt)
-          .default(availableParallelism(), `the available parallelism, ${availableParallelism()} here`),
+          .default(
+            defaultValidators(),
+            `one per core from ${POOL_MIN_CORES} cores, none below (${defaultValidators()} here, with ${availableParallelism()} cores)`,
+          ),
       )
       .addOption(
         new Option('--log-level <level>', 'request log (JSON lines on stderr: method, route, status, duration; never bodies or keys)')

@@ -1,7 +1,7 @@
 import test from 'ava';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
@@ -16,7 +16,7 @@ import {
   signMessage,
   verifySigned,
 } from '@dt/protocol';
-import { openDataDir } from '../src/cli.ts';
+import { defaultValidators, openDataDir, POOL_MIN_CORES } from '../src/cli.ts';
 import { Ledger } from '../src/ledger.ts';
 import { buildLedgerApp } from '../src/server.ts';
 import { openSqliteStorage } from '../src/storage/sqlite.ts';
@@ -353,4 +353,27 @@ test('dt-ledger serve starts its validator pool (--validators 2) and settles a p
   t.regex(main.stdout, /\(sqlite, validation in the main thread\)/);
   t.is(run('serve', '-d', data, '--validators', 'two').status, 2);
   t.regex(run('serve', '--help').stdout, /--validators <n>/);
+});
+
+test("serve's default --validators: one per core from 4 cores, none below; the help says which applies here, and serve without the option starts so", async (t) => {
+  t.is(POOL_MIN_CORES, 4);
+  t.deepEqual(
+    [1, 2, 3, 4, 8, 64].map((c) => defaultValidators(c)),
+    [0, 0, 0, 4, 8, 64],
+  );
+  const cores = availableParallelism();
+  const here = defaultValidators();
+  t.is(here, cores >= 4 ? cores : 0);
+  const help = run('serve', '--help').stdout.replace(/\s+/g, ' ');
+  t.true(help.includes(`(default: one per core from 4 cores, none below (${here} here, with ${cores} cores))`), help);
+  const dir = mkdtempSync(join(tmpdir(), 'dt-ledger-default-'));
+  const data = join(dir, 'd');
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  t.is(run('init', '-d', data).status, 0);
+  const r = await serving(['-d', data, '--port', '0'], async (url) => {
+    const m = await (await fetch(`${url}/v1/metrics`)).text();
+    t.is(Number(/^dt_ledger_validator_threads (\d+)$/m.exec(m)?.[1]), here);
+  });
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stdout, here === 0 ? /\(sqlite, validation in the main thread\)/ : new RegExp(`\\(sqlite, ${here} validator threads\\)`));
 });
