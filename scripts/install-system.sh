@@ -6,7 +6,8 @@
 #   socat                    pty pairs for the serial transport
 #   postgresql               the ledger's PostgreSQL backend (tests start a throwaway cluster)
 #   python3, make, g++       node-gyp builds of native modules (better-sqlite3, pcsclite)
-#   gcc, libc6-dev           the pcscd shim that gives vpcd's sockets TCP_NODELAY (card-applet-sim/native)
+#   gcc, libc6-dev           the pcscd shim that gives vpcd's sockets TCP_NODELAY (card-applet-sim/native) and the
+#                            P-256 verification addon (protocol/native; Node's headers come with Node itself)
 #   chromium                 headless browser: the lab suite's test opens the HTML report and checks its plots
 # Idempotent: does nothing when everything is present. Needs root to install;
 # without root it lists what is missing and exits 0 so that the caller can

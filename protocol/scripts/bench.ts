@@ -1,8 +1,10 @@
 /**
  * Protocol benchmark: operations per second for encoding and decoding every
  * message type, ES256 signing, and verification with the reference
- * (`@noble/curves`) and the Node fast path (`node:crypto`), on the committed
- * test vectors.
+ * (`@noble/curves`) and the Node fast paths (`nativeVerifier`: the setup-built
+ * addon, and `node:crypto`), on the committed test vectors; the native ones
+ * also with a cold key (a different key each time, as a ledger among many
+ * cards meets them: `node:crypto` then imports a KeyObject per key).
  *
  * Usage: `npm run bench -w protocol [-- --out FILE] [--time MS]`
  * - `--out FILE` or env `BENCH_OUT`: where the JSON goes (default
@@ -22,7 +24,11 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 
+import { generateKeyPairSync, sign as nodeSign } from 'node:crypto';
 import {
+  P256_N,
+  concatBytes,
+  toHex,
   decodeMessage,
   encodeMessage,
   fromHex,
@@ -33,7 +39,7 @@ import {
   type MessageName,
   type Verifier,
 } from '../src/index.ts';
-import { nativeVerifier } from '../src/native.ts';
+import { nativeVerifier, nativeVerifierBackend, nodeCryptoVerifier } from '../src/native.ts';
 import { isSigned, loadVectorFiles } from './vectors-lib.ts';
 
 interface Options {
@@ -64,12 +70,17 @@ function fail(message: string): never {
   process.exit(2);
 }
 
+/** `native`: `nativeVerifier` (the addon when built, see `nativeVerifierBackend` in the JSON); `node-crypto`: `nodeCryptoVerifier`. */
+type Label = 'noble' | 'native' | 'node-crypto';
+
 /** One measured operation. */
 interface Result {
   readonly name: string;
   readonly group: 'encode' | 'decode' | 'sign' | 'verify';
   readonly message?: MessageName;
-  readonly verifier?: 'noble' | 'native';
+  readonly verifier?: Label;
+  /** Verification: the same key every time (`warm`: parsed keys are cached) or a different one (`cold`). */
+  readonly key?: 'warm' | 'cold';
   /** Size of the object the operation works on, bytes. */
   readonly bytes: number;
   readonly opsPerSec: number;
@@ -81,7 +92,8 @@ interface Bench {
   readonly name: string;
   readonly group: Result['group'];
   readonly message?: MessageName;
-  readonly verifier?: 'noble' | 'native';
+  readonly verifier?: Label;
+  readonly key?: 'warm' | 'cold';
   readonly bytes: number;
   readonly fn: () => unknown;
 }
@@ -145,15 +157,45 @@ function benches(): Bench[] {
   if (!transferSig) throw new Error('transfer.json has no valid vector');
   const t = transferSig;
   out.push({ name: 'sign ES256 (Transfer Sig_structure, noble)', group: 'sign', bytes: t.msg.length, fn: () => sign(t.msg, t.sk) });
-  const verifiers: Array<['noble' | 'native', Verifier]> = [
+  const verifiers: Array<[Label, Verifier]> = [
     ['noble', nobleVerifier],
     ['native', nativeVerifier],
+    ['node-crypto', nodeCryptoVerifier],
   ];
+  // Cold keys: more distinct keys than node:crypto's KeyObject cache holds, each verified in turn.
+  const cold = Array.from({ length: 5000 }, () => {
+    const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const jwk = publicKey.export({ format: 'jwk' });
+    const pk = concatBytes(
+      Uint8Array.of(4),
+      new Uint8Array(Buffer.from(jwk.x!, 'base64url')),
+      new Uint8Array(Buffer.from(jwk.y!, 'base64url')),
+    );
+    let sig: Uint8Array = new Uint8Array(nodeSign('sha256', t.msg, { key: privateKey, dsaEncoding: 'ieee-p1363' }));
+    // Low-S form, as DT signers make them (the verifiers refuse high S).
+    const sv = BigInt(`0x${toHex(sig.subarray(32))}`);
+    if (sv > P256_N / 2n) sig = concatBytes(sig.subarray(0, 32), fromHex((P256_N - sv).toString(16).padStart(64, '0')));
+    return { pk, sig };
+  });
+  let next = 0;
   for (const [label, verifier] of verifiers) {
+    if (label !== 'noble')
+      out.push({
+        name: `verify ES256 (${label}, a cold key each time)`,
+        group: 'verify',
+        verifier: label,
+        key: 'cold',
+        bytes: t.msg.length,
+        fn: () => {
+          const c = cold[next++ % cold.length]!;
+          if (!verifier.verify(c.sig, t.msg, c.pk)) throw new Error('benchmark signature did not verify');
+        },
+      });
     out.push({
       name: `verify ES256 (${label})`,
       group: 'verify',
       verifier: label,
+      key: 'warm',
       bytes: t.msg.length,
       fn: () => {
         if (!verifier.verify(t.sig, t.msg, t.pk)) throw new Error('benchmark signature did not verify');
@@ -184,6 +226,7 @@ function main(): void {
       group: b.group,
       ...(b.message ? { message: b.message } : {}),
       ...(b.verifier ? { verifier: b.verifier } : {}),
+      ...(b.key ? { key: b.key } : {}),
       bytes: b.bytes,
       ...m,
     });
@@ -196,6 +239,7 @@ function main(): void {
     cpu: cpus()[0]?.model ?? 'unknown',
     cores: cpus().length,
     timeMsPerOperation: opts.timeMs,
+    nativeVerifierBackend,
     results,
   };
   writeFileSync(opts.out, JSON.stringify(report, null, 2) + '\n');
