@@ -100,7 +100,11 @@ export const nativeVerifier: Verifier = addon
   ? {
       verify(signature, message, publicKey) {
         if (!isCanonicalSignature(signature) || publicKey.length !== PUBLIC_KEY_LENGTH || publicKey[0] !== 4) return false;
-        return addon.verify(publicKey, message, signature);
+        try {
+          return addon.verify(publicKey, message, signature);
+        } catch {
+          return false; // not a Uint8Array: refused, as node:crypto's path refuses what it cannot read
+        }
       },
     }
   : nodeCryptoVerifier;
