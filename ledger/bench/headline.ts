@@ -6,8 +6,8 @@
  *
  * - The ledger is opened by the function `serve` opens it with (ledger/src/cli.ts
  *   `openServeLedger`, serve's default `--validators` (`defaultValidators`: one
- *   validator worker thread per core from 4 cores, `createValidatorPool`, none
- *   below: the main thread validates), then `Ledger.open({ storage,
+ *   validator worker thread per core on PostgreSQL, and on SQLite from 4 cores,
+ *   `createValidatorPool`; none on SQLite below: the main thread validates), then `Ledger.open({ storage,
  *   signer: nativeSigner(ledger key), rootCert, ledgerCert[, validator: pool] })`)
  *   over `openSqliteStorage(file)` (WAL, synchronous=FULL, on disk) or
  *   `openPostgresStorage(config)`, default void window. Batches go to
@@ -85,9 +85,10 @@ Options:
                        created if missing (the main thread's; the validator
                        threads are not in it)
   --validators N       validator threads (default: dt-ledger serve's default
-                       --validators, one per core from 4 cores, else 0: the main
-                       thread validates). For comparisons: the headline runs
-                       the default
+                       --validators: one per core on PostgreSQL; on SQLite one
+                       per core from 4 cores, else 0: the main thread
+                       validates). For comparisons: the headline runs the
+                       default
   --out FILE           output (default ledger/bench-headline.json)
   --help               this help
 
@@ -189,8 +190,13 @@ async function verifyCeiling(seconds: number): Promise<{ perSecond: number; work
   }
 }
 
-/** Validator threads: `dt-ledger serve`'s default `--validators` (cli.ts `defaultValidators`) unless `--validators` says otherwise. */
-const VALIDATORS = num(args.validators, 'validators', defaultValidators(), 0);
+/** Validator threads over `storage`: `dt-ledger serve`'s default `--validators` for it (cli.ts `defaultValidators`) unless `--validators` says otherwise. */
+const VALIDATORS_ARG = args.validators === undefined ? undefined : num(args.validators, 'validators', 0, 0);
+const validatorsFor = (storage: LedgerStorage['kind']): number => VALIDATORS_ARG ?? defaultValidators(storage);
+const describeValidators = (storage: LedgerStorage['kind']): string => {
+  const n = validatorsFor(storage);
+  return `${VALIDATORS_ARG === undefined ? "serve's default " : ''}--validators ${n}: ${n > 0 ? `${n} validator worker threads (createValidatorPool: validation and evidence on the workers)` : 'validation in the main thread'}`;
+};
 
 /**
  * The ledger exactly as `dt-ledger serve` opens it (ledger/src/cli.ts `openServeLedger`, serve's
@@ -202,7 +208,7 @@ async function openAsServe(ds: Dataset, storage: LedgerStorage): Promise<{ ledge
     ledgerKeys: ds.pki.ledger.keys,
     rootCert: ds.pki.issuer.cert,
     ledgerCert: ds.pki.ledger.cert,
-    validators: VALIDATORS,
+    validators: validatorsFor(storage.kind),
   });
   return { ledger, ...(pool ? { pool } : {}) };
 }
@@ -401,7 +407,7 @@ async function main(): Promise<Record<string, unknown>> {
         terminals: TERMINALS,
         batchSize: BATCH,
         ceilingSeconds: CEILING_SECONDS,
-        ledger: `as dt-ledger serve opens it (cli.ts openServeLedger) with ${VALIDATORS === defaultValidators() ? 'its default ' : ''}--validators ${VALIDATORS}: ${VALIDATORS > 0 ? `${VALIDATORS} validator worker threads (createValidatorPool: validation and evidence on the workers), ` : 'validation in the main thread, '}Ledger.open({ storage, signer: nativeSigner(ledger key), rootCert, ledgerCert${VALIDATORS > 0 ? ', validator: pool' : ''} }), default void window; batches handed to Ledger.settle in-process as POST /v1/settle does`,
+        ledger: `as dt-ledger serve opens it (cli.ts openServeLedger): Ledger.open({ storage, signer: nativeSigner(ledger key), rootCert, ledgerCert[, validator: pool] }), default void window; batches handed to Ledger.settle in-process as POST /v1/settle does; SQLite with ${describeValidators('sqlite')}; PostgreSQL with ${describeValidators('postgres')}`,
         sqlite: 'openSqliteStorage(file): WAL, synchronous=FULL, 64 MiB page cache, 1 GiB mmap, file on disk (os.tmpdir())',
         postgres: 'openPostgresStorage over a throwaway cluster (startPgCluster, fsync on, unix socket)',
         settleCalls:

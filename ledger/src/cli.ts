@@ -296,19 +296,21 @@ export interface ServeLedgerOptions {
   readonly onWorkerExit?: ValidatorPoolOptions['onWorkerExit'];
 }
 
-/** Cores from which `serve` validates on a pool by default (below, the main thread validates). */
+/** Cores from which `serve` validates on a pool by default over SQLite (below, the main thread validates). */
 export const POOL_MIN_CORES = 4;
 
 /**
- * `serve`'s default `--validators` on a machine of `cores` (default: the available parallelism):
- * one thread per core from {@link POOL_MIN_CORES} cores, none below. On 2 cores the pool took
- * 1.2 to 1.5 times the CPU per settled transfer of validation in the main thread at 0..5
- * history hops and 2.8 to 3.7 times at 63, and settled about as many or half as many: copying
- * jobs and answers between threads and the threads' own heaps cost more than the second core
- * gave (ledger/bench/headline.ts `--validators 0` against `2`; ledger/README.md).
+ * `serve`'s default `--validators` over `storage` on a machine of `cores` (default: the available
+ * parallelism). PostgreSQL: one thread per core, since the main thread waits for the server's
+ * answers and the threads validate meanwhile (on 2 cores 0.027 of the verify ceiling with 2
+ * threads against 0.021 without). SQLite: one per core from {@link POOL_MIN_CORES} cores, none
+ * below; there the main thread never waits, and on 2 cores the pool took 1.2 to 1.5 times the CPU
+ * per settled transfer at 0..5 history hops and 2.8 to 3.7 times at 63, and settled about as many
+ * or half as many: copying jobs and answers between threads and the threads' own heaps cost more
+ * than the second core gave (ledger/bench/headline.ts `--validators 0` against `2`; ledger/README.md).
  */
-export function defaultValidators(cores: number = availableParallelism()): number {
-  return cores >= POOL_MIN_CORES ? cores : 0;
+export function defaultValidators(storage: 'sqlite' | 'postgres', cores: number = availableParallelism()): number {
+  return storage === 'postgres' || cores >= POOL_MIN_CORES ? cores : 0;
 }
 
 /**
@@ -522,13 +524,8 @@ export function buildProgram(): Command {
       .addOption(
         new Option(
           '--validators <n>',
-          'worker threads that validate handovers and find their evidence while the main thread records and judges (0: the main thread validates). A thread that dies fails the settle calls it had in hand (rolled back, 500) and is replaced',
-        )
-          .argParser(nonNegativeInt)
-          .default(
-            defaultValidators(),
-            `one per core from ${POOL_MIN_CORES} cores, none below (${defaultValidators()} here, with ${availableParallelism()} cores)`,
-          ),
+          `worker threads that validate handovers and find their evidence while the main thread records and judges (0: the main thread validates). A thread that dies fails the settle calls it had in hand (rolled back, 500) and is replaced (default: one per core with --pg; with SQLite one per core from ${POOL_MIN_CORES} cores, none below (here, with ${availableParallelism()} cores: ${defaultValidators('postgres')} with --pg, ${defaultValidators('sqlite')} with SQLite))`,
+        ).argParser(nonNegativeInt),
       )
       .addOption(
         new Option('--log-level <level>', 'request log (JSON lines on stderr: method, route, status, duration; never bodies or keys)')
@@ -537,7 +534,7 @@ export function buildProgram(): Command {
       ),
   ).action(
     async (
-      o: StorageOpts & { port: string; host: string; voidWindow: number; validators: number; logLevel: Level | 'silent'; json?: boolean },
+      o: StorageOpts & { port: string; host: string; voidWindow: number; validators?: number; logLevel: Level | 'silent'; json?: boolean },
     ) => {
       const port = Number(o.port);
       if (!/^\d{1,5}$/.test(o.port) || port > 65535)
@@ -553,7 +550,7 @@ export function buildProgram(): Command {
           rootCert: d.issuer.cert,
           ledgerCert: d.ledger.cert,
           voidWindow: o.voidWindow,
-          validators: o.validators,
+          validators: o.validators ?? defaultValidators(storage.kind),
           onWorkerExit: ({ worker, error }) =>
             logger.error({ worker, err: error.message }, 'validator thread died: its settle calls failed (rolled back); replaced'),
         });

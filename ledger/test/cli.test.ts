@@ -355,17 +355,26 @@ test('dt-ledger serve starts its validator pool (--validators 2) and settles a p
   t.regex(run('serve', '--help').stdout, /--validators <n>/);
 });
 
-test("serve's default --validators: one per core from 4 cores, none below; the help says which applies here, and serve without the option starts so", async (t) => {
+test("serve's default --validators: one per core on PostgreSQL, on SQLite one per core from 4 cores and none below; the help says what applies here, and serve on SQLite without the option starts so", async (t) => {
   t.is(POOL_MIN_CORES, 4);
   t.deepEqual(
-    [1, 2, 3, 4, 8, 64].map((c) => defaultValidators(c)),
+    [1, 2, 3, 4, 8, 64].map((c) => defaultValidators('sqlite', c)),
     [0, 0, 0, 4, 8, 64],
   );
+  t.deepEqual(
+    [1, 2, 3, 4, 8, 64].map((c) => defaultValidators('postgres', c)),
+    [1, 2, 3, 4, 8, 64],
+  );
   const cores = availableParallelism();
-  const here = defaultValidators();
+  const here = defaultValidators('sqlite');
   t.is(here, cores >= 4 ? cores : 0);
   const help = run('serve', '--help').stdout.replace(/\s+/g, ' ');
-  t.true(help.includes(`(default: one per core from 4 cores, none below (${here} here, with ${cores} cores))`), help);
+  t.true(
+    help.includes(
+      `(default: one per core with --pg; with SQLite one per core from 4 cores, none below (here, with ${cores} cores: ${cores} with --pg, ${here} with SQLite))`,
+    ),
+    help,
+  );
   const dir = mkdtempSync(join(tmpdir(), 'dt-ledger-default-'));
   const data = join(dir, 'd');
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -376,4 +385,20 @@ test("serve's default --validators: one per core from 4 cores, none below; the h
   });
   t.is(r.code, 0, r.stderr);
   t.regex(r.stdout, here === 0 ? /\(sqlite, validation in the main thread\)/ : new RegExp(`\\(sqlite, ${here} validator threads\\)`));
+  if (!pgAvailable()) {
+    if (process.env.CI) t.fail('PostgreSQL server binaries are required in CI');
+    else t.log('PostgreSQL not installed: the --pg default not checked');
+    return;
+  }
+  const cluster = startPgCluster({ fsync: false });
+  t.teardown(() => cluster.stop());
+  const db = cluster.createDatabase('cli_default_validators');
+  const url = `postgresql://${db.user}@/${db.database}?host=${String(db.host)}`;
+  const pgData = join(dir, 'pg');
+  t.is(run('init', '-d', pgData, '--pg', url).status, 0);
+  const pg = await serving(['-d', pgData, '--pg', url, '--port', '0'], async (u) => {
+    t.is(Number(/^dt_ledger_validator_threads (\d+)$/m.exec(await (await fetch(`${u}/v1/metrics`)).text())?.[1]), cores);
+  });
+  t.is(pg.code, 0, pg.stderr);
+  t.regex(pg.stdout, new RegExp(`\\(postgres, ${cores} validator threads\\)`));
 });
