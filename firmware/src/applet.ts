@@ -17,6 +17,7 @@
 import {
   addAmounts,
   bytesEqual,
+  keyId,
   CARD_TIME_AHEAD,
   concatBytes,
   CardApduProcessor,
@@ -53,6 +54,11 @@ import {
   verifyRoot,
   verifySigned,
   publicKeyOf,
+  nobleVerifier,
+  prepareKey,
+  preparedVerifier,
+  type PreparedKey,
+  type Verifier,
   selectInputs,
   type Certificate,
   type CertificateMemo,
@@ -249,6 +255,15 @@ export class Applet {
   #busy = false;
   /** Incremented by every power-on: a command started in an earlier session must not continue. */
   #epoch = 0;
+  /**
+   * The last certified terminal key whose request this session verified, and, from its second
+   * request on, that key prepared for verification (its multiples precomputed: see
+   * `prepareKey`). RAM only, one key: lost at power-off, so a card powered by each tap's field
+   * never builds it, and a device that stays powered (a hardware wallet, a card left in a
+   * reader) verifies each further request at that terminal in about a third of the time.
+   */
+  #terminalSeen: Uint8Array | undefined;
+  #terminalKey: PreparedKey | undefined;
 
   /** Creates the applet and powers it on. */
   constructor(hal: Hal, options: AppletOptions = {}) {
@@ -288,6 +303,8 @@ export class Applet {
     this.#storageFailed = false;
     this.#corrupt = false;
     this.#fresh = true;
+    this.#terminalSeen = undefined;
+    this.#terminalKey = undefined;
     const found = this.#journal.load();
     if (found.kind === 'corrupt') {
       this.#corrupt = true;
@@ -337,6 +354,14 @@ export class Applet {
     } finally {
       if (epoch === this.#epoch) this.#busy = false;
     }
+  }
+
+  /**
+   * The key id of the terminal whose key is prepared for verification in RAM (see
+   * `prepareKey`), or undefined: for tests and diagnostics (a public key id, nothing secret).
+   */
+  get preparedTerminal(): Uint8Array | undefined {
+    return this.#terminalKey && this.#terminalSeen ? keyId(this.#terminalSeen) : undefined;
   }
 
   /**
@@ -661,6 +686,22 @@ export class Applet {
 
   // ------------------------------------------------------------------ PAY
 
+  /**
+   * The verifier of a request signed by `terminalKey`, a key whose certificate chain has just
+   * verified: the prepared key when it is that terminal's again (prepared at its second request
+   * of this power session), else the reference verifier. Same answers either way.
+   */
+  #requestVerifier(terminalKey: Uint8Array): Verifier {
+    if (this.#terminalKey?.isFor(terminalKey)) return preparedVerifier(this.#terminalKey);
+    if (this.#terminalSeen !== undefined && bytesEqual(this.#terminalSeen, terminalKey)) {
+      this.#terminalKey = prepareKey(terminalKey);
+      return preparedVerifier(this.#terminalKey);
+    }
+    this.#terminalSeen = terminalKey.slice();
+    this.#terminalKey = undefined;
+    return nobleVerifier;
+  }
+
   async #pay(data: Uint8Array | undefined): Promise<ResponseApdu> {
     this.#requireLocked();
     // The PIN verification is consumed by this PAY whatever its outcome.
@@ -678,7 +719,7 @@ export class Applet {
     const terminal = checked(SW.WRONG_DATA, () => {
       if (!checkTime(trust.root.claims, at)) throw new DtError(ErrorCode.CERT_EXPIRED, 'pinned root not valid at this time');
       const [leaf] = verifyChain(req.chain, { root: trust.root, at, leafRole: Role.TERMINAL, memo });
-      verifyCoseSign1(cose, leaf!.publicKey);
+      verifyCoseSign1(cose, leaf!.publicKey, this.#requestVerifier(leaf!.publicKey));
       return leaf!;
     });
     const merchant = terminal.claims.merchant!;

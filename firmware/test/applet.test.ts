@@ -41,7 +41,9 @@ import {
   WriteCertificatesSchema,
   type CardStatus,
   concatBytes,
+  fromHex,
   keyId,
+  P256_N,
   sha256,
 } from '@dt/protocol';
 import {
@@ -568,6 +570,44 @@ test('certificate memo: a PAY remembers the terminal chain it verified (SHA-256 
   t.deepEqual((applet.committedState.certMemo ?? []).map(toHex), [bank, acq, canteen]);
   // Still every other check: an expired terminal chain is refused although its signatures are remembered.
   t.is((await host.pay(paymentRequest(pki, pki.terminal, { amount: 100, time: T0 + 20 * 365 * 86400 }))).sw, 0x6a80);
+});
+
+test('a card that stays powered prepares a terminal key at its second request and verifies with it: the same answers, forged and high-S requests refused; another terminal and a power-on forget it', async (t) => {
+  const { host, applet } = await readyCard();
+  const kid = (x: { keys: { publicKey: Uint8Array } }) => toHex(keyId(x.keys.publicKey));
+  const prepared = () => (applet.preparedTerminal ? toHex(applet.preparedTerminal) : undefined);
+  t.is(prepared(), undefined);
+  t.is((await host.pay(paymentRequest(pki, pki.terminal, { amount: 100 }))).sw, 0x9000);
+  t.is(prepared(), undefined, 'one request from the terminal: nothing prepared');
+  // The second request's chain verifies, so its key is prepared, and the prepared key refuses the forgery.
+  const good = paymentRequest(pki, pki.terminal, { amount: 100, time: T0 + 1 });
+  const forged = good.slice();
+  forged[forged.length - 5]! ^= 1;
+  t.is((await host.pay(forged)).sw, 0x6a80, 'a changed signature');
+  t.is(prepared(), kid(pki.terminal));
+  // The COSE_Sign1 ends with r || s: the high-S twin of a valid signature is refused as the reference refuses it.
+  const s = BigInt('0x' + toHex(good.subarray(good.length - 32)));
+  const twin = good.slice();
+  twin.set(fromHex((P256_N - s).toString(16).padStart(64, '0')), good.length - 32);
+  t.is((await host.pay(twin)).sw, 0x6a80, 'the high-S twin');
+  const other = signMessage('PaymentRequest', { ...openSigned('PaymentRequest', good).message }, pki.canteen.signer);
+  t.is((await host.pay(other)).sw, 0x6a80, 'the same request signed by another key');
+  t.is((await status(host)).counter, 2, 'nothing signed for them');
+  t.is((await host.pay(good)).sw, 0x9000, 'the valid request, verified with the prepared key');
+  t.is(prepared(), kid(pki.terminal));
+  t.is((await status(host)).counter, 3);
+  // Another terminal: verified by the reference; the prepared key is dropped (one key, the last terminal's).
+  t.is((await host.pay(paymentRequest(pki, pki.canteen, { amount: 100, time: T0 + 2 }))).sw, 0x9000);
+  t.is(prepared(), undefined);
+  t.is((await host.pay(paymentRequest(pki, pki.canteen, { amount: 100, time: T0 + 3 }))).sw, 0x9000);
+  t.is(prepared(), kid(pki.canteen));
+  // RAM only: a power-on forgets it.
+  applet.powerOn();
+  t.is(prepared(), undefined);
+  await host.select();
+  t.is((await host.pay(paymentRequest(pki, pki.canteen, { amount: 100, time: T0 + 4 }))).sw, 0x9000);
+  t.is(prepared(), undefined, 'the first request of a power session is verified by the reference');
+  t.is((await status(host)).counter, 6);
 });
 
 test('a replayed nonce gets 6984 (in the history and after a sync, from the nonce memory)', async (t) => {

@@ -22,6 +22,9 @@
  * against noble's `p256` (the vectors and the independent COSE check pin them
  * too).
  *
+ * It also exports {@link p256Prepared}: verification with a key whose window table was
+ * precomputed (`suite.ts`' `PreparedKey`, the card's terminal key while it stays powered).
+ *
  * `suite.ts` is the only importer (and `firmware/scripts/crypto-count.ts`
  * counts the card's operations by wrapping this module's `p256`).
  *
@@ -91,3 +94,51 @@ export const p256 = ecdsa(
   ecdsaHash as unknown as Parameters<typeof ecdsa>[1],
   { hmac: hmacSha256 },
 );
+
+/** A public key's point with its window table attached (noble keys the table by the point object). */
+export type PreparedPoint = InstanceType<typeof p256.Point>;
+
+/** Width of a {@link PreparedPoint}'s window table (noble's `precompute`): 4 bits, 65 windows of 8 points. */
+export const PREPARED_WINDOW = 4;
+
+/**
+ * ECDSA verification with a prepared key: the same equation as noble's `verify`, with each
+ * product through its point's window table (noble's `multiplyUnsafe` uses a point's table when it
+ * has one; the base point's is built by noble, the key's by {@link p256Prepared.prepare}) instead of
+ * the joint Strauss–Shamir double-and-add. `protocol/test/suite.test.ts` checks it against noble's
+ * `verify` on every vector signature and on seeded cases; `firmware/scripts/crypto-count.ts`
+ * counts its `verify` as a verification.
+ */
+export const p256Prepared = {
+  /** Decodes and validates `publicKey` (throws if it is not a point) and builds its table now. */
+  prepare(publicKey: Uint8Array): PreparedPoint {
+    const point = p256.Point.fromBytes(publicKey);
+    point.assertValidity();
+    // Not lazy: the first verification with the key costs what the others do.
+    return point.precompute(PREPARED_WINDOW, false);
+  },
+  /**
+   * True when `signature` (64 bytes r||s, already checked canonical by the caller: 0 < r, s < n)
+   * verifies over SHA-256(`message`) under `point`.
+   */
+  verify(point: PreparedPoint, signature: Uint8Array, message: Uint8Array): boolean {
+    const Fn = p256.Point.Fn;
+    const r = bytesToNumber(signature, 0);
+    const s = bytesToNumber(signature, 32);
+    if (!Fn.isValidNot0(r) || !Fn.isValidNot0(s)) return false;
+    // bits2int(H(m)) mod n: the digest is as long as n (256 bits), so nothing is shifted.
+    const h = Fn.create(bytesToNumber(sha256Digest(message), 0));
+    const is = Fn.inv(s);
+    const R = p256.Point.BASE.multiplyUnsafe(Fn.create(h * is)).add(point.multiplyUnsafe(Fn.create(r * is)));
+    if (R.is0()) return false;
+    return Fn.create(R.toAffine().x) === r;
+  },
+};
+
+/** The 32 bytes of `b` at `at` as a big-endian number. */
+function bytesToNumber(b: Uint8Array, at: number): bigint {
+  let v = 0n;
+  for (let i = 0; i < 32; i += 4)
+    v = (v << 32n) | BigInt(((b[at + i]! << 24) | (b[at + i + 1]! << 16) | (b[at + i + 2]! << 8) | b[at + i + 3]!) >>> 0);
+  return v;
+}
