@@ -93,3 +93,41 @@ test('the bundle runs in QuickJS under a 16 MiB limit and answers every APDU exa
   const msg = `QuickJS: ${transcript.length} APDU exchanges identical to Node; peak heap ${peak} bytes of 16 MiB; bundle ${bundle.length} bytes`;
   t.log(msg);
 });
+
+test('the prepared terminal key needs no larger heap: under the smallest limit at which one PAY succeeds, four PAYs at one terminal succeed (the second prepares the key, the later ones use it)', async (t) => {
+  const bundle = await buildBundle(path.join(mkdtempSync(path.join(tmpdir(), 'dt-fw-')), 'firmware.js'));
+  const pki = makePki('qjs-heap');
+  const ledger = new Ledger(pki);
+  /** Personalizes and loads a card inside QuickJS under `limit` bytes, then makes `pays` PAYs at one terminal; their status words, or undefined when the card failed. */
+  const life = async (limit: number, pays: number): Promise<number[] | undefined> => {
+    let card: QuickJsCard | undefined;
+    try {
+      card = await QuickJsCard.create({ bundle, storage: new MemoryStorage(), random: seededRandom('qjs-heap'), memoryLimit: limit });
+      const c = card;
+      const host = new Host({ process: (a: Uint8Array) => c.process(a) } as unknown as Applet);
+      await personalize(host, pki);
+      await load(host, ledger, 100_000, { values: [60_000, 40_000] });
+      const sws: number[] = [];
+      for (let i = 0; i < pays; i++) sws.push((await host.pay(paymentRequest(pki, pki.terminal, { amount: 100 + i, time: T0 + i }))).sw);
+      return sws;
+    } catch {
+      return undefined;
+    } finally {
+      try {
+        card?.dispose();
+      } catch {
+        // A runtime that hit its limit may not free cleanly; it is dropped anyway.
+      }
+    }
+  };
+  // The smallest limit (8 KiB steps) under which one PAY succeeds (the first PAY's three verifications are the peak).
+  let lo = 64 * 1024;
+  let hi = 16 * 1024 * 1024;
+  while (hi - lo > 8192) {
+    const mid = Math.floor((lo + hi) / 2 / 8192) * 8192;
+    if ((await life(mid, 1))?.[0] === 0x9000) hi = mid;
+    else lo = mid;
+  }
+  t.deepEqual(await life(hi, 4), [0x9000, 0x9000, 0x9000, 0x9000], `four PAYs at one terminal under ${hi} bytes`);
+  t.log(`smallest heap limit for one PAY: ${hi} bytes; four PAYs at one terminal succeed under it`);
+});
