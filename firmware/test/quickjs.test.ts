@@ -7,7 +7,7 @@
  * byte for byte (no leftover or missing exchange).
  */
 import test from 'ava';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createTrustStore, decodeResponse, openSigned, toHex, validateHandover } from '@dt/protocol';
@@ -16,14 +16,23 @@ import { buildBundle } from '../scripts/build.ts';
 import { QuickJsCard } from '../scripts/quickjs-card.ts';
 import { Host, Ledger, PIN, T0, load, makePki, paymentRequest, personalize, seededRandom } from './fixtures.ts';
 
+/** Builds the bundle into a temporary directory (removed once its text is read) and returns the text. */
+async function bundleText(): Promise<string> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'dt-fw-'));
+  try {
+    return await buildBundle(path.join(dir, 'firmware.js'));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 interface Exchange {
   command: Uint8Array;
   response: Uint8Array;
 }
 
 test('the bundle runs in QuickJS under a 16 MiB limit and answers every APDU exactly as on Node', async (t) => {
-  const dir = mkdtempSync(path.join(tmpdir(), 'dt-fw-'));
-  const bundle = await buildBundle(path.join(dir, 'firmware.js'));
+  const bundle = await bundleText();
   t.false(/\bnode:|\brequire\(/.test(bundle), 'no Node built-ins in the bundle');
 
   // 1. Record a life on Node.
@@ -95,7 +104,7 @@ test('the bundle runs in QuickJS under a 16 MiB limit and answers every APDU exa
 });
 
 test('the prepared terminal key needs no larger heap: under the smallest limit at which one PAY succeeds, four PAYs at one terminal succeed (the second prepares the key, the later ones use it)', async (t) => {
-  const bundle = await buildBundle(path.join(mkdtempSync(path.join(tmpdir(), 'dt-fw-')), 'firmware.js'));
+  const bundle = await bundleText();
   const pki = makePki('qjs-heap');
   const ledger = new Ledger(pki);
   /** Personalizes and loads a card inside QuickJS under `limit` bytes, then makes `pays` PAYs at one terminal; their status words, or undefined when the card failed. */
