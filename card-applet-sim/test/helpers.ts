@@ -3,7 +3,8 @@
  * personalized and loaded through real APDUs (no shortcut into the applet's
  * state), plus the checks the tests share.
  */
-import { mkdtempSync } from 'node:fs';
+import test from 'ava';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MemoryStorage } from '@dt/firmware';
@@ -40,9 +41,17 @@ export function world(): { pki: DevPki; terminal: DevTerminal } {
   return shared;
 }
 
-/** A temporary directory for one test. */
+/** The directories {@link tempDir} made in this test file, removed after its last test (ava runs each file in its own worker). */
+const made: string[] = [];
+test.after.always(() => {
+  for (const d of made.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+/** A temporary directory for one test (removed after the file's last test). */
 export function tempDir(prefix = 'dt-card-test-'): string {
-  return mkdtempSync(join(tmpdir(), prefix));
+  const d = mkdtempSync(join(tmpdir(), prefix));
+  made.push(d);
+  return d;
 }
 
 /**

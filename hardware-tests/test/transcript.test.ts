@@ -239,4 +239,5 @@ test('the recorder records what the control channel did (seeding random plans) b
     { command: 'remove', reinsertAfterMs: 250 },
   ]);
   t.deepEqual(p.after, [{ command: 'insert' }]);
+  (await import('node:fs')).rmSync(dir, { recursive: true, force: true });
 });
