@@ -105,7 +105,7 @@ export const PREPARED_WINDOW = 4;
  * ECDSA verification with a prepared key: the same equation as noble's `verify`, with each
  * product through its point's window table (noble's `multiplyUnsafe` uses a point's table when it
  * has one; the base point's is built by noble, the key's by {@link p256Prepared.prepare}) instead of
- * the joint Strauss–Shamir double-and-add. `protocol/test/suite.test.ts` checks it against noble's
+ * the joint Strauss–Shamir double-and-add. `protocol/test/prepared.test.ts` checks it against noble's
  * `verify` on every vector signature and on seeded cases; `firmware/scripts/crypto-count.ts`
  * counts its `verify` as a verification.
  */

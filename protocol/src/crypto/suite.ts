@@ -241,7 +241,7 @@ export function prepareKey(publicKey: Uint8Array): PreparedKey {
 
 /**
  * A verifier that answers as {@link nobleVerifier} (the same accepted signatures: checked on every
- * vector and on seeded cases in `protocol/test/suite.test.ts`) and uses `key`'s table when asked
+ * vector and on seeded cases in `protocol/test/prepared.test.ts`) and uses `key`'s table when asked
  * about that key; any other key goes to `otherwise`.
  */
 export function preparedVerifier(key: PreparedKey, otherwise: Verifier = nobleVerifier): Verifier {
