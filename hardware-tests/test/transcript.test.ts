@@ -5,6 +5,9 @@
  * documents; the recorder marks signed answers and keeps run statistics.
  */
 import test from 'ava';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import {
   MASK_PIN,
   MASK_UNKNOWN,
@@ -217,7 +220,9 @@ test('the recorder records what the control channel did (seeding random plans) b
     status: async () => ({ personalized: true, balance: 0, counter: 0, offlineTotal: 0, offlineCount: 0, inReader: true }),
     close: async () => {},
   });
-  const dir = (await import('node:fs')).mkdtempSync(`${(await import('node:os')).tmpdir()}/dt-lab-rec-`);
+  const dir = mkdtempSync(join(tmpdir(), 'dt-lab-rec-'));
+  // Removed however the test ends (a failed assertion included).
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   rec.begin('robustness', 'case');
   const transport = rec.wrapTransport({ transmit: async () => b('9000') });
   await transport.transmit(b('00a4040000'));
@@ -228,7 +233,7 @@ test('the recorder records what the control channel did (seeding random plans) b
   await transport.transmit(b('8010000000'));
   await control.insert();
   const rel = rec.end(dir, 'case')!;
-  const p = parseTranscript((await import('node:fs')).readFileSync(`${dir}/${rel}`, 'utf8'));
+  const p = parseTranscript(readFileSync(join(dir, rel), 'utf8'));
   const before = p.exchanges[1]!.before!;
   t.is(before.length, 3, 'the failed disarm is not recorded');
   const torn = before[0]!;
@@ -239,5 +244,4 @@ test('the recorder records what the control channel did (seeding random plans) b
     { command: 'remove', reinsertAfterMs: 250 },
   ]);
   t.deepEqual(p.after, [{ command: 'insert' }]);
-  (await import('node:fs')).rmSync(dir, { recursive: true, force: true });
 });

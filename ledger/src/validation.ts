@@ -352,7 +352,8 @@ export function compactResult(r: HandoverResult): SettleResult {
  * verifies with the key the ledger registered for that card (`keys`). A transfer of a card
  * without a key in `keys` is named in `unkeyed`. `skip`: the first candidates are left out (a
  * resumed chain's prefix, byte for byte objects the ledger recorded with their claims, see
- * {@link ChainState}).
+ * {@link ChainState}). `carried`: the transfers of `handover` as `handoverTransfers` reads them, when
+ * the caller has them already (a valid handover's strict decoding: its history, then its transfer).
  */
 export function handoverEvidence(
   handover: Uint8Array,
@@ -360,8 +361,9 @@ export function handoverEvidence(
   openTransfer: TransferOpener,
   verifier: Verifier,
   skip = 0,
+  carried?: readonly Uint8Array[],
 ): { evidence: HandoverEvidence; unkeyed: Uint8Array[] } {
-  const candidates = handoverTransfers(handover);
+  const candidates = carried ?? handoverTransfers(handover);
   const objects: EvidenceObject[] = [];
   const unkeyed: Uint8Array[] = [];
   let paying: Uint8Array | undefined;
@@ -414,19 +416,39 @@ function skipItem(b: Uint8Array, at: number, depth = 0): number | undefined {
 }
 
 /**
- * The transfers a handover carries (its key 1 and the byte strings of its key 4), as their
- * header key id and payload hash, read without decoding anything: what the ledger looks up
+ * A transfer {@link scanHandover} found: its header key id, and its payload hash, computed when first
+ * asked for (a resumed chain's prefix is never looked up, so its transfers are never hashed here).
+ */
+export class ScannedTransfer {
+  readonly kid: Uint8Array;
+  readonly #payload: Uint8Array;
+  #hash: Uint8Array | undefined;
+
+  constructor(kid: Uint8Array, payload: Uint8Array) {
+    this.kid = kid;
+    this.#payload = payload;
+  }
+
+  /** SHA-256 of the payload (`payloadHash`). */
+  get hash(): Uint8Array {
+    return (this.#hash ??= new Uint8Array(createHash('sha256').update(this.#payload).digest()));
+  }
+}
+
+/**
+ * The transfers a handover carries (its key 1, the paying transfer, then the byte strings of its
+ * key 4, the history), as their header key id and payload hash, read without decoding anything: what the ledger looks up
  * before validation (the registered keys, the objects it holds). Only a lookup depends on it:
  * an encoding it cannot read gives fewer names (validation and evidence decode everything
  * themselves, and a card it missed comes back as `unkeyed`).
  */
-export function scanHandover(handover: Uint8Array): { kid: Uint8Array; hash: Uint8Array }[] {
-  const out: { kid: Uint8Array; hash: Uint8Array }[] = [];
+export function scanHandover(handover: Uint8Array): ScannedTransfer[] {
+  const out: ScannedTransfer[] = [];
   const add = (t: Uint8Array) => {
     const p = coseParts(t);
     const n = p?.protectedBytes.length ?? 0;
     if (!p || n < 18 || p.protectedBytes[n - 18] !== 0x04 || p.protectedBytes[n - 17] !== 0x50) return;
-    out.push({ kid: p.protectedBytes.subarray(n - 16), hash: new Uint8Array(createHash('sha256').update(p.payload).digest()) });
+    out.push(new ScannedTransfer(p.protectedBytes.subarray(n - 16), p.payload));
   };
   const m = head(handover, 0, 5);
   if (!m) return out;
@@ -486,7 +508,9 @@ export function settleOne(job: SettleJob, tools: SettleTools, compact: boolean):
   });
   // A resumed prefix is byte for byte objects recorded with their own claims: their evidence is recorded.
   const skip = r.ok ? (r.resumed ?? 0) : 0;
-  const { evidence, unkeyed } = handoverEvidence(job.handover, job.keys, tools.openTransfer, verifier, skip);
+  // A valid result decoded the handover strictly, as `handoverTransfers` does first: its transfers are those (history as carried, then the paying one).
+  const carried = r.ok ? [...r.handover.history, r.handover.transfer] : undefined;
+  const { evidence, unkeyed } = handoverEvidence(job.handover, job.keys, tools.openTransfer, verifier, skip, carried);
   const state = r.ok && !r.handover.after ? chainStateAfter(r, r.resumed !== undefined ? base : undefined) : undefined;
   return { result: compact ? compactResult(r) : r, evidence, unkeyed, ...(state ? { state } : {}) };
 }

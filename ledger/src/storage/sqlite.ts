@@ -20,8 +20,10 @@ function plainRow<T>(row: Record<string, unknown> | undefined): T | undefined {
   if (!row) return undefined;
   for (const k of Object.keys(row)) {
     const v = row[k];
+    // The protocol works on plain Uint8Array: a view of the Buffer's own memory (better-sqlite3 gives each blob a
+    // Buffer of its own, not a slice of a pool), so no bytes are copied; a Buffer that is a slice is copied.
     if (v instanceof Uint8Array)
-      row[k] = new Uint8Array(v); // copy out of Buffer: the protocol works on plain Uint8Array
+      row[k] = v.byteOffset === 0 && v.byteLength === v.buffer.byteLength ? new Uint8Array(v.buffer) : new Uint8Array(v);
     else if (typeof v === 'bigint') row[k] = Number(v);
   }
   return row as T;

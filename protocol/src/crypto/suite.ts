@@ -214,8 +214,17 @@ export class PreparedKey {
 
   /** @internal See {@link prepareKey}. */
   static of(publicKey: Uint8Array): PreparedKey {
-    if (!isValidPublicKey(publicKey)) throw new DtError(ErrorCode.BAD_KEY, 'not an uncompressed P-256 point');
-    return new PreparedKey(Uint8Array.from(publicKey), p256Prepared.prepare(publicKey));
+    const bad = () => new DtError(ErrorCode.BAD_KEY, 'not an uncompressed P-256 point');
+    // The form here; the point itself once, by `prepare` (decoded and checked on the curve before its table is built).
+    if (publicKey.length !== PUBLIC_KEY_LENGTH || publicKey[0] !== 4) throw bad();
+    const copy = Uint8Array.from(publicKey);
+    let point: PreparedPoint;
+    try {
+      point = p256Prepared.prepare(copy);
+    } catch {
+      throw bad();
+    }
+    return new PreparedKey(copy, point);
   }
 
   /** True when `publicKey` is the key this was prepared from. */
