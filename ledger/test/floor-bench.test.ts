@@ -1,0 +1,65 @@
+/**
+ * `ledger/bench/floor.ts` as a process, on a tiny configuration: it exits 0 and writes the
+ * figures it promises (no time is asserted: the figures of a tiny run mean nothing), and the
+ * facts that hold at any size: both variants stored every transfer they were given (the
+ * bench checks that its fresh claims were unheld, and fails otherwise), a bound is a ratio
+ * in (0, 1], and bad usage is exit 2 with the reason, before anything is built.
+ */
+import test from 'ava';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const script = fileURLToPath(new URL('../bench/floor.ts', import.meta.url));
+
+function floor(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--conditions=dt-source', '--import', 'tsx', script, ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+test('floor.ts writes both variants with a bound each (tiny configuration) and exits 0', async (t) => {
+  t.timeout(120_000);
+  const dir = mkdtempSync(join(tmpdir(), 'dt-floor-test-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const out = join(dir, 'floor.json');
+  const r = await floor(['--rows', '300', '--cards', '40', '--transfers', '250', '--batch', '64', '--out', out]);
+  t.is(r.code, 0, r.stderr);
+  const doc = JSON.parse(readFileSync(out, 'utf8')) as Record<string, Record<string, number>>;
+  t.deepEqual(doc.config, {
+    rows: 300,
+    cards: 40,
+    transfers: 250,
+    batch: 64,
+    sqlite: 'openSqliteStorage(file): WAL, synchronous=FULL, background checkpointer, file on disk (os.tmpdir())',
+  } as unknown as Record<string, number>);
+  for (const v of ['current', 'minimal'] as const) {
+    const f = doc[v]!;
+    t.true(f.cpuMicrosPerTransfer! > 0 && f.wallMicrosPerTransfer! > 0, v);
+    t.true(f.maxCeilingRatio! > 0 && f.maxCeilingRatio! <= 1, `${v}: ${f.maxCeilingRatio}`);
+  }
+  t.true(doc.crypto!.verifyMicros! > 0 && doc.crypto!.signMicros! > 0);
+  t.regex(r.stderr, /at the most: ratio [\d.]+ with today's rows, [\d.]+ with the minimal ones/);
+});
+
+test('floor.ts refuses bad usage with exit 2 and the reason; --help exits 0', async (t) => {
+  const bad = await floor(['--rows=-1']);
+  t.is(bad.code, 2);
+  t.regex(bad.stderr, /--rows must be an integer >= 0, got -1/);
+  const unknown = await floor(['--bogus']);
+  t.is(unknown.code, 2);
+  t.regex(unknown.stderr, /Unknown option '--bogus'/);
+  const help = await floor(['--help']);
+  t.is(help.code, 0);
+  t.regex(help.stdout, /--transfers N/);
+});
