@@ -64,12 +64,15 @@ serial('serial over a socat pty: PAY, and a corrupted and a dropped frame recove
 
   card.faults.arm({ corruptFrame: 1 });
   t.is((await getStatus(host)).offlineValue, 6_000);
-  t.is(host.retransmissions, 1, 'the corrupted response was asked for again');
+  // Once, or twice when the flipped byte (random position and value) is a frame delimiter: the
+  // frame then arrives as two damaged ones, and each asks for the answer again.
+  const afterCorrupt = host.retransmissions;
+  t.true(afterCorrupt === 1 || afterCorrupt === 2, `the corrupted response was asked for again (${afterCorrupt} retransmissions)`);
 
   card.faults.arm({ dropFrame: 1 });
   const s = await getStatus(host);
   t.is(s.balance, LOADED[0]! + LOADED[1]! - 6_000);
-  t.is(host.retransmissions, 2, 'the dropped response was asked for again');
+  t.is(host.retransmissions, afterCorrupt + 1, 'the dropped response was asked for again, once');
   t.deepEqual(
     card.faults.events.map((e) => e.kind),
     ['corrupt-frame', 'drop-frame'],

@@ -39,7 +39,6 @@
 import { availableParallelism, tmpdir } from 'node:os';
 import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { randomBytes } from 'node:crypto';
 import Database from 'better-sqlite3';
 import { generateKeyPair, sign } from '@dt/protocol';
@@ -49,6 +48,7 @@ import { LEDGER_MIGRATIONS } from '../src/storage/migrations.ts';
 import { LedgerStore } from '../src/store.ts';
 import { nativeSigner } from '../src/native-signer.ts';
 import type { SqlValue } from '../src/storage/types.ts';
+import { benchArgs } from './args.ts';
 
 const HELP = `node --conditions=dt-source --import tsx ledger/bench/floor.ts [options]
 
@@ -68,36 +68,13 @@ Options:
 Exit codes: 0 written, 1 benchmark failed, 2 bad usage.
 `;
 
-function usage(message: string): never {
-  process.stderr.write(`floor: ${message}\n\n${HELP}`);
-  process.exit(2);
-}
-let args;
-try {
-  args = parseArgs({
-    options: {
-      rows: { type: 'string' },
-      cards: { type: 'string' },
-      transfers: { type: 'string' },
-      batch: { type: 'string' },
-      out: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
-    strict: true,
-  }).values;
-} catch (e) {
-  usage((e as Error).message);
-}
-if (args.help) {
-  process.stdout.write(HELP);
-  process.exit(0);
-}
-const int = (v: string | undefined, name: string, def: number, min: number): number => {
-  if (v === undefined) return def;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) usage(`--${name} must be an integer >= ${min}, got ${v}`);
-  return n;
-};
+const { values: args, int } = benchArgs('floor', HELP, {
+  rows: { type: 'string' },
+  cards: { type: 'string' },
+  transfers: { type: 'string' },
+  batch: { type: 'string' },
+  out: { type: 'string' },
+});
 const ROWS = int(args.rows, 'rows', 1_000_000, 0);
 const CARDS = int(args.cards, 'cards', 100_000, 1);
 const TRANSFERS = int(args.transfers, 'transfers', 20_000, 1);

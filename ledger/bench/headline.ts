@@ -41,7 +41,6 @@
 import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { accessSync, constants, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import { Session } from 'node:inspector/promises';
 import { clearPublicKeyMemo, OutcomeStatus, verifySigned } from '@dt/protocol';
@@ -64,6 +63,7 @@ import {
   type Fill,
   type Workload,
 } from './headline-dataset.ts';
+import { benchArgs } from './args.ts';
 
 const HELP = `node --conditions=dt-source --import tsx ledger/bench/headline.ts [options]
 
@@ -95,37 +95,19 @@ Options:
 Exit codes: 0 written, 1 benchmark failed, 2 bad usage.
 `;
 
-function usage(message: string): never {
-  process.stderr.write(`headline: ${message}\n\n${HELP}`);
-  process.exit(2);
-}
-
-let args;
-try {
-  args = parseArgs({
-    options: {
-      cards: { type: 'string' },
-      'spent-rows': { type: 'string' },
-      mixed: { type: 'string' },
-      hops63: { type: 'string' },
-      terminals: { type: 'string' },
-      batch: { type: 'string' },
-      'ceiling-seconds': { type: 'string' },
-      out: { type: 'string' },
-      only: { type: 'string' },
-      profile: { type: 'string' },
-      validators: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
-    strict: true,
-  }).values;
-} catch (e) {
-  usage((e as Error).message);
-}
-if (args.help) {
-  process.stdout.write(HELP);
-  process.exit(0);
-}
+const { values: args, usage } = benchArgs('headline', HELP, {
+  cards: { type: 'string' },
+  'spent-rows': { type: 'string' },
+  mixed: { type: 'string' },
+  hops63: { type: 'string' },
+  terminals: { type: 'string' },
+  batch: { type: 'string' },
+  'ceiling-seconds': { type: 'string' },
+  out: { type: 'string' },
+  only: { type: 'string' },
+  profile: { type: 'string' },
+  validators: { type: 'string' },
+});
 const num = (v: string | undefined, name: string, def: number, min: number): number => {
   if (v === undefined) return def;
   const n = Number(v);
