@@ -23,6 +23,9 @@
  * - `sign`: one ledger Outcome signature (`nativeSigner`), which every settled transfer costs
  *   today, and `verify`: one native verification on one core (the card's signature).
  *
+ * - `--pg`: `current` and `minimal` on PostgreSQL too (a throwaway cluster with fsync on, filled
+ *   server-side); the CPU figure there is the whole machine's, the server's processes included.
+ *
  * The tables are filled first with `--rows` random-key rows each (and `--cards` cards and heads),
  * so the B-trees are as deep as the headline's. Figures are CPU µs of the whole process (the
  * checkpointer thread included) and wall µs per transfer over `--transfers` transfers in
@@ -34,23 +37,25 @@
  * ratio ≤ that ÷ (cores ÷ verify µs). Written to JSON (`--out`).
  *
  * Usage: node --conditions=dt-source --import tsx ledger/bench/floor.ts [--rows N] [--cards N]
- *        [--transfers N] [--batch N] [--out FILE]
+ *        [--transfers N] [--batch N] [--pg] [--out FILE]
  * Exit codes: 0 written, 1 the benchmark failed, 2 bad usage.
  *
  * @module
  */
-import { availableParallelism, tmpdir } from 'node:os';
+import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import Database from 'better-sqlite3';
 import { generateKeyPair, sign } from '@dt/protocol';
 import { nativeVerifier } from '@dt/protocol/native';
 import { openSqliteStorage } from '../src/storage/sqlite.ts';
+import { openPostgresStorage } from '../src/storage/postgres.ts';
+import { startPgCluster } from '../src/pg-cluster.ts';
 import { LEDGER_MIGRATIONS } from '../src/storage/migrations.ts';
 import { LedgerStore } from '../src/store.ts';
 import { nativeSigner } from '../src/native-signer.ts';
-import type { SqlValue } from '../src/storage/types.ts';
+import type { LedgerStorage, SqlValue } from '../src/storage/types.ts';
 import { benchArgs } from './args.ts';
 
 const HELP = `node --conditions=dt-source --import tsx ledger/bench/floor.ts [options]
@@ -66,23 +71,34 @@ Options:
   --cards N      cards and chain heads first (default 100000)
   --transfers N  measured transfers per variant (default 20000)
   --batch N      transfers per transaction (default 1600, a settle call)
+  --pg           also today's rows and the minimal design on PostgreSQL (a
+                 throwaway cluster with fsync on; CPU counted for the whole
+                 machine, the server's processes included)
   --out FILE     output (default ledger/bench-floor.json)
   --help         this help
 
 Exit codes: 0 written, 1 benchmark failed, 2 bad usage.
 `;
 
-const { values: args, int } = benchArgs('floor', HELP, {
+const {
+  values: args,
+  int,
+  usage,
+} = benchArgs('floor', HELP, {
   rows: { type: 'string' },
   cards: { type: 'string' },
   transfers: { type: 'string' },
   batch: { type: 'string' },
   out: { type: 'string' },
+  pg: { type: 'boolean' },
 });
 const ROWS = int(args.rows, 'rows', 1_000_000, 0);
 const CARDS = int(args.cards, 'cards', 100_000, 1);
 const TRANSFERS = int(args.transfers, 'transfers', 20_000, 1);
 const BATCH = int(args.batch, 'batch', 1600, 1);
+// Each transfer of a transaction is another card's (the ledger moves a card's chain head once per batch).
+if (BATCH > CARDS) usage(`--batch must be at most --cards (${CARDS}): a transaction's transfers are of distinct cards`);
+const PG = args.pg === true;
 const OUT = args.out ?? new URL('../bench-floor.json', import.meta.url).pathname;
 const log = (s: string): void => void process.stderr.write(`[floor] ${s}\n`);
 const r1 = (x: number): number => Math.round(x * 10) / 10;
@@ -97,6 +113,16 @@ const MINIMAL_SCHEMA = [
 const MIGRATIONS = [
   ...LEDGER_MIGRATIONS,
   { version: LEDGER_MIGRATIONS.length + 1, description: 'the floor bench: the minimal tables', statements: MINIMAL_SCHEMA },
+];
+/** The minimal tables on PostgreSQL: the same keys (a heap and a B-tree index a table; the log's key grows at its end). */
+const MINIMAL_SCHEMA_PG = [
+  `CREATE TABLE floor_claims (card BLOB NOT NULL, id BLOB NOT NULL, by_hash BLOB NOT NULL, PRIMARY KEY (card, id))`,
+  `CREATE TABLE floor_log (seq BIGINT PRIMARY KEY, hash BLOB NOT NULL, transfer BLOB NOT NULL, outcome BLOB NOT NULL)`,
+  `CREATE TABLE floor_heads (card BLOB PRIMARY KEY, counter BIGINT NOT NULL, hash BLOB NOT NULL, state BLOB)`,
+];
+const PG_MIGRATIONS = [
+  ...LEDGER_MIGRATIONS,
+  { version: LEDGER_MIGRATIONS.length + 1, description: 'the floor bench: the minimal tables', statements: MINIMAL_SCHEMA_PG },
 ];
 /**
  * The ledger's tables that settlement writes whose rows are small (under about 200 bytes, a
@@ -137,7 +163,7 @@ function fill(file: string, cards: Buffer[]): void {
     ),
     outcome: db.prepare(`INSERT INTO outcomes (batch, idx, bytes) VALUES (?, ?, ?)`),
     claim: db.prepare(`INSERT INTO floor_claims (card, id, by_hash) VALUES (?, ?, ?)`),
-    entry: db.prepare(`INSERT INTO floor_log (hash, transfer, outcome) VALUES (?, ?, ?)`),
+    entry: db.prepare(`INSERT INTO floor_log (seq, hash, transfer, outcome) VALUES (?, ?, ?, ?)`),
   };
   const body = rnd(SIZE.transfer);
   const out = rnd(SIZE.outcome);
@@ -166,7 +192,7 @@ function fill(file: string, cards: Buffer[]): void {
         ck[0] = 0xff;
         ck.writeUInt32BE(1000 + i, 5);
         stmts.claim.run(card, ck, h);
-        stmts.entry.run(h, body, out);
+        stmts.entry.run(i + 1, h, body, out);
       }
     })();
     log(`filled ${Math.min(ROWS, done + step)}/${ROWS} rows a table`);
@@ -175,7 +201,63 @@ function fill(file: string, cards: Buffer[]): void {
   db.close();
 }
 
+/**
+ * Fills a PostgreSQL ledger as {@link fill} fills a SQLite one, generated server-side (random-looking
+ * keys from a per-run salt: sha256, no pgcrypto); `cardKid(n)` gives the same card keys client-side.
+ * Then ANALYZE and CHECKPOINT, as a long-running server would have done by then.
+ */
+async function fillPg(storage: LedgerStorage, salt: string): Promise<void> {
+  const h = (tag: string, len: number, of: string) => `substring(sha256(convert_to('${salt}:${tag}:' || ${of}, 'UTF8')) from 1 for ${len})`;
+  const blob = (tag: string, n: number) =>
+    `substring(decode(repeat(md5('${salt}:${tag}:' || i), ${Math.ceil(n / 16)}), 'hex') from 1 for ${n})`;
+  const kid = `${h('card', 16, `(i % ${CARDS})`)}`;
+  const now = Date.now();
+  await storage.transaction(async (tx) => {
+    await tx.run(
+      `INSERT INTO cards (kid, bank, cert, anchor, anchor_counter, anchor_sync) SELECT ${h('card', 16, 'i')}, ${h('bank', 16, 'i')}, ${blob('cert', 260)}, ${blob('anchor', 200)}, 0, NULL FROM generate_series(0, ${CARDS - 1}) AS i`,
+    );
+    await tx.run(
+      `INSERT INTO chain_heads (card, counter, hash, state) SELECT ${h('card', 16, 'i')}, 1, ${h('head', 32, 'i')}, ${blob('state', SIZE.state)} FROM generate_series(0, ${CARDS - 1}) AS i`,
+    );
+    await tx.run(
+      `INSERT INTO floor_heads (card, counter, hash, state) SELECT ${h('card', 16, 'i')}, 1, ${h('head', 32, 'i')}, ${blob('state', SIZE.state)} FROM generate_series(0, ${CARDS - 1}) AS i`,
+    );
+  });
+  const step = 200_000;
+  for (let done = 0; done < ROWS; done += step) {
+    const last = Math.min(ROWS, done + step) - 1;
+    const series = `FROM generate_series(${done}, ${last}) AS i`;
+    await storage.transaction(async (tx) => {
+      await tx.run(`INSERT INTO spent (card, id, by_hash) SELECT ${kid}, ${h('id', 32, 'i')}, ${h('h', 32, 'i')} ${series}`);
+      await tx.run(`INSERT INTO counters (card, counter, hash) SELECT ${kid}, 1000 + i, ${h('h', 32, 'i')} ${series}`);
+      await tx.run(`INSERT INTO objects (hash, bytes) SELECT ${h('h', 32, 'i')}, ${blob('body', SIZE.transfer)} ${series}`);
+      await tx.run(
+        `INSERT INTO transfers (hash, card, counter, amount, payee, change_id, change_value, mark, time, state) SELECT ${h('h', 32, 'i')}, ${kid}, 1000 + i, 100, ${h('payee', 16, 'i')}, NULL, 0, NULL, ${now}, 'settled' ${series}`,
+      );
+      await tx.run(
+        `INSERT INTO verdicts (transfer, status, covered, code, time, card, terminal, amount, proof1, proof2) SELECT ${h('h', 32, 'i')}, 0, 0, NULL, ${now}, ${kid}, ${h('payee', 16, 'i')}, 100, NULL, NULL ${series}`,
+      );
+      await tx.run(`INSERT INTO outcomes (batch, idx, bytes) SELECT ${h('batch', 32, 'i')}, 0, ${blob('out', SIZE.outcome)} ${series}`);
+      await tx.run(`INSERT INTO floor_claims (card, id, by_hash) SELECT ${kid}, ${h('id', 32, 'i')}, ${h('h', 32, 'i')} ${series}`);
+      await tx.run(
+        `INSERT INTO floor_claims (card, id, by_hash) SELECT ${kid}, '\\xff00000000'::bytea || int4send((1000 + i)::int), ${h('h', 32, 'i')} ${series}`,
+      );
+      await tx.run(
+        `INSERT INTO floor_log (seq, hash, transfer, outcome) SELECT i + 1, ${h('h', 32, 'i')}, ${blob('body', SIZE.transfer)}, ${blob('out', SIZE.outcome)} ${series}`,
+      );
+    });
+    log(`postgres: filled ${last + 1}/${ROWS} rows a table`);
+  }
+  await storage.transaction((tx) => tx.run(`ANALYZE`));
+  await storage.transaction((tx) => tx.run(`CHECKPOINT`));
+}
+/** The card keys {@link fillPg} generated. */
+const cardKids = (salt: string): Buffer[] =>
+  Array.from({ length: CARDS }, (_, n) => createHash('sha256').update(`${salt}:card:${n}`, 'utf8').digest().subarray(0, 16));
+
 interface NewTransfer {
+  /** Its place in the minimal design's log (after the filled rows). */
+  seq: number;
   card: Buffer;
   counter: number;
   hash: Buffer;
@@ -187,6 +269,7 @@ interface NewTransfer {
 /** `n` new transfers numbered from `first` on (distinct counters, cards in turn). */
 const batchOf = (cards: Buffer[], n: number, first: number): NewTransfer[] =>
   Array.from({ length: n }, (_, i) => ({
+    seq: ROWS + 1 + first + i,
     card: cards[(first + i) % cards.length]!,
     counter: 10_000_000 + first + i,
     hash: rnd(32),
@@ -201,38 +284,40 @@ interface Figure {
   wallMicrosPerTransfer: number;
 }
 
+/** CPU µs of this process (all its threads), or of the whole machine (a PostgreSQL server's processes too). */
+type CpuClock = () => number;
+const processCpu: CpuClock = () => {
+  const c = process.cpuUsage();
+  return c.user + c.system;
+};
+const machineCpu: CpuClock = () => cpus().reduce((sum, c) => sum + (c.times.user + c.times.nice + c.times.sys + c.times.irq) * 1000, 0);
+
 async function measure(
   name: string,
-  file: string,
-  migrations: typeof MIGRATIONS,
+  storage: LedgerStorage,
   cards: Buffer[],
   seqBase: number,
   work: (tx: LedgerStore, b: NewTransfer[], seq: number) => Promise<void>,
+  clock: CpuClock = processCpu,
 ): Promise<Figure> {
-  const storage = openSqliteStorage(file, { migrations });
   const store = new LedgerStore(storage);
-  try {
-    const calls = Math.ceil(TRANSFERS / BATCH);
-    // Batches built before the clock starts: only the storage is timed.
-    const batches = Array.from({ length: calls }, (_, k) =>
-      batchOf(cards, Math.min(BATCH, TRANSFERS - k * BATCH), seqBase * BATCH + k * BATCH),
-    );
-    let cpu = 0;
-    let wall = 0;
-    for (const [k, b] of batches.entries()) {
-      const c0 = process.cpuUsage();
-      const t0 = performance.now();
-      await work(store, b, seqBase + k);
-      wall += performance.now() - t0;
-      const c = process.cpuUsage(c0);
-      cpu += c.user + c.system;
-    }
-    const f = { cpuMicrosPerTransfer: r1(cpu / TRANSFERS), wallMicrosPerTransfer: r1((wall * 1000) / TRANSFERS) };
-    log(`${name}: ${f.cpuMicrosPerTransfer} µs CPU, ${f.wallMicrosPerTransfer} µs wall per transfer`);
-    return f;
-  } finally {
-    await storage.close();
+  const calls = Math.ceil(TRANSFERS / BATCH);
+  // Batches built before the clock starts: only the storage is timed.
+  const batches = Array.from({ length: calls }, (_, k) =>
+    batchOf(cards, Math.min(BATCH, TRANSFERS - k * BATCH), seqBase * BATCH + k * BATCH),
+  );
+  let cpu = 0;
+  let wall = 0;
+  for (const [k, b] of batches.entries()) {
+    const c0 = clock();
+    const t0 = performance.now();
+    await work(store, b, seqBase + k);
+    wall += performance.now() - t0;
+    cpu += clock() - c0;
   }
+  const f = { cpuMicrosPerTransfer: r1(cpu / TRANSFERS), wallMicrosPerTransfer: r1((wall * 1000) / TRANSFERS) };
+  log(`${name}: ${f.cpuMicrosPerTransfer} µs CPU, ${f.wallMicrosPerTransfer} µs wall per transfer`);
+  return f;
 }
 
 /** The set-based path's storage calls for a batch of new paying transfers (Ledger.#settleAllValid's order). */
@@ -334,9 +419,9 @@ async function minimal(store: LedgerStore, b: NewTransfer[]): Promise<void> {
     await insertRows(sql, 'INSERT INTO floor_claims (card, id, by_hash)', 3, claims);
     await insertRows(
       sql,
-      'INSERT INTO floor_log (hash, transfer, outcome)',
-      3,
-      b.map((t) => [t.hash, t.bytes, t.outcome]),
+      'INSERT INTO floor_log (seq, hash, transfer, outcome)',
+      4,
+      b.map((t) => [t.seq, t.hash, t.bytes, t.outcome]),
     );
     await insertRows(
       sql,
@@ -371,9 +456,10 @@ async function crypto(): Promise<{ verifyMicros: number; signMicros: number }> {
 
 async function main(): Promise<Record<string, unknown>> {
   const dir = mkdtempSync(join(tmpdir(), 'dt-floor-'));
+  const closers: (() => unknown)[] = [() => rmSync(dir, { recursive: true, force: true })];
   try {
     const cards = Array.from({ length: CARDS }, () => rnd(16));
-    // The ledger's schema, as serve creates it (and, in a second file, with settlement's tables WITHOUT ROWID); then the bulk rows.
+    // The ledger's schema, as serve creates it (and, in a second file, with settlement's small-row tables WITHOUT ROWID); then the bulk rows.
     const made = async (name: string, migrations: typeof MIGRATIONS): Promise<string> => {
       const file = join(dir, name);
       await openSqliteStorage(file, { migrations }).close();
@@ -382,12 +468,45 @@ async function main(): Promise<Record<string, unknown>> {
       log(`${name}: filled in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
       return file;
     };
+    const onSqlite = async (
+      file: string,
+      migrations: typeof MIGRATIONS,
+      run: (s: LedgerStorage) => Promise<Figure[]>,
+    ): Promise<Figure[]> => {
+      const storage = openSqliteStorage(file, { migrations });
+      try {
+        return await run(storage);
+      } finally {
+        await storage.close();
+      }
+    };
     const file = await made('ledger.db', MIGRATIONS);
-    const cur = await measure('current', file, MIGRATIONS, cards, 0, current);
-    const min = await measure('minimal', file, MIGRATIONS, cards, Math.ceil(TRANSFERS / BATCH), minimal);
+    const [cur, min] = await onSqlite(file, MIGRATIONS, async (st) => [
+      await measure('current', st, cards, 0, current),
+      await measure('minimal', st, cards, Math.ceil(TRANSFERS / BATCH), minimal),
+    ]);
     rmSync(file, { force: true });
     const rowlessFile = await made('rowless.db', ROWLESS_MIGRATIONS);
-    const rowless = await measure('rowless', rowlessFile, ROWLESS_MIGRATIONS, cards, 0, current);
+    const [rowless] = await onSqlite(rowlessFile, ROWLESS_MIGRATIONS, async (st) => [await measure('rowless', st, cards, 0, current)]);
+    rmSync(rowlessFile, { force: true });
+    // PostgreSQL: a throwaway cluster with fsync on (as the headline's), the server's CPU counted with the machine's.
+    let pg: { current: Figure; minimal: Figure } | undefined;
+    if (PG) {
+      log('postgres: starting a throwaway cluster');
+      const cluster = startPgCluster({ fsync: true });
+      closers.push(() => cluster.stop());
+      const storage = await openPostgresStorage(cluster.createDatabase(`floor_${process.pid}`), { migrations: PG_MIGRATIONS });
+      closers.push(() => storage.close());
+      const salt = randomBytes(16).toString('hex');
+      const t0 = performance.now();
+      await fillPg(storage, salt);
+      log(`postgres: filled in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+      const kids = cardKids(salt);
+      pg = {
+        current: await measure('postgres current', storage, kids, 0, current, machineCpu),
+        minimal: await measure('postgres minimal', storage, kids, Math.ceil(TRANSFERS / BATCH), minimal, machineCpu),
+      };
+    }
     const c = await crypto();
     log(`verify ${c.verifyMicros} µs, sign ${c.signMicros} µs (one core)`);
     const cores = availableParallelism();
@@ -397,6 +516,8 @@ async function main(): Promise<Record<string, unknown>> {
       const perSecond = Math.min((cores * 1e6) / (c.verifyMicros + c.signMicros + s.cpuMicrosPerTransfer), 1e6 / s.wallMicrosPerTransfer);
       return Math.round((1000 * perSecond) / ((cores * 1e6) / c.verifyMicros)) / 1000;
     };
+    const CURRENT_NOTE = "the set-based path's reads and rows through LedgerStore, 0 hops, one input";
+    const MINIMAL_NOTE = 'claims keyed (card, id), an append-only log row, the head: a minimal relational design of a spent-once check';
     const doc = {
       tool: '@dt/ledger storage floor bench',
       date: new Date().toISOString(),
@@ -407,24 +528,37 @@ async function main(): Promise<Record<string, unknown>> {
         transfers: TRANSFERS,
         batch: BATCH,
         sqlite: 'openSqliteStorage(file): WAL, synchronous=FULL, background checkpointer, file on disk (os.tmpdir())',
+        ...(PG
+          ? { postgres: 'openPostgresStorage over a throwaway cluster (startPgCluster, fsync on, unix socket); CPU: the whole machine' }
+          : {}),
       },
       crypto: c,
-      current: { ...cur, maxCeilingRatio: bound(cur), note: "the set-based path's reads and rows through LedgerStore, 0 hops, one input" },
+      current: { ...cur!, maxCeilingRatio: bound(cur!), note: CURRENT_NOTE },
       rowless: {
-        ...rowless,
-        maxCeilingRatio: bound(rowless),
+        ...rowless!,
+        maxCeilingRatio: bound(rowless!),
         note: `the same statements through LedgerStore, with ${[...ROWLESS_TABLES].join(', ')} WITHOUT ROWID tables`,
       },
-      minimal: {
-        ...min,
-        maxCeilingRatio: bound(min),
-        note: 'claims (card, id) WITHOUT ROWID, an append-only log row, the head: a minimal relational design of a spent-once check',
-      },
+      minimal: { ...min!, maxCeilingRatio: bound(min!), note: `${MINIMAL_NOTE} (claims and heads WITHOUT ROWID)` },
+      ...(pg
+        ? {
+            postgres: {
+              current: { ...pg.current, maxCeilingRatio: bound(pg.current), note: CURRENT_NOTE },
+              minimal: { ...pg.minimal, maxCeilingRatio: bound(pg.minimal), note: MINIMAL_NOTE },
+            },
+          }
+        : {}),
       note: 'maxCeilingRatio: settled/s if settlement were nothing but one verify, one outcome signature and this storage work, with all cores (the storage on the one writer thread) ÷ the native verifies/s of all cores',
     };
     return doc;
   } finally {
-    rmSync(dir, { recursive: true, force: true });
+    for (const c of closers.reverse()) {
+      try {
+        await c();
+      } catch (e) {
+        log(`cleanup: ${(e as Error).message}`);
+      }
+    }
   }
 }
 
@@ -433,9 +567,10 @@ try {
   const tmp = `${OUT}.tmp-${process.pid}`;
   writeFileSync(tmp, JSON.stringify(doc, null, 2) + '\n');
   renameSync(tmp, OUT);
-  const d = doc as { current: { maxCeilingRatio: number }; rowless: { maxCeilingRatio: number }; minimal: { maxCeilingRatio: number } };
+  type R = { maxCeilingRatio: number };
+  const d = doc as { current: R; rowless: R; minimal: R; postgres?: { current: R; minimal: R } };
   log(
-    `at the most: ratio ${d.current.maxCeilingRatio} with today's rows, ${d.rowless.maxCeilingRatio} with them WITHOUT ROWID, ${d.minimal.maxCeilingRatio} with the minimal ones; results in ${OUT}`,
+    `at the most: ratio ${d.current.maxCeilingRatio} with today's rows, ${d.rowless.maxCeilingRatio} with them WITHOUT ROWID, ${d.minimal.maxCeilingRatio} with the minimal ones${d.postgres ? `; PostgreSQL ${d.postgres.current.maxCeilingRatio} and ${d.postgres.minimal.maxCeilingRatio}` : ''}; results in ${OUT}`,
   );
   process.exit(0);
 } catch (e) {

@@ -3,7 +3,8 @@
  * figures it promises (no time is asserted: the figures of a tiny run mean nothing), and the
  * facts that hold at any size: every variant stored every transfer it was given (the
  * bench checks that its fresh claims were unheld, and fails otherwise), a bound is a ratio
- * in (0, 1], and bad usage is exit 2 with the reason, before anything is built.
+ * in (0, 1], and bad usage is exit 2 with the reason, before anything is built. `--pg` needs
+ * PostgreSQL's server binaries (npm run setup): skipped locally without them, never in CI.
  */
 import test from 'ava';
 import { spawn } from 'node:child_process';
@@ -11,6 +12,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { pgAvailable } from '../src/pg-cluster.ts';
 
 const script = fileURLToPath(new URL('../bench/floor.ts', import.meta.url));
 
@@ -33,14 +35,14 @@ test('floor.ts writes its three variants with a bound each (tiny configuration) 
   const dir = mkdtempSync(join(tmpdir(), 'dt-floor-test-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const out = join(dir, 'floor.json');
-  const r = await floor(['--rows', '300', '--cards', '40', '--transfers', '250', '--batch', '64', '--out', out]);
+  const r = await floor(['--rows', '300', '--cards', '40', '--transfers', '250', '--batch', '32', '--out', out]);
   t.is(r.code, 0, r.stderr);
   const doc = JSON.parse(readFileSync(out, 'utf8')) as Record<string, Record<string, number>>;
   t.deepEqual(doc.config, {
     rows: 300,
     cards: 40,
     transfers: 250,
-    batch: 64,
+    batch: 32,
     sqlite: 'openSqliteStorage(file): WAL, synchronous=FULL, background checkpointer, file on disk (os.tmpdir())',
   } as unknown as Record<string, number>);
   for (const v of ['current', 'rowless', 'minimal'] as const) {
@@ -52,6 +54,24 @@ test('floor.ts writes its three variants with a bound each (tiny configuration) 
   t.regex(r.stderr, /at the most: ratio [\d.]+ with today's rows, [\d.]+ with them WITHOUT ROWID, [\d.]+ with the minimal ones/);
 });
 
+const pgTest = pgAvailable() || process.env.CI === 'true' ? test : test.skip;
+pgTest("floor.ts --pg: today's rows and the minimal design on a throwaway PostgreSQL cluster too (tiny configuration)", async (t) => {
+  t.timeout(180_000);
+  const dir = mkdtempSync(join(tmpdir(), 'dt-floor-test-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const out = join(dir, 'floor.json');
+  const r = await floor(['--pg', '--rows', '300', '--cards', '40', '--transfers', '250', '--batch', '32', '--out', out]);
+  t.is(r.code, 0, r.stderr);
+  const doc = JSON.parse(readFileSync(out, 'utf8')) as { postgres?: Record<string, Record<string, number>> };
+  for (const v of ['current', 'minimal'] as const) {
+    const f = doc.postgres?.[v];
+    t.truthy(f, v);
+    t.true(f!.cpuMicrosPerTransfer! > 0 && f!.wallMicrosPerTransfer! > 0, v);
+    t.true(f!.maxCeilingRatio! > 0 && f!.maxCeilingRatio! <= 1, `${v}: ${f!.maxCeilingRatio}`);
+  }
+  t.regex(r.stderr, /; PostgreSQL [\d.]+ and [\d.]+; results in /);
+});
+
 test('floor.ts refuses bad usage with exit 2 and the reason; --help exits 0', async (t) => {
   const bad = await floor(['--rows=-1']);
   t.is(bad.code, 2);
@@ -59,6 +79,9 @@ test('floor.ts refuses bad usage with exit 2 and the reason; --help exits 0', as
   const unknown = await floor(['--bogus']);
   t.is(unknown.code, 2);
   t.regex(unknown.stderr, /Unknown option '--bogus'/);
+  const big = await floor(['--cards', '10', '--batch', '20']);
+  t.is(big.code, 2);
+  t.regex(big.stderr, /--batch must be at most --cards \(10\)/);
   const help = await floor(['--help']);
   t.is(help.code, 0);
   t.regex(help.stdout, /--transfers N/);
