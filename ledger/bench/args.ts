@@ -1,6 +1,7 @@
 /**
- * The command line of the ledger's bench scripts (headline.ts, floor.ts): strict options,
- * `--help` on stdout with exit 0, and bad usage as `<name>: <reason>`, the help, exit 2.
+ * What the ledger's bench scripts (headline.ts, floor.ts) share: their command line (strict
+ * options, `--help` on stdout with exit 0, bad usage as `<name>: <reason>`, the help, exit 2)
+ * and their cleanup.
  *
  * @module
  */
@@ -32,4 +33,15 @@ export function benchArgs<const O extends Options>(name: string, help: string, o
     return n;
   };
   return { values: values as { [K in keyof O]?: O[K]['type'] extends 'boolean' ? boolean : string }, usage, int };
+}
+
+/** Runs `closers` last first, each once whatever the others do; a failure is logged, not thrown (the run's own error stays the one reported). */
+export async function closeAll(closers: readonly (() => unknown)[], log: (line: string) => void): Promise<void> {
+  for (const c of [...closers].reverse()) {
+    try {
+      await c();
+    } catch (e) {
+      log(`cleanup: ${(e as Error).message}`);
+    }
+  }
 }

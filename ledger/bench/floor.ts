@@ -56,7 +56,7 @@ import { LEDGER_MIGRATIONS } from '../src/storage/migrations.ts';
 import { LedgerStore } from '../src/store.ts';
 import { nativeSigner } from '../src/native-signer.ts';
 import type { LedgerStorage, SqlValue } from '../src/storage/types.ts';
-import { benchArgs } from './args.ts';
+import { benchArgs, closeAll } from './args.ts';
 
 const HELP = `node --conditions=dt-source --import tsx ledger/bench/floor.ts [options]
 
@@ -552,13 +552,7 @@ async function main(): Promise<Record<string, unknown>> {
     };
     return doc;
   } finally {
-    for (const c of closers.reverse()) {
-      try {
-        await c();
-      } catch (e) {
-        log(`cleanup: ${(e as Error).message}`);
-      }
-    }
+    await closeAll(closers, log);
   }
 }
 

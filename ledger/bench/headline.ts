@@ -63,7 +63,7 @@ import {
   type Fill,
   type Workload,
 } from './headline-dataset.ts';
-import { benchArgs } from './args.ts';
+import { benchArgs, closeAll } from './args.ts';
 
 const HELP = `node --conditions=dt-source --import tsx ledger/bench/headline.ts [options]
 
@@ -411,13 +411,7 @@ async function main(): Promise<Record<string, unknown>> {
       durationSeconds: r3((performance.now() - started) / 1000),
     };
   } finally {
-    for (const c of closers.reverse()) {
-      try {
-        await c();
-      } catch (e) {
-        log(`cleanup: ${(e as Error).message}`);
-      }
-    }
+    await closeAll(closers, log);
   }
 }
 
