@@ -6,17 +6,9 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="$here/build/libdt-vpcd-nodelay.so"
-cc="${CC:-cc}"
-if ! command -v "$cc" >/dev/null 2>&1; then
-  echo "vpcd-nodelay: no C compiler ($cc); install gcc (scripts/install-system.sh does) and run npm run setup again" >&2
-  exit 1
-fi
-mkdir -p "$here/build"
+# shellcheck source=../../scripts/lib/cc.sh
+. "$here/../../scripts/lib/cc.sh"
 tmp="$out.tmp.$$"
-if ! "$cc" -O2 -Wall -Wextra -Werror -fPIC -shared -o "$tmp" "$here/vpcd-nodelay.c" -ldl; then
-  rm -f "$tmp"
-  echo "vpcd-nodelay: $cc could not build $here/vpcd-nodelay.c (libc headers: Debian package libc6-dev)" >&2
-  exit 1
-fi
+cc_compile vpcd-nodelay "$tmp" "libc headers: Debian package libc6-dev" "$here/vpcd-nodelay.c" -ldl
 mv -f "$tmp" "$out"
 echo "vpcd-nodelay: built $out"

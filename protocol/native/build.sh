@@ -8,11 +8,8 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="$here/build/dt-p256.node"
-cc="${CC:-cc}"
-if ! command -v "$cc" >/dev/null 2>&1; then
-  echo "p256-verify: no C compiler ($cc); install gcc (scripts/install-system.sh does) and run npm run setup again" >&2
-  exit 1
-fi
+# shellcheck source=../../scripts/lib/cc.sh
+. "$here/../../scripts/lib/cc.sh"
 prefix="$(node -p 'require("node:path").resolve(process.execPath, "..", "..")')"
 inc="$prefix/include/node"
 if [ ! -f "$inc/node_api.h" ] || [ ! -f "$inc/openssl/ec.h" ]; then
@@ -21,13 +18,8 @@ if [ ! -f "$inc/node_api.h" ] || [ ! -f "$inc/openssl/ec.h" ]; then
 fi
 libs=()
 if [ "$(node -p 'String(process.config.variables.node_shared_openssl)')" = "true" ]; then libs+=(-lcrypto); fi
-mkdir -p "$here/build"
 tmp="$here/build/dt-p256.tmp-$$.node" # .node: require loads it as an addon
-if ! "$cc" -O2 -Wall -Wextra -Werror -fPIC -shared -I"$inc" -o "$tmp" "$here/p256-verify.c" "${libs[@]}" -lpthread; then
-  rm -f "$tmp"
-  echo "p256-verify: $cc could not build $here/p256-verify.c" >&2
-  exit 1
-fi
+cc_compile p256-verify "$tmp" "" -I"$inc" "$here/p256-verify.c" "${libs[@]}" -lpthread
 # It must load in this Node and verify a known signature before it replaces a previous build.
 if ! node -e '
 const a = require(process.argv[1]);

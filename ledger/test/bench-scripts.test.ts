@@ -1,5 +1,12 @@
 /**
- * `ledger/bench/floor.ts` as a process, on a tiny configuration: it exits 0 and writes the
+ * The ledger's bench scripts as processes, on tiny configurations (no time is asserted: the
+ * figures of a tiny run mean nothing).
+ *
+ * `ledger/bench/bench.ts` (`npm run bench -w ledger`): it exits 0 and writes a run per backend
+ * and size, each of which settled every transfer (the bench fails otherwise) on a pool of the
+ * given size; bad usage is exit 2 with the reason.
+ *
+ * `ledger/bench/floor.ts`: it exits 0 and writes the
  * figures it promises (no time is asserted: the figures of a tiny run mean nothing), and the
  * facts that hold at any size: every variant stored every transfer it was given (the
  * bench checks that its fresh claims were unheld, and fails otherwise), a bound is a ratio
@@ -14,11 +21,15 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pgAvailable } from '../src/pg-cluster.ts';
 
-const script = fileURLToPath(new URL('../bench/floor.ts', import.meta.url));
+const FLOOR = fileURLToPath(new URL('../bench/floor.ts', import.meta.url));
+const BENCH = fileURLToPath(new URL('../bench/bench.ts', import.meta.url));
 
-function floor(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+const floor = (args: string[]) => script(FLOOR, args);
+const bench = (args: string[]) => script(BENCH, args);
+
+function script(file: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--conditions=dt-source', '--import', 'tsx', script, ...args], {
+    const child = spawn(process.execPath, ['--conditions=dt-source', '--import', 'tsx', file, ...args], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';
@@ -85,4 +96,51 @@ test('floor.ts refuses bad usage with exit 2 and the reason; --help exits 0', as
   const help = await floor(['--help']);
   t.is(help.code, 0);
   t.regex(help.stdout, /--transfers N/);
+});
+
+const pgOrSkip = (backends: string) => (backends.includes('postgres') && !pgAvailable() && process.env.CI !== 'true' ? test.skip : test);
+for (const backends of ['sqlite', 'postgres']) {
+  pgOrSkip(backends)(
+    `bench.ts --backends ${backends}: a run per size, every transfer settled, and exit 0 (tiny configuration)`,
+    async (t) => {
+      t.timeout(180_000);
+      const dir = mkdtempSync(join(tmpdir(), 'dt-bench-test-'));
+      t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+      const out = join(dir, 'bench.json');
+      const r = await bench(['--sizes', '6,12', '--backends', backends, '--workers', '1', '--batch', '4', '--chain', '3', '--out', out]);
+      t.is(r.code, 0, r.stderr);
+      const doc = JSON.parse(readFileSync(out, 'utf8')) as {
+        config: { sizes: number[]; workers: number; batchSize: number; chainLength: number };
+        nativeVerify: { perCore: number; coresUsed: number };
+        runs: { backend: string; transfers: number; cards: number; transfersPerSecond: number; ratioToVerifyCeiling: number }[];
+      };
+      t.like(doc.config, { sizes: [6, 12], workers: 1, batchSize: 4, chainLength: 3 });
+      t.is(doc.nativeVerify.coresUsed, 1);
+      t.true(doc.nativeVerify.perCore > 0);
+      t.deepEqual(
+        doc.runs.map((x) => [x.backend, x.transfers, x.cards]),
+        [
+          [backends, 6, 2],
+          [backends, 12, 4],
+        ],
+      );
+      for (const x of doc.runs) t.true(x.transfersPerSecond > 0 && x.ratioToVerifyCeiling > 0, `${x.backend} ${x.transfers}`);
+      t.regex(r.stdout, /wrote .*bench\.json/);
+    },
+  );
+}
+
+test('bench.ts refuses bad usage with exit 2 and the reason; --help exits 0', async (t) => {
+  const bad = await bench(['--sizes', '10,x']);
+  t.is(bad.code, 2);
+  t.regex(bad.stderr, /--sizes must be an integer >= 1, got x/);
+  const backend = await bench(['--backends', 'mysql']);
+  t.is(backend.code, 2);
+  t.regex(backend.stderr, /--backends takes sqlite and postgres, got mysql/);
+  const unknown = await bench(['--bogus']);
+  t.is(unknown.code, 2);
+  t.regex(unknown.stderr, /Unknown option '--bogus'/);
+  const help = await bench(['--help']);
+  t.is(help.code, 0);
+  t.regex(help.stdout, /--sizes N,N,\.\.\./);
 });
