@@ -20,10 +20,19 @@
  *   one claim per counter and per input in a `WITHOUT ROWID` table keyed (card, id) naming the
  *   transfer (a replay finds its own claims), one append-only log row (transfer and outcome
  *   bytes, rowid order: no random key) and the card's head. 3 random-key writes.
+ * - `clustered`: every fact today's rows hold, clustered by card, in the first database and
+ *   connection: one `WITHOUT ROWID` table keyed (card, k) holds the card's chain head (k = 0x00),
+ *   a row per transfer keyed by its counter (k = 0x01 || counter: its hash, value record and
+ *   verdict, and where its bytes and outcome are in the log) and a row per input claim (k = 0x02
+ *   || id); the transfer and outcome bytes go to the append-only log, the outcomes of a batch to
+ *   today's `outcomes`, the batch to `batches`, the credit to `merchants`; the cards' anchors
+ *   are read from `cards`. Lookups go by (card, counter), not by hash. A card's rows sit side by
+ *   side, so a transfer writes about one random page, not seven: what a migration that keeps
+ *   today's information would give.
  * - `sign`: one ledger Outcome signature (`nativeSigner`), which every settled transfer costs
  *   today, and `verify`: one native verification on one core (the card's signature).
  *
- * - `--pg`: `current` and `minimal` on PostgreSQL too (a throwaway cluster with fsync on, filled
+ * - `--pg`: `current`, `minimal` and `clustered` on PostgreSQL too (a throwaway cluster with fsync on, filled
  *   server-side); the CPU figure there is the whole machine's, the server's processes included.
  *
  * The tables are filled first with `--rows` random-key rows each (and `--cards` cards and heads),
@@ -53,7 +62,7 @@ import { openSqliteStorage } from '../src/storage/sqlite.ts';
 import { openPostgresStorage } from '../src/storage/postgres.ts';
 import { startPgCluster } from '../src/pg-cluster.ts';
 import { LEDGER_MIGRATIONS } from '../src/storage/migrations.ts';
-import { LedgerStore } from '../src/store.ts';
+import { LedgerStore, StoreTx } from '../src/store.ts';
 import { nativeSigner } from '../src/native-signer.ts';
 import type { LedgerStorage, SqlValue } from '../src/storage/types.ts';
 import { benchArgs, closeAll } from './args.ts';
@@ -62,18 +71,19 @@ const HELP = `node --conditions=dt-source --import tsx ledger/bench/floor.ts [op
 
 What the ledger's storage alone costs per settled transfer (SQLite, as serve
 opens it): the rows the set-based settlement writes today, the same with its
-small-row tables WITHOUT ROWID, and a minimal spent-once design; with one
-verify and one outcome signature, the ceiling ratio that leaves at the most.
-Writes JSON.
+small-row tables WITHOUT ROWID, a minimal spent-once design, and today's facts
+clustered by card (one table keyed by card, the bytes in an append-only log);
+with one verify and one outcome signature, the ceiling ratio that leaves at
+the most. Writes JSON.
 
 Options:
   --rows N       random-key rows in each settlement table first (default 1000000)
   --cards N      cards and chain heads first (default 100000)
   --transfers N  measured transfers per variant (default 20000)
   --batch N      transfers per transaction (default 1600, a settle call)
-  --pg           also today's rows and the minimal design on PostgreSQL (a
-                 throwaway cluster with fsync on; CPU counted for the whole
-                 machine, the server's processes included)
+  --pg           also today's rows, the minimal and the clustered design on
+                 PostgreSQL (a throwaway cluster with fsync on; CPU counted
+                 for the whole machine, the server's processes included)
   --out FILE     output (default ledger/bench-floor.json)
   --help         this help
 
@@ -104,10 +114,31 @@ const log = (s: string): void => void process.stderr.write(`[floor] ${s}\n`);
 const r1 = (x: number): number => Math.round(x * 10) / 10;
 
 const rnd = (n: number): Buffer => randomBytes(n);
+/**
+ * The `clustered` variant's tables: a card's rows in one table keyed (card, k) (`WITHOUT ROWID` on
+ * SQLite: the rows themselves in key order), the bytes in an append-only log.
+ */
+function clusteredSchema(rowless: string, int: string): string[] {
+  return [
+    `CREATE TABLE floor_card (card BLOB NOT NULL, k BLOB NOT NULL, hash BLOB NOT NULL, counter ${int}, amount ${int}, payee BLOB, time ${int},
+       state TEXT, status ${int}, seq ${int}, head BLOB, PRIMARY KEY (card, k))${rowless}`,
+    `CREATE TABLE floor_bytes (seq ${int} PRIMARY KEY, transfer BLOB NOT NULL, outcome BLOB NOT NULL)`,
+  ];
+}
+/** The `clustered` keys: a card's head, a transfer by its counter, an input claim by its id. */
+const HEAD_KEY = Buffer.from([0]);
+const transferKey = (counter: number): Buffer => {
+  const k = Buffer.alloc(5);
+  k[0] = 1;
+  k.writeUInt32BE(counter, 1);
+  return k;
+};
+const inputKey = (id: Buffer): Buffer => Buffer.concat([Buffer.from([2]), id]);
 const MINIMAL_SCHEMA = [
   `CREATE TABLE floor_claims (card BLOB NOT NULL, id BLOB NOT NULL, by_hash BLOB NOT NULL, PRIMARY KEY (card, id)) WITHOUT ROWID`,
   `CREATE TABLE floor_log (seq INTEGER PRIMARY KEY, hash BLOB NOT NULL, transfer BLOB NOT NULL, outcome BLOB NOT NULL)`,
   `CREATE TABLE floor_heads (card BLOB PRIMARY KEY, counter INTEGER NOT NULL, hash BLOB NOT NULL, state BLOB) WITHOUT ROWID`,
+  ...clusteredSchema(' WITHOUT ROWID', 'INTEGER'),
 ];
 /** The ledger's migrations and one more with the minimal tables (in the same file, so the same connection serves both). */
 const MIGRATIONS = [
@@ -119,6 +150,7 @@ const MINIMAL_SCHEMA_PG = [
   `CREATE TABLE floor_claims (card BLOB NOT NULL, id BLOB NOT NULL, by_hash BLOB NOT NULL, PRIMARY KEY (card, id))`,
   `CREATE TABLE floor_log (seq BIGINT PRIMARY KEY, hash BLOB NOT NULL, transfer BLOB NOT NULL, outcome BLOB NOT NULL)`,
   `CREATE TABLE floor_heads (card BLOB PRIMARY KEY, counter BIGINT NOT NULL, hash BLOB NOT NULL, state BLOB)`,
+  ...clusteredSchema('', 'BIGINT'),
 ];
 const PG_MIGRATIONS = [
   ...LEDGER_MIGRATIONS,
@@ -164,6 +196,12 @@ function fill(file: string, cards: Buffer[]): void {
     outcome: db.prepare(`INSERT INTO outcomes (batch, idx, bytes) VALUES (?, ?, ?)`),
     claim: db.prepare(`INSERT INTO floor_claims (card, id, by_hash) VALUES (?, ?, ?)`),
     entry: db.prepare(`INSERT INTO floor_log (seq, hash, transfer, outcome) VALUES (?, ?, ?, ?)`),
+    chead: db.prepare(`INSERT INTO floor_card (card, k, hash, counter, head) VALUES (?, ?, ?, 1, ?)`),
+    ctransfer: db.prepare(
+      `INSERT INTO floor_card (card, k, hash, counter, amount, payee, time, state, status, seq) VALUES (?, ?, ?, ?, 100, ?, ?, 'settled', 0, ?)`,
+    ),
+    cinput: db.prepare(`INSERT INTO floor_card (card, k, hash) VALUES (?, ?, ?)`),
+    cbytes: db.prepare(`INSERT INTO floor_bytes (seq, transfer, outcome) VALUES (?, ?, ?)`),
   };
   const body = rnd(SIZE.transfer);
   const out = rnd(SIZE.outcome);
@@ -172,6 +210,7 @@ function fill(file: string, cards: Buffer[]): void {
       stmts.card.run(c, rnd(16), rnd(260), rnd(200));
       stmts.head.run(c, rnd(32), rnd(SIZE.state));
       stmts.fhead.run(c, rnd(32), rnd(SIZE.state));
+      stmts.chead.run(c, HEAD_KEY, rnd(32), rnd(SIZE.state));
     }
   })();
   const step = 100_000;
@@ -193,6 +232,9 @@ function fill(file: string, cards: Buffer[]): void {
         ck.writeUInt32BE(1000 + i, 5);
         stmts.claim.run(card, ck, h);
         stmts.entry.run(i + 1, h, body, out);
+        stmts.ctransfer.run(card, transferKey(1000 + i), h, 1000 + i, rnd(16), now, i + 1);
+        stmts.cinput.run(card, inputKey(id), h);
+        stmts.cbytes.run(i + 1, body, out);
       }
     })();
     log(`filled ${Math.min(ROWS, done + step)}/${ROWS} rows a table`);
@@ -222,6 +264,9 @@ async function fillPg(storage: LedgerStorage, salt: string): Promise<void> {
     await tx.run(
       `INSERT INTO floor_heads (card, counter, hash, state) SELECT ${h('card', 16, 'i')}, 1, ${h('head', 32, 'i')}, ${blob('state', SIZE.state)} FROM generate_series(0, ${CARDS - 1}) AS i`,
     );
+    await tx.run(
+      `INSERT INTO floor_card (card, k, hash, counter, head) SELECT ${h('card', 16, 'i')}, '\\x00'::bytea, ${h('head', 32, 'i')}, 1, ${blob('state', SIZE.state)} FROM generate_series(0, ${CARDS - 1}) AS i`,
+    );
   });
   const step = 200_000;
   for (let done = 0; done < ROWS; done += step) {
@@ -244,6 +289,15 @@ async function fillPg(storage: LedgerStorage, salt: string): Promise<void> {
       );
       await tx.run(
         `INSERT INTO floor_log (seq, hash, transfer, outcome) SELECT i + 1, ${h('h', 32, 'i')}, ${blob('body', SIZE.transfer)}, ${blob('out', SIZE.outcome)} ${series}`,
+      );
+      await tx.run(
+        `INSERT INTO floor_card (card, k, hash, counter, amount, payee, time, state, status, seq) SELECT ${kid}, '\\x01'::bytea || int4send((1000 + i)::int), ${h('h', 32, 'i')}, 1000 + i, 100, ${h('payee', 16, 'i')}, ${now}, 'settled', 0, i + 1 ${series}`,
+      );
+      await tx.run(
+        `INSERT INTO floor_card (card, k, hash) SELECT ${kid}, '\\x02'::bytea || ${h('id', 32, 'i')}, ${h('h', 32, 'i')} ${series}`,
+      );
+      await tx.run(
+        `INSERT INTO floor_bytes (seq, transfer, outcome) SELECT i + 1, ${blob('body', SIZE.transfer)}, ${blob('out', SIZE.outcome)} ${series}`,
       );
     });
     log(`postgres: filled ${last + 1}/${ROWS} rows a table`);
@@ -433,6 +487,62 @@ async function minimal(store: LedgerStore, b: NewTransfer[]): Promise<void> {
   });
 }
 
+/**
+ * Every fact `current` writes, clustered by card (`clusteredSchema`): the reads settlement makes
+ * (the cards' heads and anchors, the transfers at the paying counters, the holders of the input
+ * claims) by (card, k), then the rows.
+ */
+async function clustered(store: LedgerStore, b: NewTransfer[], seq: number): Promise<void> {
+  const terminal = rnd(16);
+  const now = Date.now();
+  await store.storage.transaction(async (sql) => {
+    const tx = new StoreTx(sql);
+    const byKey = async (keys: [Buffer, Buffer][]): Promise<number> => {
+      let found = 0;
+      for (let i = 0; i < keys.length; i += 128) {
+        const part = keys.slice(i, i + 128);
+        const rows = await sql.all(
+          `SELECT card, k, hash, counter, state, head FROM floor_card WHERE ${part.map(() => '(card = ? AND k = ?)').join(' OR ')}`,
+          part.flat(),
+        );
+        found += rows.length;
+      }
+      return found;
+    };
+    if ((await byKey(b.map((t) => [t.card, HEAD_KEY]))) !== b.length) throw new Error('a card has no head');
+    await tx.cardsIn(b.map((t) => t.card));
+    const transfers = b.map((t): [Buffer, Buffer] => [t.card, transferKey(t.counter)]);
+    const inputs = b.map((t): [Buffer, Buffer] => [t.card, inputKey(t.input)]);
+    if ((await byKey(transfers)) > 0 || (await byKey(inputs)) > 0) throw new Error('a fresh claim is held');
+    await insertRows(
+      sql,
+      'INSERT INTO floor_card (card, k, hash, counter, amount, payee, time, state, status, seq)',
+      10,
+      b.flatMap((t, i) => [
+        [t.card, transfers[i]![1], t.hash, t.counter, 100, terminal, now, 'settled', 0, t.seq],
+        [t.card, inputs[i]![1], t.hash, null, null, null, null, null, null, null],
+      ]),
+    );
+    await insertRows(
+      sql,
+      'INSERT INTO floor_bytes (seq, transfer, outcome)',
+      3,
+      b.map((t) => [t.seq, t.bytes, t.outcome]),
+    );
+    const batch = rnd(32);
+    await tx.insertOutcomes(b.map((t, idx) => ({ batch, idx, bytes: t.outcome })));
+    await tx.creditMerchant(terminal, 100 * b.length);
+    await insertRows(
+      sql,
+      'INSERT INTO floor_card (card, k, hash, counter, head)',
+      5,
+      b.map((t) => [t.card, HEAD_KEY, t.hash, t.counter, t.state]),
+      ' ON CONFLICT (card, k) DO UPDATE SET counter = excluded.counter, hash = excluded.hash, head = excluded.head WHERE excluded.counter > floor_card.counter',
+    );
+    await tx.insertBatch(batch, terminal, seq, b.length, now);
+  });
+}
+
 /** One-core µs of a native verify and of a ledger outcome signature. */
 async function crypto(): Promise<{ verifyMicros: number; signMicros: number }> {
   const kp = generateKeyPair((n) => new Uint8Array(randomBytes(n)));
@@ -481,16 +591,18 @@ async function main(): Promise<Record<string, unknown>> {
       }
     };
     const file = await made('ledger.db', MIGRATIONS);
-    const [cur, min] = await onSqlite(file, MIGRATIONS, async (st) => [
+    const calls = Math.ceil(TRANSFERS / BATCH);
+    const [cur, min, clu] = await onSqlite(file, MIGRATIONS, async (st) => [
       await measure('current', st, cards, 0, current),
-      await measure('minimal', st, cards, Math.ceil(TRANSFERS / BATCH), minimal),
+      await measure('minimal', st, cards, calls, minimal),
+      await measure('clustered', st, cards, 2 * calls, clustered),
     ]);
     rmSync(file, { force: true });
     const rowlessFile = await made('rowless.db', ROWLESS_MIGRATIONS);
     const [rowless] = await onSqlite(rowlessFile, ROWLESS_MIGRATIONS, async (st) => [await measure('rowless', st, cards, 0, current)]);
     rmSync(rowlessFile, { force: true });
     // PostgreSQL: a throwaway cluster with fsync on (as the headline's), the server's CPU counted with the machine's.
-    let pg: { current: Figure; minimal: Figure } | undefined;
+    let pg: { current: Figure; minimal: Figure; clustered: Figure } | undefined;
     if (PG) {
       log('postgres: starting a throwaway cluster');
       const cluster = startPgCluster({ fsync: true });
@@ -504,7 +616,8 @@ async function main(): Promise<Record<string, unknown>> {
       const kids = cardKids(salt);
       pg = {
         current: await measure('postgres current', storage, kids, 0, current, machineCpu),
-        minimal: await measure('postgres minimal', storage, kids, Math.ceil(TRANSFERS / BATCH), minimal, machineCpu),
+        minimal: await measure('postgres minimal', storage, kids, calls, minimal, machineCpu),
+        clustered: await measure('postgres clustered', storage, kids, 2 * calls, clustered, machineCpu),
       };
     }
     const c = await crypto();
@@ -517,6 +630,8 @@ async function main(): Promise<Record<string, unknown>> {
       return Math.round((1000 * perSecond) / ((cores * 1e6) / c.verifyMicros)) / 1000;
     };
     const CURRENT_NOTE = "the set-based path's reads and rows through LedgerStore, 0 hops, one input";
+    const CLUSTERED_NOTE =
+      "today's facts clustered by card: a table keyed (card, k) with the head, a row per transfer (by counter: hash, value record, verdict) and per input claim; bytes in an append-only log";
     const MINIMAL_NOTE = 'claims keyed (card, id), an append-only log row, the head: a minimal relational design of a spent-once check';
     const doc = {
       tool: '@dt/ledger storage floor bench',
@@ -540,11 +655,13 @@ async function main(): Promise<Record<string, unknown>> {
         note: `the same statements through LedgerStore, with ${[...ROWLESS_TABLES].join(', ')} WITHOUT ROWID tables`,
       },
       minimal: { ...min!, maxCeilingRatio: bound(min!), note: `${MINIMAL_NOTE} (claims and heads WITHOUT ROWID)` },
+      clustered: { ...clu!, maxCeilingRatio: bound(clu!), note: `${CLUSTERED_NOTE} (the card table WITHOUT ROWID)` },
       ...(pg
         ? {
             postgres: {
               current: { ...pg.current, maxCeilingRatio: bound(pg.current), note: CURRENT_NOTE },
               minimal: { ...pg.minimal, maxCeilingRatio: bound(pg.minimal), note: MINIMAL_NOTE },
+              clustered: { ...pg.clustered, maxCeilingRatio: bound(pg.clustered), note: CLUSTERED_NOTE },
             },
           }
         : {}),
@@ -562,9 +679,9 @@ try {
   writeFileSync(tmp, JSON.stringify(doc, null, 2) + '\n');
   renameSync(tmp, OUT);
   type R = { maxCeilingRatio: number };
-  const d = doc as { current: R; rowless: R; minimal: R; postgres?: { current: R; minimal: R } };
+  const d = doc as { current: R; rowless: R; minimal: R; clustered: R; postgres?: { current: R; minimal: R; clustered: R } };
   log(
-    `at the most: ratio ${d.current.maxCeilingRatio} with today's rows, ${d.rowless.maxCeilingRatio} with them WITHOUT ROWID, ${d.minimal.maxCeilingRatio} with the minimal ones${d.postgres ? `; PostgreSQL ${d.postgres.current.maxCeilingRatio} and ${d.postgres.minimal.maxCeilingRatio}` : ''}; results in ${OUT}`,
+    `at the most: ratio ${d.current.maxCeilingRatio} with today's rows, ${d.rowless.maxCeilingRatio} with them WITHOUT ROWID, ${d.minimal.maxCeilingRatio} with the minimal ones, ${d.clustered.maxCeilingRatio} with today's clustered by card${d.postgres ? `; PostgreSQL ${d.postgres.current.maxCeilingRatio}, ${d.postgres.minimal.maxCeilingRatio} and ${d.postgres.clustered.maxCeilingRatio}` : ''}; results in ${OUT}`,
   );
   process.exit(0);
 } catch (e) {

@@ -41,7 +41,7 @@ function script(file: string, args: string[]): Promise<{ code: number | null; st
   });
 }
 
-test('floor.ts writes its three variants with a bound each (tiny configuration) and exits 0', async (t) => {
+test('floor.ts writes its four variants with a bound each (tiny configuration) and exits 0', async (t) => {
   t.timeout(120_000);
   const dir = mkdtempSync(join(tmpdir(), 'dt-floor-test-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -56,32 +56,38 @@ test('floor.ts writes its three variants with a bound each (tiny configuration) 
     batch: 32,
     sqlite: 'openSqliteStorage(file): WAL, synchronous=FULL, background checkpointer, file on disk (os.tmpdir())',
   } as unknown as Record<string, number>);
-  for (const v of ['current', 'rowless', 'minimal'] as const) {
+  for (const v of ['current', 'rowless', 'minimal', 'clustered'] as const) {
     const f = doc[v]!;
     t.true(f.cpuMicrosPerTransfer! > 0 && f.wallMicrosPerTransfer! > 0, v);
     t.true(f.maxCeilingRatio! > 0 && f.maxCeilingRatio! <= 1, `${v}: ${f.maxCeilingRatio}`);
   }
   t.true(doc.crypto!.verifyMicros! > 0 && doc.crypto!.signMicros! > 0);
-  t.regex(r.stderr, /at the most: ratio [\d.]+ with today's rows, [\d.]+ with them WITHOUT ROWID, [\d.]+ with the minimal ones/);
+  t.regex(
+    r.stderr,
+    /at the most: ratio [\d.]+ with today's rows, [\d.]+ with them WITHOUT ROWID, [\d.]+ with the minimal ones, [\d.]+ with today's clustered by card/,
+  );
 });
 
 const pgTest = pgAvailable() || process.env.CI === 'true' ? test : test.skip;
-pgTest("floor.ts --pg: today's rows and the minimal design on a throwaway PostgreSQL cluster too (tiny configuration)", async (t) => {
-  t.timeout(180_000);
-  const dir = mkdtempSync(join(tmpdir(), 'dt-floor-test-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const out = join(dir, 'floor.json');
-  const r = await floor(['--pg', '--rows', '300', '--cards', '40', '--transfers', '250', '--batch', '32', '--out', out]);
-  t.is(r.code, 0, r.stderr);
-  const doc = JSON.parse(readFileSync(out, 'utf8')) as { postgres?: Record<string, Record<string, number>> };
-  for (const v of ['current', 'minimal'] as const) {
-    const f = doc.postgres?.[v];
-    t.truthy(f, v);
-    t.true(f!.cpuMicrosPerTransfer! > 0 && f!.wallMicrosPerTransfer! > 0, v);
-    t.true(f!.maxCeilingRatio! > 0 && f!.maxCeilingRatio! <= 1, `${v}: ${f!.maxCeilingRatio}`);
-  }
-  t.regex(r.stderr, /; PostgreSQL [\d.]+ and [\d.]+; results in /);
-});
+pgTest(
+  "floor.ts --pg: today's rows, the minimal design and today's clustered by card on a throwaway PostgreSQL cluster too (tiny configuration)",
+  async (t) => {
+    t.timeout(180_000);
+    const dir = mkdtempSync(join(tmpdir(), 'dt-floor-test-'));
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    const out = join(dir, 'floor.json');
+    const r = await floor(['--pg', '--rows', '300', '--cards', '40', '--transfers', '250', '--batch', '32', '--out', out]);
+    t.is(r.code, 0, r.stderr);
+    const doc = JSON.parse(readFileSync(out, 'utf8')) as { postgres?: Record<string, Record<string, number>> };
+    for (const v of ['current', 'minimal'] as const) {
+      const f = doc.postgres?.[v];
+      t.truthy(f, v);
+      t.true(f!.cpuMicrosPerTransfer! > 0 && f!.wallMicrosPerTransfer! > 0, v);
+      t.true(f!.maxCeilingRatio! > 0 && f!.maxCeilingRatio! <= 1, `${v}: ${f!.maxCeilingRatio}`);
+    }
+    t.regex(r.stderr, /; PostgreSQL [\d.]+, [\d.]+ and [\d.]+; results in /);
+  },
+);
 
 test('floor.ts refuses bad usage with exit 2 and the reason; --help exits 0', async (t) => {
   const bad = await floor(['--rows=-1']);
