@@ -95,7 +95,11 @@ Options:
 Exit codes: 0 written, 1 benchmark failed, 2 bad usage.
 `;
 
-const { values: args, usage } = benchArgs('headline', HELP, {
+const {
+  values: args,
+  usage,
+  int,
+} = benchArgs('headline', HELP, {
   cards: { type: 'string' },
   'spent-rows': { type: 'string' },
   mixed: { type: 'string' },
@@ -108,20 +112,20 @@ const { values: args, usage } = benchArgs('headline', HELP, {
   profile: { type: 'string' },
   validators: { type: 'string' },
 });
-const num = (v: string | undefined, name: string, def: number, min: number): number => {
+/** `--ceiling-seconds`: a number of seconds, not necessarily whole. */
+const seconds = (v: string | undefined, def: number, min: number): number => {
   if (v === undefined) return def;
   const n = Number(v);
-  if (!Number.isFinite(n) || n < min || (name !== 'ceiling-seconds' && !Number.isInteger(n)))
-    usage(`--${name} must be ${name === 'ceiling-seconds' ? 'a number' : 'an integer'} >= ${min}, got ${v}`);
+  if (!Number.isFinite(n) || n < min) usage(`--ceiling-seconds must be a number >= ${min}, got ${v}`);
   return n;
 };
-const CARDS = num(args.cards, 'cards', 100_000, 1);
-const SPENT = num(args['spent-rows'], 'spent-rows', 1_000_000, 0);
-const MIXED = num(args.mixed, 'mixed', 3000, 6);
-const HOPS63 = num(args.hops63, 'hops63', 150, 1);
-const TERMINALS = num(args.terminals, 'terminals', 200, 1);
-const BATCH = num(args.batch, 'batch', 50, 1);
-const CEILING_SECONDS = num(args['ceiling-seconds'], 'ceiling-seconds', 3, 0.2);
+const CARDS = int(args.cards, 'cards', 100_000, 1);
+const SPENT = int(args['spent-rows'], 'spent-rows', 1_000_000, 0);
+const MIXED = int(args.mixed, 'mixed', 3000, 6);
+const HOPS63 = int(args.hops63, 'hops63', 150, 1);
+const TERMINALS = int(args.terminals, 'terminals', 200, 1);
+const BATCH = int(args.batch, 'batch', 50, 1);
+const CEILING_SECONDS = seconds(args['ceiling-seconds'], 3, 0.2);
 const ONLY = args.only;
 if (ONLY !== undefined && ONLY !== 'sqlite' && ONLY !== 'postgres') usage(`--only must be sqlite or postgres, got ${ONLY}`);
 const PROFILE = args.profile;
@@ -173,7 +177,7 @@ async function verifyCeiling(seconds: number): Promise<{ perSecond: number; work
 }
 
 /** Validator threads over `storage`: `dt-ledger serve`'s default `--validators` for it (cli.ts `defaultValidators`) unless `--validators` says otherwise. */
-const VALIDATORS_ARG = args.validators === undefined ? undefined : num(args.validators, 'validators', 0, 0);
+const VALIDATORS_ARG = args.validators === undefined ? undefined : int(args.validators, 'validators', 0, 0);
 const validatorsFor = (storage: LedgerStorage['kind']): number => VALIDATORS_ARG ?? defaultValidators(storage);
 const describeValidators = (storage: LedgerStorage['kind']): string => {
   const n = validatorsFor(storage);

@@ -104,9 +104,8 @@ test('floor.ts refuses bad usage with exit 2 and the reason; --help exits 0', as
   t.regex(help.stdout, /--transfers N/);
 });
 
-const pgOrSkip = (backends: string) => (backends.includes('postgres') && !pgAvailable() && process.env.CI !== 'true' ? test.skip : test);
 for (const backends of ['sqlite', 'postgres']) {
-  pgOrSkip(backends)(
+  (backends === 'postgres' ? pgTest : test)(
     `bench.ts --backends ${backends}: a run per size, every transfer settled, and exit 0 (tiny configuration)`,
     async (t) => {
       t.timeout(180_000);
